@@ -1,0 +1,225 @@
+//! CreateTopics, DeleteTopics and CreatePartitions. Each topic in a request succeeds or
+//! fails on its own; a name given twice in one request fails every copy (INVALID_REQUEST),
+//! as Kafka does.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use super::errors::controller_error;
+use crate::broker::Broker;
+use crate::controller::topic_admin::NewTopic;
+use crate::controller::{ControllerError, MetadataCommand};
+use crate::topic_config;
+
+fn text(value: String) -> Option<StrBytes> {
+    Some(StrBytes::from_string(value))
+}
+
+fn duplicated<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut counts = HashMap::new();
+    for name in names {
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts.retain(|_, count| *count > 1);
+    counts
+}
+
+pub async fn create_topics(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let duplicates = duplicated(request.topics.iter().map(|t| t.name.0.as_str()));
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let result = if duplicates.contains_key(topic.name.0.as_str()) {
+            let message = format!(
+                "Create topics request from client contains a duplicate topic {}",
+                topic.name.0.as_str()
+            );
+            Err(ControllerError::InvalidRequest(message))
+        } else {
+            broker
+                .create_topic(&new_topic(topic), request.validate_only)
+                .await
+        };
+        results.push(create_result(broker, topic, result));
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn new_topic(topic: &CreatableTopic) -> NewTopic {
+    NewTopic {
+        name: topic.name.0.to_string(),
+        num_partitions: topic.num_partitions,
+        replication_factor: topic.replication_factor,
+        assignments: topic
+            .assignments
+            .iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|id| id.0).collect(),
+                )
+            })
+            .collect(),
+        configs: topic
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+            .collect(),
+    }
+}
+
+fn create_result(
+    broker: &Broker,
+    topic: &CreatableTopic,
+    result: Result<MetadataCommand, ControllerError>,
+) -> CreatableTopicResult {
+    let base = CreatableTopicResult::default().with_name(topic.name.clone());
+    let (id, assignments, configs) = match result {
+        Ok(MetadataCommand::CreateTopic {
+            id,
+            assignments,
+            configs,
+            ..
+        }) => (id, assignments, configs),
+        Ok(other) => unreachable!("create planned {other:?}"),
+        Err(error) => {
+            tracing::info!(topic = topic.name.0.as_str(), %error, "create topic refused");
+            return base
+                .with_error_code(controller_error(&error).code())
+                .with_error_message(text(error.to_string()))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_configs(None);
+        }
+    };
+    let replication_factor = assignments.first().map_or(0, Vec::len) as i16;
+    base.with_topic_id(id)
+        .with_num_partitions(assignments.len() as i32)
+        .with_replication_factor(replication_factor)
+        .with_configs(Some(describe_new_configs(broker, &configs)))
+}
+
+fn describe_new_configs(
+    broker: &Broker,
+    configs: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    topic_config::resolve_all(&broker.config, configs)
+        .into_iter()
+        .map(|config| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(config.name))
+                .with_value(text(config.value))
+                .with_config_source(config.source as i8)
+        })
+        .collect()
+}
+
+pub async fn delete_topics(
+    broker: &Broker,
+    context: &RequestContext,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    // v6 names topics by name or id; earlier versions by name only.
+    let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if context.version >= 6 {
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .into_iter()
+            .map(|name| (Some(name), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut results = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let image = broker.image();
+        let resolved = match &name {
+            Some(name) => Ok(name.0.to_string()),
+            None => image
+                .topic_by_id(&id)
+                .map(|topic| topic.name.clone())
+                .ok_or(ControllerError::UnknownTopicId(id)),
+        };
+        let topic_id = resolved
+            .as_ref()
+            .ok()
+            .and_then(|n| image.topic(n))
+            .map(|t| t.id);
+        let result = match &resolved {
+            Ok(name) => broker.delete_topic(name).await,
+            Err(_) => Err(ControllerError::UnknownTopicId(id)),
+        };
+        let entry = DeletableTopicResult::default()
+            .with_name(
+                resolved
+                    .ok()
+                    .map(|n| TopicName(StrBytes::from_string(n)))
+                    .or(name),
+            )
+            .with_topic_id(topic_id.unwrap_or(id));
+        results.push(match result {
+            Ok(()) => entry,
+            Err(error) => entry
+                .with_error_code(controller_error(&error).code())
+                .with_error_message(text(error.to_string())),
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(results)
+}
+
+pub async fn create_partitions(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let duplicates = duplicated(request.topics.iter().map(|t| t.name.0.as_str()));
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let name = topic.name.0.as_str();
+        let assignments: Option<Vec<Vec<i32>>> = topic.assignments.as_ref().map(|list| {
+            list.iter()
+                .map(|a| a.broker_ids.iter().map(|id| id.0).collect())
+                .collect()
+        });
+        let result = if duplicates.contains_key(name) {
+            Err(ControllerError::InvalidRequest(format!(
+                "Duplicate topic {name} in request"
+            )))
+        } else {
+            broker
+                .create_partitions(
+                    name,
+                    topic.count,
+                    assignments.as_deref(),
+                    request.validate_only,
+                )
+                .await
+        };
+        let entry = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        results.push(match result {
+            Ok(()) => entry,
+            Err(error) => entry
+                .with_error_code(controller_error(&error).code())
+                .with_error_message(text(error.to_string())),
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,45 @@
+//! DescribeCluster (KIP-700): brokers, controller and cluster id from the image.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use crate::broker::Broker;
+
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn describe_cluster(
+    broker: &Broker,
+    context: &RequestContext,
+    request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let image = broker.image();
+    let response = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(image.cluster_id.clone()))
+        .with_controller_id(BrokerId(image.controller_id))
+        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_endpoint_type(request.endpoint_type);
+    if context.version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        // Controller endpoints are served on the controller listener, as in Kafka.
+        return response
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "The broker listener only describes broker endpoints",
+            )));
+    }
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    response.with_brokers(brokers)
+}

@@ -1,0 +1,59 @@
+//! The one mapping from domain errors to Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::controller::ControllerError;
+use crate::log::{BatchError, LogError};
+use crate::replica::ReplicaError;
+use crate::txn::producer_state::SequenceError;
+
+pub fn batch_error(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+        BatchError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+    }
+}
+
+pub fn log_error(error: &LogError) -> ResponseError {
+    match error {
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::Batch(batch) => batch_error(batch),
+        LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn replica_error(error: &ReplicaError) -> ResponseError {
+    match error {
+        ReplicaError::Batch(batch) => batch_error(batch),
+        ReplicaError::Log(log) => log_error(log),
+        ReplicaError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        ReplicaError::Sequence(SequenceError::StaleEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
+        ReplicaError::NotLeader => ResponseError::NotLeaderOrFollower,
+        ReplicaError::Deleted => ResponseError::UnknownTopicOrPartition,
+        ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+        ReplicaError::TransactionsUnsupported => ResponseError::InvalidTxnState,
+        ReplicaError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn controller_error(error: &ControllerError) -> ResponseError {
+    match error {
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ControllerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
+        ControllerError::Io(_) | ControllerError::Corrupt(_) => ResponseError::UnknownServerError,
+    }
+}

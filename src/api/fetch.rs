@@ -1,0 +1,228 @@
+//! Fetch: raw batches from each partition up to its high watermark, within the
+//! request's byte limits, waiting up to `max_wait_ms` for `min_bytes` (woken by appends).
+//!
+//! Fetch sessions (KIP-227) are declined: we always answer with session id 0, which
+//! tells clients to send full fetch requests. A request naming a session we never gave
+//! out gets FETCH_SESSION_ID_NOT_FOUND, so a client can never be answered wrongly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::time::Instant;
+
+use super::RequestContext;
+use super::errors::replica_error;
+use crate::broker::Broker;
+use crate::controller::MetadataImage;
+use crate::replica::waits::ChangeWaiter;
+use crate::replica::{Partition, ReplicaError};
+
+/// The longest a fetch may be parked, whatever the client asks (Kafka clients use ≤ 500 ms
+/// by default; a bound keeps a misbehaving client from pinning a connection forever).
+const WAIT_MS_MAX: u64 = 30_000;
+
+/// One requested partition, resolved against the image once.
+struct Target {
+    topic_index: usize,
+    partition_index: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    partition: Result<Arc<Partition>, ResponseError>,
+}
+
+pub async fn handle(
+    broker: &Broker,
+    context: &RequestContext,
+    request: FetchRequest,
+) -> FetchResponse {
+    if let Some(error) = session_error(&request) {
+        return FetchResponse::default()
+            .with_error_code(error.code())
+            .with_session_id(0);
+    }
+    let image = broker.image();
+    let topics: Vec<(TopicName, uuid::Uuid)> = request
+        .topics
+        .iter()
+        .map(|topic| (resolve_name(&image, topic, context.version), topic.topic_id))
+        .collect();
+    let targets = resolve_targets(broker, &image, &request.topics, &topics);
+    let response_bytes_max = (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let deadline = Instant::now()
+        + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(WAIT_MS_MAX));
+
+    let mut results = read_all(&targets, response_bytes_max);
+    if !satisfied(&results, min_bytes) && request.max_wait_ms > 0 {
+        let watched: Vec<Arc<Partition>> = targets
+            .iter()
+            .filter_map(|t| t.partition.as_ref().ok().cloned())
+            .collect();
+        loop {
+            let waiter = ChangeWaiter::arm(&watched);
+            results = read_all(&targets, response_bytes_max);
+            if satisfied(&results, min_bytes) || Instant::now() >= deadline {
+                break;
+            }
+            if !waiter.wait(deadline).await {
+                results = read_all(&targets, response_bytes_max);
+                break;
+            }
+        }
+    }
+    build_response(topics, &targets, results)
+}
+
+/// Sessions are declined; see the module doc.
+fn session_error(request: &FetchRequest) -> Option<ResponseError> {
+    match (request.session_id, request.session_epoch) {
+        (0, -1) | (0, 0) => None,
+        (0, _) => Some(ResponseError::InvalidFetchSessionEpoch),
+        _ => Some(ResponseError::FetchSessionIdNotFound),
+    }
+}
+
+fn resolve_name(image: &MetadataImage, topic: &FetchTopic, version: i16) -> TopicName {
+    if version < 13 {
+        return topic.topic.clone();
+    }
+    image
+        .topic_by_id(&topic.topic_id)
+        .map(|t| TopicName(StrBytes::from_string(t.name.clone())))
+        .unwrap_or_default()
+}
+
+fn resolve_targets(
+    broker: &Broker,
+    image: &MetadataImage,
+    request_topics: &[FetchTopic],
+    names: &[(TopicName, uuid::Uuid)],
+) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for (topic_index, topic) in request_topics.iter().enumerate() {
+        let name = names[topic_index].0.0.as_str();
+        let unknown = if name.is_empty() {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        for partition in &topic.partitions {
+            let resolved = match image.partition(name, partition.partition) {
+                None => Err(unknown),
+                Some(assigned) if assigned.leader != broker.config.node_id => {
+                    Err(ResponseError::NotLeaderOrFollower)
+                }
+                Some(_) => broker
+                    .replicas
+                    .get(name, partition.partition)
+                    .ok_or(ResponseError::NotLeaderOrFollower),
+            };
+            targets.push(Target {
+                topic_index,
+                partition_index: partition.partition,
+                fetch_offset: partition.fetch_offset,
+                max_bytes: partition.partition_max_bytes.max(0) as usize,
+                current_leader_epoch: partition.current_leader_epoch,
+                partition: resolved,
+            });
+        }
+    }
+    targets
+}
+
+/// What one read of one partition produced.
+type ReadOutcome = Result<(Bytes, i64, i64), (ResponseError, i64, i64)>;
+
+fn read_all(targets: &[Target], response_bytes_max: usize) -> Vec<ReadOutcome> {
+    let mut remaining = response_bytes_max;
+    let mut any_data = false;
+    targets
+        .iter()
+        .map(|target| {
+            let outcome = read_one(target, remaining, !any_data);
+            if let Ok((records, _, _)) = &outcome {
+                remaining = remaining.saturating_sub(records.len());
+                any_data |= !records.is_empty();
+            }
+            outcome
+        })
+        .collect()
+}
+
+fn read_one(target: &Target, remaining: usize, min_one_batch: bool) -> ReadOutcome {
+    let partition = target
+        .partition
+        .as_ref()
+        .map_err(|error| (*error, -1, -1))?;
+    let offsets = |p: &Partition| {
+        p.offsets()
+            .map(|(start, hw, _)| (hw, start))
+            .unwrap_or((-1, -1))
+    };
+    let fail = |error: ReplicaError| {
+        let (hw, start) = offsets(partition);
+        (replica_error(&error), hw, start)
+    };
+    partition
+        .check_leader_epoch(target.current_leader_epoch)
+        .map_err(fail)?;
+    let max_bytes = target.max_bytes.min(remaining);
+    let read = partition
+        .read(target.fetch_offset, max_bytes, min_one_batch)
+        .map_err(fail)?;
+    Ok((read.records, read.high_watermark, read.log_start_offset))
+}
+
+/// Done waiting: enough bytes, or an error the client must see now.
+fn satisfied(results: &[ReadOutcome], min_bytes: usize) -> bool {
+    let mut total = 0usize;
+    for result in results {
+        match result {
+            Ok((records, _, _)) => total += records.len(),
+            Err(_) => return true,
+        }
+    }
+    total >= min_bytes
+}
+
+fn build_response(
+    topics: Vec<(TopicName, uuid::Uuid)>,
+    targets: &[Target],
+    results: Vec<ReadOutcome>,
+) -> FetchResponse {
+    let mut responses: Vec<FetchableTopicResponse> = topics
+        .into_iter()
+        .map(|(name, id)| {
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_topic_id(id)
+        })
+        .collect();
+    for (target, result) in targets.iter().zip(results) {
+        let data = PartitionData::default().with_partition_index(target.partition_index);
+        let data = match result {
+            Ok((records, hw, start)) => data
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(start)
+                .with_records(Some(records)),
+            Err((error, hw, start)) => data
+                .with_error_code(error.code())
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(start)
+                .with_records(Some(Bytes::new())),
+        };
+        responses[target.topic_index].partitions.push(data);
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}

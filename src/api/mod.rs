@@ -1,0 +1,248 @@
+//! The Kafka API edge: the one table of supported APIs and versions, request decoding,
+//! dispatch to one handler per API family, and response encoding.
+//!
+//! Callers: `server::connection` hands each whole frame to [`handle_frame`]. This module
+//! is the only place that knows Kafka message structs; handlers call the broker's parts
+//! and map their typed errors to Kafka error codes ([`errors`]).
+
+mod admin_topics;
+mod api_versions;
+mod cluster;
+mod configs;
+pub mod errors;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use thiserror::Error;
+
+use crate::broker::Broker;
+
+/// One supported API and the version range we fully serve.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+const fn spec(key: ApiKey, min_version: i16, max_version: i16) -> ApiSpec {
+    ApiSpec {
+        key,
+        min_version,
+        max_version,
+    }
+}
+
+/// Everything this broker serves; ApiVersions is computed from this table. The ranges are
+/// the ones Apache Kafka 4.0 advertises.
+pub const APIS: &[ApiSpec] = &[
+    spec(ApiKey::Produce, 3, 12),
+    spec(ApiKey::Fetch, 4, 17),
+    spec(ApiKey::ListOffsets, 1, 10),
+    spec(ApiKey::Metadata, 0, 13),
+    spec(ApiKey::ApiVersions, 0, 4),
+    spec(ApiKey::CreateTopics, 2, 7),
+    spec(ApiKey::DeleteTopics, 1, 6),
+    spec(ApiKey::InitProducerId, 0, 5),
+    spec(ApiKey::DescribeConfigs, 1, 4),
+    spec(ApiKey::CreatePartitions, 0, 3),
+    spec(ApiKey::DescribeCluster, 0, 2),
+    spec(ApiKey::DescribeTopicPartitions, 0, 0),
+];
+
+pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
+    APIS.iter().find(|spec| spec.key as i16 == api_key)
+}
+
+/// Why a connection must be closed: the stream is no longer a valid Kafka request stream.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("frame of {0} bytes is too short for a request header")]
+    ShortFrame(usize),
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("unsupported version {version} of api key {api_key}")]
+    UnsupportedVersion { api_key: i16, version: i16 },
+    #[error("cannot decode {api_key:?} v{version}: {reason}")]
+    Decode {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode {api_key:?} v{version} response: {reason}")]
+    Encode {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+/// What a handler knows about the request beyond its body.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<StrBytes>,
+}
+
+/// A frame whose header has been read: either a request to dispatch, or an ApiVersions
+/// with a version we do not speak (answered without decoding its body).
+pub enum ParsedFrame {
+    Request(RequestContext, Bytes),
+    UnsupportedApiVersions { correlation_id: i32 },
+}
+
+/// Reads the request header of one whole frame (without its length prefix) and checks
+/// the api key and version against [`APIS`].
+pub fn parse_frame(frame: Bytes) -> Result<ParsedFrame, ApiError> {
+    if frame.len() < 8 {
+        return Err(ApiError::ShortFrame(frame.len()));
+    }
+    let mut peek = &frame[..8];
+    let (api_key, version, correlation_id) = (peek.get_i16(), peek.get_i16(), peek.get_i32());
+    let spec = find_api(api_key).ok_or(ApiError::UnknownApiKey(api_key))?;
+    if version < spec.min_version || version > spec.max_version {
+        if spec.key == ApiKey::ApiVersions {
+            // Kafka answers any ApiVersions version, so clients can learn what we speak.
+            return Ok(ParsedFrame::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(ApiError::UnsupportedVersion { api_key, version });
+    }
+    let mut body = frame;
+    let header_version = spec.key.request_header_version(version);
+    let header =
+        RequestHeader::decode(&mut body, header_version).map_err(|error| ApiError::Decode {
+            api_key: spec.key,
+            version,
+            reason: error.to_string(),
+        })?;
+    let context = RequestContext {
+        api_key: spec.key,
+        version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id,
+    };
+    Ok(ParsedFrame::Request(context, body))
+}
+
+/// Parses and decodes a frame without handling it: the request-decoding fuzz target.
+pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
+    match parse_frame(frame)? {
+        ParsedFrame::UnsupportedApiVersions { .. } => Ok(()),
+        ParsedFrame::Request(context, mut body) => kafka_protocol::messages::RequestKind::decode(
+            context.api_key,
+            &mut body,
+            context.version,
+        )
+        .map(drop)
+        .map_err(|error| ApiError::Decode {
+            api_key: context.api_key,
+            version: context.version,
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Handles one whole frame (without its length prefix). `Ok(None)` means the request
+/// gets no response (Produce with acks=0); `Err` means close the connection.
+pub async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<BytesMut>, ApiError> {
+    match parse_frame(frame)? {
+        ParsedFrame::UnsupportedApiVersions { correlation_id } => Ok(Some(
+            api_versions::unsupported_version_response(correlation_id),
+        )),
+        ParsedFrame::Request(context, body) => dispatch(broker, &context, body).await,
+    }
+}
+
+fn decode<T: Decodable>(context: &RequestContext, mut body: Bytes) -> Result<T, ApiError> {
+    T::decode(&mut body, context.version).map_err(|error| ApiError::Decode {
+        api_key: context.api_key,
+        version: context.version,
+        reason: error.to_string(),
+    })
+}
+
+/// Encodes `header + body` behind a 4-byte length prefix, ready for the socket.
+pub fn encode_response<T: Encodable>(
+    context: &RequestContext,
+    response: &T,
+) -> Result<BytesMut, ApiError> {
+    encode_with_header(
+        context.api_key,
+        context.version,
+        context.correlation_id,
+        response,
+    )
+}
+
+fn encode_with_header<T: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &T,
+) -> Result<BytesMut, ApiError> {
+    let fail = |error: anyhow::Error| ApiError::Encode {
+        api_key,
+        version,
+        reason: error.to_string(),
+    };
+    let header_version = api_key.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header.compute_size(header_version).map_err(fail)?
+        + response.compute_size(version).map_err(fail)?;
+    let mut buffer = BytesMut::with_capacity(4 + size);
+    buffer.put_i32(size as i32);
+    header.encode(&mut buffer, header_version).map_err(fail)?;
+    response.encode(&mut buffer, version).map_err(fail)?;
+    assert_eq!(
+        buffer.len(),
+        4 + size,
+        "computed response size differs from encoded size"
+    );
+    Ok(buffer)
+}
+
+macro_rules! route {
+    ($broker:expr, $context:expr, $body:expr, $handler:path) => {{
+        let request = decode($context, $body)?;
+        let response = $handler($broker, $context, request).await;
+        Ok(Some(encode_response($context, &response)?))
+    }};
+}
+
+async fn dispatch(
+    broker: &Broker,
+    context: &RequestContext,
+    body: Bytes,
+) -> Result<Option<BytesMut>, ApiError> {
+    match context.api_key {
+        ApiKey::Produce => {
+            let request = decode(context, body)?;
+            match produce::handle(broker, context, request).await {
+                Some(response) => Ok(Some(encode_response(context, &response)?)),
+                None => Ok(None),
+            }
+        }
+        ApiKey::Fetch => route!(broker, context, body, fetch::handle),
+        ApiKey::ListOffsets => route!(broker, context, body, list_offsets::handle),
+        ApiKey::Metadata => route!(broker, context, body, metadata::handle),
+        ApiKey::ApiVersions => route!(broker, context, body, api_versions::handle),
+        ApiKey::CreateTopics => route!(broker, context, body, admin_topics::create_topics),
+        ApiKey::DeleteTopics => route!(broker, context, body, admin_topics::delete_topics),
+        ApiKey::CreatePartitions => route!(broker, context, body, admin_topics::create_partitions),
+        ApiKey::InitProducerId => route!(broker, context, body, init_producer_id::handle),
+        ApiKey::DescribeConfigs => route!(broker, context, body, configs::describe_configs),
+        ApiKey::DescribeCluster => route!(broker, context, body, cluster::describe_cluster),
+        ApiKey::DescribeTopicPartitions => {
+            route!(broker, context, body, metadata::describe_topic_partitions)
+        }
+        other => unreachable!("{other:?} is in APIS but has no handler"),
+    }
+}

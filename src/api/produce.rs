@@ -1,0 +1,110 @@
+//! Produce: per-partition leadership check, validation and append. Each partition carries
+//! its own error code; with acks=0 the client expects no response at all.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::RequestContext;
+use super::errors::replica_error;
+use crate::broker::Broker;
+use crate::controller::MetadataImage;
+use crate::replica::{Partition, ProduceOutcome};
+use crate::types::now_ms;
+
+pub async fn handle(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let transactional = request.transactional_id.is_some();
+    let image = broker.image();
+    let now = now_ms();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str();
+        let partitions = topic
+            .partition_data
+            .into_iter()
+            .map(|data| {
+                let result = if !valid_acks {
+                    Err(ResponseError::InvalidRequiredAcks)
+                } else if transactional {
+                    Err(ResponseError::InvalidTxnState)
+                } else {
+                    produce_partition(broker, &image, name, data.index, data.records, now)
+                };
+                partition_response(data.index, result)
+            })
+            .collect();
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+fn leader_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let assigned = image
+        .partition(topic, index)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if assigned.leader != broker.config.node_id {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    broker
+        .replicas
+        .get(topic, index)
+        .ok_or(ResponseError::NotLeaderOrFollower)
+}
+
+fn produce_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+    now: i64,
+) -> Result<ProduceOutcome, ResponseError> {
+    let partition = leader_partition(broker, image, topic, index)?;
+    let records = records
+        .filter(|r| !r.is_empty())
+        .ok_or(ResponseError::InvalidRecord)?;
+    partition.append(&records, now).map_err(|error| {
+        tracing::debug!(tp = %partition.tp, %error, "produce rejected");
+        replica_error(&error)
+    })
+}
+
+fn partition_response(
+    index: i32,
+    result: Result<ProduceOutcome, ResponseError>,
+) -> PartitionProduceResponse {
+    let response = PartitionProduceResponse::default().with_index(index);
+    match result {
+        Ok(outcome) => response
+            .with_base_offset(outcome.base_offset)
+            .with_log_append_time_ms(outcome.log_append_time_ms)
+            .with_log_start_offset(outcome.log_start_offset),
+        Err(error) => response
+            .with_error_code(error.code())
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1),
+    }
+}

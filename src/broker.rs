@@ -1,0 +1,199 @@
+//! One broker process: opens the parts in order and offers the operations handlers use.
+//!
+//! Start-up order: data directory and `meta.properties` (cluster id), controller (replays
+//! the metadata log), self-registration, partition reconciliation (recovers logs), then the
+//! caller starts the listener. Admin operations go controller-first, then reconcile, so a
+//! topic is ready to serve when CreateTopics answers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::config::BrokerConfig;
+use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
+use crate::controller::{
+    BrokerRegistration, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
+};
+use crate::replica::ReplicaManager;
+use crate::txn::producer_ids::ProducerIdManager;
+use crate::types::{NodeId, kafka_uuid_string};
+
+/// Where the controller keeps its log, named as Kafka names its metadata partition.
+pub const METADATA_DIR: &str = "__cluster_metadata-0";
+const META_PROPERTIES: &str = "meta.properties";
+
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("meta.properties says node.id {found}, but this broker is configured as {configured}")]
+    NodeIdMismatch { found: String, configured: NodeId },
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+}
+
+pub struct Broker {
+    pub config: Arc<BrokerConfig>,
+    pub controller: Arc<Controller>,
+    pub replicas: ReplicaManager,
+    pub producer_ids: ProducerIdManager,
+}
+
+impl Broker {
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        let config = Arc::new(config);
+        let cluster_id = prepare_data_dir(&config)?;
+        let controller = Arc::new(Controller::open(&config.log_dirs.join(METADATA_DIR))?);
+        let broker = Broker {
+            replicas: ReplicaManager::new(config.clone()),
+            producer_ids: ProducerIdManager::new(controller.clone()),
+            controller,
+            config,
+        };
+        broker.bootstrap(cluster_id).await?;
+        let image = broker.image();
+        broker
+            .replicas
+            .remove_stray_directories(&image)
+            .map_err(|error| ControllerError::Corrupt(error.to_string()))?;
+        tokio::task::block_in_place(|| broker.replicas.reconcile(&image));
+        Ok(Arc::new(broker))
+    }
+
+    async fn bootstrap(&self, cluster_id: String) -> Result<(), ControllerError> {
+        let image = self.image();
+        if image.cluster_id.is_empty() {
+            let command = MetadataCommand::Bootstrap {
+                cluster_id,
+                controller_id: self.config.node_id,
+            };
+            self.controller.submit(command).await?;
+        }
+        let registration = BrokerRegistration {
+            node_id: self.config.node_id,
+            host: self.config.advertised.host.clone(),
+            port: i32::from(self.config.advertised.port),
+            rack: self.config.explicit.get("broker.rack").cloned(),
+        };
+        if self.image().brokers.get(&registration.node_id) != Some(&registration) {
+            self.controller
+                .submit(MetadataCommand::RegisterBroker(registration))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.controller.image()
+    }
+
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        TopicDefaults {
+            num_partitions: self.config.num_partitions,
+            replication_factor: self.config.default_replication_factor,
+            partitions_per_request_max: self.config.partitions_per_request_max,
+        }
+    }
+
+    /// Submits a command and makes this broker's partitions match the new image.
+    async fn submit(&self, command: MetadataCommand) -> Result<CommandOutcome, ControllerError> {
+        let outcome = self.controller.submit(command).await?;
+        let image = self.image();
+        tokio::task::block_in_place(|| self.replicas.reconcile(&image));
+        Ok(outcome)
+    }
+
+    /// Creates a topic (unless `validate_only`); returns the command that was (or would be)
+    /// applied so the caller can report partitions and ids.
+    pub async fn create_topic(
+        &self,
+        topic: &NewTopic,
+        validate_only: bool,
+    ) -> Result<MetadataCommand, ControllerError> {
+        let command = topic_admin::plan_create_topic(&self.image(), self.topic_defaults(), topic)?;
+        if !validate_only {
+            self.submit(command.clone()).await?;
+        }
+        Ok(command)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ControllerError> {
+        let command =
+            topic_admin::plan_delete_topic(&self.image(), name, self.config.delete_topic_enable)?;
+        self.submit(command).await.map(drop)
+    }
+
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<&[Vec<NodeId>]>,
+        validate_only: bool,
+    ) -> Result<(), ControllerError> {
+        let image = self.image();
+        let command = topic_admin::plan_create_partitions(
+            &image,
+            self.topic_defaults(),
+            name,
+            count,
+            assignments,
+        )?;
+        if !validate_only {
+            self.submit(command).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every hosted log (clean shutdown).
+    pub fn flush_all(&self) {
+        for partition in self.replicas.all() {
+            if let Err(error) = partition.flush() {
+                tracing::error!(tp = %partition.tp, %error, "flush at shutdown failed");
+            }
+        }
+    }
+}
+
+/// Creates the data directory and reads (or writes) `meta.properties`; returns the
+/// cluster id. Refuses a directory that belongs to another node id.
+fn prepare_data_dir(config: &BrokerConfig) -> Result<String, BrokerError> {
+    let dir = &config.log_dirs;
+    let io = |source| BrokerError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let path = dir.join(META_PROPERTIES);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let properties = crate::config::parse_properties(&text);
+        if let Some(found) = properties.get("node.id")
+            && found.parse::<NodeId>().ok() != Some(config.node_id)
+        {
+            return Err(BrokerError::NodeIdMismatch {
+                found: found.clone(),
+                configured: config.node_id,
+            });
+        }
+        if let Some(cluster_id) = properties.get("cluster.id") {
+            return Ok(cluster_id.clone());
+        }
+    }
+    let cluster_id = kafka_uuid_string(&uuid::Uuid::new_v4());
+    write_meta_properties(dir, &cluster_id, config.node_id).map_err(io)?;
+    Ok(cluster_id)
+}
+
+fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: NodeId) -> std::io::Result<()> {
+    let directory_id = kafka_uuid_string(&uuid::Uuid::new_v4());
+    let text = format!(
+        "#\n#{}\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\ndirectory.id={directory_id}\n",
+        "written by kafkaesque"
+    );
+    let temporary = dir.join(format!("{META_PROPERTIES}.tmp"));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, dir.join(META_PROPERTIES))
+}

@@ -1,0 +1,24 @@
+//! kafkaesque: a broker that speaks the Apache Kafka wire protocol.
+//!
+//! Module map (dependencies point down this list, `types` and `config` are leaves):
+//! - [`server`]: TCP listener, per-connection framing, limits, shutdown.
+//! - [`api`]: the one table of api_key -> handler + versions; decodes with `kafka-protocol`,
+//!   maps domain errors to Kafka error codes, encodes responses.
+//! - [`replica`]: the partitions this broker hosts: leader state, high watermark, waits.
+//! - [`txn`]: producer ids and per-partition idempotent-producer state.
+//! - [`controller`]: the metadata image (brokers, topics, partitions, configs) and the
+//!   commands that change it.
+//! - [`log`]: segment files, indexes, recovery, retention.
+//! - [`broker`]: wires the parts together for one process.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod controller;
+pub mod log;
+pub mod replica;
+pub mod server;
+pub mod topic_config;
+pub mod txn;
+pub mod types;

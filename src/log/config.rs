@@ -1,0 +1,67 @@
+//! Per-partition log settings, named after Kafka's topic configs, with Kafka's defaults.
+
+/// What the timestamp of a stored record means (`message.timestamp.type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's timestamp is kept as sent.
+    #[default]
+    CreateTime,
+    /// The broker overwrites the batch timestamp with the time of the append.
+    LogAppendTime,
+}
+
+/// Settings of one partition log. Each field names the Kafka topic config it mirrors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes` (broker: `log.segment.bytes`): roll the active segment past this size.
+    pub segment_bytes: u64,
+    /// `segment.ms` (broker: `log.roll.ms`): roll the active segment once it is this old.
+    pub segment_ms: i64,
+    /// `retention.ms`: delete segments whose newest record is older than this; -1 = forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete the oldest segments beyond this total size; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// `flush.messages`: fsync after this many records; the default leaves it to the OS.
+    pub flush_messages: u64,
+    /// `flush.ms`: fsync when the last fsync is this old; the default leaves it to the OS.
+    pub flush_ms: i64,
+    /// `index.interval.bytes`: log bytes between two sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes`: the largest record batch accepted, header included.
+    pub max_message_bytes: u32,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            flush_messages: u64::MAX,
+            flush_ms: i64::MAX,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1024 * 1024 + 12,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_kafka() {
+        let config = LogConfig::default();
+        assert_eq!(config.segment_bytes, 1_073_741_824);
+        assert_eq!(config.segment_ms, 604_800_000);
+        assert_eq!(config.retention_ms, 604_800_000);
+        assert_eq!(config.retention_bytes, -1);
+        assert_eq!(config.index_interval_bytes, 4096);
+        assert_eq!(config.max_message_bytes, 1_048_588);
+        assert_eq!(config.timestamp_type, TimestampType::CreateTime);
+    }
+}

@@ -1,0 +1,37 @@
+//! The storage engine: one [`PartitionLog`] per partition directory (`<topic>-<partition>/`).
+//!
+//! Callers: `replica/` appends produced (or replicated) batches and reads for fetches;
+//! `api/` validates produce records with [`validate_batches`] and maps [`LogError`] and
+//! [`BatchError`] to Kafka error codes; start-up rebuilds producer state with
+//! [`PartitionLog::scan_batch_headers`].
+//!
+//! What it owns, laid out on disk exactly as Kafka does:
+//! - segments `00000000000000000000.log` of v2 record batches stored as the producer sent
+//!   them (compression untouched); the broker only checks the header and CRC-32C and
+//!   writes the assigned base offset and leader epoch into it ([`batch`]);
+//! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
+//!   kept in memory and appended to the files (no mmap, so no `unsafe`);
+//! - crash recovery of the active segment and index rebuilds (`recovery`), retention by
+//!   time and size (`retention`).
+//!
+//! The log start offset is always the first segment's base offset: the log only deletes
+//! whole segments, so no `log-start-offset` checkpoint is needed. A DeleteRecords-style
+//! move inside a segment would need one.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+mod index;
+mod index_file;
+pub mod partition_log;
+mod recovery;
+mod retention;
+mod segment;
+#[cfg(test)]
+mod test_support;
+mod time_index;
+
+pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
+pub use config::{LogConfig, TimestampType};
+pub use error::{BatchError, LogError};
+pub use partition_log::{AppendInfo, PartitionLog, ReadResult};

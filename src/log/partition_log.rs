@@ -1,0 +1,854 @@
+//! One partition's log: the directory `<topic>-<partition>/` and its ordered segments.
+//! It assigns offsets on append, rolls segments, serves reads and offset lookups, applies
+//! retention and truncation. The caller serialises writers (`&mut self`); readers share
+//! `&self` because segments read with positional reads.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::log::batch::{BatchHeader, stamp_batch};
+use crate::log::config::{LogConfig, TimestampType};
+use crate::log::error::{BatchError, LogError};
+use crate::log::recovery;
+use crate::log::retention::{self, SegmentSummary};
+use crate::log::segment::{ReadLimits, Segment, sync_directory};
+use crate::log::time_index::TimestampOffset;
+
+/// What an append did, for the produce response and the replica layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The stamped append time under LogAppendTime, -1 under CreateTime.
+    pub log_append_time_ms: i64,
+    /// Largest batch max timestamp of the append.
+    pub max_timestamp: i64,
+    /// Last offset of the first batch carrying `max_timestamp` (Kafka's "shallow" offset:
+    /// records are not decoded on the produce path).
+    pub offset_of_max_timestamp: i64,
+    pub log_start_offset: i64,
+}
+
+/// Raw batch bytes for a fetch, with the log bounds at the time of the read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    pub records: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Ordered by base offset and never empty; the last one is the active segment.
+    segments: Vec<Segment>,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+    /// The latest `now_ms` seen, for operations that create a segment without a clock.
+    clock_ms: i64,
+}
+
+/// The batches of one append, summed up once.
+struct AppendSummary {
+    size_bytes: u64,
+    last_offset: i64,
+    max_timestamp: TimestampOffset,
+    message_count: u64,
+}
+
+impl PartitionLog {
+    /// Open (or create) the partition directory and recover it; see `recovery`.
+    pub fn open(dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
+        let segments = recovery::load_segments(&dir, config.index_interval_bytes, now_ms)?;
+        assert!(!segments.is_empty(), "recovery leaves at least one segment");
+        Ok(PartitionLog {
+            dir,
+            config,
+            segments,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+            clock_ms: now_ms,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// New settings apply from the next append or retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// The first segment's base offset: only whole segments are ever deleted.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments[0].base_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a partition log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a partition log always has a segment")
+    }
+
+    /// Append batches that passed `validate_batches` (`headers` is its result): assign
+    /// offsets from the log end, stamp, roll if needed, write, index, flush by policy.
+    /// All or nothing: after an error nothing of this append is visible.
+    pub fn append(
+        &mut self,
+        mut records: BytesMut,
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        assert!(
+            !headers.is_empty(),
+            "validate_batches returns at least one batch"
+        );
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let log_append_time_ms = match self.config.timestamp_type {
+            TimestampType::LogAppendTime => Some(now_ms),
+            TimestampType::CreateTime => None,
+        };
+        let first_offset = self.log_end_offset();
+        let stamp = Stamp {
+            first_offset,
+            leader_epoch,
+            log_append_time_ms,
+        };
+        let stamped = stamp_records(&mut records, headers, &stamp)?;
+        let summary = summarize(&stamped);
+        self.roll_if_needed(&summary, now_ms)?;
+        let index_interval_bytes = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(&records, &stamped, index_interval_bytes)?;
+        self.flush_by_policy(summary.message_count, now_ms)?;
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: summary.last_offset,
+            log_append_time_ms: log_append_time_ms.unwrap_or(-1),
+            max_timestamp: summary.max_timestamp.timestamp_ms,
+            offset_of_max_timestamp: summary.max_timestamp.offset,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn roll_if_needed(&mut self, incoming: &AppendSummary, now_ms: i64) -> Result<(), LogError> {
+        if roll_needed(self.active(), incoming, &self.config, now_ms) {
+            self.roll(now_ms)?;
+        }
+        let active_base = self.active().base_offset();
+        if incoming.last_offset - active_base > i64::from(i32::MAX) {
+            let why = "one append spans more offsets than a segment can index";
+            return Err(LogError::Batch(BatchError::InvalidRecord(why.into())));
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment and start a new one at the log end. An empty active segment
+    /// already starts at the log end, so it stays.
+    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        let next_base_offset = self.log_end_offset();
+        self.active_mut().seal()?;
+        let segment = Segment::create(&self.dir, next_base_offset, now_ms)?;
+        sync_directory(&self.dir)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    fn flush_by_policy(&mut self, message_count: u64, now_ms: i64) -> Result<(), LogError> {
+        self.unflushed_messages = self.unflushed_messages.saturating_add(message_count);
+        let due_by_count = self.unflushed_messages >= self.config.flush_messages;
+        let due_by_time = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
+        if due_by_count || due_by_time {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// fsync the active segment; sealed segments were made durable when they rolled.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active().flush()?;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Whole batches from the one holding `offset`, across segments, within the limits:
+    /// stop before a batch whose base offset is at or above `upper_bound`, or that would
+    /// take the result past `max_bytes` (unless it is the first and `min_one_batch`).
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.check_in_range(offset)?;
+        let limits = ReadLimits {
+            upper_bound,
+            max_bytes,
+            min_one_batch,
+        };
+        let mut records = BytesMut::new();
+        for segment in &self.segments[self.segment_index(offset)..] {
+            let Some((position, _)) = segment.find_batch(offset)? else {
+                continue; // offset at or past this segment's end
+            };
+            if segment.read_batches(position, &limits, &mut records)? {
+                break;
+            }
+        }
+        Ok(ReadResult {
+            records: records.freeze(),
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+        })
+    }
+
+    fn check_in_range(&self, offset: i64) -> Result<(), LogError> {
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        Ok(())
+    }
+
+    /// Index of the segment that would hold `offset` (the first for offsets below it).
+    fn segment_index(&self, offset: i64) -> usize {
+        let after = self
+            .segments
+            .partition_point(|segment| segment.base_offset() <= offset);
+        after.saturating_sub(1)
+    }
+
+    /// ListOffsets by timestamp: the first record with a timestamp at or above
+    /// `timestamp_ms`, as (offset, timestamp). Segments whose max timestamp is older are
+    /// skipped; every earlier record is older, so the first match is the answer.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in &self.segments {
+            let newer = segment
+                .max_timestamp()
+                .is_some_and(|max| max.timestamp_ms >= timestamp_ms);
+            if !newer {
+                continue;
+            }
+            if let Some(record) = segment.offset_for_timestamp(timestamp_ms)? {
+                return Ok(Some((record.offset, record.timestamp_ms)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): the first record with the largest timestamp,
+    /// as (offset, timestamp); None for an empty log.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut newest: Option<(&Segment, TimestampOffset)> = None;
+        for segment in &self.segments {
+            let Some(max) = segment.max_timestamp() else {
+                continue;
+            };
+            // Strictly newer: on ties the earlier segment wins, like the earlier record.
+            if newest.is_none_or(|(_, best)| max.timestamp_ms > best.timestamp_ms) {
+                newest = Some((segment, max));
+            }
+        }
+        let Some((segment, _)) = newest else {
+            return Ok(None);
+        };
+        let record = segment.max_timestamp_record()?;
+        Ok(record.map(|record| (record.offset, record.timestamp_ms)))
+    }
+
+    /// Delete the oldest whole segments past `retention.ms`, then past `retention.bytes`.
+    /// The active segment goes only when it is itself expired and non-empty, after a roll,
+    /// as in Kafka. The log start offset becomes the new first segment's base offset.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let retention_ms = self.config.retention_ms;
+        let by_time = retention::expired_by_time(&self.summaries()?, now_ms, retention_ms);
+        let mut deleted = self.delete_oldest(by_time, now_ms)?;
+        let retention_bytes = self.config.retention_bytes;
+        let by_size = retention::excess_by_size(&self.summaries()?, retention_bytes);
+        deleted += self.delete_oldest(by_size, now_ms)?;
+        Ok(deleted)
+    }
+
+    fn summaries(&self) -> Result<Vec<SegmentSummary>, LogError> {
+        let summary = |segment: &Segment| {
+            Ok(SegmentSummary {
+                size_bytes: segment.size_bytes(),
+                largest_timestamp_ms: segment.largest_timestamp_ms()?,
+            })
+        };
+        self.segments.iter().map(summary).collect()
+    }
+
+    fn delete_oldest(&mut self, count: usize, now_ms: i64) -> Result<usize, LogError> {
+        if count == 0 {
+            return Ok(0);
+        }
+        if count == self.segments.len() {
+            self.roll(now_ms)?;
+        }
+        assert!(
+            count < self.segments.len(),
+            "retention keeps the active segment"
+        );
+        let expired: Vec<Segment> = self.segments.drain(..count).collect();
+        // Oldest first, so a crash midway leaves a suffix of the log.
+        for segment in expired {
+            segment.delete_files()?;
+        }
+        Ok(count)
+    }
+
+    /// Visit every batch header from the batch holding `from_offset` (or the log start, if
+    /// that is later) to the log end, reading headers only.
+    pub fn scan_batch_headers(
+        &self,
+        from_offset: i64,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let from_offset = from_offset.max(self.log_start_offset());
+        for segment in &self.segments[self.segment_index(from_offset)..] {
+            segment.visit_headers(from_offset, visit)?;
+        }
+        Ok(())
+    }
+
+    /// Remove everything at or above `offset`. Batches are whole, so a batch holding
+    /// `offset` goes entirely and the log end may land below `offset`. Below the log start
+    /// the log is emptied and restarts at `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            // Kafka offsets are never negative, and segment file names could not hold one.
+            let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset < self.log_start_offset() {
+            return self.truncate_fully(offset);
+        }
+        // Newest first, so a crash midway leaves a prefix of the log.
+        while self.active().base_offset() > offset {
+            let newest = self
+                .segments
+                .pop()
+                .expect("the first segment starts at or below");
+            newest.delete_files()?;
+        }
+        self.active_mut().truncate_to(offset)
+    }
+
+    fn truncate_fully(&mut self, offset: i64) -> Result<(), LogError> {
+        let fresh = Segment::create(&self.dir, offset, self.clock_ms)?;
+        let old = std::mem::replace(&mut self.segments, vec![fresh]);
+        for segment in old.into_iter().rev() {
+            segment.delete_files()?;
+        }
+        sync_directory(&self.dir)?;
+        Ok(())
+    }
+
+    /// Close the files and remove the whole directory (topic deletion).
+    pub fn delete(self) -> Result<(), LogError> {
+        let PartitionLog { dir, segments, .. } = self;
+        drop(segments);
+        fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
+
+/// The broker-assigned fields of one append.
+struct Stamp {
+    first_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+}
+
+/// Give the batches consecutive offsets and stamp them in place; returns their headers as
+/// stamped.
+fn stamp_records(
+    records: &mut [u8],
+    headers: &[BatchHeader],
+    stamp: &Stamp,
+) -> Result<Vec<BatchHeader>, LogError> {
+    let described_bytes: usize = headers.iter().map(BatchHeader::total_bytes).sum();
+    assert_eq!(
+        described_bytes,
+        records.len(),
+        "headers come from validate_batches(records)"
+    );
+    let mut stamped = Vec::with_capacity(headers.len());
+    let mut position = 0;
+    let mut next_offset = stamp.first_offset;
+    for header in headers {
+        let batch = &mut records[position..position + header.total_bytes()];
+        stamp_batch(
+            batch,
+            next_offset,
+            stamp.leader_epoch,
+            stamp.log_append_time_ms,
+        );
+        let header = BatchHeader::parse(batch)?;
+        next_offset = header.last_offset() + 1;
+        position += header.total_bytes();
+        stamped.push(header);
+    }
+    Ok(stamped)
+}
+
+fn summarize(stamped: &[BatchHeader]) -> AppendSummary {
+    let first = &stamped[0];
+    let mut summary = AppendSummary {
+        size_bytes: 0,
+        last_offset: first.last_offset(),
+        max_timestamp: TimestampOffset {
+            timestamp_ms: first.max_timestamp,
+            offset: first.last_offset(),
+        },
+        message_count: 0,
+    };
+    for header in stamped {
+        summary.size_bytes += header.total_bytes() as u64;
+        summary.last_offset = header.last_offset();
+        summary.message_count += u64::try_from(header.record_count).unwrap_or(0);
+        if header.max_timestamp > summary.max_timestamp.timestamp_ms {
+            summary.max_timestamp = TimestampOffset {
+                timestamp_ms: header.max_timestamp,
+                offset: header.last_offset(),
+            };
+        }
+    }
+    summary
+}
+
+/// Kafka's roll rule (`LogSegment.shouldRoll`) for a non-empty active segment: the append
+/// would pass `segment.bytes`, the segment is older than `segment.ms`, or an offset would
+/// not fit the index's relative range.
+fn roll_needed(
+    active: &Segment,
+    incoming: &AppendSummary,
+    config: &LogConfig,
+    now_ms: i64,
+) -> bool {
+    if active.is_empty() {
+        return false;
+    }
+    // Index positions are u32 and Kafka caps segment.bytes at i32::MAX.
+    let segment_bytes_max = config.segment_bytes.min(i32::MAX as u64);
+    let full = active.size_bytes() + incoming.size_bytes > segment_bytes_max;
+    let age_ms = match active.first_batch_timestamp_ms() {
+        Some(first_ms) if first_ms >= 0 => {
+            incoming.max_timestamp.timestamp_ms.saturating_sub(first_ms)
+        }
+        _ => now_ms.saturating_sub(active.created_ms()),
+    };
+    let old = age_ms > config.segment_ms;
+    let offsets_overflow = incoming.last_offset - active.base_offset() > i64::from(i32::MAX);
+    full || old || offsets_overflow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::iter_batches;
+    use crate::log::test_support::{LogModel, TEST_EPOCH, encode_batch, validated};
+    use kafka_protocol::records::Compression;
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1_024,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        }
+    }
+
+    /// 40 batches of 1 to 4 records, rolling a segment every few batches.
+    fn filled(dir: &Path) -> LogModel {
+        let mut model = LogModel::open(dir, small_segments());
+        for index in 0..40 {
+            model.append_records(1 + index % 4, 1_000 + index as i64, 30);
+        }
+        model
+    }
+
+    fn offsets_of(records: &[u8]) -> Vec<(i64, i64)> {
+        let headers = iter_batches(records).map(|item| item.unwrap().1);
+        headers
+            .map(|header| (header.base_offset, header.last_offset()))
+            .collect()
+    }
+
+    #[test]
+    fn appends_assign_consecutive_offsets_and_stamp_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = LogModel::open(dir.path(), LogConfig::default());
+        let first = model.append(encode_batch(&[10, 30, 20], Compression::None), 7);
+        assert_eq!((first.first_offset, first.last_offset), (0, 2));
+        assert_eq!(
+            (first.max_timestamp, first.offset_of_max_timestamp),
+            (30, 2)
+        );
+        assert_eq!((first.log_append_time_ms, first.log_start_offset), (-1, 0));
+        let (mut records, headers) = validated(encode_batch(&[40], Compression::Lz4));
+        records.extend_from_slice(&encode_batch(&[50, 60], Compression::Zstd));
+        let mut headers = headers;
+        headers.extend(validated(encode_batch(&[50, 60], Compression::Zstd)).1);
+        let second = model.log.append(records, &headers, TEST_EPOCH, 8).unwrap();
+        assert_eq!((second.first_offset, second.last_offset), (3, 5));
+        assert_eq!(
+            (second.max_timestamp, second.offset_of_max_timestamp),
+            (60, 5)
+        );
+        assert_eq!(model.log.log_end_offset(), 6);
+        let read = model.log.read(0, usize::MAX, i64::MAX, true).unwrap();
+        assert_eq!(offsets_of(&read.records), vec![(0, 2), (3, 3), (4, 5)]);
+        let epochs: Vec<i32> = iter_batches(&read.records)
+            .map(|item| item.unwrap().1.partition_leader_epoch)
+            .collect();
+        assert_eq!(epochs, vec![TEST_EPOCH; 3]);
+        crate::log::validate_batches(&read.records, u32::MAX).unwrap();
+    }
+
+    #[test]
+    fn reads_from_every_offset_across_segment_rolls() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = filled(dir.path());
+        assert!(
+            model.log.segments.len() > 5,
+            "{} segments",
+            model.log.segments.len()
+        );
+        assert!(
+            model
+                .log
+                .segments
+                .iter()
+                .all(|segment| segment.size_bytes() <= 1_024)
+        );
+        let log_end = model.log.log_end_offset();
+        assert_eq!(log_end, 100);
+        for offset in 0..log_end {
+            model.assert_reads_from(offset);
+        }
+        let at_end = model.log.read(log_end, usize::MAX, i64::MAX, true).unwrap();
+        assert!(at_end.records.is_empty());
+        assert_eq!(
+            (at_end.log_start_offset, at_end.log_end_offset),
+            (0, log_end)
+        );
+    }
+
+    #[test]
+    fn reads_outside_the_log_are_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = filled(dir.path());
+        for offset in [-1, 101, i64::MAX] {
+            let error = model.log.read(offset, 1_000, i64::MAX, true).unwrap_err();
+            assert!(matches!(
+                error,
+                LogError::OffsetOutOfRange {
+                    log_start: 0,
+                    log_end: 100,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn max_bytes_and_min_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = filled(dir.path());
+        let sizes: Vec<usize> = model.batches.iter().map(|(_, bytes)| bytes.len()).collect();
+        let two = sizes[0] + sizes[1];
+        let read = model.log.read(0, two, i64::MAX, false).unwrap();
+        assert_eq!(read.records.len(), two);
+        let read = model
+            .log
+            .read(0, two + sizes[2] - 1, i64::MAX, false)
+            .unwrap();
+        assert_eq!(read.records.len(), two);
+        let read = model.log.read(0, 10, i64::MAX, true).unwrap();
+        assert_eq!(read.records.len(), sizes[0]);
+        let read = model.log.read(0, 10, i64::MAX, false).unwrap();
+        assert!(read.records.is_empty());
+        // The byte budget spans segments.
+        let budget: usize = sizes[..20].iter().sum();
+        let read = model.log.read(0, budget, i64::MAX, false).unwrap();
+        assert_eq!(read.records.len(), budget);
+        assert_eq!(offsets_of(&read.records).len(), 20);
+    }
+
+    #[test]
+    fn upper_bound_stops_before_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = filled(dir.path());
+        let high_watermark = model.batches[30].0.base_offset;
+        let read = model.log.read(0, usize::MAX, high_watermark, true).unwrap();
+        assert_eq!(
+            read.records.len(),
+            model.bytes_from(0).len() - model.bytes_from(30).len()
+        );
+        let read = model
+            .log
+            .read(high_watermark, usize::MAX, high_watermark, true)
+            .unwrap();
+        assert!(read.records.is_empty());
+        let inside = model.batches[29].0.last_offset();
+        let read = model
+            .log
+            .read(inside, usize::MAX, high_watermark, true)
+            .unwrap();
+        assert_eq!(offsets_of(&read.records), vec![(inside - 1, inside)]);
+    }
+
+    #[test]
+    fn segments_roll_by_age_of_the_first_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_ms: 1_000,
+            ..LogConfig::default()
+        };
+        let mut model = LogModel::open(dir.path(), config);
+        model.append(encode_batch(&[5_000], Compression::None), 5_000);
+        model.append(encode_batch(&[6_000], Compression::None), 6_000);
+        assert_eq!(model.log.segments.len(), 1);
+        model.append(encode_batch(&[6_001], Compression::None), 6_001);
+        assert_eq!(model.log.segments.len(), 2);
+        assert_eq!(model.log.segments[1].base_offset(), 2);
+        model.assert_reads_from(0);
+    }
+
+    #[test]
+    fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 300,
+            index_interval_bytes: 0,
+            ..small_segments()
+        };
+        let mut model = LogModel::open(dir.path(), config);
+        model.append(encode_batch(&[100, 150, 120], Compression::None), 0); // 0..=2
+        model.append(encode_batch(&[200, 180], Compression::Gzip), 0); // 3..=4
+        model.append(encode_batch(&[150], Compression::Snappy), 0); // 5
+        model.append(encode_batch(&[300, 400], Compression::Zstd), 0); // 6..=7
+        model.append(encode_batch(&[350], Compression::Lz4), 0); // 8
+        assert!(model.log.segments.len() > 1);
+        let cases = [
+            (0, Some((0, 100))),
+            (100, Some((0, 100))),
+            (130, Some((1, 150))),
+            (150, Some((1, 150))),
+            (160, Some((3, 200))),
+            (190, Some((3, 200))),
+            (200, Some((3, 200))),
+            (250, Some((6, 300))),
+            (301, Some((7, 400))),
+            (400, Some((7, 400))),
+            (401, None),
+        ];
+        for (timestamp_ms, expected) in cases {
+            let found = model.log.offset_for_timestamp(timestamp_ms).unwrap();
+            assert_eq!(found, expected, "timestamp {timestamp_ms}");
+        }
+        assert_eq!(model.log.max_timestamp_offset().unwrap(), Some((7, 400)));
+    }
+
+    #[test]
+    fn max_timestamp_offset_prefers_the_first_on_ties() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = LogModel::open(dir.path(), small_segments());
+        assert_eq!(model.log.max_timestamp_offset().unwrap(), None);
+        assert_eq!(model.log.offset_for_timestamp(0).unwrap(), None);
+        model.append(encode_batch(&[10, 90, 90, 20], Compression::Gzip), 0);
+        for _ in 0..10 {
+            model.append(encode_batch(&[90, 5], Compression::None), 0);
+        }
+        assert!(model.log.segments.len() > 1);
+        assert_eq!(model.log.max_timestamp_offset().unwrap(), Some((1, 90)));
+        model.append(encode_batch(&[1, 2, 91], Compression::Zstd), 0);
+        let last = model.log.log_end_offset() - 1;
+        assert_eq!(model.log.max_timestamp_offset().unwrap(), Some((last, 91)));
+    }
+
+    #[test]
+    fn log_append_time_overrides_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path().to_path_buf(), config, 0).unwrap();
+        let (records, headers) = validated(encode_batch(&[1, 2, 3], Compression::Gzip));
+        let info = log.append(records, &headers, 0, 9_000).unwrap();
+        assert_eq!(
+            (info.log_append_time_ms, info.max_timestamp),
+            (9_000, 9_000)
+        );
+        let read = log.read(0, usize::MAX, i64::MAX, true).unwrap();
+        let header = crate::log::validate_batches(&read.records, u32::MAX).unwrap()[0];
+        assert!(header.is_log_append_time());
+        assert_eq!(log.offset_for_timestamp(8_000).unwrap(), Some((0, 9_000)));
+        assert_eq!(log.offset_for_timestamp(9_001).unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().unwrap(), Some((0, 9_000)));
+    }
+
+    #[test]
+    fn reopen_sees_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let segment_count = model.log.segments.len();
+        let before_max = model.log.max_timestamp_offset().unwrap();
+        let config = model.log.config().clone();
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config, 1).unwrap();
+        assert_eq!(model.log.segments.len(), segment_count);
+        assert_eq!(model.log.log_end_offset(), 100);
+        for offset in 0..100 {
+            model.assert_reads_from(offset);
+        }
+        assert_eq!(model.log.max_timestamp_offset().unwrap(), before_max);
+        assert_eq!(
+            model.log.offset_for_timestamp(1_020).unwrap(),
+            Some((50, 1_020))
+        );
+        model.append_records(2, 2_000, 30);
+        assert_eq!(model.log.log_end_offset(), 102);
+        model.assert_reads_from(95);
+    }
+
+    #[test]
+    fn scan_batch_headers_visits_from_the_holding_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = filled(dir.path());
+        let mut seen = Vec::new();
+        model
+            .log
+            .scan_batch_headers(51, &mut |header| seen.push(header.base_offset))
+            .unwrap();
+        let first = model.batch_holding(51);
+        let expected: Vec<i64> = model.batches[first..]
+            .iter()
+            .map(|(h, _)| h.base_offset)
+            .collect();
+        assert_eq!(seen, expected);
+        seen.clear();
+        model
+            .log
+            .scan_batch_headers(100, &mut |header| seen.push(header.base_offset))
+            .unwrap();
+        assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn truncate_to_removes_whole_batches_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let cut_batch = model.batch_holding(61);
+        let cut_base = model.batches[cut_batch].0.base_offset;
+        model.log.truncate_to(61).unwrap();
+        model.batches.truncate(cut_batch);
+        assert_eq!(model.log.log_end_offset(), cut_base);
+        assert!(
+            model
+                .log
+                .segments
+                .iter()
+                .all(|segment| segment.base_offset() <= cut_base)
+        );
+        model.assert_reads_from(0);
+        model.assert_reads_from(cut_base - 1);
+        model.append_records(3, 5_000, 30);
+        assert_eq!(model.batches.last().unwrap().0.base_offset, cut_base);
+        let config = model.log.config().clone();
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config, 0).unwrap();
+        assert_eq!(model.log.log_end_offset(), cut_base + 3);
+        model.assert_reads_from(0);
+        assert_eq!(
+            model.log.max_timestamp_offset().unwrap(),
+            Some((cut_base, 5_000))
+        );
+    }
+
+    #[test]
+    fn truncate_below_the_log_start_restarts_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        model.log.set_config(LogConfig {
+            retention_bytes: 0,
+            ..small_segments()
+        });
+        model.log.enforce_retention(0).unwrap();
+        assert_eq!(model.log.log_start_offset(), 100);
+        model.log.truncate_to(40).unwrap();
+        assert_eq!(
+            (model.log.log_start_offset(), model.log.log_end_offset()),
+            (40, 40)
+        );
+        assert_eq!(model.log.segments.len(), 1);
+        let error = model.log.truncate_to(-5).unwrap_err();
+        assert!(matches!(
+            error,
+            LogError::OffsetOutOfRange { offset: -5, .. }
+        ));
+        let config = model.log.config().clone();
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config, 0).unwrap();
+        assert_eq!(
+            (model.log.log_start_offset(), model.log.log_end_offset()),
+            (40, 40)
+        );
+        model.batches.clear();
+        model.append_records(2, 1, 10);
+        assert_eq!(model.batches[0].0.base_offset, 40);
+        model.assert_reads_from(40);
+    }
+
+    #[test]
+    fn flush_policy_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition_dir = dir.path().join("topic-0");
+        let config = LogConfig {
+            flush_messages: 1,
+            flush_ms: 0,
+            ..LogConfig::default()
+        };
+        let mut model = LogModel::open(&partition_dir, config);
+        model.append_records(2, 1, 10);
+        assert_eq!(model.log.unflushed_messages, 0);
+        assert_eq!(model.log.dir(), partition_dir.as_path());
+        model.log.delete().unwrap();
+        assert!(!partition_dir.exists());
+    }
+}

@@ -1,0 +1,679 @@
+//! One segment: a `.log` file of whole v2 batches, named by its base offset, with a sparse
+//! offset index and time index beside it. Appends go to the end with positional writes;
+//! reads use positional reads (`read_exact_at`), so readers need only `&self`.
+//!
+//! The segment keeps a small [`SegmentState`] (size, next offset, max timestamp, index
+//! spacing) so that appends and lookups never scan the file; it is rebuilt on open either
+//! from the index files plus the few batches after the last index entry, or by recovery.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use bytes::BytesMut;
+
+use crate::log::batch::{self, BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, RecordTimestamp};
+use crate::log::error::LogError;
+use crate::log::index::{OffsetIndex, OffsetPosition};
+use crate::log::time_index::{TimeIndex, TimestampOffset};
+
+pub(crate) const LOG_EXTENSION: &str = "log";
+pub(crate) const INDEX_EXTENSION: &str = "index";
+pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
+pub(crate) const DELETED_EXTENSION: &str = "deleted";
+
+/// `<dir>/<base offset, 20 digits>.<extension>`, Kafka's naming.
+pub(crate) fn segment_file(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{extension}"))
+}
+
+/// Make file creations and removals in `dir` durable.
+pub(crate) fn sync_directory(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Index entries earned by appended batches, written to the index files together.
+#[derive(Debug, Default)]
+pub(crate) struct PendingEntries {
+    offsets: Vec<OffsetPosition>,
+    times: Vec<TimestampOffset>,
+}
+
+/// What a segment knows about its contents without reading them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentState {
+    size_bytes: u64,
+    /// Last offset + 1; the base offset while empty.
+    next_offset: i64,
+    bytes_since_index_entry: u64,
+    /// Largest batch max timestamp, with the last offset of the first batch reaching it.
+    max_timestamp: Option<TimestampOffset>,
+    /// Max timestamp of the first batch: Kafka's clock for `segment.ms` rolls.
+    first_batch_timestamp_ms: Option<i64>,
+    time_index_last_ms: Option<i64>,
+}
+
+impl SegmentState {
+    pub(crate) fn empty(base_offset: i64) -> Self {
+        SegmentState {
+            size_bytes: 0,
+            next_offset: base_offset,
+            bytes_since_index_entry: 0,
+            max_timestamp: None,
+            first_batch_timestamp_ms: None,
+            time_index_last_ms: None,
+        }
+    }
+
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    /// Account for one more batch at the end of the segment.
+    fn observe(&mut self, header: &BatchHeader) {
+        self.first_batch_timestamp_ms
+            .get_or_insert(header.max_timestamp);
+        // Strictly greater: on ties the first batch keeps the max, as Kafka's does.
+        if self
+            .max_timestamp
+            .is_none_or(|max| header.max_timestamp > max.timestamp_ms)
+        {
+            self.max_timestamp = Some(TimestampOffset {
+                timestamp_ms: header.max_timestamp,
+                offset: header.last_offset(),
+            });
+        }
+        self.size_bytes += header.total_bytes() as u64;
+        self.next_offset = header.last_offset() + 1;
+    }
+
+    /// Account for one batch written at the end and queue the index entries it earns: as in
+    /// Kafka, a batch that starts more than `index_interval_bytes` after the last indexed
+    /// one gets an offset entry, and a time entry if the max timestamp grew.
+    pub(crate) fn advance(
+        &mut self,
+        header: &BatchHeader,
+        index_interval_bytes: u32,
+        pending: &mut PendingEntries,
+    ) {
+        let position = self.size_bytes;
+        self.observe(header);
+        if self.bytes_since_index_entry > u64::from(index_interval_bytes) {
+            pending.offsets.push(OffsetPosition {
+                offset: header.last_offset(),
+                position,
+            });
+            pending.times.extend(self.take_time_entry());
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.total_bytes() as u64;
+    }
+
+    /// The max timestamp, if the time index does not hold it yet.
+    fn take_time_entry(&mut self) -> Option<TimestampOffset> {
+        let max = self.max_timestamp?;
+        if self
+            .time_index_last_ms
+            .is_some_and(|last| max.timestamp_ms <= last)
+        {
+            return None;
+        }
+        self.time_index_last_ms = Some(max.timestamp_ms);
+        Some(max)
+    }
+}
+
+/// Limits of one fetch, shared by every segment it touches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadLimits {
+    /// No batch whose base offset is at or above this (the high watermark).
+    pub(crate) upper_bound: i64,
+    pub(crate) max_bytes: usize,
+    /// Return the first batch whole even beyond `max_bytes` (KIP-74).
+    pub(crate) min_one_batch: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: i64,
+    log_path: PathBuf,
+    log: File,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    state: SegmentState,
+    created_ms: i64,
+}
+
+impl Segment {
+    /// A new, empty segment. Fails if its log file already exists.
+    pub(crate) fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self, LogError> {
+        let log_path = segment_file(dir, base_offset, LOG_EXTENSION);
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&log_path)?;
+        Self::with_new_indexes(dir, base_offset, log_path, log, now_ms)
+    }
+
+    /// An existing log file with emptied index files, for recovery to refill.
+    pub(crate) fn open_unindexed(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        let log_path = segment_file(dir, base_offset, LOG_EXTENSION);
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        Self::with_new_indexes(dir, base_offset, log_path, log, now_ms)
+    }
+
+    fn with_new_indexes(
+        dir: &Path,
+        base_offset: i64,
+        log_path: PathBuf,
+        log: File,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        let offset_index = OffsetIndex::create(
+            &segment_file(dir, base_offset, INDEX_EXTENSION),
+            base_offset,
+        )?;
+        let time_path = segment_file(dir, base_offset, TIME_INDEX_EXTENSION);
+        let time_index = TimeIndex::create(&time_path, base_offset)?;
+        let state = SegmentState::empty(base_offset);
+        let created_ms = now_ms;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            log,
+            offset_index,
+            time_index,
+            state,
+            created_ms,
+        })
+    }
+
+    /// Open a sealed segment, trusting its index files once they pass sanity checks, and
+    /// reading only the batch headers after the last offset index entry. `Corrupt` or
+    /// `Io(NotFound)` means the indexes cannot be trusted: the caller rebuilds them.
+    pub(crate) fn open(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Self, LogError> {
+        let log_path = segment_file(dir, base_offset, LOG_EXTENSION);
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let log_bytes = log.metadata()?.len();
+        let index_path = segment_file(dir, base_offset, INDEX_EXTENSION);
+        let offset_index = OffsetIndex::load(&index_path, base_offset, log_bytes)?;
+        let time_path = segment_file(dir, base_offset, TIME_INDEX_EXTENSION);
+        let time_index = TimeIndex::load(&time_path, base_offset)?;
+        let state = SegmentState::empty(base_offset);
+        let created_ms = now_ms;
+        let mut segment = Segment {
+            base_offset,
+            log_path,
+            log,
+            offset_index,
+            time_index,
+            state,
+            created_ms,
+        };
+        segment.state = segment.tail_state(log_bytes)?;
+        Ok(segment)
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub(crate) fn log_file(&self) -> &File {
+        &self.log
+    }
+
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.state.size_bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.state.size_bytes == 0
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.state.next_offset
+    }
+
+    pub(crate) fn max_timestamp(&self) -> Option<TimestampOffset> {
+        self.state.max_timestamp
+    }
+
+    pub(crate) fn first_batch_timestamp_ms(&self) -> Option<i64> {
+        self.state.first_batch_timestamp_ms
+    }
+
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// The newest timestamp for retention: the max record timestamp, or the file's
+    /// modification time when no batch carries one (as Kafka does).
+    pub(crate) fn largest_timestamp_ms(&self) -> Result<i64, LogError> {
+        match self.state.max_timestamp {
+            Some(max) if max.timestamp_ms >= 0 => Ok(max.timestamp_ms),
+            _ => Ok(modified_ms(&self.log)?),
+        }
+    }
+
+    /// Append whole, already stamped batches at the end. All or nothing: on failure the log
+    /// file and indexes are cut back and the state is unchanged.
+    pub(crate) fn append(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        index_interval_bytes: u32,
+    ) -> Result<(), LogError> {
+        let mut state = self.state;
+        let mut pending = PendingEntries::default();
+        for header in headers {
+            assert!(
+                header.base_offset >= state.next_offset,
+                "offsets increase in a segment"
+            );
+            state.advance(header, index_interval_bytes, &mut pending);
+        }
+        let position = self.state.size_bytes;
+        assert_eq!(
+            state.size_bytes - position,
+            records.len() as u64,
+            "headers match records"
+        );
+        let mut written = self
+            .log
+            .write_all_at(records, position)
+            .map_err(LogError::from);
+        if written.is_ok() {
+            written = self.commit(state, pending);
+        }
+        if written.is_err() {
+            // Best effort; reads stop at `state.size_bytes` whatever the file length says.
+            let _ = self.log.set_len(position);
+        }
+        written
+    }
+
+    /// Write queued index entries and adopt `state`; cuts the offset index back on failure.
+    fn commit(&mut self, state: SegmentState, pending: PendingEntries) -> Result<(), LogError> {
+        self.offset_index.append(&pending.offsets)?;
+        if let Err(error) = self.time_index.append(&pending.times) {
+            if let Some(first) = pending.offsets.first() {
+                let _ = self.offset_index.truncate_from(first.offset);
+            }
+            return Err(error.into());
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// Adopt the result of a recovery scan of this (unindexed) segment: cut the log file to
+    /// the valid batches and write the rebuilt index entries.
+    pub(crate) fn install_scan(
+        &mut self,
+        state: SegmentState,
+        pending: PendingEntries,
+    ) -> Result<(), LogError> {
+        assert!(
+            self.offset_index.last_entry().is_none(),
+            "recovery starts from empty indexes"
+        );
+        self.log.set_len(state.size_bytes)?;
+        self.commit(state, pending)
+    }
+
+    /// The header of the batch at `position`; None at the end of the segment.
+    pub(crate) fn header_at(&self, position: u64) -> Result<Option<BatchHeader>, LogError> {
+        self.header_within(position, self.state.size_bytes)
+    }
+
+    /// Like `header_at` with an explicit end. Stored batches were validated when written or
+    /// recovered, so a header that does not parse or overruns the end is corruption.
+    fn header_within(
+        &self,
+        position: u64,
+        size_bytes: u64,
+    ) -> Result<Option<BatchHeader>, LogError> {
+        if position >= size_bytes {
+            return Ok(None);
+        }
+        let remaining = size_bytes - position;
+        if remaining < BATCH_HEADER_BYTES as u64 {
+            return Err(self.corrupt(position, "batch header runs past the end"));
+        }
+        let mut bytes = [0; BATCH_HEADER_BYTES];
+        self.log.read_exact_at(&mut bytes, position)?;
+        let header = BatchHeader::parse(&bytes)
+            .map_err(|error| self.corrupt(position, &error.to_string()))?;
+        if header.total_bytes() as u64 > remaining {
+            return Err(self.corrupt(position, "batch runs past the end"));
+        }
+        Ok(Some(header))
+    }
+
+    /// The first batch whose last offset is at or above `offset`: the batch holding it, or
+    /// the next one after a gap. Binary search in the index, then a short header scan.
+    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let start = self.offset_index.lookup(offset).position;
+        self.find_from(start, |header| header.last_offset() >= offset)
+    }
+
+    fn find_from(
+        &self,
+        start: u64,
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let mut position = start;
+        while let Some(header) = self.header_at(position)? {
+            if wanted(&header) {
+                return Ok(Some((position, header)));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Append whole batches from `position` to `out` while the limits allow. Returns true
+    /// when a limit stopped the read, false when the segment ran out first.
+    pub(crate) fn read_batches(
+        &self,
+        position: u64,
+        limits: &ReadLimits,
+        out: &mut BytesMut,
+    ) -> Result<bool, LogError> {
+        let mut end = position;
+        let mut limited = false;
+        while let Some(header) = self.header_at(end)? {
+            let taken_bytes = out.len() + (end - position) as usize;
+            let exempt = taken_bytes == 0 && limits.min_one_batch;
+            let too_big = taken_bytes + header.total_bytes() > limits.max_bytes && !exempt;
+            if header.base_offset >= limits.upper_bound || too_big {
+                limited = true;
+                break;
+            }
+            end += header.total_bytes() as u64;
+        }
+        self.read_exact(position, (end - position) as usize, out)?;
+        Ok(limited)
+    }
+
+    fn read_exact(&self, position: u64, length: usize, out: &mut BytesMut) -> Result<(), LogError> {
+        let start = out.len();
+        out.resize(start + length, 0);
+        self.log.read_exact_at(&mut out[start..], position)?;
+        Ok(())
+    }
+
+    /// The first record with a timestamp at or above `timestamp_ms`. The time index gives a
+    /// batch before which every record is older; from there, headers pick the first batch
+    /// that may qualify and decoding that batch finds the record.
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<RecordTimestamp>, LogError> {
+        let near = self.time_index.lookup(timestamp_ms);
+        let mut position = self.offset_index.lookup(near.offset).position;
+        let qualifies = |header: &BatchHeader| header.max_timestamp >= timestamp_ms;
+        while let Some((found, header)) = self.find_from(position, qualifies)? {
+            let records = self.record_timestamps(found, &header)?;
+            let first = records
+                .into_iter()
+                .find(|record| record.timestamp_ms >= timestamp_ms);
+            if first.is_some() {
+                return Ok(first);
+            }
+            // A header max above its records' timestamps: keep looking.
+            position = found + header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The first record carrying the segment's max timestamp. Falls back to the batch's
+    /// last offset if no record carries it (a header that claims more than its records).
+    pub(crate) fn max_timestamp_record(&self) -> Result<Option<RecordTimestamp>, LogError> {
+        let Some(max) = self.state.max_timestamp else {
+            return Ok(None);
+        };
+        let shallow = RecordTimestamp {
+            offset: max.offset,
+            timestamp_ms: max.timestamp_ms,
+        };
+        let Some((position, header)) = self.find_batch(max.offset)? else {
+            return Ok(Some(shallow));
+        };
+        let records = self.record_timestamps(position, &header)?;
+        let first = records
+            .into_iter()
+            .find(|record| record.timestamp_ms == max.timestamp_ms);
+        Ok(Some(first.unwrap_or(shallow)))
+    }
+
+    fn record_timestamps(
+        &self,
+        position: u64,
+        header: &BatchHeader,
+    ) -> Result<Vec<RecordTimestamp>, LogError> {
+        let mut bytes = BytesMut::new();
+        self.read_exact(position, header.total_bytes(), &mut bytes)?;
+        batch::record_timestamps(bytes.freeze(), header)
+            .map_err(|error| self.corrupt(position, &error.to_string()))
+    }
+
+    /// Visit every header from the batch holding `from_offset` to the end of the segment.
+    pub(crate) fn visit_headers(
+        &self,
+        from_offset: i64,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let Some((mut position, _)) = self.find_batch(from_offset)? else {
+            return Ok(());
+        };
+        while let Some(header) = self.header_at(position)? {
+            visit(&header);
+            position += header.total_bytes() as u64;
+        }
+        Ok(())
+    }
+
+    /// Remove the batch holding `offset` and everything after it.
+    pub(crate) fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        let Some((position, _)) = self.find_batch(offset)? else {
+            return Ok(());
+        };
+        // Index entries name batches' last offsets: those of the kept batches are below.
+        self.offset_index.truncate_from(offset)?;
+        self.time_index.truncate_from(offset)?;
+        self.log.set_len(position)?;
+        self.state = self.tail_state(position)?;
+        Ok(())
+    }
+
+    /// This segment stops being the active one: put its final max timestamp in the time
+    /// index (so a reopen finds it, as Kafka does) and make everything durable.
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        let mut state = self.state;
+        if let Some(entry) = state.take_time_entry() {
+            self.time_index.append(&[entry])?;
+            self.state = state;
+        }
+        self.flush()
+    }
+
+    pub(crate) fn flush(&self) -> Result<(), LogError> {
+        self.log.sync_data()?;
+        self.offset_index.flush()?;
+        self.time_index.flush()?;
+        Ok(())
+    }
+
+    /// Remove the files. The log is renamed to `.deleted` first, so a crash midway leaves
+    /// either the whole segment or leftovers that recovery removes.
+    pub(crate) fn delete_files(self) -> Result<(), LogError> {
+        let mut deleted_path = self.log_path.clone().into_os_string();
+        deleted_path.push(format!(".{DELETED_EXTENSION}"));
+        fs::rename(&self.log_path, &deleted_path)?;
+        remove_if_present(self.offset_index.path())?;
+        remove_if_present(self.time_index.path())?;
+        fs::remove_file(&deleted_path)?;
+        Ok(())
+    }
+
+    /// State of a segment with trusted indexes: the time index's last entry covers up to the
+    /// last offset index entry; only the headers from that entry to `log_bytes` are read.
+    /// `Corrupt` when the indexes and the log disagree.
+    fn tail_state(&self, log_bytes: u64) -> Result<SegmentState, LogError> {
+        let anchor = self.offset_index.last_entry();
+        let start = anchor.map_or(0, |entry| entry.position);
+        let mut state = SegmentState::empty(self.base_offset);
+        state.max_timestamp = self.time_index.last_entry();
+        state.time_index_last_ms = state.max_timestamp.map(|max| max.timestamp_ms);
+        state.size_bytes = start;
+        while let Some(header) = self.header_within(state.size_bytes, log_bytes)? {
+            let is_anchor = state.size_bytes == start;
+            self.check_tail_batch(&state, &header, anchor.filter(|_| is_anchor))?;
+            state.observe(&header);
+        }
+        state.bytes_since_index_entry = log_bytes - start;
+        let first = self.header_within(0, log_bytes)?;
+        state.first_batch_timestamp_ms = first.map(|header| header.max_timestamp);
+        if state
+            .max_timestamp
+            .is_some_and(|max| max.offset >= state.next_offset)
+        {
+            return Err(self.corrupt(log_bytes, "time index points past the last batch"));
+        }
+        Ok(state)
+    }
+
+    fn check_tail_batch(
+        &self,
+        state: &SegmentState,
+        header: &BatchHeader,
+        anchor: Option<OffsetPosition>,
+    ) -> Result<(), LogError> {
+        let position = state.size_bytes;
+        if header.magic != MAGIC_V2 || header.last_offset_delta < 0 {
+            return Err(self.corrupt(position, "not a valid v2 batch header"));
+        }
+        if header.base_offset < state.next_offset {
+            return Err(self.corrupt(position, "offsets go backwards"));
+        }
+        if header.last_offset() - self.base_offset > i64::from(i32::MAX) {
+            return Err(self.corrupt(position, "offset beyond the segment's range"));
+        }
+        if anchor.is_some_and(|entry| entry.offset != header.last_offset()) {
+            return Err(self.corrupt(position, "offset index disagrees with the batch"));
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, position: u64, why: &str) -> LogError {
+        LogError::Corrupt(format!(
+            "{} at byte {position}: {why}",
+            self.log_path.display()
+        ))
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+fn modified_ms(file: &File) -> io::Result<i64> {
+    let modified = file.metadata()?.modified()?;
+    Ok(modified
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |age| age.as_millis() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::test_support::{encode_batch_sized, validated};
+    use kafka_protocol::records::Compression;
+
+    /// Stamp `count` one-record batches with consecutive offsets from `first_offset`.
+    fn stamped_batches(count: usize, first_offset: i64) -> (BytesMut, Vec<BatchHeader>) {
+        let mut records = BytesMut::new();
+        for index in 0..count {
+            let mut batch = encode_batch_sized(&[1_000 + index as i64], Compression::None, 100);
+            batch::stamp_batch(&mut batch, first_offset + index as i64, 0, None);
+            records.extend_from_slice(&batch);
+        }
+        validated(records)
+    }
+
+    #[test]
+    fn index_entries_are_sparse_by_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        let (records, headers) = stamped_batches(20, 0);
+        let batch_bytes = headers[0].total_bytes() as u64;
+        segment
+            .append(&records, &headers, 3 * batch_bytes as u32)
+            .unwrap();
+        // An entry for every batch that starts more than 3 batches after the last entry.
+        let expected: Vec<i64> = vec![4, 8, 12, 16];
+        let mut indexed: Vec<i64> = (0..20)
+            .map(|offset| segment.offset_index.lookup(offset).offset)
+            .collect();
+        indexed.dedup();
+        assert_eq!(&indexed[1..], expected.as_slice());
+        assert_eq!(segment.offset_index.lookup(9).position, 8 * batch_bytes);
+        assert_eq!(segment.time_index.last_entry().unwrap().timestamp_ms, 1_016);
+        assert_eq!(segment.next_offset(), 20);
+    }
+
+    #[test]
+    fn reopen_from_indexes_restores_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 100, 0).unwrap();
+        let (records, headers) = stamped_batches(10, 100);
+        segment.append(&records, &headers, 200).unwrap();
+        segment.seal().unwrap();
+        let before = segment.state;
+        drop(segment);
+        let reopened = Segment::open(dir.path(), 100, 0).unwrap();
+        assert_eq!(reopened.state.size_bytes, before.size_bytes);
+        assert_eq!(reopened.state.next_offset, 110);
+        assert_eq!(reopened.state.max_timestamp, before.max_timestamp);
+        assert_eq!(
+            reopened.state.bytes_since_index_entry,
+            before.bytes_since_index_entry
+        );
+        assert_eq!(reopened.first_batch_timestamp_ms(), Some(1_000));
+    }
+
+    #[test]
+    fn find_batch_uses_last_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        let (records, headers) = stamped_batches(5, 0);
+        segment.append(&records, &headers, 0).unwrap();
+        let size = headers[0].total_bytes() as u64;
+        for offset in 0..5 {
+            let (position, header) = segment.find_batch(offset).unwrap().unwrap();
+            assert_eq!(
+                (position, header.base_offset),
+                (offset as u64 * size, offset)
+            );
+        }
+        assert!(segment.find_batch(5).unwrap().is_none());
+    }
+}

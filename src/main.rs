@@ -1,0 +1,97 @@
+//! `kafkaesque`: start a broker with Kafka-style configuration (see `config.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kafkaesque::broker::Broker;
+use kafkaesque::config::BrokerConfig;
+use kafkaesque::server::{self, Shutdown};
+use kafkaesque::types::now_ms;
+use tokio::net::TcpListener;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = BrokerConfig::from_args_and_env(std::env::args().skip(1), std::env::vars())?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(config))
+}
+
+async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let address = format!(
+        "{}:{}",
+        bind_host(&config.listener.host),
+        config.listener.port
+    );
+    let listener = TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("bind {address}"))?;
+    let broker = Broker::open(config).await?;
+    let (stop, shutdown) = Shutdown::new();
+    tokio::spawn(maintenance(broker.clone(), shutdown.clone()));
+    tracing::info!(
+        %address,
+        node_id = broker.config.node_id,
+        cluster_id = %broker.image().cluster_id,
+        data = %broker.config.log_dirs.display(),
+        "broker started"
+    );
+    let serving = tokio::spawn(server::serve(listener, broker.clone(), shutdown));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = serving.await;
+    tokio::task::block_in_place(|| broker.flush_all());
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn bind_host(host: &str) -> &str {
+    if host.is_empty() { "0.0.0.0" } else { host }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Retention and time-based flushing, on their configured intervals.
+async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
+    let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms.max(1));
+    let flush_every = Duration::from_millis(broker.config.flush_check_interval_ms.max(1));
+    let mut retention = tokio::time::interval(retention_every);
+    let mut flush = tokio::time::interval(flush_every);
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                for partition in broker.replicas.all() {
+                    match partition.enforce_retention(now_ms()) {
+                        Ok(0) => {}
+                        Ok(deleted) => tracing::info!(tp = %partition.tp, deleted, "retention deleted segments"),
+                        Err(error) => tracing::error!(tp = %partition.tp, %error, "retention failed"),
+                    }
+                }
+            }
+            _ = flush.tick() => {
+                for partition in broker.replicas.all() {
+                    if let Err(error) = partition.flush_if_due(now_ms()) {
+                        tracing::error!(tp = %partition.tp, %error, "flush failed");
+                    }
+                }
+            }
+            _ = shutdown.triggered() => return,
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The network edge: accepts TCP connections, reads length-prefixed Kafka frames, hands
+//! each to `api::handle_frame`, and writes responses back in request order.
+//!
+//! Limits enforced here: `socket.request.max.bytes` per frame, `max.connections`,
+//! `connections.max.idle.ms`. A frame that cannot be parsed closes that connection only.
+
+pub mod connection;
+pub mod listener;
+pub mod shutdown;
+
+pub use listener::serve;
+pub use shutdown::Shutdown;

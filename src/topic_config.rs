@@ -1,0 +1,448 @@
+//! Topic-level configs: Kafka's names, types, defaults and broker-level synonyms.
+//!
+//! One table drives validation (CreateTopics), the effective values (DescribeConfigs,
+//! with the source of each) and the [`LogConfig`] a partition log runs with.
+
+use std::collections::BTreeMap;
+
+use crate::config::BrokerConfig;
+use crate::log::{LogConfig, TimestampType};
+
+/// Kafka's `ConfigDef.Type` codes as DescribeConfigs v3+ reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// Kafka's `DescribeConfigsResponse.ConfigSource` codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// The broker config that supplies the default when the topic does not set it.
+    pub broker_synonym: Option<&'static str>,
+    pub config_type: ConfigType,
+    pub default: &'static str,
+    /// Allowed values for enumerated strings; empty means any value of the type.
+    pub choices: &'static [&'static str],
+}
+
+const fn def(
+    name: &'static str,
+    broker_synonym: Option<&'static str>,
+    config_type: ConfigType,
+    default: &'static str,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_synonym,
+        config_type,
+        default,
+        choices: &[],
+    }
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Every topic config Kafka 4.0 describes, sorted by name as Kafka lists them.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        choices: &["delete", "compact", "compact,delete", "delete,compact"],
+        ..def(
+            "cleanup.policy",
+            Some("log.cleanup.policy"),
+            ConfigType::List,
+            "delete",
+        )
+    },
+    TopicConfigDef {
+        choices: &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"],
+        ..def(
+            "compression.type",
+            Some("compression.type"),
+            ConfigType::String,
+            "producer",
+        )
+    },
+    def(
+        "delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
+        ConfigType::Long,
+        "86400000",
+    ),
+    def(
+        "file.delete.delay.ms",
+        Some("log.segment.delete.delay.ms"),
+        ConfigType::Long,
+        "60000",
+    ),
+    def(
+        "flush.messages",
+        Some("log.flush.interval.messages"),
+        ConfigType::Long,
+        LONG_MAX,
+    ),
+    def(
+        "flush.ms",
+        Some("log.flush.interval.ms"),
+        ConfigType::Long,
+        LONG_MAX,
+    ),
+    def(
+        "index.interval.bytes",
+        Some("log.index.interval.bytes"),
+        ConfigType::Int,
+        "4096",
+    ),
+    def(
+        "local.retention.bytes",
+        Some("log.local.retention.bytes"),
+        ConfigType::Long,
+        "-2",
+    ),
+    def(
+        "local.retention.ms",
+        Some("log.local.retention.ms"),
+        ConfigType::Long,
+        "-2",
+    ),
+    def(
+        "max.compaction.lag.ms",
+        Some("log.cleaner.max.compaction.lag.ms"),
+        ConfigType::Long,
+        LONG_MAX,
+    ),
+    def(
+        "max.message.bytes",
+        Some("message.max.bytes"),
+        ConfigType::Int,
+        "1048588",
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
+        ConfigType::Long,
+        LONG_MAX,
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        Some("log.message.timestamp.before.max.ms"),
+        ConfigType::Long,
+        LONG_MAX,
+    ),
+    TopicConfigDef {
+        choices: &["CreateTime", "LogAppendTime"],
+        ..def(
+            "message.timestamp.type",
+            Some("log.message.timestamp.type"),
+            ConfigType::String,
+            "CreateTime",
+        )
+    },
+    def(
+        "min.cleanable.dirty.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
+        ConfigType::Double,
+        "0.5",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
+        ConfigType::Long,
+        "0",
+    ),
+    def(
+        "min.insync.replicas",
+        Some("min.insync.replicas"),
+        ConfigType::Int,
+        "1",
+    ),
+    def(
+        "preallocate",
+        Some("log.preallocate"),
+        ConfigType::Boolean,
+        "false",
+    ),
+    def("remote.storage.enable", None, ConfigType::Boolean, "false"),
+    def(
+        "retention.bytes",
+        Some("log.retention.bytes"),
+        ConfigType::Long,
+        "-1",
+    ),
+    def(
+        "retention.ms",
+        Some("log.retention.ms"),
+        ConfigType::Long,
+        "604800000",
+    ),
+    def(
+        "segment.bytes",
+        Some("log.segment.bytes"),
+        ConfigType::Int,
+        "1073741824",
+    ),
+    def(
+        "segment.index.bytes",
+        Some("log.index.size.max.bytes"),
+        ConfigType::Int,
+        "10485760",
+    ),
+    def(
+        "segment.jitter.ms",
+        Some("log.roll.jitter.ms"),
+        ConfigType::Long,
+        "0",
+    ),
+    def(
+        "segment.ms",
+        Some("log.roll.ms"),
+        ConfigType::Long,
+        "604800000",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+        ConfigType::Boolean,
+        "false",
+    ),
+];
+
+pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|def| def.name == name)
+}
+
+/// One effective config value and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedConfig {
+    pub name: &'static str,
+    pub value: String,
+    pub source: ConfigSource,
+    pub config_type: ConfigType,
+    /// Lower-priority values that this one overrides (DescribeConfigs synonyms).
+    pub synonyms: Vec<(String, String, ConfigSource)>,
+}
+
+/// The broker's value for a synonym, if the operator set it (time families resolved).
+fn broker_value(broker: &BrokerConfig, synonym: &str) -> Option<String> {
+    let family_set = |prefix: &str| {
+        ["ms", "minutes", "hours"]
+            .iter()
+            .any(|unit| broker.explicit.contains_key(&format!("{prefix}.{unit}")))
+    };
+    match synonym {
+        "log.retention.ms" if family_set("log.retention") => {
+            broker.time_ms(synonym).map(|ms| ms.to_string())
+        }
+        "log.roll.ms" if family_set("log.roll") => broker.time_ms(synonym).map(|ms| ms.to_string()),
+        _ => broker.explicit.get(synonym).cloned(),
+    }
+}
+
+/// Every topic config with its effective value, topic overrides first, then broker, then default.
+pub fn resolve_all(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> Vec<ResolvedConfig> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| resolve(def, broker, topic))
+        .collect()
+}
+
+fn resolve(
+    def: &'static TopicConfigDef,
+    broker: &BrokerConfig,
+    topic: &BTreeMap<String, String>,
+) -> ResolvedConfig {
+    let mut layers = Vec::new();
+    if let Some(value) = topic.get(def.name) {
+        layers.push((
+            def.name.to_string(),
+            value.clone(),
+            ConfigSource::DynamicTopic,
+        ));
+    }
+    if let Some(synonym) = def.broker_synonym
+        && let Some(value) = broker_value(broker, synonym)
+    {
+        layers.push((synonym.to_string(), value, ConfigSource::StaticBroker));
+    }
+    let default_name = def.broker_synonym.unwrap_or(def.name).to_string();
+    layers.push((default_name, def.default.to_string(), ConfigSource::Default));
+    let (_, value, source) = layers[0].clone();
+    ResolvedConfig {
+        name: def.name,
+        value,
+        source,
+        config_type: def.config_type,
+        synonyms: layers,
+    }
+}
+
+/// Checks a CreateTopics config map; the error text is what Kafka clients show.
+pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in configs {
+        let def = find(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
+        check_value(def, value).map_err(|reason| {
+            format!("Invalid value {value} for configuration {name}: {reason}")
+        })?;
+    }
+    Ok(())
+}
+
+fn check_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    match def.config_type {
+        ConfigType::Boolean => value
+            .parse::<bool>()
+            .map(drop)
+            .map_err(|_| "Expected value to be either true or false".to_string()),
+        ConfigType::Int => value
+            .parse::<i32>()
+            .map(drop)
+            .map_err(|_| "Not a number of type INT".into()),
+        ConfigType::Long => value
+            .parse::<i64>()
+            .map(drop)
+            .map_err(|_| "Not a number of type LONG".into()),
+        ConfigType::Double => value
+            .parse::<f64>()
+            .map(drop)
+            .map_err(|_| "Not a number of type DOUBLE".into()),
+        ConfigType::String | ConfigType::List if !def.choices.is_empty() => {
+            let normalized: String = value
+                .split(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(",");
+            if def.choices.contains(&normalized.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("String must be one of: {}", def.choices.join(", ")))
+            }
+        }
+        ConfigType::String | ConfigType::List => Ok(()),
+    }
+}
+
+/// The log engine's settings for a topic: effective values mapped onto [`LogConfig`].
+pub fn log_config(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> LogConfig {
+    let values: BTreeMap<&str, String> = resolve_all(broker, topic)
+        .into_iter()
+        .map(|c| (c.name, c.value))
+        .collect();
+    let long = |name: &str, fallback: i64| {
+        values
+            .get(name)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(fallback)
+    };
+    let defaults = LogConfig::default();
+    LogConfig {
+        segment_bytes: long("segment.bytes", defaults.segment_bytes as i64).max(14) as u64,
+        segment_ms: long("segment.ms", defaults.segment_ms).max(1),
+        retention_ms: long("retention.ms", defaults.retention_ms),
+        retention_bytes: long("retention.bytes", defaults.retention_bytes),
+        flush_messages: long("flush.messages", i64::MAX).max(1) as u64,
+        flush_ms: long("flush.ms", i64::MAX),
+        index_interval_bytes: long("index.interval.bytes", 4096).clamp(0, u32::MAX as i64) as u32,
+        max_message_bytes: long("max.message.bytes", 1_048_588).clamp(0, u32::MAX as i64) as u32,
+        timestamp_type: match values.get("message.timestamp.type").map(String::as_str) {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(overrides: &[(&str, &str)]) -> BrokerConfig {
+        let map = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BrokerConfig::from_map(map).unwrap()
+    }
+
+    fn topic(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for pair in TOPIC_CONFIGS.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} >= {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+    }
+
+    #[test]
+    fn sources_follow_precedence() {
+        let broker = broker(&[("log.retention.hours", "2"), ("log.segment.bytes", "1000")]);
+        let all = resolve_all(&broker, &topic(&[("segment.bytes", "5000")]));
+        let get = |name: &str| all.iter().find(|c| c.name == name).unwrap().clone();
+        let segment = get("segment.bytes");
+        assert_eq!(
+            (segment.value.as_str(), segment.source),
+            ("5000", ConfigSource::DynamicTopic)
+        );
+        assert_eq!(segment.synonyms.len(), 3);
+        let retention = get("retention.ms");
+        assert_eq!(retention.value, "7200000");
+        assert_eq!(retention.source, ConfigSource::StaticBroker);
+        let policy = get("cleanup.policy");
+        assert_eq!(
+            (policy.value.as_str(), policy.source),
+            ("delete", ConfigSource::Default)
+        );
+    }
+
+    #[test]
+    fn validation_matches_kafka_types() {
+        assert!(
+            validate(&topic(&[
+                ("retention.ms", "1000"),
+                ("cleanup.policy", "compact")
+            ]))
+            .is_ok()
+        );
+        assert!(validate(&topic(&[("cleanup.policy", "compact, delete")])).is_ok());
+        assert!(validate(&topic(&[("retention.ms", "soon")])).is_err());
+        assert!(validate(&topic(&[("no.such.config", "1")])).is_err());
+        assert!(validate(&topic(&[("message.timestamp.type", "Whenever")])).is_err());
+        assert!(validate(&topic(&[("preallocate", "maybe")])).is_err());
+    }
+
+    #[test]
+    fn log_config_takes_effective_values() {
+        let broker = broker(&[]);
+        let config = log_config(
+            &broker,
+            &topic(&[
+                ("max.message.bytes", "10000"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ]),
+        );
+        assert_eq!(config.max_message_bytes, 10_000);
+        assert_eq!(config.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(config.segment_bytes, 1_073_741_824);
+        assert_eq!(config.retention_ms, 604_800_000);
+    }
+}
