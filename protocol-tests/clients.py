@@ -1,8 +1,9 @@
 """Thin, bounded wrappers over confluent-kafka, kafka-python and kcat for the tests.
 
 Every wait here has a deadline. Clients log their errors through Python logging (pytest
-shows them for a failed test). librdkafka is asked for ApiVersions explicitly
-(api.version.request=true) so that version negotiation is always exercised.
+shows them for a failed test). librdkafka always asks for ApiVersions: api.version.request
+defaults to true and is deprecated in librdkafka 2.x (setting it prints a CONFWARN line
+for every client), so it is left at its default.
 
 No consumer groups: the broker does not serve them yet, so consumers use assign() with
 explicit offsets and never commit. librdkafka insists on a group.id for a Consumer; with
@@ -16,7 +17,6 @@ import shutil
 import subprocess
 import time
 
-import confluent_kafka
 import kafka
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -31,20 +31,33 @@ DEFAULT_TIMEOUT_S = 30.0
 
 
 def wait_for(predicate, timeout_s=DEFAULT_TIMEOUT_S, interval_s=0.1, what="condition"):
-    """Polls predicate() until it returns a truthy value; returns it, or fails at timeout_s."""
+    """Polls predicate() until it returns a truthy value; returns it, or fails at timeout_s.
+
+    Exceptions from predicate() count as "not yet"; the last one is reported on timeout.
+    """
     deadline = time.monotonic() + timeout_s
-    last_error = None
+    last = None
     while True:
         try:
             value = predicate()
             if value:
                 return value
+            last = f"last result: {value!r}"
         except Exception as error:  # noqa: BLE001 - retried until the deadline
-            last_error = error
+            last = f"last error: {error!r}"
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}"
-                                 + (f"; last error: {last_error!r}" if last_error else ""))
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; {last}")
         time.sleep(interval_s)
+
+
+def watermarks_are(broker, topic, partition, expected):
+    """A wait_for predicate that shows the watermarks it saw when they differ."""
+    def check():
+        got = watermarks(broker, topic, partition)
+        if got != expected:
+            raise AssertionError(f"watermarks {got}, want {expected}")
+        return True
+    return check
 
 
 # ---------------------------------------------------------------- confluent-kafka
@@ -57,7 +70,6 @@ def _error_cb(error):
 def base_config(broker, **extra):
     config = {
         "bootstrap.servers": broker.bootstrap,
-        "api.version.request": True,
         "broker.address.family": "v4",
         "socket.timeout.ms": 10000,
         "error_cb": _error_cb,

@@ -273,7 +273,7 @@ def broker(request, data_root):
 @pytest.fixture
 def topic(request):
     """A unique topic name for this test (not created)."""
-    base = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")
+    base = re.sub(r"[^a-zA-Z0-9.-]+", "-", request.node.name.replace("_", "-")).strip("-.")
     return _unique(base[:100])
 
 

@@ -22,7 +22,7 @@ def test_kcat_list_shows_broker_and_topic(broker, topic):
     clients.create_topic(broker, topic, partitions=3)
     output = clients.kcat(broker, "-L").stdout
 
-    assert re.search(rf"^\s*1 brokers:\s*$", output, re.M), output
+    assert re.search(r"^\s*1 brokers:\s*$", output, re.M), output
     assert re.search(rf"^\s*broker 1 at 127\.0\.0\.1:{broker.port}\b", output, re.M), output
     assert re.search(rf'^\s*topic "{re.escape(topic)}" with 3 partitions:\s*$', output, re.M), \
         output
@@ -65,7 +65,7 @@ def test_confluent_list_topics(broker, topic):
     clients.create_topic(broker, topic, partitions=3)
     metadata = clients.admin(broker).list_topics(timeout=10)
 
-    assert metadata.orig_broker_id == 1
+    # (orig_broker_id is -1 when the bootstrap connection answered: a librdkafka detail.)
     assert metadata.controller_id == 1
     assert metadata.cluster_id, "cluster id is empty"
     assert list(metadata.brokers) == [1]

@@ -145,7 +145,7 @@ def test_repeated_crashes_keep_the_log(broker, topic):
             list(range(len(expected), len(expected) + 100))
         expected += values
         broker.restart(hard=True)
-        clients.wait_for(lambda: clients.watermarks(broker, topic, 0) == (0, len(expected)),
+        clients.wait_for(clients.watermarks_are(broker, topic, 0, (0, len(expected))),
                          30, what="watermarks after the crash")
     assert [m.value() for m in clients.consume_all(broker, topic, 0)] == expected
 
@@ -158,7 +158,7 @@ def test_many_segments_recover_and_index(broker, topic):
     clients.produce_ok(broker, topic, [{"value": v} for v in values],
                        **{"compression.type": "none", "batch.size": 65536})
     broker.restart(hard=True)
-    clients.wait_for(lambda: clients.watermarks(broker, topic, 0) == (0, count), 30,
+    clients.wait_for(clients.watermarks_are(broker, topic, 0, (0, count)), 30,
                      what="watermarks after the crash")
     for start in (0, 1, 1047, 2500, count - 1):
         with rawkafka.Connection("127.0.0.1", broker.port) as conn:
@@ -169,3 +169,32 @@ def test_many_segments_recover_and_index(broker, topic):
         assert (records[0].offset, records[0].value) == (start, values[start])
     messages = clients.consume(broker, topic, 0, 2000, 2000)
     assert [m.value() for m in messages] == values[2000:]
+
+
+def test_sigterm_with_a_parked_fetch_exits_promptly(broker, topic):
+    """A long-poll fetch parked at the end of a partition must not hold up shutdown."""
+    clients.create_topic(broker, topic, partitions=1)
+    conn = rawkafka.Connection("127.0.0.1", broker.port, timeout_s=60)
+    outcome = []
+
+    def parked_fetch():
+        try:
+            outcome.append(rawkafka.fetch(conn, topic, 0, 0, max_wait_ms=30000).error_code)
+        except (rawkafka.ConnectionClosed, OSError) as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=parked_fetch, daemon=True)
+    try:
+        thread.start()
+        time.sleep(1.0)  # let the broker park it
+        assert not outcome, f"the fetch returned before max_wait_ms: {outcome}"
+        started = time.monotonic()
+        assert broker.stop() == 0
+        elapsed = time.monotonic() - started
+        thread.join(timeout=10)
+        assert outcome, "the parked fetch neither answered nor saw its connection close"
+        assert elapsed < 5.0, f"SIGTERM took {elapsed:.1f} s with a parked fetch"
+    finally:
+        conn.close()
+        if not broker.is_running():
+            broker.start()

@@ -16,6 +16,7 @@ use crate::controller::{
     BrokerRegistration, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
 };
 use crate::replica::ReplicaManager;
+use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::types::{NodeId, kafka_uuid_string};
 
@@ -41,6 +42,8 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
     pub producer_ids: ProducerIdManager,
+    /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Broker {
@@ -53,6 +56,7 @@ impl Broker {
             producer_ids: ProducerIdManager::new(controller.clone()),
             controller,
             config,
+            stopping: tokio::sync::watch::channel(false).0,
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
@@ -85,6 +89,16 @@ impl Broker {
                 .await?;
         }
         Ok(())
+    }
+
+    /// A receiver for the shutdown signal (connections, background tasks, waits).
+    pub fn shutdown_signal(&self) -> Shutdown {
+        Shutdown::from_receiver(self.stopping.subscribe())
+    }
+
+    /// Starts shutdown: listeners stop accepting, parked requests answer now.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {

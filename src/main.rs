@@ -35,7 +35,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {address}"))?;
     let broker = Broker::open(config).await?;
-    let (stop, shutdown) = Shutdown::new();
+    let shutdown = broker.shutdown_signal();
     tokio::spawn(maintenance(broker.clone(), shutdown.clone()));
     tracing::info!(
         %address,
@@ -47,7 +47,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let serving = tokio::spawn(server::serve(listener, broker.clone(), shutdown));
     wait_for_signal().await;
     tracing::info!("shutting down");
-    let _ = stop.send(true);
+    broker.begin_shutdown();
     let _ = serving.await;
     tokio::task::block_in_place(|| broker.flush_all());
     tracing::info!("stopped cleanly");
@@ -67,11 +67,16 @@ async fn wait_for_signal() {
     }
 }
 
+const INITIAL_TASK_DELAY: Duration = Duration::from_secs(30);
+
 /// Retention and time-based flushing, on their configured intervals.
 async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms.max(1));
     let flush_every = Duration::from_millis(broker.config.flush_check_interval_ms.max(1));
-    let mut retention = tokio::time::interval(retention_every);
+    // Kafka's LogManager waits 30 s (InitialTaskDelayMs) before its first retention pass,
+    // so a restart does not immediately delete what a client is about to read.
+    let first_retention = tokio::time::Instant::now() + retention_every.min(INITIAL_TASK_DELAY);
+    let mut retention = tokio::time::interval_at(first_retention, retention_every);
     let mut flush = tokio::time::interval(flush_every);
     loop {
         tokio::select! {

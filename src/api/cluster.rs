@@ -6,10 +6,10 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use super::metadata::{CLUSTER_OPERATIONS_ALL, OPERATIONS_OMITTED};
 use crate::broker::Broker;
 
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
-const OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn describe_cluster(
     broker: &Broker,
@@ -20,7 +20,11 @@ pub async fn describe_cluster(
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(image.cluster_id.clone()))
         .with_controller_id(BrokerId(image.controller_id))
-        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS_ALL
+        } else {
+            OPERATIONS_OMITTED
+        })
         .with_endpoint_type(request.endpoint_type);
     if context.version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         // Controller endpoints are served on the controller listener, as in Kafka.

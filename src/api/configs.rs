@@ -35,7 +35,10 @@ pub async fn describe_configs(
                     .with_error_message(Some(StrBytes::from_string(message))),
                 Ok(configs) => {
                     // Null or empty key lists both mean "every config".
-                    let keys = resource.configuration_keys.as_ref().filter(|keys| !keys.is_empty());
+                    let keys = resource
+                        .configuration_keys
+                        .as_ref()
+                        .filter(|keys| !keys.is_empty());
                     let configs = configs
                         .into_iter()
                         .filter(|c| {

@@ -65,13 +65,19 @@ pub async fn handle(
             .iter()
             .filter_map(|t| t.partition.as_ref().ok().cloned())
             .collect();
+        let mut shutdown = broker.shutdown_signal();
         loop {
             let waiter = ChangeWaiter::arm(&watched);
             results = read_all(&targets, response_bytes_max);
             if satisfied(&results, min_bytes) || Instant::now() >= deadline {
                 break;
             }
-            if !waiter.wait(deadline).await {
+            let woken = tokio::select! {
+                woken = waiter.wait(deadline) => woken,
+                // Answer with what there is rather than hold up shutdown.
+                _ = shutdown.triggered() => false,
+            };
+            if !woken {
                 results = read_all(&targets, response_bytes_max);
                 break;
             }

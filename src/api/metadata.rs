@@ -23,7 +23,11 @@ use crate::controller::topic_admin::NewTopic;
 use crate::controller::{MetadataImage, PartitionImage, TopicImage};
 
 /// Kafka's "authorized operations were not requested" marker.
-const OPERATIONS_OMITTED: i32 = i32::MIN;
+pub(super) const OPERATIONS_OMITTED: i32 = i32::MIN;
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE: the cluster operations Kafka reports, all allowed without ACLs.
+pub(super) const CLUSTER_OPERATIONS_ALL: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 /// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS: no ACLs
 /// here, so a client may do everything.
 const TOPIC_OPERATIONS_ALL: i32 =
@@ -71,7 +75,14 @@ pub async fn handle(
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
         .with_controller_id(BrokerId(image.controller_id))
         .with_topics(topics)
-        .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(
+            if request.include_cluster_authorized_operations && (8..=10).contains(&context.version)
+            {
+                CLUSTER_OPERATIONS_ALL
+            } else {
+                OPERATIONS_OMITTED
+            },
+        )
 }
 
 fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {

@@ -1,5 +1,5 @@
-//! Shutdown signalling: one sender flips a watch; every task holds a receiver and stops
-//! taking new work when it flips.
+//! Shutdown signalling: the broker owns one watch sender and flips it once; every task
+//! holds a receiver and stops taking new work when it flips.
 
 use tokio::sync::watch;
 
@@ -9,10 +9,8 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// A trigger and its first listener.
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (sender, receiver) = watch::channel(false);
-        (sender, Shutdown { receiver })
+    pub fn from_receiver(receiver: watch::Receiver<bool>) -> Shutdown {
+        Shutdown { receiver }
     }
 
     pub fn is_triggered(&self) -> bool {
