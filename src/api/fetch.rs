@@ -16,8 +16,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
-use super::RequestContext;
 use super::errors::replica_error;
+use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::replica::waits::ChangeWaiter;
@@ -120,16 +120,7 @@ fn resolve_targets(
             ResponseError::UnknownTopicOrPartition
         };
         for partition in &topic.partitions {
-            let resolved = match image.partition(name, partition.partition) {
-                None => Err(unknown),
-                Some(assigned) if assigned.leader != broker.config.node_id => {
-                    Err(ResponseError::NotLeaderOrFollower)
-                }
-                Some(_) => broker
-                    .replicas
-                    .get(name, partition.partition)
-                    .ok_or(ResponseError::NotLeaderOrFollower),
-            };
+            let resolved = leader_partition(broker, image, name, partition.partition, unknown);
             targets.push(Target {
                 topic_index,
                 partition_index: partition.partition,

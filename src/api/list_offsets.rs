@@ -7,8 +7,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::RequestContext;
 use super::errors::replica_error;
+use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::replica::{Partition, ReplicaError};
 
@@ -35,16 +35,9 @@ pub async fn handle(
                 .map(|wanted| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(wanted.partition_index);
-                    let partition = match image.partition(name, wanted.partition_index) {
-                        None => Err(ResponseError::UnknownTopicOrPartition),
-                        Some(p) if p.leader != broker.config.node_id => {
-                            Err(ResponseError::NotLeaderOrFollower)
-                        }
-                        Some(_) => broker
-                            .replicas
-                            .get(name, wanted.partition_index)
-                            .ok_or(ResponseError::NotLeaderOrFollower),
-                    };
+                    let unknown = ResponseError::UnknownTopicOrPartition;
+                    let partition =
+                        leader_partition(broker, &image, name, wanted.partition_index, unknown);
                     let result = partition.and_then(|p| {
                         lookup(&p, wanted.current_leader_epoch, wanted.timestamp)
                             .map_err(|error| replica_error(&error))

@@ -16,12 +16,17 @@ mod list_offsets;
 mod metadata;
 mod produce;
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
 use crate::broker::Broker;
+use crate::controller::MetadataImage;
+use crate::replica::Partition;
 
 /// One supported API and the version range we fully serve.
 #[derive(Clone, Copy, Debug)]
@@ -209,6 +214,25 @@ fn encode_with_header<T: Encodable>(
     Ok(buffer)
 }
 
+/// The hosted partition a client may produce to or read from here: it must exist in the
+/// image (else `unknown`) and this broker must lead it.
+fn leader_partition(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+    unknown: ResponseError,
+) -> Result<Arc<Partition>, ResponseError> {
+    let assigned = image.partition(topic, index).ok_or(unknown)?;
+    if assigned.leader != broker.config.node_id {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    broker
+        .replicas
+        .get(topic, index)
+        .ok_or(ResponseError::NotLeaderOrFollower)
+}
+
 macro_rules! route {
     ($broker:expr, $context:expr, $body:expr, $handler:path) => {{
         let request = decode($context, $body)?;
@@ -244,5 +268,44 @@ async fn dispatch(
             route!(broker, context, body, metadata::describe_topic_partitions)
         }
         other => unreachable!("{other:?} is in APIS but has no handler"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_declared_array_is_a_decode_error_not_an_allocation() {
+        // Found by fuzz/request_decode: DescribeConfigs v2 declaring 0x0a000020 resources in
+        // 14 bytes. Unpatched kafka-protocol 0.18.0 aborted the process allocating for it.
+        let frame = [
+            0x00, 0x20, 0x00, 0x02, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x20, 0x00, 0x0a, 0x0a,
+        ];
+        assert!(matches!(
+            decode_frame(Bytes::copy_from_slice(&frame)),
+            Err(ApiError::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn short_and_unknown_frames_are_rejected() {
+        assert!(matches!(
+            decode_frame(Bytes::from_static(&[0, 18, 0])),
+            Err(ApiError::ShortFrame(3))
+        ));
+        let unknown = [0x27, 0x0f, 0, 0, 0, 0, 0, 1];
+        assert!(matches!(
+            decode_frame(Bytes::copy_from_slice(&unknown)),
+            Err(ApiError::UnknownApiKey(9999))
+        ));
+        let old_produce = [0, 0, 0, 2, 0, 0, 0, 1];
+        assert!(matches!(
+            decode_frame(Bytes::copy_from_slice(&old_produce)),
+            Err(ApiError::UnsupportedVersion {
+                api_key: 0,
+                version: 2
+            })
+        ));
     }
 }

@@ -1,18 +1,16 @@
 //! Produce: per-partition leadership check, validation and append. Each partition carries
 //! its own error code; with acks=0 the client expects no response at all.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::RequestContext;
 use super::errors::replica_error;
+use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
-use crate::replica::{Partition, ProduceOutcome};
+use crate::replica::ProduceOutcome;
 use crate::types::now_ms;
 
 pub async fn handle(
@@ -55,24 +53,6 @@ pub async fn handle(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-fn leader_partition(
-    broker: &Broker,
-    image: &MetadataImage,
-    topic: &str,
-    index: i32,
-) -> Result<Arc<Partition>, ResponseError> {
-    let assigned = image
-        .partition(topic, index)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
-    if assigned.leader != broker.config.node_id {
-        return Err(ResponseError::NotLeaderOrFollower);
-    }
-    broker
-        .replicas
-        .get(topic, index)
-        .ok_or(ResponseError::NotLeaderOrFollower)
-}
-
 fn produce_partition(
     broker: &Broker,
     image: &MetadataImage,
@@ -81,7 +61,8 @@ fn produce_partition(
     records: Option<Bytes>,
     now: i64,
 ) -> Result<ProduceOutcome, ResponseError> {
-    let partition = leader_partition(broker, image, topic, index)?;
+    let unknown = ResponseError::UnknownTopicOrPartition;
+    let partition = leader_partition(broker, image, topic, index, unknown)?;
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or(ResponseError::InvalidRecord)?;
