@@ -22,6 +22,9 @@ EXPECTED_API_VERSIONS = {
     1: (4, 17),   # Fetch
     2: (1, 10),   # ListOffsets
     3: (0, 13),   # Metadata
+    8: (2, 9),    # OffsetCommit
+    9: (1, 9),    # OffsetFetch
+    10: (0, 6),   # FindCoordinator
     18: (0, 4),   # ApiVersions
     19: (2, 7),   # CreateTopics
     20: (1, 6),   # DeleteTopics

@@ -15,6 +15,7 @@ use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
     BrokerRegistration, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
 };
+use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica::ReplicaManager;
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
@@ -42,6 +43,7 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
     pub producer_ids: ProducerIdManager,
+    pub groups: GroupCoordinator,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -54,6 +56,11 @@ impl Broker {
         let broker = Broker {
             replicas: ReplicaManager::new(config.clone()),
             producer_ids: ProducerIdManager::new(controller.clone()),
+            groups: GroupCoordinator::new(CoordinatorConfig {
+                offsets_partitions: config.offsets_topic_partitions,
+                offsets_replication_factor: config.offsets_topic_replication_factor,
+                offsets_retention_ms: config.offsets_retention_ms,
+            }),
             controller,
             config,
             stopping: tokio::sync::watch::channel(false).0,
@@ -64,8 +71,59 @@ impl Broker {
             .replicas
             .remove_stray_directories(&image)
             .map_err(|error| ControllerError::Corrupt(error.to_string()))?;
-        tokio::task::block_in_place(|| broker.replicas.reconcile(&image));
+        tokio::task::block_in_place(|| {
+            broker.replicas.reconcile(&image);
+            broker.load_offsets_partitions();
+        });
         Ok(Arc::new(broker))
+    }
+
+    /// Replays every offsets partition this broker leads and has not loaded yet.
+    fn load_offsets_partitions(&self) {
+        let image = self.image();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let index = index as i32;
+            if partition.leader != self.config.node_id || self.groups.is_loaded(index) {
+                continue;
+            }
+            let Some(log) = self.replicas.get(OFFSETS_TOPIC, index) else {
+                continue;
+            };
+            match self.groups.load(&log) {
+                Ok(records) => tracing::debug!(partition = index, records, "loaded offsets"),
+                Err(error) => tracing::error!(partition = index, %error, "loading offsets failed"),
+            }
+        }
+    }
+
+    /// Creates `__consumer_offsets` on first use, as Kafka does on the first FindCoordinator.
+    pub async fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
+        if self.image().topic(OFFSETS_TOPIC).is_none() {
+            let configs = [
+                ("cleanup.policy", "compact"),
+                ("compression.type", "producer"),
+                ("segment.bytes", "104857600"),
+            ];
+            let topic = NewTopic {
+                name: OFFSETS_TOPIC.to_string(),
+                num_partitions: self.config.offsets_topic_partitions,
+                replication_factor: self.config.offsets_topic_replication_factor,
+                assignments: Vec::new(),
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            match self.create_topic(&topic, false).await {
+                Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        tokio::task::block_in_place(|| self.load_offsets_partitions());
+        Ok(())
     }
 
     async fn bootstrap(&self, cluster_id: String) -> Result<(), ControllerError> {

@@ -62,6 +62,13 @@ pub struct BrokerConfig {
     pub flush_check_interval_ms: u64,
     /// `fetch.max.bytes`: cap on one fetch response, whatever the client asks.
     pub fetch_bytes_max: usize,
+    /// `offsets.topic.num.partitions`
+    pub offsets_topic_partitions: i32,
+    /// `offsets.topic.replication.factor`; Kafka's default is 3, ours 1 so that the
+    /// embedded single node works without configuration (clusters set 3).
+    pub offsets_topic_replication_factor: i16,
+    /// `offsets.retention.minutes` in ms (Kafka default 7 days).
+    pub offsets_retention_ms: i64,
 }
 
 /// Keys whose value may be given in hours/minutes/ms form, resolved ms first as Kafka does.
@@ -145,6 +152,14 @@ impl BrokerConfig {
             )?,
             flush_check_interval_ms: parse(&explicit, "log.flush.scheduler.interval.ms", 1_000)?,
             fetch_bytes_max: parse(&explicit, "fetch.max.bytes", 57_671_680)?,
+            offsets_topic_partitions: parse(&explicit, "offsets.topic.num.partitions", 50)?,
+            offsets_topic_replication_factor: parse(
+                &explicit,
+                "offsets.topic.replication.factor",
+                1,
+            )?,
+            offsets_retention_ms: parse::<i64>(&explicit, "offsets.retention.minutes", 10_080)?
+                .saturating_mul(60_000),
             explicit,
         };
         config.validate()?;
@@ -175,6 +190,14 @@ impl BrokerConfig {
                 "socket.request.max.bytes",
                 value,
                 "must be 64..=2^31-1",
+            ));
+        }
+        if self.offsets_topic_partitions < 1 {
+            let value = self.offsets_topic_partitions.to_string();
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                value,
+                "must be >= 1",
             ));
         }
         if self.connections_max == 0 {

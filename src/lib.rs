@@ -16,6 +16,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod log;
 pub mod replica;
 pub mod server;

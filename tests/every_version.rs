@@ -125,6 +125,93 @@ async fn every_api_and_version_round_trips() {
     let topic_id = broker.image().topic("t").unwrap().id;
     data_versions(&broker, topic_id).await;
     describe_versions(&broker).await;
+    group_offset_versions(&broker).await;
+}
+
+async fn group_offset_versions(broker: &Broker) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    for version in versions(ApiKey::FindCoordinator) {
+        let request = if version >= 4 {
+            FindCoordinatorRequest::default()
+                .with_coordinator_keys(vec![StrBytes::from_static_str("g"), StrBytes::new()])
+        } else {
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+        };
+        let response = call(broker, &request, version).await;
+        if version >= 4 {
+            assert_eq!(response.coordinators[0].node_id.0, 1, "v{version}");
+            assert_eq!(response.coordinators[1].error_code, 24, "v{version}");
+        } else {
+            assert_eq!(
+                (response.error_code, response.node_id.0),
+                (0, 1),
+                "v{version}"
+            );
+        }
+    }
+    for version in versions(ApiKey::OffsetCommit) {
+        let partition = |index, offset| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(index)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(StrBytes::from_static_str("meta")))
+        };
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![partition(0, i64::from(version)), partition(7, 1)]),
+            ]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, [0, 3], "v{version}");
+    }
+    for version in versions(ApiKey::OffsetFetch) {
+        let (offset, metadata) = if version >= 8 {
+            let group = OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopics::default()
+                        .with_name(name("t"))
+                        .with_partition_indexes(vec![0, 1]),
+                ]));
+            let request = OffsetFetchRequest::default().with_groups(vec![group]);
+            let response = call(broker, &request, version).await;
+            let partitions = &response.groups[0].topics[0].partitions;
+            assert_eq!(partitions[1].committed_offset, -1);
+            (
+                partitions[0].committed_offset,
+                partitions[0].metadata.clone(),
+            )
+        } else {
+            let topic = OffsetFetchRequestTopic::default()
+                .with_name(name("t"))
+                .with_partition_indexes(vec![0, 1]);
+            let request = OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(Some(vec![topic]));
+            let response = call(broker, &request, version).await;
+            let partitions = &response.topics[0].partitions;
+            assert_eq!(partitions[1].committed_offset, -1);
+            (
+                partitions[0].committed_offset,
+                partitions[0].metadata.clone(),
+            )
+        };
+        assert_eq!(offset, 9, "v{version}");
+        assert_eq!(metadata.as_deref(), Some("meta"), "v{version}");
+    }
 }
 
 async fn admin_versions(broker: &Broker) {

@@ -3,6 +3,7 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::controller::ControllerError;
+use crate::group::CoordinatorError;
 use crate::log::{BatchError, LogError};
 use crate::replica::ReplicaError;
 use crate::txn::producer_state::SequenceError;
@@ -55,5 +56,14 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
         ControllerError::Io(_) | ControllerError::Corrupt(_) => ResponseError::UnknownServerError,
+    }
+}
+
+pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
+    match error {
+        CoordinatorError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+        CoordinatorError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        CoordinatorError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        CoordinatorError::NotCoordinator => ResponseError::NotCoordinator,
     }
 }

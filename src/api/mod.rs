@@ -11,6 +11,7 @@ mod cluster;
 mod configs;
 pub mod errors;
 mod fetch;
+mod group_offsets;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -45,12 +46,16 @@ const fn spec(key: ApiKey, min_version: i16, max_version: i16) -> ApiSpec {
 }
 
 /// Everything this broker serves; ApiVersions is computed from this table. The ranges are
-/// the ones Apache Kafka 4.0 advertises.
+/// the ones Apache Kafka 4.0 advertises (OffsetCommit v0-1 and OffsetFetch v0 were
+/// removed in 4.0 by KIP-896, and kafka-protocol 0.18 no longer decodes them).
 pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::Produce, 3, 12),
     spec(ApiKey::Fetch, 4, 17),
     spec(ApiKey::ListOffsets, 1, 10),
     spec(ApiKey::Metadata, 0, 13),
+    spec(ApiKey::OffsetCommit, 2, 9),
+    spec(ApiKey::OffsetFetch, 1, 9),
+    spec(ApiKey::FindCoordinator, 0, 6),
     spec(ApiKey::ApiVersions, 0, 4),
     spec(ApiKey::CreateTopics, 2, 7),
     spec(ApiKey::DeleteTopics, 1, 6),
@@ -261,6 +266,9 @@ async fn dispatch(
         ApiKey::CreateTopics => route!(broker, context, body, admin_topics::create_topics),
         ApiKey::DeleteTopics => route!(broker, context, body, admin_topics::delete_topics),
         ApiKey::CreatePartitions => route!(broker, context, body, admin_topics::create_partitions),
+        ApiKey::FindCoordinator => route!(broker, context, body, group_offsets::find_coordinator),
+        ApiKey::OffsetCommit => route!(broker, context, body, group_offsets::offset_commit),
+        ApiKey::OffsetFetch => route!(broker, context, body, group_offsets::offset_fetch),
         ApiKey::InitProducerId => route!(broker, context, body, init_producer_id::handle),
         ApiKey::DescribeConfigs => route!(broker, context, body, configs::describe_configs),
         ApiKey::DescribeCluster => route!(broker, context, body, cluster::describe_cluster),

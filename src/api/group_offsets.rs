@@ -1,0 +1,319 @@
+//! FindCoordinator, OffsetCommit and OffsetFetch: where a group lives and its committed
+//! offsets. The offsets topic is created on the first FindCoordinator, as Kafka does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use super::errors::coordinator_error;
+use crate::broker::Broker;
+use crate::group::records::OffsetValue;
+use crate::group::{CoordinatorError, OFFSETS_TOPIC, OffsetCommit};
+use crate::replica::Partition;
+use crate::types::now_ms;
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub async fn find_coordinator(
+    broker: &Broker,
+    context: &RequestContext,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let keys: Vec<StrBytes> = if context.version >= 4 {
+        request.coordinator_keys.clone()
+    } else {
+        vec![request.key.clone()]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        let found = if request.key_type == KEY_TYPE_GROUP {
+            locate(broker, &key).await
+        } else {
+            // Transaction coordinators do not exist yet.
+            Err(ResponseError::CoordinatorNotAvailable)
+        };
+        coordinators.push(coordinator_entry(key, found));
+    }
+    if context.version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let single = coordinators.remove(0);
+    FindCoordinatorResponse::default()
+        .with_error_code(single.error_code)
+        .with_error_message(single.error_message)
+        .with_node_id(single.node_id)
+        .with_host(single.host)
+        .with_port(single.port)
+}
+
+fn coordinator_entry(
+    key: StrBytes,
+    found: Result<(i32, String, i32), ResponseError>,
+) -> Coordinator {
+    match found {
+        Ok((node_id, host, port)) => Coordinator::default()
+            .with_key(key)
+            .with_node_id(BrokerId(node_id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(port)
+            .with_error_message(None),
+        Err(error) => Coordinator::default()
+            .with_key(key)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(error.to_string()))),
+    }
+}
+
+/// The node leading the group's offsets partition, creating the offsets topic if needed.
+async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), ResponseError> {
+    if group.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    broker.ensure_offsets_topic().await.map_err(|error| {
+        tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}");
+        ResponseError::CoordinatorNotAvailable
+    })?;
+    let image = broker.image();
+    let partition = broker.groups.partition_for(group);
+    let leader = image
+        .partition(OFFSETS_TOPIC, partition)
+        .map(|p| p.leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let node = image
+        .brokers
+        .get(&leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((node.node_id, node.host.clone(), node.port))
+}
+
+/// The offsets partition this broker coordinates `group` through, if it does.
+pub(super) fn coordinator_partition(
+    broker: &Broker,
+    group: &str,
+) -> Result<Arc<Partition>, CoordinatorError> {
+    let index = broker.groups.partition_for(group);
+    let image = broker.image();
+    match image.partition(OFFSETS_TOPIC, index) {
+        Some(p) if p.leader == broker.config.node_id => {}
+        _ => return Err(CoordinatorError::NotCoordinator),
+    }
+    let partition = broker
+        .replicas
+        .get(OFFSETS_TOPIC, index)
+        .ok_or(CoordinatorError::NotCoordinator)?;
+    if !broker.groups.is_loaded(index) {
+        return Err(CoordinatorError::LoadInProgress);
+    }
+    Ok(partition)
+}
+
+pub async fn offset_commit(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let image = broker.image();
+    let now = now_ms();
+    let group_error = if group.is_empty() {
+        Some(ResponseError::InvalidGroupId)
+    } else {
+        coordinator_partition(broker, &group)
+            .err()
+            .map(|e| coordinator_error(&e))
+    };
+    // Per partition: a topic-partition that does not exist is refused on its own.
+    let mut commits = Vec::new();
+    let mut slots = Vec::new();
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            let exists = image
+                .partition(topic.name.0.as_str(), partition.partition_index)
+                .is_some();
+            let slot = match (group_error, exists) {
+                (Some(error), _) => Err(error),
+                (None, false) => Err(ResponseError::UnknownTopicOrPartition),
+                (None, true) => {
+                    commits.push(OffsetCommit {
+                        topic: topic.name.0.to_string(),
+                        partition: partition.partition_index,
+                        value: OffsetValue {
+                            offset: partition.committed_offset,
+                            leader_epoch: partition.committed_leader_epoch,
+                            metadata: partition
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.to_string())
+                                .unwrap_or_default(),
+                            commit_timestamp_ms: now,
+                        },
+                    });
+                    Ok(commits.len() - 1)
+                }
+            };
+            slots.push(slot);
+        }
+    }
+    let results = match (commits.is_empty(), coordinator_partition(broker, &group)) {
+        (false, Ok(log)) => broker.groups.commit_offsets(&log, &group, commits, now),
+        _ => Vec::new(),
+    };
+    let mut slots = slots.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| {
+                    let code = match slots.next().expect("one slot per partition") {
+                        Err(error) => error.code(),
+                        Ok(index) => match &results.get(index) {
+                            Some(Ok(())) => 0,
+                            Some(Err(error)) => coordinator_error(error).code(),
+                            None => ResponseError::UnknownServerError.code(),
+                        },
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(partition.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One group's wanted partitions: `None` means every committed one.
+type Wanted = Option<Vec<(String, i32)>>;
+
+pub async fn offset_fetch(
+    broker: &Broker,
+    context: &RequestContext,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    if context.version >= 8 {
+        let groups = request
+            .groups
+            .iter()
+            .map(|group| {
+                let wanted: Wanted = group.topics.as_ref().map(|topics| {
+                    topics
+                        .iter()
+                        .flat_map(|t| {
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| (t.name.0.to_string(), *p))
+                        })
+                        .collect()
+                });
+                group_entry(broker, &group.group_id, wanted)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted: Wanted = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), *p))
+            })
+            .collect()
+    });
+    let entry = group_entry(broker, &request.group_id, wanted);
+    let topics = entry
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let partition = OffsetFetchResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_committed_offset(p.committed_offset)
+                        .with_metadata(p.metadata)
+                        .with_error_code(if context.version < 2 {
+                            entry.error_code
+                        } else {
+                            p.error_code
+                        });
+                    if context.version >= 5 {
+                        partition.with_committed_leader_epoch(p.committed_leader_epoch)
+                    } else {
+                        partition
+                    }
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    if context.version >= 2 {
+        response.with_error_code(entry.error_code)
+    } else {
+        response
+    }
+}
+
+fn group_entry(broker: &Broker, group_id: &GroupId, wanted: Wanted) -> OffsetFetchResponseGroup {
+    let group = group_id.0.as_str();
+    let base = OffsetFetchResponseGroup::default().with_group_id(group_id.clone());
+    if let Err(error) = coordinator_partition(broker, group) {
+        return base.with_error_code(coordinator_error(&error).code());
+    }
+    let found = broker.groups.fetch_offsets(group, wanted.as_deref());
+    let mut by_topic: BTreeMap<String, Vec<OffsetFetchResponsePartitions>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for ((topic, partition), value) in found {
+        let (offset, epoch, metadata) = match value {
+            Some(v) => (v.offset, v.leader_epoch, v.metadata),
+            None => (-1, -1, String::new()),
+        };
+        if !by_topic.contains_key(&topic) {
+            order.push(topic.clone());
+        }
+        by_topic.entry(topic).or_default().push(
+            OffsetFetchResponsePartitions::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(epoch)
+                .with_metadata(Some(StrBytes::from_string(metadata))),
+        );
+    }
+    let topics = order
+        .into_iter()
+        .map(|topic| {
+            let partitions = by_topic.remove(&topic).unwrap_or_default();
+            OffsetFetchResponseTopics::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    base.with_topics(topics)
+}
