@@ -5,17 +5,25 @@ shows them for a failed test). librdkafka always asks for ApiVersions: api.versi
 defaults to true and is deprecated in librdkafka 2.x (setting it prints a CONFWARN line
 for every client), so it is left at its default.
 
-No consumer groups: the broker does not serve them yet, so consumers use assign() with
-explicit offsets and never commit. librdkafka insists on a group.id for a Consumer; with
-assign() it is unused (it may log that it cannot find a coordinator, which is expected).
+`consumer()`/`consume()` use assign() with explicit offsets and never commit. librdkafka
+insists on a group.id for a Consumer; with assign() it is unused (it may log that it
+cannot find a coordinator, which is expected). Consumer groups (test_groups.py,
+test_group_admin.py) use `group_consumer_config()` and `GroupMember`, a subscribed
+confluent consumer polled by its own thread that records its records and rebalances.
 """
 
 import concurrent.futures
+import ctypes
 import json
 import logging
+import queue
 import shutil
+import signal
+import struct
 import subprocess
+import threading
 import time
+from collections import namedtuple
 
 import kafka
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -315,3 +323,388 @@ def kcat_supports_json():
     return "JSON" in result.stdout
 
 
+
+
+# ---------------------------------------------------------------- consumer groups
+
+# Group timing shared by the group tests: the broker's group.min.session.timeout.ms
+# defaults to 6000, so that is the smallest session timeout a JoinGroup may ask for.
+GROUP_SESSION_TIMEOUT_MS = 6000
+GROUP_HEARTBEAT_INTERVAL_MS = 500
+
+# librdkafka's serialized consumer group metadata (rd_kafka_consumer_group_metadata_write):
+# "CGMDv2:", the generation id as a native int32, then group id, member id, instance id.
+_CGMD_MAGIC = b"CGMDv2:"
+
+GroupRecord = namedtuple("GroupRecord", "topic partition offset value")
+
+
+def group_consumer_config(broker, group_id, **extra):
+    """A subscribed consumer's config: manual commits, earliest reset, short session."""
+    config = base_config(broker, **{
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "session.timeout.ms": GROUP_SESSION_TIMEOUT_MS,
+        "heartbeat.interval.ms": GROUP_HEARTBEAT_INTERVAL_MS,
+        "fetch.wait.max.ms": 100,
+    })
+    config.update(extra)
+    return config
+
+
+def plain_config(config):
+    """config without the Python callables (error_cb, logger): for a subprocess."""
+    return {key: value for key, value in config.items()
+            if not callable(value) and not isinstance(value, logging.Logger)}
+
+
+def group_generation(consumer):
+    """The generation id librdkafka holds for its group membership (-1 outside a group),
+    read from consumer_group_metadata(); None if that format is not the known one."""
+    data = consumer.consumer_group_metadata()
+    if not isinstance(data, bytes) or not data.startswith(_CGMD_MAGIC) \
+            or len(data) < len(_CGMD_MAGIC) + 4:
+        return None
+    return struct.unpack_from("=i", data, len(_CGMD_MAGIC))[0]
+
+
+class GroupMember:
+    """A subscribed confluent-kafka consumer polled by its own thread.
+
+    Records every record it consumes (GroupRecord) and every rebalance callback as
+    (kind, frozenset of (topic, partition)) with kind "assign", "revoke" or "lost".
+    The callbacks call assign()/unassign() (eager) or incremental_assign()/
+    incremental_unassign() (cooperative) themselves. With commit=True each polled batch
+    is committed synchronously (explicit offsets, last offset + 1) before it is recorded,
+    so a record in `records()` is also committed. The member id and generation are
+    sampled after every poll and in every rebalance callback (the last known values are
+    kept). call(fn) runs fn(consumer) on the polling thread.
+    """
+
+    def __init__(self, broker, group_id, topics, name, commit=True, **config):
+        self.name = name
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.commit = commit
+        strategy = str(config.get("partition.assignment.strategy", ""))
+        self.cooperative = "cooperative" in strategy
+        self.config = group_consumer_config(broker, group_id, **{"client.id": name,
+                                                                 **config})
+        self.consumer = Consumer(self.config)  # a bad config fails here, in the test
+        self._lock = threading.Lock()
+        self._records = []
+        self._events = []
+        self._assignment = set()
+        self.commit_errors = []
+        self.errors = []
+        self.member_id = None
+        self.generation = None
+        self._calls = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"group-member-{name}",
+                                        daemon=True)
+        self.closed = False
+
+    def __repr__(self):
+        return f"GroupMember({self.name}, member_id={self.member_id})"
+
+    # ------------------------------------------------------------ thread
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _on_assign(self, consumer, partitions):
+        if self.cooperative:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+        self._event("assign", consumer, partitions)
+
+    def _on_revoke(self, consumer, partitions):
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+        self._event("revoke", consumer, partitions)
+
+    def _on_lost(self, consumer, partitions):
+        if self.cooperative:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
+        self._event("lost", consumer, partitions)
+
+    def _sample(self, consumer):
+        """Records the member id and generation librdkafka reports, keeping the last known
+        ones when it reports none (during close(), consumer_group_metadata() raises)."""
+        try:
+            member_id = consumer.memberid() or None
+            generation = group_generation(consumer)
+        except Exception:  # noqa: BLE001 - not available right now
+            return
+        with self._lock:
+            if member_id is not None:
+                self.member_id = member_id
+            if generation is not None:
+                self.generation = generation
+
+    def _event(self, kind, consumer, partitions):
+        parts = frozenset((tp.topic, tp.partition) for tp in partitions)
+        # Sampled here too, so that an assignment is never seen with an older generation.
+        self._sample(consumer)
+        with self._lock:
+            self._events.append((kind, parts))
+            if kind == "assign":
+                self._assignment |= parts
+            else:
+                self._assignment -= parts
+        log.info("%s: %s %s", self.name, kind, sorted(parts))
+
+    def _run(self):
+        try:
+            self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                    on_revoke=self._on_revoke, on_lost=self._on_lost)
+            while not self._stop.is_set():
+                self._serve_calls()
+                self._take(self.consumer.consume(num_messages=100, timeout=0.1))
+                self._sample(self.consumer)
+            self._serve_calls()
+        except Exception as error:  # noqa: BLE001 - reported by state() and the tests
+            log.exception("%s: polling thread failed", self.name)
+            with self._lock:
+                self.errors.append(repr(error))
+        finally:
+            self._fail_pending_calls()
+            try:
+                self.consumer.close()  # LeaveGroup, unless group.instance.id is set
+            except Exception as error:  # noqa: BLE001
+                log.warning("%s: close failed: %r", self.name, error)
+                with self._lock:
+                    self.errors.append(f"close: {error!r}")
+
+    def _take(self, messages):
+        good = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s: consumer error %s", self.name, error)
+                with self._lock:
+                    self.errors.append(str(error))
+        if not good:
+            return
+        if self.commit:
+            last = {}
+            for message in good:
+                last[(message.topic(), message.partition())] = message.offset()
+            offsets = [TopicPartition(topic, partition, offset + 1)
+                       for (topic, partition), offset in sorted(last.items())]
+            try:
+                committed = self.consumer.commit(offsets=offsets, asynchronous=False)
+                failed = [(tp.topic, tp.partition, str(tp.error))
+                          for tp in committed or [] if tp.error]
+            except KafkaException as error:
+                failed = [str(error)]
+            if failed:
+                log.warning("%s: commit of %s failed: %s", self.name, offsets, failed)
+                with self._lock:
+                    self.commit_errors.append(failed)
+        with self._lock:
+            for message in good:
+                value = message.value()
+                self._records.append(GroupRecord(
+                    message.topic(), message.partition(), message.offset(),
+                    None if value is None else value.decode()))
+
+    def _serve_calls(self):
+        while True:
+            try:
+                function, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(self.consumer))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                future.set_exception(error)
+
+    def _fail_pending_calls(self):
+        while True:
+            try:
+                _function, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError(f"{self.name} is no longer polling"))
+
+    # ------------------------------------------------------------ control
+
+    def call(self, function, timeout_s=DEFAULT_TIMEOUT_S):
+        """Runs function(consumer) on the polling thread and returns its result."""
+        assert self._thread.is_alive(), f"{self.name} is not polling"
+        future = concurrent.futures.Future()
+        self._calls.put((function, future))
+        return future.result(timeout=timeout_s)
+
+    def close(self, timeout_s=DEFAULT_TIMEOUT_S):
+        """Stops polling and closes the consumer (LeaveGroup unless it is static)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        if self._thread.is_alive() or self._thread.ident is None:
+            if self._thread.ident is None:  # never started
+                self.consumer.close()
+                return
+            self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), f"{self.name}: close() took over {timeout_s} s"
+
+    # ------------------------------------------------------------ snapshots
+
+    def records(self):
+        with self._lock:
+            return list(self._records)
+
+    def values(self):
+        with self._lock:
+            return [record.value for record in self._records]
+
+    def events(self, since=0):
+        with self._lock:
+            return list(self._events[since:])
+
+    def event_count(self):
+        with self._lock:
+            return len(self._events)
+
+    def partitions(self, topic):
+        """The partitions of topic this member holds (from its rebalance callbacks)."""
+        with self._lock:
+            return frozenset(p for t, p in self._assignment if t == topic)
+
+    def state(self):
+        with self._lock:
+            return {"member_id": self.member_id, "generation": self.generation,
+                    "assignment": sorted(self._assignment), "errors": list(self.errors),
+                    "commit_errors": list(self.commit_errors)}
+
+
+def produce_values(broker, topic, tag, counts):
+    """Produces value "<tag>:<partition>:<i>" to each partition of counts {partition: n};
+    returns {value: (partition, offset)}."""
+    records = [{"value": f"{tag}:{partition}:{index}".encode(), "partition": partition}
+               for partition, count in sorted(counts.items()) for index in range(count)]
+    messages = produce_ok(broker, topic, records)
+    return {message.value().decode(): (message.partition(), message.offset())
+            for message in messages}
+
+
+def wait_consumed(sources, expected, timeout_s=DEFAULT_TIMEOUT_S):
+    """Waits until every value of expected was consumed by one of sources (GroupMembers
+    or callables returning values)."""
+    def values(source):
+        return source() if callable(source) else source.values()
+
+    def check():
+        seen = set()
+        for source in sources:
+            seen.update(values(source))
+        missing = sorted(set(expected) - seen)
+        if missing:
+            raise AssertionError(f"{len(missing)} of {len(expected)} records not consumed, "
+                                 f"e.g. {missing[:5]}; members {_states(sources)}")
+        return True
+    wait_for(check, timeout_s, interval_s=0.05, what="the records to be consumed")
+
+
+def _states(sources):
+    return {source.name: source.state() for source in sources
+            if isinstance(source, GroupMember)}
+
+
+def wait_balanced(members, topic, partitions, timeout_s=DEFAULT_TIMEOUT_S):
+    """Waits until members hold every partition of topic exactly once, each at least
+    one (when there are enough partitions), each knows its member id, and they share one
+    generation (when librdkafka's metadata shows it). Returns {member: frozenset}."""
+    def check():
+        owned = {member: member.partitions(topic) for member in members}
+        held = sorted(p for parts in owned.values() for p in parts)
+        problems = []
+        if held != list(range(partitions)):
+            problems.append(f"partitions held: {held}")
+        if len(members) <= partitions and not all(owned.values()):
+            problems.append("a member holds no partition")
+        if any(member.member_id is None for member in members):
+            problems.append("a member id is unknown")
+        generations = {member.generation for member in members}
+        if None not in generations and len(generations) != 1:
+            problems.append(f"generations differ: {sorted(generations)}")
+        if problems:
+            raise AssertionError("; ".join(problems) + f"; members {_states(members)}")
+        return owned
+    return wait_for(check, timeout_s, interval_s=0.05,
+                    what=f"{len(members)} member(s) to share {topic}'s {partitions} "
+                         "partitions")
+
+
+# ---------------------------------------------------------------- subprocesses
+
+
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL if the pytest process dies first."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class JsonLinesProcess:
+    """A child process whose stdout lines that parse as JSON objects are collected
+    (other lines, librdkafka logs on the merged stderr included, are logged)."""
+
+    def __init__(self, command, name):
+        self.name = name
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1, preexec_fn=die_with_parent)
+        self._lock = threading.Lock()
+        self._events = []
+        self._reader = threading.Thread(target=self._read, name=f"reader-{name}",
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def _read(self):
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            if isinstance(event, dict):
+                with self._lock:
+                    self._events.append(event)
+            elif line:
+                log.info("%s: %s", self.name, line)
+
+    def events(self, kind=None):
+        with self._lock:
+            return [event for event in self._events if kind is None or event["kind"] == kind]
+
+    def kill(self):
+        """SIGKILL by PID and wait; returns the exit code (-9)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        code = self.process.wait(timeout=30)
+        self._reader.join(10)
+        return code

@@ -302,3 +302,29 @@ def pytest_runtest_makereport(item, call):
         seen.add(broker.name)
         report.sections.append((f"broker {broker.name} ({broker.bootstrap})",
                                 broker.stderr_tail()))
+
+
+@pytest.fixture
+def group_members():
+    """Factory: group_members(broker, name, group_id, topics, assignor="range",
+    commit=True, **librdkafka_config) -> a started clients.GroupMember.
+
+    Closes (by its polling thread, bounded) every member the test did not close itself.
+    """
+    import clients  # the tests' helper module, next to this file
+
+    started = []
+
+    def factory(broker, name, group_id, topics, assignor="range", commit=True, **config):
+        config = {"partition.assignment.strategy": assignor, **config}
+        member = clients.GroupMember(broker, group_id, topics, name, commit=commit,
+                                     **config)
+        started.append(member)
+        return member.start()
+
+    yield factory
+    for member in started:
+        try:
+            member.close()
+        except AssertionError as error:
+            log.warning("group member %s did not close: %s", member.name, error)

@@ -15,7 +15,7 @@ use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
     BrokerRegistration, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
 };
-use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
+use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica::ReplicaManager;
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
@@ -56,11 +56,20 @@ impl Broker {
         let broker = Broker {
             replicas: ReplicaManager::new(config.clone()),
             producer_ids: ProducerIdManager::new(controller.clone()),
-            groups: GroupCoordinator::new(CoordinatorConfig {
-                offsets_partitions: config.offsets_topic_partitions,
-                offsets_replication_factor: config.offsets_topic_replication_factor,
-                offsets_retention_ms: config.offsets_retention_ms,
-            }),
+            groups: GroupCoordinator::new(
+                CoordinatorConfig {
+                    offsets_partitions: config.offsets_topic_partitions,
+                    offsets_replication_factor: config.offsets_topic_replication_factor,
+                    offsets_retention_ms: config.offsets_retention_ms,
+                },
+                GroupConfig {
+                    min_session_timeout_ms: config.group_session_timeout_ms_min,
+                    max_session_timeout_ms: config.group_session_timeout_ms_max,
+                    initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+                    max_size: config.group_size_max,
+                    ..GroupConfig::default()
+                },
+            ),
             controller,
             config,
             stopping: tokio::sync::watch::channel(false).0,
@@ -96,6 +105,17 @@ impl Broker {
                 Ok(records) => tracing::debug!(partition = index, records, "loaded offsets"),
                 Err(error) => tracing::error!(partition = index, %error, "loading offsets failed"),
             }
+        }
+    }
+
+    /// The offsets partition this broker leads for `group`, if any (group timers).
+    pub fn offsets_partition_for(&self, group: &str) -> Option<Arc<crate::replica::Partition>> {
+        let index = self.groups.partition_for(group);
+        let leads = self.image().partition(OFFSETS_TOPIC, index)?.leader == self.config.node_id;
+        if leads {
+            self.replicas.get(OFFSETS_TOPIC, index)
+        } else {
+            None
         }
     }
 

@@ -69,6 +69,16 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// `offsets.retention.minutes` in ms (Kafka default 7 days).
     pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval_ms: u64,
+    /// `group.min.session.timeout.ms`
+    pub group_session_timeout_ms_min: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_session_timeout_ms_max: i32,
+    /// `group.initial.rebalance.delay.ms`
+    pub group_initial_rebalance_delay_ms: i32,
+    /// `group.max.size`
+    pub group_size_max: i32,
 }
 
 /// Keys whose value may be given in hours/minutes/ms form, resolved ms first as Kafka does.
@@ -160,6 +170,23 @@ impl BrokerConfig {
             )?,
             offsets_retention_ms: parse::<i64>(&explicit, "offsets.retention.minutes", 10_080)?
                 .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: parse(
+                &explicit,
+                "offsets.retention.check.interval.ms",
+                600_000,
+            )?,
+            group_session_timeout_ms_min: parse(&explicit, "group.min.session.timeout.ms", 6_000)?,
+            group_session_timeout_ms_max: parse(
+                &explicit,
+                "group.max.session.timeout.ms",
+                1_800_000,
+            )?,
+            group_initial_rebalance_delay_ms: parse(
+                &explicit,
+                "group.initial.rebalance.delay.ms",
+                3_000,
+            )?,
+            group_size_max: parse(&explicit, "group.max.size", i32::MAX)?,
             explicit,
         };
         config.validate()?;

@@ -37,6 +37,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let broker = Broker::open(config).await?;
     let shutdown = broker.shutdown_signal();
     tokio::spawn(maintenance(broker.clone(), shutdown.clone()));
+    tokio::spawn(group_timers(broker.clone(), shutdown.clone()));
     tracing::info!(
         %address,
         node_id = broker.config.node_id,
@@ -78,6 +79,11 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let first_retention = tokio::time::Instant::now() + retention_every.min(INITIAL_TASK_DELAY);
     let mut retention = tokio::time::interval_at(first_retention, retention_every);
     let mut flush = tokio::time::interval(flush_every);
+    let offsets_every =
+        Duration::from_millis(broker.config.offsets_retention_check_interval_ms.max(1));
+    let mut offsets =
+        tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
+    let resolve = |group: &str| broker.offsets_partition_for(group);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -96,6 +102,30 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
                     }
                 }
             }
+            _ = offsets.tick() => {
+                let expired = broker.groups.expire_offsets(&resolve, now_ms());
+                if expired > 0 {
+                    tracing::info!(expired, "expired committed offsets");
+                }
+            }
+            _ = shutdown.triggered() => return,
+        }
+    }
+}
+
+/// Drives group deadlines (session expiry, rebalance and join timeouts): sleeps until the
+/// earliest one, or until a request sets an earlier one.
+async fn group_timers(broker: Arc<Broker>, mut shutdown: Shutdown) {
+    const IDLE: Duration = Duration::from_secs(3600);
+    let resolve = |group: &str| broker.offsets_partition_for(group);
+    loop {
+        let next = broker.groups.registry.tick_due(&resolve, now_ms());
+        let sleep = next.map_or(IDLE, |at| {
+            Duration::from_millis((at - now_ms()).max(0) as u64)
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = broker.groups.registry.deadline_changed() => {}
             _ = shutdown.triggered() => return,
         }
     }

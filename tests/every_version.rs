@@ -44,8 +44,10 @@ fn frame<R: Request>(request: &R, version: i16) -> Bytes {
 
 /// Sends `request` at `version`; returns the decoded response.
 async fn call<R: Request>(broker: &Broker, request: &R, version: i16) -> R::Response {
-    let response = handle_frame(broker, frame(request, version))
+    let handled = handle_frame(broker, frame(request, version), "/127.0.0.1");
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), handled)
         .await
+        .unwrap_or_else(|_| panic!("key {} v{version}: no answer within 10 s", R::KEY))
         .unwrap_or_else(|error| panic!("key {} v{version}: {error}", R::KEY))
         .unwrap_or_else(|| panic!("key {} v{version}: no response", R::KEY));
     let mut bytes = response.freeze();
@@ -103,6 +105,8 @@ async fn open_broker(dir: &std::path::Path) -> std::sync::Arc<Broker> {
         "listeners".to_string(),
         "PLAINTEXT://127.0.0.1:9".to_string(),
     );
+    map.insert("group.initial.rebalance.delay.ms".into(), "0".into());
+    map.insert("offsets.topic.num.partitions".into(), "3".into());
     Broker::open(BrokerConfig::from_map(map).unwrap())
         .await
         .unwrap()
@@ -126,6 +130,144 @@ async fn every_api_and_version_round_trips() {
     data_versions(&broker, topic_id).await;
     describe_versions(&broker).await;
     group_offset_versions(&broker).await;
+    group_versions(&broker).await;
+}
+
+/// Joins `group` as a new consumer at `version` and returns (member id, generation).
+async fn join(broker: &Broker, group: &str, version: i16) -> (StrBytes, i32) {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    let mut request = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(Bytes::from_static(b"\0\0\0\0\0\0")),
+        ]);
+    let mut response = call(broker, &request, version).await;
+    if version >= 4 {
+        assert_eq!(
+            response.error_code, 79,
+            "v{version}: MEMBER_ID_REQUIRED first"
+        );
+        request = request.with_member_id(response.member_id.clone());
+        response = call(broker, &request, version).await;
+    }
+    assert_eq!(response.error_code, 0, "v{version}");
+    assert_eq!(response.leader, response.member_id, "v{version}");
+    assert_eq!(response.members.len(), 1, "v{version}");
+    (response.member_id, response.generation_id)
+}
+
+async fn group_versions(broker: &Broker) {
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    let group = |text: &str| GroupId(StrBytes::from_string(text.to_string()));
+    for version in versions(ApiKey::JoinGroup) {
+        let (member, generation) = join(broker, &format!("jg{version}"), version).await;
+        assert_eq!(generation, 1, "v{version}");
+        assert!(!member.is_empty());
+    }
+    let (member, generation) = join(broker, "sg", 9).await;
+    for version in versions(ApiKey::SyncGroup) {
+        let request = SyncGroupRequest::default()
+            .with_group_id(group("sg"))
+            .with_generation_id(generation)
+            .with_member_id(member.clone())
+            .with_assignments(vec![
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(member.clone())
+                    .with_assignment(Bytes::from_static(b"plan")),
+            ]);
+        let response = call(broker, &request, version).await;
+        assert_eq!(response.error_code, 0, "v{version}");
+        assert_eq!(&response.assignment[..], b"plan", "v{version}");
+    }
+    for version in versions(ApiKey::Heartbeat) {
+        let request = HeartbeatRequest::default()
+            .with_group_id(group("sg"))
+            .with_generation_id(generation)
+            .with_member_id(member.clone());
+        assert_eq!(
+            call(broker, &request, version).await.error_code,
+            0,
+            "v{version}"
+        );
+        let stale = request.with_generation_id(generation + 5);
+        assert_eq!(
+            call(broker, &stale, version).await.error_code,
+            22,
+            "v{version}"
+        );
+    }
+    for version in versions(ApiKey::DescribeGroups) {
+        let request =
+            DescribeGroupsRequest::default().with_groups(vec![group("sg"), group("none")]);
+        let response = call(broker, &request, version).await;
+        assert_eq!(
+            response.groups[0].group_state.as_str(),
+            "Stable",
+            "v{version}"
+        );
+        assert_eq!(response.groups[0].members.len(), 1, "v{version}");
+        assert_eq!(
+            response.groups[1].group_state.as_str(),
+            "Dead",
+            "v{version}"
+        );
+    }
+    for version in versions(ApiKey::ListGroups) {
+        let response = call(broker, &ListGroupsRequest::default(), version).await;
+        assert!(
+            response
+                .groups
+                .iter()
+                .any(|g| g.group_id.0.as_str() == "sg"),
+            "v{version}"
+        );
+    }
+    for version in versions(ApiKey::OffsetDelete) {
+        let request = OffsetDeleteRequest::default().with_group_id(group("g"));
+        assert_eq!(
+            call(broker, &request, version).await.error_code,
+            0,
+            "v{version}"
+        );
+    }
+    for version in versions(ApiKey::LeaveGroup) {
+        let name = format!("lg{version}");
+        let (member, _) = join(broker, &name, 9).await;
+        let request = if version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group(&name))
+                .with_members(vec![MemberIdentity::default().with_member_id(member)])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group(&name))
+                .with_member_id(member)
+        };
+        assert_eq!(
+            call(broker, &request, version).await.error_code,
+            0,
+            "v{version}"
+        );
+    }
+    for version in versions(ApiKey::DeleteGroups) {
+        let request = DeleteGroupsRequest::default().with_groups_names(vec![
+            group(&format!("lg{}", version + 3)),
+            group("sg"),
+            group("none"),
+        ]);
+        let codes: Vec<i16> = call(broker, &request, version)
+            .await
+            .results
+            .iter()
+            .map(|r| r.error_code)
+            .collect();
+        assert_eq!(codes, [0, 68, 69], "v{version}");
+    }
 }
 
 async fn group_offset_versions(broker: &Broker) {

@@ -3,7 +3,7 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::controller::ControllerError;
-use crate::group::CoordinatorError;
+use crate::group::{CoordinatorError, GroupError};
 use crate::log::{BatchError, LogError};
 use crate::replica::ReplicaError;
 use crate::txn::producer_state::SequenceError;
@@ -65,5 +65,23 @@ pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         CoordinatorError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         CoordinatorError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
         CoordinatorError::NotCoordinator => ResponseError::NotCoordinator,
+    }
+}
+
+pub fn group_error(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::UnknownServer => ResponseError::UnknownServerError,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
     }
 }

@@ -20,10 +20,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::errors::coordinator_error;
+use super::errors::{coordinator_error, group_error};
 use crate::broker::Broker;
 use crate::group::records::OffsetValue;
-use crate::group::{CoordinatorError, OFFSETS_TOPIC, OffsetCommit};
+use crate::group::{CoordinatorError, GroupState, OFFSETS_TOPIC, OffsetCommit};
 use crate::replica::Partition;
 use crate::types::now_ms;
 
@@ -138,6 +138,7 @@ pub async fn offset_commit(
         coordinator_partition(broker, &group)
             .err()
             .map(|e| coordinator_error(&e))
+            .or_else(|| membership_error(broker, &group, &request))
     };
     // Per partition: a topic-partition that does not exist is refused on its own.
     let mut commits = Vec::new();
@@ -203,6 +204,28 @@ pub async fn offset_commit(
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Kafka's commit rules: members of a managed group commit with their generation; a
+/// commit with a negative generation to a group without members is a "simple" commit.
+fn membership_error(
+    broker: &Broker,
+    group: &str,
+    request: &OffsetCommitRequest,
+) -> Option<ResponseError> {
+    let generation = request.generation_id_or_member_epoch;
+    let instance = request.group_instance_id.as_ref().map(|id| id.as_str());
+    broker
+        .groups
+        .registry
+        .with_group(group, |found| match found {
+            Some(g) if g.state() != GroupState::Dead => g
+                .validate_offset_commit(request.member_id.as_str(), instance, generation)
+                .err()
+                .map(|e| group_error(&e)),
+            _ if generation < 0 => None,
+            _ => Some(ResponseError::IllegalGeneration),
+        })
 }
 
 /// One group's wanted partitions: `None` means every committed one.

@@ -11,7 +11,9 @@ mod cluster;
 mod configs;
 pub mod errors;
 mod fetch;
+mod group_admin;
 mod group_offsets;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -56,13 +58,21 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::OffsetCommit, 2, 9),
     spec(ApiKey::OffsetFetch, 1, 9),
     spec(ApiKey::FindCoordinator, 0, 6),
+    spec(ApiKey::JoinGroup, 0, 9),
+    spec(ApiKey::Heartbeat, 0, 4),
+    spec(ApiKey::LeaveGroup, 0, 5),
+    spec(ApiKey::SyncGroup, 0, 5),
+    spec(ApiKey::DescribeGroups, 0, 5),
+    spec(ApiKey::ListGroups, 0, 5),
     spec(ApiKey::ApiVersions, 0, 4),
     spec(ApiKey::CreateTopics, 2, 7),
     spec(ApiKey::DeleteTopics, 1, 6),
     spec(ApiKey::InitProducerId, 0, 5),
     spec(ApiKey::DescribeConfigs, 1, 4),
+    spec(ApiKey::DeleteGroups, 0, 2),
     spec(ApiKey::CreatePartitions, 0, 3),
     spec(ApiKey::DescribeCluster, 0, 2),
+    spec(ApiKey::OffsetDelete, 0, 0),
     spec(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
@@ -100,6 +110,8 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<StrBytes>,
+    /// The peer as Kafka reports it in group descriptions (`/127.0.0.1`).
+    pub client_host: String,
 }
 
 /// A frame whose header has been read: either a request to dispatch, or an ApiVersions
@@ -111,7 +123,7 @@ pub enum ParsedFrame {
 
 /// Reads the request header of one whole frame (without its length prefix) and checks
 /// the api key and version against [`APIS`].
-pub fn parse_frame(frame: Bytes) -> Result<ParsedFrame, ApiError> {
+pub fn parse_frame(frame: Bytes, client_host: &str) -> Result<ParsedFrame, ApiError> {
     if frame.len() < 8 {
         return Err(ApiError::ShortFrame(frame.len()));
     }
@@ -138,13 +150,14 @@ pub fn parse_frame(frame: Bytes) -> Result<ParsedFrame, ApiError> {
         version,
         correlation_id: header.correlation_id,
         client_id: header.client_id,
+        client_host: client_host.to_string(),
     };
     Ok(ParsedFrame::Request(context, body))
 }
 
 /// Parses and decodes a frame without handling it: the request-decoding fuzz target.
 pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
-    match parse_frame(frame)? {
+    match parse_frame(frame, "")? {
         ParsedFrame::UnsupportedApiVersions { .. } => Ok(()),
         ParsedFrame::Request(context, mut body) => kafka_protocol::messages::RequestKind::decode(
             context.api_key,
@@ -162,8 +175,12 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
 
 /// Handles one whole frame (without its length prefix). `Ok(None)` means the request
 /// gets no response (Produce with acks=0); `Err` means close the connection.
-pub async fn handle_frame(broker: &Broker, frame: Bytes) -> Result<Option<BytesMut>, ApiError> {
-    match parse_frame(frame)? {
+pub async fn handle_frame(
+    broker: &Broker,
+    frame: Bytes,
+    client_host: &str,
+) -> Result<Option<BytesMut>, ApiError> {
+    match parse_frame(frame, client_host)? {
         ParsedFrame::UnsupportedApiVersions { correlation_id } => Ok(Some(
             api_versions::unsupported_version_response(correlation_id),
         )),
@@ -269,6 +286,14 @@ async fn dispatch(
         ApiKey::FindCoordinator => route!(broker, context, body, group_offsets::find_coordinator),
         ApiKey::OffsetCommit => route!(broker, context, body, group_offsets::offset_commit),
         ApiKey::OffsetFetch => route!(broker, context, body, group_offsets::offset_fetch),
+        ApiKey::JoinGroup => route!(broker, context, body, groups::join_group),
+        ApiKey::SyncGroup => route!(broker, context, body, groups::sync_group),
+        ApiKey::Heartbeat => route!(broker, context, body, groups::heartbeat),
+        ApiKey::LeaveGroup => route!(broker, context, body, groups::leave_group),
+        ApiKey::ListGroups => route!(broker, context, body, group_admin::list_groups),
+        ApiKey::DescribeGroups => route!(broker, context, body, group_admin::describe_groups),
+        ApiKey::DeleteGroups => route!(broker, context, body, group_admin::delete_groups),
+        ApiKey::OffsetDelete => route!(broker, context, body, group_admin::offset_delete),
         ApiKey::InitProducerId => route!(broker, context, body, init_producer_id::handle),
         ApiKey::DescribeConfigs => route!(broker, context, body, configs::describe_configs),
         ApiKey::DescribeCluster => route!(broker, context, body, cluster::describe_cluster),

@@ -6,7 +6,7 @@
 //! in-memory view. Callers resolve which partition a group lives in with
 //! [`GroupCoordinator::partition_for`] and pass that partition in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
@@ -14,8 +14,10 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use super::GroupConfig;
 use super::offsets::{OffsetStore, partition_for};
-use super::records::{self, OffsetValue, RecordKey};
+use super::records::{self, GroupValue, OffsetValue, RecordKey};
+use super::registry::{GroupRegistry, from_record};
 use crate::replica::Partition;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +49,8 @@ pub struct CoordinatorConfig {
 
 pub struct GroupCoordinator {
     config: CoordinatorConfig,
+    /// Consumer groups (membership state machines) of the partitions loaded here.
+    pub registry: GroupRegistry,
     offsets: Mutex<OffsetStore>,
     /// Offsets partitions whose records have been replayed (others answer
     /// COORDINATOR_LOAD_IN_PROGRESS).
@@ -62,9 +66,10 @@ pub struct OffsetCommit {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
+    pub fn new(config: CoordinatorConfig, group_config: GroupConfig) -> GroupCoordinator {
         GroupCoordinator {
             config,
+            registry: GroupRegistry::new(group_config),
             offsets: Mutex::new(OffsetStore::default()),
             loaded: Mutex::new(HashSet::new()),
         }
@@ -94,6 +99,7 @@ impl GroupCoordinator {
             (start, hw)
         };
         let mut applied = 0;
+        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
         while offset < high_watermark {
             let read = log
                 .read(offset, LOAD_CHUNK_BYTES, true)
@@ -106,10 +112,15 @@ impl GroupCoordinator {
                 .map_err(|e| CoordinatorError::Storage(format!("offsets log: {e}")))?;
             for record in sets.iter().flat_map(|set| set.records.iter()) {
                 offset = offset.max(record.offset + 1);
-                if self.apply_record(record) {
+                if self.apply_record(record, &mut groups) {
                     applied += 1;
                 }
             }
+        }
+        let now = crate::types::now_ms();
+        for (group_id, value) in groups {
+            let snapshot = value.map(|value| from_record(&group_id, value));
+            self.registry.restore(snapshot, &group_id, now);
         }
         self.loaded
             .lock()
@@ -118,7 +129,11 @@ impl GroupCoordinator {
         Ok(applied)
     }
 
-    fn apply_record(&self, record: &Record) -> bool {
+    fn apply_record(
+        &self,
+        record: &Record,
+        groups: &mut HashMap<String, Option<GroupValue>>,
+    ) -> bool {
         let Some(key) = record.key.as_ref() else {
             return false;
         };
@@ -143,8 +158,14 @@ impl GroupCoordinator {
                 offsets.apply(&group, &topic, partition, value);
                 true
             }
-            // Group metadata is replayed by the group state machine (not yet wired).
-            RecordKey::Group { .. } => false,
+            RecordKey::Group { group } => {
+                let value = record
+                    .value
+                    .as_ref()
+                    .and_then(|v| records::decode_group(v).ok());
+                groups.insert(group, value);
+                true
+            }
         }
     }
 
@@ -201,6 +222,89 @@ impl GroupCoordinator {
         verdicts
     }
 
+    pub fn has_offsets(&self, group: &str) -> bool {
+        self.offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_offsets(group)
+    }
+
+    pub fn offset_group_ids(&self) -> Vec<String> {
+        let offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        offsets.group_ids().cloned().collect()
+    }
+
+    /// Writes tombstones for the listed partitions' offsets (all of the group's if `None`).
+    pub fn delete_offsets(
+        &self,
+        log: &Partition,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        let doomed: Vec<(String, i32)> = match partitions {
+            Some(list) => list,
+            None => self
+                .fetch_offsets(group, None)
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect(),
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let entries = doomed
+            .iter()
+            .map(|(topic, partition)| {
+                let key = RecordKey::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (records::encode_key(&key), None)
+            })
+            .collect();
+        append_records(log, entries, now_ms)?;
+        let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition) in &doomed {
+            offsets.apply(group, topic, *partition, None);
+        }
+        Ok(())
+    }
+
+    /// Drops offsets older than `offsets.retention.minutes` of groups without members
+    /// (Kafka expires offsets only once a group is empty); returns how many went.
+    pub fn expire_offsets(
+        &self,
+        resolve: &dyn Fn(&str) -> Option<std::sync::Arc<Partition>>,
+        now_ms: i64,
+    ) -> usize {
+        let cutoff = now_ms.saturating_sub(self.config.offsets_retention_ms);
+        let mut expired = 0;
+        for group in self.offset_group_ids() {
+            let active = self
+                .registry
+                .with_group(&group, |g| g.is_some_and(|g| !g.is_empty()));
+            if active {
+                continue;
+            }
+            let old = self
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .older_than(&group, cutoff);
+            let Some(log) = resolve(&group) else { continue };
+            if !old.is_empty()
+                && self
+                    .delete_offsets(&log, &group, Some(old.clone()), now_ms)
+                    .is_ok()
+            {
+                expired += old.len();
+            }
+        }
+        expired
+    }
+
     /// Committed offsets of `group`: for the listed partitions, or every committed one.
     pub fn fetch_offsets(
         &self,
@@ -245,7 +349,10 @@ pub fn append_records(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
-            sequence: -1,
+            // kafka-protocol starts a new batch whenever offset - sequence changes; keeping
+            // it constant gives one batch (produce takes exactly one) whose base sequence
+            // is -1, "no sequence", as a non-idempotent batch must have.
+            sequence: index as i32 - 1,
             timestamp: now_ms,
             key: Some(key),
             value,
@@ -311,7 +418,7 @@ mod tests {
     fn commits_survive_a_reload_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
-        let coordinator = GroupCoordinator::new(config());
+        let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
         coordinator.load(&log).unwrap();
         let results = coordinator.commit_offsets(
             &log,
@@ -323,13 +430,23 @@ mod tests {
             results,
             vec![Ok(()), Err(CoordinatorError::OffsetMetadataTooLarge)]
         );
-        coordinator.commit_offsets(&log, "g", vec![commit("t", 0, 6, "b")], 11);
+        let results = coordinator.commit_offsets(
+            &log,
+            "g",
+            vec![
+                commit("t", 0, 6, "b"),
+                commit("u", 0, 1, ""),
+                commit("u", 1, 2, ""),
+            ],
+            11,
+        );
+        assert_eq!(results, vec![Ok(()), Ok(()), Ok(())]);
         drop(log);
 
         let log = open(dir.path());
-        let reloaded = GroupCoordinator::new(config());
+        let reloaded = GroupCoordinator::new(config(), GroupConfig::default());
         assert!(!reloaded.is_loaded(0));
-        assert_eq!(reloaded.load(&log).unwrap(), 2);
+        assert_eq!(reloaded.load(&log).unwrap(), 4);
         assert!(reloaded.is_loaded(0));
         let wanted = [("t".to_string(), 0), ("t".to_string(), 1)];
         let fetched = reloaded.fetch_offsets("g", Some(&wanted));
@@ -341,7 +458,7 @@ mod tests {
             Some((6, "b"))
         );
         assert_eq!(fetched[1].1, None);
-        assert_eq!(reloaded.fetch_offsets("g", None).len(), 1);
+        assert_eq!(reloaded.fetch_offsets("g", None).len(), 3);
         assert!(reloaded.fetch_offsets("other", None).is_empty());
     }
 }

@@ -1,15 +1,36 @@
 //! The group coordinator: consumer groups and their committed offsets.
 //!
-//! Committed offsets are records in the compacted internal topic `__consumer_offsets`
-//! ([`records`] holds Kafka's record formats); the coordinator for a group is the leader
-//! of partition `hash(group) % offsets.topic.num.partitions` and rebuilds its state by
-//! replaying that partition.
+//! - The classic group protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) is a pure
+//!   state machine ([`Group`], `group.rs`): it takes decoded requests, the time and a
+//!   request token, and returns [`Effect`]s (answer parked requests, persist metadata,
+//!   wake me at). [`registry`] is the async shell that parks requests and carries the
+//!   effects out; every token handed to `join`/`sync` comes back in exactly one answer.
+//! - Committed offsets and group metadata are records in the compacted internal topic
+//!   `__consumer_offsets` ([`records`] holds Kafka's record formats); the coordinator for
+//!   a group leads partition `hash(group) % offsets.topic.num.partitions` and rebuilds its
+//!   state by replaying that partition ([`coordinator`]).
 
 pub mod coordinator;
+mod effects;
+mod error;
+#[allow(clippy::module_inception)]
+mod group;
+mod member;
 pub mod offsets;
 pub mod records;
+pub mod registry;
+mod request;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod testkit;
 
 pub use coordinator::{CoordinatorConfig, CoordinatorError, GroupCoordinator, OffsetCommit};
+pub use effects::{Effect, GroupSnapshot, JoinOutcome, JoinedMember, MemberSnapshot, SyncOutcome};
+pub use error::GroupError;
+pub use group::{Group, GroupState};
+pub use member::MemberDescription;
+pub use request::{GroupConfig, JoinRequest, Protocol, RequestToken, SyncRequest};
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

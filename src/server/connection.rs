@@ -40,6 +40,8 @@ pub struct Connection {
     writer: BufWriter<OwnedWriteHalf>,
     buffer: BytesMut,
     peer: SocketAddr,
+    /// `/ip` as Kafka shows client hosts.
+    client_host: String,
     broker: Arc<Broker>,
     shutdown: Shutdown,
 }
@@ -56,6 +58,7 @@ impl Connection {
             reader,
             writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer),
             buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            client_host: format!("/{}", peer.ip()),
             peer,
             broker,
             shutdown,
@@ -86,7 +89,9 @@ impl Connection {
                 self.writer.flush().await?;
                 return Ok(());
             };
-            if let Some(response) = api::handle_frame(&self.broker, frame.freeze()).await? {
+            if let Some(response) =
+                api::handle_frame(&self.broker, frame.freeze(), &self.client_host).await?
+            {
                 self.writer.write_all(&response).await?;
             }
             if !self.whole_frame_buffered() {

@@ -1,0 +1,284 @@
+//! ListGroups, DescribeGroups, DeleteGroups and OffsetDelete. A group known only by its
+//! committed offsets (manual assignment) is listed as an Empty group with no protocol
+//! type, as Kafka lists it.
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use super::errors::{coordinator_error, group_error};
+use super::group_offsets::coordinator_partition;
+use crate::broker::Broker;
+use crate::group::{GroupError, GroupState};
+use crate::types::now_ms;
+
+/// DESCRIBE, DELETE and READ on a group: everything, without ACLs.
+const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+/// (group id, protocol type, state) of every group this broker coordinates.
+fn all_groups(broker: &Broker) -> Vec<(String, String, &'static str)> {
+    let mut groups: Vec<(String, String, &'static str)> =
+        broker.groups.registry.with_groups(|all| {
+            all.iter()
+                .filter(|(_, group)| group.state() != GroupState::Dead)
+                .map(|(id, group)| {
+                    let protocol_type = group.protocol_type().unwrap_or_default().to_string();
+                    (id.clone(), protocol_type, group.state().as_str())
+                })
+                .collect()
+        });
+    for id in broker.groups.offset_group_ids() {
+        if !groups.iter().any(|(known, _, _)| *known == id) {
+            groups.push((id, String::new(), GroupState::Empty.as_str()));
+        }
+    }
+    groups.retain(|(id, _, _)| coordinator_partition(broker, id).is_ok());
+    groups.sort();
+    groups
+}
+
+pub async fn list_groups(
+    broker: &Broker,
+    context: &RequestContext,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let types: Vec<String> = request
+        .types_filter
+        .iter()
+        .map(|t| t.to_lowercase())
+        .collect();
+    let groups = all_groups(broker)
+        .into_iter()
+        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .map(|(id, protocol_type, state)| {
+            let listed = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(protocol_type));
+            let listed = if context.version >= 4 {
+                listed.with_group_state(StrBytes::from_static_str(state))
+            } else {
+                listed
+            };
+            if context.version >= 5 {
+                listed.with_group_type(StrBytes::from_static_str("classic"))
+            } else {
+                listed
+            }
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub async fn describe_groups(
+    broker: &Broker,
+    context: &RequestContext,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .iter()
+        .map(|group_id| {
+            let described = describe_one(broker, group_id, context.version);
+            if context.version >= 3 && request.include_authorized_operations {
+                described.with_authorized_operations(GROUP_OPERATIONS_ALL)
+            } else {
+                described
+            }
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+fn describe_one(broker: &Broker, group_id: &GroupId, version: i16) -> DescribedGroup {
+    let id = group_id.0.as_str();
+    let base = DescribedGroup::default().with_group_id(group_id.clone());
+    if let Err(error) = coordinator_partition(broker, id) {
+        return base.with_error_code(coordinator_error(&error).code());
+    }
+    let has_offsets = broker.groups.has_offsets(id);
+    broker.groups.registry.with_group(id, |group| match group {
+        Some(group) if group.state() != GroupState::Dead => {
+            let members = group
+                .members()
+                .into_iter()
+                .map(|member| {
+                    let described = DescribedGroupMember::default()
+                        .with_member_id(StrBytes::from_string(member.member_id))
+                        .with_client_id(StrBytes::from_string(member.client_id))
+                        .with_client_host(StrBytes::from_string(member.client_host))
+                        .with_member_metadata(Bytes::from(member.metadata))
+                        .with_member_assignment(Bytes::from(member.assignment));
+                    if version >= 4 {
+                        described.with_group_instance_id(
+                            member.group_instance_id.map(StrBytes::from_string),
+                        )
+                    } else {
+                        described
+                    }
+                })
+                .collect();
+            base.with_group_state(StrBytes::from_static_str(group.state().as_str()))
+                .with_protocol_type(StrBytes::from_string(
+                    group.protocol_type().unwrap_or_default().to_string(),
+                ))
+                .with_protocol_data(StrBytes::from_string(
+                    group.protocol_name().unwrap_or_default().to_string(),
+                ))
+                .with_members(members)
+        }
+        _ if has_offsets => base.with_group_state(StrBytes::from_static_str("Empty")),
+        _ => base.with_group_state(StrBytes::from_static_str("Dead")),
+    })
+}
+
+pub async fn delete_groups(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let results = request
+        .groups_names
+        .iter()
+        .map(|group_id| {
+            let code = match delete_one(broker, group_id.0.as_str()) {
+                Ok(()) => 0,
+                Err(code) => code.code(),
+            };
+            DeletableGroupResult::default()
+                .with_group_id(group_id.clone())
+                .with_error_code(code)
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+fn delete_one(broker: &Broker, group: &str) -> Result<(), ResponseError> {
+    let log = coordinator_partition(broker, group).map_err(|e| coordinator_error(&e))?;
+    let now = now_ms();
+    let live = broker
+        .groups
+        .registry
+        .with_group(group, |g| g.is_some_and(|g| g.state() != GroupState::Dead));
+    if live {
+        broker
+            .groups
+            .registry
+            .delete(&log, group, now)
+            .map_err(|e| group_error(&e))?;
+    } else if !broker.groups.has_offsets(group) {
+        return Err(group_error(&GroupError::GroupIdNotFound));
+    }
+    broker
+        .groups
+        .delete_offsets(&log, group, None, now)
+        .map_err(|e| coordinator_error(&e))
+}
+
+pub async fn offset_delete(
+    broker: &Broker,
+    _context: &RequestContext,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let group = request.group_id.0.as_str();
+    let log = match coordinator_partition(broker, group) {
+        Ok(log) => log,
+        Err(error) => {
+            return OffsetDeleteResponse::default()
+                .with_error_code(coordinator_error(&error).code());
+        }
+    };
+    let (exists, subscribed) = broker.groups.registry.with_group(group, |g| match g {
+        Some(g) if g.state() != GroupState::Dead => (true, subscribed_topics(g)),
+        _ => (false, Vec::new()),
+    });
+    if !exists && !broker.groups.has_offsets(group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupIdNotFound.code());
+    }
+    let mut doomed = Vec::new();
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let busy = subscribed.contains(&name);
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    if !busy {
+                        doomed.push((name.clone(), p.partition_index));
+                    }
+                    let code = if busy {
+                        ResponseError::GroupSubscribedToTopic.code()
+                    } else {
+                        0
+                    };
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    if let Err(error) = broker
+        .groups
+        .delete_offsets(&log, group, Some(doomed), now_ms())
+    {
+        return OffsetDeleteResponse::default().with_error_code(coordinator_error(&error).code());
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// Topics the group's consumers subscribe to, from their ConsumerProtocolSubscription
+/// (version i16, topics as an i32-counted array of i16-length strings).
+fn subscribed_topics(group: &crate::group::Group) -> Vec<String> {
+    if group.protocol_type() != Some("consumer") {
+        return Vec::new();
+    }
+    let mut topics = Vec::new();
+    for member in group.members() {
+        let mut bytes: &[u8] = &member.metadata;
+        let Some(count) = bytes
+            .get(2..6)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            continue;
+        };
+        bytes = &bytes[6..];
+        for _ in 0..count.max(0) {
+            let Some(length) = bytes
+                .get(..2)
+                .map(|b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize)
+            else {
+                break;
+            };
+            let Some(name) = bytes.get(2..2 + length) else {
+                break;
+            };
+            topics.push(String::from_utf8_lossy(name).into_owned());
+            bytes = &bytes[2 + length..];
+        }
+    }
+    topics
+}

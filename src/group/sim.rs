@@ -1,0 +1,393 @@
+//! Randomized simulation: five clients join, sync, heartbeat, leave, restart and fall
+//! silent at random against one group, with time moving in random steps. After every
+//! step the group's invariants and the request contract are checked; at the end, with the
+//! clients gone quiet, every request ever parked must have been answered exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::testkit::{Harness, T0, assignment_for, protocols};
+use super::*;
+
+const CLIENTS: usize = 5;
+const STEPS: usize = 3_000;
+const SEEDS: u64 = 40;
+
+/// xorshift64*: small, seedable, good enough to pick actions.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Default)]
+struct Client {
+    client_id: String,
+    instance_id: Option<String>,
+    member_id: String,
+    generation_id: i32,
+    /// The one request this client has in flight, if any.
+    in_flight: Option<RequestToken>,
+    /// Member list from a JoinGroup answer that made this client leader.
+    leader_of: Option<Vec<String>>,
+    synced: bool,
+    must_rejoin: bool,
+}
+
+struct Sim {
+    h: Harness,
+    rng: Rng,
+    now_ms: i64,
+    clients: Vec<Client>,
+    /// Every token handed to the group and not answered yet, with its client (None once
+    /// the client restarted and forgot it).
+    open: BTreeMap<RequestToken, Option<usize>>,
+    answered: BTreeSet<RequestToken>,
+    generation_seen: i32,
+    stable_seen: usize,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let delay_ms = [0, 0, 3_000][rng.below(3) as usize];
+        let mut h = Harness::new(delay_ms);
+        if rng.chance(25) {
+            h.config.max_size = 3;
+        }
+        let clients = (0..CLIENTS)
+            .map(|i| Client {
+                client_id: format!("c{i}"),
+                // Two static members, three dynamic.
+                instance_id: (i < 2).then(|| format!("i{i}")),
+                ..Client::default()
+            })
+            .collect();
+        let open = BTreeMap::new();
+        Self {
+            h,
+            rng,
+            now_ms: T0,
+            clients,
+            open,
+            answered: BTreeSet::new(),
+            generation_seen: 0,
+            stable_seen: 0,
+        }
+    }
+
+    fn run(&mut self) {
+        for _ in 0..STEPS {
+            self.step();
+            self.check();
+        }
+        self.drain();
+    }
+
+    fn step(&mut self) {
+        let client = self.rng.below(CLIENTS as u64) as usize;
+        match self.rng.below(100) {
+            0..=39 => self.natural_next(client),
+            40..=47 => self.join(client),
+            48..=51 => self.leave(client),
+            52..=54 => self.restart(client),
+            55..=56 => self.admin_remove(client),
+            57..=79 => self.advance(2_000),
+            80..=82 => self.advance(40_000),
+            _ => self.heartbeat(client),
+        }
+    }
+
+    /// What a well-behaved client would do next.
+    fn natural_next(&mut self, client: usize) {
+        let c = &self.clients[client];
+        if c.in_flight.is_some() {
+            return;
+        }
+        if c.generation_id == 0 || c.must_rejoin || c.member_id.is_empty() {
+            self.join(client);
+        } else if !c.synced {
+            self.sync(client);
+        } else {
+            self.heartbeat(client);
+        }
+    }
+
+    fn join(&mut self, client: usize) {
+        if self.clients[client].in_flight.is_some() {
+            return;
+        }
+        let names: &[&str] = match self.rng.below(10) {
+            0 => &["roundrobin", "range"],
+            1 => &["sticky"],
+            _ => &["range", "roundrobin"],
+        };
+        let c = &self.clients[client];
+        let request = JoinRequest {
+            member_id: c.member_id.clone(),
+            group_instance_id: c.instance_id.clone(),
+            client_id: c.client_id.clone(),
+            client_host: "/10.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 5_000 + self.rng.below(35_000) as i32,
+            protocol_type: "consumer".into(),
+            protocols: protocols(names),
+            require_known_member_id: self.rng.chance(50),
+            supports_skip_assignment: self.rng.chance(50),
+            reason: None,
+        };
+        let (token, effects) = self.h.join(request, self.now_ms);
+        self.open.insert(token, Some(client));
+        self.clients[client].in_flight = Some(token);
+        self.apply(effects);
+    }
+
+    fn sync(&mut self, client: usize) {
+        let c = &self.clients[client];
+        if c.in_flight.is_some() {
+            return;
+        }
+        let assignments = (c.leader_of.iter().flatten())
+            .map(|member_id| (member_id.clone(), assignment_for(member_id)))
+            .collect();
+        let request = SyncRequest {
+            member_id: c.member_id.clone(),
+            group_instance_id: c.instance_id.clone(),
+            generation_id: c.generation_id,
+            protocol_type: Some("consumer".into()),
+            protocol_name: None,
+            assignments,
+        };
+        let (token, effects) = self.h.sync(request, self.now_ms);
+        self.open.insert(token, Some(client));
+        self.clients[client].in_flight = Some(token);
+        self.apply(effects);
+    }
+
+    fn heartbeat(&mut self, client: usize) {
+        let c = &self.clients[client];
+        let (member_id, instance_id) = (c.member_id.clone(), c.instance_id.clone());
+        let result = self.h.group.heartbeat(
+            &member_id,
+            instance_id.as_deref(),
+            c.generation_id,
+            self.now_ms,
+        );
+        self.h.group.check_invariants();
+        let c = &mut self.clients[client];
+        match result {
+            Ok(()) => {}
+            Err(GroupError::RebalanceInProgress) | Err(GroupError::IllegalGeneration) => {
+                c.must_rejoin = true
+            }
+            Err(_) => forget_membership(c),
+        }
+    }
+
+    fn leave(&mut self, client: usize) {
+        let c = &self.clients[client];
+        let entry = (
+            Some(c.member_id.clone()).filter(|id| !id.is_empty()),
+            c.instance_id.clone(),
+        );
+        let (results, effects) = self.h.group.leave(vec![entry], self.now_ms);
+        self.h.group.check_invariants();
+        assert_eq!(results.len(), 1);
+        forget_membership(&mut self.clients[client]);
+        self.apply(effects);
+    }
+
+    /// An admin removes a static member by instance id (LeaveGroup without member id).
+    fn admin_remove(&mut self, client: usize) {
+        let Some(instance_id) = self.clients[client].instance_id.clone() else {
+            return;
+        };
+        let (_, effects) = self
+            .h
+            .group
+            .leave(vec![(None, Some(instance_id))], self.now_ms);
+        self.h.group.check_invariants();
+        self.apply(effects);
+    }
+
+    /// The process dies and comes back: in-flight requests are abandoned (the group must
+    /// still answer them), and the member id is forgotten (static members keep their
+    /// instance id, so their next join replaces the old member).
+    fn restart(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        if let Some(token) = c.in_flight.take() {
+            self.open.insert(token, None);
+        }
+        forget_membership(c);
+    }
+
+    fn advance(&mut self, max_ms: u64) {
+        self.now_ms += self.rng.below(max_ms) as i64;
+        let effects = self.h.tick(self.now_ms);
+        self.apply(effects);
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::JoinDone { token, response } => {
+                    if let Some(client) = self.close(token) {
+                        on_join_answer(&mut self.clients[client], response);
+                    }
+                }
+                Effect::SyncDone { token, response } => {
+                    if let Some(client) = self.close(token) {
+                        on_sync_answer(&mut self.clients[client], response);
+                    }
+                }
+                Effect::Persist(snapshot) => {
+                    assert!(snapshot.generation_id >= self.generation_seen);
+                    Group::from_snapshot(snapshot, self.now_ms).check_invariants();
+                }
+                Effect::Tombstone { .. } => panic!("nobody deletes in the simulation"),
+                Effect::WakeAt(at_ms) => assert!(at_ms > self.now_ms, "wake in the past"),
+            }
+        }
+    }
+
+    /// Marks a token answered; returns the client still waiting on it.
+    fn close(&mut self, token: RequestToken) -> Option<usize> {
+        assert!(self.answered.insert(token), "{token:?} answered twice");
+        let owner = self
+            .open
+            .remove(&token)
+            .expect("answered a token never handed in");
+        let client = owner?;
+        let c = &mut self.clients[client];
+        assert_eq!(c.in_flight, Some(token));
+        c.in_flight = None;
+        Some(client)
+    }
+
+    fn check(&mut self) {
+        let group = &self.h.group;
+        group.check_invariants();
+        assert!(
+            group.generation() >= self.generation_seen,
+            "generation went back"
+        );
+        self.generation_seen = group.generation();
+        if let Some(at_ms) = group.next_deadline_ms() {
+            assert!(at_ms > self.now_ms, "a due deadline was left unprocessed");
+        }
+        if group.state() == GroupState::Stable {
+            self.stable_seen += 1;
+            for member in group.members() {
+                assert!(
+                    !member.assignment.is_empty(),
+                    "stable member without assignment"
+                );
+            }
+        }
+        let members = group.members();
+        let leaders = members
+            .iter()
+            .filter(|m| Some(m.member_id.as_str()) == group.leader_id());
+        assert!(leaders.count() <= 1);
+        if let Some(leader) = group.leader_id() {
+            assert!(
+                members.iter().any(|m| m.member_id == leader),
+                "leader is not a member"
+            );
+        }
+    }
+
+    /// Everyone falls silent: following `WakeAt` must answer every open request and
+    /// empty the group.
+    fn drain(&mut self) {
+        for _ in 0..1_000 {
+            let Some(at_ms) = self.h.group.next_deadline_ms() else {
+                break;
+            };
+            self.now_ms = at_ms;
+            let effects = self.h.tick(at_ms);
+            self.apply(effects);
+            self.check();
+        }
+        assert!(
+            self.open.is_empty(),
+            "requests never answered: {:?}",
+            self.open
+        );
+        assert_eq!(self.h.group.next_deadline_ms(), None);
+        assert_eq!(self.h.group.state(), GroupState::Empty);
+    }
+}
+
+fn forget_membership(c: &mut Client) {
+    c.member_id.clear();
+    c.generation_id = 0;
+    c.leader_of = None;
+    c.synced = false;
+    c.must_rejoin = false;
+}
+
+fn on_join_answer(c: &mut Client, response: JoinOutcome) {
+    match response.error {
+        None => {
+            c.member_id = response.member_id;
+            c.generation_id = response.generation_id;
+            let leads = response.leader == c.member_id && !response.skip_assignment;
+            c.leader_of = leads.then(|| {
+                response
+                    .members
+                    .iter()
+                    .map(|m| m.member_id.clone())
+                    .collect()
+            });
+            c.synced = false;
+            c.must_rejoin = false;
+        }
+        Some(GroupError::MemberIdRequired { member_id }) => {
+            assert_eq!(member_id, response.member_id);
+            c.member_id = member_id;
+            c.must_rejoin = true;
+        }
+        Some(GroupError::RebalanceInProgress) => c.must_rejoin = true,
+        Some(_) => forget_membership(c),
+    }
+}
+
+fn on_sync_answer(c: &mut Client, response: SyncOutcome) {
+    match response.error {
+        None => c.synced = true,
+        Some(GroupError::RebalanceInProgress) | Some(GroupError::IllegalGeneration) => {
+            c.must_rejoin = true
+        }
+        Some(_) => forget_membership(c),
+    }
+}
+
+#[test]
+fn random_clients_keep_the_group_consistent() {
+    let mut stable_steps = 0;
+    for seed in 1..=SEEDS {
+        let mut sim = Sim::new(seed);
+        sim.run();
+        assert!(sim.answered.len() > 100, "seed {seed}: too little happened");
+        stable_steps += sim.stable_seen;
+    }
+    // The walk must actually reach Stable, or the invariants above say little.
+    assert!(stable_steps > 1_000, "only {stable_steps} stable steps");
+}
