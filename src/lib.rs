@@ -5,6 +5,8 @@
 //! - [`api`]: the one table of api_key -> handler + versions; decodes with `kafka-protocol`,
 //!   maps domain errors to Kafka error codes, encodes responses.
 //! - [`replica`]: the partitions this broker hosts: leader state, high watermark, waits.
+//! - [`group`]: the group coordinator: consumer groups and committed offsets, persisted
+//!   in `__consumer_offsets`.
 //! - [`txn`]: producer ids and per-partition idempotent-producer state.
 //! - [`controller`]: the metadata image (brokers, topics, partitions, configs) and the
 //!   commands that change it.
