@@ -379,8 +379,9 @@ class GroupMember:
     incremental_unassign() (cooperative) themselves. With commit=True each polled batch
     is committed synchronously (explicit offsets, last offset + 1) before it is recorded,
     so a record in `records()` is also committed. The member id and generation are
-    sampled after every poll and in every rebalance callback (the last known values are
-    kept). call(fn) runs fn(consumer) on the polling thread.
+    sampled after every poll (the last known values are kept); fresh() says whether that
+    happened after the last rebalance callback. call(fn) runs fn(consumer) on the polling
+    thread.
     """
 
     def __init__(self, broker, group_id, topics, name, commit=True, **config):
@@ -401,6 +402,7 @@ class GroupMember:
         self.errors = []
         self.member_id = None
         self.generation = None
+        self._sampled_events = -1
         self._calls = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"group-member-{name}",
@@ -437,24 +439,32 @@ class GroupMember:
             consumer.unassign()
         self._event("lost", consumer, partitions)
 
-    def _sample(self, consumer):
-        """Records the member id and generation librdkafka reports, keeping the last known
-        ones when it reports none (during close(), consumer_group_metadata() raises)."""
-        try:
-            member_id = consumer.memberid() or None
-            generation = group_generation(consumer)
-        except Exception:  # noqa: BLE001 - not available right now
-            return
+    def _sample(self):
+        """Records the member id and generation librdkafka reports (the last known ones
+        are kept when it reports none) and how many events they reflect.
+
+        Only from the poll loop, never from a rebalance callback: consumer_group_metadata()
+        is a blocking request to librdkafka's group thread made with the GIL held, and in
+        the revoke callback of close() it can wait forever (deadlocking the process)."""
+        with self._lock:
+            events = len(self._events)
+        member_id = self.consumer.memberid() or None
+        generation = group_generation(self.consumer)
         with self._lock:
             if member_id is not None:
                 self.member_id = member_id
             if generation is not None:
                 self.generation = generation
+            self._sampled_events = events
+
+    def fresh(self):
+        """True once member_id/generation were sampled after the last rebalance event."""
+        with self._lock:
+            return self._sampled_events == len(self._events)
 
     def _event(self, kind, consumer, partitions):
+        # No calls into librdkafka here but the (un)assign ones: see _sample().
         parts = frozenset((tp.topic, tp.partition) for tp in partitions)
-        # Sampled here too, so that an assignment is never seen with an older generation.
-        self._sample(consumer)
         with self._lock:
             self._events.append((kind, parts))
             if kind == "assign":
@@ -470,7 +480,7 @@ class GroupMember:
             while not self._stop.is_set():
                 self._serve_calls()
                 self._take(self.consumer.consume(num_messages=100, timeout=0.1))
-                self._sample(self.consumer)
+                self._sample()
             self._serve_calls()
         except Exception as error:  # noqa: BLE001 - reported by state() and the tests
             log.exception("%s: polling thread failed", self.name)
@@ -641,6 +651,8 @@ def wait_balanced(members, topic, partitions, timeout_s=DEFAULT_TIMEOUT_S):
             problems.append("a member holds no partition")
         if any(member.member_id is None for member in members):
             problems.append("a member id is unknown")
+        if not all(member.fresh() for member in members):
+            problems.append("a member has not sampled its generation since its last rebalance")
         generations = {member.generation for member in members}
         if None not in generations and len(generations) != 1:
             problems.append(f"generations differ: {sorted(generations)}")

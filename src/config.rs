@@ -79,6 +79,8 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     /// `group.max.size`
     pub group_size_max: i32,
+    /// `log.cleaner.backoff.ms`: how often compacted topics are checked for cleaning.
+    pub cleaner_backoff_ms: u64,
 }
 
 /// Keys whose value may be given in hours/minutes/ms form, resolved ms first as Kafka does.
@@ -187,6 +189,7 @@ impl BrokerConfig {
                 3_000,
             )?,
             group_size_max: parse(&explicit, "group.max.size", i32::MAX)?,
+            cleaner_backoff_ms: parse(&explicit, "log.cleaner.backoff.ms", 15_000)?,
             explicit,
         };
         config.validate()?;

@@ -84,6 +84,9 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let mut offsets =
         tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
     let resolve = |group: &str| broker.offsets_partition_for(group);
+    let cleaner_every = Duration::from_millis(broker.config.cleaner_backoff_ms.max(1));
+    let mut cleaner =
+        tokio::time::interval_at(tokio::time::Instant::now() + cleaner_every, cleaner_every);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -99,6 +102,22 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
                 for partition in broker.replicas.all() {
                     if let Err(error) = partition.flush_if_due(now_ms()) {
                         tracing::error!(tp = %partition.tp, %error, "flush failed");
+                    }
+                }
+            }
+            _ = cleaner.tick() => {
+                for partition in broker.replicas.all() {
+                    match partition.compact(now_ms()) {
+                        Ok(stats) if stats.segments_cleaned > 0 => tracing::info!(
+                            tp = %partition.tp,
+                            segments = stats.segments_cleaned,
+                            records_removed = stats.records_removed,
+                            bytes_before = stats.bytes_before,
+                            bytes_after = stats.bytes_after,
+                            "compacted"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => tracing::error!(tp = %partition.tp, %error, "compaction failed"),
                     }
                 }
             }

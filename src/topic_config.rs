@@ -346,6 +346,10 @@ pub fn log_config(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> Lo
             .unwrap_or(fallback)
     };
     let defaults = LogConfig::default();
+    let policy: Vec<&str> = values
+        .get("cleanup.policy")
+        .map(|p| p.split(',').map(str::trim).collect())
+        .unwrap_or_default();
     LogConfig {
         segment_bytes: long("segment.bytes", defaults.segment_bytes as i64).max(14) as u64,
         segment_ms: long("segment.ms", defaults.segment_ms).max(1),
@@ -359,6 +363,9 @@ pub fn log_config(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> Lo
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         },
+        compact: policy.contains(&"compact"),
+        retention_deletes: policy.contains(&"delete"),
+        delete_retention_ms: long("delete.retention.ms", defaults.delete_retention_ms),
     }
 }
 
@@ -444,5 +451,10 @@ mod tests {
         assert_eq!(config.timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(config.segment_bytes, 1_073_741_824);
         assert_eq!(config.retention_ms, 604_800_000);
+        assert!(!config.compact && config.retention_deletes);
+        let compacted = log_config(&broker, &topic(&[("cleanup.policy", "compact")]));
+        assert!(compacted.compact && !compacted.retention_deletes);
+        let both = log_config(&broker, &topic(&[("cleanup.policy", "delete, compact")]));
+        assert!(both.compact && both.retention_deletes);
     }
 }

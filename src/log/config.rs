@@ -31,6 +31,15 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps only the latest record of
+    /// each key in closed segments (`PartitionLog::compact`).
+    pub compact: bool,
+    /// `cleanup.policy` contains `delete`: `retention.ms` and `retention.bytes` apply. A
+    /// compact-only topic keeps its segments whatever their age and size, as in Kafka.
+    pub retention_deletes: bool,
+    /// `delete.retention.ms`: how long the cleaner keeps tombstones (null values) after
+    /// the newest record of their segment, so consumers get to see the delete.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -45,6 +54,9 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1024 * 1024 + 12,
             timestamp_type: TimestampType::CreateTime,
+            compact: false,
+            retention_deletes: true,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -63,5 +75,7 @@ mod tests {
         assert_eq!(config.index_interval_bytes, 4096);
         assert_eq!(config.max_message_bytes, 1_048_588);
         assert_eq!(config.timestamp_type, TimestampType::CreateTime);
+        assert!(!config.compact && config.retention_deletes);
+        assert_eq!(config.delete_retention_ms, 86_400_000);
     }
 }

@@ -12,13 +12,15 @@
 //! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
 //!   kept in memory and appended to the files (no mmap, so no `unsafe`);
 //! - crash recovery of the active segment and index rebuilds (`recovery`), retention by
-//!   time and size (`retention`).
+//!   time and size (`retention`), and compaction of closed segments by key (`cleaner`),
+//!   which leaves gaps in the offsets that reads step over.
 //!
 //! The log start offset is always the first segment's base offset: the log only deletes
 //! whole segments, so no `log-start-offset` checkpoint is needed. A DeleteRecords-style
 //! move inside a segment would need one.
 
 pub mod batch;
+mod cleaner;
 pub mod config;
 pub mod error;
 mod index;
@@ -32,6 +34,7 @@ mod test_support;
 mod time_index;
 
 pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
+pub use cleaner::CleanStats;
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};

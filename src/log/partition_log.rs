@@ -41,14 +41,17 @@ pub struct ReadResult {
 
 #[derive(Debug)]
 pub struct PartitionLog {
-    dir: PathBuf,
-    config: LogConfig,
+    pub(super) dir: PathBuf,
+    pub(super) config: LogConfig,
     /// Ordered by base offset and never empty; the last one is the active segment.
-    segments: Vec<Segment>,
+    pub(super) segments: Vec<Segment>,
     unflushed_messages: u64,
     last_flush_ms: i64,
     /// The latest `now_ms` seen, for operations that create a segment without a clock.
-    clock_ms: i64,
+    pub(super) clock_ms: i64,
+    /// The cleaner has compacted every segment below this offset (in memory only: after a
+    /// restart the first `compact` cleans everything again, which is merely redundant).
+    pub(super) cleaned_end_offset: i64,
 }
 
 /// The batches of one append, summed up once.
@@ -71,6 +74,7 @@ impl PartitionLog {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             clock_ms: now_ms,
+            cleaned_end_offset: 0,
         })
     }
 
@@ -96,7 +100,7 @@ impl PartitionLog {
         self.active().next_offset()
     }
 
-    fn active(&self) -> &Segment {
+    pub(super) fn active(&self) -> &Segment {
         self.segments
             .last()
             .expect("a partition log always has a segment")
@@ -287,8 +291,12 @@ impl PartitionLog {
     /// Delete the oldest whole segments past `retention.ms`, then past `retention.bytes`.
     /// The active segment goes only when it is itself expired and non-empty, after a roll,
     /// as in Kafka. The log start offset becomes the new first segment's base offset.
+    /// Does nothing unless `cleanup.policy` includes `delete` (`retention_deletes`).
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         self.clock_ms = self.clock_ms.max(now_ms);
+        if !self.config.retention_deletes {
+            return Ok(0);
+        }
         let retention_ms = self.config.retention_ms;
         let by_time = retention::expired_by_time(&self.summaries()?, now_ms, retention_ms);
         let mut deleted = self.delete_oldest(by_time, now_ms)?;
@@ -357,6 +365,8 @@ impl PartitionLog {
         if offset >= self.log_end_offset() {
             return Ok(());
         }
+        // Segments at or above `offset` are rewritten by new appends: clean them again.
+        self.cleaned_end_offset = self.cleaned_end_offset.min(offset);
         if offset < self.log_start_offset() {
             return self.truncate_fully(offset);
         }

@@ -1,7 +1,9 @@
 //! Loading a partition directory on open and making it consistent after a crash.
 //!
-//! - Leftover `.deleted`, `.cleaned` and `.swap` files (an interrupted delete, or a cleaner
-//!   we do not have yet) are removed, and so are index files without their `.log`.
+//! - A `<base>.log.swap` is a cleaned segment whose clean finished (`cleaner`): it replaces
+//!   `<base>.log`, and that segment's index files are dropped so they are rebuilt.
+//! - Other leftover `.deleted`, `.cleaned` and `.swap` files (an interrupted delete or
+//!   clean) are removed, and so are index files without their `.log`.
 //! - Sealed segments were fsynced when they rolled, so their index files are trusted once
 //!   they pass sanity checks and agree with the batch headers after the last index entry.
 //!   A missing or inconsistent index is rebuilt by a full scan of that segment.
@@ -26,11 +28,15 @@ use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2};
 use crate::log::error::LogError;
 use crate::log::segment::{
     INDEX_EXTENSION, LOG_EXTENSION, PendingEntries, Segment, SegmentState, TIME_INDEX_EXTENSION,
-    sync_directory,
+    remove_if_present, segment_file, sync_directory,
 };
 
 /// Suffixes of files an interrupted operation may leave behind.
-const LEFTOVER_SUFFIXES: [&str; 3] = [".deleted", ".cleaned", ".swap"];
+const LEFTOVER_SUFFIXES: [&str; 3] = [".deleted", CLEANED_SUFFIX, SWAP_SUFFIX];
+/// Suffix of a cleaned segment log ready to replace the original.
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+/// Suffix of a cleaned segment log still being written.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
 /// Digits in a segment file name's base offset.
 const BASE_OFFSET_DIGITS: usize = 20;
 /// Chunk size for checksumming a batch without holding it all in memory.
@@ -48,6 +54,7 @@ pub(crate) fn load_segments(
     now_ms: i64,
 ) -> Result<Vec<Segment>, LogError> {
     fs::create_dir_all(dir)?;
+    complete_swaps(dir)?;
     let bases = list_segment_bases(dir)?;
     let Some((&active_base, sealed_bases)) = bases.split_last() else {
         let segment = Segment::create(dir, 0, now_ms)?;
@@ -66,6 +73,34 @@ pub(crate) fn load_segments(
     )?);
     check_segments_ordered(&segments)?;
     Ok(segments)
+}
+
+/// Finish the cleans that reached their `.swap` step: each `<base>.log.swap` becomes
+/// `<base>.log` (replacing the original if it is still there), and the original's index
+/// files go, so that opening the segment rebuilds them from the cleaned log.
+fn complete_swaps(dir: &Path) -> Result<(), LogError> {
+    let mut completed = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some(log_name) = name.strip_suffix(SWAP_SUFFIX) else {
+            continue;
+        };
+        let FileKind::Log(base_offset) = classify(log_name) else {
+            continue; // not a segment log: removed below as a leftover
+        };
+        info!(file = %entry.path().display(), "completing an interrupted segment swap");
+        remove_if_present(&segment_file(dir, base_offset, INDEX_EXTENSION))?;
+        remove_if_present(&segment_file(dir, base_offset, TIME_INDEX_EXTENSION))?;
+        fs::rename(entry.path(), dir.join(log_name))?;
+        completed = true;
+    }
+    if completed {
+        sync_directory(dir)?;
+    }
+    Ok(())
 }
 
 /// What a directory entry is to the log.
@@ -330,7 +365,6 @@ mod tests {
     use super::*;
     use crate::log::config::LogConfig;
     use crate::log::partition_log::PartitionLog;
-    use crate::log::segment::segment_file;
     use crate::log::test_support::{LogModel, encode_batch};
     use kafka_protocol::records::Compression;
     use std::fs::OpenOptions;

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::log::batch::{self, BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, RecordTimestamp};
 use crate::log::error::LogError;
@@ -410,7 +410,28 @@ impl Segment {
         Ok(limited)
     }
 
-    fn read_exact(&self, position: u64, length: usize, out: &mut BytesMut) -> Result<(), LogError> {
+    /// Visit every batch of the segment in order: its position, header and bytes.
+    pub(crate) fn for_each_batch(
+        &self,
+        visit: &mut dyn FnMut(u64, &BatchHeader, Bytes) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut position = 0;
+        while let Some(header) = self.header_at(position)? {
+            let mut bytes = BytesMut::new();
+            self.read_exact(position, header.total_bytes(), &mut bytes)?;
+            visit(position, &header, bytes.freeze())?;
+            position += header.total_bytes() as u64;
+        }
+        Ok(())
+    }
+
+    /// Append `length` bytes of the log from `position` to `out`.
+    pub(crate) fn read_exact(
+        &self,
+        position: u64,
+        length: usize,
+        out: &mut BytesMut,
+    ) -> Result<(), LogError> {
         let start = out.len();
         out.resize(start + length, 0);
         self.log.read_exact_at(&mut out[start..], position)?;
@@ -588,7 +609,7 @@ impl Segment {
     }
 }
 
-fn remove_if_present(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),

@@ -219,6 +219,16 @@ impl Partition {
         }
     }
 
+    /// Log compaction for `cleanup.policy=compact` topics (a no-op otherwise, and when no
+    /// segment closed since the last run).
+    pub fn compact(&self, now_ms: i64) -> Result<crate::log::CleanStats, ReplicaError> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        match state.log.as_mut() {
+            Some(log) => Ok(log.compact(now_ms)?),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// Flushes when `flush.ms` has passed since the last flush (time-based fsync policy).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), ReplicaError> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
