@@ -189,7 +189,8 @@ def kp_commit_without_membership(broker, group, offsets):
     try:
         consumer.assign([kafka.TopicPartition(t, p) for t, p in offsets])
         consumer.commit({kafka.TopicPartition(t, p): OffsetAndMetadata(offset, metadata, -1)
-                         for (t, p), (offset, metadata) in offsets.items()})
+                         for (t, p), (offset, metadata) in offsets.items()},
+                        timeout_ms=TIMEOUT_S * 1000)  # kafka-python retries forever without
     finally:
         consumer.close()
 

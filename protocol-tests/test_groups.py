@@ -258,6 +258,7 @@ def test_members_join_and_leave(broker, topic, group_members, assignor):
     assert_partitions_read_in_order(broker, topic, records_of(a, b, c), everything)
     for member in (a, b, c):
         assert not member.commit_errors, f"{member.name}: {member.commit_errors}"
+        assert not member.errors, f"{member.name}: {member.errors}"
 
 
 # ---------------------------------------------------------------- session timeout
@@ -421,7 +422,8 @@ def test_static_member_restart_keeps_its_partitions_without_a_rebalance(broker, 
         assert a.generation == generation, "the group's generation changed"
         assert b_again.generation == generation, \
             f"the restarted member joined generation {b_again.generation}, not {generation}"
-    assert not a.commit_errors and not b_again.commit_errors
+    for member in (a, b, b_again):
+        assert not member.commit_errors and not member.errors, member.state()
 
 
 # ---------------------------------------------------------------- broker restart
@@ -493,10 +495,11 @@ def test_kafka_python_group_consumer(broker, topic):
         assert sorted((r.partition, r.offset, r.value.decode()) for r in records) == \
             sorted((p, o, v) for v, (p, o) in first.items())
         assert consumer.assignment() == {tp0, tp1}
-        consumer.commit()
-        assert consumer.committed(tp0) == 5 and consumer.committed(tp1) == 5
-        consumer.commit({tp0: OffsetAndMetadata(3, "kafka-python was here", -1)})
-        committed = consumer.committed(tp0, metadata=True)
+        bound = {"timeout_ms": TIMEOUT_S * 1000}  # kafka-python retries forever without
+        consumer.commit(**bound)
+        assert consumer.committed(tp0, **bound) == 5 and consumer.committed(tp1, **bound) == 5
+        consumer.commit({tp0: OffsetAndMetadata(3, "kafka-python was here", -1)}, **bound)
+        committed = consumer.committed(tp0, metadata=True, **bound)
         assert (committed.offset, committed.metadata) == (3, "kafka-python was here")
     finally:
         consumer.close()  # LeaveGroup

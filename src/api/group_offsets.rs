@@ -231,6 +231,13 @@ fn membership_error(
 /// One group's wanted partitions: `None` means every committed one.
 type Wanted = Option<Vec<(String, i32)>>;
 
+/// (topic, partition) pairs of a request's topic list, in request order.
+fn flatten<'a>(topics: impl Iterator<Item = (&'a TopicName, &'a [i32])>) -> Vec<(String, i32)> {
+    topics
+        .flat_map(|(name, partitions)| partitions.iter().map(move |p| (name.0.to_string(), *p)))
+        .collect()
+}
+
 pub async fn offset_fetch(
     broker: &Broker,
     context: &RequestContext,
@@ -242,14 +249,7 @@ pub async fn offset_fetch(
             .iter()
             .map(|group| {
                 let wanted: Wanted = group.topics.as_ref().map(|topics| {
-                    topics
-                        .iter()
-                        .flat_map(|t| {
-                            t.partition_indexes
-                                .iter()
-                                .map(|p| (t.name.0.to_string(), *p))
-                        })
-                        .collect()
+                    flatten(topics.iter().map(|t| (&t.name, t.partition_indexes.as_slice())))
                 });
                 group_entry(broker, &group.group_id, wanted)
             })
@@ -257,14 +257,7 @@ pub async fn offset_fetch(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = request.topics.as_ref().map(|topics| {
-        topics
-            .iter()
-            .flat_map(|t| {
-                t.partition_indexes
-                    .iter()
-                    .map(|p| (t.name.0.to_string(), *p))
-            })
-            .collect()
+        flatten(topics.iter().map(|t| (&t.name, t.partition_indexes.as_slice())))
     });
     let entry = group_entry(broker, &request.group_id, wanted);
     let topics = entry
