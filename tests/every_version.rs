@@ -131,6 +131,67 @@ async fn every_api_and_version_round_trips() {
     describe_versions(&broker).await;
     group_offset_versions(&broker).await;
     group_versions(&broker).await;
+    legacy_offset_versions(&broker).await;
+}
+
+/// OffsetCommit v0/v1 and OffsetFetch v0 as a pre-0.10 client sends them, in raw bytes.
+async fn legacy_offset_versions(broker: &Broker) {
+    use bytes::BufMut;
+    fn string(buffer: &mut BytesMut, text: &str) {
+        buffer.put_i16(text.len() as i16);
+        buffer.put_slice(text.as_bytes());
+    }
+    fn header(buffer: &mut BytesMut, key: i16, version: i16) {
+        buffer.put_i16(key);
+        buffer.put_i16(version);
+        buffer.put_i32(4242);
+        string(buffer, "legacy");
+    }
+    async fn send(broker: &Broker, frame: BytesMut) -> Bytes {
+        let response = handle_frame(broker, frame.freeze(), "/127.0.0.1")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut bytes = response.freeze();
+        assert_eq!(bytes.get_i32() as usize, bytes.len());
+        assert_eq!(bytes.get_i32(), 4242);
+        bytes
+    }
+    for version in [0i16, 1] {
+        let mut frame = BytesMut::new();
+        header(&mut frame, 8, version);
+        string(&mut frame, "legacy-group");
+        if version == 1 {
+            frame.put_i32(-1);
+            string(&mut frame, "");
+        }
+        frame.put_i32(1);
+        string(&mut frame, "t");
+        frame.put_i32(1);
+        frame.put_i32(0);
+        frame.put_i64(100 + i64::from(version));
+        if version == 1 {
+            frame.put_i64(-1);
+        }
+        string(&mut frame, "old");
+        let mut body = send(broker, frame).await;
+        let response = OffsetCommitResponse::decode(&mut body, 2).unwrap();
+        assert_eq!(response.topics[0].partitions[0].error_code, 0, "v{version}");
+    }
+    let mut frame = BytesMut::new();
+    header(&mut frame, 9, 0);
+    string(&mut frame, "legacy-group");
+    frame.put_i32(1);
+    string(&mut frame, "t");
+    frame.put_i32(1);
+    frame.put_i32(0);
+    let mut body = send(broker, frame).await;
+    let response = OffsetFetchResponse::decode(&mut body, 1).unwrap();
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(
+        (partition.committed_offset, partition.metadata.as_deref()),
+        (101, Some("old"))
+    );
 }
 
 /// Joins `group` as a new consumer at `version` and returns (member id, generation).
@@ -296,7 +357,8 @@ async fn group_offset_versions(broker: &Broker) {
             );
         }
     }
-    for version in versions(ApiKey::OffsetCommit) {
+    // v0-1 (hand-decoded, see api/legacy_offsets.rs) are covered by legacy_offset_versions.
+    for version in versions(ApiKey::OffsetCommit).filter(|v| *v >= 2) {
         let partition = |index, offset| {
             OffsetCommitRequestPartition::default()
                 .with_partition_index(index)
@@ -319,7 +381,7 @@ async fn group_offset_versions(broker: &Broker) {
             .collect();
         assert_eq!(codes, [0, 3], "v{version}");
     }
-    for version in versions(ApiKey::OffsetFetch) {
+    for version in versions(ApiKey::OffsetFetch).filter(|v| *v >= 1) {
         let (offset, metadata) = if version >= 8 {
             let group = OffsetFetchRequestGroup::default()
                 .with_group_id(GroupId(StrBytes::from_static_str("g")))

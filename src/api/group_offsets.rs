@@ -249,7 +249,11 @@ pub async fn offset_fetch(
             .iter()
             .map(|group| {
                 let wanted: Wanted = group.topics.as_ref().map(|topics| {
-                    flatten(topics.iter().map(|t| (&t.name, t.partition_indexes.as_slice())))
+                    flatten(
+                        topics
+                            .iter()
+                            .map(|t| (&t.name, t.partition_indexes.as_slice())),
+                    )
                 });
                 group_entry(broker, &group.group_id, wanted)
             })
@@ -257,7 +261,11 @@ pub async fn offset_fetch(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = request.topics.as_ref().map(|topics| {
-        flatten(topics.iter().map(|t| (&t.name, t.partition_indexes.as_slice())))
+        flatten(
+            topics
+                .iter()
+                .map(|t| (&t.name, t.partition_indexes.as_slice())),
+        )
     });
     let entry = group_entry(broker, &request.group_id, wanted);
     let topics = entry

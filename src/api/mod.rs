@@ -15,6 +15,7 @@ mod group_admin;
 mod group_offsets;
 mod groups;
 mod init_producer_id;
+mod legacy_offsets;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -30,6 +31,7 @@ use thiserror::Error;
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::replica::Partition;
+use legacy_offsets::{OFFSET_COMMIT_STRUCT_VERSION_MIN, OFFSET_FETCH_STRUCT_VERSION_MIN};
 
 /// One supported API and the version range we fully serve.
 #[derive(Clone, Copy, Debug)]
@@ -48,15 +50,15 @@ const fn spec(key: ApiKey, min_version: i16, max_version: i16) -> ApiSpec {
 }
 
 /// Everything this broker serves; ApiVersions is computed from this table. The ranges are
-/// the ones Apache Kafka 4.0 advertises (OffsetCommit v0-1 and OffsetFetch v0 were
-/// removed in 4.0 by KIP-896, and kafka-protocol 0.18 no longer decodes them).
+/// the ones Apache Kafka 4.0 advertises, plus OffsetCommit v0-1 and OffsetFetch v0, which
+/// 4.0 removed (KIP-896) but old clients still send (see `legacy_offsets`).
 pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::Produce, 3, 12),
     spec(ApiKey::Fetch, 4, 17),
     spec(ApiKey::ListOffsets, 1, 10),
     spec(ApiKey::Metadata, 0, 13),
-    spec(ApiKey::OffsetCommit, 2, 9),
-    spec(ApiKey::OffsetFetch, 1, 9),
+    spec(ApiKey::OffsetCommit, 0, 9),
+    spec(ApiKey::OffsetFetch, 0, 9),
     spec(ApiKey::FindCoordinator, 0, 6),
     spec(ApiKey::JoinGroup, 0, 9),
     spec(ApiKey::Heartbeat, 0, 4),
@@ -284,6 +286,29 @@ async fn dispatch(
         ApiKey::DeleteTopics => route!(broker, context, body, admin_topics::delete_topics),
         ApiKey::CreatePartitions => route!(broker, context, body, admin_topics::create_partitions),
         ApiKey::FindCoordinator => route!(broker, context, body, group_offsets::find_coordinator),
+        ApiKey::OffsetCommit if context.version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
+            let request = legacy_offsets::decode_offset_commit(body, context.version).ok_or(
+                ApiError::Decode {
+                    api_key: context.api_key,
+                    version: context.version,
+                    reason: "malformed OffsetCommit".into(),
+                },
+            )?;
+            let response = group_offsets::offset_commit(broker, context, request).await;
+            // v0 and v1 responses are byte-identical to v2's.
+            let version = OFFSET_COMMIT_STRUCT_VERSION_MIN;
+            let encoded =
+                encode_with_header(context.api_key, version, context.correlation_id, &response)?;
+            Ok(Some(encoded))
+        }
+        ApiKey::OffsetFetch if context.version < OFFSET_FETCH_STRUCT_VERSION_MIN => {
+            // v0 is byte-identical to v1 in both directions.
+            let as_v1 = RequestContext {
+                version: OFFSET_FETCH_STRUCT_VERSION_MIN,
+                ..context.clone()
+            };
+            route!(broker, &as_v1, body, group_offsets::offset_fetch)
+        }
         ApiKey::OffsetCommit => route!(broker, context, body, group_offsets::offset_commit),
         ApiKey::OffsetFetch => route!(broker, context, body, group_offsets::offset_fetch),
         ApiKey::JoinGroup => route!(broker, context, body, groups::join_group),
