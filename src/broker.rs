@@ -59,7 +59,6 @@ impl Broker {
             groups: GroupCoordinator::new(
                 CoordinatorConfig {
                     offsets_partitions: config.offsets_topic_partitions,
-                    offsets_replication_factor: config.offsets_topic_replication_factor,
                     offsets_retention_ms: config.offsets_retention_ms,
                 },
                 GroupConfig {

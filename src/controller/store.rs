@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::ControllerError;
 use super::commands::{self, MetadataCommand};
@@ -15,7 +15,6 @@ use super::image::MetadataImage;
 const LOG_FILE_NAME: &str = "metadata.jsonl";
 
 pub struct CommandLog {
-    path: PathBuf,
     file: File,
 }
 
@@ -34,7 +33,7 @@ impl CommandLog {
             file.set_len(valid_bytes)?;
             file.sync_all()?;
         }
-        Ok((CommandLog { path, file }, image))
+        Ok((CommandLog { file }, image))
     }
 
     pub fn append(&mut self, command: &MetadataCommand) -> Result<(), ControllerError> {
@@ -44,10 +43,6 @@ impl CommandLog {
         self.file.write_all(&line)?;
         self.file.sync_data()?;
         Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -41,8 +41,6 @@ const LOAD_CHUNK_BYTES: usize = 1 << 20;
 pub struct CoordinatorConfig {
     /// `offsets.topic.num.partitions`
     pub offsets_partitions: i32,
-    /// `offsets.topic.replication.factor`
-    pub offsets_replication_factor: i16,
     /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: i64,
 }
@@ -73,10 +71,6 @@ impl GroupCoordinator {
             offsets: Mutex::new(OffsetStore::default()),
             loaded: Mutex::new(HashSet::new()),
         }
-    }
-
-    pub fn config(&self) -> &CoordinatorConfig {
-        &self.config
     }
 
     pub fn partition_for(&self, group: &str) -> i32 {
@@ -382,7 +376,6 @@ mod tests {
     fn config() -> CoordinatorConfig {
         CoordinatorConfig {
             offsets_partitions: 1,
-            offsets_replication_factor: 1,
             offsets_retention_ms: 1000,
         }
     }

@@ -3,7 +3,7 @@
 //! `reconcile` is the one place partitions are opened and deleted: it compares the image
 //! with what is open (and, at start-up, with what is on disk) and makes them agree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -131,15 +131,6 @@ impl ReplicaManager {
             }
         }
         Ok(())
-    }
-
-    /// Per-topic partition counts hosted here (for logs and metrics).
-    pub fn hosted_counts(&self) -> BTreeMap<String, usize> {
-        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        topics
-            .iter()
-            .map(|(name, parts)| (name.clone(), parts.iter().flatten().count()))
-            .collect()
     }
 }
 

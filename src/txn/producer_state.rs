@@ -125,14 +125,6 @@ impl ProducerStateTable {
             max_timestamp: header.max_timestamp,
         });
     }
-
-    pub fn len(&self) -> usize {
-        self.producers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.producers.is_empty()
-    }
 }
 
 /// Sequences wrap from i32::MAX to 0, as in Kafka.
