@@ -17,12 +17,11 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 use kafkaesque::api::{APIS, handle_frame};
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
+use kafkaesque::log::batch::plain_record;
 
 fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_string()))
@@ -74,21 +73,8 @@ fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
 }
 
 fn batch() -> Bytes {
-    let records = [Record {
-        transactional: false,
-        control: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_000,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-        delete_horizon: false,
-    }];
+    let key = Some(Bytes::from_static(b"k"));
+    let records = [plain_record(0, 1_000, key, Some(Bytes::from_static(b"v")))];
     let mut buffer = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,

@@ -11,13 +11,14 @@ use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 
 use super::GroupConfig;
 use super::offsets::{OffsetStore, partition_for};
 use super::records::{self, GroupValue, OffsetValue, RecordKey};
 use super::registry::{GroupRegistry, from_record};
+use crate::log::batch::plain_record;
 use crate::replica::Partition;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -335,24 +336,7 @@ pub fn append_records(
     let records: Vec<Record> = entries
         .into_iter()
         .enumerate()
-        .map(|(index, (key, value))| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            // kafka-protocol starts a new batch whenever offset - sequence changes; keeping
-            // it constant gives one batch (produce takes exactly one) whose base sequence
-            // is -1, "no sequence", as a non-idempotent batch must have.
-            sequence: index as i32 - 1,
-            timestamp: now_ms,
-            key: Some(key),
-            value,
-            headers: Default::default(),
-            delete_horizon: false,
-        })
+        .map(|(index, (key, value))| plain_record(index as i64, now_ms, Some(key), value))
         .collect();
     let mut buffer = BytesMut::new();
     let options = RecordEncodeOptions {

@@ -9,7 +9,7 @@
 //! base offset and leader epoch can be rewritten without touching it.
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Record, RecordBatchDecoder, TimestampType};
 
 use crate::log::error::BatchError;
 
@@ -347,6 +347,35 @@ pub(crate) fn record_timestamps(
         },
     });
     Ok(timestamps.collect())
+}
+
+/// A record for a plain (non-idempotent, non-transactional) batch, for building batches
+/// with kafka-protocol's `RecordBatchEncoder`. `index` is the record's place in its batch.
+///
+/// The encoder starts a new batch whenever `offset - sequence` changes; keeping it constant
+/// yields one batch (produce takes exactly one) whose base sequence is -1, "no sequence",
+/// as a batch without a producer id must carry.
+pub fn plain_record(
+    index: i64,
+    timestamp_ms: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: index,
+        sequence: index as i32 - 1,
+        timestamp: timestamp_ms,
+        key,
+        value,
+        headers: Default::default(),
+    }
 }
 
 #[cfg(test)]

@@ -398,9 +398,9 @@ fn write_cleaned(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::batch::plain_record;
     use crate::log::config::LogConfig;
     use crate::log::test_support::validated;
-    use kafka_protocol::records::TimestampType;
 
     /// One record as read back: offset, key, value, timestamp, header count.
     type Read = (i64, Option<Bytes>, Option<Bytes>, i64, usize);
@@ -422,23 +422,16 @@ mod tests {
     }
 
     fn record(offset: i64, key: Option<String>, value: Option<String>, time_ms: i64) -> Record {
-        Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
+        let mut record = plain_record(
             offset,
-            sequence: offset as i32 - 1,
-            timestamp: time_ms,
-            key: key.map(Bytes::from),
-            value: value.map(Bytes::from),
-            headers: [("h".into(), Some(Bytes::from_static(b"x")))]
-                .into_iter()
-                .collect(),
-        }
+            time_ms,
+            key.map(Bytes::from),
+            value.map(Bytes::from),
+        );
+        record.headers = [("h".into(), Some(Bytes::from_static(b"x")))]
+            .into_iter()
+            .collect();
+        record
     }
 
     /// Append one batch of (key, value) records; values `None` are tombstones.

@@ -1,11 +1,9 @@
 //! Batch builders shared by the log tests.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
-use crate::log::batch::{BatchHeader, validate_batches};
+use crate::log::batch::{BatchHeader, plain_record, validate_batches};
 
 /// One v2 batch encoded by kafka-protocol, one record per timestamp, values of `value_bytes`.
 pub(crate) fn encode_batch_sized(
@@ -35,23 +33,8 @@ pub(crate) fn encode_batch(timestamps: &[i64], compression: Compression) -> Byte
 fn record(offset: i64, timestamp: i64, value_bytes: usize) -> Record {
     let mut value = format!("value-{offset}-").into_bytes();
     value.resize(value_bytes.max(value.len()), b'v');
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        // The encoder keeps records in one batch while offset - sequence stays constant;
-        // this gives the non-idempotent base sequence of -1.
-        sequence: offset as i32 - 1,
-        timestamp,
-        key: Some(Bytes::from(format!("key-{offset}"))),
-        value: Some(Bytes::from(value)),
-        headers: Default::default(),
-    }
+    let key = Bytes::from(format!("key-{offset}"));
+    plain_record(offset, timestamp, Some(key), Some(Bytes::from(value)))
 }
 
 /// A one-record batch written byte by byte, independent of the encoder under test.
