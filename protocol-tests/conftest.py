@@ -11,7 +11,6 @@ of every broker it used is attached to the report.
 """
 
 import atexit
-import ctypes
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ import time
 import uuid
 
 import pytest
+from clients import die_with_parent
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BIN = os.path.join(REPO_ROOT, "target", "release", "kafkaesque")
@@ -59,16 +59,6 @@ def port_accepts(port, timeout_s=0.5):
             return True
     except OSError:
         return False
-
-
-def _die_with_parent():
-    """preexec_fn: the broker gets SIGKILL if the pytest process dies first."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class Broker:
@@ -122,7 +112,7 @@ class Broker:
             env = dict(os.environ, NO_COLOR="1")  # plain log lines in the stderr file
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                cwd=self.data_dir, env=env, preexec_fn=_die_with_parent)
+                cwd=self.data_dir, env=env, preexec_fn=die_with_parent)
         log.info("%s: started pid %d on port %d", self.name, self.process.pid, self.port)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

@@ -35,7 +35,8 @@ impl TopicPartition {
     pub fn from_dir_name(name: &str) -> Option<TopicPartition> {
         let (topic, partition) = name.rsplit_once('-')?;
         let partition: i32 = partition.parse().ok()?;
-        if topic.is_empty() || partition < 0 || name.contains('.') && name.ends_with("-delete") {
+        // Kafka's `<tp>.<uuid>-delete` directories end in a non-number, so they fail above.
+        if topic.is_empty() || partition < 0 {
             return None;
         }
         Some(TopicPartition::new(topic, partition))
@@ -93,5 +94,6 @@ mod tests {
         assert_eq!(TopicPartition::from_dir_name("my-topic.v1-12"), Some(tp));
         assert_eq!(TopicPartition::from_dir_name("nopartition"), None);
         assert_eq!(TopicPartition::from_dir_name("-3"), None);
+        assert_eq!(TopicPartition::from_dir_name("t-0.abc-delete"), None);
     }
 }

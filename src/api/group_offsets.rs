@@ -132,13 +132,14 @@ pub async fn offset_commit(
     let group = request.group_id.0.to_string();
     let image = broker.image();
     let now = now_ms();
-    let group_error = if group.is_empty() {
-        Some(ResponseError::InvalidGroupId)
+    let log = if group.is_empty() {
+        Err(ResponseError::InvalidGroupId)
     } else {
-        coordinator_partition(broker, &group)
-            .err()
-            .map(|e| coordinator_error(&e))
-            .or_else(|| membership_error(broker, &group, &request))
+        coordinator_partition(broker, &group).map_err(|e| coordinator_error(&e))
+    };
+    let group_error = match &log {
+        Err(error) => Some(*error),
+        Ok(_) => membership_error(broker, &group, &request),
     };
     // Per partition: a topic-partition that does not exist is refused on its own.
     let mut commits = Vec::new();
@@ -172,8 +173,9 @@ pub async fn offset_commit(
             slots.push(slot);
         }
     }
-    let results = match (commits.is_empty(), coordinator_partition(broker, &group)) {
-        (false, Ok(log)) => broker.groups.commit_offsets(&log, &group, commits, now),
+    // Commits are only collected when the group resolved to a partition (`log` is Ok).
+    let results = match &log {
+        Ok(log) if !commits.is_empty() => broker.groups.commit_offsets(log, &group, commits, now),
         _ => Vec::new(),
     };
     let mut slots = slots.into_iter();
