@@ -159,19 +159,31 @@ pub fn parse_frame(frame: Bytes, client_host: &str) -> Result<ParsedFrame, ApiEr
 
 /// Parses and decodes a frame without handling it: the request-decoding fuzz target.
 pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
-    match parse_frame(frame, "")? {
-        ParsedFrame::UnsupportedApiVersions { .. } => Ok(()),
-        ParsedFrame::Request(context, mut body) => kafka_protocol::messages::RequestKind::decode(
-            context.api_key,
-            &mut body,
-            context.version,
-        )
-        .map(drop)
-        .map_err(|error| ApiError::Decode {
-            api_key: context.api_key,
-            version: context.version,
-            reason: error.to_string(),
-        }),
+    let (context, mut body) = match parse_frame(frame, "")? {
+        ParsedFrame::UnsupportedApiVersions { .. } => return Ok(()),
+        ParsedFrame::Request(context, body) => (context, body),
+    };
+    let malformed = |reason: String| ApiError::Decode {
+        api_key: context.api_key,
+        version: context.version,
+        reason,
+    };
+    // The same version mapping `dispatch` uses for the hand-decoded legacy versions.
+    match (context.api_key, context.version) {
+        (ApiKey::OffsetCommit, version) if version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
+            legacy_offsets::decode_offset_commit(body, version)
+                .map(drop)
+                .ok_or_else(|| malformed("malformed OffsetCommit".into()))
+        }
+        (api_key, version) => {
+            let version = match api_key {
+                ApiKey::OffsetFetch => version.max(OFFSET_FETCH_STRUCT_VERSION_MIN),
+                _ => version,
+            };
+            kafka_protocol::messages::RequestKind::decode(api_key, &mut body, version)
+                .map(drop)
+                .map_err(|error| malformed(error.to_string()))
+        }
     }
 }
 
