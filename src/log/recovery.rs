@@ -6,7 +6,10 @@
 //!   clean) are removed, and so are index files without their `.log`.
 //! - Sealed segments were fsynced when they rolled, so their index files are trusted once
 //!   they pass sanity checks and agree with the batch headers after the last index entry.
-//!   A missing or inconsistent index is rebuilt by a full scan of that segment.
+//!   A missing or inconsistent index is rebuilt by a full scan of that segment. If that
+//!   scan finds an invalid batch, the log ends there, as in Kafka's LogLoader: the segment
+//!   is cut before the batch and every later segment is deleted (logged with the offset
+//!   and the segments removed), so the log never has a hole that consumers skip.
 //! - The active (last) segment is always scanned batch by batch with CRC checks. The scan
 //!   stops at the first incomplete batch, bad CRC or offset going backwards; the file is cut
 //!   there (a torn write from `kill -9` mid-produce) and its indexes are rebuilt. A record is
@@ -56,23 +59,46 @@ pub(crate) fn load_segments(
     fs::create_dir_all(dir)?;
     complete_swaps(dir)?;
     let bases = list_segment_bases(dir)?;
-    let Some((&active_base, sealed_bases)) = bases.split_last() else {
+    let Some(&active_base) = bases.last() else {
         let segment = Segment::create(dir, 0, now_ms)?;
         sync_directory(dir)?;
         return Ok(vec![segment]);
     };
-    let mut segments = Vec::with_capacity(bases.len());
-    for &base_offset in sealed_bases {
-        segments.push(open_sealed(dir, base_offset, index_interval_bytes, now_ms)?);
+    let (mut segments, cut) = open_sealed_segments(dir, &bases, index_interval_bytes, now_ms)?;
+    if !cut {
+        segments.push(recover_segment(
+            dir,
+            active_base,
+            index_interval_bytes,
+            now_ms,
+        )?);
     }
-    segments.push(recover_segment(
-        dir,
-        active_base,
-        index_interval_bytes,
-        now_ms,
-    )?);
     check_segments_ordered(&segments)?;
     Ok(segments)
+}
+
+/// Opens every segment of `bases` but the last (the active one). Returns the segments and
+/// whether one of them was cut at an invalid batch: then it ends the log, the segments
+/// after it are gone, and the caller must not open the active segment.
+fn open_sealed_segments(
+    dir: &Path,
+    bases: &[i64],
+    index_interval_bytes: u32,
+    now_ms: i64,
+) -> Result<(Vec<Segment>, bool), LogError> {
+    let sealed_count = bases.len().saturating_sub(1);
+    let mut segments = Vec::with_capacity(bases.len());
+    for (position, &base_offset) in bases[..sealed_count].iter().enumerate() {
+        let later_bases = &bases[position + 1..];
+        match open_sealed(dir, base_offset, later_bases, index_interval_bytes, now_ms)? {
+            Sealed::Intact(segment) => segments.push(segment),
+            Sealed::Cut(segment) => {
+                segments.push(segment);
+                return Ok((segments, true));
+            }
+        }
+    }
+    Ok((segments, false))
 }
 
 /// Finish the cleans that reached their `.swap` step: each `<base>.log.swap` becomes
@@ -167,24 +193,74 @@ fn remove_leftover(path: &Path, why: &str) -> io::Result<()> {
     fs::remove_file(path)
 }
 
+/// A sealed segment as recovery left it.
+enum Sealed {
+    /// Whole: every batch checked out (or its indexes were trusted).
+    Intact(Segment),
+    /// Cut at an invalid batch; it is now the last segment of the log.
+    Cut(Segment),
+}
+
 /// Open a sealed segment from its indexes, or rebuild them when they cannot be trusted.
+/// A rebuild that finds an invalid batch ends the log there, as Kafka's LogLoader does:
+/// the segments after it (`later_bases`) are deleted, because keeping them would leave a
+/// hole of offsets that consumers silently skip.
 fn open_sealed(
     dir: &Path,
     base_offset: i64,
+    later_bases: &[i64],
     index_interval_bytes: u32,
     now_ms: i64,
-) -> Result<Segment, LogError> {
+) -> Result<Sealed, LogError> {
     let why = match Segment::open(dir, base_offset, now_ms) {
-        Ok(segment) => return Ok(segment),
+        Ok(segment) => return Ok(Sealed::Intact(segment)),
         Err(LogError::Corrupt(why)) => why,
         Err(LogError::Io(error)) if error.kind() == io::ErrorKind::NotFound => error.to_string(),
         Err(error) => return Err(error),
     };
     warn!(dir = %dir.display(), base_offset, why, "rebuilding segment indexes");
-    let segment = recover_segment(dir, base_offset, index_interval_bytes, now_ms)?;
+    let scanned = scan_log(dir, base_offset, index_interval_bytes)?;
+    let cut = scanned.scan.stop.is_some();
+    if cut {
+        // Before the cut itself: should we crash in between, the invalid batch is still
+        // there for the next start to find, and it removes what is left.
+        remove_later_segments(dir, scanned.scan.state.next_offset(), later_bases)?;
+    }
+    let segment = install_scanned(dir, base_offset, scanned, now_ms)?;
     // Durable now, so the next open can trust the rebuilt indexes.
     segment.flush()?;
-    Ok(segment)
+    Ok(if cut {
+        Sealed::Cut(segment)
+    } else {
+        Sealed::Intact(segment)
+    })
+}
+
+/// Deletes the segments at `later_bases` (log and index files), which lie after the
+/// offset `log_end_offset` where the log is being cut.
+fn remove_later_segments(
+    dir: &Path,
+    log_end_offset: i64,
+    later_bases: &[i64],
+) -> Result<(), LogError> {
+    let mut removed_bytes = 0;
+    for &base_offset in later_bases {
+        let log_path = segment_file(dir, base_offset, LOG_EXTENSION);
+        removed_bytes += fs::metadata(&log_path).map_or(0, |metadata| metadata.len());
+        remove_if_present(&log_path)?;
+        remove_if_present(&segment_file(dir, base_offset, INDEX_EXTENSION))?;
+        remove_if_present(&segment_file(dir, base_offset, TIME_INDEX_EXTENSION))?;
+    }
+    sync_directory(dir)?;
+    warn!(
+        dir = %dir.display(),
+        log_end_offset,
+        removed_segments = ?later_bases,
+        removed_bytes,
+        "removed every segment after an invalid batch in a closed segment: the log now ends \
+         at that batch, and the offsets from log_end_offset on are gone"
+    );
+    Ok(())
 }
 
 /// Scan a segment's log from the start, cut it after the last valid batch, and rebuild
@@ -195,17 +271,48 @@ pub(crate) fn recover_segment(
     index_interval_bytes: u32,
     now_ms: i64,
 ) -> Result<Segment, LogError> {
+    let scanned = scan_log(dir, base_offset, index_interval_bytes)?;
+    install_scanned(dir, base_offset, scanned, now_ms)
+}
+
+/// A segment's log file checked batch by batch, nothing changed yet.
+struct ScannedLog {
+    scan: Scan,
+    file_bytes: u64,
+}
+
+fn scan_log(
+    dir: &Path,
+    base_offset: i64,
+    index_interval_bytes: u32,
+) -> Result<ScannedLog, LogError> {
+    let log = File::open(segment_file(dir, base_offset, LOG_EXTENSION))?;
+    let file_bytes = log.metadata()?.len();
+    let scan = scan_segment(&log, base_offset, file_bytes, index_interval_bytes)?;
+    Ok(ScannedLog { scan, file_bytes })
+}
+
+/// Cut the segment's log file before its first invalid batch (if the scan found one) and
+/// write the indexes rebuilt by the scan.
+fn install_scanned(
+    dir: &Path,
+    base_offset: i64,
+    scanned: ScannedLog,
+    now_ms: i64,
+) -> Result<Segment, LogError> {
     let mut segment = Segment::open_unindexed(dir, base_offset, now_ms)?;
-    let file_bytes = segment.log_file().metadata()?.len();
-    let scan = scan_segment(&segment, file_bytes, index_interval_bytes)?;
+    let ScannedLog { scan, file_bytes } = scanned;
     let valid_bytes = scan.state.size_bytes();
     if let Some(reason) = &scan.stop {
+        // Everything from the first invalid batch on goes, valid-looking bytes after it
+        // included: without a trusted length there is no telling where they start.
         warn!(
             segment = %segment.log_path().display(),
+            offset = scan.state.next_offset(),
+            position = valid_bytes,
             truncated_bytes = file_bytes - valid_bytes,
-            valid_bytes,
             reason = reason.as_str(),
-            "truncating invalid bytes at the end of a log segment"
+            "truncating a log segment at its first invalid batch"
         );
     }
     segment.install_scan(scan.state, scan.pending)?;
@@ -221,20 +328,21 @@ struct Scan {
 }
 
 fn scan_segment(
-    segment: &Segment,
+    log: &File,
+    base_offset: i64,
     file_bytes: u64,
     index_interval_bytes: u32,
 ) -> Result<Scan, LogError> {
-    let mut state = SegmentState::empty(segment.base_offset());
+    let mut state = SegmentState::empty(base_offset);
     let mut pending = PendingEntries::default();
     let mut buffer = vec![0; CRC_CHUNK_BYTES];
     loop {
         let slot = Slot {
             file_bytes,
-            base_offset: segment.base_offset(),
+            base_offset,
             state: &state,
         };
-        match check_batch(segment.log_file(), &slot, &mut buffer)? {
+        match check_batch(log, &slot, &mut buffer)? {
             Check::Valid(header) => state.advance(&header, index_interval_bytes, &mut pending),
             Check::End => {
                 return Ok(Scan {
@@ -585,35 +693,95 @@ mod tests {
         model.assert_intact();
     }
 
+    /// Batches of `model` in the segment starting at `bases[index]`, by position.
+    fn batches_in_segment(model: &LogModel, bases: &[i64], index: usize) -> Vec<usize> {
+        let end = bases.get(index + 1).copied().unwrap_or(i64::MAX);
+        (0..model.batches.len())
+            .filter(|&batch| {
+                let base = model.batches[batch].0.base_offset;
+                base >= bases[index] && base < end
+            })
+            .collect()
+    }
+
+    /// After a cut at `cut_offset` inside the segment at `bases[kept - 1]`: the log ends
+    /// there, only the first `kept` segments remain (files included), everything before
+    /// the cut reads back, and appends continue at the cut offset across a restart.
+    fn assert_log_ends_at(model: &mut LogModel, bases: &[i64], kept: usize, cut_offset: i64) {
+        assert_eq!(model.log.log_end_offset(), cut_offset);
+        assert_eq!(model.log_segment_bases(), bases[..kept].to_vec());
+        for &gone in &bases[kept..] {
+            for extension in [LOG_EXTENSION, INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+                let path = segment_file(model.log.dir(), gone, extension);
+                assert!(!path.exists(), "{} survived the cut", path.display());
+            }
+        }
+        model
+            .batches
+            .retain(|(header, _)| header.base_offset < cut_offset);
+        model.assert_intact();
+        let past_end = model.log.read(cut_offset + 1, usize::MAX, i64::MAX, true);
+        assert!(
+            matches!(past_end, Err(LogError::OffsetOutOfRange { .. })),
+            "{past_end:?}"
+        );
+        model.append_records(2, 9_000, 40);
+        assert_eq!(model.batches.last().unwrap().0.base_offset, cut_offset);
+        model.crash_and_reopen();
+        model.assert_intact();
+    }
+
     #[test]
-    fn a_damaged_sealed_segment_is_cut_and_reads_skip_the_gap() {
+    fn a_torn_sealed_segment_ends_the_log_and_later_segments_go() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(dir.path());
         let bases = model.log_segment_bases();
         let path = segment_file(dir.path(), bases[1], LOG_EXTENSION);
-        let in_segment: Vec<usize> = (0..model.batches.len())
-            .filter(|&index| {
-                let base = model.batches[index].0.base_offset;
-                base >= bases[1] && base < bases[2]
-            })
-            .collect();
-        let dropped = *in_segment.last().unwrap();
+        let torn = *batches_in_segment(&model, &bases, 1).last().unwrap();
         set_file_length(&path, file_length(&path) - 10);
         model.crash_and_reopen();
-        let gap_offset = model.batches[dropped].0.base_offset;
-        model.batches.remove(dropped);
-        model.assert_intact();
-        let read = model
-            .log
-            .read(gap_offset, usize::MAX, i64::MAX, true)
-            .unwrap();
-        let next = model.batches[dropped].0.base_offset;
-        assert_eq!(
-            crate::log::BatchHeader::parse(&read.records)
-                .unwrap()
-                .base_offset,
-            next
-        );
+        let cut_offset = model.batches[torn].0.base_offset;
+        assert_log_ends_at(&mut model, &bases, 2, cut_offset);
+    }
+
+    #[test]
+    fn a_bad_crc_mid_sealed_segment_ends_the_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let bases = model.log_segment_bases();
+        let in_segment = batches_in_segment(&model, &bases, 1);
+        assert!(in_segment.len() >= 3, "{in_segment:?}");
+        let damaged = in_segment[1];
+        // A flipped payload byte of the second batch, with the index gone (as if the crash
+        // came before it was flushed), so opening must scan the segment.
+        let position: usize = in_segment[..1]
+            .iter()
+            .map(|&batch| model.batches[batch].1.len())
+            .sum();
+        let path = segment_file(dir.path(), bases[1], LOG_EXTENSION);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[position + model.batches[damaged].1.len() - 3] ^= 0x5a;
+        fs::write(&path, &bytes).unwrap();
+        fs::remove_file(segment_file(dir.path(), bases[1], INDEX_EXTENSION)).unwrap();
+        model.crash_and_reopen();
+        let cut_offset = model.batches[damaged].0.base_offset;
+        assert_eq!(file_length(&path), position as u64);
+        assert_log_ends_at(&mut model, &bases, 2, cut_offset);
+    }
+
+    #[test]
+    fn a_damaged_first_batch_leaves_an_empty_log_from_the_segment_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let bases = model.log_segment_bases();
+        let path = segment_file(dir.path(), bases[1], LOG_EXTENSION);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[BATCH_HEADER_BYTES + 2] ^= 0x5a;
+        fs::write(&path, &bytes).unwrap();
+        fs::remove_file(segment_file(dir.path(), bases[1], INDEX_EXTENSION)).unwrap();
+        model.crash_and_reopen();
+        assert_eq!(file_length(&path), 0);
+        assert_log_ends_at(&mut model, &bases, 2, bases[1]);
     }
 
     #[test]

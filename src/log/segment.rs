@@ -233,10 +233,6 @@ impl Segment {
         &self.log_path
     }
 
-    pub(crate) fn log_file(&self) -> &File {
-        &self.log
-    }
-
     pub(crate) fn size_bytes(&self) -> u64 {
         self.state.size_bytes
     }
