@@ -16,8 +16,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use kafka_protocol::error::ResponseError;
+
 use super::RequestContext;
-use super::errors::controller_error;
+use super::errors::{controller_error, replica_error};
 use crate::broker::Broker;
 use crate::controller::topic_admin::NewTopic;
 use crate::controller::{ControllerError, MetadataCommand};
@@ -55,6 +57,12 @@ pub async fn create_topics(
                 .create_topic(&new_topic(topic), request.validate_only)
                 .await
         };
+        let result = result
+            .map_err(|error| (controller_error(&error), error.to_string()))
+            .and_then(|command| {
+                check_opened(broker, topic.name.0.as_str(), request.validate_only)?;
+                Ok(command)
+            });
         results.push(create_result(broker, topic, result));
     }
     CreateTopicsResponse::default().with_topics(results)
@@ -83,10 +91,27 @@ fn new_topic(topic: &CreatableTopic) -> NewTopic {
     }
 }
 
+/// After a topic change was applied and reconciled: an error if partitions of `topic`
+/// assigned here did not open, so the client does not take a topic that cannot store
+/// anything for ready (KAFKA_STORAGE_ERROR, naming the partitions and the cause).
+fn check_opened(
+    broker: &Broker,
+    topic: &str,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    if validate_only {
+        return Ok(());
+    }
+    broker
+        .replicas
+        .check_opened(topic)
+        .map_err(|error| (replica_error(&error), error.to_string()))
+}
+
 fn create_result(
     broker: &Broker,
     topic: &CreatableTopic,
-    result: Result<MetadataCommand, ControllerError>,
+    result: Result<MetadataCommand, (ResponseError, String)>,
 ) -> CreatableTopicResult {
     let base = CreatableTopicResult::default().with_name(topic.name.clone());
     let (id, assignments, configs) = match result {
@@ -97,11 +122,15 @@ fn create_result(
             ..
         }) => (id, assignments, configs),
         Ok(other) => unreachable!("create planned {other:?}"),
-        Err(error) => {
-            tracing::info!(topic = topic.name.0.as_str(), %error, "create topic refused");
+        Err((code, message)) => {
+            tracing::info!(
+                topic = topic.name.0.as_str(),
+                error = message,
+                "create topic refused"
+            );
             return base
-                .with_error_code(controller_error(&error).code())
-                .with_error_message(text(error.to_string()))
+                .with_error_code(code.code())
+                .with_error_message(text(message))
                 .with_num_partitions(-1)
                 .with_replication_factor(-1)
                 .with_configs(None);
@@ -213,12 +242,15 @@ pub async fn create_partitions(
                 )
                 .await
         };
+        let result = result
+            .map_err(|error| (controller_error(&error), error.to_string()))
+            .and_then(|()| check_opened(broker, name, request.validate_only));
         let entry = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         results.push(match result {
             Ok(()) => entry,
-            Err(error) => entry
-                .with_error_code(controller_error(&error).code())
-                .with_error_message(text(error.to_string())),
+            Err((code, message)) => entry
+                .with_error_code(code.code())
+                .with_error_message(text(message)),
         });
     }
     CreatePartitionsResponse::default().with_results(results)

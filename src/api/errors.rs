@@ -39,7 +39,7 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         ReplicaError::TransactionsUnsupported => ResponseError::InvalidTxnState,
-        ReplicaError::Io(_) => ResponseError::KafkaStorageError,
+        ReplicaError::Io(_) | ReplicaError::Offline { .. } => ResponseError::KafkaStorageError,
     }
 }
 

@@ -69,6 +69,7 @@ pub async fn handle(
             }
         }
     }
+    mark_offline_replicas(broker, &mut topics);
     let image = broker.image();
     MetadataResponse::default()
         .with_brokers(brokers(&image))
@@ -83,6 +84,28 @@ pub async fn handle(
                 OPERATIONS_OMITTED
             },
         )
+}
+
+/// Lists this broker among the offline replicas (Metadata v5+) of partitions assigned here
+/// whose log would not open, as Kafka does for a partition in a failed log directory.
+fn mark_offline_replicas(broker: &Broker, topics: &mut [MetadataResponseTopic]) {
+    if !broker.replicas.has_open_failures() {
+        return;
+    }
+    let node_id = BrokerId(broker.config.node_id);
+    for topic in topics {
+        let Some(name) = &topic.name else { continue };
+        for partition in &mut topic.partitions {
+            let index = partition.partition_index;
+            if broker
+                .replicas
+                .open_failure(name.0.as_str(), index)
+                .is_some()
+            {
+                partition.offline_replicas.push(node_id);
+            }
+        }
+    }
 }
 
 fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {

@@ -263,10 +263,15 @@ fn leader_partition(
     if assigned.leader != broker.config.node_id {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    broker
-        .replicas
-        .get(topic, index)
-        .ok_or(ResponseError::NotLeaderOrFollower)
+    match broker.replicas.get(topic, index) {
+        Some(partition) => Ok(partition),
+        // Assigned here but its log would not open: a storage fault, as Kafka reports a
+        // partition in a failed log directory.
+        None if broker.replicas.open_failure(topic, index).is_some() => {
+            Err(ResponseError::KafkaStorageError)
+        }
+        None => Err(ResponseError::NotLeaderOrFollower),
+    }
 }
 
 macro_rules! route {

@@ -38,4 +38,66 @@ pub enum ReplicaError {
     TransactionsUnsupported,
     #[error("partition metadata I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Partitions assigned here whose logs could not be opened (disk full, descriptor
+    /// limit, unreadable directory). Kafka answers KAFKA_STORAGE_ERROR.
+    #[error(
+        "{} partitions of topic {topic} could not be opened on this broker ({}): {cause}",
+        .partitions.len(),
+        partition_ranges(.partitions)
+    )]
+    Offline {
+        topic: String,
+        partitions: Vec<i32>,
+        cause: String,
+    },
+}
+
+/// Ascending partition indexes as runs, "0-2, 5, 7-9": thousands of failed partitions
+/// still make a short error message.
+fn partition_ranges(partitions: &[i32]) -> String {
+    let mut runs: Vec<(i32, i32)> = Vec::new();
+    for &partition in partitions {
+        match runs.last_mut() {
+            Some((_, last)) if partition == *last + 1 => *last = partition,
+            _ => runs.push((partition, partition)),
+        }
+    }
+    let text: Vec<String> = runs
+        .iter()
+        .map(|&(first, last)| match last - first {
+            0 => first.to_string(),
+            1 => format!("{first}, {last}"),
+            _ => format!("{first}-{last}"),
+        })
+        .collect();
+    text.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_ranges_join_consecutive_indexes() {
+        assert_eq!(partition_ranges(&[]), "");
+        assert_eq!(partition_ranges(&[4]), "4");
+        assert_eq!(partition_ranges(&[0, 1]), "0, 1");
+        assert_eq!(partition_ranges(&[0, 1, 2, 5, 7, 8, 9]), "0-2, 5, 7-9");
+        let many: Vec<i32> = (38..4000).collect();
+        assert_eq!(partition_ranges(&many), "38-3999");
+    }
+
+    #[test]
+    fn an_offline_error_names_count_partitions_and_cause() {
+        let error = ReplicaError::Offline {
+            topic: "orders".into(),
+            partitions: vec![0, 1, 2, 9],
+            cause: "No space left on device (os error 28)".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "4 partitions of topic orders could not be opened on this broker (0-2, 9): \
+             No space left on device (os error 28)"
+        );
+    }
 }

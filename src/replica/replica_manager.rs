@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use uuid::Uuid;
 
 use super::partition::read_partition_metadata;
 use super::{Partition, ReplicaError};
@@ -21,6 +23,27 @@ pub struct ReplicaManager {
     /// Topic name -> partitions by index (`None` where another broker hosts it). Keyed by
     /// name so the produce/fetch hot path looks up with a `&str`, no allocation.
     topics: RwLock<HashMap<String, Vec<Option<Arc<Partition>>>>>,
+    /// Partitions assigned here that could not be opened, with why. Remembered so that a
+    /// fault is logged once when it starts and once when it clears (not on every
+    /// reconcile), and so that requests for them answer KAFKA_STORAGE_ERROR.
+    open_failures: Mutex<HashMap<TopicPartition, OpenFailure>>,
+}
+
+/// Why a partition assigned to this broker is not open.
+#[derive(Clone, Debug)]
+struct OpenFailure {
+    topic_id: Uuid,
+    error: String,
+}
+
+/// Partitions in at most this many are named in one log line; the rest are counted.
+const LOGGED_PARTITIONS_MAX: usize = 10;
+
+/// What one reconcile changed about open failures, logged once at its end.
+#[derive(Default)]
+struct OpenReport {
+    started: Vec<(TopicPartition, String)>,
+    cleared: Vec<TopicPartition>,
 }
 
 impl ReplicaManager {
@@ -29,7 +52,41 @@ impl ReplicaManager {
             node_id: config.node_id,
             config,
             topics: RwLock::new(HashMap::new()),
+            open_failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// True if some partition assigned here is not open (a cheap check before lookups).
+    pub fn has_open_failures(&self) -> bool {
+        let failures = self.open_failures.lock().unwrap_or_else(|p| p.into_inner());
+        !failures.is_empty()
+    }
+
+    /// Why `topic`/`partition` is assigned here but not open, if it is.
+    pub fn open_failure(&self, topic: &str, partition: i32) -> Option<String> {
+        let failures = self.open_failures.lock().unwrap_or_else(|p| p.into_inner());
+        let tp = TopicPartition::new(topic, partition);
+        failures.get(&tp).map(|failure| failure.error.clone())
+    }
+
+    /// Fails with [`ReplicaError::Offline`] when partitions of `topic` assigned here could
+    /// not be opened (CreateTopics and CreatePartitions report it instead of success).
+    pub fn check_opened(&self, topic: &str) -> Result<(), ReplicaError> {
+        let failures = self.open_failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed: Vec<(i32, &str)> = failures
+            .iter()
+            .filter(|(tp, _)| &*tp.topic == topic)
+            .map(|(tp, failure)| (tp.partition, failure.error.as_str()))
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        failed.sort_unstable();
+        Err(ReplicaError::Offline {
+            topic: topic.to_string(),
+            partitions: failed.iter().map(|(partition, _)| *partition).collect(),
+            cause: failed[0].1.to_string(),
+        })
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -50,6 +107,11 @@ impl ReplicaManager {
     /// Opens partitions the image assigns here, deletes those it no longer has, and
     /// applies changed topic configs. Errors on one partition do not stop the others.
     pub fn reconcile(&self, image: &MetadataImage) {
+        self.reconcile_reporting(image);
+    }
+
+    /// `reconcile`, returning what changed about partitions that failed to open.
+    fn reconcile_reporting(&self, image: &MetadataImage) -> OpenReport {
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<String> = topics
             .keys()
@@ -63,14 +125,32 @@ impl ReplicaManager {
                 }
             }
         }
+        let mut failures = self.open_failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.retain(|tp, failure| self.still_assigned(image, tp, &failure.topic_id));
+        let mut report = OpenReport::default();
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
-            self.reconcile_topic(topic, hosted);
+            self.reconcile_topic(topic, hosted, &mut failures, &mut report);
         }
         topics.retain(|_, partitions| !partitions.is_empty());
+        report.log();
+        report
     }
 
-    fn reconcile_topic(&self, topic: &TopicImage, hosted: &mut Vec<Option<Arc<Partition>>>) {
+    /// True if the image still assigns `tp` of the topic `topic_id` to this broker.
+    fn still_assigned(&self, image: &MetadataImage, tp: &TopicPartition, topic_id: &Uuid) -> bool {
+        let same_topic = image.topic(&tp.topic).is_some_and(|t| t.id == *topic_id);
+        let partition = image.partition(&tp.topic, tp.partition);
+        same_topic && partition.is_some_and(|p| p.replicas.contains(&self.node_id))
+    }
+
+    fn reconcile_topic(
+        &self,
+        topic: &TopicImage,
+        hosted: &mut Vec<Option<Arc<Partition>>>,
+        failures: &mut HashMap<TopicPartition, OpenFailure>,
+        report: &mut OpenReport,
+    ) {
         let log_config = topic_config::log_config(&self.config, &topic.configs);
         hosted.resize(topic.partitions.len().max(hosted.len()), None);
         for (index, image) in topic.partitions.iter().enumerate() {
@@ -93,10 +173,7 @@ impl ReplicaManager {
                 image.leader_epoch,
                 now_ms(),
             );
-            match opened {
-                Ok(partition) => hosted[index] = Some(Arc::new(partition)),
-                Err(error) => tracing::error!(%tp, %error, "cannot open partition"),
-            }
+            hosted[index] = report.record(failures, tp, topic.id, opened);
         }
         if hosted.iter().all(Option::is_none) {
             hosted.clear();
@@ -134,6 +211,75 @@ impl ReplicaManager {
     }
 }
 
+impl OpenReport {
+    /// Notes the outcome of opening `tp`: a failure is remembered (and reported if it is
+    /// new), a success clears a remembered failure. Returns the partition if it opened.
+    fn record(
+        &mut self,
+        failures: &mut HashMap<TopicPartition, OpenFailure>,
+        tp: TopicPartition,
+        topic_id: Uuid,
+        opened: Result<Partition, ReplicaError>,
+    ) -> Option<Arc<Partition>> {
+        match opened {
+            Ok(partition) => {
+                if failures.remove(&tp).is_some() {
+                    self.cleared.push(tp);
+                }
+                Some(Arc::new(partition))
+            }
+            Err(error) => {
+                let error = error.to_string();
+                let failure = OpenFailure {
+                    topic_id,
+                    error: error.clone(),
+                };
+                if failures.insert(tp.clone(), failure).is_none() {
+                    self.started.push((tp, error));
+                }
+                None
+            }
+        }
+    }
+
+    /// One ERROR line for the partitions whose fault started in this reconcile, one INFO
+    /// line for those that opened after failing: a full disk or an exhausted descriptor
+    /// table fails thousands of partitions at once, and retries must not repeat the news.
+    fn log(&self) {
+        if let [(tp, error)] = self.started.as_slice() {
+            tracing::error!(%tp, %error, "cannot open partition");
+        } else if let Some((tp, error)) = self.started.first() {
+            tracing::error!(
+                count = self.started.len(),
+                partitions = %listed(self.started.iter().map(|(tp, _)| tp)),
+                first = %tp,
+                "{} partitions could not be opened: first error {error}",
+                self.started.len()
+            );
+        }
+        if !self.cleared.is_empty() {
+            tracing::info!(
+                count = self.cleared.len(),
+                partitions = %listed(self.cleared.iter()),
+                "partitions opened after earlier failures"
+            );
+        }
+    }
+}
+
+/// Up to [`LOGGED_PARTITIONS_MAX`] partitions, comma separated, then how many more.
+fn listed<'a>(partitions: impl ExactSizeIterator<Item = &'a TopicPartition>) -> String {
+    let count = partitions.len();
+    let mut text: Vec<String> = partitions
+        .take(LOGGED_PARTITIONS_MAX)
+        .map(ToString::to_string)
+        .collect();
+    if count > LOGGED_PARTITIONS_MAX {
+        text.push(format!("and {} more", count - LOGGED_PARTITIONS_MAX));
+    }
+    text.join(", ")
+}
+
 /// True if the hosted partitions still belong to the topic in the image (same id).
 fn same_topic(topic: Option<&TopicImage>, hosted: &[Option<Arc<Partition>>]) -> bool {
     let Some(topic) = topic else { return false };
@@ -141,4 +287,115 @@ fn same_topic(topic: Option<&TopicImage>, hosted: &[Option<Arc<Partition>>]) -> 
         .iter()
         .flatten()
         .all(|partition| partition.topic_id == topic.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::controller::commands::{MetadataCommand, apply};
+
+    fn manager(dir: &Path) -> ReplicaManager {
+        let explicit = [("log.dirs", dir.display().to_string())]
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect();
+        ReplicaManager::new(Arc::new(BrokerConfig::from_map(explicit).unwrap()))
+    }
+
+    fn create(image: &mut MetadataImage, name: &str, partitions: usize) {
+        let command = MetadataCommand::CreateTopic {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            assignments: vec![vec![1]; partitions],
+            configs: BTreeMap::new(),
+        };
+        apply(image, &command).unwrap();
+    }
+
+    fn started(report: &OpenReport) -> Vec<String> {
+        report
+            .started
+            .iter()
+            .map(|(tp, _)| tp.to_string())
+            .collect()
+    }
+
+    fn cleared(report: &OpenReport) -> Vec<String> {
+        report.cleared.iter().map(ToString::to_string).collect()
+    }
+
+    /// A regular file where a partition's directory belongs: opening it fails.
+    fn block(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, b"not a directory").unwrap();
+        path
+    }
+
+    #[test]
+    fn an_open_failure_is_reported_once_retried_and_cleared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let mut image = MetadataImage::default();
+        create(&mut image, "t", 3);
+        let blocked = block(dir.path(), "t-1");
+
+        let report = replicas.reconcile_reporting(&image);
+        assert_eq!(
+            (started(&report), cleared(&report)),
+            (vec!["t-1".into()], vec![])
+        );
+        assert!(replicas.get("t", 0).is_some() && replicas.get("t", 2).is_some());
+        assert!(replicas.get("t", 1).is_none());
+        assert!(replicas.open_failure("t", 1).is_some());
+        assert!(replicas.open_failure("t", 0).is_none());
+        let Err(ReplicaError::Offline { partitions, .. }) = replicas.check_opened("t") else {
+            panic!("topic t reported as opened");
+        };
+        assert_eq!(partitions, vec![1]);
+
+        // Later topic changes retry the partition without reporting it again.
+        create(&mut image, "u", 1);
+        let report = replicas.reconcile_reporting(&image);
+        assert_eq!((started(&report), cleared(&report)), (vec![], vec![]));
+        assert!(replicas.open_failure("t", 1).is_some());
+
+        std::fs::remove_file(blocked).unwrap();
+        let report = replicas.reconcile_reporting(&image);
+        assert_eq!(
+            (started(&report), cleared(&report)),
+            (vec![], vec!["t-1".into()])
+        );
+        assert!(replicas.get("t", 1).is_some());
+        assert!(replicas.check_opened("t").is_ok() && !replicas.has_open_failures());
+        let report = replicas.reconcile_reporting(&image);
+        assert_eq!((started(&report), cleared(&report)), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_deleted_topic_forgets_its_open_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let mut image = MetadataImage::default();
+        create(&mut image, "t", 2);
+        let blocked = block(dir.path(), "t-0");
+        assert_eq!(started(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
+
+        apply(
+            &mut image,
+            &MetadataCommand::DeleteTopic { name: "t".into() },
+        )
+        .unwrap();
+        let report = replicas.reconcile_reporting(&image);
+        assert_eq!((started(&report), cleared(&report)), (vec![], vec![]));
+        assert!(!replicas.has_open_failures());
+
+        // A new topic of the same name is a new partition: its failure is news again.
+        create(&mut image, "t", 1);
+        assert_eq!(started(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
+        std::fs::remove_file(blocked).unwrap();
+        assert_eq!(cleared(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
+    }
 }
