@@ -10,7 +10,7 @@ use super::errors::replica_error;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
-use crate::replica::ProduceOutcome;
+use crate::replica::{Partition, ProduceOutcome};
 use crate::types::now_ms;
 
 pub async fn handle(
@@ -66,10 +66,38 @@ fn produce_partition(
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or(ResponseError::InvalidRecord)?;
-    partition.append(&records, now).map_err(|error| {
-        tracing::debug!(tp = %partition.tp, %error, "produce rejected");
-        replica_error(&error)
-    })
+    append_logged(&partition, &records, now)
+}
+
+/// Appends, logging a storage fault (KAFKA_STORAGE_ERROR: disk full, I/O error) once when
+/// it starts and once when an append succeeds again; other refusals are the client's
+/// business and stay at debug.
+fn append_logged(
+    partition: &Partition,
+    records: &Bytes,
+    now: i64,
+) -> Result<ProduceOutcome, ResponseError> {
+    match partition.append(records, now) {
+        Ok(outcome) => {
+            if partition.end_storage_fault() {
+                tracing::info!(tp = %partition.tp, "appends succeed again after a storage fault");
+            }
+            Ok(outcome)
+        }
+        Err(error) => {
+            let code = replica_error(&error);
+            if code == ResponseError::KafkaStorageError && partition.begin_storage_fault() {
+                tracing::error!(
+                    tp = %partition.tp,
+                    %error,
+                    "produce refused with KAFKA_STORAGE_ERROR (logged once until an append succeeds)"
+                );
+            } else {
+                tracing::debug!(tp = %partition.tp, %error, "produce rejected");
+            }
+            Err(code)
+        }
+    }
 }
 
 fn partition_response(

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -25,6 +26,9 @@ pub struct Partition {
     pub topic_id: Uuid,
     state: RwLock<PartitionState>,
     changed: Notify,
+    /// Set while appends fail on storage, so the fault is logged when it starts and when
+    /// it clears rather than once per refused produce.
+    storage_fault: AtomicBool,
 }
 
 struct PartitionState {
@@ -83,7 +87,20 @@ impl Partition {
             topic_id,
             state: RwLock::new(state),
             changed: Notify::new(),
+            storage_fault: AtomicBool::new(false),
         })
+    }
+
+    /// Marks a storage fault on the append path; true if this starts it (log it then).
+    pub fn begin_storage_fault(&self) -> bool {
+        !self.storage_fault.swap(true, Ordering::Relaxed)
+    }
+
+    /// Marks a successful append; true if it ends a storage fault (log that once).
+    pub fn end_storage_fault(&self) -> bool {
+        // The load keeps the common case (no fault) free of a write to a shared line.
+        self.storage_fault.load(Ordering::Relaxed)
+            && self.storage_fault.swap(false, Ordering::Relaxed)
     }
 
     /// Notified whenever new data becomes readable.
