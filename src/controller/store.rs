@@ -16,6 +16,8 @@ const LOG_FILE_NAME: &str = "metadata.jsonl";
 
 pub struct CommandLog {
     file: File,
+    /// Length of the whole lines in the file: where the next line must start.
+    valid_bytes: u64,
 }
 
 impl CommandLog {
@@ -33,15 +35,29 @@ impl CommandLog {
             file.set_len(valid_bytes)?;
             file.sync_all()?;
         }
-        Ok((CommandLog { file }, image))
+        Ok((CommandLog { file, valid_bytes }, image))
     }
 
+    /// Appends one line and fsyncs it. A failed append leaves no trace: a short write (a
+    /// full disk) leaves part of the line behind, and the next line written after that
+    /// fragment would not parse, so replay would stop there and lose every later command.
     pub fn append(&mut self, command: &MetadataCommand) -> Result<(), ControllerError> {
         let mut line = serde_json::to_vec(command)
             .map_err(|error| ControllerError::Corrupt(format!("encode: {error}")))?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
+        if self.file.metadata()?.len() != self.valid_bytes {
+            // An earlier failed append whose clean-up failed too: cut its fragment now.
+            self.file.set_len(self.valid_bytes)?;
+        }
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            let _ = self.file.set_len(self.valid_bytes); // retried by the next append
+            return Err(error.into());
+        }
+        self.valid_bytes += line.len() as u64;
         Ok(())
     }
 }
@@ -110,5 +126,23 @@ mod tests {
             .unwrap();
         let (_, image) = CommandLog::open(dir.path()).unwrap();
         assert_eq!(image.topics.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn a_fragment_left_by_a_failed_append_is_cut_before_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = CommandLog::open(dir.path()).unwrap();
+        log.append(&create("a")).unwrap();
+        let path = dir.path().join(LOG_FILE_NAME);
+        // What a short write on a full disk leaves behind when the cut-back failed too.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"CreateTopic\":{\"name\":\"lo").unwrap();
+        drop(file);
+        log.append(&create("b")).unwrap();
+        log.append(&create("c")).unwrap();
+        drop(log);
+
+        let (_, image) = CommandLog::open(dir.path()).unwrap();
+        assert_eq!(image.topics.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 }
