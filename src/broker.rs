@@ -79,8 +79,17 @@ impl Broker {
             .replicas
             .remove_stray_directories(&image)
             .map_err(|error| ControllerError::Corrupt(error.to_string()))?;
+        // Taken (and its removal made durable) before any write can be accepted, so a crash
+        // from here on is never mistaken for a clean stop.
+        let last_shutdown = crate::log::take_marker(&broker.config.log_dirs).map_err(|source| {
+            BrokerError::DataDir {
+                path: broker.config.log_dirs.display().to_string(),
+                source,
+            }
+        })?;
+        tracing::info!(?last_shutdown, "opening partition logs");
         tokio::task::block_in_place(|| {
-            broker.replicas.reconcile(&image);
+            broker.replicas.reconcile_after(&image, last_shutdown);
             broker.load_offsets_partitions();
         });
         Ok(Arc::new(broker))
@@ -239,12 +248,22 @@ impl Broker {
         Ok(())
     }
 
-    /// Flushes every hosted log (clean shutdown).
-    pub fn flush_all(&self) {
+    /// Clean shutdown, once nothing appends any more: flushes every hosted log, snapshots
+    /// its producer state, then writes the clean-shutdown marker, unless a flush failed.
+    pub fn shut_down_logs(&self) {
+        let mut all_flushed = true;
         for partition in self.replicas.all() {
-            if let Err(error) = partition.flush() {
+            if let Err(error) = partition.close_cleanly() {
                 tracing::error!(tp = %partition.tp, %error, "flush at shutdown failed");
+                all_flushed = false;
             }
+        }
+        if !all_flushed {
+            tracing::warn!("not marking the shutdown clean: the next start recovers the logs");
+            return;
+        }
+        if let Err(error) = crate::log::write_marker(&self.config.log_dirs) {
+            tracing::error!(%error, "writing the clean-shutdown marker failed");
         }
     }
 }

@@ -50,7 +50,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     broker.begin_shutdown();
     let _ = serving.await;
-    tokio::task::block_in_place(|| broker.flush_all());
+    tokio::task::block_in_place(|| broker.shut_down_logs());
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -20,6 +20,7 @@
 //! move inside a segment would need one.
 
 pub mod batch;
+mod clean_shutdown;
 mod cleaner;
 pub mod config;
 pub mod error;
@@ -30,10 +31,11 @@ mod recovery;
 mod retention;
 mod segment;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod time_index;
 
 pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
+pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_marker};
 pub use cleaner::CleanStats;
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError};

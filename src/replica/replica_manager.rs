@@ -12,6 +12,7 @@ use super::{Partition, ReplicaError};
 use crate::config::BrokerConfig;
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, TopicImage};
+use crate::log::LastShutdown;
 use crate::topic_config;
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string, now_ms};
 
@@ -50,6 +51,11 @@ impl ReplicaManager {
     /// Opens partitions the image assigns here, deletes those it no longer has, and
     /// applies changed topic configs. Errors on one partition do not stop the others.
     pub fn reconcile(&self, image: &MetadataImage) {
+        self.reconcile_after(image, LastShutdown::Unclean);
+    }
+
+    /// `reconcile` at start-up: after a clean shutdown the logs open without recovery.
+    pub fn reconcile_after(&self, image: &MetadataImage, last_shutdown: LastShutdown) {
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<String> = topics
             .keys()
@@ -65,12 +71,17 @@ impl ReplicaManager {
         }
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
-            self.reconcile_topic(topic, hosted);
+            self.reconcile_topic(topic, hosted, last_shutdown);
         }
         topics.retain(|_, partitions| !partitions.is_empty());
     }
 
-    fn reconcile_topic(&self, topic: &TopicImage, hosted: &mut Vec<Option<Arc<Partition>>>) {
+    fn reconcile_topic(
+        &self,
+        topic: &TopicImage,
+        hosted: &mut Vec<Option<Arc<Partition>>>,
+        last_shutdown: LastShutdown,
+    ) {
         let log_config = topic_config::log_config(&self.config, &topic.configs);
         hosted.resize(topic.partitions.len().max(hosted.len()), None);
         for (index, image) in topic.partitions.iter().enumerate() {
@@ -92,6 +103,7 @@ impl ReplicaManager {
                 log_config.clone(),
                 image.leader_epoch,
                 now_ms(),
+                last_shutdown,
             );
             match opened {
                 Ok(partition) => hosted[index] = Some(Arc::new(partition)),
