@@ -10,9 +10,9 @@ port and to the first successful Metadata response, in two cases:
           active segments are CRC-scanned, producer state from snapshot + headers);
   clean:  that broker is stopped with SIGTERM (timed too), then started.
 
-Each case is measured with the data in the page cache (warm) and, with --cold, after
-evicting this data dir's files from the page cache (fsync + POSIX_FADV_DONTNEED on each
-file: other processes' cache is untouched). --compare BIN runs the same restarts with
+Each case is measured with the data in the page cache (warm: every file read first) and,
+with --cold, after evicting this data dir's files from the page cache (fsync +
+POSIX_FADV_DONTNEED on each file: other processes' cache is untouched). --compare BIN runs the same restarts with
 another binary (e.g. main's) on the same data. Brokers are stopped by PID; the data dir
 is deleted at the end unless --keep.
 """
@@ -125,6 +125,14 @@ def fill(broker, topic, partitions, target_bytes, batch_bytes, timeout_s):
     return written, time.monotonic() - began
 
 
+def warm_page_cache(data_dir):
+    for root, _, files in os.walk(data_dir):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                while f.read(1 << 20):
+                    pass
+
+
 def evict_page_cache(data_dir):
     for root, _, files in os.walk(data_dir):
         for name in files:
@@ -149,6 +157,8 @@ def restarts(binary, args, data_dir, port, cold):
     for case in ("kill-9", "clean"):
         if cold:
             evict_page_cache(data_dir)
+        else:
+            warm_page_cache(data_dir)
         accepted, metadata = broker.start()
         rows.append((case, accepted, metadata))
         if case == "kill-9":
