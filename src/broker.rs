@@ -17,6 +17,7 @@ use crate::controller::{
 };
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica::ReplicaManager;
+use crate::replica::replica_manager::on_threads;
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::types::{NodeId, kafka_uuid_string};
@@ -251,14 +252,16 @@ impl Broker {
     /// Clean shutdown, once nothing appends any more: flushes every hosted log, snapshots
     /// its producer state, then writes the clean-shutdown marker, unless a flush failed.
     pub fn shut_down_logs(&self) {
-        let mut all_flushed = true;
-        for partition in self.replicas.all() {
-            if let Err(error) = partition.close_cleanly() {
+        let partitions = self.replicas.all();
+        let threads = self.config.recovery_threads_per_data_dir;
+        let closed = on_threads(&partitions, threads, |partition| {
+            let closed = partition.close_cleanly();
+            if let Err(error) = &closed {
                 tracing::error!(tp = %partition.tp, %error, "flush at shutdown failed");
-                all_flushed = false;
             }
-        }
-        if !all_flushed {
+            closed.is_ok()
+        });
+        if closed.contains(&false) {
             tracing::warn!("not marking the shutdown clean: the next start recovers the logs");
             return;
         }

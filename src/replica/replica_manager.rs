@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use uuid::Uuid;
+
 use super::partition::read_partition_metadata;
 use super::{Partition, ReplicaError};
 use crate::config::BrokerConfig;
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, TopicImage};
-use crate::log::LastShutdown;
+use crate::log::{LastShutdown, LogConfig};
 use crate::topic_config;
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string, now_ms};
 
@@ -69,21 +71,37 @@ impl ReplicaManager {
                 }
             }
         }
+        let mut openings = Vec::new();
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
-            self.reconcile_topic(topic, hosted, last_shutdown);
+            openings.extend(self.reconcile_topic(topic, hosted));
         }
-        topics.retain(|_, partitions| !partitions.is_empty());
+        let threads = self.config.recovery_threads_per_data_dir;
+        let opened = on_threads(&openings, threads, |opening| opening.open(last_shutdown));
+        for (opening, opened) in openings.iter().zip(opened) {
+            let tp = &opening.tp;
+            let slot = topics
+                .get_mut(&*tp.topic)
+                .and_then(|hosted| hosted.get_mut(tp.partition as usize));
+            match (opened, slot) {
+                (Ok(partition), Some(slot)) => *slot = Some(Arc::new(partition)),
+                (Ok(_), None) => tracing::error!(%tp, "no slot for an opened partition"),
+                (Err(error), _) => tracing::error!(%tp, %error, "cannot open partition"),
+            }
+        }
+        topics.retain(|_, partitions| partitions.iter().any(Option::is_some));
     }
 
+    /// Applies changed configs to the open partitions of `topic`; returns the partitions
+    /// the image assigns here that are not open yet.
     fn reconcile_topic(
         &self,
         topic: &TopicImage,
         hosted: &mut Vec<Option<Arc<Partition>>>,
-        last_shutdown: LastShutdown,
-    ) {
+    ) -> Vec<Opening> {
         let log_config = topic_config::log_config(&self.config, &topic.configs);
         hosted.resize(topic.partitions.len().max(hosted.len()), None);
+        let mut openings = Vec::new();
         for (index, image) in topic.partitions.iter().enumerate() {
             if !image.replicas.contains(&self.node_id) {
                 continue;
@@ -95,24 +113,15 @@ impl ReplicaManager {
                 continue;
             }
             let tp = TopicPartition::new(topic.name.as_str(), index as i32);
-            let dir = self.partition_dir(&tp);
-            let opened = Partition::open(
-                tp.clone(),
-                topic.id,
-                dir,
-                log_config.clone(),
-                image.leader_epoch,
-                now_ms(),
-                last_shutdown,
-            );
-            match opened {
-                Ok(partition) => hosted[index] = Some(Arc::new(partition)),
-                Err(error) => tracing::error!(%tp, %error, "cannot open partition"),
-            }
+            openings.push(Opening {
+                dir: self.partition_dir(&tp),
+                tp,
+                topic_id: topic.id,
+                config: log_config.clone(),
+                leader_epoch: image.leader_epoch,
+            });
         }
-        if hosted.iter().all(Option::is_none) {
-            hosted.clear();
-        }
+        openings
     }
 
     /// Start-up clean-up: removes partition directories that belong to no topic in the
@@ -146,6 +155,54 @@ impl ReplicaManager {
     }
 }
 
+/// A partition the image assigns here that is not open yet.
+struct Opening {
+    tp: TopicPartition,
+    topic_id: Uuid,
+    dir: PathBuf,
+    config: LogConfig,
+    leader_epoch: i32,
+}
+
+impl Opening {
+    fn open(&self, last_shutdown: LastShutdown) -> Result<Partition, ReplicaError> {
+        Partition::open(
+            self.tp.clone(),
+            self.topic_id,
+            self.dir.clone(),
+            self.config.clone(),
+            self.leader_epoch,
+            now_ms(),
+            last_shutdown,
+        )
+    }
+}
+
+/// `work` applied to every item on up to `threads` threads, results in item order; a panic
+/// in `work` is re-raised here. For `num.recovery.threads.per.data.dir`: opening and
+/// flushing logs is disk- and CRC-bound per partition, and partitions are independent.
+pub(crate) fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let chunk_len = items.len().div_ceil(threads.max(1)).max(1);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk_len)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(work).collect::<Vec<R>>()))
+            .collect();
+        let joined = workers.into_iter().map(|worker| worker.join());
+        joined
+            .flat_map(|results| results.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
 /// True if the hosted partitions still belong to the topic in the image (same id).
 fn same_topic(topic: Option<&TopicImage>, hosted: &[Option<Arc<Partition>>]) -> bool {
     let Some(topic) = topic else { return false };
@@ -153,4 +210,19 @@ fn same_topic(topic: Option<&TopicImage>, hosted: &[Option<Arc<Partition>>]) -> 
         .iter()
         .flatten()
         .all(|partition| partition.topic_id == topic.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_threads_keeps_item_order_for_any_thread_count() {
+        let items: Vec<u64> = (0..103).collect();
+        for threads in [1, 2, 7, 200] {
+            let squares = on_threads(&items, threads, |item| item * item);
+            assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>());
+        }
+        assert!(on_threads(&[] as &[u64], 2, |item| *item).is_empty());
+    }
 }
