@@ -103,9 +103,10 @@ def test_producer_state_survives_clean_and_kill_nine_restarts(start_broker, topi
     broker.start()
     producer.check_after_restart()
 
-    # A second clean restart with nothing produced in between reuses the snapshot.
+    # Clean again after the crash-restart: the snapshot moves to the new log end.
     assert broker.stop() == 0
     assert marker_exists(broker)
+    assert snapshot_offsets(broker, topic)[-1] == len(producer.sent) * RECORDS_PER_BATCH
     broker.start()
     assert not marker_exists(broker)
     producer.check_after_restart()
