@@ -17,6 +17,7 @@ use crate::controller::{
 };
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica::ReplicaManager;
+use crate::replica::replica_manager::on_threads;
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::types::{NodeId, kafka_uuid_string};
@@ -79,8 +80,17 @@ impl Broker {
             .replicas
             .remove_stray_directories(&image)
             .map_err(|error| ControllerError::Corrupt(error.to_string()))?;
+        // Taken (and its removal made durable) before any write can be accepted, so a crash
+        // from here on is never mistaken for a clean stop.
+        let last_shutdown = crate::log::take_marker(&broker.config.log_dirs).map_err(|source| {
+            BrokerError::DataDir {
+                path: broker.config.log_dirs.display().to_string(),
+                source,
+            }
+        })?;
+        tracing::info!(?last_shutdown, "opening partition logs");
         tokio::task::block_in_place(|| {
-            broker.replicas.reconcile(&image);
+            broker.replicas.reconcile_after(&image, last_shutdown);
             broker.load_offsets_partitions();
         });
         Ok(Arc::new(broker))
@@ -239,12 +249,24 @@ impl Broker {
         Ok(())
     }
 
-    /// Flushes every hosted log (clean shutdown).
-    pub fn flush_all(&self) {
-        for partition in self.replicas.all() {
-            if let Err(error) = partition.flush() {
+    /// Clean shutdown, once nothing appends any more: flushes every hosted log, snapshots
+    /// its producer state, then writes the clean-shutdown marker, unless a flush failed.
+    pub fn shut_down_logs(&self) {
+        let partitions = self.replicas.all();
+        let threads = self.config.recovery_threads_per_data_dir;
+        let closed = on_threads(&partitions, threads, |partition| {
+            let closed = partition.close_cleanly();
+            if let Err(error) = &closed {
                 tracing::error!(tp = %partition.tp, %error, "flush at shutdown failed");
             }
+            closed.is_ok()
+        });
+        if closed.contains(&false) {
+            tracing::warn!("not marking the shutdown clean: the next start recovers the logs");
+            return;
+        }
+        if let Err(error) = crate::log::write_marker(&self.config.log_dirs) {
+            tracing::error!(%error, "writing the clean-shutdown marker failed");
         }
     }
 }

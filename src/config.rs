@@ -81,7 +81,13 @@ pub struct BrokerConfig {
     pub group_size_max: i32,
     /// `log.cleaner.backoff.ms`: how often compacted topics are checked for cleaning.
     pub cleaner_backoff_ms: u64,
+    /// `num.recovery.threads.per.data.dir`: threads that open (and recover) logs at
+    /// start-up and flush them at shutdown.
+    pub recovery_threads_per_data_dir: usize,
 }
+
+/// Upper bound of `num.recovery.threads.per.data.dir` (each is an OS thread).
+const RECOVERY_THREADS_MAX: usize = 256;
 
 /// Keys whose value may be given in hours/minutes/ms form, resolved ms first as Kafka does.
 const TIME_FAMILIES: [(&str, &str, &str, i64); 2] = [
@@ -190,6 +196,12 @@ impl BrokerConfig {
             )?,
             group_size_max: parse(&explicit, "group.max.size", i32::MAX)?,
             cleaner_backoff_ms: parse(&explicit, "log.cleaner.backoff.ms", 15_000)?,
+            // Kafka 4.0 raised the default from 1 to 2 (KIP-1030).
+            recovery_threads_per_data_dir: parse(
+                &explicit,
+                "num.recovery.threads.per.data.dir",
+                2,
+            )?,
             explicit,
         };
         config.validate()?;
@@ -235,6 +247,11 @@ impl BrokerConfig {
         }
         if self.log_dirs.as_os_str().is_empty() {
             return Err(invalid("log.dirs", String::new(), "must name a directory"));
+        }
+        if !(1..=RECOVERY_THREADS_MAX).contains(&self.recovery_threads_per_data_dir) {
+            let value = self.recovery_threads_per_data_dir.to_string();
+            let key = "num.recovery.threads.per.data.dir";
+            return Err(invalid(key, value, "must be 1..=256"));
         }
         Ok(())
     }
@@ -349,6 +366,7 @@ mod tests {
         assert!(config.auto_create_topics_enable);
         assert_eq!(config.frame_bytes_max, 104_857_600);
         assert_eq!(config.time_ms("log.retention.ms"), Some(604_800_000));
+        assert_eq!(config.recovery_threads_per_data_dir, 2);
     }
 
     #[test]
@@ -388,6 +406,9 @@ mod tests {
         let err = BrokerConfig::from_args_and_env(args(&["-o", "num.partitions=zero"]), vec![]);
         assert!(matches!(err, Err(ConfigError::Invalid { .. })));
         let err = BrokerConfig::from_args_and_env(args(&["-o", "num.partitions=0"]), vec![]);
+        assert!(matches!(err, Err(ConfigError::Invalid { .. })));
+        let threads = ["-o", "num.recovery.threads.per.data.dir=0"];
+        let err = BrokerConfig::from_args_and_env(args(&threads), vec![]);
         assert!(matches!(err, Err(ConfigError::Invalid { .. })));
         let err = BrokerConfig::from_args_and_env(args(&["--bogus"]), vec![]);
         assert!(matches!(err, Err(ConfigError::Usage(_))));

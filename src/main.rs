@@ -9,6 +9,7 @@ use kafkaesque::config::BrokerConfig;
 use kafkaesque::server::{self, Shutdown};
 use kafkaesque::types::now_ms;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -34,6 +35,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("bind {address}"))?;
+    // Installed before anything is served, so a SIGTERM right after start-up is a clean
+    // stop (flush, snapshots, clean-shutdown marker), not the default kill.
+    let terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let broker = Broker::open(config).await?;
     let shutdown = broker.shutdown_signal();
     tokio::spawn(maintenance(broker.clone(), shutdown.clone()));
@@ -46,11 +50,11 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         "broker started"
     );
     let serving = tokio::spawn(server::serve(listener, broker.clone(), shutdown));
-    wait_for_signal().await;
+    wait_for_signal(terminate).await;
     tracing::info!("shutting down");
     broker.begin_shutdown();
     let _ = serving.await;
-    tokio::task::block_in_place(|| broker.flush_all());
+    tokio::task::block_in_place(|| broker.shut_down_logs());
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -59,9 +63,7 @@ fn bind_host(host: &str) -> &str {
     if host.is_empty() { "0.0.0.0" } else { host }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+async fn wait_for_signal(mut terminate: Signal) {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

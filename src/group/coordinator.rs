@@ -387,6 +387,7 @@ mod tests {
             LogConfig::default(),
             0,
             0,
+            crate::log::LastShutdown::Unclean,
         )
         .unwrap()
     }

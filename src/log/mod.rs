@@ -2,8 +2,10 @@
 //!
 //! Callers: `replica/` appends produced (or replicated) batches and reads for fetches;
 //! `api/` validates produce records with [`validate_batches`] and maps [`LogError`] and
-//! [`BatchError`] to Kafka error codes; start-up rebuilds producer state with
-//! [`PartitionLog::scan_batch_headers`].
+//! [`BatchError`] to Kafka error codes; start-up rebuilds producer state after its newest
+//! snapshot with [`PartitionLog::scan_batch_headers`]; `broker` writes the clean-shutdown
+//! marker ([`write_marker`]) after flushing every log, and start-up takes it
+//! ([`take_marker`]) to open logs without recovery.
 //!
 //! What it owns, laid out on disk exactly as Kafka does:
 //! - segments `00000000000000000000.log` of v2 record batches stored as the producer sent
@@ -11,7 +13,8 @@
 //!   writes the assigned base offset and leader epoch into it ([`batch`]);
 //! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
 //!   kept in memory and appended to the files (no mmap, so no `unsafe`);
-//! - crash recovery of the active segment and index rebuilds (`recovery`), retention by
+//! - crash recovery of the active segment (skipped after a clean shutdown:
+//!   `clean_shutdown`) and index rebuilds (`recovery`), retention by
 //!   time and size (`retention`), and compaction of closed segments by key (`cleaner`),
 //!   which leaves gaps in the offsets that reads step over.
 //!
@@ -20,6 +23,7 @@
 //! move inside a segment would need one.
 
 pub mod batch;
+mod clean_shutdown;
 mod cleaner;
 pub mod config;
 pub mod error;
@@ -30,10 +34,11 @@ mod recovery;
 mod retention;
 mod segment;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod time_index;
 
 pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
+pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_marker};
 pub use cleaner::CleanStats;
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError};

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use crate::log::batch::{BatchHeader, stamp_batch};
+use crate::log::clean_shutdown::LastShutdown;
 use crate::log::config::{LogConfig, TimestampType};
 use crate::log::error::{BatchError, LogError};
 use crate::log::recovery;
@@ -65,7 +66,18 @@ struct AppendSummary {
 impl PartitionLog {
     /// Open (or create) the partition directory and recover it; see `recovery`.
     pub fn open(dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<PartitionLog, LogError> {
-        let segments = recovery::load_segments(&dir, config.index_interval_bytes, now_ms)?;
+        Self::open_after(dir, config, now_ms, LastShutdown::Unclean)
+    }
+
+    /// Like `open`; after a clean shutdown the active segment opens from its indexes.
+    pub fn open_after(
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+        last_shutdown: LastShutdown,
+    ) -> Result<PartitionLog, LogError> {
+        let interval_bytes = config.index_interval_bytes;
+        let segments = recovery::load_segments(&dir, interval_bytes, now_ms, last_shutdown)?;
         assert!(!segments.is_empty(), "recovery leaves at least one segment");
         Ok(PartitionLog {
             dir,
@@ -98,6 +110,11 @@ impl PartitionLog {
 
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
+    }
+
+    /// Base offset of the active segment; it changes when the log rolls.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset()
     }
 
     pub(super) fn active(&self) -> &Segment {

@@ -10,7 +10,9 @@
 //!   scan finds an invalid batch, the log ends there, as in Kafka's LogLoader: the segment
 //!   is cut before the batch and every later segment is deleted (logged with the offset
 //!   and the segments removed), so the log never has a hole that consumers skip.
-//! - The active (last) segment is always scanned batch by batch with CRC checks. The scan
+//! - After a clean shutdown (`clean_shutdown`) the active segment is opened like a sealed
+//!   one, from its indexes, and recovered as below only if they fail those checks.
+//! - Otherwise the active (last) segment is scanned batch by batch with CRC checks. The scan
 //!   stops at the first incomplete batch, bad CRC or offset going backwards; the file is cut
 //!   there (a torn write from `kill -9` mid-produce) and its indexes are rebuilt. A record is
 //!   thus either fully there or gone, and a torn batch is never served.
@@ -28,6 +30,7 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2};
+use crate::log::clean_shutdown::LastShutdown;
 use crate::log::error::LogError;
 use crate::log::segment::{
     INDEX_EXTENSION, LOG_EXTENSION, PendingEntries, Segment, SegmentState, TIME_INDEX_EXTENSION,
@@ -55,6 +58,7 @@ pub(crate) fn load_segments(
     dir: &Path,
     index_interval_bytes: u32,
     now_ms: i64,
+    last_shutdown: LastShutdown,
 ) -> Result<Vec<Segment>, LogError> {
     fs::create_dir_all(dir)?;
     complete_swaps(dir)?;
@@ -66,12 +70,17 @@ pub(crate) fn load_segments(
     };
     let (mut segments, cut) = open_sealed_segments(dir, &bases, index_interval_bytes, now_ms)?;
     if !cut {
-        segments.push(recover_segment(
-            dir,
-            active_base,
-            index_interval_bytes,
-            now_ms,
-        )?);
+        let active = match last_shutdown {
+            LastShutdown::Clean => {
+                match open_sealed(dir, active_base, &[], index_interval_bytes, now_ms)? {
+                    Sealed::Intact(segment) | Sealed::Cut(segment) => segment,
+                }
+            }
+            LastShutdown::Unclean => {
+                recover_segment(dir, active_base, index_interval_bytes, now_ms)?
+            }
+        };
+        segments.push(active);
     }
     check_segments_ordered(&segments)?;
     Ok(segments)
@@ -474,6 +483,7 @@ mod tests {
     use crate::log::config::LogConfig;
     use crate::log::partition_log::PartitionLog;
     use crate::log::test_support::{LogModel, encode_batch};
+    use bytes::Bytes;
     use kafka_protocol::records::Compression;
     use std::fs::OpenOptions;
     use std::io::Write;
@@ -512,6 +522,14 @@ mod tests {
             let dir = self.log.dir().to_path_buf();
             let config = self.log.config().clone();
             self.log = PartitionLog::open(dir, config, 0).unwrap();
+        }
+
+        /// Flush as the broker's shutdown does, drop the log and open it after a clean stop.
+        fn close_cleanly_and_reopen(&mut self) {
+            self.log.flush().unwrap();
+            let dir = self.log.dir().to_path_buf();
+            let config = self.log.config().clone();
+            self.log = PartitionLog::open_after(dir, config, 0, LastShutdown::Clean).unwrap();
         }
 
         fn forget_last_batch(&mut self) {
@@ -652,6 +670,69 @@ mod tests {
         model.assert_intact();
         model.append_records(1, 7_000, 40);
         assert_eq!(model.batches.last().unwrap().0.base_offset, active_base);
+    }
+
+    #[test]
+    fn a_clean_reopen_restores_the_same_state_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let before = (
+            model.log.max_timestamp_offset().unwrap(),
+            model.log.offset_for_timestamp(1_028).unwrap(),
+        );
+        model.close_cleanly_and_reopen();
+        model.assert_intact();
+        let after = (
+            model.log.max_timestamp_offset().unwrap(),
+            model.log.offset_for_timestamp(1_028).unwrap(),
+        );
+        assert_eq!(after, before);
+        for index in 0..12 {
+            model.append_records(2, 2_000 + index, 40);
+        }
+        model.close_cleanly_and_reopen();
+        model.assert_intact();
+        model.crash_and_reopen();
+        model.assert_intact();
+    }
+
+    #[test]
+    fn after_a_clean_shutdown_the_active_segment_is_not_crc_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let path = model.active_log_path();
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x5a;
+        fs::write(&path, &bytes).unwrap();
+        // The marker vouches for the file, so the (now bad) CRC is not checked: the batch
+        // stays, proof that the clean path read no record bytes.
+        let last_bytes = model.batches.last().unwrap().1.len();
+        let tail = Bytes::copy_from_slice(&bytes[bytes.len() - last_bytes..]);
+        model.batches.last_mut().unwrap().1 = tail;
+        model.close_cleanly_and_reopen();
+        model.assert_intact();
+        // Without the marker the same file is CRC-scanned and the batch is cut.
+        model.crash_and_reopen();
+        model.forget_last_batch();
+        model.assert_intact();
+    }
+
+    #[test]
+    fn a_clean_marker_over_a_torn_active_segment_falls_back_to_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let path = model.active_log_path();
+        let last_bytes = model.batches.last().unwrap().1.len() as u64;
+        let length = file_length(&path);
+        set_file_length(&path, length - last_bytes / 2);
+        model.close_cleanly_and_reopen();
+        model.forget_last_batch();
+        assert_eq!(file_length(&path), length - last_bytes);
+        model.assert_intact();
+        model.append_records(2, 5_000, 40);
+        model.close_cleanly_and_reopen();
+        model.assert_intact();
     }
 
     #[test]

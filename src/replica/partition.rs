@@ -3,6 +3,10 @@
 //! Appends take the write lock, so validation of producer sequences and the append are
 //! one atomic step; reads take the read lock and copy whole batches out. Every append
 //! (and, later, every high-watermark move) notifies `changed` so delayed fetches wake.
+//!
+//! Producer state is saved as snapshots beside the segments (`txn::producer_snapshot`)
+//! when the log rolls and at clean shutdown; opening loads the newest usable one and reads
+//! only the batch headers after it.
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -13,7 +17,10 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::ReplicaError;
-use crate::log::{BatchError, BatchHeader, LogConfig, PartitionLog, validate_batches};
+use crate::log::{
+    BatchError, BatchHeader, LastShutdown, LogConfig, PartitionLog, validate_batches,
+};
+use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::types::{TopicPartition, kafka_uuid_string};
 
@@ -57,8 +64,8 @@ pub struct PartitionRead {
 }
 
 impl Partition {
-    /// Opens (recovering if needed) the log under `dir`, rebuilds producer state from the
-    /// batch headers, and binds the directory to `topic_id`.
+    /// Opens (recovering if needed after an unclean shutdown) the log under `dir`, loads
+    /// producer state, and binds the directory to `topic_id`.
     pub fn open(
         tp: TopicPartition,
         topic_id: Uuid,
@@ -66,13 +73,11 @@ impl Partition {
         config: LogConfig,
         leader_epoch: i32,
         now_ms: i64,
+        last_shutdown: LastShutdown,
     ) -> Result<Partition, ReplicaError> {
-        let log = PartitionLog::open(dir.clone(), config, now_ms)?;
+        let log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
         write_partition_metadata(&dir, &topic_id)?;
-        let mut producers = ProducerStateTable::default();
-        log.scan_batch_headers(log.log_start_offset(), &mut |header: &BatchHeader| {
-            producers.update(header, header.base_offset)
-        })?;
+        let producers = load_producer_state(&log)?;
         // One replica: everything in the log is committed.
         let high_watermark = log.log_end_offset();
         let state = PartitionState {
@@ -123,12 +128,19 @@ impl Partition {
                     log_start_offset: log.log_start_offset(),
                 });
             }
+            let active_base_offset = log.active_base_offset();
             let info = log.append(
                 BytesMut::from(&records[..]),
                 &headers,
                 state.leader_epoch,
                 now_ms,
             )?;
+            if log.active_base_offset() != active_base_offset {
+                // Rolled before this append's batches: the table is the state as of the new
+                // segment's base offset.
+                assert_eq!(log.active_base_offset(), info.first_offset);
+                save_snapshot(log.dir(), info.first_offset, &state.producers);
+            }
             let mut next_offset = info.first_offset;
             for header in &headers {
                 state.producers.update(header, next_offset);
@@ -230,10 +242,47 @@ impl Partition {
 
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, ReplicaError> {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        match state.log.as_mut() {
-            Some(log) => Ok(log.enforce_retention(now_ms)?),
-            None => Ok(0),
+        let Some(log) = state.log.as_mut() else {
+            return Ok(0);
+        };
+        let deleted = log.enforce_retention(now_ms)?;
+        if deleted > 0 {
+            // A snapshot below the log start remembers batches that are gone.
+            producer_snapshot::remove_outside(log.dir(), log.log_start_offset(), i64::MAX)?;
         }
+        Ok(deleted)
+    }
+
+    /// Removes everything at or above `offset` (a follower diverging from its leader), the
+    /// producer snapshots above the new log end, and reloads producer state to match, as
+    /// Kafka's `truncateAndReload` does.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), ReplicaError> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *state;
+        let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
+        log.truncate_to(offset)?;
+        let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+        producer_snapshot::remove_outside(log.dir(), log_start, log_end)?;
+        state.producers = load_producer_state(log)?;
+        state.high_watermark = state.high_watermark.min(log_end);
+        Ok(())
+    }
+
+    /// Clean shutdown: flush the log and snapshot producer state at the log end. Only a
+    /// failed flush is an error; without a snapshot the next start scans headers instead.
+    pub fn close_cleanly(&self) -> Result<(), ReplicaError> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *state;
+        let Some(log) = state.log.as_mut() else {
+            return Ok(());
+        };
+        log.flush()?;
+        let newest = producer_snapshot::list(log.dir())?.last().copied();
+        // An idle partition already has its snapshot from the previous stop.
+        if newest != Some(log.log_end_offset()) {
+            save_snapshot(log.dir(), log.log_end_offset(), &state.producers);
+        }
+        Ok(())
     }
 
     /// Log compaction for `cleanup.policy=compact` topics (a no-op otherwise, and when no
@@ -262,14 +311,6 @@ impl Partition {
         Ok(())
     }
 
-    pub fn flush(&self) -> Result<(), ReplicaError> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        match state.log.as_mut() {
-            Some(log) => Ok(log.flush()?),
-            None => Ok(()),
-        }
-    }
-
     /// Removes the log from disk; later calls answer [`ReplicaError::Deleted`].
     pub fn delete(&self) -> Result<(), ReplicaError> {
         let log = self
@@ -283,6 +324,39 @@ impl Partition {
             Some(log) => Ok(log.delete()?),
             None => Ok(()),
         }
+    }
+}
+
+/// Producer state from the newest usable snapshot plus the batch headers after it (from the
+/// log start when there is none).
+fn load_producer_state(log: &PartitionLog) -> Result<ProducerStateTable, ReplicaError> {
+    let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+    let (from_offset, mut producers) =
+        producer_snapshot::load_newest(log.dir(), log_start, log_end)?
+            .unwrap_or((log_start, ProducerStateTable::default()));
+    let mut batches_read = 0u64;
+    log.scan_batch_headers(from_offset, &mut |header: &BatchHeader| {
+        // The snapshot holds every batch below its offset.
+        if header.base_offset >= from_offset {
+            producers.update(header, header.base_offset);
+            batches_read += 1;
+        }
+    })?;
+    tracing::debug!(
+        dir = %log.dir().display(),
+        from_offset,
+        batches_read,
+        producers = producers.producer_count(),
+        "loaded producer state"
+    );
+    Ok(producers)
+}
+
+/// Snapshot of `producers`, which must hold every batch below `offset` and none above. A
+/// failure is logged, not returned: the snapshot only saves work at the next start.
+fn save_snapshot(dir: &Path, offset: i64, producers: &ProducerStateTable) {
+    if let Err(error) = producer_snapshot::write(dir, offset, producers) {
+        tracing::warn!(dir = %dir.display(), offset, %error, "producer snapshot failed");
     }
 }
 
@@ -337,4 +411,181 @@ fn write_partition_metadata(dir: &Path, topic_id: &Uuid) -> Result<(), std::io::
     let temporary = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
     std::fs::write(&temporary, format!("version: 0\ntopic_id: {wanted}\n"))?;
     std::fs::rename(&temporary, dir.join(PARTITION_METADATA_FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::test_support::encode_batch_sized;
+    use crate::txn::producer_snapshot::{list, snapshot_path};
+    use kafka_protocol::records::Compression;
+
+    const PRODUCER_ID: i64 = 4_000;
+    const EPOCH: i16 = 2;
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1_000,
+            index_interval_bytes: 150,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open(dir: &Path, last_shutdown: LastShutdown) -> Partition {
+        let tp = TopicPartition::new("t", 0);
+        let id = Uuid::from_u128(7);
+        let config = small_segments();
+        Partition::open(tp, id, dir.join("t-0"), config, 0, 0, last_shutdown).unwrap()
+    }
+
+    /// An idempotent batch of `count` records with sequences from `sequence`.
+    fn batch(producer_id: i64, sequence: i32, count: usize) -> Bytes {
+        let mut bytes = encode_batch_sized(&vec![1_000; count], Compression::None, 40);
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&EPOCH.to_be_bytes());
+        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes.freeze()
+    }
+
+    /// Appends `batches` batches of 2 records for each of two producers; returns the next
+    /// sequence and the base offsets of the first producer's batches.
+    fn produce(partition: &Partition, batches: i32) -> Vec<i64> {
+        let mut offsets = Vec::new();
+        for index in 0..batches {
+            let outcome = partition
+                .append(&batch(PRODUCER_ID, index * 2, 2), 0)
+                .unwrap();
+            offsets.push(outcome.base_offset);
+            partition
+                .append(&batch(PRODUCER_ID + 1, index, 1), 0)
+                .unwrap();
+        }
+        offsets
+    }
+
+    fn producers(partition: &Partition) -> ProducerStateTable {
+        partition.state.read().unwrap().producers.clone()
+    }
+
+    fn log_end(partition: &Partition) -> i64 {
+        partition.offsets().unwrap().2
+    }
+
+    /// The retries of the last batches are duplicates answered with their offsets, and the
+    /// next sequence is accepted at the log end.
+    fn assert_retries_are_duplicates(partition: &Partition, offsets: &[i64]) {
+        let batches = offsets.len() as i32;
+        for back in 1..=3 {
+            let index = batches - back;
+            let retry = partition
+                .append(&batch(PRODUCER_ID, index * 2, 2), 0)
+                .unwrap();
+            assert_eq!(
+                retry.base_offset, offsets[index as usize],
+                "retry of batch {index}"
+            );
+        }
+        let end = log_end(partition);
+        let next = partition
+            .append(&batch(PRODUCER_ID, batches * 2, 2), 0)
+            .unwrap();
+        assert_eq!(next.base_offset, end);
+        let gap = partition.append(&batch(PRODUCER_ID, batches * 2 + 5, 1), 0);
+        assert!(matches!(gap, Err(ReplicaError::Sequence(_))), "{gap:?}");
+    }
+
+    #[test]
+    fn rolls_and_clean_shutdown_write_snapshots_and_reopen_restores_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        let offsets = produce(&partition, 30);
+        let log_dir = dir.path().join("t-0");
+        let rolled = list(&log_dir).unwrap();
+        assert!(!rolled.is_empty(), "rolls write snapshots");
+        assert!(rolled.len() <= producer_snapshot::SNAPSHOTS_KEPT);
+        let before = producers(&partition);
+        partition.close_cleanly().unwrap();
+        assert_eq!(list(&log_dir).unwrap().last(), Some(&log_end(&partition)));
+        drop(partition);
+
+        let partition = open(dir.path(), LastShutdown::Clean);
+        assert_eq!(producers(&partition), before);
+        assert_retries_are_duplicates(&partition, &offsets);
+    }
+
+    #[test]
+    fn after_a_crash_the_state_is_the_roll_snapshot_plus_the_headers_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        let offsets = produce(&partition, 30);
+        let before = producers(&partition);
+        let newest = *list(&dir.path().join("t-0")).unwrap().last().unwrap();
+        assert!(newest < log_end(&partition), "batches after the last roll");
+        drop(partition); // no close_cleanly: like kill -9
+
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(producers(&partition), before);
+        assert_retries_are_duplicates(&partition, &offsets);
+    }
+
+    #[test]
+    fn the_state_comes_from_the_snapshot_and_a_corrupt_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        produce(&partition, 3);
+        let end = log_end(&partition);
+        let before = producers(&partition);
+        let mut planted = before.clone();
+        let stranger = batch(99, 0, 1);
+        planted.update(&BatchHeader::parse(&stranger).unwrap(), 0);
+        drop(partition);
+        let log_dir = dir.path().join("t-0");
+        producer_snapshot::write(&log_dir, end, &planted).unwrap();
+
+        // Producer 99 is in no batch: only the snapshot can have told the partition.
+        let partition = open(dir.path(), LastShutdown::Clean);
+        assert_eq!(producers(&partition), planted);
+        drop(partition);
+
+        let path = snapshot_path(&log_dir, end);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let partition = open(dir.path(), LastShutdown::Clean);
+        assert_eq!(
+            producers(&partition),
+            before,
+            "rebuilt from the batch headers"
+        );
+        assert_eq!(before.producer_count(), 2);
+    }
+
+    #[test]
+    fn truncation_removes_newer_snapshots_and_forgets_the_removed_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        let offsets = produce(&partition, 30);
+        partition.close_cleanly().unwrap();
+        let log_dir = dir.path().join("t-0");
+        let snapshots = list(&log_dir).unwrap();
+        let cut = offsets[20];
+        assert!(
+            snapshots.iter().any(|&offset| offset > cut),
+            "{snapshots:?} vs {cut}"
+        );
+        partition.truncate_to(cut).unwrap();
+        assert_eq!(log_end(&partition), cut);
+        assert!(list(&log_dir).unwrap().iter().all(|&offset| offset <= cut));
+        // Batch 20 is gone: its retry is appended again at the log end; batch 19 is not.
+        let retry = partition.append(&batch(PRODUCER_ID, 19 * 2, 2), 0).unwrap();
+        assert_eq!(retry.base_offset, offsets[19]);
+        let again = partition.append(&batch(PRODUCER_ID, 20 * 2, 2), 0).unwrap();
+        assert_eq!(again.base_offset, cut);
+        let expected = producers(&partition);
+        drop(partition);
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(producers(&partition), expected);
+    }
 }

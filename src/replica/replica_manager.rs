@@ -14,6 +14,7 @@ use super::{Partition, ReplicaError};
 use crate::config::BrokerConfig;
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, TopicImage};
+use crate::log::{LastShutdown, LogConfig};
 use crate::topic_config;
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string, now_ms};
 
@@ -107,11 +108,21 @@ impl ReplicaManager {
     /// Opens partitions the image assigns here, deletes those it no longer has, and
     /// applies changed topic configs. Errors on one partition do not stop the others.
     pub fn reconcile(&self, image: &MetadataImage) {
-        self.reconcile_reporting(image);
+        self.reconcile_with(image, LastShutdown::Unclean);
     }
 
-    /// `reconcile`, returning what changed about partitions that failed to open.
+    /// `reconcile` at start-up: after a clean shutdown the logs open without recovery.
+    pub fn reconcile_after(&self, image: &MetadataImage, last_shutdown: LastShutdown) {
+        self.reconcile_with(image, last_shutdown);
+    }
+
+    /// `reconcile`, returning what changed about partitions that failed to open (tests).
+    #[cfg(test)]
     fn reconcile_reporting(&self, image: &MetadataImage) -> OpenReport {
+        self.reconcile_with(image, LastShutdown::Unclean)
+    }
+
+    fn reconcile_with(&self, image: &MetadataImage, last_shutdown: LastShutdown) -> OpenReport {
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<String> = topics
             .keys()
@@ -127,12 +138,23 @@ impl ReplicaManager {
         }
         let mut failures = self.open_failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.retain(|tp, failure| self.still_assigned(image, tp, &failure.topic_id));
-        let mut report = OpenReport::default();
+        let mut openings = Vec::new();
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
-            self.reconcile_topic(topic, hosted, &mut failures, &mut report);
+            openings.extend(self.reconcile_topic(topic, hosted));
         }
-        topics.retain(|_, partitions| !partitions.is_empty());
+        let threads = self.config.recovery_threads_per_data_dir;
+        let opened = on_threads(&openings, threads, |opening| opening.open(last_shutdown));
+        let mut report = OpenReport::default();
+        for (opening, opened) in openings.into_iter().zip(opened) {
+            let index = opening.tp.partition as usize;
+            let topic = opening.tp.topic.clone();
+            let partition = report.record(&mut failures, opening.tp, opening.topic_id, opened);
+            if let Some(slot) = topics.get_mut(&*topic).and_then(|hosted| hosted.get_mut(index)) {
+                *slot = partition;
+            }
+        }
+        topics.retain(|_, partitions| partitions.iter().any(Option::is_some));
         report.log();
         report
     }
@@ -144,15 +166,16 @@ impl ReplicaManager {
         same_topic && partition.is_some_and(|p| p.replicas.contains(&self.node_id))
     }
 
+    /// Applies changed configs to the open partitions of `topic`; returns the partitions
+    /// the image assigns here that are not open yet.
     fn reconcile_topic(
         &self,
         topic: &TopicImage,
         hosted: &mut Vec<Option<Arc<Partition>>>,
-        failures: &mut HashMap<TopicPartition, OpenFailure>,
-        report: &mut OpenReport,
-    ) {
+    ) -> Vec<Opening> {
         let log_config = topic_config::log_config(&self.config, &topic.configs);
         hosted.resize(topic.partitions.len().max(hosted.len()), None);
+        let mut openings = Vec::new();
         for (index, image) in topic.partitions.iter().enumerate() {
             if !image.replicas.contains(&self.node_id) {
                 continue;
@@ -164,20 +187,15 @@ impl ReplicaManager {
                 continue;
             }
             let tp = TopicPartition::new(topic.name.as_str(), index as i32);
-            let dir = self.partition_dir(&tp);
-            let opened = Partition::open(
-                tp.clone(),
-                topic.id,
-                dir,
-                log_config.clone(),
-                image.leader_epoch,
-                now_ms(),
-            );
-            hosted[index] = report.record(failures, tp, topic.id, opened);
+            openings.push(Opening {
+                dir: self.partition_dir(&tp),
+                tp,
+                topic_id: topic.id,
+                config: log_config.clone(),
+                leader_epoch: image.leader_epoch,
+            });
         }
-        if hosted.iter().all(Option::is_none) {
-            hosted.clear();
-        }
+        openings
     }
 
     /// Start-up clean-up: removes partition directories that belong to no topic in the
@@ -278,6 +296,54 @@ fn listed<'a>(partitions: impl ExactSizeIterator<Item = &'a TopicPartition>) -> 
         text.push(format!("and {} more", count - LOGGED_PARTITIONS_MAX));
     }
     text.join(", ")
+}
+
+/// A partition the image assigns here that is not open yet.
+struct Opening {
+    tp: TopicPartition,
+    topic_id: Uuid,
+    dir: PathBuf,
+    config: LogConfig,
+    leader_epoch: i32,
+}
+
+impl Opening {
+    fn open(&self, last_shutdown: LastShutdown) -> Result<Partition, ReplicaError> {
+        Partition::open(
+            self.tp.clone(),
+            self.topic_id,
+            self.dir.clone(),
+            self.config.clone(),
+            self.leader_epoch,
+            now_ms(),
+            last_shutdown,
+        )
+    }
+}
+
+/// `work` applied to every item on up to `threads` threads, results in item order; a panic
+/// in `work` is re-raised here. For `num.recovery.threads.per.data.dir`: opening and
+/// flushing logs is disk- and CRC-bound per partition, and partitions are independent.
+pub(crate) fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let chunk_len = items.len().div_ceil(threads.max(1)).max(1);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk_len)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(work).collect::<Vec<R>>()))
+            .collect();
+        let joined = workers.into_iter().map(|worker| worker.join());
+        joined
+            .flat_map(|results| results.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 /// True if the hosted partitions still belong to the topic in the image (same id).
@@ -397,5 +463,15 @@ mod tests {
         assert_eq!(started(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
         std::fs::remove_file(blocked).unwrap();
         assert_eq!(cleared(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
+    }
+
+    #[test]
+    fn on_threads_keeps_item_order_for_any_thread_count() {
+        let items: Vec<u64> = (0..103).collect();
+        for threads in [1, 2, 7, 200] {
+            let squares = on_threads(&items, threads, |item| item * item);
+            assert_eq!(squares, items.iter().map(|i| i * i).collect::<Vec<_>>());
+        }
+        assert!(on_threads(&[] as &[u64], 2, |item| *item).is_empty());
     }
 }

@@ -22,7 +22,7 @@ pub struct BatchRecord {
     pub max_timestamp: i64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
@@ -52,7 +52,7 @@ pub enum SequenceError {
     },
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
 }
@@ -124,6 +124,29 @@ impl ProducerStateTable {
             last_offset: first_offset + i64::from(header.last_offset_delta),
             max_timestamp: header.max_timestamp,
         });
+    }
+}
+
+impl ProducerStateTable {
+    /// Every producer's id, epoch and remembered batches (oldest first), for snapshots.
+    pub fn producers(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<BatchRecord>)> {
+        self.producers
+            .iter()
+            .map(|(id, entry)| (*id, entry.epoch, &entry.batches))
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Restores one producer from a snapshot; keeps the newest [`BATCHES_REMEMBERED`].
+    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: &[BatchRecord]) {
+        let kept = &batches[batches.len().saturating_sub(BATCHES_REMEMBERED)..];
+        let entry = ProducerEntry {
+            epoch,
+            batches: kept.iter().copied().collect(),
+        };
+        self.producers.insert(producer_id, entry);
     }
 }
 

@@ -1,0 +1,425 @@
+//! Producer-state snapshots: `<20-digit offset>.snapshot` files beside a partition's
+//! segments, as Kafka keeps them, so opening a partition reads only the batch headers after
+//! the newest snapshot instead of every header from the log start.
+//!
+//! A snapshot at offset N holds the [`ProducerStateTable`] as of the log up to N - 1 (every
+//! batch below N applied, none at or above). The partition writes one when a segment rolls
+//! (N = the new segment's base offset) and at clean shutdown (N = the log end).
+//!
+//! File layout (ours, big-endian; Kafka's own format keeps only one batch per producer and
+//! our table needs the last five):
+//!
+//! ```text
+//! version i16 = 1 | crc u32 (CRC-32C of every byte after it) | offset i64 | count i32
+//! count x { producer_id i64 | epoch i16 | batches i16 (1..=5)
+//!           batches x { first_sequence i32 | last_sequence i32 | first_offset i64
+//!                       | last_offset i64 | max_timestamp i64 } }
+//! ```
+//!
+//! Snapshots are derived data: a snapshot that is missing, unreadable or fails its checks
+//! is ignored (and logged), and the next older one, or a full header scan, is used instead.
+//!
+//! Durability, argued: a snapshot is published by write-temporary + rename (readers never
+//! see half a file) but without fsync. A power loss can then leave it missing (an older one
+//! or a scan is used), or empty or partial (the CRC refuses it); it cannot leave a valid
+//! snapshot that disagrees with the log, because the log is fsynced up to the snapshot's
+//! offset before it is written (a roll seals and fsyncs the old segment; clean shutdown
+//! flushes first). Skipping the two fsyncs per partition keeps a clean shutdown of many
+//! partitions from costing seconds. Removals are the exception: a snapshot removed because
+//! the log was truncated below it must not come back after a crash and be taken for the
+//! state of different batches at the same offsets, so `remove_outside` fsyncs the
+//! directory.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::txn::producer_state::{BATCHES_REMEMBERED, BatchRecord, ProducerStateTable};
+
+pub const SNAPSHOT_EXTENSION: &str = "snapshot";
+/// Snapshots kept per partition: the newest, and an older one in case it is damaged.
+pub const SNAPSHOTS_KEPT: usize = 2;
+const SNAPSHOT_VERSION: i16 = 1;
+const TEMPORARY_SUFFIX: &str = ".tmp";
+/// Digits in a snapshot file name's offset, as in segment names.
+const OFFSET_DIGITS: usize = 20;
+/// version + crc.
+const PREAMBLE_BYTES: usize = 2 + 4;
+const PRODUCER_BYTES: usize = 8 + 2 + 2;
+const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("producer snapshot i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("corrupt producer snapshot: {0}")]
+    Corrupt(String),
+}
+
+pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{offset:020}.{SNAPSHOT_EXTENSION}"))
+}
+
+/// The bytes of a snapshot of `table` at `offset`.
+pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
+    let mut producers: Vec<_> = table.producers().collect();
+    producers.sort_by_key(|(producer_id, _, _)| *producer_id);
+    let mut body = Vec::with_capacity(12 + producers.len() * (PRODUCER_BYTES + BATCH_BYTES));
+    body.extend_from_slice(&offset.to_be_bytes());
+    body.extend_from_slice(&(producers.len() as i32).to_be_bytes());
+    for (producer_id, epoch, batches) in producers {
+        assert!(
+            batches.len() <= BATCHES_REMEMBERED,
+            "the table bounds its batches"
+        );
+        body.extend_from_slice(&producer_id.to_be_bytes());
+        body.extend_from_slice(&epoch.to_be_bytes());
+        body.extend_from_slice(&(batches.len() as i16).to_be_bytes());
+        for batch in batches {
+            body.extend_from_slice(&batch.first_sequence.to_be_bytes());
+            body.extend_from_slice(&batch.last_sequence.to_be_bytes());
+            body.extend_from_slice(&batch.first_offset.to_be_bytes());
+            body.extend_from_slice(&batch.last_offset.to_be_bytes());
+            body.extend_from_slice(&batch.max_timestamp.to_be_bytes());
+        }
+    }
+    let mut bytes = Vec::with_capacity(PREAMBLE_BYTES + body.len());
+    bytes.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// Decodes a snapshot that must be at `offset` (the offset its file name says).
+pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotError> {
+    let mut reader = Reader { bytes, position: 0 };
+    let version = reader.i16()?;
+    if version != SNAPSHOT_VERSION {
+        return Err(corrupt(format!("unknown version {version}")));
+    }
+    let crc = reader.u32()?;
+    if crc32c::crc32c(&bytes[PREAMBLE_BYTES..]) != crc {
+        return Err(corrupt("CRC-32C mismatch".into()));
+    }
+    let stored_offset = reader.i64()?;
+    if stored_offset != offset {
+        return Err(corrupt(format!(
+            "holds offset {stored_offset}, named {offset}"
+        )));
+    }
+    let count = reader.count(PRODUCER_BYTES)?;
+    let mut table = ProducerStateTable::default();
+    for _ in 0..count {
+        let producer_id = reader.i64()?;
+        let epoch = reader.i16()?;
+        let batches = reader.batches()?;
+        if batches.iter().any(|batch| batch.last_offset >= offset) {
+            return Err(corrupt(format!(
+                "producer {producer_id} has a batch at {offset} or later"
+            )));
+        }
+        table.restore(producer_id, epoch, &batches);
+    }
+    if reader.position != bytes.len() {
+        return Err(corrupt("bytes after the last producer".into()));
+    }
+    Ok(table)
+}
+
+fn corrupt(why: String) -> SnapshotError {
+    SnapshotError::Corrupt(why)
+}
+
+/// Reads big-endian fields, refusing to run past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        let end = self.position + N;
+        let slice = self
+            .bytes
+            .get(self.position..end)
+            .ok_or_else(|| corrupt(format!("ends inside a field at byte {}", self.position)))?;
+        self.position = end;
+        Ok(slice.try_into().expect("slice of N bytes"))
+    }
+
+    fn i16(&mut self) -> Result<i16, SnapshotError> {
+        self.take().map(i16::from_be_bytes)
+    }
+
+    fn i32(&mut self) -> Result<i32, SnapshotError> {
+        self.take().map(i32::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn i64(&mut self) -> Result<i64, SnapshotError> {
+        self.take().map(i64::from_be_bytes)
+    }
+
+    /// A count of items of at least `item_bytes` each, checked against what is left, so a
+    /// damaged count cannot ask for a huge allocation.
+    fn count(&mut self, item_bytes: usize) -> Result<usize, SnapshotError> {
+        let count = self.i32()?;
+        let remaining = self.bytes.len() - self.position;
+        match usize::try_from(count) {
+            Ok(count) if count.saturating_mul(item_bytes) <= remaining => Ok(count),
+            _ => Err(corrupt(format!(
+                "count {count} does not fit {remaining} bytes"
+            ))),
+        }
+    }
+
+    fn batches(&mut self) -> Result<Vec<BatchRecord>, SnapshotError> {
+        let count = self.i16()?;
+        if !(1..=BATCHES_REMEMBERED as i16).contains(&count) {
+            return Err(corrupt(format!("{count} batches for one producer")));
+        }
+        (0..count).map(|_| self.batch()).collect()
+    }
+
+    fn batch(&mut self) -> Result<BatchRecord, SnapshotError> {
+        let batch = BatchRecord {
+            first_sequence: self.i32()?,
+            last_sequence: self.i32()?,
+            first_offset: self.i64()?,
+            last_offset: self.i64()?,
+            max_timestamp: self.i64()?,
+        };
+        if batch.first_offset > batch.last_offset || batch.first_offset < 0 {
+            return Err(corrupt(format!("batch offsets {batch:?}")));
+        }
+        Ok(batch)
+    }
+}
+
+/// Publishes a snapshot of `table` at `offset` (temporary file, then rename; no fsync: see
+/// the module comment), then removes all but the newest [`SNAPSHOTS_KEPT`]. The log must be
+/// durable up to `offset`.
+pub fn write(dir: &Path, offset: i64, table: &ProducerStateTable) -> io::Result<()> {
+    let path = snapshot_path(dir, offset);
+    let mut temporary = path.clone().into_os_string();
+    temporary.push(TEMPORARY_SUFFIX);
+    let mut file = File::create(&temporary)?;
+    file.write_all(&encode(table, offset))?;
+    drop(file);
+    fs::rename(&temporary, &path)?;
+    let listed = list(dir)?;
+    let excess = listed.len().saturating_sub(SNAPSHOTS_KEPT);
+    for &old in &listed[..excess] {
+        // An older snapshot that reappears after a crash is still valid at its offset.
+        fs::remove_file(snapshot_path(dir, old))?;
+    }
+    Ok(())
+}
+
+fn sync_directory(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Offsets of the snapshots in `dir`, ascending. Leftover temporary files (a write that
+/// did not finish) are removed.
+pub fn list(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut offsets = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Some((stem, extension)) = name.split_once('.') else {
+            continue;
+        };
+        let digits = stem.len() == OFFSET_DIGITS && stem.bytes().all(|b| b.is_ascii_digit());
+        let Some(offset) = stem.parse::<i64>().ok().filter(|_| digits) else {
+            continue;
+        };
+        if extension == SNAPSHOT_EXTENSION {
+            offsets.push(offset);
+        } else if extension.strip_suffix(TEMPORARY_SUFFIX) == Some(SNAPSHOT_EXTENSION) {
+            tracing::info!(file = %entry.path().display(), "removing an unfinished snapshot");
+            fs::remove_file(entry.path())?;
+        }
+    }
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// Removes the snapshots outside `[low, high]` (durably); returns how many went. Callers:
+/// truncation (a snapshot above the new log end describes batches that are gone) and
+/// retention (a snapshot below the log start would remember batches that are gone, and
+/// answer OUT_OF_ORDER_SEQUENCE where an unknown producer is accepted).
+pub fn remove_outside(dir: &Path, low: i64, high: i64) -> io::Result<usize> {
+    let outside: Vec<i64> = list(dir)?
+        .into_iter()
+        .filter(|offset| !(low..=high).contains(offset))
+        .collect();
+    for &offset in &outside {
+        fs::remove_file(snapshot_path(dir, offset))?;
+    }
+    if !outside.is_empty() {
+        sync_directory(dir)?;
+    }
+    Ok(outside.len())
+}
+
+/// The newest valid snapshot at an offset in `[log_start, log_end]`, as (offset, table).
+/// Snapshots outside that range are removed first; a bad one is logged and skipped.
+pub fn load_newest(
+    dir: &Path,
+    log_start: i64,
+    log_end: i64,
+) -> io::Result<Option<(i64, ProducerStateTable)>> {
+    remove_outside(dir, log_start, log_end)?;
+    for offset in list(dir)?.into_iter().rev() {
+        let path = snapshot_path(dir, offset);
+        let loaded = fs::read(&path)
+            .map_err(SnapshotError::from)
+            .and_then(|bytes| decode(&bytes, offset));
+        match loaded {
+            Ok(table) => return Ok(Some((offset, table))),
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "ignoring a producer snapshot")
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::BatchHeader;
+    use crate::txn::producer_state::SequenceCheck;
+
+    fn header(producer_id: i64, epoch: i16, sequence: i32, records: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 1_000 + i64::from(sequence),
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: sequence,
+            record_count: records,
+        }
+    }
+
+    /// Three producers, one with more batches than are remembered; returns (table, end).
+    fn sample() -> (ProducerStateTable, i64) {
+        let mut table = ProducerStateTable::default();
+        let mut offset = 0;
+        for (producer_id, epoch, batches) in [(7, 0, 8), (9, 3, 2), (i64::MAX - 1, 1, 1)] {
+            for index in 0..batches {
+                let header = header(producer_id, epoch, index * 2, 2);
+                table.update(&header, offset);
+                offset += 2;
+            }
+        }
+        (table, offset)
+    }
+
+    #[test]
+    fn round_trip_keeps_every_producer_and_batch() {
+        let (table, end) = sample();
+        let bytes = encode(&table, end);
+        assert_eq!(&bytes[..2], &[0, 1], "version 1");
+        let decoded = decode(&bytes, end).unwrap();
+        assert_eq!(decoded, table);
+        assert_eq!(decoded.producer_count(), 3);
+        // Producer 7 wrote sequences 0..16 in 8 batches: the last five are remembered.
+        match decoded.check(&header(7, 0, 10, 2)) {
+            Ok(SequenceCheck::Duplicate(batch)) => assert_eq!(batch.first_offset, 10),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        assert!(
+            decoded.check(&header(7, 0, 4, 2)).is_err(),
+            "older than five batches"
+        );
+        assert_eq!(
+            decoded.check(&header(7, 0, 16, 1)),
+            Ok(SequenceCheck::Accept)
+        );
+        assert_eq!(encode(&decoded, end), bytes, "encoding is deterministic");
+    }
+
+    #[test]
+    fn every_damaged_byte_and_truncation_is_refused() {
+        let (table, end) = sample();
+        let bytes = encode(&table, end);
+        for position in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 0x10;
+            assert!(decode(&damaged, end).is_err(), "flip at {position}");
+        }
+        for length in 0..bytes.len() {
+            assert!(decode(&bytes[..length], end).is_err(), "cut at {length}");
+        }
+        assert!(decode(&bytes, end + 1).is_err(), "named for another offset");
+        let empty = encode(&ProducerStateTable::default(), 0);
+        assert_eq!(decode(&empty, 0).unwrap(), ProducerStateTable::default());
+    }
+
+    #[test]
+    fn load_newest_skips_a_corrupt_snapshot_for_the_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, end) = sample();
+        let mut newer = table.clone();
+        newer.update(&header(9, 3, 4, 1), end);
+        write(dir.path(), end, &table).unwrap();
+        write(dir.path(), end + 1, &newer).unwrap();
+        let loaded = load_newest(dir.path(), 0, end + 1).unwrap();
+        assert_eq!(loaded, Some((end + 1, newer)));
+
+        let newest = snapshot_path(dir.path(), end + 1);
+        let mut bytes = fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&newest, &bytes).unwrap();
+        let loaded = load_newest(dir.path(), 0, end + 1).unwrap();
+        assert_eq!(loaded, Some((end, table)));
+        fs::write(snapshot_path(dir.path(), end), b"").unwrap();
+        assert_eq!(load_newest(dir.path(), 0, end + 1).unwrap(), None);
+    }
+
+    #[test]
+    fn snapshots_outside_the_log_are_removed_and_only_a_few_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, _) = sample();
+        for offset in [10, 20, 30] {
+            write(dir.path(), offset * 100, &ProducerStateTable::default()).unwrap();
+        }
+        assert_eq!(list(dir.path()).unwrap(), vec![2_000, 3_000], "bounded");
+        write(dir.path(), 2_500, &table).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![2_500, 3_000]);
+        // A truncation to 2_600: the snapshot at 3_000 describes batches that are gone.
+        let loaded = load_newest(dir.path(), 0, 2_600).unwrap();
+        assert_eq!(loaded.map(|(offset, _)| offset), Some(2_500));
+        assert_eq!(list(dir.path()).unwrap(), vec![2_500]);
+        // Retention moved the log start past it.
+        assert_eq!(load_newest(dir.path(), 2_501, 4_000).unwrap(), None);
+        assert!(list(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unfinished_temporary_files_are_removed_and_other_files_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let temporary = dir.path().join("00000000000000000042.snapshot.tmp");
+        fs::write(&temporary, b"half").unwrap();
+        let segment = dir.path().join("00000000000000000000.log");
+        fs::write(&segment, b"").unwrap();
+        assert!(list(dir.path()).unwrap().is_empty());
+        assert!(!temporary.exists());
+        assert!(segment.exists());
+    }
+}
