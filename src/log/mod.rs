@@ -22,6 +22,7 @@
 pub mod batch;
 mod cleaner;
 pub mod config;
+pub mod durable;
 pub mod error;
 mod index;
 mod index_file;
