@@ -9,6 +9,7 @@ use kafkaesque::config::BrokerConfig;
 use kafkaesque::server::{self, Shutdown};
 use kafkaesque::types::now_ms;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -26,6 +27,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    // Installed before the port opens: start-up (log recovery, fsyncs) takes a while after
+    // the listener is bound, and a SIGTERM in that window must still mean a clean stop.
+    let terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let address = format!(
         "{}:{}",
         bind_host(&config.listener.host),
@@ -46,7 +50,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         "broker started"
     );
     let serving = tokio::spawn(server::serve(listener, broker.clone(), shutdown));
-    wait_for_signal().await;
+    wait_for_signal(terminate).await;
     tracing::info!("shutting down");
     broker.begin_shutdown();
     let _ = serving.await;
@@ -59,9 +63,7 @@ fn bind_host(host: &str) -> &str {
     if host.is_empty() { "0.0.0.0" } else { host }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+async fn wait_for_signal(mut terminate: Signal) {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
