@@ -53,7 +53,8 @@ pub(crate) fn load_segments(
     index_interval_bytes: u32,
     now_ms: i64,
 ) -> Result<Vec<Segment>, LogError> {
-    fs::create_dir_all(dir)?;
+    // A new partition directory must survive a crash with the files made in it.
+    super::durable::create_dir_durably(dir)?;
     complete_swaps(dir)?;
     let bases = list_segment_bases(dir)?;
     let Some((&active_base, sealed_bases)) = bases.split_last() else {

@@ -317,7 +317,6 @@ fn write_partition_metadata(dir: &Path, topic_id: &Uuid) -> Result<(), std::io::
     if read_partition_metadata(dir).as_deref() == Some(wanted.as_str()) {
         return Ok(());
     }
-    let temporary = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
-    std::fs::write(&temporary, format!("version: 0\ntopic_id: {wanted}\n"))?;
-    std::fs::rename(&temporary, dir.join(PARTITION_METADATA_FILE))
+    let text = format!("version: 0\ntopic_id: {wanted}\n");
+    crate::log::durable::publish_file(dir, PARTITION_METADATA_FILE, text.as_bytes())
 }
