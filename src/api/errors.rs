@@ -40,6 +40,7 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         ReplicaError::TransactionsUnsupported => ResponseError::InvalidTxnState,
         ReplicaError::Io(_) => ResponseError::KafkaStorageError,
+        ReplicaError::InconsistentTopicId { .. } => ResponseError::InconsistentTopicId,
     }
 }
 

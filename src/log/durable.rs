@@ -40,8 +40,9 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
+    let parent = parent_of(dir);
+    if parent != dir {
+        create_dir_durably(&parent)?;
     }
     match fs::create_dir(dir) {
         Ok(()) => {}
@@ -49,9 +50,15 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
         Err(error) => return Err(error),
     }
-    match dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        Some(parent) => sync_directory(parent),
-        None => Ok(()),
+    sync_directory(&parent)
+}
+
+/// The directory holding `path`'s entry: `.` for a bare relative name, `/` for `/`.
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => PathBuf::from("."),
+        Some(parent) => parent.to_path_buf(),
+        None => path.to_path_buf(),
     }
 }
 
@@ -79,10 +86,10 @@ pub fn rename_aside(dir: &Path, suffix: &str) -> io::Result<PathBuf> {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tp = TopicPartition::from_dir_name(&name).unwrap_or_else(|| TopicPartition::new(name, 0));
-    let parent = dir.parent().unwrap_or(Path::new("."));
+    let parent = parent_of(dir);
     let target = parent.join(aside_dir_name(&tp, suffix));
     fs::rename(dir, &target)?;
-    sync_directory(parent)?;
+    sync_directory(&parent)?;
     Ok(target)
 }
 
@@ -120,5 +127,16 @@ mod tests {
         let kept = fs::read(moved.join("00000000000000000000.log")).unwrap();
         assert_eq!(kept, b"records");
         assert!(!moved.join("00000000000000000000.log.tmp").exists());
+    }
+
+    #[test]
+    fn create_dir_durably_makes_nested_and_existing_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let nested = root.path().join("a").join("b").join("c");
+        create_dir_durably(&nested).unwrap();
+        assert!(nested.is_dir());
+        create_dir_durably(&nested).unwrap();
+        assert_eq!(parent_of(Path::new("data")), PathBuf::from("."));
+        assert_eq!(parent_of(Path::new("/")), PathBuf::from("/"));
     }
 }

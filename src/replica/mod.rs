@@ -38,4 +38,10 @@ pub enum ReplicaError {
     TransactionsUnsupported,
     #[error("partition metadata I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{dir} belongs to topic id {recorded}, not {wanted}")]
+    InconsistentTopicId {
+        dir: String,
+        recorded: String,
+        wanted: String,
+    },
 }

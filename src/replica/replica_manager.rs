@@ -170,3 +170,7 @@ fn same_topic(topic: Option<&TopicImage>, hosted: &[Option<Arc<Partition>>]) -> 
         .flatten()
         .all(|partition| partition.topic_id == topic.id)
 }
+
+#[cfg(test)]
+#[path = "stray_tests.rs"]
+mod stray_tests;
