@@ -11,7 +11,9 @@
 //! - A failed append (write or fsync, e.g. ENOSPC) truncates the file back to its length
 //!   before the append and fsyncs it; the command is neither applied nor acknowledged. If
 //!   that truncation fails too, the log is poisoned: every later append fails, so nothing
-//!   is ever written after a partial record.
+//!   is ever written after a partial record. (A restart then cuts a partial record off as
+//!   a torn tail; a record written whole whose fsync failed replays, like a request that
+//!   timed out but took effect: at worst a topic appears or a producer-id block is skipped.)
 //!
 //! The old unchecksummed `metadata.jsonl` is converted once, strictly: every complete line
 //! must parse and apply (else start-up refuses, naming file and offset); only a final line
@@ -113,6 +115,14 @@ impl<F: LogFile> CommandLog<F> {
             return Err(ControllerError::LogPoisoned(reason.clone()));
         }
         let record = encode_record(command)?;
+        // Paired with replay's check: a record that would not decode back to this command
+        // would stop every later start-up, so it must never reach the disk.
+        let terminator = record.len() - 1;
+        assert_eq!(
+            decode_record(&record[..terminator]).as_ref(),
+            Ok(command),
+            "an encoded record decodes back to its command"
+        );
         let written = self.file.append(&record).and_then(|()| self.file.sync());
         match written {
             Ok(()) => {
