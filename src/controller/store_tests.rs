@@ -345,7 +345,7 @@ fn a_full_disk_fails_the_append_and_leaves_the_file_as_it_was() {
         assignments: vec![vec![1]],
         configs: BTreeMap::from([("x".to_string(), "y".repeat(20_000))]),
     };
-    let error = log.append(&big).err().expect("the disk is full");
+    let error = log.append(&big).expect_err("the disk is full");
     assert!(
         matches!(error, ControllerError::AppendFailed { .. }),
         "{error}"
