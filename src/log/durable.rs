@@ -21,6 +21,8 @@ pub const STRAY_DIR_SUFFIX: &str = "-stray";
 /// Kafka caps renamed-aside names at 255 bytes (a common file-name limit) by shortening the
 /// topic part (`LocalLog.logDirNameWithSuffixCappedLength`).
 const DIR_NAME_BYTES_MAX: usize = 255;
+/// A UUID without its dashes, the unique part of a renamed-aside name.
+const UNIQUE_HEX_DIGITS: usize = 32;
 
 /// Writes `bytes` to `<dir>/<name>` through `<name>.tmp`: write, fsync the file, rename,
 /// fsync the directory.
@@ -77,6 +79,16 @@ pub fn aside_dir_name(tp: &TopicPartition, suffix: &str) -> String {
     format!("{topic}{full_suffix}")
 }
 
+/// True for names [`aside_dir_name`] makes with `suffix` (`....<32 hex digits><suffix>`),
+/// so start-up never removes an operator's directory that merely ends in `-delete`.
+pub fn is_aside_dir_name(name: &str, suffix: &str) -> bool {
+    name.strip_suffix(suffix)
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(_, unique)| {
+            unique.len() == UNIQUE_HEX_DIGITS && unique.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+}
+
 /// Renames the partition directory `dir` aside with `suffix` and fsyncs its parent;
 /// returns the new path. Directories not named `<topic>-<partition>` keep their name as
 /// the topic part.
@@ -104,10 +116,14 @@ mod tests {
         assert!(name.starts_with("orders.v1-2-17."), "{name}");
         assert!(name.ends_with("-stray"));
         assert_eq!(TopicPartition::from_dir_name(&name), None);
+        assert!(is_aside_dir_name(&name, STRAY_DIR_SUFFIX));
+        assert!(!is_aside_dir_name(&name, DELETE_DIR_SUFFIX));
+        assert!(!is_aside_dir_name("backups-to-delete", DELETE_DIR_SUFFIX));
+        assert!(!is_aside_dir_name("x-0.abc-delete", DELETE_DIR_SUFFIX));
         let long = TopicPartition::new("t".repeat(249), 123_456);
         let name = aside_dir_name(&long, DELETE_DIR_SUFFIX);
         assert_eq!(name.len(), DIR_NAME_BYTES_MAX);
-        assert!(name.ends_with("-delete"));
+        assert!(is_aside_dir_name(&name, DELETE_DIR_SUFFIX));
         assert_eq!(TopicPartition::from_dir_name(&name), None);
     }
 

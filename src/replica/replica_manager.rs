@@ -12,7 +12,7 @@ use super::{Partition, ReplicaError};
 use crate::config::BrokerConfig;
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, TopicImage};
-use crate::log::durable::{DELETE_DIR_SUFFIX, STRAY_DIR_SUFFIX, rename_aside};
+use crate::log::durable::{DELETE_DIR_SUFFIX, STRAY_DIR_SUFFIX, is_aside_dir_name, rename_aside};
 use crate::topic_config;
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string, now_ms};
 
@@ -127,7 +127,7 @@ impl ReplicaManager {
                 .file_name()
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name.ends_with(DELETE_DIR_SUFFIX) {
+            if is_aside_dir_name(&name, DELETE_DIR_SUFFIX) {
                 tracing::info!(dir = %path.display(), "removing a deleted topic's partition");
                 std::fs::remove_dir_all(&path)?;
             } else if let Some(tp) = TopicPartition::from_dir_name(&name)

@@ -73,6 +73,7 @@ fn strays_are_renamed_aside_with_their_data_and_delete_leftovers_removed() {
         b"x",
     );
     fs::create_dir(root.path().join("__cluster_metadata-0")).unwrap();
+    partition_dir(root.path(), "not-ours-delete", None, b"an operator's");
 
     let replicas = manager(root.path());
     replicas
@@ -85,9 +86,11 @@ fn strays_are_renamed_aside_with_their_data_and_delete_leftovers_removed() {
         after.contains(&"__cluster_metadata-0".to_string()),
         "{after:?}"
     );
-    assert!(
-        !after.iter().any(|name| name.ends_with("-delete")),
-        "{after:?}"
+    let deleted: Vec<&String> = after.iter().filter(|n| n.ends_with("-delete")).collect();
+    assert_eq!(
+        deleted,
+        ["not-ours-delete"],
+        "only our own -delete names are removed"
     );
     for (original, data) in [
         ("live-1", "beyond the partition count"),
@@ -105,7 +108,7 @@ fn strays_are_renamed_aside_with_their_data_and_delete_leftovers_removed() {
         after.iter().any(|name| name.starts_with("unbound-0.")),
         "{after:?}"
     );
-    assert_eq!(after.len(), 6, "{after:?}");
+    assert_eq!(after.len(), 7, "{after:?}");
 
     // A second start finds nothing more to do: each stray is set aside exactly once.
     replicas
