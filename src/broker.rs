@@ -37,6 +37,10 @@ pub enum BrokerError {
     NodeIdMismatch { found: String, configured: NodeId },
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    /// A stray partition directory could not be set aside: opening partitions over it
+    /// could serve one topic's data as another's, so start-up stops.
+    #[error("log directory clean-up: {0}")]
+    LogDirectory(#[from] crate::replica::ReplicaError),
 }
 
 pub struct Broker {
@@ -76,10 +80,7 @@ impl Broker {
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
-        broker
-            .replicas
-            .remove_stray_directories(&image)
-            .map_err(|error| ControllerError::Corrupt(error.to_string()))?;
+        broker.replicas.set_aside_stray_directories(&image)?;
         // Taken (and its removal made durable) before any write can be accepted, so a crash
         // from here on is never mistaken for a clean stop.
         let last_shutdown = crate::log::take_marker(&broker.config.log_dirs).map_err(|source| {
@@ -279,7 +280,7 @@ fn prepare_data_dir(config: &BrokerConfig) -> Result<String, BrokerError> {
         path: dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::log::durable::create_dir_durably(dir).map_err(io)?;
     let path = dir.join(META_PROPERTIES);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let properties = crate::config::parse_properties(&text);
@@ -306,7 +307,5 @@ fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: NodeId) -> std::
         "#\n#{}\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\ndirectory.id={directory_id}\n",
         "written by kafkaesque"
     );
-    let temporary = dir.join(format!("{META_PROPERTIES}.tmp"));
-    std::fs::write(&temporary, text)?;
-    std::fs::rename(&temporary, dir.join(META_PROPERTIES))
+    crate::log::durable::publish_file(dir, META_PROPERTIES, text.as_bytes())
 }

@@ -27,6 +27,10 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    // Installed before the port opens: start-up (log recovery, fsyncs) takes a while after
+    // the listener is bound, and a SIGTERM in that window must still mean a clean stop
+    // (flush, snapshots, clean-shutdown marker), not the default kill.
+    let terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let address = format!(
         "{}:{}",
         bind_host(&config.listener.host),
@@ -35,9 +39,6 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("bind {address}"))?;
-    // Installed before anything is served, so a SIGTERM right after start-up is a clean
-    // stop (flush, snapshots, clean-shutdown marker), not the default kill.
-    let terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let broker = Broker::open(config).await?;
     let shutdown = broker.shutdown_signal();
     tokio::spawn(maintenance(broker.clone(), shutdown.clone()));

@@ -40,6 +40,7 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         ReplicaError::TransactionsUnsupported => ResponseError::InvalidTxnState,
         ReplicaError::Io(_) | ReplicaError::Offline { .. } => ResponseError::KafkaStorageError,
+        ReplicaError::InconsistentTopicId { .. } => ResponseError::InconsistentTopicId,
     }
 }
 
@@ -56,6 +57,11 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
         ControllerError::Io(_) | ControllerError::Corrupt(_) => ResponseError::UnknownServerError,
+        // The metadata disk failed: Kafka's code for a disk error on the broker.
+        ControllerError::AppendFailed { .. } | ControllerError::LogPoisoned(_) => {
+            ResponseError::KafkaStorageError
+        }
+        ControllerError::CorruptRecord { .. } => ResponseError::UnknownServerError,
     }
 }
 

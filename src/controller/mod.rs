@@ -50,6 +50,25 @@ pub enum ControllerError {
     Io(#[from] std::io::Error),
     #[error("metadata log is corrupt: {0}")]
     Corrupt(String),
+    /// A complete record that fails its checksum or does not apply: start-up stops here.
+    #[error(
+        "metadata log {path} is corrupt at byte {offset}: {reason}; refusing to start \
+         (restore the file, or move it aside to rebuild the metadata knowingly)"
+    )]
+    CorruptRecord {
+        path: String,
+        offset: u64,
+        reason: String,
+    },
+    /// The append failed and was rolled back: the command was neither applied nor stored.
+    #[error("metadata log {path}: append failed: {source}")]
+    AppendFailed {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A failed append could not be rolled back; every later append is refused.
+    #[error("metadata log is unusable: {0}")]
+    LogPoisoned(String),
 }
 
 pub struct Controller {

@@ -26,6 +26,7 @@ pub mod batch;
 mod clean_shutdown;
 mod cleaner;
 pub mod config;
+pub mod durable;
 pub mod error;
 mod index;
 mod index_file;

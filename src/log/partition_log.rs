@@ -408,11 +408,15 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Close the files and remove the whole directory (topic deletion).
+    /// Close the files and remove the whole directory (topic deletion; called only after
+    /// the deletion record is durable). The directory is first renamed to Kafka's
+    /// `<topic>-<partition>.<uuid>-delete` (durably), so a crash mid-removal leaves a name
+    /// start-up finishes removing, never a half-removed directory that looks like a partition.
     pub fn delete(self) -> Result<(), LogError> {
         let PartitionLog { dir, segments, .. } = self;
         drop(segments);
-        fs::remove_dir_all(&dir)?;
+        let doomed = super::durable::rename_aside(&dir, super::durable::DELETE_DIR_SUFFIX)?;
+        fs::remove_dir_all(&doomed)?;
         Ok(())
     }
 }

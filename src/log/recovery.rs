@@ -60,7 +60,8 @@ pub(crate) fn load_segments(
     now_ms: i64,
     last_shutdown: LastShutdown,
 ) -> Result<Vec<Segment>, LogError> {
-    fs::create_dir_all(dir)?;
+    // A new partition directory must survive a crash with the files made in it.
+    super::durable::create_dir_durably(dir)?;
     complete_swaps(dir)?;
     let bases = list_segment_bases(dir)?;
     let Some(&active_base) = bases.last() else {

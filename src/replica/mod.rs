@@ -50,6 +50,12 @@ pub enum ReplicaError {
         partitions: Vec<i32>,
         cause: String,
     },
+    #[error("{dir} belongs to topic id {recorded}, not {wanted}")]
+    InconsistentTopicId {
+        dir: String,
+        recorded: String,
+        wanted: String,
+    },
 }
 
 /// Ascending partition indexes as runs, "0-2, 5, 7-9": thousands of failed partitions

@@ -403,14 +403,24 @@ pub fn read_partition_metadata(dir: &Path) -> Option<String> {
     })
 }
 
-fn write_partition_metadata(dir: &Path, topic_id: &Uuid) -> Result<(), std::io::Error> {
+/// Binds `dir` to `topic_id`; refuses a directory bound to another topic id, whose data
+/// must never be served as this topic's (start-up sets such directories aside first).
+fn write_partition_metadata(dir: &Path, topic_id: &Uuid) -> Result<(), ReplicaError> {
     let wanted = kafka_uuid_string(topic_id);
-    if read_partition_metadata(dir).as_deref() == Some(wanted.as_str()) {
-        return Ok(());
+    match read_partition_metadata(dir) {
+        Some(recorded) if recorded == wanted => return Ok(()),
+        Some(recorded) => {
+            return Err(ReplicaError::InconsistentTopicId {
+                dir: dir.display().to_string(),
+                recorded,
+                wanted,
+            });
+        }
+        None => {}
     }
-    let temporary = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
-    std::fs::write(&temporary, format!("version: 0\ntopic_id: {wanted}\n"))?;
-    std::fs::rename(&temporary, dir.join(PARTITION_METADATA_FILE))
+    let text = format!("version: 0\ntopic_id: {wanted}\n");
+    crate::log::durable::publish_file(dir, PARTITION_METADATA_FILE, text.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! with what is open (and, at start-up, with what is on disk) and makes them agree.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use uuid::Uuid;
@@ -14,6 +14,7 @@ use super::{Partition, ReplicaError};
 use crate::config::BrokerConfig;
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, TopicImage};
+use crate::log::durable::{DELETE_DIR_SUFFIX, STRAY_DIR_SUFFIX, is_aside_dir_name, rename_aside};
 use crate::log::{LastShutdown, LogConfig};
 use crate::topic_config;
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string, now_ms};
@@ -198,34 +199,61 @@ impl ReplicaManager {
         openings
     }
 
-    /// Start-up clean-up: removes partition directories that belong to no topic in the
-    /// image, or to an older topic of the same name (deleted while this broker was down).
-    pub fn remove_stray_directories(&self, image: &MetadataImage) -> Result<(), ReplicaError> {
-        let Ok(entries) = std::fs::read_dir(&self.config.log_dirs) else {
-            return Ok(());
+    /// Start-up clean-up of the log directory, before any partition opens. Nothing here
+    /// deletes data because metadata is missing or doubtful:
+    /// - a partition directory no topic in the image claims for this broker, or whose
+    ///   `partition.metadata` names another topic id (an older topic of the same name), is
+    ///   renamed aside to `<topic>-<partition>.<uuid>-stray` and logged once (Kafka's
+    ///   `LogManager` does the same with stray logs);
+    /// - a `...-delete` directory is removed: it was renamed only after its topic's
+    ///   deletion record was durable, and a crash interrupted the removal.
+    pub fn set_aside_stray_directories(&self, image: &MetadataImage) -> Result<(), ReplicaError> {
+        let entries = match std::fs::read_dir(&self.config.log_dirs) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error.into()),
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(tp) = TopicPartition::from_dir_name(&name) else {
-                continue;
-            };
-            if &*tp.topic == METADATA_TOPIC || !entry.path().is_dir() {
+        for entry in entries {
+            let path = entry?.path();
+            if !path.is_dir() {
                 continue;
             }
-            let expected = image
-                .partition(&tp.topic, tp.partition)
-                .filter(|partition| partition.replicas.contains(&self.node_id))
-                .and_then(|_| image.topic(&tp.topic))
-                .map(|topic| kafka_uuid_string(&topic.id));
-            let recorded = read_partition_metadata(&entry.path());
-            let keep = matches!((&expected, &recorded), (Some(e), Some(r)) if e == r)
-                || (expected.is_some() && recorded.is_none());
-            if !keep {
-                tracing::info!(dir = %entry.path().display(), "removing stray partition directory");
-                std::fs::remove_dir_all(entry.path())?;
+            let name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if is_aside_dir_name(&name, DELETE_DIR_SUFFIX) {
+                tracing::info!(dir = %path.display(), "removing a deleted topic's partition");
+                std::fs::remove_dir_all(&path)?;
+            } else if let Some(tp) = TopicPartition::from_dir_name(&name)
+                && &*tp.topic != METADATA_TOPIC
+                && !self.claims(image, &tp, &path)
+            {
+                let aside = rename_aside(&path, STRAY_DIR_SUFFIX)?;
+                tracing::warn!(
+                    dir = %path.display(), renamed = %aside.display(),
+                    "partition directory belongs to no topic in the metadata; renamed aside, \
+                     not deleted"
+                );
             }
         }
         Ok(())
+    }
+
+    /// True if the image assigns `tp` to this broker and the directory is not bound to
+    /// another topic id. A directory without `partition.metadata` (a crash before it was
+    /// written) is claimed: opening it binds it.
+    fn claims(&self, image: &MetadataImage, tp: &TopicPartition, dir: &Path) -> bool {
+        let expected = image
+            .partition(&tp.topic, tp.partition)
+            .filter(|partition| partition.replicas.contains(&self.node_id))
+            .and_then(|_| image.topic(&tp.topic))
+            .map(|topic| kafka_uuid_string(&topic.id));
+        match (expected, read_partition_metadata(dir)) {
+            (Some(expected), Some(recorded)) => expected == recorded,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 }
 
@@ -354,6 +382,10 @@ fn same_topic(topic: Option<&TopicImage>, hosted: &[Option<Arc<Partition>>]) -> 
         .flatten()
         .all(|partition| partition.topic_id == topic.id)
 }
+
+#[cfg(test)]
+#[path = "stray_tests.rs"]
+mod stray_tests;
 
 #[cfg(test)]
 mod tests {
