@@ -125,7 +125,15 @@ fn a_partition_directory_bound_to_another_topic_id_is_never_opened() {
     let dir = root.path().join("reused-0");
     let before = fs::read(dir.join("partition.metadata")).unwrap();
     let tp = TopicPartition::new("reused", 0);
-    let opened = Partition::open(tp, new_id, dir.clone(), LogConfig::default(), 0, now_ms());
+    let opened = Partition::open(
+        tp,
+        new_id,
+        dir.clone(),
+        LogConfig::default(),
+        0,
+        now_ms(),
+        crate::log::LastShutdown::Unclean,
+    );
     assert!(
         matches!(opened, Err(ReplicaError::InconsistentTopicId { .. })),
         "{:?}",
