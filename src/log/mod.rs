@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 mod index;
 mod index_file;
+mod offset_map;
 pub mod partition_log;
 mod recovery;
 mod retention;
@@ -34,7 +35,7 @@ mod test_support;
 mod time_index;
 
 pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
-pub use cleaner::CleanStats;
+pub use cleaner::{CleanOutcome, CleanSnapshot, CleanStats, DEDUPE_BUFFER_BYTES_DEFAULT, clean};
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};

@@ -6,12 +6,14 @@
 //! partition has one replica, so the leader's log end offset is the high watermark; the
 //! cluster issue adds follower fetchers and ISR tracking behind the same interface.
 
+pub mod log_cleaner;
 pub mod partition;
 pub mod replica_manager;
 pub mod waits;
 
 use thiserror::Error;
 
+pub use log_cleaner::{CleanerSettings, LogCleaner};
 pub use partition::{Partition, PartitionRead, ProduceOutcome};
 pub use replica_manager::ReplicaManager;
 
