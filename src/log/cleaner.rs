@@ -1051,4 +1051,244 @@ mod tests {
         twin.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert_eq!(read_from(&twin, 0), want);
     }
+
+    /// `batches` batches of two records, keys cycling over `keys` keys, values naming
+    /// their offset; then one keyless batch larger than a segment, so the active segment
+    /// holds no key and every closed record is judged against the whole log.
+    fn write_many_keys(log: &mut PartitionLog, batches: usize, keys: usize) {
+        for _ in 0..batches {
+            let first = log.log_end_offset();
+            let entries: Vec<_> = (first..first + 2)
+                .map(|offset| {
+                    let key = (offset % 3 != 2).then(|| format!("k{}", offset as usize % keys));
+                    (key, Some(format!("v{offset}")))
+                })
+                .collect();
+            append(log, &entries, 1_000 + first * 10, Compression::None);
+        }
+        let offset = log.log_end_offset();
+        let big = (None, Some(format!("v{offset}{}", "x".repeat(700))));
+        append(log, &[big], 1_000 + offset * 10, Compression::None);
+        assert_eq!(
+            log.active().base_offset(),
+            offset,
+            "the keyless batch rolled"
+        );
+    }
+
+    /// Offset map buffer for `keys` keys (the map fills 90% of its slots).
+    fn buffer_for_keys(keys: u64) -> u64 {
+        (keys * 10).div_ceil(9) * crate::log::offset_map::SLOT_BYTES
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let names = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name());
+        let names = names.map(|name| name.to_string_lossy().into_owned());
+        names
+            .filter(|name| name.contains(".log.") || name.contains("index."))
+            .collect()
+    }
+
+    /// Compact with a map of `keys` keys until a pass has nothing left; returns the passes.
+    fn compact_in_rounds(log: &mut PartitionLog, keys: u64) -> usize {
+        for round in 0..200 {
+            if log.clean_snapshot(2_000).unwrap().is_none() {
+                return round;
+            }
+            log.compact(2_000, buffer_for_keys(keys)).unwrap();
+        }
+        panic!("compaction did not converge in 200 passes");
+    }
+
+    #[test]
+    fn a_small_dedupe_buffer_compacts_in_rounds_to_the_same_result() {
+        let big = tempfile::tempdir().unwrap();
+        let mut once = open(big.path());
+        write_many_keys(&mut once, 80, 40);
+        let before = read_from(&once, 0);
+        let want = expected(&before, once.active().base_offset());
+        let stats = once.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert!(stats.records_removed > 0);
+        assert_eq!(read_from(&once, 0), want);
+        // 15 keys: whole segments per pass (a segment holds at most 12 keyed records).
+        // 5 keys: a segment alone overflows the map, so passes stop inside segments.
+        for keys in [15, 5] {
+            let small = tempfile::tempdir().unwrap();
+            let mut rounds = open(small.path());
+            write_many_keys(&mut rounds, 80, 40);
+            assert_eq!(read_from(&rounds, 0), before);
+            let passes = compact_in_rounds(&mut rounds, keys);
+            assert!(passes > 3, "{keys} keys: {passes} passes");
+            assert_compacted(&rounds, &want);
+            assert!(leftovers(small.path()).is_empty());
+            // Reopened (mapped end forgotten): one more full pass changes nothing.
+            drop(rounds);
+            let mut reopened = open(small.path());
+            let stats = reopened
+                .compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap();
+            assert_eq!(stats.records_removed, 0);
+            assert_eq!(read_from(&reopened, 0), want);
+        }
+    }
+
+    #[test]
+    fn a_segment_deleted_by_retention_during_a_clean_is_not_resurrected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::None);
+        let before = read_from(&log, 0);
+        let want = expected(&before, log.active().base_offset());
+        let bases: Vec<i64> = log.segments.iter().map(Segment::base_offset).collect();
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(outcome.segments.iter().any(|s| s.base_offset == bases[0]));
+        // Meanwhile retention deletes the two oldest segments.
+        let sizes: u64 = log.segments.iter().map(Segment::size_bytes).sum();
+        let oldest: u64 = log.segments[..2].iter().map(Segment::size_bytes).sum();
+        log.set_config(LogConfig {
+            retention_bytes: (sizes - oldest) as i64,
+            ..config()
+        });
+        assert_eq!(log.enforce_retention(2_000).unwrap(), 2);
+        let stats = log.install_clean(outcome, 2_000).unwrap();
+        assert!(stats.segments_discarded >= 1 && stats.segments_cleaned > 0);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+        for base in &bases[..2] {
+            assert!(!log_path_of(dir.path(), *base).exists());
+        }
+        let kept: Vec<Read> = want.into_iter().filter(|r| r.0 >= bases[2]).collect();
+        assert_eq!(read_from(&log, bases[2]), kept);
+        drop(log);
+        let log = open(dir.path());
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(read_from(&log, bases[2]), kept);
+    }
+
+    #[test]
+    fn a_truncation_during_a_clean_discards_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::None);
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(!outcome.segments.is_empty());
+        // The active segment's records were in the map; a truncation removes them.
+        let cut = log.active().base_offset() + 1;
+        log.truncate_to(cut).unwrap();
+        let before = read_from(&log, 0);
+        let stats = log.install_clean(outcome, 2_000).unwrap();
+        assert_eq!(stats.segments_cleaned, 0);
+        assert!(stats.segments_discarded > 0);
+        assert_eq!(read_from(&log, 0), before);
+        assert!(leftovers(dir.path()).is_empty());
+        // The next pass cleans against what is there now.
+        let want = expected(&before, log.active().base_offset());
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert_eq!(read_from(&log, 0), want);
+    }
+
+    #[test]
+    fn an_aborted_clean_changes_nothing_and_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::None);
+        let before = read_from(&log, 0);
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        // Abort after the map and the first cleaned segment are written.
+        let checks = std::cell::Cell::new(0);
+        let batches = before.len() / 2;
+        let abort = || {
+            checks.set(checks.get() + 1);
+            checks.get() > batches + 10
+        };
+        assert!(
+            clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &abort)
+                .unwrap()
+                .is_none()
+        );
+        assert!(leftovers(dir.path()).is_empty());
+        assert_eq!(read_from(&log, 0), before);
+    }
+
+    /// Every record as written by `write_keys`: offsets rise, each value names its offset.
+    fn assert_consistent(read: &[Read], log_end: i64) {
+        assert!(
+            read.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "offsets rise"
+        );
+        for (offset, _, value, ..) in read {
+            assert_eq!(value.as_deref(), Some(format!("v{offset}").as_bytes()));
+        }
+        assert_eq!(read.last().map(|record| record.0), Some(log_end - 1));
+    }
+
+    #[test]
+    fn appends_and_reads_go_on_while_a_clean_runs() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, RwLock};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 200, 1_000, Compression::Gzip);
+        let log = Arc::new(RwLock::new(log));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                // Bounded: until the clean is installed, and at most 100_000 reads.
+                while !done.load(Ordering::SeqCst) && reads < 100_000 {
+                    let log = log.read().unwrap();
+                    assert_consistent(&read_from(&log, 0), log.log_end_offset());
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let snapshot = log.read().unwrap().clean_snapshot(2_000).unwrap().unwrap();
+        let before = read_from(&log.read().unwrap(), 0);
+        let active_base = log.read().unwrap().active().base_offset();
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for _ in 0..40 {
+                    write_keys(&mut log.write().unwrap(), 1, 3_000, Compression::None);
+                }
+            })
+        };
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        writer.join().unwrap();
+        let stats = log.write().unwrap().install_clean(outcome, 2_000).unwrap();
+        done.store(true, Ordering::SeqCst);
+        assert!(reader.join().unwrap() > 0);
+        assert!(stats.records_removed > 0 && stats.segments_discarded == 0);
+        // The closed segments as of the snapshot are compacted against the snapshot;
+        // everything appended since is there as written.
+        let log = log.read().unwrap();
+        let read = read_from(&log, 0);
+        assert_consistent(&read, log.log_end_offset());
+        let snapshot_end = before.last().unwrap().0 + 1;
+        let want = expected(&before, active_base);
+        let compacted: Vec<Read> = read
+            .iter()
+            .filter(|r| r.0 < snapshot_end)
+            .cloned()
+            .collect();
+        assert_eq!(compacted, want);
+        let appended = read.iter().filter(|r| r.0 >= snapshot_end).count() as i64;
+        assert_eq!(appended, log.log_end_offset() - snapshot_end);
+    }
 }
