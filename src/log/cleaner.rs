@@ -41,8 +41,9 @@
 //! (recovery removes those), the log is renamed to `<base>.log.swap` and the directory
 //! fsynced (from then on the clean counts as done), then the old log is renamed `.deleted`,
 //! its index files removed, the `.swap` renamed to `.log` and the cleaned indexes to their
-//! names. On open, `recovery` completes a `.swap` (rebuilding its indexes) and removes
-//! `.cleaned` and `.deleted` leftovers.
+//! names. Each step is taken for all the segments of a pass before the next, so a pass
+//! costs two directory fsyncs under the lock. On open, `recovery` completes a `.swap`
+//! (rebuilding its indexes) and removes `.cleaned` and `.deleted` leftovers.
 //!
 //! Simplifications: transactional and control batches are copied untouched and stay out
 //! of the map, so data of an aborted transaction can never hide a committed value; the
@@ -55,6 +56,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -220,26 +222,25 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<CleanStats, LogError> {
         self.clock_ms = self.clock_ms.max(now_ms);
+        let started = Instant::now();
         let mut stats = CleanStats::default();
         if outcome.generation != self.generation {
             // Truncated meanwhile: the map may name records that no longer exist.
             stats.segments_discarded = outcome.segments.len();
             return Ok(stats);
         }
+        let mut matched = Vec::with_capacity(outcome.segments.len());
         for cleaned in outcome.segments {
-            let closed = &self.segments[..self.segments.len() - 1];
-            let same = |segment: &Segment| {
-                segment.base_offset() == cleaned.base_offset
-                    && segment.size_bytes() == cleaned.size_before
-            };
-            match closed.iter().position(same) {
-                Some(index) => self.swap_in(index, cleaned, &mut stats)?,
+            match self.closed_segment_like(&cleaned) {
+                Some(index) => matched.push((index, cleaned)),
                 // Deleted by retention meanwhile: never resurrect it. Drop removes files.
                 None => stats.segments_discarded += 1,
             }
         }
+        self.swap_in(matched, &mut stats)?;
         self.cleaned_end_offset = self.cleaned_end_offset.max(outcome.mapped_end);
-        info!(dir = %self.dir.display(), ?stats, "compacted the closed segments");
+        let swap_us = started.elapsed().as_micros() as u64;
+        info!(dir = %self.dir.display(), ?stats, swap_us, "compacted the closed segments");
         Ok(stats)
     }
 
@@ -259,40 +260,78 @@ impl PartitionLog {
         }
     }
 
-    /// Replace closed segment `index` by `cleaned`, in an order that recovery can
-    /// complete after a crash at any step.
+    /// The index of the closed segment `cleaned` was made from, if it is still there
+    /// unchanged (same base offset and size).
+    fn closed_segment_like(&self, cleaned: &CleanedSegment) -> Option<usize> {
+        let closed = &self.segments[..self.segments.len() - 1];
+        closed.iter().position(|segment| {
+            segment.base_offset() == cleaned.base_offset
+                && segment.size_bytes() == cleaned.size_before
+        })
+    }
+
+    /// Replace each closed segment `index` by its `cleaned` copy, in an order that recovery
+    /// can complete after a crash at any step. Steps are batched over the segments, so a
+    /// pass costs two directory fsyncs under the lock whatever its number of segments.
     fn swap_in(
         &mut self,
-        index: usize,
-        cleaned: CleanedSegment,
+        matched: Vec<(usize, CleanedSegment)>,
         stats: &mut CleanStats,
     ) -> Result<(), LogError> {
-        let (dir, base_offset) = (&self.dir, cleaned.base_offset);
-        let log_path = segment_file(dir, base_offset, LOG_EXTENSION);
-        let swap_path = with_suffix(&log_path, SWAP_SUFFIX);
-        let deleted_path = with_suffix(&log_path, &format!(".{DELETED_EXTENSION}"));
-        let index_path = segment_file(dir, base_offset, INDEX_EXTENSION);
-        let time_path = segment_file(dir, base_offset, TIME_INDEX_EXTENSION);
-        fs::rename(&cleaned.files.log, &swap_path)?;
-        sync_directory(dir)?;
-        // The clean is durable from here on: recovery finishes the steps below.
-        fs::rename(&log_path, &deleted_path)?;
-        remove_if_present(&index_path)?;
-        remove_if_present(&time_path)?;
-        fs::rename(&swap_path, &log_path)?;
-        fs::rename(&cleaned.files.offset_index, &index_path)?;
-        fs::rename(&cleaned.files.time_index, &time_path)?;
-        sync_directory(dir)?;
-        let segment = Segment::open(dir, base_offset, self.clock_ms)?;
-        check_installed(&segment, &cleaned.state)?;
-        stats.segments_cleaned += 1;
-        stats.records_removed += cleaned.records_removed;
-        stats.bytes_before += cleaned.size_before;
-        stats.bytes_after += segment.size_bytes();
-        // Dropping the old segment closes its files, which are already renamed or unlinked.
-        self.segments[index] = segment;
-        fs::remove_file(&deleted_path)?;
+        if matched.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        for (_, cleaned) in &matched {
+            let paths = SegmentPaths::of(&dir, cleaned.base_offset);
+            fs::rename(&cleaned.files.log, &paths.swap)?;
+        }
+        sync_directory(&dir)?;
+        // The cleans are durable from here on: recovery finishes the steps below.
+        for (_, cleaned) in &matched {
+            let paths = SegmentPaths::of(&dir, cleaned.base_offset);
+            fs::rename(&paths.log, &paths.deleted)?;
+            remove_if_present(&paths.offset_index)?;
+            remove_if_present(&paths.time_index)?;
+            fs::rename(&paths.swap, &paths.log)?;
+            fs::rename(&cleaned.files.offset_index, &paths.offset_index)?;
+            fs::rename(&cleaned.files.time_index, &paths.time_index)?;
+        }
+        sync_directory(&dir)?;
+        for (index, cleaned) in matched {
+            let segment = Segment::open(&dir, cleaned.base_offset, self.clock_ms)?;
+            check_installed(&segment, &cleaned.state)?;
+            stats.segments_cleaned += 1;
+            stats.records_removed += cleaned.records_removed;
+            stats.bytes_before += cleaned.size_before;
+            stats.bytes_after += segment.size_bytes();
+            // Dropping the old segment closes its files, already renamed or unlinked.
+            self.segments[index] = segment;
+            fs::remove_file(SegmentPaths::of(&dir, cleaned.base_offset).deleted)?;
+        }
         Ok(())
+    }
+}
+
+/// The names one segment's files take during a swap.
+struct SegmentPaths {
+    log: PathBuf,
+    swap: PathBuf,
+    deleted: PathBuf,
+    offset_index: PathBuf,
+    time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    fn of(dir: &Path, base_offset: i64) -> Self {
+        let log = segment_file(dir, base_offset, LOG_EXTENSION);
+        SegmentPaths {
+            swap: with_suffix(&log, SWAP_SUFFIX),
+            deleted: with_suffix(&log, &format!(".{DELETED_EXTENSION}")),
+            offset_index: segment_file(dir, base_offset, INDEX_EXTENSION),
+            time_index: segment_file(dir, base_offset, TIME_INDEX_EXTENSION),
+            log,
+        }
     }
 }
 
@@ -334,6 +373,12 @@ fn clean_segments(
     dedupe_buffer_bytes: u64,
     abort: &dyn Fn() -> bool,
 ) -> Result<CleanOutcome, Stop> {
+    info!(
+        dir = %snapshot.dir.display(),
+        closed_segments = snapshot.segments.len() - 1,
+        from = snapshot.dirty_start,
+        "cleaning the log"
+    );
     let (map, mapped_end) = build_offset_map(snapshot, dedupe_buffer_bytes, abort)?;
     debug!(
         dir = %snapshot.dir.display(),

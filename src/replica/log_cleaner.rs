@@ -120,10 +120,12 @@ fn run(
 }
 
 fn clean_one(partition: &Partition, dedupe_buffer_bytes: u64, stop: &AtomicBool) {
+    let started = Instant::now();
     match partition.clean(now_ms(), dedupe_buffer_bytes, stop) {
         Ok(stats) if stats.segments_cleaned > 0 || stats.segments_discarded > 0 => {
             tracing::info!(
                 tp = %partition.tp,
+                pass_ms = started.elapsed().as_millis() as u64,
                 segments = stats.segments_cleaned,
                 records_removed = stats.records_removed,
                 bytes_before = stats.bytes_before,
