@@ -12,8 +12,10 @@
 //! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
 //!   kept in memory and appended to the files (no mmap, so no `unsafe`);
 //! - crash recovery of the active segment and index rebuilds (`recovery`), retention by
-//!   time and size (`retention`), and compaction of closed segments by key (`cleaner`),
-//!   which leaves gaps in the offsets that reads step over.
+//!   time and size (`retention`), and compaction of closed segments by key (`cleaner`,
+//!   with its bounded `offset_map`), which leaves gaps in the offsets that reads step
+//!   over. Compaction is split so that callers hold their lock only for a snapshot and a
+//!   swap: [`PartitionLog::clean_snapshot`], [`clean`], [`PartitionLog::install_clean`].
 //!
 //! The log start offset is always the first segment's base offset: the log only deletes
 //! whole segments, so no `log-start-offset` checkpoint is needed. A DeleteRecords-style

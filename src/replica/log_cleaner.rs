@@ -138,3 +138,95 @@ fn clean_one(partition: &Partition, dedupe_buffer_bytes: u64, stop: &AtomicBool)
         Err(error) => tracing::error!(tp = %partition.tp, %error, "compaction failed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    };
+
+    use super::*;
+    use crate::log::batch::plain_record;
+    use crate::log::{DEDUPE_BUFFER_BYTES_DEFAULT, LogConfig};
+    use crate::types::TopicPartition;
+
+    fn compacted_partition(dir: &std::path::Path) -> Partition {
+        let config = LogConfig {
+            segment_bytes: 300,
+            compact: true,
+            ..LogConfig::default()
+        };
+        let tp = TopicPartition::new("t", 0);
+        let id = uuid::Uuid::new_v4();
+        Partition::open(tp, id, dir.to_path_buf(), config, 0, 1_000).unwrap()
+    }
+
+    /// One single-record batch per produce; keys k0..k3 in turn.
+    fn produce(partition: &Partition, count: i64) {
+        for index in 0..count {
+            let key = Bytes::from(format!("k{}", index % 4));
+            let value = Bytes::from(format!("v{index}"));
+            let record = plain_record(0, 1_000 + index, Some(key), Some(value));
+            let mut batch = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            };
+            RecordBatchEncoder::encode(&mut batch, &[record], &options).unwrap();
+            partition.append(&batch.freeze(), 1_000).unwrap();
+        }
+    }
+
+    fn values(partition: &Partition) -> Vec<(i64, Bytes)> {
+        let mut read = partition.read(0, usize::MAX, true).unwrap().records;
+        let sets = RecordBatchDecoder::decode_all(&mut read).unwrap();
+        let records = sets.into_iter().flat_map(|set| set.records);
+        records.map(|r| (r.offset, r.value.unwrap())).collect()
+    }
+
+    #[test]
+    fn a_pass_compacts_and_a_stopped_pass_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = compacted_partition(dir.path());
+        produce(&partition, 40);
+        let before = values(&partition);
+        let stopped = AtomicBool::new(true);
+        let stats = partition.clean(2_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stopped);
+        assert_eq!(stats.unwrap(), Default::default());
+        assert_eq!(values(&partition), before);
+        let running = AtomicBool::new(false);
+        let stats = partition.clean(2_000, DEDUPE_BUFFER_BYTES_DEFAULT, &running);
+        assert!(stats.unwrap().records_removed > 0);
+        let after = values(&partition);
+        assert!(after.len() < before.len());
+        // Each key's latest value is still there; the log end did not move.
+        for latest in &before[before.len() - 4..] {
+            assert!(after.contains(latest), "{latest:?}");
+        }
+        assert_eq!(partition.offsets().unwrap().2, 40);
+    }
+
+    #[test]
+    fn a_deleted_partition_is_not_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = compacted_partition(&dir.path().join("t-0"));
+        produce(&partition, 40);
+        partition.delete().unwrap();
+        let running = AtomicBool::new(false);
+        let stats = partition.clean(2_000, DEDUPE_BUFFER_BYTES_DEFAULT, &running);
+        assert_eq!(stats.unwrap(), Default::default());
+        assert!(!dir.path().join("t-0").exists());
+    }
+
+    #[test]
+    fn stop_wakes_the_thread_from_its_backoff() {
+        let settings = CleanerSettings {
+            backoff_ms: 3_600_000,
+            dedupe_buffer_bytes: DEDUPE_BUFFER_BYTES_DEFAULT,
+        };
+        let cleaner = LogCleaner::start(settings, Vec::new).unwrap();
+        // Returns only once the thread has ended: it must not wait out the hour.
+        cleaner.stop();
+    }
+}
