@@ -1336,4 +1336,37 @@ mod tests {
         let appended = read.iter().filter(|r| r.0 >= snapshot_end).count() as i64;
         assert_eq!(appended, log.log_end_offset() - snapshot_end);
     }
+
+    #[test]
+    fn a_crash_once_the_swap_files_are_durable_recovers_the_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::Gzip);
+        let want = expected(&read_from(&log, 0), log.active().base_offset());
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(outcome.segments.len() > 2);
+        // The crash: every `.swap` is in place, the first segment went one step further
+        // (old log renamed `.deleted`, its indexes removed), the cleaned indexes are left.
+        for cleaned in &outcome.segments {
+            let paths = SegmentPaths::of(dir.path(), cleaned.base_offset);
+            fs::rename(&cleaned.files.log, &paths.swap).unwrap();
+        }
+        let first = SegmentPaths::of(dir.path(), outcome.segments[0].base_offset);
+        fs::rename(&first.log, &first.deleted).unwrap();
+        fs::remove_file(&first.offset_index).unwrap();
+        fs::remove_file(&first.time_index).unwrap();
+        // No destructor runs in a crash: the `.cleaned` index files stay behind.
+        std::mem::forget(outcome);
+        drop(log);
+        let log = open(dir.path());
+        assert_compacted(&log, &want);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+    }
 }
