@@ -3,6 +3,7 @@ runs, a consumer reading from the beginning sees only the latest value of each k
 closed segments, offsets keep their values (with gaps), and committed offsets in the
 compacted __consumer_offsets survive a restart."""
 
+import re
 import time
 
 import clients
@@ -107,3 +108,89 @@ def test_committed_offsets_survive_restart_of_compacted_offsets_topic(broker, to
         assert committed.metadata.rstrip("\x00") == "m10"
     finally:
         consumer.close()
+
+
+# A log the cleaner rewrites whole at every pass: three records in four have a unique
+# key (never removed), the fourth overwrites one of a few hot keys (removed from every
+# older segment). Values carry their offset, so every read can be checked exactly.
+HOT_KEYS = 40
+PAD = "x" * 100
+
+
+def key_of(offset):
+    return f"h{offset % HOT_KEYS}" if offset % 4 == 0 else f"u{offset}"
+
+
+def keyed_records(first, count):
+    return [{"key": key_of(offset).encode(), "value": f"{offset}:{PAD}".encode(),
+             "partition": 0} for offset in range(first, first + count)]
+
+
+def check_compacted_read(messages):
+    """Offsets rise, each record is the one produced at its offset, every unique-key
+    record is there, and so is the latest record of each hot key up to the read's end."""
+    offsets = [m.offset() for m in messages]
+    assert offsets == sorted(set(offsets)), "offsets rise"
+    for message in messages:
+        assert int(message.value().decode().split(":")[0]) == message.offset()
+        assert message.key().decode() == key_of(message.offset())
+    end = offsets[-1]
+    present = set(offsets)
+    unique_missing = [o for o in range(end + 1) if o % 4 != 0 and o not in present]
+    assert not unique_missing, f"unique keys lost: {unique_missing[:10]}"
+    latest_hot = {}
+    for offset in range(0, end + 1, 4):
+        latest_hot[key_of(offset)] = offset
+    missing = sorted(o for o in latest_hot.values() if o not in present)
+    assert not missing, f"latest values of hot keys lost: {missing[:10]}"
+
+
+def cleaner_events(broker, topic):
+    """(passes started, passes installed) for the topic's partition, from the broker log."""
+    with open(broker.stderr_path, "rb") as stderr:
+        lines = stderr.read().decode("utf-8", "replace").splitlines()
+    mine = [line for line in lines if f"{topic}-0" in line]
+    started = sum("cleaning the log" in line for line in mine)
+    installed = sum("compacted the closed segments" in line for line in mine)
+    return started, installed
+
+
+def cleaner_timings(broker, topic):
+    """(pass_ms, swap_us) pairs of the topic's passes, for the test's printed summary."""
+    with open(broker.stderr_path, "rb") as stderr:
+        text = stderr.read().decode("utf-8", "replace")
+    passes = re.findall(rf"{topic}-0.*?pass_ms=(\d+)", text)
+    swaps = re.findall(rf"{topic}-0.*?swap_us=(\d+)", text)
+    return list(zip(map(int, passes), map(int, swaps)))
+
+
+def test_fetches_are_answered_while_a_large_clean_runs(start_broker, topic):
+    """The cleaner works without the partition lock: a consumer reading the whole log
+    while a pass rewrites it gets complete, correct data, and a producer keeps going."""
+    broker = start_broker("cleaner", {"log.cleaner.backoff.ms": "200"})
+    try:
+        clients.create_topic(broker, topic, 1, config={
+            "cleanup.policy": "compact", "segment.bytes": str(512 * 1024)})
+        produce = {"enable.idempotence": True, "linger.ms": 20}
+        total = 100_000
+        clients.produce_ok(broker, topic, keyed_records(0, total), **produce)
+        caught, overlapped = 0, 0
+        # Keep segments closing so that passes keep coming; bounded in count.
+        for _round in range(60):
+            started, installed = cleaner_events(broker, topic)
+            if started > installed:
+                # A pass is running: read everything, then check it.
+                check_compacted_read(read_to_end(broker, topic, timeout_s=60))
+                caught += 1
+                overlapped += cleaner_events(broker, topic)[1] == installed
+                if caught >= 3:
+                    break
+            clients.produce_ok(broker, topic, keyed_records(total, 5_000), **produce)
+            total += 5_000
+        print(f"reads during a pass: {caught}, of which the pass outlasted the read: "
+              f"{overlapped}; log end {total}")
+        assert caught >= 1, "no read found a cleaning pass running"
+        check_compacted_read(read_to_end(broker, topic, timeout_s=60))
+        print("cleaner timings:", cleaner_timings(broker, topic))
+    finally:
+        broker.stop()

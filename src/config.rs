@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     /// `num.recovery.threads.per.data.dir`: threads that open (and recover) logs at
     /// start-up and flush them at shutdown.
     pub recovery_threads_per_data_dir: usize,
+    /// `log.cleaner.dedupe.buffer.size`: memory of the cleaner's offset map; a pass that
+    /// fills it cleans part of the log and leaves the rest for the next pass.
+    pub cleaner_dedupe_buffer_bytes: u64,
 }
 
 /// Upper bound of `num.recovery.threads.per.data.dir` (each is an OS thread).
@@ -202,6 +205,11 @@ impl BrokerConfig {
                 "num.recovery.threads.per.data.dir",
                 2,
             )?,
+            cleaner_dedupe_buffer_bytes: parse(
+                &explicit,
+                "log.cleaner.dedupe.buffer.size",
+                134_217_728,
+            )?,
             explicit,
         };
         config.validate()?;
@@ -244,6 +252,12 @@ impl BrokerConfig {
         }
         if self.connections_max == 0 {
             return Err(invalid("max.connections", "0".into(), "must be >= 1"));
+        }
+        // Kafka's rule (one cleaner thread here): at least 1 MiB per cleaner thread.
+        if self.cleaner_dedupe_buffer_bytes <= 1024 * 1024 {
+            let value = self.cleaner_dedupe_buffer_bytes.to_string();
+            let reason = "must be more than 1 MiB";
+            return Err(invalid("log.cleaner.dedupe.buffer.size", value, reason));
         }
         if self.log_dirs.as_os_str().is_empty() {
             return Err(invalid("log.dirs", String::new(), "must name a directory"));
@@ -367,6 +381,23 @@ mod tests {
         assert_eq!(config.frame_bytes_max, 104_857_600);
         assert_eq!(config.time_ms("log.retention.ms"), Some(604_800_000));
         assert_eq!(config.recovery_threads_per_data_dir, 2);
+        assert_eq!(config.cleaner_dedupe_buffer_bytes, 134_217_728);
+    }
+
+    #[test]
+    fn the_dedupe_buffer_needs_more_than_one_mebibyte() {
+        let config = |value: &str| {
+            let arg = format!("log.cleaner.dedupe.buffer.size={value}");
+            BrokerConfig::from_args_and_env(args(&["-o", &arg]), vec![])
+        };
+        assert!(matches!(
+            config("1048576"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert_eq!(
+            config("1048577").unwrap().cleaner_dedupe_buffer_bytes,
+            1_048_577
+        );
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! - [`server`]: TCP listener, per-connection framing, limits, shutdown.
 //! - [`api`]: the one table of api_key -> handler + versions; decodes with `kafka-protocol`,
 //!   maps domain errors to Kafka error codes, encodes responses.
-//! - [`replica`]: the partitions this broker hosts: leader state, high watermark, waits.
+//! - [`replica`]: the partitions this broker hosts: leader state, high watermark, waits,
+//!   and the log cleaner thread that compacts them.
 //! - [`group`]: the group coordinator: consumer groups and committed offsets, persisted
 //!   in `__consumer_offsets`.
 //! - [`txn`]: producer ids and per-partition idempotent-producer state.
 //! - [`controller`]: the metadata image (brokers, topics, partitions, configs) and the
 //!   commands that change it.
-//! - [`log`]: segment files, indexes, recovery, retention.
+//! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
 #![forbid(unsafe_code)]
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
+use kafkaesque::replica::{CleanerSettings, LogCleaner};
 use kafkaesque::server::{self, Shutdown};
 use kafkaesque::types::now_ms;
 use tokio::net::TcpListener;
@@ -43,6 +44,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let shutdown = broker.shutdown_signal();
     tokio::spawn(maintenance(broker.clone(), shutdown.clone()));
     tokio::spawn(group_timers(broker.clone(), shutdown.clone()));
+    let cleaner = start_log_cleaner(&broker)?;
     tracing::info!(
         %address,
         node_id = broker.config.node_id,
@@ -55,9 +57,21 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     broker.begin_shutdown();
     let _ = serving.await;
+    // Before the final flush: a running pass stops at its next batch, changing nothing.
+    tokio::task::block_in_place(|| cleaner.stop());
     tokio::task::block_in_place(|| broker.shut_down_logs());
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The log cleaner's own thread (compaction runs off the async workers).
+fn start_log_cleaner(broker: &Arc<Broker>) -> anyhow::Result<LogCleaner> {
+    let settings = CleanerSettings {
+        backoff_ms: broker.config.cleaner_backoff_ms,
+        dedupe_buffer_bytes: broker.config.cleaner_dedupe_buffer_bytes,
+    };
+    let hosted = broker.clone();
+    LogCleaner::start(settings, move || hosted.replicas.all()).context("start the log cleaner")
 }
 
 fn bind_host(host: &str) -> &str {
@@ -73,7 +87,7 @@ async fn wait_for_signal(mut terminate: Signal) {
 
 const INITIAL_TASK_DELAY: Duration = Duration::from_secs(30);
 
-/// Retention and time-based flushing, on their configured intervals.
+/// Retention, time-based flushing and offset expiry, on their configured intervals.
 async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms.max(1));
     let flush_every = Duration::from_millis(broker.config.flush_check_interval_ms.max(1));
@@ -87,9 +101,6 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let mut offsets =
         tokio::time::interval_at(tokio::time::Instant::now() + offsets_every, offsets_every);
     let resolve = |group: &str| broker.offsets_partition_for(group);
-    let cleaner_every = Duration::from_millis(broker.config.cleaner_backoff_ms.max(1));
-    let mut cleaner =
-        tokio::time::interval_at(tokio::time::Instant::now() + cleaner_every, cleaner_every);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -105,22 +116,6 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
                 for partition in broker.replicas.all() {
                     if let Err(error) = partition.flush_if_due(now_ms()) {
                         tracing::error!(tp = %partition.tp, %error, "flush failed");
-                    }
-                }
-            }
-            _ = cleaner.tick() => {
-                for partition in broker.replicas.all() {
-                    match partition.compact(now_ms()) {
-                        Ok(stats) if stats.segments_cleaned > 0 => tracing::info!(
-                            tp = %partition.tp,
-                            segments = stats.segments_cleaned,
-                            records_removed = stats.records_removed,
-                            bytes_before = stats.bytes_before,
-                            bytes_after = stats.bytes_after,
-                            "compacted"
-                        ),
-                        Ok(_) => {}
-                        Err(error) => tracing::error!(tp = %partition.tp, %error, "compaction failed"),
                     }
                 }
             }

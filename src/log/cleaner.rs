@@ -1,50 +1,83 @@
 //! Log compaction, Kafka's log cleaner simplified: in a `cleanup.policy=compact` partition,
 //! keep only the latest record of each key in the closed segments.
 //!
-//! One pass of [`PartitionLog::compact`]:
-//! 1. build an offset map, key -> offset of its latest record, over the whole log (closed
-//!    segments and the active one);
-//! 2. rewrite each closed segment that loses records. A batch keeps its records that are
-//!    the latest of their key, records without a key, and tombstones (null values) until
-//!    the delete horizon. A batch that keeps everything is copied byte for byte, a batch
-//!    that keeps nothing goes, and any other is re-encoded with the surviving records'
-//!    offsets, keys, values, headers and timestamps, the original producer fields, leader
-//!    epoch and compression codec. Offsets are never renumbered: the log gets gaps, which
-//!    reads step over (`Segment::find_batch` returns the first batch ending at or after).
+//! A pass runs in three steps so that the partition lock is held for a swap, not for the
+//! work (the broker runs passes on its own cleaner thread, `replica::log_cleaner`):
+//! 1. [`PartitionLog::clean_snapshot`], under the lock, briefly: duplicate file handles,
+//!    sizes and largest timestamps of the segments, and the log's generation (bumped by
+//!    every truncation);
+//! 2. [`clean`], with no lock: build the offset map, write each closed segment that loses
+//!    records to `<base>.log.cleaned`, fsync it, scan it back with recovery's checks and
+//!    write its index files as `<base>.index.cleaned` / `<base>.timeindex.cleaned`;
+//! 3. [`PartitionLog::install_clean`], under the write lock, briefly: a segment whose base
+//!    offset or size changed meanwhile (retention deleted it) is dropped from the pass and
+//!    its files removed; if the log was truncated the whole pass is dropped (its map may
+//!    name records that are gone). The others are renamed into place and opened from
+//!    their precomputed indexes: no scan of the log under the lock. Readers hold the read
+//!    lock, so they see a segment either before or after its swap, never between.
 //!
-//! Crash safety, as in Kafka: the new log is written to `<base>.log.cleaned` and fsynced,
-//! renamed to `<base>.log.swap` (from then on the clean counts as done), then the old log
-//! is renamed `.deleted`, its index files removed, the `.swap` renamed to `.log`, and the
-//! indexes rebuilt from it. On open, `recovery` deletes a `.cleaned` and completes a `.swap`.
+//! The offset map (key hash -> offset of the latest record, [`OffsetMap`]) is bounded by
+//! `log.cleaner.dedupe.buffer.size`. It is built from the first dirty offset (where the
+//! previous pass stopped; 0 after a restart) over the closed segments, then the active one.
+//! When it fills, it stops at a segment boundary: only the closed segments wholly below
+//! the stop (the "mapped end") are cleaned this pass, and the next pass maps from there.
+//! If the first dirty segment alone overflows the map, the pass cleans up to the record
+//! where the map stopped, so every pass makes progress. Records are filtered by:
+//! - a record at or above the mapped end, or without a key, is kept;
+//! - a record whose key the map holds with a later offset is dropped (a later record of the
+//!   key exists: the map only names records it read), and a key not in the map is kept;
+//! - a tombstone (null value) that survives is dropped once its segment is past the delete
+//!   horizon (its largest timestamp plus `delete.retention.ms`). This is safe for a key not
+//!   in the map too: every segment below the mapped end has been cleaned against every key
+//!   written after it, so no older value of the key is left to reappear.
 //!
-//! Simplifications: the offset map holds whole keys in memory (Kafka bounds it with key
-//! hashes); transactional and control batches are copied untouched and stay out of the map,
-//! so data of an aborted transaction can never hide a committed value; the delete horizon
-//! is per segment (its largest timestamp plus `delete.retention.ms`); a segment left empty
-//! stays as an empty file, so the log start offset never moves.
+//! A batch that keeps everything is copied byte for byte, a batch that keeps nothing goes,
+//! and any other is re-encoded with the surviving records' offsets, keys, values, headers
+//! and timestamps, the original producer fields, leader epoch and compression codec.
+//! Offsets are never renumbered: the log gets gaps, which reads step over
+//! (`Segment::find_batch` returns the first batch ending at or after).
+//!
+//! Crash safety, as in Kafka: the cleaned log and indexes are fsynced as `.cleaned` files
+//! (recovery removes those), the log is renamed to `<base>.log.swap` and the directory
+//! fsynced (from then on the clean counts as done), then the old log is renamed `.deleted`,
+//! its index files removed, the `.swap` renamed to `.log` and the cleaned indexes to their
+//! names. Each step is taken for all the segments of a pass before the next, so a pass
+//! costs two directory fsyncs under the lock. On open, `recovery` completes a `.swap`
+//! (rebuilding its indexes) and removes `.cleaned` and `.deleted` leftovers.
+//!
+//! Simplifications: transactional and control batches are copied untouched and stay out
+//! of the map, so data of an aborted transaction can never hide a committed value; the
+//! delete horizon is per segment; a segment left empty stays as an empty file, so the log
+//! start offset never moves; the mapped end is in memory only (a restart cleans again from
+//! offset 0, which is merely redundant).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, RecordSet,
 };
-use tracing::info;
+use tracing::{debug, info};
 
-use crate::log::batch::{BatchHeader, MAGIC_V2, stamp_batch};
+use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, stamp_batch};
 use crate::log::error::LogError;
+use crate::log::offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
 use crate::log::recovery::{self, CLEANED_SUFFIX, SWAP_SUFFIX};
 use crate::log::segment::{
-    DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, TIME_INDEX_EXTENSION,
-    remove_if_present, segment_file, sync_directory,
+    DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, SegmentState, TIME_INDEX_EXTENSION,
+    remove_if_present, segment_file, sync_directory, write_index_files,
 };
 
-/// What one [`PartitionLog::compact`] did. Byte counts cover the rewritten segments only.
+/// Kafka's default `log.cleaner.dedupe.buffer.size`: 128 MiB for the offset map.
+pub const DEDUPE_BUFFER_BYTES_DEFAULT: u64 = 134_217_728;
+
+/// What one cleaning pass did. Byte counts cover the rewritten segments only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CleanStats {
     /// Closed segments rewritten; a segment that would lose nothing is left alone.
@@ -52,99 +85,434 @@ pub struct CleanStats {
     pub records_removed: usize,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Cleaned segments not installed because the log changed under the pass (retention
+    /// deleted them, or a truncation); the next pass cleans what is left.
+    pub segments_discarded: usize,
 }
 
 /// Bytes copied at a time when a rewrite starts after an unchanged prefix.
 const COPY_CHUNK_BYTES: u64 = 1024 * 1024;
 
-/// Key -> offset of its latest record.
-type OffsetMap = HashMap<Bytes, i64>;
+/// Why a walk over a segment ended early.
+enum Stop {
+    Failed(LogError),
+    /// The caller asked the pass to stop (shutdown, partition deletion).
+    Aborted,
+    /// The visitor has what it needs.
+    Done,
+}
+
+impl From<LogError> for Stop {
+    fn from(error: LogError) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(error: std::io::Error) -> Self {
+        Stop::Failed(error.into())
+    }
+}
+
+/// One segment as step 1 saw it: a duplicate handle on its log and its bounds then.
+/// Appends only add bytes past `size_bytes`, and anything that removes or cuts a segment
+/// is caught in step 3, so reading up to `size_bytes` without the lock is safe.
+struct SnapshotSegment {
+    base_offset: i64,
+    size_bytes: u64,
+    largest_timestamp_ms: i64,
+    log: File,
+    log_path: PathBuf,
+}
+
+/// What step 2 works from; see the module doc.
+pub struct CleanSnapshot {
+    dir: PathBuf,
+    generation: u64,
+    /// Where this pass starts mapping: the previous pass's mapped end.
+    dirty_start: i64,
+    /// The active segment's base offset: segments below are closed.
+    closed_end: i64,
+    horizon_ms: i64,
+    index_interval_bytes: u32,
+    /// Every segment in offset order; the last is the active one.
+    segments: Vec<SnapshotSegment>,
+}
+
+/// The files of one cleaned segment while they are not in place. Dropping this removes
+/// whatever of them is still there, so an abandoned clean leaves nothing behind.
+struct CleanedFiles {
+    log: PathBuf,
+    offset_index: PathBuf,
+    time_index: PathBuf,
+}
+
+impl CleanedFiles {
+    fn of(dir: &Path, base_offset: i64) -> Self {
+        let cleaned =
+            |extension| with_suffix(&segment_file(dir, base_offset, extension), CLEANED_SUFFIX);
+        CleanedFiles {
+            log: cleaned(LOG_EXTENSION),
+            offset_index: cleaned(INDEX_EXTENSION),
+            time_index: cleaned(TIME_INDEX_EXTENSION),
+        }
+    }
+}
+
+impl Drop for CleanedFiles {
+    fn drop(&mut self) {
+        // Best effort: recovery removes `.cleaned` leftovers on the next open anyway.
+        for path in [&self.log, &self.offset_index, &self.time_index] {
+            let _ = remove_if_present(path);
+        }
+    }
+}
+
+/// One cleaned segment ready to swap in.
+struct CleanedSegment {
+    base_offset: i64,
+    /// The original's size when it was cleaned: if it differs now, it is not the same.
+    size_before: u64,
+    /// The cleaned log's state, as its scan found it.
+    state: SegmentState,
+    records_removed: usize,
+    files: CleanedFiles,
+}
+
+/// The result of step 2, for [`PartitionLog::install_clean`].
+pub struct CleanOutcome {
+    generation: u64,
+    mapped_end: i64,
+    segments: Vec<CleanedSegment>,
+}
 
 impl PartitionLog {
-    /// Compact the closed segments (never the active one) when `config.compact` is set.
-    /// Returns at once, doing nothing, when no segment has closed since the last run: the
-    /// broker calls this periodically for compacted topics.
-    pub fn compact(&mut self, now_ms: i64) -> Result<CleanStats, LogError> {
-        self.clock_ms = self.clock_ms.max(now_ms);
+    /// Step 1: what a pass needs, or None when there is nothing to clean (not a compacted
+    /// topic, or no segment closed since the last pass). Cheap: no data is read.
+    pub fn clean_snapshot(&self, now_ms: i64) -> Result<Option<CleanSnapshot>, LogError> {
         let closed_end = self.active().base_offset();
         if !self.config.compact || closed_end <= self.cleaned_end_offset {
-            return Ok(CleanStats::default());
+            return Ok(None);
         }
-        let map = build_offset_map(&self.segments)?;
-        let horizon_ms = now_ms.saturating_sub(self.config.delete_retention_ms);
+        let mut segments = Vec::with_capacity(self.segments.len());
+        for segment in &self.segments {
+            segments.push(SnapshotSegment {
+                base_offset: segment.base_offset(),
+                size_bytes: segment.size_bytes(),
+                largest_timestamp_ms: segment.largest_timestamp_ms()?,
+                log: segment.log_file().try_clone()?,
+                log_path: segment.log_path().to_path_buf(),
+            });
+        }
+        Ok(Some(CleanSnapshot {
+            dir: self.dir.clone(),
+            generation: self.generation,
+            dirty_start: self.cleaned_end_offset,
+            closed_end,
+            horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
+            index_interval_bytes: self.config.index_interval_bytes,
+            segments,
+        }))
+    }
+
+    /// Step 3: swap in the cleaned segments of `outcome` that still match the log.
+    pub fn install_clean(
+        &mut self,
+        outcome: CleanOutcome,
+        now_ms: i64,
+    ) -> Result<CleanStats, LogError> {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let started = Instant::now();
         let mut stats = CleanStats::default();
-        for index in 0..self.segments.len() - 1 {
-            self.clean_segment(index, &map, horizon_ms, &mut stats)?;
+        if outcome.generation != self.generation {
+            // Truncated meanwhile: the map may name records that no longer exist.
+            stats.segments_discarded = outcome.segments.len();
+            return Ok(stats);
         }
-        self.cleaned_end_offset = closed_end;
-        info!(dir = %self.dir.display(), ?stats, "compacted the closed segments");
+        let mut matched = Vec::with_capacity(outcome.segments.len());
+        for cleaned in outcome.segments {
+            match self.closed_segment_like(&cleaned) {
+                Some(index) => matched.push((index, cleaned)),
+                // Deleted by retention meanwhile: never resurrect it. Drop removes files.
+                None => stats.segments_discarded += 1,
+            }
+        }
+        self.swap_in(matched, &mut stats)?;
+        self.cleaned_end_offset = self.cleaned_end_offset.max(outcome.mapped_end);
+        let swap_us = started.elapsed().as_micros() as u64;
+        info!(dir = %self.dir.display(), ?stats, swap_us, "compacted the closed segments");
         Ok(stats)
     }
 
-    fn clean_segment(
+    /// All three steps in a row, holding `&mut self` throughout (tests and tools; the
+    /// broker runs step 2 without the partition lock).
+    pub fn compact(
         &mut self,
-        index: usize,
-        map: &OffsetMap,
-        horizon_ms: i64,
-        stats: &mut CleanStats,
-    ) -> Result<(), LogError> {
-        let segment = &self.segments[index];
-        let retention = Retention {
-            map,
-            keep_tombstones: segment.largest_timestamp_ms()? > horizon_ms,
+        now_ms: i64,
+        dedupe_buffer_bytes: u64,
+    ) -> Result<CleanStats, LogError> {
+        let Some(snapshot) = self.clean_snapshot(now_ms)? else {
+            return Ok(CleanStats::default());
         };
-        let cleaned_path = with_suffix(segment.log_path(), CLEANED_SUFFIX);
-        let written = write_cleaned(segment, &retention, &cleaned_path);
-        let cleaned = match written {
-            Ok(Some(cleaned)) => cleaned,
-            Ok(None) => return Ok(()),
-            Err(error) => {
-                // Best effort: a leftover `.cleaned` is also removed on the next open.
-                let _ = fs::remove_file(&cleaned_path);
-                return Err(error);
-            }
-        };
-        stats.segments_cleaned += 1;
-        stats.records_removed += cleaned.records_removed;
-        stats.bytes_before += segment.size_bytes();
-        stats.bytes_after += cleaned.size_bytes;
-        self.swap_in(index, &cleaned_path, cleaned.size_bytes)
+        match clean(snapshot, dedupe_buffer_bytes, &|| false)? {
+            Some(outcome) => self.install_clean(outcome, now_ms),
+            None => Ok(CleanStats::default()),
+        }
     }
 
-    /// Replace segment `index` by its fsynced cleaned log at `cleaned_path`, in an order
-    /// that recovery can complete after a crash at any step.
+    /// The index of the closed segment `cleaned` was made from, if it is still there
+    /// unchanged (same base offset and size).
+    fn closed_segment_like(&self, cleaned: &CleanedSegment) -> Option<usize> {
+        let closed = &self.segments[..self.segments.len() - 1];
+        closed.iter().position(|segment| {
+            segment.base_offset() == cleaned.base_offset
+                && segment.size_bytes() == cleaned.size_before
+        })
+    }
+
+    /// Replace each closed segment `index` by its `cleaned` copy, in an order that recovery
+    /// can complete after a crash at any step. Steps are batched over the segments, so a
+    /// pass costs two directory fsyncs under the lock whatever its number of segments.
     fn swap_in(
         &mut self,
-        index: usize,
-        cleaned_path: &Path,
-        size_bytes: u64,
+        matched: Vec<(usize, CleanedSegment)>,
+        stats: &mut CleanStats,
     ) -> Result<(), LogError> {
-        let base_offset = self.segments[index].base_offset();
-        let log_path = segment_file(&self.dir, base_offset, LOG_EXTENSION);
-        let swap_path = with_suffix(&log_path, SWAP_SUFFIX);
-        let deleted_path = with_suffix(&log_path, &format!(".{DELETED_EXTENSION}"));
-        fs::rename(cleaned_path, &swap_path)?;
-        sync_directory(&self.dir)?;
-        // The clean is durable from here on: recovery finishes the steps below.
-        fs::rename(&log_path, &deleted_path)?;
-        remove_if_present(&segment_file(&self.dir, base_offset, INDEX_EXTENSION))?;
-        remove_if_present(&segment_file(&self.dir, base_offset, TIME_INDEX_EXTENSION))?;
-        fs::rename(&swap_path, &log_path)?;
-        sync_directory(&self.dir)?;
-        let interval_bytes = self.config.index_interval_bytes;
-        let mut segment =
-            recovery::recover_segment(&self.dir, base_offset, interval_bytes, self.clock_ms)?;
-        segment.seal()?;
-        if segment.size_bytes() != size_bytes {
-            return Err(LogError::Corrupt(format!(
-                "cleaned {} reads back as {} of {size_bytes} bytes",
-                log_path.display(),
-                segment.size_bytes()
-            )));
+        if matched.is_empty() {
+            return Ok(());
         }
-        // Dropping the old segment closes its files, which are already unlinked or renamed.
-        self.segments[index] = segment;
-        fs::remove_file(&deleted_path)?;
+        let dir = self.dir.clone();
+        for (_, cleaned) in &matched {
+            let paths = SegmentPaths::of(&dir, cleaned.base_offset);
+            fs::rename(&cleaned.files.log, &paths.swap)?;
+        }
+        sync_directory(&dir)?;
+        // The cleans are durable from here on: recovery finishes the steps below.
+        for (_, cleaned) in &matched {
+            let paths = SegmentPaths::of(&dir, cleaned.base_offset);
+            fs::rename(&paths.log, &paths.deleted)?;
+            remove_if_present(&paths.offset_index)?;
+            remove_if_present(&paths.time_index)?;
+            fs::rename(&paths.swap, &paths.log)?;
+            fs::rename(&cleaned.files.offset_index, &paths.offset_index)?;
+            fs::rename(&cleaned.files.time_index, &paths.time_index)?;
+        }
+        sync_directory(&dir)?;
+        for (index, cleaned) in matched {
+            let segment = Segment::open(&dir, cleaned.base_offset, self.clock_ms)?;
+            check_installed(&segment, &cleaned.state)?;
+            stats.segments_cleaned += 1;
+            stats.records_removed += cleaned.records_removed;
+            stats.bytes_before += cleaned.size_before;
+            stats.bytes_after += segment.size_bytes();
+            // Dropping the old segment closes its files, already renamed or unlinked.
+            self.segments[index] = segment;
+            fs::remove_file(SegmentPaths::of(&dir, cleaned.base_offset).deleted)?;
+        }
+        Ok(())
+    }
+}
+
+/// The names one segment's files take during a swap.
+struct SegmentPaths {
+    log: PathBuf,
+    swap: PathBuf,
+    deleted: PathBuf,
+    offset_index: PathBuf,
+    time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    fn of(dir: &Path, base_offset: i64) -> Self {
+        let log = segment_file(dir, base_offset, LOG_EXTENSION);
+        SegmentPaths {
+            swap: with_suffix(&log, SWAP_SUFFIX),
+            deleted: with_suffix(&log, &format!(".{DELETED_EXTENSION}")),
+            offset_index: segment_file(dir, base_offset, INDEX_EXTENSION),
+            time_index: segment_file(dir, base_offset, TIME_INDEX_EXTENSION),
+            log,
+        }
+    }
+}
+
+/// The swapped-in segment reads back as the scan of its cleaned log found it.
+fn check_installed(segment: &Segment, expected: &SegmentState) -> Result<(), LogError> {
+    let matches = segment.size_bytes() == expected.size_bytes()
+        && segment.next_offset() == expected.next_offset()
+        && segment.max_timestamp() == expected.max_timestamp();
+    if matches {
+        return Ok(());
+    }
+    Err(LogError::Corrupt(format!(
+        "cleaned {} reads back as {} bytes up to offset {}, not {} bytes up to {}",
+        segment.log_path().display(),
+        segment.size_bytes(),
+        segment.next_offset(),
+        expected.size_bytes(),
+        expected.next_offset()
+    )))
+}
+
+/// Step 2, without any lock: map, then write and index the cleaned segments. None when
+/// `abort` returned true (checked between batches); files written so far are removed.
+pub fn clean(
+    snapshot: CleanSnapshot,
+    dedupe_buffer_bytes: u64,
+    abort: &dyn Fn() -> bool,
+) -> Result<Option<CleanOutcome>, LogError> {
+    match clean_segments(&snapshot, dedupe_buffer_bytes, abort) {
+        Ok(outcome) => Ok(Some(outcome)),
+        Err(Stop::Aborted) => Ok(None),
+        Err(Stop::Failed(error)) => Err(error),
+        Err(Stop::Done) => unreachable!("only map building stops a walk early, and catches it"),
+    }
+}
+
+fn clean_segments(
+    snapshot: &CleanSnapshot,
+    dedupe_buffer_bytes: u64,
+    abort: &dyn Fn() -> bool,
+) -> Result<CleanOutcome, Stop> {
+    info!(
+        dir = %snapshot.dir.display(),
+        closed_segments = snapshot.segments.len() - 1,
+        from = snapshot.dirty_start,
+        "cleaning the log"
+    );
+    let (map, mapped_end) = build_offset_map(snapshot, dedupe_buffer_bytes, abort)?;
+    debug!(
+        dir = %snapshot.dir.display(),
+        keys = map.len(),
+        capacity = map.capacity(),
+        from = snapshot.dirty_start,
+        to = mapped_end,
+        "built the offset map"
+    );
+    let closed = &snapshot.segments[..snapshot.segments.len() - 1];
+    let mut segments = Vec::new();
+    for segment in closed.iter().filter(|s| s.base_offset < mapped_end) {
+        let retention = Retention {
+            map: &map,
+            mapped_end,
+            keep_tombstones: segment.largest_timestamp_ms > snapshot.horizon_ms,
+        };
+        if let Some(cleaned) = clean_segment(snapshot, segment, &retention, abort)? {
+            segments.push(cleaned);
+        }
+    }
+    Ok(CleanOutcome {
+        generation: snapshot.generation,
+        mapped_end,
+        segments,
+    })
+}
+
+/// Write, fsync, scan back and index the cleaned copy of one segment; None when it
+/// would lose nothing.
+fn clean_segment(
+    snapshot: &CleanSnapshot,
+    segment: &SnapshotSegment,
+    retention: &Retention,
+    abort: &dyn Fn() -> bool,
+) -> Result<Option<CleanedSegment>, Stop> {
+    let files = CleanedFiles::of(&snapshot.dir, segment.base_offset);
+    let mut writer = CleanedWriter {
+        segment,
+        path: &files.log,
+        writer: None,
+        size_bytes: 0,
+        records_removed: 0,
+    };
+    segment.for_each_batch(abort, &mut |position, header, bytes| {
+        let decision = decide(header, bytes.clone(), retention)?;
+        writer.apply(position, &bytes, decision)
+    })?;
+    let Some(written) = writer.finish()? else {
+        return Ok(None);
+    };
+    // Read back what was written with recovery's checks (CRC included): the pair of the
+    // checks made when the batches were produced.
+    let log = File::open(&files.log)?;
+    let interval_bytes = snapshot.index_interval_bytes;
+    let (mut state, mut pending) =
+        recovery::scan_log_file(&log, segment.base_offset, interval_bytes)
+            .map_err(|error| corrupt_copy(&files.log, error))?;
+    if state.size_bytes() != written.size_bytes {
+        let why = LogError::Corrupt(format!(
+            "{} of {} bytes",
+            state.size_bytes(),
+            written.size_bytes
+        ));
+        return Err(corrupt_copy(&files.log, why).into());
+    }
+    state.seal_entries(&mut pending);
+    write_index_files(
+        &files.offset_index,
+        &files.time_index,
+        segment.base_offset,
+        &pending,
+    )?;
+    Ok(Some(CleanedSegment {
+        base_offset: segment.base_offset,
+        size_before: segment.size_bytes,
+        state,
+        records_removed: written.records_removed,
+        files,
+    }))
+}
+
+fn corrupt_copy(path: &Path, error: LogError) -> LogError {
+    LogError::Corrupt(format!(
+        "cleaned copy {} reads back wrong: {error}",
+        path.display()
+    ))
+}
+
+impl SnapshotSegment {
+    /// Visit every batch up to the snapshot's size in order: position, header and bytes.
+    fn for_each_batch(
+        &self,
+        abort: &dyn Fn() -> bool,
+        visit: &mut dyn FnMut(u64, &BatchHeader, Bytes) -> Result<(), Stop>,
+    ) -> Result<(), Stop> {
+        let mut position = 0;
+        while position < self.size_bytes {
+            if abort() {
+                return Err(Stop::Aborted);
+            }
+            let header = self.header_at(position)?;
+            let mut bytes = BytesMut::new();
+            self.read_exact(position, header.total_bytes(), &mut bytes)?;
+            visit(position, &header, bytes.freeze())?;
+            position += header.total_bytes() as u64;
+        }
+        Ok(())
+    }
+
+    /// The header at `position`; batches were validated when written, so one that does
+    /// not parse or overruns the snapshot is corruption.
+    fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        let remaining = self.size_bytes - position;
+        let corrupt = |why: &str| {
+            let path = self.log_path.display();
+            LogError::Corrupt(format!("{path} at byte {position}: {why}"))
+        };
+        if remaining < BATCH_HEADER_BYTES as u64 {
+            return Err(corrupt("batch header runs past the end"));
+        }
+        let mut bytes = [0; BATCH_HEADER_BYTES];
+        self.log.read_exact_at(&mut bytes, position)?;
+        let header = BatchHeader::parse(&bytes).map_err(|error| corrupt(&error.to_string()))?;
+        if header.total_bytes() as u64 > remaining {
+            return Err(corrupt("batch runs past the end"));
+        }
+        Ok(header)
+    }
+
+    fn read_exact(&self, position: u64, length: usize, out: &mut BytesMut) -> Result<(), LogError> {
+        let start = out.len();
+        out.resize(start + length, 0);
+        self.log.read_exact_at(&mut out[start..], position)?;
         Ok(())
     }
 }
@@ -171,33 +539,66 @@ fn decode(header: &BatchHeader, mut bytes: Bytes) -> Result<RecordSet, LogError>
     })
 }
 
-/// The offset of the latest record of every key in `segments`.
-fn build_offset_map(segments: &[Segment]) -> Result<OffsetMap, LogError> {
-    let mut map = OffsetMap::new();
-    for segment in segments {
-        segment.for_each_batch(&mut |_, header, bytes| {
-            if !is_cleanable(header) {
-                return Ok(());
-            }
-            for record in decode(header, bytes)?.records {
-                let Some(key) = record.key else { continue };
-                match map.get_mut(&key) {
-                    Some(offset) => *offset = record.offset,
-                    // A copy, so the map does not pin the whole decoded batch in memory.
-                    None => {
-                        map.insert(Bytes::copy_from_slice(&key), record.offset);
-                    }
-                }
-            }
-            Ok(())
-        })?;
+/// The offset map of this pass and its mapped end; see the module doc.
+fn build_offset_map(
+    snapshot: &CleanSnapshot,
+    dedupe_buffer_bytes: u64,
+    abort: &dyn Fn() -> bool,
+) -> Result<(OffsetMap, i64), Stop> {
+    let mut map = OffsetMap::with_buffer_bytes(dedupe_buffer_bytes);
+    let dirty_start = snapshot.dirty_start;
+    let after = snapshot
+        .segments
+        .partition_point(|s| s.base_offset <= dirty_start);
+    for segment in &snapshot.segments[after.saturating_sub(1)..] {
+        let Some(stopped_at) = map_segment(&mut map, segment, dirty_start, abort)? else {
+            continue;
+        };
+        let mapped_end = if segment.base_offset >= snapshot.closed_end {
+            snapshot.closed_end // every closed segment is mapped; the active one in part
+        } else if segment.base_offset > dirty_start {
+            segment.base_offset // the last segment boundary the map reached
+        } else {
+            stopped_at // the first dirty segment alone overflows the map
+        };
+        return Ok((map, mapped_end));
     }
-    Ok(map)
+    Ok((map, snapshot.closed_end))
+}
+
+/// Put the keyed records at or above `dirty_start` of one segment in the map. Returns the
+/// offset of the first record that did not fit, None when all did.
+fn map_segment(
+    map: &mut OffsetMap,
+    segment: &SnapshotSegment,
+    dirty_start: i64,
+    abort: &dyn Fn() -> bool,
+) -> Result<Option<i64>, Stop> {
+    let mut stopped_at = None;
+    let walked = segment.for_each_batch(abort, &mut |_, header, bytes| {
+        if !is_cleanable(header) || header.last_offset() < dirty_start {
+            return Ok(());
+        }
+        for record in decode(header, bytes)?.records {
+            let Some(key) = &record.key else { continue };
+            if record.offset >= dirty_start && map.put(key, record.offset).is_err() {
+                stopped_at = Some(record.offset);
+                return Err(Stop::Done);
+            }
+        }
+        Ok(())
+    });
+    match walked {
+        Ok(()) | Err(Stop::Done) => Ok(stopped_at),
+        Err(stop) => Err(stop),
+    }
 }
 
 /// Which records of one segment survive.
 struct Retention<'a> {
     map: &'a OffsetMap,
+    /// Records at or above were not all mapped this pass: they are kept.
+    mapped_end: i64,
     /// The segment is younger than the delete horizon: consumers may not have seen its
     /// tombstones yet.
     keep_tombstones: bool,
@@ -208,15 +609,16 @@ impl Retention<'_> {
         let Some(key) = &record.key else {
             return true;
         };
-        // Every key of a cleanable batch is in the map; keep the record if not, to be safe.
-        let latest = self
+        if record.offset >= self.mapped_end {
+            return true;
+        }
+        let superseded = self
             .map
             .get(key)
-            .is_none_or(|&offset| offset == record.offset);
-        latest && (record.value.is_some() || self.keep_tombstones)
+            .is_some_and(|latest| latest > record.offset);
+        !superseded && (record.value.is_some() || self.keep_tombstones)
     }
 }
-
 /// What becomes of one batch.
 enum Fate {
     Keep,
@@ -305,8 +707,8 @@ fn encode_survivors(
 
 /// The cleaned copy of one segment, `path`, written from the first batch that changes:
 /// a segment that loses nothing is never copied.
-struct CleanedLog<'a> {
-    segment: &'a Segment,
+struct CleanedWriter<'a> {
+    segment: &'a SnapshotSegment,
     path: &'a Path,
     writer: Option<BufWriter<File>>,
     size_bytes: u64,
@@ -319,8 +721,8 @@ struct Cleaned {
     records_removed: usize,
 }
 
-impl CleanedLog<'_> {
-    fn apply(&mut self, position: u64, bytes: &[u8], decision: Decision) -> Result<(), LogError> {
+impl CleanedWriter<'_> {
+    fn apply(&mut self, position: u64, bytes: &[u8], decision: Decision) -> Result<(), Stop> {
         self.records_removed += decision.records_removed;
         let output: &[u8] = match &decision.fate {
             Fate::Keep if self.writer.is_none() => return Ok(()),
@@ -335,7 +737,7 @@ impl CleanedLog<'_> {
     }
 
     /// Create the file and copy the unchanged batches before `prefix_bytes`.
-    fn start(&mut self, prefix_bytes: u64) -> Result<(), LogError> {
+    fn start(&mut self, prefix_bytes: u64) -> Result<(), Stop> {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -354,7 +756,7 @@ impl CleanedLog<'_> {
         Ok(())
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Stop> {
         if let Some(writer) = &mut self.writer {
             writer.write_all(bytes)?;
             self.size_bytes += bytes.len() as u64;
@@ -376,27 +778,10 @@ impl CleanedLog<'_> {
     }
 }
 
-fn write_cleaned(
-    segment: &Segment,
-    retention: &Retention,
-    path: &Path,
-) -> Result<Option<Cleaned>, LogError> {
-    let mut cleaned = CleanedLog {
-        segment,
-        path,
-        writer: None,
-        size_bytes: 0,
-        records_removed: 0,
-    };
-    segment.for_each_batch(&mut |position, header, bytes| {
-        let decision = decide(header, bytes.clone(), retention)?;
-        cleaned.apply(position, &bytes, decision)
-    })?;
-    cleaned.finish()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::log::batch::plain_record;
     use crate::log::config::LogConfig;
@@ -533,7 +918,7 @@ mod tests {
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let want = expected(&before, log.active().base_offset());
         assert!(log.segments.len() > 3);
-        let stats = log.compact(2_000).unwrap();
+        let stats = log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert_eq!(stats.records_removed, before.len() - want.len());
         assert!(stats.segments_cleaned > 0);
         assert!(stats.bytes_after < stats.bytes_before);
@@ -559,15 +944,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path());
         write_keys(&mut log, 60, 1_000, Compression::None);
-        assert!(log.compact(2_000).unwrap().records_removed > 0);
+        assert!(
+            log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap()
+                .records_removed
+                > 0
+        );
         let after = read_from(&log, 0);
-        assert_eq!(log.compact(2_000).unwrap(), CleanStats::default());
+        assert_eq!(
+            log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap(),
+            CleanStats::default()
+        );
         assert_eq!(read_from(&log, 0), after);
         // A new closed segment: the new values supersede older ones everywhere.
         write_keys(&mut log, 20, 5_000, Compression::None);
         let before = read_from(&log, 0);
         let want = expected(&before, log.active().base_offset());
-        assert!(log.compact(6_000).unwrap().records_removed > 0);
+        assert!(
+            log.compact(6_000, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap()
+                .records_removed
+                > 0
+        );
         assert_compacted(&log, &want);
     }
 
@@ -576,14 +974,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path());
         write_keys(&mut log, 60, 1_000, Compression::Gzip);
-        log.compact(2_000).unwrap();
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         let (after, end) = (read_from(&log, 0), log.log_end_offset());
         drop(log);
         let mut log = open(dir.path());
         assert_eq!(log.log_end_offset(), end);
         assert_compacted(&log, &after);
         // The in-memory mark is gone: the pass runs again but has nothing to remove.
-        let stats = log.compact(2_000).unwrap();
+        let stats = log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert_eq!((stats.segments_cleaned, stats.records_removed), (0, 0));
         assert_eq!(read_from(&log, 0), after);
         write_keys(&mut log, 1, 3_000, Compression::None);
@@ -609,7 +1007,7 @@ mod tests {
         }
         let is_tombstone = |record: &Read| record.1.is_some() && record.2.is_none();
         // Segment times are above 1_000, so the horizon 5_000 - 10_000 keeps them.
-        log.compact(5_000).unwrap();
+        log.compact(5_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         let tombstones: Vec<i64> = read_from(&log, 0)
             .iter()
             .filter(|record| is_tombstone(record))
@@ -620,7 +1018,7 @@ mod tests {
             append(&mut log, &others, 1_000, Compression::None);
         }
         // Segment times are below 3_000: the horizon 13_001 - 10_000 drops them.
-        log.compact(13_001).unwrap();
+        log.compact(13_001, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         let closed_end = log.active().base_offset();
         let read = read_from(&log, 0);
         assert!(!read.iter().any(|r| is_tombstone(r) && r.0 < closed_end));
@@ -636,7 +1034,10 @@ mod tests {
             ..config()
         });
         write_keys(&mut log, 60, 1_000, Compression::None);
-        assert_eq!(log.compact(2_000).unwrap(), CleanStats::default());
+        assert_eq!(
+            log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap(),
+            CleanStats::default()
+        );
         log.set_config(LogConfig {
             retention_deletes: false,
             retention_ms: 1,
@@ -660,7 +1061,7 @@ mod tests {
         write_keys(&mut log, 60, 1_000, Compression::Gzip);
         write_keys(&mut twin, 60, 1_000, Compression::Gzip);
         let bases: Vec<i64> = log.segments.iter().map(Segment::base_offset).collect();
-        log.compact(2_000).unwrap();
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         let want = read_from(&log, 0);
         drop(twin);
         // Segment 1: crashed after `.cleaned` became `.swap`. Segment 2: crashed after the
@@ -692,7 +1093,280 @@ mod tests {
             swapped_reads,
             want.iter().filter(in_swapped).cloned().collect::<Vec<_>>()
         );
-        twin.compact(2_000).unwrap();
+        twin.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert_eq!(read_from(&twin, 0), want);
+    }
+
+    /// `batches` batches of two records, keys cycling over `keys` keys, values naming
+    /// their offset; then one keyless batch larger than a segment, so the active segment
+    /// holds no key and every closed record is judged against the whole log.
+    fn write_many_keys(log: &mut PartitionLog, batches: usize, keys: usize) {
+        for _ in 0..batches {
+            let first = log.log_end_offset();
+            let entries: Vec<_> = (first..first + 2)
+                .map(|offset| {
+                    let key = (offset % 3 != 2).then(|| format!("k{}", offset as usize % keys));
+                    (key, Some(format!("v{offset}")))
+                })
+                .collect();
+            append(log, &entries, 1_000 + first * 10, Compression::None);
+        }
+        let offset = log.log_end_offset();
+        let big = (None, Some(format!("v{offset}{}", "x".repeat(700))));
+        append(log, &[big], 1_000 + offset * 10, Compression::None);
+        assert_eq!(
+            log.active().base_offset(),
+            offset,
+            "the keyless batch rolled"
+        );
+    }
+
+    /// Offset map buffer for `keys` keys (the map fills 90% of its slots).
+    fn buffer_for_keys(keys: u64) -> u64 {
+        (keys * 10).div_ceil(9) * crate::log::offset_map::SLOT_BYTES
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let names = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name());
+        let names = names.map(|name| name.to_string_lossy().into_owned());
+        names
+            .filter(|name| name.contains(".log.") || name.contains("index."))
+            .collect()
+    }
+
+    /// Compact with a map of `keys` keys until a pass has nothing left; returns the passes.
+    fn compact_in_rounds(log: &mut PartitionLog, keys: u64) -> usize {
+        for round in 0..200 {
+            if log.clean_snapshot(2_000).unwrap().is_none() {
+                return round;
+            }
+            log.compact(2_000, buffer_for_keys(keys)).unwrap();
+        }
+        panic!("compaction did not converge in 200 passes");
+    }
+
+    #[test]
+    fn a_small_dedupe_buffer_compacts_in_rounds_to_the_same_result() {
+        let big = tempfile::tempdir().unwrap();
+        let mut once = open(big.path());
+        write_many_keys(&mut once, 80, 40);
+        let before = read_from(&once, 0);
+        let want = expected(&before, once.active().base_offset());
+        let stats = once.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert!(stats.records_removed > 0);
+        assert_eq!(read_from(&once, 0), want);
+        // 15 keys: whole segments per pass (a segment holds at most 12 keyed records).
+        // 5 keys: a segment alone overflows the map, so passes stop inside segments.
+        for keys in [15, 5] {
+            let small = tempfile::tempdir().unwrap();
+            let mut rounds = open(small.path());
+            write_many_keys(&mut rounds, 80, 40);
+            assert_eq!(read_from(&rounds, 0), before);
+            let passes = compact_in_rounds(&mut rounds, keys);
+            assert!(passes > 3, "{keys} keys: {passes} passes");
+            assert_compacted(&rounds, &want);
+            assert!(leftovers(small.path()).is_empty());
+            // Reopened (mapped end forgotten): one more full pass changes nothing.
+            drop(rounds);
+            let mut reopened = open(small.path());
+            let stats = reopened
+                .compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap();
+            assert_eq!(stats.records_removed, 0);
+            assert_eq!(read_from(&reopened, 0), want);
+        }
+    }
+
+    #[test]
+    fn a_segment_deleted_by_retention_during_a_clean_is_not_resurrected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::None);
+        let before = read_from(&log, 0);
+        let want = expected(&before, log.active().base_offset());
+        let bases: Vec<i64> = log.segments.iter().map(Segment::base_offset).collect();
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(outcome.segments.iter().any(|s| s.base_offset == bases[0]));
+        // Meanwhile retention deletes the two oldest segments.
+        let sizes: u64 = log.segments.iter().map(Segment::size_bytes).sum();
+        let oldest: u64 = log.segments[..2].iter().map(Segment::size_bytes).sum();
+        log.set_config(LogConfig {
+            retention_bytes: (sizes - oldest) as i64,
+            ..config()
+        });
+        assert_eq!(log.enforce_retention(2_000).unwrap(), 2);
+        let stats = log.install_clean(outcome, 2_000).unwrap();
+        assert!(stats.segments_discarded >= 1 && stats.segments_cleaned > 0);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
+        for base in &bases[..2] {
+            assert!(!log_path_of(dir.path(), *base).exists());
+        }
+        let kept: Vec<Read> = want.into_iter().filter(|r| r.0 >= bases[2]).collect();
+        assert_eq!(read_from(&log, bases[2]), kept);
+        drop(log);
+        let log = open(dir.path());
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(read_from(&log, bases[2]), kept);
+    }
+
+    #[test]
+    fn a_truncation_during_a_clean_discards_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::None);
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(!outcome.segments.is_empty());
+        // The active segment's records were in the map; a truncation removes them.
+        let cut = log.active().base_offset() + 1;
+        log.truncate_to(cut).unwrap();
+        let before = read_from(&log, 0);
+        let stats = log.install_clean(outcome, 2_000).unwrap();
+        assert_eq!(stats.segments_cleaned, 0);
+        assert!(stats.segments_discarded > 0);
+        assert_eq!(read_from(&log, 0), before);
+        assert!(leftovers(dir.path()).is_empty());
+        // The next pass cleans against what is there now.
+        let want = expected(&before, log.active().base_offset());
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert_eq!(read_from(&log, 0), want);
+    }
+
+    #[test]
+    fn an_aborted_clean_changes_nothing_and_leaves_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::None);
+        let before = read_from(&log, 0);
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        // Abort after the map and the first cleaned segment are written.
+        let checks = std::cell::Cell::new(0);
+        let batches = before.len() / 2;
+        let abort = || {
+            checks.set(checks.get() + 1);
+            checks.get() > batches + 10
+        };
+        assert!(
+            clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &abort)
+                .unwrap()
+                .is_none()
+        );
+        assert!(leftovers(dir.path()).is_empty());
+        assert_eq!(read_from(&log, 0), before);
+    }
+
+    /// Every record as written by `write_keys`: offsets rise, each value names its offset.
+    fn assert_consistent(read: &[Read], log_end: i64) {
+        assert!(
+            read.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "offsets rise"
+        );
+        for (offset, _, value, ..) in read {
+            assert_eq!(value.as_deref(), Some(format!("v{offset}").as_bytes()));
+        }
+        assert_eq!(read.last().map(|record| record.0), Some(log_end - 1));
+    }
+
+    #[test]
+    fn appends_and_reads_go_on_while_a_clean_runs() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, RwLock};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 200, 1_000, Compression::Gzip);
+        let log = Arc::new(RwLock::new(log));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (log, done) = (log.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                // Bounded: until the clean is installed, and at most 100_000 reads.
+                while !done.load(Ordering::SeqCst) && reads < 100_000 {
+                    let log = log.read().unwrap();
+                    assert_consistent(&read_from(&log, 0), log.log_end_offset());
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let snapshot = log.read().unwrap().clean_snapshot(2_000).unwrap().unwrap();
+        let before = read_from(&log.read().unwrap(), 0);
+        let active_base = log.read().unwrap().active().base_offset();
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for _ in 0..40 {
+                    write_keys(&mut log.write().unwrap(), 1, 3_000, Compression::None);
+                }
+            })
+        };
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        writer.join().unwrap();
+        let stats = log.write().unwrap().install_clean(outcome, 2_000).unwrap();
+        done.store(true, Ordering::SeqCst);
+        assert!(reader.join().unwrap() > 0);
+        assert!(stats.records_removed > 0 && stats.segments_discarded == 0);
+        // The closed segments as of the snapshot are compacted against the snapshot;
+        // everything appended since is there as written.
+        let log = log.read().unwrap();
+        let read = read_from(&log, 0);
+        assert_consistent(&read, log.log_end_offset());
+        let snapshot_end = before.last().unwrap().0 + 1;
+        let want = expected(&before, active_base);
+        let compacted: Vec<Read> = read
+            .iter()
+            .filter(|r| r.0 < snapshot_end)
+            .cloned()
+            .collect();
+        assert_eq!(compacted, want);
+        let appended = read.iter().filter(|r| r.0 >= snapshot_end).count() as i64;
+        assert_eq!(appended, log.log_end_offset() - snapshot_end);
+    }
+
+    #[test]
+    fn a_crash_once_the_swap_files_are_durable_recovers_the_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        write_keys(&mut log, 60, 1_000, Compression::Gzip);
+        let want = expected(&read_from(&log, 0), log.active().base_offset());
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!(outcome.segments.len() > 2);
+        // The crash: every `.swap` is in place, the first segment went one step further
+        // (old log renamed `.deleted`, its indexes removed), the cleaned indexes are left.
+        for cleaned in &outcome.segments {
+            let paths = SegmentPaths::of(dir.path(), cleaned.base_offset);
+            fs::rename(&cleaned.files.log, &paths.swap).unwrap();
+        }
+        let first = SegmentPaths::of(dir.path(), outcome.segments[0].base_offset);
+        fs::rename(&first.log, &first.deleted).unwrap();
+        fs::remove_file(&first.offset_index).unwrap();
+        fs::remove_file(&first.time_index).unwrap();
+        // No destructor runs in a crash: the `.cleaned` index files stay behind.
+        std::mem::forget(outcome);
+        drop(log);
+        let log = open(dir.path());
+        assert_compacted(&log, &want);
+        assert!(
+            leftovers(dir.path()).is_empty(),
+            "{:?}",
+            leftovers(dir.path())
+        );
     }
 }

@@ -14,9 +14,11 @@
 //! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
 //!   kept in memory and appended to the files (no mmap, so no `unsafe`);
 //! - crash recovery of the active segment (skipped after a clean shutdown:
-//!   `clean_shutdown`) and index rebuilds (`recovery`), retention by
-//!   time and size (`retention`), and compaction of closed segments by key (`cleaner`),
-//!   which leaves gaps in the offsets that reads step over.
+//!   `clean_shutdown`) and index rebuilds (`recovery`), retention by time and size
+//!   (`retention`), and compaction of closed segments by key (`cleaner`, with its bounded
+//!   `offset_map`), which leaves gaps in the offsets that reads step over. Compaction is
+//!   split so that callers hold their lock only for a snapshot and a swap:
+//!   [`PartitionLog::clean_snapshot`], [`clean`], [`PartitionLog::install_clean`].
 //!
 //! The log start offset is always the first segment's base offset: the log only deletes
 //! whole segments, so no `log-start-offset` checkpoint is needed. A DeleteRecords-style
@@ -30,6 +32,7 @@ pub mod durable;
 pub mod error;
 mod index;
 mod index_file;
+mod offset_map;
 pub mod partition_log;
 mod recovery;
 mod retention;
@@ -40,7 +43,7 @@ mod time_index;
 
 pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
 pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_marker};
-pub use cleaner::CleanStats;
+pub use cleaner::{CleanOutcome, CleanSnapshot, CleanStats, DEDUPE_BUFFER_BYTES_DEFAULT, clean};
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};

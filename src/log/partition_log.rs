@@ -53,6 +53,9 @@ pub struct PartitionLog {
     /// The cleaner has compacted every segment below this offset (in memory only: after a
     /// restart the first `compact` cleans everything again, which is merely redundant).
     pub(super) cleaned_end_offset: i64,
+    /// Bumped by every truncation: a cleaning pass that started before one is dropped,
+    /// since its offset map may name records that are gone.
+    pub(super) generation: u64,
 }
 
 /// The batches of one append, summed up once.
@@ -87,6 +90,7 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             clock_ms: now_ms,
             cleaned_end_offset: 0,
+            generation: 0,
         })
     }
 
@@ -384,6 +388,7 @@ impl PartitionLog {
         }
         // Segments at or above `offset` are rewritten by new appends: clean them again.
         self.cleaned_end_offset = self.cleaned_end_offset.min(offset);
+        self.generation += 1;
         if offset < self.log_start_offset() {
             return self.truncate_fully(offset);
         }

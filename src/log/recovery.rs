@@ -372,6 +372,35 @@ fn scan_segment(
     }
 }
 
+/// Scan a complete log file that is not a segment yet (a cleaned copy) with the checks of
+/// recovery: the state and index entries of its batches. Every byte must be a valid batch
+/// (it was just written and fsynced), so a scan that stops early is `Corrupt`.
+pub(crate) fn scan_log_file(
+    log: &File,
+    base_offset: i64,
+    index_interval_bytes: u32,
+) -> Result<(SegmentState, PendingEntries), LogError> {
+    let file_bytes = log.metadata()?.len();
+    let mut state = SegmentState::empty(base_offset);
+    let mut pending = PendingEntries::default();
+    let mut buffer = vec![0; CRC_CHUNK_BYTES];
+    loop {
+        let slot = Slot {
+            file_bytes,
+            base_offset,
+            state: &state,
+        };
+        match check_batch(log, &slot, &mut buffer)? {
+            Check::Valid(header) => state.advance(&header, index_interval_bytes, &mut pending),
+            Check::End => return Ok((state, pending)),
+            Check::Invalid(why) => {
+                let position = state.size_bytes();
+                return Err(LogError::Corrupt(format!("at byte {position}: {why}")));
+            }
+        }
+    }
+}
+
 /// Where the next batch of a scan should be.
 struct Slot<'a> {
     file_bytes: u64,

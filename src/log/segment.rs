@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::log::batch::{self, BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, RecordTimestamp};
 use crate::log::error::LogError;
@@ -73,6 +73,16 @@ impl SegmentState {
 
     pub(crate) fn next_offset(&self) -> i64 {
         self.next_offset
+    }
+
+    pub(crate) fn max_timestamp(&self) -> Option<TimestampOffset> {
+        self.max_timestamp
+    }
+
+    /// The entry `Segment::seal` adds for a segment that stops being active, queued on
+    /// `pending` (a cleaned segment is written sealed).
+    pub(crate) fn seal_entries(&mut self, pending: &mut PendingEntries) {
+        pending.times.extend(self.take_time_entry());
     }
 
     /// Account for one more batch at the end of the segment.
@@ -231,6 +241,10 @@ impl Segment {
 
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    pub(crate) fn log_file(&self) -> &File {
+        &self.log
     }
 
     pub(crate) fn size_bytes(&self) -> u64 {
@@ -404,21 +418,6 @@ impl Segment {
         }
         self.read_exact(position, (end - position) as usize, out)?;
         Ok(limited)
-    }
-
-    /// Visit every batch of the segment in order: its position, header and bytes.
-    pub(crate) fn for_each_batch(
-        &self,
-        visit: &mut dyn FnMut(u64, &BatchHeader, Bytes) -> Result<(), LogError>,
-    ) -> Result<(), LogError> {
-        let mut position = 0;
-        while let Some(header) = self.header_at(position)? {
-            let mut bytes = BytesMut::new();
-            self.read_exact(position, header.total_bytes(), &mut bytes)?;
-            visit(position, &header, bytes.freeze())?;
-            position += header.total_bytes() as u64;
-        }
-        Ok(())
     }
 
     /// Append `length` bytes of the log from `position` to `out`.
@@ -603,6 +602,23 @@ impl Segment {
             self.log_path.display()
         ))
     }
+}
+
+/// Write fresh, fsynced index files with `pending` entries, for a log that is not a
+/// segment yet (a cleaned copy, renamed into place later).
+pub(crate) fn write_index_files(
+    offset_path: &Path,
+    time_path: &Path,
+    base_offset: i64,
+    pending: &PendingEntries,
+) -> Result<(), LogError> {
+    let mut offset_index = OffsetIndex::create(offset_path, base_offset)?;
+    offset_index.append(&pending.offsets)?;
+    offset_index.flush()?;
+    let mut time_index = TimeIndex::create(time_path, base_offset)?;
+    time_index.append(&pending.times)?;
+    time_index.flush()?;
+    Ok(())
 }
 
 pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {

@@ -2,16 +2,19 @@
 //!
 //! [`ReplicaManager`] keeps one [`Partition`] per hosted topic-partition, reconciled with
 //! the metadata image. A partition owns its log, its idempotent-producer table and its
-//! high watermark; [`waits`] lets fetches sleep until a partition changes. Today every
+//! high watermark; [`waits`] lets fetches sleep until a partition changes; [`LogCleaner`]
+//! runs compaction passes on its own thread. Today every
 //! partition has one replica, so the leader's log end offset is the high watermark; the
 //! cluster issue adds follower fetchers and ISR tracking behind the same interface.
 
+pub mod log_cleaner;
 pub mod partition;
 pub mod replica_manager;
 pub mod waits;
 
 use thiserror::Error;
 
+pub use log_cleaner::{CleanerSettings, LogCleaner};
 pub use partition::{Partition, PartitionRead, ProduceOutcome};
 pub use replica_manager::ReplicaManager;
 

@@ -9,8 +9,8 @@
 //! only the batch headers after it.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::ReplicaError;
 use crate::log::{
-    BatchError, BatchHeader, LastShutdown, LogConfig, PartitionLog, validate_batches,
+    self, BatchError, BatchHeader, CleanStats, LastShutdown, LogConfig, PartitionLog,
+    validate_batches,
 };
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
@@ -36,6 +37,11 @@ pub struct Partition {
     /// Set while appends fail on storage, so the fault is logged when it starts and when
     /// it clears rather than once per refused produce.
     storage_fault: AtomicBool,
+    /// Held by a cleaning pass for its whole run (mostly without `state`'s lock), so that
+    /// deletion can wait for it to stop before removing the directory.
+    cleaning: Mutex<()>,
+    /// Set by `delete`: a running cleaning pass stops at its next batch.
+    deleting: AtomicBool,
 }
 
 struct PartitionState {
@@ -93,6 +99,8 @@ impl Partition {
             state: RwLock::new(state),
             changed: Notify::new(),
             storage_fault: AtomicBool::new(false),
+            cleaning: Mutex::new(()),
+            deleting: AtomicBool::new(false),
         })
     }
 
@@ -285,13 +293,36 @@ impl Partition {
         Ok(())
     }
 
-    /// Log compaction for `cleanup.policy=compact` topics (a no-op otherwise, and when no
-    /// segment closed since the last run).
-    pub fn compact(&self, now_ms: i64) -> Result<crate::log::CleanStats, ReplicaError> {
+    /// One log-cleaning pass for `cleanup.policy=compact` topics (a no-op otherwise, and
+    /// when no segment closed since the last pass). Blocking: call it from the cleaner
+    /// thread. The locks are held only to snapshot the segments (read) and to swap the
+    /// cleaned ones in (write); the cleaning itself runs unlocked, so produce and fetch
+    /// go on meanwhile. Stops early, changing nothing, once `stop` is set or on `delete`.
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        dedupe_buffer_bytes: u64,
+        stop: &AtomicBool,
+    ) -> Result<CleanStats, ReplicaError> {
+        let _cleaning = self.cleaning.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            match state.log.as_ref() {
+                Some(log) => log.clean_snapshot(now_ms)?,
+                None => None,
+            }
+        };
+        let Some(snapshot) = snapshot else {
+            return Ok(CleanStats::default());
+        };
+        let abort = || stop.load(Ordering::Relaxed) || self.deleting.load(Ordering::Relaxed);
+        let Some(outcome) = log::clean(snapshot, dedupe_buffer_bytes, &abort)? else {
+            return Ok(CleanStats::default());
+        };
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         match state.log.as_mut() {
-            Some(log) => Ok(log.compact(now_ms)?),
-            None => Ok(Default::default()),
+            Some(log) => Ok(log.install_clean(outcome, now_ms)?),
+            None => Ok(CleanStats::default()),
         }
     }
 
@@ -313,6 +344,10 @@ impl Partition {
 
     /// Removes the log from disk; later calls answer [`ReplicaError::Deleted`].
     pub fn delete(&self) -> Result<(), ReplicaError> {
+        // A cleaning pass writes files into the directory: stop it and wait for it to
+        // finish (it checks the flag between batches) before the directory goes.
+        self.deleting.store(true, Ordering::Relaxed);
+        drop(self.cleaning.lock().unwrap_or_else(|p| p.into_inner()));
         let log = self
             .state
             .write()
