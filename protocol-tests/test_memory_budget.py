@@ -127,3 +127,17 @@ def test_small_requests_pass_while_large_ones_wait_and_an_oversized_one_gets_in(
     record = record_at(broker.port, topic, 0, results["a"][0].base_offset)
     assert (record.key, record.value) == (b"a", value_of(1))
     assert broker.is_running()
+
+
+def test_the_broker_runs_with_a_fixed_malloc_mmap_threshold(broker):
+    """The broker re-executes itself with glibc's mmap threshold fixed (src/allocator.rs),
+    so large buffers freed after a burst are unmapped; same process id, same arguments."""
+    with open(f"/proc/{broker.process.pid}/environ", "rb") as environ:
+        variables = environ.read().split(b"\0")
+    assert b"GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576" in variables
+    with open(f"/proc/{broker.process.pid}/cmdline", "rb") as cmdline:
+        arguments = cmdline.read().split(b"\0")
+    assert f"queued.max.request.bytes={BUDGET_BYTES}".encode() in arguments
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        error_code, keys = rawkafka.api_versions_v0(conn)
+    assert error_code == 0 and keys
