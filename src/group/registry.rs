@@ -625,6 +625,56 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_of_other_groups_fire_while_one_group_is_stalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let (slow, fast) = (open(dir.path(), 0), open(dir.path(), 1));
+        let registry = registry();
+        let (member_a, generation_a) = joined(&registry, &slow, "a").await;
+        let (member_b, generation_b) = joined(&registry, &fast, "b").await;
+        let request = sync_request(&member_b, generation_b, b"for-b");
+        assert_eq!(registry.sync(&fast, "b", request, NOW_MS).await.error, None);
+        let stall = slow.stall_appends();
+        let sync_a = tokio::spawn({
+            let (registry, slow) = (registry.clone(), slow.clone());
+            let request = sync_request(&member_a, generation_a, b"for-a");
+            async move { registry.sync(&slow, "a", request, NOW_MS).await }
+        });
+        until(|| registry.is_busy("a")).await;
+        // Past both sessions (10 s): b's member expires, and b is persisted Empty to its
+        // own partition while a's tick waits behind a's stalled write.
+        let later_ms = NOW_MS + 20_000;
+        let resolve = |group: &str| {
+            Some(if group == "a" {
+                slow.clone()
+            } else {
+                fast.clone()
+            })
+        };
+        registry.tick_due(&resolve, later_ms);
+        let emptied = async {
+            until(|| {
+                fast.offsets()
+                    .is_ok_and(|(_, high_watermark, _)| high_watermark == 2)
+            })
+            .await;
+            registry.with_group("b", |g| g.map(Group::state)).await
+        };
+        let state = tokio::time::timeout(HANG_GUARD, emptied).await;
+        assert_eq!(
+            state.expect("b's timer waited on a's write"),
+            Some(crate::group::GroupState::Empty)
+        );
+        let beat = registry.heartbeat("b", &member_b, None, generation_b, later_ms);
+        assert_eq!(beat.await, Err(GroupError::UnknownMemberId));
+        assert!(
+            !sync_a.is_finished(),
+            "a's sync finished with its write stalled"
+        );
+        drop(stall);
+        assert_eq!(sync_a.await.unwrap().error, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_queued_behind_a_delete_does_not_revive_the_group() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path(), 0);
