@@ -51,6 +51,11 @@ pub struct BrokerConfig {
     pub delete_topic_enable: bool,
     /// `socket.request.max.bytes`: a larger frame closes the connection.
     pub frame_bytes_max: usize,
+    /// `queued.max.request.bytes`: request bytes in memory broker-wide; a connection
+    /// whose next frame does not fit stops reading until it does. `None` (a value <= 0,
+    /// as in Kafka) is unbounded. Kafka's default is unbounded; ours is 128 MiB so a
+    /// burst of large produces cannot take the broker's memory with it.
+    pub queued_request_bytes_max: Option<u32>,
     /// `max.connections`: accepted sockets beyond this wait for a free slot.
     pub connections_max: usize,
     /// `connections.max.idle.ms`: idle connections are closed after this.
@@ -163,6 +168,7 @@ impl BrokerConfig {
             auto_create_topics_enable: parse(&explicit, "auto.create.topics.enable", true)?,
             delete_topic_enable: parse(&explicit, "delete.topic.enable", true)?,
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
+            queued_request_bytes_max: queued_request_bytes(&explicit)?,
             connections_max: parse(&explicit, "max.connections", 65_536)?,
             connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
             partitions_per_request_max: parse(&explicit, "partitions.per.request.max", 10_000)?,
@@ -294,6 +300,23 @@ fn next_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<Str
         .ok_or_else(|| ConfigError::Usage(format!("{flag} needs a value")))
 }
 
+/// `queued.max.request.bytes`; <= 0 means unbounded, as in Kafka.
+fn queued_request_bytes(map: &BTreeMap<String, String>) -> Result<Option<u32>, ConfigError> {
+    const KEY: &str = "queued.max.request.bytes";
+    let bytes: i64 = parse(map, KEY, 134_217_728)?;
+    if bytes <= 0 {
+        return Ok(None);
+    }
+    // The budget counts bytes with a u32 semaphore; beyond 4 GiB, set it unbounded.
+    u32::try_from(bytes)
+        .map(Some)
+        .map_err(|_| ConfigError::Invalid {
+            key: KEY.into(),
+            value: bytes.to_string(),
+            reason: "must be <= 4294967295 (or <= 0 for unbounded)".into(),
+        })
+}
+
 fn parse<T: std::str::FromStr>(
     map: &BTreeMap<String, String>,
     key: &str,
@@ -398,6 +421,27 @@ mod tests {
             config("1048577").unwrap().cleaner_dedupe_buffer_bytes,
             1_048_577
         );
+    }
+
+    #[test]
+    fn queued_request_bytes_is_bounded_by_default_and_unbounded_at_or_below_zero() {
+        let with = |value: &str| {
+            let flag = format!("queued.max.request.bytes={value}");
+            BrokerConfig::from_args_and_env(args(&["--override", &flag]), vec![])
+        };
+        let config = BrokerConfig::from_args_and_env(vec![], vec![]).unwrap();
+        assert_eq!(config.queued_request_bytes_max, Some(134_217_728));
+        assert_eq!(with("-1").unwrap().queued_request_bytes_max, None);
+        assert_eq!(with("0").unwrap().queued_request_bytes_max, None);
+        assert_eq!(
+            with("1048576").unwrap().queued_request_bytes_max,
+            Some(1 << 20)
+        );
+        assert!(matches!(
+            with("4294967296"),
+            Err(ConfigError::Invalid { key, .. }) if key == "queued.max.request.bytes"
+        ));
+        assert!(with("lots").is_err());
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //!   commands that change it.
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
+//! - [`allocator`]: glibc malloc's mmap threshold fixed at start-up, so memory freed
+//!   after a burst goes back to the OS.
 #![forbid(unsafe_code)]
 
+pub mod allocator;
 pub mod api;
 pub mod broker;
 pub mod config;

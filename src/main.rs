@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
+    // First, before any thread or log line: on success this does not return.
+    let reexec = kafkaesque::allocator::fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -20,6 +22,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(error) = reexec {
+        tracing::warn!(%error, "could not re-execute with a fixed malloc mmap threshold");
+    }
     let config = BrokerConfig::from_args_and_env(std::env::args().skip(1), std::env::vars())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -27,17 +27,19 @@ use crate::types::now_ms;
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// (group id, protocol type, state) of every group this broker coordinates.
-fn all_groups(broker: &Broker) -> Vec<(String, String, &'static str)> {
-    let mut groups: Vec<(String, String, &'static str)> =
-        broker.groups.registry.with_groups(|all| {
-            all.iter()
-                .filter(|(_, group)| group.state() != GroupState::Dead)
-                .map(|(id, group)| {
-                    let protocol_type = group.protocol_type().unwrap_or_default().to_string();
-                    (id.clone(), protocol_type, group.state().as_str())
-                })
-                .collect()
-        });
+async fn all_groups(broker: &Broker) -> Vec<(String, String, &'static str)> {
+    let mut groups: Vec<(String, String, &'static str)> = broker
+        .groups
+        .registry
+        .map_groups(|id, group| {
+            let protocol_type = group.protocol_type().unwrap_or_default().to_string();
+            (id.to_string(), protocol_type, group.state())
+        })
+        .await
+        .into_iter()
+        .filter(|(_, _, state)| *state != GroupState::Dead)
+        .map(|(id, protocol_type, state)| (id, protocol_type, state.as_str()))
+        .collect();
     for id in broker.groups.offset_group_ids() {
         if !groups.iter().any(|(known, _, _)| *known == id) {
             groups.push((id, String::new(), GroupState::Empty.as_str()));
@@ -64,6 +66,7 @@ pub async fn list_groups(
         .map(|t| t.to_lowercase())
         .collect();
     let groups = all_groups(broker)
+        .await
         .into_iter()
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
@@ -91,61 +94,64 @@ pub async fn describe_groups(
     context: &RequestContext,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
-    let groups = request
-        .groups
-        .iter()
-        .map(|group_id| {
-            let described = describe_one(broker, group_id, context.version);
+    let mut groups = Vec::with_capacity(request.groups.len());
+    for group_id in &request.groups {
+        let described = describe_one(broker, group_id, context.version).await;
+        groups.push(
             if context.version >= 3 && request.include_authorized_operations {
                 described.with_authorized_operations(GROUP_OPERATIONS_ALL)
             } else {
                 described
-            }
-        })
-        .collect();
+            },
+        );
+    }
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-fn describe_one(broker: &Broker, group_id: &GroupId, version: i16) -> DescribedGroup {
+async fn describe_one(broker: &Broker, group_id: &GroupId, version: i16) -> DescribedGroup {
     let id = group_id.0.as_str();
     let base = DescribedGroup::default().with_group_id(group_id.clone());
     if let Err(error) = coordinator_partition(broker, id) {
         return base.with_error_code(coordinator_error(&error).code());
     }
     let has_offsets = broker.groups.has_offsets(id);
-    broker.groups.registry.with_group(id, |group| match group {
-        Some(group) if group.state() != GroupState::Dead => {
-            let members = group
-                .members()
-                .into_iter()
-                .map(|member| {
-                    let described = DescribedGroupMember::default()
-                        .with_member_id(StrBytes::from_string(member.member_id))
-                        .with_client_id(StrBytes::from_string(member.client_id))
-                        .with_client_host(StrBytes::from_string(member.client_host))
-                        .with_member_metadata(Bytes::from(member.metadata))
-                        .with_member_assignment(Bytes::from(member.assignment));
-                    if version >= 4 {
-                        described.with_group_instance_id(
-                            member.group_instance_id.map(StrBytes::from_string),
-                        )
-                    } else {
-                        described
-                    }
-                })
-                .collect();
-            base.with_group_state(StrBytes::from_static_str(group.state().as_str()))
-                .with_protocol_type(StrBytes::from_string(
-                    group.protocol_type().unwrap_or_default().to_string(),
-                ))
-                .with_protocol_data(StrBytes::from_string(
-                    group.protocol_name().unwrap_or_default().to_string(),
-                ))
-                .with_members(members)
-        }
-        _ if has_offsets => base.with_group_state(StrBytes::from_static_str("Empty")),
-        _ => base.with_group_state(StrBytes::from_static_str("Dead")),
-    })
+    broker
+        .groups
+        .registry
+        .with_group(id, |group| match group {
+            Some(group) if group.state() != GroupState::Dead => {
+                let members = group
+                    .members()
+                    .into_iter()
+                    .map(|member| {
+                        let described = DescribedGroupMember::default()
+                            .with_member_id(StrBytes::from_string(member.member_id))
+                            .with_client_id(StrBytes::from_string(member.client_id))
+                            .with_client_host(StrBytes::from_string(member.client_host))
+                            .with_member_metadata(Bytes::from(member.metadata))
+                            .with_member_assignment(Bytes::from(member.assignment));
+                        if version >= 4 {
+                            described.with_group_instance_id(
+                                member.group_instance_id.map(StrBytes::from_string),
+                            )
+                        } else {
+                            described
+                        }
+                    })
+                    .collect();
+                base.with_group_state(StrBytes::from_static_str(group.state().as_str()))
+                    .with_protocol_type(StrBytes::from_string(
+                        group.protocol_type().unwrap_or_default().to_string(),
+                    ))
+                    .with_protocol_data(StrBytes::from_string(
+                        group.protocol_name().unwrap_or_default().to_string(),
+                    ))
+                    .with_members(members)
+            }
+            _ if has_offsets => base.with_group_state(StrBytes::from_static_str("Empty")),
+            _ => base.with_group_state(StrBytes::from_static_str("Dead")),
+        })
+        .await
 }
 
 pub async fn delete_groups(
@@ -153,34 +159,35 @@ pub async fn delete_groups(
     _context: &RequestContext,
     request: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
-    let results = request
-        .groups_names
-        .iter()
-        .map(|group_id| {
-            let code = match delete_one(broker, group_id.0.as_str()) {
-                Ok(()) => 0,
-                Err(code) => code.code(),
-            };
+    let mut results = Vec::with_capacity(request.groups_names.len());
+    for group_id in &request.groups_names {
+        let code = match delete_one(broker, group_id.0.as_str()).await {
+            Ok(()) => 0,
+            Err(code) => code.code(),
+        };
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id.clone())
-                .with_error_code(code)
-        })
-        .collect();
+                .with_error_code(code),
+        );
+    }
     DeleteGroupsResponse::default().with_results(results)
 }
 
-fn delete_one(broker: &Broker, group: &str) -> Result<(), ResponseError> {
+async fn delete_one(broker: &Broker, group: &str) -> Result<(), ResponseError> {
     let log = coordinator_partition(broker, group).map_err(|e| coordinator_error(&e))?;
     let now = now_ms();
     let live = broker
         .groups
         .registry
-        .with_group(group, |g| g.is_some_and(|g| g.state() != GroupState::Dead));
+        .with_group(group, |g| g.is_some_and(|g| g.state() != GroupState::Dead))
+        .await;
     if live {
         broker
             .groups
             .registry
             .delete(&log, group, now)
+            .await
             .map_err(|e| group_error(&e))?;
     } else if !broker.groups.has_offsets(group) {
         return Err(group_error(&GroupError::GroupIdNotFound));
@@ -204,10 +211,14 @@ pub async fn offset_delete(
                 .with_error_code(coordinator_error(&error).code());
         }
     };
-    let (exists, subscribed) = broker.groups.registry.with_group(group, |g| match g {
-        Some(g) if g.state() != GroupState::Dead => (true, subscribed_topics(g)),
-        _ => (false, Vec::new()),
-    });
+    let (exists, subscribed) = broker
+        .groups
+        .registry
+        .with_group(group, |g| match g {
+            Some(g) if g.state() != GroupState::Dead => (true, subscribed_topics(g)),
+            _ => (false, Vec::new()),
+        })
+        .await;
     if !exists && !broker.groups.has_offsets(group) {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupIdNotFound.code());

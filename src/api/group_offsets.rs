@@ -139,7 +139,7 @@ pub async fn offset_commit(
     };
     let group_error = match &log {
         Err(error) => Some(*error),
-        Ok(_) => membership_error(broker, &group, &request),
+        Ok(_) => membership_error(broker, &group, &request).await,
     };
     // Per partition: a topic-partition that does not exist is refused on its own.
     let mut commits = Vec::new();
@@ -210,7 +210,7 @@ pub async fn offset_commit(
 
 /// Kafka's commit rules: members of a managed group commit with their generation; a
 /// commit with a negative generation to a group without members is a "simple" commit.
-fn membership_error(
+async fn membership_error(
     broker: &Broker,
     group: &str,
     request: &OffsetCommitRequest,
@@ -228,6 +228,7 @@ fn membership_error(
             _ if generation < 0 => None,
             _ => Some(ResponseError::IllegalGeneration),
         })
+        .await
 }
 
 /// One group's wanted partitions: `None` means every committed one.

@@ -166,13 +166,17 @@ pub async fn heartbeat(
         Err(error) => coordinator_error(&error).code(),
         Ok(_) => {
             let instance = request.group_instance_id.as_ref().map(|id| id.as_str());
-            let result = broker.groups.registry.heartbeat(
-                &group,
-                request.member_id.as_str(),
-                instance,
-                request.generation_id,
-                now_ms(),
-            );
+            let result = broker
+                .groups
+                .registry
+                .heartbeat(
+                    &group,
+                    request.member_id.as_str(),
+                    instance,
+                    request.generation_id,
+                    now_ms(),
+                )
+                .await;
             result.err().map_or(0, |e| group_error(&e).code())
         }
     };
@@ -210,7 +214,8 @@ pub async fn leave_group(
     let results = broker
         .groups
         .registry
-        .leave(&log, &group, members.clone(), now_ms());
+        .leave(&log, &group, members.clone(), now_ms())
+        .await;
     if context.version < 3 {
         let code = results
             .first()

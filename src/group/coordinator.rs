@@ -277,10 +277,7 @@ impl GroupCoordinator {
         let cutoff = now_ms.saturating_sub(self.config.offsets_retention_ms);
         let mut expired = 0;
         for group in self.offset_group_ids() {
-            let active = self
-                .registry
-                .with_group(&group, |g| g.is_some_and(|g| !g.is_empty()));
-            if active {
+            if self.registry.has_members_or_busy(&group) {
                 continue;
             }
             let old = self

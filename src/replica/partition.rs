@@ -116,6 +116,13 @@ impl Partition {
             && self.storage_fault.swap(false, Ordering::Relaxed)
     }
 
+    /// Holds the partition's state lock until the returned guard drops, so appends block
+    /// as on a stalled disk (tests of callers that must not wait behind a slow write).
+    #[cfg(test)]
+    pub(crate) fn stall_appends(&self) -> impl Drop + '_ {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Notified whenever new data becomes readable.
     pub fn changed(&self) -> &Notify {
         &self.changed

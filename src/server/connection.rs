@@ -4,6 +4,12 @@
 //! Requests on one connection are handled one at a time, as Kafka's muted channel does;
 //! pipelined requests wait in the read buffer, and responses are flushed when no whole
 //! request is waiting, so a pipelining client gets its responses in batches.
+//!
+//! Memory: a frame larger than the standing read buffer first takes its size from the
+//! broker-wide [`RequestBudget`] (`queued.max.request.bytes`; the connection does not
+//! read while it waits) and gives it back once answered; the buffer that grew for it is
+//! then replaced by a standing-size one, so an idle connection holds 64 KiB, not the
+//! largest frame it ever saw.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +22,15 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::Shutdown;
+use super::budget::{BudgetPermit, RequestBudget};
 use crate::api::{self, ApiError};
 use crate::broker::Broker;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const RESERVE_STEP_BYTES: usize = 1024 * 1024;
+/// Frames up to this size fit the standing read buffer and do not draw on the budget.
+pub const BUDGET_EXEMPT_BYTES: usize = READ_BUFFER_BYTES;
 
 #[derive(Debug, Error)]
 enum ConnectionError {
@@ -44,6 +53,12 @@ pub struct Connection {
     client_host: String,
     broker: Arc<Broker>,
     shutdown: Shutdown,
+    /// `None` when `queued.max.request.bytes` is unbounded.
+    budget: Option<Arc<RequestBudget>>,
+    /// The budget bytes of the frame being read or handled.
+    permit: Option<BudgetPermit>,
+    /// The buffer was enlarged for a frame; shrink it once that frame is answered.
+    grown: bool,
 }
 
 impl Connection {
@@ -52,6 +67,7 @@ impl Connection {
         peer: SocketAddr,
         broker: Arc<Broker>,
         shutdown: Shutdown,
+        budget: Option<Arc<RequestBudget>>,
     ) -> Self {
         let (reader, writer) = stream.into_split();
         Connection {
@@ -62,6 +78,9 @@ impl Connection {
             peer,
             broker,
             shutdown,
+            budget,
+            permit: None,
+            grown: false,
         }
     }
 
@@ -94,6 +113,7 @@ impl Connection {
             {
                 self.writer.write_all(&response).await?;
             }
+            self.release_request_memory();
             if !self.whole_frame_buffered() {
                 self.writer.flush().await?;
             }
@@ -107,8 +127,13 @@ impl Connection {
     /// The next frame without its size prefix; `None` on a clean close between frames.
     async fn read_frame(&mut self) -> Result<Option<BytesMut>, ConnectionError> {
         loop {
-            if let Some(frame) = self.parse_frame()? {
-                return Ok(Some(frame));
+            if let Some(size) = self.announced_size()? {
+                self.admit(size).await;
+                if self.buffer.len() >= 4 + size {
+                    self.buffer.advance(4);
+                    return Ok(Some(self.buffer.split_to(size)));
+                }
+                self.make_room(4 + size);
             }
             if self.reader.read_buf(&mut self.buffer).await? == 0 {
                 return if self.buffer.is_empty() {
@@ -120,8 +145,9 @@ impl Connection {
         }
     }
 
-    /// Splits one whole frame off the buffer, or reserves room for the rest of it.
-    fn parse_frame(&mut self) -> Result<Option<BytesMut>, ConnectionError> {
+    /// The size the next frame announces, once its 4 bytes are in; checked against
+    /// `socket.request.max.bytes`.
+    fn announced_size(&self) -> Result<Option<usize>, ConnectionError> {
         if self.buffer.len() < 4 {
             return Ok(None);
         }
@@ -132,15 +158,50 @@ impl Connection {
         if size < 0 || size as u64 > max as u64 {
             return Err(ConnectionError::FrameTooLarge { size, max });
         }
-        let total = 4 + size as usize;
-        if self.buffer.len() < total {
-            // Grow in steps: an announced size is a claim, not bytes that have arrived.
-            self.buffer
-                .reserve((total - self.buffer.len()).min(RESERVE_STEP_BYTES));
-            return Ok(None);
+        Ok(Some(size as usize))
+    }
+
+    /// Takes the frame's bytes from the budget (once per frame) before its body is read.
+    async fn admit(&mut self, size: usize) {
+        if self.permit.is_some() || size <= BUDGET_EXEMPT_BYTES {
+            return;
         }
-        self.buffer.advance(4);
-        Ok(Some(self.buffer.split_to(size as usize)))
+        if let Some(budget) = &self.budget {
+            self.permit = Some(budget.acquire(size).await);
+        }
+    }
+
+    /// Makes room to read the rest of a `total`-byte frame.
+    fn make_room(&mut self, total: usize) {
+        if self.permit.is_some() {
+            // The budget granted these bytes: one allocation of exactly the frame, as
+            // Kafka's memory pool hands out (`reserve` may double past it).
+            if self.buffer.capacity() < total {
+                let mut exact = BytesMut::with_capacity(total);
+                exact.extend_from_slice(&self.buffer);
+                self.buffer = exact;
+                self.grown = true;
+            }
+            return;
+        }
+        // Unbudgeted: grow in steps, as an announced size is a claim, not bytes that
+        // have arrived.
+        self.buffer
+            .reserve((total - self.buffer.len()).min(RESERVE_STEP_BYTES));
+        self.grown |= total > READ_BUFFER_BYTES;
+    }
+
+    /// Gives the answered frame's bytes back to the budget, and replaces a buffer that
+    /// grew for it (it pins the large allocation even once the frame is dropped).
+    fn release_request_memory(&mut self) {
+        self.permit = None;
+        if !self.grown {
+            return;
+        }
+        let mut fresh = BytesMut::with_capacity(READ_BUFFER_BYTES.max(self.buffer.len()));
+        fresh.extend_from_slice(&self.buffer);
+        self.buffer = fresh;
+        self.grown = false;
     }
 
     fn whole_frame_buffered(&self) -> bool {

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Shutdown;
+use super::budget::RequestBudget;
 use super::connection::Connection;
 use crate::broker::Broker;
 
@@ -16,6 +17,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
+    let budget = broker
+        .config
+        .queued_request_bytes_max
+        .map(|bytes| Arc::new(RequestBudget::new(bytes)));
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -36,7 +41,13 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shu
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection::new(stream, peer, broker.clone(), shutdown.clone());
+        let connection = Connection::new(
+            stream,
+            peer,
+            broker.clone(),
+            shutdown.clone(),
+            budget.clone(),
+        );
         connections.spawn(async move {
             connection.run().await;
             drop(permit);

@@ -2,8 +2,10 @@
 //! each to `api::handle_frame`, and writes responses back in request order.
 //!
 //! Limits enforced here: `socket.request.max.bytes` per frame, `max.connections`,
-//! `connections.max.idle.ms`. A frame that cannot be parsed closes that connection only.
+//! `connections.max.idle.ms`, and `queued.max.request.bytes` broker-wide ([`budget`]).
+//! A frame that cannot be parsed closes that connection only.
 
+pub mod budget;
 pub mod connection;
 pub mod listener;
 pub mod shutdown;
