@@ -1,6 +1,7 @@
 //! One hosted partition: its log, idempotent-producer state and high watermark.
 //!
-//! Appends take the write lock, so validation of producer sequences and the append are
+//! Produced records are validated (header, CRC, every record) before any lock is taken;
+//! appends then take the write lock, so the producer-sequence check and the append are
 //! one atomic step; reads take the read lock and copy whole batches out. Every append
 //! (and, later, every high-watermark move) notifies `changed` so delayed fetches wake.
 
@@ -12,7 +13,10 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::ReplicaError;
-use crate::log::{BatchError, BatchHeader, LogConfig, PartitionLog, validate_batches};
+use crate::log::{
+    BatchError, BatchHeader, LogConfig, PartitionLog, RecordPolicy, recompress, validate_batches,
+    validate_records,
+};
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::types::{TopicPartition, kafka_uuid_string};
 
@@ -93,12 +97,13 @@ impl Partition {
 
     /// Validates `records` (one or more v2 batches), checks producer sequences and appends.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<ProduceOutcome, ReplicaError> {
+        let (records, headers) = self.validate(records, now_ms)?;
+        // The log stamps offsets into its own copy; make it before taking the lock.
+        let owned = BytesMut::from(&records[..]);
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
             let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
-            let headers = validate_batches(records, log.config().max_message_bytes)?;
-            check_produce_shape(&headers)?;
             if let Some(duplicate) = check_sequences(&state.producers, &headers)? {
                 return Ok(ProduceOutcome {
                     base_offset: duplicate,
@@ -106,12 +111,7 @@ impl Partition {
                     log_start_offset: log.log_start_offset(),
                 });
             }
-            let info = log.append(
-                BytesMut::from(&records[..]),
-                &headers,
-                state.leader_epoch,
-                now_ms,
-            )?;
+            let info = log.append(owned, &headers, state.leader_epoch, now_ms)?;
             let mut next_offset = info.first_offset;
             for header in &headers {
                 state.producers.update(header, next_offset);
@@ -132,6 +132,33 @@ impl Partition {
         };
         self.changed.notify_waiters();
         Ok(outcome)
+    }
+
+    /// Everything about `records` that does not depend on the log's state: header, CRC and
+    /// a walk of every record under the topic's rules. It runs before the write lock is
+    /// taken, so a large compressed batch does not stall other producers and fetches of
+    /// this partition; only the sequence check and the append stay under the lock.
+    /// Returns the records to store: as sent, or re-encoded for the topic's
+    /// `compression.type`.
+    fn validate(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<(Bytes, Vec<BatchHeader>), ReplicaError> {
+        let config = self.config().ok_or(ReplicaError::Deleted)?;
+        let headers = validate_batches(records, config.max_message_bytes)?;
+        check_produce_shape(&headers)?;
+        let policy = RecordPolicy::new(&config, self.tp.to_string(), now_ms);
+        validate_records(records, &headers, &policy, config.decompressed_bytes_max())?;
+        match recompress(records, &headers[0], config.compression)? {
+            None => Ok((records.clone(), headers)),
+            Some(stored) => {
+                // The re-encoded batch may be larger (say, `uncompressed`): Kafka checks
+                // max.message.bytes again on what it stores.
+                let stored_headers = validate_batches(&stored, config.max_message_bytes)?;
+                Ok((stored, stored_headers))
+            }
+        }
     }
 
     /// Whole batches from the one containing `offset`, up to the high watermark.
