@@ -198,6 +198,15 @@ def test_keyless_records_on_a_compacted_topic_carry_record_errors(broker, conn, 
     assert rawkafka.latest_offset(conn, topic, 0) == end
 
 
+@pytest.mark.parametrize("version", [3, 5, 7])
+def test_before_v8_the_code_alone_reports_record_errors(broker, conn, topic, version):
+    end = seeded_topic(broker, conn, topic, {"cleanup.policy": "compact"})
+    result = rawkafka.produce(conn, topic, 0, batch(record(0, None, b"a"), 0, 1),
+                              version=version)
+    assert (result.error_code, result.base_offset) == (rawkafka.INVALID_RECORD, -1), result
+    assert rawkafka.latest_offset(conn, topic, 0) == end
+
+
 def test_timestamps_out_of_bounds_are_invalid_timestamp(broker, conn, topic):
     config = {"message.timestamp.before.max.ms": "60000"}
     end = seeded_topic(broker, conn, topic, config)
