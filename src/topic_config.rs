@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::BrokerConfig;
-use crate::log::{LogConfig, TimestampType};
+use crate::log::{LogConfig, TimestampType, TopicCompression};
 
 /// Kafka's `ConfigDef.Type` codes as DescribeConfigs v3+ reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,7 +132,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "message.timestamp.after.max.ms",
         Some("log.message.timestamp.after.max.ms"),
         ConfigType::Long,
-        LONG_MAX,
+        "3600000", // Kafka 4.0's default; 3.x allowed any future timestamp
     ),
     def(
         "message.timestamp.before.max.ms",
@@ -363,6 +363,18 @@ pub fn log_config(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> Lo
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         },
+        timestamp_before_max_ms: long(
+            "message.timestamp.before.max.ms",
+            defaults.timestamp_before_max_ms,
+        ),
+        timestamp_after_max_ms: long(
+            "message.timestamp.after.max.ms",
+            defaults.timestamp_after_max_ms,
+        ),
+        compression: values
+            .get("compression.type")
+            .and_then(|value| TopicCompression::parse(value))
+            .unwrap_or_default(),
         compact: policy.contains(&"compact"),
         retention_deletes: policy.contains(&"delete"),
         delete_retention_ms: long("delete.retention.ms", defaults.delete_retention_ms),

@@ -4,7 +4,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::controller::ControllerError;
 use crate::group::{CoordinatorError, GroupError};
-use crate::log::{BatchError, LogError};
+use crate::log::{BatchError, LogError, RecordErrorCode};
 use crate::replica::ReplicaError;
 use crate::txn::producer_state::SequenceError;
 
@@ -12,7 +12,13 @@ pub fn batch_error(error: &BatchError) -> ResponseError {
     match error {
         BatchError::Corrupt(_) => ResponseError::CorruptMessage,
         BatchError::InvalidRecord(_) => ResponseError::InvalidRecord,
-        BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. } => {
+            ResponseError::MessageTooLarge
+        }
+        BatchError::Records { code, .. } => match code {
+            RecordErrorCode::InvalidRecord => ResponseError::InvalidRecord,
+            RecordErrorCode::InvalidTimestamp => ResponseError::InvalidTimestamp,
+        },
     }
 }
 

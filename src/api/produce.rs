@@ -3,14 +3,19 @@
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::errors::replica_error;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
-use crate::replica::{Partition, ProduceOutcome};
+use crate::controller::image::is_internal_topic;
+use crate::log::{BatchError, RecordError};
+use crate::replica::{Partition, ProduceOutcome, ReplicaError};
 use crate::types::now_ms;
 
 pub async fn handle(
@@ -31,9 +36,9 @@ pub async fn handle(
             .into_iter()
             .map(|data| {
                 let result = if !valid_acks {
-                    Err(ResponseError::InvalidRequiredAcks)
+                    Err(ResponseError::InvalidRequiredAcks.into())
                 } else if transactional {
-                    Err(ResponseError::InvalidTxnState)
+                    Err(ResponseError::InvalidTxnState.into())
                 } else {
                     produce_partition(broker, &image, name, data.index, data.records, now)
                 };
@@ -53,6 +58,24 @@ pub async fn handle(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
+/// Why one partition's produce failed: the code, and for records that break a topic rule
+/// Kafka's summary message and per-record errors (KIP-467, Produce v8+).
+struct PartitionFailure {
+    error: ResponseError,
+    message: Option<String>,
+    record_errors: Vec<RecordError>,
+}
+
+impl From<ResponseError> for PartitionFailure {
+    fn from(error: ResponseError) -> Self {
+        PartitionFailure {
+            error,
+            message: None,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
 fn produce_partition(
     broker: &Broker,
     image: &MetadataImage,
@@ -60,7 +83,13 @@ fn produce_partition(
     index: i32,
     records: Option<Bytes>,
     now: i64,
-) -> Result<ProduceOutcome, ResponseError> {
+) -> Result<ProduceOutcome, PartitionFailure> {
+    // Kafka refuses client appends to internal topics before anything else: garbage in
+    // `__consumer_offsets` would stop its coordinator from loading. The coordinators write
+    // through `Partition::append` directly, not through this handler.
+    if is_internal_topic(topic) {
+        return Err(ResponseError::InvalidTopicException.into());
+    }
     let unknown = ResponseError::UnknownTopicOrPartition;
     let partition = leader_partition(broker, image, topic, index, unknown)?;
     let records = records
@@ -76,7 +105,7 @@ fn append_logged(
     partition: &Partition,
     records: &Bytes,
     now: i64,
-) -> Result<ProduceOutcome, ResponseError> {
+) -> Result<ProduceOutcome, PartitionFailure> {
     match partition.append(records, now) {
         Ok(outcome) => {
             if partition.end_storage_fault() {
@@ -85,8 +114,8 @@ fn append_logged(
             Ok(outcome)
         }
         Err(error) => {
-            let code = replica_error(&error);
-            if code == ResponseError::KafkaStorageError && partition.begin_storage_fault() {
+            let storage = replica_error(&error) == ResponseError::KafkaStorageError;
+            if storage && partition.begin_storage_fault() {
                 tracing::error!(
                     tp = %partition.tp,
                     %error,
@@ -95,14 +124,28 @@ fn append_logged(
             } else {
                 tracing::debug!(tp = %partition.tp, %error, "produce rejected");
             }
-            Err(code)
+            Err(failure(error))
         }
+    }
+}
+
+fn failure(error: ReplicaError) -> PartitionFailure {
+    let code = replica_error(&error);
+    match error {
+        ReplicaError::Batch(BatchError::Records {
+            message, errors, ..
+        }) => PartitionFailure {
+            error: code,
+            message: Some(message),
+            record_errors: errors,
+        },
+        _ => code.into(),
     }
 }
 
 fn partition_response(
     index: i32,
-    result: Result<ProduceOutcome, ResponseError>,
+    result: Result<ProduceOutcome, PartitionFailure>,
 ) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index);
     match result {
@@ -110,10 +153,19 @@ fn partition_response(
             .with_base_offset(outcome.base_offset)
             .with_log_append_time_ms(outcome.log_append_time_ms)
             .with_log_start_offset(outcome.log_start_offset),
-        Err(error) => response
-            .with_error_code(error.code())
-            .with_base_offset(-1)
-            .with_log_append_time_ms(-1)
-            .with_log_start_offset(-1),
+        Err(failure) => {
+            let record_errors = failure.record_errors.into_iter().map(|error| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(error.batch_index)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(error.message)))
+            });
+            response
+                .with_error_code(failure.error.code())
+                .with_error_message(failure.message.map(StrBytes::from_string))
+                .with_record_errors(record_errors.collect())
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+        }
     }
 }

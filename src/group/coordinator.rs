@@ -19,6 +19,9 @@ use super::offsets::{OffsetStore, partition_for};
 use super::records::{self, GroupValue, OffsetValue, RecordKey};
 use super::registry::{GroupRegistry, from_record};
 use crate::log::batch::plain_record;
+use crate::log::config::DECOMPRESSED_BYTES_FLOOR;
+use crate::log::iter_batches;
+use crate::log::records::walk_batch;
 use crate::replica::Partition;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +59,24 @@ pub struct GroupCoordinator {
     loaded: Mutex<HashSet<i32>>,
 }
 
+/// What one load has replayed so far.
+#[derive(Default)]
+struct Replay {
+    applied: usize,
+    skipped_batches: usize,
+    skipped_records: usize,
+    groups: HashMap<String, Option<GroupValue>>,
+}
+
+/// What became of one record during a load.
+enum Replayed {
+    Applied,
+    /// No key: not a record of ours (Kafka ignores these too).
+    Ignored,
+    /// A key or value this broker cannot decode.
+    Unreadable,
+}
+
 /// One partition's offset to commit.
 #[derive(Clone, Debug)]
 pub struct OffsetCommit {
@@ -86,34 +107,41 @@ impl GroupCoordinator {
     }
 
     /// Replays an offsets partition into memory; afterwards the partition serves requests.
+    ///
+    /// A batch or record it cannot read (written by a client before produce refused
+    /// internal topics, or by a bug) is skipped and counted, and the load goes on: one bad
+    /// record must not leave every group of the partition at COORDINATOR_LOAD_IN_PROGRESS
+    /// forever. Only a failing disk read stops the load.
     pub fn load(&self, log: &Partition) -> Result<usize, CoordinatorError> {
+        let storage = |e: crate::replica::ReplicaError| CoordinatorError::Storage(e.to_string());
         let (mut offset, high_watermark) = {
-            let (start, hw, _) = log
-                .offsets()
-                .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+            let (start, hw, _) = log.offsets().map_err(storage)?;
             (start, hw)
         };
-        let mut applied = 0;
-        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
+        let decompressed_bytes_max = log
+            .config()
+            .map_or(DECOMPRESSED_BYTES_FLOOR, |c| c.decompressed_bytes_max());
+        let mut replay = Replay::default();
         while offset < high_watermark {
-            let read = log
-                .read(offset, LOAD_CHUNK_BYTES, true)
-                .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut bytes = read.records.clone();
-            let sets = RecordBatchDecoder::decode_all(&mut bytes)
-                .map_err(|e| CoordinatorError::Storage(format!("offsets log: {e}")))?;
-            for record in sets.iter().flat_map(|set| set.records.iter()) {
-                offset = offset.max(record.offset + 1);
-                if self.apply_record(record, &mut groups) {
-                    applied += 1;
-                }
+            let read = log.read(offset, LOAD_CHUNK_BYTES, true).map_err(storage)?;
+            match self.replay_chunk(&read.records, decompressed_bytes_max, &mut replay) {
+                Some(next) if next > offset => offset = next,
+                // Nothing readable from here (no whole batch, or a header that is not a
+                // v2 batch, so the next one cannot be found): stop rather than spin.
+                _ => break,
             }
         }
+        if replay.skipped_batches + replay.skipped_records > 0 {
+            tracing::warn!(
+                partition = log.tp.partition,
+                skipped_batches = replay.skipped_batches,
+                skipped_records = replay.skipped_records,
+                stopped_at = offset,
+                "skipped unreadable data while loading the offsets partition"
+            );
+        }
         let now = crate::types::now_ms();
-        for (group_id, value) in groups {
+        for (group_id, value) in replay.groups {
             let snapshot = value.map(|value| from_record(&group_id, value));
             self.registry.restore(snapshot, &group_id, now);
         }
@@ -121,23 +149,63 @@ impl GroupCoordinator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(log.tp.partition);
-        Ok(applied)
+        Ok(replay.applied)
     }
 
+    /// Replays the whole batches in `records`; returns the offset after the last batch
+    /// seen, if any. Each batch is walked under the decompression cap before it is decoded,
+    /// so a bomb stored before produce validation existed costs bounded memory here too.
+    fn replay_chunk(
+        &self,
+        records: &Bytes,
+        decompressed_bytes_max: usize,
+        replay: &mut Replay,
+    ) -> Option<i64> {
+        let mut next = None;
+        for item in iter_batches(records) {
+            let Ok((position, header)) = item else {
+                replay.skipped_batches += 1;
+                break;
+            };
+            next = Some(header.last_offset() + 1);
+            let batch = records.slice(position..position + header.total_bytes());
+            let readable = walk_batch(&batch, &header, decompressed_bytes_max, &mut |_| {})
+                .map_err(|error| error.to_string())
+                .and_then(|()| {
+                    RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())
+                });
+            match readable {
+                Ok(set) => {
+                    for record in &set.records {
+                        self.replay_record(record, replay);
+                    }
+                }
+                Err(_) => replay.skipped_batches += 1,
+            }
+        }
+        next
+    }
+
+    fn replay_record(&self, record: &Record, replay: &mut Replay) {
+        match self.apply_record(record, &mut replay.groups) {
+            Replayed::Applied => replay.applied += 1,
+            Replayed::Ignored => {}
+            Replayed::Unreadable => replay.skipped_records += 1,
+        }
+    }
+
+    /// Applies one record to the in-memory view. A value that cannot be decoded is skipped,
+    /// never taken for a tombstone: that would drop the offset committed before it.
     fn apply_record(
         &self,
         record: &Record,
         groups: &mut HashMap<String, Option<GroupValue>>,
-    ) -> bool {
+    ) -> Replayed {
         let Some(key) = record.key.as_ref() else {
-            return false;
+            return Replayed::Ignored;
         };
         let Ok(key) = records::decode_key(key) else {
-            tracing::warn!(
-                offset = record.offset,
-                "unreadable key in __consumer_offsets"
-            );
-            return false;
+            return Replayed::Unreadable;
         };
         match key {
             RecordKey::Offset {
@@ -145,21 +213,23 @@ impl GroupCoordinator {
                 topic,
                 partition,
             } => {
-                let value = record
-                    .value
-                    .as_ref()
-                    .and_then(|v| records::decode_offset(v).ok());
+                let value = match record.value.as_ref().map(|v| records::decode_offset(v)) {
+                    None => None,
+                    Some(Ok(value)) => Some(value),
+                    Some(Err(_)) => return Replayed::Unreadable,
+                };
                 let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
                 offsets.apply(&group, &topic, partition, value);
-                true
+                Replayed::Applied
             }
             RecordKey::Group { group } => {
-                let value = record
-                    .value
-                    .as_ref()
-                    .and_then(|v| records::decode_group(v).ok());
+                let value = match record.value.as_ref().map(|v| records::decode_group(v)) {
+                    None => None,
+                    Some(Ok(value)) => Some(value),
+                    Some(Err(_)) => return Replayed::Unreadable,
+                };
                 groups.insert(group, value);
-                true
+                Replayed::Applied
             }
         }
     }
@@ -435,5 +505,60 @@ mod tests {
         assert_eq!(fetched[1].1, None);
         assert_eq!(reloaded.fetch_offsets("g", None).len(), 3);
         assert!(reloaded.fetch_offsets("other", None).is_empty());
+    }
+
+    #[test]
+    fn load_skips_unreadable_batches_and_records_and_always_finishes() {
+        use crate::log::test_support::{batch_around, record_bytes};
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
+        coordinator.load(&log).unwrap();
+        let first = coordinator.commit_offsets(&log, "g", vec![commit("t", 0, 5, "a")], 10);
+        assert_eq!(first, vec![Ok(())]);
+        let end = log.offsets().unwrap().2;
+        drop(log);
+        // What a client could write before produce refused internal topics: a gzip batch
+        // of noise, then a readable batch whose key and offset value are garbage.
+        let segment = dir
+            .path()
+            .join("__consumer_offsets-0/00000000000000000000.log");
+        let mut garbage = batch_around(&[0x5a; 64], 1, 1, end).to_vec();
+        let mut bad_records = record_bytes(0, 0, Some(b"\x00\x09junk"), b"v");
+        let good_key = records::encode_key(&RecordKey::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        });
+        bad_records.extend(record_bytes(1, 0, Some(&good_key[..]), b"\xff\xff"));
+        garbage.extend_from_slice(&batch_around(&bad_records, 0, 2, end + 1));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &garbage).unwrap();
+        drop(file);
+
+        let log = open(dir.path());
+        assert_eq!(
+            log.offsets().unwrap().2,
+            end + 3,
+            "recovery keeps CRC-valid batches"
+        );
+        let reloaded = GroupCoordinator::new(config(), GroupConfig::default());
+        assert_eq!(reloaded.load(&log).unwrap(), 1);
+        assert!(reloaded.is_loaded(0));
+        let wanted = [("t".to_string(), 0)];
+        let fetched = reloaded.fetch_offsets("g", Some(&wanted));
+        // The unreadable value did not erase the offset committed before it.
+        assert_eq!(fetched[0].1.as_ref().map(|v| v.offset), Some(5));
+        let again = reloaded.commit_offsets(&log, "g", vec![commit("t", 0, 9, "b")], 20);
+        assert_eq!(again, vec![Ok(())]);
+        drop(log);
+        let log = open(dir.path());
+        let third = GroupCoordinator::new(config(), GroupConfig::default());
+        assert_eq!(third.load(&log).unwrap(), 2);
+        let fetched = third.fetch_offsets("g", Some(&wanted));
+        assert_eq!(fetched[0].1.as_ref().map(|v| v.offset), Some(9));
     }
 }

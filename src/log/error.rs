@@ -16,6 +16,55 @@ pub enum BatchError {
     /// A batch larger than `max.message.bytes`. Kafka answers MESSAGE_TOO_LARGE.
     #[error("record batch of {size} bytes is larger than max.message.bytes {max}")]
     TooLarge { size: usize, max: u32 },
+    /// Records that decompress to more than the cap (a compression bomb, or a batch far
+    /// more compressible than real data). Kafka has no such cap; we answer
+    /// MESSAGE_TOO_LARGE, which makes producers split the batch.
+    #[error("decompressed records exceed {max} bytes")]
+    DecompressedTooLarge { max: usize },
+    /// Well-formed records that break a topic rule (no key on a compacted topic, a
+    /// timestamp out of bounds): the batch fails with every record's error (KIP-467).
+    #[error("{message}")]
+    Records {
+        code: RecordErrorCode,
+        message: String,
+        errors: Vec<RecordError>,
+    },
+}
+
+/// Which Kafka error a batch with [`RecordError`]s carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordErrorCode {
+    /// INVALID_RECORD (87).
+    InvalidRecord,
+    /// INVALID_TIMESTAMP (32).
+    InvalidTimestamp,
+}
+
+/// One refused record: its index in the batch and why (`record_errors` in Produce v8+).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
+
+impl RecordError {
+    pub fn new(batch_index: i32, message: String) -> RecordError {
+        RecordError {
+            batch_index,
+            message,
+        }
+    }
+}
+
+/// Kafka's `RecordError.toString`, which its INVALID_RECORD summary message lists.
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RecordError(batchIndex={}, message='{}')",
+            self.batch_index, self.message
+        )
+    }
 }
 
 /// Failures of a partition log operation.

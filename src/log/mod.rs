@@ -9,8 +9,10 @@
 //!
 //! What it owns, laid out on disk exactly as Kafka does:
 //! - segments `00000000000000000000.log` of v2 record batches stored as the producer sent
-//!   them (compression untouched); the broker only checks the header and CRC-32C and
-//!   writes the assigned base offset and leader epoch into it ([`batch`]);
+//!   them (compression untouched unless the topic's `compression.type` names a codec:
+//!   [`recompress`]); produce checks the header and CRC-32C ([`batch`]) and walks every
+//!   record, decompressing with a size cap ([`records`]); the log writes the assigned base
+//!   offset and leader epoch into the header;
 //! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
 //!   kept in memory and appended to the files (no mmap, so no `unsafe`);
 //! - crash recovery of the active segment (skipped after a clean shutdown:
@@ -34,6 +36,8 @@ mod index;
 mod index_file;
 mod offset_map;
 pub mod partition_log;
+pub mod recompress;
+pub mod records;
 mod recovery;
 mod retention;
 mod segment;
@@ -45,5 +49,7 @@ pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, vali
 pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_marker};
 pub use cleaner::{CleanOutcome, CleanSnapshot, CleanStats, DEDUPE_BUFFER_BYTES_DEFAULT, clean};
 pub use config::{LogConfig, TimestampType};
-pub use error::{BatchError, LogError};
+pub use error::{BatchError, LogError, RecordError, RecordErrorCode};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+pub use recompress::{TopicCompression, recompress};
+pub use records::{RecordPolicy, validate_records};

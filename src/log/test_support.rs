@@ -71,7 +71,62 @@ pub(crate) fn hand_built_batch(value: &[u8]) -> BytesMut {
     batch
 }
 
-fn put_varint(buffer: &mut BytesMut, value: i64) {
+/// A v2 batch around `records_body` (records, compressed or not) as a client could send it,
+/// with any header counts and a valid CRC: for tests of what produce must refuse.
+pub(crate) fn batch_around(
+    records_body: &[u8],
+    compression_code: i16,
+    record_count: i32,
+    base_offset: i64,
+) -> BytesMut {
+    let mut batch = BytesMut::new();
+    batch.put_i64(base_offset);
+    batch.put_i32((49 + records_body.len()) as i32); // batch length
+    batch.put_i32(-1); // partition leader epoch
+    batch.put_i8(2); // magic
+    batch.put_u32(0); // CRC, filled in below
+    batch.put_i16(compression_code); // attributes: CreateTime, not transactional
+    batch.put_i32(record_count - 1); // last offset delta
+    batch.put_i64(1_000); // base timestamp
+    batch.put_i64(1_000); // max timestamp
+    batch.put_i64(-1); // producer id
+    batch.put_i16(-1); // producer epoch
+    batch.put_i32(-1); // base sequence
+    batch.put_i32(record_count);
+    batch.put_slice(records_body);
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+/// One record as it sits in a batch body: length varint, then the fields.
+pub(crate) fn record_bytes(
+    offset_delta: i64,
+    timestamp_delta: i64,
+    key: Option<&[u8]>,
+    value: &[u8],
+) -> Vec<u8> {
+    let mut record = BytesMut::new();
+    record.put_u8(0); // attributes
+    put_varint(&mut record, timestamp_delta);
+    put_varint(&mut record, offset_delta);
+    match key {
+        Some(key) => {
+            put_varint(&mut record, key.len() as i64);
+            record.put_slice(key);
+        }
+        None => put_varint(&mut record, -1),
+    }
+    put_varint(&mut record, value.len() as i64);
+    record.put_slice(value);
+    put_varint(&mut record, 0); // no headers
+    let mut framed = BytesMut::new();
+    put_varint(&mut framed, record.len() as i64);
+    framed.put_slice(&record);
+    framed.to_vec()
+}
+
+pub(crate) fn put_varint(buffer: &mut BytesMut, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     while zigzag >= 0x80 {
         buffer.put_u8((zigzag as u8) | 0x80);

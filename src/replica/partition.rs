@@ -1,6 +1,7 @@
 //! One hosted partition: its log, idempotent-producer state and high watermark.
 //!
-//! Appends take the write lock, so validation of producer sequences and the append are
+//! Produced records are validated (header, CRC, every record) before any lock is taken;
+//! appends then take the write lock, so the producer-sequence check and the append are
 //! one atomic step; reads take the read lock and copy whole batches out. Every append
 //! (and, later, every high-watermark move) notifies `changed` so delayed fetches wake.
 //!
@@ -19,7 +20,7 @@ use uuid::Uuid;
 use super::ReplicaError;
 use crate::log::{
     self, BatchError, BatchHeader, CleanStats, LastShutdown, LogConfig, PartitionLog,
-    validate_batches,
+    RecordPolicy, recompress, validate_batches, validate_records,
 };
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
@@ -130,12 +131,13 @@ impl Partition {
 
     /// Validates `records` (one or more v2 batches), checks producer sequences and appends.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<ProduceOutcome, ReplicaError> {
+        let (records, headers) = self.validate(records, now_ms)?;
+        // The log stamps offsets into its own copy; make it before taking the lock.
+        let owned = BytesMut::from(&records[..]);
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
             let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
-            let headers = validate_batches(records, log.config().max_message_bytes)?;
-            check_produce_shape(&headers)?;
             if let Some(duplicate) = check_sequences(&state.producers, &headers)? {
                 return Ok(ProduceOutcome {
                     base_offset: duplicate,
@@ -144,12 +146,7 @@ impl Partition {
                 });
             }
             let active_base_offset = log.active_base_offset();
-            let info = log.append(
-                BytesMut::from(&records[..]),
-                &headers,
-                state.leader_epoch,
-                now_ms,
-            )?;
+            let info = log.append(owned, &headers, state.leader_epoch, now_ms)?;
             if log.active_base_offset() != active_base_offset {
                 // Rolled before this append's batches: the table is the state as of the new
                 // segment's base offset.
@@ -176,6 +173,33 @@ impl Partition {
         };
         self.changed.notify_waiters();
         Ok(outcome)
+    }
+
+    /// Everything about `records` that does not depend on the log's state: header, CRC and
+    /// a walk of every record under the topic's rules. It runs before the write lock is
+    /// taken, so a large compressed batch does not stall other producers and fetches of
+    /// this partition; only the sequence check and the append stay under the lock.
+    /// Returns the records to store: as sent, or re-encoded for the topic's
+    /// `compression.type`.
+    fn validate(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<(Bytes, Vec<BatchHeader>), ReplicaError> {
+        let config = self.config().ok_or(ReplicaError::Deleted)?;
+        let headers = validate_batches(records, config.max_message_bytes)?;
+        check_produce_shape(&headers)?;
+        let policy = RecordPolicy::new(&config, self.tp.to_string(), now_ms);
+        validate_records(records, &headers, &policy, config.decompressed_bytes_max())?;
+        match recompress(records, &headers[0], config.compression)? {
+            None => Ok((records.clone(), headers)),
+            Some(stored) => {
+                // The re-encoded batch may be larger (say, `uncompressed`): Kafka checks
+                // max.message.bytes again on what it stores.
+                let stored_headers = validate_batches(&stored, config.max_message_bytes)?;
+                Ok((stored, stored_headers))
+            }
+        }
     }
 
     /// Whole batches from the one containing `offset`, up to the high watermark.
