@@ -38,7 +38,24 @@ fn frame<R: Request>(request: &R, version: i16) -> Bytes {
         .encode(&mut buffer, R::header_version(version))
         .unwrap();
     request.encode(&mut buffer, version).unwrap();
+    save_seed(&buffer);
     buffer.freeze()
+}
+
+/// With `KAFKAESQUE_SEED_DIR` set, every frame this test sends is also written there, one
+/// file per frame, as seeds for the `request_dispatch` fuzz target (`scripts/fuzz`).
+fn save_seed(frame: &[u8]) {
+    use std::hash::{Hash, Hasher};
+    let Some(dir) = std::env::var_os("KAFKAESQUE_SEED_DIR") else {
+        return;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    frame.hash(&mut hasher);
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let name = format!("key{key}-v{version}-{:016x}", hasher.finish());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(std::path::Path::new(&dir).join(name), frame).unwrap();
 }
 
 /// Sends `request` at `version`; returns the decoded response.
@@ -134,6 +151,7 @@ async fn legacy_offset_versions(broker: &Broker) {
         string(buffer, "legacy");
     }
     async fn send(broker: &Broker, frame: BytesMut) -> Bytes {
+        save_seed(&frame);
         let response = handle_frame(broker, frame.freeze(), "/127.0.0.1")
             .await
             .unwrap()
@@ -642,4 +660,18 @@ async fn describe_versions(broker: &Broker) {
         response.next_cursor.as_ref().map(|c| c.partition_index),
         Some(1)
     );
+    // The next page from that cursor, then a cursor past the end (issue 6: it panicked).
+    for (start, expected) in [(1, vec![1]), (100, vec![])] {
+        let cursor = describe_topic_partitions_request::Cursor::default()
+            .with_topic_name(name("t"))
+            .with_partition_index(start);
+        let page = call(broker, &request.clone().with_cursor(Some(cursor)), 0).await;
+        let indexes: Vec<i32> = page.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.partition_index)
+            .collect();
+        assert_eq!((page.topics[0].error_code, indexes), (0, expected));
+        assert!(page.next_cursor.is_none());
+    }
 }

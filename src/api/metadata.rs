@@ -20,6 +20,7 @@ use super::errors::controller_error;
 use crate::broker::Broker;
 use crate::controller::image::is_internal_topic;
 use crate::controller::topic_admin::NewTopic;
+use crate::controller::topic_rules::{METADATA_TOPIC, validate_topic_name};
 use crate::controller::{MetadataImage, PartitionImage, TopicImage};
 
 /// Kafka's "authorized operations were not requested" marker.
@@ -216,66 +217,109 @@ pub async fn describe_topic_partitions(
     _context: &RequestContext,
     request: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let image = broker.image();
-    let mut names: Vec<String> = if request.topics.is_empty() {
-        image.topics.keys().cloned().collect()
+    describe_page(&broker.image(), &request)
+}
+
+/// Kafka's `max.request.partition.size.limit` default: the most partitions one
+/// DescribeTopicPartitions response carries, whatever the client asks for.
+const DESCRIBE_PARTITIONS_MAX: i32 = 2000;
+
+/// One page of DescribeTopicPartitions, as Kafka 4.x's handler and metadata cache build
+/// it. The cursor is client input: a partition index past the end of its topic answers
+/// that topic with no partitions (not an error), a negative one or a cursor topic missing
+/// from a non-empty topic list is INVALID_REQUEST for the whole request.
+fn describe_page(
+    image: &MetadataImage,
+    request: &DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let fetch_all = request.topics.is_empty();
+    let cursor = request
+        .cursor
+        .as_ref()
+        .map(|cursor| (cursor.topic_name.0.as_str(), cursor.partition_index));
+    let start_topic = cursor.map_or("", |(name, _)| name);
+    let mut names: Vec<&str> = if fetch_all {
+        image.topics.keys().map(String::as_str).collect()
     } else {
         request
             .topics
             .iter()
-            .map(|topic| topic.name.0.to_string())
+            .map(|topic| topic.name.0.as_str())
             .collect()
     };
-    names.sort();
+    names.retain(|name| *name >= start_topic);
+    names.sort_unstable();
     names.dedup();
-    let (start_topic, start_partition) = match &request.cursor {
-        Some(cursor) => (
-            cursor.topic_name.0.to_string(),
-            cursor.partition_index.max(0),
-        ),
-        None => (String::new(), 0),
+    let cursor_valid = match cursor {
+        None => true,
+        Some((name, index)) => index >= 0 && (fetch_all || names.contains(&name)),
     };
-    let mut budget = request.response_partition_limit.clamp(1, 2000) as usize;
-    let mut topics = Vec::new();
-    let mut next_cursor = None;
-    for name in names.into_iter().filter(|name| *name >= start_topic) {
-        let first = if name == start_topic {
-            start_partition as usize
-        } else {
-            0
-        };
-        let Some(topic) = image.topic(&name) else {
-            topics.push(
-                DescribeTopicPartitionsResponseTopic::default()
-                    .with_name(Some(TopicName(StrBytes::from_string(name))))
-                    .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
-            );
-            continue;
-        };
+    if !cursor_valid {
+        return invalid_request(request);
+    }
+    let mut budget = request
+        .response_partition_limit
+        .clamp(1, DESCRIBE_PARTITIONS_MAX) as usize;
+    let mut response = DescribeTopicPartitionsResponse::default();
+    for name in names {
         if budget == 0 {
-            next_cursor = Some(
-                Cursor::default()
-                    .with_topic_name(TopicName(StrBytes::from_string(name)))
-                    .with_partition_index(first as i32),
-            );
+            // The previous topic filled the page exactly: resume at this one.
+            response.next_cursor = Some(cursor_at(name, 0));
             break;
         }
-        let take = budget.min(topic.partitions.len().saturating_sub(first));
+        let Some(topic) = image.topic(name) else {
+            response.topics.push(unknown_topic(name));
+            continue;
+        };
+        let first = match cursor {
+            Some((cursor_name, index)) if cursor_name == name => index as usize,
+            _ => 0,
+        };
+        // A start past the end takes nothing: the topic is answered with no partitions.
+        let first = first.min(topic.partitions.len());
+        let take = budget.min(topic.partitions.len() - first);
         budget -= take;
-        topics.push(describe_topic(topic, first, take));
+        response.topics.push(describe_topic(topic, first, take));
         if first + take < topic.partitions.len() {
-            next_cursor = Some(
-                Cursor::default()
-                    .with_topic_name(TopicName(StrBytes::from_string(name)))
-                    .with_partition_index((first + take) as i32),
-            );
+            response.next_cursor = Some(cursor_at(name, first + take));
             break;
         }
     }
-    DescribeTopicPartitionsResponse::default()
-        .with_topics(topics)
-        .with_next_cursor(next_cursor)
+    response
+}
+
+/// Kafka's error response for the whole request: every requested topic with the code.
+fn invalid_request(request: &DescribeTopicPartitionsRequest) -> DescribeTopicPartitionsResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(topic.name.clone()))
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        })
+        .collect();
+    DescribeTopicPartitionsResponse::default().with_topics(topics)
+}
+
+fn unknown_topic(name: &str) -> DescribeTopicPartitionsResponseTopic {
+    // Kafka's `Topic.validate` rules; its metadata topic is a legal (unknown) name there.
+    let error = match validate_topic_name(name) {
+        Err(_) if name != METADATA_TOPIC => ResponseError::InvalidTopicException,
+        _ => ResponseError::UnknownTopicOrPartition,
+    };
+    DescribeTopicPartitionsResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_error_code(error.code())
+        .with_is_internal(is_internal_topic(name))
+        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+}
+
+fn cursor_at(name: &str, partition_index: usize) -> Cursor {
+    Cursor::default()
+        .with_topic_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_partition_index(partition_index as i32)
 }
 
 fn describe_topic(
@@ -303,4 +347,137 @@ fn describe_topic(
         .with_is_internal(is_internal_topic(&topic.name))
         .with_partitions(partitions)
         .with_topic_authorized_operations(TOPIC_OPERATIONS_ALL)
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::describe_topic_partitions_request::{
+        Cursor as RequestCursor, TopicRequest,
+    };
+
+    use super::*;
+
+    fn image(topics: &[(&str, usize)]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for (name, count) in topics {
+            let partition = PartitionImage {
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+            };
+            let topic = TopicImage {
+                name: name.to_string(),
+                id: Uuid::new_v4(),
+                partitions: vec![partition; *count],
+                configs: Default::default(),
+            };
+            image.topic_names.insert(topic.id, topic.name.clone());
+            image.topics.insert(topic.name.clone(), topic);
+        }
+        image
+    }
+
+    fn request(
+        topics: &[&str],
+        limit: i32,
+        cursor: Option<(&str, i32)>,
+    ) -> DescribeTopicPartitionsRequest {
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|name| {
+                        TopicRequest::default()
+                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                    })
+                    .collect(),
+            )
+            .with_response_partition_limit(limit)
+            .with_cursor(cursor.map(|(name, index)| {
+                RequestCursor::default()
+                    .with_topic_name(TopicName(StrBytes::from_string(name.to_string())))
+                    .with_partition_index(index)
+            }))
+    }
+
+    /// (name, error code, partition indexes) per topic, and the next cursor.
+    fn summary(
+        response: &DescribeTopicPartitionsResponse,
+    ) -> (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>) {
+        let topics = response
+            .topics
+            .iter()
+            .map(|topic| {
+                let name = topic.name.as_ref().unwrap().0.to_string();
+                let indexes = topic.partitions.iter().map(|p| p.partition_index).collect();
+                (name, topic.error_code, indexes)
+            })
+            .collect();
+        let cursor = response
+            .next_cursor
+            .as_ref()
+            .map(|cursor| (cursor.topic_name.0.to_string(), cursor.partition_index));
+        (topics, cursor)
+    }
+
+    #[test]
+    fn a_cursor_past_the_last_partition_answers_the_topic_empty() {
+        // Issue 6: `{__consumer_offsets, 100}` sliced past the end and panicked.
+        let image = image(&[("__consumer_offsets", 3), ("t", 2)]);
+        for topics in [&[][..], &["__consumer_offsets", "t"][..]] {
+            let cursor = Some(("__consumer_offsets", 100));
+            let response = describe_page(&image, &request(topics, 2000, cursor));
+            let expected = vec![
+                ("__consumer_offsets".to_string(), 0, vec![]),
+                ("t".to_string(), 0, vec![0, 1]),
+            ];
+            assert_eq!(summary(&response), (expected, None), "topics {topics:?}");
+        }
+        let at_end = describe_page(&image, &request(&["t"], 2000, Some(("t", 2))));
+        assert_eq!(summary(&at_end), (vec![("t".into(), 0, vec![])], None));
+        let far = describe_page(&image, &request(&["t"], 2000, Some(("t", i32::MAX))));
+        assert_eq!(summary(&far), (vec![("t".into(), 0, vec![])], None));
+    }
+
+    #[test]
+    fn pages_resume_where_the_cursor_points() {
+        let image = image(&[("a", 3), ("b", 2), ("c", 1)]);
+        let first = describe_page(&image, &request(&[], 2, None));
+        assert_eq!(
+            summary(&first),
+            (vec![("a".into(), 0, vec![0, 1])], Some(("a".into(), 2)))
+        );
+        let second = describe_page(&image, &request(&[], 3, Some(("a", 2))));
+        assert_eq!(
+            summary(&second),
+            (
+                vec![("a".into(), 0, vec![2]), ("b".into(), 0, vec![0, 1])],
+                Some(("c".into(), 0))
+            )
+        );
+    }
+
+    #[test]
+    fn a_negative_or_foreign_cursor_is_an_invalid_request() {
+        let image = image(&[("a", 1), ("b", 1)]);
+        let negative = describe_page(&image, &request(&["a"], 10, Some(("a", -1))));
+        assert_eq!(summary(&negative), (vec![("a".into(), 42, vec![])], None));
+        let foreign = describe_page(&image, &request(&["b"], 10, Some(("a", 0))));
+        assert_eq!(summary(&foreign), (vec![("b".into(), 42, vec![])], None));
+        let all_negative = describe_page(&image, &request(&[], 10, Some(("a", -5))));
+        assert_eq!(summary(&all_negative), (vec![], None));
+    }
+
+    #[test]
+    fn unknown_and_illegal_names_get_their_own_codes() {
+        let image = image(&[("a", 1)]);
+        let response = describe_page(&image, &request(&["a", "missing", "bad/name"], 10, None));
+        let expected = vec![
+            ("a".to_string(), 0, vec![0]),
+            ("bad/name".to_string(), 17, vec![]),
+            ("missing".to_string(), 3, vec![]),
+        ];
+        assert_eq!(summary(&response), (expected, None));
+    }
 }
