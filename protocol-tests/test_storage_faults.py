@@ -33,7 +33,6 @@ from conftest import Broker
 from rawkafka import array, boolean, int16, int32, string
 
 KAFKA_STORAGE_ERROR = 56
-UNKNOWN_SERVER_ERROR = -1
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
 CREATE_PARTITIONS = 37
@@ -293,8 +292,10 @@ def test_a_full_disk_never_tears_the_metadata_log(data_root):
             for _ in range(METADATA_LINES_MAX):
                 name = unique("while-full")
                 code, message = create_topics(conn, [(name, 1)])[name]
-                if code not in (KAFKA_STORAGE_ERROR, rawkafka.NONE):
-                    assert code == UNKNOWN_SERVER_ERROR, (code, message)
+                assert code in (KAFKA_STORAGE_ERROR, rawkafka.NONE), (code, message)
+                if "append failed" in (message or ""):
+                    # The metadata log itself refused the command (KAFKA_STORAGE_ERROR, as
+                    # for a partition that cannot open, but nothing was stored).
                     assert "No space left on device" in message, message
                     break
             else:

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
-use kafkaesque::replica::{CleanerSettings, LogCleaner};
+use kafkaesque::replica::{CleanerSettings, LogCleaner, Partition};
 use kafkaesque::server::{self, Shutdown};
 use kafkaesque::types::now_ms;
 use tokio::net::TcpListener;
@@ -108,22 +108,8 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
     let resolve = |group: &str| broker.offsets_partition_for(group);
     loop {
         tokio::select! {
-            _ = retention.tick() => {
-                for partition in broker.replicas.all() {
-                    match partition.enforce_retention(now_ms()) {
-                        Ok(0) => {}
-                        Ok(deleted) => tracing::info!(tp = %partition.tp, deleted, "retention deleted segments"),
-                        Err(error) => tracing::error!(tp = %partition.tp, %error, "retention failed"),
-                    }
-                }
-            }
-            _ = flush.tick() => {
-                for partition in broker.replicas.all() {
-                    if let Err(error) = partition.flush_if_due(now_ms()) {
-                        tracing::error!(tp = %partition.tp, %error, "flush failed");
-                    }
-                }
-            }
+            _ = retention.tick() => off_async_threads(&broker, enforce_retention).await,
+            _ = flush.tick() => off_async_threads(&broker, flush_if_due).await,
             _ = offsets.tick() => {
                 let expired = broker.groups.expire_offsets(&resolve, now_ms());
                 if expired > 0 {
@@ -132,6 +118,34 @@ async fn maintenance(broker: Arc<Broker>, mut shutdown: Shutdown) {
             }
             _ = shutdown.triggered() => return,
         }
+    }
+}
+
+/// Runs `work` on every hosted partition on a blocking thread: deleting segment files and
+/// fsyncs must not hold up the async workers that serve requests.
+async fn off_async_threads(broker: &Arc<Broker>, work: fn(&Partition)) {
+    let broker = broker.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        for partition in broker.replicas.all() {
+            work(&partition);
+        }
+    });
+    if let Err(error) = done.await {
+        tracing::error!(%error, "a maintenance pass panicked");
+    }
+}
+
+fn enforce_retention(partition: &Partition) {
+    match partition.enforce_retention(now_ms()) {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(tp = %partition.tp, deleted, "retention deleted segments"),
+        Err(error) => partition.report_background_failure("retention", &error),
+    }
+}
+
+fn flush_if_due(partition: &Partition) {
+    if let Err(error) = partition.flush_if_due(now_ms()) {
+        partition.report_background_failure("flush", &error);
     }
 }
 

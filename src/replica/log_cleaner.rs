@@ -135,7 +135,7 @@ fn clean_one(partition: &Partition, dedupe_buffer_bytes: u64, stop: &AtomicBool)
             );
         }
         Ok(_) => {}
-        Err(error) => tracing::error!(tp = %partition.tp, %error, "compaction failed"),
+        Err(error) => partition.report_background_failure("compaction", &error),
     }
 }
 

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 use super::ReplicaError;
 use crate::log::{
-    self, BatchError, BatchHeader, CleanStats, LastShutdown, LogConfig, PartitionLog,
-    RecordPolicy, recompress, validate_batches, validate_records,
+    self, BatchError, BatchHeader, CleanStats, LastShutdown, LogConfig, PartitionLog, RecordPolicy,
+    recompress, validate_batches, validate_records,
 };
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
@@ -115,6 +115,21 @@ impl Partition {
         // The load keeps the common case (no fault) free of a write to a shared line.
         self.storage_fault.load(Ordering::Relaxed)
             && self.storage_fault.swap(false, Ordering::Relaxed)
+    }
+
+    /// Logs a failed background operation (flush, retention, compaction) at ERROR only when
+    /// it starts a storage fault, at debug while the fault lasts: a full disk must not
+    /// print one line per partition per tick. A successful append ends the fault.
+    pub fn report_background_failure(&self, operation: &str, error: &ReplicaError) {
+        if self.begin_storage_fault() {
+            tracing::error!(
+                tp = %self.tp,
+                %error,
+                "{operation} failed (logged once until an append succeeds)"
+            );
+        } else {
+            tracing::debug!(tp = %self.tp, %error, "{operation} failed again");
+        }
     }
 
     /// Holds the partition's state lock until the returned guard drops, so appends block

@@ -151,7 +151,10 @@ impl ReplicaManager {
             let index = opening.tp.partition as usize;
             let topic = opening.tp.topic.clone();
             let partition = report.record(&mut failures, opening.tp, opening.topic_id, opened);
-            if let Some(slot) = topics.get_mut(&*topic).and_then(|hosted| hosted.get_mut(index)) {
+            if let Some(slot) = topics
+                .get_mut(&*topic)
+                .and_then(|hosted| hosted.get_mut(index))
+            {
                 *slot = partition;
             }
         }
