@@ -401,10 +401,13 @@ mod tests {
             }))
     }
 
-    /// (name, error code, partition indexes) per topic, and the next cursor.
+    /// One topic of a response: name, error code, partition indexes.
+    type TopicSummary = (String, i16, Vec<i32>);
+
+    /// Every topic of the response, and the next cursor (topic name, partition).
     fn summary(
         response: &DescribeTopicPartitionsResponse,
-    ) -> (Vec<(String, i16, Vec<i32>)>, Option<(String, i32)>) {
+    ) -> (Vec<TopicSummary>, Option<(String, i32)>) {
         let topics = response
             .topics
             .iter()
