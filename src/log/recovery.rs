@@ -611,21 +611,27 @@ mod tests {
         assert!(segment_file(model.log.dir(), 0, TIME_INDEX_EXTENSION).exists());
     }
 
-    #[test]
-    fn torn_last_batch_is_cut_and_appends_continue() {
+    /// Tears the last batch in half, reopens with `reopen`, and checks the batch is cut and
+    /// appends continue.
+    fn check_torn_last_batch_is_cut(reopen: fn(&mut LogModel)) {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(dir.path());
         let path = model.active_log_path();
         let last_bytes = model.batches.last().unwrap().1.len() as u64;
         let length = file_length(&path);
         set_file_length(&path, length - last_bytes / 2);
-        model.crash_and_reopen();
+        reopen(&mut model);
         model.forget_last_batch();
         assert_eq!(file_length(&path), length - last_bytes);
         model.assert_intact();
         model.append_records(2, 5_000, 40);
-        model.crash_and_reopen();
+        reopen(&mut model);
         model.assert_intact();
+    }
+
+    #[test]
+    fn torn_last_batch_is_cut_and_appends_continue() {
+        check_torn_last_batch_is_cut(LogModel::crash_and_reopen);
     }
 
     #[test]
@@ -750,19 +756,7 @@ mod tests {
 
     #[test]
     fn a_clean_marker_over_a_torn_active_segment_falls_back_to_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut model = filled(dir.path());
-        let path = model.active_log_path();
-        let last_bytes = model.batches.last().unwrap().1.len() as u64;
-        let length = file_length(&path);
-        set_file_length(&path, length - last_bytes / 2);
-        model.close_cleanly_and_reopen();
-        model.forget_last_batch();
-        assert_eq!(file_length(&path), length - last_bytes);
-        model.assert_intact();
-        model.append_records(2, 5_000, 40);
-        model.close_cleanly_and_reopen();
-        model.assert_intact();
+        check_torn_last_batch_is_cut(LogModel::close_cleanly_and_reopen);
     }
 
     #[test]

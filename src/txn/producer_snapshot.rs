@@ -296,23 +296,13 @@ mod tests {
     use super::*;
     use crate::log::BatchHeader;
     use crate::txn::producer_state::SequenceCheck;
+    use crate::txn::producer_state::tests::batch;
 
+    /// A batch header with a distinct max timestamp, so the round trip checks it too.
     fn header(producer_id: i64, epoch: i16, sequence: i32, records: i32) -> BatchHeader {
-        BatchHeader {
-            base_offset: 0,
-            batch_length: 100,
-            partition_leader_epoch: 0,
-            magic: 2,
-            crc: 0,
-            attributes: 0,
-            last_offset_delta: records - 1,
-            base_timestamp: 0,
-            max_timestamp: 1_000 + i64::from(sequence),
-            producer_id,
-            producer_epoch: epoch,
-            base_sequence: sequence,
-            record_count: records,
-        }
+        let mut header = batch(producer_id, epoch, sequence, records);
+        header.max_timestamp = 1_000 + i64::from(sequence);
+        header
     }
 
     /// Three producers, one with more batches than are remembered; returns (table, end).

@@ -164,10 +164,12 @@ fn follows(last: i32, first: i32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn batch(producer_id: i64, epoch: i16, sequence: i32, records: i32) -> BatchHeader {
+    /// A v2 batch header of `records` records from `sequence` (tests of the table and its
+    /// snapshots).
+    pub(crate) fn batch(producer_id: i64, epoch: i16, sequence: i32, records: i32) -> BatchHeader {
         BatchHeader {
             base_offset: 0,
             batch_length: 100,
