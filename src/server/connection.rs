@@ -7,8 +7,10 @@
 //!
 //! Memory: a frame larger than the standing read buffer first takes its size from the
 //! broker-wide [`RequestBudget`] (`queued.max.request.bytes`; the connection does not
-//! read while it waits) and gives it back once answered; the buffer that grew for it is
-//! then replaced by a standing-size one, so an idle connection holds 64 KiB, not the
+//! read while it waits). The buffer that grew for it keeps those bytes while the client
+//! goes on sending (the next large frame reuses the allocation instead of faulting in a
+//! fresh one per request); after a second without a byte it is replaced by a
+//! standing-size one and the bytes go back, so an idle connection holds 64 KiB, not the
 //! largest frame it ever saw.
 
 use std::net::SocketAddr;
@@ -31,6 +33,9 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 const RESERVE_STEP_BYTES: usize = 1024 * 1024;
 /// Frames up to this size fit the standing read buffer and do not draw on the budget.
 pub const BUDGET_EXEMPT_BYTES: usize = READ_BUFFER_BYTES;
+/// A buffer grown for large frames is kept (with its budget bytes) while the client keeps
+/// sending, and replaced by a standing-size one after this long without a byte.
+const GROWN_BUFFER_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 enum ConnectionError {
@@ -135,13 +140,28 @@ impl Connection {
                 }
                 self.make_room(4 + size);
             }
-            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+            let Some(read) = self.read_or_idle().await else {
+                self.shrink_buffer();
+                continue;
+            };
+            if read? == 0 {
                 return if self.buffer.is_empty() {
                     Ok(None)
                 } else {
                     Err(ConnectionError::Truncated)
                 };
             }
+        }
+    }
+
+    /// Reads more bytes; `None` when a grown buffer sat empty for [`GROWN_BUFFER_IDLE`].
+    async fn read_or_idle(&mut self) -> Option<std::io::Result<usize>> {
+        if !self.grown || !self.buffer.is_empty() {
+            return Some(self.reader.read_buf(&mut self.buffer).await);
+        }
+        tokio::select! {
+            read = self.reader.read_buf(&mut self.buffer) => Some(read),
+            _ = tokio::time::sleep(GROWN_BUFFER_IDLE) => None,
         }
     }
 
@@ -162,13 +182,19 @@ impl Connection {
     }
 
     /// Takes the frame's bytes from the budget (once per frame) before its body is read.
+    /// A grant kept with a grown buffer covers the next frame when it is large enough.
     async fn admit(&mut self, size: usize) {
-        if self.permit.is_some() || size <= BUDGET_EXEMPT_BYTES {
+        if size <= BUDGET_EXEMPT_BYTES {
             return;
         }
-        if let Some(budget) = &self.budget {
-            self.permit = Some(budget.acquire(size).await);
+        let Some(budget) = &self.budget else { return };
+        let covered = self.permit.as_ref().map_or(0, |permit| permit.num_permits());
+        if covered >= budget.bytes_for(size) {
+            return;
         }
+        // Give a smaller grant back before waiting for the larger one.
+        self.permit = None;
+        self.permit = Some(budget.acquire(size).await);
     }
 
     /// Makes room to read the rest of a `total`-byte frame.
@@ -176,12 +202,11 @@ impl Connection {
         if self.permit.is_some() {
             // The budget granted these bytes: one allocation of exactly the frame, as
             // Kafka's memory pool hands out (`reserve` may double past it).
-            if self.buffer.capacity() < total {
-                let mut exact = BytesMut::with_capacity(total);
-                exact.extend_from_slice(&self.buffer);
-                self.buffer = exact;
-                self.grown = true;
-            }
+            // `reserve` reuses this buffer's own allocation once the previous frame was
+            // dropped, so a stream of large produces does not allocate (and page-fault in)
+            // a fresh buffer per request; otherwise it allocates what is asked, no more.
+            self.buffer.reserve(total - self.buffer.len());
+            self.grown = true;
             return;
         }
         // Unbudgeted: grow in steps, as an announced size is a claim, not bytes that
@@ -191,13 +216,18 @@ impl Connection {
         self.grown |= total > READ_BUFFER_BYTES;
     }
 
-    /// Gives the answered frame's bytes back to the budget, and replaces a buffer that
-    /// grew for it (it pins the large allocation even once the frame is dropped).
+    /// Gives the answered frame's bytes back to the budget, unless a grown buffer still
+    /// holds them (then they go back with the buffer, when it is shrunk).
     fn release_request_memory(&mut self) {
-        self.permit = None;
         if !self.grown {
-            return;
+            self.permit = None;
         }
+    }
+
+    /// Replaces a grown buffer by a standing-size one and gives its budget bytes back: the
+    /// large allocation is pinned by the buffer even once its frames are dropped.
+    fn shrink_buffer(&mut self) {
+        self.permit = None;
         let mut fresh = BytesMut::with_capacity(READ_BUFFER_BYTES.max(self.buffer.len()));
         fresh.extend_from_slice(&self.buffer);
         self.buffer = fresh;
