@@ -9,8 +9,9 @@
 - The file-descriptor limit: the broker runs under `prlimit --nofile`; CreateTopics of
   more partitions than it can open answers KAFKA_STORAGE_ERROR naming them, with one ERROR
   line per topic change however many partitions failed.
-- A corrupt batch in a closed segment: after a restart the log ends before it, the later
-  segments are gone, and produce continues at that offset (as Kafka's LogLoader does).
+- A corrupt batch in a closed segment: after a restart the log ends before it (as Kafka's
+  LogLoader cuts it), the later segments are set aside (kept, not served), and produce
+  continues at that offset.
 - The metadata log on a full disk: a command that cannot be written leaves no torn line
   that would hide later commands at the next start.
 
@@ -393,7 +394,11 @@ def test_a_corrupt_batch_in_a_closed_segment_ends_the_log_there(start_broker):
 
     broker.start()
     assert segment_bases(partition_dir) == bases[:2]
-    removed = lines_with(broker, "removed every segment after an invalid batch")
+    # The later segments are out of the log but kept beside it, never deleted.
+    aside = sorted(name for name in os.listdir(partition_dir)
+                   if name.endswith(".log.after-corruption"))
+    assert aside == [f"{base:020d}.log.after-corruption" for base in bases[2:]], aside
+    removed = lines_with(broker, "an invalid batch in a closed segment ends the log there")
     assert len(removed) == 1 and f"log_end_offset={cut_offset}" in removed[0], removed
     assert len(lines_with(broker, "truncating a log segment at its first invalid batch")) == 1
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
@@ -404,3 +409,17 @@ def test_a_corrupt_batch_in_a_closed_segment_ends_the_log_there(start_broker):
         records = rawkafka.fetch_all_records(conn, topic, 0, cut_offset)
         assert [(offset, value) for offset, _, value, _ in records] == [(cut_offset, b"next")]
     assert broker.stop() == 0
+
+
+def test_a_stop_with_unopened_partitions_is_not_marked_clean(limited_broker):
+    """A partition that never opened still holds whatever an earlier crash left: the
+    clean-shutdown marker would let the next start skip its recovery."""
+    broker = limited_broker
+    many = unique("unopened")
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        code, message = create_topics(conn, [(many, MANY_PARTITIONS)])[many]
+        assert code == KAFKA_STORAGE_ERROR, (code, message)
+    assert broker.stop() == 0, broker.stderr_tail()
+    assert not os.path.exists(os.path.join(broker.data_dir, ".kafka_cleanshutdown"))
+    assert len(lines_with(broker, "some partitions never opened in this run")) == 1
+    broker.start()  # the fixture stops it again

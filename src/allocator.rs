@@ -19,6 +19,10 @@
 pub const MMAP_THRESHOLD_TUNABLE: &str = "glibc.malloc.mmap_threshold=1048576";
 
 const TUNABLES_VARIABLE: &str = "GLIBC_TUNABLES";
+/// Set in the re-executed process: it never re-executes again, even where the C library
+/// drops `GLIBC_TUNABLES` (a secure-execution binary: setuid or file capabilities), which
+/// would otherwise make the broker exec itself forever.
+const REEXECUTED_VARIABLE: &str = "KAFKAESQUE_MALLOC_REEXECUTED";
 
 /// The `GLIBC_TUNABLES` value to re-execute with, or `None` if the current one already
 /// fixes the mmap threshold (so the re-executed process does not do it again).
@@ -36,6 +40,9 @@ pub fn tunables_with_threshold(current: Option<&str>) -> Option<String> {
 pub fn fix_mmap_threshold() -> Result<(), std::io::Error> {
     use std::os::unix::process::CommandExt;
 
+    if std::env::var_os(REEXECUTED_VARIABLE).is_some() {
+        return Ok(());
+    }
     let current = std::env::var(TUNABLES_VARIABLE).ok();
     let Some(tunables) = tunables_with_threshold(current.as_deref()) else {
         return Ok(());
@@ -43,6 +50,7 @@ pub fn fix_mmap_threshold() -> Result<(), std::io::Error> {
     let error = std::process::Command::new(std::env::current_exe()?)
         .args(std::env::args_os().skip(1))
         .env(TUNABLES_VARIABLE, tunables)
+        .env(REEXECUTED_VARIABLE, "1")
         .exec();
     Err(error)
 }

@@ -266,6 +266,14 @@ impl Broker {
             tracing::warn!("not marking the shutdown clean: the next start recovers the logs");
             return;
         }
+        // A partition that never opened in this run still holds whatever an earlier crash
+        // left: the marker must not let the next start skip its recovery.
+        if self.replicas.has_open_failures() {
+            tracing::warn!(
+                "not marking the shutdown clean: some partitions never opened in this run"
+            );
+            return;
+        }
         if let Err(error) = crate::log::write_marker(&self.config.log_dirs) {
             tracing::error!(%error, "writing the clean-shutdown marker failed");
         }

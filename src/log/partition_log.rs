@@ -164,7 +164,20 @@ impl PartitionLog {
         let index_interval_bytes = self.config.index_interval_bytes;
         self.active_mut()
             .append(&records, &stamped, index_interval_bytes)?;
-        self.flush_by_policy(summary.message_count, now_ms)?;
+        if let Err(error) = self.flush_by_policy(summary.message_count, now_ms) {
+            // Written, but the fsync the policy promised failed: take the batches back out,
+            // so the client's error is true (nothing stored) and its retry is not stored
+            // twice. Later pages of this file are in doubt too; the next flush tells.
+            if let Err(undo) = self.truncate_to(first_offset) {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    first_offset,
+                    %undo,
+                    "cannot take back an append whose fsync failed"
+                );
+            }
+            return Err(error);
+        }
         Ok(AppendInfo {
             first_offset,
             last_offset: summary.last_offset,

@@ -246,18 +246,26 @@ fn open_sealed(
     })
 }
 
-/// Deletes the segments at `later_bases` (log and index files), which lie after the
-/// offset `log_end_offset` where the log is being cut.
+/// Suffix of a segment log set aside because an earlier segment ended the log: the data is
+/// no longer served (the log is cut before it, as Kafka's LogLoader cuts it) but it is
+/// kept for the operator instead of deleted. Recovery leaves such files alone.
+pub(crate) const AFTER_CORRUPTION_SUFFIX: &str = ".after-corruption";
+
+/// Takes the segments at `later_bases` out of the log, which now ends at `log_end_offset`:
+/// their logs are renamed aside with [`AFTER_CORRUPTION_SUFFIX`] (never deleted: they may
+/// hold acknowledged records an operator can still salvage), their indexes removed.
 fn remove_later_segments(
     dir: &Path,
     log_end_offset: i64,
     later_bases: &[i64],
 ) -> Result<(), LogError> {
-    let mut removed_bytes = 0;
+    let mut kept_bytes = 0;
     for &base_offset in later_bases {
         let log_path = segment_file(dir, base_offset, LOG_EXTENSION);
-        removed_bytes += fs::metadata(&log_path).map_or(0, |metadata| metadata.len());
-        remove_if_present(&log_path)?;
+        kept_bytes += fs::metadata(&log_path).map_or(0, |metadata| metadata.len());
+        let mut aside = log_path.clone().into_os_string();
+        aside.push(AFTER_CORRUPTION_SUFFIX);
+        fs::rename(&log_path, &aside)?;
         remove_if_present(&segment_file(dir, base_offset, INDEX_EXTENSION))?;
         remove_if_present(&segment_file(dir, base_offset, TIME_INDEX_EXTENSION))?;
     }
@@ -265,10 +273,11 @@ fn remove_later_segments(
     warn!(
         dir = %dir.display(),
         log_end_offset,
-        removed_segments = ?later_bases,
-        removed_bytes,
-        "removed every segment after an invalid batch in a closed segment: the log now ends \
-         at that batch, and the offsets from log_end_offset on are gone"
+        set_aside_segments = ?later_bases,
+        kept_bytes,
+        "an invalid batch in a closed segment ends the log there: the offsets from \
+         log_end_offset on are no longer served; the later segments are kept beside the log \
+         as *.log{AFTER_CORRUPTION_SUFFIX} for inspection (remove them by hand)"
     );
     Ok(())
 }
@@ -820,6 +829,11 @@ mod tests {
                 let path = segment_file(model.log.dir(), gone, extension);
                 assert!(!path.exists(), "{} survived the cut", path.display());
             }
+            // The data itself is kept aside for the operator, never deleted.
+            let log = segment_file(model.log.dir(), gone, LOG_EXTENSION);
+            let mut aside = log.into_os_string();
+            aside.push(AFTER_CORRUPTION_SUFFIX);
+            assert!(PathBuf::from(aside).exists(), "segment {gone} was deleted");
         }
         model
             .batches

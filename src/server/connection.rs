@@ -188,7 +188,10 @@ impl Connection {
             return;
         }
         let Some(budget) = &self.budget else { return };
-        let covered = self.permit.as_ref().map_or(0, |permit| permit.num_permits());
+        let covered = self
+            .permit
+            .as_ref()
+            .map_or(0, |permit| permit.num_permits());
         if covered >= budget.bytes_for(size) {
             return;
         }
