@@ -61,6 +61,22 @@ def port_accepts(port, timeout_s=0.5):
         return False
 
 
+# ApiVersions v0: api key 18, version 0, correlation id 1, no client id; empty body.
+API_VERSIONS_V0 = b"\x00\x00\x00\x0a\x00\x12\x00\x00\x00\x00\x00\x01\xff\xff"
+
+
+def answers_requests(port, timeout_s=0.5):
+    """True once the broker answers ApiVersions. The listener is bound before the logs
+    are opened (and recovered), so an accepting port does not mean a ready broker."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
+            sock.sendall(API_VERSIONS_V0)
+            size = sock.recv(4)
+            return len(size) == 4 and int.from_bytes(size, "big") > 0
+    except OSError:
+        return False
+
+
 class Broker:
     """One kafkaesque process; start/stop/kill/restart on the same port and data dir."""
 
@@ -98,7 +114,7 @@ class Broker:
         return self.process is not None and self.process.poll() is None
 
     def start(self):
-        """Starts the process and waits until the port accepts connections."""
+        """Starts the process and waits until the broker answers ApiVersions."""
         assert not self.is_running(), f"{self.name} is already running"
         binary = broker_binary()
         if not os.access(binary, os.X_OK):
@@ -122,7 +138,7 @@ class Broker:
                 self.process = None
                 pytest.fail(f"{self.name} exited with {code} during start-up\n"
                             f"{self.stderr_tail()}")
-            if port_accepts(self.port):
+            if answers_requests(self.port):
                 return self
             time.sleep(0.05)
         self.kill()

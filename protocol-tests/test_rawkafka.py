@@ -229,6 +229,13 @@ FAKE_BROKER = textwrap.dedent("""\
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         conn, _ = server.accept()
+        # The harness waits for an answer to ApiVersions: any sized frame will do here.
+        conn.settimeout(1)
+        try:
+            if conn.recv(4096):
+                conn.sendall(b"\\x00\\x00\\x00\\x04\\x00\\x00\\x00\\x01")
+        except OSError:
+            pass
         conn.close()
 """)
 

@@ -68,6 +68,7 @@ use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, stamp_batch};
 use crate::log::error::LogError;
 use crate::log::offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
+use crate::log::records::decoded_exactly;
 use crate::log::recovery::{self, CLEANED_SUFFIX, SWAP_SUFFIX};
 use crate::log::segment::{
     DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, SegmentState, TIME_INDEX_EXTENSION,
@@ -579,7 +580,12 @@ fn map_segment(
         if !is_cleanable(header) || header.last_offset() < dirty_start {
             return Ok(());
         }
-        for record in decode(header, bytes)?.records {
+        // A batch the decoder cannot read stays out of the map: its records are never
+        // superseded through it, and `decide` keeps it whole.
+        let Ok(set) = decode(header, bytes) else {
+            return Ok(());
+        };
+        for record in set.records {
             let Some(key) = &record.key else { continue };
             if record.offset >= dirty_start && map.put(key, record.offset).is_err() {
                 stopped_at = Some(record.offset);
@@ -639,18 +645,29 @@ fn decide(header: &BatchHeader, bytes: Bytes, retention: &Retention) -> Result<D
     if !is_cleanable(header) {
         return Ok(keep);
     }
-    let record_set = decode(header, bytes)?;
+    // A batch the decoder cannot read is kept whole: keeping it only costs space.
+    let Ok(record_set) = decode(header, bytes.clone()) else {
+        return Ok(keep);
+    };
     let compression = record_set.compression;
     let total = record_set.records.len();
+    if !record_set
+        .records
+        .iter()
+        .any(|record| !retention.retains(record))
+    {
+        return Ok(keep);
+    }
+    // Re-encoding must hold every header as sent, or the batch is kept whole.
+    if !decoded_exactly(&bytes, header, &record_set.records) {
+        return Ok(keep);
+    }
     let survivors: Vec<Record> = record_set
         .records
         .into_iter()
         .filter(|record| retention.retains(record))
         .collect();
     let records_removed = total - survivors.len();
-    if records_removed == 0 {
-        return Ok(keep);
-    }
     let fate = if survivors.is_empty() {
         Fate::Drop
     } else {
@@ -908,6 +925,35 @@ mod tests {
         }
         let last = want.last().unwrap();
         assert_eq!(log.max_timestamp_offset().unwrap(), Some((last.0, last.3)));
+    }
+
+    #[test]
+    fn a_batch_whose_headers_the_encoder_cannot_hold_is_kept_whole() {
+        use crate::log::test_support::{batch_around, record_with_headers};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        // Repeated header names are legal in Kafka; the encoder's records would merge them.
+        let repeated: &[(&[u8], &[u8])] = &[(b"h", b"1"), (b"h", b"2")];
+        let mut body = record_with_headers(0, 0, Some(b"k0"), b"superseded", repeated);
+        body.extend(record_with_headers(
+            1,
+            1,
+            Some(b"unique"),
+            b"kept",
+            repeated,
+        ));
+        let (records, headers) = validated(batch_around(&body, 0, 2, 0));
+        let original = records.clone();
+        log.append(records, &headers, 3, 0).unwrap();
+        write_keys(&mut log, 60, 1_000, Compression::None); // supersedes k0, rolls
+        assert!(log.segments.len() > 3);
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        let read = log.read(0, usize::MAX, i64::MAX, true).unwrap();
+        let first = BatchHeader::parse(&read.records).unwrap();
+        assert_eq!((first.base_offset, first.record_count), (0, 2));
+        // Byte for byte what was stored, the stamped base offset and epoch aside.
+        let stored = &read.records[..first.total_bytes()];
+        assert_eq!(&stored[21..], &original[21..]);
     }
 
     fn compacts_to_the_latest_values(compression: Compression) {

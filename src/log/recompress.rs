@@ -14,6 +14,7 @@ use kafka_protocol::records::{
 
 use crate::log::batch::BatchHeader;
 use crate::log::error::BatchError;
+use crate::log::records::decoded_exactly;
 
 /// What a topic's `compression.type` asks of produced batches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,8 +66,19 @@ pub fn recompress(
         return Ok(None);
     };
     let mut input = records.clone();
-    let set = RecordBatchDecoder::decode(&mut input)
-        .map_err(|error| BatchError::Corrupt(format!("cannot decode records: {error:#}")))?;
+    let decoded = RecordBatchDecoder::decode(&mut input);
+    let Some(set) = decoded
+        .ok()
+        .filter(|set| decoded_exactly(records, header, &set.records))
+    else {
+        // Valid Kafka records our encoder cannot hold exactly (repeated header names,
+        // non-UTF-8 header names): stored as sent rather than with headers lost.
+        tracing::debug!(
+            base_offset = header.base_offset,
+            "batch stored with the producer's compression: re-encoding would lose headers"
+        );
+        return Ok(None);
+    };
     let mut output = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
@@ -177,5 +189,25 @@ mod tests {
             Some(TopicCompression::Codec(Compression::Zstd))
         );
         assert_eq!(TopicCompression::parse("none"), None);
+    }
+
+    #[test]
+    fn headers_the_encoder_cannot_hold_keep_the_producers_compression() {
+        use crate::log::test_support::{batch_around, record_with_headers};
+        let repeated: &[(&[u8], &[u8])] = &[(b"trace", b"1"), (b"trace", b"2")];
+        let not_utf8: &[(&[u8], &[u8])] = &[(b"\xff\xfe", b"x")];
+        for headers in [repeated, not_utf8] {
+            let body = record_with_headers(0, 0, Some(b"k"), b"v", headers);
+            let batch = Bytes::from(batch_around(&body, 0, 1, 0).to_vec());
+            let header = validate_batches(&batch, u32::MAX).unwrap()[0];
+            let topic = TopicCompression::Codec(Compression::Zstd);
+            assert_eq!(recompress(&batch, &header, topic).unwrap(), None);
+        }
+        let distinct: &[(&[u8], &[u8])] = &[(b"a", b"1"), (b"b", b"2")];
+        let body = record_with_headers(0, 0, Some(b"k"), b"v", distinct);
+        let batch = Bytes::from(batch_around(&body, 0, 1, 0).to_vec());
+        let header = validate_batches(&batch, u32::MAX).unwrap()[0];
+        let topic = TopicCompression::Codec(Compression::Zstd);
+        assert!(recompress(&batch, &header, topic).unwrap().is_some());
     }
 }

@@ -16,6 +16,8 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+use kafka_protocol::records::Record;
+
 use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, NO_TIMESTAMP};
 use crate::log::config::{LogConfig, TimestampType};
 use crate::log::error::{BatchError, RecordError, RecordErrorCode};
@@ -28,6 +30,8 @@ pub struct RecordInfo {
     /// Absolute timestamp: the batch's base timestamp plus the record's delta.
     pub timestamp_ms: i64,
     pub has_key: bool,
+    /// Headers as sent, repeated names included.
+    pub header_count: usize,
 }
 
 /// Walks every record of the whole batch `batch` (header first), calling `visit` for each
@@ -110,7 +114,7 @@ impl<R: BufRead> RecordReader<R> {
         let offset_delta = self.varint()?;
         let has_key = self.skip_nullable_bytes()?;
         self.skip_nullable_bytes()?; // value
-        self.skip_headers()?;
+        let header_count = self.skip_headers()?;
         if self.budget != 0 {
             return Err(invalid(format!(
                 "Invalid record size: expected to read {length} bytes in record payload, \
@@ -128,6 +132,7 @@ impl<R: BufRead> RecordReader<R> {
             index,
             timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
             has_key,
+            header_count,
         })
     }
 
@@ -141,7 +146,7 @@ impl<R: BufRead> RecordReader<R> {
         }
     }
 
-    fn skip_headers(&mut self) -> Result<(), BatchError> {
+    fn skip_headers(&mut self) -> Result<usize, BatchError> {
         let count = self.varint()?;
         if count < 0 {
             return Err(invalid(format!(
@@ -160,7 +165,7 @@ impl<R: BufRead> RecordReader<R> {
             self.skip(key_length)?;
             self.skip_nullable_bytes()?;
         }
-        Ok(())
+        Ok(count as usize)
     }
 
     /// Kafka's zig-zag varint: at most 5 bytes.
@@ -421,6 +426,24 @@ impl RecordPolicy {
     }
 }
 
+/// Whether `decoded`, kafka-protocol's decoding of the whole stored batch `batch`, holds
+/// every record header as sent. Its records keep headers in a map (repeated names merge)
+/// and refuse non-UTF-8 names, both legal in Kafka: a batch it cannot hold exactly must
+/// never be re-encoded (recompression, a cleaner rewrite), or headers are silently lost.
+pub fn decoded_exactly(batch: &[u8], header: &BatchHeader, decoded: &[Record]) -> bool {
+    let mut counts = Vec::with_capacity(decoded.len());
+    // The batch passed the capped walk when it was produced; this walk cannot grow past it.
+    let walked = walk_batch(batch, header, usize::MAX, &mut |record| {
+        counts.push(record.header_count)
+    });
+    walked.is_ok()
+        && counts.len() == decoded.len()
+        && counts
+            .iter()
+            .zip(decoded)
+            .all(|(count, record)| *count == record.headers.len())
+}
+
 /// Walks every batch of a produce (`headers` from `validate_batches`, in order) and applies
 /// `policy` to each record. A structural fault stops at once; rule breaches are collected
 /// per batch and fail it with every record's error, as Kafka's `processRecordErrors` does.
@@ -434,25 +457,50 @@ pub fn validate_records(
     for header in headers {
         let batch = &records[position..position + header.total_bytes()];
         position += header.total_bytes();
-        let mut errors = Vec::new();
+        let mut errors = RecordErrors::default();
         walk_batch(batch, header, decompressed_bytes_max, &mut |record| {
-            if let Some(error) = policy.check(header, &record) {
-                errors.push((error.0, RecordError::new(record.index, error.1)));
+            if let Some((code, message)) = policy.check(header, &record) {
+                errors.add(code, RecordError::new(record.index, message));
             }
         })?;
-        if !errors.is_empty() {
+        if errors.total > 0 {
             return Err(record_errors(errors));
         }
     }
     Ok(())
 }
 
+/// Per-record errors kept for one batch at most. Kafka lists them all, but a small zstd
+/// batch can expand to millions of keyless records, and a string each would cost gigabytes;
+/// clients fail the records not listed with the batch's summary message.
+pub const RECORD_ERRORS_MAX: usize = 1000;
+
+/// The rule breaches of one batch: the first [`RECORD_ERRORS_MAX`], and what all of them
+/// add up to.
+#[derive(Default)]
+struct RecordErrors {
+    listed: Vec<RecordError>,
+    total: usize,
+    timestamp: bool,
+}
+
+impl RecordErrors {
+    fn add(&mut self, code: RecordErrorCode, error: RecordError) {
+        self.total += 1;
+        self.timestamp |= code == RecordErrorCode::InvalidTimestamp;
+        if self.listed.len() < RECORD_ERRORS_MAX {
+            self.listed.push(error);
+        }
+    }
+}
+
 /// Kafka's summary of a failed batch: INVALID_TIMESTAMP wins over INVALID_RECORD.
-fn record_errors(errors: Vec<(RecordErrorCode, RecordError)>) -> BatchError {
-    let timestamp = errors
-        .iter()
-        .any(|(code, _)| *code == RecordErrorCode::InvalidTimestamp);
-    let errors: Vec<RecordError> = errors.into_iter().map(|(_, error)| error).collect();
+fn record_errors(errors: RecordErrors) -> BatchError {
+    let RecordErrors {
+        listed: errors,
+        total,
+        timestamp,
+    } = errors;
     if timestamp {
         return BatchError::Records {
             code: RecordErrorCode::InvalidTimestamp,
@@ -464,7 +512,7 @@ fn record_errors(errors: Vec<(RecordErrorCode, RecordError)>) -> BatchError {
     let message = format!(
         "One or more records have been rejected due to {} record errors in total, and only \
          showing the first three errors at most: [{}]",
-        errors.len(),
+        total,
         shown.join(", ")
     );
     BatchError::Records {
@@ -761,6 +809,33 @@ mod tests {
         assert_eq!(errors[0].message, expected);
         assert!(message.starts_with("One or more records have been rejected due to 2 record"));
         assert!(message.contains(&format!("RecordError(batchIndex=1, message='{expected}')")));
+    }
+
+    #[test]
+    fn record_errors_are_listed_up_to_the_cap_and_counted_in_full() {
+        let count = RECORD_ERRORS_MAX + 5;
+        let mut body = Vec::new();
+        for index in 0..count {
+            body.extend(record_bytes(index as i64, 0, None, b"v"));
+        }
+        let Err(BatchError::Records {
+            code,
+            message,
+            errors,
+        }) = validate(&body, count as i32, &policy(true, 1_000))
+        else {
+            panic!("keyless records on a compacted topic must fail");
+        };
+        assert_eq!(code, RecordErrorCode::InvalidRecord);
+        assert_eq!(errors.len(), RECORD_ERRORS_MAX);
+        assert_eq!(
+            errors.last().unwrap().batch_index,
+            RECORD_ERRORS_MAX as i32 - 1
+        );
+        assert!(
+            message.contains(&format!("due to {count} record errors")),
+            "{message}"
+        );
     }
 
     #[test]

@@ -106,6 +106,17 @@ pub(crate) fn record_bytes(
     key: Option<&[u8]>,
     value: &[u8],
 ) -> Vec<u8> {
+    record_with_headers(offset_delta, timestamp_delta, key, value, &[])
+}
+
+/// Like [`record_bytes`], with headers as given (repeated names included).
+pub(crate) fn record_with_headers(
+    offset_delta: i64,
+    timestamp_delta: i64,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(&[u8], &[u8])],
+) -> Vec<u8> {
     let mut record = BytesMut::new();
     record.put_u8(0); // attributes
     put_varint(&mut record, timestamp_delta);
@@ -119,7 +130,13 @@ pub(crate) fn record_bytes(
     }
     put_varint(&mut record, value.len() as i64);
     record.put_slice(value);
-    put_varint(&mut record, 0); // no headers
+    put_varint(&mut record, headers.len() as i64);
+    for (name, value) in headers {
+        put_varint(&mut record, name.len() as i64);
+        record.put_slice(name);
+        put_varint(&mut record, value.len() as i64);
+        record.put_slice(value);
+    }
     let mut framed = BytesMut::new();
     put_varint(&mut framed, record.len() as i64);
     framed.put_slice(&record);
