@@ -55,6 +55,11 @@ impl TopicCompression {
     }
 }
 
+/// Records one re-encoding may hold decoded at once. Decoded records take far more memory
+/// than their bytes, and a small compressed batch can expand to millions of them; a larger
+/// batch is stored with the producer's codec (nothing lost, only not recompressed).
+pub const RECOMPRESS_RECORDS_MAX: i32 = 100_000;
+
 /// Re-encodes the one batch in `records` with the topic's codec, or `None` when it is to
 /// be stored as sent.
 pub fn recompress(
@@ -65,6 +70,13 @@ pub fn recompress(
     let Some(target) = compression.target_for(header) else {
         return Ok(None);
     };
+    if header.record_count > RECOMPRESS_RECORDS_MAX {
+        tracing::debug!(
+            records = header.record_count,
+            "batch stored with the producer's compression: too many records to re-encode"
+        );
+        return Ok(None);
+    }
     let mut input = records.clone();
     let decoded = RecordBatchDecoder::decode(&mut input);
     let Some(set) = decoded
@@ -209,5 +221,18 @@ mod tests {
         let header = validate_batches(&batch, u32::MAX).unwrap()[0];
         let topic = TopicCompression::Codec(Compression::Zstd);
         assert!(recompress(&batch, &header, topic).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_batch_of_very_many_records_keeps_the_producers_compression() {
+        use crate::log::test_support::{batch_around, record_bytes};
+        let count = RECOMPRESS_RECORDS_MAX + 1;
+        let body: Vec<u8> = (0..i64::from(count))
+            .flat_map(|index| record_bytes(index, 0, None, b""))
+            .collect();
+        let batch = Bytes::from(batch_around(&body, 0, count, 0).to_vec());
+        let header = validate_batches(&batch, u32::MAX).unwrap()[0];
+        let topic = TopicCompression::Codec(Compression::Zstd);
+        assert_eq!(recompress(&batch, &header, topic).unwrap(), None);
     }
 }
