@@ -598,6 +598,16 @@ mod tests {
             .unwrap();
     }
 
+    /// Flips a byte in the last batch of `path` (its CRC no longer matches); returns the
+    /// file's new bytes.
+    fn flip_byte_near_the_end(path: &Path) -> Vec<u8> {
+        let mut bytes = fs::read(path).unwrap();
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x5a;
+        fs::write(path, &bytes).unwrap();
+        bytes
+    }
+
     fn append_bytes(path: &Path, bytes: &[u8]) {
         OpenOptions::new()
             .append(true)
@@ -663,10 +673,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(dir.path());
         let path = model.active_log_path();
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 5;
-        bytes[last] ^= 0x5a;
-        fs::write(&path, &bytes).unwrap();
+        flip_byte_near_the_end(&path);
         model.crash_and_reopen();
         model.forget_last_batch();
         model.assert_intact();
@@ -746,10 +753,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(dir.path());
         let path = model.active_log_path();
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 5;
-        bytes[last] ^= 0x5a;
-        fs::write(&path, &bytes).unwrap();
+        let bytes = flip_byte_near_the_end(&path);
         // The marker vouches for the file, so the (now bad) CRC is not checked: the batch
         // stays, proof that the clean path read no record bytes.
         let last_bytes = model.batches.last().unwrap().1.len();

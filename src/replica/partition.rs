@@ -204,7 +204,7 @@ impl Partition {
         let config = self.config().ok_or(ReplicaError::Deleted)?;
         let headers = validate_batches(records, config.max_message_bytes)?;
         check_produce_shape(&headers)?;
-        let policy = RecordPolicy::new(&config, self.tp.to_string(), now_ms);
+        let policy = RecordPolicy::new(&config, &self.tp, now_ms);
         validate_records(records, &headers, &policy, config.decompressed_bytes_max())?;
         match recompress(records, &headers[0], config.compression)? {
             None => Ok((records.clone(), headers)),
