@@ -13,7 +13,8 @@ use thiserror::Error;
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
-    BrokerRegistration, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
+    BrokerRegistration, CommandOutcome, Controller, ControllerError, ControllerSettings,
+    MetadataCommand, MetadataImage,
 };
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica::ReplicaManager;
@@ -45,6 +46,8 @@ pub enum BrokerError {
 
 pub struct Broker {
     pub config: Arc<BrokerConfig>,
+    /// The metadata offset this node's partitions have been reconciled to.
+    reconciled: tokio::sync::watch::Sender<u64>,
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
     pub producer_ids: ProducerIdManager,
@@ -57,8 +60,11 @@ impl Broker {
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let config = Arc::new(config);
         let cluster_id = prepare_data_dir(&config)?;
-        let controller = Arc::new(Controller::open(&config.log_dirs.join(METADATA_DIR))?);
+        let metadata_dir = config.log_dirs.join(METADATA_DIR);
+        let controller = Controller::start(controller_settings(&config, &cluster_id)).await?;
+        crate::controller::legacy_import::import_if_present(&controller, &metadata_dir).await?;
         let broker = Broker {
+            reconciled: tokio::sync::watch::channel(0).0,
             replicas: ReplicaManager::new(config.clone()),
             producer_ids: ProducerIdManager::new(controller.clone()),
             groups: GroupCoordinator::new(
@@ -94,7 +100,10 @@ impl Broker {
             broker.replicas.reconcile_after(&image, last_shutdown);
             broker.load_offsets_partitions();
         });
-        Ok(Arc::new(broker))
+        broker.reconciled.send_replace(image.applied_index);
+        let broker = Arc::new(broker);
+        tokio::spawn(reconcile_images(broker.clone()));
+        Ok(broker)
     }
 
     /// Replays every offsets partition this broker leads and has not loaded yet.
@@ -156,27 +165,78 @@ impl Broker {
         Ok(())
     }
 
+    /// Joins the quorum's cluster (the first node to get there names it), registers this
+    /// broker, and waits until the active controller has unfenced it: like Kafka's broker,
+    /// this one serves nothing before it is part of the cluster.
     async fn bootstrap(&self, cluster_id: String) -> Result<(), ControllerError> {
-        let image = self.image();
-        if image.cluster_id.is_empty() {
+        const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+        while self.controller.wait_for_leader(LOG_EVERY).await.is_none() {
+            tracing::info!("waiting for the metadata quorum to elect an active controller");
+        }
+        if self.image().cluster_id.is_empty() {
             let command = MetadataCommand::Bootstrap {
-                cluster_id,
+                cluster_id: cluster_id.clone(),
                 controller_id: self.config.node_id,
             };
-            self.controller.submit(command).await?;
+            // Another voter may have bootstrapped first: its record wins, checked below.
+            if let Err(error) = self.controller.submit(command).await {
+                tracing::debug!(%error, "bootstrap record not applied");
+            }
+        }
+        let theirs = self.image().cluster_id.clone();
+        if theirs != cluster_id {
+            return Err(ControllerError::ClusterIdMismatch {
+                ours: cluster_id,
+                theirs,
+            });
         }
         let registration = BrokerRegistration {
             node_id: self.config.node_id,
             host: self.config.advertised.host.clone(),
             port: i32::from(self.config.advertised.port),
             rack: self.config.explicit.get("broker.rack").cloned(),
+            epoch: 0,
+            fenced: true,
         };
-        if self.image().brokers.get(&registration.node_id) != Some(&registration) {
-            self.controller
-                .submit(MetadataCommand::RegisterBroker(registration))
-                .await?;
-        }
+        self.controller
+            .submit(MetadataCommand::RegisterBroker(registration))
+            .await?;
+        let interval = std::time::Duration::from_millis(self.config_heartbeat_interval_ms());
+        tokio::spawn(crate::controller::liveness::run_heartbeats(
+            self.controller.clone(),
+            interval,
+            self.shutdown_signal(),
+        ));
+        tokio::spawn(crate::controller::liveness::run_fencing(
+            self.controller.clone(),
+            self.shutdown_signal(),
+        ));
+        self.wait_unfenced().await;
         Ok(())
+    }
+
+    fn config_heartbeat_interval_ms(&self) -> u64 {
+        2000
+    }
+
+    /// Heartbeats at once (not a whole interval later) until the image shows this broker
+    /// unfenced.
+    async fn wait_unfenced(&self) {
+        let node_id = self.config.node_id;
+        let mut images = self.controller.subscribe();
+        loop {
+            let unfenced = images
+                .borrow_and_update()
+                .brokers
+                .get(&node_id)
+                .is_some_and(|broker| !broker.fenced);
+            if unfenced {
+                return;
+            }
+            crate::controller::liveness::beat_once(&self.controller, node_id).await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(200), images.changed()).await;
+        }
     }
 
     /// A receiver for the shutdown signal (connections, background tasks, waits).
@@ -201,12 +261,21 @@ impl Broker {
         }
     }
 
-    /// Submits a command and makes this broker's partitions match the new image.
+    /// Submits a command and waits until this node's reconciler has acted on it, so a
+    /// topic is ready here when CreateTopics answers.
     async fn submit(&self, command: MetadataCommand) -> Result<CommandOutcome, ControllerError> {
-        let outcome = self.controller.submit(command).await?;
-        let image = self.image();
-        tokio::task::block_in_place(|| self.replicas.reconcile(&image));
-        Ok(outcome)
+        let (applied, index) = self.controller.submit_indexed(command).await?;
+        let mut reconciled = self.reconciled.subscribe();
+        let wait = reconciled.wait_for(|done| *done >= index);
+        if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            return Err(ControllerError::Unavailable(format!(
+                "metadata offset {index} was not reconciled here in time"
+            )));
+        }
+        applied.map_err(ControllerError::from)
     }
 
     /// Creates a topic (unless `validate_only`); returns the command that was (or would be)
@@ -277,6 +346,45 @@ impl Broker {
         if let Err(error) = crate::log::write_marker(&self.config.log_dirs) {
             tracing::error!(%error, "writing the clean-shutdown marker failed");
         }
+    }
+}
+
+/// The one reconciler: every committed image, whoever proposed the change, opens, closes
+/// and re-roles local partitions here, then loads offsets partitions this node now leads.
+async fn reconcile_images(broker: Arc<Broker>) {
+    let mut images = broker.controller.subscribe();
+    let mut stopping = broker.stopping.subscribe();
+    loop {
+        let image = images.borrow_and_update().clone();
+        let index = image.applied_index;
+        if index > *broker.reconciled.borrow() {
+            let hosted = broker.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                hosted.replicas.reconcile(&image);
+                hosted.load_offsets_partitions();
+            });
+            if let Err(error) = work.await {
+                tracing::error!(%error, "reconciling partitions panicked");
+            }
+            broker.reconciled.send_replace(index);
+        }
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+fn controller_settings(config: &BrokerConfig, cluster_id: &str) -> ControllerSettings {
+    ControllerSettings {
+        node_id: config.node_id,
+        cluster_id: cluster_id.to_string(),
+        dir: config.log_dirs.join(METADATA_DIR),
+        voters: [(config.node_id, String::new())].into_iter().collect(),
+        election_timeout_ms: 1000,
+        request_timeout_ms: 2000,
+        snapshot_interval_entries: 1000,
+        session_timeout_ms: 9000,
     }
 }
 

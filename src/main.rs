@@ -17,8 +17,9 @@ fn main() -> anyhow::Result<()> {
     let reexec = kafkaesque::allocator::fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
+            // openraft narrates every vote and replication step at info.
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -65,6 +66,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     // Before the final flush: a running pass stops at its next batch, changing nothing.
     tokio::task::block_in_place(|| cleaner.stop());
     tokio::task::block_in_place(|| broker.shut_down_logs());
+    broker.controller.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

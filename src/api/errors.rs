@@ -68,6 +68,13 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
             ResponseError::KafkaStorageError
         }
         ControllerError::CorruptRecord { .. } => ResponseError::UnknownServerError,
+        // No active controller in time: the client retries, as after Kafka's forwarding
+        // times out.
+        ControllerError::Unavailable(_) => ResponseError::RequestTimedOut,
+        ControllerError::Storage(_) => ResponseError::KafkaStorageError,
+        ControllerError::Quorum { .. } | ControllerError::ClusterIdMismatch { .. } => {
+            ResponseError::UnknownServerError
+        }
     }
 }
 

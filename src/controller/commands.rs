@@ -39,10 +39,22 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: i64,
     },
+    FenceBroker {
+        node_id: NodeId,
+        epoch: i64,
+    },
+    UnfenceBroker {
+        node_id: NodeId,
+        epoch: i64,
+    },
+    /// Replaces an empty image (imports the single-node metadata log).
+    Restore {
+        image: Box<MetadataImage>,
+    },
 }
 
 /// What applying a command produced, for the caller that submitted it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandOutcome {
     Done,
     ProducerIdBlock { first: i64, count: i64 },
@@ -61,9 +73,32 @@ pub fn apply(
             image.controller_id = *controller_id;
         }
         MetadataCommand::RegisterBroker(registration) => {
-            image
-                .brokers
-                .insert(registration.node_id, registration.clone());
+            let mut registration = registration.clone();
+            registration.epoch = image.applied_index as i64;
+            registration.fenced = true;
+            image.brokers.insert(registration.node_id, registration);
+        }
+        MetadataCommand::FenceBroker { node_id, epoch }
+        | MetadataCommand::UnfenceBroker { node_id, epoch } => {
+            let fence = matches!(command, MetadataCommand::FenceBroker { .. });
+            match image.brokers.get_mut(node_id) {
+                Some(broker) if broker.epoch == *epoch => broker.fenced = fence,
+                _ => {
+                    return Err(ControllerError::InvalidRequest(format!(
+                        "stale broker epoch {epoch} for {node_id}"
+                    )));
+                }
+            }
+        }
+        MetadataCommand::Restore { image: restored } => {
+            if !image.cluster_id.is_empty() {
+                return Err(ControllerError::InvalidRequest(
+                    "restore into a non-empty image".into(),
+                ));
+            }
+            let index = image.applied_index;
+            *image = MetadataImage::clone(restored);
+            image.applied_index = index;
         }
         MetadataCommand::CreateTopic {
             name,

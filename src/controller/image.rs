@@ -31,6 +31,24 @@ pub struct BrokerRegistration {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    #[serde(default)]
+    pub epoch: i64,
+    #[serde(default)]
+    pub fenced: bool,
+}
+
+impl BrokerRegistration {
+    #[cfg(test)]
+    pub fn for_tests(node_id: NodeId) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,28 +1,30 @@
-//! The metadata controller: the one writer of the metadata image.
+//! The metadata controller: a Raft quorum (openraft, storage in redb) whose state machine
+//! is the metadata image.
 //!
-//! Callers submit [`MetadataCommand`]s; the controller makes each durable in its command
-//! log, applies it to the image and publishes the new image on a watch channel. Today it
-//! is a single voter whose log is a local file ([`store`]); the cluster issue replaces
-//! the store with a Raft log (openraft) behind the same `submit` / `image` / `subscribe`
-//! interface, so nothing above this module changes.
+//! Callers submit [`MetadataCommand`]s from any node: the active controller (the Raft
+//! leader) proposes them; a follower forwards them to it over controller RPC. Every node,
+//! whoever proposed, applies the committed log in order and publishes each new image on a
+//! watch channel; reconcilers act on what is published, never on what they submitted.
 
 pub mod commands;
 pub mod image;
+pub mod legacy_import;
+pub mod liveness;
 pub mod placement;
+pub mod quorum;
+pub mod quorum_status;
+pub mod raft;
+pub mod rejection;
 pub mod store;
 pub mod topic_admin;
 pub mod topic_rules;
 
-use std::path::Path;
-use std::sync::Arc;
-
 use thiserror::Error;
-use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
 pub use commands::{CommandOutcome, MetadataCommand};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
-use store::CommandLog;
+pub use quorum::{Controller, ControllerSettings};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -69,45 +71,19 @@ pub enum ControllerError {
     /// A failed append could not be rolled back; every later append is refused.
     #[error("metadata log is unusable: {0}")]
     LogPoisoned(String),
-}
-
-pub struct Controller {
-    log: Mutex<CommandLog>,
-    image: watch::Sender<Arc<MetadataImage>>,
-}
-
-impl Controller {
-    /// Opens (or creates) the command log under `dir` and replays it into the image.
-    pub fn open(dir: &Path) -> Result<Controller, ControllerError> {
-        let (log, image) = CommandLog::open(dir)?;
-        let (sender, _) = watch::channel(Arc::new(image));
-        Ok(Controller {
-            log: Mutex::new(log),
-            image: sender,
-        })
-    }
-
-    /// The current image; cheap (an `Arc` clone), safe to call on every request.
-    pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.borrow().clone()
-    }
-
-    /// A receiver that sees every new image (for reconcilers).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
-        self.image.subscribe()
-    }
-
-    /// Validates and applies `command`; returns once it is durable and visible.
-    /// Commands are applied one at a time, so two racing creates of one topic see each other.
-    pub async fn submit(
-        &self,
-        command: MetadataCommand,
-    ) -> Result<CommandOutcome, ControllerError> {
-        let mut log = self.log.lock().await;
-        let mut next = MetadataImage::clone(&self.image());
-        let outcome = commands::apply(&mut next, &command)?;
-        log.append(&command)?;
-        self.image.send_replace(Arc::new(next));
-        Ok(outcome)
-    }
+    /// No active controller took the command in time (no quorum, an election under way).
+    #[error("the metadata quorum is unavailable: {0}")]
+    Unavailable(String),
+    /// The active controller failed to store the command (reported by another node).
+    #[error("the active controller could not store the command: {0}")]
+    Storage(String),
+    /// The Raft store could not be opened or written.
+    #[error("metadata quorum store {path}: {reason}")]
+    Quorum { path: String, reason: String },
+    /// The metadata log names another cluster than this node's meta.properties.
+    #[error(
+        "this node belongs to cluster {ours} (meta.properties) but the metadata quorum is \
+         cluster {theirs}; refusing to join"
+    )]
+    ClusterIdMismatch { ours: String, theirs: String },
 }

@@ -32,7 +32,11 @@ impl ProducerIdManager {
             };
             match self.controller.submit(command).await? {
                 CommandOutcome::ProducerIdBlock { first, count } => *block = (first, first + count),
-                other => unreachable!("producer id allocation answered {other:?}"),
+                other => {
+                    return Err(ControllerError::InvalidRequest(format!(
+                        "producer id allocation answered {other:?}"
+                    )));
+                }
             }
         }
         let id = block.0;

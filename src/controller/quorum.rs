@@ -1,0 +1,462 @@
+//! The controller node: starts the Raft node over its redb store, proposes (or forwards)
+//! commands, and answers for the quorum.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use tokio::sync::{Mutex, watch};
+
+use super::liveness::Liveness;
+use super::quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
+use super::raft::log_store::LogStore;
+use super::raft::network::{Channel, Identity, Network};
+use super::raft::rpc::{BrokerHeartbeat, Request, Response};
+use super::raft::state_machine::{Publisher, StateMachine};
+use super::raft::types::{Applied, RaftNode, kafka_id, raft_id};
+use super::{CommandOutcome, ControllerError, MetadataCommand, MetadataImage};
+use crate::types::{NodeId, now_ms};
+
+/// The Raft store's file in the metadata directory.
+pub const STORE_FILE: &str = "raft.redb";
+
+/// Everything the controller needs from the node's configuration.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    /// `__cluster_metadata-0` under the log directory.
+    pub dir: PathBuf,
+    /// Voters and their controller endpoints (`host:port`); a lone voter needs none.
+    pub voters: BTreeMap<NodeId, String>,
+    /// `controller.quorum.election.timeout.ms`: the longest a follower waits for a leader
+    /// before it stands (each election draws between half of it and all of it).
+    pub election_timeout_ms: u64,
+    /// `controller.quorum.request.timeout.ms`: one controller RPC.
+    pub request_timeout_ms: u64,
+    /// Committed entries between snapshots of the image.
+    pub snapshot_interval_entries: u64,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout_ms: u64,
+}
+
+/// How long a command may wait for an active controller before the caller gets an error.
+const SUBMIT_DEADLINE: Duration = Duration::from_secs(30);
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Entries kept behind a snapshot, so a briefly lagging voter catches up from the log.
+const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
+
+pub struct Controller {
+    settings: ControllerSettings,
+    identity: Identity,
+    raft: RaftNode,
+    publisher: Arc<Publisher>,
+    /// Channels to other voters for forwarded commands, heartbeats and quorum questions.
+    peers: BTreeMap<NodeId, Mutex<Channel>>,
+    pub(crate) liveness: std::sync::Mutex<Liveness>,
+}
+
+fn quorum_error(settings: &ControllerSettings, reason: impl std::fmt::Display) -> ControllerError {
+    ControllerError::Quorum {
+        path: settings.dir.join(STORE_FILE).display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Controller {
+    /// Opens the store, starts the Raft node, and initializes the quorum on first start
+    /// (every voter initializes with the same voter set, which Raft allows).
+    pub async fn start(settings: ControllerSettings) -> Result<Arc<Controller>, ControllerError> {
+        crate::log::durable::create_dir_durably(&settings.dir)?;
+        let path = settings.dir.join(STORE_FILE);
+        let db = tokio::task::block_in_place(|| redb::Database::create(&path))
+            .map_err(|e| quorum_error(&settings, e))?;
+        let db = Arc::new(db);
+        let log_store = LogStore::open(db.clone()).map_err(|e| quorum_error(&settings, e))?;
+        let fresh = log_store
+            .is_empty()
+            .map_err(|e| quorum_error(&settings, e))?;
+        let publisher = Arc::new(Publisher::new());
+        let state_machine =
+            StateMachine::open(db, publisher.clone()).map_err(|e| quorum_error(&settings, e))?;
+        let config = raft_config(&settings).map_err(|e| quorum_error(&settings, e))?;
+        let identity = Identity {
+            cluster_id: settings.cluster_id.clone(),
+            node_id: settings.node_id,
+        };
+        let network = Network {
+            identity: identity.clone(),
+        };
+        let raft = RaftNode::new(
+            raft_id(settings.node_id),
+            Arc::new(config),
+            network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| quorum_error(&settings, e))?;
+        let peers = settings
+            .voters
+            .iter()
+            .filter(|(id, _)| **id != settings.node_id)
+            .map(|(id, address)| {
+                (
+                    *id,
+                    Mutex::new(Channel::new(identity.clone(), address.clone())),
+                )
+            })
+            .collect();
+        let controller = Arc::new(Controller {
+            liveness: std::sync::Mutex::new(Liveness::default()),
+            settings,
+            identity,
+            raft,
+            publisher,
+            peers,
+        });
+        if fresh {
+            // A lone voter elects itself as part of initializing.
+            controller.initialize().await?;
+        } else if controller.settings.voters.len() <= 1 {
+            // A lone voter needs nobody's vote: stand now rather than at the first tick.
+            let _ = controller.raft.trigger().elect().await;
+        }
+        tokio::spawn(follow_leadership(controller.clone()));
+        Ok(controller)
+    }
+
+    async fn initialize(&self) -> Result<(), ControllerError> {
+        let members: BTreeMap<u64, BasicNode> = self
+            .settings
+            .voters
+            .iter()
+            .map(|(id, address)| (raft_id(*id), BasicNode::new(address)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(error) => Err(quorum_error(&self.settings, error)),
+        }
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.identity.cluster_id
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.settings.node_id
+    }
+
+    pub(crate) fn raft(&self) -> &RaftNode {
+        &self.raft
+    }
+
+    pub fn settings(&self) -> &ControllerSettings {
+        &self.settings
+    }
+
+    /// The current image; cheap (an `Arc` clone), safe to call on every request.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.publisher.image()
+    }
+
+    /// A receiver that sees every new image (for reconcilers).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.publisher.subscribe()
+    }
+
+    /// The active controller, if one is known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader.map(kafka_id)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.settings.node_id)
+    }
+
+    /// Waits until some node is the active controller (or `timeout` passes).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = metrics.borrow_and_update().current_leader {
+                return Some(kafka_id(leader));
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Proposes `command` through the active controller; returns its outcome once this
+    /// node has applied it (so a reconciler here sees the change before the caller answers).
+    pub async fn submit(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<CommandOutcome, ControllerError> {
+        let (applied, index) = self.submit_indexed(command).await?;
+        self.wait_applied(index, SUBMIT_DEADLINE).await?;
+        applied.map_err(ControllerError::from)
+    }
+
+    /// Proposes here if this node leads, else forwards to the leader; retries through
+    /// elections until the deadline.
+    pub async fn submit_indexed(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(Applied, u64), ControllerError> {
+        let deadline = Instant::now() + SUBMIT_DEADLINE;
+        loop {
+            let attempt = match self.leader() {
+                Some(leader) if leader == self.settings.node_id => {
+                    self.submit_as_leader(command.clone()).await
+                }
+                Some(leader) => self.forward_submit(leader, command.clone()).await,
+                None => Err(ControllerError::Unavailable("no active controller".into())),
+            };
+            match attempt {
+                Err(ControllerError::Unavailable(reason)) if Instant::now() < deadline => {
+                    tracing::debug!(%reason, "metadata command waits for an active controller");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes on this node, which must be the active controller.
+    pub(crate) async fn submit_as_leader(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(Applied, u64), ControllerError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok((response.data, response.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                ControllerError::Unavailable("this node is no longer the active controller".into()),
+            ),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(ControllerError::InvalidRequest(error.to_string()))
+            }
+            Err(RaftError::Fatal(error)) => Err(ControllerError::Storage(error.to_string())),
+        }
+    }
+
+    async fn call_peer(&self, node: NodeId, request: Request) -> Result<Response, ControllerError> {
+        let Some(channel) = self.peers.get(&node) else {
+            return Err(ControllerError::Unavailable(format!(
+                "the active controller {node} is not a configured voter"
+            )));
+        };
+        let timeout = Duration::from_millis(self.settings.request_timeout_ms.max(1));
+        let mut channel = channel.lock().await;
+        channel
+            .call(request, timeout)
+            .await
+            .map_err(|error| ControllerError::Unavailable(format!("controller {node}: {error}")))
+    }
+
+    async fn forward_submit(
+        &self,
+        leader: NodeId,
+        command: MetadataCommand,
+    ) -> Result<(Applied, u64), ControllerError> {
+        match self.call_peer(leader, Request::Submit(command)).await? {
+            Response::Submit(result) => result.map_err(ControllerError::from),
+            _ => Err(ControllerError::Unavailable(
+                "unexpected controller answer".into(),
+            )),
+        }
+    }
+
+    /// Waits until this node has applied the entry at `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), ControllerError> {
+        let mut images = self.subscribe();
+        let wait = images.wait_for(|image| image.applied_index >= index);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ControllerError::Unavailable(format!(
+                "metadata offset {index} was committed but not applied here in time"
+            ))),
+        }
+    }
+
+    /// A broker's liveness report, delivered to the active controller.
+    pub async fn heartbeat(&self, beat: BrokerHeartbeat) -> Result<(), ControllerError> {
+        match self.leader() {
+            Some(leader) if leader == self.settings.node_id => self.heartbeat_as_leader(beat).await,
+            Some(leader) => match self.call_peer(leader, Request::Heartbeat(beat)).await? {
+                Response::Heartbeat(result) => result.map_err(ControllerError::from),
+                _ => Err(ControllerError::Unavailable(
+                    "unexpected controller answer".into(),
+                )),
+            },
+            None => Err(ControllerError::Unavailable("no active controller".into())),
+        }
+    }
+
+    /// Notes the heartbeat; unfences the broker if it is fenced and caught up.
+    pub(crate) async fn heartbeat_as_leader(
+        &self,
+        beat: BrokerHeartbeat,
+    ) -> Result<(), ControllerError> {
+        if !self.is_leader() {
+            return Err(ControllerError::Unavailable(
+                "not the active controller".into(),
+            ));
+        }
+        let unfence = {
+            let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            liveness.heard_from(beat.node_id, Instant::now());
+            liveness.unfence_command(&self.image(), &beat)
+        };
+        if let Some(command) = unfence {
+            tracing::info!(node = beat.node_id, "unfencing a broker that is caught up");
+            let (applied, _) = self.submit_as_leader(command).await?;
+            if let Err(rejection) = applied {
+                tracing::debug!(?rejection, "unfencing raced another change");
+            }
+        }
+        Ok(())
+    }
+
+    /// DescribeQuorum from any node: the active controller's view.
+    pub async fn quorum_status(&self) -> Result<QuorumStatus, ControllerError> {
+        match self.leader() {
+            Some(leader) if leader == self.settings.node_id => self.local_quorum_status(),
+            Some(leader) => match self.call_peer(leader, Request::DescribeQuorum).await? {
+                Response::DescribeQuorum(result) => result.map_err(ControllerError::from),
+                _ => Err(ControllerError::Unavailable(
+                    "unexpected controller answer".into(),
+                )),
+            },
+            None => Err(ControllerError::Unavailable("no active controller".into())),
+        }
+    }
+
+    /// The quorum as this node sees it; only the leader's view is authoritative.
+    pub(crate) fn local_quorum_status(&self) -> Result<QuorumStatus, ControllerError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            return Err(ControllerError::Unavailable(
+                "not the active controller".into(),
+            ));
+        }
+        let high_watermark = metrics.last_applied.map_or(0, |id| id.index as i64 + 1);
+        let leader_end = metrics.last_log_index.map_or(0, |index| index as i64 + 1);
+        let replication = metrics.replication.clone().unwrap_or_default();
+        let liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        let progress = |id: u64| {
+            let node = kafka_id(id);
+            if node == self.settings.node_id {
+                return ReplicaProgress {
+                    replica_id: node,
+                    replica_directory_id: uuid::Uuid::nil(),
+                    log_end_offset: leader_end,
+                    last_fetch_timestamp: now,
+                    last_caught_up_timestamp: now,
+                };
+            }
+            let matched = replication.get(&id).copied().flatten();
+            let (fetched, caught_up) = liveness.replica_times(node);
+            ReplicaProgress {
+                replica_id: node,
+                replica_directory_id: uuid::Uuid::nil(),
+                log_end_offset: matched.map_or(-1, |id| id.index as i64 + 1),
+                last_fetch_timestamp: fetched,
+                last_caught_up_timestamp: caught_up,
+            }
+        };
+        let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().map(progress).collect();
+        let observers = membership.learner_ids().map(progress).collect();
+        let nodes = self
+            .settings
+            .voters
+            .iter()
+            .filter_map(|(id, address)| {
+                let (host, port) = address.rsplit_once(':')?;
+                Some(QuorumNode {
+                    node_id: *id,
+                    listeners: vec![("CONTROLLER".into(), host.to_string(), port.parse().ok()?)],
+                })
+            })
+            .collect();
+        Ok(QuorumStatus {
+            leader_id: self.settings.node_id,
+            leader_epoch: i32::try_from(metrics.current_term).unwrap_or(i32::MAX),
+            high_watermark,
+            voters,
+            observers,
+            nodes,
+        })
+    }
+
+    /// Stops the Raft node (the store stays consistent at any point).
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "metadata quorum shutdown");
+        }
+    }
+}
+
+fn raft_config(settings: &ControllerSettings) -> Result<Config, openraft::ConfigError> {
+    // Kafka's election timeout is the upper bound of the random draw; half of it the lower,
+    // and heartbeats at a tenth so a healthy leader is never suspected.
+    let election_max = settings.election_timeout_ms.max(20);
+    let config = Config {
+        cluster_name: settings.cluster_id.clone(),
+        election_timeout_min: election_max / 2,
+        election_timeout_max: election_max,
+        heartbeat_interval: (election_max / 10).max(5),
+        install_snapshot_timeout: settings.request_timeout_ms.max(1000) * 5,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_interval_entries.max(1)),
+        max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+        ..Config::default()
+    };
+    config.validate()
+}
+
+/// Keeps the published image's controller id equal to the Raft leader, starts the
+/// leader's liveness clock when this node takes over, and notes followers' progress.
+async fn follow_leadership(controller: Arc<Controller>) {
+    let mut metrics = controller.raft.metrics();
+    let mut was_leader = false;
+    loop {
+        let snapshot = metrics.borrow_and_update().clone();
+        if snapshot.running_state.is_err() {
+            tracing::error!("the metadata quorum stopped: {:?}", snapshot.running_state);
+            return;
+        }
+        let leader = snapshot.current_leader.map_or(-1, kafka_id);
+        controller.publisher.set_leader(leader);
+        let is_leader = snapshot.state == ServerState::Leader;
+        {
+            let mut liveness = controller
+                .liveness
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if is_leader && !was_leader {
+                tracing::info!(
+                    term = snapshot.current_term,
+                    "this node is the active controller"
+                );
+                liveness.became_leader(&controller.image(), Instant::now());
+            }
+            if is_leader {
+                liveness.note_replication(&snapshot, now_ms());
+            }
+        }
+        was_leader = is_leader;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

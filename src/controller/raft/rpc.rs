@@ -1,0 +1,152 @@
+//! Controller RPC: the messages voters exchange on the controller listener, and their
+//! framing: `u32 length (big endian) || crc32c || json` ([`super::types::encode`]).
+//!
+//! Every request names the sender's cluster id; a node answers a request from another
+//! cluster with `WrongCluster` and never acts on it, so two clusters that share an address
+//! by mistake cannot mix their logs.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::types::{Applied, TypeConfig, decode, encode};
+use crate::controller::commands::MetadataCommand;
+use crate::controller::quorum_status::QuorumStatus;
+use crate::controller::rejection::Rejection;
+use crate::types::NodeId;
+
+/// Largest frame accepted (snapshots travel in chunks of `snapshot_max_chunk_size`).
+pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub cluster_id: String,
+    pub from: NodeId,
+    pub request: Request,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A command for the active controller (admin requests reach it from any node).
+    Submit(MetadataCommand),
+    /// A broker's liveness report to the active controller.
+    Heartbeat(BrokerHeartbeat),
+    /// The quorum as the active controller sees it (DescribeQuorum from any node).
+    DescribeQuorum,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct BrokerHeartbeat {
+    pub node_id: NodeId,
+    pub broker_epoch: i64,
+    /// The sender's applied metadata offset: a fenced broker is unfenced once caught up.
+    pub applied_index: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The apply result and the entry's index (the proposer waits to have applied it).
+    Submit(Result<(Applied, u64), Rejection>),
+    Heartbeat(Result<(), Rejection>),
+    DescribeQuorum(Result<QuorumStatus, Rejection>),
+    /// The request came from another cluster; the receiver's id is attached.
+    WrongCluster(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("bad frame: {0}")]
+    Codec(#[from] super::types::CodecError),
+}
+
+pub async fn write_frame<W, T>(writer: &mut W, value: &T) -> Result<(), FrameError>
+where
+    W: AsyncWriteExt + Unpin,
+    T: Serialize,
+{
+    let body = encode(value);
+    if body.len() > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    writer.write_all(&frame).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts.
+pub async fn read_frame<R, T>(reader: &mut R) -> Result<Option<T>, FrameError>
+where
+    R: AsyncReadExt + Unpin,
+    T: serde::de::DeserializeOwned,
+{
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let size = u32::from_be_bytes(size) as usize;
+    if size > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(size));
+    }
+    let mut body = vec![0u8; size];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(decode(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_damage_is_refused() {
+        let mut buffer = Vec::new();
+        let beat = BrokerHeartbeat {
+            node_id: 3,
+            broker_epoch: 7,
+            applied_index: 9,
+        };
+        write_frame(&mut buffer, &beat).await.unwrap();
+        let back: BrokerHeartbeat = read_frame(&mut buffer.as_slice()).await.unwrap().unwrap();
+        assert_eq!(
+            (back.node_id, back.broker_epoch, back.applied_index),
+            (3, 7, 9)
+        );
+        let last = buffer.len() - 1;
+        buffer[last] ^= 1;
+        assert!(
+            read_frame::<_, BrokerHeartbeat>(&mut buffer.as_slice())
+                .await
+                .is_err()
+        );
+        let huge = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes();
+        assert!(matches!(
+            read_frame::<_, BrokerHeartbeat>(&mut huge.as_slice()).await,
+            Err(FrameError::TooLarge(_))
+        ));
+        let empty: &[u8] = &[];
+        assert!(
+            read_frame::<_, BrokerHeartbeat>(&mut &*empty)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
