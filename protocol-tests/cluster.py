@@ -624,13 +624,25 @@ class Node:
         assert self.is_running(), f"{self.name} is not running"
         os.kill(self.process.pid, signal.SIGSTOP)
         self.paused = True
+        wait_until(lambda: self.state() in ("T", "t"), 10, what=f"{self.name} to stop")
         log.info("%s: pid %d paused", self.name, self.process.pid)
 
     def resume(self):
         assert self.is_running(), f"{self.name} is not running"
         os.kill(self.process.pid, signal.SIGCONT)
         self.paused = False
+        wait_until(lambda: self.state() not in ("T", "t"), 10, what=f"{self.name} to run")
         log.info("%s: pid %d resumed", self.name, self.process.pid)
+
+    def state(self):
+        """The process state letter from /proc/<pid>/stat (T = stopped), None if down."""
+        if self.process is None:
+            return None
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return None
 
     def wipe(self):
         """Empties the data dir (the node must be down)."""
