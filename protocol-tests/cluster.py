@@ -50,7 +50,9 @@ log = logging.getLogger("kafkaesque.cluster")
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 60.0
-FORM_TIMEOUT_S = 60.0
+# How long a cluster may take to form (every node lists every broker, a controller is
+# named); $CLUSTER_FORM_TIMEOUT_S overrides it.
+FORM_TIMEOUT_S = float(os.environ.get("CLUSTER_FORM_TIMEOUT_S", "60"))
 STOP_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 5.0
 POLL_INTERVAL_S = 0.05
@@ -468,6 +470,7 @@ class Node:
         os.makedirs(self.data_dir, exist_ok=True)
         self.process = None
         self.paused = False
+        self.env = {}  # this node's environment on top of the cluster's (e.g. CLUSTER_ID)
         self.starts = 0
         self.exit_codes = []
         # conftest kills registered brokers at exit and attaches their stderr tails to
@@ -537,6 +540,7 @@ class Node:
         command = self.command()
         env = dict(os.environ, NO_COLOR="1", CLUSTER_ID=self.cluster.cluster_id)
         env.update(self.cluster.env)
+        env.update(self.env)
         with open(self.stderr_path, "ab") as stderr:
             stderr.write(f"\n===== start #{self.starts}: CLUSTER_ID={env['CLUSTER_ID']} "
                          f"{' '.join(command)}\n".encode())
@@ -995,10 +999,16 @@ class Cluster:
                 exists = topic is not None and topic["error"] == NONE
                 if exists != present:
                     raise AssertionError(f"node {node_id}: {topic!r}")
-                if present and partitions is not None \
-                        and len(topic["partitions"]) != partitions:
+                if not present:
+                    continue
+                if partitions is not None and len(topic["partitions"]) != partitions:
                     raise AssertionError(f"node {node_id}: {len(topic['partitions'])} "
                                          f"partitions, want {partitions}")
+                leaderless = [index for index, partition in topic["partitions"].items()
+                              if partition["error"] != NONE or partition["leader"] < 0]
+                if leaderless:
+                    raise AssertionError(f"node {node_id}: no leader for partitions "
+                                         f"{leaderless}: {topic!r}")
             return views
 
         return wait_until(check, timeout_s,

@@ -300,6 +300,9 @@ def pytest_runtest_makereport(item, call):
         return
     brokers = [value for value in getattr(item, "funcargs", {}).values()
                if isinstance(value, Broker)]
+    # Nodes of a cluster.Cluster fixture (possibly module-scoped, started before this test).
+    brokers += [node for value in getattr(item, "funcargs", {}).values()
+                if type(value).__name__ == "Cluster" for node in getattr(value, "nodes", [])]
     brokers += _ALL_BROKERS[getattr(item, "_brokers_before", len(_ALL_BROKERS)):]
     seen = set()
     for broker in brokers:
