@@ -899,7 +899,7 @@ class Cluster:
         lists node_id as a broker (or, with listed=False, no longer does)."""
         def check():
             views = {i: sorted(self.node(i).metadata([])["brokers"])
-                     for i in (on or self.running())}
+                     for i in (self.running() if on is None else on)}
             wrong = {i: v for i, v in views.items() if (node_id in v) != listed}
             if wrong:
                 raise AssertionError(f"brokers per node: {views}")
@@ -912,7 +912,7 @@ class Cluster:
         """{node_id: controller_id from its DescribeCluster} for the given nodes (default
         the running ones); nodes that do not answer are left out."""
         seen = {}
-        for node_id in on or self.running():
+        for node_id in (self.running() if on is None else on):
             try:
                 seen[node_id] = self.node(node_id).describe_cluster()["controller_id"]
             except (OSError, ValueError, rawkafka.ConnectionClosed) as error:
@@ -922,7 +922,7 @@ class Cluster:
     def agreed_controller(self, on=None, exclude=()):
         """The controller id that every given node (default running) names, if they all
         answer and agree on one >= 0 not in exclude; else None."""
-        nodes = list(on or self.running())
+        nodes = list(self.running() if on is None else on)
         seen = self.controllers(nodes)
         values = set(seen.values())
         if len(seen) != len(nodes) or len(values) != 1:
@@ -945,7 +945,7 @@ class Cluster:
         return self.node(node_id).image()
 
     def images(self, on=None):
-        return {node_id: self.metadata_image(node_id) for node_id in (on or self.running())}
+        return {node_id: self.metadata_image(node_id) for node_id in (self.running() if on is None else on)}
 
     def wait_images_equal(self, on=None, timeout_s=30.0, check=None):
         """Polls until every given node (default running) returns the same metadata
@@ -993,7 +993,7 @@ class Cluster:
         none shows it. Returns {node_id: topic view}."""
         def check():
             views = {}
-            for node_id in on or self.running():
+            for node_id in (self.running() if on is None else on):
                 topic = self.node(node_id).metadata([name])["topics"].get(name)
                 views[node_id] = topic
                 exists = topic is not None and topic["error"] == NONE

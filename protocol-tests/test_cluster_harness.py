@@ -263,3 +263,48 @@ def test_wait_until_polls_and_gives_up():
     with pytest.raises(cluster.GiveUp):
         cluster.wait_until(give_up, 30)
     assert len(calls) == before + 1
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """Nodes run fake_cluster_node.py (a stand-in that forms a cluster through shared
+    files) instead of the broker: the harness's cluster logic is tested on its own."""
+    wrapper = tmp_path / "fake-kafkaesque"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} "
+                       f"{os.path.join(HERE, 'fake_cluster_node.py')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("KAFKAESQUE_BIN", str(wrapper))
+
+
+def test_formation_failover_rounds_and_images_on_a_stand_in(stand_in, make_cluster):
+    nodes = make_cluster(3)  # returns once every node lists 3 brokers and a controller
+    assert nodes.active_controller() == 1  # the stand-in's rule: the lowest live id
+    image = nodes.wait_images_equal()
+    assert sorted(image["brokers"]) == [1, 2, 3]
+    assert image["cluster_id"] == nodes.cluster_id
+
+    rounds = [cluster.failover_round(nodes, index) for index in range(3)]
+    for result in rounds:
+        assert result["killed"] == 1 and result["new_controller"] == 2
+        # The stand-in forgets a node 1 s after its last heartbeat.
+        assert 0.5 < result["leader_s"] <= result["topic_s"] < 10, result
+        assert not result["stalled"]
+    summary = cluster.summarise_failovers(rounds)
+    assert summary["rounds"] == 3 and summary["stalls"] == 0
+    image = nodes.wait_images_equal(check=lambda image: len(image["topics"]) == 3)
+    assert all(topic["partitions"][0]["leader"] == 2 for topic in image["topics"].values())
+
+    # A broker that stops is dropped from every survivor's view; its partitions go offline.
+    nodes.create_topic(1, "on-node-1", partitions=2)
+    nodes.wait_topic_everywhere("on-node-1", partitions=2)
+    nodes.kill(1)
+    nodes.wait_broker_listed(1, listed=False, on=[2, 3])
+    offline = nodes.wait_images_equal(on=[2, 3])["topics"]["on-node-1"]["partitions"][0]
+    assert offline["leader"] == -1 and offline["error"] == cluster.LEADER_NOT_AVAILABLE
+    assert nodes.active_controller(on=[2, 3]) == 2
+    nodes.restart(1, wipe=True)  # waits until every node lists it again
+    assert nodes.wait_images_equal()["topics"]["on-node-1"]["partitions"][0]["leader"] == 1
+    nodes.kill(1)
+    nodes.wait_broker_listed(1, listed=False, on=[2, 3])
+    with pytest.raises(AssertionError, match="no leader for partitions"):
+        nodes.wait_topic_everywhere("on-node-1", on=[2], timeout_s=0.5)
