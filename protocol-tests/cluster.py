@@ -935,9 +935,14 @@ class Cluster:
     def active_controller(self, on=None, exclude=(), timeout_s=FORM_TIMEOUT_S):
         """Waits until the given nodes (default running) agree on an active controller
         (not in exclude) and returns its node id."""
-        return wait_until(lambda: self.agreed_controller(on, exclude), timeout_s,
-                          what=f"agreement on an active controller (not {list(exclude)}); "
-                               f"seen {self.controllers(on)}")
+        def agreed():
+            controller_id = self.agreed_controller(on, exclude)
+            if controller_id is None:
+                raise AssertionError(f"controller per node: {self.controllers(on)}")
+            return controller_id
+
+        return wait_until(agreed, timeout_s, what=f"agreement on an active controller "
+                                                  f"(not {list(exclude)})")
 
     # ------------------------------------------------------------ metadata images
 
@@ -945,7 +950,8 @@ class Cluster:
         return self.node(node_id).image()
 
     def images(self, on=None):
-        return {node_id: self.metadata_image(node_id) for node_id in (self.running() if on is None else on)}
+        nodes = self.running() if on is None else on
+        return {node_id: self.metadata_image(node_id) for node_id in nodes}
 
     def wait_images_equal(self, on=None, timeout_s=30.0, check=None):
         """Polls until every given node (default running) returns the same metadata
@@ -975,12 +981,21 @@ class Cluster:
 
     def create_topic(self, via, name, timeout_s=30.0, **kwargs):
         """CreateTopics through node `via`, retried while the quorum has no leader
-        (NOT_CONTROLLER, REQUEST_TIMED_OUT, connection errors); asserts success."""
+        (NOT_CONTROLLER, REQUEST_TIMED_OUT, connection errors); asserts success.
+        TOPIC_ALREADY_EXISTS after such a failure counts as success: the failed attempt
+        may have been committed after all."""
+        failed_before = []
+
         def attempt():
-            error, message = self.node(via).create_topic(name, **kwargs)
-            if error == NONE:
+            try:
+                error, message = self.node(via).create_topic(name, **kwargs)
+            except Exception:
+                failed_before.append(True)
+                raise
+            if error == NONE or (error == TOPIC_ALREADY_EXISTS and failed_before):
                 return True
             if error in (NOT_CONTROLLER, REQUEST_TIMED_OUT):
+                failed_before.append(True)
                 raise RuntimeError(f"error {error}: {message}")
             raise GiveUp(f"CreateTopics {name} via node {via}: error {error} {message}")
 
