@@ -51,6 +51,15 @@ def test_cluster_formed(three):
     assert image["cluster_id"] == three.cluster_id
     controller = three.active_controller()
     assert controller in three.node_ids()
+    for node in three.nodes:  # the same through kafka-python's admin client
+        admin = clients.kp_admin(node)
+        try:
+            described = admin.describe_cluster()
+        finally:
+            admin.close()
+        assert described["cluster_id"] == three.cluster_id
+        assert described["controller_id"] == controller
+        assert sorted(b["node_id"] for b in described["brokers"]) == [1, 2, 3]
 
 
 def test_topics_created_through_each_node_are_visible_everywhere(three, topic):
