@@ -66,11 +66,13 @@ def test_cut_the_active_controller_off_and_heal(make_cluster):
     new_leader = nodes.active_controller(on=others, exclude=(leader,), timeout_s=30)
     print(f"new controller {new_leader} {time.monotonic() - began:.2f} s after cutting "
           f"off {leader}")
-    during = unique("during-cut")
-    nodes.create_topic(others[1], during, partitions=2, timeout_s=30)
-    nodes.wait_topic_everywhere(during, partitions=2, on=others)
+    # Fenced first, so that the new topic is placed on the two reachable brokers only.
     nodes.wait_broker_listed(leader, listed=False, on=others,
                              timeout_s=nodes.session_timeout_ms / 1000 * 3 + 10)
+    during = unique("during-cut")
+    nodes.create_topic(others[1], during, partitions=2, timeout_s=30)
+    views = nodes.wait_topic_everywhere(during, partitions=2, on=others)
+    assert {p["leader"] for p in views[others[0]]["partitions"].values()} <= set(others)
     nodes.wait_images_equal(on=others, check=lambda image: during in image["topics"])
 
     nodes.heal(leader)
