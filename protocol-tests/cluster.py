@@ -374,7 +374,14 @@ class Network:
         return f"{self.prefix}.{node_id}"
 
     def setup(self):
-        """Creates everything; on any failure removes what was made and raises."""
+        """Creates everything; on any failure removes what was made and raises. First
+        removes what earlier runs whose process died without cleaning up left behind."""
+        sweep_dead_networks()
+        os.makedirs(OWNERS_DIR, exist_ok=True)
+        owner = os.path.join(OWNERS_DIR, self.tag)
+        with open(owner, "w") as out:
+            out.write(f"{os.getpid()} {self.count}\n")
+        self.created.append(["rm", "-f", owner])
         try:
             _run(["ip", "link", "add", self.bridge, "type", "bridge"])
             self.created.append(["ip", "link", "del", self.bridge])
@@ -438,6 +445,56 @@ class Network:
                   if f"kq{self.tag}" in line]
         found += [line for line in rules.splitlines() if self.bridge in line]
         return found
+
+
+# Each Network records "<pid> <node count>" in OWNERS_DIR/<tag> while it exists, so that a
+# later run can remove the namespaces of a test process that was killed before teardown.
+OWNERS_DIR = "/run/kafkaesque-cluster-tests"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_networks():
+    """Tears down networks whose creating process is gone; returns their tags."""
+    try:
+        tags = os.listdir(OWNERS_DIR)
+    except FileNotFoundError:
+        return []
+    swept = []
+    for tag in tags:
+        try:
+            with open(os.path.join(OWNERS_DIR, tag)) as source:
+                pid, count = (int(field) for field in source.read().split())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(pid) or len(tag) != 6:
+            continue
+        stale = Network(count)
+        stale.tag = tag
+        stale.bridge = f"kq{tag}b"
+        stale.forward_rule = ["FORWARD", "-i", stale.bridge, "-o", stale.bridge, "-j",
+                              "ACCEPT"]
+        stale.created = []
+        for node_id in range(1, count + 1):
+            stale.created += [["ip", "link", "del", stale.host_link(node_id)],
+                              ["ip", "netns", "del", stale.namespace(node_id)]]
+        stale.created += [["iptables", "-D", *stale.forward_rule],
+                          ["ip", "link", "del", stale.bridge],
+                          ["rm", "-f", os.path.join(OWNERS_DIR, tag)]]
+        for command in stale.created:
+            _run(command, check=False)  # quietly: parts may be gone already
+        stale.created = []
+        log.info("removed the network %s left by dead process %d", tag, pid)
+        swept.append(tag)
+    return swept
 
 
 def namespaces_available():

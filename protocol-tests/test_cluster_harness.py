@@ -178,6 +178,28 @@ def test_network_cut_and_heal(make_cluster):
     assert network.leftovers() == [], "namespaces, links, bridge or rule left behind"
 
 
+def test_networks_of_a_killed_test_process_are_swept():
+    available, reason = cluster.namespaces_available()
+    if not available:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import cluster, time; "
+            "network = cluster.Network(2); network.setup(); print(network.tag, flush=True); "
+            "time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        tag = child.stdout.readline().strip()
+        assert len(tag) == 6, f"child printed {tag!r}"
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    network = cluster.Network(2)
+    network.tag, network.bridge = tag, f"kq{tag}b"
+    assert network.leftovers(), "the killed process's network should still exist"
+    assert tag in cluster.sweep_dead_networks()
+    assert network.leftovers() == []
+    assert not os.path.exists(os.path.join(cluster.OWNERS_DIR, tag))
+
+
 def test_image_of_one_node_from_the_wire(make_cluster, topic):
     nodes = make_cluster(1, wait_formed=False)
     node = nodes.node(1)
