@@ -358,13 +358,14 @@ def make_cluster(data_root):
             available, reason = cluster.namespaces_available()
             if not available:
                 pytest.skip(f"network namespaces unavailable: {reason}")
-        made.append(None)  # a failing constructor still leaves nothing running
-        made[-1] = cluster.Cluster(n, data_root, **kwargs)
+        # A constructor that fails half-way removes its network itself; atexit closes
+        # anything else it registered.
+        nodes = cluster.Cluster(n, data_root, **kwargs)
+        made.append(nodes)
         if start:
-            made[-1].start(wait_formed=wait_formed)
-        return made[-1]
+            nodes.start(wait_formed=wait_formed)
+        return nodes
 
     yield factory
-    for item in made:
-        if item is not None:
-            item.close()
+    for nodes in made:
+        nodes.close()
