@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Failover loop: kill -9 the active controller of a three-node cluster, again and again.
+
+Each round (cluster.failover_round in protocol-tests/cluster.py): find the active
+controller (every node's DescribeCluster agrees), SIGKILL it, measure the time until the
+two survivors agree on a new controller and until a topic can be created through one of
+them, restart the killed node on its ports and data dir and wait until every node lists
+it again. Rounds are bounded (--give-up seconds per wait); a round whose new leader took
+over 10 s counts as a stall.
+
+Prints one line per round and, at the end, min/p50/p90/p99/max of both times and the
+stall count; --json writes the rounds and the summary. Exits 1 if any round stalled or
+failed, or if p99 of the time to a new leader exceeds --p99-target (default 3 s).
+Nodes are stopped by PID; their data dirs and stderr logs are removed unless --keep (and
+kept, with the path printed, after a failure).
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "protocol-tests"))
+import cluster  # noqa: E402  (the protocol tests' harness)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--binary", default=os.environ.get(
+        "KAFKAESQUE_BIN", os.path.join(ROOT, "target", "release", "kafkaesque")))
+    parser.add_argument("--stall-s", type=float, default=10.0,
+                        help="a round with no new leader within this is a stall")
+    parser.add_argument("--give-up", type=float, default=60.0,
+                        help="seconds a round may wait for a leader or a topic")
+    parser.add_argument("--p99-target", type=float, default=3.0)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra node config (repeatable)")
+    parser.add_argument("--json", help="write rounds and summary to this file")
+    parser.add_argument("--keep", action="store_true", help="keep data dirs and logs")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    os.environ["KAFKAESQUE_BIN"] = args.binary
+    overrides = dict(item.split("=", 1) for item in args.override)
+    root = tempfile.mkdtemp(prefix="kafkaesque-failover-")
+    nodes = cluster.Cluster(args.nodes, root, overrides=overrides)
+    rounds, failure = [], None
+    began = time.monotonic()
+    try:
+        nodes.start()
+        print(f"{args.nodes} nodes formed one cluster ({nodes.cluster_id}); "
+              f"{args.rounds} rounds", flush=True)
+        for index in range(args.rounds):
+            result = cluster.failover_round(nodes, index, stall_s=args.stall_s,
+                                            give_up_s=args.give_up)
+            rounds.append(result)
+            print(f"round {index:3d}: killed {result['killed']}, new controller "
+                  f"{result['new_controller']}, leader {result['leader_s'] * 1000:6.0f} ms, "
+                  f"topic {result['topic_s'] * 1000:6.0f} ms"
+                  f"{'  STALL' if result['stalled'] else ''}", flush=True)
+    except (AssertionError, OSError) as error:
+        failure = f"round {len(rounds)} failed: {error}"
+        print(failure, file=sys.stderr)
+        for node in nodes.nodes:
+            print(node.stderr_tail(30), file=sys.stderr)
+    finally:
+        nodes.close()
+    summary = cluster.summarise_failovers(rounds)
+    print(f"\n{cluster.format_summary(summary)}\nwall time {time.monotonic() - began:.0f} s")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"rounds": rounds, "summary": summary, "failure": failure}, out,
+                      indent=2)
+    p99 = summary["leader_s"]["p99"]
+    ok = failure is None and summary["stalls"] == 0 and p99 is not None \
+        and p99 <= args.p99_target
+    if ok and not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(f"data dirs and stderr logs kept in {root}")
+    if p99 is not None and p99 > args.p99_target:
+        print(f"p99 of the time to a new leader {p99:.2f} s exceeds {args.p99_target} s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
