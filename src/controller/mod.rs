@@ -7,8 +7,11 @@
 //! interface, so nothing above this module changes.
 
 pub mod commands;
+pub mod features;
 pub mod image;
 pub mod placement;
+pub mod quorum_provider;
+pub mod quorum_status;
 pub mod store;
 pub mod topic_admin;
 pub mod topic_rules;
@@ -22,6 +25,7 @@ use uuid::Uuid;
 
 pub use commands::{CommandOutcome, MetadataCommand};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+pub use quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
 use store::CommandLog;
 
 #[derive(Debug, Error)]
