@@ -25,7 +25,7 @@ use crate::broker::Broker;
 use crate::controller::quorum_status::{
     CLUSTER_METADATA_PARTITION, CLUSTER_METADATA_TOPIC, NO_LEADER,
 };
-use crate::controller::{QuorumNode, QuorumStatus, ReplicaProgress};
+use crate::controller::{ControllerError, QuorumNode, QuorumStatus, ReplicaProgress};
 
 /// Version 2 added directory ids, the nodes list and error messages.
 const NODES_VERSION_MIN: i16 = 2;
@@ -46,16 +46,18 @@ pub async fn describe_quorum(
         return unknown_partitions(&request, version);
     }
     match broker.controller.quorum_status().await {
-        Err(error) => {
-            let message =
-                (version >= NODES_VERSION_MIN).then(|| StrBytes::from_string(error.to_string()));
-            DescribeQuorumResponse::default()
-                .with_error_code(controller_error(&error).code())
-                .with_error_message(message)
-        }
+        Err(error) => quorum_error(&error, version),
         Ok(status) if !status.has_leader() => not_leader(version),
         Ok(status) => describe(&status, version),
     }
+}
+
+/// The quorum could not be asked: a top-level error, with the cause as its message (v2).
+fn quorum_error(error: &ControllerError, version: i16) -> DescribeQuorumResponse {
+    let message = (version >= NODES_VERSION_MIN).then(|| StrBytes::from_string(error.to_string()));
+    DescribeQuorumResponse::default()
+        .with_error_code(controller_error(error).code())
+        .with_error_message(message)
 }
 
 /// Kafka's check: exactly one topic, `__cluster_metadata`, with exactly one partition, 0.
@@ -143,7 +145,7 @@ fn describe(status: &QuorumStatus, version: i16) -> DescribeQuorumResponse {
     if version < NODES_VERSION_MIN {
         return response;
     }
-    response.with_nodes(status.nodes.iter().map(node).collect())
+    response.with_nodes(nodes(&status.nodes))
 }
 
 fn replica_state(progress: &ReplicaProgress, version: i16) -> ReplicaState {
@@ -158,13 +160,30 @@ fn replica_state(progress: &ReplicaProgress, version: i16) -> ReplicaState {
     state.with_replica_directory_id(progress.replica_directory_id)
 }
 
+/// The v2 nodes list. Both lists are maps in Kafka's schema (keyed by node id, and by
+/// listener name) and the Java admin client collects them into maps, failing on a
+/// duplicate; `RaftVoterEndpoint` also insists on an upper-case, non-empty name (Kafka
+/// normalises listener names to upper case). So: the first entry per key, names in upper
+/// case, nameless listeners left out.
+fn nodes(nodes: &[QuorumNode]) -> Vec<Node> {
+    let mut seen = std::collections::BTreeSet::new();
+    nodes
+        .iter()
+        .filter(|node| seen.insert(node.node_id))
+        .map(node)
+        .collect()
+}
+
 fn node(node: &QuorumNode) -> Node {
+    let mut names = std::collections::BTreeSet::new();
     let listeners = node
         .listeners
         .iter()
+        .map(|(name, host, port)| (name.to_ascii_uppercase(), host, port))
+        .filter(|(name, _, _)| !name.is_empty() && names.insert(name.clone()))
         .map(|(name, host, port)| {
             Listener::default()
-                .with_name(StrBytes::from_string(name.clone()))
+                .with_name(StrBytes::from_string(name))
                 .with_host(StrBytes::from_string(host.clone()))
                 .with_port(*port)
         })
@@ -315,6 +334,54 @@ mod tests {
             );
             assert_eq!(partition.error_code, 6);
             assert_eq!(partition.leader_id, BrokerId(-1));
+        }
+    }
+
+    #[test]
+    fn nodes_are_unique_with_upper_case_named_listeners() {
+        let listener = |name: &str, port| (name.to_string(), "h".to_string(), port);
+        let mut status = status();
+        status.nodes = vec![
+            QuorumNode {
+                node_id: 1,
+                listeners: vec![listener("controller", 1), listener("CONTROLLER", 2)],
+            },
+            QuorumNode {
+                node_id: 1,
+                listeners: vec![listener("OTHER", 3)],
+            },
+            QuorumNode {
+                node_id: 2,
+                listeners: vec![listener("", 4), listener("Sasl", 5)],
+            },
+        ];
+        let decoded = round_trip(&describe(&status, 2), 2);
+        let listed: Vec<(i32, Vec<(&str, u16)>)> = decoded
+            .nodes
+            .iter()
+            .map(|node| {
+                let listeners = node.listeners.iter();
+                let pairs = listeners.map(|l| (l.name.as_str(), l.port)).collect();
+                (node.node_id.0, pairs)
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [(1, vec![("CONTROLLER", 1)]), (2, vec![("SASL", 5)])]
+        );
+    }
+
+    #[test]
+    fn a_quorum_that_cannot_answer_is_a_top_level_error() {
+        for version in 0..=2 {
+            let error = ControllerError::LogPoisoned("disk gone".into());
+            let decoded = round_trip(&quorum_error(&error, version), version);
+            assert_eq!(decoded.error_code, 56, "KAFKA_STORAGE_ERROR");
+            assert!(decoded.topics.is_empty());
+            if version >= 2 {
+                let message = decoded.error_message.as_ref().map(|m| m.as_str());
+                assert!(message.unwrap().contains("disk gone"));
+            }
         }
     }
 }
