@@ -39,6 +39,7 @@ EXPECTED_API_VERSIONS = {
     42: (0, 2),   # DeleteGroups
     37: (0, 3),   # CreatePartitions
     47: (0, 0),   # OffsetDelete
+    55: (0, 2),   # DescribeQuorum
     60: (0, 2),   # DescribeCluster
     75: (0, 0),   # DescribeTopicPartitions
 }

@@ -127,6 +127,13 @@ async fn every_api_and_version_round_trips() {
         let response = call(&broker, &request, version).await;
         assert_eq!(response.error_code, 0);
         assert_eq!(response.api_keys.len(), APIS.len());
+        let finalized = response.finalized_features.iter().map(|f| f.name.as_str());
+        let expected: &[&str] = if version >= 3 {
+            &["metadata.version"]
+        } else {
+            &[]
+        };
+        assert_eq!(finalized.collect::<Vec<_>>(), expected, "v{version}");
     }
     admin_versions(&broker).await;
     let topic_id = broker.image().topic("t").unwrap().id;
@@ -651,6 +658,7 @@ async fn describe_versions(broker: &Broker) {
         assert_eq!(response.error_code, 0);
         assert_eq!(response.brokers.len(), 1);
     }
+    describe_quorum_versions(broker).await;
     let request = DescribeTopicPartitionsRequest::default()
         .with_response_partition_limit(1)
         .with_topics(vec![TopicRequest::default().with_name(name("t"))]);
@@ -673,5 +681,35 @@ async fn describe_versions(broker: &Broker) {
             .collect();
         assert_eq!((page.topics[0].error_code, indexes), (0, expected));
         assert!(page.next_cursor.is_none());
+    }
+}
+
+/// DescribeQuorum on the metadata partition (the status, with v2's nodes) and on another
+/// partition (UNKNOWN_TOPIC_OR_PARTITION), at every version.
+async fn describe_quorum_versions(broker: &Broker) {
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let ask = |topic: &str, partition: i32| {
+        DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(name(topic))
+                .with_partitions(vec![
+                    PartitionData::default().with_partition_index(partition),
+                ]),
+        ])
+    };
+    for version in versions(ApiKey::DescribeQuorum) {
+        let response = call(broker, &ask("__cluster_metadata", 0), version).await;
+        assert_eq!(response.error_code, 0);
+        let partition = &response.topics[0].partitions[0];
+        assert_eq!((partition.error_code, partition.leader_id.0), (0, 1));
+        assert!(partition.leader_epoch >= 1 && partition.high_watermark > 0);
+        assert_eq!(partition.current_voters[0].replica_id.0, 1);
+        assert_eq!(
+            response.nodes.len(),
+            usize::from(version >= 2),
+            "v{version}"
+        );
+        let response = call(broker, &ask("__cluster_metadata", 1), version).await;
+        assert_eq!(response.topics[0].partitions[0].error_code, 3, "v{version}");
     }
 }

@@ -1,12 +1,23 @@
-//! ApiVersions: computed from the one table in `api/mod.rs`.
+//! ApiVersions: computed from the one table in `api/mod.rs`; from v3 on it also carries
+//! the supported and finalized feature levels of `controller::features` (KIP-584).
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{APIS, RequestContext, encode_with_header};
 use crate::broker::Broker;
+use crate::controller::MetadataImage;
+use crate::controller::features;
+
+/// The first version with feature fields (tagged), and the first whose clients accept a
+/// supported range starting at level 0 (KAFKA-17492).
+const FEATURES_VERSION_MIN: i16 = 3;
+const LEVEL_ZERO_VERSION_MIN: i16 = 4;
 
 fn api_list() -> Vec<ApiVersion> {
     APIS.iter()
@@ -20,18 +31,59 @@ fn api_list() -> Vec<ApiVersion> {
 }
 
 pub async fn handle(
-    _broker: &Broker,
+    broker: &Broker,
     context: &RequestContext,
     request: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
     let response = ApiVersionsResponse::default().with_api_keys(api_list());
-    if context.version >= 3
-        && !(valid_software_field(&request.client_software_name)
-            && valid_software_field(&request.client_software_version))
+    if context.version < FEATURES_VERSION_MIN {
+        return response;
+    }
+    if !(valid_software_field(&request.client_software_name)
+        && valid_software_field(&request.client_software_version))
     {
         return response.with_error_code(ResponseError::InvalidRequest.code());
     }
+    with_features(response, &broker.image(), context.version)
+}
+
+/// Adds the feature fields as Kafka's `ApiVersionsResponse.Builder` fills them: supported
+/// ranges (those starting at 0 only from v4 on), finalized levels other than 0 (Kafka
+/// never sends a level-0 finalized feature: a missing one reads as 0), and the epoch.
+fn with_features(
+    response: ApiVersionsResponse,
+    image: &MetadataImage,
+    version: i16,
+) -> ApiVersionsResponse {
+    let supported = features::SUPPORTED
+        .iter()
+        .filter(|feature| feature.min_level > 0 || version >= LEVEL_ZERO_VERSION_MIN)
+        .map(|feature| {
+            SupportedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(feature.name))
+                .with_min_version(feature.min_level)
+                .with_max_version(feature.max_level)
+        })
+        .collect();
+    let finalized = features::finalized(image)
+        .into_iter()
+        .filter(|&(_, level)| level != 0)
+        .map(|(name, level)| {
+            FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_min_version_level(level)
+                .with_max_version_level(level)
+        })
+        .collect();
+    let epoch = features::finalized_epoch(image);
+    assert!(
+        epoch >= 0,
+        "a finalized features epoch of -1 would hide the features"
+    );
     response
+        .with_supported_features(supported)
+        .with_finalized_features(finalized)
+        .with_finalized_features_epoch(epoch)
 }
 
 /// Kafka's `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?` for client software name/version.
@@ -83,5 +135,52 @@ mod tests {
         let versions = body.api_keys.iter().find(|k| k.api_key == 18).unwrap();
         assert_eq!((versions.min_version, versions.max_version), (0, 4));
         assert_eq!(body.api_keys.len(), APIS.len());
+    }
+
+    fn features_round_trip(version: i16) -> ApiVersionsResponse {
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        let image = MetadataImage {
+            applied_index: 12,
+            ..MetadataImage::default()
+        };
+        let response = with_features(ApiVersionsResponse::default(), &image, version);
+        let mut bytes = BytesMut::new();
+        response.encode(&mut bytes, version).unwrap();
+        ApiVersionsResponse::decode(&mut bytes.freeze(), version).unwrap()
+    }
+
+    #[test]
+    fn v4_lists_both_features_and_finalizes_only_nonzero_levels() {
+        let decoded = features_round_trip(4);
+        let supported: Vec<(&str, i16, i16)> = decoded
+            .supported_features
+            .iter()
+            .map(|f| (f.name.as_str(), f.min_version, f.max_version))
+            .collect();
+        assert_eq!(
+            supported,
+            [("metadata.version", 7, 25), ("kraft.version", 0, 0)]
+        );
+        let finalized: Vec<(&str, i16, i16)> = decoded
+            .finalized_features
+            .iter()
+            .map(|f| (f.name.as_str(), f.min_version_level, f.max_version_level))
+            .collect();
+        assert_eq!(finalized, [("metadata.version", 25, 25)]);
+        assert_eq!(decoded.finalized_features_epoch, 12);
+        assert!(!decoded.zk_migration_ready);
+    }
+
+    #[test]
+    fn v3_leaves_out_ranges_that_start_at_zero() {
+        let decoded = features_round_trip(3);
+        let names: Vec<&str> = decoded
+            .supported_features
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["metadata.version"]);
+        assert_eq!(decoded.finalized_features.len(), 1);
+        assert_eq!(decoded.finalized_features_epoch, 12);
     }
 }

@@ -9,6 +9,7 @@ mod admin_topics;
 mod api_versions;
 mod cluster;
 mod configs;
+mod describe_quorum;
 pub mod errors;
 mod fetch;
 mod group_admin;
@@ -73,6 +74,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeConfigs, 1, 4),
     spec(ApiKey::DeleteGroups, 0, 2),
     spec(ApiKey::CreatePartitions, 0, 3),
+    spec(ApiKey::DescribeQuorum, 0, 2),
     spec(ApiKey::DescribeCluster, 0, 2),
     spec(ApiKey::OffsetDelete, 0, 0),
     spec(ApiKey::DescribeTopicPartitions, 0, 0),
@@ -338,6 +340,7 @@ async fn dispatch(
         ApiKey::OffsetDelete => route!(broker, context, body, group_admin::offset_delete),
         ApiKey::InitProducerId => route!(broker, context, body, init_producer_id::handle),
         ApiKey::DescribeConfigs => route!(broker, context, body, configs::describe_configs),
+        ApiKey::DescribeQuorum => route!(broker, context, body, describe_quorum::describe_quorum),
         ApiKey::DescribeCluster => route!(broker, context, body, cluster::describe_cluster),
         ApiKey::DescribeTopicPartitions => {
             route!(broker, context, body, metadata::describe_topic_partitions)

@@ -7,6 +7,7 @@
 //! watch channel; reconcilers act on what is published, never on what they submitted.
 
 pub mod commands;
+pub mod features;
 pub mod image;
 pub mod legacy_import;
 pub mod liveness;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 pub use commands::{CommandOutcome, MetadataCommand};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use quorum::{Controller, ControllerSettings};
+pub use quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {

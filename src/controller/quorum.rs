@@ -336,7 +336,15 @@ impl Controller {
                     "unexpected controller answer".into(),
                 )),
             },
-            None => Err(ControllerError::Unavailable("no active controller".into())),
+            // DescribeQuorum answers NOT_LEADER_OR_FOLLOWER for a quorum without a leader.
+            None => Ok(QuorumStatus {
+                leader_id: super::quorum_status::NO_LEADER,
+                leader_epoch: -1,
+                high_watermark: -1,
+                voters: Vec::new(),
+                observers: Vec::new(),
+                nodes: Vec::new(),
+            }),
         }
     }
 

@@ -1,0 +1,125 @@
+//! The feature levels this node supports and the cluster has finalized (KIP-584), as
+//! ApiVersions v3+ advertises them and `kafka-features describe` lists them.
+//!
+//! The one home of these constants. [`finalized`] takes the image so that the levels can
+//! later live in it (a FeatureLevel command through the quorum, as Kafka's
+//! `FeatureLevelRecord`); today every image is at the levels below.
+//!
+//! A level is advertised only for behaviour that exists here. Kafka 4.0 also has
+//! `group.version` (1 = KIP-848 consumer groups: the Java consumer then uses
+//! ConsumerGroupHeartbeat) and `transaction.version` (2 = KIP-890 transactions): neither
+//! is implemented, so neither is listed. Kafka itself leaves out of SupportedFeatures any
+//! feature whose highest supported level is 0 (`BrokerFeatures.defaultSupportedFeatures`
+//! keeps a feature only when its max is above 0), and a node that does not list a feature
+//! counts as supporting exactly level 0: so leaving them out is how Kafka says "0 only",
+//! and no client takes a missing `group.version` / `transaction.version` as permission.
+
+use super::image::MetadataImage;
+
+pub const METADATA_VERSION: &str = "metadata.version";
+pub const KRAFT_VERSION: &str = "kraft.version";
+
+/// `metadata.version` 3.3-IV3: the lowest level Kafka 4.0 accepts (`MetadataVersion
+/// .MINIMUM_VERSION`); upgrades to 4.x start from 3.3.x.
+pub const METADATA_VERSION_MIN: i16 = 7;
+/// `metadata.version` 4.0-IV3: Kafka 4.0's latest production level, which a cluster
+/// formatted by 4.0 finalizes.
+pub const METADATA_VERSION_MAX: i16 = 25;
+/// The `metadata.version` every image is at (a new Kafka 4.0 cluster's level).
+pub const METADATA_VERSION_FINALIZED: i16 = METADATA_VERSION_MAX;
+
+/// `kraft.version` 0: a static voter set (`controller.quorum.voters`). Level 1 is
+/// KIP-853's dynamic voters (AddRaftVoter / RemoveRaftVoter), which are not implemented.
+pub const KRAFT_VERSION_MIN: i16 = 0;
+pub const KRAFT_VERSION_MAX: i16 = 0;
+pub const KRAFT_VERSION_FINALIZED: i16 = 0;
+
+const _: () = assert!(METADATA_VERSION_MIN <= METADATA_VERSION_FINALIZED);
+const _: () = assert!(METADATA_VERSION_FINALIZED <= METADATA_VERSION_MAX);
+const _: () = assert!(KRAFT_VERSION_MIN <= KRAFT_VERSION_FINALIZED);
+const _: () = assert!(KRAFT_VERSION_FINALIZED <= KRAFT_VERSION_MAX);
+
+/// One feature's supported range on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SupportedFeature {
+    pub name: &'static str,
+    pub min_level: i16,
+    pub max_level: i16,
+}
+
+/// Every feature this node supports, with its range.
+///
+/// `kraft.version` is listed at 0-0 although Kafka drops a feature whose max is 0: it is
+/// a feature every KRaft node has (Kafka 4.0 lists it at 0-1), and listing it is what
+/// makes `kafka-features describe` show it. ApiVersions below v4 leaves it out, as Kafka
+/// does for any feature whose min is 0 (KAFKA-17492: older clients reject such ranges).
+pub const SUPPORTED: &[SupportedFeature] = &[
+    SupportedFeature {
+        name: METADATA_VERSION,
+        min_level: METADATA_VERSION_MIN,
+        max_level: METADATA_VERSION_MAX,
+    },
+    SupportedFeature {
+        name: KRAFT_VERSION,
+        min_level: KRAFT_VERSION_MIN,
+        max_level: KRAFT_VERSION_MAX,
+    },
+];
+
+/// The finalized level of every supported feature in `image`, level 0 included (the
+/// ApiVersions encoder drops level-0 entries from the wire, as Kafka does).
+pub fn finalized(_image: &MetadataImage) -> Vec<(&'static str, i16)> {
+    vec![
+        (METADATA_VERSION, METADATA_VERSION_FINALIZED),
+        (KRAFT_VERSION, KRAFT_VERSION_FINALIZED),
+    ]
+}
+
+/// The epoch of the finalized levels: the metadata offset they were last set at. Until
+/// the levels are records of their own, the image's applied index (it only grows, so a
+/// client never sees the epoch go back). Never -1: -1 on the wire means "no finalized
+/// features".
+pub fn finalized_epoch(image: &MetadataImage) -> i64 {
+    i64::try_from(image.applied_index).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_finalized_level_is_within_its_supported_range() {
+        let image = MetadataImage::default();
+        let levels = finalized(&image);
+        assert_eq!(levels.len(), SUPPORTED.len());
+        for (name, level) in levels {
+            let range = SUPPORTED.iter().find(|f| f.name == name).unwrap();
+            assert!(
+                range.min_level <= level && level <= range.max_level,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unimplemented_features_are_not_advertised() {
+        for name in ["group.version", "transaction.version", "share.version"] {
+            assert!(SUPPORTED.iter().all(|f| f.name != name), "{name}");
+        }
+        let kraft = SUPPORTED.iter().find(|f| f.name == KRAFT_VERSION).unwrap();
+        assert_eq!(
+            kraft.max_level, 0,
+            "KIP-853 dynamic voters are not implemented"
+        );
+    }
+
+    #[test]
+    fn the_epoch_follows_the_applied_index() {
+        let image = MetadataImage {
+            applied_index: 9,
+            ..MetadataImage::default()
+        };
+        assert_eq!(finalized_epoch(&image), 9);
+        assert_eq!(finalized_epoch(&MetadataImage::default()), 0);
+    }
+}
