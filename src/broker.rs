@@ -5,7 +5,6 @@
 //! caller starts the listener. Admin operations go controller-first, then reconcile, so a
 //! topic is ready to serve when CreateTopics answers.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -20,11 +19,10 @@ use crate::replica::ReplicaManager;
 use crate::replica::replica_manager::on_threads;
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
-use crate::types::{NodeId, kafka_uuid_string};
+use crate::types::NodeId;
 
 /// Where the controller keeps its log, named as Kafka names its metadata partition.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
-const META_PROPERTIES: &str = "meta.properties";
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -33,8 +31,9 @@ pub enum BrokerError {
         path: String,
         source: std::io::Error,
     },
-    #[error("meta.properties says node.id {found}, but this broker is configured as {configured}")]
-    NodeIdMismatch { found: String, configured: NodeId },
+    /// The log directory is unformatted, or belongs to another node or cluster.
+    #[error(transparent)]
+    MetaProperties(#[from] crate::meta_properties::MetaPropertiesError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
     /// A stray partition directory could not be set aside: opening partitions over it
@@ -56,7 +55,7 @@ pub struct Broker {
 impl Broker {
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         let config = Arc::new(config);
-        let cluster_id = prepare_data_dir(&config)?;
+        let cluster_id = tokio::task::block_in_place(|| crate::meta_properties::prepare(&config))?;
         let controller = Arc::new(Controller::open(&config.log_dirs.join(METADATA_DIR))?);
         let broker = Broker {
             replicas: ReplicaManager::new(config.clone()),
@@ -169,7 +168,7 @@ impl Broker {
             node_id: self.config.node_id,
             host: self.config.advertised.host.clone(),
             port: i32::from(self.config.advertised.port),
-            rack: self.config.explicit.get("broker.rack").cloned(),
+            rack: self.config.broker_rack.clone(),
         };
         if self.image().brokers.get(&registration.node_id) != Some(&registration) {
             self.controller
@@ -278,42 +277,4 @@ impl Broker {
             tracing::error!(%error, "writing the clean-shutdown marker failed");
         }
     }
-}
-
-/// Creates the data directory and reads (or writes) `meta.properties`; returns the
-/// cluster id. Refuses a directory that belongs to another node id.
-fn prepare_data_dir(config: &BrokerConfig) -> Result<String, BrokerError> {
-    let dir = &config.log_dirs;
-    let io = |source| BrokerError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    };
-    crate::log::durable::create_dir_durably(dir).map_err(io)?;
-    let path = dir.join(META_PROPERTIES);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let properties = crate::config::parse_properties(&text);
-        if let Some(found) = properties.get("node.id")
-            && found.parse::<NodeId>().ok() != Some(config.node_id)
-        {
-            return Err(BrokerError::NodeIdMismatch {
-                found: found.clone(),
-                configured: config.node_id,
-            });
-        }
-        if let Some(cluster_id) = properties.get("cluster.id") {
-            return Ok(cluster_id.clone());
-        }
-    }
-    let cluster_id = kafka_uuid_string(&uuid::Uuid::new_v4());
-    write_meta_properties(dir, &cluster_id, config.node_id).map_err(io)?;
-    Ok(cluster_id)
-}
-
-fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: NodeId) -> std::io::Result<()> {
-    let directory_id = kafka_uuid_string(&uuid::Uuid::new_v4());
-    let text = format!(
-        "#\n#{}\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\ndirectory.id={directory_id}\n",
-        "written by kafkaesque"
-    );
-    crate::log::durable::publish_file(dir, META_PROPERTIES, text.as_bytes())
 }

@@ -1,4 +1,11 @@
 //! `kafkaesque`: start a broker with Kafka-style configuration (see `config.rs`).
+//!
+//! ```text
+//! kafkaesque [--config FILE] [--override key=value]...        run a node
+//! kafkaesque random-uuid                                        print a new cluster id
+//! kafkaesque format -t ID [--config FILE] [--override k=v]... [-g|--ignore-formatted]
+//! ```
+//! `format` is `kafka-storage format`: it writes `meta.properties` into `log.dirs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
+use kafkaesque::meta_properties::{self, FormatOutcome};
 use kafkaesque::replica::{CleanerSettings, LogCleaner, Partition};
 use kafkaesque::server::{self, Shutdown};
 use kafkaesque::types::now_ms;
@@ -13,6 +21,12 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("random-uuid") => return random_uuid(&args[1..]),
+        Some("format") => return format_storage(args.split_off(1)),
+        _ => {}
+    }
     // First, before any thread or log line: on success this does not return.
     let reexec = kafkaesque::allocator::fix_mmap_threshold();
     tracing_subscriber::fmt()
@@ -25,11 +39,53 @@ fn main() -> anyhow::Result<()> {
     if let Err(error) = reexec {
         tracing::warn!(%error, "could not re-execute with a fixed malloc mmap threshold");
     }
-    let config = BrokerConfig::from_args_and_env(std::env::args().skip(1), std::env::vars())?;
+    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(config))
+}
+
+/// `kafkaesque random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
+fn random_uuid(rest: &[String]) -> anyhow::Result<()> {
+    if let Some(extra) = rest.first() {
+        anyhow::bail!("random-uuid takes no arguments (got {extra})");
+    }
+    println!("{}", meta_properties::random_cluster_id());
+    Ok(())
+}
+
+/// `kafkaesque format -t <id> [-g] [--config F] [--override k=v]...`: validates the
+/// configuration and writes `meta.properties` into `log.dirs`.
+fn format_storage(args: Vec<String>) -> anyhow::Result<()> {
+    let mut cluster_id = None;
+    let mut ignore_formatted = false;
+    let mut config_args = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-t" | "--cluster-id" => {
+                let value = args
+                    .next()
+                    .with_context(|| format!("{arg} needs a cluster id"))?;
+                cluster_id = Some(value);
+            }
+            "-g" | "--ignore-formatted" => ignore_formatted = true,
+            _ => config_args.push(arg),
+        }
+    }
+    let cluster_id = cluster_id
+        .context("format needs the cluster id: -t <id> (make one with `kafkaesque random-uuid`)")?;
+    let config = BrokerConfig::from_args_and_env(config_args, std::env::vars())?;
+    match meta_properties::format(&config, &cluster_id, ignore_formatted)? {
+        FormatOutcome::Formatted(dir) => {
+            println!("Formatting {} with cluster.id {cluster_id}.", dir.display());
+        }
+        FormatOutcome::AlreadyFormatted(_) => {
+            println!("All of the log directories are already formatted.");
+        }
+    }
+    Ok(())
 }
 
 async fn run(config: BrokerConfig) -> anyhow::Result<()> {
