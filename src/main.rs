@@ -22,10 +22,18 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("random-uuid") => return random_uuid(&args[1..]),
-        Some("format") => return format_storage(args.split_off(1)),
-        _ => {}
+    let subcommand = match args.first().map(String::as_str) {
+        Some("random-uuid") => Some(random_uuid(&args[1..])),
+        Some("format") => Some(format_storage(args.split_off(1))),
+        _ => None,
+    };
+    if let Some(outcome) = subcommand {
+        // The message alone, as the storage tool prints it, and exit code 1.
+        if let Err(error) = outcome {
+            eprintln!("Error: {error:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     // First, before any thread or log line: on success this does not return.
     let reexec = kafkaesque::allocator::fix_mmap_threshold();
