@@ -383,9 +383,8 @@ fn voters_and_bootstrap_servers_parse_and_name_the_key_when_bad() {
     let servers = parse_bootstrap_servers("a:1, [::1]:2,a:1").unwrap();
     assert_eq!(servers, vec![host_port("a", 1), host_port("::1", 2)]);
     let error = parse_bootstrap_servers("a").unwrap_err();
-    assert!(
-        matches!(&error, ConfigError::Invalid { key, .. } if key == "controller.quorum.bootstrap.servers")
-    );
+    let bootstrap_key = "controller.quorum.bootstrap.servers";
+    assert!(matches!(&error, ConfigError::Invalid { key, .. } if key == bootstrap_key));
     // A controller may find the quorum through bootstrap servers alone (KIP-853).
     let pairs = [
         ("node.id", "1"),
