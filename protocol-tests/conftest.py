@@ -80,7 +80,7 @@ def answers_requests(port, timeout_s=0.5):
 class Broker:
     """One kafkaesque process; start/stop/kill/restart on the same port and data dir."""
 
-    def __init__(self, name, data_root, overrides=None):
+    def __init__(self, name, data_root, overrides=None, env=None):
         self.name = name
         self.port = free_port()
         self.data_dir = os.path.join(data_root, f"{name}-data")
@@ -93,6 +93,8 @@ class Broker:
             "auto.create.topics.enable": "true",
         }
         self.overrides.update(overrides or {})
+        # Extra environment variables (KAFKA_* names, CLUSTER_ID) for the process.
+        self.env = dict(env or {})
         self.process = None
         self.starts = 0
         self.exit_codes = []
@@ -126,6 +128,7 @@ class Broker:
                          .encode())
             stderr.flush()
             env = dict(os.environ, NO_COLOR="1")  # plain log lines in the stderr file
+            env.update(self.env)
             self.process = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
                 cwd=self.data_dir, env=env, preexec_fn=die_with_parent)
@@ -235,15 +238,16 @@ def _unique(prefix):
 
 @pytest.fixture(scope="session")
 def start_broker(data_root):
-    """Factory: start_broker(prefix, {"kafka.config.name": value}) -> a running Broker.
+    """Factory: start_broker(prefix, {"kafka.config.name": value}, env={"NAME": value})
+    -> a running Broker.
 
     Stops every broker it started when the session ends (by PID; SIGKILL if SIGTERM fails).
     Tests should stop their own brokers with .stop() as soon as they are done.
     """
     started = []
 
-    def factory(prefix="broker", overrides=None):
-        broker = Broker(_unique(prefix), data_root, overrides)
+    def factory(prefix="broker", overrides=None, env=None):
+        broker = Broker(_unique(prefix), data_root, overrides, env)
         started.append(broker)
         return broker.start()
 

@@ -5,7 +5,6 @@
 //! caller starts the listener. Admin operations go controller-first, then reconcile, so a
 //! topic is ready to serve when CreateTopics answers.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -21,11 +20,10 @@ use crate::replica::ReplicaManager;
 use crate::replica::replica_manager::on_threads;
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
-use crate::types::{NodeId, kafka_uuid_string};
+use crate::types::NodeId;
 
 /// Where the controller keeps its log, named as Kafka names its metadata partition.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
-const META_PROPERTIES: &str = "meta.properties";
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -34,10 +32,13 @@ pub enum BrokerError {
         path: String,
         source: std::io::Error,
     },
-    #[error("meta.properties says node.id {found}, but this broker is configured as {configured}")]
-    NodeIdMismatch { found: String, configured: NodeId },
+    /// The log directory is unformatted, or belongs to another node or cluster.
+    #[error(transparent)]
+    MetaProperties(#[from] crate::meta_properties::MetaPropertiesError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error("{0}")]
+    Unsupported(String),
     /// A stray partition directory could not be set aside: opening partitions over it
     /// could serve one topic's data as another's, so start-up stops.
     #[error("log directory clean-up: {0}")]
@@ -57,11 +58,32 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+    /// Opens the node. `controller_listener` (bound by the caller) serves controller RPC
+    /// from the moment the quorum starts: voters must hear each other before anyone can
+    /// be elected, and this waits for the quorum.
+    pub async fn open(
+        config: BrokerConfig,
+        controller_listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Arc<Broker>, BrokerError> {
         let config = Arc::new(config);
-        let cluster_id = prepare_data_dir(&config)?;
+        if !config.roles.controller {
+            return Err(BrokerError::Unsupported(
+                "process.roles=broker (a broker that is not a controller voter) is not \
+                 supported yet: run every node as broker,controller"
+                    .into(),
+            ));
+        }
+        let cluster_id = tokio::task::block_in_place(|| crate::meta_properties::prepare(&config))?;
         let metadata_dir = config.log_dirs.join(METADATA_DIR);
+        let stopping = tokio::sync::watch::channel(false).0;
         let controller = Controller::start(controller_settings(&config, &cluster_id)).await?;
+        if let Some(listener) = controller_listener {
+            tokio::spawn(crate::controller::raft::server::serve(
+                listener,
+                controller.clone(),
+                Shutdown::from_receiver(stopping.subscribe()),
+            ));
+        }
         crate::controller::legacy_import::import_if_present(&controller, &metadata_dir).await?;
         let broker = Broker {
             reconciled: tokio::sync::watch::channel(0).0,
@@ -82,7 +104,7 @@ impl Broker {
             ),
             controller,
             config,
-            stopping: tokio::sync::watch::channel(false).0,
+            stopping,
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
@@ -171,6 +193,12 @@ impl Broker {
     async fn bootstrap(&self, cluster_id: String) -> Result<(), ControllerError> {
         const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
         while self.controller.wait_for_leader(LOG_EVERY).await.is_none() {
+            if let Some(reason) = self.controller.failure() {
+                return Err(ControllerError::Quorum {
+                    path: METADATA_DIR.into(),
+                    reason,
+                });
+            }
             tracing::info!("waiting for the metadata quorum to elect an active controller");
         }
         if self.image().cluster_id.is_empty() {
@@ -190,11 +218,19 @@ impl Broker {
                 theirs,
             });
         }
+        if !self.config.roles.broker {
+            // A controller-only node votes and serves controller RPC; it is no broker.
+            tokio::spawn(crate::controller::liveness::run_fencing(
+                self.controller.clone(),
+                self.shutdown_signal(),
+            ));
+            return Ok(());
+        }
         let registration = BrokerRegistration {
             node_id: self.config.node_id,
             host: self.config.advertised.host.clone(),
             port: i32::from(self.config.advertised.port),
-            rack: self.config.explicit.get("broker.rack").cloned(),
+            rack: self.config.broker_rack.clone(),
             epoch: 0,
             fenced: true,
         };
@@ -216,7 +252,7 @@ impl Broker {
     }
 
     fn config_heartbeat_interval_ms(&self) -> u64 {
-        2000
+        self.config.broker_heartbeat_interval_ms
     }
 
     /// Heartbeats at once (not a whole interval later) until the image shows this broker
@@ -375,53 +411,30 @@ async fn reconcile_images(broker: Arc<Broker>) {
     }
 }
 
+/// openraft snapshots by entry count; Kafka's `metadata.log.max.record.bytes.between.snapshots`
+/// is in bytes. Our commands average a few hundred bytes of JSON.
+const METADATA_RECORD_BYTES_ASSUMED: u64 = 256;
+
 fn controller_settings(config: &BrokerConfig, cluster_id: &str) -> ControllerSettings {
     ControllerSettings {
         node_id: config.node_id,
         cluster_id: cluster_id.to_string(),
         dir: config.log_dirs.join(METADATA_DIR),
-        voters: [(config.node_id, String::new())].into_iter().collect(),
-        election_timeout_ms: 1000,
-        request_timeout_ms: 2000,
-        snapshot_interval_entries: 1000,
-        session_timeout_ms: 9000,
+        // No voters configured: this node alone, with no controller address.
+        voters: if config.quorum_voters.is_empty() {
+            [(config.node_id, String::new())].into_iter().collect()
+        } else {
+            config
+                .quorum_voters
+                .iter()
+                .map(|(id, address)| (*id, address.to_string()))
+                .collect()
+        },
+        election_timeout_ms: config.quorum_election_timeout_ms,
+        request_timeout_ms: config.quorum_request_timeout_ms,
+        snapshot_interval_entries: (config.metadata_log_max_record_bytes_between_snapshots
+            / METADATA_RECORD_BYTES_ASSUMED)
+            .max(1),
+        session_timeout_ms: config.broker_session_timeout_ms,
     }
-}
-
-/// Creates the data directory and reads (or writes) `meta.properties`; returns the
-/// cluster id. Refuses a directory that belongs to another node id.
-fn prepare_data_dir(config: &BrokerConfig) -> Result<String, BrokerError> {
-    let dir = &config.log_dirs;
-    let io = |source| BrokerError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    };
-    crate::log::durable::create_dir_durably(dir).map_err(io)?;
-    let path = dir.join(META_PROPERTIES);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let properties = crate::config::parse_properties(&text);
-        if let Some(found) = properties.get("node.id")
-            && found.parse::<NodeId>().ok() != Some(config.node_id)
-        {
-            return Err(BrokerError::NodeIdMismatch {
-                found: found.clone(),
-                configured: config.node_id,
-            });
-        }
-        if let Some(cluster_id) = properties.get("cluster.id") {
-            return Ok(cluster_id.clone());
-        }
-    }
-    let cluster_id = kafka_uuid_string(&uuid::Uuid::new_v4());
-    write_meta_properties(dir, &cluster_id, config.node_id).map_err(io)?;
-    Ok(cluster_id)
-}
-
-fn write_meta_properties(dir: &Path, cluster_id: &str, node_id: NodeId) -> std::io::Result<()> {
-    let directory_id = kafka_uuid_string(&uuid::Uuid::new_v4());
-    let text = format!(
-        "#\n#{}\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\ndirectory.id={directory_id}\n",
-        "written by kafkaesque"
-    );
-    crate::log::durable::publish_file(dir, META_PROPERTIES, text.as_bytes())
 }

@@ -4,6 +4,18 @@
 //! `KAFKA_`-style environment variables (`KAFKA_LOG_DIRS` -> `log.dirs`, `__` -> `_`,
 //! `___` -> `-`, as the common Kafka images do), and `--override key=value` flags.
 //! The raw map is kept so DescribeConfigs can tell which keys the operator set.
+//! `CLUSTER_ID` in the environment (as the official images read it) is kept apart in
+//! [`BrokerConfig::cluster_id_env`]; `meta_properties` decides what it means.
+//!
+//! Node topology follows Kafka's KRaft settings and `KafkaConfig.validateValues` rules:
+//! `process.roles`, `listeners` (a list), `advertised.listeners`, `controller.listener.names`,
+//! `listener.security.protocol.map`, `inter.broker.listener.name`,
+//! `controller.quorum.voters` and `controller.quorum.bootstrap.servers`. Two departures,
+//! both so that `kafkaesque` with no configuration stays a working single node:
+//! - `process.roles` defaults to `broker,controller` and `node.id` to 1 (Kafka requires both).
+//! - With neither voters nor bootstrap servers set, the quorum is this node alone (Kafka
+//!   refuses that); such a single voter needs no controller listener. See
+//!   [`BrokerConfig::quorum_voters`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +23,10 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::types::NodeId;
+
+mod topology;
+
+use topology::Topology;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -27,9 +43,44 @@ pub enum ConfigError {
     },
     #[error("bad command line: {0}")]
     Usage(String),
+    /// Settings that are each valid but do not fit together (Kafka's `validateValues`).
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
 }
 
-/// Where one listener accepts clients.
+/// `process.roles`: what this process does. Kafka 4 requires the key; our default is both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessRoles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl ProcessRoles {
+    pub const COMBINED: ProcessRoles = ProcessRoles {
+        broker: true,
+        controller: true,
+    };
+}
+
+/// A `host:port` pair (quorum voters, bootstrap servers).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One listener: its name (upper case, as Kafka normalises it), host and port. An empty
+/// host in `listeners` means every interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub name: String,
@@ -37,13 +88,76 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Endpoint {
+    pub fn host_port(&self) -> HostPort {
+        HostPort {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.name, self.host_port())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
     /// Every key the operator set (file, env, flags), for DescribeConfigs sources.
     pub explicit: BTreeMap<String, String>,
     pub node_id: NodeId,
+    /// `process.roles`
+    pub roles: ProcessRoles,
+    /// The listener clients use: the inter-broker listener when this node is a broker,
+    /// else (controller only) the controller listener, the one endpoint it has.
     pub listener: Endpoint,
+    /// How `listener` is advertised (its entry of `advertised_listeners`).
     pub advertised: Endpoint,
+    /// `listeners`, in the order given; names are distinct.
+    pub listeners: Vec<Endpoint>,
+    /// One entry per listener, in the same order: its `advertised.listeners` entry, or the
+    /// listener itself. A listener bound to every interface (empty host, `0.0.0.0`, `::`)
+    /// with no advertised entry is advertised under this machine's host name
+    /// (`/proc/sys/kernel/hostname`, else `localhost`), as Kafka advertises the canonical
+    /// host name; Kafka refuses `0.0.0.0` there, we allow it for the embedded use.
+    pub advertised_listeners: Vec<Endpoint>,
+    /// `controller.listener.names` (upper case); empty for the embedded single voter.
+    pub controller_listener_names: Vec<String>,
+    /// The listener named first in `controller.listener.names`, if this node has it
+    /// (a broker-only node does not: it only connects to controllers).
+    pub controller_listener: Option<Endpoint>,
+    /// `listener.security.protocol.map` as in effect: Kafka's default map, plus
+    /// `<controller listener>:PLAINTEXT` for each controller listener name when the key is
+    /// not set (Kafka's KRaft rule). Only PLAINTEXT listeners are accepted.
+    pub listener_security_protocol_map: BTreeMap<String, String>,
+    /// `inter.broker.listener.name` (default PLAINTEXT, from `security.inter.broker.protocol`).
+    pub inter_broker_listener_name: String,
+    /// `controller.quorum.voters`. Empty (with `quorum_bootstrap_servers` empty too) means
+    /// the single voter is this node and has no address: the embedded default, where no
+    /// controller listener is needed. A node with the controller role is among the voters.
+    pub quorum_voters: BTreeMap<NodeId, HostPort>,
+    /// `controller.quorum.bootstrap.servers`
+    pub quorum_bootstrap_servers: Vec<HostPort>,
+    /// `broker.session.timeout.ms`
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`
+    pub broker_heartbeat_interval_ms: u64,
+    /// `controller.quorum.election.timeout.ms`
+    pub quorum_election_timeout_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`
+    pub quorum_fetch_timeout_ms: u64,
+    /// `controller.quorum.request.timeout.ms`
+    pub quorum_request_timeout_ms: u64,
+    /// `metadata.log.max.snapshot.interval.ms`
+    pub metadata_log_max_snapshot_interval_ms: u64,
+    /// `metadata.log.max.record.bytes.between.snapshots`
+    pub metadata_log_max_record_bytes_between_snapshots: u64,
+    /// `broker.rack`
+    pub broker_rack: Option<String>,
+    /// `CLUSTER_ID` from the environment (already checked to be a Kafka UUID string).
+    pub cluster_id_env: Option<String>,
     pub log_dirs: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -94,6 +208,9 @@ pub struct BrokerConfig {
     pub cleaner_dedupe_buffer_bytes: u64,
 }
 
+/// The environment variable the official images read the cluster id from.
+pub const CLUSTER_ID_ENV: &str = "CLUSTER_ID";
+
 /// Upper bound of `num.recovery.threads.per.data.dir` (each is an OS thread).
 const RECOVERY_THREADS_MAX: usize = 256;
 
@@ -129,8 +246,11 @@ impl BrokerConfig {
                 other => return Err(ConfigError::Usage(format!("unknown argument {other}"))),
             }
         }
+        let mut cluster_id_env = None;
         for (name, value) in env {
-            if let Some(key) = env_key(&name) {
+            if name == CLUSTER_ID_ENV {
+                cluster_id_env = Some(value);
+            } else if let Some(key) = env_key(&name) {
                 explicit.insert(key, value);
             }
         }
@@ -140,21 +260,74 @@ impl BrokerConfig {
                 .ok_or_else(|| ConfigError::Usage(format!("--override wants key=value: {item}")))?;
             explicit.insert(key.trim().to_string(), value.trim().to_string());
         }
-        BrokerConfig::from_map(explicit)
+        BrokerConfig::from_sources(explicit, cluster_id_env)
     }
 
+    /// The configuration from explicit keys alone (no `CLUSTER_ID`).
     pub fn from_map(explicit: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_sources(explicit, None)
+    }
+
+    /// The configuration from explicit keys and the `CLUSTER_ID` environment variable
+    /// (an empty one counts as unset).
+    pub fn from_sources(
+        explicit: BTreeMap<String, String>,
+        cluster_id_env: Option<String>,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let cluster_id_env = cluster_id_env
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty());
+        if let Some(id) = &cluster_id_env {
+            check_cluster_id(id).map_err(|reason| ConfigError::Invalid {
+                key: CLUSTER_ID_ENV.into(),
+                value: id.clone(),
+                reason,
+            })?;
+        }
         let get = |key: &str| explicit.get(key).map(String::as_str);
-        let listeners = get("listeners").unwrap_or("PLAINTEXT://127.0.0.1:9092");
-        let listener = parse_listener("listeners", listeners)?;
-        let advertised = match get("advertised.listeners") {
-            Some(value) => parse_listener("advertised.listeners", value)?,
-            None => listener.clone(),
-        };
+        let node_id = parse(&explicit, "node.id", 1)?;
+        let topology = Topology::parse(&explicit, node_id)?;
         let config = BrokerConfig {
-            node_id: parse(&explicit, "node.id", 1)?,
-            listener,
-            advertised,
+            node_id,
+            roles: topology.roles,
+            listener: topology.listener,
+            advertised: topology.advertised,
+            listeners: topology.listeners,
+            advertised_listeners: topology.advertised_listeners,
+            controller_listener_names: topology.controller_listener_names,
+            controller_listener: topology.controller_listener,
+            listener_security_protocol_map: topology.protocol_map,
+            inter_broker_listener_name: topology.inter_broker_listener_name,
+            quorum_voters: topology.quorum_voters,
+            quorum_bootstrap_servers: topology.quorum_bootstrap_servers,
+            broker_session_timeout_ms: parse(&explicit, "broker.session.timeout.ms", 9_000)?,
+            broker_heartbeat_interval_ms: parse(&explicit, "broker.heartbeat.interval.ms", 2_000)?,
+            quorum_election_timeout_ms: parse(
+                &explicit,
+                "controller.quorum.election.timeout.ms",
+                1_000,
+            )?,
+            quorum_fetch_timeout_ms: parse(&explicit, "controller.quorum.fetch.timeout.ms", 2_000)?,
+            quorum_request_timeout_ms: parse(
+                &explicit,
+                "controller.quorum.request.timeout.ms",
+                2_000,
+            )?,
+            metadata_log_max_snapshot_interval_ms: parse(
+                &explicit,
+                "metadata.log.max.snapshot.interval.ms",
+                3_600_000,
+            )?,
+            metadata_log_max_record_bytes_between_snapshots: parse(
+                &explicit,
+                "metadata.log.max.record.bytes.between.snapshots",
+                20_971_520,
+            )?,
+            broker_rack: get("broker.rack")
+                .map(str::trim)
+                .filter(|rack| !rack.is_empty())
+                .map(String::from),
+            cluster_id_env,
             log_dirs: PathBuf::from(
                 get("log.dirs")
                     .or(get("log.dir"))
@@ -273,6 +446,43 @@ impl BrokerConfig {
             let key = "num.recovery.threads.per.data.dir";
             return Err(invalid(key, value, "must be 1..=256"));
         }
+        self.validate_quorum_timing()
+    }
+
+    /// Timers the quorum and broker heartbeats run on: zero would spin.
+    fn validate_quorum_timing(&self) -> Result<(), ConfigError> {
+        let timers = [
+            ("broker.session.timeout.ms", self.broker_session_timeout_ms),
+            (
+                "broker.heartbeat.interval.ms",
+                self.broker_heartbeat_interval_ms,
+            ),
+            (
+                "controller.quorum.election.timeout.ms",
+                self.quorum_election_timeout_ms,
+            ),
+            (
+                "controller.quorum.fetch.timeout.ms",
+                self.quorum_fetch_timeout_ms,
+            ),
+            (
+                "controller.quorum.request.timeout.ms",
+                self.quorum_request_timeout_ms,
+            ),
+            (
+                "metadata.log.max.snapshot.interval.ms",
+                self.metadata_log_max_snapshot_interval_ms,
+            ),
+        ];
+        for (key, value) in timers {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    value: "0".into(),
+                    reason: "must be >= 1".into(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -362,27 +572,24 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// `PLAINTEXT://host:port` (first entry of a list). Empty host means all interfaces.
-fn parse_listener(key: &str, value: &str) -> Result<Endpoint, ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        key: key.into(),
-        value: value.into(),
-        reason: reason.into(),
-    };
-    let first = value.split(',').next().unwrap_or("").trim();
-    let (name, address) = first
-        .split_once("://")
-        .ok_or_else(|| invalid("want NAME://host:port"))?;
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| invalid("missing port"))?;
-    let port: u16 = port.parse().map_err(|_| invalid("bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(Endpoint {
-        name: name.to_string(),
-        host: host.to_string(),
-        port,
-    })
+/// Checks a cluster id as Kafka writes one: a 16-byte UUID in URL-safe base64 without
+/// padding, 22 characters (`kafkaesque random-uuid`, `kafka-storage random-uuid`).
+pub fn check_cluster_id(id: &str) -> Result<(), String> {
+    const LENGTH: usize = 22;
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if id.chars().count() != LENGTH {
+        return Err(format!(
+            "a cluster id is {LENGTH} characters of URL-safe base64 (a 16-byte UUID, as \
+             `kafkaesque random-uuid` prints), not {}",
+            id.chars().count()
+        ));
+    }
+    if let Some(bad) = id.chars().find(|c| !valid(*c)) {
+        return Err(format!(
+            "{bad:?} is not a URL-safe base64 character (A-Z a-z 0-9 - _)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -474,6 +681,115 @@ mod tests {
         assert_eq!(env_key("KAFKA_A__B___C").as_deref(), Some("a_b-c"));
         assert_eq!(env_key("KAFKA_HEAP_OPTS"), None);
         assert_eq!(env_key("HOME"), None);
+    }
+
+    #[test]
+    fn the_official_image_env_names_map_to_kafka_keys() {
+        let names = [
+            ("KAFKA_NODE_ID", "node.id"),
+            ("KAFKA_PROCESS_ROLES", "process.roles"),
+            ("KAFKA_LISTENERS", "listeners"),
+            ("KAFKA_ADVERTISED_LISTENERS", "advertised.listeners"),
+            ("KAFKA_CONTROLLER_QUORUM_VOTERS", "controller.quorum.voters"),
+            (
+                "KAFKA_CONTROLLER_LISTENER_NAMES",
+                "controller.listener.names",
+            ),
+            (
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                "listener.security.protocol.map",
+            ),
+            (
+                "KAFKA_INTER_BROKER_LISTENER_NAME",
+                "inter.broker.listener.name",
+            ),
+            (
+                "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+                "offsets.topic.replication.factor",
+            ),
+        ];
+        for (env, key) in names {
+            assert_eq!(env_key(env).as_deref(), Some(key), "{env}");
+        }
+        assert_eq!(
+            env_key("CLUSTER_ID"),
+            None,
+            "not a KAFKA_ name: read on its own"
+        );
+    }
+
+    #[test]
+    fn a_node_configures_from_the_official_image_environment() {
+        let env = [
+            ("KAFKA_NODE_ID", "3"),
+            ("KAFKA_PROCESS_ROLES", "broker,controller"),
+            (
+                "KAFKA_LISTENERS",
+                "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093",
+            ),
+            ("KAFKA_ADVERTISED_LISTENERS", "PLAINTEXT://kafka-3:9092"),
+            (
+                "KAFKA_CONTROLLER_QUORUM_VOTERS",
+                "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093",
+            ),
+            ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
+            (
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ),
+            ("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT"),
+            ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "3"),
+            ("CLUSTER_ID", "MkU3OEVBNTcwNTJENDM2Qk"),
+        ];
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = BrokerConfig::from_args_and_env(vec![], env).unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.roles, ProcessRoles::COMBINED);
+        assert_eq!(config.listener.port, 29092);
+        assert_eq!(config.advertised.host, "kafka-3");
+        assert_eq!(config.advertised.port, 9092);
+        assert_eq!(
+            config.controller_listener.as_ref().map(|l| l.port),
+            Some(29093)
+        );
+        assert_eq!(config.quorum_voters.len(), 3);
+        assert_eq!(config.quorum_voters[&2].host, "kafka-2");
+        assert_eq!(config.inter_broker_listener_name, "PLAINTEXT");
+        assert_eq!(config.offsets_topic_replication_factor, 3);
+        assert_eq!(
+            config.cluster_id_env.as_deref(),
+            Some("MkU3OEVBNTcwNTJENDM2Qk")
+        );
+        assert!(!config.explicit.contains_key("cluster.id"));
+    }
+
+    #[test]
+    fn cluster_ids_are_kafka_uuid_strings() {
+        assert!(check_cluster_id("MkU3OEVBNTcwNTJENDM2Qk").is_ok());
+        assert!(check_cluster_id("5L6g3nShT-eMCtK--X86sw").is_ok());
+        let id = crate::types::kafka_uuid_string(&uuid::Uuid::new_v4());
+        assert!(check_cluster_id(&id).is_ok());
+        assert!(
+            check_cluster_id("short")
+                .unwrap_err()
+                .contains("22 characters")
+        );
+        assert!(check_cluster_id("MkU3OEVBNTcwNTJENDM2Q=").is_err());
+        assert!(check_cluster_id("MkU3OEVBNTcwNTJENDM2Q/").is_err());
+        assert!(check_cluster_id("MkU3OEVBNTcwNTJENDM2Qkk").is_err());
+        let with = |id: &str| {
+            let env = vec![("CLUSTER_ID".to_string(), id.to_string())];
+            BrokerConfig::from_args_and_env(vec![], env)
+        };
+        assert!(matches!(
+            with("not-a-cluster-id"),
+            Err(ConfigError::Invalid { key, .. }) if key == "CLUSTER_ID"
+        ));
+        assert_eq!(
+            with("  ").unwrap().cluster_id_env,
+            None,
+            "empty counts as unset"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   commands that change it.
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
+//! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`allocator`]: glibc malloc's mmap threshold fixed at start-up, so memory freed
 //!   after a burst goes back to the OS.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod config;
 pub mod controller;
 pub mod group;
 pub mod log;
+pub mod meta_properties;
 pub mod replica;
 pub mod server;
 pub mod topic_config;

@@ -1,4 +1,11 @@
 //! `kafkaesque`: start a broker with Kafka-style configuration (see `config.rs`).
+//!
+//! ```text
+//! kafkaesque [--config FILE] [--override key=value]...        run a node
+//! kafkaesque random-uuid                                        print a new cluster id
+//! kafkaesque format -t ID [--config FILE] [--override k=v]... [-g|--ignore-formatted]
+//! ```
+//! `format` is `kafka-storage format`: it writes `meta.properties` into `log.dirs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
+use kafkaesque::meta_properties::{self, FormatOutcome};
 use kafkaesque::replica::{CleanerSettings, LogCleaner, Partition};
 use kafkaesque::server::{self, Shutdown};
 use kafkaesque::types::now_ms;
@@ -13,6 +21,20 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let subcommand = match args.first().map(String::as_str) {
+        Some("random-uuid") => Some(random_uuid(&args[1..])),
+        Some("format") => Some(format_storage(args.split_off(1))),
+        _ => None,
+    };
+    if let Some(outcome) = subcommand {
+        // The message alone, as the storage tool prints it, and exit code 1.
+        if let Err(error) = outcome {
+            eprintln!("Error: {error:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     // First, before any thread or log line: on success this does not return.
     let reexec = kafkaesque::allocator::fix_mmap_threshold();
     tracing_subscriber::fmt()
@@ -26,18 +48,60 @@ fn main() -> anyhow::Result<()> {
     if let Err(error) = reexec {
         tracing::warn!(%error, "could not re-execute with a fixed malloc mmap threshold");
     }
-    let config = BrokerConfig::from_args_and_env(std::env::args().skip(1), std::env::vars())?;
+    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(config))
 }
 
+/// `kafkaesque random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
+fn random_uuid(rest: &[String]) -> anyhow::Result<()> {
+    if let Some(extra) = rest.first() {
+        anyhow::bail!("random-uuid takes no arguments (got {extra})");
+    }
+    println!("{}", meta_properties::random_cluster_id());
+    Ok(())
+}
+
+/// `kafkaesque format -t <id> [-g] [--config F] [--override k=v]...`: validates the
+/// configuration and writes `meta.properties` into `log.dirs`.
+fn format_storage(args: Vec<String>) -> anyhow::Result<()> {
+    let mut cluster_id = None;
+    let mut ignore_formatted = false;
+    let mut config_args = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-t" | "--cluster-id" => {
+                let value = args
+                    .next()
+                    .with_context(|| format!("{arg} needs a cluster id"))?;
+                cluster_id = Some(value);
+            }
+            "-g" | "--ignore-formatted" => ignore_formatted = true,
+            _ => config_args.push(arg),
+        }
+    }
+    let cluster_id = cluster_id
+        .context("format needs the cluster id: -t <id> (make one with `kafkaesque random-uuid`)")?;
+    let config = BrokerConfig::from_args_and_env(config_args, std::env::vars())?;
+    match meta_properties::format(&config, &cluster_id, ignore_formatted)? {
+        FormatOutcome::Formatted(dir) => {
+            println!("Formatting {} with cluster.id {cluster_id}.", dir.display());
+        }
+        FormatOutcome::AlreadyFormatted(_) => {
+            println!("All of the log directories are already formatted.");
+        }
+    }
+    Ok(())
+}
+
 async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     // Installed before the port opens: start-up (log recovery, fsyncs) takes a while after
     // the listener is bound, and a SIGTERM in that window must still mean a clean stop
     // (flush, snapshots, clean-shutdown marker), not the default kill.
-    let terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let address = format!(
         "{}:{}",
         bind_host(&config.listener.host),
@@ -46,7 +110,28 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&address)
         .await
         .with_context(|| format!("bind {address}"))?;
-    let broker = Broker::open(config).await?;
+    let mut listener = Some(listener);
+    let controller_listener = match &config.controller_listener {
+        // A controller-only node's `listener` is its controller listener: bound above.
+        Some(_) if !config.roles.broker => listener.take(),
+        Some(endpoint) => {
+            let address = format!("{}:{}", bind_host(&endpoint.host), endpoint.port);
+            let bound = TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("bind controller listener {address}"))?;
+            Some(bound)
+        }
+        None => None,
+    };
+    // Opening waits for the quorum: a SIGTERM meanwhile stops the node (nothing was
+    // accepted yet, no partition is open).
+    let broker = tokio::select! {
+        opened = Broker::open(config, controller_listener) => opened?,
+        _ = wait_for_signal(&mut terminate) => {
+            tracing::info!("stopped before the node joined its cluster");
+            return Ok(());
+        }
+    };
     let shutdown = broker.shutdown_signal();
     tokio::spawn(maintenance(broker.clone(), shutdown.clone()));
     tokio::spawn(group_timers(broker.clone(), shutdown.clone()));
@@ -58,11 +143,13 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         data = %broker.config.log_dirs.display(),
         "broker started"
     );
-    let serving = tokio::spawn(server::serve(listener, broker.clone(), shutdown));
-    wait_for_signal(terminate).await;
+    let serving = listener.map(|listener| tokio::spawn(server::serve(listener, broker.clone(), shutdown)));
+    wait_for_signal(&mut terminate).await;
     tracing::info!("shutting down");
     broker.begin_shutdown();
-    let _ = serving.await;
+    if let Some(serving) = serving {
+        let _ = serving.await;
+    }
     // Before the final flush: a running pass stops at its next batch, changing nothing.
     tokio::task::block_in_place(|| cleaner.stop());
     tokio::task::block_in_place(|| broker.shut_down_logs());
@@ -85,7 +172,7 @@ fn bind_host(host: &str) -> &str {
     if host.is_empty() { "0.0.0.0" } else { host }
 }
 
-async fn wait_for_signal(mut terminate: Signal) {
+async fn wait_for_signal(terminate: &mut Signal) {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

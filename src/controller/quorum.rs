@@ -178,6 +178,15 @@ impl Controller {
         self.leader() == Some(self.settings.node_id)
     }
 
+    /// Why the Raft node stopped, if it did (a storage error: it serves no more metadata
+    /// changes until restarted).
+    pub fn failure(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     /// Waits until some node is the active controller (or `timeout` passes).
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
         let mut metrics = self.raft.metrics();
