@@ -13,7 +13,7 @@ use thiserror::Error;
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
-    BrokerRegistration, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
+    BrokerEndpoint, CommandOutcome, Controller, ControllerError, MetadataCommand, MetadataImage,
 };
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::replica::ReplicaManager;
@@ -165,17 +165,32 @@ impl Broker {
             };
             self.controller.submit(command).await?;
         }
-        let registration = BrokerRegistration {
+        // Every process start is a new incarnation: Kafka registers it fenced.
+        let advertised = &self.config.advertised;
+        let register = MetadataCommand::RegisterBroker {
             node_id: self.config.node_id,
-            host: self.config.advertised.host.clone(),
-            port: i32::from(self.config.advertised.port),
+            incarnation_id: uuid::Uuid::new_v4(),
+            listeners: vec![BrokerEndpoint {
+                name: advertised.name.clone(),
+                host: advertised.host.clone(),
+                port: advertised.port,
+            }],
             rack: self.config.explicit.get("broker.rack").cloned(),
         };
-        if self.image().brokers.get(&registration.node_id) != Some(&registration) {
-            self.controller
-                .submit(MetadataCommand::RegisterBroker(registration))
-                .await?;
-        }
+        let epoch = match self.controller.submit(register).await? {
+            CommandOutcome::BrokerRegistered { epoch } => epoch,
+            other => {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "registration answered {other:?}"
+                )));
+            }
+        };
+        // lead: replaced by heartbeats
+        let unfence = MetadataCommand::UnfenceBroker {
+            node_id: self.config.node_id,
+            epoch,
+        };
+        self.controller.submit(unfence).await?;
         Ok(())
     }
 

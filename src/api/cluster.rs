@@ -1,4 +1,5 @@
-//! DescribeCluster (KIP-700): brokers, controller and cluster id from the image.
+//! DescribeCluster (KIP-700): brokers, controller and cluster id from the image. Lists
+//! unfenced brokers; v2 lists fenced ones too when the request includes them.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -34,15 +35,20 @@ pub async fn describe_cluster(
                 "The broker listener only describes broker endpoints",
             )));
     }
+    // v2 (KIP-1073): fenced brokers only when asked for, flagged as such.
+    let include_fenced = context.version >= 2 && request.include_fenced_brokers;
     let brokers = image
         .brokers
         .values()
+        .filter(|b| include_fenced || !b.fenced)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))
                 .with_host(StrBytes::from_string(b.host.clone()))
                 .with_port(b.port)
                 .with_rack(b.rack.clone().map(StrBytes::from_string))
+                // Only v2 carries the flag, and only included fenced brokers set it.
+                .with_is_fenced(include_fenced && b.fenced)
         })
         .collect();
     response.with_brokers(brokers)

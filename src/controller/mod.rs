@@ -20,8 +20,12 @@ use thiserror::Error;
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
+use crate::types::NodeId;
+
 pub use commands::{CommandOutcome, MetadataCommand};
-pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+pub use image::{
+    BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
+};
 use store::CommandLog;
 
 #[derive(Debug, Error)]
@@ -46,6 +50,15 @@ pub enum ControllerError {
     InvalidRequest(String),
     #[error("topic deletion is disabled (delete.topic.enable=false)")]
     DeletionDisabled,
+    #[error("broker {0} is not registered")]
+    UnknownBroker(NodeId),
+    /// A fencing or unfencing command meant for another registration of the broker.
+    #[error("broker {node_id}: epoch {epoch} is stale (the registration's epoch is {current})")]
+    StaleBrokerEpoch {
+        node_id: NodeId,
+        epoch: i64,
+        current: i64,
+    },
     #[error("metadata log I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("metadata log is corrupt: {0}")]
@@ -105,6 +118,8 @@ impl Controller {
     ) -> Result<CommandOutcome, ControllerError> {
         let mut log = self.log.lock().await;
         let mut next = MetadataImage::clone(&self.image());
+        // The entry's index: apply reads it (broker epochs) and never sets it.
+        next.applied_index += 1;
         let outcome = commands::apply(&mut next, &command)?;
         log.append(&command)?;
         self.image.send_replace(Arc::new(next));
