@@ -559,4 +559,85 @@ mod tests {
         ];
         assert_eq!(summary(&response), (expected, None));
     }
+
+    /// Broker 1 live, broker 2 fenced, broker 3 never registered; topic `t` holds `partition`.
+    fn cluster_image(partition: PartitionImage) -> MetadataImage {
+        use crate::controller::commands::{MetadataCommand, apply, register_live_broker};
+        let mut image = MetadataImage::default();
+        register_live_broker(&mut image, 1);
+        register_live_broker(&mut image, 2);
+        let epoch = image.brokers[&2].epoch;
+        apply(
+            &mut image,
+            &MetadataCommand::FenceBroker { node_id: 2, epoch },
+        )
+        .unwrap();
+        let topic = TopicImage {
+            name: "t".into(),
+            id: Uuid::from_u128(5),
+            partitions: vec![partition],
+            configs: Default::default(),
+        };
+        image.topic_names.insert(topic.id, topic.name.clone());
+        image.topics.insert(topic.name.clone(), topic);
+        image
+    }
+
+    fn summary_of(entry: &MetadataResponsePartition) -> (i16, i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+        let ids = |list: &[BrokerId]| list.iter().map(|id| id.0).collect::<Vec<_>>();
+        (
+            entry.error_code,
+            entry.leader_id.0,
+            ids(&entry.replica_nodes),
+            ids(&entry.isr_nodes),
+            ids(&entry.offline_replicas),
+        )
+    }
+
+    #[test]
+    fn metadata_lists_live_brokers_and_marks_fenced_or_unknown_replicas_offline() {
+        let partition = PartitionImage {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 4,
+        };
+        let image = cluster_image(partition.clone());
+        let listed: Vec<i32> = brokers(&image).iter().map(|b| b.node_id.0).collect();
+        assert_eq!(listed, [1]);
+        let entry = partition_entry(&image, 0, &partition, false);
+        assert_eq!(
+            summary_of(&entry),
+            (0, 1, vec![1, 2, 3], vec![1, 2], vec![2, 3])
+        );
+        assert_eq!(entry.leader_epoch, 4);
+        // v0 lists only live replicas and says some are missing.
+        let v0 = partition_entry(&image, 0, &partition, true);
+        let missing = ResponseError::ReplicaNotAvailable.code();
+        assert_eq!(summary_of(&v0), (missing, 1, vec![1], vec![1], vec![2, 3]));
+    }
+
+    #[test]
+    fn a_partition_without_a_live_leader_answers_leader_not_available() {
+        let partition = PartitionImage {
+            replicas: vec![2, 1],
+            isr: vec![2],
+            leader: NO_LEADER,
+            leader_epoch: 7,
+        };
+        let image = cluster_image(partition.clone());
+        let entry = partition_entry(&image, 0, &partition, false);
+        let unavailable = ResponseError::LeaderNotAvailable.code();
+        assert_eq!(
+            summary_of(&entry),
+            (unavailable, -1, vec![2, 1], vec![2], vec![2])
+        );
+        assert_eq!(entry.leader_epoch, 7);
+        // DescribeTopicPartitions: leader -1 and the offline replica, no error (as Kafka).
+        let response = describe_page(&image, &request(&["t"], 10, None));
+        let described = &response.topics[0].partitions[0];
+        assert_eq!(described.error_code, 0);
+        assert_eq!(described.leader_id.0, -1);
+        assert_eq!(described.offline_replicas, [BrokerId(2)]);
+    }
 }

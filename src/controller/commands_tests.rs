@@ -96,8 +96,10 @@ fn topics_are_created_extended_and_deleted() {
 
 #[test]
 fn apply_leaves_applied_index_to_the_caller() {
-    let mut image = MetadataImage::default();
-    image.applied_index = 41;
+    let mut image = MetadataImage {
+        applied_index: 41,
+        ..MetadataImage::default()
+    };
     apply(&mut image, &register(1, 1)).unwrap();
     apply(
         &mut image,

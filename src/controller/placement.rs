@@ -91,7 +91,7 @@ fn place_one(racks: &[Vec<NodeId>], partition: usize, replication_factor: usize)
                 return replicas;
             }
             if round < rack.len() {
-                replicas.push(rack[(turn + round) % rack.len()]);
+                replicas.push(rack[turn.wrapping_add(round) % rack.len()]);
             }
         }
     }
