@@ -6,7 +6,8 @@
 //! - a partition's replicas are distinct registered brokers, and there is at least one;
 //! - its ISR is a non-empty subset of its replicas, without duplicates;
 //! - its leader is [`NO_LEADER`] or an unfenced member of its ISR;
-//! - `topic_names` is exactly the inverse of `topics` (id -> name).
+//! - `topic_names` is exactly the inverse of `topics` (id -> name);
+//! - a broker has a listener, and its `host`/`port` are the first listener's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -140,6 +141,12 @@ impl MetadataImage {
             if broker.node_id != *node_id || *node_id < 0 {
                 return Err(format!("broker {node_id} is filed under a wrong id"));
             }
+            let client = broker.listeners.first();
+            if client.is_none_or(|c| c.host != broker.host || i32::from(c.port) != broker.port) {
+                return Err(format!(
+                    "broker {node_id}: host and port are not its first listener"
+                ));
+            }
         }
         if self.topic_names.len() != self.topics.len() {
             return Err("topic_names does not mirror topics".into());
@@ -247,6 +254,12 @@ mod tests {
         let mut image = image_with(partition(&[1], &[1], 1));
         image.topic_names.clear();
         assert!(image.check_invariants().is_err());
+        let mut image = image_with(partition(&[1], &[1], 1));
+        image.brokers.get_mut(&2).unwrap().listeners.clear();
+        assert!(
+            image.check_invariants().is_err(),
+            "a broker without listeners"
+        );
     }
 
     #[test]
