@@ -242,3 +242,58 @@ def test_auto_create_disabled(start_broker, topic):
     clients.create_topic(broker, topic, partitions=1)
     assert clients.produce_ok(broker, topic, [{"value": b"v"}])[0].offset() == 0
     assert broker.stop() == 0
+
+
+# ---------------------------------------------------------------- broker liveness
+
+DESCRIBE_CLUSTER = 60
+
+
+def describe_cluster_v2(conn, include_fenced_brokers):
+    """DescribeCluster v2 (KIP-1073); returns (controller id, [(id, host, port, rack, fenced)])."""
+    body = (rawkafka.boolean(False) + rawkafka.int8(1)  # endpoint type: brokers
+            + rawkafka.boolean(include_fenced_brokers) + rawkafka.EMPTY_TAGGED_FIELDS)
+    reader = conn.request(DESCRIBE_CLUSTER, 2, body, flexible_request=True,
+                          flexible_response=True)
+    reader.int32()  # throttle_time_ms
+    assert reader.int16() == 0
+    reader.compact_string()  # error_message
+    assert reader.int8() == 1
+    assert reader.compact_string()  # cluster_id
+    controller_id = reader.int32()
+
+    def read_broker(r):
+        entry = (r.int32(), r.compact_string(), r.int32(), r.compact_string(), r.boolean())
+        r.skip_tagged_fields()
+        return entry
+
+    brokers = reader.compact_array(read_broker)
+    reader.int32()  # cluster_authorized_operations
+    reader.skip_tagged_fields()
+    reader.expect_end()
+    return controller_id, brokers
+
+
+@pytest.mark.parametrize("include_fenced", [False, True])
+def test_describe_cluster_v2_lists_the_live_broker_unfenced(broker, include_fenced):
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        controller_id, brokers = describe_cluster_v2(conn, include_fenced)
+    assert controller_id == 1
+    assert brokers == [(1, "127.0.0.1", broker.port, None, False)]
+
+
+def test_a_restarted_broker_registers_again_and_leads_its_partitions(start_broker, topic):
+    # Every start registers a new incarnation (fenced) and unfences it: the partitions
+    # must come back led by it, with no error (hard restart too: no clean shutdown).
+    node = start_broker("reregister")
+    clients.create_topic(node, topic, partitions=2)
+    for restart in range(2):
+        node.restart(hard=restart == 1)
+        with rawkafka.Connection("127.0.0.1", node.port) as conn:
+            metadata = rawkafka.metadata_v4(conn, [topic])
+            _, brokers = describe_cluster_v2(conn, True)
+        assert [b[0] for b in metadata["brokers"]] == [1]
+        assert brokers == [(1, "127.0.0.1", node.port, None, False)]
+        error_code, partitions = metadata["topics"][topic]
+        assert error_code == 0
+        assert partitions == {index: (0, 1, [1], [1]) for index in range(2)}, partitions

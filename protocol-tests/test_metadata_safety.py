@@ -227,9 +227,10 @@ def test_flipped_byte_in_a_middle_record_refuses_start_up(start_broker, topic):
     path = os.path.join(broker.data_dir, METADATA_LOG)
     with open(path, "rb") as file:
         lines = file.read().split(b"\n")[:-1]
-    assert len(lines) == 7, lines  # bootstrap, registration, five topics
-    offset = sum(len(line) + 1 for line in lines[:3])
-    position = offset + lines[3].index(names[1].encode()) + len(topic) + 1
+    # bootstrap, registration (fenced), unfencing, five topics
+    assert len(lines) == 8, lines
+    offset = sum(len(line) + 1 for line in lines[:4])
+    position = offset + lines[4].index(names[1].encode()) + len(topic) + 1
     with open(path, "r+b") as file:
         file.seek(position)
         original = file.read(1)

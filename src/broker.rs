@@ -12,7 +12,7 @@ use thiserror::Error;
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
-    BrokerRegistration, CommandOutcome, Controller, ControllerError, ControllerSettings,
+    BrokerEndpoint, CommandOutcome, Controller, ControllerError, ControllerSettings,
     MetadataCommand, MetadataImage,
 };
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
@@ -226,17 +226,21 @@ impl Broker {
             ));
             return Ok(());
         }
-        let registration = BrokerRegistration {
+        // Every process start is a new incarnation: Kafka registers it fenced.
+        let register = MetadataCommand::RegisterBroker {
             node_id: self.config.node_id,
-            host: self.config.advertised.host.clone(),
-            port: i32::from(self.config.advertised.port),
+            incarnation_id: uuid::Uuid::new_v4(),
+            listeners: self.advertised_endpoints(),
             rack: self.config.broker_rack.clone(),
-            epoch: 0,
-            fenced: true,
         };
-        self.controller
-            .submit(MetadataCommand::RegisterBroker(registration))
-            .await?;
+        match self.controller.submit(register).await? {
+            CommandOutcome::BrokerRegistered { .. } => {}
+            other => {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "registration answered {other:?}"
+                )));
+            }
+        }
         let interval = std::time::Duration::from_millis(self.config_heartbeat_interval_ms());
         tokio::spawn(crate::controller::liveness::run_heartbeats(
             self.controller.clone(),
@@ -249,6 +253,25 @@ impl Broker {
         ));
         self.wait_unfenced().await;
         Ok(())
+    }
+
+    /// The advertised endpoints, the client listener first (Metadata answers with it).
+    fn advertised_endpoints(&self) -> Vec<BrokerEndpoint> {
+        let client = &self.config.advertised;
+        let others = self
+            .config
+            .advertised_listeners
+            .iter()
+            .filter(|endpoint| endpoint.name != client.name)
+            .filter(|endpoint| !self.config.controller_listener_names.contains(&endpoint.name));
+        std::iter::once(client)
+            .chain(others)
+            .map(|endpoint| BrokerEndpoint {
+                name: endpoint.name.clone(),
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+            })
+            .collect()
     }
 
     fn config_heartbeat_interval_ms(&self) -> u64 {

@@ -1,4 +1,5 @@
-//! DescribeCluster (KIP-700): brokers, controller and cluster id from the image.
+//! DescribeCluster (KIP-700): brokers, controller and cluster id from the image. Lists
+//! unfenced brokers; v2 lists fenced ones too when the request includes them.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -8,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use super::metadata::{CLUSTER_OPERATIONS_ALL, OPERATIONS_OMITTED};
 use crate::broker::Broker;
+use crate::controller::MetadataImage;
 
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
@@ -34,16 +36,59 @@ pub async fn describe_cluster(
                 "The broker listener only describes broker endpoints",
             )));
     }
-    let brokers = image
+    // v2 (KIP-1073): fenced brokers only when asked for, flagged as such.
+    let include_fenced = context.version >= 2 && request.include_fenced_brokers;
+    response.with_brokers(cluster_brokers(&image, include_fenced))
+}
+
+/// Unfenced brokers, and fenced ones (flagged) when `include_fenced`; in node id order.
+fn cluster_brokers(image: &MetadataImage, include_fenced: bool) -> Vec<DescribeClusterBroker> {
+    image
         .brokers
         .values()
+        .filter(|b| include_fenced || !b.fenced)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))
                 .with_host(StrBytes::from_string(b.host.clone()))
                 .with_port(b.port)
                 .with_rack(b.rack.clone().map(StrBytes::from_string))
+                // Only v2 carries the flag, and only included fenced brokers set it.
+                .with_is_fenced(include_fenced && b.fenced)
         })
-        .collect();
-    response.with_brokers(brokers)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::protocol::Encodable;
+
+    use super::*;
+    use crate::controller::commands::{MetadataCommand, apply, register_live_broker};
+
+    #[test]
+    fn fenced_brokers_are_listed_only_when_asked_for() {
+        let mut image = MetadataImage::default();
+        register_live_broker(&mut image, 1);
+        register_live_broker(&mut image, 2);
+        let epoch = image.brokers[&2].epoch;
+        apply(
+            &mut image,
+            &MetadataCommand::FenceBroker { node_id: 2, epoch },
+        )
+        .unwrap();
+        let listed = |include| -> Vec<(i32, bool)> {
+            cluster_brokers(&image, include)
+                .iter()
+                .map(|b| (b.broker_id.0, b.is_fenced))
+                .collect()
+        };
+        assert_eq!(listed(false), [(1, false)]);
+        assert_eq!(listed(true), [(1, false), (2, true)]);
+        // v0/v1 cannot carry the flag: a response without included fenced brokers encodes.
+        let response =
+            DescribeClusterResponse::default().with_brokers(cluster_brokers(&image, false));
+        let mut buffer = bytes::BytesMut::new();
+        response.encode(&mut buffer, 0).unwrap();
+    }
 }

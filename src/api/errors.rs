@@ -62,6 +62,8 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
+        ControllerError::UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
+        ControllerError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
         ControllerError::Io(_) | ControllerError::Corrupt(_) => ResponseError::UnknownServerError,
         // The metadata disk failed: Kafka's code for a disk error on the broker.
         ControllerError::AppendFailed { .. } | ControllerError::LogPoisoned(_) => {

@@ -21,7 +21,8 @@ use crate::broker::Broker;
 use crate::controller::image::is_internal_topic;
 use crate::controller::topic_admin::NewTopic;
 use crate::controller::topic_rules::{METADATA_TOPIC, validate_topic_name};
-use crate::controller::{MetadataImage, PartitionImage, TopicImage};
+use crate::controller::{MetadataImage, NO_LEADER, PartitionImage, TopicImage};
+use crate::types::NodeId;
 
 /// Kafka's "authorized operations were not requested" marker.
 pub(super) const OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -48,18 +49,16 @@ pub async fn handle(
     match wanted {
         None => {
             let image = broker.image();
-            topics.extend(
-                image
-                    .topics
-                    .values()
-                    .map(|topic| topic_entry(topic, request.include_topic_authorized_operations)),
-            );
+            topics.extend(image.topics.values().map(|topic| {
+                let operations = request.include_topic_authorized_operations;
+                topic_entry(&image, topic, operations, context.version == 0)
+            }));
         }
         Some(requested) => {
             for entry in requested {
                 let topic = match entry.name {
-                    Some(name) => by_name(broker, name.0.as_str(), allow_create).await,
-                    None => by_id(&broker.image(), entry.topic_id),
+                    Some(name) => by_name(broker, context, name.0.as_str(), allow_create).await,
+                    None => by_id(&broker.image(), context, entry.topic_id),
                 };
                 topics.push(topic.unwrap_or_else(|error| error));
             }
@@ -102,6 +101,7 @@ fn mark_offline_replicas(broker: &Broker, topics: &mut [MetadataResponseTopic]) 
                 .replicas
                 .open_failure(name.0.as_str(), index)
                 .is_some()
+                && !partition.offline_replicas.contains(&node_id)
             {
                 partition.offline_replicas.push(node_id);
             }
@@ -109,10 +109,10 @@ fn mark_offline_replicas(broker: &Broker, topics: &mut [MetadataResponseTopic]) 
     }
 }
 
+/// Unfenced brokers only: clients must not be sent to a fenced one.
 fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
     image
-        .brokers
-        .values()
+        .live_brokers()
         .map(|broker| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(broker.node_id))
@@ -133,9 +133,16 @@ fn error_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_topic_authorized_operations(OPERATIONS_OMITTED)
 }
 
-async fn by_name(broker: &Broker, name: &str, allow_create: bool) -> TopicResult {
-    if let Some(topic) = broker.image().topic(name) {
-        return Ok(topic_entry(topic, false));
+async fn by_name(
+    broker: &Broker,
+    context: &RequestContext,
+    name: &str,
+    allow_create: bool,
+) -> TopicResult {
+    let filter_unavailable = context.version == 0;
+    let image = broker.image();
+    if let Some(topic) = image.topic(name) {
+        return Ok(topic_entry(&image, topic, false, filter_unavailable));
     }
     if !(allow_create && broker.config.auto_create_topics_enable) || is_internal_topic(name) {
         return Err(error_topic(
@@ -162,8 +169,9 @@ async fn by_name(broker: &Broker, name: &str, allow_create: bool) -> TopicResult
             ));
         }
     }
-    match broker.image().topic(name) {
-        Some(topic) => Ok(topic_entry(topic, false)),
+    let image = broker.image();
+    match image.topic(name) {
+        Some(topic) => Ok(topic_entry(&image, topic, false, filter_unavailable)),
         None => Err(error_topic(
             Some(name),
             Uuid::nil(),
@@ -172,19 +180,28 @@ async fn by_name(broker: &Broker, name: &str, allow_create: bool) -> TopicResult
     }
 }
 
-fn by_id(image: &MetadataImage, id: Uuid) -> TopicResult {
+fn by_id(image: &MetadataImage, context: &RequestContext, id: Uuid) -> TopicResult {
     match image.topic_by_id(&id) {
-        Some(topic) => Ok(topic_entry(topic, false)),
+        Some(topic) => Ok(topic_entry(image, topic, false, context.version == 0)),
         None => Err(error_topic(None, id, ResponseError::UnknownTopicId)),
     }
 }
 
-fn topic_entry(topic: &TopicImage, include_operations: bool) -> MetadataResponseTopic {
+/// `filter_unavailable` (Metadata v0): replica and ISR lists name only live brokers, and a
+/// partition missing some answers REPLICA_NOT_AVAILABLE, as Kafka does for v0.
+fn topic_entry(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    include_operations: bool,
+    filter_unavailable: bool,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
-        .map(|(index, partition)| partition_entry(index as i32, partition))
+        .map(|(index, partition)| {
+            partition_entry(image, index as i32, partition, filter_unavailable)
+        })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
@@ -202,13 +219,66 @@ fn ids(nodes: &[i32]) -> Vec<BrokerId> {
     nodes.iter().copied().map(BrokerId).collect()
 }
 
-fn partition_entry(index: i32, partition: &PartitionImage) -> MetadataResponsePartition {
+/// The live brokers among `nodes`, in order.
+fn live_ids(image: &MetadataImage, nodes: &[i32]) -> Vec<BrokerId> {
+    nodes
+        .iter()
+        .copied()
+        .filter(|&id| image.is_broker_live(id))
+        .map(BrokerId)
+        .collect()
+}
+
+/// Replicas on brokers that are fenced or not registered (Kafka's offline replicas).
+fn offline_ids(image: &MetadataImage, partition: &PartitionImage) -> Vec<BrokerId> {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&id| !image.is_broker_live(id))
+        .map(BrokerId)
+        .collect()
+}
+
+/// The partition's leader if it is a live broker; NO_LEADER otherwise.
+fn live_leader(image: &MetadataImage, partition: &PartitionImage) -> NodeId {
+    if partition.leader != NO_LEADER && image.is_broker_live(partition.leader) {
+        partition.leader
+    } else {
+        NO_LEADER
+    }
+}
+
+fn partition_entry(
+    image: &MetadataImage,
+    index: i32,
+    partition: &PartitionImage,
+    filter_unavailable: bool,
+) -> MetadataResponsePartition {
+    let leader = live_leader(image, partition);
+    let (replicas, isr) = if filter_unavailable {
+        (
+            live_ids(image, &partition.replicas),
+            live_ids(image, &partition.isr),
+        )
+    } else {
+        (ids(&partition.replicas), ids(&partition.isr))
+    };
+    let error = if leader == NO_LEADER {
+        ResponseError::LeaderNotAvailable.code()
+    } else if replicas.len() < partition.replicas.len() || isr.len() < partition.isr.len() {
+        ResponseError::ReplicaNotAvailable.code()
+    } else {
+        0
+    };
     MetadataResponsePartition::default()
+        .with_error_code(error)
         .with_partition_index(index)
-        .with_leader_id(BrokerId(partition.leader))
+        .with_leader_id(BrokerId(leader))
         .with_leader_epoch(partition.leader_epoch)
-        .with_replica_nodes(ids(&partition.replicas))
-        .with_isr_nodes(ids(&partition.isr))
+        .with_replica_nodes(replicas)
+        .with_isr_nodes(isr)
+        .with_offline_replicas(offline_ids(image, partition))
 }
 
 /// DescribeTopicPartitions (KIP-966): topics sorted by name, paged by partition count.
@@ -279,7 +349,9 @@ fn describe_page(
         let first = first.min(topic.partitions.len());
         let take = budget.min(topic.partitions.len() - first);
         budget -= take;
-        response.topics.push(describe_topic(topic, first, take));
+        response
+            .topics
+            .push(describe_topic(image, topic, first, take));
         if first + take < topic.partitions.len() {
             response.next_cursor = Some(cursor_at(name, first + take));
             break;
@@ -322,7 +394,10 @@ fn cursor_at(name: &str, partition_index: usize) -> Cursor {
         .with_partition_index(partition_index as i32)
 }
 
+/// As Kafka's DescribeTopicPartitions: a partition without a live leader has leader -1
+/// (and, unlike Metadata, no error code); replicas on fenced or unknown brokers are offline.
 fn describe_topic(
+    image: &MetadataImage,
     topic: &TopicImage,
     first: usize,
     take: usize,
@@ -333,10 +408,11 @@ fn describe_topic(
         .map(|(offset, partition)| {
             DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index((first + offset) as i32)
-                .with_leader_id(BrokerId(partition.leader))
+                .with_leader_id(BrokerId(live_leader(image, partition)))
                 .with_leader_epoch(partition.leader_epoch)
                 .with_replica_nodes(ids(&partition.replicas))
                 .with_isr_nodes(ids(&partition.isr))
+                .with_offline_replicas(offline_ids(image, partition))
                 .with_eligible_leader_replicas(Some(Vec::new()))
                 .with_last_known_elr(Some(Vec::new()))
         })
@@ -482,5 +558,86 @@ mod tests {
             ("missing".to_string(), 3, vec![]),
         ];
         assert_eq!(summary(&response), (expected, None));
+    }
+
+    /// Broker 1 live, broker 2 fenced, broker 3 never registered; topic `t` holds `partition`.
+    fn cluster_image(partition: PartitionImage) -> MetadataImage {
+        use crate::controller::commands::{MetadataCommand, apply, register_live_broker};
+        let mut image = MetadataImage::default();
+        register_live_broker(&mut image, 1);
+        register_live_broker(&mut image, 2);
+        let epoch = image.brokers[&2].epoch;
+        apply(
+            &mut image,
+            &MetadataCommand::FenceBroker { node_id: 2, epoch },
+        )
+        .unwrap();
+        let topic = TopicImage {
+            name: "t".into(),
+            id: Uuid::from_u128(5),
+            partitions: vec![partition],
+            configs: Default::default(),
+        };
+        image.topic_names.insert(topic.id, topic.name.clone());
+        image.topics.insert(topic.name.clone(), topic);
+        image
+    }
+
+    fn summary_of(entry: &MetadataResponsePartition) -> (i16, i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+        let ids = |list: &[BrokerId]| list.iter().map(|id| id.0).collect::<Vec<_>>();
+        (
+            entry.error_code,
+            entry.leader_id.0,
+            ids(&entry.replica_nodes),
+            ids(&entry.isr_nodes),
+            ids(&entry.offline_replicas),
+        )
+    }
+
+    #[test]
+    fn metadata_lists_live_brokers_and_marks_fenced_or_unknown_replicas_offline() {
+        let partition = PartitionImage {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 4,
+        };
+        let image = cluster_image(partition.clone());
+        let listed: Vec<i32> = brokers(&image).iter().map(|b| b.node_id.0).collect();
+        assert_eq!(listed, [1]);
+        let entry = partition_entry(&image, 0, &partition, false);
+        assert_eq!(
+            summary_of(&entry),
+            (0, 1, vec![1, 2, 3], vec![1, 2], vec![2, 3])
+        );
+        assert_eq!(entry.leader_epoch, 4);
+        // v0 lists only live replicas and says some are missing.
+        let v0 = partition_entry(&image, 0, &partition, true);
+        let missing = ResponseError::ReplicaNotAvailable.code();
+        assert_eq!(summary_of(&v0), (missing, 1, vec![1], vec![1], vec![2, 3]));
+    }
+
+    #[test]
+    fn a_partition_without_a_live_leader_answers_leader_not_available() {
+        let partition = PartitionImage {
+            replicas: vec![2, 1],
+            isr: vec![2],
+            leader: NO_LEADER,
+            leader_epoch: 7,
+        };
+        let image = cluster_image(partition.clone());
+        let entry = partition_entry(&image, 0, &partition, false);
+        let unavailable = ResponseError::LeaderNotAvailable.code();
+        assert_eq!(
+            summary_of(&entry),
+            (unavailable, -1, vec![2, 1], vec![2], vec![2])
+        );
+        assert_eq!(entry.leader_epoch, 7);
+        // DescribeTopicPartitions: leader -1 and the offline replica, no error (as Kafka).
+        let response = describe_page(&image, &request(&["t"], 10, None));
+        let described = &response.topics[0].partitions[0];
+        assert_eq!(described.error_code, 0);
+        assert_eq!(described.leader_id.0, -1);
+        assert_eq!(described.offline_replicas, [BrokerId(2)]);
     }
 }

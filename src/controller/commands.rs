@@ -1,7 +1,14 @@
 //! Commands that change the metadata image, and their pure application.
 //!
-//! `apply` is deterministic and validates against the image it is applied to, so the same
-//! command log replayed on any node yields the same image (the property Raft needs).
+//! `apply` is deterministic (no clock, no randomness, no hash-map order: a command carries
+//! everything it needs) and validates against the image it is applied to, so the same
+//! command log replayed on any node yields the same image, the property Raft needs.
+//!
+//! `apply` never panics, and a command it rejects leaves the image exactly as it was: each
+//! command is checked in full before the first change. It never touches `applied_index`:
+//! the caller sets that to the entry's log index before applying it (see
+//! [`MetadataImage::applied_index`]), so a rejected entry is still an applied entry, a
+//! no-op, as Raft needs.
 
 use std::collections::BTreeMap;
 
@@ -9,17 +16,41 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ControllerError;
-use super::image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+use super::image::{
+    BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
+};
+use super::topic_rules::validate_topic_name;
 use crate::types::NodeId;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MetadataCommand {
-    /// First command of a new cluster.
+    /// First command of a new cluster; refused once the image has a cluster id.
     Bootstrap {
         cluster_id: String,
         controller_id: NodeId,
     },
-    RegisterBroker(BrokerRegistration),
+    /// A broker (re)starting. A new incarnation is registered fenced, with the entry's
+    /// index as its epoch, and loses whatever leadership its previous incarnation held; the
+    /// same incarnation again changes nothing. (A nil incarnation is a record of the old
+    /// single-node log, written before fencing existed: that broker is registered unfenced.)
+    #[serde(deserialize_with = "legacy::register_broker")]
+    RegisterBroker {
+        node_id: NodeId,
+        incarnation_id: Uuid,
+        /// Advertised listeners, the client listener first.
+        listeners: Vec<BrokerEndpoint>,
+        rack: Option<String>,
+    },
+    /// The broker lost its session: its partitions get new leaders, or none.
+    FenceBroker {
+        node_id: NodeId,
+        epoch: i64,
+    },
+    /// The broker caught up: partitions left without a leader whose ISR holds it elect it.
+    UnfenceBroker {
+        node_id: NodeId,
+        epoch: i64,
+    },
     /// `assignments[p]` lists partition p's replicas, preferred leader first.
     CreateTopic {
         name: String,
@@ -39,15 +70,9 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: i64,
     },
-    FenceBroker {
-        node_id: NodeId,
-        epoch: i64,
-    },
-    UnfenceBroker {
-        node_id: NodeId,
-        epoch: i64,
-    },
-    /// Replaces an empty image (imports the single-node metadata log).
+    /// Replaces an image that has no cluster id yet with `image` (imports the old
+    /// single-node metadata log once). Keeps the receiving image's `applied_index` and
+    /// `controller_id`, which belong to the log applying it.
     Restore {
         image: Box<MetadataImage>,
     },
@@ -57,7 +82,14 @@ pub enum MetadataCommand {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CommandOutcome {
     Done,
-    ProducerIdBlock { first: i64, count: i64 },
+    /// The registration's broker epoch (unchanged for a repeated incarnation).
+    BrokerRegistered {
+        epoch: i64,
+    },
+    ProducerIdBlock {
+        first: i64,
+        count: i64,
+    },
 }
 
 pub fn apply(
@@ -68,77 +100,254 @@ pub fn apply(
         MetadataCommand::Bootstrap {
             cluster_id,
             controller_id,
-        } => {
-            image.cluster_id = cluster_id.clone();
-            image.controller_id = *controller_id;
-        }
-        MetadataCommand::RegisterBroker(registration) => {
-            let mut registration = registration.clone();
-            registration.epoch = image.applied_index as i64;
-            registration.fenced = true;
-            image.brokers.insert(registration.node_id, registration);
-        }
-        MetadataCommand::FenceBroker { node_id, epoch }
-        | MetadataCommand::UnfenceBroker { node_id, epoch } => {
-            let fence = matches!(command, MetadataCommand::FenceBroker { .. });
-            match image.brokers.get_mut(node_id) {
-                Some(broker) if broker.epoch == *epoch => broker.fenced = fence,
-                _ => {
-                    return Err(ControllerError::InvalidRequest(format!(
-                        "stale broker epoch {epoch} for {node_id}"
-                    )));
-                }
+        } => bootstrap(image, cluster_id, *controller_id),
+        MetadataCommand::RegisterBroker {
+            node_id,
+            incarnation_id,
+            listeners,
+            rack,
+        } => register_broker(image, *node_id, *incarnation_id, listeners, rack),
+        MetadataCommand::FenceBroker { node_id, epoch } => {
+            if !check_broker_epoch(image, *node_id, *epoch)? {
+                fence_broker(image, *node_id);
             }
+            Ok(CommandOutcome::Done)
         }
-        MetadataCommand::Restore { image: restored } => {
-            if !image.cluster_id.is_empty() {
-                return Err(ControllerError::InvalidRequest(
-                    "restore into a non-empty image".into(),
-                ));
+        MetadataCommand::UnfenceBroker { node_id, epoch } => {
+            if check_broker_epoch(image, *node_id, *epoch)? {
+                unfence_broker(image, *node_id);
             }
-            let index = image.applied_index;
-            *image = MetadataImage::clone(restored);
-            image.applied_index = index;
+            Ok(CommandOutcome::Done)
         }
         MetadataCommand::CreateTopic {
             name,
             id,
             assignments,
             configs,
-        } => {
-            create_topic(image, name, *id, assignments, configs)?;
-        }
+        } => create_topic(image, name, *id, assignments, configs),
         MetadataCommand::DeleteTopic { name } => {
             let topic = image
                 .topics
                 .remove(name)
                 .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
             image.topic_names.remove(&topic.id);
+            Ok(CommandOutcome::Done)
         }
         MetadataCommand::CreatePartitions { name, assignments } => {
-            let topic = image
-                .topics
-                .get_mut(name)
-                .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
-            topic
-                .partitions
-                .extend(assignments.iter().map(|replicas| new_partition(replicas)));
+            create_partitions(image, name, assignments)
         }
-        MetadataCommand::AllocateProducerIds { count } => {
-            let first = image.next_producer_id;
-            image.next_producer_id = first
-                .checked_add(*count)
-                .ok_or_else(|| ControllerError::InvalidRequest("producer ids exhausted".into()))?;
-            image.applied_index += 1;
-            return Ok(CommandOutcome::ProducerIdBlock {
-                first,
-                count: *count,
-            });
-        }
+        MetadataCommand::AllocateProducerIds { count } => allocate_producer_ids(image, *count),
+        MetadataCommand::Restore { image: restored } => restore(image, restored),
     }
-    image.applied_index += 1;
+}
+
+fn bootstrap(
+    image: &mut MetadataImage,
+    cluster_id: &str,
+    controller_id: NodeId,
+) -> Result<CommandOutcome, ControllerError> {
+    if !image.cluster_id.is_empty() {
+        return Err(ControllerError::InvalidRequest(format!(
+            "the metadata already belongs to cluster {}",
+            image.cluster_id
+        )));
+    }
+    if cluster_id.is_empty() {
+        return Err(ControllerError::InvalidRequest("empty cluster id".into()));
+    }
+    image.cluster_id = cluster_id.to_string();
+    image.controller_id = controller_id;
     Ok(CommandOutcome::Done)
 }
+
+fn restore(
+    image: &mut MetadataImage,
+    restored: &MetadataImage,
+) -> Result<CommandOutcome, ControllerError> {
+    if !image.cluster_id.is_empty() {
+        return Err(ControllerError::InvalidRequest(format!(
+            "cannot restore over the metadata of cluster {}",
+            image.cluster_id
+        )));
+    }
+    if restored.cluster_id.is_empty() {
+        return Err(ControllerError::InvalidRequest(
+            "the restored metadata has no cluster id".into(),
+        ));
+    }
+    restored.check_invariants().map_err(|reason| {
+        ControllerError::InvalidRequest(format!("restored metadata: {reason}"))
+    })?;
+    let (applied_index, controller_id) = (image.applied_index, image.controller_id);
+    *image = restored.clone();
+    image.applied_index = applied_index;
+    image.controller_id = controller_id;
+    Ok(CommandOutcome::Done)
+}
+
+fn allocate_producer_ids(
+    image: &mut MetadataImage,
+    count: i64,
+) -> Result<CommandOutcome, ControllerError> {
+    if count <= 0 {
+        return Err(ControllerError::InvalidRequest(format!(
+            "cannot allocate {count} producer ids"
+        )));
+    }
+    let first = image.next_producer_id;
+    image.next_producer_id = first
+        .checked_add(count)
+        .ok_or_else(|| ControllerError::InvalidRequest("producer ids exhausted".into()))?;
+    Ok(CommandOutcome::ProducerIdBlock { first, count })
+}
+
+// ---- brokers ----------------------------------------------------------------------------
+
+fn check_listeners(node_id: NodeId, listeners: &[BrokerEndpoint]) -> Result<(), ControllerError> {
+    let invalid = |reason: String| Err(ControllerError::InvalidRequest(reason));
+    if node_id < 0 {
+        return invalid(format!("invalid broker id {node_id}"));
+    }
+    if listeners.is_empty() {
+        return invalid(format!("broker {node_id} registers no listener"));
+    }
+    for (index, listener) in listeners.iter().enumerate() {
+        if listener.name.is_empty() || listener.host.is_empty() {
+            return invalid(format!("broker {node_id}: a listener without name or host"));
+        }
+        if listeners[..index].iter().any(|l| l.name == listener.name) {
+            return invalid(format!(
+                "broker {node_id} registers listener {} twice",
+                listener.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn register_broker(
+    image: &mut MetadataImage,
+    node_id: NodeId,
+    incarnation_id: Uuid,
+    listeners: &[BrokerEndpoint],
+    rack: &Option<String>,
+) -> Result<CommandOutcome, ControllerError> {
+    check_listeners(node_id, listeners)?;
+    if let Some(existing) = image.brokers.get(&node_id)
+        && !incarnation_id.is_nil()
+        && existing.incarnation_id == incarnation_id
+    {
+        return Ok(CommandOutcome::BrokerRegistered {
+            epoch: existing.epoch,
+        });
+    }
+    let epoch = i64::try_from(image.applied_index).unwrap_or(i64::MAX);
+    let client = &listeners[0];
+    let registration = BrokerRegistration {
+        node_id,
+        incarnation_id,
+        epoch,
+        listeners: listeners.to_vec(),
+        host: client.host.clone(),
+        port: i32::from(client.port),
+        rack: rack.clone(),
+        fenced: true,
+    };
+    image.brokers.insert(node_id, registration);
+    // The previous incarnation is gone: nothing may stay led by it.
+    fence_broker(image, node_id);
+    if incarnation_id.is_nil() {
+        unfence_broker(image, node_id);
+    }
+    Ok(CommandOutcome::BrokerRegistered { epoch })
+}
+
+/// Whether the broker is fenced now; an error for an unknown broker or another epoch.
+fn check_broker_epoch(
+    image: &MetadataImage,
+    node_id: NodeId,
+    epoch: i64,
+) -> Result<bool, ControllerError> {
+    let broker = image
+        .brokers
+        .get(&node_id)
+        .ok_or(ControllerError::UnknownBroker(node_id))?;
+    if broker.epoch != epoch {
+        return Err(ControllerError::StaleBrokerEpoch {
+            node_id,
+            epoch,
+            current: broker.epoch,
+        });
+    }
+    Ok(broker.fenced)
+}
+
+/// Marks `node_id` fenced; each partition drops it from its ISR (unless it is the last
+/// member, which Kafka keeps so the partition can come back) and elects a new leader
+/// where it led.
+fn fence_broker(image: &mut MetadataImage, node_id: NodeId) {
+    let MetadataImage {
+        brokers, topics, ..
+    } = image;
+    if let Some(broker) = brokers.get_mut(&node_id) {
+        broker.fenced = true;
+    }
+    let is_live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+    for partition in topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+        fence_replica(partition, node_id, &is_live);
+    }
+}
+
+fn fence_replica(
+    partition: &mut PartitionImage,
+    node_id: NodeId,
+    is_live: &impl Fn(NodeId) -> bool,
+) {
+    if partition.isr.len() > 1 {
+        partition.isr.retain(|&replica| replica != node_id);
+    }
+    if partition.leader == node_id {
+        let leader = elect_leader(partition, is_live);
+        set_leader(partition, leader);
+    }
+}
+
+/// Marks `node_id` unfenced; partitions without a leader whose ISR holds it elect it.
+fn unfence_broker(image: &mut MetadataImage, node_id: NodeId) {
+    let MetadataImage {
+        brokers, topics, ..
+    } = image;
+    if let Some(broker) = brokers.get_mut(&node_id) {
+        broker.fenced = false;
+    }
+    let is_live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+    for partition in topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if partition.leader == NO_LEADER && partition.isr.contains(&node_id) {
+            let leader = elect_leader(partition, &is_live);
+            set_leader(partition, leader);
+        }
+    }
+}
+
+/// The first replica, in preference order, that is in the ISR and live; else NO_LEADER.
+fn elect_leader(partition: &PartitionImage, is_live: &impl Fn(NodeId) -> bool) -> NodeId {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|&replica| partition.isr.contains(&replica) && is_live(replica))
+        .unwrap_or(NO_LEADER)
+}
+
+/// A leader change starts a new leader epoch.
+fn set_leader(partition: &mut PartitionImage, leader: NodeId) {
+    if partition.leader != leader {
+        partition.leader = leader;
+        partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+    }
+}
+
+// ---- topics -----------------------------------------------------------------------------
 
 fn create_topic(
     image: &mut MetadataImage,
@@ -146,7 +355,8 @@ fn create_topic(
     id: Uuid,
     assignments: &[Vec<NodeId>],
     configs: &BTreeMap<String, String>,
-) -> Result<(), ControllerError> {
+) -> Result<CommandOutcome, ControllerError> {
+    validate_topic_name(name).map_err(ControllerError::InvalidTopic)?;
     if image.topics.contains_key(name) {
         return Err(ControllerError::TopicAlreadyExists(name.to_string()));
     }
@@ -155,10 +365,7 @@ fn create_topic(
             "topic id {id} is taken"
         )));
     }
-    let partitions = assignments
-        .iter()
-        .map(|replicas| new_partition(replicas))
-        .collect();
+    let partitions = new_partitions(image, 0, assignments)?;
     let topic = TopicImage {
         name: name.to_string(),
         id,
@@ -167,81 +374,173 @@ fn create_topic(
     };
     image.topics.insert(name.to_string(), topic);
     image.topic_names.insert(id, name.to_string());
+    Ok(CommandOutcome::Done)
+}
+
+fn create_partitions(
+    image: &mut MetadataImage,
+    name: &str,
+    assignments: &[Vec<NodeId>],
+) -> Result<CommandOutcome, ControllerError> {
+    let current = image
+        .topics
+        .get(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?
+        .partitions
+        .len();
+    let partitions = new_partitions(image, current, assignments)?;
+    if let Some(topic) = image.topics.get_mut(name) {
+        topic.partitions.extend(partitions);
+    }
+    Ok(CommandOutcome::Done)
+}
+
+/// Partitions `first..first + assignments.len()`, each with the live replicas as its ISR
+/// and the first of them as leader (Kafka's `buildPartitionRegistration`).
+fn new_partitions(
+    image: &MetadataImage,
+    first: usize,
+    assignments: &[Vec<NodeId>],
+) -> Result<Vec<PartitionImage>, ControllerError> {
+    if assignments.is_empty() {
+        return Err(ControllerError::InvalidPartitions(
+            "no partitions to create".into(),
+        ));
+    }
+    let total = first.saturating_add(assignments.len());
+    if i32::try_from(total).is_err() {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "{total} partitions exceed the largest partition index"
+        )));
+    }
+    let mut partitions = Vec::with_capacity(assignments.len());
+    for (offset, replicas) in assignments.iter().enumerate() {
+        check_replicas(image, replicas)?;
+        let isr: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|&id| image.is_broker_live(id))
+            .collect();
+        let Some(&leader) = isr.first() else {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "All brokers specified in the manual partition assignment for partition {} \
+                 are fenced or in controlled shutdown.",
+                first + offset
+            )));
+        };
+        partitions.push(PartitionImage {
+            replicas: replicas.clone(),
+            isr,
+            leader,
+            leader_epoch: 0,
+        });
+    }
+    Ok(partitions)
+}
+
+/// Kafka's rules for one replica list (`validateManualPartitionAssignment`).
+pub(super) fn check_replicas(
+    image: &MetadataImage,
+    replicas: &[NodeId],
+) -> Result<(), ControllerError> {
+    let invalid = |reason: String| Err(ControllerError::InvalidReplicaAssignment(reason));
+    if replicas.is_empty() {
+        return invalid("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    for (index, broker) in sorted.iter().enumerate() {
+        if !image.brokers.contains_key(broker) {
+            return invalid(format!(
+                "The manual partition assignment includes broker {broker}, but no such \
+                 broker is registered."
+            ));
+        }
+        if index > 0 && sorted[index - 1] == *broker {
+            return invalid(format!(
+                "The manual partition assignment includes the broker {broker} more than once."
+            ));
+        }
+    }
     Ok(())
 }
 
-fn new_partition(replicas: &[NodeId]) -> PartitionImage {
-    assert!(
-        !replicas.is_empty(),
-        "a partition needs at least one replica"
-    );
-    PartitionImage {
-        replicas: replicas.to_vec(),
-        isr: replicas.to_vec(),
-        leader: replicas[0],
-        leader_epoch: 0,
+/// Tests elsewhere: registers `node_id` (nil incarnation, so unfenced at once) with one
+/// PLAINTEXT listener, so topics can be placed on it.
+#[cfg(test)]
+pub fn register_live_broker(image: &mut MetadataImage, node_id: NodeId) {
+    let listeners = vec![BrokerEndpoint {
+        name: "PLAINTEXT".into(),
+        host: "localhost".into(),
+        port: 9092,
+    }];
+    let registered = register_broker(image, node_id, Uuid::nil(), &listeners, &None);
+    assert!(registered.is_ok(), "{registered:?}");
+}
+
+/// Reading records written before brokers had incarnations and listener lists.
+mod legacy {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use uuid::Uuid;
+
+    use super::super::image::BrokerEndpoint;
+    use crate::types::NodeId;
+
+    type Fields = (NodeId, Uuid, Vec<BrokerEndpoint>, Option<String>);
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Registration {
+        Current {
+            node_id: NodeId,
+            incarnation_id: Uuid,
+            listeners: Vec<BrokerEndpoint>,
+            rack: Option<String>,
+        },
+        /// `RegisterBroker(BrokerRegistration { node_id, host, port, rack })`: the old
+        /// single-node log, one client listener.
+        Legacy {
+            node_id: NodeId,
+            host: String,
+            port: i32,
+            rack: Option<String>,
+        },
+    }
+
+    /// The `RegisterBroker` fields from either form; the old one gets a nil incarnation.
+    pub(super) fn register_broker<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Fields, D::Error> {
+        match Registration::deserialize(deserializer)? {
+            Registration::Current {
+                node_id,
+                incarnation_id,
+                listeners,
+                rack,
+            } => Ok((node_id, incarnation_id, listeners, rack)),
+            Registration::Legacy {
+                node_id,
+                host,
+                port,
+                rack,
+            } => {
+                let port = u16::try_from(port)
+                    .map_err(|_| D::Error::custom(format!("invalid port {port}")))?;
+                let listener = BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host,
+                    port,
+                };
+                Ok((node_id, Uuid::nil(), vec![listener], rack))
+            }
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+#[path = "commands_tests.rs"]
+mod tests;
 
-    fn create(name: &str, partitions: usize) -> MetadataCommand {
-        MetadataCommand::CreateTopic {
-            name: name.into(),
-            id: Uuid::new_v4(),
-            assignments: vec![vec![1]; partitions],
-            configs: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn topics_are_created_extended_and_deleted() {
-        let mut image = MetadataImage::default();
-        apply(&mut image, &create("a", 2)).unwrap();
-        assert_eq!(image.topic("a").unwrap().partitions.len(), 2);
-        let id = image.topic("a").unwrap().id;
-        assert_eq!(image.topic_by_id(&id).unwrap().name, "a");
-        let more = MetadataCommand::CreatePartitions {
-            name: "a".into(),
-            assignments: vec![vec![1]],
-        };
-        apply(&mut image, &more).unwrap();
-        assert_eq!(image.partition("a", 2).unwrap().leader, 1);
-        assert!(matches!(
-            apply(&mut image, &create("a", 1)),
-            Err(ControllerError::TopicAlreadyExists(_))
-        ));
-        apply(
-            &mut image,
-            &MetadataCommand::DeleteTopic { name: "a".into() },
-        )
-        .unwrap();
-        assert!(image.topic("a").is_none());
-        assert!(image.topic_by_id(&id).is_none());
-        assert_eq!(image.applied_index, 3);
-    }
-
-    #[test]
-    fn producer_id_blocks_never_overlap() {
-        let mut image = MetadataImage::default();
-        let command = MetadataCommand::AllocateProducerIds { count: 1000 };
-        let first = apply(&mut image, &command).unwrap();
-        let second = apply(&mut image, &command).unwrap();
-        assert_eq!(
-            first,
-            CommandOutcome::ProducerIdBlock {
-                first: 0,
-                count: 1000
-            }
-        );
-        assert_eq!(
-            second,
-            CommandOutcome::ProducerIdBlock {
-                first: 1000,
-                count: 1000
-            }
-        );
-    }
-}
+#[cfg(test)]
+#[path = "sim.rs"]
+mod sim;

@@ -1,14 +1,24 @@
 //! The metadata image: what the whole cluster agrees on, rebuilt by replaying commands.
 //!
 //! Every broker serves Metadata, DescribeCluster and leadership checks from this image;
-//! nothing outside `controller/` mutates it.
+//! nothing outside `controller/` mutates it. The invariants every image keeps (checked by
+//! [`MetadataImage::check_invariants`], after every step of the simulation in `sim.rs`):
+//! - a partition's replicas are distinct registered brokers, and there is at least one;
+//! - its ISR is a non-empty subset of its replicas, without duplicates;
+//! - its leader is [`NO_LEADER`] or an unfenced member of its ISR;
+//! - `topic_names` is exactly the inverse of `topics` (id -> name);
+//! - a broker has a listener, and its `host`/`port` are the first listener's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::types::NodeId;
+
+/// Kafka's NO_LEADER: a partition none of whose in-sync replicas is alive. Clients get
+/// LEADER_NOT_AVAILABLE for it until a replica in its ISR comes back.
+pub const NO_LEADER: NodeId = -1;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetadataImage {
@@ -21,34 +31,39 @@ pub struct MetadataImage {
     pub topic_names: BTreeMap<Uuid, String>,
     /// First producer id not yet handed out to any broker.
     pub next_producer_id: i64,
-    /// Index of the last command applied (the metadata offset).
+    /// Index of the last log entry applied (the metadata offset). `commands::apply` never
+    /// changes it: whoever applies the log sets it to an entry's index before applying
+    /// that entry (a broker epoch is the index of its registration), and keeps it there
+    /// whether the entry applied or was rejected as a no-op.
     pub applied_index: u64,
+}
+
+/// One advertised listener of a broker (Kafka's `BrokerEndpoint`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// The listener name, e.g. `PLAINTEXT`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub node_id: NodeId,
+    /// Chosen anew at every broker start: a registration with another incarnation is a
+    /// restarted broker. Nil only for brokers registered by the old single-node log.
+    pub incarnation_id: Uuid,
+    /// Kafka's broker epoch: the metadata offset of the registration entry. Fencing and
+    /// unfencing commands name it, so a command meant for an older incarnation is refused.
+    pub epoch: i64,
+    /// Every advertised listener; the first is the client listener.
+    pub listeners: Vec<BrokerEndpoint>,
+    /// The client endpoint Metadata and DescribeCluster return: the first listener's.
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
-    #[serde(default)]
-    pub epoch: i64,
-    #[serde(default)]
+    /// A fenced broker leads nothing and is not listed to clients.
     pub fenced: bool,
-}
-
-impl BrokerRegistration {
-    #[cfg(test)]
-    pub fn for_tests(node_id: NodeId) -> BrokerRegistration {
-        BrokerRegistration {
-            node_id,
-            host: "127.0.0.1".into(),
-            port: 9092,
-            rack: None,
-            epoch: 0,
-            fenced: false,
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,15 +77,25 @@ pub struct TopicImage {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
+    /// Preferred leader first.
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
+    /// [`NO_LEADER`] while no in-sync replica is unfenced.
     pub leader: NodeId,
+    /// Rises by one at every leader change, never falls.
     pub leader_epoch: i32,
 }
 
 /// Topics whose names start with this are Kafka-internal (`__consumer_offsets`, ...).
 pub fn is_internal_topic(name: &str) -> bool {
     name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+impl BrokerRegistration {
+    /// The listener named `name`, if this broker advertises one.
+    pub fn listener(&self, name: &str) -> Option<&BrokerEndpoint> {
+        self.listeners.iter().find(|listener| listener.name == name)
+    }
 }
 
 impl MetadataImage {
@@ -87,5 +112,164 @@ impl MetadataImage {
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionImage> {
         let index = usize::try_from(partition).ok()?;
         self.topics.get(topic)?.partitions.get(index)
+    }
+
+    /// Registered and not fenced: may lead partitions and is listed to clients.
+    pub fn is_broker_live(&self, node_id: NodeId) -> bool {
+        self.brokers
+            .get(&node_id)
+            .is_some_and(|broker| !broker.fenced)
+    }
+
+    /// Unfenced brokers, in node id order.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|broker| !broker.fenced)
+    }
+
+    /// Partitions in all topics.
+    pub fn partition_count(&self) -> usize {
+        self.topics
+            .values()
+            .map(|topic| topic.partitions.len())
+            .sum()
+    }
+
+    /// The first broken invariant (see the module docs), or `Ok`. Pure; used to vet an
+    /// image before it is restored, and by tests after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (node_id, broker) in &self.brokers {
+            if broker.node_id != *node_id || *node_id < 0 {
+                return Err(format!("broker {node_id} is filed under a wrong id"));
+            }
+            let client = broker.listeners.first();
+            if client.is_none_or(|c| c.host != broker.host || i32::from(c.port) != broker.port) {
+                return Err(format!(
+                    "broker {node_id}: host and port are not its first listener"
+                ));
+            }
+        }
+        if self.topic_names.len() != self.topics.len() {
+            return Err("topic_names does not mirror topics".into());
+        }
+        for (name, topic) in &self.topics {
+            if topic.name != *name || self.topic_names.get(&topic.id) != Some(name) {
+                return Err(format!("topic {name} is filed under a wrong name or id"));
+            }
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                self.check_partition(partition)
+                    .map_err(|reason| format!("{name}-{index}: {reason}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_partition(&self, partition: &PartitionImage) -> Result<(), String> {
+        let replicas: BTreeSet<NodeId> = partition.replicas.iter().copied().collect();
+        if replicas.is_empty() || replicas.len() != partition.replicas.len() {
+            return Err(format!("bad replica list {:?}", partition.replicas));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !self.brokers.contains_key(id)) {
+            return Err(format!("replica {unknown} is not a registered broker"));
+        }
+        let isr: BTreeSet<NodeId> = partition.isr.iter().copied().collect();
+        if isr.is_empty() || isr.len() != partition.isr.len() || !isr.is_subset(&replicas) {
+            return Err(format!("bad ISR {:?}", partition.isr));
+        }
+        let leader = partition.leader;
+        if leader != NO_LEADER && !(isr.contains(&leader) && self.is_broker_live(leader)) {
+            return Err(format!("leader {leader} is not a live ISR member"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(node_id: NodeId, fenced: bool) -> BrokerRegistration {
+        BrokerRegistration {
+            node_id,
+            incarnation_id: Uuid::from_u128(node_id as u128 + 1),
+            epoch: 1,
+            listeners: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "h".into(),
+                port: 9092,
+            }],
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            fenced,
+        }
+    }
+
+    fn image_with(partition: PartitionImage) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        image.brokers.insert(1, broker(1, false));
+        image.brokers.insert(2, broker(2, true));
+        let id = Uuid::from_u128(7);
+        let topic = TopicImage {
+            name: "t".into(),
+            id,
+            partitions: vec![partition],
+            configs: BTreeMap::new(),
+        };
+        image.topics.insert("t".into(), topic);
+        image.topic_names.insert(id, "t".into());
+        image
+    }
+
+    fn partition(replicas: &[NodeId], isr: &[NodeId], leader: NodeId) -> PartitionImage {
+        PartitionImage {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn invariants_accept_a_sound_image_and_name_each_broken_rule() {
+        assert_eq!(
+            image_with(partition(&[1, 2], &[1, 2], 1)).check_invariants(),
+            Ok(())
+        );
+        assert_eq!(
+            image_with(partition(&[2], &[2], NO_LEADER)).check_invariants(),
+            Ok(())
+        );
+        for broken in [
+            partition(&[], &[], NO_LEADER),
+            partition(&[1, 1], &[1], 1),
+            partition(&[1, 3], &[1], 1),
+            partition(&[1], &[], NO_LEADER),
+            partition(&[1], &[1, 2], 1),
+            partition(&[1, 2], &[1, 2], 2),
+            partition(&[1, 2], &[2], 1),
+        ] {
+            let image = image_with(broken.clone());
+            assert!(image.check_invariants().is_err(), "{broken:?} accepted");
+        }
+        let mut image = image_with(partition(&[1], &[1], 1));
+        image.topic_names.clear();
+        assert!(image.check_invariants().is_err());
+        let mut image = image_with(partition(&[1], &[1], 1));
+        image.brokers.get_mut(&2).unwrap().listeners.clear();
+        assert!(
+            image.check_invariants().is_err(),
+            "a broker without listeners"
+        );
+    }
+
+    #[test]
+    fn live_brokers_skip_fenced_ones() {
+        let image = image_with(partition(&[1], &[1], 1));
+        let live: Vec<_> = image.live_brokers().map(|b| b.node_id).collect();
+        assert_eq!(live, [1]);
+        assert!(image.is_broker_live(1));
+        assert!(!image.is_broker_live(2));
+        assert!(!image.is_broker_live(3));
+        assert_eq!(image.partition_count(), 1);
     }
 }

@@ -183,9 +183,16 @@ mod tests {
     fn image_with(brokers: &[(NodeId, i64, bool)]) -> MetadataImage {
         let mut image = MetadataImage::default();
         for (id, epoch, fenced) in brokers {
-            let mut registration = BrokerRegistration::for_tests(*id);
-            registration.epoch = *epoch;
-            registration.fenced = *fenced;
+            let registration = BrokerRegistration {
+                node_id: *id,
+                incarnation_id: uuid::Uuid::new_v4(),
+                epoch: *epoch,
+                listeners: Vec::new(),
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+                fenced: *fenced,
+            };
             image.brokers.insert(*id, registration);
         }
         image

@@ -23,8 +23,12 @@ pub mod topic_rules;
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::types::NodeId;
+
 pub use commands::{CommandOutcome, MetadataCommand};
-pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+pub use image::{
+    BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
+};
 pub use quorum::{Controller, ControllerSettings};
 pub use quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
 
@@ -50,6 +54,15 @@ pub enum ControllerError {
     InvalidRequest(String),
     #[error("topic deletion is disabled (delete.topic.enable=false)")]
     DeletionDisabled,
+    #[error("broker {0} is not registered")]
+    UnknownBroker(NodeId),
+    /// A fencing or unfencing command meant for another registration of the broker.
+    #[error("broker {node_id}: epoch {epoch} is stale (the registration's epoch is {current})")]
+    StaleBrokerEpoch {
+        node_id: NodeId,
+        epoch: i64,
+        current: i64,
+    },
     #[error("metadata log I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("metadata log is corrupt: {0}")]

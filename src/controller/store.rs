@@ -233,6 +233,8 @@ fn apply_at(
     path: &Path,
     offset: usize,
 ) -> Result<(), ControllerError> {
+    // The entry's index: apply reads it (broker epochs) and never sets it.
+    image.applied_index += 1;
     commands::apply(image, command)
         .map(drop)
         .map_err(|error| corrupt(path, offset, format!("record does not apply: {error}")))

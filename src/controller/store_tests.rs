@@ -13,6 +13,25 @@ fn create(name: &str) -> MetadataCommand {
     }
 }
 
+/// Broker 1, which every topic of these tests lives on. Nil incarnation: a registration as
+/// the old single-node log wrote it, registered unfenced.
+fn register() -> MetadataCommand {
+    MetadataCommand::RegisterBroker {
+        node_id: 1,
+        incarnation_id: uuid::Uuid::nil(),
+        listeners: vec![super::super::BrokerEndpoint {
+            name: "PLAINTEXT".into(),
+            host: "localhost".into(),
+            port: 9092,
+        }],
+        rack: None,
+    }
+}
+
+/// `register()` as the old single-node log (`metadata.jsonl`) wrote it.
+const OLD_FORMAT_REGISTER: &[u8] =
+    br#"{"RegisterBroker":{"node_id":1,"host":"localhost","port":9092,"rack":null}}"#;
+
 fn topic_names(image: &MetadataImage) -> Vec<&str> {
     image.topics.keys().map(String::as_str).collect()
 }
@@ -31,9 +50,10 @@ fn line_starts(bytes: &[u8]) -> Vec<usize> {
     starts
 }
 
-/// A log of seven records: topics t1..t7.
+/// A log of eight records: broker 1, then topics t1..t7 (records 1..=7).
 fn seven_records(dir: &Path) -> PathBuf {
     let (mut log, _) = CommandLog::open(dir).unwrap();
+    log.append(&register()).unwrap();
     for index in 1..=7 {
         log.append(&create(&format!("t{index}"))).unwrap();
     }
@@ -44,6 +64,7 @@ fn seven_records(dir: &Path) -> PathBuf {
 fn records_round_trip_and_a_torn_tail_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = CommandLog::open(dir.path()).unwrap();
+    log.append(&register()).unwrap();
     log.append(&create("a")).unwrap();
     log.append(&create("b")).unwrap();
     drop(log);
@@ -62,7 +83,7 @@ fn records_round_trip_and_a_torn_tail_is_truncated() {
         .unwrap();
     let (_, image) = CommandLog::open(dir.path()).unwrap();
     assert_eq!(topic_names(&image), ["b"]);
-    assert_eq!(image.applied_index, 3);
+    assert_eq!(image.applied_index, 4);
 }
 
 #[test]
@@ -70,7 +91,7 @@ fn a_flipped_byte_in_a_middle_record_stops_start_up_with_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let path = seven_records(dir.path());
     let mut bytes = fs::read(&path).unwrap();
-    let fourth = line_starts(&bytes)[3];
+    let fourth = line_starts(&bytes)[4];
     // Inside the JSON of record 4: `t4` becomes `t5`, still valid JSON, wrong checksum.
     let position = fourth + bytes[fourth..].windows(2).position(|w| w == b"t4").unwrap() + 1;
     bytes[position] ^= 0x01;
@@ -109,7 +130,7 @@ fn a_damaged_checksum_or_terminator_is_corruption_not_a_torn_tail() {
     let starts = line_starts(&original);
 
     let mut checksum = original.clone();
-    checksum[starts[1]] = if checksum[starts[1]] == b'0' {
+    checksum[starts[2]] = if checksum[starts[2]] == b'0' {
         b'1'
     } else {
         b'0'
@@ -117,7 +138,7 @@ fn a_damaged_checksum_or_terminator_is_corruption_not_a_torn_tail() {
     fs::write(&path, &checksum).unwrap();
     let error = CommandLog::open(dir.path()).err().unwrap();
     assert!(
-        matches!(error, ControllerError::CorruptRecord { offset, .. } if offset == starts[1] as u64),
+        matches!(error, ControllerError::CorruptRecord { offset, .. } if offset == starts[2] as u64),
         "{error}"
     );
 
@@ -126,7 +147,7 @@ fn a_damaged_checksum_or_terminator_is_corruption_not_a_torn_tail() {
     fs::write(&path, &terminator).unwrap();
     let error = CommandLog::open(dir.path()).err().unwrap();
     assert!(
-        matches!(error, ControllerError::CorruptRecord { offset, .. } if offset == starts[6] as u64),
+        matches!(error, ControllerError::CorruptRecord { offset, .. } if offset == starts[7] as u64),
         "{error}"
     );
     assert_eq!(fs::read(&path).unwrap(), terminator);
@@ -201,6 +222,7 @@ fn failing_log() -> CommandLog<FailingFile> {
 #[test]
 fn a_failed_write_or_fsync_leaves_the_log_byte_identical() {
     let mut log = failing_log();
+    log.append(&register()).unwrap();
     log.append(&create("a")).unwrap();
     let before = log.file.bytes.clone();
 
@@ -225,6 +247,7 @@ fn a_failed_write_or_fsync_leaves_the_log_byte_identical() {
 #[test]
 fn a_rollback_that_fails_poisons_the_log() {
     let mut log = failing_log();
+    log.append(&register()).unwrap();
     log.append(&create("a")).unwrap();
     log.file.write_fails_after = Some(5);
     log.file.truncate_fails = true;
@@ -242,7 +265,8 @@ fn a_rollback_that_fails_poisons_the_log() {
 #[test]
 fn an_old_format_log_is_converted_once_and_kept_aside() {
     let dir = tempfile::tempdir().unwrap();
-    let mut old = Vec::new();
+    let mut old = OLD_FORMAT_REGISTER.to_vec();
+    old.push(b'\n');
     for command in [create("a"), create("b")] {
         old.extend_from_slice(&serde_json::to_vec(&command).unwrap());
         old.push(b'\n');
@@ -252,6 +276,7 @@ fn an_old_format_log_is_converted_once_and_kept_aside() {
 
     let (_, image) = CommandLog::open(dir.path()).unwrap();
     assert_eq!(topic_names(&image), ["a", "b"]);
+    assert_eq!(image.brokers[&1].port, 9092);
     assert!(!dir.path().join(LEGACY_FILE_NAME).exists());
     assert_eq!(
         fs::read(dir.path().join(LEGACY_CONVERTED_NAME)).unwrap(),
@@ -264,7 +289,9 @@ fn an_old_format_log_is_converted_once_and_kept_aside() {
 #[test]
 fn an_old_format_log_with_a_bad_line_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let good = serde_json::to_vec(&create("a")).unwrap();
+    let mut good = OLD_FORMAT_REGISTER.to_vec();
+    good.push(b'\n');
+    good.extend_from_slice(&serde_json::to_vec(&create("a")).unwrap());
     let mut old = good.clone();
     old.extend_from_slice(b"\n{\"CreateTop\n");
     old.extend_from_slice(&serde_json::to_vec(&create("b")).unwrap());
@@ -334,6 +361,7 @@ fn a_full_disk_fails_the_append_and_leaves_the_file_as_it_was() {
     };
     let dir = tmpfs.dir.path().join("__cluster_metadata-0");
     let (mut log, _) = CommandLog::open(&dir).unwrap();
+    log.append(&register()).unwrap();
     log.append(&create("a")).unwrap();
     let path = dir.join(LOG_FILE_NAME);
     let before = fs::read(&path).unwrap();

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+use super::commands::check_replicas;
 use super::image::{MetadataImage, is_internal_topic};
-use super::placement::assign_replicas;
+use super::placement::place;
 use super::topic_rules::{METADATA_TOPIC, validate_topic_name};
 use super::{ControllerError, MetadataCommand};
 use crate::topic_config;
@@ -77,10 +78,6 @@ fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> 
         .map(String::as_str)
 }
 
-fn registered_brokers(image: &MetadataImage) -> Vec<NodeId> {
-    image.brokers.keys().copied().collect()
-}
-
 fn automatic_assignment(
     image: &MetadataImage,
     defaults: TopicDefaults,
@@ -109,23 +106,12 @@ fn automatic_assignment(
         }
         n => n,
     };
-    let brokers = registered_brokers(image);
-    if replication_factor as usize > brokers.len() {
-        return Err(ControllerError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {replication_factor} time(s): The target \
-             replication factor of {replication_factor} cannot be reached because only {} \
-             broker(s) are registered.",
-            brokers.len()
-        )));
-    }
-    let start = (image.applied_index as usize) % brokers.len();
-    Ok(assign_replicas(
-        &brokers,
-        0,
-        partitions,
-        replication_factor as usize,
-        start,
-    ))
+    // Kafka prefixes the placer's reason for CreateTopics (not for CreatePartitions).
+    place(image, partitions as usize, replication_factor as usize).map_err(|error| {
+        ControllerError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {replication_factor} time(s): {error}"
+        ))
+    })
 }
 
 fn manual_assignment(
@@ -149,29 +135,39 @@ fn manual_assignment(
         }
     }
     let replicas: Vec<Vec<NodeId>> = sorted.into_iter().map(|(_, replicas)| replicas).collect();
-    for list in &replicas {
-        check_replica_list(image, list)?;
-    }
+    let replication_factor = replicas.first().map(Vec::len);
+    check_manual_lists(image, &replicas, 0, replication_factor)?;
     Ok(replicas)
 }
 
-fn check_replica_list(image: &MetadataImage, replicas: &[NodeId]) -> Result<(), ControllerError> {
-    let invalid = |reason: String| Err(ControllerError::InvalidReplicaAssignment(reason));
-    if replicas.is_empty() {
-        return invalid("The manual partition assignment includes an empty replica list.".into());
-    }
-    let mut unique = replicas.to_vec();
-    unique.sort_unstable();
-    unique.dedup();
-    if unique.len() != replicas.len() {
-        return invalid(format!(
-            "The manual partition assignment {replicas:?} has duplicates."
-        ));
-    }
-    if let Some(missing) = replicas.iter().find(|id| !image.brokers.contains_key(id)) {
-        return invalid(format!(
-            "The manual partition assignment includes broker {missing}, but no such broker is registered."
-        ));
+/// Kafka's checks of manual assignments for partitions `first..`: every list valid
+/// (non-empty, distinct, registered brokers), of `replication_factor` replicas when given,
+/// and with at least one unfenced broker to lead it.
+fn check_manual_lists(
+    image: &MetadataImage,
+    lists: &[Vec<NodeId>],
+    first: usize,
+    replication_factor: Option<usize>,
+) -> Result<(), ControllerError> {
+    for (offset, replicas) in lists.iter().enumerate() {
+        check_replicas(image, replicas)?;
+        if let Some(expected) = replication_factor
+            && replicas.len() != expected
+        {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes a partition with {} replica(s), but \
+                 this is not consistent with previous partitions, which have {expected} \
+                 replica(s).",
+                replicas.len()
+            )));
+        }
+        if !replicas.iter().any(|&id| image.is_broker_live(id)) {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "All brokers specified in the manual partition assignment for partition {} \
+                 are fenced or in controlled shutdown.",
+                first + offset
+            )));
+        }
     }
     Ok(())
 }
@@ -229,6 +225,7 @@ pub fn plan_create_partitions(
         )));
     }
     let added = count - current;
+    let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
     let new = match assignments {
         Some(lists) => {
             if lists.len() as i32 != added {
@@ -238,21 +235,10 @@ pub fn plan_create_partitions(
                     lists.len()
                 )));
             }
-            for list in lists {
-                check_replica_list(image, list)?;
-            }
+            check_manual_lists(image, lists, current as usize, Some(replication_factor))?;
             lists.to_vec()
         }
-        None => {
-            let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
-            let brokers = registered_brokers(image);
-            if replication_factor > brokers.len() {
-                return Err(ControllerError::InvalidReplicationFactor(format!(
-                    "Unable to replicate the partition {replication_factor} time(s)"
-                )));
-            }
-            assign_replicas(&brokers, current, added, replication_factor, 0)
-        }
+        None => place(image, added as usize, replication_factor)?,
     };
     Ok(MetadataCommand::CreatePartitions {
         name: name.to_string(),
@@ -264,7 +250,7 @@ pub fn plan_create_partitions(
 mod tests {
     use super::*;
     use crate::controller::commands::apply;
-    use crate::controller::image::BrokerRegistration;
+    use crate::controller::image::BrokerEndpoint;
 
     const DEFAULTS: TopicDefaults = TopicDefaults {
         num_partitions: 3,
@@ -272,16 +258,33 @@ mod tests {
         partitions_per_request_max: 100,
     };
 
+    /// Broker 1 registered and unfenced, as a started single node is.
     fn image() -> MetadataImage {
         let mut image = MetadataImage::default();
-        let broker = BrokerRegistration {
-            node_id: 1,
-            host: "h".into(),
-            port: 1,
-            rack: None,
-        };
-        apply(&mut image, &MetadataCommand::RegisterBroker(broker)).unwrap();
+        register(&mut image, 1, None);
         image
+    }
+
+    fn register(image: &mut MetadataImage, node_id: NodeId, rack: Option<&str>) {
+        image.applied_index += 1;
+        let register = MetadataCommand::RegisterBroker {
+            node_id,
+            incarnation_id: Uuid::from_u128(node_id as u128 + 1),
+            listeners: vec![BrokerEndpoint {
+                name: "PLAINTEXT".into(),
+                host: "h".into(),
+                port: 9092,
+            }],
+            rack: rack.map(str::to_string),
+        };
+        apply(image, &register).unwrap();
+        let epoch = image.brokers[&node_id].epoch;
+        apply(image, &MetadataCommand::UnfenceBroker { node_id, epoch }).unwrap();
+    }
+
+    fn fence(image: &mut MetadataImage, node_id: NodeId) {
+        let epoch = image.brokers[&node_id].epoch;
+        apply(image, &MetadataCommand::FenceBroker { node_id, epoch }).unwrap();
     }
 
     fn new_topic(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
@@ -389,5 +392,112 @@ mod tests {
         }
         let unknown = plan_create_partitions(&image, DEFAULTS, "nope", 4, None);
         assert!(matches!(unknown, Err(ControllerError::UnknownTopic(_))));
+    }
+
+    type PlanResult = Result<MetadataCommand, ControllerError>;
+
+    fn message(result: PlanResult) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn replication_factor_counts_unfenced_brokers_with_kafkas_message() {
+        let mut image = image();
+        register(&mut image, 2, None);
+        register(&mut image, 3, None);
+        assert!(plan_create_topic(&image, DEFAULTS, &new_topic("t", 3, 3)).is_ok());
+        fence(&mut image, 3);
+        let error = plan_create_topic(&image, DEFAULTS, &new_topic("t", 3, 3)).unwrap_err();
+        assert!(matches!(
+            error,
+            ControllerError::InvalidReplicationFactor(_)
+        ));
+        assert_eq!(
+            error.to_string(),
+            "Unable to replicate the partition 3 time(s): The target replication factor of 3 \
+             cannot be reached because only 2 broker(s) are registered."
+        );
+        match plan_create_topic(&image, DEFAULTS, &new_topic("t", 6, 2)).unwrap() {
+            MetadataCommand::CreateTopic { assignments, .. } => {
+                assert!(assignments.iter().flatten().all(|&id| id != 3));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        fence(&mut image, 1);
+        fence(&mut image, 2);
+        assert_eq!(
+            message(plan_create_topic(&image, DEFAULTS, &new_topic("t", 1, 1))),
+            "Unable to replicate the partition 1 time(s): All brokers are currently fenced."
+        );
+    }
+
+    #[test]
+    fn manual_assignments_follow_kafkas_rules() {
+        let mut image = image();
+        register(&mut image, 2, None);
+        fn plan(image: &MetadataImage, lists: Vec<Vec<NodeId>>) -> PlanResult {
+            let mut topic = new_topic("m", -1, -1);
+            topic.assignments = lists
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| (i as i32, l))
+                .collect();
+            plan_create_topic(image, DEFAULTS, &topic)
+        }
+        let manual = |lists| plan(&image, lists);
+        assert_eq!(
+            message(manual(vec![vec![1, 1]])),
+            "The manual partition assignment includes the broker 1 more than once."
+        );
+        assert_eq!(
+            message(manual(vec![vec![1, 7]])),
+            "The manual partition assignment includes broker 7, but no such broker is registered."
+        );
+        assert_eq!(
+            message(manual(vec![vec![]])),
+            "The manual partition assignment includes an empty replica list."
+        );
+        assert!(message(manual(vec![vec![1, 2], vec![2]])).contains("not consistent"));
+        assert!(manual(vec![vec![1, 2], vec![2, 1]]).is_ok());
+        fence(&mut image, 2);
+        // A fenced replica may follow, but some replica must be able to lead.
+        assert!(plan(&image, vec![vec![2, 1]]).is_ok());
+        assert_eq!(
+            message(plan(&image, vec![vec![1], vec![2]])),
+            "All brokers specified in the manual partition assignment for partition 1 are \
+             fenced or in controlled shutdown."
+        );
+    }
+
+    #[test]
+    fn added_partitions_keep_the_replication_factor_and_avoid_fenced_brokers() {
+        let mut image = image();
+        register(&mut image, 2, None);
+        register(&mut image, 3, None);
+        let command = plan_create_topic(&image, DEFAULTS, &new_topic("p", 2, 2)).unwrap();
+        apply(&mut image, &command).unwrap();
+        fence(&mut image, 1);
+        match plan_create_partitions(&image, DEFAULTS, "p", 8, None).unwrap() {
+            MetadataCommand::CreatePartitions { assignments, .. } => {
+                assert_eq!(assignments.len(), 6);
+                for replicas in &assignments {
+                    assert_eq!(replicas.len(), 2);
+                    assert!(!replicas.contains(&1));
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let lists = [vec![1, 2, 3]];
+        let error = plan_create_partitions(&image, DEFAULTS, "p", 3, Some(&lists)).unwrap_err();
+        assert!(matches!(
+            error,
+            ControllerError::InvalidReplicaAssignment(_)
+        ));
+        fence(&mut image, 2);
+        assert_eq!(
+            message(plan_create_partitions(&image, DEFAULTS, "p", 3, None)),
+            "The target replication factor of 2 cannot be reached because only 1 broker(s) are \
+             registered."
+        );
     }
 }

@@ -407,6 +407,9 @@ mod tests {
     }
 
     fn create(image: &mut MetadataImage, name: &str, partitions: usize) {
+        if !image.brokers.contains_key(&1) {
+            crate::controller::commands::register_live_broker(image, 1);
+        }
         let command = MetadataCommand::CreateTopic {
             name: name.into(),
             id: Uuid::new_v4(),

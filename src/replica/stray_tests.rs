@@ -21,6 +21,7 @@ fn manager(log_dirs: &Path) -> ReplicaManager {
 
 fn image_with(topic: &str, id: Uuid) -> MetadataImage {
     let mut image = MetadataImage::default();
+    crate::controller::commands::register_live_broker(&mut image, 1);
     let create = MetadataCommand::CreateTopic {
         name: topic.into(),
         id,

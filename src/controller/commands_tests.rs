@@ -1,0 +1,380 @@
+use super::*;
+
+fn listener(port: u16) -> Vec<BrokerEndpoint> {
+    vec![BrokerEndpoint {
+        name: "PLAINTEXT".into(),
+        host: "localhost".into(),
+        port,
+    }]
+}
+
+fn register(node_id: NodeId, incarnation: u128) -> MetadataCommand {
+    MetadataCommand::RegisterBroker {
+        node_id,
+        incarnation_id: Uuid::from_u128(incarnation),
+        listeners: listener(9000 + node_id as u16),
+        rack: None,
+    }
+}
+
+/// Applies `command` as log entry `applied_index + 1`, as the log's applier does.
+fn step(
+    image: &mut MetadataImage,
+    command: &MetadataCommand,
+) -> Result<CommandOutcome, ControllerError> {
+    image.applied_index += 1;
+    apply(image, command)
+}
+
+fn epoch(image: &MetadataImage, node_id: NodeId) -> i64 {
+    image.brokers[&node_id].epoch
+}
+
+fn unfence(image: &mut MetadataImage, node_id: NodeId) {
+    let epoch = epoch(image, node_id);
+    step(image, &MetadataCommand::UnfenceBroker { node_id, epoch }).unwrap();
+}
+
+fn fence(image: &mut MetadataImage, node_id: NodeId) {
+    let epoch = epoch(image, node_id);
+    step(image, &MetadataCommand::FenceBroker { node_id, epoch }).unwrap();
+}
+
+/// Brokers `1..=count`, registered and unfenced.
+fn cluster(count: NodeId) -> MetadataImage {
+    let mut image = MetadataImage::default();
+    for node_id in 1..=count {
+        step(&mut image, &register(node_id, node_id as u128)).unwrap();
+        unfence(&mut image, node_id);
+    }
+    image
+}
+
+fn create(name: &str, assignments: Vec<Vec<NodeId>>) -> MetadataCommand {
+    MetadataCommand::CreateTopic {
+        name: name.into(),
+        id: Uuid::new_v4(),
+        assignments,
+        configs: BTreeMap::new(),
+    }
+}
+
+fn leader_and_isr(image: &MetadataImage, topic: &str, index: i32) -> (NodeId, Vec<NodeId>, i32) {
+    let partition = image.partition(topic, index).unwrap();
+    (
+        partition.leader,
+        partition.isr.clone(),
+        partition.leader_epoch,
+    )
+}
+
+#[test]
+fn topics_are_created_extended_and_deleted() {
+    let mut image = cluster(1);
+    step(&mut image, &create("a", vec![vec![1]; 2])).unwrap();
+    assert_eq!(image.topic("a").unwrap().partitions.len(), 2);
+    let id = image.topic("a").unwrap().id;
+    assert_eq!(image.topic_by_id(&id).unwrap().name, "a");
+    let more = MetadataCommand::CreatePartitions {
+        name: "a".into(),
+        assignments: vec![vec![1]],
+    };
+    step(&mut image, &more).unwrap();
+    assert_eq!(image.partition("a", 2).unwrap().leader, 1);
+    assert!(matches!(
+        step(&mut image, &create("a", vec![vec![1]])),
+        Err(ControllerError::TopicAlreadyExists(_))
+    ));
+    step(
+        &mut image,
+        &MetadataCommand::DeleteTopic { name: "a".into() },
+    )
+    .unwrap();
+    assert!(image.topic("a").is_none());
+    assert!(image.topic_by_id(&id).is_none());
+}
+
+#[test]
+fn apply_leaves_applied_index_to_the_caller() {
+    let mut image = MetadataImage {
+        applied_index: 41,
+        ..MetadataImage::default()
+    };
+    apply(&mut image, &register(1, 1)).unwrap();
+    apply(
+        &mut image,
+        &MetadataCommand::DeleteTopic { name: "x".into() },
+    )
+    .unwrap_err();
+    assert_eq!(image.applied_index, 41);
+    assert_eq!(
+        epoch(&image, 1),
+        41,
+        "the epoch is the registration's index"
+    );
+}
+
+#[test]
+fn producer_id_blocks_never_overlap_and_bad_counts_are_refused() {
+    let mut image = MetadataImage::default();
+    let command = MetadataCommand::AllocateProducerIds { count: 1000 };
+    let first = step(&mut image, &command).unwrap();
+    let second = step(&mut image, &command).unwrap();
+    assert_eq!(
+        first,
+        CommandOutcome::ProducerIdBlock {
+            first: 0,
+            count: 1000
+        }
+    );
+    assert_eq!(
+        second,
+        CommandOutcome::ProducerIdBlock {
+            first: 1000,
+            count: 1000
+        }
+    );
+    let before = image.clone();
+    for count in [0, -5, i64::MAX] {
+        let command = MetadataCommand::AllocateProducerIds { count };
+        assert!(
+            apply(&mut image, &command).is_err(),
+            "count {count} accepted"
+        );
+        assert_eq!(image, before);
+    }
+}
+
+#[test]
+fn bootstrap_happens_once() {
+    let mut image = MetadataImage::default();
+    let bootstrap = |id: &str| MetadataCommand::Bootstrap {
+        cluster_id: id.into(),
+        controller_id: 1,
+    };
+    assert!(step(&mut image, &bootstrap("")).is_err());
+    step(&mut image, &bootstrap("abc")).unwrap();
+    assert!(step(&mut image, &bootstrap("def")).is_err());
+    assert_eq!(image.cluster_id, "abc");
+}
+
+#[test]
+fn a_new_registration_is_fenced_and_the_same_incarnation_is_idempotent() {
+    let mut image = MetadataImage::default();
+    let outcome = step(&mut image, &register(1, 10)).unwrap();
+    assert_eq!(outcome, CommandOutcome::BrokerRegistered { epoch: 1 });
+    let broker = &image.brokers[&1];
+    assert!(broker.fenced);
+    assert_eq!((broker.host.as_str(), broker.port), ("localhost", 9001));
+    let before = image.clone();
+    let again = step(&mut image, &register(1, 10)).unwrap();
+    assert_eq!(again, CommandOutcome::BrokerRegistered { epoch: 1 });
+    assert_eq!(image.brokers, before.brokers);
+    let restarted = step(&mut image, &register(1, 11)).unwrap();
+    assert_eq!(restarted, CommandOutcome::BrokerRegistered { epoch: 3 });
+}
+
+#[test]
+fn bad_registrations_are_refused() {
+    let mut image = MetadataImage::default();
+    let with = |node_id, listeners| MetadataCommand::RegisterBroker {
+        node_id,
+        incarnation_id: Uuid::from_u128(1),
+        listeners,
+        rack: None,
+    };
+    let mut twice = listener(1);
+    twice.extend(listener(2));
+    let mut nameless = listener(1);
+    nameless[0].name.clear();
+    for command in [
+        with(1, vec![]),
+        with(-1, listener(1)),
+        with(1, twice),
+        with(1, nameless),
+    ] {
+        assert!(step(&mut image, &command).is_err(), "{command:?} accepted");
+    }
+    assert!(image.brokers.is_empty());
+}
+
+#[test]
+fn fencing_moves_leadership_to_the_next_live_isr_member() {
+    let mut image = cluster(3);
+    step(&mut image, &create("t", vec![vec![1, 2, 3], vec![2, 3, 1]])).unwrap();
+    fence(&mut image, 1);
+    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 1));
+    // Not its leader: it only leaves the ISR, the epoch stays.
+    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2, 3], 0));
+    fence(&mut image, 2);
+    assert_eq!(leader_and_isr(&image, "t", 0), (3, vec![3], 2));
+    fence(&mut image, 3);
+    // The last ISR member stays so the partition can come back.
+    assert_eq!(leader_and_isr(&image, "t", 0), (NO_LEADER, vec![3], 3));
+    assert_eq!(leader_and_isr(&image, "t", 1), (NO_LEADER, vec![3], 2));
+    unfence(&mut image, 1);
+    assert_eq!(
+        leader_and_isr(&image, "t", 0).0,
+        NO_LEADER,
+        "1 is not in the ISR"
+    );
+    unfence(&mut image, 3);
+    assert_eq!(leader_and_isr(&image, "t", 0), (3, vec![3], 4));
+    assert_eq!(leader_and_isr(&image, "t", 1), (3, vec![3], 3));
+    assert_eq!(image.check_invariants(), Ok(()));
+}
+
+#[test]
+fn fencing_twice_and_stale_epochs_change_nothing() {
+    let mut image = cluster(2);
+    step(&mut image, &create("t", vec![vec![1, 2]])).unwrap();
+    let old_epoch = epoch(&image, 1);
+    fence(&mut image, 1);
+    let fenced = image.clone();
+    fence(&mut image, 1);
+    image.applied_index = fenced.applied_index;
+    assert_eq!(image, fenced, "fencing a fenced broker is a no-op");
+    step(&mut image, &register(1, 99)).unwrap();
+    let before = image.clone();
+    for command in [
+        MetadataCommand::UnfenceBroker {
+            node_id: 1,
+            epoch: old_epoch,
+        },
+        MetadataCommand::FenceBroker {
+            node_id: 1,
+            epoch: old_epoch,
+        },
+        MetadataCommand::FenceBroker {
+            node_id: 7,
+            epoch: 1,
+        },
+    ] {
+        let error = apply(&mut image, &command).unwrap_err();
+        assert!(matches!(
+            error,
+            ControllerError::StaleBrokerEpoch { .. } | ControllerError::UnknownBroker(7)
+        ));
+        assert_eq!(image, before);
+    }
+}
+
+#[test]
+fn a_restarted_broker_loses_leadership_until_unfenced() {
+    let mut image = cluster(1);
+    step(&mut image, &create("t", vec![vec![1]])).unwrap();
+    step(&mut image, &register(1, 77)).unwrap();
+    assert_eq!(leader_and_isr(&image, "t", 0), (NO_LEADER, vec![1], 1));
+    unfence(&mut image, 1);
+    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1], 2));
+}
+
+#[test]
+fn new_partitions_take_live_replicas_as_isr_and_refuse_bad_lists() {
+    let mut image = cluster(3);
+    fence(&mut image, 1);
+    step(&mut image, &create("t", vec![vec![1, 2, 3]])).unwrap();
+    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 0));
+    let before = image.clone();
+    for assignments in [
+        vec![],
+        vec![vec![]],
+        vec![vec![2, 2]],
+        vec![vec![2, 9]],
+        vec![vec![1]],
+        vec![vec![2], vec![]],
+    ] {
+        let command = create("u", assignments.clone());
+        assert!(
+            apply(&mut image, &command).is_err(),
+            "{assignments:?} accepted"
+        );
+        let more = MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            assignments: assignments.clone(),
+        };
+        assert!(
+            apply(&mut image, &more).is_err(),
+            "{assignments:?} accepted"
+        );
+        assert_eq!(image, before);
+    }
+    for bad_name in ["", "a/b", "__cluster_metadata"] {
+        assert!(apply(&mut image, &create(bad_name, vec![vec![2]])).is_err());
+    }
+    let nil_id = MetadataCommand::CreateTopic {
+        name: "u".into(),
+        id: Uuid::nil(),
+        assignments: vec![vec![2]],
+        configs: BTreeMap::new(),
+    };
+    assert!(apply(&mut image, &nil_id).is_err());
+    assert_eq!(image, before);
+}
+
+#[test]
+fn restore_imports_an_image_once_and_keeps_the_log_position() {
+    let mut old = cluster(1);
+    step(&mut old, &create("t", vec![vec![1]])).unwrap();
+    let restore = MetadataCommand::Restore {
+        image: Box::new(old.clone()),
+    };
+    let mut fresh = MetadataImage::default();
+    assert!(
+        step(&mut fresh, &restore).is_err(),
+        "an image without a cluster id"
+    );
+    old.cluster_id = "c1".into();
+    let restore = MetadataCommand::Restore {
+        image: Box::new(old.clone()),
+    };
+    fresh.applied_index = 3;
+    fresh.controller_id = 5;
+    apply(&mut fresh, &restore).unwrap();
+    assert_eq!((fresh.applied_index, fresh.controller_id), (3, 5));
+    assert_eq!(fresh.topics, old.topics);
+    assert_eq!(fresh.brokers, old.brokers);
+    let before = fresh.clone();
+    assert!(apply(&mut fresh, &restore).is_err(), "a second restore");
+    assert_eq!(fresh, before);
+    let mut broken = old.clone();
+    broken.topics.get_mut("t").unwrap().partitions[0]
+        .isr
+        .clear();
+    let mut empty = MetadataImage::default();
+    let restore = MetadataCommand::Restore {
+        image: Box::new(broken),
+    };
+    assert!(
+        apply(&mut empty, &restore).is_err(),
+        "an image breaking invariants"
+    );
+    assert_eq!(empty, MetadataImage::default());
+}
+
+#[test]
+fn old_register_broker_records_still_decode_and_register_unfenced() {
+    let old = r#"{"RegisterBroker":{"node_id":1,"host":"h","port":9092,"rack":"r1"}}"#;
+    let command: MetadataCommand = serde_json::from_str(old).unwrap();
+    let expected = MetadataCommand::RegisterBroker {
+        node_id: 1,
+        incarnation_id: Uuid::nil(),
+        listeners: vec![BrokerEndpoint {
+            name: "PLAINTEXT".into(),
+            host: "h".into(),
+            port: 9092,
+        }],
+        rack: Some("r1".into()),
+    };
+    assert_eq!(command, expected);
+    let mut image = MetadataImage::default();
+    step(&mut image, &command).unwrap();
+    assert!(!image.brokers[&1].fenced);
+    let current = serde_json::to_string(&register(2, 5)).unwrap();
+    assert_eq!(
+        serde_json::from_str::<MetadataCommand>(&current).unwrap(),
+        register(2, 5)
+    );
+    let bad_port = r#"{"RegisterBroker":{"node_id":1,"host":"h","port":70000,"rack":null}}"#;
+    assert!(serde_json::from_str::<MetadataCommand>(bad_port).is_err());
+}
