@@ -263,7 +263,12 @@ impl Broker {
             .advertised_listeners
             .iter()
             .filter(|endpoint| endpoint.name != client.name)
-            .filter(|endpoint| !self.config.controller_listener_names.contains(&endpoint.name));
+            .filter(|endpoint| {
+                !self
+                    .config
+                    .controller_listener_names
+                    .contains(&endpoint.name)
+            });
         std::iter::once(client)
             .chain(others)
             .map(|endpoint| BrokerEndpoint {
@@ -459,5 +464,15 @@ fn controller_settings(config: &BrokerConfig, cluster_id: &str) -> ControllerSet
             / METADATA_RECORD_BYTES_ASSUMED)
             .max(1),
         session_timeout_ms: config.broker_session_timeout_ms,
+        listener_name: config
+            .controller_listener_names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "CONTROLLER".into()),
+        local_endpoint: (
+            config.listener.name.clone(),
+            config.listener.host.clone(),
+            config.listener.port,
+        ),
     }
 }

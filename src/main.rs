@@ -143,7 +143,8 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         data = %broker.config.log_dirs.display(),
         "broker started"
     );
-    let serving = listener.map(|listener| tokio::spawn(server::serve(listener, broker.clone(), shutdown)));
+    let serving =
+        listener.map(|listener| tokio::spawn(server::serve(listener, broker.clone(), shutdown)));
     wait_for_signal(&mut terminate).await;
     tracing::info!("shutting down");
     broker.begin_shutdown();

@@ -41,11 +41,20 @@ pub struct ControllerSettings {
     pub snapshot_interval_entries: u64,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub session_timeout_ms: u64,
+    /// The controller listener's name (`controller.listener.names`, first), as
+    /// DescribeQuorum v2 names the voters' endpoints.
+    pub listener_name: String,
+    /// Where a lone voter without a controller listener is reached: its client listener
+    /// (name, host, port).
+    pub local_endpoint: (String, String, u16),
 }
 
 /// How long a command may wait for an active controller before the caller gets an error.
 const SUBMIT_DEADLINE: Duration = Duration::from_secs(30);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Free space the metadata disk must keep for a proposal to be made: a redb commit writes
+/// a few pages and may grow the file by a region.
+const METADATA_SPACE_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
 /// Entries kept behind a snapshot, so a briefly lagging voter catches up from the log.
 const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
 
@@ -245,6 +254,7 @@ impl Controller {
         &self,
         command: MetadataCommand,
     ) -> Result<(Applied, u64), ControllerError> {
+        self.check_space_reserve()?;
         match self.raft.client_write(command).await {
             Ok(response) => Ok((response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
@@ -255,6 +265,26 @@ impl Controller {
             }
             Err(RaftError::Fatal(error)) => Err(ControllerError::Storage(error.to_string())),
         }
+    }
+
+    /// Refuses a proposal while the metadata disk is nearly full: openraft treats a failed
+    /// log write as fatal (the quorum stops on this node until a restart), so the leader
+    /// does not start one it can foresee failing. Kafka halts the whole process instead.
+    fn check_space_reserve(&self) -> Result<(), ControllerError> {
+        let Ok(stats) = rustix::fs::statvfs(&self.settings.dir) else {
+            return Ok(());
+        };
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        if free >= METADATA_SPACE_RESERVE_BYTES {
+            return Ok(());
+        }
+        Err(ControllerError::AppendFailed {
+            path: self.settings.dir.join(STORE_FILE).display().to_string(),
+            source: std::io::Error::other(format!(
+                "No space left on device: {free} bytes free, below the metadata disk's \
+                 {METADATA_SPACE_RESERVE_BYTES}-byte reserve"
+            )),
+        })
     }
 
     async fn call_peer(&self, node: NodeId, request: Request) -> Result<Response, ControllerError> {
@@ -399,10 +429,20 @@ impl Controller {
             .voters
             .iter()
             .filter_map(|(id, address)| {
-                let (host, port) = address.rsplit_once(':')?;
+                let listener = if address.is_empty() {
+                    self.settings.local_endpoint.clone()
+                } else {
+                    let (host, port) = address.rsplit_once(':')?;
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    (
+                        self.settings.listener_name.clone(),
+                        host.to_string(),
+                        port.parse().ok()?,
+                    )
+                };
                 Some(QuorumNode {
                     node_id: *id,
-                    listeners: vec![("CONTROLLER".into(), host.to_string(), port.parse().ok()?)],
+                    listeners: vec![listener],
                 })
             })
             .collect();
