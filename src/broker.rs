@@ -66,17 +66,23 @@ impl Broker {
         controller_listener: Option<tokio::net::TcpListener>,
     ) -> Result<Arc<Broker>, BrokerError> {
         let config = Arc::new(config);
-        if !config.roles.controller {
+        if config.quorum_voters.is_empty() && !config.quorum_bootstrap_servers.is_empty() {
             return Err(BrokerError::Unsupported(
-                "process.roles=broker (a broker that is not a controller voter) is not \
-                 supported yet: run every node as broker,controller"
+                "controller.quorum.bootstrap.servers without controller.quorum.voters (a \
+                 dynamic quorum, KIP-853) is not supported yet: list the voters in \
+                 controller.quorum.voters"
                     .into(),
             ));
         }
         let cluster_id = tokio::task::block_in_place(|| crate::meta_properties::prepare(&config))?;
         let metadata_dir = config.log_dirs.join(METADATA_DIR);
         let stopping = tokio::sync::watch::channel(false).0;
-        let controller = Controller::start(controller_settings(&config, &cluster_id)).await?;
+        let settings = controller_settings(&config, &cluster_id);
+        let controller = if config.roles.controller {
+            Controller::start(settings).await?
+        } else {
+            Controller::start_observer(settings).await?
+        };
         if let Some(listener) = controller_listener {
             tokio::spawn(crate::controller::raft::server::serve(
                 listener,
@@ -201,7 +207,11 @@ impl Broker {
             }
             tracing::info!("waiting for the metadata quorum to elect an active controller");
         }
-        if self.image().cluster_id.is_empty() {
+        if !self.config.roles.controller {
+            // An observer names no cluster: it waits for the voters' bootstrap record.
+            let mut images = self.controller.subscribe();
+            let _ = images.wait_for(|image| !image.cluster_id.is_empty()).await;
+        } else if self.image().cluster_id.is_empty() {
             let command = MetadataCommand::Bootstrap {
                 cluster_id: cluster_id.clone(),
                 controller_id: self.config.node_id,

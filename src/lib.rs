@@ -28,6 +28,8 @@ pub mod log;
 pub mod meta_properties;
 pub mod replica;
 pub mod server;
+#[cfg(test)]
+pub mod sim_rng;
 pub mod topic_config;
 pub mod txn;
 pub mod types;

@@ -23,6 +23,8 @@ pub struct Liveness {
     replicas: BTreeMap<NodeId, (i64, i64)>,
     /// Last matched index per follower, to tell progress from silence.
     matched: BTreeMap<NodeId, Option<u64>>,
+    /// Observers (brokers that are not voters): (position fetched from, last fetch time).
+    observers: BTreeMap<NodeId, (u64, i64)>,
 }
 
 impl Liveness {
@@ -102,6 +104,29 @@ impl Liveness {
                 times.1 = now_ms;
             }
         }
+    }
+
+    /// An observer fetched from `from_index`: it holds everything before.
+    pub fn note_observer(&mut self, node: NodeId, from_index: u64, now_ms: i64) {
+        self.observers.insert(node, (from_index, now_ms));
+    }
+
+    /// Observers heard from in the last minute, as DescribeQuorum lists them.
+    pub fn observers(
+        &self,
+        now_ms: i64,
+    ) -> impl Iterator<Item = crate::controller::ReplicaProgress> + '_ {
+        const FORGET_AFTER_MS: i64 = 60_000;
+        self.observers
+            .iter()
+            .filter(move |(_, (_, at))| now_ms - at < FORGET_AFTER_MS)
+            .map(|(node, (from, at))| crate::controller::ReplicaProgress {
+                replica_id: *node,
+                replica_directory_id: uuid::Uuid::nil(),
+                log_end_offset: i64::try_from(*from).unwrap_or(i64::MAX),
+                last_fetch_timestamp: *at,
+                last_caught_up_timestamp: *at,
+            })
     }
 
     pub fn replica_times(&self, node: NodeId) -> (i64, i64) {

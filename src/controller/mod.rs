@@ -11,9 +11,12 @@ pub mod features;
 pub mod image;
 pub mod legacy_import;
 pub mod liveness;
+pub mod observer;
 pub mod placement;
 pub mod quorum;
 pub mod quorum_status;
+#[cfg(test)]
+mod quorum_tests;
 pub mod raft;
 pub mod rejection;
 pub mod store;

@@ -14,7 +14,7 @@ use super::liveness::Liveness;
 use super::quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
 use super::raft::log_store::LogStore;
 use super::raft::network::{Channel, Identity, Network};
-use super::raft::rpc::{BrokerHeartbeat, Request, Response};
+use super::raft::rpc::{BrokerHeartbeat, MetadataBatch, Request, Response};
 use super::raft::state_machine::{Publisher, StateMachine};
 use super::raft::types::{Applied, RaftNode, kafka_id, raft_id};
 use super::{CommandOutcome, ControllerError, MetadataCommand, MetadataImage};
@@ -61,8 +61,15 @@ const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
 pub struct Controller {
     settings: ControllerSettings,
     identity: Identity,
-    raft: RaftNode,
+    /// `None` on an observer (a broker-only node): it follows the log by fetching.
+    raft: Option<RaftNode>,
+    /// Reads committed entries for observers' fetches (voters only).
+    log_reader: Option<LogStore>,
+    /// The active controller as an observer last heard it (-1: unknown).
+    leader_hint: std::sync::atomic::AtomicI32,
     publisher: Arc<Publisher>,
+    /// Stops an observer's fetch loop.
+    stopped: watch::Sender<bool>,
     /// Channels to other voters for forwarded commands, heartbeats and quorum questions.
     peers: BTreeMap<NodeId, Mutex<Channel>>,
     pub(crate) liveness: std::sync::Mutex<Liveness>,
@@ -85,6 +92,7 @@ impl Controller {
             .map_err(|e| quorum_error(&settings, e))?;
         let db = Arc::new(db);
         let log_store = LogStore::open(db.clone()).map_err(|e| quorum_error(&settings, e))?;
+        let log_reader = log_store.clone();
         let fresh = log_store
             .is_empty()
             .map_err(|e| quorum_error(&settings, e))?;
@@ -123,8 +131,11 @@ impl Controller {
             liveness: std::sync::Mutex::new(Liveness::default()),
             settings,
             identity,
-            raft,
+            raft: Some(raft),
+            log_reader: Some(log_reader),
+            leader_hint: std::sync::atomic::AtomicI32::new(-1),
             publisher,
+            stopped: watch::channel(false).0,
             peers,
         });
         if fresh {
@@ -132,10 +143,140 @@ impl Controller {
             controller.initialize().await?;
         } else if controller.settings.voters.len() <= 1 {
             // A lone voter needs nobody's vote: stand now rather than at the first tick.
-            let _ = controller.raft.trigger().elect().await;
+            let _ = controller.voter().trigger().elect().await;
         }
         tokio::spawn(follow_leadership(controller.clone()));
         Ok(controller)
+    }
+
+    /// Starts an observer: a broker that is not a voter follows the committed log by
+    /// fetching it from the active controller (never proposing, never voting).
+    pub async fn start_observer(
+        settings: ControllerSettings,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        let identity = Identity {
+            cluster_id: settings.cluster_id.clone(),
+            node_id: settings.node_id,
+        };
+        let peers = settings
+            .voters
+            .iter()
+            .map(|(id, address)| {
+                (
+                    *id,
+                    Mutex::new(Channel::new(identity.clone(), address.clone())),
+                )
+            })
+            .collect();
+        let controller = Arc::new(Controller {
+            liveness: std::sync::Mutex::new(Liveness::default()),
+            settings,
+            identity,
+            raft: None,
+            log_reader: None,
+            leader_hint: std::sync::atomic::AtomicI32::new(-1),
+            publisher: Arc::new(Publisher::new()),
+            stopped: watch::channel(false).0,
+            peers,
+        });
+        tokio::spawn(super::observer::follow(controller.clone()));
+        Ok(controller)
+    }
+
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    pub(crate) fn set_leader_hint(&self, leader: NodeId) {
+        self.leader_hint
+            .store(leader, std::sync::atomic::Ordering::Relaxed);
+        self.publisher.set_leader(leader);
+    }
+
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
+
+    /// One controller RPC to voter `node` (observers fetch through this).
+    pub(crate) async fn call_voter(
+        &self,
+        node: NodeId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, ControllerError> {
+        let Some(channel) = self.peers.get(&node) else {
+            return Err(ControllerError::Unavailable(format!(
+                "{node} is not a voter"
+            )));
+        };
+        let mut channel = channel.lock().await;
+        channel
+            .call(request, timeout)
+            .await
+            .map_err(|error| ControllerError::Unavailable(format!("controller {node}: {error}")))
+    }
+
+    /// Serves an observer's fetch (the active controller only): committed entries from
+    /// `from_index`, waiting up to `max_wait_ms` for one; the whole image when the log
+    /// there is purged.
+    pub(crate) async fn serve_fetch(
+        &self,
+        observer: NodeId,
+        from_index: u64,
+        max_wait_ms: u64,
+    ) -> Result<MetadataBatch, ControllerError> {
+        const ENTRIES_MAX: u64 = 1000;
+        const WAIT_MAX: Duration = Duration::from_secs(5);
+        if !self.is_leader() {
+            return Err(ControllerError::Unavailable(
+                "not the active controller".into(),
+            ));
+        }
+        let leader = self.settings.node_id;
+        let wait = Duration::from_millis(max_wait_ms).min(WAIT_MAX);
+        let mut images = self.subscribe();
+        let _ = tokio::time::timeout(
+            wait,
+            images.wait_for(|image| image.applied_index >= from_index),
+        )
+        .await;
+        let image = self.image();
+        {
+            let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+            liveness.note_observer(observer, from_index, now_ms());
+        }
+        if image.applied_index < from_index {
+            return Ok(MetadataBatch::Entries {
+                leader,
+                entries: Vec::new(),
+            });
+        }
+        let last = image
+            .applied_index
+            .min(from_index.saturating_add(ENTRIES_MAX - 1));
+        let mut reader = self.log_reader.clone().expect("a voter has a log reader");
+        use openraft::storage::RaftLogReader;
+        let entries = reader.try_get_log_entries(from_index..=last).await;
+        match entries {
+            Ok(entries) if entries.first().map(|e| e.log_id.index) == Some(from_index) => {
+                let entries = entries
+                    .into_iter()
+                    .map(|entry| {
+                        let command = match entry.payload {
+                            openraft::EntryPayload::Normal(command) => Some(command),
+                            _ => None,
+                        };
+                        (entry.log_id.index, command)
+                    })
+                    .collect();
+                Ok(MetadataBatch::Entries { leader, entries })
+            }
+            // Purged behind a snapshot (or unreadable here): the image is committed state.
+            _ => Ok(MetadataBatch::Image {
+                leader,
+                image: Box::new(MetadataImage::clone(&image)),
+            }),
+        }
     }
 
     async fn initialize(&self) -> Result<(), ControllerError> {
@@ -145,7 +286,7 @@ impl Controller {
             .iter()
             .map(|(id, address)| (raft_id(*id), BasicNode::new(address)))
             .collect();
-        match self.raft.initialize(members).await {
+        match self.voter().initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(error) => Err(quorum_error(&self.settings, error)),
@@ -160,8 +301,14 @@ impl Controller {
         self.settings.node_id
     }
 
-    pub(crate) fn raft(&self) -> &RaftNode {
-        &self.raft
+    /// The Raft node of a voter; `None` on an observer.
+    pub(crate) fn raft(&self) -> Option<&RaftNode> {
+        self.raft.as_ref()
+    }
+
+    /// The Raft node; only called on paths that exist for voters.
+    fn voter(&self) -> &RaftNode {
+        self.raft.as_ref().expect("only voters reach here")
     }
 
     pub fn settings(&self) -> &ControllerSettings {
@@ -180,7 +327,13 @@ impl Controller {
 
     /// The active controller, if one is known.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader.map(kafka_id)
+        match &self.raft {
+            Some(raft) => raft.metrics().borrow().current_leader.map(kafka_id),
+            None => {
+                let hint = self.leader_hint.load(std::sync::atomic::Ordering::Relaxed);
+                (hint >= 0).then_some(hint)
+            }
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -190,7 +343,8 @@ impl Controller {
     /// Why the Raft node stopped, if it did (a storage error: it serves no more metadata
     /// changes until restarted).
     pub fn failure(&self) -> Option<String> {
-        match &self.raft.metrics().borrow().running_state {
+        let raft = self.raft.as_ref()?;
+        match &raft.metrics().borrow().running_state {
             Ok(()) => None,
             Err(fatal) => Some(fatal.to_string()),
         }
@@ -198,8 +352,19 @@ impl Controller {
 
     /// Waits until some node is the active controller (or `timeout` passes).
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
-        let mut metrics = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + timeout;
+        let Some(raft) = &self.raft else {
+            loop {
+                if let Some(leader) = self.leader() {
+                    return Some(leader);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        };
+        let mut metrics = raft.metrics();
         loop {
             if let Some(leader) = metrics.borrow_and_update().current_leader {
                 return Some(kafka_id(leader));
@@ -254,8 +419,13 @@ impl Controller {
         &self,
         command: MetadataCommand,
     ) -> Result<(Applied, u64), ControllerError> {
+        let Some(raft) = &self.raft else {
+            return Err(ControllerError::Unavailable(
+                "an observer proposes nothing".into(),
+            ));
+        };
         self.check_space_reserve()?;
-        match self.raft.client_write(command).await {
+        match raft.client_write(command).await {
             Ok(response) => Ok((response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
                 ControllerError::Unavailable("this node is no longer the active controller".into()),
@@ -389,7 +559,10 @@ impl Controller {
 
     /// The quorum as this node sees it; only the leader's view is authoritative.
     pub(crate) fn local_quorum_status(&self) -> Result<QuorumStatus, ControllerError> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let Some(raft) = &self.raft else {
+            return Err(ControllerError::Unavailable("not a controller".into()));
+        };
+        let metrics = raft.metrics().borrow().clone();
         if metrics.state != ServerState::Leader {
             return Err(ControllerError::Unavailable(
                 "not the active controller".into(),
@@ -423,7 +596,8 @@ impl Controller {
         };
         let membership = metrics.membership_config.membership();
         let voters = membership.voter_ids().map(progress).collect();
-        let observers = membership.learner_ids().map(progress).collect();
+        let mut observers: Vec<ReplicaProgress> = membership.learner_ids().map(progress).collect();
+        observers.extend(liveness.observers(now));
         let nodes = self
             .settings
             .voters
@@ -458,7 +632,10 @@ impl Controller {
 
     /// Stops the Raft node (the store stays consistent at any point).
     pub async fn shutdown(&self) {
-        if let Err(error) = self.raft.shutdown().await {
+        self.stopped.send_replace(true);
+        if let Some(raft) = &self.raft
+            && let Err(error) = raft.shutdown().await
+        {
             tracing::warn!(%error, "metadata quorum shutdown");
         }
     }
@@ -484,7 +661,7 @@ fn raft_config(settings: &ControllerSettings) -> Result<Config, openraft::Config
 /// Keeps the published image's controller id equal to the Raft leader, starts the
 /// leader's liveness clock when this node takes over, and notes followers' progress.
 async fn follow_leadership(controller: Arc<Controller>) {
-    let mut metrics = controller.raft.metrics();
+    let mut metrics = controller.voter().metrics();
     let mut was_leader = false;
     loop {
         let snapshot = metrics.borrow_and_update().clone();

@@ -7,34 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::testkit::{Harness, T0, assignment_for, protocols};
 use super::*;
+use crate::sim_rng::Rng;
 
 const CLIENTS: usize = 5;
 const STEPS: usize = 3_000;
 const SEEDS: u64 = 40;
-
-/// xorshift64*: small, seedable, good enough to pick actions.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 #[derive(Default)]
 struct Client {

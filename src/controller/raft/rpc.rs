@@ -40,6 +40,29 @@ pub enum Request {
     Heartbeat(BrokerHeartbeat),
     /// The quorum as the active controller sees it (DescribeQuorum from any node).
     DescribeQuorum,
+    /// An observer (a broker that is not a voter) follows the committed log from the
+    /// active controller, as Kafka's brokers fetch the metadata log: entries from
+    /// `from_index` on, waiting up to `max_wait_ms` for one to be committed.
+    FetchMetadata {
+        from_index: u64,
+        max_wait_ms: u64,
+    },
+}
+
+/// Committed metadata for an observer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum MetadataBatch {
+    /// Entries in index order; `None` for entries that change no image (blank, membership).
+    Entries {
+        leader: NodeId,
+        entries: Vec<(u64, Option<MetadataCommand>)>,
+    },
+    /// The log before the observer's position is gone (purged behind a snapshot): the whole
+    /// committed image instead.
+    Image {
+        leader: NodeId,
+        image: Box<crate::controller::MetadataImage>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -59,6 +82,7 @@ pub enum Response {
     Submit(Result<(Applied, u64), Rejection>),
     Heartbeat(Result<(), Rejection>),
     DescribeQuorum(Result<QuorumStatus, Rejection>),
+    FetchMetadata(Result<MetadataBatch, Rejection>),
     /// The request came from another cluster; the receiver's id is attached.
     WrongCluster(String),
 }

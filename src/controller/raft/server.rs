@@ -56,7 +56,12 @@ async fn answer(controller: &Controller, envelope: Envelope) -> Response {
         );
         return Response::WrongCluster(controller.cluster_id().to_string());
     }
-    let raft = controller.raft();
+    let from = envelope.from;
+    let Some(raft) = controller.raft() else {
+        return Response::Vote(Err(openraft::error::RaftError::Fatal(
+            openraft::error::Fatal::Stopped,
+        )));
+    };
     match envelope.request {
         Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await),
         Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
@@ -72,6 +77,15 @@ async fn answer(controller: &Controller, envelope: Envelope) -> Response {
         Request::Heartbeat(beat) => Response::Heartbeat(
             controller
                 .heartbeat_as_leader(beat)
+                .await
+                .map_err(|error| Rejection::from(&error)),
+        ),
+        Request::FetchMetadata {
+            from_index,
+            max_wait_ms,
+        } => Response::FetchMetadata(
+            controller
+                .serve_fetch(from, from_index, max_wait_ms)
                 .await
                 .map_err(|error| Rejection::from(&error)),
         ),

@@ -156,21 +156,24 @@ impl StateMachine {
         }
         txn.commit().map_err(snapshot_write)
     }
+}
 
-    /// Applies one command: the image's applied index is the entry's Raft index (the
-    /// metadata offset, which is also a new broker's epoch). A command that fails is a no-op
-    /// whose error goes back to the proposer.
-    fn apply_command(
-        image: &mut MetadataImage,
-        index: u64,
-        command: &commands::MetadataCommand,
-    ) -> Applied {
-        image.applied_index = index;
-        commands::apply(image, command).map_err(|error| {
-            tracing::debug!(index, %error, "metadata command rejected at apply");
-            Rejection::from(&error)
-        })
-    }
+/// Applies one committed command, on a voter's state machine and on an observer alike: the
+/// image's applied index is the entry's Raft index (the metadata offset, which is also a
+/// new broker's epoch). A command that fails is a no-op whose error goes back to the
+/// proposer.
+pub fn apply_command(
+    image: &mut MetadataImage,
+    index: u64,
+    command: &commands::MetadataCommand,
+) -> Applied {
+    image.applied_index = index;
+    let applied = commands::apply(image, command).map_err(|error| {
+        tracing::debug!(index, %error, "metadata command rejected at apply");
+        Rejection::from(&error)
+    });
+    image.applied_index = index;
+    applied
 }
 
 pub struct SnapshotBuilder {
@@ -227,7 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let applied = match &entry.payload {
                 EntryPayload::Blank => Ok(commands::CommandOutcome::Done),
                 EntryPayload::Normal(command) => {
-                    Self::apply_command(&mut self.state.image, entry.log_id.index, command)
+                    apply_command(&mut self.state.image, entry.log_id.index, command)
                 }
                 EntryPayload::Membership(membership) => {
                     self.state.membership = Membership::new(Some(entry.log_id), membership.clone());
