@@ -205,6 +205,12 @@ impl Broker {
                     reason,
                 });
             }
+            if let Some(theirs) = self.controller.wrong_cluster() {
+                return Err(ControllerError::ClusterIdMismatch {
+                    ours: cluster_id,
+                    theirs,
+                });
+            }
             tracing::info!("waiting for the metadata quorum to elect an active controller");
         }
         if !self.config.roles.controller {
@@ -437,10 +443,14 @@ async fn reconcile_images(broker: Arc<Broker>) {
                 hosted.replicas.reconcile(&image);
                 hosted.load_offsets_partitions();
             });
-            if let Err(error) = work.await {
-                tracing::error!(%error, "reconciling partitions panicked");
+            match work.await {
+                Ok(()) => {
+                    broker.reconciled.send_replace(index);
+                }
+                // Not marked reconciled: waiting requests time out rather than report a
+                // partition ready that is not; the next image tries again.
+                Err(error) => tracing::error!(%error, "reconciling partitions panicked"),
             }
-            broker.reconciled.send_replace(index);
         }
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return },
@@ -448,6 +458,9 @@ async fn reconcile_images(broker: Arc<Broker>) {
         }
     }
 }
+
+/// Metadata entries kept behind a snapshot: a voter a little behind catches up from the log.
+const METADATA_LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
 
 /// openraft snapshots by entry count; Kafka's `metadata.log.max.record.bytes.between.snapshots`
 /// is in bytes. Our commands average a few hundred bytes of JSON.
@@ -474,6 +487,7 @@ fn controller_settings(config: &BrokerConfig, cluster_id: &str) -> ControllerSet
             / METADATA_RECORD_BYTES_ASSUMED)
             .max(1),
         session_timeout_ms: config.broker_session_timeout_ms,
+        log_kept_behind_snapshot: METADATA_LOG_KEPT_BEHIND_SNAPSHOT,
         listener_name: config
             .controller_listener_names
             .first()

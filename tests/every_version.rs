@@ -110,7 +110,7 @@ async fn open_broker(dir: &std::path::Path) -> std::sync::Arc<Broker> {
     );
     map.insert("group.initial.rebalance.delay.ms".into(), "0".into());
     map.insert("offsets.topic.num.partitions".into(), "3".into());
-    Broker::open(BrokerConfig::from_map(map).unwrap())
+    Broker::open(BrokerConfig::from_map(map).unwrap(), None)
         .await
         .unwrap()
 }

@@ -21,7 +21,9 @@ pub async fn describe_cluster(
     let image = broker.image();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_controller_id(BrokerId(
+            image.controller_for_clients(broker.config.node_id),
+        ))
         .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS_ALL
         } else {

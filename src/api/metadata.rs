@@ -74,7 +74,9 @@ pub async fn handle(
     MetadataResponse::default()
         .with_brokers(brokers(&image))
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_controller_id(BrokerId(
+            image.controller_for_clients(broker.config.node_id),
+        ))
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if request.include_cluster_authorized_operations && (8..=10).contains(&context.version)

@@ -115,6 +115,22 @@ impl MetadataImage {
     }
 
     /// Registered and not fenced: may lead partitions and is listed to clients.
+    /// The controller id Metadata and DescribeCluster give clients: they send admin
+    /// requests there, so it must be a live broker. The active controller when it is one;
+    /// else `local` (it forwards to the active controller), else any live broker, as a
+    /// KRaft broker answers.
+    pub fn controller_for_clients(&self, local: NodeId) -> NodeId {
+        if self.is_broker_live(self.controller_id) {
+            self.controller_id
+        } else if self.is_broker_live(local) {
+            local
+        } else {
+            self.live_brokers()
+                .next()
+                .map_or(NO_LEADER, |broker| broker.node_id)
+        }
+    }
+
     pub fn is_broker_live(&self, node_id: NodeId) -> bool {
         self.brokers
             .get(&node_id)

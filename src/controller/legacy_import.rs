@@ -8,6 +8,7 @@
 //! renames it. Nothing is deleted.
 
 use std::path::Path;
+use std::time::Duration;
 
 use super::store::CommandLog;
 use super::{Controller, ControllerError, MetadataCommand};
@@ -26,12 +27,26 @@ pub async fn import_if_present(controller: &Controller, dir: &Path) -> Result<()
     }
     if controller.settings().voters.len() > 1 {
         return Err(ControllerError::InvalidRequest(format!(
-            "{} holds a single-node metadata log; import it by starting this node alone \
-             (one voter) once, then add voters",
+            "{} holds a single-node metadata log, which only a single-voter node imports \
+             (voters cannot be added afterwards yet)",
             dir.display()
         )));
     }
     let (_, image) = tokio::task::block_in_place(|| CommandLog::open(dir))?;
+    // The lone voter re-applies its committed tail at start: read the image only after it
+    // has applied everything in its log (a Restore from a crashed earlier attempt included).
+    if controller
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .is_none()
+    {
+        return Err(ControllerError::Unavailable(
+            "no active controller for the import".into(),
+        ));
+    }
+    controller
+        .wait_applied_log_end(Duration::from_secs(30))
+        .await?;
     let current = controller.image();
     if current.cluster_id.is_empty() {
         tracing::info!(
@@ -39,11 +54,18 @@ pub async fn import_if_present(controller: &Controller, dir: &Path) -> Result<()
             brokers = image.brokers.len(),
             "importing the single-node metadata log into the metadata quorum"
         );
-        controller
+        let cluster_id = image.cluster_id.clone();
+        let restored = controller
             .submit(MetadataCommand::Restore {
                 image: Box::new(image),
             })
-            .await?;
+            .await;
+        // Refused because a Restore of the same cluster got there first: that is success.
+        if let Err(error) = restored
+            && controller.image().cluster_id != cluster_id
+        {
+            return Err(error);
+        }
     } else if current.cluster_id != image.cluster_id {
         return Err(ControllerError::ClusterIdMismatch {
             ours: image.cluster_id,

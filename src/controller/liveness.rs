@@ -33,6 +33,13 @@ impl Liveness {
         self.last_heard = image.brokers.keys().map(|id| (*id, now)).collect();
     }
 
+    /// Forgets the clocks of a leadership that ended: a later one starts afresh, and no
+    /// fencing runs on stale times in between.
+    pub fn lost_leadership(&mut self) {
+        self.leader_since = None;
+        self.last_heard.clear();
+    }
+
     pub fn heard_from(&mut self, node: NodeId, now: Instant) {
         self.last_heard.insert(node, now);
     }

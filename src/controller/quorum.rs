@@ -39,6 +39,9 @@ pub struct ControllerSettings {
     pub request_timeout_ms: u64,
     /// Committed entries between snapshots of the image.
     pub snapshot_interval_entries: u64,
+    /// Entries kept behind a snapshot, so a briefly lagging voter catches up from the log
+    /// rather than from a whole snapshot.
+    pub log_kept_behind_snapshot: u64,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub session_timeout_ms: u64,
     /// The controller listener's name (`controller.listener.names`, first), as
@@ -55,8 +58,6 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Free space the metadata disk must keep for a proposal to be made: a redb commit writes
 /// a few pages and may grow the file by a region.
 const METADATA_SPACE_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
-/// Entries kept behind a snapshot, so a briefly lagging voter catches up from the log.
-const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 500;
 
 pub struct Controller {
     settings: ControllerSettings,
@@ -64,14 +65,17 @@ pub struct Controller {
     /// `None` on an observer (a broker-only node): it follows the log by fetching.
     raft: Option<RaftNode>,
     /// Reads committed entries for observers' fetches (voters only).
-    log_reader: Option<LogStore>,
+    log_reader: std::sync::Mutex<Option<LogStore>>,
     /// The active controller as an observer last heard it (-1: unknown).
     leader_hint: std::sync::atomic::AtomicI32,
     publisher: Arc<Publisher>,
     /// Stops an observer's fetch loop.
     stopped: watch::Sender<bool>,
     /// Channels to other voters for forwarded commands, heartbeats and quorum questions.
-    peers: BTreeMap<NodeId, Mutex<Channel>>,
+    peers: BTreeMap<NodeId, Peer>,
+    /// A voter rebuilt from an empty directory grants no vote until it has applied up to
+    /// here (0: not catching up).
+    catch_up_to: std::sync::atomic::AtomicU64,
     pub(crate) liveness: std::sync::Mutex<Liveness>,
 }
 
@@ -100,10 +104,7 @@ impl Controller {
         let state_machine =
             StateMachine::open(db, publisher.clone()).map_err(|e| quorum_error(&settings, e))?;
         let config = raft_config(&settings).map_err(|e| quorum_error(&settings, e))?;
-        let identity = Identity {
-            cluster_id: settings.cluster_id.clone(),
-            node_id: settings.node_id,
-        };
+        let identity = Identity::new(settings.cluster_id.clone(), settings.node_id);
         let network = Network {
             identity: identity.clone(),
         };
@@ -120,28 +121,26 @@ impl Controller {
             .voters
             .iter()
             .filter(|(id, _)| **id != settings.node_id)
-            .map(|(id, address)| {
-                (
-                    *id,
-                    Mutex::new(Channel::new(identity.clone(), address.clone())),
-                )
-            })
+            .map(|(id, address)| (*id, Peer::new(&identity, address)))
             .collect();
         let controller = Arc::new(Controller {
             liveness: std::sync::Mutex::new(Liveness::default()),
             settings,
             identity,
             raft: Some(raft),
-            log_reader: Some(log_reader),
+            log_reader: std::sync::Mutex::new(Some(log_reader)),
             leader_hint: std::sync::atomic::AtomicI32::new(-1),
             publisher,
             stopped: watch::channel(false).0,
             peers,
+            catch_up_to: std::sync::atomic::AtomicU64::new(0),
         });
         if fresh {
-            // A lone voter elects itself as part of initializing.
-            controller.initialize().await?;
-        } else if controller.settings.voters.len() <= 1 {
+            controller.join_or_initialize().await?;
+        } else {
+            controller.check_configured_voters().await?;
+        }
+        if !fresh && controller.settings.voters.len() <= 1 {
             // A lone voter needs nobody's vote: stand now rather than at the first tick.
             let _ = controller.voter().trigger().elect().await;
         }
@@ -154,30 +153,23 @@ impl Controller {
     pub async fn start_observer(
         settings: ControllerSettings,
     ) -> Result<Arc<Controller>, ControllerError> {
-        let identity = Identity {
-            cluster_id: settings.cluster_id.clone(),
-            node_id: settings.node_id,
-        };
+        let identity = Identity::new(settings.cluster_id.clone(), settings.node_id);
         let peers = settings
             .voters
             .iter()
-            .map(|(id, address)| {
-                (
-                    *id,
-                    Mutex::new(Channel::new(identity.clone(), address.clone())),
-                )
-            })
+            .map(|(id, address)| (*id, Peer::new(&identity, address)))
             .collect();
         let controller = Arc::new(Controller {
             liveness: std::sync::Mutex::new(Liveness::default()),
             settings,
             identity,
             raft: None,
-            log_reader: None,
+            log_reader: std::sync::Mutex::new(None),
             leader_hint: std::sync::atomic::AtomicI32::new(-1),
             publisher: Arc::new(Publisher::new()),
             stopped: watch::channel(false).0,
             peers,
+            catch_up_to: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(super::observer::follow(controller.clone()));
         Ok(controller)
@@ -197,21 +189,33 @@ impl Controller {
         self.stopped.subscribe()
     }
 
-    /// One controller RPC to voter `node` (observers fetch through this).
+    /// One controller RPC to voter `node`, waiting for the channel included in `timeout`.
+    /// Heartbeats have a channel of their own, so slow admin forwarding never delays them
+    /// past the session timeout.
     pub(crate) async fn call_voter(
         &self,
         node: NodeId,
         request: Request,
         timeout: Duration,
     ) -> Result<Response, ControllerError> {
-        let Some(channel) = self.peers.get(&node) else {
+        let Some(peer) = self.peers.get(&node) else {
             return Err(ControllerError::Unavailable(format!(
                 "{node} is not a voter"
             )));
         };
-        let mut channel = channel.lock().await;
+        let channel = match request {
+            Request::Heartbeat(_) => &peer.heartbeat,
+            _ => &peer.general,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(mut channel) = tokio::time::timeout_at(deadline, channel.lock()).await else {
+            return Err(ControllerError::Unavailable(format!(
+                "controller {node}: busy"
+            )));
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         channel
-            .call(request, timeout)
+            .call(request, left.max(Duration::from_millis(1)))
             .await
             .map_err(|error| ControllerError::Unavailable(format!("controller {node}: {error}")))
     }
@@ -254,7 +258,14 @@ impl Controller {
         let last = image
             .applied_index
             .min(from_index.saturating_add(ENTRIES_MAX - 1));
-        let mut reader = self.log_reader.clone().expect("a voter has a log reader");
+        let reader = self
+            .log_reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(mut reader) = reader else {
+            return Err(ControllerError::Unavailable("shutting down".into()));
+        };
         use openraft::storage::RaftLogReader;
         let entries = reader.try_get_log_entries(from_index..=last).await;
         match entries {
@@ -277,6 +288,108 @@ impl Controller {
                 image: Box::new(MetadataImage::clone(&image)),
             }),
         }
+    }
+
+    /// A node without a Raft log: if the other voters already run a cluster, this one was
+    /// wiped (or is new) and must catch up before it may vote; otherwise the quorum is being
+    /// formed and every voter initializes it with the same voter set (Raft allows that).
+    async fn join_or_initialize(&self) -> Result<(), ControllerError> {
+        const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+        if self.settings.voters.len() > 1 {
+            for node in self.peers.keys() {
+                let answer = self
+                    .call_voter(*node, Request::DescribeQuorum, PROBE_TIMEOUT)
+                    .await;
+                if let Ok(Response::DescribeQuorum(Ok(status))) = answer
+                    && status.leader_id >= 0
+                    && status.high_watermark > 1
+                {
+                    let target = (status.high_watermark - 1) as u64;
+                    tracing::warn!(
+                        leader = status.leader_id,
+                        catch_up_to = target,
+                        "this voter has no metadata log but the quorum has one: catching up \
+                         before voting"
+                    );
+                    self.catch_up_to
+                        .store(target, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+        self.initialize().await
+    }
+
+    /// True while a rebuilt voter has not yet applied what the quorum had when it started.
+    pub(crate) fn catching_up(&self) -> bool {
+        let target = self.catch_up_to.load(std::sync::atomic::Ordering::Relaxed);
+        if target == 0 {
+            return false;
+        }
+        let applied = self.image().applied_index;
+        if applied >= target {
+            self.catch_up_to
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(applied, "caught up with the quorum; voting again");
+            return false;
+        }
+        true
+    }
+
+    /// The voters in `controller.quorum.voters` must be the quorum's membership: voters
+    /// cannot be changed by configuration (dynamic voters do not exist here), and a
+    /// mismatch could let two groups of voters elect two leaders of one cluster.
+    async fn check_configured_voters(&self) -> Result<(), ControllerError> {
+        // The Raft core publishes the stored membership once it has started.
+        let mut watch = self.voter().metrics();
+        let known = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_some()
+        };
+        let started = tokio::time::timeout(
+            Duration::from_secs(10),
+            watch.wait_for(|m| known(m) || m.running_state.is_err()),
+        )
+        .await;
+        if started.is_err() {
+            return Err(quorum_error(
+                &self.settings,
+                "the stored voter set never loaded",
+            ));
+        }
+        let metrics = self.voter().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let stored: BTreeMap<NodeId, String> = membership
+            .nodes()
+            .filter(|(id, _)| membership.voter_ids().any(|voter| voter == **id))
+            .map(|(id, node)| (kafka_id(*id), node.addr.clone()))
+            .collect();
+        let configured = &self.settings.voters;
+        let same_ids = stored.keys().eq(configured.keys());
+        // A lone voter may gain or change its controller address: nobody else uses it.
+        let same_addresses = configured.len() <= 1 || stored == *configured;
+        if same_ids && same_addresses {
+            return Ok(());
+        }
+        Err(quorum_error(
+            &self.settings,
+            format!(
+                "controller.quorum.voters {configured:?} differs from the quorum's voters \
+                 {stored:?} (changing voters is not supported yet); restore the previous \
+                 voter configuration"
+            ),
+        ))
+    }
+
+    /// Some other cluster answered: enough voters that this node can never form or join
+    /// a quorum. `Some(their cluster id)`.
+    pub fn wrong_cluster(&self) -> Option<String> {
+        let n = self.settings.voters.len();
+        let needed = n - n / 2;
+        self.identity.wrong_cluster(needed)
     }
 
     async fn initialize(&self) -> Result<(), ControllerError> {
@@ -425,7 +538,13 @@ impl Controller {
             ));
         };
         self.check_space_reserve()?;
-        match raft.client_write(command).await {
+        let written = tokio::time::timeout(SUBMIT_DEADLINE, raft.client_write(command)).await;
+        let Ok(written) = written else {
+            return Err(ControllerError::Unavailable(
+                "the quorum did not commit the command in time (it may still be applied)".into(),
+            ));
+        };
+        match written {
             Ok(response) => Ok((response.data, response.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
                 ControllerError::Unavailable("this node is no longer the active controller".into()),
@@ -458,17 +577,8 @@ impl Controller {
     }
 
     async fn call_peer(&self, node: NodeId, request: Request) -> Result<Response, ControllerError> {
-        let Some(channel) = self.peers.get(&node) else {
-            return Err(ControllerError::Unavailable(format!(
-                "the active controller {node} is not a configured voter"
-            )));
-        };
         let timeout = Duration::from_millis(self.settings.request_timeout_ms.max(1));
-        let mut channel = channel.lock().await;
-        channel
-            .call(request, timeout)
-            .await
-            .map_err(|error| ControllerError::Unavailable(format!("controller {node}: {error}")))
+        self.call_voter(node, request, timeout).await
     }
 
     async fn forward_submit(
@@ -496,6 +606,15 @@ impl Controller {
         }
     }
 
+    /// Waits until this voter has applied every entry in its log (start-up).
+    pub async fn wait_applied_log_end(&self, timeout: Duration) -> Result<(), ControllerError> {
+        let Some(raft) = &self.raft else {
+            return Ok(());
+        };
+        let last = raft.metrics().borrow().last_log_index.unwrap_or(0);
+        self.wait_applied(last, timeout).await
+    }
+
     /// A broker's liveness report, delivered to the active controller.
     pub async fn heartbeat(&self, beat: BrokerHeartbeat) -> Result<(), ControllerError> {
         match self.leader() {
@@ -520,10 +639,21 @@ impl Controller {
                 "not the active controller".into(),
             ));
         }
+        let image = self.image();
+        let Some(registered) = image.brokers.get(&beat.node_id) else {
+            return Err(ControllerError::UnknownBroker(beat.node_id));
+        };
+        if registered.epoch != beat.broker_epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                node_id: beat.node_id,
+                epoch: beat.broker_epoch,
+                current: registered.epoch,
+            });
+        }
         let unfence = {
             let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
             liveness.heard_from(beat.node_id, Instant::now());
-            liveness.unfence_command(&self.image(), &beat)
+            liveness.unfence_command(&image, &beat)
         };
         if let Some(command) = unfence {
             tracing::info!(node = beat.node_id, "unfencing a broker that is caught up");
@@ -633,6 +763,11 @@ impl Controller {
     /// Stops the Raft node (the store stays consistent at any point).
     pub async fn shutdown(&self) {
         self.stopped.send_replace(true);
+        // Lets the store close once openraft has dropped its handles.
+        self.log_reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(raft) = &self.raft
             && let Err(error) = raft.shutdown().await
         {
@@ -652,7 +787,7 @@ fn raft_config(settings: &ControllerSettings) -> Result<Config, openraft::Config
         heartbeat_interval: (election_max / 10).max(5),
         install_snapshot_timeout: settings.request_timeout_ms.max(1000) * 5,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_interval_entries.max(1)),
-        max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+        max_in_snapshot_log_to_keep: settings.log_kept_behind_snapshot,
         ..Config::default()
     };
     config.validate()
@@ -666,7 +801,9 @@ async fn follow_leadership(controller: Arc<Controller>) {
     loop {
         let snapshot = metrics.borrow_and_update().clone();
         if snapshot.running_state.is_err() {
-            tracing::error!("the metadata quorum stopped: {:?}", snapshot.running_state);
+            if !*controller.stopped.borrow() {
+                tracing::error!("the metadata quorum stopped: {:?}", snapshot.running_state);
+            }
             return;
         }
         let leader = snapshot.current_leader.map_or(-1, kafka_id);
@@ -677,6 +814,9 @@ async fn follow_leadership(controller: Arc<Controller>) {
                 .liveness
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            if was_leader && !is_leader {
+                liveness.lost_leadership();
+            }
             if is_leader && !was_leader {
                 tracing::info!(
                     term = snapshot.current_term,
@@ -691,6 +831,21 @@ async fn follow_leadership(controller: Arc<Controller>) {
         was_leader = is_leader;
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// The channels to one voter: one for heartbeats, one for everything else.
+struct Peer {
+    general: Mutex<Channel>,
+    heartbeat: Mutex<Channel>,
+}
+
+impl Peer {
+    fn new(identity: &Identity, address: &str) -> Peer {
+        Peer {
+            general: Mutex::new(Channel::new(identity.clone(), address.to_string())),
+            heartbeat: Mutex::new(Channel::new(identity.clone(), address.to_string())),
         }
     }
 }

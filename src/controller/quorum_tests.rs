@@ -65,6 +65,7 @@ impl Quorum {
             election_timeout_ms: 400,
             request_timeout_ms: 1000,
             snapshot_interval_entries: self.snapshot_every,
+            log_kept_behind_snapshot: 2,
             session_timeout_ms: 9000,
             listener_name: "CONTROLLER".into(),
             local_endpoint: ("PLAINTEXT".into(), "127.0.0.1".into(), 9092),
@@ -74,7 +75,7 @@ impl Quorum {
     fn launch(&self, id: NodeId, listener: TcpListener) -> impl Future<Output = Node> + use<> {
         let settings = self.settings(id);
         async move {
-            let controller = Controller::start(settings).await.unwrap();
+            let controller = start_when_closed(settings).await;
             let stop = watch::channel(false).0;
             tokio::spawn(super::raft::server::serve(
                 listener,
@@ -169,6 +170,22 @@ async fn futures_join<F: Future<Output = Node> + Send + 'static>(starts: Vec<F>)
     nodes
 }
 
+/// Starts a controller; a store a stopped one in this process still closes is retried
+/// (redb allows one open handle per file and process).
+async fn start_when_closed(settings: ControllerSettings) -> Arc<Controller> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Controller::start(settings.clone()).await {
+            Ok(controller) => return controller,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                assert!(error.to_string().contains("already open"), "{error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
 async fn allocate(controller: &Controller) -> i64 {
     let command = MetadataCommand::AllocateProducerIds { count: 10 };
     match controller.submit(command).await.unwrap() {
@@ -232,6 +249,7 @@ async fn snapshots_purge_the_log_and_a_wiped_voter_is_rebuilt_from_one() {
     let metrics = quorum.nodes[&victim]
         .controller
         .raft()
+        .unwrap()
         .metrics()
         .borrow()
         .clone();
@@ -242,6 +260,7 @@ async fn snapshots_purge_the_log_and_a_wiped_voter_is_rebuilt_from_one() {
     let leader_metrics = quorum.nodes[&leader]
         .controller
         .raft()
+        .unwrap()
         .metrics()
         .borrow()
         .clone();
@@ -266,6 +285,7 @@ async fn a_lone_voter_restarts_with_its_image() {
         election_timeout_ms: 1000,
         request_timeout_ms: 1000,
         snapshot_interval_entries: 3,
+        log_kept_behind_snapshot: 2,
         session_timeout_ms: 9000,
         listener_name: "CONTROLLER".into(),
         local_endpoint: ("PLAINTEXT".into(), "127.0.0.1".into(), 9092),
@@ -277,7 +297,7 @@ async fn a_lone_voter_restarts_with_its_image() {
     let before = controller.image();
     controller.shutdown().await;
     drop(controller);
-    let controller = Controller::start(settings).await.unwrap();
+    let controller = start_when_closed(settings).await;
     controller
         .wait_applied(before.applied_index, WAIT)
         .await

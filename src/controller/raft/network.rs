@@ -1,6 +1,8 @@
 //! The client side of controller RPC: one TCP connection per peer and purpose, opened
 //! lazily and dropped on any error (the next call reconnects).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -18,11 +20,38 @@ use super::rpc::{Envelope, FrameError, Request, Response, read_frame, write_fram
 use super::types::TypeConfig;
 use crate::types::NodeId;
 
-/// Who we are, as every request says.
+/// Who we are, as every request says; and which peers said they belong to another cluster.
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub cluster_id: String,
     pub node_id: NodeId,
+    /// Peer address -> the cluster id it answered with.
+    wrong_cluster: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+}
+
+impl Identity {
+    pub fn new(cluster_id: String, node_id: NodeId) -> Identity {
+        Identity {
+            cluster_id,
+            node_id,
+            wrong_cluster: Arc::default(),
+        }
+    }
+
+    fn note_wrong_cluster(&self, address: &str, theirs: &str) {
+        let mut peers = self.wrong_cluster.lock().unwrap_or_else(|e| e.into_inner());
+        peers.insert(address.to_string(), theirs.to_string());
+    }
+
+    /// The other cluster's id once at least `peers` distinct peers answered with it.
+    pub fn wrong_cluster(&self, peers: usize) -> Option<String> {
+        let answers = self.wrong_cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if answers.len() >= peers.max(1) {
+            answers.values().next().cloned()
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +101,13 @@ impl Channel {
             self.stream = None;
         }
         match result? {
-            Response::WrongCluster(theirs) => Err(CallError::WrongCluster {
-                address: self.address.clone(),
-                theirs,
-            }),
+            Response::WrongCluster(theirs) => {
+                self.identity.note_wrong_cluster(&self.address, &theirs);
+                Err(CallError::WrongCluster {
+                    address: self.address.clone(),
+                    theirs,
+                })
+            }
             response => Ok(response),
         }
     }

@@ -130,8 +130,16 @@ where
     if size > FRAME_BYTES_MAX {
         return Err(FrameError::TooLarge(size));
     }
-    let mut body = vec![0u8; size];
-    reader.read_exact(&mut body).await?;
+    // The announced size is a claim: the buffer grows with the bytes that really arrive.
+    const INITIAL_BYTES: usize = 64 * 1024;
+    let mut body = Vec::with_capacity(size.min(INITIAL_BYTES));
+    (&mut *reader)
+        .take(size as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != size {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Some(decode(&body)?))
 }
 

@@ -1,22 +1,50 @@
 //! The server side of controller RPC on the controller listener (`CONTROLLER://...`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use super::rpc::{Envelope, Request, Response, read_frame, write_frame};
 use crate::controller::Controller;
 use crate::controller::rejection::Rejection;
 use crate::server::Shutdown;
 
+/// Connections the controller listener serves at once (voters and observers hold one or
+/// two each); more wait for a free slot.
+const CONNECTIONS_MAX: usize = 256;
+/// A connection silent this long is closed (peers reconnect on their next call).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// At most one "other cluster" error line per this interval.
+const WRONG_CLUSTER_LOG_EVERY_MS: i64 = 10_000;
+
 /// Accepts peers until shutdown; each connection is served in order, one request at a time.
 pub async fn serve(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            _ = shutdown.triggered() => return,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, controller.clone()));
+                    let controller = controller.clone();
+                    let mut stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        // A stopped node's open connections close with it.
+                        tokio::select! {
+                            _ = connection(stream, controller) => {}
+                            _ = stop.triggered() => {}
+                        }
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "controller listener accept failed");
@@ -30,14 +58,15 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>, mut shutd
 
 async fn connection(mut stream: TcpStream, controller: Arc<Controller>) {
     loop {
-        let envelope: Envelope = match read_frame(&mut stream).await {
-            Ok(Some(envelope)) => envelope,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::debug!(%error, "controller RPC connection closed");
-                return;
-            }
-        };
+        let envelope: Envelope =
+            match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream)).await {
+                Ok(Ok(Some(envelope))) => envelope,
+                Ok(Ok(None)) | Err(_) => return,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "controller RPC connection closed");
+                    return;
+                }
+            };
         let response = answer(&controller, envelope).await;
         if let Err(error) = write_frame(&mut stream, &response).await {
             tracing::debug!(%error, "controller RPC reply failed");
@@ -48,12 +77,16 @@ async fn connection(mut stream: TcpStream, controller: Arc<Controller>) {
 
 async fn answer(controller: &Controller, envelope: Envelope) -> Response {
     if envelope.cluster_id != controller.cluster_id() {
-        tracing::error!(
-            from = envelope.from,
-            their_cluster = %envelope.cluster_id,
-            our_cluster = %controller.cluster_id(),
-            "refusing controller RPC from a node of another cluster"
-        );
+        static LAST_LOGGED_MS: AtomicI64 = AtomicI64::new(0);
+        let now = crate::types::now_ms();
+        if now - LAST_LOGGED_MS.swap(now, Ordering::Relaxed) >= WRONG_CLUSTER_LOG_EVERY_MS {
+            tracing::error!(
+                from = envelope.from,
+                their_cluster = %envelope.cluster_id,
+                our_cluster = %controller.cluster_id(),
+                "refusing controller RPC from a node of another cluster"
+            );
+        }
         return Response::WrongCluster(controller.cluster_id().to_string());
     }
     let from = envelope.from;
@@ -64,6 +97,16 @@ async fn answer(controller: &Controller, envelope: Envelope) -> Response {
     };
     match envelope.request {
         Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await),
+        // A voter rebuilt from an empty directory has forgotten what it acknowledged: it
+        // grants no vote until it has caught up, so it cannot elect a leader that lacks a
+        // committed entry.
+        Request::Vote(rpc) if controller.catching_up() => {
+            Response::Vote(Ok(openraft::raft::VoteResponse {
+                vote: rpc.vote,
+                vote_granted: false,
+                last_log_id: None,
+            }))
+        }
         Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
         Request::InstallSnapshot(rpc) => {
             Response::InstallSnapshot(raft.install_snapshot(rpc).await)

@@ -12,7 +12,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
 };
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -140,22 +140,37 @@ impl StateMachine {
             snapshot: Box::new(Cursor::new(data.value().to_vec())),
         }))
     }
+}
 
-    fn store_snapshot(
-        &self,
-        meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        data: &[u8],
-    ) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(snapshot_write)?;
-        {
-            let mut table = txn.open_table(SNAPSHOT).map_err(snapshot_write)?;
-            table
-                .insert(SNAPSHOT_META, encode(meta).as_slice())
-                .map_err(snapshot_write)?;
-            table.insert(SNAPSHOT_DATA, data).map_err(snapshot_write)?;
+/// Stores a snapshot unless the stored one is at least as new: openraft builds snapshots
+/// in a task of their own, and a leader's newer snapshot may be installed meanwhile; the
+/// older one must not overwrite it (the log behind the newer one is already purged).
+fn store_snapshot(
+    db: &Database,
+    meta: &SnapshotMeta<u64, openraft::BasicNode>,
+    data: &[u8],
+) -> Result<(), StorageError> {
+    let txn = db.begin_write().map_err(snapshot_write)?;
+    {
+        let mut table = txn.open_table(SNAPSHOT).map_err(snapshot_write)?;
+        let stored = match table.get(SNAPSHOT_META).map_err(snapshot_write)? {
+            Some(bytes) => {
+                let stored: SnapshotMeta<u64, openraft::BasicNode> =
+                    decode(bytes.value()).map_err(sm_read)?;
+                stored.last_log_id
+            }
+            None => None,
+        };
+        if stored >= meta.last_log_id && stored.is_some() {
+            tracing::debug!(?stored, new = ?meta.last_log_id, "kept the newer stored snapshot");
+            return Ok(());
         }
-        txn.commit().map_err(snapshot_write)
+        table
+            .insert(SNAPSHOT_META, encode(meta).as_slice())
+            .map_err(snapshot_write)?;
+        table.insert(SNAPSHOT_DATA, data).map_err(snapshot_write)?;
     }
+    txn.commit().map_err(snapshot_write)
 }
 
 /// Applies one committed command, on a voter's state machine and on an observer alike: the
@@ -179,7 +194,6 @@ pub fn apply_command(
 pub struct SnapshotBuilder {
     state: State,
     db: Arc<Database>,
-    publisher: Arc<Publisher>,
     id: u64,
 }
 
@@ -197,13 +211,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 self.id
             ),
         };
-        let machine = StateMachine {
-            state: State::default(),
-            db: self.db.clone(),
-            publisher: self.publisher.clone(),
-            snapshots_built: 0,
-        };
-        tokio::task::block_in_place(|| machine.store_snapshot(&meta, &data))?;
+        tokio::task::block_in_place(|| store_snapshot(&self.db, &meta, &data))?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "metadata snapshot written");
         Ok(Snapshot {
             meta,
@@ -249,7 +257,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             state: self.state.clone(),
             db: self.db.clone(),
-            publisher: self.publisher.clone(),
             id: self.snapshots_built,
         }
     }
@@ -267,7 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state: State = decode(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
-        tokio::task::block_in_place(|| self.store_snapshot(meta, &data))?;
+        tokio::task::block_in_place(|| store_snapshot(&self.db, meta, &data))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed a metadata snapshot from the leader");
         self.state = state;
         self.publisher.publish(&self.state.image);
