@@ -232,6 +232,7 @@ async fn snapshots_purge_the_log_and_a_wiped_voter_is_rebuilt_from_one() {
     let metrics = quorum.nodes[&victim]
         .controller
         .raft()
+        .expect("a voter runs Raft")
         .metrics()
         .borrow()
         .clone();
@@ -242,6 +243,7 @@ async fn snapshots_purge_the_log_and_a_wiped_voter_is_rebuilt_from_one() {
     let leader_metrics = quorum.nodes[&leader]
         .controller
         .raft()
+        .expect("a voter runs Raft")
         .metrics()
         .borrow()
         .clone();

@@ -185,11 +185,13 @@ pub fn plan_delete_topic(
             "Cannot delete {name}"
         )));
     }
-    if image.topic(name).is_none() {
-        return Err(ControllerError::UnknownTopic(name.to_string()));
-    }
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    // The id makes a retried command harmless: it cannot delete a topic created since.
     Ok(MetadataCommand::DeleteTopic {
         name: name.to_string(),
+        id: Some(topic.id),
     })
 }
 
@@ -240,8 +242,10 @@ pub fn plan_create_partitions(
         }
         None => place(image, added as usize, replication_factor)?,
     };
+    // The count planned against: a retried command adds nothing a second time.
     Ok(MetadataCommand::CreatePartitions {
         name: name.to_string(),
+        partitions_before: Some(current as usize),
         assignments: new,
     })
 }
