@@ -169,6 +169,12 @@ def test_a_node_with_another_cluster_id_does_not_join(make_cluster):
 
 
 def test_a_stopped_broker_is_fenced_and_unfenced(make_cluster):
+    """A broker killed with SIGKILL is fenced once its session expires, and the
+    partitions it leads go offline, even the one with a second replica: partition data is
+    not replicated yet (issue 8 moves such a partition to the other replica), so a
+    partition's ISR is its leader alone, and electing the other replica, whose log is
+    empty, would lose the acknowledged records and hand their offsets out again. The
+    restarted broker is unfenced and leads them again, in a new leader epoch."""
     nodes = make_cluster(3)
     controller = nodes.active_controller()
     victim = next(i for i in (3, 2, 1) if i != controller)
@@ -182,44 +188,56 @@ def test_a_stopped_broker_is_fenced_and_unfenced(make_cluster):
         topics = image["topics"]
         return single in topics and double in topics \
             and topics[single]["partitions"][0]["leader"] == victim \
-            and topics[double]["partitions"][0]["leader"] == victim \
-            and sorted(topics[double]["partitions"][0]["isr"]) == sorted([victim, other])
+            and topics[double]["partitions"][0]["leader"] == victim
 
     before = nodes.wait_images_equal(check=placed)
+    # Only the leader is in sync until replication exists.
+    assert before["topics"][double]["partitions"][0]["isr"] == [victim], before
+    assert before["topics"][double]["partitions"][1]["isr"] == [other], before
     single_epoch = before["topics"][single]["partitions"][0]["leader_epoch"]
     double_epoch = before["topics"][double]["partitions"][0]["leader_epoch"]
+    kept_epoch = before["topics"][double]["partitions"][1]["leader_epoch"]
 
     killed_at = time.monotonic()
     nodes.kill(victim)
     session_s = nodes.session_timeout_ms / 1000
+    heartbeat_s = nodes.heartbeat_interval_ms / 1000
     nodes.wait_broker_listed(victim, listed=False, on=survivors, timeout_s=session_s * 3 + 10)
     fenced_after = time.monotonic() - killed_at
     print(f"broker {victim} fenced {fenced_after:.2f} s after SIGKILL "
-          f"(broker.session.timeout.ms={nodes.session_timeout_ms})")
-    assert fenced_after >= session_s / 3, "fenced at disconnect, not after the session timeout"
+          f"(broker.session.timeout.ms={nodes.session_timeout_ms}, "
+          f"broker.heartbeat.interval.ms={nodes.heartbeat_interval_ms})")
+    # Its last heartbeat reached the controller at most one interval before the kill.
+    assert fenced_after >= session_s - heartbeat_s, \
+        "fenced before its session timed out (at disconnect?)"
 
-    def moved(image):
-        partitions = image["topics"][double]["partitions"]
-        return image["topics"][single]["partitions"][0]["leader"] == -1 \
-            and partitions[0]["leader"] == other
+    def offline(image):
+        topics = image["topics"]
+        return topics[single]["partitions"][0]["leader"] == -1 \
+            and topics[double]["partitions"][0]["leader"] == -1
 
-    during = nodes.wait_images_equal(on=survivors, check=moved)
-    offline = during["topics"][single]["partitions"][0]
-    assert offline["error"] == rawkafka.LEADER_NOT_AVAILABLE, offline
+    during = nodes.wait_images_equal(on=survivors, check=offline)
+    for topic in (single, double):
+        partition = during["topics"][topic]["partitions"][0]
+        assert partition["error"] == rawkafka.LEADER_NOT_AVAILABLE, partition
+        # The fenced leader stays in the ISR: the partition comes back with it.
+        assert partition["isr"] == [victim], partition
+    assert during["topics"][double]["partitions"][0]["leader_epoch"] > double_epoch
     assert during["topics"][single]["partitions"][1]["leader"] == other
-    moved_partition = during["topics"][double]["partitions"][0]
-    assert moved_partition["leader_epoch"] > double_epoch, moved_partition
-    assert moved_partition["isr"] == [other], moved_partition
-    assert during["topics"][double]["partitions"][1]["leader"] == other
+    # A partition the victim only followed keeps its leader and epoch.
+    kept = during["topics"][double]["partitions"][1]
+    assert (kept["leader"], kept["leader_epoch"], kept["isr"]) == (other, kept_epoch, [other])
     assert victim not in during["brokers"]
 
     nodes.restart(victim)  # waits until every node lists it again (unfenced)
 
     def back(image):
-        partition = image["topics"][single]["partitions"][0]
-        return partition["leader"] == victim and partition["error"] == cluster.NONE
+        return all(image["topics"][topic]["partitions"][0]["leader"] == victim
+                   and image["topics"][topic]["partitions"][0]["error"] == cluster.NONE
+                   for topic in (single, double))
 
     after = nodes.wait_images_equal(check=back, timeout_s=60)
     assert victim in after["brokers"]
     assert after["topics"][single]["partitions"][0]["leader_epoch"] > single_epoch
-    assert after["topics"][double]["partitions"][0]["leader"] in (victim, other)
+    assert after["topics"][double]["partitions"][0]["leader_epoch"] > \
+        during["topics"][double]["partitions"][0]["leader_epoch"]

@@ -9,6 +9,12 @@
 //! the caller sets that to the entry's log index before applying it (see
 //! [`MetadataImage::applied_index`]), so a rejected entry is still an applied entry, a
 //! no-op, as Raft needs.
+//!
+//! Topic commands are safe to apply twice: a follower forwards a command to the active
+//! controller and retries when the call times out or the connection drops, so a command
+//! that was committed may be committed again. Each carries what its plan saw (the topic
+//! id, the partition count), and a second application finds its own effect and answers
+//! `Done` without changing anything.
 
 use std::collections::BTreeMap;
 
@@ -42,16 +48,12 @@ pub enum MetadataCommand {
         rack: Option<String>,
     },
     /// The broker lost its session: its partitions get new leaders, or none.
-    FenceBroker {
-        node_id: NodeId,
-        epoch: i64,
-    },
+    FenceBroker { node_id: NodeId, epoch: i64 },
     /// The broker caught up: partitions left without a leader whose ISR holds it elect it.
-    UnfenceBroker {
-        node_id: NodeId,
-        epoch: i64,
-    },
-    /// `assignments[p]` lists partition p's replicas, preferred leader first.
+    UnfenceBroker { node_id: NodeId, epoch: i64 },
+    /// `assignments[p]` lists partition p's replicas, preferred leader first. Applied to a
+    /// topic of that name with the same id (its own earlier application), it answers
+    /// `Done` and changes nothing.
     CreateTopic {
         name: String,
         id: Uuid,
@@ -60,22 +62,30 @@ pub enum MetadataCommand {
     },
     DeleteTopic {
         name: String,
+        /// The id of the topic the plan saw (`None` in logs written before it was
+        /// carried). With an id, a topic that is gone, or whose name now belongs to
+        /// another topic, answers `Done` and nothing is deleted: the planned topic is gone
+        /// (a retry must not delete a topic created since).
+        #[serde(default)]
+        id: Option<Uuid>,
     },
     /// Appends partitions to an existing topic.
     CreatePartitions {
         name: String,
+        /// The topic's partition count the plan started from (`None` in logs written
+        /// before it was carried: not checked). Another count is refused, unless the topic
+        /// already holds the planned partitions with these replica lists (its own earlier
+        /// application): then `Done` and nothing changes.
+        #[serde(default)]
+        partitions_before: Option<usize>,
         assignments: Vec<Vec<NodeId>>,
     },
     /// Reserves `count` producer ids for one broker to hand out.
-    AllocateProducerIds {
-        count: i64,
-    },
+    AllocateProducerIds { count: i64 },
     /// Replaces an image that has no cluster id yet with `image` (imports the old
     /// single-node metadata log once). Keeps the receiving image's `applied_index` and
     /// `controller_id`, which belong to the log applying it.
-    Restore {
-        image: Box<MetadataImage>,
-    },
+    Restore { image: Box<MetadataImage> },
 }
 
 /// What applying a command produced, for the caller that submitted it.
@@ -125,17 +135,12 @@ pub fn apply(
             assignments,
             configs,
         } => create_topic(image, name, *id, assignments, configs),
-        MetadataCommand::DeleteTopic { name } => {
-            let topic = image
-                .topics
-                .remove(name)
-                .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
-            image.topic_names.remove(&topic.id);
-            Ok(CommandOutcome::Done)
-        }
-        MetadataCommand::CreatePartitions { name, assignments } => {
-            create_partitions(image, name, assignments)
-        }
+        MetadataCommand::DeleteTopic { name, id } => delete_topic(image, name, *id),
+        MetadataCommand::CreatePartitions {
+            name,
+            partitions_before,
+            assignments,
+        } => create_partitions(image, name, *partitions_before, assignments),
         MetadataCommand::AllocateProducerIds { count } => allocate_producer_ids(image, *count),
         MetadataCommand::Restore { image: restored } => restore(image, restored),
     }
@@ -357,7 +362,11 @@ fn create_topic(
     configs: &BTreeMap<String, String>,
 ) -> Result<CommandOutcome, ControllerError> {
     validate_topic_name(name).map_err(ControllerError::InvalidTopic)?;
-    if image.topics.contains_key(name) {
+    if let Some(existing) = image.topics.get(name) {
+        // Ids are drawn at random per plan: the same id is this command applied before.
+        if existing.id == id {
+            return Ok(CommandOutcome::Done);
+        }
         return Err(ControllerError::TopicAlreadyExists(name.to_string()));
     }
     if image.topic_names.contains_key(&id) || id.is_nil() {
@@ -377,17 +386,48 @@ fn create_topic(
     Ok(CommandOutcome::Done)
 }
 
+fn delete_topic(
+    image: &mut MetadataImage,
+    name: &str,
+    id: Option<Uuid>,
+) -> Result<CommandOutcome, ControllerError> {
+    let existing = image.topics.get(name).map(|topic| topic.id);
+    match (existing, id) {
+        (None, None) => Err(ControllerError::UnknownTopic(name.to_string())),
+        // The planned topic is gone: deleted by this command's earlier application, or
+        // by another request. Either way nothing is left to do.
+        (None, Some(_)) => Ok(CommandOutcome::Done),
+        (Some(existing), Some(planned)) if existing != planned => Ok(CommandOutcome::Done),
+        (Some(existing), _) => {
+            image.topics.remove(name);
+            image.topic_names.remove(&existing);
+            Ok(CommandOutcome::Done)
+        }
+    }
+}
+
 fn create_partitions(
     image: &mut MetadataImage,
     name: &str,
+    partitions_before: Option<usize>,
     assignments: &[Vec<NodeId>],
 ) -> Result<CommandOutcome, ControllerError> {
-    let current = image
+    let topic = image
         .topics
         .get(name)
-        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?
-        .partitions
-        .len();
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    let current = topic.partitions.len();
+    if let Some(planned) = partitions_before
+        && planned != current
+    {
+        if holds_partitions(topic, planned, assignments) {
+            return Ok(CommandOutcome::Done);
+        }
+        return Err(ControllerError::InvalidPartitions(format!(
+            "Topic {name} has {current} partition(s), not the {planned} the request was \
+             planned against (another request changed it)."
+        )));
+    }
     let partitions = new_partitions(image, current, assignments)?;
     if let Some(topic) = image.topics.get_mut(name) {
         topic.partitions.extend(partitions);
@@ -395,8 +435,27 @@ fn create_partitions(
     Ok(CommandOutcome::Done)
 }
 
-/// Partitions `first..first + assignments.len()`, each with the live replicas as its ISR
-/// and the first of them as leader (Kafka's `buildPartitionRegistration`).
+/// Whether partitions `first..first + assignments.len()` exist with exactly these replica
+/// lists: a `CreatePartitions` planned at `first` partitions has been applied.
+fn holds_partitions(topic: &TopicImage, first: usize, assignments: &[Vec<NodeId>]) -> bool {
+    let Some(end) = first.checked_add(assignments.len()) else {
+        return false;
+    };
+    !assignments.is_empty()
+        && topic.partitions.get(first..end).is_some_and(|added| {
+            added
+                .iter()
+                .zip(assignments)
+                .all(|(partition, replicas)| partition.replicas == *replicas)
+        })
+}
+
+/// Partitions `first..first + assignments.len()`, each led by its first live replica,
+/// which is also its whole ISR. Kafka puts every live replica in the ISR
+/// (`buildPartitionRegistration`), but partition data is not replicated yet (issue 8): a
+/// follower's log is empty, and electing it after the leader is fenced would lose every
+/// acknowledged record and reuse their offsets. With the leader alone in the ISR, fencing
+/// it takes the partition offline until it is unfenced.
 fn new_partitions(
     image: &MetadataImage,
     first: usize,
@@ -416,12 +475,11 @@ fn new_partitions(
     let mut partitions = Vec::with_capacity(assignments.len());
     for (offset, replicas) in assignments.iter().enumerate() {
         check_replicas(image, replicas)?;
-        let isr: Vec<NodeId> = replicas
+        let live = replicas
             .iter()
             .copied()
-            .filter(|&id| image.is_broker_live(id))
-            .collect();
-        let Some(&leader) = isr.first() else {
+            .find(|&id| image.is_broker_live(id));
+        let Some(leader) = live else {
             return Err(ControllerError::InvalidReplicaAssignment(format!(
                 "All brokers specified in the manual partition assignment for partition {} \
                  are fenced or in controlled shutdown.",
@@ -430,7 +488,7 @@ fn new_partitions(
         };
         partitions.push(PartitionImage {
             replicas: replicas.clone(),
-            isr,
+            isr: vec![leader],
             leader,
             leader_epoch: 0,
         });

@@ -77,6 +77,7 @@ fn topics_are_created_extended_and_deleted() {
     assert_eq!(image.topic_by_id(&id).unwrap().name, "a");
     let more = MetadataCommand::CreatePartitions {
         name: "a".into(),
+        partitions_before: Some(2),
         assignments: vec![vec![1]],
     };
     step(&mut image, &more).unwrap();
@@ -87,7 +88,10 @@ fn topics_are_created_extended_and_deleted() {
     ));
     step(
         &mut image,
-        &MetadataCommand::DeleteTopic { name: "a".into() },
+        &MetadataCommand::DeleteTopic {
+            name: "a".into(),
+            id: None,
+        },
     )
     .unwrap();
     assert!(image.topic("a").is_none());
@@ -103,7 +107,10 @@ fn apply_leaves_applied_index_to_the_caller() {
     apply(&mut image, &register(1, 1)).unwrap();
     apply(
         &mut image,
-        &MetadataCommand::DeleteTopic { name: "x".into() },
+        &MetadataCommand::DeleteTopic {
+            name: "x".into(),
+            id: None,
+        },
     )
     .unwrap_err();
     assert_eq!(image.applied_index, 41);
@@ -199,28 +206,31 @@ fn bad_registrations_are_refused() {
 }
 
 #[test]
-fn fencing_moves_leadership_to_the_next_live_isr_member() {
+fn fencing_a_leader_takes_its_partitions_offline_until_it_is_unfenced() {
+    // Until partition data is replicated (issue 8) a partition's ISR is its leader alone:
+    // the other replicas hold no records, so none of them may take over.
     let mut image = cluster(3);
     step(&mut image, &create("t", vec![vec![1, 2, 3], vec![2, 3, 1]])).unwrap();
+    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1], 0));
+    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2], 0));
     fence(&mut image, 1);
-    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 1));
-    // Not its leader: it only leaves the ISR, the epoch stays.
-    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2, 3], 0));
+    // The fenced leader stays in the ISR so that the partition can come back with it.
+    assert_eq!(leader_and_isr(&image, "t", 0), (NO_LEADER, vec![1], 1));
+    // Not its leader, not in its ISR: nothing changes.
+    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2], 0));
     fence(&mut image, 2);
-    assert_eq!(leader_and_isr(&image, "t", 0), (3, vec![3], 2));
-    fence(&mut image, 3);
-    // The last ISR member stays so the partition can come back.
-    assert_eq!(leader_and_isr(&image, "t", 0), (NO_LEADER, vec![3], 3));
-    assert_eq!(leader_and_isr(&image, "t", 1), (NO_LEADER, vec![3], 2));
-    unfence(&mut image, 1);
+    assert_eq!(leader_and_isr(&image, "t", 1), (NO_LEADER, vec![2], 1));
+    unfence(&mut image, 3);
     assert_eq!(
         leader_and_isr(&image, "t", 0).0,
         NO_LEADER,
-        "1 is not in the ISR"
+        "3 is a replica but not in the ISR"
     );
-    unfence(&mut image, 3);
-    assert_eq!(leader_and_isr(&image, "t", 0), (3, vec![3], 4));
-    assert_eq!(leader_and_isr(&image, "t", 1), (3, vec![3], 3));
+    unfence(&mut image, 1);
+    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1], 2));
+    assert_eq!(leader_and_isr(&image, "t", 1), (NO_LEADER, vec![2], 1));
+    unfence(&mut image, 2);
+    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2], 2));
     assert_eq!(image.check_invariants(), Ok(()));
 }
 
@@ -270,11 +280,11 @@ fn a_restarted_broker_loses_leadership_until_unfenced() {
 }
 
 #[test]
-fn new_partitions_take_live_replicas_as_isr_and_refuse_bad_lists() {
+fn new_partitions_are_led_by_their_first_live_replica_alone_and_refuse_bad_lists() {
     let mut image = cluster(3);
     fence(&mut image, 1);
     step(&mut image, &create("t", vec![vec![1, 2, 3]])).unwrap();
-    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 0));
+    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2], 0));
     let before = image.clone();
     for assignments in [
         vec![],
@@ -291,6 +301,7 @@ fn new_partitions_take_live_replicas_as_isr_and_refuse_bad_lists() {
         );
         let more = MetadataCommand::CreatePartitions {
             name: "t".into(),
+            partitions_before: Some(1),
             assignments: assignments.clone(),
         };
         assert!(
@@ -377,4 +388,140 @@ fn old_register_broker_records_still_decode_and_register_unfenced() {
     );
     let bad_port = r#"{"RegisterBroker":{"node_id":1,"host":"h","port":70000,"rack":null}}"#;
     assert!(serde_json::from_str::<MetadataCommand>(bad_port).is_err());
+}
+
+fn topic_id(image: &MetadataImage, name: &str) -> Uuid {
+    image.topic(name).unwrap().id
+}
+
+/// Applies `command` a second time, as a forwarded retry does: `Done`, and the image is
+/// exactly as the first application left it (bar the log position).
+fn assert_retry_changes_nothing(image: &mut MetadataImage, command: &MetadataCommand) {
+    let before = image.clone();
+    assert_eq!(
+        step(image, command).unwrap(),
+        CommandOutcome::Done,
+        "{command:?}"
+    );
+    image.applied_index = before.applied_index;
+    assert_eq!(*image, before, "{command:?}");
+}
+
+#[test]
+fn a_create_topic_applied_twice_answers_done_and_another_id_is_refused() {
+    let mut image = cluster(2);
+    let command = create("t", vec![vec![1, 2], vec![2, 1]]);
+    step(&mut image, &command).unwrap();
+    assert_retry_changes_nothing(&mut image, &command);
+    let before = image.clone();
+    let other = create("t", vec![vec![1]]);
+    assert!(matches!(
+        apply(&mut image, &other),
+        Err(ControllerError::TopicAlreadyExists(_))
+    ));
+    assert_eq!(image, before);
+}
+
+#[test]
+fn a_delete_topic_applied_twice_answers_done_and_spares_a_topic_created_since() {
+    let mut image = cluster(1);
+    step(&mut image, &create("t", vec![vec![1]])).unwrap();
+    let delete = MetadataCommand::DeleteTopic {
+        name: "t".into(),
+        id: Some(topic_id(&image, "t")),
+    };
+    step(&mut image, &delete).unwrap();
+    assert!(image.topic("t").is_none());
+    assert_retry_changes_nothing(&mut image, &delete);
+    // The name is taken again by a new topic: a late retry must not delete it.
+    step(&mut image, &create("t", vec![vec![1]])).unwrap();
+    assert_retry_changes_nothing(&mut image, &delete);
+    assert!(image.topic("t").is_some());
+    // Without an id (a record of an older log) a missing topic is still an error.
+    let legacy = MetadataCommand::DeleteTopic {
+        name: "gone".into(),
+        id: None,
+    };
+    assert!(matches!(
+        apply(&mut image, &legacy),
+        Err(ControllerError::UnknownTopic(_))
+    ));
+    let legacy = MetadataCommand::DeleteTopic {
+        name: "t".into(),
+        id: None,
+    };
+    step(&mut image, &legacy).unwrap();
+    assert!(image.topic("t").is_none() && image.topic_names.is_empty());
+}
+
+fn add_partitions(before: usize, assignments: Vec<Vec<NodeId>>) -> MetadataCommand {
+    MetadataCommand::CreatePartitions {
+        name: "t".into(),
+        partitions_before: Some(before),
+        assignments,
+    }
+}
+
+#[test]
+fn create_partitions_applied_twice_answers_done_and_another_count_is_refused() {
+    let mut image = cluster(2);
+    step(&mut image, &create("t", vec![vec![1, 2]])).unwrap();
+    let grow = add_partitions(1, vec![vec![2, 1], vec![1, 2]]);
+    step(&mut image, &grow).unwrap();
+    assert_eq!(image.topic("t").unwrap().partitions.len(), 3);
+    assert_retry_changes_nothing(&mut image, &grow);
+    // Still its own partitions after more were added behind them.
+    step(&mut image, &add_partitions(3, vec![vec![1, 2]])).unwrap();
+    assert_retry_changes_nothing(&mut image, &grow);
+    let before = image.clone();
+    for stale in [
+        add_partitions(1, vec![vec![1, 2], vec![1, 2]]),
+        add_partitions(1, vec![vec![2, 1]; 4]),
+        add_partitions(2, vec![vec![2, 1]]),
+        add_partitions(9, vec![vec![1, 2]]),
+        add_partitions(usize::MAX, vec![vec![1, 2]]),
+    ] {
+        let error = apply(&mut image, &stale).unwrap_err();
+        assert!(
+            matches!(error, ControllerError::InvalidPartitions(_)),
+            "{stale:?}: {error}"
+        );
+        assert_eq!(image, before);
+    }
+    // Without a planned count (a record of an older log) the partitions are appended.
+    let legacy = MetadataCommand::CreatePartitions {
+        name: "t".into(),
+        partitions_before: None,
+        assignments: vec![vec![2, 1]],
+    };
+    step(&mut image, &legacy).unwrap();
+    assert_eq!(image.partition("t", 4).unwrap().replicas, [2, 1]);
+}
+
+#[test]
+fn topic_records_without_the_planned_id_or_count_still_decode() {
+    let delete = r#"{"DeleteTopic":{"name":"t"}}"#;
+    assert_eq!(
+        serde_json::from_str::<MetadataCommand>(delete).unwrap(),
+        MetadataCommand::DeleteTopic {
+            name: "t".into(),
+            id: None
+        }
+    );
+    let grow = r#"{"CreatePartitions":{"name":"t","assignments":[[1]]}}"#;
+    assert_eq!(
+        serde_json::from_str::<MetadataCommand>(grow).unwrap(),
+        MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            partitions_before: None,
+            assignments: vec![vec![1]],
+        }
+    );
+    for current in [add_partitions(2, vec![vec![1]]), create("t", vec![vec![1]])] {
+        let json = serde_json::to_string(&current).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MetadataCommand>(&json).unwrap(),
+            current
+        );
+    }
 }

@@ -2,6 +2,10 @@
 //! and invalid) applied one log entry at a time, with the image's invariants checked after
 //! every step. A failing seed replays exactly: the generator uses only its own xorshift
 //! RNG and the image.
+//!
+//! Now and then a step re-applies an earlier successful topic command instead, as a
+//! follower's forwarding retry does, and checks that the retry answers `Done` and leaves
+//! the image exactly as it was.
 
 use super::*;
 use crate::controller::placement::place;
@@ -38,9 +42,7 @@ impl Generator {
             15..=29 => self.fence_or_unfence(image, true),
             30..=49 => self.fence_or_unfence(image, false),
             50..=66 => self.create_topic(image),
-            67..=74 => MetadataCommand::DeleteTopic {
-                name: self.topic_name(),
-            },
+            67..=74 => self.delete_topic(image),
             75..=84 => self.create_partitions(image),
             85..=92 => MetadataCommand::AllocateProducerIds {
                 count: *self.rng.pick(&[1000, 1000, 1, 0, -1, i64::MAX / 2]),
@@ -144,9 +146,34 @@ impl Generator {
         }
     }
 
+    /// Usually the id planning would see; sometimes none (an old record) or a stranger's.
+    fn delete_topic(&mut self, image: &MetadataImage) -> MetadataCommand {
+        let name = self.topic_name();
+        let id = match self.rng.below(10) {
+            0 => None,
+            1 => Some(self.rng.uuid()),
+            _ => Some(
+                image
+                    .topic(&name)
+                    .map_or_else(|| self.rng.uuid(), |topic| topic.id),
+            ),
+        };
+        MetadataCommand::DeleteTopic { name, id }
+    }
+
+    /// Usually planned against the current count; sometimes unchecked (an old record) or
+    /// planned against another count.
     fn create_partitions(&mut self, image: &MetadataImage) -> MetadataCommand {
+        let name = self.topic_name();
+        let current = image.topic(&name).map_or(0, |topic| topic.partitions.len());
+        let partitions_before = match self.rng.below(10) {
+            0 => None,
+            1 => Some(self.rng.below(6) as usize),
+            _ => Some(current),
+        };
         MetadataCommand::CreatePartitions {
-            name: self.topic_name(),
+            name,
+            partitions_before,
             assignments: self.assignments(image),
         }
     }
@@ -171,6 +198,72 @@ impl Generator {
     }
 }
 
+/// Earlier successful topic commands, with the id of the topic each applied to, for
+/// replaying as retries.
+#[derive(Default)]
+struct Successes {
+    commands: Vec<(MetadataCommand, Option<Uuid>)>,
+}
+
+impl Successes {
+    fn record(&mut self, before: &MetadataImage, command: &MetadataCommand) {
+        let topic_id = match command {
+            MetadataCommand::CreateTopic { id, .. } => Some(*id),
+            MetadataCommand::DeleteTopic { id: Some(_), .. } => None,
+            MetadataCommand::CreatePartitions {
+                name,
+                partitions_before: Some(_),
+                ..
+            } => before.topic(name).map(|topic| topic.id),
+            _ => return,
+        };
+        self.commands.push((command.clone(), topic_id));
+    }
+
+    /// A random earlier success whose retry must change nothing: a deletion naming its
+    /// topic's id, or a creation of a topic (or of partitions) still alive under the same
+    /// id. (A topic deleted since would be created again by a late CreateTopic retry: the
+    /// image keeps no tombstones, so that retry is not generated.)
+    fn pick(&self, rng: &mut Rng, image: &MetadataImage) -> Option<MetadataCommand> {
+        if self.commands.is_empty() {
+            return None;
+        }
+        let (command, topic_id) = rng.pick(&self.commands);
+        let name = match command {
+            MetadataCommand::CreateTopic { name, .. }
+            | MetadataCommand::CreatePartitions { name, .. } => name,
+            _ => return Some(command.clone()),
+        };
+        let alive = image.topic(name).map(|topic| topic.id);
+        (alive.is_some() && alive == *topic_id).then(|| command.clone())
+    }
+}
+
+/// Re-applies `command` (a retry): it must answer `Done` and change nothing.
+fn check_retry(image: &mut MetadataImage, command: &MetadataCommand, step: usize) {
+    let mut expected = image.clone();
+    image.applied_index += 1;
+    expected.applied_index += 1;
+    let outcome = apply(image, command);
+    assert!(
+        matches!(outcome, Ok(CommandOutcome::Done)),
+        "step {step}: retried {command:?}: {outcome:?}"
+    );
+    assert_eq!(*image, expected, "step {step}: retried {command:?}");
+}
+
+/// Until partition data is replicated (issue 8), a partition's ISR is one replica, its
+/// leader whenever it has one: no other replica holds its records.
+fn check_unreplicated(image: &MetadataImage, step: usize) {
+    for (name, topic) in &image.topics {
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let alone = partition.isr.len() == 1
+                && (partition.leader == NO_LEADER || partition.isr == [partition.leader]);
+            assert!(alone, "step {step}: {name}-{index} {partition:?}");
+        }
+    }
+}
+
 /// What must hold between two consecutive images, beyond each one's own invariants.
 fn check_step(before: &MetadataImage, after: &MetadataImage, step: usize) {
     for (name, topic) in &after.topics {
@@ -187,6 +280,10 @@ fn check_step(before: &MetadataImage, after: &MetadataImage, step: usize) {
             assert!(
                 new.leader == old.leader || new.leader_epoch > old.leader_epoch,
                 "step {step}: {name}-{index} changed leader without a new epoch"
+            );
+            assert_eq!(
+                new.isr, old.isr,
+                "step {step}: {name}-{index}: the ISR changed without replication"
             );
         }
     }
@@ -210,6 +307,7 @@ struct Outcomes {
     applied: usize,
     rejected: usize,
     fenced_leaderless: usize,
+    retried: usize,
 }
 
 /// Runs `steps` commands from `seed`; returns the command log and the final image.
@@ -224,8 +322,20 @@ fn run(seed: u64, steps: usize) -> (Vec<MetadataCommand>, MetadataImage, Outcome
         applied: 0,
         rejected: 0,
         fenced_leaderless: 0,
+        retried: 0,
     };
+    let mut successes = Successes::default();
     for step in 0..steps {
+        if generator.rng.chance(10)
+            && let Some(retry) = successes.pick(&mut generator.rng, &image)
+        {
+            let before = image.clone();
+            check_retry(&mut image, &retry, step);
+            check_step(&before, &image, step);
+            outcomes.retried += 1;
+            log.push(retry);
+            continue;
+        }
         let command = generator.command(&image);
         let encoded = serde_json::to_string(&command).unwrap();
         let decoded: MetadataCommand = serde_json::from_str(&encoded).unwrap();
@@ -238,6 +348,7 @@ fn run(seed: u64, steps: usize) -> (Vec<MetadataCommand>, MetadataImage, Outcome
         match apply(&mut image, &command) {
             Ok(outcome) => {
                 outcomes.applied += 1;
+                successes.record(&before, &command);
                 if let CommandOutcome::ProducerIdBlock { first, count } = outcome {
                     blocks.push((first, count));
                 }
@@ -258,6 +369,7 @@ fn run(seed: u64, steps: usize) -> (Vec<MetadataCommand>, MetadataImage, Outcome
         }
         check_step(&before, &image, step);
         check_elections(&image, step);
+        check_unreplicated(&image, step);
         outcomes.fenced_leaderless += image
             .topics
             .values()
@@ -317,6 +429,11 @@ fn random_commands_keep_every_invariant_and_replay_to_the_same_image() {
         assert!(
             outcomes.fenced_leaderless > 0,
             "seed {seed}: never leaderless"
+        );
+        assert!(
+            outcomes.retried > 50,
+            "seed {seed}: {} retries",
+            outcomes.retried
         );
     }
 }

@@ -71,7 +71,11 @@ fn records_round_trip_and_a_torn_tail_is_truncated() {
     let path = dir.path().join(LOG_FILE_NAME);
     let whole = fs::read(&path).unwrap();
     assert!(whole[..8].iter().all(u8::is_ascii_hexdigit) && whole[8] == b' ');
-    let torn = encode_record(&MetadataCommand::DeleteTopic { name: "a".into() }).unwrap();
+    let torn = encode_record(&MetadataCommand::DeleteTopic {
+        name: "a".into(),
+        id: None,
+    })
+    .unwrap();
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
     file.write_all(&torn[..torn.len() - 1]).unwrap(); // everything but the newline
     drop(file);
@@ -79,8 +83,11 @@ fn records_round_trip_and_a_torn_tail_is_truncated() {
     let (mut log, image) = CommandLog::open(dir.path()).unwrap();
     assert_eq!(topic_names(&image), ["a", "b"]);
     assert_eq!(fs::read(&path).unwrap(), whole);
-    log.append(&MetadataCommand::DeleteTopic { name: "a".into() })
-        .unwrap();
+    log.append(&MetadataCommand::DeleteTopic {
+        name: "a".into(),
+        id: None,
+    })
+    .unwrap();
     let (_, image) = CommandLog::open(dir.path()).unwrap();
     assert_eq!(topic_names(&image), ["b"]);
     assert_eq!(image.applied_index, 4);
@@ -161,6 +168,7 @@ fn a_checksummed_record_that_does_not_apply_stops_start_up() {
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
     let orphan = MetadataCommand::DeleteTopic {
         name: "never-created".into(),
+        id: None,
     };
     file.write_all(&encode_record(&orphan).unwrap()).unwrap();
     drop(file);

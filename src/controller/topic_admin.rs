@@ -185,11 +185,13 @@ pub fn plan_delete_topic(
             "Cannot delete {name}"
         )));
     }
-    if image.topic(name).is_none() {
-        return Err(ControllerError::UnknownTopic(name.to_string()));
-    }
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    // The id makes a retried command harmless: it cannot delete a topic created since.
     Ok(MetadataCommand::DeleteTopic {
         name: name.to_string(),
+        id: Some(topic.id),
     })
 }
 
@@ -240,8 +242,10 @@ pub fn plan_create_partitions(
         }
         None => place(image, added as usize, replication_factor)?,
     };
+    // The count planned against: a retried command adds nothing a second time.
     Ok(MetadataCommand::CreatePartitions {
         name: name.to_string(),
+        partitions_before: Some(current as usize),
         assignments: new,
     })
 }
@@ -385,13 +389,55 @@ mod tests {
             Err(ControllerError::InvalidPartitions(_))
         ));
         match plan(4).unwrap() {
-            MetadataCommand::CreatePartitions { assignments, .. } => {
-                assert_eq!(assignments.len(), 2)
+            MetadataCommand::CreatePartitions {
+                assignments,
+                partitions_before,
+                ..
+            } => {
+                assert_eq!(assignments.len(), 2);
+                assert_eq!(
+                    partitions_before,
+                    Some(2),
+                    "the count it was planned against"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
+        let command = plan(4).unwrap();
+        apply(&mut image, &command).unwrap();
+        let before = image.clone();
+        assert!(matches!(
+            apply(&mut image, &command),
+            Ok(crate::controller::CommandOutcome::Done)
+        ));
+        assert_eq!(image, before, "a retried plan adds nothing");
         let unknown = plan_create_partitions(&image, DEFAULTS, "nope", 4, None);
         assert!(matches!(unknown, Err(ControllerError::UnknownTopic(_))));
+    }
+
+    #[test]
+    fn a_delete_plan_names_the_topic_id_so_a_retry_spares_a_new_topic() {
+        let mut image = image();
+        let command = plan_create_topic(&image, DEFAULTS, &new_topic("d", 1, 1)).unwrap();
+        apply(&mut image, &command).unwrap();
+        let id = image.topic("d").unwrap().id;
+        let delete = plan_delete_topic(&image, "d", true).unwrap();
+        assert_eq!(
+            delete,
+            MetadataCommand::DeleteTopic {
+                name: "d".into(),
+                id: Some(id)
+            }
+        );
+        apply(&mut image, &delete).unwrap();
+        let again = plan_create_topic(&image, DEFAULTS, &new_topic("d", 1, 1)).unwrap();
+        apply(&mut image, &again).unwrap();
+        apply(&mut image, &delete).unwrap();
+        assert!(image.topic("d").is_some_and(|topic| topic.id != id));
+        assert!(matches!(
+            plan_delete_topic(&image, "gone", true),
+            Err(ControllerError::UnknownTopic(_))
+        ));
     }
 
     type PlanResult = Result<MetadataCommand, ControllerError>;

@@ -489,7 +489,10 @@ mod tests {
 
         apply(
             &mut image,
-            &MetadataCommand::DeleteTopic { name: "t".into() },
+            &MetadataCommand::DeleteTopic {
+                name: "t".into(),
+                id: None,
+            },
         )
         .unwrap();
         let report = replicas.reconcile_reporting(&image);
