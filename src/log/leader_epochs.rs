@@ -129,6 +129,33 @@ impl LeaderEpochCache {
         true
     }
 
+    /// Kafka's `endOffsetFor` (OffsetForLeaderEpoch): the largest epoch at or below
+    /// `requested` this log has, and the offset where the next epoch starts (`log_end` for
+    /// the latest epoch). `(-1, -1)` if `requested` is -1, above every epoch, or the cache
+    /// is empty; a `requested` older than every entry answers itself with the first
+    /// entry's start.
+    pub fn end_offset_for(&self, requested: i32, log_end: i64) -> (i32, i64) {
+        const UNDEFINED: (i32, i64) = (-1, -1);
+        match self.entries.last() {
+            None => return UNDEFINED,
+            Some(_) if requested < 0 => return UNDEFINED,
+            Some(latest) if latest.epoch == requested => return (requested, log_end),
+            Some(_) => {}
+        }
+        let higher = self
+            .entries
+            .iter()
+            .position(|entry| entry.epoch > requested);
+        match higher {
+            None => UNDEFINED,
+            Some(0) => (requested, self.entries[0].start_offset),
+            Some(index) => (
+                self.entries[index - 1].epoch,
+                self.entries[index].start_offset,
+            ),
+        }
+    }
+
     fn is_monotonic(&self) -> bool {
         self.entries.windows(2).all(|pair| {
             pair[0].epoch < pair[1].epoch && pair[0].start_offset < pair[1].start_offset
@@ -236,6 +263,30 @@ mod tests {
         assert!(epochs.assign(1, 5));
         assert_eq!(pairs(&epochs), vec![(0, 0), (1, 5)]);
         assert_eq!(epochs.latest_epoch(), Some(1));
+    }
+
+    #[test]
+    fn end_offsets_answer_as_kafka_does() {
+        assert_eq!(LeaderEpochCache::default().end_offset_for(0, 10), (-1, -1));
+        let epochs = cache(&[(2, 5), (4, 10), (7, 30)]);
+        assert_eq!(epochs.end_offset_for(7, 42), (7, 42));
+        assert_eq!(epochs.end_offset_for(4, 42), (4, 30));
+        assert_eq!(
+            epochs.end_offset_for(5, 42),
+            (4, 30),
+            "an epoch this log never had"
+        );
+        assert_eq!(
+            epochs.end_offset_for(1, 42),
+            (1, 5),
+            "older than every entry"
+        );
+        assert_eq!(
+            epochs.end_offset_for(8, 42),
+            (-1, -1),
+            "newer than every entry"
+        );
+        assert_eq!(epochs.end_offset_for(-1, 42), (-1, -1));
     }
 
     #[test]

@@ -315,6 +315,13 @@ impl Partition {
         state.epochs.clone()
     }
 
+    /// (epoch, end offset) for OffsetForLeaderEpoch: see `LeaderEpochCache::end_offset_for`.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Result<(i32, i64), ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        Ok(state.epochs.end_offset_for(requested, log.log_end_offset()))
+    }
+
     /// The image names this broker leader at `epoch`: later appends carry `epoch`, and the
     /// cache records it at the log end offset (Kafka's `makeLeader`). An epoch below the
     /// current one is ignored with a WARN (epochs only go up). True if anything changed;
@@ -871,6 +878,8 @@ mod tests {
         assert_eq!(partition.leadership(), (3, true));
         assert_eq!(epochs(&partition), vec![(0, 0), (3, end)]);
         assert_eq!(checkpoint(dir.path()), format!("0\n2\n0 0\n3 {end}\n"));
+        assert_eq!(partition.end_offset_for_epoch(0).unwrap(), (0, end));
+        assert_eq!(partition.end_offset_for_epoch(3).unwrap(), (3, end));
         assert!(partition.check_leader_epoch(3).is_ok());
         assert!(matches!(
             partition.check_leader_epoch(0),
