@@ -22,6 +22,8 @@
 //!   split so that callers hold their lock only for a snapshot and a swap:
 //!   [`PartitionLog::clean_snapshot`], [`clean`], [`PartitionLog::install_clean`].
 //!
+//! - the leader-epoch cache and its `leader-epoch-checkpoint` file ([`leader_epochs`]).
+//!
 //! The log start offset is always the first segment's base offset: the log only deletes
 //! whole segments, so no `log-start-offset` checkpoint is needed. A DeleteRecords-style
 //! move inside a segment would need one.
@@ -34,6 +36,7 @@ pub mod durable;
 pub mod error;
 mod index;
 mod index_file;
+pub mod leader_epochs;
 mod offset_map;
 pub mod partition_log;
 pub mod recompress;
@@ -50,6 +53,7 @@ pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_m
 pub use cleaner::{CleanOutcome, CleanSnapshot, CleanStats, DEDUPE_BUFFER_BYTES_DEFAULT, clean};
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError, RecordError, RecordErrorCode};
+pub use leader_epochs::{EpochEntry, LeaderEpochCache};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use recompress::{TopicCompression, recompress};
 pub use records::{RecordPolicy, validate_records};

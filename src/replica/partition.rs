@@ -8,6 +8,13 @@
 //! Producer state is saved as snapshots beside the segments (`txn::producer_snapshot`)
 //! when the log rolls and at clean shutdown; opening loads the newest usable one and reads
 //! only the batch headers after it.
+//!
+//! Leadership follows the metadata image: the reconciler calls [`Partition::become_leader`]
+//! or [`Partition::become_follower`] when the image's leader epoch or leader changes. New
+//! appends carry the current epoch, and the leader-epoch cache (`log::leader_epochs`)
+//! records each epoch's start offset; its checkpoint file is written after the state lock
+//! is released, ordered by a version number so a slower writer never overwrites a newer
+//! cache with an older one.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +26,8 @@ use uuid::Uuid;
 
 use super::ReplicaError;
 use crate::log::{
-    self, BatchError, BatchHeader, CleanStats, LastShutdown, LogConfig, PartitionLog, RecordPolicy,
-    recompress, validate_batches, validate_records,
+    self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig,
+    PartitionLog, RecordPolicy, recompress, validate_batches, validate_records,
 };
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
@@ -43,14 +50,42 @@ pub struct Partition {
     cleaning: Mutex<()>,
     /// Set by `delete`: a running cleaning pass stops at its next batch.
     deleting: AtomicBool,
+    /// The version of the leader-epoch cache last written to its checkpoint file. Held
+    /// while writing it, so writes are ordered and `delete` can wait for one to finish.
+    epochs_written: Mutex<u64>,
 }
 
 struct PartitionState {
     log: Option<PartitionLog>,
     producers: ProducerStateTable,
     leader_epoch: i32,
+    /// True while the image names this broker the leader (`become_leader`).
+    leads: bool,
+    /// Epoch -> start offset of the batches in the log.
+    epochs: LeaderEpochCache,
+    /// Bumped on every change to `epochs`; see `epochs_written`.
+    epochs_version: u64,
     high_watermark: i64,
     last_flush_ms: i64,
+}
+
+/// A changed leader-epoch cache to write after the state lock is released.
+struct EpochsToWrite {
+    dir: PathBuf,
+    version: u64,
+    epochs: LeaderEpochCache,
+}
+
+impl PartitionState {
+    /// Notes a change to `epochs`: what to write to the checkpoint, if the log is open.
+    fn epochs_changed(&mut self) -> Option<EpochsToWrite> {
+        self.epochs_version += 1;
+        Some(EpochsToWrite {
+            dir: self.log.as_ref()?.dir().to_path_buf(),
+            version: self.epochs_version,
+            epochs: self.epochs.clone(),
+        })
+    }
 }
 
 /// What a produce to this partition returns to the client.
@@ -72,7 +107,8 @@ pub struct PartitionRead {
 
 impl Partition {
     /// Opens (recovering if needed after an unclean shutdown) the log under `dir`, loads
-    /// producer state, and binds the directory to `topic_id`.
+    /// producer state and the leader-epoch cache, and binds the directory to `topic_id`.
+    /// The partition starts as a follower at `leader_epoch`: the caller makes it leader.
     pub fn open(
         tp: TopicPartition,
         topic_id: Uuid,
@@ -85,12 +121,16 @@ impl Partition {
         let log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
         write_partition_metadata(&dir, &topic_id)?;
         let producers = load_producer_state(&log)?;
+        let epochs = load_leader_epochs(&log)?;
         // One replica: everything in the log is committed.
         let high_watermark = log.log_end_offset();
         let state = PartitionState {
             log: Some(log),
             producers,
             leader_epoch,
+            leads: false,
+            epochs,
+            epochs_version: 0,
             high_watermark,
             last_flush_ms: now_ms,
         };
@@ -102,6 +142,7 @@ impl Partition {
             storage_fault: AtomicBool::new(false),
             cleaning: Mutex::new(()),
             deleting: AtomicBool::new(false),
+            epochs_written: Mutex::new(0),
         })
     }
 
@@ -149,6 +190,7 @@ impl Partition {
         let (records, headers) = self.validate(records, now_ms)?;
         // The log stamps offsets into its own copy; make it before taking the lock.
         let owned = BytesMut::from(&records[..]);
+        let mut epochs_to_write = None;
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
@@ -180,6 +222,10 @@ impl Partition {
             );
             assert!(state.high_watermark <= log.log_end_offset());
             state.high_watermark = log.log_end_offset();
+            // Normally recorded by `become_leader` already; this covers the rest.
+            if state.epochs.assign(state.leader_epoch, info.first_offset) {
+                epochs_to_write = state.epochs_changed();
+            }
             ProduceOutcome {
                 base_offset: info.first_offset,
                 log_append_time_ms: info.log_append_time_ms,
@@ -187,6 +233,10 @@ impl Partition {
             }
         };
         self.changed.notify_waiters();
+        if let Err(error) = self.write_epochs(epochs_to_write) {
+            // The append stands; the next change rewrites the whole file.
+            self.report_background_failure("writing the leader-epoch checkpoint", &error);
+        }
         Ok(outcome)
     }
 
@@ -253,6 +303,87 @@ impl Partition {
             .leader_epoch
     }
 
+    /// (leader epoch, whether this broker leads), as the reconciler last set them.
+    pub fn leadership(&self) -> (i32, bool) {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (state.leader_epoch, state.leads)
+    }
+
+    /// The leader-epoch cache: each epoch with the offset its first batch has or will have.
+    pub fn leader_epochs(&self) -> LeaderEpochCache {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.epochs.clone()
+    }
+
+    /// (epoch, end offset) for OffsetForLeaderEpoch: see `LeaderEpochCache::end_offset_for`.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> Result<(i32, i64), ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        Ok(state.epochs.end_offset_for(requested, log.log_end_offset()))
+    }
+
+    /// The image names this broker leader at `epoch`: later appends carry `epoch`, and the
+    /// cache records it at the log end offset (Kafka's `makeLeader`). An epoch below the
+    /// current one is ignored with a WARN (epochs only go up). True if anything changed;
+    /// an error means the checkpoint file could not be written (the change stands).
+    pub fn become_leader(&self, epoch: i32) -> Result<bool, ReplicaError> {
+        self.change_leadership(epoch, true)
+    }
+
+    /// The image names another broker (or none) leader at `epoch`: the epoch is adopted,
+    /// the cache is left alone (a follower records epochs as it appends their batches).
+    pub fn become_follower(&self, epoch: i32) -> Result<bool, ReplicaError> {
+        self.change_leadership(epoch, false)
+    }
+
+    fn change_leadership(&self, epoch: i32, leads: bool) -> Result<bool, ReplicaError> {
+        let epochs_to_write = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if epoch < state.leader_epoch {
+                let current = state.leader_epoch;
+                drop(state);
+                tracing::warn!(
+                    tp = %self.tp, epoch, current, leads,
+                    "ignoring a leader epoch older than the partition's"
+                );
+                return Ok(false);
+            }
+            if (epoch, leads) == (state.leader_epoch, state.leads) {
+                return Ok(false);
+            }
+            state.leader_epoch = epoch;
+            state.leads = leads;
+            let log_end = state.log.as_ref().map(PartitionLog::log_end_offset);
+            match log_end {
+                Some(log_end) if leads && state.epochs.assign(epoch, log_end) => {
+                    state.epochs_changed()
+                }
+                _ => None,
+            }
+        };
+        tracing::info!(tp = %self.tp, epoch, leads, "leadership changed");
+        self.write_epochs(epochs_to_write)?;
+        Ok(true)
+    }
+
+    /// Writes a changed cache to its checkpoint unless a newer version is already written
+    /// (or the partition is being deleted). Called without the state lock.
+    fn write_epochs(&self, change: Option<EpochsToWrite>) -> Result<(), ReplicaError> {
+        let Some(change) = change else {
+            return Ok(());
+        };
+        let mut written = self
+            .epochs_written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if change.version <= *written || self.deleting.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        change.epochs.write(&change.dir)?;
+        *written = change.version;
+        Ok(())
+    }
+
     /// Kafka's check of a client's `current_leader_epoch` (-1 means "not given").
     pub fn check_leader_epoch(&self, requested: i32) -> Result<(), ReplicaError> {
         let current = self.leader_epoch();
@@ -295,15 +426,25 @@ impl Partition {
     }
 
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, ReplicaError> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let Some(log) = state.log.as_mut() else {
-            return Ok(0);
+        let mut epochs_to_write = None;
+        let deleted = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *state;
+            let Some(log) = state.log.as_mut() else {
+                return Ok(0);
+            };
+            let deleted = log.enforce_retention(now_ms)?;
+            if deleted > 0 {
+                // A snapshot below the log start remembers batches that are gone.
+                let log_start = log.log_start_offset();
+                producer_snapshot::remove_outside(log.dir(), log_start, i64::MAX)?;
+                if state.epochs.truncate_from_start(log_start) {
+                    epochs_to_write = state.epochs_changed();
+                }
+            }
+            deleted
         };
-        let deleted = log.enforce_retention(now_ms)?;
-        if deleted > 0 {
-            // A snapshot below the log start remembers batches that are gone.
-            producer_snapshot::remove_outside(log.dir(), log.log_start_offset(), i64::MAX)?;
-        }
+        self.write_epochs(epochs_to_write)?;
         Ok(deleted)
     }
 
@@ -311,15 +452,21 @@ impl Partition {
     /// producer snapshots above the new log end, and reloads producer state to match, as
     /// Kafka's `truncateAndReload` does.
     pub fn truncate_to(&self, offset: i64) -> Result<(), ReplicaError> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let state = &mut *state;
-        let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
-        log.truncate_to(offset)?;
-        let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
-        producer_snapshot::remove_outside(log.dir(), log_start, log_end)?;
-        state.producers = load_producer_state(log)?;
-        state.high_watermark = state.high_watermark.min(log_end);
-        Ok(())
+        let epochs_to_write = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *state;
+            let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
+            log.truncate_to(offset)?;
+            let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+            producer_snapshot::remove_outside(log.dir(), log_start, log_end)?;
+            state.producers = load_producer_state(log)?;
+            state.high_watermark = state.high_watermark.min(log_end);
+            let trimmed = state.epochs.truncate_from_end(log_end);
+            // Emptied below its old start, the log restarts at `offset`.
+            let moved = state.epochs.truncate_from_start(log_start);
+            (trimmed || moved).then(|| state.epochs_changed()).flatten()
+        };
+        self.write_epochs(epochs_to_write)
     }
 
     /// Clean shutdown: flush the log and snapshot producer state at the log end. Only a
@@ -394,6 +541,11 @@ impl Partition {
         // finish (it checks the flag between batches) before the directory goes.
         self.deleting.store(true, Ordering::Relaxed);
         drop(self.cleaning.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(
+            self.epochs_written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let log = self
             .state
             .write()
@@ -431,6 +583,41 @@ fn load_producer_state(log: &PartitionLog) -> Result<ProducerStateTable, Replica
         "loaded producer state"
     );
     Ok(producers)
+}
+
+/// The leader-epoch cache from the checkpoint, trimmed to the log (a crash may have lost
+/// batches after the checkpoint was written; retention may have removed earlier ones).
+/// Without a usable checkpoint (none yet, or unreadable) it is rebuilt from the batch
+/// headers and written. Kafka fails the log directory on a corrupt checkpoint; the headers
+/// hold the same facts, so we rebuild and say so.
+fn load_leader_epochs(log: &PartitionLog) -> Result<LeaderEpochCache, ReplicaError> {
+    let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+    let loaded = match LeaderEpochCache::load(log.dir()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::warn!(
+                dir = %log.dir().display(), %error,
+                "unreadable leader-epoch checkpoint; rebuilding it from the batch headers"
+            );
+            None
+        }
+    };
+    let (mut epochs, mut changed) = match loaded {
+        Some(epochs) => (epochs, false),
+        None => {
+            let mut epochs = LeaderEpochCache::default();
+            log.scan_batch_headers(log_start, &mut |header: &BatchHeader| {
+                epochs.assign(header.partition_leader_epoch, header.base_offset);
+            })?;
+            (epochs, true)
+        }
+    };
+    changed |= epochs.truncate_from_end(log_end);
+    changed |= epochs.truncate_from_start(log_start);
+    if changed {
+        epochs.write(log.dir())?;
+    }
+    Ok(epochs)
 }
 
 /// Snapshot of `producers`, which must hold every batch below `offset` and none above. A
@@ -651,6 +838,116 @@ mod tests {
             "rebuilt from the batch headers"
         );
         assert_eq!(before.producer_count(), 2);
+    }
+
+    /// (epoch, start offset) pairs of the partition's cache.
+    fn epochs(partition: &Partition) -> Vec<(i32, i64)> {
+        let cache = partition.leader_epochs();
+        (cache.entries().iter())
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect()
+    }
+
+    fn checkpoint(dir: &Path) -> String {
+        std::fs::read_to_string(
+            dir.join("t-0")
+                .join(log::leader_epochs::LEADER_EPOCH_CHECKPOINT_FILE),
+        )
+        .unwrap()
+    }
+
+    /// The partition_leader_epoch of every batch in the log.
+    fn stamped_epochs(partition: &Partition) -> Vec<i32> {
+        let read = partition.read(0, usize::MAX, true).unwrap();
+        log::iter_batches(&read.records)
+            .map(|item| item.unwrap().1.partition_leader_epoch)
+            .collect()
+    }
+
+    #[test]
+    fn a_new_leader_epoch_stamps_later_appends_and_is_recorded_at_the_log_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(partition.leadership(), (0, false));
+        assert!(partition.become_leader(0).unwrap());
+        assert_eq!(epochs(&partition), vec![(0, 0)]);
+        produce(&partition, 2);
+        let end = log_end(&partition);
+
+        assert!(partition.become_leader(3).unwrap());
+        assert_eq!(partition.leadership(), (3, true));
+        assert_eq!(epochs(&partition), vec![(0, 0), (3, end)]);
+        assert_eq!(checkpoint(dir.path()), format!("0\n2\n0 0\n3 {end}\n"));
+        assert_eq!(partition.end_offset_for_epoch(0).unwrap(), (0, end));
+        assert_eq!(partition.end_offset_for_epoch(3).unwrap(), (3, end));
+        assert!(partition.check_leader_epoch(3).is_ok());
+        assert!(matches!(
+            partition.check_leader_epoch(0),
+            Err(ReplicaError::FencedLeaderEpoch { .. })
+        ));
+        partition.append(&batch(PRODUCER_ID + 2, 0, 2), 0).unwrap();
+        assert_eq!(stamped_epochs(&partition), vec![0, 0, 0, 0, 3]);
+
+        // Epochs only go up: an older image changes nothing; the same one is a no-op.
+        assert!(!partition.become_leader(2).unwrap());
+        assert!(!partition.become_follower(1).unwrap());
+        assert!(!partition.become_leader(3).unwrap());
+        assert_eq!(partition.leadership(), (3, true));
+
+        // A follower adopts the epoch but records nothing: it has no batches of it yet.
+        assert!(partition.become_follower(5).unwrap());
+        assert_eq!(partition.leadership(), (5, false));
+        assert_eq!(epochs(&partition), vec![(0, 0), (3, end)]);
+        // Leading again at the same epoch records it at the log end.
+        let end = log_end(&partition);
+        assert!(partition.become_leader(5).unwrap());
+        assert_eq!(epochs(&partition).last(), Some(&(5, end)));
+
+        // Reopened, the cache comes back from the checkpoint, less the epoch that has no
+        // batch yet (Kafka's `truncateFromEnd(logEndOffset)` on load); the reconciler's
+        // `become_leader` records it again.
+        let before = epochs(&partition);
+        drop(partition);
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(epochs(&partition), before[..2]);
+        assert!(partition.become_leader(5).unwrap());
+        assert_eq!(epochs(&partition), before);
+    }
+
+    #[test]
+    fn truncation_trims_the_cache_and_a_lost_checkpoint_is_rebuilt_from_the_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        produce(&partition, 2);
+        let middle = log_end(&partition);
+        partition.become_leader(2).unwrap();
+        partition.append(&batch(PRODUCER_ID + 2, 0, 2), 0).unwrap();
+        partition.become_leader(4).unwrap();
+        partition.append(&batch(PRODUCER_ID + 3, 0, 1), 0).unwrap();
+        let recorded = epochs(&partition);
+        assert_eq!(recorded[..2], [(0, 0), (2, middle)]);
+        assert_eq!(recorded.len(), 3);
+
+        drop(partition);
+        let log_dir = dir.path().join("t-0");
+        for damage in [None, Some("garbage\n")] {
+            let path = log_dir.join(log::leader_epochs::LEADER_EPOCH_CHECKPOINT_FILE);
+            match damage {
+                None => std::fs::remove_file(&path).unwrap(),
+                Some(text) => std::fs::write(&path, text).unwrap(),
+            }
+            let reopened = open(dir.path(), LastShutdown::Unclean);
+            assert_eq!(epochs(&reopened), recorded, "rebuilt after {damage:?}");
+            assert_eq!(
+                LeaderEpochCache::load(&log_dir).unwrap().unwrap(),
+                reopened.leader_epochs()
+            );
+        }
+
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        partition.truncate_to(middle).unwrap();
+        assert_eq!(epochs(&partition), vec![(0, 0)]);
+        assert_eq!(checkpoint(dir.path()), "0\n1\n0 0\n");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The set of partitions hosted here, kept in step with the metadata image.
 //!
 //! `reconcile` is the one place partitions are opened and deleted: it compares the image
-//! with what is open (and, at start-up, with what is on disk) and makes them agree.
+//! with what is open (and, at start-up, with what is on disk) and makes them agree. It
+//! also hands each open partition the image's leader epoch and leader
+//! ([`Partition::become_leader`] / [`Partition::become_follower`]), after releasing the
+//! topics lock, since that may write the partition's leader-epoch checkpoint.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -140,9 +143,10 @@ impl ReplicaManager {
         let mut failures = self.open_failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.retain(|tp, failure| self.still_assigned(image, tp, &failure.topic_id));
         let mut openings = Vec::new();
+        let mut moves = Vec::new();
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
-            openings.extend(self.reconcile_topic(topic, hosted));
+            openings.extend(self.reconcile_topic(topic, hosted, &mut moves));
         }
         let threads = self.config.recovery_threads_per_data_dir;
         let opened = on_threads(&openings, threads, |opening| opening.open(last_shutdown));
@@ -159,7 +163,11 @@ impl ReplicaManager {
             }
         }
         topics.retain(|_, partitions| partitions.iter().any(Option::is_some));
+        drop(failures);
+        drop(topics);
         report.log();
+        let threads = self.config.recovery_threads_per_data_dir;
+        on_threads(&moves, threads, LeadershipMove::apply);
         report
     }
 
@@ -170,12 +178,14 @@ impl ReplicaManager {
         same_topic && partition.is_some_and(|p| p.replicas.contains(&self.node_id))
     }
 
-    /// Applies changed configs to the open partitions of `topic`; returns the partitions
-    /// the image assigns here that are not open yet.
+    /// Applies changed configs to the open partitions of `topic` and adds those whose
+    /// leader epoch or leader changed to `moves`; returns the partitions the image assigns
+    /// here that are not open yet.
     fn reconcile_topic(
         &self,
         topic: &TopicImage,
         hosted: &mut Vec<Option<Arc<Partition>>>,
+        moves: &mut Vec<LeadershipMove>,
     ) -> Vec<Opening> {
         let log_config = topic_config::log_config(&self.config, &topic.configs);
         hosted.resize(topic.partitions.len().max(hosted.len()), None);
@@ -188,6 +198,14 @@ impl ReplicaManager {
                 if partition.config().as_ref() != Some(&log_config) {
                     partition.set_config(log_config.clone());
                 }
+                let wanted = (image.leader_epoch, image.leader == self.node_id);
+                if partition.leadership() != wanted {
+                    moves.push(LeadershipMove {
+                        partition: Arc::clone(partition),
+                        leader_epoch: wanted.0,
+                        leads: wanted.1,
+                    });
+                }
                 continue;
             }
             let tp = TopicPartition::new(topic.name.as_str(), index as i32);
@@ -197,6 +215,7 @@ impl ReplicaManager {
                 topic_id: topic.id,
                 config: log_config.clone(),
                 leader_epoch: image.leader_epoch,
+                leads: image.leader == self.node_id,
             });
         }
         openings
@@ -336,11 +355,12 @@ struct Opening {
     dir: PathBuf,
     config: LogConfig,
     leader_epoch: i32,
+    leads: bool,
 }
 
 impl Opening {
     fn open(&self, last_shutdown: LastShutdown) -> Result<Partition, ReplicaError> {
-        Partition::open(
+        let partition = Partition::open(
             self.tp.clone(),
             self.topic_id,
             self.dir.clone(),
@@ -348,7 +368,35 @@ impl Opening {
             self.leader_epoch,
             now_ms(),
             last_shutdown,
-        )
+        )?;
+        if self.leads
+            && let Err(error) = partition.become_leader(self.leader_epoch)
+        {
+            // The partition leads regardless; the next change rewrites the checkpoint.
+            partition.report_background_failure("recording a new leader epoch", &error);
+        }
+        Ok(partition)
+    }
+}
+
+/// An open partition whose leader epoch or leader differs from the image's.
+struct LeadershipMove {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    leads: bool,
+}
+
+impl LeadershipMove {
+    fn apply(&self) {
+        let partition = &self.partition;
+        let moved = if self.leads {
+            partition.become_leader(self.leader_epoch)
+        } else {
+            partition.become_follower(self.leader_epoch)
+        };
+        if let Err(error) = moved {
+            partition.report_background_failure("recording a new leader epoch", &error);
+        }
     }
 }
 
@@ -397,6 +445,7 @@ mod tests {
 
     use super::*;
     use crate::controller::commands::{MetadataCommand, apply};
+    use kafka_protocol::records::Compression;
 
     fn manager(dir: &Path) -> ReplicaManager {
         let explicit = [("log.dirs", dir.display().to_string())]
@@ -504,6 +553,46 @@ mod tests {
         assert_eq!(started(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
         std::fs::remove_file(blocked).unwrap();
         assert_eq!(cleared(&replicas.reconcile_reporting(&image)), vec!["t-0"]);
+    }
+
+    /// Sets partition 0 of `topic`'s leader and leader epoch, as a leader change would.
+    fn move_leader(image: &mut MetadataImage, topic: &str, leader: NodeId, epoch: i32) {
+        let partition = &mut image.topics.get_mut(topic).unwrap().partitions[0];
+        partition.leader = leader;
+        partition.leader_epoch = epoch;
+    }
+
+    #[test]
+    fn open_partitions_follow_the_images_leader_and_epoch_and_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let mut image = MetadataImage::default();
+        create(&mut image, "t", 1);
+        move_leader(&mut image, "t", 1, 0);
+        replicas.reconcile(&image);
+        let partition = replicas.get("t", 0).unwrap();
+        assert_eq!(partition.leadership(), (0, true));
+        let batch = crate::log::test_support::encode_batch(&[1, 2], Compression::None).freeze();
+        partition.append(&batch, 0).unwrap();
+        let end = partition.offsets().unwrap().2;
+
+        move_leader(&mut image, "t", 2, 1);
+        replicas.reconcile(&image);
+        assert_eq!(partition.leadership(), (1, false));
+        move_leader(&mut image, "t", 1, 2);
+        replicas.reconcile(&image);
+        assert_eq!(partition.leadership(), (2, true));
+        let recorded: Vec<(i32, i64)> = (partition.leader_epochs().entries().iter())
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect();
+        assert_eq!(recorded, vec![(0, 0), (2, end)]);
+        assert!(partition.check_leader_epoch(2).is_ok());
+
+        // A stale image (lower epoch) is ignored.
+        move_leader(&mut image, "t", 2, 1);
+        replicas.reconcile(&image);
+        assert_eq!(partition.leadership(), (2, true));
+        assert!(Arc::ptr_eq(&partition, &replicas.get("t", 0).unwrap()));
     }
 
     #[test]
