@@ -68,8 +68,7 @@ fn apply(controller: &Controller, from_index: u64, batch: MetadataBatch) {
                 return;
             }
             let mut image = super::MetadataImage::clone(&controller.image());
-            let mut expected = from_index;
-            for (index, command) in entries {
+            for (expected, (index, command)) in (from_index..).zip(entries) {
                 if index != expected {
                     // Never apply around a gap: fetch again from where we are.
                     tracing::warn!(
@@ -83,7 +82,6 @@ fn apply(controller: &Controller, from_index: u64, batch: MetadataBatch) {
                     Some(command) => drop(apply_command(&mut image, index, &command)),
                     None => image.applied_index = index,
                 }
-                expected += 1;
             }
             controller.publisher().publish(&image);
         }

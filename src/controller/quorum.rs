@@ -776,6 +776,8 @@ impl Controller {
     }
 }
 
+// openraft's ConfigError is large; it is only built once, at start-up.
+#[allow(clippy::result_large_err)]
 fn raft_config(settings: &ControllerSettings) -> Result<Config, openraft::ConfigError> {
     // Kafka's election timeout is the upper bound of the random draw; half of it the lower,
     // and heartbeats at a tenth so a healthy leader is never suspected.

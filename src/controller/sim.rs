@@ -23,7 +23,7 @@ impl Draw for Rng {
     }
 
     fn uuid(&mut self) -> Uuid {
-        Uuid::from_u64_pair(self.next(), self.next() | 1)
+        Uuid::from_u64_pair(self.next_u64(), self.next_u64() | 1)
     }
 }
 
