@@ -216,7 +216,11 @@ impl Broker {
         if !self.config.roles.controller {
             // An observer names no cluster: it waits for the voters' bootstrap record.
             let mut images = self.controller.subscribe();
-            let _ = images.wait_for(|image| !image.cluster_id.is_empty()).await;
+            let mut stopping = self.stopping.subscribe();
+            tokio::select! {
+                _ = images.wait_for(|image| !image.cluster_id.is_empty()) => {}
+                _ = stopping.wait_for(|stopping| *stopping) => {}
+            }
         } else if self.image().cluster_id.is_empty() {
             let command = MetadataCommand::Bootstrap {
                 cluster_id: cluster_id.clone(),

@@ -187,6 +187,17 @@ fn restore(
     *image = restored.clone();
     image.applied_index = applied_index;
     image.controller_id = controller_id;
+    // Partition data is not replicated yet: only the leader holds it, whatever an older
+    // image says, so no other replica may be elected from it.
+    for topic in image.topics.values_mut() {
+        for partition in &mut topic.partitions {
+            if partition.leader >= 0 {
+                partition.isr = vec![partition.leader];
+            } else {
+                partition.isr.truncate(1);
+            }
+        }
+    }
     Ok(CommandOutcome::Done)
 }
 

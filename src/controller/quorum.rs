@@ -76,6 +76,8 @@ pub struct Controller {
     /// A voter rebuilt from an empty directory grants no vote until it has applied up to
     /// here (0: not catching up).
     catch_up_to: std::sync::atomic::AtomicU64,
+    /// A voter without a log that has not yet learnt whether a quorum exists.
+    joining: std::sync::atomic::AtomicBool,
     pub(crate) liveness: std::sync::Mutex<Liveness>,
 }
 
@@ -99,6 +101,12 @@ impl Controller {
         let log_reader = log_store.clone();
         let fresh = log_store
             .is_empty()
+            .map_err(|e| quorum_error(&settings, e))?;
+        let no_log = log_store
+            .has_no_log()
+            .map_err(|e| quorum_error(&settings, e))?;
+        let catch_up_to = log_store
+            .catch_up_to()
             .map_err(|e| quorum_error(&settings, e))?;
         let publisher = Arc::new(Publisher::new());
         let state_machine =
@@ -133,10 +141,23 @@ impl Controller {
             publisher,
             stopped: watch::channel(false).0,
             peers,
-            catch_up_to: std::sync::atomic::AtomicU64::new(0),
+            catch_up_to: std::sync::atomic::AtomicU64::new(catch_up_to),
+            joining: std::sync::atomic::AtomicBool::new(false),
         });
-        if fresh {
-            controller.join_or_initialize().await?;
+        if controller.settings.voters.len() <= 1 {
+            if fresh {
+                // A lone voter elects itself as part of initializing.
+                controller.initialize().await?;
+            } else {
+                controller.check_configured_voters().await?;
+            }
+        } else if no_log {
+            // Asks the other voters from the background: they may be starting too, and
+            // must be able to ask this one (its listener serves once `start` returns).
+            controller
+                .joining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(controller.clone().join_or_initialize());
         } else {
             controller.check_configured_voters().await?;
         }
@@ -170,6 +191,7 @@ impl Controller {
             stopped: watch::channel(false).0,
             peers,
             catch_up_to: std::sync::atomic::AtomicU64::new(0),
+            joining: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(super::observer::follow(controller.clone()));
         Ok(controller)
@@ -250,6 +272,22 @@ impl Controller {
             liveness.note_observer(observer, from_index, now_ms());
         }
         if image.applied_index < from_index {
+            // Nothing new: make sure this is still the leader (a deposed, cut-off one would
+            // otherwise keep an observer, and its heartbeats, to itself).
+            #[allow(deprecated)]
+            let confirmed = match &self.raft {
+                Some(raft) => {
+                    tokio::time::timeout(wait.max(Duration::from_millis(500)), raft.is_leader())
+                        .await
+                        .is_ok_and(|checked| checked.is_ok())
+                }
+                None => false,
+            };
+            if !confirmed {
+                return Err(ControllerError::Unavailable(
+                    "no longer the active controller".into(),
+                ));
+            }
             return Ok(MetadataBatch::Entries {
                 leader,
                 entries: Vec::new(),
@@ -290,50 +328,126 @@ impl Controller {
         }
     }
 
-    /// A node without a Raft log: if the other voters already run a cluster, this one was
-    /// wiped (or is new) and must catch up before it may vote; otherwise the quorum is being
-    /// formed and every voter initializes it with the same voter set (Raft allows that).
-    async fn join_or_initialize(&self) -> Result<(), ControllerError> {
+    /// A voter without a Raft log asks the other voters before it does anything: if any
+    /// holds a log, the quorum exists and this voter was wiped (or is new), so it records
+    /// the longest log it heard of and votes for nobody shorter until it has applied that
+    /// far; if a majority (itself included) holds none, the quorum is being formed and it
+    /// initializes it with the same voter set as the others (Raft allows that). Silence
+    /// decides nothing: it asks again.
+    async fn join_or_initialize(self: Arc<Self>) {
         const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-        if self.settings.voters.len() > 1 {
+        const PROBE_PAUSE: Duration = Duration::from_millis(200);
+        let majority = self.settings.voters.len() / 2 + 1;
+        let mut asked = 0u64;
+        loop {
+            let mut empty = 1;
+            let mut longest: Option<u64> = None;
             for node in self.peers.keys() {
-                let answer = self
-                    .call_voter(*node, Request::DescribeQuorum, PROBE_TIMEOUT)
-                    .await;
-                if let Ok(Response::DescribeQuorum(Ok(status))) = answer
-                    && status.leader_id >= 0
-                    && status.high_watermark > 1
-                {
-                    let target = (status.high_watermark - 1) as u64;
-                    tracing::warn!(
-                        leader = status.leader_id,
-                        catch_up_to = target,
-                        "this voter has no metadata log but the quorum has one: catching up \
-                         before voting"
-                    );
-                    self.catch_up_to
-                        .store(target, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(());
+                match self.call_voter(*node, Request::Probe, PROBE_TIMEOUT).await {
+                    Ok(Response::Probe {
+                        initialized: true,
+                        last_log_index,
+                    }) => {
+                        longest = Some(longest.unwrap_or(0).max(last_log_index));
+                    }
+                    Ok(Response::Probe {
+                        initialized: false, ..
+                    }) => empty += 1,
+                    _ => {}
                 }
             }
+            if let Some(target) = longest {
+                tracing::warn!(
+                    catch_up_to = target,
+                    "this voter has no metadata log but the quorum has one: catching up \
+                     before voting"
+                );
+                if let Err(error) = self.set_catch_up_to(target) {
+                    tracing::error!(%error, "could not store the catch-up target");
+                    continue;
+                }
+                break;
+            }
+            if empty >= majority {
+                if let Err(error) = self.initialize().await {
+                    tracing::error!(%error, "initializing the metadata quorum failed");
+                }
+                break;
+            }
+            asked += 1;
+            if asked % 25 == 1 {
+                tracing::info!(
+                    answered_empty = empty,
+                    majority,
+                    "asking the other voters whether a quorum exists"
+                );
+            }
+            let mut stopped = self.stopped.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_PAUSE) => {}
+                _ = stopped.wait_for(|stopped| *stopped) => return,
+            }
         }
-        self.initialize().await
+        self.joining
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// True while a rebuilt voter has not yet applied what the quorum had when it started.
+    /// Stores (durably, before it counts) the log index a rebuilt voter must reach before it
+    /// votes; a restart in between keeps it.
+    fn set_catch_up_to(&self, target: u64) -> Result<(), ControllerError> {
+        let store = self
+            .log_reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(store) = store else {
+            return Err(ControllerError::Unavailable("shutting down".into()));
+        };
+        let target = target.max(self.catch_up_to.load(std::sync::atomic::Ordering::Relaxed));
+        tokio::task::block_in_place(|| store.set_catch_up_to(target))
+            .map_err(|e| quorum_error(&self.settings, e))?;
+        self.catch_up_to
+            .store(target, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether to refuse a vote: while this voter does not yet know whether a quorum exists,
+    /// always; while it catches up, to any candidate whose log is shorter than what the
+    /// quorum had (it may lack an entry this voter acknowledged before it was wiped).
+    pub(crate) fn refuses_vote(&self, request: &openraft::raft::VoteRequest<u64>) -> bool {
+        if self.joining.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let target = self.catch_up_to.load(std::sync::atomic::Ordering::Relaxed);
+        if target == 0 || !self.catching_up() {
+            return false;
+        }
+        request.last_log_id.map_or(0, |id| id.index) < target
+    }
+
+    /// True while a rebuilt voter has not yet applied what the quorum had when it joined.
     pub(crate) fn catching_up(&self) -> bool {
         let target = self.catch_up_to.load(std::sync::atomic::Ordering::Relaxed);
         if target == 0 {
             return false;
         }
         let applied = self.image().applied_index;
-        if applied >= target {
+        if applied < target {
+            return true;
+        }
+        let store = self
+            .log_reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(store) = store
+            && tokio::task::block_in_place(|| store.set_catch_up_to(0)).is_ok()
+        {
             self.catch_up_to
                 .store(0, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(applied, "caught up with the quorum; voting again");
-            return false;
         }
-        true
+        false
     }
 
     /// The voters in `controller.quorum.voters` must be the quorum's membership: voters
@@ -799,7 +913,8 @@ fn raft_config(settings: &ControllerSettings) -> Result<Config, openraft::Config
 /// leader's liveness clock when this node takes over, and notes followers' progress.
 async fn follow_leadership(controller: Arc<Controller>) {
     let mut metrics = controller.voter().metrics();
-    let mut was_leader = false;
+    // (leader?, term): a leadership lost and regained between two looks is a new one.
+    let mut was: (bool, u64) = (false, 0);
     loop {
         let snapshot = metrics.borrow_and_update().clone();
         if snapshot.running_state.is_err() {
@@ -816,10 +931,12 @@ async fn follow_leadership(controller: Arc<Controller>) {
                 .liveness
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if was_leader && !is_leader {
+            let now = (is_leader, snapshot.current_term);
+            let new_leadership = is_leader && now != was;
+            if was.0 && (new_leadership || !is_leader) {
                 liveness.lost_leadership();
             }
-            if is_leader && !was_leader {
+            if new_leadership {
                 tracing::info!(
                     term = snapshot.current_term,
                     "this node is the active controller"
@@ -830,7 +947,7 @@ async fn follow_leadership(controller: Arc<Controller>) {
                 liveness.note_replication(&snapshot, now_ms());
             }
         }
-        was_leader = is_leader;
+        was = (is_leader, snapshot.current_term);
         if metrics.changed().await.is_err() {
             return;
         }

@@ -20,6 +20,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+/// A voter rebuilt from an empty directory votes only once it has this much of the log.
+const CATCH_UP_TO: &str = "catch_up_to";
 
 /// The log store; cheap to clone (one shared database).
 #[derive(Clone)]
@@ -43,6 +45,24 @@ impl LogStore {
         txn.open_table(META)?;
         txn.commit()?;
         Ok(LogStore { db })
+    }
+
+    /// True if the store holds no log: no entry and nothing purged (a vote alone may be
+    /// there: a rebuilt voter saves the leader's vote before the first entries arrive).
+    pub fn has_no_log(&self) -> Result<bool, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let log = txn.open_table(LOG)?;
+        let meta = txn.open_table(META)?;
+        Ok(log.first()?.is_none() && meta.get(LAST_PURGED)?.is_none())
+    }
+
+    /// The durable catch-up target of a rebuilt voter (0: none).
+    pub fn catch_up_to(&self) -> Result<u64, StorageError> {
+        Ok(self.meta::<u64>(CATCH_UP_TO)?.unwrap_or(0))
+    }
+
+    pub fn set_catch_up_to(&self, index: u64) -> Result<(), StorageError> {
+        self.put_meta(CATCH_UP_TO, &index)
     }
 
     /// True if nothing was ever stored: no vote, no entry, no purge (a fresh node).

@@ -47,6 +47,9 @@ pub enum Request {
         from_index: u64,
         max_wait_ms: u64,
     },
+    /// Whether the receiver holds a Raft log: a voter without one asks before it either
+    /// forms the quorum with others as empty as itself or catches up with an existing one.
+    Probe,
 }
 
 /// Committed metadata for an observer.
@@ -83,6 +86,10 @@ pub enum Response {
     Heartbeat(Result<(), Rejection>),
     DescribeQuorum(Result<QuorumStatus, Rejection>),
     FetchMetadata(Result<MetadataBatch, Rejection>),
+    Probe {
+        initialized: bool,
+        last_log_index: u64,
+    },
     /// The request came from another cluster; the receiver's id is attached.
     WrongCluster(String),
 }

@@ -12,9 +12,9 @@ use crate::controller::Controller;
 use crate::controller::rejection::Rejection;
 use crate::server::Shutdown;
 
-/// Connections the controller listener serves at once (voters and observers hold one or
-/// two each); more wait for a free slot.
-const CONNECTIONS_MAX: usize = 256;
+/// Connections the controller listener serves at once (voters and observers hold two
+/// each); more are closed as they arrive.
+const CONNECTIONS_MAX: usize = 1024;
 /// A connection silent this long is closed (peers reconnect on their next call).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// At most one "other cluster" error line per this interval.
@@ -24,16 +24,15 @@ const WRONG_CLUSTER_LOG_EVERY_MS: i64 = 10_000;
 pub async fn serve(listener: TcpListener, controller: Arc<Controller>, mut shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-            _ = shutdown.triggered() => return,
-        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Accepting never stops (a voter reconnecting must get through); a
+                    // connection over the limit is closed at once.
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!("controller listener at its connection limit");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let controller = controller.clone();
                     let mut stop = shutdown.clone();
@@ -91,16 +90,22 @@ async fn answer(controller: &Controller, envelope: Envelope) -> Response {
     }
     let from = envelope.from;
     let Some(raft) = controller.raft() else {
-        return Response::Vote(Err(openraft::error::RaftError::Fatal(
-            openraft::error::Fatal::Stopped,
-        )));
+        // An observer serves no controller RPC; this answer fails the caller's request.
+        return Response::WrongCluster(String::new());
     };
     match envelope.request {
         Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await),
         // A voter rebuilt from an empty directory has forgotten what it acknowledged: it
         // grants no vote until it has caught up, so it cannot elect a leader that lacks a
         // committed entry.
-        Request::Vote(rpc) if controller.catching_up() => {
+        Request::Probe => {
+            let metrics = raft.metrics().borrow().clone();
+            Response::Probe {
+                initialized: metrics.last_log_index.is_some(),
+                last_log_index: metrics.last_log_index.unwrap_or(0),
+            }
+        }
+        Request::Vote(rpc) if controller.refuses_vote(&rpc) => {
             Response::Vote(Ok(openraft::raft::VoteResponse {
                 vote: rpc.vote,
                 vote_granted: false,
