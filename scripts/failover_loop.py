@@ -15,16 +15,70 @@ Nodes are stopped by PID; their data dirs and stderr logs are removed unless --k
 kept, with the path printed, after a failure).
 """
 import argparse
+import asyncio
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "protocol-tests"))
 import cluster  # noqa: E402  (the protocol tests' harness)
+
+
+class DelayingProxies:
+    """One TCP proxy per controller listener, on a thread of its own: every chunk is
+    forwarded `delay_s` after it arrived, in order, in both directions."""
+
+    def __init__(self, delay_s):
+        self.delay_s = delay_s
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def add(self, target_port):
+        future = asyncio.run_coroutine_threadsafe(self._listen(target_port), self.loop)
+        return future.result(timeout=10)
+
+    async def _listen(self, target_port):
+        async def accepted(reader, writer):
+            try:
+                up_reader, up_writer = await asyncio.open_connection(cluster.LOOPBACK,
+                                                                     target_port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+        server = await asyncio.start_server(accepted, cluster.LOOPBACK, 0)
+        return server.sockets[0].getsockname()[1]
+
+    async def _pump(self, reader, writer):
+        queue = asyncio.Queue()
+
+        async def send():
+            while True:
+                due, data = await queue.get()
+                if data is None:
+                    break
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(data)
+                try:
+                    await writer.drain()
+                except OSError:
+                    break
+            writer.close()
+
+        sender = asyncio.ensure_future(send())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((time.monotonic() + self.delay_s, data))
+        except OSError:
+            pass
+        queue.put_nowait((0, None))
+        await sender
 
 
 def parse_args():
@@ -41,6 +95,10 @@ def parse_args():
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra node config (repeatable)")
     parser.add_argument("--json", help="write rounds and summary to this file")
+    parser.add_argument("--delay-ms", type=float, default=0.0,
+                        help="latency added each way to controller RPC between voters (a "
+                             "delaying proxy in front of every controller listener): a real "
+                             "network's round trips, under which candidacies can collide")
     parser.add_argument("--keep", action="store_true", help="keep data dirs and logs")
     return parser.parse_args()
 
@@ -51,6 +109,11 @@ def main():
     overrides = dict(item.split("=", 1) for item in args.override)
     root = tempfile.mkdtemp(prefix="kafkaesque-failover-")
     nodes = cluster.Cluster(args.nodes, root, overrides=overrides)
+    if args.delay_ms:
+        proxies = DelayingProxies(args.delay_ms / 1000.0)
+        nodes.overrides["controller.quorum.voters"] = ",".join(
+            f"{n.node_id}@{cluster.LOOPBACK}:{proxies.add(n.controller_port)}"
+            for n in nodes.nodes)
     rounds, failure = [], None
     began = time.monotonic()
     try:

@@ -125,25 +125,13 @@ impl Controller {
         )
         .await
         .map_err(|e| quorum_error(&settings, e))?;
-        let peers = settings
-            .voters
-            .iter()
-            .filter(|(id, _)| **id != settings.node_id)
-            .map(|(id, address)| (*id, Peer::new(&identity, address)))
-            .collect();
-        let controller = Arc::new(Controller {
-            liveness: std::sync::Mutex::new(Liveness::default()),
+        let controller = Arc::new(Controller::assemble(
             settings,
             identity,
-            raft: Some(raft),
-            log_reader: std::sync::Mutex::new(Some(log_reader)),
-            leader_hint: std::sync::atomic::AtomicI32::new(-1),
+            Some((raft, log_reader)),
             publisher,
-            stopped: watch::channel(false).0,
-            peers,
-            catch_up_to: std::sync::atomic::AtomicU64::new(catch_up_to),
-            joining: std::sync::atomic::AtomicBool::new(false),
-        });
+            catch_up_to,
+        ));
         if controller.settings.voters.len() <= 1 {
             if fresh {
                 // A lone voter elects itself as part of initializing.
@@ -175,26 +163,44 @@ impl Controller {
         settings: ControllerSettings,
     ) -> Result<Arc<Controller>, ControllerError> {
         let identity = Identity::new(settings.cluster_id.clone(), settings.node_id);
+        let publisher = Arc::new(Publisher::new());
+        let controller = Arc::new(Controller::assemble(settings, identity, None, publisher, 0));
+        tokio::spawn(super::observer::follow(controller.clone()));
+        Ok(controller)
+    }
+
+    /// The parts every controller has; a voter brings its Raft node and log reader.
+    fn assemble(
+        settings: ControllerSettings,
+        identity: Identity,
+        voter: Option<(RaftNode, LogStore)>,
+        publisher: Arc<Publisher>,
+        catch_up_to: u64,
+    ) -> Controller {
+        // A voter's peers are the other voters; an observer's, all of them.
         let peers = settings
             .voters
             .iter()
+            .filter(|(id, _)| voter.is_none() || **id != settings.node_id)
             .map(|(id, address)| (*id, Peer::new(&identity, address)))
             .collect();
-        let controller = Arc::new(Controller {
+        let (raft, log_reader) = match voter {
+            Some((raft, reader)) => (Some(raft), Some(reader)),
+            None => (None, None),
+        };
+        Controller {
             liveness: std::sync::Mutex::new(Liveness::default()),
             settings,
             identity,
-            raft: None,
-            log_reader: std::sync::Mutex::new(None),
+            raft,
+            log_reader: std::sync::Mutex::new(log_reader),
             leader_hint: std::sync::atomic::AtomicI32::new(-1),
-            publisher: Arc::new(Publisher::new()),
+            publisher,
             stopped: watch::channel(false).0,
             peers,
-            catch_up_to: std::sync::atomic::AtomicU64::new(0),
+            catch_up_to: std::sync::atomic::AtomicU64::new(catch_up_to),
             joining: std::sync::atomic::AtomicBool::new(false),
-        });
-        tokio::spawn(super::observer::follow(controller.clone()));
-        Ok(controller)
+        }
     }
 
     pub(crate) fn publisher(&self) -> &Publisher {

@@ -246,26 +246,21 @@ async fn snapshots_purge_the_log_and_a_wiped_voter_is_rebuilt_from_one() {
     quorum.restart_after_stop(victim, true).await;
     allocate(&quorum.nodes[&leader].controller).await;
     quorum.converged(leader).await;
-    let metrics = quorum.nodes[&victim]
-        .controller
-        .raft()
-        .unwrap()
-        .metrics()
-        .borrow()
-        .clone();
+    let metrics = |id: NodeId| {
+        quorum.nodes[&id]
+            .controller
+            .raft()
+            .unwrap()
+            .metrics()
+            .borrow()
+            .clone()
+    };
     assert!(
-        metrics.snapshot.is_some(),
+        metrics(victim).snapshot.is_some(),
         "the wiped voter holds a snapshot"
     );
-    let leader_metrics = quorum.nodes[&leader]
-        .controller
-        .raft()
-        .unwrap()
-        .metrics()
-        .borrow()
-        .clone();
     assert!(
-        leader_metrics.purged.is_some(),
+        metrics(leader).purged.is_some(),
         "the leader purged its log behind a snapshot"
     );
     assert_eq!(
