@@ -410,7 +410,7 @@ impl Controller {
             return Err(ControllerError::Unavailable("shutting down".into()));
         };
         let target = target.max(self.catch_up_to.load(std::sync::atomic::Ordering::Relaxed));
-        tokio::task::block_in_place(|| store.set_catch_up_to(target))
+        tokio::task::block_in_place(|| store.set_catch_up_to(target).map_err(|e| e.to_string()))
             .map_err(|e| quorum_error(&self.settings, e))?;
         self.catch_up_to
             .store(target, std::sync::atomic::Ordering::Relaxed);
@@ -447,7 +447,7 @@ impl Controller {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(store) = store
-            && tokio::task::block_in_place(|| store.set_catch_up_to(0)).is_ok()
+            && tokio::task::block_in_place(|| store.set_catch_up_to(0).is_ok())
         {
             self.catch_up_to
                 .store(0, std::sync::atomic::Ordering::Relaxed);
