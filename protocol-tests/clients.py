@@ -38,10 +38,15 @@ DEFAULT_TIMEOUT_S = 30.0
 # ---------------------------------------------------------------- waiting
 
 
+class GiveUp(AssertionError):
+    """Raised by a wait_for predicate to end the wait at once: retrying cannot help."""
+
+
 def wait_for(predicate, timeout_s=DEFAULT_TIMEOUT_S, interval_s=0.1, what="condition"):
     """Polls predicate() until it returns a truthy value; returns it, or fails at timeout_s.
 
-    Exceptions from predicate() count as "not yet"; the last one is reported on timeout.
+    Exceptions from predicate() count as "not yet" (the last one is reported on timeout),
+    except GiveUp, which ends the wait at once.
     """
     deadline = time.monotonic() + timeout_s
     last = None
@@ -51,10 +56,12 @@ def wait_for(predicate, timeout_s=DEFAULT_TIMEOUT_S, interval_s=0.1, what="condi
             if value:
                 return value
             last = f"last result: {value!r}"
+        except GiveUp:
+            raise
         except Exception as error:  # noqa: BLE001 - retried until the deadline
             last = f"last error: {error!r}"
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; {last}")
+            raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}; {last}")
         time.sleep(interval_s)
 
 

@@ -41,6 +41,7 @@ import threading
 import time
 import uuid
 
+import clients
 import conftest
 import rawkafka
 from clients import die_with_parent
@@ -768,30 +769,12 @@ class Node:
 # ---------------------------------------------------------------- the cluster
 
 
-class GiveUp(AssertionError):
-    """Raised by a wait_until predicate to end the wait at once: retrying cannot help."""
+GiveUp = clients.GiveUp
 
 
 def wait_until(predicate, timeout_s, what="condition", interval_s=POLL_INTERVAL_S):
-    """Polls predicate() until it returns a truthy value and returns it; raises
-    AssertionError after timeout_s. Exceptions from predicate() count as "not yet" (the
-    last one is in the message), except GiveUp, which ends the wait at once."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-            last = f"last result: {value!r}"
-        except GiveUp:
-            raise
-        except Exception as error:  # noqa: BLE001 - retried until the deadline
-            last = f"last error: {error!r}"
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}; "
-                                 f"{last}")
-        time.sleep(interval_s)
+    """clients.wait_for with the harness's argument order."""
+    return clients.wait_for(predicate, timeout_s=timeout_s, interval_s=interval_s, what=what)
 
 
 class Cluster:
