@@ -62,7 +62,7 @@ impl Quorum {
             cluster_id: "quorum-test-cluster-id".into(),
             dir: self.dir.path().join(format!("node-{id}")),
             voters: self.addresses.clone(),
-            election_timeout_ms: 400,
+            election_timeout_ms: 1000,
             request_timeout_ms: 1000,
             snapshot_interval_entries: self.snapshot_every,
             log_kept_behind_snapshot: 2,
