@@ -66,19 +66,14 @@ mod tests {
     use kafka_protocol::protocol::Encodable;
 
     use super::*;
-    use crate::controller::commands::{MetadataCommand, apply, register_live_broker};
+    use crate::controller::commands::{fence_broker_for_tests, register_live_broker};
 
     #[test]
     fn fenced_brokers_are_listed_only_when_asked_for() {
         let mut image = MetadataImage::default();
         register_live_broker(&mut image, 1);
         register_live_broker(&mut image, 2);
-        let epoch = image.brokers[&2].epoch;
-        apply(
-            &mut image,
-            &MetadataCommand::FenceBroker { node_id: 2, epoch },
-        )
-        .unwrap();
+        fence_broker_for_tests(&mut image, 2);
         let listed = |include| -> Vec<(i32, bool)> {
             cluster_brokers(&image, include)
                 .iter()

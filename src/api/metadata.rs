@@ -564,16 +564,11 @@ mod tests {
 
     /// Broker 1 live, broker 2 fenced, broker 3 never registered; topic `t` holds `partition`.
     fn cluster_image(partition: PartitionImage) -> MetadataImage {
-        use crate::controller::commands::{MetadataCommand, apply, register_live_broker};
+        use crate::controller::commands::{fence_broker_for_tests, register_live_broker};
         let mut image = MetadataImage::default();
         register_live_broker(&mut image, 1);
         register_live_broker(&mut image, 2);
-        let epoch = image.brokers[&2].epoch;
-        apply(
-            &mut image,
-            &MetadataCommand::FenceBroker { node_id: 2, epoch },
-        )
-        .unwrap();
+        fence_broker_for_tests(&mut image, 2);
         let topic = TopicImage {
             name: "t".into(),
             id: Uuid::from_u128(5),

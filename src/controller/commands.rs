@@ -547,6 +547,14 @@ pub fn register_live_broker(image: &mut MetadataImage, node_id: NodeId) {
     assert!(registered.is_ok(), "{registered:?}");
 }
 
+/// Test helper: fences registered broker `node_id` at its current epoch.
+#[cfg(test)]
+pub fn fence_broker_for_tests(image: &mut MetadataImage, node_id: NodeId) {
+    let epoch = image.brokers[&node_id].epoch;
+    let fenced = apply(image, &MetadataCommand::FenceBroker { node_id, epoch });
+    assert!(fenced.is_ok(), "{fenced:?}");
+}
+
 /// Reading records written before brokers had incarnations and listener lists.
 mod legacy {
     use serde::{Deserialize, Deserializer, de::Error};
