@@ -443,6 +443,7 @@ mod tests {
                 isr: vec![1],
                 leader: 1,
                 leader_epoch: 0,
+                partition_epoch: 0,
             };
             let topic = TopicImage {
                 name: name.to_string(),
@@ -598,6 +599,7 @@ mod tests {
             isr: vec![1, 2],
             leader: 1,
             leader_epoch: 4,
+            partition_epoch: 0,
         };
         let image = cluster_image(partition.clone());
         let listed: Vec<i32> = brokers(&image).iter().map(|b| b.node_id.0).collect();
@@ -621,6 +623,7 @@ mod tests {
             isr: vec![2],
             leader: NO_LEADER,
             leader_epoch: 7,
+            partition_epoch: 0,
         };
         let image = cluster_image(partition.clone());
         let entry = partition_entry(&image, 0, &partition, false);

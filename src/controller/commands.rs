@@ -82,6 +82,19 @@ pub enum MetadataCommand {
     },
     /// Reserves `count` producer ids for one broker to hand out.
     AllocateProducerIds { count: i64 },
+    /// A partition leader changes its ISR (Kafka's AlterPartition): accepted only from the
+    /// current leader at the current leader and partition epochs, with an ISR that holds
+    /// the leader, lists only replicas, and adds only live ones. A refusal is an outcome
+    /// ([`CommandOutcome::PartitionChangeRefused`]), not an error: the leader waits for
+    /// the next image and decides again.
+    AlterPartition {
+        topic_id: Uuid,
+        partition: i32,
+        leader: NodeId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    },
     /// Replaces an image that has no cluster id yet with `image` (imports the old
     /// single-node metadata log once). Keeps the receiving image's `applied_index` and
     /// `controller_id`, which belong to the log applying it.
@@ -100,6 +113,30 @@ pub enum CommandOutcome {
         first: i64,
         count: i64,
     },
+    /// The partition as it now stands after an accepted (or already applied) change.
+    PartitionChanged {
+        isr: Vec<NodeId>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    PartitionChangeRefused(PartitionChangeRefusal),
+}
+
+/// Why the controller refused a partition change, in Kafka's AlterPartition error terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartitionChangeRefusal {
+    /// UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID.
+    UnknownPartition,
+    /// The sender does not lead the partition (INVALID_REQUEST in Kafka).
+    NotLeader,
+    /// FENCED_LEADER_EPOCH: the leader epoch moved on.
+    FencedLeaderEpoch,
+    /// INVALID_UPDATE_VERSION: the partition changed since the proposal was built.
+    InvalidUpdateVersion,
+    /// INELIGIBLE_REPLICA: the new ISR adds a replica that is fenced or shutting down.
+    IneligibleReplica,
+    /// INVALID_REQUEST: the leader missing from the ISR, a non-replica, a duplicate.
+    InvalidIsr,
 }
 
 pub fn apply(
@@ -142,6 +179,24 @@ pub fn apply(
             assignments,
         } => create_partitions(image, name, *partitions_before, assignments),
         MetadataCommand::AllocateProducerIds { count } => allocate_producer_ids(image, *count),
+        MetadataCommand::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => Ok(alter_partition(
+            image,
+            PartitionChange {
+                topic_id: *topic_id,
+                partition: *partition,
+                leader: *leader,
+                leader_epoch: *leader_epoch,
+                partition_epoch: *partition_epoch,
+                new_isr,
+            },
+        )),
         MetadataCommand::Restore { image: restored } => restore(image, restored),
     }
 }
@@ -187,8 +242,9 @@ fn restore(
     *image = restored.clone();
     image.applied_index = applied_index;
     image.controller_id = controller_id;
-    // Partition data is not replicated yet: only the leader holds it, whatever an older
-    // image says, so no other replica may be elected from it.
+    // The imported log comes from the single-node broker, written before partition data
+    // was replicated: only the leader holds it, whatever the old image says, so no other
+    // replica may be elected from it.
     for topic in image.topics.values_mut() {
         for partition in &mut topic.partitions {
             if partition.leader >= 0 {
@@ -319,8 +375,9 @@ fn fence_replica(
     node_id: NodeId,
     is_live: &impl Fn(NodeId) -> bool,
 ) {
-    if partition.isr.len() > 1 {
+    if partition.isr.len() > 1 && partition.isr.contains(&node_id) {
         partition.isr.retain(|&replica| replica != node_id);
+        partition.partition_epoch = partition.partition_epoch.saturating_add(1);
     }
     if partition.leader == node_id {
         let leader = elect_leader(partition, is_live);
@@ -355,11 +412,82 @@ fn elect_leader(partition: &PartitionImage, is_live: &impl Fn(NodeId) -> bool) -
         .unwrap_or(NO_LEADER)
 }
 
-/// A leader change starts a new leader epoch.
+/// A leader change starts a new leader epoch (and, as every change, a partition epoch).
 fn set_leader(partition: &mut PartitionImage, leader: NodeId) {
     if partition.leader != leader {
         partition.leader = leader;
         partition.leader_epoch = partition.leader_epoch.saturating_add(1);
+        partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+    }
+}
+
+/// The fields of one `AlterPartition` command.
+struct PartitionChange<'a> {
+    topic_id: Uuid,
+    partition: i32,
+    leader: NodeId,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    new_isr: &'a [NodeId],
+}
+
+/// Kafka's AlterPartition checks (`ReplicationControlManager.alterPartition`), in its
+/// order; the ISR is stored in replica order so equal sets compare equal.
+fn alter_partition(image: &mut MetadataImage, change: PartitionChange) -> CommandOutcome {
+    use PartitionChangeRefusal as Refused;
+    let refused = CommandOutcome::PartitionChangeRefused;
+    let MetadataImage {
+        brokers,
+        topics,
+        topic_names,
+        ..
+    } = image;
+    let found = topic_names
+        .get(&change.topic_id)
+        .and_then(|name| topics.get_mut(name))
+        .and_then(|topic| {
+            topic
+                .partitions
+                .get_mut(usize::try_from(change.partition).ok()?)
+        });
+    let Some(partition) = found else {
+        return refused(Refused::UnknownPartition);
+    };
+    if change.leader_epoch < partition.leader_epoch {
+        return refused(Refused::FencedLeaderEpoch);
+    }
+    if change.leader != partition.leader || change.leader_epoch != partition.leader_epoch {
+        return refused(Refused::NotLeader);
+    }
+    if change.partition_epoch != partition.partition_epoch {
+        return refused(Refused::InvalidUpdateVersion);
+    }
+    let mut isr = Vec::with_capacity(change.new_isr.len());
+    for &replica in &partition.replicas {
+        if change.new_isr.contains(&replica) {
+            isr.push(replica);
+        }
+    }
+    let duplicates =
+        (1..change.new_isr.len()).any(|i| change.new_isr[..i].contains(&change.new_isr[i]));
+    if isr.len() != change.new_isr.len() || duplicates || !isr.contains(&change.leader) {
+        return refused(Refused::InvalidIsr);
+    }
+    let is_live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+    let added_ineligible = isr
+        .iter()
+        .any(|&replica| !partition.isr.contains(&replica) && !is_live(replica));
+    if added_ineligible {
+        return refused(Refused::IneligibleReplica);
+    }
+    if isr != partition.isr {
+        partition.isr = isr;
+        partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+    }
+    CommandOutcome::PartitionChanged {
+        isr: partition.isr.clone(),
+        leader_epoch: partition.leader_epoch,
+        partition_epoch: partition.partition_epoch,
     }
 }
 
@@ -461,12 +589,9 @@ fn holds_partitions(topic: &TopicImage, first: usize, assignments: &[Vec<NodeId>
         })
 }
 
-/// Partitions `first..first + assignments.len()`, each led by its first live replica,
-/// which is also its whole ISR. Kafka puts every live replica in the ISR
-/// (`buildPartitionRegistration`), but partition data is not replicated yet (issue 8): a
-/// follower's log is empty, and electing it after the leader is fenced would lose every
-/// acknowledged record and reuse their offsets. With the leader alone in the ISR, fencing
-/// it takes the partition offline until it is unfenced.
+/// Partitions `first..first + assignments.len()`, each led by its first live replica with
+/// every live replica in its ISR, as Kafka's `buildPartitionRegistration` does: all logs
+/// are empty, so all are in sync.
 fn new_partitions(
     image: &MetadataImage,
     first: usize,
@@ -497,11 +622,17 @@ fn new_partitions(
                 first + offset
             )));
         };
+        let isr = replicas
+            .iter()
+            .copied()
+            .filter(|&id| image.is_broker_live(id))
+            .collect();
         partitions.push(PartitionImage {
             replicas: replicas.clone(),
-            isr: vec![leader],
+            isr,
             leader,
             leader_epoch: 0,
+            partition_epoch: 0,
         });
     }
     Ok(partitions)

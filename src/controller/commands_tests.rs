@@ -206,31 +206,121 @@ fn bad_registrations_are_refused() {
 }
 
 #[test]
-fn fencing_a_leader_takes_its_partitions_offline_until_it_is_unfenced() {
-    // Until partition data is replicated (issue 8) a partition's ISR is its leader alone:
-    // the other replicas hold no records, so none of them may take over.
+fn fencing_a_leader_moves_leadership_within_the_isr_and_the_last_member_stays() {
     let mut image = cluster(3);
     step(&mut image, &create("t", vec![vec![1, 2, 3], vec![2, 3, 1]])).unwrap();
-    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1], 0));
-    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2], 0));
+    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1, 2, 3], 0));
+    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2, 3, 1], 0));
     fence(&mut image, 1);
-    // The fenced leader stays in the ISR so that the partition can come back with it.
-    assert_eq!(leader_and_isr(&image, "t", 0), (NO_LEADER, vec![1], 1));
-    // Not its leader, not in its ISR: nothing changes.
-    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2], 0));
+    // The next in-sync replica in preference order takes over, at a new epoch.
+    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 1));
+    // Not its leader: it only leaves the ISR, and the leader epoch stays.
+    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2, 3], 0));
     fence(&mut image, 2);
-    assert_eq!(leader_and_isr(&image, "t", 1), (NO_LEADER, vec![2], 1));
-    unfence(&mut image, 3);
+    assert_eq!(leader_and_isr(&image, "t", 0), (3, vec![3], 2));
+    fence(&mut image, 3);
+    // The last in-sync replica stays in the ISR so the partition can come back with it.
+    assert_eq!(leader_and_isr(&image, "t", 0), (NO_LEADER, vec![3], 3));
+    unfence(&mut image, 1);
     assert_eq!(
         leader_and_isr(&image, "t", 0).0,
         NO_LEADER,
-        "3 is a replica but not in the ISR"
+        "1 is a replica but not in the ISR: electing it could lose acknowledged records"
     );
-    unfence(&mut image, 1);
-    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1], 2));
-    assert_eq!(leader_and_isr(&image, "t", 1), (NO_LEADER, vec![2], 1));
+    unfence(&mut image, 3);
+    assert_eq!(leader_and_isr(&image, "t", 0), (3, vec![3], 4));
+    assert_eq!(image.check_invariants(), Ok(()));
+}
+
+fn alter(image: &MetadataImage, leader: NodeId, new_isr: &[NodeId]) -> MetadataCommand {
+    let topic = &image.topics["t"];
+    let partition = &topic.partitions[0];
+    MetadataCommand::AlterPartition {
+        topic_id: topic.id,
+        partition: 0,
+        leader,
+        leader_epoch: partition.leader_epoch,
+        partition_epoch: partition.partition_epoch,
+        new_isr: new_isr.to_vec(),
+    }
+}
+
+fn partition_epoch(image: &MetadataImage) -> i32 {
+    image.topics["t"].partitions[0].partition_epoch
+}
+
+#[test]
+fn alter_partition_shrinks_and_expands_the_isr_from_the_current_leader_only() {
+    let mut image = cluster(3);
+    step(&mut image, &create("t", vec![vec![1, 2, 3]])).unwrap();
+    let shrink = alter(&image, 1, &[3, 1]);
+    let outcome = step(&mut image, &shrink).unwrap();
+    assert_eq!(
+        outcome,
+        CommandOutcome::PartitionChanged {
+            isr: vec![1, 3],
+            leader_epoch: 0,
+            partition_epoch: 1
+        }
+    );
+    // The same proposal again was built on epoch 0: refused, nothing changes.
+    let before = image.clone();
+    let again = step(&mut image, &shrink).unwrap();
+    image.applied_index = before.applied_index;
+    assert_eq!(
+        again,
+        CommandOutcome::PartitionChangeRefused(PartitionChangeRefusal::InvalidUpdateVersion)
+    );
+    assert_eq!(image, before);
+
+    use PartitionChangeRefusal as R;
+    let refusals = [
+        (alter(&image, 2, &[1, 2, 3]), R::NotLeader),
+        (alter(&image, 1, &[2, 3]), R::InvalidIsr),
+        (alter(&image, 1, &[1, 4]), R::InvalidIsr),
+        (alter(&image, 1, &[1, 1]), R::InvalidIsr),
+    ];
+    for (command, refusal) in refusals {
+        let outcome = apply(&mut image, &command).unwrap();
+        assert_eq!(outcome, CommandOutcome::PartitionChangeRefused(refusal));
+        assert_eq!(image, before);
+    }
+    // A fenced replica cannot be added; a live one can.
+    fence(&mut image, 2);
+    let add_fenced = alter(&image, 1, &[1, 2, 3]);
+    let fenced = step(&mut image, &add_fenced).unwrap();
+    assert_eq!(
+        fenced,
+        CommandOutcome::PartitionChangeRefused(R::IneligibleReplica)
+    );
     unfence(&mut image, 2);
-    assert_eq!(leader_and_isr(&image, "t", 1), (2, vec![2], 2));
+    let expand = alter(&image, 1, &[1, 2, 3]);
+    step(&mut image, &expand).unwrap();
+    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1, 2, 3], 0));
+    assert_eq!(partition_epoch(&image), 2);
+
+    // After a leader change the old leader's proposal is fenced by its epoch.
+    let stale = alter(&image, 1, &[1]);
+    fence(&mut image, 1);
+    let outcome = step(&mut image, &stale).unwrap();
+    assert_eq!(
+        outcome,
+        CommandOutcome::PartitionChangeRefused(R::FencedLeaderEpoch)
+    );
+    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 1));
+    let unknown = MetadataCommand::AlterPartition {
+        topic_id: Uuid::from_u128(404),
+        partition: 0,
+        leader: 2,
+        leader_epoch: 1,
+        partition_epoch: 4,
+        new_isr: vec![2],
+    };
+    let outcome = step(&mut image, &unknown).unwrap();
+    assert_eq!(
+        outcome,
+        CommandOutcome::PartitionChangeRefused(R::UnknownPartition)
+    );
     assert_eq!(image.check_invariants(), Ok(()));
 }
 
@@ -280,11 +370,11 @@ fn a_restarted_broker_loses_leadership_until_unfenced() {
 }
 
 #[test]
-fn new_partitions_are_led_by_their_first_live_replica_alone_and_refuse_bad_lists() {
+fn new_partitions_are_led_by_their_first_live_replica_with_the_live_ones_in_sync() {
     let mut image = cluster(3);
     fence(&mut image, 1);
     step(&mut image, &create("t", vec![vec![1, 2, 3]])).unwrap();
-    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2], 0));
+    assert_eq!(leader_and_isr(&image, "t", 0), (2, vec![2, 3], 0));
     let before = image.clone();
     for assignments in [
         vec![],

@@ -84,6 +84,12 @@ pub struct PartitionImage {
     pub leader: NodeId,
     /// Rises by one at every leader change, never falls.
     pub leader_epoch: i32,
+    /// Kafka's partition epoch: rises by one at every change to this partition (leader or
+    /// ISR). An ISR change proposed by the leader names the epoch it saw, so a proposal
+    /// built on a stale view is refused (INVALID_UPDATE_VERSION) instead of undoing a
+    /// newer change. 0 in images written before it existed.
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 /// Topics whose names start with this are Kafka-internal (`__consumer_offsets`, ...).
@@ -242,6 +248,7 @@ mod tests {
             isr: isr.to_vec(),
             leader,
             leader_epoch: 0,
+            partition_epoch: 0,
         }
     }
 

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::types::NodeId;
 
-pub use commands::{CommandOutcome, MetadataCommand};
+pub use commands::{CommandOutcome, MetadataCommand, PartitionChangeRefusal};
 pub use image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };
