@@ -45,6 +45,11 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         ReplicaError::TransactionsUnsupported => ResponseError::InvalidTxnState,
+        ReplicaError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        ReplicaError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+        ReplicaError::ReplicationTimedOut => ResponseError::RequestTimedOut,
         ReplicaError::Io(_) | ReplicaError::Offline { .. } => ResponseError::KafkaStorageError,
         ReplicaError::InconsistentTopicId { .. } => ResponseError::InconsistentTopicId,
     }

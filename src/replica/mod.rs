@@ -37,6 +37,17 @@ pub enum ReplicaError {
     FencedLeaderEpoch { requested: i32, current: i32 },
     #[error("leader epoch {requested} is newer than the current {current}")]
     UnknownLeaderEpoch { requested: i32, current: i32 },
+    /// acks=all before the append: fewer in-sync replicas than `min.insync.replicas`.
+    #[error("the ISR has {isr} replicas, fewer than min.insync.replicas {min}")]
+    NotEnoughReplicas { isr: usize, min: usize },
+    /// acks=all after the append: the record is in the log but the ISR shrank below
+    /// `min.insync.replicas` before it was committed.
+    #[error("appended, but the ISR shrank to {isr}, below min.insync.replicas {min}")]
+    NotEnoughReplicasAfterAppend { isr: usize, min: usize },
+    /// acks=all: the in-sync replicas did not all have the records within the request's
+    /// timeout.
+    #[error("the records were not replicated to every in-sync replica in time")]
+    ReplicationTimedOut,
     #[error("transactional and control batches need the transaction coordinator")]
     TransactionsUnsupported,
     #[error("partition metadata I/O: {0}")]

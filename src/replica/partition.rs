@@ -267,6 +267,34 @@ impl Partition {
         }
     }
 
+    /// acks=all: waits until the high watermark reaches `end_offset` (the offset after the
+    /// appended records) while this broker still leads at `leader_epoch`, or `deadline`.
+    /// Woken by `changed` (appends and high-watermark moves), never by polling.
+    pub async fn wait_committed(
+        &self,
+        end_offset: i64,
+        leader_epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ReplicaError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+                if !state.leads || state.leader_epoch != leader_epoch {
+                    return Err(ReplicaError::NotLeader);
+                }
+                if state.high_watermark >= end_offset {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(ReplicaError::ReplicationTimedOut);
+            }
+        }
+    }
+
     /// Whole batches from the one containing `offset`, up to the high watermark.
     pub fn read(
         &self,
