@@ -16,8 +16,9 @@ use crate::controller::{
     MetadataCommand, MetadataImage,
 };
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
-use crate::replica::ReplicaManager;
+use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
+use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::types::NodeId;
@@ -50,7 +51,9 @@ pub struct Broker {
     /// The metadata offset this node's partitions have been reconciled to.
     reconciled: tokio::sync::watch::Sender<u64>,
     pub controller: Arc<Controller>,
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
+    /// Followers' fetchers, one task per leader broker.
+    pub fetchers: ReplicaFetchers,
     pub producer_ids: ProducerIdManager,
     pub groups: GroupCoordinator,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
@@ -93,7 +96,12 @@ impl Broker {
         crate::controller::legacy_import::import_if_present(&controller, &metadata_dir).await?;
         let broker = Broker {
             reconciled: tokio::sync::watch::channel(0).0,
-            replicas: ReplicaManager::new(config.clone()),
+            replicas: Arc::new(ReplicaManager::new(config.clone())),
+            fetchers: ReplicaFetchers::new(
+                config.node_id,
+                config.replication.clone(),
+                Shutdown::from_receiver(stopping.subscribe()),
+            ),
             producer_ids: ProducerIdManager::new(controller.clone()),
             groups: GroupCoordinator::new(
                 CoordinatorConfig {
@@ -126,11 +134,24 @@ impl Broker {
         tracing::info!(?last_shutdown, "opening partition logs");
         tokio::task::block_in_place(|| {
             broker.replicas.reconcile_after(&image, last_shutdown);
+            broker.fetchers.reconcile(&image, &broker.replicas);
             broker.load_offsets_partitions();
         });
         broker.reconciled.send_replace(image.applied_index);
         let broker = Arc::new(broker);
         tokio::spawn(reconcile_images(broker.clone()));
+        let replication = &broker.config.replication;
+        tokio::spawn(isr_changes::run_isr_expiration(
+            broker.controller.clone(),
+            broker.replicas.clone(),
+            std::time::Duration::from_millis(replication.lag_time_max_ms),
+            broker.shutdown_signal(),
+        ));
+        tokio::spawn(checkpoint_high_watermarks(
+            broker.replicas.clone(),
+            std::time::Duration::from_millis(replication.high_watermark_checkpoint_interval_ms),
+            broker.shutdown_signal(),
+        ));
         Ok(broker)
     }
 
@@ -427,6 +448,9 @@ impl Broker {
             );
             return;
         }
+        if let Err(error) = self.replicas.checkpoint_high_watermarks() {
+            tracing::warn!(%error, "writing the high-watermark checkpoint at shutdown failed");
+        }
         if let Err(error) = crate::log::write_marker(&self.config.log_dirs) {
             tracing::error!(%error, "writing the clean-shutdown marker failed");
         }
@@ -445,6 +469,7 @@ async fn reconcile_images(broker: Arc<Broker>) {
             let hosted = broker.clone();
             let work = tokio::task::spawn_blocking(move || {
                 hosted.replicas.reconcile(&image);
+                hosted.fetchers.reconcile(&image, &hosted.replicas);
                 hosted.load_offsets_partitions();
             });
             match work.await {
@@ -459,6 +484,31 @@ async fn reconcile_images(broker: Arc<Broker>) {
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return },
             _ = stopping.changed() => return,
+        }
+    }
+}
+
+/// Writes `replication-offset-checkpoint` every `interval` (when a high watermark moved).
+async fn checkpoint_high_watermarks(
+    replicas: Arc<ReplicaManager>,
+    interval: std::time::Duration,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.triggered() => return,
+        }
+        let replicas = replicas.clone();
+        let written = tokio::task::spawn_blocking(move || replicas.checkpoint_high_watermarks());
+        match written.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "writing the high-watermark checkpoint failed")
+            }
+            Err(error) => tracing::error!(%error, "high-watermark checkpoint task panicked"),
         }
     }
 }

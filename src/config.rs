@@ -24,8 +24,10 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+mod replication;
 mod topology;
 
+pub use replication::ReplicationConfig;
 use topology::Topology;
 
 #[derive(Debug, Error)]
@@ -181,6 +183,8 @@ pub struct BrokerConfig {
     pub flush_check_interval_ms: u64,
     /// `fetch.max.bytes`: cap on one fetch response, whatever the client asks.
     pub fetch_bytes_max: usize,
+    /// `replica.*`: follower fetching, ISR lag, high-watermark checkpoints.
+    pub replication: ReplicationConfig,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: i32,
     /// `offsets.topic.replication.factor`; Kafka's default is 3, ours 1 so that the
@@ -352,6 +356,7 @@ impl BrokerConfig {
             )?,
             flush_check_interval_ms: parse(&explicit, "log.flush.scheduler.interval.ms", 1_000)?,
             fetch_bytes_max: parse(&explicit, "fetch.max.bytes", 57_671_680)?,
+            replication: ReplicationConfig::parse(&explicit)?,
             offsets_topic_partitions: parse(&explicit, "offsets.topic.num.partitions", 50)?,
             offsets_topic_replication_factor: parse(
                 &explicit,

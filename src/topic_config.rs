@@ -378,6 +378,7 @@ pub fn log_config(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> Lo
         compact: policy.contains(&"compact"),
         retention_deletes: policy.contains(&"delete"),
         delete_retention_ms: long("delete.retention.ms", defaults.delete_retention_ms),
+        min_insync_replicas: long("min.insync.replicas", 1).clamp(1, i64::from(i32::MAX)) as usize,
     }
 }
 

@@ -1,6 +1,11 @@
 //! Fetch: raw batches from each partition up to its high watermark, within the
 //! request's byte limits, waiting up to `max_wait_ms` for `min_bytes` (woken by appends).
 //!
+//! A fetch carrying a replica id (`ReplicaState` from v15, `replica_id` before) is a
+//! follower's: it reads up to the log end rather than the high watermark, and its fetch
+//! offset tells the leader how far the follower has come (`record_follower_fetch`), which
+//! may move the high watermark, complete acks=all produces and add the follower to the ISR.
+//!
 //! Fetch sessions (KIP-227) are declined: we always answer with session id 0, which
 //! tells clients to send full fetch requests. A request naming a session we never gave
 //! out gets FETCH_SESSION_ID_NOT_FOUND, so a client can never be answered wrongly.
@@ -21,7 +26,8 @@ use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::replica::waits::ChangeWaiter;
-use crate::replica::{Partition, ReplicaError};
+use crate::replica::{Partition, ReplicaError, isr_changes};
+use crate::types::{NodeId, now_ms};
 
 /// The longest a fetch may be parked, whatever the client asks (Kafka clients use ≤ 500 ms
 /// by default; a bound keeps a misbehaving client from pinning a connection forever).
@@ -35,6 +41,8 @@ struct Target {
     max_bytes: usize,
     current_leader_epoch: i32,
     partition: Result<Arc<Partition>, ResponseError>,
+    /// The follower fetching, if this is a replica's fetch.
+    replica: Option<NodeId>,
 }
 
 pub async fn handle(
@@ -53,7 +61,11 @@ pub async fn handle(
         .iter()
         .map(|topic| (resolve_name(&image, topic, context.version), topic.topic_id))
         .collect();
-    let targets = resolve_targets(broker, &image, &request.topics, &topics);
+    let replica = follower_id(&request, context.version);
+    let mut targets = resolve_targets(broker, &image, &request.topics, &topics, replica);
+    if let Some(replica) = replica {
+        record_follower_progress(broker, &image, &request, replica, &mut targets);
+    }
     let response_bytes_max = (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now()
@@ -86,6 +98,57 @@ pub async fn handle(
     build_response(topics, &targets, results)
 }
 
+/// The fetching replica's broker id, if a follower sent this (consumers send -1).
+fn follower_id(request: &FetchRequest, version: i16) -> Option<NodeId> {
+    let id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    (id >= 0).then_some(id)
+}
+
+/// Records the follower's fetch offsets at the leader, once per request (not at every
+/// re-read while parked), and sends the ISR additions that follow to the controller. A
+/// partition the follower may not fetch gets its error here.
+fn record_follower_progress(
+    broker: &Broker,
+    image: &MetadataImage,
+    request: &FetchRequest,
+    replica: NodeId,
+    targets: &mut [Target],
+) {
+    // A follower may join the ISR only while the controller would accept it: registered
+    // under the broker epoch it fetches with, and unfenced.
+    let epoch = request.replica_state.replica_epoch;
+    let eligible = image
+        .brokers
+        .get(&replica)
+        .is_some_and(|b| !b.fenced && (epoch < 0 || b.epoch == epoch));
+    let now = now_ms();
+    for target in targets {
+        let Ok(partition) = &target.partition else {
+            continue;
+        };
+        let recorded = partition
+            .check_leader_epoch(target.current_leader_epoch)
+            .and_then(|()| {
+                partition.record_follower_fetch(replica, target.fetch_offset, now, eligible)
+            });
+        match recorded {
+            Ok(Some(proposal)) => {
+                tracing::info!(
+                    tp = %partition.tp, replica, proposed = ?proposal.new_isr,
+                    "follower caught up: adding it to the ISR"
+                );
+                isr_changes::submit(&broker.controller, Arc::clone(partition), proposal);
+            }
+            Ok(None) => {}
+            Err(error) => target.partition = Err(replica_error(&error)),
+        }
+    }
+}
+
 /// Sessions are declined; see the module doc.
 fn session_error(request: &FetchRequest) -> Option<ResponseError> {
     match (request.session_id, request.session_epoch) {
@@ -110,6 +173,7 @@ fn resolve_targets(
     image: &MetadataImage,
     request_topics: &[FetchTopic],
     names: &[(TopicName, uuid::Uuid)],
+    replica: Option<NodeId>,
 ) -> Vec<Target> {
     let mut targets = Vec::new();
     for (topic_index, topic) in request_topics.iter().enumerate() {
@@ -128,6 +192,7 @@ fn resolve_targets(
                 max_bytes: partition.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: partition.current_leader_epoch,
                 partition: resolved,
+                replica,
             });
         }
     }
@@ -171,9 +236,11 @@ fn read_one(target: &Target, remaining: usize, min_one_batch: bool) -> ReadOutco
         .check_leader_epoch(target.current_leader_epoch)
         .map_err(fail)?;
     let max_bytes = target.max_bytes.min(remaining);
-    let read = partition
-        .read(target.fetch_offset, max_bytes, min_one_batch)
-        .map_err(fail)?;
+    let read = match target.replica {
+        Some(_) => partition.read_replica(target.fetch_offset, max_bytes, min_one_batch),
+        None => partition.read(target.fetch_offset, max_bytes, min_one_batch),
+    }
+    .map_err(fail)?;
     Ok((read.records, read.high_watermark, read.log_start_offset))
 }
 

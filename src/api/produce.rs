@@ -1,5 +1,7 @@
 //! Produce: per-partition leadership check, validation and append. Each partition carries
-//! its own error code; with acks=0 the client expects no response at all.
+//! its own error code; with acks=0 the client expects no response at all. With acks=all
+//! the answer waits (the produce purgatory) until every in-sync replica has the records,
+//! woken by the followers' fetches, for at most the request's `timeout_ms`.
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -9,13 +11,16 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::errors::replica_error;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::image::is_internal_topic;
 use crate::log::{BatchError, RecordError};
-use crate::replica::{Partition, ProduceOutcome, ReplicaError};
+use crate::replica::{Partition, ProduceOutcome, ReplicaError, RequiredAcks};
 use crate::types::now_ms;
 
 pub async fn handle(
@@ -26,12 +31,19 @@ pub async fn handle(
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let transactional = request.transactional_id.is_some();
+    let required = if acks == -1 {
+        RequiredAcks::All
+    } else {
+        RequiredAcks::Leader
+    };
     let image = broker.image();
     let now = now_ms();
-    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.as_str();
-        let partitions = topic
+        let partitions: Vec<(i32, Appended)> = topic
             .partition_data
             .into_iter()
             .map(|data| {
@@ -40,22 +52,60 @@ pub async fn handle(
                 } else if transactional {
                     Err(ResponseError::InvalidTxnState.into())
                 } else {
-                    produce_partition(broker, &image, name, data.index, data.records, now)
+                    produce_partition(broker, &image, name, &data, now, required)
                 };
-                partition_response(data.index, result)
+                (data.index, result)
             })
             .collect();
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_topic_id(topic.topic_id)
-                .with_partition_responses(partitions),
-        );
+        topics.push((topic.name, topic.topic_id, partitions));
     }
     if acks == 0 {
         return None;
     }
+    let mut responses = Vec::with_capacity(topics.len());
+    for (name, topic_id, partitions) in topics {
+        let mut answered = Vec::with_capacity(partitions.len());
+        for (index, appended) in partitions {
+            let result = match appended {
+                Ok((outcome, partition)) if required == RequiredAcks::All => {
+                    wait_replicated(&partition, outcome, deadline).await
+                }
+                Ok((outcome, _)) => Ok(outcome),
+                Err(failure) => Err(failure),
+            };
+            answered.push(partition_response(index, result));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(topic_id)
+                .with_partition_responses(answered),
+        );
+    }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// One partition's append, with the partition to wait on for acks=all.
+type Appended = Result<(ProduceOutcome, Arc<Partition>), PartitionFailure>;
+
+/// acks=all: the outcome once the ISR has the records; the error the client retries on
+/// otherwise (NOT_LEADER_OR_FOLLOWER after a leader change, REQUEST_TIMED_OUT,
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+async fn wait_replicated(
+    partition: &Partition,
+    outcome: ProduceOutcome,
+    deadline: tokio::time::Instant,
+) -> Result<ProduceOutcome, PartitionFailure> {
+    match partition
+        .wait_committed(outcome.end_offset, outcome.leader_epoch, deadline)
+        .await
+    {
+        Ok(()) => Ok(outcome),
+        Err(error) => {
+            tracing::debug!(tp = %partition.tp, %error, "acks=all produce not committed");
+            Err(failure(error))
+        }
+    }
 }
 
 /// Why one partition's produce failed: the code, and for records that break a topic rule
@@ -80,10 +130,10 @@ fn produce_partition(
     broker: &Broker,
     image: &MetadataImage,
     topic: &str,
-    index: i32,
-    records: Option<Bytes>,
+    data: &kafka_protocol::messages::produce_request::PartitionProduceData,
     now: i64,
-) -> Result<ProduceOutcome, PartitionFailure> {
+    acks: RequiredAcks,
+) -> Appended {
     // Kafka refuses client appends to internal topics before anything else: garbage in
     // `__consumer_offsets` would stop its coordinator from loading. The coordinators write
     // through `Partition::append` directly, not through this handler.
@@ -91,11 +141,12 @@ fn produce_partition(
         return Err(ResponseError::InvalidTopicException.into());
     }
     let unknown = ResponseError::UnknownTopicOrPartition;
-    let partition = leader_partition(broker, image, topic, index, unknown)?;
-    let records = records
+    let partition = leader_partition(broker, image, topic, data.index, unknown)?;
+    let records = (data.records.as_ref())
         .filter(|r| !r.is_empty())
         .ok_or(ResponseError::InvalidRecord)?;
-    append_logged(&partition, &records, now)
+    let outcome = append_logged(&partition, records, now, acks)?;
+    Ok((outcome, partition))
 }
 
 /// Appends, logging a storage fault (KAFKA_STORAGE_ERROR: disk full, I/O error) once when
@@ -105,8 +156,9 @@ fn append_logged(
     partition: &Partition,
     records: &Bytes,
     now: i64,
+    acks: RequiredAcks,
 ) -> Result<ProduceOutcome, PartitionFailure> {
-    match partition.append(records, now) {
+    match partition.append_with(records, now, acks) {
         Ok(outcome) => {
             if partition.end_storage_fault() {
                 tracing::info!(tp = %partition.tp, "appends succeed again after a storage fault");

@@ -447,7 +447,7 @@ mod tests {
     fn open(dir: &std::path::Path) -> Partition {
         let tp = TopicPartition::new("__consumer_offsets", 0);
         let id = uuid::Uuid::from_u128(7);
-        Partition::open(
+        let partition = Partition::open(
             tp,
             id,
             dir.join("__consumer_offsets-0"),
@@ -456,7 +456,9 @@ mod tests {
             0,
             crate::log::LastShutdown::Unclean,
         )
-        .unwrap()
+        .unwrap();
+        partition.become_leader(0).unwrap();
+        partition
     }
 
     #[test]

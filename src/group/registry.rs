@@ -528,7 +528,9 @@ mod tests {
         let id = uuid::Uuid::from_u128(7);
         let last_shutdown = crate::log::LastShutdown::Unclean;
         let opened = Partition::open(tp, id, path, LogConfig::default(), 0, NOW_MS, last_shutdown);
-        Arc::new(opened.unwrap())
+        let partition = opened.unwrap();
+        partition.become_leader(0).unwrap();
+        Arc::new(partition)
     }
 
     fn registry() -> Arc<GroupRegistry> {

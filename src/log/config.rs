@@ -50,6 +50,9 @@ pub struct LogConfig {
     /// `delete.retention.ms`: how long the cleaner keeps tombstones (null values) after
     /// the newest record of their segment, so consumers get to see the delete.
     pub delete_retention_ms: i64,
+    /// `min.insync.replicas`: an acks=all produce needs at least this many in-sync
+    /// replicas (NOT_ENOUGH_REPLICAS before the append, ..._AFTER_APPEND after it).
+    pub min_insync_replicas: usize,
 }
 
 /// How many times `max.message.bytes` a batch may decompress to during produce validation.
@@ -87,6 +90,7 @@ impl Default for LogConfig {
             compact: false,
             retention_deletes: true,
             delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_insync_replicas: 1,
         }
     }
 }

@@ -188,6 +188,48 @@ impl PartitionLog {
         })
     }
 
+    /// A follower's append: batches copied from the leader, written as they are (offsets,
+    /// leader epochs and timestamps kept), which must start exactly at the log end and
+    /// follow each other without a gap. `headers` come from `validate_batches(records)`.
+    /// Rolls, indexes and flushes as `append` does; all or nothing.
+    pub fn append_replicated(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        assert!(!headers.is_empty(), "nothing to append");
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let mut expected = self.log_end_offset();
+        for header in headers {
+            if header.base_offset != expected {
+                return Err(LogError::Batch(BatchError::InvalidRecord(format!(
+                    "replicated batch at offset {} where the log expects {expected}",
+                    header.base_offset
+                ))));
+            }
+            expected = header.last_offset() + 1;
+        }
+        let first_offset = self.log_end_offset();
+        let summary = summarize(headers);
+        self.roll_if_needed(&summary, now_ms)?;
+        let index_interval_bytes = self.config.index_interval_bytes;
+        self.active_mut()
+            .append(records, headers, index_interval_bytes)?;
+        if let Err(error) = self.flush_by_policy(summary.message_count, now_ms) {
+            if let Err(undo) = self.truncate_to(first_offset) {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    first_offset,
+                    %undo,
+                    "cannot take back a replicated append whose fsync failed"
+                );
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
     fn roll_if_needed(&mut self, incoming: &AppendSummary, now_ms: i64) -> Result<(), LogError> {
         if roll_needed(self.active(), incoming, &self.config, now_ms) {
             self.roll(now_ms)?;

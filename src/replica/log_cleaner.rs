@@ -159,7 +159,7 @@ mod tests {
         };
         let tp = TopicPartition::new("t", 0);
         let id = uuid::Uuid::new_v4();
-        Partition::open(
+        let partition = Partition::open(
             tp,
             id,
             dir.to_path_buf(),
@@ -168,7 +168,9 @@ mod tests {
             1_000,
             crate::log::LastShutdown::Unclean,
         )
-        .unwrap()
+        .unwrap();
+        partition.become_leader(0).unwrap();
+        partition
     }
 
     /// One single-record batch per produce; keys k0..k3 in turn.

@@ -7,15 +7,23 @@
 //! partition has one replica, so the leader's log end offset is the high watermark; the
 //! cluster issue adds follower fetchers and ISR tracking behind the same interface.
 
+pub mod fetcher;
+pub mod hw_checkpoint;
+pub mod isr_changes;
+pub mod leader_state;
 pub mod log_cleaner;
 pub mod partition;
+pub mod peer_connection;
 pub mod replica_manager;
 pub mod waits;
 
 use thiserror::Error;
 
 pub use log_cleaner::{CleanerSettings, LogCleaner};
-pub use partition::{Partition, PartitionRead, ProduceOutcome};
+pub use partition::{
+    IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead, ProduceOutcome,
+    RequiredAcks,
+};
 pub use replica_manager::ReplicaManager;
 
 use crate::log::{BatchError, LogError};

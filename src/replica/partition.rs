@@ -25,13 +25,15 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::ReplicaError;
+use super::leader_state::LeaderState;
+use crate::controller::image::NO_LEADER;
 use crate::log::{
     self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig,
     PartitionLog, RecordPolicy, recompress, validate_batches, validate_records,
 };
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
-use crate::types::{TopicPartition, kafka_uuid_string};
+use crate::types::{NodeId, TopicPartition, kafka_uuid_string};
 
 /// Kafka's file beside the segments that binds a partition directory to a topic id, so a
 /// topic deleted and re-created under the same name never reuses old data.
@@ -61,6 +63,12 @@ struct PartitionState {
     leader_epoch: i32,
     /// True while the image names this broker the leader (`become_leader`).
     leads: bool,
+    /// The leader the image names ([`NO_LEADER`] for none); this broker while `leads`.
+    leader_id: NodeId,
+    /// The image's partition epoch last applied (it rises with every leader or ISR change).
+    partition_epoch: i32,
+    /// The followers' progress and the ISR, while this broker leads.
+    replication: Option<LeaderState>,
     /// Epoch -> start offset of the batches in the log.
     epochs: LeaderEpochCache,
     /// Bumped on every change to `epochs`; see `epochs_written`.
@@ -77,6 +85,41 @@ struct EpochsToWrite {
 }
 
 impl PartitionState {
+    /// In-sync replicas as the controller has them (1 for a leader without followers).
+    fn in_sync_count(&self) -> usize {
+        self.replication.as_ref().map_or(1, |r| r.isr().len())
+    }
+
+    /// A leader moves its high watermark up to where the ISR allows, never down. True if
+    /// it moved.
+    fn advance_high_watermark(&mut self) -> bool {
+        let (Some(log), Some(replication)) = (self.log.as_ref(), self.replication.as_ref()) else {
+            return false;
+        };
+        let candidate = replication.high_watermark(log.log_end_offset());
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn min_insync(&self) -> usize {
+        self.log
+            .as_ref()
+            .map_or(1, |log| log.config().min_insync_replicas)
+    }
+
+    /// Where the current leader epoch starts in the log (the log end if it has no batch).
+    fn current_epoch_start(&self) -> i64 {
+        let log_end = self.log.as_ref().map_or(0, PartitionLog::log_end_offset);
+        match self.epochs.entries().last() {
+            Some(entry) if entry.epoch == self.leader_epoch => entry.start_offset,
+            _ => log_end,
+        }
+    }
+
     /// Notes a change to `epochs`: what to write to the checkpoint, if the log is open.
     fn epochs_changed(&mut self) -> Option<EpochsToWrite> {
         self.epochs_version += 1;
@@ -94,6 +137,50 @@ pub struct ProduceOutcome {
     pub base_offset: i64,
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The offset after the appended records (after the log end for a duplicate, whose
+    /// original may not be committed yet): acks=all waits for the high watermark to get
+    /// here, at `leader_epoch`.
+    pub end_offset: i64,
+    pub leader_epoch: i32,
+}
+
+/// How many replicas must have a produce before it is answered (the request's `acks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequiredAcks {
+    /// acks=0 or 1: the leader's append is enough; `min.insync.replicas` does not apply.
+    Leader,
+    /// acks=-1: every ISR member, and at least `min.insync.replicas` of them.
+    All,
+}
+
+/// The image's view of one partition, as the reconciler hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+}
+
+/// An ISR change a leader decided on, to send to the controller (AlterPartition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<NodeId>,
+}
+
+/// What applying the image's view changed, so the caller can start or stop fetching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadershipChange {
+    Unchanged,
+    /// Same leader and leader epoch, a newer ISR.
+    Isr,
+    BecameLeader,
+    /// Following `leader` (maybe [`NO_LEADER`]) at a new leader epoch.
+    BecameFollower,
 }
 
 /// Raw batches plus the offsets a fetch response reports beside them.
@@ -109,6 +196,8 @@ impl Partition {
     /// Opens (recovering if needed after an unclean shutdown) the log under `dir`, loads
     /// producer state and the leader-epoch cache, and binds the directory to `topic_id`.
     /// The partition starts as a follower at `leader_epoch`: the caller makes it leader.
+    /// Everything in the log counts as committed (the high watermark at the log end): for
+    /// a log that never had other replicas. See [`Partition::open_at`].
     pub fn open(
         tp: TopicPartition,
         topic_id: Uuid,
@@ -118,17 +207,32 @@ impl Partition {
         now_ms: i64,
         last_shutdown: LastShutdown,
     ) -> Result<Partition, ReplicaError> {
+        let opened = (tp, topic_id, dir, config);
+        Partition::open_at(opened, leader_epoch, i64::MAX, now_ms, last_shutdown)
+    }
+
+    /// `open` with the checkpointed high watermark (clamped to the log); a leader moves it
+    /// up as its in-sync replicas confirm, a follower as its leader reports.
+    pub fn open_at(
+        (tp, topic_id, dir, config): (TopicPartition, Uuid, PathBuf, LogConfig),
+        leader_epoch: i32,
+        high_watermark: i64,
+        now_ms: i64,
+        last_shutdown: LastShutdown,
+    ) -> Result<Partition, ReplicaError> {
         let log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
         write_partition_metadata(&dir, &topic_id)?;
         let producers = load_producer_state(&log)?;
         let epochs = load_leader_epochs(&log)?;
-        // One replica: everything in the log is committed.
-        let high_watermark = log.log_end_offset();
+        let high_watermark = high_watermark.clamp(log.log_start_offset(), log.log_end_offset());
         let state = PartitionState {
             log: Some(log),
             producers,
             leader_epoch,
             leads: false,
+            leader_id: NO_LEADER,
+            partition_epoch: -1,
+            replication: None,
             epochs,
             epochs_version: 0,
             high_watermark,
@@ -185,8 +289,21 @@ impl Partition {
         &self.changed
     }
 
-    /// Validates `records` (one or more v2 batches), checks producer sequences and appends.
+    /// A leader's append with acks=all rules (the group coordinator's writes).
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<ProduceOutcome, ReplicaError> {
+        self.append_with(records, now_ms, RequiredAcks::All)
+    }
+
+    /// Validates `records` (one or more v2 batches), checks producer sequences and appends
+    /// at the current leader epoch. Only the leader appends this way; with acks=all the
+    /// ISR must hold at least `min.insync.replicas` replicas first (Kafka checks before
+    /// the append and again when the records are committed, see `wait_committed`).
+    pub fn append_with(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        acks: RequiredAcks,
+    ) -> Result<ProduceOutcome, ReplicaError> {
         let (records, headers) = self.validate(records, now_ms)?;
         // The log stamps offsets into its own copy; make it before taking the lock.
         let owned = BytesMut::from(&records[..]);
@@ -194,12 +311,22 @@ impl Partition {
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
+            if !state.leads {
+                return Err(ReplicaError::NotLeader);
+            }
+            let in_sync = state.in_sync_count();
             let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
+            let min = log.config().min_insync_replicas;
+            if acks == RequiredAcks::All && in_sync < min {
+                return Err(ReplicaError::NotEnoughReplicas { isr: in_sync, min });
+            }
             if let Some(duplicate) = check_sequences(&state.producers, &headers)? {
                 return Ok(ProduceOutcome {
                     base_offset: duplicate,
                     log_append_time_ms: -1,
                     log_start_offset: log.log_start_offset(),
+                    end_offset: log.log_end_offset(),
+                    leader_epoch: state.leader_epoch,
                 });
             }
             let active_base_offset = log.active_base_offset();
@@ -215,13 +342,9 @@ impl Partition {
                 state.producers.update(header, next_offset);
                 next_offset += i64::from(header.last_offset_delta) + 1;
             }
-            assert_eq!(
-                next_offset,
-                log.log_end_offset(),
-                "offsets assigned != log end"
-            );
-            assert!(state.high_watermark <= log.log_end_offset());
-            state.high_watermark = log.log_end_offset();
+            let log_end = log.log_end_offset();
+            assert_eq!(next_offset, log_end, "offsets assigned != log end");
+            state.advance_high_watermark();
             // Normally recorded by `become_leader` already; this covers the rest.
             if state.epochs.assign(state.leader_epoch, info.first_offset) {
                 epochs_to_write = state.epochs_changed();
@@ -230,6 +353,8 @@ impl Partition {
                 base_offset: info.first_offset,
                 log_append_time_ms: info.log_append_time_ms,
                 log_start_offset: info.log_start_offset,
+                end_offset: log_end,
+                leader_epoch: state.leader_epoch,
             }
         };
         self.changed.notify_waiters();
@@ -238,6 +363,62 @@ impl Partition {
             self.report_background_failure("writing the leader-epoch checkpoint", &error);
         }
         Ok(outcome)
+    }
+
+    /// A follower's append of batches fetched from the leader, kept as they are (offsets,
+    /// epochs, producer ids): they must start at this log's end. Producer state and the
+    /// leader-epoch cache follow the batches, so this replica can lead with them later.
+    pub fn append_replicated(&self, records: &Bytes, now_ms: i64) -> Result<(), ReplicaError> {
+        // Checked as a produce is (CRC, framing), not against max.message.bytes: the
+        // leader accepted these under the topic's rules already.
+        let headers = crate::log::validate_batches(records, u32::MAX)?;
+        let mut epochs_to_write = None;
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *state;
+            if state.leads {
+                return Err(ReplicaError::NotLeader);
+            }
+            let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
+            let active_base_offset = log.active_base_offset();
+            log.append_replicated(records, &headers, now_ms)?;
+            if log.active_base_offset() != active_base_offset {
+                save_snapshot(log.dir(), headers[0].base_offset, &state.producers);
+            }
+            let mut epochs_changed = false;
+            for header in &headers {
+                state.producers.update(header, header.base_offset);
+                epochs_changed |= state
+                    .epochs
+                    .assign(header.partition_leader_epoch, header.base_offset);
+            }
+            if epochs_changed {
+                epochs_to_write = state.epochs_changed();
+            }
+        }
+        if let Err(error) = self.write_epochs(epochs_to_write) {
+            self.report_background_failure("writing the leader-epoch checkpoint", &error);
+        }
+        Ok(())
+    }
+
+    /// A follower learns the leader's high watermark: its own is that, up to its log end.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let moved = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let Some(log_end) = state.log.as_ref().map(PartitionLog::log_end_offset) else {
+                return;
+            };
+            let high_watermark = leader_high_watermark.min(log_end);
+            let moved = !state.leads && high_watermark > state.high_watermark;
+            if moved {
+                state.high_watermark = high_watermark;
+            }
+            moved
+        };
+        if moved {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Everything about `records` that does not depend on the log's state: header, CRC and
@@ -286,6 +467,10 @@ impl Partition {
                     return Err(ReplicaError::NotLeader);
                 }
                 if state.high_watermark >= end_offset {
+                    let (isr, min) = (state.in_sync_count(), state.min_insync());
+                    if isr < min {
+                        return Err(ReplicaError::NotEnoughReplicasAfterAppend { isr, min });
+                    }
                     return Ok(());
                 }
             }
@@ -305,6 +490,25 @@ impl Partition {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
         let result = log.read(offset, max_bytes, state.high_watermark, min_one_batch)?;
+        Ok(PartitionRead {
+            records: result.records,
+            high_watermark: state.high_watermark,
+            log_start_offset: result.log_start_offset,
+            log_end_offset: result.log_end_offset,
+        })
+    }
+
+    /// A follower's read: whole batches from the one containing `offset` up to the log
+    /// end (followers copy what consumers may not see yet), with the leader's offsets.
+    pub fn read_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        let result = log.read(offset, max_bytes, log.log_end_offset(), min_one_batch)?;
         Ok(PartitionRead {
             records: result.records,
             high_watermark: state.high_watermark,
@@ -337,6 +541,18 @@ impl Partition {
         (state.leader_epoch, state.leads)
     }
 
+    /// (leader, leader epoch, partition epoch) as last applied from the image.
+    pub fn applied_leadership(&self) -> (NodeId, i32, i32) {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (state.leader_id, state.leader_epoch, state.partition_epoch)
+    }
+
+    /// The ISR this leader works with (the controller's), or `None` if it does not lead.
+    pub fn in_sync_replicas(&self) -> Option<Vec<NodeId>> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.replication.as_ref().map(|r| r.isr().to_vec())
+    }
+
     /// The leader-epoch cache: each epoch with the offset its first batch has or will have.
     pub fn leader_epochs(&self) -> LeaderEpochCache {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
@@ -350,48 +566,224 @@ impl Partition {
         Ok(state.epochs.end_offset_for(requested, log.log_end_offset()))
     }
 
-    /// The image names this broker leader at `epoch`: later appends carry `epoch`, and the
-    /// cache records it at the log end offset (Kafka's `makeLeader`). An epoch below the
-    /// current one is ignored with a WARN (epochs only go up). True if anything changed;
-    /// an error means the checkpoint file could not be written (the change stands).
+    /// Test shorthand: this broker (node 0) leads alone at `epoch`.
+    #[cfg(test)]
     pub fn become_leader(&self, epoch: i32) -> Result<bool, ReplicaError> {
-        self.change_leadership(epoch, true)
+        let alone = Leadership {
+            leader: 0,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![0],
+            isr: vec![0],
+        };
+        let change = self.apply_leadership(0, &alone, 0)?;
+        Ok(change != LeadershipChange::Unchanged)
     }
 
-    /// The image names another broker (or none) leader at `epoch`: the epoch is adopted,
-    /// the cache is left alone (a follower records epochs as it appends their batches).
+    /// Test shorthand: node 1 leads at `epoch`; this broker (node 0) follows.
+    #[cfg(test)]
     pub fn become_follower(&self, epoch: i32) -> Result<bool, ReplicaError> {
-        self.change_leadership(epoch, false)
+        let other = Leadership {
+            leader: 1,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![1, 0],
+            isr: vec![1, 0],
+        };
+        let change = self.apply_leadership(0, &other, 0)?;
+        Ok(change != LeadershipChange::Unchanged)
     }
 
-    fn change_leadership(&self, epoch: i32, leads: bool) -> Result<bool, ReplicaError> {
-        let epochs_to_write = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            if epoch < state.leader_epoch {
-                let current = state.leader_epoch;
-                drop(state);
+    /// Applies the image's view of this partition for broker `local`. A new leader epoch
+    /// with `local` as leader starts a leadership (Kafka's `makeLeader`): later appends
+    /// carry the epoch, the cache records it at the log end, the followers' progress
+    /// starts unknown. With another leader (or none) this broker follows (`makeFollower`):
+    /// the cache is left alone (a follower records epochs as it appends their batches).
+    /// Same leader epoch, newer partition epoch: the leader adopts the new ISR. An older
+    /// view is ignored with a WARN (epochs only go up). An error means the epoch
+    /// checkpoint could not be written (the change stands).
+    pub fn apply_leadership(
+        &self,
+        local: NodeId,
+        wanted: &Leadership,
+        now_ms: i64,
+    ) -> Result<LeadershipChange, ReplicaError> {
+        let leads = wanted.leader == local;
+        let (change, epochs_to_write) = {
+            let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *guard;
+            let current = (state.leader_epoch, state.partition_epoch);
+            if wanted.leader_epoch < current.0
+                || (wanted.leader_epoch == current.0 && wanted.partition_epoch < current.1)
+            {
+                drop(guard);
                 tracing::warn!(
-                    tp = %self.tp, epoch, current, leads,
+                    tp = %self.tp, epoch = wanted.leader_epoch, current = current.0, leads,
                     "ignoring a leader epoch older than the partition's"
                 );
-                return Ok(false);
+                return Ok(LeadershipChange::Unchanged);
             }
-            if (epoch, leads) == (state.leader_epoch, state.leads) {
-                return Ok(false);
-            }
-            state.leader_epoch = epoch;
-            state.leads = leads;
-            let log_end = state.log.as_ref().map(PartitionLog::log_end_offset);
-            match log_end {
-                Some(log_end) if leads && state.epochs.assign(epoch, log_end) => {
-                    state.epochs_changed()
+            let same_leadership = wanted.leader_epoch == state.leader_epoch
+                && leads == state.leads
+                && wanted.leader == state.leader_id;
+            state.partition_epoch = wanted.partition_epoch;
+            if same_leadership {
+                let adopted = state.replication.as_mut().is_some_and(|replication| {
+                    replication.adopt(&wanted.isr, wanted.partition_epoch, now_ms)
+                });
+                if adopted {
+                    state.advance_high_watermark();
                 }
-                _ => None,
+                (
+                    if adopted {
+                        LeadershipChange::Isr
+                    } else {
+                        LeadershipChange::Unchanged
+                    },
+                    None,
+                )
+            } else {
+                state.leader_epoch = wanted.leader_epoch;
+                state.leads = leads;
+                state.leader_id = wanted.leader;
+                let log_end = state.log.as_ref().map(PartitionLog::log_end_offset);
+                if leads {
+                    state.replication = Some(LeaderState::new(
+                        local,
+                        &wanted.replicas,
+                        &wanted.isr,
+                        wanted.partition_epoch,
+                        now_ms,
+                    ));
+                    state.advance_high_watermark();
+                } else {
+                    state.replication = None;
+                }
+                let epochs_to_write = match log_end {
+                    Some(log_end) if leads && state.epochs.assign(wanted.leader_epoch, log_end) => {
+                        state.epochs_changed()
+                    }
+                    _ => None,
+                };
+                let change = if leads {
+                    LeadershipChange::BecameLeader
+                } else {
+                    LeadershipChange::BecameFollower
+                };
+                (change, epochs_to_write)
             }
         };
-        tracing::info!(tp = %self.tp, epoch, leads, "leadership changed");
+        if change == LeadershipChange::Unchanged {
+            return Ok(change);
+        }
+        if change != LeadershipChange::Isr {
+            tracing::info!(
+                tp = %self.tp, epoch = wanted.leader_epoch, leader = wanted.leader,
+                "leadership changed"
+            );
+        }
+        // Parked acks=all produces see the change (they fail once this broker no longer
+        // leads); delayed fetches see a high watermark that moved.
+        self.changed.notify_waiters();
         self.write_epochs(epochs_to_write)?;
-        Ok(true)
+        Ok(change)
+    }
+
+    /// A follower fetched at `fetch_offset` (Kafka's `updateFollowerFetchState`): records
+    /// its progress, moves the high watermark, and returns the ISR expansion to propose if
+    /// it has caught up. `eligible`: the image shows the follower live and not shutting
+    /// down. Fails for a broker that is not a replica, or when this one does not lead.
+    pub fn record_follower_fetch(
+        &self,
+        replica: NodeId,
+        fetch_offset: i64,
+        now_ms: i64,
+        eligible: bool,
+    ) -> Result<Option<IsrProposal>, ReplicaError> {
+        let (moved, proposal) = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *state;
+            let log_end = state
+                .log
+                .as_ref()
+                .ok_or(ReplicaError::Deleted)?
+                .log_end_offset();
+            let epoch_start = state.current_epoch_start();
+            let Some(replication) = state.replication.as_mut().filter(|_| state.leads) else {
+                return Err(ReplicaError::NotLeader);
+            };
+            if !replication.record_fetch(replica, fetch_offset, log_end, now_ms) {
+                return Err(ReplicaError::NotLeader);
+            }
+            let proposal = replication
+                .expansion(replica, state.high_watermark, epoch_start, eligible)
+                .map(|new_isr| {
+                    replication.propose(new_isr.clone());
+                    IsrProposal {
+                        leader: state.leader_id,
+                        leader_epoch: state.leader_epoch,
+                        partition_epoch: replication.partition_epoch(),
+                        new_isr,
+                    }
+                });
+            (state.advance_high_watermark(), proposal)
+        };
+        if moved {
+            self.changed.notify_waiters();
+        }
+        Ok(proposal)
+    }
+
+    /// The ISR without followers that have not caught up for `lag_max_ms`, to propose
+    /// (Kafka's `maybeShrinkIsr`), if there are such followers and nothing is pending.
+    pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *state;
+        let log_end = state.log.as_ref()?.log_end_offset();
+        let replication = state.replication.as_mut().filter(|_| state.leads)?;
+        let new_isr = replication.shrink(log_end, now_ms, lag_max_ms)?;
+        replication.propose(new_isr.clone());
+        Some(IsrProposal {
+            leader: state.leader_id,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: replication.partition_epoch(),
+            new_isr,
+        })
+    }
+
+    /// The controller answered `proposal`: with the partition as it now stands (`Some`:
+    /// isr, leader epoch, partition epoch), or not at all (refused, timed out). The
+    /// answer applies only to the leadership that proposed it.
+    pub fn isr_change_answered(
+        &self,
+        proposal: &IsrProposal,
+        answer: Option<(&[NodeId], i32, i32)>,
+        now_ms: i64,
+    ) {
+        let moved = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *state;
+            if !state.leads || state.leader_epoch != proposal.leader_epoch {
+                return;
+            }
+            let Some(replication) = state.replication.as_mut() else {
+                return;
+            };
+            match answer {
+                Some((isr, leader_epoch, partition_epoch))
+                    if leader_epoch == proposal.leader_epoch =>
+                {
+                    if replication.adopt(isr, partition_epoch, now_ms) {
+                        state.partition_epoch = state.partition_epoch.max(partition_epoch);
+                    }
+                }
+                _ => replication.abandon_proposal(),
+            }
+            state.advance_high_watermark()
+        };
+        if moved {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Writes a changed cache to its checkpoint unless a newer version is already written
@@ -737,7 +1129,14 @@ mod tests {
         }
     }
 
+    /// The partition, led by this broker at epoch 0.
     fn open(dir: &Path, last_shutdown: LastShutdown) -> Partition {
+        let partition = open_follower(dir, last_shutdown);
+        partition.become_leader(0).unwrap();
+        partition
+    }
+
+    fn open_follower(dir: &Path, last_shutdown: LastShutdown) -> Partition {
         let tp = TopicPartition::new("t", 0);
         let id = Uuid::from_u128(7);
         let config = small_segments();
@@ -895,7 +1294,7 @@ mod tests {
     #[test]
     fn a_new_leader_epoch_stamps_later_appends_and_is_recorded_at_the_log_end() {
         let dir = tempfile::tempdir().unwrap();
-        let partition = open(dir.path(), LastShutdown::Unclean);
+        let partition = open_follower(dir.path(), LastShutdown::Unclean);
         assert_eq!(partition.leadership(), (0, false));
         assert!(partition.become_leader(0).unwrap());
         assert_eq!(epochs(&partition), vec![(0, 0)]);
@@ -936,7 +1335,7 @@ mod tests {
         // `become_leader` records it again.
         let before = epochs(&partition);
         drop(partition);
-        let partition = open(dir.path(), LastShutdown::Unclean);
+        let partition = open_follower(dir.path(), LastShutdown::Unclean);
         assert_eq!(epochs(&partition), before[..2]);
         assert!(partition.become_leader(5).unwrap());
         assert_eq!(epochs(&partition), before);
@@ -964,7 +1363,7 @@ mod tests {
                 None => std::fs::remove_file(&path).unwrap(),
                 Some(text) => std::fs::write(&path, text).unwrap(),
             }
-            let reopened = open(dir.path(), LastShutdown::Unclean);
+            let reopened = open_follower(dir.path(), LastShutdown::Unclean);
             assert_eq!(epochs(&reopened), recorded, "rebuilt after {damage:?}");
             assert_eq!(
                 LeaderEpochCache::load(&log_dir).unwrap().unwrap(),
@@ -972,7 +1371,7 @@ mod tests {
             );
         }
 
-        let partition = open(dir.path(), LastShutdown::Unclean);
+        let partition = open_follower(dir.path(), LastShutdown::Unclean);
         partition.truncate_to(middle).unwrap();
         assert_eq!(epochs(&partition), vec![(0, 0)]);
         assert_eq!(checkpoint(dir.path()), "0\n1\n0 0\n");

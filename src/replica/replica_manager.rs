@@ -2,9 +2,11 @@
 //!
 //! `reconcile` is the one place partitions are opened and deleted: it compares the image
 //! with what is open (and, at start-up, with what is on disk) and makes them agree. It
-//! also hands each open partition the image's leader epoch and leader
-//! ([`Partition::become_leader`] / [`Partition::become_follower`]), after releasing the
-//! topics lock, since that may write the partition's leader-epoch checkpoint.
+//! also hands each open partition the image's leader, epochs and ISR
+//! ([`Partition::apply_leadership`]), after releasing the topics lock, since that may
+//! write the partition's leader-epoch checkpoint. Partitions open at the high watermark
+//! of `replication-offset-checkpoint`, which [`ReplicaManager::checkpoint_high_watermarks`]
+//! rewrites.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use uuid::Uuid;
 
 use super::partition::read_partition_metadata;
-use super::{Partition, ReplicaError};
+use super::{Leadership, Partition, ReplicaError, hw_checkpoint};
 use crate::config::BrokerConfig;
 use crate::controller::topic_rules::METADATA_TOPIC;
-use crate::controller::{MetadataImage, TopicImage};
+use crate::controller::{MetadataImage, PartitionImage, TopicImage};
 use crate::log::durable::{DELETE_DIR_SUFFIX, STRAY_DIR_SUFFIX, is_aside_dir_name, rename_aside};
 use crate::log::{LastShutdown, LogConfig};
 use crate::topic_config;
@@ -32,6 +34,9 @@ pub struct ReplicaManager {
     /// fault is logged once when it starts and once when it clears (not on every
     /// reconcile), and so that requests for them answer KAFKA_STORAGE_ERROR.
     open_failures: Mutex<HashMap<TopicPartition, OpenFailure>>,
+    /// The high watermarks last written to the checkpoint, so an idle broker does not
+    /// rewrite (and fsync) an unchanged file every few seconds.
+    checkpointed: Mutex<Vec<(TopicPartition, i64)>>,
 }
 
 /// Why a partition assigned to this broker is not open.
@@ -58,6 +63,7 @@ impl ReplicaManager {
             config,
             topics: RwLock::new(HashMap::new()),
             open_failures: Mutex::new(HashMap::new()),
+            checkpointed: Mutex::new(Vec::new()),
         }
     }
 
@@ -149,7 +155,16 @@ impl ReplicaManager {
             openings.extend(self.reconcile_topic(topic, hosted, &mut moves));
         }
         let threads = self.config.recovery_threads_per_data_dir;
-        let opened = on_threads(&openings, threads, |opening| opening.open(last_shutdown));
+        let high_watermarks = if openings.is_empty() {
+            HashMap::new()
+        } else {
+            hw_checkpoint::read(&self.config.log_dirs)
+        };
+        let node_id = self.node_id;
+        let opened = on_threads(&openings, threads, |opening| {
+            let high_watermark = high_watermarks.get(&opening.tp).copied().unwrap_or(0);
+            opening.open(node_id, high_watermark, last_shutdown)
+        });
         let mut report = OpenReport::default();
         for (opening, opened) in openings.into_iter().zip(opened) {
             let index = opening.tp.partition as usize;
@@ -167,7 +182,7 @@ impl ReplicaManager {
         drop(topics);
         report.log();
         let threads = self.config.recovery_threads_per_data_dir;
-        on_threads(&moves, threads, LeadershipMove::apply);
+        on_threads(&moves, threads, |change| change.apply(node_id));
         report
     }
 
@@ -198,12 +213,11 @@ impl ReplicaManager {
                 if partition.config().as_ref() != Some(&log_config) {
                     partition.set_config(log_config.clone());
                 }
-                let wanted = (image.leader_epoch, image.leader == self.node_id);
-                if partition.leadership() != wanted {
+                let wanted = (image.leader, image.leader_epoch, image.partition_epoch);
+                if partition.applied_leadership() != wanted {
                     moves.push(LeadershipMove {
                         partition: Arc::clone(partition),
-                        leader_epoch: wanted.0,
-                        leads: wanted.1,
+                        leadership: leadership(image),
                     });
                 }
                 continue;
@@ -214,11 +228,28 @@ impl ReplicaManager {
                 tp,
                 topic_id: topic.id,
                 config: log_config.clone(),
-                leader_epoch: image.leader_epoch,
-                leads: image.leader == self.node_id,
+                leadership: leadership(image),
             });
         }
         openings
+    }
+
+    /// Writes every open partition's high watermark to `replication-offset-checkpoint`,
+    /// unless nothing changed since the last write. Blocking (fsync).
+    pub fn checkpoint_high_watermarks(&self) -> std::io::Result<()> {
+        let mut entries: Vec<(TopicPartition, i64)> = self
+            .all()
+            .iter()
+            .filter_map(|p| Some((p.tp.clone(), p.offsets().ok()?.1)))
+            .collect();
+        entries.sort_unstable();
+        let mut written = self.checkpointed.lock().unwrap_or_else(|p| p.into_inner());
+        if *written == entries {
+            return Ok(());
+        }
+        hw_checkpoint::write(&self.config.log_dirs, &entries)?;
+        *written = entries;
+        Ok(())
     }
 
     /// Start-up clean-up of the log directory, before any partition opens. Nothing here
@@ -348,53 +379,66 @@ fn listed<'a>(partitions: impl ExactSizeIterator<Item = &'a TopicPartition>) -> 
     text.join(", ")
 }
 
+/// The image's view of one partition, as a partition takes it.
+fn leadership(image: &PartitionImage) -> Leadership {
+    Leadership {
+        leader: image.leader,
+        leader_epoch: image.leader_epoch,
+        partition_epoch: image.partition_epoch,
+        replicas: image.replicas.clone(),
+        isr: image.isr.clone(),
+    }
+}
+
 /// A partition the image assigns here that is not open yet.
 struct Opening {
     tp: TopicPartition,
     topic_id: Uuid,
     dir: PathBuf,
     config: LogConfig,
-    leader_epoch: i32,
-    leads: bool,
+    leadership: Leadership,
 }
 
 impl Opening {
-    fn open(&self, last_shutdown: LastShutdown) -> Result<Partition, ReplicaError> {
-        let partition = Partition::open(
+    fn open(
+        &self,
+        node_id: NodeId,
+        high_watermark: i64,
+        last_shutdown: LastShutdown,
+    ) -> Result<Partition, ReplicaError> {
+        let opened = (
             self.tp.clone(),
             self.topic_id,
             self.dir.clone(),
             self.config.clone(),
-            self.leader_epoch,
-            now_ms(),
+        );
+        let now = now_ms();
+        let partition = Partition::open_at(
+            opened,
+            self.leadership.leader_epoch,
+            high_watermark,
+            now,
             last_shutdown,
         )?;
-        if self.leads
-            && let Err(error) = partition.become_leader(self.leader_epoch)
-        {
-            // The partition leads regardless; the next change rewrites the checkpoint.
+        if let Err(error) = partition.apply_leadership(node_id, &self.leadership, now) {
+            // The partition takes the role regardless; the next change rewrites the
+            // checkpoint.
             partition.report_background_failure("recording a new leader epoch", &error);
         }
         Ok(partition)
     }
 }
 
-/// An open partition whose leader epoch or leader differs from the image's.
+/// An open partition whose leader, leader epoch or partition epoch differs from the image's.
 struct LeadershipMove {
     partition: Arc<Partition>,
-    leader_epoch: i32,
-    leads: bool,
+    leadership: Leadership,
 }
 
 impl LeadershipMove {
-    fn apply(&self) {
+    fn apply(&self, node_id: NodeId) {
         let partition = &self.partition;
-        let moved = if self.leads {
-            partition.become_leader(self.leader_epoch)
-        } else {
-            partition.become_follower(self.leader_epoch)
-        };
-        if let Err(error) = moved {
+        if let Err(error) = partition.apply_leadership(node_id, &self.leadership, now_ms()) {
             partition.report_background_failure("recording a new leader epoch", &error);
         }
     }

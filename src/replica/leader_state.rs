@@ -1,0 +1,327 @@
+//! What a partition leader knows about its followers: the ISR the controller holds, an ISR
+//! change it has proposed and not yet heard back about, and each follower's progress.
+//! Pure (no clock, no I/O): the partition calls it under its lock with the time and offsets.
+//!
+//! Kafka's rules (`Partition.scala`, `Replica.scala`):
+//! - the high watermark is the smallest log end offset over the *maximal* ISR: the
+//!   controller's ISR plus a replica whose addition is pending (a shrink counts only once
+//!   committed), so the leader never counts a replica as in sync that the controller does
+//!   not, and never stops counting one before the controller agrees;
+//! - a follower is caught up when its fetch offset reaches the leader's log end offset, or
+//!   reaches what the log end offset was at its previous fetch (it has everything that
+//!   was there when it last asked); one not caught up for `replica.lag.time.max.ms`
+//!   leaves the ISR;
+//! - a replica outside the ISR joins once it has everything below the high watermark and
+//!   has reached the start of the leader's current epoch.
+
+use std::collections::BTreeMap;
+
+use crate::types::NodeId;
+
+/// A follower's log end offset before its first fetch from this leader.
+const UNKNOWN_OFFSET: i64 = -1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Progress {
+    log_end_offset: i64,
+    last_caught_up_ms: i64,
+    /// The leader's log end offset when this follower last fetched.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderState {
+    local: NodeId,
+    /// The ISR in the controller's image, replica order.
+    isr: Vec<NodeId>,
+    /// The image's partition epoch that `isr` belongs to; a proposal names it.
+    partition_epoch: i32,
+    /// An ISR sent to the controller and not answered yet.
+    pending: Option<Vec<NodeId>>,
+    followers: BTreeMap<NodeId, Progress>,
+}
+
+impl LeaderState {
+    /// A new leadership. Followers' offsets are unknown until they fetch; those in the ISR
+    /// count as caught up now, so none is dropped before it had a chance to fetch.
+    pub fn new(
+        local: NodeId,
+        replicas: &[NodeId],
+        isr: &[NodeId],
+        partition_epoch: i32,
+        now_ms: i64,
+    ) -> LeaderState {
+        let followers = replicas
+            .iter()
+            .filter(|&&replica| replica != local)
+            .map(|&replica| {
+                let in_sync = isr.contains(&replica);
+                let progress = Progress {
+                    log_end_offset: UNKNOWN_OFFSET,
+                    last_caught_up_ms: if in_sync { now_ms } else { 0 },
+                    last_fetch_leader_end: UNKNOWN_OFFSET,
+                    last_fetch_ms: 0,
+                };
+                (replica, progress)
+            })
+            .collect();
+        LeaderState {
+            local,
+            isr: isr.to_vec(),
+            partition_epoch,
+            pending: None,
+            followers,
+        }
+    }
+
+    pub fn isr(&self) -> &[NodeId] {
+        &self.isr
+    }
+
+    pub fn partition_epoch(&self) -> i32 {
+        self.partition_epoch
+    }
+
+    pub fn has_pending_change(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The controller's view moved on (a newer image, or the answer to our proposal):
+    /// adopt it and forget the proposal, which it either contains or refused. Returns
+    /// false (and changes nothing) for a view older than the one held, or the same one.
+    pub fn adopt(&mut self, isr: &[NodeId], partition_epoch: i32, now_ms: i64) -> bool {
+        let same = partition_epoch == self.partition_epoch && isr == self.isr;
+        if partition_epoch < self.partition_epoch || (same && self.pending.is_none()) {
+            return false;
+        }
+        for &replica in isr {
+            // A replica the controller just added counts as caught up from now on.
+            if !self.isr.contains(&replica)
+                && let Some(progress) = self.followers.get_mut(&replica)
+            {
+                progress.last_caught_up_ms = progress.last_caught_up_ms.max(now_ms);
+            }
+        }
+        self.isr = isr.to_vec();
+        self.partition_epoch = partition_epoch;
+        self.pending = None;
+        true
+    }
+
+    /// The proposal was refused or lost: the next fetch or shrink check decides again.
+    pub fn abandon_proposal(&mut self) {
+        self.pending = None;
+    }
+
+    /// The committed ISR plus a pending addition (see the module doc).
+    fn maximal_isr(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let added = self
+            .pending
+            .iter()
+            .flatten()
+            .filter(|r| !self.isr.contains(r));
+        self.isr.iter().chain(added).copied()
+    }
+
+    /// Where the high watermark may stand with the leader's log at `leader_end`: the
+    /// smallest log end offset over the maximal ISR (`UNKNOWN_OFFSET` while a member has
+    /// not fetched yet). The caller never moves the high watermark backwards.
+    pub fn high_watermark(&self, leader_end: i64) -> i64 {
+        self.maximal_isr()
+            .map(|replica| match self.followers.get(&replica) {
+                _ if replica == self.local => leader_end,
+                Some(progress) => progress.log_end_offset,
+                None => UNKNOWN_OFFSET,
+            })
+            .min()
+            .unwrap_or(leader_end)
+    }
+
+    /// Records a follower fetch at `fetch_offset` (it holds everything below). False for a
+    /// broker that is not a follower of this partition.
+    pub fn record_fetch(
+        &mut self,
+        replica: NodeId,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: i64,
+    ) -> bool {
+        let Some(progress) = self.followers.get_mut(&replica) else {
+            return false;
+        };
+        if fetch_offset >= leader_end {
+            progress.last_caught_up_ms = progress.last_caught_up_ms.max(now_ms);
+        } else if fetch_offset >= progress.last_fetch_leader_end {
+            progress.last_caught_up_ms = progress.last_caught_up_ms.max(progress.last_fetch_ms);
+        }
+        progress.log_end_offset = fetch_offset;
+        progress.last_fetch_leader_end = leader_end;
+        progress.last_fetch_ms = now_ms;
+        true
+    }
+
+    /// The ISR to propose with `replica` added, if it has caught up (see the module doc)
+    /// and no other change is pending. `eligible`: the controller would accept it (a live
+    /// broker, not shutting down).
+    pub fn expansion(
+        &self,
+        replica: NodeId,
+        high_watermark: i64,
+        epoch_start_offset: i64,
+        eligible: bool,
+    ) -> Option<Vec<NodeId>> {
+        if self.pending.is_some() || self.isr.contains(&replica) || !eligible {
+            return None;
+        }
+        let progress = self.followers.get(&replica)?;
+        let caught_up = progress.log_end_offset >= high_watermark
+            && progress.log_end_offset >= epoch_start_offset;
+        caught_up.then(|| {
+            let mut isr = self.isr.clone();
+            isr.push(replica);
+            isr
+        })
+    }
+
+    /// The ISR to propose without the followers that have not been caught up for
+    /// `lag_max_ms`, if there are any and no other change is pending.
+    pub fn shrink(&self, leader_end: i64, now_ms: i64, lag_max_ms: i64) -> Option<Vec<NodeId>> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let out_of_sync = |replica: &NodeId| {
+            self.followers.get(replica).is_some_and(|progress| {
+                progress.log_end_offset != leader_end
+                    && now_ms.saturating_sub(progress.last_caught_up_ms) > lag_max_ms
+            })
+        };
+        if !self.isr.iter().any(out_of_sync) {
+            return None;
+        }
+        Some(
+            self.isr
+                .iter()
+                .copied()
+                .filter(|r| !out_of_sync(r))
+                .collect(),
+        )
+    }
+
+    /// Marks `isr` as sent to the controller.
+    pub fn propose(&mut self, isr: Vec<NodeId>) {
+        self.pending = Some(isr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAG: i64 = 30_000;
+
+    fn leader() -> LeaderState {
+        LeaderState::new(1, &[1, 2, 3], &[1, 2, 3], 5, 1_000)
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_every_isr_member_and_ignores_others() {
+        let mut state = leader();
+        assert_eq!(
+            state.high_watermark(10),
+            UNKNOWN_OFFSET,
+            "nobody fetched yet"
+        );
+        state.record_fetch(2, 10, 10, 1_100);
+        assert_eq!(state.high_watermark(10), UNKNOWN_OFFSET);
+        state.record_fetch(3, 7, 10, 1_100);
+        assert_eq!(state.high_watermark(10), 7);
+        state.record_fetch(3, 10, 12, 1_200);
+        assert_eq!(state.high_watermark(12), 10);
+        // Out of the ISR, replica 3 no longer holds the high watermark back.
+        assert!(state.adopt(&[1, 2], 6, 1_300));
+        assert_eq!(state.high_watermark(12), 10, "2 is at 10");
+        state.record_fetch(2, 12, 12, 1_300);
+        assert_eq!(state.high_watermark(12), 12);
+        assert!(!state.record_fetch(9, 12, 12, 1_300), "not a replica");
+    }
+
+    #[test]
+    fn a_pending_addition_counts_at_once_and_a_pending_removal_only_when_committed() {
+        let mut state = LeaderState::new(1, &[1, 2, 3], &[1, 2], 0, 0);
+        state.record_fetch(2, 10, 10, 1);
+        state.record_fetch(3, 4, 10, 1);
+        assert_eq!(state.high_watermark(10), 10);
+        let added = state
+            .expansion(3, 4, 0, true)
+            .expect("3 reached the high watermark 4");
+        assert_eq!(added, vec![1, 2, 3]);
+        state.propose(added);
+        assert_eq!(
+            state.high_watermark(10),
+            4,
+            "the proposed member counts already"
+        );
+        assert!(
+            state.expansion(3, 4, 0, true).is_none(),
+            "one change at a time"
+        );
+        assert!(state.adopt(&[1, 2, 3], 1, 2));
+        assert!(!state.has_pending_change());
+
+        let shrunk = state.shrink(10, 2 + LAG + 1, LAG).expect("3 is behind");
+        assert_eq!(shrunk, vec![1, 2]);
+        state.propose(shrunk);
+        assert_eq!(
+            state.high_watermark(10),
+            4,
+            "3 counts until the controller agrees"
+        );
+        assert!(state.adopt(&[1, 2], 2, LAG + 10));
+        assert_eq!(state.high_watermark(10), 10);
+    }
+
+    #[test]
+    fn a_follower_is_caught_up_by_reaching_the_end_it_saw_at_its_previous_fetch() {
+        let mut state = leader();
+        state.record_fetch(2, 0, 100, 2_000);
+        // A fetch that reaches the end seen at the previous fetch (100) proves the follower
+        // was caught up as of that previous fetch (2_000), even though new records arrived.
+        state.record_fetch(2, 100, 150, 40_000);
+        assert_eq!(state.followers[&2].last_caught_up_ms, 2_000);
+        state.record_fetch(2, 150, 150, 41_000);
+        assert_eq!(state.followers[&2].last_caught_up_ms, 41_000);
+        // 3 never fetched: it leaves the ISR once the lag passes; 2 stays.
+        state.record_fetch(3, 0, 150, 41_000);
+        assert_eq!(state.shrink(150, 1_000 + LAG, LAG), None);
+        assert_eq!(state.shrink(150, 1_001 + LAG, LAG), Some(vec![1, 2]));
+        // A follower exactly at the leader's end is never out of sync, however old.
+        state.record_fetch(3, 150, 150, 41_000);
+        assert_eq!(state.shrink(150, 10 * LAG, LAG), None);
+    }
+
+    #[test]
+    fn expansion_needs_the_high_watermark_the_epoch_start_and_an_eligible_broker() {
+        let mut state = LeaderState::new(1, &[1, 2], &[1], 3, 0);
+        state.record_fetch(2, 8, 10, 1);
+        assert_eq!(
+            state.expansion(2, 9, 0, true),
+            None,
+            "below the high watermark"
+        );
+        assert_eq!(
+            state.expansion(2, 8, 9, true),
+            None,
+            "before the epoch start"
+        );
+        assert_eq!(
+            state.expansion(2, 8, 8, false),
+            None,
+            "fenced or shutting down"
+        );
+        assert_eq!(state.expansion(2, 8, 8, true), Some(vec![1, 2]));
+        assert_eq!(state.expansion(1, 8, 8, true), None, "the leader itself");
+        assert!(!state.adopt(&[1], 2, 5), "an older partition epoch");
+        assert_eq!(state.partition_epoch(), 3);
+    }
+}
