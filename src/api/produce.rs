@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::errors::replica_error;
+use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
@@ -20,7 +21,7 @@ use crate::types::now_ms;
 
 pub async fn handle(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -28,6 +29,7 @@ pub async fn handle(
     let transactional = request.transactional_id.is_some();
     let image = broker.image();
     let now = now_ms();
+    let mut hints = LeaderHints::for_produce(&image, context.version);
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.as_str();
@@ -42,7 +44,7 @@ pub async fn handle(
                 } else {
                     produce_partition(broker, &image, name, data.index, data.records, now)
                 };
-                partition_response(data.index, result)
+                partition_response(name, data.index, result, &mut hints)
             })
             .collect();
         responses.push(
@@ -55,7 +57,11 @@ pub async fn handle(
     if acks == 0 {
         return None;
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(hints.produce_endpoints()),
+    )
 }
 
 /// Why one partition's produce failed: the code, and for records that break a topic rule
@@ -143,9 +149,12 @@ fn failure(error: ReplicaError) -> PartitionFailure {
     }
 }
 
+/// One partition's answer; a refusal for not leading it names the leader (KIP-951).
 fn partition_response(
+    topic: &str,
     index: i32,
     result: Result<ProduceOutcome, PartitionFailure>,
+    hints: &mut LeaderHints,
 ) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index);
     match result {
@@ -160,6 +169,7 @@ fn partition_response(
                     .with_batch_index_error_message(Some(StrBytes::from_string(error.message)))
             });
             response
+                .with_current_leader(hints.produce_leader(topic, index, failure.error))
                 .with_error_code(failure.error.code())
                 .with_error_message(failure.message.map(StrBytes::from_string))
                 .with_record_errors(record_errors.collect())
