@@ -583,6 +583,31 @@ async fn data_versions(broker: &Broker, topic_id: uuid::Uuid) {
         assert_eq!(offsets, [0, 10, 0], "v{version}");
         assert_eq!(response.topics[1].partitions[0].error_code, 3, "v{version}");
     }
+    for version in versions(ApiKey::OffsetForLeaderEpoch) {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        let partition = |index| {
+            OffsetForLeaderPartition::default()
+                .with_partition(index)
+                .with_current_leader_epoch(-1)
+                .with_leader_epoch(0)
+        };
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                OffsetForLeaderTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![partition(0), partition(9)]),
+            ]);
+        let response = call(broker, &request, version).await;
+        let answers: Vec<(i16, i32, i64)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        assert_eq!(answers, [(0, 0, 10), (3, -1, -1)], "v{version}");
+    }
     for version in versions(ApiKey::InitProducerId) {
         let response = call(
             broker,

@@ -22,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
+use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
@@ -95,7 +96,9 @@ pub async fn handle(
             }
         }
     }
-    build_response(topics, &targets, results)
+    // The image as it is now: a parked fetch may have outlived a leader change.
+    let hints = LeaderHints::for_fetch(&broker.image(), context.version);
+    build_response(topics, &targets, results, hints)
 }
 
 /// The fetching replica's broker id, if a follower sent this (consumers send -1).
@@ -256,11 +259,14 @@ fn satisfied(results: &[ReadOutcome], min_bytes: usize) -> bool {
     total >= min_bytes
 }
 
+/// The response; partitions refused for not leading them name the leader (KIP-951).
 fn build_response(
     topics: Vec<(TopicName, uuid::Uuid)>,
     targets: &[Target],
     results: Vec<ReadOutcome>,
+    mut hints: LeaderHints,
 ) -> FetchResponse {
+    let names: Vec<TopicName> = topics.iter().map(|(name, _)| name.clone()).collect();
     let mut responses: Vec<FetchableTopicResponse> = topics
         .into_iter()
         .map(|(name, id)| {
@@ -278,6 +284,11 @@ fn build_response(
                 .with_log_start_offset(start)
                 .with_records(Some(records)),
             Err((error, hw, start)) => data
+                .with_current_leader(hints.fetch_leader(
+                    names[target.topic_index].0.as_str(),
+                    target.partition_index,
+                    error,
+                ))
                 .with_error_code(error.code())
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
@@ -289,4 +300,5 @@ fn build_response(
     FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)
+        .with_node_endpoints(hints.fetch_endpoints())
 }

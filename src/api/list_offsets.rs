@@ -1,14 +1,21 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest local
 //! (-4) and by timestamp (the first offset whose timestamp is at or after the target).
+//!
+//! Served by the leader, checked as Kafka does (`leader_check`): `current_leader_epoch`
+//! (v4+) gives FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH. The `leader_epoch` answered
+//! (v4+) is Kafka's: the current leader epoch for LATEST (`Partition.
+//! fetchOffsetForTimestamp`), the first cached epoch for EARLIEST, and the epoch holding
+//! the found offset for timestamp lookups (`UnifiedLog.fetchOffsetByTimestamp`, which reads
+//! it from the batch; the leader-epoch cache says the same).
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::RequestContext;
 use super::errors::replica_error;
-use super::{RequestContext, leader_partition};
+use super::leader_check::leading_partition;
 use crate::broker::Broker;
 use crate::replica::{Partition, ReplicaError};
 
@@ -35,12 +42,11 @@ pub async fn handle(
                 .map(|wanted| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(wanted.partition_index);
-                    let unknown = ResponseError::UnknownTopicOrPartition;
-                    let partition =
-                        leader_partition(broker, &image, name, wanted.partition_index, unknown);
+                    let index = wanted.partition_index;
+                    let current_epoch = wanted.current_leader_epoch;
+                    let partition = leading_partition(broker, &image, name, index, current_epoch);
                     let result = partition.and_then(|p| {
-                        lookup(&p, wanted.current_leader_epoch, wanted.timestamp)
-                            .map_err(|error| replica_error(&error))
+                        lookup(&p, wanted.timestamp).map_err(|error| replica_error(&error))
                     });
                     match result {
                         Ok((offset, timestamp, epoch)) => response
@@ -64,25 +70,23 @@ pub async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (offset, timestamp, leader epoch) for one partition; -1s when no record qualifies.
-fn lookup(
-    partition: &Partition,
-    current_leader_epoch: i32,
-    timestamp: i64,
-) -> Result<(i64, i64, i32), ReplicaError> {
-    partition.check_leader_epoch(current_leader_epoch)?;
-    let epoch = partition.leader_epoch();
+/// (offset, timestamp, leader epoch) for one partition; -1s when no record qualifies, and
+/// epoch -1 when the cache does not know the offset's epoch.
+fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), ReplicaError> {
     let (log_start, high_watermark, _) = partition.offsets()?;
+    let epochs = partition.leader_epochs();
     let found = match timestamp {
-        LATEST => Some((high_watermark, -1)),
-        EARLIEST | EARLIEST_LOCAL => Some((log_start, -1)),
+        LATEST => Some((high_watermark, -1, Some(partition.leader_epoch()))),
+        EARLIEST | EARLIEST_LOCAL => Some((log_start, -1, epochs.epoch_at_log_start(log_start))),
         EARLIEST_PENDING_UPLOAD => None,
-        MAX_TIMESTAMP => partition.max_timestamp_offset()?,
-        target if target >= 0 => partition.offset_for_timestamp(target)?,
+        MAX_TIMESTAMP => (partition.max_timestamp_offset()?)
+            .map(|(offset, timestamp)| (offset, timestamp, epochs.epoch_for_offset(offset))),
+        target if target >= 0 => (partition.offset_for_timestamp(target)?)
+            .map(|(offset, timestamp)| (offset, timestamp, epochs.epoch_for_offset(offset))),
         _ => None,
     };
     Ok(match found {
-        Some((offset, timestamp)) => (offset, timestamp, epoch),
+        Some((offset, timestamp, epoch)) => (offset, timestamp, epoch.unwrap_or(-1)),
         None => (-1, -1, -1),
     })
 }

@@ -16,9 +16,12 @@ mod group_admin;
 mod group_offsets;
 mod groups;
 mod init_producer_id;
+mod leader_check;
+mod leader_hint;
 mod legacy_offsets;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 use std::sync::Arc;
@@ -71,6 +74,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::CreateTopics, 2, 7),
     spec(ApiKey::DeleteTopics, 1, 6),
     spec(ApiKey::InitProducerId, 0, 5),
+    spec(ApiKey::OffsetForLeaderEpoch, 2, 4),
     spec(ApiKey::DescribeConfigs, 1, 4),
     spec(ApiKey::DeleteGroups, 0, 2),
     spec(ApiKey::CreatePartitions, 0, 3),
@@ -339,6 +343,9 @@ async fn dispatch(
         ApiKey::DeleteGroups => route!(broker, context, body, group_admin::delete_groups),
         ApiKey::OffsetDelete => route!(broker, context, body, group_admin::offset_delete),
         ApiKey::InitProducerId => route!(broker, context, body, init_producer_id::handle),
+        ApiKey::OffsetForLeaderEpoch => {
+            route!(broker, context, body, offset_for_leader_epoch::handle)
+        }
         ApiKey::DescribeConfigs => route!(broker, context, body, configs::describe_configs),
         ApiKey::DescribeQuorum => route!(broker, context, body, describe_quorum::describe_quorum),
         ApiKey::DescribeCluster => route!(broker, context, body, cluster::describe_cluster),

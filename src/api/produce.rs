@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::errors::replica_error;
+use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
@@ -25,7 +26,7 @@ use crate::types::now_ms;
 
 pub async fn handle(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -62,9 +63,9 @@ pub async fn handle(
     if acks == 0 {
         return None;
     }
-    let mut responses = Vec::with_capacity(topics.len());
+    let mut waited = Vec::with_capacity(topics.len());
     for (name, topic_id, partitions) in topics {
-        let mut answered = Vec::with_capacity(partitions.len());
+        let mut results = Vec::with_capacity(partitions.len());
         for (index, appended) in partitions {
             let result = match appended {
                 Ok((outcome, partition)) if required == RequiredAcks::All => {
@@ -73,8 +74,20 @@ pub async fn handle(
                 Ok((outcome, _)) => Ok(outcome),
                 Err(failure) => Err(failure),
             };
-            answered.push(partition_response(index, result));
+            results.push((index, result));
         }
+        waited.push((name, topic_id, results));
+    }
+    // Hints from the image as it is now: a wait may have ended because leadership moved.
+    let image = broker.image();
+    let mut hints = LeaderHints::for_produce(&image, context.version);
+    let mut responses = Vec::with_capacity(waited.len());
+    for (name, topic_id, results) in waited {
+        let topic = name.0.as_str();
+        let answered = results
+            .into_iter()
+            .map(|(index, result)| partition_response(topic, index, result, &mut hints))
+            .collect();
         responses.push(
             TopicProduceResponse::default()
                 .with_name(name)
@@ -82,7 +95,11 @@ pub async fn handle(
                 .with_partition_responses(answered),
         );
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(hints.produce_endpoints()),
+    )
 }
 
 /// One partition's append, with the partition to wait on for acks=all.
@@ -195,9 +212,12 @@ fn failure(error: ReplicaError) -> PartitionFailure {
     }
 }
 
+/// One partition's answer; a refusal for not leading it names the leader (KIP-951).
 fn partition_response(
+    topic: &str,
     index: i32,
     result: Result<ProduceOutcome, PartitionFailure>,
+    hints: &mut LeaderHints,
 ) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default().with_index(index);
     match result {
@@ -212,6 +232,7 @@ fn partition_response(
                     .with_batch_index_error_message(Some(StrBytes::from_string(error.message)))
             });
             response
+                .with_current_leader(hints.produce_leader(topic, index, failure.error))
                 .with_error_code(failure.error.code())
                 .with_error_message(failure.message.map(StrBytes::from_string))
                 .with_record_errors(record_errors.collect())

@@ -90,6 +90,18 @@ impl LeaderEpochCache {
         true
     }
 
+    /// A batch found in the log while loading: records its epoch if it is newer than every
+    /// cached one (the checkpoint is written after the append, so a crash between the two
+    /// loses the entry; Kafka's segment recovery assigns each recovered batch's epoch the
+    /// same way). Older epochs change nothing: the scan only adds what the file missed.
+    /// True if the cache changed.
+    pub fn assign_newer(&mut self, epoch: i32, base_offset: i64) -> bool {
+        if self.latest_epoch().is_some_and(|latest| epoch <= latest) {
+            return false;
+        }
+        self.assign(epoch, base_offset)
+    }
+
     /// Removes the entries starting at or after `end_offset` (the log was truncated
     /// there). True if the cache changed.
     pub fn truncate_from_end(&mut self, end_offset: i64) -> bool {
@@ -154,6 +166,24 @@ impl LeaderEpochCache {
                 self.entries[index].start_offset,
             ),
         }
+    }
+
+    /// The epoch whose batches hold `offset` (Kafka's `epochForOffset`): the last entry
+    /// starting at or before it; `None` below the first entry.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        (self.entries.iter())
+            .take_while(|entry| entry.start_offset <= offset)
+            .last()
+            .map(|entry| entry.epoch)
+    }
+
+    /// The epoch of the log's first offset, as ListOffsets answers for EARLIEST (Kafka's
+    /// `UnifiedLog.fetchOffsetByTimestamp`): the first entry's, if it starts at or before
+    /// `log_start` (after retention it is moved to the log start).
+    pub fn epoch_at_log_start(&self, log_start: i64) -> Option<i32> {
+        (self.entries.first())
+            .filter(|entry| entry.start_offset <= log_start)
+            .map(|entry| entry.epoch)
     }
 
     fn is_monotonic(&self) -> bool {
@@ -287,6 +317,41 @@ mod tests {
             "newer than every entry"
         );
         assert_eq!(epochs.end_offset_for(-1, 42), (-1, -1));
+    }
+
+    #[test]
+    fn the_epoch_holding_an_offset_is_the_last_entry_starting_at_or_before_it() {
+        let epochs = cache(&[(2, 5), (4, 10), (7, 30)]);
+        assert_eq!(epochs.epoch_for_offset(4), None, "below every entry");
+        assert_eq!(epochs.epoch_for_offset(5), Some(2));
+        assert_eq!(epochs.epoch_for_offset(9), Some(2));
+        assert_eq!(epochs.epoch_for_offset(10), Some(4));
+        assert_eq!(epochs.epoch_for_offset(1_000), Some(7));
+        assert_eq!(LeaderEpochCache::default().epoch_for_offset(0), None);
+        assert_eq!(epochs.epoch_at_log_start(5), Some(2));
+        assert_eq!(
+            epochs.epoch_at_log_start(12),
+            Some(2),
+            "the first entry's epoch"
+        );
+        assert_eq!(epochs.epoch_at_log_start(0), None, "the cache starts later");
+    }
+
+    #[test]
+    fn batches_found_after_the_checkpoint_add_only_newer_epochs() {
+        let mut epochs = cache(&[(0, 0), (3, 10)]);
+        assert!(!epochs.assign_newer(3, 12), "the latest epoch, later");
+        assert!(
+            !epochs.assign_newer(1, 14),
+            "an older epoch never removes entries"
+        );
+        assert!(epochs.assign_newer(5, 20));
+        assert!(!epochs.assign_newer(5, 25));
+        assert!(epochs.assign_newer(6, 30));
+        assert_eq!(pairs(&epochs), vec![(0, 0), (3, 10), (5, 20), (6, 30)]);
+        let mut empty = LeaderEpochCache::default();
+        assert!(empty.assign_newer(2, 7));
+        assert_eq!(pairs(&empty), vec![(2, 7)]);
     }
 
     #[test]

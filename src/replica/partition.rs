@@ -1023,7 +1023,10 @@ fn load_leader_epochs(log: &PartitionLog) -> Result<LeaderEpochCache, ReplicaErr
         }
     };
     let (mut epochs, mut changed) = match loaded {
-        Some(epochs) => (epochs, false),
+        Some(mut epochs) => {
+            let recovered = recover_newer_epochs(log, &mut epochs)?;
+            (epochs, recovered)
+        }
         None => {
             let mut epochs = LeaderEpochCache::default();
             log.scan_batch_headers(log_start, &mut |header: &BatchHeader| {
@@ -1038,6 +1041,32 @@ fn load_leader_epochs(log: &PartitionLog) -> Result<LeaderEpochCache, ReplicaErr
         epochs.write(log.dir())?;
     }
     Ok(epochs)
+}
+
+/// Adds the epochs of batches the checkpoint missed: it is written after the append, so a
+/// crash between the two leaves a newer epoch only in the batch headers. Such batches are
+/// the last appended, in the active segment at or after the last cached epoch's start, so
+/// only that tail is read, never the whole log. True if the cache changed.
+fn recover_newer_epochs(
+    log: &PartitionLog,
+    epochs: &mut LeaderEpochCache,
+) -> Result<bool, ReplicaError> {
+    let last_start = (epochs.entries().last()).map_or(log.log_start_offset(), |e| e.start_offset);
+    let from_offset = last_start.max(log.active_base_offset());
+    let mut changed = false;
+    log.scan_batch_headers(from_offset, &mut |header: &BatchHeader| {
+        if header.base_offset >= from_offset {
+            changed |= epochs.assign_newer(header.partition_leader_epoch, header.base_offset);
+        }
+    })?;
+    if changed {
+        tracing::info!(
+            dir = %log.dir().display(),
+            entries = ?epochs.entries(),
+            "leader epochs recovered from batches newer than the checkpoint"
+        );
+    }
+    Ok(changed)
 }
 
 /// Snapshot of `producers`, which must hold every batch below `offset` and none above. A
@@ -1375,6 +1404,56 @@ mod tests {
         partition.truncate_to(middle).unwrap();
         assert_eq!(epochs(&partition), vec![(0, 0)]);
         assert_eq!(checkpoint(dir.path()), "0\n1\n0 0\n");
+    }
+
+    /// Base offset of the newest segment file in the partition directory.
+    fn active_segment_base(dir: &Path) -> i64 {
+        let names = std::fs::read_dir(dir.join("t-0")).unwrap();
+        (names.filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log")?.parse::<i64>().ok()
+        }))
+        .max()
+        .unwrap()
+    }
+
+    #[test]
+    fn epochs_the_checkpoint_missed_are_recovered_from_the_active_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        partition.become_leader(1).unwrap();
+        produce(&partition, 18);
+        let stale = checkpoint(dir.path());
+        assert_eq!(stale, "0\n1\n1 0\n");
+        partition.become_leader(4).unwrap();
+        let start_4 = log_end(&partition);
+        partition.append(&batch(PRODUCER_ID + 7, 0, 1), 0).unwrap();
+        partition.become_leader(6).unwrap();
+        let start_6 = log_end(&partition);
+        partition.append(&batch(PRODUCER_ID + 8, 0, 1), 0).unwrap();
+        partition.append(&batch(PRODUCER_ID + 8, 1, 1), 0).unwrap();
+        let end = log_end(&partition);
+        // The log rolled under epoch 1, and both new epochs start in the active segment.
+        let active = active_segment_base(dir.path());
+        assert!(0 < active && active <= start_4, "{active} vs {start_4}");
+        drop(partition); // like kill -9
+        // The checkpoint as a crash right after the first append of epoch 4 leaves it.
+        let path = (dir.path().join("t-0")).join(log::leader_epochs::LEADER_EPOCH_CHECKPOINT_FILE);
+        std::fs::write(&path, &stale).unwrap();
+
+        for last_shutdown in [LastShutdown::Unclean, LastShutdown::Clean] {
+            let partition = open(dir.path(), last_shutdown);
+            assert_eq!(epochs(&partition), vec![(1, 0), (4, start_4), (6, start_6)]);
+            assert_eq!(partition.end_offset_for_epoch(4).unwrap(), (4, start_6));
+            assert_eq!(partition.end_offset_for_epoch(6).unwrap(), (6, end));
+            assert_eq!(
+                checkpoint(dir.path()),
+                format!("0\n3\n1 0\n4 {start_4}\n6 {start_6}\n"),
+                "rewritten"
+            );
+            drop(partition);
+            std::fs::write(&path, &stale).unwrap();
+        }
     }
 
     #[test]
