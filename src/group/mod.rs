@@ -15,6 +15,7 @@ mod effects;
 mod error;
 #[allow(clippy::module_inception)]
 mod group;
+mod loader;
 mod member;
 pub mod offsets;
 pub mod records;
@@ -24,11 +25,13 @@ mod request;
 mod sim;
 #[cfg(test)]
 mod testkit;
+mod writer;
 
 pub use coordinator::{CoordinatorConfig, CoordinatorError, GroupCoordinator, OffsetCommit};
 pub use effects::{Effect, GroupSnapshot, JoinOutcome, JoinedMember, MemberSnapshot, SyncOutcome};
 pub use error::GroupError;
 pub use group::{Group, GroupState};
+pub use loader::LedPartition;
 pub use member::MemberDescription;
 pub use request::{GroupConfig, JoinRequest, Protocol, RequestToken, SyncRequest};
 
