@@ -318,3 +318,249 @@ fn apply_record(record: &Record, replay: &mut Replay) -> Replayed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::group::records::OffsetValue;
+    use crate::group::{
+        CoordinatorConfig, GroupConfig, GroupError, GroupState, JoinRequest, OffsetCommit,
+        SyncRequest,
+    };
+    use crate::log::LogConfig;
+    use crate::types::TopicPartition;
+
+    const NOW_MS: i64 = 1_000_000;
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
+    fn open(dir: &std::path::Path) -> Arc<Partition> {
+        let tp = TopicPartition::new("__consumer_offsets", 0);
+        let id = uuid::Uuid::from_u128(7);
+        let path = dir.join("__consumer_offsets-0");
+        let last_shutdown = crate::log::LastShutdown::Unclean;
+        let log = Partition::open(tp, id, path, LogConfig::default(), 0, NOW_MS, last_shutdown);
+        Arc::new(log.unwrap())
+    }
+
+    fn coordinator() -> GroupCoordinator {
+        let config = CoordinatorConfig {
+            offsets_partitions: 1,
+            offsets_retention_ms: 60_000,
+            commit_timeout_ms: 5_000,
+        };
+        let group = GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        };
+        GroupCoordinator::new(config, group)
+    }
+
+    fn led(log: &Arc<Partition>) -> HashMap<i32, LedPartition> {
+        let (leader_epoch, leads) = log.leadership();
+        assert!(leads);
+        let entry = LedPartition {
+            log: log.clone(),
+            leader_epoch,
+        };
+        HashMap::from([(0, entry)])
+    }
+
+    async fn until_loaded(coordinator: &GroupCoordinator, epoch: i32) {
+        let loaded = async {
+            while coordinator.registry.loaded_epoch(0) != Some(epoch) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, loaded)
+            .await
+            .expect("the load never finished");
+    }
+
+    fn join(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            group_instance_id: None,
+            client_id: "client".to_string(),
+            client_host: "/127.0.0.1".to_string(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+            protocol_type: "consumer".to_string(),
+            protocols: vec![("range".to_string(), vec![1])],
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+            reason: None,
+        }
+    }
+
+    fn commit(offset: i64) -> Vec<OffsetCommit> {
+        let value = OffsetValue {
+            offset,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_timestamp_ms: NOW_MS,
+        };
+        vec![OffsetCommit {
+            topic: "t".into(),
+            partition: 0,
+            value,
+        }]
+    }
+
+    fn committed(coordinator: &GroupCoordinator) -> Option<i64> {
+        let wanted = [("t".to_string(), 0)];
+        let found = coordinator.fetch_offsets("g", Some(&wanted));
+        found[0].1.as_ref().map(|value| value.offset)
+    }
+
+    /// A Stable one-member group "g" with offset 5 committed; returns the member id.
+    async fn stable_group(coordinator: &GroupCoordinator, log: &Partition) -> String {
+        let joined = coordinator.registry.join(log, "g", join(""), NOW_MS).await;
+        assert_eq!(joined.error, None);
+        let sync = SyncRequest {
+            member_id: joined.member_id.clone(),
+            group_instance_id: None,
+            generation_id: joined.generation_id,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![(joined.member_id.clone(), b"a".to_vec())],
+        };
+        let synced = coordinator.registry.sync(log, "g", sync, NOW_MS).await;
+        assert_eq!(synced.error, None);
+        let results = coordinator
+            .commit_offsets(log, "g", commit(5), NOW_MS)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        joined.member_id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn losing_leadership_unloads_and_regaining_it_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = coordinator();
+        log.become_leader(0).unwrap();
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 0).await;
+        let member = stable_group(&coordinator, &log).await;
+        assert_eq!(committed(&coordinator), Some(5));
+        // A second member's join parks until the first rejoins (or the rebalance times out).
+        let parked = tokio::spawn({
+            let (coordinator, log) = (coordinator.clone(), log.clone());
+            async move { coordinator.registry.join(&log, "g", join(""), NOW_MS).await }
+        });
+        let rebalancing = async {
+            loop {
+                let state = coordinator
+                    .registry
+                    .with_group("g", |g| g.map(|g| g.state()));
+                if state.await == Some(GroupState::PreparingRebalance) {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, rebalancing).await.unwrap();
+
+        // Another broker leads now.
+        log.become_follower(1).unwrap();
+        coordinator.follow_leadership(&HashMap::new());
+        let answer = tokio::time::timeout(HANG_GUARD, parked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.error, Some(GroupError::NotCoordinator));
+        assert!(!coordinator.is_loaded(0));
+        assert_eq!(committed(&coordinator), None, "offsets left memory");
+        assert!(!coordinator.has_offsets("g"));
+        let beat = coordinator
+            .registry
+            .heartbeat("g", &member, None, 1, NOW_MS);
+        assert_eq!(beat.await, Err(GroupError::NotCoordinator));
+        let rejoin = coordinator.registry.join(&log, "g", join(""), NOW_MS).await;
+        assert_eq!(rejoin.error, Some(GroupError::NotCoordinator));
+        let refused = coordinator
+            .commit_offsets(&log, "g", commit(9), NOW_MS)
+            .await;
+        assert_eq!(refused, vec![Err(CoordinatorError::NotCoordinator)]);
+        assert_eq!(
+            coordinator
+                .registry
+                .tick_due(&|_| Some(log.clone()), i64::MAX),
+            None,
+            "the group's timers stopped"
+        );
+
+        // Leadership comes back at a later epoch: the partition is replayed.
+        log.become_leader(2).unwrap();
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 2).await;
+        assert_eq!(committed(&coordinator), Some(5));
+        let state = coordinator
+            .registry
+            .with_group("g", |g| g.map(|g| g.state()));
+        assert_eq!(state.await, Some(GroupState::Stable));
+        let beat = coordinator
+            .registry
+            .heartbeat("g", &member, None, 1, NOW_MS);
+        assert_eq!(beat.await, Ok(()));
+        let again = coordinator
+            .commit_offsets(&log, "g", commit(7), NOW_MS)
+            .await;
+        assert_eq!(again, vec![Ok(())]);
+        assert_eq!(committed(&coordinator), Some(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_epoch_on_the_same_leader_reloads_what_the_log_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = coordinator();
+        log.become_leader(0).unwrap();
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 0).await;
+        stable_group(&coordinator, &log).await;
+        // Leadership moved away and back between two images this node applied: the
+        // coordinator must not keep serving (or writing under) the state of epoch 0.
+        log.become_leader(3).unwrap();
+        let stale = coordinator
+            .commit_offsets(&log, "g", commit(6), NOW_MS)
+            .await;
+        assert_eq!(stale, vec![Err(CoordinatorError::NotCoordinator)]);
+        assert_eq!(
+            committed(&coordinator),
+            Some(5),
+            "a refused write changes nothing"
+        );
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 3).await;
+        assert_eq!(committed(&coordinator), Some(5));
+        let results = coordinator
+            .commit_offsets(&log, "g", commit(8), NOW_MS)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(committed(&coordinator), Some(8));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_serves_nothing_until_its_load_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = coordinator();
+        log.become_leader(0).unwrap();
+        // Registered as loading, not loaded: groups of the partition are not served.
+        lock(&coordinator.loads.pending).insert(0, 0);
+        assert!(!coordinator.is_loaded(0));
+        let joined = coordinator.registry.join(&log, "g", join(""), NOW_MS).await;
+        assert_eq!(joined.error, Some(GroupError::NotCoordinator));
+        let refused = coordinator
+            .commit_offsets(&log, "g", commit(1), NOW_MS)
+            .await;
+        assert_eq!(refused, vec![Err(CoordinatorError::NotCoordinator)]);
+        // Unloaded before its replay ran: the replay installs nothing.
+        coordinator.unload(0);
+        assert_eq!(coordinator.load_blocking(&log, 0), Ok(0));
+        assert!(!coordinator.is_loaded(0));
+    }
+}
