@@ -9,6 +9,9 @@
 //!   `__consumer_offsets` ([`records`] holds Kafka's record formats); the coordinator for
 //!   a group leads partition `hash(group) % offsets.topic.num.partitions` and rebuilds its
 //!   state by replaying that partition ([`coordinator`]).
+//! - The coordinator follows that partition's leadership (`loader`): loaded when this
+//!   broker becomes its leader, unloaded (NOT_COORDINATOR) when it stops. Every write is
+//!   acknowledged only once committed to the partition's ISR (`writer`).
 
 pub mod coordinator;
 mod effects;

@@ -924,7 +924,7 @@ mod tests {
         assert_eq!(deleted, Ok(()));
         assert_eq!(beat, Err(GroupError::UnknownMemberId));
         assert!(registry.with_group("g", |g| g.is_none()).await);
-        assert!(lock(&registry.shared.slots).groups.get("g").is_none());
+        assert!(!lock(&registry.shared.slots).groups.contains_key("g"));
         let rejoin = registry
             .join(&log, "g", join_request(&member), NOW_MS)
             .await;
