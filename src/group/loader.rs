@@ -191,11 +191,15 @@ impl GroupCoordinator {
         }
         pending.remove(&partition);
         lock(&self.book.offsets).install(replay.offsets);
-        for (group_id, value) in replay.groups {
-            let snapshot = value.map(|value| from_record(&group_id, value));
-            self.registry.restore(snapshot, &group_id, now);
-        }
-        self.registry.mark_loaded(partition, leader_epoch);
+        let groups = replay
+            .groups
+            .into_iter()
+            .map(|(group_id, value)| {
+                let snapshot = value.map(|value| from_record(&group_id, value));
+                (group_id, snapshot)
+            })
+            .collect();
+        self.registry.install(partition, leader_epoch, groups, now);
         drop(pending);
         tracing::info!(
             partition,

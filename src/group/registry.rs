@@ -144,39 +144,49 @@ impl GroupRegistry {
         slots.loaded.iter().map(|(p, e)| (*p, *e)).collect()
     }
 
-    /// Restores a group from its latest metadata record (replay at load). A fresh slot
-    /// replaces any old one, so a request still holding the old slot finds it stale.
-    /// The group is served only once its partition is marked loaded.
-    pub fn restore(&self, snapshot: Option<GroupSnapshot>, group_id: &str, now_ms: i64) {
-        let group = snapshot.map(|snapshot| Group::from_snapshot(snapshot, now_ms));
-        if let Some(deadline) = group.as_ref().and_then(Group::next_deadline_ms) {
-            lock(&self.shared.deadlines).insert(group_id.to_string(), deadline);
-        }
-        let mut slots = lock(&self.shared.slots);
-        match group {
-            Some(group) => {
+    /// Installs a replayed partition: its groups (from their latest metadata records;
+    /// `None` for a group whose last record is a tombstone) and the epoch its writes go
+    /// out at. Groups and the loaded mark appear together, so no request sees the one
+    /// without the other; deadlines are set after, so a timer that fires finds the
+    /// partition loaded. A fresh slot replaces any old one, which a request still
+    /// holding it then finds stale.
+    pub fn install(
+        &self,
+        partition: i32,
+        leader_epoch: i32,
+        groups: Vec<(String, Option<GroupSnapshot>)>,
+        now_ms: i64,
+    ) {
+        let mut deadlines = Vec::new();
+        {
+            let mut slots = lock(&self.shared.slots);
+            for (group_id, snapshot) in groups {
+                let Some(snapshot) = snapshot else {
+                    slots.groups.remove(&group_id);
+                    continue;
+                };
+                let group = Group::from_snapshot(snapshot, now_ms);
+                if let Some(deadline) = group.next_deadline_ms() {
+                    deadlines.push((group_id.clone(), deadline));
+                }
                 let state = SlotState {
                     group: Some(group),
                     waiters: HashMap::new(),
                 };
-                slots.groups.insert(
-                    group_id.to_string(),
-                    Arc::new(tokio::sync::Mutex::new(state)),
-                );
+                slots
+                    .groups
+                    .insert(group_id, Arc::new(tokio::sync::Mutex::new(state)));
             }
-            None => {
-                slots.groups.remove(group_id);
-            }
+            slots.loaded.insert(partition, leader_epoch);
         }
-        drop(slots);
+        lock(&self.shared.deadlines).extend(deadlines);
         self.shared.timer.notify_one();
     }
 
-    /// The partition's groups are restored: serve them, writing at `leader_epoch`.
+    /// Marks `partition` loaded with no groups (tests that drive the registry alone).
+    #[cfg(test)]
     pub fn mark_loaded(&self, partition: i32, leader_epoch: i32) {
-        lock(&self.shared.slots)
-            .loaded
-            .insert(partition, leader_epoch);
+        self.install(partition, leader_epoch, Vec::new(), 0);
     }
 
     /// This broker no longer coordinates `partition` (Kafka's `onResignation`): its groups
