@@ -15,7 +15,9 @@ use crate::controller::{
     BrokerEndpoint, CommandOutcome, Controller, ControllerError, ControllerSettings,
     MetadataCommand, MetadataImage,
 };
-use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, OFFSETS_TOPIC};
+use crate::group::{
+    CoordinatorConfig, GroupConfig, GroupCoordinator, LedPartition, OFFSETS_TOPIC,
+};
 use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
 use crate::replica::{ReplicaManager, isr_changes};
@@ -107,6 +109,7 @@ impl Broker {
                 CoordinatorConfig {
                     offsets_partitions: config.offsets_topic_partitions,
                     offsets_retention_ms: config.offsets_retention_ms,
+                    commit_timeout_ms: config.offsets_commit_timeout_ms,
                 },
                 GroupConfig {
                     min_session_timeout_ms: config.group_session_timeout_ms_min,
@@ -155,32 +158,36 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Replays every offsets partition this broker leads and has not loaded yet.
+    /// Makes the group coordinator follow the offsets partitions' leadership: a partition
+    /// this broker now leads (at the epoch its log was given) is loaded in the background,
+    /// one it no longer leads (or leads at another epoch) is unloaded at once.
     fn load_offsets_partitions(&self) {
         let image = self.image();
-        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
-            return;
-        };
-        for (index, partition) in topic.partitions.iter().enumerate() {
+        let mut led = std::collections::HashMap::new();
+        let partitions = image.topic(OFFSETS_TOPIC).map(|topic| &topic.partitions);
+        for (index, partition) in partitions.into_iter().flatten().enumerate() {
             let index = index as i32;
-            if partition.leader != self.config.node_id || self.groups.is_loaded(index) {
+            if partition.leader != self.config.node_id {
                 continue;
             }
             let Some(log) = self.replicas.get(OFFSETS_TOPIC, index) else {
                 continue;
             };
-            match self.groups.load(&log) {
-                Ok(records) => tracing::debug!(partition = index, records, "loaded offsets"),
-                Err(error) => tracing::error!(partition = index, %error, "loading offsets failed"),
+            // The log's own view decides: it is what coordinator writes are checked against.
+            let (leader_epoch, leads) = log.leadership();
+            if leads {
+                led.insert(index, LedPartition { log, leader_epoch });
             }
         }
+        self.groups.follow_leadership(&led);
     }
 
-    /// The offsets partition this broker leads for `group`, if any (group timers).
+    /// The offsets partition this broker coordinates `group` through, if it is loaded here
+    /// (group timers, offset expiry).
     pub fn offsets_partition_for(&self, group: &str) -> Option<Arc<crate::replica::Partition>> {
         let index = self.groups.partition_for(group);
         let leads = self.image().partition(OFFSETS_TOPIC, index)?.leader == self.config.node_id;
-        if leads {
+        if leads && self.groups.is_loaded(index) {
             self.replicas.get(OFFSETS_TOPIC, index)
         } else {
             None

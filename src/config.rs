@@ -187,9 +187,15 @@ pub struct BrokerConfig {
     pub replication: ReplicationConfig,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: i32,
-    /// `offsets.topic.replication.factor`; Kafka's default is 3, ours 1 so that the
-    /// embedded single node works without configuration (clusters set 3).
+    /// `offsets.topic.replication.factor`. Kafka's default is 3, and ours is 3 too when
+    /// `controller.quorum.voters` lists more than one voter; a node with no voters or one
+    /// (the embedded single node, `cargo run` with no config) defaults to 1, since a
+    /// replication factor above the broker count leaves FindCoordinator answering
+    /// COORDINATOR_NOT_AVAILABLE forever. Set explicitly, it always wins.
     pub offsets_topic_replication_factor: i16,
+    /// `offsets.commit.timeout.ms`: how long an offset commit or group metadata write
+    /// waits for the offsets partition's in-sync replicas before it fails.
+    pub offsets_commit_timeout_ms: u64,
     /// `offsets.retention.minutes` in ms (Kafka default 7 days).
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`
@@ -291,6 +297,7 @@ impl BrokerConfig {
         let get = |key: &str| explicit.get(key).map(String::as_str);
         let node_id = parse(&explicit, "node.id", 1)?;
         let topology = Topology::parse(&explicit, node_id)?;
+        let offsets_replication_factor = offsets_replication_factor_default(&topology);
         let config = BrokerConfig {
             node_id,
             roles: topology.roles,
@@ -361,8 +368,9 @@ impl BrokerConfig {
             offsets_topic_replication_factor: parse(
                 &explicit,
                 "offsets.topic.replication.factor",
-                1,
+                offsets_replication_factor,
             )?,
+            offsets_commit_timeout_ms: parse(&explicit, "offsets.commit.timeout.ms", 5_000)?,
             offsets_retention_ms: parse::<i64>(&explicit, "offsets.retention.minutes", 10_080)?
                 .saturating_mul(60_000),
             offsets_retention_check_interval_ms: parse(
@@ -431,6 +439,21 @@ impl BrokerConfig {
             return Err(invalid(
                 "offsets.topic.num.partitions",
                 value,
+                "must be >= 1",
+            ));
+        }
+        if self.offsets_topic_replication_factor < 1 {
+            let value = self.offsets_topic_replication_factor.to_string();
+            return Err(invalid(
+                "offsets.topic.replication.factor",
+                value,
+                "must be >= 1",
+            ));
+        }
+        if self.offsets_commit_timeout_ms == 0 {
+            return Err(invalid(
+                "offsets.commit.timeout.ms",
+                "0".into(),
                 "must be >= 1",
             ));
         }
@@ -507,6 +530,17 @@ impl BrokerConfig {
                 .or_else(|| get(hours_key).map(|h| h * 3_600_000))
                 .unwrap_or(hours_default * 3_600_000),
         )
+    }
+}
+
+/// Kafka's `offsets.topic.replication.factor` default (3) wherever a quorum of several
+/// voters says this is a cluster; 1 for a node that is its own quorum, so the embedded
+/// single node serves consumer groups with no configuration at all.
+fn offsets_replication_factor_default(topology: &Topology) -> i16 {
+    if topology.quorum_voters.len() > 1 {
+        3
+    } else {
+        1
     }
 }
 
@@ -766,6 +800,42 @@ mod tests {
             Some("MkU3OEVBNTcwNTJENDM2Qk")
         );
         assert!(!config.explicit.contains_key("cluster.id"));
+    }
+
+    #[test]
+    fn offsets_replication_defaults_to_kafkas_3_only_in_a_multi_voter_cluster() {
+        let config = |voters: Option<&str>, explicit: Option<&str>| {
+            let mut env = vec![
+                ("KAFKA_PROCESS_ROLES", "broker,controller"),
+                (
+                    "KAFKA_LISTENERS",
+                    "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093",
+                ),
+                ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER"),
+                (
+                    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                    "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                ),
+            ];
+            env.extend(voters.map(|v| ("KAFKA_CONTROLLER_QUORUM_VOTERS", v)));
+            env.extend(explicit.map(|v| ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", v)));
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            BrokerConfig::from_args_and_env(vec![], env).unwrap()
+        };
+        let alone = BrokerConfig::from_args_and_env(vec![], std::iter::empty()).unwrap();
+        assert_eq!(alone.offsets_topic_replication_factor, 1);
+        assert_eq!(alone.offsets_commit_timeout_ms, 5_000);
+        let three = "1@127.0.0.1:29093,2@127.0.0.1:29193,3@127.0.0.1:29293";
+        assert_eq!(
+            config(Some(three), None).offsets_topic_replication_factor,
+            3
+        );
+        let one = "1@127.0.0.1:29093";
+        assert_eq!(config(Some(one), None).offsets_topic_replication_factor, 1);
+        assert_eq!(
+            config(Some(three), Some("2")).offsets_topic_replication_factor,
+            2
+        );
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         CoordinatorError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         CoordinatorError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
         CoordinatorError::NotCoordinator => ResponseError::NotCoordinator,
+        // Kafka 4 answers a write that did not replicate in time (or found too few
+        // in-sync replicas) with COORDINATOR_NOT_AVAILABLE: the client retries.
+        CoordinatorError::NotCommitted(_) => ResponseError::CoordinatorNotAvailable,
+        CoordinatorError::NotEnoughReplicasAfterAppend => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
     }
 }
 

@@ -97,7 +97,8 @@ pub async fn handle(
         }
     }
     // The image as it is now: a parked fetch may have outlived a leader change.
-    let hints = LeaderHints::for_fetch(&broker.image(), context.version);
+    let image = broker.image();
+    let hints = LeaderHints::for_fetch(&image, context.version);
     build_response(topics, &targets, results, hints)
 }
 

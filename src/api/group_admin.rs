@@ -195,6 +195,7 @@ async fn delete_one(broker: &Broker, group: &str) -> Result<(), ResponseError> {
     broker
         .groups
         .delete_offsets(&log, group, None, now)
+        .await
         .map_err(|e| coordinator_error(&e))
 }
 
@@ -255,6 +256,7 @@ pub async fn offset_delete(
     if let Err(error) = broker
         .groups
         .delete_offsets(&log, group, Some(doomed), now_ms())
+        .await
     {
         return OffsetDeleteResponse::default().with_error_code(coordinator_error(&error).code());
     }

@@ -175,7 +175,12 @@ pub async fn offset_commit(
     }
     // Commits are only collected when the group resolved to a partition (`log` is Ok).
     let results = match &log {
-        Ok(log) if !commits.is_empty() => broker.groups.commit_offsets(log, &group, commits, now),
+        Ok(log) if !commits.is_empty() => {
+            broker
+                .groups
+                .commit_offsets(log, &group, commits, now)
+                .await
+        }
         _ => Vec::new(),
     };
     let mut slots = slots.into_iter();

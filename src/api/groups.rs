@@ -15,7 +15,7 @@ use super::RequestContext;
 use super::errors::{coordinator_error, group_error};
 use super::group_offsets::coordinator_partition;
 use crate::broker::Broker;
-use crate::group::{JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
+use crate::group::{CoordinatorError, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::types::now_ms;
 
 fn text(value: Option<String>) -> Option<StrBytes> {
@@ -163,6 +163,9 @@ pub async fn heartbeat(
 ) -> HeartbeatResponse {
     let group = request.group_id.0.to_string();
     let code = match coordinator_partition(broker, &group) {
+        // Kafka answers a heartbeat for a group still loading blindly with NONE: the
+        // member is not told to rediscover a coordinator that is about to serve it.
+        Err(CoordinatorError::LoadInProgress) => 0,
         Err(error) => coordinator_error(&error).code(),
         Ok(_) => {
             let instance = request.group_instance_id.as_ref().map(|id| id.as_str());

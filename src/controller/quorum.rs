@@ -473,7 +473,11 @@ impl Controller {
             Duration::from_secs(10),
             watch.wait_for(|m| known(m) || m.running_state.is_err()),
         )
-        .await;
+        .await
+        // The guard `wait_for` returns is a read lock on the metrics: keep only whether it
+        // came, since borrowing again below while Raft waits to publish would deadlock.
+        .map(drop);
+        drop(watch);
         if started.is_err() {
             return Err(quorum_error(
                 &self.settings,

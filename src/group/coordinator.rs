@@ -2,26 +2,28 @@
 //! consumer groups) for the `__consumer_offsets` partitions this broker leads.
 //!
 //! Every change is first appended as a record to the group's offsets partition (the
-//! durable truth, replayed by [`GroupCoordinator::load`] on start), then applied to the
-//! in-memory view. Callers resolve which partition a group lives in with
-//! [`GroupCoordinator::partition_for`] and pass that partition in.
+//! durable truth, replayed by the loader when this broker becomes its leader) and waited
+//! on until committed (every ISR member has it); only then is it applied to the in-memory
+//! view, so OffsetFetch never shows an offset a failover could lose. Callers resolve which
+//! partition a group lives in with [`GroupCoordinator::partition_for`] and pass that
+//! partition in.
+//!
+//! Leadership ([`GroupCoordinator::follow_leadership`]): a partition this broker starts to
+//! lead is loaded in the background (see `loader`); one it stops leading is unloaded at
+//! once: its groups and offsets leave memory and its requests answer NOT_COORDINATOR.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use bytes::Bytes;
 
 use super::GroupConfig;
+use super::loader::Loads;
 use super::offsets::{OffsetStore, partition_for};
-use super::records::{self, GroupValue, OffsetValue, RecordKey};
-use super::registry::{GroupRegistry, from_record};
-use crate::log::batch::plain_record;
-use crate::log::config::DECOMPRESSED_BYTES_FLOOR;
-use crate::log::iter_batches;
-use crate::log::records::walk_batch;
+use super::records::{self, OffsetValue, RecordKey};
+use super::registry::{GroupRegistry, RegistryConfig};
+use super::writer::{WriteTarget, write_committed};
 use crate::replica::Partition;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,12 +36,17 @@ pub enum CoordinatorError {
     LoadInProgress,
     #[error("this broker does not coordinate the group")]
     NotCoordinator,
+    /// Appended but not known to be replicated (timeout, too few in-sync replicas) or the
+    /// partition is gone: Kafka answers COORDINATOR_NOT_AVAILABLE and the client retries.
+    #[error("the write was not committed: {0}")]
+    NotCommitted(String),
+    /// The ISR shrank below `min.insync.replicas` after the append.
+    #[error("the ISR shrank below min.insync.replicas after the append")]
+    NotEnoughReplicasAfterAppend,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-/// How much of the offsets partition one load step reads.
-const LOAD_CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -47,34 +54,32 @@ pub struct CoordinatorConfig {
     pub offsets_partitions: i32,
     /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: i64,
+    /// `offsets.commit.timeout.ms`: how long a write waits for replication.
+    pub commit_timeout_ms: u64,
 }
 
+#[derive(Clone)]
 pub struct GroupCoordinator {
     config: CoordinatorConfig,
     /// Consumer groups (membership state machines) of the partitions loaded here.
-    pub registry: GroupRegistry,
-    offsets: Mutex<OffsetStore>,
-    /// Offsets partitions whose records have been replayed (others answer
-    /// COORDINATOR_LOAD_IN_PROGRESS).
-    loaded: Mutex<HashSet<i32>>,
+    pub registry: Arc<GroupRegistry>,
+    pub(super) book: Arc<OffsetBook>,
+    pub(super) loads: Arc<Loads>,
 }
 
-/// What one load has replayed so far.
+/// Committed offsets and the per-group write order.
 #[derive(Default)]
-struct Replay {
-    applied: usize,
-    skipped_batches: usize,
-    skipped_records: usize,
-    groups: HashMap<String, Option<GroupValue>>,
+pub(super) struct OffsetBook {
+    pub(super) offsets: Mutex<OffsetStore>,
+    /// One writer at a time per group: a group's offset records are appended, committed
+    /// and applied in one order, so a slower wait can never apply an older commit over a
+    /// newer one (Kafka keeps pending commits apart for the same reason).
+    group_writes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// What became of one record during a load.
-enum Replayed {
-    Applied,
-    /// No key: not a record of ours (Kafka ignores these too).
-    Ignored,
-    /// A key or value this broker cannot decode.
-    Unreadable,
+/// Std mutexes here guard plain maps, never across an await; poison is ignored.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One partition's offset to commit.
@@ -87,11 +92,16 @@ pub struct OffsetCommit {
 
 impl GroupCoordinator {
     pub fn new(config: CoordinatorConfig, group_config: GroupConfig) -> GroupCoordinator {
+        let registry = GroupRegistry::new(RegistryConfig {
+            group: group_config,
+            offsets_partitions: config.offsets_partitions,
+            write_timeout: Duration::from_millis(config.commit_timeout_ms),
+        });
         GroupCoordinator {
             config,
-            registry: GroupRegistry::new(group_config),
-            offsets: Mutex::new(OffsetStore::default()),
-            loaded: Mutex::new(HashSet::new()),
+            registry: Arc::new(registry),
+            book: Arc::new(OffsetBook::default()),
+            loads: Arc::new(Loads::default()),
         }
     }
 
@@ -99,143 +109,59 @@ impl GroupCoordinator {
         partition_for(group, self.config.offsets_partitions)
     }
 
+    pub(super) fn partition_count(&self) -> i32 {
+        self.config.offsets_partitions
+    }
+
+    pub(super) fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.commit_timeout_ms)
+    }
+
+    /// Whether `partition`'s groups are served here (loaded, and not unloaded since).
     pub fn is_loaded(&self, partition: i32) -> bool {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&partition)
+        self.registry.loaded_epoch(partition).is_some()
     }
 
-    /// Replays an offsets partition into memory; afterwards the partition serves requests.
-    ///
-    /// A batch or record it cannot read (written by a client before produce refused
-    /// internal topics, or by a bug) is skipped and counted, and the load goes on: one bad
-    /// record must not leave every group of the partition at COORDINATOR_LOAD_IN_PROGRESS
-    /// forever. Only a failing disk read stops the load.
-    pub fn load(&self, log: &Partition) -> Result<usize, CoordinatorError> {
-        let storage = |e: crate::replica::ReplicaError| CoordinatorError::Storage(e.to_string());
-        let (mut offset, high_watermark) = {
-            let (start, hw, _) = log.offsets().map_err(storage)?;
-            (start, hw)
-        };
-        let decompressed_bytes_max = log
-            .config()
-            .map_or(DECOMPRESSED_BYTES_FLOOR, |c| c.decompressed_bytes_max());
-        let mut replay = Replay::default();
-        while offset < high_watermark {
-            let read = log.read(offset, LOAD_CHUNK_BYTES, true).map_err(storage)?;
-            match self.replay_chunk(&read.records, decompressed_bytes_max, &mut replay) {
-                Some(next) if next > offset => offset = next,
-                // Nothing readable from here (no whole batch, or a header that is not a
-                // v2 batch, so the next one cannot be found): stop rather than spin.
-                _ => break,
-            }
-        }
-        if replay.skipped_batches + replay.skipped_records > 0 {
-            tracing::warn!(
-                partition = log.tp.partition,
-                skipped_batches = replay.skipped_batches,
-                skipped_records = replay.skipped_records,
-                stopped_at = offset,
-                "skipped unreadable data while loading the offsets partition"
-            );
-        }
-        let now = crate::types::now_ms();
-        for (group_id, value) in replay.groups {
-            let snapshot = value.map(|value| from_record(&group_id, value));
-            self.registry.restore(snapshot, &group_id, now);
-        }
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(log.tp.partition);
-        Ok(replay.applied)
-    }
-
-    /// Replays the whole batches in `records`; returns the offset after the last batch
-    /// seen, if any. Each batch is walked under the decompression cap before it is decoded,
-    /// so a bomb stored before produce validation existed costs bounded memory here too.
-    fn replay_chunk(
+    /// Where a write for `group` goes: its log at the epoch the partition was loaded at.
+    fn target<'a>(
         &self,
-        records: &Bytes,
-        decompressed_bytes_max: usize,
-        replay: &mut Replay,
-    ) -> Option<i64> {
-        let mut next = None;
-        for item in iter_batches(records) {
-            let Ok((position, header)) = item else {
-                replay.skipped_batches += 1;
-                break;
-            };
-            next = Some(header.last_offset() + 1);
-            let batch = records.slice(position..position + header.total_bytes());
-            let readable = walk_batch(&batch, &header, decompressed_bytes_max, &mut |_| {})
-                .map_err(|error| error.to_string())
-                .and_then(|()| {
-                    RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())
-                });
-            match readable {
-                Ok(set) => {
-                    for record in &set.records {
-                        self.replay_record(record, replay);
-                    }
-                }
-                Err(_) => replay.skipped_batches += 1,
-            }
-        }
-        next
+        log: &'a Partition,
+        group: &str,
+    ) -> Result<WriteTarget<'a>, CoordinatorError> {
+        let leader_epoch = self
+            .registry
+            .loaded_epoch(self.partition_for(group))
+            .ok_or(CoordinatorError::NotCoordinator)?;
+        Ok(WriteTarget {
+            log,
+            leader_epoch,
+            timeout: self.commit_timeout(),
+        })
     }
 
-    fn replay_record(&self, record: &Record, replay: &mut Replay) {
-        match self.apply_record(record, &mut replay.groups) {
-            Replayed::Applied => replay.applied += 1,
-            Replayed::Ignored => {}
-            Replayed::Unreadable => replay.skipped_records += 1,
+    /// Applies committed offset records, unless the partition was unloaded (or reloaded
+    /// at another epoch) while the write waited: then memory is not this write's to touch.
+    fn apply_committed(&self, target: &WriteTarget<'_>, group: &str, changes: Vec<OffsetChange>) {
+        let mut offsets = lock(&self.book.offsets);
+        let partition = self.partition_for(group);
+        if self.registry.loaded_epoch(partition) != Some(target.leader_epoch) {
+            return;
+        }
+        for (topic, partition, value) in changes {
+            offsets.apply(group, &topic, partition, value);
         }
     }
 
-    /// Applies one record to the in-memory view. A value that cannot be decoded is skipped,
-    /// never taken for a tombstone: that would drop the offset committed before it.
-    fn apply_record(
-        &self,
-        record: &Record,
-        groups: &mut HashMap<String, Option<GroupValue>>,
-    ) -> Replayed {
-        let Some(key) = record.key.as_ref() else {
-            return Replayed::Ignored;
-        };
-        let Ok(key) = records::decode_key(key) else {
-            return Replayed::Unreadable;
-        };
-        match key {
-            RecordKey::Offset {
-                group,
-                topic,
-                partition,
-            } => {
-                let value = match record.value.as_ref().map(|v| records::decode_offset(v)) {
-                    None => None,
-                    Some(Ok(value)) => Some(value),
-                    Some(Err(_)) => return Replayed::Unreadable,
-                };
-                let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-                offsets.apply(&group, &topic, partition, value);
-                Replayed::Applied
-            }
-            RecordKey::Group { group } => {
-                let value = match record.value.as_ref().map(|v| records::decode_group(v)) {
-                    None => None,
-                    Some(Ok(value)) => Some(value),
-                    Some(Err(_)) => return Replayed::Unreadable,
-                };
-                groups.insert(group, value);
-                Replayed::Applied
-            }
-        }
+    /// The group's write lock (see [`OffsetBook::group_writes`]).
+    fn group_write_lock(&self, group: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut writes = lock(&self.book.group_writes);
+        writes.retain(|_, write| Arc::strong_count(write) > 1);
+        writes.entry(group.to_string()).or_default().clone()
     }
 
-    /// Validates and persists a commit; per-entry results in request order.
-    pub fn commit_offsets(
+    /// Validates and persists a commit; per-entry results in request order. Answers once
+    /// the records are committed (or the write failed).
+    pub async fn commit_offsets(
         &self,
         log: &Partition,
         group: &str,
@@ -261,46 +187,58 @@ impl GroupCoordinator {
         if accepted.is_empty() {
             return verdicts;
         }
-        let entries = accepted.iter().map(|commit| {
-            let key = RecordKey::Offset {
-                group: group.to_string(),
-                topic: commit.topic.clone(),
-                partition: commit.partition,
-            };
-            (
-                records::encode_key(&key),
-                Some(records::encode_offset(&commit.value)),
-            )
-        });
-        if let Err(error) = append_records(log, entries.collect(), now_ms) {
+        let changes: Vec<OffsetChange> = accepted
+            .iter()
+            .map(|c| (c.topic.clone(), c.partition, Some(c.value.clone())))
+            .collect();
+        if let Err(error) = self.write_offsets(log, group, changes, now_ms).await {
             return commits.iter().map(|_| Err(error.clone())).collect();
-        }
-        let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-        for commit in accepted {
-            offsets.apply(
-                group,
-                &commit.topic,
-                commit.partition,
-                Some(commit.value.clone()),
-            );
         }
         verdicts
     }
 
+    /// Appends offset records (tombstones for `None`), waits until they are committed and
+    /// applies them, under the group's write lock.
+    async fn write_offsets(
+        &self,
+        log: &Partition,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        let target = self.target(log, group)?;
+        let entries = changes
+            .iter()
+            .map(|(topic, partition, value)| {
+                let key = RecordKey::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                (
+                    records::encode_key(&key),
+                    value.as_ref().map(records::encode_offset),
+                )
+            })
+            .collect::<Vec<(Bytes, Option<Bytes>)>>();
+        let write_lock = self.group_write_lock(group);
+        let _writing = write_lock.lock().await;
+        write_committed(target, entries, now_ms).await?;
+        self.apply_committed(&target, group, changes);
+        Ok(())
+    }
+
     pub fn has_offsets(&self, group: &str) -> bool {
-        self.offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .has_offsets(group)
+        lock(&self.book.offsets).has_offsets(group)
     }
 
     pub fn offset_group_ids(&self) -> Vec<String> {
-        let offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-        offsets.group_ids().cloned().collect()
+        lock(&self.book.offsets).group_ids().cloned().collect()
     }
 
-    /// Writes tombstones for the listed partitions' offsets (all of the group's if `None`).
-    pub fn delete_offsets(
+    /// Writes tombstones for the listed partitions' offsets (all of the group's if `None`)
+    /// and answers once they are committed.
+    pub async fn delete_offsets(
         &self,
         log: &Partition,
         group: &str,
@@ -318,51 +256,44 @@ impl GroupCoordinator {
         if doomed.is_empty() {
             return Ok(());
         }
-        let entries = doomed
-            .iter()
-            .map(|(topic, partition)| {
-                let key = RecordKey::Offset {
-                    group: group.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                (records::encode_key(&key), None)
-            })
+        let changes = doomed
+            .into_iter()
+            .map(|(topic, partition)| (topic, partition, None))
             .collect();
-        append_records(log, entries, now_ms)?;
-        let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, partition) in &doomed {
-            offsets.apply(group, topic, *partition, None);
-        }
-        Ok(())
+        self.write_offsets(log, group, changes, now_ms).await
     }
 
     /// Drops offsets older than `offsets.retention.minutes` of groups without members
-    /// (Kafka expires offsets only once a group is empty); returns how many went.
+    /// (Kafka expires offsets only once a group is empty). The tombstones are written by
+    /// tasks of their own, so a slow replication holds up neither the caller's loop nor
+    /// the other groups; returns how many offsets were sent to expire.
     pub fn expire_offsets(
         &self,
-        resolve: &dyn Fn(&str) -> Option<std::sync::Arc<Partition>>,
+        resolve: &dyn Fn(&str) -> Option<Arc<Partition>>,
         now_ms: i64,
     ) -> usize {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return 0;
+        };
         let cutoff = now_ms.saturating_sub(self.config.offsets_retention_ms);
         let mut expired = 0;
         for group in self.offset_group_ids() {
             if self.registry.has_members_or_busy(&group) {
                 continue;
             }
-            let old = self
-                .offsets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .older_than(&group, cutoff);
-            let Some(log) = resolve(&group) else { continue };
-            if !old.is_empty()
-                && self
-                    .delete_offsets(&log, &group, Some(old.clone()), now_ms)
-                    .is_ok()
-            {
-                expired += old.len();
+            let old = lock(&self.book.offsets).older_than(&group, cutoff);
+            if old.is_empty() {
+                continue;
             }
+            let Some(log) = resolve(&group) else { continue };
+            expired += old.len();
+            let coordinator = self.clone();
+            runtime.spawn(async move {
+                let deleted = coordinator.delete_offsets(&log, &group, Some(old), now_ms);
+                if let Err(error) = deleted.await {
+                    tracing::warn!(group, %error, "expiring committed offsets failed");
+                }
+            });
         }
         expired
     }
@@ -373,7 +304,7 @@ impl GroupCoordinator {
         group: &str,
         partitions: Option<&[(String, i32)]>,
     ) -> Vec<((String, i32), Option<OffsetValue>)> {
-        let offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        let offsets = lock(&self.book.offsets);
         match partitions {
             Some(list) => list
                 .iter()
@@ -394,29 +325,8 @@ impl GroupCoordinator {
     }
 }
 
-/// Appends key/value records (a `None` value is a tombstone) as one uncompressed batch.
-pub fn append_records(
-    log: &Partition,
-    entries: Vec<(Bytes, Option<Bytes>)>,
-    now_ms: i64,
-) -> Result<i64, CoordinatorError> {
-    let records: Vec<Record> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(index, (key, value))| plain_record(index as i64, now_ms, Some(key), value))
-        .collect();
-    let mut buffer = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buffer, &records, &options)
-        .map_err(|error| CoordinatorError::Storage(format!("encode offsets batch: {error}")))?;
-    let outcome = log
-        .append(&buffer.freeze(), now_ms)
-        .map_err(|error| CoordinatorError::Storage(error.to_string()))?;
-    Ok(outcome.base_offset)
-}
+/// One offset record to write: (topic, partition, value), `None` for a tombstone.
+type OffsetChange = (String, i32, Option<OffsetValue>);
 
 #[cfg(test)]
 mod tests {
@@ -428,6 +338,7 @@ mod tests {
         CoordinatorConfig {
             offsets_partitions: 1,
             offsets_retention_ms: 1000,
+            commit_timeout_ms: 5_000,
         }
     }
 
@@ -444,10 +355,11 @@ mod tests {
         }
     }
 
+    /// The offsets partition, led by this broker at epoch 0.
     fn open(dir: &std::path::Path) -> Partition {
         let tp = TopicPartition::new("__consumer_offsets", 0);
         let id = uuid::Uuid::from_u128(7);
-        let partition = Partition::open(
+        let log = Partition::open(
             tp,
             id,
             dir.join("__consumer_offsets-0"),
@@ -457,43 +369,47 @@ mod tests {
             crate::log::LastShutdown::Unclean,
         )
         .unwrap();
-        partition.become_leader(0).unwrap();
-        partition
+        log.become_leader(0).unwrap();
+        log
     }
 
-    #[test]
-    fn commits_survive_a_reload_from_the_log() {
+    #[tokio::test]
+    async fn commits_survive_a_reload_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
         let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
-        coordinator.load(&log).unwrap();
-        let results = coordinator.commit_offsets(
-            &log,
-            "g",
-            vec![commit("t", 0, 5, "a"), commit("t", 1, 7, &"x".repeat(5000))],
-            10,
-        );
+        coordinator.load_now(&log).unwrap();
+        let results = coordinator
+            .commit_offsets(
+                &log,
+                "g",
+                vec![commit("t", 0, 5, "a"), commit("t", 1, 7, &"x".repeat(5000))],
+                10,
+            )
+            .await;
         assert_eq!(
             results,
             vec![Ok(()), Err(CoordinatorError::OffsetMetadataTooLarge)]
         );
-        let results = coordinator.commit_offsets(
-            &log,
-            "g",
-            vec![
-                commit("t", 0, 6, "b"),
-                commit("u", 0, 1, ""),
-                commit("u", 1, 2, ""),
-            ],
-            11,
-        );
+        let results = coordinator
+            .commit_offsets(
+                &log,
+                "g",
+                vec![
+                    commit("t", 0, 6, "b"),
+                    commit("u", 0, 1, ""),
+                    commit("u", 1, 2, ""),
+                ],
+                11,
+            )
+            .await;
         assert_eq!(results, vec![Ok(()), Ok(()), Ok(())]);
         drop(log);
 
         let log = open(dir.path());
         let reloaded = GroupCoordinator::new(config(), GroupConfig::default());
         assert!(!reloaded.is_loaded(0));
-        assert_eq!(reloaded.load(&log).unwrap(), 4);
+        assert_eq!(reloaded.load_now(&log).unwrap(), 4);
         assert!(reloaded.is_loaded(0));
         let wanted = [("t".to_string(), 0), ("t".to_string(), 1)];
         let fetched = reloaded.fetch_offsets("g", Some(&wanted));
@@ -509,14 +425,16 @@ mod tests {
         assert!(reloaded.fetch_offsets("other", None).is_empty());
     }
 
-    #[test]
-    fn load_skips_unreadable_batches_and_records_and_always_finishes() {
+    #[tokio::test]
+    async fn load_skips_unreadable_batches_and_records_and_always_finishes() {
         use crate::log::test_support::{batch_around, record_bytes};
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
         let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
-        coordinator.load(&log).unwrap();
-        let first = coordinator.commit_offsets(&log, "g", vec![commit("t", 0, 5, "a")], 10);
+        coordinator.load_now(&log).unwrap();
+        let first = coordinator
+            .commit_offsets(&log, "g", vec![commit("t", 0, 5, "a")], 10)
+            .await;
         assert_eq!(first, vec![Ok(())]);
         let end = log.offsets().unwrap().2;
         drop(log);
@@ -548,18 +466,20 @@ mod tests {
             "recovery keeps CRC-valid batches"
         );
         let reloaded = GroupCoordinator::new(config(), GroupConfig::default());
-        assert_eq!(reloaded.load(&log).unwrap(), 1);
+        assert_eq!(reloaded.load_now(&log).unwrap(), 1);
         assert!(reloaded.is_loaded(0));
         let wanted = [("t".to_string(), 0)];
         let fetched = reloaded.fetch_offsets("g", Some(&wanted));
         // The unreadable value did not erase the offset committed before it.
         assert_eq!(fetched[0].1.as_ref().map(|v| v.offset), Some(5));
-        let again = reloaded.commit_offsets(&log, "g", vec![commit("t", 0, 9, "b")], 20);
+        let again = reloaded
+            .commit_offsets(&log, "g", vec![commit("t", 0, 9, "b")], 20)
+            .await;
         assert_eq!(again, vec![Ok(())]);
         drop(log);
         let log = open(dir.path());
         let third = GroupCoordinator::new(config(), GroupConfig::default());
-        assert_eq!(third.load(&log).unwrap(), 2);
+        assert_eq!(third.load_now(&log).unwrap(), 2);
         let fetched = third.fetch_offsets("g", Some(&wanted));
         assert_eq!(fetched[0].1.as_ref().map(|v| v.offset), Some(9));
     }

@@ -9,12 +9,16 @@
 //!   `__consumer_offsets` ([`records`] holds Kafka's record formats); the coordinator for
 //!   a group leads partition `hash(group) % offsets.topic.num.partitions` and rebuilds its
 //!   state by replaying that partition ([`coordinator`]).
+//! - The coordinator follows that partition's leadership (`loader`): loaded when this
+//!   broker becomes its leader, unloaded (NOT_COORDINATOR) when it stops. Every write is
+//!   acknowledged only once committed to the partition's ISR (`writer`).
 
 pub mod coordinator;
 mod effects;
 mod error;
 #[allow(clippy::module_inception)]
 mod group;
+mod loader;
 mod member;
 pub mod offsets;
 pub mod records;
@@ -24,11 +28,13 @@ mod request;
 mod sim;
 #[cfg(test)]
 mod testkit;
+mod writer;
 
 pub use coordinator::{CoordinatorConfig, CoordinatorError, GroupCoordinator, OffsetCommit};
 pub use effects::{Effect, GroupSnapshot, JoinOutcome, JoinedMember, MemberSnapshot, SyncOutcome};
 pub use error::GroupError;
 pub use group::{Group, GroupState};
+pub use loader::LedPartition;
 pub use member::MemberDescription;
 pub use request::{GroupConfig, JoinRequest, Protocol, RequestToken, SyncRequest};
 

@@ -32,6 +32,17 @@ impl OffsetStore {
         }
     }
 
+    /// Adds the groups of a freshly replayed partition (their ids are not here yet: the
+    /// partition was unloaded, or never loaded).
+    pub fn install(&mut self, other: OffsetStore) {
+        self.groups.extend(other.groups);
+    }
+
+    /// Forgets every group `doomed` names (an unloaded partition's).
+    pub fn remove_groups(&mut self, doomed: impl Fn(&str) -> bool) {
+        self.groups.retain(|group, _| !doomed(group));
+    }
+
     pub fn group(&self, group: &str) -> Option<&GroupOffsets> {
         self.groups.get(group)
     }

@@ -13,6 +13,17 @@
 //! stale: a request that was waiting on it finds out after locking it (the map no longer
 //! points to it) and looks again, so a stale slot never brings a group back.
 //!
+//! Leadership: the registry serves only groups of offsets partitions that are loaded here
+//! (`Slots::loaded`, partition -> the leader epoch it was loaded at). The check and the
+//! slot lookup share one lock, so once [`GroupRegistry::unload`] has run no request can
+//! find or create a group of that partition; requests that already held a slot find it
+//! stale and answer NOT_COORDINATOR, and parked JoinGroup/SyncGroup requests are answered
+//! NOT_COORDINATOR (Kafka's `onResignation`).
+//!
+//! Writes: every `Persist`/`Tombstone` is appended and awaited until committed (the ISR
+//! has it) before the answers that depend on it go out; a write that fails turns those
+//! answers into the write's error.
+//!
 //! Timers are event-driven: every `WakeAt` lands in `deadlines`, and the coordinator's
 //! timer task sleeps until the earliest one (or until a new earlier one arrives). Due
 //! ticks run as their own tasks, so a group stuck in a slow write delays no other
@@ -21,15 +32,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedMutexGuard, oneshot};
 
-use super::coordinator::append_records;
+use super::offsets::partition_for;
 use super::records::{self, GroupValue, MemberValue, RecordKey};
+use super::writer::{WriteTarget, write_committed};
 use super::{
-    Effect, Group, GroupConfig, GroupError, GroupSnapshot, JoinOutcome, JoinRequest,
-    MemberSnapshot, RequestToken, SyncOutcome, SyncRequest,
+    CoordinatorError, Effect, Group, GroupConfig, GroupError, GroupSnapshot, JoinOutcome,
+    JoinRequest, MemberSnapshot, RequestToken, SyncOutcome, SyncRequest,
 };
 use crate::replica::Partition;
 
@@ -54,9 +67,30 @@ struct Locked {
     state: OwnedMutexGuard<SlotState>,
 }
 
+/// The groups and the offsets partitions they may live in, behind one lock so that a
+/// partition's unload and a request's lookup never interleave.
+#[derive(Default)]
+struct Slots {
+    groups: HashMap<String, Slot>,
+    /// Offsets partition -> the leader epoch its records were replayed at.
+    loaded: HashMap<i32, i32>,
+}
+
+/// Where the registry's groups live and how long their writes may wait.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistryConfig {
+    pub group: GroupConfig,
+    /// `offsets.topic.num.partitions`: which partition a group id belongs to.
+    pub offsets_partitions: i32,
+    /// `offsets.commit.timeout.ms`: how long a metadata write waits for replication.
+    pub write_timeout: Duration,
+}
+
 struct Shared {
     config: GroupConfig,
-    slots: Mutex<HashMap<String, Slot>>,
+    offsets_partitions: i32,
+    write_timeout: Duration,
+    slots: Mutex<Slots>,
     /// Group id -> when it next wants a tick.
     deadlines: Mutex<HashMap<String, i64>>,
     next_token: AtomicU64,
@@ -75,11 +109,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl GroupRegistry {
-    pub fn new(config: GroupConfig) -> GroupRegistry {
+    pub fn new(config: RegistryConfig) -> GroupRegistry {
         GroupRegistry {
             shared: Arc::new(Shared {
-                config,
-                slots: Mutex::new(HashMap::new()),
+                config: config.group,
+                offsets_partitions: config.offsets_partitions,
+                write_timeout: config.write_timeout,
+                slots: Mutex::new(Slots::default()),
                 deadlines: Mutex::new(HashMap::new()),
                 next_token: AtomicU64::new(0),
                 timer: Notify::new(),
@@ -92,31 +128,104 @@ impl GroupRegistry {
         self.shared.timer.notified().await
     }
 
-    /// Restores a group from its latest metadata record (replay at load). A fresh slot
-    /// replaces any old one, so a request still holding the old slot finds it stale.
-    pub fn restore(&self, snapshot: Option<GroupSnapshot>, group_id: &str, now_ms: i64) {
-        let group = snapshot.map(|snapshot| Group::from_snapshot(snapshot, now_ms));
-        if let Some(deadline) = group.as_ref().and_then(Group::next_deadline_ms) {
-            lock(&self.shared.deadlines).insert(group_id.to_string(), deadline);
-        }
-        let mut slots = lock(&self.shared.slots);
-        match group {
-            Some(group) => {
+    /// The offsets partition `group_id` lives in.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.shared.offsets_partitions)
+    }
+
+    /// The leader epoch `partition` was loaded at, if its groups are served here.
+    pub fn loaded_epoch(&self, partition: i32) -> Option<i32> {
+        lock(&self.shared.slots).loaded.get(&partition).copied()
+    }
+
+    /// Every loaded partition with its epoch (the reconciler compares them to the image).
+    pub fn loaded_partitions(&self) -> Vec<(i32, i32)> {
+        let slots = lock(&self.shared.slots);
+        slots.loaded.iter().map(|(p, e)| (*p, *e)).collect()
+    }
+
+    /// Installs a replayed partition: its groups (from their latest metadata records;
+    /// `None` for a group whose last record is a tombstone) and the epoch its writes go
+    /// out at. Groups and the loaded mark appear together, so no request sees the one
+    /// without the other; deadlines are set after, so a timer that fires finds the
+    /// partition loaded. A fresh slot replaces any old one, which a request still
+    /// holding it then finds stale.
+    pub fn install(
+        &self,
+        partition: i32,
+        leader_epoch: i32,
+        groups: Vec<(String, Option<GroupSnapshot>)>,
+        now_ms: i64,
+    ) {
+        let mut deadlines = Vec::new();
+        {
+            let mut slots = lock(&self.shared.slots);
+            for (group_id, snapshot) in groups {
+                let Some(snapshot) = snapshot else {
+                    slots.groups.remove(&group_id);
+                    continue;
+                };
+                let group = Group::from_snapshot(snapshot, now_ms);
+                if let Some(deadline) = group.next_deadline_ms() {
+                    deadlines.push((group_id.clone(), deadline));
+                }
                 let state = SlotState {
                     group: Some(group),
                     waiters: HashMap::new(),
                 };
-                slots.insert(
-                    group_id.to_string(),
-                    Arc::new(tokio::sync::Mutex::new(state)),
-                );
+                slots
+                    .groups
+                    .insert(group_id, Arc::new(tokio::sync::Mutex::new(state)));
             }
-            None => {
-                slots.remove(group_id);
+            slots.loaded.insert(partition, leader_epoch);
+        }
+        lock(&self.shared.deadlines).extend(deadlines);
+        self.shared.timer.notify_one();
+    }
+
+    /// Marks `partition` loaded with no groups (tests that drive the registry alone).
+    #[cfg(test)]
+    pub fn mark_loaded(&self, partition: i32, leader_epoch: i32) {
+        self.install(partition, leader_epoch, Vec::new(), 0);
+    }
+
+    /// This broker no longer coordinates `partition` (Kafka's `onResignation`): its groups
+    /// leave memory, their timers stop, and their parked JoinGroup/SyncGroup requests are
+    /// answered NOT_COORDINATOR. Returns how many groups were dropped.
+    pub fn unload(&self, partition: i32) -> usize {
+        let dropped: Vec<(String, Slot)> = {
+            let mut slots = lock(&self.shared.slots);
+            slots.loaded.remove(&partition);
+            let ids: Vec<String> = slots
+                .groups
+                .keys()
+                .filter(|id| self.partition_for(id) == partition)
+                .cloned()
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| slots.groups.remove(&id).map(|slot| (id, slot)))
+                .collect()
+        };
+        {
+            let mut deadlines = lock(&self.shared.deadlines);
+            deadlines
+                .retain(|id, _| partition_for(id, self.shared.offsets_partitions) != partition);
+        }
+        let count = dropped.len();
+        for (_, slot) in dropped {
+            match slot.clone().try_lock_owned() {
+                Ok(mut state) => resign(&mut state),
+                // Busy in a step (a write in flight): answered when the step lets go. The
+                // step itself finds its write refused or its slot stale.
+                Err(_) => match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move { resign(&mut *slot.lock().await) });
+                    }
+                    Err(_) => tracing::warn!("unloading a busy group outside the runtime"),
+                },
             }
         }
-        drop(slots);
-        self.shared.timer.notify_one();
+        count
     }
 
     pub async fn join(
@@ -131,8 +240,10 @@ impl GroupRegistry {
         // Only a member without an id creates a group; a known id for a group that does
         // not exist (any more) must rejoin from scratch.
         let create = member_id.is_empty();
-        let Some(mut locked) = self.shared.lock_group(group_id, create).await else {
-            return JoinOutcome::failed(member_id, GroupError::UnknownMemberId);
+        let mut locked = match self.shared.lock_group(group_id, create).await {
+            Ok(Some(locked)) => locked,
+            Ok(None) => return JoinOutcome::failed(member_id, GroupError::UnknownMemberId),
+            Err(error) => return JoinOutcome::failed(member_id, error),
         };
         let token = self.shared.token();
         let (sender, receiver) = oneshot::channel();
@@ -143,7 +254,9 @@ impl GroupRegistry {
             .get_or_insert_with(|| Group::new(group_id, now_ms));
         let mut new_id = || format!("{client_id}-{}", uuid::Uuid::new_v4());
         let effects = group.join(request, token, now_ms, self.shared.config, &mut new_id);
-        self.shared.carry_out(state, log, group_id, effects, now_ms);
+        self.shared
+            .carry_out(state, log, group_id, effects, now_ms)
+            .await;
         drop(locked);
         receiver
             .await
@@ -157,8 +270,10 @@ impl GroupRegistry {
         request: SyncRequest,
         now_ms: i64,
     ) -> SyncOutcome {
-        let Some(mut locked) = self.shared.lock_group(group_id, false).await else {
-            return SyncOutcome::failed(GroupError::UnknownMemberId);
+        let mut locked = match self.shared.lock_group(group_id, false).await {
+            Ok(Some(locked)) => locked,
+            Ok(None) => return SyncOutcome::failed(GroupError::UnknownMemberId),
+            Err(error) => return SyncOutcome::failed(error),
         };
         let token = self.shared.token();
         let (sender, receiver) = oneshot::channel();
@@ -168,7 +283,9 @@ impl GroupRegistry {
         };
         let effects = group.sync(request, token, now_ms);
         state.waiters.insert(token, Waiter::Sync(sender));
-        self.shared.carry_out(state, log, group_id, effects, now_ms);
+        self.shared
+            .carry_out(state, log, group_id, effects, now_ms)
+            .await;
         drop(locked);
         receiver
             .await
@@ -186,7 +303,7 @@ impl GroupRegistry {
         let mut locked = self
             .shared
             .lock_group(group_id, false)
-            .await
+            .await?
             .ok_or(GroupError::UnknownMemberId)?;
         let group = locked
             .state
@@ -203,18 +320,28 @@ impl GroupRegistry {
         members: Vec<(Option<String>, Option<String>)>,
         now_ms: i64,
     ) -> Vec<Result<(), GroupError>> {
-        let locked = self.shared.lock_group(group_id, false).await;
-        let Some(mut locked) = locked.filter(|locked| locked.state.group.is_some()) else {
-            return members
-                .iter()
-                .map(|_| Err(GroupError::UnknownMemberId))
-                .collect();
+        let refused = |error: GroupError| members.iter().map(|_| Err(error.clone())).collect();
+        let mut locked = match self.shared.lock_group(group_id, false).await {
+            Ok(Some(locked)) if locked.state.group.is_some() => locked,
+            Ok(_) => return refused(GroupError::UnknownMemberId),
+            Err(error) => return refused(error),
         };
         let state = &mut *locked.state;
-        let group = state.group.as_mut().expect("filtered above");
-        let (results, effects) = group.leave(members, now_ms);
-        self.shared.carry_out(state, log, group_id, effects, now_ms);
-        results
+        let group = state.group.as_mut().expect("matched above");
+        let (results, effects) = group.leave(members.clone(), now_ms);
+        match self
+            .shared
+            .carry_out(state, log, group_id, effects, now_ms)
+            .await
+        {
+            // The departure is not durable: the members may find themselves back after a
+            // failover, so they are told it failed (Kafka answers after the write).
+            Some(error) => results
+                .into_iter()
+                .map(|result| result.and(Err(error.clone())))
+                .collect(),
+            None => results,
+        }
     }
 
     /// Starts `tick` for every group whose deadline passed, each as its own task so a
@@ -238,7 +365,7 @@ impl GroupRegistry {
         };
         for group_id in due {
             let Some(log) = resolve(&group_id) else {
-                tracing::warn!(group = group_id, "no offsets partition for group tick");
+                tracing::debug!(group = group_id, "no offsets partition led for group tick");
                 continue;
             };
             let shared = self.shared.clone();
@@ -248,19 +375,20 @@ impl GroupRegistry {
     }
 
     /// Read access for DescribeGroups / offset validation; waits for the group's step.
+    /// A group of a partition not loaded here is seen as absent.
     pub async fn with_group<T>(&self, group_id: &str, view: impl FnOnce(Option<&Group>) -> T) -> T {
         match self.shared.lock_group(group_id, false).await {
-            Some(locked) => view(locked.state.group.as_ref()),
-            None => view(None),
+            Ok(Some(locked)) => view(locked.state.group.as_ref()),
+            Ok(None) | Err(_) => view(None),
         }
     }
 
     /// `view` applied to every group (ListGroups), in no particular order.
     pub async fn map_groups<T>(&self, mut view: impl FnMut(&str, &Group) -> T) -> Vec<T> {
-        let ids: Vec<String> = lock(&self.shared.slots).keys().cloned().collect();
+        let ids: Vec<String> = lock(&self.shared.slots).groups.keys().cloned().collect();
         let mut seen = Vec::with_capacity(ids.len());
         for group_id in ids {
-            let Some(locked) = self.shared.lock_group(&group_id, false).await else {
+            let Ok(Some(locked)) = self.shared.lock_group(&group_id, false).await else {
                 continue;
             };
             if let Some(group) = locked.state.group.as_ref() {
@@ -273,7 +401,7 @@ impl GroupRegistry {
     /// Whether the group has members, without waiting (offset expiry): a group in the
     /// middle of a step counts as active, so its offsets wait for a later round.
     pub fn has_members_or_busy(&self, group_id: &str) -> bool {
-        let Some(slot) = lock(&self.shared.slots).get(group_id).cloned() else {
+        let Some(slot) = lock(&self.shared.slots).groups.get(group_id).cloned() else {
             return false;
         };
         match slot.try_lock() {
@@ -292,23 +420,59 @@ impl GroupRegistry {
         let mut locked = self
             .shared
             .lock_group(group_id, false)
-            .await
+            .await?
             .ok_or(GroupError::GroupIdNotFound)?;
         let state = &mut *locked.state;
         let group = state.group.as_mut().ok_or(GroupError::GroupIdNotFound)?;
         let effects = group.delete()?;
-        self.shared.carry_out(state, log, group_id, effects, now_ms);
+        let failed = self
+            .shared
+            .carry_out(state, log, group_id, effects, now_ms)
+            .await;
+        // The group is Dead in memory either way (the state machine cannot step back); a
+        // tombstone that did not commit means a reload may bring it back, so the client
+        // is told the delete failed and may retry.
         state.group = None;
         lock(&self.shared.deadlines).remove(group_id);
         self.shared.forget(group_id, &locked.slot);
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// True while some request or tick holds the group's lock (tests wait on this).
     #[cfg(test)]
     fn is_busy(&self, group_id: &str) -> bool {
-        let slot = lock(&self.shared.slots).get(group_id).cloned();
+        let slot = lock(&self.shared.slots).groups.get(group_id).cloned();
         slot.is_some_and(|slot| slot.try_lock().is_err())
+    }
+}
+
+/// Answers a resigned group's parked requests NOT_COORDINATOR and drops its state.
+fn resign(state: &mut SlotState) {
+    for (_, waiter) in state.waiters.drain() {
+        match waiter {
+            Waiter::Join(sender) => {
+                let _ = sender.send(JoinOutcome::failed("", GroupError::NotCoordinator));
+            }
+            Waiter::Sync(sender) => {
+                let _ = sender.send(SyncOutcome::failed(GroupError::NotCoordinator));
+            }
+        }
+    }
+    state.group = None;
+}
+
+/// The error a request gets when the group's metadata write failed (Kafka 4's mapping:
+/// NOT_COORDINATOR when leadership went, COORDINATOR_NOT_AVAILABLE when the write was not
+/// replicated in time, UNKNOWN_SERVER_ERROR for what cannot be retried elsewhere).
+fn write_failure(error: &CoordinatorError) -> GroupError {
+    match error {
+        CoordinatorError::NotCoordinator => GroupError::NotCoordinator,
+        CoordinatorError::NotCommitted(_)
+        | CoordinatorError::NotEnoughReplicasAfterAppend
+        | CoordinatorError::LoadInProgress => GroupError::CoordinatorNotAvailable,
+        CoordinatorError::Storage(_) | CoordinatorError::OffsetMetadataTooLarge => {
+            GroupError::UnknownServer
+        }
     }
 }
 
@@ -318,31 +482,42 @@ impl Shared {
     }
 
     /// Locks the group's current slot. With `create`, a missing group gets an empty slot
-    /// (its `group` is `None`); without it, a missing or empty one is `None`.
-    async fn lock_group(&self, group_id: &str, create: bool) -> Option<Locked> {
+    /// (its `group` is `None`); without it, a missing or empty one is `Ok(None)`. A group
+    /// whose offsets partition is not loaded here is NOT_COORDINATOR.
+    async fn lock_group(&self, group_id: &str, create: bool) -> Result<Option<Locked>, GroupError> {
+        let partition = partition_for(group_id, self.offsets_partitions);
         loop {
             let slot = {
                 let mut slots = lock(&self.slots);
-                match slots.get(group_id) {
+                if !slots.loaded.contains_key(&partition) {
+                    return Err(GroupError::NotCoordinator);
+                }
+                match slots.groups.get(group_id) {
                     Some(slot) => slot.clone(),
-                    None if create => slots.entry(group_id.to_string()).or_default().clone(),
-                    None => return None,
+                    None if create => slots
+                        .groups
+                        .entry(group_id.to_string())
+                        .or_default()
+                        .clone(),
+                    None => return Ok(None),
                 }
             };
             let state = slot.clone().lock_owned().await;
-            // Deleted or reloaded while we waited: this slot must not be used (or revived).
+            // Deleted, reloaded or unloaded while we waited: this slot must not be used
+            // (or revived); the next look finds the current one, or none.
             if !self.is_current(group_id, &slot) {
                 continue;
             }
             if state.group.is_none() && !create {
-                return None;
+                return Ok(None);
             }
-            return Some(Locked { slot, state });
+            return Ok(Some(Locked { slot, state }));
         }
     }
 
     fn is_current(&self, group_id: &str, slot: &Slot) -> bool {
         lock(&self.slots)
+            .groups
             .get(group_id)
             .is_some_and(|current| Arc::ptr_eq(current, slot))
     }
@@ -351,16 +526,17 @@ impl Shared {
     fn forget(&self, group_id: &str, slot: &Slot) {
         let mut slots = lock(&self.slots);
         if slots
+            .groups
             .get(group_id)
             .is_some_and(|current| Arc::ptr_eq(current, slot))
         {
-            slots.remove(group_id);
+            slots.groups.remove(group_id);
         }
     }
 
     /// One timer tick of one group, under that group's lock only.
     async fn tick(&self, group_id: &str, log: &Partition, now_ms: i64) {
-        let Some(mut locked) = self.lock_group(group_id, false).await else {
+        let Ok(Some(mut locked)) = self.lock_group(group_id, false).await else {
             return;
         };
         let state = &mut *locked.state;
@@ -368,7 +544,7 @@ impl Shared {
             return;
         };
         let effects = group.tick(now_ms);
-        self.carry_out(state, log, group_id, effects, now_ms);
+        self.carry_out(state, log, group_id, effects, now_ms).await;
     }
 
     /// Whether the group's deadline has passed; if so it is taken (the caller ticks).
@@ -382,47 +558,64 @@ impl Shared {
     }
 
     /// Executes effects in order; a deadline that is already due (a rebalance with no
-    /// delay) is ticked at once rather than through the timer task.
-    fn carry_out(
+    /// delay) is ticked at once rather than through the timer task. Returns the error of
+    /// the last failed write, if one failed.
+    async fn carry_out(
         &self,
         state: &mut SlotState,
         log: &Partition,
         group_id: &str,
         effects: Vec<Effect>,
         now_ms: i64,
-    ) {
+    ) -> Option<GroupError> {
         let mut effects = effects;
+        let mut failed = None;
         // Bounded: each tick can only move the group forward a state.
         for _ in 0..8 {
-            self.carry_out_once(state, log, group_id, effects, now_ms);
+            if let Some(error) = self
+                .carry_out_once(state, log, group_id, effects, now_ms)
+                .await
+            {
+                failed = Some(error);
+            }
             if state.group.is_none() || !self.take_due(group_id, now_ms) {
-                return;
+                return failed;
             }
             let Some(group) = state.group.as_mut() else {
-                return;
+                return failed;
             };
             effects = group.tick(now_ms);
         }
+        failed
     }
 
-    fn carry_out_once(
+    async fn carry_out_once(
         &self,
         state: &mut SlotState,
         log: &Partition,
         group_id: &str,
         effects: Vec<Effect>,
         now_ms: i64,
-    ) {
-        let mut write_failed = false;
+    ) -> Option<GroupError> {
+        let mut write_failed: Option<GroupError> = None;
         for effect in effects {
             match effect {
                 Effect::Persist(snapshot) => {
-                    write_failed |= !persist(log, group_id, Some(&snapshot), now_ms);
+                    let written = self.persist(log, group_id, Some(&snapshot), now_ms).await;
+                    write_failed = written.err().or(write_failed);
                 }
                 Effect::Tombstone { group_id } => {
-                    write_failed |= !persist(log, &group_id, None, now_ms);
+                    let written = self.persist(log, &group_id, None, now_ms).await;
+                    write_failed = written.err().or(write_failed);
                 }
-                Effect::JoinDone { token, response } => {
+                Effect::JoinDone {
+                    token,
+                    mut response,
+                } => {
+                    if let (Some(error), None) = (&write_failed, &response.error) {
+                        // Answered only once what it reports is durable.
+                        response = JoinOutcome::failed(response.member_id, error.clone());
+                    }
                     if let Some(Waiter::Join(sender)) = state.waiters.remove(&token) {
                         let _ = sender.send(response);
                     }
@@ -431,9 +624,9 @@ impl Shared {
                     token,
                     mut response,
                 } => {
-                    if write_failed && response.error.is_none() {
+                    if let (Some(error), None) = (&write_failed, &response.error) {
                         // Kafka answers SyncGroup only once the assignment is durable.
-                        response = SyncOutcome::failed(GroupError::CoordinatorNotAvailable);
+                        response = SyncOutcome::failed(error.clone());
                     }
                     if let Some(Waiter::Sync(sender)) = state.waiters.remove(&token) {
                         let _ = sender.send(response);
@@ -445,20 +638,38 @@ impl Shared {
                 }
             }
         }
+        write_failed
     }
-}
 
-/// Writes a group's metadata record (or its tombstone); false if the write failed.
-fn persist(log: &Partition, group_id: &str, snapshot: Option<&GroupSnapshot>, now_ms: i64) -> bool {
-    let key = records::encode_key(&RecordKey::Group {
-        group: group_id.to_string(),
-    });
-    let value = snapshot.map(|snapshot| records::encode_group(&to_record(snapshot)));
-    match append_records(log, vec![(key, value)], now_ms) {
-        Ok(_) => true,
-        Err(error) => {
-            tracing::error!(group = group_id, %error, "writing group metadata failed");
-            false
+    /// Writes a group's metadata record (or its tombstone) and waits until it is
+    /// committed, at the epoch the group's partition was loaded at.
+    async fn persist(
+        &self,
+        log: &Partition,
+        group_id: &str,
+        snapshot: Option<&GroupSnapshot>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let partition = partition_for(group_id, self.offsets_partitions);
+        let epoch = lock(&self.slots).loaded.get(&partition).copied();
+        let Some(leader_epoch) = epoch else {
+            return Err(GroupError::NotCoordinator);
+        };
+        let key = records::encode_key(&RecordKey::Group {
+            group: group_id.to_string(),
+        });
+        let value = snapshot.map(|snapshot| records::encode_group(&to_record(snapshot)));
+        let target = WriteTarget {
+            log,
+            leader_epoch,
+            timeout: self.write_timeout,
+        };
+        match write_committed(target, vec![(key, value)], now_ms).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(group = group_id, %error, "writing group metadata failed");
+                Err(write_failure(&error))
+            }
         }
     }
 }
@@ -528,17 +739,24 @@ mod tests {
         let id = uuid::Uuid::from_u128(7);
         let last_shutdown = crate::log::LastShutdown::Unclean;
         let opened = Partition::open(tp, id, path, LogConfig::default(), 0, NOW_MS, last_shutdown);
-        let partition = opened.unwrap();
-        partition.become_leader(0).unwrap();
-        Arc::new(partition)
+        let log = opened.unwrap();
+        log.become_leader(0).unwrap();
+        Arc::new(log)
     }
 
+    /// A registry whose one offsets partition (every group's) is loaded at epoch 0.
     fn registry() -> Arc<GroupRegistry> {
-        let config = GroupConfig {
+        let group = GroupConfig {
             initial_rebalance_delay_ms: 0,
             ..GroupConfig::default()
         };
-        Arc::new(GroupRegistry::new(config))
+        let registry = GroupRegistry::new(RegistryConfig {
+            group,
+            offsets_partitions: 1,
+            write_timeout: Duration::from_secs(5),
+        });
+        registry.mark_loaded(0, 0);
+        Arc::new(registry)
     }
 
     fn join_request(member_id: &str) -> JoinRequest {
@@ -692,7 +910,11 @@ mod tests {
             async move { registry.delete(&log, "g", NOW_MS).await }
         });
         until(|| registry.is_busy("g")).await;
-        let slot = lock(&registry.shared.slots).get("g").cloned().unwrap();
+        let slot = lock(&registry.shared.slots)
+            .groups
+            .get("g")
+            .cloned()
+            .unwrap();
         let heartbeat = tokio::spawn({
             let (registry, member) = (registry.clone(), member.clone());
             async move {
@@ -712,7 +934,7 @@ mod tests {
         assert_eq!(deleted, Ok(()));
         assert_eq!(beat, Err(GroupError::UnknownMemberId));
         assert!(registry.with_group("g", |g| g.is_none()).await);
-        assert!(lock(&registry.shared.slots).get("g").is_none());
+        assert!(!lock(&registry.shared.slots).groups.contains_key("g"));
         let rejoin = registry
             .join(&log, "g", join_request(&member), NOW_MS)
             .await;

@@ -2,6 +2,12 @@
 //! silent at random against one group, with time moving in random steps. After every
 //! step the group's invariants and the request contract are checked; at the end, with the
 //! clients gone quiet, every request ever parked must have been answered exactly once.
+//!
+//! Now and then the coordinator fails over (its offsets partition's leadership moves):
+//! parked requests are answered NOT_COORDINATOR, as the registry's unload answers them,
+//! and the group is rebuilt from the last metadata record it persisted, as the new
+//! leader's load rebuilds it. What a client was told had happened (a successful SyncGroup
+//! is answered only after its Persist) must survive that.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +44,11 @@ struct Sim {
     answered: BTreeSet<RequestToken>,
     generation_seen: i32,
     stable_seen: usize,
+    /// The latest metadata record the group asked to write (what a new leader replays).
+    persisted: Option<GroupSnapshot>,
+    /// The highest generation a client was told it synced in.
+    synced_generation: i32,
+    failovers: usize,
 }
 
 impl Sim {
@@ -66,6 +77,9 @@ impl Sim {
             answered: BTreeSet::new(),
             generation_seen: 0,
             stable_seen: 0,
+            persisted: None,
+            synced_generation: 0,
+            failovers: 0,
         }
     }
 
@@ -85,7 +99,8 @@ impl Sim {
             48..=51 => self.leave(client),
             52..=54 => self.restart(client),
             55..=56 => self.admin_remove(client),
-            57..=79 => self.advance(2_000),
+            57 => self.failover(),
+            58..=79 => self.advance(2_000),
             80..=82 => self.advance(40_000),
             _ => self.heartbeat(client),
         }
@@ -214,6 +229,32 @@ impl Sim {
         forget_membership(c);
     }
 
+    /// The coordinator moves: parked requests answer NOT_COORDINATOR (their clients keep
+    /// their membership and retry against the new coordinator), and the group restarts
+    /// from its last persisted record.
+    fn failover(&mut self) {
+        let open: Vec<RequestToken> = self.open.keys().copied().collect();
+        for token in open {
+            self.close(token);
+        }
+        let group = match self.persisted.clone() {
+            Some(snapshot) => Group::from_snapshot(snapshot, self.now_ms),
+            None => Group::new("g", self.now_ms),
+        };
+        group.check_invariants();
+        assert!(
+            group.generation() >= self.synced_generation,
+            "a failover lost generation {} that SyncGroup acknowledged (reloaded {})",
+            self.synced_generation,
+            group.generation()
+        );
+        // The generation may go back to the persisted one (rebalances in between were
+        // never written); clients of a later one are told ILLEGAL_GENERATION and rejoin.
+        self.generation_seen = group.generation();
+        self.h.group = group;
+        self.failovers += 1;
+    }
+
     fn advance(&mut self, max_ms: u64) {
         self.now_ms += self.rng.below(max_ms) as i64;
         let effects = self.h.tick(self.now_ms);
@@ -229,13 +270,18 @@ impl Sim {
                     }
                 }
                 Effect::SyncDone { token, response } => {
+                    if response.error.is_none() {
+                        let generation = self.h.group.generation();
+                        self.synced_generation = self.synced_generation.max(generation);
+                    }
                     if let Some(client) = self.close(token) {
                         on_sync_answer(&mut self.clients[client], response);
                     }
                 }
                 Effect::Persist(snapshot) => {
                     assert!(snapshot.generation_id >= self.generation_seen);
-                    Group::from_snapshot(snapshot, self.now_ms).check_invariants();
+                    Group::from_snapshot(snapshot.clone(), self.now_ms).check_invariants();
+                    self.persisted = Some(snapshot);
                 }
                 Effect::Tombstone { .. } => panic!("nobody deletes in the simulation"),
                 Effect::WakeAt(at_ms) => assert!(at_ms > self.now_ms, "wake in the past"),
@@ -359,12 +405,15 @@ fn on_sync_answer(c: &mut Client, response: SyncOutcome) {
 #[test]
 fn random_clients_keep_the_group_consistent() {
     let mut stable_steps = 0;
+    let mut failovers = 0;
     for seed in 1..=SEEDS {
         let mut sim = Sim::new(seed);
         sim.run();
         assert!(sim.answered.len() > 100, "seed {seed}: too little happened");
         stable_steps += sim.stable_seen;
+        failovers += sim.failovers;
     }
+    assert!(failovers > 100, "only {failovers} failovers");
     // The walk must actually reach Stable, or the invariants above say little.
     assert!(stable_steps > 1_000, "only {stable_steps} stable steps");
 }

@@ -1,0 +1,570 @@
+//! Following the offsets partitions' leadership: the coordinator of a group moves with
+//! the leadership of its `__consumer_offsets` partition (Kafka's `onElection` /
+//! `onResignation`).
+//!
+//! - Elected (the partition leads here at epoch E, not loaded at E): a background load
+//!   first waits until the high watermark reaches the log end offset the partition had
+//!   when it was elected, so every record the previous leader may have acknowledged is
+//!   committed and read; then it replays the partition up to the high watermark on a
+//!   blocking thread and installs the groups and offsets at once. Until then the
+//!   partition's groups answer COORDINATOR_LOAD_IN_PROGRESS.
+//! - Resigned (another leader, or this one at another epoch): the partition is unloaded
+//!   at once, and a load still under way for it is abandoned.
+//!
+//! A record or batch the loader cannot read is skipped and counted: one bad record must
+//! not leave every group of the partition loading forever. Only a failing read stops it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
+
+use super::coordinator::{CoordinatorError, GroupCoordinator, lock};
+use super::offsets::OffsetStore;
+use super::records::{self, GroupValue, RecordKey};
+use super::registry::from_record;
+use crate::log::config::DECOMPRESSED_BYTES_FLOOR;
+use crate::log::iter_batches;
+use crate::log::records::walk_batch;
+use crate::replica::{Partition, ReplicaError};
+
+/// How much of the offsets partition one load step reads.
+const LOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// Loads under way: partition -> the epoch being loaded. An unload removes the entry, and
+/// a load whose entry is gone (or names another epoch) installs nothing.
+#[derive(Default)]
+pub struct Loads {
+    pending: Mutex<HashMap<i32, i32>>,
+    /// Replays run one at a time, so two loads of one partition never interleave.
+    replaying: Mutex<()>,
+}
+
+/// One offsets partition as the reconciler sees it.
+pub struct LedPartition {
+    pub log: Arc<Partition>,
+    pub leader_epoch: i32,
+}
+
+/// What one replay read: offsets and the latest metadata record of each group.
+#[derive(Default)]
+struct Replay {
+    applied: usize,
+    skipped_batches: usize,
+    skipped_records: usize,
+    offsets: OffsetStore,
+    groups: HashMap<String, Option<GroupValue>>,
+}
+
+/// What became of one record during a load.
+enum Replayed {
+    Applied,
+    /// No key: not a record of ours (Kafka ignores these too).
+    Ignored,
+    /// A key or value this broker cannot decode.
+    Unreadable,
+}
+
+impl GroupCoordinator {
+    /// Makes the loaded partitions match `led` (partition -> its log and epoch, for every
+    /// offsets partition this broker leads now): unloads the others, starts loading the
+    /// new ones. Called by the reconciler after each image (on a blocking thread or in
+    /// `block_in_place`); loads run as tasks of the current runtime.
+    pub fn follow_leadership(&self, led: &HashMap<i32, LedPartition>) {
+        let loaded = self.registry.loaded_partitions();
+        let pending: Vec<(i32, i32)> = lock(&self.loads.pending)
+            .iter()
+            .map(|(p, e)| (*p, *e))
+            .collect();
+        for (partition, epoch) in loaded.iter().chain(&pending) {
+            if led.get(partition).map(|l| l.leader_epoch) != Some(*epoch) {
+                self.unload(*partition);
+            }
+        }
+        for (partition, led) in led {
+            let current = Some(led.leader_epoch);
+            if self.registry.loaded_epoch(*partition) == current
+                || lock(&self.loads.pending).get(partition).copied() == current
+            {
+                continue;
+            }
+            self.start_load(led.log.clone(), led.leader_epoch);
+        }
+    }
+
+    /// Resigns `partition`: groups and offsets leave memory, timers stop, parked requests
+    /// answer NOT_COORDINATOR, a load under way is abandoned.
+    pub fn unload(&self, partition: i32) {
+        lock(&self.loads.pending).remove(&partition);
+        let groups = self.registry.unload(partition);
+        let offsets_partitions = self.partition_count();
+        lock(&self.book.offsets).remove_groups(|group| {
+            super::offsets::partition_for(group, offsets_partitions) == partition
+        });
+        tracing::info!(
+            partition,
+            groups,
+            "unloaded offsets partition: no longer its leader"
+        );
+    }
+
+    /// Starts loading `log` at `leader_epoch` in the background.
+    fn start_load(&self, log: Arc<Partition>, leader_epoch: i32) {
+        let partition = log.tp.partition;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(partition, "no runtime to load the offsets partition on");
+            return;
+        };
+        lock(&self.loads.pending).insert(partition, leader_epoch);
+        let coordinator = self.clone();
+        runtime.spawn(async move {
+            if let Err(error) = coordinator.load_when_committed(log, leader_epoch).await {
+                tracing::warn!(partition, leader_epoch, %error, "offsets partition not loaded");
+                let mut pending = lock(&coordinator.loads.pending);
+                if pending.get(&partition) == Some(&leader_epoch) {
+                    pending.remove(&partition);
+                }
+            }
+        });
+    }
+
+    fn still_wanted(&self, partition: i32, leader_epoch: i32) -> bool {
+        lock(&self.loads.pending).get(&partition) == Some(&leader_epoch)
+    }
+
+    /// Waits for the high watermark to cover the log as it was at election, then replays.
+    async fn load_when_committed(
+        &self,
+        log: Arc<Partition>,
+        leader_epoch: i32,
+    ) -> Result<(), CoordinatorError> {
+        let partition = log.tp.partition;
+        let storage = |e: ReplicaError| CoordinatorError::Storage(e.to_string());
+        let (_, _, log_end) = log.offsets().map_err(storage)?;
+        loop {
+            if !self.still_wanted(partition, leader_epoch) {
+                return Ok(());
+            }
+            let deadline = tokio::time::Instant::now() + self.commit_timeout();
+            match log.wait_committed(log_end, leader_epoch, deadline).await {
+                Ok(()) => break,
+                Err(ReplicaError::ReplicationTimedOut) => {
+                    tracing::info!(
+                        partition,
+                        leader_epoch,
+                        log_end,
+                        "offsets partition waits for its high watermark before loading"
+                    );
+                }
+                Err(error) => return Err(super::writer::write_error(&error)),
+            }
+        }
+        let coordinator = self.clone();
+        let replayed =
+            tokio::task::spawn_blocking(move || coordinator.load_blocking(&log, leader_epoch))
+                .await
+                .map_err(|error| CoordinatorError::Storage(format!("load task: {error}")))?;
+        replayed.map(drop)
+    }
+
+    /// Replays the partition up to its high watermark and installs what it read, if the
+    /// load is still wanted; returns how many records were applied.
+    pub fn load_blocking(
+        &self,
+        log: &Partition,
+        leader_epoch: i32,
+    ) -> Result<usize, CoordinatorError> {
+        let partition = log.tp.partition;
+        let _one_at_a_time = lock(&self.loads.replaying);
+        if !self.still_wanted(partition, leader_epoch) {
+            return Ok(0);
+        }
+        let replay = replay(log)?;
+        let applied = replay.applied;
+        let now = crate::types::now_ms();
+        // Installed under the pending lock: an unload either ran before (nothing is
+        // installed) or runs after (and removes what was).
+        let mut pending = lock(&self.loads.pending);
+        if pending.get(&partition) != Some(&leader_epoch) {
+            return Ok(0);
+        }
+        pending.remove(&partition);
+        lock(&self.book.offsets).install(replay.offsets);
+        let groups = replay
+            .groups
+            .into_iter()
+            .map(|(group_id, value)| {
+                let snapshot = value.map(|value| from_record(&group_id, value));
+                (group_id, snapshot)
+            })
+            .collect();
+        self.registry.install(partition, leader_epoch, groups, now);
+        drop(pending);
+        tracing::info!(
+            partition,
+            leader_epoch,
+            records = applied,
+            "loaded offsets partition"
+        );
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+impl GroupCoordinator {
+    /// Loads `log` now, on this thread, at the epoch it leads with (tests).
+    pub fn load_now(&self, log: &Partition) -> Result<usize, CoordinatorError> {
+        let (leader_epoch, _) = log.leadership();
+        lock(&self.loads.pending).insert(log.tp.partition, leader_epoch);
+        self.load_blocking(log, leader_epoch)
+    }
+}
+
+/// Reads the partition from its start to the high watermark.
+fn replay(log: &Partition) -> Result<Replay, CoordinatorError> {
+    let storage = |e: ReplicaError| CoordinatorError::Storage(e.to_string());
+    let (mut offset, high_watermark, _) = log.offsets().map_err(storage)?;
+    let decompressed_bytes_max = log
+        .config()
+        .map_or(DECOMPRESSED_BYTES_FLOOR, |c| c.decompressed_bytes_max());
+    let mut replay = Replay::default();
+    while offset < high_watermark {
+        // `read` stops at the high watermark: nothing uncommitted is ever loaded.
+        let read = log.read(offset, LOAD_CHUNK_BYTES, true).map_err(storage)?;
+        match replay_chunk(&read.records, decompressed_bytes_max, &mut replay) {
+            Some(next) if next > offset => offset = next,
+            // Nothing readable from here (no whole batch, or a header that is not a v2
+            // batch, so the next one cannot be found): stop rather than spin.
+            _ => break,
+        }
+    }
+    if replay.skipped_batches + replay.skipped_records > 0 {
+        tracing::warn!(
+            partition = log.tp.partition,
+            skipped_batches = replay.skipped_batches,
+            skipped_records = replay.skipped_records,
+            stopped_at = offset,
+            "skipped unreadable data while loading the offsets partition"
+        );
+    }
+    Ok(replay)
+}
+
+/// Replays the whole batches in `records`; returns the offset after the last batch seen,
+/// if any. Each batch is walked under the decompression cap before it is decoded, so a
+/// bomb stored before produce validation existed costs bounded memory here too.
+fn replay_chunk(
+    records: &Bytes,
+    decompressed_bytes_max: usize,
+    replay: &mut Replay,
+) -> Option<i64> {
+    let mut next = None;
+    for item in iter_batches(records) {
+        let Ok((position, header)) = item else {
+            replay.skipped_batches += 1;
+            break;
+        };
+        next = Some(header.last_offset() + 1);
+        let batch = records.slice(position..position + header.total_bytes());
+        let readable = walk_batch(&batch, &header, decompressed_bytes_max, &mut |_| {})
+            .map_err(|error| error.to_string())
+            .and_then(|()| {
+                RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())
+            });
+        match readable {
+            Ok(set) => {
+                for record in &set.records {
+                    match apply_record(record, replay) {
+                        Replayed::Applied => replay.applied += 1,
+                        Replayed::Ignored => {}
+                        Replayed::Unreadable => replay.skipped_records += 1,
+                    }
+                }
+            }
+            Err(_) => replay.skipped_batches += 1,
+        }
+    }
+    next
+}
+
+/// Applies one record to the replay. A value that cannot be decoded is skipped, never
+/// taken for a tombstone: that would drop the offset committed before it.
+fn apply_record(record: &Record, replay: &mut Replay) -> Replayed {
+    let Some(key) = record.key.as_ref() else {
+        return Replayed::Ignored;
+    };
+    let Ok(key) = records::decode_key(key) else {
+        return Replayed::Unreadable;
+    };
+    match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            let value = match record.value.as_ref().map(|v| records::decode_offset(v)) {
+                None => None,
+                Some(Ok(value)) => Some(value),
+                Some(Err(_)) => return Replayed::Unreadable,
+            };
+            replay.offsets.apply(&group, &topic, partition, value);
+            Replayed::Applied
+        }
+        RecordKey::Group { group } => {
+            let value = match record.value.as_ref().map(|v| records::decode_group(v)) {
+                None => None,
+                Some(Ok(value)) => Some(value),
+                Some(Err(_)) => return Replayed::Unreadable,
+            };
+            replay.groups.insert(group, value);
+            Replayed::Applied
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::group::records::OffsetValue;
+    use crate::group::{
+        CoordinatorConfig, GroupConfig, GroupError, GroupState, JoinRequest, OffsetCommit,
+        SyncRequest,
+    };
+    use crate::log::LogConfig;
+    use crate::types::TopicPartition;
+
+    const NOW_MS: i64 = 1_000_000;
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
+    fn open(dir: &std::path::Path) -> Arc<Partition> {
+        let tp = TopicPartition::new("__consumer_offsets", 0);
+        let id = uuid::Uuid::from_u128(7);
+        let path = dir.join("__consumer_offsets-0");
+        let last_shutdown = crate::log::LastShutdown::Unclean;
+        let log = Partition::open(tp, id, path, LogConfig::default(), 0, NOW_MS, last_shutdown);
+        Arc::new(log.unwrap())
+    }
+
+    fn coordinator() -> GroupCoordinator {
+        let config = CoordinatorConfig {
+            offsets_partitions: 1,
+            offsets_retention_ms: 60_000,
+            commit_timeout_ms: 5_000,
+        };
+        let group = GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        };
+        GroupCoordinator::new(config, group)
+    }
+
+    fn led(log: &Arc<Partition>) -> HashMap<i32, LedPartition> {
+        let (leader_epoch, leads) = log.leadership();
+        assert!(leads);
+        let entry = LedPartition {
+            log: log.clone(),
+            leader_epoch,
+        };
+        HashMap::from([(0, entry)])
+    }
+
+    async fn until_loaded(coordinator: &GroupCoordinator, epoch: i32) {
+        let loaded = async {
+            while coordinator.registry.loaded_epoch(0) != Some(epoch) {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, loaded)
+            .await
+            .expect("the load never finished");
+    }
+
+    fn join(member_id: &str) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            group_instance_id: None,
+            client_id: "client".to_string(),
+            client_host: "/127.0.0.1".to_string(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+            protocol_type: "consumer".to_string(),
+            protocols: vec![("range".to_string(), vec![1])],
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+            reason: None,
+        }
+    }
+
+    fn commit(offset: i64) -> Vec<OffsetCommit> {
+        let value = OffsetValue {
+            offset,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_timestamp_ms: NOW_MS,
+        };
+        vec![OffsetCommit {
+            topic: "t".into(),
+            partition: 0,
+            value,
+        }]
+    }
+
+    fn committed(coordinator: &GroupCoordinator) -> Option<i64> {
+        let wanted = [("t".to_string(), 0)];
+        let found = coordinator.fetch_offsets("g", Some(&wanted));
+        found[0].1.as_ref().map(|value| value.offset)
+    }
+
+    /// A Stable one-member group "g" with offset 5 committed; returns the member id.
+    async fn stable_group(coordinator: &GroupCoordinator, log: &Partition) -> String {
+        let joined = coordinator.registry.join(log, "g", join(""), NOW_MS).await;
+        assert_eq!(joined.error, None);
+        let sync = SyncRequest {
+            member_id: joined.member_id.clone(),
+            group_instance_id: None,
+            generation_id: joined.generation_id,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![(joined.member_id.clone(), b"a".to_vec())],
+        };
+        let synced = coordinator.registry.sync(log, "g", sync, NOW_MS).await;
+        assert_eq!(synced.error, None);
+        let results = coordinator
+            .commit_offsets(log, "g", commit(5), NOW_MS)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        joined.member_id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn losing_leadership_unloads_and_regaining_it_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = coordinator();
+        log.become_leader(0).unwrap();
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 0).await;
+        let member = stable_group(&coordinator, &log).await;
+        assert_eq!(committed(&coordinator), Some(5));
+        // A second member's join parks until the first rejoins (or the rebalance times out).
+        let parked = tokio::spawn({
+            let (coordinator, log) = (coordinator.clone(), log.clone());
+            async move { coordinator.registry.join(&log, "g", join(""), NOW_MS).await }
+        });
+        let rebalancing = async {
+            loop {
+                let state = coordinator
+                    .registry
+                    .with_group("g", |g| g.map(|g| g.state()));
+                if state.await == Some(GroupState::PreparingRebalance) {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, rebalancing).await.unwrap();
+
+        // Another broker leads now.
+        log.become_follower(1).unwrap();
+        coordinator.follow_leadership(&HashMap::new());
+        let answer = tokio::time::timeout(HANG_GUARD, parked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.error, Some(GroupError::NotCoordinator));
+        assert!(!coordinator.is_loaded(0));
+        assert_eq!(committed(&coordinator), None, "offsets left memory");
+        assert!(!coordinator.has_offsets("g"));
+        let beat = coordinator
+            .registry
+            .heartbeat("g", &member, None, 1, NOW_MS);
+        assert_eq!(beat.await, Err(GroupError::NotCoordinator));
+        let rejoin = coordinator.registry.join(&log, "g", join(""), NOW_MS).await;
+        assert_eq!(rejoin.error, Some(GroupError::NotCoordinator));
+        let refused = coordinator
+            .commit_offsets(&log, "g", commit(9), NOW_MS)
+            .await;
+        assert_eq!(refused, vec![Err(CoordinatorError::NotCoordinator)]);
+        assert_eq!(
+            coordinator
+                .registry
+                .tick_due(&|_| Some(log.clone()), i64::MAX),
+            None,
+            "the group's timers stopped"
+        );
+
+        // Leadership comes back at a later epoch: the partition is replayed.
+        log.become_leader(2).unwrap();
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 2).await;
+        assert_eq!(committed(&coordinator), Some(5));
+        let state = coordinator
+            .registry
+            .with_group("g", |g| g.map(|g| g.state()));
+        assert_eq!(state.await, Some(GroupState::Stable));
+        let beat = coordinator
+            .registry
+            .heartbeat("g", &member, None, 1, NOW_MS);
+        assert_eq!(beat.await, Ok(()));
+        let again = coordinator
+            .commit_offsets(&log, "g", commit(7), NOW_MS)
+            .await;
+        assert_eq!(again, vec![Ok(())]);
+        assert_eq!(committed(&coordinator), Some(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_epoch_on_the_same_leader_reloads_what_the_log_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = coordinator();
+        log.become_leader(0).unwrap();
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 0).await;
+        stable_group(&coordinator, &log).await;
+        // Leadership moved away and back between two images this node applied: the
+        // coordinator must not keep serving (or writing under) the state of epoch 0.
+        log.become_leader(3).unwrap();
+        let stale = coordinator
+            .commit_offsets(&log, "g", commit(6), NOW_MS)
+            .await;
+        assert_eq!(stale, vec![Err(CoordinatorError::NotCoordinator)]);
+        assert_eq!(
+            committed(&coordinator),
+            Some(5),
+            "a refused write changes nothing"
+        );
+        coordinator.follow_leadership(&led(&log));
+        until_loaded(&coordinator, 3).await;
+        assert_eq!(committed(&coordinator), Some(5));
+        let results = coordinator
+            .commit_offsets(&log, "g", commit(8), NOW_MS)
+            .await;
+        assert_eq!(results, vec![Ok(())]);
+        assert_eq!(committed(&coordinator), Some(8));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_serves_nothing_until_its_load_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = coordinator();
+        log.become_leader(0).unwrap();
+        // Registered as loading, not loaded: groups of the partition are not served.
+        lock(&coordinator.loads.pending).insert(0, 0);
+        assert!(!coordinator.is_loaded(0));
+        let joined = coordinator.registry.join(&log, "g", join(""), NOW_MS).await;
+        assert_eq!(joined.error, Some(GroupError::NotCoordinator));
+        let refused = coordinator
+            .commit_offsets(&log, "g", commit(1), NOW_MS)
+            .await;
+        assert_eq!(refused, vec![Err(CoordinatorError::NotCoordinator)]);
+        // Unloaded before its replay ran: the replay installs nothing.
+        coordinator.unload(0);
+        assert_eq!(coordinator.load_blocking(&log, 0), Ok(0));
+        assert!(!coordinator.is_loaded(0));
+    }
+}
