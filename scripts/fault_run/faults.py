@@ -49,6 +49,7 @@ class Plan:
     node: int
     hold_s: float
     notes: list = field(default_factory=list)
+    isr_full: bool = None  # after the fault, once the cluster was whole again
 
 
 def hold_for(kind, timing, rng):
@@ -160,21 +161,22 @@ def end(nodes, fault):
 
 
 def repair(nodes):
-    """Whatever state a failed step left: every node running, continued and connected.
-    Returns the ids it had to fix."""
+    """Whatever state a failed step left, or a node that died by itself: every node
+    running, continued and connected. Returns what it had to fix, one text each."""
     fixed = []
     isolated = set(nodes.network.isolated) if nodes.network else set()
     for node in nodes.nodes:
         if node.node_id in isolated:
             nodes.heal(node.node_id)
-            fixed.append(node.node_id)
+            fixed.append(f"node {node.node_id} reconnected")
         if node.is_running() and node.paused:
             node.resume()
-            fixed.append(node.node_id)
+            fixed.append(f"node {node.node_id} continued")
         if not node.is_running():
+            code = node.process.returncode if node.process is not None else None
             node.launch()
             node.wait_answers()
-            fixed.append(node.node_id)
+            fixed.append(f"node {node.node_id} was down (exit {code}), started")
     return fixed
 
 

@@ -223,7 +223,8 @@ class FaultLoop:
         restored_s = self.make_whole(fault)
         record = {"i": index, "kind": kind, "node": fault.node,
                   "hold_s": round(fault.hold_s, 3), "recover_s": recovered.get("at"),
-                  "whole_s": restored_s, "notes": fault.notes, "wall": time.time()}
+                  "whole_s": restored_s, "isr_full": fault.isr_full, "notes": fault.notes,
+                  "wall": time.time()}
         self.records.write(json.dumps(record) + "\n")
         self.records.flush()
         return record
@@ -236,34 +237,38 @@ class FaultLoop:
         try:
             fixed = faults.repair(self.nodes)
             if fixed:
-                fault.notes.append(f"repaired nodes {fixed}")
+                fault.notes.append(f"repaired: {fixed}")
             for node_id in self.nodes.node_ids():
                 self.nodes.wait_broker_listed(node_id, timeout_s=RECOVER_TIMEOUT_S)
             if self.recovery.wait(time.monotonic()) is None:
                 fault.notes.append(f"not whole: {self.recovery.last_reason}")
                 return None
-            self.wait_isr(fault)
+            fault.isr_full = self.wait_isr(fault)
         except AssertionError as error:
             fault.notes.append(f"not whole: {str(error)[:300]}")
             return None
         return time.monotonic() - began
 
     def wait_isr(self, fault):
-        """Waits (bounded) for every ISR to be full again. After ISR_MISSES_MAX misses in
-        a row (a broker that never re-grows its ISR) it only looks, until it sees them
-        full again: the run goes on instead of waiting the bound out before every fault."""
+        """Waits (bounded) for every ISR to be full again; returns whether they are.
+        After ISR_MISSES_MAX misses in a row (a broker that never re-grows its ISR) it
+        only looks, until it sees them full again: the run goes on instead of waiting the
+        bound out before every fault."""
         wait_s = self.args.isr_wait_s if self.isr_misses < ISR_MISSES_MAX else 0.0
         try:
             harness.wait_until(lambda: not isr_short(self.nodes, self.args.topic_names),
                                wait_s, what="full ISRs")
             self.isr_misses = 0
+            return True
         except AssertionError:
             self.isr_misses += 1
-            fault.notes.append(f"ISR not full after {wait_s:.0f} s: "
-                               f"{isr_short(self.nodes, self.args.topic_names)[:3]}")
+            if wait_s:
+                fault.notes.append(f"ISR not full after {wait_s:.0f} s: "
+                                   f"{isr_short(self.nodes, self.args.topic_names)[:3]}")
             if self.isr_misses == ISR_MISSES_MAX:
                 print(f"ISRs did not fill {ISR_MISSES_MAX} times in a row: only looking at "
                       "them between faults until they are full again", flush=True)
+            return False
 
 
 # ---------------------------------------------------------------- the run
@@ -432,6 +437,8 @@ def main(argv=None):
         verdict, report = checker.run_check(run_dir, nodes.bootstrap, args.topic_names,
                                             GROUP)
         print(report, flush=True)
+        full = sum(1 for record in records if record.get("isr_full"))
+        print(f"ISRs full again after {full} of {len(records)} faults", flush=True)
     except (AssertionError, RuntimeError, OSError, Terminated) as error:
         failure = failure or f"{type(error).__name__}: {error}"
         print(f"run failed: {failure}", file=sys.stderr, flush=True)
