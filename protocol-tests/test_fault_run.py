@@ -206,6 +206,15 @@ def test_load_run_merges_the_clients_logs(tmp_path):
         checker.load_run(str(tmp_path))
 
 
+def test_losses_are_attributed_to_the_fault_that_followed_them():
+    faults = [{"kind": "pause", "began_m": 10.0}, {"kind": "kill_leader", "began_m": 20.0}]
+    ack_times = {"a": 5.0, "b": 15.0, "c": 19.9, "d": 25.0}
+    assert checker.losses_by_fault(["a", "b", "c", "d"], ack_times, faults) == \
+        {"pause": 1, "kill_leader": 2, "after the last fault": 1}
+    verdict = checker.check([(T, 0, 0, "p1.0-0000000000")], [], [], {(T, 0): []})
+    assert verdict["lost"] == ["p1.0-0000000000"]
+
+
 def test_values_parse_into_producer_and_sequence():
     assert checker.parse_value("producer-2.1-0000000042") == ("producer-2.1", 42)
     assert checker.parse_value("something else") is None

@@ -68,6 +68,7 @@ class RunLogs:
 
     def __init__(self):
         self.acks = []        # (topic, partition, offset, value)
+        self.ack_times = {}   # value -> monotonic time of its acknowledgement
         self.failed = []      # (topic, partition, value, error name)
         self.seen = []        # (topic, partition, offset, value)
         self.commits = []     # (monotonic, topic, partition, offset)
@@ -83,6 +84,7 @@ def load_run(run_dir):
             for e in read_jsonl(path):
                 if e["k"] == "ack":
                     logs.acks.append((e["t"], e["p"], e["o"], e["v"]))
+                    logs.ack_times[e["v"]] = e["m"]
                 elif e["k"] == "fail":
                     logs.failed.append((e["t"], e["p"], e["v"], e["e"]))
                     logs.errors[f"producer delivery:{e['e']}"] += 1
@@ -193,7 +195,7 @@ def check(acks, seen, commits, final_log, final_committed=None, incomplete=None)
     commits: [(time, topic, partition, offset)] successful commits, any order
     final_log: {(topic, partition): [(offset, value)]} as read after the run
     final_committed: {(topic, partition): offset or None} the group holds at the end
-    Returns {"figures": {name: count}, "examples": {name: [text]}}.
+    Returns {"figures": {name: count}, "examples": {name: [text]}, "lost": [value]}.
     """
     figures = Counter()
     examples = defaultdict(list)
@@ -218,13 +220,14 @@ def check(acks, seen, commits, final_log, final_committed=None, incomplete=None)
             note("duplicated", f"{value} stored {len(places)} times: {places}",
                  len(places) - 1)
 
-    acknowledged = {}
+    acknowledged, lost = {}, []
     for topic, partition, offset, value in acks:
         acknowledged[value] = (topic, partition, offset)
     figures["acknowledged"] = len(acknowledged)
     for value, place in acknowledged.items():
         places = located.get(value)
         if not places:
+            lost.append(value)
             note("lost", f"{value} acknowledged at {place}, not in the log")
         elif place not in places:
             note("misplaced", f"{value} acknowledged at {place}, stored at {places}")
@@ -244,7 +247,7 @@ def check(acks, seen, commits, final_log, final_committed=None, incomplete=None)
         note("incomplete_partitions", f"{tp[0]}-{tp[1]}: {reason}")
     for name in FAILING:
         figures.setdefault(name, 0)
-    return {"figures": dict(figures), "examples": dict(examples)}
+    return {"figures": dict(figures), "examples": dict(examples), "lost": lost}
 
 
 def _check_offsets(topic, partition, records, note):
@@ -310,6 +313,20 @@ def recovery_figures(faults):
     return out
 
 
+def losses_by_fault(lost, ack_times, faults):
+    """{fault kind: lost records acknowledged before that fault began and after the one
+    before it}: which kind of fault a loss followed. Records acknowledged after the
+    last fault count under "after the last fault"."""
+    began = sorted((f["began_m"], f["kind"]) for f in faults if "began_m" in f)
+    out = Counter()
+    for value in lost:
+        moment = ack_times.get(value)
+        kind = next((k for start, k in began if moment is not None and start > moment),
+                    "after the last fault")
+        out[kind] += 1
+    return dict(out)
+
+
 def passed(verdict):
     return all(verdict["figures"].get(name, 0) == 0 for name in FAILING)
 
@@ -317,6 +334,7 @@ def passed(verdict):
 def format_report(verdict, recovery=None, errors=None):
     f = verdict["figures"]
     lines = []
+    attributed = verdict.get("lost_by_fault") or {}
     if recovery is not None:
         total = sum(r["count"] for r in recovery.values())
         lines.append(f"faults injected: {total}")
@@ -328,7 +346,7 @@ def format_report(verdict, recovery=None, errors=None):
     lines += [
         f"records acknowledged: {f.get('acknowledged', 0)}",
         f"records in the final log: {f.get('records_in_log', 0)}",
-        f"lost: {f['lost']}",
+        f"lost: {f['lost']}" + (f" (acknowledged before: {attributed})" if attributed else ""),
         f"duplicated: {f['duplicated']}",
         f"reordered: {f['reordered']}",
         f"divergent: {f['divergent']} (seen then truncated {f.get('truncated_seen', 0)}, "
@@ -359,6 +377,8 @@ def run_check(run_dir, bootstrap, topics, group):
     committed = read_committed(bootstrap, group, sorted(final_log))
     verdict = check(logs.acks, logs.seen, logs.commits, final_log, committed, incomplete)
     verdict["figures"]["delivery_failures"] = len(logs.failed)
+    verdict["lost_by_fault"] = losses_by_fault(verdict.pop("lost"), logs.ack_times,
+                                               logs.faults)
     recovery = recovery_figures(logs.faults)
     verdict["recovery"] = recovery
     verdict["client_errors"] = dict(logs.errors)

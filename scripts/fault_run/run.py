@@ -222,7 +222,8 @@ class FaultLoop:
                 fault.notes.append(f"not recovered: {self.recovery.last_reason}")
         restored_s = self.make_whole(fault)
         record = {"i": index, "kind": kind, "node": fault.node,
-                  "hold_s": round(fault.hold_s, 3), "recover_s": recovered.get("at"),
+                  "hold_s": round(fault.hold_s, 3), "began_m": began,
+                  "recover_s": recovered.get("at"),
                   "whole_s": restored_s, "isr_full": fault.isr_full, "notes": fault.notes,
                   "wall": time.time()}
         self.records.write(json.dumps(record) + "\n")
