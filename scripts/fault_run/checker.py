@@ -1,0 +1,404 @@
+"""The fault run's independent checker.
+
+It knows nothing of the broker's code or of the cluster harness: its inputs are the
+clients' JSON-lines logs (workload.py's format), every partition read from its log
+start with a fresh confluent-kafka consumer once the run is over and the cluster is
+healthy, and the group's committed offsets (OffsetFetch through the same client).
+
+What it verifies (check()):
+- lost:        an acknowledged record that is nowhere in the final log.
+- duplicated:  a value stored more than once (each extra copy counts; acknowledged or
+               not: an idempotent producer's retry must never be stored twice).
+- reordered:   within a partition, a producer's record stored after one it sent later
+               (values carry the producer and its send sequence).
+- divergent:   a consumer was handed a record that the final log does not hold at that
+               offset (truncated or replaced after it was read), or an acknowledged
+               record stored at another offset than its acknowledgement said.
+- offsets:     offsets in a partition strictly increasing and contiguous. This run uses
+               no transactions, so no control records exist and every gap is an anomaly.
+- commits:     a partition's successfully committed offset, in time order across all
+               consumers and ending with what the group holds after the run, never went
+               backwards.
+Exit status (main): 1 if any of lost, duplicated, reordered, divergent, offset anomalies,
+gaps, commits backwards or an incomplete read is non-zero.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+
+try:
+    from . import stats
+except ImportError:  # run as a file
+    import stats
+
+EXAMPLES_MAX = 5
+
+# The figures that must be zero for a run to pass.
+FAILING = ("lost", "duplicated", "reordered", "divergent", "offset_anomalies", "gaps",
+           "commits_backwards", "incomplete_partitions")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def read_jsonl(path):
+    """The objects of a JSON-lines file; a torn last line (a client killed mid-write)
+    is skipped, a torn line elsewhere is an error."""
+    with open(path, encoding="utf-8") as source:
+        lines = source.read().split("\n")
+    out = []
+    for index, line in enumerate(lines):
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if index < len(lines) - 2 or (index == len(lines) - 2 and lines[-1]):
+                raise ValueError(f"{path}: line {index + 1} is not JSON: {line[:80]!r}")
+    return out
+
+
+class RunLogs:
+    """Everything the clients reported, merged across processes."""
+
+    def __init__(self):
+        self.acks = []        # (topic, partition, offset, value)
+        self.ack_times = {}   # value -> monotonic time of its acknowledgement
+        self.failed = []      # (topic, partition, value, error name)
+        self.seen = []        # (topic, partition, offset, value)
+        self.commits = []     # (monotonic, topic, partition, offset)
+        self.errors = Counter()  # "<client kind>:<error name>" -> count
+        self.faults = []      # the run's fault records (faults.jsonl)
+
+
+def load_run(run_dir):
+    logs = RunLogs()
+    for name in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, name)
+        if name.startswith("producer-") and name.endswith(".jsonl"):
+            for e in read_jsonl(path):
+                if e["k"] == "ack":
+                    logs.acks.append((e["t"], e["p"], e["o"], e["v"]))
+                    logs.ack_times[e["v"]] = e["m"]
+                elif e["k"] == "fail":
+                    logs.failed.append((e["t"], e["p"], e["v"], e["e"]))
+                    logs.errors[f"producer delivery:{e['e']}"] += 1
+                elif e["k"] == "error":
+                    logs.errors[f"producer:{e['e']}"] += 1
+        elif name.startswith("consumer-") and name.endswith(".jsonl"):
+            for e in read_jsonl(path):
+                if e["k"] == "seen":
+                    logs.seen.append((e["t"], e["p"], e["o"], e["v"]))
+                elif e["k"] == "commit":
+                    logs.commits.append((e["m"], e["t"], e["p"], e["o"]))
+                elif e["k"] == "commit_fail":
+                    logs.errors[f"consumer commit:{e['e']}"] += 1
+                elif e["k"] == "error":
+                    logs.errors[f"consumer:{e['e']}"] += 1
+                elif e["k"] == "lost":
+                    logs.errors["consumer:partitions lost"] += 1
+        elif name == "faults.jsonl":
+            logs.faults = read_jsonl(path)
+    return logs
+
+
+def read_final_log(bootstrap, topics, timeout_s=180.0):
+    """Every record of every partition of topics, from its log start up to its high
+    watermark, read with a fresh confluent-kafka consumer (assign(), no group).
+
+    Returns (log, incomplete): log = {(topic, partition): [(offset, value), ...]} in
+    the order read; incomplete = {(topic, partition): reason} for partitions whose end
+    could not be reached before the deadline."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "broker.address.family": "v4",
+        "group.id": f"fault-run-checker-{uuid.uuid4().hex[:8]}",  # unused with assign()
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "error",
+        "fetch.wait.max.ms": 100,
+    })
+    deadline = time.monotonic() + timeout_s
+    try:
+        metadata = consumer.list_topics(timeout=30)
+        partitions = [(topic, index) for topic in topics
+                      for index in sorted(metadata.topics[topic].partitions)]
+        high = {}
+        for topic, index in partitions:
+            _low, high[(topic, index)] = consumer.get_watermark_offsets(
+                TopicPartition(topic, index), timeout=30, cached=False)
+        log = {tp: [] for tp in partitions}
+        done = {tp for tp in partitions if high[tp] == 0}
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+        while len(done) < len(partitions) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=1000, timeout=0.5):
+                tp = (message.topic(), message.partition())
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if message.offset() >= high[tp]:
+                            done.add(tp)
+                        continue
+                    raise RuntimeError(f"reading {tp}: {error}")
+                value = message.value()
+                log[tp].append((message.offset(), None if value is None else value.decode()))
+                if message.offset() >= high[tp] - 1:
+                    done.add(tp)
+        incomplete = {tp: f"read up to {log[tp][-1][0] if log[tp] else None}, high "
+                          f"watermark {high[tp]}" for tp in partitions if tp not in done}
+        return log, incomplete
+    finally:
+        consumer.close()
+
+
+def read_committed(bootstrap, group, partitions, timeout_s=30.0):
+    """{(topic, partition): committed offset (None if none)} of the group."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "broker.address.family": "v4",
+                         "group.id": group, "enable.auto.commit": False})
+    try:
+        result = consumer.committed([TopicPartition(t, p) for t, p in partitions],
+                                    timeout=timeout_s)
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in result}
+    finally:
+        consumer.close()
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def parse_value(value):
+    """("<producer>.<incarnation>", sequence) from a run value; None for anything else."""
+    if value is None:
+        return None
+    producer, _, sequence = value.rpartition("-")
+    if not producer or not sequence.isdigit():
+        return None
+    return producer, int(sequence)
+
+
+def check(acks, seen, commits, final_log, final_committed=None, incomplete=None):
+    """The checker's verdict over plain data (see the module docstring).
+
+    acks:    [(topic, partition, offset, value)] acknowledged records
+    seen:    [(topic, partition, offset, value)] records handed to consumers
+    commits: [(time, topic, partition, offset)] successful commits, any order
+    final_log: {(topic, partition): [(offset, value)]} as read after the run
+    final_committed: {(topic, partition): offset or None} the group holds at the end
+    Returns {"figures": {name: count}, "examples": {name: [text]}, "lost": [value]}.
+    """
+    figures = Counter()
+    examples = defaultdict(list)
+
+    def note(name, text, count=1):
+        figures[name] += count
+        if len(examples[name]) < EXAMPLES_MAX:
+            examples[name].append(text)
+
+    located = defaultdict(list)  # value -> [(topic, partition, offset)]
+    at = {}                      # (topic, partition, offset) -> value
+    for (topic, partition), records in final_log.items():
+        _check_offsets(topic, partition, records, note)
+        _check_order(topic, partition, records, note)
+        for offset, value in records:
+            located[value].append((topic, partition, offset))
+            at[(topic, partition, offset)] = value
+        figures["records_in_log"] += len(records)
+
+    for value, places in located.items():
+        if len(places) > 1:
+            note("duplicated", f"{value} stored {len(places)} times: {places}",
+                 len(places) - 1)
+
+    acknowledged, lost = {}, []
+    for topic, partition, offset, value in acks:
+        acknowledged[value] = (topic, partition, offset)
+    figures["acknowledged"] = len(acknowledged)
+    for value, place in acknowledged.items():
+        places = located.get(value)
+        if not places:
+            lost.append(value)
+            note("lost", f"{value} acknowledged at {place}, not in the log")
+        elif place not in places:
+            note("misplaced", f"{value} acknowledged at {place}, stored at {places}")
+
+    for topic, partition, offset, value in set(seen):
+        stored = at.get((topic, partition, offset))
+        if stored != value:
+            note("truncated_seen", f"a consumer saw {value} at {topic}-{partition}@{offset}; "
+                                   f"the log holds {stored!r} there")
+    figures["seen"] = len(seen)
+    figures["divergent"] = figures["truncated_seen"] + figures["misplaced"]
+    examples["divergent"] = (examples["truncated_seen"] + examples["misplaced"])[:EXAMPLES_MAX]
+
+    _check_commits(commits, final_committed or {}, note)
+    figures["commits"] = len(commits)
+    for tp, reason in sorted((incomplete or {}).items()):
+        note("incomplete_partitions", f"{tp[0]}-{tp[1]}: {reason}")
+    for name in FAILING:
+        figures.setdefault(name, 0)
+    return {"figures": dict(figures), "examples": dict(examples), "lost": lost}
+
+
+def _check_offsets(topic, partition, records, note):
+    previous = None
+    for offset, _value in records:
+        if previous is not None:
+            if offset <= previous:
+                note("offset_anomalies", f"{topic}-{partition}: offset {offset} after "
+                                         f"{previous}")
+            elif offset != previous + 1:
+                note("gaps", f"{topic}-{partition}: offsets {previous + 1}..{offset - 1} "
+                             f"missing", offset - previous - 1)
+        previous = offset if previous is None else max(previous, offset)
+
+
+def _check_order(topic, partition, records, note):
+    """Each producer's sequences must increase along the partition's offsets."""
+    last = {}
+    for offset, value in records:
+        parsed = parse_value(value)
+        if parsed is None:
+            note("foreign_records", f"{topic}-{partition}@{offset}: {value!r}")
+            continue
+        producer, sequence = parsed
+        if producer in last and sequence < last[producer][0]:
+            note("reordered", f"{topic}-{partition}@{offset}: {value} after "
+                              f"sequence {last[producer][0]} (at {last[producer][1]})")
+            continue
+        last[producer] = (sequence, offset)
+
+
+def _check_commits(commits, final_committed, note):
+    highest = {}
+    for moment, topic, partition, offset in sorted(commits):
+        tp = (topic, partition)
+        if tp in highest and offset < highest[tp]:
+            note("commits_backwards", f"{topic}-{partition}: committed {offset} after "
+                                      f"{highest[tp]}")
+        highest[tp] = max(offset, highest.get(tp, offset))
+    for tp, top in sorted(highest.items()):
+        held = final_committed.get(tp, top)
+        if (-1 if held is None else held) < top:
+            note("commits_backwards", f"{tp[0]}-{tp[1]}: the group holds "
+                                      f"{final_committed[tp]} after a commit of {top}")
+
+
+# ---------------------------------------------------------------- figures
+
+
+def recovery_figures(faults):
+    """{kind: {"count", "stalls", "p50_s", "p99_s", "max_s"}} from the run's fault
+    records (recover_s None = never recovered within the run's limit)."""
+    by_kind = defaultdict(list)
+    for fault in faults:
+        by_kind[fault["kind"]].append(fault.get("recover_s"))
+    out = {}
+    for kind, values in sorted(by_kind.items()):
+        times = [v for v in values if v is not None]
+        out[kind] = {"count": len(values), "stalls": len(values) - len(times),
+                     "p50_s": stats.percentile(times, 0.50),
+                     "p99_s": stats.percentile(times, 0.99),
+                     "max_s": max(times) if times else None}
+    return out
+
+
+def losses_by_fault(lost, ack_times, faults):
+    """{fault kind: lost records acknowledged before that fault began and after the one
+    before it}: which kind of fault a loss followed. Records acknowledged after the
+    last fault count under "after the last fault"."""
+    began = sorted((f["began_m"], f["kind"]) for f in faults if "began_m" in f)
+    out = Counter()
+    for value in lost:
+        moment = ack_times.get(value)
+        kind = next((k for start, k in began if moment is not None and start > moment),
+                    "after the last fault")
+        out[kind] += 1
+    return dict(out)
+
+
+def passed(verdict):
+    return all(verdict["figures"].get(name, 0) == 0 for name in FAILING)
+
+
+def format_report(verdict, recovery=None, errors=None):
+    f = verdict["figures"]
+    lines = []
+    attributed = verdict.get("lost_by_fault") or {}
+    if recovery is not None:
+        total = sum(r["count"] for r in recovery.values())
+        lines.append(f"faults injected: {total}")
+        for kind, r in recovery.items():
+            p50 = "-" if r["p50_s"] is None else f"{r['p50_s']:.2f} s"
+            p99 = "-" if r["p99_s"] is None else f"{r['p99_s']:.2f} s"
+            lines.append(f"  {kind:22s} {r['count']:5d}   recovery p50 {p50:>8s}  "
+                         f"p99 {p99:>8s}  not recovered {r['stalls']}")
+    lines += [
+        f"records acknowledged: {f.get('acknowledged', 0)}",
+        f"records in the final log: {f.get('records_in_log', 0)}",
+        f"lost: {f['lost']}" + (f" (acknowledged before: {attributed})" if attributed else ""),
+        f"duplicated: {f['duplicated']}",
+        f"reordered: {f['reordered']}",
+        f"divergent: {f['divergent']} (seen then truncated {f.get('truncated_seen', 0)}, "
+        f"acknowledged at another offset {f.get('misplaced', 0)})",
+        f"offset anomalies: {f['offset_anomalies']} not increasing, {f['gaps']} missing",
+        f"committed offsets gone backwards: {f['commits_backwards']} "
+        f"(of {f.get('commits', 0)} commits)",
+        f"partitions not read to their end: {f['incomplete_partitions']}",
+        f"records consumers saw: {f.get('seen', 0)}",
+    ]
+    if f.get("foreign_records"):
+        lines.append(f"records not written by the run: {f['foreign_records']}")
+    for name, texts in sorted(verdict["examples"].items()):
+        if name in FAILING and texts:
+            lines.append(f"{name}, e.g.:")
+            lines += [f"    {text}" for text in texts]
+    if errors:
+        lines.append("errors the clients saw:")
+        lines += [f"    {name}: {count}" for name, count in errors.most_common(20)]
+    lines.append("PASS" if passed(verdict) else "FAIL")
+    return "\n".join(lines)
+
+
+def run_check(run_dir, bootstrap, topics, group):
+    """Loads the run's logs, reads the cluster, checks; returns (verdict, report text)."""
+    logs = load_run(run_dir)
+    final_log, incomplete = read_final_log(bootstrap, topics)
+    committed = read_committed(bootstrap, group, sorted(final_log))
+    verdict = check(logs.acks, logs.seen, logs.commits, final_log, committed, incomplete)
+    verdict["figures"]["delivery_failures"] = len(logs.failed)
+    verdict["lost_by_fault"] = losses_by_fault(verdict.pop("lost"), logs.ack_times,
+                                               logs.faults)
+    recovery = recovery_figures(logs.faults)
+    verdict["recovery"] = recovery
+    verdict["client_errors"] = dict(logs.errors)
+    return verdict, format_report(verdict, recovery, logs.errors)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="check a fault run's logs against the "
+                                                 "cluster's final state")
+    parser.add_argument("run_dir")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topics", required=True, type=lambda s: s.split(","))
+    parser.add_argument("--group", default="fault-run")
+    args = parser.parse_args(argv)
+    verdict, report = run_check(args.run_dir, args.bootstrap, args.topics, args.group)
+    print(report)
+    with open(os.path.join(args.run_dir, "check.json"), "w") as out:
+        json.dump(verdict, out, indent=2, default=str)
+    return 0 if passed(verdict) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
