@@ -40,14 +40,23 @@ impl RebalanceSettings {
     }
 }
 
+/// The partitions preferring one broker.
+#[derive(Default)]
+struct Preferring {
+    total: u64,
+    /// Led by another broker, or by none.
+    not_led: u64,
+    /// Of those, the ones it could take back now.
+    movable: Vec<(Uuid, i32)>,
+}
+
 /// Partitions (topic id, index) to give back to their preferred replica: those of every
 /// broker whose imbalance (partitions preferring it that it does not lead, over partitions
 /// preferring it) is above `percentage_max`, keeping only partitions where the preferred
 /// replica is eligible and in sync (others would answer PREFERRED_LEADER_NOT_AVAILABLE).
 /// In topic name and partition order, so the same image always gives the same list.
 pub fn imbalanced_partitions(image: &MetadataImage, percentage_max: u32) -> Vec<(Uuid, i32)> {
-    // Per preferred broker: (partitions preferring it, those it does not lead, the movable).
-    let mut brokers: BTreeMap<NodeId, (u64, u64, Vec<(Uuid, i32)>)> = BTreeMap::new();
+    let mut brokers: BTreeMap<NodeId, Preferring> = BTreeMap::new();
     for topic in image.topics.values() {
         for (index, partition) in topic.partitions.iter().enumerate() {
             let (Some(&preferred), Ok(index)) = (partition.replicas.first(), i32::try_from(index))
@@ -55,20 +64,20 @@ pub fn imbalanced_partitions(image: &MetadataImage, percentage_max: u32) -> Vec<
                 continue;
             };
             let counts = brokers.entry(preferred).or_default();
-            counts.0 += 1;
+            counts.total += 1;
             if partition.leader == preferred {
                 continue;
             }
-            counts.1 += 1;
+            counts.not_led += 1;
             if partition.isr.contains(&preferred) && image.is_broker_eligible(preferred) {
-                counts.2.push((topic.id, index));
+                counts.movable.push((topic.id, index));
             }
         }
     }
     let mut chosen: Vec<(Uuid, i32)> = brokers
         .into_values()
-        .filter(|(total, not_led, _)| not_led * 100 > total * u64::from(percentage_max))
-        .flat_map(|(_, _, movable)| movable)
+        .filter(|b| b.not_led * 100 > b.total * u64::from(percentage_max))
+        .flat_map(|b| b.movable)
         .collect();
     chosen.sort_by_key(|(id, index)| (image.topic_names.get(id).cloned(), *index));
     chosen
