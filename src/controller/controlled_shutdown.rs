@@ -96,6 +96,76 @@ mod tests {
     use super::*;
     use crate::controller::commands::{apply, register_live_broker};
 
+    /// Against a real (lone-voter) controller: the command commits, the node's
+    /// leaderships move to the other in-sync broker, and it ends fenced and marked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_shuts_down_through_the_quorum() {
+        use crate::controller::image::BrokerEndpoint;
+        use crate::controller::{CommandOutcome, ControllerSettings};
+        let dir = tempfile::TempDir::new().unwrap();
+        let settings = ControllerSettings {
+            node_id: 1,
+            cluster_id: "shutdown".into(),
+            dir: dir.path().join("meta"),
+            voters: [(1, String::new())].into_iter().collect(),
+            election_timeout_ms: 1000,
+            request_timeout_ms: 1000,
+            snapshot_interval_entries: 1000,
+            log_kept_behind_snapshot: 10,
+            session_timeout_ms: 9000,
+            listener_name: "CONTROLLER".into(),
+            local_endpoint: ("PLAINTEXT".into(), "127.0.0.1".into(), 9092),
+        };
+        let controller = Controller::start(settings).await.unwrap();
+        let mut epochs = BTreeMap::new();
+        for node_id in 1..=2 {
+            // A nil incarnation registers unfenced (no heartbeats needed here).
+            let register = MetadataCommand::RegisterBroker {
+                node_id,
+                incarnation_id: Uuid::nil(),
+                listeners: vec![BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "localhost".into(),
+                    port: 9092,
+                }],
+                rack: None,
+            };
+            match controller.submit(register).await.unwrap() {
+                CommandOutcome::BrokerRegistered { epoch } => epochs.insert(node_id, epoch),
+                other => panic!("{other:?}"),
+            };
+        }
+        let create = MetadataCommand::CreateTopic {
+            name: "t".into(),
+            id: Uuid::from_u128(1),
+            assignments: vec![vec![1, 2], vec![2, 1], vec![1]],
+            configs: BTreeMap::new(),
+        };
+        controller.submit(create).await.unwrap();
+        assert!(!leaderships_moved(&controller.image(), 1));
+        shut_down_controlled(&controller, 1, epochs[&1], Duration::from_secs(10))
+            .await
+            .unwrap();
+        let image = controller.image();
+        let broker = &image.brokers[&1];
+        assert!(broker.fenced && broker.in_controlled_shutdown, "{broker:?}");
+        let leaders: Vec<_> = image.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
+        assert_eq!(leaders, [2, 2, NO_LEADER]);
+        // A stale epoch (an older incarnation) is refused, and says so.
+        let stale = shut_down_controlled(&controller, 2, epochs[&2] - 1, Duration::from_secs(10));
+        assert!(matches!(
+            stale.await,
+            Err(ControlledShutdownError::Controller(
+                ControllerError::StaleBrokerEpoch { .. }
+            ))
+        ));
+        controller.shutdown().await;
+    }
+
     #[test]
     fn leaderships_have_moved_once_no_led_partition_has_an_eligible_alternative() {
         let mut image = MetadataImage::default();
