@@ -266,6 +266,11 @@ impl Broker {
                 theirs,
             });
         }
+        tokio::spawn(crate::controller::rebalance::run_rebalance(
+            self.controller.clone(),
+            crate::controller::rebalance::RebalanceSettings::from_config(&self.config),
+            self.shutdown_signal(),
+        ));
         if !self.config.roles.broker {
             // A controller-only node votes and serves controller RPC; it is no broker.
             tokio::spawn(crate::controller::liveness::run_fencing(

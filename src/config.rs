@@ -165,6 +165,14 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
     pub delete_topic_enable: bool,
+    /// `auto.leader.rebalance.enable`: the active controller moves leadership back to
+    /// preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`: a broker's share of partitions preferring
+    /// it that it does not lead, above which they are given back to it.
+    pub leader_imbalance_per_broker_percentage: u32,
     /// `socket.request.max.bytes`: a larger frame closes the connection.
     pub frame_bytes_max: usize,
     /// `queued.max.request.bytes`: request bytes in memory broker-wide; a connection
@@ -351,6 +359,17 @@ impl BrokerConfig {
             default_replication_factor: parse(&explicit, "default.replication.factor", 1)?,
             auto_create_topics_enable: parse(&explicit, "auto.create.topics.enable", true)?,
             delete_topic_enable: parse(&explicit, "delete.topic.enable", true)?,
+            auto_leader_rebalance_enable: parse(&explicit, "auto.leader.rebalance.enable", true)?,
+            leader_imbalance_check_interval_seconds: parse(
+                &explicit,
+                "leader.imbalance.check.interval.seconds",
+                300,
+            )?,
+            leader_imbalance_per_broker_percentage: parse(
+                &explicit,
+                "leader.imbalance.per.broker.percentage",
+                10,
+            )?,
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
             connections_max: parse(&explicit, "max.connections", 65_536)?,
@@ -456,6 +475,11 @@ impl BrokerConfig {
                 "0".into(),
                 "must be >= 1",
             ));
+        }
+        // Kafka: `atLeast(1)`.
+        if self.leader_imbalance_check_interval_seconds == 0 {
+            let key = "leader.imbalance.check.interval.seconds";
+            return Err(invalid(key, "0".into(), "must be >= 1"));
         }
         if self.connections_max == 0 {
             return Err(invalid("max.connections", "0".into(), "must be >= 1"));
@@ -651,6 +675,35 @@ mod tests {
         assert_eq!(config.time_ms("log.retention.ms"), Some(604_800_000));
         assert_eq!(config.recovery_threads_per_data_dir, 2);
         assert_eq!(config.cleaner_dedupe_buffer_bytes, 134_217_728);
+    }
+
+    #[test]
+    fn leader_rebalance_settings_have_kafkas_names_and_defaults() {
+        let config = BrokerConfig::from_args_and_env(vec![], vec![]).unwrap();
+        assert!(config.auto_leader_rebalance_enable);
+        assert_eq!(config.leader_imbalance_check_interval_seconds, 300);
+        assert_eq!(config.leader_imbalance_per_broker_percentage, 10);
+        let with = |pairs: &[&str]| {
+            let mut list = Vec::new();
+            for pair in pairs {
+                list.extend(["-o".to_string(), pair.to_string()]);
+            }
+            BrokerConfig::from_args_and_env(list, vec![])
+        };
+        let set = with(&[
+            "auto.leader.rebalance.enable=false",
+            "leader.imbalance.check.interval.seconds=5",
+            "leader.imbalance.per.broker.percentage=0",
+        ])
+        .unwrap();
+        assert!(!set.auto_leader_rebalance_enable);
+        assert_eq!(set.leader_imbalance_check_interval_seconds, 5);
+        assert_eq!(set.leader_imbalance_per_broker_percentage, 0);
+        assert!(matches!(
+            with(&["leader.imbalance.check.interval.seconds=0"]),
+            Err(ConfigError::Invalid { key, .. }) if key == "leader.imbalance.check.interval.seconds"
+        ));
+        assert!(with(&["leader.imbalance.per.broker.percentage=-1"]).is_err());
     }
 
     #[test]

@@ -13,6 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
+use kafkaesque::controller::controlled_shutdown::{
+    CONTROLLED_SHUTDOWN_TIMEOUT, shut_down_controlled,
+};
 use kafkaesque::meta_properties::{self, FormatOutcome};
 use kafkaesque::replica::{CleanerSettings, LogCleaner, Partition};
 use kafkaesque::server::{self, Shutdown};
@@ -147,6 +150,12 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         listener.map(|listener| tokio::spawn(server::serve(listener, broker.clone(), shutdown)));
     wait_for_signal(&mut terminate).await;
     tracing::info!("shutting down");
+    tokio::select! {
+        _ = controlled_shutdown(&broker) => {}
+        _ = wait_for_signal(&mut terminate) => {
+            tracing::warn!("second stop signal: not waiting for the controlled shutdown");
+        }
+    }
     broker.begin_shutdown();
     if let Some(serving) = serving {
         let _ = serving.await;
@@ -157,6 +166,34 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     broker.controller.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Kafka's controlled shutdown, while the node still serves: its leaderships move to other
+/// in-sync replicas and it fences itself, so clients are redirected at once. Only a node
+/// with the broker role, registered, does it; a failure is logged and the stop goes on.
+async fn controlled_shutdown(broker: &Broker) {
+    if !broker.config.roles.broker {
+        return;
+    }
+    let node_id = broker.config.node_id;
+    let Some(epoch) = broker.image().brokers.get(&node_id).map(|b| b.epoch) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let outcome = shut_down_controlled(
+        &broker.controller,
+        node_id,
+        epoch,
+        CONTROLLED_SHUTDOWN_TIMEOUT,
+    )
+    .await;
+    match outcome {
+        Ok(()) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "controlled shutdown: leaderships moved, broker fenced"
+        ),
+        Err(error) => tracing::warn!(%error, "controlled shutdown incomplete; stopping anyway"),
+    }
 }
 
 /// The log cleaner's own thread (compaction runs off the async workers).

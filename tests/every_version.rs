@@ -684,6 +684,7 @@ async fn describe_versions(broker: &Broker) {
         assert_eq!(response.brokers.len(), 1);
     }
     describe_quorum_versions(broker).await;
+    elect_leaders_versions(broker).await;
     let request = DescribeTopicPartitionsRequest::default()
         .with_response_partition_limit(1)
         .with_topics(vec![TopicRequest::default().with_name(name("t"))]);
@@ -736,5 +737,61 @@ async fn describe_quorum_versions(broker: &Broker) {
         );
         let response = call(broker, &ask("__cluster_metadata", 1), version).await;
         assert_eq!(response.topics[0].partitions[0].error_code, 3, "v{version}");
+    }
+}
+
+/// ElectLeaders on "t"-0 (led by its preferred replica: ELECTION_NOT_NEEDED), on a missing
+/// topic (UNKNOWN_TOPIC_OR_PARTITION), for every partition (null: nothing to report), and
+/// with an unknown election type (INVALID_REQUEST, at the top from v1), at every version.
+async fn elect_leaders_versions(broker: &Broker) {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let named = Some(vec![
+        TopicPartitions::default()
+            .with_topic(name("t"))
+            .with_partitions(vec![0]),
+        TopicPartitions::default()
+            .with_topic(name("no-such-topic"))
+            .with_partitions(vec![0]),
+    ]);
+    for version in versions(ApiKey::ElectLeaders) {
+        let request = ElectLeadersRequest::default()
+            .with_topic_partitions(named.clone())
+            .with_timeout_ms(10_000);
+        let response = call(broker, &request, version).await;
+        assert_eq!(response.error_code, 0, "v{version}");
+        let codes: Vec<(String, i32, i16)> = response
+            .replica_election_results
+            .iter()
+            .flat_map(|topic| {
+                let name = topic.topic.0.to_string();
+                topic
+                    .partition_result
+                    .iter()
+                    .map(move |p| (name.clone(), p.partition_id, p.error_code))
+            })
+            .collect();
+        let expected = [
+            ("t".to_string(), 0, 84),
+            ("no-such-topic".to_string(), 0, 3),
+        ];
+        assert_eq!(codes, expected, "v{version}");
+        let all = ElectLeadersRequest::default().with_timeout_ms(10_000);
+        let response = call(broker, &all, version).await;
+        let reported = response
+            .replica_election_results
+            .iter()
+            .map(|topic| topic.partition_result.len())
+            .sum::<usize>();
+        assert_eq!(
+            reported, 0,
+            "v{version}: every partition is led by its preferred replica"
+        );
+        if version >= 1 {
+            let bad = ElectLeadersRequest::default()
+                .with_election_type(7)
+                .with_topic_partitions(named.clone());
+            let response = call(broker, &bad, version).await;
+            assert_eq!(response.error_code, 42, "v{version}");
+        }
     }
 }

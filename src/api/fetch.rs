@@ -123,12 +123,14 @@ fn record_follower_progress(
     targets: &mut [Target],
 ) {
     // A follower may join the ISR only while the controller would accept it: registered
-    // under the broker epoch it fetches with, and unfenced.
+    // under the broker epoch it fetches with, unfenced and not shutting down.
     let epoch = request.replica_state.replica_epoch;
     let eligible = image
         .brokers
         .get(&replica)
-        .is_some_and(|b| !b.fenced && (epoch < 0 || b.epoch == epoch));
+        .is_some_and(|b| {
+            !b.fenced && !b.in_controlled_shutdown && (epoch < 0 || b.epoch == epoch)
+        });
     let now = now_ms();
     for target in targets {
         let Ok(partition) = &target.partition else {

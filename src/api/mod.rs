@@ -10,6 +10,7 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod describe_quorum;
+mod elect_leaders;
 pub mod errors;
 mod fetch;
 mod group_admin;
@@ -82,6 +83,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeCluster, 0, 2),
     spec(ApiKey::OffsetDelete, 0, 0),
     spec(ApiKey::DescribeTopicPartitions, 0, 0),
+    spec(ApiKey::ElectLeaders, 0, 2),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -352,6 +354,7 @@ async fn dispatch(
         ApiKey::DescribeTopicPartitions => {
             route!(broker, context, body, metadata::describe_topic_partitions)
         }
+        ApiKey::ElectLeaders => route!(broker, context, body, elect_leaders::handle),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

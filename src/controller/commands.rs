@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ControllerError;
+pub use super::elections::{Election, ElectionResult, PartitionElection};
+use super::elections::{begin_controlled_shutdown, elect_leaders};
 use super::image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };
@@ -95,6 +97,17 @@ pub enum MetadataCommand {
         partition_epoch: i32,
         new_isr: Vec<NodeId>,
     },
+    /// A broker begins its controlled shutdown (Kafka KIP-631), named by its registration's
+    /// epoch like `FenceBroker`: it is marked, loses every leadership (to another eligible
+    /// ISR member, else the partition waits without a leader) and leaves every ISR it
+    /// shares. It is never elected nor added to an ISR again until it re-registers.
+    BeginControlledShutdown { node_id: NodeId, epoch: i64 },
+    /// Kafka's ElectLeaders, for the listed partitions (topic id, index); each gets its
+    /// own [`ElectionResult`] in [`CommandOutcome::LeadersElected`].
+    ElectLeaders {
+        election: Election,
+        partitions: Vec<(Uuid, i32)>,
+    },
     /// Replaces an image that has no cluster id yet with `image` (imports the old
     /// single-node metadata log once). Keeps the receiving image's `applied_index` and
     /// `controller_id`, which belong to the log applying it.
@@ -120,6 +133,8 @@ pub enum CommandOutcome {
         partition_epoch: i32,
     },
     PartitionChangeRefused(PartitionChangeRefusal),
+    /// One result per partition an `ElectLeaders` named, in its order.
+    LeadersElected(Vec<PartitionElection>),
 }
 
 /// Why the controller refused a partition change, in Kafka's AlterPartition error terms.
@@ -197,6 +212,17 @@ pub fn apply(
                 new_isr,
             },
         )),
+        MetadataCommand::BeginControlledShutdown { node_id, epoch } => {
+            check_broker_epoch(image, *node_id, *epoch)?;
+            begin_controlled_shutdown(image, *node_id);
+            Ok(CommandOutcome::Done)
+        }
+        MetadataCommand::ElectLeaders {
+            election,
+            partitions,
+        } => Ok(CommandOutcome::LeadersElected(elect_leaders(
+            image, *election, partitions,
+        ))),
         MetadataCommand::Restore { image: restored } => restore(image, restored),
     }
 }
@@ -324,6 +350,7 @@ fn register_broker(
         port: i32::from(client.port),
         rack: rack.clone(),
         fenced: true,
+        in_controlled_shutdown: false,
     };
     image.brokers.insert(node_id, registration);
     // The previous incarnation is gone: nothing may stay led by it.
@@ -335,7 +362,7 @@ fn register_broker(
 }
 
 /// Whether the broker is fenced now; an error for an unknown broker or another epoch.
-fn check_broker_epoch(
+pub(super) fn check_broker_epoch(
     image: &MetadataImage,
     node_id: NodeId,
     epoch: i64,
@@ -364,23 +391,29 @@ fn fence_broker(image: &mut MetadataImage, node_id: NodeId) {
     if let Some(broker) = brokers.get_mut(&node_id) {
         broker.fenced = true;
     }
-    let is_live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+    let is_eligible = |id: NodeId| {
+        brokers
+            .get(&id)
+            .is_some_and(BrokerRegistration::is_eligible)
+    };
     for partition in topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
-        fence_replica(partition, node_id, &is_live);
+        remove_replica(partition, node_id, &is_eligible);
     }
 }
 
-fn fence_replica(
+/// Takes `node_id` (fenced or shutting down) out of the partition: out of its ISR unless it
+/// is the last member, and out of its leadership (to the first eligible ISR member).
+pub(super) fn remove_replica(
     partition: &mut PartitionImage,
     node_id: NodeId,
-    is_live: &impl Fn(NodeId) -> bool,
+    is_eligible: &impl Fn(NodeId) -> bool,
 ) {
     if partition.isr.len() > 1 && partition.isr.contains(&node_id) {
         partition.isr.retain(|&replica| replica != node_id);
         partition.partition_epoch = partition.partition_epoch.saturating_add(1);
     }
     if partition.leader == node_id {
-        let leader = elect_leader(partition, is_live);
+        let leader = elect_leader(partition, is_eligible);
         set_leader(partition, leader);
     }
 }
@@ -393,27 +426,35 @@ fn unfence_broker(image: &mut MetadataImage, node_id: NodeId) {
     if let Some(broker) = brokers.get_mut(&node_id) {
         broker.fenced = false;
     }
-    let is_live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+    let is_eligible = |id: NodeId| {
+        brokers
+            .get(&id)
+            .is_some_and(BrokerRegistration::is_eligible)
+    };
     for partition in topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
         if partition.leader == NO_LEADER && partition.isr.contains(&node_id) {
-            let leader = elect_leader(partition, &is_live);
+            let leader = elect_leader(partition, &is_eligible);
             set_leader(partition, leader);
         }
     }
 }
 
-/// The first replica, in preference order, that is in the ISR and live; else NO_LEADER.
-fn elect_leader(partition: &PartitionImage, is_live: &impl Fn(NodeId) -> bool) -> NodeId {
+/// The first replica, in preference order, that is in the ISR and eligible (live, not in
+/// controlled shutdown); else NO_LEADER.
+pub(super) fn elect_leader(
+    partition: &PartitionImage,
+    is_eligible: &impl Fn(NodeId) -> bool,
+) -> NodeId {
     partition
         .replicas
         .iter()
         .copied()
-        .find(|&replica| partition.isr.contains(&replica) && is_live(replica))
+        .find(|&replica| partition.isr.contains(&replica) && is_eligible(replica))
         .unwrap_or(NO_LEADER)
 }
 
 /// A leader change starts a new leader epoch (and, as every change, a partition epoch).
-fn set_leader(partition: &mut PartitionImage, leader: NodeId) {
+pub(super) fn set_leader(partition: &mut PartitionImage, leader: NodeId) {
     if partition.leader != leader {
         partition.leader = leader;
         partition.leader_epoch = partition.leader_epoch.saturating_add(1);
@@ -473,10 +514,15 @@ fn alter_partition(image: &mut MetadataImage, change: PartitionChange) -> Comman
     if isr.len() != change.new_isr.len() || duplicates || !isr.contains(&change.leader) {
         return refused(Refused::InvalidIsr);
     }
-    let is_live = |id: NodeId| brokers.get(&id).is_some_and(|b| !b.fenced);
+    // Kafka's INELIGIBLE_REPLICA: a fenced or shutting-down broker never joins an ISR.
+    let is_eligible = |id: NodeId| {
+        brokers
+            .get(&id)
+            .is_some_and(BrokerRegistration::is_eligible)
+    };
     let added_ineligible = isr
         .iter()
-        .any(|&replica| !partition.isr.contains(&replica) && !is_live(replica));
+        .any(|&replica| !partition.isr.contains(&replica) && !is_eligible(replica));
     if added_ineligible {
         return refused(Refused::IneligibleReplica);
     }
@@ -589,9 +635,9 @@ fn holds_partitions(topic: &TopicImage, first: usize, assignments: &[Vec<NodeId>
         })
 }
 
-/// Partitions `first..first + assignments.len()`, each led by its first live replica with
-/// every live replica in its ISR, as Kafka's `buildPartitionRegistration` does: all logs
-/// are empty, so all are in sync.
+/// Partitions `first..first + assignments.len()`, each led by its first eligible replica
+/// (live, not shutting down) with every eligible replica in its ISR, as Kafka's
+/// `buildPartitionRegistration` does: all logs are empty, so all are in sync.
 fn new_partitions(
     image: &MetadataImage,
     first: usize,
@@ -614,7 +660,7 @@ fn new_partitions(
         let live = replicas
             .iter()
             .copied()
-            .find(|&id| image.is_broker_live(id));
+            .find(|&id| image.is_broker_eligible(id));
         let Some(leader) = live else {
             return Err(ControllerError::InvalidReplicaAssignment(format!(
                 "All brokers specified in the manual partition assignment for partition {} \
@@ -625,7 +671,7 @@ fn new_partitions(
         let isr = replicas
             .iter()
             .copied()
-            .filter(|&id| image.is_broker_live(id))
+            .filter(|&id| image.is_broker_eligible(id))
             .collect();
         partitions.push(PartitionImage {
             replicas: replicas.clone(),

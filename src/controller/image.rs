@@ -5,7 +5,8 @@
 //! [`MetadataImage::check_invariants`], after every step of the simulation in `sim.rs`):
 //! - a partition's replicas are distinct registered brokers, and there is at least one;
 //! - its ISR is a non-empty subset of its replicas, without duplicates;
-//! - its leader is [`NO_LEADER`] or an unfenced member of its ISR;
+//! - its leader is [`NO_LEADER`] or an eligible member of its ISR (unfenced, not in
+//!   controlled shutdown);
 //! - `topic_names` is exactly the inverse of `topics` (id -> name);
 //! - a broker has a listener, and its `host`/`port` are the first listener's.
 
@@ -64,6 +65,10 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// A fenced broker leads nothing and is not listed to clients.
     pub fenced: bool,
+    /// The broker asked to shut down (Kafka's controlled shutdown): it leads nothing, is
+    /// never elected and never joins an ISR, until a new registration (its restart).
+    #[serde(default)]
+    pub in_controlled_shutdown: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +103,11 @@ pub fn is_internal_topic(name: &str) -> bool {
 }
 
 impl BrokerRegistration {
+    /// Unfenced and not shutting down: may lead and join ISRs.
+    pub fn is_eligible(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
+    }
+
     /// The listener named `name`, if this broker advertises one.
     pub fn listener(&self, name: &str) -> Option<&BrokerEndpoint> {
         self.listeners.iter().find(|listener| listener.name == name)
@@ -141,6 +151,14 @@ impl MetadataImage {
         self.brokers
             .get(&node_id)
             .is_some_and(|broker| !broker.fenced)
+    }
+
+    /// Live and not in controlled shutdown: may be elected leader or join an ISR (Kafka's
+    /// `ClusterControlManager.isActive`).
+    pub fn is_broker_eligible(&self, node_id: NodeId) -> bool {
+        self.brokers
+            .get(&node_id)
+            .is_some_and(BrokerRegistration::is_eligible)
     }
 
     /// Unfenced brokers, in node id order.
@@ -198,8 +216,10 @@ impl MetadataImage {
             return Err(format!("bad ISR {:?}", partition.isr));
         }
         let leader = partition.leader;
-        if leader != NO_LEADER && !(isr.contains(&leader) && self.is_broker_live(leader)) {
-            return Err(format!("leader {leader} is not a live ISR member"));
+        if leader != NO_LEADER && !(isr.contains(&leader) && self.is_broker_eligible(leader)) {
+            return Err(format!(
+                "leader {leader} is not a live ISR member outside controlled shutdown"
+            ));
         }
         Ok(())
     }
@@ -223,6 +243,7 @@ mod tests {
             port: 9092,
             rack: None,
             fenced,
+            in_controlled_shutdown: false,
         }
     }
 

@@ -45,7 +45,9 @@ impl Liveness {
     }
 
     /// The command that unfences the sender, if it is fenced, the heartbeat is of its
-    /// current registration, and it has applied that registration (it is caught up).
+    /// current registration, and it has applied that registration (it is caught up). A
+    /// broker that fenced itself at the end of a controlled shutdown stays fenced: a last
+    /// heartbeat sent while it stops must not bring it back.
     pub fn unfence_command(
         &self,
         image: &MetadataImage,
@@ -54,10 +56,13 @@ impl Liveness {
         let broker = image.brokers.get(&beat.node_id)?;
         let current = broker.epoch == beat.broker_epoch;
         let caught_up = beat.applied_index >= u64::try_from(broker.epoch).unwrap_or(u64::MAX);
-        (broker.fenced && current && caught_up).then_some(MetadataCommand::UnfenceBroker {
-            node_id: beat.node_id,
-            epoch: broker.epoch,
-        })
+        let stopping = broker.in_controlled_shutdown;
+        (broker.fenced && current && caught_up && !stopping).then_some(
+            MetadataCommand::UnfenceBroker {
+                node_id: beat.node_id,
+                epoch: broker.epoch,
+            },
+        )
     }
 
     /// Fence commands for every unfenced broker silent for longer than `session`.
@@ -224,6 +229,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 fenced: *fenced,
+                in_controlled_shutdown: false,
             };
             image.brokers.insert(*id, registration);
         }
@@ -292,6 +298,13 @@ mod tests {
             liveness.unfence_command(&image, &beat(9, 1, 9)),
             None,
             "unknown"
+        );
+        let mut stopping = image.clone();
+        stopping.brokers.get_mut(&3).unwrap().in_controlled_shutdown = true;
+        assert_eq!(
+            liveness.unfence_command(&stopping, &beat(3, 7, 7)),
+            None,
+            "fenced at the end of its controlled shutdown"
         );
     }
 }

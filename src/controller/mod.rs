@@ -7,6 +7,8 @@
 //! watch channel; reconcilers act on what is published, never on what they submitted.
 
 pub mod commands;
+pub mod controlled_shutdown;
+pub mod elections;
 pub mod features;
 pub mod image;
 pub mod legacy_import;
@@ -18,6 +20,7 @@ pub mod quorum_status;
 #[cfg(test)]
 mod quorum_tests;
 pub mod raft;
+pub mod rebalance;
 pub mod rejection;
 pub mod store;
 pub mod topic_admin;
@@ -29,6 +32,7 @@ use uuid::Uuid;
 use crate::types::NodeId;
 
 pub use commands::{CommandOutcome, MetadataCommand, PartitionChangeRefusal};
+pub use elections::{Election, ElectionResult, PartitionElection};
 pub use image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };

@@ -52,9 +52,10 @@ pub fn place(
 }
 
 /// Unfenced brokers grouped by rack, racks in name order (no rack first), ids ascending.
+/// A broker in controlled shutdown is left out: it is about to go, and could not lead.
 fn live_racks(image: &MetadataImage) -> Vec<Vec<NodeId>> {
     let mut racks: BTreeMap<Option<&str>, Vec<NodeId>> = BTreeMap::new();
-    for broker in image.live_brokers() {
+    for broker in image.live_brokers().filter(|broker| broker.is_eligible()) {
         racks
             .entry(broker.rack.as_deref())
             .or_default()
@@ -121,6 +122,7 @@ mod tests {
                 port: 1,
                 rack: rack.map(str::to_string),
                 fenced,
+                in_controlled_shutdown: false,
             };
             image.brokers.insert(node_id, registration);
         }

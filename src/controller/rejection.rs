@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ControllerError;
+use crate::types::NodeId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RejectionKind {
@@ -17,6 +18,17 @@ pub enum RejectionKind {
     InvalidConfig,
     InvalidRequest,
     DeletionDisabled,
+    /// A broker command (fencing, controlled shutdown) for a broker never registered.
+    UnknownBroker {
+        node_id: NodeId,
+    },
+    /// A broker command meant for another registration of the broker (Kafka's
+    /// STALE_BROKER_EPOCH), kept apart from storage failures so callers can tell.
+    StaleBrokerEpoch {
+        node_id: NodeId,
+        epoch: i64,
+        current: i64,
+    },
     /// No active controller could take the command in time (no quorum, elections).
     Unavailable,
     /// The active controller could not make the command durable.
@@ -52,6 +64,16 @@ impl From<&ControllerError> for Rejection {
             E::DeletionDisabled => RejectionKind::DeletionDisabled,
             E::Unavailable(_) => RejectionKind::Unavailable,
             E::InvalidRequest(_) => RejectionKind::InvalidRequest,
+            E::UnknownBroker(node_id) => RejectionKind::UnknownBroker { node_id: *node_id },
+            E::StaleBrokerEpoch {
+                node_id,
+                epoch,
+                current,
+            } => RejectionKind::StaleBrokerEpoch {
+                node_id: *node_id,
+                epoch: *epoch,
+                current: *current,
+            },
             _ => RejectionKind::Storage,
         };
         let message = match error {
@@ -84,6 +106,16 @@ impl From<Rejection> for ControllerError {
             RejectionKind::InvalidRequest => E::InvalidRequest(m),
             RejectionKind::DeletionDisabled => E::DeletionDisabled,
             RejectionKind::Unavailable => E::Unavailable(m),
+            RejectionKind::UnknownBroker { node_id } => E::UnknownBroker(node_id),
+            RejectionKind::StaleBrokerEpoch {
+                node_id,
+                epoch,
+                current,
+            } => E::StaleBrokerEpoch {
+                node_id,
+                epoch,
+                current,
+            },
             RejectionKind::Storage => E::Storage(m),
         }
     }
@@ -101,6 +133,12 @@ mod tests {
             ControllerError::InvalidReplicationFactor("rf".into()),
             ControllerError::DeletionDisabled,
             ControllerError::Unavailable("no leader".into()),
+            ControllerError::UnknownBroker(4),
+            ControllerError::StaleBrokerEpoch {
+                node_id: 4,
+                epoch: 7,
+                current: 9,
+            },
         ];
         for error in errors {
             let back = ControllerError::from(Rejection::from(&error));

@@ -6,6 +6,12 @@
 //! Now and then a step re-applies an earlier successful topic command instead, as a
 //! follower's forwarding retry does, and checks that the retry answers `Done` and leaves
 //! the image exactly as it was.
+//!
+//! Partition leadership is driven too: ISR changes from the leader (current and stale),
+//! controlled shutdowns, preferred and unclean elections. After each step: every leader is
+//! a live ISR member not in controlled shutdown (or none); a leader change is exactly one
+//! leader epoch; any change raises the partition epoch; no ISR gains a fenced or
+//! shutting-down broker; a refused ISR change changes nothing.
 
 use super::*;
 use crate::controller::placement::place;
@@ -37,7 +43,7 @@ struct Generator {
 
 impl Generator {
     fn command(&mut self, image: &MetadataImage) -> MetadataCommand {
-        match self.rng.below(100) {
+        match self.rng.below(130) {
             0..=14 => self.register(image),
             15..=29 => self.fence_or_unfence(image, true),
             30..=49 => self.fence_or_unfence(image, false),
@@ -51,7 +57,112 @@ impl Generator {
                 cluster_id: self.rng.pick(&["", "c1", "c2"]).to_string(),
                 controller_id: 1,
             },
-            _ => self.restore(image),
+            97..=99 => self.restore(image),
+            100..=114 => self.alter_partition(image),
+            115..=119 => self.controlled_shutdown(image),
+            _ => self.elect_leaders(image),
+        }
+    }
+
+    /// A partition of the image (its topic id and index), or an unknown one now and then.
+    fn partition(&mut self, image: &MetadataImage) -> (Uuid, i32, Option<PartitionImage>) {
+        let topics: Vec<&TopicImage> = image.topics.values().collect();
+        if topics.is_empty() || self.rng.chance(5) {
+            return (self.rng.uuid(), self.rng.below(3) as i32, None);
+        }
+        let topic = *self.rng.pick(&topics);
+        let index = self.rng.below(topic.partitions.len() as u64 + 1) as usize;
+        let found = topic.partitions.get(index).cloned();
+        (topic.id, index as i32, found)
+    }
+
+    /// Usually the leader's proposal at the current epochs (shrinking or expanding the
+    /// ISR, sometimes with an ineligible or invalid member); sometimes a stale one.
+    fn alter_partition(&mut self, image: &MetadataImage) -> MetadataCommand {
+        let (topic_id, partition, found) = self.partition(image);
+        let current = found.unwrap_or(PartitionImage {
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        });
+        let mut new_isr: Vec<NodeId> = current
+            .isr
+            .iter()
+            .copied()
+            .filter(|&id| id == current.leader || !self.rng.chance(30))
+            .collect();
+        for &replica in &current.replicas {
+            if !new_isr.contains(&replica) && self.rng.chance(40) {
+                new_isr.push(replica);
+            }
+        }
+        match self.rng.below(20) {
+            0 => new_isr.push(self.node_id()),
+            1 => new_isr.retain(|&id| id != current.leader),
+            _ => {}
+        }
+        let (mut leader, mut leader_epoch, mut partition_epoch) = (
+            current.leader,
+            current.leader_epoch,
+            current.partition_epoch,
+        );
+        match self.rng.below(10) {
+            0 => leader_epoch -= 1,
+            1 => partition_epoch -= 1,
+            2 => leader = self.node_id(),
+            _ => {}
+        }
+        MetadataCommand::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        }
+    }
+
+    fn controlled_shutdown(&mut self, image: &MetadataImage) -> MetadataCommand {
+        match self.fence_or_unfence(image, true) {
+            MetadataCommand::FenceBroker { node_id, epoch } => {
+                MetadataCommand::BeginControlledShutdown { node_id, epoch }
+            }
+            other => other,
+        }
+    }
+
+    /// Half the partitions named are away from their preferred replica (or leaderless),
+    /// where an election may do something.
+    fn elect_leaders(&mut self, image: &MetadataImage) -> MetadataCommand {
+        let moved: Vec<(Uuid, i32)> = image
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, p)| {
+                        (p.replicas.first() != Some(&p.leader)).then_some((topic.id, index as i32))
+                    })
+            })
+            .collect();
+        let count = 1 + self.rng.below(4);
+        let partitions = (0..count)
+            .map(|_| {
+                if !moved.is_empty() && self.rng.chance(50) {
+                    return *self.rng.pick(&moved);
+                }
+                let (topic_id, index, _) = self.partition(image);
+                (topic_id, index)
+            })
+            .collect();
+        let election = *self.rng.pick(&[Election::Preferred, Election::Unclean]);
+        MetadataCommand::ElectLeaders {
+            election,
+            partitions,
         }
     }
 
@@ -265,9 +376,25 @@ fn check_step(before: &MetadataImage, after: &MetadataImage, step: usize) {
                 old.leader_epoch,
                 new.leader_epoch
             );
+            let epoch_after_change = old.leader_epoch.saturating_add(1);
             assert!(
-                new.leader == old.leader || new.leader_epoch > old.leader_epoch,
-                "step {step}: {name}-{index} changed leader without a new epoch"
+                new.leader == old.leader || new.leader_epoch == epoch_after_change,
+                "step {step}: {name}-{index} changed leader from {} to {} with epoch {} -> {}",
+                old.leader,
+                new.leader,
+                old.leader_epoch,
+                new.leader_epoch
+            );
+            let ineligible_joined = new
+                .isr
+                .iter()
+                .find(|&&id| !old.isr.contains(&id) && !after.is_broker_eligible(id));
+            assert!(
+                ineligible_joined.is_none(),
+                "step {step}: {name}-{index} ISR {:?} -> {:?} gained a fenced or shutting-down \
+                 broker",
+                old.isr,
+                new.isr
             );
             let changed = new.isr != old.isr || new.leader != old.leader;
             assert!(
@@ -280,11 +407,12 @@ fn check_step(before: &MetadataImage, after: &MetadataImage, step: usize) {
     }
 }
 
-/// No partition waits without a leader while an in-sync replica is live.
+/// No partition waits without a leader while an in-sync replica could lead (live, not in
+/// controlled shutdown).
 fn check_elections(image: &MetadataImage, step: usize) {
     for (name, topic) in &image.topics {
         for (index, partition) in topic.partitions.iter().enumerate() {
-            let electable = partition.isr.iter().any(|&id| image.is_broker_live(id));
+            let electable = partition.isr.iter().any(|&id| image.is_broker_eligible(id));
             assert_eq!(
                 partition.leader != NO_LEADER,
                 electable,
@@ -294,11 +422,77 @@ fn check_elections(image: &MetadataImage, step: usize) {
     }
 }
 
+#[derive(Default)]
 struct Outcomes {
     applied: usize,
     rejected: usize,
     fenced_leaderless: usize,
     retried: usize,
+    isr_changed: usize,
+    isr_refused: usize,
+    shutdowns: usize,
+    elected: usize,
+    elections_refused: usize,
+}
+
+impl Outcomes {
+    fn count(&mut self, command: &MetadataCommand, outcome: &CommandOutcome) {
+        match outcome {
+            CommandOutcome::PartitionChanged { .. } => self.isr_changed += 1,
+            CommandOutcome::PartitionChangeRefused(_) => self.isr_refused += 1,
+            CommandOutcome::LeadersElected(results) => {
+                for result in results {
+                    match result.result {
+                        ElectionResult::Elected { .. } => self.elected += 1,
+                        _ => self.elections_refused += 1,
+                    }
+                }
+            }
+            _ if matches!(command, MetadataCommand::BeginControlledShutdown { .. }) => {
+                self.shutdowns += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A stale ISR change is refused; a refused one, and an election that elected nothing,
+/// change nothing but the applied index.
+fn check_refusals(
+    before: &MetadataImage,
+    after: &MetadataImage,
+    command: &MetadataCommand,
+    outcome: &CommandOutcome,
+) {
+    if let MetadataCommand::AlterPartition {
+        topic_id,
+        partition,
+        leader_epoch,
+        partition_epoch,
+        ..
+    } = command
+        && let Some(current) = before
+            .topic_by_id(topic_id)
+            .and_then(|topic| topic.partitions.get(usize::try_from(*partition).ok()?))
+        && (*leader_epoch, *partition_epoch) != (current.leader_epoch, current.partition_epoch)
+    {
+        assert!(
+            matches!(outcome, CommandOutcome::PartitionChangeRefused(_)),
+            "stale {command:?} on {current:?} answered {outcome:?}"
+        );
+    }
+    let unchanged = match outcome {
+        CommandOutcome::PartitionChangeRefused(_) => true,
+        CommandOutcome::LeadersElected(results) => results
+            .iter()
+            .all(|r| !matches!(r.result, ElectionResult::Elected { .. })),
+        _ => false,
+    };
+    if unchanged {
+        let mut expected = before.clone();
+        expected.applied_index = after.applied_index;
+        assert_eq!(*after, expected, "{outcome:?} changed the image");
+    }
 }
 
 /// Runs `steps` commands from `seed`; returns the command log and the final image.
@@ -309,12 +503,7 @@ fn run(seed: u64, steps: usize) -> (Vec<MetadataCommand>, MetadataImage, Outcome
     let mut image = MetadataImage::default();
     let mut log = Vec::with_capacity(steps);
     let mut blocks: Vec<(i64, i64)> = Vec::new();
-    let mut outcomes = Outcomes {
-        applied: 0,
-        rejected: 0,
-        fenced_leaderless: 0,
-        retried: 0,
-    };
+    let mut outcomes = Outcomes::default();
     let mut successes = Successes::default();
     for step in 0..steps {
         if generator.rng.chance(10)
@@ -339,6 +528,8 @@ fn run(seed: u64, steps: usize) -> (Vec<MetadataCommand>, MetadataImage, Outcome
         match apply(&mut image, &command) {
             Ok(outcome) => {
                 outcomes.applied += 1;
+                outcomes.count(&command, &outcome);
+                check_refusals(&before, &image, &command, &outcome);
                 successes.record(&before, &command);
                 if let CommandOutcome::ProducerIdBlock { first, count } = outcome {
                     blocks.push((first, count));
@@ -400,6 +591,7 @@ fn replay(log: &[MetadataCommand]) -> MetadataImage {
 
 #[test]
 fn random_commands_keep_every_invariant_and_replay_to_the_same_image() {
+    let mut totals = Outcomes::default();
     for seed in 1..=12 {
         let (log, image, outcomes) = run(seed, 2500);
         assert_eq!(replay(&log), image, "seed {seed}: replay differs");
@@ -425,6 +617,21 @@ fn random_commands_keep_every_invariant_and_replay_to_the_same_image() {
             "seed {seed}: {} retries",
             outcomes.retried
         );
+        totals.isr_changed += outcomes.isr_changed;
+        totals.isr_refused += outcomes.isr_refused;
+        totals.shutdowns += outcomes.shutdowns;
+        totals.elected += outcomes.elected;
+        totals.elections_refused += outcomes.elections_refused;
+    }
+    // Over all seeds, each leadership path must have been taken many times.
+    for (what, count) in [
+        ("ISR changes accepted", totals.isr_changed),
+        ("ISR changes refused", totals.isr_refused),
+        ("controlled shutdowns", totals.shutdowns),
+        ("leaders elected", totals.elected),
+        ("elections refused", totals.elections_refused),
+    ] {
+        assert!(count > 100, "{what}: only {count}");
     }
 }
 
