@@ -169,12 +169,11 @@ def test_a_node_with_another_cluster_id_does_not_join(make_cluster):
 
 
 def test_a_stopped_broker_is_fenced_and_unfenced(make_cluster):
-    """A broker killed with SIGKILL is fenced once its session expires, and the
-    partitions it leads go offline, even the one with a second replica: partition data is
-    not replicated yet (issue 8 moves such a partition to the other replica), so a
-    partition's ISR is its leader alone, and electing the other replica, whose log is
-    empty, would lose the acknowledged records and hand their offsets out again. The
-    restarted broker is unfenced and leads them again, in a new leader epoch."""
+    """A broker killed with SIGKILL is fenced once its session expires: a partition it led
+    alone goes offline, one with a second in-sync replica moves there at a new leader
+    epoch, and it leaves every ISR it was in. Restarted, it is unfenced, leads its
+    single-replica partition again in a new epoch, catches up with the other and rejoins
+    its ISR."""
     nodes = make_cluster(3)
     controller = nodes.active_controller()
     victim = next(i for i in (3, 2, 1) if i != controller)
@@ -191,9 +190,9 @@ def test_a_stopped_broker_is_fenced_and_unfenced(make_cluster):
             and topics[double]["partitions"][0]["leader"] == victim
 
     before = nodes.wait_images_equal(check=placed)
-    # Only the leader is in sync until replication exists.
-    assert before["topics"][double]["partitions"][0]["isr"] == [victim], before
-    assert before["topics"][double]["partitions"][1]["isr"] == [other], before
+    # Every live replica starts in sync: all logs are empty.
+    for partition in before["topics"][double]["partitions"].values():
+        assert sorted(partition["isr"]) == sorted([victim, other]), before
     single_epoch = before["topics"][single]["partitions"][0]["leader_epoch"]
     double_epoch = before["topics"][double]["partitions"][0]["leader_epoch"]
     kept_epoch = before["topics"][double]["partitions"][1]["leader_epoch"]
@@ -211,20 +210,21 @@ def test_a_stopped_broker_is_fenced_and_unfenced(make_cluster):
     assert fenced_after >= session_s - heartbeat_s, \
         "fenced before its session timed out (at disconnect?)"
 
-    def offline(image):
+    def moved(image):
         topics = image["topics"]
         return topics[single]["partitions"][0]["leader"] == -1 \
-            and topics[double]["partitions"][0]["leader"] == -1
+            and topics[double]["partitions"][0]["leader"] == other
 
-    during = nodes.wait_images_equal(on=survivors, check=offline)
-    for topic in (single, double):
-        partition = during["topics"][topic]["partitions"][0]
-        assert partition["error"] == rawkafka.LEADER_NOT_AVAILABLE, partition
-        # The fenced leader stays in the ISR: the partition comes back with it.
-        assert partition["isr"] == [victim], partition
-    assert during["topics"][double]["partitions"][0]["leader_epoch"] > double_epoch
+    during = nodes.wait_images_equal(on=survivors, check=moved)
+    alone = during["topics"][single]["partitions"][0]
+    assert alone["error"] == rawkafka.LEADER_NOT_AVAILABLE, alone
+    # The fenced last in-sync replica stays in the ISR: the partition comes back with it.
+    assert alone["isr"] == [victim], alone
+    taken_over = during["topics"][double]["partitions"][0]
+    assert taken_over["isr"] == [other], taken_over
+    assert taken_over["leader_epoch"] == double_epoch + 1
     assert during["topics"][single]["partitions"][1]["leader"] == other
-    # A partition the victim only followed keeps its leader and epoch.
+    # A partition the victim only followed keeps its leader and epoch, without it in sync.
     kept = during["topics"][double]["partitions"][1]
     assert (kept["leader"], kept["leader_epoch"], kept["isr"]) == (other, kept_epoch, [other])
     assert victim not in during["brokers"]
@@ -232,12 +232,12 @@ def test_a_stopped_broker_is_fenced_and_unfenced(make_cluster):
     nodes.restart(victim)  # waits until every node lists it again (unfenced)
 
     def back(image):
-        return all(image["topics"][topic]["partitions"][0]["leader"] == victim
-                   and image["topics"][topic]["partitions"][0]["error"] == cluster.NONE
-                   for topic in (single, double))
+        topics = image["topics"]
+        return topics[single]["partitions"][0]["leader"] == victim \
+            and topics[single]["partitions"][0]["error"] == cluster.NONE \
+            and all(sorted(p["isr"]) == sorted([victim, other])
+                    for p in topics[double]["partitions"].values())
 
     after = nodes.wait_images_equal(check=back, timeout_s=60)
     assert victim in after["brokers"]
     assert after["topics"][single]["partitions"][0]["leader_epoch"] > single_epoch
-    assert after["topics"][double]["partitions"][0]["leader_epoch"] > \
-        during["topics"][double]["partitions"][0]["leader_epoch"]
