@@ -15,9 +15,7 @@ use crate::controller::{
     BrokerEndpoint, CommandOutcome, Controller, ControllerError, ControllerSettings,
     MetadataCommand, MetadataImage,
 };
-use crate::group::{
-    CoordinatorConfig, GroupConfig, GroupCoordinator, LedPartition, OFFSETS_TOPIC,
-};
+use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, LedPartition, OFFSETS_TOPIC};
 use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
 use crate::replica::{ReplicaManager, isr_changes};

@@ -1,6 +1,6 @@
 //! OffsetForLeaderEpoch and ListOffsets' leader epochs through the real request path
 //! (`api::handle_frame` on a one-node broker with a temp data dir). The partition's epoch
-//! is moved the way the reconciler moves it (`become_leader` / `become_follower`), so the
+//! is moved the way the reconciler moves it (`Partition::apply_leadership`), so the
 //! log holds batches of several epochs: 0 at offsets 0-2, 2 at 3-4, 5 at 5, log end 6.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,7 @@ use kafkaesque::api::handle_frame;
 use kafkaesque::broker::Broker;
 use kafkaesque::config::BrokerConfig;
 use kafkaesque::log::batch::plain_record;
+use kafkaesque::replica::{Leadership, Partition};
 
 const TOPIC: &str = "epochs";
 const FENCED_LEADER_EPOCH: i16 = 74;
@@ -99,6 +100,19 @@ async fn produce(broker: &Broker, timestamp_ms: i64) -> i64 {
     partition.base_offset
 }
 
+/// Moves the partition as the reconciler would for an image naming `leader` at `epoch`
+/// (this broker is node 1; node 2 is the other replica).
+fn set_leader(partition: &Partition, leader: i32, epoch: i32) {
+    let leadership = Leadership {
+        leader,
+        leader_epoch: epoch,
+        partition_epoch: epoch,
+        replicas: vec![1, 2],
+        isr: vec![leader],
+    };
+    partition.apply_leadership(1, &leadership, 0).unwrap();
+}
+
 /// A broker whose partition holds epochs 0 (offsets 0-2), 2 (3-4) and 5 (5); timestamps
 /// are 1000 + 100 * offset.
 async fn broker_with_epochs(dir: &std::path::Path) -> Arc<Broker> {
@@ -112,7 +126,7 @@ async fn broker_with_epochs(dir: &std::path::Path) -> Arc<Broker> {
     assert_eq!(call(&broker, &request, 7).await.topics[0].error_code, 0);
     let partition = broker.replicas.get(TOPIC, 0).unwrap();
     for (epoch, offsets) in [(0, 0..3), (2, 3..5), (5, 5..6)] {
-        partition.become_leader(epoch).unwrap();
+        set_leader(&partition, 1, epoch);
         for offset in offsets {
             assert_eq!(produce(&broker, 1_000 + 100 * offset).await, offset);
         }
@@ -177,7 +191,7 @@ async fn offset_for_leader_epoch_answers_as_kafka_does() {
 
     // A follower: a stale epoch is fenced first; the current one is sent to the leader.
     let partition = broker.replicas.get(TOPIC, 0).unwrap();
-    partition.become_follower(7).unwrap();
+    set_leader(&partition, 2, 7);
     let fenced = end_offset(&broker, 4, TOPIC, 5, 2).await;
     assert_eq!(fenced.0, FENCED_LEADER_EPOCH);
     let follower = end_offset(&broker, 4, TOPIC, 7, 2).await;

@@ -128,9 +128,7 @@ fn record_follower_progress(
     let eligible = image
         .brokers
         .get(&replica)
-        .is_some_and(|b| {
-            !b.fenced && !b.in_controlled_shutdown && (epoch < 0 || b.epoch == epoch)
-        });
+        .is_some_and(|b| !b.fenced && !b.in_controlled_shutdown && (epoch < 0 || b.epoch == epoch));
     let now = now_ms();
     for target in targets {
         let Ok(partition) = &target.partition else {

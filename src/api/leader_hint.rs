@@ -196,6 +196,7 @@ mod tests {
             port: 9000 + node_id,
             rack: (node_id == 2).then(|| "rack-b".to_string()),
             fenced,
+            in_controlled_shutdown: false,
         }
     }
 

@@ -1442,7 +1442,7 @@ mod tests {
         std::fs::write(&path, &stale).unwrap();
 
         for last_shutdown in [LastShutdown::Unclean, LastShutdown::Clean] {
-            let partition = open(dir.path(), last_shutdown);
+            let partition = open_follower(dir.path(), last_shutdown);
             assert_eq!(epochs(&partition), vec![(1, 0), (4, start_4), (6, start_6)]);
             assert_eq!(partition.end_offset_for_epoch(4).unwrap(), (4, start_6));
             assert_eq!(partition.end_offset_for_epoch(6).unwrap(), (6, end));
