@@ -1,4 +1,5 @@
-"""Replicated partitions (issue 8) on a three-node cluster with real clients: followers copy
+"""Replicated partitions (issue 8) on a three-node cluster with real clients (confluent-kafka,
+kafka-python, kcat): followers copy
 their leaders, the ISR is full, acks=all records survive the kill -9 of their leader and are
 read back exactly once in order, min.insync.replicas refuses acks=all writes while acks=1
 still works, and a stopped follower catches up and rejoins the ISR.
@@ -146,6 +147,10 @@ def test_kill_the_leader_during_an_idempotent_stream_loses_nothing(three, topic)
     values, offsets = read_all(three, topic, 0, len(expected))
     assert values == expected, "acknowledged records lost, duplicated or reordered"
     assert offsets == list(range(len(expected)))
+    # The same log through another client library, from the new leader.
+    records = clients.kp_consume(Bootstrap(three), topic, 0, 0, len(expected))
+    assert [r.value.decode() for r in records] == expected
+    assert [r.offset for r in records] == offsets
 
     three.restart(leader)
     wait_full_isr(three, topic)
