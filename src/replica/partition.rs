@@ -703,11 +703,18 @@ impl Partition {
         let (moved, proposal) = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
-            let log_end = state
-                .log
-                .as_ref()
-                .ok_or(ReplicaError::Deleted)?
-                .log_end_offset();
+            let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+            let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+            if fetch_offset > log_end {
+                // A follower ahead of this log holds records it must truncate first; its
+                // offset says nothing about what it has of ours (Kafka answers
+                // OFFSET_OUT_OF_RANGE before recording anything).
+                return Err(ReplicaError::Log(crate::log::LogError::OffsetOutOfRange {
+                    offset: fetch_offset,
+                    log_start,
+                    log_end,
+                }));
+            }
             let epoch_start = state.current_epoch_start();
             let Some(replication) = state.replication.as_mut().filter(|_| state.leads) else {
                 return Err(ReplicaError::NotLeader);
@@ -1481,5 +1488,197 @@ mod tests {
         drop(partition);
         let partition = open(dir.path(), LastShutdown::Unclean);
         assert_eq!(producers(&partition), expected);
+    }
+}
+
+#[cfg(test)]
+mod replication_tests {
+    use super::*;
+    use crate::log::test_support::encode_batch_sized;
+    use kafka_protocol::records::Compression;
+
+    /// Node `local` hosting partition t-0 under `dir`, following or leading per `view`.
+    fn replica(dir: &Path, local: NodeId, view: &Leadership) -> Partition {
+        let tp = TopicPartition::new("t", 0);
+        let opened = (
+            tp,
+            Uuid::from_u128(7),
+            dir.join(format!("n{local}")),
+            LogConfig::default(),
+        );
+        let partition =
+            Partition::open_at(opened, view.leader_epoch, 0, 0, LastShutdown::Unclean).unwrap();
+        partition.apply_leadership(local, view, 0).unwrap();
+        partition
+    }
+
+    fn view(leader: NodeId, leader_epoch: i32, isr: &[NodeId]) -> Leadership {
+        Leadership {
+            leader,
+            leader_epoch,
+            partition_epoch: leader_epoch,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        }
+    }
+
+    fn records(count: usize) -> Bytes {
+        encode_batch_sized(&vec![100; count], Compression::None, 20).freeze()
+    }
+
+    fn high_watermark(partition: &Partition) -> i64 {
+        partition.offsets().unwrap().1
+    }
+
+    /// Copies everything `follower` lacks from `leader` (one follower fetch round), then
+    /// reports the follower's new log end to the leader as its next fetch would.
+    fn replicate(leader: &Partition, follower: &Partition, follower_id: NodeId) {
+        let fetch_offset = follower.offsets().unwrap().2;
+        leader
+            .record_follower_fetch(follower_id, fetch_offset, 1, true)
+            .unwrap();
+        let read = leader.read_replica(fetch_offset, usize::MAX, true).unwrap();
+        if !read.records.is_empty() {
+            follower.append_replicated(&read.records, 1).unwrap();
+        }
+        follower.follow_high_watermark(read.high_watermark);
+        let caught_up = follower.offsets().unwrap().2;
+        leader
+            .record_follower_fetch(follower_id, caught_up, 1, true)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_high_watermark_follows_the_isr_and_followers_keep_the_leaders_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let isr = [1, 2, 3];
+        let leader = replica(dir.path(), 1, &view(1, 0, &isr));
+        let second = replica(dir.path(), 2, &view(1, 0, &isr));
+        let third = replica(dir.path(), 3, &view(1, 0, &isr));
+        let appended = leader.append(&records(3), 0).unwrap();
+        assert_eq!((appended.base_offset, appended.end_offset), (0, 3));
+        assert_eq!(high_watermark(&leader), 0, "no follower has fetched yet");
+        assert!(matches!(
+            second.append(&records(1), 0),
+            Err(ReplicaError::NotLeader)
+        ));
+
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        let waited = leader.wait_committed(3, 0, deadline).await;
+        assert!(
+            matches!(waited, Err(ReplicaError::ReplicationTimedOut)),
+            "{waited:?}"
+        );
+
+        replicate(&leader, &second, 2);
+        assert_eq!(
+            high_watermark(&leader),
+            0,
+            "replica 3 is in the ISR and has nothing"
+        );
+        assert!(leader.read(0, usize::MAX, true).unwrap().records.is_empty());
+        replicate(&leader, &third, 3);
+        assert_eq!(high_watermark(&leader), 3);
+        leader.wait_committed(3, 0, deadline).await.unwrap();
+        // The followers hold the leader's batches at the leader's offsets and epoch.
+        let copied = third.read_replica(0, usize::MAX, true).unwrap().records;
+        let original = leader.read(0, usize::MAX, true).unwrap().records;
+        assert_eq!(copied, original);
+        assert_eq!(
+            high_watermark(&third),
+            0,
+            "it learns the new watermark next fetch"
+        );
+        replicate(&leader, &third, 3);
+        assert_eq!(high_watermark(&third), 3);
+
+        // A follower claiming more than the leader has is refused, not recorded.
+        let ahead = leader.record_follower_fetch(2, 99, 1, true);
+        assert!(matches!(ahead, Err(ReplicaError::Log(_))), "{ahead:?}");
+        assert_eq!(high_watermark(&leader), 3);
+    }
+
+    #[tokio::test]
+    async fn acks_all_needs_min_insync_and_fails_when_leadership_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1]));
+        leader.set_config(LogConfig {
+            min_insync_replicas: 2,
+            ..LogConfig::default()
+        });
+        let refused = leader.append(&records(1), 0);
+        assert!(
+            matches!(
+                refused,
+                Err(ReplicaError::NotEnoughReplicas { isr: 1, min: 2 })
+            ),
+            "{refused:?}"
+        );
+        // acks=1 does not look at the ISR.
+        let outcome = leader
+            .append_with(&records(1), 0, RequiredAcks::Leader)
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let after = leader.wait_committed(outcome.end_offset, 0, deadline).await;
+        assert!(
+            matches!(
+                after,
+                Err(ReplicaError::NotEnoughReplicasAfterAppend { .. })
+            ),
+            "{after:?}"
+        );
+
+        // A parked acks=all produce learns at once that another broker leads now.
+        leader.set_config(LogConfig::default());
+        leader.apply_leadership(1, &view(1, 1, &[1, 2]), 0).unwrap();
+        let outcome = leader.append(&records(1), 0).unwrap();
+        let waiting = leader.wait_committed(outcome.end_offset, 1, deadline);
+        let moved = async {
+            tokio::task::yield_now().await;
+            leader.apply_leadership(1, &view(2, 2, &[2]), 0).unwrap();
+        };
+        let (waited, ()) = tokio::join!(waiting, moved);
+        assert!(matches!(waited, Err(ReplicaError::NotLeader)), "{waited:?}");
+    }
+
+    #[test]
+    fn isr_changes_are_proposed_once_and_applied_from_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
+        let follower = replica(dir.path(), 3, &view(1, 0, &[1, 2]));
+        leader.append(&records(2), 0).unwrap();
+        // 2 never fetches: after the lag it is proposed out, once.
+        let shrink = leader.isr_shrink(30_001, 30_000).expect("2 is behind");
+        assert_eq!(shrink.new_isr, vec![1]);
+        assert!(
+            leader.isr_shrink(60_000, 30_000).is_none(),
+            "one change at a time"
+        );
+        leader.isr_change_answered(&shrink, Some((&[1], 0, 1)), 30_002);
+        assert_eq!(leader.in_sync_replicas(), Some(vec![1]));
+        assert_eq!(
+            high_watermark(&leader),
+            2,
+            "the leader alone is the ISR now"
+        );
+
+        // 3 catches up: its fetch at the log end proposes it.
+        let fetched = leader.read_replica(0, usize::MAX, true).unwrap();
+        follower.append_replicated(&fetched.records, 1).unwrap();
+        let proposal = leader
+            .record_follower_fetch(3, 2, 30_003, true)
+            .unwrap()
+            .expect("3 reached the high watermark");
+        assert_eq!(
+            (proposal.new_isr.clone(), proposal.partition_epoch),
+            (vec![1, 3], 1)
+        );
+        // Refused (say, 3 got fenced meanwhile): nothing changes, the next fetch asks again.
+        leader.isr_change_answered(&proposal, None, 30_004);
+        assert_eq!(leader.in_sync_replicas(), Some(vec![1]));
+        let again = leader.record_follower_fetch(3, 2, 30_005, true).unwrap();
+        assert!(again.is_some());
+        let pending = leader.record_follower_fetch(3, 2, 30_006, true).unwrap();
+        assert!(pending.is_none(), "proposed already, not answered yet");
     }
 }
