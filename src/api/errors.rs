@@ -94,9 +94,6 @@ pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         // Kafka 4 answers a write that did not replicate in time (or found too few
         // in-sync replicas) with COORDINATOR_NOT_AVAILABLE: the client retries.
         CoordinatorError::NotCommitted(_) => ResponseError::CoordinatorNotAvailable,
-        CoordinatorError::NotEnoughReplicasAfterAppend => {
-            ResponseError::NotEnoughReplicasAfterAppend
-        }
     }
 }
 

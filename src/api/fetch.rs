@@ -134,11 +134,8 @@ fn record_follower_progress(
         let Ok(partition) = &target.partition else {
             continue;
         };
-        let recorded = partition
-            .check_leader_epoch(target.current_leader_epoch)
-            .and_then(|()| {
-                partition.record_follower_fetch(replica, target.fetch_offset, now, eligible)
-            });
+        let fetch = (target.fetch_offset, target.current_leader_epoch);
+        let recorded = partition.record_follower_fetch(replica, fetch, now, eligible);
         match recorded {
             Ok(Some(proposal)) => {
                 tracing::info!(

@@ -40,9 +40,6 @@ pub enum CoordinatorError {
     /// partition is gone: Kafka answers COORDINATOR_NOT_AVAILABLE and the client retries.
     #[error("the write was not committed: {0}")]
     NotCommitted(String),
-    /// The ISR shrank below `min.insync.replicas` after the append.
-    #[error("the ISR shrank below min.insync.replicas after the append")]
-    NotEnoughReplicasAfterAppend,
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -207,6 +204,20 @@ impl GroupCoordinator {
         now_ms: i64,
     ) -> Result<(), CoordinatorError> {
         let target = self.target(log, group)?;
+        let write_lock = self.group_write_lock(group);
+        let _writing = write_lock.lock().await;
+        self.write_offsets_locked(target, group, changes, now_ms)
+            .await
+    }
+
+    /// `write_offsets` for a caller that holds the group's write lock.
+    async fn write_offsets_locked(
+        &self,
+        target: WriteTarget<'_>,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
         let entries = changes
             .iter()
             .map(|(topic, partition, value)| {
@@ -221,8 +232,6 @@ impl GroupCoordinator {
                 )
             })
             .collect::<Vec<(Bytes, Option<Bytes>)>>();
-        let write_lock = self.group_write_lock(group);
-        let _writing = write_lock.lock().await;
         write_committed(target, entries, now_ms).await?;
         self.apply_committed(&target, group, changes);
         Ok(())
@@ -289,13 +298,38 @@ impl GroupCoordinator {
             expired += old.len();
             let coordinator = self.clone();
             runtime.spawn(async move {
-                let deleted = coordinator.delete_offsets(&log, &group, Some(old), now_ms);
+                let deleted = coordinator.expire_group(&log, &group, cutoff, now_ms);
                 if let Err(error) = deleted.await {
                     tracing::warn!(group, %error, "expiring committed offsets failed");
                 }
             });
         }
         expired
+    }
+
+    /// Expires `group`'s offsets older than `cutoff`, decided again under the group's
+    /// write lock: a commit that was waiting for replication when the expiry was planned
+    /// has been applied by then, and its fresh offset must not be deleted.
+    async fn expire_group(
+        &self,
+        log: &Partition,
+        group: &str,
+        cutoff: i64,
+        now_ms: i64,
+    ) -> Result<(), CoordinatorError> {
+        let target = self.target(log, group)?;
+        let write_lock = self.group_write_lock(group);
+        let _writing = write_lock.lock().await;
+        if self.registry.has_members_or_busy(group) {
+            return Ok(());
+        }
+        let old = lock(&self.book.offsets).older_than(group, cutoff);
+        if old.is_empty() {
+            return Ok(());
+        }
+        let changes = old.into_iter().map(|(topic, p)| (topic, p, None)).collect();
+        self.write_offsets_locked(target, group, changes, now_ms)
+            .await
     }
 
     /// Committed offsets of `group`: for the listed partitions, or every committed one.

@@ -147,7 +147,10 @@ impl GroupCoordinator {
                 return Ok(());
             }
             let deadline = tokio::time::Instant::now() + self.commit_timeout();
-            match log.wait_committed(log_end, leader_epoch, deadline).await {
+            match log
+                .wait_high_watermark(log_end, leader_epoch, deadline)
+                .await
+            {
                 Ok(()) => break,
                 Err(ReplicaError::ReplicationTimedOut) => {
                     tracing::info!(

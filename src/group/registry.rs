@@ -467,9 +467,9 @@ fn resign(state: &mut SlotState) {
 fn write_failure(error: &CoordinatorError) -> GroupError {
     match error {
         CoordinatorError::NotCoordinator => GroupError::NotCoordinator,
-        CoordinatorError::NotCommitted(_)
-        | CoordinatorError::NotEnoughReplicasAfterAppend
-        | CoordinatorError::LoadInProgress => GroupError::CoordinatorNotAvailable,
+        CoordinatorError::NotCommitted(_) | CoordinatorError::LoadInProgress => {
+            GroupError::CoordinatorNotAvailable
+        }
         CoordinatorError::Storage(_) | CoordinatorError::OffsetMetadataTooLarge => {
             GroupError::UnknownServer
         }

@@ -95,12 +95,12 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
         ReplicaError::Log(crate::log::LogError::Io(_) | crate::log::LogError::Corrupt(_)) => {
             CoordinatorError::NotCoordinator
         }
+        // Kafka 4's coordinator maps all of these to COORDINATOR_NOT_AVAILABLE, which
+        // consumers retry (NOT_ENOUGH_REPLICAS_AFTER_APPEND would fail a commitSync).
         ReplicaError::ReplicationTimedOut
         | ReplicaError::NotEnoughReplicas { .. }
+        | ReplicaError::NotEnoughReplicasAfterAppend { .. }
         | ReplicaError::Deleted => CoordinatorError::NotCommitted(error.to_string()),
-        ReplicaError::NotEnoughReplicasAfterAppend { .. } => {
-            CoordinatorError::NotEnoughReplicasAfterAppend
-        }
         other => CoordinatorError::Storage(other.to_string()),
     }
 }
@@ -166,9 +166,9 @@ mod tests {
             write_error(&ReplicaError::NotEnoughReplicas { isr: 1, min: 2 }),
             CoordinatorError::NotCommitted(_)
         ));
-        assert_eq!(
+        assert!(matches!(
             write_error(&ReplicaError::NotEnoughReplicasAfterAppend { isr: 1, min: 2 }),
-            CoordinatorError::NotEnoughReplicasAfterAppend
-        );
+            CoordinatorError::NotCommitted(_)
+        ));
     }
 }

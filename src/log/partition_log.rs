@@ -189,9 +189,11 @@ impl PartitionLog {
     }
 
     /// A follower's append: batches copied from the leader, written as they are (offsets,
-    /// leader epochs and timestamps kept), which must start exactly at the log end and
-    /// follow each other without a gap. `headers` come from `validate_batches(records)`.
-    /// Rolls, indexes and flushes as `append` does; all or nothing.
+    /// leader epochs and timestamps kept), at or after the log end and in increasing
+    /// offset order. Gaps are allowed, as Kafka's `appendAsFollower` allows them: a
+    /// compacted leader log has dropped whole batches. `headers` come from
+    /// `validate_batches(records)`. Rolls, indexes and flushes as `append` does; all or
+    /// nothing.
     pub fn append_replicated(
         &mut self,
         records: &[u8],
@@ -202,9 +204,9 @@ impl PartitionLog {
         self.clock_ms = self.clock_ms.max(now_ms);
         let mut expected = self.log_end_offset();
         for header in headers {
-            if header.base_offset != expected {
+            if header.base_offset < expected {
                 return Err(LogError::Batch(BatchError::InvalidRecord(format!(
-                    "replicated batch at offset {} where the log expects {expected}",
+                    "replicated batch at offset {} below the next expected offset {expected}",
                     header.base_offset
                 ))));
             }
@@ -369,17 +371,38 @@ impl PartitionLog {
     /// as in Kafka. The log start offset becomes the new first segment's base offset.
     /// Does nothing unless `cleanup.policy` includes `delete` (`retention_deletes`).
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.enforce_retention_below(now_ms, i64::MAX)
+    }
+
+    /// Retention that deletes only segments wholly below `high_watermark` (Kafka's
+    /// `deletableSegments`): records not yet on every in-sync replica are never removed,
+    /// whatever their age or the log's size.
+    pub fn enforce_retention_below(
+        &mut self,
+        now_ms: i64,
+        high_watermark: i64,
+    ) -> Result<usize, LogError> {
         self.clock_ms = self.clock_ms.max(now_ms);
         if !self.config.retention_deletes {
             return Ok(0);
         }
         let retention_ms = self.config.retention_ms;
         let by_time = retention::expired_by_time(&self.summaries()?, now_ms, retention_ms);
+        let by_time = by_time.min(self.segments_below(high_watermark));
         let mut deleted = self.delete_oldest(by_time, now_ms)?;
         let retention_bytes = self.config.retention_bytes;
         let by_size = retention::excess_by_size(&self.summaries()?, retention_bytes);
+        let by_size = by_size.min(self.segments_below(high_watermark));
         deleted += self.delete_oldest(by_size, now_ms)?;
         Ok(deleted)
+    }
+
+    /// How many leading segments end at or below `offset` (the next segment's base, or the
+    /// log end for the last).
+    fn segments_below(&self, offset: i64) -> usize {
+        let ends = (self.segments.iter().skip(1).map(Segment::base_offset))
+            .chain(std::iter::once(self.log_end_offset()));
+        ends.take_while(|&end| end <= offset).count()
     }
 
     fn summaries(&self) -> Result<Vec<SegmentSummary>, LogError> {

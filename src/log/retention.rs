@@ -217,6 +217,35 @@ mod log_tests {
     }
 
     #[test]
+    fn retention_never_deletes_a_segment_reaching_above_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(
+            dir.path(),
+            LogConfig {
+                retention_ms: 100,
+                ..config()
+            },
+        );
+        // Committed only up to offset 25: segments ending above it stay, however old.
+        let deleted = model.log.enforce_retention_below(1_000_000, 25).unwrap();
+        assert!(deleted > 0);
+        assert!(model.log.log_start_offset() <= 25);
+        assert_eq!(model.log.log_end_offset(), 60);
+        assert_eq!(model.log.enforce_retention_below(1_000_000, 25).unwrap(), 0);
+        // Nothing committed: nothing deleted.
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(
+            dir.path(),
+            LogConfig {
+                retention_ms: 100,
+                ..config()
+            },
+        );
+        assert_eq!(model.log.enforce_retention_below(1_000_000, 0).unwrap(), 0);
+        assert_eq!(model.log.log_start_offset(), 0);
+    }
+
+    #[test]
     fn an_expired_active_segment_is_rolled_then_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(

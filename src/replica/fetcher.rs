@@ -172,6 +172,7 @@ impl ReplicaFetchers {
             settings: self.settings.clone(),
             shared: Arc::clone(&shared),
             connection: None,
+            rounds: 0,
         };
         tracing::info!(leader, %address, "starting a replica fetcher");
         let task = tokio::spawn(task.run(self.shutdown.clone()));
@@ -209,6 +210,10 @@ struct FetcherTask {
     settings: ReplicationConfig,
     shared: Arc<Shared>,
     connection: Option<PeerConnection>,
+    /// Fetch rounds so far: the partition order rotates by it, so that partitions late in
+    /// the request are not starved when earlier ones fill the response every time (Kafka
+    /// moves fetched partitions to the end).
+    rounds: usize,
 }
 
 impl FetcherTask {
@@ -283,6 +288,18 @@ impl FetcherTask {
         }
     }
 
+    /// True while `seen` is still what this fetcher follows for `tp`, truncated.
+    fn is_current(&self, tp: &TopicPartition, seen: &Followed) -> bool {
+        let partitions = self
+            .shared
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        partitions
+            .get(tp)
+            .is_some_and(|current| current.same(seen) && current.truncated)
+    }
+
     fn back_off(&self, tp: &TopicPartition, seen: &Followed) {
         let at = Instant::now() + Duration::from_millis(self.settings.fetch_backoff_ms);
         self.update(tp, seen, |f| f.retry_at = Some(at));
@@ -335,11 +352,12 @@ impl FetcherTask {
                     // before epochs were kept; Kafka truncates the latter to its high
                     // watermark.
                     let partition = &followed.partition;
+                    let source = (self.leader, followed.leader_epoch);
                     let cut = partition
                         .offsets()
                         .map(|(_, hw, end)| (hw < end).then_some(hw));
                     let result = match cut {
-                        Ok(Some(high_watermark)) => cut_log(partition, high_watermark),
+                        Ok(Some(high_watermark)) => cut_log(partition, high_watermark, source),
                         Ok(None) => Ok(()),
                         Err(error) => Err(error),
                     };
@@ -402,8 +420,9 @@ impl FetcherTask {
                 i64::from(answer.leader_epoch),
                 answer.end_offset,
             );
+            let source = (self.leader, followed.leader_epoch);
             let result = decided.and_then(|(offset, complete)| {
-                cut_log(&followed.partition, offset).map(|()| complete)
+                cut_log(&followed.partition, offset, source).map(|()| complete)
             });
             match result {
                 Ok(complete) => self.after_truncation(tp, followed, Ok(()), complete),
@@ -432,8 +451,15 @@ impl FetcherTask {
     /// One fetch of every ready partition, appended as it comes.
     async fn fetch(
         &mut self,
-        partitions: Vec<(TopicPartition, Followed)>,
+        mut partitions: Vec<(TopicPartition, Followed)>,
     ) -> Result<(), PeerError> {
+        // A stable order first (the snapshot comes from a hash map), then the rotation.
+        partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
+        if !partitions.is_empty() {
+            let shift = self.rounds % partitions.len();
+            partitions.rotate_left(shift);
+        }
+        self.rounds = self.rounds.wrapping_add(1);
         let mut topics: Vec<FetchTopic> = Vec::new();
         let mut asked = Vec::new();
         for (tp, followed) in partitions {
@@ -459,6 +485,9 @@ impl FetcherTask {
             asked.push((tp, followed, log_end));
         }
         if asked.is_empty() {
+            // Every one was deleted meanwhile: wait for the reconcile that drops them
+            // rather than spin.
+            tokio::time::sleep(Duration::from_millis(self.settings.fetch_backoff_ms)).await;
             return Ok(());
         }
         let replica_state = ReplicaState::default()
@@ -510,13 +539,17 @@ impl FetcherTask {
         fetch_offset: i64,
         answer: &kafka_protocol::messages::fetch_response::PartitionData,
     ) {
+        if !self.is_current(tp, followed) {
+            return; // reconcile moved the partition while the fetch was out
+        }
         let partition = &followed.partition;
+        let source = (self.leader, followed.leader_epoch);
         match ResponseError::try_from_code(answer.error_code) {
             None => {
                 let records = whole_batches(answer.records.as_ref());
                 if !records.is_empty() {
                     let appended = tokio::task::block_in_place(|| {
-                        partition.append_replicated(&records, now_ms())
+                        partition.append_replicated(&records, source, now_ms())
                     });
                     if let Err(error) = appended {
                         tracing::warn!(%tp, fetch_offset, %error, "appending replicated batches failed");
@@ -526,7 +559,7 @@ impl FetcherTask {
                         return;
                     }
                 }
-                partition.follow_high_watermark(answer.high_watermark);
+                partition.follow_high_watermark(answer.high_watermark, source);
             }
             Some(ResponseError::OffsetOutOfRange) => {
                 if fetch_offset < answer.log_start_offset {
@@ -576,8 +609,10 @@ fn truncation_point(
     Ok((leader_end_offset.min(own_end).min(log_end), true))
 }
 
-/// Cuts the log at `offset` if it extends past it.
-fn cut_log(partition: &Partition, offset: i64) -> Result<(), ReplicaError> {
+/// Cuts the log at `offset` if it extends past it, only while the partition still follows
+/// `source` (leader, leader epoch): an answer that arrives after leadership moved must not
+/// cut a log that moved on.
+fn cut_log(partition: &Partition, offset: i64, source: (NodeId, i32)) -> Result<(), ReplicaError> {
     let (_, high_watermark, log_end) = partition.offsets()?;
     if offset >= log_end {
         return Ok(());
@@ -591,7 +626,7 @@ fn cut_log(partition: &Partition, offset: i64) -> Result<(), ReplicaError> {
     } else {
         tracing::info!(tp = %partition.tp, offset, log_end, "truncating to the new leader's log");
     }
-    tokio::task::block_in_place(|| partition.truncate_to(offset))
+    tokio::task::block_in_place(|| partition.truncate_following(offset, source))
 }
 
 /// The whole batches at the start of `records` (a leader may cut the last one short).

@@ -6,47 +6,71 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{IsrProposal, Partition, ReplicaManager};
-use crate::controller::{CommandOutcome, Controller, MetadataCommand};
+use super::{IsrAnswer, IsrProposal, Partition, ReplicaManager};
+use crate::controller::{CommandOutcome, Controller, MetadataCommand, PartitionChangeRefusal};
 use crate::server::Shutdown;
 use crate::types::now_ms;
 
+/// How long an unsettled ISR change waits before it is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+
 /// Sends `proposal` to the controller in the background and hands the answer back to the
-/// partition, which stays with its current ISR until then.
+/// partition. An outcome that is not known (the call failed: the command may still have
+/// committed) or built on an older partition epoch keeps the change pending (Kafka's
+/// AlterPartitionManager keeps it too), and the proposal is sent again while it is
+/// still this leadership's pending change and no image has settled it.
 pub fn submit(controller: &Arc<Controller>, partition: Arc<Partition>, proposal: IsrProposal) {
     let controller = Arc::clone(controller);
     tokio::spawn(async move {
-        let command = MetadataCommand::AlterPartition {
-            topic_id: partition.topic_id,
-            partition: partition.tp.partition,
-            leader: proposal.leader,
-            leader_epoch: proposal.leader_epoch,
-            partition_epoch: proposal.partition_epoch,
-            new_isr: proposal.new_isr.clone(),
-        };
-        match controller.submit(command).await {
-            Ok(CommandOutcome::PartitionChanged {
-                isr,
-                leader_epoch,
-                partition_epoch,
-            }) => {
-                tracing::info!(tp = %partition.tp, ?isr, partition_epoch, "ISR changed");
-                let answer = Some((isr.as_slice(), leader_epoch, partition_epoch));
-                partition.isr_change_answered(&proposal, answer, now_ms());
+        loop {
+            let command = MetadataCommand::AlterPartition {
+                topic_id: partition.topic_id,
+                partition: partition.tp.partition,
+                leader: proposal.leader,
+                leader_epoch: proposal.leader_epoch,
+                partition_epoch: proposal.partition_epoch,
+                new_isr: proposal.new_isr.clone(),
+            };
+            let answered = controller.submit(command).await;
+            let answer = match &answered {
+                Ok(CommandOutcome::PartitionChanged {
+                    isr,
+                    leader_epoch,
+                    partition_epoch,
+                }) => {
+                    tracing::info!(tp = %partition.tp, ?isr, partition_epoch, "ISR changed");
+                    IsrAnswer::Changed {
+                        isr,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                    }
+                }
+                Ok(CommandOutcome::PartitionChangeRefused(
+                    PartitionChangeRefusal::InvalidUpdateVersion,
+                )) => IsrAnswer::Unsettled,
+                Ok(other) => {
+                    tracing::info!(
+                        tp = %partition.tp, proposed = ?proposal.new_isr, answer = ?other,
+                        "ISR change refused; the next fetch or check decides again"
+                    );
+                    IsrAnswer::Refused
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        tp = %partition.tp, proposed = ?proposal.new_isr, %error,
+                        "ISR change outcome unknown; kept pending and sent again"
+                    );
+                    IsrAnswer::Unsettled
+                }
+            };
+            let unsettled = matches!(answer, IsrAnswer::Unsettled);
+            partition.isr_change_answered(&proposal, answer, now_ms());
+            if !unsettled {
+                return;
             }
-            Ok(other) => {
-                tracing::info!(
-                    tp = %partition.tp, proposed = ?proposal.new_isr, answer = ?other,
-                    "ISR change refused; the next image decides"
-                );
-                partition.isr_change_answered(&proposal, None, now_ms());
-            }
-            Err(error) => {
-                tracing::warn!(
-                    tp = %partition.tp, proposed = ?proposal.new_isr, %error,
-                    "ISR change not stored; retried at the next fetch or check"
-                );
-                partition.isr_change_answered(&proposal, None, now_ms());
+            tokio::time::sleep(RESEND_AFTER).await;
+            if !partition.proposal_pending(&proposal) {
+                return; // settled by an image meanwhile, or leadership moved
             }
         }
     });

@@ -87,12 +87,17 @@ impl LeaderState {
         self.pending.is_some()
     }
 
+    /// The ISR proposed and not answered yet.
+    pub fn pending(&self) -> Option<&[NodeId]> {
+        self.pending.as_deref()
+    }
+
     /// The controller's view moved on (a newer image, or the answer to our proposal):
     /// adopt it and forget the proposal, which it either contains or refused. Returns
     /// false (and changes nothing) for a view older than the one held, or the same one.
     pub fn adopt(&mut self, isr: &[NodeId], partition_epoch: i32, now_ms: i64) -> bool {
         let same = partition_epoch == self.partition_epoch && isr == self.isr;
-        if partition_epoch < self.partition_epoch || (same && self.pending.is_none()) {
+        if partition_epoch < self.partition_epoch || same {
             return false;
         }
         for &replica in isr {

@@ -21,7 +21,7 @@ use thiserror::Error;
 
 pub use log_cleaner::{CleanerSettings, LogCleaner};
 pub use partition::{
-    IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead, ProduceOutcome,
+    IsrAnswer, IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead, ProduceOutcome,
     RequiredAcks,
 };
 pub use replica_manager::ReplicaManager;

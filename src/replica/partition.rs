@@ -85,6 +85,12 @@ struct EpochsToWrite {
 }
 
 impl PartitionState {
+    /// True while this broker follows `leader` at `leader_epoch`: what a fetcher checks
+    /// before it applies anything that leader sent.
+    fn follows(&self, (leader, leader_epoch): (NodeId, i32)) -> bool {
+        !self.leads && self.leader_id == leader && self.leader_epoch == leader_epoch
+    }
+
     /// In-sync replicas as the controller has them (1 for a leader without followers).
     fn in_sync_count(&self) -> usize {
         self.replication.as_ref().map_or(1, |r| r.isr().len())
@@ -170,6 +176,24 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<NodeId>,
+}
+
+/// What became of an ISR change sent to the controller.
+#[derive(Clone, Copy, Debug)]
+pub enum IsrAnswer<'a> {
+    /// Applied (or already applied): the partition as it now stands.
+    Changed {
+        isr: &'a [NodeId],
+        leader_epoch: i32,
+        partition_epoch: i32,
+    },
+    /// Refused for good (another leader epoch, an ineligible replica): decide again.
+    Refused,
+    /// Not known to have failed: the call timed out (the command may still commit), or it
+    /// was built on an older partition epoch than the controller's (a newer image is on
+    /// its way). The change stays pending, so the high watermark keeps counting an added
+    /// replica the controller may already count, until an image or a retry settles it.
+    Unsettled,
 }
 
 /// What applying the image's view changed, so the caller can start or stop fetching.
@@ -368,7 +392,12 @@ impl Partition {
     /// A follower's append of batches fetched from the leader, kept as they are (offsets,
     /// epochs, producer ids): they must start at this log's end. Producer state and the
     /// leader-epoch cache follow the batches, so this replica can lead with them later.
-    pub fn append_replicated(&self, records: &Bytes, now_ms: i64) -> Result<(), ReplicaError> {
+    pub fn append_replicated(
+        &self,
+        records: &Bytes,
+        source: (NodeId, i32),
+        now_ms: i64,
+    ) -> Result<(), ReplicaError> {
         // Checked as a produce is (CRC, framing), not against max.message.bytes: the
         // leader accepted these under the topic's rules already.
         let headers = crate::log::validate_batches(records, u32::MAX)?;
@@ -376,14 +405,16 @@ impl Partition {
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
-            if state.leads {
+            // Fetched for another leadership than the current one: drop it.
+            if !state.follows(source) {
                 return Err(ReplicaError::NotLeader);
             }
             let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
             let active_base_offset = log.active_base_offset();
             log.append_replicated(records, &headers, now_ms)?;
             if log.active_base_offset() != active_base_offset {
-                save_snapshot(log.dir(), headers[0].base_offset, &state.producers);
+                // Rolled before these batches: the table is the state as of the new base.
+                save_snapshot(log.dir(), log.active_base_offset(), &state.producers);
             }
             let mut epochs_changed = false;
             for header in &headers {
@@ -403,14 +434,14 @@ impl Partition {
     }
 
     /// A follower learns the leader's high watermark: its own is that, up to its log end.
-    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64, source: (NodeId, i32)) {
         let moved = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let Some(log_end) = state.log.as_ref().map(PartitionLog::log_end_offset) else {
                 return;
             };
             let high_watermark = leader_high_watermark.min(log_end);
-            let moved = !state.leads && high_watermark > state.high_watermark;
+            let moved = state.follows(source) && high_watermark > state.high_watermark;
             if moved {
                 state.high_watermark = high_watermark;
             }
@@ -449,9 +480,29 @@ impl Partition {
     }
 
     /// acks=all: waits until the high watermark reaches `end_offset` (the offset after the
-    /// appended records) while this broker still leads at `leader_epoch`, or `deadline`.
-    /// Woken by `changed` (appends and high-watermark moves), never by polling.
+    /// appended records) while this broker still leads at `leader_epoch`, or `deadline`;
+    /// then the ISR must still hold `min.insync.replicas` (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
     pub async fn wait_committed(
+        &self,
+        end_offset: i64,
+        leader_epoch: i32,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ReplicaError> {
+        self.wait_high_watermark(end_offset, leader_epoch, deadline)
+            .await?;
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let (isr, min) = (state.in_sync_count(), state.min_insync());
+        if isr < min {
+            return Err(ReplicaError::NotEnoughReplicasAfterAppend { isr, min });
+        }
+        Ok(())
+    }
+
+    /// Waits until the high watermark reaches `end_offset` while this broker leads at
+    /// `leader_epoch`, or `deadline`. Woken by `changed` (appends and high-watermark
+    /// moves), never by polling. No `min.insync.replicas` check: a reader (the group
+    /// coordinator loading a partition) needs the records committed, not the ISR's size.
+    pub async fn wait_high_watermark(
         &self,
         end_offset: i64,
         leader_epoch: i32,
@@ -467,10 +518,6 @@ impl Partition {
                     return Err(ReplicaError::NotLeader);
                 }
                 if state.high_watermark >= end_offset {
-                    let (isr, min) = (state.in_sync_count(), state.min_insync());
-                    if isr < min {
-                        return Err(ReplicaError::NotEnoughReplicasAfterAppend { isr, min });
-                    }
                     return Ok(());
                 }
             }
@@ -617,10 +664,15 @@ impl Partition {
                 || (wanted.leader_epoch == current.0 && wanted.partition_epoch < current.1)
             {
                 drop(guard);
-                tracing::warn!(
-                    tp = %self.tp, epoch = wanted.leader_epoch, current = current.0, leads,
-                    "ignoring a leader epoch older than the partition's"
-                );
+                if wanted.leader_epoch < current.0 {
+                    tracing::warn!(
+                        tp = %self.tp, epoch = wanted.leader_epoch, current = current.0, leads,
+                        "ignoring a leader epoch older than the partition's"
+                    );
+                } else {
+                    // The controller's answer to an ISR change got here before its image.
+                    tracing::debug!(tp = %self.tp, "image behind an answered ISR change");
+                }
                 return Ok(LeadershipChange::Unchanged);
             }
             let same_leadership = wanted.leader_epoch == state.leader_epoch
@@ -696,13 +748,17 @@ impl Partition {
     pub fn record_follower_fetch(
         &self,
         replica: NodeId,
-        fetch_offset: i64,
+        fetch: (i64, i32),
         now_ms: i64,
         eligible: bool,
     ) -> Result<Option<IsrProposal>, ReplicaError> {
+        let (fetch_offset, current_leader_epoch) = fetch;
         let (moved, proposal) = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
+            // Checked again under the lock: progress made for an older leadership must not
+            // count in this one.
+            check_epoch(current_leader_epoch, state.leader_epoch)?;
             let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
             let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
             if fetch_offset > log_end {
@@ -758,15 +814,9 @@ impl Partition {
         })
     }
 
-    /// The controller answered `proposal`: with the partition as it now stands (`Some`:
-    /// isr, leader epoch, partition epoch), or not at all (refused, timed out). The
-    /// answer applies only to the leadership that proposed it.
-    pub fn isr_change_answered(
-        &self,
-        proposal: &IsrProposal,
-        answer: Option<(&[NodeId], i32, i32)>,
-        now_ms: i64,
-    ) {
+    /// The controller answered `proposal` (see [`IsrAnswer`]). The answer applies only to
+    /// the leadership that proposed it.
+    pub fn isr_change_answered(&self, proposal: &IsrProposal, answer: IsrAnswer, now_ms: i64) {
         let moved = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
@@ -777,13 +827,19 @@ impl Partition {
                 return;
             };
             match answer {
-                Some((isr, leader_epoch, partition_epoch))
-                    if leader_epoch == proposal.leader_epoch =>
-                {
+                IsrAnswer::Changed {
+                    isr,
+                    leader_epoch,
+                    partition_epoch,
+                } if leader_epoch == proposal.leader_epoch => {
                     if replication.adopt(isr, partition_epoch, now_ms) {
                         state.partition_epoch = state.partition_epoch.max(partition_epoch);
                     }
+                    // The answer settles the proposal, even one that changed nothing.
+                    replication.abandon_proposal();
                 }
+                // Kept pending: the image that settles it (or a retry) clears it.
+                IsrAnswer::Unsettled => {}
                 _ => replication.abandon_proposal(),
             }
             state.advance_high_watermark()
@@ -791,6 +847,17 @@ impl Partition {
         if moved {
             self.changed.notify_waiters();
         }
+    }
+
+    /// True while `proposal` is this leadership's unanswered ISR change (worth resending).
+    pub fn proposal_pending(&self, proposal: &IsrProposal) -> bool {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.leads
+            && state.leader_epoch == proposal.leader_epoch
+            && state
+                .replication
+                .as_ref()
+                .is_some_and(|r| r.pending() == Some(proposal.new_isr.as_slice()))
     }
 
     /// Writes a changed cache to its checkpoint unless a newer version is already written
@@ -813,13 +880,7 @@ impl Partition {
 
     /// Kafka's check of a client's `current_leader_epoch` (-1 means "not given").
     pub fn check_leader_epoch(&self, requested: i32) -> Result<(), ReplicaError> {
-        let current = self.leader_epoch();
-        match requested {
-            -1 => Ok(()),
-            r if r < current => Err(ReplicaError::FencedLeaderEpoch { requested, current }),
-            r if r > current => Err(ReplicaError::UnknownLeaderEpoch { requested, current }),
-            _ => Ok(()),
-        }
+        check_epoch(requested, self.leader_epoch())
     }
 
     /// First offset with a timestamp at or after `timestamp_ms`, below the high watermark.
@@ -860,7 +921,7 @@ impl Partition {
             let Some(log) = state.log.as_mut() else {
                 return Ok(0);
             };
-            let deleted = log.enforce_retention(now_ms)?;
+            let deleted = log.enforce_retention_below(now_ms, state.high_watermark)?;
             if deleted > 0 {
                 // A snapshot below the log start remembers batches that are gone.
                 let log_start = log.log_start_offset();
@@ -879,9 +940,31 @@ impl Partition {
     /// producer snapshots above the new log end, and reloads producer state to match, as
     /// Kafka's `truncateAndReload` does.
     pub fn truncate_to(&self, offset: i64) -> Result<(), ReplicaError> {
+        self.truncate_checked(offset, None)
+    }
+
+    /// A follower's truncation for its leader `source` (leader id, leader epoch): refused
+    /// with NotLeader if the partition leads or follows another leadership by now, so a
+    /// late answer from an old leader never cuts a log that moved on.
+    pub fn truncate_following(
+        &self,
+        offset: i64,
+        source: (NodeId, i32),
+    ) -> Result<(), ReplicaError> {
+        self.truncate_checked(offset, Some(source))
+    }
+
+    fn truncate_checked(
+        &self,
+        offset: i64,
+        source: Option<(NodeId, i32)>,
+    ) -> Result<(), ReplicaError> {
         let epochs_to_write = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
+            if source.is_some_and(|source| !state.follows(source)) {
+                return Err(ReplicaError::NotLeader);
+            }
             let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
             log.truncate_to(offset)?;
             let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
@@ -1081,6 +1164,16 @@ fn recover_newer_epochs(
 fn save_snapshot(dir: &Path, offset: i64, producers: &ProducerStateTable) {
     if let Err(error) = producer_snapshot::write(dir, offset, producers) {
         tracing::warn!(dir = %dir.display(), offset, %error, "producer snapshot failed");
+    }
+}
+
+/// Kafka's check of a request's `current_leader_epoch` (-1: not given) against ours.
+fn check_epoch(requested: i32, current: i32) -> Result<(), ReplicaError> {
+    match requested {
+        -1 => Ok(()),
+        r if r < current => Err(ReplicaError::FencedLeaderEpoch { requested, current }),
+        r if r > current => Err(ReplicaError::UnknownLeaderEpoch { requested, current }),
+        _ => Ok(()),
     }
 }
 
@@ -1535,16 +1628,18 @@ mod replication_tests {
     fn replicate(leader: &Partition, follower: &Partition, follower_id: NodeId) {
         let fetch_offset = follower.offsets().unwrap().2;
         leader
-            .record_follower_fetch(follower_id, fetch_offset, 1, true)
+            .record_follower_fetch(follower_id, (fetch_offset, 0), 1, true)
             .unwrap();
         let read = leader.read_replica(fetch_offset, usize::MAX, true).unwrap();
         if !read.records.is_empty() {
-            follower.append_replicated(&read.records, 1).unwrap();
+            follower
+                .append_replicated(&read.records, (1, 0), 1)
+                .unwrap();
         }
-        follower.follow_high_watermark(read.high_watermark);
+        follower.follow_high_watermark(read.high_watermark, (1, 0));
         let caught_up = follower.offsets().unwrap().2;
         leader
-            .record_follower_fetch(follower_id, caught_up, 1, true)
+            .record_follower_fetch(follower_id, (caught_up, 0), 1, true)
             .unwrap();
     }
 
@@ -1593,9 +1688,44 @@ mod replication_tests {
         assert_eq!(high_watermark(&third), 3);
 
         // A follower claiming more than the leader has is refused, not recorded.
-        let ahead = leader.record_follower_fetch(2, 99, 1, true);
+        let ahead = leader.record_follower_fetch(2, (99, 0), 1, true);
         assert!(matches!(ahead, Err(ReplicaError::Log(_))), "{ahead:?}");
         assert_eq!(high_watermark(&leader), 3);
+        // Progress sent for another leader epoch does not count.
+        let stale = leader.record_follower_fetch(2, (3, 1), 1, true);
+        assert!(
+            matches!(stale, Err(ReplicaError::UnknownLeaderEpoch { .. })),
+            "{stale:?}"
+        );
+    }
+
+    #[test]
+    fn a_follower_applies_nothing_fetched_for_a_leadership_it_no_longer_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
+        let follower = replica(dir.path(), 2, &view(1, 0, &[1, 2]));
+        leader.append(&records(2), 0).unwrap();
+        let fetched = leader.read_replica(0, usize::MAX, true).unwrap().records;
+        follower.append_replicated(&fetched, (1, 0), 1).unwrap();
+        let end = follower.offsets().unwrap().2;
+
+        // Leadership moved to 3 at epoch 1 while a response from 1 and an
+        // OffsetForLeaderEpoch answer were on their way: neither may touch the log.
+        follower
+            .apply_leadership(2, &view(3, 1, &[3, 2]), 1)
+            .unwrap();
+        let late = follower.append_replicated(&fetched, (1, 0), 1);
+        assert!(matches!(late, Err(ReplicaError::NotLeader)), "{late:?}");
+        let cut = follower.truncate_following(0, (1, 0));
+        assert!(matches!(cut, Err(ReplicaError::NotLeader)), "{cut:?}");
+        follower.follow_high_watermark(2, (1, 0));
+        assert_eq!(follower.offsets().unwrap(), (0, 0, end));
+        // Leading now, it refuses a follower's truncation outright.
+        follower.apply_leadership(2, &view(2, 2, &[2]), 1).unwrap();
+        let cut = follower.truncate_following(0, (3, 1));
+        assert!(matches!(cut, Err(ReplicaError::NotLeader)), "{cut:?}");
+        follower.truncate_following(0, (2, 2)).unwrap_err();
+        assert_eq!(follower.offsets().unwrap().2, end);
     }
 
     #[tokio::test]
@@ -1654,7 +1784,12 @@ mod replication_tests {
             leader.isr_shrink(60_000, 30_000).is_none(),
             "one change at a time"
         );
-        leader.isr_change_answered(&shrink, Some((&[1], 0, 1)), 30_002);
+        let answer = IsrAnswer::Changed {
+            isr: &[1],
+            leader_epoch: 0,
+            partition_epoch: 1,
+        };
+        leader.isr_change_answered(&shrink, answer, 30_002);
         assert_eq!(leader.in_sync_replicas(), Some(vec![1]));
         assert_eq!(
             high_watermark(&leader),
@@ -1664,21 +1799,37 @@ mod replication_tests {
 
         // 3 catches up: its fetch at the log end proposes it.
         let fetched = leader.read_replica(0, usize::MAX, true).unwrap();
-        follower.append_replicated(&fetched.records, 1).unwrap();
+        follower
+            .append_replicated(&fetched.records, (1, 0), 1)
+            .unwrap();
         let proposal = leader
-            .record_follower_fetch(3, 2, 30_003, true)
+            .record_follower_fetch(3, (2, 0), 30_003, true)
             .unwrap()
             .expect("3 reached the high watermark");
         assert_eq!(
             (proposal.new_isr.clone(), proposal.partition_epoch),
             (vec![1, 3], 1)
         );
+        // Unknown outcome (the call timed out): still pending, 3 still counts for the HW.
+        leader.isr_change_answered(&proposal, IsrAnswer::Unsettled, 30_004);
+        assert!(leader.proposal_pending(&proposal));
+        assert!(
+            leader
+                .record_follower_fetch(3, (2, 0), 30_005, true)
+                .unwrap()
+                .is_none()
+        );
         // Refused (say, 3 got fenced meanwhile): nothing changes, the next fetch asks again.
-        leader.isr_change_answered(&proposal, None, 30_004);
+        leader.isr_change_answered(&proposal, IsrAnswer::Refused, 30_006);
         assert_eq!(leader.in_sync_replicas(), Some(vec![1]));
-        let again = leader.record_follower_fetch(3, 2, 30_005, true).unwrap();
+        assert!(!leader.proposal_pending(&proposal));
+        let again = leader
+            .record_follower_fetch(3, (2, 0), 30_007, true)
+            .unwrap();
         assert!(again.is_some());
-        let pending = leader.record_follower_fetch(3, 2, 30_006, true).unwrap();
+        let pending = leader
+            .record_follower_fetch(3, (2, 0), 30_008, true)
+            .unwrap();
         assert!(pending.is_none(), "proposed already, not answered yet");
     }
 }
