@@ -38,6 +38,7 @@ EXPECTED_API_VERSIONS = {
     23: (2, 4),   # OffsetForLeaderEpoch
     32: (1, 4),   # DescribeConfigs
     42: (0, 2),   # DeleteGroups
+    43: (0, 2),   # ElectLeaders
     37: (0, 3),   # CreatePartitions
     47: (0, 0),   # OffsetDelete
     55: (0, 2),   # DescribeQuorum
