@@ -446,16 +446,17 @@ impl Broker {
             }
             closed.is_ok()
         });
-        if closed.contains(&false) {
-            tracing::warn!("not marking the shutdown clean: the next start recovers the logs");
-            return;
-        }
         // A partition that never opened in this run still holds whatever an earlier crash
-        // left: the marker must not let the next start skip its recovery.
+        // left: the marker must not let the next start skip its recovery. (Checked first:
+        // it is the cause when the descriptor table is full, and flushes then fail too.)
         if self.replicas.has_open_failures() {
             tracing::warn!(
                 "not marking the shutdown clean: some partitions never opened in this run"
             );
+            return;
+        }
+        if closed.contains(&false) {
+            tracing::warn!("not marking the shutdown clean: the next start recovers the logs");
             return;
         }
         if let Err(error) = self.replicas.checkpoint_high_watermarks() {
