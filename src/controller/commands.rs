@@ -385,12 +385,17 @@ pub(super) fn check_broker_epoch(
 /// member, which Kafka keeps so the partition can come back) and elects a new leader
 /// where it led.
 fn fence_broker(image: &mut MetadataImage, node_id: NodeId) {
+    if let Some(broker) = image.brokers.get_mut(&node_id) {
+        broker.fenced = true;
+    }
+    remove_from_every_partition(image, node_id);
+}
+
+/// [`remove_replica`] on every partition, with the image's brokers deciding eligibility.
+pub(super) fn remove_from_every_partition(image: &mut MetadataImage, node_id: NodeId) {
     let MetadataImage {
         brokers, topics, ..
     } = image;
-    if let Some(broker) = brokers.get_mut(&node_id) {
-        broker.fenced = true;
-    }
     let is_eligible = |id: NodeId| {
         brokers
             .get(&id)
@@ -403,7 +408,7 @@ fn fence_broker(image: &mut MetadataImage, node_id: NodeId) {
 
 /// Takes `node_id` (fenced or shutting down) out of the partition: out of its ISR unless it
 /// is the last member, and out of its leadership (to the first eligible ISR member).
-pub(super) fn remove_replica(
+fn remove_replica(
     partition: &mut PartitionImage,
     node_id: NodeId,
     is_eligible: &impl Fn(NodeId) -> bool,

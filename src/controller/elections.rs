@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::{elect_leader, remove_replica, set_leader};
+use super::commands::{elect_leader, remove_from_every_partition, set_leader};
 use super::image::{BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage};
 use crate::types::NodeId;
 
@@ -64,20 +64,10 @@ pub struct PartitionElection {
 /// broker), ISR without it unless it is the last member. Applying it twice changes nothing
 /// the second time. The caller has checked the broker's epoch.
 pub(super) fn begin_controlled_shutdown(image: &mut MetadataImage, node_id: NodeId) {
-    let MetadataImage {
-        brokers, topics, ..
-    } = image;
-    if let Some(broker) = brokers.get_mut(&node_id) {
+    if let Some(broker) = image.brokers.get_mut(&node_id) {
         broker.in_controlled_shutdown = true;
     }
-    let is_eligible = |id: NodeId| {
-        brokers
-            .get(&id)
-            .is_some_and(BrokerRegistration::is_eligible)
-    };
-    for partition in topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
-        remove_replica(partition, node_id, &is_eligible);
-    }
+    remove_from_every_partition(image, node_id);
 }
 
 /// Runs `election` on each listed partition, in order; one result each.

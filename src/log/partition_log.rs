@@ -160,24 +160,7 @@ impl PartitionLog {
         };
         let stamped = stamp_records(&mut records, headers, &stamp)?;
         let summary = summarize(&stamped);
-        self.roll_if_needed(&summary, now_ms)?;
-        let index_interval_bytes = self.config.index_interval_bytes;
-        self.active_mut()
-            .append(&records, &stamped, index_interval_bytes)?;
-        if let Err(error) = self.flush_by_policy(summary.message_count, now_ms) {
-            // Written, but the fsync the policy promised failed: take the batches back out,
-            // so the client's error is true (nothing stored) and its retry is not stored
-            // twice. Later pages of this file are in doubt too; the next flush tells.
-            if let Err(undo) = self.truncate_to(first_offset) {
-                tracing::error!(
-                    dir = %self.dir.display(),
-                    first_offset,
-                    %undo,
-                    "cannot take back an append whose fsync failed"
-                );
-            }
-            return Err(error);
-        }
+        self.write_batches(&records, &stamped, &summary, now_ms)?;
         Ok(AppendInfo {
             first_offset,
             last_offset: summary.last_offset,
@@ -212,9 +195,22 @@ impl PartitionLog {
             }
             expected = header.last_offset() + 1;
         }
+        self.write_batches(records, headers, &summarize(headers), now_ms)
+    }
+
+    /// Rolls if needed, writes and indexes `records`, and flushes by policy. If the fsync
+    /// the policy promised fails, the batches are taken back out, so the caller's error is
+    /// true (nothing stored) and a retry is not stored twice. Later pages of the file are
+    /// in doubt too; the next flush tells.
+    fn write_batches(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        summary: &AppendSummary,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         let first_offset = self.log_end_offset();
-        let summary = summarize(headers);
-        self.roll_if_needed(&summary, now_ms)?;
+        self.roll_if_needed(summary, now_ms)?;
         let index_interval_bytes = self.config.index_interval_bytes;
         self.active_mut()
             .append(records, headers, index_interval_bytes)?;
@@ -224,7 +220,7 @@ impl PartitionLog {
                     dir = %self.dir.display(),
                     first_offset,
                     %undo,
-                    "cannot take back a replicated append whose fsync failed"
+                    "cannot take back an append whose fsync failed"
                 );
             }
             return Err(error);
