@@ -477,6 +477,22 @@ impl PartitionLog {
         self.active_mut().truncate_to(offset)
     }
 
+    /// Empties the log and restarts it at `offset`, above its end: a follower whose next
+    /// record is gone from its leader (Kafka's `truncateFullyAndStartAt`).
+    pub fn restart_at(&mut self, offset: i64) -> Result<(), LogError> {
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        if offset <= log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        self.cleaned_end_offset = self.cleaned_end_offset.min(offset);
+        self.generation += 1;
+        self.truncate_fully(offset)
+    }
+
     fn truncate_fully(&mut self, offset: i64) -> Result<(), LogError> {
         let fresh = Segment::create(&self.dir, offset, self.clock_ms)?;
         let old = std::mem::replace(&mut self.segments, vec![fresh]);

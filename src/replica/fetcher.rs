@@ -563,13 +563,19 @@ impl FetcherTask {
             }
             Some(ResponseError::OffsetOutOfRange) => {
                 if fetch_offset < answer.log_start_offset {
-                    tracing::error!(
+                    // The leader no longer has what comes next (retention): start over at
+                    // its log start, as Kafka's `truncateFullyAndStartAt` does.
+                    tracing::warn!(
                         %tp, fetch_offset, leader_log_start = answer.log_start_offset,
-                        "the leader no longer has the records this follower needs next \
-                         (deleted by retention); this replica cannot catch up until its log \
-                         is removed"
+                        "follower is behind its leader's log start; restarting the log there"
                     );
-                    self.back_off(tp, followed);
+                    let restarted = tokio::task::block_in_place(|| {
+                        partition.restart_following_at(answer.log_start_offset, source)
+                    });
+                    if let Err(error) = restarted {
+                        tracing::error!(%tp, %error, "restarting the follower's log failed");
+                        self.back_off(tp, followed);
+                    }
                 } else {
                     // Ahead of the leader: find where the logs diverge again.
                     self.update(tp, followed, |f| f.truncated = false);

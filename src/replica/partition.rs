@@ -979,6 +979,32 @@ impl Partition {
         self.write_epochs(epochs_to_write)
     }
 
+    /// A follower whose next record is gone from its leader (deleted by retention there):
+    /// the log is emptied and restarts at the leader's log start `offset`, with no producer
+    /// state and no epochs (Kafka's `truncateFullyAndStartAt`). Only while it still
+    /// follows `source` (leader, leader epoch), and only forward.
+    pub fn restart_following_at(
+        &self,
+        offset: i64,
+        source: (NodeId, i32),
+    ) -> Result<(), ReplicaError> {
+        let epochs_to_write = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *state;
+            if !state.follows(source) {
+                return Err(ReplicaError::NotLeader);
+            }
+            let log = state.log.as_mut().ok_or(ReplicaError::Deleted)?;
+            log.restart_at(offset)?;
+            producer_snapshot::remove_outside(log.dir(), offset, offset)?;
+            state.producers = ProducerStateTable::default();
+            state.high_watermark = offset;
+            state.epochs = LeaderEpochCache::default();
+            state.epochs_changed()
+        };
+        self.write_epochs(epochs_to_write)
+    }
+
     /// Clean shutdown: flush the log and snapshot producer state at the log end. Only a
     /// failed flush is an error; without a snapshot the next start scans headers instead.
     pub fn close_cleanly(&self) -> Result<(), ReplicaError> {
@@ -1769,6 +1795,38 @@ mod replication_tests {
         };
         let (waited, ()) = tokio::join!(waiting, moved);
         assert!(matches!(waited, Err(ReplicaError::NotLeader)), "{waited:?}");
+    }
+
+    #[test]
+    fn a_follower_behind_the_leaders_log_start_restarts_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let follower = replica(dir.path(), 2, &view(1, 3, &[1, 2]));
+        let mut batch = records(2).to_vec();
+        batch[..8].copy_from_slice(&0i64.to_be_bytes());
+        follower
+            .append_replicated(&Bytes::from(batch), (1, 3), 1)
+            .unwrap();
+        assert!(
+            follower.restart_following_at(1, (1, 3)).is_err(),
+            "not forward"
+        );
+        assert!(
+            follower.restart_following_at(50, (1, 2)).is_err(),
+            "another epoch"
+        );
+        follower.restart_following_at(50, (1, 3)).unwrap();
+        assert_eq!(follower.offsets().unwrap(), (50, 50, 50));
+        assert!(follower.leader_epochs().entries().is_empty());
+        // It goes on from there with the leader's batches.
+        let mut next = records(1).to_vec();
+        next[..8].copy_from_slice(&50i64.to_be_bytes());
+        follower
+            .append_replicated(&Bytes::from(next), (1, 3), 1)
+            .unwrap();
+        assert_eq!(follower.offsets().unwrap().2, 51);
+        drop(follower);
+        let reopened = replica(dir.path(), 2, &view(1, 3, &[1, 2]));
+        assert_eq!(reopened.offsets().unwrap().0, 50);
     }
 
     #[test]
