@@ -109,7 +109,8 @@ async fn open_broker(dir: &std::path::Path) -> std::sync::Arc<Broker> {
         "PLAINTEXT://127.0.0.1:9".to_string(),
     );
     map.insert("group.initial.rebalance.delay.ms".into(), "0".into());
-    map.insert("offsets.topic.num.partitions".into(), "3".into());
+    let partitions = OFFSETS_PARTITIONS.to_string();
+    map.insert("offsets.topic.num.partitions".into(), partitions);
     Broker::open(BrokerConfig::from_map(map).unwrap(), None)
         .await
         .unwrap()
@@ -342,6 +343,21 @@ async fn group_versions(broker: &Broker) {
     }
 }
 
+const OFFSETS_PARTITIONS: i32 = 3;
+
+/// Waits until every offsets partition is loaded: FindCoordinator creates them and their
+/// loads run in the background; until then group requests answer
+/// COORDINATOR_LOAD_IN_PROGRESS, which real clients retry.
+async fn wait_offsets_loaded(broker: &Broker) {
+    for _ in 0..1000 {
+        if (0..OFFSETS_PARTITIONS).all(|partition| broker.groups.is_loaded(partition)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the offsets partitions did not load in 10 s");
+}
+
 async fn group_offset_versions(broker: &Broker) {
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -368,6 +384,7 @@ async fn group_offset_versions(broker: &Broker) {
             );
         }
     }
+    wait_offsets_loaded(broker).await;
     // v0-1 (hand-decoded, see api/legacy_offsets.rs) are covered by legacy_offset_versions.
     for version in versions(ApiKey::OffsetCommit).filter(|v| *v >= 2) {
         let partition = |index, offset| {
