@@ -534,14 +534,8 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<PartitionRead, ReplicaError> {
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
-        let result = log.read(offset, max_bytes, state.high_watermark, min_one_batch)?;
-        Ok(PartitionRead {
-            records: result.records,
-            high_watermark: state.high_watermark,
-            log_start_offset: result.log_start_offset,
-            log_end_offset: result.log_end_offset,
+        self.read_below(offset, max_bytes, min_one_batch, |state, _| {
+            state.high_watermark
         })
     }
 
@@ -553,9 +547,23 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<PartitionRead, ReplicaError> {
+        self.read_below(offset, max_bytes, min_one_batch, |_, log| {
+            log.log_end_offset()
+        })
+    }
+
+    /// A read stopping before the batch at `upper_bound(state, log)`.
+    fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        upper_bound: impl Fn(&PartitionState, &PartitionLog) -> i64,
+    ) -> Result<PartitionRead, ReplicaError> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
-        let result = log.read(offset, max_bytes, log.log_end_offset(), min_one_batch)?;
+        let upper = upper_bound(&state, log);
+        let result = log.read(offset, max_bytes, upper, min_one_batch)?;
         Ok(PartitionRead {
             records: result.records,
             high_watermark: state.high_watermark,
