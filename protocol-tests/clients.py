@@ -29,8 +29,8 @@ import kafka
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-log = logging.getLogger("kafkaesque.clients")
-librdkafka_log = logging.getLogger("kafkaesque.librdkafka")
+log = logging.getLogger("gracchus.clients")
+librdkafka_log = logging.getLogger("gracchus.librdkafka")
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -103,7 +103,7 @@ def producer(broker, **extra):
 
 def consumer(broker, **extra):
     config = base_config(broker, **{
-        "group.id": "kafkaesque-tests-unused",  # required by librdkafka, unused with assign()
+        "group.id": "gracchus-tests-unused",  # required by librdkafka, unused with assign()
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
@@ -136,7 +136,7 @@ class PinnedAdmin:
             futures = result.values() if isinstance(result, dict) else [result]
             for future in futures:
                 if isinstance(future, concurrent.futures.Future):
-                    future.kafkaesque_admin = self.client
+                    future.gracchus_admin = self.client
             return result
 
         return call

@@ -1,6 +1,6 @@
 """N-node cluster harness for the cluster tests (issue 7).
 
-Each node is one `kafkaesque` process, configured the way Kafka's KRaft nodes are
+Each node is one `gracchus` process, configured the way Kafka's KRaft nodes are
 (`node.id`, `process.roles=broker,controller`, a PLAINTEXT and a CONTROLLER listener,
 `controller.quorum.voters`, its own `log.dirs`, `CLUSTER_ID` in the environment).
 
@@ -47,7 +47,7 @@ import rawkafka
 from clients import die_with_parent
 from rawkafka import Connection, array, boolean, int8, int16, int32, string
 
-log = logging.getLogger("kafkaesque.cluster")
+log = logging.getLogger("gracchus.cluster")
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -450,7 +450,7 @@ class Network:
 
 # Each Network records "<pid> <node count>" in OWNERS_DIR/<tag> while it exists, so that a
 # later run can remove the namespaces of a test process that was killed before teardown.
-OWNERS_DIR = "/run/kafkaesque-cluster-tests"
+OWNERS_DIR = "/run/gracchus-cluster-tests"
 
 
 def _pid_alive(pid):
@@ -514,7 +514,7 @@ def namespaces_available():
 
 
 class Node:
-    """One kafkaesque process of a cluster; the same ports and data dir for its life."""
+    """One gracchus process of a cluster; the same ports and data dir for its life."""
 
     def __init__(self, cluster, node_id, host, broker_port, controller_port):
         self.cluster = cluster
@@ -576,7 +576,7 @@ class Node:
         command = [conftest.broker_binary()]
         for key, value in self.overrides().items():
             command += ["--override", f"{key}={value}"]
-        for pair in os.environ.get("KAFKAESQUE_EXTRA_OVERRIDES", "").split():
+        for pair in os.environ.get("GRACCHUS_EXTRA_OVERRIDES", "").split():
             command += ["--override", pair]
         if self.cluster.network is not None:
             command = self.cluster.network.exec_prefix(self.node_id) + command
@@ -593,7 +593,7 @@ class Node:
         binary = conftest.broker_binary()
         if not os.access(binary, os.X_OK):
             raise AssertionError(f"broker binary {binary} is missing or not executable "
-                                 "(run `cargo build --release` or set KAFKAESQUE_BIN)")
+                                 "(run `cargo build --release` or set GRACCHUS_BIN)")
         self.starts += 1
         command = self.command()
         env = dict(os.environ, NO_COLOR="1", CLUSTER_ID=self.cluster.cluster_id)

@@ -4,8 +4,8 @@ One broker per test module (module-scoped fixture `broker`), on a free 127.0.0.1
 its own temporary log directory; tests keep apart by unique topic names (`topic` fixture).
 Tests that need other broker settings start their own with `start_broker(...)`.
 
-The binary is target/release/kafkaesque of this repository, or $KAFKAESQUE_BIN.
-Extra `--override key=value` pairs for every broker: $KAFKAESQUE_EXTRA_OVERRIDES
+The binary is target/release/gracchus of this repository, or $GRACCHUS_BIN.
+Extra `--override key=value` pairs for every broker: $GRACCHUS_EXTRA_OVERRIDES
 (whitespace separated). Each broker's stderr goes to a file; when a test fails, the tail
 of every broker it used is attached to the report.
 """
@@ -26,7 +26,7 @@ import pytest
 from clients import die_with_parent
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_BIN = os.path.join(REPO_ROOT, "target", "release", "kafkaesque")
+DEFAULT_BIN = os.path.join(REPO_ROOT, "target", "release", "gracchus")
 HOST = "127.0.0.1"
 NODE_ID = 1
 START_TIMEOUT_S = 30.0
@@ -36,7 +36,7 @@ STDERR_TAIL_LINES = 60
 BACKTRACE_FRAME = re.compile(r"^\s+(\d+: |at )")
 ALARM = re.compile(r"panicked at|\bERROR\b")
 
-log = logging.getLogger("kafkaesque.tests")
+log = logging.getLogger("gracchus.tests")
 
 # Every Broker ever created in this session, so that atexit can kill stragglers by PID
 # and the report hook can find brokers a test started itself.
@@ -44,7 +44,7 @@ _ALL_BROKERS = []
 
 
 def broker_binary():
-    return os.environ.get("KAFKAESQUE_BIN", DEFAULT_BIN)
+    return os.environ.get("GRACCHUS_BIN", DEFAULT_BIN)
 
 
 def free_port():
@@ -78,7 +78,7 @@ def answers_requests(port, timeout_s=0.5):
 
 
 class Broker:
-    """One kafkaesque process; start/stop/kill/restart on the same port and data dir."""
+    """One gracchus process; start/stop/kill/restart on the same port and data dir."""
 
     def __init__(self, name, data_root, overrides=None, env=None):
         self.name = name
@@ -108,7 +108,7 @@ class Broker:
         command = [broker_binary()]
         for key, value in self.overrides.items():
             command += ["--override", f"{key}={value}"]
-        for pair in os.environ.get("KAFKAESQUE_EXTRA_OVERRIDES", "").split():
+        for pair in os.environ.get("GRACCHUS_EXTRA_OVERRIDES", "").split():
             command += ["--override", pair]
         return command
 
@@ -121,7 +121,7 @@ class Broker:
         binary = broker_binary()
         if not os.access(binary, os.X_OK):
             pytest.fail(f"broker binary {binary} is missing or not executable "
-                        "(run `cargo build --release` or set KAFKAESQUE_BIN)")
+                        "(run `cargo build --release` or set GRACCHUS_BIN)")
         self.starts += 1
         with open(self.stderr_path, "ab") as stderr:
             stderr.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n"
@@ -224,7 +224,7 @@ def _kill_stragglers():
 @pytest.fixture(scope="session")
 def data_root(request):
     """Brokers' data dirs and stderr files; removed after a run without failures."""
-    root = tempfile.mkdtemp(prefix="kafkaesque-protocol-tests-")
+    root = tempfile.mkdtemp(prefix="gracchus-protocol-tests-")
     yield root
     if request.session.testsfailed == 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -350,7 +350,7 @@ def make_cluster(data_root):
 
     netns=True runs every node in its own network namespace; if namespaces cannot be
     created here the test fails with the reason (skips instead with env
-    KAFKAESQUE_ALLOW_NETNS_SKIP=1). Every cluster it made is closed when
+    GRACCHUS_ALLOW_NETNS_SKIP=1). Every cluster it made is closed when
     the test ends, passed or failed: each node killed by PID, namespaces, links, bridge
     and iptables rule removed. The nodes' stderr tails go into a failing test's report.
     """
@@ -365,9 +365,9 @@ def make_cluster(data_root):
                 # A skipped cut test reads as a pass in a summary: fail unless the run
                 # says that skipping it is acceptable here.
                 message = f"network namespaces unavailable: {reason}"
-                if os.environ.get("KAFKAESQUE_ALLOW_NETNS_SKIP") == "1":
+                if os.environ.get("GRACCHUS_ALLOW_NETNS_SKIP") == "1":
                     pytest.skip(message)
-                pytest.fail(f"{message} (set KAFKAESQUE_ALLOW_NETNS_SKIP=1 to skip instead)",
+                pytest.fail(f"{message} (set GRACCHUS_ALLOW_NETNS_SKIP=1 to skip instead)",
                             pytrace=False)
         # A constructor that fails half-way removes its network itself; atexit closes
         # anything else it registered.

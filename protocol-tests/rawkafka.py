@@ -53,7 +53,7 @@ BATCH_CRC_OFFSET = 17
 BATCH_ATTRIBUTES_OFFSET = 21
 BATCH_HEADER_BYTES = 61
 
-CLIENT_ID = "kafkaesque-rawkafka"
+CLIENT_ID = "gracchus-rawkafka"
 
 
 # ---------------------------------------------------------------- primitive encoders
@@ -362,7 +362,7 @@ def read_api_versions_v3(reader):
     return error_code, keys, throttle_time_ms, tagged
 
 
-def api_versions_v3(conn, software_name="kafkaesque-tests", software_version="1.0"):
+def api_versions_v3(conn, software_name="gracchus-tests", software_version="1.0"):
     body = api_versions_v3_body(software_name, software_version)
     reader = conn.request(API_VERSIONS, 3, body, flexible_request=True)
     error_code, keys, throttle_time_ms, _tagged = read_api_versions_v3(reader)

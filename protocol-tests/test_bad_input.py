@@ -77,7 +77,7 @@ def test_api_versions_v0_lists_exactly_the_supported_ranges(broker):
 def test_api_versions_v3_with_client_software_name(broker):
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
         error_code, keys, throttle_time_ms = rawkafka.api_versions_v3(
-            conn, software_name="kafkaesque-protocol-tests", software_version="1.0.0")
+            conn, software_name="gracchus-protocol-tests", software_version="1.0.0")
         assert error_code == 0
         assert throttle_time_ms == 0
         assert as_dict(keys) == EXPECTED_API_VERSIONS
@@ -91,7 +91,7 @@ def test_api_versions_other_versions(broker, version):
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
         if version >= 3:
             reader = conn.request(rawkafka.API_VERSIONS, version,
-                                  rawkafka.api_versions_v3_body("kafkaesque-tests", "1"),
+                                  rawkafka.api_versions_v3_body("gracchus-tests", "1"),
                                   flexible_request=True)
             error_code, keys, _throttle, _tags = rawkafka.read_api_versions_v3(reader)
         else:

@@ -291,11 +291,11 @@ def test_wait_until_polls_and_gives_up():
 def stand_in(tmp_path, monkeypatch):
     """Nodes run fake_cluster_node.py (a stand-in that forms a cluster through shared
     files) instead of the broker: the harness's cluster logic is tested on its own."""
-    wrapper = tmp_path / "fake-kafkaesque"
+    wrapper = tmp_path / "fake-gracchus"
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} "
                        f"{os.path.join(HERE, 'fake_cluster_node.py')} \"$@\"\n")
     wrapper.chmod(0o755)
-    monkeypatch.setenv("KAFKAESQUE_BIN", str(wrapper))
+    monkeypatch.setenv("GRACCHUS_BIN", str(wrapper))
 
 
 def test_formation_failover_rounds_and_images_on_a_stand_in(stand_in, make_cluster):

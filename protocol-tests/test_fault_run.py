@@ -240,10 +240,10 @@ def test_fault_run_short(tmp_path):
     available, reason = cluster.namespaces_available()
     if not available:
         # As make_cluster does: a skipped fault run must not read as a pass.
-        if os.environ.get("KAFKAESQUE_ALLOW_NETNS_SKIP") == "1":
+        if os.environ.get("GRACCHUS_ALLOW_NETNS_SKIP") == "1":
             pytest.skip(f"network namespaces unavailable: {reason}")
         pytest.fail(f"network namespaces unavailable: {reason} (set "
-                    "KAFKAESQUE_ALLOW_NETNS_SKIP=1 to skip instead)", pytrace=False)
+                    "GRACCHUS_ALLOW_NETNS_SKIP=1 to skip instead)", pytrace=False)
     summary_path = tmp_path / "summary.json"
     command = [os.path.join(ROOT, "scripts", "fault-run"), "--faults", str(SHORT_FAULTS),
                "--max-minutes", str(SHORT_MAX_MINUTES), "--seed", str(SHORT_SEED),

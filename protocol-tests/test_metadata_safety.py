@@ -98,7 +98,7 @@ class Tmpfs:
     """A tmpfs mounted for one test; skips the test (with the reason) if mounting fails."""
 
     def __init__(self, size):
-        self.path = tempfile.mkdtemp(prefix="kafkaesque-tmpfs-")
+        self.path = tempfile.mkdtemp(prefix="gracchus-tmpfs-")
         result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
                                  self.path], capture_output=True, text=True, timeout=30)
         if result.returncode != 0:

@@ -2,7 +2,7 @@
 images' environment names, through the real binary and real clients.
 
 A cluster id is Kafka's: 16 random bytes in URL-safe base64 without padding (22 chars).
-`kafkaesque format -t <id>` writes meta.properties like `kafka-storage format`; CLUSTER_ID
+`gracchus format -t <id>` writes meta.properties like `kafka-storage format`; CLUSTER_ID
 in the environment formats an empty log directory at first start, as the official images
 do, and a node whose directory belongs to another cluster refuses to start.
 """

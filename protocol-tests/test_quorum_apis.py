@@ -132,7 +132,7 @@ def read_finalized(reader):
 
 def api_versions_features(conn, version):
     reader = conn.request(rawkafka.API_VERSIONS, version,
-                          rawkafka.api_versions_v3_body("kafkaesque-tests", "1.0"),
+                          rawkafka.api_versions_v3_body("gracchus-tests", "1.0"),
                           flexible_request=True)
     error_code, _keys, _throttle, tagged = rawkafka.read_api_versions_v3(reader)
     reader.expect_end()

@@ -242,11 +242,11 @@ FAKE_BROKER = textwrap.dedent("""\
 
 @pytest.fixture
 def fake_binary(tmp_path, monkeypatch):
-    path = tmp_path / "fake-kafkaesque"
+    path = tmp_path / "fake-gracchus"
     path.write_text(f"#!{sys.executable}\n" + FAKE_BROKER)
     path.chmod(0o755)
-    monkeypatch.setenv("KAFKAESQUE_BIN", str(path))
-    monkeypatch.delenv("KAFKAESQUE_EXTRA_OVERRIDES", raising=False)
+    monkeypatch.setenv("GRACCHUS_BIN", str(path))
+    monkeypatch.delenv("GRACCHUS_EXTRA_OVERRIDES", raising=False)
     return path
 
 
@@ -286,7 +286,7 @@ def test_broker_harness_reports_start_failure(fake_binary, tmp_path):
 
 
 def test_broker_harness_missing_binary(tmp_path, monkeypatch):
-    monkeypatch.setenv("KAFKAESQUE_BIN", str(tmp_path / "does-not-exist"))
+    monkeypatch.setenv("GRACCHUS_BIN", str(tmp_path / "does-not-exist"))
     broker = conftest.Broker("harness-missing", str(tmp_path))
     with pytest.raises(pytest.fail.Exception, match="missing or not executable"):
         broker.start()

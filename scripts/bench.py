@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quick produce/consume benchmark against a real broker process.
 
-Starts target/release/kafkaesque on a free loopback port with a temporary data dir,
+Starts target/release/gracchus on a free loopback port with a temporary data dir,
 produces N records of SIZE bytes with confluent-kafka (librdkafka), consumes them back,
 and prints throughput, the broker's CPU time per record, and its memory (RSS).
 The load is bounded by N and a timeout, and the broker is stopped by PID.
@@ -59,11 +59,11 @@ def main():
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--compression", default="none")
-    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/kafkaesque"))
+    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/gracchus"))
     args = parser.parse_args()
 
     port = free_port()
-    data = tempfile.mkdtemp(prefix="kafkaesque-bench-")
+    data = tempfile.mkdtemp(prefix="gracchus-bench-")
     started = time.time()
     broker = subprocess.Popen(
         [args.binary, "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",

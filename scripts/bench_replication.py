@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kafkaesque-bench-repl-") as root:
+    with tempfile.TemporaryDirectory(prefix="gracchus-bench-repl-") as root:
         nodes = cluster.Cluster(3, root)
         try:
             nodes.start()

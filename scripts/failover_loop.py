@@ -86,7 +86,7 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--binary", default=os.environ.get(
-        "KAFKAESQUE_BIN", os.path.join(ROOT, "target", "release", "kafkaesque")))
+        "GRACCHUS_BIN", os.path.join(ROOT, "target", "release", "gracchus")))
     parser.add_argument("--stall-s", type=float, default=10.0,
                         help="a round with no new leader within this is a stall")
     parser.add_argument("--give-up", type=float, default=60.0,
@@ -105,9 +105,9 @@ def parse_args():
 
 def main():
     args = parse_args()
-    os.environ["KAFKAESQUE_BIN"] = args.binary
+    os.environ["GRACCHUS_BIN"] = args.binary
     overrides = dict(item.split("=", 1) for item in args.override)
-    root = tempfile.mkdtemp(prefix="kafkaesque-failover-")
+    root = tempfile.mkdtemp(prefix="gracchus-failover-")
     nodes = cluster.Cluster(args.nodes, root, overrides=overrides)
     if args.delay_ms:
         proxies = DelayingProxies(args.delay_ms / 1000.0)

@@ -95,7 +95,7 @@ def client(port, topic, batches, barrier, failures):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--binary", default="target/release/kafkaesque")
+    parser.add_argument("--binary", default="target/release/gracchus")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--override", action="append", default=[])
     args = parser.parse_args()

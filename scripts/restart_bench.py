@@ -176,7 +176,7 @@ def main():
     parser.add_argument("--segment-bytes", type=int, default=1 << 30)
     parser.add_argument("--batch-bytes", type=int, default=16 << 10)
     parser.add_argument("--fill-timeout", type=float, default=900.0)
-    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/kafkaesque"))
+    parser.add_argument("--binary", default=os.path.join(ROOT, "target/release/gracchus"))
     parser.add_argument("--compare", help="another binary to time on the same data")
     parser.add_argument("--cold", action="store_true", help="also time with a cold cache")
     parser.add_argument("--dir", help="parent for the data dir (default: a temp dir)")

@@ -22,7 +22,7 @@ const TUNABLES_VARIABLE: &str = "GLIBC_TUNABLES";
 /// Set in the re-executed process: it never re-executes again, even where the C library
 /// drops `GLIBC_TUNABLES` (a secure-execution binary: setuid or file capabilities), which
 /// would otherwise make the broker exec itself forever.
-const REEXECUTED_VARIABLE: &str = "KAFKAESQUE_MALLOC_REEXECUTED";
+const REEXECUTED_VARIABLE: &str = "GRACCHUS_MALLOC_REEXECUTED";
 
 /// The `GLIBC_TUNABLES` value to re-execute with, or `None` if the current one already
 /// fixes the mmap threshold (so the re-executed process does not do it again).

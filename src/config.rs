@@ -11,7 +11,7 @@
 //! `process.roles`, `listeners` (a list), `advertised.listeners`, `controller.listener.names`,
 //! `listener.security.protocol.map`, `inter.broker.listener.name`,
 //! `controller.quorum.voters` and `controller.quorum.bootstrap.servers`. Two departures,
-//! both so that `kafkaesque` with no configuration stays a working single node:
+//! both so that `gracchus` with no configuration stays a working single node:
 //! - `process.roles` defaults to `broker,controller` and `node.id` to 1 (Kafka requires both).
 //! - With neither voters nor bootstrap servers set, the quorum is this node alone (Kafka
 //!   refuses that); such a single voter needs no controller listener. See
@@ -636,14 +636,14 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Checks a cluster id as Kafka writes one: a 16-byte UUID in URL-safe base64 without
-/// padding, 22 characters (`kafkaesque random-uuid`, `kafka-storage random-uuid`).
+/// padding, 22 characters (`gracchus random-uuid`, `kafka-storage random-uuid`).
 pub fn check_cluster_id(id: &str) -> Result<(), String> {
     const LENGTH: usize = 22;
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if id.chars().count() != LENGTH {
         return Err(format!(
             "a cluster id is {LENGTH} characters of URL-safe base64 (a 16-byte UUID, as \
-             `kafkaesque random-uuid` prints), not {}",
+             `gracchus random-uuid` prints), not {}",
             id.chars().count()
         ));
     }

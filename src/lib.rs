@@ -1,4 +1,4 @@
-//! kafkaesque: a broker that speaks the Apache Kafka wire protocol.
+//! gracchus: a broker that speaks the Apache Kafka wire protocol.
 //!
 //! Module map (dependencies point down this list, `types` and `config` are leaves):
 //! - [`server`]: TCP listener, per-connection framing, limits, shutdown.

@@ -1,9 +1,9 @@
-//! `kafkaesque`: start a broker with Kafka-style configuration (see `config.rs`).
+//! `gracchus`: start a broker with Kafka-style configuration (see `config.rs`).
 //!
 //! ```text
-//! kafkaesque [--config FILE] [--override key=value]...        run a node
-//! kafkaesque random-uuid                                        print a new cluster id
-//! kafkaesque format -t ID [--config FILE] [--override k=v]... [-g|--ignore-formatted]
+//! gracchus [--config FILE] [--override key=value]...          run a node
+//! gracchus random-uuid                                          print a new cluster id
+//! gracchus format -t ID [--config FILE] [--override k=v]... [-g|--ignore-formatted]
 //! ```
 //! `format` is `kafka-storage format`: it writes `meta.properties` into `log.dirs`.
 
@@ -11,15 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafkaesque::broker::Broker;
-use kafkaesque::config::BrokerConfig;
-use kafkaesque::controller::controlled_shutdown::{
+use gracchus::broker::Broker;
+use gracchus::config::BrokerConfig;
+use gracchus::controller::controlled_shutdown::{
     CONTROLLED_SHUTDOWN_TIMEOUT, shut_down_controlled,
 };
-use kafkaesque::meta_properties::{self, FormatOutcome};
-use kafkaesque::replica::{CleanerSettings, LogCleaner, Partition};
-use kafkaesque::server::{self, Shutdown};
-use kafkaesque::types::now_ms;
+use gracchus::meta_properties::{self, FormatOutcome};
+use gracchus::replica::{CleanerSettings, LogCleaner, Partition};
+use gracchus::server::{self, Shutdown};
+use gracchus::types::now_ms;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // First, before any thread or log line: on success this does not return.
-    let reexec = kafkaesque::allocator::fix_mmap_threshold();
+    let reexec = gracchus::allocator::fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             // openraft narrates every vote and replication step at info.
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         .block_on(run(config))
 }
 
-/// `kafkaesque random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
+/// `gracchus random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
 fn random_uuid(rest: &[String]) -> anyhow::Result<()> {
     if let Some(extra) = rest.first() {
         anyhow::bail!("random-uuid takes no arguments (got {extra})");
@@ -67,7 +67,7 @@ fn random_uuid(rest: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kafkaesque format -t <id> [-g] [--config F] [--override k=v]...`: validates the
+/// `gracchus format -t <id> [-g] [--config F] [--override k=v]...`: validates the
 /// configuration and writes `meta.properties` into `log.dirs`.
 fn format_storage(args: Vec<String>) -> anyhow::Result<()> {
     let mut cluster_id = None;
@@ -87,7 +87,7 @@ fn format_storage(args: Vec<String>) -> anyhow::Result<()> {
         }
     }
     let cluster_id = cluster_id
-        .context("format needs the cluster id: -t <id> (make one with `kafkaesque random-uuid`)")?;
+        .context("format needs the cluster id: -t <id> (make one with `gracchus random-uuid`)")?;
     let config = BrokerConfig::from_args_and_env(config_args, std::env::vars())?;
     match meta_properties::format(&config, &cluster_id, ignore_formatted)? {
         FormatOutcome::Formatted(dir) => {

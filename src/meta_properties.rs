@@ -3,7 +3,7 @@
 //!
 //! Kafka refuses to start on a directory nobody formatted (`kafka-storage format -t <id>`,
 //! or the official images' `CLUSTER_ID`). We do too, except for the embedded single node,
-//! which formats itself with a random id so `kafkaesque` with no configuration just runs.
+//! which formats itself with a random id so `gracchus` with no configuration just runs.
 //! Callers: `Broker::open` ([`prepare`]) and the `format` subcommand ([`format`]).
 
 use std::io;
@@ -46,8 +46,8 @@ pub enum MetaPropertiesError {
         source_of_expected: &'static str,
     },
     #[error(
-        "log dir {} is not formatted: run `kafkaesque format -t <id> ...` (an id from \
-         `kafkaesque random-uuid`, the same on every node) or set CLUSTER_ID",
+        "log dir {} is not formatted: run `gracchus format -t <id> ...` (an id from \
+         `gracchus random-uuid`, the same on every node) or set CLUSTER_ID",
         dir.display()
     )]
     NotFormatted { dir: PathBuf },
@@ -73,7 +73,7 @@ pub struct MetaProperties {
 impl MetaProperties {
     fn to_text(&self) -> String {
         let mut text = format!(
-            "#\n#Written by kafkaesque\nversion={VERSION}\ncluster.id={}\nnode.id={}\n",
+            "#\n#Written by gracchus\nversion={VERSION}\ncluster.id={}\nnode.id={}\n",
             self.cluster_id, self.node_id
         );
         if let Some(directory_id) = &self.directory_id {
@@ -163,7 +163,7 @@ pub enum FormatOutcome {
     AlreadyFormatted(PathBuf),
 }
 
-/// `kafkaesque format -t <id>`: writes `meta.properties` into `log.dirs`. A formatted
+/// `gracchus format -t <id>`: writes `meta.properties` into `log.dirs`. A formatted
 /// directory is refused unless `ignore_formatted`, and even then only if it already belongs
 /// to this cluster and node (as Kafka's `Formatter` verifies the ensemble first).
 pub fn format(

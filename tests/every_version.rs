@@ -6,6 +6,10 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, Bytes, BytesMut};
+use gracchus::api::{APIS, handle_frame};
+use gracchus::broker::Broker;
+use gracchus::config::BrokerConfig;
+use gracchus::log::batch::plain_record;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -18,10 +22,6 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
-use kafkaesque::api::{APIS, handle_frame};
-use kafkaesque::broker::Broker;
-use kafkaesque::config::BrokerConfig;
-use kafkaesque::log::batch::plain_record;
 
 fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_string()))
@@ -42,11 +42,11 @@ fn frame<R: Request>(request: &R, version: i16) -> Bytes {
     buffer.freeze()
 }
 
-/// With `KAFKAESQUE_SEED_DIR` set, every frame this test sends is also written there, one
+/// With `GRACCHUS_SEED_DIR` set, every frame this test sends is also written there, one
 /// file per frame, as seeds for the `request_dispatch` fuzz target (`scripts/fuzz`).
 fn save_seed(frame: &[u8]) {
     use std::hash::{Hash, Hasher};
-    let Some(dir) = std::env::var_os("KAFKAESQUE_SEED_DIR") else {
+    let Some(dir) = std::env::var_os("GRACCHUS_SEED_DIR") else {
         return;
     };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use gracchus::api::handle_frame;
+use gracchus::broker::Broker;
+use gracchus::config::BrokerConfig;
+use gracchus::log::batch::plain_record;
+use gracchus::replica::{Leadership, Partition};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -16,11 +21,6 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
-use kafkaesque::api::handle_frame;
-use kafkaesque::broker::Broker;
-use kafkaesque::config::BrokerConfig;
-use kafkaesque::log::batch::plain_record;
-use kafkaesque::replica::{Leadership, Partition};
 
 const TOPIC: &str = "epochs";
 const FENCED_LEADER_EPOCH: i16 = 74;

@@ -4,7 +4,7 @@
 //! consistent, so the fuzzer gets past the checksum into the header checks.
 #![no_main]
 
-use kafkaesque::log::{BatchHeader, validate_batches};
+use gracchus::log::{BatchHeader, validate_batches};
 use libfuzzer_sys::fuzz_target;
 
 fn check(data: &[u8]) {
@@ -15,7 +15,11 @@ fn check(data: &[u8]) {
             assert_eq!(&reparsed, header);
             position += header.total_bytes();
         }
-        assert_eq!(position, data.len(), "accepted batches cover the whole payload");
+        assert_eq!(
+            position,
+            data.len(),
+            "accepted batches cover the whole payload"
+        );
     }
 }
 

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = kafkaesque::api::decode_frame(bytes::Bytes::copy_from_slice(data));
+    let _ = gracchus::api::decode_frame(bytes::Bytes::copy_from_slice(data));
 });

@@ -4,7 +4,7 @@
 //! an abort, a hang, or a response we cannot encode is a finding.
 //!
 //! The broker keeps its state between inputs (topics, groups, offsets, records), so the
-//! fuzzer explores sequences as well as single requests. `KAFKAESQUE_FUZZ_DIR` names the
+//! fuzzer explores sequences as well as single requests. `GRACCHUS_FUZZ_DIR` names the
 //! data directory (`scripts/fuzz` points it at a tmpfs so fsyncs cost nothing); without
 //! it a fresh temp directory is used.
 #![no_main]
@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kafkaesque::api::ApiError;
-use kafkaesque::broker::Broker;
-use kafkaesque::config::BrokerConfig;
-use kafkaesque::controller::topic_admin::NewTopic;
+use gracchus::api::ApiError;
+use gracchus::broker::Broker;
+use gracchus::config::BrokerConfig;
+use gracchus::controller::topic_admin::NewTopic;
 use libfuzzer_sys::fuzz_target;
 
 /// How long one request may take before it counts as a hang.
@@ -52,7 +52,7 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let (dir, path) = match std::env::var_os("KAFKAESQUE_FUZZ_DIR") {
+        let (dir, path) = match std::env::var_os("GRACCHUS_FUZZ_DIR") {
             Some(path) => (None, std::path::PathBuf::from(path)),
             None => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -74,7 +74,7 @@ fn harness() -> &'static Harness {
                     replication_factor: 1,
                     ..NewTopic::default()
                 };
-                // Already there when KAFKAESQUE_FUZZ_DIR is reused: fine.
+                // Already there when GRACCHUS_FUZZ_DIR is reused: fine.
                 let _ = broker.create_topic(&topic, false).await;
             }
             broker.ensure_offsets_topic().await.expect("offsets topic");
@@ -106,7 +106,7 @@ fn waits_by_design(frame: &[u8]) -> bool {
 fuzz_target!(|data: &[u8]| {
     let harness = harness();
     let frame = bytes::Bytes::copy_from_slice(data);
-    let handled = kafkaesque::api::handle_frame(&harness.broker, frame, "/127.0.0.1");
+    let handled = gracchus::api::handle_frame(&harness.broker, frame, "/127.0.0.1");
     let waits = waits_by_design(data);
     let limit = if waits {
         WAIT_ABANDON_AFTER

@@ -351,7 +351,7 @@ def parse_args(argv):
     parser.add_argument("--no-netns", action="store_true",
                         help="nodes on 127.0.0.1 without namespaces (no cut faults)")
     parser.add_argument("--binary", default=os.environ.get(
-        "KAFKAESQUE_BIN", os.path.join(ROOT, "target", "release", "kafkaesque")))
+        "GRACCHUS_BIN", os.path.join(ROOT, "target", "release", "gracchus")))
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="extra node config (repeatable)")
     parser.add_argument("--dir", help="run directory (default: a new temporary one)")
@@ -396,9 +396,9 @@ def _terminate(_signum, _frame):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ["KAFKAESQUE_BIN"] = os.path.abspath(args.binary)
+    os.environ["GRACCHUS_BIN"] = os.path.abspath(args.binary)
     signal.signal(signal.SIGTERM, _terminate)
-    root = args.dir or tempfile.mkdtemp(prefix="kafkaesque-fault-run-")
+    root = args.dir or tempfile.mkdtemp(prefix="gracchus-fault-run-")
     run_dir = os.path.join(root, "run")
     os.makedirs(run_dir, exist_ok=True)
     print(f"seed {args.seed}; run directory {root}; topics {args.topic_names}", flush=True)

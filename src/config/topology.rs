@@ -326,7 +326,7 @@ fn require_plaintext(listener: &str, protocol: &str) -> Result<(), ConfigError> 
         return Ok(());
     }
     Err(inconsistent(format!(
-        "security protocol {protocol} is not supported yet (listener {listener}): kafkaesque \
+        "security protocol {protocol} is not supported yet (listener {listener}): gracchus \
          speaks PLAINTEXT only"
     )))
 }
