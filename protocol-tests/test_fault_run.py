@@ -145,6 +145,34 @@ def test_a_record_acknowledged_at_another_offset_is_divergent():
     assert result["figures"]["misplaced"] == 1
 
 
+def test_an_acknowledgement_without_offset_counts_only_its_partition():
+    # librdkafka's implicit ack (offset -1001, None in confluent-kafka): stored once in
+    # the acknowledged partition is clean; in another partition it is misplaced; missing
+    # it is lost, stored twice it is duplicated.
+    acks, seen, commits, log, _ = clean_history()
+    t, p, _o, v = acks[0]
+    acks[0] = (t, p, None, v)
+    result = checker.check(acks, seen, commits, log)
+    assert failing(result["figures"]) == {}
+    assert result["figures"]["acknowledged_without_offset"] == 1
+
+    acks[0] = (t, 1 - p, None, v)
+    result = checker.check(acks, seen, commits, log)
+    assert failing(result["figures"]) == {"divergent": 1}
+    assert result["figures"]["misplaced"] == 1
+
+    acks[0] = (t, p, None, v)
+    doubled = {tp: list(records) for tp, records in log.items()}
+    doubled[(T, p)].append((len(doubled[(T, p)]), v))
+    result = checker.check(acks, [], commits, doubled)
+    assert result["figures"]["duplicated"] == 1
+    assert result["figures"]["reordered"] == 1
+
+    gone = {tp: [r for r in records if r[1] != v] for tp, records in log.items()}
+    result = checker.check(acks, [], commits, gone)
+    assert result["figures"]["lost"] == 1
+
+
 def test_gaps_and_repeated_offsets_are_found():
     log = {(T, 0): [(0, value("p1.0", 0)), (1, value("p1.0", 1)), (4, value("p1.0", 2)),
                     (4, value("p1.0", 3))]}
