@@ -176,6 +176,9 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<NodeId>,
+    /// The broker epoch each added replica fetched with (KIP-903), for the controller to
+    /// refuse a replica that restarted since.
+    pub broker_epochs: Vec<(NodeId, i64)>,
 }
 
 /// What became of an ISR change sent to the controller.
@@ -795,6 +798,7 @@ impl Partition {
                         leader_epoch: state.leader_epoch,
                         partition_epoch: replication.partition_epoch(),
                         new_isr,
+                        broker_epochs: Vec::new(),
                     }
                 });
             (state.advance_high_watermark(), proposal)
@@ -819,6 +823,7 @@ impl Partition {
             leader_epoch: state.leader_epoch,
             partition_epoch: replication.partition_epoch(),
             new_isr,
+            broker_epochs: Vec::new(),
         })
     }
 
