@@ -20,6 +20,7 @@ mod init_producer_id;
 mod leader_check;
 mod leader_hint;
 mod legacy_offsets;
+mod legacy_wire;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
