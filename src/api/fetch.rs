@@ -27,7 +27,7 @@ use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::replica::waits::ChangeWaiter;
-use crate::replica::{Partition, ReplicaError, isr_changes};
+use crate::replica::{FollowerBroker, Partition, ReplicaError, isr_changes};
 use crate::types::{NodeId, now_ms};
 
 /// The longest a fetch may be parked, whatever the client asks (Kafka clients use ≤ 500 ms
@@ -135,12 +135,10 @@ fn record_follower_progress(
             continue;
         };
         let fetch = (target.fetch_offset, target.current_leader_epoch);
-        let recorded = partition.record_follower_fetch(replica, fetch, now, eligible);
+        let follower = FollowerBroker { epoch, eligible };
+        let recorded = partition.record_follower_fetch(replica, fetch, now, follower);
         match recorded {
-            Ok(Some(mut proposal)) => {
-                if epoch >= 0 {
-                    proposal.broker_epochs.push((replica, epoch));
-                }
+            Ok(Some(proposal)) => {
                 tracing::info!(
                     tp = %partition.tp, replica, proposed = ?proposal.new_isr,
                     "follower caught up: adding it to the ISR"

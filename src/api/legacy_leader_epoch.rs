@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::legacy_wire::{count, i32_of, string};
+use super::legacy_wire::{PREALLOCATE_MAX, count, i32_of, string};
 
 /// The oldest version the crate's structs can encode; v0 and v1 map onto it.
 pub const OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN: i16 = 2;
@@ -34,11 +34,11 @@ pub const OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN: i16 = 2;
 pub fn decode_offset_for_leader_epoch(mut body: Bytes) -> Option<OffsetForLeaderEpochRequest> {
     let body = &mut body;
     let topic_count = count(body)?;
-    let mut topics = Vec::with_capacity(topic_count);
+    let mut topics = Vec::with_capacity(topic_count.min(PREALLOCATE_MAX));
     for _ in 0..topic_count {
         let name = string(body)?;
         let partition_count = count(body)?;
-        let mut partitions = Vec::with_capacity(partition_count);
+        let mut partitions = Vec::with_capacity(partition_count.min(PREALLOCATE_MAX));
         for _ in 0..partition_count {
             let partition = i32_of(body)?;
             let leader_epoch = i32_of(body)?;

@@ -11,7 +11,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::legacy_wire::{count, i32_of, i64_of, nullable_string, string};
+use super::legacy_wire::{PREALLOCATE_MAX, count, i32_of, i64_of, nullable_string, string};
 
 /// The oldest version each API's structs can encode; older wire versions map onto it.
 pub const OFFSET_COMMIT_STRUCT_VERSION_MIN: i16 = 2;
@@ -27,11 +27,11 @@ pub fn decode_offset_commit(mut body: Bytes, version: i16) -> Option<OffsetCommi
         (-1, String::new())
     };
     let topic_count = count(body)?;
-    let mut topics = Vec::with_capacity(topic_count);
+    let mut topics = Vec::with_capacity(topic_count.min(PREALLOCATE_MAX));
     for _ in 0..topic_count {
         let name = string(body)?;
         let partition_count = count(body)?;
-        let mut partitions = Vec::with_capacity(partition_count);
+        let mut partitions = Vec::with_capacity(partition_count.min(PREALLOCATE_MAX));
         for _ in 0..partition_count {
             let index = i32_of(body)?;
             let offset = i64_of(body)?;

@@ -8,6 +8,10 @@
 use bytes::{Buf, Bytes};
 
 /// An array length that cannot exceed the bytes left (each element takes at least one).
+/// The most elements a decoder reserves before decoding them: a count is bounded only by
+/// the bytes left, and an element can take far more memory than its bytes on the wire.
+pub const PREALLOCATE_MAX: usize = 1024;
+
 pub fn count(body: &mut Bytes) -> Option<usize> {
     let n = i32_of(body)?;
     (n >= 0 && n as usize <= body.remaining()).then_some(n as usize)

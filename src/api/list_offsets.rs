@@ -13,6 +13,7 @@
 //! latest and for lookups that found nothing committed, as Kafka does, so a consumer
 //! resetting to "latest" right after a failover never lands below what it already read.
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -20,6 +21,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::RequestContext;
 use super::errors::replica_error;
+
 use super::leader_check::leading_partition;
 use crate::broker::Broker;
 use crate::replica::{Partition, ReplicaError};
@@ -51,7 +53,8 @@ pub async fn handle(
                     let current_epoch = wanted.current_leader_epoch;
                     let partition = leading_partition(broker, &image, name, index, current_epoch);
                     let result = partition.and_then(|p| {
-                        lookup(&p, wanted.timestamp).map_err(|error| replica_error(&error))
+                        lookup(&p, wanted.timestamp)
+                            .map_err(|error| lookup_error(&error, context.version))
                     });
                     match result {
                         Ok((offset, timestamp, epoch)) => response
@@ -75,16 +78,24 @@ pub async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// OFFSET_NOT_AVAILABLE arrived with v5 (KIP-207); older clients get the retriable
+/// LEADER_NOT_AVAILABLE instead, as Kafka maps it.
+fn lookup_error(error: &ReplicaError, version: i16) -> ResponseError {
+    match error {
+        ReplicaError::OffsetNotAvailable { .. } if version < 5 => ResponseError::LeaderNotAvailable,
+        other => replica_error(other),
+    }
+}
+
 /// (offset, timestamp, leader epoch) for one partition; -1s when no record qualifies, and
 /// epoch -1 when the cache does not know the offset's epoch.
 fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), ReplicaError> {
-    let (log_start, high_watermark, _) = partition.offsets()?;
+    let (log_start, _, _) = partition.offsets()?;
     let epochs = partition.leader_epochs();
-    let committed_end_known = partition.check_committed_end_known();
     let found = match timestamp {
         LATEST => {
-            committed_end_known?;
-            Some((high_watermark, -1, Some(partition.leader_epoch())))
+            let (high_watermark, leader_epoch) = partition.committed_end()?;
+            Some((high_watermark, -1, Some(leader_epoch)))
         }
         EARLIEST | EARLIEST_LOCAL => Some((log_start, -1, epochs.epoch_at_log_start(log_start))),
         EARLIEST_PENDING_UPLOAD => None,
@@ -97,7 +108,7 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), Repl
                 partition.offset_for_timestamp(timestamp)?
             };
             if committed.is_none() {
-                committed_end_known?;
+                partition.committed_end()?;
             }
             committed
                 .map(|(offset, timestamp)| (offset, timestamp, epochs.epoch_for_offset(offset)))
@@ -108,4 +119,23 @@ fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), Repl
         Some((offset, timestamp, epoch)) => (offset, timestamp, epoch.unwrap_or(-1)),
         None => (-1, -1, -1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_not_available_is_leader_not_available_before_v5() {
+        let unknown = ReplicaError::OffsetNotAvailable {
+            high_watermark: 0,
+            epoch_start: 3,
+        };
+        assert_eq!(lookup_error(&unknown, 4), ResponseError::LeaderNotAvailable);
+        assert_eq!(lookup_error(&unknown, 5), ResponseError::OffsetNotAvailable);
+        assert_eq!(
+            lookup_error(&ReplicaError::NotLeader, 1),
+            ResponseError::NotLeaderOrFollower
+        );
+    }
 }

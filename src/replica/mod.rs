@@ -21,8 +21,8 @@ use thiserror::Error;
 
 pub use log_cleaner::{CleanerSettings, LogCleaner};
 pub use partition::{
-    IsrAnswer, IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead, ProduceOutcome,
-    RequiredAcks,
+    FollowerBroker, IsrAnswer, IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead,
+    ProduceOutcome, RequiredAcks,
 };
 pub use replica_manager::ReplicaManager;
 

@@ -181,6 +181,23 @@ pub struct IsrProposal {
     pub broker_epochs: Vec<(NodeId, i64)>,
 }
 
+/// A fetching follower's broker as the leader sees it: the broker epoch it fetched with
+/// (-1 if it sent none) and whether the controller would let it join the ISR now.
+#[derive(Clone, Copy, Debug)]
+pub struct FollowerBroker {
+    pub epoch: i64,
+    pub eligible: bool,
+}
+
+impl FollowerBroker {
+    /// Test shorthand: an eligible broker that sent no epoch.
+    #[cfg(test)]
+    pub const ELIGIBLE: FollowerBroker = FollowerBroker {
+        epoch: -1,
+        eligible: true,
+    };
+}
+
 /// What became of an ISR change sent to the controller.
 #[derive(Clone, Copy, Debug)]
 pub enum IsrAnswer<'a> {
@@ -761,7 +778,7 @@ impl Partition {
         replica: NodeId,
         fetch: (i64, i32),
         now_ms: i64,
-        eligible: bool,
+        broker: FollowerBroker,
     ) -> Result<Option<IsrProposal>, ReplicaError> {
         let (fetch_offset, current_leader_epoch) = fetch;
         let (moved, proposal) = {
@@ -790,7 +807,7 @@ impl Partition {
                 return Err(ReplicaError::NotLeader);
             }
             let proposal = replication
-                .expansion(replica, state.high_watermark, epoch_start, eligible)
+                .expansion(replica, state.high_watermark, epoch_start, broker.eligible)
                 .map(|new_isr| {
                     replication.propose(new_isr.clone());
                     IsrProposal {
@@ -798,7 +815,10 @@ impl Partition {
                         leader_epoch: state.leader_epoch,
                         partition_epoch: replication.partition_epoch(),
                         new_isr,
-                        broker_epochs: Vec::new(),
+                        broker_epochs: (broker.epoch >= 0)
+                            .then_some((replica, broker.epoch))
+                            .into_iter()
+                            .collect(),
                     }
                 });
             (state.advance_high_watermark(), proposal)
@@ -921,11 +941,13 @@ impl Partition {
     /// leader whose high watermark is still below the start of its epoch has not learnt
     /// where its predecessor's committed records end, so a latest offset taken now could
     /// lie below records consumers have already read. ListOffsets answers
-    /// OFFSET_NOT_AVAILABLE then, and clients retry.
-    pub fn check_committed_end_known(&self) -> Result<(), ReplicaError> {
+    /// OFFSET_NOT_AVAILABLE then, and clients retry. Otherwise the committed end (the
+    /// high watermark) and the leader epoch, read under one guard with the check, as
+    /// Kafka holds its leader lock across the lookup.
+    pub fn committed_end(&self) -> Result<(i64, i32), ReplicaError> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         if !state.leads {
-            return Ok(());
+            return Err(ReplicaError::NotLeader);
         }
         let epoch_start = state.current_epoch_start();
         if epoch_start > state.high_watermark {
@@ -934,7 +956,7 @@ impl Partition {
                 epoch_start,
             });
         }
-        Ok(())
+        Ok((state.high_watermark, state.leader_epoch))
     }
 
     pub fn config(&self) -> Option<LogConfig> {
@@ -1690,7 +1712,7 @@ mod replication_tests {
     fn replicate(leader: &Partition, follower: &Partition, follower_id: NodeId) {
         let fetch_offset = follower.offsets().unwrap().2;
         leader
-            .record_follower_fetch(follower_id, (fetch_offset, 0), 1, true)
+            .record_follower_fetch(follower_id, (fetch_offset, 0), 1, FollowerBroker::ELIGIBLE)
             .unwrap();
         let read = leader.read_replica(fetch_offset, usize::MAX, true).unwrap();
         if !read.records.is_empty() {
@@ -1701,7 +1723,7 @@ mod replication_tests {
         follower.follow_high_watermark(read.high_watermark, (1, 0));
         let caught_up = follower.offsets().unwrap().2;
         leader
-            .record_follower_fetch(follower_id, (caught_up, 0), 1, true)
+            .record_follower_fetch(follower_id, (caught_up, 0), 1, FollowerBroker::ELIGIBLE)
             .unwrap();
     }
 
@@ -1750,11 +1772,11 @@ mod replication_tests {
         assert_eq!(high_watermark(&third), 3);
 
         // A follower claiming more than the leader has is refused, not recorded.
-        let ahead = leader.record_follower_fetch(2, (99, 0), 1, true);
+        let ahead = leader.record_follower_fetch(2, (99, 0), 1, FollowerBroker::ELIGIBLE);
         assert!(matches!(ahead, Err(ReplicaError::Log(_))), "{ahead:?}");
         assert_eq!(high_watermark(&leader), 3);
         // Progress sent for another leader epoch does not count.
-        let stale = leader.record_follower_fetch(2, (3, 1), 1, true);
+        let stale = leader.record_follower_fetch(2, (3, 1), 1, FollowerBroker::ELIGIBLE);
         assert!(
             matches!(stale, Err(ReplicaError::UnknownLeaderEpoch { .. })),
             "{stale:?}"
@@ -1767,17 +1789,20 @@ mod replication_tests {
         let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
         let follower = replica(dir.path(), 2, &view(1, 0, &[1, 2]));
         leader.append(&records(3), 0).unwrap();
-        leader.check_committed_end_known().unwrap();
+        assert_eq!(leader.committed_end().unwrap(), (0, 0));
         // The follower has every record but learns the watermark only on its next fetch.
         replicate(&leader, &follower, 2);
         assert_eq!(high_watermark(&leader), 3);
         assert_eq!(high_watermark(&follower), 0);
-        follower.check_committed_end_known().unwrap(); // a follower answers no ListOffsets
+        assert!(matches!(
+            follower.committed_end(),
+            Err(ReplicaError::NotLeader)
+        ));
 
         follower
             .apply_leadership(2, &view(2, 1, &[2, 1]), 1)
             .unwrap();
-        let unknown = follower.check_committed_end_known();
+        let unknown = follower.committed_end();
         assert!(
             matches!(
                 unknown,
@@ -1789,9 +1814,11 @@ mod replication_tests {
             "{unknown:?}"
         );
         // Its only ISR peer fetches at the new epoch: the watermark reaches the epoch start.
-        follower.record_follower_fetch(1, (3, 1), 2, true).unwrap();
+        follower
+            .record_follower_fetch(1, (3, 1), 2, FollowerBroker::ELIGIBLE)
+            .unwrap();
         assert_eq!(high_watermark(&follower), 3);
-        follower.check_committed_end_known().unwrap();
+        assert_eq!(follower.committed_end().unwrap(), (3, 1));
     }
 
     #[test]
@@ -1941,7 +1968,7 @@ mod replication_tests {
             .append_replicated(&fetched.records, (1, 0), 1)
             .unwrap();
         let proposal = leader
-            .record_follower_fetch(3, (2, 0), 30_003, true)
+            .record_follower_fetch(3, (2, 0), 30_003, FollowerBroker::ELIGIBLE)
             .unwrap()
             .expect("3 reached the high watermark");
         assert_eq!(
@@ -1953,7 +1980,7 @@ mod replication_tests {
         assert!(leader.proposal_pending(&proposal));
         assert!(
             leader
-                .record_follower_fetch(3, (2, 0), 30_005, true)
+                .record_follower_fetch(3, (2, 0), 30_005, FollowerBroker::ELIGIBLE)
                 .unwrap()
                 .is_none()
         );
@@ -1961,12 +1988,22 @@ mod replication_tests {
         leader.isr_change_answered(&proposal, IsrAnswer::Refused, 30_006);
         assert_eq!(leader.in_sync_replicas(), Some(vec![1]));
         assert!(!leader.proposal_pending(&proposal));
+        // It asks again, naming the broker epoch 3 fetched with this time (KIP-903).
+        let fetched_with = FollowerBroker {
+            epoch: 42,
+            eligible: true,
+        };
         let again = leader
-            .record_follower_fetch(3, (2, 0), 30_007, true)
-            .unwrap();
-        assert!(again.is_some());
+            .record_follower_fetch(3, (2, 0), 30_007, fetched_with)
+            .unwrap()
+            .expect("asked again");
+        assert_eq!(again.broker_epochs, vec![(3, 42)]);
+        assert!(
+            proposal.broker_epochs.is_empty(),
+            "no epoch sent, none named"
+        );
         let pending = leader
-            .record_follower_fetch(3, (2, 0), 30_008, true)
+            .record_follower_fetch(3, (2, 0), 30_008, FollowerBroker::ELIGIBLE)
             .unwrap();
         assert!(pending.is_none(), "proposed already, not answered yet");
     }

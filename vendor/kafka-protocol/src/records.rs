@@ -514,8 +514,12 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        // kafkaesque patch: the count is untrusted; each record needs at least one byte.
-        records.reserve((batch_decode_info.record_count as usize).min(bytes::Buf::remaining(buf)));
+        // gracchus patch: the count is untrusted; each record needs at least one byte.
+        records.reserve(
+            (batch_decode_info.record_count as usize)
+                .min(bytes::Buf::remaining(buf))
+                .min(crate::protocol::types::PREALLOCATE_ELEMENTS_MAX),
+        );
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -894,8 +898,12 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        // kafkaesque patch: the count is untrusted; each header needs at least one byte.
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
+        // gracchus patch: the count is untrusted; each header needs at least one byte.
+        let mut headers = IndexMap::with_capacity(
+            num_headers
+                .min(bytes::Buf::remaining(buf))
+                .min(crate::protocol::types::PREALLOCATE_ELEMENTS_MAX),
+        );
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -980,17 +980,23 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
     }
 }
 
+/// gracchus patch: the most elements an array decoder reserves before it has decoded them
+/// (the vector grows past it as elements really arrive).
+pub(crate) const PREALLOCATE_ELEMENTS_MAX: usize = 1024;
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // kafkaesque patch: every element takes at least one byte on the wire, so a
+                // gracchus patch: every element takes at least one byte on the wire, so a
                 // longer array is malformed; never size an allocation from it.
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds the {} bytes remaining", buf.remaining());
                 }
-                let mut result = Vec::with_capacity(n as usize);
+                // Nor reserve more than a few pages of elements up front: an element may be
+                // a hundred times larger in memory than its one byte on the wire.
+                let mut result = Vec::with_capacity((n as usize).min(PREALLOCATE_ELEMENTS_MAX));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1098,11 +1104,12 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // kafkaesque patch: see Array::decode.
+                // gracchus patch: see Array::decode.
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Array length {} exceeds the {} bytes remaining", n - 1, buf.remaining());
                 }
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result =
+                    Vec::with_capacity(((n - 1) as usize).min(PREALLOCATE_ELEMENTS_MAX));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }

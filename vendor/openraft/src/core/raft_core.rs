@@ -1502,7 +1502,7 @@ where
         // Every time elect, reset this flag.
         self.engine.reset_greater_log();
 
-        // kafkaesque patch: draw a new random election timeout for every election. 0.9.25
+        // gracchus patch: draw a new random election timeout for every election. 0.9.25
         // draws it once per process, so two survivors of a three-voter group whose draws
         // happen to be close can split their votes at every round, forever.
         self.engine.config.timer_config.election_timeout =
