@@ -11,6 +11,8 @@ Groups are made in three shapes: STABLE (a subscribed member is polling), EMPTY 
 by an assign()-only consumer: generation -1, no member id, empty protocol type).
 """
 
+import time
+
 import kafka
 import kafka.errors
 import pytest
@@ -416,6 +418,45 @@ def test_manual_assignment_commit(broker, topic):
     listed = group_offsets(admin, group)
     assert offsets_only(listed) == {(topic, 0): 3, (topic, 1): 4}
     assert listed[(topic, 0)].metadata == "manual p0"
+
+
+# A batch of offset records larger than __consumer_offsets' max.message.bytes cannot be
+# stored however often the client retries: Kafka's GroupMetadataManager answers
+# INVALID_COMMIT_OFFSET_SIZE (28) for the commit's partitions, not a retriable error.
+INVALID_COMMIT_OFFSET_SIZE = 28
+SMALL_MESSAGE_BYTES = 4000
+
+
+def test_commit_too_large_for_the_offsets_topic(start_broker, topic):
+    # Each partition's metadata is within offset.metadata.max.bytes (4096); together the
+    # batch is beyond the broker's message.max.bytes, which __consumer_offsets inherits.
+    small = start_broker("commit-size", dict(BROKER_OVERRIDES, **{
+        "message.max.bytes": str(SMALL_MESSAGE_BYTES)}))
+    partitions = 16
+    clients.create_topic(small, topic, partitions)
+    group = group_of(topic, "oversized")
+    consumer = clients.consumer(small, **{"group.id": group})
+    try:
+        metadata = "m" * 400
+        assert partitions * len(metadata) > SMALL_MESSAGE_BYTES
+        oversized = [TopicPartition(topic, p, 7, metadata=metadata) for p in range(partitions)]
+        started = time.monotonic()
+        with pytest.raises(KafkaException) as raised:
+            consumer.commit(offsets=oversized, asynchronous=False)
+        assert raised.value.args[0].code() == INVALID_COMMIT_OFFSET_SIZE, raised.value
+        assert time.monotonic() - started < TIMEOUT_S, "the commit was retried"
+        committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        assert committed[0].offset == OFFSET_INVALID, "part of a refused commit was stored"
+
+        # A commit that fits still goes through on the same partition.
+        fits = [TopicPartition(topic, 0, 3, metadata="fits"), TopicPartition(topic, 1, 4)]
+        result = consumer.commit(offsets=fits, asynchronous=False)
+        assert [tp.error for tp in result] == [None, None]
+        committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+        assert (committed[0].offset, committed[0].metadata) == (3, "fits")
+    finally:
+        consumer.close()
+    small.stop()
 
 
 def _message(consumer):

@@ -95,6 +95,9 @@ pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         // Kafka 4 answers a write that did not replicate in time (or found too few
         // in-sync replicas) with COORDINATOR_NOT_AVAILABLE: the client retries.
         CoordinatorError::NotCommitted(_) => ResponseError::CoordinatorNotAvailable,
+        // Kafka's GroupMetadataManager.storeOffsets: MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
+        // and INVALID_FETCH_SIZE answer INVALID_COMMIT_OFFSET_SIZE (not retriable).
+        CoordinatorError::TooLarge(_) => ResponseError::InvalidCommitOffsetSize,
     }
 }
 

@@ -118,9 +118,7 @@ pub(super) fn coordinator_partition(
         .replicas
         .get(OFFSETS_TOPIC, index)
         .ok_or(CoordinatorError::NotCoordinator)?;
-    if !broker.groups.is_loaded(index) {
-        return Err(CoordinatorError::LoadInProgress);
-    }
+    broker.groups.check_serving(index, &partition)?;
     Ok(partition)
 }
 

@@ -40,6 +40,11 @@ pub enum CoordinatorError {
     /// partition is gone: Kafka answers COORDINATOR_NOT_AVAILABLE and the client retries.
     #[error("the write was not committed: {0}")]
     NotCommitted(String),
+    /// The records do not fit the offsets partition (`max.message.bytes`): retrying cannot
+    /// help. Kafka answers INVALID_COMMIT_OFFSET_SIZE to an offset commit, and
+    /// UNKNOWN_SERVER_ERROR to a group metadata write.
+    #[error("the write is too large for the offsets partition: {0}")]
+    TooLarge(String),
 }
 
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -119,6 +124,25 @@ impl GroupCoordinator {
         self.registry.loaded_epoch(partition).is_some()
     }
 
+    /// Whether `partition`'s groups may be served now from `log` (this broker's replica of
+    /// it), for a caller that found this broker named its leader in the metadata image.
+    /// Memory must have been loaded at the epoch the log leads at. A partition not loaded
+    /// yet, loaded at an older epoch and about to be reloaded, or whose log has yet to
+    /// take the leadership the image gave it, answers COORDINATOR_LOAD_IN_PROGRESS (as
+    /// Kafka's coordinator runtime answers while loading): memory loaded under an older
+    /// epoch may miss records another leader wrote since, and must not be served.
+    pub fn check_serving(&self, partition: i32, log: &Partition) -> Result<(), CoordinatorError> {
+        let (leader_epoch, leads) = log.leadership();
+        if !leads {
+            return Err(CoordinatorError::LoadInProgress);
+        }
+        match self.registry.loaded_epoch(partition) {
+            Some(loaded) if loaded == leader_epoch => Ok(()),
+            Some(loaded) if loaded > leader_epoch => Err(CoordinatorError::NotCoordinator),
+            Some(_) | None => Err(CoordinatorError::LoadInProgress),
+        }
+    }
+
     /// Where a write for `group` goes: its log at the epoch the partition was loaded at.
     fn target<'a>(
         &self,
@@ -189,7 +213,11 @@ impl GroupCoordinator {
             .map(|c| (c.topic.clone(), c.partition, Some(c.value.clone())))
             .collect();
         if let Err(error) = self.write_offsets(log, group, changes, now_ms).await {
-            return commits.iter().map(|_| Err(error.clone())).collect();
+            // Entries refused on their own keep their own error, as in Kafka.
+            return verdicts
+                .into_iter()
+                .map(|verdict| verdict.and(Err(error.clone())))
+                .collect();
         }
         verdicts
     }
@@ -405,6 +433,62 @@ mod tests {
         .unwrap();
         log.become_leader(0).unwrap();
         log
+    }
+
+    #[tokio::test]
+    async fn a_commit_too_large_for_the_partition_is_refused_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
+        coordinator.load_now(&log).unwrap();
+        let small = LogConfig {
+            max_message_bytes: 2_000,
+            ..LogConfig::default()
+        };
+        log.set_config(small);
+        let metadata = "m".repeat(400);
+        let commits = (0..8).map(|p| commit("t", p, 5, &metadata)).collect();
+        let mut commits: Vec<OffsetCommit> = commits;
+        commits.push(commit("t", 8, 5, &"x".repeat(5000)));
+        let results = coordinator.commit_offsets(&log, "g", commits, 10).await;
+        assert!(
+            results[..8]
+                .iter()
+                .all(|r| matches!(r, Err(CoordinatorError::TooLarge(_))))
+        );
+        // The entry refused on its own keeps its own error.
+        assert_eq!(results[8], Err(CoordinatorError::OffsetMetadataTooLarge));
+        assert_eq!(log.offsets().unwrap().2, 0, "nothing was appended");
+        assert!(!coordinator.has_offsets("g"));
+        let fits = coordinator
+            .commit_offsets(&log, "g", vec![commit("t", 0, 6, "ok")], 11)
+            .await;
+        assert_eq!(fits, vec![Ok(())]);
+    }
+
+    #[tokio::test]
+    async fn serving_needs_the_epoch_the_log_leads_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
+        assert_eq!(
+            coordinator.check_serving(0, &log),
+            Err(CoordinatorError::LoadInProgress)
+        );
+        coordinator.load_now(&log).unwrap();
+        assert_eq!(coordinator.check_serving(0, &log), Ok(()));
+        // Led again at a later epoch, not reloaded yet: what memory holds may be stale.
+        log.become_follower(1).unwrap();
+        log.become_leader(2).unwrap();
+        assert_eq!(
+            coordinator.check_serving(0, &log),
+            Err(CoordinatorError::LoadInProgress)
+        );
+        log.become_follower(3).unwrap();
+        assert_eq!(
+            coordinator.check_serving(0, &log),
+            Err(CoordinatorError::LoadInProgress)
+        );
     }
 
     #[tokio::test]

@@ -32,6 +32,25 @@ pub enum Effect {
     WakeAt(i64),
 }
 
+impl Effect {
+    /// This effect as carried out after a `Persist` that failed with `error`: a successful
+    /// answer would report what is not durable, so it becomes `error` (Kafka answers
+    /// SyncGroup, and a static member's JoinGroup, only after the write); the rest stand.
+    pub fn after_failed_write(self, error: &GroupError) -> Effect {
+        match self {
+            Effect::JoinDone { token, response } if response.error.is_none() => Effect::JoinDone {
+                token,
+                response: JoinOutcome::failed(response.member_id, error.clone()),
+            },
+            Effect::SyncDone { token, response } if response.error.is_none() => Effect::SyncDone {
+                token,
+                response: SyncOutcome::failed(error.clone()),
+            },
+            other => other,
+        }
+    }
+}
+
 /// A member as the leader sees it in its JoinGroup answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinedMember {

@@ -79,6 +79,24 @@ impl JoinTimer {
     }
 }
 
+/// What the group undoes if its latest `Persist` fails to commit: the state the write
+/// described must not outlive the write (Kafka's storeGroup callbacks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Unconfirmed {
+    /// The leader's assignment for this generation (Kafka's doSyncGroup callback).
+    Assignment { generation_id: i32 },
+    /// A static member's new id adopted without a rebalance (Kafka's
+    /// updateStaticMemberAndRebalance callback): what to restore.
+    StaticRejoin {
+        generation_id: i32,
+        old_member_id: String,
+        new_member_id: String,
+        protocols: Vec<Protocol>,
+        rebalance_timeout_ms: i32,
+        session_timeout_ms: i32,
+    },
+}
+
 /// What `fire_due` found due first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Due {
@@ -116,6 +134,10 @@ pub struct Group {
     next_join_seq: u64,
     /// Settings of the latest JoinGroup; only the join phase reads them.
     config: GroupConfig,
+    /// Set with a step's `Persist`: what `write_failed` undoes if that write fails. Every
+    /// step starts by clearing it, so only the latest step's write can be taken back (the
+    /// shell reports a failed write before it takes the next step).
+    unconfirmed: Option<Unconfirmed>,
 }
 
 impl Group {
@@ -140,6 +162,7 @@ impl Group {
             new_member_added: false,
             next_join_seq: 0,
             config: GroupConfig::default(),
+            unconfirmed: None,
         }
     }
 
@@ -393,6 +416,7 @@ impl Group {
         new_uuid: &mut impl FnMut() -> String,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
+        self.unconfirmed = None;
         self.config = config;
         self.fire_due(now_ms, &mut out);
         let mut request = request;
@@ -666,6 +690,15 @@ impl Group {
             state = %self.state, "static member rejoined with a new member id");
         let old_leader = self.leader_id.clone().unwrap_or_default();
         let supports_skip_assignment = request.supports_skip_assignment;
+        let old = &self.members[old_member_id];
+        let undo = Unconfirmed::StaticRejoin {
+            generation_id: self.generation_id,
+            old_member_id: old_member_id.to_string(),
+            new_member_id: new_member_id.clone(),
+            protocols: old.protocols.clone(),
+            rebalance_timeout_ms: old.rebalance_timeout_ms,
+            session_timeout_ms: old.session_timeout_ms,
+        };
         self.replace_static_member(old_member_id, &new_member_id, now_ms, out);
         let mut request = request;
         request.member_id = new_member_id.clone();
@@ -674,7 +707,7 @@ impl Group {
             GroupState::Stable => {
                 if self.select_protocol() == self.protocol_name {
                     // Nothing the assignment depends on changed: no rebalance.
-                    out.push(Effect::Persist(self.snapshot()));
+                    self.persist(Some(undo), out);
                     let response = self.static_rejoin_answer(
                         &new_member_id,
                         &old_leader,
@@ -774,6 +807,7 @@ impl Group {
     /// SyncGroup. The answer comes back as a `SyncDone` for `token`, now or later.
     pub fn sync(&mut self, request: SyncRequest, token: RequestToken, now_ms: i64) -> Vec<Effect> {
         let mut out = Vec::new();
+        self.unconfirmed = None;
         self.fire_due(now_ms, &mut out);
         match self.check_sync(&request) {
             Err(error) => out.push(sync_done(token, SyncOutcome::failed(error))),
@@ -855,7 +889,10 @@ impl Group {
         self.transition(GroupState::Stable, now_ms);
         info!(group = %self.group_id, generation = self.generation_id,
             members = self.members.len(), "group is stable");
-        out.push(Effect::Persist(self.snapshot()));
+        let undo = Unconfirmed::Assignment {
+            generation_id: self.generation_id,
+        };
+        self.persist(Some(undo), out);
         self.propagate_assignment(None, now_ms, out);
     }
 
@@ -939,6 +976,7 @@ impl Group {
         now_ms: i64,
     ) -> (Vec<Result<(), GroupError>>, Vec<Effect>) {
         let mut out = Vec::new();
+        self.unconfirmed = None;
         if self.state == GroupState::Dead {
             let results = members
                 .iter()
@@ -988,6 +1026,7 @@ impl Group {
 
     /// DeleteGroups: only an Empty group can go; the shell writes the tombstone.
     pub fn delete(&mut self) -> Result<Vec<Effect>, GroupError> {
+        self.unconfirmed = None;
         match self.state {
             GroupState::Dead => Err(GroupError::GroupIdNotFound),
             GroupState::PreparingRebalance
@@ -1006,6 +1045,7 @@ impl Group {
     /// NOT_COORDINATOR (clients find the new coordinator) and the group is Dead.
     pub fn unload(&mut self) -> Vec<Effect> {
         let mut out = Vec::new();
+        self.unconfirmed = None;
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for member_id in ids {
             let member = self.members.get_mut(&member_id).expect("listed above");
@@ -1027,6 +1067,69 @@ impl Group {
         out
     }
 
+    /// The shell could not commit the latest `Persist` (the answers carried out after it
+    /// already went out as `error`). Whatever that record described is taken back, so
+    /// memory holds nothing the log cannot explain, as Kafka's storeGroup callbacks do:
+    /// an assignment is dropped and the group rebalances (resetAndPropagateAssignmentError,
+    /// maybePrepareRebalance); a static member's new id gives way to the old one again.
+    /// A failed Empty record needs nothing (Kafka only warns).
+    pub fn write_failed(&mut self, error: &GroupError, now_ms: i64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let Some(unconfirmed) = self.unconfirmed.take() else {
+            return out;
+        };
+        warn!(group = %self.group_id, generation = self.generation_id, %error,
+            ?unconfirmed, "group metadata write failed: taking it back");
+        match unconfirmed {
+            Unconfirmed::Assignment { generation_id } => {
+                if self.state == GroupState::Stable && generation_id == self.generation_id {
+                    // The SyncGroup answers went out after the failed write, so the
+                    // shell turned them into `error`; none is parked any more.
+                    for member in self.members.values_mut() {
+                        member.assignment.clear();
+                    }
+                    self.prepare_rebalance(now_ms, "storing the assignment failed", &mut out);
+                }
+            }
+            undo @ Unconfirmed::StaticRejoin { .. } => {
+                self.revert_static_rejoin(undo, now_ms, &mut out)
+            }
+        }
+        self.fire_due(now_ms, &mut out);
+        self.push_wake(&mut out);
+        out
+    }
+
+    /// Puts a static member back under its old id with its old protocols and timeouts.
+    fn revert_static_rejoin(&mut self, undo: Unconfirmed, now_ms: i64, out: &mut Vec<Effect>) {
+        let Unconfirmed::StaticRejoin {
+            generation_id,
+            old_member_id,
+            new_member_id,
+            protocols,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+        } = undo
+        else {
+            return;
+        };
+        let current = self.state == GroupState::Stable
+            && generation_id == self.generation_id
+            && self.members.contains_key(&new_member_id)
+            && !self.members.contains_key(&old_member_id);
+        if !current {
+            return;
+        }
+        self.replace_static_member(&new_member_id, &old_member_id, now_ms, out);
+        let member = self.members.get_mut(&old_member_id).expect("just moved");
+        let new_protocols = std::mem::replace(&mut member.protocols, protocols.clone());
+        member.rebalance_timeout_ms = rebalance_timeout_ms;
+        member.session_timeout_ms = session_timeout_ms;
+        member.refresh_heartbeat(now_ms);
+        self.count_protocols(&new_protocols, false);
+        self.count_protocols(&protocols, true);
+    }
+
     fn make_dead(&mut self) {
         self.previous_state = self.state;
         self.state = GroupState::Dead;
@@ -1040,6 +1143,7 @@ impl Group {
     /// `now_ms`. Call it at (or after) each `WakeAt`.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
         let mut out = Vec::new();
+        self.unconfirmed = None;
         self.fire_due(now_ms, &mut out);
         self.push_wake(&mut out);
         out
@@ -1282,7 +1386,9 @@ impl Group {
             self.protocol_name = None;
             self.transition(GroupState::Empty, now_ms);
             info!(group = %self.group_id, generation = self.generation_id, "group is empty");
-            out.push(Effect::Persist(self.snapshot()));
+            // Nothing to undo if this write fails (Kafka only warns): no member holds
+            // this generation, and a reload's members from the last record expire.
+            self.persist(None, out);
             return;
         }
         let protocol = self.select_protocol();
@@ -1567,6 +1673,12 @@ impl Group {
             member.refresh_heartbeat(now_ms);
             out.push(sync_done(token, response));
         }
+    }
+
+    /// Asks for the group's metadata record, remembering what to undo if it fails.
+    fn persist(&mut self, undo: Option<Unconfirmed>, out: &mut Vec<Effect>) {
+        out.push(Effect::Persist(self.snapshot()));
+        self.unconfirmed = undo;
     }
 
     fn push_wake(&self, out: &mut Vec<Effect>) {
@@ -2505,6 +2617,120 @@ mod tests {
         assert_eq!(h.group.state(), GroupState::Empty);
         assert_eq!(persisted(&effects).len(), 1);
         assert_eq!(h.group.generation(), 3);
+    }
+
+    /// The effects as a shell carries them out when the first `Persist` among them fails
+    /// with `error`: later answers turn into `error`, and the group is told.
+    fn fail_first_persist(
+        h: &mut Harness,
+        effects: Vec<Effect>,
+        error: GroupError,
+        now: i64,
+    ) -> Vec<Effect> {
+        let at = effects
+            .iter()
+            .position(|effect| matches!(effect, Effect::Persist(_)))
+            .expect("a persist to fail");
+        let mut carried: Vec<Effect> = effects[..at].to_vec();
+        carried.extend(
+            effects[at + 1..]
+                .iter()
+                .map(|e| e.clone().after_failed_write(&error)),
+        );
+        carried.extend(h.group.write_failed(&error, now));
+        h.group.check_invariants();
+        carried
+    }
+
+    #[test]
+    fn a_failed_assignment_write_hands_out_nothing_and_rebalances() {
+        let mut h = Harness::new(3_000);
+        let (token_a, _) = h.join(join_request("", "a"), T0);
+        let (token_b, _) = h.join(join_request("", "b"), T0);
+        h.tick(T0 + 3_000);
+        let effects = h.tick(T0 + 6_000);
+        let a = join_answer(&effects, token_a).unwrap().member_id;
+        let b = join_answer(&effects, token_b).unwrap().member_id;
+        let now = T0 + 6_000;
+        // b (a follower) syncs first and parks; then the leader's assignment, whose
+        // record fails to commit.
+        let (token_b, effects) = h.sync(sync_request(&b, 1, Vec::new()), now);
+        assert_eq!(sync_answer(&effects, token_b), None);
+        let assignments = vec![
+            (a.clone(), assignment_for(&a)),
+            (b.clone(), assignment_for(&b)),
+        ];
+        let (token_a, effects) = h.sync(sync_request(&a, 1, assignments), now);
+        assert_eq!(persisted(&effects).len(), 1);
+        let error = GroupError::CoordinatorNotAvailable;
+        let carried = fail_first_persist(&mut h, effects, error.clone(), now);
+        for token in [token_a, token_b] {
+            let answer = sync_answer(&carried, token).expect("answered");
+            assert_eq!(answer, SyncOutcome::failed(error.clone()));
+        }
+        // Memory holds no assignment the log does not: the group rebalances, as Kafka's
+        // doSyncGroup does after resetAndPropagateAssignmentError.
+        assert_eq!(h.group.state(), GroupState::PreparingRebalance);
+        assert_eq!(h.group.generation(), 1);
+        assert!(h.group.members().iter().all(|m| m.assignment.is_empty()));
+        assert_eq!(
+            h.heartbeat(&a, now + 100),
+            Err(GroupError::RebalanceInProgress)
+        );
+        let (token, effects) = h.sync(sync_request(&b, 1, Vec::new()), now + 100);
+        let late = sync_answer(&effects, token).expect("answered at once");
+        assert_eq!(late.error, Some(GroupError::RebalanceInProgress));
+        // Both rejoin; the next generation's assignment, committed this time, is handed out.
+        let (token_a, _) = h.join(join_request(&a, "a"), now + 200);
+        let (token_b, effects) = h.join(join_request(&b, "b"), now + 200);
+        assert_eq!(join_answer(&effects, token_a).unwrap().generation_id, 2);
+        assert_eq!(join_answer(&effects, token_b).unwrap().generation_id, 2);
+        let effects = h.sync_all(now + 300);
+        assert_eq!(persisted(&effects).len(), 1);
+        assert_eq!(h.group.state(), GroupState::Stable);
+        assert_eq!(
+            h.group.write_failed(&GroupError::UnknownServer, now + 400),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn a_failed_static_rejoin_write_gives_the_instance_back_to_its_old_id() {
+        let (mut h, old, d, now) = static_and_dynamic();
+        let before = h.group.snapshot();
+        let (token, effects) = h.join(static_request("", "i1"), now + 1_000);
+        let new = join_answer(&effects, token).unwrap().member_id;
+        assert_ne!(new, old);
+        let error = GroupError::NotCoordinator;
+        let carried = fail_first_persist(&mut h, effects, error.clone(), now + 1_000);
+        let answer = join_answer(&carried, token).expect("answered");
+        assert_eq!(answer.error, Some(error));
+        // As the log says: the old id owns the instance, nothing rebalanced (Kafka's
+        // updateStaticMemberAndRebalance callback reverts the replacement).
+        assert_eq!(h.group.snapshot(), before);
+        assert_eq!(h.group.state(), GroupState::Stable);
+        assert_eq!(h.group.leader_id(), Some(old.as_str()));
+        assert_eq!(h.group.heartbeat(&old, Some("i1"), 2, now + 1_100), Ok(()));
+        let gone = h.group.heartbeat(&new, Some("i1"), 2, now + 1_100);
+        assert_eq!(gone, Err(GroupError::FencedInstanceId));
+        assert_eq!(h.heartbeat(&d, now + 1_100), Ok(()));
+        // The retry adopts a newer id, and this time the record commits.
+        let (token, effects) = h.join(static_request("", "i1"), now + 1_200);
+        assert_eq!(join_answer(&effects, token).unwrap().error, None);
+        assert_eq!(persisted(&effects).len(), 1);
+    }
+
+    #[test]
+    fn a_failed_empty_write_leaves_the_group_empty() {
+        let mut h = Harness::new(0);
+        let a = h.join_now(join_request("", "a"), T0).member_id;
+        h.sync_all(T0);
+        let (_, effects) = h.leave(&[(a.as_str(), None)], T0 + 10);
+        assert_eq!(persisted(&effects).len(), 1);
+        let carried = fail_first_persist(&mut h, effects, GroupError::UnknownServer, T0 + 10);
+        assert_eq!(answers(&carried), 0);
+        // Kafka only warns: no member holds the empty generation.
+        assert_eq!(h.group.state(), GroupState::Empty);
     }
 
     #[test]

@@ -53,10 +53,24 @@ enum Waiter {
 
 /// One group's state and its parked requests; `group` is `None` only for a slot created
 /// by a join that has not run yet (or whose group was just deleted).
-#[derive(Default)]
 struct SlotState {
     group: Option<Group>,
     waiters: HashMap<RequestToken, Waiter>,
+    /// The leader epoch the group's partition was loaded at when this slot was made: its
+    /// records go out under this epoch only. A slot outlives a reload only as a stale one,
+    /// and a stale slot's write must be refused, not land in the log the new load read.
+    leader_epoch: i32,
+}
+
+impl SlotState {
+    fn new(group: Option<Group>, leader_epoch: i32) -> Slot {
+        let state = SlotState {
+            group,
+            waiters: HashMap::new(),
+            leader_epoch,
+        };
+        Arc::new(tokio::sync::Mutex::new(state))
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<SlotState>>;
@@ -169,13 +183,8 @@ impl GroupRegistry {
                 if let Some(deadline) = group.next_deadline_ms() {
                     deadlines.push((group_id.clone(), deadline));
                 }
-                let state = SlotState {
-                    group: Some(group),
-                    waiters: HashMap::new(),
-                };
-                slots
-                    .groups
-                    .insert(group_id, Arc::new(tokio::sync::Mutex::new(state)));
+                let slot = SlotState::new(Some(group), leader_epoch);
+                slots.groups.insert(group_id, slot);
             }
             slots.loaded.insert(partition, leader_epoch);
         }
@@ -470,9 +479,9 @@ fn write_failure(error: &CoordinatorError) -> GroupError {
         CoordinatorError::NotCommitted(_) | CoordinatorError::LoadInProgress => {
             GroupError::CoordinatorNotAvailable
         }
-        CoordinatorError::Storage(_) | CoordinatorError::OffsetMetadataTooLarge => {
-            GroupError::UnknownServer
-        }
+        CoordinatorError::Storage(_)
+        | CoordinatorError::OffsetMetadataTooLarge
+        | CoordinatorError::TooLarge(_) => GroupError::UnknownServer,
     }
 }
 
@@ -489,15 +498,15 @@ impl Shared {
         loop {
             let slot = {
                 let mut slots = lock(&self.slots);
-                if !slots.loaded.contains_key(&partition) {
+                let Some(leader_epoch) = slots.loaded.get(&partition).copied() else {
                     return Err(GroupError::NotCoordinator);
-                }
+                };
                 match slots.groups.get(group_id) {
                     Some(slot) => slot.clone(),
                     None if create => slots
                         .groups
                         .entry(group_id.to_string())
-                        .or_default()
+                        .or_insert_with(|| SlotState::new(None, leader_epoch))
                         .clone(),
                     None => return Ok(None),
                 }
@@ -576,7 +585,16 @@ impl Shared {
                 .carry_out_once(state, log, group_id, effects, now_ms)
                 .await
             {
+                // The group takes back what the record described (and rebalances) before
+                // anything else reads it; its own effects are carried out next round.
+                effects = match state.group.as_mut() {
+                    Some(group) => group.write_failed(&error, now_ms),
+                    None => Vec::new(),
+                };
                 failed = Some(error);
+                if !effects.is_empty() {
+                    continue;
+                }
             }
             if state.group.is_none() || !self.take_due(group_id, now_ms) {
                 return failed;
@@ -599,35 +617,27 @@ impl Shared {
     ) -> Option<GroupError> {
         let mut write_failed: Option<GroupError> = None;
         for effect in effects {
+            let effect = match &write_failed {
+                Some(error) => effect.after_failed_write(error),
+                None => effect,
+            };
             match effect {
                 Effect::Persist(snapshot) => {
-                    let written = self.persist(log, group_id, Some(&snapshot), now_ms).await;
-                    write_failed = written.err().or(write_failed);
+                    let epoch = state.leader_epoch;
+                    let written = self.persist(log, epoch, group_id, Some(&snapshot), now_ms);
+                    write_failed = written.await.err().or(write_failed);
                 }
                 Effect::Tombstone { group_id } => {
-                    let written = self.persist(log, &group_id, None, now_ms).await;
+                    let epoch = state.leader_epoch;
+                    let written = self.persist(log, epoch, &group_id, None, now_ms).await;
                     write_failed = written.err().or(write_failed);
                 }
-                Effect::JoinDone {
-                    token,
-                    mut response,
-                } => {
-                    if let (Some(error), None) = (&write_failed, &response.error) {
-                        // Answered only once what it reports is durable.
-                        response = JoinOutcome::failed(response.member_id, error.clone());
-                    }
+                Effect::JoinDone { token, response } => {
                     if let Some(Waiter::Join(sender)) = state.waiters.remove(&token) {
                         let _ = sender.send(response);
                     }
                 }
-                Effect::SyncDone {
-                    token,
-                    mut response,
-                } => {
-                    if let (Some(error), None) = (&write_failed, &response.error) {
-                        // Kafka answers SyncGroup only once the assignment is durable.
-                        response = SyncOutcome::failed(error.clone());
-                    }
+                Effect::SyncDone { token, response } => {
                     if let Some(Waiter::Sync(sender)) = state.waiters.remove(&token) {
                         let _ = sender.send(response);
                     }
@@ -642,19 +652,20 @@ impl Shared {
     }
 
     /// Writes a group's metadata record (or its tombstone) and waits until it is
-    /// committed, at the epoch the group's partition was loaded at.
+    /// committed, at the epoch the group's slot was loaded at (not whatever is loaded
+    /// now: a slot replaced by a reload must not write over what the reload read).
     async fn persist(
         &self,
         log: &Partition,
+        leader_epoch: i32,
         group_id: &str,
         snapshot: Option<&GroupSnapshot>,
         now_ms: i64,
     ) -> Result<(), GroupError> {
         let partition = partition_for(group_id, self.offsets_partitions);
-        let epoch = lock(&self.slots).loaded.get(&partition).copied();
-        let Some(leader_epoch) = epoch else {
+        if lock(&self.slots).loaded.get(&partition) != Some(&leader_epoch) {
             return Err(GroupError::NotCoordinator);
-        };
+        }
         let key = records::encode_key(&RecordKey::Group {
             group: group_id.to_string(),
         });
@@ -804,6 +815,40 @@ mod tests {
 
     /// Hang guard only: without per-group locks these tests would wait forever.
     const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_assignment_write_is_answered_and_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 0);
+        let registry = registry();
+        let (member, generation) = joined(&registry, &log, "g").await;
+        // The record cannot be stored (beyond max.message.bytes): Kafka's storeGroup
+        // answers UNKNOWN_SERVER_ERROR and the group rebalances.
+        let roomy = log.config().unwrap();
+        let tiny = LogConfig {
+            max_message_bytes: 64,
+            ..roomy.clone()
+        };
+        log.set_config(tiny);
+        let request = sync_request(&member, generation, b"for-g");
+        let synced = registry.sync(&log, "g", request, NOW_MS).await;
+        assert_eq!(synced, SyncOutcome::failed(GroupError::UnknownServer));
+        assert_eq!(log.offsets().unwrap().2, 0, "nothing was written");
+        let state = registry.with_group("g", |g| g.map(Group::state)).await;
+        assert_eq!(state, Some(crate::group::GroupState::PreparingRebalance));
+        let beat = registry.heartbeat("g", &member, None, generation, NOW_MS);
+        assert_eq!(beat.await, Err(GroupError::RebalanceInProgress));
+        // Rejoined, the next generation's assignment is written and handed out.
+        log.set_config(roomy);
+        let rejoin = registry
+            .join(&log, "g", join_request(&member), NOW_MS)
+            .await;
+        assert_eq!((rejoin.error, rejoin.generation_id), (None, generation + 1));
+        let request = sync_request(&member, generation + 1, b"for-g");
+        let synced = registry.sync(&log, "g", request, NOW_MS).await;
+        assert_eq!((synced.error, synced.assignment), (None, b"for-g".to_vec()));
+        assert_eq!(log.offsets().unwrap().2, 1);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_write_holds_up_only_its_own_group() {

@@ -8,6 +8,12 @@
 //! and the group is rebuilt from the last metadata record it persisted, as the new
 //! leader's load rebuilds it. What a client was told had happened (a successful SyncGroup
 //! is answered only after its Persist) must survive that.
+//!
+//! Now and then a metadata write fails (not committed: timeout, leadership lost, too
+//! large), as the registry's shell would see it: the answers after it turn into the
+//! write's error and the group is told (`Group::write_failed`). Invariant: no member is
+//! handed an assignment that the last committed record does not hold, and a Stable group
+//! in memory is exactly what that record says.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,8 +50,10 @@ struct Sim {
     answered: BTreeSet<RequestToken>,
     generation_seen: i32,
     stable_seen: usize,
-    /// The latest metadata record the group asked to write (what a new leader replays).
+    /// The latest metadata record committed (what a new leader replays).
     persisted: Option<GroupSnapshot>,
+    /// How many metadata writes were made to fail.
+    failed_writes: usize,
     /// The highest generation a client was told it synced in.
     synced_generation: i32,
     failovers: usize,
@@ -78,6 +86,7 @@ impl Sim {
             generation_seen: 0,
             stable_seen: 0,
             persisted: None,
+            failed_writes: 0,
             synced_generation: 0,
             failovers: 0,
         }
@@ -261,8 +270,15 @@ impl Sim {
         self.apply(effects);
     }
 
+    /// Carries effects out as the registry does: a failed write turns the answers after it
+    /// into its error, and then the group is told.
     fn apply(&mut self, effects: Vec<Effect>) {
+        let mut write_failed: Option<GroupError> = None;
         for effect in effects {
+            let effect = match &write_failed {
+                Some(error) => effect.after_failed_write(error),
+                None => effect,
+            };
             match effect {
                 Effect::JoinDone { token, response } => {
                     if let Some(client) = self.close(token) {
@@ -270,23 +286,68 @@ impl Sim {
                     }
                 }
                 Effect::SyncDone { token, response } => {
+                    let owner = self.close(token);
                     if response.error.is_none() {
                         let generation = self.h.group.generation();
                         self.synced_generation = self.synced_generation.max(generation);
+                        let member_id = owner.map(|c| self.clients[c].member_id.clone());
+                        self.check_committed(member_id.as_deref(), &response.assignment);
                     }
-                    if let Some(client) = self.close(token) {
+                    if let Some(client) = owner {
                         on_sync_answer(&mut self.clients[client], response);
                     }
                 }
                 Effect::Persist(snapshot) => {
                     assert!(snapshot.generation_id >= self.generation_seen);
                     Group::from_snapshot(snapshot.clone(), self.now_ms).check_invariants();
-                    self.persisted = Some(snapshot);
+                    match self.write_fails() {
+                        Some(error) => write_failed = Some(error),
+                        None => self.persisted = Some(snapshot),
+                    }
                 }
                 Effect::Tombstone { .. } => panic!("nobody deletes in the simulation"),
                 Effect::WakeAt(at_ms) => assert!(at_ms > self.now_ms, "wake in the past"),
             }
         }
+        if let Some(error) = write_failed {
+            let effects = self.h.group.write_failed(&error, self.now_ms);
+            self.h.group.check_invariants();
+            self.apply(effects);
+        }
+    }
+
+    /// Whether the next metadata write fails, and how (Kafka's storeGroup mapping).
+    fn write_fails(&mut self) -> Option<GroupError> {
+        if !self.rng.chance(10) {
+            return None;
+        }
+        self.failed_writes += 1;
+        Some(match self.rng.below(3) {
+            0 => GroupError::CoordinatorNotAvailable,
+            1 => GroupError::NotCoordinator,
+            _ => GroupError::UnknownServer,
+        })
+    }
+
+    /// A successful SyncGroup handed out `assignment` (to `member_id`, if its client still
+    /// waits): the committed record must say so, for the group's current generation.
+    fn check_committed(&self, member_id: Option<&str>, assignment: &[u8]) {
+        let record = self
+            .persisted
+            .as_ref()
+            .expect("an assignment handed out before any record committed");
+        assert_eq!(
+            record.generation_id,
+            self.h.group.generation(),
+            "an assignment of a generation whose record did not commit"
+        );
+        let held = record.members.iter().any(|member| {
+            member_id.is_none_or(|id| member.member_id == id) && member.assignment == assignment
+        });
+        assert!(
+            held,
+            "{member_id:?} handed an assignment the log does not hold"
+        );
     }
 
     /// Marks a token answered; returns the client still waiting on it.
@@ -316,6 +377,20 @@ impl Sim {
         }
         if group.state() == GroupState::Stable {
             self.stable_seen += 1;
+            // Memory says Stable only with what the log says: a reload would agree.
+            let record = self.persisted.as_ref().expect("Stable without a record");
+            let ours = group.snapshot();
+            assert_eq!(
+                record.generation_id, ours.generation_id,
+                "Stable ahead of the log"
+            );
+            assert_eq!(record.leader_id, ours.leader_id, "leader not in the log");
+            let members = |s: &GroupSnapshot| -> Vec<(String, Vec<u8>)> {
+                (s.members.iter())
+                    .map(|m| (m.member_id.clone(), m.assignment.clone()))
+                    .collect()
+            };
+            assert_eq!(members(record), members(&ours), "members not in the log");
             for member in group.members() {
                 assert!(
                     !member.assignment.is_empty(),
@@ -368,6 +443,10 @@ fn forget_membership(c: &mut Client) {
 
 fn on_join_answer(c: &mut Client, response: JoinOutcome) {
     match response.error {
+        // The coordinator moved or could not write: rejoin as the same member.
+        Some(GroupError::CoordinatorNotAvailable) | Some(GroupError::NotCoordinator) => {
+            c.must_rejoin = true
+        }
         None => {
             c.member_id = response.member_id;
             c.generation_id = response.generation_id;
@@ -395,9 +474,10 @@ fn on_join_answer(c: &mut Client, response: JoinOutcome) {
 fn on_sync_answer(c: &mut Client, response: SyncOutcome) {
     match response.error {
         None => c.synced = true,
-        Some(GroupError::RebalanceInProgress) | Some(GroupError::IllegalGeneration) => {
-            c.must_rejoin = true
-        }
+        Some(GroupError::RebalanceInProgress)
+        | Some(GroupError::IllegalGeneration)
+        | Some(GroupError::CoordinatorNotAvailable)
+        | Some(GroupError::NotCoordinator) => c.must_rejoin = true,
         Some(_) => forget_membership(c),
     }
 }
@@ -406,14 +486,17 @@ fn on_sync_answer(c: &mut Client, response: SyncOutcome) {
 fn random_clients_keep_the_group_consistent() {
     let mut stable_steps = 0;
     let mut failovers = 0;
+    let mut failed_writes = 0;
     for seed in 1..=SEEDS {
         let mut sim = Sim::new(seed);
         sim.run();
         assert!(sim.answered.len() > 100, "seed {seed}: too little happened");
         stable_steps += sim.stable_seen;
         failovers += sim.failovers;
+        failed_writes += sim.failed_writes;
     }
     assert!(failovers > 100, "only {failovers} failovers");
+    assert!(failed_writes > 100, "only {failed_writes} failed writes");
     // The walk must actually reach Stable, or the invariants above say little.
     assert!(stable_steps > 1_000, "only {stable_steps} stable steps");
 }

@@ -7,7 +7,9 @@
 //! (`CoordinatorOperationExceptionHelper.handleOperationException`): NOT_ENOUGH_REPLICAS,
 //! REQUEST_TIMED_OUT and UNKNOWN_TOPIC_OR_PARTITION become COORDINATOR_NOT_AVAILABLE
 //! ([`CoordinatorError::NotCommitted`]); NOT_LEADER_OR_FOLLOWER and KAFKA_STORAGE_ERROR
-//! become NOT_COORDINATOR; the rest keep their own meaning.
+//! become NOT_COORDINATOR; MESSAGE_TOO_LARGE (a batch beyond the partition's
+//! `max.message.bytes`) is [`CoordinatorError::TooLarge`], never retried; the rest keep
+//! their own meaning.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 
 use super::CoordinatorError;
 use crate::log::batch::plain_record;
+use crate::log::{BatchError, LogError};
 use crate::replica::{Partition, ReplicaError};
 
 /// Where and how long a write may wait: the partition's log, the leader epoch its state
@@ -101,6 +104,12 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
         | ReplicaError::NotEnoughReplicas { .. }
         | ReplicaError::NotEnoughReplicasAfterAppend { .. }
         | ReplicaError::Deleted => CoordinatorError::NotCommitted(error.to_string()),
+        ReplicaError::Batch(
+            BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
+        )
+        | ReplicaError::Log(LogError::Batch(
+            BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
+        )) => CoordinatorError::TooLarge(error.to_string()),
         other => CoordinatorError::Storage(other.to_string()),
     }
 }
