@@ -95,9 +95,11 @@ pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         // Kafka 4 answers a write that did not replicate in time (or found too few
         // in-sync replicas) with COORDINATOR_NOT_AVAILABLE: the client retries.
         CoordinatorError::NotCommitted(_) => ResponseError::CoordinatorNotAvailable,
-        // Kafka's GroupMetadataManager.storeOffsets: MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
-        // and INVALID_FETCH_SIZE answer INVALID_COMMIT_OFFSET_SIZE (not retriable).
-        CoordinatorError::TooLarge(_) => ResponseError::InvalidCommitOffsetSize,
+        // Kafka 4's group coordinator (CoordinatorOperationExceptionHelper) answers
+        // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE and INVALID_FETCH_SIZE from any of its
+        // writes, offset commits included, with UNKNOWN_SERVER_ERROR: not retriable.
+        // (3.x's GroupMetadataManager answered commits INVALID_COMMIT_OFFSET_SIZE.)
+        CoordinatorError::TooLarge(_) => ResponseError::UnknownServerError,
     }
 }
 

@@ -314,10 +314,12 @@ pub async fn offset_fetch(
 fn group_entry(broker: &Broker, group_id: &GroupId, wanted: Wanted) -> OffsetFetchResponseGroup {
     let group = group_id.0.as_str();
     let base = OffsetFetchResponseGroup::default().with_group_id(group_id.clone());
-    if let Err(error) = coordinator_partition(broker, group) {
-        return base.with_error_code(coordinator_error(&error).code());
-    }
-    let found = broker.groups.fetch_offsets(group, wanted.as_deref());
+    let found = coordinator_partition(broker, group)
+        .and_then(|_| broker.groups.fetch_offsets(group, wanted.as_deref()));
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => return base.with_error_code(coordinator_error(&error).code()),
+    };
     let mut by_topic: BTreeMap<String, Vec<OffsetFetchResponsePartitions>> = BTreeMap::new();
     let mut order = Vec::new();
     for ((topic, partition), value) in found {

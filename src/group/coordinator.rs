@@ -41,8 +41,8 @@ pub enum CoordinatorError {
     #[error("the write was not committed: {0}")]
     NotCommitted(String),
     /// The records do not fit the offsets partition (`max.message.bytes`): retrying cannot
-    /// help. Kafka answers INVALID_COMMIT_OFFSET_SIZE to an offset commit, and
-    /// UNKNOWN_SERVER_ERROR to a group metadata write.
+    /// help. Kafka 4 answers UNKNOWN_SERVER_ERROR (3.x answered offset commits
+    /// INVALID_COMMIT_OFFSET_SIZE).
     #[error("the write is too large for the offsets partition: {0}")]
     TooLarge(String),
 }
@@ -285,7 +285,7 @@ impl GroupCoordinator {
         let doomed: Vec<(String, i32)> = match partitions {
             Some(list) => list,
             None => self
-                .fetch_offsets(group, None)
+                .fetch_offsets(group, None)?
                 .into_iter()
                 .map(|(key, _)| key)
                 .collect(),
@@ -361,13 +361,21 @@ impl GroupCoordinator {
     }
 
     /// Committed offsets of `group`: for the listed partitions, or every committed one.
+    ///
+    /// NOT_COORDINATOR if the group's partition is not loaded, checked under the offsets
+    /// lock: an unload clears the loaded mark before it takes that lock to drop the
+    /// offsets, so a fetch racing it can never answer "nothing committed" (which would
+    /// send consumers to `auto.offset.reset`).
     pub fn fetch_offsets(
         &self,
         group: &str,
         partitions: Option<&[(String, i32)]>,
-    ) -> Vec<((String, i32), Option<OffsetValue>)> {
+    ) -> Result<Vec<((String, i32), Option<OffsetValue>)>, CoordinatorError> {
         let offsets = lock(&self.book.offsets);
-        match partitions {
+        if !self.is_loaded(self.partition_for(group)) {
+            return Err(CoordinatorError::NotCoordinator);
+        }
+        Ok(match partitions {
             Some(list) => list
                 .iter()
                 .map(|(topic, partition)| {
@@ -383,7 +391,7 @@ impl GroupCoordinator {
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -475,8 +483,14 @@ mod tests {
             coordinator.check_serving(0, &log),
             Err(CoordinatorError::LoadInProgress)
         );
+        // An unloaded partition's offsets are not "none committed": they are not here.
+        assert_eq!(
+            coordinator.fetch_offsets("g", None),
+            Err(CoordinatorError::NotCoordinator)
+        );
         coordinator.load_now(&log).unwrap();
         assert_eq!(coordinator.check_serving(0, &log), Ok(()));
+        assert_eq!(coordinator.fetch_offsets("g", None), Ok(vec![]));
         // Led again at a later epoch, not reloaded yet: what memory holds may be stale.
         log.become_follower(1).unwrap();
         log.become_leader(2).unwrap();
@@ -530,7 +544,7 @@ mod tests {
         assert_eq!(reloaded.load_now(&log).unwrap(), 4);
         assert!(reloaded.is_loaded(0));
         let wanted = [("t".to_string(), 0), ("t".to_string(), 1)];
-        let fetched = reloaded.fetch_offsets("g", Some(&wanted));
+        let fetched = reloaded.fetch_offsets("g", Some(&wanted)).unwrap();
         assert_eq!(
             fetched[0]
                 .1
@@ -539,8 +553,8 @@ mod tests {
             Some((6, "b"))
         );
         assert_eq!(fetched[1].1, None);
-        assert_eq!(reloaded.fetch_offsets("g", None).len(), 3);
-        assert!(reloaded.fetch_offsets("other", None).is_empty());
+        assert_eq!(reloaded.fetch_offsets("g", None).unwrap().len(), 3);
+        assert!(reloaded.fetch_offsets("other", None).unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -587,7 +601,7 @@ mod tests {
         assert_eq!(reloaded.load_now(&log).unwrap(), 1);
         assert!(reloaded.is_loaded(0));
         let wanted = [("t".to_string(), 0)];
-        let fetched = reloaded.fetch_offsets("g", Some(&wanted));
+        let fetched = reloaded.fetch_offsets("g", Some(&wanted)).unwrap();
         // The unreadable value did not erase the offset committed before it.
         assert_eq!(fetched[0].1.as_ref().map(|v| v.offset), Some(5));
         let again = reloaded
@@ -598,7 +612,7 @@ mod tests {
         let log = open(dir.path());
         let third = GroupCoordinator::new(config(), GroupConfig::default());
         assert_eq!(third.load_now(&log).unwrap(), 2);
-        let fetched = third.fetch_offsets("g", Some(&wanted));
+        let fetched = third.fetch_offsets("g", Some(&wanted)).unwrap();
         assert_eq!(fetched[0].1.as_ref().map(|v| v.offset), Some(9));
     }
 }
