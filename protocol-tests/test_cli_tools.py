@@ -10,8 +10,12 @@ keyed records). A 3-node cluster checks that produce and fetch go to each leader
 """
 
 import os
+import selectors
+import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 import uuid
 
@@ -126,6 +130,62 @@ def test_healthcheck_silent_peer_times_out_quickly(tools):
     assert result.returncode == 1
     assert "within" in result.stderr, result.stderr
     assert result.elapsed_s < 3.0, f"took {result.elapsed_s:.1f} s for a 300 ms timeout"
+
+
+def fake_api_versions_broker(sock, apis):
+    """Answers ApiVersions as a broker whose highest ApiVersions version is 2: a v3
+    request gets UNSUPPORTED_VERSION in the v0 layout (KIP-511), a v0-2 request the
+    `apis` list [(key, min, max)]. Records the versions it was asked at."""
+    asked = []
+
+    def encode(error, entries, throttle):
+        body = struct.pack(">hi", error, len(entries))
+        body += b"".join(struct.pack(">hhh", *entry) for entry in entries)
+        return body + (struct.pack(">i", 0) if throttle else b"")
+
+    def serve():
+        connection, _ = sock.accept()
+        with connection:
+            for _ in range(2):
+                header = connection.recv(4)
+                if len(header) < 4:
+                    return
+                size = struct.unpack(">i", header)[0]
+                frame = b""
+                while len(frame) < size:
+                    frame += connection.recv(size - len(frame))
+                _key, version, correlation = struct.unpack(">hhi", frame[:8])
+                asked.append(version)
+                if version > 2:
+                    body = encode(35, [(18, 0, 2)], throttle=False)
+                else:
+                    body = encode(0, apis, throttle=version >= 1)
+                reply = struct.pack(">i", correlation) + body
+                connection.sendall(struct.pack(">i", len(reply)) + reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return asked, thread
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_healthcheck_falls_back_to_the_brokers_api_versions_version(tools, complete):
+    apis = [(0, 3, 9), (1, 4, 12), (3, 0, 9), (18, 0, 2)]
+    if not complete:
+        apis = [api for api in apis if api[0] != 1]  # no Fetch
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        asked, thread = fake_api_versions_broker(sock, apis)
+        result = run(tools, "gracchus", "healthcheck", "--bootstrap-server",
+                     f"127.0.0.1:{sock.getsockname()[1]}", "--timeout-ms", "3000")
+        thread.join(5)
+    assert asked == [3, 2]
+    if complete:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1
+        assert "does not offer Fetch" in result.stderr, result.stderr
 
 
 # ---- kafka-topics -------------------------------------------------------------------
@@ -315,6 +375,70 @@ def test_producer_fails_loudly(tools, broker):
                    "--topic", "__consumer_offsets", input_text="x\n")
     assert internal.returncode == 1
     assert "Error when sending message" in internal.stderr, internal.stderr
+
+
+def read_lines(stream, count, timeout_s=30):
+    """`count` lines from a child's stdout pipe (raw reads: a buffered readline could
+    hold lines the selector no longer sees), failing after timeout_s."""
+    selector = selectors.DefaultSelector()
+    selector.register(stream, selectors.EVENT_READ)
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    while data.count(b"\n") < count:
+        assert time.monotonic() < deadline, f"only {data!r} after {timeout_s} s"
+        if selector.select(timeout=0.5):
+            chunk = os.read(stream.fileno(), 65536)
+            assert chunk, f"output ended after {data!r}"
+            data += chunk
+    return data.decode().splitlines()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_consumer_stops_on_signal_counts_and_commits(tools, broker, stop):
+    name = create(tools, broker, unique("cli-signal"), 1)
+    group = unique("cli-signal")
+    produce_lines(tools, broker.bootstrap, name, [f"s{index}" for index in range(5)])
+    process = subprocess.Popen(
+        [str(tools / "kafka-console-consumer"), "--bootstrap-server", broker.bootstrap,
+         "--topic", name, "--group", group, "--from-beginning"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert read_lines(process.stdout, 5) == [f"s{index}" for index in range(5)]
+        process.send_signal(stop)
+        _rest, stderr = process.communicate(timeout=10)
+        stderr = stderr.decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert stderr.strip().splitlines()[-1] == "Processed a total of 5 messages"
+    reader = clients.consumer(broker, **{"group.id": group})
+    try:
+        committed = reader.committed([TopicPartition(name, 0)], timeout=10)
+    finally:
+        reader.close()
+    assert committed[0].offset == 5
+
+
+def test_typed_line_is_sent_before_the_next_one_is_typed(tools, broker):
+    name = create(tools, broker, unique("cli-typed"), 1)
+    process = subprocess.Popen(
+        [str(tools / "kafka-console-producer.sh"), "--bootstrap-server", broker.bootstrap,
+         "--topic", name], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        process.stdin.write("first\n")
+        process.stdin.flush()
+        # stdin is still open: the line must already be at the broker.
+        [message] = clients.consume(broker, name, 0, 0, 1, timeout_s=10)
+        assert message.value() == b"first"
+        process.stdin.write("second\n")
+        process.stdin.close()
+        assert process.wait(timeout=30) == 0, process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert [m.value() for m in clients.consume(broker, name, 0, 0, 2)] == [b"first",
+                                                                          b"second"]
 
 
 # ---- three nodes: produce and fetch at each partition's leader ----------------------

@@ -26,6 +26,15 @@ use super::cluster::{Cluster, REQUEST_TIMEOUT_DEFAULT, ids};
 use super::error::{CliError, check_code};
 use crate::types::kafka_uuid_string;
 
+/// `println!` that ignores a closed stdout (`kafka-topics --list | head -1`) instead of
+/// panicking on it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 const FLAGS: &[FlagSpec] = &[
     valued("bootstrap-server"),
     switch("list"),
@@ -82,7 +91,7 @@ pub fn run(arguments: &[String]) -> i32 {
             1
         }
         Err(Failure::Command(message)) => {
-            println!("Error while executing topic command : {message}");
+            say!("Error while executing topic command : {message}");
             1
         }
     }
@@ -197,7 +206,7 @@ impl TopicCommand {
     fn create(&self, cluster: &mut Cluster) -> Result<(), Failure> {
         let name = &self.topics[0];
         if name.contains('.') || name.contains('_') {
-            println!(
+            say!(
                 "WARNING: Due to limitations in metric names, topics with a period ('.') or \
                  underscore ('_') could collide. To avoid issues it is best to use either, \
                  but not both."
@@ -232,7 +241,7 @@ impl TopicCommand {
         let message = result.error_message.as_deref();
         match check_code(result.error_code, message) {
             Ok(()) => {
-                println!("Created topic {name}.");
+                say!("Created topic {name}.");
                 Ok(())
             }
             Err(error)
@@ -248,7 +257,7 @@ impl TopicCommand {
     fn list(&self, cluster: &mut Cluster) -> Result<(), Failure> {
         let names = self.matching_topics(cluster)?;
         // Kafka prints the names joined by newlines with println: an empty line if none.
-        println!("{}", names.join("\n"));
+        say!("{}", names.join("\n"));
         Ok(())
     }
 
@@ -316,7 +325,8 @@ impl TopicCommand {
         let configs = describe_configs(cluster, &names)?;
         for description in &descriptions {
             let configs = configs.get(&description.name).map_or("", String::as_str);
-            print!("{}", format_description(description, configs));
+            let text = format_description(description, configs);
+            say!("{}", text.trim_end_matches('\n'));
         }
         Ok(())
     }
