@@ -391,7 +391,15 @@ impl Consumer<'_> {
         if !self.wait_for_topic(&mut session, started)? {
             return Ok(self.idle_ending());
         }
-        self.initial_positions(&mut session)?;
+        // Leaders and the group coordinator may still be moving in (a topic just made):
+        // retriable errors are waited out, as the Java consumer waits.
+        while let Err(error) = self.initial_positions(&mut session) {
+            self.recover(&mut session, error)?;
+            let timed_out = self.settings.timeout.is_some_and(|t| started.elapsed() > t);
+            if timed_out || self.stop.load(Ordering::SeqCst) {
+                return Ok(self.idle_ending());
+            }
+        }
         let mut last_commit = Instant::now();
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
@@ -419,7 +427,11 @@ impl Consumer<'_> {
                 }
             }
             if self.settings.group.is_some() && last_commit.elapsed() >= COMMIT_INTERVAL {
-                self.commit(&mut session.cluster)?;
+                // A failed periodic commit is retried at the next interval and at exit,
+                // as the Java consumer's auto-commit only logs it.
+                if let Err(error) = self.commit(&mut session.cluster) {
+                    eprintln!("WARN offset commit to the group failed: {error}");
+                }
                 last_commit = Instant::now();
             }
         }

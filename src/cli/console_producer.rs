@@ -11,10 +11,10 @@
 //!
 //! Lines are sent as soon as stdin has no more buffered input (a typed line goes at once;
 //! piped input goes in batches), and every send is acknowledged (with acks=all or 1)
-//! before the next one and before exit. A failed send prints Kafka's error line and exits
-//! 1. Only errors the broker returns before appending (not leader, unknown partition,
-//! not enough replicas) are retried, so a retry never writes a record twice; a lost
-//! connection or timeout is reported as a failure, not retried.
+//! before the next one and before exit. A failed send prints Kafka's error line and the
+//! tool exits with 1. Only errors the broker returns before appending (not leader,
+//! unknown partition, not enough replicas) are retried, so a retry never writes a record
+//! twice; a lost connection or timeout is reported as a failure, not retried.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
