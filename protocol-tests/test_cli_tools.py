@@ -342,6 +342,27 @@ def test_group_commits_and_resumes(tools, broker):
     assert sum(tp.offset for tp in committed) == high == 20
 
 
+def test_group_commit_refused_while_the_group_has_members(tools, broker):
+    # The console consumer never joins: its simple-consumer commit (generation -1) is
+    # refused while a real member holds the group, and that is an error exit.
+    name = create(tools, broker, unique("cli-busy"), 1)
+    group = unique("cli-busy")
+    produce_lines(tools, broker.bootstrap, name, ["a", "b"])
+    member = clients.consumer(broker, **{"group.id": group, "auto.offset.reset": "earliest"})
+    try:
+        member.subscribe([name])
+        clients.wait_for(lambda: (member.poll(0.2), member.assignment())[1],
+                         what="a member holding the group")
+        result = run(tools, "kafka-console-consumer", "--bootstrap-server", broker.bootstrap,
+                     "--topic", name, "--group", group, "--from-beginning",
+                     "--max-messages", "2")
+    finally:
+        member.close()
+    assert result.stdout.splitlines() == ["a", "b"]
+    assert result.returncode == 1
+    assert "ERROR committing offsets to group" in result.stderr, result.stderr
+
+
 def test_console_producer_records_read_by_confluent(tools, broker):
     name = create(tools, broker, unique("cli-to-rdkafka"), 1)
     lines = [f"from-cli-{index}" for index in range(25)]

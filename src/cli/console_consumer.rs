@@ -139,7 +139,10 @@ pub fn run(arguments: &[String]) -> i32 {
         stop,
     };
     let outcome = consumer.run();
-    if let Err(error) = consumer.commit_if_grouped() {
+    // The group's position is what the user asked to keep: a failed final commit (e.g.
+    // the group has live members) is an error exit, not just a line on stderr.
+    let committed = consumer.commit_if_grouped();
+    if let Err(error) = &committed {
         eprintln!("ERROR committing offsets to group: {error}");
     }
     let code = match outcome {
@@ -161,7 +164,7 @@ pub fn run(arguments: &[String]) -> i32 {
         }
     };
     eprintln!("Processed a total of {} messages", consumer.count);
-    code
+    if committed.is_err() { 1 } else { code }
 }
 
 /// The settings from the flags, with Kafka's rules on which go together; `None` after
