@@ -14,6 +14,8 @@
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
+//! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
+//!   tools); clients of the broker, never part of it.
 //! - [`allocator`]: glibc malloc's mmap threshold fixed at start-up, so memory freed
 //!   after a burst goes back to the OS.
 #![forbid(unsafe_code)]
@@ -21,6 +23,7 @@
 pub mod allocator;
 pub mod api;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod group;

@@ -6,12 +6,19 @@
 //! gracchus format -t ID [--config FILE] [--override k=v]... [-g|--ignore-formatted]
 //! ```
 //! `format` is `kafka-storage format`: it writes `meta.properties` into `log.dirs`.
+//!
+//! The same binary is also the command-line tools of `gracchus::cli`: invoked under a
+//! tool's name (a symlink such as `kafka-topics.sh`) or as `gracchus <tool> ...`:
+//! ```text
+//! gracchus healthcheck [--bootstrap-server HOST:PORT] [--timeout-ms N] [--config F]...
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use gracchus::broker::Broker;
+use gracchus::cli;
 use gracchus::config::BrokerConfig;
 use gracchus::controller::controlled_shutdown::{
     CONTROLLED_SHUTDOWN_TIMEOUT, shut_down_controlled,
@@ -24,7 +31,16 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv = std::env::args();
+    let argv0 = argv.next().unwrap_or_default();
+    let mut args: Vec<String> = argv.collect();
+    // Before anything a broker does: a tool starts no threads, logging or re-execution.
+    if let Some(tool) = cli::tool_named(cli::program_name(&argv0)) {
+        std::process::exit(cli::run(tool, &args));
+    }
+    if let Some(tool) = args.first().and_then(|name| cli::tool_named(name)) {
+        std::process::exit(cli::run(tool, &args[1..]));
+    }
     let subcommand = match args.first().map(String::as_str) {
         Some("random-uuid") => Some(random_uuid(&args[1..])),
         Some("format") => Some(format_storage(args.split_off(1))),
