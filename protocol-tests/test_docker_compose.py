@@ -385,6 +385,22 @@ def cluster(image, request):
             log.error("compose logs of %s:\n%s", project.name, project.logs())
 
 
+def test_three_nodes_kcat_round_trip(cluster):
+    """kcat from the host: produce through one node's port, read through another's."""
+    if not kcat_available():
+        pytest.skip("kcat is not installed (scripts/test installs it)")
+    topic = "docker-kcat"
+    cluster.create_topic(topic)
+    lines = [f"line-{index}" for index in range(20)]
+    first, second = cluster.ports[0], cluster.ports[1]
+    kcat(SimpleNamespace(bootstrap=f"localhost:{first}"), "-P", "-t", topic, "-p", "0",
+         "-X", "acks=all", input_text="\n".join(lines) + "\n")
+    result = kcat(SimpleNamespace(bootstrap=f"localhost:{second}"), "-C", "-t", topic,
+                  "-p", "0", "-o", "beginning", "-e", "-q")
+    assert result.stdout.split() == lines
+    assert [value for value, _ in read_partition(cluster.bootstrap(), topic)] == lines
+
+
 def test_three_nodes_survive_a_killed_leader_and_it_rejoins(cluster):
     topic = "docker-kill"
     cluster.create_topic(topic)
