@@ -6,10 +6,12 @@ $GRACCHUS_TEST_IMAGE names an image to test instead (built some other way: not r
 has its own compose project (-p), host ports and network, and takes it down with
 `down -v` whatever happens; the containers' logs go to the report of a failed test.
 
-Skipped, with the reason, where there is no docker engine or no docker-compose.
+Skipped, with the reason, where there is no docker engine or no compose (docker-compose,
+else `docker compose`).
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,12 +40,21 @@ COMMAND_TIMEOUT_S = 120.0
 log = logging.getLogger("gracchus.docker")
 
 
+@functools.lru_cache(maxsize=1)
+def _compose_command():
+    """docker-compose (1.29 here), else Compose v2's `docker compose`, else None."""
+    if shutil.which("docker-compose"):
+        return ("docker-compose",)
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    return ("docker", "compose") if probe.returncode == 0 else None
+
+
 def _docker_missing():
     """Why these tests cannot run here, or None."""
     if not shutil.which("docker"):
         return "no docker command"
-    if not shutil.which("docker-compose"):
-        return "no docker-compose command"
+    if _compose_command() is None:
+        return "neither docker-compose nor docker compose"
     probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         return f"no docker engine: {probe.stderr.strip()[:200]}"
@@ -105,7 +116,7 @@ class Project:
         self.env = {**os.environ, "GRACCHUS_IMAGE": IMAGE, **env}
 
     def compose(self, *args, check=True, timeout_s=COMMAND_TIMEOUT_S):
-        return run("docker-compose", "-f", self.file, "-p", self.name, *args,
+        return run(*_compose_command(), "-f", self.file, "-p", self.name, *args,
                    check=check, timeout_s=timeout_s, env=self.env)
 
     def container(self, service):
