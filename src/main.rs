@@ -11,6 +11,7 @@
 //! tool's name (a symlink such as `kafka-topics.sh`) or as `gracchus <tool> ...`:
 //! ```text
 //! gracchus healthcheck [--bootstrap-server HOST:PORT] [--timeout-ms N] [--config F]...
+//! kafka-topics | kafka-console-producer | kafka-console-consumer [.sh] (Kafka's flags)
 //! ```
 
 use std::sync::Arc;

@@ -11,13 +11,21 @@
 
 pub mod args;
 pub mod client;
+pub mod cluster;
+pub mod console_consumer;
+pub mod console_producer;
 pub mod error;
 pub mod healthcheck;
+pub mod partitioner;
+pub mod topics;
 
 /// A tool this binary can be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Healthcheck,
+    Topics,
+    ConsoleProducer,
+    ConsoleConsumer,
 }
 
 /// The tool called `name` (a program's base name or a subcommand), with or without the
@@ -26,6 +34,9 @@ pub fn tool_named(name: &str) -> Option<Tool> {
     let name = name.strip_suffix(".sh").unwrap_or(name);
     match name {
         "healthcheck" => Some(Tool::Healthcheck),
+        "kafka-topics" => Some(Tool::Topics),
+        "kafka-console-producer" => Some(Tool::ConsoleProducer),
+        "kafka-console-consumer" => Some(Tool::ConsoleConsumer),
         _ => None,
     }
 }
@@ -34,6 +45,9 @@ pub fn tool_named(name: &str) -> Option<Tool> {
 pub fn run(tool: Tool, args: &[String]) -> i32 {
     match tool {
         Tool::Healthcheck => healthcheck::run(args),
+        Tool::Topics => topics::run(args),
+        Tool::ConsoleProducer => console_producer::run(args),
+        Tool::ConsoleConsumer => console_consumer::run(args),
     }
 }
 
@@ -54,6 +68,16 @@ mod tests {
         );
         assert_eq!(tool_named("healthcheck"), Some(Tool::Healthcheck));
         assert_eq!(tool_named("healthcheck.sh"), Some(Tool::Healthcheck));
+        assert_eq!(tool_named("kafka-topics.sh"), Some(Tool::Topics));
+        assert_eq!(
+            tool_named("kafka-console-producer"),
+            Some(Tool::ConsoleProducer)
+        );
+        assert_eq!(
+            tool_named("kafka-console-consumer.sh"),
+            Some(Tool::ConsoleConsumer)
+        );
+        assert_eq!(tool_named("kafka-storage.sh"), None);
         assert_eq!(tool_named("gracchus"), None);
         assert_eq!(tool_named("format"), None);
     }

@@ -41,7 +41,8 @@ pub use quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
-    #[error("topic {0} already exists")]
+    // Kafka's wording (ReplicationControlManager), which clients and kafka-topics print.
+    #[error("Topic '{0}' already exists.")]
     TopicAlreadyExists(String),
     #[error("unknown topic {0}")]
     UnknownTopic(String),
