@@ -68,10 +68,11 @@ pytestmark = [
 ]
 
 
-def run(*command, check=True, timeout_s=COMMAND_TIMEOUT_S, env=None):
+def run(*command, check=True, timeout_s=COMMAND_TIMEOUT_S, env=None, input_text=None):
     log.info("running %s", " ".join(command))
+    stdin = {} if input_text is not None else {"stdin": subprocess.DEVNULL}
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
-                            env=env, stdin=subprocess.DEVNULL)
+                            env=env, input=input_text, **stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n"
                              f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -253,6 +254,22 @@ def test_image_runs_as_non_root_and_turns_healthy(image):
 # ---------------------------------------------------------------- the single-node file
 
 
+def check_console_tools(container, address):
+    """The tutorials' commands through docker exec, under both names the image ships."""
+    bootstrap = ["--bootstrap-server", address]
+    created = run("docker", "exec", container, "/opt/kafka/bin/kafka-topics.sh", *bootstrap,
+                  "--create", "--topic", "docker-tools", "--partitions", "1",
+                  "--replication-factor", "1").stdout
+    assert "Created topic docker-tools." in created
+    run("docker", "exec", "-i", container, "kafka-console-producer", *bootstrap,
+        "--topic", "docker-tools", input_text="alpha\nbeta\ngamma\n")
+    consumed = run("docker", "exec", container, "kafka-console-consumer.sh", *bootstrap,
+                   "--topic", "docker-tools", "--from-beginning", "--max-messages", "3",
+                   "--timeout-ms", "20000")
+    assert consumed.stdout.split() == ["alpha", "beta", "gamma"], consumed
+    assert "Processed a total of 3 messages" in consumed.stderr
+
+
 def test_single_node_file_serves_stops_cleanly_and_keeps_its_data(image):
     port = free_port()
     bootstrap = f"localhost:{port}"
@@ -267,8 +284,9 @@ def test_single_node_file_serves_stops_cleanly_and_keeps_its_data(image):
         assert [value for value, _ in read_partition(bootstrap, topic)] == values
 
         listed = run("docker", "exec", container, "kafka-topics",
-                     "--bootstrap-server", "localhost:9092", "--list").stdout.split()
+                     "--bootstrap-server", bootstrap, "--list").stdout.split()
         assert topic in listed
+        check_console_tools(container, bootstrap)
 
         run("docker", "stop", "-t", "30", container)
         stopped = state(container)
@@ -410,6 +428,26 @@ def test_three_nodes_kcat_round_trip(cluster):
                   "-p", "0", "-o", "beginning", "-e", "-q")
     assert result.stdout.split() == lines
     assert [value for value, _ in read_partition(cluster.bootstrap(), topic)] == lines
+
+
+def test_three_nodes_console_tools(cluster):
+    """docker exec on one node: the tools reach the others through the advertised address."""
+    container = cluster.containers["kafka-2"]
+    bootstrap = ["--bootstrap-server", "localhost:9092"]
+    run("docker", "exec", container, "kafka-topics", *bootstrap, "--create",
+        "--topic", "docker-tools", "--partitions", "3", "--replication-factor", "3")
+    cluster.wait_isr_full("docker-tools")
+    described = run("docker", "exec", container, "kafka-topics", *bootstrap, "--describe",
+                    "--topic", "docker-tools").stdout
+    assert "ReplicationFactor: 3" in described and described.count("Isr: ") == 3, described
+    lines = [f"key-{index}:value-{index}" for index in range(30)]
+    run("docker", "exec", "-i", container, "kafka-console-producer", *bootstrap,
+        "--topic", "docker-tools", "--property", "parse.key=true",
+        "--property", "key.separator=:", input_text="\n".join(lines) + "\n")
+    consumed = run("docker", "exec", cluster.containers["kafka-3"], "kafka-console-consumer",
+                   *bootstrap, "--topic", "docker-tools", "--from-beginning",
+                   "--max-messages", "30", "--timeout-ms", "20000")
+    assert sorted(consumed.stdout.split()) == sorted(line.split(":")[1] for line in lines)
 
 
 def test_three_nodes_survive_a_killed_leader_and_it_rejoins(cluster):
