@@ -224,6 +224,8 @@ def kcat_available():
 # ---------------------------------------------------------------- the image
 
 
+# First in the file, so it builds the image: cargo may have to compile (a stale binary).
+@pytest.mark.timeout(900)
 def test_image_runs_as_non_root_and_turns_healthy(image):
     config = image["Config"]
     assert config["User"] == f"{UID}:{UID}"
