@@ -35,7 +35,7 @@ EXPECTED_API_VERSIONS = {
     19: (2, 7),   # CreateTopics
     20: (1, 6),   # DeleteTopics
     22: (0, 5),   # InitProducerId
-    23: (2, 4),   # OffsetForLeaderEpoch
+    23: (0, 4),   # OffsetForLeaderEpoch
     32: (1, 4),   # DescribeConfigs
     42: (0, 2),   # DeleteGroups
     43: (0, 2),   # ElectLeaders

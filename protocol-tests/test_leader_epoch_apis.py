@@ -9,11 +9,15 @@ batch of the first epoch and one of the new epoch, and an epoch in between it ne
 Requests are hand-encoded with rawkafka's primitives: OffsetForLeaderEpoch v3 and
 ListOffsets v4 (the last non-flexible versions with current_leader_epoch), Produce v10 and
 Fetch v16 (flexible, the first versions that carry current_leader and node_endpoints).
+OffsetForLeaderEpoch v0 and v1 (dropped by Kafka 4.0, served here by hand-written codecs)
+must give the v3 answers minus what their schemas lack: no fencing epoch in the request,
+no throttle time in the response, and no leader epoch at v0.
 """
 
 import base64
 import uuid
 
+import clients
 import cluster
 import rawkafka
 from rawkafka import (EMPTY_TAGGED_FIELDS, array, compact_string, int8, int16, int32, int64,
@@ -49,6 +53,40 @@ def offset_for_leader_epoch_v3(conn, topic, asks, replica_id=-1):
     return topics[0][1]
 
 
+def offset_for_leader_epoch_legacy(conn, version, topics):
+    """OffsetForLeaderEpoch v0 or v1. topics: [(topic, [(partition, leader_epoch)])].
+    Returns [(topic, partition, error, leader_epoch (None at v0), end_offset)]."""
+    assert version in (0, 1)
+    body = array([string(topic) + array([int32(partition) + int32(epoch)
+                                         for partition, epoch in asks], lambda p: p)
+                  for topic, asks in topics], lambda t: t)
+    reader = conn.request(OFFSET_FOR_LEADER_EPOCH, version, body)  # no throttle time
+
+    def read_partition(r):
+        error, partition = r.int16(), r.int32()
+        epoch = r.int32() if version >= 1 else None
+        return partition, error, epoch, r.int64()
+
+    answers = [(name, *partition)
+               for name, partitions in reader.array(lambda r: (r.string(),
+                                                               r.array(read_partition)))
+               for partition in partitions]
+    reader.expect_end()
+    return answers
+
+
+def legacy_as_v3(conn, topic, epochs):
+    """v0 and v1 answers for partition 0 at each of `epochs`, as [(error, epoch, end)]
+    where v0's missing epoch is checked against v1's."""
+    asks = [(topic, [(0, epoch) for epoch in epochs])]
+    v0 = offset_for_leader_epoch_legacy(conn, 0, asks)
+    v1 = offset_for_leader_epoch_legacy(conn, 1, asks)
+    assert [(t, p, e, end) for t, p, e, _, end in v1] == [(t, p, e, end)
+                                                         for t, p, e, _, end in v0]
+    assert all(epoch is None for *_, epoch, _ in v0)
+    return [(error, epoch, end) for _, _, error, epoch, end in v1]
+
+
 def list_offsets_v4(conn, topic, current_leader_epoch, timestamps):
     """ListOffsets v4 of partition 0; returns [(error, timestamp, offset, leader_epoch)]."""
     partitions = [int32(0) + int32(current_leader_epoch) + int64(timestamp)
@@ -82,7 +120,9 @@ def test_end_offsets_and_list_offsets_epochs_follow_leader_changes(make_cluster)
 
     with node.connect() as conn:
         before = offset_for_leader_epoch_v3(conn, topic, [(first, first), (-1, first + 1)])
+        legacy_before = legacy_as_v3(conn, topic, [first, first + 1])
     assert before == [(NONE, first, 3), (NONE, -1, -1)], "latest epoch: the log end"
+    assert legacy_before == before
 
     nodes.pause(host)
     try:
@@ -118,6 +158,7 @@ def test_end_offsets_and_list_offsets_epochs_follow_leader_changes(make_cluster)
             (first, first),        # a stale current epoch
             (epoch + 1, first),    # a current epoch from the future
         ])
+        legacy = legacy_as_v3(conn, topic, [first, first + 1, epoch, epoch + 1])
         offsets = list_offsets_v4(conn, topic, epoch, [LATEST, EARLIEST])
         stale_offsets = list_offsets_v4(conn, topic, first, [LATEST])
         future_offsets = list_offsets_v4(conn, topic, epoch + 1, [LATEST])
@@ -130,6 +171,7 @@ def test_end_offsets_and_list_offsets_epochs_follow_leader_changes(make_cluster)
         (FENCED_LEADER_EPOCH, -1, -1),
         (UNKNOWN_LEADER_EPOCH, -1, -1),
     ]
+    assert legacy == answers[:4], "v0/v1: the v3 answers without a current epoch"
     assert offsets == [(NONE, -1, 5, epoch), (NONE, -1, 0, first)]
     assert stale_offsets == [(FENCED_LEADER_EPOCH, -1, -1, -1)]
     assert future_offsets == [(UNKNOWN_LEADER_EPOCH, -1, -1, -1)]
@@ -138,8 +180,50 @@ def test_end_offsets_and_list_offsets_epochs_follow_leader_changes(make_cluster)
     with nodes.node(other).connect() as conn:
         elsewhere = offset_for_leader_epoch_v3(conn, topic, [(epoch, first)])
         unknown = offset_for_leader_epoch_v3(conn, "no-such-topic", [(-1, 0)])
+        legacy_elsewhere = legacy_as_v3(conn, topic, [first])
+        legacy_unknown = legacy_as_v3(conn, "no-such-topic", [0])
     assert elsewhere == [(NOT_LEADER_OR_FOLLOWER, -1, -1)]
     assert unknown == [(UNKNOWN_TOPIC_OR_PARTITION, -1, -1)]
+    assert (legacy_elsewhere, legacy_unknown) == (elsewhere, unknown)
+
+
+# ---------------------------------------------------------------- v0 and v1, one broker
+
+
+def test_legacy_versions_answer_from_one_broker(broker, topic):
+    clients.create_topic(broker, topic, partitions=2)
+    batch = rawkafka.build_batch([(None, value, []) for value in (b"a", b"b", b"c")])
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        assert rawkafka.produce(conn, topic, 0, batch).error_code == NONE
+        asks = [(topic, [(0, 0), (1, 0), (0, 1), (2, 0)]), ("no-such-topic", [(0, 0)])]
+        v0 = offset_for_leader_epoch_legacy(conn, 0, asks)
+        v1 = offset_for_leader_epoch_legacy(conn, 1, asks)
+        v3 = offset_for_leader_epoch_v3(conn, topic, [(-1, 0), (-1, 1)])
+    assert v1 == [
+        (topic, 0, NONE, 0, 3),                     # epoch 0, the latest: the log end
+        (topic, 1, NONE, 0, 0),                     # an empty partition at epoch 0
+        (topic, 0, NONE, -1, -1),                   # above every epoch: undefined
+        (topic, 2, UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+        ("no-such-topic", 0, UNKNOWN_TOPIC_OR_PARTITION, -1, -1),
+    ]
+    assert v0 == [(t, p, error, None, end) for t, p, error, _, end in v1]
+    assert v3 == [(error, epoch, end) for t, p, error, epoch, end in v1[0:3:2]]
+
+
+def test_a_malformed_legacy_request_closes_only_its_connection(broker, topic):
+    clients.create_topic(broker, topic, partitions=1)
+    whole = array([string(topic) + array([int32(0) + int32(0)], lambda p: p)], lambda t: t)
+    for version, body in [(0, whole[:-3]), (1, int32(1) + string(topic) + int32(1 << 30))]:
+        bystander = rawkafka.Connection("127.0.0.1", broker.port)
+        try:
+            with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+                header = rawkafka.request_header(OFFSET_FOR_LEADER_EPOCH, version, 7)
+                conn.send_raw(rawkafka.frame(header + body))
+                assert conn.wait_closed(timeout_s=10), f"v{version}: connection kept open"
+            answer = offset_for_leader_epoch_legacy(bystander, version, [(topic, [(0, 0)])])
+            assert answer[0][2] == NONE
+        finally:
+            bystander.close()
 
 
 # ---------------------------------------------------------------- KIP-951

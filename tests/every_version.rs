@@ -145,21 +145,28 @@ async fn every_api_and_version_round_trips() {
     legacy_offset_versions(&broker).await;
 }
 
-/// OffsetCommit v0/v1 and OffsetFetch v0 as a pre-0.10 client sends them, in raw bytes.
-async fn legacy_offset_versions(broker: &Broker) {
-    use bytes::BufMut;
-    fn string(buffer: &mut BytesMut, text: &str) {
+/// Raw-bytes helpers for the versions kafka-protocol cannot encode (see api/legacy_*.rs).
+mod legacy {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use gracchus::api::handle_frame;
+    use gracchus::broker::Broker;
+
+    pub fn string(buffer: &mut BytesMut, text: &str) {
         buffer.put_i16(text.len() as i16);
         buffer.put_slice(text.as_bytes());
     }
-    fn header(buffer: &mut BytesMut, key: i16, version: i16) {
+
+    /// Request header v1 (non-flexible, client id), correlation id 4242.
+    pub fn header(buffer: &mut BytesMut, key: i16, version: i16) {
         buffer.put_i16(key);
         buffer.put_i16(version);
         buffer.put_i32(4242);
         string(buffer, "legacy");
     }
-    async fn send(broker: &Broker, frame: BytesMut) -> Bytes {
-        save_seed(&frame);
+
+    /// Sends one frame; returns the response body after its header v0.
+    pub async fn send(broker: &Broker, frame: BytesMut) -> Bytes {
+        super::save_seed(&frame);
         let response = handle_frame(broker, frame.freeze(), "/127.0.0.1")
             .await
             .unwrap()
@@ -169,6 +176,12 @@ async fn legacy_offset_versions(broker: &Broker) {
         assert_eq!(bytes.get_i32(), 4242);
         bytes
     }
+}
+
+/// OffsetCommit v0/v1 and OffsetFetch v0 as a pre-0.10 client sends them, in raw bytes.
+async fn legacy_offset_versions(broker: &Broker) {
+    use bytes::BufMut;
+    use legacy::{header, send, string};
     for version in [0i16, 1] {
         let mut frame = BytesMut::new();
         header(&mut frame, 8, version);
@@ -600,7 +613,8 @@ async fn data_versions(broker: &Broker, topic_id: uuid::Uuid) {
         assert_eq!(offsets, [0, 10, 0], "v{version}");
         assert_eq!(response.topics[1].partitions[0].error_code, 3, "v{version}");
     }
-    for version in versions(ApiKey::OffsetForLeaderEpoch) {
+    // v0-1 (hand-encoded, see api/legacy_leader_epoch.rs): legacy_leader_epoch_versions.
+    for version in versions(ApiKey::OffsetForLeaderEpoch).filter(|v| *v >= 2) {
         use kafka_protocol::messages::offset_for_leader_epoch_request::{
             OffsetForLeaderPartition, OffsetForLeaderTopic,
         };
@@ -625,6 +639,7 @@ async fn data_versions(broker: &Broker, topic_id: uuid::Uuid) {
             .collect();
         assert_eq!(answers, [(0, 0, 10), (3, -1, -1)], "v{version}");
     }
+    legacy_leader_epoch_versions(broker).await;
     for version in versions(ApiKey::InitProducerId) {
         let response = call(
             broker,
@@ -810,5 +825,50 @@ async fn elect_leaders_versions(broker: &Broker) {
             let response = call(broker, &bad, version).await;
             assert_eq!(response.error_code, 42, "v{version}");
         }
+    }
+}
+
+/// OffsetForLeaderEpoch v0 and v1 in raw bytes: topic "t" holds 10 records of epoch 0.
+async fn legacy_leader_epoch_versions(broker: &Broker) {
+    use bytes::BufMut;
+    use legacy::{header, send, string};
+    for version in [0i16, 1] {
+        let mut frame = BytesMut::new();
+        header(&mut frame, ApiKey::OffsetForLeaderEpoch as i16, version);
+        frame.put_i32(2);
+        string(&mut frame, "t");
+        frame.put_i32(3);
+        for (partition, epoch) in [(0, 0), (9, 0), (0, 1)] {
+            frame.put_i32(partition);
+            frame.put_i32(epoch);
+        }
+        string(&mut frame, "nope");
+        frame.put_i32(1);
+        frame.put_i32(0);
+        frame.put_i32(0);
+        let mut body = send(broker, frame).await;
+        let mut answers = Vec::new();
+        for _ in 0..body.get_i32() {
+            let topic_length = body.get_i16() as usize;
+            let topic = String::from_utf8(body.split_to(topic_length).to_vec()).unwrap();
+            for _ in 0..body.get_i32() {
+                let (error, partition) = (body.get_i16(), body.get_i32());
+                let epoch = if version >= 1 {
+                    Some(body.get_i32())
+                } else {
+                    None
+                };
+                answers.push((topic.clone(), error, partition, epoch, body.get_i64()));
+            }
+        }
+        assert!(!body.has_remaining(), "v{version}: trailing bytes");
+        let epoch = |value| (version >= 1).then_some(value);
+        let expected = [
+            ("t".to_string(), 0, 0, epoch(0), 10),
+            ("t".to_string(), 3, 9, epoch(-1), -1),
+            ("t".to_string(), 0, 0, epoch(-1), -1),
+            ("nope".to_string(), 3, 0, epoch(-1), -1),
+        ];
+        assert_eq!(answers, expected, "v{version}");
     }
 }

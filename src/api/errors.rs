@@ -50,6 +50,7 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
             ResponseError::NotEnoughReplicasAfterAppend
         }
         ReplicaError::ReplicationTimedOut => ResponseError::RequestTimedOut,
+        ReplicaError::OffsetNotAvailable { .. } => ResponseError::OffsetNotAvailable,
         ReplicaError::Io(_) | ReplicaError::Offline { .. } => ResponseError::KafkaStorageError,
         ReplicaError::InconsistentTopicId { .. } => ResponseError::InconsistentTopicId,
     }

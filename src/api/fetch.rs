@@ -137,7 +137,10 @@ fn record_follower_progress(
         let fetch = (target.fetch_offset, target.current_leader_epoch);
         let recorded = partition.record_follower_fetch(replica, fetch, now, eligible);
         match recorded {
-            Ok(Some(proposal)) => {
+            Ok(Some(mut proposal)) => {
+                if epoch >= 0 {
+                    proposal.broker_epochs.push((replica, epoch));
+                }
                 tracing::info!(
                     tp = %partition.tp, replica, proposed = ?proposal.new_isr,
                     "follower caught up: adding it to the ISR"

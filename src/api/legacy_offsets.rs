@@ -4,12 +4,14 @@
 //! struct, and their responses are byte-identical to v2's (throttle time arrived in v3).
 //! OffsetFetch v0 is byte-identical to v1 in both directions.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+
+use super::legacy_wire::{count, i32_of, i64_of, nullable_string, string};
 
 /// The oldest version each API's structs can encode; older wire versions map onto it.
 pub const OFFSET_COMMIT_STRUCT_VERSION_MIN: i16 = 2;
@@ -57,40 +59,6 @@ pub fn decode_offset_commit(mut body: Bytes, version: i16) -> Option<OffsetCommi
             .with_member_id(StrBytes::from_string(member_id))
             .with_topics(topics),
     )
-}
-
-/// An array length that cannot exceed the bytes left (each element takes at least one).
-fn count(body: &mut Bytes) -> Option<usize> {
-    let n = i32_of(body)?;
-    (n >= 0 && n as usize <= body.remaining()).then_some(n as usize)
-}
-
-fn i32_of(body: &mut Bytes) -> Option<i32> {
-    (body.remaining() >= 4).then(|| body.get_i32())
-}
-
-fn i64_of(body: &mut Bytes) -> Option<i64> {
-    (body.remaining() >= 8).then(|| body.get_i64())
-}
-
-fn nullable_string(body: &mut Bytes) -> Option<Option<String>> {
-    if body.remaining() < 2 {
-        return None;
-    }
-    let length = body.get_i16();
-    if length < 0 {
-        return Some(None);
-    }
-    let length = length as usize;
-    if body.remaining() < length {
-        return None;
-    }
-    let text = String::from_utf8(body.split_to(length).to_vec()).ok()?;
-    Some(Some(text))
-}
-
-fn string(body: &mut Bytes) -> Option<String> {
-    nullable_string(body).map(Option::unwrap_or_default)
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //! fetchOffsetForTimestamp`), the first cached epoch for EARLIEST, and the epoch holding
 //! the found offset for timestamp lookups (`UnifiedLog.fetchOffsetByTimestamp`, which reads
 //! it from the batch; the leader-epoch cache says the same).
+//!
+//! Only committed records are found (below the high watermark), and a new leader whose
+//! high watermark has not reached the start of its epoch answers OFFSET_NOT_AVAILABLE for
+//! latest and for lookups that found nothing committed, as Kafka does, so a consumer
+//! resetting to "latest" right after a failover never lands below what it already read.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -75,14 +80,28 @@ pub async fn handle(
 fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), ReplicaError> {
     let (log_start, high_watermark, _) = partition.offsets()?;
     let epochs = partition.leader_epochs();
+    let committed_end_known = partition.check_committed_end_known();
     let found = match timestamp {
-        LATEST => Some((high_watermark, -1, Some(partition.leader_epoch()))),
+        LATEST => {
+            committed_end_known?;
+            Some((high_watermark, -1, Some(partition.leader_epoch())))
+        }
         EARLIEST | EARLIEST_LOCAL => Some((log_start, -1, epochs.epoch_at_log_start(log_start))),
         EARLIEST_PENDING_UPLOAD => None,
-        MAX_TIMESTAMP => (partition.max_timestamp_offset()?)
-            .map(|(offset, timestamp)| (offset, timestamp, epochs.epoch_for_offset(offset))),
-        target if target >= 0 => (partition.offset_for_timestamp(target)?)
-            .map(|(offset, timestamp)| (offset, timestamp, epochs.epoch_for_offset(offset))),
+        // Both are bounded by the high watermark; when nothing below it qualifies, a
+        // leader that does not know its committed end yet cannot say "none" either.
+        MAX_TIMESTAMP | 0.. => {
+            let committed = if timestamp == MAX_TIMESTAMP {
+                partition.max_timestamp_offset()?
+            } else {
+                partition.offset_for_timestamp(timestamp)?
+            };
+            if committed.is_none() {
+                committed_end_known?;
+            }
+            committed
+                .map(|(offset, timestamp)| (offset, timestamp, epochs.epoch_for_offset(offset)))
+        }
         _ => None,
     };
     Ok(match found {

@@ -19,7 +19,9 @@ mod groups;
 mod init_producer_id;
 mod leader_check;
 mod leader_hint;
+mod legacy_leader_epoch;
 mod legacy_offsets;
+mod legacy_wire;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
@@ -36,6 +38,9 @@ use thiserror::Error;
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::replica::Partition;
+use legacy_leader_epoch::{
+    LegacyOffsetForLeaderEpochResponse, OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN,
+};
 use legacy_offsets::{OFFSET_COMMIT_STRUCT_VERSION_MIN, OFFSET_FETCH_STRUCT_VERSION_MIN};
 
 /// One supported API and the version range we fully serve.
@@ -55,8 +60,9 @@ const fn spec(key: ApiKey, min_version: i16, max_version: i16) -> ApiSpec {
 }
 
 /// Everything this broker serves; ApiVersions is computed from this table. The ranges are
-/// the ones Apache Kafka 4.0 advertises, plus OffsetCommit v0-1 and OffsetFetch v0, which
-/// 4.0 removed (KIP-896) but old clients still send (see `legacy_offsets`).
+/// the ones Apache Kafka 4.0 advertises, plus OffsetCommit v0-1, OffsetFetch v0 and
+/// OffsetForLeaderEpoch v0-1, which 4.0 removed (KIP-896) but old clients still send (see
+/// `legacy_offsets` and `legacy_leader_epoch`).
 pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::Produce, 3, 12),
     spec(ApiKey::Fetch, 4, 17),
@@ -75,7 +81,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::CreateTopics, 2, 7),
     spec(ApiKey::DeleteTopics, 1, 6),
     spec(ApiKey::InitProducerId, 0, 5),
-    spec(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    spec(ApiKey::OffsetForLeaderEpoch, 0, 4),
     spec(ApiKey::DescribeConfigs, 1, 4),
     spec(ApiKey::DeleteGroups, 0, 2),
     spec(ApiKey::CreatePartitions, 0, 3),
@@ -182,6 +188,13 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
             legacy_offsets::decode_offset_commit(body, version)
                 .map(drop)
                 .ok_or_else(|| malformed("malformed OffsetCommit".into()))
+        }
+        (ApiKey::OffsetForLeaderEpoch, version)
+            if version < OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN =>
+        {
+            legacy_leader_epoch::decode_offset_for_leader_epoch(body)
+                .map(drop)
+                .ok_or_else(|| malformed("malformed OffsetForLeaderEpoch".into()))
         }
         (api_key, version) => {
             let version = match api_key {
@@ -345,6 +358,20 @@ async fn dispatch(
         ApiKey::DeleteGroups => route!(broker, context, body, group_admin::delete_groups),
         ApiKey::OffsetDelete => route!(broker, context, body, group_admin::offset_delete),
         ApiKey::InitProducerId => route!(broker, context, body, init_producer_id::handle),
+        ApiKey::OffsetForLeaderEpoch
+            if context.version < OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN =>
+        {
+            let request = legacy_leader_epoch::decode_offset_for_leader_epoch(body).ok_or(
+                ApiError::Decode {
+                    api_key: context.api_key,
+                    version: context.version,
+                    reason: "malformed OffsetForLeaderEpoch".into(),
+                },
+            )?;
+            let response = offset_for_leader_epoch::handle(broker, context, request).await;
+            let legacy = LegacyOffsetForLeaderEpochResponse(&response);
+            Ok(Some(encode_response(context, &legacy)?))
+        }
         ApiKey::OffsetForLeaderEpoch => {
             route!(broker, context, body, offset_for_leader_epoch::handle)
         }

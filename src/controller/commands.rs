@@ -96,6 +96,12 @@ pub enum MetadataCommand {
         leader_epoch: i32,
         partition_epoch: i32,
         new_isr: Vec<NodeId>,
+        /// KIP-903: the broker epoch each replica the leader adds fetched with. A replica
+        /// listed here whose registration now has another epoch restarted after the
+        /// leader judged it caught up (its log may have lost what it had): refused as
+        /// INELIGIBLE_REPLICA. Absent in commands logged before it existed.
+        #[serde(default)]
+        broker_epochs: Vec<(NodeId, i64)>,
     },
     /// A broker begins its controlled shutdown (Kafka KIP-631), named by its registration's
     /// epoch like `FenceBroker`: it is marked, loses every leadership (to another eligible
@@ -201,6 +207,7 @@ pub fn apply(
             leader_epoch,
             partition_epoch,
             new_isr,
+            broker_epochs,
         } => Ok(alter_partition(
             image,
             PartitionChange {
@@ -210,6 +217,7 @@ pub fn apply(
                 leader_epoch: *leader_epoch,
                 partition_epoch: *partition_epoch,
                 new_isr,
+                broker_epochs,
             },
         )),
         MetadataCommand::BeginControlledShutdown { node_id, epoch } => {
@@ -475,6 +483,7 @@ struct PartitionChange<'a> {
     leader_epoch: i32,
     partition_epoch: i32,
     new_isr: &'a [NodeId],
+    broker_epochs: &'a [(NodeId, i64)],
 }
 
 /// Kafka's AlterPartition checks (`ReplicationControlManager.alterPartition`), in its
@@ -519,11 +528,17 @@ fn alter_partition(image: &mut MetadataImage, change: PartitionChange) -> Comman
     if isr.len() != change.new_isr.len() || duplicates || !isr.contains(&change.leader) {
         return refused(Refused::InvalidIsr);
     }
-    // Kafka's INELIGIBLE_REPLICA: a fenced or shutting-down broker never joins an ISR.
+    // Kafka's INELIGIBLE_REPLICA: a fenced or shutting-down broker never joins an ISR,
+    // nor one registered again since the fetch that made it look caught up (KIP-903).
     let is_eligible = |id: NodeId| {
-        brokers
-            .get(&id)
-            .is_some_and(BrokerRegistration::is_eligible)
+        let fetched_epoch = change
+            .broker_epochs
+            .iter()
+            .find(|(replica, _)| *replica == id)
+            .map(|(_, epoch)| *epoch);
+        brokers.get(&id).is_some_and(|broker| {
+            broker.is_eligible() && fetched_epoch.is_none_or(|epoch| epoch == broker.epoch)
+        })
     };
     let added_ineligible = isr
         .iter()

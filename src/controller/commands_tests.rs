@@ -242,6 +242,7 @@ fn alter(image: &MetadataImage, leader: NodeId, new_isr: &[NodeId]) -> MetadataC
         leader_epoch: partition.leader_epoch,
         partition_epoch: partition.partition_epoch,
         new_isr: new_isr.to_vec(),
+        broker_epochs: vec![],
     }
 }
 
@@ -315,12 +316,72 @@ fn alter_partition_shrinks_and_expands_the_isr_from_the_current_leader_only() {
         leader_epoch: 1,
         partition_epoch: 4,
         new_isr: vec![2],
+        broker_epochs: vec![],
     };
     let outcome = step(&mut image, &unknown).unwrap();
     assert_eq!(
         outcome,
         CommandOutcome::PartitionChangeRefused(R::UnknownPartition)
     );
+    assert_eq!(image.check_invariants(), Ok(()));
+}
+
+#[test]
+fn alter_partition_refuses_a_replica_registered_again_since_its_fetch() {
+    use PartitionChangeRefusal as R;
+    let mut image = cluster(3);
+    step(&mut image, &create("t", vec![vec![1, 2, 3]])).unwrap();
+    let shrink = alter(&image, 1, &[1, 3]);
+    step(&mut image, &shrink).unwrap();
+    let fetched_with = epoch(&image, 2);
+    // Broker 2 restarts (a new incarnation registers under a new epoch) and is unfenced,
+    // while the leader's addition, judged on its old fetch, is on its way (KIP-903).
+    step(&mut image, &register(2, 22)).unwrap();
+    unfence(&mut image, 2);
+    assert_ne!(epoch(&image, 2), fetched_with);
+
+    let with_epochs = |image: &MetadataImage, epoch: i64| match alter(image, 1, &[1, 2, 3]) {
+        MetadataCommand::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+            ..
+        } => MetadataCommand::AlterPartition {
+            topic_id,
+            partition,
+            leader,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+            broker_epochs: vec![(2, epoch)],
+        },
+        other => other,
+    };
+    let before = image.clone();
+    let stale = with_epochs(&image, fetched_with);
+    let stale = apply(&mut image, &stale).unwrap();
+    assert_eq!(
+        stale,
+        CommandOutcome::PartitionChangeRefused(R::IneligibleReplica)
+    );
+    assert_eq!(image, before);
+
+    // Commands logged before the field existed still decode (with no epochs to check).
+    let mut logged = serde_json::to_value(with_epochs(&image, 7)).unwrap();
+    logged["AlterPartition"]
+        .as_object_mut()
+        .unwrap()
+        .remove("broker_epochs")
+        .unwrap();
+    let decoded: MetadataCommand = serde_json::from_value(logged).unwrap();
+    assert_eq!(decoded, alter(&image, 1, &[1, 2, 3]));
+
+    let current = with_epochs(&image, epoch(&image, 2));
+    step(&mut image, &current).unwrap();
+    assert_eq!(leader_and_isr(&image, "t", 0), (1, vec![1, 2, 3], 0));
     assert_eq!(image.check_invariants(), Ok(()));
 }
 

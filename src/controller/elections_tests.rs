@@ -120,6 +120,7 @@ fn a_shutting_down_broker_is_never_elected_nor_added_and_a_restart_clears_it() {
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         new_isr: vec![1, 2],
+        broker_epochs: vec![],
     };
     assert_eq!(
         step(&mut image, &add_back),
@@ -151,6 +152,7 @@ fn a_shutting_down_broker_is_never_elected_nor_added_and_a_restart_clears_it() {
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         new_isr: vec![1, 2],
+        broker_epochs: vec![],
     };
     assert!(matches!(
         step(&mut image, &rejoin),
@@ -215,6 +217,7 @@ fn preferred_election_answers_as_kafka_does() {
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         new_isr: vec![1, 2, 3],
+        broker_epochs: vec![],
     };
     step(&mut image, &rejoin);
     let before = partition(&image, 0).clone();

@@ -114,6 +114,23 @@ impl Generator {
             2 => leader = self.node_id(),
             _ => {}
         }
+        // The broker epochs added replicas fetched with: mostly their registration's,
+        // sometimes one from before a restart (KIP-903).
+        let broker_epochs = new_isr
+            .iter()
+            .filter(|id| !current.isr.contains(id))
+            .filter_map(|&id| {
+                let epoch = image.brokers.get(&id)?.epoch;
+                Some((
+                    id,
+                    if self.rng.chance(10) {
+                        epoch - 1
+                    } else {
+                        epoch
+                    },
+                ))
+            })
+            .collect();
         MetadataCommand::AlterPartition {
             topic_id,
             partition,
@@ -121,6 +138,7 @@ impl Generator {
             leader_epoch,
             partition_epoch,
             new_isr,
+            broker_epochs,
         }
     }
 
@@ -480,6 +498,30 @@ fn check_refusals(
             matches!(outcome, CommandOutcome::PartitionChangeRefused(_)),
             "stale {command:?} on {current:?} answered {outcome:?}"
         );
+    }
+    // KIP-903: a replica added under a broker epoch its registration no longer has is
+    // never in the ISR afterwards.
+    if let MetadataCommand::AlterPartition {
+        topic_id,
+        partition,
+        broker_epochs,
+        new_isr,
+        ..
+    } = command
+        && let CommandOutcome::PartitionChanged { .. } = outcome
+        && let Some(current) = before
+            .topic_by_id(topic_id)
+            .and_then(|topic| topic.partitions.get(usize::try_from(*partition).ok()?))
+    {
+        for (replica, fetched_with) in broker_epochs {
+            let registered = before.brokers.get(replica).map(|b| b.epoch);
+            let added = new_isr.contains(replica) && !current.isr.contains(replica);
+            assert!(
+                !added || registered == Some(*fetched_with),
+                "{command:?} added replica {replica} at epoch {fetched_with}, registered at \
+                 {registered:?}"
+            );
+        }
     }
     let unchanged = match outcome {
         CommandOutcome::PartitionChangeRefused(_) => true,

@@ -30,6 +30,7 @@ pub fn submit(controller: &Arc<Controller>, partition: Arc<Partition>, proposal:
                 leader_epoch: proposal.leader_epoch,
                 partition_epoch: proposal.partition_epoch,
                 new_isr: proposal.new_isr.clone(),
+                broker_epochs: proposal.broker_epochs.clone(),
             };
             let answered = controller.submit(command).await;
             let answer = match &answered {

@@ -56,6 +56,13 @@ pub enum ReplicaError {
     /// timeout.
     #[error("the records were not replicated to every in-sync replica in time")]
     ReplicationTimedOut,
+    /// A new leader whose high watermark has not yet reached the start of its epoch: it
+    /// cannot tell where the committed records end (ListOffsets).
+    #[error("the high watermark {high_watermark} is below the leader epoch's start {epoch_start}")]
+    OffsetNotAvailable {
+        high_watermark: i64,
+        epoch_start: i64,
+    },
     #[error("transactional and control batches need the transaction coordinator")]
     TransactionsUnsupported,
     #[error("partition metadata I/O: {0}")]

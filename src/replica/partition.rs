@@ -176,6 +176,9 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<NodeId>,
+    /// The broker epoch each added replica fetched with (KIP-903), for the controller to
+    /// refuse a replica that restarted since.
+    pub broker_epochs: Vec<(NodeId, i64)>,
 }
 
 /// What became of an ISR change sent to the controller.
@@ -795,6 +798,7 @@ impl Partition {
                         leader_epoch: state.leader_epoch,
                         partition_epoch: replication.partition_epoch(),
                         new_isr,
+                        broker_epochs: Vec::new(),
                     }
                 });
             (state.advance_high_watermark(), proposal)
@@ -819,6 +823,7 @@ impl Partition {
             leader_epoch: state.leader_epoch,
             partition_epoch: replication.partition_epoch(),
             new_isr,
+            broker_epochs: Vec::new(),
         })
     }
 
@@ -902,11 +907,34 @@ impl Partition {
         Ok(found.filter(|(offset, _)| *offset < state.high_watermark))
     }
 
-    /// Offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    /// Offset and timestamp of the record with the largest timestamp (ListOffsets -3),
+    /// `None` if that record is not committed yet: as Kafka, the largest timestamp of the
+    /// whole log, then hidden if above the high watermark (not the largest committed one).
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, ReplicaError> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
-        Ok(log.max_timestamp_offset()?)
+        let found = log.max_timestamp_offset()?;
+        Ok(found.filter(|(offset, _)| *offset < state.high_watermark))
+    }
+
+    /// Kafka's `leaderEpochStartOffsetOpt` check (`Partition.fetchOffsetForTimestamp`): a
+    /// leader whose high watermark is still below the start of its epoch has not learnt
+    /// where its predecessor's committed records end, so a latest offset taken now could
+    /// lie below records consumers have already read. ListOffsets answers
+    /// OFFSET_NOT_AVAILABLE then, and clients retry.
+    pub fn check_committed_end_known(&self) -> Result<(), ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if !state.leads {
+            return Ok(());
+        }
+        let epoch_start = state.current_epoch_start();
+        if epoch_start > state.high_watermark {
+            return Err(ReplicaError::OffsetNotAvailable {
+                high_watermark: state.high_watermark,
+                epoch_start,
+            });
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> Option<LogConfig> {
@@ -1731,6 +1759,50 @@ mod replication_tests {
             matches!(stale, Err(ReplicaError::UnknownLeaderEpoch { .. })),
             "{stale:?}"
         );
+    }
+
+    #[test]
+    fn a_new_leader_knows_its_committed_end_only_once_its_watermark_reaches_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
+        let follower = replica(dir.path(), 2, &view(1, 0, &[1, 2]));
+        leader.append(&records(3), 0).unwrap();
+        leader.check_committed_end_known().unwrap();
+        // The follower has every record but learns the watermark only on its next fetch.
+        replicate(&leader, &follower, 2);
+        assert_eq!(high_watermark(&leader), 3);
+        assert_eq!(high_watermark(&follower), 0);
+        follower.check_committed_end_known().unwrap(); // a follower answers no ListOffsets
+
+        follower
+            .apply_leadership(2, &view(2, 1, &[2, 1]), 1)
+            .unwrap();
+        let unknown = follower.check_committed_end_known();
+        assert!(
+            matches!(
+                unknown,
+                Err(ReplicaError::OffsetNotAvailable {
+                    high_watermark: 0,
+                    epoch_start: 3
+                })
+            ),
+            "{unknown:?}"
+        );
+        // Its only ISR peer fetches at the new epoch: the watermark reaches the epoch start.
+        follower.record_follower_fetch(1, (3, 1), 2, true).unwrap();
+        assert_eq!(high_watermark(&follower), 3);
+        follower.check_committed_end_known().unwrap();
+    }
+
+    #[test]
+    fn the_largest_timestamp_is_hidden_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
+        let follower = replica(dir.path(), 2, &view(1, 0, &[1, 2]));
+        leader.append(&records(2), 0).unwrap();
+        assert_eq!(leader.max_timestamp_offset().unwrap(), None);
+        replicate(&leader, &follower, 2);
+        assert!(leader.max_timestamp_offset().unwrap().is_some());
     }
 
     #[test]
