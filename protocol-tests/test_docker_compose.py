@@ -383,7 +383,14 @@ class Cluster:
     def admin(self):
         return AdminClient(client_config(self.bootstrap()))
 
+    def wait_brokers(self, timeout_s=60):
+        """Every node listed as a broker (registered and unfenced), as a new test expects."""
+        admin = self.admin()
+        wait_for(lambda: len(admin.list_topics(timeout=10).brokers) == 3,
+                 timeout_s=timeout_s, what="three brokers listed")
+
     def create_topic(self, topic):
+        self.wait_brokers()
         admin = self.admin()
         futures = admin.create_topics([NewTopic(topic, 1, 3,
                                                 config={"min.insync.replicas": "2"})])
@@ -492,6 +499,7 @@ def test_three_nodes_serve_with_the_leader_cut_off(cluster):
         # The service name is a network alias compose gave the container: give it back.
         run("docker", "network", "connect", "--alias", victim, cluster.network,
             cluster.containers[victim])
+    wait_healthy(cluster.containers[victim])
     cluster.wait_isr_full(topic)
     assert [value for value, _ in read_partition(cluster.bootstrap(), topic)] == stream.values
 
