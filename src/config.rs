@@ -244,6 +244,15 @@ const TIME_FAMILIES: [(&str, &str, &str, i64); 2] = [
 ];
 
 impl BrokerConfig {
+    /// The listeners this node serves clients on: every listener that is not a controller
+    /// listener, when it has the broker role (Kafka binds them all); none otherwise.
+    pub fn broker_listeners(&self) -> impl Iterator<Item = &Endpoint> {
+        let broker = self.roles.broker;
+        self.listeners.iter().filter(move |endpoint| {
+            broker && !self.controller_listener_names.contains(&endpoint.name)
+        })
+    }
+
     /// Builds the configuration from the process arguments and environment.
     pub fn from_args_and_env(
         args: impl IntoIterator<Item = String>,

@@ -72,7 +72,7 @@ pub async fn handle(
     mark_offline_replicas(broker, &mut topics);
     let image = broker.image();
     MetadataResponse::default()
-        .with_brokers(brokers(&image))
+        .with_brokers(brokers(&image, &context.listener_name))
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
         .with_controller_id(BrokerId(
             image.controller_for_clients(broker.config.node_id),
@@ -111,16 +111,28 @@ fn mark_offline_replicas(broker: &Broker, topics: &mut [MetadataResponseTopic]) 
     }
 }
 
-/// Unfenced brokers only: clients must not be sent to a fenced one.
-fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// Unfenced brokers only (clients must not be sent to a fenced one), each at its endpoint
+/// on `listener`, the one the request came through. A broker without that listener is
+/// left out, as Kafka does (a client there could not reach it).
+fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
     image
         .live_brokers()
-        .map(|broker| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.node_id))
-                .with_host(StrBytes::from_string(broker.host.clone()))
-                .with_port(broker.port)
-                .with_rack(broker.rack.clone().map(StrBytes::from_string))
+        .filter_map(|broker| {
+            let Some(endpoint) = broker.listener(listener) else {
+                tracing::debug!(
+                    node_id = broker.node_id,
+                    listener,
+                    "broker has no endpoint on this listener: left out of Metadata"
+                );
+                return None;
+            };
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(broker.node_id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(broker.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect()
 }
@@ -602,7 +614,10 @@ mod tests {
             partition_epoch: 0,
         };
         let image = cluster_image(partition.clone());
-        let listed: Vec<i32> = brokers(&image).iter().map(|b| b.node_id.0).collect();
+        let listed: Vec<i32> = brokers(&image, "PLAINTEXT")
+            .iter()
+            .map(|b| b.node_id.0)
+            .collect();
         assert_eq!(listed, [1]);
         let entry = partition_entry(&image, 0, &partition, false);
         assert_eq!(
