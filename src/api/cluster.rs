@@ -101,4 +101,27 @@ mod tests {
         let mut buffer = bytes::BytesMut::new();
         response.encode(&mut buffer, 0).unwrap();
     }
+
+    #[test]
+    fn brokers_are_described_on_the_request_listener() {
+        use crate::controller::commands::register_live_broker_on;
+        let mut image = MetadataImage::default();
+        let both = [
+            ("PLAINTEXT", "kafka1", 9092),
+            ("EXTERNAL", "localhost", 19092),
+        ];
+        register_live_broker_on(&mut image, 1, &both);
+        register_live_broker_on(&mut image, 2, &[("PLAINTEXT", "kafka2", 9092)]);
+        let listed = |listener| -> Vec<(i32, String, i32)> {
+            cluster_brokers(&image, false, listener)
+                .into_iter()
+                .map(|b| (b.broker_id.0, b.host.to_string(), b.port))
+                .collect()
+        };
+        assert_eq!(listed("EXTERNAL"), [(1, "localhost".into(), 19092)]);
+        assert_eq!(
+            listed("PLAINTEXT"),
+            [(1, "kafka1".into(), 9092), (2, "kafka2".into(), 9092)]
+        );
+    }
 }

@@ -275,6 +275,32 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_are_on_the_request_listener() {
+        let mut image = image(&[2, 1]);
+        let node2 = image.brokers.get_mut(&2).unwrap();
+        node2.listeners.push(BrokerEndpoint {
+            name: "EXTERNAL".into(),
+            host: "localhost".into(),
+            port: 19002,
+        });
+        let mut hints = LeaderHints::for_produce(&image, "EXTERNAL", 12);
+        let named = |leader_id, leader_epoch| {
+            Some(LeaderHint {
+                leader_id,
+                leader_epoch,
+            })
+        };
+        assert_eq!(hints.hint("t", 0, NOT_LEADER), named(2, 10));
+        // Node 1 has no EXTERNAL listener: still named as leader, but no endpoint.
+        assert_eq!(hints.hint("t", 1, NOT_LEADER), named(1, 11));
+        let endpoints = hints.produce_endpoints();
+        let listed: Vec<(i32, &str, i32)> = (endpoints.iter())
+            .map(|e| (e.node_id.0, e.host.as_str(), e.port))
+            .collect();
+        assert_eq!(listed, [(2, "localhost", 19002)]);
+    }
+
+    #[test]
     fn versions_without_the_fields_get_no_hints() {
         let image = image(&[1]);
         assert_eq!(

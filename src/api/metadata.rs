@@ -576,6 +576,31 @@ mod tests {
     }
 
     /// Broker 1 live, broker 2 fenced, broker 3 never registered; topic `t` holds `partition`.
+    #[test]
+    fn metadata_lists_each_broker_at_its_endpoint_on_the_request_listener() {
+        use crate::controller::commands::register_live_broker_on;
+        let mut image = MetadataImage::default();
+        let both = [
+            ("PLAINTEXT", "kafka1", 9092),
+            ("EXTERNAL", "localhost", 19092),
+        ];
+        register_live_broker_on(&mut image, 1, &both);
+        register_live_broker_on(&mut image, 2, &[("PLAINTEXT", "kafka2", 9092)]);
+        let listed = |listener| -> Vec<(i32, String, i32)> {
+            brokers(&image, listener)
+                .into_iter()
+                .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+                .collect()
+        };
+        assert_eq!(
+            listed("PLAINTEXT"),
+            [(1, "kafka1".into(), 9092), (2, "kafka2".into(), 9092)]
+        );
+        // Broker 2 has no EXTERNAL listener: a client there could not reach it.
+        assert_eq!(listed("EXTERNAL"), [(1, "localhost".into(), 19092)]);
+        assert!(listed("NONE").is_empty());
+    }
+
     fn cluster_image(partition: PartitionImage) -> MetadataImage {
         use crate::controller::commands::{fence_broker_for_tests, register_live_broker};
         let mut image = MetadataImage::default();
