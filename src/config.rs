@@ -112,8 +112,10 @@ pub struct BrokerConfig {
     pub node_id: NodeId,
     /// `process.roles`
     pub roles: ProcessRoles,
-    /// The listener clients use: the inter-broker listener when this node is a broker,
-    /// else (controller only) the controller listener, the one endpoint it has.
+    /// The node's main listener: the inter-broker listener when this node is a broker
+    /// (registered first; peers replicate through it), else (controller only) the
+    /// controller listener, the one endpoint it has. A broker serves clients on every
+    /// listener of [`BrokerConfig::broker_listeners`], not only this one.
     pub listener: Endpoint,
     /// How `listener` is advertised (its entry of `advertised_listeners`).
     pub advertised: Endpoint,

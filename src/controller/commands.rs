@@ -45,7 +45,7 @@ pub enum MetadataCommand {
     RegisterBroker {
         node_id: NodeId,
         incarnation_id: Uuid,
-        /// Advertised listeners, the client listener first.
+        /// Advertised listeners, the inter-broker listener first.
         listeners: Vec<BrokerEndpoint>,
         rack: Option<String>,
     },
