@@ -306,7 +306,8 @@ impl Broker {
         Ok(())
     }
 
-    /// The advertised endpoints, the client listener first (Metadata answers with it).
+    /// The advertised broker (non-controller) endpoints, the inter-broker listener first
+    /// (peers replicate through the first; clients are answered on their own listener).
     fn advertised_endpoints(&self) -> Vec<BrokerEndpoint> {
         let client = &self.config.advertised;
         let others = self

@@ -112,8 +112,10 @@ pub struct BrokerConfig {
     pub node_id: NodeId,
     /// `process.roles`
     pub roles: ProcessRoles,
-    /// The listener clients use: the inter-broker listener when this node is a broker,
-    /// else (controller only) the controller listener, the one endpoint it has.
+    /// The node's main listener: the inter-broker listener when this node is a broker
+    /// (registered first; peers replicate through it), else (controller only) the
+    /// controller listener, the one endpoint it has. A broker serves clients on every
+    /// listener of [`BrokerConfig::broker_listeners`], not only this one.
     pub listener: Endpoint,
     /// How `listener` is advertised (its entry of `advertised_listeners`).
     pub advertised: Endpoint,
@@ -244,6 +246,15 @@ const TIME_FAMILIES: [(&str, &str, &str, i64); 2] = [
 ];
 
 impl BrokerConfig {
+    /// The listeners this node serves clients on: every listener that is not a controller
+    /// listener, when it has the broker role (Kafka binds them all); none otherwise.
+    pub fn broker_listeners(&self) -> impl Iterator<Item = &Endpoint> {
+        let broker = self.roles.broker;
+        self.listeners.iter().filter(move |endpoint| {
+            broker && !self.controller_listener_names.contains(&endpoint.name)
+        })
+    }
+
     /// Builds the configuration from the process arguments and environment.
     pub fn from_args_and_env(
         args: impl IntoIterator<Item = String>,

@@ -122,27 +122,34 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     // the listener is bound, and a SIGTERM in that window must still mean a clean stop
     // (flush, snapshots, clean-shutdown marker), not the default kill.
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
-    let address = format!(
-        "{}:{}",
-        bind_host(&config.listener.host),
-        config.listener.port
-    );
-    let listener = TcpListener::bind(&address)
-        .await
-        .with_context(|| format!("bind {address}"))?;
-    let mut listener = Some(listener);
+    // Every client listener, then the controller one; any that cannot be bound stops the
+    // start-up, so a listener that is advertised is always served.
+    let mut listeners = Vec::new();
+    let mut addresses = Vec::new();
+    for endpoint in config.broker_listeners() {
+        let address = format!("{}:{}", bind_host(&endpoint.host), endpoint.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("bind listener {} {address}", endpoint.name))?;
+        addresses.push(format!("{}://{address}", endpoint.name));
+        listeners.push(server::BoundListener {
+            name: endpoint.name.clone(),
+            listener,
+        });
+    }
     let controller_listener = match &config.controller_listener {
-        // A controller-only node's `listener` is its controller listener: bound above.
-        Some(_) if !config.roles.broker => listener.take(),
+        // Controller RPC only; on a controller-only node it is the one listener.
         Some(endpoint) => {
             let address = format!("{}:{}", bind_host(&endpoint.host), endpoint.port);
             let bound = TcpListener::bind(&address)
                 .await
                 .with_context(|| format!("bind controller listener {address}"))?;
+            addresses.push(format!("{}://{address}", endpoint.name));
             Some(bound)
         }
         None => None,
     };
+    let address = addresses.join(",");
     // Opening waits for the quorum: a SIGTERM meanwhile stops the node (nothing was
     // accepted yet, no partition is open).
     let broker = tokio::select! {
@@ -163,8 +170,8 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         data = %broker.config.log_dirs.display(),
         "broker started"
     );
-    let serving =
-        listener.map(|listener| tokio::spawn(server::serve(listener, broker.clone(), shutdown)));
+    let serving = (!listeners.is_empty())
+        .then(|| tokio::spawn(server::serve(listeners, broker.clone(), shutdown)));
     wait_for_signal(&mut terminate).await;
     tracing::info!("shutting down");
     tokio::select! {

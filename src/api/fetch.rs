@@ -98,7 +98,7 @@ pub async fn handle(
     }
     // The image as it is now: a parked fetch may have outlived a leader change.
     let image = broker.image();
-    let hints = LeaderHints::for_fetch(&image, context.version);
+    let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
     build_response(topics, &targets, results, hints)
 }
 

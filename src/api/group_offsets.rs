@@ -42,7 +42,7 @@ pub async fn find_coordinator(
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let found = if request.key_type == KEY_TYPE_GROUP {
-            locate(broker, &key).await
+            locate(broker, &key, &context.listener_name).await
         } else {
             // Transaction coordinators do not exist yet.
             Err(ResponseError::CoordinatorNotAvailable)
@@ -81,8 +81,14 @@ fn coordinator_entry(
     }
 }
 
-/// The node leading the group's offsets partition, creating the offsets topic if needed.
-async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), ResponseError> {
+/// The node leading the group's offsets partition, creating the offsets topic if needed,
+/// at its endpoint on `listener` (the request's): COORDINATOR_NOT_AVAILABLE when it has
+/// none there, as Kafka answers.
+async fn locate(
+    broker: &Broker,
+    group: &str,
+    listener: &str,
+) -> Result<(i32, String, i32), ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
@@ -100,7 +106,14 @@ async fn locate(broker: &Broker, group: &str) -> Result<(i32, String, i32), Resp
         .brokers
         .get(&leader)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    Ok((node.node_id, node.host.clone(), node.port))
+    let endpoint = node
+        .listener(listener)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        node.node_id,
+        endpoint.host.clone(),
+        i32::from(endpoint.port),
+    ))
 }
 
 /// The offsets partition this broker coordinates `group` through, if it does.

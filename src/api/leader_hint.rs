@@ -44,6 +44,8 @@ struct Endpoint {
 /// endpoints of the leaders named.
 pub struct LeaderHints<'a> {
     image: &'a MetadataImage,
+    /// The listener the request came through: endpoints are listed on it.
+    listener: &'a str,
     /// False when the version cannot carry hints: every call then answers `None`.
     enabled: bool,
     hinted_errors: &'static [ResponseError],
@@ -51,17 +53,19 @@ pub struct LeaderHints<'a> {
 }
 
 impl<'a> LeaderHints<'a> {
-    pub fn for_produce(image: &'a MetadataImage, version: i16) -> Self {
+    pub fn for_produce(image: &'a MetadataImage, listener: &'a str, version: i16) -> Self {
         Self::new(
             image,
+            listener,
             version >= PRODUCE_VERSION_MIN,
             &[ResponseError::NotLeaderOrFollower],
         )
     }
 
-    pub fn for_fetch(image: &'a MetadataImage, version: i16) -> Self {
+    pub fn for_fetch(image: &'a MetadataImage, listener: &'a str, version: i16) -> Self {
         Self::new(
             image,
+            listener,
             version >= FETCH_VERSION_MIN,
             &[
                 ResponseError::NotLeaderOrFollower,
@@ -70,9 +74,15 @@ impl<'a> LeaderHints<'a> {
         )
     }
 
-    fn new(image: &'a MetadataImage, enabled: bool, errors: &'static [ResponseError]) -> Self {
+    fn new(
+        image: &'a MetadataImage,
+        listener: &'a str,
+        enabled: bool,
+        errors: &'static [ResponseError],
+    ) -> Self {
         LeaderHints {
             image,
+            listener,
             enabled,
             hinted_errors: errors,
             endpoints: BTreeMap::new(),
@@ -94,11 +104,14 @@ impl<'a> LeaderHints<'a> {
             Some(assigned) => (assigned.leader, assigned.leader_epoch),
             None => (NO_LEADER, -1),
         };
+        // Kafka's `getAliveBrokerNode(leader, listener)`: no endpoint when the leader has
+        // none on the request's listener.
         let live = (self.image.brokers.get(&leader_id)).filter(|broker| !broker.fenced);
-        if let Some(broker) = live {
+        let on_listener = live.and_then(|broker| Some((broker, broker.listener(self.listener)?)));
+        if let Some((broker, endpoint)) = on_listener {
             self.endpoints.entry(leader_id).or_insert_with(|| Endpoint {
-                host: broker.host.clone(),
-                port: broker.port,
+                host: endpoint.host.clone(),
+                port: i32::from(endpoint.port),
                 rack: broker.rack.clone(),
             });
         }
@@ -233,7 +246,7 @@ mod tests {
     #[test]
     fn hints_name_the_image_leader_and_list_live_leaders_once() {
         let image = image(&[2, 2, 3, NO_LEADER]);
-        let mut hints = LeaderHints::for_produce(&image, 12);
+        let mut hints = LeaderHints::for_produce(&image, "PLAINTEXT", 12);
         let hint = |leader_id, leader_epoch| {
             Some(LeaderHint {
                 leader_id,
@@ -255,32 +268,58 @@ mod tests {
         assert_eq!(endpoints[0].port, 9002);
         assert_eq!(endpoints[0].rack.as_deref(), Some("rack-b"));
 
-        let mut fetch = LeaderHints::for_fetch(&image, 16);
+        let mut fetch = LeaderHints::for_fetch(&image, "PLAINTEXT", 16);
         assert_eq!(fetch.hint("t", 1, FENCED), hint(2, 11));
         assert_eq!(fetch.hint("t", 1, ResponseError::OffsetOutOfRange), None);
         assert_eq!(fetch.fetch_endpoints().len(), 1);
     }
 
     #[test]
+    fn endpoints_are_on_the_request_listener() {
+        let mut image = image(&[2, 1]);
+        let node2 = image.brokers.get_mut(&2).unwrap();
+        node2.listeners.push(BrokerEndpoint {
+            name: "EXTERNAL".into(),
+            host: "localhost".into(),
+            port: 19002,
+        });
+        let mut hints = LeaderHints::for_produce(&image, "EXTERNAL", 12);
+        let named = |leader_id, leader_epoch| {
+            Some(LeaderHint {
+                leader_id,
+                leader_epoch,
+            })
+        };
+        assert_eq!(hints.hint("t", 0, NOT_LEADER), named(2, 10));
+        // Node 1 has no EXTERNAL listener: still named as leader, but no endpoint.
+        assert_eq!(hints.hint("t", 1, NOT_LEADER), named(1, 11));
+        let endpoints = hints.produce_endpoints();
+        let listed: Vec<(i32, &str, i32)> = (endpoints.iter())
+            .map(|e| (e.node_id.0, e.host.as_str(), e.port))
+            .collect();
+        assert_eq!(listed, [(2, "localhost", 19002)]);
+    }
+
+    #[test]
     fn versions_without_the_fields_get_no_hints() {
         let image = image(&[1]);
         assert_eq!(
-            LeaderHints::for_produce(&image, 9).hint("t", 0, NOT_LEADER),
+            LeaderHints::for_produce(&image, "PLAINTEXT", 9).hint("t", 0, NOT_LEADER),
             None
         );
         assert_eq!(
-            LeaderHints::for_fetch(&image, 15).hint("t", 0, NOT_LEADER),
+            LeaderHints::for_fetch(&image, "PLAINTEXT", 15).hint("t", 0, NOT_LEADER),
             None
         );
         assert!(
-            LeaderHints::for_fetch(&image, 16)
+            LeaderHints::for_fetch(&image, "PLAINTEXT", 16)
                 .hint("t", 0, NOT_LEADER)
                 .is_some()
         );
     }
 
     fn produce_response(version: i16, image: &MetadataImage) -> ProduceResponse {
-        let mut hints = LeaderHints::for_produce(image, version);
+        let mut hints = LeaderHints::for_produce(image, "PLAINTEXT", version);
         let partition = PartitionProduceResponse::default()
             .with_index(0)
             .with_error_code(NOT_LEADER.code())
@@ -331,7 +370,7 @@ mod tests {
     }
 
     fn fetch_response(version: i16, image: &MetadataImage) -> FetchResponse {
-        let mut hints = LeaderHints::for_fetch(image, version);
+        let mut hints = LeaderHints::for_fetch(image, "PLAINTEXT", version);
         let partition = PartitionData::default()
             .with_partition_index(0)
             .with_error_code(FENCED.code())

@@ -72,7 +72,7 @@ pub async fn handle(
     mark_offline_replicas(broker, &mut topics);
     let image = broker.image();
     MetadataResponse::default()
-        .with_brokers(brokers(&image))
+        .with_brokers(brokers(&image, &context.listener_name))
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
         .with_controller_id(BrokerId(
             image.controller_for_clients(broker.config.node_id),
@@ -111,16 +111,28 @@ fn mark_offline_replicas(broker: &Broker, topics: &mut [MetadataResponseTopic]) 
     }
 }
 
-/// Unfenced brokers only: clients must not be sent to a fenced one.
-fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// Unfenced brokers only (clients must not be sent to a fenced one), each at its endpoint
+/// on `listener`, the one the request came through. A broker without that listener is
+/// left out, as Kafka does (a client there could not reach it).
+fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
     image
         .live_brokers()
-        .map(|broker| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.node_id))
-                .with_host(StrBytes::from_string(broker.host.clone()))
-                .with_port(broker.port)
-                .with_rack(broker.rack.clone().map(StrBytes::from_string))
+        .filter_map(|broker| {
+            let Some(endpoint) = broker.listener(listener) else {
+                tracing::debug!(
+                    node_id = broker.node_id,
+                    listener,
+                    "broker has no endpoint on this listener: left out of Metadata"
+                );
+                return None;
+            };
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(broker.node_id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(broker.rack.clone().map(StrBytes::from_string)),
+            )
         })
         .collect()
 }
@@ -564,6 +576,31 @@ mod tests {
     }
 
     /// Broker 1 live, broker 2 fenced, broker 3 never registered; topic `t` holds `partition`.
+    #[test]
+    fn metadata_lists_each_broker_at_its_endpoint_on_the_request_listener() {
+        use crate::controller::commands::register_live_broker_on;
+        let mut image = MetadataImage::default();
+        let both = [
+            ("PLAINTEXT", "kafka1", 9092),
+            ("EXTERNAL", "localhost", 19092),
+        ];
+        register_live_broker_on(&mut image, 1, &both);
+        register_live_broker_on(&mut image, 2, &[("PLAINTEXT", "kafka2", 9092)]);
+        let listed = |listener| -> Vec<(i32, String, i32)> {
+            brokers(&image, listener)
+                .into_iter()
+                .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+                .collect()
+        };
+        assert_eq!(
+            listed("PLAINTEXT"),
+            [(1, "kafka1".into(), 9092), (2, "kafka2".into(), 9092)]
+        );
+        // Broker 2 has no EXTERNAL listener: a client there could not reach it.
+        assert_eq!(listed("EXTERNAL"), [(1, "localhost".into(), 19092)]);
+        assert!(listed("NONE").is_empty());
+    }
+
     fn cluster_image(partition: PartitionImage) -> MetadataImage {
         use crate::controller::commands::{fence_broker_for_tests, register_live_broker};
         let mut image = MetadataImage::default();
@@ -602,7 +639,10 @@ mod tests {
             partition_epoch: 0,
         };
         let image = cluster_image(partition.clone());
-        let listed: Vec<i32> = brokers(&image).iter().map(|b| b.node_id.0).collect();
+        let listed: Vec<i32> = brokers(&image, "PLAINTEXT")
+            .iter()
+            .map(|b| b.node_id.0)
+            .collect();
         assert_eq!(listed, [1]);
         let entry = partition_entry(&image, 0, &partition, false);
         assert_eq!(

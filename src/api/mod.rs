@@ -128,6 +128,9 @@ pub struct RequestContext {
     pub client_id: Option<StrBytes>,
     /// The peer as Kafka reports it in group descriptions (`/127.0.0.1`).
     pub client_host: String,
+    /// The listener the request arrived on: Metadata, FindCoordinator, DescribeCluster and
+    /// leader hints answer with each broker's endpoint on this listener, as Kafka does.
+    pub listener_name: Arc<str>,
 }
 
 /// A frame whose header has been read: either a request to dispatch, or an ApiVersions
@@ -139,7 +142,11 @@ pub enum ParsedFrame {
 
 /// Reads the request header of one whole frame (without its length prefix) and checks
 /// the api key and version against [`APIS`].
-pub fn parse_frame(frame: Bytes, client_host: &str) -> Result<ParsedFrame, ApiError> {
+pub fn parse_frame(
+    frame: Bytes,
+    client_host: &str,
+    listener_name: &Arc<str>,
+) -> Result<ParsedFrame, ApiError> {
     if frame.len() < 8 {
         return Err(ApiError::ShortFrame(frame.len()));
     }
@@ -167,13 +174,14 @@ pub fn parse_frame(frame: Bytes, client_host: &str) -> Result<ParsedFrame, ApiEr
         correlation_id: header.correlation_id,
         client_id: header.client_id,
         client_host: client_host.to_string(),
+        listener_name: listener_name.clone(),
     };
     Ok(ParsedFrame::Request(context, body))
 }
 
 /// Parses and decodes a frame without handling it: the request-decoding fuzz target.
 pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
-    let (context, mut body) = match parse_frame(frame, "")? {
+    let (context, mut body) = match parse_frame(frame, "", &Arc::from(""))? {
         ParsedFrame::UnsupportedApiVersions { .. } => return Ok(()),
         ParsedFrame::Request(context, body) => (context, body),
     };
@@ -208,14 +216,27 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
     }
 }
 
-/// Handles one whole frame (without its length prefix). `Ok(None)` means the request
-/// gets no response (Produce with acks=0); `Err` means close the connection.
+/// [`handle_frame_on`] as if the frame arrived on the inter-broker listener (the first
+/// one a broker registers): for tests and fuzzing, which have no listener.
 pub async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     client_host: &str,
 ) -> Result<Option<BytesMut>, ApiError> {
-    match parse_frame(frame, client_host)? {
+    let listener_name = Arc::from(broker.config.listener.name.as_str());
+    handle_frame_on(broker, frame, client_host, &listener_name).await
+}
+
+/// Handles one whole frame (without its length prefix) that arrived on listener
+/// `listener_name`. `Ok(None)` means the request gets no response (Produce with acks=0);
+/// `Err` means close the connection.
+pub async fn handle_frame_on(
+    broker: &Broker,
+    frame: Bytes,
+    client_host: &str,
+    listener_name: &Arc<str>,
+) -> Result<Option<BytesMut>, ApiError> {
+    match parse_frame(frame, client_host, listener_name)? {
         ParsedFrame::UnsupportedApiVersions { correlation_id } => Ok(Some(
             api_versions::unsupported_version_response(correlation_id),
         )),

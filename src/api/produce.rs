@@ -80,7 +80,7 @@ pub async fn handle(
     }
     // Hints from the image as it is now: a wait may have ended because leadership moved.
     let image = broker.image();
-    let mut hints = LeaderHints::for_produce(&image, context.version);
+    let mut hints = LeaderHints::for_produce(&image, &context.listener_name, context.version);
     let mut responses = Vec::with_capacity(waited.len());
     for (name, topic_id, results) in waited {
         let topic = name.0.as_str();

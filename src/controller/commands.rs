@@ -45,7 +45,7 @@ pub enum MetadataCommand {
     RegisterBroker {
         node_id: NodeId,
         incarnation_id: Uuid,
-        /// Advertised listeners, the client listener first.
+        /// Advertised listeners, the inter-broker listener first.
         listeners: Vec<BrokerEndpoint>,
         rack: Option<String>,
     },
@@ -735,11 +735,23 @@ pub(super) fn check_replicas(
 /// PLAINTEXT listener, so topics can be placed on it.
 #[cfg(test)]
 pub fn register_live_broker(image: &mut MetadataImage, node_id: NodeId) {
-    let listeners = vec![BrokerEndpoint {
-        name: "PLAINTEXT".into(),
-        host: "localhost".into(),
-        port: 9092,
-    }];
+    register_live_broker_on(image, node_id, &[("PLAINTEXT", "localhost", 9092)]);
+}
+
+/// Test helper: registers broker `node_id` unfenced with `(name, host, port)` listeners.
+#[cfg(test)]
+pub fn register_live_broker_on(
+    image: &mut MetadataImage,
+    node_id: NodeId,
+    listeners: &[(&str, &str, u16)],
+) {
+    let listeners: Vec<BrokerEndpoint> = (listeners.iter())
+        .map(|&(name, host, port)| BrokerEndpoint {
+            name: name.into(),
+            host: host.into(),
+            port,
+        })
+        .collect();
     let registered = register_broker(image, node_id, Uuid::nil(), &listeners, &None);
     assert!(registered.is_ok(), "{registered:?}");
 }

@@ -57,9 +57,11 @@ pub struct BrokerRegistration {
     /// Kafka's broker epoch: the metadata offset of the registration entry. Fencing and
     /// unfencing commands name it, so a command meant for an older incarnation is refused.
     pub epoch: i64,
-    /// Every advertised listener; the first is the client listener.
+    /// Every advertised listener; the first is the inter-broker listener.
     pub listeners: Vec<BrokerEndpoint>,
-    /// The client endpoint Metadata and DescribeCluster return: the first listener's.
+    /// The first (inter-broker) listener's endpoint. Metadata, DescribeCluster,
+    /// FindCoordinator and leader hints use [`BrokerRegistration::listener`] instead: the
+    /// endpoint on the listener the request arrived on.
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,

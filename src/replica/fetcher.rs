@@ -196,7 +196,7 @@ impl ReplicaFetchers {
     }
 }
 
-/// The leader's client endpoint (`host:port` of its first listener).
+/// The leader's inter-broker endpoint (`host:port` of its first listener, as registered).
 fn leader_address(image: &MetadataImage, leader: NodeId) -> Option<String> {
     let broker = image.brokers.get(&leader)?;
     let endpoint = broker.listeners.first()?;

@@ -56,6 +56,8 @@ pub struct Connection {
     peer: SocketAddr,
     /// `/ip` as Kafka shows client hosts.
     client_host: String,
+    /// The listener this connection was accepted on.
+    listener_name: Arc<str>,
     broker: Arc<Broker>,
     shutdown: Shutdown,
     /// `None` when `queued.max.request.bytes` is unbounded.
@@ -70,6 +72,7 @@ impl Connection {
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
+        listener_name: Arc<str>,
         broker: Arc<Broker>,
         shutdown: Shutdown,
         budget: Option<Arc<RequestBudget>>,
@@ -80,6 +83,7 @@ impl Connection {
             writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer),
             buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
             client_host: format!("/{}", peer.ip()),
+            listener_name,
             peer,
             broker,
             shutdown,
@@ -113,8 +117,13 @@ impl Connection {
                 self.writer.flush().await?;
                 return Ok(());
             };
-            if let Some(response) =
-                api::handle_frame(&self.broker, frame.freeze(), &self.client_host).await?
+            if let Some(response) = api::handle_frame_on(
+                &self.broker,
+                frame.freeze(),
+                &self.client_host,
+                &self.listener_name,
+            )
+            .await?
             {
                 self.writer.write_all(&response).await?;
             }

@@ -1,4 +1,5 @@
-//! The accept loop. Takes an already-bound listener so tests can use port 0.
+//! The accept loops, one per client listener. Takes already-bound listeners so tests can
+//! use port 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +16,43 @@ use crate::broker::Broker;
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shutdown) {
+/// A bound client listener and its name (`PLAINTEXT`, `EXTERNAL`, ...): requests accepted
+/// on it are answered with every broker's endpoint on that same listener.
+pub struct BoundListener {
+    pub name: String,
+    pub listener: TcpListener,
+}
+
+/// Serves every listener until shutdown. `max.connections` and `queued.max.request.bytes`
+/// are broker-wide, as in Kafka: the listeners share one connection count and one budget.
+pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(broker.config.connections_max));
     let budget = broker
         .config
         .queued_request_bytes_max
         .map(|bytes| Arc::new(RequestBudget::new(bytes)));
+    let mut loops = JoinSet::new();
+    for bound in listeners {
+        loops.spawn(accept_loop(
+            bound,
+            broker.clone(),
+            shutdown.clone(),
+            slots.clone(),
+            budget.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn accept_loop(
+    bound: BoundListener,
+    broker: Arc<Broker>,
+    mut shutdown: Shutdown,
+    slots: Arc<Semaphore>,
+    budget: Option<Arc<RequestBudget>>,
+) {
+    let BoundListener { name, listener } = bound;
+    let name: Arc<str> = Arc::from(name);
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -35,7 +67,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shu
             Ok(pair) => pair,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(%error, listener = %name, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -44,6 +76,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shu
         let connection = Connection::new(
             stream,
             peer,
+            name.clone(),
             broker.clone(),
             shutdown.clone(),
             budget.clone(),
@@ -62,6 +95,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shu
     if drained.is_err() {
         tracing::warn!(
             open = connections.len(),
+            listener = %name,
             "connections still busy at shutdown; aborting them"
         );
         connections.shutdown().await;

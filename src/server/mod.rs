@@ -10,5 +10,5 @@ pub mod connection;
 pub mod listener;
 pub mod shutdown;
 
-pub use listener::serve;
+pub use listener::{BoundListener, serve};
 pub use shutdown::Shutdown;
