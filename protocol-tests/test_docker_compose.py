@@ -15,7 +15,6 @@ import functools
 import json
 import logging
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -83,19 +82,6 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("0.0.0.0", 0))
         return sock.getsockname()[1]
-
-
-def free_subnet_prefix():
-    """A /24 no docker network uses, for compose.yaml's GRACCHUS_NET."""
-    taken = set()
-    for network in run("docker", "network", "ls", "-q").stdout.split():
-        config = run("docker", "network", "inspect", network,
-                     "--format", "{{json .IPAM.Config}}").stdout
-        for entry in json.loads(config) or []:
-            taken.add(".".join(entry.get("Subnet", "").split(".")[:3]))
-    candidates = [f"172.28.{octet}" for octet in range(100, 250)]
-    random.shuffle(candidates)
-    return next(prefix for prefix in candidates if prefix not in taken)
 
 
 @pytest.fixture(scope="session")
@@ -410,10 +396,9 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(image, request):
-    """compose.yaml on free host ports and a free /24, for this module's three tests."""
+    """compose.yaml on free host ports, for this module's three-node tests."""
     ports = [free_port() for _ in range(3)]
     env = {f"GRACCHUS_PORT_{index + 1}": str(port) for index, port in enumerate(ports)}
-    env["GRACCHUS_NET"] = free_subnet_prefix()
     with compose_up(CLUSTER_FILE, **env) as project:
         failed_before = request.session.testsfailed
         cluster = Cluster(project, ports)
@@ -440,7 +425,8 @@ def test_three_nodes_kcat_round_trip(cluster):
 
 
 def test_three_nodes_console_tools(cluster):
-    """docker exec on one node: the tools reach the others through the advertised address."""
+    """docker exec on one node: through the compose network's listener the tools get
+    every node's address on that network (kafka-N:9092), as they would from Kafka."""
     container = cluster.containers["kafka-2"]
     bootstrap = ["--bootstrap-server", "localhost:9092"]
     run("docker", "exec", container, "kafka-topics", *bootstrap, "--create",
