@@ -170,7 +170,11 @@ def test_network_cut_and_heal(make_cluster):
     assert reaches(1, 3) and nodes.node(1).answers() and nodes.node(3).answers()
     nodes.heal(2)
     cluster.wait_until(nodes.node(2).answers, 10, what="node 2 reachable after heal")
-    assert reaches(1, 2) and reaches(2, 3)
+    # Node 2's neighbour entries for the others failed while it was cut off; the kernel
+    # resolves them again on the next tries, so the way out may take a moment longer
+    # than the way in (seen once under load: 1 -> 2 reached, 2 -> 3 timed out).
+    cluster.wait_until(lambda: reaches(1, 2) and reaches(2, 3), 10,
+                       what="node 2 reaches and is reached after heal")
 
     pids = nodes.pids()
     nodes.close()
