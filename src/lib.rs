@@ -16,6 +16,7 @@
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
 //!   tools); clients of the broker, never part of it.
+//! - [`request_frame`]: a request frame as a client writes it (fetchers, `cli`); a leaf.
 //! - [`allocator`]: glibc malloc's mmap threshold fixed at start-up, so memory freed
 //!   after a burst goes back to the OS.
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod group;
 pub mod log;
 pub mod meta_properties;
 pub mod replica;
+pub mod request_frame;
 pub mod server;
 #[cfg(test)]
 pub mod sim_rng;

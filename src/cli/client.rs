@@ -6,13 +6,14 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ResponseHeader;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::error::CliError;
+use crate::request_frame::encode_request;
 
 /// The ApiVersions version sent first, as Kafka 4's clients do; an older broker answers
 /// UNSUPPORTED_VERSION with its own range and the request is repeated at that version.
@@ -184,24 +185,9 @@ impl Connection {
     ) -> Result<Duration, CliError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let encode = |error: anyhow::Error| {
-            CliError::Protocol(format!("cannot encode {api_key:?} v{version}: {error}"))
-        };
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, api_key.request_header_version(version))
-            .map_err(encode)?;
-        request.encode(&mut body, version).map_err(encode)?;
-        let size = i32::try_from(body.len())
-            .map_err(|_| CliError::Protocol(format!("{api_key:?} request too large")))?;
-        let mut frame = BytesMut::with_capacity(4 + body.len());
-        frame.put_i32(size);
-        frame.extend_from_slice(&body);
+        let client_id = StrBytes::from_static_str(CLIENT_ID);
+        let frame = encode_request(api_key, version, correlation_id, client_id, request)
+            .map_err(CliError::Protocol)?;
         let timeout = remaining(self.request_timeout, self.deadline, &self.address)?;
         self.io(|stream| stream.set_write_timeout(Some(timeout)))?;
         self.io_timed(timeout, |stream| stream.write_all(&frame))?;
@@ -337,6 +323,7 @@ fn timed_out(address: &str, timeout: Duration) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
 
     fn encode_response(response: &ApiVersionsResponse, version: i16) -> Bytes {

@@ -47,6 +47,9 @@ pub enum CoordinatorError {
     TooLarge(String),
 }
 
+/// Committed offsets by (topic, partition); `None` where nothing is committed.
+pub type FetchedOffsets = Vec<((String, i32), Option<OffsetValue>)>;
+
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
@@ -370,7 +373,7 @@ impl GroupCoordinator {
         &self,
         group: &str,
         partitions: Option<&[(String, i32)]>,
-    ) -> Result<Vec<((String, i32), Option<OffsetValue>)>, CoordinatorError> {
+    ) -> Result<FetchedOffsets, CoordinatorError> {
         let offsets = lock(&self.book.offsets);
         if !self.is_loaded(self.partition_for(group)) {
             return Err(CoordinatorError::NotCoordinator);

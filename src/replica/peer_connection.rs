@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
+
+use crate::request_frame::encode_request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 
@@ -108,23 +110,10 @@ impl PeerConnection {
     ) -> Result<Bytes, PeerError> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
         let protocol = |reason: String| PeerError::Protocol { api_key, reason };
-        let header_version = api_key.request_header_version(version);
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, header_version)
-            .map_err(|error| protocol(error.to_string()))?;
-        request
-            .encode(&mut body, version)
-            .map_err(|error| protocol(error.to_string()))?;
-        let mut frame = BytesMut::with_capacity(4 + body.len());
-        frame.put_i32(i32::try_from(body.len()).map_err(|_| protocol("request too large".into()))?);
-        frame.extend_from_slice(&body);
+        let client_id = self.client_id.clone();
+        let frame = encode_request(api_key, version, correlation_id, client_id, request)
+            .map_err(protocol)?;
         self.writer.write_all(&frame).await?;
         self.writer.flush().await?;
 
