@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import pytest
 from clients import kcat, wait_for
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -375,12 +375,26 @@ class Cluster:
         wait_for(lambda: len(admin.list_topics(timeout=10).brokers) == 3,
                  timeout_s=timeout_s, what="three brokers listed")
 
-    def create_topic(self, topic):
+    def create_topic(self, topic, timeout_s=60):
         self.wait_brokers()
         admin = self.admin()
-        futures = admin.create_topics([NewTopic(topic, 1, 3,
-                                                config={"min.insync.replicas": "2"})])
-        futures[topic].result(30)
+
+        # A node a previous test cut off or restarted is listed before the controller has
+        # unfenced it at its next heartbeat; until then an RF 3 CreateTopics is refused
+        # with INVALID_REPLICATION_FACTOR, as Kafka refuses it. Wait for that, as a
+        # client would, instead of failing on the timing.
+        def created():
+            futures = admin.create_topics([NewTopic(topic, 1, 3,
+                                                    config={"min.insync.replicas": "2"})])
+            try:
+                futures[topic].result(30)
+                return True
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.INVALID_REPLICATION_FACTOR:
+                    raise
+                return False
+
+        wait_for(created, timeout_s=timeout_s, what=f"{topic} created with RF 3")
         self.wait_isr_full(topic)
         return admin
 
