@@ -40,6 +40,12 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::Sequence(SequenceError::StaleEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
+        ReplicaError::Sequence(SequenceError::InvalidTxnState { .. }) => {
+            ResponseError::InvalidTxnState
+        }
+        ReplicaError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         ReplicaError::NotLeader => ResponseError::NotLeaderOrFollower,
         ReplicaError::Deleted => ResponseError::UnknownTopicOrPartition,
         ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,

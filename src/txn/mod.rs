@@ -7,6 +7,7 @@
 //! from every batch header.
 //! The transaction coordinator will live here too.
 
+pub mod marker;
 pub mod producer_ids;
 pub mod producer_snapshot;
 pub mod producer_state;

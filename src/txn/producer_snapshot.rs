@@ -10,11 +10,17 @@
 //! our table needs the last five):
 //!
 //! ```text
-//! version i16 = 1 | crc u32 (CRC-32C of every byte after it) | offset i64 | count i32
-//! count x { producer_id i64 | epoch i16 | batches i16 (1..=5)
+//! version i16 = 2 | crc u32 (CRC-32C of every byte after it) | offset i64 | count i32
+//! count x { producer_id i64 | epoch i16 | coordinator_epoch i32
+//!           | txn_first_offset i64 (-1: no open transaction) | batches i16 (0..=5)
 //!           batches x { first_sequence i32 | last_sequence i32 | first_offset i64
 //!                       | last_offset i64 | max_timestamp i64 } }
 //! ```
+//!
+//! Version 2 added the transactional fields (Kafka's snapshot v1 has the same two,
+//! `CoordinatorEpoch` and `CurrentTxnFirstOffset`); a producer known only from a marker has
+//! no batches. Version 1 files (no transactional fields, 1..=5 batches) still load, as
+//! producers with no open transaction.
 //!
 //! Snapshots are derived data: a snapshot that is missing, unreadable or fails its checks
 //! is ignored (and logged), and the next older one, or a full header scan, is used instead.
@@ -34,18 +40,23 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::txn::producer_state::{BATCHES_REMEMBERED, BatchRecord, ProducerStateTable};
+use crate::txn::producer_state::{BATCHES_REMEMBERED, BatchRecord, ProducerStateTable, TxnFields};
 
 pub const SNAPSHOT_EXTENSION: &str = "snapshot";
 /// Snapshots kept per partition: the newest, and an older one in case it is damaged.
 pub const SNAPSHOTS_KEPT: usize = 2;
-const SNAPSHOT_VERSION: i16 = 1;
+const SNAPSHOT_VERSION: i16 = 2;
+/// Before the transactional fields; still read.
+const SNAPSHOT_VERSION_IDEMPOTENT: i16 = 1;
+/// `txn_first_offset` of a producer with no open transaction.
+const NO_TXN: i64 = -1;
 const TEMPORARY_SUFFIX: &str = ".tmp";
 /// Digits in a snapshot file name's offset, as in segment names.
 const OFFSET_DIGITS: usize = 20;
 /// version + crc.
 const PREAMBLE_BYTES: usize = 2 + 4;
-const PRODUCER_BYTES: usize = 8 + 2 + 2;
+const PRODUCER_BYTES_V1: usize = 8 + 2 + 2;
+const PRODUCER_BYTES: usize = 8 + 2 + 4 + 8 + 2;
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,17 +74,21 @@ pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
 /// The bytes of a snapshot of `table` at `offset`.
 pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
     let mut producers: Vec<_> = table.producers().collect();
-    producers.sort_by_key(|(producer_id, _, _)| *producer_id);
+    producers.sort_by_key(|producer| producer.producer_id);
     let mut body = Vec::with_capacity(12 + producers.len() * (PRODUCER_BYTES + BATCH_BYTES));
     body.extend_from_slice(&offset.to_be_bytes());
     body.extend_from_slice(&(producers.len() as i32).to_be_bytes());
-    for (producer_id, epoch, batches) in producers {
+    for producer in producers {
+        let batches = producer.batches;
         assert!(
             batches.len() <= BATCHES_REMEMBERED,
             "the table bounds its batches"
         );
-        body.extend_from_slice(&producer_id.to_be_bytes());
-        body.extend_from_slice(&epoch.to_be_bytes());
+        body.extend_from_slice(&producer.producer_id.to_be_bytes());
+        body.extend_from_slice(&producer.epoch.to_be_bytes());
+        body.extend_from_slice(&producer.txn.coordinator_epoch.to_be_bytes());
+        let txn_first_offset = producer.txn.txn_first_offset.unwrap_or(NO_TXN);
+        body.extend_from_slice(&txn_first_offset.to_be_bytes());
         body.extend_from_slice(&(batches.len() as i16).to_be_bytes());
         for batch in batches {
             body.extend_from_slice(&batch.first_sequence.to_be_bytes());
@@ -94,9 +109,10 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
 pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotError> {
     let mut reader = Reader { bytes, position: 0 };
     let version = reader.i16()?;
-    if version != SNAPSHOT_VERSION {
+    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_IDEMPOTENT {
         return Err(corrupt(format!("unknown version {version}")));
     }
+    let with_txn = version == SNAPSHOT_VERSION;
     let crc = reader.u32()?;
     if crc32c::crc32c(&bytes[PREAMBLE_BYTES..]) != crc {
         return Err(corrupt("CRC-32C mismatch".into()));
@@ -107,18 +123,28 @@ pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotE
             "holds offset {stored_offset}, named {offset}"
         )));
     }
-    let count = reader.count(PRODUCER_BYTES)?;
+    let producer_bytes = if with_txn {
+        PRODUCER_BYTES
+    } else {
+        PRODUCER_BYTES_V1
+    };
+    let count = reader.count(producer_bytes)?;
     let mut table = ProducerStateTable::default();
     for _ in 0..count {
         let producer_id = reader.i64()?;
         let epoch = reader.i16()?;
-        let batches = reader.batches()?;
+        let txn = if with_txn {
+            reader.txn_fields(offset)?
+        } else {
+            TxnFields::default()
+        };
+        let batches = reader.batches(if with_txn { 0 } else { 1 })?;
         if batches.iter().any(|batch| batch.last_offset >= offset) {
             return Err(corrupt(format!(
                 "producer {producer_id} has a batch at {offset} or later"
             )));
         }
-        table.restore(producer_id, epoch, &batches);
+        table.restore(producer_id, epoch, txn, &batches);
     }
     if reader.position != bytes.len() {
         return Err(corrupt("bytes after the last producer".into()));
@@ -176,9 +202,27 @@ impl Reader<'_> {
         }
     }
 
-    fn batches(&mut self) -> Result<Vec<BatchRecord>, SnapshotError> {
+    /// The transactional fields of a snapshot taken at `offset`: an open transaction must
+    /// start below it.
+    fn txn_fields(&mut self, offset: i64) -> Result<TxnFields, SnapshotError> {
+        let coordinator_epoch = self.i32()?;
+        let txn_first_offset = match self.i64()? {
+            NO_TXN => None,
+            first if (0..offset).contains(&first) => Some(first),
+            first => return Err(corrupt(format!("open transaction at {first}"))),
+        };
+        if coordinator_epoch < -1 {
+            return Err(corrupt(format!("coordinator epoch {coordinator_epoch}")));
+        }
+        Ok(TxnFields {
+            coordinator_epoch,
+            txn_first_offset,
+        })
+    }
+
+    fn batches(&mut self, count_min: i16) -> Result<Vec<BatchRecord>, SnapshotError> {
         let count = self.i16()?;
-        if !(1..=BATCHES_REMEMBERED as i16).contains(&count) {
+        if !(count_min..=BATCHES_REMEMBERED as i16).contains(&count) {
             return Err(corrupt(format!("{count} batches for one producer")));
         }
         (0..count).map(|_| self.batch()).collect()
@@ -323,7 +367,7 @@ mod tests {
     fn round_trip_keeps_every_producer_and_batch() {
         let (table, end) = sample();
         let bytes = encode(&table, end);
-        assert_eq!(&bytes[..2], &[0, 1], "version 1");
+        assert_eq!(&bytes[..2], &[0, 2], "version 2");
         let decoded = decode(&bytes, end).unwrap();
         assert_eq!(decoded, table);
         assert_eq!(decoded.producer_count(), 3);
@@ -411,5 +455,90 @@ mod tests {
         assert!(list(dir.path()).unwrap().is_empty());
         assert!(!temporary.exists());
         assert!(segment.exists());
+    }
+
+    use crate::txn::producer_state::TxnMarker;
+    use crate::txn::producer_state::tests::txn_batch;
+
+    #[test]
+    fn round_trip_keeps_open_transactions_and_coordinator_epochs() {
+        let mut table = ProducerStateTable::default();
+        table.update(&txn_batch(1, 0, 0, 2), 0);
+        table.update(&txn_batch(2, 4, 0, 1), 2);
+        let marker = TxnMarker {
+            committed: true,
+            coordinator_epoch: 7,
+        };
+        table.complete(2, 4, marker, 3);
+        table.update(&txn_batch(2, 4, 1, 1), 4);
+        // Known only from a marker: no batches.
+        table.complete(
+            3,
+            1,
+            TxnMarker {
+                committed: false,
+                coordinator_epoch: 2,
+            },
+            5,
+        );
+        let bytes = encode(&table, 6);
+        let decoded = decode(&bytes, 6).unwrap();
+        assert_eq!(decoded, table);
+        assert_eq!(decoded.first_unstable_offset(), Some(0));
+        assert_eq!(
+            decoded.open_transactions().collect::<Vec<_>>(),
+            vec![(1, 0), (2, 4)]
+        );
+        let stale = TxnMarker {
+            committed: true,
+            coordinator_epoch: 6,
+        };
+        assert!(
+            decoded.check_marker(2, 4, stale).is_err(),
+            "coordinator epoch kept"
+        );
+        // An open transaction at or after the snapshot's offset cannot be.
+        assert!(decode(&encode(&table, 4), 4).is_err());
+    }
+
+    /// A version 1 snapshot (before transactions), written field by field.
+    fn version_1(offset: i64, producers: &[(i64, i16, BatchRecord)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.extend_from_slice(&(producers.len() as i32).to_be_bytes());
+        for (producer_id, epoch, batch) in producers {
+            body.extend_from_slice(&producer_id.to_be_bytes());
+            body.extend_from_slice(&epoch.to_be_bytes());
+            body.extend_from_slice(&1i16.to_be_bytes());
+            body.extend_from_slice(&batch.first_sequence.to_be_bytes());
+            body.extend_from_slice(&batch.last_sequence.to_be_bytes());
+            body.extend_from_slice(&batch.first_offset.to_be_bytes());
+            body.extend_from_slice(&batch.last_offset.to_be_bytes());
+            body.extend_from_slice(&batch.max_timestamp.to_be_bytes());
+        }
+        let mut bytes = 1i16.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    #[test]
+    fn version_1_snapshots_still_load_without_transactions() {
+        let batch = BatchRecord {
+            first_sequence: 0,
+            last_sequence: 1,
+            first_offset: 0,
+            last_offset: 1,
+            max_timestamp: 5,
+        };
+        let bytes = version_1(2, &[(8, 3, batch)]);
+        let table = decode(&bytes, 2).unwrap();
+        let mut expected = ProducerStateTable::default();
+        expected.restore(8, 3, TxnFields::default(), &[batch]);
+        assert_eq!(table, expected);
+        assert_eq!(table.first_unstable_offset(), None);
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        assert!(decode(&damaged, 2).is_err());
     }
 }

@@ -1,17 +1,27 @@
-//! Per-partition idempotent-producer state, a pure state machine.
+//! Per-partition producer state, a pure state machine: idempotence and transactions.
 //!
 //! For each producer id the partition remembers the epoch and the last
 //! [`BATCHES_REMEMBERED`] batches (sequence range and offsets). A retried batch that
 //! matches one of them is a duplicate and gets its original offsets back; any other batch
 //! must continue the sequence exactly, or it is out of order. Mirrors Kafka's
-//! `ProducerStateManager` / `ProducerAppendInfo.checkSequence`.
+//! `ProducerStateManager` / `ProducerAppendInfo`.
+//!
+//! Transactions: a transactional batch from a producer with no open transaction opens one
+//! at its first offset; a control batch (commit or abort marker) closes it and reports the
+//! [`CompletedTxn`]. The smallest first offset of the open transactions is the partition's
+//! first unstable offset, which bounds the last stable offset (LSO). The markers also carry
+//! the epoch rules that fence zombies: data or a marker with an older producer epoch is
+//! refused, a marker bumps the epoch to its own, and a marker from a coordinator epoch
+//! older than the last one seen is refused (the coordinator moved).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::log::BatchHeader;
 
 /// Kafka keeps the metadata of the last five batches per producer (max.in.flight = 5).
 pub const BATCHES_REMEMBERED: usize = 5;
+/// Coordinator epoch of a producer that never saw a marker (Kafka's -1).
+pub const NO_COORDINATOR_EPOCH: i32 = -1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchRecord {
@@ -22,10 +32,45 @@ pub struct BatchRecord {
     pub max_timestamp: i64,
 }
 
+/// What a commit or abort marker says (the control record's key type and value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub committed: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// A transaction a marker closed: its records are `first_offset..=last_offset` (the marker
+/// itself is `last_offset`), from `producer_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub aborted: bool,
+}
+
+/// A producer's transactional fields, as snapshots store them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnFields {
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's open transaction, if one is open.
+    pub txn_first_offset: Option<i64>,
+}
+
+impl Default for TxnFields {
+    fn default() -> Self {
+        TxnFields {
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            txn_first_offset: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
+    txn: TxnFields,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -36,6 +81,7 @@ pub enum SequenceCheck {
     Duplicate(BatchRecord),
 }
 
+/// Why a producer's batch or marker is refused (each maps to one Kafka error code).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SequenceError {
     #[error("out of order sequence {found} for producer {producer_id}, expected {expected}")]
@@ -50,16 +96,38 @@ pub enum SequenceError {
         found: i16,
         current: i16,
     },
+    /// A non-transactional batch while the producer has a transaction open.
+    #[error("producer {producer_id} has an open transaction; expected a transactional batch")]
+    InvalidTxnState { producer_id: i64 },
+    /// A marker from a transaction coordinator older than the last one seen.
+    #[error("producer {producer_id}: coordinator epoch {found} is older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        found: i32,
+        current: i32,
+    },
+}
+
+/// One producer as snapshots see it.
+#[derive(Clone, Copy, Debug)]
+pub struct ProducerView<'a> {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub txn: TxnFields,
+    pub batches: &'a VecDeque<BatchRecord>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// (first offset, producer id) of every open transaction: the first is the partition's
+    /// first unstable offset. Always equal to what the entries' `txn_first_offset` say.
+    open_txns: BTreeSet<(i64, i64)>,
 }
 
 impl ProducerStateTable {
-    /// Decides what to do with a batch before it is appended. Batches without a producer id
-    /// are always accepted.
+    /// Decides what to do with a data batch before it is appended. Batches without a
+    /// producer id are always accepted. Control batches go through [`Self::check_marker`].
     pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
         if !header.has_producer_id() {
             return Ok(SequenceCheck::Accept);
@@ -76,37 +144,48 @@ impl ProducerStateTable {
                 current: entry.epoch,
             });
         }
-        if header.producer_epoch > entry.epoch {
-            // A bumped epoch restarts the sequence at zero.
-            return match header.base_sequence {
-                0 => Ok(SequenceCheck::Accept),
-                found => Err(SequenceError::OutOfOrder {
-                    producer_id,
-                    found,
-                    expected: 0,
-                }),
-            };
+        let sequence = check_sequence(entry, header)?;
+        // Kafka's ProducerAppendInfo: a plain write in the middle of a transaction.
+        if sequence == SequenceCheck::Accept
+            && !header.is_transactional()
+            && entry.txn.txn_first_offset.is_some()
+        {
+            return Err(SequenceError::InvalidTxnState { producer_id });
         }
-        if let Some(batch) = entry.batches.iter().find(|batch| {
-            batch.first_sequence == header.base_sequence
-                && batch.last_sequence == header.last_sequence()
-        }) {
-            return Ok(SequenceCheck::Duplicate(*batch));
-        }
-        let last = entry.batches.back().map(|batch| batch.last_sequence);
-        match last {
-            Some(last) if !follows(last, header.base_sequence) => Err(SequenceError::OutOfOrder {
-                producer_id,
-                found: header.base_sequence,
-                expected: next_sequence(last),
-            }),
-            _ => Ok(SequenceCheck::Accept),
-        }
+        Ok(sequence)
     }
 
-    /// Records a batch that is now in the log at `first_offset..=first_offset+delta`.
+    /// Checks a commit or abort marker for `producer_id` at `epoch` before it is appended.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: TxnMarker,
+    ) -> Result<(), SequenceError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.epoch {
+            return Err(SequenceError::StaleEpoch {
+                producer_id,
+                found: epoch,
+                current: entry.epoch,
+            });
+        }
+        if marker.coordinator_epoch < entry.txn.coordinator_epoch {
+            return Err(SequenceError::CoordinatorFenced {
+                producer_id,
+                found: marker.coordinator_epoch,
+                current: entry.txn.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a data batch that is now in the log at `first_offset..=first_offset+delta`.
+    /// A transactional batch opens its producer's transaction if none is open.
     pub fn update(&mut self, header: &BatchHeader, first_offset: i64) {
-        if !header.has_producer_id() {
+        if !header.has_producer_id() || header.is_control() {
             return;
         }
         let entry = self.producers.entry(header.producer_id).or_default();
@@ -124,15 +203,114 @@ impl ProducerStateTable {
             last_offset: first_offset + i64::from(header.last_offset_delta),
             max_timestamp: header.max_timestamp,
         });
+        if header.is_transactional() && entry.txn.txn_first_offset.is_none() {
+            entry.txn.txn_first_offset = Some(first_offset);
+            self.open_txns.insert((first_offset, header.producer_id));
+        }
+    }
+
+    /// Records a marker now in the log at `offset`: closes the producer's transaction (a
+    /// marker with none open completes an empty one at its own offset, as Kafka's does),
+    /// moves the producer to the marker's epoch and coordinator epoch.
+    pub fn complete(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: TxnMarker,
+        offset: i64,
+    ) -> CompletedTxn {
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch != entry.epoch {
+            // The coordinator fences a zombie by bumping the epoch with the marker.
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.txn.coordinator_epoch = marker.coordinator_epoch;
+        let first_offset = match entry.txn.txn_first_offset.take() {
+            Some(first) => {
+                self.open_txns.remove(&(first, producer_id));
+                first
+            }
+            None => offset,
+        };
+        CompletedTxn {
+            producer_id,
+            first_offset,
+            last_offset: offset,
+            aborted: !marker.committed,
+        }
+    }
+
+    /// The first offset of the oldest open transaction: nothing at or above it is stable.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.open_txns.first().map(|(offset, _)| *offset)
+    }
+
+    /// Kafka's `lastStableOffset(completedTxn)` for the aborted-transaction index: after
+    /// `completed` closed, the oldest other open transaction's start, or the offset after
+    /// the marker.
+    pub fn stable_offset_after(&self, completed: &CompletedTxn) -> i64 {
+        self.first_unstable_offset()
+            .unwrap_or(completed.last_offset + 1)
+    }
+
+    /// Open transactions as (producer id, first offset), oldest first.
+    pub fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.open_txns
+            .iter()
+            .map(|(offset, producer_id)| (*producer_id, *offset))
+    }
+}
+
+/// The idempotence check of a batch against its producer's remembered batches.
+fn check_sequence(
+    entry: &ProducerEntry,
+    header: &BatchHeader,
+) -> Result<SequenceCheck, SequenceError> {
+    let producer_id = header.producer_id;
+    if header.producer_epoch > entry.epoch {
+        // A bumped epoch restarts the sequence at zero.
+        return match header.base_sequence {
+            0 => Ok(SequenceCheck::Accept),
+            found => Err(SequenceError::OutOfOrder {
+                producer_id,
+                found,
+                expected: 0,
+            }),
+        };
+    }
+    if let Some(batch) = entry.batches.iter().find(|batch| {
+        batch.first_sequence == header.base_sequence
+            && batch.last_sequence == header.last_sequence()
+    }) {
+        return Ok(SequenceCheck::Duplicate(*batch));
+    }
+    match entry.batches.back().map(|batch| batch.last_sequence) {
+        Some(last) if !follows(last, header.base_sequence) => Err(SequenceError::OutOfOrder {
+            producer_id,
+            found: header.base_sequence,
+            expected: next_sequence(last),
+        }),
+        // Known producer with no batches at this epoch (a marker bumped it): as after any
+        // epoch bump, the sequence starts at zero.
+        None if header.base_sequence != 0 => Err(SequenceError::OutOfOrder {
+            producer_id,
+            found: header.base_sequence,
+            expected: 0,
+        }),
+        _ => Ok(SequenceCheck::Accept),
     }
 }
 
 impl ProducerStateTable {
-    /// Every producer's id, epoch and remembered batches (oldest first), for snapshots.
-    pub fn producers(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<BatchRecord>)> {
-        self.producers
-            .iter()
-            .map(|(id, entry)| (*id, entry.epoch, &entry.batches))
+    /// Every producer (unordered), for snapshots.
+    pub fn producers(&self) -> impl Iterator<Item = ProducerView<'_>> {
+        self.producers.iter().map(|(id, entry)| ProducerView {
+            producer_id: *id,
+            epoch: entry.epoch,
+            txn: entry.txn,
+            batches: &entry.batches,
+        })
     }
 
     pub fn producer_count(&self) -> usize {
@@ -140,13 +318,27 @@ impl ProducerStateTable {
     }
 
     /// Restores one producer from a snapshot; keeps the newest [`BATCHES_REMEMBERED`].
-    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: &[BatchRecord]) {
+    pub fn restore(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        txn: TxnFields,
+        batches: &[BatchRecord],
+    ) {
         let kept = &batches[batches.len().saturating_sub(BATCHES_REMEMBERED)..];
         let entry = ProducerEntry {
             epoch,
             batches: kept.iter().copied().collect(),
+            txn,
         };
-        self.producers.insert(producer_id, entry);
+        if let Some(old) = self.producers.insert(producer_id, entry) {
+            if let Some(first) = old.txn.txn_first_offset {
+                self.open_txns.remove(&(first, producer_id));
+            }
+        }
+        if let Some(first) = txn.txn_first_offset {
+            self.open_txns.insert((first, producer_id));
+        }
     }
 }
 
@@ -261,6 +453,166 @@ pub(crate) mod tests {
             table.check(&batch(-1, -1, -1, 1)),
             Ok(SequenceCheck::Accept)
         );
+    }
+
+    /// A transactional data batch header.
+    pub(crate) fn txn_batch(
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        records: i32,
+    ) -> BatchHeader {
+        let mut header = batch(producer_id, epoch, sequence, records);
+        header.attributes = 0x10;
+        header
+    }
+
+    fn marker(committed: bool, coordinator_epoch: i32) -> TxnMarker {
+        TxnMarker {
+            committed,
+            coordinator_epoch,
+        }
+    }
+
+    #[test]
+    fn a_transaction_opens_at_its_first_batch_and_a_marker_closes_it() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, batch(3, 0, 0, 2), 0);
+        assert_eq!(
+            table.first_unstable_offset(),
+            None,
+            "plain batches are stable"
+        );
+        accept(&mut table, txn_batch(1, 0, 0, 2), 2);
+        accept(&mut table, txn_batch(2, 0, 0, 1), 4);
+        accept(&mut table, txn_batch(1, 0, 2, 3), 5);
+        assert_eq!(table.first_unstable_offset(), Some(2));
+        assert_eq!(
+            table.open_transactions().collect::<Vec<_>>(),
+            vec![(1, 2), (2, 4)]
+        );
+        assert_eq!(table.check_marker(1, 0, marker(false, 0)), Ok(()));
+        let done = table.complete(1, 0, marker(false, 0), 8);
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: 1,
+                first_offset: 2,
+                last_offset: 8,
+                aborted: true
+            }
+        );
+        assert_eq!(table.first_unstable_offset(), Some(4));
+        assert_eq!(
+            table.stable_offset_after(&done),
+            4,
+            "producer 2 is still open"
+        );
+        let done = table.complete(2, 0, marker(true, 0), 9);
+        assert!(!done.aborted);
+        assert_eq!((done.first_offset, done.last_offset), (4, 9));
+        assert_eq!(table.first_unstable_offset(), None);
+        assert_eq!(table.stable_offset_after(&done), 10);
+        // The producer goes on at the same epoch: its sequence continues.
+        accept(&mut table, txn_batch(1, 0, 5, 1), 10);
+        assert_eq!(table.first_unstable_offset(), Some(10));
+    }
+
+    #[test]
+    fn a_marker_without_an_open_transaction_completes_an_empty_one() {
+        let mut table = ProducerStateTable::default();
+        let done = table.complete(4, 2, marker(false, 1), 7);
+        assert_eq!(
+            (done.first_offset, done.last_offset, done.aborted),
+            (7, 7, true)
+        );
+        assert_eq!(table.first_unstable_offset(), None);
+        // Known now, with no batches at epoch 2: the sequence must start at 0.
+        assert!(matches!(
+            table.check(&txn_batch(4, 2, 3, 1)),
+            Err(SequenceError::OutOfOrder { .. })
+        ));
+        assert_eq!(
+            table.check(&txn_batch(4, 2, 0, 1)),
+            Ok(SequenceCheck::Accept)
+        );
+    }
+
+    #[test]
+    fn a_plain_batch_inside_an_open_transaction_is_invalid_txn_state() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, txn_batch(1, 0, 0, 1), 0);
+        assert_eq!(
+            table.check(&batch(1, 0, 1, 1)),
+            Err(SequenceError::InvalidTxnState { producer_id: 1 })
+        );
+        // A retry of the transactional batch is still a duplicate.
+        assert!(matches!(
+            table.check(&txn_batch(1, 0, 0, 1)),
+            Ok(SequenceCheck::Duplicate(_))
+        ));
+        table.complete(1, 0, marker(true, 0), 1);
+        assert_eq!(table.check(&batch(1, 0, 1, 1)), Ok(SequenceCheck::Accept));
+    }
+
+    #[test]
+    fn markers_fence_zombies_and_old_coordinators() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, txn_batch(1, 5, 0, 1), 0);
+        // The coordinator aborts with a bumped epoch: the zombie at epoch 5 is fenced.
+        assert_eq!(table.check_marker(1, 6, marker(false, 3)), Ok(()));
+        table.complete(1, 6, marker(false, 3), 1);
+        assert_eq!(
+            table.check(&txn_batch(1, 5, 1, 1)),
+            Err(SequenceError::StaleEpoch {
+                producer_id: 1,
+                found: 5,
+                current: 6
+            })
+        );
+        assert_eq!(
+            table.check_marker(1, 5, marker(true, 3)),
+            Err(SequenceError::StaleEpoch {
+                producer_id: 1,
+                found: 5,
+                current: 6
+            })
+        );
+        assert_eq!(
+            table.check_marker(1, 6, marker(true, 2)),
+            Err(SequenceError::CoordinatorFenced {
+                producer_id: 1,
+                found: 2,
+                current: 3
+            })
+        );
+        assert_eq!(table.check_marker(1, 6, marker(true, 3)), Ok(()));
+        assert_eq!(table.check_marker(1, 7, marker(true, 4)), Ok(()));
+        // Unknown producers take any marker.
+        assert_eq!(table.check_marker(99, 0, marker(true, -1)), Ok(()));
+    }
+
+    #[test]
+    fn restore_keeps_the_open_transaction_index_consistent() {
+        let mut table = ProducerStateTable::default();
+        let open = TxnFields {
+            coordinator_epoch: 2,
+            txn_first_offset: Some(40),
+        };
+        table.restore(1, 0, open, &[]);
+        table.restore(
+            2,
+            0,
+            TxnFields {
+                coordinator_epoch: 2,
+                txn_first_offset: Some(30),
+            },
+            &[],
+        );
+        assert_eq!(table.first_unstable_offset(), Some(30));
+        table.restore(2, 0, TxnFields::default(), &[]);
+        assert_eq!(table.first_unstable_offset(), Some(40));
+        assert_eq!(table.check_marker(1, 0, marker(true, 1)).is_err(), true);
     }
 
     #[test]
