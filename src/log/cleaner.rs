@@ -956,6 +956,102 @@ mod tests {
         assert_eq!(&stored[21..], &original[21..]);
     }
 
+    /// Appends one transactional batch of `key`=`value` from `producer_id`.
+    fn append_transactional(log: &mut PartitionLog, producer_id: i64, key: &str, value: &str) {
+        let mut only = record(0, Some(key.into()), Some(value.into()), 500);
+        only.transactional = true;
+        only.producer_id = producer_id;
+        only.producer_epoch = 0;
+        only.sequence = 0;
+        let mut buffer = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buffer, &[only], &options).unwrap();
+        let (records, headers) = validated(buffer);
+        assert!(headers[0].is_transactional());
+        log.append(records, &headers, 3, 0).unwrap();
+    }
+
+    #[test]
+    fn aborted_records_never_replace_committed_ones_and_markers_stay() {
+        use crate::log::txn_index::AbortedTxn;
+        use crate::txn::marker::encode_marker_batch;
+        use crate::txn::producer_state::TxnMarker;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append(
+            &mut log,
+            &[(Some("k".into()), Some("committed".into()))],
+            100,
+            Compression::None,
+        );
+        append_transactional(&mut log, 9, "k", "aborted");
+        let abort = TxnMarker {
+            committed: false,
+            coordinator_epoch: 0,
+        };
+        let (records, headers) =
+            validated(BytesMut::from(&encode_marker_batch(9, 0, abort, 600)[..]));
+        log.append(records, &headers, 3, 0).unwrap();
+        let entry = AbortedTxn {
+            producer_id: 9,
+            first_offset: 1,
+            last_offset: 2,
+            last_stable_offset: 3,
+        };
+        log.append_aborted(entry).unwrap();
+        // A committed transactional value of another key, then plain records to roll.
+        append_transactional(&mut log, 10, "t", "in-a-transaction");
+        for index in 0..40 {
+            let key = Some(format!("x{}", index % 4));
+            append(
+                &mut log,
+                &[(key, Some(format!("{index}")))],
+                1_000 + index,
+                Compression::None,
+            );
+        }
+        assert!(
+            log.active().base_offset() > 4,
+            "the transactions are in closed segments"
+        );
+        let stats = log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert!(stats.records_removed > 0, "{stats:?}");
+        let read = read_from(&log, 0);
+        let value_at = |offset: i64| {
+            read.iter()
+                .find(|r| r.0 == offset)
+                .and_then(|r| r.2.clone())
+        };
+        assert_eq!(
+            value_at(0),
+            Some(Bytes::from("committed")),
+            "not superseded by 'aborted'"
+        );
+        assert_eq!(
+            value_at(1),
+            Some(Bytes::from("aborted")),
+            "transactional data is kept"
+        );
+        assert_eq!(value_at(3), Some(Bytes::from("in-a-transaction")));
+        let raw = log.read(2, usize::MAX, 3, true).unwrap().records;
+        let marker = BatchHeader::parse(&raw).unwrap();
+        assert!(
+            marker.is_control() && marker.base_offset == 2,
+            "the marker stays"
+        );
+        assert_eq!(
+            log.aborted_transactions(0, i64::MAX),
+            vec![entry],
+            "the index survives the swap"
+        );
+        drop(log);
+        let log = open(dir.path());
+        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![entry]);
+    }
+
     fn compacts_to_the_latest_values(compression: Compression) {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path());

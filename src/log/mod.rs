@@ -47,6 +47,7 @@ mod segment;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod time_index;
+pub mod txn_index;
 
 pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
 pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_marker};

@@ -16,6 +16,7 @@ use crate::log::recovery;
 use crate::log::retention::{self, SegmentSummary};
 use crate::log::segment::{ReadLimits, Segment, sync_directory};
 use crate::log::time_index::TimestampOffset;
+use crate::log::txn_index::AbortedTxn;
 
 /// What an append did, for the produce response and the replica layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,6 +429,42 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         Ok(count)
+    }
+
+    /// Records an aborted transaction whose abort marker (`entry.last_offset`) was just
+    /// appended, in the segment holding the marker.
+    pub fn append_aborted(&mut self, entry: AbortedTxn) -> Result<(), LogError> {
+        let index = self.segment_index(entry.last_offset);
+        self.segments[index].append_aborted(entry)
+    }
+
+    /// Drops the aborted transactions whose markers are at or after `offset`, for a rebuild
+    /// of that part of the index from the log.
+    pub fn truncate_aborted_from(&mut self, offset: i64) -> Result<(), LogError> {
+        let from = self.segment_index(offset);
+        for segment in &mut self.segments[from..] {
+            segment.truncate_aborted_from(offset)?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's `collectAbortedTransactions`: the aborted transactions with records in
+    /// `start..end`, in marker order. Walks from the segment holding `start` until an
+    /// entry's last stable offset reaches `end` (every transaction that started below `end`
+    /// has ended by then), or the log ends.
+    pub fn aborted_transactions(&self, start: i64, end: i64) -> Vec<AbortedTxn> {
+        let mut found = Vec::new();
+        for segment in &self.segments[self.segment_index(start)..] {
+            for entry in segment.aborted_transactions() {
+                if entry.overlaps(start, end) {
+                    found.push(*entry);
+                }
+                if entry.last_stable_offset >= end {
+                    return found;
+                }
+            }
+        }
+        found
     }
 
     /// Visit every batch header from the batch holding `from_offset` (or the log start, if

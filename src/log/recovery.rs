@@ -36,6 +36,7 @@ use crate::log::segment::{
     INDEX_EXTENSION, LOG_EXTENSION, PendingEntries, Segment, SegmentState, TIME_INDEX_EXTENSION,
     remove_if_present, segment_file, sync_directory,
 };
+use crate::log::txn_index::TXN_INDEX_EXTENSION;
 
 /// Suffixes of files an interrupted operation may leave behind.
 const LEFTOVER_SUFFIXES: [&str; 3] = [".deleted", CLEANED_SUFFIX, SWAP_SUFFIX];
@@ -163,7 +164,9 @@ fn classify(name: &str) -> FileKind {
     };
     match extension {
         LOG_EXTENSION => FileKind::Log(base_offset),
-        INDEX_EXTENSION | TIME_INDEX_EXTENSION => FileKind::Index(base_offset),
+        INDEX_EXTENSION | TIME_INDEX_EXTENSION | TXN_INDEX_EXTENSION => {
+            FileKind::Index(base_offset)
+        }
         _ => FileKind::Other,
     }
 }
@@ -268,6 +271,7 @@ fn remove_later_segments(
         fs::rename(&log_path, &aside)?;
         remove_if_present(&segment_file(dir, base_offset, INDEX_EXTENSION))?;
         remove_if_present(&segment_file(dir, base_offset, TIME_INDEX_EXTENSION))?;
+        remove_if_present(&segment_file(dir, base_offset, TXN_INDEX_EXTENSION))?;
     }
     sync_directory(dir)?;
     warn!(

@@ -18,6 +18,7 @@ use crate::log::batch::{self, BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, RecordT
 use crate::log::error::LogError;
 use crate::log::index::{OffsetIndex, OffsetPosition};
 use crate::log::time_index::{TimeIndex, TimestampOffset};
+use crate::log::txn_index::{AbortedTxn, TXN_INDEX_EXTENSION, TxnIndex};
 
 pub(crate) const LOG_EXTENSION: &str = "log";
 pub(crate) const INDEX_EXTENSION: &str = "index";
@@ -156,6 +157,8 @@ pub(crate) struct Segment {
     log: File,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
+    /// Aborted transactions whose abort marker is in this segment.
+    txn_index: TxnIndex,
     state: SegmentState,
     created_ms: i64,
 }
@@ -196,6 +199,15 @@ impl Segment {
         )?;
         let time_path = segment_file(dir, base_offset, TIME_INDEX_EXTENSION);
         let time_index = TimeIndex::create(&time_path, base_offset)?;
+        let txn_path = segment_file(dir, base_offset, TXN_INDEX_EXTENSION);
+        // Recovery refills an existing segment's other indexes; its aborted transactions
+        // are kept and corrected by the partition's rebuild from its snapshot (see
+        // `txn_index`). A new segment starts without any.
+        let txn_index = if log.metadata()?.len() == 0 {
+            TxnIndex::create(txn_path)?
+        } else {
+            TxnIndex::load(txn_path)?
+        };
         let state = SegmentState::empty(base_offset);
         let created_ms = now_ms;
         Ok(Segment {
@@ -204,6 +216,7 @@ impl Segment {
             log,
             offset_index,
             time_index,
+            txn_index,
             state,
             created_ms,
         })
@@ -220,6 +233,7 @@ impl Segment {
         let offset_index = OffsetIndex::load(&index_path, base_offset, log_bytes)?;
         let time_path = segment_file(dir, base_offset, TIME_INDEX_EXTENSION);
         let time_index = TimeIndex::load(&time_path, base_offset)?;
+        let txn_index = TxnIndex::load(segment_file(dir, base_offset, TXN_INDEX_EXTENSION))?;
         let state = SegmentState::empty(base_offset);
         let created_ms = now_ms;
         let mut segment = Segment {
@@ -228,6 +242,7 @@ impl Segment {
             log,
             offset_index,
             time_index,
+            txn_index,
             state,
             created_ms,
         };
@@ -512,6 +527,7 @@ impl Segment {
         // Index entries name batches' last offsets: those of the kept batches are below.
         self.offset_index.truncate_from(offset)?;
         self.time_index.truncate_from(offset)?;
+        self.txn_index.truncate_from(offset)?;
         self.log.set_len(position)?;
         self.state = self.tail_state(position)?;
         Ok(())
@@ -532,7 +548,24 @@ impl Segment {
         self.log.sync_data()?;
         self.offset_index.flush()?;
         self.time_index.flush()?;
+        self.txn_index.flush()?;
         Ok(())
+    }
+
+    /// Aborted transactions whose markers are in this segment, in marker order.
+    pub(crate) fn aborted_transactions(&self) -> &[AbortedTxn] {
+        self.txn_index.entries()
+    }
+
+    /// Records an abort marker appended to this segment.
+    pub(crate) fn append_aborted(&mut self, entry: AbortedTxn) -> Result<(), LogError> {
+        Ok(self.txn_index.append(entry)?)
+    }
+
+    /// Drops the aborted transactions whose markers are at or after `offset` (their
+    /// rebuild from the log follows).
+    pub(crate) fn truncate_aborted_from(&mut self, offset: i64) -> Result<(), LogError> {
+        Ok(self.txn_index.truncate_from(offset)?)
     }
 
     /// Remove the files. The log is renamed to `.deleted` first, so a crash midway leaves
@@ -543,6 +576,7 @@ impl Segment {
         fs::rename(&self.log_path, &deleted_path)?;
         remove_if_present(self.offset_index.path())?;
         remove_if_present(self.time_index.path())?;
+        self.txn_index.delete_file()?;
         fs::remove_file(&deleted_path)?;
         Ok(())
     }
