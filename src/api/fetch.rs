@@ -6,6 +6,12 @@
 //! offset tells the leader how far the follower has come (`record_follower_fetch`), which
 //! may move the high watermark, complete acks=all produces and add the follower to the ISR.
 //!
+//! A consumer's fetch at `isolation_level=1` (read_committed) reads only up to the last
+//! stable offset and lists the aborted transactions overlapping what it returns (from the
+//! partitions' `.txnindex`), so the client drops their records; every response reports the
+//! LSO as `last_stable_offset`. A parked read_committed fetch wakes when the LSO moves:
+//! markers are appends and the high watermark's moves notify too.
+//!
 //! Fetch sessions (KIP-227) are declined: we always answer with session id 0, which
 //! tells clients to send full fetch requests. A request naming a session we never gave
 //! out gets FETCH_SESSION_ID_NOT_FOUND, so a client can never be answered wrongly.
@@ -16,7 +22,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
@@ -27,7 +35,7 @@ use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::replica::waits::ChangeWaiter;
-use crate::replica::{FollowerBroker, Partition, ReplicaError, isr_changes};
+use crate::replica::{FollowerBroker, Partition, PartitionRead, ReplicaError, isr_changes};
 use crate::types::{NodeId, now_ms};
 
 /// The longest a fetch may be parked, whatever the client asks (Kafka clients use ≤ 500 ms
@@ -44,6 +52,8 @@ struct Target {
     partition: Result<Arc<Partition>, ResponseError>,
     /// The follower fetching, if this is a replica's fetch.
     replica: Option<NodeId>,
+    /// A consumer's `isolation_level=1`.
+    read_committed: bool,
 }
 
 pub async fn handle(
@@ -63,7 +73,11 @@ pub async fn handle(
         .map(|topic| (resolve_name(&image, topic, context.version), topic.topic_id))
         .collect();
     let replica = follower_id(&request, context.version);
+    let read_committed = replica.is_none() && request.isolation_level == 1;
     let mut targets = resolve_targets(broker, &image, &request.topics, &topics, replica);
+    for target in &mut targets {
+        target.read_committed = read_committed;
+    }
     if let Some(replica) = replica {
         record_follower_progress(broker, &image, &request, replica, &mut targets);
     }
@@ -195,6 +209,7 @@ fn resolve_targets(
                 current_leader_epoch: partition.current_leader_epoch,
                 partition: resolved,
                 replica,
+                read_committed: false,
             });
         }
     }
@@ -202,7 +217,7 @@ fn resolve_targets(
 }
 
 /// What one read of one partition produced.
-type ReadOutcome = Result<(Bytes, i64, i64), (ResponseError, i64, i64)>;
+type ReadOutcome = Result<PartitionRead, (ResponseError, i64, i64)>;
 
 fn read_all(targets: &[Target], response_bytes_max: usize) -> Vec<ReadOutcome> {
     let mut remaining = response_bytes_max;
@@ -211,9 +226,9 @@ fn read_all(targets: &[Target], response_bytes_max: usize) -> Vec<ReadOutcome> {
         .iter()
         .map(|target| {
             let outcome = read_one(target, remaining, !any_data);
-            if let Ok((records, _, _)) = &outcome {
-                remaining = remaining.saturating_sub(records.len());
-                any_data |= !records.is_empty();
+            if let Ok(read) = &outcome {
+                remaining = remaining.saturating_sub(read.records.len());
+                any_data |= !read.records.is_empty();
             }
             outcome
         })
@@ -238,12 +253,12 @@ fn read_one(target: &Target, remaining: usize, min_one_batch: bool) -> ReadOutco
         .check_leader_epoch(target.current_leader_epoch)
         .map_err(fail)?;
     let max_bytes = target.max_bytes.min(remaining);
-    let read = match target.replica {
-        Some(_) => partition.read_replica(target.fetch_offset, max_bytes, min_one_batch),
-        None => partition.read(target.fetch_offset, max_bytes, min_one_batch),
+    let offset = target.fetch_offset;
+    match target.replica {
+        Some(_) => partition.read_replica(offset, max_bytes, min_one_batch),
+        None => partition.read_isolated(offset, max_bytes, min_one_batch, target.read_committed),
     }
-    .map_err(fail)?;
-    Ok((read.records, read.high_watermark, read.log_start_offset))
+    .map_err(fail)
 }
 
 /// Done waiting: enough bytes, or an error the client must see now.
@@ -251,7 +266,7 @@ fn satisfied(results: &[ReadOutcome], min_bytes: usize) -> bool {
     let mut total = 0usize;
     for result in results {
         match result {
-            Ok((records, _, _)) => total += records.len(),
+            Ok(read) => total += read.records.len(),
             Err(_) => return true,
         }
     }
@@ -277,11 +292,24 @@ fn build_response(
     for (target, result) in targets.iter().zip(results) {
         let data = PartitionData::default().with_partition_index(target.partition_index);
         let data = match result {
-            Ok((records, hw, start)) => data
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(start)
-                .with_records(Some(records)),
+            Ok(read) => {
+                // Kafka sends null for read_uncommitted, a list (maybe empty) otherwise.
+                let aborted = target.read_committed.then(|| {
+                    let aborted = read.aborted_transactions.iter();
+                    aborted
+                        .map(|txn| {
+                            AbortedTransaction::default()
+                                .with_producer_id(txn.producer_id.into())
+                                .with_first_offset(txn.first_offset)
+                        })
+                        .collect()
+                });
+                data.with_high_watermark(read.high_watermark)
+                    .with_last_stable_offset(read.last_stable_offset)
+                    .with_log_start_offset(read.log_start_offset)
+                    .with_aborted_transactions(aborted)
+                    .with_records(Some(read.records))
+            }
             Err((error, hw, start)) => data
                 .with_current_leader(hints.fetch_leader(
                     names[target.topic_index].0.as_str(),

@@ -12,6 +12,8 @@
 //! high watermark has not reached the start of its epoch answers OFFSET_NOT_AVAILABLE for
 //! latest and for lookups that found nothing committed, as Kafka does, so a consumer
 //! resetting to "latest" right after a failover never lands below what it already read.
+//! Under `isolation_level=1` (read_committed, v2+) latest is the last stable offset, as in
+//! Kafka: a consumer resetting to the end never skips past an open transaction.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -52,8 +54,9 @@ pub async fn handle(
                     let index = wanted.partition_index;
                     let current_epoch = wanted.current_leader_epoch;
                     let partition = leading_partition(broker, &image, name, index, current_epoch);
+                    let read_committed = request.isolation_level == 1;
                     let result = partition.and_then(|p| {
-                        lookup(&p, wanted.timestamp)
+                        lookup(&p, wanted.timestamp, read_committed)
                             .map_err(|error| lookup_error(&error, context.version))
                     });
                     match result {
@@ -89,13 +92,21 @@ fn lookup_error(error: &ReplicaError, version: i16) -> ResponseError {
 
 /// (offset, timestamp, leader epoch) for one partition; -1s when no record qualifies, and
 /// epoch -1 when the cache does not know the offset's epoch.
-fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64, i32), ReplicaError> {
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<(i64, i64, i32), ReplicaError> {
     let (log_start, _, _) = partition.offsets()?;
     let epochs = partition.leader_epochs();
     let found = match timestamp {
         LATEST => {
             let (high_watermark, leader_epoch) = partition.committed_end()?;
-            Some((high_watermark, -1, Some(leader_epoch)))
+            let end = match read_committed {
+                true => partition.last_stable_offset()?.min(high_watermark),
+                false => high_watermark,
+            };
+            Some((end, -1, Some(leader_epoch)))
         }
         EARLIEST | EARLIEST_LOCAL => Some((log_start, -1, epochs.epoch_at_log_start(log_start))),
         EARLIEST_PENDING_UPLOAD => None,

@@ -26,6 +26,7 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+mod txn_markers;
 
 use std::sync::Arc;
 
@@ -90,6 +91,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::OffsetDelete, 0, 0),
     spec(ApiKey::DescribeTopicPartitions, 0, 0),
     spec(ApiKey::ElectLeaders, 0, 2),
+    // Broker to broker, from the transaction coordinator; Kafka 4.0 advertises 1-1.
+    spec(ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -403,6 +406,7 @@ async fn dispatch(
             route!(broker, context, body, metadata::describe_topic_partitions)
         }
         ApiKey::ElectLeaders => route!(broker, context, body, elect_leaders::handle),
+        ApiKey::WriteTxnMarkers => route!(broker, context, body, txn_markers::handle),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

@@ -2,6 +2,12 @@
 //! its own error code; with acks=0 the client expects no response at all. With acks=all
 //! the answer waits (the produce purgatory) until every in-sync replica has the records,
 //! woken by the followers' fetches, for at most the request's `timeout_ms`.
+//!
+//! Transactional produce (a transactional id, transactional batches) appends like any
+//! idempotent produce; the partition's producer state opens the transaction. The
+//! partition is not verified against the coordinator's transaction (KIP-890 part 1 is not
+//! done; clients of transactions v1 add partitions with AddPartitionsToTxn first).
+//! Control batches from clients are refused (INVALID_RECORD), as Kafka's LogValidator does.
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -31,7 +37,6 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    let transactional = request.transactional_id.is_some();
     let required = if acks == -1 {
         RequiredAcks::All
     } else {
@@ -50,8 +55,6 @@ pub async fn handle(
             .map(|data| {
                 let result = if !valid_acks {
                     Err(ResponseError::InvalidRequiredAcks.into())
-                } else if transactional {
-                    Err(ResponseError::InvalidTxnState.into())
                 } else {
                     produce_partition(broker, &image, name, &data, now, required)
                 };

@@ -7,7 +7,15 @@
 //!
 //! Producer state is saved as snapshots beside the segments (`txn::producer_snapshot`)
 //! when the log rolls and at clean shutdown; opening loads the newest usable one and reads
-//! only the batch headers after it.
+//! only the batch headers after it (and the markers among them), rebuilding the
+//! aborted-transaction index (`log::txn_index`) from there too.
+//!
+//! Transactions: the last stable offset (LSO) is the high watermark, or the first offset
+//! of the oldest open transaction if that is lower; read_committed fetches stop there.
+//! Markers are appended by [`Partition::append_txn_marker`] on the leader and replicated
+//! like any batch; every path that adds batches (leader append, follower append, the
+//! rebuild on open) applies them to producer state and the index the same way
+//! (`track_batches`), so a new leader has the same open transactions and index.
 //!
 //! Leadership follows the metadata image: the reconciler calls [`Partition::become_leader`]
 //! or [`Partition::become_follower`] when the image's leader epoch or leader changes. New
@@ -27,12 +35,14 @@ use uuid::Uuid;
 use super::ReplicaError;
 use super::leader_state::LeaderState;
 use crate::controller::image::NO_LEADER;
+use crate::log::txn_index::AbortedTxn;
 use crate::log::{
     self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig,
     PartitionLog, RecordPolicy, recompress, validate_batches, validate_records,
 };
+use crate::txn::marker::{encode_marker_batch, parse_marker};
 use crate::txn::producer_snapshot;
-use crate::txn::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::txn::producer_state::{ProducerStateTable, SequenceCheck, TxnMarker};
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string};
 
 /// Kafka's file beside the segments that binds a partition directory to a topic id, so a
@@ -109,6 +119,12 @@ impl PartitionState {
         } else {
             false
         }
+    }
+
+    /// The last stable offset: nothing at or above it may reach a read_committed consumer.
+    fn last_stable_offset(&self) -> i64 {
+        let first_unstable = self.producers.first_unstable_offset().unwrap_or(i64::MAX);
+        self.high_watermark.min(first_unstable)
     }
 
     fn min_insync(&self) -> usize {
@@ -232,6 +248,9 @@ pub enum LeadershipChange {
 pub struct PartitionRead {
     pub records: Bytes,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    /// read_committed only: the aborted transactions with records in what was read.
+    pub aborted_transactions: Vec<AbortedTxn>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -264,9 +283,9 @@ impl Partition {
         now_ms: i64,
         last_shutdown: LastShutdown,
     ) -> Result<Partition, ReplicaError> {
-        let log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
+        let mut log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
         write_partition_metadata(&dir, &topic_id)?;
-        let producers = load_producer_state(&log)?;
+        let producers = load_producer_state(&tp, &mut log)?;
         let epochs = load_leader_epochs(&log)?;
         let high_watermark = high_watermark.clamp(log.log_start_offset(), log.log_end_offset());
         let state = PartitionState {
@@ -349,6 +368,36 @@ impl Partition {
         acks: RequiredAcks,
     ) -> Result<ProduceOutcome, ReplicaError> {
         let (records, headers) = self.validate(records, now_ms)?;
+        self.append_checked(&records, &headers, now_ms, acks, None)
+    }
+
+    /// Appends a commit or abort marker for `producer_id` at `producer_epoch` as the
+    /// leader, at the current leader epoch with acks=all rules (WriteTxnMarkers); the
+    /// caller waits for `end_offset` to commit. The marker is checked against producer
+    /// state first: an older producer epoch is INVALID_PRODUCER_EPOCH, an older
+    /// coordinator epoch TRANSACTION_COORDINATOR_FENCED.
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: TxnMarker,
+        now_ms: i64,
+    ) -> Result<ProduceOutcome, ReplicaError> {
+        let records = encode_marker_batch(producer_id, producer_epoch, marker, now_ms);
+        let headers = validate_batches(&records, u32::MAX)?;
+        self.append_checked(&records, &headers, now_ms, RequiredAcks::All, Some(marker))
+    }
+
+    /// The leader's append of validated `records`: a produce (`marker` None, checked for
+    /// sequences) or one marker batch.
+    fn append_checked(
+        &self,
+        records: &Bytes,
+        headers: &[BatchHeader],
+        now_ms: i64,
+        acks: RequiredAcks,
+        marker: Option<TxnMarker>,
+    ) -> Result<ProduceOutcome, ReplicaError> {
         // The log stamps offsets into its own copy; make it before taking the lock.
         let owned = BytesMut::from(&records[..]);
         let mut epochs_to_write = None;
@@ -364,7 +413,16 @@ impl Partition {
             if acks == RequiredAcks::All && in_sync < min {
                 return Err(ReplicaError::NotEnoughReplicas { isr: in_sync, min });
             }
-            if let Some(duplicate) = check_sequences(&state.producers, &headers)? {
+            let duplicate = match marker {
+                Some(marker) => {
+                    let header = &headers[0];
+                    let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
+                    state.producers.check_marker(producer_id, epoch, marker)?;
+                    None
+                }
+                None => check_sequences(&state.producers, headers)?,
+            };
+            if let Some(duplicate) = duplicate {
                 return Ok(ProduceOutcome {
                     base_offset: duplicate,
                     log_append_time_ms: -1,
@@ -374,7 +432,7 @@ impl Partition {
                 });
             }
             let active_base_offset = log.active_base_offset();
-            let info = log.append(owned, &headers, state.leader_epoch, now_ms)?;
+            let info = log.append(owned, headers, state.leader_epoch, now_ms)?;
             if log.active_base_offset() != active_base_offset {
                 // Rolled before this append's batches: the table is the state as of the new
                 // segment's base offset.
@@ -382,10 +440,14 @@ impl Partition {
                 save_snapshot(log.dir(), info.first_offset, &state.producers);
             }
             let mut next_offset = info.first_offset;
-            for header in &headers {
-                state.producers.update(header, next_offset);
+            let mut appended = Vec::with_capacity(headers.len());
+            for header in headers {
+                let mut stamped = *header;
+                stamped.base_offset = next_offset;
+                appended.push((stamped, marker));
                 next_offset += i64::from(header.last_offset_delta) + 1;
             }
+            track_appended(&self.tp, &mut state.producers, log, &appended);
             let log_end = log.log_end_offset();
             assert_eq!(next_offset, log_end, "offsets assigned != log end");
             state.advance_high_watermark();
@@ -421,6 +483,7 @@ impl Partition {
         // Checked as a produce is (CRC, framing), not against max.message.bytes: the
         // leader accepted these under the topic's rules already.
         let headers = crate::log::validate_batches(records, u32::MAX)?;
+        let batches = with_markers(records, &headers)?;
         let mut epochs_to_write = None;
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -436,9 +499,9 @@ impl Partition {
                 // Rolled before these batches: the table is the state as of the new base.
                 save_snapshot(log.dir(), log.active_base_offset(), &state.producers);
             }
+            track_appended(&self.tp, &mut state.producers, log, &batches);
             let mut epochs_changed = false;
             for header in &headers {
-                state.producers.update(header, header.base_offset);
                 epochs_changed |= state
                     .epochs
                     .assign(header.partition_leader_epoch, header.base_offset);
@@ -559,6 +622,50 @@ impl Partition {
         })
     }
 
+    /// A consumer's read at an isolation level: read_uncommitted is [`Partition::read`];
+    /// read_committed stops before the last stable offset and lists the aborted
+    /// transactions with records in what it returns (from the fetch offset to the end of
+    /// the last batch returned), so the client can drop them.
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<PartitionRead, ReplicaError> {
+        if !read_committed {
+            return self.read(offset, max_bytes, min_one_batch);
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        let last_stable_offset = state.last_stable_offset();
+        let result = log.read(offset, max_bytes, last_stable_offset, min_one_batch)?;
+        let end = crate::log::iter_batches(&result.records)
+            .filter_map(Result::ok)
+            .last()
+            .map(|(_, header)| header.last_offset() + 1);
+        let aborted_transactions = match end {
+            Some(end) => log.aborted_transactions(offset, end),
+            None => Vec::new(),
+        };
+        Ok(PartitionRead {
+            records: result.records,
+            high_watermark: state.high_watermark,
+            last_stable_offset,
+            aborted_transactions,
+            log_start_offset: result.log_start_offset,
+            log_end_offset: result.log_end_offset,
+        })
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the oldest open
+    /// transaction if lower (ListOffsets under read_committed, fetch responses).
+    pub fn last_stable_offset(&self) -> Result<i64, ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        Ok(state.last_stable_offset())
+    }
+
     /// A follower's read: whole batches from the one containing `offset` up to the log
     /// end (followers copy what consumers may not see yet), with the leader's offsets.
     pub fn read_replica(
@@ -587,6 +694,8 @@ impl Partition {
         Ok(PartitionRead {
             records: result.records,
             high_watermark: state.high_watermark,
+            last_stable_offset: state.last_stable_offset(),
+            aborted_transactions: Vec::new(),
             log_start_offset: result.log_start_offset,
             log_end_offset: result.log_end_offset,
         })
@@ -1027,7 +1136,7 @@ impl Partition {
             log.truncate_to(offset)?;
             let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
             producer_snapshot::remove_outside(log.dir(), log_start, log_end)?;
-            state.producers = load_producer_state(log)?;
+            state.producers = load_producer_state(&self.tp, log)?;
             state.high_watermark = state.high_watermark.min(log_end);
             let trimmed = state.epochs.truncate_from_end(log_end);
             // Emptied below its old start, the log restarts at `offset`.
@@ -1155,20 +1264,50 @@ impl Partition {
 }
 
 /// Producer state from the newest usable snapshot plus the batch headers after it (from the
-/// log start when there is none).
-fn load_producer_state(log: &PartitionLog) -> Result<ProducerStateTable, ReplicaError> {
+/// log start when there is none), reading the markers among them. The aborted-transaction
+/// index from the snapshot's offset on is rebuilt from the same batches, whatever the
+/// shutdown was: its entries there may be stale (a crash) or missing (not fsynced); those
+/// below were fsynced before the snapshot was written (`log::txn_index`).
+fn load_producer_state(
+    tp: &TopicPartition,
+    log: &mut PartitionLog,
+) -> Result<ProducerStateTable, ReplicaError> {
     let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
     let (from_offset, mut producers) =
         producer_snapshot::load_newest(log.dir(), log_start, log_end)?
             .unwrap_or((log_start, ProducerStateTable::default()));
+    let mut aborted = Vec::new();
+    let mut failed = None;
     let mut batches_read = 0u64;
-    log.scan_batch_headers(from_offset, &mut |header: &BatchHeader| {
+    let reader: &PartitionLog = log;
+    reader.scan_batch_headers(from_offset, &mut |header: &BatchHeader| {
         // The snapshot holds every batch below its offset.
-        if header.base_offset >= from_offset {
-            producers.update(header, header.base_offset);
-            batches_read += 1;
+        if header.base_offset < from_offset || failed.is_some() {
+            return;
         }
+        batches_read += 1;
+        let marker = match header.is_control() {
+            true => match read_marker(reader, header) {
+                Ok(marker) => marker,
+                Err(error) => {
+                    failed = Some(error);
+                    return;
+                }
+            },
+            false => None,
+        };
+        aborted.extend(apply_batch(&mut producers, header, marker));
     })?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    log.truncate_aborted_from(from_offset)?;
+    for entry in &aborted {
+        log.append_aborted(*entry)?;
+    }
+    if !aborted.is_empty() {
+        tracing::info!(%tp, from_offset, aborted = aborted.len(), "rebuilt the aborted-transaction index");
+    }
     tracing::debug!(
         dir = %log.dir().display(),
         from_offset,
@@ -1251,6 +1390,83 @@ fn save_snapshot(dir: &Path, offset: i64, producers: &ProducerStateTable) {
     }
 }
 
+/// Applies one batch now in the log (its header carries its offsets) to producer state;
+/// returns the index entry if it is an abort marker. `marker` is the batch's marker, if
+/// it is a control batch that holds one.
+fn apply_batch(
+    producers: &mut ProducerStateTable,
+    header: &BatchHeader,
+    marker: Option<TxnMarker>,
+) -> Option<AbortedTxn> {
+    if !header.is_control() {
+        producers.update(header, header.base_offset);
+        return None;
+    }
+    let marker = marker?;
+    let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
+    let completed = producers.complete(producer_id, epoch, marker, header.base_offset);
+    completed.aborted.then(|| AbortedTxn {
+        producer_id,
+        first_offset: completed.first_offset,
+        last_offset: completed.last_offset,
+        last_stable_offset: producers.stable_offset_after(&completed),
+    })
+}
+
+/// Applies appended batches (leader or follower) to producer state and the
+/// aborted-transaction index. The batches are in the log already: a failed index write is
+/// logged, not returned (the entry is in memory, and the file is rewritten at the next
+/// flush or rebuilt at the next open), so the append is never answered as failed.
+fn track_appended(
+    tp: &TopicPartition,
+    producers: &mut ProducerStateTable,
+    log: &mut PartitionLog,
+    batches: &[(BatchHeader, Option<TxnMarker>)],
+) {
+    for (header, marker) in batches {
+        if let Some(entry) = apply_batch(producers, header, *marker)
+            && let Err(error) = log.append_aborted(entry)
+        {
+            tracing::warn!(%tp, ?entry, %error, "writing the aborted-transaction index failed");
+        }
+    }
+}
+
+/// Each batch of `records` (as validated into `headers`) with its marker, for control
+/// batches.
+fn with_markers(
+    records: &[u8],
+    headers: &[BatchHeader],
+) -> Result<Vec<(BatchHeader, Option<TxnMarker>)>, ReplicaError> {
+    let mut position = 0;
+    let mut batches = Vec::with_capacity(headers.len());
+    for header in headers {
+        let end = position + header.total_bytes();
+        let marker = match header.is_control() {
+            true => parse_marker(&records[position..end], header)?,
+            false => None,
+        };
+        batches.push((*header, marker));
+        position = end;
+    }
+    Ok(batches)
+}
+
+/// The marker of the control batch `header` in `log`.
+fn read_marker(
+    log: &PartitionLog,
+    header: &BatchHeader,
+) -> Result<Option<TxnMarker>, ReplicaError> {
+    let read = log.read(header.base_offset, header.total_bytes(), i64::MAX, true)?;
+    let Some(batch) = read.records.get(..header.total_bytes()) else {
+        return Err(ReplicaError::Log(crate::log::LogError::Corrupt(format!(
+            "control batch at {} reads short",
+            header.base_offset
+        ))));
+    };
+    Ok(parse_marker(batch, header)?)
+}
+
 /// Kafka's check of a request's `current_leader_epoch` (-1: not given) against ours.
 fn check_epoch(requested: i32, current: i32) -> Result<(), ReplicaError> {
     match requested {
@@ -1277,16 +1493,21 @@ fn check_produce_shape(headers: &[BatchHeader]) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// Runs the idempotence check over every batch of one produce. `Some(offset)` means the
-/// request is a retry of batches already in the log, answered with their first offset.
+/// Runs the idempotence and transaction checks over every batch of one produce. Transactional
+/// batches are accepted without asking the coordinator whether the partition is in the
+/// producer's transaction (KIP-890's verification is not done; transactions v1 only).
+/// `Some(offset)` means the request is a retry of batches already in the log, answered with their first offset.
 fn check_sequences(
     producers: &ProducerStateTable,
     headers: &[BatchHeader],
 ) -> Result<Option<i64>, ReplicaError> {
     let mut duplicate = None;
     for header in headers {
-        if header.is_transactional() || header.is_control() {
-            return Err(ReplicaError::TransactionsUnsupported);
+        // Kafka's LogValidator: only the broker writes markers.
+        if header.is_control() {
+            return Err(ReplicaError::Batch(BatchError::InvalidRecord(
+                "clients are not allowed to write control records".into(),
+            )));
         }
         if let SequenceCheck::Duplicate(batch) = producers.check(header)? {
             duplicate.get_or_insert(batch.first_offset);
@@ -2008,3 +2229,7 @@ mod replication_tests {
         assert!(pending.is_none(), "proposed already, not answered yet");
     }
 }
+
+#[cfg(test)]
+#[path = "partition_txn_tests.rs"]
+mod txn_tests;

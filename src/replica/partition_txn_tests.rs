@@ -1,0 +1,317 @@
+//! Transactions at the partition: LSO, markers, the aborted-transaction index through
+//! leader appends, replication, truncation and crash recovery.
+
+use super::*;
+use crate::log::test_support::encode_batch_sized;
+use crate::txn::producer_state::SequenceError;
+use kafka_protocol::records::Compression;
+
+const EPOCH: i16 = 3;
+const PLAIN: i64 = 100;
+const T1: i64 = 201;
+const T2: i64 = 202;
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 600,
+        index_interval_bytes: 150,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &Path, last_shutdown: LastShutdown) -> Partition {
+    let tp = TopicPartition::new("t", 0);
+    let id = Uuid::from_u128(7);
+    let partition =
+        Partition::open(tp, id, dir.join("t-0"), config(), 0, 0, last_shutdown).unwrap();
+    partition.become_leader(0).unwrap();
+    partition
+}
+
+/// A batch of `count` records from `producer_id` at `sequence`, transactional or not.
+fn batch(producer_id: i64, sequence: i32, count: usize, transactional: bool) -> Bytes {
+    let mut bytes = encode_batch_sized(&vec![100; count], Compression::None, 20);
+    let attributes: i16 = if transactional { 0x10 } else { 0 };
+    bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&EPOCH.to_be_bytes());
+    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes.freeze()
+}
+
+fn marker(committed: bool, coordinator_epoch: i32) -> TxnMarker {
+    TxnMarker {
+        committed,
+        coordinator_epoch,
+    }
+}
+
+fn aborted(partition: &Partition) -> Vec<AbortedTxn> {
+    let state = partition.state.read().unwrap();
+    state
+        .log
+        .as_ref()
+        .unwrap()
+        .aborted_transactions(0, i64::MAX)
+}
+
+fn producers(partition: &Partition) -> ProducerStateTable {
+    partition.state.read().unwrap().producers.clone()
+}
+
+fn lso(partition: &Partition) -> i64 {
+    partition.last_stable_offset().unwrap()
+}
+
+/// Offsets of the batches in `records`: (base, last, control).
+fn batches_of(records: &[u8]) -> Vec<(i64, i64, bool)> {
+    crate::log::iter_batches(records)
+        .map(|batch| batch.unwrap().1)
+        .map(|header| {
+            (
+                header.base_offset,
+                header.last_offset(),
+                header.is_control(),
+            )
+        })
+        .collect()
+}
+
+/// plain 0-1, T1 2-3, T2 4-5, abort T1 at 6, commit T2 at 7.
+fn two_transactions(partition: &Partition) {
+    partition.append(&batch(PLAIN, 0, 2, false), 0).unwrap();
+    assert_eq!(lso(partition), 2, "plain records are stable");
+    partition.append(&batch(T1, 0, 2, true), 0).unwrap();
+    partition.append(&batch(T2, 0, 2, true), 0).unwrap();
+    assert_eq!(
+        partition.offsets().unwrap().1,
+        6,
+        "the high watermark moved on"
+    );
+    assert_eq!(lso(partition), 2, "T1 is open from 2");
+    let abort = partition
+        .append_txn_marker(T1, EPOCH, marker(false, 5), 0)
+        .unwrap();
+    assert_eq!(abort.base_offset, 6, "a marker takes an offset");
+    assert_eq!(lso(partition), 4, "T2 is still open from 4");
+    let commit = partition
+        .append_txn_marker(T2, EPOCH, marker(true, 5), 0)
+        .unwrap();
+    assert_eq!((commit.base_offset, commit.end_offset), (7, 8));
+    assert_eq!(lso(partition), 8);
+}
+
+fn expected_abort() -> AbortedTxn {
+    AbortedTxn {
+        producer_id: T1,
+        first_offset: 2,
+        last_offset: 6,
+        last_stable_offset: 4,
+    }
+}
+
+#[test]
+fn read_committed_stops_at_the_lso_and_lists_the_aborted_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    partition.append(&batch(PLAIN, 0, 2, false), 0).unwrap();
+    partition.append(&batch(T1, 0, 2, true), 0).unwrap();
+    let committed = partition.read_isolated(0, usize::MAX, true, true).unwrap();
+    assert_eq!(batches_of(&committed.records), vec![(0, 1, false)]);
+    assert_eq!(
+        (committed.last_stable_offset, committed.high_watermark),
+        (2, 4)
+    );
+    let uncommitted = partition.read_isolated(0, usize::MAX, true, false).unwrap();
+    assert_eq!(batches_of(&uncommitted.records).len(), 2);
+    assert_eq!(
+        uncommitted.last_stable_offset, 2,
+        "reported at every isolation level"
+    );
+
+    partition.append(&batch(T2, 0, 2, true), 0).unwrap();
+    partition
+        .append_txn_marker(T1, EPOCH, marker(false, 5), 0)
+        .unwrap();
+    partition
+        .append_txn_marker(T2, EPOCH, marker(true, 5), 0)
+        .unwrap();
+    let all = partition.read_isolated(0, usize::MAX, true, true).unwrap();
+    assert_eq!(
+        batches_of(&all.records),
+        vec![
+            (0, 1, false),
+            (2, 3, false),
+            (4, 5, false),
+            (6, 6, true),
+            (7, 7, true)
+        ]
+    );
+    assert_eq!(all.aborted_transactions, vec![expected_abort()]);
+    // Reading from after the aborted transaction's marker: nothing to drop.
+    let tail = partition.read_isolated(7, usize::MAX, true, true).unwrap();
+    assert!(tail.aborted_transactions.is_empty());
+    // Reading only the plain batch: the transaction starts after it.
+    let head = partition.read_isolated(0, 1, true, true).unwrap();
+    assert_eq!(batches_of(&head.records), vec![(0, 1, false)]);
+    assert!(head.aborted_transactions.is_empty());
+}
+
+#[test]
+fn markers_fence_old_epochs_and_coordinators_and_clients_cannot_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions(&partition);
+    let stale = partition.append_txn_marker(T1, EPOCH - 1, marker(true, 5), 0);
+    assert!(
+        matches!(
+            stale,
+            Err(ReplicaError::Sequence(SequenceError::StaleEpoch { .. }))
+        ),
+        "{stale:?}"
+    );
+    let fenced = partition.append_txn_marker(T1, EPOCH, marker(true, 4), 0);
+    assert!(
+        matches!(
+            fenced,
+            Err(ReplicaError::Sequence(
+                SequenceError::CoordinatorFenced { .. }
+            ))
+        ),
+        "{fenced:?}"
+    );
+    // The coordinator bumps the epoch with an abort: the zombie's writes are refused.
+    partition.append(&batch(T1, 2, 1, true), 0).unwrap();
+    partition
+        .append_txn_marker(T1, EPOCH + 1, marker(false, 6), 0)
+        .unwrap();
+    let zombie = partition.append(&batch(T1, 3, 1, true), 0);
+    assert!(
+        matches!(
+            zombie,
+            Err(ReplicaError::Sequence(SequenceError::StaleEpoch { .. }))
+        ),
+        "{zombie:?}"
+    );
+    // A plain write inside an open transaction.
+    partition.append(&batch(T2, 2, 1, true), 0).unwrap();
+    let plain = partition.append(&batch(T2, 3, 1, false), 0);
+    assert!(
+        matches!(
+            plain,
+            Err(ReplicaError::Sequence(
+                SequenceError::InvalidTxnState { .. }
+            ))
+        ),
+        "{plain:?}"
+    );
+    // A client's own control batch.
+    let forged = crate::txn::marker::encode_marker_batch(T2, EPOCH, marker(true, 9), 0);
+    let refused = partition.append(&forged, 0);
+    assert!(
+        matches!(
+            refused,
+            Err(ReplicaError::Batch(BatchError::InvalidRecord(_)))
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_crash_or_a_lost_index_rebuilds_the_same_state_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Unclean);
+    // Enough batches before to roll and snapshot a few times.
+    for sequence in 0..20 {
+        partition
+            .append(&batch(PLAIN, sequence, 1, false), 0)
+            .unwrap();
+    }
+    let base = partition.offsets().unwrap().2;
+    partition.append(&batch(T1, 0, 2, true), 0).unwrap();
+    partition.append(&batch(T2, 0, 2, true), 0).unwrap();
+    partition
+        .append_txn_marker(T1, EPOCH, marker(false, 5), 0)
+        .unwrap();
+    partition.append(&batch(T1, 2, 1, true), 0).unwrap();
+    let before = (producers(&partition), lso(&partition), aborted(&partition));
+    assert_eq!(before.1, base + 2, "T2 open from its first batch");
+    assert_eq!(before.2.len(), 1);
+    drop(partition); // like kill -9
+
+    let partition = open(dir.path(), LastShutdown::Unclean);
+    assert_eq!(
+        (producers(&partition), lso(&partition), aborted(&partition)),
+        before
+    );
+    drop(partition);
+
+    // The index files are derived: removed, they are rebuilt from the markers.
+    let log_dir = dir.path().join("t-0");
+    for entry in std::fs::read_dir(&log_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "txnindex") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+        std::fs::remove_file(crate::txn::producer_snapshot::snapshot_path(&log_dir, name)).unwrap();
+    }
+    let partition = open(dir.path(), LastShutdown::Unclean);
+    assert_eq!(
+        (producers(&partition), lso(&partition), aborted(&partition)),
+        before
+    );
+    partition.close_cleanly().unwrap();
+    drop(partition);
+    let partition = open(dir.path(), LastShutdown::Clean);
+    assert_eq!(
+        (producers(&partition), lso(&partition), aborted(&partition)),
+        before
+    );
+}
+
+#[test]
+fn truncation_reopens_a_transaction_and_drops_its_index_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions(&partition);
+    assert_eq!(aborted(&partition), vec![expected_abort()]);
+    partition.truncate_to(6).unwrap();
+    assert!(aborted(&partition).is_empty(), "the abort marker is gone");
+    assert_eq!(lso(&partition), 2, "T1 is open again");
+    let open_txns: Vec<_> = producers(&partition).open_transactions().collect();
+    assert_eq!(open_txns, vec![(T1, 2), (T2, 4)]);
+}
+
+#[test]
+fn followers_replicate_markers_into_the_same_state_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let open_at = |name: &str| {
+        let opened = (
+            tp.clone(),
+            Uuid::from_u128(7),
+            dir.path().join(name),
+            config(),
+        );
+        Partition::open_at(opened, 0, 0, 0, LastShutdown::Clean).unwrap()
+    };
+    let leader = open_at("leader");
+    leader.become_leader(0).unwrap();
+    let follower = open_at("follower");
+    follower.become_follower(0).unwrap();
+    two_transactions(&leader);
+    leader.append(&batch(T1, 2, 1, true), 0).unwrap();
+    let read = leader.read_replica(0, usize::MAX, true).unwrap();
+    follower
+        .append_replicated(&read.records, (1, 0), 0)
+        .unwrap();
+    follower.follow_high_watermark(read.high_watermark, (1, 0));
+    assert_eq!(producers(&follower), producers(&leader));
+    assert_eq!(aborted(&follower), aborted(&leader));
+    assert_eq!(lso(&follower), lso(&leader));
+    assert_eq!(lso(&leader), 8, "T1 reopened at 8");
+}
