@@ -50,7 +50,6 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::Deleted => ResponseError::UnknownTopicOrPartition,
         ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
-        ReplicaError::TransactionsUnsupported => ResponseError::InvalidTxnState,
         ReplicaError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         ReplicaError::NotEnoughReplicasAfterAppend { .. } => {
             ResponseError::NotEnoughReplicasAfterAppend

@@ -45,12 +45,20 @@
 //! costs two directory fsyncs under the lock. On open, `recovery` completes a `.swap`
 //! (rebuilding its indexes) and removes `.cleaned` and `.deleted` leftovers.
 //!
-//! Simplifications: transactional and control batches are copied untouched and stay out
-//! of the map, so data of an aborted transaction can never hide a committed value; the
-//! delete horizon is per segment; a segment left empty stays as an empty file, so the log
+//! Transactions, as Kafka's cleaner: only segments wholly below the last stable offset are
+//! cleaned ([`PartitionLog::clean_snapshot_below`]), so every transaction there is decided.
+//! Markers are kept (Kafka drops them after `delete.retention.ms`; keeping them is safe).
+//! A batch of an aborted transaction (its producer and offsets inside an entry of the
+//! aborted-transaction index whose marker is below that bound) is dropped and never put in
+//! the map, so it can never hide a committed value; a committed transactional batch is
+//! cleaned like any other. Transactional batches not yet decided (at or above the bound,
+//! where the map also reads) are kept and stay out of the map.
+//!
+//! Simplifications: the delete horizon is per segment; a segment left empty stays as an empty file, so the log
 //! start offset never moves; the mapped end is in memory only (a restart cleans again from
 //! offset 0, which is merely redundant).
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -74,6 +82,7 @@ use crate::log::segment::{
     DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, SegmentState, TIME_INDEX_EXTENSION,
     remove_if_present, segment_file, sync_directory, write_index_files,
 };
+use crate::log::txn_index::AbortedTxn;
 
 /// Kafka's default `log.cleaner.dedupe.buffer.size`: 128 MiB for the offset map.
 pub const DEDUPE_BUFFER_BYTES_DEFAULT: u64 = 134_217_728;
@@ -132,8 +141,12 @@ pub struct CleanSnapshot {
     generation: u64,
     /// Where this pass starts mapping: the previous pass's mapped end.
     dirty_start: i64,
-    /// The active segment's base offset: segments below are closed.
+    /// The active segment's base offset, or the base of the segment holding the last
+    /// stable offset if lower: segments below are closed and every transaction in them is
+    /// decided.
     closed_end: i64,
+    /// What the pass knows of the transactions below `closed_end`.
+    transactions: Transactions,
     horizon_ms: i64,
     index_interval_bytes: u32,
     /// Every segment in offset order; the last is the active one.
@@ -190,11 +203,25 @@ pub struct CleanOutcome {
 impl PartitionLog {
     /// Step 1: what a pass needs, or None when there is nothing to clean (not a compacted
     /// topic, or no segment closed since the last pass). Cheap: no data is read.
+    /// Transactions are taken as decided up to the log end: for logs without open
+    /// transactions (tests, tools); the partition calls [`Self::clean_snapshot_below`].
     pub fn clean_snapshot(&self, now_ms: i64) -> Result<Option<CleanSnapshot>, LogError> {
-        let closed_end = self.active().base_offset();
+        self.clean_snapshot_below(now_ms, self.log_end_offset())
+    }
+
+    /// Step 1, cleaning only segments wholly below `stable_end` (the last stable offset):
+    /// nothing at or above it is touched.
+    pub fn clean_snapshot_below(
+        &self,
+        now_ms: i64,
+        stable_end: i64,
+    ) -> Result<Option<CleanSnapshot>, LogError> {
+        let holding_stable_end = self.segments[self.segment_index(stable_end)].base_offset();
+        let closed_end = self.active().base_offset().min(holding_stable_end);
         if !self.config.compact || closed_end <= self.cleaned_end_offset {
             return Ok(None);
         }
+        let transactions = Transactions::new(self.aborted_transactions(0, closed_end), closed_end);
         let mut segments = Vec::with_capacity(self.segments.len());
         for segment in &self.segments {
             segments.push(SnapshotSegment {
@@ -210,6 +237,7 @@ impl PartitionLog {
             generation: self.generation,
             dirty_start: self.cleaned_end_offset,
             closed_end,
+            transactions,
             horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
             index_interval_bytes: self.config.index_interval_bytes,
             segments,
@@ -394,6 +422,7 @@ fn clean_segments(
     for segment in closed.iter().filter(|s| s.base_offset < mapped_end) {
         let retention = Retention {
             map: &map,
+            transactions: &snapshot.transactions,
             mapped_end,
             keep_tombstones: segment.largest_timestamp_ms > snapshot.horizon_ms,
         };
@@ -525,10 +554,61 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Batches the cleaner may filter. Control batches carry transaction markers, and data of
-/// a transaction may be aborted: both are kept as they are.
-fn is_cleanable(header: &BatchHeader) -> bool {
-    !header.is_control() && !header.is_transactional()
+/// The aborted transactions a pass knows, by producer: (first offset, marker offset).
+struct Transactions {
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+    /// Transactions with batches at or above are not decided yet (`closed_end`).
+    decided_end: i64,
+}
+
+/// What the cleaner may do with one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchKind {
+    /// Plain or committed data: mapped and filtered.
+    Data,
+    /// A transaction marker: kept.
+    Control,
+    /// Data of an undecided transaction: kept, never mapped.
+    Undecided,
+    /// Data of an aborted transaction: dropped, never mapped.
+    Aborted,
+}
+
+impl Transactions {
+    fn new(entries: Vec<AbortedTxn>, decided_end: i64) -> Self {
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for entry in entries.iter().filter(|e| e.last_offset < decided_end) {
+            let ranges = aborted.entry(entry.producer_id).or_default();
+            ranges.push((entry.first_offset, entry.last_offset));
+        }
+        Transactions {
+            aborted,
+            decided_end,
+        }
+    }
+
+    fn kind(&self, header: &BatchHeader) -> BatchKind {
+        if header.is_control() {
+            return BatchKind::Control;
+        }
+        if !header.is_transactional() {
+            return BatchKind::Data;
+        }
+        if header.last_offset() >= self.decided_end {
+            return BatchKind::Undecided;
+        }
+        let ranges = self.aborted.get(&header.producer_id);
+        let aborted = ranges.is_some_and(|ranges| {
+            ranges.iter().any(|&(first, marker)| {
+                first <= header.base_offset && header.last_offset() < marker
+            })
+        });
+        if aborted {
+            BatchKind::Aborted
+        } else {
+            BatchKind::Data
+        }
+    }
 }
 
 fn decode(header: &BatchHeader, mut bytes: Bytes) -> Result<RecordSet, LogError> {
@@ -552,7 +632,7 @@ fn build_offset_map(
         .segments
         .partition_point(|s| s.base_offset <= dirty_start);
     for segment in &snapshot.segments[after.saturating_sub(1)..] {
-        let Some(stopped_at) = map_segment(&mut map, segment, dirty_start, abort)? else {
+        let Some(stopped_at) = map_segment(&mut map, snapshot, segment, dirty_start, abort)? else {
             continue;
         };
         let mapped_end = if segment.base_offset >= snapshot.closed_end {
@@ -571,13 +651,15 @@ fn build_offset_map(
 /// offset of the first record that did not fit, None when all did.
 fn map_segment(
     map: &mut OffsetMap,
+    snapshot: &CleanSnapshot,
     segment: &SnapshotSegment,
     dirty_start: i64,
     abort: &dyn Fn() -> bool,
 ) -> Result<Option<i64>, Stop> {
     let mut stopped_at = None;
     let walked = segment.for_each_batch(abort, &mut |_, header, bytes| {
-        if !is_cleanable(header) || header.last_offset() < dirty_start {
+        let data = snapshot.transactions.kind(header) == BatchKind::Data;
+        if !data || header.last_offset() < dirty_start {
             return Ok(());
         }
         // A batch the decoder cannot read stays out of the map: its records are never
@@ -603,6 +685,7 @@ fn map_segment(
 /// Which records of one segment survive.
 struct Retention<'a> {
     map: &'a OffsetMap,
+    transactions: &'a Transactions,
     /// Records at or above were not all mapped this pass: they are kept.
     mapped_end: i64,
     /// The segment is younger than the delete horizon: consumers may not have seen its
@@ -642,8 +725,15 @@ fn decide(header: &BatchHeader, bytes: Bytes, retention: &Retention) -> Result<D
         fate: Fate::Keep,
         records_removed: 0,
     };
-    if !is_cleanable(header) {
-        return Ok(keep);
+    match retention.transactions.kind(header) {
+        BatchKind::Data => {}
+        BatchKind::Control | BatchKind::Undecided => return Ok(keep),
+        BatchKind::Aborted => {
+            return Ok(Decision {
+                fate: Fate::Drop,
+                records_removed: header.record_count.max(0) as usize,
+            });
+        }
     }
     // A batch the decoder cannot read is kept whole: keeping it only costs space.
     let Ok(record_set) = decode(header, bytes.clone()) else {
@@ -974,27 +1064,27 @@ mod tests {
         log.append(records, &headers, 3, 0).unwrap();
     }
 
-    #[test]
-    fn aborted_records_never_replace_committed_ones_and_markers_stay() {
+    /// k=committed at 0, an aborted transaction's k=aborted at 1 (marker at 2), a committed
+    /// transaction's t at 3 (marker at 4), then plain records that roll segments.
+    fn transactions_then_plain(log: &mut PartitionLog) -> crate::log::txn_index::AbortedTxn {
         use crate::log::txn_index::AbortedTxn;
         use crate::txn::marker::encode_marker_batch;
         use crate::txn::producer_state::TxnMarker;
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = open(dir.path());
-        append(
-            &mut log,
-            &[(Some("k".into()), Some("committed".into()))],
-            100,
-            Compression::None,
-        );
-        append_transactional(&mut log, 9, "k", "aborted");
-        let abort = TxnMarker {
-            committed: false,
-            coordinator_epoch: 0,
-        };
-        let (records, headers) =
-            validated(BytesMut::from(&encode_marker_batch(9, 0, abort, 600)[..]));
-        log.append(records, &headers, 3, 0).unwrap();
+        let committed = (Some("k".into()), Some("committed".into()));
+        append(log, &[committed], 100, Compression::None);
+        append_transactional(log, 9, "k", "aborted");
+        for (producer_id, committed) in [(9, false), (10, true)] {
+            if committed {
+                append_transactional(log, 10, "t", "in-a-transaction");
+            }
+            let marker = TxnMarker {
+                committed,
+                coordinator_epoch: 0,
+            };
+            let batch = encode_marker_batch(producer_id, 0, marker, 600);
+            let (records, headers) = validated(BytesMut::from(&batch[..]));
+            log.append(records, &headers, 3, 0).unwrap();
+        }
         let entry = AbortedTxn {
             producer_id: 9,
             first_offset: 1,
@@ -1002,54 +1092,79 @@ mod tests {
             last_stable_offset: 3,
         };
         log.append_aborted(entry).unwrap();
-        // A committed transactional value of another key, then plain records to roll.
-        append_transactional(&mut log, 10, "t", "in-a-transaction");
         for index in 0..40 {
             let key = Some(format!("x{}", index % 4));
-            append(
-                &mut log,
-                &[(key, Some(format!("{index}")))],
-                1_000 + index,
-                Compression::None,
-            );
+            let value = Some(format!("{index}"));
+            append(log, &[(key, value)], 1_000 + index, Compression::None);
         }
         assert!(
-            log.active().base_offset() > 4,
+            log.active().base_offset() > 5,
             "the transactions are in closed segments"
         );
+        entry
+    }
+
+    #[test]
+    fn aborted_records_are_dropped_never_replace_committed_ones_and_markers_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let entry = transactions_then_plain(&mut log);
         let stats = log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert!(stats.records_removed > 0, "{stats:?}");
         let read = read_from(&log, 0);
-        let value_at = |offset: i64| {
-            read.iter()
-                .find(|r| r.0 == offset)
-                .and_then(|r| r.2.clone())
-        };
+        let value_at = |offset: i64| read.iter().find(|r| r.0 == offset).map(|r| r.2.clone());
         assert_eq!(
             value_at(0),
-            Some(Bytes::from("committed")),
-            "not superseded by 'aborted'"
+            Some(Some(Bytes::from("committed"))),
+            "not hidden"
         );
-        assert_eq!(
-            value_at(1),
-            Some(Bytes::from("aborted")),
-            "transactional data is kept"
-        );
-        assert_eq!(value_at(3), Some(Bytes::from("in-a-transaction")));
-        let raw = log.read(2, usize::MAX, 3, true).unwrap().records;
-        let marker = BatchHeader::parse(&raw).unwrap();
-        assert!(
-            marker.is_control() && marker.base_offset == 2,
-            "the marker stays"
-        );
-        assert_eq!(
-            log.aborted_transactions(0, i64::MAX),
-            vec![entry],
-            "the index survives the swap"
-        );
+        assert_eq!(value_at(1), None, "the aborted record is dropped");
+        assert_eq!(value_at(3), Some(Some(Bytes::from("in-a-transaction"))));
+        for marker in [2, 4] {
+            let raw = log
+                .read(marker, usize::MAX, marker + 1, true)
+                .unwrap()
+                .records;
+            let header = BatchHeader::parse(&raw).unwrap();
+            assert!(
+                header.is_control() && header.base_offset == marker,
+                "markers stay"
+            );
+        }
+        let aborted = log.aborted_transactions(0, i64::MAX);
+        assert_eq!(aborted, vec![entry], "the index survives the swap");
         drop(log);
-        let log = open(dir.path());
-        assert_eq!(log.aborted_transactions(0, i64::MAX), vec![entry]);
+        assert_eq!(
+            open(dir.path()).aborted_transactions(0, i64::MAX),
+            vec![entry]
+        );
+    }
+
+    #[test]
+    fn nothing_at_or_above_the_last_stable_offset_is_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        transactions_then_plain(&mut log);
+        // An open transaction from offset 1: the segment holding it is not cleaned.
+        assert!(log.clean_snapshot_below(2_000, 1).unwrap().is_none());
+        let before = read_from(&log, 0);
+        let stable_end = log.segments[2].base_offset();
+        let snapshot = log
+            .clean_snapshot_below(2_000, stable_end + 1)
+            .unwrap()
+            .unwrap();
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false).unwrap();
+        log.install_clean(outcome.unwrap(), 2_000).unwrap();
+        let after = read_from(&log, 0);
+        let from = |read: &[Read]| -> Vec<Read> {
+            read.iter().filter(|r| r.0 >= stable_end).cloned().collect()
+        };
+        assert_eq!(
+            from(&after),
+            from(&before),
+            "untouched from the bound's segment on"
+        );
+        assert!(after.len() < before.len(), "cleaned below it");
     }
 
     fn compacts_to_the_latest_values(compression: Compression) {

@@ -318,7 +318,7 @@ impl PartitionLog {
     }
 
     /// Index of the segment that would hold `offset` (the first for offsets below it).
-    fn segment_index(&self, offset: i64) -> usize {
+    pub(super) fn segment_index(&self, offset: i64) -> usize {
         let after = self
             .segments
             .partition_point(|segment| segment.base_offset() <= offset);

@@ -63,8 +63,6 @@ pub enum ReplicaError {
         high_watermark: i64,
         epoch_start: i64,
     },
-    #[error("transactional and control batches need the transaction coordinator")]
-    TransactionsUnsupported,
     #[error("partition metadata I/O: {0}")]
     Io(#[from] std::io::Error),
     /// Partitions assigned here whose logs could not be opened (disk full, descriptor

@@ -1204,7 +1204,8 @@ impl Partition {
         let snapshot = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             match state.log.as_ref() {
-                Some(log) => log.clean_snapshot(now_ms)?,
+                // Only below the last stable offset: every transaction there is decided.
+                Some(log) => log.clean_snapshot_below(now_ms, state.last_stable_offset())?,
                 None => None,
             }
         };
