@@ -211,3 +211,45 @@ def check_consumers(broker, topic):
                          (9, b"after2")]
     uncommitted = consumed_offsets(broker, topic, 7, "read_uncommitted")
     assert [offset for offset, _ in uncommitted] == [0, 1, 2, 3, 4, 7, 9]
+
+
+def fetch_waiting(conn, topic, offset, max_wait_ms):
+    """Fetch v4 read_committed that may park up to max_wait_ms for one byte."""
+    partitions = array([int32(0) + int64(offset) + int32(1 << 20)], lambda item: item)
+    body = (int32(-1) + int32(max_wait_ms) + int32(1) + int32(1 << 20) + int8(1)
+            + array([string(topic) + partitions], lambda item: item))
+    reader = conn.request(rawkafka.FETCH, 4, body)
+    reader.int32()
+    topics = reader.array(lambda r: (r.string(), r.array(lambda rr: (
+        rr.int32(), rr.int16(), rr.int64(), rr.int64(),
+        rr.array(lambda a: (a.int64(), a.int64())), rr.nullable_bytes()))))
+    (_index, error_code, hw, lso, _aborted, records), = topics[0][1]
+    return error_code, hw, lso, records
+
+
+def test_a_parked_read_committed_fetch_wakes_when_the_lso_moves(broker, topic):
+    import threading
+    import time
+    clients.create_topic(broker, topic, partitions=1)
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        error, pid, epoch = rawkafka.init_producer_id(conn)
+        assert error == 0
+        assert produce(conn, topic, txn_batch(pid, epoch, 0, [b"t1"]), "tx") == 0
+        assert fetch(conn, topic, 0, 1)[1:3] == (1, 0), "open transaction: LSO 0"
+
+    def commit_later():
+        time.sleep(1.0)
+        with rawkafka.Connection("127.0.0.1", broker.port) as other:
+            assert write_txn_markers(other, [(pid, epoch, True, 0, {topic: [0]})]) == {
+                (pid, topic, 0): 0}
+
+    committer = threading.Thread(target=commit_later)
+    committer.start()
+    with rawkafka.Connection("127.0.0.1", broker.port, timeout_s=30) as conn:
+        started = time.monotonic()
+        error, hw, lso, records = fetch_waiting(conn, topic, 0, 20_000)
+        waited = time.monotonic() - started
+    committer.join()
+    assert error == 0 and (hw, lso) == (2, 2)
+    assert records, "the committed transaction is returned"
+    assert 0.5 < waited < 10, f"woken by the marker, not the timeout ({waited:.1f} s)"

@@ -331,10 +331,10 @@ impl ProducerStateTable {
             batches: kept.iter().copied().collect(),
             txn,
         };
-        if let Some(old) = self.producers.insert(producer_id, entry) {
-            if let Some(first) = old.txn.txn_first_offset {
-                self.open_txns.remove(&(first, producer_id));
-            }
+        if let Some(old) = self.producers.insert(producer_id, entry)
+            && let Some(first) = old.txn.txn_first_offset
+        {
+            self.open_txns.remove(&(first, producer_id));
         }
         if let Some(first) = txn.txn_first_offset {
             self.open_txns.insert((first, producer_id));
@@ -612,7 +612,14 @@ pub(crate) mod tests {
         assert_eq!(table.first_unstable_offset(), Some(30));
         table.restore(2, 0, TxnFields::default(), &[]);
         assert_eq!(table.first_unstable_offset(), Some(40));
-        assert_eq!(table.check_marker(1, 0, marker(true, 1)).is_err(), true);
+        assert_eq!(
+            table.check_marker(1, 0, marker(true, 1)),
+            Err(SequenceError::CoordinatorFenced {
+                producer_id: 1,
+                found: 1,
+                current: 2
+            })
+        );
     }
 
     #[test]
