@@ -438,6 +438,23 @@ impl PartitionLog {
         self.segments[index].append_aborted(entry)
     }
 
+    /// The base offset of the first segment whose aborted-transaction index was unreadable
+    /// and dropped on open: its entries must be rebuilt from a state before it.
+    pub fn first_lost_txn_index(&self) -> Option<i64> {
+        let lost = self
+            .segments
+            .iter()
+            .find(|segment| segment.txn_index_lost());
+        lost.map(Segment::base_offset)
+    }
+
+    /// Notes that every dropped aborted-transaction index was rebuilt.
+    pub fn txn_indexes_rebuilt(&mut self) {
+        for segment in &mut self.segments {
+            segment.txn_index_rebuilt();
+        }
+    }
+
     /// Drops the aborted transactions whose markers are at or after `offset`, for a rebuild
     /// of that part of the index from the log.
     pub fn truncate_aborted_from(&mut self, offset: i64) -> Result<(), LogError> {

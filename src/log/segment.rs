@@ -159,6 +159,9 @@ pub(crate) struct Segment {
     time_index: TimeIndex,
     /// Aborted transactions whose abort marker is in this segment.
     txn_index: TxnIndex,
+    /// The index file was unreadable and was dropped: the partition must rebuild this
+    /// segment's entries from the log (`PartitionLog::first_lost_txn_index`).
+    txn_index_lost: bool,
     state: SegmentState,
     created_ms: i64,
 }
@@ -203,10 +206,10 @@ impl Segment {
         // Recovery refills an existing segment's other indexes; its aborted transactions
         // are kept and corrected by the partition's rebuild from its snapshot (see
         // `txn_index`). A new segment starts without any.
-        let txn_index = if log.metadata()?.len() == 0 {
-            TxnIndex::create(txn_path)?
+        let (txn_index, txn_index_lost) = if log.metadata()?.len() == 0 {
+            (TxnIndex::create(txn_path)?, false)
         } else {
-            TxnIndex::load(txn_path)?
+            load_txn_index(txn_path)?
         };
         let state = SegmentState::empty(base_offset);
         let created_ms = now_ms;
@@ -217,6 +220,7 @@ impl Segment {
             offset_index,
             time_index,
             txn_index,
+            txn_index_lost,
             state,
             created_ms,
         })
@@ -233,7 +237,8 @@ impl Segment {
         let offset_index = OffsetIndex::load(&index_path, base_offset, log_bytes)?;
         let time_path = segment_file(dir, base_offset, TIME_INDEX_EXTENSION);
         let time_index = TimeIndex::load(&time_path, base_offset)?;
-        let txn_index = TxnIndex::load(segment_file(dir, base_offset, TXN_INDEX_EXTENSION))?;
+        let txn_path = segment_file(dir, base_offset, TXN_INDEX_EXTENSION);
+        let (txn_index, txn_index_lost) = load_txn_index(txn_path)?;
         let state = SegmentState::empty(base_offset);
         let created_ms = now_ms;
         let mut segment = Segment {
@@ -243,6 +248,7 @@ impl Segment {
             offset_index,
             time_index,
             txn_index,
+            txn_index_lost,
             state,
             created_ms,
         };
@@ -552,6 +558,16 @@ impl Segment {
         Ok(())
     }
 
+    /// Whether this segment's aborted-transaction index was unreadable and dropped.
+    pub(crate) fn txn_index_lost(&self) -> bool {
+        self.txn_index_lost
+    }
+
+    /// The partition rebuilt the dropped index from the log.
+    pub(crate) fn txn_index_rebuilt(&mut self) {
+        self.txn_index_lost = false;
+    }
+
     /// Aborted transactions whose markers are in this segment, in marker order.
     pub(crate) fn aborted_transactions(&self) -> &[AbortedTxn] {
         self.txn_index.entries()
@@ -653,6 +669,20 @@ pub(crate) fn write_index_files(
     time_index.append(&pending.times)?;
     time_index.flush()?;
     Ok(())
+}
+
+/// A segment's aborted-transaction index, and whether it was lost: an unreadable one is
+/// derived data, so it is removed (and rebuilt by the partition) rather than failing the
+/// whole log.
+fn load_txn_index(path: PathBuf) -> Result<(TxnIndex, bool), LogError> {
+    match TxnIndex::load(path.clone()) {
+        Ok(index) => Ok((index, false)),
+        Err(LogError::Corrupt(why)) => {
+            tracing::warn!(%why, "dropping an unreadable aborted-transaction index to rebuild it");
+            Ok((TxnIndex::create(path)?, true))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {

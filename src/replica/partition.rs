@@ -1274,8 +1274,12 @@ fn load_producer_state(
     log: &mut PartitionLog,
 ) -> Result<ProducerStateTable, ReplicaError> {
     let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+    // A segment whose index was unreadable is rebuilt from a snapshot at or before it.
+    let snapshot_max = log
+        .first_lost_txn_index()
+        .map_or(log_end, |base| base.min(log_end));
     let (from_offset, mut producers) =
-        producer_snapshot::load_newest(log.dir(), log_start, log_end)?
+        producer_snapshot::load_newest(log.dir(), log_start, snapshot_max)?
             .unwrap_or((log_start, ProducerStateTable::default()));
     let mut aborted = Vec::new();
     let mut failed = None;
@@ -1306,6 +1310,7 @@ fn load_producer_state(
     for entry in &aborted {
         log.append_aborted(*entry)?;
     }
+    log.txn_indexes_rebuilt();
     if !aborted.is_empty() {
         tracing::info!(%tp, from_offset, aborted = aborted.len(), "rebuilt the aborted-transaction index");
     }

@@ -315,3 +315,41 @@ fn followers_replicate_markers_into_the_same_state_and_index() {
     assert_eq!(lso(&follower), lso(&leader));
     assert_eq!(lso(&leader), 8, "T1 reopened at 8");
 }
+
+#[test]
+fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions(&partition);
+    // Plain records after it, to roll past it and snapshot later states.
+    for sequence in 0..30 {
+        partition
+            .append(&batch(PLAIN, 2 + sequence, 1, false), 0)
+            .unwrap();
+    }
+    let before = (producers(&partition), lso(&partition), aborted(&partition));
+    assert_eq!(before.2, vec![expected_abort()]);
+    partition.close_cleanly().unwrap();
+    drop(partition);
+    let indexes: Vec<_> = std::fs::read_dir(dir.path().join("t-0"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "txnindex"))
+        .collect();
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    let index = &indexes[0];
+    let mut bytes = std::fs::read(index).unwrap();
+    bytes[1] = 7; // an unknown entry version
+    std::fs::write(index, &bytes).unwrap();
+    let snapshots = crate::txn::producer_snapshot::list(&dir.path().join("t-0")).unwrap();
+    assert!(
+        snapshots.iter().all(|&offset| offset > 8),
+        "{snapshots:?}: newer states only"
+    );
+
+    let partition = open(dir.path(), LastShutdown::Clean);
+    assert_eq!(
+        (producers(&partition), lso(&partition), aborted(&partition)),
+        before
+    );
+}
