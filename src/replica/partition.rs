@@ -368,7 +368,26 @@ impl Partition {
         acks: RequiredAcks,
     ) -> Result<ProduceOutcome, ReplicaError> {
         let (records, headers) = self.validate(records, now_ms)?;
-        self.append_checked(&records, &headers, now_ms, acks, None)
+        self.append_checked(&records, &headers, now_ms, acks, Origin::Client)
+    }
+
+    /// A coordinator's transactional write for a producer (the group coordinator's
+    /// TxnOffsetCommit batch, with acks=all rules): validated like a produce, but its
+    /// batches carry no sequence, so only the producer epoch is checked (Kafka's
+    /// `AppendOrigin.COORDINATOR`).
+    pub fn append_coordinator(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+    ) -> Result<ProduceOutcome, ReplicaError> {
+        let (records, headers) = self.validate(records, now_ms)?;
+        self.append_checked(
+            &records,
+            &headers,
+            now_ms,
+            RequiredAcks::All,
+            Origin::Coordinator,
+        )
     }
 
     /// Appends a commit or abort marker for `producer_id` at `producer_epoch` as the
@@ -385,19 +404,29 @@ impl Partition {
     ) -> Result<ProduceOutcome, ReplicaError> {
         let records = encode_marker_batch(producer_id, producer_epoch, marker, now_ms);
         let headers = validate_batches(&records, u32::MAX)?;
-        self.append_checked(&records, &headers, now_ms, RequiredAcks::All, Some(marker))
+        self.append_checked(
+            &records,
+            &headers,
+            now_ms,
+            RequiredAcks::All,
+            Origin::Marker(marker),
+        )
     }
 
-    /// The leader's append of validated `records`: a produce (`marker` None, checked for
-    /// sequences) or one marker batch.
+    /// The leader's append of validated `records`, checked against producer state as
+    /// `origin` requires.
     fn append_checked(
         &self,
         records: &Bytes,
         headers: &[BatchHeader],
         now_ms: i64,
         acks: RequiredAcks,
-        marker: Option<TxnMarker>,
+        origin: Origin,
     ) -> Result<ProduceOutcome, ReplicaError> {
+        let marker = match origin {
+            Origin::Marker(marker) => Some(marker),
+            Origin::Client | Origin::Coordinator => None,
+        };
         // The log stamps offsets into its own copy; make it before taking the lock.
         let owned = BytesMut::from(&records[..]);
         let mut epochs_to_write = None;
@@ -413,14 +442,20 @@ impl Partition {
             if acks == RequiredAcks::All && in_sync < min {
                 return Err(ReplicaError::NotEnoughReplicas { isr: in_sync, min });
             }
-            let duplicate = match marker {
-                Some(marker) => {
+            let duplicate = match origin {
+                Origin::Marker(marker) => {
                     let header = &headers[0];
                     let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
                     state.producers.check_marker(producer_id, epoch, marker)?;
                     None
                 }
-                None => check_sequences(&state.producers, headers)?,
+                Origin::Coordinator => {
+                    for header in headers {
+                        state.producers.check_coordinator(header)?;
+                    }
+                    None
+                }
+                Origin::Client => check_sequences(&state.producers, headers)?,
             };
             if let Some(duplicate) = duplicate {
                 return Ok(ProduceOutcome {
@@ -1471,6 +1506,17 @@ fn read_marker(
         ))));
     };
     Ok(parse_marker(batch, header)?)
+}
+
+/// Who a leader's append comes from, which decides how producer state checks it.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// A client's produce: sequences checked, retries answered with their offsets.
+    Client,
+    /// A coordinator's transactional batch without sequence: only its epoch is checked.
+    Coordinator,
+    /// A commit or abort marker (WriteTxnMarkers).
+    Marker(TxnMarker),
 }
 
 /// Kafka's check of a request's `current_leader_epoch` (-1: not given) against ours.

@@ -17,6 +17,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::log::BatchHeader;
+use crate::log::batch::NO_SEQUENCE;
 
 /// Kafka keeps the metadata of the last five batches per producer (max.in.flight = 5).
 pub const BATCHES_REMEMBERED: usize = 5;
@@ -155,6 +156,22 @@ impl ProducerStateTable {
         Ok(sequence)
     }
 
+    /// Checks a transactional batch a coordinator writes for a producer (the group
+    /// coordinator's TxnOffsetCommit records, Kafka's `AppendOrigin.COORDINATOR`): such
+    /// batches carry no sequence (NO_SEQUENCE), so only the epoch is checked. Checking
+    /// their sequences as a client's would take the next transaction's commit of as many
+    /// offsets for a retry of the last one and drop it.
+    pub fn check_coordinator(&self, header: &BatchHeader) -> Result<(), SequenceError> {
+        match self.producers.get(&header.producer_id) {
+            Some(entry) if header.producer_epoch < entry.epoch => Err(SequenceError::StaleEpoch {
+                producer_id: header.producer_id,
+                found: header.producer_epoch,
+                current: entry.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks a commit or abort marker for `producer_id` at `epoch` before it is appended.
     pub fn check_marker(
         &self,
@@ -193,6 +210,11 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        if header.base_sequence == NO_SEQUENCE {
+            // A coordinator's batch: nothing a retry could be matched against.
+            open_transaction(&mut self.open_txns, entry, header, first_offset);
+            return;
+        }
         if entry.batches.len() == BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
@@ -203,10 +225,7 @@ impl ProducerStateTable {
             last_offset: first_offset + i64::from(header.last_offset_delta),
             max_timestamp: header.max_timestamp,
         });
-        if header.is_transactional() && entry.txn.txn_first_offset.is_none() {
-            entry.txn.txn_first_offset = Some(first_offset);
-            self.open_txns.insert((first_offset, header.producer_id));
-        }
+        open_transaction(&mut self.open_txns, entry, header, first_offset);
     }
 
     /// Records a marker now in the log at `offset`: closes the producer's transaction (a
@@ -259,6 +278,19 @@ impl ProducerStateTable {
         self.open_txns
             .iter()
             .map(|(offset, producer_id)| (*producer_id, *offset))
+    }
+}
+
+/// A transactional batch at `first_offset` opens its producer's transaction if none is.
+fn open_transaction(
+    open_txns: &mut BTreeSet<(i64, i64)>,
+    entry: &mut ProducerEntry,
+    header: &BatchHeader,
+    first_offset: i64,
+) {
+    if header.is_transactional() && entry.txn.txn_first_offset.is_none() {
+        entry.txn.txn_first_offset = Some(first_offset);
+        open_txns.insert((first_offset, header.producer_id));
     }
 }
 
@@ -465,6 +497,35 @@ pub(crate) mod tests {
         let mut header = batch(producer_id, epoch, sequence, records);
         header.attributes = 0x10;
         header
+    }
+
+    #[test]
+    fn coordinator_batches_without_sequence_are_checked_by_epoch_only() {
+        // TV1: one producer epoch for every transaction; each commits one offset with a
+        // sequence-less batch. None may be taken for a retry of the one before.
+        let mut table = ProducerStateTable::default();
+        let mut offset = 0;
+        for round in 0..3 {
+            let header = txn_batch(7, 2, NO_SEQUENCE, 1);
+            assert_eq!(table.check_coordinator(&header), Ok(()), "round {round}");
+            table.update(&header, offset);
+            assert_eq!(table.first_unstable_offset(), Some(offset));
+            table.complete(7, 2, marker(true, 0), offset + 1);
+            assert_eq!(table.first_unstable_offset(), None);
+            offset += 2;
+        }
+        // Sequence-less batches are not remembered: nothing can match them as a retry, and
+        // a client's batch without a sequence stays out of order.
+        assert!(matches!(
+            table.check(&txn_batch(7, 2, NO_SEQUENCE, 1)),
+            Err(SequenceError::OutOfOrder { expected: 0, .. })
+        ));
+        // A fenced producer's epoch is refused all the same.
+        table.complete(7, 3, marker(false, 0), offset);
+        assert!(matches!(
+            table.check_coordinator(&txn_batch(7, 2, NO_SEQUENCE, 1)),
+            Err(SequenceError::StaleEpoch { current: 3, .. })
+        ));
     }
 
     fn marker(committed: bool, coordinator_epoch: i32) -> TxnMarker {
