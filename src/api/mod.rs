@@ -5,12 +5,14 @@
 //! is the only place that knows Kafka message structs; handlers call the broker's parts
 //! and map their typed errors to Kafka error codes ([`errors`]).
 
+mod add_partitions_to_txn;
 mod admin_topics;
 mod api_versions;
 mod cluster;
 mod configs;
 mod describe_quorum;
 mod elect_leaders;
+mod end_txn;
 pub mod errors;
 mod fetch;
 mod group_admin;
@@ -26,6 +28,8 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+mod transactions_admin;
+mod txn_coordinator;
 
 use std::sync::Arc;
 
@@ -90,6 +94,11 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::OffsetDelete, 0, 0),
     spec(ApiKey::DescribeTopicPartitions, 0, 0),
     spec(ApiKey::ElectLeaders, 0, 2),
+    spec(ApiKey::AddPartitionsToTxn, 0, 5),
+    spec(ApiKey::AddOffsetsToTxn, 0, 4),
+    spec(ApiKey::EndTxn, 0, 5),
+    spec(ApiKey::DescribeTransactions, 0, 0),
+    spec(ApiKey::ListTransactions, 0, 1),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -403,6 +412,17 @@ async fn dispatch(
             route!(broker, context, body, metadata::describe_topic_partitions)
         }
         ApiKey::ElectLeaders => route!(broker, context, body, elect_leaders::handle),
+        ApiKey::AddPartitionsToTxn => {
+            route!(broker, context, body, add_partitions_to_txn::add_partitions)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            route!(broker, context, body, add_partitions_to_txn::add_offsets)
+        }
+        ApiKey::EndTxn => route!(broker, context, body, end_txn::handle),
+        ApiKey::DescribeTransactions => {
+            route!(broker, context, body, transactions_admin::describe)
+        }
+        ApiKey::ListTransactions => route!(broker, context, body, transactions_admin::list),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }
