@@ -293,3 +293,17 @@ def test_a_transaction_past_its_timeout_is_aborted(broker, conn, topic):
     assert described[1] in ("PrepareAbort", "CompleteAbort")
     assert described[4] == epoch + 1, "the abort fenced the producer"
     assert end_txn(conn, "txn-slow", producer_id, epoch, True) == INVALID_PRODUCER_EPOCH
+
+
+def test_confluent_transactional_producer_initialises_and_fences(broker, conn):
+    """init_transactions needs only FindCoordinator and InitProducerId; a second producer
+    with the same id takes the next epoch. (Producing and committing need the log side.)"""
+    first = clients.producer(broker, **{"transactional.id": "txn-confluent"})
+    first.init_transactions(TIMEOUT_S)
+    epoch = describe_transactions(conn, ["txn-confluent"])["txn-confluent"][4]
+    second = clients.producer(broker, **{"transactional.id": "txn-confluent"})
+    second.init_transactions(TIMEOUT_S)
+    error, state, _, _, bumped, _ = describe_transactions(conn, ["txn-confluent"])["txn-confluent"]
+    assert (error, state, bumped) == (NONE, "Empty", epoch + 1)
+    listed = list_transactions(conn, states=["Empty"])[2]
+    assert "txn-confluent" in listed
