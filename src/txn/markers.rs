@@ -2,7 +2,8 @@
 //! prepared transaction (Kafka's TransactionMarkerChannelManager), over each leader's
 //! inter-broker listener, also when the leader is this broker.
 //!
-//! The partitions are grouped by their current leader, one request per leader; a partition
+//! The partitions of every outstanding transaction are grouped by their current leader,
+//! one request per leader (markers of many transactions batched); a partition
 //! that answers NOT_LEADER_OR_FOLLOWER (or any retriable error, or whose leader cannot be
 //! reached) is looked up again and retried after a backoff, until every partition has
 //! answered NONE. It gives up only when the coordinator no longer owns the transaction
@@ -67,100 +68,40 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_FRAME_BYTES_MAX: usize = 16 << 20;
 
-/// The real sender: the metadata image says where each partition leads.
+/// The real sender: one task per coordinator (started on first use) drains a queue of
+/// transactions, groups their outstanding partitions by current leader and sends each
+/// leader one WriteTxnMarkers carrying every transaction's markers for it (Kafka's
+/// TransactionMarkerChannelManager batches per destination broker the same way).
 pub struct NetworkMarkerSender {
+    shared: Arc<Channel>,
+}
+
+struct Channel {
     controller: Arc<Controller>,
     node_id: NodeId,
+    queue: std::sync::Mutex<Vec<Outstanding>>,
+    wake: tokio::sync::Notify,
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// One transaction whose markers are not all written yet.
+struct Outstanding {
+    job: MarkerJob,
+    left: BTreeSet<(String, i32)>,
+    still_wanted: StillWanted,
+    done: tokio::sync::oneshot::Sender<MarkerOutcome>,
 }
 
 impl NetworkMarkerSender {
     pub fn new(controller: Arc<Controller>, node_id: NodeId) -> NetworkMarkerSender {
         NetworkMarkerSender {
-            controller,
-            node_id,
-        }
-    }
-
-    async fn send_all(&self, job: MarkerJob, still_wanted: StillWanted) -> MarkerOutcome {
-        let mut left: BTreeSet<(String, i32)> = job
-            .partitions
-            .iter()
-            .flat_map(|(topic, ids)| ids.iter().map(move |id| (topic.clone(), *id)))
-            .collect();
-        let mut backoff = RETRY_BACKOFF;
-        let mut connections: HashMap<NodeId, PeerConnection> = HashMap::new();
-        while !left.is_empty() {
-            if !still_wanted() {
-                return MarkerOutcome::Abandoned;
-            }
-            let image = self.controller.image();
-            let by_leader = group_by_leader(&image, &mut left);
-            for (leader, partitions) in by_leader {
-                let Some(address) = leader_address(&image, leader) else {
-                    continue;
-                };
-                let answered = self
-                    .send_to(&mut connections, leader, &address, &job, &partitions)
-                    .await;
-                for done in answered {
-                    left.remove(&done);
-                }
-            }
-            if left.is_empty() {
-                break;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-        }
-        MarkerOutcome::Written
-    }
-
-    /// One request to `leader`; returns the partitions that answered NONE. A broken
-    /// connection is dropped (reconnected next round).
-    async fn send_to(
-        &self,
-        connections: &mut HashMap<NodeId, PeerConnection>,
-        leader: NodeId,
-        address: &str,
-        job: &MarkerJob,
-        partitions: &[(String, i32)],
-    ) -> Vec<(String, i32)> {
-        if !connections.contains_key(&leader) {
-            let client_id = format!("broker-{}-txn-markers", self.node_id);
-            match PeerConnection::connect(
-                address,
-                client_id,
-                RESPONSE_FRAME_BYTES_MAX,
-                CONNECT_TIMEOUT,
-            )
-            .await
-            {
-                Ok(connection) => {
-                    connections.insert(leader, connection);
-                }
-                Err(error) => {
-                    tracing::debug!(leader, %error, "cannot reach a leader for markers");
-                    return Vec::new();
-                }
-            }
-        }
-        let Some(connection) = connections.get_mut(&leader) else {
-            return Vec::new();
-        };
-        let request = marker_request(job, partitions);
-        let call = connection.call::<_, WriteTxnMarkersResponse>(
-            ApiKey::WriteTxnMarkers,
-            1,
-            &request,
-            REQUEST_TIMEOUT,
-        );
-        match call.await {
-            Ok(response) => answered_partitions(&response, job.producer_id),
-            Err(error) => {
-                tracing::debug!(leader, %error, "WriteTxnMarkers failed; retrying");
-                connections.remove(&leader);
-                Vec::new()
-            }
+            shared: Arc::new(Channel {
+                controller,
+                node_id,
+                queue: std::sync::Mutex::new(Vec::new()),
+                wake: tokio::sync::Notify::new(),
+                started: std::sync::atomic::AtomicBool::new(false),
+            }),
         }
     }
 }
@@ -171,7 +112,155 @@ impl MarkerSender for NetworkMarkerSender {
         job: MarkerJob,
         still_wanted: StillWanted,
     ) -> Pin<Box<dyn Future<Output = MarkerOutcome> + Send + '_>> {
-        Box::pin(self.send_all(job, still_wanted))
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let left = job
+            .partitions
+            .iter()
+            .flat_map(|(topic, ids)| ids.iter().map(move |id| (topic.clone(), *id)))
+            .collect();
+        let outstanding = Outstanding {
+            job,
+            left,
+            still_wanted,
+            done,
+        };
+        queue(&self.shared).push(outstanding);
+        if !self
+            .shared
+            .started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(run_channel(self.shared.clone()));
+        }
+        self.shared.wake.notify_one();
+        // A dropped sender (the task died) abandons: the next coordinator retries.
+        Box::pin(async move { outcome.await.unwrap_or(MarkerOutcome::Abandoned) })
+    }
+}
+
+fn queue(channel: &Channel) -> std::sync::MutexGuard<'_, Vec<Outstanding>> {
+    channel.queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The channel's task: rounds until the queue is empty, then waits for work.
+async fn run_channel(channel: Arc<Channel>) {
+    let mut connections: HashMap<NodeId, PeerConnection> = HashMap::new();
+    let mut backoff = RETRY_BACKOFF;
+    loop {
+        let mut batch = std::mem::take(&mut *queue(&channel));
+        if batch.is_empty() {
+            channel.wake.notified().await;
+            continue;
+        }
+        let progressed = round(&channel, &mut connections, &mut batch).await;
+        let mut unfinished = Vec::new();
+        for outstanding in batch {
+            if !(outstanding.still_wanted)() {
+                let _ = outstanding.done.send(MarkerOutcome::Abandoned);
+            } else if outstanding.left.is_empty() {
+                let _ = outstanding.done.send(MarkerOutcome::Written);
+            } else {
+                unfinished.push(outstanding);
+            }
+        }
+        if unfinished.is_empty() {
+            backoff = RETRY_BACKOFF;
+            continue;
+        }
+        queue(&channel).extend(unfinished);
+        if progressed {
+            backoff = RETRY_BACKOFF;
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+    }
+}
+
+/// One request per leader for every wanted transaction's outstanding partitions; removes
+/// the partitions answered from each `left`. Returns whether any partition was answered.
+async fn round(
+    channel: &Channel,
+    connections: &mut HashMap<NodeId, PeerConnection>,
+    batch: &mut [Outstanding],
+) -> bool {
+    let image = channel.controller.image();
+    // leader -> (index into batch, partitions)
+    let mut by_leader: BTreeMap<NodeId, Vec<(usize, Vec<(String, i32)>)>> = BTreeMap::new();
+    let mut producers = BTreeSet::new();
+    for (index, outstanding) in batch.iter_mut().enumerate() {
+        // One marker per producer per request: responses are matched by producer id.
+        if !(outstanding.still_wanted)() || !producers.insert(outstanding.job.producer_id) {
+            continue;
+        }
+        for (leader, partitions) in group_by_leader(&image, &mut outstanding.left) {
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((index, partitions));
+        }
+    }
+    let mut progressed = false;
+    for (leader, entries) in by_leader {
+        let Some(address) = leader_address(&image, leader) else {
+            continue;
+        };
+        let jobs: Vec<(&MarkerJob, &[(String, i32)])> = entries
+            .iter()
+            .map(|(index, partitions)| (&batch[*index].job, partitions.as_slice()))
+            .collect();
+        let request = batch_request(&jobs);
+        let Some(response) = call(channel, connections, leader, &address, &request).await else {
+            continue;
+        };
+        for (index, _) in &entries {
+            let producer_id = batch[*index].job.producer_id;
+            for done in answered_partitions(&response, producer_id) {
+                progressed |= batch[*index].left.remove(&done);
+            }
+        }
+    }
+    progressed
+}
+
+/// Sends `request` to `leader`, connecting first if needed; a failed call drops the
+/// connection (reconnected next round).
+async fn call(
+    channel: &Channel,
+    connections: &mut HashMap<NodeId, PeerConnection>,
+    leader: NodeId,
+    address: &str,
+    request: &WriteTxnMarkersRequest,
+) -> Option<WriteTxnMarkersResponse> {
+    if !connections.contains_key(&leader) {
+        let client_id = format!("broker-{}-txn-markers", channel.node_id);
+        let connecting = PeerConnection::connect(
+            address,
+            client_id,
+            RESPONSE_FRAME_BYTES_MAX,
+            CONNECT_TIMEOUT,
+        );
+        match connecting.await {
+            Ok(connection) => {
+                connections.insert(leader, connection);
+            }
+            Err(error) => {
+                tracing::debug!(leader, %error, "cannot reach a leader for markers");
+                return None;
+            }
+        }
+    }
+    let connection = connections.get_mut(&leader)?;
+    let answer = connection
+        .call::<_, WriteTxnMarkersResponse>(ApiKey::WriteTxnMarkers, 1, request, REQUEST_TIMEOUT)
+        .await;
+    match answer {
+        Ok(response) => Some(response),
+        Err(error) => {
+            tracing::debug!(leader, %error, "WriteTxnMarkers failed; retrying");
+            connections.remove(&leader);
+            None
+        }
     }
 }
 
@@ -205,26 +294,33 @@ fn leader_address(image: &MetadataImage, leader: NodeId) -> Option<String> {
     Some(format!("{}:{}", endpoint.host, endpoint.port))
 }
 
-pub fn marker_request(job: &MarkerJob, partitions: &[(String, i32)]) -> WriteTxnMarkersRequest {
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, partition) in partitions {
-        topics.entry(topic).or_default().push(*partition);
-    }
-    let topics = topics
-        .into_iter()
-        .map(|(name, ids)| {
-            WritableTxnMarkerTopic::default()
-                .with_name(TopicName(StrBytes::from_string(name.to_string())))
-                .with_partition_indexes(ids)
+/// One WriteTxnMarkers v1 with a marker per transaction, each naming its partitions by
+/// topic.
+pub fn batch_request(jobs: &[(&MarkerJob, &[(String, i32)])]) -> WriteTxnMarkersRequest {
+    let markers = jobs
+        .iter()
+        .map(|(job, partitions)| {
+            let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for (topic, partition) in partitions.iter() {
+                topics.entry(topic).or_default().push(*partition);
+            }
+            let topics = topics
+                .into_iter()
+                .map(|(name, ids)| {
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                        .with_partition_indexes(ids)
+                })
+                .collect();
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(job.producer_id))
+                .with_producer_epoch(job.producer_epoch)
+                .with_transaction_result(job.commit)
+                .with_topics(topics)
+                .with_coordinator_epoch(job.coordinator_epoch)
         })
         .collect();
-    let marker = WritableTxnMarker::default()
-        .with_producer_id(ProducerId(job.producer_id))
-        .with_producer_epoch(job.producer_epoch)
-        .with_transaction_result(job.commit)
-        .with_topics(topics)
-        .with_coordinator_epoch(job.coordinator_epoch);
-    WriteTxnMarkersRequest::default().with_markers(vec![marker])
+    WriteTxnMarkersRequest::default().with_markers(markers)
 }
 
 /// The partitions done: NONE, or an error that retrying cannot change for this
@@ -276,7 +372,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_request_names_every_partition_by_topic() {
+    fn one_request_batches_every_transaction_by_topic() {
         let job = MarkerJob {
             producer_id: 4,
             producer_epoch: 2,
@@ -289,7 +385,16 @@ mod tests {
             ("a".to_string(), 0),
             ("b".to_string(), 0),
         ];
-        let request = marker_request(&job, &partitions);
+        let other = MarkerJob {
+            producer_id: 5,
+            commit: false,
+            ..job.clone()
+        };
+        let request = batch_request(&[(&job, &partitions), (&other, &partitions[..1])]);
+        assert_eq!(request.markers.len(), 2);
+        assert_eq!(request.markers[1].producer_id.0, 5);
+        assert!(!request.markers[1].transaction_result);
+        assert_eq!(request.markers[1].topics[0].partition_indexes, vec![1]);
         let marker = &request.markers[0];
         assert_eq!((marker.producer_id.0, marker.producer_epoch), (4, 2));
         assert!(marker.transaction_result);
