@@ -76,8 +76,11 @@ pub struct NetworkMarkerSender {
     shared: Arc<Channel>,
 }
 
+/// Where the channel reads the current leaders (the controller's image).
+pub type ImageSource = Box<dyn Fn() -> Arc<MetadataImage> + Send + Sync>;
+
 struct Channel {
-    controller: Arc<Controller>,
+    images: ImageSource,
     node_id: NodeId,
     queue: std::sync::Mutex<Vec<Outstanding>>,
     wake: tokio::sync::Notify,
@@ -94,9 +97,13 @@ struct Outstanding {
 
 impl NetworkMarkerSender {
     pub fn new(controller: Arc<Controller>, node_id: NodeId) -> NetworkMarkerSender {
+        NetworkMarkerSender::from_images(Box::new(move || controller.image()), node_id)
+    }
+
+    pub fn from_images(images: ImageSource, node_id: NodeId) -> NetworkMarkerSender {
         NetworkMarkerSender {
             shared: Arc::new(Channel {
-                controller,
+                images,
                 node_id,
                 queue: std::sync::Mutex::new(Vec::new()),
                 wake: tokio::sync::Notify::new(),
@@ -184,7 +191,7 @@ async fn round(
     connections: &mut HashMap<NodeId, PeerConnection>,
     batch: &mut [Outstanding],
 ) -> bool {
-    let image = channel.controller.image();
+    let image = (channel.images)();
     // leader -> (index into batch, partitions)
     let mut by_leader: BTreeMap<NodeId, Vec<(usize, Vec<(String, i32)>)>> = BTreeMap::new();
     let mut producers = BTreeSet::new();
@@ -401,6 +408,163 @@ mod tests {
         assert_eq!(marker.coordinator_epoch, 9);
         assert_eq!(marker.topics.len(), 2);
         assert_eq!(marker.topics[1].partition_indexes, vec![1, 0]);
+    }
+
+    /// A leader that answers partition 1 NOT_LEADER_OR_FOLLOWER once, everything else
+    /// NONE; returns how many markers each request carried.
+    async fn fake_leader(
+        listener: tokio::net::TcpListener,
+        seen: Arc<std::sync::Mutex<Vec<usize>>>,
+    ) {
+        use bytes::{Buf, BufMut, BytesMut};
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::messages::write_txn_markers_response::{
+            WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+        };
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut refused_once = false;
+        loop {
+            let mut size = [0u8; 4];
+            if socket.read_exact(&mut size).await.is_err() {
+                return;
+            }
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            socket.read_exact(&mut body).await.unwrap();
+            let mut body = bytes::Bytes::from(body);
+            let header_version = ApiKey::WriteTxnMarkers.request_header_version(1);
+            let header = RequestHeader::decode(&mut body, header_version).unwrap();
+            let request = WriteTxnMarkersRequest::decode(&mut body, 1).unwrap();
+            seen.lock().unwrap().push(request.markers.len());
+            let markers = request
+                .markers
+                .iter()
+                .map(|marker| {
+                    let topics = marker
+                        .topics
+                        .iter()
+                        .map(|topic| {
+                            let partitions = topic
+                                .partition_indexes
+                                .iter()
+                                .map(|index| {
+                                    let refuse = *index == 1 && !refused_once;
+                                    let code = if refuse {
+                                        ResponseError::NotLeaderOrFollower.code()
+                                    } else {
+                                        0
+                                    };
+                                    WritableTxnMarkerPartitionResult::default()
+                                        .with_partition_index(*index)
+                                        .with_error_code(code)
+                                })
+                                .collect();
+                            WritableTxnMarkerTopicResult::default()
+                                .with_name(topic.name.clone())
+                                .with_partitions(partitions)
+                        })
+                        .collect();
+                    WritableTxnMarkerResult::default()
+                        .with_producer_id(marker.producer_id)
+                        .with_topics(topics)
+                })
+                .collect();
+            refused_once = true;
+            let response = WriteTxnMarkersResponse::default().with_markers(markers);
+            let mut frame = BytesMut::new();
+            frame.put_i32(0);
+            let response_header = kafka_protocol::messages::ResponseHeader::default()
+                .with_correlation_id(header.correlation_id);
+            let response_header_version = ApiKey::WriteTxnMarkers.response_header_version(1);
+            response_header
+                .encode(&mut frame, response_header_version)
+                .unwrap();
+            response.encode(&mut frame, 1).unwrap();
+            let size = (frame.len() - 4) as i32;
+            frame[..4].copy_from_slice(&size.to_be_bytes());
+            socket.write_all(&frame).await.unwrap();
+            let _ = body.remaining();
+        }
+    }
+
+    fn image_with_leader(port: u16) -> MetadataImage {
+        use crate::controller::{BrokerEndpoint, BrokerRegistration, PartitionImage, TopicImage};
+        let mut image = MetadataImage::default();
+        image.brokers.insert(
+            1,
+            BrokerRegistration {
+                node_id: 1,
+                incarnation_id: uuid::Uuid::nil(),
+                epoch: 1,
+                listeners: vec![BrokerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port,
+                }],
+                host: "127.0.0.1".into(),
+                port: i32::from(port),
+                rack: None,
+                fenced: false,
+                in_controlled_shutdown: false,
+            },
+        );
+        let partition = PartitionImage {
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let topic = TopicImage {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(1),
+            partitions: vec![partition.clone(), partition],
+            configs: BTreeMap::new(),
+        };
+        image.topics.insert("t".into(), topic);
+        image
+    }
+
+    #[tokio::test]
+    async fn markers_of_many_transactions_share_a_request_and_refusals_are_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let server = tokio::spawn(fake_leader(listener, seen.clone()));
+        let image = Arc::new(image_with_leader(port));
+        let sender = NetworkMarkerSender::from_images(Box::new(move || image.clone()), 7);
+        let job = |producer_id, gone_topic: bool| {
+            let mut partitions = TxnPartitions::from([("t".to_string(), BTreeSet::from([0, 1]))]);
+            if gone_topic {
+                partitions.insert("deleted".into(), BTreeSet::from([0]));
+            }
+            MarkerJob {
+                producer_id,
+                producer_epoch: 0,
+                commit: true,
+                coordinator_epoch: 3,
+                partitions,
+            }
+        };
+        let wanted: StillWanted = Arc::new(|| true);
+        let first = sender.send(job(4, false), wanted.clone());
+        let second = sender.send(job(5, true), wanted);
+        let outcomes = tokio::time::timeout(Duration::from_secs(20), async {
+            (first.await, second.await)
+        })
+        .await
+        .expect("the markers were never all written");
+        assert_eq!(outcomes, (MarkerOutcome::Written, MarkerOutcome::Written));
+        // Both transactions in the first request; the refused partition retried after.
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(requests[0], 2, "{requests:?}");
+        assert!(requests.len() >= 2, "{requests:?}");
+        let abandoned = sender.send(job(6, false), Arc::new(|| false));
+        assert_eq!(abandoned.await, MarkerOutcome::Abandoned);
+        drop(sender);
+        server.abort();
+        let _ = server.await;
     }
 
     #[test]
