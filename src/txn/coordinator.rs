@@ -253,7 +253,7 @@ impl TransactionCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &TxnPartitions,
-    ) -> Result<Vec<(String, i32, Result<(), TxnError>)>, TxnError> {
+    ) -> Result<state::PartitionVerdicts, TxnError> {
         let owner = self.owner(transactional_id)?;
         self.with_shard(&owner, |shard| {
             shard

@@ -1,7 +1,7 @@
 //! The coordinator shell over a real `__transaction_state` log, with markers and producer
 //! ids faked.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -107,10 +107,7 @@ async fn until_state(coordinator: &TransactionCoordinator, id: &str, wanted: Txn
 fn parts(list: &[(&str, i32)]) -> TxnPartitions {
     let mut partitions = TxnPartitions::new();
     for (topic, id) in list {
-        partitions
-            .entry(topic.to_string())
-            .or_insert_with(BTreeSet::new)
-            .insert(*id);
+        partitions.entry(topic.to_string()).or_default().insert(*id);
     }
     partitions
 }

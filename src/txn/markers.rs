@@ -184,6 +184,9 @@ async fn run_channel(channel: Arc<Channel>) {
     }
 }
 
+/// One transaction's share of a leader's request: its index in the batch, its partitions.
+type BatchEntry = (usize, Vec<(String, i32)>);
+
 /// One request per leader for every wanted transaction's outstanding partitions; removes
 /// the partitions answered from each `left`. Returns whether any partition was answered.
 async fn round(
@@ -193,7 +196,7 @@ async fn round(
 ) -> bool {
     let image = (channel.images)();
     // leader -> (index into batch, partitions)
-    let mut by_leader: BTreeMap<NodeId, Vec<(usize, Vec<(String, i32)>)>> = BTreeMap::new();
+    let mut by_leader: BTreeMap<NodeId, Vec<BatchEntry>> = BTreeMap::new();
     let mut producers = BTreeSet::new();
     for (index, outstanding) in batch.iter_mut().enumerate() {
         // One marker per producer per request: responses are matched by producer id.
@@ -239,7 +242,7 @@ async fn call(
     address: &str,
     request: &WriteTxnMarkersRequest,
 ) -> Option<WriteTxnMarkersResponse> {
-    if !connections.contains_key(&leader) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = connections.entry(leader) {
         let client_id = format!("broker-{}-txn-markers", channel.node_id);
         let connecting = PeerConnection::connect(
             address,
@@ -249,7 +252,7 @@ async fn call(
         );
         match connecting.await {
             Ok(connection) => {
-                connections.insert(leader, connection);
+                slot.insert(connection);
             }
             Err(error) => {
                 tracing::debug!(leader, %error, "cannot reach a leader for markers");

@@ -26,6 +26,9 @@ const PARTITIONS: i32 = 3;
 /// that fences a transaction carries a bumped epoch and must still count as its outcome.
 type Instance = (i64, i64);
 
+/// A prepared instance being completed: its outcome and the partitions without a marker.
+type MarkersLeft = (Instance, bool, BTreeSet<(String, i32)>);
+
 struct Sim {
     rng: SimRng,
     clock: i64,
@@ -35,7 +38,7 @@ struct Sim {
     /// The coordinator's memory; `None` while no coordinator has loaded the log.
     memory: Option<TxnMetadata>,
     /// Prepared transactions whose markers are being sent: partitions still missing one.
-    markers_left: Option<(Instance, bool, BTreeSet<(String, i32)>)>,
+    markers_left: Option<MarkersLeft>,
     /// Producers (producer id, epoch) clients were handed, newest last.
     handed_out: Vec<(i64, i16)>,
     /// Markers written per partition: instance -> commit?

@@ -17,6 +17,9 @@ use super::error::TxnError;
 use super::records::{TxnLogValue, TxnPartitions, TxnStatus};
 
 pub const NO_PRODUCER_ID: i64 = -1;
+
+/// Verify-only answers: (topic, partition, in the ongoing transaction or why not).
+pub type PartitionVerdicts = Vec<(String, i32, Result<(), TxnError>)>;
 pub const NO_PRODUCER_EPOCH: i16 = -1;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,7 +334,7 @@ impl TxnMetadata {
         producer_id: i64,
         epoch: i16,
         partitions: &TxnPartitions,
-    ) -> Result<Vec<(String, i32, Result<(), TxnError>)>, TxnError> {
+    ) -> Result<PartitionVerdicts, TxnError> {
         self.check_producer(producer_id, epoch)?;
         if matches!(
             self.state,
@@ -443,17 +446,12 @@ pub fn check_timeout(timeout_ms: i32, max_timeout_ms: i32) -> Result<(), TxnErro
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
     fn parts(list: &[(&str, i32)]) -> TxnPartitions {
         let mut partitions = TxnPartitions::new();
         for (topic, id) in list {
-            partitions
-                .entry(topic.to_string())
-                .or_insert_with(BTreeSet::new)
-                .insert(*id);
+            partitions.entry(topic.to_string()).or_default().insert(*id);
         }
         partitions
     }
