@@ -333,9 +333,9 @@ pub fn batch_request(jobs: &[(&MarkerJob, &[(String, i32)])]) -> WriteTxnMarkers
     WriteTxnMarkersRequest::default().with_markers(markers)
 }
 
-/// The partitions done: NONE, or an error that retrying cannot change for this
-/// transaction (Kafka's channel manager completes those too: a newer epoch or
-/// coordinator owns the producer there, so this marker is moot).
+/// The partitions done: NONE, or a fencing error that retrying cannot change (a newer
+/// producer epoch or coordinator owns the producer there, so this marker is moot; Kafka's
+/// channel manager stops sending those too).
 pub fn answered_partitions(
     response: &WriteTxnMarkersResponse,
     producer_id: i64,
@@ -349,10 +349,12 @@ pub fn answered_partitions(
             for partition in &topic.partitions {
                 let finished = match ResponseError::try_from_code(partition.error_code) {
                     None => true,
+                    // UNKNOWN_TOPIC_OR_PARTITION is retried, as Kafka does: a new leader
+                    // may not have opened the partition yet (a topic that is gone is
+                    // dropped from the image check instead).
                     Some(
                         ResponseError::InvalidProducerEpoch
-                        | ResponseError::TransactionCoordinatorFenced
-                        | ResponseError::UnknownTopicOrPartition,
+                        | ResponseError::TransactionCoordinatorFenced,
                     ) => {
                         tracing::warn!(
                             topic = %topic.name.0,
@@ -584,6 +586,7 @@ mod tests {
                 partition(1, Some(ResponseError::NotLeaderOrFollower)),
                 partition(2, Some(ResponseError::InvalidProducerEpoch)),
                 partition(3, Some(ResponseError::NotEnoughReplicas)),
+                partition(4, Some(ResponseError::UnknownTopicOrPartition)),
             ]);
         let response = WriteTxnMarkersResponse::default().with_markers(vec![
             WritableTxnMarkerResult::default()
