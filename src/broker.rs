@@ -20,7 +20,9 @@ use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
 use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
+use crate::txn::markers::NetworkMarkerSender;
 use crate::txn::producer_ids::ProducerIdManager;
+use crate::txn::{TRANSACTION_STATE_TOPIC, TransactionCoordinator, TxnCoordinatorConfig};
 use crate::types::NodeId;
 
 /// Where the controller keeps its log, named as Kafka names its metadata partition.
@@ -56,6 +58,8 @@ pub struct Broker {
     pub fetchers: ReplicaFetchers,
     pub producer_ids: ProducerIdManager,
     pub groups: GroupCoordinator,
+    /// The transaction coordinator of the `__transaction_state` partitions led here.
+    pub transactions: TransactionCoordinator,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -117,6 +121,17 @@ impl Broker {
                     ..GroupConfig::default()
                 },
             ),
+            transactions: TransactionCoordinator::new(
+                TxnCoordinatorConfig {
+                    partitions: config.transactions.state_log_partitions,
+                    max_timeout_ms: config.transactions.max_timeout_ms,
+                    id_expiration_ms: config.transactions.id_expiration_ms,
+                    write_timeout: std::time::Duration::from_millis(
+                        config.transactions.state_log_commit_timeout_ms,
+                    ),
+                },
+                Arc::new(NetworkMarkerSender::new(controller.clone(), config.node_id)),
+            ),
             controller,
             config,
             stopping,
@@ -137,6 +152,7 @@ impl Broker {
             broker.replicas.reconcile_after(&image, last_shutdown);
             broker.fetchers.reconcile(&image, &broker.replicas);
             broker.load_offsets_partitions();
+            broker.load_transaction_partitions();
         });
         broker.reconciled.send_replace(image.applied_index);
         let broker = Arc::new(broker);
@@ -146,6 +162,13 @@ impl Broker {
             broker.controller.clone(),
             broker.replicas.clone(),
             std::time::Duration::from_millis(replication.lag_time_max_ms),
+            broker.shutdown_signal(),
+        ));
+        let transactions = &broker.config.transactions;
+        tokio::spawn(crate::txn::coordinator::run_timers(
+            broker.transactions.clone(),
+            std::time::Duration::from_millis(transactions.abort_timed_out_interval_ms),
+            std::time::Duration::from_millis(transactions.remove_expired_interval_ms),
             broker.shutdown_signal(),
         ));
         tokio::spawn(checkpoint_high_watermarks(
@@ -160,15 +183,27 @@ impl Broker {
     /// this broker now leads (at the epoch its log was given) is loaded in the background,
     /// one it no longer leads (or leads at another epoch) is unloaded at once.
     fn load_offsets_partitions(&self) {
+        self.groups
+            .follow_leadership(&self.led_partitions(OFFSETS_TOPIC));
+    }
+
+    /// The same for the transaction coordinator and `__transaction_state`.
+    fn load_transaction_partitions(&self) {
+        self.transactions
+            .follow_leadership(&self.led_partitions(TRANSACTION_STATE_TOPIC));
+    }
+
+    /// The partitions of an internal topic this broker leads now, with their logs.
+    fn led_partitions(&self, topic: &str) -> std::collections::HashMap<i32, LedPartition> {
         let image = self.image();
         let mut led = std::collections::HashMap::new();
-        let partitions = image.topic(OFFSETS_TOPIC).map(|topic| &topic.partitions);
+        let partitions = image.topic(topic).map(|topic| &topic.partitions);
         for (index, partition) in partitions.into_iter().flatten().enumerate() {
             let index = index as i32;
             if partition.leader != self.config.node_id {
                 continue;
             }
-            let Some(log) = self.replicas.get(OFFSETS_TOPIC, index) else {
+            let Some(log) = self.replicas.get(topic, index) else {
                 continue;
             };
             // The log's own view decides: it is what coordinator writes are checked against.
@@ -177,7 +212,7 @@ impl Broker {
                 led.insert(index, LedPartition { log, leader_epoch });
             }
         }
-        self.groups.follow_leadership(&led);
+        led
     }
 
     /// The offsets partition this broker coordinates `group` through, if it is loaded here
@@ -216,6 +251,43 @@ impl Broker {
             }
         }
         tokio::task::block_in_place(|| self.load_offsets_partitions());
+        Ok(())
+    }
+
+    /// Creates `__transaction_state` on first use (FindCoordinator for a transactional id,
+    /// InitProducerId), as Kafka does: compacted, replicated like the offsets topic.
+    pub async fn ensure_transaction_topic(&self) -> Result<(), ControllerError> {
+        if self.image().topic(TRANSACTION_STATE_TOPIC).is_none() {
+            let settings = &self.config.transactions;
+            let configs = [
+                ("cleanup.policy", "compact".to_string()),
+                ("compression.type", "uncompressed".to_string()),
+                (
+                    "segment.bytes",
+                    settings.state_log_segment_bytes.to_string(),
+                ),
+                (
+                    "min.insync.replicas",
+                    settings.state_log_min_isr.to_string(),
+                ),
+                ("unclean.leader.election.enable", "false".to_string()),
+            ];
+            let topic = NewTopic {
+                name: TRANSACTION_STATE_TOPIC.to_string(),
+                num_partitions: settings.state_log_partitions,
+                replication_factor: settings.state_log_replication_factor,
+                assignments: Vec::new(),
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            };
+            match self.create_topic(&topic, false).await {
+                Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        tokio::task::block_in_place(|| self.load_transaction_partitions());
         Ok(())
     }
 
@@ -483,6 +555,7 @@ async fn reconcile_images(broker: Arc<Broker>) {
                 hosted.replicas.reconcile(&image);
                 hosted.fetchers.reconcile(&image, &hosted.replicas);
                 hosted.load_offsets_partitions();
+                hosted.load_transaction_partitions();
             });
             match work.await {
                 Ok(()) => {

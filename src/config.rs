@@ -210,6 +210,8 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`
     pub offsets_retention_check_interval_ms: u64,
+    /// `transaction.*` / `transactional.id.*`: the transaction coordinator.
+    pub transactions: TransactionConfig,
     /// `group.min.session.timeout.ms`
     pub group_session_timeout_ms_min: i32,
     /// `group.max.session.timeout.ms`
@@ -408,6 +410,7 @@ impl BrokerConfig {
                 "offsets.retention.check.interval.ms",
                 600_000,
             )?,
+            transactions: TransactionConfig::parse(&explicit, offsets_replication_factor)?,
             group_session_timeout_ms_min: parse(&explicit, "group.min.session.timeout.ms", 6_000)?,
             group_session_timeout_ms_max: parse(
                 &explicit,
@@ -565,6 +568,114 @@ impl BrokerConfig {
                 .or_else(|| get(hours_key).map(|h| h * 3_600_000))
                 .unwrap_or(hours_default * 3_600_000),
         )
+    }
+}
+
+/// The transaction coordinator's settings, with Kafka's names and defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionConfig {
+    /// `transaction.state.log.num.partitions`
+    pub state_log_partitions: i32,
+    /// `transaction.state.log.replication.factor`: Kafka's default 3, capped like
+    /// `offsets.topic.replication.factor` (1 on a node that is its own quorum).
+    pub state_log_replication_factor: i16,
+    /// `transaction.state.log.min.isr` (2), never above the replication factor unless set.
+    pub state_log_min_isr: i32,
+    /// `transaction.state.log.segment.bytes`
+    pub state_log_segment_bytes: i32,
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` a producer may ask.
+    pub max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`
+    pub abort_timed_out_interval_ms: u64,
+    /// `transactional.id.expiration.ms`
+    pub id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`
+    pub remove_expired_interval_ms: u64,
+    /// How long a `__transaction_state` write waits for its in-sync replicas (Kafka uses
+    /// the request timeout; `transaction.state.log.commit.timeout.ms` is our name).
+    pub state_log_commit_timeout_ms: u64,
+}
+
+impl TransactionConfig {
+    fn parse(
+        explicit: &BTreeMap<String, String>,
+        replication_default: i16,
+    ) -> Result<TransactionConfig, ConfigError> {
+        let replication_factor: i16 = parse(
+            explicit,
+            "transaction.state.log.replication.factor",
+            replication_default,
+        )?;
+        let min_isr_default = 2.min(i32::from(replication_factor));
+        let config = TransactionConfig {
+            state_log_partitions: parse(explicit, "transaction.state.log.num.partitions", 50)?,
+            state_log_replication_factor: replication_factor,
+            state_log_min_isr: parse(explicit, "transaction.state.log.min.isr", min_isr_default)?,
+            state_log_segment_bytes: parse(
+                explicit,
+                "transaction.state.log.segment.bytes",
+                104_857_600,
+            )?,
+            max_timeout_ms: parse(explicit, "transaction.max.timeout.ms", 900_000)?,
+            abort_timed_out_interval_ms: parse(
+                explicit,
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                10_000,
+            )?,
+            id_expiration_ms: parse(explicit, "transactional.id.expiration.ms", 604_800_000)?,
+            remove_expired_interval_ms: parse(
+                explicit,
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+                3_600_000,
+            )?,
+            state_log_commit_timeout_ms: parse(
+                explicit,
+                "transaction.state.log.commit.timeout.ms",
+                5_000,
+            )?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            (
+                "transaction.state.log.num.partitions",
+                self.state_log_partitions > 0,
+            ),
+            (
+                "transaction.state.log.replication.factor",
+                self.state_log_replication_factor > 0,
+            ),
+            ("transaction.state.log.min.isr", self.state_log_min_isr > 0),
+            (
+                "transaction.state.log.segment.bytes",
+                self.state_log_segment_bytes > 0,
+            ),
+            ("transaction.max.timeout.ms", self.max_timeout_ms > 0),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                self.abort_timed_out_interval_ms > 0,
+            ),
+            ("transactional.id.expiration.ms", self.id_expiration_ms > 0),
+            (
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+                self.remove_expired_interval_ms > 0,
+            ),
+            (
+                "transaction.state.log.commit.timeout.ms",
+                self.state_log_commit_timeout_ms > 0,
+            ),
+        ];
+        match positive.iter().find(|(_, ok)| !ok) {
+            Some((key, _)) => Err(ConfigError::Invalid {
+                key: key.to_string(),
+                value: "0 or less".into(),
+                reason: "must be positive".into(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

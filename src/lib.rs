@@ -8,7 +8,8 @@
 //!   and the log cleaner thread that compacts them.
 //! - [`group`]: the group coordinator: consumer groups and committed offsets, persisted
 //!   in `__consumer_offsets`.
-//! - [`txn`]: producer ids and per-partition idempotent-producer state.
+//! - [`txn`]: producer ids, per-partition idempotent-producer state, and the transaction
+//!   coordinator (`__transaction_state`, transaction version 1).
 //! - [`controller`]: the metadata image (brokers, topics, partitions, configs) and the
 //!   commands that change it.
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.

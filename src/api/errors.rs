@@ -125,3 +125,27 @@ pub fn group_error(error: &GroupError) -> ResponseError {
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
     }
 }
+
+/// The transaction coordinator's errors as Kafka codes. `fenced_as_old_epoch`: the
+/// request predates PRODUCER_FENCED (KIP-588: InitProducerId < v4, AddPartitionsToTxn,
+/// AddOffsetsToTxn and EndTxn < v2), which gets INVALID_PRODUCER_EPOCH instead, as Kafka
+/// answers it.
+pub fn txn_error(error: &crate::txn::TxnError, fenced_as_old_epoch: bool) -> ResponseError {
+    use crate::txn::TxnError;
+    match error {
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ProducerFenced if fenced_as_old_epoch => ResponseError::InvalidProducerEpoch,
+        TxnError::ProducerFenced => ResponseError::ProducerFenced,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
+        TxnError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+        TxnError::NotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+        // Kafka's TransactionStateManager answers other append failures (a record too
+        // large, a storage error) UNKNOWN_SERVER_ERROR.
+        TxnError::Storage(_) => ResponseError::UnknownServerError,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::InvalidRequest(_) => ResponseError::InvalidRequest,
+    }
+}

@@ -41,11 +41,13 @@ pub async fn find_coordinator(
     };
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        let found = if request.key_type == KEY_TYPE_GROUP {
-            locate(broker, &key, &context.listener_name).await
-        } else {
-            // Transaction coordinators do not exist yet.
-            Err(ResponseError::CoordinatorNotAvailable)
+        let found = match request.key_type {
+            KEY_TYPE_GROUP => locate(broker, &key, &context.listener_name).await,
+            super::txn_coordinator::KEY_TYPE_TRANSACTION => {
+                super::txn_coordinator::locate(broker, &key, &context.listener_name).await
+            }
+            // Kafka: "Unknown coordinator type".
+            _ => Err(ResponseError::InvalidRequest),
         };
         coordinators.push(coordinator_entry(key, found));
     }

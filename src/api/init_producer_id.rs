@@ -1,20 +1,23 @@
-//! InitProducerId for idempotent producers: a fresh producer id at epoch 0.
+//! InitProducerId v0-5.
 //!
-//! Transactional ids need the transaction coordinator, which does not exist yet. A
-//! transactional producer first asks FindCoordinator, which we do not advertise, so it
-//! never gets here; if one does, INVALID_REQUEST is safer than an id that would make it
-//! believe it has transactions.
+//! Without a transactional id: an idempotent producer gets a fresh producer id at epoch 0
+//! (a KIP-360 re-initialisation gets a new id too: it cannot collide with the old one's
+//! sequences). With one: the transaction coordinator of the id answers (new id, epoch
+//! bump, fencing), creating `__transaction_state` on first use.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::RequestContext;
-use super::errors::controller_error;
+use super::errors::{controller_error, txn_error};
 use crate::broker::Broker;
+
+/// The first InitProducerId version that knows PRODUCER_FENCED (KIP-588).
+const PRODUCER_FENCED_VERSION: i16 = 4;
 
 pub async fn handle(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let failed = |code: i16| {
@@ -23,12 +26,38 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request.transactional_id.is_some() {
-        return failed(ResponseError::InvalidRequest.code());
+    if let Some(transactional_id) = &request.transactional_id {
+        let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
+        // Kafka: both or neither of the producer id and epoch.
+        let expected = match (producer_id, epoch) {
+            (-1, -1) => None,
+            (-1, _) | (_, -1) => return failed(ResponseError::InvalidRequest.code()),
+            (id, epoch) => Some((id, epoch)),
+        };
+        if let Err(error) = broker.ensure_transaction_topic().await {
+            tracing::warn!(%error, "cannot create the transaction state topic");
+            return failed(ResponseError::CoordinatorNotAvailable.code());
+        }
+        let initialised = broker
+            .transactions
+            .init_producer_id(
+                transactional_id.0.as_str(),
+                request.transaction_timeout_ms,
+                expected,
+                &broker.producer_ids,
+            )
+            .await;
+        return match initialised {
+            Ok((id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            Err(error) => {
+                let fenced_as_old_epoch = context.version < PRODUCER_FENCED_VERSION;
+                failed(txn_error(&error, fenced_as_old_epoch).code())
+            }
+        };
     }
     if request.producer_id.0 >= 0 {
-        // KIP-360 epoch bump of an idempotent producer: a new id is just as good and
-        // cannot collide with the old one's sequences.
         tracing::debug!(
             producer_id = request.producer_id.0,
             "re-initialising idempotent producer"

@@ -5,12 +5,14 @@
 //! is the only place that knows Kafka message structs; handlers call the broker's parts
 //! and map their typed errors to Kafka error codes ([`errors`]).
 
+mod add_partitions_to_txn;
 mod admin_topics;
 mod api_versions;
 mod cluster;
 mod configs;
 mod describe_quorum;
 mod elect_leaders;
+mod end_txn;
 pub mod errors;
 mod fetch;
 mod group_admin;
@@ -27,6 +29,8 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
 mod txn_markers;
+mod transactions_admin;
+mod txn_coordinator;
 
 use std::sync::Arc;
 
@@ -93,6 +97,11 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::ElectLeaders, 0, 2),
     // Broker to broker, from the transaction coordinator; Kafka 4.0 advertises 1-1.
     spec(ApiKey::WriteTxnMarkers, 1, 1),
+    spec(ApiKey::AddPartitionsToTxn, 0, 5),
+    spec(ApiKey::AddOffsetsToTxn, 0, 4),
+    spec(ApiKey::EndTxn, 0, 5),
+    spec(ApiKey::DescribeTransactions, 0, 0),
+    spec(ApiKey::ListTransactions, 0, 1),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -407,6 +416,17 @@ async fn dispatch(
         }
         ApiKey::ElectLeaders => route!(broker, context, body, elect_leaders::handle),
         ApiKey::WriteTxnMarkers => route!(broker, context, body, txn_markers::handle),
+        ApiKey::AddPartitionsToTxn => {
+            route!(broker, context, body, add_partitions_to_txn::add_partitions)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            route!(broker, context, body, add_partitions_to_txn::add_offsets)
+        }
+        ApiKey::EndTxn => route!(broker, context, body, end_txn::handle),
+        ApiKey::DescribeTransactions => {
+            route!(broker, context, body, transactions_admin::describe)
+        }
+        ApiKey::ListTransactions => route!(broker, context, body, transactions_admin::list),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

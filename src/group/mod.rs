@@ -28,7 +28,7 @@ mod request;
 mod sim;
 #[cfg(test)]
 mod testkit;
-mod writer;
+pub mod writer;
 
 pub use coordinator::{CoordinatorConfig, CoordinatorError, GroupCoordinator, OffsetCommit};
 pub use effects::{Effect, GroupSnapshot, JoinOutcome, JoinedMember, MemberSnapshot, SyncOutcome};

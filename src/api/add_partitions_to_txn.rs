@@ -1,0 +1,207 @@
+//! AddPartitionsToTxn v0-5 and AddOffsetsToTxn v0-4: a transactional producer names the
+//! partitions (or the group whose offsets) its transaction writes to.
+//!
+//! v0-3 carry one transaction from a client. v4+ carry a batch from a broker; an entry
+//! with `verify_only` asks whether its partitions are already in the ongoing transaction
+//! (nothing is added), the others are added as from a client.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::RequestContext;
+use super::errors::txn_error;
+use crate::broker::Broker;
+use crate::controller::MetadataImage;
+use crate::group::OFFSETS_TOPIC;
+use crate::txn::records::TxnPartitions;
+
+/// The first AddPartitionsToTxn version that knows PRODUCER_FENCED (KIP-588).
+const PRODUCER_FENCED_VERSION: i16 = 2;
+/// The first version with the batched (broker) form.
+const BATCHED_VERSION: i16 = 4;
+
+/// Per-partition answers, by topic, in request order.
+type PartitionErrors = Vec<(String, Vec<(i32, i16)>)>;
+
+pub async fn add_partitions(
+    broker: &Broker,
+    context: &RequestContext,
+    request: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    if context.version < BATCHED_VERSION {
+        let transaction = AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(request.v3_and_below_transactional_id)
+            .with_producer_id(request.v3_and_below_producer_id)
+            .with_producer_epoch(request.v3_and_below_producer_epoch)
+            .with_topics(request.v3_and_below_topics);
+        let fenced_as_old_epoch = context.version < PRODUCER_FENCED_VERSION;
+        let errors = one_transaction(broker, &transaction, fenced_as_old_epoch).await;
+        return AddPartitionsToTxnResponse::default()
+            .with_results_by_topic_v3_and_below(topic_results(errors));
+    }
+    let mut results = Vec::with_capacity(request.transactions.len());
+    for transaction in &request.transactions {
+        let errors = one_transaction(broker, transaction, false).await;
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(transaction.transactional_id.clone())
+                .with_topic_results(topic_results(errors)),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+async fn one_transaction(
+    broker: &Broker,
+    transaction: &AddPartitionsToTxnTransaction,
+    fenced_as_old_epoch: bool,
+) -> PartitionErrors {
+    let id = transaction.transactional_id.0.as_str();
+    let (producer_id, epoch) = (transaction.producer_id.0, transaction.producer_epoch);
+    let partitions = requested(&transaction.topics);
+    // Kafka checks the partitions exist first: the unknown ones answer
+    // UNKNOWN_TOPIC_OR_PARTITION and the rest OPERATION_NOT_ATTEMPTED.
+    if let Some(errors) = unknown_partitions(&broker.image(), &transaction.topics) {
+        return errors;
+    }
+    let code = |error: &crate::txn::TxnError| txn_error(error, fenced_as_old_epoch).code();
+    if transaction.verify_only {
+        return match broker
+            .transactions
+            .verify_partitions(id, producer_id, epoch, &partitions)
+        {
+            Ok(verdicts) => group_by_topic(
+                verdicts
+                    .iter()
+                    .map(|(t, p, v)| (t.clone(), *p, v.as_ref().err().map_or(0, code))),
+            ),
+            Err(error) => same_error(&transaction.topics, code(&error)),
+        };
+    }
+    let added = broker
+        .transactions
+        .add_partitions(id, producer_id, epoch, &partitions)
+        .await;
+    same_error(&transaction.topics, added.err().as_ref().map_or(0, code))
+}
+
+fn requested(topics: &[AddPartitionsToTxnTopic]) -> TxnPartitions {
+    let mut partitions = TxnPartitions::new();
+    for topic in topics {
+        partitions
+            .entry(topic.name.0.to_string())
+            .or_default()
+            .extend(&topic.partitions);
+    }
+    partitions
+}
+
+fn unknown_partitions(
+    image: &MetadataImage,
+    topics: &[AddPartitionsToTxnTopic],
+) -> Option<PartitionErrors> {
+    let known = |topic: &str, partition: i32| image.partition(topic, partition).is_some();
+    let any_unknown = topics
+        .iter()
+        .any(|t| t.partitions.iter().any(|p| !known(t.name.0.as_str(), *p)));
+    if !any_unknown {
+        return None;
+    }
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    let not_attempted = ResponseError::OperationNotAttempted.code();
+    Some(group_by_topic(topics.iter().flat_map(|topic| {
+        let name = topic.name.0.to_string();
+        topic.partitions.iter().map(move |p| {
+            let error = if known(&name, *p) {
+                not_attempted
+            } else {
+                unknown
+            };
+            (name.clone(), *p, error)
+        })
+    })))
+}
+
+fn same_error(topics: &[AddPartitionsToTxnTopic], code: i16) -> PartitionErrors {
+    group_by_topic(topics.iter().flat_map(|topic| {
+        let name = topic.name.0.to_string();
+        topic
+            .partitions
+            .iter()
+            .map(move |p| (name.clone(), *p, code))
+    }))
+}
+
+fn group_by_topic(entries: impl Iterator<Item = (String, i32, i16)>) -> PartitionErrors {
+    let mut grouped: PartitionErrors = Vec::new();
+    for (topic, partition, code) in entries {
+        match grouped.iter_mut().find(|(name, _)| *name == topic) {
+            Some((_, list)) => list.push((partition, code)),
+            None => grouped.push((topic, vec![(partition, code)])),
+        }
+    }
+    grouped
+}
+
+fn topic_results(errors: PartitionErrors) -> Vec<AddPartitionsToTxnTopicResult> {
+    errors
+        .into_iter()
+        .map(|(topic, partitions)| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_results_by_partition(
+                    partitions
+                        .into_iter()
+                        .map(|(index, code)| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(index)
+                                .with_partition_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+/// AddOffsetsToTxn: adds the group's `__consumer_offsets` partition to the transaction,
+/// so TxnOffsetCommit may write there and the markers reach it.
+pub async fn add_offsets(
+    broker: &Broker,
+    context: &RequestContext,
+    request: AddOffsetsToTxnRequest,
+) -> AddOffsetsToTxnResponse {
+    let group = request.group_id.0.as_str();
+    if group.is_empty() {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(ResponseError::InvalidGroupId.code());
+    }
+    let mut partitions = TxnPartitions::new();
+    partitions
+        .entry(OFFSETS_TOPIC.to_string())
+        .or_default()
+        .insert(broker.groups.partition_for(group));
+    let added = broker
+        .transactions
+        .add_partitions(
+            request.transactional_id.0.as_str(),
+            request.producer_id.0,
+            request.producer_epoch,
+            &partitions,
+        )
+        .await;
+    let fenced_as_old_epoch = context.version < PRODUCER_FENCED_VERSION;
+    let code = added
+        .err()
+        .map_or(0, |error| txn_error(&error, fenced_as_old_epoch).code());
+    AddOffsetsToTxnResponse::default().with_error_code(code)
+}

@@ -1,0 +1,44 @@
+//! FindCoordinator for transactional ids (key type 1): the leader of the id's
+//! `__transaction_state` partition, creating the topic on first use as Kafka does.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::broker::Broker;
+use crate::txn::TRANSACTION_STATE_TOPIC;
+
+/// FindCoordinator's key type for transactional ids.
+pub const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// The node coordinating `transactional_id`, at its endpoint on `listener`:
+/// (node id, host, port).
+pub async fn locate(
+    broker: &Broker,
+    transactional_id: &str,
+    listener: &str,
+) -> Result<(i32, String, i32), ResponseError> {
+    if transactional_id.is_empty() {
+        return Err(ResponseError::InvalidRequest);
+    }
+    broker.ensure_transaction_topic().await.map_err(|error| {
+        tracing::warn!(%error, "cannot create {TRANSACTION_STATE_TOPIC}");
+        ResponseError::CoordinatorNotAvailable
+    })?;
+    let image = broker.image();
+    let partition = broker.transactions.partition_for(transactional_id);
+    let leader = image
+        .partition(TRANSACTION_STATE_TOPIC, partition)
+        .map(|p| p.leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let node = image
+        .brokers
+        .get(&leader)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let endpoint = node
+        .listener(listener)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        node.node_id,
+        endpoint.host.clone(),
+        i32::from(endpoint.port),
+    ))
+}

@@ -1,0 +1,499 @@
+//! The key/value formats of records in `__transaction_state`, byte-compatible with Kafka's
+//! (`TransactionLogKey` v0, `TransactionLogValue` v0 and the flexible v1), so Kafka's own
+//! tooling reads our transaction log and ours reads a log Kafka wrote.
+//!
+//! A record's key is `version int16 = 0 | transactional_id string`; its value is
+//! `version int16 | TransactionLogValue at that version`. A null value is a tombstone (the
+//! transactional id expired). We write value v0, as Kafka 4 does for transaction version
+//! 1 clients; v1 (tagged PreviousProducerId, NextProducerId, ClientTransactionVersion) is
+//! read as well. An unknown version is an error the loader skips and counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TxnRecordError {
+    #[error("record truncated")]
+    Truncated,
+    #[error("unknown {what} version {version}")]
+    UnknownVersion { what: &'static str, version: i16 },
+    #[error("unknown transaction status {0}")]
+    UnknownStatus(i8),
+    #[error("string is not UTF-8")]
+    NotUtf8,
+    #[error("negative length {0}")]
+    NegativeLength(i64),
+}
+
+/// Kafka's `TransactionState`, with the numbers it stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TxnStatus {
+    Empty = 0,
+    Ongoing = 1,
+    PrepareCommit = 2,
+    PrepareAbort = 3,
+    CompleteCommit = 4,
+    CompleteAbort = 5,
+    Dead = 6,
+    PrepareEpochFence = 7,
+}
+
+impl TxnStatus {
+    pub fn from_i8(value: i8) -> Result<TxnStatus, TxnRecordError> {
+        Ok(match value {
+            0 => TxnStatus::Empty,
+            1 => TxnStatus::Ongoing,
+            2 => TxnStatus::PrepareCommit,
+            3 => TxnStatus::PrepareAbort,
+            4 => TxnStatus::CompleteCommit,
+            5 => TxnStatus::CompleteAbort,
+            6 => TxnStatus::Dead,
+            7 => TxnStatus::PrepareEpochFence,
+            other => return Err(TxnRecordError::UnknownStatus(other)),
+        })
+    }
+
+    /// The name DescribeTransactions and ListTransactions use (Kafka's `stateName`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnStatus::Empty => "Empty",
+            TxnStatus::Ongoing => "Ongoing",
+            TxnStatus::PrepareCommit => "PrepareCommit",
+            TxnStatus::PrepareAbort => "PrepareAbort",
+            TxnStatus::CompleteCommit => "CompleteCommit",
+            TxnStatus::CompleteAbort => "CompleteAbort",
+            TxnStatus::Dead => "Dead",
+            TxnStatus::PrepareEpochFence => "PrepareEpochFence",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TxnStatus> {
+        (0..=7)
+            .filter_map(|n| TxnStatus::from_i8(n).ok())
+            .find(|status| status.name() == name)
+    }
+}
+
+/// The partitions of a transaction, by topic (ordered: records and answers are stable).
+pub type TxnPartitions = BTreeMap<String, BTreeSet<i32>>;
+
+/// One `TransactionLogValue`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnLogValue {
+    pub producer_id: i64,
+    /// v1 tag 0 (-1 when absent).
+    pub previous_producer_id: i64,
+    /// v1 tag 1 (-1 when absent).
+    pub next_producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub status: TxnStatus,
+    pub partitions: TxnPartitions,
+    pub last_update_ms: i64,
+    pub start_ms: i64,
+    /// v1 tag 2 (0 when absent).
+    pub client_transaction_version: i16,
+}
+
+const KEY_VERSION: i16 = 0;
+/// The value version we write: Kafka 4 writes v0 for transaction version 1.
+pub const VALUE_VERSION_WRITTEN: i16 = 0;
+
+pub fn encode_key(transactional_id: &str) -> Bytes {
+    let mut buffer = BytesMut::with_capacity(4 + transactional_id.len());
+    buffer.put_i16(KEY_VERSION);
+    put_string(&mut buffer, transactional_id);
+    buffer.freeze()
+}
+
+pub fn decode_key(mut bytes: &[u8]) -> Result<String, TxnRecordError> {
+    match get_i16(&mut bytes)? {
+        KEY_VERSION => get_string(&mut bytes),
+        version => Err(TxnRecordError::UnknownVersion {
+            what: "key",
+            version,
+        }),
+    }
+}
+
+/// Encodes `value` at `version` (0 or 1; anything else is a caller bug).
+pub fn encode_value(value: &TxnLogValue, version: i16) -> Bytes {
+    assert!(version == 0 || version == 1, "value version {version}");
+    let flexible = version >= 1;
+    let mut buffer = BytesMut::new();
+    buffer.put_i16(version);
+    buffer.put_i64(value.producer_id);
+    buffer.put_i16(value.producer_epoch);
+    buffer.put_i32(value.timeout_ms);
+    buffer.put_i8(value.status as i8);
+    // Kafka writes a null partition list for an Empty transaction.
+    if value.status == TxnStatus::Empty && value.partitions.is_empty() {
+        put_length(&mut buffer, None, flexible);
+    } else {
+        put_length(&mut buffer, Some(value.partitions.len()), flexible);
+        for (topic, partitions) in &value.partitions {
+            if flexible {
+                put_compact_string(&mut buffer, topic);
+            } else {
+                put_string(&mut buffer, topic);
+            }
+            put_length(&mut buffer, Some(partitions.len()), flexible);
+            for partition in partitions {
+                buffer.put_i32(*partition);
+            }
+            if flexible {
+                put_varint(&mut buffer, 0); // no tagged fields
+            }
+        }
+    }
+    buffer.put_i64(value.last_update_ms);
+    buffer.put_i64(value.start_ms);
+    if flexible {
+        put_tags(&mut buffer, value);
+    }
+    buffer.freeze()
+}
+
+fn put_tags(buffer: &mut BytesMut, value: &TxnLogValue) {
+    let mut tags: Vec<(u32, Vec<u8>)> = Vec::new();
+    if value.previous_producer_id != -1 {
+        tags.push((0, value.previous_producer_id.to_be_bytes().to_vec()));
+    }
+    if value.next_producer_id != -1 {
+        tags.push((1, value.next_producer_id.to_be_bytes().to_vec()));
+    }
+    if value.client_transaction_version != 0 {
+        tags.push((2, value.client_transaction_version.to_be_bytes().to_vec()));
+    }
+    put_varint(buffer, tags.len() as u32);
+    for (tag, data) in tags {
+        put_varint(buffer, tag);
+        put_varint(buffer, data.len() as u32);
+        buffer.put_slice(&data);
+    }
+}
+
+pub fn decode_value(mut bytes: &[u8]) -> Result<TxnLogValue, TxnRecordError> {
+    let version = get_i16(&mut bytes)?;
+    if !(0..=1).contains(&version) {
+        return Err(TxnRecordError::UnknownVersion {
+            what: "value",
+            version,
+        });
+    }
+    let flexible = version >= 1;
+    let buf = &mut bytes;
+    let producer_id = get_i64(buf)?;
+    let producer_epoch = get_i16(buf)?;
+    let timeout_ms = get_i32(buf)?;
+    let status = TxnStatus::from_i8(get_i8(buf)?)?;
+    let mut partitions = TxnPartitions::new();
+    if let Some(topics) = get_length(buf, flexible)? {
+        for _ in 0..topics {
+            let topic = if flexible {
+                get_compact_string(buf)?
+            } else {
+                get_string(buf)?
+            };
+            let ids = partitions.entry(topic).or_default();
+            let count = get_length(buf, flexible)?.unwrap_or(0);
+            for _ in 0..count {
+                ids.insert(get_i32(buf)?);
+            }
+            if flexible {
+                skip_tags(buf)?;
+            }
+        }
+    }
+    let mut value = TxnLogValue {
+        producer_id,
+        previous_producer_id: -1,
+        next_producer_id: -1,
+        producer_epoch,
+        timeout_ms,
+        status,
+        partitions,
+        last_update_ms: get_i64(buf)?,
+        start_ms: get_i64(buf)?,
+        client_transaction_version: 0,
+    };
+    if flexible {
+        read_tags(buf, &mut value)?;
+    }
+    Ok(value)
+}
+
+fn read_tags(buf: &mut &[u8], value: &mut TxnLogValue) -> Result<(), TxnRecordError> {
+    let count = get_varint(buf)?;
+    for _ in 0..count {
+        let tag = get_varint(buf)?;
+        let size = get_varint(buf)? as usize;
+        need(buf, size)?;
+        let mut data = &buf[..size];
+        match (tag, size) {
+            (0, 8) => value.previous_producer_id = data.get_i64(),
+            (1, 8) => value.next_producer_id = data.get_i64(),
+            (2, 2) => value.client_transaction_version = data.get_i16(),
+            // A tag we do not know (or of a size we do not expect) is skipped, as the
+            // flexible format intends.
+            _ => {}
+        }
+        buf.advance(size);
+    }
+    Ok(())
+}
+
+fn skip_tags(buf: &mut &[u8]) -> Result<(), TxnRecordError> {
+    let count = get_varint(buf)?;
+    for _ in 0..count {
+        get_varint(buf)?;
+        let size = get_varint(buf)? as usize;
+        need(buf, size)?;
+        buf.advance(size);
+    }
+    Ok(())
+}
+
+fn put_string(buffer: &mut BytesMut, text: &str) {
+    buffer.put_i16(text.len() as i16);
+    buffer.put_slice(text.as_bytes());
+}
+
+fn put_compact_string(buffer: &mut BytesMut, text: &str) {
+    put_varint(buffer, text.len() as u32 + 1);
+    buffer.put_slice(text.as_bytes());
+}
+
+/// An array length: int32 (-1 null) or, flexible, an unsigned varint of length + 1 (0 null).
+fn put_length(buffer: &mut BytesMut, length: Option<usize>, flexible: bool) {
+    match (length, flexible) {
+        (None, false) => buffer.put_i32(-1),
+        (Some(n), false) => buffer.put_i32(n as i32),
+        (None, true) => put_varint(buffer, 0),
+        (Some(n), true) => put_varint(buffer, n as u32 + 1),
+    }
+}
+
+fn get_length(buf: &mut &[u8], flexible: bool) -> Result<Option<usize>, TxnRecordError> {
+    let length = if flexible {
+        i64::from(get_varint(buf)?) - 1
+    } else {
+        i64::from(get_i32(buf)?)
+    };
+    match length {
+        -1 => Ok(None),
+        n if n < 0 => Err(TxnRecordError::NegativeLength(n)),
+        // Each element takes at least one byte: a length beyond the bytes left is a lie.
+        n if n as usize > buf.len() => Err(TxnRecordError::Truncated),
+        n => Ok(Some(n as usize)),
+    }
+}
+
+fn put_varint(buffer: &mut BytesMut, mut value: u32) {
+    while value >= 0x80 {
+        buffer.put_u8((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buffer.put_u8(value as u8);
+}
+
+fn get_varint(buf: &mut &[u8]) -> Result<u32, TxnRecordError> {
+    let mut value: u32 = 0;
+    for shift in (0..35).step_by(7) {
+        need(buf, 1)?;
+        let byte = buf.get_u8();
+        value |= u32::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(TxnRecordError::Truncated)
+}
+
+fn need(bytes: &[u8], count: usize) -> Result<(), TxnRecordError> {
+    if bytes.len() < count {
+        Err(TxnRecordError::Truncated)
+    } else {
+        Ok(())
+    }
+}
+
+fn get_i8(bytes: &mut &[u8]) -> Result<i8, TxnRecordError> {
+    need(bytes, 1)?;
+    Ok(bytes.get_i8())
+}
+
+fn get_i16(bytes: &mut &[u8]) -> Result<i16, TxnRecordError> {
+    need(bytes, 2)?;
+    Ok(bytes.get_i16())
+}
+
+fn get_i32(bytes: &mut &[u8]) -> Result<i32, TxnRecordError> {
+    need(bytes, 4)?;
+    Ok(bytes.get_i32())
+}
+
+fn get_i64(bytes: &mut &[u8]) -> Result<i64, TxnRecordError> {
+    need(bytes, 8)?;
+    Ok(bytes.get_i64())
+}
+
+fn take_utf8(bytes: &mut &[u8], length: usize) -> Result<String, TxnRecordError> {
+    need(bytes, length)?;
+    let text = std::str::from_utf8(&bytes[..length])
+        .map_err(|_| TxnRecordError::NotUtf8)?
+        .to_string();
+    bytes.advance(length);
+    Ok(text)
+}
+
+fn get_string(bytes: &mut &[u8]) -> Result<String, TxnRecordError> {
+    let length = get_i16(bytes)?;
+    if length < 0 {
+        return Err(TxnRecordError::NegativeLength(i64::from(length)));
+    }
+    take_utf8(bytes, length as usize)
+}
+
+fn get_compact_string(bytes: &mut &[u8]) -> Result<String, TxnRecordError> {
+    let length = i64::from(get_varint(bytes)?) - 1;
+    if length < 0 {
+        return Err(TxnRecordError::NegativeLength(length));
+    }
+    take_utf8(bytes, length as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ongoing() -> TxnLogValue {
+        TxnLogValue {
+            producer_id: 5,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            producer_epoch: 2,
+            timeout_ms: 60_000,
+            status: TxnStatus::Ongoing,
+            partitions: TxnPartitions::from([("t".to_string(), BTreeSet::from([0, 3]))]),
+            last_update_ms: 7,
+            start_ms: 6,
+            client_transaction_version: 0,
+        }
+    }
+
+    #[test]
+    fn the_key_is_version_0_then_the_id() {
+        let key = encode_key("tx");
+        assert_eq!(&key[..], &[0, 0, 0, 2, b't', b'x']);
+        assert_eq!(decode_key(&key), Ok("tx".to_string()));
+        assert_eq!(
+            decode_key(&[0, 1, 0, 0]),
+            Err(TxnRecordError::UnknownVersion {
+                what: "key",
+                version: 1
+            })
+        );
+    }
+
+    #[test]
+    fn value_v0_has_kafkas_bytes() {
+        let bytes = encode_value(&ongoing(), 0);
+        let mut expected = vec![0, 0]; // version
+        expected.extend(5i64.to_be_bytes());
+        expected.extend(2i16.to_be_bytes());
+        expected.extend(60_000i32.to_be_bytes());
+        expected.push(1); // Ongoing
+        expected.extend(1i32.to_be_bytes()); // one topic
+        expected.extend([0, 1, b't']);
+        expected.extend(2i32.to_be_bytes());
+        expected.extend(0i32.to_be_bytes());
+        expected.extend(3i32.to_be_bytes());
+        expected.extend(7i64.to_be_bytes());
+        expected.extend(6i64.to_be_bytes());
+        assert_eq!(&bytes[..], &expected[..]);
+        assert_eq!(decode_value(&bytes), Ok(ongoing()));
+    }
+
+    #[test]
+    fn an_empty_transaction_writes_a_null_partition_list() {
+        let value = TxnLogValue {
+            status: TxnStatus::Empty,
+            partitions: TxnPartitions::new(),
+            ..ongoing()
+        };
+        let bytes = encode_value(&value, 0);
+        assert_eq!(&bytes[2 + 8 + 2 + 4 + 1..][..4], &(-1i32).to_be_bytes());
+        assert_eq!(decode_value(&bytes), Ok(value));
+    }
+
+    #[test]
+    fn value_v1_is_flexible_with_tags() {
+        let value = TxnLogValue {
+            previous_producer_id: 4,
+            client_transaction_version: 2,
+            ..ongoing()
+        };
+        let bytes = encode_value(&value, 1);
+        let mut expected = vec![0, 1];
+        expected.extend(5i64.to_be_bytes());
+        expected.extend(2i16.to_be_bytes());
+        expected.extend(60_000i32.to_be_bytes());
+        expected.push(1);
+        expected.push(2); // compact array of one
+        expected.extend([2, b't']); // compact string
+        expected.push(3); // two partition ids
+        expected.extend(0i32.to_be_bytes());
+        expected.extend(3i32.to_be_bytes());
+        expected.push(0); // the topic entry's tags
+        expected.extend(7i64.to_be_bytes());
+        expected.extend(6i64.to_be_bytes());
+        expected.push(2); // two tags
+        expected.extend([0, 8]);
+        expected.extend(4i64.to_be_bytes());
+        expected.extend([2, 2, 0, 2]);
+        assert_eq!(&bytes[..], &expected[..]);
+        assert_eq!(decode_value(&bytes), Ok(value));
+        // An unknown tag is skipped.
+        let mut with_unknown = bytes[..bytes.len() - 15].to_vec();
+        with_unknown.push(3);
+        with_unknown.extend([0, 8]);
+        with_unknown.extend(4i64.to_be_bytes());
+        with_unknown.extend([2, 2, 0, 2]);
+        with_unknown.extend([9, 1, 0xff]);
+        let decoded = decode_value(&with_unknown).unwrap();
+        assert_eq!(decoded.previous_producer_id, 4);
+    }
+
+    #[test]
+    fn bad_values_are_errors_never_panics() {
+        assert!(matches!(
+            decode_value(&[0, 2]),
+            Err(TxnRecordError::UnknownVersion { .. })
+        ));
+        let bytes = encode_value(&ongoing(), 0);
+        for cut in 0..bytes.len() {
+            assert!(decode_value(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad_status = bytes.to_vec();
+        bad_status[2 + 8 + 2 + 4] = 9;
+        assert_eq!(
+            decode_value(&bad_status),
+            Err(TxnRecordError::UnknownStatus(9))
+        );
+        let mut huge = bytes.to_vec();
+        huge[17..21].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(decode_value(&huge), Err(TxnRecordError::Truncated));
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for n in 0..=7 {
+            let status = TxnStatus::from_i8(n).unwrap();
+            assert_eq!(status as i8, n);
+            assert_eq!(TxnStatus::from_name(status.name()), Some(status));
+        }
+    }
+}
