@@ -26,6 +26,7 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+mod txn_offset_commit;
 
 use std::sync::Arc;
 
@@ -90,6 +91,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::OffsetDelete, 0, 0),
     spec(ApiKey::DescribeTopicPartitions, 0, 0),
     spec(ApiKey::ElectLeaders, 0, 2),
+    spec(ApiKey::TxnOffsetCommit, 0, 5),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -403,6 +405,7 @@ async fn dispatch(
             route!(broker, context, body, metadata::describe_topic_partitions)
         }
         ApiKey::ElectLeaders => route!(broker, context, body, elect_leaders::handle),
+        ApiKey::TxnOffsetCommit => route!(broker, context, body, txn_offset_commit::handle),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }
