@@ -512,9 +512,11 @@ fn random_clients_keep_the_group_consistent() {
 ///
 /// Invariants, after every step: OffsetFetch never shows an offset of an open or aborted
 /// transaction; once a transaction's marker commits, every partition it wrote shows its
-/// offset or one written later in the log; require_stable (`has_pending`) is answered for
-/// exactly the partitions an open transaction holds; and a failover's replay shows what
-/// memory showed.
+/// offset or one written later in the log; what every partition shows is the reference
+/// answer, computed apart from the store: the latest record in the log among the applied
+/// plain commits and tombstones and the offsets of committed transactions;
+/// require_stable (`has_pending`) is answered for exactly the partitions an open
+/// transaction holds; and a failover's replay shows what memory showed.
 mod txn {
     use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -553,6 +555,8 @@ mod txn {
         open: BTreeMap<i64, BTreeMap<i32, i64>>,
         /// The plain commit or tombstone in the log, not yet applied in memory.
         unapplied: Option<(i32, Option<i64>, i64)>,
+        /// The reference: partition -> (log position, value) of its latest eligible record.
+        expected: BTreeMap<i32, (i64, Option<i64>)>,
         next_value: i64,
         commits: usize,
         aborts: usize,
@@ -569,6 +573,7 @@ mod txn {
                 positions: HashMap::new(),
                 open: BTreeMap::new(),
                 unapplied: None,
+                expected: BTreeMap::new(),
                 next_value: 100,
                 commits: 0,
                 aborts: 0,
@@ -643,6 +648,15 @@ mod txn {
             }
             let offset = value.map(offset_value);
             self.store.apply("g", "t", partition, offset, position);
+            self.eligible(partition, position, value);
+        }
+
+        /// A record becomes part of what the group must see (reference answer).
+        fn eligible(&mut self, partition: i32, position: i64, value: Option<i64>) {
+            let latest = self.expected.entry(partition).or_insert((-1, None));
+            if position > latest.0 {
+                *latest = (position, value);
+            }
         }
 
         /// The transaction's marker lands and is committed: `complete_transaction`.
@@ -663,6 +677,9 @@ mod txn {
             self.store.complete(producer, committed, |_| true);
             if committed {
                 self.commits += 1;
+                for (partition, value) in &written {
+                    self.eligible(*partition, self.positions[value], Some(*value));
+                }
                 for (partition, value) in written {
                     let shown = self.shown(partition).expect("a committed offset vanished");
                     assert!(
@@ -702,6 +719,8 @@ mod txn {
                 held.extend(written.keys());
             }
             for partition in 0..PARTITIONS {
+                let expected = self.expected.get(&partition).and_then(|(_, value)| *value);
+                assert_eq!(self.shown(partition), expected, "t-{partition}");
                 if let Some(value) = self.shown(partition) {
                     let fate = self.fates[&value];
                     assert!(
