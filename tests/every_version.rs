@@ -457,6 +457,45 @@ async fn group_offset_versions(broker: &Broker) {
         assert_eq!(offset, 9, "v{version}");
         assert_eq!(metadata.as_deref(), Some("meta"), "v{version}");
     }
+    txn_offset_commit_versions(broker).await;
+}
+
+/// TxnOffsetCommit at every version, on its refusals made before any write (a write
+/// needs the transactional partition append): an unknown partition, and from v3 on a
+/// generation for a group that does not exist.
+async fn txn_offset_commit_versions(broker: &Broker) {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    for version in versions(ApiKey::TxnOffsetCommit) {
+        let partition = TxnOffsetCommitRequestPartition::default()
+            .with_partition_index(7)
+            .with_committed_offset(1)
+            .with_committed_metadata(Some(StrBytes::from_static_str("m")));
+        let request = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+            .with_group_id(GroupId(StrBytes::from_static_str("txn-g")))
+            .with_producer_id(ProducerId(1000))
+            .with_producer_epoch(0)
+            .with_topics(vec![
+                TxnOffsetCommitRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![partition]),
+            ]);
+        let response = call(broker, &request, version).await;
+        assert_eq!(response.topics[0].partitions[0].error_code, 3, "v{version}");
+        if version >= 3 {
+            let member = request
+                .clone()
+                .with_generation_id(5)
+                .with_member_id(StrBytes::from_static_str("member-1"));
+            let response = call(broker, &member, version).await;
+            assert_eq!(
+                response.topics[0].partitions[0].error_code, 22,
+                "v{version}"
+            );
+        }
+    }
 }
 
 async fn admin_versions(broker: &Broker) {

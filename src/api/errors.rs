@@ -105,6 +105,9 @@ pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
         // writes, offset commits included, with UNKNOWN_SERVER_ERROR: not retriable.
         // (3.x's GroupMetadataManager answered commits INVALID_COMMIT_OFFSET_SIZE.)
         CoordinatorError::TooLarge(_) => ResponseError::UnknownServerError,
+        CoordinatorError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+        CoordinatorError::InvalidTxnState => ResponseError::InvalidTxnState,
+        CoordinatorError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
     }
 }
 

@@ -276,7 +276,7 @@ pub async fn offset_fetch(
                             .map(|t| (&t.name, t.partition_indexes.as_slice())),
                     )
                 });
-                group_entry(broker, &group.group_id, wanted)
+                group_entry(broker, &group.group_id, wanted, request.require_stable)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
@@ -288,7 +288,8 @@ pub async fn offset_fetch(
                 .map(|t| (&t.name, t.partition_indexes.as_slice())),
         )
     });
-    let entry = group_entry(broker, &request.group_id, wanted);
+    // require_stable exists from v7 on; decoding leaves it false before.
+    let entry = group_entry(broker, &request.group_id, wanted, request.require_stable);
     let topics = entry
         .topics
         .into_iter()
@@ -326,11 +327,22 @@ pub async fn offset_fetch(
     }
 }
 
-fn group_entry(broker: &Broker, group_id: &GroupId, wanted: Wanted) -> OffsetFetchResponseGroup {
+/// One group's answer. With `require_stable` (v7+), a partition an open transaction
+/// holds an offset of answers UNSTABLE_OFFSET_COMMIT (offset -1), as Kafka does; the
+/// consumer retries until the transaction ended.
+fn group_entry(
+    broker: &Broker,
+    group_id: &GroupId,
+    wanted: Wanted,
+    require_stable: bool,
+) -> OffsetFetchResponseGroup {
     let group = group_id.0.as_str();
     let base = OffsetFetchResponseGroup::default().with_group_id(group_id.clone());
-    let found = coordinator_partition(broker, group)
-        .and_then(|_| broker.groups.fetch_offsets(group, wanted.as_deref()));
+    let found = coordinator_partition(broker, group).and_then(|_| {
+        broker
+            .groups
+            .fetch_offsets_stable(group, wanted.as_deref(), require_stable)
+    });
     let found = match found {
         Ok(found) => found,
         Err(error) => return base.with_error_code(coordinator_error(&error).code()),
@@ -338,9 +350,10 @@ fn group_entry(broker: &Broker, group_id: &GroupId, wanted: Wanted) -> OffsetFet
     let mut by_topic: BTreeMap<String, Vec<OffsetFetchResponsePartitions>> = BTreeMap::new();
     let mut order = Vec::new();
     for ((topic, partition), value) in found {
-        let (offset, epoch, metadata) = match value {
-            Some(v) => (v.offset, v.leader_epoch, v.metadata),
-            None => (-1, -1, String::new()),
+        let (offset, epoch, metadata, code) = match value {
+            Ok(Some(v)) => (v.offset, v.leader_epoch, v.metadata, 0),
+            Ok(None) => (-1, -1, String::new(), 0),
+            Err(error) => (-1, -1, String::new(), coordinator_error(&error).code()),
         };
         if !by_topic.contains_key(&topic) {
             order.push(topic.clone());
@@ -350,7 +363,8 @@ fn group_entry(broker: &Broker, group_id: &GroupId, wanted: Wanted) -> OffsetFet
                 .with_partition_index(partition)
                 .with_committed_offset(offset)
                 .with_committed_leader_epoch(epoch)
-                .with_metadata(Some(StrBytes::from_string(metadata))),
+                .with_metadata(Some(StrBytes::from_string(metadata)))
+                .with_error_code(code),
         );
     }
     let topics = order

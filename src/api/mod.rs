@@ -31,6 +31,7 @@ mod produce;
 mod txn_markers;
 mod transactions_admin;
 mod txn_coordinator;
+mod txn_offset_commit;
 
 use std::sync::Arc;
 
@@ -102,6 +103,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::EndTxn, 0, 5),
     spec(ApiKey::DescribeTransactions, 0, 0),
     spec(ApiKey::ListTransactions, 0, 1),
+    spec(ApiKey::TxnOffsetCommit, 0, 5),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -427,6 +429,7 @@ async fn dispatch(
             route!(broker, context, body, transactions_admin::describe)
         }
         ApiKey::ListTransactions => route!(broker, context, body, transactions_admin::list),
+        ApiKey::TxnOffsetCommit => route!(broker, context, body, txn_offset_commit::handle),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

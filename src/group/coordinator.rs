@@ -45,10 +45,26 @@ pub enum CoordinatorError {
     /// INVALID_COMMIT_OFFSET_SIZE).
     #[error("the write is too large for the offsets partition: {0}")]
     TooLarge(String),
+    /// A transactional write by a producer whose epoch is not the partition's current one
+    /// (a zombie). Kafka: INVALID_PRODUCER_EPOCH.
+    #[error("invalid producer epoch")]
+    InvalidProducerEpoch,
+    /// A transactional write the partition's producer state refuses for the transaction's
+    /// state. Kafka: INVALID_TXN_STATE.
+    #[error("invalid transaction state")]
+    InvalidTxnState,
+    /// OffsetFetch with require_stable for a partition an open transaction holds an offset
+    /// of. Kafka: UNSTABLE_OFFSET_COMMIT (the consumer retries).
+    #[error("an open transaction holds an offset of this partition")]
+    UnstableOffsetCommit,
 }
 
 /// Committed offsets by (topic, partition); `None` where nothing is committed.
 pub type FetchedOffsets = Vec<((String, i32), Option<OffsetValue>)>;
+
+/// [`FetchedOffsets`] under require_stable: a partition an open transaction holds an
+/// offset of is [`CoordinatorError::UnstableOffsetCommit`].
+pub type StableOffsets = Vec<((String, i32), Result<Option<OffsetValue>, CoordinatorError>)>;
 
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -147,7 +163,7 @@ impl GroupCoordinator {
     }
 
     /// Where a write for `group` goes: its log at the epoch the partition was loaded at.
-    fn target<'a>(
+    pub(super) fn target<'a>(
         &self,
         log: &'a Partition,
         group: &str,
@@ -163,16 +179,23 @@ impl GroupCoordinator {
         })
     }
 
-    /// Applies committed offset records, unless the partition was unloaded (or reloaded
-    /// at another epoch) while the write waited: then memory is not this write's to touch.
-    fn apply_committed(&self, target: &WriteTarget<'_>, group: &str, changes: Vec<OffsetChange>) {
+    /// Applies committed offset records (the batch's records from `base_offset` on),
+    /// unless the partition was unloaded (or reloaded at another epoch) while the write
+    /// waited: then memory is not this write's to touch.
+    fn apply_committed(
+        &self,
+        target: &WriteTarget<'_>,
+        group: &str,
+        changes: Vec<OffsetChange>,
+        base_offset: i64,
+    ) {
         let mut offsets = lock(&self.book.offsets);
         let partition = self.partition_for(group);
         if self.registry.loaded_epoch(partition) != Some(target.leader_epoch) {
             return;
         }
-        for (topic, partition, value) in changes {
-            offsets.apply(group, &topic, partition, value);
+        for (index, (topic, partition, value)) in changes.into_iter().enumerate() {
+            offsets.apply(group, &topic, partition, value, base_offset + index as i64);
         }
     }
 
@@ -249,22 +272,9 @@ impl GroupCoordinator {
         changes: Vec<OffsetChange>,
         now_ms: i64,
     ) -> Result<(), CoordinatorError> {
-        let entries = changes
-            .iter()
-            .map(|(topic, partition, value)| {
-                let key = RecordKey::Offset {
-                    group: group.to_string(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                (
-                    records::encode_key(&key),
-                    value.as_ref().map(records::encode_offset),
-                )
-            })
-            .collect::<Vec<(Bytes, Option<Bytes>)>>();
-        write_committed(target, entries, now_ms).await?;
-        self.apply_committed(&target, group, changes);
+        let entries = offset_entries(group, &changes);
+        let base_offset = write_committed(target, entries, now_ms).await?;
+        self.apply_committed(&target, group, changes, base_offset);
         Ok(())
     }
 
@@ -273,10 +283,11 @@ impl GroupCoordinator {
     }
 
     pub fn offset_group_ids(&self) -> Vec<String> {
-        lock(&self.book.offsets).group_ids().cloned().collect()
+        lock(&self.book.offsets).group_ids().into_iter().collect()
     }
 
-    /// Writes tombstones for the listed partitions' offsets (all of the group's if `None`)
+    /// Writes tombstones for the listed partitions' offsets (all of the group's if `None`:
+    /// committed ones and those open transactions hold, as Kafka's group deletion does)
     /// and answers once they are committed.
     pub async fn delete_offsets(
         &self,
@@ -287,11 +298,15 @@ impl GroupCoordinator {
     ) -> Result<(), CoordinatorError> {
         let doomed: Vec<(String, i32)> = match partitions {
             Some(list) => list,
-            None => self
-                .fetch_offsets(group, None)?
-                .into_iter()
-                .map(|(key, _)| key)
-                .collect(),
+            None => {
+                let mut all: std::collections::BTreeSet<(String, i32)> = self
+                    .fetch_offsets(group, None)?
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .collect();
+                all.extend(lock(&self.book.offsets).pending_partitions(group));
+                all.into_iter().collect()
+            }
         };
         if doomed.is_empty() {
             return Ok(());
@@ -374,23 +389,53 @@ impl GroupCoordinator {
         group: &str,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<FetchedOffsets, CoordinatorError> {
+        let fetched = self.fetch_offsets_stable(group, partitions, false)?;
+        Ok(fetched
+            .into_iter()
+            .map(|(key, value)| (key, value.ok().flatten()))
+            .collect())
+    }
+
+    /// [`GroupCoordinator::fetch_offsets`], answering `require_stable` as Kafka does: a
+    /// partition with offsets of an open transaction is UNSTABLE_OFFSET_COMMIT instead of
+    /// its last committed offset (which the transaction may be about to replace). Without
+    /// it, the last committed offset; offsets of open transactions never show.
+    pub fn fetch_offsets_stable(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+        require_stable: bool,
+    ) -> Result<StableOffsets, CoordinatorError> {
         let offsets = lock(&self.book.offsets);
         if !self.is_loaded(self.partition_for(group)) {
             return Err(CoordinatorError::NotCoordinator);
         }
+        let unstable = |topic: &str, partition: i32| {
+            require_stable && offsets.has_pending(group, topic, partition)
+        };
+        let answer = |topic: &str, partition: i32, value: Option<&OffsetValue>| {
+            if unstable(topic, partition) {
+                Err(CoordinatorError::UnstableOffsetCommit)
+            } else {
+                Ok(value.cloned())
+            }
+        };
         Ok(match partitions {
             Some(list) => list
                 .iter()
                 .map(|(topic, partition)| {
-                    let value = offsets.get(group, topic, *partition).cloned();
-                    ((topic.clone(), *partition), value)
+                    let value = offsets.get(group, topic, *partition);
+                    (
+                        (topic.clone(), *partition),
+                        answer(topic, *partition, value),
+                    )
                 })
                 .collect(),
             None => offsets
                 .group(group)
                 .map(|all| {
                     all.iter()
-                        .map(|(key, value)| (key.clone(), Some(value.clone())))
+                        .map(|(key, c)| (key.clone(), answer(&key.0, key.1, Some(&c.value))))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -399,7 +444,25 @@ impl GroupCoordinator {
 }
 
 /// One offset record to write: (topic, partition, value), `None` for a tombstone.
-type OffsetChange = (String, i32, Option<OffsetValue>);
+pub(super) type OffsetChange = (String, i32, Option<OffsetValue>);
+
+/// The records of `changes` for `group`, in order: key and value (`None`: tombstone).
+pub(super) fn offset_entries(group: &str, changes: &[OffsetChange]) -> Vec<(Bytes, Option<Bytes>)> {
+    changes
+        .iter()
+        .map(|(topic, partition, value)| {
+            let key = RecordKey::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            (
+                records::encode_key(&key),
+                value.as_ref().map(records::encode_offset),
+            )
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,13 @@
 //!
 //! A record or batch the loader cannot read is skipped and counted: one bad record must
 //! not leave every group of the partition loading forever. Only a failing read stops it.
+//!
+//! Transactions (TxnOffsetCommit): offset records in a transactional batch are pending
+//! for the batch's producer id until that producer's marker (a control batch) commits
+//! them or aborts them; a transaction still open at the end of the replay stays pending,
+//! its marker may come later ([`GroupCoordinator::complete_transaction`]). So that no
+//! marker committed during the replay is missed, the tail written meanwhile is replayed
+//! again under the offsets lock just before the install (see `load_blocking`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,7 +106,7 @@ impl GroupCoordinator {
         lock(&self.loads.pending).remove(&partition);
         let groups = self.registry.unload(partition);
         let offsets_partitions = self.partition_count();
-        lock(&self.book.offsets).remove_groups(|group| {
+        lock(&self.book.offsets).remove_partition(partition, |group| {
             super::offsets::partition_for(group, offsets_partitions) == partition
         });
         tracing::info!(
@@ -183,8 +190,8 @@ impl GroupCoordinator {
         if !self.still_wanted(partition, leader_epoch) {
             return Ok(0);
         }
-        let replay = replay(log)?;
-        let applied = replay.applied;
+        let mut replay = Replay::default();
+        let replayed_to = replay_range(log, 0, &mut replay)?;
         let now = crate::types::now_ms();
         // Installed under the pending lock: an unload either ran before (nothing is
         // installed) or runs after (and removes what was).
@@ -193,7 +200,18 @@ impl GroupCoordinator {
             return Ok(0);
         }
         pending.remove(&partition);
-        lock(&self.book.offsets).install(replay.offsets);
+        {
+            // Transaction markers may have committed while the replay ran, and their
+            // `complete_transaction` found nothing installed. Under the offsets lock (which
+            // `complete_transaction` takes) the tail up to the high watermark is replayed
+            // too: every marker is then either read here or completed after the install.
+            // Only markers are written meanwhile (writes need the partition loaded), so
+            // the tail is short.
+            let mut offsets = lock(&self.book.offsets);
+            replay_range(log, replayed_to, &mut replay)?;
+            offsets.install(partition, std::mem::take(&mut replay.offsets));
+        }
+        let applied = replay.applied;
         let groups = replay
             .groups
             .into_iter()
@@ -224,18 +242,19 @@ impl GroupCoordinator {
     }
 }
 
-/// Reads the partition from its start to the high watermark.
-fn replay(log: &Partition) -> Result<Replay, CoordinatorError> {
+/// Reads the partition from `from` (or its start, if later) to the high watermark into
+/// `replay`; returns the offset it stopped at.
+fn replay_range(log: &Partition, from: i64, replay: &mut Replay) -> Result<i64, CoordinatorError> {
     let storage = |e: ReplicaError| CoordinatorError::Storage(e.to_string());
-    let (mut offset, high_watermark, _) = log.offsets().map_err(storage)?;
+    let (log_start, high_watermark, _) = log.offsets().map_err(storage)?;
+    let mut offset = log_start.max(from);
     let decompressed_bytes_max = log
         .config()
         .map_or(DECOMPRESSED_BYTES_FLOOR, |c| c.decompressed_bytes_max());
-    let mut replay = Replay::default();
     while offset < high_watermark {
         // `read` stops at the high watermark: nothing uncommitted is ever loaded.
         let read = log.read(offset, LOAD_CHUNK_BYTES, true).map_err(storage)?;
-        match replay_chunk(&read.records, decompressed_bytes_max, &mut replay) {
+        match replay_chunk(&read.records, decompressed_bytes_max, replay) {
             Some(next) if next > offset => offset = next,
             // Nothing readable from here (no whole batch, or a header that is not a v2
             // batch, so the next one cannot be found): stop rather than spin.
@@ -251,7 +270,7 @@ fn replay(log: &Partition) -> Result<Replay, CoordinatorError> {
             "skipped unreadable data while loading the offsets partition"
         );
     }
-    Ok(replay)
+    Ok(offset)
 }
 
 /// Replays the whole batches in `records`; returns the offset after the last batch seen,
@@ -294,6 +313,9 @@ fn replay_chunk(
 /// Applies one record to the replay. A value that cannot be decoded is skipped, never
 /// taken for a tombstone: that would drop the offset committed before it.
 fn apply_record(record: &Record, replay: &mut Replay) -> Replayed {
+    if record.control {
+        return apply_marker(record, replay);
+    }
     let Some(key) = record.key.as_ref() else {
         return Replayed::Ignored;
     };
@@ -311,7 +333,20 @@ fn apply_record(record: &Record, replay: &mut Replay) -> Replayed {
                 Some(Ok(value)) => Some(value),
                 Some(Err(_)) => return Replayed::Unreadable,
             };
-            replay.offsets.apply(&group, &topic, partition, value);
+            match value {
+                // Kafka's replay: a transactional offset is pending for its producer; a
+                // tombstone (never transactional from us) deletes either way.
+                Some(value) if record.transactional && record.producer_id >= 0 => {
+                    let producer_id = record.producer_id;
+                    let at = record.offset;
+                    replay
+                        .offsets
+                        .add_pending(producer_id, &group, &topic, partition, value, at);
+                }
+                value => replay
+                    .offsets
+                    .apply(&group, &topic, partition, value, record.offset),
+            }
             Replayed::Applied
         }
         RecordKey::Group { group } => {
@@ -324,6 +359,41 @@ fn apply_record(record: &Record, replay: &mut Replay) -> Replayed {
             Replayed::Applied
         }
     }
+}
+
+/// Replays decoded records, in log order, into a fresh store: the loader's rules without
+/// a log (the simulation's failover).
+#[cfg(test)]
+pub(super) fn replay_records(records: &[Record]) -> OffsetStore {
+    let mut replay = Replay::default();
+    for record in records {
+        apply_record(record, &mut replay);
+    }
+    replay.offsets
+}
+
+/// Control record types (the key's second int16), as Kafka's `ControlRecordType`.
+const CONTROL_ABORT: i16 = 0;
+const CONTROL_COMMIT: i16 = 1;
+
+/// A control record: a transaction marker ends its producer's open transaction (every
+/// group replayed here lives in this partition). Other control types are not ours.
+fn apply_marker(record: &Record, replay: &mut Replay) -> Replayed {
+    let Some(key) = record.key.as_ref() else {
+        return Replayed::Unreadable;
+    };
+    let Some(kind) = key.get(2..4).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+        return Replayed::Unreadable;
+    };
+    let committed = match kind {
+        CONTROL_COMMIT => true,
+        CONTROL_ABORT => false,
+        _ => return Replayed::Ignored,
+    };
+    replay
+        .offsets
+        .complete(record.producer_id, committed, |_| true);
+    Replayed::Applied
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod request;
 mod sim;
 #[cfg(test)]
 mod testkit;
+mod txn_offsets;
 pub mod writer;
 
 pub use coordinator::{CoordinatorConfig, CoordinatorError, GroupCoordinator, OffsetCommit};
@@ -37,6 +38,7 @@ pub use group::{Group, GroupState};
 pub use loader::LedPartition;
 pub use member::MemberDescription;
 pub use request::{GroupConfig, JoinRequest, Protocol, RequestToken, SyncRequest};
+pub use writer::TxnProducer;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -482,6 +482,10 @@ fn write_failure(error: &CoordinatorError) -> GroupError {
         CoordinatorError::Storage(_)
         | CoordinatorError::OffsetMetadataTooLarge
         | CoordinatorError::TooLarge(_) => GroupError::UnknownServer,
+        // Transactional offset commits only; a metadata write never sees these.
+        CoordinatorError::InvalidProducerEpoch
+        | CoordinatorError::InvalidTxnState
+        | CoordinatorError::UnstableOffsetCommit => GroupError::UnknownServer,
     }
 }
 

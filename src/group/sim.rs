@@ -500,3 +500,313 @@ fn random_clients_keep_the_group_consistent() {
     // The walk must actually reach Stable, or the invariants above say little.
     assert!(stable_steps > 1_000, "only {stable_steps} stable steps");
 }
+
+/// Transactional offset commits against the offsets state, with the loader's replay as
+/// the failover: several producers commit offsets inside transactions, consumers commit
+/// plainly, offsets are deleted, transactions commit or abort, and now and then the
+/// coordinator fails over and rebuilds everything from the log (as `Record`s, through the
+/// loader's own rules). A plain commit or tombstone is applied in memory some steps after
+/// its append, as the coordinator applies each write only after its replication wait;
+/// they hold the group's write lock, so one at a time, while transactional appends and
+/// markers go on around them.
+///
+/// Invariants, after every step: OffsetFetch never shows an offset of an open or aborted
+/// transaction; once a transaction's marker commits, every partition it wrote shows its
+/// offset or one written later in the log; what every partition shows is the reference
+/// answer, computed apart from the store: the latest record in the log among the applied
+/// plain commits and tombstones and the offsets of committed transactions;
+/// require_stable (`has_pending`) is answered for exactly the partitions an open
+/// transaction holds; and a failover's replay shows what memory showed.
+mod txn {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::records::{Record, TimestampType};
+
+    use crate::group::loader::replay_records;
+    use crate::group::offsets::OffsetStore;
+    use crate::group::records::{self, OffsetValue, RecordKey};
+    use crate::sim_rng::Rng;
+
+    const PARTITIONS: i32 = 3;
+    const PRODUCERS: i64 = 3;
+    const STEPS: usize = 2_000;
+    const SEEDS: u64 = 30;
+
+    /// What became of the transaction that wrote an offset.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Fate {
+        Plain,
+        Open(i64),
+        Committed,
+        Aborted,
+    }
+
+    struct TxnSim {
+        rng: Rng,
+        /// The offsets partition, in log order.
+        log: Vec<Record>,
+        store: OffsetStore,
+        /// Every offset value ever written (each one unique) and its fate.
+        fates: HashMap<i64, Fate>,
+        /// Where each written value's record sits.
+        positions: HashMap<i64, i64>,
+        /// Open transactions: producer -> partition -> its latest value there.
+        open: BTreeMap<i64, BTreeMap<i32, i64>>,
+        /// The plain commit or tombstone in the log, not yet applied in memory.
+        unapplied: Option<(i32, Option<i64>, i64)>,
+        /// The reference: partition -> (log position, value) of its latest eligible record.
+        expected: BTreeMap<i32, (i64, Option<i64>)>,
+        next_value: i64,
+        commits: usize,
+        aborts: usize,
+        failovers: usize,
+    }
+
+    impl TxnSim {
+        fn new(seed: u64) -> TxnSim {
+            TxnSim {
+                rng: Rng::new(seed),
+                log: Vec::new(),
+                store: OffsetStore::default(),
+                fates: HashMap::new(),
+                positions: HashMap::new(),
+                open: BTreeMap::new(),
+                unapplied: None,
+                expected: BTreeMap::new(),
+                next_value: 100,
+                commits: 0,
+                aborts: 0,
+                failovers: 0,
+            }
+        }
+
+        fn step(&mut self) {
+            let partition = self.rng.below(PARTITIONS as u64) as i32;
+            let producer = self.rng.below(PRODUCERS as u64) as i64;
+            match self.rng.below(100) {
+                0..=29 => self.txn_commit(producer, partition),
+                30..=44 => self.plain_commit(partition, true),
+                45..=49 => self.plain_commit(partition, false),
+                50..=64 => self.end(producer, true),
+                65..=74 => self.end(producer, false),
+                75..=94 => self.apply_one(),
+                _ => self.failover(),
+            }
+        }
+
+        fn append(&mut self, mut record: Record) -> i64 {
+            let position = self.log.len() as i64;
+            record.offset = position;
+            self.log.push(record);
+            position
+        }
+
+        fn value(&mut self, fate: Fate) -> i64 {
+            self.next_value += 1;
+            self.fates.insert(self.next_value, fate);
+            self.next_value
+        }
+
+        /// TxnOffsetCommit: appended, and pending in memory at once (under the lock).
+        fn txn_commit(&mut self, producer: i64, partition: i32) {
+            let value = self.value(Fate::Open(producer));
+            let position = self.append(offset_record(partition, Some(value), Some(producer)));
+            self.positions.insert(value, position);
+            let offset = offset_value(value);
+            self.store
+                .add_pending(producer, "g", "t", partition, offset, position);
+            self.open
+                .entry(producer)
+                .or_default()
+                .insert(partition, value);
+        }
+
+        /// OffsetCommit (or a tombstone): appended now, applied after its wait. The
+        /// group's write lock holds the next one until the previous one applied.
+        fn plain_commit(&mut self, partition: i32, commit: bool) {
+            if self.unapplied.is_some() {
+                return;
+            }
+            let value = commit.then(|| self.value(Fate::Plain));
+            let position = self.append(offset_record(partition, value, None));
+            if let Some(value) = value {
+                self.positions.insert(value, position);
+            }
+            self.unapplied = Some((partition, value, position));
+        }
+
+        fn apply_one(&mut self) {
+            let Some((partition, value, position)) = self.unapplied.take() else {
+                return;
+            };
+            if value.is_none() {
+                // A tombstone deletes what open transactions wrote there before it.
+                for written in self.open.values_mut() {
+                    written.retain(|p, v| *p != partition || self.positions[v] > position);
+                }
+            }
+            let offset = value.map(offset_value);
+            self.store.apply("g", "t", partition, offset, position);
+            self.eligible(partition, position, value);
+        }
+
+        /// A record becomes part of what the group must see (reference answer).
+        fn eligible(&mut self, partition: i32, position: i64, value: Option<i64>) {
+            let latest = self.expected.entry(partition).or_insert((-1, None));
+            if position > latest.0 {
+                *latest = (position, value);
+            }
+        }
+
+        /// The transaction's marker lands and is committed: `complete_transaction`.
+        fn end(&mut self, producer: i64, committed: bool) {
+            let Some(written) = self.open.remove(&producer) else {
+                return;
+            };
+            self.append(marker(producer, committed));
+            for fate in self.fates.values_mut() {
+                if *fate == Fate::Open(producer) {
+                    *fate = if committed {
+                        Fate::Committed
+                    } else {
+                        Fate::Aborted
+                    };
+                }
+            }
+            self.store.complete(producer, committed, |_| true);
+            if committed {
+                self.commits += 1;
+                for (partition, value) in &written {
+                    self.eligible(*partition, self.positions[value], Some(*value));
+                }
+                for (partition, value) in written {
+                    let shown = self.shown(partition).expect("a committed offset vanished");
+                    assert!(
+                        self.positions[&shown] >= self.positions[&value],
+                        "after its commit, t-{partition} shows {shown}, older than {value}"
+                    );
+                }
+            } else {
+                self.aborts += 1;
+            }
+        }
+
+        /// The coordinator moves: memory is rebuilt from the log. It must show what memory
+        /// showed once the write still waiting (committed in the log) applied.
+        fn failover(&mut self) {
+            let replayed = replay_records(&self.log);
+            self.apply_one();
+            for partition in 0..PARTITIONS {
+                let shown = replayed.get("g", "t", partition).map(|v| v.offset);
+                assert_eq!(shown, self.shown(partition), "t-{partition} after failover");
+                let pending = replayed.has_pending("g", "t", partition);
+                assert_eq!(pending, self.store.has_pending("g", "t", partition));
+            }
+            self.store = replayed;
+            self.failovers += 1;
+        }
+
+        fn shown(&self, partition: i32) -> Option<i64> {
+            self.store
+                .get("g", "t", partition)
+                .map(|value| value.offset)
+        }
+
+        fn check(&self) {
+            let mut held: BTreeSet<i32> = BTreeSet::new();
+            for written in self.open.values() {
+                held.extend(written.keys());
+            }
+            for partition in 0..PARTITIONS {
+                let expected = self.expected.get(&partition).and_then(|(_, value)| *value);
+                assert_eq!(self.shown(partition), expected, "t-{partition}");
+                if let Some(value) = self.shown(partition) {
+                    let fate = self.fates[&value];
+                    assert!(
+                        matches!(fate, Fate::Plain | Fate::Committed),
+                        "t-{partition} shows {value} of a {fate:?} transaction"
+                    );
+                }
+                assert_eq!(
+                    self.store.has_pending("g", "t", partition),
+                    held.contains(&partition),
+                    "require_stable for t-{partition}"
+                );
+            }
+        }
+    }
+
+    fn offset_value(value: i64) -> OffsetValue {
+        OffsetValue {
+            offset: value,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        }
+    }
+
+    fn record(producer: Option<i64>, control: bool) -> Record {
+        Record {
+            transactional: producer.is_some(),
+            control,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: producer.unwrap_or(-1),
+            producer_epoch: if producer.is_some() { 0 } else { -1 },
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: Default::default(),
+        }
+    }
+
+    fn offset_record(partition: i32, value: Option<i64>, producer: Option<i64>) -> Record {
+        let key = RecordKey::Offset {
+            group: "g".into(),
+            topic: "t".into(),
+            partition,
+        };
+        Record {
+            key: Some(records::encode_key(&key)),
+            value: value.map(|v| records::encode_offset(&offset_value(v))),
+            ..record(producer, false)
+        }
+    }
+
+    fn marker(producer: i64, committed: bool) -> Record {
+        let mut key = BytesMut::new();
+        key.put_i16(0);
+        key.put_i16(i16::from(committed));
+        let mut value = BytesMut::new();
+        value.put_i16(0);
+        value.put_i32(0);
+        Record {
+            key: Some(key.freeze()),
+            value: Some(value.freeze()),
+            ..record(Some(producer), true)
+        }
+    }
+
+    #[test]
+    fn transactional_offsets_show_only_once_committed_and_survive_failover() {
+        let (mut commits, mut aborts, mut failovers) = (0, 0, 0);
+        for seed in 1..=SEEDS {
+            let mut sim = TxnSim::new(seed);
+            for _ in 0..STEPS {
+                sim.step();
+                sim.check();
+            }
+            sim.failover();
+            commits += sim.commits;
+            aborts += sim.aborts;
+            failovers += sim.failovers;
+        }
+        assert!(commits > 1_000, "only {commits} commits");
+        assert!(aborts > 500, "only {aborts} aborts");
+        assert!(failovers > 500, "only {failovers} failovers");
+    }
+}

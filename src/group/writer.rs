@@ -20,6 +20,7 @@ use super::CoordinatorError;
 use crate::log::batch::plain_record;
 use crate::log::{BatchError, LogError};
 use crate::replica::{Partition, ReplicaError};
+use crate::txn::producer_state::SequenceError;
 
 /// Where and how long a write may wait: the partition's log, the leader epoch its state
 /// was loaded at, and the wait for replication (the request's timeout, or
@@ -29,6 +30,15 @@ pub struct WriteTarget<'a> {
     pub log: &'a Partition,
     pub leader_epoch: i32,
     pub timeout: Duration,
+}
+
+/// The producer a transactional write is made for (TxnOffsetCommit): its records go in a
+/// transactional batch under this producer id and epoch, so the partition's producer state
+/// sees the transaction open there and the transaction's marker closes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
 }
 
 /// Appends key/value records (a `None` value is a tombstone) as one uncompressed batch and
@@ -42,28 +52,44 @@ pub async fn write_committed(
     now_ms: i64,
 ) -> Result<i64, CoordinatorError> {
     let deadline = tokio::time::Instant::now() + target.timeout;
-    let (base_offset, end_offset) = append(target, entries, now_ms)?;
+    let (base_offset, end_offset) = append(target, entries, now_ms, None)?;
+    wait_committed(target, end_offset, deadline).await?;
+    Ok(base_offset)
+}
+
+/// Waits until the records before `end_offset` are committed (the high watermark passed
+/// them under the epoch the write was made at).
+pub async fn wait_committed(
+    target: WriteTarget<'_>,
+    end_offset: i64,
+    deadline: tokio::time::Instant,
+) -> Result<(), CoordinatorError> {
     target
         .log
         .wait_committed(end_offset, target.leader_epoch, deadline)
         .await
-        .map_err(|error| write_error(&error))?;
-    Ok(base_offset)
+        .map_err(|error| write_error(&error))
 }
 
 /// The append half, on the caller's thread as every produce append is: (base offset, the
-/// offset after the batch).
-fn append(
+/// offset after the batch). Record `i` of `entries` lands at base offset + `i`.
+pub fn append(
     target: WriteTarget<'_>,
     entries: Vec<(Bytes, Option<Bytes>)>,
     now_ms: i64,
+    producer: Option<TxnProducer>,
 ) -> Result<(i64, i64), CoordinatorError> {
     let (epoch, leads) = target.log.leadership();
     if !leads || epoch != target.leader_epoch {
         return Err(CoordinatorError::NotCoordinator);
     }
     let count = entries.len() as i64;
-    let batch = encode(entries, now_ms)?;
+    let batch = encode(entries, now_ms, producer)?;
+    // SEAM(lead): a transactional coordinator batch must reach the partition's producer
+    // state as Kafka's AppendOrigin.COORDINATOR does: the epoch is checked (stale ->
+    // INVALID_PRODUCER_EPOCH), the sequence is not (the batch carries NO_SEQUENCE, as the
+    // transaction markers do). If LOG's partition gives that origin its own entry point,
+    // call it here for `producer.is_some()`.
     let outcome = target
         .log
         .append(&batch, now_ms)
@@ -71,11 +97,28 @@ fn append(
     Ok((outcome.base_offset, outcome.base_offset + count))
 }
 
-fn encode(entries: Vec<(Bytes, Option<Bytes>)>, now_ms: i64) -> Result<Bytes, CoordinatorError> {
+/// One uncompressed v2 batch of the entries; transactional (producer id and epoch set,
+/// no sequence) when written for a transaction.
+pub(super) fn encode(
+    entries: Vec<(Bytes, Option<Bytes>)>,
+    now_ms: i64,
+    producer: Option<TxnProducer>,
+) -> Result<Bytes, CoordinatorError> {
     let records: Vec<Record> = entries
         .into_iter()
         .enumerate()
-        .map(|(index, (key, value))| plain_record(index as i64, now_ms, Some(key), value))
+        .map(|(index, (key, value))| {
+            let record = plain_record(index as i64, now_ms, Some(key), value);
+            match producer {
+                None => record,
+                Some(producer) => Record {
+                    transactional: true,
+                    producer_id: producer.producer_id,
+                    producer_epoch: producer.producer_epoch,
+                    ..record
+                },
+            }
+        })
         .collect();
     let mut buffer = BytesMut::new();
     let options = RecordEncodeOptions {
@@ -110,6 +153,14 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
         | ReplicaError::Log(LogError::Batch(
             BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
         )) => CoordinatorError::TooLarge(error.to_string()),
+        // A transactional write by a producer whose epoch the partition has seen bumped:
+        // a zombie, refused as Kafka's coordinator append refuses it.
+        // SEAM(lead): LOG's other producer-state refusals of a transactional batch
+        // (a fenced producer, an invalid transaction state) map to
+        // CoordinatorError::InvalidProducerEpoch / ::InvalidTxnState the same way.
+        ReplicaError::Sequence(SequenceError::StaleEpoch { .. }) => {
+            CoordinatorError::InvalidProducerEpoch
+        }
         other => CoordinatorError::Storage(other.to_string()),
     }
 }
