@@ -10,11 +10,14 @@ duplicated, reordered or divergent, offsets contiguous, commits never backwards.
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -428,6 +431,111 @@ def test_the_report_shows_the_transactions():
     assert "transactions: 2 committed, 1 aborted" in report and report.endswith("PASS")
     verdict["figures"]["txn_partial"] = 1
     assert checker.format_report(verdict).endswith("FAIL")
+
+
+# ---------------------------------------------------------------- the transactional producer
+
+
+class FakeTxnProducer:
+    """Stands in for confluent's Producer in workload.one_transaction: records calls,
+    raises the scripted KafkaErrors from commit_transaction/abort_transaction in turn."""
+
+    def __init__(self, commit_errors=(), abort_errors=()):
+        self.calls = []
+        self.commit_errors = list(commit_errors)
+        self.abort_errors = list(abort_errors)
+
+    def begin_transaction(self):
+        self.calls.append("begin")
+
+    def produce(self, topic, value, partition, on_delivery):
+        self.calls.append(("produce", topic, partition, value.decode()))
+
+    def poll(self, _timeout):
+        return 0
+
+    def _end(self, name, errors):
+        self.calls.append(name)
+        if errors:
+            raise KafkaException(errors.pop(0))
+
+    def commit_transaction(self, _timeout):
+        self._end("commit", self.commit_errors)
+
+    def abort_transaction(self, _timeout):
+        self._end("abort", self.abort_errors)
+
+
+def run_one(producer, tmp_path, abort_share=0.0, seed=1):
+    from fault_run import workload
+
+    args = workload.parse_args(["txnproducer", "--bootstrap", "b", "--name", "tp",
+                                "--out", str(tmp_path / "tp.jsonl"), "--topics", "x,y",
+                                "--partitions", "2", "--txn-size-max", "4",
+                                "--txn-abort-share", str(abort_share)])
+    log = workload.JsonLog(args.out)
+    state = workload.TxnState(log)
+    stop = threading.Event()
+    try:
+        result = workload.one_transaction(producer, state, args, "tp.0", 7, random.Random(seed),
+                                          stop)
+    finally:
+        log.close()
+    lines = checker.read_jsonl(args.out)
+    return result, state, lines
+
+
+def produced(producer):
+    return [call for call in producer.calls if call[0] == "produce"]
+
+
+def test_a_transaction_carries_its_key_index_and_size(tmp_path):
+    producer = FakeTxnProducer()
+    (outcome, why), state, lines = run_one(producer, tmp_path)
+    assert (outcome, why) == ("committed", "chosen")
+    assert producer.calls[0] == "begin" and producer.calls[-1] == "commit"
+    records = produced(producer)
+    size = len(records)
+    assert 1 <= size <= 4
+    assert [checker.parse_txn_value(call[3]) for call in records] == \
+        [("tp.0:7", index, size) for index in range(size)]
+    assert all(call[1] in ("x", "y") and call[2] in (0, 1) for call in records)
+    assert lines[0]["k"] == "txn_begin" and lines[0]["x"] == "tp.0:7" and \
+        lines[0]["n"] == size
+    assert state.current == "tp.0:7"
+
+
+def test_a_retriable_commit_error_is_retried(tmp_path):
+    producer = FakeTxnProducer(commit_errors=[
+        KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
+    (outcome, _why), _state, lines = run_one(producer, tmp_path)
+    assert outcome == "committed"
+    assert producer.calls.count("commit") == 2 and "abort" not in producer.calls
+    assert any(line.get("e") == "commit:_TIMED_OUT" for line in lines)
+
+
+def test_an_abortable_commit_error_aborts(tmp_path):
+    producer = FakeTxnProducer(commit_errors=[
+        KafkaError(KafkaError.INVALID_PRODUCER_EPOCH, "epoch", txn_requires_abort=True)])
+    (outcome, why), _state, _lines = run_one(producer, tmp_path)
+    assert (outcome, why) == ("aborted", "commit: INVALID_PRODUCER_EPOCH")
+    assert producer.calls[-2:] == ["commit", "abort"]
+
+
+def test_a_fatal_commit_error_leaves_the_outcome_unknown(tmp_path):
+    from fault_run import workload
+
+    producer = FakeTxnProducer(commit_errors=[KafkaError(KafkaError._FENCED, "fenced",
+                                                         fatal=True)])
+    with pytest.raises(workload.Fatal):
+        run_one(producer, tmp_path)
+
+
+def test_some_transactions_are_aborted_on_purpose(tmp_path):
+    producer = FakeTxnProducer()
+    (outcome, why), _state, _lines = run_one(producer, tmp_path, abort_share=1.0)
+    assert (outcome, why) == ("aborted", "chosen")
+    assert producer.calls[-1] == "abort" and "commit" not in producer.calls
 
 
 # ---------------------------------------------------------------- the short run

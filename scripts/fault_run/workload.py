@@ -237,17 +237,26 @@ class Fatal(Exception):
     """The producer incarnation cannot go on (fenced, or another fatal error)."""
 
 
-def txn_call(function, stop, what):
+class Stopped(Exception):
+    """The run stopped the producer while no transaction was open."""
+
+
+def txn_call(function, stop, what, log, stoppable=False):
     """Calls a transactional API, retrying retriable errors (as librdkafka documents:
     the same call may be repeated) until it succeeds or the run has been stopped for
-    long. Raises Fatal for a fatal error; returns the KafkaError of an abortable one."""
+    long (at once if stoppable: nothing is open). Raises Fatal for a fatal error;
+    returns the KafkaError of an abortable one."""
     stopping_since = None
     while True:
+        if stoppable and stop.is_set():
+            raise Stopped()
         try:
             function(TXN_CALL_TIMEOUT_S)
             return None
         except KafkaException as exception:
             error = exception.args[0]
+            log.write(k="error", e=f"{what}:{error.name()}", fatal=error.fatal(),
+                      msg=error.str())
             if error.fatal():
                 raise Fatal(f"{what}: {error.name()}") from None
             if error.txn_requires_abort():
@@ -289,17 +298,17 @@ def one_transaction(producer, state, args, name, txn, rng, stop):
         if error.fatal():
             raise Fatal(f"produce: {error.name()}") from None
         # Any other produce failure: the transaction cannot be trusted whole; abort it.
-        return abort(producer, stop, f"produce: {error.name()}")
+        return abort(producer, stop, f"produce: {error.name()}", state.log)
     if rng.random() < args.txn_abort_share:
-        return abort(producer, stop, "chosen")
-    failed = txn_call(producer.commit_transaction, stop, "commit")
+        return abort(producer, stop, "chosen", state.log)
+    failed = txn_call(producer.commit_transaction, stop, "commit", state.log)
     if failed is None:
         return COMMITTED, "chosen"
-    return abort(producer, stop, f"commit: {failed.name()}")
+    return abort(producer, stop, f"commit: {failed.name()}", state.log)
 
 
-def abort(producer, stop, why):
-    failed = txn_call(producer.abort_transaction, stop, "abort")
+def abort(producer, stop, why, log):
+    failed = txn_call(producer.abort_transaction, stop, "abort", log)
     if failed is not None:
         raise Fatal(f"abort failed abortably: {failed.name()} ({why})")
     return ABORTED, why
@@ -322,7 +331,8 @@ def run_txn_producer(args):
         try:
             # init_transactions also completes or aborts what an earlier incarnation
             # (same transactional.id) left open.
-            if txn_call(producer.init_transactions, stop, "init") is not None:
+            if txn_call(producer.init_transactions, stop, "init", log,
+                        stoppable=True) is not None:
                 raise Fatal("init failed abortably")
             while not stop.is_set():
                 began = time.monotonic()
@@ -342,6 +352,8 @@ def run_txn_producer(args):
                 pause = (args.txn_size_max + 1) / 2 / args.rate - (now - began)
                 if pause > 0:
                     stop.wait(pause)
+        except Stopped:
+            pass
         except Fatal as fatal:
             if state.current is not None:
                 log.write(k="txn_end", x=state.current, outcome=UNKNOWN, why=str(fatal))
