@@ -148,6 +148,21 @@ def hw_and_lso(broker, topic, partition):
         return result.high_watermark, result.last_stable_offset
 
 
+def wait_settled(broker, topic, partition, end, timeout_s=15.0):
+    """Waits until the high watermark and the LSO are both `end`. commit_transaction()
+    and abort_transaction() return once the coordinator decided (PrepareCommit or
+    PrepareAbort written); Kafka writes the markers after that, asynchronously."""
+    clients.wait_for(lambda: _settled_at(broker, topic, partition, end), timeout_s,
+                     interval_s=0.05, what=f"{topic}-{partition} to settle at {end}")
+
+
+def _settled_at(broker, topic, partition, end):
+    got = hw_and_lso(broker, topic, partition)
+    if got != (end, end):
+        raise AssertionError(f"(HW, LSO) = {got}, want ({end}, {end})")
+    return True
+
+
 def latest(broker, topic, partition, isolation):
     """ListOffsets latest through confluent's AdminClient at the given isolation level."""
     admin = clients.admin(broker)
@@ -225,6 +240,7 @@ def test_commit_and_abort_markers_take_one_offset_each(broker, topic):
     assert transaction(producer, topic, [b"a0", b"a1", b"a2"], COMMIT) == [0, 1, 2]
     assert transaction(producer, topic, [b"b0", b"b1"], ABORT) == [4, 5]
     assert transaction(producer, topic, [b"c0", b"c1"], COMMIT) == [7, 8]
+    wait_settled(broker, topic, 0, 10)
 
     assert layout(broker, topic, 0) == [
         ("data", 0, b"a0", True), ("data", 1, b"a1", True), ("data", 2, b"a2", True),
@@ -253,6 +269,7 @@ def test_lso_stays_at_an_open_transaction_and_blocks_read_committed(broker, topi
     producer = txn_producer(broker, tid("open"))
     producer.init_transactions(CALL_TIMEOUT_S)
     assert transaction(producer, topic, [b"a0", b"a1"], COMMIT) == [0, 1]
+    wait_settled(broker, topic, 0, 3)
     offsets_seen(broker, topic, 0, expected_hw=3, expected_lso=3)
 
     producer.begin_transaction()
@@ -289,6 +306,7 @@ def test_lso_stays_at_an_open_transaction_and_blocks_read_committed(broker, topi
     assert deliver(producer, topic, [b"e0", b"e1"]) == [7, 8]
     offsets_seen(broker, topic, 0, expected_hw=9, expected_lso=7)
     producer.abort_transaction(CALL_TIMEOUT_S)
+    wait_settled(broker, topic, 0, 10)
     offsets_seen(broker, topic, 0, expected_hw=10, expected_lso=10)
     committed, position = visible(broker, topic, 0, "read_committed", start=7)
     assert committed == [] and position == 10
@@ -312,10 +330,15 @@ def test_interleaved_transactions_only_the_aborted_records_are_dropped(broker, t
             (offset,) = deliver(producer, topic, [value], partition)
             stored[partition].append((offset, value))
     drop.abort_transaction(CALL_TIMEOUT_S)
+    # The abort's markers first (written asynchronously), so that the layout is fixed.
+    for partition in (0, 1):
+        clients.wait_for(lambda: layout(broker, topic, partition)[6:] == [(ABORT, 6)], 15,
+                         what=f"the abort marker in partition {partition}")
     keep.commit_transaction(CALL_TIMEOUT_S)
     for partition in (0, 1):
         data = stored[partition]
         assert [o for o, _ in data] == list(range(6)), f"partition {partition}: {data}"
+        wait_settled(broker, topic, partition, 8)
         assert layout(broker, topic, partition)[6:] == [(ABORT, 6), (COMMIT, 7)]
         offsets_seen(broker, topic, partition, expected_hw=8, expected_lso=8)
         committed, _ = visible(broker, topic, partition, "read_committed")
@@ -366,7 +389,11 @@ def test_consume_transform_produce_offsets_and_outputs_appear_together(broker, t
             "transactional offsets visible before the commit"
         assert visible(broker, sink, 0, "read_committed")[0] == []
         producer.commit_transaction(CALL_TIMEOUT_S)
-        assert committed_offset(broker, group, source) == 5
+        # Both appear once the markers are written (asynchronously, after the commit
+        # returned); a read_committed committed() waits out pending offsets (KIP-447).
+        wait_settled(broker, sink, 0, 6)
+        clients.wait_for(lambda: committed_offset(broker, group, source) == 5, 15,
+                         what="the transaction's offsets committed")
         outputs, position = visible(broker, sink, 0, "read_committed")
         assert outputs == [(i, b"out-in-%d" % i) for i in range(5)] and position == 6
 
@@ -380,6 +407,7 @@ def test_consume_transform_produce_offsets_and_outputs_appear_together(broker, t
             [TopicPartition(source, 0, 8)], member.consumer_group_metadata(),
             CALL_TIMEOUT_S)
         producer.abort_transaction(CALL_TIMEOUT_S)
+        wait_settled(broker, sink, 0, 10)
         assert committed_offset(broker, group, source) == 5
         assert committed_offset(broker, group, source, "read_uncommitted") == 5
         outputs, position = visible(broker, sink, 0, "read_committed")
@@ -437,6 +465,7 @@ def test_a_second_producer_fences_the_first(broker, topic):
         zombie.begin_transaction()  # a fatal error is final
 
     assert transaction(successor, topic, [b"successor"], COMMIT) == [2]
+    wait_settled(broker, topic, 0, 4)
     assert layout(broker, topic, 0) == [("data", 0, b"zombie-before", True), (ABORT, 1),
                                         ("data", 2, b"successor", True), (COMMIT, 3)]
     committed, _ = visible(broker, topic, 0, "read_committed")
@@ -565,6 +594,7 @@ def test_aiokafka_transactions(broker, topic):
 
     sent, read, position = asyncio.run(run())
     assert sent == [0, 1, 2, 4, 5, 7]
+    wait_settled(broker, topic, 0, 9)
     assert read == [(0, b"a0"), (1, b"a1"), (2, b"a2"), (7, b"c0")]
     assert position == 9
     assert layout(broker, topic, 0) == [
@@ -595,6 +625,7 @@ def test_kafka_python_transactions(broker, topic):
     finally:
         producer.close(timeout=10)
     assert offsets == [0, 1, 3, 5, 6]
+    wait_settled(broker, topic, 0, 8)
     assert layout(broker, topic, 0) == [
         ("data", 0, b"a0", True), ("data", 1, b"a1", True), (COMMIT, 2),
         ("data", 3, b"b0", True), (ABORT, 4),
