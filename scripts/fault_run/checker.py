@@ -207,6 +207,36 @@ def read_final_log(bootstrap, topics, timeout_s=180.0, isolation="read_committed
         consumer.close()
 
 
+def wait_stable(bootstrap, topics, timeout_s=150.0):
+    """Waits until every partition of topics has its last stable offset at its high
+    watermark (ListOffsets latest at both isolation levels): no transaction open, so a
+    read_committed read shows everything decided. A transaction left open (a producer
+    killed mid-way) ends by the coordinator's timeout (transaction.timeout.ms).
+    Returns {(topic, partition): reason} for those still unstable at the deadline."""
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    metadata = admin.list_topics(timeout=30)
+    tps = [TopicPartition(topic, index) for topic in topics
+           for index in sorted(metadata.topics[topic].partitions)]
+    deadline = time.monotonic() + timeout_s
+    unstable = {}
+    while True:
+        ends = {}
+        for level in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
+            futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                         isolation_level=level, request_timeout=30)
+            for tp, future in futures.items():
+                ends.setdefault((tp.topic, tp.partition), []).append(
+                    future.result(timeout=60).offset)
+        unstable = {tp: f"LSO {lso} below HW {hw}" for tp, (hw, lso) in ends.items()
+                    if lso != hw}
+        if not unstable or time.monotonic() >= deadline:
+            return unstable
+        time.sleep(1.0)
+
+
 def read_committed(bootstrap, group, partitions, timeout_s=30.0):
     """{(topic, partition): committed offset (None if none)} of the group."""
     from confluent_kafka import Consumer, TopicPartition
@@ -571,6 +601,11 @@ def run_check(run_dir, bootstrap, topics, group, txn_topics=(), txn_group=None):
     committed = read_committed(bootstrap, group, sorted(final_log))
     verdict = check(logs.acks, logs.seen, logs.commits, final_log, committed, incomplete)
     if txn_topics:
+        unstable = wait_stable(bootstrap, txn_topics)
+        for tp, reason in sorted(unstable.items()):
+            verdict["figures"]["incomplete_partitions"] += 1
+            verdict["examples"].setdefault("incomplete_partitions", []).append(
+                f"{tp[0]}-{tp[1]}: a transaction stayed open: {reason}")
         committed_log, incomplete_c = read_final_log(bootstrap, txn_topics)
         uncommitted_log, incomplete_u = read_final_log(bootstrap, txn_topics,
                                                        isolation="read_uncommitted")
