@@ -20,6 +20,8 @@ is the broker's unless a finding in the README says otherwise:
 - The coordinator aborts a transaction its (killed) producer left open once
   `transaction.timeout.ms` passed; read_committed consumers behind it move on.
 - `transaction.timeout.ms` above `transaction.max.timeout.ms` -> INVALID_TRANSACTION_TIMEOUT.
+- DescribeTransactions and ListTransactions (hand-encoded v0) name the states as Kafka
+  does ("Ongoing", "CompleteCommit").
 - The same commit/abort flow with aiokafka and kafka-python (both transactional), read back
   by their own read_committed consumers and by confluent-kafka's.
 """
@@ -540,6 +542,115 @@ def test_a_timeout_above_the_brokers_maximum_is_refused(broker, topic):
         producer.init_transactions(CALL_TIMEOUT_S)
     assert raised.value.args[0].code() == KafkaError.INVALID_TRANSACTION_TIMEOUT, \
         raised.value.args[0]
+
+
+# ---------------------------------------------------------------- admin APIs (raw)
+
+
+DESCRIBE_TRANSACTIONS = 65
+LIST_TRANSACTIONS = 66
+TRANSACTIONAL_ID_NOT_FOUND = 105
+
+
+def compact_array(items, encode_item):
+    return rawkafka.uvarint(len(items) + 1) + b"".join(encode_item(i) for i in items)
+
+
+def describe_transactions_v0(broker, transactional_ids):
+    """DescribeTransactions v0 (flexible): {transactional id: dict(error, state,
+    timeout_ms, start_ms, producer_id, producer_epoch, topics={name: [partitions]})}."""
+    body = compact_array(transactional_ids, rawkafka.compact_string) \
+        + rawkafka.EMPTY_TAGGED_FIELDS
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        reader = conn.request(DESCRIBE_TRANSACTIONS, 0, body, flexible_request=True,
+                              flexible_response=True)
+
+        def read_topic(r):
+            name = r.compact_string()
+            partitions = r.compact_array(lambda rr: rr.int32())
+            r.skip_tagged_fields()
+            return name, sorted(partitions)
+
+        def read_state(r):
+            state = {"error": r.int16()}
+            transactional_id = r.compact_string()
+            state.update(state=r.compact_string(), timeout_ms=r.int32(), start_ms=r.int64(),
+                         producer_id=r.int64(), producer_epoch=r.int16(),
+                         topics=dict(r.compact_array(read_topic)))
+            r.skip_tagged_fields()
+            return transactional_id, state
+
+        reader.int32()  # throttle_time_ms
+        states = dict(reader.compact_array(read_state))
+        reader.skip_tagged_fields()
+        reader.expect_end()
+    return states
+
+
+def list_transactions_v0(broker, states=(), producer_ids=()):
+    """ListTransactions v0 (flexible): (error, unknown state filters,
+    {transactional id: (producer id, state)})."""
+    body = (compact_array(list(states), rawkafka.compact_string)
+            + compact_array(list(producer_ids), rawkafka.int64)
+            + rawkafka.EMPTY_TAGGED_FIELDS)
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        reader = conn.request(LIST_TRANSACTIONS, 0, body, flexible_request=True,
+                              flexible_response=True)
+
+        def read_state(r):
+            transactional_id, producer_id, state = r.compact_string(), r.int64(), \
+                r.compact_string()
+            r.skip_tagged_fields()
+            return transactional_id, (producer_id, state)
+
+        reader.int32()  # throttle_time_ms
+        error = reader.int16()
+        unknown = reader.compact_array(lambda r: r.compact_string())
+        listed = dict(reader.compact_array(read_state))
+        reader.skip_tagged_fields()
+        reader.expect_end()
+    return error, unknown, listed
+
+
+def test_describe_and_list_transactions(broker, topic):
+    """DescribeTransactions and ListTransactions (kafka-transactions.sh describe/list)
+    during an open transaction and after its commit, with Kafka's state names."""
+    clients.create_topic(broker, topic, partitions=2)
+    transactional_id = tid("described")
+    producer = txn_producer(broker, transactional_id)
+    producer.init_transactions(CALL_TIMEOUT_S)
+    began_ms = int(time.time() * 1000)
+    producer.begin_transaction()
+    deliver(producer, topic, [b"p0"], partition=0)
+    deliver(producer, topic, [b"p1"], partition=1)
+    now_ms = int(time.time() * 1000)
+
+    described = describe_transactions_v0(broker, [transactional_id, "no-such-id"])
+    assert described["no-such-id"]["error"] == TRANSACTIONAL_ID_NOT_FOUND
+    ongoing = described[transactional_id]
+    assert ongoing["error"] == 0 and ongoing["state"] == "Ongoing", ongoing
+    assert ongoing["timeout_ms"] == TXN_TIMEOUT_MS
+    assert began_ms - 1000 <= ongoing["start_ms"] <= now_ms + 1000, (began_ms, ongoing)
+    assert ongoing["producer_id"] >= 0 and ongoing["producer_epoch"] >= 0
+    assert ongoing["topics"] == {topic: [0, 1]}
+    producer_id = ongoing["producer_id"]
+
+    error, unknown, listed = list_transactions_v0(broker, states=["Ongoing", "Bogus"])
+    assert error == 0 and unknown == ["Bogus"]
+    assert listed.get(transactional_id) == (producer_id, "Ongoing")
+    error, _unknown, listed = list_transactions_v0(broker, producer_ids=[producer_id])
+    assert error == 0 and listed == {transactional_id: (producer_id, "Ongoing")}
+
+    producer.commit_transaction(CALL_TIMEOUT_S)
+    for partition in (0, 1):
+        wait_settled(broker, topic, partition, 2)
+    done = describe_transactions_v0(broker, [transactional_id])[transactional_id]
+    assert done["error"] == 0 and done["state"] == "CompleteCommit", done
+    assert done["producer_id"] == producer_id and done["topics"] == {}
+    _error, _unknown, listed = list_transactions_v0(broker, states=["Ongoing"])
+    assert transactional_id not in listed
+    _error, _unknown, listed = list_transactions_v0(broker, states=["CompleteCommit"])
+    assert listed.get(transactional_id) == (producer_id, "CompleteCommit")
 
 
 # ---------------------------------------------------------------- other clients
