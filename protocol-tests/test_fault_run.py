@@ -4,8 +4,13 @@ FAULT_RUN_FAULTS / FAULT_RUN_MAX_MINUTES / FAULT_RUN_SEED change its size and se
 
 The short run starts scripts/fault-run in a process of its own (three nodes in network
 namespaces, two topics RF 3 with min.insync.replicas=2, two idempotent acks=all
-producers, a two-member group) and asserts what its checker found: nothing lost,
-duplicated, reordered or divergent, offsets contiguous, commits never backwards.
+producers, a two-member group; issue 10: a transactional producer on a third topic, read
+by a two-member read_committed group) and asserts what its checker found: nothing lost,
+duplicated, reordered or divergent, offsets contiguous, commits never backwards, no
+partial, lost or aborted-but-visible transaction, and at least one committed.
+
+The transactional producer's logic (workload.one_transaction) is tested with a stand-in
+producer that scripts commit/abort errors.
 """
 
 import json
