@@ -142,6 +142,34 @@ def layout(broker, topic, partition):
         return [entry.brief() for entry in rawkafka.read_layout(conn, topic, partition)]
 
 
+def fetch_v4(broker, topic, partition, offset, isolation):
+    """Fetch v4 of one partition at isolation level 0 or 1: (high watermark, LSO,
+    aborted transactions [(producer id, first offset)] or None, [(base offset, last
+    offset, control)] of the batches returned)."""
+    from rawkafka import array, int8, int32, int64, string
+
+    partitions = array([int32(partition) + int64(offset) + int32(1 << 20)], lambda i: i)
+    body = (int32(-1) + int32(0) + int32(1) + int32(1 << 20) + int8(isolation)
+            + array([string(topic) + partitions], lambda i: i))
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        reader = conn.request(rawkafka.FETCH, 4, body)
+    reader.int32()  # throttle_time_ms
+
+    def read_partition(r):
+        index, error, high, lso = r.int32(), r.int16(), r.int64(), r.int64()
+        aborted = r.array(lambda rr: (rr.int64(), rr.int64()))
+        records = r.nullable_bytes()
+        assert error == 0, f"Fetch error {error}"
+        result = rawkafka.PartitionFetchResult(error, high, lso, records)
+        batches = [(b.base_offset, b.last_offset, b.is_control_batch)
+                   for b in result.batches()]
+        return index, (high, lso, aborted, batches)
+
+    topics = reader.array(lambda r: (r.string(), dict(r.array(read_partition))))
+    reader.expect_end()
+    return dict(topics)[topic][partition]
+
+
 def hw_and_lso(broker, topic, partition):
     """(high watermark, last stable offset) as Fetch v4 reports them."""
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
@@ -252,6 +280,19 @@ def test_commit_and_abort_markers_take_one_offset_each(broker, topic):
         ("data", 7, b"c0", True), ("data", 8, b"c1", True),
         (COMMIT, 9)]
     offsets_seen(broker, topic, 0, expected_hw=10, expected_lso=10)
+
+    # Fetch names the aborted transaction (producer id, first offset) to read_committed
+    # fetches whose range it overlaps, and to read_uncommitted ones never (librdkafka
+    # logs an error if it gets one there).
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        (producer_id,) = {e.producer_id for e in rawkafka.read_layout(conn, topic, 0)}
+    high, lso, aborted, batches = fetch_v4(broker, topic, 0, 0, isolation=1)
+    assert (high, lso, aborted) == (10, 10, [(producer_id, 4)])
+    assert [b for b in batches if b[2]] == [(3, 3, True), (6, 6, True), (9, 9, True)]
+    assert fetch_v4(broker, topic, 0, 0, isolation=0)[2] in (None, [])
+    assert fetch_v4(broker, topic, 0, 5, isolation=1)[2] == [(producer_id, 4)]
+    assert fetch_v4(broker, topic, 0, 7, isolation=1)[2] == [], \
+        "a transaction aborted before the fetch offset is not named"
 
     committed, position = visible(broker, topic, 0, "read_committed")
     assert committed == [(0, b"a0"), (1, b"a1"), (2, b"a2"), (7, b"c0"), (8, b"c1")]
