@@ -17,6 +17,8 @@ is the broker's unless a finding in the README says otherwise:
 - Fencing: a second producer's InitProducerId for the same transactional.id aborts the first
   one's open transaction and fences it: its later writes are refused (nothing appended) and
   its commit fails with a fatal fenced error.
+- Kill -9 and SIGTERM restarts keep the aborted transaction hidden, the LSO at the open
+  one, and the coordinator's state, so the open transaction commits afterwards.
 - The coordinator aborts a transaction its (killed) producer left open once
   `transaction.timeout.ms` passed; read_committed consumers behind it move on.
 - `transaction.timeout.ms` above `transaction.max.timeout.ms` -> INVALID_TRANSACTION_TIMEOUT.
@@ -392,6 +394,46 @@ def test_interleaved_transactions_only_the_aborted_records_are_dropped(broker, t
         records = clients.kp_consume(broker, topic, partition, 0, 3,
                                      isolation_level="read_committed")
         assert [(r.offset, r.value) for r in records] == committed
+
+
+def test_transactions_survive_broker_restarts(start_broker, topic):
+    """The log keeps what read_committed needs across a kill -9 and a clean restart: the
+    aborted transaction stays hidden (the aborted-transaction index), the open one keeps
+    the LSO at its first offset (producer state rebuilt), and the coordinator's state
+    (`__transaction_state`) lets the producer commit the open transaction afterwards."""
+    broker = start_broker("txn-restart", BROKER_OVERRIDES)
+    clients.create_topic(broker, topic)
+    # The broker's maximum: the open transaction must outlive two restarts.
+    producer = txn_producer(broker, tid("restart"), **{"transaction.timeout.ms": 60000})
+    producer.init_transactions(CALL_TIMEOUT_S)
+    assert transaction(producer, topic, [b"a0", b"a1"], COMMIT) == [0, 1]
+    assert transaction(producer, topic, [b"b0"], ABORT) == [3]
+    producer.begin_transaction()
+    assert deliver(producer, topic, [b"c0"]) == [5]
+    before = layout(broker, topic, 0)
+    assert before == [("data", 0, b"a0", True), ("data", 1, b"a1", True), (COMMIT, 2),
+                      ("data", 3, b"b0", True), (ABORT, 4), ("data", 5, b"c0", True)]
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        (producer_id,) = {e.producer_id for e in rawkafka.read_layout(conn, topic, 0)}
+
+    for hard in (True, False):
+        broker.restart(hard=hard)
+        what = "kill -9" if hard else "SIGTERM"
+        assert layout(broker, topic, 0) == before, f"the log changed across a {what}"
+        high, lso, aborted, _batches = fetch_v4(broker, topic, 0, 0, isolation=1)
+        assert (high, lso) == (6, 5), f"HW/LSO after a {what}: {(high, lso)}"
+        assert aborted == [(producer_id, 3)], f"aborted transactions after a {what}"
+        committed, position = visible(broker, topic, 0, "read_committed")
+        assert committed == [(0, b"a0"), (1, b"a1")] and position == 5, what
+        committed, _ = visible(broker, topic, 0, "read_committed", start=3)
+        assert committed == [], f"the aborted record shows after a {what}"
+
+    producer.commit_transaction(CALL_TIMEOUT_S)
+    wait_settled(broker, topic, 0, 7)
+    assert layout(broker, topic, 0)[-1] == (COMMIT, 6)
+    committed, position = visible(broker, topic, 0, "read_committed")
+    assert committed == [(0, b"a0"), (1, b"a1"), (5, b"c0")] and position == 7
+    producer.flush(5)
 
 
 # ---------------------------------------------------------------- consume-transform-produce
