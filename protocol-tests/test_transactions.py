@@ -336,8 +336,8 @@ def test_lso_stays_at_an_open_transaction_and_blocks_read_committed(broker, topi
     reader = clients.consumer(broker, **{"isolation.level": "read_committed"})
     try:
         reader.assign([TopicPartition(topic, 0, 3)])
+        # (No position check here: librdkafka reports none until it has delivered a record.)
         assert_blocked(reader, "read_committed read past an open transaction")
-        assert reader.position([TopicPartition(topic, 0)])[0].offset == 3
         producer.commit_transaction(CALL_TIMEOUT_S)
         assert poll_records(reader, 3) == [(3, b"d0"), (4, b"plain"), (5, b"d1")]
         wait_position(reader, topic, 0, 7)
@@ -539,9 +539,14 @@ def test_a_second_producer_fences_the_first(broker, topic):
     successor.init_transactions(CALL_TIMEOUT_S)
 
     reports = []
-    zombie.produce(topic, value=b"zombie-after", partition=0,
-                   on_delivery=lambda error, message: reports.append(error))
-    zombie.flush(CALL_TIMEOUT_S)
+    try:
+        zombie.produce(topic, value=b"zombie-after", partition=0,
+                       on_delivery=lambda error, message: reports.append(error))
+        zombie.flush(CALL_TIMEOUT_S)
+    except (KafkaException, SystemError) as error:
+        # confluent-kafka raises the fatal fence out of flush, while it runs the delivery
+        # callback (a SystemError wrapping the KafkaException).
+        reports.append(error)
     assert reports and reports[0] is not None, "the zombie's write was acknowledged"
     ended = end_zombie(zombie)
     assert ended is not None, "the fenced producer committed"
