@@ -505,6 +505,43 @@ def test_consume_transform_produce_offsets_and_outputs_appear_together(broker, t
         producer.flush(5)
 
 
+def test_one_producer_commits_offsets_in_many_transactions_and_they_survive_restarts(
+        start_broker, topic):
+    """One transactional producer (one epoch under transaction version 1) sends offsets in
+    transaction after transaction, with the same number of offsets each time: every
+    commit must be written to `__consumer_offsets` (not taken for a retry of the previous
+    one), and the last must be what the group has after the offsets are replayed from the
+    log by a restarted broker."""
+    broker = start_broker("txn-offsets-many", BROKER_OVERRIDES)
+    group = f"{topic}-group"
+    clients.create_topic(broker, topic)
+    producer = txn_producer(broker, tid("many"))
+    metadata = Consumer(clients.group_consumer_config(broker, group))
+    try:
+        producer.init_transactions(CALL_TIMEOUT_S)
+        group_metadata = metadata.consumer_group_metadata()
+        for round_ in range(1, 5):
+            outcome = ABORT if round_ == 3 else COMMIT
+            producer.begin_transaction()
+            deliver(producer, topic, [b"r%d" % round_])
+            producer.send_offsets_to_transaction(
+                [TopicPartition(topic, 0, 100 * round_)], group_metadata, CALL_TIMEOUT_S)
+            if outcome == COMMIT:
+                producer.commit_transaction(CALL_TIMEOUT_S)
+                want = 100 * round_
+            else:
+                producer.abort_transaction(CALL_TIMEOUT_S)
+            clients.wait_for(lambda: committed_offset(broker, group, topic) == want, 15,
+                             what=f"round {round_}'s offsets")
+        for hard in (True, False):
+            broker.restart(hard=hard)
+            assert committed_offset(broker, group, topic) == 400, \
+                f"offsets replayed after a {'kill -9' if hard else 'SIGTERM'}"
+    finally:
+        metadata.close()
+        producer.flush(5)
+
+
 # ---------------------------------------------------------------- fencing
 
 
