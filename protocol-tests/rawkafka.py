@@ -585,6 +585,71 @@ def fetch_all_records(conn, topic, partition, offset_start=0, deadline_s=20.0):
     raise TimeoutError(f"could not read {topic}-{partition} up to the high watermark")
 
 
+MARKER_ABORT, MARKER_COMMIT = "abort", "commit"
+
+
+class LogEntry:
+    """One offset of a partition as stored: a data record or a transaction marker.
+
+    kind: "data", MARKER_COMMIT or MARKER_ABORT; for data, value and whether its batch is
+    transactional; for markers, the coordinator epoch from the marker's value
+    ([version int16, coordinator_epoch int32], Kafka's EndTransactionMarker)."""
+
+    def __init__(self, kind, offset, producer_id, value=None, transactional=None,
+                 coordinator_epoch=None):
+        self.kind = kind
+        self.offset = offset
+        self.producer_id = producer_id
+        self.value = value
+        self.transactional = transactional
+        self.coordinator_epoch = coordinator_epoch
+
+    def brief(self):
+        """("data", offset, value, transactional) or (kind, offset): for comparisons."""
+        if self.kind == "data":
+            return ("data", self.offset, self.value, self.transactional)
+        return (self.kind, self.offset)
+
+    def __repr__(self):
+        return f"LogEntry{self.brief()}"
+
+
+def read_layout(conn, topic, partition, deadline_s=20.0):
+    """Every offset of topic/partition up to its high watermark, control records
+    included (Fetch v4, read_uncommitted): [LogEntry]. A control batch must be
+    transactional and hold abort (type 0) or commit (type 1) records."""
+    out = []
+    offset = 0
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        result = fetch(conn, topic, partition, offset)
+        assert result.error_code == NONE, f"Fetch failed with error {result.error_code}"
+        if offset >= result.high_watermark:
+            return out
+        batches = result.batches()
+        assert batches, f"no complete batch at offset {offset} below HW {result.high_watermark}"
+        for batch in batches:
+            assert batch.validate_crc(), f"bad CRC in the batch at {batch.base_offset}"
+            for record in batch:
+                if record.offset < offset:
+                    continue
+                if batch.is_control_batch:
+                    assert batch.is_transactional, \
+                        f"control batch at {batch.base_offset} is not transactional"
+                    kind = {0: MARKER_ABORT, 1: MARKER_COMMIT}.get(record.type)
+                    assert kind is not None, f"control record type {record.type}"
+                    version, coordinator_epoch = struct.unpack(">hi", record.value[:6])
+                    assert version == 0, f"marker value version {version}"
+                    out.append(LogEntry(kind, record.offset, batch.producer_id,
+                                        coordinator_epoch=coordinator_epoch))
+                else:
+                    out.append(LogEntry("data", record.offset, batch.producer_id,
+                                        value=record.value,
+                                        transactional=batch.is_transactional))
+            offset = max(offset, batch.next_offset)
+    raise TimeoutError(f"could not read {topic}-{partition} up to the high watermark")
+
+
 # ---------------------------------------------------------------- record batches
 
 

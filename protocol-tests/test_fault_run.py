@@ -4,17 +4,25 @@ FAULT_RUN_FAULTS / FAULT_RUN_MAX_MINUTES / FAULT_RUN_SEED change its size and se
 
 The short run starts scripts/fault-run in a process of its own (three nodes in network
 namespaces, two topics RF 3 with min.insync.replicas=2, two idempotent acks=all
-producers, a two-member group) and asserts what its checker found: nothing lost,
-duplicated, reordered or divergent, offsets contiguous, commits never backwards.
+producers, a two-member group; issue 10: a transactional producer on a third topic, read
+by a two-member read_committed group) and asserts what its checker found: nothing lost,
+duplicated, reordered or divergent, offsets contiguous, commits never backwards, no
+partial, lost or aborted-but-visible transaction, and at least one committed.
+
+The transactional producer's logic (workload.one_transaction) is tested with a stand-in
+producer that scripts commit/abort errors.
 """
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -257,6 +265,282 @@ def test_percentiles_are_nearest_rank():
     assert stats.percentile(values, 0.99) == 99
     assert stats.percentile([3.0], 0.99) == 3.0
     assert stats.percentile([], 0.5) is None
+
+
+# ---------------------------------------------------------------- transactions
+
+X = "txn-topic"
+
+
+def tv(txn, index, size, producer="txnproducer-1.0"):
+    return f"{producer}:{txn}:{index}:{size}"
+
+
+def txn_history():
+    """Three transactions over two partitions, markers taking offsets: txn 0 (3 records)
+    committed, txn 1 (2) aborted, txn 2 (2, all in partition 1) committed."""
+    txns = {"txnproducer-1.0:0": {"n": 3, "outcome": "committed"},
+            "txnproducer-1.0:1": {"n": 2, "outcome": "aborted"},
+            "txnproducer-1.0:2": {"n": 2, "outcome": "committed"}}
+    committed = {(X, 0): [(0, tv(0, 0, 3)), (1, tv(0, 2, 3))],              # marker 2
+                 (X, 1): [(0, tv(0, 1, 3)), (4, tv(2, 0, 2)), (5, tv(2, 1, 2))]}
+    uncommitted = {(X, 0): [(0, tv(0, 0, 3)), (1, tv(0, 2, 3)), (3, tv(1, 0, 2))],
+                   (X, 1): [(0, tv(0, 1, 3)), (2, tv(1, 1, 2)), (4, tv(2, 0, 2)),
+                            (5, tv(2, 1, 2))]}
+    seen = [(t, p, o, v) for (t, p), records in committed.items() for o, v in records]
+    commits = [(1.0, X, 0, 2), (2.0, X, 1, 7)]
+    final = {(X, 0): 2, (X, 1): 7}
+    return txns, committed, uncommitted, seen, commits, final
+
+
+def txn_figures(txns, committed, uncommitted, seen, commits=(), final=None):
+    return checker.check_transactions(txns, committed, uncommitted, seen, commits,
+                                      final)["figures"]
+
+
+def test_a_clean_transactional_history_passes():
+    result = txn_figures(*txn_history())
+    assert failing(result) == {}
+    assert result["txn_committed"] == 2 and result["txn_aborted"] == 1
+    assert result["txn_records_stored"] == 7 and result["txn_records_visible"] == 5
+    # Offsets not holding data in read_uncommitted: markers 2 (p0), 1 and 3 (p1); the
+    # trailing markers (p0@4, p1@6) lie past the last record read.
+    assert result["txn_offsets_not_data"] == 3
+
+
+def test_a_partial_transaction_is_found():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    committed[(X, 1)] = committed[(X, 1)][1:]  # txn 0 loses its record in partition 1
+    seen = [s for s in seen if s[3] != tv(0, 1, 3)]
+    result = txn_figures(txns, committed, uncommitted, seen)
+    assert failing(result) == {"txn_partial": 1}
+    verdict = checker.check_transactions(txns, committed, uncommitted, seen)
+    assert "txnproducer-1.0:0" in verdict["examples"]["txn_partial"][0]
+    # The same for a transaction of unknown outcome, and for one no producer log names.
+    txns["txnproducer-1.0:0"]["outcome"] = "unknown"
+    assert failing(txn_figures(txns, committed, uncommitted, seen)) == {"txn_partial": 1}
+    del txns["txnproducer-1.0:0"]
+    assert failing(txn_figures(txns, committed, uncommitted, seen)) == {"txn_partial": 1}
+
+
+def test_a_record_claiming_another_size_is_partial():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    txns["txnproducer-1.0:2"]["n"] = 3
+    assert failing(txn_figures(txns, committed, uncommitted, seen)) == {"txn_partial": 3}
+
+
+def test_a_committed_transaction_missing_is_lost():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    committed[(X, 1)] = committed[(X, 1)][:1]
+    seen = [s for s in seen if s[3] not in (tv(2, 0, 2), tv(2, 1, 2))]
+    result = txn_figures(txns, committed, uncommitted, seen)
+    assert failing(result) == {"txn_lost": 1}
+
+
+def test_an_aborted_transaction_visible_is_found():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    committed[(X, 0)].append((3, tv(1, 0, 2)))
+    committed[(X, 1)].insert(1, (2, tv(1, 1, 2)))
+    result = txn_figures(txns, committed, uncommitted, seen)
+    assert failing(result) == {"txn_aborted_visible": 1}
+
+
+def test_an_undecided_transaction_may_be_all_or_nothing():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    txns["txnproducer-1.0:1"]["outcome"] = "unknown"
+    txns["txnproducer-1.0:2"]["outcome"] = None  # the producer stopped mid-way
+    result = txn_figures(txns, committed, uncommitted, seen)
+    assert failing(result) == {}
+    assert result["txn_undecided_aborted"] == 1 and result["txn_undecided_committed"] == 1
+
+
+def test_a_consumer_that_saw_an_aborted_record_is_found():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    seen.append((X, 0, 3, tv(1, 0, 2)))
+    result = txn_figures(txns, committed, uncommitted, seen)
+    assert failing(result) == {"txn_seen_aborted": 1}
+
+
+def test_consumers_that_read_past_part_of_a_transaction_saw_it_partially():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    # Nobody saw txn 0's record at partition 1 offset 0, yet they read partition 1 on.
+    partial = [s for s in seen if s[3] != tv(0, 1, 3)]
+    assert failing(txn_figures(txns, committed, uncommitted, partial)) == \
+        {"txn_seen_partial": 1}
+    # Not read that far yet (the run ended first): not a partial view.
+    unread = [s for s in seen if s[1] == 0]
+    assert failing(txn_figures(txns, committed, uncommitted, unread)) == {}
+
+
+def test_a_transactional_record_stored_twice_is_a_duplicate():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    uncommitted[(X, 1)].append((7, tv(2, 1, 2)))
+    assert failing(txn_figures(txns, committed, uncommitted, seen)) == {"txn_duplicated": 1}
+
+
+def test_transactional_offsets_may_skip_but_never_go_back():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    committed[(X, 1)].append((5, tv(2, 1, 2)))
+    result = txn_figures(txns, committed, uncommitted, seen)
+    assert result["offset_anomalies"] == 1 and result.get("gaps", 0) == 0
+
+
+def test_the_read_committed_groups_commits_never_go_back():
+    txns, committed, uncommitted, seen, commits, final = txn_history()
+    assert failing(txn_figures(txns, committed, uncommitted, seen, commits, final)) == {}
+    assert failing(txn_figures(txns, committed, uncommitted, seen, commits,
+                               {(X, 0): 1, (X, 1): 7})) == {"commits_backwards": 1}
+
+
+def test_transaction_values_parse():
+    assert checker.parse_txn_value("txnproducer-1.2:17:3:5") == ("txnproducer-1.2:17", 3, 5)
+    assert checker.parse_txn_value("producer-1.0-0000000001") is None
+    assert checker.parse_txn_value("a:b:c") is None
+    assert checker.parse_txn_value(None) is None
+
+
+def test_load_run_reads_the_transactional_clients_logs(tmp_path):
+    def write(name, lines):
+        (tmp_path / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    write("txnproducer-1.jsonl", [
+        {"k": "incarnation", "name": "txnproducer-1.0", "m": 1},
+        {"k": "txn_begin", "x": "txnproducer-1.0:0", "n": 2, "m": 2},
+        {"k": "txn_end", "x": "txnproducer-1.0:0", "outcome": "committed", "why": "chosen",
+         "m": 3},
+        {"k": "txn_begin", "x": "txnproducer-1.0:1", "n": 1, "m": 4},
+        {"k": "txn_end", "x": "txnproducer-1.0:1", "outcome": "unknown",
+         "why": "commit: _FENCED", "m": 5},
+        {"k": "txn_begin", "x": "txnproducer-1.1:2", "n": 4, "m": 6},
+    ])
+    write("txnconsumer-1.jsonl", [
+        {"k": "seen", "t": X, "p": 0, "o": 0, "v": tv(0, 0, 2), "m": 7},
+        {"k": "commit", "t": X, "p": 0, "o": 1, "m": 8},
+    ])
+    write("consumer-1.jsonl", [{"k": "seen", "t": T, "p": 0, "o": 0, "v": "p-1", "m": 9}])
+    logs = checker.load_run(str(tmp_path))
+    assert logs.txns == {"txnproducer-1.0:0": {"n": 2, "outcome": "committed"},
+                         "txnproducer-1.0:1": {"n": 1, "outcome": "unknown"},
+                         "txnproducer-1.1:2": {"n": 4, "outcome": None}}
+    assert logs.txn_seen == [(X, 0, 0, tv(0, 0, 2))]
+    assert logs.txn_commits == [(8, X, 0, 1)]
+    assert logs.seen == [(T, 0, 0, "p-1")] and logs.commits == []
+    assert logs.errors == {"txnproducer:commit: _FENCED": 1}
+
+
+def test_the_report_shows_the_transactions():
+    verdict = checker.check(*clean_history())
+    txn = checker.check_transactions(*txn_history())
+    verdict["figures"].update(txn["figures"])
+    report = checker.format_report(verdict)
+    assert "transactions: 2 committed, 1 aborted" in report and report.endswith("PASS")
+    verdict["figures"]["txn_partial"] = 1
+    assert checker.format_report(verdict).endswith("FAIL")
+
+
+# ---------------------------------------------------------------- the transactional producer
+
+
+class FakeTxnProducer:
+    """Stands in for confluent's Producer in workload.one_transaction: records calls,
+    raises the scripted KafkaErrors from commit_transaction/abort_transaction in turn."""
+
+    def __init__(self, commit_errors=(), abort_errors=()):
+        self.calls = []
+        self.commit_errors = list(commit_errors)
+        self.abort_errors = list(abort_errors)
+
+    def begin_transaction(self):
+        self.calls.append("begin")
+
+    def produce(self, topic, value, partition, on_delivery):
+        self.calls.append(("produce", topic, partition, value.decode()))
+
+    def poll(self, _timeout):
+        return 0
+
+    def _end(self, name, errors):
+        self.calls.append(name)
+        if errors:
+            raise KafkaException(errors.pop(0))
+
+    def commit_transaction(self, _timeout):
+        self._end("commit", self.commit_errors)
+
+    def abort_transaction(self, _timeout):
+        self._end("abort", self.abort_errors)
+
+
+def run_one(producer, tmp_path, abort_share=0.0, seed=1):
+    from fault_run import workload
+
+    args = workload.parse_args(["txnproducer", "--bootstrap", "b", "--name", "tp",
+                                "--out", str(tmp_path / "tp.jsonl"), "--topics", "x,y",
+                                "--partitions", "2", "--txn-size-max", "4",
+                                "--txn-abort-share", str(abort_share)])
+    log = workload.JsonLog(args.out)
+    state = workload.TxnState(log)
+    stop = threading.Event()
+    try:
+        result = workload.one_transaction(producer, state, args, "tp.0", 7, random.Random(seed),
+                                          stop)
+    finally:
+        log.close()
+    lines = checker.read_jsonl(args.out)
+    return result, state, lines
+
+
+def produced(producer):
+    return [call for call in producer.calls if call[0] == "produce"]
+
+
+def test_a_transaction_carries_its_key_index_and_size(tmp_path):
+    producer = FakeTxnProducer()
+    (outcome, why), state, lines = run_one(producer, tmp_path)
+    assert (outcome, why) == ("committed", "chosen")
+    assert producer.calls[0] == "begin" and producer.calls[-1] == "commit"
+    records = produced(producer)
+    size = len(records)
+    assert 1 <= size <= 4
+    assert [checker.parse_txn_value(call[3]) for call in records] == \
+        [("tp.0:7", index, size) for index in range(size)]
+    assert all(call[1] in ("x", "y") and call[2] in (0, 1) for call in records)
+    assert lines[0]["k"] == "txn_begin" and lines[0]["x"] == "tp.0:7" and \
+        lines[0]["n"] == size
+    assert state.current == "tp.0:7"
+
+
+def test_a_retriable_commit_error_is_retried(tmp_path):
+    producer = FakeTxnProducer(commit_errors=[
+        KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)])
+    (outcome, _why), _state, lines = run_one(producer, tmp_path)
+    assert outcome == "committed"
+    assert producer.calls.count("commit") == 2 and "abort" not in producer.calls
+    assert any(line.get("e") == "commit:_TIMED_OUT" for line in lines)
+
+
+def test_an_abortable_commit_error_aborts(tmp_path):
+    producer = FakeTxnProducer(commit_errors=[
+        KafkaError(KafkaError.INVALID_PRODUCER_EPOCH, "epoch", txn_requires_abort=True)])
+    (outcome, why), _state, _lines = run_one(producer, tmp_path)
+    assert (outcome, why) == ("aborted", "commit: INVALID_PRODUCER_EPOCH")
+    assert producer.calls[-2:] == ["commit", "abort"]
+
+
+def test_a_fatal_commit_error_leaves_the_outcome_unknown(tmp_path):
+    from fault_run import workload
+
+    producer = FakeTxnProducer(commit_errors=[KafkaError(KafkaError._FENCED, "fenced",
+                                                         fatal=True)])
+    with pytest.raises(workload.Fatal):
+        run_one(producer, tmp_path)
+
+
+def test_some_transactions_are_aborted_on_purpose(tmp_path):
+    producer = FakeTxnProducer()
+    (outcome, why), _state, _lines = run_one(producer, tmp_path, abort_share=1.0)
+    assert (outcome, why) == ("aborted", "chosen")
+    assert producer.calls[-1] == "abort" and "commit" not in producer.calls
 
 
 # ---------------------------------------------------------------- the short run

@@ -17,13 +17,33 @@ What it verifies (check()):
                acknowledgement without an offset (librdkafka's implicit ack of an
                idempotent batch whose own response was lost) is compared by partition
                only, and counted as acknowledged_without_offset.
-- offsets:     offsets in a partition strictly increasing and contiguous. This run uses
-               no transactions, so no control records exist and every gap is an anomaly.
+- offsets:     offsets in a partition strictly increasing and contiguous. The idempotent
+               producers' topics hold no transactions, so no control records exist there
+               and every gap is an anomaly.
 - commits:     a partition's successfully committed offset, in time order across all
                consumers and ending with what the group holds after the run, never went
                backwards.
+Transactions (check_transactions(), the transactional producers' own topics): every
+record carries its transaction and the transaction's size ("<producer>.<incarnation>:
+<txn>:<index>:<size>"); the producers log each transaction's begin and its outcome
+(committed, aborted, or unknown after a fatal error). The topics are read to their end
+at read_committed and at read_uncommitted.
+- txn_partial:          a transaction of which read_committed sees some records but not
+                        all (whatever its logged outcome), or a record whose size disagrees.
+- txn_lost:             a transaction whose commit_transaction() returned, not (wholly)
+                        visible to read_committed.
+- txn_aborted_visible:  a transaction whose abort_transaction() returned, with a record
+                        visible to read_committed.
+- txn_seen_aborted:     a read_committed consumer was handed a record that read_committed
+                        does not show at that offset after the run (aborted, or truncated).
+- txn_seen_partial:     the read_committed consumers, together, read past (a higher offset
+                        of the same partition) a record of a transaction of which they saw
+                        another record, without seeing it: a partial transaction.
+- txn_duplicated:       a transactional record stored more than once (read_uncommitted).
+- commits_backwards and offset_anomalies also cover these topics and their group; gaps do
+  not (markers and aborted records take offsets).
 Exit status (main): 1 if any of lost, duplicated, reordered, divergent, offset anomalies,
-gaps, commits backwards or an incomplete read is non-zero.
+gaps, commits backwards, an incomplete read or a txn_* figure above is non-zero.
 """
 
 import argparse
@@ -44,6 +64,11 @@ EXAMPLES_MAX = 5
 # The figures that must be zero for a run to pass.
 FAILING = ("lost", "duplicated", "reordered", "divergent", "offset_anomalies", "gaps",
            "commits_backwards", "incomplete_partitions")
+TXN_FAILING = ("txn_partial", "txn_lost", "txn_aborted_visible", "txn_seen_aborted",
+               "txn_seen_partial", "txn_duplicated")
+FAILING += TXN_FAILING
+
+COMMITTED, ABORTED, UNKNOWN = "committed", "aborted", "unknown"
 
 
 # ---------------------------------------------------------------- inputs
@@ -77,6 +102,9 @@ class RunLogs:
         self.commits = []     # (monotonic, topic, partition, offset)
         self.errors = Counter()  # "<client kind>:<error name>" -> count
         self.faults = []      # the run's fault records (faults.jsonl)
+        self.txns = {}        # transaction key -> {"n": size, "outcome": ... or None}
+        self.txn_seen = []    # (topic, partition, offset, value), read_committed group
+        self.txn_commits = []  # (monotonic, topic, partition, offset) of that group
 
 
 def load_run(run_dir):
@@ -93,12 +121,27 @@ def load_run(run_dir):
                     logs.errors[f"producer delivery:{e['e']}"] += 1
                 elif e["k"] == "error":
                     logs.errors[f"producer:{e['e']}"] += 1
-        elif name.startswith("consumer-") and name.endswith(".jsonl"):
+        elif name.startswith("txnproducer-") and name.endswith(".jsonl"):
+            for e in read_jsonl(path):
+                if e["k"] == "txn_begin":
+                    logs.txns[e["x"]] = {"n": e["n"], "outcome": None}
+                elif e["k"] == "txn_end" and e["x"] in logs.txns:
+                    logs.txns[e["x"]]["outcome"] = e["outcome"]
+                    if e["outcome"] == UNKNOWN:
+                        logs.errors[f"txnproducer:{e.get('why')}"] += 1
+                elif e["k"] == "fail":
+                    logs.errors[f"txnproducer delivery:{e['e']}"] += 1
+                elif e["k"] == "error":
+                    logs.errors[f"txnproducer:{e['e']}"] += 1
+        elif name.startswith(("consumer-", "txnconsumer-")) and name.endswith(".jsonl"):
+            txn = name.startswith("txn")
+            seen = logs.txn_seen if txn else logs.seen
+            commits = logs.txn_commits if txn else logs.commits
             for e in read_jsonl(path):
                 if e["k"] == "seen":
-                    logs.seen.append((e["t"], e["p"], e["o"], e["v"]))
+                    seen.append((e["t"], e["p"], e["o"], e["v"]))
                 elif e["k"] == "commit":
-                    logs.commits.append((e["m"], e["t"], e["p"], e["o"]))
+                    commits.append((e["m"], e["t"], e["p"], e["o"]))
                 elif e["k"] == "commit_fail":
                     logs.errors[f"consumer commit:{e['e']}"] += 1
                 elif e["k"] == "error":
@@ -110,9 +153,10 @@ def load_run(run_dir):
     return logs
 
 
-def read_final_log(bootstrap, topics, timeout_s=180.0):
+def read_final_log(bootstrap, topics, timeout_s=180.0, isolation="read_committed"):
     """Every record of every partition of topics, from its log start up to its high
-    watermark, read with a fresh confluent-kafka consumer (assign(), no group).
+    watermark (the last stable offset at read_committed, librdkafka's default), read
+    with a fresh confluent-kafka consumer (assign(), no group).
 
     Returns (log, incomplete): log = {(topic, partition): [(offset, value), ...]} in
     the order read; incomplete = {(topic, partition): reason} for partitions whose end
@@ -128,6 +172,7 @@ def read_final_log(bootstrap, topics, timeout_s=180.0):
         "enable.partition.eof": True,
         "auto.offset.reset": "error",
         "fetch.wait.max.ms": 100,
+        "isolation.level": isolation,
     })
     deadline = time.monotonic() + timeout_s
     try:
@@ -160,6 +205,36 @@ def read_final_log(bootstrap, topics, timeout_s=180.0):
         return log, incomplete
     finally:
         consumer.close()
+
+
+def wait_stable(bootstrap, topics, timeout_s=150.0):
+    """Waits until every partition of topics has its last stable offset at its high
+    watermark (ListOffsets latest at both isolation levels): no transaction open, so a
+    read_committed read shows everything decided. A transaction left open (a producer
+    killed mid-way) ends by the coordinator's timeout (transaction.timeout.ms).
+    Returns {(topic, partition): reason} for those still unstable at the deadline."""
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "broker.address.family": "v4"})
+    metadata = admin.list_topics(timeout=30)
+    tps = [TopicPartition(topic, index) for topic in topics
+           for index in sorted(metadata.topics[topic].partitions)]
+    deadline = time.monotonic() + timeout_s
+    unstable = {}
+    while True:
+        ends = {}
+        for level in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
+            futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps},
+                                         isolation_level=level, request_timeout=30)
+            for tp, future in futures.items():
+                ends.setdefault((tp.topic, tp.partition), []).append(
+                    future.result(timeout=60).offset)
+        unstable = {tp: f"LSO {lso} below HW {hw}" for tp, (hw, lso) in ends.items()
+                    if lso != hw}
+        if not unstable or time.monotonic() >= deadline:
+            return unstable
+        time.sleep(1.0)
 
 
 def read_committed(bootstrap, group, partitions, timeout_s=30.0):
@@ -261,14 +336,15 @@ def check(acks, seen, commits, final_log, final_committed=None, incomplete=None)
     return {"figures": dict(figures), "examples": dict(examples), "lost": lost}
 
 
-def _check_offsets(topic, partition, records, note):
+def _check_offsets(topic, partition, records, note, gaps=True):
+    """Offsets strictly increasing; with gaps, also contiguous (no control records)."""
     previous = None
     for offset, _value in records:
         if previous is not None:
             if offset <= previous:
                 note("offset_anomalies", f"{topic}-{partition}: offset {offset} after "
                                          f"{previous}")
-            elif offset != previous + 1:
+            elif gaps and offset != previous + 1:
                 note("gaps", f"{topic}-{partition}: offsets {previous + 1}..{offset - 1} "
                              f"missing", offset - previous - 1)
         previous = offset if previous is None else max(previous, offset)
@@ -303,6 +379,125 @@ def _check_commits(commits, final_committed, note):
         if (-1 if held is None else held) < top:
             note("commits_backwards", f"{tp[0]}-{tp[1]}: the group holds "
                                       f"{final_committed[tp]} after a commit of {top}")
+
+
+# ---------------------------------------------------------------- transactions
+
+
+def parse_txn_value(value):
+    """(transaction key "<producer>.<incarnation>:<txn>", index, size) from a
+    transactional producer's value; None for anything else."""
+    if value is None:
+        return None
+    parts = value.rsplit(":", 3)
+    if len(parts) != 4 or not all(part.isdigit() for part in parts[1:]):
+        return None
+    producer, txn, index, size = parts
+    return f"{producer}:{txn}", int(index), int(size)
+
+
+def check_transactions(txns, committed_log, uncommitted_log, seen, commits=(),
+                       final_committed=None):
+    """The transactional topics' verdict (see the module docstring), over plain data.
+
+    txns:            {key: {"n": size, "outcome": "committed"|"aborted"|"unknown"|None}}
+                     from the producers' logs (None: the producer stopped mid-way)
+    committed_log:   {(topic, partition): [(offset, value)]} read at read_committed
+    uncommitted_log: the same read at read_uncommitted
+    seen:            [(topic, partition, offset, value)] handed to read_committed consumers
+    commits, final_committed: that group's commits and final offsets (as check())
+    Returns {"figures": {...}, "examples": {...}}.
+    """
+    figures = Counter()
+    examples = defaultdict(list)
+
+    def note(name, text, count=1):
+        figures[name] += count
+        if len(examples[name]) < EXAMPLES_MAX:
+            examples[name].append(text)
+
+    # What read_committed shows of each transaction: {key: {index: [(tp, offset)]}}.
+    visible = defaultdict(lambda: defaultdict(list))
+    sizes = {}  # key -> the size its records carry
+    at = {}
+    for (topic, partition), records in sorted(committed_log.items()):
+        _check_offsets(topic, partition, records, note, gaps=False)
+        figures["txn_records_visible"] += len(records)
+        for offset, value in records:
+            at[(topic, partition, offset)] = value
+            parsed = parse_txn_value(value)
+            if parsed is None:
+                note("foreign_records", f"{topic}-{partition}@{offset}: {value!r}")
+                continue
+            key, index, size = parsed
+            visible[key][index].append(((topic, partition), offset))
+            sizes.setdefault(key, size)
+            logged = txns.get(key)
+            if logged is not None and logged["n"] != size:
+                note("txn_partial", f"{value} at {topic}-{partition}@{offset}: size {size}, "
+                                    f"the producer began it with {logged['n']}")
+
+    stored = Counter()
+    for (topic, partition), records in uncommitted_log.items():
+        _check_offsets(topic, partition, records, note, gaps=False)
+        for _offset, value in records:
+            stored[value] += 1
+        offsets = [offset for offset, _value in records]
+        figures["txn_records_stored"] += len(records)
+        if offsets:
+            figures["txn_offsets_not_data"] += offsets[-1] + 1 - offsets[0] - len(offsets)
+    for value, count in stored.items():
+        if count > 1:
+            note("txn_duplicated", f"{value} stored {count} times", count - 1)
+
+    for key, indexes in sorted(visible.items()):
+        size = txns.get(key, {}).get("n") or sizes[key]
+        missing = sorted(set(range(size)) - set(indexes))
+        if missing:
+            note("txn_partial", f"{key}: read_committed shows records {sorted(indexes)} of "
+                                f"{size}; missing {missing[:10]}")
+    for key, logged in sorted(txns.items()):
+        outcome = logged["outcome"]
+        figures[f"txn_{outcome or 'unfinished'}"] += 1
+        shown = visible.get(key)
+        if outcome == COMMITTED and not shown:
+            note("txn_lost", f"{key}: committed ({logged['n']} records), read_committed "
+                             "shows none")
+        elif outcome == ABORTED and shown:
+            places = [place for places in shown.values() for place in places]
+            note("txn_aborted_visible", f"{key}: aborted, read_committed shows "
+                                        f"{len(places)} records, e.g. {places[:3]}")
+        elif outcome in (UNKNOWN, None):
+            figures["txn_undecided_" + ("committed" if shown else "aborted")] += 1
+
+    # The consumers: nothing that read_committed does not show, nothing skipped of a
+    # transaction they saw a part of.
+    reached = {}
+    seen_parts = defaultdict(set)
+    for topic, partition, offset, value in set(seen):
+        tp = (topic, partition)
+        reached[tp] = max(offset, reached.get(tp, offset))
+        if at.get((topic, partition, offset)) != value:
+            note("txn_seen_aborted", f"a read_committed consumer saw {value} at "
+                                     f"{topic}-{partition}@{offset}; read_committed shows "
+                                     f"{at.get((topic, partition, offset))!r} there")
+            continue
+        parsed = parse_txn_value(value)
+        if parsed is not None:
+            seen_parts[parsed[0]].add(parsed[1])
+    figures["txn_seen"] = len(seen)
+    for key, indexes in sorted(seen_parts.items()):
+        skipped = [(index, place) for index, places in visible.get(key, {}).items()
+                   if index not in indexes for place in places
+                   if place[1] < reached.get(place[0], -1)]
+        if skipped:
+            note("txn_seen_partial", f"{key}: consumers saw records {sorted(indexes)} but "
+                                     f"read past {skipped[:3]}")
+
+    _check_commits(list(commits), final_committed or {}, note)
+    for name in TXN_FAILING:
+        figures.setdefault(name, 0)
+    return {"figures": dict(figures), "examples": dict(examples)}
 
 
 # ---------------------------------------------------------------- figures
@@ -368,6 +563,23 @@ def format_report(verdict, recovery=None, errors=None):
         f"partitions not read to their end: {f['incomplete_partitions']}",
         f"records consumers saw: {f.get('seen', 0)}",
     ]
+    if "txn_seen" in f:
+        lines += [
+            f"transactions: {f.get('txn_committed', 0)} committed, "
+            f"{f.get('txn_aborted', 0)} aborted, {f.get('txn_unknown', 0)} unknown after a "
+            f"fatal error, {f.get('txn_unfinished', 0)} unfinished (of these, visible: "
+            f"{f.get('txn_undecided_committed', 0)}, not: "
+            f"{f.get('txn_undecided_aborted', 0)})",
+            f"transactional records: {f.get('txn_records_stored', 0)} stored, "
+            f"{f.get('txn_records_visible', 0)} visible to read_committed, "
+            f"{f.get('txn_offsets_not_data', 0)} offsets of markers (or truncated)",
+            f"partial transactions: {f['txn_partial']}; committed ones lost: "
+            f"{f['txn_lost']}; aborted ones visible: {f['txn_aborted_visible']}; "
+            f"duplicated records: {f['txn_duplicated']}",
+            f"read_committed consumers: saw {f.get('txn_seen', 0)}; an aborted or "
+            f"vanished record: {f['txn_seen_aborted']}; part of a transaction: "
+            f"{f['txn_seen_partial']}",
+        ]
     if f.get("foreign_records"):
         lines.append(f"records not written by the run: {f['foreign_records']}")
     for name, texts in sorted(verdict["examples"].items()):
@@ -381,12 +593,37 @@ def format_report(verdict, recovery=None, errors=None):
     return "\n".join(lines)
 
 
-def run_check(run_dir, bootstrap, topics, group):
-    """Loads the run's logs, reads the cluster, checks; returns (verdict, report text)."""
+def run_check(run_dir, bootstrap, topics, group, txn_topics=(), txn_group=None):
+    """Loads the run's logs, reads the cluster, checks; returns (verdict, report text).
+    txn_topics: the transactional producers' topics, read by txn_group."""
     logs = load_run(run_dir)
     final_log, incomplete = read_final_log(bootstrap, topics)
     committed = read_committed(bootstrap, group, sorted(final_log))
     verdict = check(logs.acks, logs.seen, logs.commits, final_log, committed, incomplete)
+    if txn_topics:
+        unstable = wait_stable(bootstrap, txn_topics)
+        for tp, reason in sorted(unstable.items()):
+            verdict["figures"]["incomplete_partitions"] += 1
+            verdict["examples"].setdefault("incomplete_partitions", []).append(
+                f"{tp[0]}-{tp[1]}: a transaction stayed open: {reason}")
+        committed_log, incomplete_c = read_final_log(bootstrap, txn_topics)
+        uncommitted_log, incomplete_u = read_final_log(bootstrap, txn_topics,
+                                                       isolation="read_uncommitted")
+        txn_committed = read_committed(bootstrap, txn_group, sorted(committed_log)) \
+            if txn_group else {}
+        txn = check_transactions(logs.txns, committed_log, uncommitted_log, logs.txn_seen,
+                                 logs.txn_commits, txn_committed)
+        for name, count in txn["figures"].items():
+            verdict["figures"][name] = verdict["figures"].get(name, 0) + count
+        for name, texts in txn["examples"].items():
+            verdict["examples"][name] = (verdict["examples"].get(name, []) + texts)[
+                :EXAMPLES_MAX]
+        for label, missing in (("read_committed", incomplete_c),
+                               ("read_uncommitted", incomplete_u)):
+            for tp, reason in sorted(missing.items()):
+                verdict["figures"]["incomplete_partitions"] += 1
+                verdict["examples"].setdefault("incomplete_partitions", []).append(
+                    f"{tp[0]}-{tp[1]} ({label}): {reason}")
     verdict["figures"]["delivery_failures"] = len(logs.failed)
     verdict["lost_by_fault"] = losses_by_fault(verdict.pop("lost"), logs.ack_times,
                                                logs.faults)
@@ -403,8 +640,12 @@ def main(argv=None):
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topics", required=True, type=lambda s: s.split(","))
     parser.add_argument("--group", default="fault-run")
+    parser.add_argument("--txn-topics", default=[], type=lambda s: [t for t in s.split(",")
+                                                                    if t])
+    parser.add_argument("--txn-group", default="fault-run-txn")
     args = parser.parse_args(argv)
-    verdict, report = run_check(args.run_dir, args.bootstrap, args.topics, args.group)
+    verdict, report = run_check(args.run_dir, args.bootstrap, args.topics, args.group,
+                                args.txn_topics, args.txn_group)
     print(report)
     with open(os.path.join(args.run_dir, "check.json"), "w") as out:
         json.dump(verdict, out, indent=2, default=str)

@@ -21,11 +21,15 @@ log = logging.getLogger("fault_run.faults")
 KILL_LEADER = "kill_leader"
 KILL_CONTROLLER = "kill_controller"
 KILL_COORDINATOR = "kill_coordinator"
+KILL_TXN_COORDINATOR = "kill_txn_coordinator"
 PAUSE = "pause"
 CUT = "cut"
 COLD_RESTART = "cold_restart"
-KINDS = (KILL_LEADER, KILL_CONTROLLER, KILL_COORDINATOR, PAUSE, CUT, COLD_RESTART)
-KILLS = (KILL_LEADER, KILL_CONTROLLER, KILL_COORDINATOR, COLD_RESTART)
+KINDS = (KILL_LEADER, KILL_CONTROLLER, KILL_COORDINATOR, PAUSE, CUT, COLD_RESTART,
+         KILL_TXN_COORDINATOR)
+KILLS = (KILL_LEADER, KILL_CONTROLLER, KILL_COORDINATOR, COLD_RESTART,
+         KILL_TXN_COORDINATOR)
+TRANSACTION_KEY_TYPE = 1  # FindCoordinator key_type of a transactional id
 
 TARGET_TIMEOUT_S = 30.0
 DROP_CACHES = "/proc/sys/vm/drop_caches"
@@ -88,10 +92,13 @@ def active_controller(nodes, rng):
     return nodes.active_controller(timeout_s=TARGET_TIMEOUT_S)
 
 
-def group_coordinator(nodes, group, rng):
+def group_coordinator(nodes, group, rng, key_type=0):
+    """The coordinator FindCoordinator names for a group (key_type 0) or a transactional
+    id (key_type 1), asked through a running node drawn at random."""
     def find():
         via = nodes.node(rng.choice(nodes.running()))
-        error, node_id, _host, _port = via.find_coordinator(group)
+        error, node_id, _host, _port = via.call(harness.find_coordinator_v1, group,
+                                                key_type)
         if error != harness.NONE or node_id not in nodes.running():
             raise AssertionError(f"FindCoordinator {group}: error {error}, node {node_id}")
         return node_id
@@ -99,21 +106,27 @@ def group_coordinator(nodes, group, rng):
     return harness.wait_until(find, TARGET_TIMEOUT_S, what=f"the coordinator of {group}")
 
 
-def choose_target(kind, nodes, topics, group, rng):
+def choose_target(kind, nodes, topics, group, rng, transactional_ids=()):
     if kind == KILL_LEADER:
         return partition_leader(nodes, topics, rng)
     if kind == KILL_CONTROLLER:
         return active_controller(nodes, rng)
     if kind == KILL_COORDINATOR:
         return group_coordinator(nodes, group, rng)
+    if kind == KILL_TXN_COORDINATOR:
+        if not transactional_ids:
+            raise ValueError(f"{kind} needs transactional producers")
+        return group_coordinator(nodes, rng.choice(list(transactional_ids)), rng,
+                                 key_type=TRANSACTION_KEY_TYPE)
     return rng.choice(nodes.node_ids())
 
 
-def plan(kind, nodes, topics, group, timing, rng):
+def plan(kind, nodes, topics, group, timing, rng, transactional_ids=()):
     # The hold is drawn before the target so that a seed fixes every hold even when the
     # cluster's answers (and so the draws inside target look-ups) differ between runs.
     hold_s = hold_for(kind, timing, rng)
-    return Plan(kind, choose_target(kind, nodes, topics, group, rng), hold_s)
+    return Plan(kind, choose_target(kind, nodes, topics, group, rng, transactional_ids),
+                hold_s)
 
 
 # ---------------------------------------------------------------- inject and end

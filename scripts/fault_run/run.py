@@ -2,7 +2,9 @@
 
 Three nodes (broker and controller each), topics with replication factor 3 and
 min.insync.replicas=2, two idempotent acks=all producers and two group consumers in
-processes of their own (workload.py), then faults drawn at random (seeded) among the
+processes of their own (workload.py), plus (issue 10, --txn-producers) transactional
+producers writing transactions of 1 to --txn-size-max records to a topic of their own,
+some aborted on purpose, read by a read_committed group (--txn-consumers), then faults drawn at random (seeded) among the
 kinds in faults.py, one at a time: inject, hold, end, wait until the cluster recovered
 (every partition of the run's topics has a running leader on every running node's
 Metadata, and every partition acknowledged a record again after the fault began), then
@@ -43,6 +45,7 @@ import cluster as harness  # noqa: E402  (the protocol tests' harness)
 from fault_run import checker, faults  # noqa: E402
 
 GROUP = "fault-run"
+TXN_GROUP = "fault-run-txn"
 RECOVER_TIMEOUT_S = 60.0
 POLL_S = 0.05
 STOP_TIMEOUT_S = 90.0
@@ -202,7 +205,7 @@ class FaultLoop:
     def one(self, index):
         kind = self.rng.choice(self.kinds)
         fault = faults.plan(kind, self.nodes, self.args.topic_names, GROUP, self.timing,
-                            self.rng)
+                            self.rng, transactional_ids=self.args.transactional_ids)
         began = time.monotonic()
         recovered = {}
 
@@ -277,7 +280,7 @@ class FaultLoop:
 
 def create_topics(nodes, args):
     controller = nodes.active_controller()
-    for name in args.topic_names:
+    for name in args.topic_names + args.txn_topic_names:
         nodes.create_topic(controller, name, partitions=args.partitions,
                            replication_factor=3,
                            configs={"min.insync.replicas": str(args.min_insync)})
@@ -292,7 +295,18 @@ def start_clients(nodes, args, run_dir):
     producers = [Child("producer", f"producer-{i}", run_dir,
                        common + ["--rate", str(args.rate)])
                  for i in range(1, args.producers + 1)]
-    return producers, consumers
+    txn_common = ["--bootstrap", nodes.bootstrap, "--topics", ",".join(args.txn_topic_names),
+                  "--partitions", str(args.partitions)]
+    txn_consumers = [Child("consumer", f"txnconsumer-{i}", run_dir,
+                           txn_common + ["--group", TXN_GROUP,
+                                         "--isolation", "read_committed"])
+                     for i in range(1, args.txn_consumers + 1)] if args.txn_producers else []
+    txn_producers = [Child("txnproducer", name, run_dir, txn_common + [
+        "--rate", str(args.txn_rate), "--txn-size-max", str(args.txn_size_max),
+        "--txn-abort-share", str(args.txn_abort_share), "--seed", str(args.seed),
+        "--transaction-timeout-ms", str(args.transaction_timeout_ms)])
+        for name in args.txn_producer_names]
+    return producers, consumers, txn_producers, txn_consumers
 
 
 def drain(consumers):
@@ -344,6 +358,16 @@ def parse_args(argv):
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=100.0,
                         help="records per second per producer")
+    parser.add_argument("--txn-producers", type=int, default=1,
+                        help="transactional producers (0: none, and no read_committed "
+                             "group)")
+    parser.add_argument("--txn-consumers", type=int, default=2,
+                        help="read_committed consumers of the transactional topic")
+    parser.add_argument("--txn-rate", type=float, default=50.0,
+                        help="records per second per transactional producer (average)")
+    parser.add_argument("--txn-size-max", type=int, default=5)
+    parser.add_argument("--txn-abort-share", type=float, default=0.2)
+    parser.add_argument("--transaction-timeout-ms", type=int, default=60000)
     parser.add_argument("--down-max-s", type=float, default=6.0,
                         help="a killed node stays down 0.5 s to this long")
     parser.add_argument("--isr-wait-s", type=float, default=20.0,
@@ -364,10 +388,17 @@ def parse_args(argv):
     if args.no_netns:
         args.kinds = [k for k in args.kinds if k != faults.CUT] or parser.error(
             "--no-netns leaves no fault kind")
+    if args.txn_producers <= 0:
+        args.kinds = [k for k in args.kinds if k != faults.KILL_TXN_COORDINATOR] or \
+            parser.error("--txn-producers 0 leaves no fault kind")
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 32)
     tag = uuid.uuid4().hex[:6]
     args.topic_names = [f"fault-run-{tag}-{i}" for i in range(1, args.topics + 1)]
+    args.txn_topic_names = [f"fault-run-{tag}-txn"] if args.txn_producers > 0 else []
+    args.txn_producer_names = [f"txnproducer-{i}" for i in range(1, args.txn_producers + 1)]
+    # workload.py's transactional.id for each.
+    args.transactional_ids = [f"fault-run-{name}" for name in args.txn_producer_names]
     return args
 
 
@@ -381,6 +412,10 @@ def node_overrides(args):
         "min.insync.replicas": str(args.min_insync),
         "default.replication.factor": "3",
         "unclean.leader.election.enable": "false",
+        # Kafka's production values for the transaction log, fewer partitions (50).
+        "transaction.state.log.replication.factor": "3",
+        "transaction.state.log.min.isr": "2",
+        "transaction.state.log.num.partitions": "5",
     }
     overrides.update(item.split("=", 1) for item in args.override)
     return overrides
@@ -409,8 +444,9 @@ def main(argv=None):
     try:
         nodes.start()
         create_topics(nodes, args)
-        producers, consumers = start_clients(nodes, args, run_dir)
-        children = producers + consumers
+        producers, consumers, txn_producers, txn_consumers = start_clients(nodes, args,
+                                                                           run_dir)
+        children = producers + consumers + txn_producers + txn_consumers
         recovery = Recovery(nodes, args.topic_names, args.partitions, producers)
         if recovery.wait(began, timeout_s=RECOVER_TIMEOUT_S) is None:
             raise RuntimeError(f"the producers never acknowledged: {recovery.last_reason}")
@@ -427,17 +463,21 @@ def main(argv=None):
         for node_id in nodes.node_ids():
             nodes.wait_broker_listed(node_id, timeout_s=RECOVER_TIMEOUT_S)
         recovery.wait(time.monotonic())
-        for producer in producers:
+        for producer in producers + txn_producers:
             code = producer.stop()
             print(f"{producer.name}: {producer.latest()} exit {code}", flush=True)
-        drain(consumers)
-        for consumer in consumers:
+        drain(consumers + txn_consumers)
+        for consumer in consumers + txn_consumers:
             code = consumer.stop()
             print(f"{consumer.name}: seen {consumer.latest().get('seen')} exit {code}",
                   flush=True)
         verdict, report = checker.run_check(run_dir, nodes.bootstrap, args.topic_names,
-                                            GROUP)
+                                            GROUP, args.txn_topic_names, TXN_GROUP)
         print(report, flush=True)
+        if args.txn_producers and not verdict["figures"].get("txn_committed"):
+            # All-or-nothing over nothing proves nothing.
+            failure = failure or "the transactional producers committed no transaction"
+            print(failure, file=sys.stderr, flush=True)
         full = sum(1 for record in records if record.get("isr_full"))
         print(f"ISRs full again after {full} of {len(records)} faults", flush=True)
     except (AssertionError, RuntimeError, OSError, Terminated) as error:

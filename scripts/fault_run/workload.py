@@ -8,15 +8,28 @@ producer  {"k": "ack", "t", "p", "o", "v", "m"}     acknowledged (delivery repor
           {"k": "fail", "t", "p", "v", "e", "m"}    the delivery report was an error
           {"k": "error", "e", "fatal", "msg", "m"}  librdkafka's error callback
           {"k": "incarnation", "name", "m"}         a new Producer (after a fatal error)
+txnproducer (transactional; values "<producer>.<incarnation>:<txn>:<index>:<size>")
+          {"k": "txn_begin", "x", "n", "m"}           transaction x of n records begins
+          {"k": "txn_end", "x", "n", "outcome", "why", "m"}
+                  outcome "committed" (commit_transaction returned), "aborted"
+                  (abort_transaction returned) or "unknown" (a fatal error ended it: the
+                  coordinator may still commit or abort it)
+          {"k": "fail", "t", "p", "v", "e", "m"}    a delivery report with an error
+          {"k": "error", "e", "fatal", "msg", "m"}  librdkafka's error callback
+          {"k": "incarnation", "name", "m"}         a new Producer (same transactional.id)
 consumer  {"k": "seen", "t", "p", "o", "v", "m"}    a record the consumer was handed
           {"k": "commit", "t", "p", "o", "m"}       a synchronous commit that succeeded
           {"k": "commit_fail", "e", "m"}            one that did not (whole or per partition)
           {"k": "assign"|"revoke"|"lost", "parts", "m"}
           {"k": "error", "e", "msg", "m"}
 
+txnconsumer: a consumer's lines, with isolation.level=read_committed.
+
 "m" is time.monotonic() (CLOCK_MONOTONIC: one clock for every process on the machine).
 Values are "<producer>.<incarnation>-<sequence>", the sequence counting every record
-that producer incarnation sent, in send order; the checker orders by it.
+that producer incarnation sent, in send order; the checker orders by it. A transactional
+producer's records carry their transaction and its size instead, so that the checker can
+verify all-or-nothing from the records alone.
 
 On stdout each process prints a status line every STATUS_INTERVAL_S for the run to
 follow its progress: {"kind": "status", ...}. SIGTERM stops it: the producer stops
@@ -25,6 +38,7 @@ sending and flushes (bounded), the consumer leaves its group.
 
 import argparse
 import json
+import random
 import signal
 import sys
 import threading
@@ -172,6 +186,194 @@ def run_producer(args):
            done=True)
 
 
+# ---------------------------------------------------------------- transactional producer
+
+
+COMMITTED, ABORTED, UNKNOWN = "committed", "aborted", "unknown"
+TXN_CALL_TIMEOUT_S = 30.0
+
+
+def txn_value(name, txn, index, size):
+    return f"{name}:{txn}:{index}:{size}"
+
+
+class TxnState:
+    def __init__(self, log):
+        self.log = log
+        self.outcomes = Counter()
+        self.errors = Counter()
+        self.fatal = False
+        self.last_end = None
+        self.current = None  # the key of the transaction begun and not yet ended
+
+    def on_delivery(self, error, message):
+        if error is not None:
+            self.errors[error.name()] += 1
+            self.log.write(k="fail", t=message.topic(), p=message.partition(),
+                           v=message.value().decode(), e=error.name())
+
+    def on_error(self, error):
+        self.errors[error.name()] += 1
+        if error.fatal():
+            self.fatal = True
+        self.log.write(k="error", e=error.name(), fatal=error.fatal(), msg=error.str())
+
+
+def txn_producer_config(args, state):
+    return {
+        "bootstrap.servers": args.bootstrap,
+        "client.id": args.name,
+        "broker.address.family": "v4",
+        "transactional.id": f"fault-run-{args.name}",
+        "transaction.timeout.ms": args.transaction_timeout_ms,
+        "message.timeout.ms": args.transaction_timeout_ms,
+        "linger.ms": 5,
+        "socket.timeout.ms": 10000,
+        "error_cb": state.on_error,
+    }
+
+
+class Fatal(Exception):
+    """The producer incarnation cannot go on (fenced, or another fatal error)."""
+
+
+class Stopped(Exception):
+    """The run stopped the producer while no transaction was open."""
+
+
+def txn_call(function, stop, what, log, stoppable=False):
+    """Calls a transactional API, retrying retriable errors (as librdkafka documents:
+    the same call may be repeated) until it succeeds or the run has been stopped for
+    long (at once if stoppable: nothing is open). Raises Fatal for a fatal error;
+    returns the KafkaError of an abortable one."""
+    stopping_since = None
+    while True:
+        if stoppable and stop.is_set():
+            raise Stopped()
+        try:
+            function(TXN_CALL_TIMEOUT_S)
+            return None
+        except KafkaException as exception:
+            error = exception.args[0]
+            log.write(k="error", e=f"{what}:{error.name()}", fatal=error.fatal(),
+                      msg=error.str())
+            if error.fatal():
+                raise Fatal(f"{what}: {error.name()}") from None
+            if error.txn_requires_abort():
+                return error
+            if not error.retriable():
+                raise Fatal(f"{what}: not retriable: {error.name()}") from None
+        time.sleep(0.1)  # some retriable errors come back at once
+        if stop.is_set():
+            stopping_since = stopping_since or time.monotonic()
+            if time.monotonic() - stopping_since > 2 * TXN_CALL_TIMEOUT_S:
+                raise Fatal(f"{what}: still failing after the stop")
+
+
+def one_transaction(producer, state, args, name, txn, rng, stop):
+    """Begins, writes and ends transaction `txn`; returns (outcome, why)."""
+    size = rng.randint(1, args.txn_size_max)
+    key = f"{name}:{txn}"
+    try:
+        producer.begin_transaction()
+    except KafkaException as exception:
+        raise Fatal(f"begin: {exception.args[0].name()}") from None
+    state.current = key
+    state.log.write(k="txn_begin", x=key, n=size)
+    state.log.flush()
+    try:
+        for index in range(size):
+            partition = rng.randrange(args.partitions)
+            topic = args.topics[rng.randrange(len(args.topics))]
+            while True:
+                try:
+                    producer.produce(topic, value=txn_value(name, txn, index, size).encode(),
+                                     partition=partition, on_delivery=state.on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+    except KafkaException as exception:
+        error = exception.args[0]
+        if error.fatal():
+            raise Fatal(f"produce: {error.name()}") from None
+        # Any other produce failure: the transaction cannot be trusted whole; abort it.
+        return abort(producer, stop, f"produce: {error.name()}", state.log)
+    if rng.random() < args.txn_abort_share:
+        return abort(producer, stop, "chosen", state.log)
+    failed = txn_call(producer.commit_transaction, stop, "commit", state.log)
+    if failed is None:
+        return COMMITTED, "chosen"
+    return abort(producer, stop, f"commit: {failed.name()}", state.log)
+
+
+def abort(producer, stop, why, log):
+    failed = txn_call(producer.abort_transaction, stop, "abort", log)
+    if failed is not None:
+        raise Fatal(f"abort failed abortably: {failed.name()} ({why})")
+    return ABORTED, why
+
+
+def run_txn_producer(args):
+    stop = stop_event()
+    log = JsonLog(args.out)
+    state = TxnState(log)
+    rng = random.Random(f"{args.name}-{args.seed}")
+    incarnation = 0
+    txn = 0
+    last_status = time.monotonic()
+    while not stop.is_set():
+        name = f"{args.name}.{incarnation}"
+        producer = Producer(txn_producer_config(args, state))
+        log.write(k="incarnation", name=name)
+        log.flush()
+        state.fatal = False
+        try:
+            # init_transactions also completes or aborts what an earlier incarnation
+            # (same transactional.id) left open.
+            if txn_call(producer.init_transactions, stop, "init", log,
+                        stoppable=True) is not None:
+                raise Fatal("init failed abortably")
+            while not stop.is_set():
+                began = time.monotonic()
+                outcome, why = one_transaction(producer, state, args, name, txn, rng, stop)
+                log.write(k="txn_end", x=state.current, outcome=outcome, why=why)
+                state.current = None
+                log.flush()
+                state.outcomes[outcome] += 1
+                state.last_end = time.monotonic()
+                txn += 1
+                now = time.monotonic()
+                if now - last_status >= STATUS_INTERVAL_S:
+                    last_status = now
+                    status(outcomes=dict(state.outcomes), errors=dict(state.errors),
+                           incarnation=incarnation, last_end=state.last_end)
+                # Pace: about args.rate records per second on average.
+                pause = (args.txn_size_max + 1) / 2 / args.rate - (now - began)
+                if pause > 0:
+                    stop.wait(pause)
+        except Stopped:
+            pass
+        except Fatal as fatal:
+            if state.current is not None:
+                log.write(k="txn_end", x=state.current, outcome=UNKNOWN, why=str(fatal))
+                state.outcomes[UNKNOWN] += 1
+                state.current = None
+                txn += 1
+            log.write(k="error", e="fatal", fatal=True, msg=str(fatal))
+            incarnation += 1
+        finally:
+            log.flush()
+            try:
+                producer.purge()
+                producer.flush(5)
+            except KafkaException:
+                pass
+    log.close()
+    status(outcomes=dict(state.outcomes), errors=dict(state.errors), incarnation=incarnation,
+           last_end=state.last_end, done=True)
+
+
 # ---------------------------------------------------------------- consumer
 
 
@@ -221,6 +423,7 @@ def consumer_config(args, state):
         "heartbeat.interval.ms": 500,
         "fetch.wait.max.ms": 100,
         "socket.timeout.ms": 10000,
+        "isolation.level": args.isolation,
         "error_cb": state.on_error,
     }
 
@@ -285,7 +488,7 @@ def run_consumer(args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="a fault-run client process")
-    parser.add_argument("role", choices=("producer", "consumer"))
+    parser.add_argument("role", choices=("producer", "consumer", "txnproducer"))
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--name", required=True, help="client id; the producer's value prefix")
     parser.add_argument("--out", required=True, help="JSON-lines log to append to")
@@ -297,6 +500,15 @@ def parse_args(argv):
     parser.add_argument("--flush-s", type=float, default=60.0)
     parser.add_argument("--group", default="fault-run")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--isolation", default="read_committed",
+                        choices=("read_committed", "read_uncommitted"),
+                        help="consumer isolation level (librdkafka's default)")
+    parser.add_argument("--txn-size-max", type=int, default=5,
+                        help="records per transaction: 1 to this many")
+    parser.add_argument("--txn-abort-share", type=float, default=0.2,
+                        help="share of transactions aborted on purpose")
+    parser.add_argument("--transaction-timeout-ms", type=int, default=60000)
+    parser.add_argument("--seed", default="0", help="seeds the transactions' sizes")
     return parser.parse_args(argv)
 
 
@@ -304,6 +516,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.role == "producer":
         run_producer(args)
+    elif args.role == "txnproducer":
+        run_txn_producer(args)
     else:
         run_consumer(args)
     return 0
