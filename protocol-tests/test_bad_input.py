@@ -36,6 +36,11 @@ EXPECTED_API_VERSIONS = {
     20: (1, 6),   # DeleteTopics
     22: (0, 5),   # InitProducerId
     23: (0, 4),   # OffsetForLeaderEpoch
+    24: (0, 5),   # AddPartitionsToTxn
+    25: (0, 4),   # AddOffsetsToTxn
+    26: (0, 5),   # EndTxn
+    27: (1, 1),   # WriteTxnMarkers
+    28: (0, 5),   # TxnOffsetCommit
     32: (1, 4),   # DescribeConfigs
     42: (0, 2),   # DeleteGroups
     43: (0, 2),   # ElectLeaders
@@ -43,6 +48,8 @@ EXPECTED_API_VERSIONS = {
     47: (0, 0),   # OffsetDelete
     55: (0, 2),   # DescribeQuorum
     60: (0, 2),   # DescribeCluster
+    65: (0, 0),   # DescribeTransactions
+    66: (0, 1),   # ListTransactions
     75: (0, 0),   # DescribeTopicPartitions
 }
 

@@ -83,14 +83,18 @@ pub async fn handle(
         match result {
             Ok(()) => {
                 set_code(&mut response, slot, 0);
-                let (marker_index, topic_index, _) = slot;
+                let (marker_index, topic_index, partition_slot) = slot;
                 let written = &request.markers[marker_index];
-                if written.topics[topic_index].name.0.as_str() == OFFSETS_TOPIC {
-                    // SEAM(lead): broker.groups.complete_transaction(
-                    //     partition_index, written.producer_id.0, written.transaction_result)
-                    // (`GroupCoordinator::complete_transaction`, interfaces.md seam 1): the
-                    // group coordinator makes the transaction's offsets visible or drops them.
-                    let _ = written;
+                let topic = &written.topics[topic_index];
+                if topic.name.0.as_str() == OFFSETS_TOPIC {
+                    // The marker is committed: the group coordinator makes the
+                    // transaction's offsets visible or drops them. (No partition lock is
+                    // held here; the group coordinator takes its offsets lock first.)
+                    broker.groups.complete_transaction(
+                        topic.partition_indexes[partition_slot],
+                        written.producer_id.0,
+                        written.transaction_result,
+                    );
                 }
             }
             Err(error) => set_error(&mut response, slot, error),

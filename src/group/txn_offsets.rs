@@ -389,10 +389,9 @@ mod tests {
         assert_eq!(log.offsets().unwrap().2, 0, "nothing was appended");
     }
 
-    /// The whole path through the partition. Needs LOG's transactional append (today the
-    /// partition refuses transactional batches): run it after the merge.
+    /// The whole path through the partition: a coordinator-origin transactional append,
+    /// a fenced epoch refused, the marker's completion.
     #[tokio::test]
-    #[ignore = "needs the transactional partition append of branch txn-log"]
     async fn a_transactional_commit_through_the_partition() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());

@@ -85,15 +85,14 @@ pub fn append(
     }
     let count = entries.len() as i64;
     let batch = encode(entries, now_ms, producer)?;
-    // SEAM(lead): a transactional coordinator batch must reach the partition's producer
-    // state as Kafka's AppendOrigin.COORDINATOR does: the epoch is checked (stale ->
-    // INVALID_PRODUCER_EPOCH), the sequence is not (the batch carries NO_SEQUENCE, as the
-    // transaction markers do). If LOG's partition gives that origin its own entry point,
-    // call it here for `producer.is_some()`.
-    let outcome = target
-        .log
-        .append(&batch, now_ms)
-        .map_err(|error| write_error(&error))?;
+    // A transactional batch is the coordinator's own write for the producer (Kafka's
+    // AppendOrigin.COORDINATOR): it carries no sequence, so the partition checks only its
+    // epoch (stale -> INVALID_PRODUCER_EPOCH) and opens the producer's transaction.
+    let appended = match producer {
+        Some(_) => target.log.append_coordinator(&batch, now_ms),
+        None => target.log.append(&batch, now_ms),
+    };
+    let outcome = appended.map_err(|error| write_error(&error))?;
     Ok((outcome.base_offset, outcome.base_offset + count))
 }
 
@@ -154,10 +153,8 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
             BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
         )) => CoordinatorError::TooLarge(error.to_string()),
         // A transactional write by a producer whose epoch the partition has seen bumped:
-        // a zombie, refused as Kafka's coordinator append refuses it.
-        // SEAM(lead): LOG's other producer-state refusals of a transactional batch
-        // (a fenced producer, an invalid transaction state) map to
-        // CoordinatorError::InvalidProducerEpoch / ::InvalidTxnState the same way.
+        // a zombie, refused as Kafka's coordinator append refuses it. (The epoch is the
+        // only producer-state check a coordinator-origin append meets.)
         ReplicaError::Sequence(SequenceError::StaleEpoch { .. }) => {
             CoordinatorError::InvalidProducerEpoch
         }

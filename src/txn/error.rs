@@ -43,7 +43,11 @@ impl From<crate::group::CoordinatorError> for TxnError {
             C::LoadInProgress => TxnError::LoadInProgress,
             C::NotCommitted(why) => TxnError::NotAvailable(why),
             C::TooLarge(why) | C::Storage(why) => TxnError::Storage(why),
-            C::OffsetMetadataTooLarge => TxnError::Storage(error.to_string()),
+            // Only offset commits meet these; a `__transaction_state` write never does.
+            C::OffsetMetadataTooLarge
+            | C::InvalidProducerEpoch
+            | C::InvalidTxnState
+            | C::UnstableOffsetCommit => TxnError::Storage(error.to_string()),
         }
     }
 }
