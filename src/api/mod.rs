@@ -28,9 +28,9 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
-mod txn_markers;
 mod transactions_admin;
 mod txn_coordinator;
+mod txn_markers;
 mod txn_offset_commit;
 
 use std::sync::Arc;

@@ -81,7 +81,7 @@ pub async fn handle(
             continue;
         };
         match result {
-            Ok(()) => {
+            Ok(marker_offset) => {
                 set_code(&mut response, slot, 0);
                 let (marker_index, topic_index, partition_slot) = slot;
                 let written = &request.markers[marker_index];
@@ -94,6 +94,7 @@ pub async fn handle(
                         topic.partition_indexes[partition_slot],
                         written.producer_id.0,
                         written.transaction_result,
+                        marker_offset,
                     );
                 }
             }
@@ -109,14 +110,20 @@ async fn wait_committed(
     partition: Arc<Partition>,
     outcome: crate::replica::ProduceOutcome,
     deadline: tokio::time::Instant,
-) -> (Slot, Result<(), ResponseError>) {
+) -> (Slot, Result<i64, ResponseError>) {
     let committed = partition
         .wait_committed(outcome.end_offset, outcome.leader_epoch, deadline)
         .await;
     if let Err(error) = &committed {
         tracing::debug!(tp = %partition.tp, %error, "transaction marker not committed");
     }
-    (slot, committed.map_err(|error| replica_error(&error)))
+    let marker_offset = outcome.base_offset;
+    (
+        slot,
+        committed
+            .map(|()| marker_offset)
+            .map_err(|error| replica_error(&error)),
+    )
 }
 
 /// The response with every partition answered NONE, in request order; failures and

@@ -392,7 +392,7 @@ fn apply_marker(record: &Record, replay: &mut Replay) -> Replayed {
     };
     replay
         .offsets
-        .complete(record.producer_id, committed, |_| true);
+        .complete(record.producer_id, committed, |_| true, record.offset);
     Replayed::Applied
 }
 

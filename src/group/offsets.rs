@@ -118,22 +118,30 @@ impl OffsetStore {
     /// `producer_id`'s transaction ended for the groups `mine` selects (those of the offsets
     /// partition whose marker this is): on commit its offsets become the committed ones
     /// where they are later in the log than what is committed; on abort they are dropped.
-    /// Returns how many pending offsets the transaction had there. Completing twice is
-    /// harmless: the second time nothing is pending.
+    /// Only offsets written before the marker (`marker_offset`) belong to the transaction
+    /// it ends, as a replay of the log sees it: a TxnOffsetCommit appended after the
+    /// marker but before its completion gets here stays pending for the producer's next
+    /// marker. Returns how many pending offsets the transaction had there.
+    /// Completing twice is harmless: the second time nothing is pending.
     pub fn complete(
         &mut self,
         producer_id: i64,
         committed: bool,
         mine: impl Fn(&str) -> bool,
+        marker_offset: i64,
     ) -> usize {
         let Some(groups) = self.pending.get_mut(&producer_id) else {
             return 0;
         };
-        let ended: Vec<String> = groups.keys().filter(|group| mine(group)).cloned().collect();
-        let ended: Vec<(String, GroupOffsets)> = ended
-            .into_iter()
-            .filter_map(|group| groups.remove(&group).map(|offsets| (group, offsets)))
-            .collect();
+        let mut ended: Vec<(String, GroupOffsets)> = Vec::new();
+        for (group, offsets) in groups.iter_mut().filter(|(group, _)| mine(group)) {
+            let (before, after): (GroupOffsets, GroupOffsets) = std::mem::take(offsets)
+                .into_iter()
+                .partition(|(_, pending)| pending.record_offset < marker_offset);
+            *offsets = after;
+            ended.push((group.clone(), before));
+        }
+        groups.retain(|_, offsets| !offsets.is_empty());
         let mut count = 0;
         for (group, offsets) in ended {
             count += offsets.len();
@@ -354,14 +362,14 @@ mod tests {
         assert!(!store.has_pending("g", "t", 2) && !store.has_pending("h", "t", 0));
         assert_eq!(store.open_producers(|_| true), vec![7, 8]);
         // Abort drops 8's offsets; commit makes 7's visible.
-        assert_eq!(store.complete(8, false, |_| true), 1);
+        assert_eq!(store.complete(8, false, |_| true, i64::MAX), 1);
         assert_eq!(store.get("g", "t", 0).unwrap().offset, 1);
-        assert_eq!(store.complete(7, true, |_| true), 2);
+        assert_eq!(store.complete(7, true, |_| true, i64::MAX), 2);
         assert_eq!(store.get("g", "t", 0).unwrap().offset, 10);
         assert_eq!(store.get("g", "t", 1).unwrap().offset, 11);
         assert!(!store.has_pending("g", "t", 0));
         assert_eq!(
-            store.complete(7, true, |_| true),
+            store.complete(7, true, |_| true, i64::MAX),
             0,
             "completing twice is harmless"
         );
@@ -373,12 +381,12 @@ mod tests {
         let mut store = OffsetStore::default();
         store.add_pending(7, "g", "t", 0, value(10, 1), 1);
         store.apply("g", "t", 0, Some(value(50, 2)), 2);
-        store.complete(7, true, |_| true);
+        store.complete(7, true, |_| true, i64::MAX);
         assert_eq!(store.get("g", "t", 0).unwrap().offset, 50);
         // And the other way round: the transaction's record is the later one.
         store.apply("g", "t", 1, Some(value(50, 2)), 3);
         store.add_pending(7, "g", "t", 1, value(10, 3), 4);
-        store.complete(7, true, |_| true);
+        store.complete(7, true, |_| true, i64::MAX);
         assert_eq!(store.get("g", "t", 1).unwrap().offset, 10);
     }
 
@@ -391,7 +399,7 @@ mod tests {
             store.has_offsets("a"),
             "a group exists by its pending offsets"
         );
-        assert_eq!(store.complete(7, true, |group| group == "a"), 1);
+        assert_eq!(store.complete(7, true, |group| group == "a", i64::MAX), 1);
         assert_eq!(store.get("a", "t", 0).unwrap().offset, 10);
         assert_eq!(store.get("b", "t", 0), None);
         assert!(store.has_pending("b", "t", 0));
@@ -411,13 +419,13 @@ mod tests {
             store.has_pending("g", "t", 1),
             "written after the tombstone"
         );
-        store.complete(7, true, |_| true);
+        store.complete(7, true, |_| true, i64::MAX);
         assert_eq!(
             store.get("g", "t", 0),
             None,
             "the deleted offset stays deleted"
         );
-        store.complete(8, true, |_| true);
+        store.complete(8, true, |_| true, i64::MAX);
         assert_eq!(store.get("g", "t", 1).unwrap().offset, 10);
     }
 
@@ -458,5 +466,26 @@ mod tests {
         // A negative hash: "g-neg-test".hashCode() = -1919009451; abs % 50 = 1.
         assert_eq!(partition_for("g-neg-test", 50), 1919009451 % 50);
         assert!((0..50).contains(&partition_for("ünïcödé", 50)));
+    }
+
+    #[test]
+    fn a_marker_completes_only_the_offsets_written_before_it() {
+        // 7 aborts (marker at 2); a commit of 7's lands at 3, after the marker but before
+        // the marker's completion reaches the store (or is replayed again): that marker
+        // must not end it. The log gives it to 7's next marker (5), as a replay does.
+        let mut store = OffsetStore::default();
+        store.apply("g", "t", 0, Some(value(1, 1)), 0);
+        store.add_pending(7, "g", "t", 0, value(10, 2), 1);
+        assert_eq!(store.complete(7, false, |_| true, 2), 1);
+        store.add_pending(7, "g", "t", 0, value(99, 2), 3);
+        assert_eq!(
+            store.complete(7, true, |_| true, 2),
+            0,
+            "a replayed old marker"
+        );
+        assert!(store.has_pending("g", "t", 0));
+        store.add_pending(7, "g", "t", 1, value(20, 2), 4);
+        assert_eq!(store.complete(7, true, |_| true, 5), 2);
+        assert_eq!(store.get("g", "t", 1).unwrap().offset, 20);
     }
 }

@@ -664,7 +664,7 @@ mod txn {
             let Some(written) = self.open.remove(&producer) else {
                 return;
             };
-            self.append(marker(producer, committed));
+            let marker_offset = self.append(marker(producer, committed));
             for fate in self.fates.values_mut() {
                 if *fate == Fate::Open(producer) {
                     *fate = if committed {
@@ -674,7 +674,8 @@ mod txn {
                     };
                 }
             }
-            self.store.complete(producer, committed, |_| true);
+            self.store
+                .complete(producer, committed, |_| true, marker_offset);
             if committed {
                 self.commits += 1;
                 for (partition, value) in &written {

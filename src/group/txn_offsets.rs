@@ -127,14 +127,20 @@ impl GroupCoordinator {
     ///
     /// A partition not installed here (not led, or still loading) is left alone: its
     /// load replays the marker from the log (see `loader`).
-    pub fn complete_transaction(&self, offsets_partition: i32, producer_id: i64, committed: bool) {
+    pub fn complete_transaction(
+        &self,
+        offsets_partition: i32,
+        producer_id: i64,
+        committed: bool,
+        marker_offset: i64,
+    ) {
         let partitions = self.partition_count();
         let mut offsets = lock(&self.book.offsets);
         if !offsets.is_installed(offsets_partition) {
             return;
         }
         let mine = |group: &str| partition_for(group, partitions) == offsets_partition;
-        let ended = offsets.complete(producer_id, committed, mine);
+        let ended = offsets.complete(producer_id, committed, mine, marker_offset);
         tracing::debug!(
             offsets_partition,
             producer_id,
@@ -356,9 +362,9 @@ mod tests {
         assert_eq!(fetched(&coordinator, 1, true), Some(-88));
         assert_eq!(coordinator.open_transactions(0), vec![PRODUCER.producer_id]);
         // Another partition's marker is not this transaction's end here.
-        coordinator.complete_transaction(1, PRODUCER.producer_id, true);
+        coordinator.complete_transaction(1, PRODUCER.producer_id, true, i64::MAX);
         assert_eq!(fetched(&coordinator, 0, false), Some(3));
-        coordinator.complete_transaction(0, PRODUCER.producer_id, true);
+        coordinator.complete_transaction(0, PRODUCER.producer_id, true, i64::MAX);
         assert_eq!(fetched(&coordinator, 0, true), Some(7));
         assert_eq!(fetched(&coordinator, 1, true), Some(8));
         assert!(coordinator.open_transactions(0).is_empty());
@@ -369,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
         let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
-        coordinator.complete_transaction(0, PRODUCER.producer_id, true);
+        coordinator.complete_transaction(0, PRODUCER.producer_id, true, i64::MAX);
         let refused = coordinator
             .txn_commit_offsets(&log, "g", PRODUCER, vec![commit(0, 1)], 10)
             .await;
@@ -411,7 +417,7 @@ mod tests {
             .txn_commit_offsets(&log, "g", stale, vec![commit(0, 10)], 10)
             .await;
         assert_eq!(fenced, vec![Err(CoordinatorError::InvalidProducerEpoch)]);
-        coordinator.complete_transaction(0, PRODUCER.producer_id, true);
+        coordinator.complete_transaction(0, PRODUCER.producer_id, true, i64::MAX);
         assert_eq!(fetched(&coordinator, 0, true), Some(9));
     }
 
@@ -456,7 +462,7 @@ mod tests {
         assert_eq!(fetched(&reloaded, 2, true), Some(-88), "open: unstable");
         assert_eq!(reloaded.open_transactions(0), vec![PRODUCER.producer_id]);
         // The open transaction's marker arrives after the load.
-        reloaded.complete_transaction(0, PRODUCER.producer_id, true);
+        reloaded.complete_transaction(0, PRODUCER.producer_id, true, i64::MAX);
         assert_eq!(fetched(&reloaded, 2, true), Some(12));
     }
 
@@ -480,7 +486,7 @@ mod tests {
         assert_eq!(log.offsets().unwrap().2, 2, "one tombstone written");
         assert!(!coordinator.has_offsets("g"));
         // The transaction's commit marker finds nothing left to commit.
-        coordinator.complete_transaction(0, PRODUCER.producer_id, true);
+        coordinator.complete_transaction(0, PRODUCER.producer_id, true, i64::MAX);
         assert_eq!(fetched(&coordinator, 4, true), None);
     }
 }

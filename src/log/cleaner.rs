@@ -577,7 +577,10 @@ enum BatchKind {
 impl Transactions {
     fn new(entries: Vec<AbortedTxn>, decided_end: i64) -> Self {
         let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-        for entry in entries.iter().filter(|e| e.last_offset < decided_end) {
+        // Every indexed entry is a decided abort, wherever its marker is: an abort whose
+        // marker lies beyond the segments being cleaned still makes its data aborted (Kafka
+        // uses every aborted transaction that starts below the cleaning bound).
+        for entry in &entries {
             let ranges = aborted.entry(entry.producer_id).or_default();
             ranges.push((entry.first_offset, entry.last_offset));
         }
@@ -1138,6 +1141,52 @@ mod tests {
             open(dir.path()).aborted_transactions(0, i64::MAX),
             vec![entry]
         );
+    }
+
+    #[test]
+    fn an_abort_whose_marker_is_beyond_the_cleaned_segments_still_drops_its_data() {
+        use crate::log::txn_index::AbortedTxn;
+        use crate::txn::marker::encode_marker_batch;
+        use crate::txn::producer_state::TxnMarker;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let committed = (Some("k".into()), Some("committed".into()));
+        append(&mut log, &[committed], 100, Compression::None);
+        append_transactional(&mut log, 9, "k", "aborted");
+        // The transaction spans segment rolls: its abort marker lands far later.
+        for index in 0..40 {
+            let key = Some(format!("x{}", index % 4));
+            append(
+                &mut log,
+                &[(key, Some(format!("{index}")))],
+                1_000 + index,
+                Compression::None,
+            );
+        }
+        let marker = TxnMarker {
+            committed: false,
+            coordinator_epoch: 0,
+        };
+        let batch = encode_marker_batch(9, 0, marker, 600);
+        let (records, headers) = validated(BytesMut::from(&batch[..]));
+        let marker_offset = log.log_end_offset();
+        log.append(records, &headers, 3, 0).unwrap();
+        log.append_aborted(AbortedTxn {
+            producer_id: 9,
+            first_offset: 1,
+            last_offset: marker_offset,
+            last_stable_offset: marker_offset + 1,
+        })
+        .unwrap();
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        let read = read_from(&log, 0);
+        let value_at = |offset: i64| read.iter().find(|r| r.0 == offset).map(|r| r.2.clone());
+        assert_eq!(
+            value_at(0),
+            Some(Some(Bytes::from("committed"))),
+            "committed k lost"
+        );
+        assert_eq!(value_at(1), None, "the aborted record is dropped");
     }
 
     #[test]

@@ -124,7 +124,11 @@ impl PartitionState {
     /// The last stable offset: nothing at or above it may reach a read_committed consumer.
     fn last_stable_offset(&self) -> i64 {
         let first_unstable = self.producers.first_unstable_offset().unwrap_or(i64::MAX);
-        self.high_watermark.min(first_unstable)
+        // Retention may delete the segment an open transaction began in; the LSO never
+        // goes below the log start (Kafka's maybeIncrementFirstUnstableOffset), or a
+        // consumer reset to it would loop on OFFSET_OUT_OF_RANGE.
+        let log_start = self.log.as_ref().map_or(0, |log| log.log_start_offset());
+        self.high_watermark.min(first_unstable.max(log_start))
     }
 
     fn min_insync(&self) -> usize {

@@ -409,7 +409,11 @@ impl TransactionCoordinator {
             });
             let Ok(Some(target)) = target else { return };
             match self.write(&owner, &transactional_id, target).await {
-                Ok(_) | Err(TxnError::NotCoordinator) => return,
+                Ok(_) => return,
+                // NOT_COORDINATOR also stands for a storage fault on a partition still led
+                // here at the same epoch: retry until the shard is really gone (the next
+                // `with_shard` ends the loop then), or the transaction stays prepared and
+                // every request for the id answers CONCURRENT_TRANSACTIONS.
                 Err(error) => {
                     tracing::warn!(transactional_id, %error, "completion not written; retrying");
                     tokio::time::sleep(COMPLETE_RETRY_BACKOFF).await;

@@ -12,12 +12,12 @@
 //! answers, `loader` follows that topic's leadership (replay on election, unload on
 //! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders.
 
-pub mod marker;
 pub mod coordinator;
 #[cfg(test)]
 mod coordinator_tests;
 mod error;
 mod loader;
+pub mod marker;
 pub mod markers;
 pub mod producer_ids;
 pub mod producer_snapshot;

@@ -206,7 +206,11 @@ impl TxnMetadata {
         expected_epoch: Option<i16>,
         now_ms: i64,
     ) -> Result<TxnMetadata, TxnError> {
-        assert!(!epoch_exhausted(self.producer_epoch), "rotate instead");
+        if epoch_exhausted(self.producer_epoch) {
+            // Only a request naming an older epoch gets here (a current one rotates to a
+            // new producer id first): it is a fenced producer. (Kafka throws here.)
+            return Err(TxnError::ProducerFenced);
+        }
         let bumped = self.producer_epoch + 1;
         let (epoch, last_epoch) = match expected_epoch {
             None => (bumped, NO_PRODUCER_EPOCH),
