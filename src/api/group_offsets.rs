@@ -98,10 +98,20 @@ async fn locate(
         tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}");
         ResponseError::CoordinatorNotAvailable
     })?;
-    let image = broker.image();
     let partition = broker.groups.partition_for(group);
+    coordinator_endpoint(&broker.image(), OFFSETS_TOPIC, partition, listener)
+}
+
+/// The leader of a coordinator's internal partition, as (node id, host, port) of its
+/// endpoint on `listener`: COORDINATOR_NOT_AVAILABLE without a leader or an endpoint there.
+pub(super) fn coordinator_endpoint(
+    image: &crate::controller::MetadataImage,
+    topic: &str,
+    partition: i32,
+    listener: &str,
+) -> Result<(i32, String, i32), ResponseError> {
     let leader = image
-        .partition(OFFSETS_TOPIC, partition)
+        .partition(topic, partition)
         .map(|p| p.leader)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let node = image

@@ -3,6 +3,7 @@
 
 use kafka_protocol::error::ResponseError;
 
+use super::group_offsets::coordinator_endpoint;
 use crate::broker::Broker;
 use crate::txn::TRANSACTION_STATE_TOPIC;
 
@@ -23,22 +24,11 @@ pub async fn locate(
         tracing::warn!(%error, "cannot create {TRANSACTION_STATE_TOPIC}");
         ResponseError::CoordinatorNotAvailable
     })?;
-    let image = broker.image();
     let partition = broker.transactions.partition_for(transactional_id);
-    let leader = image
-        .partition(TRANSACTION_STATE_TOPIC, partition)
-        .map(|p| p.leader)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let node = image
-        .brokers
-        .get(&leader)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let endpoint = node
-        .listener(listener)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    Ok((
-        node.node_id,
-        endpoint.host.clone(),
-        i32::from(endpoint.port),
-    ))
+    coordinator_endpoint(
+        &broker.image(),
+        TRANSACTION_STATE_TOPIC,
+        partition,
+        listener,
+    )
 }

@@ -23,15 +23,13 @@ use tokio::task::JoinSet;
 use super::errors::replica_error;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
+use crate::group::OFFSETS_TOPIC;
 use crate::replica::Partition;
 use crate::txn::producer_state::TxnMarker;
 use crate::types::now_ms;
 
 /// How long the markers may take to commit: Kafka's `request.timeout.ms` default.
 const COMMIT_TIMEOUT_MS: u64 = 30_000;
-/// Where group offsets live: a marker there also ends the transaction's offset commits.
-const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
 /// Where one partition's answer goes: (marker, topic, partition) positions.
 type Slot = (usize, usize, usize);
 

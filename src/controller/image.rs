@@ -117,6 +117,14 @@ impl BrokerRegistration {
 }
 
 impl MetadataImage {
+    /// Where brokers reach `node`: its first listener (the inter-broker one), as
+    /// `host:port`. Used by followers' fetchers and the transaction marker sender.
+    pub fn inter_broker_address(&self, node: NodeId) -> Option<String> {
+        let broker = self.brokers.get(&node)?;
+        let endpoint = broker.listeners.first()?;
+        Some(format!("{}:{}", endpoint.host, endpoint.port))
+    }
+
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
     }

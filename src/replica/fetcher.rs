@@ -129,11 +129,11 @@ impl ReplicaFetchers {
         let broker_epoch = image.brokers.get(&self.node_id).map_or(-1, |b| b.epoch);
         let mut fetchers = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
         fetchers.retain(|leader, fetcher| {
-            let address = leader_address(image, *leader);
+            let address = image.inter_broker_address(*leader);
             wanted.contains_key(leader) && address.as_deref() == Some(fetcher.address.as_str())
         });
         for (leader, partitions) in wanted {
-            let Some(address) = leader_address(image, leader) else {
+            let Some(address) = image.inter_broker_address(leader) else {
                 tracing::warn!(leader, "leader has no registered endpoint; not fetching");
                 continue;
             };
@@ -197,11 +197,6 @@ impl ReplicaFetchers {
 }
 
 /// The leader's inter-broker endpoint (`host:port` of its first listener, as registered).
-fn leader_address(image: &MetadataImage, leader: NodeId) -> Option<String> {
-    let broker = image.brokers.get(&leader)?;
-    let endpoint = broker.listeners.first()?;
-    Some(format!("{}:{}", endpoint.host, endpoint.port))
-}
 
 struct FetcherTask {
     leader: NodeId,

@@ -212,7 +212,7 @@ async fn round(
     }
     let mut progressed = false;
     for (leader, entries) in by_leader {
-        let Some(address) = leader_address(&image, leader) else {
+        let Some(address) = image.inter_broker_address(leader) else {
             continue;
         };
         let jobs: Vec<(&MarkerJob, &[(String, i32)])> = entries
@@ -298,11 +298,6 @@ fn group_by_leader(
 }
 
 /// A leader's inter-broker endpoint: its first registered listener.
-fn leader_address(image: &MetadataImage, leader: NodeId) -> Option<String> {
-    let broker = image.brokers.get(&leader)?;
-    let endpoint = broker.listeners.first()?;
-    Some(format!("{}:{}", endpoint.host, endpoint.port))
-}
 
 /// One WriteTxnMarkers v1 with a marker per transaction, each naming its partitions by
 /// topic.
