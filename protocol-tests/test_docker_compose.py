@@ -25,8 +25,10 @@ from types import SimpleNamespace
 
 import pytest
 from clients import kcat, wait_for
+from cluster import metadata_v12
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from rawkafka import Connection
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.environ.get("GRACCHUS_TEST_IMAGE", "gracchus:latest")
@@ -399,9 +401,25 @@ class Cluster:
         return admin
 
     def wait_isr_full(self, topic, timeout_s=60):
-        admin = self.admin()
-        wait_for(lambda: partition_state(admin, topic)[2] == [1, 2, 3], timeout_s=timeout_s,
-                 what=f"a full ISR for {topic}")
+        """Every node reports the same leader and leader epoch for partition 0 and a full
+        ISR. Asked node by node: a node just reconnected after a cut still serves its stale
+        image for a moment (it led, with the ISR it could not shrink), as a Kafka broker
+        behind the metadata log does, and a client routed to it would see its old high
+        watermark."""
+        def views():
+            seen = set()
+            for port in self.ports:
+                with Connection("localhost", port) as conn:
+                    partition = metadata_v12(conn, [topic])["topics"][topic]["partitions"][0]
+                seen.add((partition["leader"], partition["leader_epoch"],
+                          tuple(sorted(partition["isr"]))))
+            return seen
+
+        def agreed():
+            seen = views()
+            return len(seen) == 1 and next(iter(seen))[2] == (1, 2, 3)
+
+        wait_for(agreed, timeout_s=timeout_s, what=f"every node seeing a full ISR for {topic}")
 
     def leader(self, topic):
         """The service leading partition 0 of topic."""
