@@ -24,20 +24,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::records::Record;
 
 use super::coordinator::{CoordinatorError, GroupCoordinator, lock};
 use super::offsets::OffsetStore;
 use super::records::{self, GroupValue, RecordKey};
 use super::registry::from_record;
-use crate::log::config::DECOMPRESSED_BYTES_FLOOR;
-use crate::log::iter_batches;
-use crate::log::records::walk_batch;
 use crate::replica::{Partition, ReplicaError};
-
-/// How much of the offsets partition one load step reads.
-const LOAD_CHUNK_BYTES: usize = 1 << 20;
+use crate::replica::committed_replay::replay_committed;
 
 /// Loads under way: partition -> the epoch being loaded. An unload removes the entry, and
 /// a load whose entry is gone (or names another epoch) installs nothing.
@@ -199,7 +193,6 @@ impl GroupCoordinator {
         if pending.get(&partition) != Some(&leader_epoch) {
             return Ok(0);
         }
-        pending.remove(&partition);
         {
             // Transaction markers may have committed while the replay ran, and their
             // `complete_transaction` found nothing installed. Under the offsets lock (which
@@ -211,6 +204,9 @@ impl GroupCoordinator {
             replay_range(log, replayed_to, &mut replay)?;
             offsets.install(partition, std::mem::take(&mut replay.offsets));
         }
+        // Only once installed: a failed tail replay leaves the load pending, so a retry
+        // or the next image can still load it.
+        pending.remove(&partition);
         let applied = replay.applied;
         let groups = replay
             .groups
@@ -245,70 +241,25 @@ impl GroupCoordinator {
 /// Reads the partition from `from` (or its start, if later) to the high watermark into
 /// `replay`; returns the offset it stopped at.
 fn replay_range(log: &Partition, from: i64, replay: &mut Replay) -> Result<i64, CoordinatorError> {
-    let storage = |e: ReplicaError| CoordinatorError::Storage(e.to_string());
-    let (log_start, high_watermark, _) = log.offsets().map_err(storage)?;
-    let mut offset = log_start.max(from);
-    let decompressed_bytes_max = log
-        .config()
-        .map_or(DECOMPRESSED_BYTES_FLOOR, |c| c.decompressed_bytes_max());
-    while offset < high_watermark {
-        // `read` stops at the high watermark: nothing uncommitted is ever loaded.
-        let read = log.read(offset, LOAD_CHUNK_BYTES, true).map_err(storage)?;
-        match replay_chunk(&read.records, decompressed_bytes_max, replay) {
-            Some(next) if next > offset => offset = next,
-            // Nothing readable from here (no whole batch, or a header that is not a v2
-            // batch, so the next one cannot be found): stop rather than spin.
-            _ => break,
-        }
-    }
+    let end = replay_committed(log, from, &mut |record| match apply_record(record, replay) {
+        Replayed::Applied => replay.applied += 1,
+        Replayed::Ignored => {}
+        Replayed::Unreadable => replay.skipped_records += 1,
+    })
+    .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
+    replay.skipped_batches += end.skipped_batches;
     if replay.skipped_batches + replay.skipped_records > 0 {
         tracing::warn!(
             partition = log.tp.partition,
             skipped_batches = replay.skipped_batches,
             skipped_records = replay.skipped_records,
-            stopped_at = offset,
+            stopped_at = end.next_offset,
             "skipped unreadable data while loading the offsets partition"
         );
     }
-    Ok(offset)
+    Ok(end.next_offset)
 }
 
-/// Replays the whole batches in `records`; returns the offset after the last batch seen,
-/// if any. Each batch is walked under the decompression cap before it is decoded, so a
-/// bomb stored before produce validation existed costs bounded memory here too.
-fn replay_chunk(
-    records: &Bytes,
-    decompressed_bytes_max: usize,
-    replay: &mut Replay,
-) -> Option<i64> {
-    let mut next = None;
-    for item in iter_batches(records) {
-        let Ok((position, header)) = item else {
-            replay.skipped_batches += 1;
-            break;
-        };
-        next = Some(header.last_offset() + 1);
-        let batch = records.slice(position..position + header.total_bytes());
-        let readable = walk_batch(&batch, &header, decompressed_bytes_max, &mut |_| {})
-            .map_err(|error| error.to_string())
-            .and_then(|()| {
-                RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())
-            });
-        match readable {
-            Ok(set) => {
-                for record in &set.records {
-                    match apply_record(record, replay) {
-                        Replayed::Applied => replay.applied += 1,
-                        Replayed::Ignored => {}
-                        Replayed::Unreadable => replay.skipped_records += 1,
-                    }
-                }
-            }
-            Err(_) => replay.skipped_batches += 1,
-        }
-    }
-    next
-}
 
 /// Applies one record to the replay. A value that cannot be decoded is skipped, never
 /// taken for a tombstone: that would drop the offset committed before it.

@@ -32,6 +32,28 @@ pub struct OffsetStore {
     loaded: BTreeSet<i32>,
 }
 
+/// Stores `value` unless `offsets` already holds a record later in the log for `key`:
+/// "newer" is log order, never apply order (see the module comment).
+fn insert_if_later(
+    offsets: &mut GroupOffsets,
+    key: (String, i32),
+    value: OffsetValue,
+    record_offset: i64,
+) {
+    if offsets
+        .get(&key)
+        .is_none_or(|held| held.record_offset < record_offset)
+    {
+        offsets.insert(
+            key,
+            Committed {
+                value,
+                record_offset,
+            },
+        );
+    }
+}
+
 impl OffsetStore {
     /// Applies one committed record at `record_offset`: `Some` stores the commit, `None` (a
     /// tombstone) deletes it and the pending offsets of that partition written before it
@@ -50,15 +72,7 @@ impl OffsetStore {
         match value {
             Some(value) => {
                 let offsets = self.groups.entry(group.to_string()).or_default();
-                if newer(offsets.get(&key)) {
-                    offsets.insert(
-                        key,
-                        Committed {
-                            value,
-                            record_offset,
-                        },
-                    );
-                }
+                insert_if_later(offsets, key, value, record_offset);
             }
             None => {
                 if let Some(offsets) = self.groups.get_mut(group) {
@@ -100,19 +114,7 @@ impl OffsetStore {
             .or_default()
             .entry(group.to_string())
             .or_default();
-        let key = (topic.to_string(), partition);
-        if offsets
-            .get(&key)
-            .is_none_or(|c| c.record_offset < record_offset)
-        {
-            offsets.insert(
-                key,
-                Committed {
-                    value,
-                    record_offset,
-                },
-            );
-        }
+        insert_if_later(offsets, (topic.to_string(), partition), value, record_offset);
     }
 
     /// `producer_id`'s transaction ended for the groups `mine` selects (those of the offsets
@@ -145,12 +147,14 @@ impl OffsetStore {
         let mut count = 0;
         for (group, offsets) in ended {
             count += offsets.len();
-            if !committed {
+            if !committed || offsets.is_empty() {
                 continue;
             }
-            for ((topic, partition), pending) in offsets {
-                let value = Some(pending.value);
-                self.apply_committed_only(&group, &topic, partition, value, pending.record_offset);
+            // A transaction's own offsets become committed ones; the other transactions'
+            // pending offsets are not touched (unlike `apply`, which serves tombstones).
+            let committed_offsets = self.groups.entry(group).or_default();
+            for (key, pending) in offsets {
+                insert_if_later(committed_offsets, key, pending.value, pending.record_offset);
             }
         }
         if self
@@ -161,32 +165,6 @@ impl OffsetStore {
             self.pending.remove(&producer_id);
         }
         count
-    }
-
-    /// `apply` of a commit without touching pending offsets (a transaction's own).
-    fn apply_committed_only(
-        &mut self,
-        group: &str,
-        topic: &str,
-        partition: i32,
-        value: Option<OffsetValue>,
-        record_offset: i64,
-    ) {
-        let Some(value) = value else { return };
-        let offsets = self.groups.entry(group.to_string()).or_default();
-        let key = (topic.to_string(), partition);
-        if offsets
-            .get(&key)
-            .is_none_or(|c| c.record_offset < record_offset)
-        {
-            offsets.insert(
-                key,
-                Committed {
-                    value,
-                    record_offset,
-                },
-            );
-        }
     }
 
     /// Whether an open transaction holds an offset of this partition for `group`

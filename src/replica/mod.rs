@@ -11,6 +11,7 @@ pub mod fetcher;
 pub mod hw_checkpoint;
 pub mod isr_changes;
 pub mod leader_state;
+pub mod committed_replay;
 pub mod log_cleaner;
 pub mod partition;
 pub mod peer_connection;

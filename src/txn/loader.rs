@@ -15,20 +15,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::coordinator::{Shard, TransactionCoordinator, lock};
 use super::error::TxnError;
 use super::records;
 use super::state::TxnMetadata;
 use crate::group::LedPartition;
-use crate::log::config::DECOMPRESSED_BYTES_FLOOR;
-use crate::log::iter_batches;
-use crate::log::records::walk_batch;
+use crate::replica::committed_replay::replay_committed;
 use crate::replica::{Partition, ReplicaError};
 
-const LOAD_CHUNK_BYTES: usize = 1 << 20;
 
 /// What a replay read.
 #[derive(Default)]
@@ -143,19 +138,14 @@ impl TransactionCoordinator {
 
 /// Reads the partition from its start to the high watermark.
 pub(super) fn replay(log: &Partition) -> Result<Replay, TxnError> {
-    let storage = |e: ReplicaError| TxnError::Storage(e.to_string());
-    let (mut offset, high_watermark, _) = log.offsets().map_err(storage)?;
-    let decompressed_bytes_max = log
-        .config()
-        .map_or(DECOMPRESSED_BYTES_FLOOR, |c| c.decompressed_bytes_max());
     let mut replay = Replay::default();
-    while offset < high_watermark {
-        let read = log.read(offset, LOAD_CHUNK_BYTES, true).map_err(storage)?;
-        match replay_chunk(&read.records, decompressed_bytes_max, &mut replay) {
-            Some(next) if next > offset => offset = next,
-            _ => break,
+    let end = replay_committed(log, 0, &mut |record| {
+        if !record.control {
+            apply_record(record.key.as_deref(), record.value.as_deref(), &mut replay);
         }
-    }
+    })
+    .map_err(|e| TxnError::Storage(e.to_string()))?;
+    replay.skipped += end.skipped_batches;
     if replay.skipped > 0 {
         tracing::warn!(
             partition = log.tp.partition,
@@ -164,38 +154,6 @@ pub(super) fn replay(log: &Partition) -> Result<Replay, TxnError> {
         );
     }
     Ok(replay)
-}
-
-fn replay_chunk(
-    records: &Bytes,
-    decompressed_bytes_max: usize,
-    replay: &mut Replay,
-) -> Option<i64> {
-    let mut next = None;
-    for item in iter_batches(records) {
-        let Ok((position, header)) = item else {
-            replay.skipped += 1;
-            break;
-        };
-        next = Some(header.last_offset() + 1);
-        let batch = records.slice(position..position + header.total_bytes());
-        let readable = walk_batch(&batch, &header, decompressed_bytes_max, &mut |_| {})
-            .map_err(|error| error.to_string())
-            .and_then(|()| {
-                RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())
-            });
-        let Ok(set) = readable else {
-            replay.skipped += 1;
-            continue;
-        };
-        for record in &set.records {
-            if record.control {
-                continue;
-            }
-            apply_record(record.key.as_deref(), record.value.as_deref(), replay);
-        }
-    }
-    next
 }
 
 /// Applies one record; an unreadable key or value is skipped (never taken as a tombstone).
