@@ -36,6 +36,7 @@ import uuid
 import kafka
 import pytest
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka.admin import OffsetSpec
 
 import clients
@@ -500,6 +501,48 @@ def test_consume_transform_produce_offsets_and_outputs_appear_together(broker, t
         assert position == 10, "data 6..8 and the abort marker at 9 are passed over"
         everything, _ = visible(broker, sink, 0, "read_uncommitted")
         assert [o for o, _v in everything] == [0, 1, 2, 3, 4, 6, 7, 8]
+    finally:
+        member.close()
+        producer.flush(5)
+
+
+def test_consumer_lag_counts_markers_and_open_transactions_as_kafkas_tools_do(broker, topic):
+    """kafka-consumer-groups --describe computes lag as ListOffsets latest (read_uncommitted:
+    the high watermark) minus the group's committed offset. A read_committed member that
+    read everything it may commits past the markers (they take offsets), so its lag is
+    only what an open transaction still hides."""
+    group = f"{topic}-lag"
+    producer = txn_producer(broker, tid("lag"))
+    member = Consumer(clients.group_consumer_config(
+        broker, group, **{"isolation.level": "read_committed", "enable.auto.commit": False}))
+    try:
+        producer.init_transactions(CALL_TIMEOUT_S)
+        transaction(producer, topic, [b"c-%d" % i for i in range(3)], COMMIT)  # 0-2, 3
+        transaction(producer, topic, [b"a-%d" % i for i in range(2)], ABORT)   # 4-5, 6
+        producer.begin_transaction()
+        deliver(producer, topic, [b"open-%d" % i for i in range(2)])           # 7-8 open
+        clients.wait_for(lambda: hw_and_lso(broker, topic, 0) == (9, 7), 15,
+                         what="HW 9 with the LSO held at the open transaction")
+        member.subscribe([topic])
+        assert [o for o, _v in poll_records(member, 3)] == [0, 1, 2]
+        wait_position(member, topic, 0, 7)
+        member.commit(asynchronous=False)
+
+        admin = clients.admin(broker)
+        listed = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])
+        (tp,) = listed[group].result(timeout=CALL_TIMEOUT_S).topic_partitions
+        assert tp.offset == 7, "committed past the commit and abort markers, up to the LSO"
+        end = latest(broker, topic, 0, IsolationLevel.READ_UNCOMMITTED)
+        assert (end, end - tp.offset) == (9, 2), "lag: the open transaction's two records"
+
+        producer.commit_transaction(CALL_TIMEOUT_S)  # its marker at 9
+        wait_settled(broker, topic, 0, 10)
+        assert [o for o, _v in poll_records(member, 2)] == [7, 8]
+        wait_position(member, topic, 0, 10)
+        member.commit(asynchronous=False)
+        assert latest(broker, topic, 0, IsolationLevel.READ_UNCOMMITTED) - \
+            committed_offset(broker, group, topic) == 0, "no lag once all is read"
     finally:
         member.close()
         producer.flush(5)
