@@ -196,13 +196,17 @@ def _settled_at(broker, topic, partition, end):
     return True
 
 
-def latest(broker, topic, partition, isolation):
-    """ListOffsets latest through confluent's AdminClient at the given isolation level."""
+def listed(broker, topic, partition, spec, isolation):
+    """ListOffsets through confluent's AdminClient at the given isolation level."""
     admin = clients.admin(broker)
     tp = TopicPartition(topic, partition)
-    futures = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=isolation,
+    futures = admin.list_offsets({tp: spec}, isolation_level=isolation,
                                  request_timeout=CALL_TIMEOUT_S)
     return futures[tp].result(timeout=CALL_TIMEOUT_S).offset
+
+
+def latest(broker, topic, partition, isolation):
+    return listed(broker, topic, partition, OffsetSpec.latest(), isolation)
 
 
 def offsets_seen(broker, topic, partition, expected_hw, expected_lso):
@@ -319,6 +323,7 @@ def test_lso_stays_at_an_open_transaction_and_blocks_read_committed(broker, topi
     offsets_seen(broker, topic, 0, expected_hw=3, expected_lso=3)
 
     producer.begin_transaction()
+    before_d0_ms = int(time.time() * 1000) - 1
     assert deliver(producer, topic, [b"d0"]) == [3]
     # A non-transactional record after the open transaction's first one: the LSO does not
     # pass the open transaction, so read_committed cannot see this one either.
@@ -327,6 +332,11 @@ def test_lso_stays_at_an_open_transaction_and_blocks_read_committed(broker, topi
     assert plain[0].offset() == 4
     assert deliver(producer, topic, [b"d1"]) == [5]
     offsets_seen(broker, topic, 0, expected_hw=6, expected_lso=3)
+    # By timestamp, as Kafka's lastFetchableOffset bounds it: read_committed finds nothing
+    # at or past the LSO (-1), read_uncommitted finds the open transaction's record.
+    for spec in (OffsetSpec.for_timestamp(before_d0_ms), OffsetSpec.max_timestamp()):
+        assert listed(broker, topic, 0, spec, IsolationLevel.READ_UNCOMMITTED) >= 3
+        assert listed(broker, topic, 0, spec, IsolationLevel.READ_COMMITTED) == -1
 
     committed, position = visible(broker, topic, 0, "read_committed")
     assert committed == [(0, b"a0"), (1, b"a1")]

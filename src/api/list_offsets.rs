@@ -13,7 +13,8 @@
 //! latest and for lookups that found nothing committed, as Kafka does, so a consumer
 //! resetting to "latest" right after a failover never lands below what it already read.
 //! Under `isolation_level=1` (read_committed, v2+) latest is the last stable offset, as in
-//! Kafka: a consumer resetting to the end never skips past an open transaction.
+//! Kafka: a consumer resetting to the end never skips past an open transaction, and a
+//! lookup by timestamp (or max timestamp) finds nothing at or past the last stable offset.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -117,6 +118,12 @@ fn lookup(
                 partition.max_timestamp_offset()?
             } else {
                 partition.offset_for_timestamp(timestamp)?
+            };
+            // Kafka's `lastFetchableOffset`: under read_committed nothing at or past the
+            // last stable offset is found, as a read_committed fetch could not read it.
+            let committed = match (committed, read_committed) {
+                (Some((offset, _)), true) if offset >= partition.last_stable_offset()? => None,
+                (found, _) => found,
             };
             if committed.is_none() {
                 partition.committed_end()?;
