@@ -18,7 +18,11 @@
 //!
 //! The offset map (key hash -> offset of the latest record, [`OffsetMap`]) is bounded by
 //! `log.cleaner.dedupe.buffer.size`. It is built from the first dirty offset (where the
-//! previous pass stopped; 0 after a restart) over the closed segments, then the active one.
+//! previous pass stopped; 0 after a restart) over the cleanable segments only: those below
+//! the active segment and below the segment holding the last stable offset (Kafka's first
+//! uncleanable offset bounds its map the same way). A record above that bound may be above
+//! the high watermark, truncated after a leader change, or in a transaction aborted later;
+//! it must never supersede a committed record.
 //! When it fills, it stops at a segment boundary: only the closed segments wholly below
 //! the stop (the "mapped end") are cleaned this pass, and the next pass maps from there.
 //! If the first dirty segment alone overflows the map, the pass cleans up to the record
@@ -51,8 +55,8 @@
 //! A batch of an aborted transaction (its producer and offsets inside an entry of the
 //! aborted-transaction index whose marker is below that bound) is dropped and never put in
 //! the map, so it can never hide a committed value; a committed transactional batch is
-//! cleaned like any other. Transactional batches not yet decided (at or above the bound,
-//! where the map also reads) are kept and stay out of the map.
+//! cleaned like any other. Transactional batches not yet decided (at or above the bound)
+//! are kept and stay out of the map.
 //!
 //! Simplifications: the delete horizon is per segment; a segment left empty stays as an empty file, so the log
 //! start offset never moves; the mapped end is in memory only (a restart cleans again from
@@ -634,13 +638,18 @@ fn build_offset_map(
     let after = snapshot
         .segments
         .partition_point(|s| s.base_offset <= dirty_start);
-    for segment in &snapshot.segments[after.saturating_sub(1)..] {
+    // Only the cleanable range (Kafka's firstUncleanableOffset bounds its map too): a
+    // record at or past `closed_end` may be above the high watermark (truncated if the
+    // leader changes) or in a transaction not yet decided (aborted later), and must not
+    // supersede a committed record below it.
+    let cleanable = snapshot.segments[after.saturating_sub(1)..]
+        .iter()
+        .take_while(|segment| segment.base_offset < snapshot.closed_end);
+    for segment in cleanable {
         let Some(stopped_at) = map_segment(&mut map, snapshot, segment, dirty_start, abort)? else {
             continue;
         };
-        let mapped_end = if segment.base_offset >= snapshot.closed_end {
-            snapshot.closed_end // every closed segment is mapped; the active one in part
-        } else if segment.base_offset > dirty_start {
+        let mapped_end = if segment.base_offset > dirty_start {
             segment.base_offset // the last segment boundary the map reached
         } else {
             stopped_at // the first dirty segment alone overflows the map
@@ -979,10 +988,11 @@ mod tests {
     }
 
     /// What compaction should leave: in closed segments (below `active_base`) the latest
-    /// record of each key and every record without a key; everything above.
+    /// record of each key among them and every record without a key; everything above
+    /// (the active segment is never read into the map: Kafka's first uncleanable offset).
     fn expected(before: &[Read], active_base: i64) -> Vec<Read> {
         let mut latest = HashMap::new();
-        for (offset, key, ..) in before {
+        for (offset, key, ..) in before.iter().filter(|r| r.0 < active_base) {
             latest.insert(key.clone(), *offset);
         }
         let keep = |record: &&Read| {
@@ -1535,7 +1545,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!outcome.segments.is_empty());
-        // The active segment's records were in the map; a truncation removes them.
+        // A truncation while the pass ran changes the log's generation: the pass is
+        // dropped, whatever its map named.
         let cut = log.active().base_offset() + 1;
         log.truncate_to(cut).unwrap();
         let before = read_from(&log, 0);
