@@ -127,11 +127,7 @@ fn prepare_all(
 }
 
 /// Appends every prepared partition, in request order.
-fn append_all(
-    prepared: PreparedTopics,
-    now: i64,
-    required: RequiredAcks,
-) -> Vec<(TopicName, Uuid, Vec<(i32, Appended)>)> {
+fn append_all(prepared: PreparedTopics, now: i64, required: RequiredAcks) -> AppendedTopics {
     let mut topics = Vec::with_capacity(prepared.len());
     for (name, topic_id, partitions) in prepared {
         let appended = partitions
@@ -152,6 +148,9 @@ fn append_all(
 
 /// One partition's append, with the partition to wait on for acks=all.
 type Appended = Result<(ProduceOutcome, Arc<Partition>), PartitionFailure>;
+
+/// Every topic's partitions as the request lists them, each appended or failed.
+type AppendedTopics = Vec<(TopicName, Uuid, Vec<(i32, Appended)>)>;
 
 /// acks=all: the outcome once the ISR has the records; the error the client retries on
 /// otherwise (NOT_LEADER_OR_FOLLOWER after a leader change, REQUEST_TIMED_OUT,

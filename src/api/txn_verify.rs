@@ -62,9 +62,7 @@ pub async fn verify(
     let started = tokio::time::Instant::now();
     loop {
         let verdicts = verify_once(broker, transactional_id, operation, candidates, now_ms).await;
-        let concurrent = verdicts
-            .iter()
-            .any(|verdict| *verdict == Err(ResponseError::ConcurrentTransactions));
+        let concurrent = verdicts.contains(&Err(ResponseError::ConcurrentTransactions));
         // Each round starts the verification again: the marker that ended the previous
         // transaction meanwhile dropped the guard the last round was given.
         if !operation.adds() || !concurrent || started.elapsed() >= CONCURRENT_RETRY_MAX {

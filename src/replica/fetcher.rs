@@ -196,8 +196,6 @@ impl ReplicaFetchers {
     }
 }
 
-/// The leader's inter-broker endpoint (`host:port` of its first listener, as registered).
-
 struct FetcherTask {
     leader: NodeId,
     address: String,

@@ -297,8 +297,6 @@ fn group_by_leader(
     by_leader
 }
 
-/// A leader's inter-broker endpoint: its first registered listener.
-
 /// One WriteTxnMarkers v1 with a marker per transaction, each naming its partitions by
 /// topic.
 pub fn batch_request(jobs: &[(&MarkerJob, &[(String, i32)])]) -> WriteTxnMarkersRequest {
