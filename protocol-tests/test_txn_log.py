@@ -3,8 +3,10 @@ written with WriteTxnMarkers v1 (as the transaction coordinator would), the last
 offset, read_committed fetches with their aborted transactions, ListOffsets under
 read_committed, and the same answers after a kill -9 and recovery.
 
-The producer ids come from InitProducerId without a transactional id (idempotent): the log
-does not ask the coordinator whether a producer is transactional (transactions v1 only).
+The producer ids come from InitProducerId without a transactional id (idempotent), and no
+coordinator knows these transactions: the broker runs with
+`transaction.partition.verification.enable=false`, so leaders append transactional batches
+without asking a coordinator (KIP-890's verification is tested in test_txn_verification.py).
 """
 
 import clients
@@ -12,6 +14,9 @@ import rawkafka
 from rawkafka import array, int8, int16, int32, int64, string, uvarint
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.util import calc_crc32c
+
+# No coordinator is involved: the markers are written by hand.
+BROKER_OVERRIDES = {"transaction.partition.verification.enable": "false"}
 
 WRITE_TXN_MARKERS = 27
 INVALID_PRODUCER_EPOCH = 47

@@ -22,6 +22,7 @@ use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
 use crate::txn::markers::NetworkMarkerSender;
 use crate::txn::producer_ids::ProducerIdManager;
+use crate::txn::verification::TxnVerifier;
 use crate::txn::{TRANSACTION_STATE_TOPIC, TransactionCoordinator, TxnCoordinatorConfig};
 use crate::types::NodeId;
 
@@ -60,6 +61,9 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// The transaction coordinator of the `__transaction_state` partitions led here.
     pub transactions: TransactionCoordinator,
+    /// Asks transaction coordinators (here or elsewhere) whether a partition led here is
+    /// in a producer's transaction before its first transactional append (KIP-890).
+    pub verifier: TxnVerifier,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -132,6 +136,14 @@ impl Broker {
                 },
                 Arc::new(NetworkMarkerSender::new(controller.clone(), config.node_id)),
             ),
+            verifier: {
+                let images = controller.clone();
+                TxnVerifier::new(
+                    Box::new(move || images.image()),
+                    config.node_id,
+                    config.transactions.state_log_partitions,
+                )
+            },
             controller,
             config,
             stopping,

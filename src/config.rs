@@ -594,6 +594,10 @@ pub struct TransactionConfig {
     /// How long a `__transaction_state` write waits for its in-sync replicas (Kafka uses
     /// the request timeout; `transaction.state.log.commit.timeout.ms` is our name).
     pub state_log_commit_timeout_ms: u64,
+    /// `transaction.partition.verification.enable` (KIP-890): leaders verify a partition is
+    /// in the producer's transaction before its first transactional append. Static here
+    /// (dynamic in Kafka).
+    pub partition_verification_enable: bool,
 }
 
 impl TransactionConfig {
@@ -632,6 +636,11 @@ impl TransactionConfig {
                 explicit,
                 "transaction.state.log.commit.timeout.ms",
                 5_000,
+            )?,
+            partition_verification_enable: parse(
+                explicit,
+                "transaction.partition.verification.enable",
+                true,
             )?,
         };
         config.validate()?;

@@ -40,8 +40,13 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::Sequence(SequenceError::StaleEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
-        ReplicaError::Sequence(SequenceError::InvalidTxnState { .. }) => {
-            ResponseError::InvalidTxnState
+        ReplicaError::Sequence(
+            SequenceError::InvalidTxnState { .. } | SequenceError::Unverified { .. },
+        ) => ResponseError::InvalidTxnState,
+        // Kafka maps a verification that cannot proceed now to NOT_ENOUGH_REPLICAS: old
+        // clients retry it without refreshing metadata.
+        ReplicaError::Sequence(SequenceError::VerificationsFull) => {
+            ResponseError::NotEnoughReplicas
         }
         ReplicaError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
             ResponseError::TransactionCoordinatorFenced

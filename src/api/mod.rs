@@ -32,6 +32,7 @@ mod transactions_admin;
 mod txn_coordinator;
 mod txn_markers;
 mod txn_offset_commit;
+mod txn_verify;
 
 use std::sync::Arc;
 

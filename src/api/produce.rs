@@ -3,31 +3,36 @@
 //! the answer waits (the produce purgatory) until every in-sync replica has the records,
 //! woken by the followers' fetches, for at most the request's `timeout_ms`.
 //!
-//! Transactional produce (a transactional id, transactional batches) appends like any
-//! idempotent produce; the partition's producer state opens the transaction. The
-//! partition is not verified against the coordinator's transaction (KIP-890 part 1 is not
-//! done; clients of transactions v1 add partitions with AddPartitionsToTxn first).
-//! Control batches from clients are refused (INVALID_RECORD), as Kafka's LogValidator does.
+//! Transactional produce (a transactional id, transactional batches): before the first
+//! batch of a producer's transaction lands on a partition, the transaction coordinator is
+//! asked whether the partition is in the transaction (KIP-890 part 1; Produce v12 has it
+//! added instead, part 2), see `txn_verify`; the append then checks the verification still
+//! holds. The partition's producer state opens the transaction. Control batches from
+//! clients are refused (INVALID_RECORD), as Kafka's LogValidator does.
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::errors::replica_error;
 use super::leader_hint::LeaderHints;
+use super::txn_verify::{self, Candidate};
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::image::is_internal_topic;
-use crate::log::{BatchError, RecordError};
+use crate::log::{BatchError, BatchHeader, RecordError};
 use crate::replica::{Partition, ProduceOutcome, ReplicaError, RequiredAcks};
+use crate::txn::producer_state::Verification;
+use crate::txn::verification::{self, TxnOperation};
 use crate::types::now_ms;
 
 pub async fn handle(
@@ -46,23 +51,12 @@ pub async fn handle(
     let now = now_ms();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
-    let mut topics = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
-        let name = topic.name.0.as_str();
-        let partitions: Vec<(i32, Appended)> = topic
-            .partition_data
-            .into_iter()
-            .map(|data| {
-                let result = if !valid_acks {
-                    Err(ResponseError::InvalidRequiredAcks.into())
-                } else {
-                    produce_partition(broker, &image, name, &data, now, required)
-                };
-                (data.index, result)
-            })
-            .collect();
-        topics.push((topic.name, topic.topic_id, partitions));
-    }
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
+    let mut prepared = prepare_all(broker, &image, request.topic_data, valid_acks);
+    let id = transactional_id.as_deref();
+    verify_transactional(broker, context.version, id, &mut prepared, now).await;
+    // The verification may have taken a round trip: stamp the append with its own time.
+    let topics = append_all(prepared, now_ms(), required);
     if acks == 0 {
         return None;
     }
@@ -105,8 +99,58 @@ pub async fn handle(
     )
 }
 
+/// Every partition's checks before the append, in request order.
+fn prepare_all(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic_data: Vec<kafka_protocol::messages::produce_request::TopicProduceData>,
+    valid_acks: bool,
+) -> PreparedTopics {
+    let mut prepared = Vec::with_capacity(topic_data.len());
+    for topic in topic_data {
+        let name = topic.name.0.as_str();
+        let partitions = topic
+            .partition_data
+            .into_iter()
+            .map(|data| {
+                let result = if !valid_acks {
+                    Err(ResponseError::InvalidRequiredAcks.into())
+                } else {
+                    prepare_partition(broker, image, name, &data)
+                };
+                (data.index, result)
+            })
+            .collect();
+        prepared.push((topic.name, topic.topic_id, partitions));
+    }
+    prepared
+}
+
+/// Appends every prepared partition, in request order.
+fn append_all(prepared: PreparedTopics, now: i64, required: RequiredAcks) -> AppendedTopics {
+    let mut topics = Vec::with_capacity(prepared.len());
+    for (name, topic_id, partitions) in prepared {
+        let appended = partitions
+            .into_iter()
+            .map(|(index, prepared)| {
+                let result = prepared.and_then(|p| {
+                    let outcome =
+                        append_logged(&p.partition, &p.records, now, required, p.verification)?;
+                    Ok((outcome, p.partition))
+                });
+                (index, result)
+            })
+            .collect();
+        topics.push((name, topic_id, appended));
+    }
+    topics
+}
+
 /// One partition's append, with the partition to wait on for acks=all.
 type Appended = Result<(ProduceOutcome, Arc<Partition>), PartitionFailure>;
+
+/// Every topic's partitions as the request lists them, each appended or failed.
+type AppendedTopics = Vec<(TopicName, Uuid, Vec<(i32, Appended)>)>;
 
 /// acks=all: the outcome once the ISR has the records; the error the client retries on
 /// otherwise (NOT_LEADER_OR_FOLLOWER after a leader change, REQUEST_TIMED_OUT,
@@ -146,14 +190,27 @@ impl From<ResponseError> for PartitionFailure {
     }
 }
 
-fn produce_partition(
+/// A partition this broker leads, with the records to append and how they were verified.
+struct Prepared {
+    partition: Arc<Partition>,
+    records: Bytes,
+    verification: Verification,
+}
+
+/// Every topic's partitions as the request lists them, each ready to append or failed.
+type PreparedTopics = Vec<(
+    TopicName,
+    Uuid,
+    Vec<(i32, Result<Prepared, PartitionFailure>)>,
+)>;
+
+/// The checks before any append: internal topic, leadership, records present.
+fn prepare_partition(
     broker: &Broker,
     image: &MetadataImage,
     topic: &str,
     data: &kafka_protocol::messages::produce_request::PartitionProduceData,
-    now: i64,
-    acks: RequiredAcks,
-) -> Appended {
+) -> Result<Prepared, PartitionFailure> {
     // Kafka refuses client appends to internal topics before anything else: garbage in
     // `__consumer_offsets` would stop its coordinator from loading. The coordinators write
     // through `Partition::append` directly, not through this handler.
@@ -165,8 +222,80 @@ fn produce_partition(
     let records = (data.records.as_ref())
         .filter(|r| !r.is_empty())
         .ok_or(ResponseError::InvalidRecord)?;
-    let outcome = append_logged(&partition, records, now, acks)?;
-    Ok((outcome, partition))
+    Ok(Prepared {
+        partition,
+        records: records.clone(),
+        verification: Verification::Off,
+    })
+}
+
+/// KIP-890: the partitions whose first batch is transactional are verified with (or, from
+/// Produce v12, added to) the producer's transaction before anything is appended; those
+/// the coordinator refuses fail here with the error Kafka gives producers.
+async fn verify_transactional(
+    broker: &Broker,
+    version: i16,
+    transactional_id: Option<&str>,
+    prepared: &mut PreparedTopics,
+    now: i64,
+) {
+    let operation = TxnOperation::for_produce(version);
+    if !txn_verify::applies(broker, operation) {
+        return;
+    }
+    let mut slots = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (name, _, partitions) in prepared.iter_mut() {
+        for (index, slot) in partitions.iter_mut() {
+            let Ok(ready) = &mut *slot else { continue };
+            let Some(header) = transactional_header(&ready.records) else {
+                continue;
+            };
+            // Kafka's append check refuses a transactional batch that was never verified
+            // (no transactional id) unless its transaction is open here already.
+            ready.verification = Verification::Guard(None);
+            let same_producer = candidates.first().is_none_or(|first| {
+                (first.producer_id, first.producer_epoch)
+                    == (header.producer_id, header.producer_epoch)
+            });
+            if !same_producer {
+                // Kafka refuses transactional records of more than one producer id.
+                *slot = Err(ResponseError::InvalidProducerIdMapping.into());
+                continue;
+            }
+            candidates.push(Candidate {
+                topic: name.0.to_string(),
+                partition: *index,
+                log: ready.partition.clone(),
+                producer_id: header.producer_id,
+                producer_epoch: header.producer_epoch,
+                sequence: header.base_sequence,
+            });
+            slots.push(slot);
+        }
+    }
+    let Some(transactional_id) = transactional_id else {
+        return;
+    };
+    if candidates.is_empty() {
+        return;
+    }
+    let verdicts = txn_verify::verify(broker, transactional_id, operation, &candidates, now).await;
+    for (slot, verdict) in slots.into_iter().zip(verdicts) {
+        match (slot.as_mut(), verdict) {
+            (Ok(ready), Ok(verification)) => ready.verification = verification,
+            (_, Err(error)) => *slot = Err(verification::produce_error(error).into()),
+            (Err(_), Ok(_)) => {}
+        }
+    }
+}
+
+/// The header of the first batch if it is a transactional data batch with a producer id
+/// (a produce carries one batch per partition; its validation comes at the append).
+fn transactional_header(records: &Bytes) -> Option<BatchHeader> {
+    let header = BatchHeader::parse(records).ok()?;
+    (header.is_transactional() && header.has_producer_id() && !header.is_control())
+        .then_some(header)
 }
 
 /// Appends, logging a storage fault (KAFKA_STORAGE_ERROR: disk full, I/O error) once when
@@ -177,8 +306,9 @@ fn append_logged(
     records: &Bytes,
     now: i64,
     acks: RequiredAcks,
+    verification: Verification,
 ) -> Result<ProduceOutcome, PartitionFailure> {
-    match partition.append_with(records, now, acks) {
+    match partition.append_verified(records, now, acks, verification) {
         Ok(outcome) => {
             if partition.end_storage_fault() {
                 tracing::info!(tp = %partition.tp, "appends succeed again after a storage fault");

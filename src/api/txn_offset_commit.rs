@@ -6,8 +6,12 @@
 //! Checks in Kafka's order: the group id, the coordinator, the membership (v3+ carries
 //! generation, member id and group instance id; older clients send none and are taken
 //! as "simple" commits), then each partition on its own: a topic-partition that does not
-//! exist is UNKNOWN_TOPIC_OR_PARTITION. Transactions version 2 (v5's implicit
-//! AddOffsetsToTxn and its verification) is not done: v5 is served as v4.
+//! exist is UNKNOWN_TOPIC_OR_PARTITION.
+//!
+//! After the membership checks the offsets partition is verified with the transaction
+//! coordinator as a produce's partitions are (KIP-890, `txn_verify`): v0-4 ask whether the
+//! group's offsets partition is in the transaction (AddOffsetsToTxn put it there); v5,
+//! whose clients (transactions version 2) skip AddOffsetsToTxn, has it added.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -18,14 +22,20 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use super::RequestContext;
 use super::errors::{coordinator_error, group_error};
 use super::group_offsets::coordinator_partition;
+use super::txn_verify::{self, Candidate};
 use crate::broker::Broker;
 use crate::group::records::OffsetValue;
-use crate::group::{GroupState, OffsetCommit, TxnProducer};
+use crate::group::{GroupState, OFFSETS_TOPIC, OffsetCommit, TxnProducer};
+use crate::log::batch::NO_SEQUENCE;
+use crate::replica::Partition;
+use crate::txn::producer_state::Verification;
+use crate::txn::verification::TxnOperation;
 use crate::types::now_ms;
+use std::sync::Arc;
 
 pub async fn handle(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let group = request.group_id.0.to_string();
@@ -39,10 +49,25 @@ pub async fn handle(
     } else {
         coordinator_partition(broker, &group).map_err(|e| coordinator_error(&e))
     };
-    let group_error = match &log {
+    let mut group_error = match &log {
         Err(error) => Some(*error),
         Ok(_) => membership_error(broker, &group, &request).await,
     };
+    // Verified only when something will be written: a commit the membership checks or
+    // unknown topics refuse appends nothing, so it keeps those answers (Kafka verifies
+    // before validating membership; it answers such a commit with the verification's
+    // error when both fail).
+    let any_known = request.topics.iter().any(|topic| {
+        let name = topic.name.0.as_str();
+        (topic.partitions.iter()).any(|p| image.partition(name, p.partition_index).is_some())
+    });
+    let mut verification = Verification::Off;
+    if let (Ok(partition), None, true) = (&log, group_error, any_known) {
+        match verify(broker, context.version, &request, partition, now).await {
+            Ok(verified) => verification = verified,
+            Err(error) => group_error = Some(error),
+        }
+    }
     let mut commits = Vec::new();
     let mut slots = Vec::new();
     for topic in &request.topics {
@@ -77,6 +102,7 @@ pub async fn handle(
     let producer = TxnProducer {
         producer_id: request.producer_id.0,
         producer_epoch: request.producer_epoch,
+        verification,
     };
     let results = match &log {
         Ok(log) if !commits.is_empty() => {
@@ -115,6 +141,38 @@ pub async fn handle(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The group's offsets partition verified with (v5: added to) the producer's transaction;
+/// the verification the commit's append presents, or the error every partition gets. The
+/// coordinator's errors go to the client as they are (Kafka's group coordinator passes
+/// them on), but for a full verification table, answered as a write that cannot be made
+/// now.
+async fn verify(
+    broker: &Broker,
+    version: i16,
+    request: &TxnOffsetCommitRequest,
+    partition: &Arc<Partition>,
+    now: i64,
+) -> Result<Verification, ResponseError> {
+    let candidate = Candidate {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition: partition.tp.partition,
+        log: partition.clone(),
+        producer_id: request.producer_id.0,
+        producer_epoch: request.producer_epoch,
+        // The coordinator's batch carries no sequence (Kafka passes NO_SEQUENCE too).
+        sequence: NO_SEQUENCE,
+    };
+    let operation = TxnOperation::for_txn_offset_commit(version);
+    let id = request.transactional_id.0.as_str();
+    let verdicts = txn_verify::verify(broker, id, operation, &[candidate], now).await;
+    match verdicts.into_iter().next() {
+        Some(Ok(verification)) => Ok(verification),
+        Some(Err(ResponseError::NotEnoughReplicas)) => Err(ResponseError::CoordinatorNotAvailable),
+        Some(Err(error)) => Err(error),
+        None => Ok(Verification::Off),
+    }
 }
 
 /// Kafka's `validateTransactionalOffsetCommit`: a group that does not exist takes the

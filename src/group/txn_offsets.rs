@@ -174,6 +174,7 @@ mod tests {
     const PRODUCER: TxnProducer = TxnProducer {
         producer_id: 4000,
         producer_epoch: 2,
+        verification: crate::txn::producer_state::Verification::Off,
     };
 
     fn config() -> CoordinatorConfig {

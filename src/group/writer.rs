@@ -20,7 +20,7 @@ use super::CoordinatorError;
 use crate::log::batch::plain_record;
 use crate::log::{BatchError, LogError};
 use crate::replica::{Partition, ReplicaError};
-use crate::txn::producer_state::SequenceError;
+use crate::txn::producer_state::{SequenceError, Verification};
 
 /// Where and how long a write may wait: the partition's log, the leader epoch its state
 /// was loaded at, and the wait for replication (the request's timeout, or
@@ -39,6 +39,9 @@ pub struct WriteTarget<'a> {
 pub struct TxnProducer {
     pub producer_id: i64,
     pub producer_epoch: i16,
+    /// How the write was verified with the transaction coordinator (KIP-890): checked by
+    /// the partition under the append's lock, as a client's produce is.
+    pub verification: Verification,
 }
 
 /// Appends key/value records (a `None` value is a tombstone) as one uncompressed batch and
@@ -89,7 +92,9 @@ pub fn append(
     // AppendOrigin.COORDINATOR): it carries no sequence, so the partition checks only its
     // epoch (stale -> INVALID_PRODUCER_EPOCH) and opens the producer's transaction.
     let appended = match producer {
-        Some(_) => target.log.append_coordinator(&batch, now_ms),
+        Some(producer) => target
+            .log
+            .append_coordinator(&batch, now_ms, producer.verification),
         None => target.log.append(&batch, now_ms),
     };
     let outcome = appended.map_err(|error| write_error(&error))?;
@@ -157,6 +162,11 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
         // only producer-state check a coordinator-origin append meets.)
         ReplicaError::Sequence(SequenceError::StaleEpoch { .. }) => {
             CoordinatorError::InvalidProducerEpoch
+        }
+        // The offsets partition was not verified as part of the producer's transaction,
+        // or that transaction ended meanwhile (KIP-890): Kafka's INVALID_TXN_STATE.
+        ReplicaError::Sequence(SequenceError::Unverified { .. }) => {
+            CoordinatorError::InvalidTxnState
         }
         other => CoordinatorError::Storage(other.to_string()),
     }

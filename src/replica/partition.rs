@@ -42,7 +42,9 @@ use crate::log::{
 };
 use crate::txn::marker::{encode_marker_batch, parse_marker};
 use crate::txn::producer_snapshot;
-use crate::txn::producer_state::{ProducerStateTable, SequenceCheck, TxnMarker};
+use crate::txn::producer_state::{
+    ProducerStateTable, SequenceCheck, TxnMarker, Verification, VerificationGuard,
+};
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string};
 
 /// Kafka's file beside the segments that binds a partition directory to a topic id, so a
@@ -371,8 +373,44 @@ impl Partition {
         now_ms: i64,
         acks: RequiredAcks,
     ) -> Result<ProduceOutcome, ReplicaError> {
+        self.append_verified(records, now_ms, acks, Verification::Off)
+    }
+
+    /// [`Self::append_with`] for a produce whose transactional batches were verified with
+    /// the transaction coordinator under `verification` (KIP-890): the guard is checked
+    /// under the same lock as the append.
+    pub fn append_verified(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        acks: RequiredAcks,
+        verification: Verification,
+    ) -> Result<ProduceOutcome, ReplicaError> {
         let (records, headers) = self.validate(records, now_ms)?;
-        self.append_checked(&records, &headers, now_ms, acks, Origin::Client)
+        let origin = Origin::Client(verification);
+        self.append_checked(&records, &headers, now_ms, acks, origin)
+    }
+
+    /// Starts (or joins) the verification of `producer_id`'s transaction before its
+    /// transactional batch at `epoch`/`sequence` is appended here; `None` when its
+    /// transaction is open here already. Only the leader verifies.
+    pub fn start_verification(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        now_ms: i64,
+    ) -> Result<Option<VerificationGuard>, ReplicaError> {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if !state.leads {
+            return Err(ReplicaError::NotLeader);
+        }
+        if state.log.is_none() {
+            return Err(ReplicaError::Deleted);
+        }
+        Ok(state
+            .producers
+            .start_verification(producer_id, epoch, sequence, now_ms)?)
     }
 
     /// A coordinator's transactional write for a producer (the group coordinator's
@@ -383,6 +421,7 @@ impl Partition {
         &self,
         records: &Bytes,
         now_ms: i64,
+        verification: Verification,
     ) -> Result<ProduceOutcome, ReplicaError> {
         let (records, headers) = self.validate(records, now_ms)?;
         self.append_checked(
@@ -390,7 +429,7 @@ impl Partition {
             &headers,
             now_ms,
             RequiredAcks::All,
-            Origin::Coordinator,
+            Origin::Coordinator(verification),
         )
     }
 
@@ -429,7 +468,7 @@ impl Partition {
     ) -> Result<ProduceOutcome, ReplicaError> {
         let marker = match origin {
             Origin::Marker(marker) => Some(marker),
-            Origin::Client | Origin::Coordinator => None,
+            Origin::Client(_) | Origin::Coordinator(_) => None,
         };
         // The log stamps offsets into its own copy; make it before taking the lock.
         let owned = BytesMut::from(&records[..]);
@@ -453,13 +492,24 @@ impl Partition {
                     state.producers.check_marker(producer_id, epoch, marker)?;
                     None
                 }
-                Origin::Coordinator => {
+                Origin::Coordinator(verification) => {
                     for header in headers {
                         state.producers.check_coordinator(header)?;
+                        state.producers.check_verified(header, verification)?;
                     }
                     None
                 }
-                Origin::Client => check_sequences(&state.producers, headers)?,
+                Origin::Client(verification) => {
+                    let duplicate = check_sequences(&state.producers, headers)?;
+                    // A retry of batches already in the log is answered whatever the
+                    // guard: they were verified when they were appended.
+                    if duplicate.is_none() {
+                        for header in headers {
+                            state.producers.check_verified(header, verification)?;
+                        }
+                    }
+                    duplicate
+                }
             };
             if let Some(duplicate) = duplicate {
                 return Ok(ProduceOutcome {
@@ -1515,10 +1565,12 @@ fn read_marker(
 /// Who a leader's append comes from, which decides how producer state checks it.
 #[derive(Clone, Copy)]
 enum Origin {
-    /// A client's produce: sequences checked, retries answered with their offsets.
-    Client,
-    /// A coordinator's transactional batch without sequence: only its epoch is checked.
-    Coordinator,
+    /// A client's produce: sequences checked, retries answered with their offsets;
+    /// transactional batches verified as the request was (KIP-890).
+    Client(Verification),
+    /// A coordinator's transactional batch without sequence: only its epoch is checked,
+    /// and its verification (TxnOffsetCommit's, as a client's).
+    Coordinator(Verification),
     /// A commit or abort marker (WriteTxnMarkers).
     Marker(TxnMarker),
 }
@@ -1549,9 +1601,8 @@ fn check_produce_shape(headers: &[BatchHeader]) -> Result<(), BatchError> {
     Ok(())
 }
 
-/// Runs the idempotence and transaction checks over every batch of one produce. Transactional
-/// batches are accepted without asking the coordinator whether the partition is in the
-/// producer's transaction (KIP-890's verification is not done; transactions v1 only).
+/// Runs the idempotence and transaction checks over every batch of one produce (the
+/// verification guard is checked after, see `Origin::Client`).
 /// `Some(offset)` means the request is a retry of batches already in the log, answered with their first offset.
 fn check_sequences(
     producers: &ProducerStateTable,

@@ -353,3 +353,72 @@ fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
         before
     );
 }
+
+/// KIP-890's guard at the partition: a produce verified before the transaction's marker
+/// landed is refused after it, under the append's lock, and appends nothing.
+#[test]
+fn a_verified_produce_that_arrives_after_the_marker_is_refused() {
+    use crate::txn::producer_state::Verification;
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    let guard = partition.start_verification(T1, EPOCH, 0, 0).unwrap();
+    assert!(guard.is_some(), "no transaction open: it must be verified");
+    // The coordinator aborts the transaction meanwhile; its marker lands first.
+    partition
+        .append_txn_marker(T1, EPOCH, marker(false, 5), 0)
+        .unwrap();
+    let end_before = partition.offsets().unwrap().1;
+    let late = partition.append_verified(
+        &batch(T1, 0, 1, true),
+        0,
+        RequiredAcks::Leader,
+        Verification::Guard(guard),
+    );
+    assert!(
+        matches!(
+            late,
+            Err(ReplicaError::Sequence(SequenceError::Unverified {
+                producer_id: T1
+            }))
+        ),
+        "{late:?}"
+    );
+    assert_eq!(
+        partition.offsets().unwrap().1,
+        end_before,
+        "nothing appended"
+    );
+    assert_eq!(lso(&partition), end_before, "no transaction left hanging");
+    // A fresh verification lets the next transaction in; later batches need no guard.
+    let fresh = partition.start_verification(T1, EPOCH, 0, 0).unwrap();
+    let first = batch(T1, 0, 1, true);
+    partition
+        .append_verified(&first, 0, RequiredAcks::Leader, Verification::Guard(fresh))
+        .unwrap();
+    assert_eq!(partition.start_verification(T1, EPOCH, 1, 0).unwrap(), None);
+    partition
+        .append_verified(
+            &batch(T1, 1, 1, true),
+            0,
+            RequiredAcks::Leader,
+            Verification::Guard(None),
+        )
+        .unwrap();
+    // A retry of an appended batch is answered with its offsets whatever the guard.
+    let retry = partition
+        .append_verified(&first, 0, RequiredAcks::Leader, Verification::Guard(None))
+        .unwrap();
+    assert_eq!(retry.base_offset, end_before);
+    // With verification off nothing is asked of the guard (today's behaviour).
+    partition
+        .append_txn_marker(T1, EPOCH, marker(true, 5), 0)
+        .unwrap();
+    partition
+        .append_verified(
+            &batch(T1, 2, 1, true),
+            0,
+            RequiredAcks::Leader,
+            Verification::Off,
+        )
+        .unwrap();
+}

@@ -11,6 +11,9 @@
 //! [`coordinator`] the shell that writes every change to `__transaction_state` before it
 //! answers, `loader` follows that topic's leadership (replay on election, unload on
 //! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders.
+//!
+//! On the partition leader, [`verification`] asks the coordinators whether a partition is
+//! in a producer's transaction before its first transactional batch lands (KIP-890).
 
 pub mod coordinator;
 #[cfg(test)]
@@ -26,6 +29,7 @@ pub mod records;
 #[cfg(test)]
 mod sim;
 pub mod state;
+pub mod verification;
 
 pub use coordinator::{
     ProducerIdSource, TRANSACTION_STATE_TOPIC, TransactionCoordinator, TxnCoordinatorConfig,

@@ -13,8 +13,18 @@
 //! the epoch rules that fence zombies: data or a marker with an older producer epoch is
 //! refused, a marker bumps the epoch to its own, and a marker from a coordinator epoch
 //! older than the last one seen is refused (the coordinator moved).
+//!
+//! Verification (KIP-890 part 1, Kafka's `VerificationStateEntry`): before the leader
+//! appends a transactional batch for a producer with no transaction open here, it asks the
+//! transaction coordinator whether the partition is in the producer's transaction. The
+//! table hands out a [`VerificationGuard`] when that question starts and forgets it when
+//! any transactional batch or marker of the producer lands; the append must present the
+//! guard that is still current. So a produce verified for one transaction cannot land
+//! after that transaction's marker (the guard is gone) nor inside a later transaction
+//! (that one has a new guard): the hanging transaction KIP-890 is about.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::log::BatchHeader;
 use crate::log::batch::NO_SEQUENCE;
@@ -23,6 +33,49 @@ use crate::log::batch::NO_SEQUENCE;
 pub const BATCHES_REMEMBERED: usize = 5;
 /// Coordinator epoch of a producer that never saw a marker (Kafka's -1).
 pub const NO_COORDINATOR_EPOCH: i32 = -1;
+/// Verifications open at once per partition. Kafka bounds them only by expiry; a cap keeps
+/// a flood of producers that never finish verifying from growing the table without end.
+pub const VERIFICATIONS_MAX: usize = 10_000;
+/// A verification that never led to an append is forgotten after this long (Kafka uses
+/// `producer.id.expiration.ms`, default one day).
+pub const VERIFICATION_EXPIRATION_MS: i64 = 86_400_000;
+
+/// One verification of a producer's transaction on a partition (Kafka's
+/// `VerificationGuard`, compared by identity there). Numbers come from one process-wide
+/// counter, so a guard issued before the table was rebuilt (leadership moved away and
+/// back) never equals one issued after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VerificationGuard(u64);
+
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(1);
+
+impl VerificationGuard {
+    fn fresh() -> VerificationGuard {
+        VerificationGuard(NEXT_GUARD.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// What an append asks of the verification state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// `transaction.partition.verification.enable=false`, or a write verification does
+    /// not apply to: no check.
+    Off,
+    /// The guard the request was verified under (`None`: it was not, Kafka's SENTINEL).
+    /// A transactional batch of a producer with no open transaction needs the current one.
+    Guard(Option<VerificationGuard>),
+}
+
+/// A producer's verification in progress (Kafka's `VerificationStateEntry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VerificationEntry {
+    guard: VerificationGuard,
+    /// The epoch and the lowest sequence seen while verifying: a higher sequence must not
+    /// land before the lower one that is still being retried (an OutOfOrderSequence loop).
+    epoch: i16,
+    lowest_sequence: i32,
+    created_ms: i64,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchRecord {
@@ -100,6 +153,13 @@ pub enum SequenceError {
     /// A non-transactional batch while the producer has a transaction open.
     #[error("producer {producer_id} has an open transaction; expected a transactional batch")]
     InvalidTxnState { producer_id: i64 },
+    /// A transactional batch for a producer with no open transaction here, without the
+    /// current verification guard (never verified, or its transaction ended meanwhile).
+    #[error("producer {producer_id}: the batch is not part of a verified ongoing transaction")]
+    Unverified { producer_id: i64 },
+    /// [`VERIFICATIONS_MAX`] verifications are open on the partition (retriable).
+    #[error("too many transaction verifications in progress on this partition")]
+    VerificationsFull,
     /// A marker from a transaction coordinator older than the last one seen.
     #[error("producer {producer_id}: coordinator epoch {found} is older than {current}")]
     CoordinatorFenced {
@@ -124,6 +184,9 @@ pub struct ProducerStateTable {
     /// (first offset, producer id) of every open transaction: the first is the partition's
     /// first unstable offset. Always equal to what the entries' `txn_first_offset` say.
     open_txns: BTreeSet<(i64, i64)>,
+    /// Verifications in progress by producer id: in memory only, as in Kafka (a restart
+    /// or a leader change makes the producer verify again).
+    verifications: HashMap<i64, VerificationEntry>,
 }
 
 impl ProducerStateTable {
@@ -146,6 +209,18 @@ impl ProducerStateTable {
             });
         }
         let sequence = check_sequence(entry, header)?;
+        if sequence == SequenceCheck::Accept
+            && let Some(verifying) = self.verifications.get(&producer_id)
+            && header.base_sequence > verifying.lowest_sequence
+        {
+            // Kafka's ProducerAppendInfo: while a lower sequence is still being verified
+            // (its verification failed retriably), a higher one must not overtake it.
+            return Err(SequenceError::OutOfOrder {
+                producer_id,
+                found: header.base_sequence,
+                expected: verifying.lowest_sequence,
+            });
+        }
         // Kafka's ProducerAppendInfo: a plain write in the middle of a transaction.
         if sequence == SequenceCheck::Accept
             && !header.is_transactional()
@@ -205,6 +280,10 @@ impl ProducerStateTable {
         if !header.has_producer_id() || header.is_control() {
             return;
         }
+        if header.is_transactional() {
+            // The transaction is open here now: later batches need no guard.
+            self.verifications.remove(&header.producer_id);
+        }
         let entry = self.producers.entry(header.producer_id).or_default();
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
@@ -238,6 +317,8 @@ impl ProducerStateTable {
         marker: TxnMarker,
         offset: i64,
     ) -> CompletedTxn {
+        // The transaction ended: whatever was verified for it must not land after this.
+        self.verifications.remove(&producer_id);
         let entry = self.producers.entry(producer_id).or_default();
         if epoch != entry.epoch {
             // The coordinator fences a zombie by bumping the epoch with the marker.
@@ -271,6 +352,97 @@ impl ProducerStateTable {
     pub fn stable_offset_after(&self, completed: &CompletedTxn) -> i64 {
         self.first_unstable_offset()
             .unwrap_or(completed.last_offset + 1)
+    }
+
+    /// True if `producer_id` has a transaction open here at `epoch` (Kafka's
+    /// `hasOngoingTransaction`): its batches need no verification. A transaction open at
+    /// another epoch does not count: with transactions version 2 every transaction has its
+    /// own epoch, and the next one may start before the last one's marker is here.
+    pub fn has_ongoing_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|entry| entry.txn.txn_first_offset.is_some() && entry.epoch == epoch)
+    }
+
+    /// Starts (or joins) the verification of `producer_id`'s transaction before a
+    /// transactional batch at `epoch` from `sequence` is appended (Kafka's
+    /// `maybeStartTransactionVerification`). `None`: its transaction is open here, no
+    /// verification needed. Otherwise the guard the append must present; concurrent
+    /// requests of one producer share it.
+    pub fn start_verification(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        now_ms: i64,
+    ) -> Result<Option<VerificationGuard>, SequenceError> {
+        if self.has_ongoing_transaction(producer_id, epoch) {
+            return Ok(None);
+        }
+        if !self.verifications.contains_key(&producer_id)
+            && self.verifications.len() >= VERIFICATIONS_MAX
+        {
+            self.expire_verifications(now_ms, VERIFICATION_EXPIRATION_MS);
+            if self.verifications.len() >= VERIFICATIONS_MAX {
+                return Err(SequenceError::VerificationsFull);
+            }
+        }
+        let entry = self
+            .verifications
+            .entry(producer_id)
+            .or_insert_with(|| VerificationEntry {
+                guard: VerificationGuard::fresh(),
+                epoch,
+                lowest_sequence: sequence,
+                created_ms: now_ms,
+            });
+        // Kafka's maybeUpdateLowestSequenceAndEpoch: a bumped epoch restarts sequences.
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.lowest_sequence = sequence;
+        } else if epoch == entry.epoch && sequence < entry.lowest_sequence {
+            entry.lowest_sequence = sequence;
+        }
+        Ok(Some(entry.guard))
+    }
+
+    /// The append-time half: a transactional data batch of a producer with no open
+    /// transaction (at its epoch) lands only with the guard that is still current, checked
+    /// under the same lock as the append.
+    pub fn check_verified(
+        &self,
+        header: &BatchHeader,
+        verification: Verification,
+    ) -> Result<(), SequenceError> {
+        let Verification::Guard(presented) = verification else {
+            return Ok(());
+        };
+        let producer_id = header.producer_id;
+        if !header.is_transactional()
+            || header.is_control()
+            || self.has_ongoing_transaction(producer_id, header.producer_epoch)
+        {
+            return Ok(());
+        }
+        let current = self
+            .verifications
+            .get(&producer_id)
+            .map(|entry| entry.guard);
+        match (current, presented) {
+            (Some(current), Some(presented)) if current == presented => Ok(()),
+            _ => Err(SequenceError::Unverified { producer_id }),
+        }
+    }
+
+    /// Forgets verifications started `expiration_ms` or longer before `now_ms` that never
+    /// led to an append.
+    pub fn expire_verifications(&mut self, now_ms: i64, expiration_ms: i64) {
+        self.verifications
+            .retain(|_, entry| now_ms.saturating_sub(entry.created_ms) < expiration_ms);
+    }
+
+    pub fn verification_count(&self) -> usize {
+        self.verifications.len()
     }
 
     /// Open transactions as (producer id, first offset), oldest first.
@@ -681,6 +853,142 @@ pub(crate) mod tests {
                 current: 2
             })
         );
+    }
+
+    fn guarded(guard: Option<VerificationGuard>) -> Verification {
+        Verification::Guard(guard)
+    }
+
+    #[test]
+    fn a_verified_batch_lands_only_with_the_current_guard() {
+        let mut table = ProducerStateTable::default();
+        let header = txn_batch(1, 0, 0, 1);
+        // Never verified: refused (Kafka's SENTINEL guard).
+        assert_eq!(
+            table.check_verified(&header, guarded(None)),
+            Err(SequenceError::Unverified { producer_id: 1 })
+        );
+        let guard = table.start_verification(1, 0, 0, 10).unwrap();
+        assert!(guard.is_some());
+        // A second request of the same producer joins the same verification.
+        assert_eq!(table.start_verification(1, 0, 0, 11).unwrap(), guard);
+        assert_eq!(table.check_verified(&header, guarded(guard)), Ok(()));
+        // With verification off nothing is checked.
+        assert_eq!(table.check_verified(&header, Verification::Off), Ok(()));
+        accept(&mut table, header, 0);
+        assert_eq!(table.verification_count(), 0, "the append clears it");
+        // The transaction is open: no verification, no guard needed.
+        assert_eq!(table.start_verification(1, 0, 1, 12), Ok(None));
+        assert_eq!(
+            table.check_verified(&txn_batch(1, 0, 1, 1), guarded(None)),
+            Ok(())
+        );
+        // Plain batches are never checked.
+        assert_eq!(
+            table.check_verified(&batch(2, 0, 0, 1), guarded(None)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_late_produce_cannot_reopen_an_ended_transaction() {
+        // KIP-890's hanging transaction: a produce verified for transaction N arrives
+        // after N's abort marker; it must not open a transaction nobody will end.
+        let mut table = ProducerStateTable::default();
+        let late = table.start_verification(1, 0, 0, 0).unwrap();
+        table.complete(1, 0, marker(false, 0), 0);
+        assert_eq!(
+            table.check_verified(&txn_batch(1, 0, 0, 1), guarded(late)),
+            Err(SequenceError::Unverified { producer_id: 1 })
+        );
+        // Nor may it land in transaction N+1, verified under a new guard.
+        let next = table.start_verification(1, 0, 0, 1).unwrap();
+        assert_ne!(next, late);
+        assert_eq!(
+            table.check_verified(&txn_batch(1, 0, 0, 1), guarded(late)),
+            Err(SequenceError::Unverified { producer_id: 1 })
+        );
+        assert_eq!(
+            table.check_verified(&txn_batch(1, 0, 0, 1), guarded(next)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_guard_does_not_survive_a_rebuilt_table() {
+        let mut table = ProducerStateTable::default();
+        let old = table.start_verification(1, 0, 0, 0).unwrap();
+        let mut rebuilt = ProducerStateTable::default();
+        let new = rebuilt.start_verification(1, 0, 0, 0).unwrap();
+        assert_ne!(old, new);
+        assert!(
+            rebuilt
+                .check_verified(&txn_batch(1, 0, 0, 1), guarded(old))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_transaction_at_another_epoch_is_not_ongoing() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, txn_batch(1, 3, 0, 1), 0);
+        assert!(table.has_ongoing_transaction(1, 3));
+        assert!(!table.has_ongoing_transaction(1, 4));
+        assert!(table.start_verification(1, 4, 0, 0).unwrap().is_some());
+        assert!(
+            table
+                .check_verified(&txn_batch(1, 4, 0, 1), guarded(None))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_lowest_sequence_being_verified_goes_first() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, batch(1, 0, 0, 2), 0);
+        table.start_verification(1, 0, 4, 0).unwrap();
+        table.start_verification(1, 0, 2, 0).unwrap();
+        table.start_verification(1, 0, 6, 0).unwrap();
+        assert_eq!(
+            table.check(&txn_batch(1, 0, 4, 2)),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 1,
+                found: 4,
+                expected: 2
+            })
+        );
+        assert_eq!(
+            table.check(&txn_batch(1, 0, 2, 2)),
+            Ok(SequenceCheck::Accept)
+        );
+        // A bumped epoch restarts from its own sequence.
+        table.start_verification(1, 1, 0, 0).unwrap();
+        assert_eq!(
+            table.check(&txn_batch(1, 1, 0, 1)),
+            Ok(SequenceCheck::Accept)
+        );
+    }
+
+    #[test]
+    fn verifications_expire_and_are_bounded() {
+        let mut table = ProducerStateTable::default();
+        table.start_verification(1, 0, 0, 0).unwrap();
+        table.expire_verifications(VERIFICATION_EXPIRATION_MS - 1, VERIFICATION_EXPIRATION_MS);
+        assert_eq!(table.verification_count(), 1);
+        table.expire_verifications(VERIFICATION_EXPIRATION_MS, VERIFICATION_EXPIRATION_MS);
+        assert_eq!(table.verification_count(), 0);
+        for producer_id in 0..VERIFICATIONS_MAX as i64 {
+            table.start_verification(producer_id, 0, 0, 5).unwrap();
+        }
+        assert_eq!(
+            table.start_verification(-7, 0, 0, 6),
+            Err(SequenceError::VerificationsFull)
+        );
+        // An existing producer still joins its verification; expiry makes room.
+        assert!(table.start_verification(3, 0, 0, 6).is_ok());
+        let later = 5 + VERIFICATION_EXPIRATION_MS;
+        assert!(table.start_verification(-7, 0, 0, later).unwrap().is_some());
+        assert_eq!(table.verification_count(), 1);
     }
 
     #[test]
