@@ -6,8 +6,9 @@
 //! [`producer_snapshot`] saves it beside the segments so a restart need not rebuild it
 //! from every batch header.
 //!
-//! The transaction coordinator (transaction version 1): [`records`] holds Kafka's
-//! `__transaction_state` record formats, [`state`] the pure per-id state machine,
+//! The transaction coordinator (transaction versions 1 and 2, [`version`]): [`records`]
+//! holds Kafka's `__transaction_state` record formats, [`state`] the pure per-id state
+//! machine (EndTxn's rules in `end_txn`),
 //! [`coordinator`] the shell that writes every change to `__transaction_state` before it
 //! answers, `loader` follows that topic's leadership (replay on election, unload on
 //! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders.
@@ -15,6 +16,7 @@
 pub mod coordinator;
 #[cfg(test)]
 mod coordinator_tests;
+mod end_txn;
 mod error;
 mod loader;
 pub mod marker;
@@ -26,9 +28,11 @@ pub mod records;
 #[cfg(test)]
 mod sim;
 pub mod state;
+pub mod version;
 
 pub use coordinator::{
     ProducerIdSource, TRANSACTION_STATE_TOPIC, TransactionCoordinator, TxnCoordinatorConfig,
     TxnDescription,
 };
 pub use error::TxnError;
+pub use version::TxnVersion;
