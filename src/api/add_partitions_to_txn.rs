@@ -3,7 +3,9 @@
 //!
 //! v0-3 carry one transaction from a client. v4+ carry a batch from a broker; an entry
 //! with `verify_only` asks whether its partitions are already in the ongoing transaction
-//! (nothing is added), the others are added as from a client.
+//! (nothing is added), the others are added for a transaction version 2 producer (Kafka's
+//! `transactionVersionForAddPartitionsToTxn`: the partition leader's implicit add, which
+//! also starts the transaction when it is Empty or complete).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::{
@@ -23,6 +25,7 @@ use super::errors::txn_error;
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::group::OFFSETS_TOPIC;
+use crate::txn::TxnVersion;
 use crate::txn::records::TxnPartitions;
 
 /// The first AddPartitionsToTxn version that knows PRODUCER_FENCED (KIP-588).
@@ -45,13 +48,14 @@ pub async fn add_partitions(
             .with_producer_epoch(request.v3_and_below_producer_epoch)
             .with_topics(request.v3_and_below_topics);
         let fenced_as_old_epoch = context.version < PRODUCER_FENCED_VERSION;
-        let errors = one_transaction(broker, &transaction, fenced_as_old_epoch).await;
+        let errors =
+            one_transaction(broker, &transaction, context.version, fenced_as_old_epoch).await;
         return AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(topic_results(errors));
     }
     let mut results = Vec::with_capacity(request.transactions.len());
     for transaction in &request.transactions {
-        let errors = one_transaction(broker, transaction, false).await;
+        let errors = one_transaction(broker, transaction, context.version, false).await;
         results.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(transaction.transactional_id.clone())
@@ -64,6 +68,7 @@ pub async fn add_partitions(
 async fn one_transaction(
     broker: &Broker,
     transaction: &AddPartitionsToTxnTransaction,
+    request_version: i16,
     fenced_as_old_epoch: bool,
 ) -> PartitionErrors {
     let id = transaction.transactional_id.0.as_str();
@@ -88,9 +93,10 @@ async fn one_transaction(
             Err(error) => same_error(&transaction.topics, code(&error)),
         };
     }
+    let version = TxnVersion::for_add_partitions(request_version);
     let added = broker
         .transactions
-        .add_partitions(id, producer_id, epoch, &partitions)
+        .add_partitions_as(id, producer_id, epoch, &partitions, version)
         .await;
     same_error(&transaction.topics, added.err().as_ref().map_or(0, code))
 }

@@ -150,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn v4_lists_both_features_and_finalizes_only_nonzero_levels() {
+    fn v4_lists_every_feature_and_finalizes_only_nonzero_levels() {
         let decoded = features_round_trip(4);
         let supported: Vec<(&str, i16, i16)> = decoded
             .supported_features
@@ -159,14 +159,23 @@ mod tests {
             .collect();
         assert_eq!(
             supported,
-            [("metadata.version", 7, 25), ("kraft.version", 0, 0)]
+            [
+                ("metadata.version", 7, 25),
+                ("kraft.version", 0, 0),
+                ("transaction.version", 0, 2)
+            ]
         );
         let finalized: Vec<(&str, i16, i16)> = decoded
             .finalized_features
             .iter()
             .map(|f| (f.name.as_str(), f.min_version_level, f.max_version_level))
             .collect();
-        assert_eq!(finalized, [("metadata.version", 25, 25)]);
+        let transactions = features::TRANSACTION_VERSION_FINALIZED;
+        let mut expected = vec![("metadata.version", 25, 25)];
+        if transactions != 0 {
+            expected.push(("transaction.version", transactions, transactions));
+        }
+        assert_eq!(finalized, expected);
         assert_eq!(decoded.finalized_features_epoch, 12);
         assert!(!decoded.zk_migration_ready);
     }
@@ -180,7 +189,12 @@ mod tests {
             .map(|f| f.name.as_str())
             .collect();
         assert_eq!(names, ["metadata.version"]);
-        assert_eq!(decoded.finalized_features.len(), 1);
+        let finalized_count = if features::TRANSACTION_VERSION_FINALIZED != 0 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(decoded.finalized_features.len(), finalized_count);
         assert_eq!(decoded.finalized_features_epoch, 12);
     }
 }

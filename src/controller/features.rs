@@ -7,17 +7,21 @@
 //!
 //! A level is advertised only for behaviour that exists here. Kafka 4.0 also has
 //! `group.version` (1 = KIP-848 consumer groups: the Java consumer then uses
-//! ConsumerGroupHeartbeat) and `transaction.version` (2 = KIP-890 transactions): neither
-//! is implemented, so neither is listed. Kafka itself leaves out of SupportedFeatures any
-//! feature whose highest supported level is 0 (`BrokerFeatures.defaultSupportedFeatures`
-//! keeps a feature only when its max is above 0), and a node that does not list a feature
-//! counts as supporting exactly level 0: so leaving them out is how Kafka says "0 only",
-//! and no client takes a missing `group.version` / `transaction.version` as permission.
+//! ConsumerGroupHeartbeat), which is not implemented, so it is not listed.
+//! `transaction.version` is supported 0-2 (2 = KIP-890 transactions: a Java 4.0 producer
+//! uses EndTxn v5 and implicit partition adds iff the finalized level is at least 2);
+//! its finalized level is [`TRANSACTION_VERSION_FINALIZED`]. Kafka itself leaves out of
+//! SupportedFeatures any feature whose highest supported level is 0
+//! (`BrokerFeatures.defaultSupportedFeatures` keeps a feature only when its max is above
+//! 0), and a node that does not list a feature counts as supporting exactly level 0: so
+//! leaving one out is how Kafka says "0 only", and no client takes a missing
+//! `group.version` as permission.
 
 use super::image::MetadataImage;
 
 pub const METADATA_VERSION: &str = "metadata.version";
 pub const KRAFT_VERSION: &str = "kraft.version";
+pub const TRANSACTION_VERSION: &str = "transaction.version";
 
 /// `metadata.version` 3.3-IV3: the lowest level Kafka 4.0 accepts (`MetadataVersion
 /// .MINIMUM_VERSION`); upgrades to 4.x start from 3.3.x.
@@ -34,10 +38,24 @@ pub const KRAFT_VERSION_MIN: i16 = 0;
 pub const KRAFT_VERSION_MAX: i16 = 0;
 pub const KRAFT_VERSION_FINALIZED: i16 = 0;
 
+/// `transaction.version`: 0 (transactions as before KIP-890), 1 (flexible
+/// `__transaction_state` values), 2 (KIP-890 part 2: an epoch bump per transaction,
+/// partitions added by their leaders). The coordinator serves every level's requests
+/// whatever is finalized, as Kafka does (the request version names the client's version).
+pub const TRANSACTION_VERSION_MIN: i16 = 0;
+pub const TRANSACTION_VERSION_MAX: i16 = 2;
+/// The one switch: what a new cluster finalizes, and so what Java clients use. At 2 the
+/// coordinator's side of KIP-890 is in place (EndTxn v5, AddPartitionsToTxn v5 from a
+/// partition leader); Kafka 4.0 formats new clusters at 2 too. It also picks the
+/// `__transaction_state` value version written (1 from level 1 on, as Kafka).
+pub const TRANSACTION_VERSION_FINALIZED: i16 = 2;
+
 const _: () = assert!(METADATA_VERSION_MIN <= METADATA_VERSION_FINALIZED);
 const _: () = assert!(METADATA_VERSION_FINALIZED <= METADATA_VERSION_MAX);
 const _: () = assert!(KRAFT_VERSION_MIN <= KRAFT_VERSION_FINALIZED);
 const _: () = assert!(KRAFT_VERSION_FINALIZED <= KRAFT_VERSION_MAX);
+const _: () = assert!(TRANSACTION_VERSION_MIN <= TRANSACTION_VERSION_FINALIZED);
+const _: () = assert!(TRANSACTION_VERSION_FINALIZED <= TRANSACTION_VERSION_MAX);
 
 /// One feature's supported range on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +82,11 @@ pub const SUPPORTED: &[SupportedFeature] = &[
         min_level: KRAFT_VERSION_MIN,
         max_level: KRAFT_VERSION_MAX,
     },
+    SupportedFeature {
+        name: TRANSACTION_VERSION,
+        min_level: TRANSACTION_VERSION_MIN,
+        max_level: TRANSACTION_VERSION_MAX,
+    },
 ];
 
 /// The finalized level of every supported feature in `image`, level 0 included (the
@@ -72,6 +95,7 @@ pub fn finalized(_image: &MetadataImage) -> Vec<(&'static str, i16)> {
     vec![
         (METADATA_VERSION, METADATA_VERSION_FINALIZED),
         (KRAFT_VERSION, KRAFT_VERSION_FINALIZED),
+        (TRANSACTION_VERSION, TRANSACTION_VERSION_FINALIZED),
     ]
 }
 
@@ -103,7 +127,7 @@ mod tests {
 
     #[test]
     fn unimplemented_features_are_not_advertised() {
-        for name in ["group.version", "transaction.version", "share.version"] {
+        for name in ["group.version", "share.version"] {
             assert!(SUPPORTED.iter().all(|f| f.name != name), "{name}");
         }
         let kraft = SUPPORTED.iter().find(|f| f.name == KRAFT_VERSION).unwrap();
@@ -111,6 +135,11 @@ mod tests {
             kraft.max_level, 0,
             "KIP-853 dynamic voters are not implemented"
         );
+        let transactions = SUPPORTED
+            .iter()
+            .find(|f| f.name == TRANSACTION_VERSION)
+            .unwrap();
+        assert_eq!((transactions.min_level, transactions.max_level), (0, 2));
     }
 
     #[test]

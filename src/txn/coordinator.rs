@@ -1,6 +1,7 @@
 //! The transaction coordinator (Kafka's TransactionCoordinator + TransactionStateManager,
-//! transaction version 1): owns the transactional ids that hash to the
-//! `__transaction_state` partitions this broker leads.
+//! transaction versions 1 and 2): owns the transactional ids that hash to the
+//! `__transaction_state` partitions this broker leads. Each request runs with the
+//! transaction version its API version names (`version`); `state` and `end_txn` decide.
 //!
 //! Every change follows one path ([`TransactionCoordinator::write`]): decide it purely
 //! (`state`), mark the id pending (other requests answer CONCURRENT_TRANSACTIONS), append
@@ -27,6 +28,7 @@ use super::error::TxnError;
 use super::markers::{MarkerJob, MarkerOutcome, MarkerSender};
 use super::records::{self, TxnPartitions, TxnStatus};
 use super::state::{self, EndDecision, InitDecision, TxnMetadata};
+use super::version::TxnVersion;
 use crate::group::offsets::partition_for;
 use crate::group::writer::{WriteTarget, write_committed};
 use crate::replica::Partition;
@@ -218,13 +220,28 @@ impl TransactionCoordinator {
         }
     }
 
-    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition).
+    /// AddPartitionsToTxn v0-3 and AddOffsetsToTxn (transaction version 0).
     pub async fn add_partitions(
         &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         partitions: &TxnPartitions,
+    ) -> Result<(), TxnError> {
+        let (id, epoch) = (producer_id, producer_epoch);
+        self.add_partitions_as(transactional_id, id, epoch, partitions, TxnVersion::V0)
+            .await
+    }
+
+    /// AddPartitionsToTxn from a client of `version`, or (v4+ without `verify_only`) from
+    /// a partition leader adding a partition for a version 2 producer.
+    pub async fn add_partitions_as(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &TxnPartitions,
+        version: TxnVersion,
     ) -> Result<(), TxnError> {
         let owner = self.owner(transactional_id)?;
         let now = now_ms();
@@ -233,7 +250,8 @@ impl TransactionCoordinator {
                 .txns
                 .get_mut(transactional_id)
                 .ok_or(TxnError::InvalidProducerIdMapping)?;
-            let target = meta.add_partitions(producer_id, producer_epoch, partitions, now)?;
+            let target =
+                meta.add_partitions(producer_id, producer_epoch, partitions, version, now)?;
             if let Some(target) = &target {
                 meta.pending = Some(target.state);
             }
@@ -264,8 +282,8 @@ impl TransactionCoordinator {
         })?
     }
 
-    /// EndTxn: answers once PrepareCommit/PrepareAbort is committed; the markers and the
-    /// completion follow in the background.
+    /// EndTxn v0-4 (transaction version 1): answers once PrepareCommit/PrepareAbort is
+    /// committed; the markers and the completion follow in the background.
     pub async fn end_txn(
         &self,
         transactional_id: &str,
@@ -274,24 +292,68 @@ impl TransactionCoordinator {
         commit: bool,
     ) -> Result<(), TxnError> {
         let owner = self.owner(transactional_id)?;
+        self.end(owner, transactional_id, |meta, now| {
+            meta.end_txn(producer_id, producer_epoch, commit, now)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// EndTxn v5+ (transaction version 2): as [`end_txn`](Self::end_txn), at the next
+    /// epoch (a new producer id when the epoch is exhausted). Answers the producer id and
+    /// epoch the client goes on with.
+    pub async fn end_txn_v2(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        ids: &dyn ProducerIdSource,
+    ) -> Result<(i64, i16), TxnError> {
+        let owner = self.owner(transactional_id)?;
+        let needs_id = self.with_shard(&owner, |shard| {
+            shard
+                .txns
+                .get(transactional_id)
+                .is_some_and(TxnMetadata::end_needs_producer_id)
+        })?;
+        let next_id = if needs_id {
+            Some(ids.next_id().await?)
+        } else {
+            None
+        };
+        self.end(owner, transactional_id, |meta, now| {
+            meta.end_txn_v2(producer_id, producer_epoch, commit, next_id, now)
+        })
+        .await
+    }
+
+    /// Decides an EndTxn on the id's metadata, writes a prepare and starts its
+    /// completion. Returns the producer the client goes on with (version 2's answer).
+    async fn end(
+        &self,
+        owner: Owner,
+        transactional_id: &str,
+        decide: impl FnOnce(&TxnMetadata, i64) -> Result<EndDecision, TxnError>,
+    ) -> Result<(i64, i16), TxnError> {
         let now = now_ms();
-        let decision = self.with_shard(&owner, |shard| {
+        let (decision, current) = self.with_shard(&owner, |shard| {
             let meta = shard
                 .txns
                 .get_mut(transactional_id)
                 .ok_or(TxnError::InvalidProducerIdMapping)?;
-            let decision = meta.end_txn(producer_id, producer_epoch, commit, now)?;
+            let decision = decide(meta, now)?;
             if let EndDecision::Prepare(target) = &decision {
                 meta.pending = Some(target.state);
             }
-            Ok::<_, TxnError>(decision)
+            Ok::<_, TxnError>((decision, meta.producer_after_end()))
         })??;
         match decision {
-            EndDecision::AlreadyDone => Ok(()),
+            EndDecision::AlreadyDone => Ok(current),
             EndDecision::Prepare(target) => {
-                self.write(&owner, transactional_id, target).await?;
+                let installed = self.write(&owner, transactional_id, target).await?;
                 self.spawn_completion(owner, transactional_id.to_string());
-                Ok(())
+                Ok(installed.producer_after_end())
             }
         }
     }
@@ -304,7 +366,8 @@ impl TransactionCoordinator {
         transactional_id: &str,
         target: TxnMetadata,
     ) -> Result<TxnMetadata, TxnError> {
-        let value = records::encode_value(&target.to_record(), records::VALUE_VERSION_WRITTEN);
+        let record = target.to_record();
+        let value = records::encode_value(&record, records::value_version(&record));
         self.write_record(owner, transactional_id, Some(value), Some(target))
             .await
             .map(|installed| installed.expect("a value write installs its target"))
@@ -393,7 +456,10 @@ impl TransactionCoordinator {
             let (partition, epoch) = (owner.partition, owner.leader_epoch);
             Arc::new(move || this.owns(partition, epoch))
         };
-        if self.markers.send(job, still_wanted).await == MarkerOutcome::Abandoned {
+        // A version 2 abort of a transaction that added no partition has no marker to send.
+        if !job.partitions.is_empty()
+            && self.markers.send(job, still_wanted).await == MarkerOutcome::Abandoned
+        {
             return;
         }
         loop {

@@ -360,3 +360,76 @@ async fn requests_are_refused_where_kafka_refuses_them() {
         Err(TxnError::NotCoordinator)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_2_ends_at_the_next_epoch_and_rotates_an_exhausted_id() {
+    use crate::txn::TxnVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.become_leader(0).unwrap();
+    let markers = Arc::new(FakeMarkers::default());
+    let coordinator = new_coordinator(markers.clone());
+    load(&coordinator, &log).await;
+    let ids = ids();
+    let (pid, epoch) = coordinator
+        .init_producer_id("tx", 60_000, None, &ids)
+        .await
+        .unwrap();
+    // An abort of nothing: bumps the epoch, sends no marker.
+    let ended = coordinator.end_txn_v2("tx", pid, epoch, false, &ids).await;
+    assert_eq!(ended, Ok((pid, epoch + 1)));
+    until_state(&coordinator, "tx", TxnStatus::CompleteAbort).await;
+    assert!(lock(&markers.jobs).is_empty());
+    let epoch = epoch + 1;
+    let t0 = parts(&[("t", 0)]);
+    let v2 = TxnVersion::V2;
+    coordinator
+        .add_partitions_as("tx", pid, epoch, &t0, v2)
+        .await
+        .unwrap();
+    let ended = coordinator.end_txn_v2("tx", pid, epoch, true, &ids).await;
+    assert_eq!(ended, Ok((pid, epoch + 1)));
+    until_state(&coordinator, "tx", TxnStatus::CompleteCommit).await;
+    let job = lock(&markers.jobs)[0].clone();
+    assert_eq!((job.producer_epoch, job.commit), (epoch + 1, true));
+    // The retry one epoch behind answers the same.
+    let retried = coordinator.end_txn_v2("tx", pid, epoch, true, &ids).await;
+    assert_eq!(retried, Ok((pid, epoch + 1)));
+
+    // Near exhaustion (set in memory only: the next write carries it).
+    let last = i16::MAX - 1;
+    lock(&coordinator.shards)
+        .loaded
+        .get_mut(&0)
+        .unwrap()
+        .txns
+        .get_mut("tx")
+        .unwrap()
+        .producer_epoch = last;
+    coordinator
+        .add_partitions_as("tx", pid, last, &t0, v2)
+        .await
+        .unwrap();
+    markers.hold.store(true, Ordering::SeqCst);
+    let ended = coordinator.end_txn_v2("tx", pid, last, true, &ids).await;
+    assert_eq!(ended, Ok((101, 0)), "a new producer id at epoch 0");
+    let prepared = coordinator.describe("tx").unwrap();
+    assert_eq!(
+        (prepared.producer_id, prepared.producer_epoch),
+        (pid, i16::MAX)
+    );
+    assert_eq!(prepared.next_producer_id, 101);
+    // The client holding the new id waits for the completion.
+    let early = coordinator.add_partitions_as("tx", 101, 0, &t0, v2).await;
+    assert_eq!(early, Err(TxnError::ConcurrentTransactions));
+
+    // Another coordinator loads the log with the prepare in it and completes it: the
+    // rotation survived in the record.
+    let next = new_coordinator(Arc::new(FakeMarkers::default()));
+    load(&next, &log).await;
+    until_state(&next, "tx", TxnStatus::CompleteCommit).await;
+    let done = next.describe("tx").unwrap();
+    assert_eq!((done.producer_id, done.producer_epoch), (101, 0));
+    assert_eq!(done.previous_producer_id, pid);
+    assert_eq!(done.client_version, v2);
+}

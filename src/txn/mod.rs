@@ -6,8 +6,9 @@
 //! [`producer_snapshot`] saves it beside the segments so a restart need not rebuild it
 //! from every batch header.
 //!
-//! The transaction coordinator (transaction version 1): [`records`] holds Kafka's
-//! `__transaction_state` record formats, [`state`] the pure per-id state machine,
+//! The transaction coordinator (transaction versions 1 and 2, [`version`]): [`records`]
+//! holds Kafka's `__transaction_state` record formats, [`state`] the pure per-id state
+//! machine (EndTxn's rules in `end_txn`),
 //! [`coordinator`] the shell that writes every change to `__transaction_state` before it
 //! answers, `loader` follows that topic's leadership (replay on election, unload on
 //! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders.
@@ -18,6 +19,7 @@
 pub mod coordinator;
 #[cfg(test)]
 mod coordinator_tests;
+mod end_txn;
 mod error;
 mod loader;
 pub mod marker;
@@ -30,9 +32,11 @@ pub mod records;
 mod sim;
 pub mod state;
 pub mod verification;
+pub mod version;
 
 pub use coordinator::{
     ProducerIdSource, TRANSACTION_STATE_TOPIC, TransactionCoordinator, TxnCoordinatorConfig,
     TxnDescription,
 };
 pub use error::TxnError;
+pub use version::TxnVersion;

@@ -4,9 +4,14 @@
 //!
 //! A record's key is `version int16 = 0 | transactional_id string`; its value is
 //! `version int16 | TransactionLogValue at that version`. A null value is a tombstone (the
-//! transactional id expired). We write value v0, as Kafka 4 does for transaction version
-//! 1 clients; v1 (tagged PreviousProducerId, NextProducerId, ClientTransactionVersion) is
-//! read as well. An unknown version is an error the loader skips and counts.
+//! transactional id expired). The value version written follows the cluster's
+//! `transaction.version` as Kafka's does (v0 below level 1, the flexible v1 from level 1
+//! on, whose tags are PreviousProducerId, NextProducerId, ClientTransactionVersion), and
+//! is v1 whatever the level for a value whose tags carry something (a version 2 client, a
+//! producer id rotation in flight): a tag dropped by v0 would lose the rotation on a
+//! failover. Kafka 4.0 writes only ClientTransactionVersion and reads all three; we write
+//! all three, so a failover between a prepare and its completion still rotates. An
+//! unknown version is an error the loader skips and counts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,8 +103,25 @@ pub struct TxnLogValue {
 }
 
 const KEY_VERSION: i16 = 0;
-/// The value version we write: Kafka 4 writes v0 for transaction version 1.
-pub const VALUE_VERSION_WRITTEN: i16 = 0;
+/// Kafka's `TransactionVersion.transactionLogValueVersion` of the cluster's level.
+const VALUE_VERSION_OF_CLUSTER: i16 =
+    if crate::controller::features::TRANSACTION_VERSION_FINALIZED >= 1 {
+        1
+    } else {
+        0
+    };
+
+/// The value version `value` is written at (see the module note).
+pub fn value_version(value: &TxnLogValue) -> i16 {
+    let has_tags = value.previous_producer_id != -1
+        || value.next_producer_id != -1
+        || value.client_transaction_version != 0;
+    if has_tags {
+        1
+    } else {
+        VALUE_VERSION_OF_CLUSTER
+    }
+}
 
 pub fn encode_key(transactional_id: &str) -> Bytes {
     let mut buffer = BytesMut::with_capacity(4 + transactional_id.len());

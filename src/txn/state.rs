@@ -1,5 +1,6 @@
 //! One transactional id's state and Kafka's transitions of it (TransactionMetadata and the
-//! decisions of TransactionCoordinator for transaction version 1), as pure functions.
+//! decisions of TransactionCoordinator), as pure functions. EndTxn, whose rules differ
+//! most between transaction versions 1 and 2, is in `end_txn`.
 //!
 //! Every decision returns the *target* metadata; the shell (`coordinator`) marks the id
 //! pending, writes the target to `__transaction_state`, and installs it only once the
@@ -12,9 +13,16 @@
 //! epoch in memory, which Kafka reaches through `hasFailedEpochFence`. PrepareEpochFence
 //! read from a log (Kafka never writes it, but the status exists) is resumed as
 //! PrepareAbort.
+//!
+//! Transaction version 2 (KIP-890): every EndTxn writes its Prepare* record at the next
+//! epoch, the markers carry it, and the client goes on at that epoch. At an exhausted
+//! epoch the Prepare* record names a `next_producer_id`; its completion moves the id
+//! there at epoch 0 (Kafka's producer id rotation). The fence of a version 2 transaction
+//! bumps twice, as Kafka 4.0's PrepareEpochFence followed by its version 2 abort does.
 
 use super::error::TxnError;
 use super::records::{TxnLogValue, TxnPartitions, TxnStatus};
+use super::version::TxnVersion;
 
 pub const NO_PRODUCER_ID: i64 = -1;
 
@@ -31,11 +39,17 @@ pub struct TxnMetadata {
     /// The epoch before the last bump when the producer named its epoch (KIP-360: a
     /// retried InitProducerId gets the same answer). Not persisted, as in Kafka.
     pub last_producer_epoch: i16,
+    /// Transaction version 2: the producer id a prepared transaction at an exhausted epoch
+    /// moves to when it completes (NO_PRODUCER_ID otherwise).
+    pub next_producer_id: i64,
     pub timeout_ms: i32,
     pub state: TxnStatus,
     pub partitions: TxnPartitions,
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The transaction version of the request that made the last transition (Kafka's
+    /// `clientTransactionVersion`): it decides how the transaction ends and is fenced.
+    pub client_version: TxnVersion,
     /// The state a write in flight will install.
     pub pending: Option<TxnStatus>,
 }
@@ -56,7 +70,8 @@ pub enum InitDecision {
 pub enum EndDecision {
     /// Write the PrepareCommit/PrepareAbort target, answer, then send markers.
     Prepare(TxnMetadata),
-    /// A retry of an EndTxn that already completed the same way: answer NONE.
+    /// A retry of an EndTxn that already completed the same way: answer NONE (version 2:
+    /// with the producer id and epoch the metadata holds now).
     AlreadyDone,
 }
 
@@ -74,11 +89,13 @@ impl TxnMetadata {
             previous_producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             last_producer_epoch: NO_PRODUCER_EPOCH,
+            next_producer_id: NO_PRODUCER_ID,
             timeout_ms,
             state: TxnStatus::Empty,
             partitions: TxnPartitions::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            client_version: TxnVersion::V0,
             pending: None,
         }
     }
@@ -93,11 +110,13 @@ impl TxnMetadata {
             previous_producer_id: value.previous_producer_id,
             producer_epoch: value.producer_epoch,
             last_producer_epoch: NO_PRODUCER_EPOCH,
+            next_producer_id: value.next_producer_id,
             timeout_ms: value.timeout_ms,
             state,
             partitions: value.partitions.clone(),
             start_ms: value.start_ms,
             last_update_ms: value.last_update_ms,
+            client_version: TxnVersion(value.client_transaction_version),
             pending: None,
         }
     }
@@ -106,14 +125,14 @@ impl TxnMetadata {
         TxnLogValue {
             producer_id: self.producer_id,
             previous_producer_id: self.previous_producer_id,
-            next_producer_id: NO_PRODUCER_ID,
+            next_producer_id: self.next_producer_id,
             producer_epoch: self.producer_epoch,
             timeout_ms: self.timeout_ms,
             status: self.state,
             partitions: self.partitions.clone(),
             last_update_ms: self.last_update_ms,
             start_ms: self.start_ms,
-            client_transaction_version: 0,
+            client_transaction_version: self.client_version.0,
         }
     }
 
@@ -127,15 +146,27 @@ impl TxnMetadata {
         self.partitions.values().map(|ids| ids.len()).sum()
     }
 
-    fn check_not_pending(&self) -> Result<(), TxnError> {
+    pub(super) fn check_not_pending(&self) -> Result<(), TxnError> {
         match self.pending {
             Some(_) => Err(TxnError::ConcurrentTransactions),
             None => Ok(()),
         }
     }
 
+    /// A version 2 client that already holds the id a prepared transaction rotates to
+    /// (its EndTxn answer names it): it retries until the completion installs the id.
+    pub(super) fn rotating_to(&self, producer_id: i64, epoch: i16) -> bool {
+        self.next_producer_id != NO_PRODUCER_ID
+            && producer_id == self.next_producer_id
+            && epoch == 0
+            && self.marker().is_some()
+    }
+
     /// The producer's id and epoch, as AddPartitions/AddOffsets/EndTxn check them.
-    fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), TxnError> {
+    pub(super) fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), TxnError> {
+        if self.rotating_to(producer_id, epoch) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
         if producer_id != self.producer_id {
             return Err(TxnError::InvalidProducerIdMapping);
         }
@@ -255,28 +286,35 @@ impl TxnMetadata {
             } else {
                 NO_PRODUCER_EPOCH
             },
+            next_producer_id: NO_PRODUCER_ID,
             timeout_ms,
             state: TxnStatus::Empty,
             partitions: TxnPartitions::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            client_version: self.client_version,
             pending: None,
         }
     }
 
     /// The abort that fences an open transaction (a newer producer, or its timeout): the
-    /// epoch is bumped (unless at its maximum) so the markers fence the old producer at
-    /// every partition.
+    /// epoch is bumped (never past `i16::MAX`) so the markers fence the old producer at
+    /// every partition. Version 1 bumps once. Version 2 bumps twice, as Kafka 4.0 does:
+    /// PrepareEpochFence takes the next epoch, and the version 2 abort written after it
+    /// bumps again (that fenced epoch becomes the last epoch). No producer id rotation:
+    /// the fenced producer must InitProducerId anyway, which rotates an exhausted id.
     pub fn fence(&self, now_ms: i64) -> TxnMetadata {
         assert_eq!(self.state, TxnStatus::Ongoing);
-        let epoch = if self.producer_epoch < i16::MAX {
-            self.producer_epoch + 1
+        let fenced = self.producer_epoch.saturating_add(1);
+        let (epoch, last_epoch) = if self.client_version.bumps_epoch() {
+            (fenced.saturating_add(1), fenced)
         } else {
-            self.producer_epoch
+            (fenced, NO_PRODUCER_EPOCH)
         };
         TxnMetadata {
             producer_epoch: epoch,
-            last_producer_epoch: NO_PRODUCER_EPOCH,
+            last_producer_epoch: last_epoch,
+            next_producer_id: NO_PRODUCER_ID,
             state: TxnStatus::PrepareAbort,
             last_update_ms: now_ms,
             pending: None,
@@ -285,12 +323,15 @@ impl TxnMetadata {
     }
 
     /// Kafka's `handleAddPartitionsToTransaction`: the target (Ongoing with the partitions
-    /// added), or `None` when they are all in the transaction already.
+    /// added), or `None` when they are all in the transaction already. An Empty or
+    /// Complete* transaction starts here (under version 2 this is the partition leader's
+    /// implicit add of the transaction's first partition); `version` is the request's.
     pub fn add_partitions(
         &self,
         producer_id: i64,
         epoch: i16,
         partitions: &TxnPartitions,
+        version: TxnVersion,
         now_ms: i64,
     ) -> Result<Option<TxnMetadata>, TxnError> {
         self.check_producer(producer_id, epoch)?;
@@ -314,6 +355,7 @@ impl TxnMetadata {
         let mut target = TxnMetadata {
             state: TxnStatus::Ongoing,
             last_update_ms: now_ms,
+            client_version: version,
             pending: None,
             ..self.clone()
         };
@@ -361,42 +403,6 @@ impl TxnMetadata {
             .collect())
     }
 
-    /// Kafka's `endTransaction` for a client (transaction version 1).
-    pub fn end_txn(
-        &self,
-        producer_id: i64,
-        epoch: i16,
-        commit: bool,
-        now_ms: i64,
-    ) -> Result<EndDecision, TxnError> {
-        self.check_producer(producer_id, epoch)?;
-        self.check_not_pending()?;
-        let prepare = |status| TxnMetadata {
-            state: status,
-            last_update_ms: now_ms,
-            pending: None,
-            ..self.clone()
-        };
-        match (self.state, commit) {
-            (TxnStatus::Ongoing, true) => {
-                Ok(EndDecision::Prepare(prepare(TxnStatus::PrepareCommit)))
-            }
-            (TxnStatus::Ongoing, false) => {
-                Ok(EndDecision::Prepare(prepare(TxnStatus::PrepareAbort)))
-            }
-            (TxnStatus::CompleteCommit, true) | (TxnStatus::CompleteAbort, false) => {
-                Ok(EndDecision::AlreadyDone)
-            }
-            (TxnStatus::PrepareCommit, true) | (TxnStatus::PrepareAbort, false) => {
-                Err(TxnError::ConcurrentTransactions)
-            }
-            (TxnStatus::Dead | TxnStatus::PrepareEpochFence, _) => {
-                Err(TxnError::ConcurrentTransactions)
-            }
-            _ => Err(TxnError::InvalidTxnState),
-        }
-    }
-
     /// The markers of a prepared transaction: (producer id, epoch, commit?).
     pub fn marker(&self) -> Option<(i64, i16, bool)> {
         match self.state {
@@ -406,19 +412,45 @@ impl TxnMetadata {
         }
     }
 
-    /// Kafka's `prepareComplete`: every marker is written.
+    /// Kafka's `prepareComplete`: every marker is written. A version 2 transaction
+    /// prepared at an exhausted epoch moves to its next producer id at epoch 0; the last
+    /// epoch stays the one the client saw before the bump (`i16::MAX - 1`).
     pub fn complete(&self, now_ms: i64) -> TxnMetadata {
         let state = match self.state {
             TxnStatus::PrepareCommit => TxnStatus::CompleteCommit,
             TxnStatus::PrepareAbort => TxnStatus::CompleteAbort,
             other => panic!("completing a transaction in state {other:?}"),
         };
+        let rotates = self.client_version.bumps_epoch() && self.next_producer_id != NO_PRODUCER_ID;
+        let (producer_id, previous_producer_id, producer_epoch) = if rotates {
+            (self.next_producer_id, self.producer_id, 0)
+        } else {
+            (
+                self.producer_id,
+                self.previous_producer_id,
+                self.producer_epoch,
+            )
+        };
         TxnMetadata {
+            producer_id,
+            previous_producer_id,
+            producer_epoch,
+            next_producer_id: NO_PRODUCER_ID,
             state,
             partitions: TxnPartitions::new(),
             last_update_ms: now_ms,
             pending: None,
             ..self.clone()
+        }
+    }
+
+    /// The producer id and epoch a version 2 client goes on with after this metadata's
+    /// EndTxn: the next producer id at epoch 0 while a rotation is prepared.
+    pub fn producer_after_end(&self) -> (i64, i16) {
+        if self.next_producer_id != NO_PRODUCER_ID {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
         }
     }
 
@@ -470,7 +502,7 @@ mod tests {
     fn ongoing() -> TxnMetadata {
         let empty = init(&TxnMetadata::new(7, 1000, 1), None);
         empty
-            .add_partitions(7, 0, &parts(&[("t", 0)]), 10)
+            .add_partitions(7, 0, &parts(&[("t", 0)]), TxnVersion::V0, 10)
             .unwrap()
             .unwrap()
     }
@@ -544,7 +576,7 @@ mod tests {
         assert_eq!(done.state, TxnStatus::CompleteAbort);
         assert!(done.partitions.is_empty());
         assert_eq!(
-            done.add_partitions(7, 0, &parts(&[("t", 1)]), 31),
+            done.add_partitions(7, 0, &parts(&[("t", 1)]), TxnVersion::V0, 31),
             Err(TxnError::ProducerFenced)
         );
         // The new producer's retry now gets the epoch after the fence.
@@ -562,18 +594,18 @@ mod tests {
         assert_eq!(open.state, TxnStatus::Ongoing);
         assert_eq!(open.start_ms, 10);
         assert_eq!(
-            open.add_partitions(7, 0, &parts(&[("t", 0)]), 11),
+            open.add_partitions(7, 0, &parts(&[("t", 0)]), TxnVersion::V0, 11),
             Ok(None),
             "nothing new"
         );
         let more = open
-            .add_partitions(7, 0, &parts(&[("u", 2)]), 12)
+            .add_partitions(7, 0, &parts(&[("u", 2)]), TxnVersion::V0, 12)
             .unwrap()
             .unwrap();
         assert_eq!(more.partition_count(), 2);
         assert_eq!(more.start_ms, 10);
         assert_eq!(
-            open.add_partitions(8, 0, &parts(&[("u", 2)]), 12),
+            open.add_partitions(8, 0, &parts(&[("u", 2)]), TxnVersion::V0, 12),
             Err(TxnError::InvalidProducerIdMapping)
         );
         let pending = TxnMetadata {
@@ -581,7 +613,7 @@ mod tests {
             ..open.clone()
         };
         assert_eq!(
-            pending.add_partitions(7, 0, &parts(&[("u", 2)]), 12),
+            pending.add_partitions(7, 0, &parts(&[("u", 2)]), TxnVersion::V0, 12),
             Err(TxnError::ConcurrentTransactions)
         );
         let verified = more
