@@ -14,6 +14,7 @@ pub mod leader_state;
 pub mod log_cleaner;
 pub mod partition;
 pub mod peer_connection;
+pub mod producer_expiration;
 pub mod replica_manager;
 pub mod waits;
 

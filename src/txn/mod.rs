@@ -10,7 +10,8 @@
 //! `__transaction_state` record formats, [`state`] the pure per-id state machine,
 //! [`coordinator`] the shell that writes every change to `__transaction_state` before it
 //! answers, `loader` follows that topic's leadership (replay on election, unload on
-//! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders.
+//! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders, one
+//! worker per destination over the pure bookkeeping of [`marker_queue`].
 
 pub mod coordinator;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod coordinator_tests;
 mod error;
 mod loader;
 pub mod marker;
+pub mod marker_queue;
 pub mod markers;
 pub mod producer_ids;
 pub mod producer_snapshot;
