@@ -48,6 +48,7 @@ EXPECTED_API_VERSIONS = {
     47: (0, 0),   # OffsetDelete
     55: (0, 2),   # DescribeQuorum
     60: (0, 2),   # DescribeCluster
+    61: (0, 0),   # DescribeProducers
     65: (0, 0),   # DescribeTransactions
     66: (0, 1),   # ListTransactions
     75: (0, 0),   # DescribeTopicPartitions

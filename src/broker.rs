@@ -183,6 +183,13 @@ impl Broker {
             std::time::Duration::from_millis(transactions.remove_expired_interval_ms),
             broker.shutdown_signal(),
         ));
+        tokio::spawn(
+            crate::replica::producer_expiration::run_producer_expiration(
+                broker.replicas.clone(),
+                broker.config.producer_id_expiration.clone(),
+                broker.shutdown_signal(),
+            ),
+        );
         tokio::spawn(checkpoint_high_watermarks(
             broker.replicas.clone(),
             std::time::Duration::from_millis(replication.high_watermark_checkpoint_interval_ms),

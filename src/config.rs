@@ -24,9 +24,11 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+mod producer_ids;
 mod replication;
 mod topology;
 
+pub use producer_ids::ProducerIdExpirationConfig;
 pub use replication::ReplicationConfig;
 use topology::Topology;
 
@@ -195,6 +197,8 @@ pub struct BrokerConfig {
     pub fetch_bytes_max: usize,
     /// `replica.*`: follower fetching, ISR lag, high-watermark checkpoints.
     pub replication: ReplicationConfig,
+    /// `producer.id.expiration.*`: when partitions forget idle producers.
+    pub producer_id_expiration: ProducerIdExpirationConfig,
     /// `offsets.topic.num.partitions`
     pub offsets_topic_partitions: i32,
     /// `offsets.topic.replication.factor`. Kafka's default is 3, and ours is 3 too when
@@ -396,6 +400,7 @@ impl BrokerConfig {
             flush_check_interval_ms: parse(&explicit, "log.flush.scheduler.interval.ms", 1_000)?,
             fetch_bytes_max: parse(&explicit, "fetch.max.bytes", 57_671_680)?,
             replication: ReplicationConfig::parse(&explicit)?,
+            producer_id_expiration: ProducerIdExpirationConfig::parse(&explicit)?,
             offsets_topic_partitions: parse(&explicit, "offsets.topic.num.partitions", 50)?,
             offsets_topic_replication_factor: parse(
                 &explicit,

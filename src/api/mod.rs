@@ -10,6 +10,7 @@ mod admin_topics;
 mod api_versions;
 mod cluster;
 mod configs;
+mod describe_producers;
 mod describe_quorum;
 mod elect_leaders;
 mod end_txn;
@@ -102,6 +103,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::AddPartitionsToTxn, 0, 5),
     spec(ApiKey::AddOffsetsToTxn, 0, 4),
     spec(ApiKey::EndTxn, 0, 5),
+    spec(ApiKey::DescribeProducers, 0, 0),
     spec(ApiKey::DescribeTransactions, 0, 0),
     spec(ApiKey::ListTransactions, 0, 1),
     spec(ApiKey::TxnOffsetCommit, 0, 5),
@@ -426,6 +428,7 @@ async fn dispatch(
             route!(broker, context, body, add_partitions_to_txn::add_offsets)
         }
         ApiKey::EndTxn => route!(broker, context, body, end_txn::handle),
+        ApiKey::DescribeProducers => route!(broker, context, body, describe_producers::handle),
         ApiKey::DescribeTransactions => {
             route!(broker, context, body, transactions_admin::describe)
         }

@@ -7,11 +7,11 @@
 //! partition: not leading it is NOT_LEADER_OR_FOLLOWER, an unknown one
 //! UNKNOWN_TOPIC_OR_PARTITION, a marker epoch below the producer's INVALID_PRODUCER_EPOCH,
 //! a coordinator epoch below the last seen TRANSACTION_COORDINATOR_FENCED, a marker not
-//! committed in time REQUEST_TIMED_OUT (the coordinator retries; a repeated marker ends an
+//! committed within `LEADER_COMMIT_TIMEOUT` (shorter than the sender's request timeout)
+//! REQUEST_TIMED_OUT (the coordinator retries; a repeated marker ends an
 //! empty transaction, which changes nothing, as in Kafka).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_response::{
@@ -25,11 +25,10 @@ use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::group::OFFSETS_TOPIC;
 use crate::replica::Partition;
+use crate::txn::markers::LEADER_COMMIT_TIMEOUT;
 use crate::txn::producer_state::TxnMarker;
 use crate::types::now_ms;
 
-/// How long the markers may take to commit: Kafka's `request.timeout.ms` default.
-const COMMIT_TIMEOUT_MS: u64 = 30_000;
 /// Where one partition's answer goes: (marker, topic, partition) positions.
 type Slot = (usize, usize, usize);
 
@@ -40,7 +39,9 @@ pub async fn handle(
 ) -> WriteTxnMarkersResponse {
     let image = broker.image();
     let now = now_ms();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
+    // Shorter than the sender's request timeout: a slow ISR is answered REQUEST_TIMED_OUT
+    // (retried) before the sender would give up on the connection.
+    let deadline = tokio::time::Instant::now() + LEADER_COMMIT_TIMEOUT;
     let mut response = skeleton(&request);
     let mut pending = JoinSet::new();
     for (marker_index, written) in request.markers.iter().enumerate() {

@@ -15,6 +15,7 @@ pub mod committed_replay;
 pub mod log_cleaner;
 pub mod partition;
 pub mod peer_connection;
+pub mod producer_expiration;
 pub mod replica_manager;
 pub mod waits;
 

@@ -43,7 +43,8 @@ use crate::log::{
 use crate::txn::marker::{encode_marker_batch, parse_marker};
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{
-    ProducerStateTable, SequenceCheck, TxnMarker, Verification, VerificationGuard,
+    ActiveProducer, ProducerStateTable, SequenceCheck, TxnMarker, Verification,
+    VerificationGuard,
 };
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string};
 
@@ -753,6 +754,32 @@ impl Partition {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         state.log.as_ref().ok_or(ReplicaError::Deleted)?;
         Ok(state.last_stable_offset())
+    }
+
+    /// DescribeProducers: the producers this leader remembers (Kafka's
+    /// `Partition.activeProducerState`, which reads the leader's log only).
+    pub fn active_producers(&self) -> Result<Vec<ActiveProducer>, ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        if !state.leads {
+            return Err(ReplicaError::NotLeader);
+        }
+        Ok(state.producers.active_producers())
+    }
+
+    /// `producer.id.expiration.ms`: forgets the producers idle for `expiration_ms` with no
+    /// open transaction, on leaders and followers alike (Kafka runs the check on every
+    /// log). The write lock is held for one pass over this partition's producers. Snapshots
+    /// written later no longer hold them; one already on disk still does until the next
+    /// roll or clean shutdown replaces it, and a restart from it forgets them again at the
+    /// next check. Returns how many were removed.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let removed = state.producers.remove_expired(now_ms, expiration_ms);
+        if !removed.is_empty() {
+            tracing::debug!(tp = %self.tp, producers = ?removed, "expired idle producer ids");
+        }
+        removed.len()
     }
 
     /// A follower's read: whole batches from the one containing `offset` up to the log
@@ -1500,6 +1527,8 @@ fn apply_batch(
     let marker = marker?;
     let (producer_id, epoch) = (header.producer_id, header.producer_epoch);
     let completed = producers.complete(producer_id, epoch, marker, header.base_offset);
+    // Kafka ages a producer from its marker too (the control record's timestamp).
+    producers.restore_last_timestamp(producer_id, header.max_timestamp);
     completed.aborted.then(|| AbortedTxn {
         producer_id,
         first_offset: completed.first_offset,

@@ -2,18 +2,32 @@
 //! prepared transaction (Kafka's TransactionMarkerChannelManager), over each leader's
 //! inter-broker listener, also when the leader is this broker.
 //!
-//! The partitions of every outstanding transaction are grouped by their current leader,
-//! one request per leader (markers of many transactions batched); a partition
-//! that answers NOT_LEADER_OR_FOLLOWER (or any retriable error, or whose leader cannot be
-//! reached) is looked up again and retried after a backoff, until every partition has
-//! answered NONE. It gives up only when the coordinator no longer owns the transaction
-//! (`still_wanted` turns false: unloaded, another coordinator epoch) or a partition's topic
-//! is gone (that partition is dropped, as Kafka drops markers for deleted topics).
+//! Shape: the outstanding transactions live in a [`MarkerQueue`] shared by a dispatcher
+//! task and one worker task per destination broker. The dispatcher routes each waiting
+//! partition to its current leader, starts (or wakes) that leader's worker, drops jobs the
+//! coordinator no longer wants and partitions whose topic is gone (as Kafka drops markers
+//! for deleted topics). A worker sends its destination one WriteTxnMarkers at a time
+//! carrying the markers of many transactions, so destinations proceed concurrently and a
+//! slow or unreachable leader delays only its own partitions. A partition answered
+//! NOT_LEADER_OR_FOLLOWER (or any retriable error, or not answered) goes back to the
+//! dispatcher, which routes it again from the current image after a backoff.
+//!
+//! Limits: one request in flight per destination, at most [`DESTINATIONS_MAX`] workers,
+//! at most [`MARKERS_PER_REQUEST_MAX`] transactions per request; the request timeout
+//! ([`REQUEST_TIMEOUT`]) is longer than the deadline the leader's WriteTxnMarkers handler
+//! gives its markers to commit ([`LEADER_COMMIT_TIMEOUT`]), so a slow leader answers
+//! REQUEST_TIMED_OUT (retried) instead of the sender dropping the connection.
+//!
+//! Survival: the jobs live in the shared queue, not in a task. A worker that panics or
+//! ends is noticed by the dispatcher, its in-flight claims are released and it is started
+//! again; a dispatcher that panics or ends is started again by the futures waiting on its
+//! jobs (every [`SUPERVISE_INTERVAL`]) or by the next `send`. A job handed to a dead sender
+//! is therefore still completed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -24,10 +38,13 @@ use kafka_protocol::messages::{
     ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
 
+use super::marker_queue::{Claim, MarkerQueue, PartitionKey, Placement};
 use super::records::TxnPartitions;
 use crate::controller::{Controller, MetadataImage};
-use crate::replica::peer_connection::PeerConnection;
+use crate::replica::peer_connection::{PeerConnection, PeerError};
 use crate::types::NodeId;
 
 /// The markers of one transaction.
@@ -60,20 +77,92 @@ pub trait MarkerSender: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = MarkerOutcome> + Send + '_>>;
 }
 
-/// Backoff between rounds for the partitions that did not answer NONE.
+/// Backoff of a destination whose last request settled nothing.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How long one WriteTxnMarkers may take (the leader waits for its ISR).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one WriteTxnMarkers may take before the sender gives up on the connection.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the leader's WriteTxnMarkers handler waits for its markers to commit (its ISR
+/// to replicate them): shorter than [`REQUEST_TIMEOUT`], so the leader answers first.
+pub const LEADER_COMMIT_TIMEOUT: Duration = Duration::from_secs(25);
+const _: () = assert!(LEADER_COMMIT_TIMEOUT.as_millis() + 1_000 < REQUEST_TIMEOUT.as_millis());
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_FRAME_BYTES_MAX: usize = 16 << 20;
+/// Destination workers at once (brokers with markers to write).
+pub const DESTINATIONS_MAX: usize = 256;
+/// Transactions whose markers one request carries.
+pub const MARKERS_PER_REQUEST_MAX: usize = 500;
+/// How often the dispatcher looks again while jobs are outstanding: leaders move, jobs
+/// stop being wanted, workers die.
+const DISPATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a waiting `send` checks that the dispatcher is alive.
+pub const SUPERVISE_INTERVAL: Duration = Duration::from_secs(1);
+/// A worker with nothing to send for this long ends (a new one starts when needed).
+const WORKER_IDLE: Duration = Duration::from_secs(30);
 
-/// The real sender: one task per coordinator (started on first use) drains a queue of
-/// transactions, groups their outstanding partitions by current leader and sends each
-/// leader one WriteTxnMarkers carrying every transaction's markers for it (Kafka's
-/// TransactionMarkerChannelManager batches per destination broker the same way).
+/// Sends one WriteTxnMarkers to a destination broker and returns its answer. At most one
+/// call per destination is in flight at a time (the sender guarantees it), so an
+/// implementation may keep one connection per destination.
+pub trait MarkerTransport: Send + Sync + 'static {
+    fn write_markers<'a>(
+        &'a self,
+        destination: NodeId,
+        address: &'a str,
+        request: &'a WriteTxnMarkersRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<WriteTxnMarkersResponse, PeerError>> + Send + 'a>>;
+}
+
+/// The real transport: one [`PeerConnection`] per destination, reconnected after a failure
+/// or when the destination's address changed.
+pub struct PeerTransport {
+    client_id: String,
+    connections: Mutex<HashMap<NodeId, PeerConnection>>,
+}
+
+impl PeerTransport {
+    pub fn new(node_id: NodeId) -> PeerTransport {
+        PeerTransport {
+            client_id: format!("broker-{node_id}-txn-markers"),
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take(&self, destination: NodeId) -> Option<PeerConnection> {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        connections.remove(&destination)
+    }
+}
+
+impl MarkerTransport for PeerTransport {
+    fn write_markers<'a>(
+        &'a self,
+        destination: NodeId,
+        address: &'a str,
+        request: &'a WriteTxnMarkersRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<WriteTxnMarkersResponse, PeerError>> + Send + 'a>> {
+        Box::pin(async move {
+            // Taken out while in use: a failed call drops it (reconnected next time).
+            let mut connection = match self.take(destination) {
+                Some(connection) if connection.address() == address => connection,
+                _ => {
+                    let client_id = self.client_id.clone();
+                    let frame_max = RESPONSE_FRAME_BYTES_MAX;
+                    PeerConnection::connect(address, client_id, frame_max, CONNECT_TIMEOUT).await?
+                }
+            };
+            let response = connection
+                .call(ApiKey::WriteTxnMarkers, 1, request, REQUEST_TIMEOUT)
+                .await?;
+            let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            connections.insert(destination, connection);
+            Ok(response)
+        })
+    }
+}
+
+/// The real sender: see the module doc.
 pub struct NetworkMarkerSender {
-    shared: Arc<Channel>,
+    channel: Arc<Channel>,
 }
 
 /// Where the channel reads the current leaders (the controller's image).
@@ -81,34 +170,86 @@ pub type ImageSource = Box<dyn Fn() -> Arc<MetadataImage> + Send + Sync>;
 
 struct Channel {
     images: ImageSource,
-    node_id: NodeId,
-    queue: std::sync::Mutex<Vec<Outstanding>>,
-    wake: tokio::sync::Notify,
-    started: std::sync::atomic::AtomicBool,
+    transport: Arc<dyn MarkerTransport>,
+    state: Mutex<ChannelState>,
+    /// Wakes the dispatcher: a new job, or a worker's answer.
+    wake: Notify,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// One transaction whose markers are not all written yet.
-struct Outstanding {
-    job: MarkerJob,
-    left: BTreeSet<(String, i32)>,
+#[derive(Default)]
+struct ChannelState {
+    queue: MarkerQueue<Waiter>,
+    workers: HashMap<NodeId, Worker>,
+    /// Numbers workers, so a retiring one removes only its own entry.
+    next_generation: u64,
+}
+
+/// What a job's `send` waits on.
+struct Waiter {
     still_wanted: StillWanted,
-    done: tokio::sync::oneshot::Sender<MarkerOutcome>,
+    done: oneshot::Sender<MarkerOutcome>,
+}
+
+struct Worker {
+    generation: u64,
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
 }
 
 impl NetworkMarkerSender {
     pub fn new(controller: Arc<Controller>, node_id: NodeId) -> NetworkMarkerSender {
-        NetworkMarkerSender::from_images(Box::new(move || controller.image()), node_id)
+        let images: ImageSource = Box::new(move || controller.image());
+        NetworkMarkerSender::with_transport(images, Arc::new(PeerTransport::new(node_id)))
     }
 
     pub fn from_images(images: ImageSource, node_id: NodeId) -> NetworkMarkerSender {
+        NetworkMarkerSender::with_transport(images, Arc::new(PeerTransport::new(node_id)))
+    }
+
+    pub fn with_transport(
+        images: ImageSource,
+        transport: Arc<dyn MarkerTransport>,
+    ) -> NetworkMarkerSender {
         NetworkMarkerSender {
-            shared: Arc::new(Channel {
+            channel: Arc::new(Channel {
                 images,
-                node_id,
-                queue: std::sync::Mutex::new(Vec::new()),
-                wake: tokio::sync::Notify::new(),
-                started: std::sync::atomic::AtomicBool::new(false),
+                transport,
+                state: Mutex::new(ChannelState::default()),
+                wake: Notify::new(),
+                dispatcher: Mutex::new(None),
             }),
+        }
+    }
+
+    /// Starts the dispatcher if it is not running (first use, or it died).
+    fn ensure_dispatcher(&self) {
+        let mut slot = self
+            .channel
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(task) if !task.is_finished() => return,
+            Some(_) => tracing::error!("the transaction marker dispatcher ended; restarting it"),
+            None => {}
+        }
+        *slot = Some(tokio::spawn(run_dispatcher(self.channel.clone())));
+    }
+}
+
+impl Drop for NetworkMarkerSender {
+    fn drop(&mut self) {
+        let dispatcher = self
+            .channel
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = dispatcher.as_ref() {
+            task.abort();
+        }
+        for worker in state(&self.channel).workers.values() {
+            worker.task.abort();
         }
     }
 }
@@ -119,182 +260,235 @@ impl MarkerSender for NetworkMarkerSender {
         job: MarkerJob,
         still_wanted: StillWanted,
     ) -> Pin<Box<dyn Future<Output = MarkerOutcome> + Send + '_>> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        let left = job
-            .partitions
-            .iter()
-            .flat_map(|(topic, ids)| ids.iter().map(move |id| (topic.clone(), *id)))
-            .collect();
-        let outstanding = Outstanding {
-            job,
-            left,
-            still_wanted,
-            done,
-        };
-        queue(&self.shared).push(outstanding);
-        if !self
-            .shared
-            .started
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            tokio::spawn(run_channel(self.shared.clone()));
-        }
-        self.shared.wake.notify_one();
-        // A dropped sender (the task died) abandons: the next coordinator retries.
-        Box::pin(async move { outcome.await.unwrap_or(MarkerOutcome::Abandoned) })
+        let (done, mut outcome) = oneshot::channel();
+        state(&self.channel)
+            .queue
+            .push(job, Waiter { still_wanted, done });
+        self.ensure_dispatcher();
+        self.channel.wake.notify_one();
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    // Dropped unanswered only if the queue itself went away: abandon, and
+                    // the coordinator's next owner sends them.
+                    answer = &mut outcome => return answer.unwrap_or(MarkerOutcome::Abandoned),
+                    _ = tokio::time::sleep(SUPERVISE_INTERVAL) => self.ensure_dispatcher(),
+                }
+            }
+        })
     }
 }
 
-fn queue(channel: &Channel) -> std::sync::MutexGuard<'_, Vec<Outstanding>> {
-    channel.queue.lock().unwrap_or_else(|p| p.into_inner())
+fn state(channel: &Channel) -> MutexGuard<'_, ChannelState> {
+    channel.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The channel's task: rounds until the queue is empty, then waits for work.
-async fn run_channel(channel: Arc<Channel>) {
-    let mut connections: HashMap<NodeId, PeerConnection> = HashMap::new();
-    let mut backoff = RETRY_BACKOFF;
+/// A partition's destination in `image`.
+fn placement_in(image: &MetadataImage) -> impl Fn(&str, i32) -> Placement + '_ {
+    move |topic: &str, partition: i32| match image.partition(topic, partition) {
+        None => Placement::Gone,
+        Some(found) if found.leader >= 0 => Placement::Leader(found.leader),
+        Some(_) => Placement::NoLeader,
+    }
+}
+
+/// The dispatcher: a pass whenever woken, and every [`DISPATCH_INTERVAL`] while jobs wait.
+async fn run_dispatcher(channel: Arc<Channel>) {
     loop {
-        let mut batch = std::mem::take(&mut *queue(&channel));
-        if batch.is_empty() {
-            channel.wake.notified().await;
-            continue;
-        }
-        let progressed = round(&channel, &mut connections, &mut batch).await;
-        let mut unfinished = Vec::new();
-        for outstanding in batch {
-            if !(outstanding.still_wanted)() {
-                let _ = outstanding.done.send(MarkerOutcome::Abandoned);
-            } else if outstanding.left.is_empty() {
-                let _ = outstanding.done.send(MarkerOutcome::Written);
-            } else {
-                unfinished.push(outstanding);
+        let notified = channel.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let idle = dispatch(&channel);
+        if idle {
+            notified.await;
+        } else {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(DISPATCH_INTERVAL) => {}
             }
         }
-        if unfinished.is_empty() {
-            backoff = RETRY_BACKOFF;
+    }
+}
+
+/// One dispatcher pass; true if no job is left.
+fn dispatch(channel: &Arc<Channel>) -> bool {
+    abandon_unwanted(channel);
+    let image = (channel.images)();
+    let placement = placement_in(&image);
+    let mut state = state(channel);
+    let state = &mut *state;
+    // Dead workers (panicked or ended while holding claims): their answers never come, so
+    // their claims are released before routing.
+    let dead: Vec<NodeId> = (state.workers.iter())
+        .filter(|(_, worker)| worker.task.is_finished())
+        .map(|(destination, _)| *destination)
+        .collect();
+    for destination in dead {
+        state.workers.remove(&destination);
+        let released = state.queue.release(destination);
+        tracing::warn!(
+            destination,
+            released,
+            "a transaction marker worker ended; restarting"
+        );
+    }
+    let destinations = state.queue.route(&placement);
+    for destination in destinations {
+        if let Some(worker) = state.workers.get(&destination) {
+            worker.wake.notify_one();
+        } else if state.workers.len() < DESTINATIONS_MAX {
+            start_worker(channel, state, destination);
+        }
+    }
+    finish(state.queue.take_finished());
+    state.queue.is_empty()
+}
+
+/// Answers (Abandoned) the jobs the coordinator no longer owns. `still_wanted` is called
+/// without the queue's lock held: it may take the coordinator's locks, and the coordinator
+/// may be in `send`, which takes the queue's.
+fn abandon_unwanted(channel: &Channel) {
+    let checks: Vec<(u64, StillWanted)> = (state(channel).queue.waiters())
+        .map(|(id, waiter)| (id, waiter.still_wanted.clone()))
+        .collect();
+    let unwanted: Vec<u64> = (checks.into_iter())
+        .filter(|(_, still_wanted)| !still_wanted())
+        .map(|(id, _)| id)
+        .collect();
+    if unwanted.is_empty() {
+        return;
+    }
+    let mut state = state(channel);
+    for id in unwanted {
+        if let Some(waiter) = state.queue.remove(id) {
+            let _ = waiter.done.send(MarkerOutcome::Abandoned);
+        }
+    }
+}
+
+fn finish(waiters: Vec<Waiter>) {
+    for waiter in waiters {
+        let _ = waiter.done.send(MarkerOutcome::Written);
+    }
+}
+
+fn start_worker(channel: &Arc<Channel>, state: &mut ChannelState, destination: NodeId) {
+    let generation = state.next_generation;
+    state.next_generation += 1;
+    let wake = Arc::new(Notify::new());
+    let task = tokio::spawn(run_worker(
+        channel.clone(),
+        destination,
+        generation,
+        wake.clone(),
+    ));
+    let worker = Worker {
+        generation,
+        wake,
+        task,
+    };
+    assert!(state.workers.insert(destination, worker).is_none());
+}
+
+/// One destination's worker: claim, send, settle, repeat; retires when idle.
+async fn run_worker(
+    channel: Arc<Channel>,
+    destination: NodeId,
+    generation: u64,
+    wake: Arc<Notify>,
+) {
+    let mut backoff = RETRY_BACKOFF;
+    let mut idle = false;
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let image = (channel.images)();
+        let Some(claim) = claim_or_retire(&channel, &image, destination, generation, idle) else {
+            return;
+        };
+        if claim.is_empty() {
+            idle = tokio::time::timeout(WORKER_IDLE, notified).await.is_err();
             continue;
         }
-        queue(&channel).extend(unfinished);
-        if progressed {
-            backoff = RETRY_BACKOFF;
-        } else {
+        idle = false;
+        let settled = send_claim(&channel, &image, destination, &claim).await;
+        // The dispatcher routes what is left (a refused partition may have a new leader).
+        channel.wake.notify_one();
+        if settled == 0 {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        } else {
+            backoff = RETRY_BACKOFF;
         }
     }
 }
 
-/// One transaction's share of a leader's request: its index in the batch, its partitions.
-type BatchEntry = (usize, Vec<(String, i32)>);
-
-/// One request per leader for every wanted transaction's outstanding partitions; removes
-/// the partitions answered from each `left`. Returns whether any partition was answered.
-async fn round(
+/// The worker's next claim; `None` when it was idle and still has nothing, after removing
+/// its entry in the same critical section, so the dispatcher either saw it alive and
+/// woke it before, or sees it gone and starts a new one.
+fn claim_or_retire(
     channel: &Channel,
-    connections: &mut HashMap<NodeId, PeerConnection>,
-    batch: &mut [Outstanding],
-) -> bool {
-    let image = (channel.images)();
-    // leader -> (index into batch, partitions)
-    let mut by_leader: BTreeMap<NodeId, Vec<BatchEntry>> = BTreeMap::new();
-    let mut producers = BTreeSet::new();
-    for (index, outstanding) in batch.iter_mut().enumerate() {
-        // One marker per producer per request: responses are matched by producer id.
-        if !(outstanding.still_wanted)() || !producers.insert(outstanding.job.producer_id) {
-            continue;
-        }
-        for (leader, partitions) in group_by_leader(&image, &mut outstanding.left) {
-            by_leader
-                .entry(leader)
-                .or_default()
-                .push((index, partitions));
-        }
-    }
-    let mut progressed = false;
-    for (leader, entries) in by_leader {
-        let Some(address) = image.inter_broker_address(leader) else {
-            continue;
-        };
-        let jobs: Vec<(&MarkerJob, &[(String, i32)])> = entries
-            .iter()
-            .map(|(index, partitions)| (&batch[*index].job, partitions.as_slice()))
-            .collect();
-        let request = batch_request(&jobs);
-        let Some(response) = call(channel, connections, leader, &address, &request).await else {
-            continue;
-        };
-        for (index, _) in &entries {
-            let producer_id = batch[*index].job.producer_id;
-            for done in answered_partitions(&response, producer_id) {
-                progressed |= batch[*index].left.remove(&done);
-            }
-        }
-    }
-    progressed
-}
-
-/// Sends `request` to `leader`, connecting first if needed; a failed call drops the
-/// connection (reconnected next round).
-async fn call(
-    channel: &Channel,
-    connections: &mut HashMap<NodeId, PeerConnection>,
-    leader: NodeId,
-    address: &str,
-    request: &WriteTxnMarkersRequest,
-) -> Option<WriteTxnMarkersResponse> {
-    if let std::collections::hash_map::Entry::Vacant(slot) = connections.entry(leader) {
-        let client_id = format!("broker-{}-txn-markers", channel.node_id);
-        let connecting = PeerConnection::connect(
-            address,
-            client_id,
-            RESPONSE_FRAME_BYTES_MAX,
-            CONNECT_TIMEOUT,
-        );
-        match connecting.await {
-            Ok(connection) => {
-                slot.insert(connection);
-            }
-            Err(error) => {
-                tracing::debug!(leader, %error, "cannot reach a leader for markers");
-                return None;
-            }
-        }
-    }
-    let connection = connections.get_mut(&leader)?;
-    let answer = connection
-        .call::<_, WriteTxnMarkersResponse>(ApiKey::WriteTxnMarkers, 1, request, REQUEST_TIMEOUT)
-        .await;
-    match answer {
-        Ok(response) => Some(response),
-        Err(error) => {
-            tracing::debug!(leader, %error, "WriteTxnMarkers failed; retrying");
-            connections.remove(&leader);
-            None
-        }
-    }
-}
-
-/// The partitions left, by their current leader. A partition whose topic is gone is
-/// dropped from `left` (no marker can or need be written); one without a leader waits.
-fn group_by_leader(
     image: &MetadataImage,
-    left: &mut BTreeSet<(String, i32)>,
-) -> BTreeMap<NodeId, Vec<(String, i32)>> {
-    let mut by_leader: BTreeMap<NodeId, Vec<(String, i32)>> = BTreeMap::new();
-    left.retain(|(topic, partition)| {
-        let Some(found) = image.partition(topic, *partition) else {
-            tracing::info!(topic, partition, "no marker for a partition that is gone");
-            return false;
-        };
-        if found.leader >= 0 {
-            by_leader
-                .entry(found.leader)
-                .or_default()
-                .push((topic.clone(), *partition));
+    destination: NodeId,
+    generation: u64,
+    idle: bool,
+) -> Option<Claim> {
+    let placement = placement_in(image);
+    let mut state = state(channel);
+    let claim = state
+        .queue
+        .claim(destination, &placement, MARKERS_PER_REQUEST_MAX);
+    if claim.is_empty() && idle {
+        if state.workers.get(&destination).map(|w| w.generation) == Some(generation) {
+            state.workers.remove(&destination);
         }
-        true
-    });
-    by_leader
+        return None;
+    }
+    Some(claim)
+}
+
+/// Sends `claim` to `destination` and settles the answer; returns how many partitions
+/// finished.
+async fn send_claim(
+    channel: &Channel,
+    image: &MetadataImage,
+    destination: NodeId,
+    claim: &Claim,
+) -> usize {
+    let (request, producer_ids) = {
+        let state = state(channel);
+        let jobs: Vec<(&MarkerJob, &[PartitionKey])> = (claim.iter())
+            .filter_map(|(id, partitions)| Some((state.queue.job(*id)?, partitions.as_slice())))
+            .collect();
+        let producer_ids: Vec<i64> = jobs.iter().map(|(job, _)| job.producer_id).collect();
+        (batch_request(&jobs), producer_ids)
+    };
+    let answer = match image.inter_broker_address(destination) {
+        Some(address) => {
+            let call = channel
+                .transport
+                .write_markers(destination, &address, &request);
+            call.await.map_err(|error| error.to_string())
+        }
+        None => Err("no inter-broker address".to_string()),
+    };
+    let mut answered: HashSet<(i64, PartitionKey)> = HashSet::new();
+    match answer {
+        Ok(response) => {
+            for producer_id in producer_ids {
+                let done = answered_partitions(&response, producer_id);
+                answered.extend(done.into_iter().map(|key| (producer_id, key)));
+            }
+        }
+        Err(error) => tracing::debug!(destination, %error, "WriteTxnMarkers failed; retrying"),
+    }
+    let done =
+        |producer_id: i64, key: &PartitionKey| answered.contains(&(producer_id, key.clone()));
+    let mut state = state(channel);
+    let settled = state.queue.settle(destination, claim, &done);
+    finish(state.queue.take_finished());
+    settled
 }
 
 /// One WriteTxnMarkers v1 with a marker per transaction, each naming its partitions by
@@ -373,6 +567,9 @@ mod tests {
     use kafka_protocol::messages::write_txn_markers_response::{
         WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
     };
+
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
 
@@ -487,12 +684,16 @@ mod tests {
     }
 
     fn image_with_leader(port: u16) -> MetadataImage {
+        image_with(&[(1, port)], &[("t", 1, 2)])
+    }
+
+    /// Brokers (node id, port) on loopback and topics (name, leader, partitions).
+    fn image_with(brokers: &[(NodeId, u16)], topics: &[(&str, NodeId, usize)]) -> MetadataImage {
         use crate::controller::{BrokerEndpoint, BrokerRegistration, PartitionImage, TopicImage};
         let mut image = MetadataImage::default();
-        image.brokers.insert(
-            1,
-            BrokerRegistration {
-                node_id: 1,
+        for &(node_id, port) in brokers {
+            let registration = BrokerRegistration {
+                node_id,
                 incarnation_id: uuid::Uuid::nil(),
                 epoch: 1,
                 listeners: vec![BrokerEndpoint {
@@ -505,23 +706,240 @@ mod tests {
                 rack: None,
                 fenced: false,
                 in_controlled_shutdown: false,
-            },
-        );
-        let partition = PartitionImage {
-            replicas: vec![1],
-            isr: vec![1],
-            leader: 1,
-            leader_epoch: 0,
-            partition_epoch: 0,
-        };
-        let topic = TopicImage {
-            name: "t".into(),
-            id: uuid::Uuid::from_u128(1),
-            partitions: vec![partition.clone(), partition],
-            configs: BTreeMap::new(),
-        };
-        image.topics.insert("t".into(), topic);
+            };
+            image.brokers.insert(node_id, registration);
+        }
+        for (index, &(name, leader, count)) in topics.iter().enumerate() {
+            let partition = PartitionImage {
+                replicas: vec![leader],
+                isr: vec![leader],
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            };
+            let topic = TopicImage {
+                name: name.into(),
+                id: uuid::Uuid::from_u128(index as u128 + 1),
+                partitions: vec![partition; count],
+                configs: BTreeMap::new(),
+            };
+            image.topics.insert(name.into(), topic);
+        }
         image
+    }
+
+    /// How a fake destination behaves.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Behaviour {
+        /// Every partition NONE.
+        Answer,
+        /// Never answers (a leader whose ISR is stuck, or a black hole).
+        Hang,
+        /// Its first call panics, inside the worker task; later calls answer.
+        PanicOnce,
+        /// Calls wait until `open` turns true, then answer.
+        Gated,
+    }
+
+    struct FakeTransport {
+        behaviour: HashMap<NodeId, Behaviour>,
+        calls: Mutex<Vec<NodeId>>,
+        called: Notify,
+        panicked: AtomicBool,
+        open: tokio::sync::watch::Receiver<bool>,
+    }
+
+    impl FakeTransport {
+        fn new(
+            behaviour: &[(NodeId, Behaviour)],
+        ) -> (Arc<FakeTransport>, tokio::sync::watch::Sender<bool>) {
+            let (open_sender, open) = tokio::sync::watch::channel(false);
+            let transport = FakeTransport {
+                behaviour: behaviour.iter().copied().collect(),
+                calls: Mutex::new(Vec::new()),
+                called: Notify::new(),
+                panicked: AtomicBool::new(false),
+                open,
+            };
+            (Arc::new(transport), open_sender)
+        }
+
+        fn calls_to(&self, destination: NodeId) -> usize {
+            let calls = self.calls.lock().unwrap();
+            calls.iter().filter(|&&node| node == destination).count()
+        }
+    }
+
+    /// Every partition of `request` answered NONE.
+    fn all_done(request: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+        let markers = request
+            .markers
+            .iter()
+            .map(|marker| {
+                let topics = marker
+                    .topics
+                    .iter()
+                    .map(|topic| {
+                        let partitions = (topic.partition_indexes.iter())
+                            .map(|index| {
+                                WritableTxnMarkerPartitionResult::default()
+                                    .with_partition_index(*index)
+                            })
+                            .collect();
+                        WritableTxnMarkerTopicResult::default()
+                            .with_name(topic.name.clone())
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(marker.producer_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        WriteTxnMarkersResponse::default().with_markers(markers)
+    }
+
+    impl MarkerTransport for FakeTransport {
+        fn write_markers<'a>(
+            &'a self,
+            destination: NodeId,
+            _address: &'a str,
+            request: &'a WriteTxnMarkersRequest,
+        ) -> Pin<Box<dyn Future<Output = Result<WriteTxnMarkersResponse, PeerError>> + Send + 'a>>
+        {
+            Box::pin(async move {
+                self.calls.lock().unwrap().push(destination);
+                self.called.notify_one();
+                match self.behaviour[&destination] {
+                    Behaviour::Answer => {}
+                    Behaviour::Hang => std::future::pending::<()>().await,
+                    Behaviour::PanicOnce => {
+                        if !self.panicked.swap(true, Ordering::SeqCst) {
+                            panic!("injected fault in the marker transport");
+                        }
+                    }
+                    Behaviour::Gated => {
+                        let mut open = self.open.clone();
+                        let _ = open.wait_for(|open| *open).await;
+                    }
+                }
+                Ok(all_done(request))
+            })
+        }
+    }
+
+    fn job_on(producer_id: i64, partitions: &[(&str, i32)]) -> MarkerJob {
+        let mut map = TxnPartitions::new();
+        for (topic, partition) in partitions {
+            map.entry(topic.to_string()).or_default().insert(*partition);
+        }
+        MarkerJob {
+            producer_id,
+            producer_epoch: 0,
+            commit: true,
+            coordinator_epoch: 0,
+            partitions: map,
+        }
+    }
+
+    /// A sender over `transport` with topic "slow" led by node 1 and "fast" by node 2.
+    fn fake_sender(transport: Arc<FakeTransport>) -> NetworkMarkerSender {
+        let image = Arc::new(image_with(
+            &[(1, 9001), (2, 9002)],
+            &[("slow", 1, 2), ("fast", 2, 2)],
+        ));
+        NetworkMarkerSender::with_transport(Box::new(move || image.clone()), transport)
+    }
+
+    const PROMPT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn one_unresponsive_destination_does_not_delay_the_others() {
+        let (transport, _open) =
+            FakeTransport::new(&[(1, Behaviour::Hang), (2, Behaviour::Answer)]);
+        let sender = fake_sender(transport.clone());
+        let wanted: StillWanted = Arc::new(|| true);
+        let stuck = sender.send(job_on(1, &[("slow", 0)]), wanted.clone());
+        let mixed = sender.send(job_on(2, &[("slow", 1), ("fast", 0)]), wanted.clone());
+        let quick = sender.send(job_on(3, &[("fast", 1)]), wanted.clone());
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::time::timeout(PROMPT, quick).await;
+        assert_eq!(
+            outcome.expect("delayed by the hung leader"),
+            MarkerOutcome::Written
+        );
+        assert!(started.elapsed() < PROMPT);
+        // The others stay pending, not failed; the hung leader got exactly one request
+        // (one in flight per destination), holding both transactions' markers for it.
+        let pending = tokio::time::timeout(Duration::from_millis(300), async {
+            tokio::join!(stuck, mixed)
+        });
+        assert!(
+            pending.await.is_err(),
+            "markers for the hung leader cannot be written"
+        );
+        assert_eq!(transport.calls_to(1), 1);
+        assert_eq!(state(&sender.channel).queue.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_panics_is_restarted_and_its_job_completes() {
+        let (transport, _open) = FakeTransport::new(&[(1, Behaviour::PanicOnce)]);
+        let sender = fake_sender(transport.clone());
+        let job = job_on(5, &[("slow", 0), ("slow", 1)]);
+        let outcome = tokio::time::timeout(PROMPT, sender.send(job, Arc::new(|| true))).await;
+        assert_eq!(
+            outcome.expect("the job died with its worker"),
+            MarkerOutcome::Written
+        );
+        assert!(transport.panicked.load(Ordering::SeqCst));
+        assert_eq!(transport.calls_to(1), 2, "sent again after the panic");
+    }
+
+    #[tokio::test]
+    async fn jobs_survive_the_death_of_every_sender_task() {
+        let (transport, open) = FakeTransport::new(&[(1, Behaviour::Gated)]);
+        let sender = fake_sender(transport.clone());
+        let sent = sender.send(job_on(6, &[("slow", 0)]), Arc::new(|| true));
+        tokio::pin!(sent);
+        // Drive the send until its request is in flight.
+        tokio::select! {
+            _ = &mut sent => panic!("answered before the gate opened"),
+            _ = transport.called.notified() => {}
+        }
+        // Every task of the sender dies mid-request (as if it panicked).
+        let dispatcher = sender.channel.dispatcher.lock().unwrap();
+        dispatcher.as_ref().expect("started by send").abort();
+        drop(dispatcher);
+        for worker in state(&sender.channel).workers.values() {
+            worker.task.abort();
+        }
+        open.send(true).unwrap();
+        // The waiting send restarts the dispatcher, which restarts the worker, which sends
+        // the marker again: the job completes.
+        let outcome = tokio::time::timeout(SUPERVISE_INTERVAL * 5, &mut sent).await;
+        assert_eq!(outcome.expect("the job was lost"), MarkerOutcome::Written);
+        assert_eq!(transport.calls_to(1), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unwanted_job_is_abandoned_without_waiting_for_its_leader() {
+        let (transport, _open) = FakeTransport::new(&[(1, Behaviour::Hang)]);
+        let sender = fake_sender(transport);
+        let wanted = Arc::new(AtomicBool::new(true));
+        let check = wanted.clone();
+        let still_wanted: StillWanted = Arc::new(move || check.load(Ordering::SeqCst));
+        let sent = sender.send(job_on(7, &[("slow", 0)]), still_wanted);
+        tokio::pin!(sent);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut sent)
+                .await
+                .is_err()
+        );
+        wanted.store(false, Ordering::SeqCst);
+        let outcome = tokio::time::timeout(PROMPT, &mut sent).await;
+        assert_eq!(outcome.expect("never abandoned"), MarkerOutcome::Abandoned);
+        assert_eq!(state(&sender.channel).queue.len(), 0);
     }
 
     #[tokio::test]

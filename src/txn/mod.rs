@@ -11,7 +11,8 @@
 //! machine (EndTxn's rules in `end_txn`),
 //! [`coordinator`] the shell that writes every change to `__transaction_state` before it
 //! answers, `loader` follows that topic's leadership (replay on election, unload on
-//! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders.
+//! resignation), [`markers`] sends WriteTxnMarkers to the data partitions' leaders, one
+//! worker per destination over the pure bookkeeping of [`marker_queue`].
 //!
 //! On the partition leader, [`verification`] asks the coordinators whether a partition is
 //! in a producer's transaction before its first transactional batch lands (KIP-890).
@@ -23,6 +24,7 @@ mod end_txn;
 mod error;
 mod loader;
 pub mod marker;
+pub mod marker_queue;
 pub mod markers;
 pub mod producer_ids;
 pub mod producer_snapshot;

@@ -10,17 +10,23 @@
 //! our table needs the last five):
 //!
 //! ```text
-//! version i16 = 2 | crc u32 (CRC-32C of every byte after it) | offset i64 | count i32
+//! version i16 = 3 | crc u32 (CRC-32C of every byte after it) | offset i64 | count i32
 //! count x { producer_id i64 | epoch i16 | coordinator_epoch i32
-//!           | txn_first_offset i64 (-1: no open transaction) | batches i16 (0..=5)
+//!           | txn_first_offset i64 (-1: no open transaction) | last_timestamp i64
+//!           | batches i16 (0..=5)
 //!           batches x { first_sequence i32 | last_sequence i32 | first_offset i64
 //!                       | last_offset i64 | max_timestamp i64 } }
 //! ```
 //!
 //! Version 2 added the transactional fields (Kafka's snapshot v1 has the same two,
 //! `CoordinatorEpoch` and `CurrentTxnFirstOffset`); a producer known only from a marker has
-//! no batches. Version 1 files (no transactional fields, 1..=5 batches) still load, as
-//! producers with no open transaction.
+//! no batches. Version 3 added `last_timestamp` (Kafka's `Timestamp`), the time
+//! `producer.id.expiration.ms` ages a producer from; it is the last batch's max timestamp
+//! or the last marker's timestamp. Version 2 files (no `last_timestamp`: the last batch's
+//! max timestamp is used, or -1 for a producer known only from a marker, which then
+//! expires at the first check, as a Kafka entry with no timestamp would) and version 1
+//! files (no transactional fields, 1..=5 batches: producers with no open transaction)
+//! still load.
 //!
 //! Snapshots are derived data: a snapshot that is missing, unreadable or fails its checks
 //! is ignored (and logged), and the next older one, or a full header scan, is used instead.
@@ -45,7 +51,9 @@ use crate::txn::producer_state::{BATCHES_REMEMBERED, BatchRecord, ProducerStateT
 pub const SNAPSHOT_EXTENSION: &str = "snapshot";
 /// Snapshots kept per partition: the newest, and an older one in case it is damaged.
 pub const SNAPSHOTS_KEPT: usize = 2;
-const SNAPSHOT_VERSION: i16 = 2;
+const SNAPSHOT_VERSION: i16 = 3;
+/// Before `last_timestamp`; still read.
+const SNAPSHOT_VERSION_TXN: i16 = 2;
 /// Before the transactional fields; still read.
 const SNAPSHOT_VERSION_IDEMPOTENT: i16 = 1;
 /// `txn_first_offset` of a producer with no open transaction.
@@ -56,7 +64,8 @@ const OFFSET_DIGITS: usize = 20;
 /// version + crc.
 const PREAMBLE_BYTES: usize = 2 + 4;
 const PRODUCER_BYTES_V1: usize = 8 + 2 + 2;
-const PRODUCER_BYTES: usize = 8 + 2 + 4 + 8 + 2;
+const PRODUCER_BYTES_V2: usize = 8 + 2 + 4 + 8 + 2;
+const PRODUCER_BYTES: usize = 8 + 2 + 4 + 8 + 8 + 2;
 const BATCH_BYTES: usize = 4 + 4 + 8 + 8 + 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +98,7 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
         body.extend_from_slice(&producer.txn.coordinator_epoch.to_be_bytes());
         let txn_first_offset = producer.txn.txn_first_offset.unwrap_or(NO_TXN);
         body.extend_from_slice(&txn_first_offset.to_be_bytes());
+        body.extend_from_slice(&producer.last_timestamp.to_be_bytes());
         body.extend_from_slice(&(batches.len() as i16).to_be_bytes());
         for batch in batches {
             body.extend_from_slice(&batch.first_sequence.to_be_bytes());
@@ -109,10 +119,14 @@ pub fn encode(table: &ProducerStateTable, offset: i64) -> Vec<u8> {
 pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotError> {
     let mut reader = Reader { bytes, position: 0 };
     let version = reader.i16()?;
-    if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_IDEMPOTENT {
-        return Err(corrupt(format!("unknown version {version}")));
-    }
-    let with_txn = version == SNAPSHOT_VERSION;
+    let producer_bytes = match version {
+        SNAPSHOT_VERSION => PRODUCER_BYTES,
+        SNAPSHOT_VERSION_TXN => PRODUCER_BYTES_V2,
+        SNAPSHOT_VERSION_IDEMPOTENT => PRODUCER_BYTES_V1,
+        _ => return Err(corrupt(format!("unknown version {version}"))),
+    };
+    let with_txn = version >= SNAPSHOT_VERSION_TXN;
+    let with_timestamp = version >= SNAPSHOT_VERSION;
     let crc = reader.u32()?;
     if crc32c::crc32c(&bytes[PREAMBLE_BYTES..]) != crc {
         return Err(corrupt("CRC-32C mismatch".into()));
@@ -123,11 +137,6 @@ pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotE
             "holds offset {stored_offset}, named {offset}"
         )));
     }
-    let producer_bytes = if with_txn {
-        PRODUCER_BYTES
-    } else {
-        PRODUCER_BYTES_V1
-    };
     let count = reader.count(producer_bytes)?;
     let mut table = ProducerStateTable::default();
     for _ in 0..count {
@@ -138,6 +147,10 @@ pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotE
         } else {
             TxnFields::default()
         };
+        let last_timestamp = match with_timestamp {
+            true => Some(reader.i64()?),
+            false => None,
+        };
         let batches = reader.batches(if with_txn { 0 } else { 1 })?;
         if batches.iter().any(|batch| batch.last_offset >= offset) {
             return Err(corrupt(format!(
@@ -145,6 +158,9 @@ pub fn decode(bytes: &[u8], offset: i64) -> Result<ProducerStateTable, SnapshotE
             )));
         }
         table.restore(producer_id, epoch, txn, &batches);
+        if let Some(timestamp) = last_timestamp {
+            table.restore_last_timestamp(producer_id, timestamp);
+        }
     }
     if reader.position != bytes.len() {
         return Err(corrupt("bytes after the last producer".into()));
@@ -367,7 +383,7 @@ mod tests {
     fn round_trip_keeps_every_producer_and_batch() {
         let (table, end) = sample();
         let bytes = encode(&table, end);
-        assert_eq!(&bytes[..2], &[0, 2], "version 2");
+        assert_eq!(&bytes[..2], &[0, 3], "version 3");
         let decoded = decode(&bytes, end).unwrap();
         assert_eq!(decoded, table);
         assert_eq!(decoded.producer_count(), 3);
@@ -499,6 +515,59 @@ mod tests {
         );
         // An open transaction at or after the snapshot's offset cannot be.
         assert!(decode(&encode(&table, 4), 4).is_err());
+    }
+
+    #[test]
+    fn last_timestamps_survive_a_round_trip_and_version_2_guesses_them() {
+        let mut table = ProducerStateTable::default();
+        let mut data = txn_batch(1, 0, 0, 2);
+        data.max_timestamp = 4_000;
+        table.update(&data, 0);
+        let marker = TxnMarker {
+            committed: true,
+            coordinator_epoch: 1,
+        };
+        table.complete(1, 0, marker, 2);
+        table.restore_last_timestamp(1, 4_500);
+        table.complete(2, 3, marker, 3);
+        table.restore_last_timestamp(2, 4_600);
+        let decoded = decode(&encode(&table, 4), 4).unwrap();
+        assert_eq!(decoded, table);
+        let stamps: Vec<(i64, i64)> = decoded
+            .active_producers()
+            .iter()
+            .map(|p| (p.producer_id, p.last_timestamp))
+            .collect();
+        assert_eq!(stamps, vec![(1, 4_500), (2, 4_600)]);
+        // The same producers in a version 2 file: the batch's timestamp, or none.
+        let mut body = Vec::new();
+        body.extend_from_slice(&4i64.to_be_bytes());
+        body.extend_from_slice(&2i32.to_be_bytes());
+        for (producer_id, epoch, batches) in [(1i64, 0i16, 1i16), (2, 3, 0)] {
+            body.extend_from_slice(&producer_id.to_be_bytes());
+            body.extend_from_slice(&epoch.to_be_bytes());
+            body.extend_from_slice(&1i32.to_be_bytes());
+            body.extend_from_slice(&(-1i64).to_be_bytes());
+            body.extend_from_slice(&batches.to_be_bytes());
+            for _ in 0..batches {
+                for field in [0i32, 1] {
+                    body.extend_from_slice(&field.to_be_bytes());
+                }
+                for field in [0i64, 1, 4_000] {
+                    body.extend_from_slice(&field.to_be_bytes());
+                }
+            }
+        }
+        let mut bytes = 2i16.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        bytes.extend_from_slice(&body);
+        let old = decode(&bytes, 4).unwrap();
+        let stamps: Vec<(i64, i64)> = old
+            .active_producers()
+            .iter()
+            .map(|p| (p.producer_id, p.last_timestamp))
+            .collect();
+        assert_eq!(stamps, vec![(1, 4_000), (2, -1)]);
     }
 
     /// A version 1 snapshot (before transactions), written field by field.

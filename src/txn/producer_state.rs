@@ -76,6 +76,9 @@ struct VerificationEntry {
     lowest_sequence: i32,
     created_ms: i64,
 }
+/// Last timestamp of a producer that has written nothing with a timestamp yet (Kafka's
+/// `RecordBatch.NO_TIMESTAMP`).
+pub const NO_TIMESTAMP: i64 = -1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchRecord {
@@ -120,11 +123,26 @@ impl Default for TxnFields {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchRecord>,
     txn: TxnFields,
+    /// The max timestamp of the producer's last batch or the timestamp of its last marker
+    /// (Kafka's `ProducerStateEntry.lastTimestamp`): what `producer.id.expiration.ms`
+    /// ages, and what DescribeProducers reports.
+    last_timestamp: i64,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            txn: TxnFields::default(),
+            last_timestamp: NO_TIMESTAMP,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -176,6 +194,7 @@ pub struct ProducerView<'a> {
     pub epoch: i16,
     pub txn: TxnFields,
     pub batches: &'a VecDeque<BatchRecord>,
+    pub last_timestamp: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -289,6 +308,7 @@ impl ProducerStateTable {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        entry.last_timestamp = header.max_timestamp;
         if header.base_sequence == NO_SEQUENCE {
             // A coordinator's batch: nothing a retry could be matched against.
             open_transaction(&mut self.open_txns, entry, header, first_offset);
@@ -514,6 +534,7 @@ impl ProducerStateTable {
             epoch: entry.epoch,
             txn: entry.txn,
             batches: &entry.batches,
+            last_timestamp: entry.last_timestamp,
         })
     }
 
@@ -530,10 +551,16 @@ impl ProducerStateTable {
         batches: &[BatchRecord],
     ) {
         let kept = &batches[batches.len().saturating_sub(BATCHES_REMEMBERED)..];
+        // Before snapshots kept it, the last batch's max timestamp was the best guess
+        // (`restore_last_timestamp` sets the kept one).
+        let last_timestamp = kept
+            .last()
+            .map_or(NO_TIMESTAMP, |batch| batch.max_timestamp);
         let entry = ProducerEntry {
             epoch,
             batches: kept.iter().copied().collect(),
             txn,
+            last_timestamp,
         };
         if let Some(old) = self.producers.insert(producer_id, entry)
             && let Some(first) = old.txn.txn_first_offset
@@ -544,6 +571,84 @@ impl ProducerStateTable {
             self.open_txns.insert((first, producer_id));
         }
     }
+}
+
+/// One producer as DescribeProducers reports it (Kafka's `UnifiedLog.activeProducers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence of its last remembered batch; NO_SEQUENCE (-1) for none.
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction; -1 for none.
+    pub txn_start_offset: i64,
+}
+
+/// Producer-id expiration (`producer.id.expiration.ms`) and the DescribeProducers view,
+/// kept apart from the append checks above.
+impl ProducerStateTable {
+    /// Kafka's `removeExpiredProducers`: forgets every producer with no open transaction
+    /// whose last timestamp is `expiration_ms` or more before `now_ms`. A producer with an
+    /// open transaction is kept whatever its age: its first offset bounds the LSO, and only
+    /// its marker may close it. Returns the ids removed.
+    ///
+    /// The age comes from the batches' own (producer-clock) timestamps, as in Kafka, so a
+    /// producer whose clock runs far behind expires early; it then starts over as unknown
+    /// and its next batch is accepted at any sequence.
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> Vec<i64> {
+        let mut removed: Vec<i64> = self
+            .producers
+            .iter()
+            .filter(|(_, entry)| is_expired(entry, now_ms, expiration_ms))
+            .map(|(producer_id, _)| *producer_id)
+            .collect();
+        removed.sort_unstable();
+        for producer_id in &removed {
+            let entry = self.producers.remove(producer_id);
+            assert!(
+                entry.is_some_and(|entry| entry.txn.txn_first_offset.is_none()),
+                "only producers without an open transaction expire"
+            );
+        }
+        removed
+    }
+
+    /// Sets the last timestamp of `producer_id` (known) to a marker's timestamp, or to the
+    /// one a snapshot kept. Kafka's marker append updates it the same way.
+    pub fn restore_last_timestamp(&mut self, producer_id: i64, timestamp: i64) {
+        if let Some(entry) = self.producers.get_mut(&producer_id) {
+            entry.last_timestamp = timestamp;
+        }
+    }
+
+    /// Every producer as DescribeProducers shows it, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut active: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(producer_id, entry)| ActiveProducer {
+                producer_id: *producer_id,
+                epoch: entry.epoch,
+                last_sequence: entry
+                    .batches
+                    .back()
+                    .map_or(NO_SEQUENCE, |b| b.last_sequence),
+                last_timestamp: entry.last_timestamp,
+                coordinator_epoch: entry.txn.coordinator_epoch,
+                txn_start_offset: entry.txn.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        active.sort_unstable_by_key(|producer| producer.producer_id);
+        active
+    }
+}
+
+/// Kafka's `isProducerExpired`.
+fn is_expired(entry: &ProducerEntry, now_ms: i64, expiration_ms: i64) -> bool {
+    entry.txn.txn_first_offset.is_none()
+        && now_ms.saturating_sub(entry.last_timestamp) >= expiration_ms
 }
 
 /// Sequences wrap from i32::MAX to 0, as in Kafka.
@@ -989,6 +1094,89 @@ pub(crate) mod tests {
         let later = 5 + VERIFICATION_EXPIRATION_MS;
         assert!(table.start_verification(-7, 0, 0, later).unwrap().is_some());
         assert_eq!(table.verification_count(), 1);
+    }
+
+    fn at(mut header: BatchHeader, max_timestamp: i64) -> BatchHeader {
+        header.max_timestamp = max_timestamp;
+        header
+    }
+
+    #[test]
+    fn idle_producers_expire_by_their_last_timestamp_and_open_transactions_stay() {
+        const EXPIRATION_MS: i64 = 1_000;
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, at(batch(1, 0, 0, 1), 1_000), 0);
+        accept(&mut table, at(batch(2, 0, 0, 1), 1_500), 1);
+        // Producer 3's transaction opened long ago and is still open.
+        accept(&mut table, at(txn_batch(3, 0, 0, 1), 100), 2);
+        // Producer 4 is known only from a marker written at 1_800.
+        table.complete(4, 1, marker(true, 0), 3);
+        table.restore_last_timestamp(4, 1_800);
+        assert!(table.remove_expired(1_999, EXPIRATION_MS).is_empty());
+        // Exactly the expiration: gone (Kafka's `>=`).
+        assert_eq!(table.remove_expired(2_000, EXPIRATION_MS), vec![1]);
+        assert_eq!(table.remove_expired(2_800, EXPIRATION_MS), vec![2, 4]);
+        assert_eq!(table.producer_count(), 1);
+        assert_eq!(table.first_unstable_offset(), Some(2));
+        // Once its transaction ends, it ages from the marker's timestamp.
+        table.complete(3, 0, marker(false, 0), 4);
+        table.restore_last_timestamp(3, 5_000);
+        assert!(table.remove_expired(5_999, EXPIRATION_MS).is_empty());
+        assert_eq!(table.remove_expired(6_000, EXPIRATION_MS), vec![3]);
+        assert_eq!(table.producer_count(), 0);
+    }
+
+    #[test]
+    fn an_expired_producer_starts_over_as_unknown() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, at(batch(7, 2, 0, 5), 10), 0);
+        assert!(matches!(
+            table.check(&batch(7, 2, 9, 1)),
+            Err(SequenceError::OutOfOrder { expected: 5, .. })
+        ));
+        assert_eq!(table.remove_expired(100, 50), vec![7]);
+        // As in Kafka 4.0 (no epoch known): any sequence is accepted, and a retry of an
+        // old batch is no longer recognised as a duplicate.
+        assert_eq!(table.check(&batch(7, 2, 9, 1)), Ok(SequenceCheck::Accept));
+        assert_eq!(table.check(&batch(7, 2, 0, 5)), Ok(SequenceCheck::Accept));
+    }
+
+    #[test]
+    fn active_producers_report_sequences_timestamps_and_open_transactions() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, at(batch(9, 1, 0, 3), 77), 0);
+        accept(&mut table, at(txn_batch(5, 4, 0, 2), 88), 3);
+        accept(&mut table, at(txn_batch(5, 4, 2, 2), 99), 5);
+        table.complete(6, 2, marker(true, 3), 7);
+        table.restore_last_timestamp(6, 111);
+        let active = table.active_producers();
+        let expected = [
+            ActiveProducer {
+                producer_id: 5,
+                epoch: 4,
+                last_sequence: 3,
+                last_timestamp: 99,
+                coordinator_epoch: NO_COORDINATOR_EPOCH,
+                txn_start_offset: 3,
+            },
+            ActiveProducer {
+                producer_id: 6,
+                epoch: 2,
+                last_sequence: NO_SEQUENCE,
+                last_timestamp: 111,
+                coordinator_epoch: 3,
+                txn_start_offset: -1,
+            },
+            ActiveProducer {
+                producer_id: 9,
+                epoch: 1,
+                last_sequence: 2,
+                last_timestamp: 77,
+                coordinator_epoch: NO_COORDINATOR_EPOCH,
+                txn_start_offset: -1,
+            },
+        ];
+        assert_eq!(active, expected);
     }
 
     #[test]
