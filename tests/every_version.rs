@@ -130,7 +130,7 @@ async fn every_api_and_version_round_trips() {
         assert_eq!(response.api_keys.len(), APIS.len());
         let finalized = response.finalized_features.iter().map(|f| f.name.as_str());
         let expected: &[&str] = if version >= 3 {
-            &["metadata.version"]
+            &["metadata.version", "transaction.version"]
         } else {
             &[]
         };
