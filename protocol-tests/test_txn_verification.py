@@ -7,7 +7,7 @@ AddPartitionsToTxn / AddOffsetsToTxn).
 Written against Kafka 4.0's behaviour (ReplicaManager, AddPartitionsToTxnManager):
 
 - A transactional Produce (v3-v11) to a partition never added to the transaction is
-  refused with INVALID_TXN_STATE and nothing is appended (the log end stays put); after
+  refused (INVALID_TXN_STATE; TRANSACTION_ABORTABLE from v11) and nothing is appended (the log end stays put); after
   AddPartitionsToTxn the same batch is accepted.
 - Produce v12 adds the partition itself: DescribeTransactions lists it, and EndTxn commits
   it end to end (markers written, read_committed consumers see the records).
@@ -41,6 +41,7 @@ TXN_OFFSET_COMMIT = 28
 NONE = 0
 NOT_ENOUGH_REPLICAS = 19
 INVALID_TXN_STATE = 48
+TRANSACTION_ABORTABLE = 120
 
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 TIMEOUT_S = 30.0
@@ -165,7 +166,10 @@ def test_a_partition_never_added_is_refused_then_accepted_once_added(broker, con
                                          {topic: [0]})[(topic, 0)],))[0] == NONE
     batch = txn_batch(producer_id, epoch, 0, [b"v1", b"v2"])
     refused = produce_retrying(conn, version, transactional_id, topic, 1, batch)
-    assert refused[0] == INVALID_TXN_STATE, refused
+    # The coordinator answers TRANSACTION_ABORTABLE; Produce v11 clients know it (Kafka's
+    # genericErrorSupported), older ones get INVALID_TXN_STATE.
+    want = TRANSACTION_ABORTABLE if version >= 11 else INVALID_TXN_STATE
+    assert refused[0] == want, refused
     assert offsets(conn, topic, 1) == (0, 0), "nothing appended"
 
     assert add_partitions(conn, transactional_id, producer_id, epoch,

@@ -43,11 +43,6 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         ReplicaError::Sequence(
             SequenceError::InvalidTxnState { .. } | SequenceError::Unverified { .. },
         ) => ResponseError::InvalidTxnState,
-        // Kafka maps a verification that cannot proceed now to NOT_ENOUGH_REPLICAS: old
-        // clients retry it without refreshing metadata.
-        ReplicaError::Sequence(SequenceError::VerificationsFull) => {
-            ResponseError::NotEnoughReplicas
-        }
         ReplicaError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
             ResponseError::TransactionCoordinatorFenced
         }
@@ -147,6 +142,7 @@ pub fn txn_error(error: &crate::txn::TxnError, fenced_as_old_epoch: bool) -> Res
         TxnError::ProducerFenced => ResponseError::ProducerFenced,
         TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
         TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::TransactionAbortable => ResponseError::TransactionAbortable,
         TxnError::NotCoordinator => ResponseError::NotCoordinator,
         TxnError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
         TxnError::NotAvailable(_) => ResponseError::CoordinatorNotAvailable,

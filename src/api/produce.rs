@@ -49,12 +49,14 @@ pub async fn handle(
     };
     let image = broker.image();
     let now = now_ms();
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut prepared = prepare_all(broker, &image, request.topic_data, valid_acks);
     let id = transactional_id.as_deref();
     verify_transactional(broker, context.version, id, &mut prepared, now).await;
+    // The replication wait starts after the verification, as Kafka's DelayedProduce is
+    // created in its callback: a slow coordinator does not use up `timeout_ms`.
+    let deadline = tokio::time::Instant::now() + timeout;
     // The verification may have taken a round trip: stamp the append with its own time.
     let topics = append_all(prepared, now_ms(), required);
     if acks == 0 {

@@ -64,7 +64,13 @@ pub async fn handle(
     let mut verification = Verification::Off;
     if let (Ok(partition), None, true) = (&log, group_error, any_known) {
         match verify(broker, context.version, &request, partition, now).await {
-            Ok(verified) => verification = verified,
+            // The verification waited on another node: a rebalance may have fenced the
+            // member meanwhile, and a zombie's offsets must not land (KIP-447). Kafka
+            // validates membership at write time; so again here.
+            Ok(verified) => {
+                verification = verified;
+                group_error = membership_error(broker, &group, &request).await;
+            }
             Err(error) => group_error = Some(error),
         }
     }
@@ -144,10 +150,9 @@ pub async fn handle(
 }
 
 /// The group's offsets partition verified with (v5: added to) the producer's transaction;
-/// the verification the commit's append presents, or the error every partition gets. The
-/// coordinator's errors go to the client as they are (Kafka's group coordinator passes
-/// them on), but for a full verification table, answered as a write that cannot be made
-/// now.
+/// the verification the commit's append presents, or the error every partition gets,
+/// mapped as Kafka's group coordinator maps a failed write (`handleOperationException`):
+/// transport and availability errors become ones TxnOffsetCommit clients retry.
 async fn verify(
     broker: &Broker,
     version: i16,
@@ -169,9 +174,24 @@ async fn verify(
     let verdicts = txn_verify::verify(broker, id, operation, &[candidate], now).await;
     match verdicts.into_iter().next() {
         Some(Ok(verification)) => Ok(verification),
-        Some(Err(ResponseError::NotEnoughReplicas)) => Err(ResponseError::CoordinatorNotAvailable),
-        Some(Err(error)) => Err(error),
+        Some(Err(error)) => Err(offset_commit_error(error)),
         None => Ok(Verification::Off),
+    }
+}
+
+/// Kafka's `CoordinatorRuntime` / `maybeConvertOffsetCommitError` table for an error met
+/// while writing a transactional offset commit; the others pass unchanged.
+fn offset_commit_error(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::NetworkException => ResponseError::CoordinatorLoadInProgress,
+        ResponseError::NotEnoughReplicas
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::UnknownTopicOrPartition
+        | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
+            ResponseError::NotCoordinator
+        }
+        other => other,
     }
 }
 

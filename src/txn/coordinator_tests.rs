@@ -139,7 +139,7 @@ async fn commit_writes_markers_completes_and_survives_a_reload() {
         .verify_partitions("tx", pid, epoch, &parts(&[("t", 1), ("v", 0)]))
         .unwrap();
     assert_eq!(verified[0].2, Ok(()));
-    assert_eq!(verified[1].2, Err(TxnError::InvalidTxnState));
+    assert_eq!(verified[1].2, Err(TxnError::TransactionAbortable));
     coordinator.end_txn("tx", pid, epoch, true).await.unwrap();
     until_state(&coordinator, "tx", TxnStatus::CompleteCommit).await;
     let jobs = lock(&markers.jobs).clone();

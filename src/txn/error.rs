@@ -17,6 +17,11 @@ pub enum TxnError {
     ConcurrentTransactions,
     #[error("the transaction is not in a state for this request")]
     InvalidTxnState,
+    /// Verify-only: the partition is not in the ongoing transaction (Kafka 4.0's
+    /// `handleVerifyPartitionsInTransaction`); the producer can abort and go on. The
+    /// partition leader turns it into INVALID_TXN_STATE for clients that predate it.
+    #[error("the partition is not in the ongoing transaction")]
+    TransactionAbortable,
     #[error("this broker does not coordinate the transactional id")]
     NotCoordinator,
     #[error("the transaction state partition is still loading")]

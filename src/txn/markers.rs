@@ -908,9 +908,10 @@ mod tests {
             _ = transport.called.notified() => {}
         }
         // Every task of the sender dies mid-request (as if it panicked).
-        let dispatcher = sender.channel.dispatcher.lock().unwrap();
-        dispatcher.as_ref().expect("started by send").abort();
-        drop(dispatcher);
+        {
+            let dispatcher = sender.channel.dispatcher.lock().unwrap();
+            dispatcher.as_ref().expect("started by send").abort();
+        }
         for worker in state(&sender.channel).workers.values() {
             worker.task.abort();
         }

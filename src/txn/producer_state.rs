@@ -175,9 +175,6 @@ pub enum SequenceError {
     /// current verification guard (never verified, or its transaction ended meanwhile).
     #[error("producer {producer_id}: the batch is not part of a verified ongoing transaction")]
     Unverified { producer_id: i64 },
-    /// [`VERIFICATIONS_MAX`] verifications are open on the partition (retriable).
-    #[error("too many transaction verifications in progress on this partition")]
-    VerificationsFull,
     /// A marker from a transaction coordinator older than the last one seen.
     #[error("producer {producer_id}: coordinator epoch {found} is older than {current}")]
     CoordinatorFenced {
@@ -230,6 +227,7 @@ impl ProducerStateTable {
         let sequence = check_sequence(entry, header)?;
         if sequence == SequenceCheck::Accept
             && let Some(verifying) = self.verifications.get(&producer_id)
+            && verifying.epoch == header.producer_epoch
             && header.base_sequence > verifying.lowest_sequence
         {
             // Kafka's ProducerAppendInfo: while a lower sequence is still being verified
@@ -399,12 +397,31 @@ impl ProducerStateTable {
         if self.has_ongoing_transaction(producer_id, epoch) {
             return Ok(None);
         }
+        // A zombie at an older epoch is fenced here, before it leaves an entry whose lowest
+        // sequence would hold back the live producer's batches (Kafka checks the epoch at
+        // append only; the entry would then block the open transaction until a marker).
+        if let Some(entry) = self.producers.get(&producer_id)
+            && epoch < entry.epoch
+        {
+            return Err(SequenceError::StaleEpoch {
+                producer_id,
+                found: epoch,
+                current: entry.epoch,
+            });
+        }
         if !self.verifications.contains_key(&producer_id)
             && self.verifications.len() >= VERIFICATIONS_MAX
         {
             self.expire_verifications(now_ms, VERIFICATION_EXPIRATION_MS);
-            if self.verifications.len() >= VERIFICATIONS_MAX {
-                return Err(SequenceError::VerificationsFull);
+            // Still full (a flood of producers that never append): the oldest entry goes.
+            // Safe: its holder's append then fails as unverified, and it verifies again;
+            // refusing instead would lock every new producer out until expiry.
+            if self.verifications.len() >= VERIFICATIONS_MAX
+                && let Some(oldest) = (self.verifications.iter())
+                    .min_by_key(|(_, entry)| entry.created_ms)
+                    .map(|(id, _)| *id)
+            {
+                self.verifications.remove(&oldest);
             }
         }
         let entry = self
@@ -1082,18 +1099,38 @@ pub(crate) mod tests {
         assert_eq!(table.verification_count(), 1);
         table.expire_verifications(VERIFICATION_EXPIRATION_MS, VERIFICATION_EXPIRATION_MS);
         assert_eq!(table.verification_count(), 0);
-        for producer_id in 0..VERIFICATIONS_MAX as i64 {
+        let oldest = table.start_verification(0, 0, 0, 4).unwrap();
+        for producer_id in 1..VERIFICATIONS_MAX as i64 {
             table.start_verification(producer_id, 0, 0, 5).unwrap();
         }
-        assert_eq!(
-            table.start_verification(-7, 0, 0, 6),
-            Err(SequenceError::VerificationsFull)
+        // Full: a new producer evicts the oldest entry rather than being refused.
+        assert!(table.start_verification(-7, 0, 0, 6).unwrap().is_some());
+        assert_eq!(table.verification_count(), VERIFICATIONS_MAX);
+        assert!(
+            (table.check_verified(&txn_batch(0, 0, 0, 1), guarded(oldest))).is_err(),
+            "the evicted producer verifies again"
         );
-        // An existing producer still joins its verification; expiry makes room.
+        // An existing producer still joins its verification.
         assert!(table.start_verification(3, 0, 0, 6).is_ok());
-        let later = 5 + VERIFICATION_EXPIRATION_MS;
-        assert!(table.start_verification(-7, 0, 0, later).unwrap().is_some());
-        assert_eq!(table.verification_count(), 1);
+        let later = 6 + VERIFICATION_EXPIRATION_MS;
+        assert!(table.start_verification(-8, 0, 0, later).unwrap().is_some());
+        assert_eq!(table.verification_count(), 1, "expiry made room first");
+    }
+
+    #[test]
+    fn a_zombie_at_an_older_epoch_does_not_block_the_open_transaction() {
+        let mut table = ProducerStateTable::default();
+        accept(&mut table, txn_batch(1, 5, 100, 1), 0);
+        // The zombie (epoch 4) is refused before it leaves a verification entry behind.
+        assert!(matches!(
+            table.start_verification(1, 4, 3, 1),
+            Err(SequenceError::StaleEpoch { found: 4, current: 5, .. })
+        ));
+        assert_eq!(table.verification_count(), 0);
+        assert_eq!(
+            table.check(&txn_batch(1, 5, 101, 1)),
+            Ok(SequenceCheck::Accept)
+        );
     }
 
     fn at(mut header: BatchHeader, max_timestamp: i64) -> BatchHeader {

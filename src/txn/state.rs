@@ -396,7 +396,7 @@ impl TxnMetadata {
                 let verdict = if ongoing && self.contains(topic, id) {
                     Ok(())
                 } else {
-                    Err(TxnError::InvalidTxnState)
+                    Err(TxnError::TransactionAbortable)
                 };
                 (topic.clone(), id, verdict)
             })
@@ -620,7 +620,7 @@ mod tests {
             .verify_partitions(7, 0, &parts(&[("t", 0), ("v", 1)]))
             .unwrap();
         assert_eq!(verified[0].2, Ok(()));
-        assert_eq!(verified[1].2, Err(TxnError::InvalidTxnState));
+        assert_eq!(verified[1].2, Err(TxnError::TransactionAbortable));
     }
 
     #[test]

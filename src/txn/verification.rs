@@ -197,6 +197,13 @@ impl<R> Batches<R> {
         batch
     }
 
+    /// `node`'s sender died (a panic): nothing is in flight any more, and what was queued
+    /// is handed back to be answered, so the next enqueue starts a new sender.
+    pub fn sender_died(&mut self, node: NodeId) -> Vec<Queued<R>> {
+        self.in_flight.remove(&node);
+        self.queued.remove(&node).unwrap_or_default()
+    }
+
     pub fn queued_count(&self, node: NodeId) -> usize {
         self.queued.get(&node).map_or(0, Vec::len)
     }
@@ -372,8 +379,34 @@ impl TxnVerifier {
     }
 }
 
+/// Clears a panicked sender's in-flight mark and answers what it left queued: without it
+/// the mark would stay set, no sender would ever start for `node` again, and every later
+/// verification there would wait forever. (The batch it was sending is answered by its
+/// dropped reply channels: `verify` takes that as a network failure.)
+struct SenderGuard {
+    shared: Arc<Shared>,
+    node: NodeId,
+}
+
+impl Drop for SenderGuard {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let orphans = lock(&self.shared.batches).sender_died(self.node);
+        for queued in orphans {
+            let errors = all_failed(&queued.request, ResponseError::NetworkException);
+            let _ = queued.reply.send(errors);
+        }
+    }
+}
+
 /// Sends `node`'s batches one at a time until none is queued.
 async fn run_sender(shared: Arc<Shared>, node: NodeId) {
+    let _guard = SenderGuard {
+        shared: shared.clone(),
+        node,
+    };
     loop {
         let batch = lock(&shared.batches).take(node);
         if batch.is_empty() {
