@@ -14,9 +14,6 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::write_txn_markers_response::{
-    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
-};
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use tokio::task::JoinSet;
 
@@ -128,32 +125,7 @@ async fn wait_committed(
 /// The response with every partition answered NONE, in request order; failures and
 /// pending waits write their codes over it.
 fn skeleton(request: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
-    let markers = request
-        .markers
-        .iter()
-        .map(|marker| {
-            let topics = marker
-                .topics
-                .iter()
-                .map(|topic| {
-                    let partitions = topic
-                        .partition_indexes
-                        .iter()
-                        .map(|&index| {
-                            WritableTxnMarkerPartitionResult::default().with_partition_index(index)
-                        })
-                        .collect();
-                    WritableTxnMarkerTopicResult::default()
-                        .with_name(topic.name.clone())
-                        .with_partitions(partitions)
-                })
-                .collect();
-            WritableTxnMarkerResult::default()
-                .with_producer_id(marker.producer_id)
-                .with_topics(topics)
-        })
-        .collect();
-    WriteTxnMarkersResponse::default().with_markers(markers)
+    crate::txn::markers::answered(request, |_, _, _| 0)
 }
 
 fn set_error(response: &mut WriteTxnMarkersResponse, slot: Slot, error: ResponseError) {

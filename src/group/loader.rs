@@ -30,8 +30,8 @@ use super::coordinator::{CoordinatorError, GroupCoordinator, lock};
 use super::offsets::OffsetStore;
 use super::records::{self, GroupValue, RecordKey};
 use super::registry::from_record;
-use crate::replica::{Partition, ReplicaError};
 use crate::replica::committed_replay::replay_committed;
+use crate::replica::{Partition, ReplicaError};
 
 /// Loads under way: partition -> the epoch being loaded. An unload removes the entry, and
 /// a load whose entry is gone (or names another epoch) installs nothing.
@@ -241,11 +241,15 @@ impl GroupCoordinator {
 /// Reads the partition from `from` (or its start, if later) to the high watermark into
 /// `replay`; returns the offset it stopped at.
 fn replay_range(log: &Partition, from: i64, replay: &mut Replay) -> Result<i64, CoordinatorError> {
-    let end = replay_committed(log, from, &mut |record| match apply_record(record, replay) {
-        Replayed::Applied => replay.applied += 1,
-        Replayed::Ignored => {}
-        Replayed::Unreadable => replay.skipped_records += 1,
-    })
+    let end = replay_committed(
+        log,
+        from,
+        &mut |record| match apply_record(record, replay) {
+            Replayed::Applied => replay.applied += 1,
+            Replayed::Ignored => {}
+            Replayed::Unreadable => replay.skipped_records += 1,
+        },
+    )
     .map_err(|e| CoordinatorError::Storage(e.to_string()))?;
     replay.skipped_batches += end.skipped_batches;
     if replay.skipped_batches + replay.skipped_records > 0 {
@@ -259,7 +263,6 @@ fn replay_range(log: &Partition, from: i64, replay: &mut Replay) -> Result<i64, 
     }
     Ok(end.next_offset)
 }
-
 
 /// Applies one record to the replay. A value that cannot be decoded is skipped, never
 /// taken for a tombstone: that would drop the offset committed before it.

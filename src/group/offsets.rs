@@ -114,7 +114,12 @@ impl OffsetStore {
             .or_default()
             .entry(group.to_string())
             .or_default();
-        insert_if_later(offsets, (topic.to_string(), partition), value, record_offset);
+        insert_if_later(
+            offsets,
+            (topic.to_string(), partition),
+            value,
+            record_offset,
+        );
     }
 
     /// `producer_id`'s transaction ended for the groups `mine` selects (those of the offsets

@@ -7,11 +7,11 @@
 //! partition has one replica, so the leader's log end offset is the high watermark; the
 //! cluster issue adds follower fetchers and ISR tracking behind the same interface.
 
+pub mod committed_replay;
 pub mod fetcher;
 pub mod hw_checkpoint;
 pub mod isr_changes;
 pub mod leader_state;
-pub mod committed_replay;
 pub mod log_cleaner;
 pub mod partition;
 pub mod peer_connection;

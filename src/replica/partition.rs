@@ -43,8 +43,7 @@ use crate::log::{
 use crate::txn::marker::{encode_marker_batch, parse_marker};
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{
-    ActiveProducer, ProducerStateTable, SequenceCheck, TxnMarker, Verification,
-    VerificationGuard,
+    ActiveProducer, ProducerStateTable, SequenceCheck, TxnMarker, Verification, VerificationGuard,
 };
 use crate::types::{NodeId, TopicPartition, kafka_uuid_string};
 

@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-
 use super::coordinator::{Shard, TransactionCoordinator, lock};
 use super::error::TxnError;
 use super::records;
@@ -23,7 +22,6 @@ use super::state::TxnMetadata;
 use crate::group::LedPartition;
 use crate::replica::committed_replay::replay_committed;
 use crate::replica::{Partition, ReplicaError};
-
 
 /// What a replay read.
 #[derive(Default)]

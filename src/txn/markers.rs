@@ -34,6 +34,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::{
     ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
@@ -491,6 +494,37 @@ async fn send_claim(
     settled
 }
 
+/// A response to `request` answering each of its partitions, in request order, with
+/// `code(producer id, topic, partition)`.
+pub fn answered(
+    request: &WriteTxnMarkersRequest,
+    code: impl Fn(i64, &str, i32) -> i16,
+) -> WriteTxnMarkersResponse {
+    let markers = (request.markers.iter())
+        .map(|marker| {
+            let producer_id = marker.producer_id.0;
+            let topics = (marker.topics.iter())
+                .map(|topic| {
+                    let partitions = (topic.partition_indexes.iter())
+                        .map(|&index| {
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(index)
+                                .with_error_code(code(producer_id, topic.name.0.as_str(), index))
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(topic.name.clone())
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(marker.producer_id)
+                .with_topics(topics)
+        })
+        .collect();
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
 /// One WriteTxnMarkers v1 with a marker per transaction, each naming its partitions by
 /// topic.
 pub fn batch_request(jobs: &[(&MarkerJob, &[(String, i32)])]) -> WriteTxnMarkersRequest {
@@ -564,9 +598,6 @@ pub fn answered_partitions(
 
 #[cfg(test)]
 mod tests {
-    use kafka_protocol::messages::write_txn_markers_response::{
-        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
-    };
 
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -613,9 +644,6 @@ mod tests {
     ) {
         use bytes::{Buf, BufMut, BytesMut};
         use kafka_protocol::messages::RequestHeader;
-        use kafka_protocol::messages::write_txn_markers_response::{
-            WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
-        };
         use kafka_protocol::protocol::{Decodable, Encodable};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut socket, _) = listener.accept().await.unwrap();
@@ -632,41 +660,14 @@ mod tests {
             let header = RequestHeader::decode(&mut body, header_version).unwrap();
             let request = WriteTxnMarkersRequest::decode(&mut body, 1).unwrap();
             seen.lock().unwrap().push(request.markers.len());
-            let markers = request
-                .markers
-                .iter()
-                .map(|marker| {
-                    let topics = marker
-                        .topics
-                        .iter()
-                        .map(|topic| {
-                            let partitions = topic
-                                .partition_indexes
-                                .iter()
-                                .map(|index| {
-                                    let refuse = *index == 1 && !refused_once;
-                                    let code = if refuse {
-                                        ResponseError::NotLeaderOrFollower.code()
-                                    } else {
-                                        0
-                                    };
-                                    WritableTxnMarkerPartitionResult::default()
-                                        .with_partition_index(*index)
-                                        .with_error_code(code)
-                                })
-                                .collect();
-                            WritableTxnMarkerTopicResult::default()
-                                .with_name(topic.name.clone())
-                                .with_partitions(partitions)
-                        })
-                        .collect();
-                    WritableTxnMarkerResult::default()
-                        .with_producer_id(marker.producer_id)
-                        .with_topics(topics)
-                })
-                .collect();
+            let response = answered(&request, |_, _, index| {
+                if index == 1 && !refused_once {
+                    ResponseError::NotLeaderOrFollower.code()
+                } else {
+                    0
+                }
+            });
             refused_once = true;
-            let response = WriteTxnMarkersResponse::default().with_markers(markers);
             let mut frame = BytesMut::new();
             frame.put_i32(0);
             let response_header = kafka_protocol::messages::ResponseHeader::default()
@@ -772,31 +773,7 @@ mod tests {
 
     /// Every partition of `request` answered NONE.
     fn all_done(request: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
-        let markers = request
-            .markers
-            .iter()
-            .map(|marker| {
-                let topics = marker
-                    .topics
-                    .iter()
-                    .map(|topic| {
-                        let partitions = (topic.partition_indexes.iter())
-                            .map(|index| {
-                                WritableTxnMarkerPartitionResult::default()
-                                    .with_partition_index(*index)
-                            })
-                            .collect();
-                        WritableTxnMarkerTopicResult::default()
-                            .with_name(topic.name.clone())
-                            .with_partitions(partitions)
-                    })
-                    .collect();
-                WritableTxnMarkerResult::default()
-                    .with_producer_id(marker.producer_id)
-                    .with_topics(topics)
-            })
-            .collect();
-        WriteTxnMarkersResponse::default().with_markers(markers)
+        answered(request, |_, _, _| 0)
     }
 
     impl MarkerTransport for FakeTransport {

@@ -1124,7 +1124,11 @@ pub(crate) mod tests {
         // The zombie (epoch 4) is refused before it leaves a verification entry behind.
         assert!(matches!(
             table.start_verification(1, 4, 3, 1),
-            Err(SequenceError::StaleEpoch { found: 4, current: 5, .. })
+            Err(SequenceError::StaleEpoch {
+                found: 4,
+                current: 5,
+                ..
+            })
         ));
         assert_eq!(table.verification_count(), 0);
         assert_eq!(
