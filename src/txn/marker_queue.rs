@@ -204,11 +204,12 @@ impl<W> MarkerQueue<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::txn::records::TxnPartitions;
 
-    fn job(producer_id: i64, partitions: &[(&str, i32)]) -> MarkerJob {
+    /// A commit job for `producer_id` on `partitions` (the sender's tests use it too).
+    pub(crate) fn job(producer_id: i64, partitions: &[(&str, i32)]) -> MarkerJob {
         let mut map = TxnPartitions::new();
         for (topic, partition) in partitions {
             map.entry(topic.to_string()).or_default().insert(*partition);

@@ -805,19 +805,7 @@ mod tests {
         }
     }
 
-    fn job_on(producer_id: i64, partitions: &[(&str, i32)]) -> MarkerJob {
-        let mut map = TxnPartitions::new();
-        for (topic, partition) in partitions {
-            map.entry(topic.to_string()).or_default().insert(*partition);
-        }
-        MarkerJob {
-            producer_id,
-            producer_epoch: 0,
-            commit: true,
-            coordinator_epoch: 0,
-            partitions: map,
-        }
-    }
+    use crate::txn::marker_queue::tests::job as job_on;
 
     /// A sender over `transport` with topic "slow" led by node 1 and "fast" by node 2.
     fn fake_sender(transport: Arc<FakeTransport>) -> NetworkMarkerSender {
