@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+mod listener_limits;
 mod producer_ids;
 mod replication;
 mod topology;
@@ -186,6 +187,12 @@ pub struct BrokerConfig {
     pub queued_request_bytes_max: Option<u32>,
     /// `max.connections`: accepted sockets beyond this wait for a free slot.
     pub connections_max: usize,
+    /// `listener.name.<listener>.max.connections`, by upper-case listener name: applies to
+    /// that listener even when it is the inter-broker one (KIP-402).
+    pub listener_connections_max: BTreeMap<String, usize>,
+    /// `log.filter`: the log filter, `RUST_LOG` syntax; the `RUST_LOG` environment
+    /// variable, when set, wins (an operator's one-off override needs no config edit).
+    pub log_filter: String,
     /// `connections.max.idle.ms`: idle connections are closed after this.
     pub connection_idle_ms_max: u64,
     /// Partitions one CreateTopics/CreatePartitions call may create (guards memory and disk).
@@ -236,6 +243,10 @@ pub struct BrokerConfig {
 
 /// The environment variable the official images read the cluster id from.
 pub const CLUSTER_ID_ENV: &str = "CLUSTER_ID";
+
+/// `log.filter` by default: info, but openraft narrates every vote and replication step
+/// at info.
+pub const LOG_FILTER_DEFAULT: &str = "info,openraft=warn";
 
 /// Upper bound of `num.recovery.threads.per.data.dir` (each is an OS thread).
 const RECOVERY_THREADS_MAX: usize = 256;
@@ -390,6 +401,8 @@ impl BrokerConfig {
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
             connections_max: parse(&explicit, "max.connections", 65_536)?,
+            listener_connections_max: listener_limits::listener_connections_max(&explicit)?,
+            log_filter: get("log.filter").unwrap_or(LOG_FILTER_DEFAULT).to_string(),
             connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
             partitions_per_request_max: parse(&explicit, "partitions.per.request.max", 10_000)?,
             retention_check_interval_ms: parse(

@@ -57,22 +57,33 @@ fn main() -> anyhow::Result<()> {
     }
     // First, before any thread or log line: on success this does not return.
     let reexec = gracchus::allocator::fix_mmap_threshold();
+    // The configuration comes first: it names the log filter. Parsing it logs nothing.
+    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            // openraft narrates every vote and replication step at info.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
+        .with_env_filter(log_filter(&config)?)
         .with_writer(std::io::stderr)
         .init();
     if let Err(error) = reexec {
         tracing::warn!(%error, "could not re-execute with a fixed malloc mmap threshold");
     }
-    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(config))
+}
+
+/// The log filter: `RUST_LOG` when set and not empty (a one-off override needs no config
+/// edit), else `log.filter`. A filter that does not parse stops the start.
+fn log_filter(config: &BrokerConfig) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let (source, filter) = match from_env {
+        Some(value) => ("RUST_LOG", value),
+        None => ("log.filter", config.log_filter.clone()),
+    };
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("invalid {source} {filter:?}"))
 }
 
 /// `gracchus random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
