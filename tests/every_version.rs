@@ -143,6 +143,33 @@ async fn every_api_and_version_round_trips() {
     group_offset_versions(&broker).await;
     group_versions(&broker).await;
     legacy_offset_versions(&broker).await;
+    acl_versions(&broker).await;
+}
+
+/// No authorizer: every ACL API answers SECURITY_DISABLED (54) at every version.
+async fn acl_versions(broker: &Broker) {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    for version in versions(ApiKey::DescribeAcls) {
+        let response = call(broker, &DescribeAclsRequest::default(), version).await;
+        assert_eq!(response.error_code, 54, "v{version}");
+    }
+    for version in versions(ApiKey::CreateAcls) {
+        let request = CreateAclsRequest::default().with_creations(vec![AclCreation::default()]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [54], "v{version}");
+    }
+    for version in versions(ApiKey::DeleteAcls) {
+        let request = DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response
+            .filter_results
+            .iter()
+            .map(|r| r.error_code)
+            .collect();
+        assert_eq!(codes, [54], "v{version}");
+    }
 }
 
 /// Raw-bytes helpers for the versions kafka-protocol cannot encode (see api/legacy_*.rs).
@@ -303,6 +330,10 @@ async fn group_versions(broker: &Broker) {
             "Dead",
             "v{version}"
         );
+        // v6 (KIP-1043) also says why: GROUP_ID_NOT_FOUND with a message.
+        let missing_code = if version >= 6 { 69 } else { 0 };
+        assert_eq!(response.groups[1].error_code, missing_code, "v{version}");
+        assert_eq!(response.groups[1].error_message.is_some(), version >= 6);
     }
     for version in versions(ApiKey::ListGroups) {
         let response = call(broker, &ListGroupsRequest::default(), version).await;

@@ -5,6 +5,7 @@
 //! is the only place that knows Kafka message structs; handlers call the broker's parts
 //! and map their typed errors to Kafka error codes ([`errors`]).
 
+mod acls;
 mod add_partitions_to_txn;
 mod admin_topics;
 mod api_versions;
@@ -83,7 +84,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::Heartbeat, 0, 4),
     spec(ApiKey::LeaveGroup, 0, 5),
     spec(ApiKey::SyncGroup, 0, 5),
-    spec(ApiKey::DescribeGroups, 0, 5),
+    spec(ApiKey::DescribeGroups, 0, 6),
     spec(ApiKey::ListGroups, 0, 5),
     spec(ApiKey::ApiVersions, 0, 4),
     spec(ApiKey::CreateTopics, 2, 7),
@@ -107,6 +108,10 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeTransactions, 0, 0),
     spec(ApiKey::ListTransactions, 0, 1),
     spec(ApiKey::TxnOffsetCommit, 0, 5),
+    // No authorizer: answered SECURITY_DISABLED, at Kafka 4.0's ranges (v0 removed, KIP-896).
+    spec(ApiKey::DescribeAcls, 1, 3),
+    spec(ApiKey::CreateAcls, 1, 3),
+    spec(ApiKey::DeleteAcls, 1, 3),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -434,6 +439,9 @@ async fn dispatch(
         }
         ApiKey::ListTransactions => route!(broker, context, body, transactions_admin::list),
         ApiKey::TxnOffsetCommit => route!(broker, context, body, txn_offset_commit::handle),
+        ApiKey::DescribeAcls => route!(broker, context, body, acls::describe_acls),
+        ApiKey::CreateAcls => route!(broker, context, body, acls::create_acls),
+        ApiKey::DeleteAcls => route!(broker, context, body, acls::delete_acls),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }
