@@ -1,7 +1,8 @@
 """ACL APIs without an authorizer (issue 11): DescribeAcls, CreateAcls and DeleteAcls are
 advertised at Kafka 4.0's ranges (1-3) and answered SECURITY_DISABLED (54) with Kafka's
 messages, as a Kafka broker with an empty `authorizer.class.name` answers them. Real admin
-clients must see that error, not a failed negotiation or a dropped connection.
+clients must see that error, not a failed negotiation or a dropped connection (librdkafka's
+describe_acls drops the error code whatever the broker: there the wire answer is checked).
 """
 
 import pytest
@@ -14,7 +15,10 @@ from kafka.admin import ResourceType as KpResourceType
 from kafka.errors import SecurityDisabledError
 
 import clients
+import conftest
+import rawkafka
 
+DESCRIBE_ACLS = 29
 SECURITY_DISABLED = 54
 DESCRIBE_MESSAGE = "No Authorizer is configured on the broker"
 ALTER_MESSAGE = "No Authorizer is configured."
@@ -38,9 +42,30 @@ def assert_security_disabled(future, message):
     assert message in error.str(), error.str()
 
 
-def test_confluent_describe_acls_sees_security_disabled(broker):
+def describe_acls_v1(conn):
+    """DescribeAcls v1 matching everything: (error_code, error_message, resources)."""
+    any_type, any_pattern, any_operation, any_permission = 1, 1, 1, 1
+    body = (rawkafka.int8(any_type) + rawkafka.string(None) + rawkafka.int8(any_pattern)
+            + rawkafka.string(None) + rawkafka.string(None)
+            + rawkafka.int8(any_operation) + rawkafka.int8(any_permission))
+    reader = conn.request(DESCRIBE_ACLS, 1, body)
+    reader.int32()  # throttle_time_ms
+    answer = (reader.int16(), reader.string(), reader.array(lambda r: r))
+    reader.expect_end()
+    return answer
+
+
+def test_describe_acls_answers_security_disabled_on_the_wire(broker):
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        assert describe_acls_v1(conn) == (SECURITY_DISABLED, DESCRIBE_MESSAGE, [])
+
+
+def test_confluent_describe_acls_gets_an_empty_listing(broker):
+    # librdkafka (2.12) reads DescribeAcls' error code and drops it: against Kafka too, a
+    # broker without an authorizer gives an empty listing, not an error. The wire answer
+    # is checked above; here the client must at least not fail or hang.
     admin = clients.admin(broker)
-    assert_security_disabled(admin.describe_acls(ck_filter()), DESCRIBE_MESSAGE)
+    assert admin.describe_acls(ck_filter()).result(timeout=30) == []
 
 
 def test_confluent_create_and_delete_acls_see_security_disabled(broker):
