@@ -73,7 +73,8 @@ pub async fn add_partitions(
             .with_results_by_topic_v3_and_below(topic_results(errors));
     }
     let transactions = request.transactions;
-    let answered = batch_concurrently(broker, &transactions, context.version).await;
+    let state = (&broker.transactions, broker.image());
+    let answered = batch_concurrently(state, &transactions, context.version).await;
     let results = transactions
         .iter()
         .zip(answered)
@@ -89,18 +90,17 @@ pub async fn add_partitions(
 /// Each transaction's answer, in request order: the entries of one transactional id in
 /// order in one task, the ids in up to [`BATCH_TRANSACTIONS_CONCURRENT_MAX`] tasks at once.
 async fn batch_concurrently(
-    broker: &Broker,
+    (coordinator, image): (&TransactionCoordinator, Arc<MetadataImage>),
     transactions: &[AddPartitionsToTxnTransaction],
     request_version: i16,
 ) -> Vec<PartitionErrors> {
-    let image = broker.image();
     let mut answers: Vec<Option<PartitionErrors>> = vec![None; transactions.len()];
     let mut tasks = tokio::task::JoinSet::new();
     for entries in by_transactional_id(transactions) {
         if tasks.len() >= BATCH_TRANSACTIONS_CONCURRENT_MAX {
             collect_one(&mut tasks, &mut answers).await;
         }
-        let coordinator = broker.transactions.clone();
+        let coordinator = coordinator.clone();
         let image = Arc::clone(&image);
         let entries: Vec<(usize, AddPartitionsToTxnTransaction)> = entries
             .into_iter()
@@ -309,8 +309,20 @@ pub async fn add_offsets(
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
+
     use super::*;
-    use kafka_protocol::messages::TransactionalId;
+    use crate::group::LedPartition;
+    use crate::log::{LastShutdown, LogConfig};
+    use crate::replica::{Leadership, Partition};
+    use crate::txn::markers::{MarkerJob, MarkerOutcome, MarkerSender, StillWanted};
+    use crate::txn::{ProducerIdSource, TRANSACTION_STATE_TOPIC, TxnCoordinatorConfig, TxnError};
+    use crate::types::TopicPartition;
+    use kafka_protocol::messages::{ProducerId, TransactionalId};
 
     fn entry(id: &str) -> AddPartitionsToTxnTransaction {
         AddPartitionsToTxnTransaction::default()
@@ -325,5 +337,132 @@ mod tests {
             vec![vec![0, 2, 5], vec![1, 4], vec![3]]
         );
         assert!(by_transactional_id(&[]).is_empty());
+    }
+
+    struct Counter(AtomicI64);
+
+    impl ProducerIdSource for Counter {
+        fn next_id(&self) -> Pin<Box<dyn Future<Output = Result<i64, TxnError>> + Send + '_>> {
+            Box::pin(async move { Ok(self.0.fetch_add(1, Ordering::SeqCst)) })
+        }
+    }
+
+    struct NoMarkers;
+
+    impl MarkerSender for NoMarkers {
+        fn send(
+            &self,
+            _job: MarkerJob,
+            _still_wanted: StillWanted,
+        ) -> Pin<Box<dyn Future<Output = MarkerOutcome> + Send + '_>> {
+            Box::pin(async { MarkerOutcome::Written })
+        }
+    }
+
+    /// An image with topic `t` (one partition), so the adds pass the existence check.
+    fn image_with_topic() -> Arc<MetadataImage> {
+        use crate::controller::{PartitionImage, TopicImage};
+        let mut image = MetadataImage::default();
+        let partition = PartitionImage {
+            replicas: vec![0],
+            isr: vec![0],
+            leader: 0,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let topic = TopicImage {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(3),
+            partitions: vec![partition],
+            configs: Default::default(),
+        };
+        image.topics.insert("t".into(), topic);
+        Arc::new(image)
+    }
+
+    /// A coordinator over a loaded `__transaction_state-0` that this broker leads.
+    async fn coordinator(
+        dir: &Path,
+        write_timeout: Duration,
+    ) -> (TransactionCoordinator, Arc<Partition>) {
+        let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, 0);
+        let path = dir.join("__transaction_state-0");
+        let log = Partition::open(
+            tp,
+            uuid::Uuid::from_u128(9),
+            path,
+            LogConfig::default(),
+            0,
+            0,
+            LastShutdown::Clean,
+        );
+        let log = Arc::new(log.unwrap());
+        log.become_leader(0).unwrap();
+        let config = TxnCoordinatorConfig {
+            partitions: 1,
+            max_timeout_ms: 900_000,
+            id_expiration_ms: 86_400_000,
+            write_timeout,
+        };
+        let coordinator = TransactionCoordinator::new(config, Arc::new(NoMarkers));
+        let led = LedPartition {
+            log: log.clone(),
+            leader_epoch: 0,
+        };
+        coordinator.follow_leadership(&HashMap::from([(0, led)]));
+        while !coordinator.is_loaded(0) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (coordinator, log)
+    }
+
+    #[tokio::test]
+    async fn slow_state_writes_of_a_batch_overlap_instead_of_adding_up() {
+        const TRANSACTIONS: usize = 6;
+        let write_timeout = Duration::from_millis(400);
+        let dir = tempfile::tempdir().unwrap();
+        let (coordinator, log) = coordinator(dir.path(), write_timeout).await;
+        let ids = Counter(AtomicI64::new(1000));
+        let mut batch = Vec::new();
+        for index in 0..TRANSACTIONS {
+            let id = format!("txn-{index}");
+            let (producer_id, epoch) = (coordinator.init_producer_id(&id, 60_000, None, &ids))
+                .await
+                .unwrap();
+            let topic = AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![0]);
+            batch.push(
+                entry(&id)
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch)
+                    .with_topics(vec![topic]),
+            );
+        }
+        // A follower joins the state log's ISR and never fetches: every state write now
+        // waits its whole timeout for the high watermark.
+        let lagging = Leadership {
+            leader: 0,
+            leader_epoch: 0,
+            partition_epoch: 1,
+            replicas: vec![0, 1],
+            isr: vec![0, 1],
+        };
+        log.apply_leadership(0, &lagging, 0).unwrap();
+        let started = tokio::time::Instant::now();
+        let answers = batch_concurrently((&coordinator, image_with_topic()), &batch, 5).await;
+        let elapsed = started.elapsed();
+        assert_eq!(answers.len(), TRANSACTIONS);
+        for answer in &answers {
+            let codes: Vec<i16> = answer
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|(_, c)| *c))
+                .collect();
+            assert_eq!(codes.len(), 1);
+            assert_ne!(codes[0], 0, "no write could commit: {answer:?}");
+        }
+        // One after another they would take TRANSACTIONS write timeouts.
+        assert!(elapsed < write_timeout * 3, "took {elapsed:?}");
+        assert!(elapsed >= write_timeout, "took {elapsed:?}");
     }
 }

@@ -1439,7 +1439,8 @@ fn load_producer_state(
     if let Some((now_ms, expiration_ms)) = expiry {
         let expired = producers.remove_expired(now_ms, expiration_ms);
         if !expired.is_empty() {
-            tracing::debug!(%tp, producers = ?expired, "expired producers left out of the snapshot");
+            let count = expired.len();
+            tracing::debug!(%tp, count, "expired producers left out of the snapshot");
         }
     }
     let mut aborted = Vec::new();
