@@ -52,6 +52,12 @@ pub async fn handle(
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut prepared = prepare_all(broker, &image, request.topic_data, valid_acks);
+    if mixes_transactional_producers(&prepared) {
+        // Kafka 4.0's `handleProduceAppend` throws InvalidPidMappingException before
+        // anything is verified or appended, and the request's error response gives every
+        // partition INVALID_PRODUCER_ID_MAPPING.
+        fail_every_partition(&mut prepared, ResponseError::InvalidProducerIdMapping);
+    }
     let id = transactional_id.as_deref();
     verify_transactional(broker, context.version, id, &mut prepared, now).await;
     // The replication wait starts after the verification, as Kafka's DelayedProduce is
@@ -256,15 +262,8 @@ async fn verify_transactional(
             // Kafka's append check refuses a transactional batch that was never verified
             // (no transactional id) unless its transaction is open here already.
             ready.verification = Verification::Guard(None);
-            let same_producer = candidates.first().is_none_or(|first| {
-                (first.producer_id, first.producer_epoch)
-                    == (header.producer_id, header.producer_epoch)
-            });
-            if !same_producer {
-                // Kafka refuses transactional records of more than one producer id.
-                *slot = Err(ResponseError::InvalidProducerIdMapping.into());
-                continue;
-            }
+            // One producer (id and epoch) only: `mixes_transactional_producers` failed the
+            // request otherwise.
             candidates.push(Candidate {
                 topic: name.0.to_string(),
                 partition: *index,
@@ -286,8 +285,45 @@ async fn verify_transactional(
     for (slot, verdict) in slots.into_iter().zip(verdicts) {
         match (slot.as_mut(), verdict) {
             (Ok(ready), Ok(verification)) => ready.verification = verification,
-            (_, Err(error)) => *slot = Err(verification::produce_error(error).into()),
+            (_, Err(error)) => {
+                *slot = Err(verification::produce_error(error, operation).into());
+            }
             (Err(_), Ok(_)) => {}
+        }
+    }
+}
+
+/// True if the transactional batches of the request's partitions (those not failed
+/// already) come from more than one (producer id, epoch): Kafka 4.0's
+/// "Transactional records contained more than one producer ID". Every batch counts, as
+/// there: a produce should carry one per partition but nothing enforces that yet.
+fn mixes_transactional_producers(prepared: &PreparedTopics) -> bool {
+    let mut seen: Option<(i64, i16)> = None;
+    let ready = prepared
+        .iter()
+        .flat_map(|(_, _, partitions)| partitions.iter())
+        .filter_map(|(_, slot)| slot.as_ref().ok());
+    for ready in ready {
+        let headers = crate::log::iter_batches(&ready.records).map_while(Result::ok);
+        for (_, header) in headers {
+            if !(header.is_transactional() && header.has_producer_id()) {
+                continue;
+            }
+            let producer = (header.producer_id, header.producer_epoch);
+            if seen.get_or_insert(producer) != &producer {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Fails every partition of the request with `error`, as a request-level error response
+/// does in Kafka (`ProduceRequest.getErrorResponse`).
+fn fail_every_partition(prepared: &mut PreparedTopics, error: ResponseError) {
+    for (_, _, partitions) in prepared.iter_mut() {
+        for (_, slot) in partitions.iter_mut() {
+            *slot = Err(error.into());
         }
     }
 }

@@ -87,6 +87,9 @@ struct PartitionState {
     epochs_version: u64,
     high_watermark: i64,
     last_flush_ms: i64,
+    /// `producer.id.expiration.ms` for the producers a snapshot brings back at a reload
+    /// (Kafka's `loadFromSnapshot` skips the expired); `None` keeps them all.
+    producer_expiration_ms: Option<i64>,
 }
 
 /// A changed leader-epoch cache to write after the state lock is released.
@@ -116,16 +119,28 @@ impl PartitionState {
         };
         let candidate = replication.high_watermark(log.log_end_offset());
         if candidate > self.high_watermark {
-            self.high_watermark = candidate;
+            self.set_high_watermark(candidate);
             true
         } else {
             false
         }
     }
 
+    /// Every move of the high watermark goes through here: the completed transactions
+    /// whose markers it passed stop holding the LSO (Kafka's `onHighWatermarkUpdated`).
+    fn set_high_watermark(&mut self, high_watermark: i64) {
+        self.high_watermark = high_watermark;
+        self.producers.on_high_watermark_updated(high_watermark);
+    }
+
     /// The last stable offset: nothing at or above it may reach a read_committed consumer.
+    /// A transaction whose marker is not below the high watermark yet still counts as
+    /// unstable: were the marker lost with this leader, the transaction would be open again
+    /// on the next one, below an LSO already handed out.
     fn last_stable_offset(&self) -> i64 {
-        let first_unstable = self.producers.first_unstable_offset().unwrap_or(i64::MAX);
+        let first_unstable = (self.producers)
+            .first_unstable_offset_at(self.high_watermark)
+            .unwrap_or(i64::MAX);
         // Retention may delete the segment an open transaction began in; the LSO never
         // goes below the log start (Kafka's maybeIncrementFirstUnstableOffset), or a
         // consumer reset to it would loop on OFFSET_OUT_OF_RANGE.
@@ -283,17 +298,34 @@ impl Partition {
     /// `open` with the checkpointed high watermark (clamped to the log); a leader moves it
     /// up as its in-sync replicas confirm, a follower as its leader reports.
     pub fn open_at(
-        (tp, topic_id, dir, config): (TopicPartition, Uuid, PathBuf, LogConfig),
+        opened: (TopicPartition, Uuid, PathBuf, LogConfig),
         leader_epoch: i32,
         high_watermark: i64,
         now_ms: i64,
         last_shutdown: LastShutdown,
     ) -> Result<Partition, ReplicaError> {
+        let at = (high_watermark, now_ms);
+        Partition::open_expiring(opened, leader_epoch, at, None, last_shutdown)
+    }
+
+    /// `open_at` (`at` is the high watermark and the time) that drops the producers a
+    /// snapshot brings back idle for `producer_expiration_ms` or more, at this open and at
+    /// every reload after a truncation, as Kafka's `loadFromSnapshot` does: they would only
+    /// linger until the next expiration check.
+    pub fn open_expiring(
+        (tp, topic_id, dir, config): (TopicPartition, Uuid, PathBuf, LogConfig),
+        leader_epoch: i32,
+        (high_watermark, now_ms): (i64, i64),
+        producer_expiration_ms: Option<i64>,
+        last_shutdown: LastShutdown,
+    ) -> Result<Partition, ReplicaError> {
         let mut log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
         write_partition_metadata(&dir, &topic_id)?;
-        let producers = load_producer_state(&tp, &mut log)?;
+        let expiry = producer_expiration_ms.map(|expiration_ms| (now_ms, expiration_ms));
+        let mut producers = load_producer_state(&tp, &mut log, expiry)?;
         let epochs = load_leader_epochs(&log)?;
         let high_watermark = high_watermark.clamp(log.log_start_offset(), log.log_end_offset());
+        producers.on_high_watermark_updated(high_watermark);
         let state = PartitionState {
             log: Some(log),
             producers,
@@ -306,6 +338,7 @@ impl Partition {
             epochs_version: 0,
             high_watermark,
             last_flush_ms: now_ms,
+            producer_expiration_ms,
         };
         Ok(Partition {
             tp,
@@ -615,7 +648,7 @@ impl Partition {
             let high_watermark = leader_high_watermark.min(log_end);
             let moved = state.follows(source) && high_watermark > state.high_watermark;
             if moved {
-                state.high_watermark = high_watermark;
+                state.set_high_watermark(high_watermark);
             }
             moved
         };
@@ -1251,8 +1284,11 @@ impl Partition {
             log.truncate_to(offset)?;
             let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
             producer_snapshot::remove_outside(log.dir(), log_start, log_end)?;
-            state.producers = load_producer_state(&self.tp, log)?;
-            state.high_watermark = state.high_watermark.min(log_end);
+            let expiry = (state.producer_expiration_ms)
+                .map(|expiration_ms| (crate::types::now_ms(), expiration_ms));
+            state.producers = load_producer_state(&self.tp, log, expiry)?;
+            let high_watermark = state.high_watermark.min(log_end);
+            state.set_high_watermark(high_watermark);
             let trimmed = state.epochs.truncate_from_end(log_end);
             // Emptied below its old start, the log restarts at `offset`.
             let moved = state.epochs.truncate_from_start(log_start);
@@ -1384,9 +1420,13 @@ impl Partition {
 /// index from the snapshot's offset on is rebuilt from the same batches, whatever the
 /// shutdown was: its entries there may be stale (a crash) or missing (not fsynced); those
 /// below were fsynced before the snapshot was written (`log::txn_index`).
+/// Producers a snapshot brings back that are idle `expiry.1` ms or more at `expiry.0` are
+/// dropped before the replay (Kafka's `loadFromSnapshot`); the replay re-creates any of them
+/// that wrote after the snapshot.
 fn load_producer_state(
     tp: &TopicPartition,
     log: &mut PartitionLog,
+    expiry: Option<(i64, i64)>,
 ) -> Result<ProducerStateTable, ReplicaError> {
     let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
     // A segment whose index was unreadable is rebuilt from a snapshot at or before it.
@@ -1396,6 +1436,13 @@ fn load_producer_state(
     let (from_offset, mut producers) =
         producer_snapshot::load_newest(log.dir(), log_start, snapshot_max)?
             .unwrap_or((log_start, ProducerStateTable::default()));
+    if let Some((now_ms, expiration_ms)) = expiry {
+        let expired = producers.remove_expired(now_ms, expiration_ms);
+        if !expired.is_empty() {
+            let count = expired.len();
+            tracing::debug!(%tp, count, "expired producers left out of the snapshot");
+        }
+    }
     let mut aborted = Vec::new();
     let mut failed = None;
     let mut batches_read = 0u64;
