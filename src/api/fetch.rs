@@ -318,7 +318,9 @@ fn build_response(
                 ))
                 .with_error_code(error.code())
                 .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
+                // Kafka answers -1 (unknown) here; the HW would overstate an LSO held back
+                // by an open or not yet replicated transaction, and clients cache it.
+                .with_last_stable_offset(-1)
                 .with_log_start_offset(start)
                 .with_records(Some(Bytes::new())),
         };
