@@ -179,7 +179,11 @@ async fn log_dir_versions(broker: &Broker, log_dir: &std::path::Path) {
     }
     // v0 is v1's bytes, which kafka-protocol will not encode; protocol-tests send it.
     for version in versions(ApiKey::DescribeLogDirs).filter(|version| *version >= 1) {
-        let response = call(broker, &DescribeLogDirsRequest::default(), version).await;
+        // An empty topic list asks for no partition; null asks for all.
+        let none = call(broker, &DescribeLogDirsRequest::default(), version).await;
+        assert!(none.results[0].topics.is_empty(), "v{version}");
+        let all = DescribeLogDirsRequest::default().with_topics(None);
+        let response = call(broker, &all, version).await;
         assert_eq!(response.results.len(), 1, "v{version}");
         let result = &response.results[0];
         assert_eq!(result.log_dir.as_str(), log_dir.display().to_string());
