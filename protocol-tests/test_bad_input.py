@@ -57,6 +57,9 @@ EXPECTED_API_VERSIONS = {
     65: (0, 0),   # DescribeTransactions
     66: (0, 1),   # ListTransactions
     75: (0, 0),   # DescribeTopicPartitions
+    21: (0, 2),   # DeleteRecords
+    35: (0, 4),   # DescribeLogDirs
+    34: (1, 2),   # AlterReplicaLogDirs
 }
 
 

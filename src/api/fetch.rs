@@ -52,6 +52,8 @@ struct Target {
     partition: Result<Arc<Partition>, ResponseError>,
     /// The follower fetching, if this is a replica's fetch.
     replica: Option<NodeId>,
+    /// The log start offset the fetcher reported (a follower's; -1 from consumers).
+    log_start_offset: i64,
     /// A consumer's `isolation_level=1`.
     read_committed: bool,
 }
@@ -160,8 +162,13 @@ fn record_follower_progress(
                 isr_changes::submit(&broker.controller, Arc::clone(partition), proposal);
             }
             Ok(None) => {}
-            Err(error) => target.partition = Err(replica_error(&error)),
+            Err(error) => {
+                target.partition = Err(replica_error(&error));
+                continue;
+            }
         }
+        // DeleteRecords waits for every live replica's log start (its low watermark).
+        partition.record_follower_log_start(replica, target.log_start_offset);
     }
 }
 
@@ -209,6 +216,7 @@ fn resolve_targets(
                 current_leader_epoch: partition.current_leader_epoch,
                 partition: resolved,
                 replica,
+                log_start_offset: partition.log_start_offset,
                 read_committed: false,
             });
         }

@@ -860,6 +860,16 @@ impl Partition {
         ))
     }
 
+    /// (bytes of the log's segments, offset lag) for DescribeLogDirs: the lag is Kafka's
+    /// `getLogEndOffsetLag` for a current (not future) replica, how far the log end is
+    /// below the high watermark.
+    pub fn log_dir_usage(&self) -> Result<(u64, i64), ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        let lag = (state.high_watermark - log.log_end_offset()).max(0);
+        Ok((log.size_bytes(), lag))
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.state
             .read()
@@ -2415,3 +2425,6 @@ mod replication_tests {
 #[cfg(test)]
 #[path = "partition_txn_tests.rs"]
 mod txn_tests;
+
+#[path = "partition_log_start.rs"]
+mod log_start;
