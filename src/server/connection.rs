@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
@@ -27,6 +27,7 @@ use super::Shutdown;
 use super::budget::{BudgetPermit, RequestBudget};
 use crate::api::{self, ApiError};
 use crate::broker::Broker;
+use crate::metrics::request::{RequestTimer, with_request_scope};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -117,16 +118,22 @@ impl Connection {
                 self.writer.flush().await?;
                 return Ok(());
             };
-            if let Some(response) = api::handle_frame_on(
+            let timer = RequestTimer::start(&frame);
+            let (handled, scope) = with_request_scope(api::handle_frame_on(
                 &self.broker,
                 frame.freeze(),
                 &self.client_host,
                 &self.listener_name,
-            )
-            .await?
-            {
+            ))
+            .await;
+            let handled_at = Instant::now();
+            if let Err(error) = &handled {
+                timer.failed(error);
+            }
+            if let Some(response) = handled? {
                 self.writer.write_all(&response).await?;
             }
+            timer.finish(handled_at, &scope);
             self.release_request_memory();
             if !self.whole_frame_buffered() {
                 self.writer.flush().await?;
