@@ -25,6 +25,11 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A response that the peer does not take within this is abandoned.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long, and how many bytes, a closing connection reads from a client that is still
+/// sending (see `linger`).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+const LINGER_BYTES_MAX: usize = 64 * 1024;
+
 /// What a route answers.
 pub struct Response {
     pub status: u16,
@@ -80,7 +85,7 @@ pub async fn serve<S: Send + Sync + ?Sized + 'static>(
         };
         let state = state.clone();
         connections.spawn(async move {
-            if let Err(error) = answer(stream, state, routes).await {
+            if let Err(error) = answer(stream, state, routes, READ_TIMEOUT).await {
                 tracing::debug!(%error, "http connection dropped");
             }
             drop(permit);
@@ -94,8 +99,9 @@ async fn answer<S: ?Sized>(
     mut stream: TcpStream,
     state: Arc<S>,
     routes: &'static [Route<S>],
+    read_timeout: Duration,
 ) -> std::io::Result<()> {
-    let head = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await;
+    let head = tokio::time::timeout(read_timeout, read_head(&mut stream)).await;
     let (response, head_only) = match head {
         Err(_) => (
             Response::text(408, "request head not received in time\n"),
@@ -113,7 +119,26 @@ async fn answer<S: ?Sized>(
         stream.shutdown().await
     })
     .await;
-    written.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    written.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?;
+    linger(&mut stream).await;
+    Ok(())
+}
+
+/// Reads and drops what the client still sends (the rest of an oversized head) until it
+/// closes, for a bounded time: closing with unread bytes sends a reset, which can destroy
+/// the response before the client has read it.
+async fn linger(stream: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, async {
+        while drained < LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads until the head is complete: `Some(head bytes)`, or `Some` of more than

@@ -80,16 +80,20 @@ async fn an_oversized_head_gets_431_without_waiting_for_its_end() {
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_silent_client_gets_408() {
-    let (address, _stop) = start().await;
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
-    // Paused time: the read timeout fires as soon as every task is idle.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut client = TcpStream::connect(address).await.unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    let timeout = Duration::from_millis(100);
+    let server = tokio::spawn(answer(accepted, Arc::new(Pages), ROUTES, timeout));
+    client.write_all(b"GET /hello HTTP/1.1\r\n").await.unwrap();
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
+    client.read_to_string(&mut answer).await.unwrap();
     assert!(
         answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
         "{answer}"
     );
+    server.await.unwrap().unwrap();
 }

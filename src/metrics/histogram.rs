@@ -84,7 +84,7 @@ mod tests {
         assert_eq!(*snapshot.cumulative.last().unwrap(), 3);
         assert_eq!(snapshot.count, 4);
         assert!(
-            (snapshot.sum_ms - 63_003.201).abs() < 1e-6,
+            (snapshot.sum_ms - 60_003.201).abs() < 1e-6,
             "{}",
             snapshot.sum_ms
         );
