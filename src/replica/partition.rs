@@ -202,6 +202,9 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<NodeId>,
+    /// The ISR's size when this was proposed, to count the committed change as a shrink
+    /// or an expansion (`/metrics`).
+    pub isr_size_before: usize,
     /// The broker epoch each added replica fetched with (KIP-903), for the controller to
     /// refuse a replica that restarted since.
     pub broker_epochs: Vec<(NodeId, i64)>,
@@ -266,8 +269,9 @@ pub struct PartitionRead {
 }
 
 /// Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`: an ISR change this leader proposed
-/// and the controller committed.
-fn count_isr_change(before: usize, after: usize) {
+/// and the controller committed (counted when the answer comes, whether or not the new
+/// image reached the partition first).
+pub fn count_isr_change(before: usize, after: usize) {
     let registry = crate::metrics::registry();
     let counter = match after.cmp(&before) {
         std::cmp::Ordering::Less => &registry.isr_shrinks,
@@ -1068,6 +1072,7 @@ impl Partition {
                         leader: state.leader_id,
                         leader_epoch: state.leader_epoch,
                         partition_epoch: replication.partition_epoch(),
+                        isr_size_before: replication.isr().len(),
                         new_isr,
                         broker_epochs: (broker.epoch >= 0)
                             .then_some((replica, broker.epoch))
@@ -1096,6 +1101,7 @@ impl Partition {
             leader: state.leader_id,
             leader_epoch: state.leader_epoch,
             partition_epoch: replication.partition_epoch(),
+            isr_size_before: replication.isr().len(),
             new_isr,
             broker_epochs: Vec::new(),
         })
@@ -1119,9 +1125,7 @@ impl Partition {
                     leader_epoch,
                     partition_epoch,
                 } if leader_epoch == proposal.leader_epoch => {
-                    let before = replication.isr().len();
                     if replication.adopt(isr, partition_epoch, now_ms) {
-                        count_isr_change(before, replication.isr().len());
                         state.partition_epoch = state.partition_epoch.max(partition_epoch);
                     }
                     // The answer settles the proposal, even one that changed nothing.
