@@ -161,6 +161,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let address = addresses.join(",");
+    let http_listener = bind_http_listener(&config).await?;
     // Opening waits for the quorum: a SIGTERM meanwhile stops the node (nothing was
     // accepted yet, no partition is open).
     let broker = tokio::select! {
@@ -181,6 +182,15 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         data = %broker.config.log_dirs.display(),
         "broker started"
     );
+    if let Some(listener) = http_listener {
+        let routes = gracchus::http::routes::ROUTES;
+        tokio::spawn(gracchus::http::serve(
+            listener,
+            broker.clone(),
+            routes,
+            shutdown.clone(),
+        ));
+    }
     let serving = (!listeners.is_empty())
         .then(|| tokio::spawn(server::serve(listeners, broker.clone(), shutdown)));
     wait_for_signal(&mut terminate).await;
@@ -239,6 +249,19 @@ fn start_log_cleaner(broker: &Arc<Broker>) -> anyhow::Result<LogCleaner> {
     };
     let hosted = broker.clone();
     LogCleaner::start(settings, move || hosted.replicas.all()).context("start the log cleaner")
+}
+
+/// `http.listener`, bound with the Kafka listeners so a port in use fails start-up.
+async fn bind_http_listener(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> {
+    let Some(address) = &config.http_listener else {
+        return Ok(None);
+    };
+    let address = format!("{}:{}", bind_host(&address.host), address.port);
+    let listener = TcpListener::bind(&address).await.with_context(|| {
+        format!("bind http.listener {address} (set http.listener=none to disable)")
+    })?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics over HTTP");
+    Ok(Some(listener))
 }
 
 fn bind_host(host: &str) -> &str {

@@ -15,7 +15,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
@@ -30,6 +30,7 @@ use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::image::is_internal_topic;
 use crate::log::{BatchError, BatchHeader, RecordError};
+use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::{Partition, ProduceOutcome, ReplicaError, RequiredAcks};
 use crate::txn::producer_state::Verification;
 use crate::txn::verification::{self, TxnOperation};
@@ -168,10 +169,12 @@ async fn wait_replicated(
     outcome: ProduceOutcome,
     deadline: tokio::time::Instant,
 ) -> Result<ProduceOutcome, PartitionFailure> {
-    match partition
+    let parked = Parked::new(Delayed::Produce);
+    let committed = partition
         .wait_committed(outcome.end_offset, outcome.leader_epoch, deadline)
-        .await
-    {
+        .await;
+    drop(parked);
+    match committed {
         Ok(()) => Ok(outcome),
         Err(error) => {
             tracing::debug!(tp = %partition.tp, %error, "acks=all produce not committed");
@@ -348,6 +351,10 @@ fn append_logged(
 ) -> Result<ProduceOutcome, PartitionFailure> {
     match partition.append_verified(records, now, acks, verification) {
         Ok(outcome) => {
+            let records_appended = (outcome.end_offset - outcome.base_offset).max(0) as u64;
+            partition
+                .topic_metrics()
+                .record_in(records.len(), records_appended);
             if partition.end_storage_fault() {
                 tracing::info!(tp = %partition.tp, "appends succeed again after a storage fault");
             }
@@ -397,6 +404,7 @@ fn partition_response(
             .with_log_append_time_ms(outcome.log_append_time_ms)
             .with_log_start_offset(outcome.log_start_offset),
         Err(failure) => {
+            metrics::count_error(ApiKey::Produce, failure.error.code());
             let record_errors = failure.record_errors.into_iter().map(|error| {
                 BatchIndexAndErrorMessage::default()
                     .with_batch_index(error.batch_index)

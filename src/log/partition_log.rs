@@ -189,6 +189,15 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// Bytes in every segment's `.log` file (Kafka's `Log` `Size` metric).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
     }

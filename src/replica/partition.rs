@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -40,6 +40,7 @@ use crate::log::{
     self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig,
     PartitionLog, RecordPolicy, recompress, validate_batches, validate_records,
 };
+use crate::metrics::TopicMetrics;
 use crate::txn::marker::{encode_marker_batch, parse_marker};
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{
@@ -67,6 +68,9 @@ pub struct Partition {
     /// The version of the leader-epoch cache last written to its checkpoint file. Held
     /// while writing it, so writes are ordered and `delete` can wait for one to finish.
     epochs_written: Mutex<u64>,
+    /// This topic's byte and message counters, looked up once per partition (not per
+    /// request) on first use.
+    topic_metrics: OnceLock<Arc<TopicMetrics>>,
 }
 
 struct PartitionState {
@@ -213,6 +217,9 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<NodeId>,
+    /// The ISR's size when this was proposed, to count the committed change as a shrink
+    /// or an expansion (`/metrics`).
+    pub isr_size_before: usize,
     /// The broker epoch each added replica fetched with (KIP-903), for the controller to
     /// refuse a replica that restarted since.
     pub broker_epochs: Vec<(NodeId, i64)>,
@@ -274,6 +281,19 @@ pub struct PartitionRead {
     pub aborted_transactions: Vec<AbortedTxn>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`: an ISR change this leader proposed
+/// and the controller committed (counted when the answer comes, whether or not the new
+/// image reached the partition first).
+pub fn count_isr_change(before: usize, after: usize) {
+    let registry = crate::metrics::registry();
+    let counter = match after.cmp(&before) {
+        std::cmp::Ordering::Less => &registry.isr_shrinks,
+        std::cmp::Ordering::Greater => &registry.isr_expands,
+        std::cmp::Ordering::Equal => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Partition {
@@ -349,7 +369,21 @@ impl Partition {
             cleaning: Mutex::new(()),
             deleting: AtomicBool::new(false),
             epochs_written: Mutex::new(0),
+            topic_metrics: OnceLock::new(),
         })
+    }
+
+    /// The topic's counters in `/metrics` (bytes and messages in, bytes out).
+    pub fn topic_metrics(&self) -> &TopicMetrics {
+        self.topic_metrics
+            .get_or_init(|| crate::metrics::registry().topic(&self.tp.topic))
+    }
+
+    /// (bytes, segments) of the log, for `/metrics`; `None` once it is deleted.
+    pub fn log_stats(&self) -> Option<(u64, usize)> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref()?;
+        Some((log.size_bytes(), log.segment_count()))
     }
 
     /// Marks a storage fault on the append path; true if this starts it (log it then).
@@ -1081,6 +1115,7 @@ impl Partition {
                         leader: state.leader_id,
                         leader_epoch: state.leader_epoch,
                         partition_epoch: replication.partition_epoch(),
+                        isr_size_before: replication.isr().len(),
                         new_isr,
                         broker_epochs: (broker.epoch >= 0)
                             .then_some((replica, broker.epoch))
@@ -1109,6 +1144,7 @@ impl Partition {
             leader: state.leader_id,
             leader_epoch: state.leader_epoch,
             partition_epoch: replication.partition_epoch(),
+            isr_size_before: replication.isr().len(),
             new_isr,
             broker_epochs: Vec::new(),
         })

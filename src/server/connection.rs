@@ -29,6 +29,7 @@ use super::budget::{BudgetPermit, RequestBudget};
 use super::request_span::request_span;
 use crate::api::{self, ApiError};
 use crate::broker::Broker;
+use crate::metrics::request::{RequestTimer, with_request_scope};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -158,9 +159,16 @@ impl Connection {
                     return Ok(reason);
                 }
             };
-            if let Some(response) = self.handle(frame.freeze()).await? {
+            let timer = RequestTimer::start(&frame);
+            let (handled, scope) = with_request_scope(self.handle(frame.freeze())).await;
+            let handled_at = Instant::now();
+            if let Err(error) = &handled {
+                timer.failed(error);
+            }
+            if let Some(response) = handled? {
                 self.writer.write_all(&response).await?;
             }
+            timer.finish(handled_at, &scope);
             self.release_request_memory();
             if !self.whole_frame_buffered() {
                 self.writer.flush().await?;

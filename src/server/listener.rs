@@ -39,6 +39,9 @@ pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown:
         .config
         .queued_request_bytes_max
         .map(|bytes| Arc::new(RequestBudget::new(bytes)));
+    if let Some(budget) = &budget {
+        crate::metrics::registry().set_budget(budget);
+    }
     let mut loops = JoinSet::new();
     for bound in listeners {
         loops.spawn(accept_loop(
@@ -61,6 +64,7 @@ async fn accept_loop(
 ) {
     let BoundListener { name, listener } = bound;
     let name: Arc<str> = Arc::from(name);
+    let gauge = crate::metrics::registry().listener(&name);
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -89,9 +93,10 @@ async fn accept_loop(
             shutdown.clone(),
             budget.clone(),
         );
+        let open = crate::metrics::ConnectionGauge::open(&gauge);
         connections.spawn(async move {
             connection.run().await;
-            drop(permit);
+            drop((permit, open));
         });
         while connections.try_join_next().is_some() {}
     }
