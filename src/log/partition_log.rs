@@ -145,8 +145,8 @@ impl PartitionLog {
         self.log_start_offset
     }
 
-    /// Bytes on disk in the segments (DescribeLogDirs' partition size; indexes not counted,
-    /// as in Kafka's `UnifiedLog.size`).
+    /// Bytes on disk in the segments (DescribeLogDirs' partition size and the `Log` `Size`
+    /// metric; indexes not counted, as in Kafka's `UnifiedLog.size`).
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(Segment::size_bytes).sum()
     }
@@ -187,11 +187,6 @@ impl PartitionLog {
         // Any record of the first kept segment may be the start: never below its base.
         self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
         Ok(deleted)
-    }
-
-    /// Bytes in every segment's `.log` file (Kafka's `Log` `Size` metric).
-    pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(Segment::size_bytes).sum()
     }
 
     pub fn segment_count(&self) -> usize {
