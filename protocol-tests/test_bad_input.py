@@ -42,6 +42,8 @@ EXPECTED_API_VERSIONS = {
     27: (1, 1),   # WriteTxnMarkers
     28: (0, 5),   # TxnOffsetCommit
     32: (1, 4),   # DescribeConfigs
+    33: (0, 2),   # AlterConfigs
+    44: (0, 1),   # IncrementalAlterConfigs
     42: (0, 2),   # DeleteGroups
     43: (0, 2),   # ElectLeaders
     37: (0, 3),   # CreatePartitions

@@ -7,6 +7,7 @@
 
 mod add_partitions_to_txn;
 mod admin_topics;
+mod alter_configs;
 mod api_versions;
 mod cluster;
 mod configs;
@@ -107,6 +108,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeTransactions, 0, 0),
     spec(ApiKey::ListTransactions, 0, 1),
     spec(ApiKey::TxnOffsetCommit, 0, 5),
+    spec(ApiKey::AlterConfigs, 0, 2),
+    spec(ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -434,6 +437,15 @@ async fn dispatch(
         }
         ApiKey::ListTransactions => route!(broker, context, body, transactions_admin::list),
         ApiKey::TxnOffsetCommit => route!(broker, context, body, txn_offset_commit::handle),
+        ApiKey::AlterConfigs => route!(broker, context, body, alter_configs::alter_configs),
+        ApiKey::IncrementalAlterConfigs => {
+            route!(
+                broker,
+                context,
+                body,
+                alter_configs::incremental_alter_configs
+            )
+        }
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }
