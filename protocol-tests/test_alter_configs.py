@@ -233,6 +233,25 @@ def check_broker_layers(node, topic):
         (0, {"log.retention.ms": ("7200000", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)})
 
 
+def test_describe_broker_lists_every_kafka_broker_config(broker):
+    entries = describe(broker, ResourceType.BROKER, "1")
+    assert len(entries) >= 270, len(entries)
+    # One we do not implement: Kafka's default, read-only (refused on alter).
+    threads = entries["log.cleaner.threads"]
+    assert (threads.value, source(threads), threads.is_read_only) == \
+        ("1", ConfigSource.DEFAULT_CONFIG, True)
+    assert incremental(broker, ResourceType.BROKER, "1", [("log.cleaner.threads", SET, "2")]) \
+        == INVALID_REQUEST
+    # Null defaults and passwords have no value, as in Kafka.
+    assert entries["ssl.keystore.password"].is_sensitive
+    assert entries["ssl.keystore.password"].value is None
+    assert entries["log.retention.check.interval.ms"].value == "1000"
+    assert source(entries["log.retention.check.interval.ms"]) == \
+        ConfigSource.STATIC_BROKER_CONFIG
+    assert not entries["log.segment.bytes"].is_read_only
+    assert entries["log.dirs"].is_read_only
+
+
 # ---------------------------------------------------------------- a cluster
 
 

@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+pub mod kafka_broker_configs;
 mod producer_ids;
 mod replication;
 mod topology;

@@ -789,7 +789,12 @@ async fn alter_config_versions(broker: &Broker) {
     use kafka_protocol::messages::incremental_alter_configs_request as incremental;
     let retention = |broker: &Broker| {
         let image = broker.image();
-        image.topic("t").unwrap().configs.get("retention.ms").cloned()
+        image
+            .topic("t")
+            .unwrap()
+            .configs
+            .get("retention.ms")
+            .cloned()
     };
     for version in versions(ApiKey::AlterConfigs) {
         let value = format!("{}", 100_000 + i32::from(version));
@@ -845,7 +850,12 @@ async fn alter_config_versions(broker: &Broker) {
     let response = call(broker, &request, 4).await;
     let described = &response.results[0].configs[0];
     assert_eq!(described.config_source, 1);
-    assert!(described.value.as_ref().is_some_and(|v| v.starts_with("2000")));
+    assert!(
+        described
+            .value
+            .as_ref()
+            .is_some_and(|v| v.starts_with("2000"))
+    );
 }
 
 /// DescribeQuorum on the metadata partition (the status, with v2's nodes) and on another

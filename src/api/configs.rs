@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
 use crate::topic_config::{
     self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
 };
@@ -122,11 +123,16 @@ fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
 
 /// Kafka hides the values of PASSWORD configs (and JAAS configs) in DescribeConfigs.
 fn is_sensitive(name: &str) -> bool {
-    name.contains("password") || name.ends_with("jaas.config")
+    let password = kafka_row(name).is_some_and(|row| row.config_type == ConfigType::Password);
+    password || name.contains("password") || name.ends_with("jaas.config")
 }
 
-fn shown(name: &str, value: String) -> Option<StrBytes> {
-    (!is_sensitive(name)).then(|| StrBytes::from_string(value))
+/// The value as Kafka shows it: none for a sensitive config or a null Kafka default.
+fn shown(name: &str, value: String, source: ConfigSource) -> Option<StrBytes> {
+    let null_default = source == ConfigSource::Default
+        && value.is_empty()
+        && kafka_row(name).is_some_and(|row| row.default.is_none());
+    (!is_sensitive(name) && !null_default).then(|| StrBytes::from_string(value))
 }
 
 /// Topic configs are all alterable; a broker config only if it is applied live here.
@@ -148,7 +154,7 @@ fn entry(
             .map(|(name, value, source)| {
                 DescribeConfigsSynonym::default()
                     .with_name(StrBytes::from_string(name.clone()))
-                    .with_value(shown(name, value.clone()))
+                    .with_value(shown(name, value.clone(), *source))
                     .with_source(*source as i8)
             })
             .collect()
@@ -158,7 +164,7 @@ fn entry(
     let result = DescribeConfigsResourceResult::default()
         .with_read_only(is_read_only(&config))
         .with_is_sensitive(is_sensitive(&config.name))
-        .with_value(shown(&config.name, config.value))
+        .with_value(shown(&config.name, config.value, config.source))
         .with_name(StrBytes::from_string(config.name))
         .with_config_source(config.source as i8)
         .with_synonyms(synonyms);
@@ -201,14 +207,31 @@ fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<Resolved
                 name: name.clone(),
                 value: value.clone(),
                 source,
-                // SEAM(configs table): Kafka's type for keys outside our tables.
-                config_type: ConfigType::String,
+                config_type: kafka_row(name).map_or(ConfigType::String, |row| row.config_type),
                 synonyms: vec![(name.clone(), value.clone(), source)],
+            });
+        }
+    }
+    // The rest of Kafka's broker configs, at Kafka's defaults ("" stands for null).
+    for row in KAFKA_BROKER_CONFIGS {
+        if !all.iter().any(|c| c.name == row.name) {
+            let source = ConfigSource::Default;
+            let value = row.default.unwrap_or_default().to_string();
+            all.push(ResolvedConfig {
+                name: row.name.to_string(),
+                synonyms: vec![(row.name.to_string(), value.clone(), source)],
+                value,
+                source,
+                config_type: row.config_type,
             });
         }
     }
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all
+}
+
+fn kafka_row(name: &str) -> Option<&'static KafkaBrokerConfig> {
+    KAFKA_BROKER_CONFIGS.iter().find(|row| row.name == name)
 }
 
 /// The broker settings this broker has and uses, with their effective values.
