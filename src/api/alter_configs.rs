@@ -5,7 +5,7 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
+use kafka_protocol::messages::incremental_alter_configs_response as incremental_response;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
@@ -81,7 +81,7 @@ pub async fn incremental_alter_configs(
         .await;
         let (code, message) = split(outcome);
         results.push(
-            IncrementalResult::default()
+            incremental_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone())
                 .with_error_code(code)

@@ -165,9 +165,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "delete.records.purgatory.purge.interval.requests",
         Int,
-        Some(
-            "1\nImportance: medium\nUpdate Mode: read-only\n\n\nfetch.max.bytes\n---------------\n\nThe maximum number of bytes we will return for a fetch request. Must be at\nleast 1024.\n\n\nType: int\nDefault: 57671680",
-        ),
+        Some("1"),
         ReadOnly,
     ),
     row("delete.topic.enable", Boolean, Some("true"), ReadOnly),
@@ -178,6 +176,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("false"),
         ReadOnly,
     ),
+    row("fetch.max.bytes", Int, Some("57671680"), ReadOnly),
     row(
         "fetch.purgatory.purge.interval.requests",
         Int,
@@ -187,9 +186,10 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "group.consumer.assignors",
         List,
-        Some(
-            "org.apache.kafka.coordinator.group.assignor.UniformAssignor,org.apache.kafka.coordinator.group.assignor.RangeAssignor",
-        ),
+        Some(concat!(
+            "org.apache.kafka.coordinator.group.assignor.UniformAssignor,",
+            "org.apache.kafka.coordinator.group.assignor.RangeAssignor"
+        )),
         ReadOnly,
     ),
     row(
@@ -645,9 +645,10 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "remote.log.metadata.manager.class.name",
         String,
-        Some(
-            "org.apache.kafka.server.log.remote.metadata.storage.TopicBasedRemoteLogMetadataManager",
-        ),
+        Some(concat!(
+            "org.apache.kafka.server.log.remote.metadata.storage.",
+            "TopicBasedRemoteLogMetadataManager"
+        )),
         ReadOnly,
     ),
     row(
