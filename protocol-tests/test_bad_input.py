@@ -47,6 +47,8 @@ EXPECTED_API_VERSIONS = {
     30: (1, 3),   # CreateAcls
     31: (1, 3),   # DeleteAcls
     32: (1, 4),   # DescribeConfigs
+    33: (0, 2),   # AlterConfigs
+    44: (0, 1),   # IncrementalAlterConfigs
     42: (0, 2),   # DeleteGroups
     43: (0, 2),   # ElectLeaders
     37: (0, 3),   # CreatePartitions

@@ -526,6 +526,11 @@ impl Broker {
         Ok(())
     }
 
+    /// Submits a planned config change and waits until this node applied it.
+    pub async fn alter_configs(&self, command: MetadataCommand) -> Result<(), ControllerError> {
+        self.submit(command).await.map(drop)
+    }
+
     /// Clean shutdown, once nothing appends any more: flushes every hosted log, snapshots
     /// its producer state, then writes the clean-shutdown marker, unless a flush failed.
     pub fn shut_down_logs(&self) {

@@ -25,6 +25,7 @@ use thiserror::Error;
 use crate::types::NodeId;
 
 mod listener_limits;
+pub mod kafka_broker_configs;
 mod producer_ids;
 mod replication;
 mod topology;

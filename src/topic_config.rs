@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::config::BrokerConfig;
 use crate::log::{LogConfig, TimestampType, TopicCompression};
+use crate::types::NodeId;
 
 /// Kafka's `ConfigDef.Type` codes as DescribeConfigs v3+ reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,15 +15,20 @@ pub enum ConfigType {
     Boolean = 1,
     String = 2,
     Int = 3,
+    Short = 4,
     Long = 5,
     Double = 6,
     List = 7,
+    Class = 8,
+    Password = 9,
 }
 
 /// Kafka's `DescribeConfigsResponse.ConfigSource` codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -225,7 +231,7 @@ pub fn find(name: &str) -> Option<&'static TopicConfigDef> {
 /// One effective config value and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedConfig {
-    pub name: &'static str,
+    pub name: String,
     pub value: String,
     pub source: ConfigSource,
     pub config_type: ConfigType,
@@ -249,17 +255,114 @@ fn broker_value(broker: &BrokerConfig, synonym: &str) -> Option<String> {
     }
 }
 
-/// Every topic config with its effective value, topic overrides first, then broker, then default.
-pub fn resolve_all(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> Vec<ResolvedConfig> {
+/// Broker configs set through the controller (AlterConfigs), by resource name: a node id
+/// for one broker's values, "" for the cluster-wide defaults (Kafka's names for them).
+pub type DynamicBrokerConfigs = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The dynamic broker layers one node resolves with: its own, then the cluster default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DynamicLayers<'a> {
+    pub per_broker: Option<&'a BTreeMap<String, String>>,
+    pub cluster: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> DynamicLayers<'a> {
+    pub fn of(configs: &'a DynamicBrokerConfigs, node_id: NodeId) -> DynamicLayers<'a> {
+        DynamicLayers {
+            per_broker: configs.get(&node_id.to_string()),
+            cluster: configs.get(""),
+        }
+    }
+
+    /// The dynamic values of broker key `name`, highest priority first, with sources.
+    fn values(&self, name: &str) -> Vec<(String, String, ConfigSource)> {
+        let layers = [
+            (self.per_broker, ConfigSource::DynamicBroker),
+            (self.cluster, ConfigSource::DynamicDefaultBroker),
+        ];
+        layers
+            .into_iter()
+            .filter_map(|(layer, source)| {
+                let value = layer?.get(name)?;
+                Some((name.to_string(), value.clone(), source))
+            })
+            .collect()
+    }
+}
+
+/// Broker configs that may be altered dynamically here: the broker-level defaults of the
+/// topic configs [`log_config`] applies, so a new value takes effect at once on every
+/// topic without its own. Kafka allows more; those we do not apply are refused, never
+/// stored and ignored.
+pub const LIVE_BROKER_CONFIGS: &[&str] = &[
+    "compression.type",
+    "log.cleaner.delete.retention.ms",
+    "log.cleanup.policy",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.index.interval.bytes",
+    "log.message.timestamp.after.max.ms",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.ms",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// The topic config a broker key is the default of.
+pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS
         .iter()
-        .map(|def| resolve(def, broker, topic))
+        .find(|def| def.broker_synonym == Some(name))
+}
+
+/// Checks a value for a dynamic broker config; the error text is what clients show.
+pub fn validate_broker_value(name: &str, value: &str) -> Result<(), String> {
+    let def = find_by_broker_synonym(name)
+        .ok_or_else(|| format!("Unknown broker config name: {name}"))?;
+    check_value(def, value)
+        .map_err(|reason| format!("Invalid value {value} for configuration {name}: {reason}"))
+}
+
+/// The value a topic config has without topic or dynamic overrides (static or default):
+/// what Kafka's APPEND and SUBTRACT start from when the topic does not set the key.
+pub fn static_or_default(broker: &BrokerConfig, def: &TopicConfigDef) -> String {
+    def.broker_synonym
+        .and_then(|synonym| broker_value(broker, synonym))
+        .unwrap_or_else(|| def.default.to_string())
+}
+
+/// Every topic config with its effective value: topic override, this broker's dynamic
+/// value, the cluster-wide dynamic default, the static broker config, Kafka's default.
+pub fn resolve_all(
+    broker: &BrokerConfig,
+    dynamic: DynamicLayers,
+    topic: &BTreeMap<String, String>,
+) -> Vec<ResolvedConfig> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| resolve(def, broker, dynamic, topic))
         .collect()
+}
+
+/// The broker-level value behind `def` (no topic override), named as the broker key.
+pub fn resolve_broker_level(
+    def: &'static TopicConfigDef,
+    broker: &BrokerConfig,
+    dynamic: DynamicLayers,
+) -> ResolvedConfig {
+    let mut resolved = resolve(def, broker, dynamic, &BTreeMap::new());
+    resolved.name = def.broker_synonym.unwrap_or(def.name).to_string();
+    resolved
 }
 
 fn resolve(
     def: &'static TopicConfigDef,
     broker: &BrokerConfig,
+    dynamic: DynamicLayers,
     topic: &BTreeMap<String, String>,
 ) -> ResolvedConfig {
     let mut layers = Vec::new();
@@ -270,16 +373,17 @@ fn resolve(
             ConfigSource::DynamicTopic,
         ));
     }
-    if let Some(synonym) = def.broker_synonym
-        && let Some(value) = broker_value(broker, synonym)
-    {
-        layers.push((synonym.to_string(), value, ConfigSource::StaticBroker));
+    if let Some(synonym) = def.broker_synonym {
+        layers.extend(dynamic.values(synonym));
+        if let Some(value) = broker_value(broker, synonym) {
+            layers.push((synonym.to_string(), value, ConfigSource::StaticBroker));
+        }
     }
     let default_name = def.broker_synonym.unwrap_or(def.name).to_string();
     layers.push((default_name, def.default.to_string(), ConfigSource::Default));
     let (_, value, source) = layers[0].clone();
     ResolvedConfig {
-        name: def.name,
+        name: def.name.to_string(),
         value,
         source,
         config_type: def.config_type,
@@ -329,13 +433,17 @@ fn check_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
                 Err(format!("String must be one of: {}", def.choices.join(", ")))
             }
         }
-        ConfigType::String | ConfigType::List => Ok(()),
+        _ => Ok(()),
     }
 }
 
 /// The log engine's settings for a topic: effective values mapped onto [`LogConfig`].
-pub fn log_config(broker: &BrokerConfig, topic: &BTreeMap<String, String>) -> LogConfig {
-    let values: BTreeMap<&str, String> = resolve_all(broker, topic)
+pub fn log_config(
+    broker: &BrokerConfig,
+    dynamic: DynamicLayers,
+    topic: &BTreeMap<String, String>,
+) -> LogConfig {
+    let values: BTreeMap<String, String> = resolve_all(broker, dynamic, topic)
         .into_iter()
         .map(|c| (c.name, c.value))
         .collect();
@@ -394,6 +502,11 @@ mod tests {
         BrokerConfig::from_map(map).unwrap()
     }
 
+    const NONE: DynamicLayers<'static> = DynamicLayers {
+        per_broker: None,
+        cluster: None,
+    };
+
     fn topic(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -416,7 +529,7 @@ mod tests {
     #[test]
     fn sources_follow_precedence() {
         let broker = broker(&[("log.retention.hours", "2"), ("log.segment.bytes", "1000")]);
-        let all = resolve_all(&broker, &topic(&[("segment.bytes", "5000")]));
+        let all = resolve_all(&broker, NONE, &topic(&[("segment.bytes", "5000")]));
         let get = |name: &str| all.iter().find(|c| c.name == name).unwrap().clone();
         let segment = get("segment.bytes");
         assert_eq!(
@@ -455,6 +568,7 @@ mod tests {
         let broker = broker(&[]);
         let config = log_config(
             &broker,
+            NONE,
             &topic(&[
                 ("max.message.bytes", "10000"),
                 ("message.timestamp.type", "LogAppendTime"),
@@ -465,9 +579,57 @@ mod tests {
         assert_eq!(config.segment_bytes, 1_073_741_824);
         assert_eq!(config.retention_ms, 604_800_000);
         assert!(!config.compact && config.retention_deletes);
-        let compacted = log_config(&broker, &topic(&[("cleanup.policy", "compact")]));
+        let compacted = log_config(&broker, NONE, &topic(&[("cleanup.policy", "compact")]));
         assert!(compacted.compact && !compacted.retention_deletes);
-        let both = log_config(&broker, &topic(&[("cleanup.policy", "delete, compact")]));
+        let both = log_config(
+            &broker,
+            NONE,
+            &topic(&[("cleanup.policy", "delete, compact")]),
+        );
         assert!(both.compact && both.retention_deletes);
+    }
+
+    #[test]
+    fn dynamic_broker_layers_sit_between_topic_and_static() {
+        let broker = broker(&[("log.retention.ms", "1000")]);
+        let mut dynamic = DynamicBrokerConfigs::new();
+        dynamic.insert("".into(), topic(&[("log.retention.ms", "2000")]));
+        dynamic.insert("1".into(), topic(&[("log.retention.ms", "3000")]));
+        dynamic.insert("2".into(), topic(&[("log.retention.ms", "9999")]));
+        let layers = DynamicLayers::of(&dynamic, 1);
+        let all = resolve_all(&broker, layers, &topic(&[("retention.ms", "4000")]));
+        let retention = all.iter().find(|c| c.name == "retention.ms").unwrap();
+        let chain: Vec<(&str, ConfigSource)> = (retention.synonyms.iter())
+            .map(|(_, value, source)| (value.as_str(), *source))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                ("4000", ConfigSource::DynamicTopic),
+                ("3000", ConfigSource::DynamicBroker),
+                ("2000", ConfigSource::DynamicDefaultBroker),
+                ("1000", ConfigSource::StaticBroker),
+                ("604800000", ConfigSource::Default),
+            ]
+        );
+        assert_eq!(log_config(&broker, layers, &topic(&[])).retention_ms, 3000);
+        let other = DynamicLayers::of(&dynamic, 3);
+        assert_eq!(log_config(&broker, other, &topic(&[])).retention_ms, 2000);
+        let def = find("retention.ms").unwrap();
+        let level = resolve_broker_level(def, &broker, other);
+        assert_eq!(level.name, "log.retention.ms");
+        assert_eq!(level.source, ConfigSource::DynamicDefaultBroker);
+        assert_eq!(static_or_default(&broker, def), "1000");
+    }
+
+    #[test]
+    fn live_broker_configs_are_defaults_log_config_applies() {
+        for name in LIVE_BROKER_CONFIGS {
+            assert!(find_by_broker_synonym(name).is_some(), "{name}");
+        }
+        assert!(validate_broker_value("log.retention.ms", "60000").is_ok());
+        assert!(validate_broker_value("log.retention.ms", "soon").is_err());
+        assert!(validate_broker_value("log.cleanup.policy", "compact").is_ok());
+        assert!(validate_broker_value("log.cleanup.policy", "shred").is_err());
     }
 }

@@ -140,6 +140,7 @@ async fn every_api_and_version_round_trips() {
     let topic_id = broker.image().topic("t").unwrap().id;
     data_versions(&broker, topic_id).await;
     describe_versions(&broker).await;
+    alter_config_versions(&broker).await;
     group_offset_versions(&broker).await;
     group_versions(&broker).await;
     legacy_offset_versions(&broker).await;
@@ -892,6 +893,82 @@ async fn describe_versions(broker: &Broker) {
         assert_eq!((page.topics[0].error_code, indexes), (0, expected));
         assert!(page.next_cursor.is_none());
     }
+}
+
+/// AlterConfigs and IncrementalAlterConfigs at every version: a topic value is stored
+/// and described back as DYNAMIC_TOPIC_CONFIG; an unknown topic and key are refused.
+async fn alter_config_versions(broker: &Broker) {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::incremental_alter_configs_request as incremental;
+    let retention = |broker: &Broker| {
+        let image = broker.image();
+        image
+            .topic("t")
+            .unwrap()
+            .configs
+            .get("retention.ms")
+            .cloned()
+    };
+    for version in versions(ApiKey::AlterConfigs) {
+        let value = format!("{}", 100_000 + i32::from(version));
+        let resource = |topic: &str, key: &str| {
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(topic.to_string()))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_string(key.to_string()))
+                        .with_value(Some(StrBytes::from_string(value.clone()))),
+                ])
+        };
+        let request = AlterConfigsRequest::default().with_resources(vec![
+            resource("t", "retention.ms"),
+            resource("nope", "retention.ms"),
+            resource("t", "no.such.config"),
+        ]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [0, 3, 40], "v{version}");
+        assert_eq!(retention(broker), Some(value), "v{version}");
+    }
+    for version in versions(ApiKey::IncrementalAlterConfigs) {
+        let value = format!("{}", 200_000 + i32::from(version));
+        let op = |key: &str, op: i8| {
+            incremental::AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_config_operation(op)
+                .with_value(Some(StrBytes::from_string(value.clone())))
+        };
+        let resource = |ops| {
+            incremental::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(ops)
+        };
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            resource(vec![op("retention.ms", 0)]),
+            resource(vec![op("segment.ms", 2)]),
+        ]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [0, 40], "v{version}");
+        assert_eq!(retention(broker), Some(value), "v{version}");
+    }
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        kafka_protocol::messages::describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("t"))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+    ]);
+    let response = call(broker, &request, 4).await;
+    let described = &response.results[0].configs[0];
+    assert_eq!(described.config_source, 1);
+    assert!(
+        described
+            .value
+            .as_ref()
+            .is_some_and(|v| v.starts_with("2000"))
+    );
 }
 
 /// DescribeQuorum on the metadata partition (the status, with v2's nodes) and on another

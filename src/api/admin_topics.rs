@@ -147,11 +147,13 @@ fn describe_new_configs(
     broker: &Broker,
     configs: &BTreeMap<String, String>,
 ) -> Vec<CreatableTopicConfigs> {
-    topic_config::resolve_all(&broker.config, configs)
+    let image = broker.image();
+    let dynamic = topic_config::DynamicLayers::of(&image.broker_configs, broker.config.node_id);
+    topic_config::resolve_all(&broker.config, dynamic, configs)
         .into_iter()
         .map(|config| {
             CreatableTopicConfigs::default()
-                .with_name(StrBytes::from_static_str(config.name))
+                .with_name(StrBytes::from_string(config.name))
                 .with_value(text(config.value))
                 .with_config_source(config.source as i8)
         })

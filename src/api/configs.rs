@@ -11,7 +11,10 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
-use crate::topic_config::{self, ConfigSource, ConfigType, ResolvedConfig};
+use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
+use crate::topic_config::{
+    self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
+};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -59,19 +62,26 @@ fn resolve_resource(
     resource_type: i8,
     name: &str,
 ) -> Result<Vec<ResolvedConfig>, (ResponseError, String)> {
+    let image = broker.image();
+    let dynamic = DynamicLayers::of(&image.broker_configs, broker.config.node_id);
     match resource_type {
         RESOURCE_TOPIC => {
-            let image = broker.image();
             let topic = image.topic(name).ok_or_else(|| {
                 (
                     ResponseError::UnknownTopicOrPartition,
                     format!("Topic {name} does not exist"),
                 )
             })?;
-            Ok(topic_config::resolve_all(&broker.config, &topic.configs))
+            Ok(topic_config::resolve_all(
+                &broker.config,
+                dynamic,
+                &topic.configs,
+            ))
         }
+        // Kafka describes the "" resource as the cluster-wide dynamic defaults only.
+        RESOURCE_BROKER if name.is_empty() => Ok(cluster_defaults(&image.broker_configs)),
         RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => {
-            if !name.is_empty() && name != broker.config.node_id.to_string() {
+            if name != broker.config.node_id.to_string() && !name.is_empty() {
                 let message = format!(
                     "Unexpected broker id, expected {} or empty string, but received {name}",
                     broker.config.node_id
@@ -79,7 +89,8 @@ fn resolve_resource(
                 return Err((ResponseError::InvalidRequest, message));
             }
             match resource_type {
-                RESOURCE_BROKER => Ok(broker_configs(&broker.config)),
+                RESOURCE_BROKER => Ok(broker_configs(&broker.config, dynamic)),
+                // SEAM(tracing): no loggers to describe until a live log filter exists.
                 _ => Ok(Vec::new()),
             }
         }
@@ -88,6 +99,47 @@ fn resolve_resource(
             format!("Unsupported resource type {other}"),
         )),
     }
+}
+
+fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
+    let Some(defaults) = configs.get("") else {
+        return Vec::new();
+    };
+    defaults
+        .iter()
+        .map(|(name, value)| {
+            let source = ConfigSource::DynamicDefaultBroker;
+            ResolvedConfig {
+                name: name.clone(),
+                value: value.clone(),
+                source,
+                config_type: topic_config::find_by_broker_synonym(name)
+                    .map_or(ConfigType::String, |def| def.config_type),
+                synonyms: vec![(name.clone(), value.clone(), source)],
+            }
+        })
+        .collect()
+}
+
+/// Kafka hides the values of PASSWORD configs (and JAAS configs) in DescribeConfigs.
+fn is_sensitive(name: &str) -> bool {
+    let password = kafka_row(name).is_some_and(|row| row.config_type == ConfigType::Password);
+    password || name.contains("password") || name.ends_with("jaas.config")
+}
+
+/// The value as Kafka shows it: none for a sensitive config or a null Kafka default.
+fn shown(name: &str, value: String, source: ConfigSource) -> Option<StrBytes> {
+    let null_default = source == ConfigSource::Default
+        && value.is_empty()
+        && kafka_row(name).is_some_and(|row| row.default.is_none());
+    (!is_sensitive(name) && !null_default).then(|| StrBytes::from_string(value))
+}
+
+/// Topic configs are all alterable; a broker config only if it is applied live here.
+fn is_read_only(config: &ResolvedConfig) -> bool {
+    let broker_level =
+        config.source != ConfigSource::DynamicTopic && topic_config::find(&config.name).is_none();
+    broker_level && !topic_config::LIVE_BROKER_CONFIGS.contains(&config.name.as_str())
 }
 
 fn entry(
@@ -102,7 +154,7 @@ fn entry(
             .map(|(name, value, source)| {
                 DescribeConfigsSynonym::default()
                     .with_name(StrBytes::from_string(name.clone()))
-                    .with_value(Some(StrBytes::from_string(value.clone())))
+                    .with_value(shown(name, value.clone(), *source))
                     .with_source(*source as i8)
             })
             .collect()
@@ -110,11 +162,11 @@ fn entry(
         Vec::new()
     };
     let result = DescribeConfigsResourceResult::default()
-        .with_name(StrBytes::from_static_str(config.name))
-        .with_value(Some(StrBytes::from_string(config.value)))
-        .with_read_only(false)
+        .with_read_only(is_read_only(&config))
+        .with_is_sensitive(is_sensitive(&config.name))
+        .with_value(shown(&config.name, config.value, config.source))
+        .with_name(StrBytes::from_string(config.name))
         .with_config_source(config.source as i8)
-        .with_is_sensitive(false)
         .with_synonyms(synonyms);
     if version >= 3 {
         result.with_config_type(config.config_type as i8)
@@ -123,9 +175,68 @@ fn entry(
     }
 }
 
-/// The broker's own configs: operator-set ones as STATIC_BROKER_CONFIG, the rest defaults.
-fn broker_configs(config: &BrokerConfig) -> Vec<ResolvedConfig> {
-    let own: [(&'static str, String, ConfigType); 13] = [
+/// The broker's own configs: operator-set ones as STATIC_BROKER_CONFIG, the rest defaults;
+/// the topic-config defaults with their dynamic layers; then every other key the operator
+/// set (file, environment, `--override`) as STATIC_BROKER_CONFIG.
+fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<ResolvedConfig> {
+    let mut all: Vec<ResolvedConfig> = own_configs(config)
+        .into_iter()
+        .map(|(name, value, config_type)| {
+            let source = source_of(config, name);
+            ResolvedConfig {
+                name: name.to_string(),
+                synonyms: vec![(name.into(), value.clone(), source)],
+                value,
+                source,
+                config_type,
+            }
+        })
+        .collect();
+    for def in topic_config::TOPIC_CONFIGS {
+        let Some(name) = def.broker_synonym else {
+            continue;
+        };
+        if !all.iter().any(|c| c.name == name) {
+            all.push(topic_config::resolve_broker_level(def, config, dynamic));
+        }
+    }
+    for (name, value) in &config.explicit {
+        if !all.iter().any(|c| c.name == *name) {
+            let source = ConfigSource::StaticBroker;
+            all.push(ResolvedConfig {
+                name: name.clone(),
+                value: value.clone(),
+                source,
+                config_type: kafka_row(name).map_or(ConfigType::String, |row| row.config_type),
+                synonyms: vec![(name.clone(), value.clone(), source)],
+            });
+        }
+    }
+    // The rest of Kafka's broker configs, at Kafka's defaults ("" stands for null).
+    for row in KAFKA_BROKER_CONFIGS {
+        if !all.iter().any(|c| c.name == row.name) {
+            let source = ConfigSource::Default;
+            let value = row.default.unwrap_or_default().to_string();
+            all.push(ResolvedConfig {
+                name: row.name.to_string(),
+                synonyms: vec![(row.name.to_string(), value.clone(), source)],
+                value,
+                source,
+                config_type: row.config_type,
+            });
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+fn kafka_row(name: &str) -> Option<&'static KafkaBrokerConfig> {
+    KAFKA_BROKER_CONFIGS.iter().find(|row| row.name == name)
+}
+
+/// The broker settings this broker has and uses, with their effective values.
+fn own_configs(config: &BrokerConfig) -> [(&'static str, String, ConfigType); 13] {
+    [
         ("node.id", config.node_id.to_string(), ConfigType::Int),
         ("broker.id", config.node_id.to_string(), ConfigType::Int),
         (
@@ -179,41 +290,7 @@ fn broker_configs(config: &BrokerConfig) -> Vec<ResolvedConfig> {
             config.fetch_bytes_max.to_string(),
             ConfigType::Int,
         ),
-    ];
-    let mut all: Vec<ResolvedConfig> = own
-        .into_iter()
-        .map(|(name, value, config_type)| {
-            let source = source_of(config, name);
-            ResolvedConfig {
-                name,
-                synonyms: vec![(name.into(), value.clone(), source)],
-                value,
-                source,
-                config_type,
-            }
-        })
-        .collect();
-    // The broker-level defaults behind every topic config.
-    let topic_defaults = topic_config::resolve_all(config, &Default::default());
-    for (def, resolved) in topic_config::TOPIC_CONFIGS.iter().zip(topic_defaults) {
-        let Some(name) = def.broker_synonym else {
-            continue;
-        };
-        if all.iter().any(|c| c.name == name) {
-            continue;
-        }
-        let source = resolved.source;
-        let synonyms = vec![(name.to_string(), resolved.value.clone(), source)];
-        all.push(ResolvedConfig {
-            name,
-            value: resolved.value,
-            source,
-            config_type: def.config_type,
-            synonyms,
-        });
-    }
-    all.sort_by_key(|c| c.name);
-    all
+    ]
 }
 
 fn source_of(config: &BrokerConfig, name: &str) -> ConfigSource {

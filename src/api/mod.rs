@@ -8,6 +8,7 @@
 mod acls;
 mod add_partitions_to_txn;
 mod admin_topics;
+mod alter_configs;
 mod api_versions;
 mod cluster;
 mod configs;
@@ -118,6 +119,8 @@ pub const APIS: &[ApiSpec] = &[
     // v0, which Kafka 4.0 removed, is byte-identical to v1; kafka-python sends only v0.
     spec(ApiKey::DescribeLogDirs, 0, 4),
     spec(ApiKey::AlterReplicaLogDirs, 1, 2),
+    spec(ApiKey::AlterConfigs, 0, 2),
+    spec(ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -467,6 +470,15 @@ async fn dispatch(
         ApiKey::DescribeAcls => route!(broker, context, body, acls::describe_acls),
         ApiKey::CreateAcls => route!(broker, context, body, acls::create_acls),
         ApiKey::DeleteAcls => route!(broker, context, body, acls::delete_acls),
+        ApiKey::AlterConfigs => route!(broker, context, body, alter_configs::alter_configs),
+        ApiKey::IncrementalAlterConfigs => {
+            route!(
+                broker,
+                context,
+                body,
+                alter_configs::incremental_alter_configs
+            )
+        }
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

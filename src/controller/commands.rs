@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ControllerError;
+use super::config_admin::{ConfigChanges, ConfigResource, apply_alter_configs};
 pub use super::elections::{Election, ElectionResult, PartitionElection};
 use super::elections::{begin_controlled_shutdown, elect_leaders};
 use super::image::{
@@ -118,6 +119,12 @@ pub enum MetadataCommand {
     /// single-node metadata log once). Keeps the receiving image's `applied_index` and
     /// `controller_id`, which belong to the log applying it.
     Restore { image: Box<MetadataImage> },
+    /// Sets (`Some`) or removes (`None`) dynamic config keys of a topic or of the brokers
+    /// (AlterConfigs, IncrementalAlterConfigs), as Kafka's `ConfigRecord`s.
+    AlterConfigs {
+        resource: ConfigResource,
+        changes: ConfigChanges,
+    },
 }
 
 /// What applying a command produced, for the caller that submitted it.
@@ -232,6 +239,9 @@ pub fn apply(
             image, *election, partitions,
         ))),
         MetadataCommand::Restore { image: restored } => restore(image, restored),
+        MetadataCommand::AlterConfigs { resource, changes } => {
+            apply_alter_configs(image, resource, changes)
+        }
     }
 }
 

@@ -37,6 +37,10 @@ pub struct MetadataImage {
     /// that entry (a broker epoch is the index of its registration), and keeps it there
     /// whether the entry applied or was rejected as a no-op.
     pub applied_index: u64,
+    /// Dynamic broker configs (AlterConfigs on BROKER resources): by node id, and "" for
+    /// the cluster-wide defaults. Empty in images written before they existed.
+    #[serde(default)]
+    pub broker_configs: crate::topic_config::DynamicBrokerConfigs,
 }
 
 /// One advertised listener of a broker (Kafka's `BrokerEndpoint`).

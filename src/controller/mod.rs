@@ -7,6 +7,7 @@
 //! watch channel; reconcilers act on what is published, never on what they submitted.
 
 pub mod commands;
+pub mod config_admin;
 pub mod controlled_shutdown;
 pub mod elections;
 pub mod features;

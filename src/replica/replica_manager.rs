@@ -150,9 +150,10 @@ impl ReplicaManager {
         failures.retain(|tp, failure| self.still_assigned(image, tp, &failure.topic_id));
         let mut openings = Vec::new();
         let mut moves = Vec::new();
+        let dynamic = topic_config::DynamicLayers::of(&image.broker_configs, self.node_id);
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
-            openings.extend(self.reconcile_topic(topic, hosted, &mut moves));
+            openings.extend(self.reconcile_topic(topic, dynamic, hosted, &mut moves));
         }
         let threads = self.config.recovery_threads_per_data_dir;
         let high_watermarks = if openings.is_empty() {
@@ -200,10 +201,11 @@ impl ReplicaManager {
     fn reconcile_topic(
         &self,
         topic: &TopicImage,
+        dynamic: topic_config::DynamicLayers,
         hosted: &mut Vec<Option<Arc<Partition>>>,
         moves: &mut Vec<LeadershipMove>,
     ) -> Vec<Opening> {
-        let log_config = topic_config::log_config(&self.config, &topic.configs);
+        let log_config = topic_config::log_config(&self.config, dynamic, &topic.configs);
         hosted.resize(topic.partitions.len().max(hosted.len()), None);
         let mut openings = Vec::new();
         for (index, image) in topic.partitions.iter().enumerate() {
