@@ -14,6 +14,7 @@
 //!   commands that change it.
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
+//! - [`status`]: the status page of the HTTP listener (view, HTML, rates, recent errors).
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
 //!   tools); clients of the broker, never part of it.
@@ -36,6 +37,7 @@ pub mod request_frame;
 pub mod server;
 #[cfg(test)]
 pub mod sim_rng;
+pub mod status;
 pub mod topic_config;
 pub mod txn;
 pub mod types;
