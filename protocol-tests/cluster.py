@@ -516,13 +516,16 @@ def namespaces_available():
 class Node:
     """One gracchus process of a cluster; the same ports and data dir for its life."""
 
-    def __init__(self, cluster, node_id, host, broker_port, controller_port):
+    def __init__(self, cluster, node_id, host, broker_port, controller_port, http_port=9644):
         self.cluster = cluster
         self.node_id = node_id
         self.name = f"{cluster.name}-node{node_id}"
         self.host = host
         self.broker_port = broker_port
         self.controller_port = controller_port
+        # http.listener (/metrics): its own port per node, or nodes sharing an address
+        # would fail to start on the second bind.
+        self.http_port = http_port
         self.data_dir = os.path.join(cluster.root, f"node{node_id}-data")
         self.stderr_path = os.path.join(cluster.root, f"node{node_id}.stderr.log")
         os.makedirs(self.data_dir, exist_ok=True)
@@ -546,6 +549,10 @@ class Node:
         return self.broker_port
 
     @property
+    def metrics_url(self):
+        return f"http://{self.host}:{self.http_port}/metrics"
+
+    @property
     def pid(self):
         return self.process.pid if self.process is not None else None
 
@@ -562,6 +569,7 @@ class Node:
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.quorum.voters": cluster.voters(),
             "log.dirs": self.data_dir,
+            "http.listener": f"{self.host}:{self.http_port}",
             "broker.session.timeout.ms": str(cluster.session_timeout_ms),
             "broker.heartbeat.interval.ms": str(cluster.heartbeat_interval_ms),
             "offsets.topic.replication.factor": "1",
@@ -803,8 +811,9 @@ class Cluster:
             self.nodes = [Node(self, i, self.network.address(i), 9092, 9093)
                           for i in range(1, n + 1)]
         else:
-            ports = _free_ports(2 * n)
-            self.nodes = [Node(self, i, LOOPBACK, ports[2 * i - 2], ports[2 * i - 1])
+            ports = _free_ports(3 * n)
+            self.nodes = [Node(self, i, LOOPBACK, ports[3 * i - 3], ports[3 * i - 2],
+                               ports[3 * i - 1])
                           for i in range(1, n + 1)]
 
     # ------------------------------------------------------------ access

@@ -83,6 +83,8 @@ class Broker:
     def __init__(self, name, data_root, overrides=None, env=None):
         self.name = name
         self.port = free_port()
+        # /metrics on its own port: brokers started together must not share 9644.
+        self.http_port = free_port()
         self.data_dir = os.path.join(data_root, f"{name}-data")
         os.makedirs(self.data_dir, exist_ok=True)
         self.stderr_path = os.path.join(data_root, f"{name}.stderr.log")
@@ -91,6 +93,7 @@ class Broker:
             "log.dirs": self.data_dir,
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
+            "http.listener": f"{HOST}:{self.http_port}",
         }
         self.overrides.update(overrides or {})
         # Extra environment variables (KAFKA_* names, CLUSTER_ID) for the process.
@@ -103,6 +106,10 @@ class Broker:
     @property
     def bootstrap(self):
         return f"{HOST}:{self.port}"
+
+    @property
+    def metrics_url(self):
+        return f"http://{HOST}:{self.http_port}/metrics"
 
     def command(self):
         command = [broker_binary()]

@@ -8,17 +8,19 @@ and kcat -L.
 
 import socket
 import struct
+import time
 
 import pytest
 
 import clients
+import cluster
 import rawkafka
 from rawkafka import array, frame, int16, int32, request_header, string
 
 # The API versions the broker advertises: exactly these, no more, no fewer.
 # Update this allow-list together with api/mod.rs when an API or a version is added.
 EXPECTED_API_VERSIONS = {
-    0: (3, 12),   # Produce
+    0: (0, 12),   # Produce: v0-2 advertised (KAFKA-18659) but refused, as Kafka 4.0
     1: (4, 17),   # Fetch
     2: (1, 10),   # ListOffsets
     3: (0, 13),   # Metadata
@@ -29,7 +31,7 @@ EXPECTED_API_VERSIONS = {
     12: (0, 4),   # Heartbeat
     13: (0, 5),   # LeaveGroup
     14: (0, 5),   # SyncGroup
-    15: (0, 5),   # DescribeGroups
+    15: (0, 6),   # DescribeGroups
     16: (0, 5),   # ListGroups
     18: (0, 4),   # ApiVersions
     19: (2, 7),   # CreateTopics
@@ -41,6 +43,9 @@ EXPECTED_API_VERSIONS = {
     26: (0, 5),   # EndTxn
     27: (1, 1),   # WriteTxnMarkers
     28: (0, 5),   # TxnOffsetCommit
+    29: (1, 3),   # DescribeAcls
+    30: (1, 3),   # CreateAcls
+    31: (1, 3),   # DeleteAcls
     32: (1, 4),   # DescribeConfigs
     42: (0, 2),   # DeleteGroups
     43: (0, 2),   # ElectLeaders
@@ -52,6 +57,9 @@ EXPECTED_API_VERSIONS = {
     65: (0, 0),   # DescribeTransactions
     66: (0, 1),   # ListTransactions
     75: (0, 0),   # DescribeTopicPartitions
+    21: (0, 2),   # DeleteRecords
+    35: (0, 4),   # DescribeLogDirs
+    34: (1, 2),   # AlterReplicaLogDirs
 }
 
 
@@ -162,6 +170,11 @@ BAD_STREAMS = {
     "negative-api-key": frame(request_header(-5, 0, 7)),
     "produce-v2-below-minimum": frame(request_header(0, 2, 7) + string(None) + int16(1)
                                       + int32(1000) + array([], lambda x: x)),
+    # Advertised (librdkafka needs min 0) but refused by closing, as Kafka 4.0 does.
+    "produce-v0-advertised-but-refused": frame(request_header(0, 0, 7) + int16(1)
+                                               + int32(1000) + array([], lambda x: x)),
+    "produce-v1-advertised-but-refused": frame(request_header(0, 1, 7) + int16(1)
+                                               + int32(1000) + array([], lambda x: x)),
     "metadata-v99-above-maximum": frame(request_header(3, 99, 7) + int32(-1)),
     "metadata-body-truncated": frame(request_header(3, 4, 7) + int32(5) + int16(3)),
     "junk-after-valid-size": int32(len(JUNK)) + JUNK,
@@ -280,3 +293,56 @@ def test_produce_to_unknown_partition(broker, target):
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
         result = rawkafka.produce(conn, target, 9, good_batch())
         assert result.error_code == rawkafka.UNKNOWN_TOPIC_OR_PARTITION, result
+
+
+# ---------------------------------------------------------------- DescribeGroups v6
+
+DESCRIBE_GROUPS = 15
+GROUP_ID_NOT_FOUND = 69
+
+
+def describe_groups(conn, version, groups):
+    """DescribeGroups v5 or v6 (flexible): [(error_code, error_message, group_id, state)]."""
+    body = (rawkafka.uvarint(len(groups) + 1)
+            + b"".join(rawkafka.compact_string(g) for g in groups)
+            + rawkafka.int8(0) + rawkafka.EMPTY_TAGGED_FIELDS)
+    reader = conn.request(DESCRIBE_GROUPS, version, body, flexible_request=True,
+                          flexible_response=True)
+    reader.int32()  # throttle_time_ms
+
+    def read_group(r):
+        error_code = r.int16()
+        message = r.compact_string() if version >= 6 else None
+        group_id, state = r.compact_string(), r.compact_string()
+        r.compact_string(), r.compact_string()  # protocol type and data
+        members = r.compact_array(lambda m: m)
+        assert members == [], "an unknown group has no members"
+        r.int32()  # authorized operations
+        r.skip_tagged_fields()
+        return error_code, message, group_id, state
+
+    groups_read = reader.compact_array(read_group)
+    reader.skip_tagged_fields()
+    reader.expect_end()
+    return groups_read
+
+
+def wait_for_coordinator(conn, group, deadline_s=30.0):
+    """FindCoordinator until the group's coordinator is up (creates __consumer_offsets)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if cluster.find_coordinator_v1(conn, group)[0] == 0:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no coordinator for {group} within {deadline_s} s")
+
+
+def test_describe_groups_v6_reports_a_missing_group_with_an_error_and_message(broker):
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        wait_for_coordinator(conn, "no-such-group-v6")
+        v6 = describe_groups(conn, 6, ["no-such-group-v6"])
+        v5 = describe_groups(conn, 5, ["no-such-group-v6"])
+    assert v6 == [(GROUP_ID_NOT_FOUND, "Group no-such-group-v6 not found.",
+                   "no-such-group-v6", "Dead")]
+    # Before v6 a missing group is only "Dead", without an error.
+    assert v5 == [(0, None, "no-such-group-v6", "Dead")]

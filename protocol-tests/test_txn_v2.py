@@ -35,9 +35,11 @@ ADD_PARTITIONS_TO_TXN = 24
 END_TXN = 26
 
 NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_PRODUCER_EPOCH = 47
 INVALID_TXN_STATE = 48
 CONCURRENT_TRANSACTIONS = 51
+OPERATION_NOT_ATTEMPTED = 55
 PRODUCER_FENCED = 90
 
 RETRIABLE = (14, 15, 16, CONCURRENT_TRANSACTIONS)  # load, not available, not coordinator
@@ -373,3 +375,80 @@ def test_api_versions_advertise_transaction_version_2(broker):
         supported, finalized, _ = api_versions_features(conn, 3)
         assert "transaction.version" not in supported
         assert finalized["transaction.version"] == (TRANSACTION_VERSION_FINALIZED,) * 2
+
+
+def add_partitions_batch_v5(conn, entries):
+    """AddPartitionsToTxn v5 carrying several transactions, as a leader batches those
+    waiting on one coordinator; entries: [(id, producer id, epoch, {topic: [partitions]})].
+    Returns (top-level error, [(id, {(topic, partition): error})] in response order)."""
+    def topic(item):
+        name, partitions = item
+        return compact_string(name) + compact_array(partitions, int32) + TAGS
+
+    def transaction(entry):
+        transactional_id, producer_id, epoch, topics = entry
+        return (compact_string(transactional_id) + int64(producer_id) + int16(epoch)
+                + boolean(False) + compact_array(sorted(topics.items()), topic) + TAGS)
+
+    body = compact_array(entries, transaction) + TAGS
+    reader = conn.request(ADD_PARTITIONS_TO_TXN, 5, body, flexible_request=True,
+                          flexible_response=True)
+    reader.int32()  # throttle
+    error = reader.int16()
+
+    def read_partition(r):
+        result = (r.int32(), r.int16())
+        r.skip_tagged_fields()
+        return result
+
+    def read_topic(r):
+        name = r.compact_string()
+        partitions = r.compact_array(read_partition)
+        r.skip_tagged_fields()
+        return name, partitions
+
+    def read_transaction(r):
+        txn_id = r.compact_string()
+        codes = {(name, partition): code
+                 for name, partitions in r.compact_array(read_topic)
+                 for partition, code in partitions}
+        r.skip_tagged_fields()
+        return txn_id, codes
+
+    results = reader.compact_array(read_transaction)
+    reader.skip_tagged_fields()
+    reader.expect_end()
+    return error, results
+
+
+def test_a_batch_of_transactions_is_answered_per_transaction_in_request_order(broker, topic):
+    """A leader's batched AddPartitionsToTxn: each transaction gets its own answer (the
+    coordinator handles them at once, not one after another), in request order."""
+    clients.create_topic(broker, topic, partitions=3)
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        ids = [f"tv2-batch-{index}" for index in range(8)]
+        producers = {tid: init_ok(conn, tid) for tid in ids}
+        entries = [(tid, *producers[tid], {topic: [index % 3]}) for index, tid in enumerate(ids)]
+        # A fenced epoch and a partition that does not exist, each in its own transaction.
+        fenced_id, unknown_id = ids[6], ids[7]
+        old_epoch = producers[fenced_id][1]
+        producers[fenced_id] = init_ok(conn, fenced_id)  # bumps the epoch
+        entries[6] = (fenced_id, producers[fenced_id][0], old_epoch, {topic: [0]})
+        entries[7] = (unknown_id, *producers[unknown_id], {topic: [1, 99]})
+        error, results = add_partitions_batch_v5(conn, entries)
+        assert error == NONE
+        assert [txn_id for txn_id, _ in results] == ids, "request order"
+        for index, (tid, codes) in enumerate(results[:6]):
+            assert codes == {(topic, index % 3): NONE}, (tid, codes)
+        fenced_code = results[6][1][(topic, 0)]
+        assert fenced_code in (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH), results[6]
+        assert results[7][1] == {(topic, 1): OPERATION_NOT_ATTEMPTED,
+                                 (topic, 99): UNKNOWN_TOPIC_OR_PARTITION}
+        described = describe_transactions(conn, ids)
+        for index, tid in enumerate(ids[:6]):
+            assert described[tid][1] == "Ongoing", described[tid]
+            assert described[tid][5] == {topic: [index % 3]}, described[tid]
+        assert described[unknown_id][5] == {}, "nothing added for a request with an unknown"
+        for tid in ids[:6]:
+            pid, epoch = producers[tid]
+            assert end_txn_v5(conn, tid, pid, epoch, False)[0] == NONE

@@ -24,6 +24,7 @@ import time
 import uuid
 
 import pytest
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 import clients
 import cluster
@@ -41,6 +42,8 @@ TXN_OFFSET_COMMIT = 28
 NONE = 0
 NOT_ENOUGH_REPLICAS = 19
 INVALID_TXN_STATE = 48
+INVALID_PRODUCER_ID_MAPPING = 49
+CONCURRENT_TRANSACTIONS = 51
 TRANSACTION_ABORTABLE = 120
 
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
@@ -107,11 +110,15 @@ def produce_one(conn, version, transactional_id, topic, partition, batch):
 
 def produce_retrying(conn, version, transactional_id, topic, partition, batch):
     """Retries NOT_ENOUGH_REPLICAS, what a verification that could not finish answers (a
-    coordinator still loading, CONCURRENT_TRANSACTIONS), as clients do."""
+    coordinator still loading, CONCURRENT_TRANSACTIONS before v12), and from v12
+    CONCURRENT_TRANSACTIONS itself (Kafka 4.0 passes it through to transactions version 2
+    clients, KAFKA-18662), as clients do."""
+    retriable = (NOT_ENOUGH_REPLICAS, CONCURRENT_TRANSACTIONS) if version >= 12 else (
+        NOT_ENOUGH_REPLICAS,)
     deadline = time.monotonic() + TIMEOUT_S
     while True:
         result = produce_one(conn, version, transactional_id, topic, partition, batch)
-        if result[0] != NOT_ENOUGH_REPLICAS or time.monotonic() > deadline:
+        if result[0] not in retriable or time.monotonic() > deadline:
             return result
         time.sleep(0.1)
 
@@ -201,6 +208,55 @@ def test_produce_v12_adds_the_partition_and_commits(broker, conn, topic):
     assert [entry.brief() for entry in layout] == [
         ("data", 0, b"a", True), ("data", 1, b"b", True), (rawkafka.MARKER_COMMIT, 2)]
     assert committed_values(broker, topic, 0, 2) == [(0, b"a"), (1, b"b")]
+
+
+def plain_batch(values):
+    """A batch without a producer id."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+    for index, value in enumerate(values):
+        assert builder.append(index, timestamp=1000 + index, key=None, value=value,
+                              headers=[]) is not None
+    return bytes(builder.build())
+
+
+@pytest.mark.parametrize("version", [3, 11, 12])
+def test_transactional_batches_of_two_producers_fail_the_whole_request(broker, conn, topic,
+                                                                       version):
+    """Kafka 4.0 (ReplicaManager.handleProduceAppend): "Transactional records contained
+    more than one producer ID" fails every partition of the request with
+    INVALID_PRODUCER_ID_MAPPING, even one whose batch alone would be accepted, and nothing
+    is appended."""
+    clients.create_topic(broker, topic, partitions=3)
+    first_id, second_id = tid(f"mixed-a-v{version}"), tid(f"mixed-b-v{version}")
+    first, first_epoch = init_ok(conn, first_id)
+    second, second_epoch = init_ok(conn, second_id)
+    # Before v12 the producers add their partitions; v12 has the leader add them.
+    for transactional_id, pid, epoch in ((first_id, first, first_epoch),
+                                         (second_id, second, second_epoch)):
+        if version < 12:
+            assert retry(lambda: (add_partitions(conn, transactional_id, pid, epoch,
+                                                 {topic: [0, 1]})[(topic, 0)],))[0] == NONE
+    batches = {0: txn_batch(first, first_epoch, 0, [b"a"]),
+               1: txn_batch(second, second_epoch, 0, [b"b"]),
+               2: plain_batch([b"plain"])}
+    answer = produce(conn, version, first_id, topic, batches)
+    assert answer == {p: (INVALID_PRODUCER_ID_MAPPING, -1) for p in batches}, answer
+    for partition in range(3):
+        assert offsets(conn, topic, partition) == (0, 0), "nothing appended"
+    # The same producer at two epochs counts as two as well.
+    bumped = {0: txn_batch(first, first_epoch, 0, [b"a"]),
+              1: txn_batch(first, first_epoch + 1, 0, [b"b"])}
+    answer = produce(conn, version, first_id, topic, bumped)
+    assert answer == {p: (INVALID_PRODUCER_ID_MAPPING, -1) for p in bumped}, answer
+    # One producer in the request: each partition is appended.
+    alone = {0: txn_batch(first, first_epoch, 0, [b"a"]),
+             1: txn_batch(first, first_epoch, 0, [b"b"])}
+    assert produce(conn, version, first_id, topic, alone) == {0: (NONE, 0), 1: (NONE, 0)}
+    assert end_txn(conn, first_id, first, first_epoch, False) == NONE
+    if version < 12:
+        assert end_txn(conn, second_id, second, second_epoch, False) == NONE
 
 
 def abort_then_produce_late(conn, topic, transactional_id, version):

@@ -67,7 +67,9 @@ def main():
     started = time.time()
     broker = subprocess.Popen(
         [args.binary, "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
-         "--override", f"log.dirs={data}"],
+         "--override", f"log.dirs={data}",
+         # No /metrics port: a broker already on 127.0.0.1:9644 must not stop the bench.
+         "--override", "http.listener=none"],
         stderr=subprocess.DEVNULL)
     try:
         wait_port(port)

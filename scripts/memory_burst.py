@@ -54,7 +54,8 @@ def memory_kib(pid):
 def start(binary, data_dir, port, overrides):
     command = [binary, "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
                "--override", f"log.dirs={data_dir}",
-               "--override", f"num.partitions={PARTITIONS}"]
+               "--override", f"num.partitions={PARTITIONS}",
+               "--override", "http.listener=none"]
     for pair in overrides:
         command += ["--override", pair]
     log = open(os.path.join(data_dir, "..", "broker.log"), "wb")

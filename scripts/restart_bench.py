@@ -56,7 +56,8 @@ class Broker:
                    "--override", f"listeners=PLAINTEXT://{HOST}:{self.port}",
                    "--override", f"log.dirs={self.data_dir}",
                    "--override", f"log.segment.bytes={self.segment_bytes}",
-                   "--override", "auto.create.topics.enable=false"]
+                   "--override", "auto.create.topics.enable=false",
+                   "--override", "http.listener=none"]
         began = time.monotonic()
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log,
                                         stderr=self.log, env=dict(os.environ, NO_COLOR="1"))

@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+mod listener_limits;
 mod producer_ids;
 mod replication;
 mod topology;
@@ -186,6 +187,12 @@ pub struct BrokerConfig {
     pub queued_request_bytes_max: Option<u32>,
     /// `max.connections`: accepted sockets beyond this wait for a free slot.
     pub connections_max: usize,
+    /// `listener.name.<listener>.max.connections`, by upper-case listener name: applies to
+    /// that listener even when it is the inter-broker one (KIP-402).
+    pub listener_connections_max: BTreeMap<String, usize>,
+    /// `log.filter`: the log filter, `RUST_LOG` syntax; the `RUST_LOG` environment
+    /// variable, when set, wins (an operator's one-off override needs no config edit).
+    pub log_filter: String,
     /// `connections.max.idle.ms`: idle connections are closed after this.
     pub connection_idle_ms_max: u64,
     /// Partitions one CreateTopics/CreatePartitions call may create (guards memory and disk).
@@ -232,10 +239,22 @@ pub struct BrokerConfig {
     /// `log.cleaner.dedupe.buffer.size`: memory of the cleaner's offset map; a pass that
     /// fills it cleans part of the log and leaves the rest for the next pass.
     pub cleaner_dedupe_buffer_bytes: u64,
+    /// `http.listener`: where `/metrics` is served ([`HTTP_LISTENER_DEFAULT`]); `None`
+    /// when set to an empty value or `none`. Not a Kafka key: Kafka has no HTTP listener.
+    pub http_listener: Option<HostPort>,
 }
+
+/// Loopback only unless configured: metrics name topics and groups, which an operator
+/// may not want on every interface. 9644 is Redpanda's admin port, the one Kafka-like
+/// brokers' scrape configs already know.
+pub const HTTP_LISTENER_DEFAULT: &str = "127.0.0.1:9644";
 
 /// The environment variable the official images read the cluster id from.
 pub const CLUSTER_ID_ENV: &str = "CLUSTER_ID";
+
+/// `log.filter` by default: info, but openraft narrates every vote and replication step
+/// at info.
+pub const LOG_FILTER_DEFAULT: &str = "info,openraft=warn";
 
 /// Upper bound of `num.recovery.threads.per.data.dir` (each is an OS thread).
 const RECOVERY_THREADS_MAX: usize = 256;
@@ -390,6 +409,8 @@ impl BrokerConfig {
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
             connections_max: parse(&explicit, "max.connections", 65_536)?,
+            listener_connections_max: listener_limits::listener_connections_max(&explicit)?,
+            log_filter: get("log.filter").unwrap_or(LOG_FILTER_DEFAULT).to_string(),
             connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
             partitions_per_request_max: parse(&explicit, "partitions.per.request.max", 10_000)?,
             retention_check_interval_ms: parse(
@@ -440,6 +461,7 @@ impl BrokerConfig {
                 "log.cleaner.dedupe.buffer.size",
                 134_217_728,
             )?,
+            http_listener: http_listener(&explicit)?,
             explicit,
         };
         config.validate()?;
@@ -704,6 +726,26 @@ fn offsets_replication_factor_default(topology: &Topology) -> i16 {
     }
 }
 
+/// `http.listener`: `host:port`, optionally written `http://host:port` as listener URLs
+/// are; empty or `none` turns the listener off.
+fn http_listener(map: &BTreeMap<String, String>) -> Result<Option<HostPort>, ConfigError> {
+    let value = map
+        .get("http.listener")
+        .map_or(HTTP_LISTENER_DEFAULT, |v| v.trim());
+    if value.is_empty() || value.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let address = value.strip_prefix("http://").unwrap_or(value);
+    match topology::parse_host_port(address) {
+        Some(host_port) => Ok(Some(host_port)),
+        None => Err(ConfigError::Invalid {
+            key: "http.listener".into(),
+            value: value.into(),
+            reason: "want host:port, or empty or none to disable".into(),
+        }),
+    }
+}
+
 fn next_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, ConfigError> {
     args.next()
         .ok_or_else(|| ConfigError::Usage(format!("{flag} needs a value")))
@@ -797,6 +839,36 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn http_listener_defaults_to_loopback_and_can_be_turned_off() {
+        let config = |value: Option<&str>| {
+            let mut map = BTreeMap::new();
+            if let Some(value) = value {
+                map.insert("http.listener".to_string(), value.to_string());
+            }
+            BrokerConfig::from_map(map).map(|c| c.http_listener.map(|hp| hp.to_string()))
+        };
+        assert_eq!(config(None).unwrap().as_deref(), Some("127.0.0.1:9644"));
+        assert_eq!(
+            config(Some("0.0.0.0:9100")).unwrap().as_deref(),
+            Some("0.0.0.0:9100")
+        );
+        assert_eq!(
+            config(Some("http://[::1]:80")).unwrap().as_deref(),
+            Some("[::1]:80")
+        );
+        assert_eq!(config(Some("")).unwrap(), None);
+        assert_eq!(config(Some("NONE")).unwrap(), None);
+        assert!(matches!(
+            config(Some("9644")),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            config(Some("host:99999")),
+            Err(ConfigError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   commands that change it.
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
+//! - [`http`]: the HTTP listener (`http.listener`) and its routes.
+//! - [`metrics`]: Prometheus counters recorded on the request path, gauges computed from
+//!   the broker's state at scrape time; served at `/metrics`.
 //! - [`status`]: the status page of the HTTP listener (view, HTML, rates, recent errors).
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
@@ -30,8 +33,10 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod group;
+pub mod http;
 pub mod log;
 pub mod meta_properties;
+pub mod metrics;
 pub mod replica;
 pub mod request_frame;
 pub mod server;

@@ -57,22 +57,37 @@ fn main() -> anyhow::Result<()> {
     }
     // First, before any thread or log line: on success this does not return.
     let reexec = gracchus::allocator::fix_mmap_threshold();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // openraft narrates every vote and replication step at info.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
+    // The configuration comes first: it names the log filter. Parsing it logs nothing.
+    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
+    // One filter for every layer: the status page's recent errors are what the log says.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(log_filter(&config)?)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(gracchus::status::gather::RECENT_ERRORS.layer())
         .init();
     if let Err(error) = reexec {
         tracing::warn!(%error, "could not re-execute with a fixed malloc mmap threshold");
     }
-    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(config))
+}
+
+/// The log filter: `RUST_LOG` when set and not empty (a one-off override needs no config
+/// edit), else `log.filter`. A filter that does not parse stops the start.
+fn log_filter(config: &BrokerConfig) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let (source, filter) = match from_env {
+        Some(value) => ("RUST_LOG", value),
+        None => ("log.filter", config.log_filter.clone()),
+    };
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .with_context(|| format!("invalid {source} {filter:?}"))
 }
 
 /// `gracchus random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
@@ -150,6 +165,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let address = addresses.join(",");
+    let http_listener = bind_http_listener(&config).await?;
     // Opening waits for the quorum: a SIGTERM meanwhile stops the node (nothing was
     // accepted yet, no partition is open).
     let broker = tokio::select! {
@@ -170,6 +186,15 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         data = %broker.config.log_dirs.display(),
         "broker started"
     );
+    if let Some(listener) = http_listener {
+        let routes = gracchus::http::routes::ROUTES;
+        tokio::spawn(gracchus::http::serve(
+            listener,
+            broker.clone(),
+            routes,
+            shutdown.clone(),
+        ));
+    }
     let serving = (!listeners.is_empty())
         .then(|| tokio::spawn(server::serve(listeners, broker.clone(), shutdown)));
     wait_for_signal(&mut terminate).await;
@@ -228,6 +253,19 @@ fn start_log_cleaner(broker: &Arc<Broker>) -> anyhow::Result<LogCleaner> {
     };
     let hosted = broker.clone();
     LogCleaner::start(settings, move || hosted.replicas.all()).context("start the log cleaner")
+}
+
+/// `http.listener`, bound with the Kafka listeners so a port in use fails start-up.
+async fn bind_http_listener(config: &BrokerConfig) -> anyhow::Result<Option<TcpListener>> {
+    let Some(address) = &config.http_listener else {
+        return Ok(None);
+    };
+    let address = format!("{}:{}", bind_host(&address.host), address.port);
+    let listener = TcpListener::bind(&address).await.with_context(|| {
+        format!("bind http.listener {address} (set http.listener=none to disable)")
+    })?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics over HTTP");
+    Ok(Some(listener))
 }
 
 fn bind_host(host: &str) -> &str {

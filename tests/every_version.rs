@@ -143,6 +143,115 @@ async fn every_api_and_version_round_trips() {
     group_offset_versions(&broker).await;
     group_versions(&broker).await;
     legacy_offset_versions(&broker).await;
+    acl_versions(&broker).await;
+    log_dir_versions(&broker, dir.path()).await;
+}
+
+/// No authorizer: every ACL API answers SECURITY_DISABLED (54) at every version.
+async fn acl_versions(broker: &Broker) {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    for version in versions(ApiKey::DescribeAcls) {
+        let response = call(broker, &DescribeAclsRequest::default(), version).await;
+        assert_eq!(response.error_code, 54, "v{version}");
+    }
+    for version in versions(ApiKey::CreateAcls) {
+        let request = CreateAclsRequest::default().with_creations(vec![AclCreation::default()]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes, [54], "v{version}");
+    }
+    for version in versions(ApiKey::DeleteAcls) {
+        let request = DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response
+            .filter_results
+            .iter()
+            .map(|r| r.error_code)
+            .collect();
+        assert_eq!(codes, [54], "v{version}");
+    }
+}
+
+/// DeleteRecords, DescribeLogDirs and AlterReplicaLogDirs at every version, on "t" (which
+/// holds records by now): the log start moves, the log dir lists the partition, another
+/// dir is refused.
+async fn log_dir_versions(broker: &Broker, log_dir: &std::path::Path) {
+    use kafka_protocol::messages::alter_replica_log_dirs_request::{
+        AlterReplicaLogDir, AlterReplicaLogDirTopic,
+    };
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    for version in versions(ApiKey::DeleteRecords) {
+        let offset = i64::from(version) + 1;
+        let partition = |index, offset| {
+            DeleteRecordsPartition::default()
+                .with_partition_index(index)
+                .with_offset(offset)
+        };
+        let topic = DeleteRecordsTopic::default()
+            .with_name(name("t"))
+            .with_partitions(vec![partition(0, offset), partition(9, 0)]);
+        let request = DeleteRecordsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![topic]);
+        let response = call(broker, &request, version).await;
+        let answers = &response.topics[0].partitions;
+        let pairs: Vec<(i16, i64)> = answers
+            .iter()
+            .map(|p| (p.error_code, p.low_watermark))
+            .collect();
+        assert_eq!(pairs, [(0, offset), (3, -1)], "v{version}");
+    }
+    // v0 is v1's bytes, which kafka-protocol will not encode; protocol-tests send it.
+    for version in versions(ApiKey::DescribeLogDirs).filter(|version| *version >= 1) {
+        // An empty topic list asks for no partition; null asks for all.
+        let none = call(broker, &DescribeLogDirsRequest::default(), version).await;
+        assert!(none.results[0].topics.is_empty(), "v{version}");
+        let all = DescribeLogDirsRequest::default().with_topics(None);
+        let response = call(broker, &all, version).await;
+        assert_eq!(response.results.len(), 1, "v{version}");
+        let result = &response.results[0];
+        assert_eq!(result.log_dir.as_str(), log_dir.display().to_string());
+        let t = result
+            .topics
+            .iter()
+            .find(|topic| topic.name.0.as_str() == "t");
+        let partition = &t.unwrap().partitions[0];
+        assert!(partition.partition_size > 0, "v{version}");
+        assert_eq!((partition.offset_lag, partition.is_future_key), (0, false));
+        if version >= 4 {
+            assert!(
+                result.total_bytes > 0 && result.usable_bytes > 0,
+                "v{version}"
+            );
+        }
+    }
+    for version in versions(ApiKey::AlterReplicaLogDirs) {
+        let topic = |topic_name: &str| {
+            AlterReplicaLogDirTopic::default()
+                .with_name(name(topic_name))
+                .with_partitions(vec![0])
+        };
+        let dir = |path: String, topics| {
+            AlterReplicaLogDir::default()
+                .with_path(StrBytes::from_string(path))
+                .with_topics(topics)
+        };
+        let here = log_dir.display().to_string();
+        let request = AlterReplicaLogDirsRequest::default().with_dirs(vec![
+            dir(here, vec![topic("t"), topic("missing")]),
+            dir("/elsewhere".into(), vec![topic("u")]),
+        ]);
+        let response = call(broker, &request, version).await;
+        let mut codes: Vec<(String, i16)> = (response.results.iter())
+            .map(|r| (r.topic_name.0.to_string(), r.partitions[0].error_code))
+            .collect();
+        codes.sort();
+        let expected = [("missing".into(), 3), ("t".into(), 0), ("u".into(), 57)];
+        assert_eq!(codes, expected, "v{version}");
+    }
 }
 
 /// Raw-bytes helpers for the versions kafka-protocol cannot encode (see api/legacy_*.rs).
@@ -303,6 +412,10 @@ async fn group_versions(broker: &Broker) {
             "Dead",
             "v{version}"
         );
+        // v6 (KIP-1043) also says why: GROUP_ID_NOT_FOUND with a message.
+        let missing_code = if version >= 6 { 69 } else { 0 };
+        assert_eq!(response.groups[1].error_code, missing_code, "v{version}");
+        assert_eq!(response.groups[1].error_message.is_some(), version >= 6);
     }
     for version in versions(ApiKey::ListGroups) {
         let response = call(broker, &ListGroupsRequest::default(), version).await;

@@ -9,7 +9,7 @@ use kafka_protocol::messages::api_versions_response::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{APIS, RequestContext, encode_with_header};
+use super::{APIS, ApiSpec, RequestContext, encode_with_header};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::features;
@@ -19,12 +19,26 @@ use crate::controller::features;
 const FEATURES_VERSION_MIN: i16 = 3;
 const LEVEL_ZERO_VERSION_MIN: i16 = 4;
 
+/// Produce is advertised from v0 although v0-2 are refused (the connection is closed, as
+/// Kafka 4.0's `Processor.parseRequestHeader` does): librdkafka will not produce
+/// compressed batches to a broker whose Produce range does not start at 0 (KAFKA-18659,
+/// Kafka's `ApiKeys.PRODUCE_API_VERSIONS_RESPONSE_MIN_VERSION`).
+const PRODUCE_ADVERTISED_VERSION_MIN: i16 = 0;
+
+fn advertised_min_version(spec: &ApiSpec) -> i16 {
+    if spec.key == ApiKey::Produce {
+        PRODUCE_ADVERTISED_VERSION_MIN
+    } else {
+        spec.min_version
+    }
+}
+
 fn api_list() -> Vec<ApiVersion> {
     APIS.iter()
         .map(|spec| {
             ApiVersion::default()
                 .with_api_key(spec.key as i16)
-                .with_min_version(spec.min_version)
+                .with_min_version(advertised_min_version(spec))
                 .with_max_version(spec.max_version)
         })
         .collect()
@@ -135,6 +149,16 @@ mod tests {
         let versions = body.api_keys.iter().find(|k| k.api_key == 18).unwrap();
         assert_eq!((versions.min_version, versions.max_version), (0, 4));
         assert_eq!(body.api_keys.len(), APIS.len());
+    }
+
+    #[test]
+    fn produce_is_advertised_from_v0_but_served_from_v3() {
+        let listed = api_list();
+        let produce = listed.iter().find(|k| k.api_key == 0).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 12));
+        assert_eq!(super::super::find_api(0).unwrap().min_version, 3);
+        let fetch = listed.iter().find(|k| k.api_key == 1).unwrap();
+        assert_eq!(fetch.min_version, 4);
     }
 
     fn features_round_trip(version: i16) -> ApiVersionsResponse {

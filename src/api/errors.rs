@@ -48,6 +48,7 @@ pub fn replica_error(error: &ReplicaError) -> ResponseError {
         }
         ReplicaError::NotLeader => ResponseError::NotLeaderOrFollower,
         ReplicaError::Deleted => ResponseError::UnknownTopicOrPartition,
+        ReplicaError::DeletionPolicy => ResponseError::PolicyViolation,
         ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         ReplicaError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         ReplicaError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,

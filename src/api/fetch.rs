@@ -17,6 +17,7 @@
 //! out gets FETCH_SESSION_ID_NOT_FOUND, so a client can never be answered wrongly.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
@@ -34,6 +35,7 @@ use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
+use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::waits::ChangeWaiter;
 use crate::replica::{FollowerBroker, Partition, PartitionRead, ReplicaError, isr_changes};
 use crate::types::{NodeId, now_ms};
@@ -52,6 +54,8 @@ struct Target {
     partition: Result<Arc<Partition>, ResponseError>,
     /// The follower fetching, if this is a replica's fetch.
     replica: Option<NodeId>,
+    /// The log start offset the fetcher reported (a follower's; -1 from consumers).
+    log_start_offset: i64,
     /// A consumer's `isolation_level=1`.
     read_committed: bool,
 }
@@ -73,6 +77,7 @@ pub async fn handle(
         .map(|topic| (resolve_name(&image, topic, context.version), topic.topic_id))
         .collect();
     let replica = follower_id(&request, context.version);
+    metrics::request::mark_fetch_from_follower(replica.is_some());
     let read_committed = replica.is_none() && request.isolation_level == 1;
     let mut targets = resolve_targets(broker, &image, &request.topics, &topics, replica);
     for target in &mut targets {
@@ -93,6 +98,7 @@ pub async fn handle(
             .filter_map(|t| t.partition.as_ref().ok().cloned())
             .collect();
         let mut shutdown = broker.shutdown_signal();
+        let _parked = Parked::new(Delayed::Fetch);
         loop {
             let waiter = ChangeWaiter::arm(&watched);
             results = read_all(&targets, response_bytes_max);
@@ -110,10 +116,29 @@ pub async fn handle(
             }
         }
     }
+    record_metrics(&targets, &results);
     // The image as it is now: a parked fetch may have outlived a leader change.
     let image = broker.image();
     let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
     build_response(topics, &targets, results, hints)
+}
+
+/// Bytes out per topic (consumers) or replication bytes out (followers), and the
+/// partitions' error codes.
+fn record_metrics(targets: &[Target], results: &[ReadOutcome]) {
+    for (target, result) in targets.iter().zip(results) {
+        match (result, &target.partition) {
+            (Ok(read), _) if target.replica.is_some() => {
+                let bytes = read.records.len() as u64;
+                metrics::registry()
+                    .replication_bytes_out
+                    .fetch_add(bytes, Relaxed);
+            }
+            (Ok(read), Ok(partition)) => partition.topic_metrics().record_out(read.records.len()),
+            (Ok(_), Err(_)) => {}
+            (Err((error, _, _)), _) => metrics::count_error(ApiKey::Fetch, error.code()),
+        }
+    }
 }
 
 /// The fetching replica's broker id, if a follower sent this (consumers send -1).
@@ -160,8 +185,13 @@ fn record_follower_progress(
                 isr_changes::submit(&broker.controller, Arc::clone(partition), proposal);
             }
             Ok(None) => {}
-            Err(error) => target.partition = Err(replica_error(&error)),
+            Err(error) => {
+                target.partition = Err(replica_error(&error));
+                continue;
+            }
         }
+        // DeleteRecords waits for every live replica's log start (its low watermark).
+        partition.record_follower_log_start(replica, target.log_start_offset);
     }
 }
 
@@ -209,6 +239,7 @@ fn resolve_targets(
                 current_leader_epoch: partition.current_leader_epoch,
                 partition: resolved,
                 replica,
+                log_start_offset: partition.log_start_offset,
                 read_committed: false,
             });
         }
@@ -318,7 +349,9 @@ fn build_response(
                 ))
                 .with_error_code(error.code())
                 .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
+                // Kafka answers -1 (unknown) here; the HW would overstate an LSO held back
+                // by an open or not yet replicated transaction, and clients cache it.
+                .with_last_stable_offset(-1)
                 .with_log_start_offset(start)
                 .with_records(Some(Bytes::new())),
         };

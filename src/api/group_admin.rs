@@ -23,6 +23,9 @@ use crate::broker::Broker;
 use crate::group::{GroupError, GroupState};
 use crate::types::now_ms;
 
+/// DescribeGroups v6 answers a missing group with an error and a message (KIP-1043).
+const DESCRIBE_GROUPS_ERROR_MESSAGE_VERSION_MIN: i16 = 6;
+
 /// DESCRIBE, DELETE and READ on a group: everything, without ACLs.
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
@@ -149,9 +152,22 @@ async fn describe_one(broker: &Broker, group_id: &GroupId, version: i16) -> Desc
                     .with_members(members)
             }
             _ if has_offsets => base.with_group_state(StrBytes::from_static_str("Empty")),
-            _ => base.with_group_state(StrBytes::from_static_str("Dead")),
+            _ => not_found(base, id, version),
         })
         .await
+}
+
+/// A group that does not exist: state Dead, and from v6 (KIP-1043) GROUP_ID_NOT_FOUND with
+/// the message Kafka's `GroupMetadataManager` gives.
+fn not_found(base: DescribedGroup, id: &str, version: i16) -> DescribedGroup {
+    let dead = base.with_group_state(StrBytes::from_static_str("Dead"));
+    if version < DESCRIBE_GROUPS_ERROR_MESSAGE_VERSION_MIN {
+        return dead;
+    }
+    dead.with_error_code(ResponseError::GroupIdNotFound.code())
+        .with_error_message(Some(StrBytes::from_string(format!(
+            "Group {id} not found."
+        ))))
 }
 
 pub async fn delete_groups(
@@ -294,4 +310,21 @@ fn subscribed_topics(group: &crate::group::Group) -> Vec<String> {
         }
     }
     topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_group_is_dead_and_from_v6_group_id_not_found_with_a_message() {
+        let base = || DescribedGroup::default().with_group_id(GroupId(StrBytes::from("g1")));
+        let old = not_found(base(), "g1", 5);
+        assert_eq!((old.error_code, old.group_state.as_str()), (0, "Dead"));
+        assert!(old.error_message.is_none());
+        let new = not_found(base(), "g1", 6);
+        assert_eq!((new.error_code, new.group_state.as_str()), (69, "Dead"));
+        let message = new.error_message.as_ref().map(|m| m.as_str());
+        assert_eq!(message, Some("Group g1 not found."));
+    }
 }

@@ -5,11 +5,13 @@
 //! is the only place that knows Kafka message structs; handlers call the broker's parts
 //! and map their typed errors to Kafka error codes ([`errors`]).
 
+mod acls;
 mod add_partitions_to_txn;
 mod admin_topics;
 mod api_versions;
 mod cluster;
 mod configs;
+mod delete_records;
 mod describe_producers;
 mod describe_quorum;
 mod elect_leaders;
@@ -26,6 +28,7 @@ mod legacy_leader_epoch;
 mod legacy_offsets;
 mod legacy_wire;
 mod list_offsets;
+mod log_dirs;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
@@ -83,7 +86,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::Heartbeat, 0, 4),
     spec(ApiKey::LeaveGroup, 0, 5),
     spec(ApiKey::SyncGroup, 0, 5),
-    spec(ApiKey::DescribeGroups, 0, 5),
+    spec(ApiKey::DescribeGroups, 0, 6),
     spec(ApiKey::ListGroups, 0, 5),
     spec(ApiKey::ApiVersions, 0, 4),
     spec(ApiKey::CreateTopics, 2, 7),
@@ -107,6 +110,14 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeTransactions, 0, 0),
     spec(ApiKey::ListTransactions, 0, 1),
     spec(ApiKey::TxnOffsetCommit, 0, 5),
+    // No authorizer: answered SECURITY_DISABLED, at Kafka 4.0's ranges (v0 removed, KIP-896).
+    spec(ApiKey::DescribeAcls, 1, 3),
+    spec(ApiKey::CreateAcls, 1, 3),
+    spec(ApiKey::DeleteAcls, 1, 3),
+    spec(ApiKey::DeleteRecords, 0, 2),
+    // v0, which Kafka 4.0 removed, is byte-identical to v1; kafka-python sends only v0.
+    spec(ApiKey::DescribeLogDirs, 0, 4),
+    spec(ApiKey::AlterReplicaLogDirs, 1, 2),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -224,6 +235,7 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
         (api_key, version) => {
             let version = match api_key {
                 ApiKey::OffsetFetch => version.max(OFFSET_FETCH_STRUCT_VERSION_MIN),
+                ApiKey::DescribeLogDirs => version.max(log_dirs::DESCRIBE_STRUCT_VERSION_MIN),
                 _ => version,
             };
             kafka_protocol::messages::RequestKind::decode(api_key, &mut body, version)
@@ -414,6 +426,24 @@ async fn dispatch(
             route!(broker, context, body, offset_for_leader_epoch::handle)
         }
         ApiKey::DescribeConfigs => route!(broker, context, body, configs::describe_configs),
+        ApiKey::DeleteRecords => route!(broker, context, body, delete_records::handle),
+        ApiKey::DescribeLogDirs => {
+            // v0 is byte-identical to v1 in both directions.
+            let version = context.version.max(log_dirs::DESCRIBE_STRUCT_VERSION_MIN);
+            let as_struct_version = RequestContext {
+                version,
+                ..context.clone()
+            };
+            route!(
+                broker,
+                &as_struct_version,
+                body,
+                log_dirs::describe_log_dirs
+            )
+        }
+        ApiKey::AlterReplicaLogDirs => {
+            route!(broker, context, body, log_dirs::alter_replica_log_dirs)
+        }
         ApiKey::DescribeQuorum => route!(broker, context, body, describe_quorum::describe_quorum),
         ApiKey::DescribeCluster => route!(broker, context, body, cluster::describe_cluster),
         ApiKey::DescribeTopicPartitions => {
@@ -434,6 +464,9 @@ async fn dispatch(
         }
         ApiKey::ListTransactions => route!(broker, context, body, transactions_admin::list),
         ApiKey::TxnOffsetCommit => route!(broker, context, body, txn_offset_commit::handle),
+        ApiKey::DescribeAcls => route!(broker, context, body, acls::describe_acls),
+        ApiKey::CreateAcls => route!(broker, context, body, acls::create_acls),
+        ApiKey::DeleteAcls => route!(broker, context, body, acls::delete_acls),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

@@ -15,7 +15,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
@@ -30,6 +30,7 @@ use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::image::is_internal_topic;
 use crate::log::{BatchError, BatchHeader, RecordError};
+use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::{Partition, ProduceOutcome, ReplicaError, RequiredAcks};
 use crate::txn::producer_state::Verification;
 use crate::txn::verification::{self, TxnOperation};
@@ -52,6 +53,12 @@ pub async fn handle(
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut prepared = prepare_all(broker, &image, request.topic_data, valid_acks);
+    if mixes_transactional_producers(&prepared) {
+        // Kafka 4.0's `handleProduceAppend` throws InvalidPidMappingException before
+        // anything is verified or appended, and the request's error response gives every
+        // partition INVALID_PRODUCER_ID_MAPPING.
+        fail_every_partition(&mut prepared, ResponseError::InvalidProducerIdMapping);
+    }
     let id = transactional_id.as_deref();
     verify_transactional(broker, context.version, id, &mut prepared, now).await;
     // The replication wait starts after the verification, as Kafka's DelayedProduce is
@@ -162,10 +169,12 @@ async fn wait_replicated(
     outcome: ProduceOutcome,
     deadline: tokio::time::Instant,
 ) -> Result<ProduceOutcome, PartitionFailure> {
-    match partition
+    let parked = Parked::new(Delayed::Produce);
+    let committed = partition
         .wait_committed(outcome.end_offset, outcome.leader_epoch, deadline)
-        .await
-    {
+        .await;
+    drop(parked);
+    match committed {
         Ok(()) => Ok(outcome),
         Err(error) => {
             tracing::debug!(tp = %partition.tp, %error, "acks=all produce not committed");
@@ -256,15 +265,8 @@ async fn verify_transactional(
             // Kafka's append check refuses a transactional batch that was never verified
             // (no transactional id) unless its transaction is open here already.
             ready.verification = Verification::Guard(None);
-            let same_producer = candidates.first().is_none_or(|first| {
-                (first.producer_id, first.producer_epoch)
-                    == (header.producer_id, header.producer_epoch)
-            });
-            if !same_producer {
-                // Kafka refuses transactional records of more than one producer id.
-                *slot = Err(ResponseError::InvalidProducerIdMapping.into());
-                continue;
-            }
+            // One producer (id and epoch) only: `mixes_transactional_producers` failed the
+            // request otherwise.
             candidates.push(Candidate {
                 topic: name.0.to_string(),
                 partition: *index,
@@ -286,8 +288,45 @@ async fn verify_transactional(
     for (slot, verdict) in slots.into_iter().zip(verdicts) {
         match (slot.as_mut(), verdict) {
             (Ok(ready), Ok(verification)) => ready.verification = verification,
-            (_, Err(error)) => *slot = Err(verification::produce_error(error).into()),
+            (_, Err(error)) => {
+                *slot = Err(verification::produce_error(error, operation).into());
+            }
             (Err(_), Ok(_)) => {}
+        }
+    }
+}
+
+/// True if the transactional batches of the request's partitions (those not failed
+/// already) come from more than one (producer id, epoch): Kafka 4.0's
+/// "Transactional records contained more than one producer ID". Every batch counts, as
+/// there: a produce should carry one per partition but nothing enforces that yet.
+fn mixes_transactional_producers(prepared: &PreparedTopics) -> bool {
+    let mut seen: Option<(i64, i16)> = None;
+    let ready = prepared
+        .iter()
+        .flat_map(|(_, _, partitions)| partitions.iter())
+        .filter_map(|(_, slot)| slot.as_ref().ok());
+    for ready in ready {
+        let headers = crate::log::iter_batches(&ready.records).map_while(Result::ok);
+        for (_, header) in headers {
+            if !(header.is_transactional() && header.has_producer_id()) {
+                continue;
+            }
+            let producer = (header.producer_id, header.producer_epoch);
+            if seen.get_or_insert(producer) != &producer {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Fails every partition of the request with `error`, as a request-level error response
+/// does in Kafka (`ProduceRequest.getErrorResponse`).
+fn fail_every_partition(prepared: &mut PreparedTopics, error: ResponseError) {
+    for (_, _, partitions) in prepared.iter_mut() {
+        for (_, slot) in partitions.iter_mut() {
+            *slot = Err(error.into());
         }
     }
 }
@@ -312,6 +351,10 @@ fn append_logged(
 ) -> Result<ProduceOutcome, PartitionFailure> {
     match partition.append_verified(records, now, acks, verification) {
         Ok(outcome) => {
+            let records_appended = (outcome.end_offset - outcome.base_offset).max(0) as u64;
+            partition
+                .topic_metrics()
+                .record_in(records.len(), records_appended);
             if partition.end_storage_fault() {
                 tracing::info!(tp = %partition.tp, "appends succeed again after a storage fault");
             }
@@ -361,6 +404,7 @@ fn partition_response(
             .with_log_append_time_ms(outcome.log_append_time_ms)
             .with_log_start_offset(outcome.log_start_offset),
         Err(failure) => {
+            metrics::count_error(ApiKey::Produce, failure.error.code());
             let record_errors = failure.record_errors.into_iter().map(|error| {
                 BatchIndexAndErrorMessage::default()
                     .with_batch_index(error.batch_index)

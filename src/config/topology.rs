@@ -421,7 +421,7 @@ fn parse_endpoints(key: &str, value: &str) -> Result<Vec<Endpoint>, ConfigError>
 }
 
 /// `host:port` or `[v6]:port`, host characters as Kafka allows them.
-fn parse_host_port(address: &str) -> Option<HostPort> {
+pub(super) fn parse_host_port(address: &str) -> Option<HostPort> {
     let address = address.trim();
     let (host, port) = match address.strip_prefix('[') {
         Some(rest) => {

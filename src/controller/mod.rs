@@ -36,7 +36,7 @@ pub use elections::{Election, ElectionResult, PartitionElection};
 pub use image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };
-pub use quorum::{Controller, ControllerSettings};
+pub use quorum::{Controller, ControllerSettings, RaftGauges};
 pub use quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
 
 #[derive(Debug, Error)]

@@ -23,6 +23,23 @@ use crate::types::{NodeId, now_ms};
 /// The Raft store's file in the metadata directory.
 pub const STORE_FILE: &str = "raft.redb";
 
+/// A Raft node's state as `/metrics` shows it (Kafka's `raft-metrics`).
+#[derive(Clone, Debug)]
+pub struct RaftGauges {
+    /// The Raft term (Kafka's epoch).
+    pub current_epoch: u64,
+    /// -1 when no leader is known.
+    pub current_leader: NodeId,
+    pub state: &'static str,
+    /// The offset after the last entry in this node's log.
+    pub log_end_offset: u64,
+    /// The offset after the last entry applied here; entries are applied once committed,
+    /// so it trails the commit index by at most the entries in flight to the state machine.
+    pub high_watermark: u64,
+    /// On the leader: entries each other replica is behind its log end.
+    pub follower_lag: Vec<(NodeId, u64)>,
+}
+
 /// Everything the controller needs from the node's configuration.
 #[derive(Clone, Debug)]
 pub struct ControllerSettings {
@@ -809,6 +826,41 @@ impl Controller {
                 nodes: Vec::new(),
             }),
         }
+    }
+
+    /// This node's Raft state for `/metrics`; `None` on a node without the controller role
+    /// (it follows the metadata log as an observer, without a Raft node of its own).
+    pub fn raft_gauges(&self) -> Option<RaftGauges> {
+        let raft = self.raft.as_ref()?;
+        let metrics = raft.metrics().borrow().clone();
+        let last_log_index = metrics.last_log_index;
+        // Kafka's current-state names; openraft has no "voted"/"unattached" of its own.
+        let state = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "observer",
+            ServerState::Shutdown => "shutdown",
+        };
+        let follower_lag = metrics
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| kafka_id(**id) != self.settings.node_id)
+            .map(|(id, matched)| {
+                let matched = matched.as_ref().map_or(0, |log_id| log_id.index + 1);
+                let end = last_log_index.map_or(0, |index| index + 1);
+                (kafka_id(*id), end.saturating_sub(matched))
+            })
+            .collect();
+        Some(RaftGauges {
+            current_epoch: metrics.current_term,
+            current_leader: metrics.current_leader.map_or(-1, kafka_id),
+            state,
+            log_end_offset: last_log_index.map_or(0, |index| index + 1),
+            high_watermark: metrics.last_applied.map_or(0, |log_id| log_id.index + 1),
+            follower_lag,
+        })
     }
 
     /// The quorum as this node sees it; only the leader's view is authoritative.

@@ -24,9 +24,10 @@
 //!
 //! - the leader-epoch cache and its `leader-epoch-checkpoint` file ([`leader_epochs`]).
 //!
-//! The log start offset is always the first segment's base offset: the log only deletes
-//! whole segments, so no `log-start-offset` checkpoint is needed. A DeleteRecords-style
-//! move inside a segment would need one.
+//! The log start offset is the first segment's base offset or above it: DeleteRecords (and
+//! a follower adopting its leader's start) moves it inside a segment, and
+//! `log_start_checkpoint` keeps such a start across restarts. Segments wholly below it are
+//! deleted at once and by every retention pass, whatever `cleanup.policy` says.
 
 pub mod batch;
 mod clean_shutdown;
@@ -37,6 +38,7 @@ pub mod error;
 mod index;
 mod index_file;
 pub mod leader_epochs;
+pub mod log_start_checkpoint;
 mod offset_map;
 pub mod partition_log;
 pub mod recompress;

@@ -12,6 +12,7 @@ use crate::log::batch::{BatchHeader, stamp_batch};
 use crate::log::clean_shutdown::LastShutdown;
 use crate::log::config::{LogConfig, TimestampType};
 use crate::log::error::{BatchError, LogError};
+use crate::log::log_start_checkpoint;
 use crate::log::recovery;
 use crate::log::retention::{self, SegmentSummary};
 use crate::log::segment::{ReadLimits, Segment, sync_directory};
@@ -47,6 +48,10 @@ pub struct PartitionLog {
     pub(super) config: LogConfig,
     /// Ordered by base offset and never empty; the last one is the active segment.
     pub(super) segments: Vec<Segment>,
+    /// The first offset clients may read: the first segment's base offset or above it
+    /// (DeleteRecords, a follower adopting its leader's), never above the log end. Kept in
+    /// `log_start_checkpoint` whenever it moves inside a segment.
+    log_start_offset: i64,
     unflushed_messages: u64,
     last_flush_ms: i64,
     /// The latest `now_ms` seen, for operations that create a segment without a clock.
@@ -83,16 +88,42 @@ impl PartitionLog {
         let interval_bytes = config.index_interval_bytes;
         let segments = recovery::load_segments(&dir, interval_bytes, now_ms, last_shutdown)?;
         assert!(!segments.is_empty(), "recovery leaves at least one segment");
-        Ok(PartitionLog {
+        let log_start_offset = segments[0].base_offset();
+        let mut log = PartitionLog {
             dir,
             config,
             segments,
+            log_start_offset,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             clock_ms: now_ms,
             cleaned_end_offset: 0,
             generation: 0,
-        })
+        };
+        log.apply_log_start_checkpoint()?;
+        Ok(log)
+    }
+
+    /// Moves the log start up to the checkpointed one. A checkpoint past the recovered log
+    /// end (its unflushed tail lost in a crash) empties the log and restarts it there, as
+    /// Kafka's `LogLoader` does: every record below the checkpoint was deleted by a client
+    /// or by the leader before the crash, and none above it survived.
+    fn apply_log_start_checkpoint(&mut self) -> Result<(), LogError> {
+        let Some(checkpointed) = log_start_checkpoint::read(&self.dir) else {
+            return Ok(());
+        };
+        if checkpointed <= self.log_start_offset {
+            return Ok(());
+        }
+        if checkpointed > self.log_end_offset() {
+            tracing::warn!(
+                dir = %self.dir.display(), checkpointed, log_end = self.log_end_offset(),
+                "log end is below the checkpointed log start; restarting the log there"
+            );
+            return self.truncate_fully(checkpointed);
+        }
+        self.log_start_offset = checkpointed;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -108,9 +139,63 @@ impl PartitionLog {
         self.config = config;
     }
 
-    /// The first segment's base offset: only whole segments are ever deleted.
+    /// The first offset readers may ask for (see the field).
     pub fn log_start_offset(&self) -> i64 {
-        self.segments[0].base_offset()
+        debug_assert!(self.log_start_offset >= self.segments[0].base_offset());
+        self.log_start_offset
+    }
+
+    /// Bytes on disk in the segments (DescribeLogDirs' partition size; indexes not counted,
+    /// as in Kafka's `UnifiedLog.size`).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    /// Kafka's `maybeIncrementLogStartOffset`: moves the log start up to `offset` (no-op
+    /// if it is not above), checkpoints it durably, then deletes the segments wholly below
+    /// it. The caller checks `offset` against the high watermark; above the log end it is
+    /// refused. Returns whether the start moved.
+    pub fn increment_log_start(&mut self, offset: i64) -> Result<bool, LogError> {
+        if offset <= self.log_start_offset {
+            return Ok(false);
+        }
+        let log_end = self.log_end_offset();
+        if offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        // Durable before anything is deleted or answered: a restart must not show the
+        // records again.
+        log_start_checkpoint::write(&self.dir, offset)?;
+        self.log_start_offset = offset;
+        self.delete_segments_below_start()?;
+        Ok(true)
+    }
+
+    /// Deletes the segments that end at or below the log start (Kafka's
+    /// `deleteLogStartOffsetBreachedSegments`), whatever `cleanup.policy` says. The active
+    /// segment goes only when the start is the log end, after a roll.
+    pub fn delete_segments_below_start(&mut self) -> Result<usize, LogError> {
+        let mut below = self.segments_below(self.log_start_offset);
+        if below == self.segments.len() && self.active().is_empty() {
+            below -= 1; // an empty active segment at the start is where the log goes on
+        }
+        let deleted = self.delete_oldest(below, self.clock_ms)?;
+        // Any record of the first kept segment may be the start: never below its base.
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
+        Ok(deleted)
+    }
+
+    /// Bytes in every segment's `.log` file (Kafka's `Log` `Size` metric).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size_bytes).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
     pub fn log_end_offset(&self) -> i64 {
@@ -186,6 +271,7 @@ impl PartitionLog {
     ) -> Result<(), LogError> {
         assert!(!headers.is_empty(), "nothing to append");
         self.clock_ms = self.clock_ms.max(now_ms);
+        self.restart_at_straddling_batch(&headers[0])?;
         let mut expected = self.log_end_offset();
         for header in headers {
             if header.base_offset < expected {
@@ -197,6 +283,25 @@ impl PartitionLog {
             expected = header.last_offset() + 1;
         }
         self.write_batches(records, headers, &summarize(headers), now_ms)
+    }
+
+    /// An empty follower log that starts inside `first`, the leader's batch holding the
+    /// leader's log start (DeleteRecords moved it into a batch), restarts at the batch's
+    /// base offset so the batch can be stored whole, as Kafka's `Partition.
+    /// appendRecordsToFollowerOrFutureReplica` does; the follower then adopts the leader's
+    /// log start again from the fetch response.
+    fn restart_at_straddling_batch(&mut self, first: &BatchHeader) -> Result<(), LogError> {
+        let log_end = self.log_end_offset();
+        let straddles = first.base_offset < log_end && first.last_offset() >= log_end;
+        if log_end == self.log_start_offset && straddles {
+            tracing::info!(
+                dir = %self.dir.display(), log_start = log_end, batch_base = first.base_offset,
+                "the leader's first batch starts below this empty log: restarting at its base"
+            );
+            self.generation += 1;
+            self.truncate_fully(first.base_offset)?;
+        }
+        Ok(())
     }
 
     /// Rolls if needed, writes and indexes `records`, and flushes by policy. If the fsync
@@ -337,7 +442,10 @@ impl PartitionLog {
                 continue;
             }
             if let Some(record) = segment.offset_for_timestamp(timestamp_ms)? {
-                return Ok(Some((record.offset, record.timestamp_ms)));
+                // Records of the first batch below the log start are deleted: the answer
+                // is never below it (Kafka searches from the log start).
+                let offset = record.offset.max(self.log_start_offset);
+                return Ok(Some((offset, record.timestamp_ms)));
             }
         }
         Ok(None)
@@ -360,7 +468,8 @@ impl PartitionLog {
             return Ok(None);
         };
         let record = segment.max_timestamp_record()?;
-        Ok(record.map(|record| (record.offset, record.timestamp_ms)))
+        let offset_of = |offset: i64| offset.max(self.log_start_offset);
+        Ok(record.map(|record| (offset_of(record.offset), record.timestamp_ms)))
     }
 
     /// Delete the oldest whole segments past `retention.ms`, then past `retention.bytes`.
@@ -380,8 +489,9 @@ impl PartitionLog {
         high_watermark: i64,
     ) -> Result<usize, LogError> {
         self.clock_ms = self.clock_ms.max(now_ms);
+        let below_start = self.delete_segments_below_start()?;
         if !self.config.retention_deletes {
-            return Ok(0);
+            return Ok(below_start);
         }
         let retention_ms = self.config.retention_ms;
         let by_time = retention::expired_by_time(&self.summaries()?, now_ms, retention_ms);
@@ -391,7 +501,7 @@ impl PartitionLog {
         let by_size = retention::excess_by_size(&self.summaries()?, retention_bytes);
         let by_size = by_size.min(self.segments_below(high_watermark));
         deleted += self.delete_oldest(by_size, now_ms)?;
-        Ok(deleted)
+        Ok(below_start + deleted)
     }
 
     /// How many leading segments end at or below `offset` (the next segment's base, or the
@@ -424,6 +534,7 @@ impl PartitionLog {
             "retention keeps the active segment"
         );
         let expired: Vec<Segment> = self.segments.drain(..count).collect();
+        self.log_start_offset = self.log_start_offset.max(self.segments[0].base_offset());
         // Oldest first, so a crash midway leaves a suffix of the log.
         for segment in expired {
             segment.delete_files()?;
@@ -528,7 +639,15 @@ impl PartitionLog {
                 .expect("the first segment starts at or below");
             newest.delete_files()?;
         }
-        self.active_mut().truncate_to(offset)
+        self.active_mut().truncate_to(offset)?;
+        let log_end = self.log_end_offset();
+        if log_end < self.log_start_offset {
+            // The batch holding the log start went whole: the start comes down to the end
+            // rather than past it (those records were deleted; none are lost).
+            log_start_checkpoint::write(&self.dir, log_end)?;
+            self.log_start_offset = log_end;
+        }
+        Ok(())
     }
 
     /// Empties the log and restarts it at `offset`, above its end: a follower whose next
@@ -548,8 +667,12 @@ impl PartitionLog {
     }
 
     fn truncate_fully(&mut self, offset: i64) -> Result<(), LogError> {
+        // A checkpoint above `offset` would hide the restarted log's records after a
+        // restart: it goes first.
+        log_start_checkpoint::write(&self.dir, offset)?;
         let fresh = Segment::create(&self.dir, offset, self.clock_ms)?;
         let old = std::mem::replace(&mut self.segments, vec![fresh]);
+        self.log_start_offset = offset;
         for segment in old.into_iter().rev() {
             segment.delete_files()?;
         }

@@ -275,6 +275,81 @@ mod log_tests {
     }
 
     #[test]
+    fn a_log_start_inside_a_segment_deletes_below_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path(), config());
+        let before = segment_logs(dir.path());
+        // Offset 31 is the second record of the batch at 30, inside a segment.
+        assert!(model.log.increment_log_start(31).unwrap());
+        assert!(
+            !model.log.increment_log_start(20).unwrap(),
+            "never backwards"
+        );
+        assert_eq!(model.log.log_start_offset(), 31);
+        let deleted = before - segment_logs(dir.path());
+        assert!(deleted > 0, "segments wholly below 31 go at once");
+        assert!(model.log.segments[0].base_offset() <= 30);
+        assert_out_of_range_below(&model);
+        // Nothing else qualifies for deletion while retention keeps everything.
+        assert_eq!(model.log.enforce_retention(1_000_000).unwrap(), 0);
+        let beyond = model.log.increment_log_start(61).unwrap_err();
+        assert!(matches!(
+            beyond,
+            LogError::OffsetOutOfRange { offset: 61, .. }
+        ));
+
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config(), 0).unwrap();
+        assert_eq!(model.log.log_start_offset(), 31);
+        assert_out_of_range_below(&model);
+        // A timestamp lookup never answers below the start.
+        assert_eq!(model.log.offset_for_timestamp(0).unwrap().unwrap().0, 31);
+
+        // A damaged checkpoint is ignored: the start falls back to the first segment's
+        // base (records come back; none is lost).
+        let checkpoint = dir
+            .path()
+            .join(crate::log::log_start_checkpoint::LOG_START_CHECKPOINT_FILE);
+        std::fs::write(&checkpoint, "0\n45\ncrc32c 00000000\n").unwrap();
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config(), 0).unwrap();
+        assert_eq!(
+            model.log.log_start_offset(),
+            model.log.segments[0].base_offset()
+        );
+        model.assert_reads_from(model.log.log_start_offset());
+    }
+
+    #[test]
+    fn a_log_start_at_the_log_end_empties_the_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path(), config());
+        assert!(model.log.increment_log_start(60).unwrap());
+        assert_eq!(segment_logs(dir.path()), 1);
+        let read = model.log.read(60, 1_000, i64::MAX, true).unwrap();
+        assert!(read.records.is_empty());
+        // The empty active segment at the start stays, pass after pass.
+        assert_eq!(model.log.enforce_retention(1_000_000).unwrap(), 0);
+        assert_eq!(model.log.delete_segments_below_start().unwrap(), 0);
+        model.append_records(1, 5_000, 10);
+        assert_eq!(model.batches.last().unwrap().0.base_offset, 60);
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config(), 0).unwrap();
+        assert_eq!(
+            (model.log.log_start_offset(), model.log.log_end_offset()),
+            (60, 61)
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_recovered_log_end_restarts_the_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = filled(dir.path(), config());
+        drop(model);
+        crate::log::log_start_checkpoint::write(dir.path(), 75).unwrap();
+        let log = PartitionLog::open(dir.path().to_path_buf(), config(), 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (75, 75));
+        assert_eq!(segment_logs(dir.path()), 1);
+    }
+
+    #[test]
     fn the_active_segment_stays_while_it_holds_new_records() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(

@@ -553,6 +553,7 @@ impl FetcherTask {
                     }
                 }
                 partition.follow_high_watermark(answer.high_watermark, source);
+                follow_log_start(tp, partition, answer.log_start_offset, source);
             }
             Some(ResponseError::OffsetOutOfRange) => {
                 if fetch_offset < answer.log_start_offset {
@@ -579,6 +580,31 @@ impl FetcherTask {
                 self.back_off(tp, followed);
             }
         }
+    }
+}
+
+/// Moves the follower's log start up to its leader's (retention or DeleteRecords there), as
+/// Kafka's `processPartitionData` does with `maybeIncrementLogStartOffset`, deleting the
+/// segments below it. Checked cheaply first: most responses leave the start where it is.
+fn follow_log_start(
+    tp: &TopicPartition,
+    partition: &Partition,
+    leader_log_start: i64,
+    source: (NodeId, i32),
+) {
+    let Ok((log_start, high_watermark, _)) = partition.offsets() else {
+        return;
+    };
+    if leader_log_start <= log_start || log_start >= high_watermark {
+        return;
+    }
+    // It fsyncs a checkpoint and deletes files: not on an async worker's time.
+    let moved =
+        tokio::task::block_in_place(|| partition.follow_log_start(leader_log_start, source));
+    match moved {
+        Ok(true) => tracing::debug!(%tp, leader_log_start, "log start follows the leader's"),
+        Ok(false) => {}
+        Err(error) => partition.report_background_failure("following the log start", &error),
     }
 }
 

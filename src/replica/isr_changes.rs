@@ -40,6 +40,7 @@ pub fn submit(controller: &Arc<Controller>, partition: Arc<Partition>, proposal:
                     partition_epoch,
                 }) => {
                     tracing::info!(tp = %partition.tp, ?isr, partition_epoch, "ISR changed");
+                    super::partition::count_isr_change(proposal.isr_size_before, isr.len());
                     IsrAnswer::Changed {
                         isr,
                         leader_epoch: *leader_epoch,

@@ -28,6 +28,9 @@ struct Progress {
     /// The leader's log end offset when this follower last fetched.
     last_fetch_leader_end: i64,
     last_fetch_ms: i64,
+    /// The log start offset the follower last reported (`UNKNOWN_OFFSET` before its first
+    /// fetch): DeleteRecords' low watermark is the smallest over live replicas.
+    log_start_offset: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +65,7 @@ impl LeaderState {
                     last_caught_up_ms: if in_sync { now_ms } else { 0 },
                     last_fetch_leader_end: UNKNOWN_OFFSET,
                     last_fetch_ms: 0,
+                    log_start_offset: UNKNOWN_OFFSET,
                 };
                 (replica, progress)
             })
@@ -166,6 +170,28 @@ impl LeaderState {
         true
     }
 
+    /// Records the log start offset a follower's fetch reported. True if it changed; false
+    /// also for a broker that is not a follower of this partition.
+    pub fn record_log_start(&mut self, replica: NodeId, log_start_offset: i64) -> bool {
+        let Some(progress) = self.followers.get_mut(&replica) else {
+            return false;
+        };
+        let changed = progress.log_start_offset != log_start_offset;
+        progress.log_start_offset = log_start_offset;
+        changed
+    }
+
+    /// Kafka's `lowWatermarkIfLeader`: the smallest log start offset over the leader's
+    /// (`leader_start`) and every follower on a live broker (`live`), in the ISR or not. A
+    /// live follower that has not fetched yet counts as -1, so DeleteRecords waits for it.
+    pub fn low_watermark(&self, leader_start: i64, live: impl Fn(NodeId) -> bool) -> i64 {
+        let followers = self.followers.iter();
+        let live_starts = followers.filter(|(replica, _)| live(**replica));
+        live_starts
+            .map(|(_, progress)| progress.log_start_offset)
+            .fold(leader_start, i64::min)
+    }
+
     /// The ISR to propose with `replica` added, if it has caught up (see the module doc)
     /// and no other change is pending. `eligible`: the controller would accept it (a live
     /// broker, not shutting down).
@@ -227,6 +253,23 @@ mod tests {
 
     fn leader() -> LeaderState {
         LeaderState::new(1, &[1, 2, 3], &[1, 2, 3], 5, 1_000)
+    }
+
+    #[test]
+    fn low_watermark_is_the_smallest_start_over_live_replicas() {
+        let mut state = leader();
+        let all_live = |_| true;
+        // Followers that have not fetched hold DeleteRecords back.
+        assert_eq!(state.low_watermark(50, all_live), -1);
+        assert!(state.record_log_start(2, 40));
+        assert!(!state.record_log_start(2, 40));
+        assert_eq!(state.low_watermark(50, all_live), -1);
+        assert!(state.record_log_start(3, 60));
+        assert_eq!(state.low_watermark(50, all_live), 40);
+        assert_eq!(state.low_watermark(30, all_live), 30);
+        // A dead broker's replica does not count (Kafka's `hasAliveBroker`).
+        assert_eq!(state.low_watermark(50, |replica| replica != 2), 50);
+        assert!(!state.record_log_start(9, 0), "not a replica");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum ReplicaError {
     NotLeader,
     #[error("the partition is being deleted")]
     Deleted,
+    /// DeleteRecords on a topic whose `cleanup.policy` does not include `delete`.
+    #[error("records of a topic without cleanup.policy=delete cannot be deleted")]
+    DeletionPolicy,
     #[error("leader epoch {requested} is older than the current {current}")]
     FencedLeaderEpoch { requested: i32, current: i32 },
     #[error("leader epoch {requested} is newer than the current {current}")]

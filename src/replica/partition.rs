@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -40,6 +40,7 @@ use crate::log::{
     self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig,
     PartitionLog, RecordPolicy, recompress, validate_batches, validate_records,
 };
+use crate::metrics::TopicMetrics;
 use crate::txn::marker::{encode_marker_batch, parse_marker};
 use crate::txn::producer_snapshot;
 use crate::txn::producer_state::{
@@ -67,6 +68,9 @@ pub struct Partition {
     /// The version of the leader-epoch cache last written to its checkpoint file. Held
     /// while writing it, so writes are ordered and `delete` can wait for one to finish.
     epochs_written: Mutex<u64>,
+    /// This topic's byte and message counters, looked up once per partition (not per
+    /// request) on first use.
+    topic_metrics: OnceLock<Arc<TopicMetrics>>,
 }
 
 struct PartitionState {
@@ -87,6 +91,9 @@ struct PartitionState {
     epochs_version: u64,
     high_watermark: i64,
     last_flush_ms: i64,
+    /// `producer.id.expiration.ms` for the producers a snapshot brings back at a reload
+    /// (Kafka's `loadFromSnapshot` skips the expired); `None` keeps them all.
+    producer_expiration_ms: Option<i64>,
 }
 
 /// A changed leader-epoch cache to write after the state lock is released.
@@ -116,16 +123,28 @@ impl PartitionState {
         };
         let candidate = replication.high_watermark(log.log_end_offset());
         if candidate > self.high_watermark {
-            self.high_watermark = candidate;
+            self.set_high_watermark(candidate);
             true
         } else {
             false
         }
     }
 
+    /// Every move of the high watermark goes through here: the completed transactions
+    /// whose markers it passed stop holding the LSO (Kafka's `onHighWatermarkUpdated`).
+    fn set_high_watermark(&mut self, high_watermark: i64) {
+        self.high_watermark = high_watermark;
+        self.producers.on_high_watermark_updated(high_watermark);
+    }
+
     /// The last stable offset: nothing at or above it may reach a read_committed consumer.
+    /// A transaction whose marker is not below the high watermark yet still counts as
+    /// unstable: were the marker lost with this leader, the transaction would be open again
+    /// on the next one, below an LSO already handed out.
     fn last_stable_offset(&self) -> i64 {
-        let first_unstable = self.producers.first_unstable_offset().unwrap_or(i64::MAX);
+        let first_unstable = (self.producers)
+            .first_unstable_offset_at(self.high_watermark)
+            .unwrap_or(i64::MAX);
         // Retention may delete the segment an open transaction began in; the LSO never
         // goes below the log start (Kafka's maybeIncrementFirstUnstableOffset), or a
         // consumer reset to it would loop on OFFSET_OUT_OF_RANGE.
@@ -198,6 +217,9 @@ pub struct IsrProposal {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<NodeId>,
+    /// The ISR's size when this was proposed, to count the committed change as a shrink
+    /// or an expansion (`/metrics`).
+    pub isr_size_before: usize,
     /// The broker epoch each added replica fetched with (KIP-903), for the controller to
     /// refuse a replica that restarted since.
     pub broker_epochs: Vec<(NodeId, i64)>,
@@ -261,6 +283,19 @@ pub struct PartitionRead {
     pub log_end_offset: i64,
 }
 
+/// Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`: an ISR change this leader proposed
+/// and the controller committed (counted when the answer comes, whether or not the new
+/// image reached the partition first).
+pub fn count_isr_change(before: usize, after: usize) {
+    let registry = crate::metrics::registry();
+    let counter = match after.cmp(&before) {
+        std::cmp::Ordering::Less => &registry.isr_shrinks,
+        std::cmp::Ordering::Greater => &registry.isr_expands,
+        std::cmp::Ordering::Equal => return,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Partition {
     /// Opens (recovering if needed after an unclean shutdown) the log under `dir`, loads
     /// producer state and the leader-epoch cache, and binds the directory to `topic_id`.
@@ -283,17 +318,34 @@ impl Partition {
     /// `open` with the checkpointed high watermark (clamped to the log); a leader moves it
     /// up as its in-sync replicas confirm, a follower as its leader reports.
     pub fn open_at(
-        (tp, topic_id, dir, config): (TopicPartition, Uuid, PathBuf, LogConfig),
+        opened: (TopicPartition, Uuid, PathBuf, LogConfig),
         leader_epoch: i32,
         high_watermark: i64,
         now_ms: i64,
         last_shutdown: LastShutdown,
     ) -> Result<Partition, ReplicaError> {
+        let at = (high_watermark, now_ms);
+        Partition::open_expiring(opened, leader_epoch, at, None, last_shutdown)
+    }
+
+    /// `open_at` (`at` is the high watermark and the time) that drops the producers a
+    /// snapshot brings back idle for `producer_expiration_ms` or more, at this open and at
+    /// every reload after a truncation, as Kafka's `loadFromSnapshot` does: they would only
+    /// linger until the next expiration check.
+    pub fn open_expiring(
+        (tp, topic_id, dir, config): (TopicPartition, Uuid, PathBuf, LogConfig),
+        leader_epoch: i32,
+        (high_watermark, now_ms): (i64, i64),
+        producer_expiration_ms: Option<i64>,
+        last_shutdown: LastShutdown,
+    ) -> Result<Partition, ReplicaError> {
         let mut log = PartitionLog::open_after(dir.clone(), config, now_ms, last_shutdown)?;
         write_partition_metadata(&dir, &topic_id)?;
-        let producers = load_producer_state(&tp, &mut log)?;
+        let expiry = producer_expiration_ms.map(|expiration_ms| (now_ms, expiration_ms));
+        let mut producers = load_producer_state(&tp, &mut log, expiry)?;
         let epochs = load_leader_epochs(&log)?;
         let high_watermark = high_watermark.clamp(log.log_start_offset(), log.log_end_offset());
+        producers.on_high_watermark_updated(high_watermark);
         let state = PartitionState {
             log: Some(log),
             producers,
@@ -306,6 +358,7 @@ impl Partition {
             epochs_version: 0,
             high_watermark,
             last_flush_ms: now_ms,
+            producer_expiration_ms,
         };
         Ok(Partition {
             tp,
@@ -316,7 +369,21 @@ impl Partition {
             cleaning: Mutex::new(()),
             deleting: AtomicBool::new(false),
             epochs_written: Mutex::new(0),
+            topic_metrics: OnceLock::new(),
         })
+    }
+
+    /// The topic's counters in `/metrics` (bytes and messages in, bytes out).
+    pub fn topic_metrics(&self) -> &TopicMetrics {
+        self.topic_metrics
+            .get_or_init(|| crate::metrics::registry().topic(&self.tp.topic))
+    }
+
+    /// (bytes, segments) of the log, for `/metrics`; `None` once it is deleted.
+    pub fn log_stats(&self) -> Option<(u64, usize)> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref()?;
+        Some((log.size_bytes(), log.segment_count()))
     }
 
     /// Marks a storage fault on the append path; true if this starts it (log it then).
@@ -615,7 +682,7 @@ impl Partition {
             let high_watermark = leader_high_watermark.min(log_end);
             let moved = state.follows(source) && high_watermark > state.high_watermark;
             if moved {
-                state.high_watermark = high_watermark;
+                state.set_high_watermark(high_watermark);
             }
             moved
         };
@@ -825,6 +892,16 @@ impl Partition {
             state.high_watermark,
             log.log_end_offset(),
         ))
+    }
+
+    /// (bytes of the log's segments, offset lag) for DescribeLogDirs: the lag is Kafka's
+    /// `getLogEndOffsetLag` for a current (not future) replica, how far the log end is
+    /// below the high watermark.
+    pub fn log_dir_usage(&self) -> Result<(u64, i64), ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        let lag = (state.high_watermark - log.log_end_offset()).max(0);
+        Ok((log.size_bytes(), lag))
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -1038,6 +1115,7 @@ impl Partition {
                         leader: state.leader_id,
                         leader_epoch: state.leader_epoch,
                         partition_epoch: replication.partition_epoch(),
+                        isr_size_before: replication.isr().len(),
                         new_isr,
                         broker_epochs: (broker.epoch >= 0)
                             .then_some((replica, broker.epoch))
@@ -1066,6 +1144,7 @@ impl Partition {
             leader: state.leader_id,
             leader_epoch: state.leader_epoch,
             partition_epoch: replication.partition_epoch(),
+            isr_size_before: replication.isr().len(),
             new_isr,
             broker_epochs: Vec::new(),
         })
@@ -1251,8 +1330,11 @@ impl Partition {
             log.truncate_to(offset)?;
             let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
             producer_snapshot::remove_outside(log.dir(), log_start, log_end)?;
-            state.producers = load_producer_state(&self.tp, log)?;
-            state.high_watermark = state.high_watermark.min(log_end);
+            let expiry = (state.producer_expiration_ms)
+                .map(|expiration_ms| (crate::types::now_ms(), expiration_ms));
+            state.producers = load_producer_state(&self.tp, log, expiry)?;
+            let high_watermark = state.high_watermark.min(log_end);
+            state.set_high_watermark(high_watermark);
             let trimmed = state.epochs.truncate_from_end(log_end);
             // Emptied below its old start, the log restarts at `offset`.
             let moved = state.epochs.truncate_from_start(log_start);
@@ -1384,9 +1466,13 @@ impl Partition {
 /// index from the snapshot's offset on is rebuilt from the same batches, whatever the
 /// shutdown was: its entries there may be stale (a crash) or missing (not fsynced); those
 /// below were fsynced before the snapshot was written (`log::txn_index`).
+/// Producers a snapshot brings back that are idle `expiry.1` ms or more at `expiry.0` are
+/// dropped before the replay (Kafka's `loadFromSnapshot`); the replay re-creates any of them
+/// that wrote after the snapshot.
 fn load_producer_state(
     tp: &TopicPartition,
     log: &mut PartitionLog,
+    expiry: Option<(i64, i64)>,
 ) -> Result<ProducerStateTable, ReplicaError> {
     let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
     // A segment whose index was unreadable is rebuilt from a snapshot at or before it.
@@ -1396,6 +1482,13 @@ fn load_producer_state(
     let (from_offset, mut producers) =
         producer_snapshot::load_newest(log.dir(), log_start, snapshot_max)?
             .unwrap_or((log_start, ProducerStateTable::default()));
+    if let Some((now_ms, expiration_ms)) = expiry {
+        let expired = producers.remove_expired(now_ms, expiration_ms);
+        if !expired.is_empty() {
+            let count = expired.len();
+            tracing::debug!(%tp, count, "expired producers left out of the snapshot");
+        }
+    }
     let mut aborted = Vec::new();
     let mut failed = None;
     let mut batches_read = 0u64;
@@ -2368,3 +2461,6 @@ mod replication_tests {
 #[cfg(test)]
 #[path = "partition_txn_tests.rs"]
 mod txn_tests;
+
+#[path = "partition_log_start.rs"]
+mod log_start;

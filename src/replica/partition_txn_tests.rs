@@ -422,3 +422,126 @@ fn a_verified_produce_that_arrives_after_the_marker_is_refused() {
         )
         .unwrap();
 }
+
+/// Node 0 leading at epoch 0 with node 1 in the ISR: the high watermark waits for node 1.
+fn open_with_follower(dir: &Path) -> Partition {
+    let opened = (
+        TopicPartition::new("t", 0),
+        Uuid::from_u128(7),
+        dir.join("t-0"),
+        config(),
+    );
+    let partition = Partition::open_at(opened, 0, 0, 0, LastShutdown::Clean).unwrap();
+    let view = Leadership {
+        leader: 0,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        replicas: vec![0, 1],
+        isr: vec![0, 1],
+    };
+    partition.apply_leadership(0, &view, 0).unwrap();
+    partition
+}
+
+/// Node 1 fetches from `offset`: it has everything below it.
+fn follower_at(partition: &Partition, offset: i64) {
+    partition
+        .record_follower_fetch(1, (offset, 0), 0, FollowerBroker::ELIGIBLE)
+        .unwrap();
+}
+
+#[test]
+fn a_completed_transaction_holds_the_lso_until_its_marker_is_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open_with_follower(dir.path());
+    // T1 data at 0-1, T2 data at 2-3, T1's commit at 4.
+    partition.append(&batch(T1, 0, 2, true), 0).unwrap();
+    partition.append(&batch(T2, 0, 2, true), 0).unwrap();
+    partition
+        .append_txn_marker(T1, EPOCH, marker(true, 5), 0)
+        .unwrap();
+    follower_at(&partition, 4);
+    assert_eq!(
+        partition.offsets().unwrap().1,
+        4,
+        "the marker is not replicated"
+    );
+    // Bounded by the high watermark alone, the LSO would be 4 here and T1's records 0-1
+    // would reach read_committed consumers although its marker is on the leader only.
+    assert_eq!(
+        lso(&partition),
+        0,
+        "T1 holds until its marker is replicated"
+    );
+    let read = partition.read_isolated(0, usize::MAX, true, true).unwrap();
+    assert!(read.records.is_empty(), "nothing is stable yet");
+    follower_at(&partition, 5);
+    assert_eq!(lso(&partition), 2, "now only T2 holds");
+    assert_eq!(producers(&partition).unreplicated_count(), 0);
+    partition
+        .append_txn_marker(T2, EPOCH, marker(false, 5), 0)
+        .unwrap();
+    follower_at(&partition, 5);
+    assert_eq!(lso(&partition), 2, "T2's abort at 5 is not replicated");
+    follower_at(&partition, 6);
+    assert_eq!(lso(&partition), 6);
+}
+
+#[test]
+fn a_follower_holds_the_lso_until_the_leaders_high_watermark_passes_the_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open(dir.path(), LastShutdown::Clean);
+    let opened = (
+        TopicPartition::new("t", 0),
+        Uuid::from_u128(7),
+        dir.path().join("follower"),
+        config(),
+    );
+    let follower = Partition::open_at(opened, 0, 0, 0, LastShutdown::Clean).unwrap();
+    follower.become_follower(0).unwrap();
+    two_transactions(&leader);
+    let read = leader.read_replica(0, usize::MAX, true).unwrap();
+    follower
+        .append_replicated(&read.records, (1, 0), 0)
+        .unwrap();
+    // The leader's high watermark as of before the markers: T1 (from 2) still holds.
+    follower.follow_high_watermark(6, (1, 0));
+    assert_eq!(lso(&follower), 2);
+    follower.follow_high_watermark(7, (1, 0));
+    assert_eq!(
+        lso(&follower),
+        4,
+        "T1's marker at 6 is replicated, T2's at 7 not"
+    );
+    follower.follow_high_watermark(8, (1, 0));
+    assert_eq!(lso(&follower), 8);
+}
+
+#[test]
+fn a_reopened_partition_leaves_out_expired_producers_from_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    // `batch` stamps its records at 100: at 10 000 both producers are idle for 9 900 ms.
+    partition.append(&batch(PLAIN, 0, 2, false), 0).unwrap();
+    partition.append(&batch(T1, 0, 1, true), 0).unwrap();
+    partition.close_cleanly().unwrap();
+    drop(partition);
+    let reopen = |expiration_ms: i64| {
+        let opened = (
+            TopicPartition::new("t", 0),
+            Uuid::from_u128(7),
+            dir.path().join("t-0"),
+            config(),
+        );
+        let at = (i64::MAX, 10_000);
+        Partition::open_expiring(opened, 0, at, Some(expiration_ms), LastShutdown::Clean).unwrap()
+    };
+    let kept: Vec<i64> = (producers(&reopen(20_000)).active_producers().iter())
+        .map(|p| p.producer_id)
+        .collect();
+    assert_eq!(kept, vec![PLAIN, T1], "neither is idle for 20 s");
+    let kept: Vec<i64> = (producers(&reopen(5_000)).active_producers().iter())
+        .map(|p| p.producer_id)
+        .collect();
+    assert_eq!(kept, vec![T1], "an open transaction never expires");
+}

@@ -161,9 +161,10 @@ impl ReplicaManager {
             hw_checkpoint::read(&self.config.log_dirs)
         };
         let node_id = self.node_id;
+        let expiration_ms = self.config.producer_id_expiration.expiration_ms;
         let opened = on_threads(&openings, threads, |opening| {
             let high_watermark = high_watermarks.get(&opening.tp).copied().unwrap_or(0);
-            opening.open(node_id, high_watermark, last_shutdown)
+            opening.open(node_id, (high_watermark, expiration_ms), last_shutdown)
         });
         let mut report = OpenReport::default();
         for (opening, opened) in openings.into_iter().zip(opened) {
@@ -400,10 +401,12 @@ struct Opening {
 }
 
 impl Opening {
+    /// Opens the partition at the checkpointed high watermark, leaving out the producers
+    /// idle for `producer.id.expiration.ms` that a snapshot brings back.
     fn open(
         &self,
         node_id: NodeId,
-        high_watermark: i64,
+        (high_watermark, expiration_ms): (i64, i64),
         last_shutdown: LastShutdown,
     ) -> Result<Partition, ReplicaError> {
         let opened = (
@@ -413,11 +416,11 @@ impl Opening {
             self.config.clone(),
         );
         let now = now_ms();
-        let partition = Partition::open_at(
+        let partition = Partition::open_expiring(
             opened,
             self.leadership.leader_epoch,
-            high_watermark,
-            now,
+            (high_watermark, now),
+            Some(expiration_ms),
             last_shutdown,
         )?;
         if let Err(error) = partition.apply_leadership(node_id, &self.leadership, now) {

@@ -52,6 +52,11 @@ impl RequestBudget {
             .expect("the budget's semaphore is never closed")
     }
 
+    /// `queued.max.request.bytes`.
+    pub fn bytes_max(&self) -> u32 {
+        self.bytes_max
+    }
+
     /// Bytes not taken by any request right now.
     pub fn available(&self) -> usize {
         self.bytes.available_permits()

@@ -15,18 +15,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::Instrument;
 
 use super::Shutdown;
 use super::budget::{BudgetPermit, RequestBudget};
+use super::request_span::request_span;
 use crate::api::{self, ApiError};
 use crate::broker::Broker;
+use crate::metrics::request::{RequestTimer, with_request_scope};
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -47,6 +50,36 @@ enum ConnectionError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl ConnectionError {
+    /// The `reason` of the connection-closed line.
+    fn reason(&self) -> &'static str {
+        match self {
+            ConnectionError::FrameTooLarge { .. } => "limit",
+            ConnectionError::Truncated => "client closed",
+            ConnectionError::Api(_) => "bad frame",
+            ConnectionError::Io(_) => "i/o error",
+        }
+    }
+}
+
+/// Why a connection ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closed {
+    ByClient,
+    IdleTimeout,
+    Shutdown,
+}
+
+impl Closed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Closed::ByClient => "client closed",
+            Closed::IdleTimeout => "idle timeout",
+            Closed::Shutdown => "shutdown",
+        }
+    }
 }
 
 pub struct Connection {
@@ -94,48 +127,77 @@ impl Connection {
     }
 
     pub async fn run(mut self) {
-        tracing::debug!(peer = %self.peer, "connection opened");
+        let (peer, listener) = (self.peer, self.listener_name.clone());
+        tracing::info!(%peer, %listener, "connection accepted");
         match self.serve().await {
-            Ok(()) => tracing::debug!(peer = %self.peer, "connection closed"),
-            Err(ConnectionError::Io(error)) => {
-                tracing::debug!(peer = %self.peer, %error, "connection dropped")
+            Ok(reason) => {
+                tracing::info!(%peer, %listener, reason = reason.as_str(), "connection closed")
             }
-            Err(error) => tracing::warn!(peer = %self.peer, %error, "closing connection"),
+            Err(error) => tracing::info!(
+                %peer,
+                %listener,
+                reason = error.reason(),
+                %error,
+                "connection closed"
+            ),
         }
     }
 
-    async fn serve(&mut self) -> Result<(), ConnectionError> {
+    async fn serve(&mut self) -> Result<Closed, ConnectionError> {
         let idle = Duration::from_millis(self.broker.config.connection_idle_ms_max);
         let mut shutdown = self.shutdown.clone();
         loop {
             let frame = tokio::select! {
-                frame = self.read_frame() => frame?,
-                _ = shutdown.triggered() => None,
-                _ = tokio::time::sleep(idle) => None,
+                frame = self.read_frame() => frame?.ok_or(Closed::ByClient),
+                _ = shutdown.triggered() => Err(Closed::Shutdown),
+                _ = tokio::time::sleep(idle) => Err(Closed::IdleTimeout),
             };
-            let Some(frame) = frame else {
-                self.writer.flush().await?;
-                return Ok(());
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(reason) => {
+                    self.writer.flush().await?;
+                    return Ok(reason);
+                }
             };
-            if let Some(response) = api::handle_frame_on(
-                &self.broker,
-                frame.freeze(),
-                &self.client_host,
-                &self.listener_name,
-            )
-            .await?
-            {
+            let timer = RequestTimer::start(&frame);
+            let (handled, scope) = with_request_scope(self.handle(frame.freeze())).await;
+            let handled_at = Instant::now();
+            if let Err(error) = &handled {
+                timer.failed(error);
+            }
+            if let Some(response) = handled? {
                 self.writer.write_all(&response).await?;
             }
+            timer.finish(handled_at, &scope);
             self.release_request_memory();
             if !self.whole_frame_buffered() {
                 self.writer.flush().await?;
             }
             if self.shutdown.is_triggered() {
                 self.writer.flush().await?;
-                return Ok(());
+                return Ok(Closed::Shutdown);
             }
         }
+    }
+
+    /// Hands one frame to the API layer inside its request span; the latency line is
+    /// logged only when the span is enabled (debug).
+    async fn handle(&self, frame: Bytes) -> Result<Option<BytesMut>, ApiError> {
+        let span = request_span(&frame, &self.listener_name);
+        let started = (!span.is_disabled()).then(Instant::now);
+        let outcome =
+            api::handle_frame_on(&self.broker, frame, &self.client_host, &self.listener_name)
+                .instrument(span.clone())
+                .await;
+        if let Some(started) = started {
+            let latency_us = started.elapsed().as_micros() as u64;
+            match &outcome {
+                Ok(Some(_)) => tracing::debug!(parent: &span, latency_us, "request answered"),
+                Ok(None) => tracing::debug!(parent: &span, latency_us, "request needs no answer"),
+                Err(error) => tracing::debug!(parent: &span, latency_us, %error, "request failed"),
+            }
+        }
+        outcome
     }
 
     /// The next frame without its size prefix; `None` on a clean close between frames.

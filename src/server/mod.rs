@@ -1,13 +1,17 @@
 //! The network edge: accepts TCP connections, reads length-prefixed Kafka frames, hands
 //! each to `api::handle_frame`, and writes responses back in request order.
 //!
-//! Limits enforced here: `socket.request.max.bytes` per frame, `max.connections`,
+//! Limits enforced here: `socket.request.max.bytes` per frame, `max.connections` and
+//! `listener.name.<l>.max.connections` (the inter-broker listener exempt from the first,
+//! KIP-402; [`connection_quotas`]),
 //! `connections.max.idle.ms`, and `queued.max.request.bytes` broker-wide ([`budget`]).
 //! A frame that cannot be parsed closes that connection only.
 
 pub mod budget;
 pub mod connection;
+pub mod connection_quotas;
 pub mod listener;
+pub mod request_span;
 pub mod shutdown;
 
 pub use listener::{BoundListener, serve};

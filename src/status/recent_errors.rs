@@ -67,6 +67,9 @@ pub struct RecentErrorsLayer {
 impl<S: Subscriber> Layer<S> for RecentErrorsLayer {
     fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
         let level = *event.metadata().level();
+        if level > Level::INFO {
+            return;
+        }
         let mut visitor = EventText::default();
         event.record(&mut visitor);
         if level <= Level::WARN || (level == Level::INFO && visitor.has_error) {

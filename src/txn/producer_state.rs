@@ -8,7 +8,8 @@
 //!
 //! Transactions: a transactional batch from a producer with no open transaction opens one
 //! at its first offset; a control batch (commit or abort marker) closes it and reports the
-//! [`CompletedTxn`]. The smallest first offset of the open transactions is the partition's
+//! [`CompletedTxn`]. The smallest first offset of the open transactions, and of the
+//! completed ones whose marker the high watermark has not passed yet, is the partition's
 //! first unstable offset, which bounds the last stable offset (LSO). The markers also carry
 //! the epoch rules that fence zombies: data or a marker with an older producer epoch is
 //! refused, a marker bumps the epoch to its own, and a marker from a coordinator epoch
@@ -23,7 +24,7 @@
 //! after that transaction's marker (the guard is gone) nor inside a later transaction
 //! (that one has a new guard): the hanging transaction KIP-890 is about.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::log::BatchHeader;
@@ -200,6 +201,13 @@ pub struct ProducerStateTable {
     /// (first offset, producer id) of every open transaction: the first is the partition's
     /// first unstable offset. Always equal to what the entries' `txn_first_offset` say.
     open_txns: BTreeSet<(i64, i64)>,
+    /// Completed transactions whose marker may not be replicated yet (Kafka's
+    /// `unreplicatedTxns`): (first offset, producer id) -> the marker's offset. Each keeps
+    /// holding the LSO at its first offset until the high watermark passes its marker: a
+    /// marker only on the leader may be truncated away by the next leader, and the
+    /// transaction would be open again below an LSO consumers were already given. In
+    /// memory only, as in Kafka: a table rebuilt from the log recomputes them.
+    unreplicated_txns: BTreeMap<(i64, i64), i64>,
     /// Verifications in progress by producer id: in memory only, as in Kafka (a restart
     /// or a leader change makes the producer verify again).
     verifications: HashMap<i64, VerificationEntry>,
@@ -351,6 +359,8 @@ impl ProducerStateTable {
             }
             None => offset,
         };
+        self.unreplicated_txns
+            .insert((first_offset, producer_id), offset);
         CompletedTxn {
             producer_id,
             first_offset,
@@ -359,9 +369,40 @@ impl ProducerStateTable {
         }
     }
 
-    /// The first offset of the oldest open transaction: nothing at or above it is stable.
+    /// The first offset of the oldest open transaction (Kafka's `firstUndecidedOffset`);
+    /// completed transactions still held by the high watermark are not counted, see
+    /// [`Self::first_unstable_offset_at`].
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.open_txns.first().map(|(offset, _)| *offset)
+    }
+
+    /// Kafka's `firstUnstableOffset` with the high watermark at `high_watermark`: the first
+    /// offset of the oldest transaction that is open, or completed with its marker at or
+    /// above the high watermark (not known to be replicated). Nothing at or above it is
+    /// stable. Entries the high watermark has passed count for nothing even before
+    /// [`Self::on_high_watermark_updated`] drops them.
+    pub fn first_unstable_offset_at(&self, high_watermark: i64) -> Option<i64> {
+        let unreplicated = self
+            .unreplicated_txns
+            .iter()
+            .find(|(_, marker_offset)| **marker_offset >= high_watermark)
+            .map(|((first_offset, _), _)| *first_offset);
+        match (self.first_unstable_offset(), unreplicated) {
+            (Some(open), Some(completed)) => Some(open.min(completed)),
+            (open, completed) => open.or(completed),
+        }
+    }
+
+    /// Kafka's `onHighWatermarkUpdated`: forgets the completed transactions whose marker is
+    /// below `high_watermark` (replicated to the ISR, it can no longer be truncated).
+    pub fn on_high_watermark_updated(&mut self, high_watermark: i64) {
+        self.unreplicated_txns
+            .retain(|_, marker_offset| *marker_offset >= high_watermark);
+    }
+
+    /// Completed transactions not yet known to be replicated (tests and invariants).
+    pub fn unreplicated_count(&self) -> usize {
+        self.unreplicated_txns.len()
     }
 
     /// Kafka's `lastStableOffset(completedTxn)` for the aborted-transaction index: after
@@ -1224,5 +1265,53 @@ pub(crate) mod tests {
     fn sequences_wrap_at_i32_max() {
         assert!(follows(i32::MAX, 0));
         assert!(!follows(i32::MAX, i32::MAX));
+    }
+
+    #[test]
+    fn a_completed_transaction_holds_the_lso_until_the_high_watermark_passes_its_marker() {
+        // T1 (producer 1) data 0-1, T2 (producer 2) data 2, T1's marker at 3, T2's at 4.
+        let mut table = ProducerStateTable::default();
+        table.update(&txn_batch(1, 0, 0, 2), 0);
+        table.update(&txn_batch(2, 0, 0, 1), 2);
+        table.complete(1, 0, marker(true, 0), 3);
+        assert_eq!(
+            table.first_unstable_offset(),
+            Some(2),
+            "only T2 is undecided"
+        );
+        // The marker at 3 is not below the high watermark: T1 still holds from 0.
+        for high_watermark in [0, 2, 3] {
+            assert_eq!(table.first_unstable_offset_at(high_watermark), Some(0));
+        }
+        assert_eq!(table.first_unstable_offset_at(4), Some(2), "T1 replicated");
+        table.complete(2, 0, marker(false, 0), 4);
+        assert_eq!(table.first_unstable_offset(), None);
+        assert_eq!(
+            table.first_unstable_offset_at(4),
+            Some(2),
+            "T2's marker at 4"
+        );
+        assert_eq!(table.first_unstable_offset_at(5), None);
+        // The high watermark moving drops what it passed and nothing else.
+        table.on_high_watermark_updated(4);
+        assert_eq!(table.unreplicated_count(), 1);
+        assert_eq!(table.first_unstable_offset_at(4), Some(2));
+        table.on_high_watermark_updated(5);
+        assert_eq!(table.unreplicated_count(), 0);
+        assert_eq!(table.first_unstable_offset_at(0), None);
+        // The aborted-transaction index's LSO counts open transactions only, as Kafka's
+        // `lastStableOffset(completedTxn)` does.
+        table.update(&txn_batch(3, 0, 0, 1), 5);
+        let completed = table.complete(3, 0, marker(false, 0), 6);
+        assert_eq!(table.stable_offset_after(&completed), 7);
+        assert_eq!(table.first_unstable_offset_at(6), Some(5));
+    }
+
+    #[test]
+    fn an_empty_transaction_holds_only_its_marker_offset() {
+        let mut table = ProducerStateTable::default();
+        table.complete(4, 0, marker(true, 0), 10);
+        assert_eq!(table.first_unstable_offset_at(10), Some(10));
+        assert_eq!(table.first_unstable_offset_at(11), None);
     }
 }

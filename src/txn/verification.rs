@@ -291,12 +291,16 @@ fn client_facing(error: ResponseError, operation: TxnOperation) -> ResponseError
     }
 }
 
-/// The error a produce gets for a failed verification (Kafka's ReplicaManager): the
-/// coordinator's retriable errors become NOT_ENOUGH_REPLICAS, which every client retries
-/// without refreshing metadata; the rest (INVALID_TXN_STATE for a partition not in the
-/// transaction, INVALID_PRODUCER_EPOCH, ...) go to the client as they are.
-pub fn produce_error(error: ResponseError) -> ResponseError {
+/// The error a produce gets for a failed verification (Kafka 4.0's ReplicaManager
+/// `postVerificationCallback`): the coordinator's retriable errors become
+/// NOT_ENOUGH_REPLICAS, which every client retries without refreshing metadata; the rest
+/// (INVALID_TXN_STATE for a partition not in the transaction, INVALID_PRODUCER_EPOCH,
+/// TRANSACTION_ABORTABLE, ...) go to the client as they are. CONCURRENT_TRANSACTIONS is
+/// the exception for transactions version 2 (Produce v12+, KAFKA-18662): the add was
+/// already retried here, and those clients retry it themselves as what it is.
+pub fn produce_error(error: ResponseError, operation: TxnOperation) -> ResponseError {
     match error {
+        ResponseError::ConcurrentTransactions if operation.adds() => error,
         ResponseError::ConcurrentTransactions
         | ResponseError::NetworkException
         | ResponseError::CoordinatorLoadInProgress

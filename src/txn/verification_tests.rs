@@ -104,7 +104,10 @@ fn a_full_queue_refuses_with_a_retriable_error() {
     );
     assert_eq!(batches.queued_count(1), QUEUED_PER_NODE_MAX);
     assert_eq!(
-        produce_error(ResponseError::CoordinatorNotAvailable),
+        produce_error(
+            ResponseError::CoordinatorNotAvailable,
+            TxnOperation::AddPartition
+        ),
         ResponseError::NotEnoughReplicas
     );
 }
@@ -197,7 +200,7 @@ fn coordinator_answers_map_to_what_producers_expect() {
     let unverified = interpret(&asked, &answer);
     assert_eq!(unverified.len(), 1);
     assert_eq!(
-        produce_error(unverified[&("b".into(), 1)]),
+        produce_error(unverified[&("b".into(), 1)], TxnOperation::DefaultError),
         ResponseError::InvalidTxnState
     );
 }
@@ -221,19 +224,48 @@ fn top_level_and_retriable_errors() {
             .values()
             .all(|e| *e == ResponseError::NetworkException)
     );
-    for retriable in [
-        ResponseError::ConcurrentTransactions,
-        ResponseError::NetworkException,
-        ResponseError::CoordinatorLoadInProgress,
-        ResponseError::CoordinatorNotAvailable,
-        ResponseError::NotCoordinator,
-    ] {
-        assert_eq!(produce_error(retriable), ResponseError::NotEnoughReplicas);
+}
+
+/// What a produce answers for each error the coordinator (or the sender) may give a
+/// verification or add, per client generation, after `interpret` (Kafka 4.0's
+/// `AddPartitionsToTxnManager` and `ReplicaManager` tables).
+#[test]
+fn produce_errors_per_request_version() {
+    use ResponseError::*;
+    use TxnOperation::*;
+    let operations = [DefaultError, GenericError, AddPartition];
+    // The coordinator's partition error -> the produce's, for Produce v<=10, v11, v12+.
+    let table = [
+        (
+            ConcurrentTransactions,
+            [NotEnoughReplicas, NotEnoughReplicas, ConcurrentTransactions],
+        ),
+        (NetworkException, [NotEnoughReplicas; 3]),
+        (CoordinatorLoadInProgress, [NotEnoughReplicas; 3]),
+        (CoordinatorNotAvailable, [NotEnoughReplicas; 3]),
+        (NotCoordinator, [NotEnoughReplicas; 3]),
+        (ProducerFenced, [InvalidProducerEpoch; 3]),
+        (InvalidProducerEpoch, [InvalidProducerEpoch; 3]),
+        (
+            TransactionAbortable,
+            [InvalidTxnState, TransactionAbortable, TransactionAbortable],
+        ),
+        (InvalidTxnState, [InvalidTxnState; 3]),
+        (InvalidProducerIdMapping, [InvalidProducerIdMapping; 3]),
+    ];
+    for (coordinator, expected) in table {
+        for (operation, expected) in operations.into_iter().zip(expected) {
+            let asked = request("t", 0, operation);
+            let answer = response("t", &[("b", 1, Some(coordinator)), ("a", 0, None)]);
+            let unverified = interpret(&asked, &answer);
+            let error = unverified[&("b".into(), 1)];
+            assert_eq!(
+                produce_error(error, operation),
+                expected,
+                "{coordinator:?} for {operation:?}"
+            );
+        }
     }
-    assert_eq!(
-        produce_error(ResponseError::InvalidProducerEpoch),
-        ResponseError::InvalidProducerEpoch
-    );
 }
 
 #[test]

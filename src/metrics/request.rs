@@ -1,0 +1,203 @@
+//! Per-request timing, split as Kafka's `RequestMetrics` splits it:
+//! - queue: from the whole frame being in memory to its handling starting. A connection
+//!   here handles its requests one at a time as they are read (Kafka's muted channel),
+//!   with no shared request queue, so this stays near zero; it is kept for dashboards.
+//! - remote: time parked in the produce (acks=all) and fetch (min.bytes) waits, Kafka's
+//!   purgatory, measured by [`Parked`] guards;
+//! - local: the rest of the handling (decode, append or read, encode);
+//! - send: handing the response to the connection's write buffer (and the socket when
+//!   the buffer fills);
+//! - total: all of the above.
+//!
+//! The remote time is collected through a task-local set up around the handler by
+//! [`with_request_scope`], so the waits deep in the handlers need no handle passed down.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::{ApiMetrics, registry};
+use crate::api::ApiError;
+
+/// What the handler tells the timer beyond the api key.
+#[derive(Default)]
+pub struct RequestScope {
+    remote: Cell<Duration>,
+    /// Fetch only: whether a follower sent it (Kafka's FetchFollower vs FetchConsumer).
+    from_follower: Cell<Option<bool>>,
+}
+
+tokio::task_local! {
+    static SCOPE: RequestScope;
+}
+
+/// Runs `handling` with a fresh scope; returns its output with what it recorded.
+pub async fn with_request_scope<F: Future>(handling: F) -> (F::Output, RequestScope) {
+    SCOPE
+        .scope(RequestScope::default(), async move {
+            let output = handling.await;
+            let scope = SCOPE.with(|scope| RequestScope {
+                remote: Cell::new(scope.remote.get()),
+                from_follower: Cell::new(scope.from_follower.get()),
+            });
+            (output, scope)
+        })
+        .await
+}
+
+/// Marks the Fetch being handled as a follower's (`true`) or a consumer's.
+pub fn mark_fetch_from_follower(follower: bool) {
+    let _ = SCOPE.try_with(|scope| scope.from_follower.set(Some(follower)));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delayed {
+    Produce,
+    Fetch,
+}
+
+/// A request parked in a wait: counted in the purgatory gauge while this lives, and its
+/// time added to the request's remote time when dropped.
+pub struct Parked {
+    kind: Delayed,
+    since: Instant,
+}
+
+impl Parked {
+    pub fn new(kind: Delayed) -> Parked {
+        parked_gauge(kind).fetch_add(1, Relaxed);
+        Parked {
+            kind,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        parked_gauge(self.kind).fetch_sub(1, Relaxed);
+        let waited = self.since.elapsed();
+        let _ = SCOPE.try_with(|scope| scope.remote.set(scope.remote.get() + waited));
+    }
+}
+
+fn parked_gauge(kind: Delayed) -> &'static std::sync::atomic::AtomicI64 {
+    match kind {
+        Delayed::Produce => &registry().parked_produce,
+        Delayed::Fetch => &registry().parked_fetch,
+    }
+}
+
+/// Times one request from the moment its frame is complete.
+pub struct RequestTimer {
+    api: Option<&'static ApiMetrics>,
+    version: i16,
+    received: Instant,
+    handling: Instant,
+}
+
+impl RequestTimer {
+    /// Reads the api key and version from the frame (without its size prefix); a frame
+    /// too short or of an unknown API is timed by nobody (the connection closes on it).
+    pub fn start(frame: &[u8]) -> RequestTimer {
+        let received = Instant::now();
+        let (api, version) = match frame {
+            [k0, k1, v0, v1, ..] => (
+                registry().api(i16::from_be_bytes([*k0, *k1])),
+                i16::from_be_bytes([*v0, *v1]),
+            ),
+            _ => (None, -1),
+        };
+        RequestTimer {
+            api,
+            version,
+            received,
+            handling: Instant::now(),
+        }
+    }
+
+    /// The request failed as a whole (the connection closes): counted as an error.
+    pub fn failed(&self, error: &ApiError) {
+        if let Some(api) = self.api {
+            api.count_request(self.version);
+            api.count_error(api_error_code(error));
+        }
+    }
+
+    /// Handling ended at `handled` and the response (if any) was written after it.
+    pub fn finish(self, handled: Instant, scope: &RequestScope) {
+        let Some(api) = self.api else { return };
+        let sent = Instant::now();
+        let remote = scope.remote.get();
+        let local = handled.duration_since(self.handling).saturating_sub(remote);
+        let fetch = match scope.from_follower.get() {
+            Some(true) => Some(&registry().fetch_follower),
+            Some(false) => Some(&registry().fetch_consumer),
+            None => None,
+        };
+        api.count_request(self.version);
+        for metrics in std::iter::once(api).chain(fetch) {
+            metrics
+                .queue_time
+                .record(self.handling.duration_since(self.received));
+            metrics.local_time.record(local);
+            metrics.remote_time.record(remote);
+            metrics.send_time.record(sent.duration_since(handled));
+            metrics
+                .total_time
+                .record(sent.duration_since(self.received));
+        }
+        if let Some(fetch) = fetch {
+            fetch.count_request(self.version);
+        }
+    }
+}
+
+/// The Kafka code a request that failed as a whole stands for.
+fn api_error_code(error: &ApiError) -> i16 {
+    match error {
+        ApiError::UnsupportedVersion { .. } => 35, // UNSUPPORTED_VERSION
+        ApiError::ShortFrame(_) | ApiError::Decode { .. } => 42, // INVALID_REQUEST
+        ApiError::UnknownApiKey(_) | ApiError::Encode { .. } => -1, // UNKNOWN_SERVER_ERROR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parked_time_is_the_remote_time_of_the_request() {
+        let ((), scope) = with_request_scope(async {
+            let parked = Parked::new(Delayed::Fetch);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(parked);
+            mark_fetch_from_follower(true);
+        })
+        .await;
+        assert!(
+            scope.remote.get() >= Duration::from_millis(20),
+            "{:?}",
+            scope.remote
+        );
+        assert_eq!(scope.from_follower.get(), Some(true));
+        let ((), scope) = with_request_scope(async {}).await;
+        assert_eq!(scope.remote.get(), Duration::ZERO);
+        assert_eq!(scope.from_follower.get(), None);
+        // Outside any request a guard still counts the wait and charges nobody.
+        drop(Parked::new(Delayed::Produce));
+    }
+
+    #[test]
+    fn a_timer_reads_the_api_from_the_frame() {
+        let produce = RequestTimer::start(&[0, 0, 0, 9, 0, 0, 0, 1]);
+        assert_eq!(
+            produce.api.map(|api| api.key),
+            Some(kafka_protocol::messages::ApiKey::Produce)
+        );
+        assert_eq!(produce.version, 9);
+        assert!(RequestTimer::start(&[0, 0]).api.is_none());
+        assert!(RequestTimer::start(&[0x7f, 0, 0, 0]).api.is_none());
+    }
+}
