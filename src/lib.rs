@@ -17,6 +17,7 @@
 //! - [`http`]: the HTTP listener (`http.listener`) and its routes.
 //! - [`metrics`]: Prometheus counters recorded on the request path, gauges computed from
 //!   the broker's state at scrape time; served at `/metrics`.
+//! - [`status`]: the status page of the HTTP listener (view, HTML, rates, recent errors).
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
 //!   tools); clients of the broker, never part of it.
@@ -41,6 +42,7 @@ pub mod request_frame;
 pub mod server;
 #[cfg(test)]
 pub mod sim_rng;
+pub mod status;
 pub mod topic_config;
 pub mod txn;
 pub mod types;

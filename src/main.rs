@@ -59,9 +59,13 @@ fn main() -> anyhow::Result<()> {
     let reexec = gracchus::allocator::fix_mmap_threshold();
     // The configuration comes first: it names the log filter. Parsing it logs nothing.
     let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(&config)?)
-        .with_writer(std::io::stderr)
+    // One filter for every layer: the status page's recent errors are what the log says.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(log_filter(&config)?)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(gracchus::status::gather::RECENT_ERRORS.layer())
         .init();
     if let Err(error) = reexec {
         tracing::warn!(%error, "could not re-execute with a fixed malloc mmap threshold");

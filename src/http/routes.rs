@@ -3,7 +3,13 @@
 use crate::broker::Broker;
 use crate::http::server::Route;
 
-pub static ROUTES: &[Route<Broker>] = &[Route {
-    path: "/metrics",
-    handler: crate::metrics::scrape::page,
-}];
+pub static ROUTES: &[Route<Broker>] = &[
+    Route {
+        path: "/metrics",
+        handler: crate::metrics::scrape::page,
+    },
+    Route {
+        path: "/",
+        handler: crate::status::gather::page,
+    },
+];

@@ -435,10 +435,13 @@ async fn groups(out: &mut Exposition, broker: &Broker) {
     committed_offsets(out, broker);
 }
 
-/// kafka-exporter's `kafka_consumergroup_current_offset` and `_lag` (high watermark minus
-/// the committed offset, for partitions this node leads).
-fn committed_offsets(out: &mut Exposition, broker: &Broker) {
-    let mut rows: BTreeMap<(String, String, i32), (i64, Option<i64>)> = BTreeMap::new();
+/// Every committed offset of the groups coordinated here, keyed by (group, topic,
+/// partition), with the lag (high watermark minus the offset) for partitions this node
+/// leads. The status page shows the same rows.
+pub type CommittedLag = BTreeMap<(String, String, i32), (i64, Option<i64>)>;
+
+pub fn committed_lag(broker: &Broker) -> CommittedLag {
+    let mut rows = CommittedLag::new();
     for group in broker.groups.offset_group_ids() {
         let Ok(offsets) = broker.groups.fetch_offsets(&group, None) else {
             continue;
@@ -455,6 +458,13 @@ fn committed_offsets(out: &mut Exposition, broker: &Broker) {
             rows.insert((group.clone(), topic, index), (committed.offset, lag));
         }
     }
+    rows
+}
+
+/// kafka-exporter's `kafka_consumergroup_current_offset` and `_lag` (high watermark minus
+/// the committed offset, for partitions this node leads).
+fn committed_offsets(out: &mut Exposition, broker: &Broker) {
+    let rows = committed_lag(broker);
     let name = "kafka_consumergroup_current_offset";
     out.family(name, Kind::Gauge, "The group's committed offset.");
     for ((group, topic, index), (offset, _)) in &rows {
