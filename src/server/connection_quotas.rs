@@ -59,6 +59,19 @@ impl ConnectionQuotas {
         }
     }
 
+    /// The listeners with a `listener.name.<l>.max.connections` that are not among
+    /// `listener_names`: the limit has no effect, most likely a typo worth a warning.
+    pub fn unserved_limits<'a>(
+        limits: &'a BTreeMap<String, usize>,
+        listener_names: &[&str],
+    ) -> Vec<&'a str> {
+        limits
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !listener_names.contains(name))
+            .collect()
+    }
+
     fn counts(&self) -> MutexGuard<'_, Counts> {
         // The counts stay consistent whatever panicked while holding the lock.
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
@@ -178,6 +191,23 @@ mod tests {
         let _a = quotas.try_acquire(&external).unwrap();
         let _b = quotas.try_acquire(&external).unwrap();
         assert!(quotas.try_acquire(&external).is_none());
+    }
+
+    #[test]
+    fn a_limit_on_a_listener_not_served_is_reported() {
+        let limits = [("EXTERNAL".to_string(), 1), ("EXTRENAL".to_string(), 2)]
+            .into_iter()
+            .collect();
+        let unserved = ConnectionQuotas::unserved_limits(&limits, &["EXTERNAL", "INTERNAL"]);
+        assert_eq!(unserved, ["EXTRENAL"]);
+    }
+
+    #[test]
+    fn a_zero_listener_limit_shuts_that_listener_only() {
+        let quotas = quotas(10, &[("EXTERNAL", 0)], &["EXTERNAL", "INTERNAL"]);
+        let (external, internal): (Arc<str>, Arc<str>) = ("EXTERNAL".into(), "INTERNAL".into());
+        assert!(quotas.try_acquire(&external).is_none());
+        assert!(quotas.try_acquire(&internal).is_some());
     }
 
     #[tokio::test]
