@@ -5,8 +5,9 @@
 //! traffic still get in while clients fill the broker. A per-listener limit applies to
 //! every listener, the inter-broker one included.
 //!
-//! A listener without a free slot stops accepting until one frees (as Kafka's acceptor
-//! waits); the waiting sockets stay in the kernel's backlog.
+//! A listener without a free slot holds the socket it just accepted and accepts no more
+//! until a slot frees (as Kafka's acceptor waits in `ConnectionQuotas.inc`); later sockets
+//! wait in the kernel's backlog.
 //! SEAM(connection-eviction): Kafka also closes the least recently used connection of an
 //! unprotected listener while the total exceeds `max.connections` (inter-broker
 //! connections can push it over); we do not, so that overshoot lasts until clients leave.
