@@ -4,6 +4,7 @@ inter-broker listener is not held back by it when the broker has several listene
 `listener.name.<l>.max.connections` applies to every listener, that one included.
 """
 
+import time
 import uuid
 
 import pytest
@@ -12,10 +13,12 @@ import conftest
 import rawkafka
 
 CONNECTIONS_MAX = 3
+INTER_BROKER_MAX = 4
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def limited(data_root):
+    """A fresh broker per test, so no test sees another's connections."""
     broker = conftest.Broker(f"conn-limits-{uuid.uuid4().hex[:8]}", data_root)
     client_port = conftest.free_port()
     while client_port == broker.port:
@@ -29,14 +32,31 @@ def limited(data_root):
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CLIENT:PLAINTEXT",
         "inter.broker.listener.name": "PLAINTEXT",
         "max.connections": str(CONNECTIONS_MAX),
-        "listener.name.plaintext.max.connections": "4",
+        "listener.name.plaintext.max.connections": str(INTER_BROKER_MAX),
     })
     broker.client_port = client_port
     broker.start()
     try:
+        wait_until_all_closed(broker)
         yield broker
     finally:
         assert broker.stop() == 0
+
+
+def wait_until_all_closed(broker, timeout_s=10):
+    """Waits until the broker has logged a close for every connection it accepted (the
+    start-up probes), so the counts below start from zero."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(broker.stderr_path, encoding="utf-8", errors="replace") as stderr:
+            text = stderr.read()
+        accepted, closed = text.count("connection accepted"), text.count("connection closed")
+        if accepted == closed:
+            # The slot is released just after the close is logged.
+            time.sleep(0.2)
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the broker logged {accepted} accepts but {closed} closes")
 
 
 def served(port, timeout_s):
@@ -69,18 +89,17 @@ def close_all(conns):
 
 
 def test_inter_broker_listener_accepts_while_clients_fill_the_broker(limited):
-    # The broker's own connections to its inter-broker listener count toward the total
-    # too (as in Kafka), so clients may get fewer than max.connections.
     clients, blocked = fill(limited.client_port, CONNECTIONS_MAX)
     brokers, more = [], []
     try:
-        assert clients and blocked, f"{len(clients)} clients served, none held back"
+        # Exactly max.connections clients: no slot is held by an idle listener.
+        assert blocked and len(clients) == CONNECTIONS_MAX, len(clients)
         # The broker is full for clients, but the inter-broker listener still serves...
         brokers = [served(limited.port, 10) for _ in range(3)]
         assert all(brokers), "the inter-broker listener was held back by max.connections"
-        # ...up to its own listener.name.plaintext.max.connections (4).
-        more, blocked = fill(limited.port, 4)
-        assert blocked and len(brokers) + len(more) <= 4, len(brokers) + len(more)
+        # ...up to exactly its own listener.name.plaintext.max.connections.
+        more, blocked = fill(limited.port, INTER_BROKER_MAX)
+        assert blocked and len(brokers) + len(more) == INTER_BROKER_MAX, len(more)
     finally:
         close_all(clients + [b for b in brokers if b] + more)
 
@@ -88,10 +107,13 @@ def test_inter_broker_listener_accepts_while_clients_fill_the_broker(limited):
 def test_a_freed_slot_lets_the_waiting_client_in(limited):
     clients, blocked = fill(limited.client_port, CONNECTIONS_MAX)
     try:
-        assert clients and blocked
+        assert blocked and len(clients) == CONNECTIONS_MAX, len(clients)
         clients.pop().close()
         late = served(limited.client_port, 10)
         assert late is not None, "a client was not admitted after a connection closed"
         clients.append(late)
+        # Still full: the freed slot went to exactly one client.
+        extra = served(limited.client_port, 1.5)
+        assert extra is None, "more than max.connections clients were served"
     finally:
         close_all(clients)

@@ -24,8 +24,8 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
-mod listener_limits;
 pub mod kafka_broker_configs;
+mod listener_limits;
 mod producer_ids;
 mod replication;
 mod topology;
@@ -186,7 +186,8 @@ pub struct BrokerConfig {
     /// as in Kafka) is unbounded. Kafka's default is unbounded; ours is 128 MiB so a
     /// burst of large produces cannot take the broker's memory with it.
     pub queued_request_bytes_max: Option<u32>,
-    /// `max.connections`: accepted sockets beyond this wait for a free slot.
+    /// `max.connections`: accepted sockets beyond this wait for a free slot. 0 (Kafka's
+    /// `atLeast(0)`) admits clients on no listener but a protected inter-broker one.
     pub connections_max: usize,
     /// `listener.name.<listener>.max.connections`, by upper-case listener name: applies to
     /// that listener even when it is the inter-broker one (KIP-402).
@@ -522,9 +523,6 @@ impl BrokerConfig {
         if self.leader_imbalance_check_interval_seconds == 0 {
             let key = "leader.imbalance.check.interval.seconds";
             return Err(invalid(key, "0".into(), "must be >= 1"));
-        }
-        if self.connections_max == 0 {
-            return Err(invalid("max.connections", "0".into(), "must be >= 1"));
         }
         // Kafka's rule (one cleaner thread here): at least 1 MiB per cleaner thread.
         if self.cleaner_dedupe_buffer_bytes <= 1024 * 1024 {

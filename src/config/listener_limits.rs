@@ -25,14 +25,9 @@ pub fn listener_connections_max(
         if name.is_empty() || name.contains('.') {
             continue;
         }
+        // Kafka validates it like `max.connections`, `atLeast(0)`: 0 shuts that listener
+        // to every connection, a way to take it out of service without removing it.
         let max: usize = parse(explicit, key, usize::MAX)?;
-        if max == 0 {
-            return Err(ConfigError::Invalid {
-                key: key.clone(),
-                value: "0".into(),
-                reason: "must be >= 1".into(),
-            });
-        }
         limits.insert(name.to_ascii_uppercase(), max);
     }
     Ok(limits)
@@ -64,10 +59,12 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_or_unparsable_limit_is_a_config_error() {
+    fn zero_is_accepted_as_kafka_does_and_an_unparsable_limit_is_an_error() {
         let zero = map(&[("listener.name.a.max.connections", "0")]);
-        assert!(listener_connections_max(&zero).is_err());
+        assert_eq!(listener_connections_max(&zero).unwrap()["A"], 0);
         let junk = map(&[("listener.name.a.max.connections", "many")]);
         assert!(listener_connections_max(&junk).is_err());
+        let negative = map(&[("listener.name.a.max.connections", "-1")]);
+        assert!(listener_connections_max(&negative).is_err());
     }
 }

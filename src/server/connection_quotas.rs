@@ -5,8 +5,9 @@
 //! traffic still get in while clients fill the broker. A per-listener limit applies to
 //! every listener, the inter-broker one included.
 //!
-//! A listener without a free slot stops accepting until one frees (as Kafka's acceptor
-//! waits); the waiting sockets stay in the kernel's backlog.
+//! A listener without a free slot holds the socket it just accepted and accepts no more
+//! until a slot frees (as Kafka's acceptor waits in `ConnectionQuotas.inc`); later sockets
+//! wait in the kernel's backlog.
 //! SEAM(connection-eviction): Kafka also closes the least recently used connection of an
 //! unprotected listener while the total exceeds `max.connections` (inter-broker
 //! connections can push it over); we do not, so that overshoot lasts until clients leave.
@@ -57,6 +58,19 @@ impl ConnectionQuotas {
             listener_max,
             protected,
         }
+    }
+
+    /// The listeners with a `listener.name.<l>.max.connections` that are not among
+    /// `listener_names`: the limit has no effect, most likely a typo worth a warning.
+    pub fn unserved_limits<'a>(
+        limits: &'a BTreeMap<String, usize>,
+        listener_names: &[&str],
+    ) -> Vec<&'a str> {
+        limits
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !listener_names.contains(name))
+            .collect()
     }
 
     fn counts(&self) -> MutexGuard<'_, Counts> {
@@ -178,6 +192,23 @@ mod tests {
         let _a = quotas.try_acquire(&external).unwrap();
         let _b = quotas.try_acquire(&external).unwrap();
         assert!(quotas.try_acquire(&external).is_none());
+    }
+
+    #[test]
+    fn a_limit_on_a_listener_not_served_is_reported() {
+        let limits = [("EXTERNAL".to_string(), 1), ("EXTRENAL".to_string(), 2)]
+            .into_iter()
+            .collect();
+        let unserved = ConnectionQuotas::unserved_limits(&limits, &["EXTERNAL", "INTERNAL"]);
+        assert_eq!(unserved, ["EXTRENAL"]);
+    }
+
+    #[test]
+    fn a_zero_listener_limit_shuts_that_listener_only() {
+        let quotas = quotas(10, &[("EXTERNAL", 0)], &["EXTERNAL", "INTERNAL"]);
+        let (external, internal): (Arc<str>, Arc<str>) = ("EXTERNAL".into(), "INTERNAL".into());
+        assert!(quotas.try_acquire(&external).is_none());
+        assert!(quotas.try_acquire(&internal).is_some());
     }
 
     #[tokio::test]

@@ -1,10 +1,17 @@
 //! The accept loops, one per client listener. Takes already-bound listeners so tests can
 //! use port 0.
+//!
+//! As Kafka's `Acceptor.accept` does, a loop accepts the socket first and only then waits
+//! for a connection slot, holding the accepted socket: waiting for the slot before
+//! `accept()` would make every idle listener hold a slot for a connection that does not
+//! exist, shutting clients out of the others.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::Shutdown;
@@ -15,6 +22,11 @@ use crate::broker::Broker;
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most one info line per listener per this interval about entering and leaving the
+/// limit: at the limit every close admits one waiting socket and blocks again, and that
+/// churn would otherwise log two lines per connection. The rest go to debug.
+const LIMIT_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A bound client listener and its name (`PLAINTEXT`, `EXTERNAL`, ...): requests accepted
 /// on it are answered with every broker's endpoint on that same listener.
@@ -35,6 +47,15 @@ pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown:
         &broker.config.inter_broker_listener_name,
         &names,
     ));
+    for unserved in
+        ConnectionQuotas::unserved_limits(&broker.config.listener_connections_max, &names)
+    {
+        tracing::warn!(
+            listener = unserved,
+            "listener.name.<listener>.max.connections names a listener this broker does not \
+             serve to clients; it has no effect"
+        );
+    }
     let budget = broker
         .config
         .queued_request_bytes_max
@@ -44,33 +65,54 @@ pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown:
     }
     let mut loops = JoinSet::new();
     for bound in listeners {
+        let name: Arc<str> = Arc::from(bound.name);
+        let run = {
+            let (broker, shutdown, budget, name) = (
+                broker.clone(),
+                shutdown.clone(),
+                budget.clone(),
+                name.clone(),
+            );
+            move |stream: TcpStream, peer: SocketAddr| {
+                let _ = stream.set_nodelay(true);
+                Connection::new(
+                    stream,
+                    peer,
+                    name.clone(),
+                    broker.clone(),
+                    shutdown.clone(),
+                    budget.clone(),
+                )
+                .run()
+            }
+        };
         loops.spawn(accept_loop(
-            bound,
-            broker.clone(),
+            bound.listener,
+            name,
             shutdown.clone(),
             slots.clone(),
-            budget.clone(),
+            run,
         ));
     }
     while loops.join_next().await.is_some() {}
 }
 
-async fn accept_loop(
-    bound: BoundListener,
-    broker: Arc<Broker>,
+/// Accepts on `listener` until shutdown, running each connection with `run` while it
+/// holds a counted slot (freed when `run` returns).
+async fn accept_loop<F, R>(
+    listener: TcpListener,
+    name: Arc<str>,
     mut shutdown: Shutdown,
     slots: Arc<ConnectionQuotas>,
-    budget: Option<Arc<RequestBudget>>,
-) {
-    let BoundListener { name, listener } = bound;
-    let name: Arc<str> = Arc::from(name);
+    run: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> R,
+    R: Future<Output = ()> + Send + 'static,
+{
     let gauge = crate::metrics::registry().listener(&name);
     let mut connections = JoinSet::new();
+    let mut notice = LimitNotice::default();
     loop {
-        let permit = tokio::select! {
-            permit = next_slot(&slots, &name) => permit,
-            _ = shutdown.triggered() => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.triggered() => break,
@@ -84,18 +126,16 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let connection = Connection::new(
-            stream,
-            peer,
-            name.clone(),
-            broker.clone(),
-            shutdown.clone(),
-            budget.clone(),
-        );
+        // Holding the accepted socket while waiting, as Kafka does; later ones wait in
+        // the kernel's backlog.
+        let permit = tokio::select! {
+            permit = next_slot(&slots, &name, &mut notice) => permit,
+            _ = shutdown.triggered() => break,
+        };
+        let connection = run(stream, peer);
         let open = crate::metrics::ConnectionGauge::open(&gauge);
         connections.spawn(async move {
-            connection.run().await;
+            connection.await;
             drop((permit, open));
         });
         while connections.try_join_next().is_some() {}
@@ -115,19 +155,57 @@ async fn accept_loop(
     }
 }
 
-/// A connection slot on `listener`, saying once at info when the limits make it wait.
-async fn next_slot(slots: &Arc<ConnectionQuotas>, listener: &Arc<str>) -> ConnectionSlot {
+/// When this listener last said at info that it hit the limit.
+#[derive(Default)]
+struct LimitNotice {
+    last_info: Option<Instant>,
+}
+
+impl LimitNotice {
+    /// Whether this wait is announced at info (else at debug).
+    fn at_info(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self
+            .last_info
+            .is_none_or(|last| now.duration_since(last) >= LIMIT_NOTICE_INTERVAL);
+        if due {
+            self.last_info = Some(now);
+        }
+        due
+    }
+}
+
+/// A connection slot on `listener`, saying when the limits make it wait (see
+/// [`LIMIT_NOTICE_INTERVAL`]).
+async fn next_slot(
+    slots: &Arc<ConnectionQuotas>,
+    listener: &Arc<str>,
+    notice: &mut LimitNotice,
+) -> ConnectionSlot {
     if let Some(slot) = slots.try_acquire(listener) {
         return slot;
     }
     let (open, on_listener) = slots.open(listener);
-    tracing::info!(
-        %listener,
-        open,
-        on_listener,
-        "connection limit reached; not accepting until a connection closes"
-    );
+    let at_info = notice.at_info();
+    if at_info {
+        tracing::info!(
+            %listener,
+            open,
+            on_listener,
+            "connection limit reached; a new connection waits until one closes"
+        );
+    } else {
+        tracing::debug!(%listener, open, on_listener, "connection limit reached");
+    }
     let slot = slots.acquire(listener).await;
-    tracing::info!(%listener, "connection limit: accepting again");
+    if at_info {
+        tracing::info!(%listener, "connection limit: accepting again");
+    } else {
+        tracing::debug!(%listener, "connection limit: accepting again");
+    }
     slot
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;

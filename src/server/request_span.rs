@@ -35,6 +35,27 @@ fn peek_header(frame: &[u8]) -> Option<HeaderPeek<'_>> {
     })
 }
 
+/// The most of a client id the span records: the client chooses it (up to 32 KiB) and the
+/// span repeats it on every event inside the request.
+const SPAN_CLIENT_ID_BYTES_MAX: usize = 256;
+
+/// `client_id` cut to [`SPAN_CLIENT_ID_BYTES_MAX`] bytes on a char boundary, saying how
+/// long it was.
+fn capped_client_id(client_id: &str) -> Cow<'_, str> {
+    if client_id.len() <= SPAN_CLIENT_ID_BYTES_MAX {
+        return Cow::Borrowed(client_id);
+    }
+    let mut end = SPAN_CLIENT_ID_BYTES_MAX;
+    while !client_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!(
+        "{}...({} bytes)",
+        &client_id[..end],
+        client_id.len()
+    ))
+}
+
 /// The span for the request in `frame` (without its size prefix).
 pub fn request_span(frame: &[u8], listener: &str) -> Span {
     if !tracing::enabled!(tracing::Level::DEBUG) {
@@ -47,12 +68,13 @@ pub fn request_span(frame: &[u8], listener: &str) -> Span {
         Ok(key) => Cow::Owned(format!("{key:?}")),
         Err(()) => Cow::Owned(format!("unknown({})", header.api_key)),
     };
+    let client_id = capped_client_id(header.client_id.as_deref().unwrap_or(""));
     tracing::debug_span!(
         "request",
         api = %api,
         version = header.version,
         correlation_id = header.correlation_id,
-        client_id = header.client_id.as_deref().unwrap_or(""),
+        client_id = client_id.as_ref(),
         listener = %listener,
     )
 }
@@ -71,6 +93,19 @@ mod tests {
             (18, 3, 42)
         );
         assert_eq!(header.client_id.as_deref(), Some("kcat!"));
+    }
+
+    #[test]
+    fn a_long_client_id_is_cut_on_a_char_boundary_with_its_length() {
+        let short = "a".repeat(SPAN_CLIENT_ID_BYTES_MAX);
+        assert_eq!(capped_client_id(&short), short.as_str());
+        // 255 ASCII bytes then a 3-byte char straddling the cap: the cut falls before it.
+        let long = format!("{}€{}", "a".repeat(255), "b".repeat(32_000));
+        let capped = capped_client_id(&long);
+        assert_eq!(
+            capped,
+            format!("{}...({} bytes)", "a".repeat(255), long.len())
+        );
     }
 
     #[test]
