@@ -402,7 +402,63 @@ pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
+/// Kafka's validators (`atLeast`, `between` in `LogConfig`'s ConfigDef) for the numeric
+/// topic configs, which also bound the broker defaults that are their synonyms: a value the
+/// log layer would clamp or misread (a negative `delete.retention.ms` would drop tombstones
+/// at once, `min.insync.replicas` 0 would be enforced as 1 but described as 0) is refused.
+/// `segment.bytes` keeps Kafka 3.x's floor (14, one record's overhead), not 4.0's 1 MiB:
+/// small segments are how retention and compaction are tested here.
+fn bounds(name: &str) -> Option<(f64, f64)> {
+    let at_least = |minimum: f64| Some((minimum, f64::INFINITY));
+    match name {
+        "segment.bytes" => at_least(14.0),
+        "segment.ms" | "max.compaction.lag.ms" | "flush.messages" | "min.insync.replicas" => {
+            at_least(1.0)
+        }
+        "segment.index.bytes" => at_least(4.0),
+        "retention.ms" => at_least(-1.0),
+        "local.retention.ms" | "local.retention.bytes" => at_least(-2.0),
+        "segment.jitter.ms"
+        | "flush.ms"
+        | "max.message.bytes"
+        | "index.interval.bytes"
+        | "delete.retention.ms"
+        | "min.compaction.lag.ms"
+        | "file.delete.delay.ms"
+        | "message.timestamp.before.max.ms"
+        | "message.timestamp.after.max.ms" => at_least(0.0),
+        "min.cleanable.dirty.ratio" => Some((0.0, 1.0)),
+        _ => None,
+    }
+}
+
+fn check_bounds(def: &TopicConfigDef, value: &str) -> Result<(), String> {
+    let (Some((minimum, maximum)), Ok(number)) = (bounds(def.name), value.trim().parse::<f64>())
+    else {
+        return Ok(());
+    };
+    let shown = |bound: f64| {
+        if bound.fract() == 0.0 {
+            format!("{}", bound as i64)
+        } else {
+            bound.to_string()
+        }
+    };
+    if number < minimum {
+        Err(format!("Value must be at least {}", shown(minimum)))
+    } else if number > maximum {
+        Err(format!("Value must be no more than {}", shown(maximum)))
+    } else {
+        Ok(())
+    }
+}
+
 fn check_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
+    check_type(def, value)?;
+    check_bounds(def, value)
+}
+
+fn check_type(def: &TopicConfigDef, value: &str) -> Result<(), String> {
     let value = value.trim();
     match def.config_type {
         ConfigType::Boolean => value
@@ -500,6 +556,41 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         BrokerConfig::from_map(map).unwrap()
+    }
+
+    #[test]
+    fn numeric_values_outside_kafkas_bounds_are_refused() {
+        let check = |name: &str, value: &str| {
+            validate(&BTreeMap::from([(name.to_string(), value.to_string())]))
+        };
+        for (name, value) in [
+            ("delete.retention.ms", "-1"),
+            ("min.insync.replicas", "0"),
+            ("retention.ms", "-2"),
+            ("segment.bytes", "13"),
+            ("segment.ms", "0"),
+            ("message.timestamp.before.max.ms", "-1"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("flush.messages", "0"),
+        ] {
+            let error = check(name, value).expect_err(name);
+            assert!(error.contains("Value must be"), "{name}={value}: {error}");
+        }
+        assert_eq!(
+            check("min.cleanable.dirty.ratio", "2").unwrap_err(),
+            "Invalid value 2 for configuration min.cleanable.dirty.ratio: Value must be no more \
+             than 1"
+        );
+        for (name, value) in [
+            ("retention.ms", "-1"),
+            ("segment.bytes", "1024"),
+            ("min.insync.replicas", "2"),
+            ("delete.retention.ms", "0"),
+            ("local.retention.ms", "-2"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+        ] {
+            assert_eq!(check(name, value), Ok(()), "{name}={value}");
+        }
     }
 
     const NONE: DynamicLayers<'static> = DynamicLayers {

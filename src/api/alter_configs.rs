@@ -34,18 +34,26 @@ pub async fn alter_configs(
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
+    let repeated = repeated_resources(
+        (request.resources.iter()).map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for resource in &request.resources {
         let entries: Vec<(String, Option<String>)> = (resource.configs.iter())
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
-        let outcome = alter_one(
-            broker,
-            resource.resource_type,
-            &resource.resource_name,
-            request.validate_only,
-            |target| plan_replace(broker, target, &entries),
-        )
-        .await;
+        let key = (resource.resource_type, resource.resource_name.to_string());
+        let outcome = if repeated.contains(&key) {
+            Err(repeated_failure())
+        } else {
+            alter_one(
+                broker,
+                resource.resource_type,
+                &resource.resource_name,
+                request.validate_only,
+                |target| plan_replace(broker, target, &entries),
+            )
+            .await
+        };
         let (code, message) = split(outcome);
         results.push(
             AlterConfigsResourceResponse::default()
@@ -64,6 +72,9 @@ pub async fn incremental_alter_configs(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
+    let repeated = repeated_resources(
+        (request.resources.iter()).map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for resource in &request.resources {
         let ops: Vec<(String, i8, Option<String>)> = (resource.configs.iter())
             .map(|c| {
@@ -71,14 +82,19 @@ pub async fn incremental_alter_configs(
                 (c.name.to_string(), c.config_operation, value)
             })
             .collect();
-        let outcome = alter_one(
-            broker,
-            resource.resource_type,
-            &resource.resource_name,
-            request.validate_only,
-            |target| plan_incremental(broker, target, &ops),
-        )
-        .await;
+        let key = (resource.resource_type, resource.resource_name.to_string());
+        let outcome = if repeated.contains(&key) {
+            Err(repeated_failure())
+        } else {
+            alter_one(
+                broker,
+                resource.resource_type,
+                &resource.resource_name,
+                request.validate_only,
+                |target| plan_incremental(broker, target, &ops),
+            )
+            .await
+        };
         let (code, message) = split(outcome);
         results.push(
             incremental_response::AlterConfigsResourceResponse::default()
@@ -89,6 +105,28 @@ pub async fn incremental_alter_configs(
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(results)
+}
+
+/// Resources named more than once in one request: Kafka's `ConfigAdminManager.preprocess`
+/// refuses every copy and applies none (with replace-all, the last copy would silently win).
+fn repeated_resources<'a>(
+    resources: impl Iterator<Item = (i8, &'a str)>,
+) -> std::collections::BTreeSet<(i8, String)> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut repeated = std::collections::BTreeSet::new();
+    for (resource_type, name) in resources {
+        if !seen.insert((resource_type, name)) {
+            repeated.insert((resource_type, name.to_string()));
+        }
+    }
+    repeated
+}
+
+fn repeated_failure() -> Failure {
+    (
+        ResponseError::InvalidRequest,
+        "Each resource must appear at most once.".to_string(),
+    )
 }
 
 fn split(outcome: Result<(), Failure>) -> (i16, Option<StrBytes>) {

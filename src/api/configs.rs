@@ -121,10 +121,44 @@ fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
         .collect()
 }
 
-/// Kafka hides the values of PASSWORD configs (and JAAS configs) in DescribeConfigs.
+/// Keys this broker reads that Kafka 4.0's table lacks (ours, or newer than the table);
+/// none carries a secret, so their values are shown.
+const KNOWN_UNLISTED_CONFIGS: &[&str] = &[
+    "cluster.id",
+    "controller.quorum.bootstrap.servers",
+    "http.listener",
+    "log.filter",
+    "log.roll.minutes",
+    "partitions.per.request.max",
+    "producer.id.expiration.check.interval.ms",
+    "transaction.state.log.commit.timeout.ms",
+];
+
+/// Kafka hides the values of PASSWORD configs, and of any config whose type it cannot tell
+/// (`maybeSensitive`): an operator's file may carry a private key under a name we do not
+/// know (`listener.name.x.ssl.keystore.key`), and DescribeConfigs has no authorization yet.
+/// Listener- and mechanism-prefixed keys are judged by the config they prefix.
 fn is_sensitive(name: &str) -> bool {
-    let password = kafka_row(name).is_some_and(|row| row.config_type == ConfigType::Password);
-    password || name.contains("password") || name.ends_with("jaas.config")
+    let base = unprefixed(name);
+    let by_type = match kafka_row(base) {
+        Some(row) => row.config_type == ConfigType::Password,
+        None => !KNOWN_UNLISTED_CONFIGS.contains(&base) && topic_config::find(base).is_none(),
+    };
+    by_type || name.contains("password") || name.ends_with("jaas.config")
+}
+
+/// `listener.name.<listener>.[<sasl mechanism>.]<config>` -> `<config>`.
+fn unprefixed(name: &str) -> &str {
+    let Some((_, rest)) = name
+        .strip_prefix("listener.name.")
+        .and_then(|rest| rest.split_once('.'))
+    else {
+        return name;
+    };
+    if kafka_row(rest).is_some() {
+        return rest;
+    }
+    rest.split_once('.').map_or(rest, |(_, config)| config)
 }
 
 /// The value as Kafka shows it: none for a sensitive config or a null Kafka default.
@@ -303,4 +337,32 @@ fn source_of(config: &BrokerConfig, name: &str) -> ConfigSource {
 
 fn endpoint(endpoint: &crate::config::Endpoint) -> String {
     format!("{}://{}:{}", endpoint.name, endpoint.host, endpoint.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_unknown_keys_are_hidden_known_ones_shown() {
+        for hidden in [
+            "listener.name.internal.ssl.keystore.key",
+            "listener.name.internal.ssl.keystore.password",
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config",
+            "ssl.key.password",
+            "my.custom.secret",
+        ] {
+            assert!(is_sensitive(hidden), "{hidden}");
+        }
+        for shown in [
+            "log.retention.ms",
+            "listener.name.internal.max.connections",
+            "http.listener",
+            "log.filter",
+            "retention.ms",
+            "num.partitions",
+        ] {
+            assert!(!is_sensitive(shown), "{shown}");
+        }
+    }
 }

@@ -186,9 +186,12 @@ fn check_broker_name(name: &str) -> Result<(), ControllerError> {
 /// with this message (INVALID_REQUEST). Values are checked like the topic configs they
 /// are the defaults of. Removing a key is always allowed.
 fn check_broker_changes(changes: &ConfigChanges) -> Result<(), ControllerError> {
+    // Removing a key is always allowed (Kafka answers a DELETE of a key it would not set
+    // as a no-op); only values to set must be live here.
     let refused: Vec<&str> = changes
-        .keys()
-        .map(String::as_str)
+        .iter()
+        .filter(|(_, value)| value.is_some())
+        .map(|(key, _)| key.as_str())
         .filter(|key| !topic_config::LIVE_BROKER_CONFIGS.contains(key))
         .collect();
     if !refused.is_empty() {
@@ -199,8 +202,9 @@ fn check_broker_changes(changes: &ConfigChanges) -> Result<(), ControllerError> 
     }
     for (key, value) in changes {
         if let Some(value) = value {
+            // INVALID_REQUEST, as Kafka wraps a broker config's ConfigException (KAFKA-13609).
             topic_config::validate_broker_value(key, value)
-                .map_err(ControllerError::InvalidConfig)?;
+                .map_err(ControllerError::InvalidRequest)?;
         }
     }
     Ok(())

@@ -158,7 +158,17 @@ fn broker_configs_only_the_live_ones() {
     assert!(matches!(&refused, ControllerError::InvalidRequest(m)
         if m == "Cannot update these configs dynamically: Set(log.dirs)"));
     let bad = incremental(&mut image, default, &[("log.retention.ms", set("x"))]).unwrap_err();
-    assert!(matches!(bad, ControllerError::InvalidConfig(_)));
+    assert!(matches!(bad, ControllerError::InvalidRequest(_)));
+    let negative = incremental(
+        &mut image,
+        default,
+        &[("log.cleaner.delete.retention.ms", set("-1"))],
+    );
+    assert!(
+        matches!(negative, Err(ControllerError::InvalidRequest(m)) if m.contains("at least 0"))
+    );
+    // Removing a key that could not be set is a no-op, as in Kafka.
+    incremental(&mut image, default, &[("log.dirs", ConfigOp::Delete)]).unwrap();
     let name = incremental(&mut image, ConfigTarget::Broker("b1"), &[]).unwrap_err();
     assert!(matches!(name, ControllerError::InvalidRequest(_)));
     incremental(

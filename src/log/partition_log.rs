@@ -623,7 +623,10 @@ impl PartitionLog {
         // Segments at or above `offset` are rewritten by new appends: clean them again.
         self.cleaned_end_offset = self.cleaned_end_offset.min(offset);
         self.generation += 1;
-        if offset < self.log_start_offset() {
+        // Below the first segment only: between its base and a log start inside it, the
+        // segment is cut and the start comes down with the end (below). Comparing with the
+        // start would re-create the first segment's file over itself.
+        if offset < self.segments[0].base_offset() {
             return self.truncate_fully(offset);
         }
         // Newest first, so a crash midway leaves a prefix of the log.

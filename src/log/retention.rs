@@ -319,6 +319,25 @@ mod log_tests {
     }
 
     #[test]
+    fn truncating_between_the_first_segment_base_and_a_start_inside_it_cuts_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path(), config());
+        assert!(model.log.increment_log_start(31).unwrap());
+        let first_base = model.log.segments[0].base_offset();
+        assert!(first_base < 31);
+        // A follower cut below the start but inside the first segment: the segment is
+        // truncated (not re-created over its own file) and the start comes down with it.
+        model.log.truncate_to(first_base).unwrap();
+        assert_eq!(model.log.log_end_offset(), first_base);
+        assert_eq!(model.log.log_start_offset(), first_base);
+        model.log = PartitionLog::open(dir.path().to_path_buf(), config(), 0).unwrap();
+        assert_eq!(
+            (model.log.log_start_offset(), model.log.log_end_offset()),
+            (first_base, first_base)
+        );
+    }
+
+    #[test]
     fn a_log_start_at_the_log_end_empties_the_log_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(dir.path(), config());

@@ -1494,8 +1494,11 @@ fn load_producer_state(
     let mut batches_read = 0u64;
     let reader: &PartitionLog = log;
     reader.scan_batch_headers(from_offset, &mut |header: &BatchHeader| {
-        // The snapshot holds every batch below its offset.
-        if header.base_offset < from_offset || failed.is_some() {
+        // The snapshot holds every batch below its offset. Without one, `from_offset` is
+        // the log start, which DeleteRecords can put inside a batch: that batch still
+        // counts (it may open a transaction or be a producer's last), as Kafka reads from
+        // the batch holding the start.
+        if header.last_offset() < from_offset || failed.is_some() {
             return;
         }
         batches_read += 1;

@@ -104,7 +104,7 @@ fn topics(broker: &Broker, image: &MetadataImage, now_ms: i64) -> Vec<TopicRow> 
             counts.insert(topic.name.clone(), hosted_end);
             TopicRow {
                 name: topic.name.clone(),
-                internal: crate::controller::is_internal_topic(&topic.name),
+                internal: crate::controller::image::is_internal_topic(&topic.name),
                 partitions,
                 messages_per_s: None,
             }
