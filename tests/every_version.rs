@@ -921,14 +921,28 @@ async fn alter_config_versions(broker: &Broker) {
                         .with_value(Some(StrBytes::from_string(value.clone()))),
                 ])
         };
+        let codes = |request: AlterConfigsRequest| async move {
+            let response = call(broker, &request, version).await;
+            response
+                .responses
+                .iter()
+                .map(|r| r.error_code)
+                .collect::<Vec<i16>>()
+        };
+        let unknown =
+            AlterConfigsRequest::default().with_resources(vec![resource("t", "no.such.config")]);
+        assert_eq!(codes(unknown).await, [40], "v{version}");
+        // A resource named twice: every copy refused, none applied (INVALID_REQUEST).
+        let twice = AlterConfigsRequest::default().with_resources(vec![
+            resource("t", "retention.ms"),
+            resource("t", "retention.ms"),
+        ]);
+        assert_eq!(codes(twice).await, [42, 42], "v{version}");
         let request = AlterConfigsRequest::default().with_resources(vec![
             resource("t", "retention.ms"),
             resource("nope", "retention.ms"),
-            resource("t", "no.such.config"),
         ]);
-        let response = call(broker, &request, version).await;
-        let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
-        assert_eq!(codes, [0, 3, 40], "v{version}");
+        assert_eq!(codes(request).await, [0, 3], "v{version}");
         assert_eq!(retention(broker), Some(value), "v{version}");
     }
     for version in versions(ApiKey::IncrementalAlterConfigs) {
@@ -945,13 +959,29 @@ async fn alter_config_versions(broker: &Broker) {
                 .with_resource_name(StrBytes::from_static_str("t"))
                 .with_configs(ops)
         };
-        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
-            resource(vec![op("retention.ms", 0)]),
-            resource(vec![op("segment.ms", 2)]),
-        ]);
-        let response = call(broker, &request, version).await;
-        let codes: Vec<i16> = response.responses.iter().map(|r| r.error_code).collect();
-        assert_eq!(codes, [0, 40], "v{version}");
+        let codes = |resources| async move {
+            let request = IncrementalAlterConfigsRequest::default().with_resources(resources);
+            let response = call(broker, &request, version).await;
+            response
+                .responses
+                .iter()
+                .map(|r| r.error_code)
+                .collect::<Vec<i16>>()
+        };
+        // APPEND to a non-list config: INVALID_CONFIG.
+        assert_eq!(
+            codes(vec![resource(vec![op("segment.ms", 2)])]).await,
+            [40],
+            "v{version}"
+        );
+        // One resource twice: INVALID_REQUEST for both, nothing applied.
+        let twice = vec![resource(vec![op("retention.ms", 0)]), resource(vec![])];
+        assert_eq!(codes(twice).await, [42, 42], "v{version}");
+        assert_eq!(
+            codes(vec![resource(vec![op("retention.ms", 0)])]).await,
+            [0],
+            "v{version}"
+        );
         assert_eq!(retention(broker), Some(value), "v{version}");
     }
     let request = DescribeConfigsRequest::default().with_resources(vec![
