@@ -105,7 +105,7 @@ def scene(broker):
     group = f"{topic}-readers"
     consumer = clients.consumer(broker, **{
         "group.id": group, "auto.offset.reset": "earliest", "client.id": HOSTILE_CLIENT_ID,
-        "session.timeout.ms": 30000})
+        "session.timeout.ms": 30000, "enable.auto.offset.store": True})
     consumer.subscribe([topic])
     seen = 0
     deadline = time.monotonic() + 30

@@ -18,6 +18,7 @@ header h1{font-size:20px;margin:0}header span{color:#b8c0d0}\
 main{padding:8px 24px 32px}section{background:#fff;border-radius:6px;margin:16px 0;\
 padding:12px 16px;box-shadow:0 1px 2px rgba(0,0,0,.08)}\
 h2{font-size:16px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px}\
+summary h3{display:inline-block;cursor:pointer}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:4px 10px;\
 border-bottom:1px solid #e6e8ec;vertical-align:top}th{color:#5a6275;font-weight:600}\
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
@@ -136,10 +137,15 @@ fn topic_table(html: &mut String, topic: &TopicRow) {
         Some(rate) => format!("{rate:.1} msg/s"),
         None => "-".to_string(),
     };
+    // Internal topics (50 partitions of __consumer_offsets) start folded: a <details>
+    // element needs no script to open.
+    if topic.internal {
+        html.push_str("<details><summary>");
+    }
     let _ = write!(
         html,
         "<h3>{}{}<span class=\"muted\"> &middot; {} partitions &middot; {} here &middot; \
-         {rate}</span></h3><table class=\"topic\"><thead><tr><th class=\"n\">Partition</th>\
+         {rate}</span></h3>{}<table class=\"topic\"><thead><tr><th class=\"n\">Partition</th>\
          <th class=\"n\">Leader</th><th class=\"n\">Epoch</th><th>Replicas</th><th>ISR</th>\
          <th class=\"n\">End offset</th><th class=\"n\">Size</th></tr></thead><tbody>",
         escape(&topic.name),
@@ -150,6 +156,7 @@ fn topic_table(html: &mut String, topic: &TopicRow) {
         },
         topic.partitions.len(),
         format_bytes(topic.size_bytes()),
+        if topic.internal { "</summary>" } else { "" },
     );
     for partition in &topic.partitions {
         let leader = match partition.leader {
@@ -178,6 +185,9 @@ fn topic_table(html: &mut String, topic: &TopicRow) {
         );
     }
     html.push_str("</tbody></table>");
+    if topic.internal {
+        html.push_str("</details>");
+    }
 }
 
 fn groups_section(html: &mut String, groups: &[GroupRow]) {

@@ -140,3 +140,13 @@ fn bytes_and_times_format_like_a_person_reads_them() {
     assert_eq!(format_time_ms(1_796_193_015_000), "2026-12-02 06:30:15");
     assert_eq!(format_time_ms(951_782_400_000), "2000-02-29 00:00:00");
 }
+
+#[test]
+fn internal_topics_start_folded() {
+    let mut view = sample_view();
+    view.topics[0].internal = true;
+    let html = render(&view);
+    let folded = html.find("<details><summary><h3>").expect("folded");
+    assert!(html[folded..].contains("</h3></summary><table"));
+    assert!(html[folded..].contains("</table></details>"));
+}
