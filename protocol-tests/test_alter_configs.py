@@ -161,8 +161,14 @@ def test_kafkas_errors(broker, topic):
     # Static broker configs cannot change at run time.
     assert incremental(broker, ResourceType.BROKER, "1", [("log.dirs", SET, "/tmp/x")]) == \
         INVALID_REQUEST
+    # A bad broker value is INVALID_REQUEST, as Kafka wraps a broker ConfigException.
     assert raw_incremental(broker, 4, "", [("log.retention.ms", SET, "x")])[0] == \
-        INVALID_CONFIG
+        INVALID_REQUEST
+    assert raw_incremental(broker, 4, "", [("log.cleaner.delete.retention.ms", SET, "-1")])[0] \
+        == INVALID_REQUEST
+    # Kafka's bounds on topic values too.
+    assert incremental(broker, ResourceType.TOPIC, topic, [("min.insync.replicas", SET, "0")]) \
+        == INVALID_CONFIG
     entries = describe(broker, ResourceType.TOPIC, topic)
     assert all(source(e) != ConfigSource.DYNAMIC_TOPIC_CONFIG for e in entries.values())
 

@@ -185,7 +185,7 @@ def test_http_edge_answers_as_http_says(broker):
     huge = http(port, b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"a" * 9000 + b"\r\n\r\n")
     assert huge.startswith("HTTP/1.1 431 "), huge[:100]
     with pytest.raises(urllib.error.HTTPError) as error:
-        urllib.request.urlopen(f"http://{conftest.HOST}:{port}/", timeout=10)
+        urllib.request.urlopen(f"http://{conftest.HOST}:{port}/nothing-here", timeout=10)
     assert error.value.code == 404
 
 
