@@ -28,42 +28,40 @@ const OP_SUBTRACT: i8 = 3;
 
 type Failure = (ResponseError, String);
 
+/// One resource of either request: what to change, as its API says it.
+enum Changes {
+    /// AlterConfigs: the whole set of keys (absent ones revert to default).
+    Replace(Vec<(String, Option<String>)>),
+    /// IncrementalAlterConfigs: (key, operation, value).
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+/// (resource type, name, error code, message) of each resource, in request order.
+type Outcomes = Vec<(i8, StrBytes, i16, Option<StrBytes>)>;
+
 pub async fn alter_configs(
     broker: &Broker,
     _context: &RequestContext,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let mut results = Vec::with_capacity(request.resources.len());
-    let repeated = repeated_resources(
-        (request.resources.iter()).map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    for resource in &request.resources {
-        let entries: Vec<(String, Option<String>)> = (resource.configs.iter())
+    let resources = (request.resources.into_iter()).map(|resource| {
+        let entries = (resource.configs.iter())
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
-        let key = (resource.resource_type, resource.resource_name.to_string());
-        let outcome = if repeated.contains(&key) {
-            Err(repeated_failure())
-        } else {
-            alter_one(
-                broker,
-                resource.resource_type,
-                &resource.resource_name,
-                request.validate_only,
-                |target| plan_replace(broker, target, &entries),
-            )
-            .await
-        };
-        let (code, message) = split(outcome);
-        results.push(
+        let changes = Changes::Replace(entries);
+        (resource.resource_type, resource.resource_name, changes)
+    });
+    let outcomes = alter_all(broker, request.validate_only, resources.collect()).await;
+    let results = outcomes
+        .into_iter()
+        .map(|(resource_type, name, code, message)| {
             AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone())
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
                 .with_error_code(code)
-                .with_error_message(message),
-        );
-    }
-    AlterConfigsResponse::default().with_responses(results)
+                .with_error_message(message)
+        });
+    AlterConfigsResponse::default().with_responses(results.collect())
 }
 
 pub async fn incremental_alter_configs(
@@ -71,40 +69,57 @@ pub async fn incremental_alter_configs(
     _context: &RequestContext,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let mut results = Vec::with_capacity(request.resources.len());
-    let repeated = repeated_resources(
-        (request.resources.iter()).map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    for resource in &request.resources {
-        let ops: Vec<(String, i8, Option<String>)> = (resource.configs.iter())
+    let resources = (request.resources.into_iter()).map(|resource| {
+        let ops = (resource.configs.iter())
             .map(|c| {
                 let value = c.value.as_ref().map(|v| v.to_string());
                 (c.name.to_string(), c.config_operation, value)
             })
             .collect();
-        let key = (resource.resource_type, resource.resource_name.to_string());
-        let outcome = if repeated.contains(&key) {
+        let changes = Changes::Incremental(ops);
+        (resource.resource_type, resource.resource_name, changes)
+    });
+    let outcomes = alter_all(broker, request.validate_only, resources.collect()).await;
+    let results = outcomes
+        .into_iter()
+        .map(|(resource_type, name, code, message)| {
+            incremental_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
+                .with_error_code(code)
+                .with_error_message(message)
+        });
+    IncrementalAlterConfigsResponse::default().with_responses(results.collect())
+}
+
+/// Each resource on its own, in request order; a resource named twice fails every copy.
+async fn alter_all(
+    broker: &Broker,
+    validate_only: bool,
+    resources: Vec<(i8, StrBytes, Changes)>,
+) -> Outcomes {
+    let repeated = repeated_resources(resources.iter().map(|r| (r.0, r.1.as_str())));
+    let mut outcomes = Vec::with_capacity(resources.len());
+    for (resource_type, name, changes) in resources {
+        let outcome = if repeated.contains(&(resource_type, name.to_string())) {
             Err(repeated_failure())
         } else {
             alter_one(
                 broker,
-                resource.resource_type,
-                &resource.resource_name,
-                request.validate_only,
-                |target| plan_incremental(broker, target, &ops),
+                resource_type,
+                &name,
+                validate_only,
+                |target| match &changes {
+                    Changes::Replace(entries) => plan_replace(broker, target, entries),
+                    Changes::Incremental(ops) => plan_incremental(broker, target, ops),
+                },
             )
             .await
         };
         let (code, message) = split(outcome);
-        results.push(
-            incremental_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone())
-                .with_error_code(code)
-                .with_error_message(message),
-        );
+        outcomes.push((resource_type, name, code, message));
     }
-    IncrementalAlterConfigsResponse::default().with_responses(results)
+    outcomes
 }
 
 /// Resources named more than once in one request: Kafka's `ConfigAdminManager.preprocess`

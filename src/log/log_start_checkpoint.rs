@@ -42,16 +42,7 @@ pub fn read(dir: &Path) -> Option<i64> {
 }
 
 fn parse(text: &str) -> Result<i64, String> {
-    let body_end = text
-        .trim_end_matches('\n')
-        .rfind('\n')
-        .ok_or("no checksum")?
-        + 1;
-    let (body, checksum) = text.split_at(body_end);
-    let expected = format!("crc32c {:08x}", crc32c::crc32c(body.as_bytes()));
-    if checksum.trim_end() != expected {
-        return Err("checksum mismatch".into());
-    }
+    let body = super::sealed_text::unseal(text)?;
     let mut lines = body.lines();
     if lines.next() != Some(VERSION) {
         return Err("unknown version".into());
@@ -67,10 +58,7 @@ fn parse(text: &str) -> Result<i64, String> {
 }
 
 fn render(offset: i64) -> String {
-    let mut text = format!("{VERSION}\n{offset}\n");
-    let checksum = crc32c::crc32c(text.as_bytes());
-    text.push_str(&format!("crc32c {checksum:08x}\n"));
-    text
+    super::sealed_text::seal(format!("{VERSION}\n{offset}\n"))
 }
 
 /// Durably replaces the checkpoint under `dir` with `offset`.

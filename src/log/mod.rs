@@ -45,6 +45,7 @@ pub mod recompress;
 pub mod records;
 mod recovery;
 mod retention;
+pub mod sealed_text;
 mod segment;
 #[cfg(test)]
 pub(crate) mod test_support;

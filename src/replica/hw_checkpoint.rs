@@ -38,16 +38,7 @@ pub fn read(dir: &Path) -> HashMap<TopicPartition, i64> {
 }
 
 fn parse(text: &str) -> Result<HashMap<TopicPartition, i64>, String> {
-    let body_end = text
-        .trim_end_matches('\n')
-        .rfind('\n')
-        .ok_or("no checksum")?
-        + 1;
-    let (body, checksum) = text.split_at(body_end);
-    let expected = format!("crc32c {:08x}", crc32c::crc32c(body.as_bytes()));
-    if checksum.trim_end() != expected {
-        return Err("checksum mismatch".into());
-    }
+    let body = crate::log::sealed_text::unseal(text)?;
     let mut lines = body.lines();
     if lines.next() != Some(VERSION) {
         return Err("unknown version".into());
@@ -79,9 +70,7 @@ fn render(entries: &[(TopicPartition, i64)]) -> String {
     for (tp, offset) in entries {
         text.push_str(&format!("{} {} {offset}\n", tp.topic, tp.partition));
     }
-    let checksum = crc32c::crc32c(text.as_bytes());
-    text.push_str(&format!("crc32c {checksum:08x}\n"));
-    text
+    crate::log::sealed_text::seal(text)
 }
 
 /// Replaces the checkpoint under `dir` with `entries`.
