@@ -219,7 +219,8 @@ def test_image_runs_as_non_root_and_turns_healthy(image):
     assert config["User"] == f"{UID}:{UID}"
     assert config["Entrypoint"] == ["gracchus"], "exec form: the broker is PID 1"
     assert config["Healthcheck"]["Test"] == ["CMD", "gracchus", "healthcheck"]
-    assert set(config["ExposedPorts"]) == {"9092/tcp", "9093/tcp"}
+    # 9644: the HTTP listener (/metrics and the status page) on every interface.
+    assert set(config["ExposedPorts"]) == {"9092/tcp", "9093/tcp", "9644/tcp"}
     assert "/var/lib/gracchus" in config["Volumes"]
     assert config.get("StopSignal") == "SIGTERM"
     log.info("image %s: %d bytes", IMAGE, image["Size"])
