@@ -9,6 +9,7 @@ offset back, and the next sequence must be accepted at the log end.
 """
 
 import os
+import time
 
 import clients
 import rawkafka
@@ -40,6 +41,9 @@ class IdempotentProducer:
             error_code, self.producer_id, self.epoch = rawkafka.init_producer_id(conn)
         assert error_code == 0 and self.producer_id >= 0
         self.next_sequence = 0
+        # Current timestamps: a producer whose last record is older than
+        # producer.id.expiration.ms (a day) is expired at load, as Kafka does.
+        self.timestamp_base_ms = int(time.time() * 1000)
         self.sent = {}  # base sequence -> (batch bytes, base offset answered)
 
     def batch(self, sequence):
@@ -47,7 +51,7 @@ class IdempotentProducer:
                    for index in range(RECORDS_PER_BATCH)]
         return rawkafka.build_batch(records, producer_id=self.producer_id,
                                     producer_epoch=self.epoch, base_sequence=sequence,
-                                    timestamp_ms=1_700_000_000_000 + sequence)
+                                    timestamp_ms=self.timestamp_base_ms + sequence)
 
     def send(self, batch):
         with rawkafka.Connection("127.0.0.1", self.broker.port) as conn:

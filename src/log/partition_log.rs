@@ -109,7 +109,7 @@ impl PartitionLog {
     /// Kafka's `LogLoader` does: every record below the checkpoint was deleted by a client
     /// or by the leader before the crash, and none above it survived.
     fn apply_log_start_checkpoint(&mut self) -> Result<(), LogError> {
-        let Some(checkpointed) = log_start_checkpoint::read(&self.dir) else {
+        let Some(checkpointed) = log_start_checkpoint::read(&self.dir)? else {
             return Ok(());
         };
         if checkpointed <= self.log_start_offset {
