@@ -136,8 +136,11 @@ def test_describe_producers_lists_epochs_sequences_and_open_transactions(start_b
     # The commit marker closes the transaction: no start offset, the coordinator's epoch,
     # the same producer epoch (transactions version 1), a last timestamp no older.
     transactional.commit_transaction(CALL_TIMEOUT_S)
-    committed = producers_on(broker, topic)[txn_pid]
-    assert committed["txn_start_offset"] == -1, committed
+    # EndTxn answers once PrepareCommit is logged; the marker follows (as in Kafka).
+    committed = wait_until(
+        lambda: (lambda p: p if p["txn_start_offset"] == -1 else None)(
+            producers_on(broker, topic)[txn_pid]),
+        CALL_TIMEOUT_S, "the commit marker")
     assert committed["coordinator_epoch"] >= 0, committed
     assert committed["epoch"] == open_txn["epoch"]
     assert committed["last_sequence"] == 1
