@@ -151,20 +151,33 @@ fn split(outcome: Result<(), Failure>) -> (i16, Option<StrBytes>) {
     }
 }
 
-/// Checks the resource, plans with `plan`, and submits unless `validate_only`.
+/// How many times one resource is planned before a config that keeps changing under
+/// the plan is reported (REQUEST_TIMED_OUT, which clients retry).
+const PLAN_ATTEMPTS: usize = 5;
+
+/// Checks the resource, plans with `plan`, and submits unless `validate_only`. A plan
+/// refused because the resource's config changed after this node's image was read (see
+/// `config_admin`) is made again: submitting waited until this node applied the entry
+/// that refused it, so the next plan reads a newer config.
 async fn alter_one(
     broker: &Broker,
     resource_type: i8,
     name: &str,
     validate_only: bool,
-    plan: impl FnOnce(ConfigTarget) -> Result<MetadataCommand, Failure>,
+    plan: impl Fn(ConfigTarget) -> Result<MetadataCommand, Failure>,
 ) -> Result<(), Failure> {
     let target = target(broker, resource_type, name)?;
-    let command = plan(target)?;
-    if !validate_only {
-        broker.alter_configs(command).await.map_err(failure)?;
+    let mut attempt = 1;
+    loop {
+        let command = plan(target)?;
+        if validate_only {
+            return Ok(());
+        }
+        match broker.alter_configs(command).await {
+            Err(ControllerError::ConfigChanged(_)) if attempt < PLAN_ATTEMPTS => attempt += 1,
+            outcome => return outcome.map_err(failure),
+        }
     }
-    Ok(())
 }
 
 fn target<'a>(

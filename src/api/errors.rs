@@ -73,6 +73,9 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        // Only after the API re-planned a few times against configs that kept changing:
+        // the client retries, as after a timeout.
+        ControllerError::ConfigChanged(_) => ResponseError::RequestTimedOut,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
         ControllerError::UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
         ControllerError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,

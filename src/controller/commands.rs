@@ -124,6 +124,15 @@ pub enum MetadataCommand {
     AlterConfigs {
         resource: ConfigResource,
         changes: ConfigChanges,
+        /// The resource's whole dynamic config the plan read (and validated `changes`
+        /// against, and computed APPEND/SUBTRACT and replace-all from). Applied to a
+        /// resource whose config is no longer this, the command is refused
+        /// ([`ControllerError::ConfigChanged`]) unless the config is already what the plan
+        /// made (its own earlier application): the planner saw a stale image, or another
+        /// alter landed first, and re-plans. `None` in logs written before it existed: not
+        /// checked.
+        #[serde(default)]
+        expected: Option<BTreeMap<String, String>>,
     },
 }
 
@@ -239,9 +248,11 @@ pub fn apply(
             image, *election, partitions,
         ))),
         MetadataCommand::Restore { image: restored } => restore(image, restored),
-        MetadataCommand::AlterConfigs { resource, changes } => {
-            apply_alter_configs(image, resource, changes)
-        }
+        MetadataCommand::AlterConfigs {
+            resource,
+            changes,
+            expected,
+        } => apply_alter_configs(image, resource, changes, expected.as_ref()),
     }
 }
 

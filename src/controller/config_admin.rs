@@ -2,9 +2,13 @@
 //! them: Kafka's rules (`ConfigurationControlManager`, `ControllerConfigurationValidator`,
 //! the broker's dynamic-config checks) as pure functions of the image.
 //!
-//! A command carries per-key changes, not a whole map: two alters planned against the
-//! same image that touch different keys both take effect, and applying one twice (a
-//! forwarded command retried) changes nothing more.
+//! A command carries per-key changes and the resource's config the plan read
+//! (`expected`). The plan may be built on a stale image (any node plans; the active
+//! controller applies), and what it validated, appended to or replaced was that config:
+//! so apply refuses the command if the config is now another ([`ControllerError::
+//! ConfigChanged`]) and the API plans again against the newer image, a compare-and-set.
+//! Applying a command twice (a forwarded command retried) finds the config already as
+//! the plan made it and changes nothing more.
 
 use std::collections::BTreeMap;
 
@@ -142,13 +146,7 @@ fn plan(
     current: &BTreeMap<String, String>,
     changes: ConfigChanges,
 ) -> Result<MetadataCommand, ControllerError> {
-    let mut after = current.clone();
-    for (key, value) in &changes {
-        match value {
-            Some(value) => after.insert(key.clone(), value.clone()),
-            None => after.remove(key),
-        };
-    }
+    let after = with_changes(current, &changes);
     let resource = match target {
         ConfigTarget::Topic(name) => {
             // Kafka validates the configs before it checks that the topic exists.
@@ -169,7 +167,11 @@ fn plan(
             }
         }
     };
-    Ok(MetadataCommand::AlterConfigs { resource, changes })
+    Ok(MetadataCommand::AlterConfigs {
+        resource,
+        changes,
+        expected: Some(current.clone()),
+    })
 }
 
 /// "" (the cluster default) or a node id, as Kafka's `validateBrokerName`.
@@ -211,29 +213,66 @@ fn check_broker_changes(changes: &ConfigChanges) -> Result<(), ControllerError> 
 }
 
 /// Applies an `AlterConfigs` command. A topic that is gone or was re-created (another
-/// id) is refused before anything changes.
+/// id), or a config that is neither what the plan read nor what it made, is refused
+/// before anything changes.
 pub(super) fn apply_alter_configs(
     image: &mut MetadataImage,
     resource: &ConfigResource,
     changes: &ConfigChanges,
+    expected: Option<&BTreeMap<String, String>>,
 ) -> Result<CommandOutcome, ControllerError> {
-    let configs = match resource {
-        ConfigResource::Topic { name, id } => match image.topics.get_mut(name) {
-            Some(topic) if topic.id == *id => &mut topic.configs,
+    let (current, name) = match resource {
+        ConfigResource::Topic { name, id } => match image.topics.get(name) {
+            Some(topic) if topic.id == *id => (&topic.configs, format!("topic {name}")),
             _ => return Err(ControllerError::UnknownTopic(name.clone())),
         },
-        ConfigResource::Broker { name } => image.broker_configs.entry(name.clone()).or_default(),
+        ConfigResource::Broker { name } => (
+            image.broker_configs.get(name).unwrap_or(&EMPTY),
+            if name.is_empty() {
+                "the brokers".to_string()
+            } else {
+                format!("broker {name}")
+            },
+        ),
     };
+    if let Some(expected) = expected
+        && current != expected
+        && *current != with_changes(expected, changes)
+    {
+        return Err(ControllerError::ConfigChanged(name));
+    }
+    let after = with_changes(current, changes);
+    match resource {
+        ConfigResource::Topic { name, .. } => {
+            if let Some(topic) = image.topics.get_mut(name) {
+                topic.configs = after;
+            }
+        }
+        ConfigResource::Broker { name } if after.is_empty() => {
+            image.broker_configs.remove(name);
+        }
+        ConfigResource::Broker { name } => {
+            image.broker_configs.insert(name.clone(), after);
+        }
+    }
+    Ok(CommandOutcome::Done)
+}
+
+static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+
+/// `configs` after `changes`: a value sets its key, `None` removes it.
+fn with_changes(
+    configs: &BTreeMap<String, String>,
+    changes: &ConfigChanges,
+) -> BTreeMap<String, String> {
+    let mut after = configs.clone();
     for (key, value) in changes {
         match value {
-            Some(value) => configs.insert(key.clone(), value.clone()),
-            None => configs.remove(key),
+            Some(value) => after.insert(key.clone(), value.clone()),
+            None => after.remove(key),
         };
     }
-    image
-        .broker_configs
-        .retain(|_, configs| !configs.is_empty());
-    Ok(CommandOutcome::Done)
+    after
 }
 
 #[cfg(test)]

@@ -187,15 +187,78 @@ fn the_command_reads_back_from_json() {
         changes: [("a".to_string(), None), ("b".to_string(), Some("1".into()))]
             .into_iter()
             .collect(),
+        expected: Some([("a".to_string(), "0".to_string())].into_iter().collect()),
     };
     let json = serde_json::to_string(&command).unwrap();
     assert_eq!(
         serde_json::from_str::<MetadataCommand>(&json).unwrap(),
         command
     );
+    // A command logged before `expected` existed reads as unchecked.
+    let mut old = serde_json::to_value(&command).unwrap();
+    old["AlterConfigs"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expected");
+    match serde_json::from_value::<MetadataCommand>(old).unwrap() {
+        MetadataCommand::AlterConfigs { expected, .. } => assert_eq!(expected, None),
+        other => panic!("{other:?}"),
+    }
     // An image written before dynamic broker configs existed still reads.
     let mut old = serde_json::to_value(MetadataImage::default()).unwrap();
     old.as_object_mut().unwrap().remove("broker_configs");
     let image: MetadataImage = serde_json::from_value(old).unwrap();
     assert!(image.broker_configs.is_empty());
+}
+
+#[test]
+fn a_plan_on_a_config_that_changed_since_is_refused_and_replanned() {
+    let mut image = image_with_topic(&[("cleanup.policy", "compact")]);
+    let target = ConfigTarget::Topic("t");
+    let first = ops(&[("retention.ms", set("5"))]);
+    let first = plan_incremental(&image, &broker(&[]), target, &first).unwrap();
+    let append = ops(&[("cleanup.policy", ConfigOp::Append("delete".into()))]);
+    let second = plan_incremental(&image, &broker(&[]), target, &append).unwrap();
+    // Replace-all planned before `first` would silently drop its retention.ms.
+    let replace = [("flush.ms".to_string(), "5".to_string())];
+    let stale = plan_replace(&image, target, &replace).unwrap();
+    apply(&mut image, &first).unwrap();
+    let before = image.clone();
+    let refused = apply(&mut image, &second).unwrap_err();
+    assert!(matches!(&refused, ControllerError::ConfigChanged(name) if name == "topic t"));
+    assert!(matches!(
+        apply(&mut image, &stale),
+        Err(ControllerError::ConfigChanged(_))
+    ));
+    assert_eq!(image, before, "a refused command changes nothing");
+    // Planned again against the new image, both changes stand.
+    let replanned = plan_incremental(&image, &broker(&[]), target, &append).unwrap();
+    apply(&mut image, &replanned).unwrap();
+    let expected = [("cleanup.policy", "compact,delete"), ("retention.ms", "5")];
+    let expected: Vec<(String, String)> = (expected.iter())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(topic_configs(&image), expected);
+    // The same command again (a forwarded command retried) finds its own effect.
+    apply(&mut image, &replanned).unwrap();
+    assert_eq!(topic_configs(&image), expected);
+}
+
+#[test]
+fn broker_config_plans_are_checked_against_their_own_resource() {
+    let mut image = image_with_topic(&[]);
+    let default = ConfigTarget::Broker("");
+    let node = ConfigTarget::Broker("1");
+    let retention = ops(&[("log.retention.ms", set("1000"))]);
+    let first = plan_incremental(&image, &broker(&[]), default, &retention).unwrap();
+    let other = plan_incremental(&image, &broker(&[]), node, &retention).unwrap();
+    let later = ops(&[("log.retention.ms", set("2000"))]);
+    let stale = plan_incremental(&image, &broker(&[]), default, &later).unwrap();
+    apply(&mut image, &first).unwrap();
+    // Another resource's change does not make a plan stale.
+    apply(&mut image, &other).unwrap();
+    let refused = apply(&mut image, &stale).unwrap_err();
+    assert!(matches!(&refused, ControllerError::ConfigChanged(name) if name == "the brokers"));
+    assert_eq!(image.broker_configs[""]["log.retention.ms"], "1000");
+    assert_eq!(image.broker_configs["1"]["log.retention.ms"], "1000");
 }

@@ -61,6 +61,9 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// An `AlterConfigs` planned against a config that changed before it applied.
+    #[error("the configs of {0} changed while the request was planned")]
+    ConfigChanged(String),
     #[error("topic deletion is disabled (delete.topic.enable=false)")]
     DeletionDisabled,
     #[error("broker {0} is not registered")]

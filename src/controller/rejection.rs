@@ -33,6 +33,9 @@ pub enum RejectionKind {
     Unavailable,
     /// The active controller could not make the command durable.
     Storage,
+    /// An `AlterConfigs` planned against a config that changed before it applied: the
+    /// planner re-plans.
+    ConfigChanged,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,7 @@ impl From<&ControllerError> for Rejection {
             E::DeletionDisabled => RejectionKind::DeletionDisabled,
             E::Unavailable(_) => RejectionKind::Unavailable,
             E::InvalidRequest(_) => RejectionKind::InvalidRequest,
+            E::ConfigChanged(_) => RejectionKind::ConfigChanged,
             E::UnknownBroker(node_id) => RejectionKind::UnknownBroker { node_id: *node_id },
             E::StaleBrokerEpoch {
                 node_id,
@@ -84,6 +88,7 @@ impl From<&ControllerError> for Rejection {
             | E::InvalidReplicaAssignment(m)
             | E::InvalidConfig(m)
             | E::InvalidRequest(m)
+            | E::ConfigChanged(m)
             | E::Unavailable(m) => m.clone(),
             other => other.to_string(),
         };
@@ -117,6 +122,7 @@ impl From<Rejection> for ControllerError {
                 current,
             },
             RejectionKind::Storage => E::Storage(m),
+            RejectionKind::ConfigChanged => E::ConfigChanged(m),
         }
     }
 }
@@ -134,6 +140,7 @@ mod tests {
             ControllerError::DeletionDisabled,
             ControllerError::Unavailable("no leader".into()),
             ControllerError::UnknownBroker(4),
+            ControllerError::ConfigChanged("topic t".into()),
             ControllerError::StaleBrokerEpoch {
                 node_id: 4,
                 epoch: 7,
