@@ -62,6 +62,7 @@ EXPECTED_API_VERSIONS = {
     21: (0, 2),   # DeleteRecords
     35: (0, 4),   # DescribeLogDirs
     34: (1, 2),   # AlterReplicaLogDirs
+    57: (0, 2),   # UpdateFeatures
 }
 
 

@@ -531,6 +531,11 @@ impl Broker {
         self.submit(command).await.map(drop)
     }
 
+    /// Submits planned feature levels and waits until this node applied them.
+    pub async fn update_features(&self, command: MetadataCommand) -> Result<(), ControllerError> {
+        self.submit(command).await.map(drop)
+    }
+
     /// Clean shutdown, once nothing appends any more: flushes every hosted log, snapshots
     /// its producer state, then writes the clean-shutdown marker, unless a flush failed.
     pub fn shut_down_logs(&self) {
@@ -575,6 +580,11 @@ async fn reconcile_images(broker: Arc<Broker>) {
         let index = image.applied_index;
         if index > *broker.reconciled.borrow() {
             let hosted = broker.clone();
+            let transaction_version = crate::controller::features::finalized_level(
+                &image,
+                crate::controller::features::TRANSACTION_VERSION,
+            );
+            broker.transactions.set_cluster_version(transaction_version);
             let work = tokio::task::spawn_blocking(move || {
                 hosted.replicas.reconcile(&image);
                 hosted.fetchers.reconcile(&image, &hosted.replicas);

@@ -146,6 +146,51 @@ async fn every_api_and_version_round_trips() {
     legacy_offset_versions(&broker).await;
     acl_versions(&broker).await;
     log_dir_versions(&broker, dir.path()).await;
+    update_features_versions(&broker).await;
+}
+
+/// UpdateFeatures at every version: transaction.version goes down (a safe downgrade,
+/// v0's allow_downgrade) and back up, ApiVersions follows; a refused update answers
+/// INVALID_UPDATE_VERSION (95) at the top level, and per feature up to v1.
+async fn update_features_versions(broker: &Broker) {
+    use kafka_protocol::messages::update_features_request::FeatureUpdateKey;
+    let finalized_tv = || async {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("every-version"))
+            .with_client_software_version(StrBytes::from_static_str("1.0"));
+        let response = call(broker, &request, 3).await;
+        response
+            .finalized_features
+            .iter()
+            .find(|f| f.name.as_str() == "transaction.version")
+            .map(|f| f.max_version_level)
+    };
+    for version in versions(ApiKey::UpdateFeatures) {
+        let update = |level: i16, downgrade: bool| {
+            FeatureUpdateKey::default()
+                .with_feature(StrBytes::from_static_str("transaction.version"))
+                .with_max_version_level(level)
+                .with_allow_downgrade(downgrade && version == 0)
+                .with_upgrade_type(if downgrade && version > 0 { 2 } else { 1 })
+        };
+        let send = |updates: Vec<FeatureUpdateKey>| async move {
+            let request = UpdateFeaturesRequest::default()
+                .with_timeout_ms(5_000)
+                .with_feature_updates(updates);
+            call(broker, &request, version).await
+        };
+        let down = send(vec![update(1, true)]).await;
+        assert_eq!(down.error_code, 0, "v{version}: {:?}", down.error_message);
+        assert_eq!(finalized_tv().await, Some(1), "v{version}");
+        let refused = send(vec![update(0, false)]).await;
+        assert_eq!(refused.error_code, 95, "v{version}");
+        let per_feature: Vec<i16> = refused.results.iter().map(|r| r.error_code).collect();
+        let expected: &[i16] = if version < 2 { &[95] } else { &[] };
+        assert_eq!(per_feature, expected, "v{version}");
+        let up = send(vec![update(2, false)]).await;
+        assert_eq!(up.error_code, 0, "v{version}: {:?}", up.error_message);
+        assert_eq!(finalized_tv().await, Some(2), "v{version}");
+    }
 }
 
 /// No authorizer: every ACL API answers SECURITY_DISABLED (54) at every version.

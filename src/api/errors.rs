@@ -76,6 +76,7 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         // Only after the API re-planned a few times against configs that kept changing:
         // the client retries, as after a timeout.
         ControllerError::ConfigChanged(_) => ResponseError::RequestTimedOut,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
         ControllerError::UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
         ControllerError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,

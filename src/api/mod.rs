@@ -38,6 +38,7 @@ mod txn_coordinator;
 mod txn_markers;
 mod txn_offset_commit;
 mod txn_verify;
+mod update_features;
 
 use std::sync::Arc;
 
@@ -121,6 +122,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::AlterReplicaLogDirs, 1, 2),
     spec(ApiKey::AlterConfigs, 0, 2),
     spec(ApiKey::IncrementalAlterConfigs, 0, 1),
+    spec(ApiKey::UpdateFeatures, 0, 2),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -479,6 +481,7 @@ async fn dispatch(
                 alter_configs::incremental_alter_configs
             )
         }
+        ApiKey::UpdateFeatures => route!(broker, context, body, update_features::handle),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

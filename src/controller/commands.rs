@@ -25,6 +25,7 @@ use super::ControllerError;
 use super::config_admin::{ConfigChanges, ConfigResource, apply_alter_configs};
 pub use super::elections::{Election, ElectionResult, PartitionElection};
 use super::elections::{begin_controlled_shutdown, elect_leaders};
+use super::feature_updates::apply_update_features;
 use super::image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };
@@ -134,6 +135,8 @@ pub enum MetadataCommand {
         #[serde(default)]
         expected: Option<BTreeMap<String, String>>,
     },
+    /// Finalizes feature levels (UpdateFeatures, Kafka's `FeatureLevelRecord`s).
+    UpdateFeatures { levels: BTreeMap<String, i16> },
 }
 
 /// What applying a command produced, for the caller that submitted it.
@@ -253,6 +256,7 @@ pub fn apply(
             changes,
             expected,
         } => apply_alter_configs(image, resource, changes, expected.as_ref()),
+        MetadataCommand::UpdateFeatures { levels } => apply_update_features(image, levels),
     }
 }
 

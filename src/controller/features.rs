@@ -1,9 +1,10 @@
 //! The feature levels this node supports and the cluster has finalized (KIP-584), as
 //! ApiVersions v3+ advertises them and `kafka-features describe` lists them.
 //!
-//! The one home of these constants. [`finalized`] takes the image so that the levels can
-//! later live in it (a FeatureLevel command through the quorum, as Kafka's
-//! `FeatureLevelRecord`); today every image is at the levels below.
+//! The one home of these constants. The finalized levels live in the image: a feature the
+//! image does not name is at its `*_FINALIZED` default below (every cluster starts there,
+//! and images written before UpdateFeatures existed read so); UpdateFeatures
+//! (`feature_updates`) stores a level per feature, as Kafka's `FeatureLevelRecord`.
 //!
 //! A level is advertised only for behaviour that exists here. Kafka 4.0 also has
 //! `group.version` (1 = KIP-848 consumer groups: the Java consumer then uses
@@ -89,14 +90,33 @@ pub const SUPPORTED: &[SupportedFeature] = &[
     },
 ];
 
+/// The level a cluster finalizes `name` at until UpdateFeatures changes it (0 for a
+/// feature this node does not know).
+pub fn default_level(name: &str) -> i16 {
+    match name {
+        METADATA_VERSION => METADATA_VERSION_FINALIZED,
+        KRAFT_VERSION => KRAFT_VERSION_FINALIZED,
+        TRANSACTION_VERSION => TRANSACTION_VERSION_FINALIZED,
+        _ => 0,
+    }
+}
+
+/// The finalized level of `name` in `image`.
+pub fn finalized_level(image: &MetadataImage, name: &str) -> i16 {
+    image
+        .feature_levels
+        .get(name)
+        .copied()
+        .unwrap_or_else(|| default_level(name))
+}
+
 /// The finalized level of every supported feature in `image`, level 0 included (the
 /// ApiVersions encoder drops level-0 entries from the wire, as Kafka does).
-pub fn finalized(_image: &MetadataImage) -> Vec<(&'static str, i16)> {
-    vec![
-        (METADATA_VERSION, METADATA_VERSION_FINALIZED),
-        (KRAFT_VERSION, KRAFT_VERSION_FINALIZED),
-        (TRANSACTION_VERSION, TRANSACTION_VERSION_FINALIZED),
-    ]
+pub fn finalized(image: &MetadataImage) -> Vec<(&'static str, i16)> {
+    SUPPORTED
+        .iter()
+        .map(|feature| (feature.name, finalized_level(image, feature.name)))
+        .collect()
 }
 
 /// The epoch of the finalized levels: the metadata offset they were last set at. Until
@@ -140,6 +160,19 @@ mod tests {
             .find(|f| f.name == TRANSACTION_VERSION)
             .unwrap();
         assert_eq!((transactions.min_level, transactions.max_level), (0, 2));
+    }
+
+    #[test]
+    fn the_image_overrides_the_default_level() {
+        let mut image = MetadataImage::default();
+        assert_eq!(
+            finalized_level(&image, TRANSACTION_VERSION),
+            TRANSACTION_VERSION_FINALIZED
+        );
+        image.feature_levels.insert(TRANSACTION_VERSION.into(), 0);
+        assert_eq!(finalized_level(&image, TRANSACTION_VERSION), 0);
+        assert!(finalized(&image).contains(&(TRANSACTION_VERSION, 0)));
+        assert_eq!(finalized_level(&image, "group.version"), 0);
     }
 
     #[test]

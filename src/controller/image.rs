@@ -41,6 +41,11 @@ pub struct MetadataImage {
     /// the cluster-wide defaults. Empty in images written before they existed.
     #[serde(default)]
     pub broker_configs: crate::topic_config::DynamicBrokerConfigs,
+    /// Finalized feature levels set by UpdateFeatures (Kafka's `FeatureLevelRecord`s); a
+    /// feature not named here is at its default (`features::default_level`). Empty in
+    /// images written before UpdateFeatures existed.
+    #[serde(default)]
+    pub feature_levels: BTreeMap<String, i16>,
 }
 
 /// One advertised listener of a broker (Kafka's `BrokerEndpoint`).

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config_admin;
 pub mod controlled_shutdown;
 pub mod elections;
+pub mod feature_updates;
 pub mod features;
 pub mod image;
 pub mod legacy_import;
@@ -61,6 +62,9 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// UpdateFeatures refused (Kafka's INVALID_UPDATE_VERSION, with its message).
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
     /// An `AlterConfigs` planned against a config that changed before it applied.
     #[error("the configs of {0} changed while the request was planned")]
     ConfigChanged(String),

@@ -36,6 +36,7 @@ pub enum RejectionKind {
     /// An `AlterConfigs` planned against a config that changed before it applied: the
     /// planner re-plans.
     ConfigChanged,
+    InvalidUpdateVersion,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +69,7 @@ impl From<&ControllerError> for Rejection {
             E::Unavailable(_) => RejectionKind::Unavailable,
             E::InvalidRequest(_) => RejectionKind::InvalidRequest,
             E::ConfigChanged(_) => RejectionKind::ConfigChanged,
+            E::InvalidUpdateVersion(_) => RejectionKind::InvalidUpdateVersion,
             E::UnknownBroker(node_id) => RejectionKind::UnknownBroker { node_id: *node_id },
             E::StaleBrokerEpoch {
                 node_id,
@@ -89,6 +91,7 @@ impl From<&ControllerError> for Rejection {
             | E::InvalidConfig(m)
             | E::InvalidRequest(m)
             | E::ConfigChanged(m)
+            | E::InvalidUpdateVersion(m)
             | E::Unavailable(m) => m.clone(),
             other => other.to_string(),
         };
@@ -123,6 +126,7 @@ impl From<Rejection> for ControllerError {
             },
             RejectionKind::Storage => E::Storage(m),
             RejectionKind::ConfigChanged => E::ConfigChanged(m),
+            RejectionKind::InvalidUpdateVersion => E::InvalidUpdateVersion(m),
         }
     }
 }
@@ -141,6 +145,7 @@ mod tests {
             ControllerError::Unavailable("no leader".into()),
             ControllerError::UnknownBroker(4),
             ControllerError::ConfigChanged("topic t".into()),
+            ControllerError::InvalidUpdateVersion("Invalid update version 3".into()),
             ControllerError::StaleBrokerEpoch {
                 node_id: 4,
                 epoch: 7,

@@ -75,7 +75,8 @@ fn requests(out: &mut Exposition) {
             );
         }
     }
-    let histograms: [(&str, &str, fn(&ApiMetrics) -> &super::histogram::Histogram); 5] = [
+    type Pick = fn(&ApiMetrics) -> &super::histogram::Histogram;
+    let histograms: [(&str, &str, Pick); 5] = [
         ("requestqueuetimems", "Time from arrival to handling", |a| {
             &a.queue_time
         }),

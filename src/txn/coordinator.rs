@@ -94,6 +94,9 @@ pub struct TransactionCoordinator {
     pub(super) config: Arc<TxnCoordinatorConfig>,
     pub(super) shards: Arc<Mutex<Shards>>,
     markers: Arc<dyn MarkerSender>,
+    /// The cluster's finalized `transaction.version` (set from every image), which picks
+    /// the `__transaction_state` value version written.
+    cluster_version: Arc<std::sync::atomic::AtomicI16>,
 }
 
 /// Std mutex over plain maps, never held across an await; poison is ignored.
@@ -115,7 +118,17 @@ impl TransactionCoordinator {
             config: Arc::new(config),
             shards: Arc::new(Mutex::new(Shards::default())),
             markers,
+            cluster_version: Arc::new(std::sync::atomic::AtomicI16::new(
+                crate::controller::features::TRANSACTION_VERSION_FINALIZED,
+            )),
         }
+    }
+
+    /// Follows the cluster's finalized `transaction.version` (the reconciler calls this
+    /// with every image).
+    pub fn set_cluster_version(&self, level: i16) {
+        self.cluster_version
+            .store(level, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Kafka's `partitionFor`: Java's String.hashCode, as for groups.
@@ -367,7 +380,10 @@ impl TransactionCoordinator {
         target: TxnMetadata,
     ) -> Result<TxnMetadata, TxnError> {
         let record = target.to_record();
-        let value = records::encode_value(&record, records::value_version(&record));
+        let level = self
+            .cluster_version
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let value = records::encode_value(&record, records::value_version(&record, level));
         self.write_record(owner, transactional_id, Some(value), Some(target))
             .await
             .map(|installed| installed.expect("a value write installs its target"))

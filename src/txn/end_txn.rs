@@ -406,8 +406,9 @@ mod tests {
     fn version_2_metadata_survives_the_log() {
         let commit = prepared(ongoing_at(MAX - 1).end_txn_v2(7, MAX - 1, true, Some(9), 20));
         let record = commit.to_record();
-        assert_eq!(records::value_version(&record), 1);
-        let bytes = records::encode_value(&record, records::value_version(&record));
+        // Tagged fields need version 1 even in a cluster at transaction.version 0.
+        assert_eq!(records::value_version(&record, 0), 1);
+        let bytes = records::encode_value(&record, records::value_version(&record, 0));
         let back = TxnMetadata::from_record(&records::decode_value(&bytes).unwrap());
         assert_eq!(back.next_producer_id, 9);
         assert_eq!(back.client_version, TxnVersion::V2);

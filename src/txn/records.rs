@@ -103,24 +103,16 @@ pub struct TxnLogValue {
 }
 
 const KEY_VERSION: i16 = 0;
-/// Kafka's `TransactionVersion.transactionLogValueVersion` of the cluster's level.
-const VALUE_VERSION_OF_CLUSTER: i16 =
-    if crate::controller::features::TRANSACTION_VERSION_FINALIZED >= 1 {
-        1
-    } else {
-        0
-    };
 
-/// The value version `value` is written at (see the module note).
-pub fn value_version(value: &TxnLogValue) -> i16 {
+/// The value version `value` is written at (see the module note) in a cluster whose
+/// `transaction.version` is finalized at `cluster_level`: Kafka's
+/// `TransactionVersion.transactionLogValueVersion` (1 from level 1 on), or 1 anyway when
+/// the value has tagged fields to carry.
+pub fn value_version(value: &TxnLogValue, cluster_level: i16) -> i16 {
     let has_tags = value.previous_producer_id != -1
         || value.next_producer_id != -1
         || value.client_transaction_version != 0;
-    if has_tags {
-        1
-    } else {
-        VALUE_VERSION_OF_CLUSTER
-    }
+    if has_tags || cluster_level >= 1 { 1 } else { 0 }
 }
 
 pub fn encode_key(transactional_id: &str) -> Bytes {

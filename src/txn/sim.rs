@@ -222,7 +222,7 @@ impl Sim {
             Some(last) => {
                 use super::records;
                 let record = last.to_record();
-                let bytes = records::encode_value(&record, records::value_version(&record));
+                let bytes = records::encode_value(&record, records::value_version(&record, 1));
                 TxnMetadata::from_record(&records::decode_value(&bytes).expect("own record"))
             }
             None => TxnMetadata::new(999, 1000, 0),
