@@ -125,3 +125,90 @@ def test_an_invalid_log_filter_stops_the_start(data_root):
         broker.start()
     assert broker.exit_codes and broker.exit_codes[-1] != 0
     assert "invalid log.filter" in log_text(broker)
+
+
+# ---------------------------------------------------------------- BROKER_LOGGER
+
+BROKER_LOGGER = 8
+OP_SET, OP_DELETE, OP_APPEND = 0, 1, 2
+INVALID_CONFIG, INVALID_REQUEST = 40, 42
+
+
+def alter_loggers(broker, ops, name="1", version=0):
+    """IncrementalAlterConfigs on this broker's loggers (no client in the venv names the
+    BROKER_LOGGER resource type): ops [(logger, op, level)] -> (error, message)."""
+    def config(op):
+        logger, op_type, level = op
+        return rawkafka.string(logger) + rawkafka.int8(op_type) + rawkafka.string(level)
+
+    body = rawkafka.array([name], lambda n: rawkafka.int8(BROKER_LOGGER) +
+                          rawkafka.string(n) + rawkafka.array(ops, config))
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        reader = conn.request(44, version, body + rawkafka.boolean(False))
+        reader.int32()  # throttle
+        ((error, message),) = reader.array(
+            lambda r: (r.int16(), r.string(), r.int8(), r.string())[:2])
+    return error, message
+
+
+def describe_loggers(broker, name="1"):
+    """DescribeConfigs v1 of this broker's loggers: (error, {logger: (level, source,
+    read_only)})."""
+    body = rawkafka.array([name], lambda n: rawkafka.int8(BROKER_LOGGER) +
+                          rawkafka.string(n) + rawkafka.int32(-1)) + rawkafka.boolean(False)
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        reader = conn.request(32, 1, body)
+        reader.int32()  # throttle
+
+        def read_config(r):
+            logger, level, read_only = r.string(), r.string(), r.boolean()
+            source, _sensitive = r.int8(), r.boolean()
+            r.array(lambda s: (s.string(), s.string(), s.int8()))
+            return logger, (level, source, read_only)
+
+        def read_result(r):
+            error, _message, _type, _name = r.int16(), r.string(), r.int8(), r.string()
+            return error, dict(r.array(read_config))
+
+        (result,) = reader.array(read_result)
+    return result
+
+
+def test_broker_logger_levels_change_what_the_broker_logs(make_broker):
+    """kafka-configs --entity-type broker-loggers: a logger set to DEBUG starts logging
+    request spans at once, DELETE puts it back to the root's level, and Kafka's errors
+    come back for unknown loggers, bad levels, the root and non-incremental operations."""
+    broker = make_broker("info")
+    error, loggers = describe_loggers(broker)
+    assert error == 0
+    # DYNAMIC_BROKER_LOGGER_CONFIG (6), alterable.
+    assert loggers["root"] == ("INFO", 6, False)
+    assert loggers["gracchus::server"] == ("INFO", 6, False)
+    one_session(broker)
+    time.sleep(0.5)
+    assert "latency_us" not in log_text(broker)
+
+    assert alter_loggers(broker, [("gracchus::server", OP_SET, "DEBUG")]) == (0, None)
+    assert describe_loggers(broker)[1]["gracchus::server"][0] == "DEBUG"
+    peer = one_session(broker)
+    wait_for_line(broker, r"latency_us")
+    wait_for_line(broker, rf"connection closed peer={re.escape(peer)}\b")
+
+    assert alter_loggers(broker, [("gracchus::server", OP_DELETE, None)]) == (0, None)
+    assert describe_loggers(broker)[1]["gracchus::server"][0] == "INFO"
+    spans_before = log_text(broker).count("latency_us")
+    one_session(broker)
+    time.sleep(0.5)
+    assert log_text(broker).count("latency_us") == spans_before
+
+    assert alter_loggers(broker, [("kafka.server.ReplicaManager", OP_SET, "DEBUG")]) == (
+        INVALID_CONFIG, "Logger kafka.server.ReplicaManager does not exist!")
+    error, message = alter_loggers(broker, [("root", OP_SET, "LOUD")])
+    assert error == INVALID_CONFIG and "not a supported log level" in message
+    assert alter_loggers(broker, [("root", OP_DELETE, None)]) == (
+        INVALID_REQUEST, "Removing the log level of the root logger is not allowed")
+    assert alter_loggers(broker, [("root", OP_APPEND, "DEBUG")]) == (
+        INVALID_REQUEST, "APPEND operation is not allowed for the BROKER_LOGGER resource")
+    assert alter_loggers(broker, [("root", OP_SET, "DEBUG")], name="7")[0] == INVALID_REQUEST
+    assert describe_loggers(broker, name="")[0] == INVALID_REQUEST
+    assert describe_loggers(broker)[1]["root"][0] == "INFO"

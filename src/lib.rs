@@ -18,6 +18,8 @@
 //! - [`metrics`]: Prometheus counters recorded on the request path, gauges computed from
 //!   the broker's state at scrape time; served at `/metrics`.
 //! - [`status`]: the status page of the HTTP listener (view, HTML, rates, recent errors).
+//! - [`logger_levels`]: the process's log filter, reloadable per logger (Kafka's
+//!   BROKER_LOGGER configs).
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
 //!   tools); clients of the broker, never part of it.
@@ -35,6 +37,7 @@ pub mod controller;
 pub mod group;
 pub mod http;
 pub mod log;
+pub mod logger_levels;
 pub mod meta_properties;
 pub mod metrics;
 pub mod replica;

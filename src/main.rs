@@ -78,7 +78,12 @@ fn main() -> anyhow::Result<()> {
 
 /// The log filter: `RUST_LOG` when set and not empty (a one-off override needs no config
 /// edit), else `log.filter`. A filter that does not parse stops the start.
-fn log_filter(config: &BrokerConfig) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+/// Installed as the process's reloadable filter, so BROKER_LOGGER configs can change it.
+fn log_filter(
+    config: &BrokerConfig,
+) -> anyhow::Result<
+    tracing_subscriber::reload::Layer<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> {
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .filter(|value| !value.trim().is_empty());
@@ -86,7 +91,8 @@ fn log_filter(config: &BrokerConfig) -> anyhow::Result<tracing_subscriber::EnvFi
         Some(value) => ("RUST_LOG", value),
         None => ("log.filter", config.log_filter.clone()),
     };
-    tracing_subscriber::EnvFilter::try_new(&filter)
+    gracchus::logger_levels::global()
+        .install(&filter)
         .with_context(|| format!("invalid {source} {filter:?}"))
 }
 

@@ -31,6 +31,8 @@ pub enum ConfigSource {
     DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
+    /// A logger's level (BROKER_LOGGER resources).
+    DynamicBrokerLogger = 6,
 }
 
 pub struct TopicConfigDef {

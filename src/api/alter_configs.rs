@@ -2,6 +2,9 @@
 //! dynamic broker configs. Each resource succeeds or fails on its own; the change goes
 //! through the controller and the answer waits until this node applied it, so a client
 //! that describes or produces next sees the new value.
+//!
+//! BROKER_LOGGER resources (IncrementalAlterConfigs only, as Kafka) change this process's
+//! log levels (`logger_levels`): not through the controller, not kept across restarts.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -17,9 +20,11 @@ use super::errors::controller_error;
 use crate::broker::Broker;
 use crate::controller::config_admin::{self, ConfigOp, ConfigTarget};
 use crate::controller::{ControllerError, MetadataCommand};
+use crate::logger_levels::{self, LoggerError, LoggerLevels, LoggerOp};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -103,6 +108,8 @@ async fn alter_all(
     for (resource_type, name, changes) in resources {
         let outcome = if repeated.contains(&(resource_type, name.to_string())) {
             Err(repeated_failure())
+        } else if resource_type == RESOURCE_BROKER_LOGGER {
+            alter_loggers(broker, &name, &changes, validate_only)
         } else {
             alter_one(
                 broker,
@@ -120,6 +127,59 @@ async fn alter_all(
         outcomes.push((resource_type, name, code, message));
     }
     outcomes
+}
+
+/// Log levels of this broker's loggers (Kafka's `ConfigAdminManager.validateLogLevelConfigs`
+/// and `alterLogLevelConfigs`): all the resource's operations apply, or none.
+fn alter_loggers(
+    broker: &Broker,
+    name: &str,
+    changes: &Changes,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    let Changes::Incremental(ops) = changes else {
+        return Err((
+            ResponseError::InvalidRequest,
+            "AlterConfigs is deprecated and does not support the resource type BROKER_LOGGER"
+                .into(),
+        ));
+    };
+    super::configs::check_logger_resource(broker, name)?;
+    duplicate_keys(ops.iter().map(|(name, _, _)| name.as_str()))?;
+    let mut parsed = Vec::with_capacity(ops.len());
+    for (logger, op, value) in ops {
+        let op = match *op {
+            OP_SET => LoggerOp::Set(value.clone().unwrap_or_else(|| "null".into())),
+            OP_DELETE => LoggerOp::Delete,
+            OP_APPEND | OP_SUBTRACT => {
+                let name = if *op == OP_APPEND {
+                    "APPEND"
+                } else {
+                    "SUBTRACT"
+                };
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("{name} operation is not allowed for the BROKER_LOGGER resource"),
+                ));
+            }
+            other => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unknown operation type {other}"),
+                ));
+            }
+        };
+        parsed.push((logger.clone(), op));
+    }
+    let outcome = if validate_only {
+        LoggerLevels::validate(&parsed)
+    } else {
+        logger_levels::global().apply(&parsed)
+    };
+    outcome.map_err(|error| match error {
+        LoggerError::InvalidConfig(message) => (ResponseError::InvalidConfig, message),
+        LoggerError::InvalidRequest(message) => (ResponseError::InvalidRequest, message),
+    })
 }
 
 /// Resources named more than once in one request: Kafka's `ConfigAdminManager.preprocess`
@@ -198,8 +258,6 @@ fn target<'a>(
                 broker.config.node_id
             ),
         )),
-        // SEAM(tracing): BROKER_LOGGER (8) could set the live log filter once it exists;
-        // until then it is refused like any type this broker does not alter.
         other => Err((
             ResponseError::InvalidRequest,
             format!("Unsupported resource type {other}"),

@@ -1,4 +1,4 @@
-//! DescribeConfigs for topics and this broker: every config with its value, source,
+//! DescribeConfigs for topics, this broker and its loggers: every config with its value, source,
 //! default flag, type and (when asked) synonyms, as Kafka reports them.
 
 use kafka_protocol::error::ResponseError;
@@ -12,6 +12,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
+use crate::logger_levels;
 use crate::topic_config::{
     self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
 };
@@ -80,25 +81,56 @@ fn resolve_resource(
         }
         // Kafka describes the "" resource as the cluster-wide dynamic defaults only.
         RESOURCE_BROKER if name.is_empty() => Ok(cluster_defaults(&image.broker_configs)),
-        RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => {
-            if name != broker.config.node_id.to_string() && !name.is_empty() {
+        RESOURCE_BROKER => {
+            if name != broker.config.node_id.to_string() {
                 let message = format!(
                     "Unexpected broker id, expected {} or empty string, but received {name}",
                     broker.config.node_id
                 );
                 return Err((ResponseError::InvalidRequest, message));
             }
-            match resource_type {
-                RESOURCE_BROKER => Ok(broker_configs(&broker.config, dynamic)),
-                // SEAM(tracing): no loggers to describe until a live log filter exists.
-                _ => Ok(Vec::new()),
-            }
+            Ok(broker_configs(&broker.config, dynamic))
+        }
+        RESOURCE_BROKER_LOGGER => {
+            check_logger_resource(broker, name)?;
+            Ok(logger_levels::global()
+                .describe()
+                .into_iter()
+                .map(|(logger, level)| ResolvedConfig {
+                    name: logger,
+                    value: level,
+                    source: ConfigSource::DynamicBrokerLogger,
+                    config_type: ConfigType::String,
+                    synonyms: Vec::new(),
+                })
+                .collect())
         }
         other => Err((
             ResponseError::InvalidRequest,
             format!("Unsupported resource type {other}"),
         )),
     }
+}
+
+/// A BROKER_LOGGER resource names this broker, as Kafka's `ConfigHelper` requires.
+pub(super) fn check_logger_resource(
+    broker: &Broker,
+    name: &str,
+) -> Result<(), (ResponseError, String)> {
+    if name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "Broker id must not be empty".to_string(),
+        ));
+    }
+    if name != broker.config.node_id.to_string() {
+        let message = format!(
+            "Unexpected broker id, expected {} but received {name}",
+            broker.config.node_id
+        );
+        return Err((ResponseError::InvalidRequest, message));
+    }
+    Ok(())
 }
 
 fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
@@ -161,16 +193,26 @@ fn unprefixed(name: &str) -> &str {
     rest.split_once('.').map_or(rest, |(_, config)| config)
 }
 
+/// Whether a described entry hides its value: a logger's level never does (its name is a
+/// logger's, not a config key's).
+fn hides_value(name: &str, source: ConfigSource) -> bool {
+    source != ConfigSource::DynamicBrokerLogger && is_sensitive(name)
+}
+
 /// The value as Kafka shows it: none for a sensitive config or a null Kafka default.
 fn shown(name: &str, value: String, source: ConfigSource) -> Option<StrBytes> {
     let null_default = source == ConfigSource::Default
         && value.is_empty()
         && kafka_row(name).is_some_and(|row| row.default.is_none());
-    (!is_sensitive(name) && !null_default).then(|| StrBytes::from_string(value))
+    (!hides_value(name, source) && !null_default).then(|| StrBytes::from_string(value))
 }
 
-/// Topic configs are all alterable; a broker config only if it is applied live here.
+/// Topic configs and logger levels are all alterable; a broker config only if it is
+/// applied live here.
 fn is_read_only(config: &ResolvedConfig) -> bool {
+    if config.source == ConfigSource::DynamicBrokerLogger {
+        return false;
+    }
     let broker_level =
         config.source != ConfigSource::DynamicTopic && topic_config::find(&config.name).is_none();
     broker_level && !topic_config::LIVE_BROKER_CONFIGS.contains(&config.name.as_str())
@@ -197,7 +239,7 @@ fn entry(
     };
     let result = DescribeConfigsResourceResult::default()
         .with_read_only(is_read_only(&config))
-        .with_is_sensitive(is_sensitive(&config.name))
+        .with_is_sensitive(hides_value(&config.name, config.source))
         .with_value(shown(&config.name, config.value, config.source))
         .with_name(StrBytes::from_string(config.name))
         .with_config_source(config.source as i8)
