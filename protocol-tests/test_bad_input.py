@@ -62,6 +62,8 @@ EXPECTED_API_VERSIONS = {
     21: (0, 2),   # DeleteRecords
     35: (0, 4),   # DescribeLogDirs
     34: (1, 2),   # AlterReplicaLogDirs
+    45: (0, 0),   # AlterPartitionReassignments
+    46: (0, 0),   # ListPartitionReassignments
 }
 
 

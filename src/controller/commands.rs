@@ -28,6 +28,8 @@ use super::elections::{begin_controlled_shutdown, elect_leaders};
 use super::image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };
+pub use super::reassignment::{PartitionReassignment, ReassignmentResult};
+use super::reassignment::{alter_reassignments, complete_if_ready};
 use super::topic_rules::validate_topic_name;
 use crate::types::NodeId;
 
@@ -125,6 +127,12 @@ pub enum MetadataCommand {
         resource: ConfigResource,
         changes: ConfigChanges,
     },
+    /// Kafka's AlterPartitionReassignments: starts, replaces or cancels the reassignment
+    /// of each listed partition (see `reassignment`); one [`ReassignmentResult`] each in
+    /// [`CommandOutcome::PartitionsReassigned`].
+    AlterPartitionReassignments {
+        reassignments: Vec<PartitionReassignment>,
+    },
 }
 
 /// What applying a command produced, for the caller that submitted it.
@@ -148,6 +156,8 @@ pub enum CommandOutcome {
     PartitionChangeRefused(PartitionChangeRefusal),
     /// One result per partition an `ElectLeaders` named, in its order.
     LeadersElected(Vec<PartitionElection>),
+    /// One result per partition an `AlterPartitionReassignments` named, in its order.
+    PartitionsReassigned(Vec<ReassignmentResult>),
 }
 
 /// Why the controller refused a partition change, in Kafka's AlterPartition error terms.
@@ -242,6 +252,9 @@ pub fn apply(
         MetadataCommand::AlterConfigs { resource, changes } => {
             apply_alter_configs(image, resource, changes)
         }
+        MetadataCommand::AlterPartitionReassignments { reassignments } => Ok(
+            CommandOutcome::PartitionsReassigned(alter_reassignments(image, reassignments)),
+        ),
     }
 }
 
@@ -559,6 +572,14 @@ fn alter_partition(image: &mut MetadataImage, change: PartitionChange) -> Comman
     if isr != partition.isr {
         partition.isr = isr;
         partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+        // The ISR change that brings the last adding replica in completes a reassignment
+        // in the same command, as Kafka's controller does.
+        let may_lead = |id: NodeId| {
+            brokers
+                .get(&id)
+                .is_some_and(BrokerRegistration::is_eligible)
+        };
+        complete_if_ready(partition, &may_lead);
     }
     CommandOutcome::PartitionChanged {
         isr: partition.isr.clone(),
@@ -709,6 +730,8 @@ fn new_partitions(
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
     }
     Ok(partitions)
