@@ -137,7 +137,7 @@ def test_a_partition_moves_to_two_new_brokers_with_its_records(make_cluster, top
     nodes.wait_topic_everywhere(topic, partitions=1)
     records = [{"key": f"k{i}".encode(), "value": f"value-{i}".encode() * 20}
                for i in range(RECORDS)]
-    clients.produce_ok(nodes.node(1).bootstrap, topic, records, acks="all")
+    clients.produce_ok(nodes.node(1), topic, records, acks="all")
     original = segment_bytes(nodes, 1, topic)
 
     # Node 3 down: the move to [2, 3] stays under way.
@@ -175,7 +175,7 @@ def test_a_partition_moves_to_two_new_brokers_with_its_records(make_cluster, top
                      timeout_s=SETTLE_S, what="node 1's partition directory deleted")
 
     # The records, at the same offsets, from the new leader; the same bytes on both.
-    consumed = clients.consume(nodes.node(2).bootstrap, topic, 0, 0, RECORDS)
+    consumed = clients.consume(nodes.node(2), topic, 0, 0, RECORDS)
     assert [(m.offset(), m.key(), m.value()) for m in consumed] == [
         (i, r["key"], r["value"]) for i, r in enumerate(records)]
     for node_id in (2, 3):
