@@ -405,10 +405,9 @@ impl Successes {
             | MetadataCommand::CreatePartitions { name, .. } => name,
             _ => return Some(command.clone()),
         };
-        let alive = image.topic(name).filter(|topic| Some(topic.id) == *topic_id);
-        let Some(alive) = alive else {
-            return None;
-        };
+        let alive = image
+            .topic(name)
+            .filter(|topic| Some(topic.id) == *topic_id)?;
         // A CreatePartitions retry knows its partitions by their replica lists: one
         // reassigned since the first application answers INVALID_PARTITIONS instead (a
         // retry arrives within seconds, a reassignment of the new partition in between
@@ -421,7 +420,9 @@ impl Successes {
         {
             let planned = alive.partitions.iter().skip(*first).zip(assignments);
             if planned.clone().count() != assignments.len()
-                || planned.into_iter().any(|(p, replicas)| p.replicas != *replicas)
+                || planned
+                    .into_iter()
+                    .any(|(p, replicas)| p.replicas != *replicas)
             {
                 return None;
             }
