@@ -205,6 +205,10 @@ impl ReplicaManager {
         same_topic && partition.is_some_and(|p| p.replicas.contains(&self.node_id))
     }
 
+    // SEAM(reassigned-away-at-start-up): a broker that was down when a reassignment moved a
+    // partition away finds its directory at start-up unclaimed, and
+    // `set_aside_stray_directories` renames it aside (`-stray`) instead of deleting it as
+    // Kafka would: safe, but the disk is not reclaimed without an operator.
     /// Takes out of `hosted` the open partitions the image's `topic` (the same topic id)
     /// lists without this broker: a completed or cancelled reassignment moved them away,
     /// and the caller deletes them. Only a partition the image names, of the topic id the
