@@ -63,6 +63,8 @@ EXPECTED_API_VERSIONS = {
     35: (0, 4),   # DescribeLogDirs
     34: (1, 2),   # AlterReplicaLogDirs
     57: (0, 2),   # UpdateFeatures
+    45: (0, 0),   # AlterPartitionReassignments
+    46: (0, 0),   # ListPartitionReassignments
 }
 
 

@@ -915,6 +915,7 @@ async fn describe_versions(broker: &Broker) {
     }
     describe_quorum_versions(broker).await;
     elect_leaders_versions(broker).await;
+    partition_reassignment_versions(broker).await;
     let request = DescribeTopicPartitionsRequest::default()
         .with_response_partition_limit(1)
         .with_topics(vec![TopicRequest::default().with_name(name("t"))]);
@@ -1129,6 +1130,63 @@ async fn elect_leaders_versions(broker: &Broker) {
             let response = call(broker, &bad, version).await;
             assert_eq!(response.error_code, 42, "v{version}");
         }
+    }
+}
+
+/// AlterPartitionReassignments on the one-broker "t"-0: to its own replicas (nothing to
+/// do), a duplicate and an unregistered broker (INVALID_REPLICA_ASSIGNMENT), a missing
+/// topic (UNKNOWN_TOPIC_OR_PARTITION), a cancel of nothing (NO_REASSIGNMENT_IN_PROGRESS);
+/// ListPartitionReassignments then lists nothing moving.
+async fn partition_reassignment_versions(broker: &Broker) {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+    let target = |replicas: Option<Vec<i32>>, index: i32| {
+        ReassignablePartition::default()
+            .with_partition_index(index)
+            .with_replicas(replicas.map(|ids| ids.into_iter().map(BrokerId).collect()))
+    };
+    for version in versions(ApiKey::AlterPartitionReassignments) {
+        let topics = vec![
+            ReassignableTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    target(Some(vec![1]), 0),
+                    target(Some(vec![1, 1]), 0),
+                    target(Some(vec![7]), 0),
+                    target(None, 0),
+                ]),
+            ReassignableTopic::default()
+                .with_name(name("no-such-topic"))
+                .with_partitions(vec![target(Some(vec![1]), 0)]),
+        ];
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(topics);
+        let response = call(broker, &request, version).await;
+        assert_eq!(response.error_code, 0, "v{version}");
+        let codes: Vec<(String, i16)> = (response.responses.iter())
+            .flat_map(|topic| {
+                let name = topic.name.0.to_string();
+                (topic.partitions.iter()).map(move |p| (name.clone(), p.error_code))
+            })
+            .collect();
+        let t = |code: i16| ("t".to_string(), code);
+        let expected = [t(0), t(39), t(39), t(85), ("no-such-topic".to_string(), 3)];
+        assert_eq!(codes, expected, "v{version}");
+    }
+    for version in versions(ApiKey::ListPartitionReassignments) {
+        let all = ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000);
+        let response = call(broker, &all, version).await;
+        assert_eq!((response.error_code, response.topics.len()), (0, 0));
+        let named = all.with_topics(Some(vec![
+            ListPartitionReassignmentsTopics::default()
+                .with_name(name("t"))
+                .with_partition_indexes(vec![0, 1]),
+        ]));
+        let response = call(broker, &named, version).await;
+        assert_eq!((response.error_code, response.topics.len()), (0, 0));
     }
 }
 

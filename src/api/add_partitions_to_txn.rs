@@ -369,6 +369,8 @@ mod tests {
             leader: 0,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let topic = TopicImage {
             name: "t".into(),

@@ -226,6 +226,8 @@ mod tests {
                 leader,
                 leader_epoch: 10 + index as i32,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             })
             .collect();
         let id = Uuid::from_u128(7);

@@ -456,6 +456,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
             };
             let topic = TopicImage {
                 name: name.to_string(),
@@ -637,6 +639,8 @@ mod tests {
             leader: 1,
             leader_epoch: 4,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let image = cluster_image(partition.clone());
         let listed: Vec<i32> = brokers(&image, "PLAINTEXT")
@@ -664,6 +668,8 @@ mod tests {
             leader: NO_LEADER,
             leader_epoch: 7,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let image = cluster_image(partition.clone());
         let entry = partition_entry(&image, 0, &partition, false);

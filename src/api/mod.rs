@@ -32,6 +32,7 @@ mod list_offsets;
 mod log_dirs;
 mod metadata;
 mod offset_for_leader_epoch;
+mod partition_reassignments;
 mod produce;
 mod transactions_admin;
 mod txn_coordinator;
@@ -123,6 +124,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::AlterConfigs, 0, 2),
     spec(ApiKey::IncrementalAlterConfigs, 0, 1),
     spec(ApiKey::UpdateFeatures, 0, 2),
+    spec(ApiKey::AlterPartitionReassignments, 0, 0),
+    spec(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -482,6 +485,12 @@ async fn dispatch(
             )
         }
         ApiKey::UpdateFeatures => route!(broker, context, body, update_features::handle),
+        ApiKey::AlterPartitionReassignments => {
+            route!(broker, context, body, partition_reassignments::alter)
+        }
+        ApiKey::ListPartitionReassignments => {
+            route!(broker, context, body, partition_reassignments::list)
+        }
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

@@ -29,6 +29,8 @@ use super::feature_updates::apply_update_features;
 use super::image::{
     BrokerEndpoint, BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage, TopicImage,
 };
+pub use super::reassignment::{PartitionReassignment, ReassignmentResult};
+use super::reassignment::{alter_reassignments, complete_if_ready};
 use super::topic_rules::validate_topic_name;
 use crate::types::NodeId;
 
@@ -137,6 +139,12 @@ pub enum MetadataCommand {
     },
     /// Finalizes feature levels (UpdateFeatures, Kafka's `FeatureLevelRecord`s).
     UpdateFeatures { levels: BTreeMap<String, i16> },
+    /// Kafka's AlterPartitionReassignments: starts, replaces or cancels the reassignment
+    /// of each listed partition (see `reassignment`); one [`ReassignmentResult`] each in
+    /// [`CommandOutcome::PartitionsReassigned`].
+    AlterPartitionReassignments {
+        reassignments: Vec<PartitionReassignment>,
+    },
 }
 
 /// What applying a command produced, for the caller that submitted it.
@@ -160,6 +168,8 @@ pub enum CommandOutcome {
     PartitionChangeRefused(PartitionChangeRefusal),
     /// One result per partition an `ElectLeaders` named, in its order.
     LeadersElected(Vec<PartitionElection>),
+    /// One result per partition an `AlterPartitionReassignments` named, in its order.
+    PartitionsReassigned(Vec<ReassignmentResult>),
 }
 
 /// Why the controller refused a partition change, in Kafka's AlterPartition error terms.
@@ -257,6 +267,9 @@ pub fn apply(
             expected,
         } => apply_alter_configs(image, resource, changes, expected.as_ref()),
         MetadataCommand::UpdateFeatures { levels } => apply_update_features(image, levels),
+        MetadataCommand::AlterPartitionReassignments { reassignments } => Ok(
+            CommandOutcome::PartitionsReassigned(alter_reassignments(image, reassignments)),
+        ),
     }
 }
 
@@ -574,6 +587,14 @@ fn alter_partition(image: &mut MetadataImage, change: PartitionChange) -> Comman
     if isr != partition.isr {
         partition.isr = isr;
         partition.partition_epoch = partition.partition_epoch.saturating_add(1);
+        // The ISR change that brings the last adding replica in completes a reassignment
+        // in the same command, as Kafka's controller does.
+        let may_lead = |id: NodeId| {
+            brokers
+                .get(&id)
+                .is_some_and(BrokerRegistration::is_eligible)
+        };
+        complete_if_ready(partition, &may_lead);
     }
     CommandOutcome::PartitionChanged {
         isr: partition.isr.clone(),
@@ -724,6 +745,8 @@ fn new_partitions(
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
     }
     Ok(partitions)

@@ -7,6 +7,8 @@
 //! - its ISR is a non-empty subset of its replicas, without duplicates;
 //! - its leader is [`NO_LEADER`] or an eligible member of its ISR (unfenced, not in
 //!   controlled shutdown);
+//! - its adding and removing replicas (a reassignment under way) are disjoint subsets of
+//!   its replicas, without duplicates, and some replica is not being removed;
 //! - `topic_names` is exactly the inverse of `topics` (id -> name);
 //! - a broker has a listener, and its `host`/`port` are the first listener's.
 
@@ -106,6 +108,31 @@ pub struct PartitionImage {
     /// newer change. 0 in images written before it existed.
     #[serde(default)]
     pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment adds (Kafka's `PartitionRegistration.addingReplicas`):
+    /// listed in `replicas`, fetching, not yet all in the ISR. Empty when none is under way
+    /// (and in images written before reassignments existed).
+    #[serde(default)]
+    pub adding_replicas: Vec<NodeId>,
+    /// Replicas an ongoing reassignment will drop once every adding replica is in the ISR;
+    /// listed in `replicas` after the target replicas.
+    #[serde(default)]
+    pub removing_replicas: Vec<NodeId>,
+}
+
+impl PartitionImage {
+    /// True while a reassignment is under way (KIP-455).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition is moving to: `replicas` without the removing ones, in
+    /// order (`replicas` itself when no reassignment is under way).
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        (self.replicas.iter())
+            .copied()
+            .filter(|replica| !self.removing_replicas.contains(replica))
+            .collect()
+    }
 }
 
 /// Topics whose names start with this are Kafka-internal (`__consumer_offsets`, ...).
@@ -240,6 +267,36 @@ impl MetadataImage {
                 "leader {leader} is not a live ISR member outside controlled shutdown"
             ));
         }
+        Self::check_reassignment(partition, &replicas)
+    }
+
+    fn check_reassignment(
+        partition: &PartitionImage,
+        replicas: &BTreeSet<NodeId>,
+    ) -> Result<(), String> {
+        let adding: BTreeSet<NodeId> = partition.adding_replicas.iter().copied().collect();
+        let removing: BTreeSet<NodeId> = partition.removing_replicas.iter().copied().collect();
+        let (adding_count, removing_count) = (
+            partition.adding_replicas.len(),
+            partition.removing_replicas.len(),
+        );
+        if adding.len() != adding_count || !adding.is_subset(replicas) {
+            return Err(format!(
+                "bad adding replicas {:?}",
+                partition.adding_replicas
+            ));
+        }
+        if removing.len() != removing_count || !removing.is_subset(replicas) {
+            return Err(format!(
+                "bad removing replicas {:?}",
+                partition.removing_replicas
+            ));
+        }
+        if !adding.is_disjoint(&removing) || removing.len() == replicas.len() {
+            return Err(format!(
+                "adding {adding:?} and removing {removing:?} overlap or remove every replica"
+            ));
+        }
         Ok(())
     }
 }
@@ -289,11 +346,25 @@ mod tests {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }
+    }
+
+    fn reassigning(replicas: &[NodeId], adding: &[NodeId], removing: &[NodeId]) -> PartitionImage {
+        PartitionImage {
+            adding_replicas: adding.to_vec(),
+            removing_replicas: removing.to_vec(),
+            ..partition(replicas, &[1], 1)
         }
     }
 
     #[test]
     fn invariants_accept_a_sound_image_and_name_each_broken_rule() {
+        assert_eq!(
+            image_with(reassigning(&[2, 1], &[2], &[1])).check_invariants(),
+            Ok(())
+        );
         assert_eq!(
             image_with(partition(&[1, 2], &[1, 2], 1)).check_invariants(),
             Ok(())
@@ -310,6 +381,12 @@ mod tests {
             partition(&[1], &[1, 2], 1),
             partition(&[1, 2], &[1, 2], 2),
             partition(&[1, 2], &[2], 1),
+            reassigning(&[1, 2], &[3], &[]),
+            reassigning(&[1, 2], &[], &[3]),
+            reassigning(&[1, 2], &[2], &[2]),
+            reassigning(&[1, 2], &[2, 2], &[]),
+            reassigning(&[1, 2], &[], &[1, 1]),
+            reassigning(&[1, 2], &[], &[1, 2]),
         ] {
             let image = image_with(broken.clone());
             assert!(image.check_invariants().is_err(), "{broken:?} accepted");

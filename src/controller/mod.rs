@@ -22,6 +22,7 @@ pub mod quorum_status;
 #[cfg(test)]
 mod quorum_tests;
 pub mod raft;
+pub mod reassignment;
 pub mod rebalance;
 pub mod rejection;
 pub mod store;
@@ -40,6 +41,7 @@ pub use image::{
 };
 pub use quorum::{Controller, ControllerSettings, RaftGauges};
 pub use quorum_status::{QuorumNode, QuorumStatus, ReplicaProgress};
+pub use reassignment::{PartitionReassignment, ReassignmentResult};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {

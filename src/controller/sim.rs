@@ -11,7 +11,9 @@
 //! controlled shutdowns, preferred and unclean elections. After each step: every leader is
 //! a live ISR member not in controlled shutdown (or none); a leader change is exactly one
 //! leader epoch; any change raises the partition epoch; no ISR gains a fenced or
-//! shutting-down broker; a refused ISR change changes nothing.
+//! shutting-down broker; a refused ISR change changes nothing. Reassignments start,
+//! replace, cancel and complete among them (adding and removing replicas stay disjoint
+//! subsets of the replicas; a refused one changes nothing).
 
 use super::*;
 use crate::controller::placement::place;
@@ -43,7 +45,7 @@ struct Generator {
 
 impl Generator {
     fn command(&mut self, image: &MetadataImage) -> MetadataCommand {
-        match self.rng.below(130) {
+        match self.rng.below(142) {
             0..=14 => self.register(image),
             15..=29 => self.fence_or_unfence(image, true),
             30..=49 => self.fence_or_unfence(image, false),
@@ -60,7 +62,8 @@ impl Generator {
             97..=99 => self.restore(image),
             100..=114 => self.alter_partition(image),
             115..=119 => self.controlled_shutdown(image),
-            _ => self.elect_leaders(image),
+            120..=129 => self.elect_leaders(image),
+            _ => self.reassign(image),
         }
     }
 
@@ -86,6 +89,8 @@ impl Generator {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         });
         let mut new_isr: Vec<NodeId> = current
             .isr
@@ -182,6 +187,43 @@ impl Generator {
             election,
             partitions,
         }
+    }
+
+    /// A reassignment of one or two partitions: to 1-3 drawn node ids (sometimes
+    /// unregistered or repeated), or a cancel naming the epoch it saw, current or stale.
+    fn reassign(&mut self, image: &MetadataImage) -> MetadataCommand {
+        let count = 1 + self.rng.below(2);
+        let reassignments = (0..count)
+            .map(|_| {
+                let (topic_id, partition, found) = self.partition(image);
+                let registered: Vec<NodeId> = image.brokers.keys().copied().collect();
+                let target = (!self.rng.chance(25)).then(|| {
+                    let size = 1 + self.rng.below(3);
+                    if registered.is_empty() || self.rng.chance(20) {
+                        return (0..size).map(|_| self.node_id()).collect();
+                    }
+                    // Mostly distinct registered brokers, which a move can complete on.
+                    let mut target: Vec<NodeId> = Vec::new();
+                    for _ in 0..size {
+                        let node_id = *self.rng.pick(&registered);
+                        if !target.contains(&node_id) {
+                            target.push(node_id);
+                        }
+                    }
+                    target
+                });
+                let seen_in_progress_at = found
+                    .filter(|_| self.rng.chance(50))
+                    .map(|p| p.partition_epoch - self.rng.below(2) as i32);
+                PartitionReassignment {
+                    topic_id,
+                    partition,
+                    target,
+                    seen_in_progress_at,
+                }
+            })
+            .collect();
+        MetadataCommand::AlterPartitionReassignments { reassignments }
     }
 
     fn node_id(&mut self) -> NodeId {
@@ -363,8 +405,29 @@ impl Successes {
             | MetadataCommand::CreatePartitions { name, .. } => name,
             _ => return Some(command.clone()),
         };
-        let alive = image.topic(name).map(|topic| topic.id);
-        (alive.is_some() && alive == *topic_id).then(|| command.clone())
+        let alive = image
+            .topic(name)
+            .filter(|topic| Some(topic.id) == *topic_id)?;
+        // A CreatePartitions retry knows its partitions by their replica lists: one
+        // reassigned since the first application answers INVALID_PARTITIONS instead (a
+        // retry arrives within seconds, a reassignment of the new partition in between
+        // is not modelled).
+        if let MetadataCommand::CreatePartitions {
+            partitions_before: Some(first),
+            assignments,
+            ..
+        } = command
+        {
+            let planned = alive.partitions.iter().skip(*first).zip(assignments);
+            if planned.clone().count() != assignments.len()
+                || planned
+                    .into_iter()
+                    .any(|(p, replicas)| p.replicas != *replicas)
+            {
+                return None;
+            }
+        }
+        Some(command.clone())
     }
 }
 
@@ -425,6 +488,25 @@ fn check_step(before: &MetadataImage, after: &MetadataImage, step: usize) {
     }
 }
 
+/// Partitions moving in `before` that completed in `after`: the replicas are the target
+/// and every adding replica is in the ISR.
+fn completed_reassignments(before: &MetadataImage, after: &MetadataImage) -> usize {
+    let mut completed = 0;
+    for (name, topic) in &after.topics {
+        let Some(old) = before.topic(name).filter(|old| old.id == topic.id) else {
+            continue;
+        };
+        for (old, new) in old.partitions.iter().zip(&topic.partitions) {
+            let completion = old.is_reassigning()
+                && !new.is_reassigning()
+                && old.target_replicas() == new.replicas
+                && old.adding_replicas.iter().all(|r| new.isr.contains(r));
+            completed += usize::from(completion);
+        }
+    }
+    completed
+}
+
 /// No partition waits without a leader while an in-sync replica could lead (live, not in
 /// controlled shutdown).
 fn check_elections(image: &MetadataImage, step: usize) {
@@ -451,6 +533,9 @@ struct Outcomes {
     shutdowns: usize,
     elected: usize,
     elections_refused: usize,
+    reassignments_accepted: usize,
+    reassignments_refused: usize,
+    reassignments_completed: usize,
 }
 
 impl Outcomes {
@@ -463,6 +548,14 @@ impl Outcomes {
                     match result.result {
                         ElectionResult::Elected { .. } => self.elected += 1,
                         _ => self.elections_refused += 1,
+                    }
+                }
+            }
+            CommandOutcome::PartitionsReassigned(results) => {
+                for result in results {
+                    match result {
+                        ReassignmentResult::Accepted => self.reassignments_accepted += 1,
+                        _ => self.reassignments_refused += 1,
                     }
                 }
             }
@@ -528,6 +621,9 @@ fn check_refusals(
         CommandOutcome::LeadersElected(results) => results
             .iter()
             .all(|r| !matches!(r.result, ElectionResult::Elected { .. })),
+        CommandOutcome::PartitionsReassigned(results) => results
+            .iter()
+            .all(|r| !matches!(r, ReassignmentResult::Accepted)),
         _ => false,
     };
     if unchanged {
@@ -593,6 +689,7 @@ fn run(seed: u64, steps: usize) -> (Vec<MetadataCommand>, MetadataImage, Outcome
         }
         check_step(&before, &image, step);
         check_elections(&image, step);
+        outcomes.reassignments_completed += completed_reassignments(&before, &image);
         outcomes.fenced_leaderless += image
             .topics
             .values()
@@ -664,6 +761,9 @@ fn random_commands_keep_every_invariant_and_replay_to_the_same_image() {
         totals.shutdowns += outcomes.shutdowns;
         totals.elected += outcomes.elected;
         totals.elections_refused += outcomes.elections_refused;
+        totals.reassignments_accepted += outcomes.reassignments_accepted;
+        totals.reassignments_refused += outcomes.reassignments_refused;
+        totals.reassignments_completed += outcomes.reassignments_completed;
     }
     // Over all seeds, each leadership path must have been taken many times.
     for (what, count) in [
@@ -672,9 +772,15 @@ fn random_commands_keep_every_invariant_and_replay_to_the_same_image() {
         ("controlled shutdowns", totals.shutdowns),
         ("leaders elected", totals.elected),
         ("elections refused", totals.elections_refused),
+        ("reassignments accepted", totals.reassignments_accepted),
+        ("reassignments refused", totals.reassignments_refused),
     ] {
         assert!(count > 100, "{what}: only {count}");
     }
+    // A move completes only after the leader's ISR change adds every new replica; with
+    // brokers fenced, moves replaced and topics deleted at random, that is rarer.
+    let completed = totals.reassignments_completed;
+    assert!(completed > 5, "reassignments completed: only {completed}");
 }
 
 #[test]

@@ -157,6 +157,7 @@ fn topics(out: &mut Exposition) {
 fn replica_manager(out: &mut Exposition, broker: &Broker, image: &MetadataImage) {
     let local = broker.config.node_id;
     let (mut hosted, mut leading, mut under_replicated, mut under_min_isr) = (0, 0, 0, 0);
+    let mut reassigning = 0;
     for topic in image.topics.values() {
         let min_isr = topic
             .configs
@@ -169,7 +170,12 @@ fn replica_manager(out: &mut Exposition, broker: &Broker, image: &MetadataImage)
                 continue;
             }
             leading += 1;
-            under_replicated += usize::from(partition.isr.len() < partition.replicas.len());
+            // Kafka's replication factor during a reassignment leaves the removing
+            // replicas out (`OngoingReassignmentState`).
+            let factor =
+                (partition.replicas.len()).saturating_sub(partition.removing_replicas.len());
+            under_replicated += usize::from(partition.isr.len() < factor);
+            reassigning += usize::from(partition.is_reassigning());
             under_min_isr += usize::from(partition.isr.len() < min_isr);
         }
     }
@@ -189,6 +195,11 @@ fn replica_manager(out: &mut Exposition, broker: &Broker, image: &MetadataImage)
             "underminisrpartitioncount",
             "Led partitions with ISR < min.insync.replicas.",
             under_min_isr,
+        ),
+        (
+            "reassigningpartitions",
+            "Led partitions with a reassignment under way.",
+            reassigning,
         ),
     ];
     for (suffix, help, value) in gauges {

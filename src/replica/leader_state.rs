@@ -118,6 +118,38 @@ impl LeaderState {
         true
     }
 
+    /// True if the followers tracked are exactly `replicas` without the leader.
+    pub fn follows_replicas(&self, replicas: &[NodeId]) -> bool {
+        let others = replicas.iter().filter(|&&replica| replica != self.local);
+        others.clone().count() == self.followers.len()
+            && others
+                .into_iter()
+                .all(|replica| self.followers.contains_key(replica))
+    }
+
+    /// The replica list changed under the same leadership (a reassignment started,
+    /// completed or was cancelled): a new replica is tracked from its first fetch, out of
+    /// sync until it catches up; a replica no longer listed is forgotten (its progress
+    /// must not hold DeleteRecords' low watermark back). Returns true if anything changed.
+    pub fn set_replicas(&mut self, replicas: &[NodeId]) -> bool {
+        if self.follows_replicas(replicas) {
+            return false;
+        }
+        let local = self.local;
+        self.followers
+            .retain(|replica, _| replicas.contains(replica) && *replica != local);
+        for &replica in replicas.iter().filter(|&&replica| replica != local) {
+            self.followers.entry(replica).or_insert(Progress {
+                log_end_offset: UNKNOWN_OFFSET,
+                last_caught_up_ms: 0,
+                last_fetch_leader_end: UNKNOWN_OFFSET,
+                last_fetch_ms: 0,
+                log_start_offset: UNKNOWN_OFFSET,
+            });
+        }
+        true
+    }
+
     /// The proposal was refused or lost: the next fetch or shrink check decides again.
     pub fn abandon_proposal(&mut self) {
         self.pending = None;
@@ -248,6 +280,32 @@ impl LeaderState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reassignment_adds_and_forgets_followers_under_the_same_leadership() {
+        let mut state = LeaderState::new(1, &[1, 2], &[1, 2], 0, 1_000);
+        assert!(state.follows_replicas(&[1, 2]) && !state.follows_replicas(&[1, 2, 3]));
+        assert!(state.set_replicas(&[3, 1, 2]));
+        assert!(
+            !state.set_replicas(&[1, 2, 3]),
+            "the same set again changes nothing"
+        );
+        assert!(state.follows_replicas(&[1, 2, 3]));
+        // The new follower is unknown until it fetches and joins once caught up.
+        assert_eq!(state.expansion(3, 10, 0, true), None);
+        assert!(state.record_fetch(3, 10, 10, 2_000));
+        assert_eq!(state.expansion(3, 10, 0, true), Some(vec![1, 2, 3]));
+        assert!(state.set_replicas(&[1, 3]));
+        assert!(
+            !state.record_fetch(2, 10, 10, 3_000),
+            "2 is no longer a follower"
+        );
+        assert_eq!(
+            state.low_watermark(5, |_| true),
+            -1,
+            "3 has not reported a start"
+        );
+    }
 
     const LAG: i64 = 30_000;
 

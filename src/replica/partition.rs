@@ -923,6 +923,13 @@ impl Partition {
         (state.leader_id, state.leader_epoch, state.partition_epoch)
     }
 
+    /// False while this broker leads with followers other than `replicas` (a reassignment
+    /// changed them and the image saying so is not applied yet).
+    pub fn leads_replicas(&self, replicas: &[NodeId]) -> bool {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (state.replication.as_ref()).is_none_or(|r| r.follows_replicas(replicas))
+    }
+
     /// The ISR this leader works with (the controller's), or `None` if it does not lead.
     pub fn in_sync_replicas(&self) -> Option<Vec<NodeId>> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
@@ -1010,7 +1017,9 @@ impl Partition {
             state.partition_epoch = wanted.partition_epoch;
             if same_leadership {
                 let adopted = state.replication.as_mut().is_some_and(|replication| {
-                    replication.adopt(&wanted.isr, wanted.partition_epoch, now_ms)
+                    // A reassignment changes the replicas under the same leadership.
+                    let moved = replication.set_replicas(&wanted.replicas);
+                    replication.adopt(&wanted.isr, wanted.partition_epoch, now_ms) || moved
                 });
                 if adopted {
                     state.advance_high_watermark();

@@ -150,9 +150,11 @@ impl ReplicaManager {
         failures.retain(|tp, failure| self.still_assigned(image, tp, &failure.topic_id));
         let mut openings = Vec::new();
         let mut moves = Vec::new();
+        let mut reassigned_away = Vec::new();
         let dynamic = topic_config::DynamicLayers::of(&image.broker_configs, self.node_id);
         for topic in image.topics.values() {
             let hosted = topics.entry(topic.name.clone()).or_default();
+            reassigned_away.extend(self.take_reassigned_away(topic, hosted));
             openings.extend(self.reconcile_topic(topic, dynamic, hosted, &mut moves));
         }
         let threads = self.config.recovery_threads_per_data_dir;
@@ -183,6 +185,14 @@ impl ReplicaManager {
         drop(failures);
         drop(topics);
         report.log();
+        for partition in reassigned_away {
+            // Kafka's StopReplica with delete: the fetcher lets go at its next reconcile
+            // (the partition is no longer hosted), the data goes now.
+            tracing::info!(tp = %partition.tp, "reassigned away from this broker; deleting");
+            if let Err(error) = partition.delete() {
+                tracing::error!(tp = %partition.tp, %error, "deleting partition failed");
+            }
+        }
         let threads = self.config.recovery_threads_per_data_dir;
         on_threads(&moves, threads, |change| change.apply(node_id));
         report
@@ -193,6 +203,31 @@ impl ReplicaManager {
         let same_topic = image.topic(&tp.topic).is_some_and(|t| t.id == *topic_id);
         let partition = image.partition(&tp.topic, tp.partition);
         same_topic && partition.is_some_and(|p| p.replicas.contains(&self.node_id))
+    }
+
+    // SEAM(reassigned-away-at-start-up): a broker that was down when a reassignment moved a
+    // partition away finds its directory at start-up unclaimed, and
+    // `set_aside_stray_directories` renames it aside (`-stray`) instead of deleting it as
+    // Kafka would: safe, but the disk is not reclaimed without an operator.
+    /// Takes out of `hosted` the open partitions the image's `topic` (the same topic id)
+    /// lists without this broker: a completed or cancelled reassignment moved them away,
+    /// and the caller deletes them. Only a partition the image names, of the topic id the
+    /// open partition belongs to, is taken: never on doubt.
+    fn take_reassigned_away(
+        &self,
+        topic: &TopicImage,
+        hosted: &mut [Option<Arc<Partition>>],
+    ) -> Vec<Arc<Partition>> {
+        let mut away = Vec::new();
+        for (slot, image) in hosted.iter_mut().zip(&topic.partitions) {
+            let moved_away = slot.as_ref().is_some_and(|partition| {
+                partition.topic_id == topic.id && !image.replicas.contains(&self.node_id)
+            });
+            if moved_away {
+                away.extend(slot.take());
+            }
+        }
+        away
     }
 
     /// Applies changed configs to the open partitions of `topic` and adds those whose
@@ -217,7 +252,11 @@ impl ReplicaManager {
                     partition.set_config(log_config.clone());
                 }
                 let wanted = (image.leader, image.leader_epoch, image.partition_epoch);
-                if partition.applied_leadership() != wanted {
+                // An answered AlterPartition that completed a reassignment leaves the
+                // epochs applied but the leader's followers stale: compare them too.
+                if partition.applied_leadership() != wanted
+                    || !partition.leads_replicas(&image.replicas)
+                {
                     moves.push(LeadershipMove {
                         partition: Arc::clone(partition),
                         leadership: leadership(image),
@@ -642,6 +681,54 @@ mod tests {
         replicas.reconcile(&image);
         assert_eq!(partition.leadership(), (2, true));
         assert!(Arc::ptr_eq(&partition, &replicas.get("t", 0).unwrap()));
+    }
+
+    #[test]
+    fn a_partition_reassigned_away_is_closed_and_deleted_and_others_stay() {
+        use crate::controller::PartitionReassignment;
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let mut image = MetadataImage::default();
+        create(&mut image, "t", 2);
+        crate::controller::commands::register_live_broker(&mut image, 2);
+        replicas.reconcile(&image);
+        let moved = replicas.get("t", 0).unwrap();
+        let batch = crate::log::test_support::encode_batch(&[1], Compression::None).freeze();
+        moved.append(&batch, 0).unwrap();
+        assert!(dir.path().join("t-0").is_dir());
+
+        let topic_id = image.topics["t"].id;
+        let reassign = |target: Vec<NodeId>| MetadataCommand::AlterPartitionReassignments {
+            reassignments: vec![PartitionReassignment {
+                topic_id,
+                partition: 0,
+                target: Some(target),
+                seen_in_progress_at: None,
+            }],
+        };
+        // Under way: still hosted here (a removing replica keeps its data and role).
+        apply(&mut image, &reassign(vec![2])).unwrap();
+        assert_eq!(image.topics["t"].partitions[0].removing_replicas, vec![1]);
+        replicas.reconcile(&image);
+        assert!(replicas.get("t", 0).is_some() && dir.path().join("t-0").is_dir());
+
+        // Completed (as the AlterPartition adding 2 to the ISR would): gone from here.
+        let partition = &mut image.topics.get_mut("t").unwrap().partitions[0];
+        partition.replicas = vec![2];
+        partition.isr = vec![2];
+        partition.leader = 2;
+        partition.leader_epoch += 1;
+        partition.partition_epoch += 1;
+        partition.removing_replicas.clear();
+        image.check_invariants().unwrap();
+        replicas.reconcile(&image);
+        assert!(replicas.get("t", 0).is_none());
+        assert!(!dir.path().join("t-0").exists(), "the directory is deleted");
+        assert!(replicas.get("t", 1).is_some() && dir.path().join("t-1").is_dir());
+        assert!(
+            moved.offsets().is_err(),
+            "the closed partition serves nothing"
+        );
     }
 
     #[test]

@@ -279,6 +279,8 @@ fn the_coordinator_is_the_leader_of_the_ids_state_partition() {
         leader,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     };
     image.topics.insert(
         TRANSACTION_STATE_TOPIC.into(),
