@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::client_quota::ClientQuotaManager;
+use crate::client_quota::rate::RateConfig;
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
@@ -64,6 +66,8 @@ pub struct Broker {
     /// Asks transaction coordinators (here or elsewhere) whether a partition led here is
     /// in a producer's transaction before its first transactional append (KIP-890).
     pub verifier: TxnVerifier,
+    /// Client quotas applied here (produce, fetch and request time), from the image.
+    pub client_quotas: ClientQuotaManager,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -144,12 +148,17 @@ impl Broker {
                     config.transactions.state_log_partitions,
                 )
             },
+            client_quotas: ClientQuotaManager::new(RateConfig {
+                samples: config.quota_window_samples,
+                window_ms: config.quota_window_seconds.saturating_mul(1000),
+            }),
             controller,
             config,
             stopping,
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
+        broker.client_quotas.update(&image.client_quotas);
         broker.replicas.set_aside_stray_directories(&image)?;
         // Taken (and its removal made durable) before any write can be accepted, so a crash
         // from here on is never mistaken for a clean stop.
@@ -531,6 +540,14 @@ impl Broker {
         self.submit(command).await.map(drop)
     }
 
+    /// Submits a planned client quota change and waits until this node applied it.
+    pub async fn alter_client_quotas(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<(), ControllerError> {
+        self.submit(command).await.map(drop)
+    }
+
     /// Clean shutdown, once nothing appends any more: flushes every hosted log, snapshots
     /// its producer state, then writes the clean-shutdown marker, unless a flush failed.
     pub fn shut_down_logs(&self) {
@@ -572,6 +589,8 @@ async fn reconcile_images(broker: Arc<Broker>) {
     let mut stopping = broker.stopping.subscribe();
     loop {
         let image = images.borrow_and_update().clone();
+        // Quotas apply on every node from the committed image, whoever changed them.
+        broker.client_quotas.update(&image.client_quotas);
         let index = image.applied_index;
         if index > *broker.reconciled.borrow() {
             let hosted = broker.clone();

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ControllerError;
+use super::client_quotas::{QuotaChanges, QuotaEntity, apply_alter_client_quotas};
 use super::config_admin::{ConfigChanges, ConfigResource, apply_alter_configs};
 pub use super::elections::{Election, ElectionResult, PartitionElection};
 use super::elections::{begin_controlled_shutdown, elect_leaders};
@@ -124,6 +125,13 @@ pub enum MetadataCommand {
     AlterConfigs {
         resource: ConfigResource,
         changes: ConfigChanges,
+    },
+    /// Sets (`Some`) or removes (`None`) quota keys of one client quota entity
+    /// (AlterClientQuotas), as Kafka's `QuotaRecord`s. Validated again at apply.
+    AlterClientQuotas {
+        entity: QuotaEntity,
+        #[serde(default)]
+        changes: QuotaChanges,
     },
 }
 
@@ -241,6 +249,9 @@ pub fn apply(
         MetadataCommand::Restore { image: restored } => restore(image, restored),
         MetadataCommand::AlterConfigs { resource, changes } => {
             apply_alter_configs(image, resource, changes)
+        }
+        MetadataCommand::AlterClientQuotas { entity, changes } => {
+            apply_alter_client_quotas(image, entity, changes)
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - its leader is [`NO_LEADER`] or an eligible member of its ISR (unfenced, not in
 //!   controlled shutdown);
 //! - `topic_names` is exactly the inverse of `topics` (id -> name);
-//! - a broker has a listener, and its `host`/`port` are the first listener's.
+//! - a broker has a listener, and its `host`/`port` are the first listener's;
+//! - a client quota entity has at least one key, each with a finite value above zero.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,6 +42,10 @@ pub struct MetadataImage {
     /// the cluster-wide defaults. Empty in images written before they existed.
     #[serde(default)]
     pub broker_configs: crate::topic_config::DynamicBrokerConfigs,
+    /// Client quotas (AlterClientQuotas) by entity; an entity has at least one key. Empty
+    /// in images written before they existed.
+    #[serde(default, with = "super::client_quotas::serde_entries")]
+    pub client_quotas: super::client_quotas::ClientQuotas,
 }
 
 /// One advertised listener of a broker (Kafka's `BrokerEndpoint`).
@@ -200,6 +205,12 @@ impl MetadataImage {
                 return Err(format!(
                     "broker {node_id}: host and port are not its first listener"
                 ));
+            }
+        }
+        for (entity, quotas) in &self.client_quotas {
+            let valid = |value: &f64| value.is_finite() && *value > 0.0;
+            if quotas.is_empty() || !quotas.values().all(valid) {
+                return Err(format!("client quota entity {entity:?}: {quotas:?}"));
             }
         }
         if self.topic_names.len() != self.topics.len() {
