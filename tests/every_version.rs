@@ -155,13 +155,17 @@ async fn client_quota_versions(broker: &Broker) {
     use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
     use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
     for version in versions(ApiKey::AlterClientQuotas) {
-        let entry = |key: &str, value: f64| {
+        let entry = |client: &str, key: &str, value: f64| {
             EntryData::default()
                 .with_entity(vec![
                     EntityData::default()
                         .with_entity_type(StrBytes::from_static_str("client-id"))
-                        .with_entity_name(Some(StrBytes::from_string(format!("c{version}")))),
-                    EntityData::default().with_entity_type(StrBytes::from_static_str("user")),
+                        .with_entity_name(Some(StrBytes::from_string(format!(
+                            "{client}{version}"
+                        )))),
+                    EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("user"))
+                        .with_entity_name(None),
                 ])
                 .with_ops(vec![
                     OpData::default()
@@ -170,8 +174,8 @@ async fn client_quota_versions(broker: &Broker) {
                 ])
         };
         let request = AlterClientQuotasRequest::default().with_entries(vec![
-            entry("producer_byte_rate", 1024.0),
-            entry("nope", 1.0),
+            entry("c", "producer_byte_rate", 1024.0),
+            entry("d", "nope", 1.0),
         ]);
         let response = call(broker, &request, version).await;
         let codes: Vec<i16> = response.entries.iter().map(|e| e.error_code).collect();
@@ -183,10 +187,12 @@ async fn client_quota_versions(broker: &Broker) {
             .with_components(vec![
                 ComponentData::default()
                     .with_entity_type(StrBytes::from_static_str("user"))
-                    .with_match_type(1),
+                    .with_match_type(1)
+                    .with_match(None),
                 ComponentData::default()
                     .with_entity_type(StrBytes::from_static_str("client-id"))
-                    .with_match_type(2),
+                    .with_match_type(2)
+                    .with_match(None),
             ])
             .with_strict(true);
         let response = call(broker, &request, version).await;
