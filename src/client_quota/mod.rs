@@ -17,6 +17,16 @@
 //! the time counted is a request's local handling time: from dispatch to its response,
 //! less the time parked in produce and fetch waits (Kafka's purgatory). 100 is one
 //! thread's worth of time.
+//!
+//! SEAM(ip-connection-rate): `connection_creation_rate` (ip entities) is stored and
+//! described but not enforced; KIP-612's accept-then-delayed-close belongs beside the
+//! connection counts in `server/connection_quotas.rs`.
+//! SEAM(controller-mutation-quota): `controller_mutation_rate` is stored and described, but
+//! CreateTopics/CreatePartitions/DeleteTopics are not throttled (KIP-599's
+//! THROTTLING_QUOTA_EXCEEDED).
+//! SEAM(sasl-principal): the quota user is always `ANONYMOUS` (no SASL yet); with
+//! authentication it must be the connection's principal name.
+//! SEAM(quota-metrics): no per-client `throttle-time`/`byte-rate` metrics yet.
 
 pub mod rate;
 pub mod resolve;

@@ -6,8 +6,16 @@ fn name(text: Option<&str>) -> QuotaName {
     QuotaName::from_wire(text)
 }
 
-/// user / client-id parts: `None` absent, `Some(None)` the default, `Some(Some(n))` named.
-fn quotas(entries: &[(Option<Option<&str>>, Option<Option<&str>>, &str, f64)]) -> ClientQuotas {
+/// (user, client id, key, value); a part is `None` when absent, `Some(None)` for the
+/// default, `Some(Some(name))` when named.
+type Entry<'a> = (
+    Option<Option<&'a str>>,
+    Option<Option<&'a str>>,
+    &'a str,
+    f64,
+);
+
+fn quotas(entries: &[Entry]) -> ClientQuotas {
     let mut quotas = ClientQuotas::new();
     for (user, client_id, key, value) in entries {
         let entity = QuotaEntity {
@@ -94,9 +102,7 @@ fn each_kind_resolves_on_its_own_key() {
     );
 }
 
-fn manager(
-    entries: &[(Option<Option<&str>>, Option<Option<&str>>, &str, f64)],
-) -> ClientQuotaManager {
+fn manager(entries: &[Entry]) -> ClientQuotaManager {
     let manager = ClientQuotaManager::new(RateConfig::default());
     manager.update(&quotas(entries));
     manager

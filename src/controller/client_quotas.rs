@@ -238,13 +238,16 @@ struct Filter {
     strict: bool,
 }
 
+/// Matching entities with their quotas, in entity order.
+pub type Described<'a> = Vec<(&'a QuotaEntity, &'a BTreeMap<String, f64>)>;
+
 /// The entities matching `components` ((entity type, match type, match)), with their
 /// quotas, as Kafka's `ClientQuotasImage.describe`.
 pub fn describe<'a>(
     quotas: &'a ClientQuotas,
     components: &[(String, i8, Option<String>)],
     strict: bool,
-) -> Result<Vec<(&'a QuotaEntity, &'a BTreeMap<String, f64>)>, FilterError> {
+) -> Result<Described<'a>, FilterError> {
     let filter = parse_filter(components, strict)?;
     Ok(quotas
         .iter()

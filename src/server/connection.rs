@@ -160,7 +160,12 @@ impl Connection {
                 }
             };
             let timer = RequestTimer::start(&frame);
-            let throttled_itself = client_throttles_itself(&frame);
+            // The api key and version, kept for a throttle's order (looked at only then).
+            let mut header = [0u8; 4];
+            let known = frame.len() >= 4;
+            if known {
+                header.copy_from_slice(&frame[..4]);
+            }
             let (handled, scope) = with_request_scope(self.handle(frame.freeze())).await;
             let handled_at = Instant::now();
             if let Err(error) = &handled {
@@ -168,6 +173,7 @@ impl Connection {
             }
             let response = handled?;
             let throttle = Duration::from_millis(scope.throttle_ms());
+            let throttled_itself = throttle.is_zero() || !known || client_throttles_itself(header);
             if !throttle.is_zero() && !throttled_itself {
                 // An old client would not wait by itself: its response waits instead.
                 self.hold(throttle).await?;
@@ -340,14 +346,12 @@ impl Connection {
 }
 
 /// Whether the frame's client waits out a throttle by itself (KIP-219), from its api key
-/// and version; a frame too short to say is answered at once (it closes the connection).
-fn client_throttles_itself(frame: &[u8]) -> bool {
-    let [k0, k1, v0, v1, ..] = frame else {
-        return true;
-    };
-    let Ok(api_key) = kafka_protocol::messages::ApiKey::try_from(i16::from_be_bytes([*k0, *k1]))
+/// and version (the frame's first 4 bytes); an unknown key is answered at once.
+fn client_throttles_itself(header: [u8; 4]) -> bool {
+    let [k0, k1, v0, v1] = header;
+    let Ok(api_key) = kafka_protocol::messages::ApiKey::try_from(i16::from_be_bytes([k0, k1]))
     else {
         return true;
     };
-    api::throttle::client_throttles_itself(api_key, i16::from_be_bytes([*v0, *v1]))
+    api::throttle::client_throttles_itself(api_key, i16::from_be_bytes([v0, v1]))
 }
