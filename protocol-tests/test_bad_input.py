@@ -49,6 +49,8 @@ EXPECTED_API_VERSIONS = {
     32: (1, 4),   # DescribeConfigs
     33: (0, 2),   # AlterConfigs
     44: (0, 1),   # IncrementalAlterConfigs
+    48: (0, 1),   # DescribeClientQuotas
+    49: (0, 1),   # AlterClientQuotas
     42: (0, 2),   # DeleteGroups
     43: (0, 2),   # ElectLeaders
     37: (0, 3),   # CreatePartitions

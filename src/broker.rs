@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::client_quota::ClientQuotaManager;
+use crate::client_quota::rate::RateConfig;
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
@@ -64,6 +66,8 @@ pub struct Broker {
     /// Asks transaction coordinators (here or elsewhere) whether a partition led here is
     /// in a producer's transaction before its first transactional append (KIP-890).
     pub verifier: TxnVerifier,
+    /// Client quotas applied here (produce, fetch and request time), from the image.
+    pub client_quotas: ClientQuotaManager,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -144,12 +148,17 @@ impl Broker {
                     config.transactions.state_log_partitions,
                 )
             },
+            client_quotas: ClientQuotaManager::new(RateConfig {
+                samples: config.quota_window_samples,
+                window_ms: config.quota_window_seconds.saturating_mul(1000),
+            }),
             controller,
             config,
             stopping,
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
+        broker.client_quotas.update(&image.client_quotas);
         broker.replicas.set_aside_stray_directories(&image)?;
         // Taken (and its removal made durable) before any write can be accepted, so a crash
         // from here on is never mistaken for a clean stop.
@@ -526,13 +535,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Submits a planned config change and waits until this node applied it.
-    pub async fn alter_configs(&self, command: MetadataCommand) -> Result<(), ControllerError> {
-        self.submit(command).await.map(drop)
-    }
-
-    /// Submits planned feature levels and waits until this node applied them.
-    pub async fn update_features(&self, command: MetadataCommand) -> Result<(), ControllerError> {
+    /// Submits a planned command (a config change, feature levels, client quotas) and
+    /// waits until this node applied it, so the client's next request here sees it.
+    pub async fn submit_planned(&self, command: MetadataCommand) -> Result<(), ControllerError> {
         self.submit(command).await.map(drop)
     }
 
@@ -577,6 +582,8 @@ async fn reconcile_images(broker: Arc<Broker>) {
     let mut stopping = broker.stopping.subscribe();
     loop {
         let image = images.borrow_and_update().clone();
+        // Quotas apply on every node from the committed image, whoever changed them.
+        broker.client_quotas.update(&image.client_quotas);
         let index = image.applied_index;
         if index > *broker.reconciled.borrow() {
             let hosted = broker.clone();

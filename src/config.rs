@@ -197,6 +197,10 @@ pub struct BrokerConfig {
     pub log_filter: String,
     /// `connections.max.idle.ms`: idle connections are closed after this.
     pub connection_idle_ms_max: u64,
+    /// `quota.window.num` and `quota.window.size.seconds`: client quota rates are measured
+    /// over this many samples of this many seconds.
+    pub quota_window_samples: usize,
+    pub quota_window_seconds: u64,
     /// Partitions one CreateTopics/CreatePartitions call may create (guards memory and disk).
     pub partitions_per_request_max: i32,
     pub retention_check_interval_ms: u64,
@@ -414,6 +418,8 @@ impl BrokerConfig {
             listener_connections_max: listener_limits::listener_connections_max(&explicit)?,
             log_filter: get("log.filter").unwrap_or(LOG_FILTER_DEFAULT).to_string(),
             connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
+            quota_window_samples: parse(&explicit, "quota.window.num", 11)?,
+            quota_window_seconds: parse(&explicit, "quota.window.size.seconds", 1)?,
             partitions_per_request_max: parse(&explicit, "partitions.per.request.max", 10_000)?,
             retention_check_interval_ms: parse(
                 &explicit,
@@ -477,6 +483,20 @@ impl BrokerConfig {
             value,
             reason: reason.into(),
         };
+        // Kafka: quota.window.num atLeast(1), quota.window.size.seconds atLeast(1); a rate
+        // needs two samples here to have a window to measure over.
+        if self.quota_window_samples < 2 || self.quota_window_samples > 1000 {
+            let value = self.quota_window_samples.to_string();
+            return Err(invalid("quota.window.num", value, "must be 2..=1000"));
+        }
+        if self.quota_window_seconds < 1 || self.quota_window_seconds > 3600 {
+            let value = self.quota_window_seconds.to_string();
+            return Err(invalid(
+                "quota.window.size.seconds",
+                value,
+                "must be 1..=3600",
+            ));
+        }
         if self.num_partitions < 1 {
             return Err(invalid(
                 "num.partitions",

@@ -32,6 +32,7 @@ pub mod allocator;
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod client_quota;
 pub mod config;
 pub mod controller;
 pub mod group;

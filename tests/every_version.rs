@@ -141,6 +141,7 @@ async fn every_api_and_version_round_trips() {
     data_versions(&broker, topic_id).await;
     describe_versions(&broker).await;
     alter_config_versions(&broker).await;
+    client_quota_versions(&broker).await;
     group_offset_versions(&broker).await;
     group_versions(&broker).await;
     legacy_offset_versions(&broker).await;
@@ -190,6 +191,68 @@ async fn update_features_versions(broker: &Broker) {
         let up = send(vec![update(2, false)]).await;
         assert_eq!(up.error_code, 0, "v{version}: {:?}", up.error_message);
         assert_eq!(finalized_tv().await, Some(2), "v{version}");
+    }
+}
+
+/// AlterClientQuotas and DescribeClientQuotas at every version: a quota is stored and
+/// described back (named and default names); a bad key and a bad filter are refused.
+async fn client_quota_versions(broker: &Broker) {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    for version in versions(ApiKey::AlterClientQuotas) {
+        let entry = |client: &str, key: &str, value: f64| {
+            EntryData::default()
+                .with_entity(vec![
+                    EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("client-id"))
+                        .with_entity_name(Some(StrBytes::from_string(format!(
+                            "{client}{version}"
+                        )))),
+                    EntityData::default()
+                        .with_entity_type(StrBytes::from_static_str("user"))
+                        .with_entity_name(None),
+                ])
+                .with_ops(vec![
+                    OpData::default()
+                        .with_key(StrBytes::from_string(key.to_string()))
+                        .with_value(value),
+                ])
+        };
+        let request = AlterClientQuotasRequest::default().with_entries(vec![
+            entry("c", "producer_byte_rate", 1024.0),
+            entry("d", "nope", 1.0),
+        ]);
+        let response = call(broker, &request, version).await;
+        let codes: Vec<i16> = response.entries.iter().map(|e| e.error_code).collect();
+        assert_eq!(codes, [0, 42], "v{version}");
+        assert_eq!(response.entries[0].entity.len(), 2);
+    }
+    for version in versions(ApiKey::DescribeClientQuotas) {
+        let request = DescribeClientQuotasRequest::default()
+            .with_components(vec![
+                ComponentData::default()
+                    .with_entity_type(StrBytes::from_static_str("user"))
+                    .with_match_type(1)
+                    .with_match(None),
+                ComponentData::default()
+                    .with_entity_type(StrBytes::from_static_str("client-id"))
+                    .with_match_type(2)
+                    .with_match(None),
+            ])
+            .with_strict(true);
+        let response = call(broker, &request, version).await;
+        assert_eq!(response.error_code, 0, "v{version}");
+        let entries = response.entries.unwrap();
+        assert_eq!(entries.len(), 2, "v{version}");
+        assert_eq!(entries[0].values[0].value, 1024.0);
+        let bad = DescribeClientQuotasRequest::default().with_components(vec![
+            ComponentData::default()
+                .with_entity_type(StrBytes::from_static_str("topic"))
+                .with_match_type(2),
+        ]);
+        let response = call(broker, &bad, version).await;
+        assert_eq!(response.error_code, 35, "v{version}");
+        assert!(response.entries.is_none());
     }
 }
 

@@ -233,7 +233,7 @@ async fn alter_one(
         if validate_only {
             return Ok(());
         }
-        match broker.alter_configs(command).await {
+        match broker.submit_planned(command).await {
             Err(ControllerError::ConfigChanged(_)) if attempt < PLAN_ATTEMPTS => attempt += 1,
             outcome => return outcome.map_err(failure),
         }

@@ -86,8 +86,16 @@ pub async fn handle(
     if let Some(replica) = replica {
         record_follower_progress(broker, &image, &request, replica, &mut targets);
     }
-    let response_bytes_max = (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
-    let min_bytes = request.min_bytes.max(0) as usize;
+    let mut response_bytes_max =
+        (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
+    if replica.is_none()
+        && let Some(cap) = super::throttle::fetch_bytes_cap(broker, context)
+    {
+        // A consumer asks for no more than its quota allows in one window (Kafka's
+        // `getMaxValueInQuotaWindow`), so one response cannot overshoot it by much.
+        response_bytes_max = response_bytes_max.min(cap);
+    }
+    let min_bytes = (request.min_bytes.max(0) as usize).min(response_bytes_max);
     let deadline = Instant::now()
         + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(WAIT_MS_MAX));
 
@@ -120,7 +128,37 @@ pub async fn handle(
     // The image as it is now: a parked fetch may have outlived a leader change.
     let image = broker.image();
     let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
-    build_response(topics, &targets, results, hints)
+    let response = build_response(topics, &targets, results, hints);
+    if replica.is_some() {
+        return response;
+    }
+    throttle_consumer(broker, context, response)
+}
+
+/// Records a consumer's response against its fetch quota. Over the quota, the client gets
+/// an empty response carrying the throttle time instead (Kafka's
+/// `getThrottledResponse`): the records stay in the log for its next fetch.
+fn throttle_consumer(
+    broker: &Broker,
+    context: &RequestContext,
+    response: FetchResponse,
+) -> FetchResponse {
+    use kafka_protocol::protocol::Encodable;
+    if !broker
+        .client_quotas
+        .is_enabled(crate::client_quota::QuotaKind::Fetch)
+    {
+        return response;
+    }
+    // Sizing only walks the structure; raw record bytes are counted, not copied.
+    let size = response.compute_size(context.version).unwrap_or(0);
+    let throttle = super::throttle::record_fetch(broker, context, size);
+    if throttle == 0 {
+        return response;
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX))
 }
 
 /// Bytes out per topic (consumers) or replication bytes out (followers), and the

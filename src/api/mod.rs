@@ -10,6 +10,7 @@ mod add_partitions_to_txn;
 mod admin_topics;
 mod alter_configs;
 mod api_versions;
+mod client_quotas;
 mod cluster;
 mod configs;
 mod delete_records;
@@ -34,6 +35,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod partition_reassignments;
 mod produce;
+pub mod throttle;
 mod transactions_admin;
 mod txn_coordinator;
 mod txn_markers;
@@ -126,6 +128,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::UpdateFeatures, 0, 2),
     spec(ApiKey::AlterPartitionReassignments, 0, 0),
     spec(ApiKey::ListPartitionReassignments, 0, 0),
+    spec(ApiKey::DescribeClientQuotas, 0, 1),
+    spec(ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
@@ -167,6 +171,10 @@ pub struct RequestContext {
     /// The listener the request arrived on: Metadata, FindCoordinator, DescribeCluster and
     /// leader hints answer with each broker's endpoint on this listener, as Kafka does.
     pub listener_name: Arc<str>,
+    /// The request's size without its length prefix (what a produce quota counts).
+    pub size_bytes: usize,
+    /// When the whole frame was in hand: request-time quotas count from here.
+    pub received_at: std::time::Instant,
 }
 
 /// A frame whose header has been read: either a request to dispatch, or an ApiVersions
@@ -196,6 +204,7 @@ pub fn parse_frame(
         }
         return Err(ApiError::UnsupportedVersion { api_key, version });
     }
+    let size_bytes = frame.len();
     let mut body = frame;
     let header_version = spec.key.request_header_version(version);
     let header =
@@ -211,6 +220,8 @@ pub fn parse_frame(
         client_id: header.client_id,
         client_host: client_host.to_string(),
         listener_name: listener_name.clone(),
+        size_bytes,
+        received_at: std::time::Instant::now(),
     };
     Ok(ParsedFrame::Request(context, body))
 }
@@ -356,7 +367,8 @@ fn leader_partition(
 macro_rules! route {
     ($broker:expr, $context:expr, $body:expr, $handler:path) => {{
         let request = decode($context, $body)?;
-        let response = $handler($broker, $context, request).await;
+        let mut response = $handler($broker, $context, request).await;
+        throttle::finish($broker, $context, &mut response);
         Ok(Some(encode_response($context, &response)?))
     }};
 }
@@ -370,7 +382,10 @@ async fn dispatch(
         ApiKey::Produce => {
             let request = decode(context, body)?;
             match produce::handle(broker, context, request).await {
-                Some(response) => Ok(Some(encode_response(context, &response)?)),
+                Some(mut response) => {
+                    throttle::finish(broker, context, &mut response);
+                    Ok(Some(encode_response(context, &response)?))
+                }
                 None => Ok(None),
             }
         }
@@ -491,6 +506,8 @@ async fn dispatch(
         ApiKey::ListPartitionReassignments => {
             route!(broker, context, body, partition_reassignments::list)
         }
+        ApiKey::DescribeClientQuotas => route!(broker, context, body, client_quotas::describe),
+        ApiKey::AlterClientQuotas => route!(broker, context, body, client_quotas::alter),
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

@@ -67,6 +67,10 @@ pub async fn handle(
     // The verification may have taken a round trip: stamp the append with its own time.
     let topics = append_all(prepared, now_ms(), required);
     if acks == 0 {
+        // No response to carry it, but the connection still holds the client (Kafka mutes
+        // an acks=0 producer's channel too).
+        let throttle = super::throttle::record_produce(broker, context);
+        crate::metrics::request::set_throttle_ms(throttle);
         return None;
     }
     let mut waited = Vec::with_capacity(topics.len());
@@ -101,10 +105,13 @@ pub async fn handle(
                 .with_partition_responses(answered),
         );
     }
+    // Recorded once the append is answered, as Kafka's response callback does.
+    let throttle = super::throttle::record_produce(broker, context);
     Some(
         ProduceResponse::default()
             .with_responses(responses)
-            .with_node_endpoints(hints.produce_endpoints()),
+            .with_node_endpoints(hints.produce_endpoints())
+            .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX)),
     )
 }
 

@@ -51,7 +51,7 @@ pub async fn handle(
     let validate_only = context.version >= UPGRADE_TYPE_VERSION_MIN && request.validate_only;
     let outcome = match plan_update_features(&broker.image(), broker.config.node_id, &updates) {
         Ok(_) if validate_only => Ok(()),
-        Ok(command) => broker.update_features(command).await,
+        Ok(command) => broker.submit_planned(command).await,
         Err(error) => Err(error),
     };
     let (code, message) = match &outcome {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ControllerError;
+use super::client_quotas::{QuotaChanges, QuotaEntity, apply_alter_client_quotas};
 use super::config_admin::{ConfigChanges, ConfigResource, apply_alter_configs};
 pub use super::elections::{Election, ElectionResult, PartitionElection};
 use super::elections::{begin_controlled_shutdown, elect_leaders};
@@ -144,6 +145,13 @@ pub enum MetadataCommand {
     /// [`CommandOutcome::PartitionsReassigned`].
     AlterPartitionReassignments {
         reassignments: Vec<PartitionReassignment>,
+    },
+    /// Sets (`Some`) or removes (`None`) quota keys of one client quota entity
+    /// (AlterClientQuotas), as Kafka's `QuotaRecord`s. Validated again at apply.
+    AlterClientQuotas {
+        entity: QuotaEntity,
+        #[serde(default)]
+        changes: QuotaChanges,
     },
 }
 
@@ -270,6 +278,9 @@ pub fn apply(
         MetadataCommand::AlterPartitionReassignments { reassignments } => Ok(
             CommandOutcome::PartitionsReassigned(alter_reassignments(image, reassignments)),
         ),
+        MetadataCommand::AlterClientQuotas { entity, changes } => {
+            apply_alter_client_quotas(image, entity, changes)
+        }
     }
 }
 

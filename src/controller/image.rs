@@ -10,7 +10,8 @@
 //! - its adding and removing replicas (a reassignment under way) are disjoint subsets of
 //!   its replicas, without duplicates, and some replica is not being removed;
 //! - `topic_names` is exactly the inverse of `topics` (id -> name);
-//! - a broker has a listener, and its `host`/`port` are the first listener's.
+//! - a broker has a listener, and its `host`/`port` are the first listener's;
+//! - a client quota entity has at least one key, each with a finite value above zero.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +49,10 @@ pub struct MetadataImage {
     /// images written before UpdateFeatures existed.
     #[serde(default)]
     pub feature_levels: BTreeMap<String, i16>,
+    /// Client quotas (AlterClientQuotas) by entity; an entity has at least one key. Empty
+    /// in images written before they existed.
+    #[serde(default, with = "super::client_quotas::serde_entries")]
+    pub client_quotas: super::client_quotas::ClientQuotas,
 }
 
 /// One advertised listener of a broker (Kafka's `BrokerEndpoint`).
@@ -232,6 +237,12 @@ impl MetadataImage {
                 return Err(format!(
                     "broker {node_id}: host and port are not its first listener"
                 ));
+            }
+        }
+        for (entity, quotas) in &self.client_quotas {
+            let valid = |value: &f64| value.is_finite() && *value > 0.0;
+            if quotas.is_empty() || !quotas.values().all(valid) {
+                return Err(format!("client quota entity {entity:?}: {quotas:?}"));
             }
         }
         if self.topic_names.len() != self.topics.len() {

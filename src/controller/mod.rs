@@ -6,6 +6,7 @@
 //! whoever proposed, applies the committed log in order and publishes each new image on a
 //! watch channel; reconcilers act on what is published, never on what they submitted.
 
+pub mod client_quotas;
 pub mod commands;
 pub mod config_admin;
 pub mod controlled_shutdown;

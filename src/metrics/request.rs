@@ -26,6 +26,14 @@ pub struct RequestScope {
     remote: Cell<Duration>,
     /// Fetch only: whether a follower sent it (Kafka's FetchFollower vs FetchConsumer).
     from_follower: Cell<Option<bool>>,
+    /// How long the connection must hold the client for its quotas (KIP-219), in ms.
+    throttle_ms: Cell<u64>,
+}
+
+impl RequestScope {
+    pub fn throttle_ms(&self) -> u64 {
+        self.throttle_ms.get()
+    }
 }
 
 tokio::task_local! {
@@ -40,6 +48,7 @@ pub async fn with_request_scope<F: Future>(handling: F) -> (F::Output, RequestSc
             let scope = SCOPE.with(|scope| RequestScope {
                 remote: Cell::new(scope.remote.get()),
                 from_follower: Cell::new(scope.from_follower.get()),
+                throttle_ms: Cell::new(scope.throttle_ms.get()),
             });
             (output, scope)
         })
@@ -49,6 +58,29 @@ pub async fn with_request_scope<F: Future>(handling: F) -> (F::Output, RequestSc
 /// Marks the Fetch being handled as a follower's (`true`) or a consumer's.
 pub fn mark_fetch_from_follower(follower: bool) {
     let _ = SCOPE.try_with(|scope| scope.from_follower.set(Some(follower)));
+}
+
+/// Whether the Fetch being handled is a follower's.
+pub fn is_follower_fetch() -> bool {
+    SCOPE
+        .try_with(|scope| scope.from_follower.get() == Some(true))
+        .unwrap_or(false)
+}
+
+/// The time the request being handled has spent parked in waits so far.
+pub fn remote_so_far() -> Duration {
+    SCOPE
+        .try_with(|scope| scope.remote.get())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Asks the connection to hold the client for `throttle_ms` (the largest asked wins).
+pub fn set_throttle_ms(throttle_ms: u64) {
+    let _ = SCOPE.try_with(|scope| {
+        scope
+            .throttle_ms
+            .set(scope.throttle_ms.get().max(throttle_ms))
+    });
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
