@@ -11,12 +11,12 @@ import os
 import time
 
 import clients
+import rawkafka
 from confluent_kafka import TopicPartition
 
 from test_describe_producers import producers_on
 from test_transactions import (BROKER_OVERRIDES as TXN_OVERRIDES, CALL_TIMEOUT_S, COMMIT,
-                               ABORT, fetch_v4, layout, tid, txn_producer, visible,
-                               wait_settled)
+                               ABORT, fetch_v4, tid, txn_producer, visible, wait_settled)
 
 BROKER_OVERRIDES = {**TXN_OVERRIDES, "log.cleaner.backoff.ms": "300"}
 TOPIC_CONFIG = {"cleanup.policy": "compact", "segment.bytes": "1024",
@@ -52,6 +52,12 @@ def filler(producer, topic, round_index):
     """A committed transaction of unique keys, enough bytes to close a segment."""
     pairs = [(f"f{round_index}-{i}", f"f{round_index}-{i}:{PAD}") for i in range(8)]
     return keyed_transaction(producer, topic, pairs, COMMIT)
+
+
+def layout(broker, topic, partition):
+    """Every entry of the partition up to its high watermark, raw (rawkafka.LogEntry)."""
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        return rawkafka.read_layout(conn, topic, partition)
 
 
 def markers_without_data(entries):

@@ -495,6 +495,31 @@ mod tests {
     }
 
     #[test]
+    fn compacted_and_emptied_batches_replicate_but_are_not_produced() {
+        let batch = encode_batch(&[1_000, 1_005, 1_002], Compression::Gzip);
+        // A compacted batch: fewer records than offsets (its last offset kept).
+        let mut compacted = batch.to_vec();
+        set_last_offset_delta(&mut compacted, 5);
+        // The bare header of a producer's last batch.
+        let empty = empty_batch(&batch);
+        assert_eq!(empty.len(), BATCH_HEADER_BYTES);
+        let one_record_per_offset = validate_batches(&compacted, u32::MAX);
+        assert!(one_record_per_offset.is_err(), "not from a producer");
+        for (kept, last_offset) in [(&compacted, 5), (&empty, 2)] {
+            let header = validate_replicated_batches(kept).unwrap()[0];
+            assert!(crc_matches(kept, header.crc));
+            assert_eq!(header.last_offset(), last_offset);
+        }
+        let header = BatchHeader::parse(&empty).unwrap();
+        assert_eq!((header.record_count, header.compression_code()), (0, 0));
+        assert_eq!(header.base_timestamp, 1_005, "both timestamps are the max");
+        // More records than offsets is wrong from anyone.
+        let mut overfull = batch.to_vec();
+        set_last_offset_delta(&mut overfull, 1);
+        assert!(validate_replicated_batches(&overfull).is_err());
+    }
+
+    #[test]
     fn hand_built_batch_parses_field_by_field() {
         let batch = hand_built_batch(b"hello");
         let header = validate_batches(&batch, 1_000).unwrap()[0];
