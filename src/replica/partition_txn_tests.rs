@@ -610,6 +610,22 @@ fn producer_state_rebuilt_from_a_compacted_log_keeps_sequences_and_epochs() {
     );
     assert_eq!(aborted(&partition).len(), 1);
     let before = producers(&partition).active_producers();
+    // A new follower copies the compacted log (batches with fewer records than offsets,
+    // the empty one) and derives the same producer state from it.
+    let opened = (
+        TopicPartition::new("t", 0),
+        Uuid::from_u128(7),
+        dir.path().join("follower"),
+        compacted.clone(),
+    );
+    let follower = Partition::open_at(opened, 0, 0, 0, LastShutdown::Clean).unwrap();
+    follower.become_follower(0).unwrap();
+    let read = partition.read_replica(0, usize::MAX, true).unwrap();
+    follower
+        .append_replicated(&read.records, (1, 0), 0)
+        .unwrap();
+    assert_eq!(producers(&follower).active_producers(), before);
+    assert_eq!(aborted(&follower), aborted(&partition));
     drop(partition); // like kill -9
     let log_dir = dir.path().join("t-0");
     for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
