@@ -31,6 +31,9 @@ const CRC_AT: usize = 17;
 /// First byte covered by the CRC (the attributes).
 const CRC_COVERS_FROM: usize = 21;
 const ATTRIBUTES_AT: usize = 21;
+const BATCH_LENGTH_AT: usize = 8;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const RECORD_COUNT_AT: usize = 57;
 const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 
@@ -165,6 +168,14 @@ pub fn validate_batches(
 
 /// Checks one batch at the start of `bytes`, in Kafka's order: format, size, CRC, counts.
 fn validate_batch(bytes: &[u8], max_message_bytes: u32) -> Result<BatchHeader, BatchError> {
+    validate_batch_with(bytes, max_message_bytes, true)
+}
+
+fn validate_batch_with(
+    bytes: &[u8],
+    max_message_bytes: u32,
+    one_record_per_offset: bool,
+) -> Result<BatchHeader, BatchError> {
     // v0/v1 message sets have another layout, so look at the magic before parsing.
     if let Some(&magic) = bytes.get(MAGIC_AT)
         && magic as i8 != MAGIC_V2
@@ -199,11 +210,32 @@ fn validate_batch(bytes: &[u8], max_message_bytes: u32) -> Result<BatchHeader, B
             header.compression_code()
         )));
     }
-    check_counts(&header)?;
+    check_counts(&header, one_record_per_offset)?;
     Ok(header)
 }
 
-fn check_counts(header: &BatchHeader) -> Result<(), BatchError> {
+/// Validate batches a follower fetched from its leader: as [`validate_batches`], except
+/// that a batch may hold fewer records than its offset range. The leader's cleaner leaves
+/// such batches (Kafka keeps a compacted batch's last offset so that its last sequence
+/// survives, and an emptied batch's header), and Kafka's follower takes them too; only a
+/// produce must have one record per offset.
+pub fn validate_replicated_batches(records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut headers = Vec::new();
+    let mut position = 0;
+    while position < records.len() {
+        let header = validate_batch_with(&records[position..], u32::MAX, false)?;
+        position += header.total_bytes();
+        headers.push(header);
+    }
+    if headers.is_empty() {
+        return Err(BatchError::InvalidRecord(
+            "no record batch in the records".into(),
+        ));
+    }
+    Ok(headers)
+}
+
+fn check_counts(header: &BatchHeader, one_record_per_offset: bool) -> Result<(), BatchError> {
     if header.last_offset_delta < 0 {
         return Err(BatchError::InvalidRecord(format!(
             "last offset delta {} is negative",
@@ -217,7 +249,11 @@ fn check_counts(header: &BatchHeader) -> Result<(), BatchError> {
         )));
     }
     let count_from_offsets = i64::from(header.last_offset_delta) + 1;
-    if header.record_count > 0 && i64::from(header.record_count) != count_from_offsets {
+    let wrong = match one_record_per_offset {
+        true => header.record_count > 0 && i64::from(header.record_count) != count_from_offsets,
+        false => i64::from(header.record_count) > count_from_offsets,
+    };
+    if wrong {
         return Err(BatchError::InvalidRecord(format!(
             "record count {} disagrees with last offset delta {}",
             header.record_count, header.last_offset_delta
@@ -318,6 +354,55 @@ pub fn stamp_batch(
     write_at(batch, CRC_AT, &crc.to_be_bytes());
 }
 
+/// The header of `batch` (one whole batch) alone, as a batch of no records (Kafka's
+/// `writeEmptyHeader`): same offsets, producer, epoch, base sequence, flags and max
+/// timestamp, no compression, record count 0. The cleaner leaves one where a producer's
+/// last batch lost all its records, so that its sequence and epoch outlive them.
+pub fn empty_batch(batch: &[u8]) -> Vec<u8> {
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES,
+        "empty_batch needs a whole batch"
+    );
+    let mut empty = batch[..BATCH_HEADER_BYTES].to_vec();
+    let length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
+    write_at(&mut empty, BATCH_LENGTH_AT, &length.to_be_bytes());
+    let attributes = i16::from_be_bytes([empty[ATTRIBUTES_AT], empty[ATTRIBUTES_AT + 1]]);
+    write_at(
+        &mut empty,
+        ATTRIBUTES_AT,
+        &(attributes & !COMPRESSION_MASK).to_be_bytes(),
+    );
+    let max_timestamp: [u8; 8] = empty[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+        .try_into()
+        .expect("8 bytes");
+    write_at(&mut empty, BASE_TIMESTAMP_AT, &max_timestamp);
+    write_at(&mut empty, RECORD_COUNT_AT, &0i32.to_be_bytes());
+    seal(&mut empty);
+    empty
+}
+
+/// Sets the last offset delta of `batch` (one whole batch) and recomputes its CRC: the
+/// cleaner gives a compacted batch its original last offset back (Kafka's
+/// `overrideLastOffset`), which may lie past its last surviving record.
+pub fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES && last_offset_delta >= 0,
+        "set_last_offset_delta needs a whole batch and a delta >= 0"
+    );
+    write_at(
+        batch,
+        LAST_OFFSET_DELTA_AT,
+        &last_offset_delta.to_be_bytes(),
+    );
+    seal(batch);
+}
+
+/// Recomputes the CRC of one whole batch after a change to the bytes it covers.
+fn seal(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_COVERS_FROM..]);
+    write_at(batch, CRC_AT, &crc.to_be_bytes());
+}
+
 fn write_at(batch: &mut [u8], at: usize, bytes: &[u8]) {
     batch[at..at + bytes.len()].copy_from_slice(bytes);
 }
@@ -407,6 +492,31 @@ mod tests {
             assert_eq!(header.compression_code(), compression as i16);
             assert_eq!(header.total_bytes(), batch.len());
         }
+    }
+
+    #[test]
+    fn compacted_and_emptied_batches_replicate_but_are_not_produced() {
+        let batch = encode_batch(&[1_000, 1_005, 1_002], Compression::Gzip);
+        // A compacted batch: fewer records than offsets (its last offset kept).
+        let mut compacted = batch.to_vec();
+        set_last_offset_delta(&mut compacted, 5);
+        // The bare header of a producer's last batch.
+        let empty = empty_batch(&batch);
+        assert_eq!(empty.len(), BATCH_HEADER_BYTES);
+        let one_record_per_offset = validate_batches(&compacted, u32::MAX);
+        assert!(one_record_per_offset.is_err(), "not from a producer");
+        for (kept, last_offset) in [(&compacted, 5), (&empty, 2)] {
+            let header = validate_replicated_batches(kept).unwrap()[0];
+            assert!(crc_matches(kept, header.crc));
+            assert_eq!(header.last_offset(), last_offset);
+        }
+        let header = BatchHeader::parse(&empty).unwrap();
+        assert_eq!((header.record_count, header.compression_code()), (0, 0));
+        assert_eq!(header.base_timestamp, 1_005, "both timestamps are the max");
+        // More records than offsets is wrong from anyone.
+        let mut overfull = batch.to_vec();
+        set_last_offset_delta(&mut overfull, 1);
+        assert!(validate_replicated_batches(&overfull).is_err());
     }
 
     #[test]

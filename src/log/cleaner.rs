@@ -51,18 +51,34 @@
 //!
 //! Transactions, as Kafka's cleaner: only segments wholly below the last stable offset are
 //! cleaned ([`PartitionLog::clean_snapshot_below`]), so every transaction there is decided.
-//! Markers are kept (Kafka drops them after `delete.retention.ms`; keeping them is safe).
 //! A batch of an aborted transaction (its producer and offsets inside an entry of the
 //! aborted-transaction index whose marker is below that bound) is dropped and never put in
 //! the map, so it can never hide a committed value; a committed transactional batch is
 //! cleaned like any other. Transactional batches not yet decided (at or above the bound)
 //! are kept and stay out of the map.
 //!
+//! Markers (Kafka's `CleanedTransactionMetadata`): each pass walks the cleaned segments
+//! from the first, in order, noting per producer whether a batch of its current
+//! transaction was read. A marker whose transaction had no batch read this pass goes once
+//! its segment is past the delete horizon (the tombstones' `delete.retention.ms`), and its
+//! entry leaves the segment's aborted-transaction index when the segment is rewritten; a
+//! marker whose transaction still had a batch stays, with its entry. So the pass that drops
+//! a transaction's last batches keeps the marker and a later pass removes it ([`TxnWalk`]
+//! says why that order matters after a crash). A rewritten index is fsynced as
+//! `<base>.txnindex.cleaned` and renamed into place, the directory fsynced, before any
+//! log swap of the pass: a new index beside an old log is right, the reverse is not.
+//!
+//! Producer state (Kafka's `retainLastBatchSequence`): the partition names each producer's
+//! last data batch ([`ProducerTail`]); that batch stays, as its bare header (record count
+//! 0) if it loses every record, and a rewritten batch with a producer keeps its original
+//! last offset, so a producer state rebuilt from the log still has the producer's epoch and
+//! last sequence. A producer with no data batch keeps its markers at its current epoch.
+//!
 //! Simplifications: the delete horizon is per segment; a segment left empty stays as an empty file, so the log
 //! start offset never moves; the mapped end is in memory only (a restart cleans again from
 //! offset 0, which is merely redundant).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -76,7 +92,10 @@ use kafka_protocol::records::{
 };
 use tracing::{debug, info};
 
-use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, stamp_batch};
+use crate::log::batch::{
+    BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, NO_SEQUENCE, empty_batch, set_last_offset_delta,
+    stamp_batch,
+};
 use crate::log::error::LogError;
 use crate::log::offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
@@ -86,7 +105,7 @@ use crate::log::segment::{
     DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, SegmentState, TIME_INDEX_EXTENSION,
     remove_if_present, segment_file, sync_directory, write_index_files,
 };
-use crate::log::txn_index::AbortedTxn;
+use crate::log::txn_index::{AbortedTxn, TXN_INDEX_EXTENSION, write_index_file};
 
 /// Kafka's default `log.cleaner.dedupe.buffer.size`: 128 MiB for the offset map.
 pub const DEDUPE_BUFFER_BYTES_DEFAULT: u64 = 134_217_728;
@@ -102,7 +121,23 @@ pub struct CleanStats {
     /// Cleaned segments not installed because the log changed under the pass (retention
     /// deleted them, or a truncation); the next pass cleans what is left.
     pub segments_discarded: usize,
+    /// Transaction markers removed (their records are counted in `records_removed` too).
+    pub markers_removed: usize,
 }
+
+/// What a producer's state needs of the log (Kafka's `LastRecord`): the cleaner keeps the
+/// batch ending at `last_data_offset`, emptied if it loses every record, so that a
+/// producer state rebuilt from the log still knows the producer's last sequence and epoch;
+/// a producer with no data batch keeps its markers at `epoch` instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerTail {
+    pub last_data_offset: Option<i64>,
+    pub epoch: i16,
+}
+
+/// The tails of the producers the partition remembers, by producer id (Kafka's
+/// `lastRecordsOfActiveProducers`): an expired producer's batches may all go.
+pub type ProducerTails = HashMap<i64, ProducerTail>;
 
 /// Bytes copied at a time when a rewrite starts after an unchanged prefix.
 const COPY_CHUNK_BYTES: u64 = 1024 * 1024;
@@ -137,6 +172,8 @@ struct SnapshotSegment {
     largest_timestamp_ms: i64,
     log: File,
     log_path: PathBuf,
+    /// Its aborted-transaction index (the aborts whose markers it holds).
+    aborted: Vec<AbortedTxn>,
 }
 
 /// What step 2 works from; see the module doc.
@@ -151,6 +188,8 @@ pub struct CleanSnapshot {
     closed_end: i64,
     /// What the pass knows of the transactions below `closed_end`.
     transactions: Transactions,
+    /// The batches producer state needs, as the partition's producer table said at step 1.
+    tails: ProducerTails,
     horizon_ms: i64,
     index_interval_bytes: u32,
     /// Every segment in offset order; the last is the active one.
@@ -163,6 +202,8 @@ struct CleanedFiles {
     log: PathBuf,
     offset_index: PathBuf,
     time_index: PathBuf,
+    /// Written only when the segment's aborted-transaction index loses entries.
+    txn_index: PathBuf,
 }
 
 impl CleanedFiles {
@@ -173,6 +214,7 @@ impl CleanedFiles {
             log: cleaned(LOG_EXTENSION),
             offset_index: cleaned(INDEX_EXTENSION),
             time_index: cleaned(TIME_INDEX_EXTENSION),
+            txn_index: cleaned(TXN_INDEX_EXTENSION),
         }
     }
 }
@@ -180,7 +222,12 @@ impl CleanedFiles {
 impl Drop for CleanedFiles {
     fn drop(&mut self) {
         // Best effort: recovery removes `.cleaned` leftovers on the next open anyway.
-        for path in [&self.log, &self.offset_index, &self.time_index] {
+        for path in [
+            &self.log,
+            &self.offset_index,
+            &self.time_index,
+            &self.txn_index,
+        ] {
             let _ = remove_if_present(path);
         }
     }
@@ -194,6 +241,11 @@ struct CleanedSegment {
     /// The cleaned log's state, as its scan found it.
     state: SegmentState,
     records_removed: usize,
+    markers_removed: usize,
+    /// Entries its aborted-transaction index keeps; `files.txn_index` holds them when
+    /// `txn_index_changed`, else the segment's own index stays.
+    aborted_kept: usize,
+    txn_index_changed: bool,
     files: CleanedFiles,
 }
 
@@ -207,18 +259,20 @@ pub struct CleanOutcome {
 impl PartitionLog {
     /// Step 1: what a pass needs, or None when there is nothing to clean (not a compacted
     /// topic, or no segment closed since the last pass). Cheap: no data is read.
-    /// Transactions are taken as decided up to the log end: for logs without open
-    /// transactions (tests, tools); the partition calls [`Self::clean_snapshot_below`].
+    /// Transactions are taken as decided up to the log end and no producer's last batch is
+    /// kept: for logs without open transactions or producer state (tests, tools); the
+    /// partition calls [`Self::clean_snapshot_below`].
     pub fn clean_snapshot(&self, now_ms: i64) -> Result<Option<CleanSnapshot>, LogError> {
-        self.clean_snapshot_below(now_ms, self.log_end_offset())
+        self.clean_snapshot_below(now_ms, self.log_end_offset(), ProducerTails::new())
     }
 
     /// Step 1, cleaning only segments wholly below `stable_end` (the last stable offset):
-    /// nothing at or above it is touched.
+    /// nothing at or above it is touched. `tails` are the batches producer state needs kept.
     pub fn clean_snapshot_below(
         &self,
         now_ms: i64,
         stable_end: i64,
+        tails: ProducerTails,
     ) -> Result<Option<CleanSnapshot>, LogError> {
         let holding_stable_end = self.segments[self.segment_index(stable_end)].base_offset();
         let closed_end = self.active().base_offset().min(holding_stable_end);
@@ -234,6 +288,7 @@ impl PartitionLog {
                 largest_timestamp_ms: segment.largest_timestamp_ms()?,
                 log: segment.log_file().try_clone()?,
                 log_path: segment.log_path().to_path_buf(),
+                aborted: segment.aborted_transactions().to_vec(),
             });
         }
         Ok(Some(CleanSnapshot {
@@ -242,6 +297,7 @@ impl PartitionLog {
             dirty_start: self.cleaned_end_offset,
             closed_end,
             transactions,
+            tails,
             horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
             index_interval_bytes: self.config.index_interval_bytes,
             segments,
@@ -315,6 +371,20 @@ impl PartitionLog {
             return Ok(());
         }
         let dir = self.dir.clone();
+        // The aborted-transaction indexes go first, made durable before any log swap: an
+        // entry only goes once its transaction has no batch left, so the new index beside
+        // the old log is right; the old index beside the new log could name an abort whose
+        // marker is gone, and a read_committed client would then skip that producer's later
+        // transactions (it forgets an abort only at its marker).
+        let mut txn_indexes_moved = false;
+        for (_, cleaned) in matched.iter().filter(|(_, c)| c.txn_index_changed) {
+            let target = segment_file(&dir, cleaned.base_offset, TXN_INDEX_EXTENSION);
+            fs::rename(&cleaned.files.txn_index, target)?;
+            txn_indexes_moved = true;
+        }
+        if txn_indexes_moved {
+            sync_directory(&dir)?;
+        }
         for (_, cleaned) in &matched {
             let paths = SegmentPaths::of(&dir, cleaned.base_offset);
             fs::rename(&cleaned.files.log, &paths.swap)?;
@@ -333,9 +403,10 @@ impl PartitionLog {
         sync_directory(&dir)?;
         for (index, cleaned) in matched {
             let segment = Segment::open(&dir, cleaned.base_offset, self.clock_ms)?;
-            check_installed(&segment, &cleaned.state)?;
+            check_installed(&segment, &cleaned.state, cleaned.aborted_kept)?;
             stats.segments_cleaned += 1;
             stats.records_removed += cleaned.records_removed;
+            stats.markers_removed += cleaned.markers_removed;
             stats.bytes_before += cleaned.size_before;
             stats.bytes_after += segment.size_bytes();
             // Dropping the old segment closes its files, already renamed or unlinked.
@@ -368,11 +439,17 @@ impl SegmentPaths {
     }
 }
 
-/// The swapped-in segment reads back as the scan of its cleaned log found it.
-fn check_installed(segment: &Segment, expected: &SegmentState) -> Result<(), LogError> {
+/// The swapped-in segment reads back as the scan of its cleaned log found it, with the
+/// aborted transactions the pass kept.
+fn check_installed(
+    segment: &Segment,
+    expected: &SegmentState,
+    aborted_kept: usize,
+) -> Result<(), LogError> {
     let matches = segment.size_bytes() == expected.size_bytes()
         && segment.next_offset() == expected.next_offset()
-        && segment.max_timestamp() == expected.max_timestamp();
+        && segment.max_timestamp() == expected.max_timestamp()
+        && segment.aborted_transactions().len() == aborted_kept;
     if matches {
         return Ok(());
     }
@@ -423,14 +500,18 @@ fn clean_segments(
     );
     let closed = &snapshot.segments[..snapshot.segments.len() - 1];
     let mut segments = Vec::new();
+    // From the first segment on, in order: a transaction's batches are all read before its
+    // marker, wherever they sit.
+    let mut walk = TxnWalk::default();
     for segment in closed.iter().filter(|s| s.base_offset < mapped_end) {
         let retention = Retention {
             map: &map,
             transactions: &snapshot.transactions,
+            tails: &snapshot.tails,
             mapped_end,
-            keep_tombstones: segment.largest_timestamp_ms > snapshot.horizon_ms,
+            within_horizon: segment.largest_timestamp_ms > snapshot.horizon_ms,
         };
-        if let Some(cleaned) = clean_segment(snapshot, segment, &retention, abort)? {
+        if let Some(cleaned) = clean_segment(snapshot, segment, &retention, &mut walk, abort)? {
             segments.push(cleaned);
         }
     }
@@ -447,6 +528,7 @@ fn clean_segment(
     snapshot: &CleanSnapshot,
     segment: &SnapshotSegment,
     retention: &Retention,
+    walk: &mut TxnWalk,
     abort: &dyn Fn() -> bool,
 ) -> Result<Option<CleanedSegment>, Stop> {
     let files = CleanedFiles::of(&snapshot.dir, segment.base_offset);
@@ -456,9 +538,10 @@ fn clean_segment(
         writer: None,
         size_bytes: 0,
         records_removed: 0,
+        markers_removed: 0,
     };
     segment.for_each_batch(abort, &mut |position, header, bytes| {
-        let decision = decide(header, bytes.clone(), retention)?;
+        let decision = decide(header, bytes.clone(), retention, walk)?;
         writer.apply(position, &bytes, decision)
     })?;
     let Some(written) = writer.finish()? else {
@@ -486,11 +569,26 @@ fn clean_segment(
         segment.base_offset,
         &pending,
     )?;
+    // Kafka rebuilds a cleaned segment's index from the aborts whose markers it keeps for
+    // their data: an abort with no batch left has nothing for a reader to skip.
+    let aborted: Vec<AbortedTxn> = segment
+        .aborted
+        .iter()
+        .filter(|entry| !walk.dataless_markers.contains(&entry.last_offset))
+        .copied()
+        .collect();
+    let txn_index_changed = aborted.len() != segment.aborted.len();
+    if txn_index_changed {
+        write_index_file(&files.txn_index, &aborted)?;
+    }
     Ok(Some(CleanedSegment {
         base_offset: segment.base_offset,
         size_before: segment.size_bytes,
         state,
         records_removed: written.records_removed,
+        markers_removed: written.markers_removed,
+        aborted_kept: aborted.len(),
+        txn_index_changed,
         files,
     }))
 }
@@ -570,7 +668,7 @@ struct Transactions {
 enum BatchKind {
     /// Plain or committed data: mapped and filtered.
     Data,
-    /// A transaction marker: kept.
+    /// A transaction marker: kept while its transaction has batches, see [`TxnWalk`].
     Control,
     /// Data of an undecided transaction: kept, never mapped.
     Undecided,
@@ -694,15 +792,33 @@ fn map_segment(
     }
 }
 
+/// What one pass has read of the transactions so far, in log order (Kafka's
+/// `CleanedTransactionMetadata`). A marker may go only when no batch of its transaction
+/// was read in this pass, not even one the pass drops: the pass that drops the last
+/// batches keeps the marker, a later one removes it. So a marker never goes in the same
+/// swap as its transaction's data, and a crash between the swaps of two segments can never
+/// leave a transaction's data without its marker (read_committed would see aborted data,
+/// or the rebuilt producer state an open transaction holding the LSO).
+#[derive(Default)]
+struct TxnWalk {
+    /// Producers with a transactional batch read since their last marker.
+    observed: HashSet<i64>,
+    /// Markers whose transaction had no batch left: their aborted-transaction index
+    /// entries go with the segment's rewrite.
+    dataless_markers: HashSet<i64>,
+}
+
 /// Which records of one segment survive.
 struct Retention<'a> {
     map: &'a OffsetMap,
     transactions: &'a Transactions,
+    tails: &'a ProducerTails,
     /// Records at or above were not all mapped this pass: they are kept.
     mapped_end: i64,
     /// The segment is younger than the delete horizon: consumers may not have seen its
-    /// tombstones yet.
-    keep_tombstones: bool,
+    /// tombstones, nor its markers, yet (a read_committed consumer that read an aborted
+    /// transaction's data forgets the abort only at its marker).
+    within_horizon: bool,
 }
 
 impl Retention<'_> {
@@ -717,7 +833,23 @@ impl Retention<'_> {
             .map
             .get(key)
             .is_some_and(|latest| latest > record.offset);
-        !superseded && (record.value.is_some() || self.keep_tombstones)
+        !superseded && (record.value.is_some() || self.within_horizon)
+    }
+
+    /// Whether producer state needs this batch (Kafka's `isBatchLastRecordOfProducer`): a
+    /// producer's last data batch, or, for a producer without one, its markers at its
+    /// current epoch.
+    fn is_producer_tail(&self, header: &BatchHeader) -> bool {
+        if !header.has_producer_id() {
+            return false;
+        }
+        let Some(tail) = self.tails.get(&header.producer_id) else {
+            return false;
+        };
+        match tail.last_data_offset {
+            Some(offset) => !header.is_control() && header.last_offset() == offset,
+            None => header.is_control() && header.producer_epoch == tail.epoch,
+        }
     }
 }
 /// What becomes of one batch.
@@ -730,26 +862,86 @@ enum Fate {
 struct Decision {
     fate: Fate,
     records_removed: usize,
+    markers_removed: usize,
 }
 
-fn decide(header: &BatchHeader, bytes: Bytes, retention: &Retention) -> Result<Decision, LogError> {
-    let keep = Decision {
-        fate: Fate::Keep,
-        records_removed: 0,
+const KEEP: Decision = Decision {
+    fate: Fate::Keep,
+    records_removed: 0,
+    markers_removed: 0,
+};
+
+/// The whole batch goes.
+fn drop_all(header: &BatchHeader) -> Decision {
+    Decision {
+        fate: Fate::Drop,
+        records_removed: header.record_count.max(0) as usize,
+        markers_removed: usize::from(header.is_control()),
+    }
+}
+
+fn decide(
+    header: &BatchHeader,
+    bytes: Bytes,
+    retention: &Retention,
+    walk: &mut TxnWalk,
+) -> Result<Decision, LogError> {
+    let kind = retention.transactions.kind(header);
+    if kind == BatchKind::Control {
+        return Ok(decide_marker(header, retention, walk));
+    }
+    if header.is_transactional() {
+        walk.observed.insert(header.producer_id);
+    }
+    let decision = match kind {
+        BatchKind::Data => decide_records(header, &bytes, retention)?,
+        BatchKind::Undecided | BatchKind::Control => KEEP,
+        BatchKind::Aborted => drop_all(header),
     };
-    match retention.transactions.kind(header) {
-        BatchKind::Data => {}
-        BatchKind::Control | BatchKind::Undecided => return Ok(keep),
-        BatchKind::Aborted => {
-            return Ok(Decision {
-                fate: Fate::Drop,
-                records_removed: header.record_count.max(0) as usize,
-            });
+    if matches!(decision.fate, Fate::Drop) && retention.is_producer_tail(header) {
+        if header.record_count == 0 {
+            return Ok(KEEP); // emptied by an earlier pass already
         }
+        // Kafka's RETAIN_EMPTY: the header alone carries the sequence range and epoch.
+        return Ok(Decision {
+            fate: Fate::Rewrite(BytesMut::from(&empty_batch(&bytes)[..])),
+            ..decision
+        });
+    }
+    Ok(decision)
+}
+
+/// A marker goes once no batch of its transaction was read this pass (see [`TxnWalk`]), its
+/// segment is past the delete horizon, and producer state does not need it.
+fn decide_marker(header: &BatchHeader, retention: &Retention, walk: &mut TxnWalk) -> Decision {
+    if !header.has_producer_id() {
+        return KEEP; // not a transaction marker
+    }
+    let has_batches = walk.observed.remove(&header.producer_id);
+    if has_batches {
+        return KEEP;
+    }
+    walk.dataless_markers.insert(header.base_offset);
+    if retention.within_horizon || retention.is_producer_tail(header) {
+        return KEEP;
+    }
+    drop_all(header)
+}
+
+/// Plain or committed data: the records the map and the horizon keep.
+fn decide_records(
+    header: &BatchHeader,
+    bytes: &Bytes,
+    retention: &Retention,
+) -> Result<Decision, LogError> {
+    if header.record_count == 0 {
+        // Kept empty for a producer's state once; no longer its last batch (else the
+        // caller keeps it again), it holds nothing (Kafka's DELETE_EMPTY).
+        return Ok(drop_all(header));
     }
     // A batch the decoder cannot read is kept whole: keeping it only costs space.
     let Ok(record_set) = decode(header, bytes.clone()) else {
-        return Ok(keep);
+        return Ok(KEEP);
     };
     let compression = record_set.compression;
     let total = record_set.records.len();
@@ -758,11 +950,11 @@ fn decide(header: &BatchHeader, bytes: Bytes, retention: &Retention) -> Result<D
         .iter()
         .any(|record| !retention.retains(record))
     {
-        return Ok(keep);
+        return Ok(KEEP);
     }
     // Re-encoding must hold every header as sent, or the batch is kept whole.
-    if !decoded_exactly(&bytes, header, &record_set.records) {
-        return Ok(keep);
+    if !decoded_exactly(bytes, header, &record_set.records) {
+        return Ok(KEEP);
     }
     let survivors: Vec<Record> = record_set
         .records
@@ -778,22 +970,27 @@ fn decide(header: &BatchHeader, bytes: Bytes, retention: &Retention) -> Result<D
     Ok(Decision {
         fate,
         records_removed,
+        markers_removed: 0,
     })
 }
 
-/// One batch of `survivors` (non-empty, from the batch `header`) with their own offsets,
-/// the original base sequence, producer, leader epoch, codec and timestamp type.
+/// One batch of `survivors` (non-empty, from the batch `header`) with their own offsets and
+/// sequences, the original producer, leader epoch, codec and timestamp type. A batch with
+/// a producer keeps its original last offset (Kafka's `overrideLastOffset`), so its last
+/// sequence is still what the producer sent: producer state rebuilt from the log must
+/// expect the sequence that follows it.
 fn encode_survivors(
     header: &BatchHeader,
     compression: Compression,
     mut survivors: Vec<Record>,
 ) -> Result<BytesMut, LogError> {
     let first_offset = survivors[0].offset;
+    let base_sequence = sequence_at(header, first_offset);
     for record in &mut survivors {
         // The encoder takes the base sequence from the first record and keeps records in
-        // one batch while offset - sequence is constant: this keeps the original base one.
+        // one batch while offset - sequence is constant.
         let offset_delta = (record.offset - first_offset) as i32;
-        record.sequence = header.base_sequence.wrapping_add(offset_delta);
+        record.sequence = base_sequence.wrapping_add(offset_delta);
         record.partition_leader_epoch = header.partition_leader_epoch;
         record.producer_id = header.producer_id;
         record.producer_epoch = header.producer_epoch;
@@ -821,7 +1018,21 @@ fn encode_survivors(
     let log_append_time_ms = Some(header.max_timestamp).filter(|_| header.is_log_append_time());
     let epoch = header.partition_leader_epoch;
     stamp_batch(&mut encoded, first_offset, epoch, log_append_time_ms);
+    if header.has_producer_id() {
+        let last_offset_delta = header.last_offset() - first_offset;
+        set_last_offset_delta(&mut encoded, last_offset_delta as i32);
+    }
     Ok(encoded)
+}
+
+/// The sequence of the record at `offset` in the batch `header` (NO_SEQUENCE for a batch
+/// without); sequences wrap from i32::MAX to 0, as in Kafka.
+fn sequence_at(header: &BatchHeader, offset: i64) -> i32 {
+    if header.base_sequence == NO_SEQUENCE {
+        return NO_SEQUENCE;
+    }
+    let sequence = i64::from(header.base_sequence) + (offset - header.base_offset);
+    (sequence % (i64::from(i32::MAX) + 1)) as i32
 }
 
 /// The cleaned copy of one segment, `path`, written from the first batch that changes:
@@ -832,17 +1043,20 @@ struct CleanedWriter<'a> {
     writer: Option<BufWriter<File>>,
     size_bytes: u64,
     records_removed: usize,
+    markers_removed: usize,
 }
 
 /// A finished, fsynced cleaned log.
 struct Cleaned {
     size_bytes: u64,
     records_removed: usize,
+    markers_removed: usize,
 }
 
 impl CleanedWriter<'_> {
     fn apply(&mut self, position: u64, bytes: &[u8], decision: Decision) -> Result<(), Stop> {
         self.records_removed += decision.records_removed;
+        self.markers_removed += decision.markers_removed;
         let output: &[u8] = match &decision.fate {
             Fate::Keep if self.writer.is_none() => return Ok(()),
             Fate::Keep => bytes,
@@ -893,6 +1107,7 @@ impl CleanedWriter<'_> {
         Ok(Some(Cleaned {
             size_bytes: self.size_bytes,
             records_removed: self.records_removed,
+            markers_removed: self.markers_removed,
         }))
     }
 }
@@ -1118,7 +1333,7 @@ mod tests {
     }
 
     #[test]
-    fn aborted_records_are_dropped_never_replace_committed_ones_and_markers_stay() {
+    fn aborted_records_are_dropped_never_replace_committed_ones_and_markers_stay_that_pass() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = open(dir.path());
         let entry = transactions_then_plain(&mut log);
@@ -1151,6 +1366,383 @@ mod tests {
             open(dir.path()).aborted_transactions(0, i64::MAX),
             vec![entry]
         );
+    }
+
+    /// Appends one transactional batch of `keys` (values `<key>@<offset>`) from
+    /// `producer_id` at `epoch` and `sequence`; returns its offsets.
+    fn append_txn(
+        log: &mut PartitionLog,
+        producer: (i64, i16),
+        sequence: i32,
+        keys: &[&str],
+    ) -> (i64, i64) {
+        let first = log.log_end_offset();
+        let records: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let offset = first + index as i64;
+                let value = Some(format!("{key}@{offset}"));
+                let mut record = record(index as i64, Some(key.to_string()), value, 500);
+                record.transactional = true;
+                record.producer_id = producer.0;
+                record.producer_epoch = producer.1;
+                record.sequence = sequence + index as i32;
+                record
+            })
+            .collect();
+        let mut buffer = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
+        let (records, headers) = validated(buffer);
+        log.append(records, &headers, 3, 0).unwrap();
+        (first, log.log_end_offset() - 1)
+    }
+
+    /// Appends a commit or abort marker (indexing an abort from `first_offset`); returns
+    /// its offset.
+    fn append_marker(
+        log: &mut PartitionLog,
+        producer: (i64, i16),
+        committed: bool,
+        first_offset: i64,
+    ) -> i64 {
+        use crate::txn::marker::encode_marker_batch;
+        use crate::txn::producer_state::TxnMarker;
+        let marker = TxnMarker {
+            committed,
+            coordinator_epoch: 0,
+        };
+        let batch = encode_marker_batch(producer.0, producer.1, marker, 600);
+        let (records, headers) = validated(BytesMut::from(&batch[..]));
+        let offset = log.log_end_offset();
+        log.append(records, &headers, 3, 0).unwrap();
+        if !committed {
+            log.append_aborted(AbortedTxn {
+                producer_id: producer.0,
+                first_offset,
+                last_offset: offset,
+                last_stable_offset: offset + 1,
+            })
+            .unwrap();
+        }
+        offset
+    }
+
+    /// Plain records over keys x0..x3 until at least one more segment closed.
+    fn roll_with_plain(log: &mut PartitionLog) {
+        let closed = log.active().base_offset();
+        for index in 0..40 {
+            let entry = (Some(format!("x{}", index % 4)), Some(format!("{index}")));
+            append(log, &[entry], 1_000 + index, Compression::None);
+        }
+        assert!(log.active().base_offset() > closed);
+    }
+
+    /// Every batch header in the log.
+    fn headers(log: &PartitionLog) -> Vec<BatchHeader> {
+        let mut headers = Vec::new();
+        log.scan_batch_headers(0, &mut |header| headers.push(*header))
+            .unwrap();
+        headers
+    }
+
+    fn markers(log: &PartitionLog) -> Vec<i64> {
+        let headers = headers(log).into_iter().filter(BatchHeader::is_control);
+        headers.map(|header| header.base_offset).collect()
+    }
+
+    /// One pass with producer tails, as the partition runs it.
+    fn compact_with(log: &mut PartitionLog, now_ms: i64, tails: &ProducerTails) -> CleanStats {
+        let end = log.log_end_offset();
+        let Some(snapshot) = log
+            .clean_snapshot_below(now_ms, end, tails.clone())
+            .unwrap()
+        else {
+            return CleanStats::default();
+        };
+        let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false);
+        log.install_clean(outcome.unwrap().unwrap(), now_ms)
+            .unwrap()
+    }
+
+    /// Past the horizon of segments written at times near 1_000 (`delete_retention_ms`
+    /// 10_000); 2_000 is within it.
+    const PAST_HORIZON_MS: i64 = 100_000;
+
+    #[test]
+    fn an_aborted_transactions_marker_and_index_entry_go_a_pass_after_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append(
+            &mut log,
+            &[(Some("k".into()), Some("kept".into()))],
+            100,
+            Compression::None,
+        );
+        let (first, _) = append_txn(&mut log, (9, 0), 0, &["k", "a"]);
+        let marker = append_marker(&mut log, (9, 0), false, first);
+        roll_with_plain(&mut log);
+        let entry = log.aborted_transactions(0, i64::MAX);
+        assert_eq!(entry.len(), 1);
+        // Pass 1 drops the data; the marker and its entry stay, even past the horizon.
+        let stats = log
+            .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+            .unwrap();
+        assert_eq!(stats.markers_removed, 0);
+        let read = read_from(&log, 0);
+        assert!(
+            !read.iter().any(|r| r.0 == first || r.0 == first + 1),
+            "data gone"
+        );
+        assert!(markers(&log).contains(&marker));
+        assert_eq!(log.aborted_transactions(0, i64::MAX), entry);
+        // Within the horizon, a later pass keeps the marker still.
+        roll_with_plain(&mut log);
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert!(markers(&log).contains(&marker));
+        // Past it, the marker goes, and the entry with it.
+        roll_with_plain(&mut log);
+        let stats = log
+            .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+            .unwrap();
+        assert_eq!(stats.markers_removed, 1);
+        assert!(markers(&log).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        let value_at = |log: &PartitionLog, offset: i64| {
+            let read = read_from(log, 0);
+            read.into_iter().find(|r| r.0 == offset).map(|r| r.2)
+        };
+        assert_eq!(value_at(&log, 0), Some(Some(Bytes::from("kept"))));
+        drop(log);
+        let log = open(dir.path());
+        assert!(markers(&log).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        assert_eq!(value_at(&log, 0), Some(Some(Bytes::from("kept"))));
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_committed_transactions_marker_goes_after_its_records_and_the_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_txn(&mut log, (10, 0), 0, &["x0", "x1"]);
+        let marker = append_marker(&mut log, (10, 0), true, 0);
+        roll_with_plain(&mut log); // supersedes x0 and x1
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert!(
+            !read_from(&log, 0).iter().any(|r| r.0 < marker),
+            "superseded"
+        );
+        assert_eq!(markers(&log), vec![marker]);
+        roll_with_plain(&mut log);
+        log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+        assert_eq!(markers(&log), vec![marker], "within the horizon");
+        roll_with_plain(&mut log);
+        let stats = log
+            .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+            .unwrap();
+        assert_eq!(stats.markers_removed, 1);
+        assert!(markers(&log).is_empty());
+    }
+
+    #[test]
+    fn a_transaction_with_surviving_records_keeps_its_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_txn(&mut log, (10, 0), 0, &["unique", "x0"]);
+        let committed = append_marker(&mut log, (10, 0), true, 0);
+        let (first, _) = append_txn(&mut log, (11, 0), 0, &["x1"]);
+        let aborted = append_marker(&mut log, (11, 0), false, first);
+        roll_with_plain(&mut log);
+        for _ in 0..3 {
+            log.compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap();
+            roll_with_plain(&mut log);
+        }
+        // The commit keeps "unique"; the abort's data went, then its marker.
+        assert_eq!(markers(&log), vec![committed]);
+        assert!(!markers(&log).contains(&aborted));
+        let read = read_from(&log, 0);
+        assert_eq!(read[0].1, Some(Bytes::from("unique")));
+        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn a_producers_last_batch_stays_as_its_header_with_its_sequence_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let producer = (12, 4);
+        append_txn(&mut log, producer, 0, &["x0", "x1"]);
+        let commit = append_marker(&mut log, producer, true, 0);
+        // Its last batch: aborted, and x2/x3 are superseded anyway.
+        let (first, last) = append_txn(&mut log, producer, 2, &["x2", "x3", "x0"]);
+        let abort = append_marker(&mut log, producer, false, first);
+        // A keyed batch whose first record is superseded and last is not.
+        append_txn(&mut log, (13, 1), 7, &["x1", "only-13"]);
+        let commit_13 = append_marker(&mut log, (13, 1), true, abort + 1);
+        roll_with_plain(&mut log);
+        let tails: ProducerTails = [
+            (
+                producer.0,
+                ProducerTail {
+                    last_data_offset: Some(last),
+                    epoch: producer.1,
+                },
+            ),
+            (
+                13,
+                ProducerTail {
+                    last_data_offset: Some(commit_13 - 1),
+                    epoch: 1,
+                },
+            ),
+        ]
+        .into();
+        for round in 0..3 {
+            compact_with(&mut log, PAST_HORIZON_MS, &tails);
+            roll_with_plain(&mut log);
+            let found = headers(&log);
+            let kept = found.iter().find(|h| h.base_offset == first).expect("kept");
+            assert_eq!(kept.record_count, 0, "round {round}: emptied");
+            assert_eq!(kept.total_bytes(), BATCH_HEADER_BYTES);
+            assert_eq!(kept.last_offset(), last);
+            assert_eq!((kept.base_sequence, kept.last_sequence()), (2, 4));
+            assert_eq!(kept.producer_epoch, producer.1);
+            assert!(kept.is_transactional());
+            // The abort has a batch left: its marker and entry stay.
+            assert!(markers(&log).contains(&abort));
+            let entries = log.aborted_transactions(0, i64::MAX);
+            assert_eq!(
+                entries.iter().map(|e| e.last_offset).collect::<Vec<_>>(),
+                [abort]
+            );
+            // The rewritten batch of producer 13 keeps its last offset and sequence.
+            let rewritten = found
+                .iter()
+                .find(|h| h.producer_id == 13 && !h.is_control());
+            let rewritten = rewritten.unwrap();
+            assert_eq!(rewritten.record_count, 1);
+            assert_eq!(rewritten.base_offset, commit_13 - 1, "x1 went");
+            assert_eq!((rewritten.base_sequence, rewritten.last_sequence()), (8, 8));
+            assert!(markers(&log).contains(&commit_13));
+        }
+        assert!(
+            !markers(&log).contains(&commit),
+            "its batch went in round 0"
+        );
+        // Readers step over the empty batch.
+        let read = read_from(&log, first);
+        assert!(read.iter().all(|r| r.0 > last));
+        // Once no longer the producer's last, the empty batch goes, then the marker.
+        compact_with(&mut log, PAST_HORIZON_MS, &ProducerTails::new());
+        assert!(!headers(&log).iter().any(|h| h.base_offset == first));
+        roll_with_plain(&mut log);
+        compact_with(&mut log, PAST_HORIZON_MS, &ProducerTails::new());
+        assert!(!markers(&log).contains(&abort));
+        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn a_producer_without_data_keeps_its_markers_at_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        append_txn(&mut log, (14, 2), 0, &["x0"]);
+        let old_epoch = append_marker(&mut log, (14, 2), true, 0);
+        let bumped = append_marker(&mut log, (14, 3), false, old_epoch + 1);
+        roll_with_plain(&mut log);
+        let tail = ProducerTail {
+            last_data_offset: None,
+            epoch: 3,
+        };
+        let tails: ProducerTails = [(14, tail)].into();
+        for _ in 0..3 {
+            compact_with(&mut log, PAST_HORIZON_MS, &tails);
+            roll_with_plain(&mut log);
+        }
+        assert_eq!(markers(&log), vec![bumped]);
+    }
+
+    #[test]
+    fn a_crash_at_each_swap_step_with_a_rewritten_txn_index_recovers() {
+        // Steps: 0 the new txnindex in place only; 1 and the logs as `.swap`; 2 and the
+        // first segment's old log `.deleted`. Each must open to a log whose markers and
+        // index agree: never an entry without its marker.
+        for step in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path());
+            let (first, _) = append_txn(&mut log, (9, 0), 0, &["x0", "x1"]);
+            let marker = append_marker(&mut log, (9, 0), false, first);
+            roll_with_plain(&mut log);
+            log.compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap();
+            roll_with_plain(&mut log);
+            let want = {
+                let twin = tempfile::tempdir().unwrap();
+                copy_dir(dir.path(), twin.path());
+                let mut twin_log = open(twin.path());
+                twin_log
+                    .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+                    .unwrap();
+                assert!(markers(&twin_log).is_empty());
+                read_from(&twin_log, 0)
+            };
+            let snapshot = log.clean_snapshot(PAST_HORIZON_MS).unwrap().unwrap();
+            let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false);
+            let outcome = outcome.unwrap().unwrap();
+            let holding = outcome
+                .segments
+                .iter()
+                .find(|c| c.txn_index_changed)
+                .unwrap();
+            let txn_index = segment_file(dir.path(), holding.base_offset, TXN_INDEX_EXTENSION);
+            fs::rename(&holding.files.txn_index, &txn_index).unwrap();
+            if step >= 1 {
+                for cleaned in &outcome.segments {
+                    let paths = SegmentPaths::of(dir.path(), cleaned.base_offset);
+                    fs::rename(&cleaned.files.log, &paths.swap).unwrap();
+                }
+            }
+            if step >= 2 {
+                let first = SegmentPaths::of(dir.path(), outcome.segments[0].base_offset);
+                fs::rename(&first.log, &first.deleted).unwrap();
+                fs::remove_file(&first.offset_index).unwrap();
+                fs::remove_file(&first.time_index).unwrap();
+            }
+            std::mem::forget(outcome);
+            drop(log);
+            let mut log = open(dir.path());
+            assert!(
+                log.aborted_transactions(0, i64::MAX).is_empty(),
+                "step {step}"
+            );
+            let marker_left = markers(&log).contains(&marker);
+            assert_eq!(
+                marker_left,
+                step == 0,
+                "step {step}: the swap is done from step 1"
+            );
+            // A pass after the crash finishes the job.
+            log.compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap();
+            assert!(markers(&log).is_empty());
+            assert_eq!(read_from(&log, 0), want, "step {step}");
+            assert!(
+                leftovers(dir.path()).is_empty(),
+                "{:?}",
+                leftovers(dir.path())
+            );
+        }
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 
     #[test]
@@ -1205,11 +1797,15 @@ mod tests {
         let mut log = open(dir.path());
         transactions_then_plain(&mut log);
         // An open transaction from offset 1: the segment holding it is not cleaned.
-        assert!(log.clean_snapshot_below(2_000, 1).unwrap().is_none());
+        assert!(
+            log.clean_snapshot_below(2_000, 1, ProducerTails::new())
+                .unwrap()
+                .is_none()
+        );
         let before = read_from(&log, 0);
         let stable_end = log.segments[2].base_offset();
         let snapshot = log
-            .clean_snapshot_below(2_000, stable_end + 1)
+            .clean_snapshot_below(2_000, stable_end + 1, ProducerTails::new())
             .unwrap()
             .unwrap();
         let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false).unwrap();

@@ -52,9 +52,15 @@ pub(crate) mod test_support;
 mod time_index;
 pub mod txn_index;
 
-pub use batch::{BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches};
+pub use batch::{
+    BATCH_HEADER_BYTES, BatchHeader, iter_batches, stamp_batch, validate_batches,
+    validate_replicated_batches,
+};
 pub use clean_shutdown::{CLEAN_SHUTDOWN_FILE, LastShutdown, take_marker, write_marker};
-pub use cleaner::{CleanOutcome, CleanSnapshot, CleanStats, DEDUPE_BUFFER_BYTES_DEFAULT, clean};
+pub use cleaner::{
+    CleanOutcome, CleanSnapshot, CleanStats, DEDUPE_BUFFER_BYTES_DEFAULT, ProducerTail,
+    ProducerTails, clean,
+};
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError, RecordError, RecordErrorCode};
 pub use leader_epochs::{EpochEntry, LeaderEpochCache};

@@ -256,7 +256,7 @@ impl PartitionLog {
     /// leader epochs and timestamps kept), at or after the log end and in increasing
     /// offset order. Gaps are allowed, as Kafka's `appendAsFollower` allows them: a
     /// compacted leader log has dropped whole batches. `headers` come from
-    /// `validate_batches(records)`. Rolls, indexes and flushes as `append` does; all or
+    /// `validate_replicated_batches(records)`. Rolls, indexes and flushes as `append` does; all or
     /// nothing.
     pub fn append_replicated(
         &mut self,

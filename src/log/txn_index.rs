@@ -80,6 +80,18 @@ impl AbortedTxn {
     }
 }
 
+/// Writes `entries` as a whole index file at `path` and fsyncs it: the cleaner's copy of a
+/// cleaned segment's index, renamed into place later (an empty file is an empty index).
+pub(crate) fn write_index_file(path: &std::path::Path, entries: &[AbortedTxn]) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(entries.len() * ABORTED_TXN_BYTES);
+    for entry in entries {
+        bytes.extend_from_slice(&entry.encode());
+    }
+    let mut file = File::create(path)?;
+    file.write_all(&bytes)?;
+    file.sync_all()
+}
+
 /// One segment's index: its entries, in memory and in the file (created at the first).
 #[derive(Debug)]
 pub(crate) struct TxnIndex {

@@ -638,7 +638,7 @@ impl Partition {
     ) -> Result<(), ReplicaError> {
         // Checked as a produce is (CRC, framing), not against max.message.bytes: the
         // leader accepted these under the topic's rules already.
-        let headers = crate::log::validate_batches(records, u32::MAX)?;
+        let headers = crate::log::validate_replicated_batches(records)?;
         let batches = with_markers(records, &headers)?;
         let mut epochs_to_write = None;
         {
@@ -1411,7 +1411,10 @@ impl Partition {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             match state.log.as_ref() {
                 // Only below the last stable offset: every transaction there is decided.
-                Some(log) => log.clean_snapshot_below(now_ms, state.last_stable_offset())?,
+                Some(log) => {
+                    let stable_end = state.last_stable_offset();
+                    log.clean_snapshot_below(now_ms, stable_end, state.producers.log_tails())?
+                }
                 None => None,
             }
         };

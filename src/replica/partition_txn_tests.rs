@@ -545,3 +545,102 @@ fn a_reopened_partition_leaves_out_expired_producers_from_its_snapshot() {
         .collect();
     assert_eq!(kept, vec![T1], "an open transaction never expires");
 }
+
+/// The cleaner keeps each producer's last batch (emptied when all its records go) and
+/// removes a marker once its transaction has nothing left: producer state rebuilt from the
+/// compacted log alone (no snapshot) still has every producer's epoch and last sequence.
+#[test]
+fn producer_state_rebuilt_from_a_compacted_log_keeps_sequences_and_epochs() {
+    use crate::log::DEDUPE_BUFFER_BYTES_DEFAULT;
+    let dir = tempfile::tempdir().unwrap();
+    let compacted = LogConfig {
+        compact: true,
+        delete_retention_ms: 1_000,
+        ..config()
+    };
+    let open_compacted = |last_shutdown| {
+        let (tp, id) = (TopicPartition::new("t", 0), Uuid::from_u128(7));
+        let log_dir = dir.path().join("t-0");
+        let partition =
+            Partition::open(tp, id, log_dir, compacted.clone(), 0, 0, last_shutdown).unwrap();
+        partition.become_leader(0).unwrap();
+        partition
+    };
+    let partition = open_compacted(LastShutdown::Clean);
+    // T1 commits key-0..key-1, then aborts key-0..key-2: its last batch, all superseded
+    // or aborted. PLAIN overwrites those keys and rolls segments.
+    partition.append(&batch(T1, 0, 2, true), 0).unwrap();
+    let commit = partition.append_txn_marker(T1, EPOCH, marker(true, 0), 0);
+    let commit = commit.unwrap().base_offset;
+    let last = partition
+        .append(&batch(T1, 2, 3, true), 0)
+        .unwrap()
+        .base_offset;
+    partition
+        .append_txn_marker(T1, EPOCH, marker(false, 0), 0)
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let mut sequence = 0;
+    for _pass in 0..3 {
+        for _ in 0..10 {
+            partition
+                .append(&batch(PLAIN, sequence, 3, false), 0)
+                .unwrap();
+            sequence += 3;
+        }
+        partition
+            .clean(100_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
+            .unwrap();
+    }
+    let state = partition.state.read().unwrap();
+    let log = state.log.as_ref().unwrap();
+    let mut kept = Vec::new();
+    log.scan_batch_headers(0, &mut |header| {
+        if header.producer_id == T1 {
+            kept.push((header.base_offset, header.record_count, header.is_control()));
+        }
+    })
+    .unwrap();
+    drop(state);
+    assert_eq!(
+        kept,
+        vec![(last, 0, false), (last + 3, 1, true)],
+        "the commit marker (at {commit}) and the records went; the emptied last batch and \
+         its abort marker stay"
+    );
+    assert_eq!(aborted(&partition).len(), 1);
+    let before = producers(&partition).active_producers();
+    // A new follower copies the compacted log (batches with fewer records than offsets,
+    // the empty one) and derives the same producer state from it.
+    let opened = (
+        TopicPartition::new("t", 0),
+        Uuid::from_u128(7),
+        dir.path().join("follower"),
+        compacted.clone(),
+    );
+    let follower = Partition::open_at(opened, 0, 0, 0, LastShutdown::Clean).unwrap();
+    follower.become_follower(0).unwrap();
+    let read = partition.read_replica(0, usize::MAX, true).unwrap();
+    follower
+        .append_replicated(&read.records, (1, 0), 0)
+        .unwrap();
+    assert_eq!(producers(&follower).active_producers(), before);
+    assert_eq!(aborted(&follower), aborted(&partition));
+    drop(partition); // like kill -9
+    let log_dir = dir.path().join("t-0");
+    for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+        std::fs::remove_file(crate::txn::producer_snapshot::snapshot_path(&log_dir, name)).unwrap();
+    }
+    let partition = open_compacted(LastShutdown::Unclean);
+    assert_eq!(producers(&partition).active_producers(), before);
+    // T1 goes on at its next sequence; a gap is refused, as before the clean.
+    let gap = partition.append(&batch(T1, 9, 1, true), 0).unwrap_err();
+    assert!(
+        matches!(
+            gap,
+            ReplicaError::Sequence(SequenceError::OutOfOrder { .. })
+        ),
+        "{gap:?}"
+    );
+    partition.append(&batch(T1, 5, 1, true), 0).unwrap();
+}

@@ -27,8 +27,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::log::BatchHeader;
 use crate::log::batch::NO_SEQUENCE;
+use crate::log::{BatchHeader, ProducerTail, ProducerTails};
 
 /// Kafka keeps the metadata of the last five batches per producer (max.in.flight = 5).
 pub const BATCHES_REMEMBERED: usize = 5;
@@ -594,6 +594,19 @@ impl ProducerStateTable {
             batches: &entry.batches,
             last_timestamp: entry.last_timestamp,
         })
+    }
+
+    /// What the log cleaner must keep for each producer remembered here (Kafka's
+    /// `lastRecordsOfActiveProducers`): its last data batch, or, without one (a producer
+    /// that wrote only markers since its epoch changed, or only a coordinator's batches),
+    /// its markers at its epoch.
+    pub fn log_tails(&self) -> ProducerTails {
+        let tail = |entry: &ProducerEntry| ProducerTail {
+            last_data_offset: entry.batches.back().map(|batch| batch.last_offset),
+            epoch: entry.epoch,
+        };
+        let tails = self.producers.iter();
+        tails.map(|(id, entry)| (*id, tail(entry))).collect()
     }
 
     pub fn producer_count(&self) -> usize {
