@@ -174,7 +174,7 @@ def describe_loggers(broker, name="1"):
     return result
 
 
-def test_broker_logger_levels_change_what_the_broker_logs(make_broker):
+def test_broker_tracing_levels_change_what_the_broker_logs(make_broker):
     """kafka-configs --entity-type broker-loggers: a logger set to DEBUG starts logging
     request spans at once, DELETE puts it back to the root's level, and Kafka's errors
     come back for unknown loggers, bad levels, the root and non-incremental operations."""

@@ -99,7 +99,8 @@ def test_transaction_version_down_and_up_across_the_cluster(make_cluster, topic)
     # A downgrade without the downgrade type is refused, and changes nothing.
     error, message, results = via.call(update_features, [(TV, 1, UPGRADE)])
     assert error == INVALID_UPDATE_VERSION and results == {TV: INVALID_UPDATE_VERSION}
-    assert "Can't downgrade without setting upgradeType" in message
+    assert "Can't downgrade the version of this feature without setting the upgrade type" \
+        in message
     # validate_only checks and changes nothing.
     assert via.call(update_features, [(TV, 0, SAFE_DOWNGRADE)], validate_only=True)[0] == 0
     everywhere(nodes, 2)

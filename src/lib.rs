@@ -18,7 +18,7 @@
 //! - [`metrics`]: Prometheus counters recorded on the request path, gauges computed from
 //!   the broker's state at scrape time; served at `/metrics`.
 //! - [`status`]: the status page of the HTTP listener (view, HTML, rates, recent errors).
-//! - [`logger_levels`]: the process's log filter, reloadable per logger (Kafka's
+//! - [`tracing_levels`]: the process's log filter, reloadable per logger (Kafka's
 //!   BROKER_LOGGER configs).
 //! - [`meta_properties`]: which cluster and node a log directory belongs to (`format`).
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
@@ -38,7 +38,6 @@ pub mod controller;
 pub mod group;
 pub mod http;
 pub mod log;
-pub mod logger_levels;
 pub mod meta_properties;
 pub mod metrics;
 pub mod replica;
@@ -48,5 +47,6 @@ pub mod server;
 pub mod sim_rng;
 pub mod status;
 pub mod topic_config;
+pub mod tracing_levels;
 pub mod txn;
 pub mod types;

@@ -91,7 +91,7 @@ fn log_filter(
         Some(value) => ("RUST_LOG", value),
         None => ("log.filter", config.log_filter.clone()),
     };
-    gracchus::logger_levels::global()
+    gracchus::tracing_levels::global()
         .install(&filter)
         .with_context(|| format!("invalid {source} {filter:?}"))
 }

@@ -4,7 +4,7 @@
 //! that describes or produces next sees the new value.
 //!
 //! BROKER_LOGGER resources (IncrementalAlterConfigs only, as Kafka) change this process's
-//! log levels (`logger_levels`): not through the controller, not kept across restarts.
+//! log levels (`tracing_levels`): not through the controller, not kept across restarts.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -20,7 +20,7 @@ use super::errors::controller_error;
 use crate::broker::Broker;
 use crate::controller::config_admin::{self, ConfigOp, ConfigTarget};
 use crate::controller::{ControllerError, MetadataCommand};
-use crate::logger_levels::{self, LoggerError, LoggerLevels, LoggerOp};
+use crate::tracing_levels::{self, LoggerError, LoggerLevels, LoggerOp};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -174,7 +174,7 @@ fn alter_loggers(
     let outcome = if validate_only {
         LoggerLevels::validate(&parsed)
     } else {
-        logger_levels::global().apply(&parsed)
+        tracing_levels::global().apply(&parsed)
     };
     outcome.map_err(|error| match error {
         LoggerError::InvalidConfig(message) => (ResponseError::InvalidConfig, message),

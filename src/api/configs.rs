@@ -12,10 +12,10 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
-use crate::logger_levels;
 use crate::topic_config::{
     self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
 };
+use crate::tracing_levels;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -93,7 +93,7 @@ fn resolve_resource(
         }
         RESOURCE_BROKER_LOGGER => {
             check_logger_resource(broker, name)?;
-            Ok(logger_levels::global()
+            Ok(tracing_levels::global()
                 .describe()
                 .into_iter()
                 .map(|(logger, level)| ResolvedConfig {

@@ -21,7 +21,33 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use super::errors::controller_error;
 use crate::broker::Broker;
+use crate::controller::ControllerError;
 use crate::controller::feature_updates::{FeatureUpdate, UpgradeType, plan_update_features};
+
+/// How many times a request is planned before levels that keep changing under the plan
+/// are reported (REQUEST_TIMED_OUT, which clients retry).
+const PLAN_ATTEMPTS: usize = 5;
+
+/// Plans and submits (unless `validate_only`); a plan refused because a level changed
+/// after this node's image was read is made again against the newer image (submitting
+/// waited until this node applied the entry that refused it).
+async fn update(
+    broker: &Broker,
+    updates: &[FeatureUpdate],
+    validate_only: bool,
+) -> Result<(), ControllerError> {
+    let mut attempt = 1;
+    loop {
+        let planned = plan_update_features(&broker.image(), broker.config.node_id, updates)?;
+        let Some(command) = planned.filter(|_| !validate_only) else {
+            return Ok(());
+        };
+        match broker.submit_planned(command).await {
+            Err(ControllerError::ConfigChanged(_)) if attempt < PLAN_ATTEMPTS => attempt += 1,
+            outcome => return outcome,
+        }
+    }
+}
 
 /// Version 1 replaced `allow_downgrade` with `upgrade_type` and added `validate_only`.
 const UPGRADE_TYPE_VERSION_MIN: i16 = 1;
@@ -49,11 +75,7 @@ pub async fn handle(
         })
         .collect();
     let validate_only = context.version >= UPGRADE_TYPE_VERSION_MIN && request.validate_only;
-    let outcome = match plan_update_features(&broker.image(), broker.config.node_id, &updates) {
-        Ok(_) if validate_only => Ok(()),
-        Ok(command) => broker.submit_planned(command).await,
-        Err(error) => Err(error),
-    };
+    let outcome = update(broker, &updates, validate_only).await;
     let (code, message) = match &outcome {
         Ok(()) => (0, None),
         Err(error) => (controller_error(error).code(), Some(error.to_string())),

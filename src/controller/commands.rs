@@ -139,7 +139,12 @@ pub enum MetadataCommand {
         expected: Option<BTreeMap<String, String>>,
     },
     /// Finalizes feature levels (UpdateFeatures, Kafka's `FeatureLevelRecord`s).
-    UpdateFeatures { levels: BTreeMap<String, i16> },
+    UpdateFeatures {
+        levels: BTreeMap<String, i16>,
+        /// Each feature's level the plan saw (see `feature_updates`); `None`: not checked.
+        #[serde(default)]
+        expected: Option<BTreeMap<String, i16>>,
+    },
     /// Kafka's AlterPartitionReassignments: starts, replaces or cancels the reassignment
     /// of each listed partition (see `reassignment`); one [`ReassignmentResult`] each in
     /// [`CommandOutcome::PartitionsReassigned`].
@@ -274,7 +279,9 @@ pub fn apply(
             changes,
             expected,
         } => apply_alter_configs(image, resource, changes, expected.as_ref()),
-        MetadataCommand::UpdateFeatures { levels } => apply_update_features(image, levels),
+        MetadataCommand::UpdateFeatures { levels, expected } => {
+            apply_update_features(image, levels, expected.as_ref())
+        }
         MetadataCommand::AlterPartitionReassignments { reassignments } => Ok(
             CommandOutcome::PartitionsReassigned(alter_reassignments(image, reassignments)),
         ),

@@ -223,15 +223,17 @@ pub(super) fn apply_alter_configs(
 ) -> Result<CommandOutcome, ControllerError> {
     let (current, name) = match resource {
         ConfigResource::Topic { name, id } => match image.topics.get(name) {
-            Some(topic) if topic.id == *id => (&topic.configs, format!("topic {name}")),
+            Some(topic) if topic.id == *id => {
+                (&topic.configs, format!("the configs of topic {name}"))
+            }
             _ => return Err(ControllerError::UnknownTopic(name.clone())),
         },
         ConfigResource::Broker { name } => (
             image.broker_configs.get(name).unwrap_or(&EMPTY),
             if name.is_empty() {
-                "the brokers".to_string()
+                "the brokers' default configs".to_string()
             } else {
-                format!("broker {name}")
+                format!("the configs of broker {name}")
             },
         ),
     };

@@ -225,7 +225,9 @@ fn a_plan_on_a_config_that_changed_since_is_refused_and_replanned() {
     apply(&mut image, &first).unwrap();
     let before = image.clone();
     let refused = apply(&mut image, &second).unwrap_err();
-    assert!(matches!(&refused, ControllerError::ConfigChanged(name) if name == "topic t"));
+    assert!(
+        matches!(&refused, ControllerError::ConfigChanged(name) if name == "the configs of topic t")
+    );
     assert!(matches!(
         apply(&mut image, &stale),
         Err(ControllerError::ConfigChanged(_))
@@ -258,7 +260,9 @@ fn broker_config_plans_are_checked_against_their_own_resource() {
     // Another resource's change does not make a plan stale.
     apply(&mut image, &other).unwrap();
     let refused = apply(&mut image, &stale).unwrap_err();
-    assert!(matches!(&refused, ControllerError::ConfigChanged(name) if name == "the brokers"));
+    assert!(
+        matches!(&refused, ControllerError::ConfigChanged(name) if name == "the brokers' default configs")
+    );
     assert_eq!(image.broker_configs[""]["log.retention.ms"], "1000");
     assert_eq!(image.broker_configs["1"]["log.retention.ms"], "1000");
 }

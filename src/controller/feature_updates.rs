@@ -54,18 +54,31 @@ pub struct FeatureUpdate {
     pub upgrade: Option<UpgradeType>,
 }
 
-/// Checks every update against `image` and returns the command that finalizes them.
+/// Checks every update against `image` and returns the command that finalizes them, or
+/// `None` when nothing would change. Only features this node supports are carried (an
+/// unknown feature can only be asked for at 0, where it already is), so the command stays
+/// small whatever the request holds.
 pub fn plan_update_features(
     image: &MetadataImage,
     node_id: NodeId,
     updates: &[FeatureUpdate],
-) -> Result<MetadataCommand, ControllerError> {
+) -> Result<Option<MetadataCommand>, ControllerError> {
     let mut levels = BTreeMap::new();
+    let mut expected = BTreeMap::new();
     for update in updates {
         check_update(image, node_id, update)?;
-        levels.insert(update.name.clone(), update.level);
+        if SUPPORTED.iter().any(|feature| feature.name == update.name) {
+            levels.insert(update.name.clone(), update.level);
+            expected.insert(update.name.clone(), finalized_level(image, &update.name));
+        }
     }
-    Ok(MetadataCommand::UpdateFeatures { levels })
+    if levels.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(MetadataCommand::UpdateFeatures {
+        levels,
+        expected: Some(expected),
+    }))
 }
 
 fn check_update(
@@ -81,17 +94,18 @@ fn check_update(
     if update.level < 0 {
         return refuse("A feature version cannot be less than 0.".into());
     }
+    if let Some(reason) = reason_not_supported(node_id, &update.name, update.level) {
+        return refuse(reason);
+    }
     if update.level > current && upgrade != UpgradeType::Upgrade {
         return refuse("Can't downgrade to a newer version.".into());
     }
     if update.level < current && upgrade == UpgradeType::Upgrade {
         return refuse(
-            "Can't downgrade without setting upgradeType to either safe or unsafe downgrade."
+            "Can't downgrade the version of this feature without setting the upgrade type \
+             to either safe or unsafe downgrade."
                 .into(),
         );
-    }
-    if let Some(reason) = reason_not_supported(node_id, &update.name, update.level) {
-        return refuse(reason);
     }
     if update.name == METADATA_VERSION && update.level < current {
         // Kafka refuses a downgrade whose levels differ in metadata; below the level this
@@ -141,16 +155,30 @@ fn invalid_update_version(name: &str, level: i16, reason: &str) -> ControllerErr
     ))
 }
 
-/// Applies an `UpdateFeatures` command: every level must be one this node can run at (a
-/// command from a newer node is refused whole). A level equal to the default is still
-/// stored, so a later change of the default does not move a cluster that chose it; a
-/// feature this node does not know is at 0 and stays unnamed.
+/// Applies an `UpdateFeatures` command. Refused whole, before anything changes:
+/// - a feature no longer at the level the plan saw (`expected`), unless it is already at
+///   the planned one (the command's own earlier application): the planner's image was
+///   behind, and the API plans again;
+/// - a level this node cannot run at. SEAM(mixed-versions): with nodes of different
+///   versions, a level one supports and another does not would make their images differ
+///   (Kafka's replay stops instead); every node runs the same binary today.
+///
+/// A level equal to the default is still stored, so a later change of the default does
+/// not move a cluster that chose it.
 pub(super) fn apply_update_features(
     image: &mut MetadataImage,
     levels: &BTreeMap<String, i16>,
+    expected: Option<&BTreeMap<String, i16>>,
 ) -> Result<CommandOutcome, ControllerError> {
     for (name, &level) in levels {
-        if name == METADATA_VERSION && level != finalized_level(image, name) {
+        let current = finalized_level(image, name);
+        let seen = expected.and_then(|expected| expected.get(name));
+        if seen.is_some_and(|&seen| seen != current) && current != level {
+            return Err(ControllerError::ConfigChanged(format!(
+                "the finalized level of {name}"
+            )));
+        }
+        if name == METADATA_VERSION && level != current {
             return Err(invalid_update_version(
                 name,
                 level,

@@ -13,8 +13,11 @@ fn update(name: &str, level: i16, upgrade: Option<UpgradeType>) -> FeatureUpdate
 }
 
 fn run(image: &mut MetadataImage, updates: &[FeatureUpdate]) -> Result<(), String> {
-    let command = plan_update_features(image, 1, updates).map_err(|e| e.to_string())?;
-    apply(image, &command).map(drop).map_err(|e| e.to_string())
+    let planned = plan_update_features(image, 1, updates).map_err(|e| e.to_string())?;
+    match planned {
+        Some(command) => apply(image, &command).map(drop).map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
 }
 
 const UPGRADE: Option<UpgradeType> = Some(UpgradeType::Upgrade);
@@ -28,8 +31,9 @@ fn transaction_version_goes_down_and_up_with_the_right_upgrade_type() {
     let refused = run(&mut image, &[update(TRANSACTION_VERSION, 1, UPGRADE)]).unwrap_err();
     assert_eq!(
         refused,
-        "Invalid update version 1 for feature transaction.version. Can't downgrade without \
-         setting upgradeType to either safe or unsafe downgrade."
+        "Invalid update version 1 for feature transaction.version. Can't downgrade the \
+         version of this feature without setting the upgrade type to either safe or unsafe \
+         downgrade."
     );
     run(&mut image, &[update(TRANSACTION_VERSION, 0, SAFE)]).unwrap();
     assert_eq!(finalized_level(&image, TRANSACTION_VERSION), 0);
@@ -117,6 +121,7 @@ fn apply_refuses_levels_this_node_cannot_run_at() {
     ] {
         let command = MetadataCommand::UpdateFeatures {
             levels: [(name.to_string(), level)].into_iter().collect(),
+            expected: None,
         };
         let refused = apply(&mut image, &command).unwrap_err();
         assert!(matches!(refused, ControllerError::InvalidUpdateVersion(_)));
@@ -125,10 +130,42 @@ fn apply_refuses_levels_this_node_cannot_run_at() {
     // The command reads back from the log's JSON.
     let command = MetadataCommand::UpdateFeatures {
         levels: [(TRANSACTION_VERSION.to_string(), 1)].into_iter().collect(),
+        expected: Some([(TRANSACTION_VERSION.to_string(), 2)].into_iter().collect()),
     };
     let json = serde_json::to_string(&command).unwrap();
     assert_eq!(
         serde_json::from_str::<MetadataCommand>(&json).unwrap(),
         command
     );
+}
+
+#[test]
+fn unknown_features_at_zero_plan_nothing() {
+    let image = MetadataImage::default();
+    let many: Vec<FeatureUpdate> = (0..1000)
+        .map(|i| update(&format!("no.such.feature.{i}"), 0, UPGRADE))
+        .collect();
+    assert_eq!(plan_update_features(&image, 1, &many).unwrap(), None);
+}
+
+#[test]
+fn a_plan_on_a_level_that_changed_since_is_refused_unless_already_done() {
+    let mut image = MetadataImage::default();
+    let to_one = [update(TRANSACTION_VERSION, 1, SAFE)];
+    let stale = plan_update_features(&image, 1, &to_one).unwrap().unwrap();
+    run(&mut image, &[update(TRANSACTION_VERSION, 0, SAFE)]).unwrap();
+    let before = image.clone();
+    // Planned as a downgrade from 2, it would now be an upgrade from 0.
+    let refused = apply(&mut image, &stale).unwrap_err();
+    assert!(
+        matches!(refused, ControllerError::ConfigChanged(_)),
+        "{refused}"
+    );
+    assert_eq!(image, before);
+    // Applied twice (a retried command), the second finds its own effect.
+    let mut image = MetadataImage::default();
+    let command = plan_update_features(&image, 1, &to_one).unwrap().unwrap();
+    apply(&mut image, &command).unwrap();
+    apply(&mut image, &command).unwrap();
+    assert_eq!(finalized_level(&image, TRANSACTION_VERSION), 1);
 }

@@ -119,9 +119,9 @@ pub fn finalized(image: &MetadataImage) -> Vec<(&'static str, i16)> {
         .collect()
 }
 
-/// The epoch of the finalized levels: the metadata offset they were last set at. Until
-/// the levels are records of their own, the image's applied index (it only grows, so a
-/// client never sees the epoch go back). Never -1: -1 on the wire means "no finalized
+/// The epoch of the finalized levels: the image's applied index, which only grows, so a
+/// client never sees the epoch go back (Kafka's is the offset of the last level change;
+/// ours also moves on other changes, which clients only compare for order). Never -1: -1 on the wire means "no finalized
 /// features".
 pub fn finalized_epoch(image: &MetadataImage) -> i64 {
     i64::try_from(image.applied_index).unwrap_or(i64::MAX)

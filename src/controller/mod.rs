@@ -68,8 +68,9 @@ pub enum ControllerError {
     /// UpdateFeatures refused (Kafka's INVALID_UPDATE_VERSION, with its message).
     #[error("{0}")]
     InvalidUpdateVersion(String),
-    /// An `AlterConfigs` planned against a config that changed before it applied.
-    #[error("the configs of {0} changed while the request was planned")]
+    /// An `AlterConfigs` or `UpdateFeatures` planned against state that changed before it
+    /// applied (the configs of a resource, a finalized level): the API plans again.
+    #[error("{0} changed while the request was planned")]
     ConfigChanged(String),
     #[error("topic deletion is disabled (delete.topic.enable=false)")]
     DeletionDisabled,

@@ -144,7 +144,7 @@ mod tests {
             ControllerError::DeletionDisabled,
             ControllerError::Unavailable("no leader".into()),
             ControllerError::UnknownBroker(4),
-            ControllerError::ConfigChanged("topic t".into()),
+            ControllerError::ConfigChanged("the configs of topic t".into()),
             ControllerError::InvalidUpdateVersion("Invalid update version 3".into()),
             ControllerError::StaleBrokerEpoch {
                 node_id: 4,

@@ -48,7 +48,7 @@ pub const LOGGERS: &[&str] = &[
     "gracchus::group",
     "gracchus::http",
     "gracchus::log",
-    "gracchus::logger_levels",
+    "gracchus::tracing_levels",
     "gracchus::meta_properties",
     "gracchus::metrics",
     "gracchus::replica",
@@ -175,7 +175,7 @@ impl LoggerLevels {
         let mut levels = state.levels.clone();
         for (logger, op) in ops {
             match op {
-                LoggerOp::Set(level) => levels.insert(logger.clone(), level.to_ascii_uppercase()),
+                LoggerOp::Set(level) => levels.insert(logger.clone(), level.clone()),
                 LoggerOp::Delete => levels.remove(logger),
             };
         }
@@ -211,11 +211,11 @@ impl State {
     }
 }
 
-/// The tracing level a Kafka level name filters at (names are case-insensitive).
+/// The tracing level a Kafka level name filters at (case-sensitive, as Kafka's check).
 fn tracing_level(kafka: &str) -> Option<&'static str> {
     LEVELS
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(kafka))
+        .find(|(name, _)| *name == kafka)
         .map(|(_, level)| *level)
 }
 
@@ -249,8 +249,7 @@ fn target_directives(base: &str) -> impl Iterator<Item = (&str, &str)> {
 fn default_level(base: &str) -> Option<String> {
     base.split(',')
         .map(str::trim)
-        .filter(|directive| is_level(directive))
-        .next_back()
+        .rfind(|directive| is_level(directive))
         .map(str::to_string)
 }
 
@@ -327,7 +326,7 @@ mod tests {
     fn set_and_delete_rebuild_the_filter_text() {
         let levels = LoggerLevels::new("info,openraft=warn");
         levels
-            .apply(&[set("openraft", "debug"), set("gracchus::txn", "TRACE")])
+            .apply(&[set("openraft", "DEBUG"), set("gracchus::txn", "TRACE")])
             .unwrap();
         assert_eq!(level(&levels, "openraft"), "DEBUG");
         assert_eq!(level(&levels, "gracchus::txn"), "TRACE");
@@ -359,6 +358,8 @@ mod tests {
         let bad = levels.apply(&[set("gracchus", "LOUD")]).unwrap_err();
         assert!(matches!(&bad, LoggerError::InvalidConfig(m)
             if m.starts_with("Cannot set the log level of gracchus to LOUD")));
+        // Kafka's level names are case-sensitive.
+        assert!(levels.apply(&[set("gracchus", "debug")]).is_err());
         assert_eq!(
             levels.apply(&[delete(ROOT_LOGGER)]),
             Err(LoggerError::InvalidRequest(
