@@ -214,3 +214,20 @@ def test_a_default_client_id_quota_applies_to_every_client_without_its_own(broke
     finally:
         set_quota(broker, default, "producer_byte_rate", None)
         set_quota(broker, own, "producer_byte_rate", None)
+
+
+def test_alter_refuses_duplicates_and_oversized_requests_and_skips_empty_entries(broker):
+    dup = {"client-id": "quota-dup"}
+    results = alter(broker, [(dup, [("producer_byte_rate", 1.0)]),
+                             ({"client-id": "quota-empty"}, []),
+                             (dup, [("consumer_byte_rate", 1.0)])])
+    assert [code for code, _ in results] == [INVALID_REQUEST, 0, INVALID_REQUEST]
+    assert describe(broker, [("client-id", 0, "quota-dup")])[1] == {}
+    assert describe(broker, [("client-id", 0, "quota-empty")])[1] == {}
+    # Above the per-request bound (1000) the whole request is refused, nothing stored.
+    many = [({"client-id": f"quota-many-{i}"}, [("producer_byte_rate", 1.0)])
+            for i in range(1001)]
+    results = alter(broker, many)
+    assert len(results) == 1001
+    assert {code for code, _ in results} == {INVALID_REQUEST}
+    assert describe(broker, [("client-id", 0, "quota-many-0")])[1] == {}

@@ -3,6 +3,8 @@
 //! each entity against Kafka's rules and submits it through the controller; the answer
 //! waits until this node applied it, so a describe that follows sees the change.
 
+use std::collections::HashMap;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_client_quotas_response as alter_response;
 use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
@@ -16,6 +18,11 @@ use super::RequestContext;
 use super::errors::controller_error;
 use crate::broker::Broker;
 use crate::controller::client_quotas::{self, FilterError, QuotaEntity};
+
+/// The most entries one AlterClientQuotas request may carry: each is validated and
+/// committed through the controller in turn, so an unbounded list would hold the
+/// connection and the controller for as long as its sender likes.
+pub const ALTER_ENTRIES_MAX: usize = 1_000;
 
 pub async fn describe(
     broker: &Broker,
@@ -98,14 +105,27 @@ pub async fn alter(
                 .collect(),
         })
         .collect();
+    if alterations.len() > ALTER_ENTRIES_MAX {
+        // Each entry is a controller commit: a request naming more is refused whole.
+        let message = format!(
+            "At most {ALTER_ENTRIES_MAX} entries per AlterClientQuotas request, got {}",
+            alterations.len()
+        );
+        let results = (alterations.iter())
+            .map(|a| alter_result(a, Err((ResponseError::InvalidRequest, message.clone()))))
+            .collect();
+        return AlterClientQuotasResponse::default().with_entries(results);
+    }
     let entities: Vec<Option<QuotaEntity>> = (alterations.iter())
         .map(|a| client_quotas::entity_from_wire(&a.parts).ok())
         .collect();
+    let mut named: HashMap<&QuotaEntity, usize> = HashMap::with_capacity(entities.len());
+    for entity in entities.iter().flatten() {
+        *named.entry(entity).or_default() += 1;
+    }
     let mut results = Vec::with_capacity(alterations.len());
-    for (index, alteration) in alterations.iter().enumerate() {
-        let repeated = entities[index].is_some()
-            && (entities.iter().enumerate())
-                .any(|(other, e)| other != index && *e == entities[index]);
+    for (alteration, entity) in alterations.iter().zip(&entities) {
+        let repeated = entity.as_ref().is_some_and(|e| named[e] > 1);
         let outcome = if repeated {
             // Kafka refuses an entity named twice in one request; none of its copies applies.
             Err((
@@ -128,6 +148,10 @@ async fn alter_one(
     let failure =
         |error: crate::controller::ControllerError| (controller_error(&error), error.to_string());
     let entity = client_quotas::entity_from_wire(&alteration.parts).map_err(failure)?;
+    if alteration.ops.is_empty() {
+        // Nothing to change: the entity is validated, no controller commit is made.
+        return Ok(());
+    }
     let command = client_quotas::plan_alter(entity, &alteration.ops).map_err(failure)?;
     if !validate_only {
         broker.submit_planned(command).await.map_err(failure)?;

@@ -124,57 +124,81 @@ pub async fn handle(
             }
         }
     }
-    record_metrics(&targets, &results);
+    count_errors(&results);
+    let bytes_out = bytes_read(&results);
     // The image as it is now: a parked fetch may have outlived a leader change.
     let image = broker.image();
     let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
     let response = build_response(topics, &targets, results, hints);
     if replica.is_some() {
+        record_bytes_out(&targets, &bytes_out);
         return response;
     }
-    throttle_consumer(broker, context, response)
+    let (response, throttled) = throttle_consumer(broker, context, response);
+    // A throttled consumer is sent an empty response: its bytes never went out.
+    if !throttled {
+        record_bytes_out(&targets, &bytes_out);
+    }
+    response
 }
 
 /// Records a consumer's response against its fetch quota. Over the quota, the client gets
 /// an empty response carrying the throttle time instead (Kafka's
-/// `getThrottledResponse`): the records stay in the log for its next fetch.
+/// `getThrottledResponse`): the records stay in the log for its next fetch. Says whether
+/// it was throttled.
 fn throttle_consumer(
     broker: &Broker,
     context: &RequestContext,
     response: FetchResponse,
-) -> FetchResponse {
+) -> (FetchResponse, bool) {
     use kafka_protocol::protocol::Encodable;
     if !broker
         .client_quotas
         .is_enabled(crate::client_quota::QuotaKind::Fetch)
     {
-        return response;
+        return (response, false);
     }
     // Sizing only walks the structure; raw record bytes are counted, not copied.
     let size = response.compute_size(context.version).unwrap_or(0);
     let throttle = super::throttle::record_fetch(broker, context, size);
     if throttle == 0 {
-        return response;
+        return (response, false);
     }
-    FetchResponse::default()
+    let empty = FetchResponse::default()
         .with_session_id(0)
-        .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX))
+        .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX));
+    (empty, true)
 }
 
-/// Bytes out per topic (consumers) or replication bytes out (followers), and the
-/// partitions' error codes.
-fn record_metrics(targets: &[Target], results: &[ReadOutcome]) {
-    for (target, result) in targets.iter().zip(results) {
-        match (result, &target.partition) {
-            (Ok(read), _) if target.replica.is_some() => {
-                let bytes = read.records.len() as u64;
+/// Counts the partitions' error codes.
+fn count_errors(results: &[ReadOutcome]) {
+    for result in results {
+        if let Err((error, _, _)) = result {
+            metrics::count_error(ApiKey::Fetch, error.code());
+        }
+    }
+}
+
+/// The record bytes read per target (none for a partition in error).
+fn bytes_read(results: &[ReadOutcome]) -> Vec<Option<usize>> {
+    (results.iter())
+        .map(|result| result.as_ref().ok().map(|read| read.records.len()))
+        .collect()
+}
+
+/// Bytes out per topic (consumers) or replication bytes out (followers), recorded once
+/// the response that carries them is final.
+fn record_bytes_out(targets: &[Target], bytes_out: &[Option<usize>]) {
+    for (target, &bytes) in targets.iter().zip(bytes_out) {
+        let Some(bytes) = bytes else { continue };
+        match &target.partition {
+            _ if target.replica.is_some() => {
                 metrics::registry()
                     .replication_bytes_out
-                    .fetch_add(bytes, Relaxed);
+                    .fetch_add(bytes as u64, Relaxed);
             }
-            (Ok(read), Ok(partition)) => partition.topic_metrics().record_out(read.records.len()),
-            (Ok(_), Err(_)) => {}
-            (Err((error, _, _)), _) => metrics::count_error(ApiKey::Fetch, error.code()),
+            Ok(partition) => partition.topic_metrics().record_out(bytes),
+            Err(_) => {}
         }
     }
 }

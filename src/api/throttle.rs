@@ -161,41 +161,15 @@ fn record_request_time(broker: &Broker, context: &RequestContext) -> u64 {
 /// response's `throttle_time_ms` (keeping one the handler set) and has the connection
 /// hold the client for it.
 pub fn finish<T: ThrottleTime>(broker: &Broker, context: &RequestContext, response: &mut T) {
-    let request_throttle = record_request_time(broker, context);
+    // Responses without a throttle time (DescribeQuorum, WriteTxnMarkers) are exempt:
+    // nothing is charged for them, as Kafka does not record their request time.
     let Some(field) = response.throttle_time_ms() else {
         return;
     };
+    let request_throttle = record_request_time(broker, context);
     let throttle = (*field).max(i32::try_from(request_throttle).unwrap_or(i32::MAX));
     if throttle > 0 {
         *field = throttle;
         metrics::request::set_throttle_ms(throttle as u64);
     }
-}
-
-/// Whether a client at this version reads the throttle time from the response and holds
-/// back by itself (KIP-219): then the response goes out at once and the connection is
-/// muted after it; older clients get their response only after the throttle time.
-/// The versions are those at which Kafka's responses' `shouldClientThrottle` turns true.
-pub fn client_throttles_itself(api_key: ApiKey, version: i16) -> bool {
-    let first = match api_key {
-        ApiKey::Produce => 6,
-        ApiKey::Fetch => 8,
-        ApiKey::ListOffsets => 3,
-        ApiKey::Metadata => 6,
-        ApiKey::OffsetCommit | ApiKey::OffsetFetch => 4,
-        ApiKey::FindCoordinator | ApiKey::Heartbeat | ApiKey::LeaveGroup => 2,
-        ApiKey::SyncGroup | ApiKey::DescribeGroups | ApiKey::ListGroups => 2,
-        ApiKey::ApiVersions | ApiKey::DeleteTopics | ApiKey::DescribeConfigs => 2,
-        ApiKey::JoinGroup | ApiKey::CreateTopics => 3,
-        ApiKey::InitProducerId | ApiKey::AddPartitionsToTxn | ApiKey::AddOffsetsToTxn => 1,
-        ApiKey::EndTxn | ApiKey::TxnOffsetCommit | ApiKey::DeleteRecords => 1,
-        ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => 1,
-        ApiKey::AlterConfigs | ApiKey::AlterReplicaLogDirs | ApiKey::DescribeLogDirs => 1,
-        ApiKey::CreatePartitions | ApiKey::DeleteGroups => 1,
-        ApiKey::DescribeClientQuotas | ApiKey::AlterClientQuotas => 1,
-        ApiKey::IncrementalAlterConfigs => 0,
-        // Kafka's default for the others: the response waits out the throttle.
-        _ => i16::MAX,
-    };
-    version >= first
 }

@@ -160,35 +160,27 @@ impl Connection {
                 }
             };
             let timer = RequestTimer::start(&frame);
-            // The api key and version, kept for a throttle's order (looked at only then).
-            let mut header = [0u8; 4];
-            let known = frame.len() >= 4;
-            if known {
-                header.copy_from_slice(&frame[..4]);
-            }
             let (handled, scope) = with_request_scope(self.handle(frame.freeze())).await;
             let handled_at = Instant::now();
             if let Err(error) = &handled {
                 timer.failed(error);
             }
             let response = handled?;
-            let throttle = Duration::from_millis(scope.throttle_ms());
-            let throttled_itself = throttle.is_zero() || !known || client_throttles_itself(header);
-            if !throttle.is_zero() && !throttled_itself {
-                // An old client would not wait by itself: its response waits instead.
-                self.hold(throttle).await?;
-            }
+            // Regardless of throttling the response goes out at once, as Kafka 4.0 sends it
+            // for every version: holding it back would let an old client's request time
+            // out (and a non-idempotent producer retry into duplicates).
             if let Some(response) = response {
                 self.writer.write_all(&response).await?;
             }
             timer.finish(handled_at, &scope);
             self.release_request_memory();
+            let throttle = Duration::from_millis(scope.throttle_ms());
             if !self.whole_frame_buffered() || !throttle.is_zero() {
                 self.writer.flush().await?;
             }
-            if !throttle.is_zero() && throttled_itself {
-                // KIP-219: the response is out with its throttle time; the connection reads
-                // no further request until the time is up (Kafka mutes the channel).
+            if !throttle.is_zero() {
+                // The response is out with its throttle time; the connection reads no
+                // further request until the time is up (Kafka mutes the channel).
                 self.hold(throttle).await?;
             }
             if self.shutdown.is_triggered() {
@@ -343,15 +335,4 @@ impl Connection {
         let size = i32::from_be_bytes(self.buffer[..4].try_into().expect("4 bytes"));
         size >= 0 && self.buffer.len() >= 4 + size as usize
     }
-}
-
-/// Whether the frame's client waits out a throttle by itself (KIP-219), from its api key
-/// and version (the frame's first 4 bytes); an unknown key is answered at once.
-fn client_throttles_itself(header: [u8; 4]) -> bool {
-    let [k0, k1, v0, v1] = header;
-    let Ok(api_key) = kafka_protocol::messages::ApiKey::try_from(i16::from_be_bytes([k0, k1]))
-    else {
-        return true;
-    };
-    api::throttle::client_throttles_itself(api_key, i16::from_be_bytes([v0, v1]))
 }
