@@ -218,7 +218,7 @@ INVALID_REQUEST = 42
 def test_more_reassignments_than_the_per_request_limit_are_refused(start_broker, topic):
     import conftest
     broker = start_broker("reassign-limit", {"partitions.per.request.max": "2"})
-    clients.create_topic(broker, topic, partitions=3)
+    clients.create_topic(broker, topic, partitions=2)
     with rawkafka.Connection(conftest.HOST, broker.port) as conn:
         moves = {(topic, index): None for index in range(3)}
         error, answers = alter_reassignments(conn, moves)

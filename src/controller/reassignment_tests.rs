@@ -274,7 +274,7 @@ fn a_move_whose_only_in_sync_replicas_are_new_is_not_reverted_but_may_be_replace
         ReassignmentResult::Accepted
     );
     assert_eq!(state(&image), (vec![3, 2, 1], vec![2], vec![3], vec![1], 2));
-    assert!(partition(&image).partition_epoch > before.partition_epoch);
+    assert!(partition(&image).partition_epoch > partition(&before).partition_epoch);
     join_isr(&mut image, 3);
     assert_eq!(state(&image), (vec![3, 2], vec![3, 2], vec![], vec![], 2));
 }
