@@ -210,3 +210,24 @@ def test_bad_reassignments_are_answered_as_kafka_does(make_cluster, topic):
     assert answers == {(topic, 0): (0, None)}
     assert nodes.node(1).call(list_reassignments) == {}
     assert partition_state(nodes, topic, 3) == ([1, 2], [1, 2], 1)
+
+
+INVALID_REQUEST = 42
+
+
+def test_more_reassignments_than_the_per_request_limit_are_refused(start_broker, topic):
+    import conftest
+    broker = start_broker("reassign-limit", {"partitions.per.request.max": "2"})
+    clients.create_topic(broker, topic, partitions=2)
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        moves = {(topic, index): None for index in range(3)}
+        error, answers = alter_reassignments(conn, moves)
+        assert error == INVALID_REQUEST
+        assert {key: code for key, (code, _m) in answers.items()} == {
+            key: INVALID_REQUEST for key in moves}
+        # Within the limit the entries are answered one by one.
+        error, answers = alter_reassignments(conn, {(topic, 0): None, (topic, 9): None})
+        assert error == 0
+        assert {key: code for key, (code, _m) in answers.items()} == {
+            (topic, 0): NO_REASSIGNMENT_IN_PROGRESS, (topic, 9): UNKNOWN_TOPIC_OR_PARTITION}
+    broker.stop()

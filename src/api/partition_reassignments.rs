@@ -5,7 +5,10 @@
 //! topic id and submits one `AlterPartitionReassignments` command (forwarded like every
 //! command), answering per partition from its results; List reads the local image, which
 //! every node keeps in step with the committed log:
-//! - an unknown topic or partition: UNKNOWN_TOPIC_OR_PARTITION;
+//! - an unknown topic or partition (by the local image, not submitted):
+//!   UNKNOWN_TOPIC_OR_PARTITION;
+//! - more entries than `partitions.per.request.max` (CreateTopics' bound; Kafka has none
+//!   here): INVALID_REQUEST at the top level and on every partition, nothing submitted;
 //! - an empty, duplicated or unregistered replica list: INVALID_REPLICA_ASSIGNMENT;
 //! - a cancel (null replicas) of a partition not moving: NO_REASSIGNMENT_IN_PROGRESS;
 //! - no controller in time: the top-level error (REQUEST_TIMED_OUT), and the same on
@@ -53,6 +56,16 @@ pub async fn alter(
 ) -> AlterPartitionReassignmentsResponse {
     let image = broker.image();
     let named = name_partitions(&image, &request);
+    // One command carries every entry: the same bound as CreateTopics keeps a single
+    // request from making one unbounded Raft entry.
+    let limit = broker.topic_defaults().partitions_per_request_max;
+    if named.len() > usize::try_from(limit).unwrap_or(0) {
+        let error = ControllerError::InvalidRequest(format!(
+            "{} reassignments in one request, more than partitions.per.request.max ({limit})",
+            named.len()
+        ));
+        return failed(named, &error);
+    }
     let planned: Vec<PartitionReassignment> = (named.iter())
         .filter_map(|n| n.planned.as_ref().ok().cloned())
         .collect();
@@ -80,6 +93,11 @@ fn name_partitions(
             let index = partition.partition_index;
             let planned = match found {
                 None => Err(ResponseError::UnknownTopicOrPartition),
+                // An index the local image lacks is not submitted: the controller would
+                // answer the same, at the cost of a command.
+                Some(found) if image.partition(&found.name, index).is_none() => {
+                    Err(ResponseError::UnknownTopicOrPartition)
+                }
                 Some(found) => Ok(PartitionReassignment {
                     topic_id: found.id,
                     partition: index,

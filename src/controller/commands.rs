@@ -485,6 +485,8 @@ fn remove_replica(
         let leader = elect_leader(partition, is_eligible);
         set_leader(partition, leader);
     }
+    // Leaving the ISR can satisfy a reassignment no longer waiting on anything else.
+    complete_if_ready(partition, is_eligible);
 }
 
 /// Marks `node_id` unfenced; partitions without a leader whose ISR holds it elect it.

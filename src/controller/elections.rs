@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::commands::{elect_leader, remove_from_every_partition, set_leader};
 use super::image::{BrokerRegistration, MetadataImage, NO_LEADER, PartitionImage};
+use super::reassignment::complete_if_ready;
 use crate::types::NodeId;
 
 /// Kafka's `ElectionType`: 0 preferred, 1 unclean.
@@ -146,7 +147,12 @@ fn elect_unclean(
     };
     partition.isr = vec![leader];
     set_leader(partition, leader);
-    ElectionResult::Elected { leader }
+    // An adding replica elected alone may be all a reassignment waits for; nothing else
+    // would complete it (no AlterPartition follows an election that changes no ISR).
+    complete_if_ready(partition, is_eligible);
+    ElectionResult::Elected {
+        leader: partition.leader,
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,11 @@
 //! Pure functions over the image, applied by `commands::apply` (deterministic, as every
 //! command is), after Kafka's `ReplicationControlManager` and `PartitionChangeBuilder`:
 //! - starting one to target T on replicas R: replicas become T followed by R-T (Kafka's
-//!   `PartitionReassignmentReplicas`), adding = T-R, removing = R-T; a reassignment
-//!   already under way is first reverted (below), so a new target replaces the old one;
+//!   `PartitionReassignmentReplicas`), adding = T-R, removing = R-T. For a reassignment
+//!   already under way Kafka takes R as the merged replica list (old target plus
+//!   removing); here it is first reverted (below) when that keeps an in-sync replica, so
+//!   adding replicas the new target drops do not linger, and otherwise R is the merged
+//!   list with the ISR kept, as in Kafka;
 //! - it completes once every adding replica is in the ISR: replicas = T, ISR = ISR ∩ T,
 //!   and a leader outside T (or outside the new ISR) gives way to the first replica of T
 //!   in the new ISR that may lead. The check runs when it starts (a shrink or a reorder
@@ -111,17 +114,29 @@ fn start(
     };
     if unchanged {
         // The same target again (a retried command, or a client repeating itself): a
-        // restart would drop adding replicas that already caught up from the ISR.
+        // restart would drop adding replicas that already caught up from the ISR. An ISR
+        // change that should have completed it (e.g. an unclean election) gets its chance.
+        complete_if_ready(partition, is_eligible);
         return ReassignmentResult::Accepted;
     }
-    let Some((current, isr)) = reverted(partition) else {
-        return not_revertible();
+    let (current, isr, pending) = match reverted(partition) {
+        Some((current, isr)) => (current, isr, Vec::new()),
+        // Only adding replicas are in sync: as Kafka does, the new target is computed
+        // against the merged replica list and the ISR is kept. Adding replicas that the
+        // new target keeps but that have not caught up stay adding, so completion still
+        // waits for them (Kafka would count them as present).
+        None => {
+            let pending: Vec<NodeId> = (partition.adding_replicas.iter().copied())
+                .filter(|replica| !partition.isr.contains(replica))
+                .collect();
+            (partition.replicas.clone(), partition.isr.clone(), pending)
+        }
     };
     let removing: Vec<NodeId> = (current.iter().copied())
         .filter(|replica| !target.contains(replica))
         .collect();
     let adding: Vec<NodeId> = (target.iter().copied())
-        .filter(|replica| !current.contains(replica))
+        .filter(|replica| !current.contains(replica) || pending.contains(replica))
         .collect();
     let mut replicas = target.to_vec();
     replicas.extend(&removing);
@@ -137,7 +152,8 @@ fn start(
     ReassignmentResult::Accepted
 }
 
-/// Cancels the reassignment under way: back to the replicas it started from.
+/// Cancels the reassignment under way: back to the replicas it started from. Refused when
+/// only adding replicas are in sync (Kafka reverts anyway, electing uncleanly).
 fn cancel(
     partition: &mut PartitionImage,
     seen_in_progress_at: Option<i32>,
@@ -166,9 +182,8 @@ fn cancel(
 /// The replicas and ISR the partition had before the reassignment under way (itself when
 /// none is): the adding replicas leave both. `None` when only adding replicas are in
 /// sync (the original ones fell out meanwhile): reverting would drop every replica known
-/// to hold the committed records. Kafka reverts anyway with an unclean election; here the
-/// change is refused and the partition keeps moving to its target (see
-/// [`not_revertible`]).
+/// to hold the committed records: a cancel is refused (see [`not_revertible`]) and a new
+/// target is computed against the merged replicas instead (see [`start`]).
 fn reverted(partition: &PartitionImage) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
     let kept = |list: &[NodeId]| -> Vec<NodeId> {
         (list.iter().copied())

@@ -247,7 +247,7 @@ fn a_reassignment_to_a_fenced_broker_waits_for_it() {
 }
 
 #[test]
-fn a_move_whose_only_in_sync_replicas_are_new_is_not_reverted() {
+fn a_move_whose_only_in_sync_replicas_are_new_is_not_reverted_but_may_be_replaced() {
     let mut image = image_with(&[1]);
     step(&mut image, &reassign(Some(&[2, 3]), None));
     join_isr(&mut image, 2);
@@ -257,16 +257,93 @@ fn a_move_whose_only_in_sync_replicas_are_new_is_not_reverted() {
         state(&image),
         (vec![2, 3, 1], vec![2], vec![2, 3], vec![1], 2)
     );
+    // A cancel would drop the only in-sync replica: refused, nothing changes.
     let before = image.clone();
     let seen = Some(partition(&image).partition_epoch);
-    for command in [reassign(None, seen), reassign(Some(&[1]), None)] {
-        let result = step(&mut image, &command);
-        assert!(
-            matches!(result, ReassignmentResult::InvalidReplicaAssignment(_)),
-            "{result:?}"
-        );
-        assert_eq!(image, before);
-    }
+    let result = step(&mut image, &reassign(None, seen));
+    assert!(
+        matches!(result, ReassignmentResult::InvalidReplicaAssignment(_)),
+        "{result:?}"
+    );
+    assert_eq!(image, before);
+
+    // A new target is computed against the merged replicas, keeping the ISR (as Kafka
+    // does): 2 stays in sync and leads; 3, kept but not caught up, is still awaited.
+    assert_eq!(
+        step(&mut image, &reassign(Some(&[3, 2]), None)),
+        ReassignmentResult::Accepted
+    );
+    assert_eq!(state(&image), (vec![3, 2, 1], vec![2], vec![3], vec![1], 2));
+    assert!(partition(&image).partition_epoch > partition(&before).partition_epoch);
     join_isr(&mut image, 3);
-    assert_eq!(state(&image), (vec![2, 3], vec![2, 3], vec![], vec![], 2));
+    assert_eq!(state(&image), (vec![3, 2], vec![3, 2], vec![], vec![], 2));
+}
+
+#[test]
+fn a_new_target_dropping_the_in_sync_new_replica_waits_for_one_of_its_own() {
+    let mut image = image_with(&[1]);
+    step(&mut image, &reassign(Some(&[2, 3]), None));
+    join_isr(&mut image, 2);
+    fence_broker_for_tests(&mut image, 1);
+    // Back to [1] while 1 is fenced and only 2 is in sync: accepted, nothing is lost:
+    // 2 stays in the ISR and leads until 1 rejoins it.
+    assert_eq!(
+        step(&mut image, &reassign(Some(&[1]), None)),
+        ReassignmentResult::Accepted
+    );
+    assert_eq!(
+        state(&image),
+        (vec![1, 2, 3], vec![2], vec![], vec![2, 3], 2)
+    );
+    let epoch = image.brokers[&1].epoch;
+    apply(
+        &mut image,
+        &MetadataCommand::UnfenceBroker { node_id: 1, epoch },
+    )
+    .unwrap();
+    join_isr(&mut image, 1);
+    assert_eq!(state(&image), (vec![1], vec![1], vec![], vec![], 1));
+}
+
+#[test]
+fn an_unclean_election_of_the_new_replica_completes_the_move() {
+    let mut image = image_with(&[1]);
+    step(&mut image, &reassign(Some(&[2]), None));
+    // The only in-sync replica fails: no leader, the ISR keeps it.
+    fence_broker_for_tests(&mut image, 1);
+    assert_eq!(
+        state(&image),
+        (vec![2, 1], vec![1], vec![2], vec![1], NO_LEADER)
+    );
+    let elect = MetadataCommand::ElectLeaders {
+        election: crate::controller::elections::Election::Unclean,
+        partitions: vec![(TOPIC_ID, 0)],
+    };
+    let outcome = apply(&mut image, &elect).unwrap();
+    image.check_invariants().unwrap();
+    let CommandOutcome::LeadersElected(results) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        results[0].result,
+        crate::controller::elections::ElectionResult::Elected { leader: 2 }
+    );
+    assert_eq!(state(&image), (vec![2], vec![2], vec![], vec![], 2));
+}
+
+#[test]
+fn the_same_target_again_completes_a_move_that_is_ready() {
+    let mut image = image_with(&[1]);
+    step(&mut image, &reassign(Some(&[2]), None));
+    // An image where the move is ready but was never completed (as an unclean election
+    // left it before completion ran there).
+    let p = &mut image.topics.get_mut("t").unwrap().partitions[0];
+    p.isr = vec![2, 1];
+    let epoch = p.partition_epoch;
+    assert_eq!(
+        step(&mut image, &reassign(Some(&[2]), None)),
+        ReassignmentResult::Accepted
+    );
+    assert_eq!(state(&image), (vec![2], vec![2], vec![], vec![], 2));
+    assert!(partition(&image).partition_epoch > epoch);
 }
