@@ -74,6 +74,19 @@
 //! last offset, so a producer state rebuilt from the log still has the producer's epoch and
 //! last sequence. A producer with no data batch keeps its markers at its current epoch.
 //!
+//! A marker at or above the oldest kept producer snapshot stays whatever else holds: a
+//! reload from that snapshot (the newest one unreadable or gone) replays from its offset
+//! and would otherwise never close a transaction the snapshot holds open (stuck LSO).
+//!
+//! Divergence (KIP-534): Kafka stamps each marker with its own delete horizon when the
+//! cleaner first finds it dataless; here the horizon is the segment's largest timestamp.
+//! So a marker in an old segment may go one pass after its data, with no further
+//! `delete.retention.ms` wait. Risk: a follower (or read_committed consumer) that copied
+//! the aborted data before the first pass and fetches the marker's offsets after the
+//! second never sees the marker: the consumer keeps the abort (skipping that producer's
+//! later data until another marker), the follower keeps the transaction open until it
+//! truncates or reloads.
+//!
 //! Simplifications: the delete horizon is per segment; a segment left empty stays as an empty file, so the log
 //! start offset never moves; the mapped end is in memory only (a restart cleans again from
 //! offset 0, which is merely redundant).
