@@ -250,7 +250,8 @@ fn check_counts(header: &BatchHeader, one_record_per_offset: bool) -> Result<(),
     }
     let count_from_offsets = i64::from(header.last_offset_delta) + 1;
     let wrong = match one_record_per_offset {
-        true => header.record_count > 0 && i64::from(header.record_count) != count_from_offsets,
+        // Kafka's LogValidator: a produced batch holds one record per offset, at least one.
+        true => header.record_count == 0 || i64::from(header.record_count) != count_from_offsets,
         false => i64::from(header.record_count) > count_from_offsets,
     };
     if wrong {
@@ -505,6 +506,11 @@ mod tests {
         assert_eq!(empty.len(), BATCH_HEADER_BYTES);
         let one_record_per_offset = validate_batches(&compacted, u32::MAX);
         assert!(one_record_per_offset.is_err(), "not from a producer");
+        let produced_empty = validate_batches(&empty, u32::MAX).unwrap_err();
+        assert!(
+            matches!(produced_empty, BatchError::InvalidRecord(_)),
+            "count 0 produced"
+        );
         for (kept, last_offset) in [(&compacted, 5), (&empty, 2)] {
             let header = validate_replicated_batches(kept).unwrap()[0];
             assert!(crc_matches(kept, header.crc));

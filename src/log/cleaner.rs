@@ -74,6 +74,19 @@
 //! last offset, so a producer state rebuilt from the log still has the producer's epoch and
 //! last sequence. A producer with no data batch keeps its markers at its current epoch.
 //!
+//! A marker at or above the oldest kept producer snapshot stays whatever else holds: a
+//! reload from that snapshot (the newest one unreadable or gone) replays from its offset
+//! and would otherwise never close a transaction the snapshot holds open (stuck LSO).
+//!
+//! Divergence (KIP-534): Kafka stamps each marker with its own delete horizon when the
+//! cleaner first finds it dataless; here the horizon is the segment's largest timestamp.
+//! So a marker in an old segment may go one pass after its data, with no further
+//! `delete.retention.ms` wait. Risk: a follower (or read_committed consumer) that copied
+//! the aborted data before the first pass and fetches the marker's offsets after the
+//! second never sees the marker: the consumer keeps the abort (skipping that producer's
+//! later data until another marker), the follower keeps the transaction open until it
+//! truncates or reloads.
+//!
 //! Simplifications: the delete horizon is per segment; a segment left empty stays as an empty file, so the log
 //! start offset never moves; the mapped end is in memory only (a restart cleans again from
 //! offset 0, which is merely redundant).
@@ -190,6 +203,8 @@ pub struct CleanSnapshot {
     transactions: Transactions,
     /// The batches producer state needs, as the partition's producer table said at step 1.
     tails: ProducerTails,
+    /// The oldest kept producer snapshot's offset: markers at or above it stay.
+    markers_needed_from: i64,
     horizon_ms: i64,
     index_interval_bytes: u32,
     /// Every segment in offset order; the last is the active one.
@@ -243,7 +258,8 @@ struct CleanedSegment {
     records_removed: usize,
     markers_removed: usize,
     /// Entries its aborted-transaction index keeps; `files.txn_index` holds them when
-    /// `txn_index_changed`, else the segment's own index stays.
+    /// `txn_index_changed` (set whenever it keeps any, see [`clean_segment`]), else the
+    /// segment's own index stays (it has none, or they all stay as they are).
     aborted_kept: usize,
     txn_index_changed: bool,
     files: CleanedFiles,
@@ -263,16 +279,25 @@ impl PartitionLog {
     /// kept: for logs without open transactions or producer state (tests, tools); the
     /// partition calls [`Self::clean_snapshot_below`].
     pub fn clean_snapshot(&self, now_ms: i64) -> Result<Option<CleanSnapshot>, LogError> {
-        self.clean_snapshot_below(now_ms, self.log_end_offset(), ProducerTails::new())
+        self.clean_snapshot_below(
+            now_ms,
+            self.log_end_offset(),
+            ProducerTails::new(),
+            i64::MAX,
+        )
     }
 
     /// Step 1, cleaning only segments wholly below `stable_end` (the last stable offset):
     /// nothing at or above it is touched. `tails` are the batches producer state needs kept.
+    /// `oldest_snapshot` is the offset of the oldest producer snapshot kept (i64::MAX for
+    /// none): no marker at or above it goes, since a reload from that snapshot replays the
+    /// log from there and must meet the marker of every transaction the snapshot holds open.
     pub fn clean_snapshot_below(
         &self,
         now_ms: i64,
         stable_end: i64,
         tails: ProducerTails,
+        oldest_snapshot: i64,
     ) -> Result<Option<CleanSnapshot>, LogError> {
         let holding_stable_end = self.segments[self.segment_index(stable_end)].base_offset();
         let closed_end = self.active().base_offset().min(holding_stable_end);
@@ -298,6 +323,7 @@ impl PartitionLog {
             closed_end,
             transactions,
             tails,
+            markers_needed_from: oldest_snapshot,
             horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
             index_interval_bytes: self.config.index_interval_bytes,
             segments,
@@ -454,12 +480,15 @@ fn check_installed(
         return Ok(());
     }
     Err(LogError::Corrupt(format!(
-        "cleaned {} reads back as {} bytes up to offset {}, not {} bytes up to {}",
+        "cleaned {} reads back as {} bytes up to offset {} with {} aborted transactions, \
+         not {} bytes up to {} with {}",
         segment.log_path().display(),
         segment.size_bytes(),
         segment.next_offset(),
+        segment.aborted_transactions().len(),
         expected.size_bytes(),
-        expected.next_offset()
+        expected.next_offset(),
+        aborted_kept
     )))
 }
 
@@ -509,6 +538,7 @@ fn clean_segments(
             transactions: &snapshot.transactions,
             tails: &snapshot.tails,
             mapped_end,
+            markers_needed_from: snapshot.markers_needed_from,
             within_horizon: segment.largest_timestamp_ms > snapshot.horizon_ms,
         };
         if let Some(cleaned) = clean_segment(snapshot, segment, &retention, &mut walk, abort)? {
@@ -577,7 +607,10 @@ fn clean_segment(
         .filter(|entry| !walk.dataless_markers.contains(&entry.last_offset))
         .copied()
         .collect();
-    let txn_index_changed = aborted.len() != segment.aborted.len();
+    // Written whenever there are entries, changed or not: memory may hold entries its file
+    // lacks (a failed append, rewritten only at the next flush), and the swapped-in
+    // segment is opened from the file.
+    let txn_index_changed = aborted.len() != segment.aborted.len() || !aborted.is_empty();
     if txn_index_changed {
         write_index_file(&files.txn_index, &aborted)?;
     }
@@ -815,6 +848,9 @@ struct Retention<'a> {
     tails: &'a ProducerTails,
     /// Records at or above were not all mapped this pass: they are kept.
     mapped_end: i64,
+    /// Markers at or above stay: a producer snapshot kept at that offset may be reloaded,
+    /// and the replay from it must close the transactions it holds open.
+    markers_needed_from: i64,
     /// The segment is younger than the delete horizon: consumers may not have seen its
     /// tombstones, nor its markers, yet (a read_committed consumer that read an aborted
     /// transaction's data forgets the abort only at its marker).
@@ -922,7 +958,8 @@ fn decide_marker(header: &BatchHeader, retention: &Retention, walk: &mut TxnWalk
         return KEEP;
     }
     walk.dataless_markers.insert(header.base_offset);
-    if retention.within_horizon || retention.is_producer_tail(header) {
+    let snapshot_needs_it = header.base_offset >= retention.markers_needed_from;
+    if retention.within_horizon || snapshot_needs_it || retention.is_producer_tail(header) {
         return KEEP;
     }
     drop_all(header)
@@ -1459,7 +1496,7 @@ mod tests {
     fn compact_with(log: &mut PartitionLog, now_ms: i64, tails: &ProducerTails) -> CleanStats {
         let end = log.log_end_offset();
         let Some(snapshot) = log
-            .clean_snapshot_below(now_ms, end, tails.clone())
+            .clean_snapshot_below(now_ms, end, tails.clone(), i64::MAX)
             .unwrap()
         else {
             return CleanStats::default();
@@ -1472,6 +1509,44 @@ mod tests {
     /// Past the horizon of segments written at times near 1_000 (`delete_retention_ms`
     /// 10_000); 2_000 is within it.
     const PAST_HORIZON_MS: i64 = 100_000;
+
+    /// A reload from the oldest kept producer snapshot replays from its offset: it must
+    /// meet the marker of a transaction the snapshot holds open, so the marker stays even
+    /// with no data left and past the horizon, and goes once no kept snapshot is below it.
+    #[test]
+    fn a_marker_a_kept_producer_snapshot_needs_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        let (first, _) = append_txn(&mut log, (9, 0), 0, &["k", "a"]);
+        let marker = append_marker(&mut log, (9, 0), false, first);
+        roll_with_plain(&mut log);
+        let pass = |log: &mut PartitionLog, oldest_snapshot: i64| {
+            let end = log.log_end_offset();
+            let tails = ProducerTails::new();
+            let snapshot = log
+                .clean_snapshot_below(PAST_HORIZON_MS, end, tails, oldest_snapshot)
+                .unwrap()
+                .unwrap();
+            let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false);
+            log.install_clean(outcome.unwrap().unwrap(), PAST_HORIZON_MS)
+                .unwrap()
+        };
+        // Pass 1 drops the data (the snapshot between data and marker holds it open).
+        pass(&mut log, marker);
+        assert!(!read_from(&log, 0).iter().any(|r| r.0 == first));
+        roll_with_plain(&mut log);
+        let stats = pass(&mut log, marker);
+        assert_eq!(stats.markers_removed, 0);
+        assert_eq!(
+            markers(&log),
+            vec![marker],
+            "the snapshot at the marker needs it"
+        );
+        roll_with_plain(&mut log);
+        let stats = pass(&mut log, marker + 1);
+        assert_eq!(stats.markers_removed, 1);
+        assert!(markers(&log).is_empty());
+    }
 
     #[test]
     fn an_aborted_transactions_marker_and_index_entry_go_a_pass_after_its_data() {
@@ -1798,14 +1873,14 @@ mod tests {
         transactions_then_plain(&mut log);
         // An open transaction from offset 1: the segment holding it is not cleaned.
         assert!(
-            log.clean_snapshot_below(2_000, 1, ProducerTails::new())
+            log.clean_snapshot_below(2_000, 1, ProducerTails::new(), i64::MAX)
                 .unwrap()
                 .is_none()
         );
         let before = read_from(&log, 0);
         let stable_end = log.segments[2].base_offset();
         let snapshot = log
-            .clean_snapshot_below(2_000, stable_end + 1, ProducerTails::new())
+            .clean_snapshot_below(2_000, stable_end + 1, ProducerTails::new(), i64::MAX)
             .unwrap()
             .unwrap();
         let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false).unwrap();

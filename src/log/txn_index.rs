@@ -175,13 +175,10 @@ impl TxnIndex {
     }
 
     /// Writes every entry in memory to the file afresh.
+    /// The same writer as the cleaner's copy, fsync included: a rewrite is rare (after a
+    /// failed write), so the extra fsync costs little and leaves one implementation.
     fn write_all(&self) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(self.entries.len() * ABORTED_TXN_BYTES);
-        for entry in &self.entries {
-            bytes.extend_from_slice(&entry.encode());
-        }
-        let mut file = File::create(&self.path)?;
-        file.write_all(&bytes)?;
+        write_index_file(&self.path, &self.entries)?;
         self.broken.store(false, Ordering::Relaxed);
         Ok(())
     }

@@ -1413,7 +1413,14 @@ impl Partition {
                 // Only below the last stable offset: every transaction there is decided.
                 Some(log) => {
                     let stable_end = state.last_stable_offset();
-                    log.clean_snapshot_below(now_ms, stable_end, state.producers.log_tails())?
+                    // Snapshots are written and removed under the write lock: the oldest
+                    // cannot change while this read lock is held.
+                    let oldest_snapshot = producer_snapshot::list(log.dir())?
+                        .first()
+                        .copied()
+                        .unwrap_or(i64::MAX);
+                    let tails = state.producers.log_tails();
+                    log.clean_snapshot_below(now_ms, stable_end, tails, oldest_snapshot)?
                 }
                 None => None,
             }
