@@ -549,21 +549,9 @@ struct PartitionChange<'a> {
 fn alter_partition(image: &mut MetadataImage, change: PartitionChange) -> CommandOutcome {
     use PartitionChangeRefusal as Refused;
     let refused = CommandOutcome::PartitionChangeRefused;
-    let MetadataImage {
-        brokers,
-        topics,
-        topic_names,
-        ..
-    } = image;
-    let found = topic_names
-        .get(&change.topic_id)
-        .and_then(|name| topics.get_mut(name))
-        .and_then(|topic| {
-            topic
-                .partitions
-                .get_mut(usize::try_from(change.partition).ok()?)
-        });
-    let Some(partition) = found else {
+    let Some((partition, brokers)) =
+        image.partition_mut_with_brokers(&change.topic_id, change.partition)
+    else {
         return refused(Refused::UnknownPartition);
     };
     if change.leader_epoch < partition.leader_epoch {

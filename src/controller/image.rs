@@ -181,6 +181,19 @@ impl MetadataImage {
         self.topics.get(topic)?.partitions.get(index)
     }
 
+    /// A partition by topic id, mutable, beside the broker registrations its change is
+    /// checked against (the borrow split the controller's partition commands need).
+    pub fn partition_mut_with_brokers(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+    ) -> Option<(&mut PartitionImage, &BTreeMap<NodeId, BrokerRegistration>)> {
+        let index = usize::try_from(partition).ok()?;
+        let name = self.topic_names.get(topic_id)?;
+        let found = self.topics.get_mut(name)?.partitions.get_mut(index)?;
+        Some((found, &self.brokers))
+    }
+
     /// Registered and not fenced: may lead partitions and is listed to clients.
     /// The controller id Metadata and DescribeCluster give clients: they send admin
     /// requests there, so it must be a live broker. The active controller when it is one;

@@ -73,20 +73,9 @@ fn alter_one(image: &mut MetadataImage, change: &PartitionReassignment) -> Reass
     {
         return ReassignmentResult::InvalidReplicaAssignment(error.to_string());
     }
-    let MetadataImage {
-        brokers,
-        topics,
-        topic_names,
-        ..
-    } = image;
-    let found = topic_names
-        .get(&change.topic_id)
-        .and_then(|name| topics.get_mut(name))
-        .and_then(|topic| {
-            let index = usize::try_from(change.partition).ok()?;
-            topic.partitions.get_mut(index)
-        });
-    let Some(partition) = found else {
+    let Some((partition, brokers)) =
+        image.partition_mut_with_brokers(&change.topic_id, change.partition)
+    else {
         return ReassignmentResult::UnknownPartition;
     };
     let is_eligible = |id: NodeId| {
