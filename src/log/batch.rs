@@ -151,10 +151,20 @@ pub fn validate_batches(
     records: &[u8],
     max_message_bytes: u32,
 ) -> Result<Vec<BatchHeader>, BatchError> {
+    validate_all(records, max_message_bytes, true)
+}
+
+/// Every batch of `records`, each checked by [`validate_batch_with`]; at least one.
+fn validate_all(
+    records: &[u8],
+    max_message_bytes: u32,
+    one_record_per_offset: bool,
+) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut position = 0;
     while position < records.len() {
-        let header = validate_batch(&records[position..], max_message_bytes)?;
+        let header =
+            validate_batch_with(&records[position..], max_message_bytes, one_record_per_offset)?;
         position += header.total_bytes();
         headers.push(header);
     }
@@ -167,10 +177,6 @@ pub fn validate_batches(
 }
 
 /// Checks one batch at the start of `bytes`, in Kafka's order: format, size, CRC, counts.
-fn validate_batch(bytes: &[u8], max_message_bytes: u32) -> Result<BatchHeader, BatchError> {
-    validate_batch_with(bytes, max_message_bytes, true)
-}
-
 fn validate_batch_with(
     bytes: &[u8],
     max_message_bytes: u32,
@@ -220,19 +226,7 @@ fn validate_batch_with(
 /// survives, and an emptied batch's header), and Kafka's follower takes them too; only a
 /// produce must have one record per offset.
 pub fn validate_replicated_batches(records: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
-    let mut headers = Vec::new();
-    let mut position = 0;
-    while position < records.len() {
-        let header = validate_batch_with(&records[position..], u32::MAX, false)?;
-        position += header.total_bytes();
-        headers.push(header);
-    }
-    if headers.is_empty() {
-        return Err(BatchError::InvalidRecord(
-            "no record batch in the records".into(),
-        ));
-    }
-    Ok(headers)
+    validate_all(records, u32::MAX, false)
 }
 
 fn check_counts(header: &BatchHeader, one_record_per_offset: bool) -> Result<(), BatchError> {
@@ -399,9 +393,19 @@ pub fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
 }
 
 /// Recomputes the CRC of one whole batch after a change to the bytes it covers.
-fn seal(batch: &mut [u8]) {
+pub(crate) fn seal(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[CRC_COVERS_FROM..]);
     write_at(batch, CRC_AT, &crc.to_be_bytes());
+}
+
+/// Kafka's zig-zag varint / varlong (one encoding; up to 10 bytes), as records carry them.
+pub fn put_varint(buffer: &mut impl bytes::BufMut, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        buffer.put_u8((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    buffer.put_u8(zigzag as u8);
 }
 
 fn write_at(batch: &mut [u8], at: usize, bytes: &[u8]) {

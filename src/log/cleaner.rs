@@ -60,7 +60,7 @@
 //! Markers (Kafka's `CleanedTransactionMetadata`): each pass walks the cleaned segments
 //! from the first, in order, noting per producer whether a batch of its current
 //! transaction was read. A marker whose transaction had no batch read this pass goes once
-//! its segment is past the delete horizon (the tombstones' `delete.retention.ms`), and its
+//! its own delete horizon has passed (KIP-534, below), and its
 //! entry leaves the segment's aborted-transaction index when the segment is rewritten; a
 //! marker whose transaction still had a batch stays, with its entry. So the pass that drops
 //! a transaction's last batches keeps the marker and a later pass removes it ([`TxnWalk`]
@@ -78,16 +78,14 @@
 //! reload from that snapshot (the newest one unreadable or gone) replays from its offset
 //! and would otherwise never close a transaction the snapshot holds open (stuck LSO).
 //!
-//! Divergence (KIP-534): Kafka stamps each marker with its own delete horizon when the
-//! cleaner first finds it dataless; here the horizon is the segment's largest timestamp.
-//! So a marker in an old segment may go one pass after its data, with no further
-//! `delete.retention.ms` wait. Risk: a follower (or read_committed consumer) that copied
-//! the aborted data before the first pass and fetches the marker's offsets after the
-//! second never sees the marker: the consumer keeps the abort (skipping that producer's
-//! later data until another marker), the follower keeps the transaction open until it
-//! truncates or reloads.
+//! KIP-534: the first pass that finds a marker without data (and not needed by producer
+//! state) stamps it with a delete horizon `delete.retention.ms` ahead ([`delete_horizon`]);
+//! the first pass past that horizon removes it. So a follower or read_committed consumer
+//! that copied a transaction's data before it was cleaned meets its marker as long as it
+//! is no further behind than `delete.retention.ms`, the same promise tombstones make.
 //!
-//! Simplifications: the delete horizon is per segment; a segment left empty stays as an empty file, so the log
+//! Simplifications: the tombstones' delete horizon is per segment (Kafka stamps batches
+//! holding tombstones too); a segment left empty stays as an empty file, so the log
 //! start offset never moves; the mapped end is in memory only (a restart cleans again from
 //! offset 0, which is merely redundant).
 
@@ -109,6 +107,7 @@ use crate::log::batch::{
     BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, NO_SEQUENCE, empty_batch, set_last_offset_delta,
     stamp_batch,
 };
+use crate::log::delete_horizon;
 use crate::log::error::LogError;
 use crate::log::offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
@@ -206,6 +205,9 @@ pub struct CleanSnapshot {
     /// The oldest kept producer snapshot's offset: markers at or above it stay.
     markers_needed_from: i64,
     horizon_ms: i64,
+    /// A marker first found without data this pass may go at this time (KIP-534).
+    marker_horizon_ms: i64,
+    now_ms: i64,
     index_interval_bytes: u32,
     /// Every segment in offset order; the last is the active one.
     segments: Vec<SnapshotSegment>,
@@ -325,6 +327,8 @@ impl PartitionLog {
             tails,
             markers_needed_from: oldest_snapshot,
             horizon_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
+            marker_horizon_ms: now_ms.saturating_add(self.config.delete_retention_ms),
+            now_ms,
             index_interval_bytes: self.config.index_interval_bytes,
             segments,
         }))
@@ -540,6 +544,8 @@ fn clean_segments(
             mapped_end,
             markers_needed_from: snapshot.markers_needed_from,
             within_horizon: segment.largest_timestamp_ms > snapshot.horizon_ms,
+            now_ms: snapshot.now_ms,
+            marker_horizon_ms: snapshot.marker_horizon_ms,
         };
         if let Some(cleaned) = clean_segment(snapshot, segment, &retention, &mut walk, abort)? {
             segments.push(cleaned);
@@ -852,9 +858,11 @@ struct Retention<'a> {
     /// and the replay from it must close the transactions it holds open.
     markers_needed_from: i64,
     /// The segment is younger than the delete horizon: consumers may not have seen its
-    /// tombstones, nor its markers, yet (a read_committed consumer that read an aborted
-    /// transaction's data forgets the abort only at its marker).
+    /// tombstones yet.
     within_horizon: bool,
+    now_ms: i64,
+    /// The delete horizon a marker found without data gets stamped with (KIP-534).
+    marker_horizon_ms: i64,
 }
 
 impl Retention<'_> {
@@ -924,7 +932,7 @@ fn decide(
 ) -> Result<Decision, LogError> {
     let kind = retention.transactions.kind(header);
     if kind == BatchKind::Control {
-        return Ok(decide_marker(header, retention, walk));
+        return decide_marker(header, &bytes, retention, walk);
     }
     if header.is_transactional() {
         walk.observed.insert(header.producer_id);
@@ -947,22 +955,44 @@ fn decide(
     Ok(decision)
 }
 
-/// A marker goes once no batch of its transaction was read this pass (see [`TxnWalk`]), its
-/// segment is past the delete horizon, and producer state does not need it.
-fn decide_marker(header: &BatchHeader, retention: &Retention, walk: &mut TxnWalk) -> Decision {
+/// A marker whose transaction had no batch read this pass (see [`TxnWalk`]) and that
+/// producer state does not need is stamped with a delete horizon `delete.retention.ms`
+/// ahead (KIP-534), and goes in the first pass past that horizon.
+fn decide_marker(
+    header: &BatchHeader,
+    bytes: &Bytes,
+    retention: &Retention,
+    walk: &mut TxnWalk,
+) -> Result<Decision, LogError> {
     if !header.has_producer_id() {
-        return KEEP; // not a transaction marker
+        return Ok(KEEP); // not a transaction marker
     }
     let has_batches = walk.observed.remove(&header.producer_id);
     if has_batches {
-        return KEEP;
+        return Ok(KEEP);
     }
     walk.dataless_markers.insert(header.base_offset);
     let snapshot_needs_it = header.base_offset >= retention.markers_needed_from;
-    if retention.within_horizon || snapshot_needs_it || retention.is_producer_tail(header) {
-        return KEEP;
+    if snapshot_needs_it || retention.is_producer_tail(header) {
+        return Ok(KEEP);
     }
-    drop_all(header)
+    match delete_horizon::delete_horizon_ms(header) {
+        Some(horizon_ms) if horizon_ms <= retention.now_ms => Ok(drop_all(header)),
+        Some(_) => Ok(KEEP),
+        // A marker that cannot be stamped is kept as it is: keeping only costs space.
+        None => match delete_horizon::stamp(bytes, retention.marker_horizon_ms) {
+            Ok(stamped) => Ok(Decision {
+                fate: Fate::Rewrite(BytesMut::from(&stamped[..])),
+                records_removed: 0,
+                markers_removed: 0,
+            }),
+            Err(error) => {
+                let offset = header.base_offset;
+                tracing::warn!(offset, %error, "cannot stamp a marker's delete horizon; kept");
+                Ok(KEEP)
+            }
+        },
+    }
 }
 
 /// Plain or committed data: the records the map and the horizon keep.
@@ -1509,6 +1539,16 @@ mod tests {
     /// Past the horizon of segments written at times near 1_000 (`delete_retention_ms`
     /// 10_000); 2_000 is within it.
     const PAST_HORIZON_MS: i64 = 100_000;
+    /// The tests' `delete_retention_ms`: a marker stamped at `t` goes at `t + RETENTION_MS`.
+    const RETENTION_MS: i64 = 10_000;
+
+    /// The marker at `offset` and its delete horizon, if stamped.
+    fn marker_horizon(log: &PartitionLog, offset: i64) -> Option<i64> {
+        let found = headers(log);
+        let header = found.iter().find(|h| h.base_offset == offset).expect("marker");
+        assert!(header.is_control());
+        delete_horizon::delete_horizon_ms(header)
+    }
 
     /// A reload from the oldest kept producer snapshot replays from its offset: it must
     /// meet the marker of a transaction the snapshot holds open, so the marker stays even
@@ -1520,30 +1560,37 @@ mod tests {
         let (first, _) = append_txn(&mut log, (9, 0), 0, &["k", "a"]);
         let marker = append_marker(&mut log, (9, 0), false, first);
         roll_with_plain(&mut log);
-        let pass = |log: &mut PartitionLog, oldest_snapshot: i64| {
+        let pass = |log: &mut PartitionLog, oldest_snapshot: i64, now_ms: i64| {
             let end = log.log_end_offset();
             let tails = ProducerTails::new();
             let snapshot = log
-                .clean_snapshot_below(PAST_HORIZON_MS, end, tails, oldest_snapshot)
+                .clean_snapshot_below(now_ms, end, tails, oldest_snapshot)
                 .unwrap()
                 .unwrap();
             let outcome = clean(snapshot, DEDUPE_BUFFER_BYTES_DEFAULT, &|| false);
-            log.install_clean(outcome.unwrap().unwrap(), PAST_HORIZON_MS)
+            log.install_clean(outcome.unwrap().unwrap(), now_ms)
                 .unwrap()
         };
         // Pass 1 drops the data (the snapshot between data and marker holds it open).
-        pass(&mut log, marker);
+        pass(&mut log, marker, PAST_HORIZON_MS);
         assert!(!read_from(&log, 0).iter().any(|r| r.0 == first));
         roll_with_plain(&mut log);
-        let stats = pass(&mut log, marker);
+        let stats = pass(&mut log, marker, PAST_HORIZON_MS + RETENTION_MS);
         assert_eq!(stats.markers_removed, 0);
         assert_eq!(
             markers(&log),
             vec![marker],
             "the snapshot at the marker needs it"
         );
+        assert_eq!(marker_horizon(&log, marker), None, "not even stamped");
+        // No longer needed: stamped first, removed past its horizon.
         roll_with_plain(&mut log);
-        let stats = pass(&mut log, marker + 1);
+        pass(&mut log, marker + 1, PAST_HORIZON_MS);
+        assert_eq!(markers(&log), vec![marker]);
+        let horizon = PAST_HORIZON_MS + RETENTION_MS;
+        assert_eq!(marker_horizon(&log, marker), Some(horizon));
+        roll_with_plain(&mut log);
+        let stats = pass(&mut log, marker + 1, horizon);
         assert_eq!(stats.markers_removed, 1);
         assert!(markers(&log).is_empty());
     }
@@ -1575,14 +1622,22 @@ mod tests {
         );
         assert!(markers(&log).contains(&marker));
         assert_eq!(log.aborted_transactions(0, i64::MAX), entry);
-        // Within the horizon, a later pass keeps the marker still.
+        // The next pass finds it without data: it stays, stamped with its own delete
+        // horizon (KIP-534), however old its segment; its index entry goes.
         roll_with_plain(&mut log);
         log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert!(markers(&log).contains(&marker));
-        // Past it, the marker goes, and the entry with it.
+        assert_eq!(marker_horizon(&log, marker), Some(2_000 + RETENTION_MS));
+        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        // Not before that horizon, not even in a segment long past the tombstones' one.
+        roll_with_plain(&mut log);
+        log.compact(2_000 + RETENTION_MS - 1, DEDUPE_BUFFER_BYTES_DEFAULT)
+            .unwrap();
+        assert!(markers(&log).contains(&marker));
+        // At it, the marker goes.
         roll_with_plain(&mut log);
         let stats = log
-            .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+            .compact(2_000 + RETENTION_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
             .unwrap();
         assert_eq!(stats.markers_removed, 1);
         assert!(markers(&log).is_empty());
@@ -1633,9 +1688,13 @@ mod tests {
         let (first, _) = append_txn(&mut log, (11, 0), 0, &["x1"]);
         let aborted = append_marker(&mut log, (11, 0), false, first);
         roll_with_plain(&mut log);
-        for _ in 0..3 {
-            log.compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
-                .unwrap();
+        // Data, then the stamp, then the marker past its horizon.
+        for round in 0..3 {
+            log.compact(
+                PAST_HORIZON_MS + round * RETENTION_MS,
+                DEDUPE_BUFFER_BYTES_DEFAULT,
+            )
+            .unwrap();
             roll_with_plain(&mut log);
         }
         // The commit keeps "unique"; the abort's data went, then its marker.
@@ -1678,7 +1737,7 @@ mod tests {
         ]
         .into();
         for round in 0..3 {
-            compact_with(&mut log, PAST_HORIZON_MS, &tails);
+            compact_with(&mut log, PAST_HORIZON_MS + round * RETENTION_MS, &tails);
             roll_with_plain(&mut log);
             let found = headers(&log);
             let kept = found.iter().find(|h| h.base_offset == first).expect("kept");
@@ -1712,11 +1771,16 @@ mod tests {
         // Readers step over the empty batch.
         let read = read_from(&log, first);
         assert!(read.iter().all(|r| r.0 > last));
-        // Once no longer the producer's last, the empty batch goes, then the marker.
-        compact_with(&mut log, PAST_HORIZON_MS, &ProducerTails::new());
+        // Once no longer the producer's last, the empty batch goes, then the marker (stamped
+        // one pass, removed past its horizon).
+        let later = PAST_HORIZON_MS + 3 * RETENTION_MS;
+        compact_with(&mut log, later, &ProducerTails::new());
         assert!(!headers(&log).iter().any(|h| h.base_offset == first));
         roll_with_plain(&mut log);
-        compact_with(&mut log, PAST_HORIZON_MS, &ProducerTails::new());
+        compact_with(&mut log, later, &ProducerTails::new());
+        assert_eq!(marker_horizon(&log, abort), Some(later + RETENTION_MS));
+        roll_with_plain(&mut log);
+        compact_with(&mut log, later + RETENTION_MS, &ProducerTails::new());
         assert!(!markers(&log).contains(&abort));
         assert!(log.aborted_transactions(0, i64::MAX).is_empty());
     }
@@ -1734,8 +1798,8 @@ mod tests {
             epoch: 3,
         };
         let tails: ProducerTails = [(14, tail)].into();
-        for _ in 0..3 {
-            compact_with(&mut log, PAST_HORIZON_MS, &tails);
+        for round in 0..3 {
+            compact_with(&mut log, PAST_HORIZON_MS + round * RETENTION_MS, &tails);
             roll_with_plain(&mut log);
         }
         assert_eq!(markers(&log), vec![bumped]);
@@ -1743,6 +1807,7 @@ mod tests {
 
     #[test]
     fn a_crash_at_each_swap_step_with_a_rewritten_txn_index_recovers() {
+        // The pass that finds the marker without data drops its index entry and stamps it.
         // Steps: 0 the new txnindex in place only; 1 and the logs as `.swap`; 2 and the
         // first segment's old log `.deleted`. Each must open to a log whose markers and
         // index agree: never an entry without its marker.
@@ -1761,6 +1826,13 @@ mod tests {
                 let mut twin_log = open(twin.path());
                 twin_log
                     .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+                    .unwrap();
+                assert_eq!(markers(&twin_log), vec![marker]);
+                assert!(twin_log.aborted_transactions(0, i64::MAX).is_empty());
+                // A pass runs on new dirty data: past the stamp, it removes the marker.
+                roll_with_plain(&mut twin_log);
+                twin_log
+                    .compact(PAST_HORIZON_MS + RETENTION_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
                     .unwrap();
                 assert!(markers(&twin_log).is_empty());
                 read_from(&twin_log, 0)
@@ -1794,16 +1866,20 @@ mod tests {
                 log.aborted_transactions(0, i64::MAX).is_empty(),
                 "step {step}"
             );
-            let marker_left = markers(&log).contains(&marker);
+            assert_eq!(markers(&log), vec![marker], "step {step}");
+            let stamped = marker_horizon(&log, marker).is_some();
             assert_eq!(
-                marker_left,
-                step == 0,
+                stamped,
+                step >= 1,
                 "step {step}: the swap is done from step 1"
             );
-            // A pass after the crash finishes the job.
+            // Passes after the crash finish the job: stamp (again at step 0), then remove.
             log.compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
                 .unwrap();
-            assert!(markers(&log).is_empty());
+            roll_with_plain(&mut log);
+            log.compact(PAST_HORIZON_MS + RETENTION_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
+                .unwrap();
+            assert!(markers(&log).is_empty(), "step {step}");
             assert_eq!(read_from(&log, 0), want, "step {step}");
             assert!(
                 leftovers(dir.path()).is_empty(),

@@ -33,6 +33,7 @@ pub mod batch;
 mod clean_shutdown;
 mod cleaner;
 pub mod config;
+pub mod delete_horizon;
 pub mod durable;
 pub mod error;
 mod index;

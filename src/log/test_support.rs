@@ -143,14 +143,7 @@ pub(crate) fn record_with_headers(
     framed.to_vec()
 }
 
-pub(crate) fn put_varint(buffer: &mut BytesMut, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        buffer.put_u8((zigzag as u8) | 0x80);
-        zigzag >>= 7;
-    }
-    buffer.put_u8(zigzag as u8);
-}
+pub(crate) use crate::log::batch::put_varint;
 
 /// Records and headers as `PartitionLog::append` expects them after produce validation.
 pub(crate) fn validated(records: BytesMut) -> (BytesMut, Vec<BatchHeader>) {

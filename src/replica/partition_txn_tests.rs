@@ -581,7 +581,9 @@ fn producer_state_rebuilt_from_a_compacted_log_keeps_sequences_and_epochs() {
         .unwrap();
     let stop = AtomicBool::new(false);
     let mut sequence = 0;
-    for _pass in 0..3 {
+    // Passes a delete retention apart: a dataless marker is stamped in one, removed in
+    // the next (KIP-534).
+    for pass in 0..3 {
         for _ in 0..10 {
             partition
                 .append(&batch(PLAIN, sequence, 3, false), 0)
@@ -589,7 +591,7 @@ fn producer_state_rebuilt_from_a_compacted_log_keeps_sequences_and_epochs() {
             sequence += 3;
         }
         partition
-            .clean(100_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
+            .clean(100_000 + pass * 1_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
             .unwrap();
     }
     let state = partition.state.read().unwrap();
@@ -643,4 +645,87 @@ fn producer_state_rebuilt_from_a_compacted_log_keeps_sequences_and_epochs() {
         "{gap:?}"
     );
     partition.append(&batch(T1, 5, 1, true), 0).unwrap();
+}
+
+/// The cleaner keeps a marker at or above the oldest kept producer snapshot: a reload from
+/// that snapshot (the newer ones gone) replays from its offset and must meet the marker of
+/// a transaction the snapshot holds open, or the LSO would stay at it for good.
+#[test]
+fn a_reload_from_an_older_snapshot_still_closes_its_open_transaction() {
+    use crate::log::DEDUPE_BUFFER_BYTES_DEFAULT;
+    let dir = tempfile::tempdir().unwrap();
+    let compacted = LogConfig {
+        compact: true,
+        delete_retention_ms: 1_000,
+        ..config()
+    };
+    let log_dir = dir.path().join("t-0");
+    let open_compacted = |last_shutdown| {
+        let tp = TopicPartition::new("t", 0);
+        let id = Uuid::from_u128(7);
+        let partition =
+            Partition::open(tp, id, log_dir.clone(), compacted.clone(), 0, 0, last_shutdown)
+                .unwrap();
+        partition.become_leader(0).unwrap();
+        partition
+    };
+    let partition = open_compacted(LastShutdown::Clean);
+    partition.append(&batch(T1, 0, 2, true), 0).unwrap();
+    // Roll segments while T1 is open: a snapshot at a roll holds it open.
+    let mut sequence = 0;
+    let mut plain = |partition: &Partition, batches: usize| {
+        for _ in 0..batches {
+            partition
+                .append(&batch(PLAIN, sequence, 3, false), 0)
+                .unwrap();
+            sequence += 3;
+        }
+    };
+    plain(&partition, 10);
+    let snapshots = crate::txn::producer_snapshot::list(&log_dir).unwrap();
+    let holding_open = *snapshots.first().expect("a snapshot at a roll");
+    let abort = partition
+        .append_txn_marker(T1, EPOCH, marker(false, 0), 0)
+        .unwrap()
+        .base_offset;
+    assert!(abort > holding_open);
+    plain(&partition, 10);
+    let stop = AtomicBool::new(false);
+    for pass in 0..4 {
+        partition
+            .clean(100_000 + pass * 1_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
+            .unwrap();
+        plain(&partition, 3);
+    }
+    assert!(markers_of(&partition).contains(&abort), "the old snapshot needs it");
+    assert_eq!(producers(&partition).first_unstable_offset(), None);
+    drop(partition); // like kill -9
+    // Every snapshot after the one that holds T1 open is gone.
+    for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+        if name > holding_open {
+            let path = crate::txn::producer_snapshot::snapshot_path(&log_dir, name);
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let partition = open_compacted(LastShutdown::Unclean);
+    assert_eq!(
+        producers(&partition).first_unstable_offset(),
+        None,
+        "the replay from {holding_open} met the abort marker at {abort}"
+    );
+    assert_eq!(aborted(&partition).len(), 1);
+}
+
+/// Offsets of the control batches of the partition's log.
+fn markers_of(partition: &Partition) -> Vec<i64> {
+    let state = partition.state.read().unwrap();
+    let mut found = Vec::new();
+    let log = state.log.as_ref().unwrap();
+    log.scan_batch_headers(0, &mut |header| {
+        if header.is_control() {
+            found.push(header.base_offset);
+        }
+    })
+    .unwrap();
+    found
 }

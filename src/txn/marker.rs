@@ -14,7 +14,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::log::batch::BATCH_HEADER_BYTES;
+use crate::log::batch::{BATCH_HEADER_BYTES, put_varint};
 use crate::log::{BatchError, BatchHeader};
 use crate::txn::producer_state::TxnMarker;
 
@@ -123,15 +123,6 @@ pub fn parse_marker(batch: &[u8], header: &BatchHeader) -> Result<Option<TxnMark
         committed,
         coordinator_epoch,
     }))
-}
-
-fn put_varint(buffer: &mut BytesMut, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        buffer.put_u8((zigzag as u8) | 0x80);
-        zigzag >>= 7;
-    }
-    buffer.put_u8(zigzag as u8);
 }
 
 struct Reader<'a> {
