@@ -245,10 +245,11 @@ class ConnectionClosed(Exception):
 class Connection:
     """One TCP connection to the broker; requests are sent and answered one at a time."""
 
-    def __init__(self, host, port, timeout_s=10.0):
+    def __init__(self, host, port, timeout_s=10.0, client_id=CLIENT_ID):
         self.sock = socket.create_connection((host, port), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout_s = timeout_s
+        self.client_id = client_id
         self.next_correlation_id = 1
 
     def close(self):
@@ -315,7 +316,7 @@ class Connection:
         correlation_id = self.next_correlation_id
         self.next_correlation_id += 1
         header = request_header(api_key, api_version, correlation_id,
-                                flexible=flexible_request)
+                                client_id=self.client_id, flexible=flexible_request)
         self.send_raw(frame(header + body))
         reader = Reader(self.recv_frame())
         got = reader.int32()

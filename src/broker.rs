@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::client_quota::ClientQuotaManager;
+use crate::client_quota::mutation::Exhausted;
+use crate::client_quota::{ClientQuotaManager, MutationQuota};
 use crate::client_quota::rate::RateConfig;
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
@@ -148,10 +149,16 @@ impl Broker {
                     config.transactions.state_log_partitions,
                 )
             },
-            client_quotas: ClientQuotaManager::new(RateConfig {
-                samples: config.quota_window_samples,
-                window_ms: config.quota_window_seconds.saturating_mul(1000),
-            }),
+            client_quotas: ClientQuotaManager::new(
+                RateConfig {
+                    samples: config.quota_window_samples,
+                    window_ms: config.quota_window_seconds.saturating_mul(1000),
+                },
+                RateConfig {
+                    samples: config.controller_quota_window_samples,
+                    window_ms: config.controller_quota_window_seconds.saturating_mul(1000),
+                },
+            ),
             controller,
             config,
             stopping,
@@ -273,7 +280,7 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             };
-            match self.create_topic(&topic, false).await {
+            match (self.create_topic(&topic, false, &mut MutationQuota::unbounded())).await {
                 Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
                 Err(error) => return Err(error),
             }
@@ -310,7 +317,7 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect(),
             };
-            match self.create_topic(&topic, false).await {
+            match (self.create_topic(&topic, false, &mut MutationQuota::unbounded())).await {
                 Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
                 Err(error) => return Err(error),
             }
@@ -496,21 +503,34 @@ impl Broker {
 
     /// Creates a topic (unless `validate_only`); returns the command that was (or would be)
     /// applied so the caller can report partitions and ids.
+    /// Plans and (unless `validate_only`) applies a new topic. Its partitions are taken
+    /// from `quota` once the plan is valid, as Kafka's controller does: a refused topic
+    /// costs nothing, a validate-only one costs as much as a real one.
     pub async fn create_topic(
         &self,
         topic: &NewTopic,
         validate_only: bool,
+        quota: &mut MutationQuota<'_>,
     ) -> Result<MetadataCommand, ControllerError> {
         let command = topic_admin::plan_create_topic(&self.image(), self.topic_defaults(), topic)?;
+        if let MetadataCommand::CreateTopic { assignments, .. } = &command {
+            quota.record(assignments.len()).map_err(throttled)?;
+        }
         if !validate_only {
             self.submit(command.clone()).await?;
         }
         Ok(command)
     }
 
-    pub async fn delete_topic(&self, name: &str) -> Result<(), ControllerError> {
-        let command =
-            topic_admin::plan_delete_topic(&self.image(), name, self.config.delete_topic_enable)?;
+    pub async fn delete_topic(
+        &self,
+        name: &str,
+        quota: &mut MutationQuota<'_>,
+    ) -> Result<(), ControllerError> {
+        let image = self.image();
+        let command = topic_admin::plan_delete_topic(&image, name, self.config.delete_topic_enable)?;
+        let partitions = image.topic(name).map_or(0, |topic| topic.partitions.len());
+        quota.record(partitions).map_err(throttled)?;
         self.submit(command).await.map(drop)
     }
 
@@ -520,6 +540,7 @@ impl Broker {
         count: i32,
         assignments: Option<&[Vec<NodeId>]>,
         validate_only: bool,
+        quota: &mut MutationQuota<'_>,
     ) -> Result<(), ControllerError> {
         let image = self.image();
         let command = topic_admin::plan_create_partitions(
@@ -529,6 +550,10 @@ impl Broker {
             count,
             assignments,
         )?;
+        if let MetadataCommand::CreatePartitions { assignments, .. } = &command {
+            // The command lists the added partitions only.
+            quota.record(assignments.len()).map_err(throttled)?;
+        }
         if !validate_only {
             self.submit(command).await?;
         }
@@ -577,6 +602,13 @@ impl Broker {
 
 /// The one reconciler: every committed image, whoever proposed the change, opens, closes
 /// and re-roles local partitions here, then loads offsets partitions this node now leads.
+/// A topic refused by its controller mutation quota (KIP-599).
+fn throttled(exhausted: Exhausted) -> ControllerError {
+    ControllerError::ThrottlingQuotaExceeded {
+        throttle_ms: exhausted.throttle_ms,
+    }
+}
+
 async fn reconcile_images(broker: Arc<Broker>) {
     let mut images = broker.controller.subscribe();
     let mut stopping = broker.stopping.subscribe();

@@ -201,6 +201,10 @@ pub struct BrokerConfig {
     /// over this many samples of this many seconds.
     pub quota_window_samples: usize,
     pub quota_window_seconds: u64,
+    /// `controller.quota.window.num` and `controller.quota.window.size.seconds`: the
+    /// controller mutation quota's bucket holds this many windows of its rate (KIP-599).
+    pub controller_quota_window_samples: usize,
+    pub controller_quota_window_seconds: u64,
     /// Partitions one CreateTopics/CreatePartitions call may create (guards memory and disk).
     pub partitions_per_request_max: i32,
     pub retention_check_interval_ms: u64,
@@ -420,6 +424,12 @@ impl BrokerConfig {
             connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
             quota_window_samples: parse(&explicit, "quota.window.num", 11)?,
             quota_window_seconds: parse(&explicit, "quota.window.size.seconds", 1)?,
+            controller_quota_window_samples: parse(&explicit, "controller.quota.window.num", 11)?,
+            controller_quota_window_seconds: parse(
+                &explicit,
+                "controller.quota.window.size.seconds",
+                1,
+            )?,
             partitions_per_request_max: parse(&explicit, "partitions.per.request.max", 10_000)?,
             retention_check_interval_ms: parse(
                 &explicit,
@@ -493,6 +503,24 @@ impl BrokerConfig {
             let value = self.quota_window_seconds.to_string();
             return Err(invalid(
                 "quota.window.size.seconds",
+                value,
+                "must be 1..=3600",
+            ));
+        }
+        // Kafka: atLeast(1) both; the upper bounds keep the bucket's arithmetic sane.
+        if self.controller_quota_window_samples < 1 || self.controller_quota_window_samples > 1000
+        {
+            let value = self.controller_quota_window_samples.to_string();
+            return Err(invalid(
+                "controller.quota.window.num",
+                value,
+                "must be 1..=1000",
+            ));
+        }
+        if self.controller_quota_window_seconds < 1 || self.controller_quota_window_seconds > 3600 {
+            let value = self.controller_quota_window_seconds.to_string();
+            return Err(invalid(
+                "controller.quota.window.size.seconds",
                 value,
                 "must be 1..=3600",
             ));

@@ -1,6 +1,9 @@
 //! CreateTopics, DeleteTopics and CreatePartitions. Each topic in a request succeeds or
 //! fails on its own; a name given twice in one request fails every copy (INVALID_REQUEST),
-//! as Kafka does.
+//! as Kafka does. Each valid topic's partitions count against the client's controller
+//! mutation quota (KIP-599): strict from CreateTopics v6, DeleteTopics v5 and
+//! CreatePartitions v3 (a topic over it fails with THROTTLING_QUOTA_EXCEEDED), permissive
+//! before; either way the response carries the throttle.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +24,7 @@ use kafka_protocol::error::ResponseError;
 use super::RequestContext;
 use super::errors::{controller_error, replica_error};
 use crate::broker::Broker;
+use crate::client_quota::{ANONYMOUS_USER, MutationQuota};
 use crate::controller::topic_admin::NewTopic;
 use crate::controller::{ControllerError, MetadataCommand};
 use crate::topic_config;
@@ -38,11 +42,27 @@ fn duplicated<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usiz
     counts
 }
 
+/// The first versions KIP-599 made strict.
+const CREATE_TOPICS_STRICT_SINCE: i16 = 6;
+const DELETE_TOPICS_STRICT_SINCE: i16 = 5;
+const CREATE_PARTITIONS_STRICT_SINCE: i16 = 3;
+
+fn mutation_quota<'a>(
+    broker: &'a Broker,
+    context: &'a RequestContext,
+    strict_since: i16,
+) -> MutationQuota<'a> {
+    let client_id = context.client_id.as_deref().unwrap_or("");
+    let strict = context.version >= strict_since;
+    MutationQuota::new(&broker.client_quotas, ANONYMOUS_USER, client_id, strict)
+}
+
 pub async fn create_topics(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    let mut quota = mutation_quota(broker, context, CREATE_TOPICS_STRICT_SINCE);
     let duplicates = duplicated(request.topics.iter().map(|t| t.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
@@ -54,7 +74,7 @@ pub async fn create_topics(
             Err(ControllerError::InvalidRequest(message))
         } else {
             broker
-                .create_topic(&new_topic(topic), request.validate_only)
+                .create_topic(&new_topic(topic), request.validate_only, &mut quota)
                 .await
         };
         let result = result
@@ -65,7 +85,9 @@ pub async fn create_topics(
             });
         results.push(create_result(broker, topic, result));
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(quota.throttle_time_ms())
 }
 
 fn new_topic(topic: &CreatableTopic) -> NewTopic {
@@ -137,7 +159,9 @@ fn create_result(
         }
     };
     let replication_factor = assignments.first().map_or(0, Vec::len) as i16;
+    // Kafka answers null, not the schema's default "", for a topic created.
     base.with_topic_id(id)
+        .with_error_message(None)
         .with_num_partitions(assignments.len() as i32)
         .with_replication_factor(replication_factor)
         .with_configs(Some(describe_new_configs(broker, &configs)))
@@ -165,6 +189,7 @@ pub async fn delete_topics(
     context: &RequestContext,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
+    let mut quota = mutation_quota(broker, context, DELETE_TOPICS_STRICT_SINCE);
     // v6 names topics by name or id; earlier versions by name only.
     let wanted: Vec<(Option<TopicName>, uuid::Uuid)> = if context.version >= 6 {
         request
@@ -195,7 +220,7 @@ pub async fn delete_topics(
             .and_then(|n| image.topic(n))
             .map(|t| t.id);
         let result = match &resolved {
-            Ok(name) => broker.delete_topic(name).await,
+            Ok(name) => broker.delete_topic(name, &mut quota).await,
             Err(_) => Err(ControllerError::UnknownTopicId(id)),
         };
         let entry = DeletableTopicResult::default()
@@ -213,14 +238,17 @@ pub async fn delete_topics(
                 .with_error_message(text(error.to_string())),
         });
     }
-    DeleteTopicsResponse::default().with_responses(results)
+    DeleteTopicsResponse::default()
+        .with_responses(results)
+        .with_throttle_time_ms(quota.throttle_time_ms())
 }
 
 pub async fn create_partitions(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
+    let mut quota = mutation_quota(broker, context, CREATE_PARTITIONS_STRICT_SINCE);
     let duplicates = duplicated(request.topics.iter().map(|t| t.name.0.as_str()));
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
@@ -241,6 +269,7 @@ pub async fn create_partitions(
                     topic.count,
                     assignments.as_deref(),
                     request.validate_only,
+                    &mut quota,
                 )
                 .await
         };
@@ -255,5 +284,7 @@ pub async fn create_partitions(
                 .with_error_message(text(message)),
         });
     }
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(quota.throttle_time_ms())
 }

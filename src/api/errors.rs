@@ -78,6 +78,7 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::ConfigChanged(_) => ResponseError::RequestTimedOut,
         ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         ControllerError::DeletionDisabled => ResponseError::TopicDeletionDisabled,
+        ControllerError::ThrottlingQuotaExceeded { .. } => ResponseError::ThrottlingQuotaExceeded,
         ControllerError::UnknownBroker(_) => ResponseError::BrokerIdNotRegistered,
         ControllerError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
         ControllerError::Io(_) | ControllerError::Corrupt(_) => ResponseError::UnknownServerError,

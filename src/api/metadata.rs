@@ -171,7 +171,9 @@ async fn by_name(
         replication_factor: -1,
         ..NewTopic::default()
     };
-    match broker.create_topic(&new, false).await {
+    // Auto-creation is not charged to the client, as Kafka's Metadata path does not.
+    let mut unbounded = crate::client_quota::MutationQuota::unbounded();
+    match broker.create_topic(&new, false, &mut unbounded).await {
         Ok(_) => tracing::info!(topic = name, "auto-created topic"),
         // Two clients racing to create the same topic: the loser just reads it.
         Err(crate::controller::ControllerError::TopicAlreadyExists(_)) => {}

@@ -173,8 +173,6 @@ pub struct RequestContext {
     pub listener_name: Arc<str>,
     /// The request's size without its length prefix (what a produce quota counts).
     pub size_bytes: usize,
-    /// When the whole frame was in hand: request-time quotas count from here.
-    pub received_at: std::time::Instant,
 }
 
 /// A frame whose header has been read: either a request to dispatch, or an ApiVersions
@@ -221,7 +219,6 @@ pub fn parse_frame(
         client_host: client_host.to_string(),
         listener_name: listener_name.clone(),
         size_bytes,
-        received_at: std::time::Instant::now(),
     };
     Ok(ParsedFrame::Request(context, body))
 }

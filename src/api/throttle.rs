@@ -5,8 +5,8 @@
 //!
 //! Produce records the request's size (as Kafka's `request.sizeInBytes`), a consumer's
 //! Fetch the size of the response it would send; every request but a follower's Fetch
-//! and WriteTxnMarkers (cluster actions, exempt in Kafka too) records its local handling
-//! time against `request_percentage`.
+//! and WriteTxnMarkers (cluster actions, exempt in Kafka too) records the time its handler
+//! spent working (polled, not waiting) against `request_percentage`.
 
 use kafka_protocol::messages::*;
 
@@ -138,16 +138,15 @@ pub fn record_fetch(broker: &Broker, context: &RequestContext, size: usize) -> u
     throttle
 }
 
-/// Records the request's local handling time so far (received to now, less the time
-/// parked in waits), as a percentage of one thread-second.
+/// Records the time the request's handler has worked so far (its polls: waits for
+/// replicas, Raft commits, rebalances and markers cost nothing), as a percentage of one
+/// thread-second.
 fn record_request_time(broker: &Broker, context: &RequestContext) -> u64 {
     let quotas = &broker.client_quotas;
     if !quotas.is_enabled(QuotaKind::Request) || metrics::request::is_follower_fetch() {
         return 0;
     }
-    let elapsed = context.received_at.elapsed();
-    let local = elapsed.saturating_sub(metrics::request::remote_so_far());
-    let percent_seconds = local.as_secs_f64() * 100.0;
+    let percent_seconds = metrics::request::busy_so_far().as_secs_f64() * 100.0;
     quotas.record(
         QuotaKind::Request,
         ANONYMOUS_USER,

@@ -21,22 +21,29 @@
 //! SEAM(ip-connection-rate): `connection_creation_rate` (ip entities) is stored and
 //! described but not enforced; KIP-612's accept-then-delayed-close belongs beside the
 //! connection counts in `server/connection_quotas.rs`.
-//! SEAM(controller-mutation-quota): `controller_mutation_rate` is stored and described, but
-//! CreateTopics/CreatePartitions/DeleteTopics are not throttled (KIP-599's
-//! THROTTLING_QUOTA_EXCEEDED).
+//! `controller_mutation_rate` (KIP-599): CreateTopics, CreatePartitions and DeleteTopics
+//! take their partition counts from a token bucket ([`token_bucket`], with
+//! `controller.quota.window.*`) through a per-request [`MutationQuota`]. Kafka enforces it
+//! on the active controller, to which brokers forward these requests; here the broker that
+//! receives them enforces it (clients send them to the controller Metadata names, which is
+//! the active controller whenever it is a live broker).
 //! SEAM(sasl-principal): the quota user is always `ANONYMOUS` (no SASL yet); with
 //! authentication it must be the connection's principal name.
 //! SEAM(quota-metrics): no per-client `throttle-time`/`byte-rate` metrics yet.
 
+pub mod mutation;
 pub mod rate;
 pub mod resolve;
+pub mod token_bucket;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub use mutation::MutationQuota;
 use rate::{RateConfig, SampledRate, throttle_ms};
 pub use resolve::{QuotaKind, QuotaTable, Resolved};
+use token_bucket::TokenBucket;
 
 use crate::controller::client_quotas::ClientQuotas;
 
@@ -48,9 +55,15 @@ pub const ANONYMOUS_USER: &str = "ANONYMOUS";
 /// Byte-rate throttles are not capped there beyond what the window gives.
 const REQUEST_THROTTLE_WINDOWS_MAX: u64 = 1;
 
-/// Rates kept at most; idle ones are dropped first when the map is full. A client id is
-/// client-chosen, so the number of distinct ones must not grow memory without bound.
+/// Rates kept at most (and as many mutation buckets); idle ones are dropped first when the
+/// map is full. A client id is client-chosen, so the number of distinct ones must not grow
+/// memory without bound.
 pub const RATES_MAX: usize = 100_000;
+
+/// How many entries a full map sheds at once: the scan for idle ones is paid once per
+/// this many new clients, not once per new client (a client cycling its id would
+/// otherwise make every request scan the whole map under the lock).
+const EVICT_BATCH: usize = RATES_MAX / 10;
 
 /// Milliseconds on a monotonic clock (since first use): rates must not jump when the
 /// wall clock is set.
@@ -70,24 +83,30 @@ struct State {
     /// The image's quotas the table was built from, to skip rebuilding for other changes.
     source: ClientQuotas,
     rates: HashMap<RateKey, SampledRate>,
+    /// Controller mutation quotas' token buckets, by the entity the client resolved to.
+    buckets: HashMap<resolve::BucketKey, TokenBucket>,
 }
 
 pub struct ClientQuotaManager {
     config: RateConfig,
+    /// `controller.quota.window.num` / `controller.quota.window.size.seconds`.
+    mutation_config: RateConfig,
     /// One flag per kind: any quota of that kind in the image.
     enabled: [AtomicBool; QuotaKind::COUNT],
     state: Mutex<State>,
 }
 
 impl ClientQuotaManager {
-    pub fn new(config: RateConfig) -> ClientQuotaManager {
+    pub fn new(config: RateConfig, mutation_config: RateConfig) -> ClientQuotaManager {
         ClientQuotaManager {
             config,
+            mutation_config,
             enabled: Default::default(),
             state: Mutex::new(State {
                 table: QuotaTable::default(),
                 source: ClientQuotas::new(),
                 rates: HashMap::new(),
+                buckets: HashMap::new(),
             }),
         }
     }
@@ -133,7 +152,9 @@ impl ClientQuotaManager {
             return 0;
         };
         let config = self.config;
-        let rate = rate_for(&mut state.rates, (kind, resolved.bucket), config, now_ms);
+        let rate = entry_for(&mut state.rates, (kind, resolved.bucket), now_ms, || {
+            SampledRate::new(config, now_ms)
+        });
         rate.record(value, now_ms);
         let measured = rate.measure(now_ms);
         let window_ms = rate.window_size_ms(now_ms);
@@ -157,6 +178,43 @@ impl ClientQuotaManager {
         }
     }
 
+    /// Takes `permits` (partitions) from the client's controller mutation bucket (KIP-599).
+    /// Strict: refused, with the throttle, while the bucket is below zero, else taken with
+    /// no throttle (Kafka's `StrictControllerMutationQuota`). Permissive (older request
+    /// versions): always taken; the throttle is the time to refill the bucket to zero.
+    pub fn record_mutation(
+        &self,
+        user: &str,
+        client_id: &str,
+        permits: f64,
+        strict: bool,
+        now_ms: u64,
+    ) -> Result<u64, u64> {
+        let kind = QuotaKind::ControllerMutation;
+        if !self.is_enabled(kind) {
+            return Ok(0);
+        }
+        let mut state = self.state();
+        let Some(resolved) = state.table.resolve(kind, user, client_id) else {
+            return Ok(0);
+        };
+        let (quota, config) = (resolved.quota, self.mutation_config);
+        let bucket = entry_for(&mut state.buckets, resolved.bucket, now_ms, || {
+            TokenBucket::new(quota, config, now_ms)
+        });
+        if strict {
+            let tokens = bucket.tokens(quota, now_ms);
+            if tokens < 0.0 {
+                return Err(token_bucket::throttle_ms(tokens, quota));
+            }
+            bucket.take(permits, quota, now_ms);
+            Ok(0)
+        } else {
+            bucket.take(permits, quota, now_ms);
+            Ok(token_bucket::throttle_ms(bucket.tokens(quota, now_ms), quota))
+        }
+    }
+
     /// The most a client may take in one quota window (`getMaxValueInQuotaWindow`): a
     /// fetch asks for no more, so one response cannot overshoot the quota by much.
     pub fn max_in_window(&self, kind: QuotaKind, user: &str, client_id: &str) -> Option<f64> {
@@ -170,25 +228,42 @@ impl ClientQuotaManager {
     }
 }
 
-/// The rate of `key`, created on first use; when the map is full, idle rates go first and
-/// then, if none was idle, an arbitrary one (its client restarts from a zero rate).
-fn rate_for(
-    rates: &mut HashMap<RateKey, SampledRate>,
-    key: RateKey,
-    config: RateConfig,
-    now_ms: u64,
-) -> &mut SampledRate {
-    if !rates.contains_key(&key) && rates.len() >= RATES_MAX {
-        rates.retain(|_, rate| !rate.is_idle(now_ms));
-        if rates.len() >= RATES_MAX
-            && let Some(victim) = rates.keys().next().cloned()
-        {
-            rates.remove(&victim);
+/// A map entry that may be dropped once unused for a while.
+trait Expiring {
+    fn is_idle(&self, now_ms: u64) -> bool;
+}
+
+impl Expiring for SampledRate {
+    fn is_idle(&self, now_ms: u64) -> bool {
+        SampledRate::is_idle(self, now_ms)
+    }
+}
+
+impl Expiring for TokenBucket {
+    fn is_idle(&self, now_ms: u64) -> bool {
+        TokenBucket::is_idle(self, now_ms)
+    }
+}
+
+/// The entry of `key`, made on first use. A full map first sheds [`EVICT_BATCH`] entries:
+/// idle ones, then if need be arbitrary ones (their clients restart from a fresh rate).
+fn entry_for<K, V, F>(map: &mut HashMap<K, V>, key: K, now_ms: u64, make: F) -> &mut V
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Expiring,
+    F: FnOnce() -> V,
+{
+    if map.len() >= RATES_MAX && !map.contains_key(&key) {
+        map.retain(|_, entry| !entry.is_idle(now_ms));
+        let keep = RATES_MAX - EVICT_BATCH;
+        if map.len() > keep {
+            let victims: Vec<K> = map.keys().take(map.len() - keep).cloned().collect();
+            for victim in victims {
+                map.remove(&victim);
+            }
         }
     }
-    rates
-        .entry(key)
-        .or_insert_with(|| SampledRate::new(config, now_ms))
+    map.entry(key).or_insert_with(make)
 }
 
 #[cfg(test)]

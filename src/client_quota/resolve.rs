@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use crate::controller::client_quotas::{
-    CONSUMER_BYTE_RATE, ClientQuotas, PRODUCER_BYTE_RATE, QuotaEntity, QuotaName,
-    REQUEST_PERCENTAGE,
+    CONSUMER_BYTE_RATE, CONTROLLER_MUTATION_RATE, ClientQuotas, PRODUCER_BYTE_RATE, QuotaEntity,
+    QuotaName, REQUEST_PERCENTAGE,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,18 +24,26 @@ pub enum QuotaKind {
     Fetch = 1,
     /// `request_percentage`: request handling time, 100 per second being one thread.
     Request = 2,
+    /// `controller_mutation_rate` (KIP-599): partitions created, added or deleted per
+    /// second, measured by a token bucket rather than a windowed rate.
+    ControllerMutation = 3,
 }
 
 impl QuotaKind {
-    pub const COUNT: usize = 3;
-    pub const ALL: [QuotaKind; QuotaKind::COUNT] =
-        [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request];
+    pub const COUNT: usize = 4;
+    pub const ALL: [QuotaKind; QuotaKind::COUNT] = [
+        QuotaKind::Produce,
+        QuotaKind::Fetch,
+        QuotaKind::Request,
+        QuotaKind::ControllerMutation,
+    ];
 
     pub fn key(self) -> &'static str {
         match self {
             QuotaKind::Produce => PRODUCER_BYTE_RATE,
             QuotaKind::Fetch => CONSUMER_BYTE_RATE,
             QuotaKind::Request => REQUEST_PERCENTAGE,
+            QuotaKind::ControllerMutation => CONTROLLER_MUTATION_RATE,
         }
     }
 }

@@ -72,6 +72,10 @@ pub enum ControllerError {
     /// applied (the configs of a resource, a finalized level): the API plans again.
     #[error("{0} changed while the request was planned")]
     ConfigChanged(String),
+    /// KIP-599: the client's `controller_mutation_rate` is used up for now (Kafka's
+    /// message, with the time until it refills for the response's throttle).
+    #[error("The throttling quota has been exceeded.")]
+    ThrottlingQuotaExceeded { throttle_ms: u64 },
     #[error("topic deletion is disabled (delete.topic.enable=false)")]
     DeletionDisabled,
     #[error("broker {0} is not registered")]

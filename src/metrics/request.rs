@@ -24,6 +24,10 @@ use crate::api::ApiError;
 #[derive(Default)]
 pub struct RequestScope {
     remote: Cell<Duration>,
+    /// Time spent inside the handler's polls (work, not waiting), finished polls only.
+    busy: Cell<Duration>,
+    /// When the poll under way started.
+    poll_started: Cell<Option<Instant>>,
     /// Fetch only: whether a follower sent it (Kafka's FetchFollower vs FetchConsumer).
     from_follower: Cell<Option<bool>>,
     /// How long the connection must hold the client for its quotas (KIP-219), in ms.
@@ -40,19 +44,46 @@ tokio::task_local! {
     static SCOPE: RequestScope;
 }
 
-/// Runs `handling` with a fresh scope; returns its output with what it recorded.
+/// Runs `handling` with a fresh scope; returns its output with what it recorded. Each
+/// poll of `handling` is timed (two clock reads), so [`busy_so_far`] knows the time the
+/// request kept a thread busy, as Kafka's request quota counts thread time.
 pub async fn with_request_scope<F: Future>(handling: F) -> (F::Output, RequestScope) {
     SCOPE
         .scope(RequestScope::default(), async move {
-            let output = handling.await;
+            let mut handling = std::pin::pin!(handling);
+            let output = std::future::poll_fn(|context| {
+                let started = Instant::now();
+                SCOPE.with(|scope| scope.poll_started.set(Some(started)));
+                let poll = handling.as_mut().poll(context);
+                SCOPE.with(|scope| {
+                    scope.poll_started.set(None);
+                    scope.busy.set(scope.busy.get() + started.elapsed());
+                });
+                poll
+            })
+            .await;
             let scope = SCOPE.with(|scope| RequestScope {
                 remote: Cell::new(scope.remote.get()),
+                busy: Cell::new(scope.busy.get()),
+                poll_started: Cell::new(None),
                 from_follower: Cell::new(scope.from_follower.get()),
                 throttle_ms: Cell::new(scope.throttle_ms.get()),
             });
             (output, scope)
         })
         .await
+}
+
+/// The time the request being handled has spent in its handler's polls so far, the poll
+/// under way included: its work, without the time it waited (for a Raft commit, a
+/// rebalance, a replica, a marker write).
+pub fn busy_so_far() -> Duration {
+    SCOPE
+        .try_with(|scope| {
+            let current = (scope.poll_started.get()).map_or(Duration::ZERO, |start| start.elapsed());
+            scope.busy.get() + current
+        })
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Marks the Fetch being handled as a follower's (`true`) or a consumer's.
@@ -65,13 +96,6 @@ pub fn is_follower_fetch() -> bool {
     SCOPE
         .try_with(|scope| scope.from_follower.get() == Some(true))
         .unwrap_or(false)
-}
-
-/// The time the request being handled has spent parked in waits so far.
-pub fn remote_so_far() -> Duration {
-    SCOPE
-        .try_with(|scope| scope.remote.get())
-        .unwrap_or(Duration::ZERO)
 }
 
 /// Asks the connection to hold the client for `throttle_ms` (the largest asked wins).
