@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 import clients
 import cluster
 import conftest
+import rawkafka
 
 RECORDS = 20
 COMMITTED = 12
@@ -166,6 +167,27 @@ def test_fetch_errors_are_counted_by_kafka_name(broker, topic):
     after = value(scrape(broker.metrics_url), errors, request="Fetch",
                   error="OFFSET_OUT_OF_RANGE")
     assert after > before
+
+
+def test_errors_in_other_responses_are_counted_too(broker, topic):
+    """Every response's error codes are counted (Kafka's errorCounts), not only produce and
+    fetch: a refused topic name in CreateTopics, an unknown topic in Metadata."""
+    errors = "kafka_network_requestmetrics_errors_total"
+    before = scrape(broker.metrics_url)
+    admin = clients.admin(broker)
+    from confluent_kafka.admin import NewTopic
+    futures = admin.create_topics([NewTopic("bad/name", 1, 1)], request_timeout=10)
+    with pytest.raises(Exception):
+        futures["bad/name"].result(timeout=10)
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        found = rawkafka.metadata_v4(conn, [topic + "-absent"])["topics"]
+    assert found[topic + "-absent"][0] == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    after = scrape(broker.metrics_url)
+    for request, error in (("CreateTopics", "INVALID_TOPIC_EXCEPTION"),
+                           ("Metadata", "UNKNOWN_TOPIC_OR_PARTITION")):
+        grew = (value(after, errors, request=request, error=error)
+                - value(before, errors, request=request, error=error))
+        assert grew >= 1, (request, error)
 
 
 def test_http_edge_answers_as_http_says(broker):

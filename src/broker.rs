@@ -10,8 +10,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::client_quota::mutation::Exhausted;
-use crate::client_quota::{ClientQuotaManager, MutationQuota};
 use crate::client_quota::rate::RateConfig;
+use crate::client_quota::{ClientQuotaManager, MutationQuota};
 use crate::config::BrokerConfig;
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
@@ -280,7 +280,8 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             };
-            match (self.create_topic(&topic, false, &mut MutationQuota::unbounded())).await {
+            let mut unbounded = MutationQuota::unbounded();
+            match self.create_topic(&topic, false, &mut unbounded).await {
                 Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
                 Err(error) => return Err(error),
             }
@@ -317,7 +318,8 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect(),
             };
-            match (self.create_topic(&topic, false, &mut MutationQuota::unbounded())).await {
+            let mut unbounded = MutationQuota::unbounded();
+            match self.create_topic(&topic, false, &mut unbounded).await {
                 Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
                 Err(error) => return Err(error),
             }
@@ -501,11 +503,10 @@ impl Broker {
         applied.map_err(ControllerError::from)
     }
 
-    /// Creates a topic (unless `validate_only`); returns the command that was (or would be)
-    /// applied so the caller can report partitions and ids.
-    /// Plans and (unless `validate_only`) applies a new topic. Its partitions are taken
-    /// from `quota` once the plan is valid, as Kafka's controller does: a refused topic
-    /// costs nothing, a validate-only one costs as much as a real one.
+    /// Plans and (unless `validate_only`) applies a new topic; returns the command that was
+    /// (or would be) applied so the caller can report partitions and ids. Its partitions
+    /// are taken from `quota` once the plan is valid, as Kafka's controller does: a refused
+    /// topic costs nothing, a validate-only one costs as much as a real one.
     pub async fn create_topic(
         &self,
         topic: &NewTopic,
@@ -528,7 +529,8 @@ impl Broker {
         quota: &mut MutationQuota<'_>,
     ) -> Result<(), ControllerError> {
         let image = self.image();
-        let command = topic_admin::plan_delete_topic(&image, name, self.config.delete_topic_enable)?;
+        let command =
+            topic_admin::plan_delete_topic(&image, name, self.config.delete_topic_enable)?;
         let partitions = image.topic(name).map_or(0, |topic| topic.partitions.len());
         quota.record(partitions).map_err(throttled)?;
         self.submit(command).await.map(drop)
@@ -600,8 +602,6 @@ impl Broker {
     }
 }
 
-/// The one reconciler: every committed image, whoever proposed the change, opens, closes
-/// and re-roles local partitions here, then loads offsets partitions this node now leads.
 /// A topic refused by its controller mutation quota (KIP-599).
 fn throttled(exhausted: Exhausted) -> ControllerError {
     ControllerError::ThrottlingQuotaExceeded {
@@ -609,6 +609,8 @@ fn throttled(exhausted: Exhausted) -> ControllerError {
     }
 }
 
+/// The one reconciler: every committed image, whoever proposed the change, opens, closes
+/// and re-roles local partitions here, then loads offsets partitions this node now leads.
 async fn reconcile_images(broker: Arc<Broker>) {
     let mut images = broker.controller.subscribe();
     let mut stopping = broker.stopping.subscribe();

@@ -508,8 +508,7 @@ impl BrokerConfig {
             ));
         }
         // Kafka: atLeast(1) both; the upper bounds keep the bucket's arithmetic sane.
-        if self.controller_quota_window_samples < 1 || self.controller_quota_window_samples > 1000
-        {
+        if self.controller_quota_window_samples < 1 || self.controller_quota_window_samples > 1000 {
             let value = self.controller_quota_window_samples.to_string();
             return Err(invalid(
                 "controller.quota.window.num",

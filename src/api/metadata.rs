@@ -171,9 +171,16 @@ async fn by_name(
         replication_factor: -1,
         ..NewTopic::default()
     };
-    // Auto-creation is not charged to the client, as Kafka's Metadata path does not.
-    let mut unbounded = crate::client_quota::MutationQuota::unbounded();
-    match broker.create_topic(&new, false, &mut unbounded).await {
+    // Charged to the client permissively, as Kafka's Metadata path does: the topic is
+    // always created, and later strict requests of the client see the debt.
+    let client_id = context.client_id.as_deref().unwrap_or("");
+    let mut quota = crate::client_quota::MutationQuota::new(
+        &broker.client_quotas,
+        crate::client_quota::ANONYMOUS_USER,
+        client_id,
+        false,
+    );
+    match broker.create_topic(&new, false, &mut quota).await {
         Ok(_) => tracing::info!(topic = name, "auto-created topic"),
         // Two clients racing to create the same topic: the loser just reads it.
         Err(crate::controller::ControllerError::TopicAlreadyExists(_)) => {}

@@ -18,6 +18,7 @@ mod describe_producers;
 mod describe_quorum;
 mod elect_leaders;
 mod end_txn;
+mod error_counts;
 pub mod errors;
 mod fetch;
 mod group_admin;
@@ -365,6 +366,7 @@ macro_rules! route {
     ($broker:expr, $context:expr, $body:expr, $handler:path) => {{
         let request = decode($context, $body)?;
         let mut response = $handler($broker, $context, request).await;
+        error_counts::count($context.api_key, &response);
         throttle::finish($broker, $context, &mut response);
         Ok(Some(encode_response($context, &response)?))
     }};

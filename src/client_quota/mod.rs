@@ -60,10 +60,10 @@ const REQUEST_THROTTLE_WINDOWS_MAX: u64 = 1;
 /// memory without bound.
 pub const RATES_MAX: usize = 100_000;
 
-/// How many entries a full map sheds at once: the scan for idle ones is paid once per
-/// this many new clients, not once per new client (a client cycling its id would
-/// otherwise make every request scan the whole map under the lock).
-const EVICT_BATCH: usize = RATES_MAX / 10;
+/// A full map in which a scan found nothing idle is scanned again only after this many
+/// new clients (each of which meanwhile replaces one arbitrary entry): a client cycling
+/// its id must not make every request scan the whole map under the lock.
+const SCAN_EVERY: usize = RATES_MAX / 10;
 
 /// Milliseconds on a monotonic clock (since first use): rates must not jump when the
 /// wall clock is set.
@@ -82,9 +82,9 @@ struct State {
     table: QuotaTable,
     /// The image's quotas the table was built from, to skip rebuilding for other changes.
     source: ClientQuotas,
-    rates: HashMap<RateKey, SampledRate>,
+    rates: Bounded<RateKey, SampledRate>,
     /// Controller mutation quotas' token buckets, by the entity the client resolved to.
-    buckets: HashMap<resolve::BucketKey, TokenBucket>,
+    buckets: Bounded<resolve::BucketKey, TokenBucket>,
 }
 
 pub struct ClientQuotaManager {
@@ -105,8 +105,8 @@ impl ClientQuotaManager {
             state: Mutex::new(State {
                 table: QuotaTable::default(),
                 source: ClientQuotas::new(),
-                rates: HashMap::new(),
-                buckets: HashMap::new(),
+                rates: Bounded::default(),
+                buckets: Bounded::default(),
             }),
         }
     }
@@ -152,7 +152,7 @@ impl ClientQuotaManager {
             return 0;
         };
         let config = self.config;
-        let rate = entry_for(&mut state.rates, (kind, resolved.bucket), now_ms, || {
+        let rate = (state.rates).entry((kind, resolved.bucket), now_ms, || {
             SampledRate::new(config, now_ms)
         });
         rate.record(value, now_ms);
@@ -199,7 +199,7 @@ impl ClientQuotaManager {
             return Ok(0);
         };
         let (quota, config) = (resolved.quota, self.mutation_config);
-        let bucket = entry_for(&mut state.buckets, resolved.bucket, now_ms, || {
+        let bucket = (state.buckets).entry(resolved.bucket, now_ms, || {
             TokenBucket::new(quota, config, now_ms)
         });
         if strict {
@@ -211,7 +211,10 @@ impl ClientQuotaManager {
             Ok(0)
         } else {
             bucket.take(permits, quota, now_ms);
-            Ok(token_bucket::throttle_ms(bucket.tokens(quota, now_ms), quota))
+            Ok(token_bucket::throttle_ms(
+                bucket.tokens(quota, now_ms),
+                quota,
+            ))
         }
     }
 
@@ -245,25 +248,51 @@ impl Expiring for TokenBucket {
     }
 }
 
-/// The entry of `key`, made on first use. A full map first sheds [`EVICT_BATCH`] entries:
-/// idle ones, then if need be arbitrary ones (their clients restart from a fresh rate).
-fn entry_for<K, V, F>(map: &mut HashMap<K, V>, key: K, now_ms: u64, make: F) -> &mut V
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Expiring,
-    F: FnOnce() -> V,
-{
-    if map.len() >= RATES_MAX && !map.contains_key(&key) {
-        map.retain(|_, entry| !entry.is_idle(now_ms));
-        let keep = RATES_MAX - EVICT_BATCH;
-        if map.len() > keep {
-            let victims: Vec<K> = map.keys().take(map.len() - keep).cloned().collect();
-            for victim in victims {
-                map.remove(&victim);
-            }
+/// A map of per-client state bounded at [`RATES_MAX`] entries.
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    /// New entries since the last scan for idle ones found none.
+    unscanned_inserts: Option<usize>,
+}
+
+impl<K, V> Default for Bounded<K, V> {
+    fn default() -> Self {
+        Bounded {
+            map: HashMap::new(),
+            unscanned_inserts: None,
         }
     }
-    map.entry(key).or_insert_with(make)
+}
+
+impl<K: Eq + std::hash::Hash + Clone, V: Expiring> Bounded<K, V> {
+    /// The entry of `key`, made on first use. A full map drops its idle entries (a scan),
+    /// or, when the last scan found none and fewer than [`SCAN_EVERY`] entries came since,
+    /// one arbitrary entry (its client restarts from a fresh rate).
+    fn entry(&mut self, key: K, now_ms: u64, make: impl FnOnce() -> V) -> &mut V {
+        if self.map.len() >= RATES_MAX && !self.map.contains_key(&key) {
+            let scan = self.unscanned_inserts.is_none_or(|n| n >= SCAN_EVERY);
+            if scan {
+                self.map.retain(|_, entry| !entry.is_idle(now_ms));
+            }
+            if self.map.len() >= RATES_MAX {
+                if let Some(victim) = self.map.keys().next().cloned() {
+                    self.map.remove(&victim);
+                }
+                self.unscanned_inserts = Some(if scan {
+                    0
+                } else {
+                    self.unscanned_inserts.unwrap_or(0) + 1
+                });
+            } else {
+                self.unscanned_inserts = None;
+            }
+        }
+        self.map.entry(key).or_insert_with(make)
+    }
+
+    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.map.get_mut(key)
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ impl<'a> MutationQuota<'a> {
     }
 
     /// No quota: Kafka's `UnboundedControllerMutationQuota`, for the internal topics the
-    /// broker creates and for topics auto-created on a client's Metadata request.
+    /// broker creates for itself at start-up.
     pub fn unbounded() -> MutationQuota<'static> {
         MutationQuota {
             manager: None,
@@ -66,7 +66,9 @@ impl<'a> MutationQuota<'a> {
             self.throttle_ms = throttle_ms;
             self.recorded_at_ms = now_ms;
         }
-        recorded.map(drop).map_err(|throttle_ms| Exhausted { throttle_ms })
+        recorded
+            .map(drop)
+            .map_err(|throttle_ms| Exhausted { throttle_ms })
     }
 
     /// The throttle for the response: the last one earned, less the time since (Kafka's

@@ -198,55 +198,75 @@ fn strict_mutations_are_refused_once_the_bucket_is_below_zero() {
     // 2 partitions/s: a burst of 22 (11 one-second windows).
     let manager = manager(&[(None, Some(Some("admin")), M, 2.0)]);
     assert!(manager.is_enabled(QuotaKind::ControllerMutation));
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "admin", 20.0, true, 0), Ok(0));
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "admin", 20.0, true, 0),
+        Ok(0)
+    );
     // 2 left: still accepted, even though it takes the bucket to -8.
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "admin", 10.0, true, 0), Ok(0));
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "admin", 10.0, true, 0),
+        Ok(0)
+    );
     // Now below zero: refused, with the 4 s it takes to refill 8 at 2/s, and not taken.
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "admin", 1.0, true, 0), Err(4000));
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "admin", 1.0, true, 3000), Err(1000));
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "admin", 1.0, true, 4000), Ok(0));
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "admin", 1.0, true, 0),
+        Err(4000)
+    );
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "admin", 1.0, true, 3000),
+        Err(1000)
+    );
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "admin", 1.0, true, 4000),
+        Ok(0)
+    );
     // Another client id has no quota.
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "other", 1e6, true, 0), Ok(0));
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "other", 1e6, true, 0),
+        Ok(0)
+    );
 }
 
 #[test]
 fn permissive_mutations_are_always_taken_and_throttled_after() {
     let manager = manager(&[(None, Some(None), M, 1.0)]);
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "old", 11.0, false, 0), Ok(0));
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "old", 3.0, false, 0), Ok(3000));
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "old", 1.0, false, 0), Ok(4000));
-    // Each client id has its own bucket at the default quota.
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "new", 11.0, false, 0), Ok(0));
-}
-
-#[test]
-fn a_mutation_quota_of_zero_refuses_after_the_first_request() {
-    let manager = manager(&[(None, Some(None), M, 0.0)]);
-    assert_eq!(manager.record_mutation(ANONYMOUS_USER, "c", 1.0, true, 0), Ok(0));
     assert_eq!(
-        manager.record_mutation(ANONYMOUS_USER, "c", 1.0, true, 1_000_000),
-        Err(i32::MAX as u64)
+        manager.record_mutation(ANONYMOUS_USER, "old", 11.0, false, 0),
+        Ok(0)
+    );
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "old", 3.0, false, 0),
+        Ok(3000)
+    );
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "old", 1.0, false, 0),
+        Ok(4000)
+    );
+    // Each client id has its own bucket at the default quota.
+    assert_eq!(
+        manager.record_mutation(ANONYMOUS_USER, "new", 11.0, false, 0),
+        Ok(0)
     );
 }
 
 #[test]
-fn a_full_map_sheds_a_batch_so_new_clients_do_not_each_scan_it() {
-    let mut map: HashMap<u64, SampledRate> = HashMap::new();
+fn a_full_map_scans_for_idle_entries_only_every_so_often() {
+    let config = RateConfig::default();
+    let mut map: Bounded<u64, SampledRate> = Bounded::default();
     for key in 0..RATES_MAX as u64 {
-        map.insert(key, SampledRate::new(RateConfig::default(), 0));
+        map.map.insert(key, SampledRate::new(config, 0));
     }
-    // None idle: arbitrary ones go, a whole batch of them.
-    entry_for(&mut map, u64::MAX, 0, || SampledRate::new(RateConfig::default(), 0));
-    assert_eq!(map.len(), RATES_MAX - EVICT_BATCH + 1);
-    assert!(map.contains_key(&u64::MAX));
-    // The next new clients find room without a scan.
-    for key in 0..(EVICT_BATCH as u64 - 1) {
-        entry_for(&mut map, u64::MAX - 1 - key, 0, || {
-            SampledRate::new(RateConfig::default(), 0)
-        });
-    }
-    assert_eq!(map.len(), RATES_MAX);
-    // Idle ones go first: everything recorded at 0 is idle by 11 s.
-    entry_for(&mut map, 1 << 40, 11_000, || SampledRate::new(RateConfig::default(), 11_000));
-    assert_eq!(map.len(), 1);
+    // Nothing idle at 0: the scan finds nothing, one arbitrary entry makes room.
+    map.entry(u64::MAX, 0, || SampledRate::new(config, 0));
+    assert_eq!(map.map.len(), RATES_MAX);
+    assert_eq!(map.unscanned_inserts, Some(0));
+    // Everything old is idle by 11 s, but new clients soon after do not scan again.
+    map.entry(u64::MAX - 1, 11_000, || SampledRate::new(config, 11_000));
+    assert_eq!(map.map.len(), RATES_MAX);
+    assert_eq!(map.unscanned_inserts, Some(1));
+    // Once SCAN_EVERY came, a scan drops every idle entry.
+    map.unscanned_inserts = Some(SCAN_EVERY);
+    map.entry(u64::MAX - 2, 11_000, || SampledRate::new(config, 11_000));
+    assert_eq!(map.map.len(), 2, "only the two recent clients stay");
+    assert_eq!(map.unscanned_inserts, None);
 }

@@ -13,6 +13,8 @@ pub struct TokenBucket {
     config: RateConfig,
     tokens: f64,
     last_update_ms: u64,
+    /// The quota of the last call: idleness needs to know when a debt is repaid.
+    quota: f64,
 }
 
 impl TokenBucket {
@@ -22,6 +24,7 @@ impl TokenBucket {
             config,
             tokens: burst(quota, config),
             last_update_ms: now_ms,
+            quota,
         }
     }
 
@@ -29,6 +32,7 @@ impl TokenBucket {
         let elapsed_s = now_ms.saturating_sub(self.last_update_ms) as f64 / 1000.0;
         self.tokens = (self.tokens + quota * elapsed_s).min(burst(quota, self.config));
         self.last_update_ms = self.last_update_ms.max(now_ms);
+        self.quota = quota;
     }
 
     /// The tokens left at `now_ms`.
@@ -44,10 +48,13 @@ impl TokenBucket {
     }
 
     /// Unused for a whole window (`samples * window`), as [`super::rate::SampledRate`]
-    /// counts idleness: the first to go when the map of buckets is full.
+    /// counts idleness, and out of debt by now: dropping a bucket still below zero would
+    /// forgive the client its debt.
     pub fn is_idle(&self, now_ms: u64) -> bool {
         let expiry_ms = self.config.samples as u64 * self.config.window_ms;
-        now_ms.saturating_sub(self.last_update_ms) >= expiry_ms
+        let elapsed_ms = now_ms.saturating_sub(self.last_update_ms);
+        let refilled = self.tokens + self.quota * elapsed_ms as f64 / 1000.0;
+        elapsed_ms >= expiry_ms && refilled >= 0.0
     }
 }
 
@@ -102,6 +109,15 @@ mod tests {
         assert_eq!(throttle_ms(3.0, 5.0), 0);
         assert_eq!(throttle_ms(-1.0, 0.0), i32::MAX as u64);
         assert_eq!(throttle_ms(-1e300, 1e-300), i32::MAX as u64);
+    }
+
+    #[test]
+    fn a_bucket_in_debt_is_not_idle_until_it_is_repaid() {
+        let mut bucket = TokenBucket::new(1.0, CONFIG, 0);
+        bucket.take(1011.0, 1.0, 0);
+        // 1000 tokens short at 1/s: unused for long past the window, still owing.
+        assert!(!bucket.is_idle(500_000));
+        assert!(bucket.is_idle(1_000_000));
     }
 
     #[test]

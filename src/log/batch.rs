@@ -163,8 +163,11 @@ fn validate_all(
     let mut headers = Vec::new();
     let mut position = 0;
     while position < records.len() {
-        let header =
-            validate_batch_with(&records[position..], max_message_bytes, one_record_per_offset)?;
+        let header = validate_batch_with(
+            &records[position..],
+            max_message_bytes,
+            one_record_per_offset,
+        )?;
         position += header.total_bytes();
         headers.push(header);
     }

@@ -1545,7 +1545,10 @@ mod tests {
     /// The marker at `offset` and its delete horizon, if stamped.
     fn marker_horizon(log: &PartitionLog, offset: i64) -> Option<i64> {
         let found = headers(log);
-        let header = found.iter().find(|h| h.base_offset == offset).expect("marker");
+        let header = found
+            .iter()
+            .find(|h| h.base_offset == offset)
+            .expect("marker");
         assert!(header.is_control());
         delete_horizon::delete_horizon_ms(header)
     }

@@ -1,10 +1,13 @@
 //! KIP-534's delete horizon on a batch: attribute bit 6 set, and the base timestamp is then
 //! the time after which the cleaner may remove the batch (Kafka's
 //! `DefaultRecordBatch.deleteHorizonMs`). The cleaner stamps a transaction marker with it
-//! the first time it finds the marker's transaction without data, so the marker stays
-//! `delete.retention.ms` from then on, whatever the age of its segment: a consumer or
-//! follower that copied the transaction's data before it was cleaned still meets the
-//! marker if it is no further behind than that.
+//! the first time it finds the marker's transaction without data (unless producer state
+//! still needs the marker: Kafka stamps those too, we stamp them once they are no longer
+//! needed, which only keeps them longer), so the marker stays `delete.retention.ms` from
+//! then on, whatever the age of its segment: a consumer or follower that copied the
+//! transaction's data before it was cleaned still meets the marker if it is no further
+//! behind than that. (A segment whose timestamps lie in the future, a client's CreateTime,
+//! used to keep its markers until then; now the stamp decides, as in Kafka.)
 //!
 //! Stamping keeps every record's timestamp: the records' timestamp deltas are rewritten
 //! against the new base, as Kafka's builder writes them. Only uncompressed batches are
@@ -28,12 +31,18 @@ pub fn delete_horizon_ms(header: &BatchHeader) -> Option<i64> {
 /// A copy of `batch` (one whole, uncompressed v2 batch) stamped with `horizon_ms`.
 pub fn stamp(batch: &[u8], horizon_ms: i64) -> Result<Vec<u8>, BatchError> {
     let header = BatchHeader::parse(batch)?;
+    // A fresh CRC over damaged bytes would hide the damage from every later reader.
+    let end = header.total_bytes();
+    if batch.len() < end || !crate::log::batch::crc_matches(&batch[..end], header.crc) {
+        return Err(BatchError::Corrupt(
+            "the batch fails its CRC: not stamped".into(),
+        ));
+    }
     if header.compression_code() != 0 {
         return Err(BatchError::Corrupt(
             "only an uncompressed batch gets a delete horizon".into(),
         ));
     }
-    let end = header.total_bytes();
     let mut records = batch
         .get(BATCH_HEADER_BYTES..end)
         .ok_or_else(|| BatchError::Corrupt("batch cut short".into()))?;
@@ -108,14 +117,17 @@ mod tests {
         let stamped = stamp(&original, 90_000_000).unwrap();
         let header = BatchHeader::parse(&stamped).unwrap();
         assert_eq!(delete_horizon_ms(&header), Some(90_000_000));
-        assert_eq!(delete_horizon_ms(&BatchHeader::parse(&original).unwrap()), None);
+        assert_eq!(
+            delete_horizon_ms(&BatchHeader::parse(&original).unwrap()),
+            None
+        );
         assert!(header.is_control() && header.is_transactional());
         assert_eq!(header.max_timestamp, 5_000);
         assert_eq!(header.record_count, 1);
         // A valid batch (CRC and lengths), readable as before, its record still at 5_000.
         validate_replicated_batches(&stamped).unwrap();
-        let times = crate::log::batch::record_timestamps(Bytes::from(stamped.clone()), &header)
-            .unwrap();
+        let times =
+            crate::log::batch::record_timestamps(Bytes::from(stamped.clone()), &header).unwrap();
         assert_eq!(times.len(), 1);
         assert_eq!(times[0].timestamp_ms, 5_000);
         // Stamping again moves only the horizon.
@@ -128,7 +140,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_the_edges() {
-        for value in [0, 1, -1, 63, -64, 64, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        for value in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, value);
             let mut slice = &out[..];
@@ -138,8 +160,11 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_batch_is_refused() {
+    fn a_cut_or_damaged_batch_is_refused() {
         let original = marker();
         assert!(stamp(&original[..original.len() - 1], 1).is_err());
+        let mut damaged = original.clone();
+        *damaged.last_mut().unwrap() ^= 1;
+        assert!(stamp(&damaged, 1).is_err(), "the CRC no longer matches");
     }
 }

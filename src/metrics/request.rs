@@ -4,7 +4,9 @@
 //!   with no shared request queue, so this stays near zero; it is kept for dashboards.
 //! - remote: time parked in the produce (acks=all) and fetch (min.bytes) waits, Kafka's
 //!   purgatory, measured by [`Parked`] guards;
-//! - local: the rest of the handling (decode, append or read, encode);
+//! - local: the rest of the handling (decode, append or read, encode); the request-time
+//!   quota counts instead the time spent inside the handler's polls ([`busy_so_far`]),
+//!   which also leaves out waits for Raft, rebalances and markers;
 //! - send: handing the response to the connection's write buffer (and the socket when
 //!   the buffer fills);
 //! - total: all of the above.
@@ -80,7 +82,10 @@ pub async fn with_request_scope<F: Future>(handling: F) -> (F::Output, RequestSc
 pub fn busy_so_far() -> Duration {
     SCOPE
         .try_with(|scope| {
-            let current = (scope.poll_started.get()).map_or(Duration::ZERO, |start| start.elapsed());
+            let current = scope
+                .poll_started
+                .get()
+                .map_or(Duration::ZERO, |start| start.elapsed());
             scope.busy.get() + current
         })
         .unwrap_or(Duration::ZERO)
@@ -222,6 +227,25 @@ fn api_error_code(error: &ApiError) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn busy_time_counts_polls_not_waiting() {
+        let (busy, scope) = with_request_scope(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let spin_until = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < spin_until {
+                std::hint::spin_loop();
+            }
+            busy_so_far()
+        })
+        .await;
+        // The spin counts (the poll under way included); the 300 ms asleep do not (the
+        // bound leaves room for a loaded machine descheduling the spin).
+        assert!(busy >= Duration::from_millis(20), "{busy:?}");
+        assert!(busy < Duration::from_millis(250), "{busy:?}");
+        assert!(scope.busy.get() >= busy);
+        assert_eq!(busy_so_far(), Duration::ZERO, "outside a request");
+    }
 
     #[tokio::test]
     async fn parked_time_is_the_remote_time_of_the_request() {

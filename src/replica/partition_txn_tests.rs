@@ -663,9 +663,16 @@ fn a_reload_from_an_older_snapshot_still_closes_its_open_transaction() {
     let open_compacted = |last_shutdown| {
         let tp = TopicPartition::new("t", 0);
         let id = Uuid::from_u128(7);
-        let partition =
-            Partition::open(tp, id, log_dir.clone(), compacted.clone(), 0, 0, last_shutdown)
-                .unwrap();
+        let partition = Partition::open(
+            tp,
+            id,
+            log_dir.clone(),
+            compacted.clone(),
+            0,
+            0,
+            last_shutdown,
+        )
+        .unwrap();
         partition.become_leader(0).unwrap();
         partition
     };
@@ -697,7 +704,10 @@ fn a_reload_from_an_older_snapshot_still_closes_its_open_transaction() {
             .unwrap();
         plain(&partition, 3);
     }
-    assert!(markers_of(&partition).contains(&abort), "the old snapshot needs it");
+    assert!(
+        markers_of(&partition).contains(&abort),
+        "the old snapshot needs it"
+    );
     assert_eq!(producers(&partition).first_unstable_offset(), None);
     drop(partition); // like kill -9
     // Every snapshot after the one that holds T1 open is gone.
