@@ -429,7 +429,7 @@ def test_a_cluster_wide_unclean_election_default_elects_an_out_of_sync_replica(m
     ISR within seconds, with no restart and no ElectLeaders request."""
     three = make_cluster(3, overrides={"unclean.leader.election.interval.ms": "300000"})
     first = three.node(1)
-    error, message = first.create_topic(topic, assignments=[[2, 3]])
+    error, message = first.create_topic(topic, assignments={0: [2, 3]})
     assert error == 0, message
     three.wait_topic_everywhere(topic, partitions=1)
 

@@ -18,7 +18,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::image::NO_LEADER;
-use super::{CommandOutcome, Controller, Election, ElectionResult, MetadataCommand, MetadataImage};
+use super::{
+    CommandOutcome, Controller, Election, ElectionResult, MetadataCommand, MetadataImage,
+    TopicImage,
+};
 use crate::config::BrokerConfig;
 use crate::server::Shutdown;
 use crate::topic_config::{self, DynamicLayers};
@@ -42,15 +45,13 @@ pub fn partitions_to_elect(
     let dynamic = DynamicLayers::of(&image.broker_configs, node_id);
     let mut chosen = Vec::new();
     for topic in image.topics.values() {
-        let leaderless = |p: &&super::PartitionImage| p.leader == NO_LEADER;
-        if !topic.partitions.iter().any(|p| leaderless(&p)) || !enabled(config, dynamic, topic) {
+        // The flag is resolved only for topics that have a leaderless partition.
+        let leaderless = topic.partitions.iter().any(|p| p.leader == NO_LEADER);
+        if !leaderless || !enabled(config, dynamic, topic) {
             continue;
         }
         for (index, partition) in topic.partitions.iter().enumerate() {
-            let electable = partition
-                .replicas
-                .iter()
-                .any(|&r| image.is_broker_eligible(r));
+            let electable = (partition.replicas.iter()).any(|&r| image.is_broker_eligible(r));
             if partition.leader == NO_LEADER
                 && electable
                 && let Ok(index) = i32::try_from(index)
@@ -65,7 +66,7 @@ pub fn partitions_to_elect(
     chosen
 }
 
-fn enabled(config: &BrokerConfig, dynamic: DynamicLayers, topic: &super::TopicImage) -> bool {
+fn enabled(config: &BrokerConfig, dynamic: DynamicLayers, topic: &TopicImage) -> bool {
     let name = "unclean.leader.election.enable";
     topic_config::effective_value(name, config, dynamic, &topic.configs)
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
