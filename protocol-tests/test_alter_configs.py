@@ -3,9 +3,14 @@
 With confluent-kafka AdminClient and kafka-python KafkaAdminClient: values are described
 back with Kafka's sources and synonyms, take effect without a restart (retention deletes
 old segments), survive a restart, validate_only stores nothing, and Kafka's errors come
-back for unknown keys, bad values, unknown topics and static broker configs. A three-node
-cluster sees a topic config set through one node on every node.
+back for unknown keys, bad values, unknown topics and static broker configs. A broker
+describes Kafka 4.0's broker configs, with Kafka's documentation when asked (v3). Live
+broker-only configs: `log.cleaner.backoff.ms` wakes the cleaner. A three-node cluster sees a
+topic config set through one node on every node, and a cluster-wide
+`unclean.leader.election.enable` makes the controller elect an out-of-sync replica.
 """
+
+import time
 
 import kafka.admin
 import pytest
@@ -15,6 +20,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 import clients
 import rawkafka
+from test_compaction import read_to_end
 
 # Retention runs every second so that a new retention.ms shows within the test.
 BROKER_OVERRIDES = {"log.retention.check.interval.ms": "1000"}
@@ -241,7 +247,27 @@ def check_broker_layers(node, topic):
 
 def test_describe_broker_lists_every_kafka_broker_config(broker):
     entries = describe(broker, ResourceType.BROKER, "1")
-    assert len(entries) >= 270, len(entries)
+    # Kafka 4.0 lists 289 broker configs; the operator's own extra keys come on top.
+    assert len(entries) >= 289, len(entries)
+    # New in 4.0, at 4.0's defaults.
+    for name, value in [("share.coordinator.threads", "1"),
+                        ("group.consumer.migration.policy", "bidirectional"),
+                        ("remote.list.offsets.request.timeout.ms", "30000"),
+                        ("add.partitions.to.txn.retry.backoff.ms", "20"),
+                        ("group.coordinator.threads", "4"),
+                        ("group.coordinator.rebalance.protocols", "classic,consumer"),
+                        ("metric.reporters", "org.apache.kafka.common.metrics.JmxReporter"),
+                        ("ssl.protocol", "TLSv1.3"),
+                        ("authorizer.class.name", "")]:
+        assert (entries[name].value, source(entries[name])) == \
+            (value, ConfigSource.DEFAULT_CONFIG), name
+    # Gone in 4.0 (ZooKeeper, message format, ...).
+    for name in ["zookeeper.connect", "log.message.format.version", "auto.include.jmx.reporter",
+                 "inter.broker.protocol.version", "password.encoder.secret",
+                 "log.message.downconversion.enable", "eligible.leader.replicas.enable"]:
+        assert name not in entries, name
+    # Read-only in 4.0's table.
+    assert entries["advertised.listeners"].is_read_only
     # One we do not implement: Kafka's default, read-only (refused on alter).
     threads = entries["log.cleaner.threads"]
     assert (threads.value, source(threads), threads.is_read_only) == \
@@ -256,6 +282,96 @@ def test_describe_broker_lists_every_kafka_broker_config(broker):
         ConfigSource.STATIC_BROKER_CONFIG
     assert not entries["log.segment.bytes"].is_read_only
     assert entries["log.dirs"].is_read_only
+
+
+def describe_configs_v3(conn, resource_type, resource, keys=None, documentation=True):
+    """DescribeConfigs v3 (the last non-flexible version) hand-encoded, with
+    include_documentation (no stock Python client asks for it):
+    (error, {name: (value, read_only, type, documentation)})."""
+    body = rawkafka.array([resource], lambda name: rawkafka.int8(resource_type) +
+                          rawkafka.string(name) + rawkafka.array(keys, rawkafka.string)) + \
+        rawkafka.boolean(False) + rawkafka.boolean(documentation)
+    reader = conn.request(32, 3, body)
+    reader.int32()  # throttle
+
+    def read_config(r):
+        name, value, read_only = r.string(), r.string(), r.boolean()
+        r.int8()  # source
+        r.boolean()  # sensitive
+        r.array(lambda s: (s.string(), s.string(), s.int8()))
+        return name, (value, read_only, r.int8(), r.string())
+
+    def read_result(r):
+        error, _message, _type, _name = r.int16(), r.string(), r.int8(), r.string()
+        return error, dict(r.array(read_config))
+
+    (result,) = reader.array(read_result)
+    return result
+
+
+def test_describe_configs_v3_answers_kafkas_documentation(broker, topic):
+    clients.create_topic(broker, topic, partitions=1)
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        error, configs = describe_configs_v3(conn, 4, "1", ["log.cleaner.threads",
+                                                             "log.retention.ms"])
+        assert error == 0
+        assert configs["log.cleaner.threads"] == (
+            "1", True, 3, "The number of background threads to use for log cleaning")
+        value, read_only, config_type, doc = configs["log.retention.ms"]
+        assert (value, read_only, config_type) == ("604800000", False, 5)
+        assert doc.startswith("The number of milliseconds to keep a log file"), doc
+        error, configs = describe_configs_v3(conn, 2, topic, ["retention.ms"])
+        assert error == 0
+        assert configs["retention.ms"][3].startswith(
+            "This configuration controls the maximum time we will retain a log"), configs
+        # Not asked for: none.
+        error, configs = describe_configs_v3(conn, 4, "1", ["log.cleaner.threads"],
+                                             documentation=False)
+        assert configs["log.cleaner.threads"][3] is None
+
+
+# ---------------------------------------------------------------- live broker configs
+
+
+def test_cleaner_backoff_applies_live(start_broker, topic):
+    """An hour's `log.cleaner.backoff.ms` keeps the cleaner asleep; a dynamic 200 ms wakes
+    it within seconds and the compacted topic shrinks, with no restart."""
+    node = start_broker("cleaner-backoff", {"log.cleaner.backoff.ms": "3600000"})
+    try:
+        clients.create_topic(node, topic, 1, config={
+            "cleanup.policy": "compact", "segment.bytes": "1024"})
+        total = 100
+        for i in range(total):
+            clients.produce_ok(node, topic, [{"key": f"k{i % 5}".encode(),
+                                              "value": f"v{i}".encode(), "partition": 0}],
+                               **{"linger.ms": 0})
+        time.sleep(2.0)
+        assert len(read_to_end(node, topic)) == total, "compacted despite the hour's backoff"
+        entry = describe(node, ResourceType.BROKER, "1")["log.cleaner.backoff.ms"]
+        assert (entry.value, source(entry), entry.is_read_only) == \
+            ("3600000", ConfigSource.STATIC_BROKER_CONFIG, False)
+
+        assert raw_incremental(node, 4, "", [("log.cleaner.backoff.ms", SET, "200")]) == \
+            (0, None)
+        clients.wait_for(lambda: len(read_to_end(node, topic)) < total // 2, TIMEOUT_S,
+                         what="the cleaner to wake up and compact")
+        entry = describe(node, ResourceType.BROKER, "1")["log.cleaner.backoff.ms"]
+        assert (entry.value, source(entry)) == \
+            ("200", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
+        # Kafka's bounds and the knobs we do not have.
+        assert raw_incremental(node, 4, "", [("log.cleaner.backoff.ms", SET, "-1")])[0] == \
+            INVALID_REQUEST
+        assert raw_incremental(node, 4, "",
+                               [("log.cleaner.dedupe.buffer.size", SET, "1024")])[0] == \
+            INVALID_REQUEST
+        assert incremental(node, ResourceType.BROKER, "1",
+                           [("log.cleaner.dedupe.buffer.size", SET, "16777216")]) is None
+        for refused in ["log.cleaner.min.cleanable.ratio", "log.preallocate",
+                        "log.cleaner.io.max.bytes.per.second", "log.retention.hours"]:
+            assert incremental(node, ResourceType.BROKER, "1", [(refused, SET, "1")]) == \
+                INVALID_REQUEST, refused
+    finally:
+        node.stop()
 
 
 # ---------------------------------------------------------------- a cluster
@@ -303,3 +419,35 @@ def test_a_topic_config_set_through_one_node_is_seen_on_every_node(make_cluster,
         return True
 
     clients.wait_for(seen_everywhere, TIMEOUT_S, what="retention.ms on every node")
+
+
+def test_a_cluster_wide_unclean_election_default_elects_an_out_of_sync_replica(make_cluster,
+                                                                               topic):
+    """A partition whose last in-sync replica is gone stays offline while
+    `unclean.leader.election.enable` is false (Kafka's default); set true as the
+    cluster-wide dynamic default, the active controller elects the live replica outside the
+    ISR within seconds, with no restart and no ElectLeaders request."""
+    three = make_cluster(3, overrides={"unclean.leader.election.interval.ms": "300000"})
+    first = three.node(1)
+    error, message = first.create_topic(topic, assignments={0: [2, 3]})
+    assert error == 0, message
+    three.wait_topic_everywhere(topic, partitions=1)
+
+    def partition():
+        return next(iter(first.image()["topics"][topic]["partitions"].values()))
+
+    clients.wait_for(lambda: sorted(partition()["isr"]) == [2, 3], TIMEOUT_S, what="ISR [2, 3]")
+    three.stop(3)  # controlled shutdown: leaves the ISR
+    clients.wait_for(lambda: partition()["isr"] == [2], TIMEOUT_S, what="ISR [2]")
+    three.stop(2)  # the last in-sync replica: the partition goes offline
+    three.restart(3)  # back, out of sync; with 1, a quorum again
+    clients.wait_for(lambda: partition()["leader"] == -1 and 3 not in partition()["isr"],
+                     TIMEOUT_S, what="the partition offline, 3 out of its ISR")
+    time.sleep(2.0)
+    assert partition()["leader"] == -1, "elected uncleanly with the flag off"
+
+    assert raw_incremental(first, 4, "", [("unclean.leader.election.enable", SET, "true")]) \
+        == (0, None)
+    clients.wait_for(lambda: partition()["leader"] == 3, TIMEOUT_S,
+                     what="the unclean election of replica 3")
+    assert partition()["isr"] == [3]

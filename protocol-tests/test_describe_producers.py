@@ -14,14 +14,18 @@ Written against Kafka 4.0's behaviour (`ReplicaManager.activeProducerState`,
   (`producer.id.expiration.check.interval.ms`); one with an open transaction is kept. An
   idempotent producer that goes on after being forgotten is accepted (Kafka 4.0 takes any
   sequence from a producer it does not know) and listed again. Snapshots written after
-  the expiry do not bring the forgotten producers back on restart.
+  the expiry do not bring the forgotten producers back on restart. It is a dynamic broker
+  config: set through IncrementalAlterConfigs, the next check uses it.
 """
 
 import time
 import uuid
 
+from confluent_kafka.admin import ResourceType
+
 import clients
 import rawkafka
+from test_alter_configs import SET, incremental
 from test_transactions import (BROKER_OVERRIDES as TXN_OVERRIDES, CALL_TIMEOUT_S, compact_array,
                                deliver, describe_transactions_v0, txn_producer)
 
@@ -205,3 +209,19 @@ def test_idle_producers_expire_and_open_transactions_stay(start_broker, topic):
                       CALL_TIMEOUT_S, "the partition to be led again")
     assert producers_on(broker, topic) == {}
     broker.stop()
+
+
+def test_a_dynamic_producer_id_expiration_applies_at_the_next_check(start_broker, topic):
+    broker = start_broker("producer-expiry-live", {
+        **TXN_OVERRIDES, "producer.id.expiration.check.interval.ms": "500"})
+    clients.create_topic(broker, topic, partitions=1)
+    idempotent = idempotent_producer(broker)
+    assert produce_plain(idempotent, topic, [b"a", b"b"]) == [0, 1]
+    # Kafka's day-long default: still remembered after several checks.
+    time.sleep(KEPT_S)
+    assert len(producers_on(broker, topic)) == 1
+    assert incremental(broker, ResourceType.BROKER, "1",
+                       [("producer.id.expiration.ms", SET, "1000")]) is None
+    wait_until(lambda: producers_on(broker, topic) == {}, EXPIRY_WAIT_S,
+               "the idle producer to expire under the new expiration")
+    idempotent.flush(CALL_TIMEOUT_S)

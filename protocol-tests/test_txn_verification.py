@@ -30,6 +30,7 @@ import clients
 import cluster
 import rawkafka
 from rawkafka import int8, int16, int32, int64, string, uvarint
+from test_alter_configs import DELETE, SET, raw_incremental
 from test_txn_coordinator import (add_partitions, describe_transactions, end_txn, init_ok,
                                   retry)
 from test_txn_log import txn_batch
@@ -296,6 +297,29 @@ def test_without_verification_the_late_produce_hangs_the_partition(start_broker,
             assert offsets(connection, topic, 0) == (2, 1)
     finally:
         unverified.stop()
+
+
+def test_verification_is_a_dynamic_broker_config(start_broker, topic):
+    """`transaction.partition.verification.enable` set through IncrementalAlterConfigs
+    (cluster-wide default) applies to the next produce: off, the late produce hangs the
+    partition; back on, it is refused again. No restart."""
+    node = start_broker("txn-verify-live", BROKER_OVERRIDES)
+    key = "transaction.partition.verification.enable"
+    try:
+        names = [f"{topic}-on", f"{topic}-off", f"{topic}-on-again"]
+        for name in names:
+            clients.create_topic(node, name, partitions=1)
+        with rawkafka.Connection("127.0.0.1", node.port) as connection:
+            answer, after = abort_then_produce_late(connection, names[0], tid("on"), 8)
+            assert (answer[0], after) == (INVALID_TXN_STATE, (1, 1)), answer
+            assert raw_incremental(node, 4, "", [(key, SET, "false")]) == (0, None)
+            answer, after = abort_then_produce_late(connection, names[1], tid("off"), 8)
+            assert (answer, after) == ((NONE, 1), (2, 1)), answer
+            assert raw_incremental(node, 4, "", [(key, DELETE, None)]) == (0, None)
+            answer, after = abort_then_produce_late(connection, names[2], tid("again"), 8)
+            assert (answer[0], after) == (INVALID_TXN_STATE, (1, 1)), answer
+    finally:
+        node.stop()
 
 
 def test_txn_offset_commit_verifies_v3_and_adds_v5(broker, conn, topic):

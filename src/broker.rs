@@ -23,6 +23,7 @@ use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
 use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
+use crate::topic_config::DynamicLayers;
 use crate::txn::markers::NetworkMarkerSender;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::txn::verification::TxnVerifier;
@@ -199,10 +200,17 @@ impl Broker {
             std::time::Duration::from_millis(transactions.remove_expired_interval_ms),
             broker.shutdown_signal(),
         ));
+        let (controller, config) = (broker.controller.clone(), broker.config.clone());
+        let expiration_ms = move || {
+            let image = controller.image();
+            let dynamic = DynamicLayers::of(&image.broker_configs, config.node_id);
+            crate::config::dynamic_broker::producer_id_expiration_ms(&config, dynamic)
+        };
         tokio::spawn(
             crate::replica::producer_expiration::run_producer_expiration(
                 broker.replicas.clone(),
                 broker.config.producer_id_expiration.clone(),
+                expiration_ms,
                 broker.shutdown_signal(),
             ),
         );
@@ -376,6 +384,11 @@ impl Broker {
         tokio::spawn(crate::controller::rebalance::run_rebalance(
             self.controller.clone(),
             crate::controller::rebalance::RebalanceSettings::from_config(&self.config),
+            self.shutdown_signal(),
+        ));
+        tokio::spawn(crate::controller::unclean_election::run_unclean_elections(
+            self.controller.clone(),
+            self.config.clone(),
             self.shutdown_signal(),
         ));
         if !self.config.roles.broker {

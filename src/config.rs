@@ -24,7 +24,9 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+pub mod dynamic_broker;
 pub mod kafka_broker_configs;
+pub mod kafka_config_docs;
 mod listener_limits;
 mod producer_ids;
 mod replication;

@@ -20,13 +20,14 @@ use std::time::Duration;
 use anyhow::Context;
 use gracchus::broker::Broker;
 use gracchus::cli;
-use gracchus::config::BrokerConfig;
+use gracchus::config::{BrokerConfig, dynamic_broker};
 use gracchus::controller::controlled_shutdown::{
     CONTROLLED_SHUTDOWN_TIMEOUT, shut_down_controlled,
 };
 use gracchus::meta_properties::{self, FormatOutcome};
 use gracchus::replica::{CleanerSettings, LogCleaner, Partition};
 use gracchus::server::{self, Shutdown};
+use gracchus::topic_config::DynamicLayers;
 use gracchus::types::now_ms;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -251,11 +252,20 @@ async fn controlled_shutdown(broker: &Broker) {
     }
 }
 
-/// The log cleaner's own thread (compaction runs off the async workers).
+/// The log cleaner's own thread (compaction runs off the async workers), with its settings
+/// resolved from the current metadata image at each round (dynamic broker configs).
 fn start_log_cleaner(broker: &Arc<Broker>) -> anyhow::Result<LogCleaner> {
-    let settings = CleanerSettings {
-        backoff_ms: broker.config.cleaner_backoff_ms,
-        dedupe_buffer_bytes: broker.config.cleaner_dedupe_buffer_bytes,
+    let configured = broker.clone();
+    let settings = move || {
+        let image = configured.image();
+        let dynamic = DynamicLayers::of(&image.broker_configs, configured.config.node_id);
+        CleanerSettings {
+            backoff_ms: dynamic_broker::cleaner_backoff_ms(&configured.config, dynamic),
+            dedupe_buffer_bytes: dynamic_broker::cleaner_dedupe_buffer_bytes(
+                &configured.config,
+                dynamic,
+            ),
+        }
     };
     let hosted = broker.clone();
     LogCleaner::start(settings, move || hosted.replicas.all()).context("start the log cleaner")

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, dynamic_broker};
 use crate::log::{LogConfig, TimestampType, TopicCompression};
 use crate::types::NodeId;
 
@@ -277,7 +277,7 @@ impl<'a> DynamicLayers<'a> {
     }
 
     /// The dynamic values of broker key `name`, highest priority first, with sources.
-    fn values(&self, name: &str) -> Vec<(String, String, ConfigSource)> {
+    pub fn values(&self, name: &str) -> Vec<(String, String, ConfigSource)> {
         let layers = [
             (self.per_broker, ConfigSource::DynamicBroker),
             (self.cluster, ConfigSource::DynamicDefaultBroker),
@@ -294,15 +294,27 @@ impl<'a> DynamicLayers<'a> {
 
 /// Broker configs that may be altered dynamically here: the broker-level defaults of the
 /// topic configs [`log_config`] applies, so a new value takes effect at once on every
-/// topic without its own. Kafka allows more; those we do not apply are refused, never
-/// stored and ignored.
+/// topic without its own; `unclean.leader.election.enable`, which the active controller's
+/// unclean election task reads (`controller::unclean_election`); and the broker-only
+/// configs of `config::dynamic_broker`, read at each use. Kafka allows more; those we do
+/// not apply are refused, never stored and ignored.
 // SEAM(replication-throttles): Kafka's `leader.replication.throttled.rate` /
 // `follower.replication.throttled.rate` (broker, bytes/s over 11 one-second windows) and
 // the topic lists `leader.replication.throttled.replicas` / `follower...` are not applied
 // yet, so they stay refused here (never stored and ignored); `kafka-reassign-partitions
 // --throttle` fails until the leader's fetch path and the follower's fetcher honour them.
+// SEAM(cleaner-knobs): `log.cleaner.min.compaction.lag.ms`, `...max.compaction.lag.ms`,
+// `log.cleaner.min.cleanable.ratio` (the cleaner compacts every closed segment each round,
+// with no dirty-ratio or lag gate), `log.cleaner.threads` (one cleaner thread),
+// `log.cleaner.io.max.bytes.per.second` (no I/O throttle) and `log.cleaner.io.buffer.*`
+// have no matching knob here, so they stay refused.
+// SEAM(segment-knobs): `log.preallocate` (never preallocated), `log.segment.delete.delay.ms`
+// (segments go at once), `log.index.size.max.bytes` (indexes grow as needed) and
+// `log.roll.jitter.ms` (no jitter) are not implemented, so they stay refused.
 pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "compression.type",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.dedupe.buffer.size",
     "log.cleaner.delete.retention.ms",
     "log.cleanup.policy",
     "log.flush.interval.messages",
@@ -317,6 +329,9 @@ pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "log.segment.bytes",
     "message.max.bytes",
     "min.insync.replicas",
+    "producer.id.expiration.ms",
+    "transaction.partition.verification.enable",
+    "unclean.leader.election.enable",
 ];
 
 /// The topic config a broker key is the default of.
@@ -328,10 +343,14 @@ pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
 
 /// Checks a value for a dynamic broker config; the error text is what clients show.
 pub fn validate_broker_value(name: &str, value: &str) -> Result<(), String> {
-    let def = find_by_broker_synonym(name)
-        .ok_or_else(|| format!("Unknown broker config name: {name}"))?;
-    check_value(def, value)
-        .map_err(|reason| format!("Invalid value {value} for configuration {name}: {reason}"))
+    let checked = if let Some(def) = dynamic_broker::find(name) {
+        dynamic_broker::check_value(def, value)
+    } else {
+        let def = find_by_broker_synonym(name)
+            .ok_or_else(|| format!("Unknown broker config name: {name}"))?;
+        check_value(def, value)
+    };
+    checked.map_err(|reason| format!("Invalid value {value} for configuration {name}: {reason}"))
 }
 
 /// The value a topic config has without topic or dynamic overrides (static or default):
@@ -353,6 +372,18 @@ pub fn resolve_all(
         .iter()
         .map(|def| resolve(def, broker, dynamic, topic))
         .collect()
+}
+
+/// The effective value of topic config `name` for a topic with `topic`'s overrides: one
+/// config resolved, not the whole table.
+pub fn effective_value(
+    name: &str,
+    broker: &BrokerConfig,
+    dynamic: DynamicLayers,
+    topic: &BTreeMap<String, String>,
+) -> Option<String> {
+    let def = find(name)?;
+    Some(resolve(def, broker, dynamic, topic).value)
 }
 
 /// The broker-level value behind `def` (no topic override), named as the broker key.
@@ -721,10 +752,20 @@ mod tests {
     }
 
     #[test]
-    fn live_broker_configs_are_defaults_log_config_applies() {
-        for name in LIVE_BROKER_CONFIGS {
-            assert!(find_by_broker_synonym(name).is_some(), "{name}");
+    fn live_broker_configs_are_topic_defaults_or_broker_only_and_sorted() {
+        for pair in LIVE_BROKER_CONFIGS.windows(2) {
+            assert!(pair[0] < pair[1], "{}", pair[1]);
         }
+        for name in LIVE_BROKER_CONFIGS {
+            let known =
+                find_by_broker_synonym(name).is_some() || dynamic_broker::find(name).is_some();
+            assert!(known, "{name}");
+        }
+        assert!(validate_broker_value("producer.id.expiration.ms", "1000").is_ok());
+        assert_eq!(
+            validate_broker_value("log.cleaner.backoff.ms", "-5").unwrap_err(),
+            "Invalid value -5 for configuration log.cleaner.backoff.ms: Value must be at least 0"
+        );
         assert!(validate_broker_value("log.retention.ms", "60000").is_ok());
         assert!(validate_broker_value("log.retention.ms", "soon").is_err());
         assert!(validate_broker_value("log.cleanup.policy", "compact").is_ok());

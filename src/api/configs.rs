@@ -1,5 +1,6 @@
 //! DescribeConfigs for topics, this broker and its loggers: every config with its value, source,
-//! default flag, type and (when asked) synonyms, as Kafka reports them.
+//! default flag, type and (when asked) synonyms and Kafka's documentation, as Kafka reports
+//! them.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -11,7 +12,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::config::dynamic_broker::{self, BROKER_ONLY_LIVE_CONFIGS};
 use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
+use crate::config::kafka_config_docs;
 use crate::topic_config::{
     self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
 };
@@ -43,12 +46,18 @@ pub async fn describe_configs(
                         .configuration_keys
                         .as_ref()
                         .filter(|keys| !keys.is_empty());
+                    let shape = EntryShape {
+                        version: context.version,
+                        synonyms: request.include_synonyms,
+                        documentation: request.include_documentation,
+                        resource_type: resource.resource_type,
+                    };
                     let configs = configs
                         .into_iter()
                         .filter(|c| {
                             keys.is_none_or(|keys| keys.iter().any(|k| k.as_str() == c.name))
                         })
-                        .map(|c| entry(c, context.version, request.include_synonyms))
+                        .map(|c| entry(c, shape))
                         .collect();
                     base.with_configs(configs)
                 }
@@ -145,8 +154,7 @@ fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
                 name: name.clone(),
                 value: value.clone(),
                 source,
-                config_type: topic_config::find_by_broker_synonym(name)
-                    .map_or(ConfigType::String, |def| def.config_type),
+                config_type: kafka_row(name).map_or(ConfigType::String, |row| row.config_type),
                 synonyms: vec![(name.clone(), value.clone(), source)],
             }
         })
@@ -159,11 +167,13 @@ const KNOWN_UNLISTED_CONFIGS: &[&str] = &[
     "cluster.id",
     "controller.quorum.bootstrap.servers",
     "http.listener",
+    "leader.imbalance.per.broker.percentage",
     "log.filter",
     "log.roll.minutes",
     "partitions.per.request.max",
     "producer.id.expiration.check.interval.ms",
     "transaction.state.log.commit.timeout.ms",
+    "unclean.leader.election.interval.ms",
 ];
 
 /// Kafka hides the values of PASSWORD configs, and of any config whose type it cannot tell
@@ -218,12 +228,28 @@ fn is_read_only(config: &ResolvedConfig) -> bool {
     broker_level && !topic_config::LIVE_BROKER_CONFIGS.contains(&config.name.as_str())
 }
 
-fn entry(
-    config: ResolvedConfig,
+/// What a described entry carries besides its value, from the request.
+#[derive(Clone, Copy)]
+struct EntryShape {
     version: i16,
-    with_synonyms: bool,
-) -> DescribeConfigsResourceResult {
-    let synonyms = if with_synonyms {
+    synonyms: bool,
+    /// `include_documentation` (v3+).
+    documentation: bool,
+    resource_type: i8,
+}
+
+/// Kafka's documentation of a described config: a topic's configs by their topic names, a
+/// broker's by theirs; loggers have none.
+fn documentation(resource_type: i8, name: &str) -> Option<&'static str> {
+    match resource_type {
+        RESOURCE_TOPIC => kafka_config_docs::topic_doc(name),
+        RESOURCE_BROKER => kafka_config_docs::broker_doc(name),
+        _ => None,
+    }
+}
+
+fn entry(config: ResolvedConfig, shape: EntryShape) -> DescribeConfigsResourceResult {
+    let synonyms = if shape.synonyms {
         config
             .synonyms
             .iter()
@@ -237,14 +263,18 @@ fn entry(
     } else {
         Vec::new()
     };
+    let doc = (shape.documentation && shape.version >= 3)
+        .then(|| documentation(shape.resource_type, &config.name))
+        .flatten();
     let result = DescribeConfigsResourceResult::default()
+        .with_documentation(doc.map(StrBytes::from_static_str))
         .with_read_only(is_read_only(&config))
         .with_is_sensitive(hides_value(&config.name, config.source))
         .with_value(shown(&config.name, config.value, config.source))
         .with_name(StrBytes::from_string(config.name))
         .with_config_source(config.source as i8)
         .with_synonyms(synonyms);
-    if version >= 3 {
+    if shape.version >= 3 {
         result.with_config_type(config.config_type as i8)
     } else {
         result
@@ -252,8 +282,9 @@ fn entry(
 }
 
 /// The broker's own configs: operator-set ones as STATIC_BROKER_CONFIG, the rest defaults;
-/// the topic-config defaults with their dynamic layers; then every other key the operator
-/// set (file, environment, `--override`) as STATIC_BROKER_CONFIG.
+/// the topic-config defaults and the live broker-only configs with their dynamic layers;
+/// then every other key the operator set (file, environment, `--override`) as
+/// STATIC_BROKER_CONFIG.
 fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<ResolvedConfig> {
     let mut all: Vec<ResolvedConfig> = own_configs(config)
         .into_iter()
@@ -275,6 +306,9 @@ fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<Resolved
         if !all.iter().any(|c| c.name == name) {
             all.push(topic_config::resolve_broker_level(def, config, dynamic));
         }
+    }
+    for def in BROKER_ONLY_LIVE_CONFIGS {
+        all.push(dynamic_broker::resolve(def, config, dynamic));
     }
     for (name, value) in &config.explicit {
         if !all.iter().any(|c| c.name == *name) {

@@ -17,7 +17,9 @@ use kafka_protocol::error::ResponseError;
 
 use super::errors::replica_error;
 use crate::broker::Broker;
+use crate::config::dynamic_broker;
 use crate::replica::Partition;
+use crate::topic_config::DynamicLayers;
 use crate::txn::producer_state::Verification;
 use crate::txn::verification::{TxnOperation, VerifyRequest};
 
@@ -38,11 +40,16 @@ pub struct Candidate {
 }
 
 /// Whether writes of `operation` are verified here: `transaction.partition.verification.
-/// enable` decides for clients that only verify; version 2 clients always have their
-/// partitions added, since they never add them themselves and a partition the coordinator
-/// does not know would never see its marker.
+/// enable` (a dynamic broker config, read at each produce) decides for clients that only
+/// verify; version 2 clients always have their partitions added, since they never add them
+/// themselves and a partition the coordinator does not know would never see its marker.
 pub fn applies(broker: &Broker, operation: TxnOperation) -> bool {
-    operation.adds() || broker.config.transactions.partition_verification_enable
+    if operation.adds() {
+        return true;
+    }
+    let image = broker.image();
+    let dynamic = DynamicLayers::of(&image.broker_configs, broker.config.node_id);
+    dynamic_broker::partition_verification_enable(&broker.config, dynamic)
 }
 
 /// Verifies (or adds) every candidate (all of one producer); per candidate, in order, the

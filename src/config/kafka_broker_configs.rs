@@ -1,8 +1,8 @@
-//! Every broker config Apache Kafka lists in DescribeConfigs, one row each: name, type,
-//! default (`None` where Kafka's is null) and dynamic update mode, as Kafka documents them
-//! (`kafka_config.html`). Generated from the 3.8 documentation with the configs Kafka 4.0
-//! removed left out (ZooKeeper, message format, `control.plane.listener.name`, ...) and
-//! the defaults 4.0 changed updated.
+//! Every broker config Apache Kafka 4.0 lists in DescribeConfigs, one row each: name, type,
+//! default (`None` where Kafka's is null or absent) and dynamic update mode, as Kafka 4.0
+//! documents them (`40/generated/kafka_config.html` of apache/kafka-site, the table
+//! `KafkaConfig.configDef` prints with its internal configs left out): 289 rows. Kafka's
+//! documentation strings for them are in `kafka_config_docs`.
 //!
 //! DescribeConfigs shows each row this broker has no value of its own for with Kafka's
 //! default; only the configs `topic_config::LIVE_BROKER_CONFIGS` names can be altered.
@@ -41,7 +41,19 @@ const fn row(
 
 /// Sorted by name.
 pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
-    row("advertised.listeners", String, None, PerBroker),
+    row(
+        "add.partitions.to.txn.retry.backoff.max.ms",
+        Int,
+        Some("100"),
+        ReadOnly,
+    ),
+    row(
+        "add.partitions.to.txn.retry.backoff.ms",
+        Int,
+        Some("20"),
+        ReadOnly,
+    ),
+    row("advertised.listeners", String, None, ReadOnly),
     row("alter.config.policy.class.name", Class, None, ReadOnly),
     row(
         "alter.log.dirs.replication.quota.window.num",
@@ -55,9 +67,8 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("1"),
         ReadOnly,
     ),
-    row("authorizer.class.name", String, Some("\"\""), ReadOnly),
+    row("authorizer.class.name", String, Some(""), ReadOnly),
     row("auto.create.topics.enable", Boolean, Some("true"), ReadOnly),
-    row("auto.include.jmx.reporter", Boolean, Some("true"), ReadOnly),
     row(
         "auto.leader.rebalance.enable",
         Boolean,
@@ -88,18 +99,17 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("true"),
         ReadOnly,
     ),
-    row("controlled.shutdown.max.retries", Int, Some("3"), ReadOnly),
-    row(
-        "controlled.shutdown.retry.backoff.ms",
-        Long,
-        Some("5000"),
-        ReadOnly,
-    ),
     row("controller.listener.names", String, None, ReadOnly),
     row(
         "controller.quorum.append.linger.ms",
         Int,
         Some("25"),
+        ReadOnly,
+    ),
+    row(
+        "controller.quorum.bootstrap.servers",
+        List,
+        Some(""),
         ReadOnly,
     ),
     row(
@@ -132,7 +142,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("20"),
         ReadOnly,
     ),
-    row("controller.quorum.voters", List, Some("\"\""), ReadOnly),
+    row("controller.quorum.voters", List, Some(""), ReadOnly),
     row("controller.quota.window.num", Int, Some("11"), ReadOnly),
     row(
         "controller.quota.window.size.seconds",
@@ -170,12 +180,6 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     ),
     row("delete.topic.enable", Boolean, Some("true"), ReadOnly),
     row("early.start.listeners", String, None, ReadOnly),
-    row(
-        "eligible.leader.replicas.enable",
-        Boolean,
-        Some("false"),
-        ReadOnly,
-    ),
     row("fetch.max.bytes", Int, Some("57671680"), ReadOnly),
     row(
         "fetch.purgatory.purge.interval.requests",
@@ -186,10 +190,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "group.consumer.assignors",
         List,
-        Some(concat!(
-            "org.apache.kafka.coordinator.group.assignor.UniformAssignor,",
-            "org.apache.kafka.coordinator.group.assignor.RangeAssignor"
-        )),
+        Some("uniform,range"),
         ReadOnly,
     ),
     row(
@@ -214,7 +215,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "group.consumer.migration.policy",
         String,
-        Some("disabled"),
+        Some("bidirectional"),
         ReadOnly,
     ),
     row(
@@ -238,7 +239,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "group.coordinator.append.linger.ms",
         Int,
-        Some("10"),
+        Some("5"),
         ReadOnly,
     ),
     row(
@@ -247,7 +248,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("classic,consumer"),
         ReadOnly,
     ),
-    row("group.coordinator.threads", Int, Some("1"), ReadOnly),
+    row("group.coordinator.threads", Int, Some("4"), ReadOnly),
     row(
         "group.initial.rebalance.delay.ms",
         Int,
@@ -262,6 +263,69 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     ),
     row("group.max.size", Int, Some("2147483647"), ReadOnly),
     row("group.min.session.timeout.ms", Int, Some("6000"), ReadOnly),
+    row("group.share.delivery.count.limit", Int, Some("5"), ReadOnly),
+    row(
+        "group.share.heartbeat.interval.ms",
+        Int,
+        Some("5000"),
+        ReadOnly,
+    ),
+    row("group.share.max.groups", Short, Some("10"), ReadOnly),
+    row(
+        "group.share.max.heartbeat.interval.ms",
+        Int,
+        Some("15000"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.max.record.lock.duration.ms",
+        Int,
+        Some("60000"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.max.session.timeout.ms",
+        Int,
+        Some("60000"),
+        ReadOnly,
+    ),
+    row("group.share.max.size", Int, Some("200"), ReadOnly),
+    row(
+        "group.share.min.heartbeat.interval.ms",
+        Int,
+        Some("5000"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.min.record.lock.duration.ms",
+        Int,
+        Some("15000"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.min.session.timeout.ms",
+        Int,
+        Some("45000"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.partition.max.record.locks",
+        Int,
+        Some("200"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.record.lock.duration.ms",
+        Int,
+        Some("30000"),
+        ReadOnly,
+    ),
+    row(
+        "group.share.session.timeout.ms",
+        Int,
+        Some("45000"),
+        ReadOnly,
+    ),
     row(
         "initial.broker.registration.timeout.ms",
         Int,
@@ -270,28 +334,16 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     ),
     row("inter.broker.listener.name", String, None, ReadOnly),
     row(
-        "inter.broker.protocol.version",
-        String,
-        Some("3.8-IV0"),
-        ReadOnly,
-    ),
-    row(
         "kafka.metrics.polling.interval.secs",
         Int,
         Some("10"),
         ReadOnly,
     ),
-    row("kafka.metrics.reporters", List, Some("\"\""), ReadOnly),
+    row("kafka.metrics.reporters", List, Some(""), ReadOnly),
     row(
         "leader.imbalance.check.interval.seconds",
         Long,
         Some("300"),
-        ReadOnly,
-    ),
-    row(
-        "leader.imbalance.per.broker.percentage",
-        Int,
-        Some("10"),
         ReadOnly,
     ),
     row(
@@ -391,12 +443,6 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row("log.local.retention.bytes", Long, Some("-2"), ClusterWide),
     row("log.local.retention.ms", Long, Some("-2"), ClusterWide),
     row(
-        "log.message.downconversion.enable",
-        Boolean,
-        Some("true"),
-        ClusterWide,
-    ),
-    row(
         "log.message.timestamp.after.max.ms",
         Long,
         Some("3600000"),
@@ -452,7 +498,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "max.connections.per.ip.overrides",
         String,
-        Some("\"\""),
+        Some(""),
         ClusterWide,
     ),
     row(
@@ -501,19 +547,24 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("604800000"),
         ReadOnly,
     ),
-    row("metric.reporters", List, Some("\"\""), ClusterWide),
+    row(
+        "metric.reporters",
+        List,
+        Some("org.apache.kafka.common.metrics.JmxReporter"),
+        ClusterWide,
+    ),
     row("metrics.num.samples", Int, Some("2"), ReadOnly),
     row("metrics.recording.level", String, Some("INFO"), ReadOnly),
     row("metrics.sample.window.ms", Long, Some("30000"), ReadOnly),
     row("min.insync.replicas", Int, Some("1"), ClusterWide),
-    row("node.id", Int, Some("-1"), ReadOnly),
+    row("node.id", Int, None, ReadOnly),
     row("num.io.threads", Int, Some("8"), ClusterWide),
     row("num.network.threads", Int, Some("3"), ClusterWide),
     row("num.partitions", Int, Some("1"), ReadOnly),
     row(
         "num.recovery.threads.per.data.dir",
         Int,
-        Some("1"),
+        Some("2"),
         ClusterWide,
     ),
     row("num.replica.alter.log.dirs.threads", Int, None, ReadOnly),
@@ -543,28 +594,12 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         ReadOnly,
     ),
     row(
-        "password.encoder.cipher.algorithm",
-        String,
-        Some("AES/CBC/PKCS5Padding"),
-        ReadOnly,
-    ),
-    row("password.encoder.iterations", Int, Some("4096"), ReadOnly),
-    row("password.encoder.key.length", Int, Some("128"), ReadOnly),
-    row(
-        "password.encoder.keyfactory.algorithm",
-        String,
-        None,
-        ReadOnly,
-    ),
-    row("password.encoder.old.secret", Password, None, ReadOnly),
-    row("password.encoder.secret", Password, None, ReadOnly),
-    row(
         "principal.builder.class",
         Class,
         Some("org.apache.kafka.common.security.authenticator.DefaultKafkaPrincipalBuilder"),
         PerBroker,
     ),
-    row("process.roles", List, Some("\"\""), ReadOnly),
+    row("process.roles", List, None, ReadOnly),
     row(
         "producer.id.expiration.ms",
         Int,
@@ -583,9 +618,21 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row("quota.window.size.seconds", Int, Some("1"), ReadOnly),
     row("remote.fetch.max.wait.ms", Int, Some("500"), ClusterWide),
     row(
+        "remote.list.offsets.request.timeout.ms",
+        Long,
+        Some("30000"),
+        ClusterWide,
+    ),
+    row(
         "remote.log.index.file.cache.total.size.bytes",
         Long,
         Some("1073741824"),
+        ClusterWide,
+    ),
+    row(
+        "remote.log.manager.copier.thread.pool.size",
+        Int,
+        Some("10"),
         ClusterWide,
     ),
     row(
@@ -605,6 +652,12 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Int,
         Some("1"),
         ReadOnly,
+    ),
+    row(
+        "remote.log.manager.expiration.thread.pool.size",
+        Int,
+        Some("10"),
+        ClusterWide,
     ),
     row(
         "remote.log.manager.fetch.max.bytes.per.second",
@@ -633,7 +686,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "remote.log.manager.thread.pool.size",
         Int,
-        Some("10"),
+        Some("2"),
         ReadOnly,
     ),
     row(
@@ -645,10 +698,9 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row(
         "remote.log.metadata.manager.class.name",
         String,
-        Some(concat!(
-            "org.apache.kafka.server.log.remote.metadata.storage.",
-            "TopicBasedRemoteLogMetadataManager"
-        )),
+        Some(
+            "org.apache.kafka.server.log.remote.metadata.storage.TopicBasedRemoteLogMetadataManager",
+        ),
         ReadOnly,
     ),
     row(
@@ -675,7 +727,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
         Some("100"),
         ReadOnly,
     ),
-    row("remote.log.reader.threads", Int, Some("10"), ReadOnly),
+    row("remote.log.reader.threads", Int, Some("10"), ClusterWide),
     row(
         "remote.log.storage.manager.class.name",
         String,
@@ -874,6 +926,67 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     ),
     row("security.providers", String, None, ReadOnly),
     row(
+        "share.coordinator.append.linger.ms",
+        Int,
+        Some("10"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.load.buffer.size",
+        Int,
+        Some("5242880"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.snapshot.update.records.per.snapshot",
+        Int,
+        Some("500"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.state.topic.compression.codec",
+        Int,
+        Some("0"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.state.topic.min.isr",
+        Short,
+        Some("2"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.state.topic.num.partitions",
+        Int,
+        Some("50"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.state.topic.replication.factor",
+        Short,
+        Some("3"),
+        ReadOnly,
+    ),
+    row(
+        "share.coordinator.state.topic.segment.bytes",
+        Int,
+        Some("104857600"),
+        ReadOnly,
+    ),
+    row("share.coordinator.threads", Int, Some("1"), ReadOnly),
+    row(
+        "share.coordinator.write.timeout.ms",
+        Int,
+        Some("5000"),
+        ReadOnly,
+    ),
+    row(
+        "share.fetch.purgatory.purge.interval.requests",
+        Int,
+        Some("1000"),
+        ReadOnly,
+    ),
+    row(
         "socket.connection.setup.timeout.max.ms",
         Long,
         Some("30000"),
@@ -891,7 +1004,7 @@ pub const KAFKA_BROKER_CONFIGS: &[KafkaBrokerConfig] = &[
     row("socket.send.buffer.bytes", Int, Some("102400"), ReadOnly),
     row("ssl.allow.dn.changes", Boolean, Some("false"), ReadOnly),
     row("ssl.allow.san.changes", Boolean, Some("false"), ReadOnly),
-    row("ssl.cipher.suites", List, Some("\"\""), PerBroker),
+    row("ssl.cipher.suites", List, Some(""), PerBroker),
     row("ssl.client.auth", String, Some("none"), PerBroker),
     row(
         "ssl.enabled.protocols",
@@ -1009,5 +1122,52 @@ mod tests {
             let row = KAFKA_BROKER_CONFIGS.iter().find(|row| row.name == *name);
             assert!(row.is_some_and(|row| row.update_mode != ReadOnly), "{name}");
         }
+    }
+
+    fn row_of(name: &str) -> Option<&'static KafkaBrokerConfig> {
+        KAFKA_BROKER_CONFIGS.iter().find(|row| row.name == name)
+    }
+
+    #[test]
+    fn kafka_4_0s_table() {
+        assert_eq!(KAFKA_BROKER_CONFIGS.len(), 289);
+        // New in 4.0 (share groups, KIP-890's server-side retries, ...), with 4.0's defaults.
+        for (name, default) in [
+            ("share.coordinator.threads", "1"),
+            ("share.coordinator.state.topic.replication.factor", "3"),
+            ("group.consumer.migration.policy", "bidirectional"),
+            ("add.partitions.to.txn.retry.backoff.max.ms", "100"),
+            ("remote.list.offsets.request.timeout.ms", "30000"),
+            ("group.coordinator.threads", "4"),
+            ("num.recovery.threads.per.data.dir", "2"),
+            (
+                "metric.reporters",
+                "org.apache.kafka.common.metrics.JmxReporter",
+            ),
+            ("log.message.timestamp.after.max.ms", "3600000"),
+            ("authorizer.class.name", ""),
+        ] {
+            assert_eq!(
+                row_of(name).and_then(|row| row.default),
+                Some(default),
+                "{name}"
+            );
+        }
+        // Removed in 4.0.
+        for name in [
+            "zookeeper.connect",
+            "log.message.format.version",
+            "inter.broker.protocol.version",
+            "auto.include.jmx.reporter",
+            "password.encoder.secret",
+            "leader.imbalance.per.broker.percentage",
+        ] {
+            assert!(row_of(name).is_none(), "{name}");
+        }
+        let mode = |name| row_of(name).map(|row| row.update_mode);
+        assert_eq!(mode("advertised.listeners"), Some(ReadOnly));
+        assert_eq!(mode("remote.log.reader.threads"), Some(ClusterWide));
+        assert_eq!(mode("listeners"), Some(PerBroker));
+        assert_eq!(row_of("node.id").map(|row| row.default), Some(None));
     }
 }

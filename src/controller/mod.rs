@@ -29,6 +29,7 @@ pub mod rejection;
 pub mod store;
 pub mod topic_admin;
 pub mod topic_rules;
+pub mod unclean_election;
 
 use thiserror::Error;
 use uuid::Uuid;

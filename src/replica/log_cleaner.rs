@@ -1,6 +1,8 @@
 //! The log cleaner thread: one dedicated OS thread, as Kafka's `LogCleaner` has its own,
 //! that runs a cleaning pass ([`Partition::clean`]) over every hosted partition every
-//! `log.cleaner.backoff.ms`. Cleaning reads and writes whole segments; on its own thread
+//! `log.cleaner.backoff.ms`. Its settings are read again before every pause and every
+//! round, so a dynamic `log.cleaner.backoff.ms` or `log.cleaner.dedupe.buffer.size` takes
+//! effect from the next pause (Kafka restarts its cleaner threads for the same effect). Cleaning reads and writes whole segments; on its own thread
 //! it never occupies an async worker, and partitions stay locked only for snapshots and
 //! swaps. [`LogCleaner::stop`] ends it promptly: the wait wakes at once and a running
 //! pass stops at its next batch, leaving the log as it was.
@@ -66,9 +68,10 @@ pub struct LogCleaner {
 }
 
 impl LogCleaner {
-    /// Start the thread; `partitions` lists the partitions to clean at each round.
+    /// Start the thread; `settings` gives the settings now, `partitions` lists the
+    /// partitions to clean at each round.
     pub fn start(
-        settings: CleanerSettings,
+        settings: impl Fn() -> CleanerSettings + Send + 'static,
         partitions: impl Fn() -> Vec<Arc<Partition>> + Send + 'static,
     ) -> std::io::Result<LogCleaner> {
         let signal = Arc::new(StopSignal::default());
@@ -103,18 +106,37 @@ impl Drop for LogCleaner {
     }
 }
 
+/// How often a pause reads `log.cleaner.backoff.ms` again: a shorter pause set meanwhile
+/// ends it this soon, not after the old one.
+const PAUSE_RECHECK: Duration = Duration::from_secs(1);
+
 fn run(
-    settings: CleanerSettings,
+    settings: impl Fn() -> CleanerSettings,
     signal: &StopSignal,
     partitions: impl Fn() -> Vec<Arc<Partition>>,
 ) {
-    let pause = Duration::from_millis(settings.backoff_ms.max(1));
-    while !signal.wait(pause) {
+    while !pause(&settings, signal) {
+        let dedupe_buffer_bytes = settings().dedupe_buffer_bytes;
         for partition in partitions() {
             if signal.is_set() {
                 return;
             }
-            clean_one(&partition, settings.dedupe_buffer_bytes, &signal.stopped);
+            clean_one(&partition, dedupe_buffer_bytes, &signal.stopped);
+        }
+    }
+}
+
+/// Waits out `log.cleaner.backoff.ms` from now, as it is at each recheck; true when stopped.
+fn pause(settings: &impl Fn() -> CleanerSettings, signal: &StopSignal) -> bool {
+    let started = Instant::now();
+    loop {
+        let backoff = Duration::from_millis(settings().backoff_ms.max(1));
+        let left = backoff.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        if signal.wait(left.min(PAUSE_RECHECK)) {
+            return true;
         }
     }
 }
@@ -236,8 +258,39 @@ mod tests {
             backoff_ms: 3_600_000,
             dedupe_buffer_bytes: DEDUPE_BUFFER_BYTES_DEFAULT,
         };
-        let cleaner = LogCleaner::start(settings, Vec::new).unwrap();
+        let cleaner = LogCleaner::start(move || settings, Vec::new).unwrap();
         // Returns only once the thread has ended: it must not wait out the hour.
         cleaner.stop();
+    }
+
+    #[test]
+    fn a_shorter_backoff_ends_the_pause_under_way() {
+        // An hour's pause is read first, then 1 ms: the pause under way ends at its next
+        // recheck (a second) and every round after it reads the settings again.
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = reads.clone();
+        let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let listed = rounds.clone();
+        let settings = move || CleanerSettings {
+            backoff_ms: if counted.fetch_add(1, Ordering::Relaxed) == 0 {
+                3_600_000
+            } else {
+                1
+            },
+            dedupe_buffer_bytes: DEDUPE_BUFFER_BYTES_DEFAULT,
+        };
+        let cleaner = LogCleaner::start(settings, move || {
+            listed.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rounds.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cleaner.stop();
+        assert!(rounds.load(Ordering::Relaxed) >= 3);
+        // At least two reads a round (the pause, the map size), not one at start-up.
+        assert!(reads.load(Ordering::Relaxed) >= 6);
     }
 }

@@ -1,6 +1,7 @@
 //! The `producer.id.expiration.check.interval.ms` timer: every interval, each hosted
 //! partition (leader or follower, as Kafka checks every log) forgets the producers idle for
 //! `producer.id.expiration.ms` with no open transaction ([`Partition::remove_expired_producers`]).
+//! The expiration is read again at every check: it is a dynamic broker config.
 //!
 //! Bounded work: a pass visits the partitions in slices of [`PARTITIONS_PER_SLICE_MAX`],
 //! each on a blocking thread, and each partition's lock is held for one pass over its own
@@ -19,9 +20,11 @@ use crate::types::now_ms;
 /// Partitions checked per blocking task.
 pub const PARTITIONS_PER_SLICE_MAX: usize = 256;
 
+/// `expiration_ms` gives `producer.id.expiration.ms` now; the check interval is static.
 pub async fn run_producer_expiration(
     replicas: Arc<ReplicaManager>,
     config: ProducerIdExpirationConfig,
+    expiration_ms: impl Fn() -> i64,
     mut shutdown: Shutdown,
 ) {
     let interval = Duration::from_millis(config.check_interval_ms.max(1));
@@ -35,9 +38,9 @@ pub async fn run_producer_expiration(
         }
         let partitions = replicas.all();
         let mut removed = 0;
+        let expiration_ms = expiration_ms();
         for slice in partitions.chunks(PARTITIONS_PER_SLICE_MAX) {
             let slice = slice.to_vec();
-            let expiration_ms = config.expiration_ms;
             let work = tokio::task::spawn_blocking(move || expire_slice(&slice, expiration_ms));
             match work.await {
                 Ok(count) => removed += count,

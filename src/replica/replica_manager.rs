@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::partition::read_partition_metadata;
 use super::{Leadership, Partition, ReplicaError, hw_checkpoint};
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, dynamic_broker};
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, PartitionImage, TopicImage};
 use crate::log::durable::{DELETE_DIR_SUFFIX, STRAY_DIR_SUFFIX, is_aside_dir_name, rename_aside};
@@ -164,7 +164,7 @@ impl ReplicaManager {
             hw_checkpoint::read(&self.config.log_dirs)
         };
         let node_id = self.node_id;
-        let expiration_ms = self.config.producer_id_expiration.expiration_ms;
+        let expiration_ms = dynamic_broker::producer_id_expiration_ms(&self.config, dynamic);
         let opened = on_threads(&openings, threads, |opening| {
             let high_watermark = high_watermarks.get(&opening.tp).copied().unwrap_or(0);
             opening.open(node_id, (high_watermark, expiration_ms), last_shutdown)
