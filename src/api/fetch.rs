@@ -5,6 +5,9 @@
 //! follower's: it reads up to the log end rather than the high watermark, and its fetch
 //! offset tells the leader how far the follower has come (`record_follower_fetch`), which
 //! may move the high watermark, complete acks=all produces and add the follower to the ISR.
+//! A partition throttled on the leader side here gets no records while the leader quota is
+//! over its bound and the follower is not in the ISR (`replica::replication_quota`); the
+//! bytes sent for throttled partitions are counted against that quota.
 //!
 //! A consumer's fetch at `isolation_level=1` (read_committed) reads only up to the last
 //! stable offset and lists the aborted transactions overlapping what it returns (from the
