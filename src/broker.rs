@@ -115,7 +115,6 @@ impl Broker {
                 samples: config.replication.quota_window_samples,
                 window_ms: config.replication.quota_window_seconds.saturating_mul(1000),
             },
-            crate::client_quota::monotonic_ms(),
         ));
         let broker = Broker {
             reconciled: tokio::sync::watch::channel(0).0,

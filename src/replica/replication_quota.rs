@@ -129,9 +129,14 @@ pub fn validate_rate(name: &str, value: &str) -> Result<(), String> {
 
 /// Kafka's `shouldLeaderThrottle` / `shouldFollowerThrottle`: hold a replica back only
 /// if its partition is throttled on this side, it is not caught up (else the ISR would
-/// thrash) and the side's rate is over its bound.
-pub fn should_throttle(listed: bool, in_sync: bool, exceeded: bool) -> bool {
-    listed && !in_sync && exceeded
+/// thrash) and the side's rate is over its bound. Asked in Kafka's order, each only if
+/// the one before held: the rate is measured only for a listed replica that lags.
+pub fn should_throttle(
+    listed: bool,
+    in_sync: impl FnOnce() -> bool,
+    exceeded: impl FnOnce() -> bool,
+) -> bool {
+    listed && !in_sync() && exceeded()
 }
 
 /// Kafka's comparison (`Quota.acceptable`): a rate equal to the bound is within it.
@@ -146,16 +151,21 @@ pub struct ReplicationQuota {
     /// Any topic has a throttled-replicas list naming this broker (or `*`).
     active: AtomicBool,
     throttled: RwLock<HashMap<String, ThrottledReplicas>>,
-    rate: Mutex<SampledRate>,
+    config: RateConfig,
+    /// Made at the first check or record, and made afresh once idle for a whole window
+    /// (Kafka's sensor, made on first use): an idle stretch before the throttled traffic
+    /// began must not count as time at rate zero, or the first seconds could burst.
+    rate: Mutex<Option<SampledRate>>,
 }
 
 impl ReplicationQuota {
-    pub fn new(config: RateConfig, now_ms: u64) -> ReplicationQuota {
+    pub fn new(config: RateConfig) -> ReplicationQuota {
         ReplicationQuota {
             bound: AtomicI64::new(RATE_UNBOUNDED),
             active: AtomicBool::new(false),
             throttled: RwLock::new(HashMap::new()),
-            rate: Mutex::new(SampledRate::simple(config, now_ms)),
+            config,
+            rate: Mutex::new(None),
         }
     }
 
@@ -174,24 +184,24 @@ impl ReplicationQuota {
         if bound == RATE_UNBOUNDED {
             return false;
         }
-        is_over(self.lock_rate().measure(now_ms), bound)
+        self.with_rate(now_ms, |rate| is_over(rate.measure(now_ms), bound))
     }
 
     /// Whether a replica of `tp` is held back now ([`should_throttle`]); `in_sync` is
     /// only asked for a throttled partition.
     pub fn holds(&self, tp: &TopicPartition, in_sync: impl FnOnce() -> bool, now_ms: u64) -> bool {
-        let listed = self.is_throttled(tp);
-        listed && should_throttle(listed, in_sync(), self.is_exceeded(now_ms))
+        should_throttle(self.is_throttled(tp), in_sync, || self.is_exceeded(now_ms))
     }
 
     /// Counts bytes of a throttled partition, sent or fetched (Kafka's `record`).
     pub fn record(&self, bytes: usize, now_ms: u64) {
-        self.lock_rate().record(bytes as f64, now_ms);
+        self.with_rate(now_ms, |rate| rate.record(bytes as f64, now_ms));
     }
 
     /// The measured rate in bytes per second (the `byte-rate` metric).
     pub fn byte_rate(&self, now_ms: u64) -> f64 {
-        self.lock_rate().measure(now_ms)
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        rate.as_mut().map_or(0.0, |rate| rate.measure(now_ms))
     }
 
     pub fn bound(&self) -> i64 {
@@ -219,8 +229,13 @@ impl ReplicationQuota {
         }
     }
 
-    fn lock_rate(&self) -> std::sync::MutexGuard<'_, SampledRate> {
-        self.rate.lock().unwrap_or_else(|p| p.into_inner())
+    fn with_rate<T>(&self, now_ms: u64, use_rate: impl FnOnce(&mut SampledRate) -> T) -> T {
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        let current = match rate.take() {
+            Some(current) if !current.is_idle(now_ms) => current,
+            _ => SampledRate::simple(self.config, now_ms),
+        };
+        use_rate(rate.insert(current))
     }
 }
 
@@ -232,11 +247,11 @@ pub struct ReplicationQuotas {
 }
 
 impl ReplicationQuotas {
-    pub fn new(node_id: NodeId, config: RateConfig, now_ms: u64) -> ReplicationQuotas {
+    pub fn new(node_id: NodeId, config: RateConfig) -> ReplicationQuotas {
         ReplicationQuotas {
             node_id,
-            leader: ReplicationQuota::new(config, now_ms),
-            follower: ReplicationQuota::new(config, now_ms),
+            leader: ReplicationQuota::new(config),
+            follower: ReplicationQuota::new(config),
         }
     }
 
