@@ -21,6 +21,7 @@ use crate::controller::{
 use crate::group::{CoordinatorConfig, GroupConfig, GroupCoordinator, LedPartition, OFFSETS_TOPIC};
 use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
+use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
 use crate::topic_config::DynamicLayers;
@@ -70,6 +71,8 @@ pub struct Broker {
     pub verifier: TxnVerifier,
     /// Client quotas applied here (produce, fetch and request time), from the image.
     pub client_quotas: ClientQuotaManager,
+    /// Replication throttles (leader and follower side), from the image.
+    pub replication_quotas: Arc<ReplicationQuotas>,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -108,14 +111,23 @@ impl Broker {
             ));
         }
         crate::controller::legacy_import::import_if_present(&controller, &metadata_dir).await?;
+        let replication_quotas = Arc::new(ReplicationQuotas::new(
+            config.node_id,
+            RateConfig {
+                samples: config.replication.quota_window_samples,
+                window_ms: config.replication.quota_window_seconds.saturating_mul(1000),
+            },
+        ));
         let broker = Broker {
             reconciled: tokio::sync::watch::channel(0).0,
             replicas: Arc::new(ReplicaManager::new(config.clone())),
             fetchers: ReplicaFetchers::new(
                 config.node_id,
                 config.replication.clone(),
+                replication_quotas.clone(),
                 Shutdown::from_receiver(stopping.subscribe()),
             ),
+            replication_quotas,
             producer_ids: ProducerIdManager::new(controller.clone()),
             groups: GroupCoordinator::new(
                 CoordinatorConfig {
@@ -167,6 +179,7 @@ impl Broker {
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
         broker.client_quotas.update(&image.client_quotas);
+        broker.replication_quotas.update(&image);
         broker.replicas.set_aside_stray_directories(&image)?;
         // Taken (and its removal made durable) before any write can be accepted, so a crash
         // from here on is never mistaken for a clean stop.
@@ -631,6 +644,7 @@ async fn reconcile_images(broker: Arc<Broker>) {
         let image = images.borrow_and_update().clone();
         // Quotas apply on every node from the committed image, whoever changed them.
         broker.client_quotas.update(&image.client_quotas);
+        broker.replication_quotas.update(&image);
         let index = image.applied_index;
         if index > *broker.reconciled.borrow() {
             let hosted = broker.clone();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{BrokerConfig, dynamic_broker};
 use crate::log::{LogConfig, TimestampType, TopicCompression};
+use crate::replica::replication_quota;
 use crate::types::NodeId;
 
 /// Kafka's `ConfigDef.Type` codes as DescribeConfigs v3+ reports them.
@@ -107,10 +108,22 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         LONG_MAX,
     ),
     def(
+        replication_quota::FOLLOWER_REPLICAS,
+        None,
+        ConfigType::List,
+        "",
+    ),
+    def(
         "index.interval.bytes",
         Some("log.index.interval.bytes"),
         ConfigType::Int,
         "4096",
+    ),
+    def(
+        replication_quota::LEADER_REPLICAS,
+        None,
+        ConfigType::List,
+        "",
     ),
     def(
         "local.retention.bytes",
@@ -297,12 +310,8 @@ impl<'a> DynamicLayers<'a> {
 /// topic without its own; `unclean.leader.election.enable`, which the active controller's
 /// unclean election task reads (`controller::unclean_election`); and the broker-only
 /// configs of `config::dynamic_broker`, read at each use. Kafka allows more; those we do
-/// not apply are refused, never stored and ignored.
-// SEAM(replication-throttles): Kafka's `leader.replication.throttled.rate` /
-// `follower.replication.throttled.rate` (broker, bytes/s over 11 one-second windows) and
-// the topic lists `leader.replication.throttled.replicas` / `follower...` are not applied
-// yet, so they stay refused here (never stored and ignored); `kafka-reassign-partitions
-// --throttle` fails until the leader's fetch path and the follower's fetcher honour them.
+/// not apply are refused, never stored and ignored. The replication throttles' rates are
+/// alterable too ([`is_live_broker_config`]); they are no topic config's default.
 // SEAM(cleaner-knobs): `log.cleaner.min.compaction.lag.ms`, `...max.compaction.lag.ms`,
 // `log.cleaner.min.cleanable.ratio` (the cleaner compacts every closed segment each round,
 // with no dirty-ratio or lag gate), `log.cleaner.threads` (one cleaner thread),
@@ -334,6 +343,26 @@ pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
+/// Whether a broker config may be altered dynamically here.
+pub fn is_live_broker_config(name: &str) -> bool {
+    LIVE_BROKER_CONFIGS.contains(&name) || replication_quota::RATE_CONFIGS.contains(&name)
+}
+
+/// The effective value of a dynamic-only broker config (the replication rates): this
+/// broker's, the cluster default, else Kafka's default; named and typed as a LONG.
+pub fn resolve_dynamic_only(name: &str, default: &str, dynamic: DynamicLayers) -> ResolvedConfig {
+    let mut layers = dynamic.values(name);
+    layers.push((name.to_string(), default.to_string(), ConfigSource::Default));
+    let (_, value, source) = layers[0].clone();
+    ResolvedConfig {
+        name: name.to_string(),
+        value,
+        source,
+        config_type: ConfigType::Long,
+        synonyms: layers,
+    }
+}
+
 /// The topic config a broker key is the default of.
 pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS
@@ -343,6 +372,9 @@ pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
 
 /// Checks a value for a dynamic broker config; the error text is what clients show.
 pub fn validate_broker_value(name: &str, value: &str) -> Result<(), String> {
+    if replication_quota::RATE_CONFIGS.contains(&name) {
+        return replication_quota::validate_rate(name, value);
+    }
     let checked = if let Some(def) = dynamic_broker::find(name) {
         dynamic_broker::check_value(def, value)
     } else {
@@ -433,6 +465,15 @@ fn resolve(
 pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), String> {
     for (name, value) in configs {
         let def = find(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
+        if [
+            replication_quota::LEADER_REPLICAS,
+            replication_quota::FOLLOWER_REPLICAS,
+        ]
+        .contains(&name.as_str())
+        {
+            replication_quota::validate_replica_list(name, value)?;
+            continue;
+        }
         check_value(def, value).map_err(|reason| {
             format!("Invalid value {value} for configuration {name}: {reason}")
         })?;
@@ -770,5 +811,31 @@ mod tests {
         assert!(validate_broker_value("log.retention.ms", "soon").is_err());
         assert!(validate_broker_value("log.cleanup.policy", "compact").is_ok());
         assert!(validate_broker_value("log.cleanup.policy", "shred").is_err());
+        assert!(validate_broker_value("leader.replication.throttled.rate", "100").is_ok());
+        assert!(validate_broker_value("follower.replication.throttled.rate", "-1").is_err());
+        assert!(is_live_broker_config("follower.replication.throttled.rate"));
+        assert!(!is_live_broker_config("log.dirs"));
+    }
+
+    #[test]
+    fn throttled_replica_lists_are_topic_configs_validated_as_kafka_does() {
+        let list = |value: &str| topic(&[("leader.replication.throttled.replicas", value)]);
+        assert!(validate(&list("0:1,1:2")).is_ok());
+        assert!(validate(&list("*")).is_ok());
+        let error = validate(&list("0-1")).unwrap_err();
+        assert!(
+            error.starts_with("Invalid value [0-1] for configuration"),
+            "{error}"
+        );
+        let all = resolve_all(&broker(&[]), NONE, &topic(&[]));
+        let follower = all
+            .iter()
+            .find(|c| c.name == "follower.replication.throttled.replicas")
+            .unwrap();
+        assert_eq!(
+            (follower.value.as_str(), follower.source),
+            ("", ConfigSource::Default)
+        );
+        assert_eq!(follower.config_type, ConfigType::List);
     }
 }

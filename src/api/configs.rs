@@ -15,6 +15,7 @@ use crate::config::BrokerConfig;
 use crate::config::dynamic_broker::{self, BROKER_ONLY_LIVE_CONFIGS};
 use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
 use crate::config::kafka_config_docs;
+use crate::replica::replication_quota::{RATE_CONFIGS, RATE_UNBOUNDED};
 use crate::topic_config::{
     self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
 };
@@ -154,11 +155,19 @@ fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
                 name: name.clone(),
                 value: value.clone(),
                 source,
-                config_type: kafka_row(name).map_or(ConfigType::String, |row| row.config_type),
+                config_type: broker_config_type(name),
                 synonyms: vec![(name.clone(), value.clone(), source)],
             }
         })
         .collect()
+}
+
+/// The type of an alterable broker config.
+fn broker_config_type(name: &str) -> ConfigType {
+    if RATE_CONFIGS.contains(&name) {
+        return ConfigType::Long;
+    }
+    kafka_row(name).map_or(ConfigType::String, |row| row.config_type)
 }
 
 /// Keys this broker reads that Kafka 4.0's table lacks (ours, or newer than the table);
@@ -166,8 +175,10 @@ fn cluster_defaults(configs: &DynamicBrokerConfigs) -> Vec<ResolvedConfig> {
 const KNOWN_UNLISTED_CONFIGS: &[&str] = &[
     "cluster.id",
     "controller.quorum.bootstrap.servers",
+    "follower.replication.throttled.rate",
     "http.listener",
     "leader.imbalance.per.broker.percentage",
+    "leader.replication.throttled.rate",
     "log.filter",
     "log.roll.minutes",
     "partitions.per.request.max",
@@ -225,7 +236,7 @@ fn is_read_only(config: &ResolvedConfig) -> bool {
     }
     let broker_level =
         config.source != ConfigSource::DynamicTopic && topic_config::find(&config.name).is_none();
-    broker_level && !topic_config::LIVE_BROKER_CONFIGS.contains(&config.name.as_str())
+    broker_level && !topic_config::is_live_broker_config(&config.name)
 }
 
 /// What a described entry carries besides its value, from the request.
@@ -310,6 +321,13 @@ fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<Resolved
     for def in BROKER_ONLY_LIVE_CONFIGS {
         all.push(dynamic_broker::resolve(def, config, dynamic));
     }
+    // Set only dynamically (Kafka's `DynamicConfig.Broker`): a static value is not read.
+    for name in RATE_CONFIGS {
+        let unbounded = RATE_UNBOUNDED.to_string();
+        all.push(topic_config::resolve_dynamic_only(
+            name, &unbounded, dynamic,
+        ));
+    }
     for (name, value) in &config.explicit {
         if !all.iter().any(|c| c.name == *name) {
             let source = ConfigSource::StaticBroker;
@@ -317,7 +335,7 @@ fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<Resolved
                 name: name.clone(),
                 value: value.clone(),
                 source,
-                config_type: kafka_row(name).map_or(ConfigType::String, |row| row.config_type),
+                config_type: broker_config_type(name),
                 synonyms: vec![(name.clone(), value.clone(), source)],
             });
         }

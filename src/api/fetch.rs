@@ -5,6 +5,9 @@
 //! follower's: it reads up to the log end rather than the high watermark, and its fetch
 //! offset tells the leader how far the follower has come (`record_follower_fetch`), which
 //! may move the high watermark, complete acks=all produces and add the follower to the ISR.
+//! A partition throttled on the leader side here gets no records while the leader quota is
+//! over its bound and the follower is not in the ISR (`replica::replication_quota`); the
+//! bytes sent for throttled partitions are counted against that quota.
 //!
 //! A consumer's fetch at `isolation_level=1` (read_committed) reads only up to the last
 //! stable offset and lists the aborted transactions overlapping what it returns (from the
@@ -36,6 +39,7 @@ use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::metrics::{self, request::Delayed, request::Parked};
+use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::waits::ChangeWaiter;
 use crate::replica::{FollowerBroker, Partition, PartitionRead, ReplicaError, isr_changes};
 use crate::types::{NodeId, now_ms};
@@ -58,6 +62,9 @@ struct Target {
     log_start_offset: i64,
     /// A consumer's `isolation_level=1`.
     read_committed: bool,
+    /// A follower's fetch of a partition throttled on the leader side here: the leader
+    /// quota, which holds its records back while over its bound (unless it is in sync).
+    leader_quota: Option<Arc<ReplicationQuotas>>,
 }
 
 pub async fn handle(
@@ -85,6 +92,7 @@ pub async fn handle(
     }
     if let Some(replica) = replica {
         record_follower_progress(broker, &image, &request, replica, &mut targets);
+        mark_leader_throttled(broker, &mut targets);
     }
     let mut response_bytes_max =
         (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
@@ -132,6 +140,7 @@ pub async fn handle(
     let response = build_response(topics, &targets, results, hints);
     if replica.is_some() {
         record_bytes_out(&targets, &bytes_out);
+        record_leader_throttled(&targets, &bytes_out);
         return response;
     }
     let (response, throttled) = throttle_consumer(broker, context, response);
@@ -199,6 +208,32 @@ fn record_bytes_out(targets: &[Target], bytes_out: &[Option<usize>]) {
             }
             Ok(partition) => partition.topic_metrics().record_out(bytes),
             Err(_) => {}
+        }
+    }
+}
+
+/// Marks the follower's targets whose partitions the leader side throttles here (one
+/// atomic load per target when nothing is throttled).
+fn mark_leader_throttled(broker: &Broker, targets: &mut [Target]) {
+    let quotas = &broker.replication_quotas;
+    for target in targets {
+        if let Ok(partition) = &target.partition
+            && quotas.leader.is_throttled(&partition.tp)
+        {
+            target.leader_quota = Some(Arc::clone(quotas));
+        }
+    }
+}
+
+/// Kafka records the bytes sent for every throttled partition, in sync or not: the
+/// bound is on the replication traffic as a whole.
+fn record_leader_throttled(targets: &[Target], bytes_out: &[Option<usize>]) {
+    let now = crate::client_quota::monotonic_ms();
+    for (target, &bytes) in targets.iter().zip(bytes_out) {
+        if let (Some(quotas), Some(bytes)) = (&target.leader_quota, bytes)
+            && bytes > 0
+        {
+            quotas.leader.record(bytes, now);
         }
     }
 }
@@ -303,6 +338,7 @@ fn resolve_targets(
                 replica,
                 log_start_offset: partition.log_start_offset,
                 read_committed: false,
+                leader_quota: None,
             });
         }
     }
@@ -348,10 +384,25 @@ fn read_one(target: &Target, remaining: usize, min_one_batch: bool) -> ReadOutco
     let max_bytes = target.max_bytes.min(remaining);
     let offset = target.fetch_offset;
     match target.replica {
+        // Held back: no records, but the offsets (and any error) as ever (Kafka's
+        // `readFromLog` answers a throttled partition with an empty record set).
+        Some(replica) if leader_holds(target, partition, replica) => {
+            partition.read_replica(offset, 0, false)
+        }
         Some(_) => partition.read_replica(offset, max_bytes, min_one_batch),
         None => partition.read_isolated(offset, max_bytes, min_one_batch, target.read_committed),
     }
     .map_err(fail)
+}
+
+/// Kafka's `shouldLeaderThrottle` for a target marked throttled.
+fn leader_holds(target: &Target, partition: &Partition, replica: NodeId) -> bool {
+    target.leader_quota.as_ref().is_some_and(|quotas| {
+        let in_sync = || partition.is_in_sync(replica);
+        quotas
+            .leader
+            .holds(&partition.tp, in_sync, crate::client_quota::monotonic_ms())
+    })
 }
 
 /// Done waiting: enough bytes, or an error the client must see now.

@@ -28,9 +28,20 @@ struct Sample {
     window_start_ms: u64,
 }
 
+/// The least span a rate divides by, while its samples cover less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WindowFloor {
+    /// Kafka's `Rate`: `samples - 1` whole windows (client quotas).
+    WholeWindows,
+    /// Kafka's `SimpleRate`: one window (replication quotas), so a throttle set on an idle
+    /// broker bites after the first second's bytes rather than after ten seconds' worth.
+    OneWindow,
+}
+
 #[derive(Clone, Debug)]
 pub struct SampledRate {
     config: RateConfig,
+    floor: WindowFloor,
     samples: Vec<Sample>,
     current: usize,
     last_record_ms: u64,
@@ -41,12 +52,21 @@ impl SampledRate {
         assert!(config.samples >= 2 && config.window_ms > 0, "{config:?}");
         SampledRate {
             config,
+            floor: WindowFloor::WholeWindows,
             samples: vec![Sample {
                 value: 0.0,
                 window_start_ms: now_ms,
             }],
             current: 0,
             last_record_ms: now_ms,
+        }
+    }
+
+    /// A rate measured as Kafka's `SimpleRate` (see [`WindowFloor::OneWindow`]).
+    pub fn simple(config: RateConfig, now_ms: u64) -> SampledRate {
+        SampledRate {
+            floor: WindowFloor::OneWindow,
+            ..SampledRate::new(config, now_ms)
         }
     }
 
@@ -80,6 +100,7 @@ impl SampledRate {
     /// The span the rate divides by (Kafka's `Rate.windowSize`): from the oldest sample's
     /// start, but never less than `samples - 1` whole windows, so a new client's first
     /// burst is spread over the full window rather than measured over a few milliseconds.
+    /// A [`SampledRate::simple`] rate divides by at least one window instead.
     pub fn window_size_ms(&mut self, now_ms: u64) -> u64 {
         self.purge_obsolete(now_ms);
         let oldest = (self.samples.iter())
@@ -87,6 +108,9 @@ impl SampledRate {
             .min()
             .unwrap_or(now_ms);
         let mut elapsed_ms = now_ms.saturating_sub(oldest);
+        if self.floor == WindowFloor::OneWindow {
+            return elapsed_ms.max(self.config.window_ms);
+        }
         let full_windows = elapsed_ms / self.config.window_ms;
         let full_windows_min = (self.config.samples - 1) as u64;
         if full_windows < full_windows_min {
@@ -163,6 +187,17 @@ mod tests {
         assert_eq!(rate.measure(10_000), 0.0);
         assert!(rate.is_idle(10_000));
         assert!(!rate.is_idle(3500));
+    }
+
+    #[test]
+    fn a_simple_rate_divides_by_at_least_one_window() {
+        let mut rate = SampledRate::simple(RateConfig::default(), 0);
+        rate.record(1000.0, 0);
+        assert_eq!(rate.window_size_ms(0), 1000);
+        assert_eq!(rate.measure(0), 1000.0);
+        assert_eq!(rate.measure(2000), 500.0);
+        // Past the whole window (11 samples of 1 s) the bytes no longer count.
+        assert_eq!(rate.measure(11_000), 0.0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! documentation strings for them are in `kafka_config_docs`.
 //!
 //! DescribeConfigs shows each row this broker has no value of its own for with Kafka's
-//! default; only the configs `topic_config::LIVE_BROKER_CONFIGS` names can be altered.
+//! default; only the configs `topic_config::is_live_broker_config` accepts can be altered.
 
 use crate::topic_config::ConfigType::{self, *};
 

@@ -22,6 +22,10 @@ pub struct ReplicationConfig {
     pub socket_timeout_ms: u64,
     /// `replica.high.watermark.checkpoint.interval.ms`
     pub high_watermark_checkpoint_interval_ms: u64,
+    /// `replication.quota.window.num` and `replication.quota.window.size.seconds`: the
+    /// replication throttles' rates are measured over this many samples of this long.
+    pub quota_window_samples: usize,
+    pub quota_window_seconds: u64,
 }
 
 impl ReplicationConfig {
@@ -43,6 +47,8 @@ impl ReplicationConfig {
                 "replica.high.watermark.checkpoint.interval.ms",
                 5_000,
             )?,
+            quota_window_samples: parse(explicit, "replication.quota.window.num", 11)?,
+            quota_window_seconds: parse(explicit, "replication.quota.window.size.seconds", 1)?,
         };
         config.validate()?;
         Ok(config)
@@ -89,6 +95,21 @@ impl ReplicationConfig {
             let key = "replica.high.watermark.checkpoint.interval.ms";
             return Err(invalid(key, "0".into(), "must be > 0"));
         }
+        // Kafka: both atLeast(1); a rate needs two samples here to have a window to
+        // measure over (as `quota.window.num`).
+        if !(2..=1000).contains(&self.quota_window_samples) {
+            let value = self.quota_window_samples.to_string();
+            return Err(invalid(
+                "replication.quota.window.num",
+                value,
+                "must be 2..=1000",
+            ));
+        }
+        if !(1..=3600).contains(&self.quota_window_seconds) {
+            let value = self.quota_window_seconds.to_string();
+            let key = "replication.quota.window.size.seconds";
+            return Err(invalid(key, value, "must be 1..=3600"));
+        }
         Ok(())
     }
 }
@@ -115,5 +136,11 @@ mod tests {
         assert!(with(&[("replica.lag.time.max.ms", "400")]).is_err());
         assert!(with(&[("replica.fetch.max.bytes", "-1")]).is_err());
         assert!(with(&[("replica.lag.time.max.ms", "2000")]).is_ok());
+        assert_eq!(
+            (config.quota_window_samples, config.quota_window_seconds),
+            (11, 1)
+        );
+        assert!(with(&[("replication.quota.window.num", "1")]).is_err());
+        assert!(with(&[("replication.quota.window.size.seconds", "0")]).is_err());
     }
 }

@@ -194,7 +194,7 @@ fn check_broker_changes(changes: &ConfigChanges) -> Result<(), ControllerError> 
         .iter()
         .filter(|(_, value)| value.is_some())
         .map(|(key, _)| key.as_str())
-        .filter(|key| !topic_config::LIVE_BROKER_CONFIGS.contains(key))
+        .filter(|key| !topic_config::is_live_broker_config(key))
         .collect();
     if !refused.is_empty() {
         return Err(ControllerError::InvalidRequest(format!(

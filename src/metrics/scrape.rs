@@ -34,6 +34,7 @@ pub async fn render(broker: &Broker) -> String {
     topics(&mut out);
     let image = broker.image();
     replica_manager(&mut out, broker, &image);
+    replication_quotas(&mut out, broker, &image);
     controller(&mut out, broker, &image);
     raft(&mut out, broker, &image);
     logs(&mut out, broker);
@@ -223,6 +224,35 @@ fn replica_manager(out: &mut Exposition, broker: &Broker, image: &MetadataImage)
         let name = format!("kafka_server_replicamanager_{suffix}");
         out.family(&name, Kind::Counter, help);
         out.sample(&name, &[], counter.load(Relaxed) as f64);
+    }
+}
+
+/// Kafka's replication quota metrics (`LeaderReplication` / `FollowerReplication`
+/// `byte-rate`: the bytes of throttled partitions per second), and how many partitions
+/// each side throttles here (ours).
+fn replication_quotas(out: &mut Exposition, broker: &Broker, image: &MetadataImage) {
+    let quotas = &broker.replication_quotas;
+    let now = crate::client_quota::monotonic_ms();
+    let sides = [
+        ("leader", "leaderreplication", &quotas.leader),
+        ("follower", "followerreplication", &quotas.follower),
+    ];
+    for (_, kind, quota) in sides {
+        let name = format!("kafka_server_{kind}_byte_rate");
+        let help = "Bytes per second of throttled partitions' replication traffic.";
+        out.family(&name, Kind::Gauge, help);
+        out.sample(&name, &[], quota.byte_rate(now));
+    }
+    let name = "kafka_server_replicationquota_throttled_partitions";
+    out.family(
+        name,
+        Kind::Gauge,
+        "Partitions whose replication is throttled here, by side.",
+    );
+    let partitions_of = |topic: &str| image.topic(topic).map_or(0, |t| t.partitions.len());
+    for (side, _, quota) in sides {
+        let count = quota.throttled_partitions(partitions_of);
+        out.sample(name, &[("side", side)], count as f64);
     }
 }
 

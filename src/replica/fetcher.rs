@@ -11,6 +11,10 @@
 //! partition (or, for a broken connection, the whole fetcher) off for
 //! `replica.fetch.backoff.ms`.
 //!
+//! A partition throttled on the follower side here (see [`super::replication_quota`])
+//! that is not caught up is left out of the request while the follower quota is over
+//! its bound; the bytes fetched for throttled partitions are counted against it.
+//!
 //! [`ReplicaFetchers::reconcile`] keeps the tasks in step with the partitions' roles after
 //! every image.
 
@@ -34,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::peer_connection::{PeerConnection, PeerError};
+use super::replication_quota::ReplicationQuotas;
 use super::{Partition, ReplicaError, ReplicaManager};
 use crate::config::ReplicationConfig;
 use crate::controller::MetadataImage;
@@ -50,6 +55,7 @@ const UNDEFINED: i64 = -1;
 pub struct ReplicaFetchers {
     node_id: NodeId,
     settings: ReplicationConfig,
+    quotas: Arc<ReplicationQuotas>,
     shutdown: Shutdown,
     fetchers: Mutex<HashMap<NodeId, Fetcher>>,
 }
@@ -82,6 +88,9 @@ struct Followed {
     leader_epoch: i32,
     /// False until OffsetForLeaderEpoch truncation finished for this leader epoch.
     truncated: bool,
+    /// The last fetch brought the log up to the leader's high watermark (Kafka's
+    /// `isReplicaInSync` of the fetch state): a caught-up replica is never throttled.
+    caught_up: bool,
     retry_at: Option<Instant>,
 }
 
@@ -95,11 +104,13 @@ impl ReplicaFetchers {
     pub fn new(
         node_id: NodeId,
         settings: ReplicationConfig,
+        quotas: Arc<ReplicationQuotas>,
         shutdown: Shutdown,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
             node_id,
             settings,
+            quotas,
             shutdown,
             fetchers: Mutex::new(HashMap::new()),
         }
@@ -119,6 +130,7 @@ impl ReplicaFetchers {
                 partition: Arc::clone(&partition),
                 leader_epoch,
                 truncated: false,
+                caught_up: false,
                 retry_at: None,
             };
             wanted
@@ -170,6 +182,7 @@ impl ReplicaFetchers {
             address: address.clone(),
             node_id: self.node_id,
             settings: self.settings.clone(),
+            quotas: Arc::clone(&self.quotas),
             shared: Arc::clone(&shared),
             connection: None,
             rounds: 0,
@@ -201,6 +214,7 @@ struct FetcherTask {
     address: String,
     node_id: NodeId,
     settings: ReplicationConfig,
+    quotas: Arc<ReplicationQuotas>,
     shared: Arc<Shared>,
     connection: Option<PeerConnection>,
     /// Fetch rounds so far: the partition order rotates by it, so that partitions late in
@@ -455,7 +469,11 @@ impl FetcherTask {
         self.rounds = self.rounds.wrapping_add(1);
         let mut topics: Vec<FetchTopic> = Vec::new();
         let mut asked = Vec::new();
+        let now = crate::client_quota::monotonic_ms();
         for (tp, followed) in partitions {
+            if self.quotas.follower.holds(&tp, || followed.caught_up, now) {
+                continue; // throttled: asked again once the rate is back within bound
+            }
             let Ok((log_start, _, log_end)) = followed.partition.offsets() else {
                 continue; // deleted meanwhile; the next reconcile drops it
             };
@@ -552,6 +570,7 @@ impl FetcherTask {
                         return;
                     }
                 }
+                self.count_throttled(tp, followed, answer.high_watermark, records.len());
                 partition.follow_high_watermark(answer.high_watermark, source);
                 follow_log_start(tp, partition, answer.log_start_offset, source);
             }
@@ -586,6 +605,29 @@ impl FetcherTask {
 /// Moves the follower's log start up to its leader's (retention or DeleteRecords there), as
 /// Kafka's `processPartitionData` does with `maybeIncrementLogStartOffset`, deleting the
 /// segments below it. Checked cheaply first: most responses leave the start where it is.
+impl FetcherTask {
+    /// Counts a throttled partition's fetched bytes against the follower quota (in sync or
+    /// not, as Kafka), and notes whether the log caught up with the leader's high mark
+    /// (for every partition: a throttle set later must find in-sync replicas known).
+    fn count_throttled(
+        &self,
+        tp: &TopicPartition,
+        followed: &Followed,
+        leader_high_watermark: i64,
+        bytes: usize,
+    ) {
+        let quota = &self.quotas.follower;
+        if bytes > 0 && quota.is_throttled(tp) {
+            quota.record(bytes, crate::client_quota::monotonic_ms());
+        }
+        let caught_up = (followed.partition.offsets())
+            .is_ok_and(|(_, _, log_end)| log_end >= leader_high_watermark);
+        if caught_up != followed.caught_up {
+            self.update(tp, followed, |f| f.caught_up = caught_up);
+        }
+    }
+}
+
 fn follow_log_start(
     tp: &TopicPartition,
     partition: &Partition,

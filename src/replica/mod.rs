@@ -17,6 +17,7 @@ pub mod partition;
 pub mod peer_connection;
 pub mod producer_expiration;
 pub mod replica_manager;
+pub mod replication_quota;
 pub mod waits;
 
 use thiserror::Error;

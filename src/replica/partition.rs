@@ -936,6 +936,12 @@ impl Partition {
         state.replication.as_ref().map(|r| r.isr().to_vec())
     }
 
+    /// Whether `replica` is in the ISR this broker leads with (false if it does not lead).
+    pub fn is_in_sync(&self, replica: NodeId) -> bool {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (state.replication.as_ref()).is_some_and(|r| r.isr().contains(&replica))
+    }
+
     /// The leader-epoch cache: each epoch with the offset its first batch has or will have.
     pub fn leader_epochs(&self) -> LeaderEpochCache {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
