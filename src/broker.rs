@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::client_quota::ClientQuotaManager;
 use crate::client_quota::rate::RateConfig;
 use crate::config::BrokerConfig;
+use crate::config::connection_limits::{self, ConnectionLimits};
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
     BrokerEndpoint, CommandOutcome, Controller, ControllerError, ControllerSettings,
@@ -22,6 +23,7 @@ use crate::replica::fetcher::ReplicaFetchers;
 use crate::replica::replica_manager::on_threads;
 use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
+use crate::server::connection_quotas::{ConnectionQuotas, resolve_overrides};
 use crate::txn::markers::NetworkMarkerSender;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::txn::verification::TxnVerifier;
@@ -68,6 +70,9 @@ pub struct Broker {
     pub verifier: TxnVerifier,
     /// Client quotas applied here (produce, fetch and request time), from the image.
     pub client_quotas: ClientQuotaManager,
+    /// Connection counts and limits shared by the client listeners, kept to the static
+    /// configs with the image's dynamic broker configs and ip quotas over them.
+    pub connections: Arc<ConnectionQuotas>,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -148,10 +153,22 @@ impl Broker {
                     config.transactions.state_log_partitions,
                 )
             },
-            client_quotas: ClientQuotaManager::new(RateConfig {
-                samples: config.quota_window_samples,
-                window_ms: config.quota_window_seconds.saturating_mul(1000),
-            }),
+            client_quotas: ClientQuotaManager::new(rate_config(&config)),
+            connections: {
+                let names: Vec<&str> = (config.broker_listeners())
+                    .map(|endpoint| endpoint.name.as_str())
+                    .collect();
+                let limits = config.connection_limits.clone();
+                let overrides =
+                    tokio::task::block_in_place(|| resolve_overrides(&limits.per_ip_overrides));
+                Arc::new(ConnectionQuotas::new(
+                    limits,
+                    overrides,
+                    rate_config(&config),
+                    &config.inter_broker_listener_name,
+                    &names,
+                ))
+            },
             controller,
             config,
             stopping,
@@ -159,6 +176,7 @@ impl Broker {
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
         broker.client_quotas.update(&image.client_quotas);
+        broker.apply_connection_limits(&image);
         broker.replicas.set_aside_stray_directories(&image)?;
         // Taken (and its removal made durable) before any write can be accepted, so a crash
         // from here on is never mistaken for a clean stop.
@@ -575,6 +593,49 @@ impl Broker {
     }
 }
 
+/// `quota.window.num` x `quota.window.size.seconds`, for client and connection quotas.
+fn rate_config(config: &BrokerConfig) -> RateConfig {
+    RateConfig {
+        samples: config.quota_window_samples,
+        window_ms: config.quota_window_seconds.saturating_mul(1000),
+    }
+}
+
+impl Broker {
+    /// The connection limits of the static configs with the image's dynamic broker
+    /// configs over them (cluster default, then this broker's), and the image's ip
+    /// connection creation rate quotas, applied to the listeners at once. Values were
+    /// validated when altered; a combination that still does not fit keeps the limits
+    /// in force, as Kafka keeps its config when a dynamic update fails to apply.
+    fn apply_connection_limits(&self, image: &crate::controller::MetadataImage) {
+        self.connections.update_ip_quotas(&image.client_quotas);
+        let dynamic =
+            crate::topic_config::DynamicLayers::of(&image.broker_configs, self.config.node_id);
+        let configs =
+            connection_limits::layered(&self.config.explicit, dynamic.cluster, dynamic.per_broker);
+        let limits = match ConnectionLimits::from_configs(&configs) {
+            Ok(limits) => limits,
+            Err(error) => {
+                tracing::error!(%error, "dynamic connection limits not applied");
+                return;
+            }
+        };
+        let current = self.connections.limits();
+        if limits == current {
+            return;
+        }
+        // Host names resolve only when the overrides change (a lookup blocks).
+        let overrides = if limits.per_ip_overrides == current.per_ip_overrides {
+            None
+        } else {
+            Some(tokio::task::block_in_place(|| {
+                resolve_overrides(&limits.per_ip_overrides)
+            }))
+        };
+        self.connections.update_limits(limits, overrides);
+    }
+}
+
 /// The one reconciler: every committed image, whoever proposed the change, opens, closes
 /// and re-roles local partitions here, then loads offsets partitions this node now leads.
 async fn reconcile_images(broker: Arc<Broker>) {
@@ -584,6 +645,7 @@ async fn reconcile_images(broker: Arc<Broker>) {
         let image = images.borrow_and_update().clone();
         // Quotas apply on every node from the committed image, whoever changed them.
         broker.client_quotas.update(&image.client_quotas);
+        broker.apply_connection_limits(&image);
         let index = image.applied_index;
         if index > *broker.reconciled.borrow() {
             let hosted = broker.clone();

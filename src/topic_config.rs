@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::BrokerConfig;
+use crate::config::connection_limits;
 use crate::log::{LogConfig, TimestampType, TopicCompression};
 use crate::types::NodeId;
 
@@ -315,9 +316,20 @@ pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "log.retention.ms",
     "log.roll.ms",
     "log.segment.bytes",
+    "max.connection.creation.rate",
+    "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "message.max.bytes",
     "min.insync.replicas",
 ];
+
+/// Whether broker config `name` may be altered dynamically here: one of
+/// [`LIVE_BROKER_CONFIGS`] or a listener-prefixed connection limit
+/// (`listener.name.<l>.max.connections`, `...max.connection.creation.rate`).
+pub fn is_live_broker_config(name: &str) -> bool {
+    LIVE_BROKER_CONFIGS.contains(&name) || connection_limits::is_live(name)
+}
 
 /// The topic config a broker key is the default of.
 pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
@@ -328,6 +340,10 @@ pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
 
 /// Checks a value for a dynamic broker config; the error text is what clients show.
 pub fn validate_broker_value(name: &str, value: &str) -> Result<(), String> {
+    // The connection limits are the socket server's, not topic defaults.
+    if connection_limits::is_live(name) {
+        return connection_limits::validate_value(name, value);
+    }
     let def = find_by_broker_synonym(name)
         .ok_or_else(|| format!("Unknown broker config name: {name}"))?;
     check_value(def, value)
@@ -722,9 +738,24 @@ mod tests {
 
     #[test]
     fn live_broker_configs_are_defaults_log_config_applies() {
-        for name in LIVE_BROKER_CONFIGS {
-            assert!(find_by_broker_synonym(name).is_some(), "{name}");
+        for pair in LIVE_BROKER_CONFIGS.windows(2) {
+            assert!(pair[0] < pair[1], "sorted: {}", pair[1]);
         }
+        for name in LIVE_BROKER_CONFIGS {
+            let connection_limit = connection_limits::LIVE_CONFIGS.contains(name);
+            assert!(
+                connection_limit || find_by_broker_synonym(name).is_some(),
+                "{name}"
+            );
+        }
+        assert!(validate_broker_value("max.connections.per.ip", "-1").is_err());
+        assert!(validate_broker_value("max.connections.per.ip", "3").is_ok());
+        assert!(is_live_broker_config(
+            "listener.name.external.max.connections"
+        ));
+        assert!(!is_live_broker_config(
+            "listener.name.external.num.network.threads"
+        ));
         assert!(validate_broker_value("log.retention.ms", "60000").is_ok());
         assert!(validate_broker_value("log.retention.ms", "soon").is_err());
         assert!(validate_broker_value("log.cleanup.policy", "compact").is_ok());

@@ -215,7 +215,7 @@ fn is_read_only(config: &ResolvedConfig) -> bool {
     }
     let broker_level =
         config.source != ConfigSource::DynamicTopic && topic_config::find(&config.name).is_none();
-    broker_level && !topic_config::LIVE_BROKER_CONFIGS.contains(&config.name.as_str())
+    broker_level && !topic_config::is_live_broker_config(&config.name)
 }
 
 fn entry(
@@ -358,7 +358,7 @@ fn own_configs(config: &BrokerConfig) -> [(&'static str, String, ConfigType); 13
         ),
         (
             "max.connections",
-            config.connections_max.to_string(),
+            config.connection_limits.connections_max.to_string(),
             ConfigType::Int,
         ),
         (

@@ -18,9 +18,6 @@
 //! less the time parked in produce and fetch waits (Kafka's purgatory). 100 is one
 //! thread's worth of time.
 //!
-//! SEAM(ip-connection-rate): `connection_creation_rate` (ip entities) is stored and
-//! described but not enforced; KIP-612's accept-then-delayed-close belongs beside the
-//! connection counts in `server/connection_quotas.rs`.
 //! SEAM(controller-mutation-quota): `controller_mutation_rate` is stored and described, but
 //! CreateTopics/CreatePartitions/DeleteTopics are not throttled (KIP-599's
 //! THROTTLING_QUOTA_EXCEEDED).
