@@ -247,6 +247,11 @@ def test_per_ip_limits_change_live(per_ip):
             close_all([c for c in conns if c])
             return all(conns)
         assert eventually(third_allowed_three)
+        # Described with its source, the cluster default under it.
+        from test_alter_configs import raw_describe
+        error, described = raw_describe(per_ip, 4, NODE_ID, ["max.connections.per.ip"])
+        dynamic_broker_config = 2  # Kafka's ConfigSource.DYNAMIC_BROKER_CONFIG
+        assert (error, described["max.connections.per.ip"]) == (0, ("3", dynamic_broker_config))
 
         # Removed everywhere: unlimited again.
         assert alter_broker(per_ip, NODE_ID, [("max.connections.per.ip", delete_op, "")])[0] == 0

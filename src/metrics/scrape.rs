@@ -351,6 +351,9 @@ fn logs(out: &mut Exposition, broker: &Broker) {
     }
 }
 
+/// A per-listener counter family: name, help, and how to read it.
+type ListenerCounter = (&'static str, &'static str, fn(&ListenerMetrics) -> f64);
+
 /// Connections per listener, parked requests, and request memory.
 fn network(out: &mut Exposition) {
     let registry = registry();
@@ -377,7 +380,7 @@ fn network(out: &mut Exposition) {
             metrics.accepted.load(Relaxed) as f64,
         );
     }
-    let counters: [(&str, &str, fn(&ListenerMetrics) -> f64); 3] = [
+    let counters: [ListenerCounter; 3] = [
         (
             "kafka_server_socketservermetrics_connection_refused_per_ip_total",
             "Connections closed at once for max.connections.per.ip, by listener.",
