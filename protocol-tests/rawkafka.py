@@ -245,8 +245,13 @@ class ConnectionClosed(Exception):
 class Connection:
     """One TCP connection to the broker; requests are sent and answered one at a time."""
 
-    def __init__(self, host, port, timeout_s=10.0, client_id=CLIENT_ID):
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
+    def __init__(self, host, port, timeout_s=10.0, client_id=CLIENT_ID,
+                 source_host=None):
+        # source_host: the local address to connect from (any 127.x.y.z on Linux), so
+        # tests can be several client IPs.
+        source = (source_host, 0) if source_host else None
+        self.sock = socket.create_connection((host, port), timeout=timeout_s,
+                                             source_address=source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout_s = timeout_s
         self.client_id = client_id

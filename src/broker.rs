@@ -13,6 +13,7 @@ use crate::client_quota::mutation::Exhausted;
 use crate::client_quota::rate::RateConfig;
 use crate::client_quota::{ClientQuotaManager, MutationQuota};
 use crate::config::BrokerConfig;
+use crate::config::connection_limits::{self, ConnectionLimits};
 use crate::controller::topic_admin::{self, NewTopic, TopicDefaults};
 use crate::controller::{
     BrokerEndpoint, CommandOutcome, Controller, ControllerError, ControllerSettings,
@@ -25,6 +26,7 @@ use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
 use crate::topic_config::DynamicLayers;
+use crate::server::connection_quotas::{ConnectionQuotas, resolve_overrides};
 use crate::txn::markers::NetworkMarkerSender;
 use crate::txn::producer_ids::ProducerIdManager;
 use crate::txn::verification::TxnVerifier;
@@ -73,6 +75,9 @@ pub struct Broker {
     pub client_quotas: ClientQuotaManager,
     /// Replication throttles (leader and follower side), from the image.
     pub replication_quotas: Arc<ReplicationQuotas>,
+    /// Connection counts and limits shared by the client listeners, kept to the static
+    /// configs with the image's dynamic broker configs and ip quotas over them.
+    pub connections: Arc<ConnectionQuotas>,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -163,15 +168,27 @@ impl Broker {
                 )
             },
             client_quotas: ClientQuotaManager::new(
-                RateConfig {
-                    samples: config.quota_window_samples,
-                    window_ms: config.quota_window_seconds.saturating_mul(1000),
-                },
+                rate_config(&config),
                 RateConfig {
                     samples: config.controller_quota_window_samples,
                     window_ms: config.controller_quota_window_seconds.saturating_mul(1000),
                 },
             ),
+            connections: {
+                let names: Vec<&str> = (config.broker_listeners())
+                    .map(|endpoint| endpoint.name.as_str())
+                    .collect();
+                let limits = config.connection_limits.clone();
+                let overrides =
+                    tokio::task::block_in_place(|| resolve_overrides(&limits.per_ip_overrides));
+                Arc::new(ConnectionQuotas::new(
+                    limits,
+                    overrides,
+                    rate_config(&config),
+                    &config.inter_broker_listener_name,
+                    &names,
+                ))
+            },
             controller,
             config,
             stopping,
@@ -180,6 +197,7 @@ impl Broker {
         let image = broker.image();
         broker.client_quotas.update(&image.client_quotas);
         broker.replication_quotas.update(&image);
+        broker.apply_connection_limits(&image);
         broker.replicas.set_aside_stray_directories(&image)?;
         // Taken (and its removal made durable) before any write can be accepted, so a crash
         // from here on is never mistaken for a clean stop.
@@ -635,6 +653,49 @@ fn throttled(exhausted: Exhausted) -> ControllerError {
     }
 }
 
+/// `quota.window.num` x `quota.window.size.seconds`, for client and connection quotas.
+fn rate_config(config: &BrokerConfig) -> RateConfig {
+    RateConfig {
+        samples: config.quota_window_samples,
+        window_ms: config.quota_window_seconds.saturating_mul(1000),
+    }
+}
+
+impl Broker {
+    /// The connection limits of the static configs with the image's dynamic broker
+    /// configs over them (cluster default, then this broker's), and the image's ip
+    /// connection creation rate quotas, applied to the listeners at once. Values were
+    /// validated when altered; a combination that still does not fit keeps the limits
+    /// in force, as Kafka keeps its config when a dynamic update fails to apply.
+    fn apply_connection_limits(&self, image: &crate::controller::MetadataImage) {
+        self.connections.update_ip_quotas(&image.client_quotas);
+        let dynamic =
+            crate::topic_config::DynamicLayers::of(&image.broker_configs, self.config.node_id);
+        let configs =
+            connection_limits::layered(&self.config.explicit, dynamic.cluster, dynamic.per_broker);
+        let limits = match ConnectionLimits::from_configs(&configs) {
+            Ok(limits) => limits,
+            Err(error) => {
+                tracing::error!(%error, "dynamic connection limits not applied");
+                return;
+            }
+        };
+        let current = self.connections.limits();
+        if limits == current {
+            return;
+        }
+        // Host names resolve only when the overrides change (a lookup blocks).
+        let overrides = if limits.per_ip_overrides == current.per_ip_overrides {
+            None
+        } else {
+            Some(tokio::task::block_in_place(|| {
+                resolve_overrides(&limits.per_ip_overrides)
+            }))
+        };
+        self.connections.update_limits(limits, overrides);
+    }
+}
+
 /// The one reconciler: every committed image, whoever proposed the change, opens, closes
 /// and re-roles local partitions here, then loads offsets partitions this node now leads.
 async fn reconcile_images(broker: Arc<Broker>) {
@@ -645,6 +706,7 @@ async fn reconcile_images(broker: Arc<Broker>) {
         // Quotas apply on every node from the committed image, whoever changed them.
         broker.client_quotas.update(&image.client_quotas);
         broker.replication_quotas.update(&image);
+        broker.apply_connection_limits(&image);
         let index = image.applied_index;
         if index > *broker.reconciled.borrow() {
             let hosted = broker.clone();

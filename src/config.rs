@@ -24,10 +24,10 @@ use thiserror::Error;
 
 use crate::types::NodeId;
 
+pub mod connection_limits;
 pub mod dynamic_broker;
 pub mod kafka_broker_configs;
 pub mod kafka_config_docs;
-mod listener_limits;
 mod producer_ids;
 mod replication;
 mod topology;
@@ -188,12 +188,10 @@ pub struct BrokerConfig {
     /// as in Kafka) is unbounded. Kafka's default is unbounded; ours is 128 MiB so a
     /// burst of large produces cannot take the broker's memory with it.
     pub queued_request_bytes_max: Option<u32>,
-    /// `max.connections`: accepted sockets beyond this wait for a free slot. 0 (Kafka's
-    /// `atLeast(0)`) admits clients on no listener but a protected inter-broker one.
-    pub connections_max: usize,
-    /// `listener.name.<listener>.max.connections`, by upper-case listener name: applies to
-    /// that listener even when it is the inter-broker one (KIP-402).
-    pub listener_connections_max: BTreeMap<String, usize>,
+    /// The connection limits as configured statically (`max.connections`: accepted
+    /// sockets beyond it wait for a free slot; per IP, per listener, creation rates); the
+    /// server applies the dynamic layers over them as the image changes.
+    pub connection_limits: connection_limits::ConnectionLimits,
     /// `log.filter`: the log filter, `RUST_LOG` syntax; the `RUST_LOG` environment
     /// variable, when set, wins (an operator's one-off override needs no config edit).
     pub log_filter: String,
@@ -420,8 +418,8 @@ impl BrokerConfig {
             )?,
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
-            connections_max: parse(&explicit, "max.connections", 65_536)?,
-            listener_connections_max: listener_limits::listener_connections_max(&explicit)?,
+            connection_limits: connection_limits::ConnectionLimits::from_configs(&explicit)
+                .map_err(ConfigError::Inconsistent)?,
             log_filter: get("log.filter").unwrap_or(LOG_FILTER_DEFAULT).to_string(),
             connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
             quota_window_samples: parse(&explicit, "quota.window.num", 11)?,

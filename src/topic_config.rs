@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{BrokerConfig, dynamic_broker};
+use crate::config::{BrokerConfig, connection_limits, dynamic_broker};
 use crate::log::{LogConfig, TimestampType, TopicCompression};
 use crate::replica::replication_quota;
 use crate::types::NodeId;
@@ -336,6 +336,10 @@ pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "log.retention.ms",
     "log.roll.ms",
     "log.segment.bytes",
+    "max.connection.creation.rate",
+    "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "message.max.bytes",
     "min.insync.replicas",
     "producer.id.expiration.ms",
@@ -343,9 +347,14 @@ pub const LIVE_BROKER_CONFIGS: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
-/// Whether a broker config may be altered dynamically here.
+/// Whether broker config `name` may be altered dynamically here: one of
+/// [`LIVE_BROKER_CONFIGS`] or a listener-prefixed connection limit
+/// (`listener.name.<l>.max.connections`, `...max.connection.creation.rate`) or
+/// a replication throttle rate.
 pub fn is_live_broker_config(name: &str) -> bool {
-    LIVE_BROKER_CONFIGS.contains(&name) || replication_quota::RATE_CONFIGS.contains(&name)
+    LIVE_BROKER_CONFIGS.contains(&name)
+        || replication_quota::RATE_CONFIGS.contains(&name)
+        || connection_limits::is_live(name)
 }
 
 /// The effective value of a dynamic-only broker config (the replication rates): this
@@ -374,6 +383,10 @@ pub fn find_by_broker_synonym(name: &str) -> Option<&'static TopicConfigDef> {
 pub fn validate_broker_value(name: &str, value: &str) -> Result<(), String> {
     if replication_quota::RATE_CONFIGS.contains(&name) {
         return replication_quota::validate_rate(name, value);
+    }
+    // The connection limits are the socket server's, not topic defaults.
+    if connection_limits::is_live(name) {
+        return connection_limits::validate_value(name, value);
     }
     let checked = if let Some(def) = dynamic_broker::find(name) {
         dynamic_broker::check_value(def, value)
@@ -798,8 +811,9 @@ mod tests {
             assert!(pair[0] < pair[1], "{}", pair[1]);
         }
         for name in LIVE_BROKER_CONFIGS {
-            let known =
-                find_by_broker_synonym(name).is_some() || dynamic_broker::find(name).is_some();
+            let known = find_by_broker_synonym(name).is_some()
+                || dynamic_broker::find(name).is_some()
+                || connection_limits::LIVE_CONFIGS.contains(name);
             assert!(known, "{name}");
         }
         assert!(validate_broker_value("producer.id.expiration.ms", "1000").is_ok());
@@ -807,6 +821,14 @@ mod tests {
             validate_broker_value("log.cleaner.backoff.ms", "-5").unwrap_err(),
             "Invalid value -5 for configuration log.cleaner.backoff.ms: Value must be at least 0"
         );
+        assert!(validate_broker_value("max.connections.per.ip", "-1").is_err());
+        assert!(validate_broker_value("max.connections.per.ip", "3").is_ok());
+        assert!(is_live_broker_config(
+            "listener.name.external.max.connections"
+        ));
+        assert!(!is_live_broker_config(
+            "listener.name.external.num.network.threads"
+        ));
         assert!(validate_broker_value("log.retention.ms", "60000").is_ok());
         assert!(validate_broker_value("log.retention.ms", "soon").is_err());
         assert!(validate_broker_value("log.cleanup.policy", "compact").is_ok());

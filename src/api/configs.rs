@@ -13,6 +13,7 @@ use super::RequestContext;
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::config::dynamic_broker::{self, BROKER_ONLY_LIVE_CONFIGS};
+use crate::config::connection_limits;
 use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
 use crate::config::kafka_config_docs;
 use crate::replica::replication_quota::{RATE_CONFIGS, RATE_UNBOUNDED};
@@ -167,7 +168,10 @@ fn broker_config_type(name: &str) -> ConfigType {
     if RATE_CONFIGS.contains(&name) {
         return ConfigType::Long;
     }
-    kafka_row(name).map_or(ConfigType::String, |row| row.config_type)
+    topic_config::find_by_broker_synonym(name).map_or_else(
+        || kafka_row(unprefixed(name)).map_or(ConfigType::String, |row| row.config_type),
+        |def| def.config_type,
+    )
 }
 
 /// Keys this broker reads that Kafka 4.0's table lacks (ours, or newer than the table);
@@ -354,8 +358,45 @@ fn broker_configs(config: &BrokerConfig, dynamic: DynamicLayers) -> Vec<Resolved
             });
         }
     }
+    with_dynamic_connection_limits(&mut all, dynamic);
     all.sort_by(|a, b| a.name.cmp(&b.name));
     all
+}
+
+/// The connection limits set dynamically, described as Kafka does: the highest layer's
+/// value and source, the layers under it as synonyms (this broker's, the cluster
+/// default, then the static or default value).
+fn with_dynamic_connection_limits(all: &mut Vec<ResolvedConfig>, dynamic: DynamicLayers) {
+    let layers = [
+        (dynamic.per_broker, ConfigSource::DynamicBroker),
+        (dynamic.cluster, ConfigSource::DynamicDefaultBroker),
+    ];
+    let names: std::collections::BTreeSet<String> = (layers.iter())
+        .filter_map(|(layer, _)| *layer)
+        .flat_map(|layer| layer.keys())
+        .filter(|name| connection_limits::is_live(name))
+        .cloned()
+        .collect();
+    for name in names {
+        let mut chain: Vec<(String, String, ConfigSource)> = (layers.iter())
+            .filter_map(|(layer, source)| {
+                Some((name.clone(), (*layer)?.get(&name)?.clone(), *source))
+            })
+            .collect();
+        let config_type =
+            kafka_row(unprefixed(&name)).map_or(ConfigType::String, |row| row.config_type);
+        if let Some(index) = all.iter().position(|config| config.name == name) {
+            chain.append(&mut all.remove(index).synonyms);
+        }
+        let (_, value, source) = chain[0].clone();
+        all.push(ResolvedConfig {
+            name,
+            value,
+            source,
+            config_type,
+            synonyms: chain,
+        });
+    }
 }
 
 fn kafka_row(name: &str) -> Option<&'static KafkaBrokerConfig> {
@@ -410,7 +451,7 @@ fn own_configs(config: &BrokerConfig) -> [(&'static str, String, ConfigType); 13
         ),
         (
             "max.connections",
-            config.connections_max.to_string(),
+            config.connection_limits.connections_max.to_string(),
             ConfigType::Int,
         ),
         (

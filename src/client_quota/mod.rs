@@ -18,9 +18,6 @@
 //! less the time parked in produce and fetch waits (Kafka's purgatory). 100 is one
 //! thread's worth of time.
 //!
-//! SEAM(ip-connection-rate): `connection_creation_rate` (ip entities) is stored and
-//! described but not enforced; KIP-612's accept-then-delayed-close belongs beside the
-//! connection counts in `server/connection_quotas.rs`.
 //! `controller_mutation_rate` (KIP-599): CreateTopics, CreatePartitions and DeleteTopics
 //! take their partition counts from a token bucket ([`token_bucket`], with
 //! `controller.quota.window.*`) through a per-request [`MutationQuota`]. Kafka enforces it

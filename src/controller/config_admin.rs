@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::image::MetadataImage;
 use super::{CommandOutcome, ControllerError, MetadataCommand};
 use crate::config::BrokerConfig;
+use crate::config::connection_limits;
 use crate::topic_config::{self, ConfigType};
 
 /// What an `AlterConfigs` command changes.
@@ -162,6 +163,7 @@ fn plan(
         ConfigTarget::Broker(name) => {
             check_broker_name(name)?;
             check_broker_changes(&changes)?;
+            check_connection_limits(image, name, &after, &changes)?;
             ConfigResource::Broker {
                 name: name.to_string(),
             }
@@ -210,6 +212,31 @@ fn check_broker_changes(changes: &ConfigChanges) -> Result<(), ControllerError> 
         }
     }
     Ok(())
+}
+
+/// The connection limits must fit together once changed (Kafka's `KafkaConfig` checks,
+/// e.g. `max.connections.per.ip` 0 needs overrides), judged on the dynamic layers: the
+/// cluster default with a broker's own over it. INVALID_REQUEST with Kafka's message.
+/// Static configs are each broker's and not seen here; a broker whose static configs make
+/// a combination invalid keeps its limits and logs it.
+fn check_connection_limits(
+    image: &MetadataImage,
+    name: &str,
+    after: &BTreeMap<String, String>,
+    changes: &ConfigChanges,
+) -> Result<(), ControllerError> {
+    if !changes.keys().any(|key| connection_limits::is_live(key)) {
+        return Ok(());
+    }
+    let (cluster, per_broker) = if name.is_empty() {
+        (Some(after), None)
+    } else {
+        (image.broker_configs.get(""), Some(after))
+    };
+    let configs = connection_limits::layered(&BTreeMap::new(), cluster, per_broker);
+    connection_limits::ConnectionLimits::from_configs(&configs)
+        .map(drop)
+        .map_err(ControllerError::InvalidRequest)
 }
 
 /// Applies an `AlterConfigs` command. A topic that is gone or was re-created (another

@@ -143,6 +143,20 @@ impl TopicMetrics {
 pub struct ListenerMetrics {
     pub connections: AtomicI64,
     pub accepted: AtomicU64,
+    /// Closed at once for `max.connections.per.ip`.
+    pub refused_per_ip: AtomicU64,
+    /// Closed after a delay for the IP's `connection_creation_rate`.
+    pub throttled_per_ip: AtomicU64,
+    /// Time the acceptor waited for a slot or a creation rate (Kafka's
+    /// `AcceptorBlockedPercent` meter counts the same nanoseconds).
+    pub blocked_ns: AtomicU64,
+}
+
+impl ListenerMetrics {
+    pub fn add_blocked(&self, blocked: std::time::Duration) {
+        let nanos = u64::try_from(blocked.as_nanos()).unwrap_or(u64::MAX);
+        self.blocked_ns.fetch_add(nanos, Relaxed);
+    }
 }
 
 /// An open connection, counted while this lives.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::exposition::{CONTENT_TYPE, Exposition, Kind};
-use super::{ApiMetrics, registry};
+use super::{ApiMetrics, ListenerMetrics, registry};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::image::NO_LEADER;
@@ -381,6 +381,9 @@ fn logs(out: &mut Exposition, broker: &Broker) {
     }
 }
 
+/// A per-listener counter family: name, help, and how to read it.
+type ListenerCounter = (&'static str, &'static str, fn(&ListenerMetrics) -> f64);
+
 /// Connections per listener, parked requests, and request memory.
 fn network(out: &mut Exposition) {
     let registry = registry();
@@ -406,6 +409,29 @@ fn network(out: &mut Exposition) {
             &[("listener", listener)],
             metrics.accepted.load(Relaxed) as f64,
         );
+    }
+    let counters: [ListenerCounter; 3] = [
+        (
+            "kafka_server_socketservermetrics_connection_refused_per_ip_total",
+            "Connections closed at once for max.connections.per.ip, by listener.",
+            |m| m.refused_per_ip.load(Relaxed) as f64,
+        ),
+        (
+            "kafka_server_socketservermetrics_connection_throttled_per_ip_total",
+            "Connections closed after a delay for the ip's connection_creation_rate.",
+            |m| m.throttled_per_ip.load(Relaxed) as f64,
+        ),
+        (
+            "kafka_network_acceptor_acceptorblockedpercent_total",
+            "Seconds the acceptor waited for a connection slot or creation rate.",
+            |m| m.blocked_ns.load(Relaxed) as f64 / 1e9,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, Kind::Counter, help);
+        for (listener, metrics) in &listeners {
+            out.sample(name, &[("listener", listener)], value(metrics));
+        }
     }
     let name = "kafka_server_delayedoperationpurgatory_purgatorysize";
     out.family(name, Kind::Gauge, "Requests parked waiting, by kind.");

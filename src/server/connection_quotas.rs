@@ -1,34 +1,65 @@
-//! Connection counting for `max.connections` and `listener.name.<l>.max.connections`, with
-//! KIP-402's rule (Kafka's `ConnectionQuotas.connectionSlotAvailable`): every connection
-//! counts toward the broker-wide total, but the inter-broker listener is not held back by
-//! that total when the broker has more than one listener, so replication and controller
-//! traffic still get in while clients fill the broker. A per-listener limit applies to
-//! every listener, the inter-broker one included.
+//! Connection admission, Kafka's `ConnectionQuotas`: counts for `max.connections` and
+//! `listener.name.<l>.max.connections` with KIP-402's rule (`connectionSlotAvailable`):
+//! every connection counts toward the broker-wide total, but the inter-broker listener is
+//! not held back by that total when the broker has more than one listener, so replication
+//! and controller traffic still get in while clients fill the broker. A per-listener limit
+//! applies to every listener, the inter-broker one included.
+//!
+//! Then per client address: `max.connections.per.ip` (or its entry in
+//! `max.connections.per.ip.overrides`) closes a connection over it at once, and the IP's
+//! `connection_creation_rate` quota closes one over it after the throttle time
+//! ([`connection_rates`](super::connection_rates), with the broker and listener creation
+//! rates the acceptor waits out first).
 //!
 //! A listener without a free slot holds the socket it just accepted and accepts no more
 //! until a slot frees (as Kafka's acceptor waits in `ConnectionQuotas.inc`); later sockets
-//! wait in the kernel's backlog.
+//! wait in the kernel's backlog. Every limit may change at run time ([`update_limits`],
+//! [`update_ip_quotas`]); a waiting acceptor re-checks at once.
+//!
 //! SEAM(connection-eviction): Kafka also closes the least recently used connection of an
 //! unprotected listener while the total exceeds `max.connections` (inter-broker
-//! connections can push it over); we do not, so that overshoot lasts until clients leave.
+//! connections, or a lowered limit, can push it over); we do not, so that overshoot lasts
+//! until clients leave.
+//! SEAM(listener-max-fallback): Kafka configures a listener's `max.connections` from the
+//! broker-wide value when the listener has none of its own, which limits the protected
+//! inter-broker listener by `max.connections` on its own count; here it is unlimited
+//! unless `listener.name.<l>.max.connections` is set (the behaviour before this change).
+//!
+//! [`update_limits`]: ConnectionQuotas::update_limits
+//! [`update_ip_quotas`]: ConnectionQuotas::update_ip_quotas
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
+
+use super::connection_rates::{ConnectionRates, IpQuotas};
+use crate::client_quota::monotonic_ms;
+use crate::client_quota::rate::RateConfig;
+use crate::config::connection_limits::ConnectionLimits;
+use crate::controller::client_quotas::ClientQuotas;
 
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
     per_listener: BTreeMap<Arc<str>, usize>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+#[derive(Debug)]
+struct State {
+    counts: Counts,
+    limits: ConnectionLimits,
+    /// `max.connections.per.ip.overrides` with host names resolved.
+    per_ip_overrides: HashMap<IpAddr, usize>,
+    rates: ConnectionRates,
 }
 
 #[derive(Debug)]
 pub struct ConnectionQuotas {
-    counts: Mutex<Counts>,
+    state: Mutex<State>,
     freed: Notify,
-    broker_max: usize,
-    listener_max: BTreeMap<String, usize>,
     /// The inter-broker listener, when it is one of several (Kafka protects it only then:
     /// with one listener, exempting it would exempt everyone).
     protected: Option<String>,
@@ -39,12 +70,30 @@ pub struct ConnectionQuotas {
 pub struct ConnectionSlot {
     quotas: Arc<ConnectionQuotas>,
     listener: Arc<str>,
+    ip: IpAddr,
+}
+
+/// What becomes of an accepted socket.
+#[derive(Debug)]
+pub enum Admission {
+    Admitted(ConnectionSlot),
+    /// Over `max.connections.per.ip` (or its override): closed at once, as Kafka's
+    /// `TooManyConnectionsException`.
+    TooManyFromIp {
+        max: usize,
+    },
+    /// Over the IP's `connection_creation_rate`: held this long, then closed, as Kafka's
+    /// `ConnectionThrottledException`, so the client backs off before reconnecting.
+    Throttled {
+        delay_ms: u64,
+    },
 }
 
 impl ConnectionQuotas {
     pub fn new(
-        broker_max: usize,
-        listener_max: BTreeMap<String, usize>,
+        limits: ConnectionLimits,
+        per_ip_overrides: HashMap<IpAddr, usize>,
+        rate_config: RateConfig,
         inter_broker_listener: &str,
         listener_names: &[&str],
     ) -> ConnectionQuotas {
@@ -52,69 +101,130 @@ impl ConnectionQuotas {
             && listener_names.contains(&inter_broker_listener))
         .then(|| inter_broker_listener.to_string());
         ConnectionQuotas {
-            counts: Mutex::new(Counts::default()),
+            state: Mutex::new(State {
+                counts: Counts::default(),
+                limits,
+                per_ip_overrides,
+                rates: ConnectionRates::new(rate_config, monotonic_ms()),
+            }),
             freed: Notify::new(),
-            broker_max,
-            listener_max,
             protected,
         }
     }
 
-    /// The listeners with a `listener.name.<l>.max.connections` that are not among
-    /// `listener_names`: the limit has no effect, most likely a typo worth a warning.
-    pub fn unserved_limits<'a>(
-        limits: &'a BTreeMap<String, usize>,
-        listener_names: &[&str],
-    ) -> Vec<&'a str> {
-        limits
-            .keys()
-            .map(String::as_str)
-            .filter(|name| !listener_names.contains(name))
-            .collect()
-    }
-
-    fn counts(&self) -> MutexGuard<'_, Counts> {
+    fn state(&self) -> MutexGuard<'_, State> {
         // The counts stay consistent whatever panicked while holding the lock.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn slot_available(&self, counts: &Counts, listener: &str) -> bool {
-        let on_listener = counts.per_listener.get(listener).copied().unwrap_or(0);
-        let listener_max = self
-            .listener_max
+    fn is_protected(&self, listener: &str) -> bool {
+        self.protected.as_deref() == Some(listener)
+    }
+
+    /// Applies new limits; an acceptor waiting for a slot re-checks at once (Kafka's
+    /// `updateBrokerMaxConnections` notifies its waiters). Connections already open stay.
+    /// `per_ip_overrides` resolved anew, or `None` when they did not change.
+    pub fn update_limits(
+        &self,
+        limits: ConnectionLimits,
+        per_ip_overrides: Option<HashMap<IpAddr, usize>>,
+    ) {
+        {
+            let mut state = self.state();
+            tracing::info!(?limits, "connection limits updated");
+            state.limits = limits;
+            if let Some(overrides) = per_ip_overrides {
+                state.per_ip_overrides = overrides;
+            }
+        }
+        self.freed.notify_waiters();
+    }
+
+    /// Applies the image's `connection_creation_rate` ip quotas; rates measured so far
+    /// are kept.
+    pub fn update_ip_quotas(&self, quotas: &ClientQuotas) {
+        let ip_quotas = IpQuotas::from_image(quotas);
+        let mut state = self.state();
+        if *state.rates.ip_quotas() != ip_quotas {
+            tracing::info!(?ip_quotas, "ip connection creation rate quotas updated");
+            state.rates.set_ip_quotas(ip_quotas);
+        }
+    }
+
+    /// The limits applied now.
+    pub fn limits(&self) -> ConnectionLimits {
+        self.state().limits.clone()
+    }
+
+    fn slot_available(&self, state: &State, listener: &str) -> bool {
+        let on_listener = state
+            .counts
+            .per_listener
             .get(listener)
+            .copied()
+            .unwrap_or(0);
+        let listener_max = (state.limits.listener_connections_max.get(listener))
             .copied()
             .unwrap_or(usize::MAX);
         if on_listener >= listener_max {
             return false;
         }
-        if self.protected.as_deref() == Some(listener) {
+        if self.is_protected(listener) {
             return true;
         }
-        counts.total < self.broker_max
+        state.counts.total < state.limits.connections_max
     }
 
-    /// A slot on `listener` now, or `None` when its limits are reached.
-    pub fn try_acquire(self: &Arc<Self>, listener: &Arc<str>) -> Option<ConnectionSlot> {
-        let mut counts = self.counts();
-        if !self.slot_available(&counts, listener) {
+    /// Records a new connection on `listener` against the creation rates and returns how
+    /// long the acceptor must wait before admitting it.
+    pub fn record_creation(&self, listener: &str, now_ms: u64) -> u64 {
+        let protected = self.is_protected(listener);
+        let mut state = self.state();
+        let broker_max = state.limits.creation_rate_max;
+        let listener_max = state.limits.listener_rate_max(listener);
+        (state.rates).record_listener(listener, protected, broker_max, listener_max, now_ms)
+    }
+
+    /// The connection from `ip` on `listener` admitted or refused now; `None` while the
+    /// listener has no free slot (Kafka checks the IP only once a slot is there).
+    pub fn try_admit(
+        self: &Arc<Self>,
+        listener: &Arc<str>,
+        ip: IpAddr,
+        now_ms: u64,
+    ) -> Option<Admission> {
+        let mut state = self.state();
+        if !self.slot_available(&state, listener) {
             return None;
         }
+        let protected = self.is_protected(listener);
+        let delay_ms = state.rates.record_ip(ip, listener, protected, now_ms);
+        if delay_ms > 0 {
+            return Some(Admission::Throttled { delay_ms });
+        }
+        let from_ip = state.counts.per_ip.get(&ip).copied().unwrap_or(0);
+        let max = (state.per_ip_overrides.get(&ip).copied()).unwrap_or(state.limits.per_ip_max);
+        if from_ip >= max {
+            return Some(Admission::TooManyFromIp { max });
+        }
+        let counts = &mut state.counts;
         counts.total += 1;
         *counts.per_listener.entry(listener.clone()).or_insert(0) += 1;
-        Some(ConnectionSlot {
+        *counts.per_ip.entry(ip).or_insert(0) += 1;
+        Some(Admission::Admitted(ConnectionSlot {
             quotas: self.clone(),
             listener: listener.clone(),
-        })
+            ip,
+        }))
     }
 
-    /// Waits for a slot on `listener`.
-    pub async fn acquire(self: &Arc<Self>, listener: &Arc<str>) -> ConnectionSlot {
+    /// Waits for a slot on `listener`, then admits or refuses the connection from `ip`.
+    pub async fn admit(self: &Arc<Self>, listener: &Arc<str>, ip: IpAddr) -> Admission {
         loop {
             // Registered before the check, so a slot freed in between still wakes us.
             let freed = self.freed.notified();
-            if let Some(slot) = self.try_acquire(listener) {
-                return slot;
+            if let Some(admission) = self.try_admit(listener, ip, monotonic_ms()) {
+                return admission;
             }
             freed.await;
         }
@@ -122,32 +232,120 @@ impl ConnectionQuotas {
 
     /// Connections counted now: (broker-wide, on `listener`).
     pub fn open(&self, listener: &str) -> (usize, usize) {
-        let counts = self.counts();
-        let on_listener = counts.per_listener.get(listener).copied().unwrap_or(0);
-        (counts.total, on_listener)
+        let state = self.state();
+        let on_listener = state
+            .counts
+            .per_listener
+            .get(listener)
+            .copied()
+            .unwrap_or(0);
+        (state.counts.total, on_listener)
+    }
+
+    /// Connections counted now from `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.state().counts.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Connections per second accepted on `listener` (for metrics).
+    pub fn creation_rate(&self, listener: &str) -> f64 {
+        self.state().rates.listener_rate(listener, monotonic_ms())
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         {
-            let mut counts = self.quotas.counts();
+            let mut state = self.quotas.state();
+            let counts = &mut state.counts;
             counts.total = counts.total.saturating_sub(1);
             if let Some(count) = counts.per_listener.get_mut(&self.listener) {
                 *count = count.saturating_sub(1);
+            }
+            if let Some(count) = counts.per_ip.get_mut(&self.ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.per_ip.remove(&self.ip);
+                }
             }
         }
         self.quotas.freed.notify_waiters();
     }
 }
 
+/// `max.connections.per.ip.overrides` by address: an IP literal as is, a host name as
+/// every address it resolves to now (Kafka takes the first of `InetAddress.getByName`;
+/// all of them is what an operator naming a host means). A name that does not resolve is
+/// skipped with a warning. Blocking: call off the async workers.
+pub fn resolve_overrides(overrides: &BTreeMap<String, usize>) -> HashMap<IpAddr, usize> {
+    use std::net::ToSocketAddrs;
+    let mut resolved = HashMap::new();
+    for (host, max) in overrides {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            resolved.insert(ip, *max);
+            continue;
+        }
+        match (host.as_str(), 0).to_socket_addrs() {
+            Ok(addresses) => {
+                for address in addresses {
+                    resolved.entry(address.ip()).or_insert(*max);
+                }
+            }
+            Err(error) => tracing::warn!(
+                host,
+                %error,
+                "max.connections.per.ip.overrides names a host that does not resolve; \
+                 its override is not applied"
+            ),
+        }
+    }
+    resolved
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::connection_limits::UNLIMITED;
 
-    fn quotas(max: usize, limits: &[(&str, usize)], names: &[&str]) -> Arc<ConnectionQuotas> {
-        let limits = limits.iter().map(|(n, m)| (n.to_string(), *m)).collect();
-        Arc::new(ConnectionQuotas::new(max, limits, "INTERNAL", names))
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+
+    fn limits(max: usize, listener_max: &[(&str, usize)]) -> ConnectionLimits {
+        ConnectionLimits {
+            connections_max: max,
+            listener_connections_max: (listener_max.iter())
+                .map(|(name, max)| (name.to_string(), *max))
+                .collect(),
+            ..ConnectionLimits::default()
+        }
+    }
+
+    fn quotas(max: usize, listener_max: &[(&str, usize)], names: &[&str]) -> Arc<ConnectionQuotas> {
+        let limits = limits(max, listener_max);
+        Arc::new(ConnectionQuotas::new(
+            limits,
+            HashMap::new(),
+            RateConfig::default(),
+            "INTERNAL",
+            names,
+        ))
+    }
+
+    impl ConnectionQuotas {
+        /// A slot for a connection from `CLIENT`, when admitted.
+        fn try_acquire(self: &Arc<Self>, listener: &Arc<str>) -> Option<ConnectionSlot> {
+            self.try_acquire_from(listener, CLIENT)
+        }
+
+        fn try_acquire_from(
+            self: &Arc<Self>,
+            listener: &Arc<str>,
+            ip: IpAddr,
+        ) -> Option<ConnectionSlot> {
+            match self.try_admit(listener, ip, 0)? {
+                Admission::Admitted(slot) => Some(slot),
+                _ => None,
+            }
+        }
     }
 
     #[test]
@@ -169,6 +367,7 @@ mod tests {
         drop(brokers);
         assert!(quotas.try_acquire(&external).is_some());
         assert_eq!(quotas.open("EXTERNAL"), (0, 0));
+        assert_eq!(quotas.open_from(CLIENT), 0);
     }
 
     #[test]
@@ -195,20 +394,88 @@ mod tests {
     }
 
     #[test]
-    fn a_limit_on_a_listener_not_served_is_reported() {
-        let limits = [("EXTERNAL".to_string(), 1), ("EXTRENAL".to_string(), 2)]
-            .into_iter()
-            .collect();
-        let unserved = ConnectionQuotas::unserved_limits(&limits, &["EXTERNAL", "INTERNAL"]);
-        assert_eq!(unserved, ["EXTRENAL"]);
-    }
-
-    #[test]
     fn a_zero_listener_limit_shuts_that_listener_only() {
         let quotas = quotas(10, &[("EXTERNAL", 0)], &["EXTERNAL", "INTERNAL"]);
         let (external, internal): (Arc<str>, Arc<str>) = ("EXTERNAL".into(), "INTERNAL".into());
         assert!(quotas.try_acquire(&external).is_none());
         assert!(quotas.try_acquire(&internal).is_some());
+    }
+
+    #[test]
+    fn an_ip_over_its_limit_is_refused_and_an_override_raises_or_lowers_it() {
+        let quotas = quotas(100, &[], &["EXTERNAL"]);
+        let external: Arc<str> = "EXTERNAL".into();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let overrides = HashMap::from([(other, 3)]);
+        let per_ip = ConnectionLimits {
+            per_ip_max: 1,
+            ..quotas.limits()
+        };
+        quotas.update_limits(per_ip, Some(overrides));
+        let _one = quotas.try_acquire(&external).unwrap();
+        let refused = quotas.try_admit(&external, CLIENT, 0).unwrap();
+        assert!(
+            matches!(refused, Admission::TooManyFromIp { max: 1 }),
+            "{refused:?}"
+        );
+        // A refused connection takes no slot.
+        assert_eq!(quotas.open("EXTERNAL"), (1, 1));
+        let others: Vec<_> = (0..3)
+            .map(|_| quotas.try_acquire_from(&external, other).unwrap())
+            .collect();
+        assert!(quotas.try_acquire_from(&external, other).is_none());
+        assert_eq!(quotas.open_from(other), 3);
+        drop(others);
+        assert_eq!(quotas.open_from(other), 0);
+    }
+
+    #[test]
+    fn an_ip_over_its_creation_rate_is_throttled_without_a_slot() {
+        let quotas = quotas(100, &[], &["EXTERNAL"]);
+        let external: Arc<str> = "EXTERNAL".into();
+        let entity = crate::controller::client_quotas::QuotaEntity {
+            ip: Some(crate::controller::client_quotas::QuotaName::Named(
+                CLIENT.to_string(),
+            )),
+            ..Default::default()
+        };
+        let image: ClientQuotas = [(
+            entity,
+            [("connection_creation_rate".to_string(), 1.0)].into(),
+        )]
+        .into();
+        quotas.update_ip_quotas(&image);
+        let admitted: Vec<_> = (0..10)
+            .map(|_| quotas.try_acquire(&external).unwrap())
+            .collect();
+        let throttled = quotas.try_admit(&external, CLIENT, 0).unwrap();
+        assert!(matches!(throttled, Admission::Throttled { delay_ms } if delay_ms > 0));
+        assert_eq!(quotas.open_from(CLIENT), 10);
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(quotas.try_acquire_from(&external, other).is_some());
+        drop(admitted);
+    }
+
+    #[test]
+    fn creation_rates_apply_live() {
+        let quotas = quotas(100, &[], &["EXTERNAL", "INTERNAL"]);
+        for _ in 0..50 {
+            assert_eq!(quotas.record_creation("EXTERNAL", 0), 0);
+        }
+        let limited = ConnectionLimits {
+            creation_rate_max: 2,
+            ..quotas.limits()
+        };
+        quotas.update_limits(limited, None);
+        assert!(quotas.record_creation("EXTERNAL", 0) > 0);
+        // The protected listener has its own rate only, the broker-wide one by default.
+        assert!(quotas.record_creation("INTERNAL", 0) == 0);
+        let unlimited = ConnectionLimits {
+            creation_rate_max: UNLIMITED,
+            ..quotas.limits()
+        };
+        quotas.update_limits(unlimited, None);
+        assert_eq!(quotas.record_creation("EXTERNAL", 0), 0);
     }
 
     #[tokio::test]
@@ -218,16 +485,47 @@ mod tests {
         let held = quotas.try_acquire(&external).unwrap();
         let waiter = {
             let (quotas, external) = (quotas.clone(), external.clone());
-            tokio::spawn(async move { quotas.acquire(&external).await })
+            tokio::spawn(async move { quotas.admit(&external, CLIENT).await })
         };
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(held);
-        let slot = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        let admission = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("woken")
             .unwrap();
+        assert!(matches!(admission, Admission::Admitted(_)));
         assert_eq!(quotas.open("EXTERNAL"), (1, 1));
-        drop(slot);
+    }
+
+    #[tokio::test]
+    async fn a_raised_limit_wakes_a_waiting_accept() {
+        let quotas = quotas(1, &[], &["EXTERNAL", "INTERNAL"]);
+        let external: Arc<str> = "EXTERNAL".into();
+        let _held = quotas.try_acquire(&external).unwrap();
+        let waiter = {
+            let (quotas, external) = (quotas.clone(), external.clone());
+            tokio::spawn(async move { quotas.admit(&external, CLIENT).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        quotas.update_limits(limits(2, &[]), None);
+        let admission = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(matches!(admission, Admission::Admitted(_)));
+    }
+
+    #[test]
+    fn overrides_resolve_literals_and_names() {
+        let overrides = [("127.0.0.1".to_string(), 5), ("::1".to_string(), 6)].into();
+        let resolved = resolve_overrides(&overrides);
+        assert_eq!(resolved[&"127.0.0.1".parse::<IpAddr>().unwrap()], 5);
+        assert_eq!(resolved[&"::1".parse::<IpAddr>().unwrap()], 6);
+        assert_eq!(resolved.len(), 2);
+        // A name from the hosts file, so the test needs no DNS.
+        let by_name = resolve_overrides(&[("localhost".to_string(), 4)].into());
+        assert!(by_name.values().all(|max| *max == 4) && !by_name.is_empty());
     }
 }

@@ -7,8 +7,9 @@
 //! exist, shutting clients out of the others.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -17,8 +18,10 @@ use tokio::task::JoinSet;
 use super::Shutdown;
 use super::budget::RequestBudget;
 use super::connection::Connection;
-use super::connection_quotas::{ConnectionQuotas, ConnectionSlot};
+use super::connection_quotas::{Admission, ConnectionQuotas};
 use crate::broker::Broker;
+use crate::client_quota::monotonic_ms;
+use crate::config::connection_limits;
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,6 +31,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// churn would otherwise log two lines per connection. The rest go to debug.
 const LIMIT_NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Sockets refused for their IP's creation rate held open per listener at most (Kafka
+/// holds any number); each holds a descriptor until its throttle time ends.
+const THROTTLED_SOCKETS_MAX: usize = 1024;
+
 /// A bound client listener and its name (`PLAINTEXT`, `EXTERNAL`, ...): requests accepted
 /// on it are answered with every broker's endpoint on that same listener.
 pub struct BoundListener {
@@ -36,24 +43,18 @@ pub struct BoundListener {
 }
 
 /// Serves every listener until shutdown. `max.connections` and `queued.max.request.bytes`
-/// are broker-wide, as in Kafka: the listeners share one connection count and one budget.
-/// The inter-broker listener is not held back by `max.connections` (KIP-402), but it does
-/// share the request budget: Kafka's listeners share one memory pool, that one included.
+/// are broker-wide, as in Kafka: the listeners share one connection count
+/// (`broker.connections`) and one budget. The inter-broker listener is not held back by
+/// `max.connections` (KIP-402), but it does share the request budget: Kafka's listeners
+/// share one memory pool, that one included.
 pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown: Shutdown) {
     let names: Vec<&str> = listeners.iter().map(|bound| bound.name.as_str()).collect();
-    let slots = Arc::new(ConnectionQuotas::new(
-        broker.config.connections_max,
-        broker.config.listener_connections_max.clone(),
-        &broker.config.inter_broker_listener_name,
-        &names,
-    ));
-    for unserved in
-        ConnectionQuotas::unserved_limits(&broker.config.listener_connections_max, &names)
-    {
+    let limits = broker.connections.limits();
+    for unserved in connection_limits::unserved_listeners(&limits, &names) {
         tracing::warn!(
             listener = unserved,
-            "listener.name.<listener>.max.connections names a listener this broker does not \
-             serve to clients; it has no effect"
+            "a listener.name.<listener>.max.connection* limit names a listener this broker \
+             does not serve to clients; it has no effect"
         );
     }
     let budget = broker
@@ -90,7 +91,7 @@ pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown:
             bound.listener,
             name,
             shutdown.clone(),
-            slots.clone(),
+            broker.connections.clone(),
             run,
         ));
     }
@@ -111,6 +112,7 @@ async fn accept_loop<F, R>(
 {
     let gauge = crate::metrics::registry().listener(&name);
     let mut connections = JoinSet::new();
+    let mut throttled = JoinSet::new();
     let mut notice = LimitNotice::default();
     loop {
         let accepted = tokio::select! {
@@ -128,18 +130,40 @@ async fn accept_loop<F, R>(
         };
         // Holding the accepted socket while waiting, as Kafka does; later ones wait in
         // the kernel's backlog.
-        let permit = tokio::select! {
-            permit = next_slot(&slots, &name, &mut notice) => permit,
+        let admission = tokio::select! {
+            admission = next_admission(&slots, &name, peer.ip(), &mut notice, &gauge) => admission,
             _ = shutdown.triggered() => break,
         };
-        let connection = run(stream, peer);
-        let open = crate::metrics::ConnectionGauge::open(&gauge);
-        connections.spawn(async move {
-            connection.await;
-            drop((permit, open));
-        });
+        match admission {
+            Admission::Admitted(permit) => {
+                let connection = run(stream, peer);
+                let open = crate::metrics::ConnectionGauge::open(&gauge);
+                connections.spawn(async move {
+                    connection.await;
+                    drop((permit, open));
+                });
+            }
+            Admission::TooManyFromIp { max } => {
+                // Kafka's message; closed at once (dropped here).
+                tracing::info!(
+                    listener = %name,
+                    "Rejected connection from {}, address already has the configured \
+                     maximum of {max} connections.",
+                    peer.ip()
+                );
+                gauge.refused_per_ip.fetch_add(1, Relaxed);
+                drop(stream);
+            }
+            Admission::Throttled { delay_ms } => {
+                gauge.throttled_per_ip.fetch_add(1, Relaxed);
+                hold_then_close(&mut throttled, stream, peer, delay_ms);
+            }
+        }
         while connections.try_join_next().is_some() {}
+        while throttled.try_join_next().is_some() {}
     }
+    // Kafka's acceptor closes the throttled sockets it holds when it stops.
+    throttled.shutdown().await;
     drop(listener);
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
@@ -175,15 +199,45 @@ impl LimitNotice {
     }
 }
 
-/// A connection slot on `listener`, saying when the limits make it wait (see
-/// [`LIMIT_NOTICE_INTERVAL`]).
-async fn next_slot(
+/// Holds a socket refused for its IP's connection creation rate for `delay_ms`, then
+/// closes it (Kafka's `throttledSockets`): the client sees its connection accepted but no
+/// answer, and backs off. At most [`THROTTLED_SOCKETS_MAX`] are held per listener; past
+/// that a refused socket is closed at once (a flood must not hold descriptors).
+fn hold_then_close(
+    throttled: &mut JoinSet<()>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    delay_ms: u64,
+) {
+    tracing::debug!(%peer, delay_ms, "delaying the close of a throttled connection");
+    if throttled.len() >= THROTTLED_SOCKETS_MAX {
+        return;
+    }
+    throttled.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        drop(stream);
+    });
+}
+
+/// The admission of a connection from `ip` on `listener`: first the wait the broker and
+/// listener creation rates impose (Kafka's acceptor sleeps it out, accepting nothing),
+/// then a free slot, saying when the limits make it wait (see [`LIMIT_NOTICE_INTERVAL`]).
+async fn next_admission(
     slots: &Arc<ConnectionQuotas>,
     listener: &Arc<str>,
+    ip: IpAddr,
     notice: &mut LimitNotice,
-) -> ConnectionSlot {
-    if let Some(slot) = slots.try_acquire(listener) {
-        return slot;
+    gauge: &crate::metrics::ListenerMetrics,
+) -> Admission {
+    let throttle_ms = slots.record_creation(listener, monotonic_ms());
+    if throttle_ms > 0 {
+        tracing::debug!(%listener, throttle_ms, "connection creation rate reached");
+        let blocked = Instant::now();
+        tokio::time::sleep(Duration::from_millis(throttle_ms)).await;
+        gauge.add_blocked(blocked.elapsed());
+    }
+    if let Some(admission) = slots.try_admit(listener, ip, monotonic_ms()) {
+        return admission;
     }
     let (open, on_listener) = slots.open(listener);
     let at_info = notice.at_info();
@@ -197,13 +251,15 @@ async fn next_slot(
     } else {
         tracing::debug!(%listener, open, on_listener, "connection limit reached");
     }
-    let slot = slots.acquire(listener).await;
+    let blocked = Instant::now();
+    let admission = slots.admit(listener, ip).await;
+    gauge.add_blocked(blocked.elapsed());
     if at_info {
         tracing::info!(%listener, "connection limit: accepting again");
     } else {
         tracing::debug!(%listener, "connection limit: accepting again");
     }
-    slot
+    admission
 }
 
 #[cfg(test)]

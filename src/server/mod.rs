@@ -3,13 +3,15 @@
 //!
 //! Limits enforced here: `socket.request.max.bytes` per frame, `max.connections` and
 //! `listener.name.<l>.max.connections` (the inter-broker listener exempt from the first,
-//! KIP-402; [`connection_quotas`]),
+//! KIP-402), `max.connections.per.ip` and its overrides ([`connection_quotas`]), the
+//! KIP-612 connection creation rates per broker, listener and IP ([`connection_rates`]),
 //! `connections.max.idle.ms`, and `queued.max.request.bytes` broker-wide ([`budget`]).
 //! A frame that cannot be parsed closes that connection only.
 
 pub mod budget;
 pub mod connection;
 pub mod connection_quotas;
+pub mod connection_rates;
 pub mod listener;
 pub mod request_span;
 pub mod shutdown;
