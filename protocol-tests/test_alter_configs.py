@@ -443,6 +443,9 @@ def test_a_cluster_wide_unclean_election_default_elects_an_out_of_sync_replica(m
     three.restart(3)  # back, out of sync; with 1, a quorum again
     clients.wait_for(lambda: partition()["leader"] == -1 and 3 not in partition()["isr"],
                      TIMEOUT_S, what="the partition offline, 3 out of its ISR")
+    # Broker 3 live (listed, so unfenced): from here on an unclean election could pick it.
+    clients.wait_for(lambda: 3 in {int(b) for b in first.image()["brokers"]}, TIMEOUT_S,
+                     what="broker 3 unfenced")
     time.sleep(2.0)
     assert partition()["leader"] == -1, "elected uncleanly with the flag off"
 

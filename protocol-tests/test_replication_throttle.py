@@ -112,7 +112,9 @@ def test_a_throttled_reassignment_copies_no_faster_than_the_rate(make_cluster, t
     # The byte-rate metrics see the throttled traffic.
     for node_id, side in [(3, "follower"), (1, "leader")]:
         body = clients_metrics(nodes.node(node_id))
-        assert f"kafka_server_{side}replication_byte_rate " in body
+        rate_line = next(line for line in body.splitlines()
+                         if line.startswith(f"kafka_server_{side}replication_byte_rate "))
+        assert float(rate_line.split()[1]) > 0, rate_line
         assert f'kafka_server_replicationquota_throttled_partitions{{side="{side}"}} 1' in body
 
     # --verify: the throttles go, the move completes with node 3's copy identical.
@@ -141,6 +143,11 @@ def test_in_sync_followers_are_never_throttled(make_cluster, topic):
     set_rates(node, [1, 2, 3], 1000)
     ops = [(LEADER_REPLICAS, SET, "*"), (FOLLOWER_REPLICAS, SET, "*")]
     assert incremental(node, ResourceType.TOPIC, topic, ops) is None
+    for on in (1, 2, 3):
+        clients.wait_for(
+            lambda: describe(nodes.node(on), ResourceType.TOPIC, topic)[
+                FOLLOWER_REPLICAS].value == "*",
+            timeout_s=SETTLE_S, what=f"node {on} sees the throttled replicas")
     # Far more than 1000 B/s: in-sync followers take it all the same (their bytes count).
     records = [{"value": os.urandom(1000)} for _ in range(500)]
     for start in range(0, len(records), 100):

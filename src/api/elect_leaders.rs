@@ -168,6 +168,8 @@ fn partition_error(result: ElectionResult) -> (Option<ResponseError>, Option<&'s
             Some("Eligible topic partition leaders are not available."),
         ),
         ElectionResult::UnknownPartition => (Some(ResponseError::UnknownTopicOrPartition), None),
+        // Only the controller's own automatic elections ask for this check.
+        ElectionResult::UncleanDisabled => (Some(ResponseError::ElectionNotNeeded), None),
     }
 }
 

@@ -55,11 +55,11 @@ pub fn find(name: &str) -> Option<&'static BrokerOnlyConfig> {
 pub fn check_value(def: &BrokerOnlyConfig, value: &str) -> Result<(), String> {
     let value = value.trim();
     let number = match def.config_type {
+        // Case-insensitive, as Kafka's ConfigDef parses a BOOLEAN.
         ConfigType::Boolean => {
-            return value
-                .parse::<bool>()
-                .map(drop)
-                .map_err(|_| "Expected value to be either true or false".to_string());
+            return (value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"))
+                .then_some(())
+                .ok_or_else(|| "Expected value to be either true or false".to_string());
         }
         ConfigType::Int => value
             .parse::<i32>()
@@ -89,10 +89,17 @@ pub fn cleaner_backoff_ms(broker: &BrokerConfig, dynamic: DynamicLayers) -> u64 
     dynamic_value(dynamic, "log.cleaner.backoff.ms").unwrap_or(broker.cleaner_backoff_ms)
 }
 
-/// `log.cleaner.dedupe.buffer.size` now.
+/// The most the offset map takes, whatever is configured: Kafka's cleaner uses
+/// `min(dedupe.buffer.size / threads, Int.MaxValue)`. A client could set 1e15 on the
+/// cluster default: the map's allocation would abort every broker, over and over from
+/// the stored metadata.
+pub const DEDUPE_BUFFER_BYTES_MAX: u64 = i32::MAX as u64;
+
+/// `log.cleaner.dedupe.buffer.size` now, at most [`DEDUPE_BUFFER_BYTES_MAX`].
 pub fn cleaner_dedupe_buffer_bytes(broker: &BrokerConfig, dynamic: DynamicLayers) -> u64 {
     dynamic_value(dynamic, "log.cleaner.dedupe.buffer.size")
         .unwrap_or(broker.cleaner_dedupe_buffer_bytes)
+        .min(DEDUPE_BUFFER_BYTES_MAX)
 }
 
 /// `producer.id.expiration.ms` now.
@@ -103,8 +110,11 @@ pub fn producer_id_expiration_ms(broker: &BrokerConfig, dynamic: DynamicLayers) 
 
 /// `transaction.partition.verification.enable` now.
 pub fn partition_verification_enable(broker: &BrokerConfig, dynamic: DynamicLayers) -> bool {
-    dynamic_value(dynamic, "transaction.partition.verification.enable")
-        .unwrap_or(broker.transactions.partition_verification_enable)
+    // Stored as given: "TRUE" is as valid as "true" (checked case-insensitively).
+    let values = dynamic.values("transaction.partition.verification.enable");
+    (values.first()).map_or(broker.transactions.partition_verification_enable, |value| {
+        value.1.trim().eq_ignore_ascii_case("true")
+    })
 }
 
 /// The config as DescribeConfigs shows it: the dynamic layers, the static value, Kafka's
@@ -222,5 +232,22 @@ mod tests {
         );
         assert!(check("producer.id.expiration.ms", "3000000000").is_err());
         assert!(check("transaction.partition.verification.enable", "yes").is_err());
+        assert!(check("transaction.partition.verification.enable", "FALSE").is_ok());
+        let mut configs = DynamicBrokerConfigs::new();
+        configs.insert(
+            "".into(),
+            layer(&[("transaction.partition.verification.enable", "FALSE")]),
+        );
+        let dynamic = DynamicLayers::of(&configs, 1);
+        assert!(!partition_verification_enable(&broker(&[]), dynamic));
+        configs.insert(
+            "".into(),
+            layer(&[("log.cleaner.dedupe.buffer.size", &i64::MAX.to_string())]),
+        );
+        let dynamic = DynamicLayers::of(&configs, 1);
+        assert_eq!(
+            cleaner_dedupe_buffer_bytes(&broker(&[]), dynamic),
+            DEDUPE_BUFFER_BYTES_MAX
+        );
     }
 }

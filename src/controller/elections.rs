@@ -22,6 +22,16 @@ pub enum Election {
     /// A partition without a leader takes one from its ISR, else from any live replica
     /// (which may lose acknowledged records: the user asked for it).
     Unclean,
+    /// [`Election::Unclean`] for the partitions whose `unclean.leader.election.enable`
+    /// still resolves to true when the command applies (the automatic elections of
+    /// `controller::unclean_election`): an AlterConfigs that turned it off between the plan
+    /// and the apply wins. Resolved as the planning controller did: the topic's value, then
+    /// `controller`'s dynamic value, the cluster default, then its static value carried
+    /// here, else false.
+    UncleanIfEnabled {
+        controller: NodeId,
+        static_enabled: bool,
+    },
 }
 
 impl Election {
@@ -50,6 +60,8 @@ pub enum ElectionResult {
     EligibleLeadersNotAvailable,
     /// UNKNOWN_TOPIC_OR_PARTITION.
     UnknownPartition,
+    /// [`Election::UncleanIfEnabled`] found the topic's unclean election off at apply.
+    UncleanDisabled,
 }
 
 /// The result for one partition an `ElectLeaders` named.
@@ -81,6 +93,7 @@ pub(super) fn elect_leaders(
         brokers,
         topics,
         topic_names,
+        broker_configs,
         ..
     } = image;
     let is_eligible = |id: NodeId| {
@@ -91,15 +104,29 @@ pub(super) fn elect_leaders(
     partitions
         .iter()
         .map(|&(topic_id, index)| {
-            let found = topic_names
+            let topic = topic_names
                 .get(&topic_id)
-                .and_then(|name| topics.get_mut(name))
-                .and_then(|topic| topic.partitions.get_mut(usize::try_from(index).ok()?));
+                .and_then(|name| topics.get_mut(name));
+            let allowed = match (election, &topic) {
+                (
+                    Election::UncleanIfEnabled {
+                        controller,
+                        static_enabled,
+                    },
+                    Some(topic),
+                ) => unclean_enabled(broker_configs, controller, static_enabled, &topic.configs),
+                _ => true,
+            };
+            let found =
+                topic.and_then(|topic| topic.partitions.get_mut(usize::try_from(index).ok()?));
             let result = match found {
                 None => ElectionResult::UnknownPartition,
+                Some(_) if !allowed => ElectionResult::UncleanDisabled,
                 Some(partition) => match election {
                     Election::Preferred => elect_preferred(partition, &is_eligible),
-                    Election::Unclean => elect_unclean(partition, &is_eligible),
+                    Election::Unclean | Election::UncleanIfEnabled { .. } => {
+                        elect_unclean(partition, &is_eligible)
+                    }
                 },
             };
             PartitionElection {
@@ -109,6 +136,27 @@ pub(super) fn elect_leaders(
             }
         })
         .collect()
+}
+
+/// `unclean.leader.election.enable` for a topic as `controller` resolves it: the topic's
+/// value, `controller`'s dynamic value, the cluster default, its static value.
+fn unclean_enabled(
+    broker_configs: &crate::topic_config::DynamicBrokerConfigs,
+    controller: NodeId,
+    static_enabled: bool,
+    topic_configs: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    const NAME: &str = "unclean.leader.election.enable";
+    let dynamic = crate::topic_config::DynamicLayers::of(broker_configs, controller);
+    let layers = [Some(topic_configs), dynamic.per_broker, dynamic.cluster];
+    match layers
+        .into_iter()
+        .flatten()
+        .find_map(|layer| layer.get(NAME))
+    {
+        Some(value) => value.trim().eq_ignore_ascii_case("true"),
+        None => static_enabled,
+    }
 }
 
 fn elect_preferred(

@@ -12,16 +12,14 @@
 //! unfencing too) and every `unclean.leader.election.interval.ms` (Kafka's internal
 //! setting, 5 minutes), which covers a controller that has just become active.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use super::image::NO_LEADER;
-use super::{
-    CommandOutcome, Controller, Election, ElectionResult, MetadataCommand, MetadataImage,
-    TopicImage,
-};
+use super::{CommandOutcome, Controller, Election, ElectionResult, MetadataCommand, MetadataImage};
 use crate::config::BrokerConfig;
 use crate::server::Shutdown;
 use crate::topic_config::{self, DynamicLayers};
@@ -47,7 +45,7 @@ pub fn partitions_to_elect(
     for topic in image.topics.values() {
         // The flag is resolved only for topics that have a leaderless partition.
         let leaderless = topic.partitions.iter().any(|p| p.leader == NO_LEADER);
-        if !leaderless || !enabled(config, dynamic, topic) {
+        if !leaderless || !enabled(config, dynamic, &topic.configs) {
             continue;
         }
         for (index, partition) in topic.partitions.iter().enumerate() {
@@ -66,9 +64,13 @@ pub fn partitions_to_elect(
     chosen
 }
 
-fn enabled(config: &BrokerConfig, dynamic: DynamicLayers, topic: &TopicImage) -> bool {
+fn enabled(
+    config: &BrokerConfig,
+    dynamic: DynamicLayers,
+    topic_configs: &BTreeMap<String, String>,
+) -> bool {
     let name = "unclean.leader.election.enable";
-    topic_config::effective_value(name, config, dynamic, &topic.configs)
+    topic_config::effective_value(name, config, dynamic, topic_configs)
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
@@ -114,8 +116,13 @@ async fn elect_once(controller: &Controller, config: &BrokerConfig) {
     if partitions.is_empty() {
         return;
     }
+    // Checked again when the command applies: a config turned off meanwhile wins.
+    let static_enabled = enabled(config, DynamicLayers::default(), &BTreeMap::new());
     let command = MetadataCommand::ElectLeaders {
-        election: Election::Unclean,
+        election: Election::UncleanIfEnabled {
+            controller: config.node_id,
+            static_enabled,
+        },
         partitions,
     };
     match controller.submit_as_leader(command).await {

@@ -82,7 +82,10 @@ fn the_election_it_proposes_elects_the_live_replica_once() {
     let on = config(&[(UNCLEAN, "true")]);
     let partitions = partitions_to_elect(&image, &on, 3);
     let command = MetadataCommand::ElectLeaders {
-        election: Election::Unclean,
+        election: Election::UncleanIfEnabled {
+            controller: 3,
+            static_enabled: true,
+        },
         partitions,
     };
     image.applied_index += 1;
@@ -105,4 +108,32 @@ fn the_check_interval_is_kafkas_internal_setting() {
     assert_eq!(check_interval(&config(&[])), CHECK_INTERVAL_DEFAULT);
     let set = config(&[("unclean.leader.election.interval.ms", "250")]);
     assert_eq!(check_interval(&set), Duration::from_millis(250));
+}
+
+/// The flag turned off between the plan and the apply (an AlterConfigs committed in
+/// between, or a new controller planning before it applied everything): the apply wins.
+#[test]
+fn a_flag_turned_off_before_the_command_applies_elects_nothing() {
+    let mut image = offline_image();
+    let on = config(&[(UNCLEAN, "true")]);
+    let partitions = partitions_to_elect(&image, &on, 3);
+    assert_eq!(partitions, [(TOPIC_ID, 0)]);
+    let command = MetadataCommand::ElectLeaders {
+        election: Election::UncleanIfEnabled {
+            controller: 3,
+            static_enabled: true,
+        },
+        partitions,
+    };
+    set(
+        image.broker_configs.entry(String::new()).or_default(),
+        "false",
+    );
+    image.applied_index += 1;
+    let outcome = apply(&mut image, &command).unwrap();
+    let CommandOutcome::LeadersElected(results) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(results[0].result, ElectionResult::UncleanDisabled);
+    assert_eq!(image.topics["t"].partitions[0].leader, NO_LEADER);
 }

@@ -602,9 +602,6 @@ impl FetcherTask {
     }
 }
 
-/// Moves the follower's log start up to its leader's (retention or DeleteRecords there), as
-/// Kafka's `processPartitionData` does with `maybeIncrementLogStartOffset`, deleting the
-/// segments below it. Checked cheaply first: most responses leave the start where it is.
 impl FetcherTask {
     /// Counts a throttled partition's fetched bytes against the follower quota (in sync or
     /// not, as Kafka), and notes whether the log caught up with the leader's high mark
@@ -628,6 +625,9 @@ impl FetcherTask {
     }
 }
 
+/// Moves the follower's log start up to its leader's (retention or DeleteRecords there), as
+/// Kafka's `processPartitionData` does with `maybeIncrementLogStartOffset`, deleting the
+/// segments below it. Checked cheaply first: most responses leave the start where it is.
 fn follow_log_start(
     tp: &TopicPartition,
     partition: &Partition,

@@ -14,9 +14,13 @@
 //! samples of `replication.quota.window.size.seconds` (Kafka's `SimpleRate`). While the
 //! rate is over the bound, a throttled replica that is not caught up gets nothing more:
 //! the leader answers its fetch without records ([`ReplicationQuota::holds`] in
-//! `api/fetch.rs`), the follower leaves it out of its fetch (`fetcher.rs`). In-sync
-//! replicas are never held (their bytes still count), so a throttle never shrinks the ISR
-//! nor delays acks=all.
+//! `api/fetch.rs`), the follower leaves it out of its fetch (`fetcher.rs`). The leader
+//! never holds an ISR member (their bytes still count). The follower side, as Kafka's,
+//! counts a partition caught up only once a fetch reached the leader's high watermark
+//! since its last leader change: with its quota over the bound, a follower just after a
+//! leader change can hold an in-sync partition for a while (delaying acks=all, at worst
+//! leaving the ISR after `replica.lag.time.max.ms`), as in Kafka; throttle only the
+//! replicas that move, as `kafka-reassign-partitions` does, and this does not arise.
 //!
 //! Cheap when unused: without a throttled-replicas list naming this broker, a check is one
 //! atomic load, and nothing is measured.

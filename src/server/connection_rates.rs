@@ -98,6 +98,11 @@ impl ConnectionRates {
     /// rate to fall back to `bound` (Kafka's `recordAndGetThrottleTimeMs`).
     fn record_and_throttle(rate: &mut SampledRate, bound: f64, cap_ms: u64, now_ms: u64) -> u64 {
         rate.record(1.0, now_ms);
+        if bound <= 0.0 {
+            // A rate of 0: every connection waits the longest a throttle may (Kafka's
+            // infinite throttle, capped at one window).
+            return cap_ms;
+        }
         let measured = rate.measure(now_ms);
         let window_ms = rate.window_size_ms(now_ms);
         throttle_ms(measured, bound, window_ms).min(cap_ms)

@@ -128,10 +128,13 @@ async fn accept_loop<F, R>(
                 continue;
             }
         };
+        // An IPv4 client of a listener bound to `::` arrives as `::ffff:a.b.c.d`: counted
+        // and matched (overrides, ip quotas) as the IPv4 address it is, as Java does.
+        let ip = peer.ip().to_canonical();
         // Holding the accepted socket while waiting, as Kafka does; later ones wait in
         // the kernel's backlog.
         let admission = tokio::select! {
-            admission = next_admission(&slots, &name, peer.ip(), &mut notice, &gauge) => admission,
+            admission = next_admission(&slots, &name, ip, &mut notice, &gauge) => admission,
             _ = shutdown.triggered() => break,
         };
         match admission {
@@ -149,7 +152,7 @@ async fn accept_loop<F, R>(
                     listener = %name,
                     "Rejected connection from {}, address already has the configured \
                      maximum of {max} connections.",
-                    peer.ip()
+                    ip
                 );
                 gauge.refused_per_ip.fetch_add(1, Relaxed);
                 drop(stream);
