@@ -327,6 +327,16 @@ impl BrokerConfig {
         BrokerConfig::from_sources(explicit, cluster_id_env)
     }
 
+    /// A config from `key=value` pairs, for tests.
+    #[cfg(test)]
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> BrokerConfig {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BrokerConfig::from_map(map).unwrap()
+    }
+
     /// The configuration from explicit keys alone (no `CLUSTER_ID`).
     pub fn from_map(explicit: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
         BrokerConfig::from_sources(explicit, None)

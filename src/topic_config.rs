@@ -643,11 +643,7 @@ mod tests {
     use super::*;
 
     fn broker(overrides: &[(&str, &str)]) -> BrokerConfig {
-        let map = overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        BrokerConfig::from_map(map).unwrap()
+        BrokerConfig::from_pairs(overrides)
     }
 
     #[test]

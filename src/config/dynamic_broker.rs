@@ -152,11 +152,7 @@ mod tests {
     use crate::topic_config::{DynamicBrokerConfigs, LIVE_BROKER_CONFIGS};
 
     fn broker(pairs: &[(&str, &str)]) -> BrokerConfig {
-        let map = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        BrokerConfig::from_map(map).unwrap()
+        BrokerConfig::from_pairs(pairs)
     }
 
     fn layer(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

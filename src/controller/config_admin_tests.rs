@@ -2,11 +2,7 @@ use super::*;
 use crate::controller::commands::{apply, register_live_broker};
 
 fn broker(pairs: &[(&str, &str)]) -> BrokerConfig {
-    let map = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    BrokerConfig::from_map(map).unwrap()
+    BrokerConfig::from_pairs(pairs)
 }
 
 fn image_with_topic(configs: &[(&str, &str)]) -> MetadataImage {

@@ -9,11 +9,7 @@ const TOPIC_ID: Uuid = Uuid::from_u128(7);
 const UNCLEAN: &str = "unclean.leader.election.enable";
 
 fn config(pairs: &[(&str, &str)]) -> BrokerConfig {
-    let map = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    BrokerConfig::from_map(map).unwrap()
+    BrokerConfig::from_pairs(pairs)
 }
 
 /// Brokers 1..=3, topic "t" on replicas [1, 2]; 2 fenced first (out of the ISR), then 1
