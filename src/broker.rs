@@ -25,7 +25,9 @@ use crate::replica::replica_manager::on_threads;
 use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::{ReplicaManager, isr_changes};
 use crate::server::Shutdown;
-use crate::server::connection_quotas::{ConnectionQuotas, resolve_overrides};
+use crate::server::connection_quotas::{
+    ConnectionQuotas, literal_overrides, names_hosts, resolve_overrides,
+};
 use crate::topic_config::DynamicLayers;
 use crate::txn::markers::NetworkMarkerSender;
 use crate::txn::producer_ids::ProducerIdManager;
@@ -684,13 +686,22 @@ impl Broker {
         if limits == current {
             return;
         }
-        // Host names resolve only when the overrides change (a lookup blocks).
+        // Only when the overrides change: addresses apply at once, host names once looked
+        // up on a blocking thread (a DNS outage must not hold up the reconciler, which
+        // also opens partitions and moves leaders); a lookup for overrides replaced
+        // meanwhile is dropped.
         let overrides = if limits.per_ip_overrides == current.per_ip_overrides {
             None
         } else {
-            Some(tokio::task::block_in_place(|| {
-                resolve_overrides(&limits.per_ip_overrides)
-            }))
+            let wanted = limits.per_ip_overrides.clone();
+            if names_hosts(&wanted) {
+                let connections = self.connections.clone();
+                tokio::task::spawn_blocking(move || {
+                    let resolved = resolve_overrides(&wanted);
+                    connections.set_resolved_overrides(&wanted, resolved);
+                });
+            }
+            Some(literal_overrides(&limits.per_ip_overrides))
         };
         self.connections.update_limits(limits, overrides);
     }

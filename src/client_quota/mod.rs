@@ -28,15 +28,16 @@
 //! authentication it must be the connection's principal name.
 //! SEAM(quota-metrics): no per-client `throttle-time`/`byte-rate` metrics yet.
 
+pub mod bounded;
 pub mod mutation;
 pub mod rate;
 pub mod resolve;
 pub mod token_bucket;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use bounded::Bounded;
 pub use mutation::MutationQuota;
 use rate::{RateConfig, SampledRate, throttle_ms};
 pub use resolve::{QuotaKind, QuotaTable, Resolved};
@@ -56,11 +57,6 @@ const REQUEST_THROTTLE_WINDOWS_MAX: u64 = 1;
 /// map is full. A client id is client-chosen, so the number of distinct ones must not grow
 /// memory without bound.
 pub const RATES_MAX: usize = 100_000;
-
-/// A full map in which a scan found nothing idle is scanned again only after this many
-/// new clients (each of which meanwhile replaces one arbitrary entry): a client cycling
-/// its id must not make every request scan the whole map under the lock.
-const SCAN_EVERY: usize = RATES_MAX / 10;
 
 /// Milliseconds on a monotonic clock (since first use): rates must not jump when the
 /// wall clock is set.
@@ -102,8 +98,8 @@ impl ClientQuotaManager {
             state: Mutex::new(State {
                 table: QuotaTable::default(),
                 source: ClientQuotas::new(),
-                rates: Bounded::default(),
-                buckets: Bounded::default(),
+                rates: Bounded::new(RATES_MAX),
+                buckets: Bounded::new(RATES_MAX),
             }),
         }
     }
@@ -225,70 +221,6 @@ impl ClientQuotaManager {
         let resolved = state.table.resolve(kind, user, client_id)?;
         let windows = (self.config.samples - 1) as f64 * self.config.window_ms as f64 / 1000.0;
         Some(resolved.quota * windows)
-    }
-}
-
-/// A map entry that may be dropped once unused for a while.
-trait Expiring {
-    fn is_idle(&self, now_ms: u64) -> bool;
-}
-
-impl Expiring for SampledRate {
-    fn is_idle(&self, now_ms: u64) -> bool {
-        SampledRate::is_idle(self, now_ms)
-    }
-}
-
-impl Expiring for TokenBucket {
-    fn is_idle(&self, now_ms: u64) -> bool {
-        TokenBucket::is_idle(self, now_ms)
-    }
-}
-
-/// A map of per-client state bounded at [`RATES_MAX`] entries.
-struct Bounded<K, V> {
-    map: HashMap<K, V>,
-    /// New entries since the last scan for idle ones found none.
-    unscanned_inserts: Option<usize>,
-}
-
-impl<K, V> Default for Bounded<K, V> {
-    fn default() -> Self {
-        Bounded {
-            map: HashMap::new(),
-            unscanned_inserts: None,
-        }
-    }
-}
-
-impl<K: Eq + std::hash::Hash + Clone, V: Expiring> Bounded<K, V> {
-    /// The entry of `key`, made on first use. A full map drops its idle entries (a scan),
-    /// or, when the last scan found none and fewer than [`SCAN_EVERY`] entries came since,
-    /// one arbitrary entry (its client restarts from a fresh rate).
-    fn entry(&mut self, key: K, now_ms: u64, make: impl FnOnce() -> V) -> &mut V {
-        if self.map.len() >= RATES_MAX && !self.map.contains_key(&key) {
-            let scan = self.unscanned_inserts.is_none_or(|n| n >= SCAN_EVERY);
-            if scan {
-                self.map.retain(|_, entry| !entry.is_idle(now_ms));
-            }
-            if self.map.len() >= RATES_MAX {
-                if let Some(victim) = self.map.keys().next().cloned() {
-                    self.map.remove(&victim);
-                }
-                self.unscanned_inserts = Some(if scan {
-                    0
-                } else {
-                    self.unscanned_inserts.unwrap_or(0) + 1
-                });
-            } else {
-                self.unscanned_inserts = None;
-            }
-        }
-        self.map.entry(key).or_insert_with(make)
-    }
-
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.map.get_mut(key)
     }
 }
 

@@ -252,7 +252,7 @@ fn permissive_mutations_are_always_taken_and_throttled_after() {
 #[test]
 fn a_full_map_scans_for_idle_entries_only_every_so_often() {
     let config = RateConfig::default();
-    let mut map: Bounded<u64, SampledRate> = Bounded::default();
+    let mut map: Bounded<u64, SampledRate> = Bounded::new(RATES_MAX);
     for key in 0..RATES_MAX as u64 {
         map.map.insert(key, SampledRate::new(config, 0));
     }
@@ -264,8 +264,8 @@ fn a_full_map_scans_for_idle_entries_only_every_so_often() {
     map.entry(u64::MAX - 1, 11_000, || SampledRate::new(config, 11_000));
     assert_eq!(map.map.len(), RATES_MAX);
     assert_eq!(map.unscanned_inserts, Some(1));
-    // Once SCAN_EVERY came, a scan drops every idle entry.
-    map.unscanned_inserts = Some(SCAN_EVERY);
+    // Once a tenth of the bound came, a scan drops every idle entry.
+    map.unscanned_inserts = Some(RATES_MAX / 10);
     map.entry(u64::MAX - 2, 11_000, || SampledRate::new(config, 11_000));
     assert_eq!(map.map.len(), 2, "only the two recent clients stay");
     assert_eq!(map.unscanned_inserts, None);

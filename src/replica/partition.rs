@@ -1461,6 +1461,16 @@ impl Partition {
         Ok(())
     }
 
+    /// `producer.id.expiration.ms` changed (a dynamic broker config): the next reload
+    /// (after a truncation) drops producers by the new value, as the periodic check does.
+    pub fn set_producer_expiration_ms(&self, expiration_ms: i64) {
+        let current = (self.state.read().unwrap_or_else(|p| p.into_inner())).producer_expiration_ms;
+        if current.is_some_and(|current| current != expiration_ms) {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            state.producer_expiration_ms = Some(expiration_ms);
+        }
+    }
+
     /// Removes the log from disk; later calls answer [`ReplicaError::Deleted`].
     pub fn delete(&self) -> Result<(), ReplicaError> {
         // A cleaning pass writes files into the directory: stop it and wait for it to

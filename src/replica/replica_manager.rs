@@ -165,6 +165,9 @@ impl ReplicaManager {
         };
         let node_id = self.node_id;
         let expiration_ms = dynamic_broker::producer_id_expiration_ms(&self.config, dynamic);
+        for partition in topics.values().flatten().flatten() {
+            partition.set_producer_expiration_ms(expiration_ms);
+        }
         let opened = on_threads(&openings, threads, |opening| {
             let high_watermark = high_watermarks.get(&opening.tp).copied().unwrap_or(0);
             opening.open(node_id, (high_watermark, expiration_ms), last_shutdown)

@@ -140,6 +140,23 @@ impl ConnectionQuotas {
         self.freed.notify_waiters();
     }
 
+    /// Puts in place the overrides `resolved` from `wanted` (host names looked up off the
+    /// reconciler), unless the limits moved on to other overrides meanwhile.
+    pub fn set_resolved_overrides(
+        &self,
+        wanted: &BTreeMap<String, usize>,
+        resolved: HashMap<IpAddr, usize>,
+    ) {
+        {
+            let mut state = self.state();
+            if state.limits.per_ip_overrides != *wanted {
+                return;
+            }
+            state.per_ip_overrides = resolved;
+        }
+        self.freed.notify_waiters();
+    }
+
     /// Applies the image's `connection_creation_rate` ip quotas; rates measured so far
     /// are kept.
     pub fn update_ip_quotas(&self, quotas: &ClientQuotas) {
@@ -277,12 +294,23 @@ impl Drop for ConnectionSlot {
 /// every address it resolves to now (Kafka takes the first of `InetAddress.getByName`;
 /// all of them is what an operator naming a host means). A name that does not resolve is
 /// skipped with a warning. Blocking: call off the async workers.
+/// The overrides given as IP addresses, without any lookup.
+pub fn literal_overrides(overrides: &BTreeMap<String, usize>) -> HashMap<IpAddr, usize> {
+    (overrides.iter())
+        .filter_map(|(host, max)| Some((host.parse::<IpAddr>().ok()?, *max)))
+        .collect()
+}
+
+/// Whether some override names a host rather than an address (a lookup is needed).
+pub fn names_hosts(overrides: &BTreeMap<String, usize>) -> bool {
+    overrides.keys().any(|host| host.parse::<IpAddr>().is_err())
+}
+
 pub fn resolve_overrides(overrides: &BTreeMap<String, usize>) -> HashMap<IpAddr, usize> {
     use std::net::ToSocketAddrs;
-    let mut resolved = HashMap::new();
+    let mut resolved = literal_overrides(overrides);
     for (host, max) in overrides {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            resolved.insert(ip, *max);
+        if host.parse::<IpAddr>().is_ok() {
             continue;
         }
         match (host.as_str(), 0).to_socket_addrs() {
@@ -527,5 +555,10 @@ mod tests {
         // A name from the hosts file, so the test needs no DNS.
         let by_name = resolve_overrides(&[("localhost".to_string(), 4)].into());
         assert!(by_name.values().all(|max| *max == 4) && !by_name.is_empty());
+        // Without a lookup: the addresses alone, and whether a name needs one.
+        let mixed: BTreeMap<String, usize> =
+            [("10.0.0.1".to_string(), 2), ("localhost".to_string(), 4)].into();
+        assert_eq!(literal_overrides(&mixed).len(), 1);
+        assert!(names_hosts(&mixed) && !names_hosts(&overrides));
     }
 }

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::client_quota::bounded::Bounded;
 use crate::client_quota::rate::{RateConfig, SampledRate, throttle_ms};
 use crate::config::connection_limits::UNLIMITED;
 use crate::controller::client_quotas::{CONNECTION_CREATION_RATE, ClientQuotas, QuotaName};
@@ -67,7 +68,7 @@ pub struct ConnectionRates {
     broker: SampledRate,
     listeners: HashMap<String, SampledRate>,
     ip_quotas: IpQuotas,
-    ips: HashMap<IpAddr, SampledRate>,
+    ips: Bounded<IpAddr, SampledRate>,
 }
 
 impl ConnectionRates {
@@ -77,7 +78,7 @@ impl ConnectionRates {
             broker: SampledRate::new(config, now_ms),
             listeners: HashMap::new(),
             ip_quotas: IpQuotas::default(),
-            ips: HashMap::new(),
+            ips: Bounded::new(IP_RATES_MAX),
         }
     }
 
@@ -154,21 +155,11 @@ impl ConnectionRates {
         throttle
     }
 
-    /// The rate of `ip`, created on first use, with idle rates (then an arbitrary one)
-    /// dropped when the map is full.
+    /// The rate of `ip`, created on first use; a full map makes room as
+    /// [`Bounded::entry`] does (no scan of 100k entries per new address).
     fn ip_rate(&mut self, ip: IpAddr, now_ms: u64) -> &mut SampledRate {
-        if !self.ips.contains_key(&ip) && self.ips.len() >= IP_RATES_MAX {
-            self.ips.retain(|_, rate| !rate.is_idle(now_ms));
-            if self.ips.len() >= IP_RATES_MAX
-                && let Some(victim) = self.ips.keys().next().copied()
-            {
-                self.ips.remove(&victim);
-            }
-        }
         let config = self.config;
-        self.ips
-            .entry(ip)
-            .or_insert_with(|| SampledRate::new(config, now_ms))
+        (self.ips).entry(ip, now_ms, || SampledRate::new(config, now_ms))
     }
 
     /// Connections per second accepted on `listener` now (for metrics).
