@@ -83,11 +83,7 @@ def test_a_throttled_reassignment_copies_no_faster_than_the_rate(make_cluster, t
     ops = [(LEADER_REPLICAS, SET, "0:1,0:2"), (FOLLOWER_REPLICAS, SET, "0:3")]
     assert incremental(node, ResourceType.TOPIC, topic, ops) is None
     # Every node has the throttle before the move starts (configs are in the image).
-    for on in (1, 2, 3):
-        clients.wait_for(
-            lambda: describe(nodes.node(on), ResourceType.TOPIC, topic)[
-                FOLLOWER_REPLICAS].value == "0:3",
-            timeout_s=SETTLE_S, what=f"node {on} sees the throttled replicas")
+    wait_follower_list_everywhere(nodes, topic, "0:3")
 
     started = time.monotonic()
     error, answers = node.call(test_reassign.alter_reassignments, {(topic, 0): [1, 2, 3]})
@@ -132,6 +128,15 @@ def clients_metrics(node):
         return response.read().decode()
 
 
+def wait_follower_list_everywhere(nodes, topic, value):
+    """Until every node describes the topic's follower throttled-replicas list as `value`."""
+    for on in (1, 2, 3):
+        clients.wait_for(
+            lambda: describe(nodes.node(on), ResourceType.TOPIC, topic)[
+                FOLLOWER_REPLICAS].value == value,
+            timeout_s=SETTLE_S, what=f"node {on} sees the throttled replicas")
+
+
 def test_in_sync_followers_are_never_throttled(make_cluster, topic):
     nodes = make_cluster(3)
     error, message = nodes.node(1).create_topic(
@@ -143,11 +148,7 @@ def test_in_sync_followers_are_never_throttled(make_cluster, topic):
     set_rates(node, [1, 2, 3], 1000)
     ops = [(LEADER_REPLICAS, SET, "*"), (FOLLOWER_REPLICAS, SET, "*")]
     assert incremental(node, ResourceType.TOPIC, topic, ops) is None
-    for on in (1, 2, 3):
-        clients.wait_for(
-            lambda: describe(nodes.node(on), ResourceType.TOPIC, topic)[
-                FOLLOWER_REPLICAS].value == "*",
-            timeout_s=SETTLE_S, what=f"node {on} sees the throttled replicas")
+    wait_follower_list_everywhere(nodes, topic, "*")
     # Far more than 1000 B/s: in-sync followers take it all the same (their bytes count).
     records = [{"value": os.urandom(1000)} for _ in range(500)]
     for start in range(0, len(records), 100):

@@ -506,15 +506,21 @@ mod tests {
         assert_eq!(quotas.record_creation("EXTERNAL", 0), 0);
     }
 
+    /// An accept of `CLIENT` on `listener` waiting for its admission, as a task.
+    fn spawn_admit(
+        quotas: &Arc<ConnectionQuotas>,
+        listener: &Arc<str>,
+    ) -> tokio::task::JoinHandle<Admission> {
+        let (quotas, listener) = (quotas.clone(), listener.clone());
+        tokio::spawn(async move { quotas.admit(&listener, CLIENT).await })
+    }
+
     #[tokio::test]
     async fn a_waiting_accept_gets_the_slot_a_closed_connection_frees() {
         let quotas = quotas(1, &[], &["EXTERNAL", "INTERNAL"]);
         let external: Arc<str> = "EXTERNAL".into();
         let held = quotas.try_acquire(&external).unwrap();
-        let waiter = {
-            let (quotas, external) = (quotas.clone(), external.clone());
-            tokio::spawn(async move { quotas.admit(&external, CLIENT).await })
-        };
+        let waiter = spawn_admit(&quotas, &external);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(held);
@@ -531,10 +537,7 @@ mod tests {
         let quotas = quotas(1, &[], &["EXTERNAL", "INTERNAL"]);
         let external: Arc<str> = "EXTERNAL".into();
         let _held = quotas.try_acquire(&external).unwrap();
-        let waiter = {
-            let (quotas, external) = (quotas.clone(), external.clone());
-            tokio::spawn(async move { quotas.admit(&external, CLIENT).await })
-        };
+        let waiter = spawn_admit(&quotas, &external);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         quotas.update_limits(limits(2, &[]), None);
