@@ -74,6 +74,9 @@ START_TIMEOUT_S = 60.0
 CALLGRIND_START_TIMEOUT_S = 300.0
 CLIENT_GRACE_S = 30.0
 STOP_TIMEOUT_S = 30.0
+# When a whole cluster stops at once, the last node's controlled shutdown finds no quorum
+# and waits out its 30 s timeout; the row is measured by then, so a cluster is killed sooner.
+CLUSTER_STOP_TIMEOUT_S = 5.0
 SETTLE_S = 1.5
 
 SIZES = {"100": 100, "1k": 1024}
@@ -323,7 +326,9 @@ class Brokers:
             return True
         self.wait_until(f"topic {topic} to have leaders and full ISRs", ready, timeout_s)
 
-    def stop(self, timeout_s=STOP_TIMEOUT_S):
+    def stop(self, timeout_s=None):
+        if timeout_s is None:
+            timeout_s = STOP_TIMEOUT_S if self.count == 1 else CLUSTER_STOP_TIMEOUT_S
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -400,13 +405,14 @@ CONSUMED_RE = re.compile(r"% (\d+) messages \((\d+) bytes\) consumed in (\d+)ms"
 
 
 def produced_summary(run):
-    """(delivered, delivered bytes, failed, ms) from the tool's last summary line."""
+    """(delivered, failed, ms) from the tool's last summary line. (Its byte counts are of
+    produce calls, which include retries after a full queue: payload MB/s is computed
+    from the delivered count and the record size instead.)"""
     found = PRODUCED_RE.findall(run.text)
     if not found:
         raise BenchError(f"no producer summary in {run.log}")
-    produced, produced_bytes, delivered, failed, ms = map(int, found[-1])
-    record_bytes = produced_bytes // max(produced, 1)
-    return delivered, delivered * record_bytes, failed, ms
+    _, _, delivered, failed, ms = map(int, found[-1])
+    return delivered, failed, max(ms, 1)
 
 
 def consumed_summary(run):
@@ -502,9 +508,9 @@ def run_produce(ctx, row, brokers, result, tag):
     run = wait_client(start_client(argv, ctx.path(tag, "client.log")),
                       ctx.seconds + CLIENT_GRACE_S, interrupt_after_s=ctx.seconds)
     window.close()
-    delivered, delivered_bytes, failed, ms = produced_summary(run)
+    delivered, failed, ms = produced_summary(run)
     result.msgs_s = delivered * 1000 / ms
-    result.mb_s = delivered_bytes / 1000 / ms
+    result.mb_s = delivered * row.size / 1000 / ms
     fill_from_window(result, window, delivered, run.cpu_s, run.wall_s)
     result.notes.append(f"{delivered} acked in {ms} ms")
     if failed:
@@ -517,7 +523,7 @@ def fill_topic(ctx, row, brokers, topic, tag):
     argv = produce_argv(ctx.tool, brokers, topic, Row("fill", "produce", row.size, "1",
                                                       row.codec), count)
     run = wait_client(start_client(argv, ctx.path(tag, "fill.log")), 300.0)
-    delivered, _, failed, _ = produced_summary(run)
+    delivered, failed, _ = produced_summary(run)
     if delivered != count or failed:
         raise BenchError(f"fill delivered {delivered} of {count}, {failed} failed; see {run.log}")
     return count
@@ -563,9 +569,9 @@ def run_latency(ctx, row, brokers, result, tag):
                            ctx.seconds + CLIENT_GRACE_S)
     consumer_run = wait_client(consumer, ctx.seconds + CLIENT_GRACE_S + 30.0)
     window.close()
-    delivered, delivered_bytes, failed, ms = produced_summary(producer)
+    delivered, failed, ms = produced_summary(producer)
     result.msgs_s = delivered * 1000 / ms
-    result.mb_s = delivered_bytes / 1000 / ms
+    result.mb_s = delivered * row.size / 1000 / ms
     client_cpu = producer.cpu_s + consumer_run.cpu_s
     fill_from_window(result, window, delivered, client_cpu, producer.wall_s)
     result.p50_ms, result.p99_ms, result.p999_ms, samples = percentiles(
@@ -834,7 +840,7 @@ def run_callgrind(ctx, args):
                 brokers.wait_topic("bench", row.partitions, 1, CALLGRIND_START_TIMEOUT_S)
             return callgrind_measure(ctx, row, brokers, args.records, out_file, tag)
         finally:
-            brokers.stop(timeout_s=CALLGRIND_START_TIMEOUT_S)
+            brokers.stop(timeout_s=CALLGRIND_START_TIMEOUT_S)  # callgrind writes its last dump
     finally:
         shutil.rmtree(data_root, ignore_errors=True)
 
@@ -843,7 +849,7 @@ def run_callgrind_fill(ctx, row, brokers, records, tag):
     argv = produce_argv(ctx.tool, brokers, "bench",
                         Row("fill", "produce", row.size, "1", row.codec), records)
     run = wait_client(start_client(argv, ctx.path(tag, "fill.log")), 300.0)
-    delivered, _, failed, _ = produced_summary(run)
+    delivered, failed, _ = produced_summary(run)
     if delivered != records or failed:
         raise SystemExit(f"fill delivered {delivered} of {records}; see {run.log}")
 
@@ -867,9 +873,16 @@ def callgrind_measure(ctx, row, brokers, records, out_file, tag):
         with open(path, "w") as f:
             subprocess.run(["callgrind_annotate", f"--inclusive={inclusive}", "--threshold=100",
                             "--auto=no", dump], stdout=f, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    callers_path = ctx.path(tag, "annotate-callers.txt")
+    with open(callers_path, "w") as f:
+        subprocess.run(["callgrind_annotate", "--tree=caller", "--inclusive=no",
+                        "--threshold=100", "--auto=no", dump], stdout=f,
+                       stderr=subprocess.DEVNULL, check=True, timeout=300)
+    top = top_functions(annotate, 15, total)
     return {"row": row.name, "records": done, "instructions": total,
             "instructions_per_record": total / max(done, 1), "dump": dump,
-            "annotate": annotate, "top": top_functions(annotate, 15, total),
+            "annotate": annotate, "top": top,
+            "callers": top_callers(callers_path, [name for _, _, name in top[:5]], 3),
             "client_wall_s": run.wall_s}
 
 
@@ -884,24 +897,57 @@ def fix_zeroed_calls(dump):
         f.write(re.sub(r"^calls=0 ", "calls=1 ", text, flags=re.MULTILINE))
 
 
+# One callgrind_annotate line: "1,234 (12.34%)  [< or *]  file:function (3x) [object]".
+ANNOTATE_LINE_RE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+([<*>]\s+)?(.*?)"
+                              r"(?:\s+\([\d,]+x\))?(?:\s+\[[^\]]*\])?$")
+
+
+def annotate_entry(line):
+    """(instructions, marker, function) of an annotate line, or None. The source file
+    before the function is dropped: code inlined from several files is one function."""
+    m = ANNOTATE_LINE_RE.match(line)
+    if not m:
+        return None
+    where = m[3]
+    name = where.split(":", 1)[1] if ":" in where and not where.startswith("<") else where
+    name = re.sub(r"::h[0-9a-f]{16}", "", name).strip()
+    return int(m[1].replace(",", "")), (m[2] or "").strip(), name
+
+
 def top_functions(annotate_path, count, total):
     """The `count` functions with the most self instructions, as (instructions, percent,
-    name). callgrind_annotate lists one line per (source file, function), so code inlined
-    from several files is one function split over several lines: they are summed here."""
-    line_re = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)(?:\s+\[[^\]]*\])?$")
-    by_function = {}
+    name), summed over the (source file, function) lines callgrind_annotate splits them into."""
     with open(annotate_path) as f:
         text = f.read()
     # The function list is the block after the "file:function" heading.
     listing = text.split("file:function", 1)[-1].split("\n\n", 1)[0]
+    by_function = {}
     for line in listing.splitlines():
-        m = line_re.match(line)
-        if m:
-            name = m[2].split(":", 1)[1] if ":" in m[2] and not m[2].startswith("<") else m[2]
-            name = re.sub(r"::h[0-9a-f]{16}", "", name).strip()
-            by_function[name] = by_function.get(name, 0) + int(m[1].replace(",", ""))
+        entry = annotate_entry(line)
+        if entry and "PROGRAM TOTALS" not in line:
+            by_function[entry[2]] = by_function.get(entry[2], 0) + entry[0]
     ranked = sorted(by_function.items(), key=lambda item: -item[1])[:count]
     return [(n, 100 * n / total, name) for name, n in ranked]
+
+
+def top_callers(callers_path, names, count):
+    """{function: [(instructions, caller)]}: for each named function, the `count` callers
+    whose calls to it cost the most, callees included (from `--tree=caller`, whose blocks
+    list a function's callers ("<") above the function ("*"))."""
+    with open(callers_path) as f:
+        blocks = f.read().split("\n\n")
+    found = {name: {} for name in names}
+    for block in blocks:
+        entries = [e for e in map(annotate_entry, block.splitlines()) if e]
+        selves = [e for e in entries if e[1] == "*"]
+        if not selves or selves[0][2] not in found:
+            continue
+        callers = found[selves[0][2]]
+        for instructions, marker, caller in entries:
+            if marker == "<":
+                callers[caller] = callers.get(caller, 0) + instructions
+    return {name: sorted(((n, c) for c, n in callers.items()), reverse=True)[:count]
+            for name, callers in found.items()}
 
 
 def print_callgrind(result):
@@ -912,9 +958,16 @@ def print_callgrind(result):
           f"self costs: {result['annotate']})\n")
     print("| Ir (self) | % | function |\n|---:|---:|---|")
     for instructions, percent, name in result["top"]:
-        name = name if len(name) <= 140 else name[:137] + "..."
-        print(f"| {instructions:,} | {percent:.1f} | `{name}` |")
+        print(f"| {instructions:,} | {percent:.1f} | `{short(name)}` |")
+    print("\nThe top five's main callers (instructions of those calls, callees included):\n")
+    for name, callers in result["callers"].items():
+        listed = "; ".join(f"`{short(caller, 100)}` {n:,}" for n, caller in callers)
+        print(f"- `{short(name, 80)}` <- {listed or '-'}")
     print()
+
+
+def short(name, limit=140):
+    return name if len(name) <= limit else name[:limit - 3] + "..."
 
 
 # ---------------------------------------------------------------- output
@@ -951,7 +1004,13 @@ def median_result(results):
         values = [getattr(r, name) for r in results if getattr(r, name) is not None]
         setattr(merged, name, statistics.median(values) if values else None)
     if len(results) > 1:
-        merged.notes.append(f"median of {len(results)}")
+        spread = [f"median of {len(results)}"]
+        for name, digits in (("msgs_s", 0), ("broker_us_per_record", 3), ("p99_ms", 2)):
+            values = [getattr(r, name) for r in results if getattr(r, name) is not None]
+            if values:
+                spread.append(f"{name} {fmt(min(values), digits)}..{fmt(max(values), digits)}")
+        merged.notes.append(", ".join(spread))
+        merged.notes += [n for r in results for n in r.notes if "FAILED" in n]
     else:
         merged.notes = list(results[0].notes)
     return merged
