@@ -157,6 +157,8 @@ pub async fn handle(
             if satisfied(&results, min_bytes) || Instant::now() >= deadline {
                 break;
             }
+            // Slices are not held while parked: they would keep deleted segments open.
+            results.clear();
             let woken = tokio::select! {
                 woken = waiter.wait(deadline) => woken,
                 // Answer with what there is rather than hold up shutdown.
@@ -205,9 +207,10 @@ fn throttle_consumer(
     }
     // Sizing only walks the structure; raw record bytes are counted, not copied. Records
     // sent from files stand as markers in the response: their bytes count instead.
-    let markers = reply.from_files.len() * super::outgoing::MARKER_BYTES;
-    let from_files: usize = reply.from_files.iter().map(RecordSlices::len).sum();
-    let size = reply.response.compute_size(context.version).unwrap_or(0) - markers + from_files;
+    let encoded = reply.response.compute_size(context.version).unwrap_or(0);
+    let size = (reply.from_files.iter()).fold(encoded, |size, records| {
+        super::outgoing::spliced_size(size, records.len())
+    });
     let throttle = super::throttle::record_fetch(broker, context, size);
     if throttle == 0 {
         return (reply, false);

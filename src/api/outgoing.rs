@@ -120,7 +120,8 @@ pub fn splice(
     let marker_prefix = compact_length(MARKER_BYTES)?;
     let mut positions = Vec::with_capacity(from_files.len());
     let mut search_from = 4;
-    let mut size = i64::from(i32::from_be_bytes(frame[..4].try_into().expect("4 bytes")));
+    let size = i32::from_be_bytes(frame[..4].try_into().expect("4 bytes"));
+    let mut size = usize::try_from(size).map_err(|_| "a negative frame size")?;
     for (index, records) in from_files.iter().enumerate() {
         let marker = marker(index);
         let at = find(&frame[search_from..], &marker)
@@ -131,7 +132,7 @@ pub fn splice(
             return Err("a records marker is not preceded by its compact length");
         }
         let prefix = compact_length(records.len())?;
-        size += (prefix.len() + records.len()) as i64 - (marker_prefix.len() + MARKER_BYTES) as i64;
+        size = spliced_size(size, records.len());
         positions.push((prefix_at, prefix));
         search_from = at + MARKER_BYTES;
     }
@@ -163,9 +164,14 @@ impl From<SplicedFrame> for Outgoing {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    memchr::memmem::find(haystack, needle)
+}
+
+/// The size of an encoded response of `size` bytes once one marker (with its compact
+/// length) is replaced by `records` bytes (with theirs).
+pub fn spliced_size(size: usize, records: usize) -> usize {
+    let prefix = |length: usize| compact_length(length).map_or(5, |prefix| prefix.len());
+    (size + prefix(records) + records).saturating_sub(prefix(MARKER_BYTES) + MARKER_BYTES)
 }
 
 /// The length prefix of compact bytes of `length` bytes.
@@ -303,7 +309,9 @@ mod tests {
         let with_marker = response([Bytes::new(), marker(0), Bytes::new()]);
         let frame = encode_response(&context(16), &with_marker).unwrap();
         let spliced = splice(frame, vec![slices]).unwrap();
-        file.truncate(50_000).unwrap(); // same length, but cut (and maybe rewritten) in place
+        // Cut into the slice and written again to the old length: readable, but not the bytes.
+        file.truncate(1_000).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&**file, &[8; 49_000], 1_000).unwrap();
         assert!(spliced.into_frame().is_err());
     }
 }

@@ -1,19 +1,23 @@
 //! Byte ranges of segment files handed out by reads, so that a fetch response can send
 //! them from the page cache to the socket (sendfile) instead of reading them into memory.
 //!
-//! A slice is taken under the partition's lock but sent later, and in between the log may
-//! change under it. Appends only add bytes past every slice, retention and compaction
-//! replace or unlink whole files (an open descriptor keeps the old bytes), so the one
-//! change that reaches a slice's bytes is a truncation of its file in place (a follower
-//! cutting back its log, recovery). Every such cut goes through
-//! [`SegmentFile::truncate`], which counts it before touching the file; a sender checks
-//! [`FileSlice::unchanged`] once the slice's bytes are in the socket and, if the file was
-//! cut meanwhile, abandons the response (closes the connection) before its last byte, so
-//! no client ever completes a response holding bytes the log no longer has.
+//! A slice is taken under the partition's lock but sent later. A response read into memory
+//! holds the bytes as they were at the read; a slice must send the same bytes or none.
+//! Appends only add bytes past every slice, and retention, compaction and truncation
+//! unlink whole files (the descriptor a slice holds keeps the old bytes: the response is
+//! then as if read into memory before the change). The one change that reaches a slice's
+//! bytes is a file cut in place (a follower cutting back its log, a failed append's
+//! rollback): every cut goes through [`SegmentFile::truncate`], which records it before
+//! touching the file; a sender checks [`FileSlice::unchanged`] once the slice's bytes are
+//! in the socket and, if a cut reached them meanwhile, abandons the response (closes the
+//! connection) before its last byte, so no client completes a response that mixes bytes.
 //!
-//! Bytes below the high watermark, which is all a consumer reads, are cut only by an
-//! unclean leader election; a follower reading up to the log end of a leader that is
-//! demoted at that moment is the case this guards in practice.
+//! What remains: sendfile queues references to page-cache pages, not copies, so a cut
+//! after the check can still zero bytes that sit in the socket unread. Such a batch fails
+//! its CRC-32C at the client (followers here validate every batch before they append).
+//! Bytes below the high watermark, all a consumer reads, are cut only by an unclean leader
+//! election; the bytes a cut reaches are those of a follower's read of a leader's
+//! uncommitted tail as it is demoted. Kafka sends with sendfile and the same exposure.
 
 use std::fs::File;
 use std::ops::Deref;
@@ -25,11 +29,15 @@ use bytes::{Bytes, BytesMut};
 
 use crate::log::error::LogError;
 
-/// A segment's `.log` file with a count of the in-place truncations it has seen.
+/// A segment's `.log` file with a record of the in-place cuts it has seen.
 #[derive(Debug)]
 pub(crate) struct SegmentFile {
     file: File,
+    /// How many cuts.
     truncations: AtomicU64,
+    /// The shortest length any cut left (never rises): a slice ending at or below it was
+    /// reached by no cut at all.
+    shortest_cut: AtomicU64,
 }
 
 impl SegmentFile {
@@ -37,18 +45,25 @@ impl SegmentFile {
         Arc::new(SegmentFile {
             file,
             truncations: AtomicU64::new(0),
+            shortest_cut: AtomicU64::new(u64::MAX),
         })
     }
 
-    /// Cuts the file to `length` bytes, counted first: a sender that loads the count after
-    /// its bytes left sees this cut if it could have reached them.
+    /// Cuts the file to `length` bytes, recorded first: a sender that checks after its
+    /// bytes left sees this cut if it could have reached them.
     pub(crate) fn truncate(&self, length: u64) -> std::io::Result<()> {
+        self.shortest_cut.fetch_min(length, Ordering::SeqCst);
         self.truncations.fetch_add(1, Ordering::SeqCst);
         self.file.set_len(length)
     }
 
     fn truncations(&self) -> u64 {
         self.truncations.load(Ordering::SeqCst)
+    }
+
+    /// Whether a cut may have reached below `end` since the count was `truncations`.
+    fn cut_below(&self, end: u64, truncations: u64) -> bool {
+        self.truncations() != truncations && self.shortest_cut.load(Ordering::SeqCst) < end
     }
 }
 
@@ -96,10 +111,12 @@ impl FileSlice {
         self.len == 0
     }
 
-    /// False once the file was cut in place after the slice was taken: bytes read or sent
-    /// from it since may not be the ones the read found.
+    /// False once the file was cut in place into the slice after it was taken: bytes read
+    /// or sent from it since may not be the ones the read found. (A cut before the slice
+    /// was taken, below its end, makes any later cut count: rare, and errs on the safe side.)
     pub fn unchanged(&self) -> bool {
-        self.file.truncations() == self.truncations
+        let end = self.position + self.len as u64;
+        !self.file.cut_below(end, self.truncations)
     }
 
     fn read_into(&self, out: &mut BytesMut) -> Result<(), LogError> {
@@ -192,9 +209,11 @@ mod tests {
     fn a_truncation_after_the_slice_is_seen() {
         let file = file_with(b"0123456789");
         let slice = FileSlice::new(&file, 0, 10);
+        let head = FileSlice::new(&file, 0, 4);
         assert!(slice.unchanged());
         file.truncate(4).unwrap();
         assert!(!slice.unchanged());
+        assert!(head.unchanged(), "the cut left the first four bytes alone");
         assert!(
             FileSlice::new(&file, 0, 4).unchanged(),
             "a later slice sees the cut file"

@@ -1134,6 +1134,30 @@ mod tests {
     }
 
     #[test]
+    fn slices_read_before_a_truncation_know_whether_it_reached_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let active_base = model.log.active().base_offset();
+        // The second batch of the active segment: the cut removes it and what follows.
+        let first = model.batch_holding(active_base);
+        let cut = model.batches[first + 1].0.base_offset;
+        let end = model.log.log_end_offset();
+        let below = model.log.read_slices(active_base, 1, cut, true).unwrap();
+        let across = model
+            .log
+            .read_slices(active_base, usize::MAX, end, true)
+            .unwrap();
+        let expected = model.bytes_from(model.batch_holding(active_base));
+        assert!(across.records.to_bytes().unwrap()[..] == expected[..]);
+        model.log.truncate_to(cut).unwrap();
+        assert!(below.records.unchanged(), "the cut is past these bytes");
+        assert!(
+            !across.records.unchanged(),
+            "the cut went through these bytes"
+        );
+    }
+
+    #[test]
     fn truncate_below_the_log_start_restarts_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = filled(dir.path());

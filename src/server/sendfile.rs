@@ -57,7 +57,11 @@ async fn send_file(socket: &TcpStream, slice: &FileSlice) -> io::Result<()> {
             // The file ends before the slice: it was cut under us.
             Ok(0) => return Err(io::Error::other(TRUNCATED_WHILE_SENT)),
             Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Err(error) => return Err(error),
         }
     }
@@ -136,7 +140,9 @@ mod tests {
         let file = file_with(&[5; 10_000]);
         let (mut writer, mut client) = pair().await;
         let spliced = frame(&file, 9_000);
-        file.truncate(10_000).unwrap(); // cut in place (same length: rewritten after)
+        // Cut into the slice and written again to the old length: sendable, not the bytes.
+        file.truncate(5_000).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&**file, &[6; 5_000], 5_000).unwrap();
         let error = write_response(&mut writer, Outgoing::Spliced(spliced))
             .await
             .unwrap_err();
