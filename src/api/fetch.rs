@@ -38,15 +38,44 @@ use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
+use crate::log::RecordSlices;
 use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::waits::ChangeWaiter;
-use crate::replica::{FollowerBroker, Partition, PartitionRead, ReplicaError, isr_changes};
+use crate::replica::{
+    FollowerBroker, Partition, PartitionRead, ReadBound, ReadRecords, ReplicaError, isr_changes,
+};
 use crate::types::{NodeId, now_ms};
 
 /// The longest a fetch may be parked, whatever the client asks (Kafka clients use ≤ 500 ms
 /// by default; a bound keeps a misbehaving client from pinning a connection forever).
 const WAIT_MS_MAX: u64 = 30_000;
+
+/// Reads larger than this are sent from the segment files (sendfile) rather than read
+/// into memory and copied into the response: below it, the copies cost less than the
+/// extra system calls (a write for the bytes before the records, a sendfile for them).
+const SEND_FROM_FILE_MIN_BYTES: usize = 8 * 1024;
+
+/// The first version whose responses are spliced with file bytes: flexible versions end
+/// with tagged fields, so the connection can hold their last byte back until it has
+/// checked that the files were not cut meanwhile (`log::file_slice`).
+const SEND_FROM_FILE_MIN_VERSION: i16 = 12;
+
+/// A fetch response and the file slices that take the place of its marker records, in
+/// marker order (`api::outgoing`).
+pub struct FetchReply {
+    pub response: FetchResponse,
+    pub from_files: Vec<RecordSlices>,
+}
+
+impl FetchReply {
+    fn encoded_in_full(response: FetchResponse) -> Self {
+        FetchReply {
+            response,
+            from_files: Vec::new(),
+        }
+    }
+}
 
 /// One requested partition, resolved against the image once.
 struct Target {
@@ -71,11 +100,13 @@ pub async fn handle(
     broker: &Broker,
     context: &RequestContext,
     request: FetchRequest,
-) -> FetchResponse {
+) -> FetchReply {
     if let Some(error) = session_error(&request) {
-        return FetchResponse::default()
-            .with_error_code(error.code())
-            .with_session_id(0);
+        return FetchReply::encoded_in_full(
+            FetchResponse::default()
+                .with_error_code(error.code())
+                .with_session_id(0),
+        );
     }
     let image = broker.image();
     let topics: Vec<(TopicName, uuid::Uuid)> = request
@@ -107,7 +138,12 @@ pub async fn handle(
     let deadline = Instant::now()
         + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(WAIT_MS_MAX));
 
-    let mut results = read_all(&targets, response_bytes_max);
+    let inline_max = match context.version >= SEND_FROM_FILE_MIN_VERSION {
+        true => SEND_FROM_FILE_MIN_BYTES - 1,
+        false => usize::MAX,
+    };
+    let read_all = |targets: &[Target]| read_all(targets, response_bytes_max, inline_max);
+    let mut results = read_all(&targets);
     if !satisfied(&results, min_bytes) && request.max_wait_ms > 0 {
         let watched: Vec<Arc<Partition>> = targets
             .iter()
@@ -117,17 +153,19 @@ pub async fn handle(
         let _parked = Parked::new(Delayed::Fetch);
         loop {
             let waiter = ChangeWaiter::arm(&watched);
-            results = read_all(&targets, response_bytes_max);
+            results = read_all(&targets);
             if satisfied(&results, min_bytes) || Instant::now() >= deadline {
                 break;
             }
+            // Slices are not held while parked: they would keep deleted segments open.
+            results.clear();
             let woken = tokio::select! {
                 woken = waiter.wait(deadline) => woken,
                 // Answer with what there is rather than hold up shutdown.
                 _ = shutdown.triggered() => false,
             };
             if !woken {
-                results = read_all(&targets, response_bytes_max);
+                results = read_all(&targets);
                 break;
             }
         }
@@ -137,18 +175,18 @@ pub async fn handle(
     // The image as it is now: a parked fetch may have outlived a leader change.
     let image = broker.image();
     let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
-    let response = build_response(topics, &targets, results, hints);
+    let reply = build_response(topics, &targets, results, hints);
     if replica.is_some() {
         record_bytes_out(&targets, &bytes_out);
         record_leader_throttled(&targets, &bytes_out);
-        return response;
+        return reply;
     }
-    let (response, throttled) = throttle_consumer(broker, context, response);
+    let (reply, throttled) = throttle_consumer(broker, context, reply);
     // A throttled consumer is sent an empty response: its bytes never went out.
     if !throttled {
         record_bytes_out(&targets, &bytes_out);
     }
-    response
+    reply
 }
 
 /// Records a consumer's response against its fetch quota. Over the quota, the client gets
@@ -158,25 +196,29 @@ pub async fn handle(
 fn throttle_consumer(
     broker: &Broker,
     context: &RequestContext,
-    response: FetchResponse,
-) -> (FetchResponse, bool) {
+    reply: FetchReply,
+) -> (FetchReply, bool) {
     use kafka_protocol::protocol::Encodable;
     if !broker
         .client_quotas
         .is_enabled(crate::client_quota::QuotaKind::Fetch)
     {
-        return (response, false);
+        return (reply, false);
     }
-    // Sizing only walks the structure; raw record bytes are counted, not copied.
-    let size = response.compute_size(context.version).unwrap_or(0);
+    // Sizing only walks the structure; raw record bytes are counted, not copied. Records
+    // sent from files stand as markers in the response: their bytes count instead.
+    let encoded = reply.response.compute_size(context.version).unwrap_or(0);
+    let size = (reply.from_files.iter()).fold(encoded, |size, records| {
+        super::outgoing::spliced_size(size, records.len())
+    });
     let throttle = super::throttle::record_fetch(broker, context, size);
     if throttle == 0 {
-        return (response, false);
+        return (reply, false);
     }
     let empty = FetchResponse::default()
         .with_session_id(0)
         .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX));
-    (empty, true)
+    (FetchReply::encoded_in_full(empty), true)
 }
 
 /// Counts the partitions' error codes.
@@ -346,15 +388,17 @@ fn resolve_targets(
 }
 
 /// What one read of one partition produced.
-type ReadOutcome = Result<PartitionRead, (ResponseError, i64, i64)>;
+type ReadOutcome = Result<PartitionRead<ReadRecords>, (ResponseError, i64, i64)>;
 
-fn read_all(targets: &[Target], response_bytes_max: usize) -> Vec<ReadOutcome> {
+/// Reads every target within the response's byte limit; reads up to `inline_max` bytes
+/// come back in memory, larger ones as file slices.
+fn read_all(targets: &[Target], response_bytes_max: usize, inline_max: usize) -> Vec<ReadOutcome> {
     let mut remaining = response_bytes_max;
     let mut any_data = false;
     targets
         .iter()
         .map(|target| {
-            let outcome = read_one(target, remaining, !any_data);
+            let outcome = read_one(target, remaining, !any_data, inline_max);
             if let Ok(read) = &outcome {
                 remaining = remaining.saturating_sub(read.records.len());
                 any_data |= !read.records.is_empty();
@@ -364,7 +408,12 @@ fn read_all(targets: &[Target], response_bytes_max: usize) -> Vec<ReadOutcome> {
         .collect()
 }
 
-fn read_one(target: &Target, remaining: usize, min_one_batch: bool) -> ReadOutcome {
+fn read_one(
+    target: &Target,
+    remaining: usize,
+    min_one_batch: bool,
+    inline_max: usize,
+) -> ReadOutcome {
     let partition = target
         .partition
         .as_ref()
@@ -381,18 +430,23 @@ fn read_one(target: &Target, remaining: usize, min_one_batch: bool) -> ReadOutco
     partition
         .check_leader_epoch(target.current_leader_epoch)
         .map_err(fail)?;
-    let max_bytes = target.max_bytes.min(remaining);
-    let offset = target.fetch_offset;
-    match target.replica {
+    let mut max_bytes = target.max_bytes.min(remaining);
+    let mut min_one_batch = min_one_batch;
+    let bound = match target.replica {
         // Held back: no records, but the offsets (and any error) as ever (Kafka's
         // `readFromLog` answers a throttled partition with an empty record set).
         Some(replica) if leader_holds(target, partition, replica) => {
-            partition.read_replica(offset, 0, false)
+            (max_bytes, min_one_batch) = (0, false);
+            ReadBound::LogEnd
         }
-        Some(_) => partition.read_replica(offset, max_bytes, min_one_batch),
-        None => partition.read_isolated(offset, max_bytes, min_one_batch, target.read_committed),
-    }
-    .map_err(fail)
+        Some(_) => ReadBound::LogEnd,
+        None if target.read_committed => ReadBound::LastStableOffset,
+        None => ReadBound::HighWatermark,
+    };
+    let offset = target.fetch_offset;
+    partition
+        .read_for_fetch(offset, max_bytes, min_one_batch, bound, inline_max)
+        .map_err(fail)
 }
 
 /// Kafka's `shouldLeaderThrottle` for a target marked throttled.
@@ -418,12 +472,14 @@ fn satisfied(results: &[ReadOutcome], min_bytes: usize) -> bool {
 }
 
 /// The response; partitions refused for not leading them name the leader (KIP-951).
+/// Records left in the files stand as markers, their slices in the reply.
 fn build_response(
     topics: Vec<(TopicName, uuid::Uuid)>,
     targets: &[Target],
     results: Vec<ReadOutcome>,
     mut hints: LeaderHints,
-) -> FetchResponse {
+) -> FetchReply {
+    let mut from_files = Vec::new();
     let names: Vec<TopicName> = topics.iter().map(|(name, _)| name.clone()).collect();
     let mut responses: Vec<FetchableTopicResponse> = topics
         .into_iter()
@@ -448,11 +504,18 @@ fn build_response(
                         })
                         .collect()
                 });
+                let records = match read.records {
+                    ReadRecords::Bytes(bytes) => bytes,
+                    ReadRecords::Slices(slices) => {
+                        from_files.push(slices);
+                        super::outgoing::marker(from_files.len() - 1)
+                    }
+                };
                 data.with_high_watermark(read.high_watermark)
                     .with_last_stable_offset(read.last_stable_offset)
                     .with_log_start_offset(read.log_start_offset)
                     .with_aborted_transactions(aborted)
-                    .with_records(Some(read.records))
+                    .with_records(Some(records))
             }
             Err((error, hw, start)) => data
                 .with_current_leader(hints.fetch_leader(
@@ -470,8 +533,12 @@ fn build_response(
         };
         responses[target.topic_index].partitions.push(data);
     }
-    FetchResponse::default()
+    let response = FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)
-        .with_node_endpoints(hints.fetch_endpoints())
+        .with_node_endpoints(hints.fetch_endpoints());
+    FetchReply {
+        response,
+        from_files,
+    }
 }

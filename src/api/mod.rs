@@ -34,6 +34,7 @@ mod list_offsets;
 mod log_dirs;
 mod metadata;
 mod offset_for_leader_epoch;
+pub mod outgoing;
 mod partition_reassignments;
 mod produce;
 pub mod throttle;
@@ -59,6 +60,7 @@ use legacy_leader_epoch::{
     LegacyOffsetForLeaderEpochResponse, OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN,
 };
 use legacy_offsets::{OFFSET_COMMIT_STRUCT_VERSION_MIN, OFFSET_FETCH_STRUCT_VERSION_MIN};
+use outgoing::Outgoing;
 
 /// One supported API and the version range we fully serve.
 #[derive(Clone, Copy, Debug)]
@@ -158,6 +160,10 @@ pub enum ApiError {
         version: i16,
         reason: String,
     },
+    /// Records a response sends from the segment files could not be read for a caller
+    /// that needs the whole frame in memory (`handle_frame`).
+    #[error("cannot read the response's records: {0}")]
+    ReadRecords(#[from] std::io::Error),
 }
 
 /// What a handler knows about the request beyond its body.
@@ -263,14 +269,19 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
 }
 
 /// [`handle_frame_on`] as if the frame arrived on the inter-broker listener (the first
-/// one a broker registers): for tests and fuzzing, which have no listener.
+/// one a broker registers), the response in one buffer: for tests and fuzzing, which have
+/// no listener and no socket.
 pub async fn handle_frame(
     broker: &Broker,
     frame: Bytes,
     client_host: &str,
 ) -> Result<Option<BytesMut>, ApiError> {
     let listener_name = Arc::from(broker.config.listener.name.as_str());
-    handle_frame_on(broker, frame, client_host, &listener_name).await
+    let outgoing = handle_frame_on(broker, frame, client_host, &listener_name).await?;
+    outgoing
+        .map(Outgoing::into_frame)
+        .transpose()
+        .map_err(ApiError::from)
 }
 
 /// Handles one whole frame (without its length prefix) that arrived on listener
@@ -281,13 +292,36 @@ pub async fn handle_frame_on(
     frame: Bytes,
     client_host: &str,
     listener_name: &Arc<str>,
-) -> Result<Option<BytesMut>, ApiError> {
+) -> Result<Option<Outgoing>, ApiError> {
     match parse_frame(frame, client_host, listener_name)? {
         ParsedFrame::UnsupportedApiVersions { correlation_id } => Ok(Some(
-            api_versions::unsupported_version_response(correlation_id),
+            api_versions::unsupported_version_response(correlation_id).into(),
         )),
-        ParsedFrame::Request(context, body) => dispatch(broker, &context, body).await,
+        // Fetch alone may leave its records in the files for the connection to send.
+        ParsedFrame::Request(context, body) if context.api_key == ApiKey::Fetch => {
+            fetch_frame(broker, &context, body).await.map(Some)
+        }
+        ParsedFrame::Request(context, body) => {
+            Ok(dispatch(broker, &context, body).await?.map(Outgoing::from))
+        }
     }
+}
+
+async fn fetch_frame(
+    broker: &Broker,
+    context: &RequestContext,
+    body: Bytes,
+) -> Result<Outgoing, ApiError> {
+    let request = decode(context, body)?;
+    let mut reply = fetch::handle(broker, context, request).await;
+    error_counts::count(context.api_key, &reply.response);
+    throttle::finish(broker, context, &mut reply.response);
+    let frame = encode_response(context, &reply.response)?;
+    outgoing::splice(frame, reply.from_files).map_err(|reason| ApiError::Encode {
+        api_key: context.api_key,
+        version: context.version,
+        reason: reason.into(),
+    })
 }
 
 fn decode<T: Decodable>(context: &RequestContext, mut body: Bytes) -> Result<T, ApiError> {
@@ -388,7 +422,6 @@ async fn dispatch(
                 None => Ok(None),
             }
         }
-        ApiKey::Fetch => route!(broker, context, body, fetch::handle),
         ApiKey::ListOffsets => route!(broker, context, body, list_offsets::handle),
         ApiKey::Metadata => route!(broker, context, body, metadata::handle),
         ApiKey::ApiVersions => route!(broker, context, body, api_versions::handle),

@@ -403,12 +403,16 @@ pub(crate) fn seal(batch: &mut [u8]) {
 
 /// Kafka's zig-zag varint / varlong (one encoding; up to 10 bytes), as records carry them.
 pub fn put_varint(buffer: &mut impl bytes::BufMut, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    while zigzag >= 0x80 {
-        buffer.put_u8((zigzag as u8) | 0x80);
-        zigzag >>= 7;
+    put_unsigned_varint(buffer, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+/// Kafka's unsigned varint, as compact lengths and tagged fields use it.
+pub fn put_unsigned_varint(buffer: &mut impl bytes::BufMut, mut value: u64) {
+    while value >= 0x80 {
+        buffer.put_u8((value as u8) | 0x80);
+        value >>= 7;
     }
-    buffer.put_u8(zigzag as u8);
+    buffer.put_u8(value as u8);
 }
 
 fn write_at(batch: &mut [u8], at: usize, bytes: &[u8]) {

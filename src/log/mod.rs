@@ -36,6 +36,7 @@ pub mod config;
 pub mod delete_horizon;
 pub mod durable;
 pub mod error;
+pub mod file_slice;
 mod index;
 mod index_file;
 pub mod leader_epochs;
@@ -64,7 +65,8 @@ pub use cleaner::{
 };
 pub use config::{LogConfig, TimestampType};
 pub use error::{BatchError, LogError, RecordError, RecordErrorCode};
+pub use file_slice::{FileSlice, RecordSlices};
 pub use leader_epochs::{EpochEntry, LeaderEpochCache};
-pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+pub use partition_log::{AppendInfo, PartitionLog, ReadResult, SlicedRead};
 pub use recompress::{TopicCompression, recompress};
 pub use records::{RecordPolicy, validate_records};

@@ -12,6 +12,7 @@ use crate::log::batch::{BatchHeader, stamp_batch};
 use crate::log::clean_shutdown::LastShutdown;
 use crate::log::config::{LogConfig, TimestampType};
 use crate::log::error::{BatchError, LogError};
+use crate::log::file_slice::RecordSlices;
 use crate::log::log_start_checkpoint;
 use crate::log::recovery;
 use crate::log::retention::{self, SegmentSummary};
@@ -38,6 +39,14 @@ pub struct AppendInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadResult {
     pub records: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// A read as file slices: [`PartitionLog::read_slices`].
+#[derive(Debug)]
+pub struct SlicedRead {
+    pub records: RecordSlices,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -383,23 +392,44 @@ impl PartitionLog {
         upper_bound: i64,
         min_one_batch: bool,
     ) -> Result<ReadResult, LogError> {
+        let sliced = self.read_slices(offset, max_bytes, upper_bound, min_one_batch)?;
+        Ok(ReadResult {
+            records: sliced.records.to_bytes()?,
+            log_start_offset: sliced.log_start_offset,
+            log_end_offset: sliced.log_end_offset,
+        })
+    }
+
+    /// [`PartitionLog::read`] without reading the bytes: where they are in the segment
+    /// files, for a fetch to send them from there (see `file_slice`).
+    pub fn read_slices(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> Result<SlicedRead, LogError> {
         self.check_in_range(offset)?;
         let limits = ReadLimits {
             upper_bound,
             max_bytes,
             min_one_batch,
         };
-        let mut records = BytesMut::new();
+        let mut records = RecordSlices::default();
         for segment in &self.segments[self.segment_index(offset)..] {
             let Some((position, _)) = segment.find_batch(offset)? else {
                 continue; // offset at or past this segment's end
             };
-            if segment.read_batches(position, &limits, &mut records)? {
+            let (slice, limited) = segment.slice_batches(position, &limits, records.len())?;
+            if let Some((slice, end_offset)) = slice {
+                records.push(slice, end_offset);
+            }
+            if limited {
                 break;
             }
         }
-        Ok(ReadResult {
-            records: records.freeze(),
+        Ok(SlicedRead {
+            records,
             log_start_offset: self.log_start_offset(),
             log_end_offset: self.log_end_offset(),
         })
@@ -1100,6 +1130,30 @@ mod tests {
         assert_eq!(
             model.log.max_timestamp_offset().unwrap(),
             Some((cut_base, 5_000))
+        );
+    }
+
+    #[test]
+    fn slices_read_before_a_truncation_know_whether_it_reached_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = filled(dir.path());
+        let active_base = model.log.active().base_offset();
+        // The second batch of the active segment: the cut removes it and what follows.
+        let first = model.batch_holding(active_base);
+        let cut = model.batches[first + 1].0.base_offset;
+        let end = model.log.log_end_offset();
+        let below = model.log.read_slices(active_base, 1, cut, true).unwrap();
+        let across = model
+            .log
+            .read_slices(active_base, usize::MAX, end, true)
+            .unwrap();
+        let expected = model.bytes_from(model.batch_holding(active_base));
+        assert!(across.records.to_bytes().unwrap()[..] == expected[..]);
+        model.log.truncate_to(cut).unwrap();
+        assert!(below.records.unchanged(), "the cut is past these bytes");
+        assert!(
+            !across.records.unchanged(),
+            "the cut went through these bytes"
         );
     }
 

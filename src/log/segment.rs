@@ -10,12 +10,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::BytesMut;
 
 use crate::log::batch::{self, BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, RecordTimestamp};
 use crate::log::error::LogError;
+use crate::log::file_slice::{FileSlice, SegmentFile};
 use crate::log::index::{OffsetIndex, OffsetPosition};
 use crate::log::time_index::{TimeIndex, TimestampOffset};
 use crate::log::txn_index::{AbortedTxn, TXN_INDEX_EXTENSION, TxnIndex};
@@ -154,7 +156,8 @@ pub(crate) struct ReadLimits {
 pub(crate) struct Segment {
     base_offset: i64,
     log_path: PathBuf,
-    log: File,
+    /// Shared with the file slices that fetch responses are still sending.
+    log: Arc<SegmentFile>,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     /// Aborted transactions whose abort marker is in this segment.
@@ -216,7 +219,7 @@ impl Segment {
         Ok(Segment {
             base_offset,
             log_path,
-            log,
+            log: SegmentFile::new(log),
             offset_index,
             time_index,
             txn_index,
@@ -244,7 +247,7 @@ impl Segment {
         let mut segment = Segment {
             base_offset,
             log_path,
-            log,
+            log: SegmentFile::new(log),
             offset_index,
             time_index,
             txn_index,
@@ -333,7 +336,7 @@ impl Segment {
         }
         if written.is_err() {
             // Best effort; reads stop at `state.size_bytes` whatever the file length says.
-            let _ = self.log.set_len(position);
+            let _ = self.log.truncate(position);
         }
         written
     }
@@ -362,7 +365,7 @@ impl Segment {
             self.offset_index.last_entry().is_none(),
             "recovery starts from empty indexes"
         );
-        self.log.set_len(state.size_bytes)?;
+        self.log.truncate(state.size_bytes)?;
         self.commit(state, pending)
     }
 
@@ -417,18 +420,20 @@ impl Segment {
         Ok(None)
     }
 
-    /// Append whole batches from `position` to `out` while the limits allow. Returns true
-    /// when a limit stopped the read, false when the segment ran out first.
-    pub(crate) fn read_batches(
+    /// The whole batches from `position` that the limits allow, `taken` bytes being read
+    /// already, as a slice of the file with the offset after its last batch (None when no
+    /// batch fits), and whether a limit stopped the read (false: the segment ran out).
+    pub(crate) fn slice_batches(
         &self,
         position: u64,
         limits: &ReadLimits,
-        out: &mut BytesMut,
-    ) -> Result<bool, LogError> {
+        taken: usize,
+    ) -> Result<(Option<(FileSlice, i64)>, bool), LogError> {
         let mut end = position;
+        let mut end_offset = None;
         let mut limited = false;
         while let Some(header) = self.header_at(end)? {
-            let taken_bytes = out.len() + (end - position) as usize;
+            let taken_bytes = taken + (end - position) as usize;
             let exempt = taken_bytes == 0 && limits.min_one_batch;
             let too_big = taken_bytes + header.total_bytes() > limits.max_bytes && !exempt;
             if header.base_offset >= limits.upper_bound || too_big {
@@ -436,9 +441,15 @@ impl Segment {
                 break;
             }
             end += header.total_bytes() as u64;
+            end_offset = Some(header.last_offset() + 1);
         }
-        self.read_exact(position, (end - position) as usize, out)?;
-        Ok(limited)
+        let slice = end_offset.map(|end_offset| {
+            (
+                FileSlice::new(&self.log, position, (end - position) as usize),
+                end_offset,
+            )
+        });
+        Ok((slice, limited))
     }
 
     /// Append `length` bytes of the log from `position` to `out`.
@@ -534,7 +545,7 @@ impl Segment {
         self.offset_index.truncate_from(offset)?;
         self.time_index.truncate_from(offset)?;
         self.txn_index.truncate_from(offset)?;
-        self.log.set_len(position)?;
+        self.log.truncate(position)?;
         self.state = self.tail_state(position)?;
         Ok(())
     }

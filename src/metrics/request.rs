@@ -220,7 +220,7 @@ fn api_error_code(error: &ApiError) -> i16 {
     match error {
         ApiError::UnsupportedVersion { .. } => 35, // UNSUPPORTED_VERSION
         ApiError::ShortFrame(_) | ApiError::Decode { .. } => 42, // INVALID_REQUEST
-        ApiError::UnknownApiKey(_) | ApiError::Encode { .. } => -1, // UNKNOWN_SERVER_ERROR
+        ApiError::UnknownApiKey(_) | ApiError::Encode { .. } | ApiError::ReadRecords(_) => -1, // UNKNOWN_SERVER_ERROR
     }
 }
 

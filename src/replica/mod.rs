@@ -25,7 +25,7 @@ use thiserror::Error;
 pub use log_cleaner::{CleanerSettings, LogCleaner};
 pub use partition::{
     FollowerBroker, IsrAnswer, IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead,
-    ProduceOutcome, RequiredAcks,
+    ProduceOutcome, ReadBound, ReadRecords, RequiredAcks,
 };
 pub use replica_manager::ReplicaManager;
 

@@ -37,8 +37,8 @@ use super::leader_state::LeaderState;
 use crate::controller::image::NO_LEADER;
 use crate::log::txn_index::AbortedTxn;
 use crate::log::{
-    self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig,
-    PartitionLog, RecordPolicy, recompress, validate_batches, validate_records,
+    self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig, LogError,
+    PartitionLog, RecordPolicy, RecordSlices, recompress, validate_batches, validate_records,
 };
 use crate::metrics::TopicMetrics;
 use crate::txn::marker::{encode_marker_batch, parse_marker};
@@ -271,16 +271,49 @@ pub enum LeadershipChange {
     BecameFollower,
 }
 
-/// Raw batches plus the offsets a fetch response reports beside them.
+/// Raw batches plus the offsets a fetch response reports beside them. The batches are in
+/// memory (`Bytes`) or, for a fetch, maybe still in the segment files ([`ReadRecords`]).
 #[derive(Clone, Debug)]
-pub struct PartitionRead {
-    pub records: Bytes,
+pub struct PartitionRead<R = Bytes> {
+    pub records: R,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     /// read_committed only: the aborted transactions with records in what was read.
     pub aborted_transactions: Vec<AbortedTxn>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// The records of a fetch's read: read into memory, or left in the segment files for the
+/// response to send from there (see `log::file_slice`).
+#[derive(Clone, Debug)]
+pub enum ReadRecords {
+    Bytes(Bytes),
+    Slices(RecordSlices),
+}
+
+impl ReadRecords {
+    pub fn len(&self) -> usize {
+        match self {
+            ReadRecords::Bytes(bytes) => bytes.len(),
+            ReadRecords::Slices(slices) => slices.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a read stops: before the first batch at or above this offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBound {
+    /// A consumer at read_uncommitted.
+    HighWatermark,
+    /// A consumer at read_committed, which is also told the aborted transactions.
+    LastStableOffset,
+    /// A follower, which copies what consumers may not see yet.
+    LogEnd,
 }
 
 /// Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`: an ISR change this leader proposed
@@ -773,9 +806,8 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<PartitionRead, ReplicaError> {
-        self.read_below(offset, max_bytes, min_one_batch, |state, _| {
-            state.high_watermark
-        })
+        let bound = ReadBound::HighWatermark;
+        self.read_within(offset, max_bytes, min_one_batch, bound, |r| r.to_bytes())
     }
 
     /// A consumer's read at an isolation level: read_uncommitted is [`Partition::read`];
@@ -789,28 +821,29 @@ impl Partition {
         min_one_batch: bool,
         read_committed: bool,
     ) -> Result<PartitionRead, ReplicaError> {
-        if !read_committed {
-            return self.read(offset, max_bytes, min_one_batch);
-        }
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
-        let last_stable_offset = state.last_stable_offset();
-        let result = log.read(offset, max_bytes, last_stable_offset, min_one_batch)?;
-        let end = crate::log::iter_batches(&result.records)
-            .filter_map(Result::ok)
-            .last()
-            .map(|(_, header)| header.last_offset() + 1);
-        let aborted_transactions = match end {
-            Some(end) => log.aborted_transactions(offset, end),
-            None => Vec::new(),
+        let bound = match read_committed {
+            true => ReadBound::LastStableOffset,
+            false => ReadBound::HighWatermark,
         };
-        Ok(PartitionRead {
-            records: result.records,
-            high_watermark: state.high_watermark,
-            last_stable_offset,
-            aborted_transactions,
-            log_start_offset: result.log_start_offset,
-            log_end_offset: result.log_end_offset,
+        self.read_within(offset, max_bytes, min_one_batch, bound, |r| r.to_bytes())
+    }
+
+    /// A fetch's read up to `bound`: reads of at most `inline_max` bytes come back in
+    /// memory, larger ones as slices of the segment files for the response to send.
+    pub fn read_for_fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        bound: ReadBound,
+        inline_max: usize,
+    ) -> Result<PartitionRead<ReadRecords>, ReplicaError> {
+        self.read_within(offset, max_bytes, min_one_batch, bound, |records| {
+            if records.len() <= inline_max {
+                records.to_bytes().map(ReadRecords::Bytes)
+            } else {
+                Ok(ReadRecords::Slices(records))
+            }
         })
     }
 
@@ -856,30 +889,40 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<PartitionRead, ReplicaError> {
-        self.read_below(offset, max_bytes, min_one_batch, |_, log| {
-            log.log_end_offset()
-        })
+        let bound = ReadBound::LogEnd;
+        self.read_within(offset, max_bytes, min_one_batch, bound, |r| r.to_bytes())
     }
 
-    /// A read stopping before the batch at `upper_bound(state, log)`.
-    fn read_below(
+    /// A read stopping before the first batch at or above `bound`, its records made
+    /// ready by `finish` under the partition's lock (so bytes read there are the log's).
+    fn read_within<R>(
         &self,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
-        upper_bound: impl Fn(&PartitionState, &PartitionLog) -> i64,
-    ) -> Result<PartitionRead, ReplicaError> {
+        bound: ReadBound,
+        finish: impl FnOnce(RecordSlices) -> Result<R, LogError>,
+    ) -> Result<PartitionRead<R>, ReplicaError> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
-        let upper = upper_bound(&state, log);
-        let result = log.read(offset, max_bytes, upper, min_one_batch)?;
+        let last_stable_offset = state.last_stable_offset();
+        let upper = match bound {
+            ReadBound::HighWatermark => state.high_watermark,
+            ReadBound::LastStableOffset => last_stable_offset,
+            ReadBound::LogEnd => log.log_end_offset(),
+        };
+        let read = log.read_slices(offset, max_bytes, upper, min_one_batch)?;
+        let aborted_transactions = match (bound, read.records.end_offset()) {
+            (ReadBound::LastStableOffset, Some(end)) => log.aborted_transactions(offset, end),
+            _ => Vec::new(),
+        };
         Ok(PartitionRead {
-            records: result.records,
+            records: finish(read.records)?,
             high_watermark: state.high_watermark,
-            last_stable_offset: state.last_stable_offset(),
-            aborted_transactions: Vec::new(),
-            log_start_offset: result.log_start_offset,
-            log_end_offset: result.log_end_offset,
+            last_stable_offset,
+            aborted_transactions,
+            log_start_offset: read.log_start_offset,
+            log_end_offset: read.log_end_offset,
         })
     }
 
@@ -1109,7 +1152,7 @@ impl Partition {
                 // A follower ahead of this log holds records it must truncate first; its
                 // offset says nothing about what it has of ours (Kafka answers
                 // OFFSET_OUT_OF_RANGE before recording anything).
-                return Err(ReplicaError::Log(crate::log::LogError::OffsetOutOfRange {
+                return Err(ReplicaError::Log(LogError::OffsetOutOfRange {
                     offset: fetch_offset,
                     log_start,
                     log_end,
@@ -1713,7 +1756,7 @@ fn read_marker(
 ) -> Result<Option<TxnMarker>, ReplicaError> {
     let read = log.read(header.base_offset, header.total_bytes(), i64::MAX, true)?;
     let Some(batch) = read.records.get(..header.total_bytes()) else {
-        return Err(ReplicaError::Log(crate::log::LogError::Corrupt(format!(
+        return Err(ReplicaError::Log(LogError::Corrupt(format!(
             "control batch at {} reads short",
             header.base_offset
         ))));

@@ -27,6 +27,8 @@ use tracing::Instrument;
 use super::Shutdown;
 use super::budget::{BudgetPermit, RequestBudget};
 use super::request_span::request_span;
+use super::sendfile::write_response;
+use crate::api::outgoing::Outgoing;
 use crate::api::{self, ApiError};
 use crate::broker::Broker;
 use crate::metrics::request::{RequestTimer, with_request_scope};
@@ -170,7 +172,7 @@ impl Connection {
             // for every version: holding it back would let an old client's request time
             // out (and a non-idempotent producer retry into duplicates).
             if let Some(response) = response {
-                self.writer.write_all(&response).await?;
+                write_response(&mut self.writer, response).await?;
             }
             timer.finish(handled_at, &scope);
             self.release_request_memory();
@@ -202,7 +204,7 @@ impl Connection {
 
     /// Hands one frame to the API layer inside its request span; the latency line is
     /// logged only when the span is enabled (debug).
-    async fn handle(&self, frame: Bytes) -> Result<Option<BytesMut>, ApiError> {
+    async fn handle(&self, frame: Bytes) -> Result<Option<Outgoing>, ApiError> {
         let span = request_span(&frame, &self.listener_name);
         let started = (!span.is_disabled()).then(Instant::now);
         let outcome =

@@ -6,7 +6,8 @@
 //! KIP-402), `max.connections.per.ip` and its overrides ([`connection_quotas`]), the
 //! KIP-612 connection creation rates per broker, listener and IP ([`connection_rates`]),
 //! `connections.max.idle.ms`, and `queued.max.request.bytes` broker-wide ([`budget`]).
-//! A frame that cannot be parsed closes that connection only.
+//! A frame that cannot be parsed closes that connection only. Fetch records go from the
+//! segment files to the socket with sendfile ([`sendfile`]).
 
 pub mod budget;
 pub mod connection;
@@ -14,6 +15,7 @@ pub mod connection_quotas;
 pub mod connection_rates;
 pub mod listener;
 pub mod request_span;
+pub mod sendfile;
 pub mod shutdown;
 
 pub use listener::{BoundListener, serve};

@@ -305,12 +305,8 @@ fn get_length(buf: &mut &[u8], flexible: bool) -> Result<Option<usize>, TxnRecor
     }
 }
 
-fn put_varint(buffer: &mut BytesMut, mut value: u32) {
-    while value >= 0x80 {
-        buffer.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buffer.put_u8(value as u8);
+fn put_varint(buffer: &mut BytesMut, value: u32) {
+    crate::log::batch::put_unsigned_varint(buffer, value.into());
 }
 
 fn get_varint(buf: &mut &[u8]) -> Result<u32, TxnRecordError> {
