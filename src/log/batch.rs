@@ -326,30 +326,45 @@ pub fn stamp_batch(
     leader_epoch: i32,
     log_append_time_ms: Option<i64>,
 ) {
+    let header = stamped_header(batch, base_offset, leader_epoch, log_append_time_ms);
+    batch[..BATCH_HEADER_BYTES].copy_from_slice(&header);
+}
+
+/// What [`stamp_batch`] would make of `batch`'s header, in a copy: the batch itself is left
+/// as it is, so an append can write the copy and then the rest of the batch from where the
+/// request put it. Changed timestamps are covered by a CRC over the copy and the rest.
+pub fn stamped_header(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+) -> [u8; BATCH_HEADER_BYTES] {
     // Only validated batches reach here; a shorter slice is a caller bug.
-    assert!(
-        batch.len() >= BATCH_HEADER_BYTES,
-        "stamp_batch needs a whole batch"
-    );
-    write_at(batch, BASE_OFFSET_AT, &base_offset.to_be_bytes());
+    let mut header: [u8; BATCH_HEADER_BYTES] = batch
+        .get(..BATCH_HEADER_BYTES)
+        .and_then(|head| head.try_into().ok())
+        .expect("stamped_header needs a whole batch");
+    write_at(&mut header, BASE_OFFSET_AT, &base_offset.to_be_bytes());
     write_at(
-        batch,
+        &mut header,
         PARTITION_LEADER_EPOCH_AT,
         &leader_epoch.to_be_bytes(),
     );
     let Some(now_ms) = log_append_time_ms else {
-        return;
+        return header;
     };
-    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+    let attributes = i16::from_be_bytes([header[ATTRIBUTES_AT], header[ATTRIBUTES_AT + 1]]);
     write_at(
-        batch,
+        &mut header,
         ATTRIBUTES_AT,
         &(attributes | TIMESTAMP_TYPE_FLAG).to_be_bytes(),
     );
-    write_at(batch, BASE_TIMESTAMP_AT, &now_ms.to_be_bytes());
-    write_at(batch, MAX_TIMESTAMP_AT, &now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_COVERS_FROM..]);
-    write_at(batch, CRC_AT, &crc.to_be_bytes());
+    write_at(&mut header, BASE_TIMESTAMP_AT, &now_ms.to_be_bytes());
+    write_at(&mut header, MAX_TIMESTAMP_AT, &now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&header[CRC_COVERS_FROM..]);
+    let crc = crc32c::crc32c_append(crc, &batch[BATCH_HEADER_BYTES..]);
+    write_at(&mut header, CRC_AT, &crc.to_be_bytes());
+    header
 }
 
 /// The header of `batch` (one whole batch) alone, as a batch of no records (Kafka's

@@ -1242,7 +1242,7 @@ mod tests {
         };
         RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
         let (records, headers) = validated(buffer);
-        log.append(records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, 0).unwrap();
     }
 
     /// `batches` batches of two records each, keys k0..k9 in turn, values naming their
@@ -1329,7 +1329,7 @@ mod tests {
         ));
         let (records, headers) = validated(batch_around(&body, 0, 2, 0));
         let original = records.clone();
-        log.append(records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, 0).unwrap();
         write_keys(&mut log, 60, 1_000, Compression::None); // supersedes k0, rolls
         assert!(log.segments.len() > 3);
         log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
@@ -1356,7 +1356,7 @@ mod tests {
         RecordBatchEncoder::encode(&mut buffer, &[only], &options).unwrap();
         let (records, headers) = validated(buffer);
         assert!(headers[0].is_transactional());
-        log.append(records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, 0).unwrap();
     }
 
     /// k=committed at 0, an aborted transaction's k=aborted at 1 (marker at 2), a committed
@@ -1378,7 +1378,7 @@ mod tests {
             };
             let batch = encode_marker_batch(producer_id, 0, marker, 600);
             let (records, headers) = validated(BytesMut::from(&batch[..]));
-            log.append(records, &headers, 3, 0).unwrap();
+            log.append(&records, &headers, 3, 0).unwrap();
         }
         let entry = AbortedTxn {
             producer_id: 9,
@@ -1465,7 +1465,7 @@ mod tests {
         };
         RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
         let (records, headers) = validated(buffer);
-        log.append(records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, 0).unwrap();
         (first, log.log_end_offset() - 1)
     }
 
@@ -1486,7 +1486,7 @@ mod tests {
         let batch = encode_marker_batch(producer.0, producer.1, marker, 600);
         let (records, headers) = validated(BytesMut::from(&batch[..]));
         let offset = log.log_end_offset();
-        log.append(records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, 0).unwrap();
         if !committed {
             log.append_aborted(AbortedTxn {
                 producer_id: producer.0,
@@ -1926,7 +1926,7 @@ mod tests {
         let batch = encode_marker_batch(9, 0, marker, 600);
         let (records, headers) = validated(BytesMut::from(&batch[..]));
         let marker_offset = log.log_end_offset();
-        log.append(records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, 0).unwrap();
         log.append_aborted(AbortedTxn {
             producer_id: 9,
             first_offset: 1,

@@ -4,11 +4,12 @@
 //! `&self` because segments read with positional reads.
 
 use std::fs;
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::log::batch::{BatchHeader, stamp_batch};
+use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, stamped_header};
 use crate::log::clean_shutdown::LastShutdown;
 use crate::log::config::{LogConfig, TimestampType};
 use crate::log::error::{BatchError, LogError};
@@ -228,7 +229,7 @@ impl PartitionLog {
     /// All or nothing: after an error nothing of this append is visible.
     pub fn append(
         &mut self,
-        mut records: BytesMut,
+        records: &[u8],
         headers: &[BatchHeader],
         leader_epoch: i32,
         now_ms: i64,
@@ -248,9 +249,10 @@ impl PartitionLog {
             leader_epoch,
             log_append_time_ms,
         };
-        let stamped = stamp_records(&mut records, headers, &stamp)?;
+        let (stamped_headers, stamped) = stamp_records(records, headers, &stamp)?;
+        let pieces = interleave(records, &stamped_headers, &stamped);
         let summary = summarize(&stamped);
-        self.write_batches(&records, &stamped, &summary, now_ms)?;
+        self.write_batches(&pieces, &stamped, &summary, now_ms)?;
         Ok(AppendInfo {
             first_offset,
             last_offset: summary.last_offset,
@@ -286,7 +288,8 @@ impl PartitionLog {
             }
             expected = header.last_offset() + 1;
         }
-        self.write_batches(records, headers, &summarize(headers), now_ms)
+        let pieces = [IoSlice::new(records)];
+        self.write_batches(&pieces, headers, &summarize(headers), now_ms)
     }
 
     /// An empty follower log that starts inside `first`, the leader's batch holding the
@@ -314,7 +317,7 @@ impl PartitionLog {
     /// in doubt too; the next flush tells.
     fn write_batches(
         &mut self,
-        records: &[u8],
+        records: &[IoSlice<'_>],
         headers: &[BatchHeader],
         summary: &AppendSummary,
         now_ms: i64,
@@ -730,34 +733,56 @@ struct Stamp {
 
 /// Give the batches consecutive offsets and stamp them in place; returns their headers as
 /// stamped.
+/// The broker's fields for each batch of `records` (see `batch::stamped_header`), as
+/// header copies; `records` itself is not touched (it is the client's request). Returns the
+/// copies and the headers they parse to.
 fn stamp_records(
-    records: &mut [u8],
+    records: &[u8],
     headers: &[BatchHeader],
     stamp: &Stamp,
-) -> Result<Vec<BatchHeader>, LogError> {
+) -> Result<(Vec<[u8; BATCH_HEADER_BYTES]>, Vec<BatchHeader>), LogError> {
     let described_bytes: usize = headers.iter().map(BatchHeader::total_bytes).sum();
     assert_eq!(
         described_bytes,
         records.len(),
         "headers come from validate_batches(records)"
     );
+    let mut copies = Vec::with_capacity(headers.len());
     let mut stamped = Vec::with_capacity(headers.len());
     let mut position = 0;
     let mut next_offset = stamp.first_offset;
     for header in headers {
-        let batch = &mut records[position..position + header.total_bytes()];
-        stamp_batch(
+        let batch = &records[position..position + header.total_bytes()];
+        let copy = stamped_header(
             batch,
             next_offset,
             stamp.leader_epoch,
             stamp.log_append_time_ms,
         );
-        let header = BatchHeader::parse(batch)?;
+        let header = BatchHeader::parse(&copy)?;
         next_offset = header.last_offset() + 1;
         position += header.total_bytes();
+        copies.push(copy);
         stamped.push(header);
     }
-    Ok(stamped)
+    Ok((copies, stamped))
+}
+
+/// The pieces of an append: each batch's stamped header copy, then its body from `records`.
+fn interleave<'a>(
+    records: &'a [u8],
+    copies: &'a [[u8; BATCH_HEADER_BYTES]],
+    stamped: &[BatchHeader],
+) -> Vec<IoSlice<'a>> {
+    let mut pieces = Vec::with_capacity(2 * copies.len());
+    let mut position = 0;
+    for (copy, header) in copies.iter().zip(stamped) {
+        let end = position + header.total_bytes();
+        pieces.push(IoSlice::new(copy));
+        pieces.push(IoSlice::new(&records[position + BATCH_HEADER_BYTES..end]));
+        position = end;
+    }
+    pieces
 }
 
 fn summarize(stamped: &[BatchHeader]) -> AppendSummary {
@@ -857,7 +882,7 @@ mod tests {
         records.extend_from_slice(&encode_batch(&[50, 60], Compression::Zstd));
         let mut headers = headers;
         headers.extend(validated(encode_batch(&[50, 60], Compression::Zstd)).1);
-        let second = model.log.append(records, &headers, TEST_EPOCH, 8).unwrap();
+        let second = model.log.append(&records, &headers, TEST_EPOCH, 8).unwrap();
         assert_eq!((second.first_offset, second.last_offset), (3, 5));
         assert_eq!(
             (second.max_timestamp, second.offset_of_max_timestamp),
@@ -1044,7 +1069,7 @@ mod tests {
         };
         let mut log = PartitionLog::open(dir.path().to_path_buf(), config, 0).unwrap();
         let (records, headers) = validated(encode_batch(&[1, 2, 3], Compression::Gzip));
-        let info = log.append(records, &headers, 0, 9_000).unwrap();
+        let info = log.append(&records, &headers, 0, 9_000).unwrap();
         assert_eq!(
             (info.log_append_time_ms, info.max_timestamp),
             (9_000, 9_000)

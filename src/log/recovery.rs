@@ -977,7 +977,7 @@ mod tests {
             let batch =
                 crate::log::test_support::encode_batch_sized(&timestamps, Compression::None, 100);
             let (records, headers) = crate::log::test_support::validated(batch);
-            let info = log.append(records, &headers, 1, index as i64).unwrap();
+            let info = log.append(&records, &headers, 1, index as i64).unwrap();
             writeln!(stdout, "acked {}", info.last_offset).unwrap();
             stdout.flush().unwrap();
         }

@@ -7,7 +7,7 @@
 //! from the index files plus the few batches after the last index entry, or by recovery.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -304,11 +304,12 @@ impl Segment {
         }
     }
 
-    /// Append whole, already stamped batches at the end. All or nothing: on failure the log
-    /// file and indexes are cut back and the state is unchanged.
+    /// Append whole, already stamped batches at the end, given as `pieces` written one
+    /// after another (a batch's stamped header and its body may be apart). All or nothing:
+    /// on failure the log file and indexes are cut back and the state is unchanged.
     pub(crate) fn append(
         &mut self,
-        records: &[u8],
+        pieces: &[IoSlice<'_>],
         headers: &[BatchHeader],
         index_interval_bytes: u32,
     ) -> Result<(), LogError> {
@@ -322,14 +323,15 @@ impl Segment {
             state.advance(header, index_interval_bytes, &mut pending);
         }
         let position = self.state.size_bytes;
+        let length: usize = pieces.iter().map(|piece| piece.len()).sum();
         assert_eq!(
             state.size_bytes - position,
-            records.len() as u64,
+            length as u64,
             "headers match records"
         );
         let mut written = self
             .log
-            .write_all_at(records, position)
+            .write_all_vectored_at(pieces, position)
             .map_err(LogError::from);
         if written.is_ok() {
             written = self.commit(state, pending);
@@ -734,7 +736,7 @@ mod tests {
         let (records, headers) = stamped_batches(20, 0);
         let batch_bytes = headers[0].total_bytes() as u64;
         segment
-            .append(&records, &headers, 3 * batch_bytes as u32)
+            .append(&[IoSlice::new(&records)], &headers, 3 * batch_bytes as u32)
             .unwrap();
         // An entry for every batch that starts more than 3 batches after the last entry.
         let expected: Vec<i64> = vec![4, 8, 12, 16];
@@ -753,7 +755,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut segment = Segment::create(dir.path(), 100, 0).unwrap();
         let (records, headers) = stamped_batches(10, 100);
-        segment.append(&records, &headers, 200).unwrap();
+        segment
+            .append(&[IoSlice::new(&records)], &headers, 200)
+            .unwrap();
         segment.seal().unwrap();
         let before = segment.state;
         drop(segment);
@@ -773,7 +777,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
         let (records, headers) = stamped_batches(5, 0);
-        segment.append(&records, &headers, 0).unwrap();
+        segment
+            .append(&[IoSlice::new(&records)], &headers, 0)
+            .unwrap();
         let size = headers[0].total_bytes() as u64;
         for offset in 0..5 {
             let (position, header) = segment.find_batch(offset).unwrap().unwrap();

@@ -176,7 +176,7 @@ impl LogModel {
         let (records, headers) = validated(batch);
         let info = self
             .log
-            .append(records, &headers, TEST_EPOCH, now_ms)
+            .append(&records, &headers, TEST_EPOCH, now_ms)
             .unwrap();
         crate::log::stamp_batch(&mut expected, info.first_offset, TEST_EPOCH, None);
         let header = BatchHeader::parse(&expected).unwrap();

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -570,8 +570,6 @@ impl Partition {
             Origin::Marker(marker) => Some(marker),
             Origin::Client(_) | Origin::Coordinator(_) => None,
         };
-        // The log stamps offsets into its own copy; make it before taking the lock.
-        let owned = BytesMut::from(&records[..]);
         let mut epochs_to_write = None;
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -621,7 +619,8 @@ impl Partition {
                 });
             }
             let active_base_offset = log.active_base_offset();
-            let info = log.append(owned, headers, state.leader_epoch, now_ms)?;
+            // The log writes stamped copies of the headers beside the request's batch bodies.
+            let info = log.append(records, headers, state.leader_epoch, now_ms)?;
             if log.active_base_offset() != active_base_offset {
                 // Rolled before this append's batches: the table is the state as of the new
                 // segment's base offset.
