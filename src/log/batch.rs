@@ -681,6 +681,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stamped_header_copy_is_the_header_of_the_batch_stamped_whole() {
+        for append_time in [None, Some(77_000)] {
+            let batch = encode_batch(&[5, 9, 11], Compression::Lz4);
+            let copy = stamped_header(&batch, 1_234, 7, append_time);
+            // Stamped by hand, the whole batch in one buffer, one CRC over all of it.
+            let mut whole = batch.to_vec();
+            whole[..8].copy_from_slice(&1_234i64.to_be_bytes());
+            whole[12..16].copy_from_slice(&7i32.to_be_bytes());
+            if let Some(now) = append_time {
+                whole[22] |= 0x08;
+                whole[27..35].copy_from_slice(&now.to_be_bytes());
+                whole[35..43].copy_from_slice(&now.to_be_bytes());
+                let crc = crc32c::crc32c(&whole[21..]);
+                whole[17..21].copy_from_slice(&crc.to_be_bytes());
+            }
+            assert_eq!(copy[..], whole[..BATCH_HEADER_BYTES], "{append_time:?}");
+            assert_eq!(batch[BATCH_HEADER_BYTES..], whole[BATCH_HEADER_BYTES..]);
+        }
+    }
+
+    #[test]
     fn log_append_time_stamping_recomputes_the_crc() {
         let mut batch = encode_batch(&[5, 9], Compression::Snappy);
         let before = BatchHeader::parse(&batch).unwrap();

@@ -731,10 +731,8 @@ struct Stamp {
     log_append_time_ms: Option<i64>,
 }
 
-/// Give the batches consecutive offsets and stamp them in place; returns their headers as
-/// stamped.
-/// The broker's fields for each batch of `records` (see `batch::stamped_header`), as
-/// header copies; `records` itself is not touched (it is the client's request). Returns the
+/// The broker's fields for each batch of `records` (consecutive offsets, see
+/// `batch::stamped_header`), as header copies; `records` itself is not touched (it is the client's request). Returns the
 /// copies and the headers they parse to.
 fn stamp_records(
     records: &[u8],

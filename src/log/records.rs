@@ -171,33 +171,67 @@ impl<R: BufRead> RecordReader<R> {
     /// Kafka's zig-zag varint: at most 5 bytes.
     #[inline]
     fn varint(&mut self) -> Result<i32, BatchError> {
-        let mut raw: u32 = 0;
-        for shift in (0..35).step_by(7) {
-            let byte = self.byte()?;
-            raw |= u32::from(byte & 0x7f).wrapping_shl(shift);
-            if byte & 0x80 == 0 {
-                return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
-            }
-        }
-        Err(invalid(
-            "Varint is too long, the most significant bit in the 5th byte is set".into(),
-        ))
+        let raw = match self.buffered_raw_varint(5)? {
+            Some(raw) => raw as u32,
+            None => self.raw_varint_bytewise(
+                5,
+                "Varint is too long, the most significant bit in the 5th byte is set",
+            )? as u32,
+        };
+        Ok((raw >> 1) as i32 ^ -((raw & 1) as i32))
     }
 
     /// Kafka's zig-zag varlong: at most 10 bytes.
     #[inline]
     fn varlong(&mut self) -> Result<i64, BatchError> {
+        let raw = match self.buffered_raw_varint(10)? {
+            Some(raw) => raw,
+            None => self.raw_varint_bytewise(
+                10,
+                "Varlong is too long, the most significant bit in the 10th byte is set",
+            )?,
+        };
+        Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
+    }
+
+    /// The varint of at most `max_bytes` at the front of the source's buffer, consumed, if
+    /// it ends there: the common case, decoded without a buffer call per byte. `None` when
+    /// it runs past the buffer (or past `max_bytes`): nothing is consumed, and the bytewise
+    /// decoder takes over and reports what is wrong.
+    #[inline]
+    fn buffered_raw_varint(&mut self, max_bytes: usize) -> Result<Option<u64>, BatchError> {
+        let found = {
+            let buffer = self.source.fill_buf().map_err(stream_error)?;
+            let mut raw: u64 = 0;
+            let mut found = None;
+            for (index, &byte) in buffer.iter().take(max_bytes).enumerate() {
+                raw |= u64::from(byte & 0x7f) << (7 * index);
+                if byte & 0x80 == 0 {
+                    found = Some((raw, index + 1));
+                    break;
+                }
+            }
+            found
+        };
+        let Some((raw, length)) = found else {
+            return Ok(None);
+        };
+        self.take_budget(length)?;
+        self.source.consume(length);
+        Ok(Some(raw))
+    }
+
+    /// A varint of at most `max_bytes` read byte by byte (across buffer refills).
+    fn raw_varint_bytewise(&mut self, max_bytes: u32, too_long: &str) -> Result<u64, BatchError> {
         let mut raw: u64 = 0;
-        for shift in (0..70).step_by(7) {
+        for index in 0..max_bytes {
             let byte = self.byte()?;
-            raw |= u64::from(byte & 0x7f).wrapping_shl(shift);
+            raw |= u64::from(byte & 0x7f).wrapping_shl(7 * index);
             if byte & 0x80 == 0 {
-                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+                return Ok(raw);
             }
         }
-        Err(invalid(
-            "Varlong is too long, the most significant bit in the 10th byte is set".into(),
-        ))
+        Err(invalid(too_long.into()))
     }
 
     #[inline]
@@ -710,6 +744,39 @@ mod tests {
             "offset delta 0",
             "repeat",
         );
+    }
+
+    #[test]
+    fn varints_decode_alike_whole_in_the_buffer_and_split_across_refills() {
+        let ints = [0, 1, -1, 63, -64, 64, 8191, -8192, i32::MAX, i32::MIN];
+        let longs = [0, -1, 1 << 35, -(1 << 40), i64::MAX, i64::MIN];
+        let mut bytes = Vec::new();
+        for value in ints {
+            crate::log::batch::put_varint(&mut bytes, value.into());
+        }
+        for value in longs {
+            crate::log::batch::put_varint(&mut bytes, value);
+        }
+        // Five continuation bytes: too long for a varint, whichever path reads it.
+        bytes.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+        let whole = RecordReader {
+            source: &bytes[..],
+            budget: usize::MAX,
+        };
+        let split = RecordReader {
+            source: io::BufReader::with_capacity(1, &bytes[..]),
+            budget: usize::MAX,
+        };
+        fn read_all<R: BufRead>(mut reader: RecordReader<R>) -> (Vec<i32>, Vec<i64>, String) {
+            let ints = (0..10).map(|_| reader.varint().unwrap()).collect();
+            let longs = (0..6).map(|_| reader.varlong().unwrap()).collect();
+            (ints, longs, reader.varint().unwrap_err().to_string())
+        }
+        let (got_ints, got_longs, error) = read_all(whole);
+        assert_eq!(got_ints, ints);
+        assert_eq!(got_longs, longs);
+        assert!(error.contains("Varint is too long"), "{error}");
+        assert_eq!(read_all(split), (got_ints, got_longs, error));
     }
 
     #[test]
