@@ -184,7 +184,6 @@ fn compact_length(length: usize) -> Result<Bytes, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::sync::Arc;
 
     use kafka_protocol::messages::fetch_response::{
@@ -210,9 +209,7 @@ mod tests {
     }
 
     fn file_with(bytes: &[u8]) -> Arc<SegmentFile> {
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(bytes).unwrap();
-        SegmentFile::new(file)
+        SegmentFile::holding(bytes)
     }
 
     fn partition(index: i32, records: Bytes) -> PartitionData {

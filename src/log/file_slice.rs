@@ -62,6 +62,15 @@ impl SegmentFile {
         self.truncations.load(Ordering::SeqCst)
     }
 
+    /// A temporary file holding `bytes` (tests).
+    #[cfg(test)]
+    pub(crate) fn holding(bytes: &[u8]) -> Arc<Self> {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        SegmentFile::new(file)
+    }
+
     /// Writes `pieces` one after another from `position`: one pwritev for an append of up
     /// to [`PIECES_PER_WRITE`] pieces, unless the kernel takes less at a time.
     pub(crate) fn write_all_vectored_at(
@@ -228,12 +237,9 @@ impl RecordSlices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn file_with(bytes: &[u8]) -> Arc<SegmentFile> {
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(bytes).unwrap();
-        SegmentFile::new(file)
+        SegmentFile::holding(bytes)
     }
 
     #[test]

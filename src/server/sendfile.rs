@@ -70,7 +70,6 @@ async fn send_file(socket: &TcpStream, slice: &FileSlice) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
     use std::sync::Arc;
 
     use bytes::{Bytes, BytesMut};
@@ -82,9 +81,7 @@ mod tests {
     use crate::log::file_slice::SegmentFile;
 
     fn file_with(bytes: &[u8]) -> Arc<SegmentFile> {
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(bytes).unwrap();
-        SegmentFile::new(file)
+        SegmentFile::holding(bytes)
     }
 
     /// A connected pair: our writer side and the client's stream.
