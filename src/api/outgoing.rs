@@ -11,7 +11,6 @@
 //! compact bytes, and the response ends with tagged fields, whose last byte is held back
 //! ([`SplicedFrame::last`]) until the sender has checked the slices were not cut under it.
 
-use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -70,13 +69,7 @@ impl Outgoing {
         for part in &frame.parts {
             match part {
                 Part::Bytes(bytes) => out.extend_from_slice(bytes),
-                Part::File(slice) => {
-                    let start = out.len();
-                    out.resize(start + slice.len(), 0);
-                    slice
-                        .file()
-                        .read_exact_at(&mut out[start..], slice.position())?;
-                }
+                Part::File(slice) => slice.read_into(&mut out)?,
             }
         }
         if !frame.unchanged() {

@@ -173,11 +173,11 @@ impl FileSlice {
         !self.file.cut_below(end, self.truncations)
     }
 
-    fn read_into(&self, out: &mut BytesMut) -> Result<(), LogError> {
+    /// Appends the slice's bytes, read now, to `out`.
+    pub fn read_into(&self, out: &mut BytesMut) -> std::io::Result<()> {
         let start = out.len();
         out.resize(start + self.len, 0);
-        self.file.read_exact_at(&mut out[start..], self.position)?;
-        Ok(())
+        self.file.read_exact_at(&mut out[start..], self.position)
     }
 }
 

@@ -732,8 +732,8 @@ struct Stamp {
 }
 
 /// The broker's fields for each batch of `records` (consecutive offsets, see
-/// `batch::stamped_header`), as header copies; `records` itself is not touched (it is the client's request). Returns the
-/// copies and the headers they parse to.
+/// `batch::stamped_header`), as header copies; `records` itself, the client's request, is
+/// not touched. Returns the copies and the headers they parse to.
 fn stamp_records(
     records: &[u8],
     headers: &[BatchHeader],
