@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -68,6 +69,12 @@ LONGPOLL_CONSUMERS = 1000
 LONGPOLL_WAIT_MS = 500
 LONGPOLL_SECONDS = 10.0
 CONNECT_CONCURRENCY = 200
+# produce-conns-<N> rows: every connection loops Produce v7 (acks=1) of one batch of this
+# many 100 B records, waiting for each answer: the broker's cost per record as the number
+# of connections grows, with the same records per request.
+CONNS_BATCH_RECORDS = 100
+CONNS_RECORD_BYTES = 100
+CONNS_MAX = 20_000
 # Deadlines. Under valgrind everything is ~50x slower.
 START_TIMEOUT_S = 60.0
 CALLGRIND_START_TIMEOUT_S = 300.0
@@ -91,8 +98,10 @@ class BenchError(RuntimeError):
 @dataclass(frozen=True)
 class Row:
     """One scenario. Names are parsed, so any combination can be asked for by name:
-    produce-<100|1k>-<1|all>-<none|lz4>[-p<N>][-rf3], consume-<100|1k>-<none|lz4>[-p<N>][-rf3],
-    latency-rf<1|3>, idle-partitions, idle-connections, idle-longpoll."""
+    produce-<100|1k>-<1|all>-<none|lz4>[-p<N>][-rf3][-herd],
+    consume-<100|1k>-<none|lz4>[-p<N>][-rf3], latency-rf<1|3>, produce-conns-<N>,
+    idle-partitions, idle-connections, idle-longpoll. -herd: the produce runs while
+    LONGPOLL_CONSUMERS long polls park on another topic of the same broker."""
 
     name: str
     kind: str
@@ -101,9 +110,12 @@ class Row:
     codec: str = "none"
     partitions: int = PARTITIONS_DEFAULT
     replicas: int = 1
+    herd: bool = False
+    connections: int = 0
 
 
-PRODUCE_RE = re.compile(r"produce-(100|1k)-(1|all)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?")
+PRODUCE_RE = re.compile(r"produce-(100|1k)-(1|all)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?(-herd)?")
+CONNS_RE = re.compile(r"produce-conns-(\d+)")
 CONSUME_RE = re.compile(r"consume-(100|1k)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?")
 LATENCY_RE = re.compile(r"latency-rf([13])")
 IDLE_KINDS = ("idle-partitions", "idle-connections", "idle-longpoll")
@@ -111,8 +123,12 @@ IDLE_KINDS = ("idle-partitions", "idle-connections", "idle-longpoll")
 
 def parse_row(name):
     if m := PRODUCE_RE.fullmatch(name):
+        if m[6] and m[5] == "3":
+            raise SystemExit(f"{name}: -herd rows run on one broker")
         return Row(name, "produce", SIZES[m[1]], m[2], m[3],
-                   int(m[4] or PARTITIONS_DEFAULT), int(m[5] or 1))
+                   int(m[4] or PARTITIONS_DEFAULT), int(m[5] or 1), herd=bool(m[6]))
+    if (m := CONNS_RE.fullmatch(name)) and 1 <= int(m[1]) <= CONNS_MAX:
+        return Row(name, "conns", CONNS_RECORD_BYTES, connections=int(m[1]))
     if m := CONSUME_RE.fullmatch(name):
         return Row(name, "consume", SIZES[m[1]], "1", m[2],
                    int(m[3] or PARTITIONS_DEFAULT), int(m[4] or 1))
@@ -124,11 +140,13 @@ def parse_row(name):
     raise SystemExit(f"unknown row {name!r}: {Row.__doc__}")
 
 
-# The issue's table, then the partition scale, then the idle costs: about 4 minutes.
+# The issue's table, then the partition and connection scale, then the idle costs:
+# about 5 minutes.
 DEFAULT_ROWS = [
     "produce-100-all-none", "produce-100-all-lz4", "produce-1k-1-none",
     "produce-1k-all-none", "consume-1k-none", "latency-rf1", "latency-rf3",
     "produce-100-all-none-p1", "produce-100-all-none-p100", "produce-100-all-none-p1000",
+    "produce-100-all-none-herd", "produce-conns-10", "produce-conns-10000",
     "idle-partitions", "idle-connections", "idle-longpoll",
 ]
 QUICK_ROWS = ["produce-100-all-none", "produce-1k-1-none", "consume-1k-none",
@@ -140,14 +158,25 @@ QUICK_SECONDS = 5
 
 
 def proc_ticks(pid):
-    """utime + stime of the whole process (every thread, live or ended), in ticks."""
+    """(utime, stime) of the whole process (every thread, live or ended), in ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def cpu_seconds(pids):
-    return sum(proc_ticks(pid) for pid in pids) / TICKS_PER_SECOND
+    return sum(sum(proc_ticks(pid)) for pid in pids) / TICKS_PER_SECOND
+
+
+def kernel_seconds(pids):
+    """The part of cpu_seconds spent in the kernel (system calls, the network stack)."""
+    return sum(proc_ticks(pid)[1] for pid in pids) / TICKS_PER_SECOND
+
+
+def own_cpu_seconds():
+    """This process's CPU (the Python load of the rows that generate it here)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def status_kib(pid, key):
@@ -186,11 +215,13 @@ class Window:
         self.pids = pids
         self.peak_is_own = reset_peak_rss(pids)
         self.cpu_start = cpu_seconds(pids)
+        self.kernel_start = kernel_seconds(pids)
         self.time_start = time.monotonic()
-        self.cpu_s = self.wall_s = self.peak_mib = None
+        self.cpu_s = self.kernel_s = self.wall_s = self.peak_mib = None
 
     def close(self):
         self.cpu_s = cpu_seconds(self.pids) - self.cpu_start
+        self.kernel_s = kernel_seconds(self.pids) - self.kernel_start
         self.wall_s = time.monotonic() - self.time_start
         self.peak_mib = peak_rss_mib(self.pids)
         return self
@@ -204,7 +235,7 @@ def raise_open_files_limit():
     """10,000 idle connections need 10,000 descriptors here and in the broker (which
     inherits this limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max(IDLE_CONNECTION_COUNTS) + LONGPOLL_CONSUMERS + 1024
+    wanted = max(IDLE_CONNECTION_COUNTS) + CONNS_MAX + LONGPOLL_CONSUMERS + 1024
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, wanted), hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -500,13 +531,22 @@ class Context:
 
 def run_produce(ctx, row, brokers, result, tag):
     topic = create_topic(brokers, "bench", row.partitions, row.replicas)
+    herd = BackgroundLongPolls(brokers, row.replicas) if row.herd else None
     time.sleep(SETTLE_S)
     result.rss_idle_mib = rss_mib(brokers.pids)
     argv = produce_argv(ctx.tool, brokers, topic, row, 2_000_000_000)
-    window = Window(brokers.pids)
-    run = wait_client(start_client(argv, ctx.path(tag, "client.log")),
-                      ctx.seconds + CLIENT_GRACE_S, interrupt_after_s=ctx.seconds)
-    window.close()
+    if herd:
+        herd.start()
+    try:
+        window = Window(brokers.pids)
+        run = wait_client(start_client(argv, ctx.path(tag, "client.log")),
+                          ctx.seconds + CLIENT_GRACE_S, interrupt_after_s=ctx.seconds)
+        window.close()
+    finally:
+        if herd:
+            herd.stop()
+    if herd:
+        result.notes.append(herd.summary())
     delivered, failed, ms = produced_summary(run)
     result.msgs_s = delivered * 1000 / ms
     result.mb_s = delivered * row.size / 1000 / ms
@@ -726,6 +766,61 @@ async def long_poll_for(port, topic, partitions, window_factory):
     return window, stats
 
 
+class BackgroundLongPolls:
+    """LONGPOLL_CONSUMERS long polls on their own idle topic, in a thread with its own
+    event loop, while a produce row runs: whether parked fetches of other partitions
+    cost the producing broker anything (they must not be woken by its appends)."""
+
+    def __init__(self, brokers, replicas):
+        self.topic = create_topic(brokers, "idle", PARTITIONS_DEFAULT, replicas)
+        self.port = brokers.ports[0][0]
+        self.parked = threading.Event()
+        self.stats = {"responses": 0, "wait_s": 0.0, "errors": 0, "counting": False}
+        self.loop = asyncio.new_event_loop()
+        self.stop_event = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.started = self.stopped = None
+
+    def run(self):
+        self.loop.run_until_complete(self.poll_all())
+        self.loop.close()
+
+    async def poll_all(self):
+        self.stop_event = asyncio.Event()
+        semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        tasks = [asyncio.create_task(long_poll(self.port, self.topic, PARTITIONS_DEFAULT,
+                                               self.stop_event, self.stats, semaphore))
+                 for _ in range(LONGPOLL_CONSUMERS)]
+        await asyncio.sleep(2 * LONGPOLL_WAIT_MS / 1000 + 1.0)  # all connected and parked
+        self.stats["counting"] = True
+        self.parked.set()
+        await self.stop_event.wait()
+        self.stats["counting"] = False
+        await asyncio.wait(tasks, timeout=5 * LONGPOLL_WAIT_MS / 1000)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def start(self):
+        self.thread.start()
+        if not self.parked.wait(timeout=60.0):
+            raise BenchError("the long polls did not all park within 60 s")
+        self.started = time.monotonic()
+
+    def stop(self):
+        if self.stop_event is not None and self.thread.is_alive():
+            self.stopped = time.monotonic()
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout=30.0)
+
+    def summary(self):
+        wall = max((self.stopped or time.monotonic()) - (self.started or time.monotonic()), 1e-9)
+        responses = self.stats["responses"]
+        return (f"while {LONGPOLL_CONSUMERS} long polls (max wait {LONGPOLL_WAIT_MS} ms) "
+                f"parked on topic {self.topic}: {responses / wall:.0f} responses/s, "
+                f"{self.stats['errors']} errors")
+
+
 def run_idle_longpoll(ctx, row, brokers, result, tag):
     topic = create_topic(brokers, "idle", PARTITIONS_DEFAULT, 1)
     time.sleep(SETTLE_S)
@@ -747,12 +842,112 @@ def run_idle_longpoll(ctx, row, brokers, result, tag):
     mean_ms = 1000 * stats["wait_s"] / responses if responses else float("nan")
     result.notes.append(f"{LONGPOLL_CONSUMERS} consumers, Fetch max wait {LONGPOLL_WAIT_MS} ms "
                         f"on {PARTITIONS_DEFAULT} idle partitions: {responses / window.wall_s:.0f} "
-                        f"responses/s, mean wait {mean_ms:.0f} ms, {stats['errors']} errors")
+                        f"responses/s, mean wait {mean_ms:.0f} ms, {stats['errors']} errors; "
+                        f"broker kernel time {100 * window.kernel_s / window.wall_s:.1f}% of a "
+                        f"core ({1e6 * window.kernel_s / max(responses, 1):.0f} µs per response)")
+
+
+# ---------------------------------------------------------------- connection scale
+
+
+def produce_v7_body(topic, partition, batch):
+    """Produce v7, acks=1, one batch to one partition (non-transactional)."""
+    partition_data = rawkafka.int32(partition) + rawkafka.nullable_bytes(batch)
+    topic_data = rawkafka.string(topic) + rawkafka.array([partition_data], lambda item: item)
+    return (rawkafka.string(None) + rawkafka.int16(1) + rawkafka.int32(30_000)
+            + rawkafka.array([topic_data], lambda item: item))
+
+
+def produce_v7_errors(reader):
+    """Partitions with a non-zero error code in a Produce v7 response body."""
+    def read_partition(r):
+        r.int32()
+        error = r.int16()
+        r.int64()
+        r.int64()
+        r.int64()
+        return error
+
+    topics = reader.array(lambda r: (r.string(), r.array(read_partition)))
+    return sum(1 for _, errors in topics for e in errors if e != 0)
+
+
+async def produce_loop(port, bodies, stop, stats, semaphore):
+    """One connection sending Produce requests one at a time until `stop` is set; counts
+    the records of error-free answers while `stats["counting"]`."""
+    reader, writer = await open_idle_connection(port, semaphore)
+    correlation_id = 1
+    try:
+        while not stop.is_set():
+            correlation_id += 1
+            body = bodies[correlation_id % len(bodies)]
+            writer.write(rawkafka.frame(rawkafka.request_header(rawkafka.PRODUCE, 7,
+                                                                correlation_id) + body))
+            await writer.drain()
+            (size,) = struct.unpack(">i", await reader.readexactly(4))
+            response = rawkafka.Reader(await reader.readexactly(size))
+            errors = produce_v7_errors(response) if response.int32() == correlation_id else 1
+            stats["errors"] += errors
+            if stats["counting"] and not errors:
+                stats["records"] += CONNS_BATCH_RECORDS
+    finally:
+        writer.close()
+
+
+async def produce_from_connections(port, topic, connections, seconds, window_factory):
+    batch = rawkafka.build_batch([(None, b"x" * CONNS_RECORD_BYTES, ())] * CONNS_BATCH_RECORDS)
+    bodies = [produce_v7_body(topic, p, batch) for p in range(PARTITIONS_DEFAULT)]
+    stop = asyncio.Event()
+    stats = {"records": 0, "errors": 0, "counting": False}
+    semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    tasks = [asyncio.create_task(produce_loop(port, bodies, stop, stats, semaphore))
+             for _ in range(connections)]
+    # Connected and sending: every connection opened, then a moment of steady load.
+    await asyncio.sleep(max(2.0, connections / 2000))
+    stats["counting"] = True
+    client_start = own_cpu_seconds()
+    window = window_factory()
+    await asyncio.sleep(seconds)
+    window.close()
+    client_cpu = own_cpu_seconds() - client_start
+    stats["counting"] = False
+    stop.set()
+    await asyncio.wait(tasks, timeout=30.0)
+    for task in tasks:
+        task.cancel()
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return window, stats, client_cpu, len(failed)
+
+
+def run_conns(ctx, row, brokers, result, tag):
+    """The broker's CPU per record with `row.connections` producing connections (Python
+    asyncio clients: the client, not the broker, limits the rate here, so compare the
+    broker µs/rec column between produce-conns rows, not msgs/s with the native rows)."""
+    topic = create_topic(brokers, "bench", PARTITIONS_DEFAULT, 1)
+    time.sleep(SETTLE_S)
+    result.rss_idle_mib = rss_mib(brokers.pids)
+    loop = asyncio.new_event_loop()
+    try:
+        window, stats, client_cpu, failed = loop.run_until_complete(produce_from_connections(
+            brokers.ports[0][0], topic, row.connections, ctx.seconds,
+            lambda: Window(brokers.pids)))
+    finally:
+        loop.close()
+    records = stats["records"]
+    result.msgs_s = records / window.wall_s
+    result.mb_s = records * CONNS_RECORD_BYTES / 1e6 / window.wall_s
+    fill_from_window(result, window, records, client_cpu, window.wall_s)
+    result.notes.append(f"{row.connections} connections each looping Produce v7 acks=1 of "
+                        f"{CONNS_BATCH_RECORDS} x {CONNS_RECORD_BYTES} B; client is Python")
+    if stats["errors"] or failed:
+        result.notes.append(f"{stats['errors']} FAILED partition answers, {failed} connections "
+                            f"FAILED")
 
 
 RUNNERS = {"produce": run_produce, "consume": run_consume, "latency": run_latency,
            "idle-partitions": run_idle_partitions, "idle-connections": run_idle_connections,
-           "idle-longpoll": run_idle_longpoll}
+           "idle-longpoll": run_idle_longpoll, "conns": run_conns}
 
 
 def run_row(ctx, row, binary, label, tag):

@@ -413,12 +413,21 @@ impl PartitionLog {
         min_one_batch: bool,
     ) -> Result<SlicedRead, LogError> {
         self.check_in_range(offset)?;
+        let mut records = RecordSlices::default();
+        if offset == self.log_end_offset() {
+            // A caught-up reader, the common case of an idle long poll: nothing to find,
+            // and no index lookup to pay for it.
+            return Ok(SlicedRead {
+                records,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: offset,
+            });
+        }
         let limits = ReadLimits {
             upper_bound,
             max_bytes,
             min_one_batch,
         };
-        let mut records = RecordSlices::default();
         for segment in &self.segments[self.segment_index(offset)..] {
             let Some((position, _)) = segment.find_batch(offset)? else {
                 continue; // offset at or past this segment's end

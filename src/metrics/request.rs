@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -49,10 +50,16 @@ tokio::task_local! {
 /// Runs `handling` with a fresh scope; returns its output with what it recorded. Each
 /// poll of `handling` is timed (two clock reads), so [`busy_so_far`] knows the time the
 /// request kept a thread busy, as Kafka's request quota counts thread time.
-pub async fn with_request_scope<F: Future>(handling: F) -> (F::Output, RequestScope) {
+///
+/// The caller pins the handler: taken by value, the handler future was stored again in
+/// this future and in the task-local scope's, three copies of a multi-KB future in every
+/// connection task (measured: 35 KiB per idle connection before, 19 KiB after, with the
+/// rarely used APIs boxed in `api::handle_frame_on`).
+pub async fn with_request_scope<F: Future>(
+    mut handling: Pin<&mut F>,
+) -> (F::Output, RequestScope) {
     SCOPE
         .scope(RequestScope::default(), async move {
-            let mut handling = std::pin::pin!(handling);
             let output = std::future::poll_fn(|context| {
                 let started = Instant::now();
                 SCOPE.with(|scope| scope.poll_started.set(Some(started)));
@@ -226,18 +233,20 @@ fn api_error_code(error: &ApiError) -> i16 {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
+
     use super::*;
 
     #[tokio::test]
     async fn busy_time_counts_polls_not_waiting() {
-        let (busy, scope) = with_request_scope(async {
+        let (busy, scope) = with_request_scope(pin!(async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let spin_until = Instant::now() + Duration::from_millis(20);
             while Instant::now() < spin_until {
                 std::hint::spin_loop();
             }
             busy_so_far()
-        })
+        }))
         .await;
         // The spin counts (the poll under way included); the 300 ms asleep do not (the
         // bound leaves room for a loaded machine descheduling the spin).
@@ -249,12 +258,12 @@ mod tests {
 
     #[tokio::test]
     async fn parked_time_is_the_remote_time_of_the_request() {
-        let ((), scope) = with_request_scope(async {
+        let ((), scope) = with_request_scope(pin!(async {
             let parked = Parked::new(Delayed::Fetch);
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(parked);
             mark_fetch_from_follower(true);
-        })
+        }))
         .await;
         assert!(
             scope.remote.get() >= Duration::from_millis(20),
@@ -262,7 +271,7 @@ mod tests {
             scope.remote
         );
         assert_eq!(scope.from_follower.get(), Some(true));
-        let ((), scope) = with_request_scope(async {}).await;
+        let ((), scope) = with_request_scope(pin!(async {})).await;
         assert_eq!(scope.remote.get(), Duration::ZERO);
         assert_eq!(scope.from_follower.get(), None);
         // Outside any request a guard still counts the wait and charges nobody.

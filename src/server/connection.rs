@@ -162,7 +162,10 @@ impl Connection {
                 }
             };
             let timer = RequestTimer::start(&frame);
-            let (handled, scope) = with_request_scope(self.handle(frame.freeze())).await;
+            let (handled, scope) = {
+                let handling = std::pin::pin!(self.handle(frame.freeze()));
+                with_request_scope(handling).await
+            };
             let handled_at = Instant::now();
             if let Err(error) = &handled {
                 timer.failed(error);
