@@ -68,6 +68,7 @@ IDLE_CONNECTION_COUNTS = (1000, 10_000)
 LONGPOLL_CONSUMERS = 1000
 LONGPOLL_WAIT_MS = 500
 LONGPOLL_SECONDS = 10.0
+HERD_ALONE_S = 3.0
 CONNECT_CONCURRENCY = 200
 # produce-conns-<N> rows: every connection loops Produce v7 (acks=1) of one batch of this
 # many 100 B records, waiting for each answer: the broker's cost per record as the number
@@ -75,6 +76,7 @@ CONNECT_CONCURRENCY = 200
 CONNS_BATCH_RECORDS = 100
 CONNS_RECORD_BYTES = 100
 CONNS_MAX = 20_000
+CONNS_CONNECT_TIMEOUT_S = 60.0
 # Deadlines. Under valgrind everything is ~50x slower.
 START_TIMEOUT_S = 60.0
 CALLGRIND_START_TIMEOUT_S = 300.0
@@ -535,9 +537,14 @@ def run_produce(ctx, row, brokers, result, tag):
     time.sleep(SETTLE_S)
     result.rss_idle_mib = rss_mib(brokers.pids)
     argv = produce_argv(ctx.tool, brokers, topic, row, 2_000_000_000)
-    if herd:
-        herd.start()
+    herd_alone = None
     try:
+        if herd:
+            herd.start(ctx.seconds + HERD_ALONE_S + CLIENT_GRACE_S)
+            # What the parked polls cost by themselves, to tell it from what they add to
+            # the produce (which is nothing if appends wake only their own partitions).
+            herd_alone = idle_window(brokers.pids, HERD_ALONE_S)
+            herd.restart_counts()
         window = Window(brokers.pids)
         run = wait_client(start_client(argv, ctx.path(tag, "client.log")),
                           ctx.seconds + CLIENT_GRACE_S, interrupt_after_s=ctx.seconds)
@@ -546,7 +553,7 @@ def run_produce(ctx, row, brokers, result, tag):
         if herd:
             herd.stop()
     if herd:
-        result.notes.append(herd.summary())
+        result.notes.append(herd.summary(herd_alone, window))
     delivered, failed, ms = produced_summary(run)
     result.msgs_s = delivered * 1000 / ms
     result.mb_s = delivered * row.size / 1000 / ms
@@ -651,10 +658,14 @@ async def close_all(connections):
     await asyncio.gather(*(w.wait_closed() for _, w in connections), return_exceptions=True)
 
 
-def idle_cpu_percent(pids, seconds):
+def idle_window(pids, seconds):
     window = Window(pids)
     time.sleep(seconds)
-    return window.close().cpu_percent
+    return window.close()
+
+
+def idle_cpu_percent(pids, seconds):
+    return idle_window(pids, seconds).cpu_percent
 
 
 def run_idle_partitions(ctx, row, brokers, result, tag):
@@ -776,10 +787,12 @@ class BackgroundLongPolls:
         self.port = brokers.ports[0][0]
         self.parked = threading.Event()
         self.stats = {"responses": 0, "wait_s": 0.0, "errors": 0, "counting": False}
+        self.failed = 0
         self.loop = asyncio.new_event_loop()
         self.stop_event = None
         self.thread = threading.Thread(target=self.run, daemon=True)
-        self.started = self.stopped = None
+        self.counted_from = None
+        self.counted_s = 0.0
 
     def run(self):
         self.loop.run_until_complete(self.poll_all())
@@ -794,31 +807,48 @@ class BackgroundLongPolls:
         await asyncio.sleep(2 * LONGPOLL_WAIT_MS / 1000 + 1.0)  # all connected and parked
         self.stats["counting"] = True
         self.parked.set()
-        await self.stop_event.wait()
+        try:  # bounded even if nobody calls stop()
+            await asyncio.wait_for(self.stop_event.wait(), self.limit_s)
+        except asyncio.TimeoutError:
+            pass
         self.stats["counting"] = False
         await asyncio.wait(tasks, timeout=5 * LONGPOLL_WAIT_MS / 1000)
         for task in tasks:
             task.cancel()
+        self.failed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def start(self):
+    def start(self, limit_s):
+        self.limit_s = limit_s
         self.thread.start()
         if not self.parked.wait(timeout=60.0):
             raise BenchError("the long polls did not all park within 60 s")
-        self.started = time.monotonic()
+        self.counted_from = time.monotonic()
+
+    def restart_counts(self):
+        """Counts from now on (a race with the polling thread costs one response)."""
+        self.stats["responses"] = 0
+        self.counted_from = time.monotonic()
 
     def stop(self):
+        if self.counted_from is not None:
+            self.counted_s = time.monotonic() - self.counted_from
         if self.stop_event is not None and self.thread.is_alive():
-            self.stopped = time.monotonic()
             self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(timeout=30.0)
 
-    def summary(self):
-        wall = max((self.stopped or time.monotonic()) - (self.started or time.monotonic()), 1e-9)
-        responses = self.stats["responses"]
-        return (f"while {LONGPOLL_CONSUMERS} long polls (max wait {LONGPOLL_WAIT_MS} ms) "
-                f"parked on topic {self.topic}: {responses / wall:.0f} responses/s, "
-                f"{self.stats['errors']} errors")
+    def summary(self, alone, window):
+        responses = self.stats["responses"] / max(self.counted_s, 1e-9) / LONGPOLL_CONSUMERS
+        text = (f"while {LONGPOLL_CONSUMERS} long polls (max wait {LONGPOLL_WAIT_MS} ms) "
+                f"parked on topic {self.topic}: {responses:.2f} responses/s per consumer, "
+                f"{self.stats['errors']} errors, {self.failed} failed")
+        if alone is not None and window.wall_s:
+            text += (f"; the polls alone cost {alone.cpu_percent:.1f}% of a core, "
+                     f"{alone.cpu_percent * window.wall_s / 100 / window.cpu_s * 100:.0f}% of "
+                     f"this row's broker CPU")
+        if self.failed or self.stats["errors"]:
+            text += " (FAILED long polls)"
+        return text
 
 
 def run_idle_longpoll(ctx, row, brokers, result, tag):
@@ -843,8 +873,9 @@ def run_idle_longpoll(ctx, row, brokers, result, tag):
     result.notes.append(f"{LONGPOLL_CONSUMERS} consumers, Fetch max wait {LONGPOLL_WAIT_MS} ms "
                         f"on {PARTITIONS_DEFAULT} idle partitions: {responses / window.wall_s:.0f} "
                         f"responses/s, mean wait {mean_ms:.0f} ms, {stats['errors']} errors; "
-                        f"broker kernel time {100 * window.kernel_s / window.wall_s:.1f}% of a "
-                        f"core ({1e6 * window.kernel_s / max(responses, 1):.0f} µs per response)")
+                        f"broker system (kernel) time {100 * window.kernel_s / window.wall_s:.1f}% "
+                        f"of a core, {100 * window.kernel_s / max(window.cpu_s, 1e-9):.0f}% of its "
+                        f"CPU ({1e6 * window.kernel_s / max(responses, 1):.0f} µs per response)")
 
 
 # ---------------------------------------------------------------- connection scale
@@ -876,6 +907,7 @@ async def produce_loop(port, bodies, stop, stats, semaphore):
     """One connection sending Produce requests one at a time until `stop` is set; counts
     the records of error-free answers while `stats["counting"]`."""
     reader, writer = await open_idle_connection(port, semaphore)
+    stats["connected"] += 1
     correlation_id = 1
     try:
         while not stop.is_set():
@@ -898,12 +930,16 @@ async def produce_from_connections(port, topic, connections, seconds, window_fac
     batch = rawkafka.build_batch([(None, b"x" * CONNS_RECORD_BYTES, ())] * CONNS_BATCH_RECORDS)
     bodies = [produce_v7_body(topic, p, batch) for p in range(PARTITIONS_DEFAULT)]
     stop = asyncio.Event()
-    stats = {"records": 0, "errors": 0, "counting": False}
+    stats = {"records": 0, "errors": 0, "counting": False, "connected": 0}
     semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
     tasks = [asyncio.create_task(produce_loop(port, bodies, stop, stats, semaphore))
              for _ in range(connections)]
-    # Connected and sending: every connection opened, then a moment of steady load.
-    await asyncio.sleep(max(2.0, connections / 2000))
+    # Every connection open and sending, then a moment of steady load, before counting.
+    deadline = time.monotonic() + CONNS_CONNECT_TIMEOUT_S
+    while (stats["connected"] < connections and time.monotonic() < deadline
+           and not all(t.done() for t in tasks)):
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
     stats["counting"] = True
     client_start = own_cpu_seconds()
     window = window_factory()
@@ -938,8 +974,11 @@ def run_conns(ctx, row, brokers, result, tag):
     result.msgs_s = records / window.wall_s
     result.mb_s = records * CONNS_RECORD_BYTES / 1e6 / window.wall_s
     fill_from_window(result, window, records, client_cpu, window.wall_s)
-    result.notes.append(f"{row.connections} connections each looping Produce v7 acks=1 of "
-                        f"{CONNS_BATCH_RECORDS} x {CONNS_RECORD_BYTES} B; client is Python")
+    result.notes.append(f"{stats['connected']} of {row.connections} connections each looping "
+                        f"Produce v7 acks=1 of {CONNS_BATCH_RECORDS} x {CONNS_RECORD_BYTES} B; "
+                        f"client is Python")
+    if stats["connected"] < row.connections:
+        result.notes.append("FAILED to open every connection")
     if stats["errors"] or failed:
         result.notes.append(f"{stats['errors']} FAILED partition answers, {failed} connections "
                             f"FAILED")
@@ -1002,8 +1041,8 @@ def run_callgrind(ctx, args):
     consume, filled by a native broker beforehand), the client sends or reads exactly
     --records records, then the counters are dumped."""
     row = parse_row(args.callgrind)
-    if row.kind not in ("produce", "consume") or row.replicas != 1:
-        raise SystemExit("--callgrind takes a produce or consume row with RF 1")
+    if row.kind not in ("produce", "consume") or row.replicas != 1 or row.herd:
+        raise SystemExit("--callgrind takes a produce or consume row with RF 1, no -herd")
     if not shutil.which("valgrind"):
         raise SystemExit("--callgrind needs valgrind")
     tag = f"callgrind-{row.name}"

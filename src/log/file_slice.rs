@@ -221,9 +221,6 @@ impl RecordSlices {
     /// Reads the slices into one buffer. The caller holds the lock the slices were taken
     /// under, or checks [`RecordSlices::unchanged`] after.
     pub fn to_bytes(&self) -> Result<Bytes, LogError> {
-        if self.slices.is_empty() {
-            return Ok(Bytes::new()); // no allocation for the empty answer of a caught-up read
-        }
         let mut out = BytesMut::with_capacity(self.len);
         for slice in &self.slices {
             slice.read_into(&mut out)?;
