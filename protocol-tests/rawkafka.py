@@ -543,11 +543,13 @@ class PartitionFetchResult:
 
 
 def fetch(conn, topic, partition, offset, max_wait_ms=0, min_bytes=1,
-          max_bytes=1 << 20, partition_max_bytes=1 << 20):
-    """Fetch v4 (read_uncommitted) of one partition; returns PartitionFetchResult."""
+          max_bytes=1 << 20, partition_max_bytes=1 << 20, isolation_level=0):
+    """Fetch v4 of one partition (isolation_level 0 read_uncommitted, 1 read_committed);
+    returns PartitionFetchResult."""
     partitions = array([int32(partition) + int64(offset) + int32(partition_max_bytes)],
                        lambda item: item)
-    body = (int32(-1) + int32(max_wait_ms) + int32(min_bytes) + int32(max_bytes) + int8(0)
+    body = (int32(-1) + int32(max_wait_ms) + int32(min_bytes) + int32(max_bytes)
+            + int8(isolation_level)
             + array([string(topic) + partitions], lambda item: item))
     reader = conn.request(FETCH, 4, body)
     reader.int32()  # throttle_time_ms

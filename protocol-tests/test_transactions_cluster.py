@@ -136,11 +136,12 @@ def transactional_producer(three, transactional_id, timeout_ms=60000):
         "message.timeout.ms": min(timeout_ms, 30000)})
 
 
-def write_records(producer, topic, count):
+def write_records(producer, topic, count, prefix=b"txn"):
+    """A transaction of `count` records valued prefix-0, prefix-1, ... (acknowledged)."""
     producer.begin_transaction()
     errors = []
     for index in range(count):
-        producer.produce(topic, value=b"txn-%d" % index, partition=0,
+        producer.produce(topic, value=b"%s-%d" % (prefix, index), partition=0,
                          on_delivery=lambda error, _m: errors.append(error) if error else None)
     assert producer.flush(CALL_TIMEOUT_S) == 0 and not errors, errors
 

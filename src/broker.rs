@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::auto_create::AutoCreations;
 use crate::client_quota::mutation::Exhausted;
 use crate::client_quota::rate::RateConfig;
 use crate::client_quota::{ClientQuotaManager, MutationQuota};
@@ -37,6 +38,11 @@ use crate::types::NodeId;
 
 /// Where the controller keeps its log, named as Kafka names its metadata partition.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
+
+/// How long a request waits for a topic it had created in the background: a healthy
+/// quorum commits and reconciles in milliseconds, so the first FindCoordinator usually
+/// finds its coordinator; a lost one costs the client this much per retry, not 30 s.
+const AUTO_CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum BrokerError {
@@ -82,6 +88,8 @@ pub struct Broker {
     pub connections: Arc<ConnectionQuotas>,
     /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Topics a request asked to create that the controller has not committed yet.
+    auto_creations: AutoCreations,
 }
 
 impl Broker {
@@ -194,6 +202,7 @@ impl Broker {
             controller,
             config,
             stopping,
+            auto_creations: AutoCreations::default(),
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();
@@ -304,6 +313,7 @@ impl Broker {
     }
 
     /// Creates `__consumer_offsets` on first use, as Kafka does on the first FindCoordinator.
+    /// `Unavailable` while the creation is under way (see [`Broker::create_in_background`]).
     pub async fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
         if self.image().topic(OFFSETS_TOPIC).is_none() {
             let configs = [
@@ -321,11 +331,8 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             };
-            let mut unbounded = MutationQuota::unbounded();
-            match self.create_topic(&topic, false, &mut unbounded).await {
-                Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
-                Err(error) => return Err(error),
-            }
+            self.create_in_background(&topic, &mut MutationQuota::unbounded())
+                .await?;
         }
         tokio::task::block_in_place(|| self.load_offsets_partitions());
         Ok(())
@@ -333,6 +340,7 @@ impl Broker {
 
     /// Creates `__transaction_state` on first use (FindCoordinator for a transactional id,
     /// InitProducerId), as Kafka does: compacted, replicated like the offsets topic.
+    /// `Unavailable` while the creation is under way.
     pub async fn ensure_transaction_topic(&self) -> Result<(), ControllerError> {
         if self.image().topic(TRANSACTION_STATE_TOPIC).is_none() {
             let settings = &self.config.transactions;
@@ -359,14 +367,77 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect(),
             };
-            let mut unbounded = MutationQuota::unbounded();
-            match self.create_topic(&topic, false, &mut unbounded).await {
-                Ok(_) | Err(ControllerError::TopicAlreadyExists(_)) => {}
-                Err(error) => return Err(error),
-            }
+            self.create_in_background(&topic, &mut MutationQuota::unbounded())
+                .await?;
         }
         tokio::task::block_in_place(|| self.load_transaction_partitions());
         Ok(())
+    }
+
+    /// Creates `topic` for a request that must not wait on the quorum (an internal topic's
+    /// first use, Metadata's auto-creation): plans it here (a refused plan is the
+    /// request's error, its partitions charged to `quota`), submits it from a background
+    /// task unless one for this topic is under way, and waits at most
+    /// `AUTO_CREATE_WAIT` for the topic to be applied and reconciled here. Ok once it is
+    /// (or already was); `Unavailable` while it is not, which callers answer with a
+    /// retriable error, as Kafka answers at once.
+    pub async fn create_in_background(
+        &self,
+        topic: &NewTopic,
+        quota: &mut MutationQuota<'_>,
+    ) -> Result<(), ControllerError> {
+        let name = topic.name.as_str();
+        if !self.auto_creations.is_in_flight(name) {
+            let command =
+                match topic_admin::plan_create_topic(&self.image(), self.topic_defaults(), topic) {
+                    Ok(command) => Some(command),
+                    // Created meanwhile (by another node's request): just wait for it here.
+                    Err(ControllerError::TopicAlreadyExists(_)) => None,
+                    Err(error) => return Err(error),
+                };
+            if let Some(command) = command {
+                if let MetadataCommand::CreateTopic { assignments, .. } = &command {
+                    quota.record(assignments.len()).map_err(throttled)?;
+                }
+                let controller = self.controller.clone();
+                let owned = name.to_string();
+                self.auto_creations.start(name, async move {
+                    match controller.submit(command).await {
+                        Ok(_) => tracing::info!(topic = owned, "created topic"),
+                        Err(ControllerError::TopicAlreadyExists(_)) => {}
+                        Err(error) => tracing::warn!(%error, topic = owned, "cannot create topic"),
+                    }
+                });
+            }
+        }
+        if tokio::time::timeout(AUTO_CREATE_WAIT, self.wait_topic_reconciled(name))
+            .await
+            .is_err()
+        {
+            return Err(ControllerError::Unavailable(format!(
+                "topic {name} is being created"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until `name` is in the image and this node reconciled that image (its
+    /// partitions are open here, as after a CreateTopics).
+    async fn wait_topic_reconciled(&self, name: &str) {
+        let mut images = self.controller.subscribe();
+        let index = images
+            .wait_for(|image| image.topic(name).is_some())
+            .await
+            .map(|image| image.applied_index);
+        // Err: the controller or the reconciler is gone (shutdown); the caller's bound
+        // ends the wait.
+        let Ok(index) = index else {
+            return std::future::pending().await;
+        };
+        let mut reconciled = self.reconciled.subscribe();
+        if reconciled.wait_for(|done| *done >= index).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Joins the quorum's cluster (the first node to get there names it), registers this

@@ -14,6 +14,8 @@
 //!   commands that change it.
 //! - [`log`]: segment files, indexes, recovery, retention, compaction.
 //! - [`broker`]: wires the parts together for one process.
+//! - [`auto_create`]: topic creation a request starts in the background (internal topics,
+//!   Metadata's auto-creation), one at a time per topic.
 //! - [`http`]: the HTTP listener (`http.listener`) and its routes.
 //! - [`metrics`]: Prometheus counters recorded on the request path, gauges computed from
 //!   the broker's state at scrape time; served at `/metrics`.
@@ -30,6 +32,7 @@
 
 pub mod allocator;
 pub mod api;
+pub mod auto_create;
 pub mod broker;
 pub mod cli;
 pub mod client_quota;

@@ -97,6 +97,16 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
     }
 }
 
+/// A coordinator's internal topic (`topic`) is not there to serve: COORDINATOR_NOT_AVAILABLE,
+/// which clients retry. Its creation under way is routine (debug); anything else is logged.
+pub fn internal_topic_error(topic: &str, error: &ControllerError) -> ResponseError {
+    match error {
+        ControllerError::Unavailable(reason) => tracing::debug!(%reason, "{topic} not ready"),
+        error => tracing::warn!(%error, "cannot create {topic}"),
+    }
+    ResponseError::CoordinatorNotAvailable
+}
+
 pub fn coordinator_error(error: &CoordinatorError) -> ResponseError {
     match error {
         CoordinatorError::Storage(_) => ResponseError::CoordinatorNotAvailable,

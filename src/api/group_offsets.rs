@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::errors::{coordinator_error, group_error};
+use super::errors::{coordinator_error, group_error, internal_topic_error};
 use crate::broker::Broker;
 use crate::group::records::OffsetValue;
 use crate::group::{CoordinatorError, GroupState, OFFSETS_TOPIC, OffsetCommit};
@@ -94,10 +94,10 @@ async fn locate(
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
-    broker.ensure_offsets_topic().await.map_err(|error| {
-        tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}");
-        ResponseError::CoordinatorNotAvailable
-    })?;
+    broker
+        .ensure_offsets_topic()
+        .await
+        .map_err(|error| internal_topic_error(OFFSETS_TOPIC, &error))?;
     let partition = broker.groups.partition_for(group);
     coordinator_endpoint(&broker.image(), OFFSETS_TOPIC, partition, listener)
 }

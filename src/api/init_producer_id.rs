@@ -9,8 +9,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::RequestContext;
-use super::errors::{controller_error, txn_error};
+use super::errors::{controller_error, internal_topic_error, txn_error};
 use crate::broker::Broker;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// The first InitProducerId version that knows PRODUCER_FENCED (KIP-588).
 const PRODUCER_FENCED_VERSION: i16 = 4;
@@ -35,8 +36,7 @@ pub async fn handle(
             (id, epoch) => Some((id, epoch)),
         };
         if let Err(error) = broker.ensure_transaction_topic().await {
-            tracing::warn!(%error, "cannot create the transaction state topic");
-            return failed(ResponseError::CoordinatorNotAvailable.code());
+            return failed(internal_topic_error(TRANSACTION_STATE_TOPIC, &error).code());
         }
         let initialised = broker
             .transactions

@@ -180,10 +180,18 @@ async fn by_name(
         client_id,
         false,
     );
-    match broker.create_topic(&new, false, &mut quota).await {
-        Ok(_) => tracing::info!(topic = name, "auto-created topic"),
-        // Two clients racing to create the same topic: the loser just reads it.
-        Err(crate::controller::ControllerError::TopicAlreadyExists(_)) => {}
+    // Kafka answers LEADER_NOT_AVAILABLE while the creation it forwarded is under way:
+    // the client asks again, and no request waits on a quorum that may be gone.
+    match broker.create_in_background(&new, &mut quota).await {
+        Ok(()) => {}
+        Err(crate::controller::ControllerError::Unavailable(reason)) => {
+            tracing::debug!(topic = name, %reason, "auto-created topic not ready");
+            return Err(error_topic(
+                Some(name),
+                Uuid::nil(),
+                ResponseError::LeaderNotAvailable,
+            ));
+        }
         Err(error) => {
             return Err(error_topic(
                 Some(name),

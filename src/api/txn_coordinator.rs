@@ -3,6 +3,7 @@
 
 use kafka_protocol::error::ResponseError;
 
+use super::errors::internal_topic_error;
 use super::group_offsets::coordinator_endpoint;
 use crate::broker::Broker;
 use crate::txn::TRANSACTION_STATE_TOPIC;
@@ -20,10 +21,10 @@ pub async fn locate(
     if transactional_id.is_empty() {
         return Err(ResponseError::InvalidRequest);
     }
-    broker.ensure_transaction_topic().await.map_err(|error| {
-        tracing::warn!(%error, "cannot create {TRANSACTION_STATE_TOPIC}");
-        ResponseError::CoordinatorNotAvailable
-    })?;
+    broker
+        .ensure_transaction_topic()
+        .await
+        .map_err(|error| internal_topic_error(TRANSACTION_STATE_TOPIC, &error))?;
     let partition = broker.transactions.partition_for(transactional_id);
     coordinator_endpoint(
         &broker.image(),
