@@ -6,6 +6,8 @@ with the next topics; a negative cursor partition, or a cursor topic missing fro
 non-empty topic list, is INVALID_REQUEST for the whole request.
 """
 
+import time
+
 import clients
 import rawkafka
 from rawkafka import EMPTY_TAGGED_FIELDS, compact_string, int8, int32, uvarint
@@ -68,10 +70,16 @@ def describe(conn, topics, limit=2000, cursor=None):
     return topics_out, next_cursor
 
 
-def find_coordinator_v0(conn, group):
-    """Creates __consumer_offsets as a side effect, as Kafka does."""
-    reader = conn.request(FIND_COORDINATOR, 0, rawkafka.string(group))
-    assert reader.int16() == 0
+def find_coordinator_v0(conn, group, timeout_s=30.0):
+    """Creates __consumer_offsets as a side effect, as Kafka does; asks again while the
+    broker answers COORDINATOR_NOT_AVAILABLE (the topic is still being created)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        error = conn.request(FIND_COORDINATOR, 0, rawkafka.string(group)).int16()
+        if error == 0:
+            return
+        assert error == 15 and time.monotonic() < deadline, f"FindCoordinator error {error}"
+        time.sleep(0.1)
 
 
 def test_cursor_past_the_last_partition_is_answered_empty(broker, topic):

@@ -44,6 +44,13 @@ pub const METADATA_DIR: &str = "__cluster_metadata-0";
 /// finds its coordinator; a lost one costs the client this much per retry, not 30 s.
 const AUTO_CREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// When a request that may create topics stops waiting for them: one bound for the whole
+/// request, so a FindCoordinator batch or a Metadata request naming many missing topics
+/// waits `AUTO_CREATE_WAIT` in all, not per key or topic.
+pub fn auto_create_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + AUTO_CREATE_WAIT
+}
+
 #[derive(Debug, Error)]
 pub enum BrokerError {
     #[error("data directory {path}: {source}")]
@@ -314,7 +321,10 @@ impl Broker {
 
     /// Creates `__consumer_offsets` on first use, as Kafka does on the first FindCoordinator.
     /// `Unavailable` while the creation is under way (see [`Broker::create_in_background`]).
-    pub async fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
+    pub async fn ensure_offsets_topic(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ControllerError> {
         if self.image().topic(OFFSETS_TOPIC).is_none() {
             let configs = [
                 ("cleanup.policy", "compact"),
@@ -331,7 +341,7 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             };
-            self.create_in_background(&topic, &mut MutationQuota::unbounded())
+            self.create_in_background(&topic, &mut MutationQuota::unbounded(), deadline)
                 .await?;
         }
         tokio::task::block_in_place(|| self.load_offsets_partitions());
@@ -341,7 +351,10 @@ impl Broker {
     /// Creates `__transaction_state` on first use (FindCoordinator for a transactional id,
     /// InitProducerId), as Kafka does: compacted, replicated like the offsets topic.
     /// `Unavailable` while the creation is under way.
-    pub async fn ensure_transaction_topic(&self) -> Result<(), ControllerError> {
+    pub async fn ensure_transaction_topic(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ControllerError> {
         if self.image().topic(TRANSACTION_STATE_TOPIC).is_none() {
             let settings = &self.config.transactions;
             let configs = [
@@ -367,7 +380,7 @@ impl Broker {
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect(),
             };
-            self.create_in_background(&topic, &mut MutationQuota::unbounded())
+            self.create_in_background(&topic, &mut MutationQuota::unbounded(), deadline)
                 .await?;
         }
         tokio::task::block_in_place(|| self.load_transaction_partitions());
@@ -377,14 +390,15 @@ impl Broker {
     /// Creates `topic` for a request that must not wait on the quorum (an internal topic's
     /// first use, Metadata's auto-creation): plans it here (a refused plan is the
     /// request's error, its partitions charged to `quota`), submits it from a background
-    /// task unless one for this topic is under way, and waits at most
-    /// `AUTO_CREATE_WAIT` for the topic to be applied and reconciled here. Ok once it is
-    /// (or already was); `Unavailable` while it is not, which callers answer with a
+    /// task unless one for this topic is under way, and waits until `deadline` (see
+    /// [`auto_create_deadline`]) for the topic to be applied and reconciled here. Ok once
+    /// it is (or already was); `Unavailable` while it is not, which callers answer with a
     /// retriable error, as Kafka answers at once.
     pub async fn create_in_background(
         &self,
         topic: &NewTopic,
         quota: &mut MutationQuota<'_>,
+        deadline: tokio::time::Instant,
     ) -> Result<(), ControllerError> {
         let name = topic.name.as_str();
         if !self.auto_creations.is_in_flight(name) {
@@ -410,7 +424,7 @@ impl Broker {
                 });
             }
         }
-        if tokio::time::timeout(AUTO_CREATE_WAIT, self.wait_topic_reconciled(name))
+        if tokio::time::timeout_at(deadline, self.wait_topic_reconciled(name))
             .await
             .is_err()
         {

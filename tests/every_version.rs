@@ -600,6 +600,14 @@ async fn group_offset_versions(broker: &Broker) {
     use kafka_protocol::messages::offset_fetch_request::{
         OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
     };
+    // The first FindCoordinator creates the offsets topic and waits for it at most 1 s
+    // (COORDINATOR_NOT_AVAILABLE after, which clients retry): retried here until found.
+    let first = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while call(broker, &first, 0).await.error_code != 0 {
+        assert!(std::time::Instant::now() < deadline, "no group coordinator in 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     for version in versions(ApiKey::FindCoordinator) {
         let request = if version >= 4 {
             FindCoordinatorRequest::default()

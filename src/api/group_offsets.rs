@@ -40,11 +40,13 @@ pub async fn find_coordinator(
         vec![request.key.clone()]
     };
     let mut coordinators = Vec::with_capacity(keys.len());
+    let deadline = crate::broker::auto_create_deadline();
     for key in keys {
         let found = match request.key_type {
-            KEY_TYPE_GROUP => locate(broker, &key, &context.listener_name).await,
+            KEY_TYPE_GROUP => locate(broker, &key, &context.listener_name, deadline).await,
             super::txn_coordinator::KEY_TYPE_TRANSACTION => {
-                super::txn_coordinator::locate(broker, &key, &context.listener_name).await
+                super::txn_coordinator::locate(broker, &key, &context.listener_name, deadline)
+                    .await
             }
             // Kafka: "Unknown coordinator type".
             _ => Err(ResponseError::InvalidRequest),
@@ -90,12 +92,13 @@ async fn locate(
     broker: &Broker,
     group: &str,
     listener: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<(i32, String, i32), ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
     broker
-        .ensure_offsets_topic()
+        .ensure_offsets_topic(deadline)
         .await
         .map_err(|error| internal_topic_error(OFFSETS_TOPIC, &error))?;
     let partition = broker.groups.partition_for(group);

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use super::RequestContext;
 use super::errors::{controller_error, internal_topic_error, txn_error};
 use crate::broker::Broker;
+use crate::controller::ControllerError;
 use crate::txn::TRANSACTION_STATE_TOPIC;
 
 /// The first InitProducerId version that knows PRODUCER_FENCED (KIP-588).
@@ -35,7 +36,9 @@ pub async fn handle(
             (-1, _) | (_, -1) => return failed(ResponseError::InvalidRequest.code()),
             (id, epoch) => Some((id, epoch)),
         };
-        if let Err(error) = broker.ensure_transaction_topic().await {
+        if let Err(error) = broker
+            .ensure_transaction_topic(crate::broker::auto_create_deadline())
+            .await {
             return failed(internal_topic_error(TRANSACTION_STATE_TOPIC, &error).code());
         }
         let initialised = broker
@@ -67,6 +70,13 @@ pub async fn handle(
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
+        // No block from the controller in time: Kafka's broker answers
+        // COORDINATOR_LOAD_IN_PROGRESS, which every client retries (older Java producers
+        // treat REQUEST_TIMED_OUT here as fatal, KAFKA-14417).
+        Err(ControllerError::Unavailable(reason)) => {
+            tracing::debug!(%reason, "no producer id yet");
+            failed(ResponseError::CoordinatorLoadInProgress.code())
+        }
         Err(error) => failed(controller_error(&error).code()),
     }
 }

@@ -55,9 +55,12 @@ pub async fn handle(
             }));
         }
         Some(requested) => {
+            let deadline = crate::broker::auto_create_deadline();
             for entry in requested {
                 let topic = match entry.name {
-                    Some(name) => by_name(broker, context, name.0.as_str(), allow_create).await,
+                    Some(name) => {
+                        by_name(broker, context, name.0.as_str(), allow_create, deadline).await
+                    }
                     None => by_id(&broker.image(), context, entry.topic_id),
                 };
                 topics.push(topic.unwrap_or_else(|error| error));
@@ -152,6 +155,7 @@ async fn by_name(
     context: &RequestContext,
     name: &str,
     allow_create: bool,
+    deadline: tokio::time::Instant,
 ) -> TopicResult {
     let filter_unavailable = context.version == 0;
     let image = broker.image();
@@ -180,16 +184,17 @@ async fn by_name(
         client_id,
         false,
     );
-    // Kafka answers LEADER_NOT_AVAILABLE while the creation it forwarded is under way:
-    // the client asks again, and no request waits on a quorum that may be gone.
-    match broker.create_in_background(&new, &mut quota).await {
+    // Kafka 4 (AutoTopicCreationManager, KRaft) answers UNKNOWN_TOPIC_OR_PARTITION while
+    // the creation it forwarded is under way: the client asks again, and no request waits
+    // on a quorum that may be gone.
+    match broker.create_in_background(&new, &mut quota, deadline).await {
         Ok(()) => {}
         Err(crate::controller::ControllerError::Unavailable(reason)) => {
             tracing::debug!(topic = name, %reason, "auto-created topic not ready");
             return Err(error_topic(
                 Some(name),
                 Uuid::nil(),
-                ResponseError::LeaderNotAvailable,
+                ResponseError::UnknownTopicOrPartition,
             ));
         }
         Err(error) => {

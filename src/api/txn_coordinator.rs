@@ -17,12 +17,13 @@ pub async fn locate(
     broker: &Broker,
     transactional_id: &str,
     listener: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<(i32, String, i32), ResponseError> {
     if transactional_id.is_empty() {
         return Err(ResponseError::InvalidRequest);
     }
     broker
-        .ensure_transaction_topic()
+        .ensure_transaction_topic(deadline)
         .await
         .map_err(|error| internal_topic_error(TRANSACTION_STATE_TOPIC, &error))?;
     let partition = broker.transactions.partition_for(transactional_id);
