@@ -306,10 +306,11 @@ impl Broker {
     /// Creates `__consumer_offsets` on first use, as Kafka does on the first FindCoordinator.
     pub async fn ensure_offsets_topic(&self) -> Result<(), ControllerError> {
         if self.image().topic(OFFSETS_TOPIC).is_none() {
+            let segment_bytes = self.config.offsets_topic_segment_bytes.to_string();
             let configs = [
                 ("cleanup.policy", "compact"),
                 ("compression.type", "producer"),
-                ("segment.bytes", "104857600"),
+                ("segment.bytes", segment_bytes.as_str()),
             ];
             let topic = NewTopic {
                 name: OFFSETS_TOPIC.to_string(),
