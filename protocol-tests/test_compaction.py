@@ -4,27 +4,32 @@ closed segments, offsets keep their values (with gaps), and committed offsets in
 compacted __consumer_offsets survive a restart."""
 
 import re
+import struct
 import time
 
 import clients
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-# The cleaner checks every 300 ms; tiny segments so records land in closed segments.
+# The cleaner checks every 300 ms; tiny segments so records land in closed segments,
+# those of __consumer_offsets too.
 BROKER_OVERRIDES = {
     "log.cleaner.backoff.ms": "300",
     "offsets.topic.num.partitions": "3",
+    "offsets.topic.segment.bytes": "2048",
     "group.initial.rebalance.delay.ms": "0",
 }
 KEYS = 5
 ROUNDS = 40
 
 
-def read_to_end(broker, topic, start=0, timeout_s=20):
+def read_to_end(broker, topic, start=0, timeout_s=20, partition=0):
     """Every record from `start` to the high watermark; offsets may have gaps."""
-    _low, high = clients.watermarks(broker, topic, 0)
+    low, high = clients.watermarks(broker, topic, partition)
+    if high <= max(low, start):
+        return []
     consumer = clients.consumer(broker, **{"enable.partition.eof": True})
     try:
-        consumer.assign([TopicPartition(topic, 0, start)])
+        consumer.assign([TopicPartition(topic, partition, start)])
         messages, deadline = [], time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             message = consumer.poll(0.5)
@@ -106,6 +111,131 @@ def test_committed_offsets_survive_restart_of_compacted_offsets_topic(broker, to
         [committed] = consumer.committed([TopicPartition(topic, 0)], timeout=20)
         assert committed.offset == 10
         assert committed.metadata.rstrip("\x00") == "m10"
+    finally:
+        consumer.close()
+
+
+def latest_of_each_key(produced):
+    """What a fully compacted log holds of (offset, key, value) rows: each key's last."""
+    last = {key: offset for offset, key, _value in produced}
+    return [row for row in produced if last[row[1]] == row[0]]
+
+
+def rows(messages):
+    return [(m.offset(), m.key().decode(), m.value().decode()) for m in messages]
+
+
+def wait_for_log(broker, topic, want, what, timeout_s=30):
+    """Reads the whole partition until it holds exactly `want`; fails showing the last read."""
+    deadline, seen = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        seen = rows(read_to_end(broker, topic))
+        if seen == want:
+            return
+        time.sleep(0.3)
+    assert seen == want, f"{what}: the log did not reach the expected records"
+
+
+def test_a_batch_compacted_with_gaps_is_compacted_again(broker, topic):
+    """The cleaner keeps a batch with its surviving records at their original offsets,
+    so a batch it cleaned has gaps in its offset deltas; a later pass must still remove
+    records of that batch that newer values supersede (and keep every offset)."""
+    clients.create_topic(broker, topic, 1, config={
+        "cleanup.policy": "compact", "segment.bytes": "1024", "delete.retention.ms": "60000"})
+    produced = []
+
+    def produce(pairs, **config):
+        # One produce of all pairs: librdkafka sends them as one batch.
+        records = [{"key": k.encode(), "value": v.encode(), "partition": 0} for k, v in pairs]
+        messages = clients.produce_ok(broker, topic, records, **{"linger.ms": 50, **config})
+        produced.extend((m.offset(), k, v) for m, (k, v) in zip(messages, pairs))
+
+    def roll():
+        # Unique keys (never removed) until the records before them are in closed segments.
+        for index in range(6):
+            produce([(f"fill-{len(produced)}", f"{index}:{PAD * 2}")])
+
+    produce([(key, f"{key}1") for key in "abcde"])
+    assert [offset for offset, *_ in produced] == [0, 1, 2, 3, 4]
+    produce([("b", "b2"), ("d", "d2")])
+    roll()
+    wait_for_log(broker, topic, latest_of_each_key(produced), "first pass")
+    # Batch 0..4 now holds a, c, e at offsets 0, 2, 4. New values for two of them:
+    produce([("c", "c3"), ("a", "a3")])
+    roll()
+    want = latest_of_each_key(produced)
+    assert [row for row in want if len(row[1]) == 1] == [
+        (4, "e", "e1"), (5, "b", "b2"), (6, "d", "d2"),
+        (13, "c", "c3"), (14, "a", "a3")], want
+    wait_for_log(broker, topic, want, "second pass over the gapped batch")
+
+
+def offset_commit_key(key):
+    """(group, topic, partition) of an offset commit key of __consumer_offsets; None for
+    other records (group metadata)."""
+    (version,) = struct.unpack_from(">h", key, 0)
+    if version > 1:
+        return None
+    position, fields = 2, []
+    for _ in range(2):
+        (length,) = struct.unpack_from(">h", key, position)
+        fields.append(key[position + 2:position + 2 + length].decode())
+        position += 2 + length
+    (partition,) = struct.unpack_from(">i", key, position)
+    return fields[0], fields[1], partition
+
+
+def commit_offsets_log(broker, group, topic):
+    """[(offset in __consumer_offsets, partition committed)] of `group`'s commits for
+    `topic`, in log order, from whichever offsets partition holds the group."""
+    found = []
+    for partition in range(int(BROKER_OVERRIDES["offsets.topic.num.partitions"])):
+        for message in read_to_end(broker, "__consumer_offsets", partition=partition):
+            if message.key() is None or message.value() is None:
+                continue
+            fields = offset_commit_key(message.key())
+            if fields is not None and fields[:2] == (group, topic):
+                found.append((message.offset(), fields[2]))
+    return found
+
+
+def test_offsets_in_a_compacted_offsets_batch_survive_a_hard_restart(broker, topic):
+    """One commit of three partitions is one batch in __consumer_offsets; committing the
+    middle one again lets the cleaner leave that batch with a gap. After kill -9 the
+    coordinator loads the partition again and must find all three offsets."""
+    clients.create_topic(broker, topic, 3)
+    group = f"{topic}-group"
+    filler = f"{topic}-filler"
+    consumer = clients.consumer(broker, **{"group.id": group})
+    try:
+        def commit(offsets):
+            result = consumer.commit(offsets=offsets, asynchronous=False)
+            assert all(tp.error is None for tp in result), result
+
+        commit([TopicPartition(topic, p, 10, metadata=f"first-{p}") for p in range(3)])
+        commit([TopicPartition(topic, 1, 20, metadata="second-1")])
+        # Commits of the same group (so the same offsets partition) to roll its segments.
+        for offset in range(60):
+            commit([TopicPartition(filler, 0, offset, metadata="x" * 100)])
+    finally:
+        consumer.close()
+
+    def gapped():
+        # [(o, 0), (o + 1, 1), (o + 2, 2), (o + 3, 1)] as committed; the cleaner leaves
+        # the first batch with o and o + 2 only.
+        commits = commit_offsets_log(broker, group, topic)
+        partitions = [partition for _offset, partition in commits]
+        return partitions == [0, 2, 1] and commits[1][0] - commits[0][0] == 2
+
+    clients.wait_for(gapped, 30, interval_s=0.5,
+                     what="the cleaner to drop the first commit of partition 1")
+    broker.restart(hard=True)
+    consumer = clients.consumer(broker, **{"group.id": group})
+    try:
+        wanted = [TopicPartition(topic, p) for p in range(3)]
+        committed = consumer.committed(wanted, timeout=20)
+        got = [(tp.partition, tp.offset, tp.metadata.rstrip("\x00")) for tp in committed]
+        assert got == [(0, 10, "first-0"), (1, 20, "second-1"), (2, 10, "first-2")], got
     finally:
         consumer.close()
 

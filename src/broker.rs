@@ -326,10 +326,11 @@ impl Broker {
         deadline: tokio::time::Instant,
     ) -> Result<(), ControllerError> {
         if self.image().topic(OFFSETS_TOPIC).is_none() {
+            let segment_bytes = self.config.offsets_topic_segment_bytes.to_string();
             let configs = [
                 ("cleanup.policy", "compact"),
                 ("compression.type", "producer"),
-                ("segment.bytes", "104857600"),
+                ("segment.bytes", segment_bytes.as_str()),
             ];
             let topic = NewTopic {
                 name: OFFSETS_TOPIC.to_string(),

@@ -224,6 +224,9 @@ pub struct BrokerConfig {
     /// replication factor above the broker count leaves FindCoordinator answering
     /// COORDINATOR_NOT_AVAILABLE forever. Set explicitly, it always wins.
     pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.segment.bytes`: the `segment.bytes` `__consumer_offsets` is created
+    /// with. Small segments let its cleaner run sooner (tests, small clusters).
+    pub offsets_topic_segment_bytes: i32,
     /// `offsets.commit.timeout.ms`: how long an offset commit or group metadata write
     /// waits for the offsets partition's in-sync replicas before it fails.
     pub offsets_commit_timeout_ms: u64,
@@ -456,6 +459,11 @@ impl BrokerConfig {
                 "offsets.topic.replication.factor",
                 offsets_replication_factor,
             )?,
+            offsets_topic_segment_bytes: parse(
+                &explicit,
+                "offsets.topic.segment.bytes",
+                104_857_600,
+            )?,
             offsets_commit_timeout_ms: parse(&explicit, "offsets.commit.timeout.ms", 5_000)?,
             offsets_retention_ms: parse::<i64>(&explicit, "offsets.retention.minutes", 10_080)?
                 .saturating_mul(60_000),
@@ -557,6 +565,14 @@ impl BrokerConfig {
             let value = self.offsets_topic_partitions.to_string();
             return Err(invalid(
                 "offsets.topic.num.partitions",
+                value,
+                "must be >= 1",
+            ));
+        }
+        if self.offsets_topic_segment_bytes < 1 {
+            let value = self.offsets_topic_segment_bytes.to_string();
+            return Err(invalid(
+                "offsets.topic.segment.bytes",
                 value,
                 "must be >= 1",
             ));

@@ -623,6 +623,68 @@ mod tests {
         assert!(reloaded.fetch_offsets("other", None).unwrap().is_empty());
     }
 
+    /// The cleaner keeps a batch with only its surviving records, at their original
+    /// offsets: a commit of three partitions whose middle one was committed again is left
+    /// with offset deltas 0 and 2. A load (failover, restart) must still read both.
+    #[tokio::test]
+    async fn offsets_in_a_batch_the_cleaner_left_with_gaps_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let compacted = LogConfig {
+            compact: true,
+            segment_bytes: 400,
+            ..LogConfig::default()
+        };
+        log.set_config(compacted.clone());
+        let coordinator = GroupCoordinator::new(config(), GroupConfig::default());
+        coordinator.load_now(&log).unwrap();
+        let three = (0..3).map(|p| commit("t", p, 5, "first")).collect();
+        let results = coordinator.commit_offsets(&log, "g", three, 10).await;
+        assert_eq!(results, vec![Ok(()), Ok(()), Ok(())]);
+        let again = vec![commit("t", 1, 7, "second")];
+        assert_eq!(
+            coordinator.commit_offsets(&log, "g", again, 11).await,
+            vec![Ok(())]
+        );
+        // Commits of another group until the segment holding those closes.
+        let mut commits = 0;
+        while log.log_stats().unwrap().1 < 3 {
+            let other = vec![commit("u", 0, commits, "other")];
+            assert_eq!(
+                coordinator.commit_offsets(&log, "h", other, 12).await,
+                vec![Ok(())]
+            );
+            commits += 1;
+            assert!(commits < 100, "the segment never rolled");
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stats = log
+            .clean(1_000, crate::log::DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
+            .unwrap();
+        assert!(stats.records_removed >= 1, "{stats:?}");
+        // The first batch now holds offsets 0 and 2 only.
+        let read = log.read(0, 1 << 20, true).unwrap();
+        let first =
+            kafka_protocol::records::RecordBatchDecoder::decode(&mut read.records.clone()).unwrap();
+        let offsets: Vec<i64> = first.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 2], "the cleaner left a gap");
+        drop(log);
+
+        let log = open(dir.path());
+        log.set_config(compacted);
+        let reloaded = GroupCoordinator::new(config(), GroupConfig::default());
+        reloaded.load_now(&log).unwrap();
+        let wanted: Vec<(String, i32)> = (0..3).map(|p| ("t".to_string(), p)).collect();
+        let fetched = reloaded.fetch_offsets("g", Some(&wanted)).unwrap();
+        let fetched: Vec<_> = fetched
+            .iter()
+            .map(|(_, value)| value.as_ref().map(|v| (v.offset, v.metadata.clone())))
+            .collect();
+        let want = [(5, "first"), (7, "second"), (5, "first")];
+        let want: Vec<_> = want.map(|(o, m)| Some((o, m.to_string()))).into();
+        assert_eq!(fetched, want);
+    }
+
     #[tokio::test]
     async fn load_skips_unreadable_batches_and_records_and_always_finishes() {
         use crate::log::test_support::{batch_around, record_bytes};

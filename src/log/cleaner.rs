@@ -111,7 +111,7 @@ use crate::log::delete_horizon;
 use crate::log::error::LogError;
 use crate::log::offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
-use crate::log::records::decoded_exactly;
+use crate::log::records::{OffsetDeltas, decoded_exactly};
 use crate::log::recovery::{self, CLEANED_SUFFIX, SWAP_SUFFIX};
 use crate::log::segment::{
     DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, SegmentState, TIME_INDEX_EXTENSION,
@@ -1019,8 +1019,9 @@ fn decide_records(
     {
         return Ok(KEEP);
     }
-    // Re-encoding must hold every header as sent, or the batch is kept whole.
-    if !decoded_exactly(bytes, header, &record_set.records) {
+    // Re-encoding must hold every header as sent, or the batch is kept whole. A batch
+    // cleaned before has gaps in its offset deltas, and must stay cleanable.
+    if !decoded_exactly(bytes, header, OffsetDeltas::Increasing, &record_set.records) {
         return Ok(KEEP);
     }
     let survivors: Vec<Record> = record_set
@@ -1042,10 +1043,13 @@ fn decide_records(
 }
 
 /// One batch of `survivors` (non-empty, from the batch `header`) with their own offsets and
-/// sequences, the original producer, leader epoch, codec and timestamp type. A batch with
-/// a producer keeps its original last offset (Kafka's `overrideLastOffset`), so its last
-/// sequence is still what the producer sent: producer state rebuilt from the log must
-/// expect the sequence that follows it.
+/// sequences, the original producer, leader epoch, codec and timestamp type. Each record
+/// keeps its offset (the encoder writes `offset - first offset` as its delta, gaps and
+/// all); the batch starts at its first survivor. It keeps its original last offset, as
+/// Kafka's `buildRetainedRecordsInto` does for every v2 batch (`overrideLastOffset`): a
+/// producer's last sequence is then still what it sent, so producer state rebuilt from
+/// the log expects the sequence that follows, and the batch still covers the offsets it
+/// was given.
 fn encode_survivors(
     header: &BatchHeader,
     compression: Compression,
@@ -1085,10 +1089,9 @@ fn encode_survivors(
     let log_append_time_ms = Some(header.max_timestamp).filter(|_| header.is_log_append_time());
     let epoch = header.partition_leader_epoch;
     stamp_batch(&mut encoded, first_offset, epoch, log_append_time_ms);
-    if header.has_producer_id() {
-        let last_offset_delta = header.last_offset() - first_offset;
-        set_last_offset_delta(&mut encoded, last_offset_delta as i32);
-    }
+    // Survivors lie within the original batch, so this fits its i32 delta.
+    let last_offset_delta = header.last_offset() - first_offset;
+    set_last_offset_delta(&mut encoded, last_offset_delta as i32);
     Ok(encoded)
 }
 
@@ -2033,6 +2036,94 @@ mod tests {
                 > 0
         );
         assert_compacted(&log, &want);
+    }
+
+    /// One batch of keyless records bigger than a segment: it rolls the log, so every
+    /// keyed record before it is in a closed segment.
+    fn roll_with_keyless(log: &mut PartitionLog, time_ms: i64) {
+        let offset = log.log_end_offset();
+        let big = (None, Some("x".repeat(700)));
+        append(log, &[big], time_ms, Compression::None);
+        assert_eq!(
+            log.active().base_offset(),
+            offset,
+            "the keyless batch rolled"
+        );
+    }
+
+    /// (offset, key, value) of every keyed record, and (base offset, last offset delta,
+    /// record count) of the batch at offset 0.
+    fn keyed_and_first_batch(log: &PartitionLog) -> (Vec<(i64, String, String)>, (i64, i32, i32)) {
+        let text = |b: Option<Bytes>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+        let keyed = read_from(log, 0).into_iter().filter(|r| r.1.is_some());
+        let keyed = keyed.map(|(offset, key, value, ..)| (offset, text(key), text(value)));
+        let first = headers(log)[0];
+        let first = (
+            first.base_offset,
+            first.last_offset_delta,
+            first.record_count,
+        );
+        (keyed.collect(), first)
+    }
+
+    #[test]
+    fn a_batch_left_with_gaps_is_cleaned_again_and_keeps_its_offsets() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path());
+            let entry = |key: &str, value: &str| (Some(key.to_string()), Some(value.to_string()));
+            let first = ["a", "b", "c", "d"].map(|key| entry(key, &format!("{key}1")));
+            append(&mut log, &first, 1_000, compression);
+            append(
+                &mut log,
+                &[entry("b", "b2"), entry("d", "d2")],
+                1_010,
+                compression,
+            );
+            roll_with_keyless(&mut log, 1_020);
+            assert!(
+                log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT)
+                    .unwrap()
+                    .records_removed
+                    == 2
+            );
+            let owned = |rows: &[(i64, &str, &str)]| -> Vec<(i64, String, String)> {
+                rows.iter()
+                    .map(|(o, k, v)| (*o, k.to_string(), v.to_string()))
+                    .collect()
+            };
+            // Offsets 0 and 2 stay at their offsets; the batch still ends at offset 3.
+            let once = owned(&[
+                (0, "a", "a1"),
+                (2, "c", "c1"),
+                (4, "b", "b2"),
+                (5, "d", "d2"),
+            ]);
+            assert_eq!(
+                keyed_and_first_batch(&log),
+                (once, (0, 3, 2)),
+                "{compression:?}"
+            );
+
+            // c is written again: the second pass must rewrite the gapped batch too.
+            append(&mut log, &[entry("c", "c3")], 1_030, compression);
+            roll_with_keyless(&mut log, 1_040);
+            let stats = log.compact(3_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+            assert_eq!(stats.records_removed, 1, "{compression:?}");
+            let twice = owned(&[
+                (0, "a", "a1"),
+                (4, "b", "b2"),
+                (5, "d", "d2"),
+                (7, "c", "c3"),
+            ]);
+            assert_eq!(
+                keyed_and_first_batch(&log),
+                (twice, (0, 3, 1)),
+                "{compression:?}"
+            );
+            // The keyless batches are plain; the rewritten one keeps its own codec.
+            assert_eq!(batch_codecs(&log)[0], compression as i16, "the codec is kept");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use kafka_protocol::records::{
 
 use crate::log::batch::BatchHeader;
 use crate::log::error::BatchError;
-use crate::log::records::decoded_exactly;
+use crate::log::records::{OffsetDeltas, decoded_exactly};
 
 /// What a topic's `compression.type` asks of produced batches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub fn recompress(
     let decoded = RecordBatchDecoder::decode(&mut input);
     let Some(set) = decoded
         .ok()
-        .filter(|set| decoded_exactly(records, header, &set.records))
+        .filter(|set| decoded_exactly(records, header, OffsetDeltas::Exact, &set.records))
     else {
         // Valid Kafka records our encoder cannot hold exactly (repeated header names,
         // non-UTF-8 header names): stored as sent rather than with headers lost.
@@ -106,7 +106,7 @@ pub fn recompress(
 mod tests {
     use super::*;
     use crate::log::batch::validate_batches;
-    use crate::log::records::walk_batch;
+    use crate::log::records::{OffsetDeltas, walk_batch};
     use crate::log::test_support::{encode_batch, hand_built_batch};
 
     /// Each record's offset, timestamp, key, value, producer id and sequence.
@@ -161,7 +161,14 @@ mod tests {
                 assert_eq!(stored_header.compression_code(), target as i16);
                 assert_eq!(stored_header.record_count, 3);
                 assert_eq!(stored_header.max_timestamp, 1_007);
-                walk_batch(&stored, &stored_header, 1 << 20, &mut |_| {}).unwrap();
+                walk_batch(
+                    &stored,
+                    &stored_header,
+                    OffsetDeltas::Exact,
+                    1 << 20,
+                    &mut |_| {},
+                )
+                .unwrap();
                 assert_eq!(
                     records_of(&stored),
                     records_of(&batch),

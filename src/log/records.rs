@@ -1,5 +1,6 @@
-//! Produce-time walk over every record of a v2 batch (Kafka's `DefaultRecord.readFrom`
-//! and `LogValidator`), so nothing is stored that a consumer cannot read back.
+//! A streaming walk over every record of a v2 batch (Kafka's `DefaultRecord.readFrom`
+//! and `LogValidator`): at produce, so nothing is stored that a consumer cannot read back,
+//! and over stored batches, before they are decoded (coordinator loads, the cleaner).
 //!
 //! The CRC only proves the bytes arrived as the producer sent them; a producer (or an
 //! attacker) can still send a payload that does not decompress, or records whose count and
@@ -9,6 +10,10 @@
 //! `record_count` records, offset deltas 0..n-1, every length and varint inside its record,
 //! no bytes left over. Decompression is capped ([`LogConfig::decompressed_bytes_max`]) so
 //! a compression bomb costs bounded memory and time.
+//!
+//! A stored batch is walked under a looser offset rule ([`OffsetDeltas::Increasing`]): the
+//! cleaner keeps a batch with only its surviving records, at their original offsets, so
+//! its offset deltas may have gaps.
 //!
 //! Decompression failures are CORRUPT_MESSAGE, structural faults INVALID_RECORD. Checks
 //! that depend on topic config (keys on compacted topics, timestamp bounds) become
@@ -25,7 +30,8 @@ use crate::log::error::{BatchError, RecordError, RecordErrorCode};
 /// What the walk learns about one record, for the checks that depend on topic config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordInfo {
-    /// Position of the record in its batch (Kafka's `batch_index`); equals its offset delta.
+    /// Position of the record in its batch (Kafka's `batch_index`); under
+    /// [`OffsetDeltas::Exact`] also its offset delta.
     pub index: i32,
     /// Absolute timestamp: the batch's base timestamp plus the record's delta.
     pub timestamp_ms: i64,
@@ -34,11 +40,26 @@ pub struct RecordInfo {
     pub header_count: usize,
 }
 
+/// Which offset deltas a walk accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetDeltas {
+    /// One record per offset, deltas 0..n-1: what a producer must send (Kafka's
+    /// `LogValidator`), so produce validation and its recompression use it.
+    Exact,
+    /// Deltas from 0 up, strictly increasing, none past the header's last offset delta:
+    /// a batch already in the log, which the cleaner may have left with gaps (Kafka keeps
+    /// a compacted batch's surviving records at their original offsets). Readers of
+    /// stored batches use it, or they refuse compacted data.
+    Increasing,
+}
+
 /// Walks every record of the whole batch `batch` (header first), calling `visit` for each
-/// in order. Decompresses as a stream, never producing more than `decompressed_bytes_max`.
+/// in order, with offset deltas checked by `deltas`. Decompresses as a stream, never
+/// producing more than `decompressed_bytes_max`.
 pub fn walk_batch(
     batch: &[u8],
     header: &BatchHeader,
+    deltas: OffsetDeltas,
     decompressed_bytes_max: usize,
     visit: &mut impl FnMut(RecordInfo),
 ) -> Result<(), BatchError> {
@@ -47,22 +68,37 @@ pub fn walk_batch(
         .ok_or_else(|| BatchError::Corrupt("batch is shorter than its header says".into()))?;
     let cap = decompressed_bytes_max;
     match header.compression_code() {
-        0 => walk_records(body, header, visit),
+        0 => walk_records(body, header, deltas, visit),
         1 => {
             let decoder = flate2::bufread::MultiGzDecoder::new(body);
-            walk_records(BufReader::new(Capped::new(decoder, cap)), header, visit)
+            walk_records(
+                BufReader::new(Capped::new(decoder, cap)),
+                header,
+                deltas,
+                visit,
+            )
         }
         2 => {
             let plain = snappy::decompress(body, cap)?;
-            walk_records(&plain[..], header, visit)
+            walk_records(&plain[..], header, deltas, visit)
         }
         3 => {
             let decoder = lz4_flex::frame::FrameDecoder::new(body);
-            walk_records(BufReader::new(Capped::new(decoder, cap)), header, visit)
+            walk_records(
+                BufReader::new(Capped::new(decoder, cap)),
+                header,
+                deltas,
+                visit,
+            )
         }
         4 => {
             let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(stream_error)?;
-            walk_records(BufReader::new(Capped::new(decoder, cap)), header, visit)
+            walk_records(
+                BufReader::new(Capped::new(decoder, cap)),
+                header,
+                deltas,
+                visit,
+            )
         }
         code => Err(BatchError::Corrupt(format!(
             "unknown compression code {code}"
@@ -74,14 +110,23 @@ pub fn walk_batch(
 fn walk_records<R: BufRead>(
     source: R,
     header: &BatchHeader,
+    deltas: OffsetDeltas,
     visit: &mut impl FnMut(RecordInfo),
 ) -> Result<(), BatchError> {
     let mut reader = RecordReader {
         source,
         budget: usize::MAX,
     };
+    let mut previous_delta = -1;
     for index in 0..header.record_count.max(0) {
-        let record = reader.record(index, header.base_timestamp)?;
+        let (record, offset_delta) = reader.record(index, header.base_timestamp)?;
+        deltas.check(
+            index,
+            offset_delta,
+            previous_delta,
+            header.last_offset_delta,
+        )?;
+        previous_delta = offset_delta;
         visit(record);
     }
     if !reader.at_end()? {
@@ -90,6 +135,40 @@ fn walk_records<R: BufRead>(
         ));
     }
     Ok(())
+}
+
+impl OffsetDeltas {
+    /// Whether the record at `index` may have `delta`, after a record with `previous`
+    /// (-1 before the first, so a negative delta is never in order) in a batch whose
+    /// header ends at `last`.
+    #[inline]
+    fn check(self, index: i32, delta: i32, previous: i32, last: i32) -> Result<(), BatchError> {
+        let in_order = match self {
+            OffsetDeltas::Exact => delta == index,
+            OffsetDeltas::Increasing => delta > previous,
+        };
+        if in_order && delta <= last {
+            return Ok(());
+        }
+        Err(self.refusal(index, delta, previous, last))
+    }
+
+    #[cold]
+    fn refusal(self, index: i32, delta: i32, previous: i32, last: i32) -> BatchError {
+        let why = match self {
+            OffsetDeltas::Exact if delta != index => "offsets must increase by one from 0",
+            OffsetDeltas::Increasing if delta <= previous => {
+                "offset deltas must increase from 0 or more"
+            }
+            // In order, so past the end: under Exact, more records than the header's
+            // offsets hold (produce refuses that header before any walk).
+            _ => "it lies past the batch's last offset delta",
+        };
+        invalid(format!(
+            "Inner record at batch index {index} has offset delta {delta}: {why} \
+             (previous delta {previous}, last offset delta {last})"
+        ))
+    }
 }
 
 /// A parser of `DefaultRecord`s over a buffered stream. `budget` is what is left of the
@@ -102,7 +181,8 @@ struct RecordReader<R> {
 
 impl<R: BufRead> RecordReader<R> {
     /// One record: length, attributes, timestamp delta, offset delta, key, value, headers.
-    fn record(&mut self, index: i32, base_timestamp: i64) -> Result<RecordInfo, BatchError> {
+    /// Returns it with its offset delta, for the caller's rule to check.
+    fn record(&mut self, index: i32, base_timestamp: i64) -> Result<(RecordInfo, i32), BatchError> {
         self.budget = usize::MAX; // the length varint sits in front of the record body
         let length = self.varint()?;
         let Ok(length) = usize::try_from(length) else {
@@ -122,18 +202,13 @@ impl<R: BufRead> RecordReader<R> {
                 length - self.budget
             )));
         }
-        if offset_delta != index {
-            return Err(invalid(format!(
-                "Inner record at batch index {index} has offset delta {offset_delta}: \
-                 offsets must increase by one from 0"
-            )));
-        }
-        Ok(RecordInfo {
+        let info = RecordInfo {
             index,
             timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
             has_key,
             header_count,
-        })
+        };
+        Ok((info, offset_delta))
     }
 
     /// A varint length and that many bytes, skipped; -1 is null. Whether it was non-null.
@@ -469,10 +544,17 @@ impl<'a> RecordPolicy<'a> {
 /// every record header as sent. Its records keep headers in a map (repeated names merge)
 /// and refuse non-UTF-8 names, both legal in Kafka: a batch it cannot hold exactly must
 /// never be re-encoded (recompression, a cleaner rewrite), or headers are silently lost.
-pub fn decoded_exactly(batch: &[u8], header: &BatchHeader, decoded: &[Record]) -> bool {
+/// `deltas` is the rule the batch was stored under: [`OffsetDeltas::Increasing`] for a batch
+/// from the log, which the cleaner may have left with gaps.
+pub fn decoded_exactly(
+    batch: &[u8],
+    header: &BatchHeader,
+    deltas: OffsetDeltas,
+    decoded: &[Record],
+) -> bool {
     let mut counts = Vec::with_capacity(decoded.len());
     // The batch passed the capped walk when it was produced; this walk cannot grow past it.
-    let walked = walk_batch(batch, header, usize::MAX, &mut |record| {
+    let walked = walk_batch(batch, header, deltas, usize::MAX, &mut |record| {
         counts.push(record.header_count)
     });
     walked.is_ok()
@@ -497,11 +579,17 @@ pub fn validate_records(
         let batch = &records[position..position + header.total_bytes()];
         position += header.total_bytes();
         let mut errors = RecordErrors::default();
-        walk_batch(batch, header, decompressed_bytes_max, &mut |record| {
-            if let Some((code, message)) = policy.check(header, &record) {
-                errors.add(code, RecordError::new(record.index, message));
-            }
-        })?;
+        walk_batch(
+            batch,
+            header,
+            OffsetDeltas::Exact,
+            decompressed_bytes_max,
+            &mut |record| {
+                if let Some((code, message)) = policy.check(header, &record) {
+                    errors.add(code, RecordError::new(record.index, message));
+                }
+            },
+        )?;
         if errors.total > 0 {
             return Err(record_errors(errors));
         }
@@ -565,6 +653,7 @@ fn record_errors(errors: RecordErrors) -> BatchError {
 mod tests {
     use std::io::Write;
 
+    use bytes::BytesMut;
     use kafka_protocol::records::Compression;
 
     use super::*;
@@ -619,7 +708,9 @@ mod tests {
     fn walk(batch: &[u8], cap: usize) -> Result<Vec<RecordInfo>, BatchError> {
         let header = validate_batches(batch, u32::MAX)?[0];
         let mut seen = Vec::new();
-        walk_batch(batch, &header, cap, &mut |record| seen.push(record))?;
+        walk_batch(batch, &header, OffsetDeltas::Exact, cap, &mut |record| {
+            seen.push(record)
+        })?;
         Ok(seen)
     }
 
@@ -744,6 +835,124 @@ mod tests {
             "offset delta 0",
             "repeat",
         );
+    }
+
+    /// A batch as the log may hold it: records at `deltas` (timestamp delta = offset
+    /// delta), a header ending at `last_offset_delta`, compressed with `codec` (code 0:
+    /// plain). Its header is parsed, not validated: produce would refuse a gapped one.
+    fn stored_batch(deltas: &[i64], last_offset_delta: i32, codec: &str, code: i16) -> BytesMut {
+        let body: Vec<u8> = deltas
+            .iter()
+            .flat_map(|&d| record_bytes(d, d, Some(b"key"), format!("value-{d}").as_bytes()))
+            .collect();
+        let payload = if code == 0 {
+            body
+        } else {
+            compress(codec, &body)
+        };
+        let mut batch = batch_around(&payload, code, deltas.len() as i32, 100);
+        crate::log::batch::set_last_offset_delta(&mut batch, last_offset_delta);
+        batch
+    }
+
+    fn walk_stored(batch: &[u8], deltas: OffsetDeltas) -> Result<Vec<RecordInfo>, BatchError> {
+        let header = BatchHeader::parse(batch)?;
+        let mut seen = Vec::new();
+        walk_batch(batch, &header, deltas, CAP, &mut |record| seen.push(record))?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn gapped_deltas_are_read_only_under_the_stored_batch_rule() {
+        for (codec, code) in CODECS.into_iter().chain([("none", 0)]) {
+            // What the cleaner leaves of offsets 100..=105 keeping 100, 102 and 105.
+            let batch = stored_batch(&[0, 2, 5], 5, codec, code);
+            let seen = walk_stored(&batch, OffsetDeltas::Increasing).unwrap();
+            let fields: Vec<(i32, i64)> = seen.iter().map(|r| (r.index, r.timestamp_ms)).collect();
+            assert_eq!(fields, [(0, 1_000), (1, 1_002), (2, 1_005)], "{codec}");
+            assert_invalid(
+                walk_stored(&batch, OffsetDeltas::Exact),
+                "batch index 1 has offset delta 2: offsets must increase by one",
+                codec,
+            );
+            // Gaps at the front and before the header's last offset are as legal.
+            let batch = stored_batch(&[1, 3], 4, codec, code);
+            assert_eq!(
+                walk_stored(&batch, OffsetDeltas::Increasing).unwrap().len(),
+                2
+            );
+        }
+        // Stored-batch readers that gate re-encoding on the walk take it too.
+        let batch = stored_batch(&[0, 2, 5], 5, "none", 0);
+        let header = BatchHeader::parse(&batch).unwrap();
+        let decoded =
+            kafka_protocol::records::RecordBatchDecoder::decode(&mut batch.clone().freeze())
+                .unwrap();
+        let offsets: Vec<i64> = decoded.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [100, 102, 105]);
+        assert!(decoded_exactly(
+            &batch,
+            &header,
+            OffsetDeltas::Increasing,
+            &decoded.records
+        ));
+        assert!(!decoded_exactly(
+            &batch,
+            &header,
+            OffsetDeltas::Exact,
+            &decoded.records
+        ));
+    }
+
+    #[test]
+    fn deltas_out_of_order_or_past_the_header_are_refused_under_both_rules() {
+        // (case, deltas, last offset delta, what Exact says, what Increasing says)
+        let cases: [(&str, &[i64], i32, &str, &str); 5] = [
+            (
+                "decreasing",
+                &[0, 1, 3, 2],
+                5,
+                "index 2 has offset delta 3: offsets must increase by one",
+                "index 3 has offset delta 2: offset deltas must increase",
+            ),
+            (
+                "duplicate",
+                &[0, 1, 1],
+                3,
+                "index 2 has offset delta 1: offsets must increase by one",
+                "index 2 has offset delta 1: offset deltas must increase",
+            ),
+            (
+                "negative",
+                &[-1, 0],
+                1,
+                "index 0 has offset delta -1: offsets must increase by one",
+                "index 0 has offset delta -1: offset deltas must increase",
+            ),
+            (
+                "past the header",
+                &[0, 1, 2],
+                1,
+                "index 2 has offset delta 2: it lies past the batch's last offset delta",
+                "index 2 has offset delta 2: it lies past the batch's last offset delta",
+            ),
+            (
+                "gapped past the header",
+                &[0, 2, 6],
+                5,
+                "index 1 has offset delta 2: offsets must increase by one",
+                "index 2 has offset delta 6: it lies past the batch's last offset delta",
+            ),
+        ];
+        for (case, deltas, last, exact, increasing) in cases {
+            for (codec, code) in [("none", 0), ("zstd", 4)] {
+                let batch = stored_batch(deltas, last, codec, code);
+                let what = format!("{case}, {codec}");
+                assert_invalid(walk_stored(&batch, OffsetDeltas::Exact), exact, &what);
+                let walked = walk_stored(&batch, OffsetDeltas::Increasing);
+                assert_invalid(walked, increasing, &what);
+            }
+        }
     }
 
     #[test]

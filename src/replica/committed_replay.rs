@@ -14,7 +14,7 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 use super::{Partition, ReplicaError};
 use crate::log::config::DECOMPRESSED_BYTES_FLOOR;
 use crate::log::iter_batches;
-use crate::log::records::walk_batch;
+use crate::log::records::{OffsetDeltas, walk_batch};
 
 /// How much one read of a load asks for.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -68,7 +68,10 @@ fn replay_chunk(
         };
         next = Some(header.last_offset() + 1);
         let batch = records.slice(position..position + header.total_bytes());
-        let readable = walk_batch(&batch, &header, decompressed_bytes_max, &mut |_| {})
+        // Stored batches: one the cleaner compacted keeps its records' offset deltas,
+        // gaps included, and must replay in full (its offsets were acknowledged).
+        let deltas = OffsetDeltas::Increasing;
+        let readable = walk_batch(&batch, &header, deltas, decompressed_bytes_max, &mut |_| {})
             .map_err(|error| error.to_string())
             .and_then(|()| {
                 RecordBatchDecoder::decode(&mut batch.clone()).map_err(|e| e.to_string())
@@ -79,4 +82,45 @@ fn replay_chunk(
         }
     }
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::set_last_offset_delta;
+    use crate::log::test_support::{batch_around, record_bytes};
+
+    /// A stored batch at `base_offset` of records at `deltas`, keyed by their offsets,
+    /// whose header ends at `last_offset_delta`.
+    fn stored_batch(base_offset: i64, deltas: &[i64], last_offset_delta: i32) -> Vec<u8> {
+        let body: Vec<u8> = deltas
+            .iter()
+            .flat_map(|&d| {
+                record_bytes(d, 0, Some(format!("k{}", base_offset + d).as_bytes()), b"v")
+            })
+            .collect();
+        let mut batch = batch_around(&body, 0, deltas.len() as i32, base_offset);
+        set_last_offset_delta(&mut batch, last_offset_delta);
+        batch.to_vec()
+    }
+
+    #[test]
+    fn a_batch_the_cleaner_left_with_gaps_replays_in_full() {
+        let mut chunk = stored_batch(10, &[0, 2], 3); // compacted: 10 and 12 survive of 10..=13
+        chunk.extend(stored_batch(14, &[1, 0], 1)); // deltas going back: unreadable
+        chunk.extend(stored_batch(16, &[0, 1], 1));
+        let mut end = ReplayEnd::default();
+        let mut seen = Vec::new();
+        let next = replay_chunk(&Bytes::from(chunk), 1 << 20, &mut end, &mut |record| {
+            seen.push((record.offset, record.key.clone().unwrap()))
+        });
+        let want = [(10, "k10"), (12, "k12"), (16, "k16"), (17, "k17")];
+        let want: Vec<(i64, Bytes)> = want.map(|(o, k)| (o, Bytes::from(k))).into();
+        assert_eq!(seen, want);
+        assert_eq!(next, Some(18));
+        assert_eq!(
+            end.skipped_batches, 1,
+            "only the batch whose deltas go back"
+        );
+    }
 }
