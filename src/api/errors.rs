@@ -26,7 +26,9 @@ pub fn log_error(error: &LogError) -> ResponseError {
     match error {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Batch(batch) => batch_error(batch),
-        LogError::Io(_) | LogError::Corrupt(_) => ResponseError::KafkaStorageError,
+        LogError::Io(_) | LogError::Corrupt(_) | LogError::TxnIndexLacking(_) => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 

@@ -142,7 +142,11 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
         | ReplicaError::UnknownLeaderEpoch { .. }
         | ReplicaError::Io(_)
         | ReplicaError::Offline { .. } => CoordinatorError::NotCoordinator,
-        ReplicaError::Log(crate::log::LogError::Io(_) | crate::log::LogError::Corrupt(_)) => {
+        ReplicaError::Log(
+            crate::log::LogError::Io(_)
+            | crate::log::LogError::Corrupt(_)
+            | crate::log::LogError::TxnIndexLacking(_),
+        ) => {
             CoordinatorError::NotCoordinator
         }
         // Kafka 4's coordinator maps all of these to COORDINATOR_NOT_AVAILABLE, which

@@ -306,7 +306,7 @@ impl PartitionLog {
         if !self.config.compact || closed_end <= self.cleaned_end_offset {
             return Ok(None);
         }
-        let transactions = Transactions::new(self.aborted_transactions(0, closed_end), closed_end);
+        let transactions = Transactions::new(self.aborted_transactions(0, closed_end)?, closed_end);
         let mut segments = Vec::with_capacity(self.segments.len());
         for segment in &self.segments {
             segments.push(SnapshotSegment {
@@ -315,7 +315,7 @@ impl PartitionLog {
                 largest_timestamp_ms: segment.largest_timestamp_ms()?,
                 log: segment.log_file().try_clone()?,
                 log_path: segment.log_path().to_path_buf(),
-                aborted: segment.aborted_transactions().to_vec(),
+                aborted: segment.aborted_transactions()?,
             });
         }
         Ok(Some(CleanSnapshot {
@@ -479,7 +479,7 @@ fn check_installed(
     let matches = segment.size_bytes() == expected.size_bytes()
         && segment.next_offset() == expected.next_offset()
         && segment.max_timestamp() == expected.max_timestamp()
-        && segment.aborted_transactions().len() == aborted_kept;
+        && segment.aborted_count() == aborted_kept as u64;
     if matches {
         return Ok(());
     }
@@ -489,7 +489,7 @@ fn check_installed(
         segment.log_path().display(),
         segment.size_bytes(),
         segment.next_offset(),
-        segment.aborted_transactions().len(),
+        segment.aborted_count(),
         expected.size_bytes(),
         expected.next_offset(),
         aborted_kept
@@ -613,8 +613,8 @@ fn clean_segment(
         .filter(|entry| !walk.dataless_markers.contains(&entry.last_offset))
         .copied()
         .collect();
-    // Written whenever there are entries, changed or not: memory may hold entries its file
-    // lacks (a failed append, rewritten only at the next flush), and the swapped-in
+    // Written whenever there are entries, changed or not: the index may hold entries its
+    // file lacks (a failed append, written only at the next flush), and the swapped-in
     // segment is opened from the file.
     let txn_index_changed = aborted.len() != segment.aborted.len() || !aborted.is_empty();
     if txn_index_changed {
@@ -1429,11 +1429,11 @@ mod tests {
                 "markers stay"
             );
         }
-        let aborted = log.aborted_transactions(0, i64::MAX);
+        let aborted = log.aborted_transactions(0, i64::MAX).unwrap();
         assert_eq!(aborted, vec![entry], "the index survives the swap");
         drop(log);
         assert_eq!(
-            open(dir.path()).aborted_transactions(0, i64::MAX),
+            open(dir.path()).aborted_transactions(0, i64::MAX).unwrap(),
             vec![entry]
         );
     }
@@ -1614,7 +1614,7 @@ mod tests {
         let (first, _) = append_txn(&mut log, (9, 0), 0, &["k", "a"]);
         let marker = append_marker(&mut log, (9, 0), false, first);
         roll_with_plain(&mut log);
-        let entry = log.aborted_transactions(0, i64::MAX);
+        let entry = log.aborted_transactions(0, i64::MAX).unwrap();
         assert_eq!(entry.len(), 1);
         // Pass 1 drops the data; the marker and its entry stay, even past the horizon.
         let stats = log
@@ -1627,14 +1627,14 @@ mod tests {
             "data gone"
         );
         assert!(markers(&log).contains(&marker));
-        assert_eq!(log.aborted_transactions(0, i64::MAX), entry);
+        assert_eq!(log.aborted_transactions(0, i64::MAX).unwrap(), entry);
         // The next pass finds it without data: it stays, stamped with its own delete
         // horizon (KIP-534), however old its segment; its index entry goes.
         roll_with_plain(&mut log);
         log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
         assert!(markers(&log).contains(&marker));
         assert_eq!(marker_horizon(&log, marker), Some(2_000 + RETENTION_MS));
-        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
         // Not before that horizon, not even in a segment long past the tombstones' one.
         roll_with_plain(&mut log);
         log.compact(2_000 + RETENTION_MS - 1, DEDUPE_BUFFER_BYTES_DEFAULT)
@@ -1647,7 +1647,7 @@ mod tests {
             .unwrap();
         assert_eq!(stats.markers_removed, 1);
         assert!(markers(&log).is_empty());
-        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
         let value_at = |log: &PartitionLog, offset: i64| {
             let read = read_from(log, 0);
             read.into_iter().find(|r| r.0 == offset).map(|r| r.2)
@@ -1656,7 +1656,7 @@ mod tests {
         drop(log);
         let log = open(dir.path());
         assert!(markers(&log).is_empty());
-        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
         assert_eq!(value_at(&log, 0), Some(Some(Bytes::from("kept"))));
         assert!(leftovers(dir.path()).is_empty());
     }
@@ -1708,7 +1708,7 @@ mod tests {
         assert!(!markers(&log).contains(&aborted));
         let read = read_from(&log, 0);
         assert_eq!(read[0].1, Some(Bytes::from("unique")));
-        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
     }
 
     #[test]
@@ -1755,7 +1755,7 @@ mod tests {
             assert!(kept.is_transactional());
             // The abort has a batch left: its marker and entry stay.
             assert!(markers(&log).contains(&abort));
-            let entries = log.aborted_transactions(0, i64::MAX);
+            let entries = log.aborted_transactions(0, i64::MAX).unwrap();
             assert_eq!(
                 entries.iter().map(|e| e.last_offset).collect::<Vec<_>>(),
                 [abort]
@@ -1788,7 +1788,7 @@ mod tests {
         roll_with_plain(&mut log);
         compact_with(&mut log, later + RETENTION_MS, &ProducerTails::new());
         assert!(!markers(&log).contains(&abort));
-        assert!(log.aborted_transactions(0, i64::MAX).is_empty());
+        assert!(log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
     }
 
     #[test]
@@ -1834,7 +1834,7 @@ mod tests {
                     .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
                     .unwrap();
                 assert_eq!(markers(&twin_log), vec![marker]);
-                assert!(twin_log.aborted_transactions(0, i64::MAX).is_empty());
+                assert!(twin_log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
                 // A pass runs on new dirty data: past the stamp, it removes the marker.
                 roll_with_plain(&mut twin_log);
                 twin_log
@@ -1869,7 +1869,7 @@ mod tests {
             drop(log);
             let mut log = open(dir.path());
             assert!(
-                log.aborted_transactions(0, i64::MAX).is_empty(),
+                log.aborted_transactions(0, i64::MAX).unwrap().is_empty(),
                 "step {step}"
             );
             assert_eq!(markers(&log), vec![marker], "step {step}");

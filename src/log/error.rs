@@ -86,4 +86,9 @@ pub enum LogError {
     /// Stored data that does not read back as written (a file changed under us, or a bug).
     #[error("corrupt log: {0}")]
     Corrupt(String),
+    /// An aborted-transaction index that lost entries to failed writes: it answers nothing
+    /// until rebuilt (a read_committed read from it would show aborted records). Kafka
+    /// answers KAFKA_STORAGE_ERROR.
+    #[error("aborted-transaction index incomplete: {0}")]
+    TxnIndexLacking(String),
 }

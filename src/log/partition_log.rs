@@ -380,7 +380,7 @@ impl PartitionLog {
 
     /// fsync the active segment; sealed segments were made durable when they rolled.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.active().flush()?;
+        self.active_mut().flush()?;
         self.unflushed_messages = 0;
         Ok(())
     }
@@ -617,19 +617,15 @@ impl PartitionLog {
     /// `start..end`, in marker order. Walks from the segment holding `start` until an
     /// entry's last stable offset reaches `end` (every transaction that started below `end`
     /// has ended by then), or the log ends.
-    pub fn aborted_transactions(&self, start: i64, end: i64) -> Vec<AbortedTxn> {
+    /// Reads the index files only where an abort can overlap (see `TxnIndex::collect`).
+    pub fn aborted_transactions(&self, start: i64, end: i64) -> Result<Vec<AbortedTxn>, LogError> {
         let mut found = Vec::new();
         for segment in &self.segments[self.segment_index(start)..] {
-            for entry in segment.aborted_transactions() {
-                if entry.overlaps(start, end) {
-                    found.push(*entry);
-                }
-                if entry.last_stable_offset >= end {
-                    return found;
-                }
+            if segment.collect_aborted(start, end, &mut found)? {
+                break;
             }
         }
-        found
+        Ok(found)
     }
 
     /// Visit every batch header from the batch holding `from_offset` (or the log start, if

@@ -239,7 +239,7 @@ fn open_sealed(
         // there for the next start to find, and it removes what is left.
         remove_later_segments(dir, scanned.scan.state.next_offset(), later_bases)?;
     }
-    let segment = install_scanned(dir, base_offset, scanned, now_ms)?;
+    let mut segment = install_scanned(dir, base_offset, scanned, now_ms)?;
     // Durable now, so the next open can trust the rebuilt indexes.
     segment.flush()?;
     Ok(if cut {

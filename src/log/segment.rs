@@ -563,7 +563,7 @@ impl Segment {
         self.flush()
     }
 
-    pub(crate) fn flush(&self) -> Result<(), LogError> {
+    pub(crate) fn flush(&mut self) -> Result<(), LogError> {
         self.log.sync_data()?;
         self.offset_index.flush()?;
         self.time_index.flush()?;
@@ -581,20 +581,37 @@ impl Segment {
         self.txn_index_lost = false;
     }
 
-    /// Aborted transactions whose markers are in this segment, in marker order.
-    pub(crate) fn aborted_transactions(&self) -> &[AbortedTxn] {
+    /// Every aborted transaction whose marker is in this segment, in marker order, read
+    /// from the index file (for the cleaner's pass; reads use [`Self::collect_aborted`]).
+    pub(crate) fn aborted_transactions(&self) -> Result<Vec<AbortedTxn>, LogError> {
         self.txn_index.entries()
+    }
+
+    /// How many aborted transactions have their marker in this segment.
+    pub(crate) fn aborted_count(&self) -> u64 {
+        self.txn_index.len()
+    }
+
+    /// This segment's part of Kafka's `collectAbortedTxns` (see [`TxnIndex::collect`]):
+    /// true when no later segment can hold a transaction overlapping `start..end`.
+    pub(crate) fn collect_aborted(
+        &self,
+        start: i64,
+        end: i64,
+        found: &mut Vec<AbortedTxn>,
+    ) -> Result<bool, LogError> {
+        self.txn_index.collect(start, end, found)
     }
 
     /// Records an abort marker appended to this segment.
     pub(crate) fn append_aborted(&mut self, entry: AbortedTxn) -> Result<(), LogError> {
-        Ok(self.txn_index.append(entry)?)
+        self.txn_index.append(entry)
     }
 
     /// Drops the aborted transactions whose markers are at or after `offset` (their
     /// rebuild from the log follows).
     pub(crate) fn truncate_aborted_from(&mut self, offset: i64) -> Result<(), LogError> {
-        Ok(self.txn_index.truncate_from(offset)?)
+        self.txn_index.truncate_from(offset)
     }
 
     /// Remove the files. The log is renamed to `.deleted` first, so a crash midway leaves

@@ -912,7 +912,7 @@ impl Partition {
         };
         let read = log.read_slices(offset, max_bytes, upper, min_one_batch)?;
         let aborted_transactions = match (bound, read.records.end_offset()) {
-            (ReadBound::LastStableOffset, Some(end)) => log.aborted_transactions(offset, end),
+            (ReadBound::LastStableOffset, Some(end)) => log.aborted_transactions(offset, end)?,
             _ => Vec::new(),
         };
         Ok(PartitionRead {
@@ -1711,8 +1711,9 @@ fn apply_batch(
 
 /// Applies appended batches (leader or follower) to producer state and the
 /// aborted-transaction index. The batches are in the log already: a failed index write is
-/// logged, not returned (the entry is in memory, and the file is rewritten at the next
-/// flush or rebuilt at the next open), so the append is never answered as failed.
+/// logged, not returned (the index keeps the entry for its next append or flush, up to a
+/// bound past which it refuses reads until rebuilt at the next open), so the append is
+/// never answered as failed.
 fn track_appended(
     tp: &TopicPartition,
     producers: &mut ProducerStateTable,

@@ -55,6 +55,7 @@ fn aborted(partition: &Partition) -> Vec<AbortedTxn> {
         .as_ref()
         .unwrap()
         .aborted_transactions(0, i64::MAX)
+        .unwrap()
 }
 
 fn producers(partition: &Partition) -> ProducerStateTable {
