@@ -41,6 +41,7 @@ pub const LOGGERS: &[&str] = &[
     "gracchus",
     "gracchus::allocator",
     "gracchus::api",
+    "gracchus::auto_create",
     "gracchus::broker",
     "gracchus::cli",
     "gracchus::client_quota",
