@@ -206,6 +206,7 @@ def test_offsets_in_a_compacted_offsets_batch_survive_a_hard_restart(broker, top
     clients.create_topic(broker, topic, 3)
     group = f"{topic}-group"
     filler = f"{topic}-filler"
+    clients.create_topic(broker, filler, 1)
     consumer = clients.consumer(broker, **{"group.id": group})
     try:
         def commit(offsets):

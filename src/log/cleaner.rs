@@ -1049,7 +1049,10 @@ fn decide_records(
 /// Kafka's `buildRetainedRecordsInto` does for every v2 batch (`overrideLastOffset`): a
 /// producer's last sequence is then still what it sent, so producer state rebuilt from
 /// the log expects the sequence that follows, and the batch still covers the offsets it
-/// was given.
+/// was given. Unlike Kafka, the base offset and base sequence move to the first survivor
+/// (kafka-protocol's encoder writes deltas from the first record): producer state rebuilt
+/// after the cleaner took a producer's last batch's first records will not recognise a
+/// retry of that batch as a duplicate (OUT_OF_ORDER_SEQUENCE_NUMBER instead).
 fn encode_survivors(
     header: &BatchHeader,
     compression: Compression,

@@ -164,10 +164,16 @@ impl OffsetDeltas {
             // offsets hold (produce refuses that header before any walk).
             _ => "it lies past the batch's last offset delta",
         };
-        invalid(format!(
-            "Inner record at batch index {index} has offset delta {delta}: {why} \
-             (previous delta {previous}, last offset delta {last})"
-        ))
+        match self {
+            // Produce's message, as clients have always seen it.
+            OffsetDeltas::Exact => invalid(format!(
+                "Inner record at batch index {index} has offset delta {delta}: {why}"
+            )),
+            OffsetDeltas::Increasing => invalid(format!(
+                "Inner record at batch index {index} has offset delta {delta}: {why} \
+                 (previous delta {previous}, last offset delta {last})"
+            )),
+        }
     }
 }
 
