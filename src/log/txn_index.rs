@@ -274,6 +274,9 @@ impl TxnIndex {
                 .create(true)
                 .truncate(false)
                 .open(&self.path)?;
+            // Whatever a file at the path holds past the entries memory knows is not the
+            // index's (the file should not exist here at all): cut before writing after it.
+            file.set_len(self.on_disk * ABORTED_TXN_BYTES as u64)?;
             self.file = Some(file);
         }
         let file = self.file.as_ref().expect("opened above");
@@ -294,38 +297,45 @@ impl TxnIndex {
     /// cut at or below the first lost entry ends the index's lacking.
     pub(crate) fn truncate_from(&mut self, offset: i64) -> Result<(), LogError> {
         let kept_on_disk = self.first_on_disk_at_or_after(offset)?;
-        let unwritten_before = self.unwritten.len();
-        if kept_on_disk < self.on_disk {
-            self.unwritten.clear();
-        } else {
-            self.unwritten.retain(|entry| entry.last_offset < offset);
-        }
+        let kept_unwritten = match kept_on_disk < self.on_disk {
+            true => 0,
+            false => self.unwritten.partition_point(|entry| entry.last_offset < offset),
+        };
         let lost_cut = self.lost_from.is_some_and(|lost| offset <= lost);
-        if kept_on_disk == self.on_disk && self.unwritten.len() == unwritten_before && !lost_cut {
+        if kept_on_disk == self.on_disk && kept_unwritten == self.unwritten.len() && !lost_cut {
             return Ok(());
         }
-        if lost_cut {
-            self.lost_from = None;
-        }
+        // Until the cut and the new summary are both done the index answers nothing: a
+        // step failing part way leaves it lacking from `offset` (reads fail; the retried
+        // truncation or a reopen rebuilds it), never a summary of entries the file no
+        // longer holds, which could end a read_committed fetch's walk too early.
+        let lacking_before = self.lost_from;
+        self.lost_from = Some(lacking_before.map_or(offset, |lost| lost.min(offset)));
+        self.unwritten.truncate(kept_unwritten);
         // Also cuts what a failed write may have left past the kept entries, so a reopen
         // cannot read it as entries.
         self.cut_file(kept_on_disk)?;
         self.summary = self.summarize()?;
+        self.lost_from = if lost_cut { None } else { lacking_before };
         Ok(())
     }
 
     /// Cuts the file to `entries` whole entries (an empty index has no file).
+    /// The file changes first, memory after: a failed step leaves memory describing the
+    /// file as it still is.
     fn cut_file(&mut self, entries: u64) -> io::Result<()> {
-        self.on_disk = entries;
         if entries == 0 && self.unwritten.is_empty() {
+            super::segment::remove_if_present(&self.path)?;
             self.file = None;
+            self.on_disk = 0;
             self.dirty = false;
-            return super::segment::remove_if_present(&self.path);
+            return Ok(());
         }
         if let Some(file) = &self.file {
             file.set_len(entries * ABORTED_TXN_BYTES as u64)?;
             self.dirty = true;
         }
+        self.on_disk = entries;
         Ok(())
     }
 
@@ -773,6 +783,52 @@ mod tests {
 
     /// Failed writes: memory keeps up to the bound and the next flush writes them; past the
     /// bound reads and flushes fail until a truncation below the first lost entry.
+    #[test]
+    fn a_failed_truncation_leaves_the_index_lacking_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.txnindex");
+        let mut index = TxnIndex::create(path.clone()).unwrap();
+        let mut rng = Rng::new(12);
+        let mut model = random_entries(&mut rng, 500, 30);
+        for entry in &model {
+            index.append(*entry).unwrap();
+        }
+        // A read-only handle: the cut (set_len) fails.
+        index.file = Some(File::open(&path).unwrap());
+        let cut_at = model[200].last_offset;
+        assert!(matches!(index.truncate_from(cut_at), Err(LogError::Io(_))));
+        // Nothing is answered from a summary of entries the cut may have removed.
+        assert!(lacking(collect(&index, 0, i64::MAX)));
+        assert!(lacking(index.entries()));
+        assert!(lacking(index.flush()));
+        index.file = Some(OpenOptions::new().read(true).write(true).open(&path).unwrap());
+        index.truncate_from(cut_at).unwrap();
+        model.truncate(200);
+        assert_eq!(index.summary, model_summary(&model));
+        check_ranges(&mut rng, &index, &model, 300);
+        index.flush().unwrap();
+        assert_eq!(TxnIndex::load(path.clone()).unwrap().entries().unwrap(), model);
+
+        // A cut to nothing whose unlink fails keeps the file (and the handle): the next
+        // entry is written over it, not in front of stale entries.
+        let dir_mode = std::fs::metadata(dir.path()).unwrap().permissions();
+        let mut read_only_dir = dir_mode.clone();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut read_only_dir, 0o555);
+        std::fs::set_permissions(dir.path(), read_only_dir).unwrap();
+        let unlink_failed = index.truncate_from(0);
+        std::fs::set_permissions(dir.path(), dir_mode).unwrap();
+        if unlink_failed.is_ok() {
+            return; // running as root: directory permissions do not stop the unlink
+        }
+        assert!(lacking(collect(&index, 0, i64::MAX)));
+        index.truncate_from(0).unwrap();
+        assert!(!path.exists());
+        let fresh = model[0];
+        index.append(fresh).unwrap();
+        index.flush().unwrap();
+        assert_eq!(TxnIndex::load(path).unwrap().entries().unwrap(), vec![fresh]);
+    }
+
     #[test]
     fn failed_writes_are_kept_up_to_the_bound_then_the_index_is_lacking() {
         let dir = tempfile::tempdir().unwrap();
