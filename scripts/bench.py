@@ -770,11 +770,19 @@ async def long_poll_for(port, topic, partitions, window_factory):
     window.close()
     stats["counting"] = False
     stop.set()
-    await asyncio.wait(tasks, timeout=5 * LONGPOLL_WAIT_MS / 1000)
+    await finish_tasks(tasks, 5 * LONGPOLL_WAIT_MS / 1000)
+    return window, stats
+
+
+async def finish_tasks(tasks, timeout_s):
+    """Lets `tasks` end by themselves for up to `timeout_s`, cancels the rest; returns how
+    many ended with an error of their own."""
+    await asyncio.wait(tasks, timeout=timeout_s)
     for task in tasks:
         task.cancel()
+    failed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
     await asyncio.gather(*tasks, return_exceptions=True)
-    return window, stats
+    return failed
 
 
 class BackgroundLongPolls:
@@ -812,11 +820,7 @@ class BackgroundLongPolls:
         except asyncio.TimeoutError:
             pass
         self.stats["counting"] = False
-        await asyncio.wait(tasks, timeout=5 * LONGPOLL_WAIT_MS / 1000)
-        for task in tasks:
-            task.cancel()
-        self.failed = sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self.failed = await finish_tasks(tasks, 5 * LONGPOLL_WAIT_MS / 1000)
 
     def start(self, limit_s):
         self.limit_s = limit_s
@@ -855,16 +859,14 @@ def run_idle_longpoll(ctx, row, brokers, result, tag):
     topic = create_topic(brokers, "idle", PARTITIONS_DEFAULT, 1)
     time.sleep(SETTLE_S)
     result.rss_idle_mib = rss_mib(brokers.pids)
-    client_start = resource.getrusage(resource.RUSAGE_SELF)
+    client_start = own_cpu_seconds()
     loop = asyncio.new_event_loop()
     try:
         window, stats = loop.run_until_complete(long_poll_for(
             brokers.ports[0][0], topic, PARTITIONS_DEFAULT, lambda: Window(brokers.pids)))
     finally:
         loop.close()
-    client_end = resource.getrusage(resource.RUSAGE_SELF)
-    client_cpu = (client_end.ru_utime - client_start.ru_utime
-                  + client_end.ru_stime - client_start.ru_stime)
+    client_cpu = own_cpu_seconds() - client_start
     result.broker_cpu_percent = window.cpu_percent
     result.rss_peak_mib = window.peak_mib
     result.client_cpu_percent = 100 * client_cpu / window.wall_s
@@ -948,12 +950,8 @@ async def produce_from_connections(port, topic, connections, seconds, window_fac
     client_cpu = own_cpu_seconds() - client_start
     stats["counting"] = False
     stop.set()
-    await asyncio.wait(tasks, timeout=30.0)
-    for task in tasks:
-        task.cancel()
-    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return window, stats, client_cpu, len(failed)
+    failed = await finish_tasks(tasks, 30.0)
+    return window, stats, client_cpu, failed
 
 
 def run_conns(ctx, row, brokers, result, tag):
