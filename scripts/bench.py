@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "protocol-tests"))
@@ -58,6 +59,10 @@ LATENCY_RATE = 10_000
 LATENCY_LINGER_MS = 1
 LATENCY_SIZE = 100
 LATENCY_WARMUP_SAMPLES = LATENCY_RATE  # the first second: connections, metadata, leaders
+# Latency rows also time the same paced producer against librdkafka's in-process mock
+# broker (no broker process, no network) for this long: the client's own floor at the
+# row's linger, so the row's figures can be read as client + broker.
+LATENCY_FLOOR_S = 5
 CONSUMER_HEAD_START_S = 2.0
 # Consume rows first write this many bytes per second of --seconds (2 GB at 10 s), then
 # read them back; reading is faster than writing, so the read lasts a few seconds.
@@ -101,7 +106,7 @@ class BenchError(RuntimeError):
 class Row:
     """One scenario. Names are parsed, so any combination can be asked for by name:
     produce-<100|1k>-<1|all>-<none|lz4>[-p<N>][-rf3][-herd],
-    consume-<100|1k>-<none|lz4>[-p<N>][-rf3], latency-rf<1|3>, produce-conns-<N>,
+    consume-<100|1k>-<none|lz4>[-p<N>][-rf3], latency-rf<1|3>[-linger<ms>], produce-conns-<N>,
     idle-partitions, idle-connections, idle-longpoll. -herd: the produce runs while
     LONGPOLL_CONSUMERS long polls park on another topic of the same broker."""
 
@@ -114,12 +119,13 @@ class Row:
     replicas: int = 1
     herd: bool = False
     connections: int = 0
+    linger_ms: float = LATENCY_LINGER_MS
 
 
 PRODUCE_RE = re.compile(r"produce-(100|1k)-(1|all)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?(-herd)?")
 CONNS_RE = re.compile(r"produce-conns-(\d+)")
 CONSUME_RE = re.compile(r"consume-(100|1k)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?")
-LATENCY_RE = re.compile(r"latency-rf([13])")
+LATENCY_RE = re.compile(r"latency-rf([13])(?:-linger(\d+(?:\.\d+)?))?")
 IDLE_KINDS = ("idle-partitions", "idle-connections", "idle-longpoll")
 
 
@@ -136,7 +142,7 @@ def parse_row(name):
                    int(m[3] or PARTITIONS_DEFAULT), int(m[4] or 1))
     if m := LATENCY_RE.fullmatch(name):
         return Row(name, "latency", LATENCY_SIZE, "all", "none", PARTITIONS_DEFAULT,
-                   int(m[1]))
+                   int(m[1]), linger_ms=float(m[2] or LATENCY_LINGER_MS))
     if name in IDLE_KINDS:
         return Row(name, name)
     raise SystemExit(f"unknown row {name!r}: {Row.__doc__}")
@@ -605,9 +611,7 @@ def run_latency(ctx, row, brokers, result, tag):
     e2e_path, ack_path = ctx.path(tag, "e2e.us"), ctx.path(tag, "ack.us")
     consumer_argv = consume_argv(ctx.tool, brokers, topic, row.partitions, count)
     consumer_argv += ["-l", "-A", e2e_path]
-    producer_argv = produce_argv(ctx.paced_tool, brokers, topic, row, count,
-                                 linger_ms=LATENCY_LINGER_MS)
-    producer_argv += ["-r", str(LATENCY_RATE), "-l", "-A", ack_path]
+    producer_argv = latency_producer_argv(ctx, brokers.bootstrap, topic, row, count, ack_path)
     consumer = start_client(consumer_argv, ctx.path(tag, "consumer.log"))
     time.sleep(CONSUMER_HEAD_START_S)
     window = Window(brokers.pids)
@@ -625,10 +629,40 @@ def run_latency(ctx, row, brokers, result, tag):
     ack = percentiles(ack_path, LATENCY_WARMUP_SAMPLES)
     result.notes.append(f"produce->consume over {samples} samples (first second dropped); "
                         f"produce->ack p50/p99/p99.9 {fmt(ack[0])}/{fmt(ack[1])}/{fmt(ack[2])} ms; "
-                        f"linger {LATENCY_LINGER_MS} ms; RF {row.replicas}")
+                        f"linger {row.linger_ms:g} ms; RF {row.replicas}")
     if failed or samples + LATENCY_WARMUP_SAMPLES < count:
         result.notes.append(f"{failed} failed, {samples + LATENCY_WARMUP_SAMPLES} of "
                             f"{count} consumed")
+    floor = client_latency_floor(ctx, row, tag)
+    result.notes.append(f"client alone (librdkafka's in-process mock broker, same settings "
+                        f"but the mock's 4 partitions, {LATENCY_FLOOR_S} s): produce->ack "
+                        f"p50/p99/p99.9 "
+                        f"{fmt(floor[0])}/{fmt(floor[1])}/{fmt(floor[2])} ms")
+
+
+def latency_producer_argv(ctx, bootstrap, topic, row, count, ack_path):
+    """The paced producer of a latency row: LATENCY_RATE msg/s, acks=all, the row's linger,
+    one produce->ack sample (µs) per message into `ack_path`."""
+    argv = produce_argv(ctx.paced_tool, SimpleNamespace(bootstrap=bootstrap), topic, row,
+                        count, linger_ms=f"{row.linger_ms:g}")
+    return argv + ["-r", str(LATENCY_RATE), "-l", "-A", ack_path]
+
+
+def client_latency_floor(ctx, row, tag):
+    """(p50, p99, p99.9) ms of produce->ack with the row's producer against librdkafka's
+    mock cluster in the client's own process (`test.mock.num.brokers`): what the client's
+    batching and threads cost with no broker process at all."""
+    ack_path = ctx.path(tag, "floor-ack.us")
+    argv = latency_producer_argv(ctx, f"{HOST}:1", "floor", row,
+                                 LATENCY_RATE * (1 + LATENCY_FLOOR_S), ack_path)
+    argv += ["-X", "test.mock.num.brokers=1"]
+    run = wait_client(start_client(argv, ctx.path(tag, "floor.log")),
+                      LATENCY_FLOOR_S + 1 + CLIENT_GRACE_S)
+    delivered, failed, _ = produced_summary(run)
+    if failed or not delivered:
+        raise BenchError(f"the mock-broker producer delivered {delivered}, {failed} failed; "
+                         f"see {run.log}")
+    return percentiles(ack_path, LATENCY_WARMUP_SAMPLES)[:3]
 
 
 # ---------------------------------------------------------------- idle rows
