@@ -605,7 +605,10 @@ async fn group_offset_versions(broker: &Broker) {
     let first = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while call(broker, &first, 0).await.error_code != 0 {
-        assert!(std::time::Instant::now() < deadline, "no group coordinator in 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no group coordinator in 30 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     for version in versions(ApiKey::FindCoordinator) {

@@ -45,8 +45,7 @@ pub async fn find_coordinator(
         let found = match request.key_type {
             KEY_TYPE_GROUP => locate(broker, &key, &context.listener_name, deadline).await,
             super::txn_coordinator::KEY_TYPE_TRANSACTION => {
-                super::txn_coordinator::locate(broker, &key, &context.listener_name, deadline)
-                    .await
+                super::txn_coordinator::locate(broker, &key, &context.listener_name, deadline).await
             }
             // Kafka: "Unknown coordinator type".
             _ => Err(ResponseError::InvalidRequest),

@@ -38,7 +38,8 @@ pub async fn handle(
         };
         if let Err(error) = broker
             .ensure_transaction_topic(crate::broker::auto_create_deadline())
-            .await {
+            .await
+        {
             return failed(internal_topic_error(TRANSACTION_STATE_TOPIC, &error).code());
         }
         let initialised = broker

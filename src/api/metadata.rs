@@ -187,7 +187,10 @@ async fn by_name(
     // Kafka 4 (AutoTopicCreationManager, KRaft) answers UNKNOWN_TOPIC_OR_PARTITION while
     // the creation it forwarded is under way: the client asks again, and no request waits
     // on a quorum that may be gone.
-    match broker.create_in_background(&new, &mut quota, deadline).await {
+    match broker
+        .create_in_background(&new, &mut quota, deadline)
+        .await
+    {
         Ok(()) => {}
         Err(crate::controller::ControllerError::Unavailable(reason)) => {
             tracing::debug!(topic = name, %reason, "auto-created topic not ready");

@@ -302,7 +302,9 @@ pub async fn handle_frame_on(
             fetch_frame(broker, &context, body).await.map(Some)
         }
         ParsedFrame::Request(context, body) if context.api_key == ApiKey::Produce => {
-            Ok(produce_frame(broker, &context, body).await?.map(Outgoing::from))
+            Ok(produce_frame(broker, &context, body)
+                .await?
+                .map(Outgoing::from))
         }
         // Boxed: the largest of the other APIs' futures (~3.3 KB) would otherwise size
         // every connection task, idle or not; Produce and Fetch, the hot paths, stay

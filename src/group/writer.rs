@@ -146,9 +146,7 @@ pub fn write_error(error: &ReplicaError) -> CoordinatorError {
             crate::log::LogError::Io(_)
             | crate::log::LogError::Corrupt(_)
             | crate::log::LogError::TxnIndexLacking(_),
-        ) => {
-            CoordinatorError::NotCoordinator
-        }
+        ) => CoordinatorError::NotCoordinator,
         // Kafka 4's coordinator maps all of these to COORDINATOR_NOT_AVAILABLE, which
         // consumers retry (NOT_ENOUGH_REPLICAS_AFTER_APPEND would fail a commitSync).
         ReplicaError::ReplicationTimedOut

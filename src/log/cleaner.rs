@@ -1837,7 +1837,12 @@ mod tests {
                     .compact(PAST_HORIZON_MS, DEDUPE_BUFFER_BYTES_DEFAULT)
                     .unwrap();
                 assert_eq!(markers(&twin_log), vec![marker]);
-                assert!(twin_log.aborted_transactions(0, i64::MAX).unwrap().is_empty());
+                assert!(
+                    twin_log
+                        .aborted_transactions(0, i64::MAX)
+                        .unwrap()
+                        .is_empty()
+                );
                 // A pass runs on new dirty data: past the stamp, it removes the marker.
                 roll_with_plain(&mut twin_log);
                 twin_log
@@ -2125,7 +2130,11 @@ mod tests {
                 "{compression:?}"
             );
             // The keyless batches are plain; the rewritten one keeps its own codec.
-            assert_eq!(batch_codecs(&log)[0], compression as i16, "the codec is kept");
+            assert_eq!(
+                batch_codecs(&log)[0],
+                compression as i16,
+                "the codec is kept"
+            );
         }
     }
 

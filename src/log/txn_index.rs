@@ -299,7 +299,9 @@ impl TxnIndex {
         let kept_on_disk = self.first_on_disk_at_or_after(offset)?;
         let kept_unwritten = match kept_on_disk < self.on_disk {
             true => 0,
-            false => self.unwritten.partition_point(|entry| entry.last_offset < offset),
+            false => self
+                .unwritten
+                .partition_point(|entry| entry.last_offset < offset),
         };
         let lost_cut = self.lost_from.is_some_and(|lost| offset <= lost);
         if kept_on_disk == self.on_disk && kept_unwritten == self.unwritten.len() && !lost_cut {
@@ -426,11 +428,7 @@ impl TxnIndex {
 
     /// Visits the entries from the file's entry `from` on, then the unwritten tail, while
     /// `visit` returns true. Each entry read is checked: it decodes, and markers rise.
-    fn walk(
-        &self,
-        from: u64,
-        visit: &mut dyn FnMut(&AbortedTxn) -> bool,
-    ) -> Result<(), LogError> {
+    fn walk(&self, from: u64, visit: &mut dyn FnMut(&AbortedTxn) -> bool) -> Result<(), LogError> {
         let mut previous: Option<i64> = None;
         let mut check = |at: u64, entry: &AbortedTxn| -> Result<(), LogError> {
             if previous.is_some_and(|marker| marker >= entry.last_offset) {
@@ -542,7 +540,11 @@ mod tests {
         (found, false)
     }
 
-    fn collect(index: &TxnIndex, start: i64, end: i64) -> Result<(Vec<AbortedTxn>, bool), LogError> {
+    fn collect(
+        index: &TxnIndex,
+        start: i64,
+        end: i64,
+    ) -> Result<(Vec<AbortedTxn>, bool), LogError> {
         let mut found = Vec::new();
         let complete = index.collect(start, end, &mut found)?;
         Ok((found, complete))
@@ -600,7 +602,10 @@ mod tests {
     #[test]
     fn the_index_in_memory_is_small_and_fixed() {
         let size = std::mem::size_of::<TxnIndex>();
-        println!("size_of TxnIndex = {size}, Summary = {}", std::mem::size_of::<Summary>());
+        println!(
+            "size_of TxnIndex = {size}, Summary = {}",
+            std::mem::size_of::<Summary>()
+        );
         assert!(size <= 128, "{size}");
     }
 
@@ -676,7 +681,11 @@ mod tests {
             index.append(*entry).unwrap();
         }
         index.flush().unwrap();
-        assert_eq!(index.unwritten.capacity(), 0, "nothing of the entries in memory");
+        assert_eq!(
+            index.unwritten.capacity(),
+            0,
+            "nothing of the entries in memory"
+        );
         assert_eq!(index.summary, model_summary(&model));
         check_ranges(&mut rng, &index, &model, 3000);
 
@@ -689,7 +698,11 @@ mod tests {
             let offset = rng.below(top as u64) as i64;
             index.truncate_from(offset).unwrap();
             model.retain(|e| e.last_offset < offset);
-            assert_eq!(index.summary, model_summary(&model), "after truncating at {offset}");
+            assert_eq!(
+                index.summary,
+                model_summary(&model),
+                "after truncating at {offset}"
+            );
             assert_eq!(
                 fs::metadata(&path).map_or(0, |m| m.len()),
                 model.len() as u64 * 34
@@ -733,9 +746,17 @@ mod tests {
             index.append(entry(1, first, last)).unwrap();
         }
         index.file = None;
-        assert_eq!(collect(&index, 141, 500).unwrap(), (vec![], false), "all markers below");
+        assert_eq!(
+            collect(&index, 141, 500).unwrap(),
+            (vec![], false),
+            "all markers below"
+        );
         // Nothing overlaps, and an entry's last stable offset reaches the end: complete.
-        assert_eq!(collect(&index, 0, 100).unwrap(), (vec![], true), "all start at the end");
+        assert_eq!(
+            collect(&index, 0, 100).unwrap(),
+            (vec![], true),
+            "all start at the end"
+        );
         assert!(matches!(collect(&index, 0, 101), Err(LogError::Corrupt(_))));
     }
 
@@ -767,13 +788,16 @@ mod tests {
         assert!(is_corrupt(TxnIndex::load(path.clone())), "unknown version");
 
         // Markers out of order.
-        file.write_all_at(&entry(1, 0, 30).encode(), 2 * 34).unwrap();
+        file.write_all_at(&entry(1, 0, 30).encode(), 2 * 34)
+            .unwrap();
         assert!(is_corrupt(index.entries()));
         assert!(is_corrupt(TxnIndex::load(path.clone())));
 
         // The first offset past the marker.
-        file.write_all_at(&entry(1, 12, 14).encode(), 2 * 34).unwrap();
-        file.write_all_at(&entry(1, 25, 20).encode(), 3 * 34).unwrap();
+        file.write_all_at(&entry(1, 12, 14).encode(), 2 * 34)
+            .unwrap();
+        file.write_all_at(&entry(1, 25, 20).encode(), 3 * 34)
+            .unwrap();
         assert!(is_corrupt(TxnIndex::load(path.clone())));
 
         // A file cut short under the index.
@@ -801,13 +825,22 @@ mod tests {
         assert!(lacking(collect(&index, 0, i64::MAX)));
         assert!(lacking(index.entries()));
         assert!(lacking(index.flush()));
-        index.file = Some(OpenOptions::new().read(true).write(true).open(&path).unwrap());
+        index.file = Some(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap(),
+        );
         index.truncate_from(cut_at).unwrap();
         model.truncate(200);
         assert_eq!(index.summary, model_summary(&model));
         check_ranges(&mut rng, &index, &model, 300);
         index.flush().unwrap();
-        assert_eq!(TxnIndex::load(path.clone()).unwrap().entries().unwrap(), model);
+        assert_eq!(
+            TxnIndex::load(path.clone()).unwrap().entries().unwrap(),
+            model
+        );
 
         // A cut to nothing whose unlink fails keeps the file (and the handle): the next
         // entry is written over it, not in front of stale entries.
@@ -826,7 +859,10 @@ mod tests {
         let fresh = model[0];
         index.append(fresh).unwrap();
         index.flush().unwrap();
-        assert_eq!(TxnIndex::load(path).unwrap().entries().unwrap(), vec![fresh]);
+        assert_eq!(
+            TxnIndex::load(path).unwrap().entries().unwrap(),
+            vec![fresh]
+        );
     }
 
     #[test]
@@ -839,7 +875,15 @@ mod tests {
         index.append(model[0]).unwrap();
         // A read-only handle: every write fails.
         let read_only = || Some(File::open(&path).unwrap());
-        let writable = || Some(OpenOptions::new().read(true).write(true).open(&path).unwrap());
+        let writable = || {
+            Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .unwrap(),
+            )
+        };
         index.file = read_only();
         for entry in &model[1..=UNWRITTEN_ENTRIES_MAX] {
             assert!(matches!(index.append(*entry), Err(LogError::Io(_))));
@@ -851,7 +895,10 @@ mod tests {
         index.file = writable();
         index.flush().unwrap();
         assert!(index.unwritten.is_empty());
-        assert_eq!(TxnIndex::load(path.clone()).unwrap().entries().unwrap(), written);
+        assert_eq!(
+            TxnIndex::load(path.clone()).unwrap().entries().unwrap(),
+            written
+        );
 
         // Past the bound.
         index.file = read_only();
@@ -864,11 +911,16 @@ mod tests {
         assert!(lacking(collect(&index, 0, i64::MAX)));
         assert!(lacking(index.entries()));
         assert!(lacking(index.flush()));
-        assert!(lacking(index.append(model[next + UNWRITTEN_ENTRIES_MAX + 1])));
+        assert!(lacking(
+            index.append(model[next + UNWRITTEN_ENTRIES_MAX + 1])
+        ));
         index.file = writable();
         assert!(lacking(index.flush()), "writable again, still lacking");
         index.truncate_from(lost.last_offset + 1).unwrap();
-        assert!(lacking(index.flush()), "a cut above the lost entry keeps it lacking");
+        assert!(
+            lacking(index.flush()),
+            "a cut above the lost entry keeps it lacking"
+        );
 
         index.truncate_from(lost.last_offset).unwrap();
         model.truncate(next + UNWRITTEN_ENTRIES_MAX);

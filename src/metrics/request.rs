@@ -55,9 +55,7 @@ tokio::task_local! {
 /// this future and in the task-local scope's, three copies of a multi-KB future in every
 /// connection task (measured: 35 KiB per idle connection before, 19 KiB after, with the
 /// rarely used APIs boxed in `api::handle_frame_on`).
-pub async fn with_request_scope<F: Future>(
-    mut handling: Pin<&mut F>,
-) -> (F::Output, RequestScope) {
+pub async fn with_request_scope<F: Future>(mut handling: Pin<&mut F>) -> (F::Output, RequestScope) {
     SCOPE
         .scope(RequestScope::default(), async move {
             let output = std::future::poll_fn(|context| {

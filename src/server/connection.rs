@@ -411,7 +411,10 @@ mod tests {
     fn a_buffer_still_shared_or_holding_much_of_the_next_request_is_left_alone() {
         let (mut buffer, frame, _) = after_one_frame(&[1, 2, 3]);
         let position = buffer.as_ptr();
-        assert!(!reuse_read_buffer(&mut buffer), "the frame still points into it");
+        assert!(
+            !reuse_read_buffer(&mut buffer),
+            "the frame still points into it"
+        );
         assert_eq!((buffer.as_ptr(), &buffer[..]), (position, &[1u8, 2, 3][..]));
         assert_eq!(frame.len(), 10_000);
 
