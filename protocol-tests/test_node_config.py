@@ -102,6 +102,19 @@ def test_random_uuid_prints_kafka_shaped_distinct_ids():
     assert result.returncode != 0
 
 
+def test_help_prints_the_usage_and_a_bad_argument_gets_it_without_a_backtrace():
+    result = run(["--help"])
+    assert result.returncode == 0
+    assert "Usage:" in result.stdout
+    for command in ("--config FILE", "format -t CLUSTER_ID", "random-uuid", "kafka-topics"):
+        assert command in result.stdout, command
+    result = run(["--no-such-flag"], env={"RUST_BACKTRACE": "1"})
+    assert result.returncode == 1
+    assert "unknown argument --no-such-flag" in result.stderr
+    assert "Usage:" in result.stderr
+    assert "backtrace" not in result.stderr.lower(), result.stderr
+
+
 def test_format_then_start_serves_the_formatted_cluster_id(new_broker, topic):
     cluster_id = random_uuid()
     broker = new_broker("formatted")

@@ -44,6 +44,10 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(cli::run(tool, &args[1..]));
     }
     let subcommand = match args.first().map(String::as_str) {
+        Some("--help" | "-h" | "help") => {
+            print!("{USAGE}");
+            return Ok(());
+        }
         Some("random-uuid") => Some(random_uuid(&args[1..])),
         Some("format") => Some(format_storage(args.split_off(1))),
         _ => None,
@@ -59,7 +63,15 @@ fn main() -> anyhow::Result<()> {
     // First, before any thread or log line: on success this does not return.
     let reexec = gracchus::allocator::fix_mmap_threshold();
     // The configuration comes first: it names the log filter. Parsing it logs nothing.
-    let config = BrokerConfig::from_args_and_env(args, std::env::vars())?;
+    let config = match BrokerConfig::from_args_and_env(args, std::env::vars()) {
+        Ok(config) => config,
+        Err(error @ gracchus::config::ConfigError::Usage(_)) => {
+            // A mistyped command line wants the usage, not a stack trace.
+            eprint!("Error: {error}\n\n{USAGE}");
+            std::process::exit(1);
+        }
+        Err(error) => return Err(error.into()),
+    };
     // One filter for every layer: the status page's recent errors are what the log says.
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -98,6 +110,21 @@ fn log_filter(
 }
 
 /// `gracchus random-uuid`: a new cluster id, as `kafka-storage random-uuid` prints one.
+/// `gracchus --help`.
+const USAGE: &str = "\
+Usage:
+  gracchus [--config FILE] [--override KEY=VALUE]...
+      runs a broker (and controller): Kafka's broker configs from a properties FILE,
+      then KAFKA_* environment variables (KAFKA_LOG_DIRS -> log.dirs), then overrides;
+      with none, one node on 127.0.0.1:9092 with its data under ./data
+  gracchus format -t CLUSTER_ID [-g] [--config FILE] [--override KEY=VALUE]...
+      writes meta.properties into log.dirs (-g: leave formatted directories alone)
+  gracchus random-uuid
+      prints a new cluster id
+  gracchus kafka-topics | kafka-console-producer | kafka-console-consumer | healthcheck ...
+      the tools (also run by these names through a link to the binary)
+";
+
 fn random_uuid(rest: &[String]) -> anyhow::Result<()> {
     if let Some(extra) = rest.first() {
         anyhow::bail!("random-uuid takes no arguments (got {extra})");
