@@ -105,10 +105,12 @@ class BenchError(RuntimeError):
 @dataclass(frozen=True)
 class Row:
     """One scenario. Names are parsed, so any combination can be asked for by name:
-    produce-<100|1k>-<1|all>-<none|lz4>[-p<N>][-rf3][-herd],
+    produce-<100|1k>-<1|all>-<none|lz4>[-p<N>][-rf3][-spread][-herd],
     consume-<100|1k>-<none|lz4>[-p<N>][-rf3], latency-rf<1|3>[-linger<ms>], produce-conns-<N>,
     idle-partitions, idle-connections, idle-longpoll. -herd: the produce runs while
-    LONGPOLL_CONSUMERS long polls park on another topic of the same broker."""
+    LONGPOLL_CONSUMERS long polls park on another topic of the same broker. -spread: the
+    producer spreads records over every partition (librdkafka's sticky partitioner off), so
+    a request carries many small batches, as keyed records do."""
 
     name: str
     kind: str
@@ -118,11 +120,13 @@ class Row:
     partitions: int = PARTITIONS_DEFAULT
     replicas: int = 1
     herd: bool = False
+    spread: bool = False
     connections: int = 0
     linger_ms: float = LATENCY_LINGER_MS
 
 
-PRODUCE_RE = re.compile(r"produce-(100|1k)-(1|all)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?(-herd)?")
+PRODUCE_RE = re.compile(
+    r"produce-(100|1k)-(1|all)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?(-spread)?(-herd)?")
 CONNS_RE = re.compile(r"produce-conns-(\d+)")
 CONSUME_RE = re.compile(r"consume-(100|1k)-(none|lz4)(?:-p(\d+))?(?:-rf([13]))?")
 LATENCY_RE = re.compile(r"latency-rf([13])(?:-linger(\d+(?:\.\d+)?))?")
@@ -131,10 +135,11 @@ IDLE_KINDS = ("idle-partitions", "idle-connections", "idle-longpoll")
 
 def parse_row(name):
     if m := PRODUCE_RE.fullmatch(name):
-        if m[6] and m[5] == "3":
+        if m[7] and m[5] == "3":
             raise SystemExit(f"{name}: -herd rows run on one broker")
         return Row(name, "produce", SIZES[m[1]], m[2], m[3],
-                   int(m[4] or PARTITIONS_DEFAULT), int(m[5] or 1), herd=bool(m[6]))
+                   int(m[4] or PARTITIONS_DEFAULT), int(m[5] or 1), herd=bool(m[7]),
+                   spread=bool(m[6]))
     if (m := CONNS_RE.fullmatch(name)) and 1 <= int(m[1]) <= CONNS_MAX:
         return Row(name, "conns", CONNS_RECORD_BYTES, connections=int(m[1]))
     if m := CONSUME_RE.fullmatch(name):
@@ -462,9 +467,15 @@ def consumed_summary(run):
 
 def produce_argv(tool, brokers, topic, row, count, linger_ms=LINGER_MS):
     acks = "-1" if row.acks == "all" else row.acks
-    return [tool, "-P", "-t", topic, "-b", brokers.bootstrap, "-s", str(row.size),
+    argv = [tool, "-P", "-t", topic, "-b", brokers.bootstrap, "-s", str(row.size),
             "-c", str(count), "-a", acks, "-z", row.codec, "-i", "1000",
             "-X", f"linger.ms={linger_ms}", "-X", f"batch.size={BATCH_BYTES}"]
+    if row.spread:
+        # Keyless records otherwise stick to one partition for 10 ms (librdkafka's
+        # sticky.partitioning.linger.ms), so a request carries one full batch whatever the
+        # partition count; 0 picks a partition per record, as keys spread them.
+        argv += ["-X", "sticky.partitioning.linger.ms=0"]
+    return argv
 
 
 def consume_argv(tool, brokers, topic, partitions, count):
