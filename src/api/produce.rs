@@ -176,11 +176,20 @@ async fn wait_replicated(
     outcome: ProduceOutcome,
     deadline: tokio::time::Instant,
 ) -> Result<ProduceOutcome, PartitionFailure> {
-    let parked = Parked::new(Delayed::Produce);
-    let committed = partition
-        .wait_committed(outcome.end_offset, outcome.leader_epoch, deadline)
-        .await;
-    drop(parked);
+    // Committed when appended (an ISR of the leader alone, or followers ahead of this
+    // request): answered without parking, so it is not counted in the purgatory.
+    let settled = partition.commit_settled(outcome.end_offset, outcome.leader_epoch);
+    let committed = match settled {
+        Some(settled) => settled,
+        None => {
+            let parked = Parked::new(Delayed::Produce);
+            let committed = partition
+                .wait_committed(outcome.end_offset, outcome.leader_epoch, deadline)
+                .await;
+            drop(parked);
+            committed
+        }
+    };
     match committed {
         Ok(()) => Ok(outcome),
         Err(error) => {
@@ -258,7 +267,14 @@ async fn verify_transactional(
     now: i64,
 ) {
     let operation = TxnOperation::for_produce(version);
-    if !txn_verify::applies(broker, operation) {
+    // Looking for a transactional batch costs less than reading the dynamic broker config
+    // (`applies`), and most produces carry none.
+    let transactional = prepared
+        .iter()
+        .flat_map(|(_, _, partitions)| partitions.iter())
+        .filter_map(|(_, slot)| slot.as_ref().ok())
+        .any(|ready| transactional_header(&ready.records).is_some());
+    if !transactional || !txn_verify::applies(broker, operation) {
         return;
     }
     let mut slots = Vec::new();

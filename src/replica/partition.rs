@@ -759,6 +759,9 @@ impl Partition {
         leader_epoch: i32,
         deadline: tokio::time::Instant,
     ) -> Result<(), ReplicaError> {
+        if let Some(settled) = self.commit_settled(end_offset, leader_epoch) {
+            return settled;
+        }
         self.wait_high_watermark(end_offset, leader_epoch, deadline)
             .await?;
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
@@ -767,6 +770,30 @@ impl Partition {
             return Err(ReplicaError::NotEnoughReplicasAfterAppend { isr, min });
         }
         Ok(())
+    }
+
+    /// What [`Self::wait_committed`] would answer at once, without arming a wake-up:
+    /// `None` while the high watermark is below `end_offset` (the wait goes on). A leader
+    /// whose ISR is itself alone, or whose followers fetched already, has its appends
+    /// committed when they land: Kafka's `tryCompleteElseWatch` answers those without
+    /// parking them in the purgatory.
+    pub fn commit_settled(
+        &self,
+        end_offset: i64,
+        leader_epoch: i32,
+    ) -> Option<Result<(), ReplicaError>> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if !state.leads || state.leader_epoch != leader_epoch {
+            return Some(Err(ReplicaError::NotLeader));
+        }
+        if state.high_watermark < end_offset {
+            return None;
+        }
+        let (isr, min) = (state.in_sync_count(), state.min_insync());
+        if isr < min {
+            return Some(Err(ReplicaError::NotEnoughReplicasAfterAppend { isr, min }));
+        }
+        Some(Ok(()))
     }
 
     /// Waits until the high watermark reaches `end_offset` while this broker leads at
@@ -2432,6 +2459,55 @@ mod replication_tests {
         };
         let (waited, ()) = tokio::join!(waiting, moved);
         assert!(matches!(waited, Err(ReplicaError::NotLeader)), "{waited:?}");
+    }
+
+    #[test]
+    fn commit_settled_answers_what_the_wait_would_at_once_and_nothing_while_it_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        // The leader alone in the ISR: committed as it lands.
+        let alone = replica(dir.path(), 1, &view(1, 0, &[1]));
+        let outcome = alone.append(&records(2), 0).unwrap();
+        assert!(matches!(
+            alone.commit_settled(outcome.end_offset, 0),
+            Some(Ok(()))
+        ));
+        let other_epoch = alone.commit_settled(outcome.end_offset, 1);
+        assert!(matches!(other_epoch, Some(Err(ReplicaError::NotLeader))));
+
+        // With a follower in the ISR: pending until it fetched the records.
+        let leader = replica(dir.path(), 2, &view(2, 0, &[2, 3]));
+        let follower = replica(dir.path(), 3, &view(2, 0, &[2, 3]));
+        let outcome = leader.append(&records(3), 0).unwrap();
+        assert!(leader.commit_settled(outcome.end_offset, 0).is_none());
+        replicate(&leader, &follower, 3);
+        assert!(matches!(
+            leader.commit_settled(outcome.end_offset, 0),
+            Some(Ok(()))
+        ));
+
+        // Committed, but the ISR is below min.insync.replicas now.
+        leader.set_config(LogConfig {
+            min_insync_replicas: 3,
+            ..LogConfig::default()
+        });
+        let short = leader.commit_settled(outcome.end_offset, 0);
+        assert!(
+            matches!(
+                short,
+                Some(Err(ReplicaError::NotEnoughReplicasAfterAppend {
+                    isr: 2,
+                    min: 3
+                }))
+            ),
+            "{short:?}"
+        );
+        // Another broker leads now.
+        leader.apply_leadership(2, &view(3, 1, &[3]), 0).unwrap();
+        let moved = leader.commit_settled(outcome.end_offset, 0);
+        assert!(
+            matches!(moved, Some(Err(ReplicaError::NotLeader))),
+            "{moved:?}"
+        );
     }
 
     #[test]
