@@ -2475,11 +2475,12 @@ mod replication_tests {
         assert!(matches!(other_epoch, Some(Err(ReplicaError::NotLeader))));
 
         // With a follower in the ISR: pending until it fetched the records.
-        let leader = replica(dir.path(), 2, &view(2, 0, &[2, 3]));
-        let follower = replica(dir.path(), 3, &view(2, 0, &[2, 3]));
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
+        let follower = replica(dir.path(), 2, &view(1, 0, &[1, 2]));
         let outcome = leader.append(&records(3), 0).unwrap();
         assert!(leader.commit_settled(outcome.end_offset, 0).is_none());
-        replicate(&leader, &follower, 3);
+        replicate(&leader, &follower, 2);
         assert!(matches!(
             leader.commit_settled(outcome.end_offset, 0),
             Some(Ok(()))
@@ -2502,7 +2503,7 @@ mod replication_tests {
             "{short:?}"
         );
         // Another broker leads now.
-        leader.apply_leadership(2, &view(3, 1, &[3]), 0).unwrap();
+        leader.apply_leadership(1, &view(2, 1, &[2]), 0).unwrap();
         let moved = leader.commit_settled(outcome.end_offset, 0);
         assert!(
             matches!(moved, Some(Err(ReplicaError::NotLeader))),
