@@ -68,37 +68,22 @@ pub fn walk_batch(
         .ok_or_else(|| BatchError::Corrupt("batch is shorter than its header says".into()))?;
     let cap = decompressed_bytes_max;
     match header.compression_code() {
-        0 => walk_records(body, header, deltas, visit),
+        0 => walk_records(&mut SliceRecords::new(body), header, deltas, visit),
         1 => {
             let decoder = flate2::bufread::MultiGzDecoder::new(body);
-            walk_records(
-                BufReader::new(Capped::new(decoder, cap)),
-                header,
-                deltas,
-                visit,
-            )
+            walk_records(&mut StreamRecords::new(decoder, cap), header, deltas, visit)
         }
         2 => {
             let plain = snappy::decompress(body, cap)?;
-            walk_records(&plain[..], header, deltas, visit)
+            walk_records(&mut SliceRecords::new(&plain), header, deltas, visit)
         }
         3 => {
             let decoder = lz4_flex::frame::FrameDecoder::new(body);
-            walk_records(
-                BufReader::new(Capped::new(decoder, cap)),
-                header,
-                deltas,
-                visit,
-            )
+            walk_records(&mut StreamRecords::new(decoder, cap), header, deltas, visit)
         }
         4 => {
             let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(stream_error)?;
-            walk_records(
-                BufReader::new(Capped::new(decoder, cap)),
-                header,
-                deltas,
-                visit,
-            )
+            walk_records(&mut StreamRecords::new(decoder, cap), header, deltas, visit)
         }
         code => Err(BatchError::Corrupt(format!(
             "unknown compression code {code}"
@@ -106,20 +91,16 @@ pub fn walk_batch(
     }
 }
 
-/// Reads exactly `record_count` records from `source`, then requires the end of the stream.
-fn walk_records<R: BufRead>(
-    source: R,
+/// Reads exactly `record_count` records from `records`, then requires the end of them.
+fn walk_records(
+    records: &mut impl Records,
     header: &BatchHeader,
     deltas: OffsetDeltas,
     visit: &mut impl FnMut(RecordInfo),
 ) -> Result<(), BatchError> {
-    let mut reader = RecordReader {
-        source,
-        budget: usize::MAX,
-    };
     let mut previous_delta = -1;
     for index in 0..header.record_count.max(0) {
-        let (record, offset_delta) = reader.record(index, header.base_timestamp)?;
+        let (record, offset_delta) = records.next_record(index, header.base_timestamp)?;
         deltas.check(
             index,
             offset_delta,
@@ -129,7 +110,7 @@ fn walk_records<R: BufRead>(
         previous_delta = offset_delta;
         visit(record);
     }
-    if !reader.at_end()? {
+    if !records.at_end()? {
         return Err(BatchError::InvalidRecord(
             "Incorrect declared batch size, records still remaining in file".into(),
         ));
@@ -177,35 +158,71 @@ impl OffsetDeltas {
     }
 }
 
-/// A parser of `DefaultRecord`s over a buffered stream. `budget` is what is left of the
-/// current record's declared length: no field may read past it. The per-byte readers are
-/// `#[inline]`: as calls they were most of the walk's cost (measured with perf).
-struct RecordReader<R> {
-    source: R,
-    budget: usize,
+/// The decompressed records of one batch, one `DefaultRecord` after another.
+trait Records {
+    /// The next record, with its offset delta for the caller's rule to check.
+    fn next_record(
+        &mut self,
+        index: i32,
+        base_timestamp: i64,
+    ) -> Result<(RecordInfo, i32), BatchError>;
+
+    /// Whether nothing follows the records read so far.
+    fn at_end(&mut self) -> Result<bool, BatchError>;
 }
 
-impl<R: BufRead> RecordReader<R> {
+/// Where a record's fields come from, and the one parser of `DefaultRecord`
+/// ([`FieldSource::record`]) written over it. A source keeps a budget: what is left of the
+/// current record's declared length, which no field may read past.
+///
+/// The provided methods are the record's rules, the required ones how bytes are had. Each
+/// required read checks the budget before it asks for bytes (a field past the budget is a
+/// size error even when the data ends first), except at the start of a varint, where a
+/// stream refills before anything is checked: the order the walk has always had, which
+/// decides the error when a record breaks two rules (or a decompressor fails) at once.
+trait FieldSource {
+    /// Before a record's length varint: no budget yet.
+    fn unbounded(&mut self);
+
+    /// After the length varint: the next `length` bytes are the record.
+    fn start_record(&mut self, length: usize);
+
+    /// What is left of the budget.
+    fn budget(&self) -> usize;
+
+    fn byte(&mut self) -> Result<u8, BatchError>;
+
+    /// Steps over `count` bytes without copying them.
+    fn skip(&mut self, count: usize) -> Result<(), BatchError>;
+
+    /// A little-endian base-128 varint of at most `max_bytes` bytes, before zig-zag;
+    /// `too_long` if every one of them has the continuation bit.
+    fn raw_varint(&mut self, max_bytes: usize, too_long: &'static str) -> Result<u64, BatchError>;
+
     /// One record: length, attributes, timestamp delta, offset delta, key, value, headers.
-    /// Returns it with its offset delta, for the caller's rule to check.
+    /// Returns it with its offset delta, for the caller's rule to check. It and its field
+    /// readers are always inlined: each call the compiler kept cost more than the field's
+    /// parse, and made the source's fields live in memory (measured with callgrind).
+    #[inline(always)]
     fn record(&mut self, index: i32, base_timestamp: i64) -> Result<(RecordInfo, i32), BatchError> {
-        self.budget = usize::MAX; // the length varint sits in front of the record body
+        self.unbounded(); // the length varint sits in front of the record body
         let length = self.varint()?;
         let Ok(length) = usize::try_from(length) else {
             return Err(invalid(format!("Invalid record size {length}")));
         };
-        self.budget = length;
+        self.start_record(length);
         let _attributes = self.byte()?; // unused in v2 records, as Kafka ignores them
         let timestamp_delta = self.varlong()?;
         let offset_delta = self.varint()?;
         let has_key = self.skip_nullable_bytes()?;
         self.skip_nullable_bytes()?; // value
         let header_count = self.skip_headers()?;
-        if self.budget != 0 {
+        let left = self.budget();
+        if left != 0 {
             return Err(invalid(format!(
                 "Invalid record size: expected to read {length} bytes in record payload, \
                  but instead read {}",
-                length - self.budget
+                length - left
             )));
         }
         let info = RecordInfo {
@@ -218,7 +235,7 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// A varint length and that many bytes, skipped; -1 is null. Whether it was non-null.
-    #[inline]
+    #[inline(always)]
     fn skip_nullable_bytes(&mut self) -> Result<bool, BatchError> {
         let length = self.varint()?;
         match usize::try_from(length) {
@@ -227,6 +244,7 @@ impl<R: BufRead> RecordReader<R> {
         }
     }
 
+    #[inline(always)]
     fn skip_headers(&mut self) -> Result<usize, BatchError> {
         let count = self.varint()?;
         if count < 0 {
@@ -250,31 +268,253 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// Kafka's zig-zag varint: at most 5 bytes.
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, BatchError> {
-        let raw = match self.buffered_raw_varint(5)? {
-            Some(raw) => raw as u32,
-            None => self.raw_varint_bytewise(
-                5,
-                "Varint is too long, the most significant bit in the 5th byte is set",
-            )? as u32,
-        };
+        let too_long = "Varint is too long, the most significant bit in the 5th byte is set";
+        let raw = self.raw_varint(5, too_long)? as u32;
         Ok((raw >> 1) as i32 ^ -((raw & 1) as i32))
     }
 
     /// Kafka's zig-zag varlong: at most 10 bytes.
-    #[inline]
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, BatchError> {
-        let raw = match self.buffered_raw_varint(10)? {
-            Some(raw) => raw,
-            None => self.raw_varint_bytewise(
-                10,
-                "Varlong is too long, the most significant bit in the 10th byte is set",
-            )?,
-        };
+        let too_long = "Varlong is too long, the most significant bit in the 10th byte is set";
+        let raw = self.raw_varint(10, too_long)?;
         Ok((raw >> 1) as i64 ^ -((raw & 1) as i64))
     }
+}
 
+/// Records in memory, all of them (an uncompressed batch, or snappy's output), or a
+/// stream's buffer holding whole records ([`StreamRecords`]). Reads are bounds checks on
+/// a slice: this is produce's hot path.
+///
+/// `current` is the part of the current record that is in memory and not yet read,
+/// `missing` what the record's declared length claims beyond the data: the budget is their
+/// sum. `rest` is what follows the record.
+#[derive(Clone, Copy)]
+struct SliceRecords<'a> {
+    current: &'a [u8],
+    missing: usize,
+    rest: &'a [u8],
+}
+
+impl<'a> SliceRecords<'a> {
+    fn new(records: &'a [u8]) -> SliceRecords<'a> {
+        SliceRecords {
+            current: &[],
+            missing: 0,
+            rest: records,
+        }
+    }
+
+    /// Why a field of `count` bytes, more than `current` holds, cannot be read: past the
+    /// budget, or past the end of the data.
+    #[inline(always)]
+    fn overrun(&self, count: usize) -> BatchError {
+        overrun(count, self.budget())
+    }
+}
+
+// The cold paths take numbers, not the source: a source whose address is never taken
+// stays in registers through the record.
+
+#[cold]
+#[inline(never)]
+fn overrun(count: usize, budget: usize) -> BatchError {
+    if count > budget {
+        past_budget()
+    } else {
+        premature_end()
+    }
+}
+
+/// The error of a varint whose first `available` bytes (all of the source's, or
+/// `max_bytes`) have the continuation bit.
+#[cold]
+#[inline(never)]
+fn varint_fault(
+    available: usize,
+    budget: usize,
+    max_bytes: usize,
+    too_long: &'static str,
+) -> BatchError {
+    if available >= max_bytes {
+        return invalid(too_long.into());
+    }
+    overrun(available + 1, budget)
+}
+
+impl FieldSource for SliceRecords<'_> {
+    #[inline]
+    fn unbounded(&mut self) {
+        self.current = self.rest;
+        self.rest = &[];
+        self.missing = usize::MAX - self.current.len();
+    }
+
+    #[inline]
+    fn start_record(&mut self, length: usize) {
+        let (record, rest) = self.current.split_at(length.min(self.current.len()));
+        self.missing = length - record.len();
+        self.current = record;
+        self.rest = rest;
+    }
+
+    #[inline]
+    fn budget(&self) -> usize {
+        self.current.len() + self.missing
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8, BatchError> {
+        let Some((&byte, after)) = self.current.split_first() else {
+            return Err(self.overrun(1));
+        };
+        self.current = after;
+        Ok(byte)
+    }
+
+    #[inline]
+    fn skip(&mut self, count: usize) -> Result<(), BatchError> {
+        let Some(after) = self.current.get(count..) else {
+            return Err(self.overrun(count));
+        };
+        self.current = after;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn raw_varint(&mut self, max_bytes: usize, too_long: &'static str) -> Result<u64, BatchError> {
+        let bytes = self.current;
+        // A record's varints are one or two bytes but for long values and keys: those
+        // two cases take one bounds check and no loop.
+        if let Some(&[first, second]) = bytes.first_chunk::<2>() {
+            if first & 0x80 == 0 {
+                self.current = &bytes[1..];
+                return Ok(u64::from(first));
+            }
+            if second & 0x80 == 0 {
+                self.current = &bytes[2..];
+                return Ok(u64::from(first & 0x7f) | u64::from(second) << 7);
+            }
+        }
+        let end = bytes.len().min(max_bytes);
+        let mut raw: u64 = 0;
+        let mut index = 0;
+        while index < end {
+            let byte = bytes[index];
+            raw |= u64::from(byte & 0x7f) << (7 * index);
+            index += 1;
+            if byte & 0x80 == 0 {
+                self.current = &bytes[index..];
+                return Ok(raw);
+            }
+        }
+        Err(varint_fault(
+            bytes.len(),
+            self.budget(),
+            max_bytes,
+            too_long,
+        ))
+    }
+}
+
+impl Records for SliceRecords<'_> {
+    /// Inlined into the walk's loop: as a call, its result went through memory.
+    #[inline(always)]
+    fn next_record(
+        &mut self,
+        index: i32,
+        base_timestamp: i64,
+    ) -> Result<(RecordInfo, i32), BatchError> {
+        // Parsed in a local copy, which the compiler can keep in registers; through
+        // `self` every field's step was a store to memory.
+        let mut records = *self;
+        let result = records.record(index, base_timestamp);
+        *self = records;
+        result
+    }
+
+    fn at_end(&mut self) -> Result<bool, BatchError> {
+        Ok(self.current.is_empty() && self.rest.is_empty())
+    }
+}
+
+/// Records decompressed as a stream, through a buffer of [`STREAM_BUFFER_BYTES`] (memory
+/// stays bounded whatever the records' sizes). A record wholly in the buffer is parsed
+/// there as a slice ([`SliceRecords`]), which reads nothing more from the stream: the
+/// same result as reading it field by field. A record that runs past the buffer is read
+/// field by field, refilling as it goes.
+struct StreamRecords<R> {
+    source: BufReader<R>,
+    budget: usize,
+}
+
+/// The stream's buffer: std's default, which it has always had (where a refill falls
+/// decides which error a batch both corrupt and malformed gets, so keep it).
+const STREAM_BUFFER_BYTES: usize = 8 * 1024;
+
+impl<R: Read> StreamRecords<Capped<R>> {
+    /// What `decoder` produces, up to `cap` bytes.
+    fn new(decoder: R, cap: usize) -> Self {
+        let source = BufReader::with_capacity(STREAM_BUFFER_BYTES, Capped::new(decoder, cap));
+        StreamRecords::over(source)
+    }
+}
+
+impl<R: Read> StreamRecords<R> {
+    /// Over any buffered source (tests vary the buffer's size).
+    fn over(source: BufReader<R>) -> StreamRecords<R> {
+        StreamRecords {
+            source,
+            budget: usize::MAX,
+        }
+    }
+}
+
+/// How many bytes of `buffer` the record at its front takes, length varint included, when
+/// all of them are there; `None` when some are not, or the length is not a valid one (the
+/// field-by-field read then says what is wrong).
+#[inline]
+fn whole_record_bytes(buffer: &[u8]) -> Option<usize> {
+    let mut probe = SliceRecords::new(buffer);
+    probe.unbounded();
+    let length = usize::try_from(probe.varint().ok()?).ok()?;
+    let after_length = probe.current.len();
+    (length <= after_length).then(|| buffer.len() - after_length + length)
+}
+
+impl<R: Read> Records for StreamRecords<R> {
+    fn next_record(
+        &mut self,
+        index: i32,
+        base_timestamp: i64,
+    ) -> Result<(RecordInfo, i32), BatchError> {
+        // What is buffered already: a refill here would be one more read of the stream
+        // than the field-by-field read makes, and a decoder past its end (lz4's) may
+        // answer a second read with an error where the first said "end".
+        let buffer = self.source.buffer();
+        if let Some(whole) = whole_record_bytes(buffer) {
+            let result = SliceRecords::new(&buffer[..whole]).record(index, base_timestamp);
+            // Read field by field, a varint that starts where the buffer ends refills
+            // first (and may meet a decompression error) before its budget is checked. A
+            // valid record starts no varint at its end; one that ends the buffer and is
+            // refused is read again that way, so a refused refill wins as it always did.
+            if result.is_ok() || whole < buffer.len() {
+                self.source.consume(whole);
+                return result;
+            }
+        }
+        self.record(index, base_timestamp)
+    }
+
+    fn at_end(&mut self) -> Result<bool, BatchError> {
+        let buffer = self.source.fill_buf().map_err(stream_error)?;
+        Ok(buffer.is_empty())
+    }
+}
+
+impl<R: Read> StreamRecords<R> {
     /// The varint of at most `max_bytes` at the front of the source's buffer, consumed, if
     /// it ends there: the common case, decoded without a buffer call per byte. `None` when
     /// it runs past the buffer (or past `max_bytes`): nothing is consumed, and the bytewise
@@ -303,11 +543,15 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// A varint of at most `max_bytes` read byte by byte (across buffer refills).
-    fn raw_varint_bytewise(&mut self, max_bytes: u32, too_long: &str) -> Result<u64, BatchError> {
+    fn raw_varint_bytewise(
+        &mut self,
+        max_bytes: usize,
+        too_long: &'static str,
+    ) -> Result<u64, BatchError> {
         let mut raw: u64 = 0;
         for index in 0..max_bytes {
             let byte = self.byte()?;
-            raw |= u64::from(byte & 0x7f).wrapping_shl(7 * index);
+            raw |= u64::from(byte & 0x7f) << (7 * index);
             if byte & 0x80 == 0 {
                 return Ok(raw);
             }
@@ -316,6 +560,30 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     #[inline]
+    fn take_budget(&mut self, count: usize) -> Result<(), BatchError> {
+        match self.budget.checked_sub(count) {
+            Some(rest) => {
+                self.budget = rest;
+                Ok(())
+            }
+            None => Err(past_budget()),
+        }
+    }
+}
+
+impl<R: Read> FieldSource for StreamRecords<R> {
+    fn unbounded(&mut self) {
+        self.budget = usize::MAX;
+    }
+
+    fn start_record(&mut self, length: usize) {
+        self.budget = length;
+    }
+
+    fn budget(&self) -> usize {
+        self.budget
+    }
+
     fn byte(&mut self) -> Result<u8, BatchError> {
         self.take_budget(1)?;
         let buffer = self.source.fill_buf().map_err(stream_error)?;
@@ -326,8 +594,6 @@ impl<R: BufRead> RecordReader<R> {
         Ok(byte)
     }
 
-    /// Steps over `count` bytes without copying them.
-    #[inline]
     fn skip(&mut self, mut count: usize) -> Result<(), BatchError> {
         self.take_budget(count)?;
         while count > 0 {
@@ -342,22 +608,11 @@ impl<R: BufRead> RecordReader<R> {
         Ok(())
     }
 
-    #[inline]
-    fn take_budget(&mut self, count: usize) -> Result<(), BatchError> {
-        match self.budget.checked_sub(count) {
-            Some(rest) => {
-                self.budget = rest;
-                Ok(())
-            }
-            None => Err(invalid(
-                "Invalid record size: a field runs past the record's declared length".into(),
-            )),
+    fn raw_varint(&mut self, max_bytes: usize, too_long: &'static str) -> Result<u64, BatchError> {
+        match self.buffered_raw_varint(max_bytes)? {
+            Some(raw) => Ok(raw),
+            None => self.raw_varint_bytewise(max_bytes, too_long),
         }
-    }
-
-    fn at_end(&mut self) -> Result<bool, BatchError> {
-        let buffer = self.source.fill_buf().map_err(stream_error)?;
-        Ok(buffer.is_empty())
     }
 }
 
@@ -367,6 +622,10 @@ fn invalid(message: String) -> BatchError {
 
 fn premature_end() -> BatchError {
     invalid("Incorrect declared batch size, premature EOF reached".into())
+}
+
+fn past_budget() -> BatchError {
+    invalid("Invalid record size: a field runs past the record's declared length".into())
 }
 
 /// An error of the decompressing stream: past the cap, or the codec refused the bytes.
@@ -618,6 +877,9 @@ struct RecordErrors {
 }
 
 impl RecordErrors {
+    /// Cold: kept out of the walk's per-record loop.
+    #[cold]
+    #[inline(never)]
     fn add(&mut self, code: RecordErrorCode, error: RecordError) {
         self.total += 1;
         self.timestamp |= code == RecordErrorCode::InvalidTimestamp;
@@ -656,6 +918,10 @@ fn record_errors(errors: RecordErrors) -> BatchError {
 }
 
 #[cfg(test)]
+#[path = "records_walk_tests.rs"]
+mod walk_tests;
+
+#[cfg(test)]
 mod tests {
     use std::io::Write;
 
@@ -669,7 +935,7 @@ mod tests {
     const CAP: usize = 1 << 20;
     /// Codes 1-4 with a way to compress a body the way clients do; snappy twice (xerial
     /// framing as Java sends it, raw as librdkafka sends it).
-    const CODECS: [(&str, i16); 5] = [
+    pub(super) const CODECS: [(&str, i16); 5] = [
         ("gzip", 1),
         ("snappy-xerial", 2),
         ("snappy-raw", 2),
@@ -677,7 +943,7 @@ mod tests {
         ("zstd", 4),
     ];
 
-    fn compress(codec: &str, plain: &[u8]) -> Vec<u8> {
+    pub(super) fn compress(codec: &str, plain: &[u8]) -> Vec<u8> {
         match codec {
             "gzip" => {
                 let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
@@ -974,18 +1240,13 @@ mod tests {
         }
         // Five continuation bytes: too long for a varint, whichever path reads it.
         bytes.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
-        let whole = RecordReader {
-            source: &bytes[..],
-            budget: usize::MAX,
-        };
-        let split = RecordReader {
-            source: io::BufReader::with_capacity(1, &bytes[..]),
-            budget: usize::MAX,
-        };
-        fn read_all<R: BufRead>(mut reader: RecordReader<R>) -> (Vec<i32>, Vec<i64>, String) {
-            let ints = (0..10).map(|_| reader.varint().unwrap()).collect();
-            let longs = (0..6).map(|_| reader.varlong().unwrap()).collect();
-            (ints, longs, reader.varint().unwrap_err().to_string())
+        let mut whole = SliceRecords::new(&bytes);
+        whole.unbounded();
+        let split = StreamRecords::over(io::BufReader::with_capacity(1, &bytes[..]));
+        fn read_all(mut source: impl FieldSource) -> (Vec<i32>, Vec<i64>, String) {
+            let ints = (0..10).map(|_| source.varint().unwrap()).collect();
+            let longs = (0..6).map(|_| source.varlong().unwrap()).collect();
+            (ints, longs, source.varint().unwrap_err().to_string())
         }
         let (got_ints, got_longs, error) = read_all(whole);
         assert_eq!(got_ints, ints);
