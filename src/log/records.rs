@@ -759,50 +759,88 @@ impl<'a> RecordPolicy<'a> {
         }
     }
 
-    /// The first rule `record` breaks, if any: a missing key first, then the timestamp.
-    fn check(
-        &self,
-        header: &BatchHeader,
-        record: &RecordInfo,
-    ) -> Option<(RecordErrorCode, String)> {
-        if self.compact && !record.has_key {
-            let message = format!(
-                "Compacted topic cannot accept message without key in topic partition {}.",
-                self.topic_partition
-            );
-            return Some((RecordErrorCode::InvalidRecord, message));
+    /// The rules for the records of the batch `header`, with what does not vary from one
+    /// record to the next worked out once.
+    fn for_batch<'p>(&'p self, header: &'p BatchHeader) -> BatchRules<'p, 'a> {
+        // i128: neither bound overflows, whatever the topic's configured margins.
+        let now_ms = i128::from(self.now_ms);
+        BatchRules {
+            policy: self,
+            header,
+            create_time: self.timestamp_type == TimestampType::CreateTime,
+            timestamp_earliest_ms: now_ms - i128::from(self.timestamp_before_max_ms),
+            timestamp_latest_ms: now_ms + i128::from(self.timestamp_after_max_ms),
         }
-        self.check_timestamp(header, record)
+    }
+
+    #[cold]
+    fn keyless(&self) -> (RecordErrorCode, String) {
+        let message = format!(
+            "Compacted topic cannot accept message without key in topic partition {}.",
+            self.topic_partition
+        );
+        (RecordErrorCode::InvalidRecord, message)
+    }
+
+    #[cold]
+    fn timestamp_out_of_range(&self, header: &BatchHeader, record: &RecordInfo) -> String {
+        let timestamp = record.timestamp_ms;
+        let offset = header.base_offset.wrapping_add(i64::from(record.index));
+        let earliest = self.now_ms.saturating_sub(self.timestamp_before_max_ms);
+        let latest = self.now_ms.saturating_add(self.timestamp_after_max_ms);
+        format!(
+            "Timestamp {timestamp} of message with offset {offset} is out of range. \
+             The timestamp should be within [{earliest}, {latest}]"
+        )
+    }
+}
+
+/// A [`RecordPolicy`] applied to one batch.
+struct BatchRules<'p, 'a> {
+    policy: &'p RecordPolicy<'a>,
+    header: &'p BatchHeader,
+    create_time: bool,
+    /// The CreateTime timestamps the topic accepts: `[now - timestamp_before_max_ms, now +
+    /// timestamp_after_max_ms]`, exact (a client timestamp near i64::MIN included).
+    timestamp_earliest_ms: i128,
+    timestamp_latest_ms: i128,
+}
+
+impl BatchRules<'_, '_> {
+    /// The first rule `record` breaks, if any: a missing key first, then the timestamp.
+    #[inline]
+    fn check(&self, record: &RecordInfo) -> Option<(RecordErrorCode, String)> {
+        if self.policy.compact && !record.has_key {
+            return Some(self.policy.keyless());
+        }
+        self.check_timestamp(record)
             .map(|message| (RecordErrorCode::InvalidTimestamp, message))
     }
 
-    fn check_timestamp(&self, header: &BatchHeader, record: &RecordInfo) -> Option<String> {
+    #[inline]
+    fn check_timestamp(&self, record: &RecordInfo) -> Option<String> {
         let timestamp = record.timestamp_ms;
-        if self.timestamp_type == TimestampType::CreateTime && timestamp != NO_TIMESTAMP {
-            // i128: a client timestamp near i64::MIN must not overflow the difference.
-            let behind = i128::from(self.now_ms) - i128::from(timestamp);
-            let too_old = behind > i128::from(self.timestamp_before_max_ms);
-            let too_new = -behind > i128::from(self.timestamp_after_max_ms);
-            if !(too_old || too_new) {
+        if self.create_time && timestamp != NO_TIMESTAMP {
+            let timestamp = i128::from(timestamp);
+            if timestamp >= self.timestamp_earliest_ms && timestamp <= self.timestamp_latest_ms {
                 return None;
             }
-            let offset = header.base_offset.wrapping_add(i64::from(record.index));
-            let earliest = self.now_ms.saturating_sub(self.timestamp_before_max_ms);
-            let latest = self.now_ms.saturating_add(self.timestamp_after_max_ms);
-            return Some(format!(
-                "Timestamp {timestamp} of message with offset {offset} is out of range. \
-                 The timestamp should be within [{earliest}, {latest}]"
-            ));
+            return Some(self.policy.timestamp_out_of_range(self.header, record));
         }
-        if header.is_log_append_time() {
-            return Some(format!(
-                "Invalid timestamp type in message at batch index {}. Producer should not set \
-                 timestamp type to LogAppendTime.",
-                record.index
-            ));
+        if self.header.is_log_append_time() {
+            return Some(append_time_refused(record));
         }
         None
     }
+}
+
+#[cold]
+fn append_time_refused(record: &RecordInfo) -> String {
+    format!(
+        "Invalid timestamp type in message at batch index {}. Producer should not set \
+         timestamp type to LogAppendTime.",
+        record.index
+    )
 }
 
 /// Whether `decoded`, kafka-protocol's decoding of the whole stored batch `batch`, holds
@@ -844,13 +882,14 @@ pub fn validate_records(
         let batch = &records[position..position + header.total_bytes()];
         position += header.total_bytes();
         let mut errors = RecordErrors::default();
+        let rules = policy.for_batch(header);
         walk_batch(
             batch,
             header,
             OffsetDeltas::Exact,
             decompressed_bytes_max,
             &mut |record| {
-                if let Some((code, message)) = policy.check(header, &record) {
+                if let Some((code, message)) = rules.check(&record) {
                     errors.add(code, RecordError::new(record.index, message));
                 }
             },
@@ -1415,5 +1454,61 @@ mod tests {
         let mut log_append = policy(false, 2_000);
         log_append.timestamp_type = TimestampType::LogAppendTime;
         assert_eq!(validate(&body, 4, &log_append), Ok(()));
+    }
+
+    #[test]
+    fn timestamp_bounds_worked_out_per_batch_keep_the_per_record_rule() {
+        // Kafka's rule, per record: how far the timestamp is behind now, against each
+        // margin (the walk checks it against bounds worked out once per batch).
+        fn in_range(now_ms: i64, before_ms: i64, after_ms: i64, timestamp_ms: i64) -> bool {
+            let behind = i128::from(now_ms) - i128::from(timestamp_ms);
+            !(behind > i128::from(before_ms) || -behind > i128::from(after_ms))
+        }
+        let values = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1_001,
+            -2,
+            0,
+            1,
+            1_000,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        let margins = [-1, 0, 1, 1_000, i64::MAX - 1, i64::MAX];
+        let header = BatchHeader::parse(&batch_around(&[], 0, 1, 0)).unwrap();
+        let mut checked = [0usize; 2];
+        for now_ms in values {
+            for before_ms in margins {
+                for after_ms in margins {
+                    let mut policy = policy(false, now_ms);
+                    policy.timestamp_before_max_ms = before_ms;
+                    policy.timestamp_after_max_ms = after_ms;
+                    let rules = policy.for_batch(&header);
+                    let edges = [now_ms.checked_sub(before_ms), now_ms.checked_add(after_ms)];
+                    let near_edges = edges
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|edge| [edge.checked_sub(1), Some(edge), edge.checked_add(1)]);
+                    for timestamp_ms in values.into_iter().chain(near_edges.flatten()) {
+                        let record = RecordInfo {
+                            index: 0,
+                            timestamp_ms,
+                            has_key: true,
+                            header_count: 0,
+                        };
+                        let expected = timestamp_ms == NO_TIMESTAMP
+                            || in_range(now_ms, before_ms, after_ms, timestamp_ms);
+                        let accepted = rules.check(&record).is_none();
+                        assert_eq!(
+                            accepted, expected,
+                            "now {now_ms}, margins {before_ms}/{after_ms}, at {timestamp_ms}"
+                        );
+                        checked[accepted as usize] += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked[0] > 100 && checked[1] > 100, "{checked:?}");
     }
 }
