@@ -53,14 +53,17 @@ pub async fn handle(
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut prepared = prepare_all(broker, &image, request.topic_data, valid_acks);
-    if mixes_transactional_producers(&prepared) {
+    let producers = transactional_producers(&prepared);
+    if producers == TransactionalProducers::Many {
         // Kafka 4.0's `handleProduceAppend` throws InvalidPidMappingException before
         // anything is verified or appended, and the request's error response gives every
         // partition INVALID_PRODUCER_ID_MAPPING.
         fail_every_partition(&mut prepared, ResponseError::InvalidProducerIdMapping);
     }
     let id = transactional_id.as_deref();
-    verify_transactional(broker, context.version, id, &mut prepared, now).await;
+    if producers != TransactionalProducers::None {
+        verify_transactional(broker, context.version, id, &mut prepared, now).await;
+    }
     // The replication wait starts after the verification, as Kafka's DelayedProduce is
     // created in its callback: a slow coordinator does not use up `timeout_ms`.
     let deadline = tokio::time::Instant::now() + timeout;
@@ -267,14 +270,7 @@ async fn verify_transactional(
     now: i64,
 ) {
     let operation = TxnOperation::for_produce(version);
-    // Looking for a transactional batch costs less than reading the dynamic broker config
-    // (`applies`), and most produces carry none.
-    let transactional = prepared
-        .iter()
-        .flat_map(|(_, _, partitions)| partitions.iter())
-        .filter_map(|(_, slot)| slot.as_ref().ok())
-        .any(|ready| transactional_header(&ready.records).is_some());
-    if !transactional || !txn_verify::applies(broker, operation) {
+    if !txn_verify::applies(broker, operation) {
         return;
     }
     let mut slots = Vec::new();
@@ -288,8 +284,8 @@ async fn verify_transactional(
             // Kafka's append check refuses a transactional batch that was never verified
             // (no transactional id) unless its transaction is open here already.
             ready.verification = Verification::Guard(None);
-            // One producer (id and epoch) only: `mixes_transactional_producers` failed the
-            // request otherwise.
+            // One producer (id and epoch) only: `transactional_producers` found `Many` and
+            // failed the request otherwise.
             candidates.push(Candidate {
                 topic: name.0.to_string(),
                 partition: *index,
@@ -319,11 +315,21 @@ async fn verify_transactional(
     }
 }
 
-/// True if the transactional batches of the request's partitions (those not failed
-/// already) come from more than one (producer id, epoch): Kafka 4.0's
-/// "Transactional records contained more than one producer ID". Every batch counts, as
-/// there: a produce should carry one per partition but nothing enforces that yet.
-fn mixes_transactional_producers(prepared: &PreparedTopics) -> bool {
+/// How many producers (id and epoch) the transactional batches of the request's
+/// partitions (those not failed already) come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TransactionalProducers {
+    /// No transactional batch: most produces. Nothing to verify, and reading the dynamic
+    /// broker config that says whether verification applies is skipped too.
+    None,
+    One,
+    /// Kafka 4.0's "Transactional records contained more than one producer ID".
+    Many,
+}
+
+/// Every batch counts, as in Kafka: a produce should carry one per partition but nothing
+/// enforces that yet.
+fn transactional_producers(prepared: &PreparedTopics) -> TransactionalProducers {
     let mut seen: Option<(i64, i16)> = None;
     let ready = prepared
         .iter()
@@ -337,11 +343,14 @@ fn mixes_transactional_producers(prepared: &PreparedTopics) -> bool {
             }
             let producer = (header.producer_id, header.producer_epoch);
             if seen.get_or_insert(producer) != &producer {
-                return true;
+                return TransactionalProducers::Many;
             }
         }
     }
-    false
+    match seen {
+        Some(_) => TransactionalProducers::One,
+        None => TransactionalProducers::None,
+    }
 }
 
 /// Fails every partition of the request with `error`, as a request-level error response

@@ -354,3 +354,123 @@ fn walk_whole(batch: &[u8]) -> Walked {
     })?;
     Ok(seen)
 }
+
+/// A record whose fields are given raw: `fields` follow the attributes byte, and the
+/// record's length prefix is `length` (None: the true length).
+fn hostile_record(length: Option<i64>, fields: &[i64], tail: &[u8]) -> Vec<u8> {
+    let mut record = vec![0u8]; // attributes
+    for &field in fields {
+        put_varint(&mut record, field);
+    }
+    record.extend_from_slice(tail);
+    let mut framed = Vec::new();
+    put_varint(&mut framed, length.unwrap_or(record.len() as i64));
+    framed.extend(record);
+    framed
+}
+
+#[test]
+fn hostile_lengths_and_counts_are_refused_by_every_read() {
+    // Fields: timestamp delta, offset delta, key length, [key], value length, [value],
+    // header count, ... Each input claims more than it holds or a length no record can
+    // have; every read must refuse it, the same way, without allocating what it claims.
+    let max = i64::from(i32::MAX);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "record length i32::MAX",
+            hostile_record(Some(max), &[0, 0, -1, -1, 0], &[]),
+        ),
+        (
+            "record length -2",
+            hostile_record(Some(-2), &[0, 0, -1, -1, 0], &[]),
+        ),
+        ("record length 0", hostile_record(Some(0), &[], &[])),
+        (
+            "key length i32::MAX",
+            hostile_record(None, &[0, 0, max], b"k"),
+        ),
+        (
+            "value length i32::MAX",
+            hostile_record(None, &[0, 0, -1, max], b"v"),
+        ),
+        (
+            "header count i32::MAX",
+            hostile_record(None, &[0, 0, -1, -1, max], &[]),
+        ),
+        (
+            "header count -1",
+            hostile_record(None, &[0, 0, -1, -1, -1], &[]),
+        ),
+        (
+            "header key null",
+            hostile_record(None, &[0, 0, -1, -1, 1, -1, -1], &[]),
+        ),
+        (
+            "header key i32::MAX",
+            hostile_record(None, &[0, 0, -1, -1, 1, max], &[]),
+        ),
+        (
+            "header value i32::MAX",
+            hostile_record(None, &[0, 0, -1, -1, 1, 1], b"h\xfe\xff\xff\xff\x0f"),
+        ),
+        (
+            "offset delta 1 in record 0",
+            hostile_record(None, &[0, 1, -1, -1, 0], &[]),
+        ),
+        // A length prefix of 6 varint bytes (5 is the most an int32 takes).
+        ("record length varint too long", {
+            let mut framed = Vec::new();
+            put_padded_varint(&mut framed, 7, 6);
+            framed.extend(hostile_record(None, &[0, 0, -1, -1, 0], &[]).split_off(1));
+            framed
+        }),
+        // A timestamp delta of 11 varlong bytes (10 is the most an int64 takes).
+        ("timestamp delta varlong too long", {
+            let mut record = vec![0u8];
+            put_padded_varint(&mut record, 0, 11);
+            for field in [0, -1, -1, 0] {
+                put_varint(&mut record, field);
+            }
+            let mut framed = Vec::new();
+            put_varint(&mut framed, record.len() as i64);
+            framed.extend(record);
+            framed
+        }),
+    ];
+    // Kafka's `DefaultRecord.readFrom` reads any negative key, value or header value
+    // length as null, so those are records, not errors.
+    for (what, body) in [
+        (
+            "null key and value",
+            hostile_record(None, &[0, 0, -1, -1, 0], &[]),
+        ),
+        (
+            "key length -2",
+            hostile_record(None, &[0, 0, -2, -1, 0], &[]),
+        ),
+        (
+            "value length -2",
+            hostile_record(None, &[0, 0, -1, -2, 0], &[]),
+        ),
+        (
+            "header value -7",
+            hostile_record(None, &[0, 0, -1, -1, 1, 1], b"h\x0d"),
+        ),
+    ] {
+        let walked = agree(&body, &header_for(1, 0), OffsetDeltas::Exact, what);
+        assert!(walked.is_ok_and(|records| records.len() == 1), "{what}");
+    }
+    for (what, body) in cases {
+        for deltas in [OffsetDeltas::Exact, OffsetDeltas::Increasing] {
+            let walked = agree(&body, &header_for(1, 0), deltas, what);
+            assert!(
+                walked.is_err(),
+                "{what} ({deltas:?}) was accepted: {walked:?}"
+            );
+        }
+        for (codec, code) in CODECS {
+            let walked = walk_whole(&batch_around(&compress(codec, &body), code, 1, 0));
+            assert!(walked.is_err(), "{what} under {codec} was accepted");
+        }
+    }
+}

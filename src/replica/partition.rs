@@ -759,9 +759,8 @@ impl Partition {
         leader_epoch: i32,
         deadline: tokio::time::Instant,
     ) -> Result<(), ReplicaError> {
-        if let Some(settled) = self.commit_settled(end_offset, leader_epoch) {
-            return settled;
-        }
+        // No `commit_settled` first: the wait's first check is the same read, and the
+        // produce path asked `commit_settled` already before parking here.
         self.wait_high_watermark(end_offset, leader_epoch, deadline)
             .await?;
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
