@@ -12,8 +12,10 @@
 //! Entries are strictly increasing in both epoch and start offset. A partition records an
 //! epoch when it becomes leader (at its log end offset) and when it appends a batch of an
 //! epoch it has not recorded; truncation at either end trims the entries as Kafka does.
-//! The file is published durably (`durable::publish_file`) after each change, outside the
-//! partition lock; a missing or unreadable file is rebuilt from the batch headers.
+//! The file is published durably (`durable::publish_file`): in the background after an
+//! append or a new leadership, at once after a truncation, and before the log creates a
+//! segment (`epoch_checkpoint`); a missing or unreadable file is rebuilt from the batch
+//! headers.
 
 use std::fmt::Write as _;
 use std::io;
@@ -91,7 +93,7 @@ impl LeaderEpochCache {
     }
 
     /// A batch found in the log while loading: records its epoch if it is newer than every
-    /// cached one (the checkpoint is written after the append, so a crash between the two
+    /// cached one (the checkpoint is published after the append, so a crash between the two
     /// loses the entry; Kafka's segment recovery assigns each recovered batch's epoch the
     /// same way). Older epochs change nothing: the scan only adds what the file missed.
     /// True if the cache changed.

@@ -22,7 +22,8 @@
 //!   split so that callers hold their lock only for a snapshot and a swap:
 //!   [`PartitionLog::clean_snapshot`], [`clean`], [`PartitionLog::install_clean`].
 //!
-//! - the leader-epoch cache and its `leader-epoch-checkpoint` file ([`leader_epochs`]).
+//! - the leader-epoch cache and its `leader-epoch-checkpoint` file ([`leader_epochs`]),
+//!   published off the append path by one background thread ([`epoch_checkpoint`]).
 //!
 //! The log start offset is the first segment's base offset or above it: DeleteRecords (and
 //! a follower adopting its leader's start) moves it inside a segment, and
@@ -35,6 +36,7 @@ mod cleaner;
 pub mod config;
 pub mod delete_horizon;
 pub mod durable;
+pub mod epoch_checkpoint;
 pub mod error;
 pub mod file_slice;
 mod index;
@@ -64,6 +66,7 @@ pub use cleaner::{
     ProducerTails, clean,
 };
 pub use config::{LogConfig, TimestampType};
+pub use epoch_checkpoint::{EpochCheckpoint, EpochCheckpointWriter};
 pub use error::{BatchError, LogError, RecordError, RecordErrorCode};
 pub use file_slice::{FileSlice, RecordSlices};
 pub use leader_epochs::{EpochEntry, LeaderEpochCache};

@@ -6,12 +6,14 @@
 use std::fs;
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, stamped_header};
 use crate::log::clean_shutdown::LastShutdown;
 use crate::log::config::{LogConfig, TimestampType};
+use crate::log::epoch_checkpoint::EpochCheckpoint;
 use crate::log::error::{BatchError, LogError};
 use crate::log::file_slice::RecordSlices;
 use crate::log::log_start_checkpoint;
@@ -72,6 +74,9 @@ pub struct PartitionLog {
     /// Bumped by every truncation: a cleaning pass that started before one is dropped,
     /// since its offset map may name records that are gone.
     pub(super) generation: u64,
+    /// The partition's leader-epoch checkpoint, published before any new segment exists:
+    /// recovery scans only the active segment for epochs the file missed.
+    epoch_checkpoint: Option<Arc<EpochCheckpoint>>,
 }
 
 /// The batches of one append, summed up once.
@@ -109,6 +114,7 @@ impl PartitionLog {
             clock_ms: now_ms,
             cleaned_end_offset: 0,
             generation: 0,
+            epoch_checkpoint: None,
         };
         log.apply_log_start_checkpoint()?;
         Ok(log)
@@ -134,6 +140,22 @@ impl PartitionLog {
         }
         self.log_start_offset = checkpointed;
         Ok(())
+    }
+
+    /// From now on, what `checkpoint` has pending is published before the log creates a
+    /// segment (a roll, a restart at another offset), whichever operation does it.
+    pub fn publish_epochs_before_new_segments(&mut self, checkpoint: Arc<EpochCheckpoint>) {
+        self.epoch_checkpoint = Some(checkpoint);
+    }
+
+    /// Recovery reads the leader-epoch checkpoint, then only the active segment's batches
+    /// for epochs it missed: every epoch starting below a new segment's base must be in
+    /// the file before that segment exists. A failure leaves the segment uncreated.
+    fn before_new_segment(&self) -> Result<(), LogError> {
+        match &self.epoch_checkpoint {
+            Some(checkpoint) => Ok(checkpoint.flush()?),
+            None => Ok(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -360,6 +382,7 @@ impl PartitionLog {
             return Ok(());
         }
         let next_base_offset = self.log_end_offset();
+        self.before_new_segment()?;
         self.active_mut().seal()?;
         let segment = Segment::create(&self.dir, next_base_offset, now_ms)?;
         sync_directory(&self.dir)?;
@@ -703,6 +726,7 @@ impl PartitionLog {
     }
 
     fn truncate_fully(&mut self, offset: i64) -> Result<(), LogError> {
+        self.before_new_segment()?;
         // A checkpoint above `offset` would hide the restarted log's records after a
         // restart: it goes first.
         log_start_checkpoint::write(&self.dir, offset)?;

@@ -20,9 +20,12 @@
 //! Leadership follows the metadata image: the reconciler calls [`Partition::become_leader`]
 //! or [`Partition::become_follower`] when the image's leader epoch or leader changes. New
 //! appends carry the current epoch, and the leader-epoch cache (`log::leader_epochs`)
-//! records each epoch's start offset; its checkpoint file is written after the state lock
-//! is released, ordered by a version number so a slower writer never overwrites a newer
-//! cache with an older one.
+//! records each epoch's start offset. Its checkpoint file is published off the append
+//! path by a background writer (`log::epoch_checkpoint`, Kafka's KAFKA-15046), which
+//! keeps only the newest version of each partition's cache; versions order the writes so
+//! a slower one never overwrites a newer cache with an older one. The log publishes what
+//! is pending before it creates a segment; truncations publish at once, and clean
+//! shutdown flushes.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +40,9 @@ use super::leader_state::LeaderState;
 use crate::controller::image::NO_LEADER;
 use crate::log::txn_index::AbortedTxn;
 use crate::log::{
-    self, BatchError, BatchHeader, CleanStats, LastShutdown, LeaderEpochCache, LogConfig, LogError,
-    PartitionLog, RecordPolicy, RecordSlices, recompress, validate_batches, validate_records,
+    self, BatchError, BatchHeader, CleanStats, EpochCheckpoint, EpochCheckpointWriter,
+    LastShutdown, LeaderEpochCache, LogConfig, LogError, PartitionLog, RecordPolicy, RecordSlices,
+    recompress, validate_batches, validate_records,
 };
 use crate::metrics::TopicMetrics;
 use crate::txn::marker::{encode_marker_batch, parse_marker};
@@ -58,16 +62,17 @@ pub struct Partition {
     state: RwLock<PartitionState>,
     changed: Notify,
     /// Set while appends fail on storage, so the fault is logged when it starts and when
-    /// it clears rather than once per refused produce.
-    storage_fault: AtomicBool,
+    /// it clears rather than once per refused produce. Shared with `epoch_checkpoint`,
+    /// whose background failures are reported the same way.
+    storage_fault: Arc<AtomicBool>,
     /// Held by a cleaning pass for its whole run (mostly without `state`'s lock), so that
     /// deletion can wait for it to stop before removing the directory.
     cleaning: Mutex<()>,
     /// Set by `delete`: a running cleaning pass stops at its next batch.
     deleting: AtomicBool,
-    /// The version of the leader-epoch cache last written to its checkpoint file. Held
-    /// while writing it, so writes are ordered and `delete` can wait for one to finish.
-    epochs_written: Mutex<u64>,
+    /// The leader-epoch checkpoint file: changes to `epochs` go to it by version, in the
+    /// background or (truncations) at once; `delete` closes it.
+    epoch_checkpoint: Arc<EpochCheckpoint>,
     /// This topic's byte and message counters, looked up once per partition (not per
     /// request) on first use.
     topic_metrics: OnceLock<Arc<TopicMetrics>>,
@@ -87,7 +92,7 @@ struct PartitionState {
     replication: Option<LeaderState>,
     /// Epoch -> start offset of the batches in the log.
     epochs: LeaderEpochCache,
-    /// Bumped on every change to `epochs`; see `epochs_written`.
+    /// Bumped on every change to `epochs`; see `epoch_checkpoint`.
     epochs_version: u64,
     high_watermark: i64,
     last_flush_ms: i64,
@@ -96,9 +101,17 @@ struct PartitionState {
     producer_expiration_ms: Option<i64>,
 }
 
-/// A changed leader-epoch cache to write after the state lock is released.
+/// When a leader-epoch change is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publish {
+    /// By the background writer (the log publishes it first if it needs a new segment).
+    Background,
+    /// Now, durably, by the caller, after the state lock is released.
+    AtOnce,
+}
+
+/// A changed leader-epoch cache to publish, at its version.
 struct EpochsToWrite {
-    dir: PathBuf,
     version: u64,
     epochs: LeaderEpochCache,
 }
@@ -170,8 +183,8 @@ impl PartitionState {
     /// Notes a change to `epochs`: what to write to the checkpoint, if the log is open.
     fn epochs_changed(&mut self) -> Option<EpochsToWrite> {
         self.epochs_version += 1;
+        self.log.as_ref()?;
         Some(EpochsToWrite {
-            dir: self.log.as_ref()?.dir().to_path_buf(),
             version: self.epochs_version,
             epochs: self.epochs.clone(),
         })
@@ -377,6 +390,9 @@ impl Partition {
         let expiry = producer_expiration_ms.map(|expiration_ms| (now_ms, expiration_ms));
         let mut producers = load_producer_state(&tp, &mut log, expiry)?;
         let epochs = load_leader_epochs(&log)?;
+        let storage_fault = Arc::new(AtomicBool::new(false));
+        let epoch_checkpoint = open_epoch_checkpoint(&tp, log.dir(), &storage_fault);
+        log.publish_epochs_before_new_segments(Arc::clone(&epoch_checkpoint));
         let high_watermark = high_watermark.clamp(log.log_start_offset(), log.log_end_offset());
         producers.on_high_watermark_updated(high_watermark);
         let state = PartitionState {
@@ -398,10 +414,10 @@ impl Partition {
             topic_id,
             state: RwLock::new(state),
             changed: Notify::new(),
-            storage_fault: AtomicBool::new(false),
+            storage_fault,
             cleaning: Mutex::new(()),
             deleting: AtomicBool::new(false),
-            epochs_written: Mutex::new(0),
+            epoch_checkpoint,
             topic_metrics: OnceLock::new(),
         })
     }
@@ -435,15 +451,7 @@ impl Partition {
     /// it starts a storage fault, at debug while the fault lasts: a full disk must not
     /// print one line per partition per tick. A successful append ends the fault.
     pub fn report_background_failure(&self, operation: &str, error: &ReplicaError) {
-        if self.begin_storage_fault() {
-            tracing::error!(
-                tp = %self.tp,
-                %error,
-                "{operation} failed (logged once until an append succeeds)"
-            );
-        } else {
-            tracing::debug!(tp = %self.tp, %error, "{operation} failed again");
-        }
+        report_failure(&self.tp, &self.storage_fault, operation, error);
     }
 
     /// Holds the partition's state lock until the returned guard drops, so appends block
@@ -570,7 +578,6 @@ impl Partition {
             Origin::Marker(marker) => Some(marker),
             Origin::Client(_) | Origin::Coordinator(_) => None,
         };
-        let mut epochs_to_write = None;
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
@@ -641,7 +648,7 @@ impl Partition {
             state.advance_high_watermark();
             // Normally recorded by `become_leader` already; this covers the rest.
             if state.epochs.assign(state.leader_epoch, info.first_offset) {
-                epochs_to_write = state.epochs_changed();
+                self.schedule_epochs(state.epochs_changed());
             }
             ProduceOutcome {
                 base_offset: info.first_offset,
@@ -652,10 +659,6 @@ impl Partition {
             }
         };
         self.changed.notify_waiters();
-        if let Err(error) = self.write_epochs(epochs_to_write) {
-            // The append stands; the next change rewrites the whole file.
-            self.report_background_failure("writing the leader-epoch checkpoint", &error);
-        }
         Ok(outcome)
     }
 
@@ -672,7 +675,6 @@ impl Partition {
         // leader accepted these under the topic's rules already.
         let headers = crate::log::validate_replicated_batches(records)?;
         let batches = with_markers(records, &headers)?;
-        let mut epochs_to_write = None;
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *state;
@@ -695,11 +697,8 @@ impl Partition {
                     .assign(header.partition_leader_epoch, header.base_offset);
             }
             if epochs_changed {
-                epochs_to_write = state.epochs_changed();
+                self.schedule_epochs(state.epochs_changed());
             }
-        }
-        if let Err(error) = self.write_epochs(epochs_to_write) {
-            self.report_background_failure("writing the leader-epoch checkpoint", &error);
         }
         Ok(())
     }
@@ -1057,16 +1056,42 @@ impl Partition {
     /// starts unknown. With another leader (or none) this broker follows (`makeFollower`):
     /// the cache is left alone (a follower records epochs as it appends their batches).
     /// Same leader epoch, newer partition epoch: the leader adopts the new ISR. An older
-    /// view is ignored with a WARN (epochs only go up). An error means the epoch
-    /// checkpoint could not be written (the change stands).
+    /// view is ignored with a WARN (epochs only go up). A new epoch's checkpoint is
+    /// published in the background (`log::epoch_checkpoint`), which reports its own
+    /// failures: no fsync on the reconciler for each of many partitions changing leader.
     pub fn apply_leadership(
         &self,
         local: NodeId,
         wanted: &Leadership,
         now_ms: i64,
     ) -> Result<LeadershipChange, ReplicaError> {
+        self.apply_leadership_publishing(local, wanted, now_ms, Publish::Background)
+    }
+
+    /// `apply_leadership` for a partition just opened: its first epoch is published at
+    /// once, as the rest of the open is. Opening is not the produce path, and the opener
+    /// reports a failure (no descriptor left) in order with the open's own, never a
+    /// background write racing the next partition's open for descriptors. An error means
+    /// the checkpoint could not be written (the change stands).
+    pub fn apply_first_leadership(
+        &self,
+        local: NodeId,
+        wanted: &Leadership,
+        now_ms: i64,
+    ) -> Result<LeadershipChange, ReplicaError> {
+        self.apply_leadership_publishing(local, wanted, now_ms, Publish::AtOnce)
+    }
+
+    fn apply_leadership_publishing(
+        &self,
+        local: NodeId,
+        wanted: &Leadership,
+        now_ms: i64,
+        publish: Publish,
+    ) -> Result<LeadershipChange, ReplicaError> {
         let leads = wanted.leader == local;
-        let (change, epochs_to_write) = {
+        let mut epochs_to_write = None;
+        let change = {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             let state = &mut *guard;
             let current = (state.leader_epoch, state.partition_epoch);
@@ -1098,14 +1123,11 @@ impl Partition {
                 if adopted {
                     state.advance_high_watermark();
                 }
-                (
-                    if adopted {
-                        LeadershipChange::Isr
-                    } else {
-                        LeadershipChange::Unchanged
-                    },
-                    None,
-                )
+                if adopted {
+                    LeadershipChange::Isr
+                } else {
+                    LeadershipChange::Unchanged
+                }
             } else {
                 state.leader_epoch = wanted.leader_epoch;
                 state.leads = leads;
@@ -1123,18 +1145,20 @@ impl Partition {
                 } else {
                     state.replication = None;
                 }
-                let epochs_to_write = match log_end {
-                    Some(log_end) if leads && state.epochs.assign(wanted.leader_epoch, log_end) => {
-                        state.epochs_changed()
+                if let Some(log_end) = log_end
+                    && leads
+                    && state.epochs.assign(wanted.leader_epoch, log_end)
+                {
+                    match publish {
+                        Publish::Background => self.schedule_epochs(state.epochs_changed()),
+                        Publish::AtOnce => epochs_to_write = state.epochs_changed(),
                     }
-                    _ => None,
-                };
-                let change = if leads {
+                }
+                if leads {
                     LeadershipChange::BecameLeader
                 } else {
                     LeadershipChange::BecameFollower
-                };
-                (change, epochs_to_write)
+                }
             }
         };
         if change == LeadershipChange::Unchanged {
@@ -1279,22 +1303,37 @@ impl Partition {
                 .is_some_and(|r| r.pending() == Some(proposal.new_isr.as_slice()))
     }
 
-    /// Writes a changed cache to its checkpoint unless a newer version is already written
-    /// (or the partition is being deleted). Called without the state lock.
+    /// Publishes a changed cache now, durably (truncations: a later epoch may start below
+    /// entries the file still has), unless a newer version is already written or the
+    /// partition is being deleted. Called without the state lock.
     fn write_epochs(&self, change: Option<EpochsToWrite>) -> Result<(), ReplicaError> {
         let Some(change) = change else {
             return Ok(());
         };
-        let mut written = self
-            .epochs_written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if change.version <= *written || self.deleting.load(Ordering::Relaxed) {
-            return Ok(());
+        Ok(self
+            .epoch_checkpoint
+            .publish(Some((change.version, change.epochs)))?)
+    }
+
+    /// Hands a changed cache to the background writer (appends, a new leadership): no
+    /// fsync on the produce or fetcher path. Never waits for the disk.
+    fn schedule_epochs(&self, change: Option<EpochsToWrite>) {
+        if let Some(change) = change {
+            (self.epoch_checkpoint).schedule(change.version, change.epochs);
         }
-        change.epochs.write(&change.dir)?;
-        *written = change.version;
-        Ok(())
+    }
+
+    /// Tests: leader-epoch changes stay pending until a roll, a truncation or
+    /// `close_cleanly` publishes them (the background writer is paused for this partition).
+    #[cfg(test)]
+    pub(crate) fn hold_epoch_checkpoint(&self) {
+        self.epoch_checkpoint.hold();
+    }
+
+    /// Tests: publishes the pending leader-epoch change now.
+    #[cfg(test)]
+    pub(crate) fn flush_epoch_checkpoint(&self) {
+        self.epoch_checkpoint.flush().unwrap();
     }
 
     /// Kafka's check of a client's `current_leader_epoch` (-1 means "not given").
@@ -1461,6 +1500,8 @@ impl Partition {
             return Ok(());
         };
         log.flush()?;
+        // The background writer may still hold the newest leader epochs.
+        self.epoch_checkpoint.flush()?;
         let newest = producer_snapshot::list(log.dir())?.last().copied();
         // An idle partition already has its snapshot from the previous stop.
         if newest != Some(log.log_end_offset()) {
@@ -1545,11 +1586,9 @@ impl Partition {
         // finish (it checks the flag between batches) before the directory goes.
         self.deleting.store(true, Ordering::Relaxed);
         drop(self.cleaning.lock().unwrap_or_else(|p| p.into_inner()));
-        drop(
-            self.epochs_written
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        // No leader-epoch checkpoint is written into the directory from now on (one under
+        // way is waited for), so none re-creates a file in a directory being removed.
+        self.epoch_checkpoint.close();
         let log = self
             .state
             .write()
@@ -1562,6 +1601,44 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+impl Drop for Partition {
+    /// A partition dropped without `close_cleanly` is a crash as far as its checkpoint is
+    /// concerned: a pending change is discarded, never written after the partition is gone
+    /// (into a directory another partition may have opened by then).
+    fn drop(&mut self) {
+        self.epoch_checkpoint.close();
+    }
+}
+
+/// Logs a failed background operation at ERROR only when it starts a storage fault
+/// (`fault` set), at debug while the fault lasts; see `report_background_failure`.
+fn report_failure(
+    tp: &TopicPartition,
+    fault: &AtomicBool,
+    operation: &str,
+    error: &dyn std::fmt::Display,
+) {
+    if !fault.swap(true, Ordering::Relaxed) {
+        tracing::error!(%tp, %error, "{operation} failed (logged once until an append succeeds)");
+    } else {
+        tracing::debug!(%tp, %error, "{operation} failed again");
+    }
+}
+
+/// The partition's leader-epoch checkpoint on the process's background writer; its
+/// failures are reported as the partition's other background failures.
+fn open_epoch_checkpoint(
+    tp: &TopicPartition,
+    dir: &Path,
+    storage_fault: &Arc<AtomicBool>,
+) -> Arc<EpochCheckpoint> {
+    let (tp, fault) = (tp.clone(), Arc::clone(storage_fault));
+    let report = Box::new(move |error: &std::io::Error| {
+        report_failure(&tp, &fault, "writing the leader-epoch checkpoint", error);
+    });
+    EpochCheckpoint::new(dir.to_path_buf(), EpochCheckpointWriter::global(), report)
 }
 
 /// Producer state from the newest usable snapshot plus the batch headers after it (from the
@@ -2073,6 +2150,7 @@ mod tests {
         assert!(partition.become_leader(3).unwrap());
         assert_eq!(partition.leadership(), (3, true));
         assert_eq!(epochs(&partition), vec![(0, 0), (3, end)]);
+        partition.flush_epoch_checkpoint(); // published in the background otherwise
         assert_eq!(checkpoint(dir.path()), format!("0\n2\n0 0\n3 {end}\n"));
         assert_eq!(partition.end_offset_for_epoch(0).unwrap(), (0, end));
         assert_eq!(partition.end_offset_for_epoch(3).unwrap(), (3, end));
@@ -2144,6 +2222,138 @@ mod tests {
         partition.truncate_to(middle).unwrap();
         assert_eq!(epochs(&partition), vec![(0, 0)]);
         assert_eq!(checkpoint(dir.path()), "0\n1\n0 0\n");
+    }
+
+    /// The (epoch, start offset) pairs the checkpoint file holds (none without a file).
+    fn published(dir: &Path) -> Vec<(i32, i64)> {
+        let cache = LeaderEpochCache::load(&dir.join("t-0")).unwrap();
+        (cache.unwrap_or_default().entries().iter())
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect()
+    }
+
+    /// Recovery's invariant (`recover_newer_epochs` reads the file, then the active
+    /// segment only): every cached epoch starting below the active segment is published.
+    fn assert_published_below_active(partition: &Partition, dir: &Path) {
+        let active = active_segment_base(dir);
+        let file = published(dir);
+        for entry in epochs(partition).into_iter().filter(|e| e.1 < active) {
+            assert!(
+                file.contains(&entry),
+                "{entry:?} below {active} missing: {file:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_roll_publishes_the_pending_leader_epochs_before_the_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open_follower(dir.path(), LastShutdown::Unclean);
+        // The background writer never runs for it: only the log's rolls publish.
+        partition.hold_epoch_checkpoint();
+        for epoch in 1..=5 {
+            partition.become_leader(epoch).unwrap();
+            let start = log_end(&partition);
+            assert!(
+                !published(dir.path()).contains(&(epoch, start)),
+                "pending only"
+            );
+            let active = active_segment_base(dir.path());
+            let producer_id = PRODUCER_ID + i64::from(epoch);
+            let mut sequence = 0;
+            while active_segment_base(dir.path()) == active {
+                assert!(sequence < 100, "segment.bytes is small: the log rolls");
+                partition
+                    .append(&batch(producer_id, sequence, 2), 0)
+                    .unwrap();
+                sequence += 2;
+                assert_published_below_active(&partition, dir.path());
+            }
+            // The append that rolled returned with the epoch durable.
+            assert!(published(dir.path()).contains(&(epoch, start)));
+        }
+        // A last epoch left pending in the active segment, then a crash.
+        partition.become_leader(6).unwrap();
+        partition.append(&batch(PRODUCER_ID + 6, 0, 2), 0).unwrap();
+        let before = epochs(&partition);
+        assert_eq!(before.len(), 6);
+        assert!(!published(dir.path()).contains(&before[5]));
+        drop(partition); // like kill -9: the pending change is lost
+        let reopened = open_follower(dir.path(), LastShutdown::Unclean);
+        assert_eq!(
+            epochs(&reopened),
+            before,
+            "file plus the active segment's batches"
+        );
+    }
+
+    #[test]
+    fn a_follower_roll_publishes_the_pending_leader_epochs_first() {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let leader = open_follower(dirs.0.path(), LastShutdown::Unclean);
+        for epoch in 1..=4 {
+            leader.become_leader(epoch).unwrap();
+            let producer_id = PRODUCER_ID + i64::from(epoch);
+            for sequence in 0..7 {
+                leader.append(&batch(producer_id, sequence, 1), 0).unwrap();
+            }
+        }
+        let read = leader.read(0, usize::MAX, true).unwrap();
+        let follower = open_follower(dirs.1.path(), LastShutdown::Unclean);
+        follower.hold_epoch_checkpoint();
+        follower.become_follower(9).unwrap();
+        let mut rolls = 0;
+        for item in log::iter_batches(&read.records) {
+            let (position, header) = item.unwrap();
+            let one = read
+                .records
+                .slice(position..position + header.total_bytes());
+            let active = active_segment_base(dirs.1.path());
+            follower.append_replicated(&one, (1, 9), 1).unwrap();
+            rolls += usize::from(active_segment_base(dirs.1.path()) != active);
+            assert_published_below_active(&follower, dirs.1.path());
+        }
+        assert!(rolls >= 3, "{rolls} rolls");
+        assert_eq!(epochs(&follower), epochs(&leader));
+        drop(follower); // like kill -9
+        let reopened = open_follower(dirs.1.path(), LastShutdown::Unclean);
+        assert_eq!(epochs(&reopened), epochs(&leader));
+    }
+
+    #[test]
+    fn clean_shutdown_publishes_the_pending_leader_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        partition.hold_epoch_checkpoint();
+        produce(&partition, 1);
+        partition.become_leader(3).unwrap();
+        let start = log_end(&partition);
+        assert!(!published(dir.path()).contains(&(3, start)));
+        partition.close_cleanly().unwrap();
+        assert_eq!(published(dir.path()), epochs(&partition));
+        assert_eq!(published(dir.path()).last(), Some(&(3, start)));
+    }
+
+    #[test]
+    fn a_deleted_partition_never_publishes_into_its_old_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        partition.hold_epoch_checkpoint();
+        produce(&partition, 1);
+        partition.become_leader(3).unwrap(); // pending
+        partition.delete().unwrap();
+        assert!(!dir.path().join("t-0").exists());
+        // A topic of the same name takes the directory; the old partition's change comes
+        // late (as the background writer would publish it).
+        let newer = open_follower(dir.path(), LastShutdown::Unclean);
+        partition.flush_epoch_checkpoint();
+        drop(partition);
+        assert_eq!(
+            published(dir.path()),
+            vec![],
+            "the new partition's empty cache"
+        );
+        assert_eq!(epochs(&newer), vec![]);
     }
 
     /// Base offset of the newest segment file in the partition directory.

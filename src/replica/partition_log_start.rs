@@ -5,7 +5,7 @@
 //!
 //! Each move is one step under the write lock: the log checkpoints the new start and drops
 //! the segments wholly below it, producer snapshots below it go, and the leader-epoch cache
-//! is truncated from the start (written after the lock, as every epoch change is). Callers
+//! is truncated from the start (published durably after the lock, as truncations are). Callers
 //! run it off the async threads: it fsyncs and deletes files.
 
 use super::*;

@@ -467,7 +467,7 @@ impl Opening {
             Some(expiration_ms),
             last_shutdown,
         )?;
-        if let Err(error) = partition.apply_leadership(node_id, &self.leadership, now) {
+        if let Err(error) = partition.apply_first_leadership(node_id, &self.leadership, now) {
             // The partition takes the role regardless; the next change rewrites the
             // checkpoint.
             partition.report_background_failure("recording a new leader epoch", &error);
