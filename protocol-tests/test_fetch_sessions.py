@@ -32,7 +32,8 @@ PURGATORY = "kafka_server_delayedoperationpurgatory_purgatorysize"
 
 
 class FetchResult:
-    def __init__(self, error_code, session_id, partitions):
+    def __init__(self, error_code, session_id, partitions, throttle_ms=0):
+        self.throttle_ms = throttle_ms
         self.error_code = error_code
         self.session_id = session_id
         # {(topic, partition): PartitionFetchResult}, in response order.
@@ -65,7 +66,7 @@ def fetch_v7(conn, session_id, epoch, wanted=(), forgotten=(), max_wait_ms=0, mi
             + int32(session_id) + int32(epoch)
             + array(topics, lambda t: t) + array(forgets, lambda f: f))
     reader = conn.request(rawkafka.FETCH, 7, body)
-    reader.int32()  # throttle_time_ms
+    throttle_ms = reader.int32()
     error_code = reader.int16()
     response_session_id = reader.int32()
 
@@ -86,7 +87,7 @@ def fetch_v7(conn, session_id, epoch, wanted=(), forgotten=(), max_wait_ms=0, mi
             assert (topic, index) not in partitions, f"{topic}-{index} listed twice"
             partitions[(topic, index)] = result
     reader.expect_end()
-    return FetchResult(error_code, response_session_id, partitions)
+    return FetchResult(error_code, response_session_id, partitions, throttle_ms)
 
 
 def produce(conn, topic, partition, values):
@@ -225,6 +226,40 @@ def test_session_gauges(broker, three):
         fetch_v7(conn, session, -1)
         after = scrape(broker.metrics_url)
         assert value(after, SESSIONS_GAUGE) == value(before, SESSIONS_GAUGE)
+
+
+def test_a_throttled_incremental_fetch_keeps_its_session(start_broker, topic):
+    """A consumer pushed to its quota by a sessionless fetch of another partition gets an
+    empty, throttled answer that keeps its session and changes nothing in it. Two quota
+    windows of a second: the pushing fetch stops counting two seconds later."""
+    from test_client_quotas import set_quota
+    broker = start_broker("fetch-sessions-quota", {"quota.window.num": "2"})
+    try:
+        clients.create_topic(broker, topic, partitions=2)
+        client_id = "throttled-session"
+        set_quota(broker, {"client-id": client_id}, "consumer_byte_rate", 10_000.0)
+        with rawkafka.Connection("127.0.0.1", broker.port, client_id=client_id) as conn:
+            session, _ = open_session(conn, topic, partitions=1)
+            kept = [bytes([65 + i]) * 1000 for i in range(5)]
+            produce(conn, topic, 0, kept)
+            produce(conn, topic, 1, [bytes([97 + i]) * 1000 for i in range(8)])
+            with rawkafka.Connection("127.0.0.1", broker.port, client_id=client_id) as bulk:
+                pushed = fetch_v7(bulk, 0, -1, [(topic, 1, 0)])
+            assert pushed.throttle_ms == 0 and len(pushed.records(topic, 1)) == 8
+            epoch, throttled, result = 1, 0, None
+            while result is None or not result.partitions:
+                result = fetch_v7(conn, session, epoch)
+                epoch += 1
+                assert (result.error_code, result.session_id) == (0, session)
+                if result.throttle_ms > 0 and not result.partitions:
+                    throttled += 1
+                assert epoch < 100, "never answered with the records"
+            assert throttled > 0, "the quota never throttled the session"
+            # The throttled answers changed nothing: the records come, with their HW.
+            assert result.records(topic, 0) == list(enumerate(kept))
+            assert result.partitions[(topic, 0)].high_watermark == 5
+    finally:
+        broker.stop()
 
 
 # ---------------------------------------------------------------- Fetch v13 (topic ids)
