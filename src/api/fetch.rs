@@ -565,12 +565,12 @@ fn session_targets(
     let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
     let mut targets = Vec::with_capacity(incremental.partitions.len());
     for (fetch, _) in &incremental.partitions {
-        let same_topic = topics.last().is_some_and(|(name, id)| {
-            match incremental.uses_topic_ids {
+        let same_topic = topics
+            .last()
+            .is_some_and(|(name, id)| match incremental.uses_topic_ids {
                 true => *id == fetch.topic_id,
                 false => *name == fetch.topic,
-            }
-        });
+            });
         if !same_topic {
             let name = match incremental.uses_topic_ids {
                 true => name_of_id(image, &fetch.topic_id),

@@ -39,9 +39,9 @@ use uuid::Uuid;
 /// `FetchSessionCache` eviction age.
 pub const EVICTION_MS: u64 = 120_000;
 
-/// Partitions cached over all sessions. A cached partition costs about 250 bytes (the entry,
-/// its key in the index, a shared topic name), so this bounds the cache near 250 MiB; the
-/// default 1,000 slots of followers and consumers with 1,000 partitions each fit.
+/// Partitions cached over all sessions. A cached partition costs about 300 bytes (its entry
+/// in the ordered map, its key in the index; topic names are shared), so this bounds the
+/// cache near 300 MB; the default 1,000 slots of fetchers of 1,000 partitions each fit.
 pub const CACHED_PARTITIONS_MAX: usize = 1_000_000;
 
 /// The session id of "no session" (Kafka's `INVALID_SESSION_ID`).
@@ -123,7 +123,11 @@ impl Sent {
     /// unknown high watermark so the partition is sent again once the error clears.
     pub fn after(answer: &Answer) -> Sent {
         Sent {
-            high_watermark: if answer.error { -1 } else { answer.high_watermark },
+            high_watermark: if answer.error {
+                -1
+            } else {
+                answer.high_watermark
+            },
             log_start_offset: answer.log_start_offset,
             last_stable_offset: answer.last_stable_offset,
         }
@@ -349,7 +353,9 @@ impl FetchSessionCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The context of a request (Kafka's `FetchManager.newContext`). `changes` is asked

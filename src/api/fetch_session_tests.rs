@@ -85,8 +85,14 @@ fn epochs_wrap_to_one() {
 fn requests_without_a_session_need_no_lock_and_no_changes() {
     let cache = FetchSessionCache::new(10, 1);
     let never = || -> SessionChanges { panic!("changes asked for") };
-    assert!(matches!(cache.begin(by_name(0, -1), 0, never), Context::Sessionless));
-    assert!(matches!(cache.begin(by_name(0, 0), 0, never), Context::Full));
+    assert!(matches!(
+        cache.begin(by_name(0, -1), 0, never),
+        Context::Sessionless
+    ));
+    assert!(matches!(
+        cache.begin(by_name(0, 0), 0, never),
+        Context::Full
+    ));
     let context = cache.begin(by_name(0, 7), 0, never);
     assert_eq!(error(context), ResponseError::InvalidFetchSessionEpoch);
     let context = cache.begin(by_name(12345, 1), 0, none);
@@ -156,7 +162,10 @@ fn forgetting_every_partition_closes_the_session() {
         upserts: vec![],
         forgotten: (0..3).map(|p| PartitionKey::Name(name("t"), p)).collect(),
     };
-    assert!(matches!(cache.begin(by_name(id, 1), 0, forget_all), Context::Sessionless));
+    assert!(matches!(
+        cache.begin(by_name(id, 1), 0, forget_all),
+        Context::Sessionless
+    ));
     assert_eq!(cache.sizes(), (0, 0));
     let context = cache.begin(by_name(id, 2), 0, none);
     assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
@@ -166,10 +175,16 @@ fn forgetting_every_partition_closes_the_session() {
 fn full_requests_close_the_session_they_name() {
     let cache = FetchSessionCache::new(10, 6);
     let id = three_partitions(&cache, 0);
-    assert!(matches!(cache.begin(by_name(id, -1), 0, none), Context::Sessionless));
+    assert!(matches!(
+        cache.begin(by_name(id, -1), 0, none),
+        Context::Sessionless
+    ));
     assert_eq!(cache.sizes(), (0, 0));
     let id = three_partitions(&cache, 0);
-    assert!(matches!(cache.begin(by_name(id, 0), 0, none), Context::Full));
+    assert!(matches!(
+        cache.begin(by_name(id, 0), 0, none),
+        Context::Full
+    ));
     assert_eq!(cache.sizes(), (0, 0));
     let context = cache.begin(by_name(id, 1), 0, none);
     assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
@@ -195,7 +210,10 @@ fn a_session_keeps_to_topic_ids_or_names() {
         upserts: vec![],
         forgotten: vec![PartitionKey::Id(topic_id, 0)],
     };
-    assert!(matches!(cache.begin(by_id, 0, forget), Context::Sessionless));
+    assert!(matches!(
+        cache.begin(by_id, 0, forget),
+        Context::Sessionless
+    ));
     let named = cache.create(false, false, 0, vec![(partition, sent(1))]);
     let by_id = SessionRequest {
         uses_topic_ids: true,
@@ -311,7 +329,10 @@ fn followers_evict_the_smallest_consumer_session() {
     assert_eq!(cache.evictions(), 1);
     let context = cache.begin(by_name(small, 1), 1_000, none);
     assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
-    assert!(matches!(cache.begin(by_name(large, 1), 1_000, none), Context::Incremental(_)));
+    assert!(matches!(
+        cache.begin(by_name(large, 1), 1_000, none),
+        Context::Incremental(_)
+    ));
     // A young follower session cannot be evicted by another follower, a consumer's can.
     let second = cache.create(true, false, 2_000, session_of("g", 1));
     assert!(second > 0);
@@ -327,7 +348,10 @@ fn older_sessions_give_way_to_larger_ones() {
     // Used recently but created long ago: evictable by all, by a larger session only.
     let used_at = EVICTION_MS + 10;
     incremental(cache.begin(by_name(id, 1), used_at, none));
-    assert_eq!(cache.create(false, false, used_at + 1, session_of("b", 3)), 0);
+    assert_eq!(
+        cache.create(false, false, used_at + 1, session_of("b", 3)),
+        0
+    );
     let larger = cache.create(false, false, used_at + 1, session_of("b", 4));
     assert!(larger > 0);
     assert_eq!(cache.sizes(), (1, 4));
@@ -350,7 +374,10 @@ fn the_partition_bound_holds_over_all_sessions() {
         upserts: (0..3).map(|p| fetch("c", p, 0)).collect(),
         forgotten: vec![],
     };
-    assert!(matches!(cache.begin(by_name(id, 1), 0, grow), Context::Sessionless));
+    assert!(matches!(
+        cache.begin(by_name(id, 1), 0, grow),
+        Context::Sessionless
+    ));
     assert_eq!(cache.sizes(), (0, 0));
 }
 

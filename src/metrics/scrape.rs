@@ -160,7 +160,11 @@ fn fetch_sessions(out: &mut Exposition, broker: &Broker) {
     let sessions = &broker.fetch_sessions;
     let (count, partitions) = sessions.sizes();
     let gauges = [
-        ("numincrementalfetchsessions", "Incremental fetch sessions cached.", count),
+        (
+            "numincrementalfetchsessions",
+            "Incremental fetch sessions cached.",
+            count,
+        ),
         (
             "numincrementalfetchpartitionscached",
             "Partitions cached over all incremental fetch sessions.",
