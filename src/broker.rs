@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::api::fetch_session::FetchSessionCache;
 use crate::auto_create::AutoCreations;
 use crate::client_quota::mutation::Exhausted;
 use crate::client_quota::rate::RateConfig;
@@ -97,6 +98,8 @@ pub struct Broker {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Topics a request asked to create that the controller has not committed yet.
     auto_creations: AutoCreations,
+    /// Incremental fetch sessions (KIP-227) of followers and consumers fetching here.
+    pub fetch_sessions: FetchSessionCache,
 }
 
 impl Broker {
@@ -140,6 +143,11 @@ impl Broker {
                 window_ms: config.replication.quota_window_seconds.saturating_mul(1000),
             },
         ));
+        // Session ids are random (Kafka's too): a client cannot guess another's.
+        let fetch_sessions = FetchSessionCache::new(
+            config.fetch_session_slots_max,
+            uuid::Uuid::new_v4().as_u64_pair().0,
+        );
         let broker = Broker {
             reconciled: tokio::sync::watch::channel(0).0,
             replicas: Arc::new(ReplicaManager::new(config.clone())),
@@ -210,6 +218,7 @@ impl Broker {
             config,
             stopping,
             auto_creations: AutoCreations::default(),
+            fetch_sessions,
         };
         broker.bootstrap(cluster_id).await?;
         let image = broker.image();

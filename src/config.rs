@@ -212,6 +212,9 @@ pub struct BrokerConfig {
     pub flush_check_interval_ms: u64,
     /// `fetch.max.bytes`: cap on one fetch response, whatever the client asks.
     pub fetch_bytes_max: usize,
+    /// `max.incremental.fetch.session.cache.slots`: incremental fetch sessions kept at once
+    /// (0: none; every fetch is then a full one).
+    pub fetch_session_slots_max: usize,
     /// `replica.*`: follower fetching, ISR lag, high-watermark checkpoints.
     pub replication: ReplicationConfig,
     /// `producer.id.expiration.*`: when partitions forget idle producers.
@@ -451,6 +454,11 @@ impl BrokerConfig {
             )?,
             flush_check_interval_ms: parse(&explicit, "log.flush.scheduler.interval.ms", 1_000)?,
             fetch_bytes_max: parse(&explicit, "fetch.max.bytes", 57_671_680)?,
+            fetch_session_slots_max: parse(
+                &explicit,
+                "max.incremental.fetch.session.cache.slots",
+                1_000,
+            )?,
             replication: ReplicationConfig::parse(&explicit)?,
             producer_id_expiration: ProducerIdExpirationConfig::parse(&explicit)?,
             offsets_topic_partitions: parse(&explicit, "offsets.topic.num.partitions", 50)?,
@@ -541,6 +549,12 @@ impl BrokerConfig {
                 value,
                 "must be 1..=3600",
             ));
+        }
+        // Kafka: an Int, atLeast(0).
+        if i32::try_from(self.fetch_session_slots_max).is_err() {
+            let value = self.fetch_session_slots_max.to_string();
+            let key = "max.incremental.fetch.session.cache.slots";
+            return Err(invalid(key, value, "must be 0..=2147483647"));
         }
         if self.num_partitions < 1 {
             return Err(invalid(

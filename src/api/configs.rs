@@ -404,7 +404,7 @@ fn kafka_row(name: &str) -> Option<&'static KafkaBrokerConfig> {
 }
 
 /// The broker settings this broker has and uses, with their effective values.
-fn own_configs(config: &BrokerConfig) -> [(&'static str, String, ConfigType); 13] {
+fn own_configs(config: &BrokerConfig) -> [(&'static str, String, ConfigType); 14] {
     [
         ("node.id", config.node_id.to_string(), ConfigType::Int),
         ("broker.id", config.node_id.to_string(), ConfigType::Int),
@@ -457,6 +457,11 @@ fn own_configs(config: &BrokerConfig) -> [(&'static str, String, ConfigType); 13
         (
             "fetch.max.bytes",
             config.fetch_bytes_max.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "max.incremental.fetch.session.cache.slots",
+            config.fetch_session_slots_max.to_string(),
             ConfigType::Int,
         ),
     ]

@@ -15,9 +15,12 @@
 //! LSO as `last_stable_offset`. A parked read_committed fetch wakes when the LSO moves:
 //! markers are appends and the high watermark's moves notify too.
 //!
-//! Fetch sessions (KIP-227) are declined: we always answer with session id 0, which
-//! tells clients to send full fetch requests. A request naming a session we never gave
-//! out gets FETCH_SESSION_ID_NOT_FOUND, so a client can never be answered wrongly.
+//! Incremental fetch sessions (KIP-227) are served (`fetch_session`): a full fetch with
+//! epoch 0 gets a session id; a later request with the session's id and epoch fetches every
+//! partition of the session (reads, `min_bytes`, parking, a follower's progress), not only
+//! those it names, and its response lists only partitions with something to say. The
+//! session is updated once the response is known to go out: a throttled consumer's empty
+//! response leaves it as it was. A sessionless fetch (epoch -1) costs what it always did.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,6 +37,10 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
+use super::fetch_session::{
+    Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, Sent,
+    SessionChanges, SessionRequest,
+};
 use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
 use crate::broker::Broker;
@@ -60,6 +67,9 @@ const SEND_FROM_FILE_MIN_BYTES: usize = 8 * 1024;
 /// with tagged fields, so the connection can hold their last byte back until it has
 /// checked that the files were not cut meanwhile (`log::file_slice`).
 const SEND_FROM_FILE_MIN_VERSION: i16 = 12;
+
+/// The first version that names topics by id (and whose sessions key partitions by it).
+const TOPIC_IDS_MIN_VERSION: i16 = 13;
 
 /// A fetch response and the file slices that take the place of its marker records, in
 /// marker order (`api::outgoing`).
@@ -101,23 +111,18 @@ pub async fn handle(
     context: &RequestContext,
     request: FetchRequest,
 ) -> FetchReply {
-    if let Some(error) = session_error(&request) {
-        return FetchReply::encoded_in_full(
-            FetchResponse::default()
-                .with_error_code(error.code())
-                .with_session_id(0),
-        );
-    }
     let image = broker.image();
-    let topics: Vec<(TopicName, uuid::Uuid)> = request
-        .topics
-        .iter()
-        .map(|topic| (resolve_name(&image, topic, context.version), topic.topic_id))
-        .collect();
     let replica = follower_id(&request, context.version);
     metrics::request::mark_fetch_from_follower(replica.is_some());
+    let session = begin_session(broker, &image, &request, context.version);
+    let (topics, mut targets) = match &session {
+        Context::Error(error) => return empty_reply(error.code(), INVALID_SESSION_ID, 0),
+        Context::Incremental(incremental) => session_targets(broker, &image, incremental, replica),
+        Context::Sessionless | Context::Full => {
+            request_targets(broker, &image, &request, context.version, replica)
+        }
+    };
     let read_committed = replica.is_none() && request.isolation_level == 1;
-    let mut targets = resolve_targets(broker, &image, &request.topics, &topics, replica);
     for target in &mut targets {
         target.read_committed = read_committed;
     }
@@ -125,6 +130,40 @@ pub async fn handle(
         record_follower_progress(broker, &image, &request, replica, &mut targets);
         mark_leader_throttled(broker, &mut targets);
     }
+    let results = read_or_park(broker, context, &request, &targets, replica).await;
+    count_errors(&results);
+    let bytes_out = bytes_read(&results);
+    let (keep, update) = session_update(&session, &topics, &targets, &results);
+    // The image as it is now: a parked fetch may have outlived a leader change.
+    let image = broker.image();
+    let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
+    let reply = build_response(topics, &targets, results, hints, keep.as_deref());
+    if replica.is_none() {
+        let throttle_ms = throttle_consumer(broker, context, &reply);
+        // A throttled consumer is sent an empty response: its bytes never went out.
+        if throttle_ms > 0 {
+            return throttled(broker, &session, throttle_ms);
+        }
+    }
+    let (reply, sent) = settle_session(broker, &session, context.version, replica, update, reply);
+    if sent {
+        record_bytes_out(&targets, &bytes_out);
+        if replica.is_some() {
+            record_leader_throttled(&targets, &bytes_out);
+        }
+    }
+    reply
+}
+
+/// Reads the targets, and parks until `min_bytes` are there, an error is, or `max_wait_ms`
+/// has passed (woken by appends and high watermark moves of any target).
+async fn read_or_park(
+    broker: &Broker,
+    context: &RequestContext,
+    request: &FetchRequest,
+    targets: &[Target],
+    replica: Option<NodeId>,
+) -> Vec<ReadOutcome> {
     let mut response_bytes_max =
         (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
     if replica.is_none()
@@ -137,73 +176,216 @@ pub async fn handle(
     let min_bytes = (request.min_bytes.max(0) as usize).min(response_bytes_max);
     let deadline = Instant::now()
         + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(WAIT_MS_MAX));
-
     let inline_max = match context.version >= SEND_FROM_FILE_MIN_VERSION {
         true => SEND_FROM_FILE_MIN_BYTES - 1,
         false => usize::MAX,
     };
     let read_all = |targets: &[Target]| read_all(targets, response_bytes_max, inline_max);
-    let mut results = read_all(&targets);
-    if !satisfied(&results, min_bytes) && request.max_wait_ms > 0 {
-        let watched: Vec<Arc<Partition>> = targets
-            .iter()
-            .filter_map(|t| t.partition.as_ref().ok().cloned())
-            .collect();
-        let mut shutdown = broker.shutdown_signal();
-        let _parked = Parked::new(Delayed::Fetch);
-        loop {
-            let waiter = ChangeWaiter::arm(&watched);
-            results = read_all(&targets);
-            if satisfied(&results, min_bytes) || Instant::now() >= deadline {
-                break;
-            }
-            // Slices are not held while parked: they would keep deleted segments open.
-            results.clear();
-            let woken = tokio::select! {
-                woken = waiter.wait(deadline) => woken,
-                // Answer with what there is rather than hold up shutdown.
-                _ = shutdown.triggered() => false,
-            };
-            if !woken {
-                results = read_all(&targets);
-                break;
-            }
+    let mut results = read_all(targets);
+    if satisfied(&results, min_bytes) || request.max_wait_ms <= 0 {
+        return results;
+    }
+    let watched: Vec<Arc<Partition>> = targets
+        .iter()
+        .filter_map(|t| t.partition.as_ref().ok().cloned())
+        .collect();
+    let mut shutdown = broker.shutdown_signal();
+    let _parked = Parked::new(Delayed::Fetch);
+    loop {
+        let waiter = ChangeWaiter::arm(&watched);
+        results = read_all(targets);
+        if satisfied(&results, min_bytes) || Instant::now() >= deadline {
+            return results;
+        }
+        // Slices are not held while parked: they would keep deleted segments open.
+        results.clear();
+        let woken = tokio::select! {
+            woken = waiter.wait(deadline) => woken,
+            // Answer with what there is rather than hold up shutdown.
+            _ = shutdown.triggered() => false,
+        };
+        if !woken {
+            return read_all(targets);
         }
     }
-    count_errors(&results);
-    let bytes_out = bytes_read(&results);
-    // The image as it is now: a parked fetch may have outlived a leader change.
-    let image = broker.image();
-    let hints = LeaderHints::for_fetch(&image, &context.listener_name, context.version);
-    let reply = build_response(topics, &targets, results, hints);
-    if replica.is_some() {
-        record_bytes_out(&targets, &bytes_out);
-        record_leader_throttled(&targets, &bytes_out);
-        return reply;
-    }
-    let (reply, throttled) = throttle_consumer(broker, context, reply);
-    // A throttled consumer is sent an empty response: its bytes never went out.
-    if !throttled {
-        record_bytes_out(&targets, &bytes_out);
-    }
-    reply
 }
 
-/// Records a consumer's response against its fetch quota. Over the quota, the client gets
-/// an empty response carrying the throttle time instead (Kafka's
-/// `getThrottledResponse`): the records stay in the log for its next fetch. Says whether
-/// it was throttled.
-fn throttle_consumer(
+/// The request's session context (Kafka's `FetchManager.newContext`).
+fn begin_session(
     broker: &Broker,
-    context: &RequestContext,
-    reply: FetchReply,
+    image: &MetadataImage,
+    request: &FetchRequest,
+    version: i16,
+) -> Context {
+    let session = SessionRequest {
+        session_id: request.session_id,
+        epoch: request.session_epoch,
+        uses_topic_ids: version >= TOPIC_IDS_MIN_VERSION,
+    };
+    let now_ms = crate::client_quota::monotonic_ms();
+    let changes = || session_changes(image, request, version);
+    broker.fetch_sessions.begin(session, now_ms, changes)
+}
+
+/// What an incremental request adds to, updates in and removes from its session.
+fn session_changes(image: &MetadataImage, request: &FetchRequest, version: i16) -> SessionChanges {
+    let mut upserts = Vec::new();
+    for topic in &request.topics {
+        let name = resolve_name(image, topic, version);
+        for partition in &topic.partitions {
+            upserts.push(PartitionFetch {
+                topic: name.clone(),
+                topic_id: topic.topic_id,
+                partition: partition.partition,
+                fetch_offset: partition.fetch_offset,
+                max_bytes: partition.partition_max_bytes.max(0) as usize,
+                log_start_offset: partition.log_start_offset,
+                current_leader_epoch: partition.current_leader_epoch,
+            });
+        }
+    }
+    let forgotten = (request.forgotten_topics_data.iter())
+        .flat_map(|topic| {
+            (topic.partitions.iter()).map(move |&partition| match version {
+                TOPIC_IDS_MIN_VERSION.. => PartitionKey::Id(topic.topic_id, partition),
+                _ => PartitionKey::Name(topic.topic.clone(), partition),
+            })
+        })
+        .collect();
+    SessionChanges { upserts, forgotten }
+}
+
+/// What the session makes of the response, worked out before the results go into it:
+/// which partitions an incremental response lists, and what to remember once it is sent.
+fn session_update(
+    session: &Context,
+    topics: &[(TopicName, uuid::Uuid)],
+    targets: &[Target],
+    results: &[ReadOutcome],
+) -> (Option<Vec<bool>>, SessionUpdate) {
+    match session {
+        Context::Full => {
+            let partitions = (targets.iter().zip(results))
+                .map(|(target, result)| {
+                    let (topic, topic_id) = &topics[target.topic_index];
+                    let fetch = PartitionFetch {
+                        topic: topic.clone(),
+                        topic_id: *topic_id,
+                        partition: target.partition_index,
+                        fetch_offset: target.fetch_offset,
+                        max_bytes: target.max_bytes,
+                        log_start_offset: target.log_start_offset,
+                        current_leader_epoch: target.current_leader_epoch,
+                    };
+                    (fetch, Sent::after(&answer(result)))
+                })
+                .collect();
+            (None, SessionUpdate::Create(partitions))
+        }
+        Context::Incremental(incremental) => {
+            let answers: Vec<Answer> = results.iter().map(answer).collect();
+            let (keep, responded) = incremental.respond(&answers);
+            (Some(keep), SessionUpdate::Commit(responded))
+        }
+        Context::Sessionless | Context::Error(_) => (None, SessionUpdate::Nothing),
+    }
+}
+
+/// What the session remembers once a response goes out.
+enum SessionUpdate {
+    Nothing,
+    /// A full fetch's partitions and what was sent of them, for a new session.
+    Create(Vec<(PartitionFetch, Sent)>),
+    /// What an incremental response sent.
+    Commit(Vec<(PartitionKey, Sent)>),
+}
+
+/// What a response says of one partition, as sessions compare it.
+fn answer(result: &ReadOutcome) -> Answer {
+    match result {
+        Ok(read) => Answer {
+            high_watermark: read.high_watermark,
+            log_start_offset: read.log_start_offset,
+            last_stable_offset: read.last_stable_offset,
+            has_records: !read.records.is_empty(),
+            error: false,
+        },
+        Err((_, high_watermark, log_start_offset)) => Answer {
+            high_watermark: *high_watermark,
+            log_start_offset: *log_start_offset,
+            last_stable_offset: -1,
+            has_records: false,
+            error: true,
+        },
+    }
+}
+
+/// Creates the session of a full fetch or records what an incremental one sent, and sets
+/// the response's session id. Says whether the response still carries its records: an
+/// incremental response overtaken by a newer request of its session does not.
+fn settle_session(
+    broker: &Broker,
+    session: &Context,
+    version: i16,
+    replica: Option<NodeId>,
+    update: SessionUpdate,
+    mut reply: FetchReply,
 ) -> (FetchReply, bool) {
+    let sessions = &broker.fetch_sessions;
+    match (session, update) {
+        (Context::Full, SessionUpdate::Create(partitions)) => {
+            let now_ms = crate::client_quota::monotonic_ms();
+            let uses_topic_ids = version >= TOPIC_IDS_MIN_VERSION;
+            let id = sessions.create(replica.is_some(), uses_topic_ids, now_ms, partitions);
+            reply.response.session_id = id;
+        }
+        (Context::Incremental(incremental), SessionUpdate::Commit(responded)) => {
+            let id = incremental.session_id;
+            if let Err(error) = sessions.commit(incremental, responded) {
+                tracing::debug!(session = id, "fetch session moved on meanwhile: {error:?}");
+                return (empty_reply(error.code(), id, 0), false);
+            }
+            reply.response.session_id = id;
+        }
+        _ => reply.response.session_id = INVALID_SESSION_ID,
+    }
+    (reply, true)
+}
+
+/// The empty response of a throttled consumer (Kafka's `getThrottledResponse`): a full
+/// fetch's names no session; an incremental one's keeps its session unchanged.
+fn throttled(broker: &Broker, session: &Context, throttle_ms: u64) -> FetchReply {
+    let throttle_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    let Context::Incremental(incremental) = session else {
+        return empty_reply(0, INVALID_SESSION_ID, throttle_ms);
+    };
+    let id = incremental.session_id;
+    match broker.fetch_sessions.check_epoch(incremental) {
+        Ok(()) => empty_reply(0, id, throttle_ms),
+        Err(error) => empty_reply(error.code(), id, throttle_ms),
+    }
+}
+
+/// A response with no partitions: a session error, or a throttled consumer's.
+fn empty_reply(error_code: i16, session_id: i32, throttle_ms: i32) -> FetchReply {
+    FetchReply::encoded_in_full(
+        FetchResponse::default()
+            .with_error_code(error_code)
+            .with_session_id(session_id)
+            .with_throttle_time_ms(throttle_ms),
+    )
+}
+
+/// Records a consumer's response against its fetch quota; the throttle time, 0 within it.
+/// Over the quota, the client gets an empty response carrying the throttle time instead
+/// (Kafka's `getThrottledResponse`): the records stay in the log for its next fetch.
+fn throttle_consumer(broker: &Broker, context: &RequestContext, reply: &FetchReply) -> u64 {
     use kafka_protocol::protocol::Encodable;
     if !broker
         .client_quotas
         .is_enabled(crate::client_quota::QuotaKind::Fetch)
     {
-        return (reply, false);
+        return 0;
     }
     // Sizing only walks the structure; raw record bytes are counted, not copied. Records
     // sent from files stand as markers in the response: their bytes count instead.
@@ -211,14 +393,7 @@ fn throttle_consumer(
     let size = (reply.from_files.iter()).fold(encoded, |size, records| {
         super::outgoing::spliced_size(size, records.len())
     });
-    let throttle = super::throttle::record_fetch(broker, context, size);
-    if throttle == 0 {
-        return (reply, false);
-    }
-    let empty = FetchResponse::default()
-        .with_session_id(0)
-        .with_throttle_time_ms(i32::try_from(throttle).unwrap_or(i32::MAX));
-    (FetchReply::encoded_in_full(empty), true)
+    super::throttle::record_fetch(broker, context, size)
 }
 
 /// Counts the partitions' error codes.
@@ -334,57 +509,123 @@ fn record_follower_progress(
     }
 }
 
-/// Sessions are declined; see the module doc.
-fn session_error(request: &FetchRequest) -> Option<ResponseError> {
-    match (request.session_id, request.session_epoch) {
-        (0, -1) | (0, 0) => None,
-        (0, _) => Some(ResponseError::InvalidFetchSessionEpoch),
-        _ => Some(ResponseError::FetchSessionIdNotFound),
-    }
-}
-
 fn resolve_name(image: &MetadataImage, topic: &FetchTopic, version: i16) -> TopicName {
-    if version < 13 {
+    if version < TOPIC_IDS_MIN_VERSION {
         return topic.topic.clone();
     }
+    name_of_id(image, &topic.topic_id)
+}
+
+/// The topic's name, empty for an id the image does not know.
+fn name_of_id(image: &MetadataImage, topic_id: &uuid::Uuid) -> TopicName {
     image
-        .topic_by_id(&topic.topic_id)
+        .topic_by_id(topic_id)
         .map(|t| TopicName(StrBytes::from_string(t.name.clone())))
         .unwrap_or_default()
 }
 
-fn resolve_targets(
+/// The request's partitions as targets, and its topics (the response's, in its order).
+fn request_targets(
     broker: &Broker,
     image: &MetadataImage,
-    request_topics: &[FetchTopic],
-    names: &[(TopicName, uuid::Uuid)],
+    request: &FetchRequest,
+    version: i16,
     replica: Option<NodeId>,
-) -> Vec<Target> {
+) -> (Vec<(TopicName, uuid::Uuid)>, Vec<Target>) {
+    let topics: Vec<(TopicName, uuid::Uuid)> = (request.topics.iter())
+        .map(|topic| (resolve_name(image, topic, version), topic.topic_id))
+        .collect();
     let mut targets = Vec::new();
-    for (topic_index, topic) in request_topics.iter().enumerate() {
-        let name = names[topic_index].0.0.as_str();
-        let unknown = if name.is_empty() {
-            ResponseError::UnknownTopicId
-        } else {
-            ResponseError::UnknownTopicOrPartition
-        };
+    for (topic_index, topic) in request.topics.iter().enumerate() {
+        let name = topics[topic_index].0.0.as_str();
         for partition in &topic.partitions {
-            let resolved = leader_partition(broker, image, name, partition.partition, unknown);
-            targets.push(Target {
-                topic_index,
-                partition_index: partition.partition,
+            let wanted = Wanted {
+                partition: partition.partition,
                 fetch_offset: partition.fetch_offset,
                 max_bytes: partition.partition_max_bytes.max(0) as usize,
                 current_leader_epoch: partition.current_leader_epoch,
-                partition: resolved,
-                replica,
                 log_start_offset: partition.log_start_offset,
-                read_committed: false,
-                leader_quota: None,
-            });
+            };
+            targets.push(target(broker, image, (topic_index, name), wanted, replica));
         }
     }
-    targets
+    (topics, targets)
+}
+
+/// Every partition of an incremental fetch's session as targets, in the session's order,
+/// and their topics: one per run of partitions of a topic, as Kafka groups a response.
+/// Sessions with topic ids look their names up again: a topic may have become known, or
+/// been deleted, since.
+fn session_targets(
+    broker: &Broker,
+    image: &MetadataImage,
+    incremental: &Incremental,
+    replica: Option<NodeId>,
+) -> (Vec<(TopicName, uuid::Uuid)>, Vec<Target>) {
+    let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
+    let mut targets = Vec::with_capacity(incremental.partitions.len());
+    for (fetch, _) in &incremental.partitions {
+        let same_topic = topics
+            .last()
+            .is_some_and(|(name, id)| match incremental.uses_topic_ids {
+                true => *id == fetch.topic_id,
+                false => *name == fetch.topic,
+            });
+        if !same_topic {
+            let name = match incremental.uses_topic_ids {
+                true => name_of_id(image, &fetch.topic_id),
+                false => fetch.topic.clone(),
+            };
+            topics.push((name, fetch.topic_id));
+        }
+        let topic_index = topics.len() - 1;
+        let wanted = Wanted {
+            partition: fetch.partition,
+            fetch_offset: fetch.fetch_offset,
+            max_bytes: fetch.max_bytes,
+            current_leader_epoch: fetch.current_leader_epoch,
+            log_start_offset: fetch.log_start_offset,
+        };
+        let name = topics[topic_index].0.0.as_str();
+        targets.push(target(broker, image, (topic_index, name), wanted, replica));
+    }
+    (topics, targets)
+}
+
+/// One partition as fetched, from the request or from a session.
+#[derive(Clone, Copy)]
+struct Wanted {
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    current_leader_epoch: i32,
+    log_start_offset: i64,
+}
+
+fn target(
+    broker: &Broker,
+    image: &MetadataImage,
+    (topic_index, name): (usize, &str),
+    wanted: Wanted,
+    replica: Option<NodeId>,
+) -> Target {
+    let unknown = if name.is_empty() {
+        ResponseError::UnknownTopicId
+    } else {
+        ResponseError::UnknownTopicOrPartition
+    };
+    Target {
+        topic_index,
+        partition_index: wanted.partition,
+        fetch_offset: wanted.fetch_offset,
+        max_bytes: wanted.max_bytes,
+        current_leader_epoch: wanted.current_leader_epoch,
+        partition: leader_partition(broker, image, name, wanted.partition, unknown),
+        replica,
+        log_start_offset: wanted.log_start_offset,
+        read_committed: false,
+        leader_quota: None,
+    }
 }
 
 /// What one read of one partition produced.
@@ -472,12 +713,14 @@ fn satisfied(results: &[ReadOutcome], min_bytes: usize) -> bool {
 }
 
 /// The response; partitions refused for not leading them name the leader (KIP-951).
-/// Records left in the files stand as markers, their slices in the reply.
+/// Records left in the files stand as markers, their slices in the reply. An incremental
+/// fetch's response lists only the targets `keep` marks.
 fn build_response(
     topics: Vec<(TopicName, uuid::Uuid)>,
     targets: &[Target],
     results: Vec<ReadOutcome>,
     mut hints: LeaderHints,
+    keep: Option<&[bool]>,
 ) -> FetchReply {
     let mut from_files = Vec::new();
     let names: Vec<TopicName> = topics.iter().map(|(name, _)| name.clone()).collect();
@@ -489,7 +732,10 @@ fn build_response(
                 .with_topic_id(id)
         })
         .collect();
-    for (target, result) in targets.iter().zip(results) {
+    for (index, (target, result)) in targets.iter().zip(results).enumerate() {
+        if keep.is_some_and(|keep| !keep[index]) {
+            continue;
+        }
         let data = PartitionData::default().with_partition_index(target.partition_index);
         let data = match result {
             Ok(read) => {
@@ -533,6 +779,9 @@ fn build_response(
         };
         responses[target.topic_index].partitions.push(data);
     }
+    if keep.is_some() {
+        responses = listed_topics(responses);
+    }
     let response = FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)
@@ -541,4 +790,19 @@ fn build_response(
         response,
         from_files,
     }
+}
+
+/// The topics with partitions left, a run of one topic's partitions under one entry (what
+/// is left out can make two runs of a topic meet), as Kafka's `FetchResponse.of` groups.
+fn listed_topics(responses: Vec<FetchableTopicResponse>) -> Vec<FetchableTopicResponse> {
+    let mut listed: Vec<FetchableTopicResponse> = Vec::new();
+    for topic in responses.into_iter().filter(|t| !t.partitions.is_empty()) {
+        match listed.last_mut() {
+            Some(last) if last.topic == topic.topic && last.topic_id == topic.topic_id => {
+                last.partitions.extend(topic.partitions);
+            }
+            _ => listed.push(topic),
+        }
+    }
+    listed
 }

@@ -21,6 +21,7 @@ mod end_txn;
 mod error_counts;
 pub mod errors;
 mod fetch;
+pub mod fetch_session;
 mod group_admin;
 mod group_offsets;
 mod groups;

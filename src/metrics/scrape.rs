@@ -34,6 +34,7 @@ pub async fn render(broker: &Broker) -> String {
     topics(&mut out);
     let image = broker.image();
     replica_manager(&mut out, broker, &image);
+    fetch_sessions(&mut out, broker);
     replication_quotas(&mut out, broker, &image);
     controller(&mut out, broker, &image);
     raft(&mut out, broker, &image);
@@ -152,6 +153,36 @@ fn topics(out: &mut Exposition) {
         &[],
         registry().replication_bytes_out.load(Relaxed) as f64,
     );
+}
+
+/// Kafka's `FetchSessionCache` metrics: sessions and partitions cached, and evictions.
+fn fetch_sessions(out: &mut Exposition, broker: &Broker) {
+    let sessions = &broker.fetch_sessions;
+    let (count, partitions) = sessions.sizes();
+    let gauges = [
+        (
+            "numincrementalfetchsessions",
+            "Incremental fetch sessions cached.",
+            count,
+        ),
+        (
+            "numincrementalfetchpartitionscached",
+            "Partitions cached over all incremental fetch sessions.",
+            partitions,
+        ),
+    ];
+    for (suffix, help, value) in gauges {
+        let name = format!("kafka_server_fetchsessioncache_{suffix}");
+        out.family(&name, Kind::Gauge, help);
+        out.sample(&name, &[], value as f64);
+    }
+    let name = "kafka_server_fetchsessioncache_incrementalfetchsessionevictions_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Incremental fetch sessions evicted to make room for new ones.",
+    );
+    out.sample(name, &[], sessions.evictions() as f64);
 }
 
 /// Kafka's `ReplicaManager` gauges from the image, and its ISR change counters.

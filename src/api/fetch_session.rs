@@ -1,0 +1,559 @@
+//! Incremental fetch sessions (KIP-227), as Kafka's `FetchManager`, `FetchSession` and
+//! `FetchSessionCache`: the broker remembers what a fetcher asks for and what it was last
+//! told, so each later request names only what changed and each response carries only the
+//! partitions with something to say.
+//!
+//! A request's `(session_id, epoch)` picks its [`Context`] ([`FetchSessionCache::begin`]):
+//! - epoch -1 (final): sessionless; a session it names is closed first.
+//! - epoch 0 (initial): a full fetch that makes a session of its partitions when the cache
+//!   has (or can free) a slot ([`FetchSessionCache::create`]); a session it names is closed.
+//! - epoch > 0: the session's next request. Its partitions are added to or update the
+//!   session, its forgotten partitions leave it, and the fetch covers every partition of
+//!   the session, in the session's order. The response lists only partitions with records,
+//!   an error, or offsets this session has not yet sent ([`must_respond`]); those move to
+//!   the end of the order so one busy partition cannot starve the rest of the byte limit
+//!   ([`FetchSessionCache::commit`]).
+//!
+//! Sessions are keyed by id alone (any connection may use one, as in Kafka), by topic id
+//! from Fetch v13 and by topic name before; a session never changes between the two.
+//!
+//! Bounds: `max.incremental.fetch.session.cache.slots` sessions, evicted as Kafka's
+//! `tryEvict` does, and [`CACHED_PARTITIONS_MAX`] partitions over all sessions (Kafka has
+//! no such bound: a session grows by every partition an incremental request adds, so the
+//! request size alone does not bound it). A session that would pass it is closed and its
+//! request served sessionless, which clients take as "start a new session".
+//!
+//! The cache is one `Mutex` held for map updates only, never across an await: the fetch
+//! reads, parks and encodes from a copy of the session's partitions ([`Incremental`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::TopicName;
+use uuid::Uuid;
+
+/// How long a session must go unused before any request may evict it, and how old a
+/// session must be before a larger one may take its slot: Kafka's hard-coded
+/// `FetchSessionCache` eviction age.
+pub const EVICTION_MS: u64 = 120_000;
+
+/// Partitions cached over all sessions. A cached partition costs about 300 bytes (its entry
+/// in the ordered map, its key in the index; topic names are shared), so this bounds the
+/// cache near 300 MB; the default 1,000 slots of fetchers of 1,000 partitions each fit.
+pub const CACHED_PARTITIONS_MAX: usize = 1_000_000;
+
+/// The session id of "no session" (Kafka's `INVALID_SESSION_ID`).
+pub const INVALID_SESSION_ID: i32 = 0;
+/// A full fetch that may create a session.
+const INITIAL_EPOCH: i32 = 0;
+/// A full fetch that closes any session and creates none.
+const FINAL_EPOCH: i32 = -1;
+
+/// The epoch after `epoch` (Kafka's `FetchMetadata.nextEpoch`): it wraps to 1, never to the
+/// initial or final epoch.
+pub fn next_epoch(epoch: i32) -> i32 {
+    match epoch {
+        epoch if epoch < 0 => FINAL_EPOCH,
+        i32::MAX => 1,
+        epoch => epoch + 1,
+    }
+}
+
+/// A session's partition: by topic id in sessions made with topic ids, by name before.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PartitionKey {
+    Id(Uuid, i32),
+    Name(TopicName, i32),
+}
+
+/// One partition as a fetcher asks for it (Kafka's cached request data).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionFetch {
+    /// The name the request resolved to (empty for an unknown topic id; sessions with
+    /// topic ids resolve it again at every fetch).
+    pub topic: TopicName,
+    /// Nil in sessions without topic ids.
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub fetch_offset: i64,
+    pub max_bytes: usize,
+    /// The fetcher's own log start offset (a follower's; -1 from consumers).
+    pub log_start_offset: i64,
+    pub current_leader_epoch: i32,
+}
+
+impl PartitionFetch {
+    pub fn key(&self, uses_topic_ids: bool) -> PartitionKey {
+        match uses_topic_ids {
+            true => PartitionKey::Id(self.topic_id, self.partition),
+            false => PartitionKey::Name(self.topic.clone(), self.partition),
+        }
+    }
+}
+
+/// What a response says of one partition, as far as a session cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+    pub has_records: bool,
+    pub error: bool,
+}
+
+/// What the session last sent for a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+}
+
+impl Sent {
+    /// A partition nothing was sent for yet: its first answer always goes out.
+    pub const NOTHING: Sent = Sent {
+        high_watermark: -1,
+        log_start_offset: -1,
+        last_stable_offset: -1,
+    };
+
+    /// What the session remembers after sending `answer`. An error is remembered as an
+    /// unknown high watermark so the partition is sent again once the error clears.
+    pub fn after(answer: &Answer) -> Sent {
+        Sent {
+            high_watermark: if answer.error {
+                -1
+            } else {
+                answer.high_watermark
+            },
+            log_start_offset: answer.log_start_offset,
+            last_stable_offset: answer.last_stable_offset,
+        }
+    }
+}
+
+/// Kafka's `CachedPartition.maybeUpdateResponseData`: records, an error, or a high
+/// watermark or log start offset other than the one last sent. A moved last stable offset
+/// counts too (read_committed consumers wait on it; Kafka leaves it out).
+pub fn must_respond(sent: &Sent, answer: &Answer) -> bool {
+    answer.has_records
+        || answer.error
+        || sent.high_watermark != answer.high_watermark
+        || sent.log_start_offset != answer.log_start_offset
+        || sent.last_stable_offset != answer.last_stable_offset
+}
+
+/// What a request's session fields make of it (Kafka's `FetchContext` kinds).
+#[derive(Debug)]
+pub enum Context {
+    /// Answer the request's partitions with session id 0.
+    Sessionless,
+    /// Answer the request's partitions, then try to make a session of them.
+    Full,
+    /// Answer from a session's partitions, only those with something to say.
+    Incremental(Incremental),
+    /// A top-level error, no partitions, session id 0.
+    Error(ResponseError),
+}
+
+/// An incremental fetch: a copy of its session's partitions taken when the request
+/// updated it, so nothing is held while the fetch reads and parks.
+#[derive(Debug)]
+pub struct Incremental {
+    pub session_id: i32,
+    /// The epoch this request moved the session to: its response stands only while the
+    /// session is still at it (a second request with the same epoch would have moved it).
+    pub epoch: i32,
+    pub uses_topic_ids: bool,
+    /// Every partition of the session, in fetch order, with what was last sent of each.
+    pub partitions: Vec<(PartitionFetch, Sent)>,
+}
+
+impl Incremental {
+    /// Which partitions the response lists, and what the session should remember of them
+    /// (Kafka's `PartitionIterator`). `answers` follows `partitions`.
+    pub fn respond(&self, answers: &[Answer]) -> (Vec<bool>, Vec<(PartitionKey, Sent)>) {
+        assert_eq!(answers.len(), self.partitions.len());
+        let mut keep = Vec::with_capacity(answers.len());
+        let mut responded = Vec::new();
+        for ((fetch, sent), answer) in self.partitions.iter().zip(answers) {
+            let listed = must_respond(sent, answer);
+            if listed {
+                responded.push((fetch.key(self.uses_topic_ids), Sent::after(answer)));
+            }
+            keep.push(listed);
+        }
+        (keep, responded)
+    }
+}
+
+/// The changes an incremental request makes to its session: partitions added or updated
+/// (in request order), then partitions forgotten.
+#[derive(Debug, Default)]
+pub struct SessionChanges {
+    pub upserts: Vec<PartitionFetch>,
+    pub forgotten: Vec<PartitionKey>,
+}
+
+/// A request's session fields.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionRequest {
+    pub session_id: i32,
+    pub epoch: i32,
+    /// Fetch v13 and later name topics by id.
+    pub uses_topic_ids: bool,
+}
+
+struct CachedPartition {
+    fetch: PartitionFetch,
+    sent: Sent,
+}
+
+struct Session {
+    /// Made by a follower's fetch: followers may evict consumers' sessions.
+    privileged: bool,
+    uses_topic_ids: bool,
+    /// The epoch the next incremental request must carry.
+    epoch: i32,
+    created_ms: u64,
+    last_used_ms: u64,
+    /// The partitions in fetch order: by a sequence number that grows as partitions are
+    /// added or moved to the end.
+    order: BTreeMap<u64, CachedPartition>,
+    index: HashMap<PartitionKey, u64>,
+    sequence_next: u64,
+}
+
+impl Session {
+    fn new(privileged: bool, uses_topic_ids: bool, now_ms: u64) -> Session {
+        Session {
+            privileged,
+            uses_topic_ids,
+            epoch: next_epoch(INITIAL_EPOCH),
+            created_ms: now_ms,
+            last_used_ms: now_ms,
+            order: BTreeMap::new(),
+            index: HashMap::new(),
+            sequence_next: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        assert_eq!(self.order.len(), self.index.len());
+        self.order.len()
+    }
+
+    fn push(&mut self, key: PartitionKey, cached: CachedPartition) {
+        let sequence = self.sequence_next;
+        self.sequence_next += 1;
+        assert!(self.order.insert(sequence, cached).is_none());
+        assert!(self.index.insert(key, sequence).is_none());
+    }
+
+    /// Adds the partition at the end, or updates its request data in place.
+    fn upsert(&mut self, fetch: PartitionFetch) {
+        let key = fetch.key(self.uses_topic_ids);
+        match self.index.get(&key) {
+            Some(sequence) => {
+                let cached = self.order.get_mut(sequence).expect("indexed partition");
+                cached.fetch = fetch;
+            }
+            None => {
+                let sent = Sent::NOTHING;
+                self.push(key, CachedPartition { fetch, sent });
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &PartitionKey) {
+        if let Some(sequence) = self.index.remove(key) {
+            self.order.remove(&sequence).expect("indexed partition");
+        }
+    }
+
+    /// Records what was sent and moves the partition to the end of the order.
+    fn sent(&mut self, key: PartitionKey, sent: Sent) {
+        let Some(sequence) = self.index.remove(&key) else {
+            return;
+        };
+        let mut cached = self.order.remove(&sequence).expect("indexed partition");
+        cached.sent = sent;
+        self.push(key, cached);
+    }
+
+    fn snapshot(&self) -> Vec<(PartitionFetch, Sent)> {
+        (self.order.values())
+            .map(|cached| (cached.fetch.clone(), cached.sent))
+            .collect()
+    }
+
+    /// Old enough (as of its last use) for a larger session to take its slot.
+    fn evictable_by_all(&self) -> bool {
+        self.last_used_ms.saturating_sub(self.created_ms) > EVICTION_MS
+    }
+
+    fn evictable_by_privileged(&self) -> bool {
+        !self.privileged || self.evictable_by_all()
+    }
+}
+
+/// Session ids: xorshift64*, seeded at random by the broker (ids are not guessable) and
+/// fixed by tests.
+struct IdSource(u64);
+
+impl IdSource {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Kafka's `EvictableKey`: the least valuable session is the smallest key.
+fn rank(privileged: bool, size: usize, id: i32) -> (bool, usize, i32) {
+    (privileged, size, id)
+}
+
+struct CacheState {
+    sessions: HashMap<i32, Session>,
+    partitions_cached: usize,
+    ids: IdSource,
+}
+
+/// The broker's fetch sessions, shared by every connection.
+pub struct FetchSessionCache {
+    slots_max: usize,
+    /// [`CACHED_PARTITIONS_MAX`] but in tests.
+    partitions_max: usize,
+    state: Mutex<CacheState>,
+    evictions: AtomicU64,
+}
+
+impl FetchSessionCache {
+    /// `slots_max` is `max.incremental.fetch.session.cache.slots` (0: no sessions);
+    /// `seed` picks the session ids.
+    pub fn new(slots_max: usize, seed: u64) -> FetchSessionCache {
+        FetchSessionCache::with_partitions_max(slots_max, CACHED_PARTITIONS_MAX, seed)
+    }
+
+    fn with_partitions_max(slots_max: usize, partitions_max: usize, seed: u64) -> Self {
+        FetchSessionCache {
+            slots_max,
+            partitions_max,
+            state: Mutex::new(CacheState {
+                sessions: HashMap::new(),
+                partitions_cached: 0,
+                ids: IdSource(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
+            }),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The context of a request (Kafka's `FetchManager.newContext`). `changes` is asked
+    /// for only when the request continues a session.
+    pub fn begin(
+        &self,
+        request: SessionRequest,
+        now_ms: u64,
+        changes: impl FnOnce() -> SessionChanges,
+    ) -> Context {
+        match (request.session_id, request.epoch) {
+            (INVALID_SESSION_ID, FINAL_EPOCH) => Context::Sessionless,
+            (INVALID_SESSION_ID, INITIAL_EPOCH) => Context::Full,
+            (INVALID_SESSION_ID, _) => Context::Error(ResponseError::InvalidFetchSessionEpoch),
+            (id, FINAL_EPOCH) => {
+                self.lock().remove(id);
+                Context::Sessionless
+            }
+            (id, INITIAL_EPOCH) => {
+                self.lock().remove(id);
+                Context::Full
+            }
+            (_, _) => {
+                let changes = changes();
+                let partitions_max = self.partitions_max;
+                self.lock()
+                    .continue_session(request, now_ms, changes, partitions_max)
+            }
+        }
+    }
+
+    /// Makes a session of a full fetch's partitions if there is a slot or one can be freed
+    /// (Kafka's `maybeCreateSession`); its id, or 0.
+    pub fn create(
+        &self,
+        privileged: bool,
+        uses_topic_ids: bool,
+        now_ms: u64,
+        partitions: Vec<(PartitionFetch, Sent)>,
+    ) -> i32 {
+        let mut state = self.lock();
+        let size = partitions.len();
+        if state.partitions_cached + size > self.partitions_max {
+            return INVALID_SESSION_ID;
+        }
+        if state.sessions.len() >= self.slots_max {
+            if !state.try_evict(privileged, size, now_ms) {
+                return INVALID_SESSION_ID;
+            }
+            self.evictions.fetch_add(1, Relaxed);
+        }
+        let mut session = Session::new(privileged, uses_topic_ids, now_ms);
+        for (fetch, sent) in partitions {
+            session.forget(&fetch.key(uses_topic_ids));
+            session.push(fetch.key(uses_topic_ids), CachedPartition { fetch, sent });
+        }
+        let id = state.new_session_id();
+        state.partitions_cached += session.len();
+        state.sessions.insert(id, session);
+        id
+    }
+
+    /// Records what an incremental response sends (Kafka's `updateAndGenerateResponseData`):
+    /// INVALID_FETCH_SESSION_EPOCH if another request moved the session on meanwhile. A
+    /// session evicted meanwhile is not an error: the answer stands and the next request
+    /// learns the session is gone.
+    pub fn commit(
+        &self,
+        incremental: &Incremental,
+        responded: Vec<(PartitionKey, Sent)>,
+    ) -> Result<(), ResponseError> {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(&incremental.session_id) else {
+            return Ok(());
+        };
+        if session.epoch != incremental.epoch {
+            return Err(ResponseError::InvalidFetchSessionEpoch);
+        }
+        for (key, sent) in responded {
+            session.sent(key, sent);
+        }
+        Ok(())
+    }
+
+    /// The epoch check of a throttled incremental response, which changes nothing.
+    pub fn check_epoch(&self, incremental: &Incremental) -> Result<(), ResponseError> {
+        let state = self.lock();
+        match state.sessions.get(&incremental.session_id) {
+            Some(session) if session.epoch != incremental.epoch => {
+                Err(ResponseError::InvalidFetchSessionEpoch)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// (sessions, partitions cached): Kafka's `NumIncrementalFetchSessions` and
+    /// `NumIncrementalFetchPartitionsCached`.
+    pub fn sizes(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.sessions.len(), state.partitions_cached)
+    }
+
+    /// Sessions evicted to make room (Kafka's `IncrementalFetchSessionEvictionsPerSec`).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Relaxed)
+    }
+}
+
+impl CacheState {
+    fn remove(&mut self, id: i32) {
+        if let Some(session) = self.sessions.remove(&id) {
+            self.partitions_cached -= session.len();
+        }
+    }
+
+    fn continue_session(
+        &mut self,
+        request: SessionRequest,
+        now_ms: u64,
+        changes: SessionChanges,
+        partitions_max: usize,
+    ) -> Context {
+        let id = request.session_id;
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Context::Error(ResponseError::FetchSessionIdNotFound);
+        };
+        if session.epoch != request.epoch {
+            return Context::Error(ResponseError::InvalidFetchSessionEpoch);
+        }
+        if session.uses_topic_ids != request.uses_topic_ids {
+            return Context::Error(ResponseError::FetchSessionTopicIdError);
+        }
+        let before = session.len();
+        for fetch in changes.upserts {
+            session.upsert(fetch);
+        }
+        for key in &changes.forgotten {
+            session.forget(key);
+        }
+        let after = session.len();
+        self.partitions_cached = self.partitions_cached - before + after;
+        if after == 0 || self.partitions_cached > partitions_max {
+            // Kafka closes a session left empty and serves the request sessionless.
+            self.remove(id);
+            return Context::Sessionless;
+        }
+        session.last_used_ms = now_ms;
+        session.epoch = next_epoch(session.epoch);
+        Context::Incremental(Incremental {
+            session_id: id,
+            epoch: session.epoch,
+            uses_topic_ids: session.uses_topic_ids,
+            partitions: session.snapshot(),
+        })
+    }
+
+    /// Kafka's `tryEvict` for a new session of `size` partitions: the least recently used
+    /// session if unused for longer than [`EVICTION_MS`]; else the least valuable session
+    /// this one may evict, if it is worth less. Says whether a slot was freed.
+    fn try_evict(&mut self, privileged: bool, size: usize, now_ms: u64) -> bool {
+        let stale = (self.sessions.iter())
+            .min_by_key(|(id, session)| (session.last_used_ms, **id))
+            .map(|(id, session)| (*id, session.last_used_ms));
+        let Some((stale_id, last_used_ms)) = stale else {
+            return false;
+        };
+        if now_ms.saturating_sub(last_used_ms) > EVICTION_MS {
+            self.remove(stale_id);
+            return true;
+        }
+        let candidate = (self.sessions.iter())
+            .filter(|(_, session)| match privileged {
+                true => session.evictable_by_privileged(),
+                false => session.evictable_by_all(),
+            })
+            .map(|(id, session)| rank(session.privileged, session.len(), *id))
+            .min();
+        match candidate {
+            // The new session's key has id 0, below every real id: an equal size loses.
+            Some(least) if rank(privileged, size, INVALID_SESSION_ID) >= least => {
+                self.remove(least.2);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A random positive id no session has.
+    fn new_session_id(&mut self) -> i32 {
+        loop {
+            let id = 1 + (self.ids.next_u64() % (i32::MAX as u64 - 1)) as i32;
+            if !self.sessions.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "fetch_session_tests.rs"]
+mod tests;

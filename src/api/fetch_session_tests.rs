@@ -1,0 +1,394 @@
+use super::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+fn fetch(topic: &str, partition: i32, fetch_offset: i64) -> PartitionFetch {
+    PartitionFetch {
+        topic: name(topic),
+        topic_id: Uuid::nil(),
+        partition,
+        fetch_offset,
+        max_bytes: 1024,
+        log_start_offset: -1,
+        current_leader_epoch: -1,
+    }
+}
+
+fn sent(high_watermark: i64) -> Sent {
+    Sent {
+        high_watermark,
+        log_start_offset: 0,
+        last_stable_offset: high_watermark,
+    }
+}
+
+fn answer(high_watermark: i64, has_records: bool) -> Answer {
+    Answer {
+        high_watermark,
+        log_start_offset: 0,
+        last_stable_offset: high_watermark,
+        has_records,
+        error: false,
+    }
+}
+
+fn by_name(session_id: i32, epoch: i32) -> SessionRequest {
+    SessionRequest {
+        session_id,
+        epoch,
+        uses_topic_ids: false,
+    }
+}
+
+fn none() -> SessionChanges {
+    SessionChanges::default()
+}
+
+/// A cache holding one by-name session of `t-0`, `t-1`, `t-2`, all sent at HW 10.
+fn three_partitions(cache: &FetchSessionCache, now_ms: u64) -> i32 {
+    let partitions = (0..3).map(|p| (fetch("t", p, 10), sent(10))).collect();
+    cache.create(false, false, now_ms, partitions)
+}
+
+fn incremental(context: Context) -> Incremental {
+    match context {
+        Context::Incremental(incremental) => incremental,
+        other => panic!("not incremental: {other:?}"),
+    }
+}
+
+fn error(context: Context) -> ResponseError {
+    match context {
+        Context::Error(error) => error,
+        other => panic!("not an error: {other:?}"),
+    }
+}
+
+fn order(incremental: &Incremental) -> Vec<i32> {
+    (incremental.partitions.iter())
+        .map(|(fetch, _)| fetch.partition)
+        .collect()
+}
+
+#[test]
+fn epochs_wrap_to_one() {
+    assert_eq!(next_epoch(0), 1);
+    assert_eq!(next_epoch(41), 42);
+    assert_eq!(next_epoch(i32::MAX), 1);
+    assert_eq!(next_epoch(-1), -1);
+}
+
+#[test]
+fn requests_without_a_session_need_no_lock_and_no_changes() {
+    let cache = FetchSessionCache::new(10, 1);
+    let never = || -> SessionChanges { panic!("changes asked for") };
+    assert!(matches!(
+        cache.begin(by_name(0, -1), 0, never),
+        Context::Sessionless
+    ));
+    assert!(matches!(
+        cache.begin(by_name(0, 0), 0, never),
+        Context::Full
+    ));
+    let context = cache.begin(by_name(0, 7), 0, never);
+    assert_eq!(error(context), ResponseError::InvalidFetchSessionEpoch);
+    let context = cache.begin(by_name(12345, 1), 0, none);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
+}
+
+#[test]
+fn a_session_serves_all_its_partitions_and_advances_its_epoch() {
+    let cache = FetchSessionCache::new(10, 2);
+    let id = three_partitions(&cache, 0);
+    assert!(id > 0);
+    assert_eq!(cache.sizes(), (1, 3));
+    let first = incremental(cache.begin(by_name(id, 1), 5, none));
+    assert_eq!((first.session_id, first.epoch), (id, 2));
+    assert_eq!(order(&first), vec![0, 1, 2]);
+    assert!(first.partitions.iter().all(|(_, s)| *s == sent(10)));
+    // The same epoch again (a duplicate), an old or a future one: refused, no change.
+    for epoch in [1, 3, 100] {
+        let context = cache.begin(by_name(id, epoch), 5, none);
+        assert_eq!(error(context), ResponseError::InvalidFetchSessionEpoch);
+    }
+    let second = incremental(cache.begin(by_name(id, 2), 6, none));
+    assert_eq!(second.epoch, 3);
+}
+
+#[test]
+fn the_epoch_wraps_from_max_to_one() {
+    let cache = FetchSessionCache::new(10, 3);
+    let id = three_partitions(&cache, 0);
+    cache.lock().sessions.get_mut(&id).unwrap().epoch = i32::MAX;
+    let wrapped = incremental(cache.begin(by_name(id, i32::MAX), 0, none));
+    assert_eq!(wrapped.epoch, 1);
+    assert_eq!(incremental(cache.begin(by_name(id, 1), 0, none)).epoch, 2);
+}
+
+#[test]
+fn requests_add_update_and_forget_partitions() {
+    let cache = FetchSessionCache::new(10, 4);
+    let id = three_partitions(&cache, 0);
+    let changes = || SessionChanges {
+        upserts: vec![fetch("t", 1, 55), fetch("u", 0, 7)],
+        forgotten: vec![
+            PartitionKey::Name(name("t"), 0),
+            PartitionKey::Name(name("nope"), 9),
+        ],
+    };
+    let next = incremental(cache.begin(by_name(id, 1), 0, changes));
+    let partitions: Vec<(String, i32, i64, Sent)> = (next.partitions.iter())
+        .map(|(f, s)| (f.topic.0.to_string(), f.partition, f.fetch_offset, *s))
+        .collect();
+    assert_eq!(
+        partitions,
+        vec![
+            ("t".into(), 1, 55, sent(10)),
+            ("t".into(), 2, 10, sent(10)),
+            ("u".into(), 0, 7, Sent::NOTHING),
+        ]
+    );
+    assert_eq!(cache.sizes(), (1, 3));
+}
+
+#[test]
+fn forgetting_every_partition_closes_the_session() {
+    let cache = FetchSessionCache::new(10, 5);
+    let id = three_partitions(&cache, 0);
+    let forget_all = || SessionChanges {
+        upserts: vec![],
+        forgotten: (0..3).map(|p| PartitionKey::Name(name("t"), p)).collect(),
+    };
+    assert!(matches!(
+        cache.begin(by_name(id, 1), 0, forget_all),
+        Context::Sessionless
+    ));
+    assert_eq!(cache.sizes(), (0, 0));
+    let context = cache.begin(by_name(id, 2), 0, none);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
+}
+
+#[test]
+fn full_requests_close_the_session_they_name() {
+    let cache = FetchSessionCache::new(10, 6);
+    let id = three_partitions(&cache, 0);
+    assert!(matches!(
+        cache.begin(by_name(id, -1), 0, none),
+        Context::Sessionless
+    ));
+    assert_eq!(cache.sizes(), (0, 0));
+    let id = three_partitions(&cache, 0);
+    assert!(matches!(
+        cache.begin(by_name(id, 0), 0, none),
+        Context::Full
+    ));
+    assert_eq!(cache.sizes(), (0, 0));
+    let context = cache.begin(by_name(id, 1), 0, none);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
+}
+
+#[test]
+fn a_session_keeps_to_topic_ids_or_names() {
+    let cache = FetchSessionCache::new(10, 7);
+    let topic_id = Uuid::from_u128(7);
+    let partition = PartitionFetch {
+        topic_id,
+        ..fetch("t", 0, 0)
+    };
+    let id = cache.create(false, true, 0, vec![(partition.clone(), sent(1))]);
+    let context = cache.begin(by_name(id, 1), 0, none);
+    assert_eq!(error(context), ResponseError::FetchSessionTopicIdError);
+    let by_id = SessionRequest {
+        uses_topic_ids: true,
+        ..by_name(id, 1)
+    };
+    // Forgotten by id: the name plays no part.
+    let forget = || SessionChanges {
+        upserts: vec![],
+        forgotten: vec![PartitionKey::Id(topic_id, 0)],
+    };
+    assert!(matches!(
+        cache.begin(by_id, 0, forget),
+        Context::Sessionless
+    ));
+    let named = cache.create(false, false, 0, vec![(partition, sent(1))]);
+    let by_id = SessionRequest {
+        uses_topic_ids: true,
+        ..by_name(named, 1)
+    };
+    let context = cache.begin(by_id, 0, none);
+    assert_eq!(error(context), ResponseError::FetchSessionTopicIdError);
+}
+
+#[test]
+fn responses_list_only_what_changed() {
+    let base = sent(10);
+    assert!(!must_respond(&base, &answer(10, false)));
+    assert!(must_respond(&base, &answer(10, true)));
+    assert!(must_respond(&base, &answer(11, false)));
+    let log_start_moved = Answer {
+        log_start_offset: 3,
+        ..answer(10, false)
+    };
+    assert!(must_respond(&base, &log_start_moved));
+    let lso_moved = Answer {
+        last_stable_offset: 8,
+        ..answer(10, false)
+    };
+    assert!(must_respond(&base, &lso_moved));
+    let failed = Answer {
+        error: true,
+        ..answer(10, false)
+    };
+    assert!(must_respond(&base, &failed));
+    // After an error the HW is unknown, so the partition is sent again once it clears.
+    assert_eq!(Sent::after(&failed).high_watermark, -1);
+    assert!(must_respond(&Sent::after(&failed), &answer(10, false)));
+}
+
+#[test]
+fn answered_partitions_move_to_the_end_and_remember_what_was_sent() {
+    let cache = FetchSessionCache::new(10, 8);
+    let id = three_partitions(&cache, 0);
+    let first = incremental(cache.begin(by_name(id, 1), 0, none));
+    let answers = [answer(10, true), answer(10, false), answer(12, false)];
+    let (keep, responded) = first.respond(&answers);
+    assert_eq!(keep, vec![true, false, true]);
+    cache.commit(&first, responded).unwrap();
+    let second = incremental(cache.begin(by_name(id, 2), 0, none));
+    assert_eq!(order(&second), vec![1, 0, 2]);
+    let sent_now: Vec<Sent> = second.partitions.iter().map(|(_, s)| *s).collect();
+    assert_eq!(sent_now, vec![sent(10), sent(10), sent(12)]);
+    // Nothing new: nothing listed, nothing moves.
+    let idle = [answer(10, false), answer(10, false), answer(12, false)];
+    let (keep, responded) = second.respond(&idle);
+    assert_eq!(keep, vec![false; 3]);
+    cache.commit(&second, responded).unwrap();
+    let third = incremental(cache.begin(by_name(id, 3), 0, none));
+    assert_eq!(order(&third), vec![1, 0, 2]);
+}
+
+#[test]
+fn a_response_overtaken_by_a_newer_request_is_refused() {
+    let cache = FetchSessionCache::new(10, 9);
+    let id = three_partitions(&cache, 0);
+    let older = incremental(cache.begin(by_name(id, 1), 0, none));
+    let newer = incremental(cache.begin(by_name(id, 2), 0, none));
+    let answers = [answer(11, true), answer(10, false), answer(10, false)];
+    let (_, responded) = older.respond(&answers);
+    assert_eq!(
+        cache.commit(&older, responded),
+        Err(ResponseError::InvalidFetchSessionEpoch)
+    );
+    assert_eq!(
+        cache.check_epoch(&older),
+        Err(ResponseError::InvalidFetchSessionEpoch)
+    );
+    assert_eq!(cache.check_epoch(&newer), Ok(()));
+    // The refused response changed nothing.
+    let (_, responded) = newer.respond(&answers);
+    assert_eq!(responded.len(), 1);
+    cache.commit(&newer, responded).unwrap();
+    // A session evicted meanwhile: the answer stands.
+    cache.lock().remove(id);
+    assert_eq!(cache.commit(&newer, vec![]), Ok(()));
+}
+
+/// A session of `size` partitions of topic `topic`.
+fn session_of(topic: &str, size: i32) -> Vec<(PartitionFetch, Sent)> {
+    (0..size).map(|p| (fetch(topic, p, 0), sent(0))).collect()
+}
+
+#[test]
+fn a_full_cache_evicts_a_stale_session_first() {
+    let cache = FetchSessionCache::new(2, 10);
+    let old = cache.create(true, false, 0, session_of("a", 50));
+    let young = cache.create(false, false, 100_000, session_of("b", 1));
+    assert_ne!(old, young);
+    // Within the eviction age nobody is stale, and a consumer cannot evict anyone young.
+    assert_eq!(cache.create(false, false, 110_000, session_of("c", 99)), 0);
+    // Unused for longer than the eviction age: evicted, privileged and large as it is.
+    let third = cache.create(false, false, EVICTION_MS + 1, session_of("c", 1));
+    assert!(third > 0);
+    assert_eq!(cache.sizes(), (2, 2));
+    assert_eq!(cache.evictions(), 1);
+    let context = cache.begin(by_name(old, 1), EVICTION_MS + 2, none);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
+}
+
+#[test]
+fn followers_evict_the_smallest_consumer_session() {
+    let cache = FetchSessionCache::new(2, 11);
+    let small = cache.create(false, false, 0, session_of("a", 2));
+    let large = cache.create(false, false, 0, session_of("b", 5));
+    let follower = cache.create(true, false, 1_000, session_of("f", 1));
+    assert!(follower > 0);
+    assert_eq!(cache.evictions(), 1);
+    let context = cache.begin(by_name(small, 1), 1_000, none);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
+    assert!(matches!(
+        cache.begin(by_name(large, 1), 1_000, none),
+        Context::Incremental(_)
+    ));
+    // A young follower session cannot be evicted by another follower, a consumer's can.
+    let second = cache.create(true, false, 2_000, session_of("g", 1));
+    assert!(second > 0);
+    let context = cache.begin(by_name(large, 2), 2_000, none);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
+    assert_eq!(cache.create(true, false, 3_000, session_of("h", 100)), 0);
+}
+
+#[test]
+fn older_sessions_give_way_to_larger_ones() {
+    let cache = FetchSessionCache::new(1, 12);
+    let id = cache.create(false, false, 0, session_of("a", 3));
+    // Used recently but created long ago: evictable by all, by a larger session only.
+    let used_at = EVICTION_MS + 10;
+    incremental(cache.begin(by_name(id, 1), used_at, none));
+    assert_eq!(
+        cache.create(false, false, used_at + 1, session_of("b", 3)),
+        0
+    );
+    let larger = cache.create(false, false, used_at + 1, session_of("b", 4));
+    assert!(larger > 0);
+    assert_eq!(cache.sizes(), (1, 4));
+}
+
+#[test]
+fn no_slots_no_sessions() {
+    let cache = FetchSessionCache::new(0, 13);
+    assert_eq!(cache.create(true, false, 0, session_of("a", 1)), 0);
+    assert_eq!(cache.sizes(), (0, 0));
+}
+
+#[test]
+fn the_partition_bound_holds_over_all_sessions() {
+    let cache = FetchSessionCache::with_partitions_max(10, 5, 14);
+    let id = cache.create(false, false, 0, session_of("a", 3));
+    assert_eq!(cache.create(false, false, 0, session_of("b", 3)), 0);
+    // Growing past the bound closes the session and serves the request without one.
+    let grow = || SessionChanges {
+        upserts: (0..3).map(|p| fetch("c", p, 0)).collect(),
+        forgotten: vec![],
+    };
+    assert!(matches!(
+        cache.begin(by_name(id, 1), 0, grow),
+        Context::Sessionless
+    ));
+    assert_eq!(cache.sizes(), (0, 0));
+}
+
+#[test]
+fn session_ids_are_positive_and_distinct() {
+    let cache = FetchSessionCache::new(1000, 15);
+    let mut ids = std::collections::BTreeSet::new();
+    for topic in 0..1000 {
+        let id = cache.create(false, false, 0, session_of(&topic.to_string(), 1));
+        assert!(id > 0);
+        assert!(ids.insert(id));
+    }
+    assert_eq!(cache.sizes(), (1000, 1000));
+}
