@@ -840,6 +840,10 @@ fn whole_batches(records: Option<&Bytes>) -> Bytes {
 }
 
 #[cfg(test)]
+#[path = "fetcher_session_tests.rs"]
+mod session_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::log::test_support::encode_batch;
