@@ -73,7 +73,7 @@ fn starts_with_a_full_request_asking_for_a_session() {
 #[test]
 fn a_leader_declining_sessions_gets_full_requests_every_round() {
     let mut session = FetchSession::new();
-    let wanted = vec![(key(1, 0), data(5)), (key(1, 1), data(9))];
+    let wanted = [(key(1, 0), data(5)), (key(1, 1), data(9))];
     for round in 0..3_i64 {
         let now: Vec<_> = (wanted.iter())
             .map(|(k, d)| (*k, data(d.fetch_offset + round)))

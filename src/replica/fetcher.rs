@@ -111,6 +111,9 @@ struct Followed {
     retry_at: Option<Instant>,
 }
 
+/// Who each partition in a fetch round is, by its session key.
+type RoundPartitions = HashMap<SessionPartition, (TopicPartition, Followed)>;
+
 impl Followed {
     fn same(&self, other: &Followed) -> bool {
         Arc::ptr_eq(&self.partition, &other.partition) && self.leader_epoch == other.leader_epoch
@@ -532,10 +535,7 @@ impl FetcherTask {
     fn wanted(
         &mut self,
         mut partitions: Vec<(TopicPartition, Followed)>,
-    ) -> (
-        Vec<(SessionPartition, FetchData)>,
-        HashMap<SessionPartition, (TopicPartition, Followed)>,
-    ) {
+    ) -> (Vec<(SessionPartition, FetchData)>, RoundPartitions) {
         // A stable order first (the snapshot comes from a hash map), then the rotation.
         partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
         if !partitions.is_empty() {
@@ -620,12 +620,7 @@ impl FetcherTask {
     /// (the session is reset, so this cannot repeat). Anything else, including a refused
     /// full request, backs every partition off as before sessions, so a leader that keeps
     /// refusing is not asked in a tight loop.
-    fn rejected(
-        &self,
-        rejection: &Rejection,
-        sent: FetchMetadata,
-        by_key: &HashMap<SessionPartition, (TopicPartition, Followed)>,
-    ) {
+    fn rejected(&self, rejection: &Rejection, sent: FetchMetadata, by_key: &RoundPartitions) {
         let session_error = matches!(
             rejection,
             Rejection::Error(code) if [FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH].contains(code)
