@@ -11,6 +11,14 @@
 //! partition (or, for a broken connection, the whole fetcher) off for
 //! `replica.fetch.backoff.ms`.
 //!
+//! Fetches go through an incremental fetch session (KIP-227, [`super::fetch_session`]):
+//! once the leader opened one, a request names only the partitions whose fetch offset, log
+//! start or leader epoch moved since they were last sent, plus those no longer fetched
+//! (backing off, throttled, truncating), and the leader answers only partitions with news;
+//! a partition left out of an answer had nothing new. A lost connection or a refused
+//! session makes the next request full. A leader that gives no session is sent every
+//! partition every round.
+//!
 //! A partition throttled on the follower side here (see [`super::replication_quota`])
 //! that is not caught up is left out of the request while the follower quota is over
 //! its bound; the bytes fetched for throttled partitions are counted against it.
@@ -25,7 +33,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchTopic, ForgottenTopic, ReplicaState,
+};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -37,6 +48,10 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::fetch_session::{
+    FetchData, FetchMetadata, FetchRequestParts, FetchSession, Rejection,
+    ResponseHeader as SessionResponseHeader, SessionPartition,
+};
 use super::peer_connection::{PeerConnection, PeerError};
 use super::replication_quota::ReplicationQuotas;
 use super::{Partition, ReplicaError, ReplicaManager};
@@ -50,6 +65,8 @@ const FETCH_VERSION: i16 = 15;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 /// Kafka's "no epoch / no offset" answer to OffsetForLeaderEpoch.
 const UNDEFINED: i64 = -1;
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
 
 /// The fetcher tasks of this broker, by leader.
 pub struct ReplicaFetchers {
@@ -93,6 +110,9 @@ struct Followed {
     caught_up: bool,
     retry_at: Option<Instant>,
 }
+
+/// Who each partition in a fetch round is, by its session key.
+type RoundPartitions = HashMap<SessionPartition, (TopicPartition, Followed)>;
 
 impl Followed {
     fn same(&self, other: &Followed) -> bool {
@@ -185,6 +205,7 @@ impl ReplicaFetchers {
             quotas: Arc::clone(&self.quotas),
             shared: Arc::clone(&shared),
             connection: None,
+            session: FetchSession::new(),
             rounds: 0,
         };
         tracing::info!(leader, %address, "starting a replica fetcher");
@@ -217,6 +238,8 @@ struct FetcherTask {
     quotas: Arc<ReplicationQuotas>,
     shared: Arc<Shared>,
     connection: Option<PeerConnection>,
+    /// The incremental fetch session with the leader (KIP-227).
+    session: FetchSession,
     /// Fetch rounds so far: the partition order rotates by it, so that partitions late in
     /// the request are not starved when earlier ones fill the response every time (Kafka
     /// moves fetched partitions to the end).
@@ -455,11 +478,64 @@ impl FetcherTask {
         }
     }
 
-    /// One fetch of every ready partition, appended as it comes.
+    /// One fetch of every ready partition through the fetch session (only what changed
+    /// once the leader gave one), appended as it comes.
     async fn fetch(
         &mut self,
-        mut partitions: Vec<(TopicPartition, Followed)>,
+        partitions: Vec<(TopicPartition, Followed)>,
     ) -> Result<(), PeerError> {
+        let (wanted, by_key) = self.wanted(partitions);
+        if wanted.is_empty() {
+            // Every one was deleted or throttled meanwhile: wait for the reconcile that
+            // drops them, or for the quota, rather than spin.
+            tokio::time::sleep(Duration::from_millis(self.settings.fetch_backoff_ms)).await;
+            return Ok(());
+        }
+        let parts = self.session.build(wanted);
+        let request = self.fetch_request(&parts);
+        let timeout = self.request_timeout();
+        let call = self
+            .connection()
+            .call(ApiKey::Fetch, FETCH_VERSION, &request, timeout);
+        let response: FetchResponse = match call.await {
+            Ok(response) => response,
+            Err(error) => {
+                self.session.handle_error();
+                return Err(error);
+            }
+        };
+        let answers = answers_by_partition(&response);
+        let header = SessionResponseHeader {
+            error_code: response.error_code,
+            session_id: response.session_id,
+            throttle_time_ms: response.throttle_time_ms,
+        };
+        let keys = answers.iter().map(|(key, _)| *key);
+        let answered = match self.session.handle_response(header, keys) {
+            Ok(answered) => answered,
+            Err(rejection) => {
+                self.rejected(&rejection, parts.metadata, &by_key);
+                return Ok(());
+            }
+        };
+        let answers: HashMap<SessionPartition, &PartitionData> = answers.into_iter().collect();
+        for (key, sent) in answered {
+            let (Some((tp, followed)), Some(answer)) = (by_key.get(&key), answers.get(&key)) else {
+                continue; // the session holds only what was wanted this round
+            };
+            self.take(tp, followed, sent.fetch_offset, answer);
+        }
+        Ok(())
+    }
+
+    /// The partitions to fetch this round with their fetch data, in a rotating order (a
+    /// full request's order: partitions late in it are not starved when earlier ones fill
+    /// the response every time; Kafka moves fetched partitions to the end), and who each
+    /// one is. Throttled and deleted partitions are left out.
+    fn wanted(
+        &mut self,
+        mut partitions: Vec<(TopicPartition, Followed)>,
+    ) -> (Vec<(SessionPartition, FetchData)>, RoundPartitions) {
         // A stable order first (the snapshot comes from a hash map), then the rotation.
         partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
         if !partitions.is_empty() {
@@ -467,8 +543,8 @@ impl FetcherTask {
             partitions.rotate_left(shift);
         }
         self.rounds = self.rounds.wrapping_add(1);
-        let mut topics: Vec<FetchTopic> = Vec::new();
-        let mut asked = Vec::new();
+        let mut wanted = Vec::with_capacity(partitions.len());
+        let mut by_key = HashMap::with_capacity(partitions.len());
         let now = crate::client_quota::monotonic_ms();
         for (tp, followed) in partitions {
             if self.quotas.follower.holds(&tp, || followed.caught_up, now) {
@@ -477,69 +553,92 @@ impl FetcherTask {
             let Ok((log_start, _, log_end)) = followed.partition.offsets() else {
                 continue; // deleted meanwhile; the next reconcile drops it
             };
+            let key = SessionPartition {
+                topic_id: followed.partition.topic_id,
+                partition: tp.partition,
+            };
+            let data = FetchData {
+                fetch_offset: log_end,
+                log_start_offset: log_start,
+                current_leader_epoch: followed.leader_epoch,
+                last_fetched_epoch: -1,
+                partition_max_bytes: self.settings.fetch_max_bytes,
+            };
+            wanted.push((key, data));
+            by_key.insert(key, (tp, followed));
+        }
+        (wanted, by_key)
+    }
+
+    /// The Fetch request carrying what the session decided to send.
+    fn fetch_request(&self, parts: &FetchRequestParts) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for (key, data) in &parts.to_send {
             let entry = FetchPartition::default()
-                .with_partition(tp.partition)
-                .with_current_leader_epoch(followed.leader_epoch)
-                .with_fetch_offset(log_end)
-                .with_last_fetched_epoch(-1)
-                .with_log_start_offset(log_start)
-                .with_partition_max_bytes(self.settings.fetch_max_bytes);
-            let topic_id = followed.partition.topic_id;
-            match topics.iter_mut().find(|t| t.topic_id == topic_id) {
+                .with_partition(key.partition)
+                .with_current_leader_epoch(data.current_leader_epoch)
+                .with_fetch_offset(data.fetch_offset)
+                .with_last_fetched_epoch(data.last_fetched_epoch)
+                .with_log_start_offset(data.log_start_offset)
+                .with_partition_max_bytes(data.partition_max_bytes);
+            match topics.iter_mut().find(|t| t.topic_id == key.topic_id) {
                 Some(topic) => topic.partitions.push(entry),
                 None => topics.push(
                     FetchTopic::default()
-                        .with_topic_id(topic_id)
+                        .with_topic_id(key.topic_id)
                         .with_partitions(vec![entry]),
                 ),
             }
-            asked.push((tp, followed, log_end));
         }
-        if asked.is_empty() {
-            // Every one was deleted meanwhile: wait for the reconcile that drops them
-            // rather than spin.
-            tokio::time::sleep(Duration::from_millis(self.settings.fetch_backoff_ms)).await;
-            return Ok(());
+        let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+        for key in &parts.forgotten {
+            match forgotten.iter_mut().find(|t| t.topic_id == key.topic_id) {
+                Some(topic) => topic.partitions.push(key.partition),
+                None => forgotten.push(
+                    ForgottenTopic::default()
+                        .with_topic_id(key.topic_id)
+                        .with_partitions(vec![key.partition]),
+                ),
+            }
         }
         let replica_state = ReplicaState::default()
             .with_replica_id(BrokerId(self.node_id))
             .with_replica_epoch(self.shared.broker_epoch.load(Ordering::Relaxed));
-        let request = FetchRequest::default()
+        FetchRequest::default()
             .with_replica_state(replica_state)
             .with_max_wait_ms(self.settings.fetch_wait_max_ms)
             .with_min_bytes(self.settings.fetch_min_bytes)
             .with_max_bytes(self.settings.fetch_response_max_bytes)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(topics);
-        let timeout = self.request_timeout();
-        let response: FetchResponse = self
-            .connection()
-            .call(ApiKey::Fetch, FETCH_VERSION, &request, timeout)
-            .await?;
-        if response.error_code != 0 {
-            tracing::warn!(
-                leader = self.leader, error = ?ResponseError::try_from_code(response.error_code),
-                "fetch refused as a whole; backing off"
+            .with_session_id(parts.metadata.session_id)
+            .with_session_epoch(parts.metadata.epoch)
+            .with_topics(topics)
+            .with_forgotten_topics_data(forgotten)
+    }
+
+    /// A response the session would not use. Kafka's fetcher goes straight on with a full
+    /// request; so do we after an incremental one the leader refused or answered wrongly
+    /// (the session is reset, so this cannot repeat). Anything else, including a refused
+    /// full request, backs every partition off as before sessions, so a leader that keeps
+    /// refusing is not asked in a tight loop.
+    fn rejected(&self, rejection: &Rejection, sent: FetchMetadata, by_key: &RoundPartitions) {
+        let session_error = matches!(
+            rejection,
+            Rejection::Error(code) if [FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH].contains(code)
+        );
+        if !sent.is_full() && (session_error || matches!(rejection, Rejection::Extra(_))) {
+            tracing::info!(
+                leader = self.leader, session_id = sent.session_id, epoch = sent.epoch, %rejection,
+                "fetch session reset; the next fetch is full"
             );
-            for (tp, followed, _) in &asked {
-                self.back_off(tp, followed);
-            }
-            return Ok(());
+            return;
         }
-        for (tp, followed, fetch_offset) in &asked {
-            let answer = response
-                .responses
-                .iter()
-                .filter(|topic| topic.topic_id == followed.partition.topic_id)
-                .flat_map(|topic| topic.partitions.iter())
-                .find(|p| p.partition_index == tp.partition);
-            let Some(answer) = answer else {
-                continue; // not answered this time (response size): asked again next round
-            };
-            self.take(tp, followed, *fetch_offset, answer);
+        tracing::warn!(
+            leader = self.leader, session_id = sent.session_id, epoch = sent.epoch, %rejection,
+            "fetch refused as a whole; backing off"
+        );
+        for (tp, followed) in by_key.values() {
+            self.back_off(tp, followed);
         }
-        Ok(())
     }
 
     /// Applies one partition's part of a fetch response.
@@ -548,12 +647,17 @@ impl FetcherTask {
         tp: &TopicPartition,
         followed: &Followed,
         fetch_offset: i64,
-        answer: &kafka_protocol::messages::fetch_response::PartitionData,
+        answer: &PartitionData,
     ) {
         if !self.is_current(tp, followed) {
             return; // reconcile moved the partition while the fetch was out
         }
         let partition = &followed.partition;
+        if partition.offsets().ok().map(|(_, _, log_end)| log_end) != Some(fetch_offset) {
+            // The log moved since the session last sent its offset (Kafka's fetcher checks
+            // the same): the next request carries the new one as altered.
+            return;
+        }
         let source = (self.leader, followed.leader_epoch);
         match ResponseError::try_from_code(answer.error_code) {
             None => {
@@ -698,6 +802,22 @@ fn cut_log(partition: &Partition, offset: i64, source: (NodeId, i32)) -> Result<
     tokio::task::block_in_place(|| partition.truncate_following(offset, source))
 }
 
+/// Each partition a response answers, by session key, in response order.
+fn answers_by_partition(response: &FetchResponse) -> Vec<(SessionPartition, &PartitionData)> {
+    let topics = response.responses.iter();
+    topics
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|answer| {
+                let key = SessionPartition {
+                    topic_id: topic.topic_id,
+                    partition: answer.partition_index,
+                };
+                (key, answer)
+            })
+        })
+        .collect()
+}
+
 /// The whole batches at the start of `records` (a leader may cut the last one short).
 fn whole_batches(records: Option<&Bytes>) -> Bytes {
     let Some(records) = records else {
@@ -713,6 +833,10 @@ fn whole_batches(records: Option<&Bytes>) -> Bytes {
     }
     records.slice(..end)
 }
+
+#[cfg(test)]
+#[path = "fetcher_session_tests.rs"]
+mod session_tests;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! cluster issue adds follower fetchers and ISR tracking behind the same interface.
 
 pub mod committed_replay;
+pub mod fetch_session;
 pub mod fetcher;
 pub mod hw_checkpoint;
 pub mod isr_changes;

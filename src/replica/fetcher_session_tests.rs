@@ -1,0 +1,349 @@
+//! The fetcher against a scripted leader that gives out fetch sessions: what each request
+//! carries, and that answers are applied by session (a partition answered without being
+//! in the request is appended).
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::records::Compression;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::client_quota::rate::RateConfig;
+use crate::log::LogConfig;
+use crate::log::test_support::encode_batch;
+
+const HANG_GUARD: Duration = Duration::from_secs(30);
+const SESSION_ID_NOT_FOUND: i16 = 70;
+
+/// What the fake leader does with a request: answer it, or drop the connection unanswered.
+enum Reply {
+    Answer(FetchResponse),
+    Hang,
+}
+
+/// A leader the test drives one request at a time.
+struct FakeLeader {
+    address: String,
+    requests: mpsc::Receiver<FetchRequest>,
+    replies: mpsc::Sender<Reply>,
+}
+
+impl FakeLeader {
+    async fn start() -> FakeLeader {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (request_sender, requests) = mpsc::channel(1);
+        let (replies, reply_receiver) = mpsc::channel(1);
+        tokio::spawn(serve(listener, request_sender, reply_receiver));
+        FakeLeader {
+            address,
+            requests,
+            replies,
+        }
+    }
+
+    async fn next(&mut self) -> FetchRequest {
+        let next = tokio::time::timeout(HANG_GUARD, self.requests.recv());
+        next.await
+            .expect("a fetch in time")
+            .expect("the leader runs")
+    }
+
+    async fn reply(&mut self, reply: Reply) {
+        self.replies.send(reply).await.unwrap();
+    }
+}
+
+/// Serves connections one after another; Fetch v15 only. Ends quietly when the test is
+/// done with it.
+async fn serve(
+    listener: TcpListener,
+    requests: mpsc::Sender<FetchRequest>,
+    mut replies: mpsc::Receiver<Reply>,
+) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        while let Some((correlation_id, request)) = read_fetch(&mut stream).await {
+            if requests.send(request).await.is_err() {
+                return;
+            }
+            match replies.recv().await {
+                Some(Reply::Answer(response)) => {
+                    write_fetch(&mut stream, correlation_id, &response).await
+                }
+                Some(Reply::Hang) => break, // the follower sees its connection close
+                None => return,
+            }
+        }
+    }
+}
+
+async fn read_fetch(stream: &mut TcpStream) -> Option<(i32, FetchRequest)> {
+    let size = stream.read_i32().await.ok()?;
+    let mut frame = vec![0; usize::try_from(size).unwrap()];
+    stream.read_exact(&mut frame).await.ok()?;
+    let mut frame = Bytes::from(frame);
+    let header_version = ApiKey::Fetch.request_header_version(FETCH_VERSION);
+    let header = RequestHeader::decode(&mut frame, header_version).unwrap();
+    assert_eq!(header.request_api_key, ApiKey::Fetch as i16);
+    assert_eq!(header.request_api_version, FETCH_VERSION);
+    Some((
+        header.correlation_id,
+        FetchRequest::decode(&mut frame, FETCH_VERSION).unwrap(),
+    ))
+}
+
+async fn write_fetch(stream: &mut TcpStream, correlation_id: i32, response: &FetchResponse) {
+    let mut body = BytesMut::new();
+    let header =
+        kafka_protocol::messages::ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = ApiKey::Fetch.response_header_version(FETCH_VERSION);
+    header.encode(&mut body, header_version).unwrap();
+    response.encode(&mut body, FETCH_VERSION).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(i32::try_from(body.len()).unwrap());
+    frame.put(body);
+    let _ = stream.write_all(&frame).await; // a follower gone meanwhile: nothing to do
+}
+
+const TOPIC_ID: uuid::Uuid = uuid::Uuid::from_u128(0xfeed);
+
+fn follower(dir: &std::path::Path, index: i32) -> (TopicPartition, Followed) {
+    let tp = TopicPartition::new("t", index);
+    let path = dir.join(format!("t-{index}"));
+    let last_shutdown = crate::log::LastShutdown::Unclean;
+    let config = LogConfig::default();
+    let partition = Partition::open(tp.clone(), TOPIC_ID, path, config, 0, 0, last_shutdown);
+    let partition = Arc::new(partition.unwrap());
+    partition.become_follower(1).unwrap(); // node 1 leads at epoch 1
+    let followed = Followed {
+        partition,
+        leader_epoch: 1,
+        truncated: false,
+        caught_up: false,
+        retry_at: None,
+    };
+    (tp, followed)
+}
+
+fn settings() -> ReplicationConfig {
+    let explicit = BTreeMap::from([("replica.fetch.backoff.ms".to_string(), "10".to_string())]);
+    ReplicationConfig::parse(&explicit).unwrap()
+}
+
+fn task(address: String, followed: &[(TopicPartition, Followed)]) -> FetcherTask {
+    let shared = Arc::new(Shared::default());
+    shared
+        .partitions
+        .lock()
+        .unwrap()
+        .extend(followed.iter().cloned());
+    FetcherTask {
+        leader: 1,
+        address,
+        node_id: 0,
+        settings: settings(),
+        quotas: Arc::new(ReplicationQuotas::new(0, RateConfig::default())),
+        shared,
+        connection: None,
+        session: FetchSession::new(),
+        rounds: 0,
+    }
+}
+
+/// (session id, epoch, the (partition, fetch offset) pairs sent, the partitions forgotten)
+type Seen = (i32, i32, Vec<(i32, i64)>, Vec<i32>);
+
+fn seen(request: &FetchRequest) -> Seen {
+    let mut sent: Vec<(i32, i64)> = (request.topics.iter())
+        .inspect(|topic| assert_eq!(topic.topic_id, TOPIC_ID))
+        .flat_map(|topic| topic.partitions.iter())
+        .map(|p| (p.partition, p.fetch_offset))
+        .collect();
+    sent.sort();
+    let mut forgotten: Vec<i32> = (request.forgotten_topics_data.iter())
+        .flat_map(|topic| topic.partitions.iter().copied())
+        .collect();
+    forgotten.sort();
+    (request.session_id, request.session_epoch, sent, forgotten)
+}
+
+/// An answer for `partitions` (index, records, high watermark) under `session_id`.
+fn answer(session_id: i32, partitions: Vec<(i32, Option<Bytes>, i64)>) -> Reply {
+    let partitions = (partitions.into_iter())
+        .map(|(index, records, high_watermark)| {
+            PartitionData::default()
+                .with_partition_index(index)
+                .with_high_watermark(high_watermark)
+                .with_log_start_offset(0)
+                .with_records(records)
+        })
+        .collect();
+    let topic = FetchableTopicResponse::default()
+        .with_topic_id(TOPIC_ID)
+        .with_partitions(partitions);
+    Reply::Answer(
+        FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(vec![topic]),
+    )
+}
+
+fn refusal(error_code: i16) -> Reply {
+    Reply::Answer(FetchResponse::default().with_error_code(error_code))
+}
+
+fn log_end(followed: &Followed) -> i64 {
+    followed.partition.offsets().unwrap().2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_fetches_through_the_leaders_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..3).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let (stop, stopped) = watch::channel(false);
+    let fetcher = task(leader.address.clone(), &followed);
+    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let all_at = |offsets: [i64; 3]| (0..3).zip(offsets).collect::<Vec<_>>();
+
+    // A full request asking for a session; the leader opens session 42.
+    let first = leader.next().await;
+    assert_eq!(seen(&first), (0, 0, all_at([0, 0, 0]), vec![]));
+    leader
+        .reply(answer(42, vec![(0, None, 0), (1, None, 0), (2, None, 0)]))
+        .await;
+
+    // Nothing moved: an empty incremental request. The leader answers partition 1 only,
+    // with records: it is in the session, so they are appended.
+    let second = leader.next().await;
+    assert_eq!(seen(&second), (42, 1, vec![], vec![]));
+    let records = encode_batch(&[1, 2], Compression::None).freeze();
+    leader.reply(answer(42, vec![(1, Some(records), 2)])).await;
+
+    // Partition 1 moved: only it is sent, at its new offset.
+    let third = leader.next().await;
+    assert_eq!(seen(&third), (42, 2, vec![(1, 2)], vec![]));
+    assert_eq!(log_end(&followed[1].1), 2);
+    assert_eq!(
+        followed[1].1.partition.offsets().unwrap().1,
+        2,
+        "high watermark followed"
+    );
+    assert_eq!((log_end(&followed[0].1), log_end(&followed[2].1)), (0, 0));
+    // The leader lost the session: at once a full request without one.
+    leader.reply(refusal(SESSION_ID_NOT_FOUND)).await;
+    let fourth = leader.next().await;
+    assert_eq!(seen(&fourth), (0, 0, all_at([0, 2, 0]), vec![]));
+    leader
+        .reply(answer(43, vec![(0, None, 0), (1, None, 2), (2, None, 0)]))
+        .await;
+
+    // The connection breaks under an incremental request: the next one, on a new
+    // connection, closes session 43 and asks a new one, in full.
+    let fifth = leader.next().await;
+    assert_eq!(seen(&fifth), (43, 1, vec![], vec![]));
+    leader.reply(Reply::Hang).await;
+    let sixth = leader.next().await;
+    assert_eq!(seen(&sixth), (43, 0, all_at([0, 2, 0]), vec![]));
+    // Session 0 in answer to a full request: no session, full requests from now on.
+    leader
+        .reply(answer(0, vec![(0, None, 0), (1, None, 2), (2, None, 0)]))
+        .await;
+    let seventh = leader.next().await;
+    assert_eq!(seen(&seventh), (0, 0, all_at([0, 2, 0]), vec![]));
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(HANG_GUARD, running)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_no_longer_fetched_is_forgotten_then_added_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..2).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let (stop, stopped) = watch::channel(false);
+    let fetcher = task(leader.address.clone(), &followed);
+    let shared = Arc::clone(&fetcher.shared);
+    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+
+    let first = leader.next().await;
+    assert_eq!(seen(&first), (0, 0, vec![(0, 0), (1, 0)], vec![]));
+    leader
+        .reply(answer(42, vec![(0, None, 0), (1, None, 0)]))
+        .await;
+    // Partition 1 is not wanted for a while (as when it backs off, is throttled or
+    // truncates): the next request forgets it.
+    let second = leader.next().await;
+    assert_eq!(seen(&second), (42, 1, vec![], vec![]));
+    shared.partitions.lock().unwrap().remove(&followed[1].0);
+    leader.reply(answer(42, vec![])).await;
+    let third = leader.next().await;
+    assert_eq!(seen(&third), (42, 2, vec![], vec![1]));
+    // Wanted again: added, though its fetch data is what the session had before.
+    shared
+        .partitions
+        .lock()
+        .unwrap()
+        .extend([followed[1].clone()]);
+    leader.reply(answer(42, vec![])).await;
+    let fourth = leader.next().await;
+    assert_eq!(seen(&fourth), (42, 3, vec![(1, 0)], vec![]));
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(HANG_GUARD, running)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// The bytes a round costs on the wire, for 1000 partitions of which 10 moved.
+#[test]
+fn an_incremental_request_carries_only_what_moved() {
+    let task = task("unused".to_string(), &[]);
+    let mut session = FetchSession::new();
+    let key = |partition| SessionPartition {
+        topic_id: TOPIC_ID,
+        partition,
+    };
+    let data = |fetch_offset| FetchData {
+        fetch_offset,
+        log_start_offset: 0,
+        current_leader_epoch: 1,
+        last_fetched_epoch: -1,
+        partition_max_bytes: 1 << 20,
+    };
+    let wanted = |moved: i32| {
+        (0..1000)
+            .map(|p| (key(p), data(i64::from(p < moved) * 5)))
+            .collect()
+    };
+    let size = |parts: &FetchRequestParts| task.fetch_request(parts).compute_size(FETCH_VERSION);
+    let full = session.build(wanted(0));
+    session
+        .handle_response(
+            SessionResponseHeader {
+                error_code: 0,
+                session_id: 42,
+                throttle_time_ms: 0,
+            },
+            (0..1000).map(key),
+        )
+        .unwrap();
+    let incremental = session.build(wanted(10));
+    assert_eq!(incremental.to_send.len(), 10);
+    let (full_bytes, incremental_bytes) = (size(&full).unwrap(), size(&incremental).unwrap());
+    eprintln!(
+        "fetch v15 request bytes, 1000 partitions: full {full_bytes}, 10 moved {incremental_bytes}"
+    );
+    assert!(full_bytes > 1000 * 30, "{full_bytes}");
+    assert!(incremental_bytes < 500, "{incremental_bytes}");
+}
