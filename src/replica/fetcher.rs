@@ -14,7 +14,7 @@
 //! Fetches go through an incremental fetch session (KIP-227, [`super::fetch_session`]):
 //! once the leader opened one, a request names only the partitions whose fetch offset, log
 //! start or leader epoch moved since they were last sent, plus those no longer fetched
-//! (backing off, throttled, truncating), and the leader answers only partitions with news;
+//! (backing off, throttled), and the leader answers only partitions with news;
 //! a partition left out of an answer had nothing new. A lost connection or a refused
 //! session makes the next request full. A leader that gives no session is sent every
 //! partition every round.
@@ -284,6 +284,9 @@ impl FetcherTask {
                     "replica fetcher lost its connection; retrying after replica.fetch.backoff.ms"
                 );
                 self.connection = None;
+                // Whatever failed (connect, OffsetForLeaderEpoch, fetch), the next fetch on
+                // the new connection is full.
+                self.session.handle_error();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.triggered() => return,
@@ -519,11 +522,20 @@ impl FetcherTask {
             }
         };
         let answers: HashMap<SessionPartition, &PartitionData> = answers.into_iter().collect();
+        let mut dropped = false;
         for (key, sent) in answered {
             let (Some((tp, followed)), Some(answer)) = (by_key.get(&key), answers.get(&key)) else {
                 continue; // the session holds only what was wanted this round
             };
-            self.take(tp, followed, sent.fetch_offset, answer);
+            dropped |= !self.take(tp, followed, sent.fetch_offset, answer);
+        }
+        if dropped {
+            // The leader counts a dropped answer as told (its high watermark is not sent
+            // again until it moves), and the partition stays in the session: a follower at
+            // the log end would keep a stale high watermark. A full request next round
+            // (rare: a leadership change or a truncation while the fetch was out) has
+            // every partition answered afresh.
+            self.session.handle_error();
         }
         Ok(())
     }
@@ -641,22 +653,23 @@ impl FetcherTask {
         }
     }
 
-    /// Applies one partition's part of a fetch response.
+    /// Applies one partition's part of a fetch response; false if the answer was dropped
+    /// unread (the partition moved on while the fetch was out).
     fn take(
         &self,
         tp: &TopicPartition,
         followed: &Followed,
         fetch_offset: i64,
         answer: &PartitionData,
-    ) {
+    ) -> bool {
         if !self.is_current(tp, followed) {
-            return; // reconcile moved the partition while the fetch was out
+            return false; // reconcile moved the partition while the fetch was out
         }
         let partition = &followed.partition;
         if partition.offsets().ok().map(|(_, _, log_end)| log_end) != Some(fetch_offset) {
             // The log moved since the session last sent its offset (Kafka's fetcher checks
-            // the same): the next request carries the new one as altered.
-            return;
+            // the same).
+            return false;
         }
         let source = (self.leader, followed.leader_epoch);
         match ResponseError::try_from_code(answer.error_code) {
@@ -673,7 +686,7 @@ impl FetcherTask {
                         // Re-check where the logs diverge before fetching again.
                         self.update(tp, followed, |f| f.truncated = false);
                         self.back_off(tp, followed);
-                        return;
+                        return true;
                     }
                 }
                 self.count_throttled(tp, followed, answer.high_watermark, records.len());
@@ -705,6 +718,7 @@ impl FetcherTask {
                 self.back_off(tp, followed);
             }
         }
+        true
     }
 }
 
