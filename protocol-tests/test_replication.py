@@ -292,3 +292,35 @@ def test_a_cut_off_leader_stops_acknowledging_and_truncates_after_healing(make_c
     assert values == before + during
     assert offsets == list(range(len(values)))
     assert not any(v.startswith("orphan") or v == "never-acked" for v in values)
+
+
+def test_idle_partitions_stay_in_sync_while_followers_fetch_incrementally(three, topic):
+    # Followers fetch through incremental sessions (KIP-227): once a session is open, a
+    # fetch names only partitions whose fetch offset moved. The leader must count every
+    # session partition as fetched, or the idle ones would leave the ISR after
+    # replica.lag.time.max.ms (3 s here) while only partition 0 takes records.
+    from test_metrics import scrape, value
+    partitions = create(three, topic, 6)
+    leaders = {p["leader"] for p in partitions.values()}
+    assert leaders == {1, 2, 3}, f"leaders not spread: {partitions}"
+    producer = clients.producer(Bootstrap(three), **{"linger.ms": 0})
+    acked = []
+    deadline = time.monotonic() + 10.0  # over three lag windows
+    while time.monotonic() < deadline:
+        producer.produce(topic, value=f"busy-{len(acked)}".encode(), partition=0,
+                         on_delivery=lambda error, message: acked.append(error))
+        producer.flush(10)
+        short = {i: p["isr"] for i, p in partitions_of(three, topic).items()
+                 if sorted(p["isr"]) != [1, 2, 3]}
+        assert not short, f"ISR shrank while only partition 0 took records: {short}"
+        time.sleep(0.2)
+    assert acked and all(error is None for error in acked)
+    for node_id in three.running():
+        sessions = value(scrape(three.node(node_id).metrics_url),
+                         "kafka_server_fetchsessioncache_numincrementalfetchsessions")
+        # Every node leads a partition that both other nodes follow.
+        assert sessions >= 2, f"node {node_id}: {sessions} fetch sessions"
+    # The followers have every record of the busy partition.
+    wait_full_isr(three, topic)
+    values, offsets = read_all(three, topic, 0, len(acked))
+    assert values == [f"busy-{i}" for i in range(len(acked))]

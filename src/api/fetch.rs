@@ -38,8 +38,8 @@ use tokio::time::Instant;
 
 use super::errors::replica_error;
 use super::fetch_session::{
-    Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, Sent,
-    SessionChanges, SessionRequest,
+    Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, Responded,
+    Sent, SessionChanges, SessionRequest,
 };
 use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
@@ -297,7 +297,7 @@ enum SessionUpdate {
     /// A full fetch's partitions and what was sent of them, for a new session.
     Create(Vec<(PartitionFetch, Sent)>),
     /// What an incremental response sent.
-    Commit(Vec<(PartitionKey, Sent)>),
+    Commit(Vec<Responded>),
 }
 
 /// What a response says of one partition, as sessions compare it.
@@ -511,7 +511,9 @@ fn record_follower_progress(
 
 fn resolve_name(image: &MetadataImage, topic: &FetchTopic, version: i16) -> TopicName {
     if version < TOPIC_IDS_MIN_VERSION {
-        return topic.topic.clone();
+        // Copied: the request's strings are slices of its frame, and a session keeps the
+        // name; a shared slice would pin the whole request buffer for the session's life.
+        return TopicName(StrBytes::from_string(topic.topic.0.as_str().to_owned()));
     }
     name_of_id(image, &topic.topic_id)
 }

@@ -174,19 +174,35 @@ pub struct Incremental {
 impl Incremental {
     /// Which partitions the response lists, and what the session should remember of them
     /// (Kafka's `PartitionIterator`). `answers` follows `partitions`.
-    pub fn respond(&self, answers: &[Answer]) -> (Vec<bool>, Vec<(PartitionKey, Sent)>) {
+    pub fn respond(&self, answers: &[Answer]) -> (Vec<bool>, Vec<Responded>) {
         assert_eq!(answers.len(), self.partitions.len());
         let mut keep = Vec::with_capacity(answers.len());
         let mut responded = Vec::new();
         for ((fetch, sent), answer) in self.partitions.iter().zip(answers) {
             let listed = must_respond(sent, answer);
             if listed {
-                responded.push((fetch.key(self.uses_topic_ids), Sent::after(answer)));
+                responded.push(Responded {
+                    key: fetch.key(self.uses_topic_ids),
+                    sent: Sent::after(answer),
+                    had_records: answer.has_records,
+                });
             }
             keep.push(listed);
         }
         (keep, responded)
     }
+}
+
+/// A partition an incremental response lists.
+#[derive(Debug)]
+pub struct Responded {
+    pub key: PartitionKey,
+    pub sent: Sent,
+    /// Only these move to the end of the order (Kafka 4.x's `PartitionIterator`): under
+    /// load every partition's high watermark moves every round, and moving those listed
+    /// for that alone would keep the order, so the same partitions would fill the byte
+    /// limit every time.
+    pub had_records: bool,
 }
 
 /// The changes an incremental request makes to its session: partitions added or updated
@@ -273,11 +289,24 @@ impl Session {
         }
     }
 
-    /// Records what was sent and moves the partition to the end of the order.
-    fn sent(&mut self, key: PartitionKey, sent: Sent) {
-        let Some(sequence) = self.index.remove(&key) else {
+    /// Records what was sent; a partition that had records moves to the end of the order.
+    fn sent(&mut self, responded: Responded) {
+        let Responded {
+            key,
+            sent,
+            had_records,
+        } = responded;
+        let Some(&sequence) = self.index.get(&key) else {
             return;
         };
+        if !had_records {
+            self.order
+                .get_mut(&sequence)
+                .expect("indexed partition")
+                .sent = sent;
+            return;
+        }
+        self.index.remove(&key);
         let mut cached = self.order.remove(&sequence).expect("indexed partition");
         cached.sent = sent;
         self.push(key, cached);
@@ -425,7 +454,7 @@ impl FetchSessionCache {
     pub fn commit(
         &self,
         incremental: &Incremental,
-        responded: Vec<(PartitionKey, Sent)>,
+        responded: Vec<Responded>,
     ) -> Result<(), ResponseError> {
         let mut state = self.lock();
         let Some(session) = state.sessions.get_mut(&incremental.session_id) else {
@@ -434,8 +463,8 @@ impl FetchSessionCache {
         if session.epoch != incremental.epoch {
             return Err(ResponseError::InvalidFetchSessionEpoch);
         }
-        for (key, sent) in responded {
-            session.sent(key, sent);
+        for responded in responded {
+            session.sent(responded);
         }
         Ok(())
     }
@@ -487,6 +516,13 @@ impl CacheState {
         }
         if session.uses_topic_ids != request.uses_topic_ids {
             return Context::Error(ResponseError::FetchSessionTopicIdError);
+        }
+        if self.partitions_cached + changes.upserts.len() > partitions_max {
+            // Checked before the partitions go in: a hostile request would otherwise grow
+            // the cache past its bound, under the lock every fetch takes, before being
+            // refused. Closed and served sessionless, as below.
+            self.remove(id);
+            return Context::Sessionless;
         }
         let before = session.len();
         for fetch in changes.upserts {

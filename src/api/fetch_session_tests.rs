@@ -259,16 +259,25 @@ fn answered_partitions_move_to_the_end_and_remember_what_was_sent() {
     assert_eq!(keep, vec![true, false, true]);
     cache.commit(&first, responded).unwrap();
     let second = incremental(cache.begin(by_name(id, 2), 0, none));
-    assert_eq!(order(&second), vec![1, 0, 2]);
+    // Only the partition that had records moves: 2 was listed for its high watermark.
+    assert_eq!(order(&second), vec![1, 2, 0]);
     let sent_now: Vec<Sent> = second.partitions.iter().map(|(_, s)| *s).collect();
-    assert_eq!(sent_now, vec![sent(10), sent(10), sent(12)]);
+    assert_eq!(sent_now, vec![sent(10), sent(12), sent(10)]);
     // Nothing new: nothing listed, nothing moves.
-    let idle = [answer(10, false), answer(10, false), answer(12, false)];
+    let idle = [answer(10, false), answer(12, false), answer(10, false)];
     let (keep, responded) = second.respond(&idle);
     assert_eq!(keep, vec![false; 3]);
     cache.commit(&second, responded).unwrap();
     let third = incremental(cache.begin(by_name(id, 3), 0, none));
-    assert_eq!(order(&third), vec![1, 0, 2]);
+    assert_eq!(order(&third), vec![1, 2, 0]);
+    // Every high watermark moved but only the first partition had records (the byte
+    // limit): the order still turns, so the others come first next time.
+    let busy = [answer(11, true), answer(13, false), answer(11, false)];
+    let (keep, responded) = third.respond(&busy);
+    assert_eq!(keep, vec![true; 3]);
+    cache.commit(&third, responded).unwrap();
+    let fourth = incremental(cache.begin(by_name(id, 4), 0, none));
+    assert_eq!(order(&fourth), vec![2, 0, 1]);
 }
 
 #[test]

@@ -156,6 +156,11 @@ impl EpochCheckpoint {
     fn publish_queued(&self) {
         // Cleared first: a change from now on queues the partition again.
         self.queued.store(false, Ordering::Release);
+        if self.held.load(Ordering::Relaxed) {
+            // Held after it was queued (tests): the change waits for a synchronous publish,
+            // whenever the writer's thread gets to the entry.
+            return;
+        }
         if let Err(error) = self.flush() {
             (self.report)(&error);
         }
@@ -260,7 +265,14 @@ impl EpochCheckpointWriter {
 
     fn run(&self) {
         while let Some(checkpoint) = self.pop(true) {
-            checkpoint.publish_queued();
+            // One thread for every partition: a bug that panics in one publish must not
+            // stop the others' (the change stays pending for a roll or shutdown to retry).
+            let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                checkpoint.publish_queued();
+            }));
+            if published.is_err() {
+                tracing::error!(dir = %checkpoint.dir.display(), "leader-epoch checkpoint publish panicked");
+            }
         }
     }
 
