@@ -398,7 +398,8 @@ impl FetchSessionCache {
         match (request.session_id, request.epoch) {
             (INVALID_SESSION_ID, FINAL_EPOCH) => Context::Sessionless,
             (INVALID_SESSION_ID, INITIAL_EPOCH) => Context::Full,
-            (INVALID_SESSION_ID, _) => Context::Error(ResponseError::InvalidFetchSessionEpoch),
+            // Not a full fetch, so Kafka's `newContext` looks session 0 up and finds none.
+            (INVALID_SESSION_ID, _) => Context::Error(ResponseError::FetchSessionIdNotFound),
             (id, FINAL_EPOCH) => {
                 self.lock().remove(id);
                 Context::Sessionless

@@ -94,7 +94,7 @@ fn requests_without_a_session_need_no_lock_and_no_changes() {
         Context::Full
     ));
     let context = cache.begin(by_name(0, 7), 0, never);
-    assert_eq!(error(context), ResponseError::InvalidFetchSessionEpoch);
+    assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
     let context = cache.begin(by_name(12345, 1), 0, none);
     assert_eq!(error(context), ResponseError::FetchSessionIdNotFound);
 }
