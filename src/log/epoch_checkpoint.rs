@@ -295,16 +295,9 @@ impl EpochCheckpointWriter {
 mod tests {
     use super::*;
     use crate::log::leader_epochs::LEADER_EPOCH_CHECKPOINT_FILE;
+    use crate::log::test_support::epoch_cache;
     use std::path::Path;
     use std::sync::atomic::AtomicUsize;
-
-    fn cache(pairs: &[(i32, i64)]) -> LeaderEpochCache {
-        let mut cache = LeaderEpochCache::default();
-        for &(epoch, start_offset) in pairs {
-            assert!(cache.assign(epoch, start_offset));
-        }
-        cache
-    }
 
     fn on_disk(dir: &Path) -> Option<LeaderEpochCache> {
         LeaderEpochCache::load(dir).unwrap()
@@ -331,7 +324,7 @@ mod tests {
         let mut pairs = Vec::new();
         for version in 1..=100u64 {
             pairs.push((version as i32, 10 * version as i64));
-            checkpoint.schedule(version, cache(&pairs));
+            checkpoint.schedule(version, epoch_cache(&pairs));
         }
         assert_eq!(writer.queued(), 1, "one queue entry per partition");
         assert_eq!(
@@ -342,14 +335,14 @@ mod tests {
         assert_eq!(writer.drain(), 1);
         assert_eq!(
             on_disk(dir.path()),
-            Some(cache(&pairs)),
+            Some(epoch_cache(&pairs)),
             "the last change wins"
         );
         assert_eq!(checkpoint.written_version(), 100);
         // An older change arriving late is dropped, not written over the newer file.
-        checkpoint.schedule(7, cache(&pairs[..7]));
+        checkpoint.schedule(7, epoch_cache(&pairs[..7]));
         writer.drain();
-        assert_eq!(on_disk(dir.path()), Some(cache(&pairs)));
+        assert_eq!(on_disk(dir.path()), Some(epoch_cache(&pairs)));
     }
 
     #[test]
@@ -357,17 +350,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = EpochCheckpointWriter::manual();
         let (checkpoint, _) = checkpoint_in(dir.path(), &writer);
-        checkpoint.schedule(1, cache(&[(1, 0)]));
+        checkpoint.schedule(1, epoch_cache(&[(1, 0)]));
         // A truncation publishes version 2 at once; the queued version 1 must not follow.
-        checkpoint.publish(Some((2, cache(&[(0, 0)])))).unwrap();
-        writer.drain();
-        assert_eq!(on_disk(dir.path()), Some(cache(&[(0, 0)])));
-        // A synchronous publish older than the pending one writes the pending one.
-        checkpoint.schedule(4, cache(&[(0, 0), (4, 9)]));
         checkpoint
-            .publish(Some((3, cache(&[(0, 0), (3, 5)]))))
+            .publish(Some((2, epoch_cache(&[(0, 0)]))))
             .unwrap();
-        assert_eq!(on_disk(dir.path()), Some(cache(&[(0, 0), (4, 9)])));
+        writer.drain();
+        assert_eq!(on_disk(dir.path()), Some(epoch_cache(&[(0, 0)])));
+        // A synchronous publish older than the pending one writes the pending one.
+        checkpoint.schedule(4, epoch_cache(&[(0, 0), (4, 9)]));
+        checkpoint
+            .publish(Some((3, epoch_cache(&[(0, 0), (3, 5)]))))
+            .unwrap();
+        assert_eq!(on_disk(dir.path()), Some(epoch_cache(&[(0, 0), (4, 9)])));
         assert_eq!(checkpoint.written_version(), 4);
         assert_eq!(writer.drain(), 1, "its queue entry finds nothing left");
         assert_eq!(checkpoint.written_version(), 4);
@@ -379,10 +374,10 @@ mod tests {
         let writer = EpochCheckpointWriter::manual();
         let (checkpoint, _) = checkpoint_in(dir.path(), &writer);
         checkpoint.hold();
-        checkpoint.schedule(1, cache(&[(3, 40)]));
+        checkpoint.schedule(1, epoch_cache(&[(3, 40)]));
         assert_eq!(writer.queued(), 0, "held: not handed to the writer");
         checkpoint.flush().unwrap();
-        assert_eq!(on_disk(dir.path()), Some(cache(&[(3, 40)])));
+        assert_eq!(on_disk(dir.path()), Some(epoch_cache(&[(3, 40)])));
         checkpoint.flush().unwrap(); // nothing pending: no write, no error
         assert_eq!(checkpoint.written_version(), 1);
     }
@@ -394,13 +389,15 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let writer = EpochCheckpointWriter::manual();
         let (checkpoint, failures) = checkpoint_in(&dir, &writer);
-        checkpoint.schedule(1, cache(&[(1, 0)]));
+        checkpoint.schedule(1, epoch_cache(&[(1, 0)]));
         // Deletion: closed, the directory goes, a new partition of the name takes it.
         checkpoint.close();
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
         writer.drain();
-        checkpoint.publish(Some((2, cache(&[(2, 0)])))).unwrap();
+        checkpoint
+            .publish(Some((2, epoch_cache(&[(2, 0)]))))
+            .unwrap();
         assert!(!dir.join(LEADER_EPOCH_CHECKPOINT_FILE).exists());
         assert_eq!(failures.load(Ordering::Relaxed), 0);
     }
@@ -411,7 +408,7 @@ mod tests {
         let dir = root.path().join("t-0");
         let writer = EpochCheckpointWriter::manual();
         let (checkpoint, failures) = checkpoint_in(&dir, &writer);
-        checkpoint.schedule(1, cache(&[(1, 0)]));
+        checkpoint.schedule(1, epoch_cache(&[(1, 0)]));
         writer.drain(); // the directory does not exist: the write fails
         assert_eq!(failures.load(Ordering::Relaxed), 1);
         assert_eq!(writer.queued(), 0, "not queued again by itself");
@@ -419,18 +416,18 @@ mod tests {
         checkpoint.flush().unwrap();
         assert_eq!(
             on_disk(&dir),
-            Some(cache(&[(1, 0)])),
+            Some(epoch_cache(&[(1, 0)])),
             "kept pending, then written"
         );
         // A later change after a failure queues the partition again.
         std::fs::remove_dir_all(&dir).unwrap();
-        checkpoint.schedule(2, cache(&[(2, 0)]));
+        checkpoint.schedule(2, epoch_cache(&[(2, 0)]));
         writer.drain();
         assert_eq!(failures.load(Ordering::Relaxed), 2);
         std::fs::create_dir(&dir).unwrap();
-        checkpoint.schedule(3, cache(&[(3, 0)]));
+        checkpoint.schedule(3, epoch_cache(&[(3, 0)]));
         assert_eq!(writer.drain(), 1);
-        assert_eq!(on_disk(&dir), Some(cache(&[(3, 0)])));
+        assert_eq!(on_disk(&dir), Some(epoch_cache(&[(3, 0)])));
     }
 
     #[test]
@@ -438,12 +435,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let writer = EpochCheckpointWriter::global();
         let (checkpoint, _) = checkpoint_in(dir.path(), &writer);
-        checkpoint.schedule(1, cache(&[(5, 7)]));
+        checkpoint.schedule(1, epoch_cache(&[(5, 7)]));
         // Waits on the outcome (the version written); the deadline only stops a hang.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while checkpoint.written_version() < 1 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert_eq!(on_disk(dir.path()), Some(cache(&[(5, 7)])));
+        assert_eq!(on_disk(dir.path()), Some(epoch_cache(&[(5, 7)])));
     }
 }

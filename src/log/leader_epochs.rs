@@ -266,14 +266,7 @@ impl LeaderEpochCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cache(pairs: &[(i32, i64)]) -> LeaderEpochCache {
-        let mut cache = LeaderEpochCache::default();
-        for &(epoch, start_offset) in pairs {
-            assert!(cache.assign(epoch, start_offset));
-        }
-        cache
-    }
+    use crate::log::test_support::epoch_cache;
 
     fn pairs(cache: &LeaderEpochCache) -> Vec<(i32, i64)> {
         (cache.entries().iter())
@@ -283,7 +276,7 @@ mod tests {
 
     #[test]
     fn assign_keeps_entries_increasing_and_replaces_conflicts() {
-        let mut epochs = cache(&[(0, 0), (2, 10)]);
+        let mut epochs = epoch_cache(&[(0, 0), (2, 10)]);
         assert!(!epochs.assign(2, 15), "same epoch later: unchanged");
         assert!(!epochs.assign(-1, 20), "no epoch");
         assert!(epochs.assign(3, 20));
@@ -300,7 +293,7 @@ mod tests {
     #[test]
     fn end_offsets_answer_as_kafka_does() {
         assert_eq!(LeaderEpochCache::default().end_offset_for(0, 10), (-1, -1));
-        let epochs = cache(&[(2, 5), (4, 10), (7, 30)]);
+        let epochs = epoch_cache(&[(2, 5), (4, 10), (7, 30)]);
         assert_eq!(epochs.end_offset_for(7, 42), (7, 42));
         assert_eq!(epochs.end_offset_for(4, 42), (4, 30));
         assert_eq!(
@@ -323,7 +316,7 @@ mod tests {
 
     #[test]
     fn the_epoch_holding_an_offset_is_the_last_entry_starting_at_or_before_it() {
-        let epochs = cache(&[(2, 5), (4, 10), (7, 30)]);
+        let epochs = epoch_cache(&[(2, 5), (4, 10), (7, 30)]);
         assert_eq!(epochs.epoch_for_offset(4), None, "below every entry");
         assert_eq!(epochs.epoch_for_offset(5), Some(2));
         assert_eq!(epochs.epoch_for_offset(9), Some(2));
@@ -341,7 +334,7 @@ mod tests {
 
     #[test]
     fn batches_found_after_the_checkpoint_add_only_newer_epochs() {
-        let mut epochs = cache(&[(0, 0), (3, 10)]);
+        let mut epochs = epoch_cache(&[(0, 0), (3, 10)]);
         assert!(!epochs.assign_newer(3, 12), "the latest epoch, later");
         assert!(
             !epochs.assign_newer(1, 14),
@@ -358,7 +351,7 @@ mod tests {
 
     #[test]
     fn truncation_trims_both_ends() {
-        let mut epochs = cache(&[(0, 0), (2, 10), (5, 30)]);
+        let mut epochs = epoch_cache(&[(0, 0), (2, 10), (5, 30)]);
         assert!(!epochs.truncate_from_end(31));
         assert!(epochs.truncate_from_end(30));
         assert_eq!(pairs(&epochs), vec![(0, 0), (2, 10)]);
@@ -374,7 +367,7 @@ mod tests {
     fn the_checkpoint_round_trips_durably_and_bad_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(LeaderEpochCache::load(dir.path()).unwrap(), None);
-        let epochs = cache(&[(0, 0), (3, 120)]);
+        let epochs = epoch_cache(&[(0, 0), (3, 120)]);
         assert_eq!(epochs.encode(), "0\n2\n0 0\n3 120\n");
         epochs.write(dir.path()).unwrap();
         assert_eq!(LeaderEpochCache::load(dir.path()).unwrap(), Some(epochs));

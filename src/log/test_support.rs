@@ -1,9 +1,10 @@
-//! Batch builders shared by the log tests.
+//! Batch builders and other fixtures shared by the log tests.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::log::batch::{BatchHeader, plain_record, validate_batches};
+use crate::log::leader_epochs::LeaderEpochCache;
 
 /// One v2 batch encoded by kafka-protocol, one record per timestamp, values of `value_bytes`.
 pub(crate) fn encode_batch_sized(
@@ -149,6 +150,16 @@ pub(crate) use crate::log::batch::put_varint;
 pub(crate) fn validated(records: BytesMut) -> (BytesMut, Vec<BatchHeader>) {
     let headers = validate_batches(&records, u32::MAX).expect("test batch validates");
     (records, headers)
+}
+
+/// A leader-epoch cache holding `pairs` of (epoch, start offset); each must be accepted,
+/// so a test cannot build a cache that `assign` would have refused.
+pub(crate) fn epoch_cache(pairs: &[(i32, i64)]) -> LeaderEpochCache {
+    let mut cache = LeaderEpochCache::default();
+    for &(epoch, start_offset) in pairs {
+        assert!(cache.assign(epoch, start_offset));
+    }
+    cache
 }
 
 /// Leader epoch the log tests append with.
