@@ -11,7 +11,7 @@ use gracchus::api::handle_frame;
 use gracchus::broker::Broker;
 use gracchus::config::BrokerConfig;
 use gracchus::log::batch::plain_record;
-use gracchus::replica::{Leadership, Partition};
+use gracchus::replica::{Leadership, Partition, Publish};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -110,7 +110,9 @@ fn set_leader(partition: &Partition, leader: i32, epoch: i32) {
         replicas: vec![1, 2],
         isr: vec![leader],
     };
-    partition.apply_leadership(1, &leadership, 0).unwrap();
+    partition
+        .apply_leadership(1, &leadership, 0, Publish::Background)
+        .unwrap();
 }
 
 /// A broker whose partition holds epochs 0 (offsets 0-2), 2 (3-4) and 5 (5); timestamps

@@ -318,7 +318,7 @@ mod tests {
     use super::*;
     use crate::group::LedPartition;
     use crate::log::{LastShutdown, LogConfig};
-    use crate::replica::{Leadership, Partition};
+    use crate::replica::{Leadership, Partition, Publish};
     use crate::txn::markers::{MarkerJob, MarkerOutcome, MarkerSender, StillWanted};
     use crate::txn::{ProducerIdSource, TRANSACTION_STATE_TOPIC, TxnCoordinatorConfig, TxnError};
     use crate::types::TopicPartition;
@@ -450,7 +450,8 @@ mod tests {
             replicas: vec![0, 1],
             isr: vec![0, 1],
         };
-        log.apply_leadership(0, &lagging, 0).unwrap();
+        log.apply_leadership(0, &lagging, 0, Publish::Background)
+            .unwrap();
         let started = tokio::time::Instant::now();
         let answers = batch_concurrently((&coordinator, image_with_topic()), &batch, 5).await;
         let elapsed = started.elapsed();

@@ -101,12 +101,18 @@ struct PartitionState {
     producer_expiration_ms: Option<i64>,
 }
 
-/// When a leader-epoch change is published.
+/// When [`Partition::apply_leadership`] publishes the leader-epoch checkpoint once it has
+/// recorded a new epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Publish {
-    /// By the background writer (the log publishes it first if it needs a new segment).
+pub enum Publish {
+    /// By the background writer (`log::epoch_checkpoint`; the log publishes it first if it
+    /// needs a new segment), which reports its own failures: no fsync on the reconciler for
+    /// each of many partitions changing leader.
     Background,
-    /// Now, durably, by the caller, after the state lock is released.
+    /// Now, durably, after the state lock is released: for a partition just opened, whose
+    /// open is synchronous too. Opening is not the produce path, and the opener reports a
+    /// failure (no descriptor left) in order with the open's own, never a background write
+    /// racing the next partition's open for descriptors.
     AtOnce,
 }
 
@@ -1032,7 +1038,7 @@ impl Partition {
             replicas: vec![0],
             isr: vec![0],
         };
-        let change = self.apply_leadership(0, &alone, 0)?;
+        let change = self.apply_leadership(0, &alone, 0, Publish::Background)?;
         Ok(change != LeadershipChange::Unchanged)
     }
 
@@ -1046,7 +1052,7 @@ impl Partition {
             replicas: vec![1, 0],
             isr: vec![1, 0],
         };
-        let change = self.apply_leadership(0, &other, 0)?;
+        let change = self.apply_leadership(0, &other, 0, Publish::Background)?;
         Ok(change != LeadershipChange::Unchanged)
     }
 
@@ -1056,33 +1062,10 @@ impl Partition {
     /// starts unknown. With another leader (or none) this broker follows (`makeFollower`):
     /// the cache is left alone (a follower records epochs as it appends their batches).
     /// Same leader epoch, newer partition epoch: the leader adopts the new ISR. An older
-    /// view is ignored with a WARN (epochs only go up). A new epoch's checkpoint is
-    /// published in the background (`log::epoch_checkpoint`), which reports its own
-    /// failures: no fsync on the reconciler for each of many partitions changing leader.
+    /// view is ignored with a WARN (epochs only go up). `publish` says when a new epoch's
+    /// checkpoint is written; an error (only with [`Publish::AtOnce`]) means it could not
+    /// be (the change stands).
     pub fn apply_leadership(
-        &self,
-        local: NodeId,
-        wanted: &Leadership,
-        now_ms: i64,
-    ) -> Result<LeadershipChange, ReplicaError> {
-        self.apply_leadership_publishing(local, wanted, now_ms, Publish::Background)
-    }
-
-    /// `apply_leadership` for a partition just opened: its first epoch is published at
-    /// once, as the rest of the open is. Opening is not the produce path, and the opener
-    /// reports a failure (no descriptor left) in order with the open's own, never a
-    /// background write racing the next partition's open for descriptors. An error means
-    /// the checkpoint could not be written (the change stands).
-    pub fn apply_first_leadership(
-        &self,
-        local: NodeId,
-        wanted: &Leadership,
-        now_ms: i64,
-    ) -> Result<LeadershipChange, ReplicaError> {
-        self.apply_leadership_publishing(local, wanted, now_ms, Publish::AtOnce)
-    }
-
-    fn apply_leadership_publishing(
         &self,
         local: NodeId,
         wanted: &Leadership,
@@ -2451,7 +2434,9 @@ mod replication_tests {
         );
         let partition =
             Partition::open_at(opened, view.leader_epoch, 0, 0, LastShutdown::Unclean).unwrap();
-        partition.apply_leadership(local, view, 0).unwrap();
+        partition
+            .apply_leadership(local, view, 0, Publish::Background)
+            .unwrap();
         partition
     }
 
@@ -2566,7 +2551,7 @@ mod replication_tests {
         ));
 
         follower
-            .apply_leadership(2, &view(2, 1, &[2, 1]), 1)
+            .apply_leadership(2, &view(2, 1, &[2, 1]), 1, Publish::Background)
             .unwrap();
         let unknown = follower.committed_end();
         assert!(
@@ -2611,7 +2596,7 @@ mod replication_tests {
         // Leadership moved to 3 at epoch 1 while a response from 1 and an
         // OffsetForLeaderEpoch answer were on their way: neither may touch the log.
         follower
-            .apply_leadership(2, &view(3, 1, &[3, 2]), 1)
+            .apply_leadership(2, &view(3, 1, &[3, 2]), 1, Publish::Background)
             .unwrap();
         let late = follower.append_replicated(&fetched, (1, 0), 1);
         assert!(matches!(late, Err(ReplicaError::NotLeader)), "{late:?}");
@@ -2620,7 +2605,9 @@ mod replication_tests {
         follower.follow_high_watermark(2, (1, 0));
         assert_eq!(follower.offsets().unwrap(), (0, 0, end));
         // Leading now, it refuses a follower's truncation outright.
-        follower.apply_leadership(2, &view(2, 2, &[2]), 1).unwrap();
+        follower
+            .apply_leadership(2, &view(2, 2, &[2]), 1, Publish::Background)
+            .unwrap();
         let cut = follower.truncate_following(0, (3, 1));
         assert!(matches!(cut, Err(ReplicaError::NotLeader)), "{cut:?}");
         follower.truncate_following(0, (2, 2)).unwrap_err();
@@ -2659,12 +2646,16 @@ mod replication_tests {
 
         // A parked acks=all produce learns at once that another broker leads now.
         leader.set_config(LogConfig::default());
-        leader.apply_leadership(1, &view(1, 1, &[1, 2]), 0).unwrap();
+        leader
+            .apply_leadership(1, &view(1, 1, &[1, 2]), 0, Publish::Background)
+            .unwrap();
         let outcome = leader.append(&records(1), 0).unwrap();
         let waiting = leader.wait_committed(outcome.end_offset, 1, deadline);
         let moved = async {
             tokio::task::yield_now().await;
-            leader.apply_leadership(1, &view(2, 2, &[2]), 0).unwrap();
+            leader
+                .apply_leadership(1, &view(2, 2, &[2]), 0, Publish::Background)
+                .unwrap();
         };
         let (waited, ()) = tokio::join!(waiting, moved);
         assert!(matches!(waited, Err(ReplicaError::NotLeader)), "{waited:?}");
@@ -2712,7 +2703,9 @@ mod replication_tests {
             "{short:?}"
         );
         // Another broker leads now.
-        leader.apply_leadership(1, &view(2, 1, &[2]), 0).unwrap();
+        leader
+            .apply_leadership(1, &view(2, 1, &[2]), 0, Publish::Background)
+            .unwrap();
         let moved = leader.commit_settled(outcome.end_offset, 0);
         assert!(
             matches!(moved, Some(Err(ReplicaError::NotLeader))),

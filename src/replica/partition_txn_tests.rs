@@ -440,7 +440,9 @@ fn open_with_follower(dir: &Path) -> Partition {
         replicas: vec![0, 1],
         isr: vec![0, 1],
     };
-    partition.apply_leadership(0, &view, 0).unwrap();
+    partition
+        .apply_leadership(0, &view, 0, Publish::Background)
+        .unwrap();
     partition
 }
 

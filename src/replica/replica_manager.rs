@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use uuid::Uuid;
 
 use super::partition::read_partition_metadata;
-use super::{Leadership, Partition, ReplicaError, hw_checkpoint};
+use super::{Leadership, Partition, Publish, ReplicaError, hw_checkpoint};
 use crate::config::{BrokerConfig, dynamic_broker};
 use crate::controller::topic_rules::METADATA_TOPIC;
 use crate::controller::{MetadataImage, PartitionImage, TopicImage};
@@ -467,7 +467,9 @@ impl Opening {
             Some(expiration_ms),
             last_shutdown,
         )?;
-        if let Err(error) = partition.apply_first_leadership(node_id, &self.leadership, now) {
+        if let Err(error) =
+            partition.apply_leadership(node_id, &self.leadership, now, Publish::AtOnce)
+        {
             // The partition takes the role regardless; the next change rewrites the
             // checkpoint.
             partition.report_background_failure("recording a new leader epoch", &error);
@@ -485,7 +487,9 @@ struct LeadershipMove {
 impl LeadershipMove {
     fn apply(&self, node_id: NodeId) {
         let partition = &self.partition;
-        if let Err(error) = partition.apply_leadership(node_id, &self.leadership, now_ms()) {
+        if let Err(error) =
+            partition.apply_leadership(node_id, &self.leadership, now_ms(), Publish::Background)
+        {
             partition.report_background_failure("recording a new leader epoch", &error);
         }
     }
