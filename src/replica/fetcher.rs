@@ -16,8 +16,11 @@
 //! start or leader epoch moved since they were last sent, plus those no longer fetched
 //! (backing off, throttled), and the leader answers only partitions with news;
 //! a partition left out of an answer had nothing new. A lost connection or a refused
-//! session makes the next request full. A leader that gives no session is sent every
-//! partition every round.
+//! session makes the next request full, sent at once as Kafka's fetcher does. A leader
+//! that gives no session is sent every partition every round.
+//!
+//! A response's `throttle_time_ms` holds the next request to that leader for that long,
+//! whatever the response held, as Kafka's `NetworkClient` pauses a connection.
 //!
 //! A partition throttled on the follower side here (see [`super::replication_quota`])
 //! that is not caught up is left out of the request while the follower quota is over
@@ -207,6 +210,7 @@ impl ReplicaFetchers {
             connection: None,
             session: FetchSession::new(),
             rounds: 0,
+            throttled_until: None,
         };
         tracing::info!(leader, %address, "starting a replica fetcher");
         let task = tokio::spawn(task.run(self.shutdown.clone()));
@@ -244,6 +248,8 @@ struct FetcherTask {
     /// the request are not starved when earlier ones fill the response every time (Kafka
     /// moves fetched partitions to the end).
     rounds: usize,
+    /// No request goes to the leader before this: its last response was throttled.
+    throttled_until: Option<Instant>,
 }
 
 impl FetcherTask {
@@ -252,6 +258,13 @@ impl FetcherTask {
         loop {
             if shutdown.is_triggered() {
                 return;
+            }
+            if let Some(until) = self.throttled_until.take() {
+                // Before the snapshot: what is fetched after the pause is what is wanted then.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.triggered() => return,
+                }
             }
             let shared = Arc::clone(&self.shared);
             let changed = shared.changed.notified();
@@ -331,6 +344,15 @@ impl FetcherTask {
         partitions
             .get(tp)
             .is_some_and(|current| current.same(seen) && current.truncated)
+    }
+
+    /// Holds the next request to the leader for `throttle_time_ms`, as Kafka's
+    /// `NetworkClient.maybeThrottle` does with every response that carries one: the leader
+    /// asked for the pause, and asking sooner would only be refused again.
+    fn throttle(&mut self, throttle_time_ms: i32) {
+        if let Ok(pause_ms @ 1..) = u64::try_from(throttle_time_ms) {
+            self.throttled_until = Some(Instant::now() + Duration::from_millis(pause_ms));
+        }
     }
 
     fn back_off(&self, tp: &TopicPartition, seen: &Followed) {
@@ -429,6 +451,7 @@ impl FetcherTask {
                 timeout,
             )
             .await?;
+        self.throttle(response.throttle_time_ms);
         for (tp, followed, _) in &asked {
             let answer = response
                 .topics
@@ -507,6 +530,7 @@ impl FetcherTask {
                 return Err(error);
             }
         };
+        self.throttle(response.throttle_time_ms);
         let answers = answers_by_partition(&response);
         let header = SessionResponseHeader {
             error_code: response.error_code,
@@ -627,19 +651,13 @@ impl FetcherTask {
             .with_forgotten_topics_data(forgotten)
     }
 
-    /// A response the session would not use. Kafka's fetcher goes straight on with a full
-    /// request; so do we after an incremental one the leader refused or answered wrongly
-    /// (the session is reset, so this cannot repeat). Anything else, including a refused
-    /// full request, backs every partition off as before sessions, so a leader that keeps
-    /// refusing is not asked in a tight loop.
+    /// A response the session would not use; see [`backs_off`].
     fn rejected(&self, rejection: &Rejection, sent: FetchMetadata, by_key: &RoundPartitions) {
-        let session_error = matches!(
-            rejection,
-            Rejection::Error(code) if [FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH].contains(code)
-        );
-        if !sent.is_full() && (session_error || matches!(rejection, Rejection::Extra(_))) {
+        let next = self.session.next_metadata();
+        if !backs_off(rejection, sent, next) {
             tracing::info!(
                 leader = self.leader, session_id = sent.session_id, epoch = sent.epoch, %rejection,
+                next_session_id = next.session_id, next_epoch = next.epoch,
                 "fetch session reset; the next fetch is full"
             );
             return;
@@ -742,6 +760,26 @@ impl FetcherTask {
         if caught_up != followed.caught_up {
             self.update(tp, followed, |f| f.caught_up = caught_up);
         }
+    }
+}
+
+/// Whether a rejected response backs every partition off for `replica.fetch.backoff.ms`
+/// (`sent`: the refused request's session metadata; `next`: the next request's).
+///
+/// Kafka's fetcher takes a rejected response as an empty answer and goes straight on with
+/// the next request. So do we after a session error (FETCH_SESSION_ID_NOT_FOUND,
+/// INVALID_FETCH_SESSION_EPOCH) to a full request or an incremental one, and after an
+/// incremental answer naming a partition outside the session: the session was reset, so
+/// the next request differs. Should it be the very request refused (a leader refusing even
+/// a new session), and for any other rejection, every partition backs off as before
+/// sessions, so a leader that keeps refusing is not asked in a tight loop. A throttled
+/// empty answer never backs off: the leader's throttle time already holds the next request.
+fn backs_off(rejection: &Rejection, sent: FetchMetadata, next: FetchMetadata) -> bool {
+    match rejection {
+        Rejection::Throttled(_) => false,
+        Rejection::Error(FETCH_SESSION_ID_NOT_FOUND | INVALID_FETCH_SESSION_EPOCH) => next == sent,
+        Rejection::Extra(_) => sent.is_full(),
+        Rejection::Error(_) | Rejection::Omitted(_) => true,
     }
 }
 

@@ -19,7 +19,12 @@ use crate::log::LogConfig;
 use crate::log::test_support::encode_batch;
 
 const HANG_GUARD: Duration = Duration::from_secs(30);
+/// A back-off no test waits out: a request that comes sooner was not backed off.
+const LONG_BACKOFF_MS: u64 = 60_000;
+/// How long a request sent at once may take to arrive (a loaded test machine).
+const AT_ONCE: Duration = Duration::from_secs(5);
 const SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_SESSION_EPOCH: i16 = 71;
 
 /// What the fake leader does with a request: answer it, or drop the connection unanswered.
 enum Reply {
@@ -57,6 +62,20 @@ impl FakeLeader {
 
     async fn reply(&mut self, reply: Reply) {
         self.replies.send(reply).await.unwrap();
+    }
+
+    /// The next request, which must arrive within `within`.
+    async fn next_within(&mut self, within: Duration) -> FetchRequest {
+        let next = tokio::time::timeout(within, self.requests.recv());
+        next.await
+            .expect("a fetch within the time allowed")
+            .expect("the leader runs")
+    }
+
+    /// Asserts that no request arrives for `quiet`.
+    async fn none_for(&mut self, quiet: Duration) {
+        let next = tokio::time::timeout(quiet, self.requests.recv()).await;
+        assert!(next.is_err(), "a fetch came during the back-off");
     }
 }
 
@@ -131,12 +150,23 @@ fn follower(dir: &std::path::Path, index: i32) -> (TopicPartition, Followed) {
     (tp, followed)
 }
 
-fn settings() -> ReplicationConfig {
-    let explicit = BTreeMap::from([("replica.fetch.backoff.ms".to_string(), "10".to_string())]);
-    ReplicationConfig::parse(&explicit).unwrap()
+fn settings(backoff_ms: u64) -> ReplicationConfig {
+    let backoff = (
+        "replica.fetch.backoff.ms".to_string(),
+        backoff_ms.to_string(),
+    );
+    ReplicationConfig::parse(&BTreeMap::from([backoff])).unwrap()
 }
 
 fn task(address: String, followed: &[(TopicPartition, Followed)]) -> FetcherTask {
+    task_backing_off(address, followed, 10)
+}
+
+fn task_backing_off(
+    address: String,
+    followed: &[(TopicPartition, Followed)],
+    backoff_ms: u64,
+) -> FetcherTask {
     let shared = Arc::new(Shared::default());
     shared
         .partitions
@@ -147,12 +177,13 @@ fn task(address: String, followed: &[(TopicPartition, Followed)]) -> FetcherTask
         leader: 1,
         address,
         node_id: 0,
-        settings: settings(),
+        settings: settings(backoff_ms),
         quotas: Arc::new(ReplicationQuotas::new(0, RateConfig::default())),
         shared,
         connection: None,
         session: FetchSession::new(),
         rounds: 0,
+        throttled_until: None,
     }
 }
 
@@ -196,6 +227,13 @@ fn answer(session_id: i32, partitions: Vec<(i32, Option<Bytes>, i64)>) -> Reply 
 
 fn refusal(error_code: i16) -> Reply {
     Reply::Answer(FetchResponse::default().with_error_code(error_code))
+}
+
+fn throttled(reply: Reply, throttle_time_ms: i32) -> Reply {
+    match reply {
+        Reply::Answer(response) => Reply::Answer(response.with_throttle_time_ms(throttle_time_ms)),
+        Reply::Hang => Reply::Hang,
+    }
 }
 
 fn log_end(followed: &Followed) -> i64 {
@@ -346,4 +384,137 @@ fn an_incremental_request_carries_only_what_moved() {
     );
     assert!(full_bytes > 1000 * 30, "{full_bytes}");
     assert!(incremental_bytes < 500, "{incremental_bytes}");
+}
+
+#[test]
+fn only_a_refusal_that_would_repeat_backs_off() {
+    let metadata = |session_id, epoch| FetchMetadata { session_id, epoch };
+    let (initial, close_42, incremental_42) = (metadata(0, 0), metadata(42, 0), metadata(42, 5));
+    let stranger = SessionPartition {
+        topic_id: TOPIC_ID,
+        partition: 9,
+    };
+    let cases = [
+        // (rejection, sent, next, backs off)
+        (
+            Rejection::Error(SESSION_ID_NOT_FOUND),
+            incremental_42,
+            initial,
+            false,
+        ),
+        (
+            Rejection::Error(INVALID_SESSION_EPOCH),
+            incremental_42,
+            close_42,
+            false,
+        ),
+        // A full request refused: Kafka asks again at once, now for a new session.
+        (
+            Rejection::Error(SESSION_ID_NOT_FOUND),
+            close_42,
+            initial,
+            false,
+        ),
+        // ... unless that is the request just refused.
+        (
+            Rejection::Error(SESSION_ID_NOT_FOUND),
+            initial,
+            initial,
+            true,
+        ),
+        (
+            Rejection::Error(INVALID_SESSION_EPOCH),
+            close_42,
+            close_42,
+            true,
+        ),
+        (Rejection::Throttled(300), initial, initial, false),
+        (Rejection::Extra(stranger), incremental_42, close_42, false),
+        (Rejection::Extra(stranger), initial, initial, true),
+        (Rejection::Omitted(stranger), initial, initial, true),
+        (Rejection::Error(3), incremental_42, close_42, true),
+        (Rejection::Error(3), initial, initial, true),
+    ];
+    for (rejection, sent, next, expected) in cases {
+        let decided = backs_off(&rejection, sent, next);
+        assert_eq!(
+            decided, expected,
+            "{rejection:?} of {sent:?}, next {next:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_request_refused_for_its_session_is_followed_at_once_by_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..2).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let (stop, stopped) = watch::channel(false);
+    let fetcher = task_backing_off(leader.address.clone(), &followed, LONG_BACKOFF_MS);
+    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let both_at_0 = vec![(0, 0), (1, 0)];
+
+    let first = leader.next().await;
+    assert_eq!(seen(&first), (0, 0, both_at_0.clone(), vec![]));
+    leader
+        .reply(answer(42, vec![(0, None, 0), (1, None, 0)]))
+        .await;
+    // An answer for a partition not in the session: the next request, at once, closes
+    // session 42 and asks for a new one, in full.
+    let second = leader.next().await;
+    assert_eq!(seen(&second), (42, 1, vec![], vec![]));
+    leader.reply(answer(42, vec![(9, None, 0)])).await;
+    let third = leader.next_within(AT_ONCE).await;
+    assert_eq!(seen(&third), (42, 0, both_at_0.clone(), vec![]));
+    // The leader no longer knows session 42: a full request without one, at once.
+    leader.reply(refusal(SESSION_ID_NOT_FOUND)).await;
+    let fourth = leader.next_within(AT_ONCE).await;
+    assert_eq!(seen(&fourth), (0, 0, both_at_0.clone(), vec![]));
+    // Refused as well: asking the same again at once could go on for ever; back off.
+    leader.reply(refusal(SESSION_ID_NOT_FOUND)).await;
+    leader.none_for(Duration::from_secs(1)).await;
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(HANG_GUARD, running)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_response_holds_the_next_request_for_its_throttle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..2).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let (stop, stopped) = watch::channel(false);
+    let fetcher = task_backing_off(leader.address.clone(), &followed, LONG_BACKOFF_MS);
+    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let both_at_0 = vec![(0, 0), (1, 0)];
+    let throttle = Duration::from_millis(300);
+    let throttle_ms = i32::try_from(throttle.as_millis()).unwrap();
+
+    // KIP-219: an empty full response carrying a throttle time. Not a back-off: a new full
+    // request once the throttle time has passed.
+    let first = leader.next().await;
+    assert_eq!(seen(&first), (0, 0, both_at_0.clone(), vec![]));
+    let replied = std::time::Instant::now();
+    leader
+        .reply(throttled(answer(0, vec![]), throttle_ms))
+        .await;
+    let second = leader.next_within(AT_ONCE).await;
+    assert!(replied.elapsed() >= throttle, "{:?}", replied.elapsed());
+    assert_eq!(seen(&second), (0, 0, both_at_0.clone(), vec![]));
+    // A throttle time on an answer that is used holds the next request too.
+    let replied = std::time::Instant::now();
+    let answered = answer(42, vec![(0, None, 0), (1, None, 0)]);
+    leader.reply(throttled(answered, throttle_ms)).await;
+    let third = leader.next_within(AT_ONCE).await;
+    assert!(replied.elapsed() >= throttle, "{:?}", replied.elapsed());
+    assert_eq!(seen(&third), (42, 1, vec![], vec![]));
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(HANG_GUARD, running)
+        .await
+        .unwrap()
+        .unwrap();
 }
