@@ -787,6 +787,12 @@ def wait_until(predicate, timeout_s, what="condition", interval_s=POLL_INTERVAL_
     return clients.wait_for(predicate, timeout_s=timeout_s, interval_s=interval_s, what=what)
 
 
+def leadership(node, topic):
+    """(leader, leader_epoch) of partition 0 of `topic` in `node`'s Metadata."""
+    partition = node.metadata([topic])["topics"][topic]["partitions"][0]
+    return partition["leader"], partition["leader_epoch"]
+
+
 class Cluster:
     """N nodes, each broker and controller, all voters. See the module docstring."""
 
@@ -897,6 +903,34 @@ class Cluster:
         assert self.network is not None, "heal() needs Cluster(..., netns=True)"
         self.network.heal(node_id)
         log.info("%s: node %d reconnected", self.name, node_id)
+
+    def fence_and_unfence(self, host, topic, epoch_before, taken=None):
+        """Moves partition 0 of `topic`, whose only replica is on node `host`, two leader
+        epochs up: `host` is SIGSTOPped past broker.session.timeout.ms, so the controller
+        fences it and the partition goes offline (epoch + 1), then resumed, so it is
+        unfenced and leads again (epoch + 1). Waits until `host`'s Metadata names it
+        leader at epoch_before + 2 or later and, if given, until taken(epoch) returns
+        (it raises while `host`'s own partition lags the Metadata it serves, as its
+        reconciler may for a moment). Returns that epoch."""
+        observer = next(i for i in self.node_ids() if i != host)
+        self.pause(host)
+        try:
+            wait_until(lambda: leadership(self.node(observer), topic)[0] == -1,
+                       timeout_s=self.session_timeout_ms / 1000 * 3 + 10,
+                       what=f"partition offline while node {host} is stopped")
+        finally:
+            self.resume(host)
+
+        def leads_again():
+            leader, epoch = leadership(self.node(host), topic)
+            assert leader == host and epoch >= epoch_before + 2, \
+                f"offline and back: two leader changes, got {(leader, epoch)}"
+            if taken is not None:
+                taken(epoch)
+            return epoch
+
+        return wait_until(leads_again, timeout_s=40,
+                          what=f"node {host} leads at a new epoch")
 
     def pids(self):
         return [n.pid for n in self.nodes if n.pid is not None]

@@ -8,7 +8,7 @@ first batch of the new epoch sits several segments below the active one when the
 is killed: were its entry not in the file, the restarted broker would answer the older
 epoch's end offset as the log end.
 
-The epoch is changed as in test_leader_epoch_changes.py: the partition's only replica
+The epoch is changed by cluster.Cluster.fence_and_unfence: the partition's only replica
 (node X) is SIGSTOPped past broker.session.timeout.ms (offline, epoch + 1) and resumed
 (leads again, epoch + 1).
 """
@@ -19,8 +19,8 @@ import uuid
 
 import cluster
 import rawkafka
-from test_leader_epoch_apis import NONE, UNKNOWN_LEADER_EPOCH, offset_for_leader_epoch_v3
-from test_leader_epoch_changes import leadership
+from cluster import leadership
+from test_leader_epoch_apis import NONE, assert_serves_epoch, offset_for_leader_epoch_v3
 
 SEGMENT_BYTES = 1 << 20  # Kafka 4's minimum segment.bytes
 RECORDS_PER_BATCH = 100
@@ -93,7 +93,6 @@ def test_sigkill_after_an_epoch_change_and_rolls_keeps_the_epochs(make_cluster):
     nodes = make_cluster(3, session_timeout_ms=3000)
     controller = nodes.active_controller()
     host = next(i for i in nodes.node_ids() if i != controller)
-    other = next(i for i in nodes.node_ids() if i != host)
     node = nodes.node(host)
     topic = f"epoch-crash-{uuid.uuid4().hex[:10]}"
     nodes.create_topic(controller, topic, assignments={0: [host]},
@@ -103,24 +102,8 @@ def test_sigkill_after_an_epoch_change_and_rolls_keeps_the_epochs(make_cluster):
     assert leader == host
     produce_batches(node, topic, 25)  # two and a half segments at the first epoch
 
-    nodes.pause(host)
-    try:
-        cluster.wait_until(lambda: leadership(nodes.node(other), topic)[0] == -1,
-                           timeout_s=nodes.session_timeout_ms / 1000 * 3 + 10,
-                           what=f"partition offline while node {host} is stopped")
-    finally:
-        nodes.resume(host)
-
-    def leads_at_a_new_epoch():
-        leader, epoch = leadership(node, topic)
-        assert leader == host and epoch >= first + 2, (leader, epoch)
-        with node.connect() as conn:
-            error, _, _ = offset_for_leader_epoch_v3(conn, topic, [(epoch, epoch)])[0]
-        assert error != UNKNOWN_LEADER_EPOCH, "partition still at an older epoch"
-        return epoch
-
-    epoch = cluster.wait_until(leads_at_a_new_epoch, timeout_s=30,
-                               what=f"node {host} leads at a new epoch")
+    epoch = nodes.fence_and_unfence(
+        host, topic, first, taken=lambda epoch: assert_serves_epoch(node, topic, epoch))
     new_start = produce_batches(node, topic, 40)  # several rolls at the new epoch
     before, log_end = log_batches(node, topic)
     assert expected_end_offsets(before, log_end) == {first: new_start, epoch: log_end}

@@ -1,10 +1,10 @@
 """Leader-epoch APIs on a real cluster (issue 8): OffsetForLeaderEpoch, ListOffsets' leader
 epochs, and KIP-951 leader hints on a refused Produce and Fetch.
 
-Epochs are made to change as in test_leader_epoch_changes.py: a partition with one replica
-on node X is fenced (X SIGSTOPped past broker.session.timeout.ms, the partition goes
-offline, epoch + 1) and unfenced (X resumed, leads again, epoch + 1), so its log holds a
-batch of the first epoch and one of the new epoch, and an epoch in between it never had.
+Epochs are made to change by cluster.Cluster.fence_and_unfence: a partition with one
+replica on node X is fenced (X SIGSTOPped past broker.session.timeout.ms, the partition
+goes offline, epoch + 1) and unfenced (X resumed, leads again, epoch + 1), so its log holds
+a batch of the first epoch and one of the new epoch, and an epoch in between it never had.
 
 Requests are hand-encoded with rawkafka's primitives: OffsetForLeaderEpoch v3 and
 ListOffsets v4 (the last non-flexible versions with current_leader_epoch), Produce v10 and
@@ -22,7 +22,8 @@ import cluster
 import rawkafka
 from rawkafka import (EMPTY_TAGGED_FIELDS, array, compact_string, int8, int16, int32, int64,
                       string, uvarint)
-from test_leader_epoch_changes import leadership, produce
+from cluster import leadership
+from test_leader_epoch_changes import produce
 
 OFFSET_FOR_LEADER_EPOCH = 23
 NONE = 0
@@ -51,6 +52,14 @@ def offset_for_leader_epoch_v3(conn, topic, asks, replica_id=-1):
     reader.expect_end()
     assert [name for name, _ in topics] == [topic]
     return topics[0][1]
+
+
+def assert_serves_epoch(node, topic, epoch):
+    """Raises while `node`'s own partition 0 of `topic` is not at leader epoch `epoch` yet
+    (its Metadata may announce the epoch a moment before the partition takes it)."""
+    with node.connect() as conn:
+        error, _, _ = offset_for_leader_epoch_v3(conn, topic, [(epoch, epoch)])[0]
+    assert error != UNKNOWN_LEADER_EPOCH, "partition still at an older epoch"
 
 
 def offset_for_leader_epoch_legacy(conn, version, topics):
@@ -124,28 +133,8 @@ def test_end_offsets_and_list_offsets_epochs_follow_leader_changes(make_cluster)
     assert before == [(NONE, first, 3), (NONE, -1, -1)], "latest epoch: the log end"
     assert legacy_before == before
 
-    nodes.pause(host)
-    try:
-        cluster.wait_until(lambda: leadership(nodes.node(other), topic)[0] == -1,
-                           timeout_s=nodes.session_timeout_ms / 1000 * 3 + 10,
-                           what=f"partition offline while node {host} is stopped")
-    finally:
-        nodes.resume(host)
-
-    def leads_again():
-        leader, epoch = leadership(node, topic)
-        assert leader == host and epoch >= first + 2, (leader, epoch)
-        return epoch
-
-    epoch = cluster.wait_until(leads_again, timeout_s=30, what=f"node {host} leads again")
-
-    def produce_at_new_epoch():
-        with node.connect() as conn:
-            answers = offset_for_leader_epoch_v3(conn, topic, [(epoch, epoch)])
-        assert answers[0][0] != UNKNOWN_LEADER_EPOCH, "partition still at an older epoch"
-        return answers
-
-    cluster.wait_until(produce_at_new_epoch, timeout_s=10, what="partition at the new epoch")
+    epoch = nodes.fence_and_unfence(
+        host, topic, first, taken=lambda epoch: assert_serves_epoch(node, topic, epoch))
     assert produce(node, topic, [b"d", b"e"]) == 3
 
     with node.connect() as conn:
@@ -364,16 +353,7 @@ def test_a_refused_produce_and_fetch_name_the_leader_and_its_endpoint(make_clust
     assert leader == (host, epoch)
     assert endpoints == [(host, *host_endpoint)]
     # Fenced on the leader itself (a stale epoch): the hint names the same leader.
-    nodes.pause(host)
-    try:
-        cluster.wait_until(lambda: leadership(nodes.node(other), topic)[0] == -1,
-                           timeout_s=nodes.session_timeout_ms / 1000 * 3 + 10,
-                           what=f"partition offline while node {host} is stopped")
-    finally:
-        nodes.resume(host)
-    new_epoch = cluster.wait_until(
-        lambda: _leads_above(nodes.node(host), topic, host, epoch), timeout_s=30,
-        what=f"node {host} leads again")
+    new_epoch = nodes.fence_and_unfence(host, topic, epoch)
 
     def fenced_fetch():
         with nodes.node(host).connect() as conn:
@@ -385,12 +365,6 @@ def test_a_refused_produce_and_fetch_name_the_leader_and_its_endpoint(make_clust
                                               what="the old epoch fenced")
     assert leader == (host, new_epoch)
     assert endpoints == [(host, *nodes.node(other).metadata([topic])["brokers"][host])]
-
-
-def _leads_above(node, topic, host, epoch):
-    leader, new_epoch = leadership(node, topic)
-    assert leader == host and new_epoch >= epoch + 2, (leader, new_epoch)
-    return new_epoch
 
 
 def uuid_bytes(text):

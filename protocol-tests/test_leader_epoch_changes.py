@@ -2,7 +2,8 @@
 
 A partition with one replica on node X of a three-node cluster: X is SIGSTOPped for longer
 than broker.session.timeout.ms, so the controller fences it (the partition goes offline,
-leader epoch + 1), then resumed, so it is unfenced and leads again (epoch + 1 again).
+leader epoch + 1), then resumed, so it is unfenced and leads again (epoch + 1 again); see
+cluster.Cluster.fence_and_unfence.
 Metadata then names X leader at the new epoch, and X itself must agree: Fetch with that
 `current_leader_epoch` returns the records produced before, the old epoch is fenced, and
 a batch produced afterwards carries the new epoch in its partition_leader_epoch field.
@@ -17,6 +18,7 @@ import uuid
 
 import cluster
 import rawkafka
+from cluster import leadership
 from rawkafka import array, int8, int32, int64, string
 
 FETCH_VERSION = 9
@@ -72,12 +74,6 @@ def batch_epochs(records):
     return out
 
 
-def leadership(node, topic):
-    """(leader, leader_epoch) of partition 0 of `topic` in `node`'s Metadata."""
-    partition = node.metadata([topic])["topics"][topic]["partitions"][0]
-    return partition["leader"], partition["leader_epoch"]
-
-
 def produce(node, topic, values):
     batch = rawkafka.build_batch([(None, value, []) for value in values])
     with node.connect() as conn:
@@ -90,7 +86,6 @@ def test_a_partition_leads_again_at_the_new_epoch_after_fencing(make_cluster):
     nodes = make_cluster(3, session_timeout_ms=3000)
     controller = nodes.active_controller()
     host = next(i for i in nodes.node_ids() if i != controller)
-    others = [i for i in nodes.node_ids() if i != host]
     node = nodes.node(host)
     topic = f"epochs-{uuid.uuid4().hex[:10]}"
     nodes.create_topic(controller, topic, assignments={0: [host]})
@@ -99,22 +94,7 @@ def test_a_partition_leads_again_at_the_new_epoch_after_fencing(make_cluster):
     assert leader == host
     assert produce(node, topic, [b"a", b"b", b"c"]) == 0
 
-    nodes.pause(host)
-    try:
-        # Fenced: the partition has no other replica, so it goes offline.
-        cluster.wait_until(lambda: leadership(nodes.node(others[0]), topic)[0] == -1,
-                           timeout_s=nodes.session_timeout_ms / 1000 * 3 + 10,
-                           what=f"partition offline while node {host} is stopped")
-    finally:
-        nodes.resume(host)
-
-    def leads_again():
-        leader, epoch = leadership(node, topic)
-        assert leader == host and epoch > first_epoch, (leader, epoch)
-        return epoch
-
-    epoch = cluster.wait_until(leads_again, timeout_s=30, what=f"node {host} leads again")
-    assert epoch >= first_epoch + 2, "offline and back: two leader changes"
+    epoch = nodes.fence_and_unfence(host, topic, first_epoch)
     print(f"node {host}: leader epoch {first_epoch} -> {epoch}")
 
     # The node's partition has taken the epoch its Metadata announces (the reconciler may
