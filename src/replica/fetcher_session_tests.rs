@@ -158,6 +158,27 @@ fn settings(backoff_ms: u64) -> ReplicationConfig {
     ReplicationConfig::parse(&BTreeMap::from([backoff])).unwrap()
 }
 
+/// A fetcher task running until `stop`.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn start(fetcher: FetcherTask) -> Running {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+        Running { stop, task }
+    }
+
+    /// Stops the fetcher and waits for its task to end.
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        let ended = tokio::time::timeout(HANG_GUARD, self.task).await;
+        ended.expect("the fetcher stops in time").unwrap();
+    }
+}
+
 fn task(address: String, followed: &[(TopicPartition, Followed)]) -> FetcherTask {
     task_backing_off(address, followed, 10)
 }
@@ -245,9 +266,8 @@ async fn a_follower_fetches_through_the_leaders_session() {
     let dir = tempfile::tempdir().unwrap();
     let followed: Vec<_> = (0..3).map(|index| follower(dir.path(), index)).collect();
     let mut leader = FakeLeader::start().await;
-    let (stop, stopped) = watch::channel(false);
     let fetcher = task(leader.address.clone(), &followed);
-    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let running = Running::start(fetcher);
     let all_at = |offsets: [i64; 3]| (0..3).zip(offsets).collect::<Vec<_>>();
 
     // A full request asking for a session; the leader opens session 42.
@@ -296,11 +316,7 @@ async fn a_follower_fetches_through_the_leaders_session() {
     let seventh = leader.next().await;
     assert_eq!(seen(&seventh), (0, 0, all_at([0, 2, 0]), vec![]));
 
-    stop.send(true).unwrap();
-    tokio::time::timeout(HANG_GUARD, running)
-        .await
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,10 +324,9 @@ async fn a_partition_no_longer_fetched_is_forgotten_then_added_back() {
     let dir = tempfile::tempdir().unwrap();
     let followed: Vec<_> = (0..2).map(|index| follower(dir.path(), index)).collect();
     let mut leader = FakeLeader::start().await;
-    let (stop, stopped) = watch::channel(false);
     let fetcher = task(leader.address.clone(), &followed);
     let shared = Arc::clone(&fetcher.shared);
-    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let running = Running::start(fetcher);
 
     let first = leader.next().await;
     assert_eq!(seen(&first), (0, 0, vec![(0, 0), (1, 0)], vec![]));
@@ -336,11 +351,7 @@ async fn a_partition_no_longer_fetched_is_forgotten_then_added_back() {
     let fourth = leader.next().await;
     assert_eq!(seen(&fourth), (42, 3, vec![(1, 0)], vec![]));
 
-    stop.send(true).unwrap();
-    tokio::time::timeout(HANG_GUARD, running)
-        .await
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 /// The bytes a round costs on the wire, for 1000 partitions of which 10 moved.
@@ -394,46 +405,23 @@ fn only_a_refusal_that_would_repeat_backs_off() {
         topic_id: TOPIC_ID,
         partition: 9,
     };
+    let refused = Rejection::Error;
+    let (not_found, bad_epoch) = (SESSION_ID_NOT_FOUND, INVALID_SESSION_EPOCH);
     let cases = [
         // (rejection, sent, next, backs off)
-        (
-            Rejection::Error(SESSION_ID_NOT_FOUND),
-            incremental_42,
-            initial,
-            false,
-        ),
-        (
-            Rejection::Error(INVALID_SESSION_EPOCH),
-            incremental_42,
-            close_42,
-            false,
-        ),
+        (refused(not_found), incremental_42, initial, false),
+        (refused(bad_epoch), incremental_42, close_42, false),
         // A full request refused: Kafka asks again at once, now for a new session.
-        (
-            Rejection::Error(SESSION_ID_NOT_FOUND),
-            close_42,
-            initial,
-            false,
-        ),
+        (refused(not_found), close_42, initial, false),
         // ... unless that is the request just refused.
-        (
-            Rejection::Error(SESSION_ID_NOT_FOUND),
-            initial,
-            initial,
-            true,
-        ),
-        (
-            Rejection::Error(INVALID_SESSION_EPOCH),
-            close_42,
-            close_42,
-            true,
-        ),
+        (refused(not_found), initial, initial, true),
+        (refused(bad_epoch), close_42, close_42, true),
         (Rejection::Throttled(300), initial, initial, false),
         (Rejection::Extra(stranger), incremental_42, close_42, false),
         (Rejection::Extra(stranger), initial, initial, true),
         (Rejection::Omitted(stranger), initial, initial, true),
-        (Rejection::Error(3), incremental_42, close_42, true),
-        (Rejection::Error(3), initial, initial, true),
+        (refused(3), incremental_42, close_42, true),
+        (refused(3), initial, initial, true),
     ];
     for (rejection, sent, next, expected) in cases {
         let decided = backs_off(&rejection, sent, next);
@@ -444,18 +432,23 @@ fn only_a_refusal_that_would_repeat_backs_off() {
     }
 }
 
+/// A fetcher of two partitions (in `dir`) whose back-off no test waits out, and its leader,
+/// which has received the first request (full, asking for a session) and not answered.
+async fn asked_in_full_backing_off_long(dir: &std::path::Path) -> (FakeLeader, Running) {
+    let followed: Vec<_> = (0..2).map(|index| follower(dir, index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let fetcher = task_backing_off(leader.address.clone(), &followed, LONG_BACKOFF_MS);
+    let running = Running::start(fetcher);
+    let first = leader.next().await;
+    assert_eq!(seen(&first), (0, 0, vec![(0, 0), (1, 0)], vec![]));
+    (leader, running)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_request_refused_for_its_session_is_followed_at_once_by_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let followed: Vec<_> = (0..2).map(|index| follower(dir.path(), index)).collect();
-    let mut leader = FakeLeader::start().await;
-    let (stop, stopped) = watch::channel(false);
-    let fetcher = task_backing_off(leader.address.clone(), &followed, LONG_BACKOFF_MS);
-    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let (mut leader, running) = asked_in_full_backing_off_long(dir.path()).await;
     let both_at_0 = vec![(0, 0), (1, 0)];
-
-    let first = leader.next().await;
-    assert_eq!(seen(&first), (0, 0, both_at_0.clone(), vec![]));
     leader
         .reply(answer(42, vec![(0, None, 0), (1, None, 0)]))
         .await;
@@ -474,29 +467,19 @@ async fn a_full_request_refused_for_its_session_is_followed_at_once_by_a_new_one
     leader.reply(refusal(SESSION_ID_NOT_FOUND)).await;
     leader.none_for(Duration::from_secs(1)).await;
 
-    stop.send(true).unwrap();
-    tokio::time::timeout(HANG_GUARD, running)
-        .await
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_response_holds_the_next_request_for_its_throttle_time() {
     let dir = tempfile::tempdir().unwrap();
-    let followed: Vec<_> = (0..2).map(|index| follower(dir.path(), index)).collect();
-    let mut leader = FakeLeader::start().await;
-    let (stop, stopped) = watch::channel(false);
-    let fetcher = task_backing_off(leader.address.clone(), &followed, LONG_BACKOFF_MS);
-    let running = tokio::spawn(fetcher.run(Shutdown::from_receiver(stopped)));
+    let (mut leader, running) = asked_in_full_backing_off_long(dir.path()).await;
     let both_at_0 = vec![(0, 0), (1, 0)];
     let throttle = Duration::from_millis(300);
     let throttle_ms = i32::try_from(throttle.as_millis()).unwrap();
 
     // KIP-219: an empty full response carrying a throttle time. Not a back-off: a new full
     // request once the throttle time has passed.
-    let first = leader.next().await;
-    assert_eq!(seen(&first), (0, 0, both_at_0.clone(), vec![]));
     let replied = std::time::Instant::now();
     leader
         .reply(throttled(answer(0, vec![]), throttle_ms))
@@ -512,9 +495,5 @@ async fn a_throttled_response_holds_the_next_request_for_its_throttle_time() {
     assert!(replied.elapsed() >= throttle, "{:?}", replied.elapsed());
     assert_eq!(seen(&third), (42, 1, vec![], vec![]));
 
-    stop.send(true).unwrap();
-    tokio::time::timeout(HANG_GUARD, running)
-        .await
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
