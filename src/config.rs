@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::server::socket_buffers::{SocketBuffers, buffer_size};
 use crate::types::NodeId;
 
 pub mod connection_limits;
@@ -183,6 +184,9 @@ pub struct BrokerConfig {
     pub leader_imbalance_per_broker_percentage: u32,
     /// `socket.request.max.bytes`: a larger frame closes the connection.
     pub frame_bytes_max: usize,
+    /// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes`: SO_SNDBUF / SO_RCVBUF
+    /// of accepted client sockets (`None`: -1, the kernel's default).
+    pub socket_buffers: SocketBuffers,
     /// `queued.max.request.bytes`: request bytes in memory broker-wide; a connection
     /// whose next frame does not fit stops reading until it does. `None` (a value <= 0,
     /// as in Kafka) is unbounded. Kafka's default is unbounded; ours is 128 MiB so a
@@ -433,6 +437,10 @@ impl BrokerConfig {
                 10,
             )?,
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
+            socket_buffers: SocketBuffers {
+                send_bytes: socket_buffer(&explicit, "socket.send.buffer.bytes")?,
+                receive_bytes: socket_buffer(&explicit, "socket.receive.buffer.bytes")?,
+            },
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
             connection_limits: connection_limits::ConnectionLimits::from_configs(&explicit)
                 .map_err(ConfigError::Inconsistent)?,
@@ -838,6 +846,16 @@ fn next_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<Str
 }
 
 /// `queued.max.request.bytes`; <= 0 means unbounded, as in Kafka.
+/// A socket buffer size config: Kafka's default 100 KiB, -1 for the kernel's.
+fn socket_buffer(map: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, ConfigError> {
+    let value: i32 = parse(map, key, 102_400)?;
+    buffer_size(value).map_err(|reason| ConfigError::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    })
+}
+
 fn queued_request_bytes(map: &BTreeMap<String, String>) -> Result<Option<u32>, ConfigError> {
     const KEY: &str = "queued.max.request.bytes";
     let bytes: i64 = parse(map, KEY, 134_217_728)?;
@@ -958,6 +976,31 @@ mod tests {
     }
 
     #[test]
+    fn socket_buffer_sizes_take_minus_one_for_the_kernels_and_refuse_zero() {
+        let config = |send: &str, receive: &str| {
+            let map = BTreeMap::from([
+                ("socket.send.buffer.bytes".to_string(), send.to_string()),
+                (
+                    "socket.receive.buffer.bytes".to_string(),
+                    receive.to_string(),
+                ),
+            ]);
+            BrokerConfig::from_map(map).map(|c| c.socket_buffers)
+        };
+        let buffers = config("-1", "65536").unwrap();
+        assert_eq!(
+            (buffers.send_bytes, buffers.receive_bytes),
+            (None, Some(65_536))
+        );
+        for (send, receive) in [("0", "-1"), ("-1", "-2"), ("lots", "-1")] {
+            assert!(matches!(
+                config(send, receive),
+                Err(ConfigError::Invalid { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn defaults_are_kafkas() {
         let config = BrokerConfig::from_args_and_env(vec![], vec![]).unwrap();
         assert_eq!(config.listener.port, 9092);
@@ -966,6 +1009,14 @@ mod tests {
         assert_eq!(config.num_partitions, 1);
         assert!(config.auto_create_topics_enable);
         assert_eq!(config.frame_bytes_max, 104_857_600);
+        let kafkas = Some(102_400);
+        assert_eq!(
+            config.socket_buffers,
+            SocketBuffers {
+                send_bytes: kafkas,
+                receive_bytes: kafkas
+            }
+        );
         assert_eq!(config.time_ms("log.retention.ms"), Some(604_800_000));
         assert_eq!(config.recovery_threads_per_data_dir, 2);
         assert_eq!(config.cleaner_dedupe_buffer_bytes, 134_217_728);

@@ -74,8 +74,12 @@ pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown:
                 budget.clone(),
                 name.clone(),
             );
+            let buffers = broker.config.socket_buffers;
             move |stream: TcpStream, peer: SocketAddr| {
                 let _ = stream.set_nodelay(true);
+                if let Err(error) = buffers.apply(&stream) {
+                    tracing::warn!(%peer, %error, "could not set the socket's buffer sizes");
+                }
                 Connection::new(
                     stream,
                     peer,

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod request_span;
 pub mod sendfile;
 pub mod shutdown;
+pub mod socket_buffers;
 
 pub use listener::{BoundListener, serve};
 pub use shutdown::Shutdown;
