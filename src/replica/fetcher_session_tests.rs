@@ -152,6 +152,7 @@ fn task(address: String, followed: &[(TopicPartition, Followed)]) -> FetcherTask
         shared,
         connection: None,
         session: FetchSession::new(),
+        order: RoundOrder::default(),
         rounds: 0,
     }
 }
