@@ -38,8 +38,8 @@ use tokio::time::Instant;
 
 use super::errors::replica_error;
 use super::fetch_session::{
-    Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, Responded,
-    Sent, SessionChanges, SessionRequest,
+    Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, QuietRead,
+    Responded, Sent, SessionChanges, SessionRequest,
 };
 use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition};
@@ -130,7 +130,8 @@ pub async fn handle(
         record_follower_progress(broker, &image, &request, replica, &mut targets);
         mark_leader_throttled(broker, &mut targets);
     }
-    let results = read_or_park(broker, context, &request, &targets, replica).await;
+    let quiet = session_quiet(&session, &targets);
+    let results = read_or_park(broker, context, &request, (&targets, quiet), replica).await;
     count_errors(&results);
     let bytes_out = bytes_read(&results);
     let (keep, update) = session_update(&session, &topics, &targets, &results);
@@ -156,12 +157,13 @@ pub async fn handle(
 }
 
 /// Reads the targets, and parks until `min_bytes` are there, an error is, or `max_wait_ms`
-/// has passed (woken by appends and high watermark moves of any target).
+/// has passed (woken by appends and high watermark moves of any target). Targets `quiet`
+/// marks (one entry per target, or none) are answered unread while their versions hold.
 async fn read_or_park(
     broker: &Broker,
     context: &RequestContext,
     request: &FetchRequest,
-    targets: &[Target],
+    (targets, quiet): (&[Target], Vec<Option<Quiet>>),
     replica: Option<NodeId>,
 ) -> Vec<ReadOutcome> {
     let mut response_bytes_max =
@@ -180,11 +182,16 @@ async fn read_or_park(
         true => SEND_FROM_FILE_MIN_BYTES - 1,
         false => usize::MAX,
     };
-    let read_all = |targets: &[Target]| read_all(targets, response_bytes_max, inline_max);
-    let mut results = read_all(targets);
+    let read_all = |targets: &[Target], quiet: &[Option<Quiet>]| {
+        read_all(targets, quiet, response_bytes_max, inline_max)
+    };
+    let mut results = read_all(targets, &quiet);
     if satisfied(&results, min_bytes) || request.max_wait_ms <= 0 {
         return results;
     }
+    // Partitions with nothing to read, and the version that says so: re-reads skip them
+    // while it holds, so a wake-up costs the partitions that changed, not all of them.
+    let mut quiet = quiet_reads(targets, &results);
     let watched: Vec<Arc<Partition>> = targets
         .iter()
         .filter_map(|t| t.partition.as_ref().ok().cloned())
@@ -193,10 +200,11 @@ async fn read_or_park(
     let _parked = Parked::new(Delayed::Fetch);
     loop {
         let waiter = ChangeWaiter::arm(&watched);
-        results = read_all(targets);
+        results = read_all(targets, &quiet);
         if satisfied(&results, min_bytes) || Instant::now() >= deadline {
             return results;
         }
+        quiet = quiet_reads(targets, &results);
         // Slices are not held while parked: they would keep deleted segments open.
         results.clear();
         let woken = tokio::select! {
@@ -205,7 +213,7 @@ async fn read_or_park(
             _ = shutdown.triggered() => false,
         };
         if !woken {
-            return read_all(targets);
+            return read_all(targets, &quiet);
         }
     }
 }
@@ -277,13 +285,15 @@ fn session_update(
                         log_start_offset: target.log_start_offset,
                         current_leader_epoch: target.current_leader_epoch,
                     };
-                    (fetch, Sent::after(&answer(result)))
+                    (fetch, Sent::after(&answer(target, result)))
                 })
                 .collect();
             (None, SessionUpdate::Create(partitions))
         }
         Context::Incremental(incremental) => {
-            let answers: Vec<Answer> = results.iter().map(answer).collect();
+            let answers: Vec<Answer> = (targets.iter().zip(results))
+                .map(|(target, result)| answer(target, result))
+                .collect();
             let (keep, responded) = incremental.respond(&answers);
             (Some(keep), SessionUpdate::Commit(responded))
         }
@@ -301,7 +311,14 @@ enum SessionUpdate {
 }
 
 /// What a response says of one partition, as sessions compare it.
-fn answer(result: &ReadOutcome) -> Answer {
+fn answer(target: &Target, result: &ReadOutcome) -> Answer {
+    let quiet = quiet_read(target, result).map(|quiet| QuietRead {
+        version: quiet.version,
+        fetch_offset: target.fetch_offset,
+        current_leader_epoch: target.current_leader_epoch,
+        bound: read_bound(target),
+        log_end_offset: quiet.log_end_offset,
+    });
     match result {
         Ok(read) => Answer {
             high_watermark: read.high_watermark,
@@ -309,6 +326,7 @@ fn answer(result: &ReadOutcome) -> Answer {
             last_stable_offset: read.last_stable_offset,
             has_records: !read.records.is_empty(),
             error: false,
+            quiet,
         },
         Err((_, high_watermark, log_start_offset)) => Answer {
             high_watermark: *high_watermark,
@@ -316,6 +334,7 @@ fn answer(result: &ReadOutcome) -> Answer {
             last_stable_offset: -1,
             has_records: false,
             error: true,
+            quiet: None,
         },
     }
 }
@@ -633,14 +652,116 @@ fn target(
 /// What one read of one partition produced.
 type ReadOutcome = Result<PartitionRead<ReadRecords>, (ResponseError, i64, i64)>;
 
+/// A read that found nothing at or past the fetch offset up to its bound, and the
+/// partition version it saw: while the version holds, a read finds the same.
+#[derive(Clone, Copy, Debug)]
+struct Quiet {
+    version: u64,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+    log_end_offset: i64,
+}
+
+impl Quiet {
+    /// What the read found, again. No aborted transactions: they come only with records.
+    fn outcome(&self) -> ReadOutcome {
+        Ok(PartitionRead {
+            records: ReadRecords::Bytes(Bytes::new()),
+            high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset,
+            aborted_transactions: Vec::new(),
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+            version: self.version,
+        })
+    }
+}
+
+/// Which of `results` (one per target) were quiet (see [`quiet_read`]).
+fn quiet_reads(targets: &[Target], results: &[ReadOutcome]) -> Vec<Option<Quiet>> {
+    (targets.iter().zip(results))
+        .map(|(target, result)| quiet_read(target, result))
+        .collect()
+}
+
+/// The result if it was quiet: empty because the fetch offset is at or past the target's
+/// bound, not because a byte limit or a throttle held records back (those depend on more
+/// than the partition's state).
+fn quiet_read(target: &Target, result: &ReadOutcome) -> Option<Quiet> {
+    let read = result
+        .as_ref()
+        .ok()
+        .filter(|read| read.records.is_empty())?;
+    let bound = match read_bound(target) {
+        ReadBound::LogEnd => read.log_end_offset,
+        ReadBound::LastStableOffset => read.last_stable_offset,
+        ReadBound::HighWatermark => read.high_watermark,
+    };
+    (target.fetch_offset >= bound).then_some(Quiet {
+        version: read.version,
+        high_watermark: read.high_watermark,
+        last_stable_offset: read.last_stable_offset,
+        log_start_offset: read.log_start_offset,
+        log_end_offset: read.log_end_offset,
+    })
+}
+
+/// Where a target's read stops, throttling aside.
+fn read_bound(target: &Target) -> ReadBound {
+    match target.replica {
+        Some(_) => ReadBound::LogEnd,
+        None if target.read_committed => ReadBound::LastStableOffset,
+        None => ReadBound::HighWatermark,
+    }
+}
+
+/// An incremental fetch's targets whose last answer was a quiet read from the same offset
+/// to the same bound: what the session sent is what a read finds while the version holds,
+/// so partitions idle in a follower's session of a thousand are not read at every fetch.
+fn session_quiet(session: &Context, targets: &[Target]) -> Vec<Option<Quiet>> {
+    let Context::Incremental(incremental) = session else {
+        return Vec::new();
+    };
+    let quiet = |((_, sent), target): (&(PartitionFetch, Sent), &Target)| {
+        let read = sent.quiet?;
+        let same = read.fetch_offset == target.fetch_offset
+            && read.current_leader_epoch == target.current_leader_epoch
+            && read.bound == read_bound(target);
+        same.then_some(Quiet {
+            version: read.version,
+            high_watermark: sent.high_watermark,
+            last_stable_offset: sent.last_stable_offset,
+            log_start_offset: sent.log_start_offset,
+            log_end_offset: read.log_end_offset,
+        })
+    };
+    (incremental.partitions.iter().zip(targets))
+        .map(quiet)
+        .collect()
+}
+
 /// Reads every target within the response's byte limit; reads up to `inline_max` bytes
-/// come back in memory, larger ones as file slices.
-fn read_all(targets: &[Target], response_bytes_max: usize, inline_max: usize) -> Vec<ReadOutcome> {
+/// come back in memory, larger ones as file slices. A target whose entry in `quiet`
+/// (empty: none) still has its partition's version is answered from it without a read.
+fn read_all(
+    targets: &[Target],
+    quiet: &[Option<Quiet>],
+    response_bytes_max: usize,
+    inline_max: usize,
+) -> Vec<ReadOutcome> {
     let mut remaining = response_bytes_max;
     let mut any_data = false;
     targets
         .iter()
-        .map(|target| {
+        .enumerate()
+        .map(|(index, target)| {
+            let unchanged = quiet.get(index).copied().flatten().filter(|quiet| {
+                (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version)
+            });
+            if let Some(quiet) = unchanged {
+                return quiet.outcome();
+            }
             let outcome = read_one(target, remaining, !any_data, inline_max);
             if let Ok(read) = &outcome {
                 remaining = remaining.saturating_sub(read.records.len());
@@ -682,9 +803,7 @@ fn read_one(
             (max_bytes, min_one_batch) = (0, false);
             ReadBound::LogEnd
         }
-        Some(_) => ReadBound::LogEnd,
-        None if target.read_committed => ReadBound::LastStableOffset,
-        None => ReadBound::HighWatermark,
+        _ => read_bound(target),
     };
     let offset = target.fetch_offset;
     partition
@@ -807,4 +926,129 @@ fn listed_topics(responses: Vec<FetchableTopicResponse>) -> Vec<FetchableTopicRe
         }
     }
     listed
+}
+
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+    use crate::log::test_support::encode_batch;
+    use crate::log::{LastShutdown, LogConfig};
+    use crate::replica::partition::Leadership;
+    use crate::types::TopicPartition;
+    use kafka_protocol::records::Compression;
+
+    fn leader(dir: &std::path::Path) -> Arc<Partition> {
+        let tp = TopicPartition::new("t", 0);
+        let opened = (
+            tp,
+            uuid::Uuid::from_u128(7),
+            dir.join("p"),
+            LogConfig::default(),
+        );
+        let partition = Partition::open_at(opened, 0, 0, 0, LastShutdown::Unclean).unwrap();
+        let view = Leadership {
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![1],
+            isr: vec![1],
+        };
+        partition.apply_leadership(1, &view, 0).unwrap();
+        Arc::new(partition)
+    }
+
+    fn target(partition: &Arc<Partition>, fetch_offset: i64, max_bytes: usize) -> Target {
+        Target {
+            topic_index: 0,
+            partition_index: 0,
+            fetch_offset,
+            max_bytes,
+            current_leader_epoch: 0,
+            partition: Ok(Arc::clone(partition)),
+            replica: Some(2),
+            log_start_offset: 0,
+            read_committed: false,
+            leader_quota: None,
+        }
+    }
+
+    fn records(result: &ReadOutcome) -> usize {
+        result.as_ref().unwrap().records.len()
+    }
+
+    #[test]
+    fn a_quiet_partition_is_answered_unread_until_its_version_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader(dir.path());
+        let batch = encode_batch(&[1, 2], Compression::None).freeze();
+        partition.append(&batch, 1).unwrap();
+        // Behind the log end: the batch. Behind it again with no bytes left: records held
+        // back by the response's limit, which is not quiet (the next read, with room, has
+        // them). At the log end: nothing to read, quiet.
+        let targets = [
+            target(&partition, 0, usize::MAX),
+            target(&partition, 0, usize::MAX),
+            target(&partition, 2, usize::MAX),
+        ];
+        let first = read_all(&targets, &[], batch.len(), usize::MAX);
+        let counts: Vec<usize> = first.iter().map(records).collect();
+        assert_eq!(counts, [batch.len(), 0, 0]);
+        let quiet = quiet_reads(&targets, &first);
+        assert!(quiet[0].is_none(), "records");
+        assert!(quiet[1].is_none(), "held back by the byte limit, not quiet");
+        assert!(quiet[2].is_some());
+
+        // Unchanged: the quiet answer stands, offsets as read.
+        let again = read_all(&targets, &quiet, usize::MAX, usize::MAX);
+        let (read, cached) = (first[2].as_ref().unwrap(), again[2].as_ref().unwrap());
+        assert_eq!(cached.high_watermark, read.high_watermark);
+        assert_eq!(cached.log_end_offset, 2);
+        assert_eq!(cached.version, read.version);
+        // An append moves the version: the partition is read again and has the records.
+        partition.append(&batch, 1).unwrap();
+        let after = read_all(&targets, &quiet, usize::MAX, usize::MAX);
+        assert_eq!(records(&after[2]), batch.len());
+        assert!(quiet_reads(&targets, &after)[2].is_none());
+    }
+
+    /// A session's quiet read stands for the next fetch only if that fetch asks the same:
+    /// a follower that moved its offset or its leader epoch is read again.
+    #[test]
+    fn a_session_quiet_read_stands_only_for_the_same_question() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader(dir.path());
+        let targets = [target(&partition, 0, usize::MAX)];
+        let read = read_all(&targets, &[], usize::MAX, usize::MAX);
+        let answered = answer(&targets[0], &read[0]);
+        let quiet = answered.quiet.expect("an empty log is quiet at 0");
+        assert_eq!(quiet.version, partition.version());
+        let fetch = PartitionFetch {
+            topic: TopicName::default(),
+            topic_id: uuid::Uuid::nil(),
+            partition: 0,
+            fetch_offset: 0,
+            max_bytes: usize::MAX,
+            log_start_offset: 0,
+            current_leader_epoch: 0,
+        };
+        let session = Context::Incremental(Incremental {
+            session_id: 1,
+            epoch: 1,
+            uses_topic_ids: false,
+            partitions: vec![(fetch, Sent::after(&answered))],
+        });
+        assert!(session_quiet(&session, &targets)[0].is_some());
+        let mut other_epoch = target(&partition, 0, usize::MAX);
+        other_epoch.current_leader_epoch = 1;
+        assert!(session_quiet(&session, &[other_epoch])[0].is_none());
+        let moved = target(&partition, 1, usize::MAX);
+        assert!(session_quiet(&session, &[moved])[0].is_none());
+        let mut consumer = target(&partition, 0, usize::MAX);
+        consumer.replica = None;
+        assert!(
+            session_quiet(&session, &[consumer])[0].is_none(),
+            "another bound"
+        );
+        assert!(session_quiet(&Context::Full, &targets).is_empty());
+    }
 }

@@ -34,6 +34,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
 use uuid::Uuid;
 
+use crate::replica::ReadBound;
+
 /// How long a session must go unused before any request may evict it, and how old a
 /// session must be before a larger one may take its slot: Kafka's hard-coded
 /// `FetchSessionCache` eviction age.
@@ -93,6 +95,19 @@ impl PartitionFetch {
     }
 }
 
+/// A read that found nothing past its fetch offset, at the partition's change version
+/// (`Partition::version`): while the version holds, a read from the same offset to the
+/// same bound finds the same, so the next fetch of the session answers it unread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuietRead {
+    pub version: u64,
+    /// What the read was asked: from this offset, under this leader epoch, to this bound.
+    pub fetch_offset: i64,
+    pub current_leader_epoch: i32,
+    pub bound: ReadBound,
+    pub log_end_offset: i64,
+}
+
 /// What a response says of one partition, as far as a session cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -101,6 +116,8 @@ pub struct Answer {
     pub last_stable_offset: i64,
     pub has_records: bool,
     pub error: bool,
+    /// Set when the read found nothing to send (not when a limit held records back).
+    pub quiet: Option<QuietRead>,
 }
 
 /// What the session last sent for a partition.
@@ -109,6 +126,8 @@ pub struct Sent {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub last_stable_offset: i64,
+    /// The read those offsets came from, if it was quiet (see [`QuietRead`]).
+    pub quiet: Option<QuietRead>,
 }
 
 impl Sent {
@@ -117,6 +136,7 @@ impl Sent {
         high_watermark: -1,
         log_start_offset: -1,
         last_stable_offset: -1,
+        quiet: None,
     };
 
     /// What the session remembers after sending `answer`. An error is remembered as an
@@ -130,6 +150,7 @@ impl Sent {
             },
             log_start_offset: answer.log_start_offset,
             last_stable_offset: answer.last_stable_offset,
+            quiet: answer.quiet,
         }
     }
 }
@@ -173,14 +194,16 @@ pub struct Incremental {
 
 impl Incremental {
     /// Which partitions the response lists, and what the session should remember of them
-    /// (Kafka's `PartitionIterator`). `answers` follows `partitions`.
+    /// (Kafka's `PartitionIterator`). `answers` follows `partitions`. A partition left out
+    /// is remembered anew when its quiet read changed (its offsets are the ones sent), so
+    /// the next fetch can answer it unread.
     pub fn respond(&self, answers: &[Answer]) -> (Vec<bool>, Vec<Responded>) {
         assert_eq!(answers.len(), self.partitions.len());
         let mut keep = Vec::with_capacity(answers.len());
         let mut responded = Vec::new();
         for ((fetch, sent), answer) in self.partitions.iter().zip(answers) {
             let listed = must_respond(sent, answer);
-            if listed {
+            if listed || sent.quiet != answer.quiet {
                 responded.push(Responded {
                     key: fetch.key(self.uses_topic_ids),
                     sent: Sent::after(answer),
@@ -193,7 +216,7 @@ impl Incremental {
     }
 }
 
-/// A partition an incremental response lists.
+/// A partition an incremental response lists, or one left out whose quiet read changed.
 #[derive(Debug)]
 pub struct Responded {
     pub key: PartitionKey,

@@ -22,6 +22,7 @@ fn sent(high_watermark: i64) -> Sent {
         high_watermark,
         log_start_offset: 0,
         last_stable_offset: high_watermark,
+        quiet: None,
     }
 }
 
@@ -32,6 +33,7 @@ fn answer(high_watermark: i64, has_records: bool) -> Answer {
         last_stable_offset: high_watermark,
         has_records,
         error: false,
+        quiet: None,
     }
 }
 
@@ -278,6 +280,56 @@ fn answered_partitions_move_to_the_end_and_remember_what_was_sent() {
     cache.commit(&third, responded).unwrap();
     let fourth = incremental(cache.begin(by_name(id, 4), 0, none));
     assert_eq!(order(&fourth), vec![2, 0, 1]);
+}
+
+/// The next fetch answers a quiet partition unread from what the session remembers, so
+/// the session must remember each quiet read, listed or not, and forget it once a read
+/// is not quiet.
+#[test]
+fn quiet_reads_are_remembered_for_partitions_left_out_too() {
+    let cache = FetchSessionCache::new(10, 8);
+    let id = three_partitions(&cache, 0);
+    let quiet = |version| QuietRead {
+        version,
+        fetch_offset: 10,
+        current_leader_epoch: -1,
+        bound: crate::replica::ReadBound::LogEnd,
+        log_end_offset: 10,
+    };
+    let quiet_answer = |version| Answer {
+        quiet: Some(quiet(version)),
+        ..answer(10, false)
+    };
+    let first = incremental(cache.begin(by_name(id, 1), 0, none));
+    let answers = [quiet_answer(5), answer(10, false), answer(11, false)];
+    let (keep, responded) = first.respond(&answers);
+    // Partition 0 is not listed (nothing changed that the client sees) but remembered.
+    assert_eq!(keep, vec![false, false, true]);
+    assert_eq!(responded.len(), 2);
+    cache.commit(&first, responded).unwrap();
+    let second = incremental(cache.begin(by_name(id, 2), 0, none));
+    let remembered: Vec<_> = second.partitions.iter().map(|(_, s)| s.quiet).collect();
+    assert_eq!(remembered, vec![Some(quiet(5)), None, None]);
+    assert_eq!(
+        order(&second),
+        vec![0, 1, 2],
+        "only records move a partition"
+    );
+    // The same quiet read again: nothing to remember. A newer version replaces it; a read
+    // that is not quiet (say, held back by the byte limit) clears it.
+    let (_, responded) = second.respond(&[quiet_answer(5), answer(10, false), answer(11, false)]);
+    assert!(responded.is_empty());
+    let (_, responded) = second.respond(&[quiet_answer(6), answer(10, false), answer(11, false)]);
+    assert_eq!(responded.len(), 1);
+    cache.commit(&second, responded).unwrap();
+    let third = incremental(cache.begin(by_name(id, 3), 0, none));
+    assert_eq!(third.partitions[0].1.quiet, Some(quiet(6)));
+    let (keep, responded) =
+        third.respond(&[answer(10, false), answer(10, false), answer(11, false)]);
+    assert_eq!(keep, vec![false; 3]);
+    cache.commit(&third, responded).unwrap();
+    let fourth = incremental(cache.begin(by_name(id, 4), 0, none));
+    assert_eq!(fourth.partitions[0].1.quiet, None);
 }
 
 #[test]

@@ -95,7 +95,7 @@ impl Drop for Fetcher {
 /// What a fetcher task shares with `reconcile`.
 #[derive(Default)]
 struct Shared {
-    partitions: Mutex<HashMap<TopicPartition, Followed>>,
+    partitions: Mutex<FollowedSet>,
     /// Partitions were added, reset or removed.
     changed: tokio::sync::Notify,
     /// This broker's epoch (its registration), sent in every fetch.
@@ -114,8 +114,91 @@ struct Followed {
     retry_at: Option<Instant>,
 }
 
-/// Who each partition in a fetch round is, by its session key.
-type RoundPartitions = HashMap<SessionPartition, (TopicPartition, Followed)>;
+/// The partitions a fetcher follows, and a generation that moves with every change
+/// (anything that can change goes through `&mut`), so the task rebuilds its round order
+/// only when the set or a partition's state changed, not every round.
+#[derive(Default)]
+struct FollowedSet {
+    map: HashMap<TopicPartition, Followed>,
+    generation: u64,
+}
+
+impl FollowedSet {
+    fn get(&self, tp: &TopicPartition) -> Option<&Followed> {
+        self.map.get(tp)
+    }
+
+    fn get_mut(&mut self, tp: &TopicPartition) -> Option<&mut Followed> {
+        self.generation += 1;
+        self.map.get_mut(tp)
+    }
+
+    fn insert(&mut self, tp: TopicPartition, followed: Followed) {
+        self.generation += 1;
+        self.map.insert(tp, followed);
+    }
+
+    #[cfg(test)]
+    fn remove(&mut self, tp: &TopicPartition) -> Option<Followed> {
+        self.generation += 1;
+        self.map.remove(tp)
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&TopicPartition, &mut Followed) -> bool) {
+        self.generation += 1;
+        self.map.retain(keep);
+    }
+
+    #[cfg(test)]
+    fn extend(&mut self, partitions: impl IntoIterator<Item = (TopicPartition, Followed)>) {
+        self.generation += 1;
+        self.map.extend(partitions);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The followed partitions in a stable order (by topic and partition) as of one
+/// generation of the [`FollowedSet`], with each one's session key and what the last look
+/// at its log found. Rebuilt when the generation moves; rounds in between cost the
+/// partitions that changed (sorting and hashing a thousand partitions every round, and
+/// taking each one's lock to find its log unchanged, was most of a follower's CPU).
+#[derive(Default)]
+struct RoundOrder {
+    generation: Option<u64>,
+    entries: Vec<RoundEntry>,
+    by_key: HashMap<SessionPartition, usize>,
+}
+
+struct RoundEntry {
+    tp: TopicPartition,
+    followed: Followed,
+    key: SessionPartition,
+    /// (partition version, log start offset, log end offset) when last looked at: while
+    /// the partition's version is the same, so are the offsets.
+    offsets: Option<(u64, i64, i64)>,
+}
+
+impl RoundEntry {
+    fn ready(&self, now: Instant) -> bool {
+        self.followed.retry_at.is_none_or(|at| at <= now)
+    }
+
+    /// (log start offset, log end offset), read again only if the partition changed.
+    fn log_offsets(&mut self) -> Option<(i64, i64)> {
+        let partition = &self.followed.partition;
+        match self.offsets {
+            Some((version, start, end)) if version == partition.version() => Some((start, end)),
+            _ => {
+                let (version, (start, _, end)) = partition.offsets_versioned().ok()?;
+                self.offsets = Some((version, start, end));
+                Some((start, end))
+            }
+        }
+    }
+}
 
 impl Followed {
     fn same(&self, other: &Followed) -> bool {
@@ -209,6 +292,7 @@ impl ReplicaFetchers {
             shared: Arc::clone(&shared),
             connection: None,
             session: FetchSession::new(),
+            order: RoundOrder::default(),
             rounds: 0,
             throttled_until: None,
         };
@@ -244,6 +328,8 @@ struct FetcherTask {
     connection: Option<PeerConnection>,
     /// The incremental fetch session with the leader (KIP-227).
     session: FetchSession,
+    /// The followed partitions as of the last change to them.
+    order: RoundOrder,
     /// Fetch rounds so far: the partition order rotates by it, so that partitions late in
     /// the request are not starved when earlier ones fill the response every time (Kafka
     /// moves fetched partitions to the end).
@@ -271,14 +357,10 @@ impl FetcherTask {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let now = Instant::now();
-            let followed = self.snapshot();
-            let ready: Vec<(TopicPartition, Followed)> = followed
-                .iter()
-                .filter(|(_, f)| f.retry_at.is_none_or(|at| at <= now))
-                .cloned()
-                .collect();
-            if ready.is_empty() {
-                let next_retry = followed.iter().filter_map(|(_, f)| f.retry_at).min();
+            self.refresh_order();
+            let entries = &self.order.entries;
+            if !entries.iter().any(|entry| entry.ready(now)) {
+                let next_retry = entries.iter().filter_map(|e| e.followed.retry_at).min();
                 let wake_at = next_retry.unwrap_or(now + Duration::from_secs(3600));
                 tokio::select! {
                     _ = changed => {}
@@ -288,7 +370,7 @@ impl FetcherTask {
                 continue;
             }
             let round = tokio::select! {
-                round = self.round(ready) => round,
+                round = self.round(now) => round,
                 _ = shutdown.triggered() => return,
             };
             if let Err(error) = round {
@@ -308,16 +390,38 @@ impl FetcherTask {
         }
     }
 
-    fn snapshot(&self) -> Vec<(TopicPartition, Followed)> {
+    /// Rebuilds the round order if the followed set changed since it was built.
+    fn refresh_order(&mut self) {
         let partitions = self
             .shared
             .partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        partitions
-            .iter()
-            .map(|(tp, followed)| (tp.clone(), followed.clone()))
-            .collect()
+        if self.order.generation == Some(partitions.generation) {
+            return;
+        }
+        let mut entries: Vec<RoundEntry> = (partitions.map.iter())
+            .map(|(tp, followed)| RoundEntry {
+                tp: tp.clone(),
+                key: SessionPartition {
+                    topic_id: followed.partition.topic_id,
+                    partition: tp.partition,
+                },
+                followed: followed.clone(),
+                offsets: None,
+            })
+            .collect();
+        let generation = partitions.generation;
+        drop(partitions);
+        entries.sort_by(|a, b| a.tp.cmp(&b.tp));
+        let by_key = (entries.iter().enumerate())
+            .map(|(index, entry)| (entry.key, index))
+            .collect();
+        self.order = RoundOrder {
+            generation: Some(generation),
+            entries,
+            by_key,
+        };
     }
 
     /// Updates a followed partition unless `reconcile` replaced it meanwhile.
@@ -360,8 +464,8 @@ impl FetcherTask {
         self.update(tp, seen, |f| f.retry_at = Some(at));
     }
 
-    /// One step: truncate the partitions that need it, else fetch the others.
-    async fn round(&mut self, ready: Vec<(TopicPartition, Followed)>) -> Result<(), PeerError> {
+    /// One step: truncate the partitions ready at `now` that need it, else fetch the others.
+    async fn round(&mut self, now: Instant) -> Result<(), PeerError> {
         if self.connection.is_none() {
             let frame_max = usize::try_from(self.settings.fetch_response_max_bytes)
                 .unwrap_or(0)
@@ -373,12 +477,14 @@ impl FetcherTask {
                 PeerConnection::connect(&self.address, client_id, frame_max, timeout).await?;
             self.connection = Some(connection);
         }
-        let (truncating, fetching): (Vec<_>, Vec<_>) =
-            ready.into_iter().partition(|(_, f)| !f.truncated);
+        let truncating: Vec<(TopicPartition, Followed)> = (self.order.entries.iter())
+            .filter(|entry| entry.ready(now) && !entry.followed.truncated)
+            .map(|entry| (entry.tp.clone(), entry.followed.clone()))
+            .collect();
         if !truncating.is_empty() {
             return self.truncate(truncating).await;
         }
-        self.fetch(fetching).await
+        self.fetch(now).await
     }
 
     fn connection(&mut self) -> &mut PeerConnection {
@@ -504,19 +610,17 @@ impl FetcherTask {
         }
     }
 
-    /// One fetch of every ready partition through the fetch session (only what changed
-    /// once the leader gave one), appended as it comes.
-    async fn fetch(
-        &mut self,
-        partitions: Vec<(TopicPartition, Followed)>,
-    ) -> Result<(), PeerError> {
-        let (wanted, by_key) = self.wanted(partitions);
+    /// One fetch of every partition ready at `now` through the fetch session (only what
+    /// changed once the leader gave one), appended as it comes.
+    async fn fetch(&mut self, now: Instant) -> Result<(), PeerError> {
+        let wanted = self.wanted(now);
         if wanted.is_empty() {
             // Every one was deleted or throttled meanwhile: wait for the reconcile that
             // drops them, or for the quota, rather than spin.
             tokio::time::sleep(Duration::from_millis(self.settings.fetch_backoff_ms)).await;
             return Ok(());
         }
+        let wanted_keys: Vec<SessionPartition> = wanted.iter().map(|(key, _)| *key).collect();
         let parts = self.session.build(wanted);
         let request = self.fetch_request(&parts);
         let timeout = self.request_timeout();
@@ -541,17 +645,20 @@ impl FetcherTask {
         let answered = match self.session.handle_response(header, keys) {
             Ok(answered) => answered,
             Err(rejection) => {
-                self.rejected(&rejection, parts.metadata, &by_key);
+                self.rejected(&rejection, parts.metadata, &wanted_keys);
                 return Ok(());
             }
         };
         let answers: HashMap<SessionPartition, &PartitionData> = answers.into_iter().collect();
         let mut dropped = false;
         for (key, sent) in answered {
-            let (Some((tp, followed)), Some(answer)) = (by_key.get(&key), answers.get(&key)) else {
-                continue; // the session holds only what was wanted this round
+            // The session holds only what was wanted this round, all in the order.
+            let (Some(&index), Some(answer)) = (self.order.by_key.get(&key), answers.get(&key))
+            else {
+                continue;
             };
-            dropped |= !self.take(tp, followed, sent.fetch_offset, answer);
+            let entry = &self.order.entries[index];
+            dropped |= !self.take(&entry.tp, &entry.followed, sent.fetch_offset, answer);
         }
         if dropped {
             // The leader counts a dropped answer as told (its high watermark is not sent
@@ -564,46 +671,39 @@ impl FetcherTask {
         Ok(())
     }
 
-    /// The partitions to fetch this round with their fetch data, in a rotating order (a
-    /// full request's order: partitions late in it are not starved when earlier ones fill
-    /// the response every time; Kafka moves fetched partitions to the end), and who each
-    /// one is. Throttled and deleted partitions are left out.
-    fn wanted(
-        &mut self,
-        mut partitions: Vec<(TopicPartition, Followed)>,
-    ) -> (Vec<(SessionPartition, FetchData)>, RoundPartitions) {
-        // A stable order first (the snapshot comes from a hash map), then the rotation.
-        partitions.sort_by(|(a, _), (b, _)| a.cmp(b));
-        if !partitions.is_empty() {
-            let shift = self.rounds % partitions.len();
-            partitions.rotate_left(shift);
-        }
+    /// The partitions to fetch this round (ready at `now` and truncated) with their fetch
+    /// data, in a rotating order (a full request's order: partitions late in it are not
+    /// starved when earlier ones fill the response every time; Kafka moves fetched
+    /// partitions to the end). Throttled and deleted partitions are left out.
+    fn wanted(&mut self, now: Instant) -> Vec<(SessionPartition, FetchData)> {
+        let entries = &mut self.order.entries;
+        let count = entries.len();
+        let shift = if count == 0 { 0 } else { self.rounds % count };
         self.rounds = self.rounds.wrapping_add(1);
-        let mut wanted = Vec::with_capacity(partitions.len());
-        let mut by_key = HashMap::with_capacity(partitions.len());
-        let now = crate::client_quota::monotonic_ms();
-        for (tp, followed) in partitions {
-            if self.quotas.follower.holds(&tp, || followed.caught_up, now) {
+        let mut wanted = Vec::with_capacity(count);
+        let now_ms = crate::client_quota::monotonic_ms();
+        for index in (shift..count).chain(0..shift) {
+            let entry = &mut entries[index];
+            if !entry.ready(now) || !entry.followed.truncated {
+                continue;
+            }
+            let caught_up = entry.followed.caught_up;
+            if self.quotas.follower.holds(&entry.tp, || caught_up, now_ms) {
                 continue; // throttled: asked again once the rate is back within bound
             }
-            let Ok((log_start, _, log_end)) = followed.partition.offsets() else {
+            let Some((log_start, log_end)) = entry.log_offsets() else {
                 continue; // deleted meanwhile; the next reconcile drops it
-            };
-            let key = SessionPartition {
-                topic_id: followed.partition.topic_id,
-                partition: tp.partition,
             };
             let data = FetchData {
                 fetch_offset: log_end,
                 log_start_offset: log_start,
-                current_leader_epoch: followed.leader_epoch,
+                current_leader_epoch: entry.followed.leader_epoch,
                 last_fetched_epoch: -1,
                 partition_max_bytes: self.settings.fetch_max_bytes,
             };
-            wanted.push((key, data));
-            by_key.insert(key, (tp, followed));
+            wanted.push((entry.key, data));
         }
-        (wanted, by_key)
+        wanted
     }
 
     /// The Fetch request carrying what the session decided to send.
@@ -652,7 +752,7 @@ impl FetcherTask {
     }
 
     /// A response the session would not use; see [`backs_off`].
-    fn rejected(&self, rejection: &Rejection, sent: FetchMetadata, by_key: &RoundPartitions) {
+    fn rejected(&self, rejection: &Rejection, sent: FetchMetadata, wanted: &[SessionPartition]) {
         let next = self.session.next_metadata();
         if !backs_off(rejection, sent, next) {
             tracing::info!(
@@ -666,8 +766,11 @@ impl FetcherTask {
             leader = self.leader, session_id = sent.session_id, epoch = sent.epoch, %rejection,
             "fetch refused as a whole; backing off"
         );
-        for (tp, followed) in by_key.values() {
-            self.back_off(tp, followed);
+        for key in wanted {
+            if let Some(&index) = self.order.by_key.get(key) {
+                let entry = &self.order.entries[index];
+                self.back_off(&entry.tp, &entry.followed);
+            }
         }
     }
 
@@ -895,6 +998,24 @@ mod tests {
     use super::*;
     use crate::log::test_support::encode_batch;
     use kafka_protocol::records::Compression;
+
+    #[test]
+    fn every_change_to_the_followed_set_moves_its_generation() {
+        let mut set = FollowedSet::default();
+        let mut last = set.generation;
+        let mut moved = |set: &FollowedSet| {
+            let moved = set.generation != last;
+            last = set.generation;
+            moved
+        };
+        let tp = TopicPartition::new("t", 0);
+        set.retain(|_, _| true);
+        assert!(moved(&set));
+        assert!(set.get(&tp).is_none());
+        assert!(!moved(&set), "a look changes nothing");
+        set.get_mut(&tp);
+        assert!(moved(&set), "a change may follow any mutable borrow");
+    }
 
     #[test]
     fn whole_batches_drops_a_cut_tail() {

@@ -203,6 +203,7 @@ fn task_backing_off(
         shared,
         connection: None,
         session: FetchSession::new(),
+        order: RoundOrder::default(),
         rounds: 0,
         throttled_until: None,
     }

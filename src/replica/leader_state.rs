@@ -213,6 +213,11 @@ impl LeaderState {
         changed
     }
 
+    /// The log start offset `replica` last reported, if it is a follower here.
+    pub fn follower_log_start(&self, replica: NodeId) -> Option<i64> {
+        self.followers.get(&replica).map(|p| p.log_start_offset)
+    }
+
     /// Kafka's `lowWatermarkIfLeader`: the smallest log start offset over the leader's
     /// (`leader_start`) and every follower on a live broker (`live`), in the ISR or not. A
     /// live follower that has not fetched yet counts as -1, so DeleteRecords waits for it.

@@ -28,8 +28,8 @@
 //! shutdown flushes.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockWriteGuard, Weak};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use super::ReplicaError;
 use super::leader_state::LeaderState;
+use super::waits::{ChangeWatcher, Watchers};
 use crate::controller::image::NO_LEADER;
 use crate::log::txn_index::AbortedTxn;
 use crate::log::{
@@ -60,7 +61,17 @@ pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: Uuid,
     state: RwLock<PartitionState>,
+    /// Counts the times `state` may have changed (see [`StateWrite`]): the low bits of
+    /// [`Self::version`].
+    changes: AtomicU64,
+    /// The high bits of [`Self::version`]: this partition's number among those opened in
+    /// the process, so a version seen on a partition since replaced (deleted and created
+    /// again) does not match its successor's.
+    number: u64,
+    /// Woken by every change a read could see: acks=all waits.
     changed: Notify,
+    /// Woken by the same changes, each once: parked fetches (`waits`).
+    watchers: Mutex<Watchers>,
     /// Set while appends fail on storage, so the fault is logged when it starts and when
     /// it clears rather than once per refused produce. Shared with `epoch_checkpoint`,
     /// whose background failures are reported the same way.
@@ -95,6 +106,12 @@ struct PartitionState {
     /// Bumped on every change to `epochs`; see `epoch_checkpoint`.
     epochs_version: u64,
     high_watermark: i64,
+    /// The log end offset as the last [`StateWrite`] left it (every change to the log goes
+    /// through one): what recording a follower fetch compares with, for every partition of
+    /// every follower fetch, without reaching into the active segment, whose cache miss
+    /// was the larger part of that cost. Stale inside a write guard: only code under a
+    /// plain guard that leaves the log alone may use it.
+    log_end_released: i64,
     last_flush_ms: i64,
     /// `producer.id.expiration.ms` for the producers a snapshot brings back at a reload
     /// (Kafka's `loadFromSnapshot` skips the expired); `None` keeps them all.
@@ -122,6 +139,47 @@ struct EpochsToWrite {
     epochs: LeaderEpochCache,
 }
 
+/// Versions: the low bits count changes (wrapping within them after 2^40, which no stale
+/// version outlives), the high bits number partitions.
+const VERSION_CHANGE_BITS: u32 = 40;
+const VERSION_CHANGE_MASK: u64 = (1 << VERSION_CHANGE_BITS) - 1;
+
+/// The partitions numbered so far in this process (for [`Partition::version`]).
+static PARTITIONS_NUMBERED: AtomicU64 = AtomicU64::new(0);
+
+/// The write lock on a partition's state: its version moves when the guard drops, still
+/// under the lock, so a reader that saw a version under the read lock saw the state it
+/// stands for. Every change goes through one, so an unchanged version means nothing
+/// changed (fetches skip re-reading such partitions); a guard that changed nothing only
+/// costs a needless re-read.
+struct StateWrite<'a> {
+    guard: RwLockWriteGuard<'a, PartitionState>,
+    changes: &'a AtomicU64,
+}
+
+impl std::ops::Deref for StateWrite<'_> {
+    type Target = PartitionState;
+    fn deref(&self) -> &PartitionState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for StateWrite<'_> {
+    fn deref_mut(&mut self) -> &mut PartitionState {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateWrite<'_> {
+    fn drop(&mut self) {
+        let state = &mut *self.guard;
+        state.log_end_released = state.log.as_ref().map_or(-1, PartitionLog::log_end_offset);
+        // Release: paired with the Acquire loads, though readers that act on a version
+        // read it under the read lock, which orders it already.
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+}
+
 impl PartitionState {
     /// True while this broker follows `leader` at `leader_epoch`: what a fetcher checks
     /// before it applies anything that leader sent.
@@ -137,10 +195,18 @@ impl PartitionState {
     /// A leader moves its high watermark up to where the ISR allows, never down. True if
     /// it moved.
     fn advance_high_watermark(&mut self) -> bool {
-        let (Some(log), Some(replication)) = (self.log.as_ref(), self.replication.as_ref()) else {
+        let Some(log_end) = self.log.as_ref().map(PartitionLog::log_end_offset) else {
             return false;
         };
-        let candidate = replication.high_watermark(log.log_end_offset());
+        self.advance_high_watermark_at(log_end)
+    }
+
+    /// [`Self::advance_high_watermark`] with the log ending at `log_end`.
+    fn advance_high_watermark_at(&mut self, log_end: i64) -> bool {
+        let (Some(_), Some(replication)) = (self.log.as_ref(), self.replication.as_ref()) else {
+            return false;
+        };
+        let candidate = replication.high_watermark(log_end);
         if candidate > self.high_watermark {
             self.set_high_watermark(candidate);
             true
@@ -180,6 +246,11 @@ impl PartitionState {
     /// Where the current leader epoch starts in the log (the log end if it has no batch).
     fn current_epoch_start(&self) -> i64 {
         let log_end = self.log.as_ref().map_or(0, PartitionLog::log_end_offset);
+        self.current_epoch_start_at(log_end)
+    }
+
+    /// [`Self::current_epoch_start`] with the log ending at `log_end`.
+    fn current_epoch_start_at(&self, log_end: i64) -> i64 {
         match self.epochs.entries().last() {
             Some(entry) if entry.epoch == self.leader_epoch => entry.start_offset,
             _ => log_end,
@@ -301,6 +372,8 @@ pub struct PartitionRead<R = Bytes> {
     pub aborted_transactions: Vec<AbortedTxn>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// The partition's [`Partition::version`] the read saw.
+    pub version: u64,
 }
 
 /// The records of a fetch's read: read into memory, or left in the segment files for the
@@ -401,6 +474,7 @@ impl Partition {
         log.publish_epochs_before_new_segments(Arc::clone(&epoch_checkpoint));
         let high_watermark = high_watermark.clamp(log.log_start_offset(), log.log_end_offset());
         producers.on_high_watermark_updated(high_watermark);
+        let log_end_released = log.log_end_offset();
         let state = PartitionState {
             log: Some(log),
             producers,
@@ -412,6 +486,7 @@ impl Partition {
             epochs,
             epochs_version: 0,
             high_watermark,
+            log_end_released,
             last_flush_ms: now_ms,
             producer_expiration_ms,
         };
@@ -419,7 +494,10 @@ impl Partition {
             tp,
             topic_id,
             state: RwLock::new(state),
+            changes: AtomicU64::new(0),
+            number: PARTITIONS_NUMBERED.fetch_add(1, Ordering::Relaxed) << VERSION_CHANGE_BITS,
             changed: Notify::new(),
+            watchers: Mutex::new(Watchers::default()),
             storage_fault,
             cleaning: Mutex::new(()),
             deleting: AtomicBool::new(false),
@@ -464,12 +542,48 @@ impl Partition {
     /// as on a stalled disk (tests of callers that must not wait behind a slow write).
     #[cfg(test)]
     pub(crate) fn stall_appends(&self) -> impl Drop + '_ {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+        self.write_state()
     }
 
-    /// Notified whenever new data becomes readable.
-    pub fn changed(&self) -> &Notify {
-        &self.changed
+    /// The state's write lock; every change to the state goes through it (see
+    /// [`StateWrite`]).
+    fn write_state(&self) -> StateWrite<'_> {
+        StateWrite {
+            guard: self.state.write().unwrap_or_else(|p| p.into_inner()),
+            changes: &self.changes,
+        }
+    }
+
+    /// Moves the version for a change made under a plain write guard (`guard` proves the
+    /// lock is held).
+    fn changed_under(&self, guard: &RwLockWriteGuard<'_, PartitionState>) {
+        let _ = guard;
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// The partition's change version now: equal to one read earlier means nothing about
+    /// the partition (log, offsets, leadership, ISR) changed since, except the followers'
+    /// progress a leader records, which no read returns.
+    pub fn version(&self) -> u64 {
+        self.number | (self.changes.load(Ordering::Acquire) & VERSION_CHANGE_MASK)
+    }
+
+    /// Wakes `watcher` at this partition's next change (once): new data readable, the
+    /// high watermark, log start or leadership moved, or the partition deleted.
+    pub fn watch(&self, watcher: &Arc<ChangeWatcher>) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.push(Arc::downgrade(watcher));
+    }
+
+    /// Wakes everything waiting for this partition to change.
+    fn notify_changed(&self) {
+        self.changed.notify_waiters();
+        let watchers = (self.watchers.lock())
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        for watcher in watchers.iter().filter_map(Weak::upgrade) {
+            watcher.wake();
+        }
     }
 
     /// A leader's append with acks=all rules (the group coordinator's writes).
@@ -515,7 +629,7 @@ impl Partition {
         sequence: i32,
         now_ms: i64,
     ) -> Result<Option<VerificationGuard>, ReplicaError> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         if !state.leads {
             return Err(ReplicaError::NotLeader);
         }
@@ -585,7 +699,7 @@ impl Partition {
             Origin::Client(_) | Origin::Coordinator(_) => None,
         };
         let outcome = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             if !state.leads {
                 return Err(ReplicaError::NotLeader);
@@ -664,7 +778,7 @@ impl Partition {
                 leader_epoch: state.leader_epoch,
             }
         };
-        self.changed.notify_waiters();
+        self.notify_changed();
         Ok(outcome)
     }
 
@@ -682,7 +796,7 @@ impl Partition {
         let headers = crate::log::validate_replicated_batches(records)?;
         let batches = with_markers(records, &headers)?;
         {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             // Fetched for another leadership than the current one: drop it.
             if !state.follows(source) {
@@ -712,7 +826,7 @@ impl Partition {
     /// A follower learns the leader's high watermark: its own is that, up to its log end.
     pub fn follow_high_watermark(&self, leader_high_watermark: i64, source: (NodeId, i32)) {
         let moved = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let Some(log_end) = state.log.as_ref().map(PartitionLog::log_end_offset) else {
                 return;
             };
@@ -724,7 +838,7 @@ impl Partition {
             moved
         };
         if moved {
-            self.changed.notify_waiters();
+            self.notify_changed();
         }
     }
 
@@ -903,7 +1017,7 @@ impl Partition {
     /// roll or clean shutdown replaces it, and a restart from it forgets them again at the
     /// next check. Returns how many were removed.
     pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         let removed = state.producers.remove_expired(now_ms, expiration_ms);
         if !removed.is_empty() {
             tracing::debug!(tp = %self.tp, producers = ?removed, "expired idle producer ids");
@@ -953,7 +1067,22 @@ impl Partition {
             aborted_transactions,
             log_start_offset: read.log_start_offset,
             log_end_offset: read.log_end_offset,
+            version: self.version(),
         })
+    }
+
+    /// [`Self::offsets`] with the version they stand for: while [`Self::version`] still
+    /// returns it, they are still the partition's.
+    pub fn offsets_versioned(&self) -> Result<(u64, (i64, i64, i64)), ReplicaError> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let version = self.version();
+        let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
+        let offsets = (
+            log.log_start_offset(),
+            state.high_watermark,
+            log.log_end_offset(),
+        );
+        Ok((version, offsets))
     }
 
     /// (log start offset, high watermark, log end offset).
@@ -1075,7 +1204,7 @@ impl Partition {
         let leads = wanted.leader == local;
         let mut epochs_to_write = None;
         let change = {
-            let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.write_state();
             let state = &mut *guard;
             let current = (state.leader_epoch, state.partition_epoch);
             if wanted.leader_epoch < current.0
@@ -1155,7 +1284,7 @@ impl Partition {
         }
         // Parked acks=all produces see the change (they fail once this broker no longer
         // leads); delayed fetches see a high watermark that moved.
-        self.changed.notify_waiters();
+        self.notify_changed();
         self.write_epochs(epochs_to_write)?;
         Ok(change)
     }
@@ -1173,14 +1302,19 @@ impl Partition {
     ) -> Result<Option<IsrProposal>, ReplicaError> {
         let (fetch_offset, current_leader_epoch) = fetch;
         let (moved, proposal) = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            let state = &mut *state;
+            // Not `write_state`: a follower's progress is no read's business, and this
+            // runs for every partition of every follower fetch, so the version moves (by
+            // `changed_under`) only when the high watermark or the ISR proposal did.
+            let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let state = &mut *guard;
             // Checked again under the lock: progress made for an older leadership must not
             // count in this one.
             check_epoch(current_leader_epoch, state.leader_epoch)?;
             let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
-            let (log_start, log_end) = (log.log_start_offset(), log.log_end_offset());
+            // Under a plain guard that leaves the log alone: the released end is the log's.
+            let log_end = state.log_end_released;
             if fetch_offset > log_end {
+                let log_start = log.log_start_offset();
                 // A follower ahead of this log holds records it must truncate first; its
                 // offset says nothing about what it has of ours (Kafka answers
                 // OFFSET_OUT_OF_RANGE before recording anything).
@@ -1190,7 +1324,7 @@ impl Partition {
                     log_end,
                 }));
             }
-            let epoch_start = state.current_epoch_start();
+            let epoch_start = state.current_epoch_start_at(log_end);
             let Some(replication) = state.replication.as_mut().filter(|_| state.leads) else {
                 return Err(ReplicaError::NotLeader);
             };
@@ -1213,10 +1347,14 @@ impl Partition {
                             .collect(),
                     }
                 });
-            (state.advance_high_watermark(), proposal)
+            let moved = state.advance_high_watermark_at(log_end);
+            if moved || proposal.is_some() {
+                self.changed_under(&guard);
+            }
+            (moved, proposal)
         };
         if moved {
-            self.changed.notify_waiters();
+            self.notify_changed();
         }
         Ok(proposal)
     }
@@ -1224,7 +1362,7 @@ impl Partition {
     /// The ISR without followers that have not caught up for `lag_max_ms`, to propose
     /// (Kafka's `maybeShrinkIsr`), if there are such followers and nothing is pending.
     pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         let state = &mut *state;
         let log_end = state.log.as_ref()?.log_end_offset();
         let replication = state.replication.as_mut().filter(|_| state.leads)?;
@@ -1244,7 +1382,7 @@ impl Partition {
     /// the leadership that proposed it.
     pub fn isr_change_answered(&self, proposal: &IsrProposal, answer: IsrAnswer, now_ms: i64) {
         let moved = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             if !state.leads || state.leader_epoch != proposal.leader_epoch {
                 return;
@@ -1271,7 +1409,7 @@ impl Partition {
             state.advance_high_watermark()
         };
         if moved {
-            self.changed.notify_waiters();
+            self.notify_changed();
         }
     }
 
@@ -1373,7 +1511,7 @@ impl Partition {
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         if let Some(log) = state.log.as_mut() {
             log.set_config(config);
         }
@@ -1382,7 +1520,7 @@ impl Partition {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, ReplicaError> {
         let mut epochs_to_write = None;
         let deleted = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             let Some(log) = state.log.as_mut() else {
                 return Ok(0);
@@ -1426,7 +1564,7 @@ impl Partition {
         source: Option<(NodeId, i32)>,
     ) -> Result<(), ReplicaError> {
         let epochs_to_write = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             if source.is_some_and(|source| !state.follows(source)) {
                 return Err(ReplicaError::NotLeader);
@@ -1458,7 +1596,7 @@ impl Partition {
         source: (NodeId, i32),
     ) -> Result<(), ReplicaError> {
         let epochs_to_write = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             if !state.follows(source) {
                 return Err(ReplicaError::NotLeader);
@@ -1477,7 +1615,7 @@ impl Partition {
     /// Clean shutdown: flush the log and snapshot producer state at the log end. Only a
     /// failed flush is an error; without a snapshot the next start scans headers instead.
     pub fn close_cleanly(&self) -> Result<(), ReplicaError> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         let state = &mut *state;
         let Some(log) = state.log.as_mut() else {
             return Ok(());
@@ -1530,7 +1668,7 @@ impl Partition {
         let Some(outcome) = log::clean(snapshot, dedupe_buffer_bytes, &abort)? else {
             return Ok(CleanStats::default());
         };
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         match state.log.as_mut() {
             Some(log) => Ok(log.install_clean(outcome, now_ms)?),
             None => Ok(CleanStats::default()),
@@ -1539,7 +1677,7 @@ impl Partition {
 
     /// Flushes when `flush.ms` has passed since the last flush (time-based fsync policy).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), ReplicaError> {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write_state();
         let due = match state.log.as_ref() {
             Some(log) => now_ms.saturating_sub(state.last_flush_ms) >= log.config().flush_ms,
             None => false,
@@ -1558,7 +1696,7 @@ impl Partition {
     pub fn set_producer_expiration_ms(&self, expiration_ms: i64) {
         let current = (self.state.read().unwrap_or_else(|p| p.into_inner())).producer_expiration_ms;
         if current.is_some_and(|current| current != expiration_ms) {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             state.producer_expiration_ms = Some(expiration_ms);
         }
     }
@@ -1578,7 +1716,7 @@ impl Partition {
             .unwrap_or_else(|p| p.into_inner())
             .log
             .take();
-        self.changed.notify_waiters();
+        self.notify_changed();
         match log {
             Some(log) => Ok(log.delete()?),
             None => Ok(()),
@@ -2476,6 +2614,76 @@ mod replication_tests {
         leader
             .record_follower_fetch(follower_id, (caught_up, 0), 1, FollowerBroker::ELIGIBLE)
             .unwrap();
+    }
+
+    /// Fetches skip re-reading a partition whose version did not move: every change a
+    /// read could see must move it, and a follower fetch that changes nothing a read sees
+    /// must not (or every follower fetch would force a re-read of every partition).
+    #[test]
+    fn the_version_moves_with_every_change_a_read_can_see_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 0, &[1, 2]));
+        let follower = replica(dir.path(), 2, &view(1, 0, &[1, 2]));
+        let other = replica(dir.path(), 3, &view(1, 0, &[1, 2]));
+        let seen = |p: &Partition| p.offsets_versioned().unwrap().0;
+        assert_ne!(
+            seen(&leader),
+            seen(&other),
+            "versions are unique over partitions"
+        );
+
+        let before = seen(&leader);
+        leader.append(&records(3), 1).unwrap();
+        let appended = seen(&leader);
+        assert_ne!(appended, before, "an append moves the version");
+        assert_eq!(leader.version(), appended, "a read changes nothing");
+        let read = leader.read_replica(0, usize::MAX, true).unwrap();
+        assert_eq!(read.version, appended);
+
+        // The follower fetches at 0: progress only, nothing a read sees.
+        let fetch = |offset| {
+            leader
+                .record_follower_fetch(2, (offset, 0), 1, FollowerBroker::ELIGIBLE)
+                .unwrap()
+        };
+        fetch(0);
+        assert_eq!(seen(&leader), appended);
+        // Caught up: the high watermark moves, and the version with it.
+        fetch(3);
+        assert_eq!(high_watermark(&leader), 3);
+        let committed = seen(&leader);
+        assert_ne!(committed, appended);
+        fetch(3);
+        assert_eq!(seen(&leader), committed, "a repeated fetch changes nothing");
+        // A follower's log start is no read's business either; reported again, it
+        // takes no write at all.
+        leader.record_follower_log_start(2, 0);
+        let started = seen(&leader);
+        leader.record_follower_log_start(2, 0);
+        assert_eq!(seen(&leader), started);
+        assert_eq!(leader.low_watermark(&|replica| replica == 2).unwrap(), 0);
+
+        // The follower's side: its appends and high-watermark moves move its version.
+        let follower_before = seen(&follower);
+        let read = leader.read_replica(0, usize::MAX, true).unwrap();
+        follower
+            .append_replicated(&read.records, (1, 0), 1)
+            .unwrap();
+        let follower_appended = seen(&follower);
+        assert_ne!(follower_appended, follower_before);
+        follower.follow_high_watermark(3, (1, 0));
+        assert_ne!(seen(&follower), follower_appended);
+        // Every write guard leaves the log end it released behind for follower fetches.
+        let released = |p: &Partition| p.state.read().unwrap().log_end_released;
+        assert_eq!(released(&leader), 3);
+        assert_eq!(released(&follower), 3);
+        follower.truncate_to(1).unwrap();
+        assert_eq!(released(&follower), follower.offsets().unwrap().2);
+        assert!(released(&follower) < 3);
+        // A leadership change moves it too (a fetch's epoch check reads it).
+        let led = seen(&leader);
+        leader.apply_leadership(1, &view(1, 1, &[1, 2]), 0).unwrap();
+        assert_ne!(seen(&leader), led);
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ impl Partition {
     /// above (the one asked for, converted).
     pub fn delete_records(&self, offset: i64) -> Result<i64, ReplicaError> {
         let (target, epochs_to_write) = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             if !state.leads {
                 return Err(ReplicaError::NotLeader);
@@ -41,7 +41,7 @@ impl Partition {
             (target, move_log_start(state, target)?)
         };
         self.write_epochs(epochs_to_write)?;
-        self.changed.notify_waiters();
+        self.notify_changed();
         Ok(target)
     }
 
@@ -54,7 +54,7 @@ impl Partition {
         source: (NodeId, i32),
     ) -> Result<bool, ReplicaError> {
         let epochs_to_write = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let state = &mut *state;
             if !state.follows(source) {
                 return Ok(false);
@@ -73,13 +73,23 @@ impl Partition {
     /// The log start offset a follower reported in its fetch, at the leader. Wakes a
     /// waiting DeleteRecords when it changed.
     pub fn record_follower_log_start(&self, replica: NodeId, log_start_offset: i64) {
+        // Every follower fetch reports every partition's start, which rarely moves: the
+        // read lock settles most of them.
+        let known = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let replication = state.replication.as_ref();
+            replication.is_some_and(|r| r.follower_log_start(replica) == Some(log_start_offset))
+        };
+        if known {
+            return;
+        }
         let changed = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.write_state();
             let replication = state.replication.as_mut();
             replication.is_some_and(|r| r.record_log_start(replica, log_start_offset))
         };
         if changed {
-            self.changed.notify_waiters();
+            self.notify_changed();
         }
     }
 
