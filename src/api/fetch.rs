@@ -953,7 +953,9 @@ mod quiet_tests {
             replicas: vec![1],
             isr: vec![1],
         };
-        partition.apply_leadership(1, &view, 0).unwrap();
+        partition
+            .apply_leadership(1, &view, 0, crate::replica::partition::Publish::Background)
+            .unwrap();
         Arc::new(partition)
     }
 

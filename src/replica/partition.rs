@@ -1677,12 +1677,18 @@ impl Partition {
 
     /// Flushes when `flush.ms` has passed since the last flush (time-based fsync policy).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<(), ReplicaError> {
-        let mut state = self.write_state();
-        let due = match state.log.as_ref() {
+        let due = |state: &PartitionState| match state.log.as_ref() {
             Some(log) => now_ms.saturating_sub(state.last_flush_ms) >= log.config().flush_ms,
             None => false,
         };
-        if due {
+        // Asked of every partition each `log.flush.scheduler.interval.ms`, and almost never
+        // due (`flush.ms` defaults to never): a write guard each time would move every
+        // partition's version and throw away the fetch paths' quiet reads once a second.
+        if !due(&self.state.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let mut state = self.write_state();
+        if due(&state) {
             state.last_flush_ms = now_ms;
             if let Some(log) = state.log.as_mut() {
                 log.flush()?;
@@ -1710,12 +1716,9 @@ impl Partition {
         // No leader-epoch checkpoint is written into the directory from now on (one under
         // way is waited for), so none re-creates a file in a directory being removed.
         self.epoch_checkpoint.close();
-        let log = self
-            .state
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .log
-            .take();
+        // Through the write guard: the version must move, or a fetch holding this
+        // partition's quiet read would answer it as still there (review finding).
+        let log = self.write_state().log.take();
         self.notify_changed();
         match log {
             Some(log) => Ok(log.delete()?),
@@ -2682,8 +2685,17 @@ mod replication_tests {
         assert!(released(&follower) < 3);
         // A leadership change moves it too (a fetch's epoch check reads it).
         let led = seen(&leader);
-        leader.apply_leadership(1, &view(1, 1, &[1, 2]), 0).unwrap();
+        leader
+            .apply_leadership(1, &view(1, 1, &[1, 2]), 0, Publish::Background)
+            .unwrap();
         assert_ne!(seen(&leader), led);
+        // A flush that is not due takes no write (it is asked once a second of every
+        // partition); a deletion moves the version (review finding: it did not).
+        let flushed = leader.version();
+        leader.flush_if_due(crate::types::now_ms()).unwrap();
+        assert_eq!(leader.version(), flushed);
+        leader.delete().unwrap();
+        assert_ne!(leader.version(), flushed, "a deletion moves the version");
     }
 
     #[tokio::test]
