@@ -1362,11 +1362,19 @@ impl Partition {
     /// The ISR without followers that have not caught up for `lag_max_ms`, to propose
     /// (Kafka's `maybeShrinkIsr`), if there are such followers and nothing is pending.
     pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
+        let shrunk = |state: &PartitionState| {
+            let log_end = state.log.as_ref()?.log_end_offset();
+            let replication = state.replication.as_ref().filter(|_| state.leads)?;
+            replication.shrink(log_end, now_ms, lag_max_ms)
+        };
+        // Asked of every led partition each half `replica.lag.time.max.ms`, almost always
+        // with nothing to shrink: decided under the read lock first, so the version (and
+        // with it the fetch paths' quiet reads) moves only when a proposal is made.
+        shrunk(&self.state.read().unwrap_or_else(|p| p.into_inner()))?;
         let mut state = self.write_state();
+        let new_isr = shrunk(&state)?;
         let state = &mut *state;
-        let log_end = state.log.as_ref()?.log_end_offset();
-        let replication = state.replication.as_mut().filter(|_| state.leads)?;
-        let new_isr = replication.shrink(log_end, now_ms, lag_max_ms)?;
+        let replication = state.replication.as_mut()?;
         replication.propose(new_isr.clone());
         Some(IsrProposal {
             leader: state.leader_id,
@@ -2694,6 +2702,8 @@ mod replication_tests {
         let flushed = leader.version();
         leader.flush_if_due(crate::types::now_ms()).unwrap();
         assert_eq!(leader.version(), flushed);
+        assert!(leader.isr_shrink(0, 30_000).is_none());
+        assert_eq!(leader.version(), flushed, "nothing to shrink, no write");
         leader.delete().unwrap();
         assert_ne!(leader.version(), flushed, "a deletion moves the version");
     }
