@@ -187,6 +187,9 @@ pub struct BrokerConfig {
     /// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes`: SO_SNDBUF / SO_RCVBUF
     /// of accepted client sockets (`None`: -1, the kernel's default).
     pub socket_buffers: SocketBuffers,
+    /// `socket.listen.backlog.size`: connections the kernel holds for a listener before
+    /// they are accepted.
+    pub listen_backlog: u32,
     /// `queued.max.request.bytes`: request bytes in memory broker-wide; a connection
     /// whose next frame does not fit stops reading until it does. `None` (a value <= 0,
     /// as in Kafka) is unbounded. Kafka's default is unbounded; ours is 128 MiB so a
@@ -441,6 +444,7 @@ impl BrokerConfig {
                 send_bytes: socket_buffer(&explicit, "socket.send.buffer.bytes")?,
                 receive_bytes: socket_buffer(&explicit, "socket.receive.buffer.bytes")?,
             },
+            listen_backlog: listen_backlog(&explicit)?,
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
             connection_limits: connection_limits::ConnectionLimits::from_configs(&explicit)
                 .map_err(ConfigError::Inconsistent)?,
@@ -856,6 +860,20 @@ fn socket_buffer(map: &BTreeMap<String, String>, key: &str) -> Result<Option<usi
     })
 }
 
+/// At least 1, as Kafka's validator asks.
+fn listen_backlog(map: &BTreeMap<String, String>) -> Result<u32, ConfigError> {
+    const KEY: &str = "socket.listen.backlog.size";
+    let value: i32 = parse(map, KEY, 50)?;
+    u32::try_from(value)
+        .ok()
+        .filter(|&backlog| backlog >= 1)
+        .ok_or_else(|| ConfigError::Invalid {
+            key: KEY.into(),
+            value: value.to_string(),
+            reason: "must be at least 1".into(),
+        })
+}
+
 fn queued_request_bytes(map: &BTreeMap<String, String>) -> Result<Option<u32>, ConfigError> {
     const KEY: &str = "queued.max.request.bytes";
     let bytes: i64 = parse(map, KEY, 134_217_728)?;
@@ -1001,6 +1019,19 @@ mod tests {
     }
 
     #[test]
+    fn a_listen_backlog_below_one_is_refused() {
+        let backlog = |value: &str| {
+            let map = BTreeMap::from([("socket.listen.backlog.size".to_string(), value.into())]);
+            BrokerConfig::from_map(map).map(|c| c.listen_backlog)
+        };
+        assert_eq!(backlog("1").unwrap(), 1);
+        assert_eq!(backlog("2048").unwrap(), 2048);
+        for refused in ["0", "-1", "many"] {
+            assert!(matches!(backlog(refused), Err(ConfigError::Invalid { .. })));
+        }
+    }
+
+    #[test]
     fn defaults_are_kafkas() {
         let config = BrokerConfig::from_args_and_env(vec![], vec![]).unwrap();
         assert_eq!(config.listener.port, 9092);
@@ -1017,6 +1048,8 @@ mod tests {
                 receive_bytes: kafkas
             }
         );
+        assert_eq!(config.listen_backlog, 50);
+        assert_eq!(config.replication.socket_receive_bytes, Some(65_536));
         assert_eq!(config.time_ms("log.retention.ms"), Some(604_800_000));
         assert_eq!(config.recovery_threads_per_data_dir, 2);
         assert_eq!(config.cleaner_dedupe_buffer_bytes, 134_217_728);

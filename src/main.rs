@@ -177,7 +177,8 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let mut addresses = Vec::new();
     for endpoint in config.broker_listeners() {
         let address = format!("{}:{}", bind_host(&endpoint.host), endpoint.port);
-        let listener = TcpListener::bind(&address)
+        let listener = (config.socket_buffers)
+            .bind_listener(&address, config.listen_backlog)
             .await
             .with_context(|| format!("bind listener {} {address}", endpoint.name))?;
         addresses.push(format!("{}://{address}", endpoint.name));
@@ -190,7 +191,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         // Controller RPC only; on a controller-only node it is the one listener.
         Some(endpoint) => {
             let address = format!("{}:{}", bind_host(&endpoint.host), endpoint.port);
-            let bound = TcpListener::bind(&address)
+            // Kafka's controller listener is served by a SocketServer too: same options.
+            let bound = (config.socket_buffers)
+                .bind_listener(&address, config.listen_backlog)
                 .await
                 .with_context(|| format!("bind controller listener {address}"))?;
             addresses.push(format!("{}://{address}", endpoint.name));

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{ConfigError, parse};
+use crate::server::socket_buffers::buffer_size;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationConfig {
@@ -20,12 +21,25 @@ pub struct ReplicationConfig {
     pub fetch_backoff_ms: u64,
     /// `replica.socket.timeout.ms`: the longest a follower waits on its leader's socket.
     pub socket_timeout_ms: u64,
+    /// `replica.socket.receive.buffer.bytes`: SO_RCVBUF of a follower's connection to its
+    /// leader (`None`: -1, the kernel's default).
+    pub socket_receive_bytes: Option<usize>,
     /// `replica.high.watermark.checkpoint.interval.ms`
     pub high_watermark_checkpoint_interval_ms: u64,
     /// `replication.quota.window.num` and `replication.quota.window.size.seconds`: the
     /// replication throttles' rates are measured over this many samples of this long.
     pub quota_window_samples: usize,
     pub quota_window_seconds: u64,
+}
+
+fn socket_receive_bytes(explicit: &BTreeMap<String, String>) -> Result<Option<usize>, ConfigError> {
+    const KEY: &str = "replica.socket.receive.buffer.bytes";
+    let value: i32 = parse(explicit, KEY, 65_536)?;
+    buffer_size(value).map_err(|reason| ConfigError::Invalid {
+        key: KEY.into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    })
 }
 
 impl ReplicationConfig {
@@ -42,6 +56,7 @@ impl ReplicationConfig {
             )?,
             fetch_backoff_ms: parse(explicit, "replica.fetch.backoff.ms", 1_000)?,
             socket_timeout_ms: parse(explicit, "replica.socket.timeout.ms", 30_000)?,
+            socket_receive_bytes: socket_receive_bytes(explicit)?,
             high_watermark_checkpoint_interval_ms: parse(
                 explicit,
                 "replica.high.watermark.checkpoint.interval.ms",
@@ -142,5 +157,9 @@ mod tests {
         );
         assert!(with(&[("replication.quota.window.num", "1")]).is_err());
         assert!(with(&[("replication.quota.window.size.seconds", "0")]).is_err());
+        assert_eq!(config.socket_receive_bytes, Some(65_536));
+        let kernels = with(&[("replica.socket.receive.buffer.bytes", "-1")]).unwrap();
+        assert_eq!(kernels.socket_receive_bytes, None);
+        assert!(with(&[("replica.socket.receive.buffer.bytes", "0")]).is_err());
     }
 }

@@ -473,8 +473,15 @@ impl FetcherTask {
                 .max(128 << 20);
             let timeout = Duration::from_millis(self.settings.socket_timeout_ms);
             let client_id = format!("broker-{}-fetcher-{}", self.node_id, self.leader);
-            let connection =
-                PeerConnection::connect(&self.address, client_id, frame_max, timeout).await?;
+            let receive_bytes = self.settings.socket_receive_bytes;
+            let connecting = PeerConnection::connect(
+                &self.address,
+                client_id,
+                frame_max,
+                receive_bytes,
+                timeout,
+            );
+            let connection = connecting.await?;
             self.connection = Some(connection);
         }
         let truncating: Vec<(TopicPartition, Followed)> = (self.order.entries.iter())

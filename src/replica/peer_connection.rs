@@ -15,8 +15,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
 use crate::request_frame::encode_request;
+use crate::server::socket_buffers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 
 #[derive(Debug, Error)]
 pub enum PeerError {
@@ -55,13 +55,15 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
+    /// Connects to `address` with `receive_bytes` as SO_RCVBUF (`None`: the kernel's).
     pub async fn connect(
         address: &str,
         client_id: String,
         frame_bytes_max: usize,
+        receive_bytes: Option<usize>,
         timeout: Duration,
     ) -> Result<PeerConnection, PeerError> {
-        let connect = TcpStream::connect(address);
+        let connect = socket_buffers::connect(address, receive_bytes);
         let stream = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(source)) => {
@@ -72,7 +74,6 @@ impl PeerConnection {
             }
             Err(_) => return Err(PeerError::TimedOut(timeout)),
         };
-        stream.set_nodelay(true)?;
         let (reader, writer) = stream.into_split();
         Ok(PeerConnection {
             address: address.to_string(),
@@ -204,7 +205,7 @@ mod tests {
         let big = REUSED_RESPONSE_BYTES_MAX + 1;
         let address = peer_answering(vec![300_000, 300_000, 200_000, big, 10]).await;
         let timeout = Duration::from_secs(5);
-        let mut connection = PeerConnection::connect(&address, "t".into(), 8 << 20, timeout)
+        let mut connection = PeerConnection::connect(&address, "t".into(), 8 << 20, None, timeout)
             .await
             .unwrap();
         let padded = |response: &Bytes, len: usize| {
@@ -242,7 +243,7 @@ mod tests {
     async fn a_decoded_response_checks_its_correlation_id() {
         let address = peer_answering(vec![10]).await;
         let timeout = Duration::from_secs(5);
-        let mut connection = PeerConnection::connect(&address, "t".into(), 1 << 20, timeout)
+        let mut connection = PeerConnection::connect(&address, "t".into(), 1 << 20, None, timeout)
             .await
             .unwrap();
         let request = ApiVersionsRequest::default();

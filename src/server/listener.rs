@@ -76,9 +76,8 @@ pub async fn serve(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown:
             );
             let buffers = broker.config.socket_buffers;
             move |stream: TcpStream, peer: SocketAddr| {
-                let _ = stream.set_nodelay(true);
-                if let Err(error) = buffers.apply(&stream) {
-                    tracing::warn!(%peer, %error, "could not set the socket's buffer sizes");
+                if let Err(error) = buffers.apply_accepted(&stream) {
+                    tracing::warn!(%peer, %error, "could not set the socket's options");
                 }
                 Connection::new(
                     stream,

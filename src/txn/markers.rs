@@ -150,7 +150,16 @@ impl MarkerTransport for PeerTransport {
                 _ => {
                     let client_id = self.client_id.clone();
                     let frame_max = RESPONSE_FRAME_BYTES_MAX;
-                    PeerConnection::connect(address, client_id, frame_max, CONNECT_TIMEOUT).await?
+                    // The kernel's buffer sizes (Kafka gives this channel
+                    // socket.receive.buffer.bytes; markers are small).
+                    let connecting = PeerConnection::connect(
+                        address,
+                        client_id,
+                        frame_max,
+                        None,
+                        CONNECT_TIMEOUT,
+                    );
+                    connecting.await?
                 }
             };
             let response = connection

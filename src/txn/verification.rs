@@ -445,6 +445,7 @@ async fn send(
                 &address,
                 client_id,
                 RESPONSE_FRAME_BYTES_MAX,
+                None, // the kernel's buffer sizes: small requests and answers
                 CONNECT_TIMEOUT,
             );
             match connecting.await {
