@@ -485,22 +485,25 @@ fn the_quick_read_gives_the_full_parsers_record_or_leaves_it_the_fault() {
     let mut outcomes = [0usize; 2];
     let mut check = |data: &[u8], index: i32| {
         let full = full_read(data, index);
-        match (quick::whole_record(data, index, 1_000), &full) {
-            (Some(quick), Ok(full)) => {
-                assert_eq!(&quick, full, "{data:?}");
-                outcomes[0] += 1;
+        // The quick read, and its byte-by-byte part alone (which it falls back on).
+        for quick in [
+            quick::whole_record(data, index, 1_000),
+            quick::bytewise(data, index, 1_000),
+        ] {
+            match (quick, &full) {
+                (Some(quick), Ok(full)) => {
+                    assert_eq!(&quick, full, "{data:?}");
+                    outcomes[0] += 1;
+                }
+                // A refusal is the full parser's to explain.
+                (None, Err(_)) => outcomes[1] += 1,
+                (quick, full) => panic!("quick {quick:?}, full {full:?}: {data:?}"),
             }
-            // A refusal is the full parser's to explain.
-            (None, Err(_)) => outcomes[1] += 1,
-            (quick, full) => panic!("quick {quick:?}, full {full:?}: {data:?}"),
         }
         full.ok().map(|(_, _, taken)| taken)
     };
     for (_, body) in corpus(&mut rng) {
-        for input in [body.clone()]
-            .into_iter()
-            .chain(mutations(&mut rng, &body))
-        {
+        for input in [body.clone()].into_iter().chain(mutations(&mut rng, &body)) {
             // Record by record, as a walk meets them...
             let mut rest = &input[..];
             let mut index = 0;
