@@ -68,22 +68,22 @@ pub fn walk_batch(
         .ok_or_else(|| BatchError::Corrupt("batch is shorter than its header says".into()))?;
     let cap = decompressed_bytes_max;
     match header.compression_code() {
-        0 => walk_records(&mut SliceRecords::new(body), header, deltas, visit),
+        0 => walk_records(SliceRecords::new(body), header, deltas, visit),
         1 => {
             let decoder = flate2::bufread::MultiGzDecoder::new(body);
-            walk_records(&mut StreamRecords::new(decoder, cap), header, deltas, visit)
+            walk_records(StreamRecords::new(decoder, cap), header, deltas, visit)
         }
         2 => {
             let plain = snappy::decompress(body, cap)?;
-            walk_records(&mut SliceRecords::new(&plain), header, deltas, visit)
+            walk_records(SliceRecords::new(&plain), header, deltas, visit)
         }
         3 => {
             let decoder = lz4_flex::frame::FrameDecoder::new(body);
-            walk_records(&mut StreamRecords::new(decoder, cap), header, deltas, visit)
+            walk_records(StreamRecords::new(decoder, cap), header, deltas, visit)
         }
         4 => {
             let decoder = zstd::stream::read::Decoder::with_buffer(body).map_err(stream_error)?;
-            walk_records(&mut StreamRecords::new(decoder, cap), header, deltas, visit)
+            walk_records(StreamRecords::new(decoder, cap), header, deltas, visit)
         }
         code => Err(BatchError::Corrupt(format!(
             "unknown compression code {code}"
@@ -92,8 +92,9 @@ pub fn walk_batch(
 }
 
 /// Reads exactly `record_count` records from `records`, then requires the end of them.
+/// `records` is taken by value: owned by the loop, its position stays in registers.
 fn walk_records(
-    records: &mut impl Records,
+    mut records: impl Records,
     header: &BatchHeader,
     deltas: OffsetDeltas,
     visit: &mut impl FnMut(RecordInfo),
@@ -427,6 +428,14 @@ impl Records for SliceRecords<'_> {
         index: i32,
         base_timestamp: i64,
     ) -> Result<(RecordInfo, i32), BatchError> {
+        // Between records, what is left is all in `rest`.
+        debug_assert!(self.current.is_empty() && self.missing == 0);
+        if let Some((record, offset_delta, taken)) =
+            quick::whole_record(self.rest, index, base_timestamp)
+        {
+            self.rest = &self.rest[taken..];
+            return Ok((record, offset_delta));
+        }
         // Parsed in a local copy, which the compiler can keep in registers; through
         // `self` every field's step was a store to memory.
         let mut records = *self;
@@ -494,6 +503,12 @@ impl<R: Read> Records for StreamRecords<R> {
         // than the field-by-field read makes, and a decoder past its end (lz4's) may
         // answer a second read with an error where the first said "end".
         let buffer = self.source.buffer();
+        if let Some((record, offset_delta, taken)) =
+            quick::whole_record(buffer, index, base_timestamp)
+        {
+            self.source.consume(taken);
+            return Ok((record, offset_delta));
+        }
         if let Some(whole) = whole_record_bytes(buffer) {
             let result = SliceRecords::new(&buffer[..whole]).record(index, base_timestamp);
             // Read field by field, a varint that starts where the buffer ends refills
@@ -767,7 +782,9 @@ impl<'a> RecordPolicy<'a> {
         BatchRules {
             policy: self,
             header,
+            compact: self.compact,
             create_time: self.timestamp_type == TimestampType::CreateTime,
+            log_append_time: header.is_log_append_time(),
             timestamp_earliest_ms: now_ms - i128::from(self.timestamp_before_max_ms),
             timestamp_latest_ms: now_ms + i128::from(self.timestamp_after_max_ms),
         }
@@ -799,7 +816,11 @@ impl<'a> RecordPolicy<'a> {
 struct BatchRules<'p, 'a> {
     policy: &'p RecordPolicy<'a>,
     header: &'p BatchHeader,
+    // Copies of what every record is checked against, so the walk's loop reads them from
+    // registers, not through `policy` and `header`.
+    compact: bool,
     create_time: bool,
+    log_append_time: bool,
     /// The CreateTime timestamps the topic accepts: `[now - timestamp_before_max_ms, now +
     /// timestamp_after_max_ms]`, exact (a client timestamp near i64::MIN included).
     timestamp_earliest_ms: i128,
@@ -807,30 +828,47 @@ struct BatchRules<'p, 'a> {
 }
 
 impl BatchRules<'_, '_> {
-    /// The first rule `record` breaks, if any: a missing key first, then the timestamp.
-    #[inline]
-    fn check(&self, record: &RecordInfo) -> Option<(RecordErrorCode, String)> {
-        if self.policy.compact && !record.has_key {
-            return Some(self.policy.keyless());
-        }
-        self.check_timestamp(record)
-            .map(|message| (RecordErrorCode::InvalidTimestamp, message))
+    /// Whether `record` keeps every rule: the walk's per-record test, kept small enough to
+    /// be inlined into it (what a refusal says is worked out by [`Self::check`], cold).
+    #[inline(always)]
+    fn accepts(&self, record: &RecordInfo) -> bool {
+        !self.keyless(record) && !self.timestamp_refused(record)
     }
 
-    #[inline]
-    fn check_timestamp(&self, record: &RecordInfo) -> Option<String> {
+    /// The first rule `record` breaks, if any: a missing key first, then the timestamp.
+    #[cold]
+    #[inline(never)]
+    fn check(&self, record: &RecordInfo) -> Option<(RecordErrorCode, String)> {
+        if self.keyless(record) {
+            return Some(self.policy.keyless());
+        }
+        if !self.timestamp_refused(record) {
+            return None;
+        }
+        let message = if self.create_time && record.timestamp_ms != NO_TIMESTAMP {
+            self.policy.timestamp_out_of_range(self.header, record)
+        } else {
+            append_time_refused(record)
+        };
+        Some((RecordErrorCode::InvalidTimestamp, message))
+    }
+
+    /// A compacted topic takes no record without a key.
+    #[inline(always)]
+    fn keyless(&self, record: &RecordInfo) -> bool {
+        self.compact && !record.has_key
+    }
+
+    /// Under CreateTime, a timestamp outside the topic's bounds (no timestamp passes);
+    /// otherwise a batch that claims LogAppendTime, which only the broker may set.
+    #[inline(always)]
+    fn timestamp_refused(&self, record: &RecordInfo) -> bool {
         let timestamp = record.timestamp_ms;
         if self.create_time && timestamp != NO_TIMESTAMP {
             let timestamp = i128::from(timestamp);
-            if timestamp >= self.timestamp_earliest_ms && timestamp <= self.timestamp_latest_ms {
-                return None;
-            }
-            return Some(self.policy.timestamp_out_of_range(self.header, record));
+            return timestamp < self.timestamp_earliest_ms || timestamp > self.timestamp_latest_ms;
         }
-        if self.header.is_log_append_time() {
-            return Some(append_time_refused(record));
-        }
-        None
+        self.log_append_time
     }
 }
 
@@ -889,8 +927,8 @@ pub fn validate_records(
             OffsetDeltas::Exact,
             decompressed_bytes_max,
             &mut |record| {
-                if let Some((code, message)) = rules.check(&record) {
-                    errors.add(code, RecordError::new(record.index, message));
+                if !rules.accepts(&record) {
+                    errors.refuse(&rules, record);
                 }
             },
         )?;
@@ -916,9 +954,17 @@ struct RecordErrors {
 }
 
 impl RecordErrors {
-    /// Cold: kept out of the walk's per-record loop.
+    /// Adds the error of `record`, which `rules` do not accept. Cold: kept out of the
+    /// walk's per-record loop.
     #[cold]
     #[inline(never)]
+    fn refuse(&mut self, rules: &BatchRules, record: RecordInfo) {
+        // By value: a record passed by reference would be stored to memory on the hot path.
+        if let Some((code, message)) = rules.check(&record) {
+            self.add(code, RecordError::new(record.index, message));
+        }
+    }
+
     fn add(&mut self, code: RecordErrorCode, error: RecordError) {
         self.total += 1;
         self.timestamp |= code == RecordErrorCode::InvalidTimestamp;
@@ -955,6 +1001,9 @@ fn record_errors(errors: RecordErrors) -> BatchError {
         errors,
     }
 }
+
+#[path = "records_quick.rs"]
+mod quick;
 
 #[cfg(test)]
 #[path = "records_walk_tests.rs"]
@@ -1500,6 +1549,7 @@ mod tests {
                         let expected = timestamp_ms == NO_TIMESTAMP
                             || in_range(now_ms, before_ms, after_ms, timestamp_ms);
                         let accepted = rules.check(&record).is_none();
+                        assert_eq!(rules.accepts(&record), accepted, "the walk's test");
                         assert_eq!(
                             accepted, expected,
                             "now {now_ms}, margins {before_ms}/{after_ms}, at {timestamp_ms}"

@@ -42,7 +42,7 @@ fn header_for(count: i32, last_offset_delta: i32) -> BatchHeader {
     BatchHeader::parse(&batch).unwrap()
 }
 
-fn walk_with(records: &mut impl Records, header: &BatchHeader, deltas: OffsetDeltas) -> Walked {
+fn walk_with(records: impl Records, header: &BatchHeader, deltas: OffsetDeltas) -> Walked {
     let mut seen = Vec::new();
     walk_records(records, header, deltas, &mut |record| seen.push(record))?;
     Ok(seen)
@@ -54,17 +54,13 @@ const CAPACITIES: [usize; 8] = [1, 2, 3, 5, 7, 16, 64, STREAM_BUFFER_BYTES];
 
 /// Walks `body` every way under `header` and `deltas`; all must agree. Returns the answer.
 fn agree(body: &[u8], header: &BatchHeader, deltas: OffsetDeltas, what: &str) -> Walked {
-    let expected = walk_with(&mut SliceRecords::new(body), header, deltas);
+    let expected = walk_with(SliceRecords::new(body), header, deltas);
     for capacity in CAPACITIES {
         let source = BufReader::with_capacity(capacity, body);
-        let buffered = walk_with(&mut StreamRecords::over(source), header, deltas);
+        let buffered = walk_with(StreamRecords::over(source), header, deltas);
         assert_eq!(buffered, expected, "{what}: buffered, capacity {capacity}");
         let source = BufReader::with_capacity(capacity, body);
-        let field_by_field = walk_with(
-            &mut FieldByField(StreamRecords::over(source)),
-            header,
-            deltas,
-        );
+        let field_by_field = walk_with(FieldByField(StreamRecords::over(source)), header, deltas);
         assert_eq!(
             field_by_field, expected,
             "{what}: field by field, {capacity}"
@@ -314,11 +310,10 @@ fn compressed_streams_read_alike_whole_and_field_by_field() {
                     64 << 20,
                 ] {
                     let what = format!("{codec}, {count} records, mutation {index}, cap {cap}");
-                    let buffered = stream_of(code, input, cap).and_then(|mut records| {
-                        walk_with(&mut records, &header, OffsetDeltas::Exact)
-                    });
+                    let buffered = stream_of(code, input, cap)
+                        .and_then(|mut records| walk_with(records, &header, OffsetDeltas::Exact));
                     let field_by_field = stream_of(code, input, cap).and_then(|records| {
-                        walk_with(&mut FieldByField(records), &header, OffsetDeltas::Exact)
+                        walk_with(FieldByField(records), &header, OffsetDeltas::Exact)
                     });
                     assert_eq!(buffered, field_by_field, "{what}");
                 }
@@ -473,4 +468,56 @@ fn hostile_lengths_and_counts_are_refused_by_every_read() {
             assert!(walked.is_err(), "{what} under {codec} was accepted");
         }
     }
+}
+
+/// The full parser's read of the record at the front of `data`: the record, its offset
+/// delta and the bytes it took, or its error.
+fn full_read(data: &[u8], index: i32) -> Result<(RecordInfo, i32, usize), BatchError> {
+    let mut source = SliceRecords::new(data);
+    let (record, offset_delta) = source.record(index, 1_000)?;
+    Ok((record, offset_delta, data.len() - source.rest.len()))
+}
+
+#[test]
+fn the_quick_read_gives_the_full_parsers_record_or_leaves_it_the_fault() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    // (quick read took the record, full parser refused) counts: both must be seen.
+    let mut outcomes = [0usize; 2];
+    let mut check = |data: &[u8], index: i32| {
+        let full = full_read(data, index);
+        // The quick read, and its byte-by-byte part alone (which it falls back on).
+        for quick in [
+            quick::whole_record(data, index, 1_000),
+            quick::bytewise(data, index, 1_000),
+        ] {
+            match (quick, &full) {
+                (Some(quick), Ok(full)) => {
+                    assert_eq!(&quick, full, "{data:?}");
+                    outcomes[0] += 1;
+                }
+                // A refusal is the full parser's to explain.
+                (None, Err(_)) => outcomes[1] += 1,
+                (quick, full) => panic!("quick {quick:?}, full {full:?}: {data:?}"),
+            }
+        }
+        full.ok().map(|(_, _, taken)| taken)
+    };
+    for (_, body) in corpus(&mut rng) {
+        for input in [body.clone()].into_iter().chain(mutations(&mut rng, &body)) {
+            // Record by record, as a walk meets them...
+            let mut rest = &input[..];
+            let mut index = 0;
+            while let Some(taken) = check(rest, index) {
+                rest = &rest[taken..];
+                index += 1;
+            }
+            // ...and from every byte of a small input, as if a record started there.
+            if input.len() <= 300 {
+                for start in 0..input.len() {
+                    check(&input[start..], 0);
+                }
+            }
+        }
+    }
+    assert!(outcomes[0] > 1_000 && outcomes[1] > 1_000, "{outcomes:?}");
 }
