@@ -729,6 +729,79 @@ fn a_reload_from_an_older_snapshot_still_closes_its_open_transaction() {
     assert_eq!(aborted(&partition).len(), 1);
 }
 
+/// The cleaner keeps a rewritten batch's base offset and base sequence (Kafka's
+/// `buildRetainedRecordsInto`): producer state rebuilt from the compacted log alone knows
+/// the producer's last batch by its whole sequence range, so a retry of it, after the
+/// cleaner took its first records, is a duplicate answered with its original offsets (not
+/// OUT_OF_ORDER_SEQUENCE_NUMBER), and nothing is appended twice.
+#[test]
+fn a_retry_of_a_batch_that_lost_its_first_records_is_still_a_duplicate() {
+    use crate::log::DEDUPE_BUFFER_BYTES_DEFAULT;
+    const IDEMPOTENT: i64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let compacted = LogConfig {
+        compact: true,
+        ..config()
+    };
+    let log_dir = dir.path().join("t-0");
+    let open_compacted = |last_shutdown| {
+        let (tp, id) = (TopicPartition::new("t", 0), Uuid::from_u128(7));
+        let opened = (tp, id, log_dir.clone(), compacted.clone());
+        let partition = Partition::open_at(opened, 0, i64::MAX, 0, last_shutdown).unwrap();
+        partition.become_leader(0).unwrap();
+        partition
+    };
+    let partition = open_compacted(LastShutdown::Clean);
+    // key-0..key-4 at offsets 0..=4, sequences 0..=4; PLAIN then overwrites key-0..key-2.
+    let first = partition
+        .append(&batch(IDEMPOTENT, 0, 5, false), 0)
+        .unwrap();
+    assert_eq!(first.base_offset, 0);
+    for sequence in (0..30).step_by(3) {
+        partition
+            .append(&batch(PLAIN, sequence, 3, false), 0)
+            .unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let stats = partition
+        .clean(100_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
+        .unwrap();
+    assert!(stats.records_removed >= 3, "{stats:?}");
+    let kept = {
+        let state = partition.state.read().unwrap();
+        let mut kept = Vec::new();
+        let log = state.log.as_ref().unwrap();
+        log.scan_batch_headers(0, &mut |header| {
+            if header.producer_id == IDEMPOTENT {
+                kept.push(*header);
+            }
+        })
+        .unwrap();
+        kept
+    };
+    let header = kept[0];
+    assert_eq!(kept.len(), 1);
+    assert_eq!((header.base_offset, header.last_offset()), (0, 4));
+    assert_eq!((header.base_sequence, header.record_count), (0, 2));
+    let log_end = partition.offsets().unwrap().2;
+    drop(partition); // like kill -9, and without snapshots: state comes from the log alone
+    for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+        let path = crate::txn::producer_snapshot::snapshot_path(&log_dir, name);
+        std::fs::remove_file(path).unwrap();
+    }
+    let partition = open_compacted(LastShutdown::Unclean);
+    let retry = partition
+        .append(&batch(IDEMPOTENT, 0, 5, false), 0)
+        .unwrap();
+    assert_eq!(retry.base_offset, 0, "the duplicate's original offsets");
+    assert_eq!(partition.offsets().unwrap().2, log_end, "nothing appended");
+    // The producer goes on after its last sequence.
+    let next = partition
+        .append(&batch(IDEMPOTENT, 5, 1, false), 0)
+        .unwrap();
+    assert_eq!(next.base_offset, log_end);
+}
+
 /// Offsets of the control batches of the partition's log.
 fn markers_of(partition: &Partition) -> Vec<i64> {
     let state = partition.state.read().unwrap();
