@@ -305,7 +305,6 @@ impl PartitionLog {
         if !self.config.compact || closed_end <= self.cleaned_end_offset {
             return Ok(None);
         }
-        let transactions = Transactions::new(self.aborted_transactions(0, closed_end)?, closed_end);
         let mut segments = Vec::with_capacity(self.segments.len());
         for segment in &self.segments {
             segments.push(SnapshotSegment {
@@ -314,9 +313,12 @@ impl PartitionLog {
                 largest_timestamp_ms: segment.largest_timestamp_ms()?,
                 log: segment.log_file().try_clone()?,
                 log_path: segment.log_path().to_path_buf(),
+                // Each index file is read once a pass, here: the pass's view of the
+                // transactions below comes from these entries too.
                 aborted: segment.aborted_transactions()?,
             });
         }
+        let transactions = Transactions::new(decided_aborts(&segments, closed_end), closed_end);
         Ok(Some(CleanSnapshot {
             dir: self.dir.clone(),
             generation: self.generation,
@@ -692,6 +694,24 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// The aborted transactions with records below `closed_end`, from the entries the snapshot
+/// read of every segment's index: what `PartitionLog::aborted_transactions(0, closed_end)`
+/// answers (Kafka's `collectAbortedTxns`, the same walk over the same entries) without
+/// reading the index files a second time.
+fn decided_aborts(segments: &[SnapshotSegment], closed_end: i64) -> Vec<AbortedTxn> {
+    let mut found = Vec::new();
+    for entry in segments.iter().flat_map(|segment| &segment.aborted) {
+        if entry.overlaps(0, closed_end) {
+            found.push(*entry);
+        }
+        // Every transaction that started below `closed_end` had ended by this marker.
+        if entry.last_stable_offset >= closed_end {
+            break;
+        }
+    }
+    found
 }
 
 /// The aborted transactions a pass knows, by producer: (first offset, marker offset).
@@ -2177,6 +2197,42 @@ mod tests {
                 assert_eq!(found, expected, "{compression:?} from {from}");
             }
         }
+    }
+
+    /// A pass reads each segment's aborted-transaction index once, and knows the same
+    /// aborted transactions as the read path's `aborted_transactions`.
+    #[test]
+    fn a_pass_reads_each_aborted_transaction_index_once() {
+        use crate::log::txn_index::FILE_READS;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        for round in 0..3 {
+            for producer in [20 + round, 30 + round] {
+                let (first, _) = append_txn(&mut log, (producer, 0), 0, &["x0", "y"]);
+                append_marker(&mut log, (producer, 0), false, first);
+            }
+            roll_with_plain(&mut log);
+        }
+        let closed_end = log.active().base_offset();
+        let expected = log.aborted_transactions(0, closed_end).unwrap();
+        assert_eq!(expected.len(), 6);
+        let indexes = log
+            .segments
+            .iter()
+            .filter(|s| s.aborted_count() > 0)
+            .count();
+        assert!(indexes >= 2, "aborts in several segments");
+        FILE_READS.with(|reads| reads.set(0));
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let reads = FILE_READS.with(|reads| reads.get());
+        assert_eq!(reads, indexes as u64, "one read of each index file");
+        assert_eq!(snapshot.closed_end, closed_end);
+        let known = decided_aborts(&snapshot.segments, snapshot.closed_end);
+        assert_eq!(known, expected);
+        // Below a lower bound, as the read path answers it too.
+        let bound = expected[2].last_offset;
+        let below = decided_aborts(&snapshot.segments, bound);
+        assert_eq!(below, log.aborted_transactions(0, bound).unwrap());
     }
 
     #[test]

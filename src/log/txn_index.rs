@@ -142,6 +142,12 @@ impl Summary {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Reads of index files on this thread, for tests that count them.
+    pub(crate) static FILE_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// One segment's index: the file (created at the first abort), a summary, and the entries
 /// a failed write left unwritten.
 #[derive(Debug)]
@@ -482,6 +488,8 @@ impl TxnIndex {
     /// Reads whole entries from entry `index` on into `buffer`. A file shorter than the
     /// entries it held is `Corrupt` (it changed under us).
     fn read_at(&self, index: u64, buffer: &mut [u8]) -> Result<(), LogError> {
+        #[cfg(test)]
+        FILE_READS.with(|reads| reads.set(reads.get() + 1));
         let Some(file) = &self.file else {
             return Err(self.corrupt(index, "no file for a stored entry"));
         };
