@@ -355,6 +355,71 @@ fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
     );
 }
 
+/// The aborted-transaction index entries an open rebuilds in closed segments (no usable
+/// snapshot, or a dropped index) are fsynced, directory included, before the partition is
+/// handed out: the next producer snapshot (at a roll or at clean shutdown) stands for them
+/// and closed segments are never flushed again.
+#[test]
+fn an_index_rebuilt_in_closed_segments_is_durable_before_the_next_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("t-0");
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions(&partition);
+    for sequence in 0..30 {
+        partition
+            .append(&batch(PLAIN, 2 + sequence, 1, false), 0)
+            .unwrap();
+    }
+    let before = aborted(&partition);
+    assert_eq!(before, vec![expected_abort()]);
+    drop(partition); // like kill -9
+    let unflushed = |partition: &Partition| {
+        let state = partition.state.read().unwrap();
+        let log = state.log.as_ref().unwrap();
+        log.closed_segments_with_unflushed_txn_index()
+    };
+    let txn_indexes = || -> Vec<std::path::PathBuf> {
+        let paths = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path());
+        paths
+            .filter(|path| path.extension().is_some_and(|e| e == "txnindex"))
+            .collect()
+    };
+    // No snapshot: the rebuild from the log start cuts and rewrites the closed segment's
+    // index. Then the index dropped as unreadable: the rebuild creates a new file.
+    let mut sequence = 32;
+    for damage in ["no snapshot", "unreadable index"] {
+        for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+            let path = crate::txn::producer_snapshot::snapshot_path(&log_dir, name);
+            std::fs::remove_file(path).unwrap();
+        }
+        if damage == "unreadable index" {
+            let indexes = txn_indexes();
+            assert_eq!(indexes.len(), 1, "{indexes:?}");
+            let mut bytes = std::fs::read(&indexes[0]).unwrap();
+            bytes[1] = 7; // an unknown entry version
+            std::fs::write(&indexes[0], &bytes).unwrap();
+        }
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(unflushed(&partition), Vec::<i64>::new(), "{damage}");
+        assert_eq!(aborted(&partition), before, "{damage}");
+        assert_eq!(lso(&partition), partition.offsets().unwrap().2, "{damage}");
+        // The next roll's snapshot, then a crash: the index it stands for is there.
+        for _ in 0..10 {
+            partition
+                .append(&batch(PLAIN, sequence, 1, false), 0)
+                .unwrap();
+            sequence += 1;
+        }
+        drop(partition);
+        assert_eq!(txn_indexes().len(), 1, "{damage}");
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(aborted(&partition), before, "{damage}");
+        drop(partition);
+    }
+}
+
 /// KIP-890's guard at the partition: a produce verified before the transaction's marker
 /// landed is refused after it, under the append's lock, and appends nothing.
 #[test]
