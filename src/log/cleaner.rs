@@ -1231,14 +1231,24 @@ mod tests {
                 record(index as i64, key.clone(), value.clone(), time_ms)
             })
             .collect();
+        append_records(log, &records, compression, 0);
+    }
+
+    /// Append `records` as one batch encoded with `compression`, at time `now_ms`.
+    fn append_records(
+        log: &mut PartitionLog,
+        records: &[Record],
+        compression: Compression,
+        now_ms: i64,
+    ) -> crate::log::AppendInfo {
         let mut buffer = BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
             compression,
         };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
+        RecordBatchEncoder::encode(&mut buffer, records, &options).unwrap();
         let (records, headers) = validated(buffer);
-        log.append(&records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, now_ms).unwrap()
     }
 
     /// `batches` batches of two records each, keys k0..k9 in turn, values naming their
@@ -1454,14 +1464,7 @@ mod tests {
                 record
             })
             .collect();
-        let mut buffer = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
-        let (records, headers) = validated(buffer);
-        log.append(&records, &headers, 3, 0).unwrap();
+        append_records(log, &records, Compression::None, 0);
         (first, log.log_end_offset() - 1)
     }
 
@@ -2148,14 +2151,7 @@ mod tests {
                     record
                 })
                 .collect();
-            let mut buffer = BytesMut::new();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression,
-            };
-            RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
-            let (records, batch_headers) = validated(buffer);
-            log.append(&records, &batch_headers, 3, 0).unwrap();
+            append_records(&mut log, &records, compression, 0);
             let original = headers(&log)[0];
             let entry = |key: &str| (Some(key.to_string()), Some(format!("{key}2")));
             append(&mut log, &[entry("a"), entry("b")], 1_010, compression);
@@ -2678,14 +2674,7 @@ mod tests {
                 })
                 .collect();
             let compression = [Compression::None, Compression::Gzip][index as usize % 2];
-            let mut buffer = BytesMut::new();
-            let options = RecordEncodeOptions {
-                version: 2,
-                compression,
-            };
-            RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
-            let (records, headers) = validated(buffer);
-            let info = log.append(&records, &headers, 3, index).unwrap();
+            let info = append_records(&mut log, &records, compression, index);
             writeln!(stdout, "acked {} {}", info.first_offset, info.last_offset).unwrap();
             stdout.flush().unwrap();
             if index % 7 == 0 {

@@ -317,17 +317,21 @@ fn followers_replicate_markers_into_the_same_state_and_index() {
     assert_eq!(lso(&leader), 8, "T1 reopened at 8");
 }
 
-#[test]
-fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let partition = open(dir.path(), LastShutdown::Clean);
-    two_transactions(&partition);
-    // Plain records after it, to roll past it and snapshot later states.
+/// [`two_transactions`], then plain records to roll past them and snapshot later states.
+fn two_transactions_in_a_closed_segment(partition: &Partition) {
+    two_transactions(partition);
     for sequence in 0..30 {
         partition
             .append(&batch(PLAIN, 2 + sequence, 1, false), 0)
             .unwrap();
     }
+}
+
+#[test]
+fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions_in_a_closed_segment(&partition);
     let before = (producers(&partition), lso(&partition), aborted(&partition));
     assert_eq!(before.2, vec![expected_abort()]);
     partition.close_cleanly().unwrap();
@@ -364,12 +368,7 @@ fn an_index_rebuilt_in_closed_segments_is_durable_before_the_next_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("t-0");
     let partition = open(dir.path(), LastShutdown::Clean);
-    two_transactions(&partition);
-    for sequence in 0..30 {
-        partition
-            .append(&batch(PLAIN, 2 + sequence, 1, false), 0)
-            .unwrap();
-    }
+    two_transactions_in_a_closed_segment(&partition);
     let before = aborted(&partition);
     assert_eq!(before, vec![expected_abort()]);
     drop(partition); // like kill -9
