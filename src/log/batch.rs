@@ -32,6 +32,7 @@ const CRC_AT: usize = 17;
 const CRC_COVERS_FROM: usize = 21;
 const ATTRIBUTES_AT: usize = 21;
 const BATCH_LENGTH_AT: usize = 8;
+#[cfg(test)]
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const RECORD_COUNT_AT: usize = 57;
 const BASE_TIMESTAMP_AT: usize = 27;
@@ -394,10 +395,11 @@ pub fn empty_batch(batch: &[u8]) -> Vec<u8> {
     empty
 }
 
-/// Sets the last offset delta of `batch` (one whole batch) and recomputes its CRC: the
-/// cleaner gives a compacted batch its original last offset back (Kafka's
-/// `overrideLastOffset`), which may lie past its last surviving record.
-pub fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
+/// Sets the last offset delta of `batch` (one whole batch) and recomputes its CRC, for
+/// tests that build what the cleaner leaves: a batch whose last offset (Kafka's
+/// `overrideLastOffset`) lies past its last surviving record.
+#[cfg(test)]
+pub(crate) fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
     assert!(
         batch.len() >= BATCH_HEADER_BYTES && last_offset_delta >= 0,
         "set_last_offset_delta needs a whole batch and a delta >= 0"

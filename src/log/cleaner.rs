@@ -37,7 +37,9 @@
 //!
 //! A batch that keeps everything is copied byte for byte, a batch that keeps nothing goes,
 //! and any other is re-encoded with the surviving records' offsets, keys, values, headers
-//! and timestamps, the original producer fields, leader epoch and compression codec.
+//! and timestamps under its original header, as Kafka's `buildRetainedRecordsInto` does
+//! (`retained_batch`): same base offset, last offset and base sequence, producer fields,
+//! leader epoch and attributes.
 //! Offsets are never renumbered: the log gets gaps, which reads step over
 //! (`Segment::find_batch` returns the first batch ending at or after).
 //!
@@ -70,9 +72,10 @@
 //!
 //! Producer state (Kafka's `retainLastBatchSequence`): the partition names each producer's
 //! last data batch ([`ProducerTail`]); that batch stays, as its bare header (record count
-//! 0) if it loses every record, and a rewritten batch with a producer keeps its original
-//! last offset, so a producer state rebuilt from the log still has the producer's epoch and
-//! last sequence. A producer with no data batch keeps its markers at its current epoch.
+//! 0) if it loses every record, and a rewritten batch keeps its original base and last
+//! offsets and base sequence, so a producer state rebuilt from the log still has the
+//! producer's epoch and the batch's sequence range (a retry of it is a duplicate). A
+//! producer with no data batch keeps its markers at its current epoch.
 //!
 //! A marker at or above the oldest kept producer snapshot stays whatever else holds: a
 //! reload from that snapshot (the newest one unreadable or gone) replays from its offset
@@ -98,21 +101,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, RecordSet,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder, RecordSet};
 use tracing::{debug, info};
 
-use crate::log::batch::{
-    BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, NO_SEQUENCE, empty_batch, set_last_offset_delta,
-    stamp_batch,
-};
+use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, crc_matches, empty_batch};
 use crate::log::delete_horizon;
 use crate::log::error::LogError;
 use crate::log::offset_map::OffsetMap;
 use crate::log::partition_log::PartitionLog;
 use crate::log::records::{OffsetDeltas, decoded_exactly};
 use crate::log::recovery::{self, CLEANED_SUFFIX, SWAP_SUFFIX};
+use crate::log::retained_batch::encode_retained;
 use crate::log::segment::{
     DELETED_EXTENSION, INDEX_EXTENSION, LOG_EXTENSION, Segment, SegmentState, TIME_INDEX_EXTENSION,
     remove_if_present, segment_file, sync_directory, write_index_files,
@@ -306,7 +305,6 @@ impl PartitionLog {
         if !self.config.compact || closed_end <= self.cleaned_end_offset {
             return Ok(None);
         }
-        let transactions = Transactions::new(self.aborted_transactions(0, closed_end)?, closed_end);
         let mut segments = Vec::with_capacity(self.segments.len());
         for segment in &self.segments {
             segments.push(SnapshotSegment {
@@ -315,9 +313,12 @@ impl PartitionLog {
                 largest_timestamp_ms: segment.largest_timestamp_ms()?,
                 log: segment.log_file().try_clone()?,
                 log_path: segment.log_path().to_path_buf(),
+                // Each index file is read once a pass, here: the pass's view of the
+                // transactions below comes from these entries too.
                 aborted: segment.aborted_transactions()?,
             });
         }
+        let transactions = Transactions::new(decided_aborts(&segments, closed_end), closed_end);
         Ok(Some(CleanSnapshot {
             dir: self.dir.clone(),
             generation: self.generation,
@@ -695,6 +696,24 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The aborted transactions with records below `closed_end`, from the entries the snapshot
+/// read of every segment's index: what `PartitionLog::aborted_transactions(0, closed_end)`
+/// answers (Kafka's `collectAbortedTxns`, the same walk over the same entries) without
+/// reading the index files a second time.
+fn decided_aborts(segments: &[SnapshotSegment], closed_end: i64) -> Vec<AbortedTxn> {
+    let mut found = Vec::new();
+    for entry in segments.iter().flat_map(|segment| &segment.aborted) {
+        if entry.overlaps(0, closed_end) {
+            found.push(*entry);
+        }
+        // Every transaction that started below `closed_end` had ended by this marker.
+        if entry.last_stable_offset >= closed_end {
+            break;
+        }
+    }
+    found
+}
+
 /// The aborted transactions a pass knows, by producer: (first offset, marker offset).
 struct Transactions {
     aborted: HashMap<i64, Vec<(i64, i64)>>,
@@ -1010,7 +1029,6 @@ fn decide_records(
     let Ok(record_set) = decode(header, bytes.clone()) else {
         return Ok(KEEP);
     };
-    let compression = record_set.compression;
     let total = record_set.records.len();
     if !record_set
         .records
@@ -1033,7 +1051,7 @@ fn decide_records(
     let fate = if survivors.is_empty() {
         Fate::Drop
     } else {
-        Fate::Rewrite(encode_survivors(header, compression, survivors)?)
+        Fate::Rewrite(encode_survivors(header, &survivors)?)
     };
     Ok(Decision {
         fate,
@@ -1042,70 +1060,40 @@ fn decide_records(
     })
 }
 
-/// One batch of `survivors` (non-empty, from the batch `header`) with their own offsets and
-/// sequences, the original producer, leader epoch, codec and timestamp type. Each record
-/// keeps its offset (the encoder writes `offset - first offset` as its delta, gaps and
-/// all); the batch starts at its first survivor. It keeps its original last offset, as
-/// Kafka's `buildRetainedRecordsInto` does for every v2 batch (`overrideLastOffset`): a
-/// producer's last sequence is then still what it sent, so producer state rebuilt from
-/// the log expects the sequence that follows, and the batch still covers the offsets it
-/// was given. Unlike Kafka, the base offset and base sequence move to the first survivor
-/// (kafka-protocol's encoder writes deltas from the first record): producer state rebuilt
-/// after the cleaner took a producer's last batch's first records will not recognise a
-/// retry of that batch as a duplicate (OUT_OF_ORDER_SEQUENCE_NUMBER instead).
-fn encode_survivors(
-    header: &BatchHeader,
-    compression: Compression,
-    mut survivors: Vec<Record>,
-) -> Result<BytesMut, LogError> {
-    let first_offset = survivors[0].offset;
-    let base_sequence = sequence_at(header, first_offset);
-    for record in &mut survivors {
-        // The encoder takes the base sequence from the first record and keeps records in
-        // one batch while offset - sequence is constant.
-        let offset_delta = (record.offset - first_offset) as i32;
-        record.sequence = base_sequence.wrapping_add(offset_delta);
-        record.partition_leader_epoch = header.partition_leader_epoch;
-        record.producer_id = header.producer_id;
-        record.producer_epoch = header.producer_epoch;
-    }
-    let options = RecordEncodeOptions {
-        version: MAGIC_V2,
-        compression,
-    };
-    let mut encoded = BytesMut::new();
+/// One batch of `survivors` (non-empty, from the batch `header`), as Kafka's
+/// `buildRetainedRecordsInto` writes it ([`encode_retained`]): the original base offset,
+/// last offset, base sequence, producer, leader epoch and attributes, each record at its
+/// own offset. So the batch still covers the offsets and sequences it was given, and
+/// producer state rebuilt from the log expects the sequence that follows and takes a retry
+/// of the batch for the duplicate it is.
+fn encode_survivors(header: &BatchHeader, survivors: &[Record]) -> Result<BytesMut, LogError> {
     let failed = |why: String| {
         let offset = header.base_offset;
         LogError::Corrupt(format!(
             "cannot re-encode the batch at offset {offset}: {why}"
         ))
     };
-    RecordBatchEncoder::encode(&mut encoded, &survivors, &options)
-        .map_err(|error| failed(format!("{error:#}")))?;
+    let encoded = encode_retained(header, survivors).map_err(|error| failed(error.to_string()))?;
+    // The pair of the checks the batch passed when it was written: one whole batch whose
+    // header says what the original's did, with a CRC over the rest.
     let rewritten = BatchHeader::parse(&encoded).map_err(|error| failed(error.to_string()))?;
-    if rewritten.total_bytes() != encoded.len() || rewritten.base_offset != first_offset {
+    let same_header = rewritten.base_offset == header.base_offset
+        && rewritten.last_offset() == header.last_offset()
+        && rewritten.base_sequence == header.base_sequence
+        && (rewritten.producer_id, rewritten.producer_epoch)
+            == (header.producer_id, header.producer_epoch)
+        && rewritten.partition_leader_epoch == header.partition_leader_epoch
+        && rewritten.compression_code() == header.compression_code()
+        && rewritten.record_count == survivors.len() as i32;
+    if rewritten.total_bytes() != encoded.len()
+        || !same_header
+        || !crc_matches(&encoded, rewritten.crc)
+    {
         return Err(failed(
-            "the encoder did not produce exactly one batch".into(),
+            "the rewritten header does not match the original".into(),
         ));
     }
-    // The encoder writes CreateTime; a LogAppendTime batch keeps its append time.
-    let log_append_time_ms = Some(header.max_timestamp).filter(|_| header.is_log_append_time());
-    let epoch = header.partition_leader_epoch;
-    stamp_batch(&mut encoded, first_offset, epoch, log_append_time_ms);
-    // Survivors lie within the original batch, so this fits its i32 delta.
-    let last_offset_delta = header.last_offset() - first_offset;
-    set_last_offset_delta(&mut encoded, last_offset_delta as i32);
     Ok(encoded)
-}
-
-/// The sequence of the record at `offset` in the batch `header` (NO_SEQUENCE for a batch
-/// without); sequences wrap from i32::MAX to 0, as in Kafka.
-fn sequence_at(header: &BatchHeader, offset: i64) -> i32 {
-    if header.base_sequence == NO_SEQUENCE {
-        return NO_SEQUENCE;
-    }
-    let sequence = i64::from(header.base_sequence) + (offset - header.base_offset);
-    (sequence % (i64::from(i32::MAX) + 1)) as i32
 }
 
 /// The cleaned copy of one segment, `path`, written from the first batch that changes:
@@ -1189,6 +1177,8 @@ impl CleanedWriter<'_> {
 mod tests {
     use std::collections::HashMap;
 
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+
     use super::*;
     use crate::log::batch::plain_record;
     use crate::log::config::LogConfig;
@@ -1241,14 +1231,24 @@ mod tests {
                 record(index as i64, key.clone(), value.clone(), time_ms)
             })
             .collect();
+        append_records(log, &records, compression, 0);
+    }
+
+    /// Append `records` as one batch encoded with `compression`, at time `now_ms`.
+    fn append_records(
+        log: &mut PartitionLog,
+        records: &[Record],
+        compression: Compression,
+        now_ms: i64,
+    ) -> crate::log::AppendInfo {
         let mut buffer = BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
             compression,
         };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
+        RecordBatchEncoder::encode(&mut buffer, records, &options).unwrap();
         let (records, headers) = validated(buffer);
-        log.append(&records, &headers, 3, 0).unwrap();
+        log.append(&records, &headers, 3, now_ms).unwrap()
     }
 
     /// `batches` batches of two records each, keys k0..k9 in turn, values naming their
@@ -1464,14 +1464,7 @@ mod tests {
                 record
             })
             .collect();
-        let mut buffer = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options).unwrap();
-        let (records, headers) = validated(buffer);
-        log.append(&records, &headers, 3, 0).unwrap();
+        append_records(log, &records, Compression::None, 0);
         (first, log.log_end_offset() - 1)
     }
 
@@ -1763,14 +1756,16 @@ mod tests {
                 entries.iter().map(|e| e.last_offset).collect::<Vec<_>>(),
                 [abort]
             );
-            // The rewritten batch of producer 13 keeps its last offset and sequence.
+            // The rewritten batch of producer 13 keeps its offsets and sequences, as
+            // Kafka's does: x1 went, the batch still starts where x1 was.
             let rewritten = found
                 .iter()
                 .find(|h| h.producer_id == 13 && !h.is_control());
             let rewritten = rewritten.unwrap();
             assert_eq!(rewritten.record_count, 1);
-            assert_eq!(rewritten.base_offset, commit_13 - 1, "x1 went");
-            assert_eq!((rewritten.base_sequence, rewritten.last_sequence()), (8, 8));
+            assert_eq!(rewritten.base_offset, commit_13 - 2);
+            assert_eq!(rewritten.last_offset(), commit_13 - 1);
+            assert_eq!((rewritten.base_sequence, rewritten.last_sequence()), (7, 8));
             assert!(markers(&log).contains(&commit_13));
         }
         assert!(
@@ -2136,6 +2131,104 @@ mod tests {
                 "the codec is kept"
             );
         }
+    }
+
+    /// Kafka's `buildRetainedRecordsInto`: a batch that loses its first records keeps its
+    /// base offset, base sequence and the rest of its header; each record keeps its offset
+    /// and sequence, and a fetch from inside the gap gets the batch.
+    #[test]
+    fn a_batch_that_loses_its_first_records_keeps_its_base_offset_and_sequence() {
+        for compression in [Compression::None, Compression::Gzip, Compression::Lz4] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path());
+            let records: Vec<Record> = (0..4)
+                .zip(["a", "b", "c", "d"])
+                .map(|(index, key)| {
+                    let value = Some(format!("{key}1"));
+                    let mut record = record(index, Some(key.into()), value, 1_000 + index);
+                    (record.producer_id, record.producer_epoch) = (7, 2);
+                    record.sequence = 30 + index as i32;
+                    record
+                })
+                .collect();
+            append_records(&mut log, &records, compression, 0);
+            let original = headers(&log)[0];
+            let entry = |key: &str| (Some(key.to_string()), Some(format!("{key}2")));
+            append(&mut log, &[entry("a"), entry("b")], 1_010, compression);
+            roll_with_keyless(&mut log, 1_020);
+            let stats = log.compact(2_000, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+            assert_eq!(stats.records_removed, 2, "{compression:?}");
+            let rewritten = headers(&log)[0];
+            assert_eq!(rewritten.base_offset, 0, "{compression:?}");
+            assert_eq!(rewritten.last_offset(), 3);
+            assert_eq!(
+                (rewritten.base_sequence, rewritten.last_sequence()),
+                (30, 33)
+            );
+            assert_eq!((rewritten.producer_id, rewritten.producer_epoch), (7, 2));
+            assert_eq!(
+                rewritten.partition_leader_epoch,
+                original.partition_leader_epoch
+            );
+            assert_eq!(rewritten.attributes, original.attributes);
+            assert_eq!(rewritten.record_count, 2);
+            assert_eq!(
+                (rewritten.base_timestamp, rewritten.max_timestamp),
+                (1_002, 1_003),
+                "the first survivor's time and the largest"
+            );
+            for from in 0..=2 {
+                let read = log.read(from, usize::MAX, i64::MAX, true).unwrap();
+                let mut bytes = read.records;
+                let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+                let found: Vec<(i64, i32, Option<Bytes>)> = set
+                    .records
+                    .into_iter()
+                    .map(|r| (r.offset, r.sequence, r.value))
+                    .collect();
+                let expected = vec![
+                    (2, 32, Some(Bytes::from("c1"))),
+                    (3, 33, Some(Bytes::from("d1"))),
+                ];
+                assert_eq!(found, expected, "{compression:?} from {from}");
+            }
+        }
+    }
+
+    /// A pass reads each segment's aborted-transaction index once, and knows the same
+    /// aborted transactions as the read path's `aborted_transactions`.
+    #[test]
+    fn a_pass_reads_each_aborted_transaction_index_once() {
+        use crate::log::txn_index::FILE_READS;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path());
+        for round in 0..3 {
+            for producer in [20 + round, 30 + round] {
+                let (first, _) = append_txn(&mut log, (producer, 0), 0, &["x0", "y"]);
+                append_marker(&mut log, (producer, 0), false, first);
+            }
+            roll_with_plain(&mut log);
+        }
+        let closed_end = log.active().base_offset();
+        let expected = log.aborted_transactions(0, closed_end).unwrap();
+        assert_eq!(expected.len(), 6);
+        let indexes = log
+            .segments
+            .iter()
+            .filter(|s| s.aborted_count() > 0)
+            .count();
+        assert!(indexes >= 2, "aborts in several segments");
+        FILE_READS.with(|reads| reads.set(0));
+        let snapshot = log.clean_snapshot(2_000).unwrap().unwrap();
+        let reads = FILE_READS.with(|reads| reads.get());
+        assert_eq!(reads, indexes as u64, "one read of each index file");
+        assert_eq!(snapshot.closed_end, closed_end);
+        let known = decided_aborts(&snapshot.segments, snapshot.closed_end);
+        assert_eq!(known, expected);
+        // Below a lower bound, as the read path answers it too.
+        let bound = expected[2].last_offset;
+        let below = decided_aborts(&snapshot.segments, bound);
+        assert_eq!(below, log.aborted_transactions(0, bound).unwrap());
     }
 
     #[test]
@@ -2538,5 +2631,140 @@ mod tests {
             "{:?}",
             leftovers(dir.path())
         );
+    }
+
+    /// Environment variable naming the directory the child of the kill test writes to.
+    const KILL_DIR_VARIABLE: &str = "CLEANER_KILL_NINE_DIR";
+    /// Acknowledged appends the parent waits for before killing the child.
+    const ACKS_BEFORE_KILL: usize = 400;
+    /// Bound on the child's loop, in case nobody kills it.
+    const CHILD_APPENDS_MAX: i64 = 1_000_000;
+    /// Keys the child cycles through: most records are superseded soon.
+    const KILL_KEYS: i64 = 13;
+
+    fn kill_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 4_096,
+            ..config()
+        }
+    }
+
+    /// The child of `kill_nine_mid_compaction_loses_no_record_and_keeps_batch_offsets`:
+    /// appends batches of one idempotent producer (sequence = offset) over a few keys and
+    /// compacts every few appends, printing each acknowledged batch's offsets, until
+    /// killed. Does nothing when run alone.
+    #[test]
+    #[ignore = "child process of kill_nine_mid_compaction_loses_no_record_and_keeps_batch_offsets"]
+    fn kill_nine_child_compacting() {
+        let Some(dir) = std::env::var_os(KILL_DIR_VARIABLE) else {
+            return;
+        };
+        let mut log = PartitionLog::open(PathBuf::from(dir), kill_config(), 0).unwrap();
+        let mut stdout = std::io::stdout();
+        for index in 0..CHILD_APPENDS_MAX {
+            let first = log.log_end_offset();
+            let records: Vec<Record> = (0..1 + index % 5)
+                .map(|delta| {
+                    let offset = first + delta;
+                    let key = Some(format!("k{}", offset % KILL_KEYS));
+                    let mut record = record(delta, key, Some(format!("v{offset}")), index);
+                    (record.producer_id, record.producer_epoch) = (7, 0);
+                    record.sequence = offset as i32;
+                    record
+                })
+                .collect();
+            let compression = [Compression::None, Compression::Gzip][index as usize % 2];
+            let info = append_records(&mut log, &records, compression, index);
+            writeln!(stdout, "acked {} {}", info.first_offset, info.last_offset).unwrap();
+            stdout.flush().unwrap();
+            if index % 7 == 0 {
+                log.compact(index, DEDUPE_BUFFER_BYTES_DEFAULT).unwrap();
+            }
+        }
+    }
+
+    /// `kill -9` at any moment of produce and compaction leaves a log that opens and reads:
+    /// every batch passes its CRC and decodes, keeps the offsets it was acknowledged with
+    /// (compaction never moves a batch's base or last offset), every record its offset and
+    /// sequence, and the latest acknowledged record of every key is there.
+    #[test]
+    fn kill_nine_mid_compaction_loses_no_record_and_keeps_batch_offsets() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "log::cleaner::tests::kill_nine_child_compacting",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(KILL_DIR_VARIABLE, dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Every acknowledgement, those printed after the kill was decided too: a pass the
+        // child ran after them may have removed what they superseded. (A cut last line
+        // does not parse and is left out: its batch counts as not acknowledged.)
+        let mut acks = stdout.lines().map_while(Result::ok).filter_map(|line| {
+            let rest = line.strip_prefix("acked ")?;
+            let (first, last) = rest.split_once(' ')?;
+            Some((first.parse::<i64>().ok()?, last.parse::<i64>().ok()?))
+        });
+        let mut acked: Vec<(i64, i64)> = acks.by_ref().take(ACKS_BEFORE_KILL).collect();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert_eq!(acked.len(), ACKS_BEFORE_KILL, "the child produced");
+        acked.extend(acks);
+        let last_acked = acked.last().unwrap().1;
+
+        let log = PartitionLog::open(dir.path().to_path_buf(), kill_config(), 0).unwrap();
+        assert!(
+            log.log_end_offset() > last_acked,
+            "lost acknowledged records"
+        );
+        let read = log.read(0, usize::MAX, i64::MAX, true).unwrap().records;
+        let batches = crate::log::validate_replicated_batches(&read).unwrap();
+        let acked_ranges: HashSet<(i64, i64)> = acked.iter().copied().collect();
+        let mut found = HashMap::new();
+        let mut position = 0;
+        let mut lost_first_records = 0;
+        for header in &batches {
+            let range = (header.base_offset, header.last_offset());
+            assert!(
+                header.base_offset > last_acked || acked_ranges.contains(&range),
+                "{range:?} is not a batch as acknowledged"
+            );
+            let mut bytes = read.slice(position..position + header.total_bytes());
+            position += header.total_bytes();
+            let records = RecordBatchDecoder::decode(&mut bytes).unwrap().records;
+            if records.first().is_some_and(|first| first.offset > range.0) {
+                lost_first_records += 1;
+            }
+            for record in records {
+                assert!(record.offset >= range.0 && record.offset <= range.1);
+                assert_eq!(i64::from(record.sequence), record.offset);
+                let value = Bytes::from(format!("v{}", record.offset));
+                assert_eq!(record.value, Some(value));
+                found.insert(record.offset, record.key.unwrap());
+            }
+        }
+        assert!(
+            lost_first_records > 0,
+            "compaction rewrote batches from the middle"
+        );
+        let mut latest = HashMap::new();
+        for offset in acked.iter().flat_map(|&(first, last)| first..=last) {
+            latest.insert(offset % KILL_KEYS, offset);
+        }
+        for (key, offset) in latest {
+            let want = Bytes::from(format!("k{key}"));
+            assert_eq!(
+                found.get(&offset),
+                Some(&want),
+                "latest of k{key} at {offset}"
+            );
+        }
     }
 }

@@ -48,6 +48,7 @@ pub mod partition_log;
 pub mod recompress;
 pub mod records;
 mod recovery;
+mod retained_batch;
 mod retention;
 pub mod sealed_text;
 mod segment;

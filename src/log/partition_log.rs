@@ -21,7 +21,7 @@ use crate::log::recovery;
 use crate::log::retention::{self, SegmentSummary};
 use crate::log::segment::{ReadLimits, Segment, sync_directory};
 use crate::log::time_index::TimestampOffset;
-use crate::log::txn_index::AbortedTxn;
+use crate::log::txn_index::{AbortedTxn, DirectoryChange};
 
 /// What an append did, for the produce response and the replica layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,7 +383,9 @@ impl PartitionLog {
         }
         let next_base_offset = self.log_end_offset();
         self.before_new_segment()?;
-        self.active_mut().seal()?;
+        // The directory fsync below covers a change the seal reports, before the producer
+        // snapshot at the new segment's base that relies on the sealed one.
+        let _covered_below = self.active_mut().seal()?;
         let segment = Segment::create(&self.dir, next_base_offset, now_ms)?;
         sync_directory(&self.dir)?;
         self.segments.push(segment);
@@ -401,9 +403,15 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// fsync the active segment; sealed segments were made durable when they rolled.
+    /// fsync the active segment; sealed segments were made durable when they rolled (and
+    /// their rebuilt aborted-transaction indexes when rebuilt: `finish_txn_index_rebuild`).
+    /// Clean shutdown calls this before its producer snapshot at the log end, which stands
+    /// for every index entry below it: so an index file created or removed since the last
+    /// flush has its directory entry fsynced too.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.active_mut().flush()?;
+        if self.active_mut().flush()?.0 {
+            sync_directory(&self.dir)?;
+        }
         self.unflushed_messages = 0;
         Ok(())
     }
@@ -619,11 +627,39 @@ impl PartitionLog {
         lost.map(Segment::base_offset)
     }
 
-    /// Notes that every dropped aborted-transaction index was rebuilt.
-    pub fn txn_indexes_rebuilt(&mut self) {
+    /// Ends a rebuild of the aborted-transaction index entries from `from_offset` on (the
+    /// partition's, from a producer snapshot or the log start): makes them durable in the
+    /// closed segments, then notes every dropped index rebuilt.
+    ///
+    /// A producer snapshot stands for every index entry below its offset, so the next one
+    /// (at a roll, or at clean shutdown) must not reach the disk before these entries; a
+    /// closed segment is never flushed again, so they are fsynced here (and the directory,
+    /// for an index file created or removed: a missing one reads as no aborted
+    /// transaction). The active segment's entries are fsynced by the seal of the roll or by
+    /// the shutdown's flush, each before its snapshot.
+    pub fn finish_txn_index_rebuild(&mut self, from_offset: i64) -> Result<(), LogError> {
+        let active = self.segments.len() - 1;
+        let from = self.segment_index(from_offset).min(active);
+        let mut change = DirectoryChange::default();
+        for segment in &mut self.segments[from..active] {
+            change |= segment.flush_txn_index()?;
+        }
+        if change.0 {
+            sync_directory(&self.dir)?;
+        }
         for segment in &mut self.segments {
             segment.txn_index_rebuilt();
         }
+        Ok(())
+    }
+
+    /// The base offsets of the closed segments whose aborted-transaction index has changes
+    /// not fsynced yet.
+    #[cfg(test)]
+    pub(crate) fn closed_segments_with_unflushed_txn_index(&self) -> Vec<i64> {
+        let closed = &self.segments[..self.segments.len() - 1];
+        let unflushed = closed.iter().filter(|segment| !segment.txn_index_flushed());
+        unflushed.map(Segment::base_offset).collect()
     }
 
     /// Drops the aborted transactions whose markers are at or after `offset`, for a rebuild

@@ -240,8 +240,12 @@ fn open_sealed(
         remove_later_segments(dir, scanned.scan.state.next_offset(), later_bases)?;
     }
     let mut segment = install_scanned(dir, base_offset, scanned, now_ms)?;
-    // Durable now, so the next open can trust the rebuilt indexes.
-    segment.flush()?;
+    // Durable now, so the next open can trust the rebuilt indexes. (Only the offset and
+    // time indexes were rebuilt: should a crash lose a newly created one's directory
+    // entry, the next open finds it missing and rebuilds it again.)
+    if segment.flush()?.0 {
+        sync_directory(dir)?;
+    }
     Ok(if cut {
         Sealed::Cut(segment)
     } else {

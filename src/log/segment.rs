@@ -20,7 +20,7 @@ use crate::log::error::LogError;
 use crate::log::file_slice::{FileSlice, SegmentFile};
 use crate::log::index::{OffsetIndex, OffsetPosition};
 use crate::log::time_index::{TimeIndex, TimestampOffset};
-use crate::log::txn_index::{AbortedTxn, TXN_INDEX_EXTENSION, TxnIndex};
+use crate::log::txn_index::{AbortedTxn, DirectoryChange, TXN_INDEX_EXTENSION, TxnIndex};
 
 pub(crate) const LOG_EXTENSION: &str = "log";
 pub(crate) const INDEX_EXTENSION: &str = "index";
@@ -553,8 +553,9 @@ impl Segment {
     }
 
     /// This segment stops being the active one: put its final max timestamp in the time
-    /// index (so a reopen finds it, as Kafka does) and make everything durable.
-    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+    /// index (so a reopen finds it, as Kafka does) and make everything durable but the
+    /// directory (see [`Segment::flush`]).
+    pub(crate) fn seal(&mut self) -> Result<DirectoryChange, LogError> {
         let mut state = self.state;
         if let Some(entry) = state.take_time_entry() {
             self.time_index.append(&[entry])?;
@@ -563,12 +564,27 @@ impl Segment {
         self.flush()
     }
 
-    pub(crate) fn flush(&mut self) -> Result<(), LogError> {
+    /// fsync the log and its indexes. Says whether the aborted-transaction index file was
+    /// created or removed since the last flush: the caller fsyncs the directory then, since
+    /// a missing `.txnindex` reads as "no aborted transaction" (a missing offset or time
+    /// index is rebuilt on open instead, so their directory entries need no fsync).
+    pub(crate) fn flush(&mut self) -> Result<DirectoryChange, LogError> {
         self.log.sync_data()?;
         self.offset_index.flush()?;
         self.time_index.flush()?;
-        self.txn_index.flush()?;
-        Ok(())
+        self.txn_index.flush()
+    }
+
+    /// fsync the aborted-transaction index alone, after a rebuild of its entries; as
+    /// [`Segment::flush`] says, the caller fsyncs the directory on a change.
+    pub(crate) fn flush_txn_index(&mut self) -> Result<DirectoryChange, LogError> {
+        self.txn_index.flush()
+    }
+
+    /// Nothing of the aborted-transaction index waits for an fsync.
+    #[cfg(test)]
+    pub(crate) fn txn_index_flushed(&self) -> bool {
+        self.txn_index.is_flushed()
     }
 
     /// Whether this segment's aborted-transaction index was unreadable and dropped.

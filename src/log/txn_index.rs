@@ -12,8 +12,11 @@
 //!
 //! No checksum, as in Kafka: the index is derived data. Its entries below the newest
 //! producer snapshot are made durable before that snapshot can exist (a roll fsyncs the
-//! sealed segment's index before the snapshot is written; clean shutdown flushes first);
-//! the entries at or above the snapshot's offset are dropped and rebuilt from the log's
+//! sealed segment's index before the snapshot is written; clean shutdown flushes first;
+//! a rebuild, on open or after a truncation, fsyncs what it rewrote in closed segments at
+//! once, since nothing flushes them later), the directory too when an index file was
+//! created or removed (a missing file reads as an empty index, never as a lost one); the
+//! entries at or above the snapshot's offset are dropped and rebuilt from the log's
 //! markers on every open (`Partition::open`), so a torn or stale tail after a crash is never
 //! trusted. A short final entry (a torn append) is cut off on load.
 //!
@@ -142,6 +145,23 @@ impl Summary {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Reads of index files on this thread, for tests that count them.
+    pub(crate) static FILE_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a flush found a file created or removed in its directory since the last one:
+/// durable only once the directory is fsynced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DirectoryChange(pub(crate) bool);
+
+impl std::ops::BitOrAssign for DirectoryChange {
+    fn bitor_assign(&mut self, other: DirectoryChange) {
+        self.0 |= other.0;
+    }
+}
+
 /// One segment's index: the file (created at the first abort), a summary, and the entries
 /// a failed write left unwritten.
 #[derive(Debug)]
@@ -160,6 +180,9 @@ pub(crate) struct TxnIndex {
     lost_from: Option<i64>,
     /// Written since the last fsync.
     dirty: bool,
+    /// The file was created or removed since the last flush: that lasts only once the
+    /// directory is fsynced, which [`TxnIndex::flush`] leaves to its caller.
+    directory_changed: bool,
 }
 
 impl TxnIndex {
@@ -172,6 +195,7 @@ impl TxnIndex {
             unwritten: Vec::new(),
             lost_from: None,
             dirty: false,
+            directory_changed: false,
         }
     }
 
@@ -278,6 +302,7 @@ impl TxnIndex {
             // index's (the file should not exist here at all): cut before writing after it.
             file.set_len(self.on_disk * ABORTED_TXN_BYTES as u64)?;
             self.file = Some(file);
+            self.directory_changed = true;
         }
         let file = self.file.as_ref().expect("opened above");
         file.write_all_at(bytes, self.on_disk * ABORTED_TXN_BYTES as u64)?;
@@ -331,6 +356,7 @@ impl TxnIndex {
             self.file = None;
             self.on_disk = 0;
             self.dirty = false;
+            self.directory_changed = true;
             return Ok(());
         }
         if let Some(file) = &self.file {
@@ -352,7 +378,9 @@ impl TxnIndex {
     }
 
     /// Writes the unwritten tail, then fsyncs what was written since the last fsync.
-    pub(crate) fn flush(&mut self) -> Result<(), LogError> {
+    /// Returns whether the file was created or removed since the last flush: the caller
+    /// fsyncs the directory (once for all the indexes it flushes) for that to last.
+    pub(crate) fn flush(&mut self) -> Result<DirectoryChange, LogError> {
         if self.lost_from.is_some() {
             return Err(self.lacking());
         }
@@ -363,7 +391,13 @@ impl TxnIndex {
             }
             self.dirty = false;
         }
-        Ok(())
+        Ok(DirectoryChange(std::mem::take(&mut self.directory_changed)))
+    }
+
+    /// Nothing written, cut, created or removed since the last flush.
+    #[cfg(test)]
+    pub(crate) fn is_flushed(&self) -> bool {
+        !self.dirty && !self.directory_changed && self.unwritten.is_empty()
     }
 
     /// Kafka's `TransactionIndex.collectAbortedTxns`: pushes the entries with records in
@@ -482,6 +516,8 @@ impl TxnIndex {
     /// Reads whole entries from entry `index` on into `buffer`. A file shorter than the
     /// entries it held is `Corrupt` (it changed under us).
     fn read_at(&self, index: u64, buffer: &mut [u8]) -> Result<(), LogError> {
+        #[cfg(test)]
+        FILE_READS.with(|reads| reads.set(reads.get() + 1));
         let Some(file) = &self.file else {
             return Err(self.corrupt(index, "no file for a stored entry"));
         };
@@ -607,6 +643,33 @@ mod tests {
             std::mem::size_of::<Summary>()
         );
         assert!(size <= 128, "{size}");
+    }
+
+    /// A flush says when the file came or went since the last one: its directory entry
+    /// then lasts only once the caller fsyncs the directory.
+    #[test]
+    fn a_flush_reports_the_file_created_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000000.txnindex");
+        let mut index = TxnIndex::create(path.clone()).unwrap();
+        assert_eq!(
+            index.flush().unwrap(),
+            DirectoryChange(false),
+            "no file yet"
+        );
+        index.append(entry(1, 0, 5)).unwrap();
+        assert!(!index.is_flushed());
+        assert_eq!(index.flush().unwrap(), DirectoryChange(true), "created");
+        assert!(index.is_flushed());
+        index.append(entry(1, 6, 9)).unwrap();
+        assert_eq!(index.flush().unwrap(), DirectoryChange(false), "appended");
+        index.truncate_from(6).unwrap();
+        assert!(!index.is_flushed(), "cut, not fsynced");
+        assert_eq!(index.flush().unwrap(), DirectoryChange(false), "cut");
+        index.truncate_from(0).unwrap();
+        assert!(!path.exists());
+        assert_eq!(index.flush().unwrap(), DirectoryChange(true), "removed");
+        assert!(index.is_flushed());
     }
 
     #[test]

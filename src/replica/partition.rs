@@ -1833,7 +1833,8 @@ fn load_producer_state(
     for entry in &aborted {
         log.append_aborted(*entry)?;
     }
-    log.txn_indexes_rebuilt();
+    // Durable before the next producer snapshot, which stands for these entries.
+    log.finish_txn_index_rebuild(from_offset)?;
     if !aborted.is_empty() {
         tracing::info!(%tp, from_offset, aborted = aborted.len(), "rebuilt the aborted-transaction index");
     }

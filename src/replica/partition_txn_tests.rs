@@ -317,17 +317,21 @@ fn followers_replicate_markers_into_the_same_state_and_index() {
     assert_eq!(lso(&leader), 8, "T1 reopened at 8");
 }
 
-#[test]
-fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let partition = open(dir.path(), LastShutdown::Clean);
-    two_transactions(&partition);
-    // Plain records after it, to roll past it and snapshot later states.
+/// [`two_transactions`], then plain records to roll past them and snapshot later states.
+fn two_transactions_in_a_closed_segment(partition: &Partition) {
+    two_transactions(partition);
     for sequence in 0..30 {
         partition
             .append(&batch(PLAIN, 2 + sequence, 1, false), 0)
             .unwrap();
     }
+}
+
+#[test]
+fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions_in_a_closed_segment(&partition);
     let before = (producers(&partition), lso(&partition), aborted(&partition));
     assert_eq!(before.2, vec![expected_abort()]);
     partition.close_cleanly().unwrap();
@@ -353,6 +357,66 @@ fn an_unreadable_index_in_an_old_segment_is_rebuilt_from_an_earlier_state() {
         (producers(&partition), lso(&partition), aborted(&partition)),
         before
     );
+}
+
+/// The aborted-transaction index entries an open rebuilds in closed segments (no usable
+/// snapshot, or a dropped index) are fsynced, directory included, before the partition is
+/// handed out: the next producer snapshot (at a roll or at clean shutdown) stands for them
+/// and closed segments are never flushed again.
+#[test]
+fn an_index_rebuilt_in_closed_segments_is_durable_before_the_next_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("t-0");
+    let partition = open(dir.path(), LastShutdown::Clean);
+    two_transactions_in_a_closed_segment(&partition);
+    let before = aborted(&partition);
+    assert_eq!(before, vec![expected_abort()]);
+    drop(partition); // like kill -9
+    let unflushed = |partition: &Partition| {
+        let state = partition.state.read().unwrap();
+        let log = state.log.as_ref().unwrap();
+        log.closed_segments_with_unflushed_txn_index()
+    };
+    let txn_indexes = || -> Vec<std::path::PathBuf> {
+        let paths = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path());
+        paths
+            .filter(|path| path.extension().is_some_and(|e| e == "txnindex"))
+            .collect()
+    };
+    // No snapshot: the rebuild from the log start cuts and rewrites the closed segment's
+    // index. Then the index dropped as unreadable: the rebuild creates a new file.
+    let mut sequence = 32;
+    for damage in ["no snapshot", "unreadable index"] {
+        for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+            let path = crate::txn::producer_snapshot::snapshot_path(&log_dir, name);
+            std::fs::remove_file(path).unwrap();
+        }
+        if damage == "unreadable index" {
+            let indexes = txn_indexes();
+            assert_eq!(indexes.len(), 1, "{indexes:?}");
+            let mut bytes = std::fs::read(&indexes[0]).unwrap();
+            bytes[1] = 7; // an unknown entry version
+            std::fs::write(&indexes[0], &bytes).unwrap();
+        }
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(unflushed(&partition), Vec::<i64>::new(), "{damage}");
+        assert_eq!(aborted(&partition), before, "{damage}");
+        assert_eq!(lso(&partition), partition.offsets().unwrap().2, "{damage}");
+        // The next roll's snapshot, then a crash: the index it stands for is there.
+        for _ in 0..10 {
+            partition
+                .append(&batch(PLAIN, sequence, 1, false), 0)
+                .unwrap();
+            sequence += 1;
+        }
+        drop(partition);
+        assert_eq!(txn_indexes().len(), 1, "{damage}");
+        let partition = open(dir.path(), LastShutdown::Unclean);
+        assert_eq!(aborted(&partition), before, "{damage}");
+        drop(partition);
+    }
 }
 
 /// KIP-890's guard at the partition: a produce verified before the transaction's marker
@@ -727,6 +791,79 @@ fn a_reload_from_an_older_snapshot_still_closes_its_open_transaction() {
         "the replay from {holding_open} met the abort marker at {abort}"
     );
     assert_eq!(aborted(&partition).len(), 1);
+}
+
+/// The cleaner keeps a rewritten batch's base offset and base sequence (Kafka's
+/// `buildRetainedRecordsInto`): producer state rebuilt from the compacted log alone knows
+/// the producer's last batch by its whole sequence range, so a retry of it, after the
+/// cleaner took its first records, is a duplicate answered with its original offsets (not
+/// OUT_OF_ORDER_SEQUENCE_NUMBER), and nothing is appended twice.
+#[test]
+fn a_retry_of_a_batch_that_lost_its_first_records_is_still_a_duplicate() {
+    use crate::log::DEDUPE_BUFFER_BYTES_DEFAULT;
+    const IDEMPOTENT: i64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let compacted = LogConfig {
+        compact: true,
+        ..config()
+    };
+    let log_dir = dir.path().join("t-0");
+    let open_compacted = |last_shutdown| {
+        let (tp, id) = (TopicPartition::new("t", 0), Uuid::from_u128(7));
+        let opened = (tp, id, log_dir.clone(), compacted.clone());
+        let partition = Partition::open_at(opened, 0, i64::MAX, 0, last_shutdown).unwrap();
+        partition.become_leader(0).unwrap();
+        partition
+    };
+    let partition = open_compacted(LastShutdown::Clean);
+    // key-0..key-4 at offsets 0..=4, sequences 0..=4; PLAIN then overwrites key-0..key-2.
+    let first = partition
+        .append(&batch(IDEMPOTENT, 0, 5, false), 0)
+        .unwrap();
+    assert_eq!(first.base_offset, 0);
+    for sequence in (0..30).step_by(3) {
+        partition
+            .append(&batch(PLAIN, sequence, 3, false), 0)
+            .unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let stats = partition
+        .clean(100_000, DEDUPE_BUFFER_BYTES_DEFAULT, &stop)
+        .unwrap();
+    assert!(stats.records_removed >= 3, "{stats:?}");
+    let kept = {
+        let state = partition.state.read().unwrap();
+        let mut kept = Vec::new();
+        let log = state.log.as_ref().unwrap();
+        log.scan_batch_headers(0, &mut |header| {
+            if header.producer_id == IDEMPOTENT {
+                kept.push(*header);
+            }
+        })
+        .unwrap();
+        kept
+    };
+    let header = kept[0];
+    assert_eq!(kept.len(), 1);
+    assert_eq!((header.base_offset, header.last_offset()), (0, 4));
+    assert_eq!((header.base_sequence, header.record_count), (0, 2));
+    let log_end = partition.offsets().unwrap().2;
+    drop(partition); // like kill -9, and without snapshots: state comes from the log alone
+    for name in crate::txn::producer_snapshot::list(&log_dir).unwrap() {
+        let path = crate::txn::producer_snapshot::snapshot_path(&log_dir, name);
+        std::fs::remove_file(path).unwrap();
+    }
+    let partition = open_compacted(LastShutdown::Unclean);
+    let retry = partition
+        .append(&batch(IDEMPOTENT, 0, 5, false), 0)
+        .unwrap();
+    assert_eq!(retry.base_offset, 0, "the duplicate's original offsets");
+    assert_eq!(partition.offsets().unwrap().2, log_end, "nothing appended");
+    // The producer goes on after its last sequence.
+    let next = partition
+        .append(&batch(IDEMPOTENT, 5, 1, false), 0)
+        .unwrap();
+    assert_eq!(next.base_offset, log_end);
 }
 
 /// Offsets of the control batches of the partition's log.
