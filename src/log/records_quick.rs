@@ -26,104 +26,49 @@ pub(super) fn whole_record(
     index: i32,
     base_timestamp: i64,
 ) -> Option<(RecordInfo, i32, usize)> {
-    if let Some(head) = data.first_chunk::<HEAD_BYTES>()
-        && let Some(found) = from_head(data, head, index, base_timestamp)
-    {
-        return Some(found);
-    }
-    bytewise(data, index, base_timestamp)
-}
-
-/// Bytes copied from the front of a record for [`from_head`]: its fields up to the key
-/// take at most 9 when each varint takes one or two.
-const HEAD_BYTES: usize = 16;
-
-/// [`whole_record`] for a record whose length, timestamp delta, offset delta and key
-/// length take one or two bytes each (nearly all): those are read from `head`, a copy of
-/// the first [`HEAD_BYTES`] of `data`, at positions the compiler can bound, instead of one
-/// checked read of `data` per byte. `None` for any other record (the byte-by-byte read
-/// then takes it, or refuses it).
-#[inline(always)]
-fn from_head(
-    data: &[u8],
-    head: &[u8; HEAD_BYTES],
-    index: i32,
-    base_timestamp: i64,
-) -> Option<(RecordInfo, i32, usize)> {
-    let mut at = 0;
-    let length = usize::try_from(zigzag_int(short_varint(head, &mut at)?)).ok()?;
-    // At most 2 + 2^14: no overflow.
-    let end = at + length;
-    let record = data.get(..end)?;
-    at += 1; // attributes
-    let timestamp_delta = zigzag_long(short_varint(head, &mut at)?);
-    let offset_delta = zigzag_int(short_varint(head, &mut at)?);
-    let key_length = zigzag_int(short_varint(head, &mut at)?);
-    // The full parser reads these fields from the record: they must lie in it.
-    if at > end {
-        return None;
-    }
-    let has_key = match usize::try_from(key_length) {
-        Ok(key_length) => skip(record, &mut at, key_length).map(|()| true)?,
-        Err(_) => false,
+    let head = data
+        .first_chunk::<HEAD_BYTES>()
+        .and_then(|copy| head_from_copy(data, copy));
+    let head = match head {
+        Some(head) => head,
+        None => head_bytewise(data)?,
     };
-    let (header_count, at) = value_and_headers(record, at)?;
-    let info = RecordInfo {
-        index,
-        timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
-        has_key,
-        header_count,
-    };
-    (at == end).then_some((info, offset_delta, end))
+    rest_of_record(data, head, index, base_timestamp)
 }
 
-/// A varint of one or two bytes at `at` in `head` (`at` at most 7, as [`from_head`] reads
-/// them); `None` for a longer one.
-#[inline(always)]
-fn short_varint(head: &[u8; HEAD_BYTES], at: &mut usize) -> Option<u64> {
-    let first = head[*at];
-    if first & 0x80 == 0 {
-        *at += 1;
-        return Some(u64::from(first));
-    }
-    let second = head[*at + 1];
-    if second & 0x80 == 0 {
-        *at += 2;
-        return Some(u64::from(first & 0x7f) | u64::from(second) << 7);
-    }
-    None
-}
-
-/// [`whole_record`] read byte by byte, each read checked against the record's end.
-#[inline(always)]
+/// [`whole_record`] with its head read byte by byte (what it falls back on), for tests.
+#[cfg(test)]
 pub(super) fn bytewise(
     data: &[u8],
     index: i32,
     base_timestamp: i64,
 ) -> Option<(RecordInfo, i32, usize)> {
-    let mut at = 0;
-    let length = usize::try_from(zigzag_int(varint(data, &mut at, INT_BYTES_MAX)?)).ok()?;
-    let end = at.checked_add(length)?;
-    // Every field is read from `record`, so none reads past the record's declared length.
-    let record = data.get(..end)?;
-    at += 1; // attributes: unused in v2 records, as Kafka ignores them
-    let timestamp_delta = zigzag_long(varint(record, &mut at, LONG_BYTES_MAX)?);
-    let offset_delta = zigzag_int(varint(record, &mut at, INT_BYTES_MAX)?);
-    let has_key = skip_nullable_bytes(record, &mut at)?;
-    let (header_count, at) = value_and_headers(record, at)?;
-    let info = RecordInfo {
-        index,
-        timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
-        has_key,
-        header_count,
-    };
-    // Bytes left inside the record are the full parser's to refuse.
-    (at == end).then_some((info, offset_delta, end))
+    rest_of_record(data, head_bytewise(data)?, index, base_timestamp)
 }
 
-/// The value and the headers from `at` in `record`: the header count and where they end.
+/// A record's fields up to its key (and the key skipped): whatever way they were read,
+/// the rest of the record is read alike.
+struct Head {
+    /// Where the record ends in `data`.
+    end: usize,
+    /// Where its value starts.
+    at: usize,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    has_key: bool,
+}
+
+/// The value and the headers, which must end exactly at the record's end.
 #[inline(always)]
-fn value_and_headers(record: &[u8], mut at: usize) -> Option<(usize, usize)> {
+fn rest_of_record(
+    data: &[u8],
+    head: Head,
+    index: i32,
+    base_timestamp: i64,
+) -> Option<(RecordInfo, i32, usize)> {
+    // Every field is read from `record`, so none reads past the record's declared length.
+    let record = data.get(..head.end)?;
+    let mut at = head.at;
     skip_nullable_bytes(record, &mut at)?; // value
     let header_count = zigzag_int(varint(record, &mut at, INT_BYTES_MAX)?);
     // Negative: the full parser's "invalid number of record headers".
@@ -135,7 +80,91 @@ fn value_and_headers(record: &[u8], mut at: usize) -> Option<(usize, usize)> {
         skip(record, &mut at, usize::try_from(key_length).ok()?)?;
         skip_nullable_bytes(record, &mut at)?;
     }
-    Some((header_count, at))
+    // Bytes left inside the record are the full parser's to refuse.
+    if at != head.end {
+        return None;
+    }
+    let info = RecordInfo {
+        index,
+        timestamp_ms: base_timestamp.wrapping_add(head.timestamp_delta),
+        has_key: head.has_key,
+        header_count,
+    };
+    Some((info, head.offset_delta, head.end))
+}
+
+/// Bytes copied from the front of a record for [`head_from_copy`]: its fields up to the
+/// key take at most 9 when each varint takes one or two.
+const HEAD_BYTES: usize = 16;
+
+/// The head of a record whose length, timestamp delta, offset delta and key length take
+/// one or two bytes each (nearly all): those are read from `copy`, the first
+/// [`HEAD_BYTES`] of `data`, at positions the compiler can bound, instead of one checked
+/// read of `data` per byte. `None` for any other record (the byte-by-byte read then
+/// takes it, or refuses it).
+#[inline(always)]
+fn head_from_copy(data: &[u8], copy: &[u8; HEAD_BYTES]) -> Option<Head> {
+    let mut at = 0;
+    let length = usize::try_from(zigzag_int(short_varint(copy, &mut at)?)).ok()?;
+    // At most 2 + 2^14: no overflow.
+    let end = at + length;
+    let record = data.get(..end)?;
+    at += 1; // attributes
+    let timestamp_delta = zigzag_long(short_varint(copy, &mut at)?);
+    let offset_delta = zigzag_int(short_varint(copy, &mut at)?);
+    let key_length = zigzag_int(short_varint(copy, &mut at)?);
+    // The full parser reads these fields from the record: they must lie in it.
+    if at > end {
+        return None;
+    }
+    let has_key = match usize::try_from(key_length) {
+        Ok(key_length) => skip(record, &mut at, key_length).map(|()| true)?,
+        Err(_) => false,
+    };
+    Some(Head {
+        end,
+        at,
+        timestamp_delta,
+        offset_delta,
+        has_key,
+    })
+}
+
+/// A varint of one or two bytes at `at` in `copy` (`at` at most 7, as
+/// [`head_from_copy`] reads them); `None` for a longer one.
+#[inline(always)]
+fn short_varint(copy: &[u8; HEAD_BYTES], at: &mut usize) -> Option<u64> {
+    let first = copy[*at];
+    if first & 0x80 == 0 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
+    let second = copy[*at + 1];
+    if second & 0x80 == 0 {
+        *at += 2;
+        return Some(u64::from(first & 0x7f) | u64::from(second) << 7);
+    }
+    None
+}
+
+/// The head of any record, read byte by byte, each read checked against the record's end.
+#[inline(always)]
+fn head_bytewise(data: &[u8]) -> Option<Head> {
+    let mut at = 0;
+    let length = usize::try_from(zigzag_int(varint(data, &mut at, INT_BYTES_MAX)?)).ok()?;
+    let end = at.checked_add(length)?;
+    let record = data.get(..end)?;
+    at += 1; // attributes: unused in v2 records, as Kafka ignores them
+    let timestamp_delta = zigzag_long(varint(record, &mut at, LONG_BYTES_MAX)?);
+    let offset_delta = zigzag_int(varint(record, &mut at, INT_BYTES_MAX)?);
+    let has_key = skip_nullable_bytes(record, &mut at)?;
+    Some(Head {
+        end,
+        at,
+        timestamp_delta,
+        offset_delta,
+        has_key,
+    })
 }
 
 /// The most bytes of a varint (int32) and a varlong (int64).
