@@ -441,8 +441,8 @@ impl BrokerConfig {
             )?,
             frame_bytes_max: parse(&explicit, "socket.request.max.bytes", 104_857_600)?,
             socket_buffers: SocketBuffers {
-                send_bytes: socket_buffer(&explicit, "socket.send.buffer.bytes")?,
-                receive_bytes: socket_buffer(&explicit, "socket.receive.buffer.bytes")?,
+                send_bytes: socket_buffer(&explicit, "socket.send.buffer.bytes", 102_400)?,
+                receive_bytes: socket_buffer(&explicit, "socket.receive.buffer.bytes", 102_400)?,
             },
             listen_backlog: listen_backlog(&explicit)?,
             queued_request_bytes_max: queued_request_bytes(&explicit)?,
@@ -849,10 +849,13 @@ fn next_value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<Str
         .ok_or_else(|| ConfigError::Usage(format!("{flag} needs a value")))
 }
 
-/// `queued.max.request.bytes`; <= 0 means unbounded, as in Kafka.
-/// A socket buffer size config: Kafka's default 100 KiB, -1 for the kernel's.
-fn socket_buffer(map: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, ConfigError> {
-    let value: i32 = parse(map, key, 102_400)?;
+/// A socket buffer size config (`-1`: the kernel's default, `None`).
+fn socket_buffer(
+    map: &BTreeMap<String, String>,
+    key: &str,
+    default: i32,
+) -> Result<Option<usize>, ConfigError> {
+    let value: i32 = parse(map, key, default)?;
     buffer_size(value).map_err(|reason| ConfigError::Invalid {
         key: key.into(),
         value: value.to_string(),
@@ -860,7 +863,7 @@ fn socket_buffer(map: &BTreeMap<String, String>, key: &str) -> Result<Option<usi
     })
 }
 
-/// At least 1, as Kafka's validator asks.
+/// `socket.listen.backlog.size`: at least 1, as Kafka's validator asks.
 fn listen_backlog(map: &BTreeMap<String, String>) -> Result<u32, ConfigError> {
     const KEY: &str = "socket.listen.backlog.size";
     let value: i32 = parse(map, KEY, 50)?;
@@ -874,6 +877,7 @@ fn listen_backlog(map: &BTreeMap<String, String>) -> Result<u32, ConfigError> {
         })
 }
 
+/// `queued.max.request.bytes`; <= 0 means unbounded, as in Kafka.
 fn queued_request_bytes(map: &BTreeMap<String, String>) -> Result<Option<u32>, ConfigError> {
     const KEY: &str = "queued.max.request.bytes";
     let bytes: i64 = parse(map, KEY, 134_217_728)?;

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ConfigError, parse};
-use crate::server::socket_buffers::buffer_size;
+use super::{ConfigError, parse, socket_buffer};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationConfig {
@@ -32,16 +31,6 @@ pub struct ReplicationConfig {
     pub quota_window_seconds: u64,
 }
 
-fn socket_receive_bytes(explicit: &BTreeMap<String, String>) -> Result<Option<usize>, ConfigError> {
-    const KEY: &str = "replica.socket.receive.buffer.bytes";
-    let value: i32 = parse(explicit, KEY, 65_536)?;
-    buffer_size(value).map_err(|reason| ConfigError::Invalid {
-        key: KEY.into(),
-        value: value.to_string(),
-        reason: reason.into(),
-    })
-}
-
 impl ReplicationConfig {
     pub fn parse(explicit: &BTreeMap<String, String>) -> Result<ReplicationConfig, ConfigError> {
         let config = ReplicationConfig {
@@ -56,7 +45,11 @@ impl ReplicationConfig {
             )?,
             fetch_backoff_ms: parse(explicit, "replica.fetch.backoff.ms", 1_000)?,
             socket_timeout_ms: parse(explicit, "replica.socket.timeout.ms", 30_000)?,
-            socket_receive_bytes: socket_receive_bytes(explicit)?,
+            socket_receive_bytes: socket_buffer(
+                explicit,
+                "replica.socket.receive.buffer.bytes",
+                65_536,
+            )?,
             high_watermark_checkpoint_interval_ms: parse(
                 explicit,
                 "replica.high.watermark.checkpoint.interval.ms",

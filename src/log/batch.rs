@@ -412,6 +412,17 @@ pub(crate) fn set_last_offset_delta(batch: &mut [u8], last_offset_delta: i32) {
     seal(batch);
 }
 
+/// Sets the batch length of `batch` (one whole batch, written here) from its size, then
+/// seals it ([`seal`]): the last step of every batch the broker writes itself.
+pub(crate) fn seal_with_length(batch: &mut [u8]) -> Result<(), BatchError> {
+    let length = batch.len() - LOG_OVERHEAD_BYTES;
+    let length = i32::try_from(length)
+        .map_err(|_| BatchError::Corrupt(format!("a batch of {length} bytes is too large")))?;
+    write_at(batch, BATCH_LENGTH_AT, &length.to_be_bytes());
+    seal(batch);
+    Ok(())
+}
+
 /// Recomputes the CRC of one whole batch after a change to the bytes it covers.
 pub(crate) fn seal(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[CRC_COVERS_FROM..]);

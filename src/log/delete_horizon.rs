@@ -13,14 +13,13 @@
 //! against the new base, as Kafka's builder writes them. Only uncompressed batches are
 //! stamped (markers always are).
 
-use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, put_varint};
+use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, put_varint, seal_with_length};
 use crate::log::error::BatchError;
 
 /// Kafka's `DELETE_HORIZON_FLAG_MASK`.
 pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 
 const ATTRIBUTES_AT: usize = 21;
-const BATCH_LENGTH_AT: usize = 8;
 const BASE_TIMESTAMP_AT: usize = 27;
 
 /// The delete horizon `header` carries, if stamped.
@@ -67,13 +66,10 @@ pub fn stamp(batch: &[u8], horizon_ms: i64) -> Result<Vec<u8>, BatchError> {
     if !records.is_empty() {
         return Err(BatchError::Corrupt("bytes after the last record".into()));
     }
-    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD_BYTES)
-        .map_err(|_| BatchError::Corrupt("stamped batch too large".into()))?;
-    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
     let attributes = header.attributes | DELETE_HORIZON_FLAG;
     out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     out[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8].copy_from_slice(&horizon_ms.to_be_bytes());
-    crate::log::batch::seal(&mut out);
+    seal_with_length(&mut out)?;
     Ok(out)
 }
 

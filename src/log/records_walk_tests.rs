@@ -311,7 +311,7 @@ fn compressed_streams_read_alike_whole_and_field_by_field() {
                 ] {
                     let what = format!("{codec}, {count} records, mutation {index}, cap {cap}");
                     let buffered = stream_of(code, input, cap)
-                        .and_then(|mut records| walk_with(records, &header, OffsetDeltas::Exact));
+                        .and_then(|records| walk_with(records, &header, OffsetDeltas::Exact));
                     let field_by_field = stream_of(code, input, cap).and_then(|records| {
                         walk_with(FieldByField(records), &header, OffsetDeltas::Exact)
                     });

@@ -26,7 +26,7 @@ use kafka_protocol::compression::{self as codecs, Compressor};
 use kafka_protocol::records::{Compression, Record};
 
 use crate::log::batch::{
-    BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, MAGIC_V2, NO_TIMESTAMP, put_varint, seal,
+    BATCH_HEADER_BYTES, BatchHeader, MAGIC_V2, NO_TIMESTAMP, put_varint, seal_with_length,
 };
 use crate::log::delete_horizon::delete_horizon_ms;
 use crate::log::error::BatchError;
@@ -35,7 +35,6 @@ use crate::log::error::BatchError;
 /// timestamp type (3), transactional (4), control (5), delete horizon (6). Others are
 /// unused and written as 0, as Kafka's `computeAttributes` does.
 const WRITTEN_ATTRIBUTES: i16 = 0x7f;
-const BATCH_LENGTH_AT: usize = 8;
 
 /// One v2 batch of `retained` (non-empty, offsets rising, all within `original`'s offsets),
 /// records decoded from the batch `original`, with `original`'s header as the module doc
@@ -82,10 +81,7 @@ pub(crate) fn encode_retained(
         );
     };
     compress(codec, &mut batch, write)?;
-    let batch_length = i32::try_from(batch.len() - LOG_OVERHEAD_BYTES)
-        .map_err(|_| BatchError::Corrupt("the retained records overflow a batch".into()))?;
-    batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
-    seal(&mut batch);
+    seal_with_length(&mut batch)?;
     Ok(batch)
 }
 
