@@ -94,8 +94,12 @@ pub struct Broker {
     /// Connection counts and limits shared by the client listeners, kept to the static
     /// configs with the image's dynamic broker configs and ip quotas over them.
     pub connections: Arc<ConnectionQuotas>,
-    /// Flipped once at shutdown; parked requests (delayed fetches) answer early on it.
+    /// Flipped once at shutdown; background tasks and connections stop on it.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Flipped once when the node stops answering clients (before `stopping`, during a
+    /// controlled shutdown): listeners stop and parked requests (delayed fetches) answer
+    /// early on it.
+    serving_ended: tokio::sync::watch::Sender<bool>,
     /// Topics a request asked to create that the controller has not committed yet.
     auto_creations: AutoCreations,
     /// Incremental fetch sessions (KIP-227) of followers and consumers fetching here.
@@ -217,6 +221,7 @@ impl Broker {
             controller,
             config,
             stopping,
+            serving_ended: tokio::sync::watch::channel(false).0,
             auto_creations: AutoCreations::default(),
             fetch_sessions,
         };
@@ -610,8 +615,21 @@ impl Broker {
         Shutdown::from_receiver(self.stopping.subscribe())
     }
 
-    /// Starts shutdown: listeners stop accepting, parked requests answer now.
+    /// A receiver for the end of serving: client listeners and parked requests.
+    pub fn serving_signal(&self) -> Shutdown {
+        Shutdown::from_receiver(self.serving_ended.subscribe())
+    }
+
+    /// Stops answering clients: listeners stop accepting, connections close after the
+    /// request in hand, parked requests answer now. Background work (replication,
+    /// heartbeats, the controller) goes on until [`Broker::begin_shutdown`].
+    pub fn stop_serving(&self) {
+        self.serving_ended.send_replace(true);
+    }
+
+    /// Starts shutdown: serving ends (if it had not) and background tasks stop.
     pub fn begin_shutdown(&self) {
+        self.stop_serving();
         self.stopping.send_replace(true);
     }
 

@@ -22,7 +22,7 @@ use gracchus::broker::Broker;
 use gracchus::cli;
 use gracchus::config::{BrokerConfig, dynamic_broker};
 use gracchus::controller::controlled_shutdown::{
-    CONTROLLED_SHUTDOWN_TIMEOUT, shut_down_controlled,
+    CONTROLLED_SHUTDOWN_TIMEOUT, fence_stopped, move_leaderships,
 };
 use gracchus::meta_properties::{self, FormatOutcome};
 use gracchus::replica::{CleanerSettings, LogCleaner, Partition};
@@ -232,20 +232,36 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    let serving = (!listeners.is_empty())
-        .then(|| tokio::spawn(server::serve(listeners, broker.clone(), shutdown)));
+    let serving = (!listeners.is_empty()).then(|| {
+        let signal = broker.serving_signal();
+        tokio::spawn(server::serve(listeners, broker.clone(), signal))
+    });
     wait_for_signal(&mut terminate).await;
     tracing::info!("shutting down");
-    tokio::select! {
-        _ = controlled_shutdown(&broker) => {}
-        _ = wait_for_signal(&mut terminate) => {
-            tracing::warn!("second stop signal: not waiting for the controlled shutdown");
-        }
-    }
-    broker.begin_shutdown();
+    let stopping = ControlledShutdown::of(&broker);
+    let moved = match &stopping {
+        Some(stopping) => tokio::select! {
+            moved = stopping.move_leaderships(&broker) => moved,
+            _ = wait_for_signal(&mut terminate) => {
+                tracing::warn!("second stop signal: not waiting for the controlled shutdown");
+                false
+            }
+        },
+        None => false,
+    };
+    broker.stop_serving();
     if let Some(serving) = serving {
         let _ = serving.await;
     }
+    if let (Some(stopping), true) = (&stopping, moved) {
+        tokio::select! {
+            _ = stopping.fence(&broker) => {}
+            _ = wait_for_signal(&mut terminate) => {
+                tracing::warn!("second stop signal: not waiting for the fencing");
+            }
+        }
+    }
+    broker.begin_shutdown();
     // Before the final flush: a running pass stops at its next batch, changing nothing.
     tokio::task::block_in_place(|| cleaner.stop());
     tokio::task::block_in_place(|| broker.shut_down_logs());
@@ -254,31 +270,52 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kafka's controlled shutdown, while the node still serves: its leaderships move to other
-/// in-sync replicas and it fences itself, so clients are redirected at once. Only a node
-/// with the broker role, registered, does it; a failure is logged and the stop goes on.
-async fn controlled_shutdown(broker: &Broker) {
-    if !broker.config.roles.broker {
-        return;
+/// Kafka's controlled shutdown: while the node still serves, its leaderships move to
+/// other in-sync replicas; once it answers no client, it fences itself, so clients are
+/// redirected at once (`controller/controlled_shutdown.rs` says why in that order). Only
+/// a node with the broker role, registered, does it; a failure is logged and the stop
+/// goes on.
+struct ControlledShutdown {
+    node_id: gracchus::types::NodeId,
+    epoch: i64,
+    started: std::time::Instant,
+}
+
+impl ControlledShutdown {
+    fn of(broker: &Broker) -> Option<ControlledShutdown> {
+        if !broker.config.roles.broker {
+            return None;
+        }
+        let node_id = broker.config.node_id;
+        let epoch = broker.image().brokers.get(&node_id)?.epoch;
+        Some(ControlledShutdown {
+            node_id,
+            epoch,
+            started: std::time::Instant::now(),
+        })
     }
-    let node_id = broker.config.node_id;
-    let Some(epoch) = broker.image().brokers.get(&node_id).map(|b| b.epoch) else {
-        return;
-    };
-    let started = std::time::Instant::now();
-    let outcome = shut_down_controlled(
-        &broker.controller,
-        node_id,
-        epoch,
-        CONTROLLED_SHUTDOWN_TIMEOUT,
-    )
-    .await;
-    match outcome {
-        Ok(()) => tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "controlled shutdown: leaderships moved, broker fenced"
-        ),
-        Err(error) => tracing::warn!(%error, "controlled shutdown incomplete; stopping anyway"),
+
+    /// Whether the leaderships moved (so the node may fence itself once it stops serving).
+    async fn move_leaderships(&self, broker: &Broker) -> bool {
+        let (controller, timeout) = (&broker.controller, CONTROLLED_SHUTDOWN_TIMEOUT);
+        match move_leaderships(controller, self.node_id, self.epoch, timeout).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "controlled shutdown incomplete; stopping anyway");
+                false
+            }
+        }
+    }
+
+    async fn fence(&self, broker: &Broker) {
+        let (controller, timeout) = (&broker.controller, CONTROLLED_SHUTDOWN_TIMEOUT);
+        match fence_stopped(controller, self.node_id, self.epoch, timeout).await {
+            Ok(()) => tracing::info!(
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "controlled shutdown: leaderships moved, broker fenced"
+            ),
+            Err(error) => tracing::warn!(%error, "controlled shutdown: fencing failed"),
+        }
     }
 }
 

@@ -196,7 +196,7 @@ async fn read_or_park(
         .iter()
         .filter_map(|t| t.partition.as_ref().ok().cloned())
         .collect();
-    let mut shutdown = broker.shutdown_signal();
+    let mut shutdown = broker.serving_signal();
     let _parked = Parked::new(Delayed::Fetch);
     loop {
         let waiter = ChangeWaiter::arm(&watched);

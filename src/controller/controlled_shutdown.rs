@@ -1,11 +1,18 @@
-//! A broker's controlled shutdown (Kafka KIP-631): before the process stops serving, it
-//! asks the controller to move its leaderships away, waits until its image shows they
-//! moved, then fences itself, so clients are redirected at once instead of waiting out
-//! `broker.session.timeout.ms` against a dead leader.
+//! A broker's controlled shutdown (Kafka KIP-631), in two steps, so clients are redirected
+//! at once instead of waiting out `broker.session.timeout.ms` against a dead leader:
+//! - while the node still serves, it asks the controller to move its leaderships away and
+//!   waits until its image shows they moved ([`move_leaderships`]);
+//! - once it has stopped answering clients, it fences itself ([`fence_stopped`]).
 //!
-//! Caller: `main.rs`, on SIGTERM or ctrl-c, for nodes with the broker role, before the
-//! broker begins its shutdown. Any failure here is reported and the shutdown goes on: a
-//! stopping node must stop.
+//! The order of the second step differs from Kafka's broker, which fences itself and then
+//! stops its socket server: a request answered in between is answered from an image in
+//! which the answering node is fenced. A lone node (or the last unfenced one) then answers
+//! Metadata with its topics and no brokers at all, and librdkafka (2.16) drops every
+//! broker it knows on such an answer, bootstrap ones included, so its producers stay cut
+//! off until their rebootstrap 5 minutes later, long after this node is back.
+//!
+//! Caller: `main.rs`, on SIGTERM or ctrl-c, for nodes with the broker role. Any failure
+//! here is reported and the shutdown goes on: a stopping node must stop.
 
 use std::time::Duration;
 
@@ -35,10 +42,10 @@ pub enum ControlledShutdownError {
     TimedOut(Duration),
 }
 
-/// Begins `node_id`'s controlled shutdown at `broker_epoch` (its registration's epoch),
+/// Begins `node_id`'s controlled shutdown at `broker_epoch` (its registration's epoch) and
 /// waits until this node's image shows no partition it leads that another eligible ISR
-/// member could lead, then fences it. The whole call is bounded by `timeout`.
-pub async fn shut_down_controlled(
+/// member could lead. The whole call is bounded by `timeout`.
+pub async fn move_leaderships(
     controller: &Controller,
     node_id: NodeId,
     broker_epoch: i64,
@@ -59,13 +66,33 @@ pub async fn shut_down_controlled(
         let _ = images
             .wait_for(|image| leaderships_moved(image, node_id))
             .await;
-        let fence = MetadataCommand::FenceBroker {
-            node_id,
-            epoch: broker_epoch,
-        };
-        controller.submit(fence).await?;
         Ok(())
     };
+    bounded(timeout, run).await
+}
+
+/// Fences `node_id` at `broker_epoch`: the last step, taken once the node answers no
+/// client (see the module note), bounded by `timeout`.
+pub async fn fence_stopped(
+    controller: &Controller,
+    node_id: NodeId,
+    broker_epoch: i64,
+    timeout: Duration,
+) -> Result<(), ControlledShutdownError> {
+    let fence = MetadataCommand::FenceBroker {
+        node_id,
+        epoch: broker_epoch,
+    };
+    bounded(timeout, async {
+        Ok(controller.submit(fence).await.map(drop)?)
+    })
+    .await
+}
+
+async fn bounded(
+    timeout: Duration,
+    run: impl Future<Output = Result<(), ControlledShutdownError>>,
+) -> Result<(), ControlledShutdownError> {
     tokio::time::timeout(timeout, run)
         .await
         .unwrap_or(Err(ControlledShutdownError::TimedOut(timeout)))
@@ -143,7 +170,16 @@ mod tests {
         };
         controller.submit(create).await.unwrap();
         assert!(!leaderships_moved(&controller.image(), 1));
-        shut_down_controlled(&controller, 1, epochs[&1], Duration::from_secs(10))
+        move_leaderships(&controller, 1, epochs[&1], Duration::from_secs(10))
+            .await
+            .unwrap();
+        let moved = controller.image();
+        let broker = &moved.brokers[&1];
+        assert!(
+            !broker.fenced && broker.in_controlled_shutdown,
+            "{broker:?}"
+        );
+        fence_stopped(&controller, 1, epochs[&1], Duration::from_secs(10))
             .await
             .unwrap();
         let image = controller.image();
@@ -156,7 +192,7 @@ mod tests {
             .collect();
         assert_eq!(leaders, [2, 2, NO_LEADER]);
         // A stale epoch (an older incarnation) is refused, and says so.
-        let stale = shut_down_controlled(&controller, 2, epochs[&2] - 1, Duration::from_secs(10));
+        let stale = move_leaderships(&controller, 2, epochs[&2] - 1, Duration::from_secs(10));
         assert!(matches!(
             stale.await,
             Err(ControlledShutdownError::Controller(

@@ -2051,9 +2051,12 @@ mod tests {
         );
     }
 
-    /// (offset, key, value) of every keyed record, and (base offset, last offset delta,
-    /// record count) of the batch at offset 0.
-    fn keyed_and_first_batch(log: &PartitionLog) -> (Vec<(i64, String, String)>, (i64, i32, i32)) {
+    /// (offset, key, value) of a keyed record.
+    type Keyed = (i64, String, String);
+
+    /// Every keyed record, and (base offset, last offset delta, record count) of the batch
+    /// at offset 0.
+    fn keyed_and_first_batch(log: &PartitionLog) -> (Vec<Keyed>, (i64, i32, i32)) {
         let text = |b: Option<Bytes>| String::from_utf8(b.unwrap().to_vec()).unwrap();
         let keyed = read_from(log, 0).into_iter().filter(|r| r.1.is_some());
         let keyed = keyed.map(|(offset, key, value, ..)| (offset, text(key), text(value)));
