@@ -50,7 +50,8 @@ use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::waits::ChangeWaiter;
 use crate::replica::{
-    FollowerBroker, Partition, PartitionRead, ReadBound, ReadRecords, ReplicaError, isr_changes,
+    FollowerBroker, Partition, PartitionRead, PartitionVersion, ReadBound, ReadRecords,
+    ReplicaError, isr_changes,
 };
 use crate::types::{NodeId, now_ms};
 
@@ -656,7 +657,7 @@ type ReadOutcome = Result<PartitionRead<ReadRecords>, (ResponseError, i64, i64)>
 /// partition version it saw: while the version holds, a read finds the same.
 #[derive(Clone, Copy, Debug)]
 struct Quiet {
-    version: u64,
+    version: PartitionVersion,
     high_watermark: i64,
     last_stable_offset: i64,
     log_start_offset: i64,

@@ -34,7 +34,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
 use uuid::Uuid;
 
-use crate::replica::ReadBound;
+use crate::replica::{PartitionVersion, ReadBound};
 
 /// How long a session must go unused before any request may evict it, and how old a
 /// session must be before a larger one may take its slot: Kafka's hard-coded
@@ -100,7 +100,7 @@ impl PartitionFetch {
 /// same bound finds the same, so the next fetch of the session answers it unread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuietRead {
-    pub version: u64,
+    pub version: PartitionVersion,
     /// What the read was asked: from this offset, under this leader epoch, to this bound.
     pub fetch_offset: i64,
     pub current_leader_epoch: i32,

@@ -289,8 +289,8 @@ fn answered_partitions_move_to_the_end_and_remember_what_was_sent() {
 fn quiet_reads_are_remembered_for_partitions_left_out_too() {
     let cache = FetchSessionCache::new(10, 8);
     let id = three_partitions(&cache, 0);
-    let quiet = |version| QuietRead {
-        version,
+    let quiet = |changes| QuietRead {
+        version: crate::replica::PartitionVersion::after_changes(changes),
         fetch_offset: 10,
         current_leader_epoch: -1,
         bound: crate::replica::ReadBound::LogEnd,

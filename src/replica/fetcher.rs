@@ -57,7 +57,7 @@ use super::fetch_session::{
 };
 use super::peer_connection::{PeerConnection, PeerError};
 use super::replication_quota::ReplicationQuotas;
-use super::{Partition, ReplicaError, ReplicaManager};
+use super::{Partition, PartitionVersion, ReplicaError, ReplicaManager};
 use crate::config::ReplicationConfig;
 use crate::controller::MetadataImage;
 use crate::log::BatchHeader;
@@ -178,7 +178,7 @@ struct RoundEntry {
     key: SessionPartition,
     /// (partition version, log start offset, log end offset) when last looked at: while
     /// the partition's version is the same, so are the offsets.
-    offsets: Option<(u64, i64, i64)>,
+    offsets: Option<(PartitionVersion, i64, i64)>,
 }
 
 impl RoundEntry {

@@ -26,7 +26,7 @@ use thiserror::Error;
 pub use log_cleaner::{CleanerSettings, LogCleaner};
 pub use partition::{
     FollowerBroker, IsrAnswer, IsrProposal, Leadership, LeadershipChange, Partition, PartitionRead,
-    ProduceOutcome, Publish, ReadBound, ReadRecords, RequiredAcks,
+    PartitionVersion, ProduceOutcome, Publish, ReadBound, ReadRecords, RequiredAcks,
 };
 pub use replica_manager::ReplicaManager;
 

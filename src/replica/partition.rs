@@ -61,12 +61,11 @@ pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: Uuid,
     state: RwLock<PartitionState>,
-    /// Counts the times `state` may have changed (see [`StateWrite`]): the low bits of
-    /// [`Self::version`].
+    /// Counts the times `state` may have changed (see [`StateWrite`]).
     changes: AtomicU64,
-    /// The high bits of [`Self::version`]: this partition's number among those opened in
-    /// the process, so a version seen on a partition since replaced (deleted and created
-    /// again) does not match its successor's.
+    /// This partition's number among those opened in the process, so a version seen on a
+    /// partition since replaced (deleted and created again) does not match its
+    /// successor's.
     number: u64,
     /// Woken by every change a read could see: acks=all waits.
     changed: Notify,
@@ -139,10 +138,25 @@ struct EpochsToWrite {
     epochs: LeaderEpochCache,
 }
 
-/// Versions: the low bits count changes (wrapping within them after 2^40, which no stale
-/// version outlives), the high bits number partitions.
-const VERSION_CHANGE_BITS: u32 = 40;
-const VERSION_CHANGE_MASK: u64 = (1 << VERSION_CHANGE_BITS) - 1;
+/// A partition's change version ([`Partition::version`]): which partition object, and how
+/// many changes it had. Two 64-bit counters, so neither wraps in a process's life (one
+/// word split in two would, after 2^24 partitions opened or 2^40 changes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionVersion {
+    partition: u64,
+    changes: u64,
+}
+
+impl PartitionVersion {
+    /// Tests: the version of partition 0 after `changes` changes.
+    #[cfg(test)]
+    pub fn after_changes(changes: u64) -> PartitionVersion {
+        PartitionVersion {
+            partition: 0,
+            changes,
+        }
+    }
+}
 
 /// The partitions numbered so far in this process (for [`Partition::version`]).
 static PARTITIONS_NUMBERED: AtomicU64 = AtomicU64::new(0);
@@ -373,7 +387,7 @@ pub struct PartitionRead<R = Bytes> {
     pub log_start_offset: i64,
     pub log_end_offset: i64,
     /// The partition's [`Partition::version`] the read saw.
-    pub version: u64,
+    pub version: PartitionVersion,
 }
 
 /// The records of a fetch's read: read into memory, or left in the segment files for the
@@ -495,7 +509,7 @@ impl Partition {
             topic_id,
             state: RwLock::new(state),
             changes: AtomicU64::new(0),
-            number: PARTITIONS_NUMBERED.fetch_add(1, Ordering::Relaxed) << VERSION_CHANGE_BITS,
+            number: PARTITIONS_NUMBERED.fetch_add(1, Ordering::Relaxed),
             changed: Notify::new(),
             watchers: Mutex::new(Watchers::default()),
             storage_fault,
@@ -564,8 +578,11 @@ impl Partition {
     /// The partition's change version now: equal to one read earlier means nothing about
     /// the partition (log, offsets, leadership, ISR) changed since, except the followers'
     /// progress a leader records, which no read returns.
-    pub fn version(&self) -> u64 {
-        self.number | (self.changes.load(Ordering::Acquire) & VERSION_CHANGE_MASK)
+    pub fn version(&self) -> PartitionVersion {
+        PartitionVersion {
+            partition: self.number,
+            changes: self.changes.load(Ordering::Acquire),
+        }
     }
 
     /// Wakes `watcher` at this partition's next change (once): new data readable, the
@@ -1073,7 +1090,7 @@ impl Partition {
 
     /// [`Self::offsets`] with the version they stand for: while [`Self::version`] still
     /// returns it, they are still the partition's.
-    pub fn offsets_versioned(&self) -> Result<(u64, (i64, i64, i64)), ReplicaError> {
+    pub fn offsets_versioned(&self) -> Result<(PartitionVersion, (i64, i64, i64)), ReplicaError> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let version = self.version();
         let log = state.log.as_ref().ok_or(ReplicaError::Deleted)?;
