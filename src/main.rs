@@ -22,7 +22,7 @@ use gracchus::broker::Broker;
 use gracchus::cli;
 use gracchus::config::{BrokerConfig, dynamic_broker};
 use gracchus::controller::controlled_shutdown::{
-    CONTROLLED_SHUTDOWN_TIMEOUT, fence_stopped, move_leaderships,
+    CONTROLLED_SHUTDOWN_TIMEOUT, FENCE_TIME_MIN, fence_stopped, move_leaderships,
 };
 use gracchus::meta_properties::{self, FormatOutcome};
 use gracchus::replica::{CleanerSettings, LogCleaner, Partition};
@@ -170,7 +170,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     // Installed before the port opens: start-up (log recovery, fsyncs) takes a while after
     // the listener is bound, and a SIGTERM in that window must still mean a clean stop
     // (flush, snapshots, clean-shutdown marker), not the default kill.
-    let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut signals = StopSignals::install()?;
     // Every client listener, then the controller one; any that cannot be bound stops the
     // start-up, so a listener that is advertised is always served.
     let mut listeners = Vec::new();
@@ -207,7 +207,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     // accepted yet, no partition is open).
     let broker = tokio::select! {
         opened = Broker::open(config, controller_listener) => opened?,
-        _ = wait_for_signal(&mut terminate) => {
+        _ = signals.next() => {
             tracing::info!("stopped before the node joined its cluster");
             return Ok(());
         }
@@ -236,13 +236,13 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         let signal = broker.serving_signal();
         tokio::spawn(server::serve(listeners, broker.clone(), signal))
     });
-    wait_for_signal(&mut terminate).await;
+    signals.next().await;
     tracing::info!("shutting down");
     let stopping = ControlledShutdown::of(&broker);
     let moved = match &stopping {
         Some(stopping) => tokio::select! {
             moved = stopping.move_leaderships(&broker) => moved,
-            _ = wait_for_signal(&mut terminate) => {
+            _ = signals.next() => {
                 tracing::warn!("second stop signal: not waiting for the controlled shutdown");
                 false
             }
@@ -250,13 +250,15 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         None => false,
     };
     broker.stop_serving();
+    // Each connection finishes the request in hand (within the listener's drain bound),
+    // even after a second signal: a request cut half-applied would race the final flush.
     if let Some(serving) = serving {
         let _ = serving.await;
     }
     if let (Some(stopping), true) = (&stopping, moved) {
         tokio::select! {
             _ = stopping.fence(&broker) => {}
-            _ = wait_for_signal(&mut terminate) => {
+            _ = signals.next() => {
                 tracing::warn!("second stop signal: not waiting for the fencing");
             }
         }
@@ -308,7 +310,9 @@ impl ControlledShutdown {
     }
 
     async fn fence(&self, broker: &Broker) {
-        let (controller, timeout) = (&broker.controller, CONTROLLED_SHUTDOWN_TIMEOUT);
+        let controller = &broker.controller;
+        let left = CONTROLLED_SHUTDOWN_TIMEOUT.saturating_sub(self.started.elapsed());
+        let timeout = left.max(FENCE_TIME_MIN);
         match fence_stopped(controller, self.node_id, self.epoch, timeout).await {
             Ok(()) => tracing::info!(
                 elapsed_ms = self.started.elapsed().as_millis() as u64,
@@ -355,10 +359,26 @@ fn bind_host(host: &str) -> &str {
     if host.is_empty() { "0.0.0.0" } else { host }
 }
 
-async fn wait_for_signal(terminate: &mut Signal) {
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT (ctrl-c), each listened to by one stream for the whole run, so a
+/// signal that arrives while no step is waiting for one is kept for the next step.
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate()).context("install SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("install SIGINT handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::RequestContext;
 use super::errors::controller_error;
 use crate::broker::Broker;
-use crate::controller::image::is_internal_topic;
+use crate::controller::image::{BrokerRegistration, is_internal_topic};
 use crate::controller::topic_admin::NewTopic;
 use crate::controller::topic_rules::{METADATA_TOPIC, validate_topic_name};
 use crate::controller::{MetadataImage, NO_LEADER, PartitionImage, TopicImage};
@@ -75,7 +75,11 @@ pub async fn handle(
     mark_offline_replicas(broker, &mut topics);
     let image = broker.image();
     MetadataResponse::default()
-        .with_brokers(brokers(&image, &context.listener_name))
+        .with_brokers(brokers(
+            &image,
+            &context.listener_name,
+            broker.config.node_id,
+        ))
         .with_cluster_id(Some(StrBytes::from_string(image.cluster_id.clone())))
         .with_controller_id(BrokerId(
             image.controller_for_clients(broker.config.node_id),
@@ -117,27 +121,49 @@ fn mark_offline_replicas(broker: &Broker, topics: &mut [MetadataResponseTopic]) 
 /// Unfenced brokers only (clients must not be sent to a fenced one), each at its endpoint
 /// on `listener`, the one the request came through. A broker without that listener is
 /// left out, as Kafka does (a client there could not reach it).
-fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
-    image
+///
+/// One exception, where Kafka lists none: when no broker would be listed, the answering
+/// node `local` lists itself (it is answering, so it is reachable). A Metadata answer with
+/// topics and no broker makes librdkafka (2.16) drop every broker it knows, bootstrap ones
+/// included, until its rebootstrap 5 minutes later; a lone node gives that answer between
+/// fencing itself after a stall longer than `broker.session.timeout.ms` and its next
+/// heartbeat. Its partitions still show no live leader, so no client is sent to it for
+/// them.
+fn brokers(image: &MetadataImage, listener: &str, local: NodeId) -> Vec<MetadataResponseBroker> {
+    let listed: Vec<_> = image
         .live_brokers()
         .filter_map(|broker| {
-            let Some(endpoint) = broker.listener(listener) else {
+            let entry = broker_entry(broker, listener);
+            if entry.is_none() {
                 tracing::debug!(
                     node_id = broker.node_id,
                     listener,
                     "broker has no endpoint on this listener: left out of Metadata"
                 );
-                return None;
-            };
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(broker.node_id))
-                    .with_host(StrBytes::from_string(endpoint.host.clone()))
-                    .with_port(i32::from(endpoint.port))
-                    .with_rack(broker.rack.clone().map(StrBytes::from_string)),
-            )
+            }
+            entry
         })
+        .collect();
+    if !listed.is_empty() {
+        return listed;
+    }
+    let itself = image.brokers.get(&local);
+    itself
+        .and_then(|broker| broker_entry(broker, listener))
+        .into_iter()
         .collect()
+}
+
+/// `broker` at its endpoint on `listener`, if it has one.
+fn broker_entry(broker: &BrokerRegistration, listener: &str) -> Option<MetadataResponseBroker> {
+    let endpoint = broker.listener(listener)?;
+    Some(
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.node_id))
+            .with_host(StrBytes::from_string(endpoint.host.clone()))
+            .with_port(i32::from(endpoint.port))
+            .with_rack(broker.rack.clone().map(StrBytes::from_string)),
+    )
 }
 
 type TopicResult = Result<MetadataResponseTopic, MetadataResponseTopic>;
@@ -614,7 +640,7 @@ mod tests {
         register_live_broker_on(&mut image, 1, &both);
         register_live_broker_on(&mut image, 2, &[("PLAINTEXT", "kafka2", 9092)]);
         let listed = |listener| -> Vec<(i32, String, i32)> {
-            brokers(&image, listener)
+            brokers(&image, listener, 1)
                 .into_iter()
                 .map(|b| (b.node_id.0, b.host.to_string(), b.port))
                 .collect()
@@ -626,6 +652,32 @@ mod tests {
         // Broker 2 has no EXTERNAL listener: a client there could not reach it.
         assert_eq!(listed("EXTERNAL"), [(1, "localhost".into(), 19092)]);
         assert!(listed("NONE").is_empty());
+    }
+
+    /// Every broker fenced: the answering node lists itself (if it is registered with an
+    /// endpoint on the listener), never no broker at all.
+    #[test]
+    fn with_every_broker_fenced_the_answering_node_lists_itself() {
+        use crate::controller::commands::{
+            fence_broker_for_tests, register_live_broker, register_live_broker_on,
+        };
+        let mut image = MetadataImage::default();
+        register_live_broker(&mut image, 1);
+        register_live_broker_on(&mut image, 2, &[("EXTERNAL", "localhost", 19092)]);
+        fence_broker_for_tests(&mut image, 1);
+        fence_broker_for_tests(&mut image, 2);
+        let listed = |listener, local| -> Vec<i32> {
+            (brokers(&image, listener, local).iter())
+                .map(|b| b.node_id.0)
+                .collect()
+        };
+        assert_eq!(listed("PLAINTEXT", 1), [1]);
+        assert_eq!(listed("EXTERNAL", 2), [2]);
+        assert!(
+            listed("EXTERNAL", 1).is_empty(),
+            "no endpoint there to list"
+        );
+        assert!(listed("PLAINTEXT", 3).is_empty(), "not registered");
     }
 
     fn cluster_image(partition: PartitionImage) -> MetadataImage {
@@ -668,11 +720,17 @@ mod tests {
             removing_replicas: Vec::new(),
         };
         let image = cluster_image(partition.clone());
-        let listed: Vec<i32> = brokers(&image, "PLAINTEXT")
-            .iter()
-            .map(|b| b.node_id.0)
-            .collect();
-        assert_eq!(listed, [1]);
+        let listed = |local| -> Vec<i32> {
+            (brokers(&image, "PLAINTEXT", local).iter())
+                .map(|b| b.node_id.0)
+                .collect()
+        };
+        assert_eq!(listed(1), [1]);
+        assert_eq!(
+            listed(2),
+            [1],
+            "a fenced node lists the live ones, not itself"
+        );
         let entry = partition_entry(&image, 0, &partition, false);
         assert_eq!(
             summary_of(&entry),

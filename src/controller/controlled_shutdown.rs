@@ -22,11 +22,16 @@ use super::image::{MetadataImage, NO_LEADER};
 use super::{Controller, ControllerError, MetadataCommand};
 use crate::types::NodeId;
 
-/// How long a broker waits for its leaderships to move before it stops anyway. Kafka's
-/// KRaft broker has no exact setting for this wait (`controlled.shutdown.*` are ZooKeeper
-/// era); 30 s is the broker's default request timeout, the same bound our metadata
-/// commands get.
+/// How long a broker's controlled shutdown (leaderships moved, connections drained, then
+/// fenced) may take before it stops anyway; the fencing always gets at least
+/// [`FENCE_TIME_MIN`]. Kafka's KRaft broker has no exact setting for this wait
+/// (`controlled.shutdown.*` are ZooKeeper era); 30 s is the broker's default request
+/// timeout, the same bound our metadata commands get.
 pub const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The least time the fencing gets, however long the steps before it took (more than
+/// [`CONTROLLER_WAIT`], so a controller found late still has time to commit it).
+pub const FENCE_TIME_MIN: Duration = Duration::from_secs(5);
 
 /// Without an active controller nothing can move: after this long with none known the
 /// broker stops without asking (a lone survivor must not hang on SIGTERM).
@@ -72,21 +77,27 @@ pub async fn move_leaderships(
 }
 
 /// Fences `node_id` at `broker_epoch`: the last step, taken once the node answers no
-/// client (see the module note), bounded by `timeout`.
+/// client (see the module note), bounded by `timeout`. Like the first step it gives up at
+/// once without an active controller: the quorum may have gone while the node drained
+/// its connections (a whole cluster stopped together), and a stopping node must stop.
 pub async fn fence_stopped(
     controller: &Controller,
     node_id: NodeId,
     broker_epoch: i64,
     timeout: Duration,
 ) -> Result<(), ControlledShutdownError> {
-    let fence = MetadataCommand::FenceBroker {
-        node_id,
-        epoch: broker_epoch,
+    let run = async {
+        if controller.wait_for_leader(CONTROLLER_WAIT).await.is_none() {
+            return Err(ControlledShutdownError::NoController);
+        }
+        let fence = MetadataCommand::FenceBroker {
+            node_id,
+            epoch: broker_epoch,
+        };
+        controller.submit(fence).await?;
+        Ok(())
     };
-    bounded(timeout, async {
-        Ok(controller.submit(fence).await.map(drop)?)
-    })
-    .await
+    bounded(timeout, run).await
 }
 
 async fn bounded(

@@ -159,9 +159,11 @@ impl Connection {
         let idle = Duration::from_millis(self.broker.config.connection_idle_ms_max);
         let mut shutdown = self.shutdown.clone();
         loop {
+            // Biased: a request arriving as serving ends is not read (nor answered).
             let frame = tokio::select! {
-                frame = self.read_frame() => frame?.ok_or(Closed::ByClient),
+                biased;
                 _ = shutdown.triggered() => Err(Closed::Shutdown),
+                frame = self.read_frame() => frame?.ok_or(Closed::ByClient),
                 _ = tokio::time::sleep(idle) => Err(Closed::IdleTimeout),
             };
             let frame = match frame {

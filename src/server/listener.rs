@@ -118,9 +118,11 @@ async fn accept_loop<F, R>(
     let mut throttled = JoinSet::new();
     let mut notice = LimitNotice::default();
     loop {
+        // Biased: once serving ends no connection is taken, even one ready at that moment.
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = shutdown.triggered() => break,
+            accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
@@ -137,8 +139,9 @@ async fn accept_loop<F, R>(
         // Holding the accepted socket while waiting, as Kafka does; later ones wait in
         // the kernel's backlog.
         let admission = tokio::select! {
-            admission = next_admission(&slots, &name, ip, &mut notice, &gauge) => admission,
+            biased;
             _ = shutdown.triggered() => break,
+            admission = next_admission(&slots, &name, ip, &mut notice, &gauge) => admission,
         };
         match admission {
             Admission::Admitted(permit) => {
