@@ -913,6 +913,31 @@ fn build_response(
     }
 }
 
+/// Bytes a partition's entry takes in a fetch response besides its records and aborted
+/// transactions, rounded up: fixed-width offsets and codes, a leader hint's tagged fields.
+const PARTITION_ENTRY_BYTES: usize = 64;
+
+/// Bytes a topic's entry takes besides its name and partitions, rounded up.
+const TOPIC_ENTRY_BYTES: usize = 32;
+
+/// Roughly the encoded size of `response`, for the buffer it is encoded into: the records
+/// it carries plus a rounded-up allowance per topic and partition. Only a hint: a response
+/// that needs more grows its buffer, so it needs no exact count.
+pub fn encoded_size_hint(response: &FetchResponse) -> usize {
+    let partitions = response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions);
+    let records: usize = partitions
+        .map(|partition| partition.records.as_ref().map_or(0, Bytes::len) + PARTITION_ENTRY_BYTES)
+        .sum();
+    let topics: usize = (response.responses.iter())
+        .map(|topic| topic.topic.0.len() + TOPIC_ENTRY_BYTES)
+        .sum();
+    let endpoints = response.node_endpoints.len() * TOPIC_ENTRY_BYTES;
+    TOPIC_ENTRY_BYTES + records + topics + endpoints
+}
+
 /// The topics with partitions left, a run of one topic's partitions under one entry (what
 /// is left out can make two runs of a topic meet), as Kafka's `FetchResponse.of` groups.
 fn listed_topics(responses: Vec<FetchableTopicResponse>) -> Vec<FetchableTopicResponse> {
