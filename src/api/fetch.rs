@@ -42,7 +42,7 @@ use super::fetch_session::{
     Responded, Sent, SessionChanges, SessionRequest,
 };
 use super::leader_hint::LeaderHints;
-use super::{RequestContext, leader_partition};
+use super::{RequestContext, leader_partition_with};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::log::RecordSlices;
@@ -559,7 +559,9 @@ fn request_targets(
     let mut targets = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
         let name = topics[topic_index].0.0.as_str();
-        for partition in &topic.partitions {
+        let indexes = topic.partitions.iter().map(|partition| partition.partition);
+        let hosted = broker.replicas.get_many(name, indexes);
+        for (partition, hosted) in topic.partitions.iter().zip(hosted) {
             let wanted = Wanted {
                 partition: partition.partition,
                 fetch_offset: partition.fetch_offset,
@@ -567,7 +569,15 @@ fn request_targets(
                 current_leader_epoch: partition.current_leader_epoch,
                 log_start_offset: partition.log_start_offset,
             };
-            targets.push(target(broker, image, (topic_index, name), wanted, replica));
+            let hosted = || hosted;
+            targets.push(target(
+                broker,
+                image,
+                (topic_index, name),
+                wanted,
+                replica,
+                hosted,
+            ));
         }
     }
     (topics, targets)
@@ -608,7 +618,15 @@ fn session_targets(
             log_start_offset: fetch.log_start_offset,
         };
         let name = topics[topic_index].0.0.as_str();
-        targets.push(target(broker, image, (topic_index, name), wanted, replica));
+        let hosted = || broker.replicas.get(name, fetch.partition);
+        targets.push(target(
+            broker,
+            image,
+            (topic_index, name),
+            wanted,
+            replica,
+            hosted,
+        ));
     }
     (topics, targets)
 }
@@ -623,12 +641,14 @@ struct Wanted {
     log_start_offset: i64,
 }
 
+/// The target for `wanted`, its hosted partition (`ReplicaManager::get`) from `hosted`.
 fn target(
     broker: &Broker,
     image: &MetadataImage,
     (topic_index, name): (usize, &str),
     wanted: Wanted,
     replica: Option<NodeId>,
+    hosted: impl FnOnce() -> Option<Arc<Partition>>,
 ) -> Target {
     let unknown = if name.is_empty() {
         ResponseError::UnknownTopicId
@@ -641,7 +661,7 @@ fn target(
         fetch_offset: wanted.fetch_offset,
         max_bytes: wanted.max_bytes,
         current_leader_epoch: wanted.current_leader_epoch,
-        partition: leader_partition(broker, image, name, wanted.partition, unknown),
+        partition: leader_partition_with(broker, image, (name, wanted.partition), unknown, hosted),
         replica,
         log_start_offset: wanted.log_start_offset,
         read_committed: false,

@@ -432,11 +432,24 @@ fn leader_partition(
     index: i32,
     unknown: ResponseError,
 ) -> Result<Arc<Partition>, ResponseError> {
+    let hosted = || broker.replicas.get(topic, index);
+    leader_partition_with(broker, image, (topic, index), unknown, hosted)
+}
+
+/// [`leader_partition`] with the hosted partition (`ReplicaManager::get`) from `hosted`,
+/// asked only once the image says this broker leads it.
+fn leader_partition_with(
+    broker: &Broker,
+    image: &MetadataImage,
+    (topic, index): (&str, i32),
+    unknown: ResponseError,
+    hosted: impl FnOnce() -> Option<Arc<Partition>>,
+) -> Result<Arc<Partition>, ResponseError> {
     let assigned = image.partition(topic, index).ok_or(unknown)?;
     if assigned.leader != broker.config.node_id {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    match broker.replicas.get(topic, index) {
+    match hosted() {
         Some(partition) => Ok(partition),
         // Assigned here but its log would not open: a storage fault, as Kafka reports a
         // partition in a failed log directory.
