@@ -183,6 +183,22 @@ pub struct RequestContext {
     pub size_bytes: usize,
 }
 
+#[cfg(test)]
+impl RequestContext {
+    /// A request from a client on 127.0.0.1 over PLAINTEXT, correlation id 7.
+    pub(crate) fn for_tests(api_key: ApiKey, version: i16) -> Self {
+        RequestContext {
+            api_key,
+            version,
+            correlation_id: 7,
+            client_id: None,
+            client_host: "/127.0.0.1".into(),
+            listener_name: Arc::from("PLAINTEXT"),
+            size_bytes: 0,
+        }
+    }
+}
+
 /// A frame whose header has been read: either a request to dispatch, or an ApiVersions
 /// with a version we do not speak (answered without decoding its body).
 pub enum ParsedFrame {
@@ -650,15 +666,7 @@ mod tests {
         for partitions in [1, 1000] {
             let response = FetchResponse::default().with_responses(vec![topic(partitions)]);
             for version in [4, 12, 17] {
-                let context = RequestContext {
-                    api_key: ApiKey::Fetch,
-                    version,
-                    correlation_id: 7,
-                    client_id: None,
-                    client_host: "/127.0.0.1".into(),
-                    listener_name: Arc::from("PLAINTEXT"),
-                    size_bytes: 0,
-                };
+                let context = RequestContext::for_tests(ApiKey::Fetch, version);
                 let expected = sized_frame(ApiKey::Fetch, version, &response);
                 let hint = fetch::encoded_size_hint(&response);
                 for capacity in [0, 16, hint, RESPONSE_CAPACITY_DEFAULT] {
