@@ -42,7 +42,7 @@ use super::fetch_session::{
     Responded, Sent, SessionChanges, SessionRequest,
 };
 use super::leader_hint::LeaderHints;
-use super::{RequestContext, leader_partition};
+use super::{RequestContext, leader_partition_with};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::log::RecordSlices;
@@ -560,7 +560,9 @@ fn request_targets(
     let mut targets = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
         let name = topics[topic_index].0.0.as_str();
-        for partition in &topic.partitions {
+        let indexes = topic.partitions.iter().map(|partition| partition.partition);
+        let hosted = broker.replicas.get_many(name, indexes);
+        for (partition, hosted) in topic.partitions.iter().zip(hosted) {
             let wanted = Wanted {
                 partition: partition.partition,
                 fetch_offset: partition.fetch_offset,
@@ -568,7 +570,8 @@ fn request_targets(
                 current_leader_epoch: partition.current_leader_epoch,
                 log_start_offset: partition.log_start_offset,
             };
-            targets.push(target(broker, image, (topic_index, name), wanted, replica));
+            let resolved = target(broker, image, (topic_index, name), wanted, replica, hosted);
+            targets.push(resolved);
         }
     }
     (topics, targets)
@@ -577,7 +580,8 @@ fn request_targets(
 /// Every partition of an incremental fetch's session as targets, in the session's order,
 /// and their topics: one per run of partitions of a topic, as Kafka groups a response.
 /// Sessions with topic ids look their names up again: a topic may have become known, or
-/// been deleted, since.
+/// been deleted, since. A run's hosted partitions are looked up together (a follower's
+/// session holds every partition it follows here).
 fn session_targets(
     broker: &Broker,
     image: &MetadataImage,
@@ -586,30 +590,34 @@ fn session_targets(
 ) -> (Vec<(TopicName, uuid::Uuid)>, Vec<Target>) {
     let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
     let mut targets = Vec::with_capacity(incremental.partitions.len());
-    for (fetch, _) in &incremental.partitions {
-        let same_topic = topics
-            .last()
-            .is_some_and(|(name, id)| match incremental.uses_topic_ids {
-                true => *id == fetch.topic_id,
-                false => *name == fetch.topic,
-            });
-        if !same_topic {
-            let name = match incremental.uses_topic_ids {
-                true => name_of_id(image, &fetch.topic_id),
-                false => fetch.topic.clone(),
-            };
-            topics.push((name, fetch.topic_id));
+    let same_topic = |(before, _): &(PartitionFetch, Sent), (after, _): &(PartitionFetch, Sent)| {
+        match incremental.uses_topic_ids {
+            true => before.topic_id == after.topic_id,
+            false => before.topic == after.topic,
         }
-        let topic_index = topics.len() - 1;
-        let wanted = Wanted {
-            partition: fetch.partition,
-            fetch_offset: fetch.fetch_offset,
-            max_bytes: fetch.max_bytes,
-            current_leader_epoch: fetch.current_leader_epoch,
-            log_start_offset: fetch.log_start_offset,
+    };
+    for run in incremental.partitions.chunk_by(same_topic) {
+        let (first, _) = &run[0];
+        let name = match incremental.uses_topic_ids {
+            true => name_of_id(image, &first.topic_id),
+            false => first.topic.clone(),
         };
+        topics.push((name, first.topic_id));
+        let topic_index = topics.len() - 1;
         let name = topics[topic_index].0.0.as_str();
-        targets.push(target(broker, image, (topic_index, name), wanted, replica));
+        let indexes = run.iter().map(|(fetch, _)| fetch.partition);
+        let hosted = broker.replicas.get_many(name, indexes);
+        for ((fetch, _), hosted) in run.iter().zip(hosted) {
+            let wanted = Wanted {
+                partition: fetch.partition,
+                fetch_offset: fetch.fetch_offset,
+                max_bytes: fetch.max_bytes,
+                current_leader_epoch: fetch.current_leader_epoch,
+                log_start_offset: fetch.log_start_offset,
+            };
+            let resolved = target(broker, image, (topic_index, name), wanted, replica, hosted);
+            targets.push(resolved);
+        }
     }
     (topics, targets)
 }
@@ -624,25 +632,29 @@ struct Wanted {
     log_start_offset: i64,
 }
 
+/// The target for `wanted`; `hosted` is its partition as `ReplicaManager::get` answers.
 fn target(
     broker: &Broker,
     image: &MetadataImage,
     (topic_index, name): (usize, &str),
     wanted: Wanted,
     replica: Option<NodeId>,
+    hosted: Option<Arc<Partition>>,
 ) -> Target {
     let unknown = if name.is_empty() {
         ResponseError::UnknownTopicId
     } else {
         ResponseError::UnknownTopicOrPartition
     };
+    let place = (name, wanted.partition);
+    let partition = leader_partition_with(broker, image, place, unknown, || hosted);
     Target {
         topic_index,
         partition_index: wanted.partition,
         fetch_offset: wanted.fetch_offset,
         max_bytes: wanted.max_bytes,
         current_leader_epoch: wanted.current_leader_epoch,
-        partition: leader_partition(broker, image, name, wanted.partition, unknown),
+        partition,
         replica,
         log_start_offset: wanted.log_start_offset,
         read_committed: false,
@@ -912,6 +924,31 @@ fn build_response(
         response,
         from_files,
     }
+}
+
+/// Bytes a partition's entry takes in a fetch response besides its records and aborted
+/// transactions, rounded up: fixed-width offsets and codes, a leader hint's tagged fields.
+const PARTITION_ENTRY_BYTES: usize = 64;
+
+/// Bytes a topic's entry takes besides its name and partitions, rounded up.
+const TOPIC_ENTRY_BYTES: usize = 32;
+
+/// Roughly the encoded size of `response`, for the buffer it is encoded into: the records
+/// it carries plus a rounded-up allowance per topic and partition. Only a hint: a response
+/// that needs more grows its buffer, so it needs no exact count.
+pub fn encoded_size_hint(response: &FetchResponse) -> usize {
+    let partitions = response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions);
+    let records: usize = partitions
+        .map(|partition| partition.records.as_ref().map_or(0, Bytes::len) + PARTITION_ENTRY_BYTES)
+        .sum();
+    let topics: usize = (response.responses.iter())
+        .map(|topic| topic.topic.0.len() + TOPIC_ENTRY_BYTES)
+        .sum();
+    let endpoints = response.node_endpoints.len() * TOPIC_ENTRY_BYTES;
+    TOPIC_ENTRY_BYTES + records + topics + endpoints
 }
 
 /// The topics with partitions left, a run of one topic's partitions under one entry (what

@@ -190,15 +190,7 @@ mod tests {
     use crate::log::file_slice::SegmentFile;
 
     fn context(version: i16) -> RequestContext {
-        RequestContext {
-            api_key: ApiKey::Fetch,
-            version,
-            correlation_id: 7,
-            client_id: None,
-            client_host: "/127.0.0.1".into(),
-            listener_name: Arc::from("PLAINTEXT"),
-            size_bytes: 0,
-        }
+        RequestContext::for_tests(ApiKey::Fetch, version)
     }
 
     fn file_with(bytes: &[u8]) -> Arc<SegmentFile> {

@@ -221,6 +221,10 @@ impl RecordSlices {
     /// Reads the slices into one buffer. The caller holds the lock the slices were taken
     /// under, or checks [`RecordSlices::unchanged`] after.
     pub fn to_bytes(&self) -> Result<Bytes, LogError> {
+        if self.slices.is_empty() {
+            // A caught-up read, most partitions of a fetch: no buffer to make.
+            return Ok(Bytes::new());
+        }
         let mut out = BytesMut::with_capacity(self.len);
         for slice in &self.slices {
             slice.read_into(&mut out)?;

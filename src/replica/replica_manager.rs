@@ -106,6 +106,20 @@ impl ReplicaManager {
         topics.get(topic)?.get(index)?.clone()
     }
 
+    /// [`Self::get`] for each of `indexes`, partitions of one topic, under one lookup of the
+    /// topic: a fetch names up to thousands of partitions of a topic, and hashing its name
+    /// and taking the lock for each was the larger part of resolving them.
+    pub fn get_many(
+        &self,
+        topic: &str,
+        indexes: impl IntoIterator<Item = i32>,
+    ) -> Vec<Option<Arc<Partition>>> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let hosted = topics.get(topic);
+        let get = |index: i32| hosted?.get(usize::try_from(index).ok()?)?.clone();
+        indexes.into_iter().map(get).collect()
+    }
+
     pub fn all(&self) -> Vec<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         topics.values().flatten().flatten().cloned().collect()
@@ -655,6 +669,35 @@ mod tests {
         let partition = &mut image.topics.get_mut(topic).unwrap().partitions[0];
         partition.leader = leader;
         partition.leader_epoch = epoch;
+    }
+
+    #[test]
+    fn get_many_answers_each_index_as_get_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let replicas = manager(dir.path());
+        let mut image = MetadataImage::default();
+        create(&mut image, "t", 3);
+        replicas.reconcile(&image);
+        // Repeats, out of order, negative and past the end, as a request may name them.
+        let indexes = [2, 0, 0, -1, 3, i32::MAX, 1];
+        let many = replicas.get_many("t", indexes);
+        assert_eq!(many.len(), indexes.len());
+        for (index, found) in indexes.into_iter().zip(&many) {
+            match (replicas.get("t", index), found) {
+                (Some(one), Some(found)) => assert!(Arc::ptr_eq(&one, found), "{index}"),
+                (None, None) => {}
+                (one, found) => {
+                    panic!(
+                        "{index}: get {} get_many {}",
+                        one.is_some(),
+                        found.is_some()
+                    )
+                }
+            }
+        }
+        assert_eq!(many.iter().flatten().count(), 4);
+        let unknown = replicas.get_many("u", [0, 1]);
+        assert!(unknown.iter().all(Option::is_none) && unknown.len() == 2);
     }
 
     #[test]
