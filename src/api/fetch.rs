@@ -927,27 +927,42 @@ fn build_response(
 }
 
 /// Bytes a partition's entry takes in a fetch response besides its records and aborted
-/// transactions, rounded up: fixed-width offsets and codes, a leader hint's tagged fields.
-const PARTITION_ENTRY_BYTES: usize = 64;
+/// transactions, rounded up: fixed-width offsets and codes, and a follower's tagged fields
+/// (diverging epoch, current leader, snapshot id) all at once.
+const PARTITION_ENTRY_BYTES: usize = 96;
 
-/// Bytes a topic's entry takes besides its name and partitions, rounded up.
+/// Bytes an aborted transaction takes: producer id, first offset, tagged fields.
+const ABORTED_TXN_BYTES: usize = 17;
+
+/// Bytes a topic's entry, or a node endpoint's, takes besides its name (host, rack) and
+/// partitions, rounded up.
 const TOPIC_ENTRY_BYTES: usize = 32;
 
 /// Roughly the encoded size of `response`, for the buffer it is encoded into: the records
-/// it carries plus a rounded-up allowance per topic and partition. Only a hint: a response
-/// that needs more grows its buffer, so it needs no exact count.
+/// it carries plus a rounded-up allowance per topic, partition, aborted transaction and
+/// node endpoint. Only a hint: a response that needs more grows its buffer (one copy of
+/// what it holds), so it needs no exact count.
 pub fn encoded_size_hint(response: &FetchResponse) -> usize {
     let partitions = response
         .responses
         .iter()
         .flat_map(|topic| &topic.partitions);
     let records: usize = partitions
-        .map(|partition| partition.records.as_ref().map_or(0, Bytes::len) + PARTITION_ENTRY_BYTES)
+        .map(|partition| {
+            let records = partition.records.as_ref().map_or(0, Bytes::len);
+            let aborted = (partition.aborted_transactions.as_ref()).map_or(0, Vec::len);
+            records + aborted * ABORTED_TXN_BYTES + PARTITION_ENTRY_BYTES
+        })
         .sum();
     let topics: usize = (response.responses.iter())
         .map(|topic| topic.topic.0.len() + TOPIC_ENTRY_BYTES)
         .sum();
-    let endpoints = response.node_endpoints.len() * TOPIC_ENTRY_BYTES;
+    let endpoints: usize = (response.node_endpoints.iter())
+        .map(|node| {
+            let rack = node.rack.as_ref().map_or(0, |rack| rack.len());
+            node.host.len() + rack + TOPIC_ENTRY_BYTES
+        })
+        .sum();
     TOPIC_ENTRY_BYTES + records + topics + endpoints
 }
 
@@ -1090,5 +1105,59 @@ mod quiet_tests {
             "another bound"
         );
         assert!(session_quiet(&Context::Full, &targets).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod size_hint_tests {
+    use kafka_protocol::messages::fetch_response::{
+        EpochEndOffset, LeaderIdAndEpoch, NodeEndpoint, SnapshotId,
+    };
+    use kafka_protocol::messages::{BrokerId, ProducerId};
+    use kafka_protocol::protocol::Encodable;
+
+    use super::*;
+
+    /// The hint covers a response whose partitions carry everything a follower's can at
+    /// once (diverging epoch, current leader, snapshot id, aborted transactions) and
+    /// whose node endpoints have long names: such a buffer never has to grow.
+    #[test]
+    fn the_hint_covers_a_followers_fullest_partition_entries() {
+        let partition = |index| {
+            PartitionData::default()
+                .with_partition_index(index)
+                .with_records(Some(Bytes::from_static(&[7; 100])))
+                .with_diverging_epoch(EpochEndOffset::default().with_epoch(3).with_end_offset(9))
+                .with_current_leader(
+                    LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(2))
+                        .with_leader_epoch(4),
+                )
+                .with_snapshot_id(SnapshotId::default().with_end_offset(5).with_epoch(1))
+                .with_aborted_transactions(Some(
+                    (0..5)
+                        .map(|id| AbortedTransaction::default().with_producer_id(ProducerId(id)))
+                        .collect(),
+                ))
+        };
+        let topic = FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_static_str("orders")))
+            .with_topic_id(uuid::Uuid::from_u128(1))
+            .with_partitions((0..50).map(partition).collect());
+        let endpoint = NodeEndpoint::default()
+            .with_node_id(BrokerId(2))
+            .with_host(StrBytes::from_string(
+                "broker-2.a-long-domain.example.com".repeat(3),
+            ))
+            .with_port(9092)
+            .with_rack(Some(StrBytes::from_static_str("rack-a")));
+        let response = FetchResponse::default()
+            .with_responses(vec![topic])
+            .with_node_endpoints(vec![endpoint]);
+        for version in [4, 12, 16, 17] {
+            let size = response.compute_size(version).unwrap();
+            let hint = encoded_size_hint(&response);
+            assert!(hint >= size, "v{version}: hint {hint} < size {size}");
+        }
     }
 }

@@ -452,8 +452,9 @@ fn leader_partition(
     leader_partition_with(broker, image, (topic, index), unknown, hosted)
 }
 
-/// [`leader_partition`] with the hosted partition (`ReplicaManager::get`) from `hosted`,
-/// asked only once the image says this broker leads it.
+/// [`leader_partition`] with the hosted partition (`ReplicaManager::get`) from `hosted`:
+/// the image decides first (unknown, not the leader); the hosted one, which a fetch may
+/// have looked up beforehand with its topic's other partitions, only then.
 fn leader_partition_with(
     broker: &Broker,
     image: &MetadataImage,
