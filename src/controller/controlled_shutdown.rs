@@ -43,7 +43,7 @@ pub enum ControlledShutdownError {
     NoController,
     #[error("the controller refused or failed the request: {0}")]
     Controller(#[from] ControllerError),
-    #[error("leaderships did not move within {0:?}")]
+    #[error("the step did not finish within {0:?}")]
     TimedOut(Duration),
 }
 
@@ -56,14 +56,11 @@ pub async fn move_leaderships(
     broker_epoch: i64,
     timeout: Duration,
 ) -> Result<(), ControlledShutdownError> {
-    let run = async {
-        if controller.wait_for_leader(CONTROLLER_WAIT).await.is_none() {
-            return Err(ControlledShutdownError::NoController);
-        }
-        let begin = MetadataCommand::BeginControlledShutdown {
-            node_id,
-            epoch: broker_epoch,
-        };
+    let begin = MetadataCommand::BeginControlledShutdown {
+        node_id,
+        epoch: broker_epoch,
+    };
+    with_controller(controller, timeout, async {
         controller.submit(begin).await?;
         let mut images = controller.subscribe();
         // `submit` returns once this node applied the command; the wait only matters if
@@ -72,8 +69,8 @@ pub async fn move_leaderships(
             .wait_for(|image| leaderships_moved(image, node_id))
             .await;
         Ok(())
-    };
-    bounded(timeout, run).await
+    })
+    .await
 }
 
 /// Fences `node_id` at `broker_epoch`: the last step, taken once the node answers no
@@ -86,24 +83,30 @@ pub async fn fence_stopped(
     broker_epoch: i64,
     timeout: Duration,
 ) -> Result<(), ControlledShutdownError> {
+    let fence = MetadataCommand::FenceBroker {
+        node_id,
+        epoch: broker_epoch,
+    };
+    with_controller(controller, timeout, async {
+        controller.submit(fence).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `step` once an active controller is known (giving up after [`CONTROLLER_WAIT`]
+/// without one), the whole bounded by `timeout`.
+async fn with_controller(
+    controller: &Controller,
+    timeout: Duration,
+    step: impl Future<Output = Result<(), ControlledShutdownError>>,
+) -> Result<(), ControlledShutdownError> {
     let run = async {
         if controller.wait_for_leader(CONTROLLER_WAIT).await.is_none() {
             return Err(ControlledShutdownError::NoController);
         }
-        let fence = MetadataCommand::FenceBroker {
-            node_id,
-            epoch: broker_epoch,
-        };
-        controller.submit(fence).await?;
-        Ok(())
+        step.await
     };
-    bounded(timeout, run).await
-}
-
-async fn bounded(
-    timeout: Duration,
-    run: impl Future<Output = Result<(), ControlledShutdownError>>,
-) -> Result<(), ControlledShutdownError> {
     tokio::time::timeout(timeout, run)
         .await
         .unwrap_or(Err(ControlledShutdownError::TimedOut(timeout)))
