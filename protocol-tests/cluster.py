@@ -45,7 +45,7 @@ import clients
 import conftest
 import rawkafka
 from clients import die_with_parent
-from rawkafka import Connection, array, boolean, int8, int16, int32, string
+from rawkafka import Connection, array, boolean, find_coordinator_v1, int8, int16, int32, string
 
 log = logging.getLogger("gracchus.cluster")
 
@@ -262,17 +262,6 @@ def create_partitions_v1(conn, counts, timeout_ms=10000, validate_only=False):
     results = reader.array(lambda r: (r.string(), (r.int16(), r.string())))
     reader.expect_end()
     return dict(results)
-
-
-def find_coordinator_v1(conn, key, key_type=0):
-    """FindCoordinator v1 (key_type 0 = group). Returns (error_code, node_id, host, port)."""
-    reader = conn.request(FIND_COORDINATOR, 1, string(key) + int8(key_type))
-    reader.int32()  # throttle_time_ms
-    error = reader.int16()
-    reader.string()  # error_message
-    node_id, host, port = reader.int32(), reader.string(), reader.int32()
-    reader.expect_end()
-    return error, node_id, host, port
 
 
 # ---------------------------------------------------------------- image

@@ -25,6 +25,8 @@ PRODUCE = 0
 FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
+FIND_COORDINATOR = 10
+JOIN_GROUP = 11
 API_VERSIONS = 18
 INIT_PRODUCER_ID = 22
 
@@ -35,10 +37,12 @@ CORRUPT_MESSAGE = 2
 UNKNOWN_TOPIC_OR_PARTITION = 3
 LEADER_NOT_AVAILABLE = 5
 MESSAGE_TOO_LARGE = 10
+NOT_COORDINATOR = 16
 UNSUPPORTED_VERSION = 35
 INVALID_REQUEST = 42
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 DUPLICATE_SEQUENCE_NUMBER = 46
+MEMBER_ID_REQUIRED = 79
 INVALID_RECORD = 87
 
 # ListOffsets special timestamps.
@@ -415,6 +419,43 @@ def metadata_v4(conn, topics, allow_auto_topic_creation=False):
         "controller_id": controller_id,
         "topics": topics_out,
     }
+
+
+# ---------------------------------------------------------------- groups
+
+
+def find_coordinator_v1(conn, key, key_type=0):
+    """FindCoordinator v1 (key_type 0 = group). Returns (error_code, node_id, host, port)."""
+    reader = conn.request(FIND_COORDINATOR, 1, string(key) + int8(key_type))
+    reader.int32()  # throttle_time_ms
+    error = reader.int16()
+    reader.string()  # error_message
+    node_id, host, port = reader.int32(), reader.string(), reader.int32()
+    reader.expect_end()
+    return error, node_id, host, port
+
+
+def join_group_v5(conn, group, member_id="", session_timeout_ms=30000,
+                  rebalance_timeout_ms=60000, protocol=("range", b"")):
+    """JoinGroup v5 for a consumer with one protocol. Returns a dict of the answer:
+    error_code, generation_id, protocol_name, leader, member_id, members (ids)."""
+    name, metadata = protocol
+    body = (string(group) + int32(session_timeout_ms) + int32(rebalance_timeout_ms)
+            + string(member_id) + string(None) + string("consumer")
+            + array([(name, metadata)], lambda p: string(p[0]) + nullable_bytes(p[1])))
+    reader = conn.request(JOIN_GROUP, 5, body)
+    reader.int32()  # throttle_time_ms
+    answer = {
+        "error_code": reader.int16(),
+        "generation_id": reader.int32(),
+        "protocol_name": reader.string(),
+        "leader": reader.string(),
+        "member_id": reader.string(),
+    }
+    answer["members"] = reader.array(
+        lambda r: (r.string(), r.string(), r.nullable_bytes())[0])
+    reader.expect_end()
+    return answer
 
 
 # ---------------------------------------------------------------- InitProducerId v1

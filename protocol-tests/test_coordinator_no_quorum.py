@@ -11,6 +11,7 @@ creations it started; 2 s for a producer id block), not after the controller's 3
 deadline, and once the quorum is back the same requests succeed.
 """
 
+import threading
 import time
 import uuid
 
@@ -127,3 +128,59 @@ def test_topic_creating_requests_answer_without_a_quorum(make_cluster):
     cluster.wait_until(created, RECOVERY_TIMEOUT_S, what=f"{topic} auto-created")
     print(f"after the quorum returned: group coordinator {coordinator}, "
           f"transaction coordinator {txn_coordinator}")
+
+
+@pytest.mark.timeout(240)
+def test_a_parked_join_is_answered_when_a_node_without_quorum_stops(make_cluster):
+    """SIGTERM answers a JoinGroup parked for a rebalance even when nothing can move.
+
+    A node's controlled shutdown moves its leaderships first, which unloads its groups and
+    answers their parked joins NOT_COORDINATOR. Without a controller quorum nothing moves
+    (the step gives up after its bound), and the join used to hold its connection until
+    the drain bound cut it without an answer. The end of serving now answers it
+    NOT_COORDINATOR, so the client looks for the coordinator again at once.
+    """
+    nodes = make_cluster(3, overrides={"group.initial.rebalance.delay.ms": "0"})
+    group = f"group-{uuid.uuid4().hex[:8]}"
+
+    def coordinator():
+        error, node_id, _, _ = nodes.node(1).call(cluster.find_coordinator_v1, group,
+                                                  timeout_s=30)
+        assert error == cluster.NONE, error
+        return node_id
+
+    node_id = cluster.wait_until(coordinator, RECOVERY_TIMEOUT_S, what="a group coordinator")
+    node = nodes.node(node_id)
+    with node.connect(timeout_s=30) as first:
+        first_id = cluster.wait_until(lambda: join_with_id(first, group), RECOVERY_TIMEOUT_S,
+                                      what="the group loaded")
+        # Long enough that the first member outlives the wait below without heartbeats.
+        joined = rawkafka.join_group_v5(first, group, first_id, session_timeout_ms=120_000,
+                                        rebalance_timeout_ms=120_000)
+        assert (joined["error_code"], joined["leader"]) == (cluster.NONE, first_id)
+        for other in nodes.node_ids():
+            if other != node_id:
+                nodes.kill(other)
+        with node.connect(timeout_s=60) as second:
+            second_id = join_with_id(second, group)
+            answers = []
+            parked = threading.Thread(
+                target=lambda: answers.append(rawkafka.join_group_v5(second, group, second_id)),
+                daemon=True)
+            parked.start()
+            # Parked, not answered: the first member has not rejoined.
+            parked.join(timeout=1.0)
+            assert parked.is_alive(), f"the second join was answered at once: {answers}"
+            # The controlled shutdown waits out its bound (30 s) when this node still
+            # believes it leads the quorum; then serving ends.
+            assert node.stop(timeout_s=90) == 0, "SIGTERM did not give a clean exit"
+            parked.join(timeout=30)
+            assert not parked.is_alive()
+            assert [a["error_code"] for a in answers] == [cluster.NOT_COORDINATOR], answers
+
+
+def join_with_id(conn, group):
+    """The member id the group hands a new member (JoinGroup v4+ asks for one first)."""
+    answer = rawkafka.join_group_v5(conn, group)
+    assert answer["error_code"] == rawkafka.MEMBER_ID_REQUIRED, answer
+    return answer["member_id"]

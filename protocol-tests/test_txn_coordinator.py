@@ -13,9 +13,8 @@ import pytest
 
 import clients
 import rawkafka
-from rawkafka import array, boolean, compact_string, int8, int16, int32, int64, string, uvarint
+from rawkafka import array, boolean, compact_string, int16, int32, int64, string, uvarint
 
-FIND_COORDINATOR = 10
 ADD_PARTITIONS_TO_TXN = 24
 ADD_OFFSETS_TO_TXN = 25
 END_TXN = 26
@@ -61,14 +60,8 @@ def retry(call, accept=(NONE,), timeout_s=TIMEOUT_S):
 
 
 def find_coordinator(conn, key, key_type=1):
-    """FindCoordinator v1: (error_code, node_id, host, port)."""
-    reader = conn.request(FIND_COORDINATOR, 1, string(key) + int8(key_type))
-    reader.int32()  # throttle
-    error_code = reader.int16()
-    reader.string()  # error message
-    node_id, host, port = reader.int32(), reader.string(), reader.int32()
-    reader.expect_end()
-    return error_code, node_id, host, port
+    """FindCoordinator v1 for a transactional id by default: (error_code, node_id, host, port)."""
+    return rawkafka.find_coordinator_v1(conn, key, key_type)
 
 
 def init_producer_id(conn, transactional_id, timeout_ms=60000):

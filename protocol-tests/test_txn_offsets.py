@@ -19,7 +19,7 @@ import pytest
 
 import clients
 import rawkafka
-from rawkafka import array, boolean, compact_string, int8, int16, int32, int64, string, uvarint
+from rawkafka import array, boolean, compact_string, int16, int32, int64, string, uvarint
 
 BROKER_OVERRIDES = {
     "offsets.topic.num.partitions": "3",
@@ -28,7 +28,6 @@ BROKER_OVERRIDES = {
 TIMEOUT_S = 30
 
 OFFSET_FETCH = 9
-FIND_COORDINATOR = 10
 ADD_OFFSETS_TO_TXN = 25
 END_TXN = 26
 TXN_OFFSET_COMMIT = 28
@@ -58,19 +57,6 @@ def compact_array(items, encode_item):
     if items is None:
         return uvarint(0)
     return uvarint(len(items) + 1) + b"".join(encode_item(item) for item in items)
-
-
-def find_coordinator_v1(conn, key, key_type):
-    """(error, node_id). key_type 0 = group, 1 = transaction."""
-    reader = conn.request(FIND_COORDINATOR, 1, string(key) + int8(key_type))
-    reader.int32()  # throttle_time_ms
-    error = reader.int16()
-    reader.string()  # error_message
-    node_id = reader.int32()
-    reader.string()  # host
-    reader.int32()  # port
-    reader.expect_end()
-    return error, node_id
 
 
 def add_offsets_to_txn_v1(conn, transactional_id, producer_id, epoch, group):
@@ -232,12 +218,12 @@ def retry(call, what, timeout_s=TIMEOUT_S):
 
 
 def wait_group_coordinator(conn, group):
-    error, _node = retry(lambda: find_coordinator_v1(conn, group, 0), "group coordinator")
+    error, *_ = retry(lambda: rawkafka.find_coordinator_v1(conn, group, 0), "group coordinator")
     assert error == NONE, f"FindCoordinator(group) answered {error}"
 
 
 def wait_txn_coordinator(conn, transactional_id):
-    error, _node = retry(lambda: find_coordinator_v1(conn, transactional_id, 1),
+    error, *_ = retry(lambda: rawkafka.find_coordinator_v1(conn, transactional_id, 1),
                          "transaction coordinator")
     assert error == NONE, f"FindCoordinator(transaction) answered {error}"
 

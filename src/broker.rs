@@ -625,6 +625,8 @@ impl Broker {
     /// heartbeats, the controller) goes on until [`Broker::begin_shutdown`].
     pub fn stop_serving(&self) {
         self.serving_ended.send_replace(true);
+        // Parked joins and syncs wait on their group, not on this signal.
+        self.groups.registry.stop_serving();
     }
 
     /// Starts shutdown: serving ends (if it had not) and background tasks stop.

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedMutexGuard, oneshot};
+use tokio::sync::{Notify, OwnedMutexGuard, oneshot, watch};
 
 use super::offsets::partition_for;
 use super::records::{self, GroupValue, MemberValue, RecordKey};
@@ -110,6 +110,10 @@ struct Shared {
     next_token: AtomicU64,
     /// Wakes the timer task when a deadline earlier than the ones it sleeps on appears.
     timer: Notify,
+    /// Set when the broker stops serving clients (shutdown): parked JoinGroup/SyncGroup
+    /// requests answer NOT_COORDINATOR at once instead of holding their connection, and so
+    /// the shutdown, until the rebalance ends.
+    serving_ended: watch::Sender<bool>,
 }
 
 pub struct GroupRegistry {
@@ -133,8 +137,17 @@ impl GroupRegistry {
                 deadlines: Mutex::new(HashMap::new()),
                 next_token: AtomicU64::new(0),
                 timer: Notify::new(),
+                serving_ended: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// Answers every parked JoinGroup/SyncGroup, now and later, NOT_COORDINATOR: the broker
+    /// no longer serves clients, and its connections close once they answer. The groups
+    /// stay as they are (their state is in the log); a client finds the next coordinator
+    /// as after a resignation.
+    pub fn stop_serving(&self) {
+        self.shared.serving_ended.send_replace(true);
     }
 
     /// Resolves when a new deadline was set (the timer task then recomputes its sleep).
@@ -267,9 +280,11 @@ impl GroupRegistry {
             .carry_out(state, log, group_id, effects, now_ms)
             .await;
         drop(locked);
-        receiver
-            .await
-            .unwrap_or_else(|_| JoinOutcome::failed(member_id, GroupError::UnknownServer))
+        match self.shared.parked(receiver).await {
+            Parked::Answered(outcome) => outcome,
+            Parked::Dropped => JoinOutcome::failed(member_id, GroupError::UnknownServer),
+            Parked::ServingEnded => JoinOutcome::failed(member_id, GroupError::NotCoordinator),
+        }
     }
 
     pub async fn sync(
@@ -296,9 +311,11 @@ impl GroupRegistry {
             .carry_out(state, log, group_id, effects, now_ms)
             .await;
         drop(locked);
-        receiver
-            .await
-            .unwrap_or_else(|_| SyncOutcome::failed(GroupError::UnknownServer))
+        match self.shared.parked(receiver).await {
+            Parked::Answered(outcome) => outcome,
+            Parked::Dropped => SyncOutcome::failed(GroupError::UnknownServer),
+            Parked::ServingEnded => SyncOutcome::failed(GroupError::NotCoordinator),
+        }
     }
 
     pub async fn heartbeat(
@@ -489,9 +506,29 @@ fn write_failure(error: &CoordinatorError) -> GroupError {
     }
 }
 
+/// How a parked request's wait ended.
+enum Parked<T> {
+    Answered(T),
+    /// The group dropped the waiter without an answer.
+    Dropped,
+    ServingEnded,
+}
+
 impl Shared {
     fn token(&self) -> RequestToken {
         RequestToken(self.next_token.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Waits for a parked request's answer, or for the end of serving. Only the wait is
+    /// raced, never a step or its writes: the group is left as the last step made it, and
+    /// an answer sent later finds its receiver gone, which the group ignores.
+    async fn parked<T>(&self, receiver: oneshot::Receiver<T>) -> Parked<T> {
+        let mut serving_ended = self.serving_ended.subscribe();
+        tokio::select! {
+            biased;
+            answer = receiver => answer.map_or(Parked::Dropped, Parked::Answered),
+            _ = serving_ended.wait_for(|ended| *ended) => Parked::ServingEnded,
+        }
     }
 
     /// Locks the group's current slot. With `create`, a missing group gets an empty slot
@@ -852,6 +889,74 @@ mod tests {
         let synced = registry.sync(&log, "g", request, NOW_MS).await;
         assert_eq!((synced.error, synced.assignment), (None, b"for-g".to_vec()));
         assert_eq!(log.offsets().unwrap().2, 1);
+    }
+
+    /// Spawns a request and waits until the group holds it parked.
+    async fn parked<T: Send + 'static>(
+        registry: &Arc<GroupRegistry>,
+        request: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        let waiters = || async { lock_waiters(registry, "g").await };
+        let before = waiters().await;
+        let handle = tokio::spawn(request);
+        tokio::time::timeout(HANG_GUARD, async {
+            while waiters().await == before {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        handle
+    }
+
+    async fn lock_waiters(registry: &GroupRegistry, group_id: &str) -> usize {
+        let locked = registry.shared.lock_group(group_id, false).await;
+        locked
+            .unwrap()
+            .map_or(0, |locked| locked.state.waiters.len())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parked_requests_answer_not_coordinator_once_serving_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), 0);
+        let registry = registry();
+        let (leader, generation) = joined(&registry, &log, "g").await;
+        let request = sync_request(&leader, generation, b"for-leader");
+        let synced = registry.sync(&log, "g", request, NOW_MS).await;
+        assert_eq!(synced.error, None);
+        // A second member's join parks until the leader rejoins.
+        let join = {
+            let (registry, log) = (registry.clone(), log.clone());
+            async move { registry.join(&log, "g", join_request(""), NOW_MS).await }
+        };
+        let second = parked(&registry, join).await;
+        let rejoin = registry.join(&log, "g", join_request(&leader), NOW_MS);
+        let (rejoined, second) = tokio::join!(rejoin, second);
+        let second = second.unwrap();
+        assert_eq!((rejoined.error, second.error), (None, None));
+        assert_eq!(second.generation_id, generation + 1);
+        // The follower's sync parks until the leader's: serving ends first.
+        let sync = {
+            let (registry, log) = (registry.clone(), log.clone());
+            let request = sync_request(&second.member_id, generation + 1, b"");
+            async move { registry.sync(&log, "g", request, NOW_MS).await }
+        };
+        let follower = parked(&registry, sync).await;
+        registry.stop_serving();
+        let answer = tokio::time::timeout(HANG_GUARD, follower).await.unwrap();
+        assert_eq!(
+            answer.unwrap(),
+            SyncOutcome::failed(GroupError::NotCoordinator)
+        );
+        // A join that parks after the end of serving answers at once too: a third
+        // member's join starts a rebalance that waits for the other two.
+        let third = registry.join(&log, "g", join_request(""), NOW_MS);
+        let third = tokio::time::timeout(HANG_GUARD, third).await.unwrap();
+        assert_eq!(third.error, Some(GroupError::NotCoordinator));
+        // Requests that need no wait are still answered (the connection closes after).
+        let beat = registry.heartbeat("g", &leader, None, generation + 1, NOW_MS);
+        assert_eq!(beat.await, Err(GroupError::RebalanceInProgress));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
