@@ -127,6 +127,21 @@ impl OffsetIndex {
         self.file.append(&encoded);
     }
 
+    /// How many entries there are, written or not.
+    pub(crate) fn len(&self) -> usize {
+        self.file.len()
+    }
+
+    /// Keep only the first `count` entries (taking back an append that failed).
+    pub(crate) fn truncate_to_len(&mut self, count: usize) -> io::Result<()> {
+        self.file.truncate(count)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reopen_for_test(&mut self, writable: bool) {
+        self.file.reopen_for_test(writable);
+    }
+
     /// Bytes of appended entries the file does not hold yet.
     pub(crate) fn pending_bytes(&self) -> usize {
         self.file.pending_bytes()

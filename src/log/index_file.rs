@@ -33,6 +33,10 @@ pub(crate) struct IndexFile<E> {
     entries: Vec<E>,
     /// How many of `entries` (the first ones) the file holds.
     written: usize,
+    /// The file may hold bytes past the first `written` entries: a failed write, or a
+    /// failed cut, left them. The next write cuts the file to what memory holds, so stale
+    /// entries never pass for real ones at the next load.
+    overlong: bool,
 }
 
 impl<E: IndexEntry> IndexFile<E> {
@@ -49,6 +53,7 @@ impl<E: IndexEntry> IndexFile<E> {
             file,
             entries: Vec::new(),
             written: 0,
+            overlong: false,
         })
     }
 
@@ -72,6 +77,7 @@ impl<E: IndexEntry> IndexFile<E> {
             file,
             written: entries.len(),
             entries,
+            overlong: false,
         })
     }
 
@@ -81,6 +87,11 @@ impl<E: IndexEntry> IndexFile<E> {
 
     pub(crate) fn entries(&self) -> &[E] {
         &self.entries
+    }
+
+    /// How many entries there are (in memory; the file may hold fewer).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Append entries in memory; the file gets them at the next [`Self::write_pending`].
@@ -98,20 +109,23 @@ impl<E: IndexEntry> IndexFile<E> {
     /// the same place.
     pub(crate) fn write_pending(&mut self) -> io::Result<()> {
         let pending = &self.entries[self.written..];
-        if pending.is_empty() {
-            return Ok(());
+        if !pending.is_empty() {
+            let mut bytes = Vec::with_capacity(pending.len() * E::BYTES);
+            for entry in pending {
+                entry.encode(&mut bytes);
+            }
+            let length_before = self.byte_length(self.written);
+            if let Err(error) = self.file.write_all_at(&bytes, length_before) {
+                // A partly written tail must not pass for entries at the next load.
+                self.overlong |= self.file.set_len(length_before).is_err();
+                return Err(error);
+            }
+            self.written = self.entries.len();
         }
-        let mut bytes = Vec::with_capacity(pending.len() * E::BYTES);
-        for entry in pending {
-            entry.encode(&mut bytes);
+        if self.overlong {
+            self.file.set_len(self.byte_length(self.written))?;
+            self.overlong = false;
         }
-        let length_before = self.byte_length(self.written);
-        if let Err(error) = self.file.write_all_at(&bytes, length_before) {
-            // Best effort: a partly written tail must not pass for entries at the next load.
-            let _ = self.file.set_len(length_before);
-            return Err(error);
-        }
-        self.written = self.entries.len();
         Ok(())
     }
 
@@ -125,13 +139,25 @@ impl<E: IndexEntry> IndexFile<E> {
             return Ok(());
         }
         self.written = count;
-        self.file.set_len(self.byte_length(count))
+        let cut = self.file.set_len(self.byte_length(count));
+        self.overlong |= cut.is_err();
+        cut
     }
 
     /// Write the pending entries and fsync the file.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.write_pending()?;
         self.file.sync_data()
+    }
+
+    /// Swap the file handle for a read-only one (writes fail) or back (failure tests).
+    #[cfg(test)]
+    pub(crate) fn reopen_for_test(&mut self, writable: bool) {
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&self.path)
+            .unwrap();
     }
 
     fn byte_length(&self, count: usize) -> u64 {

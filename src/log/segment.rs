@@ -27,7 +27,7 @@ pub(crate) const INDEX_EXTENSION: &str = "index";
 pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 pub(crate) const DELETED_EXTENSION: &str = "deleted";
 /// Queued index entries are written once either index file has this many bytes of them
-/// (a page), or at a flush: 512 offset entries, 341 time entries.
+/// (a page), or at a flush: 512 offset entries, 342 time entries.
 const INDEX_WRITE_BYTES: usize = 4096;
 
 /// `<dir>/<base offset, 20 digits>.<extension>`, Kafka's naming.
@@ -350,6 +350,7 @@ impl Segment {
     /// a page at a time ([`INDEX_WRITE_BYTES`]), not per append: on failure this append's
     /// entries are taken back out, the earlier ones stay queued.
     fn commit(&mut self, state: SegmentState, pending: PendingEntries) -> Result<(), LogError> {
+        let lengths_before = (self.offset_index.len(), self.time_index.len());
         self.offset_index.append(&pending.offsets);
         self.time_index.append(&pending.times);
         let due = self
@@ -359,10 +360,13 @@ impl Segment {
         if due >= INDEX_WRITE_BYTES
             && let Err(error) = self.write_index_entries()
         {
-            // Every entry of this append names one of its offsets, every earlier one a
-            // lower offset.
-            let _ = self.offset_index.truncate_from(self.state.next_offset);
-            let _ = self.time_index.truncate_from(self.state.next_offset);
+            // Back to the entries before this append, by count: a time entry this append
+            // earned may name an earlier append's offset (the max timestamp came from an
+            // unindexed batch before), so cutting by offset would keep it. A cut that
+            // fails leaves the file marked overlong, and the next write trims it.
+            let (offsets, times) = lengths_before;
+            let _ = self.offset_index.truncate_to_len(offsets);
+            let _ = self.time_index.truncate_to_len(times);
             return Err(error.into());
         }
         self.state = state;
@@ -587,10 +591,11 @@ impl Segment {
         self.flush()
     }
 
-    /// Write the queued index entries, then fsync the log and its indexes. Says whether the aborted-transaction index file was
-    /// created or removed since the last flush: the caller fsyncs the directory then, since
-    /// a missing `.txnindex` reads as "no aborted transaction" (a missing offset or time
-    /// index is rebuilt on open instead, so their directory entries need no fsync).
+    /// Write the queued index entries, then fsync the log and its indexes. Says whether the
+    /// aborted-transaction index file was created or removed since the last flush: the
+    /// caller fsyncs the directory then, since a missing `.txnindex` reads as "no aborted
+    /// transaction" (a missing offset or time index is rebuilt on open instead, so their
+    /// directory entries need no fsync).
     pub(crate) fn flush(&mut self) -> Result<DirectoryChange, LogError> {
         self.write_index_entries()?;
         self.log.sync_data()?;
@@ -877,6 +882,67 @@ mod tests {
         }
         assert!(segment.find_batch(CRASH_BATCHES as i64).unwrap().is_none());
         assert!(segment.offset_for_timestamp(i64::MAX).unwrap().is_none());
+    }
+
+    /// One batch at `offset` whose record has `timestamp_ms`.
+    fn batch_at(offset: i64, timestamp_ms: i64) -> (BytesMut, Vec<BatchHeader>) {
+        let mut batch = encode_batch_sized(&[timestamp_ms], Compression::None, 100);
+        batch::stamp_batch(&mut batch, offset, 0, None);
+        validated(BytesMut::from(&batch[..]))
+    }
+
+    fn append_at(segment: &mut Segment, offset: i64, timestamp_ms: i64, interval: u32) -> bool {
+        let (records, headers) = batch_at(offset, timestamp_ms);
+        (segment.append(&[IoSlice::new(&records)], &headers, interval)).is_ok()
+    }
+
+    #[test]
+    fn a_failed_index_write_takes_back_exactly_the_appends_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        // 341 time entries queued (the first batch earns none): 4,092 bytes, one entry
+        // short of a write.
+        for offset in 0..342 {
+            assert!(append_at(&mut segment, offset, 1_000 + offset, 0));
+        }
+        assert_eq!(segment.time_index.pending_bytes(), 341 * 12);
+        // A batch that earns no entry raises the max timestamp; the next one ties it, so
+        // its time entry names the earlier batch's offset, and its entries cross a page.
+        assert!(append_at(&mut segment, 342, 5_000, u32::MAX));
+        segment.offset_index.reopen_for_test(false);
+        segment.time_index.reopen_for_test(false);
+        let before = segment.state;
+        assert!(
+            !append_at(&mut segment, 343, 5_000, 0),
+            "the index write fails"
+        );
+        assert_eq!(segment.next_offset(), before.next_offset);
+        assert_eq!(segment.state.size_bytes, before.size_bytes);
+        assert_eq!(
+            (segment.offset_index.len(), segment.time_index.len()),
+            (341, 341)
+        );
+        // Writable again, the retried append earns the same entries (it panicked on the
+        // time entry left behind when the take-back cut by offset).
+        segment.offset_index.reopen_for_test(true);
+        segment.time_index.reopen_for_test(true);
+        assert!(append_at(&mut segment, 343, 5_000, 0));
+        let tied = TimestampOffset {
+            timestamp_ms: 5_000,
+            offset: 342,
+        };
+        assert_eq!(segment.time_index.last_entry(), Some(tied));
+        assert_eq!(segment.offset_index.last_entry().unwrap().offset, 343);
+        segment.seal().unwrap();
+        // The files hold exactly what memory holds, no stale tail of the failed write.
+        assert_eq!(index_bytes(dir.path(), TIME_INDEX_EXTENSION), 342 * 12);
+        assert_eq!(index_bytes(dir.path(), INDEX_EXTENSION), 342 * 8);
+        drop(segment);
+        let reopened = Segment::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(reopened.next_offset(), 344);
+        assert_eq!(reopened.max_timestamp(), Some(tied));
+        let found = reopened.offset_for_timestamp(4_000).unwrap().unwrap();
+        assert_eq!((found.offset, found.timestamp_ms), (342, 5_000));
     }
 
     #[test]
