@@ -103,9 +103,10 @@ impl OffsetIndex {
             .map(|entry| self.to_offset_position(entry))
     }
 
-    /// Append entries beyond the last one. Offsets must fit the u32 relative range and
-    /// positions the u32 file range; the segment rolls before either could overflow.
-    pub(crate) fn append(&mut self, entries: &[OffsetPosition]) -> io::Result<()> {
+    /// Append entries beyond the last one, in memory until [`Self::write_pending`]. Offsets
+    /// must fit the u32 relative range and positions the u32 file range; the segment rolls
+    /// before either could overflow.
+    pub(crate) fn append(&mut self, entries: &[OffsetPosition]) {
         let mut previous = self.last_entry();
         let mut encoded = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -123,7 +124,32 @@ impl OffsetIndex {
             });
             previous = Some(*entry);
         }
-        self.file.append(&encoded)
+        self.file.append(&encoded);
+    }
+
+    /// How many entries there are, written or not.
+    pub(crate) fn len(&self) -> usize {
+        self.file.len()
+    }
+
+    /// Keep only the first `count` entries (taking back an append that failed).
+    pub(crate) fn truncate_to_len(&mut self, count: usize) -> io::Result<()> {
+        self.file.truncate(count)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reopen_for_test(&mut self, writable: bool) {
+        self.file.reopen_for_test(writable);
+    }
+
+    /// Bytes of appended entries the file does not hold yet.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.file.pending_bytes()
+    }
+
+    /// Write the appended entries the file does not hold yet (see `IndexFile`).
+    pub(crate) fn write_pending(&mut self) -> io::Result<()> {
+        self.file.write_pending()
     }
 
     /// Drop every entry for `offset` and above.
@@ -135,7 +161,8 @@ impl OffsetIndex {
         self.file.truncate(keep)
     }
 
-    pub(crate) fn flush(&self) -> io::Result<()> {
+    /// Write the pending entries and fsync.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
 
@@ -163,10 +190,9 @@ mod tests {
 
     fn sample(dir: &Path) -> OffsetIndex {
         let mut index = OffsetIndex::create(&dir.join("a.index"), BASE).unwrap();
-        index
-            .append(&[entry(1_010, 100), entry(1_020, 200)])
-            .unwrap();
-        index.append(&[entry(1_030, 300)]).unwrap();
+        index.append(&[entry(1_010, 100), entry(1_020, 200)]);
+        index.append(&[entry(1_030, 300)]);
+        index.write_pending().unwrap();
         index
     }
 
@@ -222,9 +248,37 @@ mod tests {
         index.truncate_from(1_020).unwrap();
         assert_eq!(index.last_entry(), Some(entry(1_010, 100)));
         assert_eq!(std::fs::metadata(index.path()).unwrap().len(), 8);
-        index.append(&[entry(1_015, 150)]).unwrap();
+        index.append(&[entry(1_015, 150)]);
+        index.write_pending().unwrap();
         let loaded = OffsetIndex::load(index.path(), BASE, 1_000).unwrap();
         assert_eq!(loaded.lookup(2_000), entry(1_015, 150));
+    }
+
+    #[test]
+    fn appends_wait_in_memory_until_written_and_lookups_see_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = sample(dir.path());
+        index.append(&[entry(1_040, 400), entry(1_050, 500)]);
+        assert_eq!(index.pending_bytes(), 16);
+        assert_eq!(index.lookup(1_045), entry(1_040, 400));
+        assert_eq!(std::fs::metadata(index.path()).unwrap().len(), 24);
+        // A truncation within the pending entries leaves the file alone.
+        index.truncate_from(1_050).unwrap();
+        assert_eq!(index.pending_bytes(), 8);
+        index.write_pending().unwrap();
+        assert_eq!(index.pending_bytes(), 0);
+        let loaded = OffsetIndex::load(index.path(), BASE, 1_000).unwrap();
+        assert_eq!(loaded.last_entry(), Some(entry(1_040, 400)));
+        // One below the written ones cuts the file too.
+        index.append(&[entry(1_060, 600)]);
+        index.truncate_from(1_030).unwrap();
+        assert_eq!(index.pending_bytes(), 0);
+        assert_eq!(std::fs::metadata(index.path()).unwrap().len(), 16);
+        index.append(&[entry(1_035, 350)]);
+        index.flush().unwrap();
+        let loaded = OffsetIndex::load(index.path(), BASE, 1_000).unwrap();
+        assert_eq!(loaded.lookup(2_000), entry(1_035, 350));
+        assert_eq!(loaded.lookup(1_025), entry(1_020, 200));
     }
 
     #[test]

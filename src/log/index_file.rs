@@ -1,7 +1,15 @@
 //! A file of fixed-size entries mirrored in memory: the storage shared by the offset index
-//! and the time index. Without mmap (it would need unsafe) the entries live in a `Vec` and
-//! every append is also written to the end of the file, so the file is always exactly
-//! `entries.len() * BYTES` long (Kafka preallocates and trims; we never preallocate).
+//! and the time index. Without mmap (it would need unsafe) the entries live in a `Vec`;
+//! appends go to memory, and the entries not yet in the file are written to its end
+//! together when the owner asks ([`IndexFile::write_pending`], and always before an
+//! fsync), so the file holds exactly the first `written * BYTES` bytes of the entries
+//! (Kafka preallocates and trims; we never preallocate).
+//!
+//! Why deferred: a 1 KiB-record produce earns an index entry nearly every batch, and
+//! writing each entry as it came cost two extra `pwrite`s per partition per request. The
+//! file may lag memory, as Kafka's mmap'ed index lags the disk: lookups read memory, and a
+//! crash loses only entries that recovery rebuilds (the active segment is rescanned; a
+//! sealed one was fsynced whole when it rolled).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -23,6 +31,12 @@ pub(crate) struct IndexFile<E> {
     path: PathBuf,
     file: File,
     entries: Vec<E>,
+    /// How many of `entries` (the first ones) the file holds.
+    written: usize,
+    /// The file may hold bytes past the first `written` entries: a failed write, or a
+    /// failed cut, left them. The next write cuts the file to what memory holds, so stale
+    /// entries never pass for real ones at the next load.
+    overlong: bool,
 }
 
 impl<E: IndexEntry> IndexFile<E> {
@@ -38,6 +52,8 @@ impl<E: IndexEntry> IndexFile<E> {
             path: path.to_path_buf(),
             file,
             entries: Vec::new(),
+            written: 0,
+            overlong: false,
         })
     }
 
@@ -55,11 +71,13 @@ impl<E: IndexEntry> IndexFile<E> {
                 E::BYTES
             )));
         }
-        let entries = bytes.chunks_exact(E::BYTES).map(E::decode).collect();
+        let entries: Vec<E> = bytes.chunks_exact(E::BYTES).map(E::decode).collect();
         Ok(IndexFile {
             path: path.to_path_buf(),
             file,
+            written: entries.len(),
             entries,
+            overlong: false,
         })
     }
 
@@ -71,37 +89,75 @@ impl<E: IndexEntry> IndexFile<E> {
         &self.entries
     }
 
-    /// Append entries to the file and memory, all or nothing.
-    pub(crate) fn append(&mut self, new_entries: &[E]) -> io::Result<()> {
-        if new_entries.is_empty() {
-            return Ok(());
-        }
-        let mut bytes = Vec::with_capacity(new_entries.len() * E::BYTES);
-        for entry in new_entries {
-            entry.encode(&mut bytes);
-        }
-        let length_before = self.byte_length(self.entries.len());
-        if let Err(error) = self.file.write_all_at(&bytes, length_before) {
-            // Best effort: the in-memory entries are the truth and the next append
-            // overwrites from `length_before` anyway.
-            let _ = self.file.set_len(length_before);
-            return Err(error);
-        }
+    /// How many entries there are (in memory; the file may hold fewer).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Append entries in memory; the file gets them at the next [`Self::write_pending`].
+    pub(crate) fn append(&mut self, new_entries: &[E]) {
         self.entries.extend_from_slice(new_entries);
+    }
+
+    /// Bytes of entries appended but not yet in the file.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        (self.entries.len() - self.written) * E::BYTES
+    }
+
+    /// Write the entries the file does not hold yet to its end, in one write. On failure
+    /// they stay pending (memory is the truth) and the next call writes them again from
+    /// the same place.
+    pub(crate) fn write_pending(&mut self) -> io::Result<()> {
+        let pending = &self.entries[self.written..];
+        if !pending.is_empty() {
+            let mut bytes = Vec::with_capacity(pending.len() * E::BYTES);
+            for entry in pending {
+                entry.encode(&mut bytes);
+            }
+            let length_before = self.byte_length(self.written);
+            if let Err(error) = self.file.write_all_at(&bytes, length_before) {
+                // A partly written tail must not pass for entries at the next load.
+                self.overlong |= self.file.set_len(length_before).is_err();
+                return Err(error);
+            }
+            self.written = self.entries.len();
+        }
+        if self.overlong {
+            self.file.set_len(self.byte_length(self.written))?;
+            self.overlong = false;
+        }
         Ok(())
     }
 
-    /// Keep only the first `count` entries.
+    /// Keep only the first `count` entries (the file is cut only if it holds more).
     pub(crate) fn truncate(&mut self, count: usize) -> io::Result<()> {
         if count >= self.entries.len() {
             return Ok(());
         }
         self.entries.truncate(count);
-        self.file.set_len(self.byte_length(count))
+        if count >= self.written {
+            return Ok(());
+        }
+        self.written = count;
+        let cut = self.file.set_len(self.byte_length(count));
+        self.overlong |= cut.is_err();
+        cut
     }
 
-    pub(crate) fn flush(&self) -> io::Result<()> {
+    /// Write the pending entries and fsync the file.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.file.sync_data()
+    }
+
+    /// Swap the file handle for a read-only one (writes fail) or back (failure tests).
+    #[cfg(test)]
+    pub(crate) fn reopen_for_test(&mut self, writable: bool) {
+        self.file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&self.path)
+            .unwrap();
     }
 
     fn byte_length(&self, count: usize) -> u64 {

@@ -14,7 +14,8 @@
 //!   record, decompressing with a size cap ([`records`]); the log writes the assigned base
 //!   offset and leader epoch into the header;
 //! - a sparse offset index (`.index`) and time index (`.timeindex`) beside each segment,
-//!   kept in memory and appended to the files (no mmap, so no `unsafe`);
+//!   kept in memory and appended to the files a page at a time and at every flush (no
+//!   mmap, so no `unsafe`; `index_file`);
 //! - crash recovery of the active segment (skipped after a clean shutdown:
 //!   `clean_shutdown`) and index rebuilds (`recovery`), retention by time and size
 //!   (`retention`), and compaction of closed segments by key (`cleaner`, with its bounded

@@ -26,6 +26,9 @@ pub(crate) const LOG_EXTENSION: &str = "log";
 pub(crate) const INDEX_EXTENSION: &str = "index";
 pub(crate) const TIME_INDEX_EXTENSION: &str = "timeindex";
 pub(crate) const DELETED_EXTENSION: &str = "deleted";
+/// Queued index entries are written once either index file has this many bytes of them
+/// (a page), or at a flush: 512 offset entries, 342 time entries.
+const INDEX_WRITE_BYTES: usize = 4096;
 
 /// `<dir>/<base offset, 20 digits>.<extension>`, Kafka's naming.
 pub(crate) fn segment_file(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
@@ -343,17 +346,40 @@ impl Segment {
         written
     }
 
-    /// Write queued index entries and adopt `state`; cuts the offset index back on failure.
+    /// Queue the index entries earned and adopt `state`. The index files get their entries
+    /// a page at a time ([`INDEX_WRITE_BYTES`]), not per append: on failure this append's
+    /// entries are taken back out, the earlier ones stay queued.
     fn commit(&mut self, state: SegmentState, pending: PendingEntries) -> Result<(), LogError> {
-        self.offset_index.append(&pending.offsets)?;
-        if let Err(error) = self.time_index.append(&pending.times) {
-            if let Some(first) = pending.offsets.first() {
-                let _ = self.offset_index.truncate_from(first.offset);
-            }
+        let lengths_before = (self.offset_index.len(), self.time_index.len());
+        self.offset_index.append(&pending.offsets);
+        self.time_index.append(&pending.times);
+        let due = self
+            .offset_index
+            .pending_bytes()
+            .max(self.time_index.pending_bytes());
+        if due >= INDEX_WRITE_BYTES
+            && let Err(error) = self.write_index_entries()
+        {
+            // Back to the entries before this append, by count: a time entry this append
+            // earned may name an earlier append's offset (the max timestamp came from an
+            // unindexed batch before), so cutting by offset would keep it. A cut that
+            // fails leaves the file marked overlong, and the next write trims it.
+            let (offsets, times) = lengths_before;
+            let _ = self.offset_index.truncate_to_len(offsets);
+            let _ = self.time_index.truncate_to_len(times);
             return Err(error.into());
         }
         self.state = state;
         Ok(())
+    }
+
+    /// Write the queued entries of both index files. The time index goes first, so that on
+    /// disk it always covers at least what the offset index covers: reopening from the
+    /// files ([`Segment::open`]) takes the max timestamp from the time index's last entry
+    /// and reads only the batch headers after the offset index's last one.
+    fn write_index_entries(&mut self) -> io::Result<()> {
+        self.time_index.write_pending()?;
+        self.offset_index.write_pending()
     }
 
     /// Adopt the result of a recovery scan of this (unindexed) segment: cut the log file to
@@ -368,7 +394,8 @@ impl Segment {
             "recovery starts from empty indexes"
         );
         self.log.truncate(state.size_bytes)?;
-        self.commit(state, pending)
+        self.commit(state, pending)?;
+        Ok(self.write_index_entries()?)
     }
 
     /// The header of the batch at `position`; None at the end of the segment.
@@ -558,17 +585,19 @@ impl Segment {
     pub(crate) fn seal(&mut self) -> Result<DirectoryChange, LogError> {
         let mut state = self.state;
         if let Some(entry) = state.take_time_entry() {
-            self.time_index.append(&[entry])?;
+            self.time_index.append(&[entry]);
             self.state = state;
         }
         self.flush()
     }
 
-    /// fsync the log and its indexes. Says whether the aborted-transaction index file was
-    /// created or removed since the last flush: the caller fsyncs the directory then, since
-    /// a missing `.txnindex` reads as "no aborted transaction" (a missing offset or time
-    /// index is rebuilt on open instead, so their directory entries need no fsync).
+    /// Write the queued index entries, then fsync the log and its indexes. Says whether the
+    /// aborted-transaction index file was created or removed since the last flush: the
+    /// caller fsyncs the directory then, since a missing `.txnindex` reads as "no aborted
+    /// transaction" (a missing offset or time index is rebuilt on open instead, so their
+    /// directory entries need no fsync).
     pub(crate) fn flush(&mut self) -> Result<DirectoryChange, LogError> {
+        self.write_index_entries()?;
         self.log.sync_data()?;
         self.offset_index.flush()?;
         self.time_index.flush()?;
@@ -709,10 +738,10 @@ pub(crate) fn write_index_files(
     pending: &PendingEntries,
 ) -> Result<(), LogError> {
     let mut offset_index = OffsetIndex::create(offset_path, base_offset)?;
-    offset_index.append(&pending.offsets)?;
+    offset_index.append(&pending.offsets);
     offset_index.flush()?;
     let mut time_index = TimeIndex::create(time_path, base_offset)?;
-    time_index.append(&pending.times)?;
+    time_index.append(&pending.times);
     time_index.flush()?;
     Ok(())
 }
@@ -803,6 +832,166 @@ mod tests {
             before.bytes_since_index_entry
         );
         assert_eq!(reopened.first_batch_timestamp_ms(), Some(1_000));
+    }
+
+    const CRASH_BATCHES: usize = 700;
+
+    /// Batches that each earn an offset and a time entry, appended one per call as produce
+    /// does, until part of the entries is in the index files and part still queued.
+    fn appended_one_by_one(dir: &Path) -> Segment {
+        let mut segment = Segment::create(dir, 0, 0).unwrap();
+        let (records, headers) = stamped_batches(CRASH_BATCHES, 0);
+        let mut position = 0;
+        for header in &headers {
+            let end = position + header.total_bytes();
+            let piece = [IoSlice::new(&records[position..end])];
+            segment.append(&piece, &[*header], 0).unwrap();
+            position = end;
+        }
+        assert!(segment.offset_index.pending_bytes() > 0);
+        assert!(segment.time_index.pending_bytes() > 0);
+        assert!(
+            index_bytes(dir, INDEX_EXTENSION) > 0,
+            "some entries reached the file"
+        );
+        // Lookups see the queued entries.
+        let last = headers.last().unwrap();
+        let found = segment.offset_index.lookup(last.last_offset());
+        assert_eq!(found.offset, last.last_offset());
+        let newest = segment.time_index.last_entry().unwrap();
+        assert_eq!(newest.timestamp_ms, last.max_timestamp);
+        assert_lookups(&segment, &segment.state);
+        segment
+    }
+
+    fn index_bytes(dir: &Path, extension: &str) -> u64 {
+        fs::metadata(segment_file(dir, 0, extension)).unwrap().len()
+    }
+
+    /// Every offset and every timestamp of `appended_one_by_one`'s batches is found.
+    fn assert_lookups(segment: &Segment, before: &SegmentState) {
+        assert_eq!(segment.state.size_bytes, before.size_bytes);
+        assert_eq!(segment.next_offset(), CRASH_BATCHES as i64);
+        assert_eq!(segment.max_timestamp(), before.max_timestamp);
+        for offset in 0..CRASH_BATCHES as i64 {
+            let (_, header) = segment.find_batch(offset).unwrap().unwrap();
+            assert_eq!(header.base_offset, offset);
+            let found = segment.offset_for_timestamp(1_000 + offset).unwrap();
+            let found = found.unwrap();
+            assert_eq!((found.offset, found.timestamp_ms), (offset, 1_000 + offset));
+        }
+        assert!(segment.find_batch(CRASH_BATCHES as i64).unwrap().is_none());
+        assert!(segment.offset_for_timestamp(i64::MAX).unwrap().is_none());
+    }
+
+    /// One batch at `offset` whose record has `timestamp_ms`.
+    fn batch_at(offset: i64, timestamp_ms: i64) -> (BytesMut, Vec<BatchHeader>) {
+        let mut batch = encode_batch_sized(&[timestamp_ms], Compression::None, 100);
+        batch::stamp_batch(&mut batch, offset, 0, None);
+        validated(BytesMut::from(&batch[..]))
+    }
+
+    fn append_at(segment: &mut Segment, offset: i64, timestamp_ms: i64, interval: u32) -> bool {
+        let (records, headers) = batch_at(offset, timestamp_ms);
+        (segment.append(&[IoSlice::new(&records)], &headers, interval)).is_ok()
+    }
+
+    #[test]
+    fn a_failed_index_write_takes_back_exactly_the_appends_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0, 0).unwrap();
+        // 341 time entries queued (the first batch earns none): 4,092 bytes, one entry
+        // short of a write.
+        for offset in 0..342 {
+            assert!(append_at(&mut segment, offset, 1_000 + offset, 0));
+        }
+        assert_eq!(segment.time_index.pending_bytes(), 341 * 12);
+        // A batch that earns no entry raises the max timestamp; the next one ties it, so
+        // its time entry names the earlier batch's offset, and its entries cross a page.
+        assert!(append_at(&mut segment, 342, 5_000, u32::MAX));
+        segment.offset_index.reopen_for_test(false);
+        segment.time_index.reopen_for_test(false);
+        let before = segment.state;
+        assert!(
+            !append_at(&mut segment, 343, 5_000, 0),
+            "the index write fails"
+        );
+        assert_eq!(segment.next_offset(), before.next_offset);
+        assert_eq!(segment.state.size_bytes, before.size_bytes);
+        assert_eq!(
+            (segment.offset_index.len(), segment.time_index.len()),
+            (341, 341)
+        );
+        // Writable again, the retried append earns the same entries (it panicked on the
+        // time entry left behind when the take-back cut by offset).
+        segment.offset_index.reopen_for_test(true);
+        segment.time_index.reopen_for_test(true);
+        assert!(append_at(&mut segment, 343, 5_000, 0));
+        let tied = TimestampOffset {
+            timestamp_ms: 5_000,
+            offset: 342,
+        };
+        assert_eq!(segment.time_index.last_entry(), Some(tied));
+        assert_eq!(segment.offset_index.last_entry().unwrap().offset, 343);
+        segment.seal().unwrap();
+        // The files hold exactly what memory holds, no stale tail of the failed write.
+        assert_eq!(index_bytes(dir.path(), TIME_INDEX_EXTENSION), 342 * 12);
+        assert_eq!(index_bytes(dir.path(), INDEX_EXTENSION), 342 * 8);
+        drop(segment);
+        let reopened = Segment::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(reopened.next_offset(), 344);
+        assert_eq!(reopened.max_timestamp(), Some(tied));
+        let found = reopened.offset_for_timestamp(4_000).unwrap().unwrap();
+        assert_eq!((found.offset, found.timestamp_ms), (342, 5_000));
+    }
+
+    #[test]
+    fn dropped_without_flush_reopens_from_the_written_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = appended_one_by_one(dir.path()).state;
+        // The time index's file never covers less than the offset index's.
+        let offsets_written = index_bytes(dir.path(), INDEX_EXTENSION) / 8;
+        let times_written = index_bytes(dir.path(), TIME_INDEX_EXTENSION) / 12;
+        assert!(times_written >= offsets_written);
+        let mut reopened = Segment::open(dir.path(), 0, 0).unwrap();
+        assert_lookups(&reopened, &before);
+        // Appends go on after the reopen and index again; a flush writes everything.
+        let (records, headers) = stamped_batches(1, CRASH_BATCHES as i64);
+        reopened
+            .append(&[IoSlice::new(&records)], &headers, 0)
+            .unwrap();
+        let (position, _) = reopened.find_batch(CRASH_BATCHES as i64).unwrap().unwrap();
+        assert_eq!(position, before.size_bytes);
+        reopened.flush().unwrap();
+        drop(reopened);
+        let mut flushed = Segment::open(dir.path(), 0, 0).unwrap();
+        assert_eq!(flushed.next_offset(), CRASH_BATCHES as i64 + 1);
+        flushed.truncate_to(CRASH_BATCHES as i64).unwrap();
+        assert_lookups(&flushed, &before);
+    }
+
+    #[test]
+    fn dropped_between_the_two_index_writes_reopens_consistently() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = appended_one_by_one(dir.path());
+        let before = segment.state;
+        // A crash after the time index got its entries, before the offset index did.
+        segment.time_index.write_pending().unwrap();
+        drop(segment);
+        let reopened = Segment::open(dir.path(), 0, 0).unwrap();
+        assert_lookups(&reopened, &before);
+    }
+
+    #[test]
+    fn dropped_without_flush_recovers_by_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = appended_one_by_one(dir.path()).state;
+        let recovered = crate::log::recovery::recover_segment(dir.path(), 0, 0, 0).unwrap();
+        assert_lookups(&recovered, &before);
+        // The rebuilt entries are in the files at once: one per batch but the first.
+        let entries = CRASH_BATCHES as u64 - 1;
+        assert_eq!(index_bytes(dir.path(), INDEX_EXTENSION), 8 * entries);
+        assert_eq!(index_bytes(dir.path(), TIME_INDEX_EXTENSION), 12 * entries);
     }
 
     #[test]

@@ -103,8 +103,9 @@ impl TimeIndex {
             .map(|entry| self.to_timestamp_offset(entry))
     }
 
-    /// Append entries whose timestamps grow past the last entry's.
-    pub(crate) fn append(&mut self, entries: &[TimestampOffset]) -> io::Result<()> {
+    /// Append entries whose timestamps grow past the last entry's, in memory until
+    /// [`Self::write_pending`].
+    pub(crate) fn append(&mut self, entries: &[TimestampOffset]) {
         let mut previous = self.last_entry();
         let mut encoded = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -118,7 +119,32 @@ impl TimeIndex {
             });
             previous = Some(*entry);
         }
-        self.file.append(&encoded)
+        self.file.append(&encoded);
+    }
+
+    /// How many entries there are, written or not.
+    pub(crate) fn len(&self) -> usize {
+        self.file.len()
+    }
+
+    /// Keep only the first `count` entries (taking back an append that failed).
+    pub(crate) fn truncate_to_len(&mut self, count: usize) -> io::Result<()> {
+        self.file.truncate(count)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reopen_for_test(&mut self, writable: bool) {
+        self.file.reopen_for_test(writable);
+    }
+
+    /// Bytes of appended entries the file does not hold yet.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.file.pending_bytes()
+    }
+
+    /// Write the appended entries the file does not hold yet (see `IndexFile`).
+    pub(crate) fn write_pending(&mut self) -> io::Result<()> {
+        self.file.write_pending()
     }
 
     /// Drop every entry pointing at `offset` or above.
@@ -128,7 +154,8 @@ impl TimeIndex {
         self.file.truncate(keep)
     }
 
-    pub(crate) fn flush(&self) -> io::Result<()> {
+    /// Write the pending entries and fsync.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
 
@@ -159,12 +186,9 @@ mod tests {
 
     fn sample(dir: &Path) -> TimeIndex {
         let mut index = TimeIndex::create(&dir.join("a.timeindex"), BASE).unwrap();
-        index
-            .append(&[entry(1_000, 510), entry(2_000, 520)])
-            .unwrap();
-        index
-            .append(&[entry(3_000, 520), entry(4_000, 540)])
-            .unwrap();
+        index.append(&[entry(1_000, 510), entry(2_000, 520)]);
+        index.append(&[entry(3_000, 520), entry(4_000, 540)]);
+        index.write_pending().unwrap();
         index
     }
 
