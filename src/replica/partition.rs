@@ -1376,6 +1376,33 @@ impl Partition {
         Ok(proposal)
     }
 
+    /// A follower's fetch that changes nothing but its times (see
+    /// `LeaderState::record_fetch_unchanged`), with the log start it reports: recorded under
+    /// the read lock, without moving the version (nothing a read returns changed). Most
+    /// partitions of a follower's fetch session are such at every fetch. False, recording
+    /// nothing, for any other fetch: the caller records it with
+    /// [`Self::record_follower_fetch`] and [`Self::record_follower_log_start`].
+    pub fn record_unchanged_follower_fetch(
+        &self,
+        replica: NodeId,
+        fetch: (i64, i32),
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> bool {
+        let (fetch_offset, current_leader_epoch) = fetch;
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let current = check_epoch(current_leader_epoch, state.leader_epoch).is_ok();
+        let Some(replication) = state.replication.as_ref().filter(|_| state.leads) else {
+            return false;
+        };
+        // Under a plain guard: the released end is the log's.
+        let ends = (state.log_end_released, state.high_watermark);
+        let fetched = (fetch_offset, log_start_offset);
+        current
+            && state.log.is_some()
+            && replication.record_fetch_unchanged(replica, fetched, ends, now_ms)
+    }
+
     /// The ISR without followers that have not caught up for `lag_max_ms`, to propose
     /// (Kafka's `maybeShrinkIsr`), if there are such followers and nothing is pending.
     pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
