@@ -524,30 +524,20 @@ mod tests {
         state.record_fetch(3, 10, 10, 1);
         state.record_log_start(3, 0);
         assert!(state.record_fetch_unchanged(2, (10, 0), (10, 10), 2));
-        assert!(
-            !state.record_fetch_unchanged(3, (10, 0), (10, 10), 2),
-            "out of the ISR"
-        );
-        assert!(
-            !state.record_fetch_unchanged(2, (10, 0), (10, 9), 2),
-            "uncommitted records"
-        );
-        assert!(
-            !state.record_fetch_unchanged(2, (9, 0), (10, 10), 2),
-            "another offset"
-        );
-        assert!(
-            !state.record_fetch_unchanged(2, (10, 5), (10, 10), 2),
-            "another start"
-        );
-        assert!(
-            !state.record_fetch_unchanged(2, (11, 0), (11, 11), 2),
-            "a later end"
-        );
-        assert!(
-            !state.record_fetch_unchanged(9, (10, 0), (10, 10), 2),
-            "not a replica"
-        );
+        let refused = [
+            (3, (10, 0), (10, 10), "out of the ISR"),
+            (2, (10, 0), (10, 9), "uncommitted records"),
+            (2, (9, 0), (10, 10), "another offset"),
+            (2, (10, 5), (10, 10), "another start"),
+            (2, (11, 0), (11, 11), "a later end"),
+            (9, (10, 0), (10, 10), "not a replica"),
+        ];
+        for (replica, fetched, ends, why) in refused {
+            assert!(
+                !state.record_fetch_unchanged(replica, fetched, ends, 2),
+                "{why}"
+            );
+        }
         // The follower outside the ISR joins as before: by the full record.
         assert_eq!(state.expansion(3, 10, 0, true), Some(vec![1, 2, 3]));
     }
