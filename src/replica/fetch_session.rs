@@ -38,7 +38,8 @@ pub struct SessionPartition {
     pub partition: i32,
 }
 
-/// Session partitions by key, hashed by [`KeyHasher`].
+/// Session partitions by key, hashed by [`KeyHasher`]: for this broker's own session keys
+/// only, never for keys taken from a request.
 pub type KeyMap<V> = HashMap<SessionPartition, V, BuildHasherDefault<KeyHasher>>;
 type KeySet = HashSet<SessionPartition, BuildHasherDefault<KeyHasher>>;
 
@@ -46,7 +47,8 @@ type KeySet = HashSet<SessionPartition, BuildHasherDefault<KeyHasher>>;
 /// twice in [`FetchSession::build`], and SipHash was a few percent of a follower's CPU at
 /// a thousand partitions. Its defence against chosen keys is not needed here: the keys
 /// are topic ids the controller drew at random and partition numbers, from this broker's
-/// own metadata image, not from a peer.
+/// own metadata image, not from a peer. Never use it for keys taken from a request: its
+/// constants are fixed, so colliding keys are easy to choose.
 #[derive(Default)]
 pub struct KeyHasher(u64);
 

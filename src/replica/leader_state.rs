@@ -1,6 +1,8 @@
 //! What a partition leader knows about its followers: the ISR the controller holds, an ISR
 //! change it has proposed and not yet heard back about, and each follower's progress.
 //! Pure (no clock, no I/O): the partition calls it under its lock with the time and offsets.
+//! The one change made through `&self` (under the partition's read lock) is a follower's
+//! `unchanged_fetch_ms`, an atomic time only ever raised ([`LeaderState::record_fetch_unchanged`]).
 //!
 //! Kafka's rules (`Partition.scala`, `Replica.scala`):
 //! - the high watermark is the smallest log end offset over the *maximal* ISR: the
@@ -67,7 +69,9 @@ impl Progress {
     }
 
     /// Folds the fetches recorded unchanged into the times, as `record_fetch` would have
-    /// recorded each: caught up then, and fetched then.
+    /// recorded each: caught up then, and fetched then. Tidiness, not correctness: every
+    /// decision reads the caught-up time through `caught_up_ms`, which takes the atomic
+    /// into account anyway; this keeps the stored fields what they say.
     fn fold_unchanged(&mut self) {
         let unchanged = *self.unchanged_fetch_ms.get_mut();
         self.last_caught_up_ms = self.last_caught_up_ms.max(unchanged);
