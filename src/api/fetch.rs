@@ -508,6 +508,10 @@ fn record_follower_progress(
             continue;
         };
         let fetch = (target.fetch_offset, target.current_leader_epoch);
+        let log_start = target.log_start_offset;
+        if partition.record_unchanged_follower_fetch(replica, fetch, log_start, now) {
+            continue;
+        }
         let follower = FollowerBroker { epoch, eligible };
         let recorded = partition.record_follower_fetch(replica, fetch, now, follower);
         match recorded {

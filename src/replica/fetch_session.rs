@@ -15,6 +15,7 @@
 //! request every round, which is what it did before sessions.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use thiserror::Error;
 use uuid::Uuid;
@@ -35,6 +36,53 @@ const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 pub struct SessionPartition {
     pub topic_id: Uuid,
     pub partition: i32,
+}
+
+/// Session partitions by key, hashed by [`KeyHasher`]: for this broker's own session keys
+/// only, never for keys taken from a request.
+pub type KeyMap<V> = HashMap<SessionPartition, V, BuildHasherDefault<KeyHasher>>;
+type KeySet = HashSet<SessionPartition, BuildHasherDefault<KeyHasher>>;
+
+/// A multiply-mix hash of a session key's words. Every partition of a round is hashed
+/// twice in [`FetchSession::build`], and SipHash was a few percent of a follower's CPU at
+/// a thousand partitions. Its defence against chosen keys is not needed here: the keys
+/// are topic ids the controller drew at random and partition numbers, from this broker's
+/// own metadata image, not from a peer. Never use it for keys taken from a request: its
+/// constants are fixed, so colliding keys are easy to choose.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        // FxHash's step: rotate, mix the word in, multiply by an odd constant.
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, word: u32) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_i32(&mut self, word: i32) {
+        self.write_u32(word as u32);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table picks buckets by the low bits and tags by the high ones: fold the
+        // well-mixed high half down.
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 /// What a request says about one partition (Kafka's `FetchRequest.PartitionData`): a
@@ -140,7 +188,7 @@ pub struct FetchSession {
     /// The metadata of the next request (and, once built, of the one in flight).
     next: FetchMetadata,
     /// What was last sent for each partition in the session.
-    partitions: HashMap<SessionPartition, FetchData>,
+    partitions: KeyMap<FetchData>,
 }
 
 impl Default for FetchSession {
@@ -153,7 +201,7 @@ impl FetchSession {
     pub fn new() -> FetchSession {
         FetchSession {
             next: FetchMetadata::INITIAL,
-            partitions: HashMap::new(),
+            partitions: KeyMap::default(),
         }
     }
 
@@ -163,14 +211,14 @@ impl FetchSession {
     }
 
     /// The partitions in the session, with what was last sent for each.
-    pub fn partitions(&self) -> &HashMap<SessionPartition, FetchData> {
+    pub fn partitions(&self) -> &KeyMap<FetchData> {
         &self.partitions
     }
 
     /// The request for this round, given every partition wanted now (a partition listed
     /// twice counts once, its first entry). The session takes on what is sent.
     pub fn build(&mut self, wanted: Vec<(SessionPartition, FetchData)>) -> FetchRequestParts {
-        let mut seen = HashSet::with_capacity(wanted.len());
+        let mut seen = KeySet::with_capacity_and_hasher(wanted.len(), Default::default());
         let wanted: Vec<_> = (wanted.into_iter())
             .filter(|(key, _)| seen.insert(*key))
             .collect();
@@ -265,7 +313,7 @@ impl FetchSession {
         &self,
         answered: impl IntoIterator<Item = SessionPartition>,
     ) -> Result<Vec<(SessionPartition, FetchData)>, Rejection> {
-        let mut seen = HashSet::new();
+        let mut seen = KeySet::default();
         let mut found = Vec::new();
         for key in answered {
             let Some(data) = self.partitions.get(&key) else {
@@ -283,7 +331,7 @@ impl FetchSession {
         if answered.len() == self.partitions.len() {
             return None; // each answered one is in the session, once
         }
-        let answered: HashSet<SessionPartition> = answered.iter().map(|(key, _)| *key).collect();
+        let answered: KeySet = answered.iter().map(|(key, _)| *key).collect();
         (self.partitions.keys())
             .find(|key| !answered.contains(*key))
             .copied()

@@ -114,7 +114,9 @@ fn after_the_full_request_only_changes_are_sent() {
         "added, then altered"
     );
     assert_eq!(parts.forgotten, vec![c]);
-    let held: HashMap<_, _> = [(a, data(5)), (b, data(12)), (d, data(0))].into();
+    let held: KeyMap<_> = [(a, data(5)), (b, data(12)), (d, data(0))]
+        .into_iter()
+        .collect();
     assert_eq!(session.partitions(), &held);
 
     // The answer names a partition not altered this round: its session data comes back.

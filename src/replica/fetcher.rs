@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::fetch_session::{
-    FetchData, FetchMetadata, FetchRequestParts, FetchSession, Rejection,
+    FetchData, FetchMetadata, FetchRequestParts, FetchSession, KeyMap, Rejection,
     ResponseHeader as SessionResponseHeader, SessionPartition,
 };
 use super::peer_connection::{PeerConnection, PeerError};
@@ -169,7 +169,7 @@ impl FollowedSet {
 struct RoundOrder {
     generation: Option<u64>,
     entries: Vec<RoundEntry>,
-    by_key: HashMap<SessionPartition, usize>,
+    by_key: KeyMap<usize>,
 }
 
 struct RoundEntry {
@@ -656,7 +656,7 @@ impl FetcherTask {
                 return Ok(());
             }
         };
-        let answers: HashMap<SessionPartition, &PartitionData> = answers.into_iter().collect();
+        let answers: KeyMap<&PartitionData> = answers.into_iter().collect();
         let mut dropped = false;
         for (key, sent) in answered {
             // The session holds only what was wanted this round, all in the order.

@@ -1,6 +1,8 @@
 //! What a partition leader knows about its followers: the ISR the controller holds, an ISR
 //! change it has proposed and not yet heard back about, and each follower's progress.
 //! Pure (no clock, no I/O): the partition calls it under its lock with the time and offsets.
+//! The one change made through `&self` (under the partition's read lock) is a follower's
+//! `unchanged_fetch_ms`, an atomic time only ever raised ([`LeaderState::record_fetch_unchanged`]).
 //!
 //! Kafka's rules (`Partition.scala`, `Replica.scala`):
 //! - the high watermark is the smallest log end offset over the *maximal* ISR: the
@@ -13,27 +15,71 @@
 //!   leaves the ISR;
 //! - a replica outside the ISR joins once it has everything below the high watermark and
 //!   has reached the start of the leader's current epoch.
+//!
+//! A follower in the ISR fetching again at the end it fetched at before, with nothing
+//! committed left to move, changes only the times of its progress: every partition of a
+//! follower's fetch session is in every fetch, and most are idle. Such a fetch is recorded
+//! under the partition's read lock ([`LeaderState::record_fetch_unchanged`]) in an atomic
+//! of the follower's progress, which every later use of the times reads as if each of those
+//! fetches had been recorded in full: its last caught-up time keeps advancing while it keeps
+//! fetching at the end, and stops when it stops fetching, as Kafka's does.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 use crate::types::NodeId;
 
 /// A follower's log end offset before its first fetch from this leader.
 const UNKNOWN_OFFSET: i64 = -1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Progress {
     log_end_offset: i64,
+    /// Read through [`Progress::caught_up_ms`]: fetches recorded unchanged may be later.
     last_caught_up_ms: i64,
     /// The leader's log end offset when this follower last fetched.
     last_fetch_leader_end: i64,
+    /// Read through [`Progress::fold_unchanged`], as `last_caught_up_ms`.
     last_fetch_ms: i64,
     /// The log start offset the follower last reported (`UNKNOWN_OFFSET` before its first
     /// fetch): DeleteRecords' low watermark is the smallest over live replicas.
     log_start_offset: i64,
+    /// The latest fetch recorded unchanged (0: none), under the read lock; each such fetch
+    /// was at `log_end_offset`, which was the leader's end (`last_fetch_leader_end`), so it
+    /// counts as a caught-up fetch at this time. Only grows: folding it in twice is harmless.
+    unchanged_fetch_ms: AtomicI64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Progress {
+    fn unknown(last_caught_up_ms: i64) -> Progress {
+        Progress {
+            log_end_offset: UNKNOWN_OFFSET,
+            last_caught_up_ms,
+            last_fetch_leader_end: UNKNOWN_OFFSET,
+            last_fetch_ms: 0,
+            log_start_offset: UNKNOWN_OFFSET,
+            unchanged_fetch_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// The last time the follower was caught up, counting fetches recorded unchanged.
+    fn caught_up_ms(&self) -> i64 {
+        let unchanged = self.unchanged_fetch_ms.load(Relaxed);
+        self.last_caught_up_ms.max(unchanged)
+    }
+
+    /// Folds the fetches recorded unchanged into the times, as `record_fetch` would have
+    /// recorded each: caught up then, and fetched then. Tidiness, not correctness: every
+    /// decision reads the caught-up time through `caught_up_ms`, which takes the atomic
+    /// into account anyway; this keeps the stored fields what they say.
+    fn fold_unchanged(&mut self) {
+        let unchanged = *self.unchanged_fetch_ms.get_mut();
+        self.last_caught_up_ms = self.last_caught_up_ms.max(unchanged);
+        self.last_fetch_ms = self.last_fetch_ms.max(unchanged);
+    }
+}
+
+#[derive(Debug)]
 pub struct LeaderState {
     local: NodeId,
     /// The ISR in the controller's image, replica order.
@@ -60,14 +106,7 @@ impl LeaderState {
             .filter(|&&replica| replica != local)
             .map(|&replica| {
                 let in_sync = isr.contains(&replica);
-                let progress = Progress {
-                    log_end_offset: UNKNOWN_OFFSET,
-                    last_caught_up_ms: if in_sync { now_ms } else { 0 },
-                    last_fetch_leader_end: UNKNOWN_OFFSET,
-                    last_fetch_ms: 0,
-                    log_start_offset: UNKNOWN_OFFSET,
-                };
-                (replica, progress)
+                (replica, Progress::unknown(if in_sync { now_ms } else { 0 }))
             })
             .collect();
         LeaderState {
@@ -139,13 +178,7 @@ impl LeaderState {
         self.followers
             .retain(|replica, _| replicas.contains(replica) && *replica != local);
         for &replica in replicas.iter().filter(|&&replica| replica != local) {
-            self.followers.entry(replica).or_insert(Progress {
-                log_end_offset: UNKNOWN_OFFSET,
-                last_caught_up_ms: 0,
-                last_fetch_leader_end: UNKNOWN_OFFSET,
-                last_fetch_ms: 0,
-                log_start_offset: UNKNOWN_OFFSET,
-            });
+            (self.followers.entry(replica)).or_insert_with(|| Progress::unknown(0));
         }
         true
     }
@@ -191,6 +224,7 @@ impl LeaderState {
         let Some(progress) = self.followers.get_mut(&replica) else {
             return false;
         };
+        progress.fold_unchanged();
         if fetch_offset >= leader_end {
             progress.last_caught_up_ms = progress.last_caught_up_ms.max(now_ms);
         } else if fetch_offset >= progress.last_fetch_leader_end {
@@ -200,6 +234,34 @@ impl LeaderState {
         progress.last_fetch_leader_end = leader_end;
         progress.last_fetch_ms = now_ms;
         true
+    }
+
+    /// Records a follower fetch that changes nothing but the times, if it is one, under a
+    /// shared borrow (the partition's read lock); false if it needs [`Self::record_fetch`].
+    /// It is one when the follower is in the ISR (no expansion to propose), fetches at the
+    /// leader's end `leader_end`, which its last recorded fetch reached and saw too (its
+    /// offsets stay), reports the log start it reported before, and `high_watermark` is at
+    /// that end (nothing for its offset to move).
+    pub fn record_fetch_unchanged(
+        &self,
+        replica: NodeId,
+        (fetch_offset, log_start_offset): (i64, i64),
+        (leader_end, high_watermark): (i64, i64),
+        now_ms: i64,
+    ) -> bool {
+        let Some(progress) = self.followers.get(&replica) else {
+            return false;
+        };
+        let unchanged = fetch_offset == leader_end
+            && high_watermark == leader_end
+            && progress.log_end_offset == fetch_offset
+            && progress.last_fetch_leader_end == leader_end
+            && progress.log_start_offset == log_start_offset
+            && self.isr.contains(&replica);
+        if unchanged {
+            progress.unchanged_fetch_ms.fetch_max(now_ms, Relaxed);
+        }
+        unchanged
     }
 
     /// Records the log start offset a follower's fetch reported. True if it changed; false
@@ -261,7 +323,7 @@ impl LeaderState {
         let out_of_sync = |replica: &NodeId| {
             self.followers.get(replica).is_some_and(|progress| {
                 progress.log_end_offset != leader_end
-                    && now_ms.saturating_sub(progress.last_caught_up_ms) > lag_max_ms
+                    && now_ms.saturating_sub(progress.caught_up_ms()) > lag_max_ms
             })
         };
         if !self.isr.iter().any(out_of_sync) {
@@ -409,6 +471,140 @@ mod tests {
         // A follower exactly at the leader's end is never out of sync, however old.
         state.record_fetch(3, 150, 150, 41_000);
         assert_eq!(state.shrink(150, 10 * LAG, LAG), None);
+    }
+
+    /// A fetch recorded unchanged where it may be, else in full: what the partition does.
+    fn fetch(state: &mut LeaderState, replica: NodeId, offset: i64, end: i64, now_ms: i64) {
+        let high_watermark = state.high_watermark(end).min(end);
+        let ends = (end, high_watermark);
+        if !state.record_fetch_unchanged(replica, (offset, -1), ends, now_ms) {
+            state.record_fetch(replica, offset, end, now_ms);
+            state.record_log_start(replica, -1);
+        }
+    }
+
+    #[test]
+    fn a_follower_fetching_at_the_end_of_an_idle_partition_stays_caught_up() {
+        let mut state = leader();
+        fetch(&mut state, 2, 10, 10, 2_000);
+        fetch(&mut state, 3, 10, 10, 2_000);
+        // Idle for ten lag times, 2 fetching all along (recorded unchanged), 3 not.
+        for now_ms in (2_500..=10 * LAG).step_by(500) {
+            assert!(state.record_fetch_unchanged(2, (10, -1), (10, 10), now_ms));
+        }
+        assert_eq!(state.shrink(10, 10 * LAG + 1, LAG), None, "both at the end");
+        // A new record: 3 has not been caught up since 2_000, 2 since its last fetch.
+        assert_eq!(state.shrink(11, 10 * LAG + 1, LAG), Some(vec![1, 2]));
+        assert_eq!(state.shrink(11, 11 * LAG, LAG), Some(vec![1, 2]));
+        assert_eq!(state.shrink(11, 11 * LAG + 1, LAG), Some(vec![1]));
+        // 2 fetches at the end it saw before the record: caught up as of that fetch.
+        assert!(!state.record_fetch_unchanged(2, (10, -1), (11, 10), 10 * LAG + 100));
+        state.record_fetch(2, 10, 11, 10 * LAG + 100);
+        assert_eq!(state.followers[&2].last_caught_up_ms, 10 * LAG);
+        assert_eq!(state.followers[&2].last_fetch_ms, 10 * LAG + 100);
+    }
+
+    #[test]
+    fn a_follower_that_stops_fetching_is_shrunk_after_the_lag() {
+        let mut state = leader();
+        fetch(&mut state, 2, 10, 10, 2_000);
+        fetch(&mut state, 3, 10, 10, 2_000);
+        for now_ms in [3_000, 4_000] {
+            fetch(&mut state, 2, 10, 10, now_ms);
+            fetch(&mut state, 3, 10, 10, now_ms);
+        }
+        // 3 stops at 4_000; 2 keeps fetching until a record arrives at 20_000.
+        fetch(&mut state, 2, 10, 10, 20_000);
+        assert_eq!(state.shrink(12, 4_000 + LAG, LAG), None);
+        assert_eq!(state.shrink(12, 4_001 + LAG, LAG), Some(vec![1, 2]));
+        assert_eq!(state.shrink(12, 20_001 + LAG, LAG), Some(vec![1]));
+    }
+
+    #[test]
+    fn only_a_fetch_that_changes_nothing_but_the_time_is_recorded_unchanged() {
+        let mut state = LeaderState::new(1, &[1, 2, 3], &[1, 2], 0, 0);
+        state.record_fetch(2, 10, 10, 1);
+        state.record_log_start(2, 0);
+        state.record_fetch(3, 10, 10, 1);
+        state.record_log_start(3, 0);
+        assert!(state.record_fetch_unchanged(2, (10, 0), (10, 10), 2));
+        let refused = [
+            (3, (10, 0), (10, 10), "out of the ISR"),
+            (2, (10, 0), (10, 9), "uncommitted records"),
+            (2, (9, 0), (10, 10), "another offset"),
+            (2, (10, 5), (10, 10), "another start"),
+            (2, (11, 0), (11, 11), "a later end"),
+            (9, (10, 0), (10, 10), "not a replica"),
+        ];
+        for (replica, fetched, ends, why) in refused {
+            assert!(
+                !state.record_fetch_unchanged(replica, fetched, ends, 2),
+                "{why}"
+            );
+        }
+        // The follower outside the ISR joins as before: by the full record.
+        assert_eq!(state.expansion(3, 10, 0, true), Some(vec![1, 2, 3]));
+    }
+
+    /// xorshift64*: the simulation's choices, fixed by its seed.
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Appends, fetches (in step or lagging), stops, ISR changes and time in random order:
+    /// a leader that records fetches unchanged where it may decides every shrink, expansion
+    /// and high watermark as one that records each fetch in full.
+    #[test]
+    fn recording_unchanged_fetches_decides_as_recording_every_fetch_in_full() {
+        for mut seed in 1..=200u64 {
+            let mut lazy = LeaderState::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0);
+            let mut full = LeaderState::new(1, &[1, 2, 3], &[1, 2, 3], 0, 0);
+            let (mut end, mut now_ms, mut partition_epoch) = (0i64, 0i64, 0);
+            let mut fetched = [0i64; 4];
+            for _ in 0..300 {
+                now_ms += (next(&mut seed) % 8_000) as i64;
+                let replica = 2 + (next(&mut seed) % 2) as NodeId;
+                match next(&mut seed) % 10 {
+                    0 => end += 1 + (next(&mut seed) % 3) as i64,
+                    1 => {
+                        let shrunk = full.shrink(end, now_ms, LAG);
+                        assert_eq!(lazy.shrink(end, now_ms, LAG), shrunk, "seed {seed}");
+                        if let Some(isr) = shrunk {
+                            partition_epoch += 1;
+                            lazy.adopt(&isr, partition_epoch, now_ms);
+                            full.adopt(&isr, partition_epoch, now_ms);
+                        }
+                    }
+                    2 => {} // this follower stops for a while
+                    _ => {
+                        let offset = match next(&mut seed) % 3 {
+                            0 => fetched[replica as usize],
+                            _ => end,
+                        };
+                        fetched[replica as usize] = offset;
+                        let high_watermark = full.high_watermark(end).min(end);
+                        fetch(&mut lazy, replica, offset, end, now_ms);
+                        full.record_fetch(replica, offset, end, now_ms);
+                        full.record_log_start(replica, -1);
+                        let expansion = full.expansion(replica, high_watermark, 0, true);
+                        let lazy_expansion = lazy.expansion(replica, high_watermark, 0, true);
+                        assert_eq!(lazy_expansion, expansion, "seed {seed}");
+                        if let Some(isr) = expansion {
+                            partition_epoch += 1;
+                            lazy.adopt(&isr, partition_epoch, now_ms);
+                            full.adopt(&isr, partition_epoch, now_ms);
+                        }
+                    }
+                }
+                assert_eq!(lazy.high_watermark(end), full.high_watermark(end));
+                for later in [now_ms, now_ms + LAG, now_ms + LAG + 1, now_ms + 3 * LAG] {
+                    assert_eq!(lazy.shrink(end, later, LAG), full.shrink(end, later, LAG));
+                }
+            }
+        }
     }
 
     #[test]

@@ -1376,6 +1376,33 @@ impl Partition {
         Ok(proposal)
     }
 
+    /// A follower's fetch that changes nothing but its times (see
+    /// `LeaderState::record_fetch_unchanged`), with the log start it reports: recorded under
+    /// the read lock, without moving the version (nothing a read returns changed). Most
+    /// partitions of a follower's fetch session are such at every fetch. False, recording
+    /// nothing, for any other fetch: the caller records it with
+    /// [`Self::record_follower_fetch`] and [`Self::record_follower_log_start`].
+    pub fn record_unchanged_follower_fetch(
+        &self,
+        replica: NodeId,
+        fetch: (i64, i32),
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> bool {
+        let (fetch_offset, current_leader_epoch) = fetch;
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let current = check_epoch(current_leader_epoch, state.leader_epoch).is_ok();
+        let Some(replication) = state.replication.as_ref().filter(|_| state.leads) else {
+            return false;
+        };
+        // Under a plain guard: the released end is the log's.
+        let ends = (state.log_end_released, state.high_watermark);
+        let fetched = (fetch_offset, log_start_offset);
+        current
+            && state.log.is_some()
+            && replication.record_fetch_unchanged(replica, fetched, ends, now_ms)
+    }
+
     /// The ISR without followers that have not caught up for `lag_max_ms`, to propose
     /// (Kafka's `maybeShrinkIsr`), if there are such followers and nothing is pending.
     pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
@@ -2643,6 +2670,73 @@ mod replication_tests {
         leader
             .record_follower_fetch(follower_id, (caught_up, 0), 1, FollowerBroker::ELIGIBLE)
             .unwrap();
+    }
+
+    /// The read-lock path takes a follower's fetch only when the full path would change
+    /// nothing but its times; any other fetch falls to the full path (and its errors).
+    #[test]
+    fn an_unchanged_follower_fetch_is_taken_cheaply_only_when_nothing_else_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = replica(dir.path(), 1, &view(1, 2, &[1, 2]));
+        leader.append(&records(3), 1).unwrap();
+        let cheap = |fetch: (i64, i32), now_ms| {
+            let version = leader.version();
+            let taken = leader.record_unchanged_follower_fetch(2, fetch, 0, now_ms);
+            assert_eq!(leader.version(), version, "the cheap path moves no version");
+            taken
+        };
+        assert!(!cheap((3, 2), 10), "not yet recorded at this end");
+        leader
+            .record_follower_fetch(2, (3, 2), 10, FollowerBroker::ELIGIBLE)
+            .unwrap();
+        leader.record_follower_log_start(2, 0);
+        assert_eq!(high_watermark(&leader), 3);
+        assert!(cheap((3, 2), 20));
+        assert!(
+            cheap((3, -1), 20),
+            "no epoch given is not checked, as in Kafka"
+        );
+        assert!(!cheap((3, 1), 20), "a stale leader epoch");
+        assert!(!cheap((3, 3), 20), "a future leader epoch");
+        assert!(!cheap((2, 2), 20), "behind the end");
+        assert!(
+            !leader.record_unchanged_follower_fetch(2, (3, 2), 1, 20),
+            "another log start"
+        );
+        assert!(
+            !leader.record_unchanged_follower_fetch(3, (3, 2), 0, 20),
+            "not in the ISR"
+        );
+        // A follower fetching this way for longer than the lag stays in the ISR; one that
+        // then falls behind (Kafka never shrinks a follower at the log end) is shrunk once
+        // the lag has passed since its last cheap fetch.
+        const LAG_MS: i64 = 30_000;
+        assert!(cheap((3, 2), 10 + 2 * LAG_MS));
+        leader.append(&records(1), 1).unwrap();
+        assert_eq!(leader.isr_shrink(10 + 3 * LAG_MS, LAG_MS), None);
+        let shrunk = leader.isr_shrink(10 + 3 * LAG_MS + 1, LAG_MS).unwrap();
+        assert_eq!(shrunk.new_isr, vec![1]);
+        // An append makes the same fetch a full one.
+        let (dir_led, dir_followed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let led = replica(dir_led.path(), 1, &view(1, 2, &[1, 2]));
+        led.append(&records(3), 1).unwrap();
+        led.record_follower_fetch(2, (3, 2), 10, FollowerBroker::ELIGIBLE)
+            .unwrap();
+        led.record_follower_log_start(2, 0);
+        assert!(led.record_unchanged_follower_fetch(2, (3, 2), 0, 20));
+        led.append(&records(1), 1).unwrap();
+        assert!(!led.record_unchanged_follower_fetch(2, (3, 2), 0, 30));
+        // Nor once the partition is followed here, or deleted.
+        let followed = replica(dir_followed.path(), 1, &view(1, 2, &[1, 2]));
+        followed.append(&records(3), 1).unwrap();
+        followed
+            .record_follower_fetch(2, (3, 2), 10, FollowerBroker::ELIGIBLE)
+            .unwrap();
+        followed.record_follower_log_start(2, 0);
+        followed.become_follower(3).unwrap();
+        assert!(!followed.record_unchanged_follower_fetch(2, (3, 3), 0, 20));
+        led.delete().unwrap();
+        assert!(!led.record_unchanged_follower_fetch(2, (4, 2), 0, 40));
     }
 
     /// Fetches skip re-reading a partition whose version did not move: every change a
