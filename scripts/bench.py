@@ -93,6 +93,10 @@ CLUSTER_STOP_TIMEOUT_S = 5.0
 SETTLE_S = 1.5
 
 SIZES = {"100": 100, "1k": 1024}
+# The page-cache probe: this many bytes in writes of PROBE_WRITE_BYTES to a new file beside
+# the data dirs, then the same bytes again over the now cached pages.
+PROBE_BYTES = 256 << 20
+PROBE_WRITE_BYTES = 1 << 20
 
 
 class BenchError(RuntimeError):
@@ -1046,6 +1050,49 @@ def run_row(ctx, row, binary, label, tag):
     return result
 
 
+# ---------------------------------------------------------------- page-cache probe
+
+
+def page_cache_probe():
+    """Write speed into new page-cache pages and into the same pages once cached, in GB/s,
+    and the CPU per KiB of the first. Every record a broker keeps passes through new
+    page-cache pages, and on this machine class (a VM whose kernel hands freed memory back
+    to the host: virtio-balloon free page reporting, /sys/module/page_reporting) their price
+    moves by ten times: a page the host took back costs a host fault at its first touch.
+    Measured with 1 GiB of 64 KiB writes: 0.5 GB/s into pages freed 6 s before, 4.1 GB/s
+    into pages freed a moment before, 8.3 GB/s over cached pages; this probe has seen
+    0.36-3.0 GB/s (0.23-2.4 µs CPU per KiB) for new pages. At 1 KiB per record that is a
+    large part of a produce row's broker CPU, so the table is read beside these lines."""
+    probe_dir = tempfile.mkdtemp(prefix="gracchus-bench-probe-")
+    path = os.path.join(probe_dir, "probe")
+    chunk = b"x" * PROBE_WRITE_BYTES
+    timings = []
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            for _ in range(2):
+                started, cpu_started = time.monotonic(), time.thread_time()
+                for offset in range(0, PROBE_BYTES, PROBE_WRITE_BYTES):
+                    os.pwrite(fd, chunk, offset)
+                timings.append((time.monotonic() - started, time.thread_time() - cpu_started))
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    (new_s, new_cpu_s), (cached_s, _) = timings
+    return SimpleNamespace(new_gbps=PROBE_BYTES / new_s / 1e9,
+                           cached_gbps=PROBE_BYTES / cached_s / 1e9,
+                           new_us_per_kib=new_cpu_s * 1e6 / (PROBE_BYTES / 1024))
+
+
+def probe_line(when):
+    probe = page_cache_probe()
+    return (f"# page cache {when}: new pages {probe.new_gbps:.2f} GB/s "
+            f"({probe.new_us_per_kib:.2f} µs CPU per KiB), cached pages "
+            f"{probe.cached_gbps:.2f} GB/s ({PROBE_BYTES >> 20} MiB in "
+            f"{PROBE_WRITE_BYTES >> 20} MiB writes)\n")
+
+
 # ---------------------------------------------------------------- callgrind
 
 
@@ -1370,7 +1417,8 @@ def main(argv):
               f"load {' '.join(open('/proc/loadavg').read().split()[:3])}, seconds {args.seconds}, "
               f"open files {open_files}\n"
               + "".join(f"# {label} = {path}\n" for label, path in binaries.items())
-              + f"# raw logs: {out}\n")
+              + f"# raw logs: {out}\n"
+              + probe_line("before"))
     print(header, flush=True)
     if args.callgrind:
         result = run_callgrind(ctx, args)
@@ -1379,12 +1427,15 @@ def main(argv):
             json.dump(result, f, indent=1)
         return 0
     runs = run_all(ctx, args, binaries)
+    footer = probe_line("after")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump([r.__dict__ for r in runs], f, indent=1)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(header + "\n")
         print_table(args.rows, runs, binaries, f)
+        f.write("\n" + footer)
     print_table(args.rows, runs, binaries, sys.stdout)
+    print("\n" + footer, end="")
     print(f"\nMB = 10^6 bytes of payload; CPU % = 100 per core; µs/rec = broker CPU per record "
           f"acked or consumed; RSS summed over a cluster's nodes. Raw logs: {out}")
     return 1 if any(any("FAILED" in n for n in r.notes) for r in runs) else 0
