@@ -460,10 +460,9 @@ impl PartitionLog {
             min_one_batch,
         };
         for segment in &self.segments[self.segment_index(offset)..] {
-            let Some((position, _)) = segment.find_batch(offset)? else {
+            let Some((slice, limited)) = segment.slice_from(offset, &limits, records.len())? else {
                 continue; // offset at or past this segment's end
             };
-            let (slice, limited) = segment.slice_batches(position, &limits, records.len())?;
             if let Some((slice, end_offset)) = slice {
                 records.push(slice, end_offset);
             }
