@@ -727,8 +727,9 @@ impl Segment {
 
 /// Consecutive batch headers of one segment's log up to `end`, read [`HEADER_WINDOW_BYTES`]
 /// at a time: a header inside the last window is parsed from it, any other starts a new
-/// window there. After a batch as large as a window the next read is only a header's
-/// bytes, so walking large batches does not copy a window of each one's body.
+/// window there. After a batch too large for the next header to share its window, the next
+/// read is only a header's bytes, so walking large batches does not copy a window of each
+/// one's body.
 struct HeaderWalk<'a> {
     segment: &'a Segment,
     end: u64,
@@ -778,7 +779,8 @@ impl<'a> HeaderWalk<'a> {
         if header.total_bytes() as u64 > remaining {
             return Err(self.segment.corrupt(position, "batch runs past the end"));
         }
-        self.after_large_batch = header.total_bytes() >= HEADER_WINDOW_BYTES;
+        // Large: the next header cannot share a window started at this batch.
+        self.after_large_batch = header.total_bytes() + BATCH_HEADER_BYTES > HEADER_WINDOW_BYTES;
         Ok(Some(header))
     }
 
