@@ -48,7 +48,7 @@ use crate::controller::MetadataImage;
 use crate::log::RecordSlices;
 use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::replication_quota::ReplicationQuotas;
-use crate::replica::waits::ChangeWaiter;
+use crate::replica::waits::{ChangeWaiter, wait_deadline};
 use crate::replica::{
     FollowerBroker, Partition, PartitionRead, PartitionVersion, ReadBound, ReadRecords,
     ReplicaError, isr_changes,
@@ -177,8 +177,8 @@ async fn read_or_park(
         response_bytes_max = response_bytes_max.min(cap);
     }
     let min_bytes = (request.min_bytes.max(0) as usize).min(response_bytes_max);
-    let deadline = Instant::now()
-        + Duration::from_millis((request.max_wait_ms.max(0) as u64).min(WAIT_MS_MAX));
+    let wait = Duration::from_millis((request.max_wait_ms.max(0) as u64).min(WAIT_MS_MAX));
+    let deadline = wait_deadline(Instant::now(), wait);
     let inline_max = match context.version >= SEND_FROM_FILE_MIN_VERSION {
         true => SEND_FROM_FILE_MIN_BYTES - 1,
         false => usize::MAX,
