@@ -914,12 +914,7 @@ def run_idle_longpoll(ctx, row, brokers, result, tag):
     time.sleep(SETTLE_S)
     result.rss_idle_mib = rss_mib(brokers.pids)
     client_start = own_cpu_seconds()
-    loop = asyncio.new_event_loop()
-    try:
-        window, stats = loop.run_until_complete(long_poll_for(
-            brokers.ports[0][0], topic, PARTITIONS_DEFAULT, lambda: Window(brokers.pids)))
-    finally:
-        loop.close()
+    window, stats = long_polls_on(brokers.ports[0][0], topic, brokers.pids)
     client_cpu = own_cpu_seconds() - client_start
     result.broker_cpu_percent = window.cpu_percent
     result.rss_peak_mib = window.peak_mib
@@ -929,9 +924,52 @@ def run_idle_longpoll(ctx, row, brokers, result, tag):
     result.notes.append(f"{LONGPOLL_CONSUMERS} consumers, Fetch max wait {LONGPOLL_WAIT_MS} ms "
                         f"on {PARTITIONS_DEFAULT} idle partitions: {responses / window.wall_s:.0f} "
                         f"responses/s, mean wait {mean_ms:.0f} ms, {stats['errors']} errors; "
-                        f"broker system (kernel) time {100 * window.kernel_s / window.wall_s:.1f}% "
-                        f"of a core, {100 * window.kernel_s / max(window.cpu_s, 1e-9):.0f}% of its "
-                        f"CPU ({1e6 * window.kernel_s / max(responses, 1):.0f} µs per response)")
+                        f"{cost_per_response(window, responses)}")
+    floor, floor_stats = longpoll_floor(ctx, tag, topic)
+    floor_responses = floor_stats["responses"]
+    result.notes.append(f"floor: the same polls answered by a bare epoll loop with the "
+                        f"broker's deadline grid (scripts/longpoll_floor.c), "
+                        f"{floor.cpu_percent:.1f}% of a core, "
+                        f"{cost_per_response(floor, floor_responses)}, "
+                        f"{floor_stats['errors']} errors")
+
+
+def long_polls_on(port, topic, pids):
+    """LONGPOLL_CONSUMERS long polls on `port` for LONGPOLL_SECONDS: the CPU window of
+    `pids` over them, and the polls' counts."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(long_poll_for(port, topic, PARTITIONS_DEFAULT,
+                                                     lambda: Window(pids)))
+    finally:
+        loop.close()
+
+
+def cost_per_response(window, responses):
+    per = max(responses, 1)
+    return (f"{1e6 * window.cpu_s / per:.1f} µs CPU per response, of which system (kernel) "
+            f"{1e6 * window.kernel_s / per:.1f} µs ({100 * window.kernel_s / window.wall_s:.1f}% "
+            f"of a core)")
+
+
+def longpoll_floor(ctx, tag, topic):
+    """The row's long polls against scripts/longpoll_floor.c: what one recv and one send
+    per poll and a wake-up per deadline cost on this machine, the floor the broker's
+    figure is read against. Built here (a second, with gcc): the source is in the repo."""
+    binary = ctx.path(tag, "longpoll_floor")
+    subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(ROOT, "scripts", "longpoll_floor.c")],
+                   check=True, timeout=120)
+    port = free_port()
+    with open(ctx.path(tag, "longpoll_floor.log"), "w") as log:
+        floor = subprocess.Popen([binary, str(port), "grid"], stdout=subprocess.PIPE,
+                                 stderr=log, text=True)
+    try:
+        if floor.stdout.readline().strip() != "ready":
+            raise BenchError(f"longpoll_floor did not start; see {log.name}")
+        return long_polls_on(port, topic, [floor.pid])
+    finally:
+        floor.terminate()
+        floor.wait(timeout=10)
 
 
 # ---------------------------------------------------------------- connection scale
