@@ -27,6 +27,7 @@ import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -97,6 +98,8 @@ SIZES = {"100": 100, "1k": 1024}
 # the data dirs, then the same bytes again over the now cached pages.
 PROBE_BYTES = 256 << 20
 PROBE_WRITE_BYTES = 1 << 20
+# The loopback sendfile probe: iperf3 -Z (sendfile) for this long, one stream.
+SENDFILE_PROBE_S = 3
 # The guest kernel's count of memory it handed back to the host (free page reporting), where
 # the kernel has it: a row's notes say how much went back while it ran.
 REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
@@ -1143,12 +1146,56 @@ def page_cache_probe():
                            new_us_per_kib=new_cpu_s * 1e6 / (PROBE_BYTES / 1024))
 
 
+def sendfile_probe():
+    """What sending file bytes over loopback TCP costs the sender here, in µs of CPU per
+    KiB, and the GB/s it reached: iperf3 -Z (sendfile from the page cache, one stream, a
+    C reader on the other core), None without iperf3 (scripts/bench_loadgen.sh installs
+    it). A consume row's broker does this and more for every byte it serves, so its µs
+    per 1 KiB record is read against this figure. Seen 2026-12-04: 0.20-0.27 µs per KiB at
+    3.8-5.1 GB/s (plain writes: 0.35-0.39). With a slower reader the sender pays more per
+    byte: 0.37-0.47 µs behind a Python reader at 2.1-2.7 GB/s."""
+    if not shutil.which("iperf3"):
+        return None
+    port = free_port()
+    # --forceflush: the "Server listening" line comes through the pipe at once.
+    server = subprocess.Popen(["iperf3", "-s", "-1", "--forceflush", "-B", HOST,
+                               "-p", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        # It prints a rule of dashes, then "Server listening on PORT"; read unbuffered, as
+        # select sees only what no Python buffer has taken yet.
+        said = b""
+        while b"Server listening" not in said:
+            ready, _, _ = select.select([server.stdout], [], [], 10)
+            chunk = os.read(server.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                return None
+            said += chunk
+        run = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-Z", "-J",
+                              "-t", str(SENDFILE_PROBE_S)],
+                             capture_output=True, text=True, timeout=SENDFILE_PROBE_S + 30)
+        end = json.loads(run.stdout)["end"]
+    except (subprocess.SubprocessError, ValueError, KeyError):
+        return None
+    finally:
+        server.kill()
+        server.wait()
+    sent = end["sum_sent"]
+    bytes_per_s = sent["bytes"] / sent["seconds"]
+    sender_cores = end["cpu_utilization_percent"]["host_total"] / 100
+    return SimpleNamespace(gbps=bytes_per_s / 1e9,
+                           us_per_kib=sender_cores * 1e6 / (bytes_per_s / 1024))
+
+
 def probe_line(when):
     probe = page_cache_probe()
+    loopback = sendfile_probe()
     return (f"# page cache {when}: new pages {probe.new_gbps:.2f} GB/s "
             f"({probe.new_us_per_kib:.2f} µs CPU per KiB), cached pages "
             f"{probe.cached_gbps:.2f} GB/s ({PROBE_BYTES >> 20} MiB in "
-            f"{PROBE_WRITE_BYTES >> 20} MiB writes)\n")
+            f"{PROBE_WRITE_BYTES >> 20} MiB writes)\n"
+            + (f"# loopback {when}: iperf3 -Z (sendfile) {loopback.gbps:.2f} GB/s, "
+               f"{loopback.us_per_kib:.3f} µs sender CPU per KiB\n" if loopback else ""))
 
 
 # ---------------------------------------------------------------- callgrind

@@ -2,6 +2,7 @@
 # Builds the benchmark's load generator, idempotently, into a cache outside the repo:
 #   $CACHE/bin/rdkafka_performance         librdkafka 2.12.1's examples/rdkafka_performance.c, as shipped
 #   $CACHE/bin/rdkafka_performance_paced   the same source with only its -r rate limiter replaced
+# and installs iperf3 (apt) for the bench's loopback probe.
 # CACHE is $GRACCHUS_BENCH_CACHE, default ~/.cache/gracchus-bench. Prints CACHE/bin on success.
 #
 # Why a native tool: a Python client tops out near a quarter of what the broker takes, so it
@@ -17,6 +18,13 @@ BIN=$CACHE/bin
 CARGO_DIR=${CARGO_HOME:-$HOME/.cargo}
 mkdir -p "$BIN"
 log() { echo "bench_loadgen: $*" >&2; }
+
+# iperf3: the bench's loopback probe (sendfile's cost per KiB here, read beside consume rows).
+if ! command -v iperf3 >/dev/null 2>&1; then
+  log "installing iperf3"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
+fi
 
 if [[ -x $BIN/rdkafka_performance && -x $BIN/rdkafka_performance_paced ]]; then
   echo "$BIN"
