@@ -1,0 +1,40 @@
+"""`connections.max.idle.ms`: the broker closes a connection that sent nothing for that
+long (Kafka's `Selector` idle expiry), counted from the last answer; a connection that keeps
+asking, even across several idle periods, stays open however long it lives.
+"""
+
+import time
+
+import conftest
+import rawkafka
+
+IDLE_MS = 1500
+BROKER_OVERRIDES = {"connections.max.idle.ms": str(IDLE_MS)}
+
+
+def test_an_idle_connection_is_closed_after_connections_max_idle_ms(broker):
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        error_code, _ = rawkafka.api_versions_v0(conn)
+        assert error_code == 0
+        answered = time.monotonic()
+        assert conn.wait_closed(timeout_s=IDLE_MS / 1000 + 10), "the idle connection stayed open"
+        waited = time.monotonic() - answered
+    # Not before its idle time (a little slack for clocks measured on two sides).
+    assert waited >= IDLE_MS / 1000 - 0.2, f"closed after {waited:.2f} s of {IDLE_MS} ms idle"
+    assert "idle timeout" in broker.stderr_tail()
+
+
+def test_a_connection_that_keeps_asking_outlives_several_idle_periods(broker):
+    with rawkafka.Connection(conftest.HOST, broker.port) as conn:
+        # A request every third of the idle time for three idle periods: each answer must
+        # come, on the same connection.
+        started = time.monotonic()
+        answers = 0
+        while time.monotonic() - started < 3 * IDLE_MS / 1000:
+            error_code, keys = rawkafka.api_versions_v0(conn)
+            assert error_code == 0 and keys
+            answers += 1
+            time.sleep(IDLE_MS / 3000)
+        assert answers >= 8
+        # Then it goes quiet, and is closed for it.
+        assert conn.wait_closed(timeout_s=IDLE_MS / 1000 + 10), "the idle connection stayed open"
