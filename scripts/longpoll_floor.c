@@ -109,32 +109,38 @@ static void close_conn(int epfd, int fd) {
 /* Builds the empty answer of a whole Fetch v4 frame in c->request; returns its max wait in
  * ms, or -1 if the frame is not one this program reads. */
 static int answer_fetch_v4(struct conn *c, uint32_t frame_len) {
+    /* p never passes end: each read checks what is left first. */
     const uint8_t *p = c->request + 4, *end = c->request + 4 + frame_len;
-    if (frame_len < 10) return -1;
+#define LEFT ((size_t)(end - p))
+    if (LEFT < 10) return -1;
     uint32_t correlation = get32(p + 4);
     uint16_t client_len = get16(p + 8);
-    p += 10 + (client_len == 0xffff ? 0 : client_len);
-    if (p + 4 + 4 + 4 + 4 + 1 + 4 > end) return -1;
+    size_t header_len = 10 + (client_len == 0xffff ? 0 : client_len);
+    if (LEFT < header_len + 4 + 4 + 4 + 4 + 1 + 4) return -1;
+    p += header_len;
     int32_t max_wait = (int32_t)get32(p + 4);
     p += 17; /* replica, max wait, min bytes, max bytes, isolation */
     uint32_t topics = get32(p);
     p += 4;
-    uint8_t *out = c->answer + 4, *out_end = c->answer + ANSWER_MAX;
+    uint8_t *out = c->answer + 4;
+    size_t room = ANSWER_MAX - 4 - 12;
     out = put32(out, correlation);
     out = put32(out, 0); /* throttle_time_ms */
     out = put32(out, topics);
     for (uint32_t t = 0; t < topics; t++) {
-        if (p + 2 > end) return -1;
-        uint16_t name_len = get16(p);
-        if (p + 2 + name_len + 4 > end || out + 2 + name_len + 4 > out_end) return -1;
+        if (LEFT < 2) return -1;
+        size_t name_len = get16(p);
+        if (LEFT < 2 + name_len + 4 || room < 2 + name_len + 4) return -1;
         memcpy(out, p, 2 + name_len);
         out += 2 + name_len;
         p += 2 + name_len;
+        room -= 2 + name_len + 4;
         uint32_t partitions = get32(p);
         p += 4;
         out = put32(out, partitions);
         for (uint32_t i = 0; i < partitions; i++) {
-            if (p + 16 > end || out + 34 > out_end) return -1;
+            if (LEFT < 16 || room < 30) return -1;
+            room -= 30;
             memcpy(out, p, 4); /* partition index */
             out += 4;
             p += 16;          /* index, fetch offset, partition max bytes */
@@ -145,6 +151,7 @@ static int answer_fetch_v4(struct conn *c, uint32_t frame_len) {
             out = put32(out, 0xffffffffu);    /* records: null */
         }
     }
+#undef LEFT
     c->answer_len = (uint32_t)(out - c->answer);
     put32(c->answer, c->answer_len - 4);
     return max_wait < 0 ? 0 : max_wait;
@@ -154,7 +161,7 @@ static void on_stop(int sig) { (void)sig; stopping = 1; }
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: longpoll_floor PORT [TICK_MS]\n");
+        fprintf(stderr, "usage: longpoll_floor PORT [grid]\n");
         return 2;
     }
     int port = atoi(argv[1]);
@@ -232,6 +239,9 @@ int main(int argc, char **argv) {
             int wait = frame_len >= 4 && get16(c->request + 4) == FETCH && get16(c->request + 6) == 4
                            ? answer_fetch_v4(c, frame_len) : -1;
             if (wait < 0) { close_conn(epfd, fd); continue; }
+            /* Closed connections' entries stay until due: the heap may fill before the
+             * table does; a poll that finds it full is dropped with its connection. */
+            if (heap_len == MAX_CONNS) { close_conn(epfd, fd); continue; }
             int64_t due = now_ms() + wait;
             int64_t early_max = wait / 50 < 16 ? wait / 50 : 16, tick = 1;
             while (tick * 2 <= early_max) tick *= 2;

@@ -168,8 +168,13 @@ impl Connection {
         loop {
             // Idle is counted from here; a timer set for an earlier wait is moved on when it
             // fires (at most once per `idle`), not at every request.
-            let idle_until = tokio::time::Instant::now() + idle;
+            // None: an idle time past what an Instant holds (a huge `connections.max.idle.ms`)
+            // never ends.
+            let idle_until = tokio::time::Instant::now().checked_add(idle);
             let idled = async {
+                let Some(idle_until) = idle_until else {
+                    return std::future::pending().await;
+                };
                 loop {
                     (&mut idle_timer).await;
                     if tokio::time::Instant::now() >= idle_until {
