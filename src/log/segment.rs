@@ -752,8 +752,8 @@ impl<'a> HeaderWalk<'a> {
     }
 
     /// The header of the batch at `position`; None at `end`. Stored batches were
-    /// validated when written or recovered, so a header that does not parse or overruns
-    /// `end` is corruption.
+    /// validated when written or recovered, so a header that does not parse, is not v2 or
+    /// overruns `end` is corruption.
     fn header_at(&mut self, position: u64) -> Result<Option<BatchHeader>, LogError> {
         if position >= self.end {
             return Ok(None);
@@ -776,6 +776,11 @@ impl<'a> HeaderWalk<'a> {
         let at = (position - self.window_start) as usize;
         let header = BatchHeader::parse(&self.window[at..at + BATCH_HEADER_BYTES])
             .map_err(|error| self.segment.corrupt(position, &error.to_string()))?;
+        // `parse` leaves the magic to its callers; only v2 is stored, and another layout
+        // would be served to fetches as if it were one.
+        if header.magic != MAGIC_V2 {
+            return Err(self.segment.corrupt(position, "not a v2 batch header"));
+        }
         if header.total_bytes() as u64 > remaining {
             return Err(self.segment.corrupt(position, "batch runs past the end"));
         }
@@ -1446,6 +1451,8 @@ mod tests {
         /// A batch length leaving too few bytes after the batch for another header (only
         /// for the last batch: elsewhere the next "header" would be inside a record).
         LengthShortOfEnd,
+        /// A magic other than v2, the only format stored: the layout means nothing then.
+        Magic,
     }
 
     /// Damage the header of `log`'s batch `index` in the segment's file, with a write of
@@ -1459,12 +1466,17 @@ mod tests {
             HeaderDamage::LengthHuge => i32::MAX,
             HeaderDamage::LengthOneOver => (remaining + 1 - 12) as i32,
             HeaderDamage::LengthShortOfEnd => (remaining - 30 - 12) as i32,
+            HeaderDamage::Magic => 0,
         };
         let file = OpenOptions::new()
             .write(true)
             .open(segment.log_path())
             .unwrap();
-        (file.write_at(&batch_length.to_be_bytes(), stored.position + 8)).unwrap();
+        let (bytes, at) = match damage {
+            HeaderDamage::Magic => (vec![0x7f], 16),
+            _ => (batch_length.to_be_bytes().to_vec(), 8),
+        };
+        (file.write_at(&bytes, stored.position + at)).unwrap();
     }
 
     #[track_caller]
@@ -1562,6 +1574,7 @@ mod tests {
             HeaderDamage::LengthBelowHeader,
             HeaderDamage::LengthHuge,
             HeaderDamage::LengthOneOver,
+            HeaderDamage::Magic,
         ];
         for index in [0, 2, 4, 5, 6, 7, 9] {
             for damage in damages {
