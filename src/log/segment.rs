@@ -752,8 +752,8 @@ impl<'a> HeaderWalk<'a> {
     }
 
     /// The header of the batch at `position`; None at `end`. Stored batches were
-    /// validated when written or recovered, so a header that does not parse or overruns
-    /// `end` is corruption.
+    /// validated when written or recovered, so a header that does not parse, is not v2 or
+    /// overruns `end` is corruption.
     fn header_at(&mut self, position: u64) -> Result<Option<BatchHeader>, LogError> {
         if position >= self.end {
             return Ok(None);
@@ -776,6 +776,11 @@ impl<'a> HeaderWalk<'a> {
         let at = (position - self.window_start) as usize;
         let header = BatchHeader::parse(&self.window[at..at + BATCH_HEADER_BYTES])
             .map_err(|error| self.segment.corrupt(position, &error.to_string()))?;
+        // `parse` leaves the magic to its callers; only v2 is stored, and another layout
+        // would be served to fetches as if it were one.
+        if header.magic != MAGIC_V2 {
+            return Err(self.segment.corrupt(position, "not a v2 batch header"));
+        }
         if header.total_bytes() as u64 > remaining {
             return Err(self.segment.corrupt(position, "batch runs past the end"));
         }
@@ -1158,5 +1163,424 @@ mod tests {
             );
         }
         assert!(segment.find_batch(5).unwrap().is_none());
+    }
+
+    /// One batch a walk test appended: where it starts, its header, and the offset and
+    /// timestamp of each of its records, for linear scans to compare the walks with.
+    struct Stored {
+        position: u64,
+        header: BatchHeader,
+        records: Vec<RecordTimestamp>,
+    }
+
+    /// Batches built for a walk test, concatenated as one append would take them.
+    #[derive(Default)]
+    struct WalkLog {
+        records: BytesMut,
+        stored: Vec<Stored>,
+        next_offset: i64,
+    }
+
+    impl WalkLog {
+        /// A one-record batch of exactly `total_bytes` after `gap` unused offsets.
+        fn push_total(&mut self, gap: i64, timestamp_ms: i64, total_bytes: usize) {
+            self.push(
+                gap,
+                &[timestamp_ms],
+                batch_of_total(timestamp_ms, total_bytes),
+            );
+        }
+
+        /// A batch of one record per timestamp, values of `value_bytes`.
+        fn push_records(&mut self, gap: i64, timestamps: &[i64], value_bytes: usize) {
+            let batch = encode_batch_sized(timestamps, Compression::None, value_bytes);
+            self.push(gap, timestamps, batch);
+        }
+
+        fn push(&mut self, gap: i64, timestamps: &[i64], mut batch: BytesMut) {
+            let base_offset = self.next_offset + gap;
+            batch::stamp_batch(&mut batch, base_offset, 0, None);
+            let (batch, headers) = validated(batch);
+            let header = headers[0];
+            assert_eq!(
+                header.last_offset(),
+                base_offset + timestamps.len() as i64 - 1
+            );
+            let records = (timestamps.iter().enumerate())
+                .map(|(index, &timestamp_ms)| RecordTimestamp {
+                    offset: base_offset + index as i64,
+                    timestamp_ms,
+                })
+                .collect();
+            self.stored.push(Stored {
+                position: self.records.len() as u64,
+                header,
+                records,
+            });
+            self.records.extend_from_slice(&batch);
+            self.next_offset = header.last_offset() + 1;
+        }
+
+        fn headers(&self) -> Vec<BatchHeader> {
+            self.stored.iter().map(|stored| stored.header).collect()
+        }
+
+        /// A new segment at base offset 0 holding these batches, appended at once.
+        fn segment(&self, dir: &Path, index_interval_bytes: u32) -> Segment {
+            let mut segment = Segment::create(dir, 0, 0).unwrap();
+            let pieces = [IoSlice::new(&self.records)];
+            (segment.append(&pieces, &self.headers(), index_interval_bytes)).unwrap();
+            segment
+        }
+    }
+
+    /// A one-record batch of exactly `total_bytes`: the value is resized until the encoding
+    /// lands there (the length varints make the overhead depend on the size).
+    fn batch_of_total(timestamp_ms: i64, total_bytes: usize) -> BytesMut {
+        let mut value_bytes = total_bytes;
+        for _ in 0..4 {
+            let batch = encode_batch_sized(&[timestamp_ms], Compression::None, value_bytes);
+            if batch.len() == total_bytes {
+                return batch;
+            }
+            value_bytes = (value_bytes + total_bytes)
+                .checked_sub(batch.len())
+                .expect("the batch can be this small");
+        }
+        panic!("no one-record batch is {total_bytes} bytes");
+    }
+
+    /// Every lookup that walks headers agrees with a linear scan of what `log` appended:
+    /// `find_batch` and `visit_headers` from every offset (gaps and the end included), and
+    /// `offset_for_timestamp` for every record's timestamp, its neighbours and both ends.
+    fn assert_walks_match(segment: &Segment, log: &WalkLog) {
+        assert_eq!(segment.size_bytes(), log.records.len() as u64);
+        assert_eq!(segment.next_offset(), log.next_offset);
+        for offset in 0..=log.next_offset {
+            let first = (log.stored.iter())
+                .position(|stored| stored.header.last_offset() >= offset)
+                .unwrap_or(log.stored.len());
+            let expected = (log.stored.get(first)).map(|stored| (stored.position, stored.header));
+            assert_eq!(
+                segment.find_batch(offset).unwrap(),
+                expected,
+                "find {offset}"
+            );
+            // Headers carry their lengths: equal headers in order are equal positions.
+            let mut visited = Vec::new();
+            (segment.visit_headers(offset, &mut |header| visited.push(*header))).unwrap();
+            assert_eq!(visited, log.headers()[first..], "visit from {offset}");
+        }
+        let records: Vec<RecordTimestamp> = (log.stored.iter())
+            .flat_map(|stored| stored.records.iter().copied())
+            .collect();
+        let mut targets = vec![i64::MIN, -1, 0, i64::MAX];
+        for record in &records {
+            let timestamp_ms = record.timestamp_ms;
+            targets.extend([timestamp_ms - 1, timestamp_ms, timestamp_ms + 1]);
+        }
+        for target in targets {
+            let expected = (records.iter()).find(|record| record.timestamp_ms >= target);
+            let found = segment.offset_for_timestamp(target).unwrap();
+            assert_eq!(found.as_ref(), expected, "timestamp {target}");
+        }
+    }
+
+    /// xorshift64*, so that the mixed segments are the same on every run.
+    struct Mix(u64);
+
+    impl Mix {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % bound
+        }
+    }
+
+    /// Batch sizes, in bytes in all, that take each path of the walk: many batches to a
+    /// window; 3,541, whose successor's header straddles a window's end when it starts at
+    /// 525; 4,034 and 4,035, whose successor's header still fits a window started at the
+    /// batch; 4,036-4,095, where it does not and only a header is read next; a window
+    /// exactly and just over; and a batch of several windows.
+    const MIXED_TOTALS: [usize; 12] = [
+        120, 175, 900, 3_541, 4_034, 4_035, 4_036, 4_060, 4_095, 4_096, 4_097, 9_000,
+    ];
+
+    /// `batches` batches of sizes drawn from [`MIXED_TOTALS`] and of three records, some
+    /// after a gap in offsets, timestamps mostly rising with some from a clock behind and
+    /// records out of order inside a batch.
+    fn mixed_log(seed: u64, batches: usize) -> WalkLog {
+        let mut mix = Mix(seed);
+        let mut log = WalkLog::default();
+        let mut clock_ms = 1_000;
+        for _ in 0..batches {
+            let gap = match mix.below(6) {
+                0 => 1 + mix.below(3) as i64,
+                _ => 0,
+            };
+            clock_ms += 1 + mix.below(5) as i64;
+            let timestamp_ms = match mix.below(8) {
+                0 => clock_ms - 40,
+                _ => clock_ms,
+            };
+            let pick = mix.below(MIXED_TOTALS.len() as u64 + 2) as usize;
+            match MIXED_TOTALS.get(pick) {
+                Some(&total) => log.push_total(gap, timestamp_ms, total),
+                None => {
+                    let timestamps = [timestamp_ms + 2, timestamp_ms, timestamp_ms + 1];
+                    log.push_records(gap, &timestamps, 40);
+                }
+            }
+        }
+        log
+    }
+
+    /// Segments mixing small batches, window-crossing ones, ones larger than a window and
+    /// ones in the 4,036-4,095 band, indexed sparsely, densely or not at all, and reopened
+    /// from their index files: every walk finds what a linear scan of the batches finds.
+    #[test]
+    fn header_walks_match_linear_scans_over_mixed_sizes() {
+        for seed in 1..=5 {
+            let log = mixed_log(seed * 0x9E37_79B9_7F4A_7C15, 40);
+            for interval in [u32::MAX, 4_096, 1_000, 0] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut segment = log.segment(dir.path(), interval);
+                assert_walks_match(&segment, &log);
+                segment.seal().unwrap();
+                drop(segment);
+                let reopened = Segment::open(dir.path(), 0, 0).unwrap();
+                assert_walks_match(&reopened, &log);
+            }
+        }
+    }
+
+    /// (window start, window length) after each header of a walk from the first batch.
+    fn windows_after_each_header(segment: &Segment) -> Vec<(u64, usize)> {
+        let mut walk = segment.header_walk();
+        let mut windows = Vec::new();
+        let mut position = 0;
+        while let Some(header) = walk.header_at(position).unwrap() {
+            windows.push((walk.window_start, walk.window_len));
+            position += header.total_bytes() as u64;
+        }
+        windows
+    }
+
+    /// Batches whose total plus a header's 61 bytes lands under, at and over a window: the
+    /// next header is parsed from the same window exactly when it fits in it whole, past
+    /// that only a header is read, and either way every walk finds every batch.
+    #[test]
+    fn header_walks_at_the_large_batch_threshold() {
+        let window = HEADER_WINDOW_BYTES;
+        for total in [
+            4_033, 4_034, 4_035, 4_036, 4_037, 4_094, 4_095, 4_096, 4_097,
+        ] {
+            let mut log = WalkLog::default();
+            log.push_total(0, 1_000, total);
+            log.push_total(0, 1_001, 175);
+            log.push_total(0, 1_002, total);
+            log.push_total(0, 1_003, total);
+            log.push_total(0, 1_004, 6_000);
+            log.push_total(0, 1_005, total);
+            log.push_records(0, &[1_007, 1_006], 100);
+            let dir = tempfile::tempdir().unwrap();
+            let segment = log.segment(dir.path(), u32::MAX);
+            let shares = total + BATCH_HEADER_BYTES <= window;
+            assert_eq!(shares, total <= 4_035);
+            let mut walk = segment.header_walk();
+            assert_eq!(walk.header_at(0).unwrap(), Some(log.stored[0].header));
+            assert_eq!((walk.window_start, walk.window_len), (0, window));
+            assert_eq!(walk.after_large_batch, !shares);
+            let second = log.stored[1].position;
+            assert_eq!(walk.header_at(second).unwrap(), Some(log.stored[1].header));
+            let expected = match shares {
+                true => (0, window),
+                false => (second, BATCH_HEADER_BYTES),
+            };
+            assert_eq!((walk.window_start, walk.window_len), expected, "{total}");
+            // After a small batch the walk reads a whole window again.
+            let third = log.stored[2].position;
+            assert_eq!(walk.header_at(third).unwrap(), Some(log.stored[2].header));
+            assert_eq!((walk.window_start, walk.window_len), (third, window));
+            drop(segment);
+            for interval in [u32::MAX, 4_096, 0] {
+                let dir = tempfile::tempdir().unwrap();
+                assert_walks_match(&log.segment(dir.path(), interval), &log);
+            }
+        }
+    }
+
+    /// Ten batches laid out so that a walk from byte 0 reads their headers through every
+    /// path, as [`CORRUPT_LAYOUT_WINDOWS`] lists.
+    fn corrupt_layout() -> WalkLog {
+        let mut log = WalkLog::default();
+        let totals = [175, 175, 175, 3_541, 175, 6_000, 175, 175, 175, 175];
+        for (index, total) in totals.into_iter().enumerate() {
+            log.push_total(0, 1_000 + index as i64, total);
+        }
+        log
+    }
+
+    /// The window after each header of [`corrupt_layout`]: batch 0 starts a window, 1-3
+    /// reuse it, batch 4's header (at 4,066) straddles its end and starts another, 5 reuses
+    /// that one, 6 follows a batch larger than a window and reads only its header, 7 starts
+    /// a window cut short by the end of the log, and 8 and 9 reuse it.
+    const CORRUPT_LAYOUT_WINDOWS: [(u64, usize); 10] = [
+        (0, 4_096),
+        (0, 4_096),
+        (0, 4_096),
+        (0, 4_096),
+        (4_066, 4_096),
+        (4_066, 4_096),
+        (10_241, 61),
+        (10_416, 525),
+        (10_416, 525),
+        (10_416, 525),
+    ];
+
+    /// Ways a header goes bad on disk, each one the walk must notice by itself.
+    #[derive(Clone, Copy, Debug)]
+    enum HeaderDamage {
+        /// A batch length below the header's own size: the header does not parse.
+        LengthBelowHeader,
+        /// A batch length far past the end of the log.
+        LengthHuge,
+        /// A batch length one byte past the end of the log.
+        LengthOneOver,
+        /// A batch length leaving too few bytes after the batch for another header (only
+        /// for the last batch: elsewhere the next "header" would be inside a record).
+        LengthShortOfEnd,
+        /// A magic other than v2, the only format stored: the layout means nothing then.
+        Magic,
+    }
+
+    /// Damage the header of `log`'s batch `index` in the segment's file, with a write of
+    /// its own as a disk would.
+    fn damage_header(segment: &Segment, log: &WalkLog, index: usize, damage: HeaderDamage) {
+        let stored = &log.stored[index];
+        let remaining = log.records.len() as u64 - stored.position;
+        // `batch_length` leaves out the 12 bytes of base offset and length.
+        let batch_length: i32 = match damage {
+            HeaderDamage::LengthBelowHeader => 0,
+            HeaderDamage::LengthHuge => i32::MAX,
+            HeaderDamage::LengthOneOver => (remaining + 1 - 12) as i32,
+            HeaderDamage::LengthShortOfEnd => (remaining - 30 - 12) as i32,
+            HeaderDamage::Magic => 0,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(segment.log_path())
+            .unwrap();
+        let (bytes, at) = match damage {
+            HeaderDamage::Magic => (vec![0x7f], 16),
+            _ => (batch_length.to_be_bytes().to_vec(), 8),
+        };
+        (file.write_at(&bytes, stored.position + at)).unwrap();
+    }
+
+    #[track_caller]
+    fn assert_corrupt<T: std::fmt::Debug>(result: Result<T, LogError>, what: &str) {
+        match result {
+            Err(LogError::Corrupt(_)) => {}
+            other => panic!("{what}: expected Corrupt, got {other:?}"),
+        }
+    }
+
+    /// A damaged header fails every read that walks to it with `Corrupt`, whichever way
+    /// its bytes were read, and every read that stops before it still answers rightly.
+    fn assert_damage_is_corrupt(index: usize, damage: HeaderDamage) {
+        let log = corrupt_layout();
+        let dir = tempfile::tempdir().unwrap();
+        // No index entries: every walk starts at byte 0 and passes the earlier headers.
+        let segment = log.segment(dir.path(), u32::MAX);
+        damage_header(&segment, &log, index, damage);
+        let what = format!("batch {index} {damage:?}");
+        let stored = &log.stored[index];
+        // The walk reads up to the damaged header through the expected windows, and the
+        // header is refused from the window the clean walk parsed it from.
+        let mut walk = segment.header_walk();
+        for earlier in &log.stored[..index] {
+            let header = walk.header_at(earlier.position).unwrap();
+            assert_eq!(header, Some(earlier.header), "{what}");
+        }
+        let damaged = walk.header_at(stored.position);
+        // The last batch's short length is only seen at the header after it.
+        let damaged = match damage {
+            HeaderDamage::LengthShortOfEnd => {
+                let header = damaged.unwrap().unwrap();
+                walk.header_at(stored.position + header.total_bytes() as u64)
+            }
+            _ => {
+                let window = (walk.window_start, walk.window_len);
+                assert_eq!(window, CORRUPT_LAYOUT_WINDOWS[index], "{what}");
+                damaged
+            }
+        };
+        assert_corrupt(damaged, &what);
+        // The public reads.
+        let offsets_before = match index {
+            0 => 0,
+            _ => log.stored[index - 1].header.last_offset() + 1,
+        };
+        for offset in 0..offsets_before {
+            let first = log.stored.iter().find(|s| s.header.last_offset() >= offset);
+            let expected = first.map(|s| (s.position, s.header));
+            assert_eq!(segment.find_batch(offset).unwrap(), expected, "{what}");
+        }
+        assert_corrupt(segment.find_batch(log.next_offset), &what);
+        let mut visited = Vec::new();
+        let visit = segment.visit_headers(0, &mut |header| visited.push(*header));
+        assert_corrupt(visit, &what);
+        // The last batch's short length is seen only after its header was visited: the
+        // caller gets the error and must drop what it collected.
+        let visited_count = match damage {
+            HeaderDamage::LengthShortOfEnd => index + 1,
+            _ => index,
+        };
+        assert_eq!(
+            visited.len(),
+            visited_count,
+            "{what}: visits up to the damage"
+        );
+        assert_eq!(visited[..index], log.headers()[..index], "{what}");
+        let limits = ReadLimits {
+            upper_bound: i64::MAX,
+            max_bytes: usize::MAX,
+            min_one_batch: true,
+        };
+        assert_corrupt(segment.slice_from(0, &limits, 0), &what);
+        // The timestamps rise with the batches, so this walks to the damaged batch.
+        let timestamp_ms = stored.records[0].timestamp_ms;
+        assert_corrupt(segment.offset_for_timestamp(timestamp_ms), &what);
+        assert_corrupt(segment.offset_for_timestamp(i64::MAX), &what);
+        drop(segment);
+        // Opening reads the headers after the last offset index entry: here, all of them.
+        assert_corrupt(Segment::open(dir.path(), 0, 0), &what);
+    }
+
+    /// A header damaged on disk is `Corrupt` for every read that walks to it: as the first
+    /// header of a fresh window, as one parsed from a window read for earlier headers, as
+    /// one straddling a window's end, as the header-only read after a large batch, and in
+    /// a window cut short by the end of the log.
+    #[test]
+    fn damaged_headers_are_corrupt_on_every_walk_path() {
+        let log = corrupt_layout();
+        let dir = tempfile::tempdir().unwrap();
+        let segment = log.segment(dir.path(), u32::MAX);
+        assert_eq!(windows_after_each_header(&segment), CORRUPT_LAYOUT_WINDOWS);
+        drop(segment);
+        let damages = [
+            HeaderDamage::LengthBelowHeader,
+            HeaderDamage::LengthHuge,
+            HeaderDamage::LengthOneOver,
+            HeaderDamage::Magic,
+        ];
+        for index in [0, 2, 4, 5, 6, 7, 9] {
+            for damage in damages {
+                assert_damage_is_corrupt(index, damage);
+            }
+        }
+        assert_damage_is_corrupt(9, HeaderDamage::LengthShortOfEnd);
     }
 }
