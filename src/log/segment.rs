@@ -1341,8 +1341,8 @@ mod tests {
     /// from their index files: every walk finds what a linear scan of the batches finds.
     #[test]
     fn header_walks_match_linear_scans_over_mixed_sizes() {
-        for seed in 1..=5 {
-            let log = mixed_log(seed * 0x9E37_79B9_7F4A_7C15, 40);
+        for seed in 1..=5u64 {
+            let log = mixed_log(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 40);
             for interval in [u32::MAX, 4_096, 1_000, 0] {
                 let dir = tempfile::tempdir().unwrap();
                 let mut segment = log.segment(dir.path(), interval);

@@ -168,8 +168,8 @@ impl Connection {
         loop {
             // Idle is counted from here; a timer set for an earlier wait is moved on when it
             // fires (at most once per `idle`), not at every request.
-            // None: an idle time past what an Instant holds (a huge `connections.max.idle.ms`)
-            // never ends.
+            // None: an idle time past what an Instant holds never ends. On Linux even u64::MAX
+            // ms fits (i64 seconds), so this only guards other platforms.
             let idle_until = tokio::time::Instant::now().checked_add(idle);
             let idled = async {
                 let Some(idle_until) = idle_until else {
