@@ -5,7 +5,8 @@ with epoch 0 gets a session id; an incremental fetch covers every partition of i
 session and lists only those with records or moved offsets; forgotten partitions leave
 the session; a wrong epoch is INVALID_FETCH_SESSION_EPOCH (71), an unknown session
 FETCH_SESSION_ID_NOT_FOUND (70); epoch -1 closes the session; a parked incremental fetch
-wakes for an append to a partition its request did not name. Fetch v13 (topic ids) checks
+wakes for an append to a partition its request did not name, also once it visits only the
+partitions that change. Fetch v13 (topic ids) checks
 that a session keeps to topic ids. kafka-python's consumer, which uses sessions by default,
 reads every record exactly once in order through them.
 """
@@ -215,6 +216,62 @@ def test_append_to_an_unnamed_partition_wakes_a_parked_incremental_fetch(broker,
         assert (woken.error_code, woken.session_id) == (0, session)
         assert list(woken.partitions) == [(three, 2)]
         assert woken.records(three, 2) == [(0, b"wake")]
+
+
+def test_a_parked_fetch_visiting_nothing_wakes_for_any_partition_of_its_session(broker, topic):
+    """Once every partition of a session has answered a quiet read, a fetch visits only
+    partitions that change: a parked one visits none, and an append to any partition of
+    the session (here one, then two at once while it stays parked for min_bytes) joins it
+    and is answered. Partitions that had records are visited until they are quiet again;
+    the rest keep quiet and are left out."""
+    partitions = 12
+    clients.create_topic(broker, topic, partitions=partitions)
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        session, _ = open_session(conn, topic, partitions)
+        # Epoch 1 visits every partition (the first after the full fetch): all quiet.
+        assert fetch_v7(conn, session, 1).partitions == {}
+        parked_before = parked_fetches(broker)
+        answer = {}
+
+        def fetch(epoch, wanted, min_bytes):
+            answer["result"] = fetch_v7(conn, session, epoch, wanted, max_wait_ms=20_000,
+                                        min_bytes=min_bytes)
+
+        def park_then(epoch, appends, wanted=(), min_bytes=1):
+            thread = threading.Thread(target=fetch, args=(epoch, wanted, min_bytes))
+            thread.start()
+            clients.wait_for(lambda: parked_fetches(broker) > parked_before,
+                             what="the incremental fetch to park")
+            with rawkafka.Connection("127.0.0.1", broker.port) as producer_conn:
+                for partition, value in appends:
+                    produce(producer_conn, topic, partition, [value])
+            thread.join(30)
+            assert not thread.is_alive()
+            return answer["result"]
+
+        woken = park_then(2, [(7, b"seven")])
+        assert (woken.error_code, woken.session_id) == (0, session)
+        assert list(woken.partitions) == [(topic, 7)]
+        assert woken.records(topic, 7) == [(0, b"seven")]
+        # 7 moves on; two appends, the first alone short of min_bytes, both answered.
+        small = len(rawkafka.build_batch([(None, b"x", [])]))
+        both = park_then(3, [(3, b"three"), (10, b"ten")], [(topic, 7, 1)],
+                         min_bytes=2 * small + 1)
+        assert sorted(both.partitions) == [(topic, 3), (topic, 10)]
+        assert both.records(topic, 3) == [(0, b"three")]
+        assert both.records(topic, 10) == [(0, b"ten")]
+        # Not moved on in 3 and 10: their records come again (Kafka's rule); 7, moved on,
+        # and every other partition have nothing to say.
+        again = fetch_v7(conn, session, 4, [(topic, 7, 1)])
+        assert sorted(again.partitions) == [(topic, 3), (topic, 10)]
+        settled = fetch_v7(conn, session, 5, [(topic, 3, 1), (topic, 10, 1)])
+        assert settled.partitions == {}
+        # And nothing was lost to skipping: a fetch from the start of every partition
+        # finds exactly the three records.
+        everything = fetch_v7(conn, 0, -1, [(topic, p, 0) for p in range(partitions)])
+        found = {p: everything.records(topic, p) for p in range(partitions)}
+        assert {p: r for p, r in found.items() if r} == {
+            3: [(0, b"three")], 7: [(0, b"seven")], 10: [(0, b"ten")]}
 
 
 def test_session_gauges(broker, three):

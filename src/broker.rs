@@ -148,10 +148,13 @@ impl Broker {
             },
         ));
         // Session ids are random (Kafka's too): a client cannot guess another's.
+        // A follower an incremental session leaves unvisited has its fetch time at the
+        // leader kept within a tenth of the lag bound (see `fetch_session`).
         let fetch_sessions = FetchSessionCache::new(
             config.fetch_session_slots_max,
             uuid::Uuid::new_v4().as_u64_pair().0,
-        );
+        )
+        .with_whole_visit_ms((config.replication.lag_time_max_ms / 10).max(1));
         let broker = Broker {
             reconciled: tokio::sync::watch::channel(0).0,
             replicas: Arc::new(ReplicaManager::new(config.clone())),

@@ -48,7 +48,7 @@ use crate::controller::MetadataImage;
 use crate::log::RecordSlices;
 use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::replication_quota::ReplicationQuotas;
-use crate::replica::waits::{ChangeWaiter, wait_deadline};
+use crate::replica::waits::{ChangeWaiter, SessionWake, SessionWatch, wait_deadline};
 use crate::replica::{
     FollowerBroker, Partition, PartitionRead, PartitionVersion, ReadBound, ReadRecords,
     ReplicaError, isr_changes,
@@ -115,24 +115,33 @@ pub async fn handle(
     let image = broker.image();
     let replica = follower_id(&request, context.version);
     metrics::request::mark_fetch_from_follower(replica.is_some());
-    let session = begin_session(broker, &image, &request, context.version);
-    let (topics, mut targets) = match &session {
+    let mut session = begin_session(broker, &image, &request, (context.version, replica));
+    // Until the response is settled, a fetch of a session leaves the session to visit
+    // every partition next time: the marks it drained would be lost with it.
+    let mut unrecorded = Unrecorded::of(broker, &session);
+    let (mut topics, mut targets) = match &session {
         Context::Error(error) => return empty_reply(error.code(), INVALID_SESSION_ID, 0),
-        Context::Incremental(incremental) => session_targets(broker, &image, incremental, replica),
+        Context::Incremental(incremental) => {
+            let partitions = (&incremental.partitions[..], incremental.uses_topic_ids);
+            session_targets(broker, &image, partitions, replica)
+        }
         Context::Sessionless | Context::Full => {
             request_targets(broker, &image, &request, context.version, replica)
         }
     };
-    let read_committed = replica.is_none() && request.isolation_level == 1;
-    for target in &mut targets {
-        target.read_committed = read_committed;
-    }
-    if let Some(replica) = replica {
-        record_follower_progress(broker, &image, &request, replica, &mut targets);
-        mark_leader_throttled(broker, &mut targets);
-    }
+    let visit = Visit {
+        broker,
+        image: &image,
+        request: &request,
+        replica,
+    };
+    visit.prepare(standing(&session), &mut targets);
     let quiet = session_quiet(&session, &targets);
-    let results = read_or_park(broker, context, &request, (&targets, quiet), replica).await;
+    let parking = match &mut session {
+        Context::Incremental(incremental) => Parking::Session(incremental, &mut topics, visit),
+        _ => Parking::Targets,
+    };
+    let results = read_or_park(broker, context, &request, (&mut targets, quiet), parking).await;
     count_errors(&results);
     let bytes_out = bytes_read(&results);
     let (keep, update) = session_update(&session, &topics, &targets, &results);
@@ -148,6 +157,7 @@ pub async fn handle(
         }
     }
     let (reply, sent) = settle_session(broker, &session, context.version, replica, update, reply);
+    unrecorded.settled(sent);
     if sent {
         record_bytes_out(&targets, &bytes_out);
         if replica.is_some() {
@@ -157,16 +167,105 @@ pub async fn handle(
     reply
 }
 
+/// What a fetch does to its targets before reading them: once per target per request.
+struct Visit<'a> {
+    broker: &'a Broker,
+    image: &'a MetadataImage,
+    request: &'a FetchRequest,
+    replica: Option<NodeId>,
+}
+
+impl Visit<'_> {
+    /// Sets the isolation level, records a follower's progress and marks the partitions
+    /// the leader side throttles; in a session, registers each partition with the session's
+    /// watch at its slot (`standing`, one per target), before it is read, so a change after
+    /// the read marks it.
+    fn prepare(&self, standing: Option<Standing<'_>>, targets: &mut [Target]) {
+        let read_committed = self.replica.is_none() && self.request.isolation_level == 1;
+        for target in targets.iter_mut() {
+            target.read_committed = read_committed;
+        }
+        if let Some((watch, slots)) = standing {
+            for (target, slot) in targets.iter().zip(slots) {
+                if let Ok(partition) = &target.partition {
+                    partition.stand(watch, *slot);
+                }
+            }
+        }
+        if let Some(replica) = self.replica {
+            let (broker, image) = (self.broker, self.image);
+            record_follower_progress(broker, image, self.request, replica, targets);
+            mark_leader_throttled(broker, targets);
+        }
+    }
+}
+
+/// A session's watch and the slots of a run of targets.
+type Standing<'a> = (&'a Arc<SessionWatch>, &'a [u64]);
+
+/// The standing registrations of a session's targets; none outside one.
+fn standing(session: &Context) -> Option<Standing<'_>> {
+    match session {
+        Context::Incremental(incremental) => Some((&incremental.watch, &incremental.slots)),
+        _ => None,
+    }
+}
+
+/// What a parked fetch waits on.
+enum Parking<'a> {
+    /// A wake-up armed on every target's partition, at every park.
+    Targets,
+    /// The session's watch, which its partitions mark and wake: the partitions it marks
+    /// join the fetch (with their topics) when it wakes.
+    Session(
+        &'a mut Incremental,
+        &'a mut Vec<(TopicName, uuid::Uuid)>,
+        Visit<'a>,
+    ),
+}
+
+impl Parking<'_> {
+    /// Before each park (armed): the session's partitions marked since the fetch began
+    /// that it does not visit yet join its targets, prepared, with their quiet reads.
+    fn grow(&mut self, targets: &mut Vec<Target>, quiet: &mut Vec<Option<Quiet>>) {
+        let Parking::Session(incremental, topics, visit) = self else {
+            return;
+        };
+        let marked = incremental.watch.drain();
+        let first = incremental.partitions.len();
+        if marked.is_empty() || visit.broker.fetch_sessions.extend(incremental, marked) == 0 {
+            return;
+        }
+        let added = &incremental.partitions[first..];
+        let uses_topic_ids = incremental.uses_topic_ids;
+        let (broker, image, replica) = (visit.broker, visit.image, visit.replica);
+        let (more_topics, mut more) =
+            session_targets(broker, image, (added, uses_topic_ids), replica);
+        for target in &mut more {
+            target.topic_index += topics.len();
+        }
+        topics.extend(more_topics);
+        let from = targets.len();
+        targets.extend(more);
+        let slots = &incremental.slots[first..];
+        visit.prepare(Some((&incremental.watch, slots)), &mut targets[from..]);
+        let tail = added.iter().zip(&targets[from..]);
+        quiet.extend(tail.map(|(entry, target)| session_quiet_of(entry, target)));
+    }
+}
+
 /// Reads the targets, and parks until `min_bytes` are there, an error is, or `max_wait_ms`
-/// has passed (woken by appends and high watermark moves of any target). Targets `quiet`
-/// marks (one entry per target, or none) are answered unread while their versions hold.
+/// has passed (woken by appends and high watermark moves of any target, or of any
+/// partition of a session). Targets `quiet` marks (one entry per target, or none) are
+/// answered unread while their versions hold.
 async fn read_or_park(
     broker: &Broker,
     context: &RequestContext,
     request: &FetchRequest,
-    (targets, quiet): (&[Target], Vec<Option<Quiet>>),
-    replica: Option<NodeId>,
+    (targets, quiet): (&mut Vec<Target>, Vec<Option<Quiet>>),
+    mut parking: Parking<'_>,
 ) -> Vec<ReadOutcome> {
+    let replica = follower_id(request, context.version);
     let mut response_bytes_max =
         (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
     if replica.is_none()
@@ -193,14 +292,21 @@ async fn read_or_park(
     // Partitions with nothing to read, and the version that says so: re-reads skip them
     // while it holds, so a wake-up costs the partitions that changed, not all of them.
     let mut quiet = quiet_reads(targets, &results);
-    let watched: Vec<Arc<Partition>> = targets
-        .iter()
-        .filter_map(|t| t.partition.as_ref().ok().cloned())
-        .collect();
+    let watched: Vec<Arc<Partition>> = match &parking {
+        Parking::Targets => (targets.iter())
+            .filter_map(|t| t.partition.as_ref().ok().cloned())
+            .collect(),
+        Parking::Session(..) => Vec::new(),
+    };
     let mut shutdown = broker.serving_signal();
     let _parked = Parked::new(Delayed::Fetch);
     loop {
-        let waiter = ChangeWaiter::arm(&watched);
+        let waiter = match &parking {
+            Parking::Targets => Waiter::Targets(ChangeWaiter::arm(&watched)),
+            Parking::Session(incremental, ..) => Waiter::Session(incremental.watch.arm()),
+        };
+        // Armed first: a change from now on wakes the wait below.
+        parking.grow(targets, &mut quiet);
         results = read_all(targets, &quiet);
         if satisfied(&results, min_bytes) || Instant::now() >= deadline {
             return results;
@@ -219,17 +325,71 @@ async fn read_or_park(
     }
 }
 
+/// A parked fetch's armed wake-up.
+enum Waiter {
+    Targets(ChangeWaiter),
+    Session(SessionWake),
+}
+
+impl Waiter {
+    /// Resolves when woken (true) or at `deadline` (false).
+    async fn wait(self, deadline: Instant) -> bool {
+        match self {
+            Waiter::Targets(waiter) => waiter.wait(deadline).await,
+            Waiter::Session(wake) => wake.wait(deadline).await,
+        }
+    }
+}
+
+/// Makes the fetch session visit every partition at its next fetch unless this fetch's
+/// response was settled (see `fetch_session`): dropped with the fetch (a closed
+/// connection), a throttled or refused response.
+struct Unrecorded<'a> {
+    broker: &'a Broker,
+    session_id: Option<i32>,
+}
+
+impl<'a> Unrecorded<'a> {
+    fn of(broker: &'a Broker, session: &Context) -> Unrecorded<'a> {
+        let session_id = match session {
+            Context::Incremental(incremental) => Some(incremental.session_id),
+            _ => None,
+        };
+        Unrecorded { broker, session_id }
+    }
+
+    fn settled(&mut self, sent: bool) {
+        if sent {
+            self.session_id = None;
+        }
+    }
+}
+
+impl Drop for Unrecorded<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.session_id {
+            self.broker.fetch_sessions.revisit(id);
+        }
+    }
+}
+
 /// The request's session context (Kafka's `FetchManager.newContext`).
 fn begin_session(
     broker: &Broker,
     image: &MetadataImage,
     request: &FetchRequest,
-    version: i16,
+    (version, replica): (i16, Option<NodeId>),
 ) -> Context {
+    let bound = match replica {
+        Some(_) => ReadBound::LogEnd,
+        None if request.isolation_level == 1 => ReadBound::LastStableOffset,
+        None => ReadBound::HighWatermark,
+    };
     let session = SessionRequest {
         session_id: request.session_id,
         epoch: request.session_epoch,
         uses_topic_ids: version >= TOPIC_IDS_MIN_VERSION,
+        reader: (replica, bound),
     };
     let now_ms = crate::client_quota::monotonic_ms();
     let changes = || session_changes(image, request, version);
@@ -581,28 +741,29 @@ fn request_targets(
     (topics, targets)
 }
 
-/// Every partition of an incremental fetch's session as targets, in the session's order,
-/// and their topics: one per run of partitions of a topic, as Kafka groups a response.
-/// Sessions with topic ids look their names up again: a topic may have become known, or
-/// been deleted, since. A run's hosted partitions are looked up together (a follower's
-/// session holds every partition it follows here).
+/// The partitions an incremental fetch visits (`partitions`, of a session that names
+/// topics by id or not) as targets, in the session's order, and their topics: one per run
+/// of partitions of a topic, as Kafka groups a response. Sessions with topic ids look their
+/// names up again: a topic may have become known, or been deleted, since. A run's hosted
+/// partitions are looked up together (a follower's session holds every partition it
+/// follows here).
 fn session_targets(
     broker: &Broker,
     image: &MetadataImage,
-    incremental: &Incremental,
+    (partitions, uses_topic_ids): (&[(PartitionFetch, Sent)], bool),
     replica: Option<NodeId>,
 ) -> (Vec<(TopicName, uuid::Uuid)>, Vec<Target>) {
     let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
-    let mut targets = Vec::with_capacity(incremental.partitions.len());
+    let mut targets = Vec::with_capacity(partitions.len());
     let same_topic = |(before, _): &(PartitionFetch, Sent), (after, _): &(PartitionFetch, Sent)| {
-        match incremental.uses_topic_ids {
+        match uses_topic_ids {
             true => before.topic_id == after.topic_id,
             false => before.topic == after.topic,
         }
     };
-    for run in incremental.partitions.chunk_by(same_topic) {
+    for run in partitions.chunk_by(same_topic) {
         let (first, _) = &run[0];
-        let name = match incremental.uses_topic_ids {
+        let name = match uses_topic_ids {
             true => name_of_id(image, &first.topic_id),
             false => first.topic.clone(),
         };
@@ -740,22 +901,24 @@ fn session_quiet(session: &Context, targets: &[Target]) -> Vec<Option<Quiet>> {
     let Context::Incremental(incremental) = session else {
         return Vec::new();
     };
-    let quiet = |((_, sent), target): (&(PartitionFetch, Sent), &Target)| {
-        let read = sent.quiet?;
-        let same = read.fetch_offset == target.fetch_offset
-            && read.current_leader_epoch == target.current_leader_epoch
-            && read.bound == read_bound(target);
-        same.then_some(Quiet {
-            version: read.version,
-            high_watermark: sent.high_watermark,
-            last_stable_offset: sent.last_stable_offset,
-            log_start_offset: sent.log_start_offset,
-            log_end_offset: read.log_end_offset,
-        })
-    };
     (incremental.partitions.iter().zip(targets))
-        .map(quiet)
+        .map(|(entry, target)| session_quiet_of(entry, target))
         .collect()
+}
+
+/// [`session_quiet`] of one target and its session entry.
+fn session_quiet_of((_, sent): &(PartitionFetch, Sent), target: &Target) -> Option<Quiet> {
+    let read = sent.quiet?;
+    let same = read.fetch_offset == target.fetch_offset
+        && read.current_leader_epoch == target.current_leader_epoch
+        && read.bound == read_bound(target);
+    same.then_some(Quiet {
+        version: read.version,
+        high_watermark: sent.high_watermark,
+        last_stable_offset: sent.last_stable_offset,
+        log_start_offset: sent.log_start_offset,
+        log_end_offset: read.log_end_offset,
+    })
 }
 
 /// Reads every target within the response's byte limit; reads up to `inline_max` bytes
@@ -1070,6 +1233,40 @@ mod quiet_tests {
         assert!(quiet_reads(&targets, &after)[2].is_none());
     }
 
+    /// A session standing registered with a partition has its slot marked at every version
+    /// move, once per registration, and is woken by the changes a read could see.
+    #[tokio::test]
+    async fn a_partition_marks_and_wakes_the_sessions_standing_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader(dir.path());
+        let watch = Arc::new(SessionWatch::default());
+        watch.add(7);
+        watch.add(8);
+        partition.stand(&watch, 7);
+        partition.stand(&watch, 7);
+        assert!(watch.drain().is_empty());
+        let batch = encode_batch(&[1, 2], Compression::None).freeze();
+        let armed = watch.arm();
+        partition.append(&batch, 1).unwrap();
+        assert_eq!(watch.drain(), vec![7], "marked once");
+        let soon = || Instant::now() + Duration::from_millis(50);
+        assert!(armed.wait(soon()).await, "woken");
+        assert!(watch.drain().is_empty());
+        // Only a wake-up armed at the change is woken: nothing is kept for later.
+        partition.append(&batch, 2).unwrap();
+        assert!(!watch.arm().wait(soon()).await);
+        assert_eq!(watch.drain(), vec![7], "the mark is kept");
+        // A change no read sees moves the version: marked, not woken.
+        let armed = watch.arm();
+        partition.set_config(LogConfig::default());
+        assert_eq!(watch.drain(), vec![7]);
+        assert!(!armed.wait(soon()).await);
+        // A slot the session forgot is dropped at the partition's next change.
+        watch.remove(7);
+        partition.append(&batch, 3).unwrap();
+        assert!(watch.drain().is_empty());
+    }
+
     /// A session's quiet read stands for the next fetch only if that fetch asks the same:
     /// a follower that moved its offset or its leader epoch is read again.
     #[test]
@@ -1095,6 +1292,9 @@ mod quiet_tests {
             epoch: 1,
             uses_topic_ids: false,
             partitions: vec![(fetch, Sent::after(&answered))],
+            slots: vec![0],
+            watch: Arc::default(),
+            whole: true,
         });
         assert!(session_quiet(&session, &targets)[0].is_some());
         let mut other_epoch = target(&partition, 0, usize::MAX);

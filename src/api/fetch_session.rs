@@ -25,26 +25,56 @@
 //!
 //! The cache is one `Mutex` held for map updates only, never across an await: the fetch
 //! reads, parks and encodes from a copy of the session's partitions ([`Incremental`]).
+//!
+//! An incremental fetch visits (reads, records a follower's progress for, lists) only the
+//! partitions that may have something to say, so a fetch of a session of a thousand idle
+//! partitions and one busy one costs about what a session of one would. Each partition of
+//! a session has a slot in its [`SessionWatch`], registered with the partition at the
+//! fetch that first visits it; the partition marks the slot at every change of its
+//! version. A fetch visits:
+//! - the partitions the request adds or updates;
+//! - those whose last answer was not a quiet read (records, an error, a limit or throttle
+//!   held records back): what a read finds depends on more than their version;
+//! - those marked since the last fetch (drained before anything is read, so a change
+//!   during the fetch marks its slot again);
+//! - every partition, at the first fetch after the session was made, when the fetcher's
+//!   read bound changes (a consumer switching isolation level), after a fetch whose visit
+//!   was not recorded (throttled, overtaken, failed), and at least every
+//!   `whole_visit_ms` ([`FetchSessionCache::with_whole_visit_ms`]).
+//!
+//! A partition left unvisited has the same version, fetch position and read bound as at
+//! its last answer, a quiet read: a read would find nothing and the same offsets, so the
+//! response would leave it out anyway. What skipping it leaves undone is a follower's
+//! fetch time at the leader, and the whole visits keep that within `whole_visit_ms` of
+//! Kafka's: the broker makes it a tenth of `replica.lag.time.max.ms` at most, so an idle
+//! follower's last caught-up time is never old enough to count as lag.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
 use uuid::Uuid;
 
+use crate::replica::waits::SessionWatch;
 use crate::replica::{PartitionVersion, ReadBound};
+use crate::types::NodeId;
 
 /// How long a session must go unused before any request may evict it, and how old a
 /// session must be before a larger one may take its slot: Kafka's hard-coded
 /// `FetchSessionCache` eviction age.
 pub const EVICTION_MS: u64 = 120_000;
 
-/// Partitions cached over all sessions. A cached partition costs about 300 bytes (its entry
-/// in the ordered map, its key in the index; topic names are shared), so this bounds the
-/// cache near 300 MB; the default 1,000 slots of fetchers of 1,000 partitions each fit.
+/// Partitions cached over all sessions. A cached partition costs about 400 bytes (its entry
+/// in the ordered map, its key in the index, its slot in the session's maps and watch and
+/// its registration with the partition; topic names are shared), so this bounds the cache
+/// near 400 MB; the default 1,000 slots of fetchers of 1,000 partitions each fit.
 pub const CACHED_PARTITIONS_MAX: usize = 1_000_000;
+
+/// The longest an incremental fetch session goes between visits of every partition (see
+/// the module's notes), unless the broker asks for less.
+pub const WHOLE_VISIT_MS_MAX: u64 = 1_000;
 
 /// The session id of "no session" (Kafka's `INVALID_SESSION_ID`).
 pub const INVALID_SESSION_ID: i32 = 0;
@@ -179,17 +209,34 @@ pub enum Context {
     Error(ResponseError),
 }
 
-/// An incremental fetch: a copy of its session's partitions taken when the request
-/// updated it, so nothing is held while the fetch reads and parks.
-#[derive(Debug)]
+/// An incremental fetch: a copy of the session's partitions it visits, taken when the
+/// request updated the session, so nothing is held while the fetch reads and parks.
 pub struct Incremental {
     pub session_id: i32,
     /// The epoch this request moved the session to: its response stands only while the
     /// session is still at it (a second request with the same epoch would have moved it).
     pub epoch: i32,
     pub uses_topic_ids: bool,
-    /// Every partition of the session, in fetch order, with what was last sent of each.
+    /// The partitions this fetch visits, in fetch order, with what was last sent of each.
     pub partitions: Vec<(PartitionFetch, Sent)>,
+    /// Their slots in `watch`, in the same order.
+    pub slots: Vec<u64>,
+    /// The session's watch: the fetch registers each partition it visits with it, and
+    /// parks on it.
+    pub watch: Arc<SessionWatch>,
+    /// Every partition of the session is visited.
+    pub whole: bool,
+}
+
+impl std::fmt::Debug for Incremental {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (f.debug_struct("Incremental"))
+            .field("session_id", &self.session_id)
+            .field("epoch", &self.epoch)
+            .field("partitions", &self.partitions.len())
+            .field("whole", &self.whole)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Incremental {
@@ -236,6 +283,10 @@ pub struct SessionChanges {
     pub forgotten: Vec<PartitionKey>,
 }
 
+/// Who reads, as far as a quiet read depends on it: the follower fetching (if any) and
+/// where its reads stop.
+pub type Reader = (Option<NodeId>, ReadBound);
+
 /// A request's session fields.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionRequest {
@@ -243,11 +294,14 @@ pub struct SessionRequest {
     pub epoch: i32,
     /// Fetch v13 and later name topics by id.
     pub uses_topic_ids: bool,
+    pub reader: Reader,
 }
 
 struct CachedPartition {
     fetch: PartitionFetch,
     sent: Sent,
+    /// Its slot in the session's watch.
+    slot: u64,
 }
 
 struct Session {
@@ -263,6 +317,16 @@ struct Session {
     order: BTreeMap<u64, CachedPartition>,
     index: HashMap<PartitionKey, u64>,
     sequence_next: u64,
+    /// Slot -> sequence, for the slots `watch` marks.
+    slots: HashMap<u64, u64>,
+    slot_next: u64,
+    /// The slots whose last answer was not a quiet read: visited at every fetch.
+    unsettled: HashSet<u64>,
+    watch: Arc<SessionWatch>,
+    /// When a fetch next visits every partition (0: the next fetch).
+    whole_due_ms: u64,
+    /// Who read at the last fetch.
+    reader: Option<Reader>,
 }
 
 impl Session {
@@ -276,6 +340,14 @@ impl Session {
             order: BTreeMap::new(),
             index: HashMap::new(),
             sequence_next: 0,
+            slots: HashMap::new(),
+            slot_next: 0,
+            unsettled: HashSet::new(),
+            watch: Arc::new(SessionWatch::default()),
+            // The full fetch that made the session read before any partition stood
+            // registered with it: the first incremental fetch visits them all.
+            whole_due_ms: 0,
+            reader: None,
         }
     }
 
@@ -284,31 +356,46 @@ impl Session {
         self.order.len()
     }
 
+    /// Puts a partition at the end of the order.
     fn push(&mut self, key: PartitionKey, cached: CachedPartition) {
         let sequence = self.sequence_next;
         self.sequence_next += 1;
+        self.slots.insert(cached.slot, sequence);
         assert!(self.order.insert(sequence, cached).is_none());
         assert!(self.index.insert(key, sequence).is_none());
     }
 
-    /// Adds the partition at the end, or updates its request data in place.
-    fn upsert(&mut self, fetch: PartitionFetch) {
+    /// Adds a partition at the end, with a new slot.
+    fn add(&mut self, key: PartitionKey, fetch: PartitionFetch, sent: Sent) -> u64 {
+        let slot = self.slot_next;
+        self.slot_next += 1;
+        self.watch.add(slot);
+        if sent.quiet.is_none() {
+            self.unsettled.insert(slot);
+        }
+        self.push(key, CachedPartition { fetch, sent, slot });
+        slot
+    }
+
+    /// Adds the partition at the end, or updates its request data in place; its slot.
+    fn upsert(&mut self, fetch: PartitionFetch) -> u64 {
         let key = fetch.key(self.uses_topic_ids);
         match self.index.get(&key) {
             Some(sequence) => {
                 let cached = self.order.get_mut(sequence).expect("indexed partition");
                 cached.fetch = fetch;
+                cached.slot
             }
-            None => {
-                let sent = Sent::NOTHING;
-                self.push(key, CachedPartition { fetch, sent });
-            }
+            None => self.add(key, fetch, Sent::NOTHING),
         }
     }
 
     fn forget(&mut self, key: &PartitionKey) {
         if let Some(sequence) = self.index.remove(key) {
-            self.order.remove(&sequence).expect("indexed partition");
+            let cached = self.order.remove(&sequence).expect("indexed partition");
+            self.slots.remove(&cached.slot);
+            self.unsettled.remove(&cached.slot);
+            self.watch.remove(cached.slot);
         }
     }
 
@@ -322,23 +409,45 @@ impl Session {
         let Some(&sequence) = self.index.get(&key) else {
             return;
         };
+        let cached = self.order.get_mut(&sequence).expect("indexed partition");
+        match sent.quiet {
+            Some(_) => self.unsettled.remove(&cached.slot),
+            None => self.unsettled.insert(cached.slot),
+        };
+        cached.sent = sent;
         if !had_records {
-            self.order
-                .get_mut(&sequence)
-                .expect("indexed partition")
-                .sent = sent;
             return;
         }
         self.index.remove(&key);
-        let mut cached = self.order.remove(&sequence).expect("indexed partition");
-        cached.sent = sent;
+        let cached = self.order.remove(&sequence).expect("indexed partition");
         self.push(key, cached);
     }
 
-    fn snapshot(&self) -> Vec<(PartitionFetch, Sent)> {
-        (self.order.values())
-            .map(|cached| (cached.fetch.clone(), cached.sent))
-            .collect()
+    /// What a fetch at `now_ms` visits (see the module's notes): every partition, or those
+    /// of `slots` plus the unsettled ones. Their copies in fetch order, their slots, and
+    /// whether that is all of them.
+    fn visit(&mut self, slots: Vec<u64>, reader: Reader, now_ms: u64, whole_ms: u64) -> Visit {
+        let whole = now_ms >= self.whole_due_ms || self.reader != Some(reader);
+        self.reader = Some(reader);
+        if whole {
+            self.whole_due_ms = now_ms.saturating_add(whole_ms);
+            let (partitions, slots) = (self.order.values())
+                .map(|cached| ((cached.fetch.clone(), cached.sent), cached.slot))
+                .unzip();
+            return (partitions, slots, true);
+        }
+        let mut sequences: Vec<u64> = (slots.iter().chain(&self.unsettled))
+            .filter_map(|slot| self.slots.get(slot).copied())
+            .collect();
+        sequences.sort_unstable();
+        sequences.dedup();
+        let (partitions, slots) = (sequences.iter())
+            .map(|sequence| {
+                let cached = &self.order[sequence];
+                ((cached.fetch.clone(), cached.sent), cached.slot)
+            })
+            .unzip();
+        (partitions, slots, false)
     }
 
     /// Old enough (as of its last use) for a larger session to take its slot.
@@ -364,6 +473,9 @@ impl IdSource {
     }
 }
 
+/// A visit's partitions, their slots, and whether they are all of the session's.
+type Visit = (Vec<(PartitionFetch, Sent)>, Vec<u64>, bool);
+
 /// Kafka's `EvictableKey`: the least valuable session is the smallest key.
 fn rank(privileged: bool, size: usize, id: i32) -> (bool, usize, i32) {
     (privileged, size, id)
@@ -382,6 +494,8 @@ pub struct FetchSessionCache {
     partitions_max: usize,
     state: Mutex<CacheState>,
     evictions: AtomicU64,
+    /// The longest between an incremental session's visits of every partition.
+    whole_visit_ms: u64,
 }
 
 impl FetchSessionCache {
@@ -401,7 +515,15 @@ impl FetchSessionCache {
                 ids: IdSource(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
             }),
             evictions: AtomicU64::new(0),
+            whole_visit_ms: WHOLE_VISIT_MS_MAX,
         }
+    }
+
+    /// Visits every partition of an incremental session at least every `ms` (at most
+    /// [`WHOLE_VISIT_MS_MAX`]): the broker passes a tenth of `replica.lag.time.max.ms`.
+    pub fn with_whole_visit_ms(mut self, ms: u64) -> FetchSessionCache {
+        self.whole_visit_ms = ms.min(WHOLE_VISIT_MS_MAX);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
@@ -433,9 +555,9 @@ impl FetchSessionCache {
             }
             (_, _) => {
                 let changes = changes();
-                let partitions_max = self.partitions_max;
+                let bounds = (self.partitions_max, self.whole_visit_ms);
                 self.lock()
-                    .continue_session(request, now_ms, changes, partitions_max)
+                    .continue_session(request, now_ms, changes, bounds)
             }
         }
     }
@@ -463,7 +585,7 @@ impl FetchSessionCache {
         let mut session = Session::new(privileged, uses_topic_ids, now_ms);
         for (fetch, sent) in partitions {
             session.forget(&fetch.key(uses_topic_ids));
-            session.push(fetch.key(uses_topic_ids), CachedPartition { fetch, sent });
+            session.add(fetch.key(uses_topic_ids), fetch, sent);
         }
         let id = state.new_session_id();
         state.partitions_cached += session.len();
@@ -491,6 +613,44 @@ impl FetchSessionCache {
             session.sent(responded);
         }
         Ok(())
+    }
+
+    /// Adds to a parked incremental fetch the partitions of `slots` (its session's, marked
+    /// since it began) it does not visit yet: their copies are appended to its partitions.
+    /// The number added; none once the session has moved on or gone (the fetch's answer
+    /// would not stand).
+    pub fn extend(&self, incremental: &mut Incremental, slots: Vec<u64>) -> usize {
+        let state = self.lock();
+        let session = match state.sessions.get(&incremental.session_id) {
+            Some(session) if session.epoch == incremental.epoch => session,
+            _ => return 0,
+        };
+        let mut visited: HashSet<u64> = incremental.slots.iter().copied().collect();
+        let mut added = 0;
+        for slot in slots {
+            let Some(sequence) = session.slots.get(&slot) else {
+                continue;
+            };
+            if !visited.insert(slot) {
+                continue;
+            }
+            let cached = &session.order[sequence];
+            incremental
+                .partitions
+                .push((cached.fetch.clone(), cached.sent));
+            incremental.slots.push(slot);
+            added += 1;
+        }
+        added
+    }
+
+    /// An incremental fetch whose visit was not recorded (its response throttled, refused
+    /// or never built): the session's next fetch visits every partition, as the marks this
+    /// one drained are gone.
+    pub fn revisit(&self, session_id: i32) {
+        if let Some(session) = self.lock().sessions.get_mut(&session_id) {
+            session.whole_due_ms = 0;
+        }
     }
 
     /// The epoch check of a throttled incremental response, which changes nothing.
@@ -529,7 +689,7 @@ impl CacheState {
         request: SessionRequest,
         now_ms: u64,
         changes: SessionChanges,
-        partitions_max: usize,
+        (partitions_max, whole_visit_ms): (usize, u64),
     ) -> Context {
         let id = request.session_id;
         let Some(session) = self.sessions.get_mut(&id) else {
@@ -549,8 +709,10 @@ impl CacheState {
             return Context::Sessionless;
         }
         let before = session.len();
+        // Drained before the fetch reads anything: a change from now on marks again.
+        let mut visit = session.watch.drain();
         for fetch in changes.upserts {
-            session.upsert(fetch);
+            visit.push(session.upsert(fetch));
         }
         for key in &changes.forgotten {
             session.forget(key);
@@ -564,11 +726,16 @@ impl CacheState {
         }
         session.last_used_ms = now_ms;
         session.epoch = next_epoch(session.epoch);
+        let (partitions, slots, whole) =
+            session.visit(visit, request.reader, now_ms, whole_visit_ms);
         Context::Incremental(Incremental {
             session_id: id,
             epoch: session.epoch,
             uses_topic_ids: session.uses_topic_ids,
-            partitions: session.snapshot(),
+            partitions,
+            slots,
+            watch: Arc::clone(&session.watch),
+            whole,
         })
     }
 

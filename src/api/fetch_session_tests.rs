@@ -1,4 +1,5 @@
 use super::*;
+use crate::replica::waits::Watchers;
 use kafka_protocol::protocol::StrBytes;
 
 fn name(topic: &str) -> TopicName {
@@ -42,8 +43,14 @@ fn by_name(session_id: i32, epoch: i32) -> SessionRequest {
         session_id,
         epoch,
         uses_topic_ids: false,
+        reader: CONSUMER,
     }
 }
+
+const CONSUMER: Reader = (None, ReadBound::HighWatermark);
+
+/// The default time between visits of every partition: fetches this far apart visit all.
+const WHOLE: u64 = WHOLE_VISIT_MS_MAX;
 
 fn none() -> SessionChanges {
     SessionChanges::default()
@@ -285,6 +292,7 @@ fn answered_partitions_move_to_the_end_and_remember_what_was_sent() {
 /// The next fetch answers a quiet partition unread from what the session remembers, so
 /// the session must remember each quiet read, listed or not, and forget it once a read
 /// is not quiet.
+/// (Fetches a whole visit apart, so each sees every partition: see the visit tests below.)
 #[test]
 fn quiet_reads_are_remembered_for_partitions_left_out_too() {
     let cache = FetchSessionCache::new(10, 8);
@@ -307,7 +315,7 @@ fn quiet_reads_are_remembered_for_partitions_left_out_too() {
     assert_eq!(keep, vec![false, false, true]);
     assert_eq!(responded.len(), 2);
     cache.commit(&first, responded).unwrap();
-    let second = incremental(cache.begin(by_name(id, 2), 0, none));
+    let second = incremental(cache.begin(by_name(id, 2), WHOLE, none));
     let remembered: Vec<_> = second.partitions.iter().map(|(_, s)| s.quiet).collect();
     assert_eq!(remembered, vec![Some(quiet(5)), None, None]);
     assert_eq!(
@@ -322,13 +330,13 @@ fn quiet_reads_are_remembered_for_partitions_left_out_too() {
     let (_, responded) = second.respond(&[quiet_answer(6), answer(10, false), answer(11, false)]);
     assert_eq!(responded.len(), 1);
     cache.commit(&second, responded).unwrap();
-    let third = incremental(cache.begin(by_name(id, 3), 0, none));
+    let third = incremental(cache.begin(by_name(id, 3), 2 * WHOLE, none));
     assert_eq!(third.partitions[0].1.quiet, Some(quiet(6)));
     let (keep, responded) =
         third.respond(&[answer(10, false), answer(10, false), answer(11, false)]);
     assert_eq!(keep, vec![false; 3]);
     cache.commit(&third, responded).unwrap();
-    let fourth = incremental(cache.begin(by_name(id, 4), 0, none));
+    let fourth = incremental(cache.begin(by_name(id, 4), 3 * WHOLE, none));
     assert_eq!(fourth.partitions[0].1.quiet, None);
 }
 
@@ -452,4 +460,183 @@ fn session_ids_are_positive_and_distinct() {
         assert!(ids.insert(id));
     }
     assert_eq!(cache.sizes(), (1000, 1000));
+}
+
+// ---------------------------------------------------------------- visits
+
+/// A session of `size` partitions of `t`, each last answered with a quiet read (settled).
+fn settled_session(cache: &FetchSessionCache, size: i32) -> i32 {
+    let quiet = Sent {
+        quiet: Some(QuietRead {
+            version: crate::replica::PartitionVersion::after_changes(1),
+            fetch_offset: 0,
+            current_leader_epoch: -1,
+            bound: ReadBound::HighWatermark,
+            log_end_offset: 0,
+        }),
+        ..sent(0)
+    };
+    let partitions = (0..size).map(|p| (fetch("t", p, 0), quiet)).collect();
+    cache.create(false, false, 0, partitions)
+}
+
+/// Stands every slot of `incremental` registered with one partition's watchers each, as
+/// the fetch does; by partition index.
+fn stand(incremental: &Incremental) -> std::collections::BTreeMap<i32, Watchers> {
+    let pairs = incremental.partitions.iter().zip(&incremental.slots);
+    pairs
+        .map(|((fetch, _), slot)| {
+            let mut watchers = Watchers::default();
+            watchers.stand(&incremental.watch, *slot);
+            (fetch.partition, watchers)
+        })
+        .collect()
+}
+
+fn changes(upserts: Vec<PartitionFetch>, forgotten: Vec<PartitionKey>) -> SessionChanges {
+    SessionChanges { upserts, forgotten }
+}
+
+/// After a first fetch that visits every partition (they stood registered with nothing
+/// before it), a fetch visits only the partitions marked since the last one, those the
+/// request names, and those whose last answer was not a quiet read.
+#[test]
+fn a_fetch_visits_what_changed_what_it_names_and_what_was_not_quiet() {
+    let cache = FetchSessionCache::new(10, 16);
+    let id = settled_session(&cache, 6);
+    let first = incremental(cache.begin(by_name(id, 1), 10, none));
+    assert!(first.whole);
+    assert_eq!(order(&first), vec![0, 1, 2, 3, 4, 5]);
+    let mut partitions = stand(&first);
+    let second = incremental(cache.begin(by_name(id, 2), 20, none));
+    assert!(!second.whole);
+    assert_eq!(order(&second), Vec::<i32>::new(), "nothing changed");
+    // Partitions 4 and 1 change (4 twice); the request names 2.
+    partitions.get_mut(&4).unwrap().mark_standing();
+    partitions.get_mut(&1).unwrap().mark_standing();
+    partitions.get_mut(&4).unwrap().mark_standing();
+    let named = || changes(vec![fetch("t", 2, 0)], vec![]);
+    let third = incremental(cache.begin(by_name(id, 3), 30, named));
+    assert_eq!(order(&third), vec![1, 2, 4], "in the session's order");
+    // 1's high watermark moved, 2 had records (it moves to the end), 4's read was quiet:
+    // 1 and 2 are visited until a read of them is quiet again, 4 only when marked.
+    let quiet = Answer {
+        quiet: third.partitions[2].1.quiet,
+        ..answer(0, false)
+    };
+    let answers = [answer(5, false), answer(0, true), quiet];
+    let (_, responded) = third.respond(&answers);
+    cache.commit(&third, responded).unwrap();
+    let fourth = incremental(cache.begin(by_name(id, 4), 40, none));
+    assert_eq!(
+        order(&fourth),
+        vec![1, 2],
+        "not quiet, in the session's order"
+    );
+}
+
+/// Every partition is visited again a whole-visit interval after the last such visit,
+/// when the reader changes (a consumer switching isolation level), and after a fetch whose
+/// visit was not recorded.
+#[test]
+fn whole_visits_come_on_time_for_a_new_reader_and_after_an_unrecorded_fetch() {
+    let cache = FetchSessionCache::new(10, 17).with_whole_visit_ms(500);
+    let id = settled_session(&cache, 3);
+    assert!(incremental(cache.begin(by_name(id, 1), 1_000, none)).whole);
+    assert!(!incremental(cache.begin(by_name(id, 2), 1_499, none)).whole);
+    let due = incremental(cache.begin(by_name(id, 3), 1_500, none));
+    assert!(due.whole);
+    assert_eq!(order(&due), vec![0, 1, 2]);
+    let read_committed = SessionRequest {
+        reader: (None, ReadBound::LastStableOffset),
+        ..by_name(id, 4)
+    };
+    assert!(incremental(cache.begin(read_committed, 1_600, none)).whole);
+    assert!(
+        !incremental(cache.begin(
+            SessionRequest {
+                epoch: 5,
+                ..read_committed
+            },
+            1_700,
+            none
+        ))
+        .whole
+    );
+    cache.revisit(id);
+    let after = incremental(cache.begin(
+        SessionRequest {
+            epoch: 6,
+            ..read_committed
+        },
+        1_800,
+        none,
+    ));
+    assert!(after.whole);
+    // The interval is capped: a follower's fetch time at the leader must not go stale.
+    let capped = FetchSessionCache::new(10, 18).with_whole_visit_ms(60_000);
+    let id = settled_session(&capped, 1);
+    assert!(incremental(capped.begin(by_name(id, 1), 0, none)).whole);
+    let late = WHOLE_VISIT_MS_MAX;
+    assert!(incremental(capped.begin(by_name(id, 2), late, none)).whole);
+}
+
+/// A parked fetch takes in the partitions marked since it began that it does not visit
+/// yet, with what was last sent of them; not once its session has moved on.
+#[test]
+fn a_parked_fetch_takes_in_marked_partitions() {
+    let cache = FetchSessionCache::new(10, 19);
+    let id = settled_session(&cache, 4);
+    let first = incremental(cache.begin(by_name(id, 1), 0, none));
+    let mut partitions = stand(&first);
+    let named = || changes(vec![fetch("t", 1, 0)], vec![]);
+    let mut parked = incremental(cache.begin(by_name(id, 2), 10, named));
+    assert_eq!(order(&parked), vec![1]);
+    partitions.get_mut(&3).unwrap().mark_standing();
+    partitions.get_mut(&1).unwrap().mark_standing();
+    let marked = parked.watch.drain();
+    assert_eq!(
+        cache.extend(&mut parked, marked),
+        1,
+        "1 was visited already"
+    );
+    assert_eq!(order(&parked), vec![1, 3]);
+    assert_eq!(parked.slots.len(), 2);
+    assert_eq!(
+        parked.partitions[1].1.quiet.map(|q| q.fetch_offset),
+        Some(0)
+    );
+    // Overtaken by the next request: nothing more joins.
+    let _next = incremental(cache.begin(by_name(id, 3), 20, none));
+    partitions.get_mut(&0).unwrap().mark_standing();
+    let marked = parked.watch.drain();
+    assert_eq!(marked.len(), 1);
+    assert_eq!(cache.extend(&mut parked, marked), 0);
+}
+
+/// A forgotten partition's slot is dropped from its partition's registrations at the
+/// partition's next change, and a session gone drops them all.
+#[test]
+fn forgotten_slots_and_closed_sessions_leave_the_partitions() {
+    let cache = FetchSessionCache::new(10, 20);
+    let id = settled_session(&cache, 2);
+    let first = incremental(cache.begin(by_name(id, 1), 0, none));
+    let mut partitions = stand(&first);
+    drop(first);
+    let forget = || changes(vec![], vec![PartitionKey::Name(name("t"), 0)]);
+    incremental(cache.begin(by_name(id, 2), 10, forget));
+    let zero = partitions.get_mut(&0).unwrap();
+    assert_eq!(zero.standing_len(), 1);
+    zero.mark_standing();
+    assert_eq!(zero.standing_len(), 0, "forgotten");
+    // Partition 1 still stands; once the session closes, its next change drops it.
+    let one = partitions.get_mut(&1).unwrap();
+    one.mark_standing();
+    assert_eq!(one.standing_len(), 1);
+    assert!(matches!(
+        cache.begin(by_name(id, -1), 20, none),
+        Context::Sessionless
+    ));
+    one.mark_standing();
+    assert_eq!(one.standing_len(), 0, "session closed");
 }

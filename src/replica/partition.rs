@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 use super::ReplicaError;
 use super::leader_state::LeaderState;
-use super::waits::{ChangeWatcher, Watchers};
+use super::waits::{ChangeWatcher, SessionWatch, Watchers};
 use crate::controller::image::NO_LEADER;
 use crate::log::txn_index::AbortedTxn;
 use crate::log::{
@@ -69,7 +69,8 @@ pub struct Partition {
     number: u64,
     /// Woken by every change a read could see: acks=all waits.
     changed: Notify,
-    /// Woken by the same changes, each once: parked fetches (`waits`).
+    /// Woken by the same changes, each once: parked fetches (`waits`); and the fetch
+    /// sessions standing registered, marked at every version move.
     watchers: Mutex<Watchers>,
     /// Set while appends fail on storage, so the fault is logged when it starts and when
     /// it clears rather than once per refused produce. Shared with `epoch_checkpoint`,
@@ -169,6 +170,8 @@ static PARTITIONS_NUMBERED: AtomicU64 = AtomicU64::new(0);
 struct StateWrite<'a> {
     guard: RwLockWriteGuard<'a, PartitionState>,
     changes: &'a AtomicU64,
+    /// Their standing fetch sessions are marked at every version move.
+    watchers: &'a Mutex<Watchers>,
 }
 
 impl std::ops::Deref for StateWrite<'_> {
@@ -191,7 +194,14 @@ impl Drop for StateWrite<'_> {
         // Release: paired with the Acquire loads, though readers that act on a version
         // read it under the read lock, which orders it already.
         self.changes.fetch_add(1, Ordering::Release);
+        mark_standing(self.watchers);
     }
+}
+
+/// Marks the standing fetch sessions of a partition whose version just moved: after the
+/// move, so a session that drains its marks and then reads sees the new version.
+fn mark_standing(watchers: &Mutex<Watchers>) {
+    (watchers.lock().unwrap_or_else(|p| p.into_inner())).mark_standing();
 }
 
 impl PartitionState {
@@ -565,6 +575,7 @@ impl Partition {
         StateWrite {
             guard: self.state.write().unwrap_or_else(|p| p.into_inner()),
             changes: &self.changes,
+            watchers: &self.watchers,
         }
     }
 
@@ -573,6 +584,7 @@ impl Partition {
     fn changed_under(&self, guard: &RwLockWriteGuard<'_, PartitionState>) {
         let _ = guard;
         self.changes.fetch_add(1, Ordering::Release);
+        mark_standing(&self.watchers);
     }
 
     /// The partition's change version now: equal to one read earlier means nothing about
@@ -592,12 +604,21 @@ impl Partition {
         watchers.push(Arc::downgrade(watcher));
     }
 
+    /// Marks `slot` of a fetch session's `watch` dirty at every change of this partition's
+    /// version from now on, until the session forgets the slot (see `waits`).
+    pub fn stand(&self, watch: &Arc<SessionWatch>, slot: u64) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.stand(watch, slot);
+    }
+
     /// Wakes everything waiting for this partition to change.
     fn notify_changed(&self) {
         self.changed.notify_waiters();
-        let watchers = (self.watchers.lock())
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let watchers = {
+            let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            watchers.wake_standing();
+            watchers.take()
+        };
         for watcher in watchers.iter().filter_map(Weak::upgrade) {
             watcher.wake();
         }

@@ -10,10 +10,17 @@
 //! kept to a lock and a push per partition: a tokio `Notified` per partition cost an
 //! allocation and three trips through the partition's `Notify` lock (arm, poll, drop).
 //!
+//! A fetch session (`api::fetch_session`) instead stands registered with each partition it
+//! fetches, once, as a [`SessionWatch`] and the partition's slot in it: every change of the
+//! partition's version marks the slot dirty, and every change a read could see also wakes
+//! the session's parked fetch. So a session's fetch visits the partitions that changed
+//! rather than all of them, and parks without registering anywhere.
+//!
 //! Deadlines of long waits are put on a grid ([`wait_deadline`]) so that waits parked at
 //! about the same time end in one wake-up of the runtime instead of one each.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -35,13 +42,54 @@ impl ChangeWatcher {
     }
 }
 
-/// The watchers registered with one partition.
+/// The watchers registered with one partition: one-shot wake-ups, and the standing
+/// registrations of fetch sessions.
 #[derive(Default)]
 pub struct Watchers {
     list: Vec<Weak<ChangeWatcher>>,
+    standing: Vec<(Weak<SessionWatch>, u64)>,
 }
 
 impl Watchers {
+    /// Registers `slot` of `watch` until the session forgets the slot or is gone; a
+    /// registration already there is not added twice. Before the list would grow, it drops
+    /// the registrations of sessions gone and of slots forgotten.
+    pub fn stand(&mut self, watch: &Arc<SessionWatch>, slot: u64) {
+        let same = |(standing, standing_slot): &(Weak<SessionWatch>, u64)| {
+            *standing_slot == slot && std::ptr::eq(standing.as_ptr(), Arc::as_ptr(watch))
+        };
+        if self.standing.iter().any(same) {
+            return;
+        }
+        if self.standing.len() == self.standing.capacity() {
+            (self.standing).retain(|(watch, slot)| watch.upgrade().is_some_and(|w| w.holds(*slot)));
+        }
+        self.standing.push((Arc::downgrade(watch), slot));
+    }
+
+    /// The partition's version moved: marks every standing slot dirty, dropping the
+    /// registrations of sessions gone and of slots forgotten.
+    pub fn mark_standing(&mut self) {
+        if self.standing.is_empty() {
+            return;
+        }
+        (self.standing).retain(|(watch, slot)| watch.upgrade().is_some_and(|w| w.mark(*slot)));
+    }
+
+    /// Wakes the parked fetches of every standing session (after [`Self::mark_standing`]).
+    pub fn wake_standing(&self) {
+        for (watch, _) in &self.standing {
+            if let Some(watch) = watch.upgrade() {
+                watch.woken.notify_waiters();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn standing_len(&self) -> usize {
+        self.standing.len()
+    }
+
     /// Adds `watcher`. Before the list would grow, it drops the watchers whose waiters are
     /// gone, so a partition that never changes holds at most twice its live watchers.
     pub fn push(&mut self, watcher: Weak<ChangeWatcher>) {
@@ -62,6 +110,101 @@ impl Watchers {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+}
+
+/// One fetch session's view of its partitions' changes: which of its slots (a number per
+/// partition of the session, never reused within it) changed since it last looked, and a
+/// wake-up for its parked fetch. The session adds and removes slots under its cache's
+/// lock; partitions mark them (under their own locks) and wake it.
+#[derive(Default)]
+pub struct SessionWatch {
+    slots: Mutex<WatchedSlots>,
+    /// Wakes only waiters armed at the time (`notify_waiters`): a fetch arms, then drains
+    /// the marks, then reads, so a change it missed is one it would have read. A permit
+    /// kept between fetches would wake the next one for a change it already read.
+    woken: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct WatchedSlots {
+    /// Every slot of the session, and whether it is dirty.
+    live: HashMap<u64, bool>,
+    /// The dirty slots, in the order they were marked.
+    dirty: Vec<u64>,
+}
+
+impl SessionWatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WatchedSlots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new slot, clean: what the session knows of its partition is current.
+    pub fn add(&self, slot: u64) {
+        self.lock().live.insert(slot, false);
+    }
+
+    /// A slot the session forgot: partitions that still name it drop it at their next
+    /// change.
+    pub fn remove(&self, slot: u64) {
+        let mut slots = self.lock();
+        if slots.live.remove(&slot) == Some(true) {
+            slots.dirty.retain(|dirty| *dirty != slot);
+        }
+    }
+
+    fn holds(&self, slot: u64) -> bool {
+        self.lock().live.contains_key(&slot)
+    }
+
+    /// Marks `slot` dirty; false if the session no longer has it.
+    fn mark(&self, slot: u64) -> bool {
+        let mut slots = self.lock();
+        let slots = &mut *slots;
+        match slots.live.get_mut(&slot) {
+            None => false,
+            Some(true) => true,
+            Some(dirty) => {
+                *dirty = true;
+                slots.dirty.push(slot);
+                true
+            }
+        }
+    }
+
+    /// The slots marked since the last drain, now clean. Taken before the partitions are
+    /// read: a change after this marks its slot again.
+    pub fn drain(&self) -> Vec<u64> {
+        let mut slots = self.lock();
+        let dirty = std::mem::take(&mut slots.dirty);
+        for slot in &dirty {
+            if let Some(flag) = slots.live.get_mut(slot) {
+                *flag = false;
+            }
+        }
+        dirty
+    }
+
+    /// A wake-up at the next change of a partition of the session that a read could see.
+    /// Arm before draining the marks and reading, then [`SessionWake::wait`].
+    pub fn arm(&self) -> SessionWake {
+        let mut notified = Box::pin(Arc::clone(&self.woken).notified_owned());
+        notified.as_mut().enable();
+        SessionWake { notified }
+    }
+}
+
+/// A session's armed wake-up ([`SessionWatch::arm`]).
+pub struct SessionWake {
+    notified: std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>>,
+}
+
+impl SessionWake {
+    /// Resolves when woken (true) or at `deadline` (false).
+    pub async fn wait(self, deadline: Instant) -> bool {
+        tokio::time::timeout_at(deadline, self.notified)
+            .await
+            .is_ok()
     }
 }
 
@@ -191,6 +334,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_session_watch_marks_each_live_slot_once_until_drained() {
+        let watch = Arc::new(SessionWatch::default());
+        let mut watchers = Watchers::default();
+        for slot in [1, 2, 3] {
+            watch.add(slot);
+            watchers.stand(&watch, slot);
+            watchers.stand(&watch, slot);
+        }
+        assert_eq!(watchers.standing_len(), 3, "one registration per slot");
+        watchers.mark_standing();
+        watchers.mark_standing();
+        assert_eq!(watch.drain(), vec![1, 2, 3]);
+        assert!(watch.drain().is_empty());
+        watchers.mark_standing();
+        watch.remove(2);
+        assert_eq!(watch.drain(), vec![1, 3], "a removed slot is not drained");
+        watchers.mark_standing();
+        assert_eq!(
+            watchers.standing_len(),
+            2,
+            "its registration went at the change"
+        );
+        drop(watch);
+        watchers.mark_standing();
+        assert_eq!(watchers.standing_len(), 0, "the session is gone");
     }
 
     #[tokio::test]
