@@ -16,11 +16,14 @@
 //! markers are appends and the high watermark's moves notify too.
 //!
 //! Incremental fetch sessions (KIP-227) are served (`fetch_session`): a full fetch with
-//! epoch 0 gets a session id; a later request with the session's id and epoch fetches every
-//! partition of the session (reads, `min_bytes`, parking, a follower's progress), not only
-//! those it names, and its response lists only partitions with something to say. The
-//! session is updated once the response is known to go out: a throttled consumer's empty
-//! response leaves it as it was. A sessionless fetch (epoch -1) costs what it always did.
+//! epoch 0 gets a session id; a later request with the session's id and epoch fetches from
+//! every partition of the session (reads, `min_bytes`, parking, a follower's progress), not
+//! only those it names, and its response lists only partitions with something to say. It
+//! visits only the partitions that may have something to say (`fetch_session` says which),
+//! and parks on the session's watch, which every partition of the session wakes; a
+//! partition marked while it waits joins it. The session is updated once the response is
+//! known to go out: a throttled consumer's empty response leaves it as it was. A
+//! sessionless fetch (epoch -1) costs what it always did.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -177,25 +180,29 @@ struct Visit<'a> {
 
 impl Visit<'_> {
     /// Sets the isolation level, records a follower's progress and marks the partitions
-    /// the leader side throttles; in a session, registers each partition with the session's
-    /// watch at its slot (`standing`, one per target), before it is read, so a change after
-    /// the read marks it.
+    /// the leader side throttles; in a session, registers each partition not yet registered
+    /// with the session's watch at its slot (`standing`, one per target). After the
+    /// follower's progress (a high watermark it moves would mark its own slot), before the
+    /// read, so a change after the read marks it.
     fn prepare(&self, standing: Option<Standing<'_>>, targets: &mut [Target]) {
         let read_committed = self.replica.is_none() && self.request.isolation_level == 1;
         for target in targets.iter_mut() {
             target.read_committed = read_committed;
         }
-        if let Some((watch, slots)) = standing {
-            for (target, slot) in targets.iter().zip(slots) {
-                if let Ok(partition) = &target.partition {
-                    partition.stand(watch, *slot);
-                }
-            }
-        }
         if let Some(replica) = self.replica {
             let (broker, image) = (self.broker, self.image);
             record_follower_progress(broker, image, self.request, replica, targets);
             mark_leader_throttled(broker, targets);
+        }
+        if let Some((watch, slots)) = standing {
+            let hosted = (targets.iter().zip(slots))
+                .filter_map(|(target, slot)| Some((target.partition.as_ref().ok()?, *slot)));
+            let hosted: Vec<(&Arc<Partition>, u64)> = hosted.collect();
+            let numbers = hosted.iter().map(|(p, slot)| (*slot, p.number()));
+            for index in watch.to_stand(numbers) {
+                let (partition, slot) = hosted[index];
+                partition.stand(watch, slot);
+            }
         }
     }
 }
@@ -227,14 +234,28 @@ enum Parking<'a> {
 impl Parking<'_> {
     /// Before each park (armed): the session's partitions marked since the fetch began
     /// that it does not visit yet join its targets, prepared, with their quiet reads.
-    fn grow(&mut self, targets: &mut Vec<Target>, quiet: &mut Vec<Option<Quiet>>) {
+    /// False once the session has moved on: the fetch's answer will not stand.
+    fn grow(&mut self, targets: &mut Vec<Target>, quiet: &mut Vec<Option<Quiet>>) -> bool {
         let Parking::Session(incremental, topics, visit) = self else {
-            return;
+            return true;
         };
-        let marked = incremental.watch.drain();
+        let now_ms = crate::client_quota::monotonic_ms();
+        let marked = incremental.watch.drain(now_ms);
+        let sessions = &visit.broker.fetch_sessions;
+        if marked.lapsed {
+            // Only if parked for longer than the lapse age, which waits are not: changes
+            // went unmarked, so the session's next fetch visits everything.
+            sessions.revisit(incremental.session_id);
+        }
+        // A whole visit has every partition already: marked ones are read again anyway.
+        if marked.slots.is_empty() || incremental.whole {
+            return true;
+        }
         let first = incremental.partitions.len();
-        if marked.is_empty() || visit.broker.fetch_sessions.extend(incremental, marked) == 0 {
-            return;
+        match sessions.extend(incremental, marked.slots) {
+            None => return false,
+            Some(0) => return true,
+            Some(_) => {}
         }
         let added = &incremental.partitions[first..];
         let uses_topic_ids = incremental.uses_topic_ids;
@@ -251,6 +272,7 @@ impl Parking<'_> {
         visit.prepare(Some((&incremental.watch, slots)), &mut targets[from..]);
         let tail = added.iter().zip(&targets[from..]);
         quiet.extend(tail.map(|(entry, target)| session_quiet_of(entry, target)));
+        true
     }
 }
 
@@ -306,7 +328,9 @@ async fn read_or_park(
             Parking::Session(incremental, ..) => Waiter::Session(incremental.watch.arm()),
         };
         // Armed first: a change from now on wakes the wait below.
-        parking.grow(targets, &mut quiet);
+        if !parking.grow(targets, &mut quiet) {
+            return read_all(targets, &quiet);
+        }
         results = read_all(targets, &quiet);
         if satisfied(&results, min_bytes) || Instant::now() >= deadline {
             return results;
@@ -341,34 +365,38 @@ impl Waiter {
     }
 }
 
-/// Makes the fetch session visit every partition at its next fetch unless this fetch's
-/// response was settled (see `fetch_session`): dropped with the fetch (a closed
-/// connection), a throttled or refused response.
+/// Hands a fetch's drained marks back unless its response was settled (see
+/// `fetch_session`): dropped with the fetch (a closed connection), a throttled or refused
+/// response. The session's next fetch visits every partition, and a fetch of it parked
+/// meanwhile (the one that overtook this) takes them all in.
 struct Unrecorded<'a> {
     broker: &'a Broker,
-    session_id: Option<i32>,
+    session: Option<(i32, Arc<SessionWatch>)>,
 }
 
 impl<'a> Unrecorded<'a> {
     fn of(broker: &'a Broker, session: &Context) -> Unrecorded<'a> {
-        let session_id = match session {
-            Context::Incremental(incremental) => Some(incremental.session_id),
+        let session = match session {
+            Context::Incremental(incremental) => {
+                Some((incremental.session_id, Arc::clone(&incremental.watch)))
+            }
             _ => None,
         };
-        Unrecorded { broker, session_id }
+        Unrecorded { broker, session }
     }
 
     fn settled(&mut self, sent: bool) {
         if sent {
-            self.session_id = None;
+            self.session = None;
         }
     }
 }
 
 impl Drop for Unrecorded<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.session_id {
+        if let Some((id, watch)) = self.session.take() {
             self.broker.fetch_sessions.revisit(id);
+            watch.mark_all();
         }
     }
 }
@@ -1239,32 +1267,33 @@ mod quiet_tests {
     async fn a_partition_marks_and_wakes_the_sessions_standing_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let partition = leader(dir.path());
-        let watch = Arc::new(SessionWatch::default());
+        let watch = Arc::new(SessionWatch::new(crate::client_quota::monotonic_ms()));
+        let drain = || watch.drain(crate::client_quota::monotonic_ms()).slots;
         watch.add(7);
         watch.add(8);
         partition.stand(&watch, 7);
         partition.stand(&watch, 7);
-        assert!(watch.drain().is_empty());
+        assert!(drain().is_empty());
         let batch = encode_batch(&[1, 2], Compression::None).freeze();
         let armed = watch.arm();
         partition.append(&batch, 1).unwrap();
-        assert_eq!(watch.drain(), vec![7], "marked once");
+        assert_eq!(drain(), vec![7], "marked once");
         let soon = || Instant::now() + Duration::from_millis(50);
         assert!(armed.wait(soon()).await, "woken");
-        assert!(watch.drain().is_empty());
+        assert!(drain().is_empty());
         // Only a wake-up armed at the change is woken: nothing is kept for later.
         partition.append(&batch, 2).unwrap();
         assert!(!watch.arm().wait(soon()).await);
-        assert_eq!(watch.drain(), vec![7], "the mark is kept");
+        assert_eq!(drain(), vec![7], "the mark is kept");
         // A change no read sees moves the version: marked, not woken.
         let armed = watch.arm();
         partition.set_config(LogConfig::default());
-        assert_eq!(watch.drain(), vec![7]);
+        assert_eq!(drain(), vec![7]);
         assert!(!armed.wait(soon()).await);
         // A slot the session forgot is dropped at the partition's next change.
         watch.remove(7);
         partition.append(&batch, 3).unwrap();
-        assert!(watch.drain().is_empty());
+        assert!(drain().is_empty());
     }
 
     /// A session's quiet read stands for the next fetch only if that fetch asks the same:

@@ -9,7 +9,7 @@
 //!   has (or can free) a slot ([`FetchSessionCache::create`]); a session it names is closed.
 //! - epoch > 0: the session's next request. Its partitions are added to or update the
 //!   session, its forgotten partitions leave it, and the fetch covers every partition of
-//!   the session, in the session's order. The response lists only partitions with records,
+//!   the session (visiting those that may have news, see below), in the session's order. The response lists only partitions with records,
 //!   an error, or offsets this session has not yet sent ([`must_respond`]); those move to
 //!   the end of the order so one busy partition cannot starve the rest of the byte limit
 //!   ([`FetchSessionCache::commit`]).
@@ -29,9 +29,9 @@
 //! An incremental fetch visits (reads, records a follower's progress for, lists) only the
 //! partitions that may have something to say, so a fetch of a session of a thousand idle
 //! partitions and one busy one costs about what a session of one would. Each partition of
-//! a session has a slot in its [`SessionWatch`], registered with the partition at the
-//! fetch that first visits it; the partition marks the slot at every change of its
-//! version. A fetch visits:
+//! a session has a slot in its [`SessionWatch`], registered with the partition by the
+//! first fetch that visits it (again after a lapse, `waits::LAPSE_MS`); the partition marks
+//! the slot at every change of its version. A fetch visits:
 //! - the partitions the request adds or updates;
 //! - those whose last answer was not a quiet read (records, an error, a limit or throttle
 //!   held records back): what a read finds depends on more than their version;
@@ -39,15 +39,21 @@
 //!   during the fetch marks its slot again);
 //! - every partition, at the first fetch after the session was made, when the fetcher's
 //!   read bound changes (a consumer switching isolation level), after a fetch whose visit
-//!   was not recorded (throttled, overtaken, failed), and at least every
-//!   `whole_visit_ms` ([`FetchSessionCache::with_whole_visit_ms`]).
+//!   was not recorded (throttled, overtaken, failed, dropped; it also hands its marks back
+//!   to a fetch of the session parked meanwhile), after the session lapsed, and at the
+//!   first fetch `whole_visit_ms` after the last such visit
+//!   ([`FetchSessionCache::with_whole_visit_ms`]).
 //!
 //! A partition left unvisited has the same version, fetch position and read bound as at
 //! its last answer, a quiet read: a read would find nothing and the same offsets, so the
 //! response would leave it out anyway. What skipping it leaves undone is a follower's
-//! fetch time at the leader, and the whole visits keep that within `whole_visit_ms` of
-//! Kafka's: the broker makes it a tenth of `replica.lag.time.max.ms` at most, so an idle
-//! follower's last caught-up time is never old enough to count as lag.
+//! fetch time at the leader, and the whole visits keep that within `whole_visit_ms` (plus
+//! one fetch interval) of Kafka's: the broker makes it a tenth of
+//! `replica.lag.time.max.ms` at most, so an idle follower's last caught-up time is never
+//! old enough to count as lag. One check Kafka makes at every fetch waits for a visit, so
+//! it comes up to `whole_visit_ms` later: a caught-up follower outside the ISR that became
+//! eligible for it (unfenced, out of controlled shutdown) by an image change alone is
+//! proposed at the next visit of each idle partition.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -57,7 +63,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::TopicName;
 use uuid::Uuid;
 
-use crate::replica::waits::SessionWatch;
+use crate::replica::waits::{Drained, SessionWatch};
 use crate::replica::{PartitionVersion, ReadBound};
 use crate::types::NodeId;
 
@@ -343,7 +349,7 @@ impl Session {
             slots: HashMap::new(),
             slot_next: 0,
             unsettled: HashSet::new(),
-            watch: Arc::new(SessionWatch::default()),
+            watch: Arc::new(SessionWatch::new(now_ms)),
             // The full fetch that made the session read before any partition stood
             // registered with it: the first incremental fetch visits them all.
             whole_due_ms: 0,
@@ -426,8 +432,9 @@ impl Session {
     /// What a fetch at `now_ms` visits (see the module's notes): every partition, or those
     /// of `slots` plus the unsettled ones. Their copies in fetch order, their slots, and
     /// whether that is all of them.
-    fn visit(&mut self, slots: Vec<u64>, reader: Reader, now_ms: u64, whole_ms: u64) -> Visit {
-        let whole = now_ms >= self.whole_due_ms || self.reader != Some(reader);
+    fn visit(&mut self, drained: Drained, reader: Reader, now_ms: u64, whole_ms: u64) -> Visit {
+        let Drained { slots, lapsed } = drained;
+        let whole = lapsed || now_ms >= self.whole_due_ms || self.reader != Some(reader);
         self.reader = Some(reader);
         if whole {
             self.whole_due_ms = now_ms.saturating_add(whole_ms);
@@ -617,15 +624,15 @@ impl FetchSessionCache {
 
     /// Adds to a parked incremental fetch the partitions of `slots` (its session's, marked
     /// since it began) it does not visit yet: their copies are appended to its partitions.
-    /// The number added; none once the session has moved on or gone (the fetch's answer
+    /// The number added; None once the session has moved on or gone (the fetch's answer
     /// would not stand).
-    pub fn extend(&self, incremental: &mut Incremental, slots: Vec<u64>) -> usize {
+    pub fn extend(&self, incremental: &mut Incremental, slots: Vec<u64>) -> Option<usize> {
+        let mut visited: HashSet<u64> = incremental.slots.iter().copied().collect();
         let state = self.lock();
         let session = match state.sessions.get(&incremental.session_id) {
             Some(session) if session.epoch == incremental.epoch => session,
-            _ => return 0,
+            _ => return None,
         };
-        let mut visited: HashSet<u64> = incremental.slots.iter().copied().collect();
         let mut added = 0;
         for slot in slots {
             let Some(sequence) = session.slots.get(&slot) else {
@@ -641,7 +648,7 @@ impl FetchSessionCache {
             incremental.slots.push(slot);
             added += 1;
         }
-        added
+        Some(added)
     }
 
     /// An incremental fetch whose visit was not recorded (its response throttled, refused
@@ -710,9 +717,9 @@ impl CacheState {
         }
         let before = session.len();
         // Drained before the fetch reads anything: a change from now on marks again.
-        let mut visit = session.watch.drain();
+        let mut visit = session.watch.drain(now_ms);
         for fetch in changes.upserts {
-            visit.push(session.upsert(fetch));
+            visit.slots.push(session.upsert(fetch));
         }
         for key in &changes.forgotten {
             session.forget(key);

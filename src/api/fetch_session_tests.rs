@@ -594,12 +594,9 @@ fn a_parked_fetch_takes_in_marked_partitions() {
     assert_eq!(order(&parked), vec![1]);
     partitions.get_mut(&3).unwrap().mark_standing();
     partitions.get_mut(&1).unwrap().mark_standing();
-    let marked = parked.watch.drain();
-    assert_eq!(
-        cache.extend(&mut parked, marked),
-        1,
-        "1 was visited already"
-    );
+    let marked = parked.watch.drain(10).slots;
+    let added = cache.extend(&mut parked, marked);
+    assert_eq!(added, Some(1), "1 was visited already");
     assert_eq!(order(&parked), vec![1, 3]);
     assert_eq!(parked.slots.len(), 2);
     assert_eq!(
@@ -609,9 +606,9 @@ fn a_parked_fetch_takes_in_marked_partitions() {
     // Overtaken by the next request: nothing more joins.
     let _next = incremental(cache.begin(by_name(id, 3), 20, none));
     partitions.get_mut(&0).unwrap().mark_standing();
-    let marked = parked.watch.drain();
+    let marked = parked.watch.drain(20).slots;
     assert_eq!(marked.len(), 1);
-    assert_eq!(cache.extend(&mut parked, marked), 0);
+    assert_eq!(cache.extend(&mut parked, marked), None, "moved on");
 }
 
 /// A forgotten partition's slot is dropped from its partition's registrations at the

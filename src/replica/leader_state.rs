@@ -17,8 +17,9 @@
 //!   has reached the start of the leader's current epoch.
 //!
 //! A follower in the ISR fetching again at the end it fetched at before, with nothing
-//! committed left to move, changes only the times of its progress: every partition of a
-//! follower's fetch session is in every fetch, and most are idle. Such a fetch is recorded
+//! committed left to move, changes only the times of its progress: a follower's fetch
+//! session visits its idle partitions at least every tenth of the lag bound
+//! (`api::fetch_session`), and most are idle. Such a fetch is recorded
 //! under the partition's read lock ([`LeaderState::record_fetch_unchanged`]) in an atomic
 //! of the follower's progress, which every later use of the times reads as if each of those
 //! fetches had been recorded in full: its last caught-up time keeps advancing while it keeps

@@ -604,6 +604,11 @@ impl Partition {
         watchers.push(Arc::downgrade(watcher));
     }
 
+    /// This partition's number among those opened in the process (see `number`).
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
     /// Marks `slot` of a fetch session's `watch` dirty at every change of this partition's
     /// version from now on, until the session forgets the slot (see `waits`).
     pub fn stand(&self, watch: &Arc<SessionWatch>, slot: u64) {
@@ -1400,7 +1405,7 @@ impl Partition {
     /// A follower's fetch that changes nothing but its times (see
     /// `LeaderState::record_fetch_unchanged`), with the log start it reports: recorded under
     /// the read lock, without moving the version (nothing a read returns changed). Most
-    /// partitions of a follower's fetch session are such at every fetch. False, recording
+    /// partitions a follower's fetch session visits are such. False, recording
     /// nothing, for any other fetch: the caller records it with
     /// [`Self::record_follower_fetch`] and [`Self::record_follower_log_start`].
     pub fn record_unchanged_follower_fetch(

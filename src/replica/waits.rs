@@ -68,12 +68,14 @@ impl Watchers {
     }
 
     /// The partition's version moved: marks every standing slot dirty, dropping the
-    /// registrations of sessions gone and of slots forgotten.
+    /// registrations of sessions gone, lapsed, and of slots forgotten.
     pub fn mark_standing(&mut self) {
         if self.standing.is_empty() {
             return;
         }
-        (self.standing).retain(|(watch, slot)| watch.upgrade().is_some_and(|w| w.mark(*slot)));
+        let now_ms = crate::client_quota::monotonic_ms();
+        (self.standing)
+            .retain(|(watch, slot)| watch.upgrade().is_some_and(|w| w.mark(*slot, now_ms)));
     }
 
     /// Wakes the parked fetches of every standing session (after [`Self::mark_standing`]).
@@ -113,6 +115,12 @@ impl Watchers {
     }
 }
 
+/// A session unused this long (Kafka's session eviction age) stops being marked: each of
+/// its partitions drops it at its next change, so sessions clients abandoned do not cost
+/// every append until something evicts them. If it is used again, its next fetch visits
+/// every partition and registers them anew.
+pub const LAPSE_MS: u64 = 120_000;
+
 /// One fetch session's view of its partitions' changes: which of its slots (a number per
 /// partition of the session, never reused within it) changed since it last looked, and a
 /// wake-up for its parked fetch. The session adds and removes slots under its cache's
@@ -128,27 +136,53 @@ pub struct SessionWatch {
 
 #[derive(Default)]
 struct WatchedSlots {
-    /// Every slot of the session, and whether it is dirty.
-    live: HashMap<u64, bool>,
+    /// Every slot of the session.
+    live: HashMap<u64, Slot>,
     /// The dirty slots, in the order they were marked.
     dirty: Vec<u64>,
+    /// When the session last drained its marks (began a fetch).
+    used_ms: u64,
+    /// A partition dropped the session for being unused ([`LAPSE_MS`]): its change was
+    /// not marked, and the registrations are no longer known to stand.
+    lapsed: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    dirty: bool,
+    /// The partition (its process-wide number) the slot stands registered with.
+    stands_with: Option<u64>,
+}
+
+/// What a session's fetch finds when it drains its marks.
+pub struct Drained {
+    pub slots: Vec<u64>,
+    /// Changes went unmarked: visit every partition.
+    pub lapsed: bool,
 }
 
 impl SessionWatch {
+    /// The watch of a session made at `now_ms`.
+    pub fn new(now_ms: u64) -> SessionWatch {
+        let watch = SessionWatch::default();
+        watch.lock().used_ms = now_ms;
+        watch
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WatchedSlots> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new slot, clean: what the session knows of its partition is current.
     pub fn add(&self, slot: u64) {
-        self.lock().live.insert(slot, false);
+        self.lock().live.insert(slot, Slot::default());
     }
 
     /// A slot the session forgot: partitions that still name it drop it at their next
     /// change.
     pub fn remove(&self, slot: u64) {
         let mut slots = self.lock();
-        if slots.live.remove(&slot) == Some(true) {
+        if slots.live.remove(&slot).is_some_and(|slot| slot.dirty) {
             slots.dirty.retain(|dirty| *dirty != slot);
         }
     }
@@ -157,32 +191,77 @@ impl SessionWatch {
         self.lock().live.contains_key(&slot)
     }
 
-    /// Marks `slot` dirty; false if the session no longer has it.
-    fn mark(&self, slot: u64) -> bool {
+    /// Marks `slot` dirty at `now_ms`; false if the session no longer has it or lapsed.
+    fn mark(&self, slot: u64, now_ms: u64) -> bool {
         let mut slots = self.lock();
         let slots = &mut *slots;
+        if now_ms.saturating_sub(slots.used_ms) > LAPSE_MS {
+            slots.lapsed = true;
+            slots
+                .live
+                .values_mut()
+                .for_each(|slot| slot.stands_with = None);
+            return false;
+        }
         match slots.live.get_mut(&slot) {
             None => false,
-            Some(true) => true,
-            Some(dirty) => {
-                *dirty = true;
+            Some(Slot { dirty: true, .. }) => true,
+            Some(live) => {
+                live.dirty = true;
                 slots.dirty.push(slot);
                 true
             }
         }
     }
 
-    /// The slots marked since the last drain, now clean. Taken before the partitions are
-    /// read: a change after this marks its slot again.
-    pub fn drain(&self) -> Vec<u64> {
-        let mut slots = self.lock();
-        let dirty = std::mem::take(&mut slots.dirty);
-        for slot in &dirty {
-            if let Some(flag) = slots.live.get_mut(slot) {
-                *flag = false;
+    /// Marks every slot and wakes the parked fetch: a fetch that drained marks and will
+    /// not answer them (overtaken, throttled, dropped) hands them back.
+    pub fn mark_all(&self) {
+        {
+            let mut slots = self.lock();
+            let slots = &mut *slots;
+            for (number, slot) in slots.live.iter_mut() {
+                if !slot.dirty {
+                    slot.dirty = true;
+                    slots.dirty.push(*number);
+                }
             }
         }
-        dirty
+        self.woken.notify_waiters();
+    }
+
+    /// The slots marked since the last drain, now clean, at `now_ms`. Taken before the
+    /// partitions are read: a change after this marks its slot again.
+    pub fn drain(&self, now_ms: u64) -> Drained {
+        let mut slots = self.lock();
+        let slots = &mut *slots;
+        slots.used_ms = slots.used_ms.max(now_ms);
+        let dirty = std::mem::take(&mut slots.dirty);
+        for slot in &dirty {
+            if let Some(live) = slots.live.get_mut(slot) {
+                live.dirty = false;
+            }
+        }
+        Drained {
+            slots: dirty,
+            lapsed: std::mem::take(&mut slots.lapsed),
+        }
+    }
+
+    /// Of `visited` (slot, partition number), the indexes of those not yet registered with
+    /// that partition, now taken as registered: the caller registers them before reading.
+    pub fn to_stand(&self, visited: impl Iterator<Item = (u64, u64)>) -> Vec<usize> {
+        let mut slots = self.lock();
+        let mut unregistered = Vec::new();
+        for (index, (slot, number)) in visited.enumerate() {
+            if let Some(live) = slots.live.get_mut(&slot)
+                && live.stands_with != Some(number)
+            {
+                live.stands_with = Some(number);
+                unregistered.push(index);
+            }
+        }
+        unregistered
     }
 
     /// A wake-up at the next change of a partition of the session that a read could see.
@@ -336,9 +415,13 @@ mod tests {
         }
     }
 
+    fn now() -> u64 {
+        crate::client_quota::monotonic_ms()
+    }
+
     #[test]
     fn a_session_watch_marks_each_live_slot_once_until_drained() {
-        let watch = Arc::new(SessionWatch::default());
+        let watch = Arc::new(SessionWatch::new(now()));
         let mut watchers = Watchers::default();
         for slot in [1, 2, 3] {
             watch.add(slot);
@@ -348,11 +431,15 @@ mod tests {
         assert_eq!(watchers.standing_len(), 3, "one registration per slot");
         watchers.mark_standing();
         watchers.mark_standing();
-        assert_eq!(watch.drain(), vec![1, 2, 3]);
-        assert!(watch.drain().is_empty());
+        assert_eq!(watch.drain(now()).slots, vec![1, 2, 3]);
+        assert!(watch.drain(now()).slots.is_empty());
         watchers.mark_standing();
         watch.remove(2);
-        assert_eq!(watch.drain(), vec![1, 3], "a removed slot is not drained");
+        assert_eq!(
+            watch.drain(now()).slots,
+            vec![1, 3],
+            "a removed slot is not drained"
+        );
         watchers.mark_standing();
         assert_eq!(
             watchers.standing_len(),
@@ -362,6 +449,55 @@ mod tests {
         drop(watch);
         watchers.mark_standing();
         assert_eq!(watchers.standing_len(), 0, "the session is gone");
+    }
+
+    /// A slot is registered with a partition once, until the session lapses: unused for
+    /// [`LAPSE_MS`], it is dropped at a partition's change, its next drain says so, and
+    /// every slot is to be registered again.
+    #[test]
+    fn registrations_stand_once_until_the_session_lapses() {
+        let watch = Arc::new(SessionWatch::new(1_000));
+        for slot in [1, 2] {
+            watch.add(slot);
+        }
+        assert_eq!(watch.to_stand([(1, 10), (2, 20)].into_iter()), vec![0, 1]);
+        assert!(watch.to_stand([(1, 10), (2, 20)].into_iter()).is_empty());
+        assert_eq!(
+            watch.to_stand([(2, 21)].into_iter()),
+            vec![0],
+            "another partition"
+        );
+        assert!(
+            watch.to_stand([(3, 30)].into_iter()).is_empty(),
+            "not a slot"
+        );
+        assert!(watch.mark(1, 1_000 + LAPSE_MS));
+        let drained = watch.drain(1_000 + LAPSE_MS);
+        assert_eq!((drained.slots, drained.lapsed), (vec![1], false));
+        // Unused since: the next change drops it and leaves it to register anew.
+        assert!(!watch.mark(2, 1_001 + 2 * LAPSE_MS));
+        assert_eq!(watch.to_stand([(1, 10), (2, 21)].into_iter()), vec![0, 1]);
+        let drained = watch.drain(1_002 + 2 * LAPSE_MS);
+        assert!(drained.lapsed && drained.slots.is_empty());
+        assert!(!watch.drain(1_003 + 2 * LAPSE_MS).lapsed, "said once");
+    }
+
+    #[tokio::test]
+    async fn marking_all_marks_every_slot_once_and_wakes() {
+        let watch = Arc::new(SessionWatch::new(now()));
+        for slot in [5, 6] {
+            watch.add(slot);
+        }
+        let mut watchers = Watchers::default();
+        watchers.stand(&watch, 6);
+        watchers.mark_standing();
+        let armed = watch.arm();
+        watch.mark_all();
+        let mut drained = watch.drain(now()).slots;
+        drained.sort();
+        assert_eq!(drained, vec![5, 6]);
+        let deadline = Instant::now() + Duration::from_millis(100);
+        assert!(armed.wait(deadline).await, "woken");
     }
 
     #[tokio::test]
