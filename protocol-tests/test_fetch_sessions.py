@@ -223,8 +223,9 @@ def test_a_parked_fetch_visiting_nothing_wakes_for_any_partition_of_its_session(
     partitions that change: a parked one visits none, and an append to any partition of
     the session (here one, then two at once while it stays parked for min_bytes) joins it
     and is answered. Partitions that had records are visited until they are quiet again;
-    the rest keep quiet and are left out."""
-    partitions = 12
+    the rest keep quiet and are left out. (24 partitions: smaller sessions are not
+    tracked, and visit every partition at every fetch.)"""
+    partitions = 24
     clients.create_topic(broker, topic, partitions=partitions)
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
         session, _ = open_session(conn, topic, partitions)

@@ -141,7 +141,9 @@ pub async fn handle(
     visit.prepare(standing(&session), &mut targets);
     let quiet = session_quiet(&session, &targets);
     let parking = match &mut session {
-        Context::Incremental(incremental) => Parking::Session(incremental, &mut topics, visit),
+        Context::Incremental(incremental) if incremental.tracked => {
+            Parking::Session(incremental, &mut topics, visit)
+        }
         _ => Parking::Targets,
     };
     let results = read_or_park(broker, context, &request, (&mut targets, quiet), parking).await;
@@ -210,10 +212,12 @@ impl Visit<'_> {
 /// A session's watch and the slots of a run of targets.
 type Standing<'a> = (&'a Arc<SessionWatch>, &'a [u64]);
 
-/// The standing registrations of a session's targets; none outside one.
+/// The standing registrations of a tracked session's targets; none outside one.
 fn standing(session: &Context) -> Option<Standing<'_>> {
     match session {
-        Context::Incremental(incremental) => Some((&incremental.watch, &incremental.slots)),
+        Context::Incremental(incremental) if incremental.tracked => {
+            Some((&incremental.watch, &incremental.slots))
+        }
         _ => None,
     }
 }
@@ -377,7 +381,7 @@ struct Unrecorded<'a> {
 impl<'a> Unrecorded<'a> {
     fn of(broker: &'a Broker, session: &Context) -> Unrecorded<'a> {
         let session = match session {
-            Context::Incremental(incremental) => {
+            Context::Incremental(incremental) if incremental.tracked => {
                 Some((incremental.session_id, Arc::clone(&incremental.watch)))
             }
             _ => None,
@@ -1324,6 +1328,7 @@ mod quiet_tests {
             slots: vec![0],
             watch: Arc::default(),
             whole: true,
+            tracked: true,
         });
         assert!(session_quiet(&session, &targets)[0].is_some());
         let mut other_epoch = target(&partition, 0, usize::MAX);

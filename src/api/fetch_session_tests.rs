@@ -502,7 +502,7 @@ fn changes(upserts: Vec<PartitionFetch>, forgotten: Vec<PartitionKey>) -> Sessio
 /// request names, and those whose last answer was not a quiet read.
 #[test]
 fn a_fetch_visits_what_changed_what_it_names_and_what_was_not_quiet() {
-    let cache = FetchSessionCache::new(10, 16);
+    let cache = FetchSessionCache::new(10, 16).with_tracked_min(0);
     let id = settled_session(&cache, 6);
     let first = incremental(cache.begin(by_name(id, 1), 10, none));
     assert!(first.whole);
@@ -540,7 +540,9 @@ fn a_fetch_visits_what_changed_what_it_names_and_what_was_not_quiet() {
 /// visit was not recorded.
 #[test]
 fn whole_visits_come_on_time_for_a_new_reader_and_after_an_unrecorded_fetch() {
-    let cache = FetchSessionCache::new(10, 17).with_whole_visit_ms(500);
+    let cache = FetchSessionCache::new(10, 17)
+        .with_whole_visit_ms(500)
+        .with_tracked_min(0);
     let id = settled_session(&cache, 3);
     assert!(incremental(cache.begin(by_name(id, 1), 1_000, none)).whole);
     assert!(!incremental(cache.begin(by_name(id, 2), 1_499, none)).whole);
@@ -574,7 +576,9 @@ fn whole_visits_come_on_time_for_a_new_reader_and_after_an_unrecorded_fetch() {
     ));
     assert!(after.whole);
     // The interval is capped: a follower's fetch time at the leader must not go stale.
-    let capped = FetchSessionCache::new(10, 18).with_whole_visit_ms(60_000);
+    let capped = FetchSessionCache::new(10, 18)
+        .with_whole_visit_ms(60_000)
+        .with_tracked_min(0);
     let id = settled_session(&capped, 1);
     assert!(incremental(capped.begin(by_name(id, 1), 0, none)).whole);
     let late = WHOLE_VISIT_MS_MAX;
@@ -585,7 +589,7 @@ fn whole_visits_come_on_time_for_a_new_reader_and_after_an_unrecorded_fetch() {
 /// yet, with what was last sent of them; not once its session has moved on.
 #[test]
 fn a_parked_fetch_takes_in_marked_partitions() {
-    let cache = FetchSessionCache::new(10, 19);
+    let cache = FetchSessionCache::new(10, 19).with_tracked_min(0);
     let id = settled_session(&cache, 4);
     let first = incremental(cache.begin(by_name(id, 1), 0, none));
     let mut partitions = stand(&first);
@@ -615,7 +619,7 @@ fn a_parked_fetch_takes_in_marked_partitions() {
 /// partition's next change, and a session gone drops them all.
 #[test]
 fn forgotten_slots_and_closed_sessions_leave_the_partitions() {
-    let cache = FetchSessionCache::new(10, 20);
+    let cache = FetchSessionCache::new(10, 20).with_tracked_min(0);
     let id = settled_session(&cache, 2);
     let first = incremental(cache.begin(by_name(id, 1), 0, none));
     let mut partitions = stand(&first);
@@ -636,4 +640,33 @@ fn forgotten_slots_and_closed_sessions_leave_the_partitions() {
     ));
     one.mark_standing();
     assert_eq!(one.standing_len(), 0, "session closed");
+}
+
+/// Sessions under the tracked size visit every partition at every fetch and do not track;
+/// one that grows to it starts tracking with a whole visit.
+#[test]
+fn small_sessions_visit_everything_untracked() {
+    let cache = FetchSessionCache::new(10, 21).with_tracked_min(4);
+    let id = settled_session(&cache, 3);
+    for epoch in 1..4 {
+        let small = incremental(cache.begin(by_name(id, epoch), 10 * epoch as u64, none));
+        assert!(small.whole && !small.tracked);
+        assert_eq!(order(&small), vec![0, 1, 2]);
+    }
+    let grow = || changes(vec![fetch("t", 3, 0)], vec![]);
+    let grown = incremental(cache.begin(by_name(id, 4), 40, grow));
+    assert!(
+        grown.whole && grown.tracked,
+        "a whole visit registers them all"
+    );
+    assert_eq!(order(&grown), vec![0, 1, 2, 3]);
+    let quiet = Answer {
+        quiet: grown.partitions[0].1.quiet,
+        ..answer(0, false)
+    };
+    let (_, responded) = grown.respond(&[quiet; 4]);
+    cache.commit(&grown, responded).unwrap();
+    let tracked = incremental(cache.begin(by_name(id, 5), 50, none));
+    assert!(!tracked.whole && tracked.tracked);
+    assert_eq!(order(&tracked), Vec::<i32>::new());
 }
