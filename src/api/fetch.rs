@@ -251,9 +251,13 @@ impl Parking<'_> {
             // went unmarked, so the session's next fetch visits everything.
             sessions.revisit(incremental.session_id);
         }
-        // A whole visit has every partition already: marked ones are read again anyway.
-        if marked.slots.is_empty() || incremental.whole {
+        if marked.slots.is_empty() {
             return true;
+        }
+        // A whole visit has every partition already: marked ones are read again anyway,
+        // unless the session moved on (the marks were for the fetch that overtook it).
+        if incremental.whole {
+            return sessions.is_current(incremental);
         }
         let first = incremental.partitions.len();
         match sessions.extend(incremental, marked.slots) {
@@ -1326,7 +1330,7 @@ mod quiet_tests {
             uses_topic_ids: false,
             partitions: vec![(fetch, Sent::after(&answered))],
             slots: vec![0],
-            watch: Arc::default(),
+            watch: Arc::new(SessionWatch::new(0)),
             whole: true,
             tracked: true,
         });

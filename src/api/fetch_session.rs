@@ -690,6 +690,13 @@ impl FetchSessionCache {
         Some(added)
     }
 
+    /// The session of `incremental` is still at its epoch: its answer would stand.
+    pub fn is_current(&self, incremental: &Incremental) -> bool {
+        let state = self.lock();
+        let session = state.sessions.get(&incremental.session_id);
+        session.is_some_and(|session| session.epoch == incremental.epoch)
+    }
+
     /// An incremental fetch whose visit was not recorded (its response throttled, refused
     /// or never built): the session's next fetch visits every partition, as the marks this
     /// one drained are gone.

@@ -464,6 +464,10 @@ fn session_ids_are_positive_and_distinct() {
 
 // ---------------------------------------------------------------- visits
 
+/// When the tests' partitions change: the sessions' clocks are these tests' own (a change
+/// long after a session's last use would find it lapsed).
+const CHANGE_MS: u64 = 100;
+
 /// A session of `size` partitions of `t`, each last answered with a quiet read (settled).
 fn settled_session(cache: &FetchSessionCache, size: i32) -> i32 {
     let quiet = Sent {
@@ -512,9 +516,9 @@ fn a_fetch_visits_what_changed_what_it_names_and_what_was_not_quiet() {
     assert!(!second.whole);
     assert_eq!(order(&second), Vec::<i32>::new(), "nothing changed");
     // Partitions 4 and 1 change (4 twice); the request names 2.
-    partitions.get_mut(&4).unwrap().mark_standing();
-    partitions.get_mut(&1).unwrap().mark_standing();
-    partitions.get_mut(&4).unwrap().mark_standing();
+    partitions.get_mut(&4).unwrap().mark_standing_at(CHANGE_MS);
+    partitions.get_mut(&1).unwrap().mark_standing_at(CHANGE_MS);
+    partitions.get_mut(&4).unwrap().mark_standing_at(CHANGE_MS);
     let named = || changes(vec![fetch("t", 2, 0)], vec![]);
     let third = incremental(cache.begin(by_name(id, 3), 30, named));
     assert_eq!(order(&third), vec![1, 2, 4], "in the session's order");
@@ -596,8 +600,8 @@ fn a_parked_fetch_takes_in_marked_partitions() {
     let named = || changes(vec![fetch("t", 1, 0)], vec![]);
     let mut parked = incremental(cache.begin(by_name(id, 2), 10, named));
     assert_eq!(order(&parked), vec![1]);
-    partitions.get_mut(&3).unwrap().mark_standing();
-    partitions.get_mut(&1).unwrap().mark_standing();
+    partitions.get_mut(&3).unwrap().mark_standing_at(CHANGE_MS);
+    partitions.get_mut(&1).unwrap().mark_standing_at(CHANGE_MS);
     let marked = parked.watch.drain(10).slots;
     let added = cache.extend(&mut parked, marked);
     assert_eq!(added, Some(1), "1 was visited already");
@@ -607,9 +611,11 @@ fn a_parked_fetch_takes_in_marked_partitions() {
         parked.partitions[1].1.quiet.map(|q| q.fetch_offset),
         Some(0)
     );
-    // Overtaken by the next request: nothing more joins.
+    // Overtaken by the next request: nothing more joins, and the fetch knows it.
+    assert!(cache.is_current(&parked));
     let _next = incremental(cache.begin(by_name(id, 3), 20, none));
-    partitions.get_mut(&0).unwrap().mark_standing();
+    assert!(!cache.is_current(&parked));
+    partitions.get_mut(&0).unwrap().mark_standing_at(CHANGE_MS);
     let marked = parked.watch.drain(20).slots;
     assert_eq!(marked.len(), 1);
     assert_eq!(cache.extend(&mut parked, marked), None, "moved on");
@@ -628,17 +634,17 @@ fn forgotten_slots_and_closed_sessions_leave_the_partitions() {
     incremental(cache.begin(by_name(id, 2), 10, forget));
     let zero = partitions.get_mut(&0).unwrap();
     assert_eq!(zero.standing_len(), 1);
-    zero.mark_standing();
+    zero.mark_standing_at(CHANGE_MS);
     assert_eq!(zero.standing_len(), 0, "forgotten");
     // Partition 1 still stands; once the session closes, its next change drops it.
     let one = partitions.get_mut(&1).unwrap();
-    one.mark_standing();
+    one.mark_standing_at(CHANGE_MS);
     assert_eq!(one.standing_len(), 1);
     assert!(matches!(
         cache.begin(by_name(id, -1), 20, none),
         Context::Sessionless
     ));
-    one.mark_standing();
+    one.mark_standing_at(CHANGE_MS);
     assert_eq!(one.standing_len(), 0, "session closed");
 }
 

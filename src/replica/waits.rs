@@ -73,7 +73,11 @@ impl Watchers {
         if self.standing.is_empty() {
             return;
         }
-        let now_ms = crate::client_quota::monotonic_ms();
+        self.mark_standing_at(crate::client_quota::monotonic_ms());
+    }
+
+    /// [`Self::mark_standing`] at `now_ms` (of `client_quota::monotonic_ms`).
+    pub fn mark_standing_at(&mut self, now_ms: u64) {
         (self.standing)
             .retain(|(watch, slot)| watch.upgrade().is_some_and(|w| w.mark(*slot, now_ms)));
     }
@@ -125,7 +129,6 @@ pub const LAPSE_MS: u64 = 120_000;
 /// partition of the session, never reused within it) changed since it last looked, and a
 /// wake-up for its parked fetch. The session adds and removes slots under its cache's
 /// lock; partitions mark them (under their own locks) and wake it.
-#[derive(Default)]
 pub struct SessionWatch {
     slots: Mutex<WatchedSlots>,
     /// Wakes only waiters armed at the time (`notify_waiters`): a fetch arms, then drains
@@ -164,9 +167,14 @@ pub struct Drained {
 impl SessionWatch {
     /// The watch of a session made at `now_ms`.
     pub fn new(now_ms: u64) -> SessionWatch {
-        let watch = SessionWatch::default();
-        watch.lock().used_ms = now_ms;
-        watch
+        let slots = WatchedSlots {
+            used_ms: now_ms,
+            ..WatchedSlots::default()
+        };
+        SessionWatch {
+            slots: Mutex::new(slots),
+            woken: Arc::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WatchedSlots> {
