@@ -416,11 +416,7 @@ fn begin_session(
     request: &FetchRequest,
     (version, replica): (i16, Option<NodeId>),
 ) -> Context {
-    let bound = match replica {
-        Some(_) => ReadBound::LogEnd,
-        None if request.isolation_level == 1 => ReadBound::LastStableOffset,
-        None => ReadBound::HighWatermark,
-    };
+    let bound = bound_of(replica, request.isolation_level == 1);
     let session = SessionRequest {
         session_id: request.session_id,
         epoch: request.session_epoch,
@@ -923,9 +919,14 @@ fn quiet_read(target: &Target, result: &ReadOutcome) -> Option<Quiet> {
 
 /// Where a target's read stops, throttling aside.
 fn read_bound(target: &Target) -> ReadBound {
-    match target.replica {
+    bound_of(target.replica, target.read_committed)
+}
+
+/// Where the reads of a follower's fetch (`replica`) or a consumer's stop.
+fn bound_of(replica: Option<NodeId>, read_committed: bool) -> ReadBound {
+    match replica {
         Some(_) => ReadBound::LogEnd,
-        None if target.read_committed => ReadBound::LastStableOffset,
+        None if read_committed => ReadBound::LastStableOffset,
         None => ReadBound::HighWatermark,
     }
 }

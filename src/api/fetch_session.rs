@@ -9,10 +9,10 @@
 //!   has (or can free) a slot ([`FetchSessionCache::create`]); a session it names is closed.
 //! - epoch > 0: the session's next request. Its partitions are added to or update the
 //!   session, its forgotten partitions leave it, and the fetch covers every partition of
-//!   the session (visiting those that may have news, see below), in the session's order. The response lists only partitions with records,
-//!   an error, or offsets this session has not yet sent ([`must_respond`]); those move to
-//!   the end of the order so one busy partition cannot starve the rest of the byte limit
-//!   ([`FetchSessionCache::commit`]).
+//!   the session (visiting those that may have news, see below), in the session's order.
+//!   The response lists only partitions with records, an error, or offsets this session
+//!   has not yet sent ([`must_respond`]); those move to the end of the order so one busy
+//!   partition cannot starve the rest of the byte limit ([`FetchSessionCache::commit`]).
 //!
 //! Sessions are keyed by id alone (any connection may use one, as in Kafka), by topic id
 //! from Fetch v13 and by topic name before; a session never changes between the two.
@@ -442,9 +442,14 @@ impl Session {
     }
 
     /// What a fetch at `now_ms` visits (see the module's notes): every partition, or those
-    /// of `slots` plus the unsettled ones. Their copies in fetch order, their slots, and
-    /// whether that is all of them.
-    fn visit(&mut self, drained: Drained, reader: Reader, now_ms: u64, rules: VisitRules) -> Visit {
+    /// of `slots` plus the unsettled ones, in fetch order.
+    fn visit(
+        &mut self,
+        drained: Drained,
+        reader: Reader,
+        now_ms: u64,
+        rules: VisitRules,
+    ) -> Visited {
         let Drained { slots, lapsed } = drained;
         let whole = lapsed || now_ms >= self.whole_due_ms || self.reader != Some(reader);
         self.reader = Some(reader);
@@ -458,7 +463,13 @@ impl Session {
             let (partitions, slots) = (self.order.values())
                 .map(|cached| ((cached.fetch.clone(), cached.sent), cached.slot))
                 .unzip();
-            return (partitions, slots, true, tracked);
+            let whole = true;
+            return Visited {
+                partitions,
+                slots,
+                whole,
+                tracked,
+            };
         }
         let mut sequences: Vec<u64> = (slots.iter().chain(&self.unsettled))
             .filter_map(|slot| self.slots.get(slot).copied())
@@ -471,7 +482,13 @@ impl Session {
                 ((cached.fetch.clone(), cached.sent), cached.slot)
             })
             .unzip();
-        (partitions, slots, false, true)
+        let (whole, tracked) = (false, true);
+        Visited {
+            partitions,
+            slots,
+            whole,
+            tracked,
+        }
     }
 
     /// Old enough (as of its last use) for a larger session to take its slot.
@@ -497,9 +514,13 @@ impl IdSource {
     }
 }
 
-/// A visit's partitions, their slots, whether they are all of the session's, and whether
-/// the session is tracked (see [`TRACKED_MIN`]).
-type Visit = (Vec<(PartitionFetch, Sent)>, Vec<u64>, bool, bool);
+/// What a fetch visits: the fields of the same names in [`Incremental`].
+struct Visited {
+    partitions: Vec<(PartitionFetch, Sent)>,
+    slots: Vec<u64>,
+    whole: bool,
+    tracked: bool,
+}
 
 /// How a cache's sessions choose what a fetch visits.
 #[derive(Clone, Copy)]
@@ -668,10 +689,7 @@ impl FetchSessionCache {
     pub fn extend(&self, incremental: &mut Incremental, slots: Vec<u64>) -> Option<usize> {
         let mut visited: HashSet<u64> = incremental.slots.iter().copied().collect();
         let state = self.lock();
-        let session = match state.sessions.get(&incremental.session_id) {
-            Some(session) if session.epoch == incremental.epoch => session,
-            _ => return None,
-        };
+        let session = state.current(incremental)?;
         let mut added = 0;
         for slot in slots {
             let Some(sequence) = session.slots.get(&slot) else {
@@ -692,9 +710,7 @@ impl FetchSessionCache {
 
     /// The session of `incremental` is still at its epoch: its answer would stand.
     pub fn is_current(&self, incremental: &Incremental) -> bool {
-        let state = self.lock();
-        let session = state.sessions.get(&incremental.session_id);
-        session.is_some_and(|session| session.epoch == incremental.epoch)
+        self.lock().current(incremental).is_some()
     }
 
     /// An incremental fetch whose visit was not recorded (its response throttled, refused
@@ -731,6 +747,12 @@ impl FetchSessionCache {
 }
 
 impl CacheState {
+    /// The session of `incremental`, if still at its epoch.
+    fn current(&self, incremental: &Incremental) -> Option<&Session> {
+        let session = self.sessions.get(&incremental.session_id)?;
+        (session.epoch == incremental.epoch).then_some(session)
+    }
+
     fn remove(&mut self, id: i32) {
         if let Some(session) = self.sessions.remove(&id) {
             self.partitions_cached -= session.len();
@@ -779,8 +801,12 @@ impl CacheState {
         }
         session.last_used_ms = now_ms;
         session.epoch = next_epoch(session.epoch);
-        let (partitions, slots, whole, tracked) =
-            session.visit(visit, request.reader, now_ms, rules);
+        let Visited {
+            partitions,
+            slots,
+            whole,
+            tracked,
+        } = session.visit(visit, request.reader, now_ms, rules);
         Context::Incremental(Incremental {
             session_id: id,
             epoch: session.epoch,

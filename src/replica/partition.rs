@@ -604,7 +604,8 @@ impl Partition {
         watchers.push(Arc::downgrade(watcher));
     }
 
-    /// This partition's number among those opened in the process (see `number`).
+    /// This partition's number among those opened in the process: a partition deleted and
+    /// opened again under the same name has another.
     pub fn number(&self) -> u64 {
         self.number
     }
