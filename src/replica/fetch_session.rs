@@ -237,6 +237,37 @@ impl FetchSession {
         for key in &forgotten {
             self.partitions.remove(key);
         }
+        FetchRequestParts {
+            metadata: self.next,
+            to_send: self.take_on(wanted),
+            forgotten,
+        }
+    }
+
+    /// The request for a round in which every partition of the session is still wanted
+    /// and only those in `changed` may have other fetch data: the same request as
+    /// [`Self::build`] given them all, without looking at the others. None when the next
+    /// request is full, which names every partition: then call [`Self::build`].
+    pub fn build_changed(
+        &mut self,
+        changed: Vec<(SessionPartition, FetchData)>,
+    ) -> Option<FetchRequestParts> {
+        if self.next.is_full() {
+            return None;
+        }
+        Some(FetchRequestParts {
+            metadata: self.next,
+            to_send: self.take_on(changed),
+            forgotten: Vec::new(),
+        })
+    }
+
+    /// Takes `wanted` into the session; what an incremental request sends of it: the
+    /// added partitions, then the altered ones.
+    fn take_on(
+        &mut self,
+        wanted: Vec<(SessionPartition, FetchData)>,
+    ) -> Vec<(SessionPartition, FetchData)> {
         let (mut added, mut altered) = (Vec::new(), Vec::new());
         for (key, data) in wanted {
             match self.partitions.insert(key, data) {
@@ -246,11 +277,7 @@ impl FetchSession {
             }
         }
         added.extend(altered);
-        FetchRequestParts {
-            metadata: self.next,
-            to_send: added,
-            forgotten,
-        }
+        added
     }
 
     /// Takes the answer to the request last built: the partitions it answers, each with

@@ -344,3 +344,33 @@ fn a_full_request_for_nothing_answered_with_nothing_opens_the_session() {
     assert_eq!(session.handle_response(ok(7), []), Ok(vec![]));
     assert_eq!(session.next_metadata(), meta(7, 1));
 }
+
+#[test]
+fn a_round_of_changed_partitions_builds_what_the_whole_round_would() {
+    let wanted: Vec<_> = (0..10).map(|p| (key(1, p), data(0))).collect();
+    let mut whole = opened(&wanted);
+    let mut changed_only = opened(&wanted);
+    let mut next = wanted.clone();
+    next[3].1 = data(4);
+    next[8].1.log_start_offset = 1;
+    let changed = vec![next[8], next[3], next[5]]; // 5 marked, but its data is the same
+    let from_changed = changed_only.build_changed(changed).expect("incremental");
+    let from_whole = whole.build(next);
+    assert_eq!(from_changed.metadata, from_whole.metadata);
+    let sorted = |mut sent: Vec<(SessionPartition, FetchData)>| {
+        sent.sort_by_key(|(key, _)| key.partition);
+        sent
+    };
+    assert_eq!(sorted(from_changed.to_send), sorted(from_whole.to_send));
+    assert!(from_changed.forgotten.is_empty());
+    assert_eq!(changed_only.partitions(), whole.partitions());
+
+    // A full request names every partition: only a whole round can build it.
+    changed_only.handle_error();
+    assert!(
+        changed_only
+            .build_changed(vec![(key(1, 3), data(9))])
+            .is_none()
+    );
+    assert_eq!(changed_only.partitions(), whole.partitions(), "untouched");
+}

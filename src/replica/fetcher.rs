@@ -19,6 +19,12 @@
 //! session makes the next request full, sent at once as Kafka's fetcher does. A leader
 //! that gives no session is sent every partition every round.
 //!
+//! A round reads only the partitions that changed since the last one: the fetcher stands
+//! registered with each followed partition (a [`SessionWatch`], as the leader's fetch
+//! sessions are), whose version moves mark it. Every partition is read again when the
+//! followed set or a partition's state changes, and at least once a second ([`WHOLE_WALK`]).
+//! So a round of a thousand partitions of which two moved costs two, not a thousand.
+//!
 //! A response's `throttle_time_ms` holds the next request to that leader for that long,
 //! whatever the response held, as Kafka's `NetworkClient` pauses a connection.
 //!
@@ -57,6 +63,7 @@ use super::fetch_session::{
 };
 use super::peer_connection::{PeerConnection, PeerError};
 use super::replication_quota::ReplicationQuotas;
+use super::waits::SessionWatch;
 use super::{Partition, PartitionVersion, ReplicaError, ReplicaManager};
 use crate::config::ReplicationConfig;
 use crate::controller::MetadataImage;
@@ -144,9 +151,14 @@ impl FollowedSet {
         self.map.remove(tp)
     }
 
-    fn retain(&mut self, keep: impl FnMut(&TopicPartition, &mut Followed) -> bool) {
-        self.generation += 1;
-        self.map.retain(keep);
+    /// Keeps what `keep` says; the generation moves only if something went: `reconcile`
+    /// retains at every metadata image, and a rebuilt round order walks every partition.
+    fn retain(&mut self, mut keep: impl FnMut(&TopicPartition, &Followed) -> bool) {
+        let before = self.map.len();
+        self.map.retain(|tp, followed| keep(tp, followed));
+        if self.map.len() != before {
+            self.generation += 1;
+        }
     }
 
     #[cfg(test)]
@@ -170,7 +182,21 @@ struct RoundOrder {
     generation: Option<u64>,
     entries: Vec<RoundEntry>,
     by_key: KeyMap<usize>,
+    /// Stands registered with every entry's partition, an entry's slot its index: marks
+    /// the entries whose partition changed since a round last drained it.
+    watch: Option<Arc<SessionWatch>>,
+    /// Every entry is truncated: no OffsetForLeaderEpoch is due this generation.
+    truncated: bool,
+    /// When the last whole walk of this generation wanted every entry, when the next whole
+    /// walk is due ([`WHOLE_WALK`]); until then a round reads only the marked entries.
+    whole_until: Option<Instant>,
 }
+
+/// How long rounds may read only the partitions marked as changed before one reads them
+/// all again. No change is known to go unmarked; this bounds what one would cost. (A
+/// missed log end also heals at once: the leader's records then do not follow the log,
+/// are dropped, and the next request is full.)
+const WHOLE_WALK: Duration = Duration::from_secs(1);
 
 struct RoundEntry {
     tp: TopicPartition,
@@ -182,6 +208,19 @@ struct RoundEntry {
 }
 
 impl RoundEntry {
+    /// What to fetch for this partition now: from its log end; None if it was deleted.
+    fn fetch_data(&mut self, partition_max_bytes: i32) -> Option<(SessionPartition, FetchData)> {
+        let (log_start, log_end) = self.log_offsets()?;
+        let data = FetchData {
+            fetch_offset: log_end,
+            log_start_offset: log_start,
+            current_leader_epoch: self.followed.leader_epoch,
+            last_fetched_epoch: -1,
+            partition_max_bytes,
+        };
+        Some((self.key, data))
+    }
+
     fn ready(&self, now: Instant) -> bool {
         self.followed.retry_at.is_none_or(|at| at <= now)
     }
@@ -195,6 +234,17 @@ impl RoundEntry {
                 let (version, (start, _, end)) = partition.offsets_versioned().ok()?;
                 self.offsets = Some((version, start, end));
                 Some((start, end))
+            }
+        }
+    }
+}
+
+impl RoundOrder {
+    /// Registers the watch's slots with their partitions (again after a lapse).
+    fn stand(&self) {
+        if let Some(watch) = &self.watch {
+            for (slot, entry) in self.entries.iter().enumerate() {
+                entry.followed.partition.stand(watch, slot as u64);
             }
         }
     }
@@ -295,6 +345,7 @@ impl ReplicaFetchers {
             order: RoundOrder::default(),
             rounds: 0,
             throttled_until: None,
+            whole_walk: WHOLE_WALK,
         };
         tracing::info!(leader, %address, "starting a replica fetcher");
         let task = tokio::spawn(task.run(self.shutdown.clone()));
@@ -336,6 +387,8 @@ struct FetcherTask {
     rounds: usize,
     /// No request goes to the leader before this: its last response was throttled.
     throttled_until: Option<Instant>,
+    /// [`WHOLE_WALK`], longer in tests that must see what the marks alone send.
+    whole_walk: Duration,
 }
 
 impl FetcherTask {
@@ -417,11 +470,18 @@ impl FetcherTask {
         let by_key = (entries.iter().enumerate())
             .map(|(index, entry)| (entry.key, index))
             .collect();
+        let watch = Arc::new(SessionWatch::new(crate::client_quota::monotonic_ms()));
+        (0..entries.len()).for_each(|slot| watch.add(slot as u64));
+        let truncated = entries.iter().all(|entry| entry.followed.truncated);
         self.order = RoundOrder {
             generation: Some(generation),
             entries,
             by_key,
+            watch: Some(watch),
+            truncated,
+            whole_until: None,
         };
+        self.order.stand();
     }
 
     /// Updates a followed partition unless `reconcile` replaced it meanwhile.
@@ -484,12 +544,14 @@ impl FetcherTask {
             let connection = connecting.await?;
             self.connection = Some(connection);
         }
-        let truncating: Vec<(TopicPartition, Followed)> = (self.order.entries.iter())
-            .filter(|entry| entry.ready(now) && !entry.followed.truncated)
-            .map(|entry| (entry.tp.clone(), entry.followed.clone()))
-            .collect();
-        if !truncating.is_empty() {
-            return self.truncate(truncating).await;
+        if !self.order.truncated {
+            let truncating: Vec<(TopicPartition, Followed)> = (self.order.entries.iter())
+                .filter(|entry| entry.ready(now) && !entry.followed.truncated)
+                .map(|entry| (entry.tp.clone(), entry.followed.clone()))
+                .collect();
+            if !truncating.is_empty() {
+                return self.truncate(truncating).await;
+            }
         }
         self.fetch(now).await
     }
@@ -620,15 +682,21 @@ impl FetcherTask {
     /// One fetch of every partition ready at `now` through the fetch session (only what
     /// changed once the leader gave one), appended as it comes.
     async fn fetch(&mut self, now: Instant) -> Result<(), PeerError> {
-        let wanted = self.wanted(now);
-        if wanted.is_empty() {
-            // Every one was deleted or throttled meanwhile: wait for the reconcile that
-            // drops them, or for the quota, rather than spin.
-            tokio::time::sleep(Duration::from_millis(self.settings.fetch_backoff_ms)).await;
-            return Ok(());
-        }
-        let wanted_keys: Vec<SessionPartition> = wanted.iter().map(|(key, _)| *key).collect();
-        let parts = self.session.build(wanted);
+        let marked = self.marked(now);
+        let parts = match marked.and_then(|changed| self.session.build_changed(changed)) {
+            Some(parts) => parts,
+            None => {
+                let wanted = self.wanted(now);
+                if wanted.is_empty() {
+                    // Every one was deleted or throttled meanwhile: wait for the reconcile
+                    // that drops them, or for the quota, rather than spin.
+                    let backoff = Duration::from_millis(self.settings.fetch_backoff_ms);
+                    tokio::time::sleep(backoff).await;
+                    return Ok(());
+                }
+                self.session.build(wanted)
+            }
+        };
         let request = self.fetch_request(&parts);
         let timeout = self.request_timeout();
         let call = self
@@ -652,7 +720,7 @@ impl FetcherTask {
         let answered = match self.session.handle_response(header, keys) {
             Ok(answered) => answered,
             Err(rejection) => {
-                self.rejected(&rejection, parts.metadata, &wanted_keys);
+                self.rejected(&rejection, parts.metadata);
                 return Ok(());
             }
         };
@@ -678,6 +746,40 @@ impl FetcherTask {
         Ok(())
     }
 
+    /// The partitions changed since the last round, with their fetch data, when nothing
+    /// else can differ from what the session holds; None when this round must walk every
+    /// partition ([`Self::wanted`]). Drains the marks either way, before anything is read:
+    /// a change after this marks its partition for the next round.
+    ///
+    /// Nothing else differs while the last whole walk of this generation wanted every
+    /// partition and is not [`WHOLE_WALK`] old, and no follower throttle is set: what
+    /// leaves a partition out of a round (a back-off, a truncation, the order itself)
+    /// moves the generation, and what moves its log moves its version, which marks it.
+    fn marked(&mut self, now: Instant) -> Option<Vec<(SessionPartition, FetchData)>> {
+        let order = &mut self.order;
+        let drained = order
+            .watch
+            .as_ref()?
+            .drain(crate::client_quota::monotonic_ms());
+        if drained.lapsed {
+            // Changes went unmarked and the partitions dropped the registration.
+            order.stand();
+            order.whole_until = None;
+        }
+        let steady = order.whole_until.is_some_and(|until| now < until);
+        if !steady || self.quotas.follower.is_active() {
+            return None;
+        }
+        let partition_max_bytes = self.settings.fetch_max_bytes;
+        let mut changed = Vec::with_capacity(drained.slots.len());
+        for slot in drained.slots {
+            let entry = order.entries.get_mut(usize::try_from(slot).ok()?)?;
+            // Deleted: the walk leaves it out, and the next reconcile drops it.
+            changed.push(entry.fetch_data(partition_max_bytes)?);
+        }
+        Some(changed)
+    }
+
     /// The partitions to fetch this round (ready at `now` and truncated) with their fetch
     /// data, in a rotating order (a full request's order: partitions late in it are not
     /// starved when earlier ones fill the response every time; Kafka moves fetched
@@ -698,18 +800,10 @@ impl FetcherTask {
             if self.quotas.follower.holds(&entry.tp, || caught_up, now_ms) {
                 continue; // throttled: asked again once the rate is back within bound
             }
-            let Some((log_start, log_end)) = entry.log_offsets() else {
-                continue; // deleted meanwhile; the next reconcile drops it
-            };
-            let data = FetchData {
-                fetch_offset: log_end,
-                log_start_offset: log_start,
-                current_leader_epoch: entry.followed.leader_epoch,
-                last_fetched_epoch: -1,
-                partition_max_bytes: self.settings.fetch_max_bytes,
-            };
-            wanted.push((entry.key, data));
+            // None: deleted meanwhile; the next reconcile drops it.
+            wanted.extend(entry.fetch_data(self.settings.fetch_max_bytes));
         }
+        self.order.whole_until = (wanted.len() == count).then(|| now + self.whole_walk);
         wanted
     }
 
@@ -759,7 +853,7 @@ impl FetcherTask {
     }
 
     /// A response the session would not use; see [`backs_off`].
-    fn rejected(&self, rejection: &Rejection, sent: FetchMetadata, wanted: &[SessionPartition]) {
+    fn rejected(&self, rejection: &Rejection, sent: FetchMetadata) {
         let next = self.session.next_metadata();
         if !backs_off(rejection, sent, next) {
             tracing::info!(
@@ -773,7 +867,8 @@ impl FetcherTask {
             leader = self.leader, session_id = sent.session_id, epoch = sent.epoch, %rejection,
             "fetch refused as a whole; backing off"
         );
-        for key in wanted {
+        // The session holds what the request wanted, whether it named them or not.
+        for key in self.session.partitions().keys() {
             if let Some(&index) = self.order.by_key.get(key) {
                 let entry = &self.order.entries[index];
                 self.back_off(&entry.tp, &entry.followed);
@@ -1017,7 +1112,10 @@ mod tests {
         };
         let tp = TopicPartition::new("t", 0);
         set.retain(|_, _| true);
-        assert!(moved(&set));
+        assert!(
+            !moved(&set),
+            "a retain that keeps everything changes nothing"
+        );
         assert!(set.get(&tp).is_none());
         assert!(!moved(&set), "a look changes nothing");
         set.get_mut(&tp);

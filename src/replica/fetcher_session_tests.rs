@@ -206,6 +206,7 @@ fn task_backing_off(
         order: RoundOrder::default(),
         rounds: 0,
         throttled_until: None,
+        whole_walk: WHOLE_WALK,
     }
 }
 
@@ -351,6 +352,58 @@ async fn a_partition_no_longer_fetched_is_forgotten_then_added_back() {
     leader.reply(answer(42, vec![])).await;
     let fourth = leader.next().await;
     assert_eq!(seen(&fourth), (42, 3, vec![(1, 0)], vec![]));
+
+    running.stop().await;
+}
+
+/// (partition, fetch offset, log start offset) of every partition a request sends.
+fn sent_with_log_start(request: &FetchRequest) -> Vec<(i32, i64, i64)> {
+    let mut sent: Vec<_> = (request.topics.iter())
+        .flat_map(|topic| topic.partitions.iter())
+        .map(|p| (p.partition, p.fetch_offset, p.log_start_offset))
+        .collect();
+    sent.sort();
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_whole_walks_a_round_sends_what_its_partitions_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..20).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let mut fetcher = task(leader.address.clone(), &followed);
+    // No whole walk after the first: what a round sends comes from the marks alone.
+    fetcher.whole_walk = Duration::from_secs(3600);
+    let running = Running::start(fetcher);
+
+    let first = leader.next().await;
+    assert_eq!(sent_with_log_start(&first).len(), 20);
+    let all = (0..20).map(|index| (index, None, 0)).collect();
+    leader.reply(answer(42, all)).await;
+    let second = leader.next().await;
+    assert_eq!(seen(&second), (42, 1, vec![], vec![]));
+    let records = encode_batch(&[1, 2, 3], Compression::None).freeze();
+    leader
+        .reply(answer(42, vec![(7, Some(records.clone()), 3)]))
+        .await;
+    // The fetcher's own append moved partition 7.
+    let third = leader.next().await;
+    assert_eq!(sent_with_log_start(&third), vec![(7, 3, 0)]);
+    leader.reply(answer(42, vec![(12, Some(records), 3)])).await;
+    let fourth = leader.next().await;
+    assert_eq!(sent_with_log_start(&fourth), vec![(12, 3, 0)]);
+    // A change the round did not make: partition 7's log start moves (as retention
+    // moves it) while the fetch is out. It is sent once, with its new start.
+    let source = (1, 1);
+    assert!(followed[7].1.partition.follow_log_start(2, source).unwrap());
+    leader.reply(answer(42, vec![])).await;
+    let fifth = leader.next().await;
+    assert_eq!(sent_with_log_start(&fifth), vec![(7, 3, 2)]);
+    leader.reply(answer(42, vec![])).await;
+    let sixth = leader.next().await;
+    assert_eq!(seen(&sixth), (42, 5, vec![], vec![]));
+    assert_eq!(log_end(&followed[7].1), 3);
+    assert_eq!(log_end(&followed[12].1), 3);
 
     running.stop().await;
 }

@@ -173,9 +173,14 @@ impl ReplicationQuota {
         }
     }
 
+    /// Some partition may be throttled on this side: a list names this broker (or `*`).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
     /// Kafka's `isThrottled`: the partition is on this side's list for this broker.
     pub fn is_throttled(&self, tp: &TopicPartition) -> bool {
-        if !self.active.load(Relaxed) {
+        if !self.is_active() {
             return false;
         }
         let throttled = self.throttled.read().unwrap_or_else(|p| p.into_inner());
