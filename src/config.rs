@@ -202,8 +202,9 @@ pub struct BrokerConfig {
     /// `log.filter`: the log filter, `RUST_LOG` syntax; the `RUST_LOG` environment
     /// variable, when set, wins (an operator's one-off override needs no config edit).
     pub log_filter: String,
-    /// `connections.max.idle.ms`: idle connections are closed after this.
-    pub connection_idle_ms_max: u64,
+    /// `connections.max.idle.ms`: idle connections are closed after this; None (a negative
+    /// value) never, as Kafka's `Selector` makes no idle expiry then.
+    pub connection_idle_ms_max: Option<u64>,
     /// `quota.window.num` and `quota.window.size.seconds`: client quota rates are measured
     /// over this many samples of this many seconds.
     pub quota_window_samples: usize,
@@ -449,7 +450,12 @@ impl BrokerConfig {
             connection_limits: connection_limits::ConnectionLimits::from_configs(&explicit)
                 .map_err(ConfigError::Inconsistent)?,
             log_filter: get("log.filter").unwrap_or(LOG_FILTER_DEFAULT).to_string(),
-            connection_idle_ms_max: parse(&explicit, "connections.max.idle.ms", 600_000)?,
+            connection_idle_ms_max: u64::try_from(parse::<i64>(
+                &explicit,
+                "connections.max.idle.ms",
+                600_000,
+            )?)
+            .ok(),
             quota_window_samples: parse(&explicit, "quota.window.num", 11)?,
             quota_window_seconds: parse(&explicit, "quota.window.size.seconds", 1)?,
             controller_quota_window_samples: parse(&explicit, "controller.quota.window.num", 11)?,
@@ -1020,6 +1026,21 @@ mod tests {
                 Err(ConfigError::Invalid { .. })
             ));
         }
+    }
+
+    #[test]
+    fn a_negative_idle_time_means_connections_never_idle_out() {
+        let idle = |value: &str| {
+            let map = BTreeMap::from([("connections.max.idle.ms".to_string(), value.to_string())]);
+            BrokerConfig::from_map(map).map(|c| c.connection_idle_ms_max)
+        };
+        assert_eq!(idle("-1").unwrap(), None);
+        assert_eq!(idle("-600000").unwrap(), None);
+        assert_eq!(idle("0").unwrap(), Some(0));
+        assert_eq!(idle("1500").unwrap(), Some(1500));
+        let default = BrokerConfig::from_map(BTreeMap::new()).unwrap();
+        assert_eq!(default.connection_idle_ms_max, Some(600_000));
+        assert!(matches!(idle("never"), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]

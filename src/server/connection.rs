@@ -156,21 +156,23 @@ impl Connection {
     }
 
     async fn serve(&mut self) -> Result<Closed, ConnectionError> {
-        let idle = Duration::from_millis(self.broker.config.connection_idle_ms_max);
+        let idle = (self.broker.config.connection_idle_ms_max).map(Duration::from_millis);
         let mut shutdown = self.shutdown.clone();
         // One shutdown wait and one idle timer for the connection's life: made per request,
         // they were a timer-wheel insert and removal and a watch registration each, about
         // a twentieth of the instructions of an empty long-poll answer.
         let stopping = shutdown.triggered();
         tokio::pin!(stopping);
-        let idle_timer = tokio::time::sleep(idle);
+        // Never polled without an idle time.
+        let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::MAX));
         tokio::pin!(idle_timer);
         loop {
             // Idle is counted from here; a timer set for an earlier wait is moved on when it
             // fires (at most once per `idle`), not at every request.
-            // None: an idle time past what an Instant holds never ends. On Linux even u64::MAX
-            // ms fits (i64 seconds), so this only guards other platforms.
-            let idle_until = tokio::time::Instant::now().checked_add(idle);
+            // None: no idle time (`connections.max.idle.ms` negative), or one past what an
+            // Instant holds, which never ends. On Linux even u64::MAX ms fits (i64
+            // seconds), so the latter only guards other platforms.
+            let idle_until = idle.and_then(|idle| tokio::time::Instant::now().checked_add(idle));
             let idled = async {
                 let Some(idle_until) = idle_until else {
                     return std::future::pending().await;
