@@ -22,8 +22,10 @@
 //! A round reads only the partitions that changed since the last one: the fetcher stands
 //! registered with each followed partition (a [`SessionWatch`], as the leader's fetch
 //! sessions are), whose version moves mark it. Every partition is read again when the
-//! followed set or a partition's state changes, and at least once a second ([`WHOLE_WALK`]).
-//! So a round of a thousand partitions of which two moved costs two, not a thousand.
+//! followed set or a partition's state changes, and at least once a second ([`WHOLE_WALK`]);
+//! every round reads them all while one backs off or truncates, while a follower throttle
+//! may hold one back, and when the session needs a full request. So a steady round of a
+//! thousand partitions of which two moved costs two, not a thousand.
 //!
 //! A response's `throttle_time_ms` holds the next request to that leader for that long,
 //! whatever the response held, as Kafka's `NetworkClient` pauses a connection.
@@ -36,7 +38,7 @@
 //! every image.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,6 +109,9 @@ struct Shared {
     changed: tokio::sync::Notify,
     /// This broker's epoch (its registration), sent in every fetch.
     broker_epoch: AtomicI64,
+    /// Rounds that walked every partition (tests: which rounds read only the marks).
+    #[cfg(test)]
+    whole_walks: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -117,7 +122,10 @@ struct Followed {
     truncated: bool,
     /// The last fetch brought the log up to the leader's high watermark (Kafka's
     /// `isReplicaInSync` of the fetch state): a caught-up replica is never throttled.
-    caught_up: bool,
+    /// Shared by the clones of one following (this leader epoch), and set without moving
+    /// the followed set's generation: a partition flipping between caught up and not,
+    /// as one catching up does at every response, must not rebuild the round order.
+    caught_up: Arc<AtomicBool>,
     retry_at: Option<Instant>,
 }
 
@@ -286,7 +294,7 @@ impl ReplicaFetchers {
                 partition: Arc::clone(&partition),
                 leader_epoch,
                 truncated: false,
-                caught_up: false,
+                caught_up: Arc::default(),
                 retry_at: None,
             };
             wanted
@@ -381,9 +389,9 @@ struct FetcherTask {
     session: FetchSession,
     /// The followed partitions as of the last change to them.
     order: RoundOrder,
-    /// Fetch rounds so far: the partition order rotates by it, so that partitions late in
-    /// the request are not starved when earlier ones fill the response every time (Kafka
-    /// moves fetched partitions to the end).
+    /// Whole walks so far: a full request's partition order rotates by it, so that
+    /// partitions late in the request are not starved when earlier ones fill the response
+    /// every time (Kafka moves fetched partitions to the end).
     rounds: usize,
     /// No request goes to the leader before this: its last response was throttled.
     throttled_until: Option<Instant>,
@@ -686,6 +694,8 @@ impl FetcherTask {
         let parts = match marked.and_then(|changed| self.session.build_changed(changed)) {
             Some(parts) => parts,
             None => {
+                #[cfg(test)]
+                self.shared.whole_walks.fetch_add(1, Ordering::Relaxed);
                 let wanted = self.wanted(now);
                 if wanted.is_empty() {
                     // Every one was deleted or throttled meanwhile: wait for the reconcile
@@ -694,6 +704,9 @@ impl FetcherTask {
                     tokio::time::sleep(backoff).await;
                     return Ok(());
                 }
+                // Once the session takes every partition, the marks say what changes.
+                let whole = wanted.len() == self.order.entries.len();
+                self.order.whole_until = whole.then(|| now + self.whole_walk);
                 self.session.build(wanted)
             }
         };
@@ -752,9 +765,10 @@ impl FetcherTask {
     /// a change after this marks its partition for the next round.
     ///
     /// Nothing else differs while the last whole walk of this generation wanted every
-    /// partition and is not [`WHOLE_WALK`] old, and no follower throttle is set: what
-    /// leaves a partition out of a round (a back-off, a truncation, the order itself)
-    /// moves the generation, and what moves its log moves its version, which marks it.
+    /// partition and is not [`WHOLE_WALK`] old, and no follower throttle may hold one
+    /// back: a back-off or a truncation moves the generation, which rebuilds the order,
+    /// and the walks that follow want every partition again only once none is backing
+    /// off; what moves a partition's log (or deletes it) moves its version, which marks it.
     fn marked(&mut self, now: Instant) -> Option<Vec<(SessionPartition, FetchData)>> {
         let order = &mut self.order;
         let drained = order
@@ -767,13 +781,14 @@ impl FetcherTask {
             order.whole_until = None;
         }
         let steady = order.whole_until.is_some_and(|until| now < until);
-        if !steady || self.quotas.follower.is_active() {
+        if !steady || self.quotas.follower.may_hold() {
             return None;
         }
         let partition_max_bytes = self.settings.fetch_max_bytes;
         let mut changed = Vec::with_capacity(drained.slots.len());
         for slot in drained.slots {
-            let entry = order.entries.get_mut(usize::try_from(slot).ok()?)?;
+            // The watch is this order's: its slots are the entries' indexes.
+            let entry = &mut order.entries[slot as usize];
             // Deleted: the walk leaves it out, and the next reconcile drops it.
             changed.push(entry.fetch_data(partition_max_bytes)?);
         }
@@ -796,14 +811,13 @@ impl FetcherTask {
             if !entry.ready(now) || !entry.followed.truncated {
                 continue;
             }
-            let caught_up = entry.followed.caught_up;
-            if self.quotas.follower.holds(&entry.tp, || caught_up, now_ms) {
+            let caught_up = || entry.followed.caught_up.load(Ordering::Relaxed);
+            if self.quotas.follower.holds(&entry.tp, caught_up, now_ms) {
                 continue; // throttled: asked again once the rate is back within bound
             }
             // None: deleted meanwhile; the next reconcile drops it.
             wanted.extend(entry.fetch_data(self.settings.fetch_max_bytes));
         }
-        self.order.whole_until = (wanted.len() == count).then(|| now + self.whole_walk);
         wanted
     }
 
@@ -962,9 +976,7 @@ impl FetcherTask {
         }
         let caught_up = (followed.partition.offsets())
             .is_ok_and(|(_, _, log_end)| log_end >= leader_high_watermark);
-        if caught_up != followed.caught_up {
-            self.update(tp, followed, |f| f.caught_up = caught_up);
-        }
+        followed.caught_up.store(caught_up, Ordering::Relaxed);
     }
 }
 

@@ -144,7 +144,7 @@ fn follower(dir: &std::path::Path, index: i32) -> (TopicPartition, Followed) {
         partition,
         leader_epoch: 1,
         truncated: false,
-        caught_up: false,
+        caught_up: Arc::default(),
         retry_at: None,
     };
     (tp, followed)
@@ -356,6 +356,121 @@ async fn a_partition_no_longer_fetched_is_forgotten_then_added_back() {
     running.stop().await;
 }
 
+/// `fetcher` with no whole walk after the first that takes every partition: what a round
+/// sends then comes from the marks alone.
+fn marks_only(mut fetcher: FetcherTask) -> FetcherTask {
+    fetcher.whole_walk = Duration::from_secs(3600);
+    fetcher
+}
+
+fn whole_walks(shared: &Shared) -> usize {
+    shared.whole_walks.load(Ordering::Relaxed)
+}
+
+/// An answer with `error_code` for partition `index` under `session_id`.
+fn partition_error(session_id: i32, index: i32, error_code: i16) -> Reply {
+    let partition = PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(error_code)
+        .with_high_watermark(-1);
+    let topic = FetchableTopicResponse::default()
+        .with_topic_id(TOPIC_ID)
+        .with_partitions(vec![partition]);
+    Reply::Answer(
+        FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(vec![topic]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_backing_off_is_forgotten_and_added_back_between_whole_walks() {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..3).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let fetcher = marks_only(task_backing_off(leader.address.clone(), &followed, 300));
+    let shared = Arc::clone(&fetcher.shared);
+    let running = Running::start(fetcher);
+
+    let first = leader.next().await;
+    assert_eq!(seen(&first), (0, 0, vec![(0, 0), (1, 0), (2, 0)], vec![]));
+    leader
+        .reply(answer(42, vec![(0, None, 0), (1, None, 0), (2, None, 0)]))
+        .await;
+    let second = leader.next().await;
+    assert_eq!(seen(&second), (42, 1, vec![], vec![]));
+    // Partition 1 is refused: it backs off, so the next request forgets it.
+    leader
+        .reply(partition_error(42, 1, NOT_LEADER_OR_FOLLOWER))
+        .await;
+    let third = leader.next().await;
+    assert_eq!(seen(&third), (42, 2, vec![], vec![1]));
+    // Once its back-off ends, a round adds it back: its return moves nothing a mark sees.
+    let mut epoch = 2;
+    loop {
+        leader.reply(answer(42, vec![])).await;
+        let next = leader.next_within(AT_ONCE).await;
+        epoch += 1;
+        match seen(&next) {
+            (42, e, sent, forgotten) if e == epoch && sent.is_empty() && forgotten.is_empty() => {}
+            other => {
+                assert_eq!(other, (42, epoch, vec![(1, 0)], vec![]));
+                break;
+            }
+        }
+    }
+    // Then every partition is in the session again: rounds read only the marks.
+    let walked = whole_walks(&shared);
+    for _ in 0..2 {
+        leader.reply(answer(42, vec![])).await;
+        let next = leader.next_within(AT_ONCE).await;
+        epoch += 1;
+        assert_eq!(seen(&next), (42, epoch, vec![], vec![]));
+    }
+    assert_eq!(whole_walks(&shared), walked);
+
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_of_a_round_that_named_nothing_backs_every_partition_off() {
+    const UNKNOWN_SERVER_ERROR: i16 = -1;
+    let dir = tempfile::tempdir().unwrap();
+    let followed: Vec<_> = (0..3).map(|index| follower(dir.path(), index)).collect();
+    let mut leader = FakeLeader::start().await;
+    let backing_off = task_backing_off(leader.address.clone(), &followed, LONG_BACKOFF_MS);
+    let running = Running::start(marks_only(backing_off));
+
+    let first = leader.next().await;
+    assert_eq!(seen(&first).2.len(), 3);
+    leader
+        .reply(answer(42, vec![(0, None, 0), (1, None, 0), (2, None, 0)]))
+        .await;
+    // An incremental request that names no partition, refused as a whole: every partition
+    // of the session backs off, not only those the request named.
+    let second = leader.next().await;
+    assert_eq!(seen(&second), (42, 1, vec![], vec![]));
+    leader.reply(refusal(UNKNOWN_SERVER_ERROR)).await;
+    leader.none_for(Duration::from_secs(1)).await;
+
+    running.stop().await;
+}
+
+#[test]
+fn a_retain_moves_the_generation_only_when_it_drops_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, followed) = follower(dir.path(), 0);
+    let mut set = FollowedSet::default();
+    set.insert(tp.clone(), followed);
+    let before = set.generation;
+    set.retain(|_, _| true);
+    assert_eq!(set.generation, before);
+    set.retain(|kept, _| *kept != tp);
+    assert_ne!(set.generation, before);
+    assert_eq!(set.len(), 0);
+}
+
 /// (partition, fetch offset, log start offset) of every partition a request sends.
 fn sent_with_log_start(request: &FetchRequest) -> Vec<(i32, i64, i64)> {
     let mut sent: Vec<_> = (request.topics.iter())
@@ -371,9 +486,8 @@ async fn between_whole_walks_a_round_sends_what_its_partitions_marked() {
     let dir = tempfile::tempdir().unwrap();
     let followed: Vec<_> = (0..20).map(|index| follower(dir.path(), index)).collect();
     let mut leader = FakeLeader::start().await;
-    let mut fetcher = task(leader.address.clone(), &followed);
-    // No whole walk after the first: what a round sends comes from the marks alone.
-    fetcher.whole_walk = Duration::from_secs(3600);
+    let fetcher = marks_only(task(leader.address.clone(), &followed));
+    let shared = Arc::clone(&fetcher.shared);
     let running = Running::start(fetcher);
 
     let first = leader.next().await;
@@ -404,6 +518,11 @@ async fn between_whole_walks_a_round_sends_what_its_partitions_marked() {
     assert_eq!(seen(&sixth), (42, 5, vec![], vec![]));
     assert_eq!(log_end(&followed[7].1), 3);
     assert_eq!(log_end(&followed[12].1), 3);
+    assert_eq!(
+        whole_walks(&shared),
+        1,
+        "only the first round walked every partition"
+    );
 
     running.stop().await;
 }

@@ -173,9 +173,14 @@ impl ReplicationQuota {
         }
     }
 
-    /// Some partition may be throttled on this side: a list names this broker (or `*`).
-    pub fn is_active(&self) -> bool {
+    fn is_active(&self) -> bool {
         self.active.load(Relaxed)
+    }
+
+    /// Whether [`Self::holds`] may hold anything back now: a list names this broker (or
+    /// `*`) and a bound is set.
+    pub fn may_hold(&self) -> bool {
+        self.is_active() && self.bound() != RATE_UNBOUNDED
     }
 
     /// Kafka's `isThrottled`: the partition is on this side's list for this broker.

@@ -14,7 +14,9 @@
 //! fetches, once, as a [`SessionWatch`] and the partition's slot in it: every change of the
 //! partition's version marks the slot dirty, and every change a read could see also wakes
 //! the session's parked fetch. So a session's fetch visits the partitions that changed
-//! rather than all of them, and parks without registering anywhere.
+//! rather than all of them, and parks without registering anywhere. A follower's replica
+//! fetcher (`replica::fetcher`) stands with the partitions it follows the same way, to
+//! build each round from the ones that changed.
 //!
 //! Deadlines of long waits are put on a grid ([`wait_deadline`]) so that waits parked at
 //! about the same time end in one wake-up of the runtime instead of one each.
@@ -122,7 +124,8 @@ impl Watchers {
 /// A session unused this long (Kafka's session eviction age) stops being marked: each of
 /// its partitions drops it at its next change, so sessions clients abandoned do not cost
 /// every append until something evicts them. If it is used again, its next fetch visits
-/// every partition and registers them anew.
+/// every partition and registers them anew (a replica fetcher cut off from its leader this
+/// long does the same).
 pub const LAPSE_MS: u64 = 120_000;
 
 /// One fetch session's view of its partitions' changes: which of its slots (a number per
