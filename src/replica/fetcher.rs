@@ -788,7 +788,9 @@ impl FetcherTask {
         let mut changed = Vec::with_capacity(drained.slots.len());
         for slot in drained.slots {
             // The watch is this order's: its slots are the entries' indexes.
-            let entry = &mut order.entries[slot as usize];
+            let entry = order.entries.get_mut(slot as usize);
+            debug_assert!(entry.is_some(), "slot {slot} of a watch over another order");
+            let entry = entry?;
             // Deleted: the walk leaves it out, and the next reconcile drops it.
             changed.push(entry.fetch_data(partition_max_bytes)?);
         }
