@@ -195,8 +195,9 @@ struct RoundOrder {
     watch: Option<Arc<SessionWatch>>,
     /// Every entry is truncated: no OffsetForLeaderEpoch is due this generation.
     truncated: bool,
-    /// When the last whole walk of this generation wanted every entry, when the next whole
-    /// walk is due ([`WHOLE_WALK`]); until then a round reads only the marked entries.
+    /// Set when a whole walk of this generation took every entry into the session, to
+    /// when the next whole walk is due ([`WHOLE_WALK`] later); until then a round reads
+    /// only the marked entries.
     whole_until: Option<Instant>,
 }
 
