@@ -7,7 +7,8 @@
 //!
 //! Pure: [`FetchSession::build`] turns the partitions wanted this round into a request's
 //! parts ([`FetchSession::build_changed`] does it from only those whose data may have
-//! changed, when every other partition of the session is still wanted), [`FetchSession::handle_response`] checks the answer against the session and says
+//! changed, when every other partition of the session is still wanted),
+//! [`FetchSession::handle_response`] checks the answer against the session and says
 //! which partitions it answers (with what the session last sent for them), and
 //! [`FetchSession::handle_error`] is told when a request got no answer. The fetcher
 //! (`super::fetcher`) does the I/O.

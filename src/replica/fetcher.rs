@@ -22,7 +22,8 @@
 //! A round reads only the partitions that changed since the last one: the fetcher stands
 //! registered with each followed partition (a [`SessionWatch`], as the leader's fetch
 //! sessions are), whose version moves mark it. Every partition is read again when the
-//! followed set or a partition's state changes, and at least once a second ([`WHOLE_WALK`]);
+//! followed set or a partition's back-off or truncation state changes, and at least once a
+//! second ([`WHOLE_WALK`]);
 //! every round reads them all while one backs off or truncates, while a follower throttle
 //! may hold one back, and when the session needs a full request. So a steady round of a
 //! thousand partitions of which two moved costs two, not a thousand.
@@ -109,7 +110,8 @@ struct Shared {
     changed: tokio::sync::Notify,
     /// This broker's epoch (its registration), sent in every fetch.
     broker_epoch: AtomicI64,
-    /// Rounds that walked every partition (tests: which rounds read only the marks).
+    /// Rounds that walked every partition, also those that found none to fetch (tests:
+    /// which rounds read only the marks).
     #[cfg(test)]
     whole_walks: std::sync::atomic::AtomicUsize,
 }
@@ -124,7 +126,8 @@ struct Followed {
     /// `isReplicaInSync` of the fetch state): a caught-up replica is never throttled.
     /// Shared by the clones of one following (this leader epoch), and set without moving
     /// the followed set's generation: a partition flipping between caught up and not,
-    /// as one catching up does at every response, must not rebuild the round order.
+    /// as one near the leader's high watermark may at many responses, must not rebuild
+    /// the round order.
     caught_up: Arc<AtomicBool>,
     retry_at: Option<Instant>,
 }
@@ -698,6 +701,11 @@ impl FetcherTask {
                 #[cfg(test)]
                 self.shared.whole_walks.fetch_add(1, Ordering::Relaxed);
                 let wanted = self.wanted(now);
+                // Once the session takes every partition, the marks say what changes. A
+                // walk that leaves one out (or sends nothing: its marks are drained, and
+                // the session keeps the data it had) makes the next round walk too.
+                let whole = wanted.len() == self.order.entries.len() && !wanted.is_empty();
+                self.order.whole_until = whole.then(|| now + self.whole_walk);
                 if wanted.is_empty() {
                     // Every one was deleted or throttled meanwhile: wait for the reconcile
                     // that drops them, or for the quota, rather than spin.
@@ -705,9 +713,6 @@ impl FetcherTask {
                     tokio::time::sleep(backoff).await;
                     return Ok(());
                 }
-                // Once the session takes every partition, the marks say what changes.
-                let whole = wanted.len() == self.order.entries.len();
-                self.order.whole_until = whole.then(|| now + self.whole_walk);
                 self.session.build(wanted)
             }
         };

@@ -389,7 +389,14 @@ async fn a_partition_backing_off_is_forgotten_and_added_back_between_whole_walks
     let dir = tempfile::tempdir().unwrap();
     let followed: Vec<_> = (0..3).map(|index| follower(dir.path(), index)).collect();
     let mut leader = FakeLeader::start().await;
-    let fetcher = marks_only(task_backing_off(leader.address.clone(), &followed, 300));
+    // Long enough that no pause of a loaded machine ends it before the next round.
+    let backoff = Duration::from_secs(2);
+    let backoff_ms = u64::try_from(backoff.as_millis()).unwrap();
+    let fetcher = marks_only(task_backing_off(
+        leader.address.clone(),
+        &followed,
+        backoff_ms,
+    ));
     let shared = Arc::clone(&fetcher.shared);
     let running = Running::start(fetcher);
 
@@ -407,9 +414,15 @@ async fn a_partition_backing_off_is_forgotten_and_added_back_between_whole_walks
     let third = leader.next().await;
     assert_eq!(seen(&third), (42, 2, vec![], vec![1]));
     // Once its back-off ends, a round adds it back: its return moves nothing a mark sees.
+    // The rounds meanwhile are held 50 ms each by the leader's throttle time.
+    let backing_off = std::time::Instant::now();
     let mut epoch = 2;
     loop {
-        leader.reply(answer(42, vec![])).await;
+        assert!(
+            backing_off.elapsed() < backoff + AT_ONCE,
+            "not added back in time"
+        );
+        leader.reply(throttled(answer(42, vec![]), 50)).await;
         let next = leader.next_within(AT_ONCE).await;
         epoch += 1;
         match seen(&next) {
