@@ -207,11 +207,12 @@ impl SessionWatch {
         let mut slots = self.lock();
         let slots = &mut *slots;
         if now_ms.saturating_sub(slots.used_ms) > LAPSE_MS {
-            slots.lapsed = true;
-            slots
-                .live
-                .values_mut()
-                .for_each(|slot| slot.stands_with = None);
+            // Once per lapse: every later change of another partition would walk them all
+            // again until the next drain.
+            if !slots.lapsed {
+                slots.lapsed = true;
+                (slots.live.values_mut()).for_each(|slot| slot.stands_with = None);
+            }
             return false;
         }
         match slots.live.get_mut(&slot) {
