@@ -72,6 +72,7 @@ DESCRIBE_CLUSTER = 60
 NONE = 0
 UNKNOWN_TOPIC_OR_PARTITION = 3
 LEADER_NOT_AVAILABLE = 5
+NOT_LEADER_OR_FOLLOWER = 6
 REQUEST_TIMED_OUT = 7
 COORDINATOR_LOAD_IN_PROGRESS = 14
 COORDINATOR_NOT_AVAILABLE = 15
@@ -775,6 +776,24 @@ GiveUp = clients.GiveUp
 def wait_until(predicate, timeout_s, what="condition", interval_s=POLL_INTERVAL_S):
     """clients.wait_for with the harness's argument order."""
     return clients.wait_for(predicate, timeout_s=timeout_s, interval_s=interval_s, what=what)
+
+
+def once_led(call, error_of=lambda answer: answer.error_code, timeout_s=10.0,
+              what="the leader opened its partition"):
+    """call() until its answer's error (error_of) is not NOT_LEADER_OR_FOLLOWER; returns
+    that answer. A node's Metadata names it leader once it applies the image, and it opens
+    the partition a moment later (Kafka's brokers publish in the same order), answering
+    NOT_LEADER_OR_FOLLOWER meanwhile. Such an answer appended nothing: the retry is safe.
+    Any other failure ends the wait at once (a produce whose answer was lost may have
+    appended)."""
+    def answered():
+        try:
+            answer = call()
+        except Exception as error:  # noqa: BLE001 - not retried, see above
+            raise GiveUp(f"{what}: {error!r}") from error
+        assert error_of(answer) != NOT_LEADER_OR_FOLLOWER, answer
+        return answer
+    return wait_until(answered, timeout_s, what=what)
 
 
 def leadership(node, topic):

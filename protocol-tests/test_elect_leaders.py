@@ -134,10 +134,18 @@ def test_sigterm_moves_every_leadership_away_before_exiting(make_cluster, topic,
     nodes.restart(victim)
     asked = [(topic, index) for index in led[victim]]
     codes = elect(nodes, asked)
-    image = nodes.node(survivors[0]).metadata([topic])["topics"][topic]["partitions"]
-    for key, code in codes.items():
-        partition = image[key[1]]
-        if code == 0:
-            assert partition["leader"] == victim or victim in partition["isr"], (key, partition)
-        else:
-            assert code == PREFERRED_LEADER_NOT_AVAILABLE, (key, code, partition)
+
+    # Only the controller has surely applied the election when it answers; a survivor's
+    # image follows.
+    def image_agrees():
+        image = nodes.node(survivors[0]).metadata([topic])["topics"][topic]["partitions"]
+        for key, code in codes.items():
+            partition = image[key[1]]
+            if code == 0:
+                assert partition["leader"] == victim or victim in partition["isr"], \
+                    (key, partition)
+            else:
+                assert code == PREFERRED_LEADER_NOT_AVAILABLE, (key, code, partition)
+        return True
+
+    clients.wait_for(image_agrees, timeout_s=10, what="the election in a survivor's image")

@@ -37,7 +37,9 @@ def produce_batches(node, topic, count):
     with node.connect() as conn:
         for _ in range(count):
             values = [(None, os.urandom(VALUE_BYTES), []) for _ in range(RECORDS_PER_BATCH)]
-            result = rawkafka.produce(conn, topic, 0, rawkafka.build_batch(values))
+            batch = rawkafka.build_batch(values)
+            # The first may come before the node has opened the partition it leads.
+            result = cluster.once_led(lambda: rawkafka.produce(conn, topic, 0, batch))
             assert result.error_code == NONE, result
             first = result.base_offset if first is None else first
     return first

@@ -198,7 +198,9 @@ def test_group_survives_kill_of_its_coordinator(three, topic, group_members):
 
         def served():
             answer = committed_via(three.node(new), group, topic)
-            return None if answer == COORDINATOR_LOAD_IN_PROGRESS else answer
+            if answer in (COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR):
+                return None  # still loading, or the image has not reached it yet
+            return answer
         assert cluster.wait_until(served, FAILOVER_TIMEOUT_S,
                                   what="offsets on the new coordinator") \
             == [RECORDS, RECORDS], "committed offsets lost in the failover"

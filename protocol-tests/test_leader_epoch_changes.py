@@ -75,9 +75,15 @@ def batch_epochs(records):
 
 
 def produce(node, topic, values):
+    """Produces `values` as one batch to partition 0 of `topic` on `node`, its leader (once
+    it has opened the partition); returns the base offset."""
     batch = rawkafka.build_batch([(None, value, []) for value in values])
-    with node.connect() as conn:
-        result = rawkafka.produce(conn, topic, 0, batch)
+
+    def attempt():
+        with node.connect() as conn:
+            return rawkafka.produce(conn, topic, 0, batch)
+
+    result = cluster.once_led(attempt)
     assert result.error_code == NONE, result
     return result.base_offset
 

@@ -112,6 +112,10 @@ def setup_transaction(three, topic):
     (transactional id, C, D, E, C's leader epoch of the state partition)."""
     transactional_id = f"txn-{uuid.uuid4().hex[:8]}"
     coordinator = find_txn_coordinator(three, transactional_id, via=1)
+    # The first FindCoordinator created the state topic; the node it named may not have
+    # applied that yet.
+    three.wait_topic_everywhere(TRANSACTION_STATE, partitions=int(OVERRIDES[
+        "transaction.state.log.num.partitions"]))
     leader, epoch = state_leader(three, transactional_id, via=coordinator)
     assert leader == coordinator, (
         f"FindCoordinator names node {coordinator}, but partition "
