@@ -163,11 +163,13 @@ def parse_row(name):
     raise SystemExit(f"unknown row {name!r}: {Row.__doc__}")
 
 
-# The table, then the partition and connection scale, then the idle costs:
-# about 5 minutes.
+# The table (with the latency rows also at linger 0.5 ms, where the client's own
+# p99 is below the 2 ms), then the partition and connection scale, then the idle
+# costs: about 6 minutes.
 DEFAULT_ROWS = [
     "produce-100-all-none", "produce-100-all-lz4", "produce-1k-1-none",
     "produce-1k-all-none", "consume-1k-none", "latency-rf1", "latency-rf3",
+    "latency-rf1-linger0.5", "latency-rf3-linger0.5",
     "produce-100-all-none-p1", "produce-100-all-none-p100", "produce-100-all-none-p1000",
     "produce-100-all-none-herd", "produce-conns-10", "produce-conns-10000",
     "idle-partitions", "idle-connections", "idle-longpoll",
