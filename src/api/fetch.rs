@@ -323,9 +323,11 @@ async fn read_or_park(
     // while it holds, so a wake-up costs the partitions that changed, not all of them.
     let mut quiet = quiet_reads(targets, &results);
     let watched: Vec<Arc<Partition>> = match &parking {
-        Parking::Targets => (targets.iter())
-            .filter_map(|t| t.partition.as_ref().ok().cloned())
-            .collect(),
+        Parking::Targets => {
+            let mut watched = Vec::with_capacity(targets.len());
+            watched.extend(targets.iter().filter_map(|t| t.partition.as_ref().ok().cloned()));
+            watched
+        }
         Parking::Session(..) => Vec::new(),
     };
     let mut shutdown = broker.serving_signal();
@@ -753,7 +755,8 @@ fn request_targets(
     let topics: Vec<(TopicName, uuid::Uuid)> = (request.topics.iter())
         .map(|topic| (resolve_name(image, topic, version), topic.topic_id))
         .collect();
-    let mut targets = Vec::new();
+    let count = request.topics.iter().map(|topic| topic.partitions.len()).sum();
+    let mut targets = Vec::with_capacity(count);
     for (topic_index, topic) in request.topics.iter().enumerate() {
         let name = topics[topic_index].0.0.as_str();
         let indexes = topic.partitions.iter().map(|partition| partition.partition);
@@ -1062,12 +1065,20 @@ fn build_response(
 ) -> FetchReply {
     let mut from_files = Vec::new();
     let names: Vec<TopicName> = topics.iter().map(|(name, _)| name.clone()).collect();
-    let mut responses: Vec<FetchableTopicResponse> = topics
-        .into_iter()
-        .map(|(name, id)| {
+    // Each topic's partitions sized once: growing the list by pushes reallocated it (a
+    // long poll's profile showed the copy and glibc's consolidation of free chunks).
+    let mut answered = vec![0usize; names.len()];
+    for (index, target) in targets.iter().enumerate() {
+        if keep.is_none_or(|keep| keep[index]) {
+            answered[target.topic_index] += 1;
+        }
+    }
+    let mut responses: Vec<FetchableTopicResponse> = (topics.into_iter().zip(answered))
+        .map(|((name, id), count)| {
             FetchableTopicResponse::default()
                 .with_topic(name)
                 .with_topic_id(id)
+                .with_partitions(Vec::with_capacity(count))
         })
         .collect();
     for (index, (target, result)) in targets.iter().zip(results).enumerate() {
