@@ -783,9 +783,11 @@ def once_led(call, error_of=lambda answer: answer.error_code, timeout_s=10.0,
     """call() until its answer's error (error_of) is not NOT_LEADER_OR_FOLLOWER; returns
     that answer. A node's Metadata names it leader once it applies the image, and it opens
     the partition a moment later (Kafka's brokers publish in the same order), answering
-    NOT_LEADER_OR_FOLLOWER meanwhile. Such an answer appended nothing: the retry is safe.
-    Any other failure ends the wait at once (a produce whose answer was lost may have
-    appended)."""
+    NOT_LEADER_OR_FOLLOWER meanwhile. A produce refused that way appended nothing, so the
+    retry is safe; but an acks=all produce that loses its leadership while it waits gets
+    the same error after its append, so callers must not use this across a leadership
+    change. Any other failure ends the wait at once (a produce whose answer was lost may
+    have appended)."""
     def answered():
         try:
             answer = call()
