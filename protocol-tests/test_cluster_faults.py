@@ -152,15 +152,21 @@ def test_a_node_with_another_cluster_id_does_not_join(make_cluster):
         time.sleep(0.2)
     nodes.wait_images_equal(on=others, check=lambda image: stranger not in image["brokers"])
     # The refusal is logged, by the stranger or by the nodes it contacted, naming the
-    # cluster id.
-    logged = []
-    for n in nodes.nodes:
-        with open(n.stderr_path, "rb") as stderr:
-            stderr.seek(offsets[n.node_id])
-            text = stderr.read().decode("utf-8", "replace")
-        logged += [line for line in text.splitlines() if "cluster" in line.lower()
-                   and any(level in line for level in ("ERROR", "WARN"))]
-    assert logged, f"no clear error about the cluster id:\n{node.stderr_tail()}"
+    # cluster id (a stranger slow to start may log it a little later).
+    def refusal_logged():
+        logged = []
+        for n in nodes.nodes:
+            with open(n.stderr_path, "rb") as stderr:
+                stderr.seek(offsets[n.node_id])
+                text = stderr.read().decode("utf-8", "replace")
+            logged += [line for line in text.splitlines() if "cluster" in line.lower()
+                       and any(level in line for level in ("ERROR", "WARN"))]
+        return logged
+    try:
+        cluster.wait_until(refusal_logged, 10, what="the refusal logged")
+    except AssertionError as timed_out:
+        raise AssertionError(f"no clear error about the cluster id:\n"
+                             f"{node.stderr_tail()}") from timed_out
     node.kill()
     node.wipe()
     node.env = {}

@@ -76,7 +76,9 @@ def fill(port, limit):
     blocked) where blocked is False if all limit + 1 were served."""
     conns = []
     for _ in range(limit + 1):
-        conn = served(port, 10 if not conns else 1.5)
+        # A blocked connection is never answered; a served one answers in about a
+        # millisecond, and within 3 s even on a loaded machine.
+        conn = served(port, 10 if not conns else 3)
         if conn is None:
             return conns, True
         conns.append(conn)

@@ -222,7 +222,7 @@ def test_followers_follow_the_log_start_and_a_new_leader_keeps_it(make_cluster, 
     # The answer waits until every live replica's log start reached 13 (the low watermark
     # is the smallest over them), so the followers have moved theirs by now.
     assert confluent_delete(everyone, topic, 13).low_watermark == 13
-    old_leader = full_isr()["leader"]
+    old_leader = cluster.wait_until(full_isr, TIMEOUT_S, what="a full ISR")["leader"]
     nodes.kill(old_leader)
 
     def new_leader():
@@ -230,7 +230,14 @@ def test_followers_follow_the_log_start_and_a_new_leader_keeps_it(make_cluster, 
         assert partition["leader"] not in (-1, old_leader), partition
         return partition
     cluster.wait_until(new_leader, TIMEOUT_S, what="a new leader")
-    assert clients.watermarks(everyone, topic, 0, timeout_s=TIMEOUT_S) == (13, RECORDS)
+
+    # The new leader's high watermark may trail its log end for a moment after it takes
+    # over (a log start other than 13 never settles either).
+    def watermarks_settled():
+        watermarks = clients.watermarks(everyone, topic, 0, timeout_s=TIMEOUT_S)
+        assert watermarks == (13, RECORDS), watermarks
+        return True
+    cluster.wait_until(watermarks_settled, TIMEOUT_S, what="the new leader's watermarks")
     assert first_offset_read(everyone, topic, 0, "earliest") == (13, b"v-13")
     nodes.restart(old_leader)
     cluster.wait_until(full_isr, TIMEOUT_S * 2, what="the old leader back in the ISR")

@@ -167,11 +167,14 @@ def test_describe_producers_lists_epochs_sequences_and_open_transactions(start_b
 def test_idle_producers_expire_and_open_transactions_stay(start_broker, topic):
     broker = start_broker("producer-expiry", {**TXN_OVERRIDES, **EXPIRATION_OVERRIDES})
     clients.create_topic(broker, topic, partitions=1)
-    idempotent = idempotent_producer(broker)
-    assert produce_plain(idempotent, topic, [b"i0", b"i1", b"i2"]) == [0, 1, 2]
+    # The transactional producer first: its init creates __transaction_state, which may
+    # take longer than the expiration on a loaded machine, and the idempotent producer's
+    # records start its clock.
     transactional_id = f"expiry-{uuid.uuid4().hex[:8]}"
     transactional = txn_producer(broker, transactional_id)
     transactional.init_transactions(CALL_TIMEOUT_S)
+    idempotent = idempotent_producer(broker)
+    assert produce_plain(idempotent, topic, [b"i0", b"i1", b"i2"]) == [0, 1, 2]
     transactional.begin_transaction()
     assert deliver(transactional, topic, [b"t0"]) == [3]
     txn_pid = transactional_producer_id(broker, transactional_id)

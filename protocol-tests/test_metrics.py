@@ -250,7 +250,9 @@ def test_under_replicated_partitions_rise_when_a_follower_dies(three, topic):
     leader = three.node(1)
     clients.produce_ok(leader, topic, [{"value": b"before", "partition": 0}])
     urp = "kafka_server_replicamanager_underreplicatedpartitions"
-    assert value(scrape(leader.metrics_url), urp) == 0
+    # The followers join the ISR once they have fetched the first record.
+    cluster.wait_until(lambda: value(scrape(leader.metrics_url), urp) == 0, 30,
+                       what="no under-replicated partition before the kill")
     # Every node serves its own /metrics.
     for node_id in (2, 3):
         samples = scrape(three.node(node_id).metrics_url)

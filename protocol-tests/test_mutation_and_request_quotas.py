@@ -223,8 +223,10 @@ def test_request_quota_counts_work_not_waiting(broker, topic):
     clients.wait_for(lambda: warm.committed([TopicPartition(topic, 0)], timeout=5), 30,
                      what="the group coordinator")
     warm.close()
-    # 2% of a thread: 20 ms of handling time per second.
-    set_quota(broker, {"client-id": "rq-waiter"}, "request_percentage", 2.0)
+    # 10% of a thread: 100 ms of handling time per second. Waiting counted as work would
+    # exceed it (the 2 s rebalance delay in an 11 s window, fetches parked back to back);
+    # a loaded machine preempting a few handler polls would not.
+    set_quota(broker, {"client-id": "rq-waiter"}, "request_percentage", 10.0)
     try:
         # A consumer joining a group waits 2 s for the initial rebalance delay, and its
         # fetches wait for records: waiting is not work, so it is never throttled.
@@ -235,10 +237,11 @@ def test_request_quota_counts_work_not_waiting(broker, topic):
                                                "statistics.interval.ms": 200,
                                                "stats_cb": throttles})
         consumer.subscribe([topic])
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
+        # At least 6 s (past the delay, then fetches parked), until it has joined.
+        began = time.monotonic()
+        while time.monotonic() < began + 6 or not consumer.assignment():
+            assert time.monotonic() < began + 30, "not joined the group within 30 s"
             consumer.poll(0.2)
-        assert consumer.assignment(), "joined the group"
         consumer.close()
         assert throttles.max_avg_ms == 0, throttles.max_avg_ms
         # A flood of Metadata requests is work: throttled within a bounded number. (Each

@@ -242,7 +242,11 @@ def test_a_parked_read_committed_fetch_wakes_when_the_lso_moves(broker, topic):
         assert produce(conn, topic, txn_batch(pid, epoch, 0, [b"t1"]), "tx") == 0
         assert fetch(conn, topic, 0, 1)[1:3] == (1, 0), "open transaction: LSO 0"
 
+    fetching = threading.Event()
+
     def commit_later():
+        # A second after the fetch is sent, however late the test thread gets there.
+        assert fetching.wait(30), "the fetch was never sent"
         time.sleep(1.0)
         with rawkafka.Connection("127.0.0.1", broker.port) as other:
             assert write_txn_markers(other, [(pid, epoch, True, 0, {topic: [0]})]) == {
@@ -252,6 +256,7 @@ def test_a_parked_read_committed_fetch_wakes_when_the_lso_moves(broker, topic):
     committer.start()
     with rawkafka.Connection("127.0.0.1", broker.port, timeout_s=30) as conn:
         started = time.monotonic()
+        fetching.set()
         error, hw, lso, records = fetch_waiting(conn, topic, 0, 20_000)
         waited = time.monotonic() - started
     committer.join()
