@@ -778,24 +778,31 @@ def wait_until(predicate, timeout_s, what="condition", interval_s=POLL_INTERVAL_
     return clients.wait_for(predicate, timeout_s=timeout_s, interval_s=interval_s, what=what)
 
 
-def once_led(call, error_of=lambda answer: answer.error_code, timeout_s=10.0,
-              what="the leader opened its partition"):
-    """call() until its answer's error (error_of) is not NOT_LEADER_OR_FOLLOWER; returns
-    that answer. A node's Metadata names it leader once it applies the image, and it opens
-    the partition a moment later (Kafka's brokers publish in the same order), answering
-    NOT_LEADER_OR_FOLLOWER meanwhile. A produce refused that way appended nothing, so the
-    retry is safe; but an acks=all produce that loses its leadership while it waits gets
-    the same error after its append, so callers must not use this across a leadership
-    change. Any other failure ends the wait at once (a produce whose answer was lost may
-    have appended)."""
+def retry_refused(call, not_yet, error_of=lambda answer: answer.error_code, timeout_s=10.0,
+                  what="an answer"):
+    """call() (a produce) until its answer's error (error_of) is not one of `not_yet`,
+    errors whose produce appended nothing, so the retry adds no duplicate; returns that
+    answer. A call that raises ends the wait at once: a produce whose answer was lost may
+    have appended."""
     def answered():
         try:
             answer = call()
         except Exception as error:  # noqa: BLE001 - not retried, see above
             raise GiveUp(f"{what}: {error!r}") from error
-        assert error_of(answer) != NOT_LEADER_OR_FOLLOWER, answer
-        return answer
-    return wait_until(answered, timeout_s, what=what)
+        assert error_of(answer) not in not_yet, answer
+        return [answer]  # truthy even when the answer (an error code 0) is not
+    return wait_until(answered, timeout_s, what=what)[0]
+
+
+def once_led(call, error_of=lambda answer: answer.error_code, timeout_s=10.0):
+    """retry_refused while the answer is NOT_LEADER_OR_FOLLOWER. A node's Metadata names
+    it leader once it applies the image, and it opens the partition a moment later
+    (Kafka's brokers publish in the same order), answering NOT_LEADER_OR_FOLLOWER
+    meanwhile, before any append. But an acks=all produce that loses its leadership while
+    it waits gets the same error after its append, so callers must not use this across a
+    leadership change."""
+    return retry_refused(call, (NOT_LEADER_OR_FOLLOWER,), error_of, timeout_s,
+                         what="the leader opened its partition")
 
 
 def leadership(node, topic):

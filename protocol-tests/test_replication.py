@@ -168,18 +168,10 @@ def produce_raw_once_ready(nodes, topic, acks, not_yet):
     """produce_raw, again while its error is one of `not_yet`: NOT_LEADER_OR_FOLLOWER while
     the leader has not opened the partition another node's Metadata already shows it
     leading, NOT_ENOUGH_REPLICAS while it has not applied the ISR grown back that another
-    node's Metadata already shows. Neither answer appended the record, so a retry adds no
-    duplicate; a failed call (its record may have been appended) ends the wait at once.
-    Returns the last error code."""
-    def ready():
-        try:
-            error = produce_raw(nodes, topic, acks)
-        except Exception as failure:  # noqa: BLE001 - not retried, see above
-            raise cluster.GiveUp(f"produce with acks={acks}: {failure!r}") from failure
-        if error in not_yet:
-            raise AssertionError(f"error {error}")
-        return [error]
-    return cluster.wait_until(ready, ISR_WAIT_S, what=f"a produce with acks={acks}")[0]
+    node's Metadata already shows (neither appended the record). Returns the error code."""
+    return cluster.retry_refused(lambda: produce_raw(nodes, topic, acks), not_yet,
+                                 error_of=lambda error: error, timeout_s=ISR_WAIT_S,
+                                 what=f"a produce with acks={acks}")
 
 
 def test_below_min_insync_acks_all_is_refused_and_acks_one_works(three, topic):

@@ -1446,8 +1446,8 @@ COLUMNS = ["row", "bin", "msgs/s", "MB/s", "broker µs/rec", "broker CPU %", "cl
 def table_line(r):
     cells = [r.row, r.label, fmt(r.msgs_s, 0), fmt(r.mb_s, 1), fmt(r.broker_us_per_record, 3),
              fmt(r.broker_cpu_percent, 1), fmt(r.client_cpu_percent, 0), fmt(r.rss_idle_mib, 1),
-             fmt(r.anon_idle_mib, 1), fmt(r.rss_peak_mib, 1), fmt(r.p50_ms), fmt(r.p99_ms), fmt(r.p999_ms),
-             "; ".join(r.notes)]
+             fmt(r.anon_idle_mib, 1), fmt(r.rss_peak_mib, 1), fmt(r.p50_ms), fmt(r.p99_ms),
+             fmt(r.p999_ms), "; ".join(r.notes)]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -1479,7 +1479,8 @@ def ratio_line(row, a, b):
         return f"{y / x:.2f}x" if x and y is not None else "-"
     cells = [row, "B/A", ratio("msgs_s"), ratio("mb_s"), ratio("broker_us_per_record"),
              ratio("broker_cpu_percent"), ratio("client_cpu_percent"), ratio("rss_idle_mib"),
-             ratio("anon_idle_mib"), ratio("rss_peak_mib"), ratio("p50_ms"), ratio("p99_ms"), ratio("p999_ms"), ""]
+             ratio("anon_idle_mib"), ratio("rss_peak_mib"), ratio("p50_ms"), ratio("p99_ms"),
+             ratio("p999_ms"), ""]
     return "| " + " | ".join(cells) + " |"
 
 

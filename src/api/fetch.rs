@@ -1067,9 +1067,10 @@ fn build_response(
     let names: Vec<TopicName> = topics.iter().map(|(name, _)| name.clone()).collect();
     // Each topic's partitions sized once: growing the list by pushes reallocated it (a
     // long poll's profile showed the copy and glibc's consolidation of free chunks).
+    let kept = |index: usize| keep.is_none_or(|keep| keep[index]);
     let mut answered = vec![0usize; names.len()];
     for (index, target) in targets.iter().enumerate() {
-        if keep.is_none_or(|keep| keep[index]) {
+        if kept(index) {
             answered[target.topic_index] += 1;
         }
     }
@@ -1082,7 +1083,7 @@ fn build_response(
         })
         .collect();
     for (index, (target, result)) in targets.iter().zip(results).enumerate() {
-        if keep.is_some_and(|keep| !keep[index]) {
+        if !kept(index) {
             continue;
         }
         let data = PartitionData::default().with_partition_index(target.partition_index);
