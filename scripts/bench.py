@@ -86,6 +86,7 @@ CONNS_CONNECT_TIMEOUT_S = 60.0
 # Deadlines. Under valgrind everything is ~50x slower.
 START_TIMEOUT_S = 60.0
 CALLGRIND_START_TIMEOUT_S = 300.0
+CALLGRIND_LONGPOLL_CONSUMERS = 100
 CLIENT_GRACE_S = 30.0
 STOP_TIMEOUT_S = 30.0
 # When a whole cluster stops at once, the last node's controlled shutdown finds no quorum
@@ -829,18 +830,21 @@ def fetch_v4_errors(reader):
     return sum(1 for _, errors in topics for e in errors if e != 0)
 
 
-async def long_poll_for(port, topic, partitions, window_factory):
+async def long_poll_for(port, topic, partitions, window_factory,
+                        consumers=LONGPOLL_CONSUMERS):
     stop = asyncio.Event()
     stats = {"responses": 0, "wait_s": 0.0, "errors": 0, "counting": False}
     semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
     tasks = [asyncio.create_task(long_poll(port, topic, partitions, stop, stats, semaphore))
-             for _ in range(LONGPOLL_CONSUMERS)]
+             for _ in range(consumers)]
     await asyncio.sleep(2 * LONGPOLL_WAIT_MS / 1000 + 1.0)  # all connected and parked
-    stats["counting"] = True
+    # The window opens before counting starts and closes after it ends, so a window that
+    # blocks this loop while it opens or closes (callgrind's) sees every counted response.
     window = window_factory()
+    stats["counting"] = True
     await asyncio.sleep(LONGPOLL_SECONDS)
-    window.close()
     stats["counting"] = False
+    window.close()
     stop.set()
     # A poll that ended with an error of its own (a dropped connection) is one too.
     stats["errors"] += await finish_tasks(tasks, 5 * LONGPOLL_WAIT_MS / 1000)
@@ -958,13 +962,14 @@ def run_idle_longpoll(ctx, row, brokers, result, tag):
                         f"{floor_stats['errors']} errors")
 
 
-def long_polls_on(port, topic, pids):
-    """LONGPOLL_CONSUMERS long polls on `port` for LONGPOLL_SECONDS: the CPU window of
-    `pids` over them, and the polls' counts."""
+def long_polls_on(port, topic, pids, window_factory=None, consumers=LONGPOLL_CONSUMERS):
+    """`consumers` long polls on `port` for LONGPOLL_SECONDS: the window over them (by
+    default the CPU window of `pids`), and the polls' counts."""
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(long_poll_for(port, topic, PARTITIONS_DEFAULT,
-                                                     lambda: Window(pids)))
+        return loop.run_until_complete(long_poll_for(
+            port, topic, PARTITIONS_DEFAULT, window_factory or (lambda: Window(pids)),
+            consumers))
     finally:
         loop.close()
 
@@ -1264,8 +1269,10 @@ def run_callgrind(ctx, args):
     consume, filled by a native broker beforehand), the client sends or reads exactly
     --records records, then the counters are dumped."""
     row = parse_row(args.callgrind)
-    if row.kind not in ("produce", "consume") or row.replicas != 1 or row.herd:
-        raise SystemExit("--callgrind takes a produce or consume row with RF 1, no -herd")
+    if row.kind != "idle-longpoll" and (row.kind not in ("produce", "consume")
+                                        or row.replicas != 1 or row.herd):
+        raise SystemExit("--callgrind takes idle-longpoll, or a produce or consume row "
+                         "with RF 1, no -herd")
     if not shutil.which("valgrind"):
         raise SystemExit("--callgrind needs valgrind")
     tag = f"callgrind-{row.name}"
@@ -1290,6 +1297,8 @@ def run_callgrind(ctx, args):
         brokers = Brokers(args.binary, 1, ctx.path(tag, "broker"), wrapper, data_root, cluster_id)
         try:
             brokers.start(CALLGRIND_START_TIMEOUT_S)
+            if row.kind == "idle-longpoll":
+                return callgrind_longpoll(ctx, row, brokers, out_file, tag)
             if row.kind == "produce":
                 create_topic(brokers, "bench", row.partitions, 1, CALLGRIND_START_TIMEOUT_S)
             else:
@@ -1321,6 +1330,12 @@ def callgrind_measure(ctx, row, brokers, records, out_file, tag):
     run = wait_client(start_client(argv, ctx.path(tag, "client.log")), 1800.0)
     callgrind_control("-d", pid)
     done = (produced_summary(run)[0] if row.kind == "produce" else consumed_summary(run)[0])
+    return callgrind_summary(row, done, out_file, tag, ctx, run.wall_s)
+
+
+def callgrind_summary(row, done, out_file, tag, ctx, client_wall_s):
+    """The first dump's count per record (or response) `done`, its top functions and
+    their callers."""
     dump = wait_dump(f"{out_file}.1")
     fix_zeroed_calls(dump)
     total = callgrind_total(dump)
@@ -1339,7 +1354,37 @@ def callgrind_measure(ctx, row, brokers, records, out_file, tag):
             "instructions_per_record": total / max(done, 1), "dump": dump,
             "annotate": annotate, "top": top,
             "callers": top_callers(callers_path, [name for _, _, name in top[:5]], 3),
-            "client_wall_s": run.wall_s}
+            "client_wall_s": client_wall_s,
+            "unit": "response" if row.kind == "idle-longpoll" else "record"}
+
+
+class CallgrindWindow:
+    """A window that zeroes one callgrind process's counters when it opens and dumps them
+    when it closes (both block the caller's event loop for the moment they take)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        callgrind_control("-z", pid)
+
+    def close(self):
+        callgrind_control("-d", self.pid)
+        return self
+
+
+def callgrind_longpoll(ctx, row, brokers, out_file, tag):
+    """Instructions per long-poll response: CALLGRIND_LONGPOLL_CONSUMERS polls (fewer
+    than the row's: under callgrind the broker runs some 50 times slower, and 1000 polls
+    would overload it, batching wake-ups as the real row does not) for LONGPOLL_SECONDS."""
+    topic = create_topic(brokers, "idle", PARTITIONS_DEFAULT, 1, CALLGRIND_START_TIMEOUT_S)
+    time.sleep(SETTLE_S)
+    pid = brokers.pids[0]
+    started = time.monotonic()
+    _, stats = long_polls_on(brokers.ports[0][0], topic, brokers.pids,
+                             lambda: CallgrindWindow(pid), CALLGRIND_LONGPOLL_CONSUMERS)
+    if stats["errors"]:
+        raise BenchError(f"{stats['errors']} long polls failed under callgrind")
+    return callgrind_summary(row, stats["responses"], out_file, tag, ctx,
+                             time.monotonic() - started)
 
 
 def fix_zeroed_calls(dump):
@@ -1408,8 +1453,9 @@ def top_callers(callers_path, names, count):
 
 def print_callgrind(result):
     print(f"## callgrind: {result['row']}\n")
-    print(f"{result['records']} records, {result['instructions']:,} broker instructions "
-          f"= **{result['instructions_per_record']:,.0f} instructions per record**")
+    unit = result["unit"]
+    print(f"{result['records']} {unit}s, {result['instructions']:,} broker instructions "
+          f"= **{result['instructions_per_record']:,.0f} instructions per {unit}**")
     print(f"dump: {result['dump']}\n(`callgrind_annotate {result['dump']}`; "
           f"self costs: {result['annotate']})\n")
     print("| Ir (self) | % | function |\n|---:|---:|---|")
@@ -1519,7 +1565,8 @@ def parse_args(argv):
                         help=f"{', '.join(QUICK_ROWS)} at {QUICK_SECONDS} s")
     parser.add_argument("--seconds", type=int, help="length of each produce/latency run (10)")
     parser.add_argument("--callgrind", metavar="ROW",
-                        help="instructions per record of one produce/consume row under callgrind")
+                        help="instructions per record of one produce/consume row (per response of "
+                             "idle-longpoll) under callgrind")
     parser.add_argument("--records", type=int, default=100_000,
                         help="records sent or read in the --callgrind run")
     parser.add_argument("--out", help="output dir (default /tmp/gracchus-bench-results/<time>)")
