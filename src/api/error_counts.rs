@@ -3,7 +3,8 @@
 //! response, top-level and per topic, partition, group or resource (NONE is not counted:
 //! a relaxed add per successful partition would cost the hot path for nothing a
 //! dashboard reads). Produce and Fetch count their partitions' errors where they are
-//! decided, so their impls here count nothing.
+//! decided, so Produce's impl here counts nothing (Fetch's response is not a
+//! `kafka-protocol` message: `api::fetch_response`).
 
 use kafka_protocol::messages::*;
 
@@ -66,7 +67,7 @@ macro_rules! error_codes {
     };
 }
 
-/// Produce and Fetch count their partitions' errors where they are decided.
+/// Produce counts its partitions' errors where they are decided.
 macro_rules! counted_by_handler {
     ($($response:ty),*) => {
         $(impl ErrorCodes for $response {
@@ -75,7 +76,7 @@ macro_rules! counted_by_handler {
     };
 }
 
-counted_by_handler!(ProduceResponse, FetchResponse);
+counted_by_handler!(ProduceResponse);
 error_codes!(MetadataResponse { topics[].error_code; topics[].partitions[].error_code; });
 error_codes!(ListOffsetsResponse { topics[].partitions[].error_code; });
 error_codes!(ApiVersionsResponse { error_code; });

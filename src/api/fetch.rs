@@ -32,14 +32,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
-};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
+use super::fetch_response::{FLEXIBLE_MIN_VERSION, FetchAnswer, PartitionAnswer, TopicAnswer};
 use super::fetch_session::{
     Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, QuietRead,
     Responded, Sent, SessionChanges, SessionRequest,
@@ -48,7 +46,6 @@ use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition_with};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
-use crate::log::RecordSlices;
 use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::waits::{ChangeWaiter, SessionWake, SessionWatch, wait_deadline};
@@ -70,26 +67,10 @@ const SEND_FROM_FILE_MIN_BYTES: usize = 8 * 1024;
 /// The first version whose responses are spliced with file bytes: flexible versions end
 /// with tagged fields, so the connection can hold their last byte back until it has
 /// checked that the files were not cut meanwhile (`log::file_slice`).
-const SEND_FROM_FILE_MIN_VERSION: i16 = 12;
+const SEND_FROM_FILE_MIN_VERSION: i16 = FLEXIBLE_MIN_VERSION;
 
 /// The first version that names topics by id (and whose sessions key partitions by it).
 const TOPIC_IDS_MIN_VERSION: i16 = 13;
-
-/// A fetch response and the file slices that take the place of its marker records, in
-/// marker order (`api::outgoing`).
-pub struct FetchReply {
-    pub response: FetchResponse,
-    pub from_files: Vec<RecordSlices>,
-}
-
-impl FetchReply {
-    fn encoded_in_full(response: FetchResponse) -> Self {
-        FetchReply {
-            response,
-            from_files: Vec::new(),
-        }
-    }
-}
 
 /// One requested partition, resolved against the image once.
 struct Target {
@@ -114,7 +95,7 @@ pub async fn handle(
     broker: &Broker,
     context: &RequestContext,
     request: FetchRequest,
-) -> FetchReply {
+) -> FetchAnswer {
     let image = broker.image();
     let replica = follower_id(&request, context.version);
     metrics::request::mark_fetch_from_follower(replica.is_some());
@@ -325,7 +306,11 @@ async fn read_or_park(
     let watched: Vec<Arc<Partition>> = match &parking {
         Parking::Targets => {
             let mut watched = Vec::with_capacity(targets.len());
-            watched.extend(targets.iter().filter_map(|t| t.partition.as_ref().ok().cloned()));
+            watched.extend(
+                targets
+                    .iter()
+                    .filter_map(|t| t.partition.as_ref().ok().cloned()),
+            );
             watched
         }
         Parking::Session(..) => Vec::new(),
@@ -543,15 +528,15 @@ fn settle_session(
     version: i16,
     replica: Option<NodeId>,
     update: SessionUpdate,
-    mut reply: FetchReply,
-) -> (FetchReply, bool) {
+    mut reply: FetchAnswer,
+) -> (FetchAnswer, bool) {
     let sessions = &broker.fetch_sessions;
     match (session, update) {
         (Context::Full, SessionUpdate::Create(partitions)) => {
             let now_ms = crate::client_quota::monotonic_ms();
             let uses_topic_ids = version >= TOPIC_IDS_MIN_VERSION;
             let id = sessions.create(replica.is_some(), uses_topic_ids, now_ms, partitions);
-            reply.response.session_id = id;
+            reply.session_id = id;
         }
         (Context::Incremental(incremental), SessionUpdate::Commit(responded)) => {
             let id = incremental.session_id;
@@ -559,16 +544,16 @@ fn settle_session(
                 tracing::debug!(session = id, "fetch session moved on meanwhile: {error:?}");
                 return (empty_reply(error.code(), id, 0), false);
             }
-            reply.response.session_id = id;
+            reply.session_id = id;
         }
-        _ => reply.response.session_id = INVALID_SESSION_ID,
+        _ => reply.session_id = INVALID_SESSION_ID,
     }
     (reply, true)
 }
 
 /// The empty response of a throttled consumer (Kafka's `getThrottledResponse`): a full
 /// fetch's names no session; an incremental one's keeps its session unchanged.
-fn throttled(broker: &Broker, session: &Context, throttle_ms: u64) -> FetchReply {
+fn throttled(broker: &Broker, session: &Context, throttle_ms: u64) -> FetchAnswer {
     let throttle_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
     let Context::Incremental(incremental) = session else {
         return empty_reply(0, INVALID_SESSION_ID, throttle_ms);
@@ -581,32 +566,27 @@ fn throttled(broker: &Broker, session: &Context, throttle_ms: u64) -> FetchReply
 }
 
 /// A response with no partitions: a session error, or a throttled consumer's.
-fn empty_reply(error_code: i16, session_id: i32, throttle_ms: i32) -> FetchReply {
-    FetchReply::encoded_in_full(
-        FetchResponse::default()
-            .with_error_code(error_code)
-            .with_session_id(session_id)
-            .with_throttle_time_ms(throttle_ms),
-    )
+fn empty_reply(error_code: i16, session_id: i32, throttle_ms: i32) -> FetchAnswer {
+    FetchAnswer {
+        throttle_time_ms: throttle_ms,
+        error_code,
+        session_id,
+        ..FetchAnswer::default()
+    }
 }
 
 /// Records a consumer's response against its fetch quota; the throttle time, 0 within it.
 /// Over the quota, the client gets an empty response carrying the throttle time instead
 /// (Kafka's `getThrottledResponse`): the records stay in the log for its next fetch.
-fn throttle_consumer(broker: &Broker, context: &RequestContext, reply: &FetchReply) -> u64 {
-    use kafka_protocol::protocol::Encodable;
+fn throttle_consumer(broker: &Broker, context: &RequestContext, reply: &FetchAnswer) -> u64 {
     if !broker
         .client_quotas
         .is_enabled(crate::client_quota::QuotaKind::Fetch)
     {
         return 0;
     }
-    // Sizing only walks the structure; raw record bytes are counted, not copied. Records
-    // sent from files stand as markers in the response: their bytes count instead.
-    let encoded = reply.response.compute_size(context.version).unwrap_or(0);
-    let size = (reply.from_files.iter()).fold(encoded, |size, records| {
-        super::outgoing::spliced_size(size, records.len())
-    });
+    // Sizing only walks the structure: record bytes, in memory or in files, are counted.
+    let size = reply.body_size(context.version);
     super::throttle::record_fetch(broker, context, size)
 }
 
@@ -755,7 +735,11 @@ fn request_targets(
     let topics: Vec<(TopicName, uuid::Uuid)> = (request.topics.iter())
         .map(|topic| (resolve_name(image, topic, version), topic.topic_id))
         .collect();
-    let count = request.topics.iter().map(|topic| topic.partitions.len()).sum();
+    let count = request
+        .topics
+        .iter()
+        .map(|topic| topic.partitions.len())
+        .sum();
     let mut targets = Vec::with_capacity(count);
     for (topic_index, topic) in request.topics.iter().enumerate() {
         let name = topics[topic_index].0.0.as_str();
@@ -1054,141 +1038,76 @@ fn satisfied(results: &[ReadOutcome], min_bytes: usize) -> bool {
 }
 
 /// The response; partitions refused for not leading them name the leader (KIP-951).
-/// Records left in the files stand as markers, their slices in the reply. An incremental
-/// fetch's response lists only the targets `keep` marks.
+/// Records left in the files stay slices, sent from there (`fetch_response`). An
+/// incremental fetch's response lists only the targets `keep` marks.
 fn build_response(
     topics: Vec<(TopicName, uuid::Uuid)>,
     targets: &[Target],
     results: Vec<ReadOutcome>,
     mut hints: LeaderHints,
     keep: Option<&[bool]>,
-) -> FetchReply {
-    let mut from_files = Vec::new();
-    let names: Vec<TopicName> = topics.iter().map(|(name, _)| name.clone()).collect();
+) -> FetchAnswer {
     // Each topic's partitions sized once: growing the list by pushes reallocated it (a
     // long poll's profile showed the copy and glibc's consolidation of free chunks).
     let kept = |index: usize| keep.is_none_or(|keep| keep[index]);
-    let mut answered = vec![0usize; names.len()];
+    let mut answered = vec![0usize; topics.len()];
     for (index, target) in targets.iter().enumerate() {
         if kept(index) {
             answered[target.topic_index] += 1;
         }
     }
-    let mut responses: Vec<FetchableTopicResponse> = (topics.into_iter().zip(answered))
-        .map(|((name, id), count)| {
-            FetchableTopicResponse::default()
-                .with_topic(name)
-                .with_topic_id(id)
-                .with_partitions(Vec::with_capacity(count))
+    let mut answers: Vec<TopicAnswer> = (topics.into_iter().zip(answered))
+        .map(|((name, id), count)| TopicAnswer {
+            name,
+            id,
+            partitions: Vec::with_capacity(count),
         })
         .collect();
     for (index, (target, result)) in targets.iter().zip(results).enumerate() {
         if !kept(index) {
             continue;
         }
-        let data = PartitionData::default().with_partition_index(target.partition_index);
-        let data = match result {
+        let mut answer = PartitionAnswer::empty(target.partition_index);
+        match result {
             Ok(read) => {
+                answer.high_watermark = read.high_watermark;
+                answer.last_stable_offset = read.last_stable_offset;
+                answer.log_start_offset = read.log_start_offset;
                 // Kafka sends null for read_uncommitted, a list (maybe empty) otherwise.
-                let aborted = target.read_committed.then(|| {
-                    let aborted = read.aborted_transactions.iter();
-                    aborted
-                        .map(|txn| {
-                            AbortedTransaction::default()
-                                .with_producer_id(txn.producer_id.into())
-                                .with_first_offset(txn.first_offset)
-                        })
-                        .collect()
-                });
-                let records = match read.records {
-                    ReadRecords::Bytes(bytes) => bytes,
-                    ReadRecords::Slices(slices) => {
-                        from_files.push(slices);
-                        super::outgoing::marker(from_files.len() - 1)
-                    }
-                };
-                data.with_high_watermark(read.high_watermark)
-                    .with_last_stable_offset(read.last_stable_offset)
-                    .with_log_start_offset(read.log_start_offset)
-                    .with_aborted_transactions(aborted)
-                    .with_records(Some(records))
+                answer.aborted_transactions =
+                    target.read_committed.then_some(read.aborted_transactions);
+                answer.records = read.records;
             }
-            Err((error, hw, start)) => data
-                .with_current_leader(hints.fetch_leader(
-                    names[target.topic_index].0.as_str(),
-                    target.partition_index,
-                    error,
-                ))
-                .with_error_code(error.code())
-                .with_high_watermark(hw)
+            Err((error, hw, start)) => {
+                let topic = answers[target.topic_index].name.0.as_str();
+                answer.current_leader = hints.hint(topic, target.partition_index, error);
+                answer.error_code = error.code();
+                answer.high_watermark = hw;
                 // Kafka answers -1 (unknown) here; the HW would overstate an LSO held back
                 // by an open or not yet replicated transaction, and clients cache it.
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(start)
-                .with_records(Some(Bytes::new())),
-        };
-        responses[target.topic_index].partitions.push(data);
+                answer.last_stable_offset = -1;
+                answer.log_start_offset = start;
+            }
+        }
+        answers[target.topic_index].partitions.push(answer);
     }
     if keep.is_some() {
-        responses = listed_topics(responses);
+        answers = listed_topics(answers);
     }
-    let response = FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(responses)
-        .with_node_endpoints(hints.fetch_endpoints());
-    FetchReply {
-        response,
-        from_files,
+    FetchAnswer {
+        topics: answers,
+        node_endpoints: hints.into_endpoints(),
+        ..FetchAnswer::default()
     }
-}
-
-/// Bytes a partition's entry takes in a fetch response besides its records and aborted
-/// transactions, rounded up: fixed-width offsets and codes, and a follower's tagged fields
-/// (diverging epoch, current leader, snapshot id) all at once.
-const PARTITION_ENTRY_BYTES: usize = 96;
-
-/// Bytes an aborted transaction takes: producer id, first offset, tagged fields.
-const ABORTED_TXN_BYTES: usize = 17;
-
-/// Bytes a topic's entry, or a node endpoint's, takes besides its name (host, rack) and
-/// partitions, rounded up.
-const TOPIC_ENTRY_BYTES: usize = 32;
-
-/// Roughly the encoded size of `response`, for the buffer it is encoded into: the records
-/// it carries plus a rounded-up allowance per topic, partition, aborted transaction and
-/// node endpoint. Only a hint: a response that needs more grows its buffer (one copy of
-/// what it holds), so it needs no exact count.
-pub fn encoded_size_hint(response: &FetchResponse) -> usize {
-    let partitions = response
-        .responses
-        .iter()
-        .flat_map(|topic| &topic.partitions);
-    let records: usize = partitions
-        .map(|partition| {
-            let records = partition.records.as_ref().map_or(0, Bytes::len);
-            let aborted = (partition.aborted_transactions.as_ref()).map_or(0, Vec::len);
-            records + aborted * ABORTED_TXN_BYTES + PARTITION_ENTRY_BYTES
-        })
-        .sum();
-    let topics: usize = (response.responses.iter())
-        .map(|topic| topic.topic.0.len() + TOPIC_ENTRY_BYTES)
-        .sum();
-    let endpoints: usize = (response.node_endpoints.iter())
-        .map(|node| {
-            let rack = node.rack.as_ref().map_or(0, |rack| rack.len());
-            node.host.len() + rack + TOPIC_ENTRY_BYTES
-        })
-        .sum();
-    TOPIC_ENTRY_BYTES + records + topics + endpoints
 }
 
 /// The topics with partitions left, a run of one topic's partitions under one entry (what
 /// is left out can make two runs of a topic meet), as Kafka's `FetchResponse.of` groups.
-fn listed_topics(responses: Vec<FetchableTopicResponse>) -> Vec<FetchableTopicResponse> {
-    let mut listed: Vec<FetchableTopicResponse> = Vec::new();
-    for topic in responses.into_iter().filter(|t| !t.partitions.is_empty()) {
+fn listed_topics(answers: Vec<TopicAnswer>) -> Vec<TopicAnswer> {
+    let mut listed: Vec<TopicAnswer> = Vec::new();
+    for topic in answers.into_iter().filter(|t| !t.partitions.is_empty()) {
         match listed.last_mut() {
-            Some(last) if last.topic == topic.topic && last.topic_id == topic.topic_id => {
+            Some(last) if last.name == topic.name && last.id == topic.id => {
                 last.partitions.extend(topic.partitions);
             }
             _ => listed.push(topic),
@@ -1360,59 +1279,5 @@ mod quiet_tests {
             "another bound"
         );
         assert!(session_quiet(&Context::Full, &targets).is_empty());
-    }
-}
-
-#[cfg(test)]
-mod size_hint_tests {
-    use kafka_protocol::messages::fetch_response::{
-        EpochEndOffset, LeaderIdAndEpoch, NodeEndpoint, SnapshotId,
-    };
-    use kafka_protocol::messages::{BrokerId, ProducerId};
-    use kafka_protocol::protocol::Encodable;
-
-    use super::*;
-
-    /// The hint covers a response whose partitions carry everything a follower's can at
-    /// once (diverging epoch, current leader, snapshot id, aborted transactions) and
-    /// whose node endpoints have long names: such a buffer never has to grow.
-    #[test]
-    fn the_hint_covers_a_followers_fullest_partition_entries() {
-        let partition = |index| {
-            PartitionData::default()
-                .with_partition_index(index)
-                .with_records(Some(Bytes::from_static(&[7; 100])))
-                .with_diverging_epoch(EpochEndOffset::default().with_epoch(3).with_end_offset(9))
-                .with_current_leader(
-                    LeaderIdAndEpoch::default()
-                        .with_leader_id(BrokerId(2))
-                        .with_leader_epoch(4),
-                )
-                .with_snapshot_id(SnapshotId::default().with_end_offset(5).with_epoch(1))
-                .with_aborted_transactions(Some(
-                    (0..5)
-                        .map(|id| AbortedTransaction::default().with_producer_id(ProducerId(id)))
-                        .collect(),
-                ))
-        };
-        let topic = FetchableTopicResponse::default()
-            .with_topic(TopicName(StrBytes::from_static_str("orders")))
-            .with_topic_id(uuid::Uuid::from_u128(1))
-            .with_partitions((0..50).map(partition).collect());
-        let endpoint = NodeEndpoint::default()
-            .with_node_id(BrokerId(2))
-            .with_host(StrBytes::from_string(
-                "broker-2.a-long-domain.example.com".repeat(3),
-            ))
-            .with_port(9092)
-            .with_rack(Some(StrBytes::from_static_str("rack-a")));
-        let response = FetchResponse::default()
-            .with_responses(vec![topic])
-            .with_node_endpoints(vec![endpoint]);
-        for version in [4, 12, 16, 17] {
-            let size = response.compute_size(version).unwrap();
-            let hint = encoded_size_hint(&response);
-            assert!(hint >= size, "v{version}: hint {hint} < size {size}");
-        }
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{BrokerId, fetch_response, produce_response};
+use kafka_protocol::messages::{BrokerId, produce_response};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::controller::MetadataImage;
@@ -34,10 +34,10 @@ pub struct LeaderHint {
 
 /// One client endpoint of a hinted leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Endpoint {
-    host: String,
-    port: i32,
-    rack: Option<String>,
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 /// Collects the hints of one response: which errors get one at this version, and the
@@ -136,21 +136,6 @@ impl<'a> LeaderHints<'a> {
         }
     }
 
-    /// `hint` as Fetch's `current_leader` (the default, not encoded, when there is none).
-    pub fn fetch_leader(
-        &mut self,
-        topic: &str,
-        partition: i32,
-        error: ResponseError,
-    ) -> fetch_response::LeaderIdAndEpoch {
-        match self.hint(topic, partition, error) {
-            Some(hint) => fetch_response::LeaderIdAndEpoch::default()
-                .with_leader_id(BrokerId(hint.leader_id))
-                .with_leader_epoch(hint.leader_epoch),
-            None => fetch_response::LeaderIdAndEpoch::default(),
-        }
-    }
-
     /// Produce's `node_endpoints`: each hinted live leader once, by node id.
     pub fn produce_endpoints(&self) -> Vec<produce_response::NodeEndpoint> {
         (self.endpoints.iter())
@@ -165,23 +150,14 @@ impl<'a> LeaderHints<'a> {
     }
 
     /// Fetch's `node_endpoints`: each hinted live leader once, by node id.
-    pub fn fetch_endpoints(&self) -> Vec<fetch_response::NodeEndpoint> {
-        (self.endpoints.iter())
-            .map(|(node_id, endpoint)| {
-                fetch_response::NodeEndpoint::default()
-                    .with_node_id(BrokerId(*node_id))
-                    .with_host(StrBytes::from_string(endpoint.host.clone()))
-                    .with_port(endpoint.port)
-                    .with_rack(endpoint.rack.clone().map(StrBytes::from_string))
-            })
-            .collect()
+    pub fn into_endpoints(self) -> Vec<(NodeId, Endpoint)> {
+        self.endpoints.into_iter().collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
@@ -190,6 +166,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::api::fetch_response::{FetchAnswer, PartitionAnswer, TopicAnswer};
     use crate::controller::image::{
         BrokerEndpoint, BrokerRegistration, PartitionImage, TopicImage,
     };
@@ -273,7 +250,7 @@ mod tests {
         let mut fetch = LeaderHints::for_fetch(&image, "PLAINTEXT", 16);
         assert_eq!(fetch.hint("t", 1, FENCED), hint(2, 11));
         assert_eq!(fetch.hint("t", 1, ResponseError::OffsetOutOfRange), None);
-        assert_eq!(fetch.fetch_endpoints().len(), 1);
+        assert_eq!(fetch.into_endpoints().len(), 1);
     }
 
     #[test]
@@ -371,27 +348,29 @@ mod tests {
         assert_eq!(round_trip(&bare, 9).1, size);
     }
 
+    /// A fetch answer with one fenced partition, as the broker encodes it, decoded.
     fn fetch_response(version: i16, image: &MetadataImage) -> FetchResponse {
         let mut hints = LeaderHints::for_fetch(image, "PLAINTEXT", version);
-        let partition = PartitionData::default()
-            .with_partition_index(0)
-            .with_error_code(FENCED.code())
-            .with_current_leader(hints.fetch_leader("t", 0, FENCED));
-        FetchResponse::default()
-            .with_responses(vec![
-                FetchableTopicResponse::default()
-                    .with_topic(TopicName(StrBytes::from_static_str("t")))
-                    .with_topic_id(Uuid::from_u128(7))
-                    .with_partitions(vec![partition]),
-            ])
-            .with_node_endpoints(hints.fetch_endpoints())
+        let mut partition = PartitionAnswer::empty(0);
+        partition.error_code = FENCED.code();
+        partition.current_leader = hints.hint("t", 0, FENCED);
+        let answer = FetchAnswer {
+            topics: vec![TopicAnswer {
+                name: TopicName(StrBytes::from_static_str("t")),
+                id: Uuid::from_u128(7),
+                partitions: vec![partition],
+            }],
+            node_endpoints: hints.into_endpoints(),
+            ..FetchAnswer::default()
+        };
+        answer.decoded(version)
     }
 
     #[test]
     fn fetch_v16_and_later_carry_the_hint_and_earlier_versions_do_not() {
         let image = image(&[1]);
         for version in 16..=17 {
-            let (decoded, _) = round_trip(&fetch_response(version, &image), version);
+            let decoded = fetch_response(version, &image);
             let partition = &decoded.responses[0].partitions[0];
             assert_eq!(
                 partition.current_leader.leader_id,
@@ -406,7 +385,7 @@ mod tests {
             );
         }
         for version in [4, 12, 15] {
-            let (decoded, _) = round_trip(&fetch_response(version, &image), version);
+            let decoded = fetch_response(version, &image);
             let partition = &decoded.responses[0].partitions[0];
             assert_eq!(
                 partition.current_leader.leader_id,

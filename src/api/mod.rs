@@ -21,6 +21,7 @@ mod end_txn;
 mod error_counts;
 pub mod errors;
 mod fetch;
+mod fetch_response;
 pub mod fetch_session;
 mod group_admin;
 mod group_offsets;
@@ -353,15 +354,13 @@ async fn fetch_frame(
     body: Bytes,
 ) -> Result<Outgoing, ApiError> {
     let request = decode(context, body)?;
+    // Partition errors are counted by the handler, where they are decided.
     let mut reply = fetch::handle(broker, context, request).await;
-    error_counts::count(context.api_key, &reply.response);
-    throttle::finish(broker, context, &mut reply.response);
-    let capacity = fetch::encoded_size_hint(&reply.response);
-    let frame = encode_response_within(context, &reply.response, capacity)?;
-    outgoing::splice(frame, reply.from_files).map_err(|reason| ApiError::Encode {
+    throttle::finish(broker, context, &mut reply);
+    (reply.encode(context.version, context.correlation_id)).map_err(|error| ApiError::Encode {
         api_key: context.api_key,
         version: context.version,
-        reason: reason.into(),
+        reason: format!("{error:?}"),
     })
 }
 
@@ -663,14 +662,13 @@ mod tests {
                 .with_topic(TopicName(StrBytes::from_static_str("t")))
                 .with_partitions((0..partitions).map(partition).collect())
         };
-        // One partition fits the default buffer; a thousand grow it, from the hint or not.
+        // One partition fits the default buffer; a thousand grow it.
         for partitions in [1, 1000] {
             let response = FetchResponse::default().with_responses(vec![topic(partitions)]);
             for version in [4, 12, 17] {
                 let context = RequestContext::for_tests(ApiKey::Fetch, version);
                 let expected = sized_frame(ApiKey::Fetch, version, &response);
-                let hint = fetch::encoded_size_hint(&response);
-                for capacity in [0, 16, hint, RESPONSE_CAPACITY_DEFAULT] {
+                for capacity in [0, 16, RESPONSE_CAPACITY_DEFAULT, 1 << 20] {
                     let frame = encode_response_within(&context, &response, capacity).unwrap();
                     assert_eq!(
                         frame.to_vec(),

@@ -32,7 +32,6 @@ macro_rules! throttle_time_field {
 
 throttle_time_field!(
     ProduceResponse,
-    FetchResponse,
     ListOffsetsResponse,
     MetadataResponse,
     ApiVersionsResponse,
