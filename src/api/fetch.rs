@@ -1166,6 +1166,63 @@ mod quiet_tests {
         result.as_ref().unwrap().records.len()
     }
 
+    /// What `build_response` puts in each entry: a read's offsets, records and (for
+    /// read_committed only) aborted list; an error's code and offsets, with the unknown
+    /// LSO and null aborted list Kafka's `KafkaApis` sends; `keep` leaves entries out.
+    #[test]
+    fn the_answer_carries_each_read_and_each_error_as_kafka_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader(dir.path());
+        let batch = encode_batch(&[1, 2], Compression::None).freeze();
+        partition.append(&batch, 1).unwrap();
+        let mut targets = vec![
+            target(&partition, 0, usize::MAX),
+            target(&partition, 0, usize::MAX),
+            target(&partition, 0, usize::MAX),
+        ];
+        targets[1].read_committed = true;
+        targets[1].partition_index = 1;
+        targets[2].partition = Err(ResponseError::NotLeaderOrFollower);
+        targets[2].partition_index = 2;
+        let results = read_all(&targets, &[], usize::MAX, usize::MAX);
+        let image = MetadataImage::default();
+        let topics = vec![(TopicName(StrBytes::from_static_str("t")), uuid::Uuid::nil())];
+        let hints = LeaderHints::for_fetch(&image, "PLAINTEXT", 4);
+        let answer = build_response(topics.clone(), &targets, results, hints, None);
+        let [topic] = &answer.topics[..] else {
+            panic!("one topic")
+        };
+        let [uncommitted, committed, refused] = &topic.partitions[..] else {
+            panic!("3")
+        };
+        assert_eq!(uncommitted.records.len(), batch.len());
+        assert_eq!(uncommitted.high_watermark, 2);
+        assert_eq!(uncommitted.aborted_transactions, None);
+        assert_eq!(committed.aborted_transactions, Some(Vec::new()));
+        assert_eq!(committed.index, 1);
+        assert_eq!((refused.index, refused.error_code), (2, 6));
+        assert_eq!(
+            (refused.high_watermark, refused.last_stable_offset),
+            (-1, -1)
+        );
+        assert_eq!(refused.aborted_transactions, None);
+        assert!(refused.records.is_empty());
+
+        let results = read_all(&targets, &[], usize::MAX, usize::MAX);
+        let hints = LeaderHints::for_fetch(&image, "PLAINTEXT", 4);
+        let answer = build_response(
+            topics,
+            &targets,
+            results,
+            hints,
+            Some(&[false, true, false]),
+        );
+        let listed: Vec<(i32, usize)> = (answer.topics.iter())
+            .flat_map(|t| t.partitions.iter().map(|p| (p.index, p.records.len())))
+            .collect();
+        assert_eq!(listed, [(1, batch.len())]);
+    }
+
     #[test]
     fn a_quiet_partition_is_answered_unread_until_its_version_moves() {
         let dir = tempfile::tempdir().unwrap();

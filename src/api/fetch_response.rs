@@ -119,6 +119,8 @@ pub enum EncodeError {
     FilesBeforeFlexible,
     /// More than an INT32 of bytes, or a list or string longer than its length field holds.
     TooLarge,
+    /// The bytes written are not the size computed for the length prefix.
+    SizeMismatch,
 }
 
 impl FetchAnswer {
@@ -205,6 +207,11 @@ impl FetchAnswer {
                 }
                 None => out.buffer.put_u8(0),
             }
+        }
+        // The length prefix was sized before writing: a field written but not sized (or
+        // the reverse) would put the client's stream out of step, so it fails here.
+        if out.buffer.len() != 4 + in_memory {
+            return Err(EncodeError::SizeMismatch);
         }
         Ok(out.finish())
     }

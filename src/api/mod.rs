@@ -354,8 +354,12 @@ async fn fetch_frame(
     body: Bytes,
 ) -> Result<Outgoing, ApiError> {
     let request = decode(context, body)?;
-    // Partition errors are counted by the handler, where they are decided.
+    // Partition errors are counted by the handler, where they are decided; a session's
+    // error here (Kafka's `errorCounts` counts the top-level code too).
     let mut reply = fetch::handle(broker, context, request).await;
+    if reply.error_code != 0 {
+        crate::metrics::count_error(ApiKey::Fetch, reply.error_code);
+    }
     throttle::finish(broker, context, &mut reply);
     (reply.encode(context.version, context.correlation_id)).map_err(|error| ApiError::Encode {
         api_key: context.api_key,
