@@ -706,20 +706,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_in_files_need_a_flexible_version() {
+    /// One topic, one partition whose records are all of `file`.
+    fn answer_from_file(file: &Arc<SegmentFile>, length: usize) -> FetchAnswer {
         let mut slices = RecordSlices::default();
-        slices.push(FileSlice::new(&file_with(b"records"), 0, 7), 1);
+        slices.push(FileSlice::new(file, 0, length), 1);
         let mut partition = PartitionAnswer::empty(0);
         partition.records = ReadRecords::Slices(slices);
-        let answer = FetchAnswer {
+        FetchAnswer {
             topics: vec![TopicAnswer {
                 name: TopicName(StrBytes::from_static_str("t")),
                 id: uuid::Uuid::nil(),
                 partitions: vec![partition],
             }],
             ..FetchAnswer::default()
-        };
+        }
+    }
+
+    #[test]
+    fn records_in_files_need_a_flexible_version() {
+        let answer = answer_from_file(&file_with(b"records"), 7);
         assert!(matches!(
             answer.encode(11, 1),
             Err(EncodeError::FilesBeforeFlexible)
@@ -729,19 +734,7 @@ mod tests {
     #[test]
     fn a_slice_cut_before_it_is_read_fails_the_frame() {
         let file = file_with(&[7; 50_000]);
-        let mut slices = RecordSlices::default();
-        slices.push(FileSlice::new(&file, 0, 50_000), 1);
-        let mut partition = PartitionAnswer::empty(0);
-        partition.records = ReadRecords::Slices(slices);
-        let answer = FetchAnswer {
-            topics: vec![TopicAnswer {
-                name: TopicName(StrBytes::from_static_str("t")),
-                id: uuid::Uuid::nil(),
-                partitions: vec![partition],
-            }],
-            ..FetchAnswer::default()
-        };
-        let spliced = answer.encode(16, 1).unwrap();
+        let spliced = answer_from_file(&file, 50_000).encode(16, 1).unwrap();
         // Cut into the slice and written again to the old length: readable, but not the bytes.
         file.truncate(1_000).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&**file, &[8; 49_000], 1_000).unwrap();
