@@ -37,7 +37,9 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
-use super::fetch_response::{FLEXIBLE_MIN_VERSION, FetchAnswer, PartitionAnswer, TopicAnswer};
+use super::fetch_response::{
+    FLEXIBLE_MIN_VERSION, FetchAnswer, PartitionAnswer, TOPIC_IDS_MIN_VERSION, TopicAnswer,
+};
 use super::fetch_session::{
     Answer, Context, INVALID_SESSION_ID, Incremental, PartitionFetch, PartitionKey, QuietRead,
     Responded, Sent, SessionChanges, SessionRequest,
@@ -68,9 +70,6 @@ const SEND_FROM_FILE_MIN_BYTES: usize = 8 * 1024;
 /// with tagged fields, so the connection can hold their last byte back until it has
 /// checked that the files were not cut meanwhile (`log::file_slice`).
 const SEND_FROM_FILE_MIN_VERSION: i16 = FLEXIBLE_MIN_VERSION;
-
-/// The first version that names topics by id (and whose sessions key partitions by it).
-const TOPIC_IDS_MIN_VERSION: i16 = 13;
 
 /// One requested partition, resolved against the image once.
 struct Target {

@@ -38,8 +38,8 @@ const LOG_START_MIN_VERSION: i16 = 5;
 const PREFERRED_REPLICA_MIN_VERSION: i16 = 11;
 /// The first flexible version: compact lengths, tagged fields, a tagged response header.
 pub const FLEXIBLE_MIN_VERSION: i16 = 12;
-/// The first version that names topics by id only.
-const TOPIC_IDS_MIN_VERSION: i16 = 13;
+/// The first version that names topics by id (and whose fetch sessions key partitions by it).
+pub const TOPIC_IDS_MIN_VERSION: i16 = 13;
 /// The first version with the `node_endpoints` tagged field.
 const NODE_ENDPOINTS_MIN_VERSION: i16 = 16;
 
@@ -191,17 +191,13 @@ impl FetchAnswer {
         if flexible {
             match endpoints_size {
                 Some(size) => {
-                    let buffer = &mut out.buffer;
-                    buffer.put_u8(1);
-                    buffer.put_uvarint(NODE_ENDPOINTS_TAG);
-                    buffer.put_uvarint(size as u64);
+                    out.one_tagged_field(NODE_ENDPOINTS_TAG, size);
                     out.array_length(self.node_endpoints.len(), true)?;
                     for (node_id, endpoint) in &self.node_endpoints {
-                        let buffer = &mut out.buffer;
-                        buffer.put_i32(*node_id);
-                        out.compact_string(Some(&endpoint.host))?;
+                        out.buffer.put_i32(*node_id);
+                        out.compact_string(Some(&endpoint.host));
                         out.buffer.put_i32(endpoint.port);
-                        out.compact_string(endpoint.rack.as_deref())?;
+                        out.compact_string(endpoint.rack.as_deref());
                         out.buffer.put_u8(0);
                     }
                 }
@@ -351,21 +347,27 @@ impl Writer {
         Ok(())
     }
 
-    fn compact_string(&mut self, string: Option<&str>) -> Result<(), EncodeError> {
+    fn compact_string(&mut self, string: Option<&str>) {
         let Some(string) = string else {
             self.buffer.put_u8(0);
-            return Ok(());
+            return;
         };
         self.buffer.put_uvarint(string.len() as u64 + 1);
         self.buffer.put_slice(string.as_bytes());
-        Ok(())
+    }
+
+    /// The tagged fields' count (one), then that field's tag and size; its value follows.
+    fn one_tagged_field(&mut self, tag: u64, size: usize) {
+        self.buffer.put_u8(1);
+        self.buffer.put_uvarint(tag);
+        self.buffer.put_uvarint(size as u64);
     }
 
     fn topic(&mut self, topic: TopicAnswer, version: i16) -> Result<(), EncodeError> {
         let flexible = version >= FLEXIBLE_MIN_VERSION;
         match version {
             v if v >= TOPIC_IDS_MIN_VERSION => self.buffer.put_slice(topic.id.as_bytes()),
-            v if v >= FLEXIBLE_MIN_VERSION => self.compact_string(Some(topic.name.as_str()))?,
+            v if v >= FLEXIBLE_MIN_VERSION => self.compact_string(Some(topic.name.as_str())),
             _ => {
                 let length = i16::try_from(topic.name.len()).map_err(|_| EncodeError::TooLarge)?;
                 self.buffer.put_i16(length);
@@ -425,13 +427,11 @@ impl Writer {
         if flexible {
             match leader {
                 Some(leader) => {
-                    let buffer = &mut self.buffer;
-                    buffer.put_u8(1);
-                    buffer.put_uvarint(CURRENT_LEADER_TAG);
-                    buffer.put_uvarint(4 + 4 + 1);
-                    buffer.put_i32(leader.leader_id);
-                    buffer.put_i32(leader.leader_epoch);
-                    buffer.put_u8(0);
+                    // Leader id, leader epoch, the struct's own (empty) tagged fields.
+                    self.one_tagged_field(CURRENT_LEADER_TAG, 4 + 4 + 1);
+                    self.buffer.put_i32(leader.leader_id);
+                    self.buffer.put_i32(leader.leader_epoch);
+                    self.buffer.put_u8(0);
                 }
                 None => self.buffer.put_u8(0),
             }
