@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::{ApiKey, FetchRequest, TopicName};
+use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
+use super::fetch_request::{FetchQuery, QueryTopic};
 use super::fetch_response::{
     FLEXIBLE_MIN_VERSION, FetchAnswer, PartitionAnswer, TOPIC_IDS_MIN_VERSION, TopicAnswer,
 };
@@ -93,12 +93,12 @@ struct Target {
 pub async fn handle(
     broker: &Broker,
     context: &RequestContext,
-    request: FetchRequest,
+    request: &FetchQuery<'_>,
 ) -> FetchAnswer {
     let image = broker.image();
-    let replica = follower_id(&request, context.version);
+    let replica = follower_id(request);
     metrics::request::mark_fetch_from_follower(replica.is_some());
-    let mut session = begin_session(broker, &image, &request, (context.version, replica));
+    let mut session = begin_session(broker, &image, request, (context.version, replica));
     // Until the response is settled, a fetch of a session leaves the session to visit
     // every partition next time: the marks it drained would be lost with it.
     let mut unrecorded = Unrecorded::of(broker, &session);
@@ -109,13 +109,13 @@ pub async fn handle(
             session_targets(broker, &image, partitions, replica)
         }
         Context::Sessionless | Context::Full => {
-            request_targets(broker, &image, &request, context.version, replica)
+            request_targets(broker, &image, request, context.version, replica)
         }
     };
     let visit = Visit {
         broker,
         image: &image,
-        request: &request,
+        request,
         replica,
     };
     visit.prepare(standing(&session), &mut targets);
@@ -126,7 +126,7 @@ pub async fn handle(
         }
         _ => Parking::Targets,
     };
-    let results = read_or_park(broker, context, &request, (&mut targets, quiet), parking).await;
+    let results = read_or_park(broker, context, request, (&mut targets, quiet), parking).await;
     count_errors(&results);
     let bytes_out = bytes_read(&results);
     let (keep, update) = session_update(&session, &topics, &targets, &results);
@@ -156,7 +156,7 @@ pub async fn handle(
 struct Visit<'a> {
     broker: &'a Broker,
     image: &'a MetadataImage,
-    request: &'a FetchRequest,
+    request: &'a FetchQuery<'a>,
     replica: Option<NodeId>,
 }
 
@@ -271,11 +271,11 @@ impl Parking<'_> {
 async fn read_or_park(
     broker: &Broker,
     context: &RequestContext,
-    request: &FetchRequest,
+    request: &FetchQuery<'_>,
     (targets, quiet): (&mut Vec<Target>, Vec<Option<Quiet>>),
     mut parking: Parking<'_>,
 ) -> Vec<ReadOutcome> {
-    let replica = follower_id(request, context.version);
+    let replica = follower_id(request);
     let mut response_bytes_max =
         (request.max_bytes.max(0) as usize).min(broker.config.fetch_bytes_max);
     if replica.is_none()
@@ -399,7 +399,7 @@ impl Drop for Unrecorded<'_> {
 fn begin_session(
     broker: &Broker,
     image: &MetadataImage,
-    request: &FetchRequest,
+    request: &FetchQuery<'_>,
     (version, replica): (i16, Option<NodeId>),
 ) -> Context {
     let bound = bound_of(replica, request.isolation_level == 1);
@@ -415,11 +415,15 @@ fn begin_session(
 }
 
 /// What an incremental request adds to, updates in and removes from its session.
-fn session_changes(image: &MetadataImage, request: &FetchRequest, version: i16) -> SessionChanges {
-    let mut upserts = Vec::new();
+fn session_changes(
+    image: &MetadataImage,
+    request: &FetchQuery<'_>,
+    version: i16,
+) -> SessionChanges {
+    let mut upserts = Vec::with_capacity(request.partitions.len());
     for topic in &request.topics {
         let name = resolve_name(image, topic, version);
-        for partition in &topic.partitions {
+        for partition in request.partitions_of(topic) {
             upserts.push(PartitionFetch {
                 topic: name.clone(),
                 topic_id: topic.topic_id,
@@ -431,12 +435,10 @@ fn session_changes(image: &MetadataImage, request: &FetchRequest, version: i16) 
             });
         }
     }
-    let forgotten = (request.forgotten_topics_data.iter())
-        .flat_map(|topic| {
-            (topic.partitions.iter()).map(move |&partition| match version {
-                TOPIC_IDS_MIN_VERSION.. => PartitionKey::Id(topic.topic_id, partition),
-                _ => PartitionKey::Name(topic.topic.clone(), partition),
-            })
+    let forgotten = (request.forgotten.iter())
+        .map(|forgotten| match version {
+            TOPIC_IDS_MIN_VERSION.. => PartitionKey::Id(forgotten.topic_id, forgotten.partition),
+            _ => PartitionKey::Name(owned_name(forgotten.name), forgotten.partition),
         })
         .collect();
     SessionChanges { upserts, forgotten }
@@ -649,13 +651,8 @@ fn record_leader_throttled(targets: &[Target], bytes_out: &[Option<usize>]) {
 }
 
 /// The fetching replica's broker id, if a follower sent this (consumers send -1).
-fn follower_id(request: &FetchRequest, version: i16) -> Option<NodeId> {
-    let id = if version >= 15 {
-        request.replica_state.replica_id.0
-    } else {
-        request.replica_id.0
-    };
-    (id >= 0).then_some(id)
+fn follower_id(request: &FetchQuery<'_>) -> Option<NodeId> {
+    (request.replica_id >= 0).then_some(request.replica_id)
 }
 
 /// Records the follower's fetch offsets at the leader, once per request (not at every
@@ -664,13 +661,13 @@ fn follower_id(request: &FetchRequest, version: i16) -> Option<NodeId> {
 fn record_follower_progress(
     broker: &Broker,
     image: &MetadataImage,
-    request: &FetchRequest,
+    request: &FetchQuery<'_>,
     replica: NodeId,
     targets: &mut [Target],
 ) {
     // A follower may join the ISR only while the controller would accept it: registered
     // under the broker epoch it fetches with, unfenced and not shutting down.
-    let epoch = request.replica_state.replica_epoch;
+    let epoch = request.replica_epoch;
     let eligible = image
         .brokers
         .get(&replica)
@@ -706,13 +703,17 @@ fn record_follower_progress(
     }
 }
 
-fn resolve_name(image: &MetadataImage, topic: &FetchTopic, version: i16) -> TopicName {
+fn resolve_name(image: &MetadataImage, topic: &QueryTopic<'_>, version: i16) -> TopicName {
     if version < TOPIC_IDS_MIN_VERSION {
-        // Copied: the request's strings are slices of its frame, and a session keeps the
-        // name; a shared slice would pin the whole request buffer for the session's life.
-        return TopicName(StrBytes::from_string(topic.topic.0.as_str().to_owned()));
+        return owned_name(topic.name);
     }
     name_of_id(image, &topic.topic_id)
+}
+
+/// A name from the request, copied: the request's strings borrow its frame, and a session
+/// keeps the name.
+fn owned_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_owned()))
 }
 
 /// The topic's name, empty for an id the image does not know.
@@ -727,24 +728,20 @@ fn name_of_id(image: &MetadataImage, topic_id: &uuid::Uuid) -> TopicName {
 fn request_targets(
     broker: &Broker,
     image: &MetadataImage,
-    request: &FetchRequest,
+    request: &FetchQuery<'_>,
     version: i16,
     replica: Option<NodeId>,
 ) -> (Vec<(TopicName, uuid::Uuid)>, Vec<Target>) {
     let topics: Vec<(TopicName, uuid::Uuid)> = (request.topics.iter())
         .map(|topic| (resolve_name(image, topic, version), topic.topic_id))
         .collect();
-    let count = request
-        .topics
-        .iter()
-        .map(|topic| topic.partitions.len())
-        .sum();
-    let mut targets = Vec::with_capacity(count);
+    let mut targets = Vec::with_capacity(request.partitions.len());
     for (topic_index, topic) in request.topics.iter().enumerate() {
         let name = topics[topic_index].0.0.as_str();
-        let indexes = topic.partitions.iter().map(|partition| partition.partition);
+        let partitions = request.partitions_of(topic);
+        let indexes = partitions.iter().map(|partition| partition.partition);
         let hosted = broker.replicas.get_many(name, indexes);
-        for (partition, hosted) in topic.partitions.iter().zip(hosted) {
+        for (partition, hosted) in partitions.iter().zip(hosted) {
             let wanted = Wanted {
                 partition: partition.partition,
                 fetch_offset: partition.fetch_offset,

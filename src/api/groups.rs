@@ -50,7 +50,7 @@ pub async fn join_group(
             .as_ref()
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        client_host: context.client_host.clone(),
+        client_host: context.client_host.to_string(),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if context.version >= 1 {
             request.rebalance_timeout_ms

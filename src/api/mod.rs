@@ -21,6 +21,7 @@ mod end_txn;
 mod error_counts;
 pub mod errors;
 mod fetch;
+mod fetch_request;
 mod fetch_response;
 pub mod fetch_session;
 mod group_admin;
@@ -39,6 +40,7 @@ mod offset_for_leader_epoch;
 pub mod outgoing;
 mod partition_reassignments;
 mod produce;
+mod request_reader;
 pub mod throttle;
 mod transactions_admin;
 mod txn_coordinator;
@@ -175,13 +177,25 @@ pub struct RequestContext {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: Option<StrBytes>,
-    /// The peer as Kafka reports it in group descriptions (`/127.0.0.1`).
-    pub client_host: String,
+    /// The peer as Kafka reports it in group descriptions (`/127.0.0.1`); the connection's,
+    /// shared rather than copied into every request.
+    pub client_host: Arc<str>,
     /// The listener the request arrived on: Metadata, FindCoordinator, DescribeCluster and
     /// leader hints answer with each broker's endpoint on this listener, as Kafka does.
     pub listener_name: Arc<str>,
     /// The request's size without its length prefix (what a produce quota counts).
     pub size_bytes: usize,
+}
+
+impl RequestContext {
+    /// The error that closes the connection on a body that cannot be decoded.
+    fn malformed(&self, reason: impl Into<String>) -> ApiError {
+        ApiError::Decode {
+            api_key: self.api_key,
+            version: self.version,
+            reason: reason.into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -211,7 +225,7 @@ pub enum ParsedFrame {
 /// the api key and version against [`APIS`].
 pub fn parse_frame(
     frame: Bytes,
-    client_host: &str,
+    client_host: &Arc<str>,
     listener_name: &Arc<str>,
 ) -> Result<ParsedFrame, ApiError> {
     if frame.len() < 8 {
@@ -241,7 +255,7 @@ pub fn parse_frame(
         version,
         correlation_id: header.correlation_id,
         client_id: header.client_id,
-        client_host: client_host.to_string(),
+        client_host: client_host.clone(),
         listener_name: listener_name.clone(),
         size_bytes,
     };
@@ -250,28 +264,28 @@ pub fn parse_frame(
 
 /// Parses and decodes a frame without handling it: the request-decoding fuzz target.
 pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
-    let (context, mut body) = match parse_frame(frame, "", &Arc::from(""))? {
+    let nobody: Arc<str> = Arc::from("");
+    let (context, mut body) = match parse_frame(frame, &nobody, &nobody)? {
         ParsedFrame::UnsupportedApiVersions { .. } => return Ok(()),
         ParsedFrame::Request(context, body) => (context, body),
     };
-    let malformed = |reason: String| ApiError::Decode {
-        api_key: context.api_key,
-        version: context.version,
-        reason,
-    };
-    // The same version mapping `dispatch` uses for the hand-decoded legacy versions.
+    // The decoders the handlers use: Fetch and the legacy versions decoded by hand, the
+    // struct versions their older ones map to (as `dispatch` maps them), kafka-protocol.
     match (context.api_key, context.version) {
         (ApiKey::OffsetCommit, version) if version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
             legacy_offsets::decode_offset_commit(body, version)
                 .map(drop)
-                .ok_or_else(|| malformed("malformed OffsetCommit".into()))
+                .ok_or_else(|| context.malformed("malformed OffsetCommit"))
         }
+        (ApiKey::Fetch, version) => fetch_request::FetchQuery::decode(&body, version)
+            .map(drop)
+            .map_err(|request_reader::Malformed(reason)| context.malformed(reason)),
         (ApiKey::OffsetForLeaderEpoch, version)
             if version < OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN =>
         {
             legacy_leader_epoch::decode_offset_for_leader_epoch(body)
                 .map(drop)
-                .ok_or_else(|| malformed("malformed OffsetForLeaderEpoch".into()))
+                .ok_or_else(|| context.malformed("malformed OffsetForLeaderEpoch"))
         }
         (api_key, version) => {
             let version = match api_key {
@@ -281,7 +295,7 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
             };
             kafka_protocol::messages::RequestKind::decode(api_key, &mut body, version)
                 .map(drop)
-                .map_err(|error| malformed(error.to_string()))
+                .map_err(|error| context.malformed(error.to_string()))
         }
     }
 }
@@ -295,7 +309,7 @@ pub async fn handle_frame(
     client_host: &str,
 ) -> Result<Option<BytesMut>, ApiError> {
     let listener_name = Arc::from(broker.config.listener.name.as_str());
-    let outgoing = handle_frame_on(broker, frame, client_host, &listener_name).await?;
+    let outgoing = handle_frame_on(broker, frame, &client_host.into(), &listener_name).await?;
     outgoing
         .map(Outgoing::into_frame)
         .transpose()
@@ -308,7 +322,7 @@ pub async fn handle_frame(
 pub async fn handle_frame_on(
     broker: &Broker,
     frame: Bytes,
-    client_host: &str,
+    client_host: &Arc<str>,
     listener_name: &Arc<str>,
 ) -> Result<Option<Outgoing>, ApiError> {
     match parse_frame(frame, client_host, listener_name)? {
@@ -353,10 +367,11 @@ async fn fetch_frame(
     context: &RequestContext,
     body: Bytes,
 ) -> Result<Outgoing, ApiError> {
-    let request = decode(context, body)?;
+    let request = fetch_request::FetchQuery::decode(&body, context.version)
+        .map_err(|request_reader::Malformed(reason)| context.malformed(reason))?;
     // Partition errors are counted by the handler, where they are decided; a session's
     // error here (Kafka's `errorCounts` counts the top-level code too).
-    let mut reply = fetch::handle(broker, context, request).await;
+    let mut reply = fetch::handle(broker, context, &request).await;
     if reply.error_code != 0 {
         crate::metrics::count_error(ApiKey::Fetch, reply.error_code);
     }
@@ -369,11 +384,7 @@ async fn fetch_frame(
 }
 
 fn decode<T: Decodable>(context: &RequestContext, mut body: Bytes) -> Result<T, ApiError> {
-    T::decode(&mut body, context.version).map_err(|error| ApiError::Decode {
-        api_key: context.api_key,
-        version: context.version,
-        reason: error.to_string(),
-    })
+    T::decode(&mut body, context.version).map_err(|error| context.malformed(error.to_string()))
 }
 
 /// Bytes reserved up front for an encoded response: most answers (produce acknowledgements,
@@ -506,13 +517,8 @@ async fn dispatch(
         ApiKey::CreatePartitions => route!(broker, context, body, admin_topics::create_partitions),
         ApiKey::FindCoordinator => route!(broker, context, body, group_offsets::find_coordinator),
         ApiKey::OffsetCommit if context.version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
-            let request = legacy_offsets::decode_offset_commit(body, context.version).ok_or(
-                ApiError::Decode {
-                    api_key: context.api_key,
-                    version: context.version,
-                    reason: "malformed OffsetCommit".into(),
-                },
-            )?;
+            let request = legacy_offsets::decode_offset_commit(body, context.version)
+                .ok_or_else(|| context.malformed("malformed OffsetCommit"))?;
             let response = group_offsets::offset_commit(broker, context, request).await;
             // v0 and v1 responses are byte-identical to v2's.
             let version = OFFSET_COMMIT_STRUCT_VERSION_MIN;
@@ -542,13 +548,8 @@ async fn dispatch(
         ApiKey::OffsetForLeaderEpoch
             if context.version < OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN =>
         {
-            let request = legacy_leader_epoch::decode_offset_for_leader_epoch(body).ok_or(
-                ApiError::Decode {
-                    api_key: context.api_key,
-                    version: context.version,
-                    reason: "malformed OffsetForLeaderEpoch".into(),
-                },
-            )?;
+            let request = legacy_leader_epoch::decode_offset_for_leader_epoch(body)
+                .ok_or_else(|| context.malformed("malformed OffsetForLeaderEpoch"))?;
             let response = offset_for_leader_epoch::handle(broker, context, request).await;
             let legacy = LegacyOffsetForLeaderEpochResponse(&response);
             Ok(Some(encode_response(context, &legacy)?))

@@ -100,7 +100,7 @@ pub struct Connection {
     buffer: BytesMut,
     peer: SocketAddr,
     /// `/ip` as Kafka shows client hosts.
-    client_host: String,
+    client_host: Arc<str>,
     /// The listener this connection was accepted on.
     listener_name: Arc<str>,
     broker: Arc<Broker>,
@@ -127,7 +127,7 @@ impl Connection {
             reader,
             writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer),
             buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
-            client_host: format!("/{}", peer.ip()),
+            client_host: Arc::from(format!("/{}", peer.ip())),
             listener_name,
             peer,
             broker,
