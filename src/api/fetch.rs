@@ -435,12 +435,20 @@ fn session_changes(
             });
         }
     }
-    let forgotten = (request.forgotten.iter())
-        .map(|forgotten| match version {
-            TOPIC_IDS_MIN_VERSION.. => PartitionKey::Id(forgotten.topic_id, forgotten.partition),
-            _ => PartitionKey::Name(owned_name(forgotten.name), forgotten.partition),
-        })
-        .collect();
+    let mut forgotten = Vec::with_capacity(request.forgotten_partitions.len());
+    for topic in &request.forgotten {
+        let partitions = request.forgotten_of(topic).iter();
+        match version {
+            TOPIC_IDS_MIN_VERSION.. => {
+                forgotten.extend(partitions.map(|&p| PartitionKey::Id(topic.topic_id, p)))
+            }
+            _ => {
+                // One copy of the name per topic, shared by its partitions' keys.
+                let name = owned_name(topic.name);
+                forgotten.extend(partitions.map(|&p| PartitionKey::Name(name.clone(), p)))
+            }
+        }
+    }
     SessionChanges { upserts, forgotten }
 }
 

@@ -17,15 +17,13 @@
 
 use std::ops::Range;
 
-use super::fetch_response::{FLEXIBLE_MIN_VERSION, TOPIC_IDS_MIN_VERSION};
+use super::fetch_response::{
+    FLEXIBLE_MIN_VERSION, LOG_START_MIN_VERSION, SESSION_MIN_VERSION, TOPIC_IDS_MIN_VERSION,
+};
 use super::request_reader::{Malformed, PREALLOCATE_MAX, Reader};
 
 /// The versions decoded here (`api::APIS` serves no others).
 const VERSIONS: std::ops::RangeInclusive<i16> = 4..=17;
-/// The first version with the session id and epoch, and forgotten topics.
-const SESSION_MIN_VERSION: i16 = 7;
-/// The first version with each partition's log start offset.
-const LOG_START_MIN_VERSION: i16 = 5;
 /// The first version with each partition's current leader epoch.
 const LEADER_EPOCH_MIN_VERSION: i16 = 9;
 /// The first version with the rack id.
@@ -58,8 +56,10 @@ pub struct FetchQuery<'a> {
     /// The topics in the request's order; each names its run of `partitions`.
     pub topics: Vec<QueryTopic<'a>>,
     pub partitions: Vec<QueryPartition>,
-    /// The partitions an incremental fetch drops from its session, flattened.
-    pub forgotten: Vec<Forgotten<'a>>,
+    /// The topics an incremental fetch drops partitions of from its session; each names
+    /// its run of `forgotten_partitions`.
+    pub forgotten: Vec<ForgottenTopic<'a>>,
+    pub forgotten_partitions: Vec<i32>,
 }
 
 /// One requested topic: a name before v13, an id from it.
@@ -84,14 +84,15 @@ pub struct QueryPartition {
     pub partition_max_bytes: i32,
 }
 
-/// One partition a session forgets.
+/// A topic a session forgets partitions of.
 #[derive(Debug, PartialEq)]
-pub struct Forgotten<'a> {
+pub struct ForgottenTopic<'a> {
     /// Empty from v13.
     pub name: &'a str,
     /// Nil before v13.
     pub topic_id: uuid::Uuid,
-    pub partition: i32,
+    /// Its partitions' places in [`FetchQuery::forgotten_partitions`].
+    pub partitions: Range<usize>,
 }
 
 impl<'a> FetchQuery<'a> {
@@ -117,6 +118,7 @@ impl<'a> FetchQuery<'a> {
             topics: Vec::new(),
             partitions: Vec::new(),
             forgotten: Vec::new(),
+            forgotten_partitions: Vec::new(),
         };
         if version >= SESSION_MIN_VERSION {
             query.session_id = reader.i32()?;
@@ -146,6 +148,11 @@ impl<'a> FetchQuery<'a> {
         &self.partitions[topic.partitions.clone()]
     }
 
+    /// The partitions forgotten of `topic`, one of this request's.
+    pub fn forgotten_of(&self, topic: &ForgottenTopic<'_>) -> &[i32] {
+        &self.forgotten_partitions[topic.partitions.clone()]
+    }
+
     fn read_topics(&mut self, reader: &mut Reader<'a>, version: i16) -> Result<(), Malformed> {
         let count = reader.count(topic_bytes_min(version))?;
         self.topics.reserve(count.min(PREALLOCATE_MAX));
@@ -170,19 +177,23 @@ impl<'a> FetchQuery<'a> {
 
     fn read_forgotten(&mut self, reader: &mut Reader<'a>, version: i16) -> Result<(), Malformed> {
         let count = reader.count(topic_bytes_min(version))?;
+        self.forgotten.reserve(count.min(PREALLOCATE_MAX));
         for _ in 0..count {
             let (name, topic_id) = topic_of(reader, version)?;
             let partitions = reader.count(4)?;
-            self.forgotten.reserve(partitions.min(PREALLOCATE_MAX));
+            self.forgotten_partitions
+                .reserve(partitions.min(PREALLOCATE_MAX));
+            let first = self.forgotten_partitions.len();
             for _ in 0..partitions {
-                let partition = reader.i32()?;
-                self.forgotten.push(Forgotten {
-                    name,
-                    topic_id,
-                    partition,
-                });
+                self.forgotten_partitions.push(reader.i32()?);
             }
             reader.skip_tagged_fields()?;
+            let partitions = first..self.forgotten_partitions.len();
+            self.forgotten.push(ForgottenTopic {
+                name,
+                topic_id,
+                partitions,
+            });
         }
         Ok(())
     }

@@ -1,9 +1,7 @@
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_request::{
-    FetchPartition, FetchTopic, ForgottenTopic, ReplicaState,
-};
+use kafka_protocol::messages::fetch_request::{self, FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -49,9 +47,12 @@ fn a_body_cut_anywhere_is_refused() {
     }
 }
 
-/// Damaged bodies: never a panic, and where both decoders accept one they agree. (They
-/// may differ on accepting: kafka-protocol checks the UTF-8 of the cluster and rack ids,
-/// which are skipped here, and reads varints and array counts more loosely.)
+/// Damaged bodies: never a panic, and where both decoders accept one they agree, for this
+/// seed. They may differ on accepting: kafka-protocol checks the cluster id's UTF-8, which
+/// is skipped here, and reads varints and array counts more loosely. And they could differ
+/// on what they read where the damage hits a known tagged field's size: kafka-protocol
+/// reads the value from the body whatever its declared size, this decoder within it.
+/// Whether both accepting ever disagreed outside such a case is what this tests.
 #[test]
 fn damaged_bodies_are_refused_or_read_as_kafka_protocol_reads_them() {
     let mut rng = Rng::new(0xbad);
@@ -121,6 +122,7 @@ fn a_v4_body_by_hand() {
             }],
             partitions: vec![partition(3), partition(5)],
             forgotten: Vec::new(),
+            forgotten_partitions: Vec::new(),
         }
     );
     assert_eq!(query.partitions_of(&query.topics[0]).len(), 2);
@@ -129,8 +131,113 @@ fn a_v4_body_by_hand() {
     assert!(FetchQuery::decode(&body, 4).is_err());
 }
 
+/// A v7 body by hand: a follower's incremental fetch that forgets partitions of two topics.
 #[test]
-fn a_count_beyond_the_body_is_refused_before_any_allocation() {
+fn a_v7_body_with_forgotten_topics_by_hand() {
+    let mut body = Vec::new();
+    for value in [2i32, 100, 1, 1 << 20] {
+        body.extend_from_slice(&value.to_be_bytes()); // replica, wait, min and max bytes
+    }
+    body.push(0);
+    body.extend_from_slice(&5i32.to_be_bytes()); // session id
+    body.extend_from_slice(&3i32.to_be_bytes()); // session epoch
+    body.extend_from_slice(&0i32.to_be_bytes()); // no topics
+    body.extend_from_slice(&2i32.to_be_bytes()); // two forgotten topics
+    for (name, partitions) in [("a", &[1i32, 2][..]), ("bc", &[7][..])] {
+        body.extend_from_slice(&(name.len() as i16).to_be_bytes());
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+        for partition in partitions {
+            body.extend_from_slice(&partition.to_be_bytes());
+        }
+    }
+    let query = FetchQuery::decode(&body, 7).unwrap();
+    assert_eq!((query.replica_id, query.replica_epoch), (2, -1));
+    assert_eq!((query.session_id, query.session_epoch), (5, 3));
+    let forgotten: Vec<(&str, &[i32])> = (query.forgotten.iter())
+        .map(|topic| (topic.name, query.forgotten_of(topic)))
+        .collect();
+    assert_eq!(forgotten, [("a", &[1, 2][..]), ("bc", &[7][..])]);
+    assert!(query.topics.is_empty() && query.partitions.is_empty());
+}
+
+/// A flexible body by hand, v14-v17: no topics, nothing forgotten, an empty rack id, then
+/// the request's tagged fields `tags`.
+fn flexible_body(version: i16, topics: &[u8], tags: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    if version < REPLICA_STATE_MIN_VERSION {
+        body.extend_from_slice(&4i32.to_be_bytes());
+    }
+    for value in [100i32, 1, 1 << 20] {
+        body.extend_from_slice(&value.to_be_bytes());
+    }
+    body.push(0);
+    body.extend_from_slice(&0i32.to_be_bytes()); // session id
+    body.extend_from_slice(&(-1i32).to_be_bytes()); // session epoch
+    body.extend_from_slice(topics);
+    body.extend_from_slice(&[1, 1]); // nothing forgotten, an empty rack id
+    body.extend_from_slice(tags);
+    body
+}
+
+#[test]
+fn replica_state_is_read_within_its_tagged_field_from_v15_only() {
+    // Tag 1, 15 bytes: replica 7, epoch 9, no tagged fields of its own, 2 bytes more.
+    let mut tags = vec![1, 1, 15];
+    tags.extend_from_slice(&7i32.to_be_bytes());
+    tags.extend_from_slice(&9i64.to_be_bytes());
+    tags.extend_from_slice(&[0, 0xee, 0xee]);
+    let body = flexible_body(15, &[1], &tags);
+    let query = FetchQuery::decode(&body, 15).unwrap();
+    assert_eq!((query.replica_id, query.replica_epoch), (7, 9));
+    // Too short for its two fields.
+    let short = [1, 1, 4, 0, 0, 0, 7];
+    assert!(FetchQuery::decode(&flexible_body(15, &[1], &short), 15).is_err());
+    // Not a field of v14, whose replica id comes first.
+    assert!(FetchQuery::decode(&flexible_body(14, &[1], &tags), 14).is_err());
+    assert_eq!(
+        FetchQuery::decode(&flexible_body(14, &[1], &[0]), 14)
+            .unwrap()
+            .replica_id,
+        4
+    );
+    // An unknown tag is skipped.
+    let unknown = [1, 6, 2, 0xee, 0xee];
+    let body = flexible_body(16, &[1], &unknown);
+    let query = FetchQuery::decode(&body, 16).unwrap();
+    assert_eq!((query.replica_id, query.replica_epoch), (-1, -1));
+}
+
+#[test]
+fn a_partitions_replica_directory_is_a_field_of_v17_only() {
+    let id = uuid::Uuid::from_u128(0x1234);
+    // One topic (by id) of one partition whose tagged field 0 holds a directory id.
+    let mut topics = vec![2];
+    topics.extend_from_slice(id.as_bytes());
+    topics.push(2);
+    topics.extend_from_slice(&3i32.to_be_bytes()); // partition
+    topics.extend_from_slice(&5i32.to_be_bytes()); // current leader epoch
+    topics.extend_from_slice(&40i64.to_be_bytes()); // fetch offset
+    topics.extend_from_slice(&4i32.to_be_bytes()); // last fetched epoch
+    topics.extend_from_slice(&(-1i64).to_be_bytes()); // log start offset
+    topics.extend_from_slice(&512i32.to_be_bytes()); // max bytes
+    topics.extend_from_slice(&[1, 0, 16]);
+    topics.extend_from_slice(uuid::Uuid::from_u128(9).as_bytes());
+    topics.push(0); // the topic's tagged fields
+    let body = flexible_body(17, &topics, &[0]);
+    let query = FetchQuery::decode(&body, 17).unwrap();
+    assert_eq!(query.topics.len(), 1);
+    assert_eq!(query.topics[0].topic_id, id);
+    let partition = query.partitions_of(&query.topics[0])[0];
+    assert_eq!((partition.partition, partition.fetch_offset), (3, 40));
+    assert_eq!(partition.current_leader_epoch, 5);
+    assert_eq!(partition.partition_max_bytes, 512);
+    assert!(FetchQuery::decode(&flexible_body(16, &topics, &[0]), 16).is_err());
+}
+
+#[test]
+fn a_count_beyond_the_body_is_refused() {
+    // Refused as soon as it is read: nothing is reserved from it.
     // v4: the topics' count says 2^31 - 1.
     let mut body = vec![0u8; 4 * 4 + 1];
     body.extend_from_slice(&i32::MAX.to_be_bytes());
@@ -175,13 +282,16 @@ fn expected(request: &FetchRequest, version: i16) -> FetchQuery<'_> {
             }
         })
         .collect();
+    let mut forgotten_partitions = Vec::new();
     let forgotten = (request.forgotten_topics_data.iter())
-        .flat_map(|topic| {
-            (topic.partitions.iter()).map(move |&partition| Forgotten {
+        .map(|topic| {
+            let first = forgotten_partitions.len();
+            forgotten_partitions.extend_from_slice(&topic.partitions);
+            ForgottenTopic {
                 name: topic.topic.0.as_str(),
                 topic_id: topic.topic_id,
-                partition,
-            })
+                partitions: first..forgotten_partitions.len(),
+            }
         })
         .collect();
     let (replica_id, replica_epoch) = match version >= REPLICA_STATE_MIN_VERSION {
@@ -203,6 +313,7 @@ fn expected(request: &FetchRequest, version: i16) -> FetchQuery<'_> {
         topics,
         partitions,
         forgotten,
+        forgotten_partitions,
     }
 }
 
@@ -289,7 +400,7 @@ fn random_request(rng: &mut Rng, version: i16) -> FetchRequest {
         request.forgotten_topics_data = (0..rng.below(3))
             .map(|_| {
                 let partitions = (0..rng.below(6)).map(|_| int(rng)).collect();
-                let topic = ForgottenTopic::default()
+                let topic = fetch_request::ForgottenTopic::default()
                     .with_partitions(partitions)
                     .with_unknown_tagged_fields(unknown_tags(rng, 0));
                 match by_id {

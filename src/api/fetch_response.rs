@@ -31,9 +31,9 @@ use crate::replica::ReadRecords;
 use crate::types::NodeId;
 
 /// The first version with a top-level error code and a session id.
-const SESSION_MIN_VERSION: i16 = 7;
+pub const SESSION_MIN_VERSION: i16 = 7;
 /// The first version with each partition's log start offset.
-const LOG_START_MIN_VERSION: i16 = 5;
+pub const LOG_START_MIN_VERSION: i16 = 5;
 /// The first version with each partition's preferred read replica.
 const PREFERRED_REPLICA_MIN_VERSION: i16 = 11;
 /// The first flexible version: compact lengths, tagged fields, a tagged response header.

@@ -17,6 +17,10 @@ pub struct Malformed(pub &'static str);
 /// The most bytes an unsigned varint of 32 bits takes.
 const VARINT_BYTES_MAX: usize = 5;
 
+/// The longest string Kafka's readers accept, compact ones included (its generated code
+/// refuses a longer one as an invalid length).
+const STRING_BYTES_MAX: usize = i16::MAX as usize;
+
 /// Reads one request body front to back; `flexible` is whether its version is.
 #[derive(Clone, Copy, Debug)]
 pub struct Reader<'a> {
@@ -67,8 +71,9 @@ impl<'a> Reader<'a> {
         Ok(uuid::Uuid::from_bytes(self.array()?))
     }
 
-    /// An unsigned varint of at most 32 bits; a longer one is refused, as Kafka's
-    /// `ByteUtils.readUnsignedVarint` refuses it.
+    /// An unsigned varint of at most 32 bits. Longer is refused: a sixth byte, as Kafka's
+    /// `ByteUtils.readUnsignedVarint` refuses it, and bits past the 32nd in the fifth,
+    /// which Kafka drops.
     pub fn unsigned_varint(&mut self) -> Result<u32, Malformed> {
         let mut value: u64 = 0;
         for index in 0..VARINT_BYTES_MAX {
@@ -100,11 +105,16 @@ impl<'a> Reader<'a> {
     }
 
     /// A non-nullable string, borrowed: INT16 length, or in flexible versions an unsigned
-    /// varint of length + 1. Null and invalid UTF-8 are refused.
+    /// varint of length + 1. Null, longer than [`STRING_BYTES_MAX`] and invalid UTF-8 are
+    /// refused.
     pub fn string(&mut self) -> Result<&'a str, Malformed> {
         let length = if self.flexible {
             let encoded = self.unsigned_varint()?;
-            encoded.checked_sub(1).ok_or(Malformed("a null string"))? as usize
+            let length = encoded.checked_sub(1).ok_or(Malformed("a null string"))? as usize;
+            if length > STRING_BYTES_MAX {
+                return Err(Malformed("a string longer than 32767 bytes"));
+            }
+            length
         } else {
             let length = self.i16()?;
             usize::try_from(length).map_err(|_| Malformed("a null or negative string length"))?
@@ -184,6 +194,15 @@ mod tests {
             Reader::new(&[3, 0xff, 0xfe], true).string().is_err(),
             "not UTF-8"
         );
+        let mut longest = vec![0x80, 0x80, 0x02]; // 32,768: a length of 32,767
+        longest.extend(std::iter::repeat_n(b'x', 32_767));
+        assert_eq!(
+            Reader::new(&longest, true).string().map(str::len),
+            Ok(32_767)
+        );
+        let mut longer = vec![0x81, 0x80, 0x02]; // a length of 32,768
+        longer.extend(std::iter::repeat_n(b'x', 32_768));
+        assert!(Reader::new(&longer, true).string().is_err());
     }
 
     #[test]
