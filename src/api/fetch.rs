@@ -36,7 +36,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
-use super::fetch_request::{FetchQuery, QueryTopic};
+use super::fetch_request::{FetchQuery, TopicRun};
 use super::fetch_response::{
     FLEXIBLE_MIN_VERSION, FetchAnswer, PartitionAnswer, TOPIC_IDS_MIN_VERSION, TopicAnswer,
 };
@@ -711,7 +711,7 @@ fn record_follower_progress(
     }
 }
 
-fn resolve_name(image: &MetadataImage, topic: &QueryTopic<'_>, version: i16) -> TopicName {
+fn resolve_name(image: &MetadataImage, topic: &TopicRun<'_>, version: i16) -> TopicName {
     if version < TOPIC_IDS_MIN_VERSION {
         return owned_name(topic.name);
     }

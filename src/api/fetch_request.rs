@@ -54,22 +54,24 @@ pub struct FetchQuery<'a> {
     pub session_id: i32,
     pub session_epoch: i32,
     /// The topics in the request's order; each names its run of `partitions`.
-    pub topics: Vec<QueryTopic<'a>>,
+    pub topics: Vec<TopicRun<'a>>,
     pub partitions: Vec<QueryPartition>,
     /// The topics an incremental fetch drops partitions of from its session; each names
     /// its run of `forgotten_partitions`.
-    pub forgotten: Vec<ForgottenTopic<'a>>,
+    pub forgotten: Vec<TopicRun<'a>>,
     pub forgotten_partitions: Vec<i32>,
 }
 
-/// One requested topic: a name before v13, an id from it.
+/// A topic of the request, fetched or forgotten: a name before v13, an id from it, and
+/// its run of partitions in the request's flat vector of them.
 #[derive(Debug, PartialEq)]
-pub struct QueryTopic<'a> {
+pub struct TopicRun<'a> {
     /// Empty from v13.
     pub name: &'a str,
     /// Nil before v13.
     pub topic_id: uuid::Uuid,
-    /// Its partitions' places in [`FetchQuery::partitions`].
+    /// Its partitions' places in [`FetchQuery::partitions`] or
+    /// [`FetchQuery::forgotten_partitions`].
     pub partitions: Range<usize>,
 }
 
@@ -82,17 +84,6 @@ pub struct QueryPartition {
     /// -1 before v5.
     pub log_start_offset: i64,
     pub partition_max_bytes: i32,
-}
-
-/// A topic a session forgets partitions of.
-#[derive(Debug, PartialEq)]
-pub struct ForgottenTopic<'a> {
-    /// Empty from v13.
-    pub name: &'a str,
-    /// Nil before v13.
-    pub topic_id: uuid::Uuid,
-    /// Its partitions' places in [`FetchQuery::forgotten_partitions`].
-    pub partitions: Range<usize>,
 }
 
 impl<'a> FetchQuery<'a> {
@@ -124,9 +115,11 @@ impl<'a> FetchQuery<'a> {
             query.session_id = reader.i32()?;
             query.session_epoch = reader.i32()?;
         }
-        query.read_topics(reader, version)?;
+        let fetched = (partition_bytes_min(version), &mut query.partitions);
+        query.topics = topic_runs(reader, version, fetched, |r| partition_of(r, version))?;
         if version >= SESSION_MIN_VERSION {
-            query.read_forgotten(reader, version)?;
+            let forgotten = (4, &mut query.forgotten_partitions);
+            query.forgotten = topic_runs(reader, version, forgotten, Reader::i32)?;
         }
         if version >= RACK_MIN_VERSION {
             reader.string()?;
@@ -144,59 +137,44 @@ impl<'a> FetchQuery<'a> {
     }
 
     /// The partitions of `topic`, one of this request's.
-    pub fn partitions_of(&self, topic: &QueryTopic<'_>) -> &[QueryPartition] {
+    pub fn partitions_of(&self, topic: &TopicRun<'_>) -> &[QueryPartition] {
         &self.partitions[topic.partitions.clone()]
     }
 
     /// The partitions forgotten of `topic`, one of this request's.
-    pub fn forgotten_of(&self, topic: &ForgottenTopic<'_>) -> &[i32] {
+    pub fn forgotten_of(&self, topic: &TopicRun<'_>) -> &[i32] {
         &self.forgotten_partitions[topic.partitions.clone()]
     }
+}
 
-    fn read_topics(&mut self, reader: &mut Reader<'a>, version: i16) -> Result<(), Malformed> {
-        let count = reader.count(topic_bytes_min(version))?;
-        self.topics.reserve(count.min(PREALLOCATE_MAX));
+/// An array of topics, each a name or id and an array of elements (of at least
+/// `element_bytes_min` bytes each) that `element` reads into `elements`: the topics, with
+/// their runs of `elements`.
+fn topic_runs<'a, T>(
+    reader: &mut Reader<'a>,
+    version: i16,
+    (element_bytes_min, elements): (usize, &mut Vec<T>),
+    mut element: impl FnMut(&mut Reader<'a>) -> Result<T, Malformed>,
+) -> Result<Vec<TopicRun<'a>>, Malformed> {
+    let count = reader.count(topic_bytes_min(version))?;
+    let mut topics = Vec::with_capacity(count.min(PREALLOCATE_MAX));
+    for _ in 0..count {
+        let (name, topic_id) = topic_of(reader, version)?;
+        let count = reader.count(element_bytes_min)?;
+        elements.reserve(count.min(PREALLOCATE_MAX));
+        let first = elements.len();
         for _ in 0..count {
-            let (name, topic_id) = topic_of(reader, version)?;
-            let partitions = reader.count(partition_bytes_min(version))?;
-            self.partitions.reserve(partitions.min(PREALLOCATE_MAX));
-            let first = self.partitions.len();
-            for _ in 0..partitions {
-                self.partitions.push(partition_of(reader, version)?);
-            }
-            reader.skip_tagged_fields()?;
-            let partitions = first..self.partitions.len();
-            self.topics.push(QueryTopic {
-                name,
-                topic_id,
-                partitions,
-            });
+            elements.push(element(reader)?);
         }
-        Ok(())
+        reader.skip_tagged_fields()?;
+        let partitions = first..elements.len();
+        topics.push(TopicRun {
+            name,
+            topic_id,
+            partitions,
+        });
     }
-
-    fn read_forgotten(&mut self, reader: &mut Reader<'a>, version: i16) -> Result<(), Malformed> {
-        let count = reader.count(topic_bytes_min(version))?;
-        self.forgotten.reserve(count.min(PREALLOCATE_MAX));
-        for _ in 0..count {
-            let (name, topic_id) = topic_of(reader, version)?;
-            let partitions = reader.count(4)?;
-            self.forgotten_partitions
-                .reserve(partitions.min(PREALLOCATE_MAX));
-            let first = self.forgotten_partitions.len();
-            for _ in 0..partitions {
-                self.forgotten_partitions.push(reader.i32()?);
-            }
-            reader.skip_tagged_fields()?;
-            let partitions = first..self.forgotten_partitions.len();
-            self.forgotten.push(ForgottenTopic {
-                name,
-                topic_id,
-                partitions,
-            });
-        }
-        Ok(())
-    }
+    Ok(topics)
 }
 
 /// A topic's name (before v13) or id (from v13).

@@ -31,6 +31,12 @@ fn decodes_what_kafka_protocol_encodes_at_every_version() {
 }
 
 #[test]
+fn the_versions_decoded_are_the_versions_served() {
+    let spec = crate::api::find_api(kafka_protocol::messages::ApiKey::Fetch as i16).unwrap();
+    assert_eq!(VERSIONS, spec.min_version..=spec.max_version);
+}
+
+#[test]
 fn a_body_cut_anywhere_is_refused() {
     let mut rng = Rng::new(0xc07);
     for version in VERSIONS {
@@ -115,7 +121,7 @@ fn a_v4_body_by_hand() {
             isolation_level: 1,
             session_id: 0,
             session_epoch: -1,
-            topics: vec![QueryTopic {
+            topics: vec![TopicRun {
                 name: "lp",
                 topic_id: uuid::Uuid::nil(),
                 partitions: 0..2,
@@ -275,7 +281,7 @@ fn expected(request: &FetchRequest, version: i16) -> FetchQuery<'_> {
                 log_start_offset: p.log_start_offset,
                 partition_max_bytes: p.partition_max_bytes,
             }));
-            QueryTopic {
+            TopicRun {
                 name: topic.topic.0.as_str(),
                 topic_id: topic.topic_id,
                 partitions: first..partitions.len(),
@@ -287,7 +293,7 @@ fn expected(request: &FetchRequest, version: i16) -> FetchQuery<'_> {
         .map(|topic| {
             let first = forgotten_partitions.len();
             forgotten_partitions.extend_from_slice(&topic.partitions);
-            ForgottenTopic {
+            TopicRun {
                 name: topic.topic.0.as_str(),
                 topic_id: topic.topic_id,
                 partitions: first..forgotten_partitions.len(),
@@ -331,6 +337,14 @@ fn random_request(rng: &mut Rng, version: i16) -> FetchRequest {
             text + ["", "é", "名"][rng.below(3) as usize],
         ))
     };
+    // A topic's name before v13, its id from v13 (the other left at its default).
+    let key = |rng: &mut Rng| match by_id {
+        true => (
+            TopicName::default(),
+            uuid::Uuid::from_u128(rng.next_u64().into()),
+        ),
+        false => (name(rng), uuid::Uuid::nil()),
+    };
     let unknown_tags = |rng: &mut Rng, first_free: i32| -> BTreeMap<i32, Bytes> {
         if !flexible || !rng.chance(20) {
             return BTreeMap::new();
@@ -368,13 +382,12 @@ fn random_request(rng: &mut Rng, version: i16) -> FetchRequest {
                     partition
                 })
                 .collect();
-            let topic = FetchTopic::default()
+            let (topic, topic_id) = key(rng);
+            FetchTopic::default()
+                .with_topic(topic)
+                .with_topic_id(topic_id)
                 .with_partitions(partitions)
-                .with_unknown_tagged_fields(unknown_tags(rng, 0));
-            match by_id {
-                true => topic.with_topic_id(uuid::Uuid::from_u128(rng.next_u64().into())),
-                false => topic.with_topic(name(rng)),
-            }
+                .with_unknown_tagged_fields(unknown_tags(rng, 0))
         })
         .collect();
     let mut request = FetchRequest::default()
@@ -400,13 +413,12 @@ fn random_request(rng: &mut Rng, version: i16) -> FetchRequest {
         request.forgotten_topics_data = (0..rng.below(3))
             .map(|_| {
                 let partitions = (0..rng.below(6)).map(|_| int(rng)).collect();
-                let topic = fetch_request::ForgottenTopic::default()
+                let (topic, topic_id) = key(rng);
+                fetch_request::ForgottenTopic::default()
+                    .with_topic(topic)
+                    .with_topic_id(topic_id)
                     .with_partitions(partitions)
-                    .with_unknown_tagged_fields(unknown_tags(rng, 0));
-                match by_id {
-                    true => topic.with_topic_id(uuid::Uuid::from_u128(rng.next_u64().into())),
-                    false => topic.with_topic(name(rng)),
-                }
+                    .with_unknown_tagged_fields(unknown_tags(rng, 0))
             })
             .collect();
     }
