@@ -88,6 +88,8 @@ struct Target {
     /// A follower's fetch of a partition throttled on the leader side here: the leader
     /// quota, which holds its records back while over its bound (unless it is in sync).
     leader_quota: Option<Arc<ReplicationQuotas>>,
+    /// The bytes of records its final read returned; `None` for an error.
+    bytes_read: Option<usize>,
 }
 
 pub async fn handle(
@@ -128,7 +130,7 @@ pub async fn handle(
     };
     let results = read_or_park(broker, context, request, (&mut targets, quiet), parking).await;
     count_errors(&results);
-    let bytes_out = bytes_read(&results);
+    note_bytes_read(&mut targets, &results);
     let (keep, update) = session_update(&session, &topics, &targets, &results);
     // The image as it is now: a parked fetch may have outlived a leader change.
     let image = broker.image();
@@ -144,9 +146,9 @@ pub async fn handle(
     let (reply, sent) = settle_session(broker, &session, context.version, replica, update, reply);
     unrecorded.settled(sent);
     if sent {
-        record_bytes_out(&targets, &bytes_out);
+        record_bytes_out(&targets);
         if replica.is_some() {
-            record_leader_throttled(&targets, &bytes_out);
+            record_leader_throttled(&targets);
         }
     }
     reply
@@ -272,7 +274,7 @@ async fn read_or_park(
     broker: &Broker,
     context: &RequestContext,
     request: &FetchQuery<'_>,
-    (targets, quiet): (&mut Vec<Target>, Vec<Option<Quiet>>),
+    (targets, mut quiet): (&mut Vec<Target>, Vec<Option<Quiet>>),
     mut parking: Parking<'_>,
 ) -> Vec<ReadOutcome> {
     let replica = follower_id(request);
@@ -292,16 +294,18 @@ async fn read_or_park(
         true => SEND_FROM_FILE_MIN_BYTES - 1,
         false => usize::MAX,
     };
-    let read_all = |targets: &[Target], quiet: &[Option<Quiet>]| {
-        read_all(targets, quiet, response_bytes_max, inline_max)
+    // One vector of results and one of quiet reads for every round, refilled in place.
+    let mut results = Vec::with_capacity(targets.len());
+    let read_all = |results: &mut Vec<ReadOutcome>, targets: &[Target], quiet: &[Option<Quiet>]| {
+        read_all(results, targets, quiet, (response_bytes_max, inline_max))
     };
-    let mut results = read_all(targets, &quiet);
+    read_all(&mut results, targets, &quiet);
     if satisfied(&results, min_bytes) || request.max_wait_ms <= 0 {
         return results;
     }
     // Partitions with nothing to read, and the version that says so: re-reads skip them
     // while it holds, so a wake-up costs the partitions that changed, not all of them.
-    let mut quiet = quiet_reads(targets, &results);
+    quiet_reads(&mut quiet, targets, &results);
     let watched: Vec<Arc<Partition>> = match &parking {
         Parking::Targets => {
             let mut watched = Vec::with_capacity(targets.len());
@@ -322,14 +326,12 @@ async fn read_or_park(
             Parking::Session(incremental, ..) => Waiter::Session(incremental.watch.arm()),
         };
         // Armed first: a change from now on wakes the wait below.
-        if !parking.grow(targets, &mut quiet) {
-            return read_all(targets, &quiet);
-        }
-        results = read_all(targets, &quiet);
-        if satisfied(&results, min_bytes) || Instant::now() >= deadline {
+        let grown = parking.grow(targets, &mut quiet);
+        read_all(&mut results, targets, &quiet);
+        if !grown || satisfied(&results, min_bytes) || Instant::now() >= deadline {
             return results;
         }
-        quiet = quiet_reads(targets, &results);
+        quiet_reads(&mut quiet, targets, &results);
         // Slices are not held while parked: they would keep deleted segments open.
         results.clear();
         let woken = tokio::select! {
@@ -338,7 +340,8 @@ async fn read_or_park(
             _ = shutdown.triggered() => false,
         };
         if !woken {
-            return read_all(targets, &quiet);
+            read_all(&mut results, targets, &quiet);
+            return results;
         }
     }
 }
@@ -608,18 +611,21 @@ fn count_errors(results: &[ReadOutcome]) {
     }
 }
 
-/// The record bytes read per target (none for a partition in error).
-fn bytes_read(results: &[ReadOutcome]) -> Vec<Option<usize>> {
-    (results.iter())
-        .map(|result| result.as_ref().ok().map(|read| read.records.len()))
-        .collect()
+/// Notes in each target the record bytes its final read returned (none for an error), for
+/// the byte metrics and the leader quota once the response is known to go out.
+fn note_bytes_read(targets: &mut [Target], results: &[ReadOutcome]) {
+    for (target, result) in targets.iter_mut().zip(results) {
+        target.bytes_read = result.as_ref().ok().map(|read| read.records.len());
+    }
 }
 
 /// Bytes out per topic (consumers) or replication bytes out (followers), recorded once
 /// the response that carries them is final.
-fn record_bytes_out(targets: &[Target], bytes_out: &[Option<usize>]) {
-    for (target, &bytes) in targets.iter().zip(bytes_out) {
-        let Some(bytes) = bytes else { continue };
+fn record_bytes_out(targets: &[Target]) {
+    for target in targets {
+        let Some(bytes) = target.bytes_read else {
+            continue;
+        };
         match &target.partition {
             _ if target.replica.is_some() => {
                 metrics::registry()
@@ -647,10 +653,10 @@ fn mark_leader_throttled(broker: &Broker, targets: &mut [Target]) {
 
 /// Kafka records the bytes sent for every throttled partition, in sync or not: the
 /// bound is on the replication traffic as a whole.
-fn record_leader_throttled(targets: &[Target], bytes_out: &[Option<usize>]) {
+fn record_leader_throttled(targets: &[Target]) {
     let now = crate::client_quota::monotonic_ms();
-    for (target, &bytes) in targets.iter().zip(bytes_out) {
-        if let (Some(quotas), Some(bytes)) = (&target.leader_quota, bytes)
+    for target in targets {
+        if let (Some(quotas), Some(bytes)) = (&target.leader_quota, target.bytes_read)
             && bytes > 0
         {
             quotas.leader.record(bytes, now);
@@ -847,6 +853,7 @@ fn target(
         log_start_offset: wanted.log_start_offset,
         read_committed: false,
         leader_quota: None,
+        bytes_read: None,
     }
 }
 
@@ -880,10 +887,10 @@ impl Quiet {
 }
 
 /// Which of `results` (one per target) were quiet (see [`quiet_read`]).
-fn quiet_reads(targets: &[Target], results: &[ReadOutcome]) -> Vec<Option<Quiet>> {
-    (targets.iter().zip(results))
-        .map(|(target, result)| quiet_read(target, result))
-        .collect()
+/// Each target's quiet read (see [`quiet_read`]), into `quiet` (refilled).
+fn quiet_reads(quiet: &mut Vec<Option<Quiet>>, targets: &[Target], results: &[ReadOutcome]) {
+    quiet.clear();
+    quiet.extend((targets.iter().zip(results)).map(|(target, result)| quiet_read(target, result)));
 }
 
 /// The result if it was quiet: empty because the fetch offset is at or past the target's
@@ -949,35 +956,33 @@ fn session_quiet_of((_, sent): &(PartitionFetch, Sent), target: &Target) -> Opti
     })
 }
 
-/// Reads every target within the response's byte limit; reads up to `inline_max` bytes
-/// come back in memory, larger ones as file slices. A target whose entry in `quiet`
-/// (empty: none) still has its partition's version is answered from it without a read.
+/// Reads every target within the response's byte limit, into `results` (refilled); reads
+/// up to `inline_max` bytes come back in memory, larger ones as file slices. A target
+/// whose entry in `quiet` (empty: none) still has its partition's version is answered from
+/// it without a read.
 fn read_all(
+    results: &mut Vec<ReadOutcome>,
     targets: &[Target],
     quiet: &[Option<Quiet>],
-    response_bytes_max: usize,
-    inline_max: usize,
-) -> Vec<ReadOutcome> {
+    (response_bytes_max, inline_max): (usize, usize),
+) {
     let mut remaining = response_bytes_max;
     let mut any_data = false;
-    targets
-        .iter()
-        .enumerate()
-        .map(|(index, target)| {
-            let unchanged = quiet.get(index).copied().flatten().filter(|quiet| {
-                (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version)
-            });
-            if let Some(quiet) = unchanged {
-                return quiet.outcome();
-            }
-            let outcome = read_one(target, remaining, !any_data, inline_max);
-            if let Ok(read) = &outcome {
-                remaining = remaining.saturating_sub(read.records.len());
-                any_data |= !read.records.is_empty();
-            }
-            outcome
-        })
-        .collect()
+    results.clear();
+    results.extend(targets.iter().enumerate().map(|(index, target)| {
+        let unchanged = quiet.get(index).copied().flatten().filter(|quiet| {
+            (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version)
+        });
+        if let Some(quiet) = unchanged {
+            return quiet.outcome();
+        }
+        let outcome = read_one(target, remaining, !any_data, inline_max);
+        if let Ok(read) = &outcome {
+            remaining = remaining.saturating_sub(read.records.len());
+            any_data |= !read.records.is_empty();
+        }
+        outcome
+    }));
 }
 
 fn read_one(
@@ -1123,6 +1128,30 @@ fn listed_topics(answers: Vec<TopicAnswer>) -> Vec<TopicAnswer> {
 #[cfg(test)]
 mod quiet_tests {
     use super::*;
+
+    /// [`super::read_all`] into a new vector.
+    fn read_all(
+        targets: &[Target],
+        quiet: &[Option<Quiet>],
+        response_bytes_max: usize,
+        inline_max: usize,
+    ) -> Vec<ReadOutcome> {
+        let mut results = Vec::new();
+        super::read_all(
+            &mut results,
+            targets,
+            quiet,
+            (response_bytes_max, inline_max),
+        );
+        results
+    }
+
+    /// [`super::quiet_reads`] into a new vector.
+    fn quiet_reads(targets: &[Target], results: &[ReadOutcome]) -> Vec<Option<Quiet>> {
+        let mut quiet = Vec::new();
+        super::quiet_reads(&mut quiet, targets, results);
+        quiet
+    }
     use crate::log::test_support::encode_batch;
     use crate::log::{LastShutdown, LogConfig};
     use crate::replica::partition::Leadership;
@@ -1163,6 +1192,7 @@ mod quiet_tests {
             log_start_offset: 0,
             read_committed: false,
             leader_quota: None,
+            bytes_read: None,
         }
     }
 
