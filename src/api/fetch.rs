@@ -71,7 +71,8 @@ const SEND_FROM_FILE_MIN_BYTES: usize = 8 * 1024;
 /// checked that the files were not cut meanwhile (`log::file_slice`).
 const SEND_FROM_FILE_MIN_VERSION: i16 = FLEXIBLE_MIN_VERSION;
 
-/// One requested partition, resolved against the image once.
+/// One requested partition, resolved against the image once, and what its final read
+/// returned (`bytes_read`).
 struct Target {
     topic_index: usize,
     partition_index: i32,
@@ -88,7 +89,8 @@ struct Target {
     /// A follower's fetch of a partition throttled on the leader side here: the leader
     /// quota, which holds its records back while over its bound (unless it is in sync).
     leader_quota: Option<Arc<ReplicationQuotas>>,
-    /// The bytes of records its final read returned; `None` for an error.
+    /// The bytes of records its final read returned; `None` for an error, and until
+    /// [`note_bytes_read`].
     bytes_read: Option<usize>,
 }
 
@@ -614,6 +616,7 @@ fn count_errors(results: &[ReadOutcome]) {
 /// Notes in each target the record bytes its final read returned (none for an error), for
 /// the byte metrics and the leader quota once the response is known to go out.
 fn note_bytes_read(targets: &mut [Target], results: &[ReadOutcome]) {
+    debug_assert_eq!(targets.len(), results.len(), "one result per target");
     for (target, result) in targets.iter_mut().zip(results) {
         target.bytes_read = result.as_ref().ok().map(|read| read.records.len());
     }
@@ -886,7 +889,6 @@ impl Quiet {
     }
 }
 
-/// Which of `results` (one per target) were quiet (see [`quiet_read`]).
 /// Each target's quiet read (see [`quiet_read`]), into `quiet` (refilled).
 fn quiet_reads(quiet: &mut Vec<Option<Quiet>>, targets: &[Target], results: &[ReadOutcome]) {
     quiet.clear();
@@ -1128,6 +1130,11 @@ fn listed_topics(answers: Vec<TopicAnswer>) -> Vec<TopicAnswer> {
 #[cfg(test)]
 mod quiet_tests {
     use super::*;
+    use crate::log::test_support::encode_batch;
+    use crate::log::{LastShutdown, LogConfig};
+    use crate::replica::partition::Leadership;
+    use crate::types::TopicPartition;
+    use kafka_protocol::records::Compression;
 
     /// [`super::read_all`] into a new vector.
     fn read_all(
@@ -1152,11 +1159,6 @@ mod quiet_tests {
         super::quiet_reads(&mut quiet, targets, results);
         quiet
     }
-    use crate::log::test_support::encode_batch;
-    use crate::log::{LastShutdown, LogConfig};
-    use crate::replica::partition::Leadership;
-    use crate::types::TopicPartition;
-    use kafka_protocol::records::Compression;
 
     fn leader(dir: &std::path::Path) -> Arc<Partition> {
         let tp = TopicPartition::new("t", 0);

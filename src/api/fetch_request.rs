@@ -160,10 +160,10 @@ fn topic_runs<'a, T>(
     let mut topics = Vec::with_capacity(count.min(PREALLOCATE_MAX));
     for _ in 0..count {
         let (name, topic_id) = topic_of(reader, version)?;
-        let count = reader.count(element_bytes_min)?;
-        elements.reserve(count.min(PREALLOCATE_MAX));
+        let element_count = reader.count(element_bytes_min)?;
+        elements.reserve(element_count.min(PREALLOCATE_MAX));
         let first = elements.len();
-        for _ in 0..count {
+        for _ in 0..element_count {
             elements.push(element(reader)?);
         }
         reader.skip_tagged_fields()?;

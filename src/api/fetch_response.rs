@@ -30,7 +30,8 @@ use crate::log::txn_index::AbortedTxn;
 use crate::replica::ReadRecords;
 use crate::types::NodeId;
 
-/// The first version with a top-level error code and a session id.
+/// The first version with fetch sessions: in the request their id and epoch and the
+/// forgotten topics, in the response a top-level error code and the session id.
 pub const SESSION_MIN_VERSION: i16 = 7;
 /// The first version with each partition's log start offset.
 pub const LOG_START_MIN_VERSION: i16 = 5;
