@@ -728,7 +728,7 @@ fn resolve_name(image: &MetadataImage, topic: &TopicRun<'_>, version: i16) -> To
 }
 
 /// A name from the request, copied: the request's strings borrow its frame, and a session
-/// keeps the name.
+/// keeps the names of the partitions it fetches.
 fn owned_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }

@@ -269,8 +269,8 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
         ParsedFrame::UnsupportedApiVersions { .. } => return Ok(()),
         ParsedFrame::Request(context, body) => (context, body),
     };
-    // The decoders the handlers use: Fetch and the legacy versions decoded by hand, the
-    // struct versions their older ones map to (as `dispatch` maps them), kafka-protocol.
+    // The decoders the handlers use: by hand for Fetch and the legacy versions,
+    // kafka-protocol for the rest, at the struct version `dispatch` maps an older one to.
     match (context.api_key, context.version) {
         (ApiKey::OffsetCommit, version) if version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
             legacy_offsets::decode_offset_commit(body, version)
