@@ -329,11 +329,17 @@ async fn read_or_park(
         };
         // Armed first: a change from now on wakes the wait below.
         let grown = parking.grow(targets, &mut quiet);
-        read_all(&mut results, targets, &quiet);
-        if !grown || satisfied(&results, min_bytes) || Instant::now() >= deadline {
-            return results;
+        // Every target still quiet at the version it read: a read now would find what the
+        // last one found, which did not satisfy the fetch (`min_bytes` is above zero here:
+        // zero is satisfied by the first read), so it parks without reading again.
+        let unchanged = grown && all_quiet(targets, &quiet) && Instant::now() < deadline;
+        if !unchanged {
+            read_all(&mut results, targets, &quiet);
+            if !grown || satisfied(&results, min_bytes) || Instant::now() >= deadline {
+                return results;
+            }
+            quiet_reads(&mut quiet, targets, &results);
         }
-        quiet_reads(&mut quiet, targets, &results);
         // Slices are not held while parked: they would keep deleted segments open.
         results.clear();
         let woken = tokio::select! {
@@ -889,6 +895,17 @@ impl Quiet {
     }
 }
 
+/// Whether every target has a quiet read (`quiet`, one per target) that its partition's
+/// version still holds: what [`read_all`] would answer unread, every one of them.
+fn all_quiet(targets: &[Target], quiet: &[Option<Quiet>]) -> bool {
+    quiet.len() == targets.len()
+        && (targets.iter().zip(quiet)).all(|(target, quiet)| {
+            quiet.is_some_and(|quiet| {
+                (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version)
+            })
+        })
+}
+
 /// Each target's quiet read (see [`quiet_read`]), into `quiet` (refilled).
 fn quiet_reads(quiet: &mut Vec<Option<Quiet>>, targets: &[Target], results: &[ReadOutcome]) {
     quiet.clear();
@@ -1292,6 +1309,36 @@ mod quiet_tests {
         let after = read_all(&targets, &quiet, usize::MAX, usize::MAX);
         assert_eq!(records(&after[2]), batch.len());
         assert!(quiet_reads(&targets, &after)[2].is_none());
+    }
+
+    /// A parked fetch skips its re-read only while every target is quiet at its version.
+    #[test]
+    fn all_quiet_only_while_every_target_is_quiet_at_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = leader(dir.path());
+        let batch = encode_batch(&[1, 2], Compression::None).freeze();
+        partition.append(&batch, 1).unwrap();
+        let at_end = [
+            target(&partition, 2, usize::MAX),
+            target(&partition, 2, 100),
+        ];
+        let quiet = quiet_reads(&at_end, &read_all(&at_end, &[], usize::MAX, usize::MAX));
+        assert!(all_quiet(&at_end, &quiet));
+        assert!(
+            !all_quiet(&at_end, &quiet[..1]),
+            "a target without an entry"
+        );
+        assert!(!all_quiet(&at_end, &[]), "none");
+        // One target behind the log end: it has records, so it is not quiet.
+        let mixed = [
+            target(&partition, 2, usize::MAX),
+            target(&partition, 0, usize::MAX),
+        ];
+        let quiet_mixed = quiet_reads(&mixed, &read_all(&mixed, &[], usize::MAX, usize::MAX));
+        assert!(!all_quiet(&mixed, &quiet_mixed));
+        // A change moves the version: no longer quiet at it.
+        partition.append(&batch, 1).unwrap();
+        assert!(!all_quiet(&at_end, &quiet));
     }
 
     /// A session standing registered with a partition has its slot marked at every version
