@@ -329,9 +329,10 @@ async fn read_or_park(
         };
         // Armed first: a change from now on wakes the wait below.
         let grown = parking.grow(targets, &mut quiet);
-        // Every target still quiet at the version it read: a read now would find what the
-        // last one found, which did not satisfy the fetch (`min_bytes` is above zero here:
-        // zero is satisfied by the first read), so it parks without reading again.
+        // Every target still quiet at the version it read: a read now would answer each from
+        // its quiet read, which did not satisfy the fetch (`min_bytes` is above zero here:
+        // zero is satisfied by the first read), and would give the same quiet reads back,
+        // so it parks without reading again.
         let unchanged = grown && all_quiet(targets, &quiet) && Instant::now() < deadline;
         if !unchanged {
             read_all(&mut results, targets, &quiet);
@@ -899,11 +900,12 @@ impl Quiet {
 /// version still holds: what [`read_all`] would answer unread, every one of them.
 fn all_quiet(targets: &[Target], quiet: &[Option<Quiet>]) -> bool {
     quiet.len() == targets.len()
-        && (targets.iter().zip(quiet)).all(|(target, quiet)| {
-            quiet.is_some_and(|quiet| {
-                (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version)
-            })
-        })
+        && (targets.iter().zip(quiet)).all(|(target, &quiet)| still_quiet(target, quiet).is_some())
+}
+
+/// The target's quiet read, if its partition's version still holds it.
+fn still_quiet(target: &Target, quiet: Option<Quiet>) -> Option<Quiet> {
+    quiet.filter(|quiet| (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version))
 }
 
 /// Each target's quiet read (see [`quiet_read`]), into `quiet` (refilled).
@@ -989,10 +991,7 @@ fn read_all(
     let mut any_data = false;
     results.clear();
     results.extend(targets.iter().enumerate().map(|(index, target)| {
-        let unchanged = quiet.get(index).copied().flatten().filter(|quiet| {
-            (target.partition.as_ref()).is_ok_and(|p| p.version() == quiet.version)
-        });
-        if let Some(quiet) = unchanged {
+        if let Some(quiet) = still_quiet(target, quiet.get(index).copied().flatten()) {
             return quiet.outcome();
         }
         let outcome = read_one(target, remaining, !any_data, inline_max);
@@ -1324,6 +1323,14 @@ mod quiet_tests {
         ];
         let quiet = quiet_reads(&at_end, &read_all(&at_end, &[], usize::MAX, usize::MAX));
         assert!(all_quiet(&at_end, &quiet));
+        // What the skipped re-read would have found: the same quiet reads.
+        let again = quiet_reads(&at_end, &read_all(&at_end, &quiet, usize::MAX, usize::MAX));
+        let versions = |quiet: &[Option<Quiet>]| -> Vec<_> {
+            (quiet.iter())
+                .map(|q| q.map(|q| (q.version, q.high_watermark, q.log_end_offset)))
+                .collect()
+        };
+        assert_eq!(versions(&again), versions(&quiet));
         assert!(
             !all_quiet(&at_end, &quiet[..1]),
             "a target without an entry"
