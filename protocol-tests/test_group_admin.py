@@ -422,6 +422,83 @@ def test_manual_assignment_commit(broker, topic):
     assert listed[(topic, 0)].metadata == "manual p0"
 
 
+OFFSET_COMMIT = 8
+# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+COORDINATOR_RETRIABLE = {14, 15, 16}
+
+
+def offset_commit_legacy(conn, version, group, offsets, generation=-1, member_id=""):
+    """OffsetCommit v0 or v1 (dropped by Kafka 4.0, served here by a hand-written decoder).
+    offsets: {(topic, partition): (offset, metadata or None)}. Returns {(topic, p): error}."""
+    def encode_partition(item):
+        partition, (offset, metadata) = item
+        timestamp = rawkafka.int64(-1) if version >= 1 else b""
+        return (rawkafka.int32(partition) + rawkafka.int64(offset) + timestamp
+                + rawkafka.string(metadata))
+
+    topics = {}
+    for (name, partition), committed in sorted(offsets.items()):
+        topics.setdefault(name, []).append((partition, committed))
+    membership = (rawkafka.int32(generation) + rawkafka.string(member_id)
+                  if version >= 1 else b"")
+    body = rawkafka.string(group) + membership + rawkafka.array(
+        sorted(topics.items()),
+        lambda t: rawkafka.string(t[0]) + rawkafka.array(t[1], encode_partition))
+    reader = conn.request(OFFSET_COMMIT, version, body)
+    answer = reader.array(lambda r: (r.string(), r.array(lambda q: (q.int32(), q.int16()))))
+    reader.expect_end()
+    return {(name, p): error for name, partitions in answer for p, error in partitions}
+
+
+def offset_fetch_legacy(conn, version, group, keys):
+    """OffsetFetch v0 or v1 of keys [(topic, partition)].
+    Returns {(topic, partition): (offset, metadata, error)}."""
+    topics = {}
+    for name, partition in sorted(keys):
+        topics.setdefault(name, []).append(partition)
+    body = rawkafka.string(group) + rawkafka.array(
+        sorted(topics.items()),
+        lambda t: rawkafka.string(t[0]) + rawkafka.array(t[1], rawkafka.int32))
+    reader = conn.request(OFFSET_FETCH, version, body)
+    answer = reader.array(lambda r: (r.string(), r.array(
+        lambda q: (q.int32(), q.int64(), q.string(), q.int16()))))
+    reader.expect_end()
+    return {(name, p): (offset, metadata, error)
+            for name, partitions in answer for p, offset, metadata, error in partitions}
+
+
+def test_offset_commit_v0_and_v1_are_read_back(broker, topic):
+    """Old clients' OffsetCommit v0/v1 commit as v2 does, a partition's metadata may be
+    null, and a null group id (non-nullable in the schema) closes only its connection."""
+    clients.create_topic(broker, topic, 2)
+    group = group_of(topic, "legacy")
+    keys = [(topic, 0), (topic, 1)]
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        # FindCoordinator creates __consumer_offsets; a client retries its commit until the
+        # coordinator is up and loaded.
+        clients.wait_for(lambda: rawkafka.find_coordinator_v1(conn, group)[0] == 0,
+                         TIMEOUT_S, interval_s=0.2, what="a coordinator for the group")
+        first = {(topic, 0): (5, None), (topic, 1): (7, "m")}
+        v0 = clients.wait_for(
+            lambda: (answer := offset_commit_legacy(conn, 0, group, first))
+            and not set(answer.values()) & COORDINATOR_RETRIABLE and answer,
+            TIMEOUT_S, interval_s=0.2, what="the coordinator to load")
+        assert v0 == {(topic, 0): 0, (topic, 1): 0}
+        assert offset_fetch_legacy(conn, 0, group, keys) == {
+            (topic, 0): (5, "", 0), (topic, 1): (7, "m", 0)}
+        v1 = offset_commit_legacy(conn, 1, group, {(topic, 0): (9, "été")})
+        assert v1 == {(topic, 0): 0}
+        assert offset_fetch_legacy(conn, 1, group, keys) == {
+            (topic, 0): (9, "été", 0), (topic, 1): (7, "m", 0)}
+    with rawkafka.Connection("127.0.0.1", broker.port) as bystander:
+        with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+            body = rawkafka.string(None) + rawkafka.array([], lambda t: t)
+            conn.send_raw(rawkafka.frame(rawkafka.request_header(OFFSET_COMMIT, 0, 7) + body))
+            assert conn.wait_closed(timeout_s=10), "a null group id was not refused"
+        assert offset_fetch_legacy(bystander, 1, group, [(topic, 1)]) == {
+            (topic, 1): (7, "m", 0)}
+
+
 # A batch of offset records larger than __consumer_offsets' max.message.bytes cannot be
 # stored however often the client retries: Kafka 4's group coordinator answers
 # UNKNOWN_SERVER_ERROR (-1) for the commit's partitions, not a retriable error (3.x's

@@ -14,7 +14,6 @@
 //! the answer, and v0 drops each partition's leader epoch: the end offset it carries is
 //! the one every version computes.
 
-use bytes::Bytes;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
@@ -24,24 +23,29 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use super::legacy_wire::{PREALLOCATE_MAX, count, i32_of, string};
+use super::request_reader::{Malformed, PREALLOCATE_MAX, Reader};
 
 /// The oldest version the crate's structs can encode; v0 and v1 map onto it.
 pub const OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN: i16 = 2;
 
-/// Decodes an OffsetForLeaderEpoch v0 or v1 body (the two are identical). `None` if the
-/// bytes do not parse.
-pub fn decode_offset_for_leader_epoch(mut body: Bytes) -> Option<OffsetForLeaderEpochRequest> {
-    let body = &mut body;
-    let topic_count = count(body)?;
+/// The fewest bytes a topic takes (an empty name, no partitions) and a partition takes.
+const TOPIC_BYTES_MIN: usize = 2 + 4;
+const PARTITION_BYTES: usize = 4 + 4;
+
+/// Decodes an OffsetForLeaderEpoch v0 or v1 body (the two are identical).
+pub fn decode_offset_for_leader_epoch(
+    body: &[u8],
+) -> Result<OffsetForLeaderEpochRequest, Malformed> {
+    let mut body = Reader::new(body, false);
+    let topic_count = body.count(TOPIC_BYTES_MIN)?;
     let mut topics = Vec::with_capacity(topic_count.min(PREALLOCATE_MAX));
     for _ in 0..topic_count {
-        let name = string(body)?;
-        let partition_count = count(body)?;
+        let name = StrBytes::from_string(body.string()?.to_owned());
+        let partition_count = body.count(PARTITION_BYTES)?;
         let mut partitions = Vec::with_capacity(partition_count.min(PREALLOCATE_MAX));
         for _ in 0..partition_count {
-            let partition = i32_of(body)?;
-            let leader_epoch = i32_of(body)?;
+            let partition = body.i32()?;
+            let leader_epoch = body.i32()?;
             partitions.push(
                 OffsetForLeaderPartition::default()
                     .with_partition(partition)
@@ -51,11 +55,11 @@ pub fn decode_offset_for_leader_epoch(mut body: Bytes) -> Option<OffsetForLeader
         }
         topics.push(
             OffsetForLeaderTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(name)))
+                .with_topic(TopicName(name))
                 .with_partitions(partitions),
         );
     }
-    Some(OffsetForLeaderEpochRequest::default().with_topics(topics))
+    Ok(OffsetForLeaderEpochRequest::default().with_topics(topics))
 }
 
 /// A response as OffsetForLeaderEpoch v0 or v1 puts it on the wire. Implements the
@@ -119,7 +123,7 @@ impl Encodable for LegacyOffsetForLeaderEpochResponse<'_> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::{BufMut, BytesMut};
+    use bytes::{BufMut, Bytes, BytesMut};
     use kafka_protocol::messages::offset_for_leader_epoch_response::{
         EpochEndOffset, OffsetForLeaderTopicResult,
     };
@@ -140,7 +144,7 @@ mod tests {
 
     #[test]
     fn v0_and_v1_requests_decode_into_the_v2_struct() {
-        let decoded = decode_offset_for_leader_epoch(request()).unwrap();
+        let decoded = decode_offset_for_leader_epoch(&request()).unwrap();
         assert_eq!(decoded.replica_id.0, -2, "Kafka's default below v3");
         let names: Vec<&str> = decoded.topics.iter().map(|t| t.topic.0.as_str()).collect();
         assert_eq!(names, ["t", "uv"]);
@@ -156,7 +160,7 @@ mod tests {
         let whole = request();
         for cut in 0..whole.len() {
             assert!(
-                decode_offset_for_leader_epoch(whole.slice(..cut)).is_none(),
+                decode_offset_for_leader_epoch(&whole[..cut]).is_err(),
                 "cut at {cut}"
             );
         }
@@ -166,10 +170,7 @@ mod tests {
             body.put_slice(b"\x00\x01t");
             body.put_i32(lie);
             body.put_i64(0);
-            assert!(
-                decode_offset_for_leader_epoch(body.freeze()).is_none(),
-                "{lie}"
-            );
+            assert!(decode_offset_for_leader_epoch(&body).is_err(), "{lie}");
         }
     }
 

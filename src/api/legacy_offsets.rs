@@ -4,66 +4,75 @@
 //! struct, and their responses are byte-identical to v2's (throttle time arrived in v3).
 //! OffsetFetch v0 is byte-identical to v1 in both directions.
 
-use bytes::Bytes;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::legacy_wire::{PREALLOCATE_MAX, count, i32_of, i64_of, nullable_string, string};
+use super::request_reader::{Malformed, PREALLOCATE_MAX, Reader};
 
 /// The oldest version each API's structs can encode; older wire versions map onto it.
 pub const OFFSET_COMMIT_STRUCT_VERSION_MIN: i16 = 2;
 pub const OFFSET_FETCH_STRUCT_VERSION_MIN: i16 = 1;
 
-/// Decodes an OffsetCommit v0 or v1 body. `None` if the bytes do not parse.
-pub fn decode_offset_commit(mut body: Bytes, version: i16) -> Option<OffsetCommitRequest> {
-    let body = &mut body;
-    let group_id = string(body)?;
+/// The fewest bytes a topic takes: an empty name and an empty partition array.
+const TOPIC_BYTES_MIN: usize = 2 + 4;
+
+/// The fewest bytes a partition takes: index, offset, (v1) timestamp and a null metadata.
+fn partition_bytes_min(version: i16) -> usize {
+    4 + 8 + if version >= 1 { 8 } else { 0 } + 2
+}
+
+/// Decodes an OffsetCommit v0 or v1 body (classic encoding). Strings are non-nullable
+/// except a partition's metadata, as in Kafka's schema.
+pub fn decode_offset_commit(body: &[u8], version: i16) -> Result<OffsetCommitRequest, Malformed> {
+    let mut body = Reader::new(body, false);
+    let group_id = StrBytes::from_string(body.string()?.to_owned());
     let (generation, member_id) = if version >= 1 {
-        (i32_of(body)?, string(body)?)
+        (body.i32()?, body.string()?)
     } else {
-        (-1, String::new())
+        (-1, "")
     };
-    let topic_count = count(body)?;
+    let member_id = StrBytes::from_string(member_id.to_owned());
+    let topic_count = body.count(TOPIC_BYTES_MIN)?;
     let mut topics = Vec::with_capacity(topic_count.min(PREALLOCATE_MAX));
     for _ in 0..topic_count {
-        let name = string(body)?;
-        let partition_count = count(body)?;
+        let name = StrBytes::from_string(body.string()?.to_owned());
+        let partition_count = body.count(partition_bytes_min(version))?;
         let mut partitions = Vec::with_capacity(partition_count.min(PREALLOCATE_MAX));
         for _ in 0..partition_count {
-            let index = i32_of(body)?;
-            let offset = i64_of(body)?;
+            let index = body.i32()?;
+            let offset = body.i64()?;
             if version >= 1 {
-                i64_of(body)?; // commit timestamp: Kafka ignores it since 0.10.1
+                body.i64()?; // commit timestamp: Kafka ignores it since 0.10.1
             }
-            let metadata = nullable_string(body)?;
+            let metadata = body.nullable_string()?;
             partitions.push(
                 OffsetCommitRequestPartition::default()
                     .with_partition_index(index)
                     .with_committed_offset(offset)
-                    .with_committed_metadata(metadata.map(StrBytes::from_string)),
+                    .with_committed_metadata(
+                        metadata.map(|text| StrBytes::from_string(text.to_owned())),
+                    ),
             );
         }
         topics.push(
             OffsetCommitRequestTopic::default()
-                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_name(TopicName(name))
                 .with_partitions(partitions),
         );
     }
-    Some(
-        OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group_id)))
-            .with_generation_id_or_member_epoch(generation)
-            .with_member_id(StrBytes::from_string(member_id))
-            .with_topics(topics),
-    )
+    Ok(OffsetCommitRequest::default()
+        .with_group_id(GroupId(group_id))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member_id)
+        .with_topics(topics))
 }
 
 #[cfg(test)]
 mod tests {
-    use bytes::{BufMut, BytesMut};
+    use bytes::{BufMut, Bytes, BytesMut};
 
     use super::*;
 
@@ -94,7 +103,7 @@ mod tests {
     #[test]
     fn v0_and_v1_commits_decode_into_the_v2_struct() {
         for version in [0, 1] {
-            let decoded = decode_offset_commit(request(version), version).unwrap();
+            let decoded = decode_offset_commit(&request(version), version).unwrap();
             assert_eq!(decoded.group_id.0.as_str(), "grp");
             let expected = if version == 1 {
                 (4, "member-1")
@@ -118,17 +127,36 @@ mod tests {
     }
 
     #[test]
+    fn metadata_may_be_null_and_the_names_may_not() {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "grp");
+        body.put_i32(1);
+        put_string(&mut body, "t");
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i64(7);
+        body.put_i16(-1); // null metadata
+        let decoded = decode_offset_commit(&body, 0).unwrap();
+        assert_eq!(decoded.topics[0].partitions[0].committed_offset, 7);
+        assert_eq!(decoded.topics[0].partitions[0].committed_metadata, None);
+        let mut null_group = BytesMut::new();
+        null_group.put_i16(-1);
+        null_group.put_slice(&body[2 + 3..]);
+        assert!(decode_offset_commit(&null_group, 0).is_err());
+    }
+
+    #[test]
     fn truncated_or_lying_bodies_are_refused() {
         let whole = request(1);
         for cut in 0..whole.len() {
             assert!(
-                decode_offset_commit(whole.slice(..cut), 1).is_none(),
+                decode_offset_commit(&whole[..cut], 1).is_err(),
                 "cut at {cut}"
             );
         }
         let mut huge = BytesMut::new();
         put_string(&mut huge, "g");
         huge.put_i32(i32::MAX);
-        assert!(decode_offset_commit(huge.freeze(), 0).is_none());
+        assert!(decode_offset_commit(&huge, 0).is_err());
     }
 }

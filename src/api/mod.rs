@@ -32,7 +32,6 @@ mod leader_check;
 mod leader_hint;
 mod legacy_leader_epoch;
 mod legacy_offsets;
-mod legacy_wire;
 mod list_offsets;
 mod log_dirs;
 mod metadata;
@@ -273,19 +272,19 @@ pub fn decode_frame(frame: Bytes) -> Result<(), ApiError> {
     // kafka-protocol for the rest, at the struct version `dispatch` maps an older one to.
     match (context.api_key, context.version) {
         (ApiKey::OffsetCommit, version) if version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
-            legacy_offsets::decode_offset_commit(body, version)
+            legacy_offsets::decode_offset_commit(&body, version)
                 .map(drop)
-                .ok_or_else(|| context.malformed("malformed OffsetCommit"))
+                .map_err(|malformed| context.malformed(malformed))
         }
         (ApiKey::Fetch, version) => fetch_request::FetchQuery::decode(&body, version)
             .map(drop)
-            .map_err(|request_reader::Malformed(reason)| context.malformed(reason)),
+            .map_err(|malformed| context.malformed(malformed)),
         (ApiKey::OffsetForLeaderEpoch, version)
             if version < OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN =>
         {
-            legacy_leader_epoch::decode_offset_for_leader_epoch(body)
+            legacy_leader_epoch::decode_offset_for_leader_epoch(&body)
                 .map(drop)
-                .ok_or_else(|| context.malformed("malformed OffsetForLeaderEpoch"))
+                .map_err(|malformed| context.malformed(malformed))
         }
         (api_key, version) => {
             let version = match api_key {
@@ -368,7 +367,7 @@ async fn fetch_frame(
     body: Bytes,
 ) -> Result<Outgoing, ApiError> {
     let request = fetch_request::FetchQuery::decode(&body, context.version)
-        .map_err(|request_reader::Malformed(reason)| context.malformed(reason))?;
+        .map_err(|malformed| context.malformed(malformed))?;
     // Partition errors are counted by the handler, where they are decided; a session's
     // error here (Kafka's `errorCounts` counts the top-level code too).
     let mut reply = fetch::handle(broker, context, &request).await;
@@ -517,8 +516,8 @@ async fn dispatch(
         ApiKey::CreatePartitions => route!(broker, context, body, admin_topics::create_partitions),
         ApiKey::FindCoordinator => route!(broker, context, body, group_offsets::find_coordinator),
         ApiKey::OffsetCommit if context.version < OFFSET_COMMIT_STRUCT_VERSION_MIN => {
-            let request = legacy_offsets::decode_offset_commit(body, context.version)
-                .ok_or_else(|| context.malformed("malformed OffsetCommit"))?;
+            let request = legacy_offsets::decode_offset_commit(&body, context.version)
+                .map_err(|malformed| context.malformed(malformed))?;
             let response = group_offsets::offset_commit(broker, context, request).await;
             // v0 and v1 responses are byte-identical to v2's.
             let version = OFFSET_COMMIT_STRUCT_VERSION_MIN;
@@ -548,8 +547,8 @@ async fn dispatch(
         ApiKey::OffsetForLeaderEpoch
             if context.version < OFFSET_FOR_LEADER_EPOCH_STRUCT_VERSION_MIN =>
         {
-            let request = legacy_leader_epoch::decode_offset_for_leader_epoch(body)
-                .ok_or_else(|| context.malformed("malformed OffsetForLeaderEpoch"))?;
+            let request = legacy_leader_epoch::decode_offset_for_leader_epoch(&body)
+                .map_err(|malformed| context.malformed(malformed))?;
             let response = offset_for_leader_epoch::handle(broker, context, request).await;
             let legacy = LegacyOffsetForLeaderEpochResponse(&response);
             Ok(Some(encode_response(context, &legacy)?))

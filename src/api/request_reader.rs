@@ -1,5 +1,6 @@
 //! A cursor over a request body, for the requests decoded here rather than through
-//! `kafka-protocol` (`fetch_request`): Kafka's primitive types in their classic and
+//! `kafka-protocol` (`fetch_request`, and the versions it no longer decodes:
+//! `legacy_offsets`, `legacy_leader_epoch`): Kafka's primitive types in their classic and
 //! flexible forms (compact lengths as unsigned varints of length + 1, tagged fields after
 //! every struct).
 //!
@@ -8,11 +9,20 @@
 //! the caller reserves no more than [`PREALLOCATE_MAX`] elements from it up front, so a
 //! lying count cannot make us allocate. Strings are borrowed from the body, not copied.
 
-pub use super::legacy_wire::PREALLOCATE_MAX;
+/// The most elements a decoder reserves before decoding them: a count is bounded only by
+/// the bytes left, and an element can take far more memory than its bytes on the wire.
+pub const PREALLOCATE_MAX: usize = 1024;
 
 /// Why a request body could not be decoded (the connection closes on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
+
+/// The reason, as `RequestContext::malformed` takes it.
+impl From<Malformed> for String {
+    fn from(Malformed(reason): Malformed) -> String {
+        reason.to_owned()
+    }
+}
 
 /// The most bytes an unsigned varint of 32 bits takes.
 const VARINT_BYTES_MAX: usize = 5;
@@ -108,18 +118,33 @@ impl<'a> Reader<'a> {
     /// varint of length + 1. Null, longer than [`STRING_BYTES_MAX`] and invalid UTF-8 are
     /// refused.
     pub fn string(&mut self) -> Result<&'a str, Malformed> {
+        self.nullable_string()?.ok_or(Malformed("a null string"))
+    }
+
+    /// A nullable string, borrowed: as [`Reader::string`], with null (length -1, or a
+    /// compact length of 0) read as `None`. Other negative lengths are refused.
+    pub fn nullable_string(&mut self) -> Result<Option<&'a str>, Malformed> {
         let length = if self.flexible {
-            let encoded = self.unsigned_varint()?;
-            let length = encoded.checked_sub(1).ok_or(Malformed("a null string"))? as usize;
+            let Some(length) = self.unsigned_varint()?.checked_sub(1) else {
+                return Ok(None);
+            };
+            let length = length as usize;
             if length > STRING_BYTES_MAX {
                 return Err(Malformed("a string longer than 32767 bytes"));
             }
             length
         } else {
-            let length = self.i16()?;
-            usize::try_from(length).map_err(|_| Malformed("a null or negative string length"))?
+            match self.i16()? {
+                -1 => return Ok(None),
+                length => {
+                    usize::try_from(length).map_err(|_| Malformed("a negative string length"))?
+                }
+            }
         };
-        std::str::from_utf8(self.bytes(length)?).map_err(|_| Malformed("a string not in UTF-8"))
+        let text = self.bytes(length)?;
+        std::str::from_utf8(text)
+            .map(Some)
+            .map_err(|_| Malformed("a string not in UTF-8"))
     }
 
     /// The tagged fields that end a struct in flexible versions (nothing in classic ones):
@@ -203,6 +228,35 @@ mod tests {
         let mut longer = vec![0x81, 0x80, 0x02]; // a length of 32,768
         longer.extend(std::iter::repeat_n(b'x', 32_768));
         assert!(Reader::new(&longer, true).string().is_err());
+    }
+
+    #[test]
+    fn nullable_strings_read_null_as_none_and_other_negatives_as_malformed() {
+        assert_eq!(
+            Reader::new(&[0xff, 0xff], false).nullable_string(),
+            Ok(None)
+        );
+        assert_eq!(Reader::new(&[0], true).nullable_string(), Ok(None));
+        assert_eq!(
+            Reader::new(&[0, 1, b'x'], false).nullable_string(),
+            Ok(Some("x"))
+        );
+        assert_eq!(
+            Reader::new(&[2, b'x'], true).nullable_string(),
+            Ok(Some("x"))
+        );
+        assert!(
+            Reader::new(&[0xff, 0xfe], false).nullable_string().is_err(),
+            "-2"
+        );
+        assert!(
+            Reader::new(&[0, 2, b'x'], false).nullable_string().is_err(),
+            "cut"
+        );
+        // What follows a null is read next.
+        let mut reader = Reader::new(&[0xff, 0xff, 7], false);
+        assert_eq!(reader.nullable_string(), Ok(None));
+        assert_eq!(reader.i8(), Ok(7));
     }
 
     #[test]
