@@ -121,8 +121,8 @@ impl<'a> Reader<'a> {
         self.nullable_string()?.ok_or(Malformed("a null string"))
     }
 
-    /// A nullable string, borrowed: as [`Reader::string`], with null (length -1, or a
-    /// compact length of 0) read as `None`. Other negative lengths are refused.
+    /// A nullable string, borrowed: as [`Reader::string`], with null (a negative length, or
+    /// a compact length of 0) read as `None`.
     pub fn nullable_string(&mut self) -> Result<Option<&'a str>, Malformed> {
         let length = if self.flexible {
             let Some(length) = self.unsigned_varint()?.checked_sub(1) else {
@@ -134,11 +134,10 @@ impl<'a> Reader<'a> {
             }
             length
         } else {
-            match self.i16()? {
-                -1 => return Ok(None),
-                length => {
-                    usize::try_from(length).map_err(|_| Malformed("a negative string length"))?
-                }
+            // Any negative length is null, as Kafka's generated readers take it.
+            match usize::try_from(self.i16()?) {
+                Ok(length) => length,
+                Err(_) => return Ok(None),
             }
         };
         let text = self.bytes(length)?;
@@ -231,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn nullable_strings_read_null_as_none_and_other_negatives_as_malformed() {
+    fn nullable_strings_read_any_negative_length_as_none() {
         assert_eq!(
             Reader::new(&[0xff, 0xff], false).nullable_string(),
             Ok(None)
@@ -246,8 +245,12 @@ mod tests {
             Ok(Some("x"))
         );
         assert!(
-            Reader::new(&[0xff, 0xfe], false).nullable_string().is_err(),
+            Reader::new(&[0xff, 0xfe], false).nullable_string() == Ok(None),
             "-2"
+        );
+        assert!(
+            Reader::new(&[0xff, 0xfe], false).string().is_err(),
+            "non-nullable"
         );
         assert!(
             Reader::new(&[0, 2, b'x'], false).nullable_string().is_err(),

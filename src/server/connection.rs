@@ -5,20 +5,24 @@
 //! pipelined requests wait in the read buffer, and responses are flushed when no whole
 //! request is waiting, so a pipelining client gets its responses in batches.
 //!
-//! Memory: a frame larger than the standing read buffer first takes its size from the
-//! broker-wide [`RequestBudget`] (`queued.max.request.bytes`; the connection does not
-//! read while it waits). The buffer that grew for it keeps those bytes while the client
-//! goes on sending (the next large frame reuses the allocation instead of faulting in a
-//! fresh one per request); after a second without a byte it is replaced by a
-//! standing-size one and the bytes go back, so an idle connection holds 64 KiB, not the
-//! largest frame it ever saw.
+//! Memory: a connection holds a read buffer only while a request is arriving or being
+//! handled. It takes a standing-size one from its thread's [`buffer_pool`] when bytes are
+//! there to read, and gives it back once the request is answered and its frame dropped
+//! with nothing of the next request in it. Its [`ResponseWriter`] holds a pooled buffer
+//! likewise, from a response's first byte to the flush. An idle connection holds neither.
+//!
+//! A frame larger than the standing buffer first takes its size from the broker-wide
+//! [`RequestBudget`] (`queued.max.request.bytes`; the connection does not read while it
+//! waits). The buffer that grew for it keeps those bytes while the client goes on sending
+//! (the next large frame reuses the allocation instead of faulting in a fresh one per
+//! request); after a second without a byte it is dropped and the bytes go back.
 //!
 //! Once a request is answered and its frame dropped, the next read starts again at the
-//! front of the read buffer ([`reuse_read_buffer`]) instead of further along it: a client
-//! that waits for each answer then keeps the same few pages of its buffer hot, where it
-//! used to walk all 64 KiB, faulting in (and, on a VM, having the host back) every page of
-//! every connection's buffer: measured at 10,000 producing connections as most of the
-//! extra cost per record and about 50 KiB of resident memory per connection.
+//! front of the read buffer ([`reuse_read_buffer`]) instead of further along it, so the
+//! same few pages stay hot: walking all 64 KiB faulted in (and, on a VM, had the host
+//! back) every page of every connection's buffer, measured at 10,000 producing
+//! connections as most of the extra cost per record and about 50 KiB of resident memory
+//! per connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,22 +30,23 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tracing::Instrument;
 
 use super::Shutdown;
 use super::budget::{BudgetPermit, RequestBudget};
+use super::buffer_pool;
 use super::request_span::request_span;
+use super::response_writer::ResponseWriter;
 use super::sendfile::write_response;
 use crate::api::outgoing::Outgoing;
 use crate::api::{self, ApiError};
 use crate::broker::Broker;
 use crate::metrics::request::{RequestTimer, with_request_scope};
 
-const READ_BUFFER_BYTES: usize = 64 * 1024;
-const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+const READ_BUFFER_BYTES: usize = buffer_pool::BUFFER_BYTES;
 const RESERVE_STEP_BYTES: usize = 1024 * 1024;
 /// Bytes of a following request already read that are moved to the buffer's front to reuse
 /// it; past this the buffer is used on to its end first (each byte is copied once at most).
@@ -49,7 +54,7 @@ const REUSE_COPY_MAX_BYTES: usize = 4 * 1024;
 /// Frames up to this size fit the standing read buffer and do not draw on the budget.
 pub const BUDGET_EXEMPT_BYTES: usize = READ_BUFFER_BYTES;
 /// A buffer grown for large frames is kept (with its budget bytes) while the client keeps
-/// sending, and replaced by a standing-size one after this long without a byte.
+/// sending, and dropped after this long without a byte (the next read takes a pooled one).
 const GROWN_BUFFER_IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
@@ -96,7 +101,7 @@ impl Closed {
 
 pub struct Connection {
     reader: OwnedReadHalf,
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: ResponseWriter,
     buffer: BytesMut,
     peer: SocketAddr,
     /// `/ip` as Kafka shows client hosts.
@@ -109,7 +114,9 @@ pub struct Connection {
     budget: Option<Arc<RequestBudget>>,
     /// The budget bytes of the frame being read or handled.
     permit: Option<BudgetPermit>,
-    /// The buffer was enlarged for a frame; shrink it once that frame is answered.
+    /// The buffer is not a standing-size one from the pool: it grew, or moved to a larger
+    /// allocation, for a frame. It stays (with any budget bytes) until it sits empty for
+    /// [`GROWN_BUFFER_IDLE`], and is never given to the pool.
     grown: bool,
 }
 
@@ -125,8 +132,9 @@ impl Connection {
         let (reader, writer) = stream.into_split();
         Connection {
             reader,
-            writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, writer),
-            buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            writer: ResponseWriter::new(writer),
+            // Taken from the pool when the first bytes arrive.
+            buffer: BytesMut::new(),
             client_host: Arc::from(format!("/{}", peer.ip())),
             listener_name,
             peer,
@@ -218,6 +226,10 @@ impl Connection {
             timer.finish(handled_at, &scope);
             self.release_request_memory();
             reuse_read_buffer(&mut self.buffer);
+            if !self.grown {
+                // Kept only if it holds bytes of the next request.
+                buffer_pool::give(&mut self.buffer);
+            }
             let throttle = Duration::from_millis(scope.throttle_ms());
             if !self.whole_frame_buffered() || !throttle.is_zero() {
                 self.writer.flush().await?;
@@ -292,12 +304,32 @@ impl Connection {
     /// Reads more bytes; `None` when a grown buffer sat empty for [`GROWN_BUFFER_IDLE`].
     async fn read_or_idle(&mut self) -> Option<std::io::Result<usize>> {
         if !self.grown || !self.buffer.is_empty() {
-            return Some(self.reader.read_buf(&mut self.buffer).await);
+            return Some(self.read_some().await);
         }
         tokio::select! {
-            read = self.reader.read_buf(&mut self.buffer) => Some(read),
+            read = self.read_some() => Some(read),
             _ = tokio::time::sleep(GROWN_BUFFER_IDLE) => None,
         }
+    }
+
+    /// One read into the buffer. Without one, a pooled buffer is lent to each attempt and
+    /// kept only if bytes came: an attempt with nothing to read returns before any system
+    /// call (tokio's readiness), so waiting costs no buffer.
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        if self.buffer.capacity() > 0 || self.grown {
+            return self.reader.read_buf(&mut self.buffer).await;
+        }
+        std::future::poll_fn(|cx| {
+            let mut buffer = buffer_pool::take();
+            let read = std::pin::pin!(self.reader.read_buf(&mut buffer)).poll(cx);
+            match read {
+                std::task::Poll::Ready(Ok(read)) if read > 0 => self.buffer = buffer,
+                // Pending, closed or failed: nothing was read into it.
+                _ => _ = buffer_pool::give(&mut buffer),
+            }
+            read
+        })
+        .await
     }
 
     /// The size the next frame announces, once its 4 bytes are in; checked against
@@ -351,7 +383,9 @@ impl Connection {
         // have arrived.
         self.buffer
             .reserve((total - self.buffer.len()).min(RESERVE_STEP_BYTES));
-        self.grown |= total > READ_BUFFER_BYTES;
+        // A reallocation past the standing size (bytes of a next frame left in the pooled
+        // buffer can make even a small frame move it) is no longer the pool's kind.
+        self.grown |= total > READ_BUFFER_BYTES || self.buffer.capacity() > READ_BUFFER_BYTES;
     }
 
     /// Gives the answered frame's bytes back to the budget, unless a grown buffer still
@@ -362,13 +396,15 @@ impl Connection {
         }
     }
 
-    /// Replaces a grown buffer by a standing-size one and gives its budget bytes back: the
-    /// large allocation is pinned by the buffer even once its frames are dropped.
+    /// Drops a grown buffer and gives its budget bytes back: the large allocation is pinned
+    /// by the buffer even once its frames are dropped. The next read takes a pooled one.
     fn shrink_buffer(&mut self) {
+        // Called only when it sat empty (`read_or_idle`): bytes in it would be lost.
+        if !self.buffer.is_empty() {
+            return;
+        }
         self.permit = None;
-        let mut fresh = BytesMut::with_capacity(READ_BUFFER_BYTES.max(self.buffer.len()));
-        fresh.extend_from_slice(&self.buffer);
-        self.buffer = fresh;
+        self.buffer = BytesMut::new();
         self.grown = false;
     }
 
@@ -389,11 +425,9 @@ fn reuse_read_buffer(buffer: &mut BytesMut) -> bool {
         return false;
     }
     // Asking for more than the bytes left after the read position, but no more than the
-    // allocation, makes `try_reclaim` move the unread bytes to the front when it may.
+    // allocation, makes `try_reclaim` move the unread bytes to the front when it may. A
+    // frame that ended exactly at the allocation's end leaves none: 1 byte is asked then.
     let allocation_left = buffer.capacity() - buffer.len();
-    if allocation_left == 0 {
-        return false;
-    }
     buffer.try_reclaim(allocation_left + 1)
 }
 
@@ -433,6 +467,27 @@ mod tests {
         assert!(reuse_read_buffer(&mut buffer));
         assert_eq!(buffer.as_ptr(), front);
         assert_eq!(&buffer[..], &pending[..]);
+    }
+
+    #[test]
+    fn a_frame_that_filled_the_allocation_gives_all_of_it_back_once_dropped() {
+        // A budgeted large frame: its buffer is reserved to exactly its size.
+        let mut buffer = BytesMut::with_capacity(200_000);
+        let (front, whole) = (buffer.as_ptr(), buffer.capacity());
+        buffer.extend_from_slice(&vec![3u8; whole]);
+        let frame = buffer.split_to(whole).freeze();
+        assert_eq!(buffer.capacity(), 0);
+        assert!(
+            !reuse_read_buffer(&mut buffer),
+            "the frame still points into it"
+        );
+        drop(frame);
+        assert!(reuse_read_buffer(&mut buffer));
+        assert_eq!((buffer.as_ptr(), buffer.capacity()), (front, whole));
+        // A connection holding no buffer: nothing to reuse, nothing allocated.
+        let mut none = BytesMut::new();
+        assert!(!reuse_read_buffer(&mut none));
+        assert_eq!(none.capacity(), 0);
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! segment files to the socket with sendfile ([`sendfile`]).
 
 pub mod budget;
+pub mod buffer_pool;
 pub mod connection;
 pub mod connection_quotas;
 pub mod connection_rates;
 pub mod listener;
 pub mod request_span;
+pub mod response_writer;
 pub mod sendfile;
 pub mod shutdown;
 pub mod socket_buffers;

@@ -10,18 +10,15 @@
 
 use std::io;
 
-use tokio::io::{AsyncWriteExt, BufWriter, Interest};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 
+use super::response_writer::ResponseWriter;
 use crate::api::outgoing::{Outgoing, Part, TRUNCATED_WHILE_SENT};
 use crate::log::FileSlice;
 
 /// Writes `outgoing` into `writer`; what stays in its buffer is flushed by the caller.
-pub async fn write_response(
-    writer: &mut BufWriter<OwnedWriteHalf>,
-    outgoing: Outgoing,
-) -> io::Result<()> {
+pub async fn write_response(writer: &mut ResponseWriter, outgoing: Outgoing) -> io::Result<()> {
     let frame = match outgoing {
         Outgoing::Frame(frame) => return writer.write_all(&frame).await,
         Outgoing::Spliced(frame) => frame,
@@ -32,7 +29,7 @@ pub async fn write_response(
             Part::File(slice) => {
                 // The bytes before the slice go first.
                 writer.flush().await?;
-                send_file(writer.get_ref().as_ref(), slice).await?;
+                send_file(writer.socket(), slice).await?;
             }
         }
     }
@@ -74,24 +71,14 @@ mod tests {
 
     use bytes::{Bytes, BytesMut};
     use tokio::io::AsyncReadExt;
-    use tokio::net::TcpListener;
 
     use super::*;
     use crate::api::outgoing::SplicedFrame;
     use crate::log::file_slice::SegmentFile;
+    use crate::server::response_writer::tests::pair;
 
     fn file_with(bytes: &[u8]) -> Arc<SegmentFile> {
         SegmentFile::holding(bytes)
-    }
-
-    /// A connected pair: our writer side and the client's stream.
-    async fn pair() -> (BufWriter<OwnedWriteHalf>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        // The write half keeps the socket open; dropping the read half closes nothing.
-        let (_, write) = accepted.unwrap().0.into_split();
-        (BufWriter::new(write), client.unwrap())
     }
 
     fn frame(file: &Arc<SegmentFile>, len: usize) -> SplicedFrame {
@@ -121,7 +108,8 @@ mod tests {
         write_response(&mut writer, Outgoing::Spliced(frame(&file, len)))
             .await
             .unwrap();
-        writer.shutdown().await.unwrap();
+        writer.flush().await.unwrap();
+        drop(writer); // the client reads to the end
         let got = reader.await.unwrap();
         let mut expected = BytesMut::from(&b"head"[..]);
         expected.extend_from_slice(&content[3..]);
@@ -145,7 +133,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.to_string(), TRUNCATED_WHILE_SENT);
         writer.flush().await.unwrap();
-        writer.shutdown().await.unwrap();
+        drop(writer);
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), 4 + 9_000 + 3 + 2, "everything but the last byte");
