@@ -3,12 +3,14 @@
 //! A connection that has read a frame's 4-byte size takes that many bytes from the
 //! budget before it reserves room for the body, and gives them back once the request has
 //! been answered (or, while its grown read buffer still holds them, when that buffer is
-//! shrunk after a second of silence). While it waits it does not read, so the client meets TCP backpressure
+//! dropped after a second of silence). While it waits it does not read, so the client meets
+//! TCP backpressure
 //! instead of the broker buffering every large produce at once (issue 6: 200 clients x
 //! 5 MB took the broker to 860 MB).
 //!
-//! Frames that fit in the connection's standing read buffer do not draw on the budget:
-//! that memory is already counted by the buffer (`max.connections` x its size), and it
+//! Frames that fit in a standing-size read buffer (64 KiB, lent from a per-thread pool to a
+//! connection while it has a request in hand) do not draw on the budget: that memory is
+//! bounded by the connections (`max.connections` x its size) as it always was, and it
 //! keeps small requests (heartbeats, metadata, follower fetches that an acks=all produce
 //! may be waiting for) from queueing behind large ones.
 //!

@@ -38,10 +38,11 @@ pub fn take() -> BytesMut {
 /// nothing; a frame still alive keeps its own part of the allocation). A buffer holding
 /// bytes is left as it is. Whether it was taken.
 ///
-/// Callers give only buffers from [`take`] (or new ones): the capacity counts from the
-/// read position, so all of [`BUFFER_BYTES`] is the whole allocation, and no frame split
-/// off its front is alive. A connection's buffer that moved to a larger allocation is
-/// never given (`connection`'s `grown`).
+/// Callers give only buffers whose allocation is at most [`BUFFER_BYTES`] (from [`take`],
+/// or a standing-size one `reserve` made): the capacity counts from the read position, so
+/// all of [`BUFFER_BYTES`] is the whole allocation, and no frame split off its front is
+/// alive. A connection's buffer that moved to a larger allocation is never given
+/// (`connection`'s `grown`).
 pub fn give(buffer: &mut BytesMut) -> bool {
     if !buffer.is_empty() {
         return false;

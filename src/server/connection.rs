@@ -7,8 +7,8 @@
 //!
 //! Memory: a connection holds a read buffer only while a request is arriving or being
 //! handled. It takes a standing-size one from its thread's [`buffer_pool`] when bytes are
-//! there to read, and gives it back once the request is answered and its frame dropped
-//! with nothing of the next request in it. Its [`ResponseWriter`] holds a pooled buffer
+//! there to read, and gives it back once the request is answered with nothing of the next
+//! request in it (freed rather than pooled if the frame is still alive elsewhere). Its [`ResponseWriter`] holds a pooled buffer
 //! likewise, from a response's first byte to the flush. An idle connection holds neither.
 //!
 //! A frame larger than the standing buffer first takes its size from the broker-wide
@@ -313,8 +313,9 @@ impl Connection {
     }
 
     /// One read into the buffer. Without one, a pooled buffer is lent to each attempt and
-    /// kept only if bytes came: an attempt with nothing to read returns before any system
-    /// call (tokio's readiness), so waiting costs no buffer.
+    /// kept only if bytes came: an attempt with nothing to read usually returns before any
+    /// system call (tokio's readiness; after a read that filled its buffer, one `recv`
+    /// finds nothing), so waiting costs no buffer.
     async fn read_some(&mut self) -> std::io::Result<usize> {
         if self.buffer.capacity() > 0 || self.grown {
             return self.reader.read_buf(&mut self.buffer).await;
