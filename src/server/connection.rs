@@ -8,8 +8,9 @@
 //! Memory: a connection holds a read buffer only while a request is arriving or being
 //! handled. It takes a standing-size one from its thread's [`buffer_pool`] when bytes are
 //! there to read, and gives it back once the request is answered with nothing of the next
-//! request in it (freed rather than pooled if the frame is still alive elsewhere). Its [`ResponseWriter`] holds a pooled buffer
-//! likewise, from a response's first byte to the flush. An idle connection holds neither.
+//! request in it (freed rather than pooled if the frame is still alive elsewhere). Its
+//! [`ResponseWriter`] holds a pooled buffer likewise, from a response's first byte to the
+//! flush. An idle connection holds neither.
 //!
 //! A frame larger than the standing buffer first takes its size from the broker-wide
 //! [`RequestBudget`] (`queued.max.request.bytes`; the connection does not read while it
