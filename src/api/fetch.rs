@@ -1176,6 +1176,14 @@ mod quiet_tests {
         quiet
     }
 
+    /// A leader holding one batch of two records (offsets 0 and 1), and that batch.
+    fn leader_with_a_batch(dir: &std::path::Path) -> (Arc<Partition>, Bytes) {
+        let partition = leader(dir);
+        let batch = encode_batch(&[1, 2], Compression::None).freeze();
+        partition.append(&batch, 1).unwrap();
+        (partition, batch)
+    }
+
     fn leader(dir: &std::path::Path) -> Arc<Partition> {
         let tp = TopicPartition::new("t", 0);
         let opened = (
@@ -1224,9 +1232,7 @@ mod quiet_tests {
     #[test]
     fn the_answer_carries_each_read_and_each_error_as_kafka_does() {
         let dir = tempfile::tempdir().unwrap();
-        let partition = leader(dir.path());
-        let batch = encode_batch(&[1, 2], Compression::None).freeze();
-        partition.append(&batch, 1).unwrap();
+        let (partition, batch) = leader_with_a_batch(dir.path());
         let mut targets = vec![
             target(&partition, 0, usize::MAX),
             target(&partition, 0, usize::MAX),
@@ -1278,9 +1284,7 @@ mod quiet_tests {
     #[test]
     fn a_quiet_partition_is_answered_unread_until_its_version_moves() {
         let dir = tempfile::tempdir().unwrap();
-        let partition = leader(dir.path());
-        let batch = encode_batch(&[1, 2], Compression::None).freeze();
-        partition.append(&batch, 1).unwrap();
+        let (partition, batch) = leader_with_a_batch(dir.path());
         // Behind the log end: the batch. Behind it again with no bytes left: records held
         // back by the response's limit, which is not quiet (the next read, with room, has
         // them). At the log end: nothing to read, quiet.
@@ -1314,9 +1318,7 @@ mod quiet_tests {
     #[test]
     fn all_quiet_only_while_every_target_is_quiet_at_its_version() {
         let dir = tempfile::tempdir().unwrap();
-        let partition = leader(dir.path());
-        let batch = encode_batch(&[1, 2], Compression::None).freeze();
-        partition.append(&batch, 1).unwrap();
+        let (partition, batch) = leader_with_a_batch(dir.path());
         let at_end = [
             target(&partition, 2, usize::MAX),
             target(&partition, 2, 100),

@@ -82,6 +82,11 @@ mod tests {
     }
 
     fn request(version: i16) -> Bytes {
+        request_with(version, Some("meta"))
+    }
+
+    /// One partition's commit, with `metadata` (null if `None`).
+    fn request_with(version: i16, metadata: Option<&str>) -> Bytes {
         let mut buffer = BytesMut::new();
         put_string(&mut buffer, "grp");
         if version >= 1 {
@@ -96,7 +101,10 @@ mod tests {
         if version >= 1 {
             buffer.put_i64(123);
         }
-        put_string(&mut buffer, "meta");
+        match metadata {
+            Some(metadata) => put_string(&mut buffer, metadata),
+            None => buffer.put_i16(-1),
+        }
         buffer.freeze()
     }
 
@@ -128,20 +136,13 @@ mod tests {
 
     #[test]
     fn metadata_may_be_null_and_the_names_may_not() {
-        let mut body = BytesMut::new();
-        put_string(&mut body, "grp");
-        body.put_i32(1);
-        put_string(&mut body, "t");
-        body.put_i32(1);
-        body.put_i32(0);
-        body.put_i64(7);
-        body.put_i16(-1); // null metadata
+        let body = request_with(0, None);
         let decoded = decode_offset_commit(&body, 0).unwrap();
-        assert_eq!(decoded.topics[0].partitions[0].committed_offset, 7);
+        assert_eq!(decoded.topics[0].partitions[0].committed_offset, 42);
         assert_eq!(decoded.topics[0].partitions[0].committed_metadata, None);
         let mut null_group = BytesMut::new();
         null_group.put_i16(-1);
-        null_group.put_slice(&body[2 + 3..]);
+        null_group.put_slice(&body[2 + "grp".len()..]);
         assert!(decode_offset_commit(&null_group, 0).is_err());
     }
 

@@ -244,8 +244,9 @@ mod tests {
             Reader::new(&[2, b'x'], true).nullable_string(),
             Ok(Some("x"))
         );
-        assert!(
-            Reader::new(&[0xff, 0xfe], false).nullable_string() == Ok(None),
+        assert_eq!(
+            Reader::new(&[0xff, 0xfe], false).nullable_string(),
+            Ok(None),
             "-2"
         );
         assert!(
