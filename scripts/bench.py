@@ -1099,12 +1099,68 @@ def run_conns(ctx, row, brokers, result, tag):
     fill_from_window(result, window, records, client_cpu, window.wall_s)
     result.notes.append(f"{stats['connected']} of {row.connections} connections each looping "
                         f"Produce v7 acks=1 of {CONNS_BATCH_RECORDS} x {CONNS_RECORD_BYTES} B; "
-                        f"client is Python")
+                        f"client is Python; broker {kernel_per_record(window, records)}")
     if stats["connected"] < row.connections:
         result.notes.append("FAILED to open every connection")
     if stats["errors"] or failed:
         result.notes.append(f"{stats['errors']} FAILED partition answers, {failed} connections "
                             f"FAILED")
+    try:
+        floor, floor_stats = produce_floor(ctx, row, tag, topic)
+    except (OSError, subprocess.SubprocessError, BenchError) as error:
+        # The broker's figures stand without it.
+        result.notes.append(f"floor not measured: {error}")
+        return
+    floor_records = floor_stats["records"]
+    per_record = (f"{1e6 * floor.cpu_s / floor_records:.3f} µs/rec"
+                  if floor_records else "no records")
+    result.notes.append(f"floor: the same connections answered by a bare epoll loop that "
+                        f"writes each batch into cached pages of a file "
+                        f"(scripts/produce_floor.c), {per_record}, "
+                        f"{kernel_per_record(floor, floor_records)}, "
+                        f"{floor.cpu_percent:.0f}% of a core, {floor_records / floor.wall_s:.0f} "
+                        f"msgs/s, {floor_stats['errors']} errors")
+
+
+def kernel_per_record(window, records):
+    return (f"system (kernel) {1e6 * window.kernel_s / records:.3f} µs/rec" if records
+            else "no records")
+
+
+def produce_floor(ctx, row, tag, topic):
+    """The row's connections against scripts/produce_floor.c: what a recv, a write into
+    cached pages and a send per request cost on this machine at this many connections, the
+    floor the broker's figure is read against (new page-cache pages, which the broker's
+    appends fill, cost what the page-cache probe says on top). Built here (a second, with
+    gcc): the source is in the repo."""
+    binary = ctx.path(tag, "produce_floor")
+    subprocess.run(["gcc", "-O2", "-o", binary,
+                    os.path.join(ROOT, "scripts", "produce_floor.c")], check=True, timeout=120)
+    data_dir = ctx.path(tag, "produce_floor.data")
+    os.makedirs(data_dir, exist_ok=True)
+    port = free_port()
+    with open(ctx.path(tag, "produce_floor.log"), "w") as log:
+        floor = subprocess.Popen([binary, str(port), data_dir], stdout=subprocess.PIPE,
+                                 stderr=log, text=True)
+    try:
+        if floor.stdout.readline().strip() != "ready":
+            raise BenchError(f"produce_floor did not start; see {log.name}")
+        loop = asyncio.new_event_loop()
+        try:
+            window, stats, _, failed = loop.run_until_complete(produce_from_connections(
+                port, topic, row.connections, ctx.seconds, lambda: Window([floor.pid])))
+        finally:
+            loop.close()
+        stats["errors"] += failed
+        return window, stats
+    finally:
+        floor.terminate()
+        try:
+            floor.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            floor.kill()
+            floor.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 RUNNERS = {"produce": run_produce, "consume": run_consume, "latency": run_latency,
