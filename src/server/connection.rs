@@ -372,12 +372,8 @@ impl Connection {
     /// Makes room to read the rest of a `total`-byte frame.
     fn make_room(&mut self, total: usize) {
         if self.permit.is_some() {
-            // The budget granted these bytes: one allocation of exactly the frame, as
-            // Kafka's memory pool hands out (`reserve` may double past it).
-            // `reserve` reuses this buffer's own allocation once the previous frame was
-            // dropped, so a stream of large produces does not allocate (and page-fault in)
-            // a fresh buffer per request; otherwise it allocates what is asked, no more.
-            self.buffer.reserve(total - self.buffer.len());
+            // The budget granted these bytes: no more may be allocated for them.
+            reserve_exactly(&mut self.buffer, total);
             self.grown = true;
             return;
         }
@@ -417,6 +413,26 @@ impl Connection {
         let size = i32::from_be_bytes(self.buffer[..4].try_into().expect("4 bytes"));
         size >= 0 && self.buffer.len() >= 4 + size as usize
     }
+}
+
+/// Makes room in `buffer` (which holds the first bytes of a frame) for the whole `total`
+/// bytes, allocating no more than that: the memory the request budget counted.
+///
+/// Its own allocation is reused when the frame fits there, the bytes in hand moved to the
+/// front if need be (once the previous frame was dropped): a stream of large produces does
+/// not allocate, and page-fault in, a fresh buffer per request. Otherwise it moves to one
+/// allocation of exactly `total` bytes, as Kafka's memory pool hands out. `reserve` would
+/// take at least twice the old allocation, plus the offset of the bytes in it: a pooled
+/// buffer reserving for a 70 KiB frame took 128 KiB, a grown one of 1 MiB reserving for a
+/// 1.1 MiB frame 2 MiB, beyond `queued.max.request.bytes`.
+fn reserve_exactly(buffer: &mut BytesMut, total: usize) {
+    if buffer.try_reclaim(total - buffer.len()) {
+        return;
+    }
+    let mut exact = BytesMut::with_capacity(total);
+    exact.extend_from_slice(buffer);
+    // The old allocation is freed, not pooled: this is the rare large frame.
+    *buffer = exact;
 }
 
 /// Moves reading back to the front of `buffer`'s allocation when nothing else holds a part
@@ -490,6 +506,33 @@ mod tests {
         let mut none = BytesMut::new();
         assert!(!reuse_read_buffer(&mut none));
         assert_eq!(none.capacity(), 0);
+    }
+
+    #[test]
+    fn a_budgeted_frame_gets_exactly_its_size_when_the_buffer_cannot_hold_it() {
+        // A pooled buffer holding a 10 KB frame (dropped) and the first 1,000 bytes of a
+        // 70,000-byte one (`reserve` gave it 121,072 bytes, in an allocation of 128 KiB).
+        let start: Vec<u8> = (0..=255u8).cycle().take(1_000).collect();
+        let (mut buffer, frame, _) = after_one_frame(&start);
+        drop(frame);
+        reserve_exactly(&mut buffer, 70_000);
+        assert_eq!(buffer.capacity(), 70_000);
+        assert_eq!(&buffer[..], &start[..]);
+    }
+
+    #[test]
+    fn a_budgeted_frame_reuses_the_allocation_of_the_one_before() {
+        // A grown buffer: a 300,000-byte frame answered and dropped, the first 1,000 bytes
+        // of the next (250,000 bytes) behind it.
+        let mut buffer = BytesMut::with_capacity(300_000);
+        let (front, whole) = (buffer.as_ptr(), buffer.capacity());
+        buffer.extend_from_slice(&vec![5u8; 299_000]);
+        buffer.extend_from_slice(&[6u8; 1_000]);
+        let frame = buffer.split_to(299_000).freeze();
+        drop(frame);
+        reserve_exactly(&mut buffer, 250_000);
+        assert_eq!((buffer.as_ptr(), buffer.capacity()), (front, whole));
+        assert_eq!(&buffer[..], &[6u8; 1_000][..]);
     }
 
     #[test]
