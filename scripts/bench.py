@@ -1114,9 +1114,9 @@ def run_conns(ctx, row, brokers, result, tag):
     floor_records = floor_stats["records"]
     per_record = (f"{1e6 * floor.cpu_s / floor_records:.3f} µs/rec"
                   if floor_records else "no records")
-    result.notes.append(f"floor: the same connections answered by a bare epoll loop that "
-                        f"writes each batch into cached pages of a file "
-                        f"(scripts/produce_floor.c), {per_record}, "
+    result.notes.append(f"floor: {floor_stats['connected']} of {row.connections} connections "
+                        f"answered by a bare epoll loop that writes each batch into cached "
+                        f"pages of a file (scripts/produce_floor.c), {per_record}, "
                         f"{kernel_per_record(floor, floor_records)}, "
                         f"{floor.cpu_percent:.0f}% of a core, {floor_records / floor.wall_s:.0f} "
                         f"msgs/s, {floor_stats['errors']} errors")
@@ -1137,11 +1137,15 @@ def produce_floor(ctx, row, tag, topic):
     subprocess.run(["gcc", "-O2", "-o", binary,
                     os.path.join(ROOT, "scripts", "produce_floor.c")], check=True, timeout=120)
     data_dir = ctx.path(tag, "produce_floor.data")
-    os.makedirs(data_dir, exist_ok=True)
     port = free_port()
-    with open(ctx.path(tag, "produce_floor.log"), "w") as log:
-        floor = subprocess.Popen([binary, str(port), data_dir], stdout=subprocess.PIPE,
-                                 stderr=log, text=True)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        with open(ctx.path(tag, "produce_floor.log"), "w") as log:
+            floor = subprocess.Popen([binary, str(port), data_dir], stdout=subprocess.PIPE,
+                                     stderr=log, text=True)
+    except OSError:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     try:
         if floor.stdout.readline().strip() != "ready":
             raise BenchError(f"produce_floor did not start; see {log.name}")

@@ -419,12 +419,13 @@ impl Connection {
 /// bytes, allocating no more than that: the memory the request budget counted.
 ///
 /// Its own allocation is reused when the frame fits there, the bytes in hand moved to the
-/// front if need be (once the previous frame was dropped): a stream of large produces does
-/// not allocate, and page-fault in, a fresh buffer per request. Otherwise it moves to one
-/// allocation of exactly `total` bytes, as Kafka's memory pool hands out. `reserve` would
-/// take at least twice the old allocation, plus the offset of the bytes in it: a pooled
-/// buffer reserving for a 70 KiB frame took 128 KiB, a grown one of 1 MiB reserving for a
-/// 1.1 MiB frame 2 MiB, beyond `queued.max.request.bytes`.
+/// front if need be (once the previous frame was dropped, and when they are no more than
+/// their distance from the front, as `BytesMut` copies without overlap): a stream of large
+/// produces does not allocate, and page-fault in, a fresh buffer per request. Otherwise it
+/// moves to one allocation of exactly `total` bytes, as Kafka's memory pool hands out.
+/// `reserve` would take the larger of twice the old allocation and `total` plus the offset
+/// of the bytes in it: a pooled buffer reserving for a 70 KB frame took 128 KiB, a grown
+/// one of 1 MiB reserving for a 1.1 MiB frame 2 MiB, beyond `queued.max.request.bytes`.
 fn reserve_exactly(buffer: &mut BytesMut, total: usize) {
     if buffer.try_reclaim(total - buffer.len()) {
         return;
@@ -522,8 +523,9 @@ mod tests {
 
     #[test]
     fn a_budgeted_frame_reuses_the_allocation_of_the_one_before() {
-        // A grown buffer: a 300,000-byte frame answered and dropped, the first 1,000 bytes
-        // of the next (250,000 bytes) behind it.
+        // A grown buffer: a 299,000-byte frame answered and dropped, the first 1,000 bytes
+        // of the next (250,000 bytes) behind it. (`reserve` reused it too: this guards the
+        // reuse, which a fresh exact allocation per frame would lose.)
         let mut buffer = BytesMut::with_capacity(300_000);
         let (front, whole) = (buffer.as_ptr(), buffer.capacity());
         buffer.extend_from_slice(&vec![5u8; 299_000]);
