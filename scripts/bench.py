@@ -984,18 +984,26 @@ def cost_per_response(window, responses):
 def longpoll_floor(ctx, tag, topic):
     """The row's long polls against scripts/longpoll_floor.c: what one recv and one send
     per poll and a wake-up per deadline cost on this machine, the floor the broker's
-    figure is read against. Built here (a second, with gcc): the source is in the repo."""
-    binary = ctx.path(tag, "longpoll_floor")
-    subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(ROOT, "scripts", "longpoll_floor.c")],
+    figure is read against."""
+    return run_floor(ctx, tag, "longpoll_floor", ["grid"],
+                     lambda port, pid: long_polls_on(port, topic, [pid]))
+
+
+def run_floor(ctx, tag, name, args, measure):
+    """Builds scripts/<name>.c (a second, with gcc: the source is in the repo), starts it
+    on a free port with `args`, and returns `measure(port, pid)` once it is ready; stops
+    it whatever happens."""
+    binary = ctx.path(tag, name)
+    subprocess.run(["gcc", "-O2", "-o", binary, os.path.join(ROOT, "scripts", f"{name}.c")],
                    check=True, timeout=120)
     port = free_port()
-    with open(ctx.path(tag, "longpoll_floor.log"), "w") as log:
-        floor = subprocess.Popen([binary, str(port), "grid"], stdout=subprocess.PIPE,
+    with open(ctx.path(tag, f"{name}.log"), "w") as log:
+        floor = subprocess.Popen([binary, str(port), *args], stdout=subprocess.PIPE,
                                  stderr=log, text=True)
     try:
         if floor.stdout.readline().strip() != "ready":
-            raise BenchError(f"longpoll_floor did not start; see {log.name}")
-        return long_polls_on(port, topic, [floor.pid])
+            raise BenchError(f"{name} did not start; see {log.name}")
+        return measure(port, floor.pid)
     finally:
         floor.terminate()
         try:
@@ -1131,39 +1139,22 @@ def produce_floor(ctx, row, tag, topic):
     """The row's connections against scripts/produce_floor.c: what a recv, a write into
     cached pages and a send per request cost on this machine at this many connections, the
     floor the broker's figure is read against (new page-cache pages, which the broker's
-    appends fill, cost what the page-cache probe says on top). Built here (a second, with
-    gcc): the source is in the repo."""
-    binary = ctx.path(tag, "produce_floor")
-    subprocess.run(["gcc", "-O2", "-o", binary,
-                    os.path.join(ROOT, "scripts", "produce_floor.c")], check=True, timeout=120)
-    data_dir = ctx.path(tag, "produce_floor.data")
-    port = free_port()
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-        with open(ctx.path(tag, "produce_floor.log"), "w") as log:
-            floor = subprocess.Popen([binary, str(port), data_dir], stdout=subprocess.PIPE,
-                                     stderr=log, text=True)
-    except OSError:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        raise
-    try:
-        if floor.stdout.readline().strip() != "ready":
-            raise BenchError(f"produce_floor did not start; see {log.name}")
+    appends fill, cost what the page-cache probe says on top)."""
+    def measure(port, pid):
         loop = asyncio.new_event_loop()
         try:
             window, stats, _, failed = loop.run_until_complete(produce_from_connections(
-                port, topic, row.connections, ctx.seconds, lambda: Window([floor.pid])))
+                port, topic, row.connections, ctx.seconds, lambda: Window([pid])))
         finally:
             loop.close()
         stats["errors"] += failed
         return window, stats
+
+    data_dir = ctx.path(tag, "produce_floor.data")
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        return run_floor(ctx, tag, "produce_floor", [data_dir], measure)
     finally:
-        floor.terminate()
-        try:
-            floor.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            floor.kill()
-            floor.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -20,19 +20,11 @@
  * Prints "ready" on stdout once listening; runs until SIGTERM or SIGINT.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
+
+#include "floor.h"
 
 #define MAX_CONNS 65536
 #define FRAME_MAX 4096   /* a Fetch v4 of a few partitions of one topic */
@@ -58,7 +50,6 @@ struct parked {
 static struct conn *conns[MAX_CONNS];
 static struct parked heap[MAX_CONNS];
 static int heap_len;
-static volatile sig_atomic_t stopping;
 static uint64_t next_serial = 1;
 
 static int64_t now_ms(void) {
@@ -92,12 +83,6 @@ static struct parked heap_pop(void) {
     if (heap_len > 0) heap[i] = last;
     return top;
 }
-
-static uint32_t get32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-static uint8_t *put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; return p + 4; }
-static uint8_t *put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; return p + 2; }
-static uint8_t *put64(uint8_t *p, uint64_t v) { p = put32(p, v >> 32); return put32(p, (uint32_t)v); }
 
 static void close_conn(int epfd, int fd) {
     epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
@@ -157,8 +142,6 @@ static int answer_fetch_v4(struct conn *c, uint32_t frame_len) {
     return max_wait < 0 ? 0 : max_wait;
 }
 
-static void on_stop(int sig) { (void)sig; stopping = 1; }
-
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: longpoll_floor PORT [grid]\n");
@@ -166,22 +149,10 @@ int main(int argc, char **argv) {
     }
     int port = atoi(argv[1]);
     int grid = argc > 2 && strcmp(argv[2], "grid") == 0;
-    signal(SIGTERM, on_stop);
-    signal(SIGINT, on_stop);
-    signal(SIGPIPE, SIG_IGN);
-
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    int one = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(listener, (struct sockaddr *)&addr, sizeof addr) || listen(listener, 4096)) {
-        perror("longpoll_floor: listen");
-        return 1;
-    }
-    int epfd = epoll_create1(0);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = listener};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &ev);
+    floor_signals();
+    int listener;
+    /* The kernel's socket buffers, as when the floor was first measured. */
+    int epfd = floor_listen("longpoll_floor", port, 0, &listener);
     printf("ready\n");
     fflush(stdout);
 
@@ -201,15 +172,11 @@ int main(int argc, char **argv) {
             int fd = events[i].data.fd;
             if (fd == listener) {
                 int client;
-                while ((client = accept4(listener, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-                    if (client >= MAX_CONNS) { close(client); continue; }
-                    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                while ((client = floor_accept(listener, epfd, 0, MAX_CONNS)) >= 0) {
                     conns[client] = calloc(1, sizeof(struct conn));
                     if (!conns[client]) { close(client); continue; }
                     conns[client]->fd = client;
                     conns[client]->serial = next_serial++;
-                    struct epoll_event cev = {.events = EPOLLIN, .data.fd = client};
-                    epoll_ctl(epfd, EPOLL_CTL_ADD, client, &cev);
                 }
                 continue;
             }

@@ -30,19 +30,11 @@
  * listening; runs until SIGTERM or SIGINT.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+
+#include "floor.h"
 
 #define MAX_CONNS 65536
 #define FRAME_MAX (1 << 20)
@@ -61,13 +53,6 @@ static uint8_t scratch[FRAME_MAX + 4];
 static int files[PARTITIONS_MAX];
 static uint64_t write_position[PARTITIONS_MAX];
 static int64_t next_offset[PARTITIONS_MAX];
-static volatile sig_atomic_t stopping;
-
-static uint32_t get32(const uint8_t *p) { return ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-static uint8_t *put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; return p + 4; }
-static uint8_t *put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; return p + 2; }
-static uint8_t *put64(uint8_t *p, uint64_t v) { p = put32(p, v >> 32); return put32(p, (uint32_t)v); }
 
 static void close_conn(int epfd, int fd) {
     epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
@@ -163,8 +148,6 @@ static int answer(int fd, const uint8_t *frame, uint32_t frame_len) {
     return send(fd, out, (size_t)len, 0) == len ? 0 : -1;
 }
 
-static void on_stop(int sig) { (void)sig; stopping = 1; }
-
 /* Reads what `fd` has; answers a request once it is whole. Returns -1 to close. */
 static int on_readable(int fd, struct conn *c) {
     if (c->have == 0) {
@@ -213,27 +196,13 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    signal(SIGTERM, on_stop);
-    signal(SIGINT, on_stop);
-    signal(SIGPIPE, SIG_IGN);
-
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    int one = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    floor_signals();
+    int listener;
     /* The broker's socket options at their defaults (Kafka's): a 100 KiB receive buffer
      * on the listener, which accepted sockets inherit, and a 100 KiB send buffer,
      * keepalive and no Nagle on each accepted socket. */
     int buffer_bytes = 102400;
-    setsockopt(listener, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(listener, (struct sockaddr *)&addr, sizeof addr) || listen(listener, 4096)) {
-        perror("produce_floor: listen");
-        return 1;
-    }
-    int epfd = epoll_create1(0);
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = listener};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &ev);
+    int epfd = floor_listen("produce_floor", port, buffer_bytes, &listener);
     printf("ready\n");
     fflush(stdout);
 
@@ -248,15 +217,9 @@ int main(int argc, char **argv) {
             int fd = events[i].data.fd;
             if (fd == listener) {
                 int client;
-                while ((client = accept4(listener, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-                    if (client >= MAX_CONNS) { close(client); continue; }
-                    setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    setsockopt(client, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-                    setsockopt(client, SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+                while ((client = floor_accept(listener, epfd, buffer_bytes, MAX_CONNS)) >= 0) {
                     conns[client] = calloc(1, sizeof(struct conn));
-                    if (!conns[client]) { close(client); continue; }
-                    struct epoll_event cev = {.events = EPOLLIN, .data.fd = client};
-                    epoll_ctl(epfd, EPOLL_CTL_ADD, client, &cev);
+                    if (!conns[client]) close(client);
                 }
                 continue;
             }
