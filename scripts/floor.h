@@ -1,7 +1,8 @@
 /*
  * What the bench's floor programs (longpoll_floor.c, produce_floor.c) share: Kafka's
  * big-endian integers, a stop flag for SIGTERM and SIGINT, and a loopback listener under
- * one epoll loop. Each program is built alone by gcc; this header is included, not linked.
+ * one epoll loop. Each program is built alone by gcc; this header is included, not linked,
+ * after `#define _GNU_SOURCE` (for accept4).
  */
 #ifndef FLOOR_H
 #define FLOOR_H
@@ -60,7 +61,7 @@ static inline int floor_listen(const char *name, int port, int receive_buffer_by
 }
 
 /* The next pending connection below `max_fd`, nonblocking, without Nagle, watched for input
- * by `epfd`; -1 when none is pending. `send_buffer_bytes` > 0 also sets SO_KEEPALIVE and
+ * by `epfd`; -1 when none is pending or accept fails. `send_buffer_bytes` > 0 also sets SO_KEEPALIVE and
  * SO_SNDBUF. A descriptor at or past `max_fd` is closed and the next one taken. */
 static inline int floor_accept(int listener, int epfd, int send_buffer_bytes, int max_fd) {
     int client, one = 1;

@@ -423,7 +423,8 @@ impl Connection {
 /// their distance from the front, as `BytesMut` copies without overlap): a stream of large
 /// produces does not allocate, and page-fault in, a fresh buffer per request. Otherwise it
 /// moves to one allocation of exactly `total` bytes, as Kafka's memory pool hands out.
-/// `reserve` would take the larger of twice the old allocation and `total` plus the offset
+/// `reserve` on a buffer that alone holds its allocation (as here, the frame before being
+/// answered) would take the larger of twice the old allocation and `total` plus the offset
 /// of the bytes in it: a pooled buffer reserving for a 70 KB frame took 128 KiB, a grown
 /// one of 1 MiB reserving for a 1.1 MiB frame 2 MiB, beyond `queued.max.request.bytes`.
 fn reserve_exactly(buffer: &mut BytesMut, total: usize) {
