@@ -4,9 +4,8 @@
 //! budget before it reserves room for the body, and gives them back once the request has
 //! been answered (or, while its grown read buffer still holds them, when that buffer is
 //! dropped after a second of silence). While it waits it does not read, so the client meets
-//! TCP backpressure
-//! instead of the broker buffering every large produce at once (issue 6: 200 clients x
-//! 5 MB took the broker to 860 MB).
+//! TCP backpressure instead of the broker buffering every large produce at once (issue 6:
+//! 200 clients x 5 MB took the broker to 860 MB).
 //!
 //! Frames that fit in a standing-size read buffer (64 KiB, lent from a per-thread pool to a
 //! connection while it has a request in hand) do not draw on the budget: that memory is
