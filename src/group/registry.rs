@@ -258,7 +258,6 @@ impl GroupRegistry {
         now_ms: i64,
     ) -> JoinOutcome {
         let member_id = request.member_id.clone();
-        let client_id = request.client_id.clone();
         // Only a member without an id creates a group; a known id for a group that does
         // not exist (any more) must rejoin from scratch.
         let create = member_id.is_empty();
@@ -274,7 +273,8 @@ impl GroupRegistry {
         let group = state
             .group
             .get_or_insert_with(|| Group::new(group_id, now_ms));
-        let mut new_id = || format!("{client_id}-{}", uuid::Uuid::new_v4());
+        // Only the random part: `Group::join` puts the client id (or instance id) before it.
+        let mut new_id = || uuid::Uuid::new_v4().to_string();
         let effects = group.join(request, token, now_ms, self.shared.config, &mut new_id);
         self.shared
             .carry_out(state, log, group_id, effects, now_ms)
