@@ -253,6 +253,49 @@ def test_topic_compression_type_recompresses(broker, conn, topic, topic_codec, s
     assert [m.value() for m in messages] == [value_of(i) for i in range(5)]
 
 
+# ---------------------------------------------------------------- zstd and old versions
+
+
+@pytest.mark.parametrize("version", [3, 6])
+def test_zstd_below_produce_v7_is_unsupported_compression_type(broker, conn, topic, version):
+    # Kafka's ProduceRequest.validateRecords: zstd needs Produce v7 (KIP-110).
+    end = seeded_topic(broker, conn, topic)
+    zstd = batch(zstd_encode(records_body(2)), rawkafka.CODEC_ZSTD, 2)
+    result = rawkafka.produce(conn, topic, 0, zstd, version=version)
+    assert (result.error_code, result.base_offset) == \
+        (rawkafka.UNSUPPORTED_COMPRESSION_TYPE, -1), result
+    assert rawkafka.latest_offset(conn, topic, 0) == end, "the log end offset moved"
+    # The other codecs are fine at that version, and zstd from v7 on.
+    lz4 = batch(lz4_encode(records_body(2)), rawkafka.CODEC_LZ4, 2)
+    result = rawkafka.produce(conn, topic, 0, lz4, version=version)
+    assert (result.error_code, result.base_offset) == (rawkafka.NONE, end), result
+    result = rawkafka.produce(conn, topic, 0, zstd, version=7)
+    assert (result.error_code, result.base_offset) == (rawkafka.NONE, end + 2), result
+    assert_log_reads_back(conn, topic, end + 4)
+
+
+def test_fetch_below_v10_of_a_zstd_topic_is_unsupported_compression_type(broker, conn, topic):
+    # KafkaApis refuses consumers below Fetch v10 the partitions of topics whose
+    # compression.type is zstd; they could not decode what it stores.
+    end = seeded_topic(broker, conn, topic, {"compression.type": "zstd"})
+    result = rawkafka.fetch(conn, topic, 0, 0)
+    assert result.error_code == rawkafka.UNSUPPORTED_COMPRESSION_TYPE
+    assert not result.records
+    # A client on a newer version reads the records, stored as zstd.
+    values = [m.value() for m in clients.consume(broker, topic, 0, 0, end)]
+    assert values == [value_of(i) for i in range(end)]
+    # A topic that keeps the producer's codec is read as stored, zstd batches included,
+    # as Kafka does: the check is on the topic's setting, not on the batches.
+    other = topic + "-producer"
+    seeded_topic(broker, conn, other)
+    zstd = batch(zstd_encode(records_body(2)), rawkafka.CODEC_ZSTD, 2)
+    assert rawkafka.produce(conn, other, 0, zstd).error_code == rawkafka.NONE
+    result = rawkafka.fetch(conn, other, 0, 0)
+    assert result.error_code == rawkafka.NONE
+    assert [b.compression_type for b in result.batches()] == \
+        [rawkafka.CODEC_NONE, rawkafka.CODEC_ZSTD]
+
+
 # ---------------------------------------------------------------- internal topics
 
 

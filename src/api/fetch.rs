@@ -33,6 +33,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
 use tokio::time::Instant;
 
 use super::errors::replica_error;
@@ -48,6 +49,7 @@ use super::leader_hint::LeaderHints;
 use super::{RequestContext, leader_partition_with};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
+use crate::log::TopicCompression;
 use crate::metrics::{self, request::Delayed, request::Parked};
 use crate::replica::replication_quota::ReplicationQuotas;
 use crate::replica::waits::{ChangeWaiter, SessionWake, SessionWatch, wait_deadline};
@@ -70,6 +72,12 @@ const SEND_FROM_FILE_MIN_BYTES: usize = 8 * 1024;
 /// with tagged fields, so the connection can hold their last byte back until it has
 /// checked that the files were not cut meanwhile (`log::file_slice`).
 const SEND_FROM_FILE_MIN_VERSION: i16 = FLEXIBLE_MIN_VERSION;
+
+/// The first Fetch version whose consumers may read zstd batches (KIP-110). Below it Kafka
+/// answers UNSUPPORTED_COMPRESSION_TYPE for a partition whose topic's `compression.type`
+/// is `zstd` (KafkaApis' `maybeConvertFetchedData`); other topics may hold zstd batches a
+/// producer sent, and are read as they are, as Kafka does.
+const ZSTD_FETCH_MIN_VERSION: i16 = 10;
 
 /// One requested partition, resolved against the image once, and what its final read
 /// returned (`bytes_read`).
@@ -116,6 +124,9 @@ pub async fn handle(
             request_targets(broker, &image, request, context.version, replica)
         }
     };
+    if context.version < ZSTD_FETCH_MIN_VERSION && replica.is_none() {
+        refuse_zstd_topics(&mut targets);
+    }
     let visit = Visit {
         broker,
         image: &image,
@@ -824,6 +835,18 @@ fn session_targets(
         }
     }
     (topics, targets)
+}
+
+/// A consumer's fetch below [`ZSTD_FETCH_MIN_VERSION`]: the partitions of topics stored
+/// as zstd fail with UNSUPPORTED_COMPRESSION_TYPE instead of being read.
+fn refuse_zstd_topics(targets: &mut [Target]) {
+    let zstd = TopicCompression::Codec(Compression::Zstd);
+    for target in targets {
+        let stored_as = target.partition.as_ref().ok().and_then(|p| p.config());
+        if stored_as.is_some_and(|config| config.compression == zstd) {
+            target.partition = Err(ResponseError::UnsupportedCompressionType);
+        }
+    }
 }
 
 /// One partition as fetched, from the request or from a session.

@@ -36,6 +36,9 @@ use crate::txn::producer_state::Verification;
 use crate::txn::verification::{self, TxnOperation};
 use crate::types::now_ms;
 
+/// The first Produce version that may carry zstd batches (KIP-110).
+const ZSTD_PRODUCE_MIN_VERSION: i16 = 7;
+
 pub async fn handle(
     broker: &Broker,
     context: &RequestContext,
@@ -52,7 +55,8 @@ pub async fn handle(
     let now = now_ms();
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let transactional_id = request.transactional_id.as_ref().map(|id| id.0.to_string());
-    let mut prepared = prepare_all(broker, &image, request.topic_data, valid_acks);
+    let checks = (valid_acks, context.version);
+    let mut prepared = prepare_all(broker, &image, request.topic_data, checks);
     let producers = transactional_producers(&prepared);
     if producers == TransactionalProducers::Many {
         // Kafka 4.0's `handleProduceAppend` throws InvalidPidMappingException before
@@ -123,7 +127,7 @@ fn prepare_all(
     broker: &Broker,
     image: &MetadataImage,
     topic_data: Vec<kafka_protocol::messages::produce_request::TopicProduceData>,
-    valid_acks: bool,
+    (valid_acks, version): (bool, i16),
 ) -> PreparedTopics {
     let mut prepared = Vec::with_capacity(topic_data.len());
     for topic in topic_data {
@@ -135,7 +139,7 @@ fn prepare_all(
                 let result = if !valid_acks {
                     Err(ResponseError::InvalidRequiredAcks.into())
                 } else {
-                    prepare_partition(broker, image, name, &data)
+                    prepare_partition(broker, image, name, &data, version)
                 };
                 (data.index, result)
             })
@@ -234,12 +238,14 @@ type PreparedTopics = Vec<(
     Vec<(i32, Result<Prepared, PartitionFailure>)>,
 )>;
 
-/// The checks before any append: internal topic, leadership, records present.
+/// The checks before any append: internal topic, leadership, records present, and a
+/// codec the request's version may carry.
 fn prepare_partition(
     broker: &Broker,
     image: &MetadataImage,
     topic: &str,
     data: &kafka_protocol::messages::produce_request::PartitionProduceData,
+    version: i16,
 ) -> Result<Prepared, PartitionFailure> {
     // Kafka refuses client appends to internal topics before anything else: garbage in
     // `__consumer_offsets` would stop its coordinator from loading. The coordinators write
@@ -252,11 +258,20 @@ fn prepare_partition(
     let records = (data.records.as_ref())
         .filter(|r| !r.is_empty())
         .ok_or(ResponseError::InvalidRecord)?;
+    if version < ZSTD_PRODUCE_MIN_VERSION && first_batch_is_zstd(records) {
+        return Err(ResponseError::UnsupportedCompressionType.into());
+    }
     Ok(Prepared {
         partition,
         records: records.clone(),
         verification: Verification::Off,
     })
+}
+
+/// Kafka's `ProduceRequest.validateRecords` refuses a zstd first batch below v7. A batch
+/// too short to tell is left to the append's validation, which refuses it.
+fn first_batch_is_zstd(records: &[u8]) -> bool {
+    BatchHeader::parse(records).is_ok_and(|header| header.magic == 2 && header.is_zstd())
 }
 
 /// KIP-890: the partitions whose first batch is transactional are verified with (or, from
@@ -451,5 +466,33 @@ fn partition_response(
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::test_support::encode_batch;
+    use kafka_protocol::records::Compression;
+
+    #[test]
+    fn only_a_whole_v2_zstd_first_batch_counts_as_zstd() {
+        assert!(first_batch_is_zstd(&encode_batch(
+            &[1, 2],
+            Compression::Zstd
+        )));
+        for codec in [Compression::None, Compression::Gzip, Compression::Lz4] {
+            assert!(!first_batch_is_zstd(&encode_batch(&[1, 2], codec)));
+        }
+        let zstd = encode_batch(&[1], Compression::Zstd);
+        // Too short to hold a header: left to the append's validation.
+        assert!(!first_batch_is_zstd(&zstd[..40]));
+        // Only the first batch decides, as in Kafka's `validateRecords`.
+        let mut two = encode_batch(&[1], Compression::None);
+        two.extend_from_slice(&zstd);
+        assert!(!first_batch_is_zstd(&two));
+        let mut magic_one = zstd.clone();
+        magic_one[16] = 1;
+        assert!(!first_batch_is_zstd(&magic_one));
     }
 }

@@ -39,7 +39,8 @@ const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 
 const COMPRESSION_MASK: i16 = 0x07;
-const COMPRESSION_CODE_MAX: i16 = 4; // zstd
+const ZSTD_CODE: i16 = 4;
+const COMPRESSION_CODE_MAX: i16 = ZSTD_CODE;
 const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
@@ -143,6 +144,10 @@ impl BatchHeader {
     /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
     pub fn compression_code(&self) -> i16 {
         self.attributes & COMPRESSION_MASK
+    }
+
+    pub fn is_zstd(&self) -> bool {
+        self.compression_code() == ZSTD_CODE
     }
 }
 
