@@ -720,6 +720,19 @@ class JsonLinesProcess:
         with self._lock:
             return [event for event in self._events if kind is None or event["kind"] == kind]
 
+    def stop(self, timeout_s=DEFAULT_TIMEOUT_S):
+        """SIGTERM by PID and wait for the process to finish on its own; returns its exit
+        code (SIGKILL, and an assertion, if it does not finish in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} did not exit within {timeout_s} s of SIGTERM")
+        self._reader.join(10)
+        return code
+
     def kill(self):
         """SIGKILL by PID and wait; returns the exit code (-9)."""
         if self.process.poll() is None:
