@@ -7,12 +7,14 @@ all of which Kafka 4.x serves.
 Covered: its SyncProducer with every codec it may send at Produce v3 (zstd needs v7 and
 is refused with UNSUPPORTED_COMPRESSION_TYPE, nothing appended), read back by Sarama and by
 confluent-kafka with keys, values, headers and offsets; records of other clients read by
-Sarama, also from inside a compressed batch; its idempotent producer; ListOffsets; offset
-commits of a standalone consumer; a consumer group of two Sarama members with Sarama's
-own range assignment (disjoint, complete, handed over on leave, offsets committed); and
-its ClusterAdmin (create with configs, describe, alter configs, add partitions, delete
-records, delete, groups). Its DescribeConfigs is v0, which Kafka 4.0 removed (KIP-896):
-the connection is closed, as Kafka 4.x does.
+Sarama, also from inside a compressed batch; confluent-kafka's transactions read
+committed (the aborted one skipped through Fetch v4's aborted list) and uncommitted; its
+idempotent producer; ListOffsets; offset commits of a standalone consumer; a consumer
+group of two Sarama members with Sarama's own range assignment (disjoint, complete,
+handed over on leave, offsets committed); and its ClusterAdmin (create with configs,
+describe, alter configs, add partitions, delete records, delete, groups). Its
+DescribeConfigs is v0, which Kafka 4.0 removed (KIP-896): the connection is closed, as
+Kafka 4.x does.
 """
 
 import re
@@ -46,9 +48,10 @@ def records_by_partition(result, prefix="v"):
     return out
 
 
-def sarama_read(broker, topic, partition, count, offset=-2):
+def sarama_read(broker, topic, partition, count, offset=-2, read_committed=False):
     result = sarama.run(broker, "consume", "-topic", topic, "-partition", partition,
-                        "-offset", offset, "-count", count)
+                        "-offset", offset, "-count", count,
+                        *(["-read-committed"] if read_committed else []))
     records = [line for line in result.lines if "offset" in line]
     return [(r["offset"], r["key"], r["value"], r["headers"]) for r in records]
 
@@ -95,6 +98,31 @@ def test_sarama_reads_other_clients_records_from_inside_a_batch(broker, topic):
                        **{"compression.type": "lz4", "linger.ms": 100})
     read = sarama_read(broker, topic, 0, 20, offset=30)
     assert read == [(30 + i, "key", values[30 + i].decode(), {"h": "x"}) for i in range(20)]
+
+
+def test_sarama_read_committed_skips_aborted_transactions(broker, topic):
+    clients.create_topic(broker, topic, 1)
+    producer = clients.producer(broker, **{"transactional.id": topic + "-txn"})
+    producer.init_transactions(30)
+    for outcome, values in (("commit", ["c0", "c1", "c2"]), ("abort", ["a0", "a1", "a2"]),
+                            ("commit", ["c3", "c4"])):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value=value.encode(), key=b"k", partition=0)
+        producer.flush(30)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    # Each transaction ends in a marker that takes an offset: c0-c2 at 0-2, marker 3,
+    # a0-a2 at 4-6, marker 7, c3-c4 at 8-9, marker 10.
+    committed = sarama_read(broker, topic, 0, 5, read_committed=True)
+    assert [(offset, value) for offset, _k, value, _h in committed] == \
+        [(0, "c0"), (1, "c1"), (2, "c2"), (8, "c3"), (9, "c4")]
+    everything = sarama_read(broker, topic, 0, 8)
+    assert [(offset, value) for offset, _k, value, _h in everything] == \
+        [(0, "c0"), (1, "c1"), (2, "c2"), (4, "a0"), (5, "a1"), (6, "a2"), (8, "c3"),
+         (9, "c4")]
 
 
 def test_sarama_idempotent_producer_writes_each_record_once(broker, topic):

@@ -142,7 +142,8 @@ func message(m *sarama.ConsumerMessage) map[string]interface{} {
 }
 
 // consume reads -count records of one partition from -offset with a partition consumer
-// (no group) and prints them.
+// (no group) and prints them; with -read-committed it skips aborted transactions as
+// Fetch v4's aborted-transactions list tells it.
 func consume(args []string) {
 	fs := flag.NewFlagSet("consume", flag.ExitOnError)
 	brokers := fs.String("brokers", "", "bootstrap servers")
@@ -151,9 +152,17 @@ func consume(args []string) {
 	offset := fs.Int64("offset", sarama.OffsetOldest, "first offset; -2 oldest, -1 newest")
 	count := fs.Int("count", 10, "records to read")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after")
+	committed := fs.Bool("read-committed", false, "isolation level read_committed")
 	fs.Parse(args)
 
-	client := newClient(*brokers, "sarama-consumer")
+	c := config("sarama-consumer")
+	if *committed {
+		c.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
+	client, err := sarama.NewClient(strings.Split(*brokers, ","), c)
+	if err != nil {
+		fail("connect", err)
+	}
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		fail("consumer", err)
