@@ -223,7 +223,7 @@ func commit(args []string) {
 	fs.Parse(args)
 
 	client := newClient(*brokers, "sarama-commit")
-	read := func() (int64, string) {
+	manage := func() (sarama.OffsetManager, sarama.PartitionOffsetManager) {
 		om, err := sarama.NewOffsetManagerFromClient(*group, client)
 		if err != nil {
 			fail("offset manager", err)
@@ -232,28 +232,27 @@ func commit(args []string) {
 		if err != nil {
 			fail("manage partition", err)
 		}
+		return om, pom
+	}
+	// Closing flushes a marked offset (OffsetCommit) and reports its errors.
+	closeBoth := func(om sarama.OffsetManager, pom sarama.PartitionOffsetManager) {
+		if err := pom.Close(); err != nil {
+			fail("commit", err)
+		}
+		if err := om.Close(); err != nil {
+			fail("commit", err)
+		}
+	}
+	read := func() (int64, string) {
+		om, pom := manage()
 		next, meta := pom.NextOffset()
-		pom.Close()
-		om.Close()
+		closeBoth(om, pom)
 		return next, meta
 	}
 	before, _ := read()
-	om, err := sarama.NewOffsetManagerFromClient(*group, client)
-	if err != nil {
-		fail("offset manager", err)
-	}
-	pom, err := om.ManagePartition(*topic, int32(*partition))
-	if err != nil {
-		fail("manage partition", err)
-	}
+	om, pom := manage()
 	pom.MarkOffset(*offset, "from sarama")
-	// Closing flushes the marked offset (OffsetCommit) and reports its errors.
-	if err := pom.Close(); err != nil {
-		fail("commit", err)
-	}
-	if err := om.Close(); err != nil {
-		fail("commit", err)
-	}
+	closeBoth(om, pom)
 	after, meta := read()
 	emit(map[string]interface{}{"before": before, "after": after, "metadata": meta})
 	client.Close()
