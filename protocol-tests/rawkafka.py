@@ -563,7 +563,7 @@ def latest_offset(conn, topic, partition):
     return offset
 
 
-# ---------------------------------------------------------------- Fetch v4
+# ---------------------------------------------------------------- Fetch v4 and v11
 
 
 class PartitionFetchResult:
@@ -585,23 +585,45 @@ class PartitionFetchResult:
 
 
 def fetch(conn, topic, partition, offset, max_wait_ms=0, min_bytes=1,
-          max_bytes=1 << 20, partition_max_bytes=1 << 20, isolation_level=0):
-    """Fetch v4 of one partition (isolation_level 0 read_uncommitted, 1 read_committed);
-    returns PartitionFetchResult."""
-    partitions = array([int32(partition) + int64(offset) + int32(partition_max_bytes)],
-                       lambda item: item)
+          max_bytes=1 << 20, partition_max_bytes=1 << 20, isolation_level=0, version=4):
+    """Fetch v4, or v11 (the last version before flexible encoding; from v10 on a
+    consumer may read topics stored as zstd), of one partition without a session
+    (isolation_level 0 read_uncommitted, 1 read_committed); returns PartitionFetchResult."""
+    assert version in (4, 11), "only Fetch v4 and v11 are encoded here"
+    partition_fields = int32(partition)
+    if version >= 9:
+        partition_fields += int32(-1)  # current_leader_epoch: not checked
+    partition_fields += int64(offset)
+    if version >= 5:
+        partition_fields += int64(-1)  # log_start_offset: a consumer's
+    partition_fields += int32(partition_max_bytes)
+    partitions = array([partition_fields], lambda item: item)
     body = (int32(-1) + int32(max_wait_ms) + int32(min_bytes) + int32(max_bytes)
-            + int8(isolation_level)
-            + array([string(topic) + partitions], lambda item: item))
-    reader = conn.request(FETCH, 4, body)
+            + int8(isolation_level))
+    if version >= 7:
+        body += int32(0) + int32(-1)  # session id and epoch: no session
+    body += array([string(topic) + partitions], lambda item: item)
+    if version >= 7:
+        body += array([], lambda item: item)  # forgotten topics
+    if version >= 11:
+        body += string("")  # rack id
+    reader = conn.request(FETCH, version, body)
     reader.int32()  # throttle_time_ms
+    if version >= 7:
+        error_code = reader.int16()
+        assert error_code == NONE, f"Fetch v{version} failed with error {error_code}"
+        reader.int32()  # session id
 
     def read_partition(r):
         index = r.int32()
         error_code = r.int16()
         high_watermark = r.int64()
         last_stable_offset = r.int64()
+        if version >= 5:
+            r.int64()  # log_start_offset
         r.array(lambda rr: (rr.int64(), rr.int64()))  # aborted transactions
+        if version >= 11:
+            r.int32()  # preferred_read_replica
         records = r.nullable_bytes()
         return index, PartitionFetchResult(error_code, high_watermark, last_stable_offset,
                                            records)

@@ -24,6 +24,9 @@ SARAMA_SOURCE = pathlib.Path(GOPATH) / "src/github.com/Shopify/sarama"
 BUILD_TIMEOUT_S = 600
 # Above the client's own 30 s consume timeout, so it reports what it read first.
 RUN_TIMEOUT_S = 60
+# A group member gives up on its own after this: longer than a test's waits add up to,
+# shorter than pytest's 180 s timeout.
+MEMBER_TIMEOUT_S = 150
 
 
 def binary():
@@ -81,7 +84,9 @@ def run(broker, command, *args, timeout_s=RUN_TIMEOUT_S, check=True):
 
 def group_member(broker, name, group_id, topics, *args):
     """A running Sarama consumer-group member (`group` subcommand) whose JSON lines are
-    collected; its events have kind assigned, revoked, record, error or closed."""
+    collected; its events have kind assigned, revoked, record, error (reported by Sarama
+    while it runs), failed (it exits 1) or closed."""
     argv = [binary(), "group", "-brokers", broker.bootstrap, "-group", group_id,
-            "-topics", ",".join(topics), *[str(a) for a in args]]
+            "-topics", ",".join(topics), "-timeout", f"{MEMBER_TIMEOUT_S}s",
+            *[str(a) for a in args]]
     return clients.JsonLinesProcess(argv, name)

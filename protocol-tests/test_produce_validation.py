@@ -242,7 +242,8 @@ def test_topic_compression_type_recompresses(broker, conn, topic, topic_codec, s
     payload = COMPRESS[sent_codec](body) if sent_codec else body
     result = rawkafka.produce(conn, topic, 0, batch(payload, sent_codec, 5))
     assert (result.error_code, result.base_offset) == (rawkafka.NONE, 0), result
-    fetched = rawkafka.fetch(conn, topic, 0, 0)
+    # Fetch v11: a topic stored as zstd is refused to consumers below v10.
+    fetched = rawkafka.fetch(conn, topic, 0, 0, version=11)
     (stored,) = fetched.batches()
     wanted = {"zstd": 4, "uncompressed": 0, "gzip": 1}[topic_codec]
     assert rawkafka.batch_compression_type(fetched.records) == wanted
@@ -281,7 +282,13 @@ def test_fetch_below_v10_of_a_zstd_topic_is_unsupported_compression_type(broker,
     result = rawkafka.fetch(conn, topic, 0, 0)
     assert result.error_code == rawkafka.UNSUPPORTED_COMPRESSION_TYPE
     assert not result.records
-    # A client on a newer version reads the records, stored as zstd.
+    # From v10 on the records are read, stored as zstd.
+    result = rawkafka.fetch(conn, topic, 0, 0, version=11)
+    assert result.error_code == rawkafka.NONE
+    (stored,) = result.batches()
+    assert stored.compression_type == rawkafka.CODEC_ZSTD
+    assert [r.value for r in stored] == [value_of(i) for i in range(end)]
+    # So does a client on a newer version.
     values = [m.value() for m in clients.consume(broker, topic, 0, 0, end)]
     assert values == [value_of(i) for i in range(end)]
     # A topic that keeps the producer's codec is read as stored, zstd batches included,

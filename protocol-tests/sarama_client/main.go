@@ -35,12 +35,10 @@ func emit(v interface{}) {
 	fmt.Println(string(line))
 }
 
-// fail prints the error, with its Kafka code when the broker gave one, and exits 1.
+// fail prints the error, with its Kafka code when the broker gave one, and exits 1. The
+// line's kind is "failed" for a running group member's collected events.
 func fail(what string, err error) {
-	out := map[string]interface{}{"error": err.Error(), "during": what}
-	if pe, ok := err.(*sarama.ProducerError); ok {
-		err = pe.Err
-	}
+	out := map[string]interface{}{"kind": "failed", "error": err.Error(), "during": what}
 	if te, ok := err.(*sarama.TopicError); ok {
 		err = te.Err
 	}
@@ -398,8 +396,9 @@ func admin(args []string) {
 		detail := &sarama.TopicDetail{
 			NumPartitions: int32(*partitions), ReplicationFactor: 1, ConfigEntries: entries,
 		}
-		err = ca.CreateTopic(*topic, detail, false)
-		emit(map[string]interface{}{"created": *topic})
+		if err = ca.CreateTopic(*topic, detail, false); err == nil {
+			emit(map[string]interface{}{"created": *topic})
+		}
 	case "describe-topic":
 		// Metadata v5. ListTopics would also send DescribeConfigs v0, which Kafka 4.0
 		// removed (KIP-896): the broker closes the connection, see describe-config.
@@ -432,17 +431,21 @@ func admin(args []string) {
 			emit(map[string]interface{}{"configs": out})
 		}
 	case "alter-config":
-		err = ca.AlterConfig(sarama.TopicResource, *topic, entries, false)
-		emit(map[string]interface{}{"altered": *topic})
+		if err = ca.AlterConfig(sarama.TopicResource, *topic, entries, false); err == nil {
+			emit(map[string]interface{}{"altered": *topic})
+		}
 	case "create-partitions":
-		err = ca.CreatePartitions(*topic, int32(*partitions), nil, false)
-		emit(map[string]interface{}{"partitions": *partitions})
+		if err = ca.CreatePartitions(*topic, int32(*partitions), nil, false); err == nil {
+			emit(map[string]interface{}{"partitions": *partitions})
+		}
 	case "delete-records":
-		err = ca.DeleteRecords(*topic, map[int32]int64{0: *offset})
-		emit(map[string]interface{}{"deleted_below": *offset})
+		if err = ca.DeleteRecords(*topic, map[int32]int64{0: *offset}); err == nil {
+			emit(map[string]interface{}{"deleted_below": *offset})
+		}
 	case "delete":
-		err = ca.DeleteTopic(*topic)
-		emit(map[string]interface{}{"deleted": *topic})
+		if err = ca.DeleteTopic(*topic); err == nil {
+			emit(map[string]interface{}{"deleted": *topic})
+		}
 	case "groups":
 		var listed map[string]string
 		if listed, err = ca.ListConsumerGroups(); err != nil {

@@ -124,9 +124,6 @@ pub async fn handle(
             request_targets(broker, &image, request, context.version, replica)
         }
     };
-    if context.version < ZSTD_FETCH_MIN_VERSION && replica.is_none() {
-        refuse_zstd_topics(&mut targets);
-    }
     let visit = Visit {
         broker,
         image: &image,
@@ -141,7 +138,10 @@ pub async fn handle(
         }
         _ => Parking::Targets,
     };
-    let results = read_or_park(broker, context, request, (&mut targets, quiet), parking).await;
+    let mut results = read_or_park(broker, context, request, (&mut targets, quiet), parking).await;
+    if context.version < ZSTD_FETCH_MIN_VERSION && replica.is_none() {
+        refuse_zstd_topics(&targets, &mut results);
+    }
     count_errors(&results);
     note_bytes_read(&mut targets, &results);
     let (keep, update) = session_update(&session, &topics, &targets, &results);
@@ -837,14 +837,17 @@ fn session_targets(
     (topics, targets)
 }
 
-/// A consumer's fetch below [`ZSTD_FETCH_MIN_VERSION`]: the partitions of topics stored
-/// as zstd fail with UNSUPPORTED_COMPRESSION_TYPE instead of being read.
-fn refuse_zstd_topics(targets: &mut [Target]) {
+/// Kafka's `maybeConvertFetchedData` for a consumer below [`ZSTD_FETCH_MIN_VERSION`]: each
+/// partition of a topic stored as zstd is answered with UNSUPPORTED_COMPRESSION_TYPE and
+/// offsets of -1 (Kafka's `partitionResponse`), whatever its read found. After the read,
+/// as in Kafka, so a long poll waits for records as it would (targets a parked session
+/// added included).
+fn refuse_zstd_topics(targets: &[Target], results: &mut [ReadOutcome]) {
     let zstd = TopicCompression::Codec(Compression::Zstd);
-    for target in targets {
+    for (target, result) in targets.iter().zip(results) {
         let stored_as = target.partition.as_ref().ok().and_then(|p| p.config());
         if stored_as.is_some_and(|config| config.compression == zstd) {
-            target.partition = Err(ResponseError::UnsupportedCompressionType);
+            *result = Err((ResponseError::UnsupportedCompressionType, -1, -1));
         }
     }
 }

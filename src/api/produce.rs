@@ -268,10 +268,13 @@ fn prepare_partition(
     })
 }
 
-/// Kafka's `ProduceRequest.validateRecords` refuses a zstd first batch below v7. A batch
-/// too short to tell is left to the append's validation, which refuses it.
+/// Kafka's `ProduceRequest.validateRecords` refuses a whole zstd first batch below v7. A
+/// batch cut short is left to the append's validation, which refuses it (INVALID_RECORD,
+/// as Kafka finds no batch in it).
 fn first_batch_is_zstd(records: &[u8]) -> bool {
-    BatchHeader::parse(records).is_ok_and(|header| header.magic == 2 && header.is_zstd())
+    BatchHeader::parse(records).is_ok_and(|header| {
+        header.magic == 2 && header.is_zstd() && header.total_bytes() <= records.len()
+    })
 }
 
 /// KIP-890: the partitions whose first batch is transactional are verified with (or, from
@@ -485,9 +488,11 @@ mod tests {
             assert!(!first_batch_is_zstd(&encode_batch(&[1, 2], codec)));
         }
         let zstd = encode_batch(&[1], Compression::Zstd);
-        // Too short to hold a header: left to the append's validation.
+        // Cut short, in or after its header: left to the append's validation.
         assert!(!first_batch_is_zstd(&zstd[..40]));
-        // Only the first batch decides, as in Kafka's `validateRecords`.
+        assert!(!first_batch_is_zstd(&zstd[..zstd.len() - 1]));
+        // Only the first batch is looked at here, as in Kafka's `validateRecords`; the
+        // append's shape check refuses a second batch (INVALID_RECORD), as Kafka does.
         let mut two = encode_batch(&[1], Compression::None);
         two.extend_from_slice(&zstd);
         assert!(!first_batch_is_zstd(&two));
