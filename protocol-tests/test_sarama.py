@@ -6,15 +6,15 @@ all of which Kafka 4.x serves.
 
 Covered: its SyncProducer with every codec it may send at Produce v3 (zstd needs v7 and
 is refused with UNSUPPORTED_COMPRESSION_TYPE, nothing appended), read back by Sarama and by
-confluent-kafka with keys, values, headers and offsets; records of other clients read by
-Sarama, also from inside a compressed batch; confluent-kafka's transactions read
-committed (the aborted one skipped through Fetch v4's aborted list) and uncommitted; its
-idempotent producer; ListOffsets; offset commits of a standalone consumer; a consumer
-group of two Sarama members with Sarama's own range assignment (disjoint, complete,
-handed over on leave, offsets committed); and its ClusterAdmin (create with configs,
-describe, alter configs, add partitions, delete records, delete, groups). Its
-DescribeConfigs is v0, which Kafka 4.0 removed (KIP-896): the connection is closed, as
-Kafka 4.x does.
+confluent-kafka with keys, values, headers and offsets; its AsyncProducer's pipelined
+requests answered in order; records of other clients read by Sarama, also from inside a
+compressed batch; confluent-kafka's transactions read committed (the aborted one skipped
+through Fetch v4's aborted list) and uncommitted; its idempotent producer; ListOffsets;
+offset commits of a standalone consumer; a consumer group of two Sarama members with
+Sarama's own range assignment (disjoint, complete, handed over on leave, offsets
+committed); and its ClusterAdmin (create with configs, describe, alter configs, add
+partitions, delete records, delete, groups). Its DescribeConfigs is v0, which Kafka 4.0
+removed (KIP-896): the connection is closed, as Kafka 4.x does.
 """
 
 import re
@@ -71,6 +71,23 @@ def test_sarama_produces_and_reads_back_every_codec(broker, topic, codec):
         messages = clients.consume(broker, topic, partition, 0, len(records))
         assert [(m.offset(), m.key().decode(), m.value().decode(),
                  {k: v.decode() for k, v in m.headers()}) for m in messages] == records
+
+
+def test_sarama_async_producer_pipelines_in_order(broker, topic):
+    # Up to five produce requests in flight per connection, each with whatever batches
+    # queued meanwhile: the broker must answer them in order, so each partition's
+    # offsets follow the order the records were sent in.
+    clients.create_topic(broker, topic, 3)
+    count = 3000
+    result = sarama.run(broker, "produce", "-topic", topic, "-count", count, "-acks", 1,
+                        "-codec", "lz4", "-async", "-prefix", "async")
+    sent = sorted(result.lines, key=lambda line: line["i"])
+    assert [line["i"] for line in sent] == list(range(count))
+    for partition in range(3):
+        mine = [line for line in sent if line["partition"] == partition]
+        assert [line["offset"] for line in mine] == list(range(len(mine)))
+        messages = clients.consume(broker, topic, partition, 0, len(mine))
+        assert [m.value().decode() for m in messages] == [f"async{line['i']}" for line in mine]
 
 
 def test_zstd_at_produce_v3_is_refused_and_nothing_is_appended(broker, topic):

@@ -81,7 +81,7 @@ var codecs = map[string]sarama.CompressionCodec{
 }
 
 // produce sends -count records (key k<i>, value <prefix><i>, header n=<i>) one at a time
-// through a SyncProducer and prints where each landed.
+// through a SyncProducer (or all at once with -async) and prints where each landed.
 func produce(args []string) {
 	fs := flag.NewFlagSet("produce", flag.ExitOnError)
 	brokers := fs.String("brokers", "", "bootstrap servers")
@@ -92,6 +92,7 @@ func produce(args []string) {
 	acks := fs.Int("acks", -1, "-1, 0 or 1")
 	partition := fs.Int("partition", -1, "fixed partition; -1: hash of the key")
 	idempotent := fs.Bool("idempotent", false, "idempotent producer")
+	async := fs.Bool("async", false, "send every record at once through an AsyncProducer")
 	fs.Parse(args)
 
 	c := config("sarama-producer")
@@ -104,23 +105,59 @@ func produce(args []string) {
 		c.Producer.Idempotent = true
 		c.Net.MaxOpenRequests = 1
 	}
-	producer, err := sarama.NewSyncProducer(strings.Split(*brokers, ","), c)
-	if err != nil {
-		fail("connect", err)
-	}
-	for i := 0; i < *count; i++ {
-		msg := &sarama.ProducerMessage{
+	record := func(i int) *sarama.ProducerMessage {
+		return &sarama.ProducerMessage{
 			Topic:     *topic,
 			Key:       sarama.StringEncoder(fmt.Sprintf("k%d", i)),
 			Value:     sarama.StringEncoder(fmt.Sprintf("%s%d", *prefix, i)),
 			Headers:   []sarama.RecordHeader{{Key: []byte("n"), Value: []byte(fmt.Sprint(i))}},
 			Partition: int32(*partition),
+			Metadata:  i,
 		}
-		p, o, err := producer.SendMessage(msg)
+	}
+	if *async {
+		produceAsync(c, strings.Split(*brokers, ","), *count, record)
+		return
+	}
+	producer, err := sarama.NewSyncProducer(strings.Split(*brokers, ","), c)
+	if err != nil {
+		fail("connect", err)
+	}
+	for i := 0; i < *count; i++ {
+		p, o, err := producer.SendMessage(record(i))
 		if err != nil {
 			fail(fmt.Sprintf("send %d", i), err)
 		}
 		emit(map[string]interface{}{"i": i, "partition": p, "offset": o})
+	}
+	if err := producer.Close(); err != nil {
+		fail("close", err)
+	}
+}
+
+// produceAsync hands every record to an AsyncProducer while another goroutine collects
+// the answers: Sarama batches what has queued up per partition and keeps up to
+// Net.MaxOpenRequests (5) produce requests in flight on a connection.
+func produceAsync(c *sarama.Config, brokers []string, count int,
+	record func(int) *sarama.ProducerMessage) {
+	producer, err := sarama.NewAsyncProducer(brokers, c)
+	if err != nil {
+		fail("connect", err)
+	}
+	go func() {
+		for i := 0; i < count; i++ {
+			producer.Input() <- record(i)
+		}
+	}()
+	for answered := 0; answered < count; answered++ {
+		select {
+		case m := <-producer.Successes():
+			emit(map[string]interface{}{
+				"i": m.Metadata, "partition": m.Partition, "offset": m.Offset,
+			})
+		case e := <-producer.Errors():
+			fail(fmt.Sprintf("send %v", e.Msg.Metadata), e.Err)
+		}
 	}
 	if err := producer.Close(); err != nil {
 		fail("close", err)
