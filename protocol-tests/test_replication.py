@@ -1,8 +1,8 @@
 """Replicated partitions (issue 8) on a three-node cluster with real clients (confluent-kafka,
-kafka-python, kcat): followers copy
-their leaders, the ISR is full, acks=all records survive the kill -9 of their leader and are
-read back exactly once in order, min.insync.replicas refuses acks=all writes while acks=1
-still works, and a stopped follower catches up and rejoins the ISR.
+kafka-python, kcat, Sarama): followers copy their leaders, the ISR is full, acks=all
+records survive the kill -9 of their leader and are read back exactly once in order (from
+librdkafka's and Sarama's idempotent producers), min.insync.replicas refuses acks=all
+writes while acks=1 still works, and a stopped follower catches up and rejoins the ISR.
 
 Each test makes its own topic on one cluster for the module; a test that kills or stops a
 node restarts it and waits for a full ISR before it returns.
@@ -16,6 +16,7 @@ from confluent_kafka import TopicPartition
 import clients
 import cluster
 import rawkafka
+import sarama
 
 OVERRIDES = {
     "group.initial.rebalance.delay.ms": "0",
@@ -151,6 +152,36 @@ def test_kill_the_leader_during_an_idempotent_stream_loses_nothing(three, topic)
     records = clients.kp_consume(Bootstrap(three), topic, 0, 0, len(expected))
     assert [r.value.decode() for r in records] == expected
     assert [r.offset for r in records] == offsets
+
+    three.restart(leader)
+    wait_full_isr(three, topic)
+
+
+def test_kill_the_leader_under_sarama_idempotent_producer_loses_nothing(three, topic):
+    # Sarama 1.22 produces at v3 and learns of the new leader from Produce v3's
+    # NOT_LEADER_OR_FOLLOWER and Metadata v5, paths the librdkafka test above does not
+    # take. Its SyncProducer retries each record until the new leader takes it.
+    create(three, topic, 1)
+    leader = partitions_of(three, topic)[0]["leader"]
+    count = 500
+    stream = clients.JsonLinesProcess(
+        [sarama.binary(), "produce", "-brokers", Bootstrap(three).bootstrap, "-topic", topic,
+         "-partition", "0", "-count", str(count), "-idempotent", "-retries", "100",
+         "-pace", "10ms", "-prefix", "sarama-"], "sarama-producer")
+    try:
+        cluster.wait_until(lambda: len(stream.events()) >= 100, 60,
+                           what="Sarama to have 100 records acknowledged")
+        three.kill(leader)
+        assert stream.process.wait(timeout=120) == 0, stream.events()[-3:]
+    finally:
+        stream.kill()
+    acked = sorted(stream.events(), key=lambda line: line["i"])
+    assert [line["i"] for line in acked] == list(range(count))
+    assert partitions_of(three, topic)[0]["leader"] not in (leader, -1)
+    values, offsets = read_all(three, topic, 0, count)
+    assert values == [f"sarama-{i}" for i in range(count)], \
+        "acknowledged records lost, duplicated or reordered"
+    assert offsets == [line["offset"] for line in acked] == list(range(count))
 
     three.restart(leader)
     wait_full_isr(three, topic)

@@ -93,11 +93,14 @@ func produce(args []string) {
 	partition := fs.Int("partition", -1, "fixed partition; -1: hash of the key")
 	idempotent := fs.Bool("idempotent", false, "idempotent producer")
 	async := fs.Bool("async", false, "send every record at once through an AsyncProducer")
+	retries := fs.Int("retries", 3, "Producer.Retry.Max (100 ms apart)")
+	pace := fs.Duration("pace", 0, "SyncProducer: pause between records")
 	fs.Parse(args)
 
 	c := config("sarama-producer")
 	c.Producer.RequiredAcks = sarama.RequiredAcks(*acks)
 	c.Producer.Compression = codecs[*codec]
+	c.Producer.Retry.Max = *retries
 	if *partition >= 0 {
 		c.Producer.Partitioner = sarama.NewManualPartitioner
 	}
@@ -129,6 +132,7 @@ func produce(args []string) {
 			fail(fmt.Sprintf("send %d", i), err)
 		}
 		emit(map[string]interface{}{"i": i, "partition": p, "offset": o})
+		time.Sleep(*pace)
 	}
 	if err := producer.Close(); err != nil {
 		fail("close", err)
