@@ -23,6 +23,7 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 import clients
+import rawkafka
 import sarama
 
 BROKER_OVERRIDES = {
@@ -31,6 +32,8 @@ BROKER_OVERRIDES = {
 }
 UNSUPPORTED_COMPRESSION_TYPE = 76
 TOPIC_ALREADY_EXISTS = 36
+CODECS = {"none": rawkafka.CODEC_NONE, "gzip": rawkafka.CODEC_GZIP,
+          "snappy": rawkafka.CODEC_SNAPPY, "lz4": rawkafka.CODEC_LZ4}
 
 
 def produced(result):
@@ -66,6 +69,10 @@ def test_sarama_produces_and_reads_back_every_codec(broker, topic, codec):
     for partition, records in sent.items():
         # One record per request: each partition's offsets run 0, 1, 2, ...
         assert [offset for offset, *_ in records] == list(range(len(records)))
+        # Each stored as Sarama compressed it.
+        with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+            batches = rawkafka.fetch(conn, topic, partition, 0).batches()
+        assert [b.compression_type for b in batches] == [CODECS[codec]] * len(records)
         assert sarama_read(broker, topic, partition, len(records)) == records
         # The same records through another client and Fetch version.
         messages = clients.consume(broker, topic, partition, 0, len(records))
