@@ -286,6 +286,21 @@ def cleaner_events(broker, topic):
     return started, installed
 
 
+def running_pass(broker, topic, timeout_s=1.0):
+    """Waits up to timeout_s for a pass over the topic's partition to be running; returns
+    how many passes were installed before it, or None. Polled every 10 ms: a pass after a
+    produce round starts within log.cleaner.backoff.ms and may take only 50 ms, so one
+    look per round can miss every pass."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        started, installed = cleaner_events(broker, topic)
+        if started > installed:
+            return installed
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
 def cleaner_timings(broker, topic):
     """(pass_ms, swap_us) pairs of the topic's passes, for the test's printed summary."""
     with open(broker.stderr_path, "rb") as stderr:
@@ -308,8 +323,8 @@ def test_fetches_are_answered_while_a_large_clean_runs(start_broker, topic):
         caught, overlapped = 0, 0
         # Keep segments closing so that passes keep coming; bounded in count.
         for _round in range(60):
-            started, installed = cleaner_events(broker, topic)
-            if started > installed:
+            installed = running_pass(broker, topic)
+            if installed is not None:
                 # A pass is running: read everything, then check it.
                 check_compacted_read(read_to_end(broker, topic, timeout_s=60))
                 caught += 1
