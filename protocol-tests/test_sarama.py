@@ -41,13 +41,14 @@ def produced(result):
     return [(line["partition"], line["offset"]) for line in result.lines]
 
 
-def records_by_partition(result, prefix="v"):
-    """What a `produce` run sent, as {partition: [(offset, key, value, headers)]}."""
+def records_by_partition(result):
+    """What a `produce` run with the default value prefix sent, as
+    {partition: [(offset, key, value, headers)]}."""
     out = {}
     for line in result.lines:
         i = line["i"]
         out.setdefault(line["partition"], []).append(
-            (line["offset"], f"k{i}", f"{prefix}{i}", {"n": str(i)}))
+            (line["offset"], f"k{i}", f"v{i}", {"n": str(i)}))
     return out
 
 

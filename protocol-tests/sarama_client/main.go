@@ -64,8 +64,8 @@ func config(clientID string) *sarama.Config {
 	return c
 }
 
-func newClient(brokers, clientID string) sarama.Client {
-	client, err := sarama.NewClient(strings.Split(brokers, ","), config(clientID))
+func newClient(brokers string, c *sarama.Config) sarama.Client {
+	client, err := sarama.NewClient(strings.Split(brokers, ","), c)
 	if err != nil {
 		fail("connect", err)
 	}
@@ -198,10 +198,7 @@ func consume(args []string) {
 	if *committed {
 		c.Consumer.IsolationLevel = sarama.ReadCommitted
 	}
-	client, err := sarama.NewClient(strings.Split(*brokers, ","), c)
-	if err != nil {
-		fail("connect", err)
-	}
+	client := newClient(*brokers, c)
 	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		fail("consumer", err)
@@ -236,7 +233,7 @@ func offsets(args []string) {
 	partition := fs.Int("partition", 0, "partition")
 	fs.Parse(args)
 
-	client := newClient(*brokers, "sarama-offsets")
+	client := newClient(*brokers, config("sarama-offsets"))
 	oldest, err := client.GetOffset(*topic, int32(*partition), sarama.OffsetOldest)
 	if err != nil {
 		fail("oldest", err)
@@ -261,7 +258,7 @@ func commit(args []string) {
 	offset := fs.Int64("offset", 0, "offset to commit")
 	fs.Parse(args)
 
-	client := newClient(*brokers, "sarama-commit")
+	client := newClient(*brokers, config("sarama-commit"))
 	manage := func() (sarama.OffsetManager, sarama.PartitionOffsetManager) {
 		om, err := sarama.NewOffsetManagerFromClient(*group, client)
 		if err != nil {
