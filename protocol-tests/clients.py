@@ -347,16 +347,20 @@ GroupRecord = namedtuple("GroupRecord", "topic partition offset value")
 
 
 def group_consumer_config(broker, group_id, **extra):
-    """A subscribed consumer's config: manual commits, earliest reset, short session."""
+    """A subscribed consumer's config: manual commits, earliest reset, short session.
+
+    With group.protocol=consumer (KIP-848) the broker sets the session and heartbeat
+    timings, and librdkafka refuses them in the client's config."""
     config = base_config(broker, **{
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
-        "session.timeout.ms": GROUP_SESSION_TIMEOUT_MS,
-        "heartbeat.interval.ms": GROUP_HEARTBEAT_INTERVAL_MS,
         "fetch.wait.max.ms": 100,
     })
+    if extra.get("group.protocol") != "consumer":
+        config["session.timeout.ms"] = GROUP_SESSION_TIMEOUT_MS
+        config["heartbeat.interval.ms"] = GROUP_HEARTBEAT_INTERVAL_MS
     config.update(extra)
     return config
 
@@ -397,7 +401,9 @@ class GroupMember:
         self.topics = list(topics)
         self.commit = commit
         strategy = str(config.get("partition.assignment.strategy", ""))
-        self.cooperative = "cooperative" in strategy
+        # KIP-848's protocol is incremental, as librdkafka's cooperative assignors are.
+        self.cooperative = "cooperative" in strategy \
+            or config.get("group.protocol") == "consumer"
         self.config = group_consumer_config(broker, group_id, **{"client.id": name,
                                                                  **config})
         self.consumer = Consumer(self.config)  # a bad config fails here, in the test

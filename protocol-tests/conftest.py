@@ -327,7 +327,8 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def group_members():
     """Factory: group_members(broker, name, group_id, topics, assignor="range",
-    commit=True, **librdkafka_config) -> a started clients.GroupMember.
+    commit=True, **librdkafka_config) -> a started clients.GroupMember. `assignor` is the
+    classic protocol's; with group.protocol=consumer it is not used.
 
     Closes (by its polling thread, bounded) every member the test did not close itself.
     """
@@ -336,7 +337,9 @@ def group_members():
     started = []
 
     def factory(broker, name, group_id, topics, assignor="range", commit=True, **config):
-        config = {"partition.assignment.strategy": assignor, **config}
+        # KIP-848 members name a server-side assignor (group.remote.assignor) instead.
+        if config.get("group.protocol") != "consumer":
+            config = {"partition.assignment.strategy": assignor, **config}
         member = clients.GroupMember(broker, group_id, topics, name, commit=commit,
                                      **config)
         started.append(member)

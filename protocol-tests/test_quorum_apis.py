@@ -28,6 +28,8 @@ METADATA_VERSION_FINALIZED = 25
 # transaction.version 0..2 (KIP-890), finalized at controller/features.rs's
 # TRANSACTION_VERSION_FINALIZED.
 TRANSACTION_VERSION_FINALIZED = 2
+# group.version 0..1 (1 = KIP-848 consumer groups), finalized at 1.
+GROUP_VERSION_FINALIZED = 1
 
 # ApiVersionsResponse tagged fields (v3+).
 TAG_SUPPORTED_FEATURES = 0
@@ -221,23 +223,25 @@ def test_describe_quorum_other_partitions_are_unknown(broker):
         assert the_partition(describe_quorum(conn, 2))["leader_id"] == NODE_ID
 
 
-def test_api_versions_v4_advertises_metadata_kraft_and_transaction_versions(broker):
+def test_api_versions_v4_advertises_metadata_kraft_transaction_and_group_versions(broker):
     with rawkafka.Connection("127.0.0.1", broker.port) as conn:
         supported, finalized, epoch = api_versions_features(conn, 4)
     assert supported == {
         "metadata.version": (METADATA_VERSION_MIN, METADATA_VERSION_MAX),
         "kraft.version": (0, 0),
         "transaction.version": (0, 2),
+        "group.version": (0, 1),
     }
     # Level-0 features are never sent as finalized (Kafka drops them; a missing one
     # reads as 0): kraft.version is finalized at 0.
     assert finalized == {
         "metadata.version": (METADATA_VERSION_FINALIZED, METADATA_VERSION_FINALIZED),
         "transaction.version": (TRANSACTION_VERSION_FINALIZED, TRANSACTION_VERSION_FINALIZED),
+        "group.version": (GROUP_VERSION_FINALIZED, GROUP_VERSION_FINALIZED),
     }
     assert epoch >= 0
     # Nothing is advertised for behaviour that does not exist here.
-    for name in ("group.version", "share.version"):
+    for name in ("share.version", "streams.version"):
         assert name not in supported and name not in finalized
 
 

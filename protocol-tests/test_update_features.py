@@ -113,7 +113,8 @@ def test_transaction_version_down_and_up_across_the_cluster(make_cluster, topic)
     everywhere(nodes, 1)
 
     # Levels this node cannot run at, and features it does not have, are refused whole.
-    for updates in ([(TV, 3, UPGRADE)], [("group.version", 1, UPGRADE)],
+    for updates in ([(TV, 3, UPGRADE)], [("group.version", 2, UPGRADE)],
+                    [("share.version", 1, UPGRADE)],
                     [("metadata.version", 24, SAFE_DOWNGRADE)],
                     [(TV, 2, UPGRADE), ("kraft.version", 1, UPGRADE)]):
         error, message, _ = via.call(update_features, updates, version=2)

@@ -26,6 +26,7 @@ use crate::server::socket_buffers::{SocketBuffers, buffer_size};
 use crate::types::NodeId;
 
 pub mod connection_limits;
+mod consumer_groups;
 pub mod dynamic_broker;
 pub mod kafka_broker_configs;
 pub mod kafka_config_docs;
@@ -255,6 +256,9 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i32,
     /// `group.max.size`
     pub group_size_max: i32,
+    /// `group.consumer.*`: KIP-848 consumer groups; `None` when
+    /// `group.coordinator.rebalance.protocols` leaves `consumer` out.
+    pub consumer_groups: Option<crate::group::consumer::ConsumerGroupConfig>,
     /// `log.cleaner.backoff.ms`: how often compacted topics are checked for cleaning.
     pub cleaner_backoff_ms: u64,
     /// `num.recovery.threads.per.data.dir`: threads that open (and recover) logs at
@@ -511,6 +515,7 @@ impl BrokerConfig {
                 3_000,
             )?,
             group_size_max: parse(&explicit, "group.max.size", i32::MAX)?,
+            consumer_groups: consumer_groups::parse_consumer_groups(&explicit)?,
             cleaner_backoff_ms: parse(&explicit, "log.cleaner.backoff.ms", 15_000)?,
             // Kafka 4.0 raised the default from 1 to 2 (KIP-1030).
             recovery_threads_per_data_dir: parse(

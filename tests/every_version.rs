@@ -130,7 +130,7 @@ async fn every_api_and_version_round_trips() {
         assert_eq!(response.api_keys.len(), APIS.len());
         let finalized = response.finalized_features.iter().map(|f| f.name.as_str());
         let expected: &[&str] = if version >= 3 {
-            &["metadata.version", "transaction.version"]
+            &["metadata.version", "transaction.version", "group.version"]
         } else {
             &[]
         };
@@ -144,6 +144,7 @@ async fn every_api_and_version_round_trips() {
     client_quota_versions(&broker).await;
     group_offset_versions(&broker).await;
     group_versions(&broker).await;
+    consumer_group_versions(&broker, topic_id).await;
     legacy_offset_versions(&broker).await;
     acl_versions(&broker).await;
     log_dir_versions(&broker, dir.path()).await;
@@ -583,6 +584,66 @@ const OFFSETS_PARTITIONS: i32 = 3;
 /// Waits until every offsets partition is loaded: FindCoordinator creates them and their
 /// loads run in the background; until then group requests answer
 /// COORDINATOR_LOAD_IN_PROGRESS, which real clients retry.
+/// ConsumerGroupHeartbeat and ConsumerGroupDescribe at every version: a member joins (v0:
+/// the broker makes its id; v1: the client does), is given the topic, is described with
+/// its assignment at every describe version, and leaves.
+async fn consumer_group_versions(broker: &Broker, topic_id: uuid::Uuid) {
+    wait_offsets_loaded(broker).await;
+    for version in versions(ApiKey::ConsumerGroupHeartbeat) {
+        let group = GroupId(StrBytes::from_string(format!("cg-{version}")));
+        let chosen = if version >= 1 {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            String::new()
+        };
+        let join = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group.clone())
+            .with_member_id(StrBytes::from_string(chosen.clone()))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![name("t")]))
+            .with_topic_partitions(Some(Vec::new()));
+        let joined = call(broker, &join, version).await;
+        assert_eq!(
+            joined.error_code, 0,
+            "v{version}: {:?}",
+            joined.error_message
+        );
+        assert_eq!(joined.member_epoch, 1, "v{version}");
+        let member_id = joined.member_id.clone().unwrap();
+        if version >= 1 {
+            assert_eq!(member_id.as_str(), chosen);
+        } else {
+            assert!(!member_id.is_empty());
+        }
+        let assignment = joined.assignment.unwrap();
+        assert_eq!(assignment.topic_partitions.len(), 1, "v{version}");
+        assert_eq!(assignment.topic_partitions[0].topic_id, topic_id);
+        for describe_version in versions(ApiKey::ConsumerGroupDescribe) {
+            let request = ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![group.clone(), GroupId(StrBytes::from_static_str("g"))])
+                .with_include_authorized_operations(true);
+            let response = call(broker, &request, describe_version).await;
+            let described = &response.groups[0];
+            assert_eq!(described.error_code, 0);
+            assert_eq!(described.group_state.as_str(), "Stable");
+            assert_eq!((described.group_epoch, described.assignment_epoch), (1, 1));
+            let member = &described.members[0];
+            assert_eq!(member.member_id, member_id);
+            let topic = &member.assignment.topic_partitions[0];
+            assert_eq!(topic.topic_name.0.as_str(), "t");
+            // "g" is a classic group: not described here (clients fall back).
+            assert_eq!(response.groups[1].error_code, 69, "v{describe_version}");
+        }
+        let leave = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group)
+            .with_member_id(member_id)
+            .with_member_epoch(-1);
+        let left = call(broker, &leave, version).await;
+        assert_eq!((left.error_code, left.member_epoch), (0, -1), "v{version}");
+    }
+}
+
 async fn wait_offsets_loaded(broker: &Broker) {
     for _ in 0..1000 {
         if (0..OFFSETS_PARTITIONS).all(|partition| broker.groups.is_loaded(partition)) {

@@ -9,7 +9,9 @@ use kafka_protocol::messages::api_versions_response::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{APIS, ApiSpec, RequestContext, encode_with_header};
+use super::{
+    APIS, ApiSpec, RequestContext, consumer_groups, encode_with_header, is_consumer_group_api,
+};
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::features;
@@ -33,8 +35,11 @@ fn advertised_min_version(spec: &ApiSpec) -> i16 {
     }
 }
 
-fn api_list() -> Vec<ApiVersion> {
+/// Every API served; `consumer_groups`: with the KIP-848 ones (Kafka leaves them out while
+/// the consumer protocol is off).
+fn api_list(consumer_groups: bool) -> Vec<ApiVersion> {
     APIS.iter()
+        .filter(|spec| consumer_groups || !is_consumer_group_api(spec.key))
         .map(|spec| {
             ApiVersion::default()
                 .with_api_key(spec.key as i16)
@@ -49,7 +54,8 @@ pub async fn handle(
     context: &RequestContext,
     request: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
-    let response = ApiVersionsResponse::default().with_api_keys(api_list());
+    let consumer_groups = consumer_groups::enabled(broker).is_some();
+    let response = ApiVersionsResponse::default().with_api_keys(api_list(consumer_groups));
     if context.version < FEATURES_VERSION_MIN {
         return response;
     }
@@ -116,7 +122,7 @@ fn valid_software_field(value: &str) -> bool {
 pub fn unsupported_version_response(correlation_id: i32) -> BytesMut {
     let response = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
-        .with_api_keys(api_list());
+        .with_api_keys(api_list(true));
     encode_with_header(ApiKey::ApiVersions, 0, correlation_id, &response)
         .expect("an ApiVersions v0 response always encodes")
 }
@@ -152,8 +158,19 @@ mod tests {
     }
 
     #[test]
+    fn consumer_group_apis_are_listed_only_while_the_protocol_is_on() {
+        let heartbeat = ApiKey::ConsumerGroupHeartbeat as i16;
+        let on = api_list(true);
+        let listed = on.iter().find(|k| k.api_key == heartbeat).unwrap();
+        assert_eq!((listed.min_version, listed.max_version), (0, 1));
+        let off = api_list(false);
+        assert!(off.iter().all(|k| k.api_key != heartbeat));
+        assert_eq!(off.len() + 2, on.len());
+    }
+
+    #[test]
     fn produce_is_advertised_from_v0_but_served_from_v3() {
-        let listed = api_list();
+        let listed = api_list(true);
         let produce = listed.iter().find(|k| k.api_key == 0).unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 12));
         assert_eq!(super::super::find_api(0).unwrap().min_version, 3);
@@ -186,7 +203,8 @@ mod tests {
             [
                 ("metadata.version", 7, 25),
                 ("kraft.version", 0, 0),
-                ("transaction.version", 0, 2)
+                ("transaction.version", 0, 2),
+                ("group.version", 0, 1)
             ]
         );
         let finalized: Vec<(&str, i16, i16)> = decoded
@@ -199,6 +217,7 @@ mod tests {
         if transactions != 0 {
             expected.push(("transaction.version", transactions, transactions));
         }
+        expected.push(("group.version", 1, 1));
         assert_eq!(finalized, expected);
         assert_eq!(decoded.finalized_features_epoch, 12);
         assert!(!decoded.zk_migration_ready);
@@ -213,10 +232,11 @@ mod tests {
             .map(|f| f.name.as_str())
             .collect();
         assert_eq!(names, ["metadata.version"]);
+        // metadata.version, group.version, and transaction.version unless it is at 0.
         let finalized_count = if features::TRANSACTION_VERSION_FINALIZED != 0 {
-            2
+            3
         } else {
-            1
+            2
         };
         assert_eq!(decoded.finalized_features.len(), finalized_count);
         assert_eq!(decoded.finalized_features_epoch, 12);

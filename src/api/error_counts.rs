@@ -128,6 +128,8 @@ error_codes!(TxnOffsetCommitResponse { topics[].partitions[].error_code; });
 error_codes!(DescribeAclsResponse { error_code; });
 error_codes!(CreateAclsResponse { results[].error_code; });
 error_codes!(DeleteAclsResponse { filter_results[].error_code; });
+error_codes!(ConsumerGroupHeartbeatResponse { error_code; });
+error_codes!(ConsumerGroupDescribeResponse { groups[].error_code; });
 error_codes!(AlterConfigsResponse { responses[].error_code; });
 error_codes!(IncrementalAlterConfigsResponse { responses[].error_code; });
 error_codes!(DescribeClientQuotasResponse { error_code; });

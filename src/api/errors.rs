@@ -144,6 +144,13 @@ pub fn group_error(error: &GroupError) -> ResponseError {
         GroupError::UnknownServer => ResponseError::UnknownServerError,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+        GroupError::UnsupportedVersion => ResponseError::UnsupportedVersion,
+        GroupError::InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
     }
 }
 

@@ -29,26 +29,53 @@ const DESCRIBE_GROUPS_ERROR_MESSAGE_VERSION_MIN: i16 = 6;
 /// DESCRIBE, DELETE and READ on a group: everything, without ACLs.
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
-/// (group id, protocol type, state) of every group this broker coordinates.
-async fn all_groups(broker: &Broker) -> Vec<(String, String, &'static str)> {
-    let mut groups: Vec<(String, String, &'static str)> = broker
-        .groups
-        .registry
-        .map_groups(|id, group| {
-            let protocol_type = group.protocol_type().unwrap_or_default().to_string();
-            (id.to_string(), protocol_type, group.state())
-        })
+/// One group as ListGroups shows it.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Listed {
+    id: String,
+    protocol_type: String,
+    state: &'static str,
+    /// KIP-848's group type: `classic` or `consumer`.
+    group_type: &'static str,
+}
+
+/// Every group this broker coordinates: classic groups, KIP-848 consumer groups (protocol
+/// type `consumer`, as Kafka lists them), and groups known only by their offsets.
+async fn all_groups(broker: &Broker) -> Vec<Listed> {
+    let registry = &broker.groups.registry;
+    let classic = registry.map_groups(|id, group| {
+        let protocol_type = group.protocol_type().unwrap_or_default().to_string();
+        (id.to_string(), protocol_type, group.state())
+    });
+    let mut groups: Vec<Listed> = classic
         .await
         .into_iter()
         .filter(|(_, _, state)| *state != GroupState::Dead)
-        .map(|(id, protocol_type, state)| (id, protocol_type, state.as_str()))
+        .map(|(id, protocol_type, state)| Listed {
+            id,
+            protocol_type,
+            state: state.as_str(),
+            group_type: "classic",
+        })
         .collect();
+    let consumer = registry.map_consumer_groups(|id, group| Listed {
+        id: id.to_string(),
+        protocol_type: "consumer".to_string(),
+        state: group.state().name(),
+        group_type: "consumer",
+    });
+    groups.extend(consumer.await);
     for id in broker.groups.offset_group_ids() {
-        if !groups.iter().any(|(known, _, _)| *known == id) {
-            groups.push((id, String::new(), GroupState::Empty.as_str()));
+        if !groups.iter().any(|known| known.id == id) {
+            groups.push(Listed {
+                id,
+                protocol_type: String::new(),
+                state: GroupState::Empty.as_str(),
+                group_type: "classic",
+            });
         }
     }
-    groups.retain(|(id, _, _)| coordinator_partition(broker, id).is_ok());
+    groups.retain(|group| coordinator_partition(broker, &group.id).is_ok());
     groups.sort();
     groups
 }
@@ -71,19 +98,19 @@ pub async fn list_groups(
     let groups = all_groups(broker)
         .await
         .into_iter()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .map(|(id, protocol_type, state)| {
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .map(|group| {
             let listed = ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(id)))
-                .with_protocol_type(StrBytes::from_string(protocol_type));
+                .with_group_id(GroupId(StrBytes::from_string(group.id)))
+                .with_protocol_type(StrBytes::from_string(group.protocol_type));
             let listed = if context.version >= 4 {
-                listed.with_group_state(StrBytes::from_static_str(state))
+                listed.with_group_state(StrBytes::from_static_str(group.state))
             } else {
                 listed
             };
             if context.version >= 5 {
-                listed.with_group_type(StrBytes::from_static_str("classic"))
+                listed.with_group_type(StrBytes::from_static_str(group.group_type))
             } else {
                 listed
             }
@@ -121,7 +148,8 @@ async fn describe_one(broker: &Broker, group_id: &GroupId, version: i16) -> Desc
     broker
         .groups
         .registry
-        .with_group(id, |group| match group {
+        .with_either(id, |group, consumer| match group {
+            _ if consumer.is_some() => not_classic(base, id, version),
             Some(group) if group.state() != GroupState::Dead => {
                 let members = group
                     .members()
@@ -160,14 +188,22 @@ async fn describe_one(broker: &Broker, group_id: &GroupId, version: i16) -> Desc
 /// A group that does not exist: state Dead, and from v6 (KIP-1043) GROUP_ID_NOT_FOUND with
 /// the message Kafka's `GroupMetadataManager` gives.
 fn not_found(base: DescribedGroup, id: &str, version: i16) -> DescribedGroup {
+    dead(base, version, format!("Group {id} not found."))
+}
+
+/// A KIP-848 consumer group, which DescribeGroups does not describe (ConsumerGroupDescribe
+/// does): Dead, and from v6 GROUP_ID_NOT_FOUND, as Kafka answers.
+fn not_classic(base: DescribedGroup, id: &str, version: i16) -> DescribedGroup {
+    dead(base, version, format!("Group {id} is not a classic group."))
+}
+
+fn dead(base: DescribedGroup, version: i16, message: String) -> DescribedGroup {
     let dead = base.with_group_state(StrBytes::from_static_str("Dead"));
     if version < DESCRIBE_GROUPS_ERROR_MESSAGE_VERSION_MIN {
         return dead;
     }
     dead.with_error_code(ResponseError::GroupIdNotFound.code())
-        .with_error_message(Some(StrBytes::from_string(format!(
-            "Group {id} not found."
-        ))))
+        .with_error_message(Some(StrBytes::from_string(message)))
 }
 
 pub async fn delete_groups(
@@ -196,7 +232,9 @@ async fn delete_one(broker: &Broker, group: &str) -> Result<(), ResponseError> {
     let live = broker
         .groups
         .registry
-        .with_group(group, |g| g.is_some_and(|g| g.state() != GroupState::Dead))
+        .with_either(group, |g, consumer| {
+            consumer.is_some() || g.is_some_and(|g| g.state() != GroupState::Dead)
+        })
         .await;
     if live {
         broker
@@ -231,8 +269,9 @@ pub async fn offset_delete(
     let (exists, subscribed) = broker
         .groups
         .registry
-        .with_group(group, |g| match g {
-            Some(g) if g.state() != GroupState::Dead => (true, subscribed_topics(g)),
+        .with_either(group, |g, consumer| match (g, consumer) {
+            (_, Some(c)) => (true, c.subscribed_topic_names().into_iter().collect()),
+            (Some(g), None) if g.state() != GroupState::Dead => (true, subscribed_topics(g)),
             _ => (false, Vec::new()),
         })
         .await;

@@ -9,6 +9,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
@@ -151,7 +152,7 @@ pub(super) fn coordinator_partition(
 
 pub async fn offset_commit(
     broker: &Broker,
-    _context: &RequestContext,
+    context: &RequestContext,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
@@ -164,7 +165,7 @@ pub async fn offset_commit(
     };
     let group_error = match &log {
         Err(error) => Some(*error),
-        Ok(_) => membership_error(broker, &group, &request).await,
+        Ok(_) => membership_error(broker, &group, &request, context.version).await,
     };
     // Per partition: a topic-partition that does not exist is refused on its own.
     let mut commits = Vec::new();
@@ -238,25 +239,51 @@ pub async fn offset_commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// Kafka's commit rules: members of a managed group commit with their generation; a
-/// commit with a negative generation to a group without members is a "simple" commit.
+/// Kafka's commit rules: members of a managed group commit with their generation (a
+/// consumer group's members with their member epoch); a commit with a negative
+/// generation to a group without members is a "simple" commit.
 async fn membership_error(
     broker: &Broker,
     group: &str,
     request: &OffsetCommitRequest,
+    version: i16,
 ) -> Option<ResponseError> {
     let generation = request.generation_id_or_member_epoch;
+    let member = request.member_id.as_str();
     let instance = request.group_instance_id.as_ref().map(|id| id.as_str());
     broker
         .groups
         .registry
-        .with_group(group, |found| match found {
-            Some(g) if g.state() != GroupState::Dead => g
+        .with_either(group, |classic, consumer| match (classic, consumer) {
+            (_, Some(c)) => c
+                .validate_offset_commit(member, instance, generation, Some(version))
+                .err()
+                .map(|e| group_error(&e)),
+            (Some(g), None) if g.state() != GroupState::Dead => g
                 .validate_offset_commit(request.member_id.as_str(), instance, generation)
                 .err()
                 .map(|e| group_error(&e)),
             _ if generation < 0 => None,
             _ => Some(ResponseError::IllegalGeneration),
+        })
+        .await
+}
+
+/// OffsetFetch v9+ from a consumer group's member: it must be the member at its current
+/// epoch (Kafka's `validateOffsetFetch`); other groups are not checked.
+async fn fetch_member_error(
+    broker: &Broker,
+    group: &OffsetFetchRequestGroup,
+) -> Option<ResponseError> {
+    let member = group.member_id.as_ref().map(|id| id.as_str());
+    let epoch = group.member_epoch;
+    broker
+        .groups
+        .registry
+        .with_consumer_group(group.group_id.0.as_str(), |found| {
+            let found = found?;
+            let result = found.validate_offset_fetch(member, epoch);
+            result.err().map(|e| group_error(&e))
         })
         .await
 }
@@ -277,20 +304,34 @@ pub async fn offset_fetch(
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     if context.version >= 8 {
-        let groups = request
-            .groups
-            .iter()
-            .map(|group| {
-                let wanted: Wanted = group.topics.as_ref().map(|topics| {
-                    flatten(
-                        topics
-                            .iter()
-                            .map(|t| (&t.name, t.partition_indexes.as_slice())),
-                    )
-                });
-                group_entry(broker, &group.group_id, wanted, request.require_stable)
-            })
-            .collect();
+        let mut groups = Vec::with_capacity(request.groups.len());
+        for group in &request.groups {
+            let refused = if context.version >= 9 {
+                fetch_member_error(broker, group).await
+            } else {
+                None
+            };
+            if let Some(error) = refused {
+                let entry = OffsetFetchResponseGroup::default()
+                    .with_group_id(group.group_id.clone())
+                    .with_error_code(error.code());
+                groups.push(entry);
+                continue;
+            }
+            let wanted: Wanted = group.topics.as_ref().map(|topics| {
+                flatten(
+                    topics
+                        .iter()
+                        .map(|t| (&t.name, t.partition_indexes.as_slice())),
+                )
+            });
+            groups.push(group_entry(
+                broker,
+                &group.group_id,
+                wanted,
+                request.require_stable,
+            ));
+        }
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let wanted: Wanted = request.topics.as_ref().map(|topics| {

@@ -13,6 +13,7 @@ mod api_versions;
 mod client_quotas;
 mod cluster;
 mod configs;
+pub mod consumer_groups;
 mod delete_records;
 mod describe_producers;
 mod describe_quorum;
@@ -136,7 +137,18 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::ListPartitionReassignments, 0, 0),
     spec(ApiKey::DescribeClientQuotas, 0, 1),
     spec(ApiKey::AlterClientQuotas, 0, 1),
+    // KIP-848; advertised only while the consumer protocol is on (`consumer_groups::enabled`).
+    spec(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    spec(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
+
+/// The APIs served only while KIP-848 consumer groups are on.
+pub fn is_consumer_group_api(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::ConsumerGroupHeartbeat | ApiKey::ConsumerGroupDescribe
+    )
+}
 
 pub fn find_api(api_key: i16) -> Option<&'static ApiSpec> {
     APIS.iter().find(|spec| spec.key as i16 == api_key)
@@ -616,6 +628,22 @@ async fn dispatch(
         }
         ApiKey::DescribeClientQuotas => route!(broker, context, body, client_quotas::describe),
         ApiKey::AlterClientQuotas => route!(broker, context, body, client_quotas::alter),
+        ApiKey::ConsumerGroupHeartbeat => {
+            route!(
+                broker,
+                context,
+                body,
+                consumer_groups::consumer_group_heartbeat
+            )
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            route!(
+                broker,
+                context,
+                body,
+                consumer_groups::consumer_group_describe
+            )
+        }
         other => unreachable!("{other:?} is in APIS but has no handler"),
     }
 }

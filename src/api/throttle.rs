@@ -75,6 +75,8 @@ throttle_time_field!(
     UpdateFeaturesResponse,
     AlterPartitionReassignmentsResponse,
     ListPartitionReassignmentsResponse,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupDescribeResponse,
 );
 
 /// DescribeQuorum is answered by the controller role and carries no throttle time;

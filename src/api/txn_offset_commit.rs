@@ -25,7 +25,7 @@ use super::group_offsets::coordinator_partition;
 use super::txn_verify::{self, Candidate};
 use crate::broker::Broker;
 use crate::group::records::OffsetValue;
-use crate::group::{GroupState, OFFSETS_TOPIC, OffsetCommit, TxnProducer};
+use crate::group::{GroupError, GroupState, OFFSETS_TOPIC, OffsetCommit, TxnProducer};
 use crate::log::batch::NO_SEQUENCE;
 use crate::replica::Partition;
 use crate::txn::producer_state::Verification;
@@ -211,8 +211,17 @@ async fn membership_error(
     broker
         .groups
         .registry
-        .with_group(group, |found| match found {
-            Some(g) if g.state() != GroupState::Dead => g
+        .with_either(group, |classic, consumer| match (classic, consumer) {
+            // A stale epoch is ILLEGAL_GENERATION here: the transactional producer knows no
+            // STALE_MEMBER_EPOCH (Kafka's `OffsetMetadataManager` converts it too).
+            (_, Some(c)) => c
+                .validate_offset_commit(&member_id, instance.as_deref(), generation, None)
+                .err()
+                .map(|e| match e {
+                    GroupError::StaleMemberEpoch => ResponseError::IllegalGeneration,
+                    other => group_error(&other),
+                }),
+            (Some(g), None) if g.state() != GroupState::Dead => g
                 .validate_txn_offset_commit(&member_id, instance.as_deref(), generation)
                 .err()
                 .map(|e| group_error(&e)),

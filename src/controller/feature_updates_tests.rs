@@ -82,12 +82,12 @@ fn metadata_version_stays_at_the_level_this_node_implements() {
 #[test]
 fn unknown_features_only_at_zero_and_kraft_version_only_at_zero() {
     let mut image = MetadataImage::default();
-    run(&mut image, &[update("group.version", 0, UPGRADE)]).unwrap();
-    assert!(!image.feature_levels.contains_key("group.version"));
-    let group = run(&mut image, &[update("group.version", 1, UPGRADE)]).unwrap_err();
+    run(&mut image, &[update("share.version", 0, UPGRADE)]).unwrap();
+    assert!(!image.feature_levels.contains_key("share.version"));
+    let share = run(&mut image, &[update("share.version", 1, UPGRADE)]).unwrap_err();
     assert_eq!(
-        group,
-        "Invalid update version 1 for feature group.version. Local controller 1 does not \
+        share,
+        "Invalid update version 1 for feature share.version. Local controller 1 does not \
          support this feature."
     );
     let kraft = run(&mut image, &[update(KRAFT_VERSION, 1, UPGRADE)]).unwrap_err();
@@ -104,7 +104,7 @@ fn bad_requests_refuse_the_whole_request() {
     // One bad update refuses the good one beside it.
     let mixed = [
         update(TRANSACTION_VERSION, 1, SAFE),
-        update("group.version", 1, UPGRADE),
+        update("share.version", 1, UPGRADE),
     ];
     assert!(run(&mut image, &mixed).is_err());
     assert_eq!(image, MetadataImage::default());
@@ -117,7 +117,8 @@ fn apply_refuses_levels_this_node_cannot_run_at() {
     for (name, level) in [
         (TRANSACTION_VERSION, 9),
         (METADATA_VERSION, METADATA_VERSION_FINALIZED - 1),
-        ("group.version", 1),
+        ("group.version", 2),
+        ("share.version", 1),
     ] {
         let command = MetadataCommand::UpdateFeatures {
             levels: [(name.to_string(), level)].into_iter().collect(),

@@ -6,9 +6,9 @@
 //! and images written before UpdateFeatures existed read so); UpdateFeatures
 //! (`feature_updates`) stores a level per feature, as Kafka's `FeatureLevelRecord`.
 //!
-//! A level is advertised only for behaviour that exists here. Kafka 4.0 also has
-//! `group.version` (1 = KIP-848 consumer groups: the Java consumer then uses
-//! ConsumerGroupHeartbeat), which is not implemented, so it is not listed.
+//! A level is advertised only for behaviour that exists here. `group.version` is
+//! supported 0-1 (1 = KIP-848 consumer groups: ConsumerGroupHeartbeat is served, as Kafka
+//! serves it, only while the finalized level is at least 1).
 //! `transaction.version` is supported 0-2 (2 = KIP-890 transactions: a Java 4.0 producer
 //! uses EndTxn v5 and implicit partition adds iff the finalized level is at least 2);
 //! its finalized level is [`TRANSACTION_VERSION_FINALIZED`]. Kafka itself leaves out of
@@ -23,6 +23,7 @@ use super::image::MetadataImage;
 pub const METADATA_VERSION: &str = "metadata.version";
 pub const KRAFT_VERSION: &str = "kraft.version";
 pub const TRANSACTION_VERSION: &str = "transaction.version";
+pub const GROUP_VERSION: &str = "group.version";
 
 /// `metadata.version` 3.3-IV3: the lowest level Kafka 4.0 accepts (`MetadataVersion
 /// .MINIMUM_VERSION`); upgrades to 4.x start from 3.3.x.
@@ -51,7 +52,17 @@ pub const TRANSACTION_VERSION_MAX: i16 = 2;
 /// `__transaction_state` value version written (1 from level 1 on, as Kafka).
 pub const TRANSACTION_VERSION_FINALIZED: i16 = 2;
 
+/// `group.version`: 0 (classic groups only) or 1 (KIP-848 consumer groups as well).
+pub const GROUP_VERSION_MIN: i16 = 0;
+pub const GROUP_VERSION_MAX: i16 = 1;
+/// The level at which the consumer protocol is served (Kafka's `GroupVersion.GV_1`).
+pub const GROUP_VERSION_CONSUMER_PROTOCOL: i16 = 1;
+/// Kafka 4.0 formats new clusters at 1.
+pub const GROUP_VERSION_FINALIZED: i16 = 1;
+
 const _: () = assert!(METADATA_VERSION_MIN <= METADATA_VERSION_FINALIZED);
+const _: () = assert!(GROUP_VERSION_MIN <= GROUP_VERSION_FINALIZED);
+const _: () = assert!(GROUP_VERSION_FINALIZED <= GROUP_VERSION_MAX);
 const _: () = assert!(METADATA_VERSION_FINALIZED <= METADATA_VERSION_MAX);
 const _: () = assert!(KRAFT_VERSION_MIN <= KRAFT_VERSION_FINALIZED);
 const _: () = assert!(KRAFT_VERSION_FINALIZED <= KRAFT_VERSION_MAX);
@@ -88,6 +99,11 @@ pub const SUPPORTED: &[SupportedFeature] = &[
         min_level: TRANSACTION_VERSION_MIN,
         max_level: TRANSACTION_VERSION_MAX,
     },
+    SupportedFeature {
+        name: GROUP_VERSION,
+        min_level: GROUP_VERSION_MIN,
+        max_level: GROUP_VERSION_MAX,
+    },
 ];
 
 /// The level a cluster finalizes `name` at until UpdateFeatures changes it (0 for a
@@ -97,6 +113,7 @@ pub fn default_level(name: &str) -> i16 {
         METADATA_VERSION => METADATA_VERSION_FINALIZED,
         KRAFT_VERSION => KRAFT_VERSION_FINALIZED,
         TRANSACTION_VERSION => TRANSACTION_VERSION_FINALIZED,
+        GROUP_VERSION => GROUP_VERSION_FINALIZED,
         _ => 0,
     }
 }
@@ -147,7 +164,7 @@ mod tests {
 
     #[test]
     fn unimplemented_features_are_not_advertised() {
-        for name in ["group.version", "share.version"] {
+        for name in ["share.version", "streams.version"] {
             assert!(SUPPORTED.iter().all(|f| f.name != name), "{name}");
         }
         let kraft = SUPPORTED.iter().find(|f| f.name == KRAFT_VERSION).unwrap();
@@ -160,6 +177,8 @@ mod tests {
             .find(|f| f.name == TRANSACTION_VERSION)
             .unwrap();
         assert_eq!((transactions.min_level, transactions.max_level), (0, 2));
+        let groups = SUPPORTED.iter().find(|f| f.name == GROUP_VERSION).unwrap();
+        assert_eq!((groups.min_level, groups.max_level), (0, 1));
     }
 
     #[test]
@@ -172,7 +191,8 @@ mod tests {
         image.feature_levels.insert(TRANSACTION_VERSION.into(), 0);
         assert_eq!(finalized_level(&image, TRANSACTION_VERSION), 0);
         assert!(finalized(&image).contains(&(TRANSACTION_VERSION, 0)));
-        assert_eq!(finalized_level(&image, "group.version"), 0);
+        assert_eq!(finalized_level(&image, GROUP_VERSION), 1);
+        assert_eq!(finalized_level(&image, "share.version"), 0);
     }
 
     #[test]

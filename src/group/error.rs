@@ -1,4 +1,4 @@
-//! Errors of the classic group state machine. `api/` maps each variant to one Kafka error
+//! Errors of the group state machines (classic and consumer). `api/` maps each variant to one Kafka error
 //! code; the Kafka name is given on every variant.
 
 use thiserror::Error;
@@ -49,4 +49,31 @@ pub enum GroupError {
     /// DeleteGroups on a group with members. Kafka: NON_EMPTY_GROUP.
     #[error("non-empty group")]
     NonEmptyGroup,
+    /// A consumer-group heartbeat whose fields contradict each other (the reason goes in
+    /// the error message). Kafka: INVALID_REQUEST.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A consumer-group member's epoch is ahead of, or too far behind, the group's view:
+    /// it must let go of its partitions and rejoin. Kafka: FENCED_MEMBER_EPOCH.
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    /// An offset commit from a consumer-group member at another epoch than its current
+    /// one. Kafka: STALE_MEMBER_EPOCH.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    /// A static member joins while the member with its instance id is still active.
+    /// Kafka: UNRELEASED_INSTANCE_ID.
+    #[error("unreleased instance id")]
+    UnreleasedInstanceId,
+    /// A heartbeat names a server assignor the broker does not run. Kafka:
+    /// UNSUPPORTED_ASSIGNOR.
+    #[error("unsupported assignor")]
+    UnsupportedAssignor,
+    /// A consumer's subscribed regex does not compile (the reason goes in the error
+    /// message). Kafka: INVALID_REGULAR_EXPRESSION.
+    #[error("invalid regular expression: {0}")]
+    InvalidRegularExpression(String),
+    /// A consumer-group member commits below OffsetCommit v9. Kafka: UNSUPPORTED_VERSION.
+    #[error("unsupported version")]
+    UnsupportedVersion,
 }

@@ -13,6 +13,7 @@
 //!   broker becomes its leader, unloaded (NOT_COORDINATOR) when it stops. Every write is
 //!   acknowledged only once committed to the partition's ISR (`writer`).
 
+pub mod consumer;
 pub mod coordinator;
 mod effects;
 mod error;

@@ -37,6 +37,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedMutexGuard, oneshot, watch};
 
+use super::consumer::{
+    ConsumerGroup, ConsumerGroupConfig, HeartbeatAnswer, HeartbeatRequest, TopicSource,
+};
 use super::offsets::partition_for;
 use super::records::{self, GroupValue, MemberValue, RecordKey};
 use super::writer::{WriteTarget, write_committed};
@@ -51,10 +54,12 @@ enum Waiter {
     Sync(oneshot::Sender<SyncOutcome>),
 }
 
-/// One group's state and its parked requests; `group` is `None` only for a slot created
-/// by a join that has not run yet (or whose group was just deleted).
+/// One group's state and its parked requests. A group id is a classic group (`group`) or
+/// a KIP-848 consumer group (`consumer`), never both; a slot with neither was created by a
+/// join that has not run yet (or its group was just deleted).
 struct SlotState {
     group: Option<Group>,
+    consumer: Option<ConsumerGroup>,
     waiters: HashMap<RequestToken, Waiter>,
     /// The leader epoch the group's partition was loaded at when this slot was made: its
     /// records go out under this epoch only. A slot outlives a reload only as a stale one,
@@ -66,6 +71,7 @@ impl SlotState {
     fn new(group: Option<Group>, leader_epoch: i32) -> Slot {
         let state = SlotState {
             group,
+            consumer: None,
             waiters: HashMap::new(),
             leader_epoch,
         };
@@ -269,6 +275,14 @@ impl GroupRegistry {
         let token = self.shared.token();
         let (sender, receiver) = oneshot::channel();
         let state = &mut *locked.state;
+        if let Some(consumer) = &state.consumer {
+            // Kafka turns an empty consumer group into a classic one on a JoinGroup; one
+            // with members is not a classic group.
+            if !consumer.is_empty() {
+                return JoinOutcome::failed(member_id, GroupError::InconsistentGroupProtocol);
+            }
+            state.consumer = None;
+        }
         state.waiters.insert(token, Waiter::Join(sender));
         let group = state
             .group
@@ -370,6 +384,54 @@ impl GroupRegistry {
         }
     }
 
+    /// One ConsumerGroupHeartbeat (KIP-848). A join (epoch 0) creates the group, or takes
+    /// over an id whose classic group has no members (Kafka converts it); a classic group
+    /// with members is not a consumer group (GROUP_ID_NOT_FOUND, as Kafka answers).
+    ///
+    /// A heartbeat for a group this coordinator does not know is UNKNOWN_MEMBER_ID, where
+    /// Kafka says GROUP_ID_NOT_FOUND: Kafka reloads consumer groups from its log after a
+    /// failover, and these are not persisted, so a member that finds its group gone must
+    /// rejoin (which UNKNOWN_MEMBER_ID tells it) rather than stop (which clients do on
+    /// GROUP_ID_NOT_FOUND).
+    pub async fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        request: HeartbeatRequest,
+        config: &ConsumerGroupConfig,
+        topics: &(dyn TopicSource + Sync),
+        now_ms: i64,
+    ) -> Result<HeartbeatAnswer, GroupError> {
+        let joining = request.member_epoch == 0;
+        let mut locked = self
+            .shared
+            .lock_group(group_id, joining)
+            .await?
+            .ok_or(GroupError::UnknownMemberId)?;
+        let state = &mut *locked.state;
+        if let Some(classic) = &state.group {
+            if !classic.is_empty() {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            if !joining {
+                return Err(GroupError::UnknownMemberId);
+            }
+            state.group = None;
+        }
+        let group = state
+            .consumer
+            .get_or_insert_with(|| ConsumerGroup::new(group_id));
+        let mut new_id = || uuid::Uuid::new_v4().to_string();
+        let answer = group.heartbeat(request, now_ms, config, topics, &mut new_id);
+        let deadline = group.next_deadline_ms();
+        // A join that failed leaves no group behind (Kafka applies nothing of it).
+        if group.is_empty() && group.group_epoch() == 0 {
+            state.consumer = None;
+            self.shared.forget(group_id, &locked.slot);
+        }
+        self.shared.set_deadline(group_id, deadline);
+        answer
+    }
+
     /// Starts `tick` for every group whose deadline passed, each as its own task so a
     /// group busy in a slow write holds up no other; returns the next deadline.
     pub fn tick_due(
@@ -403,23 +465,54 @@ impl GroupRegistry {
     /// Read access for DescribeGroups / offset validation; waits for the group's step.
     /// A group of a partition not loaded here is seen as absent.
     pub async fn with_group<T>(&self, group_id: &str, view: impl FnOnce(Option<&Group>) -> T) -> T {
+        self.with_either(group_id, |classic, _| view(classic)).await
+    }
+
+    /// [`Self::with_group`] for a KIP-848 consumer group.
+    pub async fn with_consumer_group<T>(
+        &self,
+        group_id: &str,
+        view: impl FnOnce(Option<&ConsumerGroup>) -> T,
+    ) -> T {
+        self.with_either(group_id, |_, consumer| view(consumer))
+            .await
+    }
+
+    /// The group under `group_id` as whichever kind it is (at most one is `Some`).
+    pub async fn with_either<T>(
+        &self,
+        group_id: &str,
+        view: impl FnOnce(Option<&Group>, Option<&ConsumerGroup>) -> T,
+    ) -> T {
         match self.shared.lock_group(group_id, false).await {
-            Ok(Some(locked)) => view(locked.state.group.as_ref()),
-            Ok(None) | Err(_) => view(None),
+            Ok(Some(locked)) => view(locked.state.group.as_ref(), locked.state.consumer.as_ref()),
+            Ok(None) | Err(_) => view(None, None),
         }
     }
 
-    /// `view` applied to every group (ListGroups), in no particular order.
+    /// `view` applied to every classic group (ListGroups), in no particular order.
     pub async fn map_groups<T>(&self, mut view: impl FnMut(&str, &Group) -> T) -> Vec<T> {
+        self.map_slots(|id, state| state.group.as_ref().map(|group| view(id, group)))
+            .await
+    }
+
+    /// `view` applied to every KIP-848 consumer group, in no particular order.
+    pub async fn map_consumer_groups<T>(
+        &self,
+        mut view: impl FnMut(&str, &ConsumerGroup) -> T,
+    ) -> Vec<T> {
+        self.map_slots(|id, state| state.consumer.as_ref().map(|group| view(id, group)))
+            .await
+    }
+
+    async fn map_slots<T>(&self, mut view: impl FnMut(&str, &SlotState) -> Option<T>) -> Vec<T> {
         let ids: Vec<String> = lock(&self.shared.slots).groups.keys().cloned().collect();
         let mut seen = Vec::with_capacity(ids.len());
         for group_id in ids {
             let Ok(Some(locked)) = self.shared.lock_group(&group_id, false).await else {
                 continue;
             };
-            if let Some(group) = locked.state.group.as_ref() {
-                seen.push(view(&group_id, group));
-            }
+            seen.extend(view(&group_id, &locked.state));
         }
         seen
     }
@@ -431,7 +524,13 @@ impl GroupRegistry {
             return false;
         };
         match slot.try_lock() {
-            Ok(state) => state.group.as_ref().is_some_and(|group| !group.is_empty()),
+            Ok(state) => {
+                state.group.as_ref().is_some_and(|group| !group.is_empty())
+                    || state
+                        .consumer
+                        .as_ref()
+                        .is_some_and(|group| !group.is_empty())
+            }
             Err(_) => true,
         }
     }
@@ -449,6 +548,16 @@ impl GroupRegistry {
             .await?
             .ok_or(GroupError::GroupIdNotFound)?;
         let state = &mut *locked.state;
+        if let Some(consumer) = &state.consumer {
+            // Nothing of a consumer group is persisted: dropping it is the whole delete.
+            if !consumer.is_empty() {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            state.consumer = None;
+            lock(&self.shared.deadlines).remove(group_id);
+            self.shared.forget(group_id, &locked.slot);
+            return Ok(());
+        }
         let group = state.group.as_mut().ok_or(GroupError::GroupIdNotFound)?;
         let effects = group.delete()?;
         let failed = self
@@ -485,6 +594,7 @@ fn resign(state: &mut SlotState) {
         }
     }
     state.group = None;
+    state.consumer = None;
 }
 
 /// The error a request gets when the group's metadata write failed (Kafka 4's mapping:
@@ -558,7 +668,7 @@ impl Shared {
             if !self.is_current(group_id, &slot) {
                 continue;
             }
-            if state.group.is_none() && !create {
+            if state.group.is_none() && state.consumer.is_none() && !create {
                 return Ok(None);
             }
             return Ok(Some(Locked { slot, state }));
@@ -584,12 +694,31 @@ impl Shared {
         }
     }
 
+    /// Sets (or, with `None`, clears) when a group next wants a tick.
+    fn set_deadline(&self, group_id: &str, at: Option<i64>) {
+        let mut deadlines = lock(&self.deadlines);
+        match at {
+            Some(at) => {
+                deadlines.insert(group_id.to_string(), at);
+                self.timer.notify_one();
+            }
+            None => {
+                deadlines.remove(group_id);
+            }
+        }
+    }
+
     /// One timer tick of one group, under that group's lock only.
     async fn tick(&self, group_id: &str, log: &Partition, now_ms: i64) {
         let Ok(Some(mut locked)) = self.lock_group(group_id, false).await else {
             return;
         };
         let state = &mut *locked.state;
+        if let Some(consumer) = state.consumer.as_mut() {
+            consumer.tick(now_ms);
+            self.set_deadline(group_id, consumer.next_deadline_ms());
+            return;
+        }
         let Some(group) = state.group.as_mut() else {
             return;
         };

@@ -495,10 +495,19 @@ fn network(out: &mut Exposition) {
 /// Groups coordinated here: Kafka's `GroupMetadataManager` counts by state, and
 /// kafka-exporter's per-group members, committed offsets and lag.
 async fn groups(out: &mut Exposition, broker: &Broker) {
-    let groups = broker
-        .groups
-        .registry
+    let registry = &broker.groups.registry;
+    let groups = registry
         .map_groups(|id, group| (id.to_string(), group.state(), group.members().len()))
+        .await;
+    // KIP-848 groups, by Kafka's `consumer-group-count` states.
+    let consumer_groups = registry
+        .map_consumer_groups(|id, group| {
+            (
+                id.to_string(),
+                group.state().name(),
+                group.members().count(),
+            )
+        })
         .await;
     let states = [
         ("", None),
@@ -517,19 +526,29 @@ async fn groups(out: &mut Exposition, broker: &Broker) {
         out.family(&name, Kind::Gauge, "Groups coordinated here (by state).");
         out.sample(&name, &[], count as f64);
     }
+    let name = "kafka_server_group_coordinator_metrics_consumer_group_count";
+    let help = "KIP-848 consumer groups coordinated here (by state).";
+    out.family(name, Kind::Gauge, help);
+    for state in ["Empty", "Assigning", "Reconciling", "Stable"] {
+        let count = consumer_groups.iter().filter(|g| g.1 == state).count();
+        out.sample(name, &[("state", &state.to_lowercase())], count as f64);
+    }
+    let classic = groups
+        .iter()
+        .map(|(id, state, members)| (id, state.as_str(), *members));
+    let consumer = consumer_groups
+        .iter()
+        .map(|(id, state, members)| (id, *state, *members));
+    let all: Vec<(&String, &str, usize)> = classic.chain(consumer).collect();
     let name = "kafka_consumergroup_members";
     out.family(name, Kind::Gauge, "Members of the group.");
-    for (id, _, members) in &groups {
+    for (id, _, members) in &all {
         out.sample(name, &[("consumergroup", id)], *members as f64);
     }
     let name = "kafka_consumergroup_state";
     out.family(name, Kind::Gauge, "1 for the group's state.");
-    for (id, state, _) in &groups {
-        out.sample(
-            name,
-            &[("consumergroup", id), ("state", state.as_str())],
-            1.0,
-        );
+    for (id, state, _) in &all {
+        out.sample(name, &[("consumergroup", id), ("state", state)], 1.0);
     }
     committed_offsets(out, broker);
 }

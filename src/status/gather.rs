@@ -18,6 +18,7 @@ use super::view::{BrokerRow, GroupRow, LagRow, MemberRow, PartitionRow, StatusVi
 use crate::broker::Broker;
 use crate::controller::{MetadataImage, NO_LEADER};
 use crate::group::GroupState;
+use crate::group::consumer::ConsumerGroupConfig;
 use crate::http::server::{Response, RouteFuture};
 use crate::metrics::scrape::committed_lag;
 
@@ -144,6 +145,37 @@ async fn groups(broker: &Broker) -> Vec<GroupRow> {
         .filter(|row| row.state != GroupState::Dead.as_str())
         .map(|row| (row.group_id.clone(), row))
         .collect();
+    let image = broker.image();
+    let consumer = broker
+        .groups
+        .registry
+        .map_consumer_groups(|id, group| GroupRow {
+            group_id: id.to_string(),
+            state: group.state().name().to_string(),
+            // A KIP-848 group has no client-side protocol; it runs a server-side assignor.
+            protocol: format!(
+                "consumer ({})",
+                group.assignor(&consumer_config(broker)).name()
+            ),
+            members: group
+                .members()
+                .map(|member| MemberRow {
+                    assignment: (member.assigned.iter())
+                        .filter_map(|(topic_id, partitions)| {
+                            let name = image.topic_names.get(topic_id)?.clone();
+                            Some((name, partitions.iter().copied().collect()))
+                        })
+                        .collect(),
+                    member_id: member.member_id.clone(),
+                    client_id: member.client_id.clone(),
+                    host: member.client_host.clone(),
+                })
+                .collect(),
+            lag: Vec::new(),
+        });
+    for row in consumer.await {
+        rows.insert(row.group_id.clone(), row);
+    }
     for ((group, topic, partition), (committed_offset, lag)) in committed_lag(broker) {
         let row = rows.entry(group.clone()).or_insert_with(|| GroupRow {
             group_id: group,
@@ -160,6 +192,10 @@ async fn groups(broker: &Broker) -> Vec<GroupRow> {
         });
     }
     rows.into_values().collect()
+}
+
+fn consumer_config(broker: &Broker) -> ConsumerGroupConfig {
+    broker.config.consumer_groups.unwrap_or_default()
 }
 
 /// The (topic, partitions) of a consumer-protocol assignment; empty for another protocol

@@ -1,0 +1,717 @@
+//! A KIP-848 consumer group (Kafka's `ConsumerGroup` and the ConsumerGroupHeartbeat half
+//! of `GroupMetadataManager`) as a pure state machine: a heartbeat goes in with the time,
+//! the broker's settings and a view of the metadata image; an answer comes out.
+//!
+//! Epochs: the group epoch moves when membership, a subscription or a subscribed topic's
+//! partition count changes; the target assignment is then recomputed at once (the
+//! assignors are pure and quick), and each member is reconciled towards it on its own
+//! heartbeats (`member.rs`). No partition is held by two members at once: `holders` names
+//! the one member that holds each partition, and a member is only given a partition that
+//! no other member holds.
+//!
+//! Not persisted: unlike Kafka, which writes the group's records to `__consumer_offsets`,
+//! the group lives in the coordinator's memory. After a failover the members' heartbeats
+//! get UNKNOWN_MEMBER_ID and they rejoin with epoch 0, having let go of their partitions,
+//! so the same no-double-ownership rule holds; committed offsets are persisted as always.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use uuid::Uuid;
+
+use super::assignor::{Assignment, Assignor, AssignorMember, TopicInfo};
+use super::member::{ConsumerMember, LEFT_STATIC_EPOCH, MemberState, Target, is_subset};
+use super::topic_regex::TopicRegex;
+use crate::group::GroupError;
+
+/// A member's epoch in a heartbeat that joins (or rejoins) the group.
+pub const JOIN_EPOCH: i32 = 0;
+/// A member's epoch in a heartbeat that leaves the group for good.
+pub const LEAVE_EPOCH: i32 = -1;
+
+/// The configured assignors, most preferred first (`group.consumer.assignors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignors {
+    pub first: Assignor,
+    pub second: Option<Assignor>,
+}
+
+impl Assignors {
+    pub fn get(self, name: &str) -> Option<Assignor> {
+        let named = Assignor::from_name(name)?;
+        (named == self.first || Some(named) == self.second).then_some(named)
+    }
+}
+
+/// The broker's consumer-group settings, Kafka names in the comments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupConfig {
+    /// `group.consumer.session.timeout.ms`
+    pub session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`
+    pub heartbeat_interval_ms: i32,
+    /// `group.consumer.max.size`
+    pub max_size: i32,
+    /// `group.consumer.assignors`
+    pub assignors: Assignors,
+}
+
+impl Default for ConsumerGroupConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            max_size: i32::MAX,
+            assignors: Assignors {
+                first: Assignor::Uniform,
+                second: Some(Assignor::Range),
+            },
+        }
+    }
+}
+
+/// A decoded ConsumerGroupHeartbeat plus what the connection knows about the client.
+/// `None` (or -1 for the timeout) means "unchanged since the last heartbeat".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatRequest {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_topic_names: Option<Vec<String>>,
+    /// v1+: an empty string drops a regex subscription.
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    /// The partitions the member owns, by topic id.
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+    /// v1+ (KIP-1082): the client makes its member id, so a join must carry one.
+    pub client_makes_member_id: bool,
+}
+
+/// A heartbeat's answer; `assignment` is sent only on a join, a full heartbeat, or when
+/// the member's assigned partitions changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeartbeatAnswer {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    pub assignment: Option<Assignment>,
+}
+
+/// Kafka's `ConsumerGroup.ConsumerGroupState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerGroupState {
+    Empty,
+    /// The group epoch moved and no heartbeat has recomputed the target yet.
+    Assigning,
+    /// Some member has not reached the target epoch with its whole target.
+    Reconciling,
+    Stable,
+}
+
+impl ConsumerGroupState {
+    /// The name ListGroups and DescribeGroups give (Kafka's `toString`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsumerGroupState::Empty => "Empty",
+            ConsumerGroupState::Assigning => "Assigning",
+            ConsumerGroupState::Reconciling => "Reconciling",
+            ConsumerGroupState::Stable => "Stable",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerGroup {
+    group_id: String,
+    group_epoch: i32,
+    /// The group epoch the target assignment was computed at.
+    target_epoch: i32,
+    members: BTreeMap<String, ConsumerMember>,
+    /// Member id -> its target assignment.
+    targets: BTreeMap<String, Assignment>,
+    /// The subscribed topics (by name or by a member's regex) as the last heartbeat saw
+    /// them; a change moves the group epoch.
+    topics: BTreeMap<String, TopicInfo>,
+    /// Each subscribed regex and the topics it matched then.
+    resolved: BTreeMap<String, BTreeSet<String>>,
+    /// Compiled subscribed regexes, by pattern.
+    regexes: HashMap<String, TopicRegex>,
+    /// Partition -> the member holding it (assigned, or still revoking).
+    holders: HashMap<(Uuid, i32), String>,
+}
+
+/// The metadata image as a group sees it.
+pub trait TopicSource {
+    /// A topic by name, if it exists.
+    fn lookup(&self, name: &str) -> Option<TopicInfo>;
+    /// Every topic a regex may match (internal topics are left out).
+    fn names(&self) -> Vec<String>;
+}
+
+impl ConsumerGroup {
+    pub fn new(group_id: &str) -> ConsumerGroup {
+        ConsumerGroup {
+            group_id: group_id.to_string(),
+            group_epoch: 0,
+            target_epoch: 0,
+            members: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            resolved: BTreeMap::new(),
+            regexes: HashMap::new(),
+            holders: HashMap::new(),
+        }
+    }
+
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    pub fn group_epoch(&self) -> i32 {
+        self.group_epoch
+    }
+
+    pub fn target_epoch(&self) -> i32 {
+        self.target_epoch
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &ConsumerMember> {
+        self.members.values()
+    }
+
+    pub fn target_of(&self, member_id: &str) -> Option<&Assignment> {
+        self.targets.get(member_id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn state(&self) -> ConsumerGroupState {
+        if self.members.is_empty() {
+            ConsumerGroupState::Empty
+        } else if self.group_epoch != self.target_epoch {
+            ConsumerGroupState::Assigning
+        } else if self
+            .members
+            .values()
+            .any(|m| !m.is_reconciled_to(self.target_epoch))
+        {
+            ConsumerGroupState::Reconciling
+        } else {
+            ConsumerGroupState::Stable
+        }
+    }
+
+    /// The assignor the group runs: the one most members asked for (ties go to the
+    /// configured order), else the first configured (Kafka's rule).
+    pub fn assignor(&self, config: &ConsumerGroupConfig) -> Assignor {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for member in self.members.values() {
+            if let Some(name) = member.server_assignor.as_deref() {
+                *votes.entry(name).or_default() += 1;
+            }
+        }
+        let assignors = config.assignors;
+        let order = |a: Assignor| if a == assignors.first { 0 } else { 1 };
+        votes
+            .into_iter()
+            .filter_map(|(name, count)| assignors.get(name).map(|a| (a, count)))
+            .max_by_key(|(a, count)| (*count, std::cmp::Reverse(order(*a))))
+            .map_or(assignors.first, |(a, _)| a)
+    }
+
+    /// Every topic a member subscribes to, by name or through its regex (OffsetDelete
+    /// refuses to drop their offsets).
+    pub fn subscribed_topic_names(&self) -> BTreeSet<String> {
+        let by_name = self.members.values().flat_map(|m| m.subscribed.iter());
+        by_name
+            .chain(self.resolved.values().flatten())
+            .cloned()
+            .collect()
+    }
+
+    /// When the next member's session or revocation deadline falls.
+    pub fn next_deadline_ms(&self) -> Option<i64> {
+        self.members
+            .values()
+            .flat_map(|m| [Some(m.session_deadline_ms), m.revocation_deadline_ms])
+            .flatten()
+            .min()
+    }
+
+    /// Removes members whose session ended or who did not revoke in time (Kafka fences
+    /// them); returns their ids.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.session_deadline_ms <= now_ms
+                    || m.revocation_deadline_ms.is_some_and(|at| at <= now_ms)
+            })
+            .map(|m| m.member_id.clone())
+            .collect();
+        for member_id in &expired {
+            tracing::info!(group = self.group_id, member = member_id, "member fenced");
+            self.remove_member(member_id);
+        }
+        expired
+    }
+
+    /// One ConsumerGroupHeartbeat.
+    pub fn heartbeat(
+        &mut self,
+        request: HeartbeatRequest,
+        now_ms: i64,
+        config: &ConsumerGroupConfig,
+        topics: &dyn TopicSource,
+        new_member_id: &mut dyn FnMut() -> String,
+    ) -> Result<HeartbeatAnswer, GroupError> {
+        validate(&request, config)?;
+        if let Some(pattern) = request.subscribed_topic_regex.as_deref()
+            && !pattern.is_empty()
+            && !self.regexes.contains_key(pattern)
+        {
+            let regex = TopicRegex::new(pattern).map_err(GroupError::InvalidRegularExpression)?;
+            self.regexes.insert(pattern.to_string(), regex);
+        }
+        if request.member_epoch == LEAVE_EPOCH || request.member_epoch == LEFT_STATIC_EPOCH {
+            return self.leave(&request, config);
+        }
+        let (member_id, mut changed) =
+            self.find_or_join(&request, config, now_ms, new_member_id)?;
+        let member = self.members.get_mut(&member_id).expect("found or joined");
+        let assigned_before = member.assigned.clone();
+        if let Some(names) = &request.subscribed_topic_names {
+            let mut names = names.clone();
+            names.sort_unstable();
+            names.dedup();
+            changed |= names != member.subscribed;
+            member.subscribed = names;
+        }
+        if let Some(pattern) = &request.subscribed_topic_regex {
+            let pattern = Some(pattern.clone()).filter(|p| !p.is_empty());
+            changed |= pattern != member.subscribed_regex;
+            member.subscribed_regex = pattern;
+        }
+        if let Some(assignor) = &request.server_assignor {
+            changed |= member.server_assignor.as_ref() != Some(assignor);
+            member.server_assignor = Some(assignor.clone());
+        }
+        if let Some(rack) = &request.rack_id {
+            changed |= member.rack_id.as_ref() != Some(rack);
+            member.rack_id = Some(rack.clone());
+        }
+        if request.rebalance_timeout_ms != -1 {
+            member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        }
+        member.client_id = request.client_id.clone();
+        member.client_host = request.client_host.clone();
+        member.session_deadline_ms = now_ms + i64::from(config.session_timeout_ms);
+
+        let (subscribed, resolved) = self.subscribed_topics(topics);
+        if subscribed != self.topics || resolved != self.resolved {
+            self.topics = subscribed;
+            self.resolved = resolved;
+            changed = true;
+        }
+        if changed {
+            self.group_epoch += 1;
+        }
+        if self.group_epoch > self.target_epoch {
+            self.compute_targets(config);
+        }
+        self.reconcile(&member_id, request.owned.as_ref(), now_ms);
+
+        let member = &self.members[&member_id];
+        let full = request.rebalance_timeout_ms != -1
+            && (request.subscribed_topic_names.is_some()
+                || request.subscribed_topic_regex.is_some())
+            && request.owned.is_some();
+        let send = request.member_epoch == JOIN_EPOCH || full || member.assigned != assigned_before;
+        Ok(HeartbeatAnswer {
+            member_id: member_id.clone(),
+            member_epoch: member.member_epoch,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            assignment: send.then(|| member.assigned.clone()),
+        })
+    }
+
+    /// The member a heartbeat speaks for: an existing one (epoch checked), or one that
+    /// joins now (epoch 0), possibly taking over a static member's place. The flag is set
+    /// for a member new to the group, whose arrival moves the group epoch.
+    fn find_or_join(
+        &mut self,
+        request: &HeartbeatRequest,
+        config: &ConsumerGroupConfig,
+        now_ms: i64,
+        new_member_id: &mut dyn FnMut() -> String,
+    ) -> Result<(String, bool), GroupError> {
+        let static_holder = request.instance_id.as_deref().and_then(|instance| {
+            self.members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance))
+                .map(|m| m.member_id.clone())
+        });
+        if request.member_epoch != JOIN_EPOCH {
+            let member = self
+                .members
+                .get(&request.member_id)
+                .ok_or(GroupError::UnknownMemberId)?;
+            if let Some(holder) = &static_holder
+                && *holder != request.member_id
+            {
+                return Err(GroupError::FencedInstanceId);
+            }
+            let epoch = request.member_epoch;
+            let lost_answer = epoch == member.previous_epoch
+                && request
+                    .owned
+                    .as_ref()
+                    .is_some_and(|owned| is_subset(owned, &member.assigned));
+            if epoch > member.member_epoch || (epoch < member.member_epoch && !lost_answer) {
+                return Err(GroupError::FencedMemberEpoch);
+            }
+            return Ok((request.member_id.clone(), false));
+        }
+        if !request.member_id.is_empty() && self.members.contains_key(&request.member_id) {
+            if static_holder
+                .as_ref()
+                .is_some_and(|holder| *holder != request.member_id)
+            {
+                return Err(GroupError::UnreleasedInstanceId);
+            }
+            return Ok((request.member_id.clone(), false));
+        }
+        let member_id = if request.member_id.is_empty() {
+            new_member_id()
+        } else {
+            request.member_id.clone()
+        };
+        if let Some(holder) = static_holder {
+            let old = &self.members[&holder];
+            if old.member_epoch != LEFT_STATIC_EPOCH {
+                return Err(GroupError::UnreleasedInstanceId);
+            }
+            // The instance comes back under a new id: it takes over the old member's
+            // partitions and epoch, so nothing moves (KIP-345's promise, kept by KIP-848).
+            let mut member = self.members.remove(&holder).expect("found above");
+            member.member_id = member_id.clone();
+            member.member_epoch = member.previous_epoch;
+            for holder_of in self.holders.values_mut() {
+                if *holder_of == holder {
+                    *holder_of = member_id.clone();
+                }
+            }
+            if let Some(target) = self.targets.remove(&holder) {
+                self.targets.insert(member_id.clone(), target);
+            }
+            self.members.insert(member_id.clone(), member);
+            return Ok((member_id, false));
+        }
+        if self.members.len() >= usize::try_from(config.max_size).unwrap_or(0) {
+            return Err(GroupError::GroupMaxSizeReached);
+        }
+        let member = ConsumerMember {
+            member_id: member_id.clone(),
+            instance_id: request.instance_id.clone(),
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            rebalance_timeout_ms: request.rebalance_timeout_ms,
+            subscribed: Vec::new(),
+            subscribed_regex: None,
+            server_assignor: None,
+            state: MemberState::Stable,
+            member_epoch: JOIN_EPOCH,
+            previous_epoch: JOIN_EPOCH,
+            assigned: Assignment::new(),
+            pending_revocation: Assignment::new(),
+            session_deadline_ms: now_ms + i64::from(config.session_timeout_ms),
+            revocation_deadline_ms: None,
+        };
+        self.members.insert(member_id.clone(), member);
+        Ok((member_id, true))
+    }
+
+    fn leave(
+        &mut self,
+        request: &HeartbeatRequest,
+        config: &ConsumerGroupConfig,
+    ) -> Result<HeartbeatAnswer, GroupError> {
+        let member_id = match request.instance_id.as_deref() {
+            Some(instance) => {
+                let holder = self
+                    .members
+                    .values()
+                    .find(|m| m.instance_id.as_deref() == Some(instance))
+                    .ok_or(GroupError::UnknownMemberId)?;
+                if holder.member_id != request.member_id {
+                    return Err(GroupError::FencedInstanceId);
+                }
+                holder.member_id.clone()
+            }
+            None if self.members.contains_key(&request.member_id) => request.member_id.clone(),
+            None => return Err(GroupError::UnknownMemberId),
+        };
+        if request.member_epoch == LEFT_STATIC_EPOCH {
+            // Away for a restart: keeps its partitions until its session ends.
+            let member = self.members.get_mut(&member_id).expect("found above");
+            if member.member_epoch != LEFT_STATIC_EPOCH {
+                member.previous_epoch = member.member_epoch;
+                member.member_epoch = LEFT_STATIC_EPOCH;
+            }
+        } else {
+            tracing::info!(group = self.group_id, member = member_id, "member left");
+            self.remove_member(&member_id);
+        }
+        Ok(HeartbeatAnswer {
+            member_id,
+            member_epoch: request.member_epoch,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            assignment: None,
+        })
+    }
+
+    fn remove_member(&mut self, member_id: &str) {
+        if self.members.remove(member_id).is_none() {
+            return;
+        }
+        self.targets.remove(member_id);
+        self.holders.retain(|_, holder| holder != member_id);
+        self.group_epoch += 1;
+    }
+
+    /// Every topic some member subscribes to, by name or by regex, that exists now; and
+    /// what each regex matched. Regexes no member uses any more are dropped.
+    fn subscribed_topics(
+        &mut self,
+        source: &dyn TopicSource,
+    ) -> (
+        BTreeMap<String, TopicInfo>,
+        BTreeMap<String, BTreeSet<String>>,
+    ) {
+        let patterns: BTreeSet<&str> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_regex.as_deref())
+            .collect();
+        self.regexes
+            .retain(|pattern, _| patterns.contains(pattern.as_str()));
+        let mut resolved = BTreeMap::new();
+        if !patterns.is_empty() {
+            let names = source.names();
+            for pattern in patterns {
+                let Some(regex) = self.regexes.get(pattern) else {
+                    continue;
+                };
+                let matched = names.iter().filter(|n| regex.matches(n)).cloned().collect();
+                resolved.insert(pattern.to_string(), matched);
+            }
+        }
+        let mut topics = BTreeMap::new();
+        let by_name = self.members.values().flat_map(|m| m.subscribed.iter());
+        for name in by_name.chain(resolved.values().flatten()) {
+            if topics.contains_key(name) {
+                continue;
+            }
+            if let Some(info) = source.lookup(name).filter(|info| info.partitions > 0) {
+                topics.insert(name.clone(), info);
+            }
+        }
+        (topics, resolved)
+    }
+
+    /// A member's subscription: its topic names and what its regex matched.
+    fn effective_subscription(&self, member: &ConsumerMember) -> Vec<String> {
+        let matched = member
+            .subscribed_regex
+            .as_ref()
+            .and_then(|pattern| self.resolved.get(pattern))
+            .into_iter()
+            .flatten();
+        let all: BTreeSet<&String> = member.subscribed.iter().chain(matched).collect();
+        all.into_iter().cloned().collect()
+    }
+
+    fn compute_targets(&mut self, config: &ConsumerGroupConfig) {
+        let assignor = self.assignor(config);
+        let subscriptions: Vec<(&str, Vec<String>)> = self
+            .members
+            .values()
+            .map(|m| (m.member_id.as_str(), self.effective_subscription(m)))
+            .collect();
+        let members: Vec<AssignorMember<'_>> = subscriptions
+            .iter()
+            .map(|(member_id, subscribed)| AssignorMember {
+                member_id,
+                subscribed,
+                previous: self.targets.get(*member_id),
+            })
+            .collect();
+        let targets = assignor.assign(&members, &self.topics);
+        self.targets = targets;
+        self.target_epoch = self.group_epoch;
+    }
+
+    /// Moves one member towards its target and keeps `holders` and its revocation
+    /// deadline in step.
+    fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now_ms: i64) {
+        let empty = Assignment::new();
+        let partitions = self.targets.get(member_id).unwrap_or(&empty);
+        let holders = &self.holders;
+        let owned_elsewhere =
+            |topic: Uuid, p: i32| holders.get(&(topic, p)).is_some_and(|h| h != member_id);
+        let target = Target {
+            epoch: self.target_epoch,
+            partitions,
+            owned_elsewhere: &owned_elsewhere,
+        };
+        let member = self.members.get_mut(member_id).expect("a member");
+        let was = (member.state, member.member_epoch);
+        member.reconcile(&target, owned);
+        if member.state != MemberState::UnrevokedPartitions {
+            member.revocation_deadline_ms = None;
+        } else if was != (member.state, member.member_epoch)
+            || member.revocation_deadline_ms.is_none()
+        {
+            let timeout = i64::from(member.rebalance_timeout_ms.max(0));
+            member.revocation_deadline_ms = Some(now_ms + timeout);
+        }
+        let holds: Vec<(Uuid, i32)> = member.holds().collect();
+        self.holders.retain(|_, holder| holder != member_id);
+        for partition in holds {
+            let previous = self.holders.insert(partition, member_id.to_string());
+            debug_assert!(previous.is_none(), "a partition held by two members");
+        }
+    }
+
+    /// The group's bookkeeping agrees with itself (simulation and tests): members hold
+    /// disjoint partitions, `holders` names exactly those, targets are disjoint, and no
+    /// member is ahead of the target epoch.
+    #[cfg(test)]
+    pub fn check(&self) {
+        let mut held = HashMap::new();
+        for member in self.members.values() {
+            for partition in member.holds() {
+                let other = held.insert(partition, member.member_id.clone());
+                assert!(
+                    other.is_none(),
+                    "{partition:?} held by {other:?} and {member:?}"
+                );
+            }
+            assert!(member.member_epoch <= self.target_epoch || self.members.is_empty());
+        }
+        assert_eq!(held, self.holders);
+        let mut targeted = std::collections::HashSet::new();
+        for target in self.targets.values() {
+            for (topic, partitions) in target {
+                for partition in partitions {
+                    assert!(targeted.insert((*topic, *partition)), "targeted twice");
+                }
+            }
+        }
+        assert!(self.target_epoch <= self.group_epoch);
+    }
+
+    /// Kafka's `ConsumerGroup.validateOffsetCommit`. `version` is OffsetCommit's; `None`
+    /// for TxnOffsetCommit, which may also leave the member out entirely.
+    pub fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        member_epoch: i32,
+        version: Option<i16>,
+    ) -> Result<(), GroupError> {
+        // An admin client or a consumer without group management: only to an empty group.
+        if member_epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        let anonymous = member_epoch == -1 && member_id.is_empty() && instance_id.is_none();
+        if version.is_none() && anonymous {
+            return Ok(());
+        }
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if version.is_some_and(|v| v < 9) {
+            return Err(GroupError::UnsupportedVersion);
+        }
+        if member_epoch != member.member_epoch {
+            return Err(GroupError::StaleMemberEpoch);
+        }
+        Ok(())
+    }
+
+    /// Kafka's `ConsumerGroup.validateOffsetFetch` (OffsetFetch v9+): a request that names
+    /// no member (an admin client) reads freely; one that does must be that member at its
+    /// current epoch.
+    pub fn validate_offset_fetch(
+        &self,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), GroupError> {
+        let Some(member_id) = member_id else {
+            return if member_epoch < 0 {
+                Ok(())
+            } else {
+                Err(GroupError::UnknownMemberId)
+            };
+        };
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if member_epoch != member.member_epoch {
+            return Err(GroupError::StaleMemberEpoch);
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`, before any state is looked at.
+fn validate(request: &HeartbeatRequest, config: &ConsumerGroupConfig) -> Result<(), GroupError> {
+    let invalid = |why: &str| Err(GroupError::InvalidRequest(why.to_string()));
+    if request.instance_id.as_deref() == Some("") {
+        return invalid("InstanceId can't be empty.");
+    }
+    if request.rack_id.as_deref() == Some("") {
+        return invalid("RackId can't be empty.");
+    }
+    match request.member_epoch {
+        JOIN_EPOCH => {
+            if request.rebalance_timeout_ms == -1 {
+                return invalid("RebalanceTimeoutMs must be provided in first request.");
+            }
+            if request.owned.as_ref().is_none_or(|owned| !owned.is_empty()) {
+                return invalid("TopicPartitions must be empty when (re-)joining.");
+            }
+            if request.subscribed_topic_names.is_none() && request.subscribed_topic_regex.is_none()
+            {
+                return invalid(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
+            }
+            if request.client_makes_member_id && request.member_id.is_empty() {
+                return invalid("MemberId can't be empty.");
+            }
+        }
+        LEFT_STATIC_EPOCH if request.instance_id.is_none() => {
+            return invalid("InstanceId can't be null.");
+        }
+        epoch if epoch < LEFT_STATIC_EPOCH => return invalid("MemberEpoch is invalid."),
+        _ if request.member_id.is_empty() => return invalid("MemberId can't be empty."),
+        _ => {}
+    }
+    if let Some(name) = request.server_assignor.as_deref()
+        && config.assignors.get(name).is_none()
+    {
+        return Err(GroupError::UnsupportedAssignor);
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! KIP-848 consumer groups: the server-side rebalance protocol (ConsumerGroupHeartbeat).
+//! The coordinator computes each member's target assignment with a server-side assignor
+//! and moves members towards it one heartbeat at a time; the classic protocol's
+//! JoinGroup/SyncGroup round trips and client-side assignors are not involved.
+//!
+//! - [`assignor`]: the `uniform` and `range` assignors.
+//! - [`member`]: one member and its reconciliation (revoke, then take what is free).
+//! - [`group`]: the group state machine: epochs, membership, targets, timeouts.
+//! - [`topic_regex`]: regex subscriptions (ConsumerGroupHeartbeat v1).
+
+pub mod assignor;
+#[allow(clippy::module_inception)]
+mod group;
+mod member;
+#[cfg(test)]
+mod sim;
+mod topic_regex;
+
+pub use assignor::{Assignment, Assignor, TopicInfo};
+pub use group::{
+    Assignors, ConsumerGroup, ConsumerGroupConfig, ConsumerGroupState, HeartbeatAnswer,
+    HeartbeatRequest, TopicSource,
+};
+pub use member::{ConsumerMember, MemberState};
