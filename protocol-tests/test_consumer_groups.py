@@ -12,8 +12,6 @@ offset its previous owner committed.
 """
 
 import base64
-import json
-import sys
 import time
 import uuid
 
@@ -24,6 +22,7 @@ import clients
 import cluster
 import rawkafka
 from test_groups import (
+    Victim,
     assert_exactly_once,
     assert_partitions_read_in_order,
     by_name,
@@ -267,72 +266,13 @@ def test_members_join_and_leave(broker, topic, group_members, assignor):
     assert len(ids) == 3 and all(ids)
 
 
-VICTIM_SCRIPT = r"""
-import json, sys
-from confluent_kafka import Consumer, TopicPartition
-config, topic = json.loads(sys.argv[1]), sys.argv[2]
-
-def emit(kind, **fields):
-    print(json.dumps(dict(kind=kind, **fields)), flush=True)
-
-def on_assign(consumer, partitions):
-    consumer.incremental_assign(partitions)
-    emit("assign", partitions=sorted(tp.partition for tp in partitions))
-
-def on_revoke(consumer, partitions):
-    consumer.incremental_unassign(partitions)
-    emit("revoke", partitions=sorted(tp.partition for tp in partitions))
-
-consumer = Consumer(config)
-consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
-while True:
-    messages = [m for m in consumer.consume(100, 0.1) if m.error() is None]
-    if messages:
-        last = {}
-        for m in messages:
-            last[m.partition()] = m.offset()
-        consumer.commit(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()],
-                        asynchronous=False)
-        emit("consumed", records=[[m.partition(), m.offset(), m.value().decode()]
-                                  for m in messages])
-"""
-
-
-class Victim:
-    """A KIP-848 group member in a child process, killed with SIGKILL (no leave)."""
-
-    def __init__(self, broker, topic, group):
-        self.name = "victim"
-        self.topic = topic
-        config = clients.plain_config(clients.group_consumer_config(
-            broker, group, **{"client.id": self.name, "group.protocol": "consumer"}))
-        self.process = clients.JsonLinesProcess(
-            [sys.executable, "-c", VICTIM_SCRIPT, json.dumps(config), topic], self.name)
-
-    def partitions(self):
-        held = set()
-        for event in self.process.events():
-            if event["kind"] == "assign":
-                held |= set(event["partitions"])
-            elif event["kind"] == "revoke":
-                held -= set(event["partitions"])
-        return frozenset(held)
-
-    def records(self):
-        return [clients.GroupRecord(self.topic, p, o, v)
-                for event in self.process.events("consumed") for p, o, v in event["records"]]
-
-    def values(self):
-        return [record.value for record in self.records()]
-
-
 def test_a_killed_members_partitions_move_after_its_session_times_out(broker, topic,
                                                                        group_members):
     clients.create_topic(broker, topic, PARTITIONS)
     group = f"{topic}-group"
     survivor = member(group_members, broker, "survivor", group, [topic])
     clients.wait_balanced([survivor], topic, PARTITIONS)
-    victim = Victim(broker, topic, group)
+    victim = Victim(broker, topic, group, protocol="consumer")
     try:
         def shared():
             mine, theirs = survivor.partitions(topic), victim.partitions()
@@ -413,7 +353,9 @@ def test_a_static_member_restarts_into_its_own_partitions(broker, topic, group_m
 
     mark, b_id = a.event_count(), b.member_id
     b.close()
-    time.sleep(4 * HEARTBEAT_MS / 1000)
+    # Three heartbeats of a: had b's partitions been freed, a would have them by now. Well
+    # inside b's 6 s session, so its restart below still finds its place.
+    time.sleep(3 * HEARTBEAT_MS / 1000)
     assert a.partitions(topic) == owned[a], "a took the away static member's partitions"
     b_again = member(group_members, broker, "static-b-again", group, [topic],
                      **{"group.instance.id": f"{group}-b"})

@@ -16,7 +16,10 @@ move alone.
   answers NOT_COORDINATOR.
 - test_group_survives_kill_of_its_coordinator: kill -9 of the coordinator while a member
   consumes and commits: another node becomes coordinator, the member carries on there,
-  and a new consumer sees exactly the offsets committed (factor 3 only). Both tests' factor
+  and a new consumer sees exactly the offsets committed (factor 3 only). Run for a
+  classic member and for a KIP-848 one (group.protocol=consumer), whose group membership
+  is not persisted: the new coordinator answers its heartbeat UNKNOWN_MEMBER_ID and it
+  rejoins, resuming at its commits. Both tests' factor
   3 runs need the partitions' data replicated: without it the new leader's log is empty.
 
 OffsetFetch v2 is hand-encoded (rawkafka) so the test picks the node it asks.
@@ -33,6 +36,11 @@ from rawkafka import array, int32, string
 OVERRIDES = {
     "group.initial.rebalance.delay.ms": "0",
     "offsets.topic.num.partitions": "3",
+    # KIP-848 members heartbeat at the broker's interval (Kafka's 5 s would slow the test).
+    "group.consumer.min.heartbeat.interval.ms": "500",
+    "group.consumer.heartbeat.interval.ms": "500",
+    "group.consumer.min.session.timeout.ms": "6000",
+    "group.consumer.session.timeout.ms": "6000",
 }
 
 OFFSET_FETCH = 9
@@ -179,7 +187,8 @@ def test_coordinator_fenced_and_back_keeps_committed_offsets(three, topic, group
     second.close()
 
 
-def test_group_survives_kill_of_its_coordinator(three, topic, group_members):
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_group_survives_kill_of_its_coordinator(three, topic, group_members, protocol):
     if three.offsets_replication_factor == 1:
         pytest.skip("one replica: a killed coordinator's partition has no other leader")
     group = f"{topic}-group"
@@ -187,7 +196,8 @@ def test_group_survives_kill_of_its_coordinator(three, topic, group_members):
     produced = clients.produce_values(three.node(others[0]), topic, "a", {0: RECORDS,
                                                                          1: RECORDS})
     member = group_members(three.node(others[1]), "m1", group, [topic],
-                           **{"bootstrap.servers": three.bootstrap})
+                           **{"bootstrap.servers": three.bootstrap,
+                              "group.protocol": protocol})
     clients.wait_consumed([member], produced)
     cluster.wait_until(lambda: committed_by(member, topic) == [RECORDS, RECORDS], 30,
                        what="the first commits")

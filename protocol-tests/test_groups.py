@@ -268,16 +268,24 @@ import json, sys
 from confluent_kafka import Consumer, TopicPartition
 
 config, topic = json.loads(sys.argv[1]), sys.argv[2]
+# KIP-848 members rebalance incrementally: callbacks name only what moves.
+incremental = config.get("group.protocol") == "consumer"
 
 def emit(kind, **fields):
     print(json.dumps(dict(kind=kind, **fields)), flush=True)
 
 def on_assign(consumer, partitions):
-    consumer.assign(partitions)
+    if incremental:
+        consumer.incremental_assign(partitions)
+    else:
+        consumer.assign(partitions)
     emit("assign", partitions=sorted(tp.partition for tp in partitions))
 
 def on_revoke(consumer, partitions):
-    consumer.unassign()
+    if incremental:
+        consumer.incremental_unassign(partitions)
+    else:
+        consumer.unassign()
     emit("revoke", partitions=sorted(tp.partition for tp in partitions))
 
 consumer = Consumer(config)
@@ -300,24 +308,28 @@ while True:
 
 
 class Victim:
-    """A group member in a child process (VICTIM_SCRIPT), killed with SIGKILL."""
+    """A group member in a child process (VICTIM_SCRIPT), killed with SIGKILL; a classic
+    one (range) or, with protocol="consumer", a KIP-848 one."""
 
-    def __init__(self, broker, topic, group):
+    def __init__(self, broker, topic, group, protocol="classic"):
         self.name = "victim"
         self.topic = topic
+        chosen = {"group.protocol": "consumer"} if protocol == "consumer" \
+            else {"partition.assignment.strategy": "range"}
         config = clients.plain_config(clients.group_consumer_config(
-            broker, group, **{"client.id": self.name,
-                              "partition.assignment.strategy": "range"}))
+            broker, group, **{"client.id": self.name, **chosen}))
         self.process = clients.JsonLinesProcess(
             [sys.executable, "-c", VICTIM_SCRIPT, json.dumps(config), topic], self.name)
 
     def partitions(self):
+        """What it holds: an eager revoke names everything held, an incremental one what
+        moves, so both take away the partitions they name."""
         held = set()
         for event in self.process.events():
             if event["kind"] == "assign":
-                held = set(event["partitions"])
+                held |= set(event["partitions"])
             elif event["kind"] == "revoke":
-                held = set()
+                held -= set(event["partitions"])
         return frozenset(held)
 
     def records(self):

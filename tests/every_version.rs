@@ -581,9 +581,6 @@ async fn group_versions(broker: &Broker) {
 
 const OFFSETS_PARTITIONS: i32 = 3;
 
-/// Waits until every offsets partition is loaded: FindCoordinator creates them and their
-/// loads run in the background; until then group requests answer
-/// COORDINATOR_LOAD_IN_PROGRESS, which real clients retry.
 /// ConsumerGroupHeartbeat and ConsumerGroupDescribe at every version: a member joins (v0:
 /// the broker makes its id; v1: the client does), is given the topic, is described with
 /// its assignment at every describe version, and leaves.
@@ -644,6 +641,9 @@ async fn consumer_group_versions(broker: &Broker, topic_id: uuid::Uuid) {
     }
 }
 
+/// Waits until every offsets partition is loaded: FindCoordinator creates them and their
+/// loads run in the background; until then group requests answer
+/// COORDINATOR_LOAD_IN_PROGRESS, which real clients retry.
 async fn wait_offsets_loaded(broker: &Broker) {
     for _ in 0..1000 {
         if (0..OFFSETS_PARTITIONS).all(|partition| broker.groups.is_loaded(partition)) {

@@ -12,6 +12,9 @@ until it is whole again (every node listed by every node, partitions recovered a
 and, while the cluster shows a full ISR at all, every ISR full). The time to recover
 is taken per fault from its injection.
 
+With --group-protocol consumer both groups are KIP-848 consumer groups (pass the broker's
+group.consumer.* timings with --override to keep their failovers short).
+
 The fault phase stops after --faults faults or --max-minutes, whichever comes first;
 then the cluster is made whole, the producers flush and stop, the consumers drain and
 stop, and the independent checker (checker.py) reads every partition from offset 0 and
@@ -290,7 +293,9 @@ def create_topics(nodes, args):
 def start_clients(nodes, args, run_dir):
     common = ["--bootstrap", nodes.bootstrap, "--topics", ",".join(args.topic_names),
               "--partitions", str(args.partitions)]
-    consumers = [Child("consumer", f"consumer-{i}", run_dir, common + ["--group", GROUP])
+    protocol = ["--group-protocol", args.group_protocol]
+    consumers = [Child("consumer", f"consumer-{i}", run_dir,
+                       common + ["--group", GROUP] + protocol)
                  for i in range(1, args.consumers + 1)]
     producers = [Child("producer", f"producer-{i}", run_dir,
                        common + ["--rate", str(args.rate)])
@@ -299,7 +304,7 @@ def start_clients(nodes, args, run_dir):
                   "--partitions", str(args.partitions)]
     txn_consumers = [Child("consumer", f"txnconsumer-{i}", run_dir,
                            txn_common + ["--group", TXN_GROUP,
-                                         "--isolation", "read_committed"])
+                                         "--isolation", "read_committed"] + protocol)
                      for i in range(1, args.txn_consumers + 1)] if args.txn_producers else []
     txn_producers = [Child("txnproducer", name, run_dir, txn_common + [
         "--rate", str(args.txn_rate), "--txn-size-max", str(args.txn_size_max),
@@ -356,6 +361,8 @@ def parse_args(argv):
     parser.add_argument("--min-insync", type=int, default=2)
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--group-protocol", default="classic", choices=("classic", "consumer"),
+                        help="the consumers' group protocol (consumer: KIP-848 groups)")
     parser.add_argument("--rate", type=float, default=100.0,
                         help="records per second per producer")
     parser.add_argument("--txn-producers", type=int, default=1,

@@ -378,8 +378,11 @@ def run_txn_producer(args):
 
 
 class ConsumerState:
-    def __init__(self, log):
+    def __init__(self, log, incremental):
         self.log = log
+        # KIP-848 members (group.protocol=consumer) rebalance incrementally: the callbacks
+        # name only the partitions that move.
+        self.incremental = incremental
         self.seen = 0
         self.committed = 0
         self.last_seen = None
@@ -387,19 +390,28 @@ class ConsumerState:
         self.errors = Counter()
 
     def on_assign(self, consumer, partitions):
-        consumer.assign(partitions)
+        if self.incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         self._event("assign", partitions)
         self.assigned |= {tp_key(tp.topic, tp.partition) for tp in partitions}
 
     def on_revoke(self, consumer, partitions):
-        consumer.unassign()
+        self._let_go(consumer, partitions)
         self._event("revoke", partitions)
-        self.assigned = set()
 
     def on_lost(self, consumer, partitions):
-        consumer.unassign()
+        self._let_go(consumer, partitions)
         self._event("lost", partitions)
-        self.assigned = set()
+
+    def _let_go(self, consumer, partitions):
+        if self.incremental:
+            consumer.incremental_unassign(partitions)
+            self.assigned -= {tp_key(tp.topic, tp.partition) for tp in partitions}
+        else:
+            consumer.unassign()
+            self.assigned = set()
 
     def _event(self, kind, partitions):
         self.log.write(k=kind, parts=sorted(tp_key(tp.topic, tp.partition)
@@ -411,21 +423,25 @@ class ConsumerState:
 
 
 def consumer_config(args, state):
-    return {
+    config = {
         "bootstrap.servers": args.bootstrap,
         "client.id": args.name,
         "group.id": args.group,
+        "group.protocol": args.group_protocol,
         "broker.address.family": "v4",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
-        "session.timeout.ms": args.session_timeout_ms,
-        "heartbeat.interval.ms": 500,
         "fetch.wait.max.ms": 100,
         "socket.timeout.ms": 10000,
         "isolation.level": args.isolation,
         "error_cb": state.on_error,
     }
+    # A KIP-848 member's session and heartbeat are the broker's (group.consumer.*).
+    if args.group_protocol == "classic":
+        config["session.timeout.ms"] = args.session_timeout_ms
+        config["heartbeat.interval.ms"] = 500
+    return config
 
 
 def commit(consumer, state, messages):
@@ -454,7 +470,7 @@ def commit(consumer, state, messages):
 def run_consumer(args):
     stop = stop_event()
     log = JsonLog(args.out)
-    state = ConsumerState(log)
+    state = ConsumerState(log, incremental=args.group_protocol == "consumer")
     consumer = Consumer(consumer_config(args, state))
     consumer.subscribe(args.topics, on_assign=state.on_assign, on_revoke=state.on_revoke,
                        on_lost=state.on_lost)
@@ -500,6 +516,8 @@ def parse_args(argv):
     parser.add_argument("--flush-s", type=float, default=60.0)
     parser.add_argument("--group", default="fault-run")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--group-protocol", default="classic", choices=("classic", "consumer"),
+                        help="librdkafka's group.protocol (consumer: KIP-848)")
     parser.add_argument("--isolation", default="read_committed",
                         choices=("read_committed", "read_uncommitted"),
                         help="consumer isolation level (librdkafka's default)")

@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use super::errors::{coordinator_error, group_error};
+use super::group_admin::GROUP_OPERATIONS_ALL;
 use super::group_offsets::coordinator_partition;
 use crate::broker::Broker;
 use crate::controller::MetadataImage;
@@ -31,9 +32,6 @@ const CLIENT_MEMBER_ID_VERSION_MIN: i16 = 1;
 const MEMBER_TYPE_VERSION_MIN: i16 = 1;
 /// KIP-1099's member type of a member speaking the consumer protocol.
 const MEMBER_TYPE_CONSUMER: i8 = 1;
-
-/// DESCRIBE, DELETE and READ on a group: everything, without ACLs.
-const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// The consumer protocol's settings if it is on: configured
 /// (`group.coordinator.rebalance.protocols`) and finalized (`group.version` >= 1), as
@@ -115,11 +113,7 @@ pub async fn consumer_group_heartbeat(
         subscribed_topic_regex: text(request.subscribed_topic_regex),
         server_assignor: text(request.server_assignor),
         owned,
-        client_id: context
-            .client_id
-            .as_ref()
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
+        client_id: context.client_id_text(),
         client_host: context.client_host.to_string(),
         client_makes_member_id: context.version >= CLIENT_MEMBER_ID_VERSION_MIN,
     };
@@ -162,7 +156,17 @@ pub async fn consumer_group_describe(
     context: &RequestContext,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
-    let config = enabled(broker).copied().unwrap_or_default();
+    let Some(config) = enabled(broker).copied() else {
+        // Kafka answers every group UNSUPPORTED_VERSION while the protocol is off.
+        let refused = (request.group_ids.iter())
+            .map(|id| {
+                DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(ResponseError::UnsupportedVersion.code())
+            })
+            .collect();
+        return ConsumerGroupDescribeResponse::default().with_groups(refused);
+    };
     let image = broker.image();
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for group_id in &request.group_ids {
@@ -199,15 +203,12 @@ async fn describe_one(
         .registry
         .with_either(id, |classic, consumer| match (classic, consumer) {
             (_, Some(group)) => described(base.clone(), group, image, config, version),
-            (Some(_), None) => error(
+            // A classic group, or a simple one known by its offsets.
+            (classic, None) if classic.is_some() || has_offsets => error(
                 ResponseError::GroupIdNotFound,
                 format!("Group {id} is not a consumer group."),
             ),
-            (None, None) if has_offsets => error(
-                ResponseError::GroupIdNotFound,
-                format!("Group {id} is not a consumer group."),
-            ),
-            (None, None) => error(
+            (_, None) => error(
                 ResponseError::GroupIdNotFound,
                 format!("Group {id} not found."),
             ),

@@ -27,7 +27,7 @@ use crate::types::now_ms;
 const DESCRIBE_GROUPS_ERROR_MESSAGE_VERSION_MIN: i16 = 6;
 
 /// DESCRIBE, DELETE and READ on a group: everything, without ACLs.
-const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+pub(super) const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// One group as ListGroups shows it.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]

@@ -150,6 +150,9 @@ pub(super) fn coordinator_partition(
     Ok(partition)
 }
 
+/// OffsetCommit v9 (KIP-848) carries a consumer group member's epoch.
+const MEMBER_EPOCH_VERSION_MIN: i16 = 9;
+
 pub async fn offset_commit(
     broker: &Broker,
     context: &RequestContext,
@@ -264,6 +267,13 @@ async fn membership_error(
                 .err()
                 .map(|e| group_error(&e)),
             _ if generation < 0 => None,
+            // A KIP-848 member whose group this coordinator does not know (not persisted:
+            // a failover forgot it) must rejoin, which UNKNOWN_MEMBER_ID makes it do;
+            // ILLEGAL_GENERATION would send librdkafka down its classic path, into a join
+            // Kafka refuses. Kafka answers GROUP_ID_NOT_FOUND here, its groups survive.
+            _ if version >= MEMBER_EPOCH_VERSION_MIN && !member.is_empty() => {
+                Some(ResponseError::UnknownMemberId)
+            }
             _ => Some(ResponseError::IllegalGeneration),
         })
         .await

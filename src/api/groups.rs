@@ -45,11 +45,7 @@ pub async fn join_group(
     let join = JoinRequest {
         member_id: member_id.clone(),
         group_instance_id: request.group_instance_id.as_ref().map(|id| id.to_string()),
-        client_id: context
-            .client_id
-            .as_ref()
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
+        client_id: context.client_id_text(),
         client_host: context.client_host.to_string(),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if context.version >= 1 {

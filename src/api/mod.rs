@@ -207,6 +207,13 @@ impl RequestContext {
             reason: reason.into(),
         }
     }
+
+    /// The header's client id, empty when null (what group members record and describe).
+    fn client_id_text(&self) -> String {
+        (self.client_id.as_ref())
+            .map(|id| id.to_string())
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Errors of the group state machines (classic and consumer). `api/` maps each variant to one Kafka error
-//! code; the Kafka name is given on every variant.
+//! Errors of the group state machines (classic and consumer). `api/` maps each variant to
+//! one Kafka error code; the Kafka name is given on every variant.
 
 use thiserror::Error;
 

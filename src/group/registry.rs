@@ -1,6 +1,8 @@
-//! The async shell around the group state machine: one [`Group`] per group id, parked
-//! JoinGroup/SyncGroup requests as oneshot channels, and the effects carried out in
-//! order (metadata written to `__consumer_offsets` before the answers that depend on it).
+//! The async shell around the group state machines: per group id a classic [`Group`] or
+//! a KIP-848 [`ConsumerGroup`], parked JoinGroup/SyncGroup requests as oneshot channels,
+//! and the classic group's effects carried out in order (metadata written to
+//! `__consumer_offsets` before the answers that depend on it). A consumer group's
+//! heartbeats are answered at once and write nothing (its state is not persisted).
 //!
 //! Locking: each group lives in its own slot behind its own async mutex, held across the
 //! group's state machine step and the writes that step asks for. The registry-wide map
@@ -385,8 +387,10 @@ impl GroupRegistry {
     }
 
     /// One ConsumerGroupHeartbeat (KIP-848). A join (epoch 0) creates the group, or takes
-    /// over an id whose classic group has no members (Kafka converts it); a classic group
-    /// with members is not a consumer group (GROUP_ID_NOT_FOUND, as Kafka answers).
+    /// the id of a classic group without members (Kafka deletes that one; here it is
+    /// dropped from memory once the join succeeded, and its last record, an empty group,
+    /// comes back only on a reload, where a join takes the id again); a classic group with
+    /// members is not a consumer group (GROUP_ID_NOT_FOUND, as Kafka answers).
     ///
     /// A heartbeat for a group this coordinator does not know is UNKNOWN_MEMBER_ID, where
     /// Kafka says GROUP_ID_NOT_FOUND: Kafka reloads consumer groups from its log after a
@@ -415,7 +419,6 @@ impl GroupRegistry {
             if !joining {
                 return Err(GroupError::UnknownMemberId);
             }
-            state.group = None;
         }
         let group = state
             .consumer
@@ -423,11 +426,17 @@ impl GroupRegistry {
         let mut new_id = || uuid::Uuid::new_v4().to_string();
         let answer = group.heartbeat(request, now_ms, config, topics, &mut new_id);
         let deadline = group.next_deadline_ms();
-        // A join that failed leaves no group behind (Kafka applies nothing of it).
         if group.is_empty() && group.group_epoch() == 0 {
+            // A join that failed leaves nothing behind (Kafka applies nothing of it): not
+            // a consumer group, and not the loss of the empty classic group it would have
+            // replaced.
             state.consumer = None;
-            self.shared.forget(group_id, &locked.slot);
+            if state.group.is_none() {
+                self.shared.forget(group_id, &locked.slot);
+            }
+            return answer;
         }
+        state.group = None;
         self.shared.set_deadline(group_id, deadline);
         answer
     }
@@ -642,7 +651,8 @@ impl Shared {
     }
 
     /// Locks the group's current slot. With `create`, a missing group gets an empty slot
-    /// (its `group` is `None`); without it, a missing or empty one is `Ok(None)`. A group
+    /// (no classic nor consumer group in it); without it, a missing or empty one is
+    /// `Ok(None)`. A group
     /// whose offsets partition is not loaded here is NOT_COORDINATOR.
     async fn lock_group(&self, group_id: &str, create: bool) -> Result<Option<Locked>, GroupError> {
         let partition = partition_for(group_id, self.offsets_partitions);
@@ -694,13 +704,19 @@ impl Shared {
         }
     }
 
-    /// Sets (or, with `None`, clears) when a group next wants a tick.
+    /// Sets (or, with `None`, clears) when a group next wants a tick. The timer task is
+    /// woken only for a deadline earlier than the group's last one: a heartbeat pushes its
+    /// session's end later, which the sleeping timer finds out when it wakes anyway.
     fn set_deadline(&self, group_id: &str, at: Option<i64>) {
         let mut deadlines = lock(&self.deadlines);
         match at {
             Some(at) => {
-                deadlines.insert(group_id.to_string(), at);
-                self.timer.notify_one();
+                let earlier = deadlines
+                    .insert(group_id.to_string(), at)
+                    .is_none_or(|old| at < old);
+                if earlier {
+                    self.timer.notify_one();
+                }
             }
             None => {
                 deadlines.remove(group_id);

@@ -63,6 +63,22 @@ impl Assignor {
     }
 }
 
+/// Every member with an empty assignment: members subscribed to nothing that exists keep
+/// one.
+fn empty_assignments(members: &[AssignorMember<'_>]) -> BTreeMap<String, Assignment> {
+    (members.iter())
+        .map(|m| (m.member_id.to_string(), Assignment::new()))
+        .collect()
+}
+
+/// The ids of the members subscribed to `topic`, in the members' order.
+fn subscribers_of<'a>(members: &[AssignorMember<'a>], topic: &str) -> Vec<&'a str> {
+    (members.iter())
+        .filter(|m| m.subscribed.iter().any(|s| s == topic))
+        .map(|m| m.member_id)
+        .collect()
+}
+
 /// Balanced and sticky: partitions keep the member they had while it is still subscribed,
 /// new or freed partitions go to the eligible member with the fewest, then partitions move
 /// from a member to an eligible one with at least two fewer until none can. With the same
@@ -71,24 +87,20 @@ fn uniform(
     members: &[AssignorMember<'_>],
     topics: &BTreeMap<String, TopicInfo>,
 ) -> BTreeMap<String, Assignment> {
-    let mut result: BTreeMap<String, Assignment> = members
-        .iter()
-        .map(|m| (m.member_id.to_string(), Assignment::new()))
-        .collect();
+    let mut result = empty_assignments(members);
     let mut counts: BTreeMap<&str, usize> = members.iter().map(|m| (m.member_id, 0)).collect();
-    // (topic id, partition) -> the members that may own it, sorted by id.
-    let mut eligible: BTreeMap<(Uuid, i32), Vec<&str>> = BTreeMap::new();
+    // Each topic's subscribers once, and (topic id, partition) -> its topic's list: the
+    // members that may own it (one list per topic, not per partition).
+    let mut lists: Vec<Vec<&str>> = Vec::new();
+    let mut eligible: BTreeMap<(Uuid, i32), usize> = BTreeMap::new();
     for (name, topic) in topics {
-        let subscribers: Vec<&str> = members
-            .iter()
-            .filter(|m| m.subscribed.iter().any(|s| s == name))
-            .map(|m| m.member_id)
-            .collect();
+        let subscribers = subscribers_of(members, name);
         if subscribers.is_empty() {
             continue;
         }
+        lists.push(subscribers);
         for partition in 0..topic.partitions {
-            eligible.insert((topic.id, partition), subscribers.clone());
+            eligible.insert((topic.id, partition), lists.len() - 1);
         }
     }
     let mut owner: BTreeMap<(Uuid, i32), &str> = BTreeMap::new();
@@ -101,7 +113,7 @@ fn uniform(
                 let key = (*topic, *partition);
                 let allowed = eligible
                     .get(&key)
-                    .is_some_and(|ids| ids.contains(&member.member_id));
+                    .is_some_and(|list| lists[*list].contains(&member.member_id));
                 if allowed && !owner.contains_key(&key) {
                     owner.insert(key, member.member_id);
                     *counts.get_mut(member.member_id).expect("a member") += 1;
@@ -109,11 +121,11 @@ fn uniform(
             }
         }
     }
-    for (key, ids) in &eligible {
+    for (key, list) in &eligible {
         if owner.contains_key(key) {
             continue;
         }
-        let fewest = ids
+        let fewest = lists[*list]
             .iter()
             .min_by_key(|id| (counts[*id], **id))
             .expect("eligible lists are not empty");
@@ -123,9 +135,9 @@ fn uniform(
     // Each move lowers the sum of squared counts, so this ends; the bound only guards it.
     for _ in 0..eligible.len().saturating_mul(members.len()).max(1) {
         let mut moved = false;
-        for (key, ids) in &eligible {
+        for (key, list) in &eligible {
             let from = owner[key];
-            let to = ids
+            let to = lists[*list]
                 .iter()
                 .min_by_key(|id| (counts[*id], **id))
                 .expect("eligible lists are not empty");
@@ -153,16 +165,9 @@ fn range(
     members: &[AssignorMember<'_>],
     topics: &BTreeMap<String, TopicInfo>,
 ) -> BTreeMap<String, Assignment> {
-    let mut result: BTreeMap<String, Assignment> = members
-        .iter()
-        .map(|m| (m.member_id.to_string(), Assignment::new()))
-        .collect();
+    let mut result = empty_assignments(members);
     for (name, topic) in topics {
-        let mut subscribers: Vec<&str> = members
-            .iter()
-            .filter(|m| m.subscribed.iter().any(|s| s == name))
-            .map(|m| m.member_id)
-            .collect();
+        let mut subscribers = subscribers_of(members, name);
         if subscribers.is_empty() {
             continue;
         }

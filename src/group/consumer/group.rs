@@ -227,11 +227,16 @@ impl ConsumerGroup {
     /// Every topic a member subscribes to, by name or through its regex (OffsetDelete
     /// refuses to drop their offsets).
     pub fn subscribed_topic_names(&self) -> BTreeSet<String> {
+        self.names_and_matches(&self.resolved).cloned().collect()
+    }
+
+    /// Every member's topic names, then every name `resolved` regexes matched.
+    fn names_and_matches<'a>(
+        &'a self,
+        resolved: &'a BTreeMap<String, BTreeSet<String>>,
+    ) -> impl Iterator<Item = &'a String> {
         let by_name = self.members.values().flat_map(|m| m.subscribed.iter());
-        by_name
-            .chain(self.resolved.values().flatten())
-            .cloned()
-            .collect()
+        by_name.chain(resolved.values().flatten())
     }
 
     /// When the next member's session or revocation deadline falls.
@@ -272,45 +277,24 @@ impl ConsumerGroup {
         new_member_id: &mut dyn FnMut() -> String,
     ) -> Result<HeartbeatAnswer, GroupError> {
         validate(&request, config)?;
-        if let Some(pattern) = request.subscribed_topic_regex.as_deref()
-            && !pattern.is_empty()
-            && !self.regexes.contains_key(pattern)
-        {
-            let regex = TopicRegex::new(pattern).map_err(GroupError::InvalidRegularExpression)?;
-            self.regexes.insert(pattern.to_string(), regex);
-        }
+        // Compiled before anything is looked up (Kafka refuses a bad pattern first), kept
+        // only once a member subscribes with it.
+        let new_regex = match request.subscribed_topic_regex.as_deref() {
+            Some(pattern) if !pattern.is_empty() && !self.regexes.contains_key(pattern) => {
+                let regex =
+                    TopicRegex::new(pattern).map_err(GroupError::InvalidRegularExpression)?;
+                Some((pattern.to_string(), regex))
+            }
+            _ => None,
+        };
         if request.member_epoch == LEAVE_EPOCH || request.member_epoch == LEFT_STATIC_EPOCH {
             return self.leave(&request, config);
         }
-        let (member_id, mut changed) =
-            self.find_or_join(&request, config, now_ms, new_member_id)?;
+        let (member_id, joined) = self.find_or_join(&request, config, now_ms, new_member_id)?;
+        self.regexes.extend(new_regex);
         let member = self.members.get_mut(&member_id).expect("found or joined");
         let assigned_before = member.assigned.clone();
-        if let Some(names) = &request.subscribed_topic_names {
-            let mut names = names.clone();
-            names.sort_unstable();
-            names.dedup();
-            changed |= names != member.subscribed;
-            member.subscribed = names;
-        }
-        if let Some(pattern) = &request.subscribed_topic_regex {
-            let pattern = Some(pattern.clone()).filter(|p| !p.is_empty());
-            changed |= pattern != member.subscribed_regex;
-            member.subscribed_regex = pattern;
-        }
-        if let Some(assignor) = &request.server_assignor {
-            changed |= member.server_assignor.as_ref() != Some(assignor);
-            member.server_assignor = Some(assignor.clone());
-        }
-        if let Some(rack) = &request.rack_id {
-            changed |= member.rack_id.as_ref() != Some(rack);
-            member.rack_id = Some(rack.clone());
-        }
-        if request.rebalance_timeout_ms != -1 {
-            member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        }
-        member.client_id = request.client_id.clone();
-        member.client_host = request.client_host.clone();
+        let mut changed = apply_request(member, &request) || joined;
         member.session_deadline_ms = now_ms + i64::from(config.session_timeout_ms);
 
         let (subscribed, resolved) = self.subscribed_topics(topics);
@@ -351,22 +335,26 @@ impl ConsumerGroup {
         now_ms: i64,
         new_member_id: &mut dyn FnMut() -> String,
     ) -> Result<(String, bool), GroupError> {
-        let static_holder = request.instance_id.as_deref().and_then(|instance| {
-            self.members
-                .values()
-                .find(|m| m.instance_id.as_deref() == Some(instance))
-                .map(|m| m.member_id.clone())
-        });
+        let static_holder = (request.instance_id.as_deref())
+            .and_then(|instance| self.static_member(instance))
+            .map(|m| m.member_id.clone());
         if request.member_epoch != JOIN_EPOCH {
+            // A static member is found by its instance id, when the heartbeat carries it
+            // (Kafka: unknown instance -> UNKNOWN_MEMBER_ID, another member's ->
+            // FENCED_INSTANCE_ID).
+            if request.instance_id.is_some() {
+                match &static_holder {
+                    None => return Err(GroupError::UnknownMemberId),
+                    Some(holder) if *holder != request.member_id => {
+                        return Err(GroupError::FencedInstanceId);
+                    }
+                    Some(_) => {}
+                }
+            }
             let member = self
                 .members
                 .get(&request.member_id)
                 .ok_or(GroupError::UnknownMemberId)?;
-            if let Some(holder) = &static_holder
-                && *holder != request.member_id
-            {
-                return Err(GroupError::FencedInstanceId);
-            }
             let epoch = request.member_epoch;
             let lost_answer = epoch == member.previous_epoch
                 && request
@@ -393,24 +381,7 @@ impl ConsumerGroup {
             request.member_id.clone()
         };
         if let Some(holder) = static_holder {
-            let old = &self.members[&holder];
-            if old.member_epoch != LEFT_STATIC_EPOCH {
-                return Err(GroupError::UnreleasedInstanceId);
-            }
-            // The instance comes back under a new id: it takes over the old member's
-            // partitions and epoch, so nothing moves (KIP-345's promise, kept by KIP-848).
-            let mut member = self.members.remove(&holder).expect("found above");
-            member.member_id = member_id.clone();
-            member.member_epoch = member.previous_epoch;
-            for holder_of in self.holders.values_mut() {
-                if *holder_of == holder {
-                    *holder_of = member_id.clone();
-                }
-            }
-            if let Some(target) = self.targets.remove(&holder) {
-                self.targets.insert(member_id.clone(), target);
-            }
-            self.members.insert(member_id.clone(), member);
+            self.take_over_static(&holder, &member_id)?;
             return Ok((member_id, false));
         }
         if self.members.len() >= usize::try_from(config.max_size).unwrap_or(0) {
@@ -438,6 +409,32 @@ impl ConsumerGroup {
         Ok((member_id, true))
     }
 
+    /// A static instance back under a new member id takes over the old member's
+    /// partitions and epoch, so nothing moves (KIP-345's promise, kept by KIP-848); only
+    /// while the old one is away (it left with epoch -2).
+    fn take_over_static(&mut self, old_id: &str, new_id: &str) -> Result<(), GroupError> {
+        if self.members[old_id].member_epoch != LEFT_STATIC_EPOCH {
+            return Err(GroupError::UnreleasedInstanceId);
+        }
+        let mut member = self.members.remove(old_id).expect("found by the caller");
+        member.member_id = new_id.to_string();
+        member.member_epoch = member.previous_epoch;
+        for holder in self.holders.values_mut() {
+            if holder == old_id {
+                *holder = new_id.to_string();
+            }
+        }
+        if let Some(target) = self.targets.remove(old_id) {
+            self.targets.insert(new_id.to_string(), target);
+        }
+        self.members.insert(new_id.to_string(), member);
+        Ok(())
+    }
+
+    fn static_member(&self, instance_id: &str) -> Option<&ConsumerMember> {
+        (self.members.values()).find(|m| m.instance_id.as_deref() == Some(instance_id))
+    }
+
     fn leave(
         &mut self,
         request: &HeartbeatRequest,
@@ -446,9 +443,7 @@ impl ConsumerGroup {
         let member_id = match request.instance_id.as_deref() {
             Some(instance) => {
                 let holder = self
-                    .members
-                    .values()
-                    .find(|m| m.instance_id.as_deref() == Some(instance))
+                    .static_member(instance)
                     .ok_or(GroupError::UnknownMemberId)?;
                 if holder.member_id != request.member_id {
                     return Err(GroupError::FencedInstanceId);
@@ -459,11 +454,21 @@ impl ConsumerGroup {
             None => return Err(GroupError::UnknownMemberId),
         };
         if request.member_epoch == LEFT_STATIC_EPOCH {
-            // Away for a restart: keeps its partitions until its session ends.
+            // Away for a restart: keeps its assigned partitions until its session ends, but
+            // what it was revoking is free at once and no revocation timeout fences it
+            // (Kafka's `consumerGroupStaticMemberGroupLeave`).
             let member = self.members.get_mut(&member_id).expect("found above");
             if member.member_epoch != LEFT_STATIC_EPOCH {
                 member.previous_epoch = member.member_epoch;
                 member.member_epoch = LEFT_STATIC_EPOCH;
+            }
+            let released: Vec<(Uuid, i32)> = (member.pending_revocation.iter())
+                .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (*topic, *p)))
+                .collect();
+            member.pending_revocation.clear();
+            member.revocation_deadline_ms = None;
+            for partition in released {
+                self.holders.remove(&partition);
             }
         } else {
             tracing::info!(group = self.group_id, member = member_id, "member left");
@@ -514,8 +519,7 @@ impl ConsumerGroup {
             }
         }
         let mut topics = BTreeMap::new();
-        let by_name = self.members.values().flat_map(|m| m.subscribed.iter());
-        for name in by_name.chain(resolved.values().flatten()) {
+        for name in self.names_and_matches(&resolved) {
             if topics.contains_key(name) {
                 continue;
             }
@@ -561,6 +565,10 @@ impl ConsumerGroup {
     /// Moves one member towards its target and keeps `holders` and its revocation
     /// deadline in step.
     fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now_ms: i64) {
+        // The common heartbeat: nothing to move, so no holding to rewrite.
+        if self.members[member_id].is_reconciled_to(self.target_epoch) {
+            return;
+        }
         let empty = Assignment::new();
         let partitions = self.targets.get(member_id).unwrap_or(&empty);
         let holders = &self.holders;
@@ -586,7 +594,10 @@ impl ConsumerGroup {
         self.holders.retain(|_, holder| holder != member_id);
         for partition in holds {
             let previous = self.holders.insert(partition, member_id.to_string());
-            debug_assert!(previous.is_none(), "a partition held by two members");
+            assert!(
+                previous.is_none(),
+                "{partition:?} given while another member holds it"
+            );
         }
     }
 
@@ -604,7 +615,7 @@ impl ConsumerGroup {
                     "{partition:?} held by {other:?} and {member:?}"
                 );
             }
-            assert!(member.member_epoch <= self.target_epoch || self.members.is_empty());
+            assert!(member.member_epoch <= self.target_epoch);
         }
         assert_eq!(held, self.holders);
         let mut targeted = std::collections::HashSet::new();
@@ -674,6 +685,38 @@ impl ConsumerGroup {
     }
 }
 
+/// Takes what the heartbeat changed into the member; true when that moves the group epoch
+/// (its subscription or its assignor; Kafka's `hasMemberSubscriptionChanged`).
+fn apply_request(member: &mut ConsumerMember, request: &HeartbeatRequest) -> bool {
+    let mut changed = false;
+    if let Some(names) = &request.subscribed_topic_names {
+        let mut names = names.clone();
+        names.sort_unstable();
+        names.dedup();
+        changed |= names != member.subscribed;
+        member.subscribed = names;
+    }
+    if let Some(pattern) = &request.subscribed_topic_regex {
+        let pattern = Some(pattern.clone()).filter(|p| !p.is_empty());
+        changed |= pattern != member.subscribed_regex;
+        member.subscribed_regex = pattern;
+    }
+    if let Some(assignor) = &request.server_assignor {
+        changed |= member.server_assignor.as_ref() != Some(assignor);
+        member.server_assignor = Some(assignor.clone());
+    }
+    // Kept for ConsumerGroupDescribe; no assignor here is rack-aware.
+    if let Some(rack) = &request.rack_id {
+        member.rack_id = Some(rack.clone());
+    }
+    if request.rebalance_timeout_ms != -1 {
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+    }
+    member.client_id = request.client_id.clone();
+    member.client_host = request.client_host.clone();
+    changed
+}
+
 /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`, before any state is looked at.
 fn validate(request: &HeartbeatRequest, config: &ConsumerGroupConfig) -> Result<(), GroupError> {
     let invalid = |why: &str| Err(GroupError::InvalidRequest(why.to_string()));
@@ -714,4 +757,192 @@ fn validate(request: &HeartbeatRequest, config: &ConsumerGroupConfig) -> Result<
         return Err(GroupError::UnsupportedAssignor);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One topic "t" of four partitions.
+    struct OneTopic;
+
+    impl TopicSource for OneTopic {
+        fn lookup(&self, name: &str) -> Option<TopicInfo> {
+            (name == "t").then_some(TopicInfo {
+                id: Uuid::from_u128(7),
+                partitions: 4,
+            })
+        }
+
+        fn names(&self) -> Vec<String> {
+            vec!["t".into()]
+        }
+    }
+
+    fn join(member_id: &str, instance: Option<&str>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: member_id.into(),
+            instance_id: instance.map(String::from),
+            rebalance_timeout_ms: 5_000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            owned: Some(Assignment::new()),
+            client_makes_member_id: true,
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    fn beat(member_id: &str, epoch: i32, owned: &[i32]) -> HeartbeatRequest {
+        let owned = Assignment::from([(Uuid::from_u128(7), owned.iter().copied().collect())]);
+        HeartbeatRequest {
+            member_id: member_id.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: -1,
+            owned: Some(owned),
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    fn send(
+        group: &mut ConsumerGroup,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatAnswer, GroupError> {
+        let config = ConsumerGroupConfig::default();
+        let answer = group.heartbeat(request, 1_000, &config, &OneTopic, &mut || "x".into());
+        group.check();
+        answer
+    }
+
+    fn partitions(answer: &HeartbeatAnswer) -> Vec<i32> {
+        let assignment = answer.assignment.as_ref().expect("an assignment");
+        assignment.values().flatten().copied().collect()
+    }
+
+    #[test]
+    fn epochs_are_checked_and_the_member_is_fenced_when_wrong() {
+        let mut group = ConsumerGroup::new("g");
+        let a = send(&mut group, join("a", None)).unwrap();
+        assert_eq!((a.member_epoch, partitions(&a)), (1, vec![0, 1, 2, 3]));
+        assert_eq!(
+            send(&mut group, beat("a", 1, &[0, 1, 2, 3]))
+                .unwrap()
+                .assignment,
+            None
+        );
+        let fenced = send(&mut group, beat("a", 2, &[]));
+        assert_eq!(fenced, Err(GroupError::FencedMemberEpoch));
+        let unknown = send(&mut group, beat("b", 1, &[]));
+        assert_eq!(unknown, Err(GroupError::UnknownMemberId));
+        assert_eq!(group.validate_offset_fetch(Some("a"), 1), Ok(()));
+        assert_eq!(
+            group.validate_offset_fetch(Some("a"), 0),
+            Err(GroupError::StaleMemberEpoch)
+        );
+        assert_eq!(group.validate_offset_fetch(None, -1), Ok(()));
+        assert_eq!(
+            group.validate_offset_fetch(Some("b"), 1),
+            Err(GroupError::UnknownMemberId)
+        );
+        assert_eq!(group.validate_offset_commit("", None, -1, None), Ok(()));
+        let anonymous = group.validate_offset_commit("", None, -1, Some(9));
+        assert_eq!(anonymous, Err(GroupError::UnknownMemberId));
+    }
+
+    #[test]
+    fn a_second_member_gets_only_what_the_first_revoked() {
+        let mut group = ConsumerGroup::new("g");
+        send(&mut group, join("a", None)).unwrap();
+        let b = send(&mut group, join("b", None)).unwrap();
+        // a still holds everything: b waits at the new epoch with nothing yet.
+        assert_eq!((b.member_epoch, partitions(&b)), (2, vec![]));
+        let a = send(&mut group, beat("a", 1, &[0, 1, 2, 3])).unwrap();
+        assert_eq!(a.member_epoch, 1, "a revokes at its epoch first");
+        let kept = partitions(&a);
+        assert_eq!(kept.len(), 2);
+        let a = send(&mut group, beat("a", 1, &kept)).unwrap();
+        assert_eq!(a.member_epoch, 2);
+        let b = send(&mut group, beat("b", 2, &[])).unwrap();
+        let mut all = kept.clone();
+        all.extend(partitions(&b));
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2, 3]);
+        assert_eq!(group.state(), ConsumerGroupState::Stable);
+    }
+
+    #[test]
+    fn a_static_member_away_keeps_its_partitions_and_its_restart_takes_them() {
+        let mut group = ConsumerGroup::new("g");
+        send(&mut group, join("a", None)).unwrap();
+        send(&mut group, join("s1", Some("i"))).unwrap();
+        let a = send(&mut group, beat("a", 1, &[0, 1, 2, 3])).unwrap();
+        let kept = partitions(&a);
+        send(&mut group, beat("a", 1, &kept)).unwrap();
+        let s = send(&mut group, beat("s1", 2, &[])).unwrap();
+        let theirs = partitions(&s);
+        let away = HeartbeatRequest {
+            member_epoch: LEFT_STATIC_EPOCH,
+            ..join("s1", Some("i"))
+        };
+        assert_eq!(
+            send(&mut group, away).unwrap().member_epoch,
+            LEFT_STATIC_EPOCH
+        );
+        // Away, its instance id is free for the restarted instance (a new member id).
+        let again = send(&mut group, join("s2", Some("i"))).unwrap();
+        assert_eq!(partitions(&again), theirs);
+        assert_eq!(again.member_epoch, 2);
+        // The old member id is fenced by the instance's new one.
+        let old = HeartbeatRequest {
+            instance_id: Some("i".into()),
+            ..beat("s1", 2, &theirs)
+        };
+        assert_eq!(send(&mut group, old), Err(GroupError::FencedInstanceId));
+        // An active instance id cannot be taken.
+        assert_eq!(
+            send(&mut group, join("s3", Some("i"))),
+            Err(GroupError::UnreleasedInstanceId)
+        );
+    }
+
+    #[test]
+    fn requests_kafka_refuses_are_refused() {
+        let mut group = ConsumerGroup::new("g");
+        let no_timeout = HeartbeatRequest {
+            rebalance_timeout_ms: -1,
+            ..join("a", None)
+        };
+        let refused = send(&mut group, no_timeout);
+        assert!(
+            matches!(refused, Err(GroupError::InvalidRequest(ref why)) if why.contains("Rebalance"))
+        );
+        let owning = HeartbeatRequest {
+            owned: None,
+            ..join("a", None)
+        };
+        assert!(matches!(
+            send(&mut group, owning),
+            Err(GroupError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            send(&mut group, join("", None)),
+            Err(GroupError::InvalidRequest(_))
+        ));
+        let bad_regex = HeartbeatRequest {
+            subscribed_topic_regex: Some("(".into()),
+            ..join("a", None)
+        };
+        let refused = send(&mut group, bad_regex);
+        assert!(matches!(
+            refused,
+            Err(GroupError::InvalidRegularExpression(_))
+        ));
+        let sticky = HeartbeatRequest {
+            server_assignor: Some("sticky".into()),
+            ..join("a", None)
+        };
+        assert_eq!(
+            send(&mut group, sticky),
+            Err(GroupError::UnsupportedAssignor)
+        );
+        assert!(group.is_empty() && group.regexes.is_empty());
+    }
 }

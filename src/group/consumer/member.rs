@@ -149,11 +149,14 @@ impl ConsumerMember {
         self.pending_revocation = Assignment::new();
     }
 
+    /// Every reconciliation step records the epoch it left, even when the epoch stays (a
+    /// revocation at the same epoch): the lost-answer rule accepts a heartbeat at the
+    /// previous epoch, and after such a step that must no longer be an older one, or a
+    /// delayed heartbeat could pass for the revocation's acknowledgement (Kafka's
+    /// `updateMemberEpoch`).
     fn set_epoch(&mut self, epoch: i32) {
-        if epoch != self.member_epoch {
-            self.previous_epoch = self.member_epoch;
-            self.member_epoch = epoch;
-        }
+        self.previous_epoch = self.member_epoch;
+        self.member_epoch = epoch;
     }
 
     /// Every partition the member holds: assigned, or assigned before and not yet revoked.
@@ -176,11 +179,12 @@ fn owns_any(owned: Option<&Assignment>, partitions: &Assignment) -> bool {
         .any(|(topic, set)| owned.get(topic).is_some_and(|have| !have.is_disjoint(set)))
 }
 
-/// Whether every partition of `owned` is in `assigned`.
+/// Whether every partition of `owned` is in `assigned` (a topic `assigned` does not have
+/// fails even when listed with no partitions, as Kafka's `isSubset`).
 pub fn is_subset(owned: &Assignment, assigned: &Assignment) -> bool {
-    owned.iter().all(|(topic, set)| {
-        set.is_empty() || assigned.get(topic).is_some_and(|have| set.is_subset(have))
-    })
+    owned
+        .iter()
+        .all(|(topic, set)| assigned.get(topic).is_some_and(|have| set.is_subset(have)))
 }
 
 #[cfg(test)]
@@ -232,6 +236,8 @@ mod tests {
         m.reconcile(&t, Some(&parts(&[0, 1, 2])));
         assert_eq!(m.state, MemberState::UnrevokedPartitions);
         assert_eq!(m.member_epoch, 3);
+        // The step is recorded: a heartbeat at epoch 2 no longer passes for a lost answer.
+        assert_eq!(m.previous_epoch, 3);
         assert_eq!(m.assigned, parts(&[0]));
         assert_eq!(m.pending_revocation, parts(&[1, 2]));
         // Still owned: no progress.
@@ -292,5 +298,7 @@ mod tests {
         assert!(is_subset(&parts(&[1]), &parts(&[1, 2])));
         assert!(is_subset(&Assignment::new(), &parts(&[])));
         assert!(!is_subset(&parts(&[3]), &parts(&[1, 2])));
+        let listed_empty = Assignment::from([(topic(), BTreeSet::new())]);
+        assert!(!is_subset(&listed_empty, &Assignment::new()));
     }
 }

@@ -24,12 +24,19 @@ impl TopicRegex {
                 "The regular expression is longer than {MAX_PATTERN_LEN}."
             ));
         }
+        let config = syntax::Config::new().unicode(false).utf8(false);
+        let invalid = |error: &dyn std::fmt::Display| {
+            format!("Invalid regular expression {pattern}: {error}")
+        };
+        // The pattern must stand alone first: wrapped unchecked, `a)|(?:b` would close the
+        // group below and match more than RE2J allows.
+        syntax::parse_with(pattern, &config).map_err(|e| invalid(&e))?;
         // Anchored at the start by the search, at the end by `$` (end of text, as no
         // multi-line flag is set): RE2J's `matches()` wants the whole name.
         let compiled = Regex::builder()
-            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .syntax(config)
             .build(&format!("(?:{pattern})$"))
-            .map_err(|error| format!("Invalid regular expression {pattern}: {error}"))?;
+            .map_err(|e| invalid(&e))?;
         Ok(TopicRegex { compiled })
     }
 
@@ -61,6 +68,8 @@ mod tests {
     fn a_bad_pattern_is_refused_with_a_reason() {
         let error = TopicRegex::new("orders-(").unwrap_err();
         assert!(error.contains("orders-("), "{error}");
+        // A pattern that only parses once wrapped is refused too.
+        assert!(TopicRegex::new("a)|(?:b").is_err());
         assert!(TopicRegex::new(&"a".repeat(MAX_PATTERN_LEN + 1)).is_err());
     }
 }
