@@ -22,7 +22,6 @@ import clients
 import cluster
 import rawkafka
 from test_groups import (
-    Victim,
     assert_exactly_once,
     assert_partitions_read_in_order,
     by_name,
@@ -264,49 +263,6 @@ def test_members_join_and_leave(broker, topic, group_members, assignor):
     # librdkafka makes its member ids (KIP-1082); the broker kept them.
     ids = {m.member_id for m in (a, b, c)}
     assert len(ids) == 3 and all(ids)
-
-
-def test_a_killed_members_partitions_move_after_its_session_times_out(broker, topic,
-                                                                       group_members):
-    clients.create_topic(broker, topic, PARTITIONS)
-    group = f"{topic}-group"
-    survivor = member(group_members, broker, "survivor", group, [topic])
-    clients.wait_balanced([survivor], topic, PARTITIONS)
-    victim = Victim(broker, topic, group, protocol="consumer")
-    try:
-        def shared():
-            mine, theirs = survivor.partitions(topic), victim.partitions()
-            ok = len(mine) == 2 and len(theirs) == 2 and mine | theirs == ALL
-            return ok and (mine, theirs)
-        mine, theirs = clients.wait_for(shared, TIMEOUT_S,
-                                        what="the survivor and the victim to share the topic")
-        first = clients.produce_values(broker, topic, "before-kill",
-                                       every_partition(PER_PARTITION))
-        clients.wait_consumed([survivor, victim.values], first)
-        assert_exactly_once({"survivor": survivor.records(), "victim": victim.records()},
-                            first, {"survivor": mine, "victim": theirs})
-
-        mark = survivor.event_count()
-        assert victim.process.kill() == -9
-        killed_at = time.monotonic()
-        clients.wait_for(lambda: survivor.partitions(topic) == ALL,
-                         SESSION_MS / 1000 + TIMEOUT_S,
-                         what="the killed member's partitions to move to the survivor")
-        elapsed = time.monotonic() - killed_at
-        # The coordinator expires a member by its session, not by its connection.
-        assert elapsed >= SESSION_MS / 2000, f"moved {elapsed:.2f} s after the kill"
-        assert not [e for e in survivor.events(mark) if e[0] in ("lost", "revoke")]
-
-        second = clients.produce_values(broker, topic, "after-kill",
-                                        every_partition(PER_PARTITION))
-        clients.wait_consumed([survivor], second)
-        everything = {**first, **second}
-        records = {"survivor": survivor.records(), "victim": victim.records()}
-        assert_exactly_once(records, everything)
-        assert_partitions_read_in_order(broker, topic, records, everything)
-        check_no_errors(survivor)
-    finally:
-        victim.process.kill()
 
 
 def test_a_regex_subscription_follows_new_topics(broker, topic, group_members):

@@ -28,6 +28,12 @@ GROUP_OVERRIDES = {
     "group.initial.rebalance.delay.ms": "0",
     "group.min.session.timeout.ms": "6000",
     "offsets.topic.num.partitions": "5",
+    # The same session for KIP-848 members (group.protocol=consumer), which the broker
+    # times: Kafka's 45 s would make the killed-member test slow.
+    "group.consumer.min.session.timeout.ms": "6000",
+    "group.consumer.session.timeout.ms": "6000",
+    "group.consumer.min.heartbeat.interval.ms": "500",
+    "group.consumer.heartbeat.interval.ms": "500",
 }
 BROKER_OVERRIDES = dict(GROUP_OVERRIDES)
 PARTITIONS = 4
@@ -340,14 +346,18 @@ class Victim:
         return [record.value for record in self.records()]
 
 
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_killed_member_partitions_move_after_session_timeout(broker, topic, group_members,
-                                                              capsys):
+                                                              capsys, protocol):
+    """A member killed with SIGKILL (no leave) loses its partitions to the survivor once its
+    session ends, for a classic member and a KIP-848 one alike."""
     clients.create_topic(broker, topic, PARTITIONS)
     group = group_of(topic)
-    survivor = group_members(broker, "survivor", group, [topic])
+    chosen = {"group.protocol": "consumer"} if protocol == "consumer" else {}
+    survivor = group_members(broker, "survivor", group, [topic], **chosen)
     clients.wait_balanced([survivor], topic, PARTITIONS)
 
-    victim = Victim(broker, topic, group)
+    victim = Victim(broker, topic, group, protocol)
     try:
         def shared():
             mine, theirs = survivor.partitions(topic), victim.partitions()
