@@ -263,7 +263,7 @@ async fn membership_error(
                 .err()
                 .map(|e| group_error(&e)),
             (Some(g), None) if g.state() != GroupState::Dead => g
-                .validate_offset_commit(request.member_id.as_str(), instance, generation)
+                .validate_offset_commit(member, instance, generation)
                 .err()
                 .map(|e| group_error(&e)),
             _ if generation < 0 => None,
@@ -287,6 +287,11 @@ async fn fetch_member_error(
 ) -> Option<ResponseError> {
     let member = group.member_id.as_ref().map(|id| id.as_str());
     let epoch = group.member_epoch;
+    // What admin clients and classic members send: nothing to check, and no reason to
+    // wait for the group's lock (a classic group may be in the middle of a write).
+    if member.is_none() && epoch < 0 {
+        return None;
+    }
     broker
         .groups
         .registry

@@ -652,8 +652,7 @@ impl Shared {
 
     /// Locks the group's current slot. With `create`, a missing group gets an empty slot
     /// (no classic nor consumer group in it); without it, a missing or empty one is
-    /// `Ok(None)`. A group
-    /// whose offsets partition is not loaded here is NOT_COORDINATOR.
+    /// `Ok(None)`. A group whose offsets partition is not loaded here is NOT_COORDINATOR.
     async fn lock_group(&self, group_id: &str, create: bool) -> Result<Option<Locked>, GroupError> {
         let partition = partition_for(group_id, self.offsets_partitions);
         loop {
