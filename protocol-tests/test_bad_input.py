@@ -67,6 +67,8 @@ EXPECTED_API_VERSIONS = {
     57: (0, 2),   # UpdateFeatures
     45: (0, 0),   # AlterPartitionReassignments
     46: (0, 0),   # ListPartitionReassignments
+    68: (0, 1),   # ConsumerGroupHeartbeat (KIP-848; off without `consumer` in the protocols)
+    69: (0, 1),   # ConsumerGroupDescribe
 }
 
 
