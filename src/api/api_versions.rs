@@ -54,7 +54,8 @@ pub async fn handle(
     context: &RequestContext,
     request: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
-    let consumer_groups = consumer_groups::enabled(broker).is_some();
+    let image = broker.image();
+    let consumer_groups = consumer_groups::enabled(broker, &image).is_some();
     let response = ApiVersionsResponse::default().with_api_keys(api_list(consumer_groups));
     if context.version < FEATURES_VERSION_MIN {
         return response;
@@ -64,7 +65,7 @@ pub async fn handle(
     {
         return response.with_error_code(ResponseError::InvalidRequest.code());
     }
-    with_features(response, &broker.image(), context.version)
+    with_features(response, &image, context.version)
 }
 
 /// Adds the feature fields as Kafka's `ApiVersionsResponse.Builder` fills them: supported

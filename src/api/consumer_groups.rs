@@ -36,9 +36,9 @@ const MEMBER_TYPE_CONSUMER: i8 = 1;
 /// The consumer protocol's settings if it is on: configured
 /// (`group.coordinator.rebalance.protocols`) and finalized (`group.version` >= 1), as
 /// Kafka's `KafkaApis.isConsumerGroupProtocolEnabled` asks.
-pub fn enabled(broker: &Broker) -> Option<&ConsumerGroupConfig> {
+pub fn enabled<'a>(broker: &'a Broker, image: &MetadataImage) -> Option<&'a ConsumerGroupConfig> {
     let config = broker.config.consumer_groups.as_ref()?;
-    let level = features::finalized_level(&broker.image(), GROUP_VERSION);
+    let level = features::finalized_level(image, GROUP_VERSION);
     (level >= features::GROUP_VERSION_CONSUMER_PROTOCOL).then_some(config)
 }
 
@@ -77,7 +77,8 @@ pub async fn consumer_group_heartbeat(
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
-    let Some(config) = enabled(broker) else {
+    let image = broker.image();
+    let Some(config) = enabled(broker, &image) else {
         let why = "The new consumer group protocol is not enabled.".to_string();
         return failed(ResponseError::UnsupportedVersion, why);
     };
@@ -117,7 +118,6 @@ pub async fn consumer_group_heartbeat(
         client_host: context.client_host.to_string(),
         client_makes_member_id: context.version >= CLIENT_MEMBER_ID_VERSION_MIN,
     };
-    let image = broker.image();
     let answer = broker
         .groups
         .registry
@@ -156,7 +156,8 @@ pub async fn consumer_group_describe(
     context: &RequestContext,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
-    let Some(config) = enabled(broker).copied() else {
+    let image = broker.image();
+    let Some(config) = enabled(broker, &image).copied() else {
         // Kafka answers every group UNSUPPORTED_VERSION while the protocol is off.
         let refused = (request.group_ids.iter())
             .map(|id| {
@@ -167,7 +168,6 @@ pub async fn consumer_group_describe(
             .collect();
         return ConsumerGroupDescribeResponse::default().with_groups(refused);
     };
-    let image = broker.image();
     let mut groups = Vec::with_capacity(request.group_ids.len());
     for group_id in &request.group_ids {
         let described = describe_one(broker, &image, &config, group_id, context.version).await;

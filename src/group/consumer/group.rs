@@ -166,10 +166,6 @@ impl ConsumerGroup {
         }
     }
 
-    pub fn group_id(&self) -> &str {
-        &self.group_id
-    }
-
     pub fn group_epoch(&self) -> i32 {
         self.group_epoch
     }
@@ -249,8 +245,8 @@ impl ConsumerGroup {
     }
 
     /// Removes members whose session ended or who did not revoke in time (Kafka fences
-    /// them); returns their ids.
-    pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
+    /// them).
+    pub fn tick(&mut self, now_ms: i64) {
         let expired: Vec<String> = self
             .members
             .values()
@@ -264,7 +260,6 @@ impl ConsumerGroup {
             tracing::info!(group = self.group_id, member = member_id, "member fenced");
             self.remove_member(member_id);
         }
-        expired
     }
 
     /// One ConsumerGroupHeartbeat.

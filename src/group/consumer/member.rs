@@ -24,17 +24,6 @@ pub enum MemberState {
     UnreleasedPartitions,
 }
 
-impl MemberState {
-    /// The name ConsumerGroupDescribe would give it.
-    pub fn name(self) -> &'static str {
-        match self {
-            MemberState::Stable => "stable",
-            MemberState::UnrevokedPartitions => "unrevoked_partitions",
-            MemberState::UnreleasedPartitions => "unreleased_partitions",
-        }
-    }
-}
-
 /// A static member's epoch while it is away (`member_epoch` -2 in its heartbeat): it keeps
 /// its partitions until its session times out or its instance id rejoins.
 pub const LEFT_STATIC_EPOCH: i32 = -2;
