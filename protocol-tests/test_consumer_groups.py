@@ -421,6 +421,67 @@ def test_heartbeats_are_validated_and_fenced_by_epoch(broker, topic):
         consumer.close()
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "kill-9"])
+def test_a_consumer_group_survives_a_restart_mid_rebalance(start_broker, hard):
+    """The group's records are in __consumer_offsets: restarted (cleanly, or by kill -9)
+    while one member is revoking and another waits for those partitions, the broker has
+    the same members, epochs and assignments, and the rebalance goes on from there; the
+    members heartbeat on at their epochs instead of rejoining. A deleted group stays
+    deleted across a restart."""
+    broker = start_broker("consumer-restart", BROKER_OVERRIDES)
+    topic, group = "restart-topic", "restart-group"
+    clients.create_topic(broker, topic, 4)
+    tid = topic_id_of(broker, topic)
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    with coordinator_conn(broker) as conn:
+        joined = heartbeat_v1(conn, group, a, 0, topics=[topic], owned={})
+        assert (joined[0], joined[3], joined[5]) == (0, 1, {tid: [0, 1, 2, 3]})
+        joined = heartbeat_v1(conn, group, b, 0, topics=[topic], owned={})
+        # b is at epoch 2 with nothing: its partitions are still a's.
+        assert (joined[0], joined[3], joined[5]) == (0, 2, {})
+        revoking = heartbeat_v1(conn, group, a, 1, owned={tid: [0, 1, 2, 3]})
+        assert (revoking[0], revoking[3]) == (0, 1)
+        kept = revoking[5][tid]
+        assert len(kept) == 2
+        before = describe_v0(conn, group)
+        assert before[:4] == (0, "Reconciling", 2, 2)
+        assert offset_commit(conn, 9, group, a, 1, topic, kept[0], 11) == 0
+
+    broker.restart(hard=hard)
+
+    with coordinator_conn(broker) as conn:
+        assert describe_v0(conn, group) == before
+        # a still has to let go of the other two before it moves to epoch 2.
+        still = heartbeat_v1(conn, group, a, 1, owned={tid: [0, 1, 2, 3]})
+        assert (still[0], still[3]) == (0, 1)
+        moved = heartbeat_v1(conn, group, a, 1, owned={tid: kept})
+        assert (moved[0], moved[3]) == (0, 2)
+        released = heartbeat_v1(conn, group, b, 2, owned={})
+        assert (released[0], released[3]) == (0, 2)
+        assert sorted(kept + released[5][tid]) == [0, 1, 2, 3]
+        error, state, epoch, assignment_epoch, _, members = describe_v0(conn, group)
+        assert (error, state, epoch, assignment_epoch) == (0, "Stable", 2, 2)
+        assert sorted(members) == sorted([a, b])
+        assert offset_commit(conn, 9, group, a, 2, topic, kept[0], 12) == 0
+        for member_id in (a, b):
+            assert heartbeat_v1(conn, group, member_id, -1)[0] == 0
+    admin = clients.admin(broker)
+    admin.delete_consumer_groups([group])[group].result(timeout=15)
+
+    broker.restart(hard=hard)
+
+    with coordinator_conn(broker) as conn:
+        assert describe_v0(conn, group)[0] == GROUP_ID_NOT_FOUND
+        assert heartbeat_v1(conn, group, a, 2, owned={})[0] == UNKNOWN_MEMBER_ID
+    consumer = clients.consumer(broker, **{"group.id": group})
+    try:
+        committed = consumer.committed([clients.TopicPartition(topic, kept[0])], timeout=10)
+        # DeleteGroups removed the offsets with the group.
+        assert committed[0].offset < 0
+    finally:
+        consumer.close()
+
+
 def test_classic_and_consumer_groups_do_not_share_an_id(broker, topic, group_members):
     clients.create_topic(broker, topic, 2)
     group = f"{topic}-group"

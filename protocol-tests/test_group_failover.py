@@ -17,9 +17,9 @@ move alone.
 - test_group_survives_kill_of_its_coordinator: kill -9 of the coordinator while a member
   consumes and commits: another node becomes coordinator, the member carries on there,
   and a new consumer sees exactly the offsets committed (factor 3 only). Run for a
-  classic member and for a KIP-848 one (group.protocol=consumer), whose group membership
-  is not persisted: the new coordinator answers its heartbeat UNKNOWN_MEMBER_ID and it
-  rejoins, resuming at its commits. Both tests' factor
+  classic member and for a KIP-848 one (group.protocol=consumer); the KIP-848 group's
+  records move with the partition too, so its member keeps its partitions through the
+  failover, revoking nothing, and heartbeats on at its epoch. Both tests' factor
   3 runs need the partitions' data replicated: without it the new leader's log is empty.
 
 OffsetFetch v2 is hand-encoded (rawkafka) so the test picks the node it asks.
@@ -201,6 +201,7 @@ def test_group_survives_kill_of_its_coordinator(three, topic, group_members, pro
     clients.wait_consumed([member], produced)
     cluster.wait_until(lambda: committed_by(member, topic) == [RECORDS, RECORDS], 30,
                        what="the first commits")
+    mark = member.event_count()
     three.kill(coordinator_id)
     try:
         new = wait_coordinator(three, group, via=others[0], unlike=coordinator_id)
@@ -223,6 +224,9 @@ def test_group_survives_kill_of_its_coordinator(three, topic, group_members, pro
                 f"partition {p} read at {offsets_read(member, p)}"
         cluster.wait_until(lambda: committed_by(member, topic) == [RECORDS + 5] * 2, 30,
                            what="commits through the new coordinator")
+        if protocol == "consumer":
+            assert not member.events(mark), \
+                f"the member's partitions moved in the failover: {member.events(mark)}"
         member.close()
 
         fresh = clients.consumer(three.node(others[1]), **{

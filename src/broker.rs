@@ -171,6 +171,7 @@ impl Broker {
                     offsets_partitions: config.offsets_topic_partitions,
                     offsets_retention_ms: config.offsets_retention_ms,
                     commit_timeout_ms: config.offsets_commit_timeout_ms,
+                    consumer: config.consumer_groups.unwrap_or_default(),
                 },
                 GroupConfig {
                     min_session_timeout_ms: config.group_session_timeout_ms_min,

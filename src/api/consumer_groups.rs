@@ -78,10 +78,10 @@ pub async fn consumer_group_heartbeat(
             .with_error_message(Some(StrBytes::from_string(message)))
     };
     let image = broker.image();
-    let Some(config) = enabled(broker, &image) else {
+    if enabled(broker, &image).is_none() {
         let why = "The new consumer group protocol is not enabled.".to_string();
         return failed(ResponseError::UnsupportedVersion, why);
-    };
+    }
     let group = request.group_id.0.to_string();
     if group.is_empty() {
         return failed(
@@ -89,9 +89,10 @@ pub async fn consumer_group_heartbeat(
             "GroupId can't be empty.".into(),
         );
     }
-    if let Err(error) = coordinator_partition(broker, &group) {
-        return failed(coordinator_error(&error), error.to_string());
-    }
+    let log = match coordinator_partition(broker, &group) {
+        Ok(log) => log,
+        Err(error) => return failed(coordinator_error(&error), error.to_string()),
+    };
     let owned = request.topic_partitions.map(|topics| {
         let mut owned = Assignment::new();
         for topic in topics {
@@ -121,7 +122,7 @@ pub async fn consumer_group_heartbeat(
     let answer = broker
         .groups
         .registry
-        .consumer_heartbeat(&group, decoded, config, &ImageTopics(&image), now_ms())
+        .consumer_heartbeat(&log, &group, decoded, &ImageTopics(&image), now_ms())
         .await;
     match answer {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()

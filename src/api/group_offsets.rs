@@ -267,10 +267,10 @@ async fn membership_error(
                 .err()
                 .map(|e| group_error(&e)),
             _ if generation < 0 => None,
-            // A KIP-848 member whose group this coordinator does not know (not persisted:
-            // a failover forgot it) must rejoin, which UNKNOWN_MEMBER_ID makes it do;
-            // ILLEGAL_GENERATION would send librdkafka down its classic path, into a join
-            // Kafka refuses. Kafka answers GROUP_ID_NOT_FOUND here, its groups survive.
+            // A KIP-848 member whose group this coordinator does not know (its first write
+            // never committed, or it was deleted) must rejoin, which UNKNOWN_MEMBER_ID
+            // makes it do; ILLEGAL_GENERATION would send librdkafka down its classic path,
+            // into a join Kafka refuses. Kafka answers GROUP_ID_NOT_FOUND here.
             _ if version >= MEMBER_EPOCH_VERSION_MIN && !member.is_empty() => {
                 Some(ResponseError::UnknownMemberId)
             }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::GroupConfig;
+use super::consumer::ConsumerGroupConfig;
 use super::loader::Loads;
 use super::offsets::{OffsetStore, partition_for};
 use super::records::{self, OffsetValue, RecordKey};
@@ -77,6 +78,9 @@ pub struct CoordinatorConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.commit.timeout.ms`: how long a write waits for replication.
     pub commit_timeout_ms: u64,
+    /// `group.consumer.*`: also what a consumer group loaded from the log runs with when
+    /// the consumer protocol is off.
+    pub consumer: ConsumerGroupConfig,
 }
 
 #[derive(Clone)]
@@ -117,6 +121,7 @@ impl GroupCoordinator {
             group: group_config,
             offsets_partitions: config.offsets_partitions,
             write_timeout: Duration::from_millis(config.commit_timeout_ms),
+            consumer: config.consumer,
         });
         GroupCoordinator {
             config,
@@ -475,6 +480,7 @@ mod tests {
             offsets_partitions: 1,
             offsets_retention_ms: 1000,
             commit_timeout_ms: 5_000,
+            consumer: Default::default(),
         }
     }
 

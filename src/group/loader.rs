@@ -21,15 +21,16 @@
 //! marker committed during the replay is missed, the tail written meanwhile is replayed
 //! again under the offsets lock just before the install (see `load_blocking`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use kafka_protocol::records::Record;
 
+use super::consumer::records::{ConsumerKey, ConsumerValue, decode_value};
 use super::coordinator::{CoordinatorError, GroupCoordinator, lock};
 use super::offsets::OffsetStore;
 use super::records::{self, GroupValue, RecordKey};
-use super::registry::from_record;
+use super::registry::{Loaded, from_record};
 use crate::replica::committed_replay::replay_committed;
 use crate::replica::{Partition, ReplicaError};
 
@@ -48,14 +49,48 @@ pub struct LedPartition {
     pub leader_epoch: i32,
 }
 
-/// What one replay read: offsets and the latest metadata record of each group.
+/// What one replay read: offsets and the latest metadata records of each group.
 #[derive(Default)]
 struct Replay {
     applied: usize,
     skipped_batches: usize,
     skipped_records: usize,
     offsets: OffsetStore,
-    groups: HashMap<String, Option<GroupValue>>,
+    groups: HashMap<String, GroupRecords>,
+}
+
+/// One group id's metadata records, latest per key, with where each kind last changed.
+#[derive(Default)]
+struct GroupRecords {
+    /// The classic group's record (`None`: a tombstone) and its offset.
+    classic: Option<(Option<GroupValue>, i64)>,
+    /// A consumer group's live records.
+    consumer: BTreeMap<ConsumerKey, ConsumerValue>,
+    /// The offset of its last record, tombstones included.
+    consumer_at: Option<i64>,
+}
+
+impl GroupRecords {
+    /// What the group is: the kind written last when both have live records (one id is
+    /// only ever one kind; the switch deletes the other kind's records first).
+    fn into_loaded(self, group_id: &str) -> Loaded {
+        let consumer_live = !self.consumer.is_empty();
+        match (self.classic, self.consumer_at) {
+            (Some((Some(value), at)), consumer_at)
+                if !consumer_live || consumer_at.is_none_or(|c| c < at) =>
+            {
+                if consumer_live {
+                    tracing::warn!(
+                        group = group_id,
+                        "classic and consumer group records both live"
+                    );
+                }
+                Loaded::Classic(from_record(group_id, value))
+            }
+            _ if consumer_live => Loaded::Consumer(self.consumer),
+            _ => Loaded::Deleted,
+        }
+    }
 }
 
 /// What became of one record during a load.
@@ -211,9 +246,9 @@ impl GroupCoordinator {
         let groups = replay
             .groups
             .into_iter()
-            .map(|(group_id, value)| {
-                let snapshot = value.map(|value| from_record(&group_id, value));
-                (group_id, snapshot)
+            .map(|(group_id, records)| {
+                let loaded = records.into_loaded(&group_id);
+                (group_id, loaded)
             })
             .collect();
         self.registry.install(partition, leader_epoch, groups, now);
@@ -309,7 +344,21 @@ fn apply_record(record: &Record, replay: &mut Replay) -> Replayed {
                 Some(Ok(value)) => Some(value),
                 Some(Err(_)) => return Replayed::Unreadable,
             };
-            replay.groups.insert(group, value);
+            replay.groups.entry(group).or_default().classic = Some((value, record.offset));
+            Replayed::Applied
+        }
+        RecordKey::Consumer { group, key } => {
+            let value = match record.value.as_ref().map(|v| decode_value(&key, v)) {
+                None => None,
+                Some(Ok(value)) => Some(value),
+                Some(Err(_)) => return Replayed::Unreadable,
+            };
+            let records = replay.groups.entry(group).or_default();
+            records.consumer_at = Some(record.offset);
+            match value {
+                Some(value) => records.consumer.insert(key, value),
+                None => records.consumer.remove(&key),
+            };
             Replayed::Applied
         }
     }
@@ -355,6 +404,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::group::consumer::{
+        Assignment, HeartbeatAnswer, HeartbeatRequest, MemberState, TopicInfo, TopicSource,
+    };
     use crate::group::records::OffsetValue;
     use crate::group::{
         CoordinatorConfig, GroupConfig, GroupError, GroupState, JoinRequest, OffsetCommit,
@@ -380,6 +432,7 @@ mod tests {
             offsets_partitions: 1,
             offsets_retention_ms: 60_000,
             commit_timeout_ms: 5_000,
+            consumer: Default::default(),
         };
         let group = GroupConfig {
             initial_rebalance_delay_ms: 0,
@@ -594,5 +647,137 @@ mod tests {
         coordinator.unload(0);
         assert_eq!(coordinator.load_blocking(&log, 0), Ok(0));
         assert!(!coordinator.is_loaded(0));
+    }
+
+    /// One topic "t" of four partitions, for consumer groups.
+    struct OneTopic;
+
+    const TOPIC_ID: uuid::Uuid = uuid::Uuid::from_u128(9);
+
+    impl TopicSource for OneTopic {
+        fn lookup(&self, name: &str) -> Option<TopicInfo> {
+            let info = TopicInfo {
+                id: TOPIC_ID,
+                partitions: 4,
+            };
+            (name == "t").then_some(info)
+        }
+
+        fn names(&self) -> Vec<String> {
+            vec!["t".into()]
+        }
+    }
+
+    fn beat(member_id: &str, epoch: i32, owned: &[i32]) -> HeartbeatRequest {
+        let owned = Assignment::from([(TOPIC_ID, owned.iter().copied().collect())]);
+        HeartbeatRequest {
+            member_id: member_id.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: if epoch == 0 { 5_000 } else { -1 },
+            subscribed_topic_names: (epoch == 0).then(|| vec!["t".to_string()]),
+            owned: Some(if epoch == 0 { Assignment::new() } else { owned }),
+            client_makes_member_id: true,
+            ..HeartbeatRequest::default()
+        }
+    }
+
+    async fn consumer_beat(
+        coordinator: &GroupCoordinator,
+        log: &Partition,
+        request: HeartbeatRequest,
+    ) -> Result<HeartbeatAnswer, GroupError> {
+        let registry = &coordinator.registry;
+        registry
+            .consumer_heartbeat(log, "cg", request, &OneTopic, NOW_MS)
+            .await
+    }
+
+    type MemberView = (String, i32, i32, MemberState, Assignment, Assignment);
+
+    /// The group's epochs and each member's epochs, state and partitions.
+    async fn consumer_view(coordinator: &GroupCoordinator) -> Option<(i32, i32, Vec<MemberView>)> {
+        let registry = &coordinator.registry;
+        registry
+            .with_consumer_group("cg", |group| {
+                let group = group?;
+                let members = (group.members())
+                    .map(|m| {
+                        let (epochs, state) = ((m.member_epoch, m.previous_epoch), m.state);
+                        let partitions = (m.assigned.clone(), m.pending_revocation.clone());
+                        (
+                            m.member_id.clone(),
+                            epochs.0,
+                            epochs.1,
+                            state,
+                            partitions.0,
+                            partitions.1,
+                        )
+                    })
+                    .collect();
+                Some((group.group_epoch(), group.target_epoch(), members))
+            })
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_group_reloads_from_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.become_leader(0).unwrap();
+        let first = coordinator();
+        first.load_now(&log).unwrap();
+        let a = consumer_beat(&first, &log, beat("a", 0, &[]))
+            .await
+            .unwrap();
+        assert_eq!(a.member_epoch, 1);
+        let b = consumer_beat(&first, &log, beat("b", 0, &[]))
+            .await
+            .unwrap();
+        assert_eq!(b.member_epoch, 2);
+        // a is told to give up two partitions and stays at epoch 1 meanwhile.
+        let a = consumer_beat(&first, &log, beat("a", 1, &[0, 1, 2, 3])).await;
+        let kept: Vec<i32> = a.unwrap().assignment.unwrap()[&TOPIC_ID]
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(kept.len(), 2);
+        let before = consumer_view(&first).await;
+        let members = &before.as_ref().unwrap().2;
+        assert_eq!(members[0].3, MemberState::UnrevokedPartitions);
+        assert_eq!(members[1].3, MemberState::UnreleasedPartitions);
+
+        let second = coordinator();
+        second.load_now(&log).unwrap();
+        assert_eq!(consumer_view(&second).await, before);
+        let a = consumer_beat(&second, &log, beat("a", 1, &kept))
+            .await
+            .unwrap();
+        assert_eq!(a.member_epoch, 2);
+        let b = consumer_beat(&second, &log, beat("b", 2, &[]))
+            .await
+            .unwrap();
+        let released = b.assignment.unwrap()[&TOPIC_ID].clone();
+        assert_eq!(released.len(), 2);
+        assert!(kept.iter().all(|p| !released.contains(p)));
+        for member in ["a", "b"] {
+            consumer_beat(&second, &log, beat(member, -1, &[]))
+                .await
+                .unwrap();
+        }
+
+        // Its id taken by a classic group: the consumer group's records are deleted.
+        let third = coordinator();
+        third.load_now(&log).unwrap();
+        let view = consumer_view(&third).await.unwrap();
+        assert_eq!(
+            (view.0, view.2.len()),
+            (4, 0),
+            "both left: epoch 4, no members"
+        );
+        let joined = third.registry.join(&log, "cg", join(""), NOW_MS).await;
+        assert_eq!(joined.error, None);
+        let fourth = coordinator();
+        fourth.load_now(&log).unwrap();
+        assert_eq!(consumer_view(&fourth).await, None);
     }
 }

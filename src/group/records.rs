@@ -1,10 +1,13 @@
 //! The key/value formats of records in `__consumer_offsets`, byte-compatible with Kafka's
 //! (`OffsetCommitKey` v1, `OffsetCommitValue` v0-v3, `GroupMetadataKey` v2,
-//! `GroupMetadataValue` v0-v3), so Kafka's own tooling can read our offsets topic.
+//! `GroupMetadataValue` v0-v3), so Kafka's own tooling can read our offsets topic. A
+//! consumer group's records (keys 3-8 and 16) are in `consumer::records`.
 //! A record with a null value is a tombstone: the key's latest state is "deleted".
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
+
+use super::consumer::records::{ConsumerKey, KEY_VERSIONS};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordFormatError {
@@ -14,6 +17,8 @@ pub enum RecordFormatError {
     UnknownVersion { what: &'static str, version: i16 },
     #[error("string is not UTF-8")]
     NotUtf8,
+    #[error("invalid {0}")]
+    Invalid(&'static str),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -25,6 +30,11 @@ pub enum RecordKey {
     },
     Group {
         group: String,
+    },
+    /// A KIP-848 consumer group's record (key versions 3-8 and 16).
+    Consumer {
+        group: String,
+        key: ConsumerKey,
     },
 }
 
@@ -80,6 +90,10 @@ pub fn encode_key(key: &RecordKey) -> Bytes {
             buffer.put_i16(GROUP_KEY_VERSION);
             put_string(&mut buffer, group);
         }
+        RecordKey::Consumer { group, key } => {
+            buffer.put_i16(key.version());
+            key.encode(group, &mut buffer);
+        }
     }
     buffer.freeze()
 }
@@ -94,6 +108,10 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<RecordKey, RecordFormatError> {
         2 => Ok(RecordKey::Group {
             group: get_string(&mut bytes)?,
         }),
+        version if KEY_VERSIONS.contains(&version) => {
+            let (group, key) = ConsumerKey::decode(version, &mut bytes)?;
+            Ok(RecordKey::Consumer { group, key })
+        }
         version => Err(RecordFormatError::UnknownVersion {
             what: "key",
             version,
@@ -213,7 +231,7 @@ fn decode_member(bytes: &mut &[u8], version: i16) -> Result<MemberValue, RecordF
     })
 }
 
-fn put_string(buffer: &mut BytesMut, text: &str) {
+pub(crate) fn put_string(buffer: &mut BytesMut, text: &str) {
     buffer.put_i16(text.len() as i16);
     buffer.put_slice(text.as_bytes());
 }
@@ -238,17 +256,17 @@ fn need(bytes: &[u8], count: usize) -> Result<(), RecordFormatError> {
     }
 }
 
-fn get_i16(bytes: &mut &[u8]) -> Result<i16, RecordFormatError> {
+pub(crate) fn get_i16(bytes: &mut &[u8]) -> Result<i16, RecordFormatError> {
     need(bytes, 2)?;
     Ok(bytes.get_i16())
 }
 
-fn get_i32(bytes: &mut &[u8]) -> Result<i32, RecordFormatError> {
+pub(crate) fn get_i32(bytes: &mut &[u8]) -> Result<i32, RecordFormatError> {
     need(bytes, 4)?;
     Ok(bytes.get_i32())
 }
 
-fn get_i64(bytes: &mut &[u8]) -> Result<i64, RecordFormatError> {
+pub(crate) fn get_i64(bytes: &mut &[u8]) -> Result<i64, RecordFormatError> {
     need(bytes, 8)?;
     Ok(bytes.get_i64())
 }
@@ -266,7 +284,7 @@ fn get_nullable_string(bytes: &mut &[u8]) -> Result<Option<String>, RecordFormat
     Ok(Some(text))
 }
 
-fn get_string(bytes: &mut &[u8]) -> Result<String, RecordFormatError> {
+pub(crate) fn get_string(bytes: &mut &[u8]) -> Result<String, RecordFormatError> {
     Ok(get_nullable_string(bytes)?.unwrap_or_default())
 }
 

@@ -1,8 +1,8 @@
 //! The async shell around the group state machines: per group id a classic [`Group`] or
 //! a KIP-848 [`ConsumerGroup`], parked JoinGroup/SyncGroup requests as oneshot channels,
 //! and the classic group's effects carried out in order (metadata written to
-//! `__consumer_offsets` before the answers that depend on it). A consumer group's
-//! heartbeats are answered at once and write nothing (its state is not persisted).
+//! `__consumer_offsets` before the answers that depend on it). A consumer group's step
+//! writes the records it changed, and its answer waits until they are committed.
 //!
 //! Locking: each group lives in its own slot behind its own async mutex, held across the
 //! group's state machine step and the writes that step asks for. The registry-wide map
@@ -26,12 +26,19 @@
 //! has it) before the answers that depend on it go out; a write that fails turns those
 //! answers into the write's error.
 //!
+//! A consumer group's records are appended under the slot lock; an append that fails
+//! puts the group back to what its records say (so memory never runs ahead of the log),
+//! while one that was appended and only timed out waiting for replication stays: the log
+//! holds it and a reload reads it. Until such a write is known committed, every request
+//! of the group waits for it first (`unconfirmed`), so no answer depends on records that
+//! a failover could still take back.
+//!
 //! Timers are event-driven: every `WakeAt` lands in `deadlines`, and the coordinator's
 //! timer task sleeps until the earliest one (or until a new earlier one arrives). Due
 //! ticks run as their own tasks, so a group stuck in a slow write delays no other
 //! group's tick.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,12 +46,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, OwnedMutexGuard, oneshot, watch};
 
+use super::consumer::records::{ConsumerKey, ConsumerValue, encode_value};
 use super::consumer::{
-    ConsumerGroup, ConsumerGroupConfig, HeartbeatAnswer, HeartbeatRequest, TopicSource,
+    Change, ConsumerGroup, ConsumerGroupConfig, HeartbeatAnswer, HeartbeatRequest, TopicSource,
 };
 use super::offsets::partition_for;
 use super::records::{self, GroupValue, MemberValue, RecordKey};
-use super::writer::{WriteTarget, write_committed};
+use super::writer::{self, WriteTarget, write_committed};
 use super::{
     CoordinatorError, Effect, Group, GroupConfig, GroupError, GroupSnapshot, JoinOutcome,
     JoinRequest, MemberSnapshot, RequestToken, SyncOutcome, SyncRequest,
@@ -67,15 +75,23 @@ struct SlotState {
     /// records go out under this epoch only. A slot outlives a reload only as a stale one,
     /// and a stale slot's write must be refused, not land in the log the new load read.
     leader_epoch: i32,
+    /// The end offset of the consumer group's last write while it is not known to be
+    /// committed (its wait timed out).
+    unconfirmed: Option<i64>,
 }
 
 impl SlotState {
     fn new(group: Option<Group>, leader_epoch: i32) -> Slot {
+        Self::with(group, None, leader_epoch)
+    }
+
+    fn with(group: Option<Group>, consumer: Option<ConsumerGroup>, leader_epoch: i32) -> Slot {
         let state = SlotState {
             group,
-            consumer: None,
+            consumer,
             waiters: HashMap::new(),
             leader_epoch,
+            unconfirmed: None,
         };
         Arc::new(tokio::sync::Mutex::new(state))
     }
@@ -106,10 +122,20 @@ pub struct RegistryConfig {
     pub offsets_partitions: i32,
     /// `offsets.commit.timeout.ms`: how long a metadata write waits for replication.
     pub write_timeout: Duration,
+    pub consumer: ConsumerGroupConfig,
+}
+
+/// What a replayed partition holds for one group id: a classic group, a consumer group's
+/// records, or nothing (its last record was a tombstone).
+pub enum Loaded {
+    Classic(GroupSnapshot),
+    Consumer(BTreeMap<ConsumerKey, ConsumerValue>),
+    Deleted,
 }
 
 struct Shared {
     config: GroupConfig,
+    consumer: ConsumerGroupConfig,
     offsets_partitions: i32,
     write_timeout: Duration,
     slots: Mutex<Slots>,
@@ -139,6 +165,7 @@ impl GroupRegistry {
         GroupRegistry {
             shared: Arc::new(Shared {
                 config: config.group,
+                consumer: config.consumer,
                 offsets_partitions: config.offsets_partitions,
                 write_timeout: config.write_timeout,
                 slots: Mutex::new(Slots::default()),
@@ -189,22 +216,36 @@ impl GroupRegistry {
         &self,
         partition: i32,
         leader_epoch: i32,
-        groups: Vec<(String, Option<GroupSnapshot>)>,
+        groups: Vec<(String, Loaded)>,
         now_ms: i64,
     ) {
         let mut deadlines = Vec::new();
         {
             let mut slots = lock(&self.shared.slots);
-            for (group_id, snapshot) in groups {
-                let Some(snapshot) = snapshot else {
-                    slots.groups.remove(&group_id);
-                    continue;
+            for (group_id, loaded) in groups {
+                let (classic, consumer) = match loaded {
+                    Loaded::Deleted => {
+                        slots.groups.remove(&group_id);
+                        continue;
+                    }
+                    Loaded::Classic(snapshot) => {
+                        (Some(Group::from_snapshot(snapshot, now_ms)), None)
+                    }
+                    Loaded::Consumer(records) => {
+                        let config = &self.shared.consumer;
+                        let group = ConsumerGroup::restore(&group_id, records, now_ms, config);
+                        (None, Some(group))
+                    }
                 };
-                let group = Group::from_snapshot(snapshot, now_ms);
-                if let Some(deadline) = group.next_deadline_ms() {
+                let deadline = match (&classic, &consumer) {
+                    (Some(group), _) => group.next_deadline_ms(),
+                    (_, Some(group)) => group.next_deadline_ms(),
+                    _ => None,
+                };
+                if let Some(deadline) = deadline {
                     deadlines.push((group_id.clone(), deadline));
                 }
-                let slot = SlotState::new(Some(group), leader_epoch);
+                let slot = SlotState::with(classic, consumer, leader_epoch);
                 slots.groups.insert(group_id, slot);
             }
             slots.loaded.insert(partition, leader_epoch);
@@ -278,12 +319,18 @@ impl GroupRegistry {
         let (sender, receiver) = oneshot::channel();
         let state = &mut *locked.state;
         if let Some(consumer) = &state.consumer {
-            // Kafka turns an empty consumer group into a classic one on a JoinGroup; one
-            // with members is not a classic group.
+            // Kafka turns an empty consumer group into a classic one on a JoinGroup (its
+            // records deleted first); one with members is not a classic group.
             if !consumer.is_empty() {
                 return JoinOutcome::failed(member_id, GroupError::InconsistentGroupProtocol);
             }
-            state.consumer = None;
+            if let Err(error) = self
+                .shared
+                .delete_consumer(state, log, group_id, now_ms)
+                .await
+            {
+                return JoinOutcome::failed(member_id, error);
+            }
         }
         state.waiters.insert(token, Waiter::Join(sender));
         let group = state
@@ -386,22 +433,21 @@ impl GroupRegistry {
         }
     }
 
-    /// One ConsumerGroupHeartbeat (KIP-848). A join (epoch 0) creates the group, or takes
-    /// the id of a classic group without members (Kafka deletes that one; here it is
-    /// dropped from memory once the join succeeded, and its last record, an empty group,
-    /// comes back only on a reload, where a join takes the id again); a classic group with
-    /// members is not a consumer group (GROUP_ID_NOT_FOUND, as Kafka answers).
+    /// One ConsumerGroupHeartbeat (KIP-848), answered once the records it changed are
+    /// committed. A join (epoch 0) creates the group, or takes the id of a classic group
+    /// without members, whose record is deleted in the same write (Kafka's
+    /// `maybeDeleteEmptyClassicGroup`); a classic group with members is not a consumer
+    /// group (GROUP_ID_NOT_FOUND, as Kafka answers).
     ///
     /// A heartbeat for a group this coordinator does not know is UNKNOWN_MEMBER_ID, where
-    /// Kafka says GROUP_ID_NOT_FOUND: Kafka reloads consumer groups from its log after a
-    /// failover, and these are not persisted, so a member that finds its group gone must
-    /// rejoin (which UNKNOWN_MEMBER_ID tells it) rather than stop (which clients do on
-    /// GROUP_ID_NOT_FOUND).
+    /// Kafka says GROUP_ID_NOT_FOUND, which clients take as fatal: a group is only gone
+    /// here when its first write never committed (the join was answered with an error),
+    /// and a member that finds it gone must rejoin, which UNKNOWN_MEMBER_ID tells it.
     pub async fn consumer_heartbeat(
         &self,
+        log: &Partition,
         group_id: &str,
         request: HeartbeatRequest,
-        config: &ConsumerGroupConfig,
         topics: &(dyn TopicSource + Sync),
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, GroupError> {
@@ -420,13 +466,14 @@ impl GroupRegistry {
                 return Err(GroupError::UnknownMemberId);
             }
         }
+        self.shared.confirm(state, log).await?;
+        let config = &self.shared.consumer;
         let group = state
             .consumer
             .get_or_insert_with(|| ConsumerGroup::new(group_id));
         let mut new_id = || uuid::Uuid::new_v4().to_string();
         let answer = group.heartbeat(request, now_ms, config, topics, &mut new_id);
-        let deadline = group.next_deadline_ms();
-        if group.is_empty() && group.group_epoch() == 0 {
+        if group.is_empty() && !group.is_persisted() && group.group_epoch() == 0 {
             // A join that failed leaves nothing behind (Kafka applies nothing of it): not
             // a consumer group, and not the loss of the empty classic group it would have
             // replaced.
@@ -436,8 +483,31 @@ impl GroupRegistry {
             }
             return answer;
         }
+        // The empty classic group this one replaces goes in the same write.
+        let classic_tombstone = state.group.is_some().then(|| {
+            let key = records::encode_key(&RecordKey::Group {
+                group: group_id.to_string(),
+            });
+            (key, None)
+        });
+        let written = (self.shared)
+            .write_consumer(state, log, group_id, classic_tombstone, now_ms)
+            .await;
+        let group = state.consumer.as_ref().expect("kept by the write");
+        let deadline = group.next_deadline_ms();
+        if !group.is_persisted() {
+            // The first write failed: nothing of the group exists, and the classic group
+            // it would have replaced is still there.
+            state.consumer = None;
+            if state.group.is_none() {
+                self.shared.forget(group_id, &locked.slot);
+            }
+            written?;
+            return answer;
+        }
         state.group = None;
         self.shared.set_deadline(group_id, deadline);
+        written?;
         answer
     }
 
@@ -558,11 +628,12 @@ impl GroupRegistry {
             .ok_or(GroupError::GroupIdNotFound)?;
         let state = &mut *locked.state;
         if let Some(consumer) = &state.consumer {
-            // Nothing of a consumer group is persisted: dropping it is the whole delete.
             if !consumer.is_empty() {
                 return Err(GroupError::NonEmptyGroup);
             }
-            state.consumer = None;
+            self.shared
+                .delete_consumer(state, log, group_id, now_ms)
+                .await?;
             lock(&self.shared.deadlines).remove(group_id);
             self.shared.forget(group_id, &locked.slot);
             return Ok(());
@@ -729,9 +800,10 @@ impl Shared {
             return;
         };
         let state = &mut *locked.state;
-        if let Some(consumer) = state.consumer.as_mut() {
-            consumer.tick(now_ms);
-            self.set_deadline(group_id, consumer.next_deadline_ms());
+        if state.consumer.is_some() {
+            let _ = self.tick_consumer(state, log, group_id, now_ms).await;
+            let deadline = state.consumer.as_ref().and_then(|g| g.next_deadline_ms());
+            self.set_deadline(group_id, deadline);
             return;
         }
         let Some(group) = state.group.as_mut() else {
@@ -739,6 +811,127 @@ impl Shared {
         };
         let effects = group.tick(now_ms);
         self.carry_out(state, log, group_id, effects, now_ms).await;
+    }
+
+    /// A consumer group's timers: members whose session or revocation time ran out are
+    /// fenced, and that is written. A write that failed brings them back (their sessions
+    /// start again) and is logged; the next tick tries again.
+    async fn tick_consumer(
+        &self,
+        state: &mut SlotState,
+        log: &Partition,
+        group_id: &str,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        self.confirm(state, log).await?;
+        if let Some(group) = state.consumer.as_mut() {
+            group.tick(now_ms);
+        }
+        self.write_consumer(state, log, group_id, None, now_ms)
+            .await
+    }
+
+    /// Waits until the consumer group's last write is committed, if that was not known yet.
+    async fn confirm(&self, state: &mut SlotState, log: &Partition) -> Result<(), GroupError> {
+        let Some(end_offset) = state.unconfirmed else {
+            return Ok(());
+        };
+        let target = WriteTarget {
+            log,
+            leader_epoch: state.leader_epoch,
+            timeout: self.write_timeout,
+        };
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        writer::wait_committed(target, end_offset, deadline)
+            .await
+            .map_err(|error| write_failure(&error))?;
+        state.unconfirmed = None;
+        Ok(())
+    }
+
+    /// Writes what the consumer group's last step changed (and `extra`, a record of the
+    /// same write) and waits until it is committed. A failed append puts the group back
+    /// to its records; an append whose wait failed stays (see the module comment).
+    async fn write_consumer(
+        &self,
+        state: &mut SlotState,
+        log: &Partition,
+        group_id: &str,
+        extra: Option<(Bytes, Option<Bytes>)>,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        let Some(group) = state.consumer.as_mut() else {
+            return Ok(());
+        };
+        let changes = group.take_changes(now_ms);
+        if changes.is_empty() && extra.is_none() {
+            return Ok(());
+        }
+        let mut entries: Vec<(Bytes, Option<Bytes>)> = extra.into_iter().collect();
+        entries.extend(consumer_entries(group_id, &changes));
+        match self.append(log, state.leader_epoch, group_id, entries, now_ms) {
+            Ok(end_offset) => {
+                group.appended(changes);
+                state.unconfirmed = Some(end_offset);
+            }
+            Err(error) => {
+                group.revert(now_ms, &self.consumer);
+                return Err(error);
+            }
+        }
+        self.confirm(state, log).await
+    }
+
+    /// Deletes an empty consumer group's records (DeleteGroups, or its id going to a
+    /// classic group) and drops it; on a failed write the group stays.
+    async fn delete_consumer(
+        &self,
+        state: &mut SlotState,
+        log: &Partition,
+        group_id: &str,
+        now_ms: i64,
+    ) -> Result<(), GroupError> {
+        self.confirm(state, log).await?;
+        let Some(group) = state.consumer.as_ref() else {
+            return Ok(());
+        };
+        let tombstones = group.tombstones();
+        if !tombstones.is_empty() {
+            let entries = consumer_entries(group_id, &tombstones);
+            state.unconfirmed =
+                Some(self.append(log, state.leader_epoch, group_id, entries, now_ms)?);
+            self.confirm(state, log).await?;
+        }
+        state.consumer = None;
+        Ok(())
+    }
+
+    /// Appends a group's records under the epoch its slot was loaded at; returns the offset
+    /// after them.
+    fn append(
+        &self,
+        log: &Partition,
+        leader_epoch: i32,
+        group_id: &str,
+        entries: Vec<(Bytes, Option<Bytes>)>,
+        now_ms: i64,
+    ) -> Result<i64, GroupError> {
+        let partition = partition_for(group_id, self.offsets_partitions);
+        if lock(&self.slots).loaded.get(&partition) != Some(&leader_epoch) {
+            return Err(GroupError::NotCoordinator);
+        }
+        let target = WriteTarget {
+            log,
+            leader_epoch,
+            timeout: self.write_timeout,
+        };
+        match writer::append(target, entries, now_ms, None) {
+            Ok((_, end_offset)) => Ok(end_offset),
+            Err(error) => {
+                tracing::warn!(group = group_id, %error, "writing consumer group records failed");
+                Err(write_failure(&error))
+            }
+        }
     }
 
     /// Whether the group's deadline has passed; if so it is taken (the caller ticks).
@@ -870,6 +1063,19 @@ impl Shared {
     }
 }
 
+/// A consumer group's changes as offsets-topic records.
+fn consumer_entries(group_id: &str, changes: &[Change]) -> Vec<(Bytes, Option<Bytes>)> {
+    (changes.iter())
+        .map(|(key, value)| {
+            let key = records::encode_key(&RecordKey::Consumer {
+                group: group_id.to_string(),
+                key: key.clone(),
+            });
+            (key, value.as_ref().map(encode_value))
+        })
+        .collect()
+}
+
 pub fn to_record(snapshot: &GroupSnapshot) -> GroupValue {
     GroupValue {
         protocol_type: snapshot.protocol_type.clone().unwrap_or_default(),
@@ -950,6 +1156,7 @@ mod tests {
             group,
             offsets_partitions: 1,
             write_timeout: Duration::from_secs(5),
+            consumer: ConsumerGroupConfig::default(),
         });
         registry.mark_loaded(0, 0);
         Arc::new(registry)

@@ -182,6 +182,7 @@ mod tests {
             offsets_partitions: 1,
             offsets_retention_ms: 1000,
             commit_timeout_ms: 5_000,
+            consumer: Default::default(),
         }
     }
 

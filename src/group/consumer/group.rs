@@ -9,10 +9,10 @@
 //! the one member that holds each partition, and a member is only given a partition that
 //! no other member holds.
 //!
-//! Not persisted: unlike Kafka, which writes the group's records to `__consumer_offsets`,
-//! the group lives in the coordinator's memory. After a failover the members' heartbeats
-//! get UNKNOWN_MEMBER_ID and they rejoin with epoch 0, having let go of their partitions,
-//! so the same no-double-ownership rule holds; committed offsets are persisted as always.
+//! Persisted as Kafka persists it: every step marks the records it may have changed
+//! (`dirty`), and the shell writes what [`ConsumerGroup::take_changes`] returns to
+//! `__consumer_offsets` before it answers (`persisted.rs`). A reload, or a write that
+//! failed, rebuilds the group from those records.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::assignor::{Assignment, Assignor, AssignorMember, TopicInfo};
 use super::member::{ConsumerMember, LEFT_STATIC_EPOCH, MemberState, Target, is_subset};
+use super::records::{ConsumerKey, ConsumerValue};
 use super::topic_regex::TopicRegex;
 use crate::group::GroupError;
 
@@ -125,22 +126,27 @@ impl ConsumerGroupState {
 
 #[derive(Clone, Debug)]
 pub struct ConsumerGroup {
-    group_id: String,
-    group_epoch: i32,
+    pub(super) group_id: String,
+    pub(super) group_epoch: i32,
     /// The group epoch the target assignment was computed at.
-    target_epoch: i32,
-    members: BTreeMap<String, ConsumerMember>,
+    pub(super) target_epoch: i32,
+    pub(super) members: BTreeMap<String, ConsumerMember>,
     /// Member id -> its target assignment.
-    targets: BTreeMap<String, Assignment>,
+    pub(super) targets: BTreeMap<String, Assignment>,
     /// The subscribed topics (by name or by a member's regex) as the last heartbeat saw
     /// them; a change moves the group epoch.
-    topics: BTreeMap<String, TopicInfo>,
+    pub(super) topics: BTreeMap<String, TopicInfo>,
     /// Each subscribed regex and the topics it matched then.
-    resolved: BTreeMap<String, BTreeSet<String>>,
+    pub(super) resolved: BTreeMap<String, BTreeSet<String>>,
     /// Compiled subscribed regexes, by pattern.
-    regexes: HashMap<String, TopicRegex>,
+    pub(super) regexes: HashMap<String, TopicRegex>,
     /// Partition -> the member holding it (assigned, or still revoking).
-    holders: HashMap<(Uuid, i32), String>,
+    pub(super) holders: HashMap<(Uuid, i32), String>,
+    /// Records a step may have changed since the last [`ConsumerGroup::take_changes`].
+    pub(super) dirty: BTreeSet<ConsumerKey>,
+    /// What the log holds for the group (appended, maybe not yet committed): the latest
+    /// value of each of its records.
+    pub(super) persisted: BTreeMap<ConsumerKey, ConsumerValue>,
 }
 
 /// The metadata image as a group sees it.
@@ -163,6 +169,8 @@ impl ConsumerGroup {
             resolved: BTreeMap::new(),
             regexes: HashMap::new(),
             holders: HashMap::new(),
+            dirty: BTreeSet::new(),
+            persisted: BTreeMap::new(),
         }
     }
 
@@ -291,15 +299,25 @@ impl ConsumerGroup {
         let assigned_before = member.assigned.clone();
         let mut changed = apply_request(member, &request) || joined;
         member.session_deadline_ms = now_ms + i64::from(config.session_timeout_ms);
+        // Marked on every heartbeat; `take_changes` writes them only if they changed.
+        self.dirty.insert(ConsumerKey::Member(member_id.clone()));
+        self.dirty
+            .insert(ConsumerKey::CurrentAssignment(member_id.clone()));
 
         let (subscribed, resolved) = self.subscribed_topics(topics);
-        if subscribed != self.topics || resolved != self.resolved {
+        if subscribed != self.topics {
             self.topics = subscribed;
+            self.dirty.insert(ConsumerKey::PartitionMetadata);
+            changed = true;
+        }
+        if resolved != self.resolved {
+            let patterns = self.resolved.keys().chain(resolved.keys());
+            (self.dirty).extend(patterns.map(|p| ConsumerKey::Regex(p.clone())));
             self.resolved = resolved;
             changed = true;
         }
         if changed {
-            self.group_epoch += 1;
+            self.bump_group_epoch();
         }
         if self.group_epoch > self.target_epoch {
             self.compute_targets(config);
@@ -412,6 +430,8 @@ impl ConsumerGroup {
             return Err(GroupError::UnreleasedInstanceId);
         }
         let mut member = self.members.remove(old_id).expect("found by the caller");
+        self.mark_member(old_id);
+        self.mark_member(new_id);
         member.member_id = new_id.to_string();
         member.member_epoch = member.previous_epoch;
         for holder in self.holders.values_mut() {
@@ -452,6 +472,7 @@ impl ConsumerGroup {
             // Away for a restart: keeps its assigned partitions until its session ends, but
             // what it was revoking is free at once and no revocation timeout fences it
             // (Kafka's `consumerGroupStaticMemberGroupLeave`).
+            (self.dirty).insert(ConsumerKey::CurrentAssignment(member_id.clone()));
             let member = self.members.get_mut(&member_id).expect("found above");
             if member.member_epoch != LEFT_STATIC_EPOCH {
                 member.previous_epoch = member.member_epoch;
@@ -483,7 +504,22 @@ impl ConsumerGroup {
         }
         self.targets.remove(member_id);
         self.holders.retain(|_, holder| holder != member_id);
+        self.mark_member(member_id);
+        self.bump_group_epoch();
+    }
+
+    /// Marks every record of one member.
+    fn mark_member(&mut self, member_id: &str) {
+        self.dirty.extend([
+            ConsumerKey::Member(member_id.to_string()),
+            ConsumerKey::TargetMember(member_id.to_string()),
+            ConsumerKey::CurrentAssignment(member_id.to_string()),
+        ]);
+    }
+
+    fn bump_group_epoch(&mut self) {
         self.group_epoch += 1;
+        self.dirty.insert(ConsumerKey::Metadata);
     }
 
     /// Every topic some member subscribes to, by name or by regex, that exists now; and
@@ -553,6 +589,9 @@ impl ConsumerGroup {
             })
             .collect();
         let targets = assignor.assign(&members, &self.topics);
+        let moved = self.targets.keys().chain(targets.keys());
+        (self.dirty).extend(moved.map(|m| ConsumerKey::TargetMember(m.clone())));
+        self.dirty.insert(ConsumerKey::TargetMetadata);
         self.targets = targets;
         self.target_epoch = self.group_epoch;
     }

@@ -7,11 +7,15 @@
 //! - [`member`]: one member and its reconciliation (revoke, then take what is free).
 //! - [`group`]: the group state machine: epochs, membership, targets, timeouts.
 //! - [`topic_regex`]: regex subscriptions (ConsumerGroupHeartbeat v1).
+//! - [`records`] and `persisted`: the group's records in `__consumer_offsets`, written
+//!   before the answers that depend on them and replayed when the partition loads.
 
 pub mod assignor;
 #[allow(clippy::module_inception)]
 mod group;
 mod member;
+mod persisted;
+pub mod records;
 #[cfg(test)]
 mod sim;
 mod topic_regex;
@@ -22,3 +26,4 @@ pub use group::{
     HeartbeatRequest, TopicSource,
 };
 pub use member::{ConsumerMember, MemberState};
+pub use persisted::Change;

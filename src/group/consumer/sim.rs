@@ -4,8 +4,15 @@
 //! does: they own exactly the assignment last answered, let go of everything when
 //! fenced, and report what they own.
 //!
+//! Persistence as the shell does it: after every step the changed records are appended;
+//! now and then the append fails (the group goes back to its records and the request is
+//! answered with an error) or the coordinator fails over (the group is rebuilt from its
+//! records, sessions start again).
+//!
 //! Invariants after every step:
 //! - the group's own bookkeeping holds (`check`): no partition is held by two members;
+//! - the group rebuilt from its records equals it (`assert_restorable`): no step changes
+//!   state without writing it;
 //! - among the clients the group still counts in (up, not told to rejoin, their member
 //!   still in the group, whatever epoch they know after lost answers) no partition is
 //!   owned twice, and what each owns is held for its member. A client whose member is
@@ -140,9 +147,12 @@ impl Sim {
             *next_id += 1;
             format!("member-{next_id}")
         };
-        let result = self
-            .group
-            .heartbeat(request, self.now_ms, &self.config, &topics, &mut new_id);
+        let mut result =
+            self.group
+                .heartbeat(request, self.now_ms, &self.config, &topics, &mut new_id);
+        if !self.persist(lose_answers) {
+            result = Err(GroupError::CoordinatorNotAvailable);
+        }
         let lost = lose_answers && self.rng.chance(10);
         let client = &mut self.clients[index];
         match result {
@@ -161,8 +171,8 @@ impl Sim {
                 client.owned.clear();
                 client.must_join = true;
             }
-            // The old instance has not gone yet: try again later.
-            Err(GroupError::UnreleasedInstanceId) => {}
+            // The old instance has not gone yet, or the write failed: try again later.
+            Err(GroupError::UnreleasedInstanceId | GroupError::CoordinatorNotAvailable) => {}
             Err(other) => panic!("unexpected heartbeat error {other:?}"),
         }
     }
@@ -187,12 +197,14 @@ impl Sim {
             &SimTopics(&self.partitions),
             &mut String::new,
         );
+        self.persist(true);
         match result {
             Ok(_) | Err(GroupError::UnknownMemberId | GroupError::FencedInstanceId) => {}
             Err(other) => panic!("unexpected leave error {other:?}"),
         }
         // Let go of everything either way; a restarting static member comes back under
         // a new id.
+        let client = &mut self.clients[index];
         client.owned.clear();
         client.must_join = true;
         client.away = temporary;
@@ -201,11 +213,31 @@ impl Sim {
         }
     }
 
+    /// The shell's write after a step: the changed records are appended, unless (with
+    /// `faults`, now and then) the append fails and the group goes back to its records.
+    /// Returns whether the step's changes are in the log.
+    fn persist(&mut self, faults: bool) -> bool {
+        let changes = self.group.take_changes(self.now_ms);
+        let written = changes.is_empty() || !(faults && self.rng.chance(3));
+        if written {
+            self.group.appended(changes);
+        } else {
+            self.group.revert(self.now_ms, &self.config);
+        }
+        self.group.assert_restorable(&self.config);
+        written
+    }
+
     fn step(&mut self) {
         self.now_ms += self.rng.below(2_500) as i64;
         self.group.tick(self.now_ms);
+        self.persist(true);
         let index = self.rng.below(CLIENTS as u64) as usize;
         let roll = self.rng.below(100);
+        if self.rng.chance(1) {
+            // A failover: the new coordinator has only the records.
+            self.group.revert(self.now_ms, &self.config);
+        }
         if !self.clients[index].alive {
             if roll < 20 {
                 // A new process: nothing owned, no member id (a static one keeps its
@@ -313,6 +345,7 @@ impl Sim {
         for round in 0..40 {
             self.now_ms += 500;
             self.group.tick(self.now_ms);
+            self.persist(false);
             for index in 0..CLIENTS {
                 self.heartbeat(index, false);
             }
