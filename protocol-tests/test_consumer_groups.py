@@ -51,6 +51,8 @@ UNSUPPORTED_VERSION = 35
 INVALID_REQUEST = 42
 UNKNOWN_MEMBER_ID = 25
 GROUP_ID_NOT_FOUND = 69
+# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+NOT_LOADED = (14, 15, 16)
 FENCED_MEMBER_EPOCH = 110
 UNSUPPORTED_ASSIGNOR = 112
 STALE_MEMBER_EPOCH = 113
@@ -421,6 +423,19 @@ def test_heartbeats_are_validated_and_fenced_by_epoch(broker, topic):
         consumer.close()
 
 
+def described_once_loaded(broker, group):
+    """ConsumerGroupDescribe once the broker coordinates the group: FindCoordinator has
+    created the offsets topic and the partition is replayed (until then the broker answers
+    LOAD_IN_PROGRESS or NOT_COORDINATOR)."""
+    def loaded():
+        with coordinator_conn(broker) as conn:
+            if rawkafka.find_coordinator_v1(conn, group)[0] != 0:
+                return None
+            described = describe_v0(conn, group)
+        return None if described[0] in NOT_LOADED else described
+    return cluster.wait_until(loaded, TIMEOUT_S, what=f"{group} loaded")
+
+
 @pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "kill-9"])
 def test_a_consumer_group_survives_a_restart_mid_rebalance(start_broker, hard):
     """The group's records are in __consumer_offsets: restarted (cleanly, or by kill -9)
@@ -433,6 +448,7 @@ def test_a_consumer_group_survives_a_restart_mid_rebalance(start_broker, hard):
     clients.create_topic(broker, topic, 4)
     tid = topic_id_of(broker, topic)
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    assert described_once_loaded(broker, group)[0] == GROUP_ID_NOT_FOUND
     with coordinator_conn(broker) as conn:
         joined = heartbeat_v1(conn, group, a, 0, topics=[topic], owned={})
         assert (joined[0], joined[3], joined[5]) == (0, 1, {tid: [0, 1, 2, 3]})
@@ -449,8 +465,8 @@ def test_a_consumer_group_survives_a_restart_mid_rebalance(start_broker, hard):
 
     broker.restart(hard=hard)
 
+    assert described_once_loaded(broker, group) == before
     with coordinator_conn(broker) as conn:
-        assert describe_v0(conn, group) == before
         # a still has to let go of the other two before it moves to epoch 2.
         still = heartbeat_v1(conn, group, a, 1, owned={tid: [0, 1, 2, 3]})
         assert (still[0], still[3]) == (0, 1)
@@ -470,8 +486,8 @@ def test_a_consumer_group_survives_a_restart_mid_rebalance(start_broker, hard):
 
     broker.restart(hard=hard)
 
+    assert described_once_loaded(broker, group)[0] == GROUP_ID_NOT_FOUND
     with coordinator_conn(broker) as conn:
-        assert describe_v0(conn, group)[0] == GROUP_ID_NOT_FOUND
         assert heartbeat_v1(conn, group, a, 2, owned={})[0] == UNKNOWN_MEMBER_ID
     consumer = clients.consumer(broker, **{"group.id": group})
     try:

@@ -801,8 +801,13 @@ impl Shared {
         };
         let state = &mut *locked.state;
         if state.consumer.is_some() {
-            let _ = self.tick_consumer(state, log, group_id, now_ms).await;
-            let deadline = state.consumer.as_ref().and_then(|g| g.next_deadline_ms());
+            let ticked = self.tick_consumer(state, log, group_id, now_ms).await;
+            let deadline = match ticked {
+                // The members that were due still are: try again a heartbeat later, not
+                // at once.
+                Err(_) => Some(now_ms + i64::from(self.consumer.heartbeat_interval_ms)),
+                Ok(()) => state.consumer.as_ref().and_then(|g| g.next_deadline_ms()),
+            };
             self.set_deadline(group_id, deadline);
             return;
         }
@@ -815,7 +820,7 @@ impl Shared {
 
     /// A consumer group's timers: members whose session or revocation time ran out are
     /// fenced, and that is written. A write that failed brings them back (their sessions
-    /// start again) and is logged; the next tick tries again.
+    /// start again) and is logged; a later tick tries again.
     async fn tick_consumer(
         &self,
         state: &mut SlotState,
@@ -896,14 +901,16 @@ impl Shared {
             return Ok(());
         };
         let tombstones = group.tombstones();
-        if !tombstones.is_empty() {
-            let entries = consumer_entries(group_id, &tombstones);
-            state.unconfirmed =
-                Some(self.append(log, state.leader_epoch, group_id, entries, now_ms)?);
-            self.confirm(state, log).await?;
+        if tombstones.is_empty() {
+            state.consumer = None;
+            return Ok(());
         }
+        let entries = consumer_entries(group_id, &tombstones);
+        let end_offset = self.append(log, state.leader_epoch, group_id, entries, now_ms)?;
+        // Appended: the log no longer has the group, whether or not the wait succeeds.
         state.consumer = None;
-        Ok(())
+        state.unconfirmed = Some(end_offset);
+        self.confirm(state, log).await
     }
 
     /// Appends a group's records under the epoch its slot was loaded at; returns the offset

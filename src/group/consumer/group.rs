@@ -518,7 +518,8 @@ impl ConsumerGroup {
     }
 
     fn bump_group_epoch(&mut self) {
-        self.group_epoch += 1;
+        // Saturating: an epoch read from disk may be anything.
+        self.group_epoch = self.group_epoch.saturating_add(1);
         self.dirty.insert(ConsumerKey::Metadata);
     }
 

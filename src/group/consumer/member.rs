@@ -80,7 +80,7 @@ impl ConsumerMember {
                 if owns_any(owned, &self.pending_revocation) {
                     return;
                 }
-                let epoch = (self.member_epoch + 1).min(target.epoch);
+                let epoch = self.member_epoch.saturating_add(1).min(target.epoch);
                 self.next_assignment(epoch, target, owned);
             }
         }

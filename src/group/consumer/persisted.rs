@@ -29,10 +29,13 @@ use super::topic_regex::TopicRegex;
 pub type Change = (ConsumerKey, Option<ConsumerValue>);
 
 impl ConsumerGroup {
-    /// The records the steps since the last call changed, in key order.
+    /// The records the steps since the last call changed: new values in key order, then
+    /// tombstones in reverse key order, the order Kafka's replay demands (a member's
+    /// assignment records are deleted before its metadata, every member before the group).
     pub fn take_changes(&mut self, now_ms: i64) -> Vec<Change> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut changes = Vec::new();
+        let mut tombstones = Vec::new();
         for key in dirty {
             let value = self.record(&key, now_ms);
             let unchanged = match (&value, self.persisted.get(&key)) {
@@ -44,10 +47,13 @@ impl ConsumerGroup {
                 (Some(new), Some(old)) => new == old,
                 _ => false,
             };
-            if !unchanged {
-                changes.push((key, value));
+            match value {
+                _ if unchanged => {}
+                Some(value) => changes.push((key, Some(value))),
+                None => tombstones.push((key, None)),
             }
         }
+        changes.extend(tombstones.into_iter().rev());
         changes
     }
 
@@ -72,8 +78,7 @@ impl ConsumerGroup {
     /// Tombstones for every record the log holds for the group (DeleteGroups, or the id
     /// going to a classic group).
     pub fn tombstones(&self) -> Vec<Change> {
-        self.persisted
-            .keys()
+        (self.persisted.keys().rev())
             .map(|key| (key.clone(), None))
             .collect()
     }
@@ -144,6 +149,9 @@ impl ConsumerGroup {
                 _ => {}
             }
         }
+        // A target ahead of the group epoch cannot come from our writes; taken as is, no
+        // target would be computed until the group epoch passed it.
+        group.group_epoch = group.group_epoch.max(group.target_epoch);
         group.restore_holders();
         for pattern in group
             .members
@@ -177,6 +185,8 @@ impl ConsumerGroup {
             let mut taken = Vec::new();
             for partition in member.holds().collect::<Vec<_>>() {
                 match holders.entry(partition) {
+                    // Listed twice by the member itself (assigned and revoking): its own.
+                    Entry::Occupied(holder) if *holder.get() == member.member_id => {}
                     Entry::Occupied(_) => taken.push(partition),
                     Entry::Vacant(free) => {
                         free.insert(member.member_id.clone());
@@ -319,7 +329,11 @@ fn set_current(member: &mut ConsumerMember, current: CurrentAssignment, now_ms: 
     member.state = current.state;
     member.assigned = current.assigned;
     member.pending_revocation = current.pending_revocation;
-    // Kafka's `onLoaded`: a member still revoking gets its whole rebalance timeout again.
-    member.revocation_deadline_ms = (current.state == MemberState::UnrevokedPartitions)
-        .then(|| now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
+    // Kafka's `onLoaded`: a member still revoking gets its whole rebalance timeout again;
+    // a static member away (epoch -2) revokes nothing and waits out its session only.
+    let revoking = current.state == MemberState::UnrevokedPartitions
+        && !member.pending_revocation.is_empty()
+        && member.member_epoch >= 0;
+    member.revocation_deadline_ms =
+        revoking.then(|| now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
 }
