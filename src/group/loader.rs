@@ -780,4 +780,27 @@ mod tests {
         fourth.load_now(&log).unwrap();
         assert_eq!(consumer_view(&fourth).await, None);
     }
+
+    /// An append that fails puts the group back to what its records say: the member that
+    /// was joining is not there, and the one that was there is as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_consumer_group_append_reverts_to_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.become_leader(0).unwrap();
+        let coordinator = coordinator();
+        coordinator.load_now(&log).unwrap();
+        let a = consumer_beat(&coordinator, &log, beat("a", 0, &[]))
+            .await
+            .unwrap();
+        assert_eq!(a.member_epoch, 1);
+        let before = consumer_view(&coordinator).await;
+        // The log leads at a new epoch this coordinator has not loaded: appends fail.
+        log.become_leader(2).unwrap();
+        let refused = consumer_beat(&coordinator, &log, beat("b", 0, &[])).await;
+        assert_eq!(refused, Err(GroupError::NotCoordinator));
+        assert_eq!(consumer_view(&coordinator).await, before);
+        let unchanged = consumer_beat(&coordinator, &log, beat("a", 1, &[0, 1, 2, 3])).await;
+        assert_eq!(unchanged.map(|answer| answer.member_epoch), Ok(1));
+    }
 }
