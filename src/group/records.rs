@@ -248,7 +248,7 @@ fn put_bytes(buffer: &mut BytesMut, bytes: &[u8]) {
     buffer.put_slice(bytes);
 }
 
-fn need(bytes: &[u8], count: usize) -> Result<(), RecordFormatError> {
+pub(crate) fn need(bytes: &[u8], count: usize) -> Result<(), RecordFormatError> {
     if bytes.len() < count {
         Err(RecordFormatError::Truncated)
     } else {

@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use super::assignor::{Assignment, TopicInfo};
 use super::member::MemberState;
-use crate::group::records::{RecordFormatError, get_i16, get_i32, get_i64, get_string, put_string};
+use crate::group::records::{
+    RecordFormatError, get_i16, get_i32, get_i64, get_string, need, put_string,
+};
 
 /// A consumer group's record key, less the group id every one of them starts with.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -349,14 +351,6 @@ fn put_compact_nullable(out: &mut BytesMut, text: Option<&str>) {
 
 fn put_no_tags(out: &mut BytesMut) {
     put_uvarint(out, 0);
-}
-
-fn need(bytes: &[u8], count: usize) -> Result<(), RecordFormatError> {
-    if bytes.len() < count {
-        Err(RecordFormatError::Truncated)
-    } else {
-        Ok(())
-    }
 }
 
 fn get_uvarint(bytes: &mut &[u8]) -> Result<u32, RecordFormatError> {
