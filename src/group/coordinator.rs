@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::GroupConfig;
 use super::consumer::ConsumerGroupConfig;
 use super::loader::Loads;
 use super::offsets::{OffsetStore, partition_for};
 use super::records::{self, OffsetValue, RecordKey};
 use super::registry::{GroupRegistry, RegistryConfig};
 use super::writer::{WriteTarget, write_committed};
+use super::{GroupConfig, GroupError};
 use crate::replica::Partition;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -324,9 +324,12 @@ impl GroupCoordinator {
     }
 
     /// Drops offsets older than `offsets.retention.minutes` of groups without members
-    /// (Kafka expires offsets only once a group is empty). The tombstones are written by
-    /// tasks of their own, so a slow replication holds up neither the caller's loop nor
-    /// the other groups; returns how many offsets were sent to expire.
+    /// (Kafka expires offsets only once a group is empty), and deletes groups left with no
+    /// members and no offsets (Kafka's `cleanupGroupMetadata`; a group whose last offsets
+    /// expire now goes at the next check, where Kafka deletes it in the same one). The
+    /// tombstones are written by tasks of their own, so a slow replication holds up neither
+    /// the caller's loop nor the other groups; returns how many offsets were sent to
+    /// expire.
     pub fn expire_offsets(
         &self,
         resolve: &dyn Fn(&str) -> Option<Arc<Partition>>,
@@ -355,7 +358,32 @@ impl GroupCoordinator {
                 }
             });
         }
+        for group in self.registry.empty_group_ids() {
+            if self.has_offsets(&group) {
+                continue;
+            }
+            let Some(log) = resolve(&group) else { continue };
+            let coordinator = self.clone();
+            runtime
+                .spawn(async move { coordinator.delete_empty_group(&log, &group, now_ms).await });
+        }
         expired
+    }
+
+    /// Deletes `group` if it still has no members and no offsets, decided under the
+    /// group's write lock so that an offset commit cannot slip in between.
+    async fn delete_empty_group(&self, log: &Partition, group: &str, now_ms: i64) {
+        let write_lock = self.group_write_lock(group);
+        let _writing = write_lock.lock().await;
+        if self.has_offsets(group) {
+            return;
+        }
+        match self.registry.delete(log, group, now_ms).await {
+            Ok(()) => tracing::info!(group, "deleted an empty group without offsets"),
+            // A member joined meanwhile, or the group went: nothing to do.
+            Err(GroupError::NonEmptyGroup | GroupError::GroupIdNotFound) => {}
+            Err(error) => tracing::warn!(group, %error, "deleting an empty group failed"),
+        }
     }
 
     /// Expires `group`'s offsets older than `cutoff`, decided again under the group's

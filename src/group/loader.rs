@@ -803,4 +803,43 @@ mod tests {
         let unchanged = consumer_beat(&coordinator, &log, beat("a", 1, &[0, 1, 2, 3])).await;
         assert_eq!(unchanged.map(|answer| answer.member_epoch), Ok(1));
     }
+
+    /// Kafka's cleanup: a group with no members and no offsets is deleted by the offsets
+    /// expiry (and stays deleted across a reload); one with members or offsets stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_expiry_deletes_empty_groups_without_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.become_leader(0).unwrap();
+        let serving = coordinator();
+        serving.load_now(&log).unwrap();
+        stable_group(&serving, &log).await;
+        consumer_beat(&serving, &log, beat("a", 0, &[]))
+            .await
+            .unwrap();
+        consumer_beat(&serving, &log, beat("a", -1, &[]))
+            .await
+            .unwrap();
+        assert!(consumer_view(&serving).await.is_some());
+        // Nothing is old enough to expire; "cg" is empty and never committed.
+        let resolve = |_: &str| Some(log.clone());
+        assert_eq!(serving.expire_offsets(&resolve, NOW_MS), 0);
+        let gone = async {
+            while consumer_view(&serving).await.is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, gone)
+            .await
+            .expect("never deleted");
+        let stable = serving
+            .registry
+            .with_group("g", |g| g.map(|g| g.state()))
+            .await;
+        assert_eq!(stable, Some(GroupState::Stable));
+        let reloaded = coordinator();
+        reloaded.load_now(&log).unwrap();
+        assert_eq!(consumer_view(&reloaded).await, None);
+        assert_eq!(committed(&reloaded), Some(5));
+    }
 }

@@ -614,6 +614,25 @@ impl GroupRegistry {
         }
     }
 
+    /// The groups without members (classic groups Empty, consumer groups with no member),
+    /// leaving out those busy in a step.
+    pub fn empty_group_ids(&self) -> Vec<String> {
+        let slots: Vec<(String, Slot)> = (lock(&self.shared.slots).groups.iter())
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
+        (slots.into_iter())
+            .filter(|(_, slot)| {
+                slot.try_lock()
+                    .is_ok_and(|state| match (&state.group, &state.consumer) {
+                        (Some(group), _) => group.is_empty(),
+                        (_, Some(group)) => group.is_empty(),
+                        (None, None) => false,
+                    })
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// DeleteGroups for one group with a live state machine entry.
     pub async fn delete(
         &self,
