@@ -498,6 +498,44 @@ def test_a_consumer_group_survives_a_restart_mid_rebalance(start_broker, hard):
         consumer.close()
 
 
+def test_empty_groups_without_offsets_are_deleted(start_broker):
+    """Kafka's group cleanup, at each offsets retention check: a group left with no
+    members and no committed offsets is deleted, a classic one as a consumer one; a group
+    with offsets stays until they expire."""
+    broker = start_broker("group-cleanup", {**BROKER_OVERRIDES,
+                                            "offsets.retention.check.interval.ms": "300",
+                                            "group.initial.rebalance.delay.ms": "0"})
+    topic = "cleanup-topic"
+    clients.create_topic(broker, topic, 1)
+    assert described_once_loaded(broker, "gone")[0] == GROUP_ID_NOT_FOUND
+    classic = clients.consumer(broker, **{"group.id": "classic-gone",
+                                          "auto.offset.reset": "earliest"})
+    classic.subscribe([topic])
+    clients.wait_for(lambda: classic.poll(0.2) is None and classic.assignment(),
+                     what="the classic member's assignment")
+    classic.close()
+    with coordinator_conn(broker) as conn:
+        for group in ("gone", "kept"):
+            member_id = str(uuid.uuid4())
+            joined = heartbeat_v1(conn, group, member_id, 0, topics=[topic], owned={})
+            assert joined[0] == 0
+            if group == "kept":
+                assert offset_commit(conn, 9, group, member_id, 1, topic, 0, 3) == 0
+            assert heartbeat_v1(conn, group, member_id, -1)[0] == 0
+
+    admin = clients.admin(broker)
+
+    def listed():
+        return {g.group_id for g in admin.list_consumer_groups().result(timeout=15).valid}
+    clients.wait_for(lambda: not {"gone", "classic-gone"} & listed(),
+                     what="the empty groups without offsets deleted")
+    assert "kept" in listed()
+    with coordinator_conn(broker) as conn:
+        error, state, *_ = describe_v0(conn, "kept")
+        assert (error, state) == (0, "Empty")
+        assert describe_v0(conn, "gone")[0] == GROUP_ID_NOT_FOUND
+
+
 def test_classic_and_consumer_groups_do_not_share_an_id(broker, topic, group_members):
     clients.create_topic(broker, topic, 2)
     group = f"{topic}-group"
