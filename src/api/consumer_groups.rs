@@ -61,6 +61,10 @@ impl TopicSource for ImageTopics<'_> {
             .cloned()
             .collect()
     }
+
+    fn version(&self) -> i64 {
+        i64::try_from(self.0.applied_index).unwrap_or(i64::MAX)
+    }
 }
 
 fn text(value: Option<StrBytes>) -> Option<String> {

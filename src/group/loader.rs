@@ -666,6 +666,10 @@ mod tests {
         fn names(&self) -> Vec<String> {
             vec!["t".into()]
         }
+
+        fn version(&self) -> i64 {
+            0
+        }
     }
 
     fn beat(member_id: &str, epoch: i32, owned: &[i32]) -> HeartbeatRequest {

@@ -142,6 +142,9 @@ pub struct ConsumerGroup {
     pub(super) regexes: HashMap<String, TopicRegex>,
     /// Partition -> the member holding it (assigned, or still revoking).
     pub(super) holders: HashMap<(Uuid, i32), String>,
+    /// The topic source's version `topics` and `resolved` were computed at; `None` once a
+    /// subscription may have changed outside a heartbeat (a member removed).
+    pub(super) topics_version: Option<i64>,
     /// Records a step may have changed since the last [`ConsumerGroup::take_changes`].
     pub(super) dirty: BTreeSet<ConsumerKey>,
     /// What the log holds for the group (appended, maybe not yet committed): the latest
@@ -155,6 +158,9 @@ pub trait TopicSource {
     fn lookup(&self, name: &str) -> Option<TopicInfo>;
     /// Every topic a regex may match (internal topics are left out).
     fn names(&self) -> Vec<String>;
+    /// Changes whenever the topics may have (the metadata image's offset): the subscribed
+    /// topics are looked up and the regexes matched again only then.
+    fn version(&self) -> i64;
 }
 
 impl ConsumerGroup {
@@ -169,6 +175,7 @@ impl ConsumerGroup {
             resolved: BTreeMap::new(),
             regexes: HashMap::new(),
             holders: HashMap::new(),
+            topics_version: None,
             dirty: BTreeSet::new(),
             persisted: BTreeMap::new(),
         }
@@ -304,17 +311,23 @@ impl ConsumerGroup {
         self.dirty
             .insert(ConsumerKey::CurrentAssignment(member_id.clone()));
 
-        let (subscribed, resolved) = self.subscribed_topics(topics);
-        if subscribed != self.topics {
-            self.topics = subscribed;
-            self.dirty.insert(ConsumerKey::PartitionMetadata);
-            changed = true;
-        }
-        if resolved != self.resolved {
-            let patterns = self.resolved.keys().chain(resolved.keys());
-            (self.dirty).extend(patterns.map(|p| ConsumerKey::Regex(p.clone())));
-            self.resolved = resolved;
-            changed = true;
+        // The common heartbeat (same subscriptions, same metadata) skips this: it scans
+        // every member's subscription and matches every regex against every topic.
+        let version = topics.version();
+        if changed || self.topics_version != Some(version) {
+            let (subscribed, resolved) = self.subscribed_topics(topics);
+            self.topics_version = Some(version);
+            if subscribed != self.topics {
+                self.topics = subscribed;
+                self.dirty.insert(ConsumerKey::PartitionMetadata);
+                changed = true;
+            }
+            if resolved != self.resolved {
+                let patterns = self.resolved.keys().chain(resolved.keys());
+                (self.dirty).extend(patterns.map(|p| ConsumerKey::Regex(p.clone())));
+                self.resolved = resolved;
+                changed = true;
+            }
         }
         if changed {
             self.bump_group_epoch();
@@ -504,6 +517,7 @@ impl ConsumerGroup {
         }
         self.targets.remove(member_id);
         self.holders.retain(|_, holder| holder != member_id);
+        self.topics_version = None;
         self.mark_member(member_id);
         self.bump_group_epoch();
     }
@@ -812,6 +826,10 @@ mod tests {
         fn names(&self) -> Vec<String> {
             vec!["t".into()]
         }
+
+        fn version(&self) -> i64 {
+            0
+        }
     }
 
     fn join(member_id: &str, instance: Option<&str>) -> HeartbeatRequest {
@@ -979,5 +997,69 @@ mod tests {
             Err(GroupError::UnsupportedAssignor)
         );
         assert!(group.is_empty() && group.regexes.is_empty());
+    }
+
+    /// Topics "t1", and "t2" once `grown`; `version` as given.
+    struct Growing {
+        grown: bool,
+        version: i64,
+    }
+
+    impl TopicSource for Growing {
+        fn lookup(&self, name: &str) -> Option<TopicInfo> {
+            let id = match name {
+                "t1" => 1,
+                "t2" if self.grown => 2,
+                _ => return None,
+            };
+            let partitions = 1;
+            Some(TopicInfo {
+                id: Uuid::from_u128(id),
+                partitions,
+            })
+        }
+
+        fn names(&self) -> Vec<String> {
+            let names: &[&str] = if self.grown { &["t1", "t2"] } else { &["t1"] };
+            names.iter().map(|n| n.to_string()).collect()
+        }
+
+        fn version(&self) -> i64 {
+            self.version
+        }
+    }
+
+    /// Topics are looked up and regexes matched again only when the source's version
+    /// moves (or a subscription changes), so a heartbeat on the same metadata is cheap.
+    #[test]
+    fn regexes_are_matched_again_when_the_metadata_moves() {
+        let config = ConsumerGroupConfig::default();
+        let mut group = ConsumerGroup::new("g");
+        let beat = |group: &mut ConsumerGroup, request, grown, version| {
+            let topics = Growing { grown, version };
+            let answer = group.heartbeat(request, 1_000, &config, &topics, &mut || "x".into());
+            answer.unwrap()
+        };
+        let join = HeartbeatRequest {
+            subscribed_topic_names: None,
+            subscribed_topic_regex: Some("t.*".into()),
+            ..join("m", None)
+        };
+        let joined = beat(&mut group, join, false, 1);
+        assert_eq!(joined.member_epoch, 1);
+        let owned = Assignment::from([(Uuid::from_u128(1), BTreeSet::from([0]))]);
+        let same = HeartbeatRequest {
+            member_id: "m".into(),
+            member_epoch: 1,
+            rebalance_timeout_ms: -1,
+            owned: Some(owned),
+            ..HeartbeatRequest::default()
+        };
+        // "t2" exists, but the metadata version has not moved: not seen yet.
+        assert_eq!(beat(&mut group, same.clone(), true, 1).member_epoch, 1);
+        let moved = beat(&mut group, same, true, 2);
+        assert_eq!(moved.member_epoch, 2);
+        let both = (moved.assignment.unwrap().keys().copied()).collect::<Vec<_>>();
+        assert_eq!(both, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
     }
 }

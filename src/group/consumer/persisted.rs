@@ -240,7 +240,7 @@ impl ConsumerGroup {
             ConsumerKey::Regex(pattern) => self.resolved.get(pattern).map(|topics| {
                 ConsumerValue::Regex(ResolvedRegex {
                     topics: topics.clone(),
-                    version: 0,
+                    version: self.topics_version.unwrap_or(0),
                     timestamp_ms: now_ms,
                 })
             }),

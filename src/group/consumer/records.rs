@@ -61,8 +61,8 @@ pub struct CurrentAssignment {
     pub pending_revocation: Assignment,
 }
 
-/// What a subscribed regex matched (record 16). `version` is Kafka's metadata image
-/// version at the match; written 0 here (the match is redone on every heartbeat).
+/// What a subscribed regex matched (record 16). `version` is the metadata image's offset
+/// at the match, as Kafka writes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedRegex {
     pub topics: BTreeSet<String>,

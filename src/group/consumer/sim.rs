@@ -65,6 +65,8 @@ struct Sim {
     clients: Vec<Client>,
     /// Topic name -> partitions (absent: the topic does not exist yet).
     partitions: RefCell<BTreeMap<String, i32>>,
+    /// Moves when `partitions` does, as the metadata image's offset.
+    topics_version: i64,
     next_id: u64,
     stable_seen: usize,
 }
@@ -107,6 +109,7 @@ impl Sim {
             config,
             clients,
             partitions: RefCell::new(partitions),
+            topics_version: 0,
             next_id: 0,
             stable_seen: 0,
         }
@@ -141,7 +144,7 @@ impl Sim {
             client_host: "/127.0.0.1".into(),
             client_makes_member_id: false,
         };
-        let topics = SimTopics(&self.partitions);
+        let topics = SimTopics(&self.partitions, self.topics_version);
         let next_id = &mut self.next_id;
         let mut new_id = || {
             *next_id += 1;
@@ -194,7 +197,7 @@ impl Sim {
             request,
             self.now_ms,
             &self.config,
-            &SimTopics(&self.partitions),
+            &SimTopics(&self.partitions, self.topics_version),
             &mut String::new,
         );
         self.persist(true);
@@ -273,6 +276,7 @@ impl Sim {
         let count = partitions.entry(name.to_string()).or_insert(0);
         if *count < 12 {
             *count += 1 + self.rng.below(2) as i32;
+            self.topics_version += 1;
         }
     }
 
@@ -406,7 +410,7 @@ fn pick_subscription(rng: &mut Rng) -> (Vec<String>, Option<String>) {
     }
 }
 
-struct SimTopics<'a>(&'a RefCell<BTreeMap<String, i32>>);
+struct SimTopics<'a>(&'a RefCell<BTreeMap<String, i32>>, i64);
 
 impl TopicSource for SimTopics<'_> {
     fn lookup(&self, name: &str) -> Option<TopicInfo> {
@@ -419,6 +423,10 @@ impl TopicSource for SimTopics<'_> {
 
     fn names(&self) -> Vec<String> {
         self.0.borrow().keys().cloned().collect()
+    }
+
+    fn version(&self) -> i64 {
+        self.1
     }
 }
 
