@@ -507,12 +507,18 @@ def test_empty_groups_without_offsets_are_deleted(start_broker):
                                             "group.initial.rebalance.delay.ms": "0"})
     topic = "cleanup-topic"
     clients.create_topic(broker, topic, 1)
-    assert described_once_loaded(broker, "gone")[0] == GROUP_ID_NOT_FOUND
+    for group in ("gone", "kept", "classic-gone"):
+        assert described_once_loaded(broker, group)[0] == GROUP_ID_NOT_FOUND
+    admin = clients.admin(broker)
+
+    def listed():
+        return {g.group_id for g in admin.list_consumer_groups().result(timeout=15).valid}
     classic = clients.consumer(broker, **{"group.id": "classic-gone",
                                           "auto.offset.reset": "earliest"})
     classic.subscribe([topic])
     clients.wait_for(lambda: classic.poll(0.2) is None and classic.assignment(),
                      what="the classic member's assignment")
+    assert "classic-gone" in listed()
     classic.close()
     with coordinator_conn(broker) as conn:
         for group in ("gone", "kept"):
@@ -523,10 +529,6 @@ def test_empty_groups_without_offsets_are_deleted(start_broker):
                 assert offset_commit(conn, 9, group, member_id, 1, topic, 0, 3) == 0
             assert heartbeat_v1(conn, group, member_id, -1)[0] == 0
 
-    admin = clients.admin(broker)
-
-    def listed():
-        return {g.group_id for g in admin.list_consumer_groups().result(timeout=15).valid}
     clients.wait_for(lambda: not {"gone", "classic-gone"} & listed(),
                      what="the empty groups without offsets deleted")
     assert "kept" in listed()

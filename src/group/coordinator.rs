@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::GroupConfig;
 use super::consumer::ConsumerGroupConfig;
 use super::loader::Loads;
 use super::offsets::{OffsetStore, partition_for};
 use super::records::{self, OffsetValue, RecordKey};
 use super::registry::{GroupRegistry, RegistryConfig};
 use super::writer::{WriteTarget, write_committed};
-use super::{GroupConfig, GroupError};
 use crate::replica::Partition;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -371,18 +371,25 @@ impl GroupCoordinator {
     }
 
     /// Deletes `group` if it still has no members and no offsets, decided under the
-    /// group's write lock so that an offset commit cannot slip in between.
+    /// group's write lock (an offset commit cannot slip in) and its slot lock (nor can a
+    /// reload that brings offsets). A transactional offset appended meanwhile can: it
+    /// stays, only the group's metadata goes (Kafka keeps the group then).
     async fn delete_empty_group(&self, log: &Partition, group: &str, now_ms: i64) {
         let write_lock = self.group_write_lock(group);
         let _writing = write_lock.lock().await;
-        if self.has_offsets(group) {
-            return;
-        }
-        match self.registry.delete(log, group, now_ms).await {
-            Ok(()) => tracing::info!(group, "deleted an empty group without offsets"),
-            // A member joined meanwhile, or the group went: nothing to do.
-            Err(GroupError::NonEmptyGroup | GroupError::GroupIdNotFound) => {}
-            Err(error) => tracing::warn!(group, %error, "deleting an empty group failed"),
+        let no_offsets = || !self.has_offsets(group);
+        match self
+            .registry
+            .delete_if(log, group, now_ms, &no_offsets)
+            .await
+        {
+            Ok(true) => tracing::info!(group, "deleted an empty group without offsets"),
+            Ok(false) => {}
+            Err(error) => {
+                // A member joined meanwhile, the group went, or so did the coordinator; the
+                // next check tries again where that still applies.
+                tracing::debug!(group, %error, "an empty group was not deleted");
+            }
         }
     }
 

@@ -269,6 +269,11 @@ impl Group {
         self.state == GroupState::Empty
     }
 
+    /// Whether a member told MEMBER_ID_REQUIRED is expected back with its id.
+    pub fn has_pending_members(&self) -> bool {
+        !self.pending_members.is_empty()
+    }
+
     /// Members in join order. Metadata is filled only while Stable, as Kafka's
     /// DescribeGroups does.
     pub fn members(&self) -> Vec<MemberDescription> {

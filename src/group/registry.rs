@@ -614,8 +614,8 @@ impl GroupRegistry {
         }
     }
 
-    /// The groups without members (classic groups Empty, consumer groups with no member),
-    /// leaving out those busy in a step.
+    /// The groups without members (classic groups Empty with no member expected back,
+    /// consumer groups with no member), leaving out those busy in a step.
     pub fn empty_group_ids(&self) -> Vec<String> {
         let slots: Vec<(String, Slot)> = (lock(&self.shared.slots).groups.iter())
             .map(|(id, slot)| (id.clone(), slot.clone()))
@@ -624,7 +624,7 @@ impl GroupRegistry {
             .filter(|(_, slot)| {
                 slot.try_lock()
                     .is_ok_and(|state| match (&state.group, &state.consumer) {
-                        (Some(group), _) => group.is_empty(),
+                        (Some(group), _) => group.is_empty() && !group.has_pending_members(),
                         (_, Some(group)) => group.is_empty(),
                         (None, None) => false,
                     })
@@ -640,11 +640,29 @@ impl GroupRegistry {
         group_id: &str,
         now_ms: i64,
     ) -> Result<(), GroupError> {
+        self.delete_if(log, group_id, now_ms, &|| true)
+            .await
+            .map(drop)
+    }
+
+    /// [`Self::delete`] if `still_wanted`, asked under the group's lock (the cleanup of
+    /// groups without offsets asks again there: a reload may have brought offsets since);
+    /// whether it was deleted.
+    pub async fn delete_if(
+        &self,
+        log: &Partition,
+        group_id: &str,
+        now_ms: i64,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<bool, GroupError> {
         let mut locked = self
             .shared
             .lock_group(group_id, false)
             .await?
             .ok_or(GroupError::GroupIdNotFound)?;
+        if !still_wanted() {
+            return Ok(false);
+        }
         let state = &mut *locked.state;
         if let Some(consumer) = &state.consumer {
             if !consumer.is_empty() {
@@ -655,7 +673,7 @@ impl GroupRegistry {
                 .await?;
             lock(&self.shared.deadlines).remove(group_id);
             self.shared.forget(group_id, &locked.slot);
-            return Ok(());
+            return Ok(true);
         }
         let group = state.group.as_mut().ok_or(GroupError::GroupIdNotFound)?;
         let effects = group.delete()?;
@@ -669,7 +687,7 @@ impl GroupRegistry {
         state.group = None;
         lock(&self.shared.deadlines).remove(group_id);
         self.shared.forget(group_id, &locked.slot);
-        failed.map_or(Ok(()), Err)
+        failed.map_or(Ok(true), Err)
     }
 
     /// True while some request or tick holds the group's lock (tests wait on this).

@@ -313,8 +313,10 @@ impl ConsumerGroup {
 
         // The common heartbeat (same subscriptions, same metadata) skips this: it scans
         // every member's subscription and matches every regex against every topic.
+        // Only a newer version: a request that took its image before a newer one's
+        // heartbeat ran must not take the group back to older topics.
         let version = topics.version();
-        if changed || self.topics_version != Some(version) {
+        if changed || self.topics_version.is_none_or(|seen| version > seen) {
             let (subscribed, resolved) = self.subscribed_topics(topics);
             self.topics_version = Some(version);
             if subscribed != self.topics {
