@@ -65,8 +65,10 @@ async fn all_groups(broker: &Broker) -> Vec<Listed> {
         group_type: "consumer",
     });
     groups.extend(consumer.await);
+    // A set, not a scan of `groups` per id: that was quadratic in the number of groups.
+    let known: std::collections::HashSet<String> = groups.iter().map(|g| g.id.clone()).collect();
     for id in broker.groups.offset_group_ids() {
-        if !groups.iter().any(|known| known.id == id) {
+        if !known.contains(&id) {
             groups.push(Listed {
                 id,
                 protocol_type: String::new(),

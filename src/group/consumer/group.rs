@@ -1064,4 +1064,55 @@ mod tests {
         let both = (moved.assignment.unwrap().keys().copied()).collect::<Vec<_>>();
         assert_eq!(both, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
     }
+
+    /// A member's removal (here its session ending) makes the next heartbeat look the
+    /// topics up again even on the same metadata: the topic only it subscribed to leaves
+    /// the group's topics, and that moves the group epoch.
+    #[test]
+    fn a_removed_member_takes_its_topics_with_it() {
+        let config = ConsumerGroupConfig::default();
+        let mut group = ConsumerGroup::new("g");
+        let topics = Growing {
+            grown: true,
+            version: 1,
+        };
+        let mut beat = |group: &mut ConsumerGroup, request, now_ms| {
+            let answer = group.heartbeat(request, now_ms, &config, &topics, &mut || "x".into());
+            answer.unwrap()
+        };
+        let only = |names: &[&str]| HeartbeatRequest {
+            subscribed_topic_names: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..join("", None)
+        };
+        let a = HeartbeatRequest {
+            member_id: "a".into(),
+            ..only(&["t1"])
+        };
+        let b = HeartbeatRequest {
+            member_id: "b".into(),
+            ..only(&["t2"])
+        };
+        beat(&mut group, a, 1_000);
+        beat(&mut group, b, 1_000);
+        assert_eq!(group.topics.len(), 2);
+        let epoch = group.group_epoch();
+        // b's session ends (a heartbeats on until then); the next heartbeat drops "t2".
+        let session = i64::from(config.session_timeout_ms);
+        let keep_alive = |member_epoch| HeartbeatRequest {
+            member_id: "a".into(),
+            member_epoch,
+            rebalance_timeout_ms: -1,
+            ..HeartbeatRequest::default()
+        };
+        let a_epoch = beat(&mut group, keep_alive(1), 1_000 + session / 2).member_epoch;
+        group.tick(1_000 + session + 1);
+        assert_eq!(group.members().count(), 1);
+        beat(&mut group, keep_alive(a_epoch), 1_000 + session + 2);
+        assert_eq!(group.topics.keys().collect::<Vec<_>>(), vec!["t1"]);
+        assert_eq!(
+            group.group_epoch(),
+            epoch + 2,
+            "b's removal, then t2 leaving"
+        );
+    }
 }
