@@ -1076,7 +1076,7 @@ mod tests {
             grown: true,
             version: 1,
         };
-        let mut beat = |group: &mut ConsumerGroup, request, now_ms| {
+        let beat = |group: &mut ConsumerGroup, request, now_ms| {
             let answer = group.heartbeat(request, now_ms, &config, &topics, &mut || "x".into());
             answer.unwrap()
         };
