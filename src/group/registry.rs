@@ -52,7 +52,7 @@ use super::consumer::{
 };
 use super::offsets::partition_for;
 use super::records::{self, GroupValue, MemberValue, RecordKey};
-use super::writer::{self, WriteTarget, write_committed};
+use super::writer::{self, WriteTarget};
 use super::{
     CoordinatorError, Effect, Group, GroupConfig, GroupError, GroupSnapshot, JoinOutcome,
     JoinRequest, MemberSnapshot, RequestToken, SyncOutcome, SyncRequest,
@@ -473,18 +473,8 @@ impl GroupRegistry {
             .get_or_insert_with(|| ConsumerGroup::new(group_id));
         let mut new_id = || uuid::Uuid::new_v4().to_string();
         let answer = group.heartbeat(request, now_ms, config, topics, &mut new_id);
-        if group.is_empty() && !group.is_persisted() && group.group_epoch() == 0 {
-            // A join that failed leaves nothing behind (Kafka applies nothing of it): not
-            // a consumer group, and not the loss of the empty classic group it would have
-            // replaced.
-            state.consumer = None;
-            if state.group.is_none() {
-                self.shared.forget(group_id, &locked.slot);
-            }
-            return answer;
-        }
-        // The empty classic group this one replaces goes in the same write.
-        let classic_tombstone = state.group.is_some().then(|| {
+        // The empty classic group a successful join replaces goes in the same write.
+        let classic_tombstone = (answer.is_ok() && state.group.is_some()).then(|| {
             let key = records::encode_key(&RecordKey::Group {
                 group: group_id.to_string(),
             });
@@ -496,8 +486,9 @@ impl GroupRegistry {
         let group = state.consumer.as_ref().expect("kept by the write");
         let deadline = group.next_deadline_ms();
         if !group.is_persisted() {
-            // The first write failed: nothing of the group exists, and the classic group
-            // it would have replaced is still there.
+            // A join that failed, or whose write did, leaves nothing behind (Kafka applies
+            // nothing of it): not a consumer group, and the empty classic group it would
+            // have replaced is still there.
             state.consumer = None;
             if state.group.is_none() {
                 self.shared.forget(group_id, &locked.slot);
@@ -878,17 +869,31 @@ impl Shared {
         let Some(end_offset) = state.unconfirmed else {
             return Ok(());
         };
+        self.wait_written(log, state.leader_epoch, end_offset)
+            .await?;
+        state.unconfirmed = None;
+        Ok(())
+    }
+
+    /// Waits until the records before `end_offset` are committed under `leader_epoch`.
+    async fn wait_written(
+        &self,
+        log: &Partition,
+        leader_epoch: i32,
+        end_offset: i64,
+    ) -> Result<(), GroupError> {
         let target = WriteTarget {
             log,
-            leader_epoch: state.leader_epoch,
+            leader_epoch,
             timeout: self.write_timeout,
         };
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         writer::wait_committed(target, end_offset, deadline)
             .await
-            .map_err(|error| write_failure(&error))?;
-        state.unconfirmed = None;
-        Ok(())
+            .map_err(|error| {
+                tracing::warn!(%error, "group records not committed");
+                write_failure(&error)
+            })
     }
 
     /// Writes what the consumer group's last step changed (and `extra`, a record of the
@@ -972,7 +977,7 @@ impl Shared {
         match writer::append(target, entries, now_ms, None) {
             Ok((_, end_offset)) => Ok(end_offset),
             Err(error) => {
-                tracing::warn!(group = group_id, %error, "writing consumer group records failed");
+                tracing::warn!(group = group_id, %error, "writing group records failed");
                 Err(write_failure(&error))
             }
         }
@@ -1084,26 +1089,12 @@ impl Shared {
         snapshot: Option<&GroupSnapshot>,
         now_ms: i64,
     ) -> Result<(), GroupError> {
-        let partition = partition_for(group_id, self.offsets_partitions);
-        if lock(&self.slots).loaded.get(&partition) != Some(&leader_epoch) {
-            return Err(GroupError::NotCoordinator);
-        }
         let key = records::encode_key(&RecordKey::Group {
             group: group_id.to_string(),
         });
         let value = snapshot.map(|snapshot| records::encode_group(&to_record(snapshot)));
-        let target = WriteTarget {
-            log,
-            leader_epoch,
-            timeout: self.write_timeout,
-        };
-        match write_committed(target, vec![(key, value)], now_ms).await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(group = group_id, %error, "writing group metadata failed");
-                Err(write_failure(&error))
-            }
-        }
+        let end_offset = self.append(log, leader_epoch, group_id, vec![(key, value)], now_ms)?;
+        self.wait_written(log, leader_epoch, end_offset).await
     }
 }
 
