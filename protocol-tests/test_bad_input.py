@@ -141,8 +141,9 @@ def test_api_versions_unsupported_version_answers_v0_with_error_35(broker):
         error_code, keys = rawkafka.read_api_versions_v0(reader)
         reader.expect_end()  # a v0 body: nothing after the array
         assert error_code == rawkafka.UNSUPPORTED_VERSION
-        assert (18, 0, 4) in keys
-        assert as_dict(keys) == EXPECTED_API_VERSIONS
+        # Only ApiVersions' own range, as Kafka answers (KIP-511): the rest comes with the
+        # retry, which may then leave out what is switched off.
+        assert keys == [(18, 0, 4)]
 
         # The client then retries with a version it found in the list, same connection.
         error_code, keys = rawkafka.api_versions_v0(conn)

@@ -119,11 +119,23 @@ fn valid_software_field(value: &str) -> bool {
 }
 
 /// The answer to an ApiVersions version we do not speak: UNSUPPORTED_VERSION with a v0
-/// body (and v0 header) listing our ranges, so the client can retry with one it shares.
+/// body (and v0 header) listing only ApiVersions' own range, so the client can retry with
+/// a version it shares and learn the rest from that answer. This is Kafka's answer
+/// (KIP-511, `ApiVersionsRequest.getErrorResponse`); listing every API here would also
+/// advertise APIs that are off, since this answer is built before any config is read.
 pub fn unsupported_version_response(correlation_id: i32) -> BytesMut {
+    let own_range = APIS
+        .iter()
+        .find(|spec| spec.key == ApiKey::ApiVersions)
+        .map(|spec| {
+            ApiVersion::default()
+                .with_api_key(spec.key as i16)
+                .with_min_version(spec.min_version)
+                .with_max_version(spec.max_version)
+        });
     let response = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
-        .with_api_keys(api_list(true));
+        .with_api_keys(own_range.into_iter().collect());
     encode_with_header(ApiKey::ApiVersions, 0, correlation_id, &response)
         .expect("an ApiVersions v0 response always encodes")
 }
@@ -155,7 +167,11 @@ mod tests {
         assert_eq!(body.error_code, 35);
         let versions = body.api_keys.iter().find(|k| k.api_key == 18).unwrap();
         assert_eq!((versions.min_version, versions.max_version), (0, 4));
-        assert_eq!(body.api_keys.len(), APIS.len());
+        assert_eq!(
+            body.api_keys.len(),
+            1,
+            "only ApiVersions itself, as Kafka answers"
+        );
     }
 
     #[test]
