@@ -26,6 +26,8 @@
 //! - [`cli`]: the command-line tools in the same binary (health check, Kafka's console
 //!   tools); clients of the broker, never part of it.
 //! - [`request_frame`]: a request frame as a client writes it (fetchers, `cli`); a leaf.
+//! - [`record_fields`]: the field encodings (fixed and flexible) of the internal topics'
+//!   record keys and values, for `group` and `txn`.
 //! - [`allocator`]: glibc malloc's mmap threshold fixed at start-up, so memory freed
 //!   after a burst goes back to the OS.
 #![forbid(unsafe_code)]
@@ -43,6 +45,7 @@ pub mod http;
 pub mod log;
 pub mod meta_properties;
 pub mod metrics;
+pub mod record_fields;
 pub mod replica;
 pub mod request_frame;
 pub mod server;

@@ -53,6 +53,7 @@ pub const LOGGERS: &[&str] = &[
     "gracchus::tracing_levels",
     "gracchus::meta_properties",
     "gracchus::metrics",
+    "gracchus::record_fields",
     "gracchus::replica",
     "gracchus::request_frame",
     "gracchus::server",

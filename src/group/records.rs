@@ -4,21 +4,21 @@
 //! consumer group's records (keys 3-8 and 16) are in `consumer::records`.
 //! A record with a null value is a tombstone: the key's latest state is "deleted".
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 use super::consumer::records::{ConsumerKey, KEY_VERSIONS};
+use crate::record_fields::{
+    FieldError, FieldResult, get_i16, get_i32, get_i64, get_nullable_bytes, get_nullable_string,
+    put_bytes, put_nullable_string, put_string,
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordFormatError {
-    #[error("record truncated")]
-    Truncated,
+    #[error(transparent)]
+    Field(#[from] FieldError),
     #[error("unknown {what} version {version}")]
     UnknownVersion { what: &'static str, version: i16 },
-    #[error("string is not UTF-8")]
-    NotUtf8,
-    #[error("invalid {0}")]
-    Invalid(&'static str),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -101,12 +101,12 @@ pub fn encode_key(key: &RecordKey) -> Bytes {
 pub fn decode_key(mut bytes: &[u8]) -> Result<RecordKey, RecordFormatError> {
     match get_i16(&mut bytes)? {
         0 | 1 => Ok(RecordKey::Offset {
-            group: get_string(&mut bytes)?,
-            topic: get_string(&mut bytes)?,
+            group: get_string_or_empty(&mut bytes)?,
+            topic: get_string_or_empty(&mut bytes)?,
             partition: get_i32(&mut bytes)?,
         }),
         2 => Ok(RecordKey::Group {
-            group: get_string(&mut bytes)?,
+            group: get_string_or_empty(&mut bytes)?,
         }),
         version if KEY_VERSIONS.contains(&version) => {
             let (group, key) = ConsumerKey::decode(version, &mut bytes)?;
@@ -143,7 +143,7 @@ pub fn decode_offset(mut bytes: &[u8]) -> Result<OffsetValue, RecordFormatError>
     } else {
         -1
     };
-    let metadata = get_string(&mut bytes)?;
+    let metadata = get_string_or_empty(&mut bytes)?;
     let commit_timestamp_ms = get_i64(&mut bytes)?;
     if version == 1 {
         get_i64(&mut bytes)?; // expire timestamp, no longer used
@@ -187,7 +187,7 @@ pub fn decode_group(mut bytes: &[u8]) -> Result<GroupValue, RecordFormatError> {
         });
     }
     let mut value = GroupValue {
-        protocol_type: get_string(&mut bytes)?,
+        protocol_type: get_string_or_empty(&mut bytes)?,
         generation: get_i32(&mut bytes)?,
         protocol: get_nullable_string(&mut bytes)?,
         leader: get_nullable_string(&mut bytes)?,
@@ -204,14 +204,14 @@ pub fn decode_group(mut bytes: &[u8]) -> Result<GroupValue, RecordFormatError> {
 }
 
 fn decode_member(bytes: &mut &[u8], version: i16) -> Result<MemberValue, RecordFormatError> {
-    let member_id = get_string(bytes)?;
+    let member_id = get_string_or_empty(bytes)?;
     let group_instance_id = if version >= 3 {
         get_nullable_string(bytes)?
     } else {
         None
     };
-    let client_id = get_string(bytes)?;
-    let client_host = get_string(bytes)?;
+    let client_id = get_string_or_empty(bytes)?;
+    let client_host = get_string_or_empty(bytes)?;
     let rebalance_timeout_ms = if version >= 1 {
         Some(get_i32(bytes)?)
     } else {
@@ -231,72 +231,16 @@ fn decode_member(bytes: &mut &[u8], version: i16) -> Result<MemberValue, RecordF
     })
 }
 
-pub(crate) fn put_string(buffer: &mut BytesMut, text: &str) {
-    buffer.put_i16(text.len() as i16);
-    buffer.put_slice(text.as_bytes());
-}
-
-fn put_nullable_string(buffer: &mut BytesMut, text: Option<&str>) {
-    match text {
-        Some(text) => put_string(buffer, text),
-        None => buffer.put_i16(-1),
-    }
-}
-
-fn put_bytes(buffer: &mut BytesMut, bytes: &[u8]) {
-    buffer.put_i32(bytes.len() as i32);
-    buffer.put_slice(bytes);
-}
-
-pub(crate) fn need(bytes: &[u8], count: usize) -> Result<(), RecordFormatError> {
-    if bytes.len() < count {
-        Err(RecordFormatError::Truncated)
-    } else {
-        Ok(())
-    }
-}
-
-pub(crate) fn get_i16(bytes: &mut &[u8]) -> Result<i16, RecordFormatError> {
-    need(bytes, 2)?;
-    Ok(bytes.get_i16())
-}
-
-pub(crate) fn get_i32(bytes: &mut &[u8]) -> Result<i32, RecordFormatError> {
-    need(bytes, 4)?;
-    Ok(bytes.get_i32())
-}
-
-pub(crate) fn get_i64(bytes: &mut &[u8]) -> Result<i64, RecordFormatError> {
-    need(bytes, 8)?;
-    Ok(bytes.get_i64())
-}
-
-fn get_nullable_string(bytes: &mut &[u8]) -> Result<Option<String>, RecordFormatError> {
-    let length = get_i16(bytes)?;
-    if length < 0 {
-        return Ok(None);
-    }
-    need(bytes, length as usize)?;
-    let text = std::str::from_utf8(&bytes[..length as usize])
-        .map_err(|_| RecordFormatError::NotUtf8)?
-        .to_string();
-    bytes.advance(length as usize);
-    Ok(Some(text))
-}
-
-pub(crate) fn get_string(bytes: &mut &[u8]) -> Result<String, RecordFormatError> {
+/// An int16-length string with null read as empty: these fields are not nullable in
+/// Kafka's schemas and our writes never leave them null, but a null from another writer is
+/// read rather than the record refused.
+pub(crate) fn get_string_or_empty(bytes: &mut &[u8]) -> FieldResult<String> {
     Ok(get_nullable_string(bytes)?.unwrap_or_default())
 }
 
-fn get_bytes(bytes: &mut &[u8]) -> Result<Bytes, RecordFormatError> {
-    let length = get_i32(bytes)?;
-    if length < 0 {
-        return Ok(Bytes::new());
-    }
-    need(bytes, length as usize)?;
-    let value = Bytes::copy_from_slice(&bytes[..length as usize]);
-    bytes.advance(length as usize);
-    Ok(value)
+/// int32-length bytes, null read as empty.
+fn get_bytes(bytes: &mut &[u8]) -> FieldResult<Bytes> {
+    Ok(get_nullable_bytes(bytes)?.map_or_else(Bytes::new, Bytes::copy_from_slice))
 }
 
 #[cfg(test)]
@@ -370,14 +314,17 @@ mod tests {
 
     #[test]
     fn truncated_and_unknown_records_are_errors() {
-        assert_eq!(decode_key(&[0]), Err(RecordFormatError::Truncated));
+        assert_eq!(
+            decode_key(&[0]),
+            Err(RecordFormatError::Field(FieldError::Truncated))
+        );
         assert!(matches!(
             decode_key(&[0, 9]),
             Err(RecordFormatError::UnknownVersion { .. })
         ));
         assert_eq!(
             decode_offset(&[0, 3, 0, 0]),
-            Err(RecordFormatError::Truncated)
+            Err(RecordFormatError::Field(FieldError::Truncated))
         );
         assert!(decode_group(&[0, 3, 0, 8, b'c']).is_err());
     }

@@ -18,18 +18,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
+use crate::record_fields::{
+    self as fields, FieldError, get_compact_string, get_i8, get_i16, get_i32, get_i64, get_string,
+    put_compact_string, put_string, skip_tags,
+};
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TxnRecordError {
-    #[error("record truncated")]
-    Truncated,
+    #[error(transparent)]
+    Field(#[from] FieldError),
     #[error("unknown {what} version {version}")]
     UnknownVersion { what: &'static str, version: i16 },
     #[error("unknown transaction status {0}")]
     UnknownStatus(i8),
-    #[error("string is not UTF-8")]
-    NotUtf8,
-    #[error("negative length {0}")]
-    NegativeLength(i64),
 }
 
 /// Kafka's `TransactionState`, with the numbers it stores.
@@ -124,7 +125,7 @@ pub fn encode_key(transactional_id: &str) -> Bytes {
 
 pub fn decode_key(mut bytes: &[u8]) -> Result<String, TxnRecordError> {
     match get_i16(&mut bytes)? {
-        KEY_VERSION => get_string(&mut bytes),
+        KEY_VERSION => Ok(get_string(&mut bytes)?),
         version => Err(TxnRecordError::UnknownVersion {
             what: "key",
             version,
@@ -158,7 +159,7 @@ pub fn encode_value(value: &TxnLogValue, version: i16) -> Bytes {
                 buffer.put_i32(*partition);
             }
             if flexible {
-                put_varint(&mut buffer, 0); // no tagged fields
+                fields::put_no_tags(&mut buffer);
             }
         }
     }
@@ -171,22 +172,20 @@ pub fn encode_value(value: &TxnLogValue, version: i16) -> Bytes {
 }
 
 fn put_tags(buffer: &mut BytesMut, value: &TxnLogValue) {
-    let mut tags: Vec<(u32, Vec<u8>)> = Vec::new();
+    let previous = value.previous_producer_id.to_be_bytes();
+    let next = value.next_producer_id.to_be_bytes();
+    let client_version = value.client_transaction_version.to_be_bytes();
+    let mut tags: Vec<(u32, &[u8])> = Vec::with_capacity(3);
     if value.previous_producer_id != -1 {
-        tags.push((0, value.previous_producer_id.to_be_bytes().to_vec()));
+        tags.push((0, &previous));
     }
     if value.next_producer_id != -1 {
-        tags.push((1, value.next_producer_id.to_be_bytes().to_vec()));
+        tags.push((1, &next));
     }
     if value.client_transaction_version != 0 {
-        tags.push((2, value.client_transaction_version.to_be_bytes().to_vec()));
+        tags.push((2, &client_version));
     }
-    put_varint(buffer, tags.len() as u32);
-    for (tag, data) in tags {
-        put_varint(buffer, tag);
-        put_varint(buffer, data.len() as u32);
-        buffer.put_slice(&data);
-    }
+    fields::put_tags(buffer, &tags);
 }
 
 pub fn decode_value(mut bytes: &[u8]) -> Result<TxnLogValue, TxnRecordError> {
@@ -240,139 +239,32 @@ pub fn decode_value(mut bytes: &[u8]) -> Result<TxnLogValue, TxnRecordError> {
 }
 
 fn read_tags(buf: &mut &[u8], value: &mut TxnLogValue) -> Result<(), TxnRecordError> {
-    let count = get_varint(buf)?;
-    for _ in 0..count {
-        let tag = get_varint(buf)?;
-        let size = get_varint(buf)? as usize;
-        need(buf, size)?;
-        let mut data = &buf[..size];
-        match (tag, size) {
-            (0, 8) => value.previous_producer_id = data.get_i64(),
-            (1, 8) => value.next_producer_id = data.get_i64(),
-            (2, 2) => value.client_transaction_version = data.get_i16(),
-            // A tag we do not know (or of a size we do not expect) is skipped, as the
-            // flexible format intends.
-            _ => {}
-        }
-        buf.advance(size);
-    }
+    fields::read_tags(buf, |tag, mut data| match (tag, data.len()) {
+        (0, 8) => value.previous_producer_id = data.get_i64(),
+        (1, 8) => value.next_producer_id = data.get_i64(),
+        (2, 2) => value.client_transaction_version = data.get_i16(),
+        // A tag we do not know (or of a size we do not expect) is skipped, as the flexible
+        // format intends.
+        _ => {}
+    })?;
     Ok(())
 }
 
-fn skip_tags(buf: &mut &[u8]) -> Result<(), TxnRecordError> {
-    let count = get_varint(buf)?;
-    for _ in 0..count {
-        get_varint(buf)?;
-        let size = get_varint(buf)? as usize;
-        need(buf, size)?;
-        buf.advance(size);
-    }
-    Ok(())
-}
-
-fn put_string(buffer: &mut BytesMut, text: &str) {
-    buffer.put_i16(text.len() as i16);
-    buffer.put_slice(text.as_bytes());
-}
-
-fn put_compact_string(buffer: &mut BytesMut, text: &str) {
-    put_varint(buffer, text.len() as u32 + 1);
-    buffer.put_slice(text.as_bytes());
-}
-
-/// An array length: int32 (-1 null) or, flexible, an unsigned varint of length + 1 (0 null).
+/// An array length in the version's format.
 fn put_length(buffer: &mut BytesMut, length: Option<usize>, flexible: bool) {
-    match (length, flexible) {
-        (None, false) => buffer.put_i32(-1),
-        (Some(n), false) => buffer.put_i32(n as i32),
-        (None, true) => put_varint(buffer, 0),
-        (Some(n), true) => put_varint(buffer, n as u32 + 1),
-    }
-}
-
-fn get_length(buf: &mut &[u8], flexible: bool) -> Result<Option<usize>, TxnRecordError> {
-    let length = if flexible {
-        i64::from(get_varint(buf)?) - 1
+    if flexible {
+        fields::put_compact_length(buffer, length);
     } else {
-        i64::from(get_i32(buf)?)
-    };
-    match length {
-        -1 => Ok(None),
-        n if n < 0 => Err(TxnRecordError::NegativeLength(n)),
-        // Each element takes at least one byte: a length beyond the bytes left is a lie.
-        n if n as usize > buf.len() => Err(TxnRecordError::Truncated),
-        n => Ok(Some(n as usize)),
+        fields::put_array_length(buffer, length);
     }
 }
 
-fn put_varint(buffer: &mut BytesMut, value: u32) {
-    crate::log::batch::put_unsigned_varint(buffer, value.into());
-}
-
-fn get_varint(buf: &mut &[u8]) -> Result<u32, TxnRecordError> {
-    let mut value: u32 = 0;
-    for shift in (0..35).step_by(7) {
-        need(buf, 1)?;
-        let byte = buf.get_u8();
-        value |= u32::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(TxnRecordError::Truncated)
-}
-
-fn need(bytes: &[u8], count: usize) -> Result<(), TxnRecordError> {
-    if bytes.len() < count {
-        Err(TxnRecordError::Truncated)
+fn get_length(buf: &mut &[u8], flexible: bool) -> Result<Option<usize>, FieldError> {
+    if flexible {
+        fields::get_compact_length(buf)
     } else {
-        Ok(())
+        fields::get_array_length(buf)
     }
-}
-
-fn get_i8(bytes: &mut &[u8]) -> Result<i8, TxnRecordError> {
-    need(bytes, 1)?;
-    Ok(bytes.get_i8())
-}
-
-fn get_i16(bytes: &mut &[u8]) -> Result<i16, TxnRecordError> {
-    need(bytes, 2)?;
-    Ok(bytes.get_i16())
-}
-
-fn get_i32(bytes: &mut &[u8]) -> Result<i32, TxnRecordError> {
-    need(bytes, 4)?;
-    Ok(bytes.get_i32())
-}
-
-fn get_i64(bytes: &mut &[u8]) -> Result<i64, TxnRecordError> {
-    need(bytes, 8)?;
-    Ok(bytes.get_i64())
-}
-
-fn take_utf8(bytes: &mut &[u8], length: usize) -> Result<String, TxnRecordError> {
-    need(bytes, length)?;
-    let text = std::str::from_utf8(&bytes[..length])
-        .map_err(|_| TxnRecordError::NotUtf8)?
-        .to_string();
-    bytes.advance(length);
-    Ok(text)
-}
-
-fn get_string(bytes: &mut &[u8]) -> Result<String, TxnRecordError> {
-    let length = get_i16(bytes)?;
-    if length < 0 {
-        return Err(TxnRecordError::NegativeLength(i64::from(length)));
-    }
-    take_utf8(bytes, length as usize)
-}
-
-fn get_compact_string(bytes: &mut &[u8]) -> Result<String, TxnRecordError> {
-    let length = i64::from(get_varint(bytes)?) - 1;
-    if length < 0 {
-        return Err(TxnRecordError::NegativeLength(length));
-    }
-    take_utf8(bytes, length as usize)
 }
 
 #[cfg(test)]
@@ -495,7 +387,10 @@ mod tests {
         );
         let mut huge = bytes.to_vec();
         huge[17..21].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert_eq!(decode_value(&huge), Err(TxnRecordError::Truncated));
+        assert_eq!(
+            decode_value(&huge),
+            Err(TxnRecordError::Field(FieldError::Truncated))
+        );
     }
 
     #[test]

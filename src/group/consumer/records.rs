@@ -17,13 +17,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use uuid::Uuid;
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::assignor::{Assignment, TopicInfo};
 use super::member::MemberState;
-use crate::group::records::{
-    RecordFormatError, get_i16, get_i32, get_i64, get_string, need, put_string,
+use crate::group::records::{RecordFormatError, get_string_or_empty};
+use crate::record_fields::{
+    FieldError, get_compact_array_length, get_compact_nullable_string, get_compact_string, get_i8,
+    get_i16, get_i32, get_i64, get_uuid, put_compact_length, put_compact_nullable_string,
+    put_compact_string, put_no_tags, put_string, skip_tags,
 };
 
 /// A consumer group's record key, less the group id every one of them starts with.
@@ -119,15 +121,15 @@ impl ConsumerKey {
         version: i16,
         bytes: &mut &[u8],
     ) -> Result<(String, ConsumerKey), RecordFormatError> {
-        let group = get_string(bytes)?;
+        let group = get_string_or_empty(bytes)?;
         let key = match version {
             3 => ConsumerKey::Metadata,
             4 => ConsumerKey::PartitionMetadata,
             6 => ConsumerKey::TargetMetadata,
-            5 => ConsumerKey::Member(get_string(bytes)?),
-            7 => ConsumerKey::TargetMember(get_string(bytes)?),
-            8 => ConsumerKey::CurrentAssignment(get_string(bytes)?),
-            16 => ConsumerKey::Regex(get_string(bytes)?),
+            5 => ConsumerKey::Member(get_string_or_empty(bytes)?),
+            7 => ConsumerKey::TargetMember(get_string_or_empty(bytes)?),
+            8 => ConsumerKey::CurrentAssignment(get_string_or_empty(bytes)?),
+            16 => ConsumerKey::Regex(get_string_or_empty(bytes)?),
             version => {
                 return Err(RecordFormatError::UnknownVersion {
                     what: "key",
@@ -153,7 +155,7 @@ fn state_from_byte(byte: i8) -> Result<MemberState, RecordFormatError> {
         0 => Ok(MemberState::Stable),
         1 => Ok(MemberState::UnrevokedPartitions),
         2 => Ok(MemberState::UnreleasedPartitions),
-        _ => Err(RecordFormatError::Invalid("member state")),
+        _ => Err(FieldError::Invalid("member state").into()),
     }
 }
 
@@ -165,27 +167,27 @@ pub fn encode_value(value: &ConsumerValue) -> Bytes {
             out.put_i32(*epoch);
         }
         ConsumerValue::PartitionMetadata(topics) => {
-            put_length(&mut out, topics.len());
+            put_compact_length(&mut out, Some(topics.len()));
             for (name, info) in topics {
                 out.put_slice(info.id.as_bytes());
                 put_compact_string(&mut out, name);
                 out.put_i32(info.partitions);
-                put_length(&mut out, 0); // partition racks: not tracked
+                put_compact_length(&mut out, Some(0)); // partition racks: not tracked
                 put_no_tags(&mut out);
             }
         }
         ConsumerValue::Member(member) => {
-            put_compact_nullable(&mut out, member.instance_id.as_deref());
-            put_compact_nullable(&mut out, member.rack_id.as_deref());
+            put_compact_nullable_string(&mut out, member.instance_id.as_deref());
+            put_compact_nullable_string(&mut out, member.rack_id.as_deref());
             put_compact_string(&mut out, &member.client_id);
             put_compact_string(&mut out, &member.client_host);
-            put_length(&mut out, member.subscribed.len());
+            put_compact_length(&mut out, Some(member.subscribed.len()));
             for name in &member.subscribed {
                 put_compact_string(&mut out, name);
             }
-            put_compact_nullable(&mut out, member.subscribed_regex.as_deref());
+            put_compact_nullable_string(&mut out, member.subscribed_regex.as_deref());
             out.put_i32(member.rebalance_timeout_ms);
-            put_compact_nullable(&mut out, member.server_assignor.as_deref());
+            put_compact_nullable_string(&mut out, member.server_assignor.as_deref());
         }
         ConsumerValue::TargetMember(assignment) => put_assignment(&mut out, assignment),
         ConsumerValue::CurrentAssignment(current) => {
@@ -196,7 +198,7 @@ pub fn encode_value(value: &ConsumerValue) -> Bytes {
             put_assignment(&mut out, &current.pending_revocation);
         }
         ConsumerValue::Regex(regex) => {
-            put_length(&mut out, regex.topics.len());
+            put_compact_length(&mut out, Some(regex.topics.len()));
             for name in &regex.topics {
                 put_compact_string(&mut out, name);
             }
@@ -231,13 +233,13 @@ pub fn decode_value(
         },
         ConsumerKey::PartitionMetadata => {
             let mut topics = BTreeMap::new();
-            for _ in 0..get_length(bytes)? {
+            for _ in 0..get_compact_array_length(bytes)? {
                 let id = get_uuid(bytes)?;
                 let name = get_compact_string(bytes)?;
                 let partitions = get_i32(bytes)?;
-                for _ in 0..get_length(bytes)? {
+                for _ in 0..get_compact_array_length(bytes)? {
                     get_i32(bytes)?; // partition
-                    for _ in 0..get_length(bytes)? {
+                    for _ in 0..get_compact_array_length(bytes)? {
                         get_compact_string(bytes)?; // rack
                     }
                     skip_tags(bytes)?;
@@ -248,28 +250,27 @@ pub fn decode_value(
             ConsumerValue::PartitionMetadata(topics)
         }
         ConsumerKey::Member(_) => ConsumerValue::Member(MemberMetadata {
-            instance_id: get_compact_nullable(bytes)?,
-            rack_id: get_compact_nullable(bytes)?,
+            instance_id: get_compact_nullable_string(bytes)?,
+            rack_id: get_compact_nullable_string(bytes)?,
             client_id: get_compact_string(bytes)?,
             client_host: get_compact_string(bytes)?,
             subscribed: {
-                let count = get_length(bytes)?;
+                let count = get_compact_array_length(bytes)?;
                 let mut names = Vec::new();
                 for _ in 0..count {
                     names.push(get_compact_string(bytes)?);
                 }
                 names
             },
-            subscribed_regex: get_compact_nullable(bytes)?,
+            subscribed_regex: get_compact_nullable_string(bytes)?,
             rebalance_timeout_ms: get_i32(bytes)?,
-            server_assignor: get_compact_nullable(bytes)?,
+            server_assignor: get_compact_nullable_string(bytes)?,
         }),
         ConsumerKey::TargetMember(_) => ConsumerValue::TargetMember(get_assignment(bytes)?),
         ConsumerKey::CurrentAssignment(_) => {
             let member_epoch = get_i32(bytes)?;
             let previous_epoch = get_i32(bytes)?;
-            need(bytes, 1)?;
-            let state = state_from_byte(bytes.get_i8())?;
+            let state = state_from_byte(get_i8(bytes)?)?;
             ConsumerValue::CurrentAssignment(CurrentAssignment {
                 member_epoch,
                 previous_epoch,
@@ -280,7 +281,7 @@ pub fn decode_value(
         }
         ConsumerKey::Regex(_) => {
             let mut topics = BTreeSet::new();
-            for _ in 0..get_length(bytes)? {
+            for _ in 0..get_compact_array_length(bytes)? {
                 topics.insert(get_compact_string(bytes)?);
             }
             ConsumerValue::Regex(ResolvedRegex {
@@ -296,10 +297,10 @@ pub fn decode_value(
 
 /// `[]TopicPartitions`: topic id and partition list, each entry closed by its tags.
 fn put_assignment(out: &mut BytesMut, assignment: &Assignment) {
-    put_length(out, assignment.len());
+    put_compact_length(out, Some(assignment.len()));
     for (topic, partitions) in assignment {
         out.put_slice(topic.as_bytes());
-        put_length(out, partitions.len());
+        put_compact_length(out, Some(partitions.len()));
         for partition in partitions {
             out.put_i32(*partition);
         }
@@ -309,10 +310,10 @@ fn put_assignment(out: &mut BytesMut, assignment: &Assignment) {
 
 fn get_assignment(bytes: &mut &[u8]) -> Result<Assignment, RecordFormatError> {
     let mut assignment = Assignment::new();
-    for _ in 0..get_length(bytes)? {
+    for _ in 0..get_compact_array_length(bytes)? {
         let topic = get_uuid(bytes)?;
         let mut partitions = BTreeSet::new();
-        for _ in 0..get_length(bytes)? {
+        for _ in 0..get_compact_array_length(bytes)? {
             partitions.insert(get_i32(bytes)?);
         }
         // Later Kafka versions tag each entry with assignment epochs; skipped here.
@@ -324,102 +325,10 @@ fn get_assignment(bytes: &mut &[u8]) -> Result<Assignment, RecordFormatError> {
     Ok(assignment)
 }
 
-fn put_uvarint(out: &mut BytesMut, mut value: u32) {
-    while value >= 0x80 {
-        out.put_u8((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.put_u8(value as u8);
-}
-
-/// A compact array's or string's length: the count plus one (zero is null).
-fn put_length(out: &mut BytesMut, count: usize) {
-    put_uvarint(out, u32::try_from(count + 1).unwrap_or(u32::MAX));
-}
-
-fn put_compact_string(out: &mut BytesMut, text: &str) {
-    put_length(out, text.len());
-    out.put_slice(text.as_bytes());
-}
-
-fn put_compact_nullable(out: &mut BytesMut, text: Option<&str>) {
-    match text {
-        Some(text) => put_compact_string(out, text),
-        None => put_uvarint(out, 0),
-    }
-}
-
-fn put_no_tags(out: &mut BytesMut) {
-    put_uvarint(out, 0);
-}
-
-fn get_uvarint(bytes: &mut &[u8]) -> Result<u32, RecordFormatError> {
-    let mut value: u32 = 0;
-    for shift in (0..35).step_by(7) {
-        need(bytes, 1)?;
-        let byte = bytes.get_u8();
-        value |= u32::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(RecordFormatError::Invalid("varint longer than 5 bytes"))
-}
-
-/// A compact length; null (0) is `None`. A length beyond the bytes left is an error at
-/// once, so a corrupt count never drives a long loop or a large allocation.
-fn get_nullable_length(bytes: &mut &[u8]) -> Result<Option<usize>, RecordFormatError> {
-    let raw = get_uvarint(bytes)? as usize;
-    if raw == 0 {
-        return Ok(None);
-    }
-    let count = raw - 1;
-    need(bytes, count)?;
-    Ok(Some(count))
-}
-
-/// A compact array's count (every element takes at least a byte); null is refused, as
-/// none of these arrays is nullable.
-fn get_length(bytes: &mut &[u8]) -> Result<usize, RecordFormatError> {
-    get_nullable_length(bytes)?.ok_or(RecordFormatError::Invalid("null array"))
-}
-
-fn get_compact_nullable(bytes: &mut &[u8]) -> Result<Option<String>, RecordFormatError> {
-    let Some(length) = get_nullable_length(bytes)? else {
-        return Ok(None);
-    };
-    let text = std::str::from_utf8(&bytes[..length]).map_err(|_| RecordFormatError::NotUtf8)?;
-    let text = text.to_string();
-    bytes.advance(length);
-    Ok(Some(text))
-}
-
-fn get_compact_string(bytes: &mut &[u8]) -> Result<String, RecordFormatError> {
-    get_compact_nullable(bytes)?.ok_or(RecordFormatError::Invalid("null string"))
-}
-
-fn get_uuid(bytes: &mut &[u8]) -> Result<Uuid, RecordFormatError> {
-    need(bytes, 16)?;
-    let id = Uuid::from_slice(&bytes[..16]).map_err(|_| RecordFormatError::Truncated)?;
-    bytes.advance(16);
-    Ok(id)
-}
-
-/// Skips a tagged-field section (fields this version does not know).
-fn skip_tags(bytes: &mut &[u8]) -> Result<(), RecordFormatError> {
-    let count = get_uvarint(bytes)?;
-    for _ in 0..count {
-        get_uvarint(bytes)?; // tag
-        let size = get_uvarint(bytes)? as usize;
-        need(bytes, size)?;
-        bytes.advance(size);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn topic() -> Uuid {
         Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10)
@@ -543,7 +452,7 @@ mod tests {
         let bytes = [0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert_eq!(
             decode_value(&ConsumerKey::TargetMember("m".into()), &bytes),
-            Err(RecordFormatError::Truncated)
+            Err(RecordFormatError::Field(FieldError::Truncated))
         );
     }
 }
