@@ -20,6 +20,7 @@ use super::RequestContext;
 use super::errors::{coordinator_error, group_error};
 use super::group_offsets::coordinator_partition;
 use crate::broker::Broker;
+use crate::group::registry::AnyGroup;
 use crate::group::{GroupError, GroupState};
 use crate::types::now_ms;
 
@@ -42,29 +43,24 @@ struct Listed {
 /// Every group this broker coordinates: classic groups, KIP-848 consumer groups (protocol
 /// type `consumer`, as Kafka lists them), and groups known only by their offsets.
 async fn all_groups(broker: &Broker) -> Vec<Listed> {
-    let registry = &broker.groups.registry;
-    let classic = registry.map_groups(|id, group| {
-        let protocol_type = group.protocol_type().unwrap_or_default().to_string();
-        (id.to_string(), protocol_type, group.state())
-    });
-    let mut groups: Vec<Listed> = classic
-        .await
-        .into_iter()
-        .filter(|(_, _, state)| *state != GroupState::Dead)
-        .map(|(id, protocol_type, state)| Listed {
-            id,
-            protocol_type,
-            state: state.as_str(),
-            group_type: "classic",
-        })
-        .collect();
-    let consumer = registry.map_consumer_groups(|id, group| Listed {
-        id: id.to_string(),
-        protocol_type: "consumer".to_string(),
-        state: group.state().name(),
-        group_type: "consumer",
-    });
-    groups.extend(consumer.await);
+    let listed = broker
+        .groups
+        .registry
+        .map_all_groups(|id, group| match group {
+            AnyGroup::Classic(group) => (group.state() != GroupState::Dead).then(|| Listed {
+                id: id.to_string(),
+                protocol_type: group.protocol_type().unwrap_or_default().to_string(),
+                state: group.state().as_str(),
+                group_type: "classic",
+            }),
+            AnyGroup::Consumer(group) => Some(Listed {
+                id: id.to_string(),
+                protocol_type: "consumer".to_string(),
+                state: group.state().name(),
+                group_type: "consumer",
+            }),
+        });
+    let mut groups: Vec<Listed> = listed.await.into_iter().flatten().collect();
     // A set, not a scan of `groups` per id: that was quadratic in the number of groups.
     let known: std::collections::HashSet<String> = groups.iter().map(|g| g.id.clone()).collect();
     for id in broker.groups.offset_group_ids() {

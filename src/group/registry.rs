@@ -114,6 +114,13 @@ struct Slots {
     loaded: HashMap<i32, i32>,
 }
 
+/// A group as whichever kind it is.
+#[derive(Clone, Copy)]
+pub enum AnyGroup<'a> {
+    Classic(&'a Group),
+    Consumer(&'a ConsumerGroup),
+}
+
 /// Where the registry's groups live and how long their writes may wait.
 #[derive(Clone, Copy, Debug)]
 pub struct RegistryConfig {
@@ -560,29 +567,22 @@ impl GroupRegistry {
         }
     }
 
-    /// `view` applied to every classic group (ListGroups), in no particular order.
-    pub async fn map_groups<T>(&self, mut view: impl FnMut(&str, &Group) -> T) -> Vec<T> {
-        self.map_slots(|id, state| state.group.as_ref().map(|group| view(id, group)))
-            .await
-    }
-
-    /// `view` applied to every KIP-848 consumer group, in no particular order.
-    pub async fn map_consumer_groups<T>(
-        &self,
-        mut view: impl FnMut(&str, &ConsumerGroup) -> T,
-    ) -> Vec<T> {
-        self.map_slots(|id, state| state.consumer.as_ref().map(|group| view(id, group)))
-            .await
-    }
-
-    async fn map_slots<T>(&self, mut view: impl FnMut(&str, &SlotState) -> Option<T>) -> Vec<T> {
+    /// `view` applied to every group of either kind (ListGroups, the metrics, the status
+    /// page), each locked once, in no particular order.
+    pub async fn map_all_groups<T>(&self, mut view: impl FnMut(&str, AnyGroup<'_>) -> T) -> Vec<T> {
         let ids: Vec<String> = lock(&self.shared.slots).groups.keys().cloned().collect();
         let mut seen = Vec::with_capacity(ids.len());
         for group_id in ids {
             let Ok(Some(locked)) = self.shared.lock_group(&group_id, false).await else {
                 continue;
             };
-            seen.extend(view(&group_id, &locked.state));
+            // At most one is live; should a load ever leave both, both are shown.
+            if let Some(group) = &locked.state.group {
+                seen.push(view(&group_id, AnyGroup::Classic(group)));
+            }
+            if let Some(group) = &locked.state.consumer {
+                seen.push(view(&group_id, AnyGroup::Consumer(group)));
+            }
         }
         seen
     }

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::controller::MetadataImage;
 use crate::controller::image::NO_LEADER;
 use crate::group::GroupState;
+use crate::group::registry::AnyGroup;
 use crate::http::server::{Response, RouteFuture};
 
 /// The `/metrics` route.
@@ -492,21 +493,37 @@ fn network(out: &mut Exposition) {
     out.sample(name, &[], available);
 }
 
+/// A group's state as its kind names it.
+enum GroupStateOf {
+    Classic(GroupState),
+    Consumer(&'static str),
+}
+
+impl GroupStateOf {
+    fn name(&self) -> &'static str {
+        match self {
+            GroupStateOf::Classic(state) => state.as_str(),
+            GroupStateOf::Consumer(name) => name,
+        }
+    }
+}
+
 /// Groups coordinated here: Kafka's `GroupMetadataManager` counts by state, and
 /// kafka-exporter's per-group members, committed offsets and lag.
 async fn groups(out: &mut Exposition, broker: &Broker) {
-    let registry = &broker.groups.registry;
-    let groups = registry
-        .map_groups(|id, group| (id.to_string(), group.state(), group.members().len()))
-        .await;
-    // KIP-848 groups, by Kafka's `consumer-group-count` states.
-    let consumer_groups = registry
-        .map_consumer_groups(|id, group| {
-            (
-                id.to_string(),
-                group.state().name(),
-                group.members().count(),
-            )
+    // Each group locked once: its kind's state and its member count.
+    let all = broker
+        .groups
+        .registry
+        .map_all_groups(|id, group| match group {
+            AnyGroup::Classic(group) => {
+                let state = GroupStateOf::Classic(group.state());
+                (id.to_string(), state, group.members().len())
+            }
+            AnyGroup::Consumer(group) => {
+                let state = GroupStateOf::Consumer(group.state().name());
+                (id.to_string(), state, group.members().count())
+            }
         })
         .await;
     let states = [
@@ -519,9 +536,11 @@ async fn groups(out: &mut Exposition, broker: &Broker) {
     ];
     for (suffix, state) in states {
         let name = format!("kafka_coordinator_group_groupmetadatamanager_numgroups{suffix}");
-        let count = groups
-            .iter()
-            .filter(|g| state.is_none_or(|s| g.1 == s))
+        let count = (all.iter())
+            .filter(|(_, of, _)| match of {
+                GroupStateOf::Classic(got) => state.is_none_or(|want| *got == want),
+                GroupStateOf::Consumer(_) => false,
+            })
             .count();
         out.family(&name, Kind::Gauge, "Groups coordinated here (by state).");
         out.sample(&name, &[], count as f64);
@@ -530,16 +549,11 @@ async fn groups(out: &mut Exposition, broker: &Broker) {
     let help = "KIP-848 consumer groups coordinated here (by state).";
     out.family(name, Kind::Gauge, help);
     for state in ["Empty", "Assigning", "Reconciling", "Stable"] {
-        let count = consumer_groups.iter().filter(|g| g.1 == state).count();
+        let count = (all.iter())
+            .filter(|(_, of, _)| matches!(of, GroupStateOf::Consumer(name) if *name == state))
+            .count();
         out.sample(name, &[("state", &state.to_lowercase())], count as f64);
     }
-    let classic = groups
-        .iter()
-        .map(|(id, state, members)| (id, state.as_str(), *members));
-    let consumer = consumer_groups
-        .iter()
-        .map(|(id, state, members)| (id, *state, *members));
-    let all: Vec<(&String, &str, usize)> = classic.chain(consumer).collect();
     let name = "kafka_consumergroup_members";
     out.family(name, Kind::Gauge, "Members of the group.");
     for (id, _, members) in &all {
@@ -548,7 +562,7 @@ async fn groups(out: &mut Exposition, broker: &Broker) {
     let name = "kafka_consumergroup_state";
     out.family(name, Kind::Gauge, "1 for the group's state.");
     for (id, state, _) in &all {
-        out.sample(name, &[("consumergroup", id), ("state", state)], 1.0);
+        out.sample(name, &[("consumergroup", id), ("state", state.name())], 1.0);
     }
     committed_offsets(out, broker);
 }

@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::controller::{MetadataImage, NO_LEADER};
 use crate::group::GroupState;
 use crate::group::consumer::ConsumerGroupConfig;
+use crate::group::registry::AnyGroup;
 use crate::http::server::{Response, RouteFuture};
 use crate::metrics::scrape::committed_lag;
 
@@ -121,61 +122,54 @@ fn topics(broker: &Broker, image: &MetadataImage, now_ms: i64) -> Vec<TopicRow> 
 }
 
 async fn groups(broker: &Broker) -> Vec<GroupRow> {
-    let mut rows: BTreeMap<String, GroupRow> = broker
+    let image = broker.image();
+    let config = consumer_config(broker);
+    let listed = broker
         .groups
         .registry
-        .map_groups(|id, group| GroupRow {
-            group_id: id.to_string(),
-            state: group.state().as_str().to_string(),
-            protocol: group.protocol_name().unwrap_or_default().to_string(),
-            members: group
-                .members()
-                .into_iter()
-                .map(|member| MemberRow {
-                    assignment: decode_assignment(&member.assignment),
-                    member_id: member.member_id,
-                    client_id: member.client_id,
-                    host: member.client_host,
-                })
-                .collect(),
-            lag: Vec::new(),
-        })
-        .await
-        .into_iter()
+        .map_all_groups(|id, group| match group {
+            AnyGroup::Classic(group) => GroupRow {
+                group_id: id.to_string(),
+                state: group.state().as_str().to_string(),
+                protocol: group.protocol_name().unwrap_or_default().to_string(),
+                members: group
+                    .members()
+                    .into_iter()
+                    .map(|member| MemberRow {
+                        assignment: decode_assignment(&member.assignment),
+                        member_id: member.member_id,
+                        client_id: member.client_id,
+                        host: member.client_host,
+                    })
+                    .collect(),
+                lag: Vec::new(),
+            },
+            AnyGroup::Consumer(group) => GroupRow {
+                group_id: id.to_string(),
+                state: group.state().name().to_string(),
+                // A KIP-848 group has no client-side protocol; it runs a server-side assignor.
+                protocol: format!("consumer ({})", group.assignor(&config).name()),
+                members: group
+                    .members()
+                    .map(|member| MemberRow {
+                        assignment: (member.assigned.iter())
+                            .filter_map(|(topic_id, partitions)| {
+                                let name = image.topic_names.get(topic_id)?.clone();
+                                Some((name, partitions.iter().copied().collect()))
+                            })
+                            .collect(),
+                        member_id: member.member_id.clone(),
+                        client_id: member.client_id.clone(),
+                        host: member.client_host.clone(),
+                    })
+                    .collect(),
+                lag: Vec::new(),
+            },
+        });
+    let mut rows: BTreeMap<String, GroupRow> = (listed.await.into_iter())
         .filter(|row| row.state != GroupState::Dead.as_str())
         .map(|row| (row.group_id.clone(), row))
         .collect();
-    let image = broker.image();
-    let consumer = broker
-        .groups
-        .registry
-        .map_consumer_groups(|id, group| GroupRow {
-            group_id: id.to_string(),
-            state: group.state().name().to_string(),
-            // A KIP-848 group has no client-side protocol; it runs a server-side assignor.
-            protocol: format!(
-                "consumer ({})",
-                group.assignor(&consumer_config(broker)).name()
-            ),
-            members: group
-                .members()
-                .map(|member| MemberRow {
-                    assignment: (member.assigned.iter())
-                        .filter_map(|(topic_id, partitions)| {
-                            let name = image.topic_names.get(topic_id)?.clone();
-                            Some((name, partitions.iter().copied().collect()))
-                        })
-                        .collect(),
-                    member_id: member.member_id.clone(),
-                    client_id: member.client_id.clone(),
-                    host: member.client_host.clone(),
-                })
-                .collect(),
-            lag: Vec::new(),
-        });
-    for row in consumer.await {
-        rows.insert(row.group_id.clone(), row);
-    }
     for ((group, topic, partition), (committed_offset, lag)) in committed_lag(broker) {
         let row = rows.entry(group.clone()).or_insert_with(|| GroupRow {
             group_id: group,
