@@ -133,9 +133,10 @@ pub async fn handle(
     visit.prepare(standing(&session), &mut targets);
     let quiet = session_quiet(&session, &targets);
     let parking = match &mut session {
-        Context::Incremental(incremental) if incremental.tracked => {
-            Parking::Session(incremental, &mut topics, visit)
-        }
+        Context::Incremental(incremental) => match incremental.watch.clone() {
+            Some(watch) => Parking::Session(incremental, watch, &mut topics, visit),
+            None => Parking::Targets,
+        },
         _ => Parking::Targets,
     };
     let mut results = read_or_park(broker, context, request, (&mut targets, quiet), parking).await;
@@ -210,8 +211,8 @@ type Standing<'a> = (&'a Arc<SessionWatch>, &'a [u64]);
 /// The standing registrations of a tracked session's targets; none outside one.
 fn standing(session: &Context) -> Option<Standing<'_>> {
     match session {
-        Context::Incremental(incremental) if incremental.tracked => {
-            Some((&incremental.watch, &incremental.slots))
+        Context::Incremental(incremental) => {
+            (incremental.watch.as_ref()).map(|watch| (watch, &incremental.slots[..]))
         }
         _ => None,
     }
@@ -221,10 +222,11 @@ fn standing(session: &Context) -> Option<Standing<'_>> {
 enum Parking<'a> {
     /// A wake-up armed on every target's partition, at every park.
     Targets,
-    /// The session's watch, which its partitions mark and wake: the partitions it marks
-    /// join the fetch (with their topics) when it wakes.
+    /// The session's watch (its own, tracked), which its partitions mark and wake: the
+    /// partitions it marks join the fetch (with their topics) when it wakes.
     Session(
         &'a mut Incremental,
+        Arc<SessionWatch>,
         &'a mut Vec<(TopicName, uuid::Uuid)>,
         Visit<'a>,
     ),
@@ -235,18 +237,14 @@ impl Parking<'_> {
     /// that it does not visit yet join its targets, prepared, with their quiet reads.
     /// False once the session has moved on: the fetch's answer will not stand.
     fn grow(&mut self, targets: &mut Vec<Target>, quiet: &mut Vec<Option<Quiet>>) -> bool {
-        let Parking::Session(incremental, topics, visit) = self else {
+        let Parking::Session(incremental, watch, topics, visit) = self else {
             return true;
         };
         let now_ms = crate::client_quota::monotonic_ms();
-        let marked = incremental.watch.drain(now_ms);
+        // A lapse is left for the session's next fetch, which visits everything for it.
+        let marked = watch.drain_marks(now_ms);
         let sessions = &visit.broker.fetch_sessions;
-        if marked.lapsed {
-            // Only if parked for longer than the lapse age, which waits are not: changes
-            // went unmarked, so the session's next fetch visits everything.
-            sessions.revisit(incremental.session_id);
-        }
-        if marked.slots.is_empty() {
+        if marked.is_empty() {
             return true;
         }
         // A whole visit has every partition already: marked ones are read again anyway,
@@ -255,7 +253,7 @@ impl Parking<'_> {
             return sessions.is_current(incremental);
         }
         let first = incremental.partitions.len();
-        match sessions.extend(incremental, marked.slots) {
+        match sessions.extend(incremental, marked) {
             None => return false,
             Some(0) => return true,
             Some(_) => {}
@@ -272,7 +270,7 @@ impl Parking<'_> {
         let from = targets.len();
         targets.extend(more);
         let slots = &incremental.slots[first..];
-        visit.prepare(Some((&incremental.watch, slots)), &mut targets[from..]);
+        visit.prepare(Some((watch, slots)), &mut targets[from..]);
         let tail = added.iter().zip(&targets[from..]);
         quiet.extend(tail.map(|(entry, target)| session_quiet_of(entry, target)));
         true
@@ -336,7 +334,7 @@ async fn read_or_park(
     loop {
         let waiter = match &parking {
             Parking::Targets => Waiter::Targets(ChangeWaiter::arm(&watched)),
-            Parking::Session(incremental, ..) => Waiter::Session(incremental.watch.arm()),
+            Parking::Session(_, watch, ..) => Waiter::Session(watch.arm()),
         };
         // Armed first: a change from now on wakes the wait below.
         let grown = parking.grow(targets, &mut quiet);
@@ -394,8 +392,8 @@ struct Unrecorded<'a> {
 impl<'a> Unrecorded<'a> {
     fn of(broker: &'a Broker, session: &Context) -> Unrecorded<'a> {
         let session = match session {
-            Context::Incremental(incremental) if incremental.tracked => {
-                Some((incremental.session_id, Arc::clone(&incremental.watch)))
+            Context::Incremental(incremental) => {
+                (incremental.watch.clone()).map(|watch| (incremental.session_id, watch))
             }
             _ => None,
         };
@@ -1437,9 +1435,8 @@ mod quiet_tests {
             uses_topic_ids: false,
             partitions: vec![(fetch, Sent::after(&answered))],
             slots: vec![0],
-            watch: Arc::new(SessionWatch::new(0)),
+            watch: Some(Arc::new(SessionWatch::new(0))),
             whole: true,
-            tracked: true,
         });
         assert!(session_quiet(&session, &targets)[0].is_some());
         let mut other_epoch = target(&partition, 0, usize::MAX);

@@ -234,16 +234,14 @@ pub struct Incremental {
     pub uses_topic_ids: bool,
     /// The partitions this fetch visits, in fetch order, with what was last sent of each.
     pub partitions: Vec<(PartitionFetch, Sent)>,
-    /// Their slots in `watch`, in the same order.
+    /// Their slots in the session's watch, in the same order.
     pub slots: Vec<u64>,
-    /// The session's watch: the fetch registers each partition it visits with it, and
-    /// parks on it.
-    pub watch: Arc<SessionWatch>,
+    /// The session's watch if the session tracks its partitions' changes
+    /// ([`TRACKED_MIN`]): the fetch registers each partition it visits with it, and parks
+    /// on it. Untracked, the fetch parks on its partitions themselves.
+    pub watch: Option<Arc<SessionWatch>>,
     /// Every partition of the session is visited.
     pub whole: bool,
-    /// The session tracks its partitions' changes ([`TRACKED_MIN`]): the fetch registers
-    /// what it visits with `watch` and parks on it.
-    pub tracked: bool,
 }
 
 impl std::fmt::Debug for Incremental {
@@ -253,6 +251,7 @@ impl std::fmt::Debug for Incremental {
             .field("epoch", &self.epoch)
             .field("partitions", &self.partitions.len())
             .field("whole", &self.whole)
+            .field("tracked", &self.watch.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -441,53 +440,50 @@ impl Session {
         self.push(key, cached);
     }
 
-    /// What a fetch at `now_ms` visits (see the module's notes): every partition, or those
-    /// of `slots` plus the unsettled ones, in fetch order.
+    /// The fetch of session `id` at `now_ms`, at the session's (new) epoch, and what it
+    /// visits (see the module's notes): every partition, or those of `drained` plus the
+    /// unsettled ones, in fetch order.
     fn visit(
         &mut self,
+        id: i32,
         drained: Drained,
-        reader: Reader,
-        now_ms: u64,
+        (reader, now_ms): (Reader, u64),
         rules: VisitRules,
-    ) -> Visited {
+    ) -> Incremental {
         let Drained { slots, lapsed } = drained;
         let whole = lapsed || now_ms >= self.whole_due_ms || self.reader != Some(reader);
         self.reader = Some(reader);
         let tracked = self.len() >= rules.tracked_min;
-        if whole || !tracked {
+        let (partitions, slots) = if whole || !tracked {
             // Untracked, the next tracked fetch starts with a whole visit: nothing stands.
             self.whole_due_ms = match tracked {
                 true => now_ms.saturating_add(rules.whole_ms),
                 false => 0,
             };
-            let (partitions, slots) = (self.order.values())
+            (self.order.values())
                 .map(|cached| ((cached.fetch.clone(), cached.sent), cached.slot))
-                .unzip();
-            let whole = true;
-            return Visited {
-                partitions,
-                slots,
-                whole,
-                tracked,
-            };
-        }
-        let mut sequences: Vec<u64> = (slots.iter().chain(&self.unsettled))
-            .filter_map(|slot| self.slots.get(slot).copied())
-            .collect();
-        sequences.sort_unstable();
-        sequences.dedup();
-        let (partitions, slots) = (sequences.iter())
-            .map(|sequence| {
-                let cached = &self.order[sequence];
-                ((cached.fetch.clone(), cached.sent), cached.slot)
-            })
-            .unzip();
-        let (whole, tracked) = (false, true);
-        Visited {
+                .unzip()
+        } else {
+            let mut sequences: Vec<u64> = (slots.iter().chain(&self.unsettled))
+                .filter_map(|slot| self.slots.get(slot).copied())
+                .collect();
+            sequences.sort_unstable();
+            sequences.dedup();
+            (sequences.iter())
+                .map(|sequence| {
+                    let cached = &self.order[sequence];
+                    ((cached.fetch.clone(), cached.sent), cached.slot)
+                })
+                .unzip()
+        };
+        Incremental {
+            session_id: id,
+            epoch: self.epoch,
+            uses_topic_ids: self.uses_topic_ids,
             partitions,
             slots,
-            whole,
-            tracked,
+            watch: tracked.then(|| Arc::clone(&self.watch)),
+            whole: whole || !tracked,
         }
     }
 
@@ -512,14 +508,6 @@ impl IdSource {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-}
-
-/// What a fetch visits: the fields of the same names in [`Incremental`].
-struct Visited {
-    partitions: Vec<(PartitionFetch, Sent)>,
-    slots: Vec<u64>,
-    whole: bool,
-    tracked: bool,
 }
 
 /// How a cache's sessions choose what a fetch visits.
@@ -801,22 +789,7 @@ impl CacheState {
         }
         session.last_used_ms = now_ms;
         session.epoch = next_epoch(session.epoch);
-        let Visited {
-            partitions,
-            slots,
-            whole,
-            tracked,
-        } = session.visit(visit, request.reader, now_ms, rules);
-        Context::Incremental(Incremental {
-            session_id: id,
-            epoch: session.epoch,
-            uses_topic_ids: session.uses_topic_ids,
-            partitions,
-            slots,
-            watch: Arc::clone(&session.watch),
-            whole,
-            tracked,
-        })
+        Context::Incremental(session.visit(id, visit, (request.reader, now_ms), rules))
     }
 
     /// Kafka's `tryEvict` for a new session of `size` partitions: the least recently used

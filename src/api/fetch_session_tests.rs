@@ -491,7 +491,7 @@ fn stand(incremental: &Incremental) -> std::collections::BTreeMap<i32, Watchers>
     pairs
         .map(|((fetch, _), slot)| {
             let mut watchers = Watchers::default();
-            watchers.stand(&incremental.watch, *slot);
+            watchers.stand(incremental.watch.as_ref().unwrap(), *slot);
             (fetch.partition, watchers)
         })
         .collect()
@@ -602,7 +602,7 @@ fn a_parked_fetch_takes_in_marked_partitions() {
     assert_eq!(order(&parked), vec![1]);
     partitions.get_mut(&3).unwrap().mark_standing_at(CHANGE_MS);
     partitions.get_mut(&1).unwrap().mark_standing_at(CHANGE_MS);
-    let marked = parked.watch.drain(10).slots;
+    let marked = parked.watch.as_ref().unwrap().drain_marks(10);
     let added = cache.extend(&mut parked, marked);
     assert_eq!(added, Some(1), "1 was visited already");
     assert_eq!(order(&parked), vec![1, 3]);
@@ -616,7 +616,7 @@ fn a_parked_fetch_takes_in_marked_partitions() {
     let _next = incremental(cache.begin(by_name(id, 3), 20, none));
     assert!(!cache.is_current(&parked));
     partitions.get_mut(&0).unwrap().mark_standing_at(CHANGE_MS);
-    let marked = parked.watch.drain(20).slots;
+    let marked = parked.watch.as_ref().unwrap().drain_marks(20);
     assert_eq!(marked.len(), 1);
     assert_eq!(cache.extend(&mut parked, marked), None, "moved on");
 }
@@ -656,13 +656,13 @@ fn small_sessions_visit_everything_untracked() {
     let id = settled_session(&cache, 3);
     for epoch in 1..4 {
         let small = incremental(cache.begin(by_name(id, epoch), 10 * epoch as u64, none));
-        assert!(small.whole && !small.tracked);
+        assert!(small.whole && small.watch.is_none());
         assert_eq!(order(&small), vec![0, 1, 2]);
     }
     let grow = || changes(vec![fetch("t", 3, 0)], vec![]);
     let grown = incremental(cache.begin(by_name(id, 4), 40, grow));
     assert!(
-        grown.whole && grown.tracked,
+        grown.whole && grown.watch.is_some(),
         "a whole visit registers them all"
     );
     assert_eq!(order(&grown), vec![0, 1, 2, 3]);
@@ -673,6 +673,6 @@ fn small_sessions_visit_everything_untracked() {
     let (_, responded) = grown.respond(&[quiet; 4]);
     cache.commit(&grown, responded).unwrap();
     let tracked = incremental(cache.begin(by_name(id, 5), 50, none));
-    assert!(!tracked.whole && tracked.tracked);
+    assert!(!tracked.whole && tracked.watch.is_some());
     assert_eq!(order(&tracked), Vec::<i32>::new());
 }

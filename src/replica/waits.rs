@@ -153,6 +153,20 @@ struct WatchedSlots {
     lapsed: bool,
 }
 
+impl WatchedSlots {
+    /// The dirty slots, now clean; the session used at `now_ms`.
+    fn take_dirty(&mut self, now_ms: u64) -> Vec<u64> {
+        self.used_ms = self.used_ms.max(now_ms);
+        let dirty = std::mem::take(&mut self.dirty);
+        for slot in &dirty {
+            if let Some(live) = self.live.get_mut(slot) {
+                live.dirty = false;
+            }
+        }
+        dirty
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     dirty: bool,
@@ -242,22 +256,22 @@ impl SessionWatch {
         self.woken.notify_waiters();
     }
 
-    /// The slots marked since the last drain, now clean, at `now_ms`. Taken before the
-    /// partitions are read: a change after this marks its slot again.
+    /// The slots marked since the last drain, now clean, at `now_ms`, and whether changes
+    /// went unmarked (a lapse), which this clears: a fetch of the session begins. Taken
+    /// before the partitions are read: a change after this marks its slot again.
     pub fn drain(&self, now_ms: u64) -> Drained {
         let mut slots = self.lock();
-        let slots = &mut *slots;
-        slots.used_ms = slots.used_ms.max(now_ms);
-        let dirty = std::mem::take(&mut slots.dirty);
-        for slot in &dirty {
-            if let Some(live) = slots.live.get_mut(slot) {
-                live.dirty = false;
-            }
-        }
         Drained {
-            slots: dirty,
+            slots: slots.take_dirty(now_ms),
             lapsed: std::mem::take(&mut slots.lapsed),
         }
+    }
+
+    /// [`Self::drain`] for a fetch under way (parked): the marks only. A lapse, were one
+    /// seen, stays for the session's next fetch, which visits every partition for it.
+    /// (A park is shorter than [`LAPSE_MS`], and its fetch's drain renewed the session.)
+    pub fn drain_marks(&self, now_ms: u64) -> Vec<u64> {
+        self.lock().take_dirty(now_ms)
     }
 
     /// Of `visited` (slot, partition number), the indexes of those not yet registered with
@@ -489,8 +503,15 @@ mod tests {
         // Unused since: the next change drops it and leaves it to register anew.
         assert!(!watch.mark(2, 1_001 + 2 * LAPSE_MS));
         assert_eq!(watch.to_stand([(1, 10), (2, 21)].into_iter()), vec![0, 1]);
+        // A fetch under way takes the marks only: the lapse waits for the next fetch.
+        assert!(watch.drain_marks(1_002 + 2 * LAPSE_MS).is_empty());
+        assert!(
+            watch.mark(1, 1_002 + 2 * LAPSE_MS),
+            "the drain renewed the session"
+        );
         let drained = watch.drain(1_002 + 2 * LAPSE_MS);
-        assert!(drained.lapsed && drained.slots.is_empty());
+        assert!(drained.lapsed);
+        assert_eq!(drained.slots, vec![1]);
         assert!(!watch.drain(1_003 + 2 * LAPSE_MS).lapsed, "said once");
     }
 
