@@ -50,6 +50,8 @@ METADATA_LINES_MAX = 64
 # Descriptor limit for the broker and partitions asked for: far more than it can open.
 NOFILE_LIMIT = 128
 MANY_PARTITIONS = 100
+# num.recovery.threads.per.data.dir at its default: partitions open on this many threads.
+RECOVERY_THREADS = 2
 
 ERROR_LINE = re.compile(r"^\S+\s+ERROR\s")
 
@@ -329,16 +331,17 @@ def test_the_descriptor_limit_fails_create_topics_with_bounded_logging(limited_b
         failed = sorted(p for p, replicas in offline.items() if replicas == [NODE_ID])
         opened = sorted(p for p, replicas in offline.items() if replicas == [])
         assert failed and opened and len(failed) + len(opened) == MANY_PARTITIONS, offline
-        # Partitions open on num.recovery.threads.per.data.dir (2) threads, so the ones that
+        # Partitions open on RECOVERY_THREADS threads, so the ones that
         # found no descriptor are not a fixed tail ("19-49, 68-97, 99" was seen): the
         # message names exactly the offline ones.
         assert named_partitions(message) == failed, (message, failed)
         assert produce(conn, many, opened[0], b"fits").base_offset == 0
         assert produce(conn, many, failed[0], b"no").error_code == KAFKA_STORAGE_ERROR
-        # At the boundary one partition may open with no descriptor left to record its
-        # first leader epoch: one more line for it, logged once.
+        # At the boundary a partition may open with no descriptor left to record its first
+        # leader epoch: one more line for it, logged once. Each opening thread can be the
+        # one at the boundary (two were seen, 18 ms apart), so one line per thread at most.
         boundary = lines_with(broker, "recording a new leader epoch failed")
-        assert len(boundary) <= 1, boundary
+        assert len(boundary) <= RECOVERY_THREADS, boundary
         errors = [line for line in error_lines(broker) if line not in boundary]
         assert len(errors) == 1, errors
         assert f"{len(failed)} partitions could not be opened" in errors[0], errors
