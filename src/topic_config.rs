@@ -34,6 +34,8 @@ pub enum ConfigSource {
     Default = 5,
     /// A logger's level (BROKER_LOGGER resources).
     DynamicBrokerLogger = 6,
+    /// A consumer group's own config (GROUP resources).
+    Group = 8,
 }
 
 pub struct TopicConfigDef {

@@ -1,5 +1,5 @@
-//! AlterConfigs (v0-2, replace-all) and IncrementalAlterConfigs (v0-1) for topics and
-//! dynamic broker configs. Each resource succeeds or fails on its own; the change goes
+//! AlterConfigs (v0-2, replace-all) and IncrementalAlterConfigs (v0-1) for topics,
+//! dynamic broker configs and consumer groups' own configs. Each resource succeeds or fails on its own; the change goes
 //! through the controller and the answer waits until this node applied it, so a client
 //! that describes or produces next sees the new value.
 //!
@@ -25,6 +25,7 @@ use crate::tracing_levels::{self, LoggerError, LoggerLevels, LoggerOp};
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const RESOURCE_BROKER_LOGGER: i8 = 8;
+const RESOURCE_GROUP: i8 = 32;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -247,6 +248,7 @@ fn target<'a>(
 ) -> Result<ConfigTarget<'a>, Failure> {
     match resource_type {
         RESOURCE_TOPIC => Ok(ConfigTarget::Topic(name)),
+        RESOURCE_GROUP => Ok(ConfigTarget::Group(name)),
         // A per-broker change is sent to that broker (clients route it so), as Kafka checks.
         RESOURCE_BROKER if name.is_empty() || name == broker.config.node_id.to_string() => {
             Ok(ConfigTarget::Broker(name))
@@ -296,7 +298,7 @@ fn plan_replace(
         let value = value.clone().ok_or_else(|| null_value(target, name))?;
         given.push((name.clone(), value));
     }
-    config_admin::plan_replace(&broker.image(), target, &given).map_err(failure)
+    config_admin::plan_replace(&broker.image(), &broker.config, target, &given).map_err(failure)
 }
 
 fn plan_incremental(
@@ -331,6 +333,7 @@ fn null_value(target: ConfigTarget, name: &str) -> Failure {
     let kind = match target {
         ConfigTarget::Topic(_) => "topic",
         ConfigTarget::Broker(_) => "broker",
+        ConfigTarget::Group(_) => "group",
     };
     (
         ResponseError::InvalidConfig,

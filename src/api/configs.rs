@@ -1,4 +1,5 @@
-//! DescribeConfigs for topics, this broker and its loggers: every config with its value, source,
+//! DescribeConfigs for topics, this broker, its loggers and consumer groups: every config
+//! with its value, source,
 //! default flag, type and (when asked) synonyms and Kafka's documentation, as Kafka reports
 //! them.
 
@@ -16,6 +17,8 @@ use crate::config::connection_limits;
 use crate::config::dynamic_broker::{self, BROKER_ONLY_LIVE_CONFIGS};
 use crate::config::kafka_broker_configs::{KAFKA_BROKER_CONFIGS, KafkaBrokerConfig};
 use crate::config::kafka_config_docs;
+use crate::group::consumer::ConsumerGroupConfig;
+use crate::group::consumer::group_configs;
 use crate::replica::replication_quota::{RATE_CONFIGS, RATE_UNBOUNDED};
 use crate::topic_config::{
     self, ConfigSource, ConfigType, DynamicBrokerConfigs, DynamicLayers, ResolvedConfig,
@@ -25,6 +28,7 @@ use crate::tracing_levels;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const RESOURCE_BROKER_LOGGER: i8 = 8;
+const RESOURCE_GROUP: i8 = 32;
 
 pub async fn describe_configs(
     broker: &Broker,
@@ -116,11 +120,48 @@ fn resolve_resource(
                 })
                 .collect())
         }
+        RESOURCE_GROUP => {
+            if name.is_empty() {
+                let message = "Group name must not be empty".to_string();
+                return Err((ResponseError::InvalidRequest, message));
+            }
+            let own = image.group_configs.get(name).cloned().unwrap_or_default();
+            let base = broker.config.consumer_groups.unwrap_or_default();
+            Ok(group_entries(&base, &own))
+        }
         other => Err((
             ResponseError::InvalidRequest,
             format!("Unsupported resource type {other}"),
         )),
     }
+}
+
+/// A group's configs as Kafka's `ConfigHelper` describes them: every group config, set
+/// ones as GROUP_CONFIG (their only synonym), the rest at the broker's value as
+/// DEFAULT_CONFIG with no synonym (the broker's `group.consumer.*` names are not theirs).
+fn group_entries(
+    base: &ConsumerGroupConfig,
+    own: &std::collections::BTreeMap<String, String>,
+) -> Vec<ResolvedConfig> {
+    (base.describe_group(own).into_iter())
+        .map(|(name, value, set)| {
+            let source = match set {
+                true => ConfigSource::Group,
+                false => ConfigSource::Default,
+            };
+            let value = value.to_string();
+            ResolvedConfig {
+                name: name.to_string(),
+                synonyms: match set {
+                    true => vec![(name.to_string(), value.clone(), source)],
+                    false => Vec::new(),
+                },
+                value,
+                source,
+                config_type: ConfigType::Int,
+            }
+        })
+        .collect()
 }
 
 /// A BROKER_LOGGER resource names this broker, as Kafka's `ConfigHelper` requires.
@@ -219,9 +260,10 @@ fn unprefixed(name: &str) -> &str {
 }
 
 /// Whether a described entry hides its value: a logger's level never does (its name is a
-/// logger's, not a config key's).
+/// logger's, not a config key's), nor a group config (all INTs, none a broker key).
 fn hides_value(name: &str, source: ConfigSource) -> bool {
-    source != ConfigSource::DynamicBrokerLogger && is_sensitive(name)
+    let plain = source == ConfigSource::DynamicBrokerLogger || group_configs::NAMES.contains(&name);
+    !plain && is_sensitive(name)
 }
 
 /// The value as Kafka shows it: none for a sensitive config or a null Kafka default.
@@ -232,10 +274,10 @@ fn shown(name: &str, value: String, source: ConfigSource) -> Option<StrBytes> {
     (!hides_value(name, source) && !null_default).then(|| StrBytes::from_string(value))
 }
 
-/// Topic configs and logger levels are all alterable; a broker config only if it is
-/// applied live here.
-fn is_read_only(config: &ResolvedConfig) -> bool {
-    if config.source == ConfigSource::DynamicBrokerLogger {
+/// Topic configs, logger levels and group configs are all alterable; a broker config only
+/// if it is applied live here.
+fn is_read_only(config: &ResolvedConfig, resource_type: i8) -> bool {
+    if config.source == ConfigSource::DynamicBrokerLogger || resource_type == RESOURCE_GROUP {
         return false;
     }
     let broker_level =
@@ -259,6 +301,7 @@ fn documentation(resource_type: i8, name: &str) -> Option<&'static str> {
     match resource_type {
         RESOURCE_TOPIC => kafka_config_docs::topic_doc(name),
         RESOURCE_BROKER => kafka_config_docs::broker_doc(name),
+        RESOURCE_GROUP => group_configs::documentation(name),
         _ => None,
     }
 }
@@ -283,7 +326,7 @@ fn entry(config: ResolvedConfig, shape: EntryShape) -> DescribeConfigsResourceRe
         .flatten();
     let result = DescribeConfigsResourceResult::default()
         .with_documentation(doc.map(StrBytes::from_static_str))
-        .with_read_only(is_read_only(&config))
+        .with_read_only(is_read_only(&config, shape.resource_type))
         .with_is_sensitive(hides_value(&config.name, config.source))
         .with_value(shown(&config.name, config.value, config.source))
         .with_name(StrBytes::from_string(config.name))

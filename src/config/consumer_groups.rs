@@ -92,6 +92,8 @@ pub fn parse_consumer_groups(
         heartbeat_interval_ms: heartbeat,
         max_size,
         assignors,
+        session_timeout_bounds_ms: (session_min, session_max),
+        heartbeat_interval_bounds_ms: (heartbeat_min, heartbeat_max),
     }))
 }
 

@@ -19,6 +19,7 @@ use super::image::MetadataImage;
 use super::{CommandOutcome, ControllerError, MetadataCommand};
 use crate::config::BrokerConfig;
 use crate::config::connection_limits;
+use crate::group::consumer::group_configs;
 use crate::topic_config::{self, ConfigType};
 
 /// What an `AlterConfigs` command changes.
@@ -28,6 +29,9 @@ pub enum ConfigResource {
     Topic { name: String, id: Uuid },
     /// Dynamic broker configs: a node id, or "" for the cluster-wide defaults.
     Broker { name: String },
+    /// A consumer group's own configs (`group::consumer::group_configs`), whether or not
+    /// the group exists, as Kafka's.
+    Group { name: String },
 }
 
 /// A request's resource before planning.
@@ -35,6 +39,7 @@ pub enum ConfigResource {
 pub enum ConfigTarget<'a> {
     Topic(&'a str),
     Broker(&'a str),
+    Group(&'a str),
 }
 
 /// IncrementalAlterConfigs' operations (`AlterConfigOp.OpType`).
@@ -69,13 +74,14 @@ pub fn plan_incremental(
         };
         changes.insert(key.clone(), value);
     }
-    plan(image, target, &current, changes)
+    plan(image, broker, target, &current, changes)
 }
 
 /// Plans the legacy AlterConfigs for one resource: the given keys become the resource's
 /// whole dynamic config, every other key it had is removed.
 pub fn plan_replace(
     image: &MetadataImage,
+    broker: &BrokerConfig,
     target: ConfigTarget,
     entries: &[(String, String)],
 ) -> Result<MetadataCommand, ControllerError> {
@@ -84,13 +90,14 @@ pub fn plan_replace(
     for (key, value) in entries {
         changes.insert(key.clone(), Some(value.clone()));
     }
-    plan(image, target, &current, changes)
+    plan(image, broker, target, &current, changes)
 }
 
 fn current_configs(image: &MetadataImage, target: ConfigTarget) -> BTreeMap<String, String> {
     let found = match target {
         ConfigTarget::Topic(name) => image.topic(name).map(|topic| &topic.configs),
         ConfigTarget::Broker(name) => image.broker_configs.get(name),
+        ConfigTarget::Group(name) => image.group_configs.get(name),
     };
     found.cloned().unwrap_or_default()
 }
@@ -107,6 +114,8 @@ fn list_base(
     let def = match target {
         ConfigTarget::Topic(_) => topic_config::find(key),
         ConfigTarget::Broker(_) => topic_config::find_by_broker_synonym(key),
+        // Every group config is an INT.
+        ConfigTarget::Group(_) => None,
     };
     let Some(def) = def.filter(|def| def.config_type == ConfigType::List) else {
         let op = if matches!(op, ConfigOp::Append(_)) {
@@ -143,6 +152,7 @@ fn edit_list(base: &str, items: &str, append: bool) -> String {
 /// resource as the command carries it.
 fn plan(
     image: &MetadataImage,
+    broker: &BrokerConfig,
     target: ConfigTarget,
     current: &BTreeMap<String, String>,
     changes: ConfigChanges,
@@ -165,6 +175,18 @@ fn plan(
             check_broker_changes(&changes)?;
             check_connection_limits(image, name, &after, &changes)?;
             ConfigResource::Broker {
+                name: name.to_string(),
+            }
+        }
+        ConfigTarget::Group(name) => {
+            if name.is_empty() {
+                return Err(ControllerError::InvalidRequest(
+                    "Group name must not be empty".to_string(),
+                ));
+            }
+            let bounds = broker.consumer_groups.unwrap_or_default();
+            group_configs::validate(&after, &bounds).map_err(ControllerError::InvalidConfig)?;
+            ConfigResource::Group {
                 name: name.to_string(),
             }
         }
@@ -263,6 +285,10 @@ pub(super) fn apply_alter_configs(
                 format!("the configs of broker {name}")
             },
         ),
+        ConfigResource::Group { name } => (
+            image.group_configs.get(name).unwrap_or(&EMPTY),
+            format!("the configs of group {name}"),
+        ),
     };
     if let Some(expected) = expected
         && current != expected
@@ -282,6 +308,12 @@ pub(super) fn apply_alter_configs(
         }
         ConfigResource::Broker { name } => {
             image.broker_configs.insert(name.clone(), after);
+        }
+        ConfigResource::Group { name } if after.is_empty() => {
+            image.group_configs.remove(name);
+        }
+        ConfigResource::Group { name } => {
+            image.group_configs.insert(name.clone(), after);
         }
     }
     Ok(CommandOutcome::Done)

@@ -108,7 +108,7 @@ fn kafka_errors_for_bad_keys_values_and_topics() {
 fn replace_all_removes_keys_not_given() {
     let mut image = image_with_topic(&[("segment.bytes", "100000"), ("retention.ms", "5")]);
     let entries = vec![("retention.ms".to_string(), "7".to_string())];
-    let command = plan_replace(&image, ConfigTarget::Topic("t"), &entries).unwrap();
+    let command = plan_replace(&image, &broker(&[]), ConfigTarget::Topic("t"), &entries).unwrap();
     apply(&mut image, &command).unwrap();
     assert_eq!(
         topic_configs(&image),
@@ -217,7 +217,7 @@ fn a_plan_on_a_config_that_changed_since_is_refused_and_replanned() {
     let second = plan_incremental(&image, &broker(&[]), target, &append).unwrap();
     // Replace-all planned before `first` would silently drop its retention.ms.
     let replace = [("flush.ms".to_string(), "5".to_string())];
-    let stale = plan_replace(&image, target, &replace).unwrap();
+    let stale = plan_replace(&image, &broker(&[]), target, &replace).unwrap();
     apply(&mut image, &first).unwrap();
     let before = image.clone();
     let refused = apply(&mut image, &second).unwrap_err();
@@ -261,4 +261,34 @@ fn broker_config_plans_are_checked_against_their_own_resource() {
     );
     assert_eq!(image.broker_configs[""]["log.retention.ms"], "1000");
     assert_eq!(image.broker_configs["1"]["log.retention.ms"], "1000");
+}
+
+/// A group's configs are validated over the broker's bounds (`group.consumer.*`), kept
+/// per group whether or not the group exists, and the group's entry goes with its last key.
+#[test]
+fn group_configs_are_validated_kept_per_group_and_removed_with_their_last_key() {
+    let mut image = MetadataImage::default();
+    let target = ConfigTarget::Group("g");
+    let session = "consumer.session.timeout.ms";
+    incremental(&mut image, target, &[(session, set("50000"))]).unwrap();
+    assert_eq!(image.group_configs["g"][session], "50000");
+    // Kafka's bounds by default: 45 s to 60 s.
+    let refused = incremental(&mut image, target, &[(session, set("44999"))]).unwrap_err();
+    assert!(matches!(&refused, ControllerError::InvalidConfig(m) if m.contains("greater than")));
+    let unknown = incremental(&mut image, target, &[("retention.ms", set("1"))]).unwrap_err();
+    assert!(matches!(unknown, ControllerError::InvalidConfig(_)));
+    let append = [(session, ConfigOp::Append("1".into()))];
+    let not_a_list = incremental(&mut image, target, &append).unwrap_err();
+    assert!(matches!(not_a_list, ControllerError::InvalidConfig(_)));
+    let nameless = ConfigTarget::Group("");
+    let nameless = incremental(&mut image, nameless, &[(session, set("50000"))]).unwrap_err();
+    assert!(matches!(nameless, ControllerError::InvalidRequest(_)));
+    // The broker's own bounds decide.
+    let wide = broker(&[("group.consumer.min.session.timeout.ms", "10000")]);
+    let ops = ops(&[(session, set("10000"))]);
+    let command = plan_incremental(&image, &wide, target, &ops).unwrap();
+    apply(&mut image, &command).unwrap();
+    assert_eq!(image.group_configs["g"][session], "10000");
+    incremental(&mut image, target, &[(session, ConfigOp::Delete)]).unwrap();
+    assert!(image.group_configs.is_empty());
 }

@@ -53,6 +53,11 @@ pub struct MetadataImage {
     /// in images written before they existed.
     #[serde(default, with = "super::client_quotas::serde_entries")]
     pub client_quotas: super::client_quotas::ClientQuotas,
+    /// Consumer groups' own configs (AlterConfigs on GROUP resources, Kafka's
+    /// `ConfigRecord`s of type GROUP) by group id; a group listed has at least one key.
+    /// Empty in images written before they existed.
+    #[serde(default)]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// One advertised listener of a broker (Kafka's `BrokerEndpoint`).

@@ -692,7 +692,7 @@ mod tests {
     ) -> Result<HeartbeatAnswer, GroupError> {
         let registry = &coordinator.registry;
         registry
-            .consumer_heartbeat(log, "cg", request, &OneTopic, NOW_MS)
+            .consumer_heartbeat(log, "cg", request, (&OneTopic, None), NOW_MS)
             .await
     }
 

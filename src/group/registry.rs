@@ -455,7 +455,7 @@ impl GroupRegistry {
         log: &Partition,
         group_id: &str,
         request: HeartbeatRequest,
-        topics: &(dyn TopicSource + Sync),
+        (topics, own_configs): (&(dyn TopicSource + Sync), Option<&BTreeMap<String, String>>),
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, GroupError> {
         let joining = request.member_epoch == 0;
@@ -474,7 +474,8 @@ impl GroupRegistry {
             }
         }
         self.shared.confirm(state, log).await?;
-        let config = &self.shared.consumer;
+        // The group's own session timeout and heartbeat interval, if it has them.
+        let config = &self.shared.consumer.for_group(own_configs);
         let group = state
             .consumer
             .get_or_insert_with(|| ConsumerGroup::new(group_id));

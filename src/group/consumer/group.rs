@@ -54,6 +54,11 @@ pub struct ConsumerGroupConfig {
     pub max_size: i32,
     /// `group.consumer.assignors`
     pub assignors: Assignors,
+    /// `group.consumer.min/max.session.timeout.ms`: what a group's own
+    /// `consumer.session.timeout.ms` may be.
+    pub session_timeout_bounds_ms: (i32, i32),
+    /// `group.consumer.min/max.heartbeat.interval.ms`, likewise.
+    pub heartbeat_interval_bounds_ms: (i32, i32),
 }
 
 impl Default for ConsumerGroupConfig {
@@ -66,6 +71,8 @@ impl Default for ConsumerGroupConfig {
                 first: Assignor::Uniform,
                 second: Some(Assignor::Range),
             },
+            session_timeout_bounds_ms: (45_000, 60_000),
+            heartbeat_interval_bounds_ms: (5_000, 15_000),
         }
     }
 }

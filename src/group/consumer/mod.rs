@@ -7,12 +7,14 @@
 //! - [`member`]: one member and its reconciliation (revoke, then take what is free).
 //! - [`group`]: the group state machine: epochs, membership, targets, timeouts.
 //! - [`topic_regex`]: regex subscriptions (ConsumerGroupHeartbeat v1).
+//! - [`group_configs`]: a group's own `consumer.*` configs over the broker's.
 //! - [`records`] and `persisted`: the group's records in `__consumer_offsets`, written
 //!   before the answers that depend on them and replayed when the partition loads.
 
 pub mod assignor;
 #[allow(clippy::module_inception)]
 mod group;
+pub mod group_configs;
 mod member;
 mod persisted;
 pub mod records;

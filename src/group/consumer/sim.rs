@@ -100,6 +100,7 @@ impl Sim {
                 first: assignor,
                 second: None,
             },
+            ..ConsumerGroupConfig::default()
         };
         let partitions = BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 3)]);
         Sim {

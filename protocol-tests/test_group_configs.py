@@ -1,0 +1,118 @@
+"""A consumer group's own configs (Kafka 4.0's GROUP config resources, KIP-848).
+
+With confluent-kafka's AdminClient (librdkafka sends resource type 32): a group's
+`consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms` are described at the
+broker's `group.consumer.*` values until set, then as GROUP_CONFIG; they are validated as
+Kafka validates them; and the group's coordinator applies them at the next heartbeat: the
+heartbeat interval it answers, and the session after which a silent member is removed.
+"""
+
+import time
+import uuid
+
+from confluent_kafka.admin import ConfigSource, ResourceType
+
+import clients
+from test_alter_configs import DELETE, INVALID_CONFIG, SET, describe, incremental, \
+    synonym_chain
+from test_consumer_groups import NOT_LOADED, UNKNOWN_MEMBER_ID, heartbeat_v1
+import cluster
+import rawkafka
+
+HEARTBEAT_MS = 500
+SESSION_MS = 6000
+BROKER_OVERRIDES = {
+    "group.consumer.min.heartbeat.interval.ms": str(HEARTBEAT_MS),
+    "group.consumer.heartbeat.interval.ms": str(HEARTBEAT_MS),
+    "group.consumer.min.session.timeout.ms": str(SESSION_MS),
+    "group.consumer.session.timeout.ms": str(SESSION_MS),
+    "offsets.topic.num.partitions": "1",
+}
+GROUP = ResourceType.GROUP
+SESSION = "consumer.session.timeout.ms"
+INTERVAL = "consumer.heartbeat.interval.ms"
+TIMEOUT_S = 30
+
+
+def values(entries):
+    return {name: (entry.value, ConfigSource(entry.source)) for name, entry in entries.items()}
+
+
+def test_group_configs_are_described_set_validated_and_deleted(broker):
+    group = f"configs-{uuid.uuid4().hex[:8]}"
+    # Any group name, whether or not the group exists, as Kafka.
+    assert values(describe(broker, GROUP, group)) == {
+        SESSION: (str(SESSION_MS), ConfigSource.DEFAULT_CONFIG),
+        INTERVAL: (str(HEARTBEAT_MS), ConfigSource.DEFAULT_CONFIG),
+    }
+    assert incremental(broker, GROUP, group, [(SESSION, SET, "8000")],
+                       validate_only=True) is None
+    assert values(describe(broker, GROUP, group))[SESSION][1] == ConfigSource.DEFAULT_CONFIG
+
+    assert incremental(broker, GROUP, group,
+                       [(SESSION, SET, "8000"), (INTERVAL, SET, "1000")]) is None
+    entries = describe(broker, GROUP, group)
+    assert values(entries) == {
+        SESSION: ("8000", ConfigSource.GROUP_CONFIG),
+        INTERVAL: ("1000", ConfigSource.GROUP_CONFIG),
+    }
+    assert synonym_chain(entries[SESSION]) == [(SESSION, "8000", ConfigSource.GROUP_CONFIG)]
+    assert not entries[SESSION].is_read_only
+
+    refused = [
+        [("share.session.timeout.ms", SET, "8000")],  # share groups are not served here
+        [(SESSION, SET, "soon")],
+        [(SESSION, SET, "0")],
+        [(SESSION, SET, str(SESSION_MS - 1))],  # under group.consumer.min.session...
+        [(SESSION, SET, "60001")],  # over group.consumer.max.session.timeout.ms
+        [(INTERVAL, SET, "15001")],  # over group.consumer.max.heartbeat.interval.ms
+        [(SESSION, SET, "7000"), (INTERVAL, SET, "7000")],  # session not over the interval
+    ]
+    for ops in refused:
+        assert incremental(broker, GROUP, group, ops) == INVALID_CONFIG, ops
+    assert values(describe(broker, GROUP, group))[SESSION] == ("8000", ConfigSource.GROUP_CONFIG)
+
+    assert incremental(broker, GROUP, group, [(INTERVAL, DELETE, None)]) is None
+    assert values(describe(broker, GROUP, group)) == {
+        SESSION: ("8000", ConfigSource.GROUP_CONFIG),
+        INTERVAL: (str(HEARTBEAT_MS), ConfigSource.DEFAULT_CONFIG),
+    }
+
+
+def join(conn, group, topic):
+    """Joins a new member once the broker coordinates the group (FindCoordinator creates
+    the offsets topic, then its partition loads): (member id, epoch, heartbeat interval)."""
+    member_id = str(uuid.uuid4())
+
+    def joined():
+        if rawkafka.find_coordinator_v1(conn, group)[0] != 0:
+            return None
+        error, message, _, epoch, interval, _ = heartbeat_v1(conn, group, member_id, 0,
+                                                             [topic], owned={})
+        if error in NOT_LOADED:
+            return None
+        assert error == 0, message
+        return epoch, interval
+    epoch, interval = cluster.wait_until(joined, TIMEOUT_S, what=f"{group} joined")
+    return member_id, epoch, interval
+
+
+def test_a_groups_own_configs_apply_at_its_next_heartbeat(broker, topic):
+    clients.create_topic(broker, topic, partitions=2)
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    plain = f"plain-{uuid.uuid4().hex[:8]}"
+    with rawkafka.Connection("127.0.0.1", broker.port) as conn:
+        member, epoch, interval = join(conn, patient, topic)
+        assert interval == HEARTBEAT_MS
+        assert incremental(broker, GROUP, patient,
+                           [(INTERVAL, SET, "2000"), (SESSION, SET, "30000")]) is None
+        error, message, _, epoch, interval, _ = heartbeat_v1(conn, patient, member, epoch)
+        assert (error, interval) == (0, 2000), message
+        # The session this heartbeat started is the group's 30 s, not the broker's 6 s: a
+        # member of another group silent as long is removed, this one is not.
+        other, other_epoch, _ = join(conn, plain, topic)
+        time.sleep(SESSION_MS / 1000 + 3)
+        error, message, _, _, _, _ = heartbeat_v1(conn, plain, other, other_epoch)
+        assert error == UNKNOWN_MEMBER_ID, message
+        error, message, _, epoch_after, _, _ = heartbeat_v1(conn, patient, member, epoch)
+        assert (error, epoch_after) == (0, epoch), message
