@@ -15,19 +15,14 @@ from confluent_kafka.admin import ConfigSource, ResourceType
 import clients
 from test_alter_configs import DELETE, INVALID_CONFIG, SET, describe, incremental, \
     synonym_chain
-from test_consumer_groups import NOT_LOADED, UNKNOWN_MEMBER_ID, heartbeat_v1
+import test_consumer_groups
+from test_consumer_groups import HEARTBEAT_MS, NOT_LOADED, SESSION_MS, UNKNOWN_MEMBER_ID, \
+    heartbeat_v1
 import cluster
 import rawkafka
 
-HEARTBEAT_MS = 500
-SESSION_MS = 6000
-BROKER_OVERRIDES = {
-    "group.consumer.min.heartbeat.interval.ms": str(HEARTBEAT_MS),
-    "group.consumer.heartbeat.interval.ms": str(HEARTBEAT_MS),
-    "group.consumer.min.session.timeout.ms": str(SESSION_MS),
-    "group.consumer.session.timeout.ms": str(SESSION_MS),
-    "offsets.topic.num.partitions": "1",
-}
+# The KIP-848 tests' broker: a 500 ms heartbeat interval and a 6 s session by default.
+BROKER_OVERRIDES = {**test_consumer_groups.BROKER_OVERRIDES, "offsets.topic.num.partitions": "1"}
 GROUP = ResourceType.GROUP
 SESSION = "consumer.session.timeout.ms"
 INTERVAL = "consumer.heartbeat.interval.ms"
