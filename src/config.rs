@@ -259,6 +259,9 @@ pub struct BrokerConfig {
     /// `group.consumer.*`: KIP-848 consumer groups; `None` when
     /// `group.coordinator.rebalance.protocols` leaves `consumer` out.
     pub consumer_groups: Option<crate::group::consumer::ConsumerGroupConfig>,
+    /// The same `group.consumer.*` settings whether the consumer protocol is on or off:
+    /// groups' own configs (GROUP resources) are validated and described against them.
+    pub consumer_group_settings: crate::group::consumer::ConsumerGroupConfig,
     /// `log.cleaner.backoff.ms`: how often compacted topics are checked for cleaning.
     pub cleaner_backoff_ms: u64,
     /// `num.recovery.threads.per.data.dir`: threads that open (and recover) logs at
@@ -516,6 +519,7 @@ impl BrokerConfig {
             )?,
             group_size_max: parse(&explicit, "group.max.size", i32::MAX)?,
             consumer_groups: consumer_groups::parse_consumer_groups(&explicit)?,
+            consumer_group_settings: consumer_groups::parse_consumer_group_settings(&explicit)?,
             cleaner_backoff_ms: parse(&explicit, "log.cleaner.backoff.ms", 15_000)?,
             // Kafka 4.0 raised the default from 1 to 2 (KIP-1030).
             recovery_threads_per_data_dir: parse(

@@ -126,8 +126,7 @@ fn resolve_resource(
                 return Err((ResponseError::InvalidRequest, message));
             }
             let own = image.group_configs.get(name).cloned().unwrap_or_default();
-            let base = broker.config.consumer_groups.unwrap_or_default();
-            Ok(group_entries(&base, &own))
+            Ok(group_entries(&broker.config.consumer_group_settings, &own))
         }
         other => Err((
             ResponseError::InvalidRequest,

@@ -35,6 +35,24 @@ pub fn parse_consumer_groups(
         let value = protocols.join(",");
         return Err(invalid(PROTOCOLS, value, "must include classic"));
     }
+    let settings = parse_consumer_group_settings(explicit)?;
+    Ok(protocols
+        .iter()
+        .any(|p| p == "consumer")
+        .then_some(settings))
+}
+
+/// The `group.consumer.*` settings alone, parsed and checked whether or not the consumer
+/// protocol is on: groups' own configs are set, validated and described against them
+/// either way, as in Kafka.
+pub fn parse_consumer_group_settings(
+    explicit: &BTreeMap<String, String>,
+) -> Result<ConsumerGroupConfig, ConfigError> {
+    let invalid = |key: &str, value: String, reason: &str| ConfigError::Invalid {
+        key: key.into(),
+        value,
+        reason: reason.into(),
+    };
     let session = parse(explicit, "group.consumer.session.timeout.ms", 45_000)?;
     let session_min = parse(explicit, "group.consumer.min.session.timeout.ms", 45_000)?;
     let session_max = parse(explicit, "group.consumer.max.session.timeout.ms", 60_000)?;
@@ -84,17 +102,14 @@ pub fn parse_consumer_groups(
             .map_or("uniform,range", String::as_str),
     )
     .map_err(|value| invalid(ASSIGNORS, value, "known assignors are uniform and range"))?;
-    if !protocols.iter().any(|p| p == "consumer") {
-        return Ok(None);
-    }
-    Ok(Some(ConsumerGroupConfig {
+    Ok(ConsumerGroupConfig {
         session_timeout_ms: session,
         heartbeat_interval_ms: heartbeat,
         max_size,
         assignors,
         session_timeout_bounds_ms: (session_min, session_max),
         heartbeat_interval_bounds_ms: (heartbeat_min, heartbeat_max),
-    }))
+    })
 }
 
 fn list(value: &str) -> Vec<String> {

@@ -184,8 +184,8 @@ fn plan(
                     "Group name must not be empty".to_string(),
                 ));
             }
-            let bounds = broker.consumer_groups.unwrap_or_default();
-            group_configs::validate(&after, &bounds).map_err(ControllerError::InvalidConfig)?;
+            group_configs::validate(&after, &broker.consumer_group_settings)
+                .map_err(ControllerError::InvalidConfig)?;
             ConfigResource::Group {
                 name: name.to_string(),
             }

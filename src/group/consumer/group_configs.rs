@@ -39,13 +39,23 @@ pub fn documentation(name: &str) -> Option<&'static str> {
 }
 
 impl ConsumerGroupConfig {
-    /// The broker's settings with a group's own configs over them. The image holds only
-    /// validated values; one that does not parse anyway leaves the broker's.
+    /// What the coordinator runs a group with: the broker's settings with the group's own
+    /// configs over them if together they pass [`validate`] against this broker's own
+    /// bounds, else the broker's settings alone. The values were validated on the node
+    /// that planned them, whose settings may differ from this one's (or from this
+    /// broker's before a restart); a session no longer than the heartbeat interval would
+    /// expire every member between two heartbeats.
     pub fn for_group(&self, configs: Option<&BTreeMap<String, String>>) -> ConsumerGroupConfig {
+        match configs {
+            Some(configs) if validate(configs, self).is_ok() => self.overlaid(configs),
+            _ => *self,
+        }
+    }
+
+    /// The broker's settings with a group's own configs over them, as stored; a value that
+    /// does not parse leaves the broker's.
+    fn overlaid(&self, configs: &BTreeMap<String, String>) -> ConsumerGroupConfig {
         let mut config = *self;
-        let Some(configs) = configs else {
-            return config;
-        };
         let value = |name: &str| configs.get(name)?.trim().parse::<i32>().ok();
         if let Some(session) = value(SESSION_TIMEOUT_MS) {
             config.session_timeout_ms = session;
@@ -62,7 +72,7 @@ impl ConsumerGroupConfig {
         &self,
         configs: &BTreeMap<String, String>,
     ) -> Vec<(&'static str, i32, bool)> {
-        let effective = self.for_group(Some(configs));
+        let effective = self.overlaid(configs);
         let set = |name: &str| configs.contains_key(name);
         vec![
             (
@@ -82,7 +92,8 @@ impl ConsumerGroupConfig {
 /// Kafka's `GroupConfig.validate` of a group's whole config as it would be after a change,
 /// against the broker's bounds: known names, integers of at least 1, each within its
 /// `group.consumer.min/max.*` bounds, and the session longer than the heartbeat interval
-/// (keys left unset count at the broker's value). The message is Kafka's.
+/// (keys left unset count at the broker's value, the one the group would run with, where
+/// Kafka 4.0 counts them at its built-in defaults). The message is Kafka's.
 pub fn validate(
     configs: &BTreeMap<String, String>,
     broker: &ConsumerGroupConfig,
@@ -100,7 +111,7 @@ pub fn validate(
             ));
         }
     }
-    let config = broker.for_group(Some(configs));
+    let config = broker.overlaid(configs);
     let (heartbeat_min, heartbeat_max) = broker.heartbeat_interval_bounds_ms;
     let (session_min, session_max) = broker.session_timeout_bounds_ms;
     let checks = [
@@ -154,6 +165,17 @@ mod tests {
         let config = broker.for_group(Some(&group));
         assert_eq!(config.session_timeout_ms, 50_000);
         assert_eq!(config.heartbeat_interval_ms, broker.heartbeat_interval_ms);
+        // Values this broker's own bounds refuse (set through a node with wider ones) are
+        // not run with: the broker's settings are.
+        let narrow = ConsumerGroupConfig {
+            session_timeout_bounds_ms: (45_000, 45_000),
+            ..broker
+        };
+        assert_eq!(narrow.for_group(Some(&group)), narrow);
+        assert_eq!(
+            narrow.describe_group(&group)[0],
+            (SESSION_TIMEOUT_MS, 50_000, true)
+        );
         assert_eq!(
             broker.describe_group(&group),
             vec![
