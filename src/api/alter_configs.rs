@@ -1,7 +1,7 @@
 //! AlterConfigs (v0-2, replace-all) and IncrementalAlterConfigs (v0-1) for topics,
-//! dynamic broker configs and consumer groups' own configs. Each resource succeeds or fails on its own; the change goes
-//! through the controller and the answer waits until this node applied it, so a client
-//! that describes or produces next sees the new value.
+//! dynamic broker configs and consumer groups' own configs. Each resource succeeds or
+//! fails on its own; the change goes through the controller and the answer waits until
+//! this node applied it, so a client that describes or produces next sees the new value.
 //!
 //! BROKER_LOGGER resources (IncrementalAlterConfigs only, as Kafka) change this process's
 //! log levels (`tracing_levels`): not through the controller, not kept across restarts.

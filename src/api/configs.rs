@@ -1,7 +1,6 @@
 //! DescribeConfigs for topics, this broker, its loggers and consumer groups: every config
-//! with its value, source,
-//! default flag, type and (when asked) synonyms and Kafka's documentation, as Kafka reports
-//! them.
+//! with its value, source, default flag, type and (when asked) synonyms and Kafka's
+//! documentation, as Kafka reports them.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{

@@ -189,7 +189,7 @@ async fn groups(broker: &Broker) -> Vec<GroupRow> {
 }
 
 fn consumer_config(broker: &Broker) -> ConsumerGroupConfig {
-    broker.config.consumer_groups.unwrap_or_default()
+    broker.config.consumer_group_settings
 }
 
 /// The (topic, partitions) of a consumer-protocol assignment; empty for another protocol
