@@ -252,6 +252,12 @@ impl Broker {
         });
         broker.reconciled.send_replace(image.applied_index);
         let broker = Arc::new(broker);
+        // Consumer groups read their own configs (GROUP resources) from the image as it is
+        // at each use; set before the first image loads a group.
+        let controller = broker.controller.clone();
+        (broker.groups.registry).set_group_config_source(Box::new(move |group| {
+            controller.image().group_configs.get(group).cloned()
+        }));
         tokio::spawn(reconcile_images(broker.clone()));
         let replication = &broker.config.replication;
         tokio::spawn(isr_changes::run_isr_expiration(

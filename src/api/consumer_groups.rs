@@ -123,11 +123,10 @@ pub async fn consumer_group_heartbeat(
         client_host: context.client_host.to_string(),
         client_makes_member_id: context.version >= CLIENT_MEMBER_ID_VERSION_MIN,
     };
-    let sources = (&ImageTopics(&image) as _, image.group_configs.get(&group));
     let answer = broker
         .groups
         .registry
-        .consumer_heartbeat(&log, &group, decoded, sources, now_ms())
+        .consumer_heartbeat(&log, &group, decoded, &ImageTopics(&image), now_ms())
         .await;
     match answer {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()

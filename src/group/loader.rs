@@ -692,7 +692,7 @@ mod tests {
     ) -> Result<HeartbeatAnswer, GroupError> {
         let registry = &coordinator.registry;
         registry
-            .consumer_heartbeat(log, "cg", request, (&OneTopic, None), NOW_MS)
+            .consumer_heartbeat(log, "cg", request, &OneTopic, NOW_MS)
             .await
     }
 
@@ -783,6 +783,54 @@ mod tests {
         let fourth = coordinator();
         fourth.load_now(&log).unwrap();
         assert_eq!(consumer_view(&fourth).await, None);
+    }
+
+    /// A group's own session length (its GROUP config) is what a heartbeat and a load
+    /// start its members' sessions at; a coordinator without the source uses the broker's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_groups_own_session_length_starts_its_sessions_at_a_heartbeat_and_a_load() {
+        const OWN_MS: i64 = 50_000;
+        const BROKER_MS: i64 = 45_000;
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.become_leader(0).unwrap();
+        let with_source = || {
+            let coordinator = coordinator();
+            let own = BTreeMap::from([(
+                "consumer.session.timeout.ms".to_string(),
+                OWN_MS.to_string(),
+            )]);
+            let source = move |group: &str| (group == "cg").then(|| own.clone());
+            coordinator
+                .registry
+                .set_group_config_source(Box::new(source));
+            coordinator
+        };
+        let deadline = |coordinator: &GroupCoordinator| {
+            let registry = coordinator.registry.clone();
+            async move {
+                let view = |group: Option<&crate::group::consumer::ConsumerGroup>| {
+                    group?.next_deadline_ms()
+                };
+                registry.with_consumer_group("cg", view).await.unwrap()
+            }
+        };
+        let first = with_source();
+        first.load_now(&log).unwrap();
+        consumer_beat(&first, &log, beat("a", 0, &[]))
+            .await
+            .unwrap();
+        assert_eq!(deadline(&first).await, NOW_MS + OWN_MS);
+
+        let loaded_from = crate::types::now_ms();
+        let second = with_source();
+        second.load_now(&log).unwrap();
+        let session = deadline(&second).await - loaded_from;
+        assert!((OWN_MS..OWN_MS + 5_000).contains(&session), "{session}");
+        let third = coordinator();
+        third.load_now(&log).unwrap();
+        let session = deadline(&third).await - loaded_from;
+        assert!((BROKER_MS..OWN_MS).contains(&session), "{session}");
     }
 
     /// An append that fails puts the group back to what its records say: the member that

@@ -155,7 +155,13 @@ struct Shared {
     /// requests answer NOT_COORDINATOR at once instead of holding their connection, and so
     /// the shutdown, until the rebalance ends.
     serving_ended: watch::Sender<bool>,
+    /// A consumer group's own configs (GROUP config resources), as the metadata image
+    /// holds them now; set once by the broker, none until then (tests).
+    group_configs: std::sync::OnceLock<GroupConfigSource>,
 }
+
+/// Looks up a group's own configs (`group::consumer::group_configs`) by group id.
+pub type GroupConfigSource = Box<dyn Fn(&str) -> Option<BTreeMap<String, String>> + Send + Sync>;
 
 pub struct GroupRegistry {
     shared: Arc<Shared>,
@@ -180,8 +186,16 @@ impl GroupRegistry {
                 next_token: AtomicU64::new(0),
                 timer: Notify::new(),
                 serving_ended: watch::Sender::new(false),
+                group_configs: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Where consumer groups' own configs are read from: at every heartbeat, at a load
+    /// (the sessions it starts), at a revert and at a failed tick's retry. Set once; a
+    /// second source is ignored.
+    pub fn set_group_config_source(&self, source: GroupConfigSource) {
+        let _ = self.shared.group_configs.set(source);
     }
 
     /// Answers every parked JoinGroup/SyncGroup, now and later, NOT_COORDINATOR: the broker
@@ -239,7 +253,8 @@ impl GroupRegistry {
                         (Some(Group::from_snapshot(snapshot, now_ms)), None)
                     }
                     Loaded::Consumer(records) => {
-                        let config = &self.shared.consumer;
+                        // Sessions start again at the load, at the group's own length.
+                        let config = &self.shared.consumer_config(&group_id);
                         let group = ConsumerGroup::restore(&group_id, records, now_ms, config);
                         (None, Some(group))
                     }
@@ -455,7 +470,7 @@ impl GroupRegistry {
         log: &Partition,
         group_id: &str,
         request: HeartbeatRequest,
-        (topics, own_configs): (&(dyn TopicSource + Sync), Option<&BTreeMap<String, String>>),
+        topics: &(dyn TopicSource + Sync),
         now_ms: i64,
     ) -> Result<HeartbeatAnswer, GroupError> {
         let joining = request.member_epoch == 0;
@@ -475,7 +490,7 @@ impl GroupRegistry {
         }
         self.shared.confirm(state, log).await?;
         // The group's own session timeout and heartbeat interval, if it has them.
-        let config = &self.shared.consumer.for_group(own_configs);
+        let config = &self.shared.consumer_config(group_id);
         let group = state
             .consumer
             .get_or_insert_with(|| ConsumerGroup::new(group_id));
@@ -734,6 +749,14 @@ enum Parked<T> {
 }
 
 impl Shared {
+    /// The settings a consumer group runs with: the broker's, with the group's own
+    /// configs over them where this broker's bounds allow (`ConsumerGroupConfig::
+    /// for_group`).
+    fn consumer_config(&self, group_id: &str) -> ConsumerGroupConfig {
+        let own = self.group_configs.get().and_then(|source| source(group_id));
+        self.consumer.for_group(own.as_ref())
+    }
+
     fn token(&self) -> RequestToken {
         RequestToken(self.next_token.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -834,7 +857,10 @@ impl Shared {
             let deadline = match ticked {
                 // The members that were due still are: try again a heartbeat later, not
                 // at once.
-                Err(_) => Some(now_ms + i64::from(self.consumer.heartbeat_interval_ms)),
+                Err(_) => {
+                    let interval = self.consumer_config(group_id).heartbeat_interval_ms;
+                    Some(now_ms + i64::from(interval))
+                }
                 Ok(()) => state.consumer.as_ref().and_then(|g| g.next_deadline_ms()),
             };
             self.set_deadline(group_id, deadline);
@@ -923,7 +949,7 @@ impl Shared {
                 state.unconfirmed = Some(end_offset);
             }
             Err(error) => {
-                group.revert(now_ms, &self.consumer);
+                group.revert(now_ms, &self.consumer_config(group_id));
                 return Err(error);
             }
         }

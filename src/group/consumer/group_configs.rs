@@ -1,7 +1,8 @@
 //! A consumer group's own configs (Kafka 4.0's `GroupConfig`, KIP-848): set with
 //! IncrementalAlterConfigs or AlterConfigs on a GROUP resource (`kafka-configs
 //! --entity-type groups`), kept in the metadata image, and read by the group's coordinator
-//! at each heartbeat over the broker's `group.consumer.*` defaults.
+//! (`GroupRegistry::set_group_config_source`) over the broker's `group.consumer.*`
+//! defaults at each heartbeat, at a load, at a revert and at a failed tick's retry.
 //!
 //! Only the consumer group keys are known: Kafka 4.0 also takes `share.*` keys, for share
 //! groups, which this broker does not serve; they are refused as unknown names.
