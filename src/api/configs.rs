@@ -238,7 +238,12 @@ fn is_sensitive(name: &str) -> bool {
     let base = unprefixed(name);
     let by_type = match kafka_row(base) {
         Some(row) => row.config_type == ConfigType::Password,
-        None => !KNOWN_UNLISTED_CONFIGS.contains(&base) && topic_config::find(base).is_none(),
+        // Group configs (GROUP resources) are known too: INTs, none secret.
+        None => {
+            !KNOWN_UNLISTED_CONFIGS.contains(&base)
+                && topic_config::find(base).is_none()
+                && !group_configs::NAMES.contains(&base)
+        }
     };
     by_type || name.contains("password") || name.ends_with("jaas.config")
 }
@@ -258,10 +263,9 @@ fn unprefixed(name: &str) -> &str {
 }
 
 /// Whether a described entry hides its value: a logger's level never does (its name is a
-/// logger's, not a config key's), nor a group config (all INTs, none a broker key).
+/// logger's, not a config key's).
 fn hides_value(name: &str, source: ConfigSource) -> bool {
-    let plain = source == ConfigSource::DynamicBrokerLogger || group_configs::NAMES.contains(&name);
-    !plain && is_sensitive(name)
+    source != ConfigSource::DynamicBrokerLogger && is_sensitive(name)
 }
 
 /// The value as Kafka shows it: none for a sensitive config or a null Kafka default.

@@ -418,6 +418,14 @@ mod tests {
     const NOW_MS: i64 = 1_000_000;
     const HANG_GUARD: Duration = Duration::from_secs(60);
 
+    /// An offsets partition in a temporary directory, led here at epoch 0.
+    fn led_log() -> (tempfile::TempDir, Arc<Partition>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.become_leader(0).unwrap();
+        (dir, log)
+    }
+
     fn open(dir: &std::path::Path) -> Arc<Partition> {
         let tp = TopicPartition::new("__consumer_offsets", 0);
         let id = uuid::Uuid::from_u128(7);
@@ -522,10 +530,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn losing_leadership_unloads_and_regaining_it_reloads() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
+        let (_dir, log) = led_log();
         let coordinator = coordinator();
-        log.become_leader(0).unwrap();
         coordinator.follow_leadership(&led(&log));
         until_loaded(&coordinator, 0).await;
         let member = stable_group(&coordinator, &log).await;
@@ -599,10 +605,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_epoch_on_the_same_leader_reloads_what_the_log_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
+        let (_dir, log) = led_log();
         let coordinator = coordinator();
-        log.become_leader(0).unwrap();
         coordinator.follow_leadership(&led(&log));
         until_loaded(&coordinator, 0).await;
         stable_group(&coordinator, &log).await;
@@ -630,10 +634,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partition_serves_nothing_until_its_load_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
+        let (_dir, log) = led_log();
         let coordinator = coordinator();
-        log.become_leader(0).unwrap();
         // Registered as loading, not loaded: groups of the partition are not served.
         lock(&coordinator.loads.pending).insert(0, 0);
         assert!(!coordinator.is_loaded(0));
@@ -725,9 +727,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consumer_group_reloads_from_its_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        log.become_leader(0).unwrap();
+        let (_dir, log) = led_log();
         let first = coordinator();
         first.load_now(&log).unwrap();
         let a = consumer_beat(&first, &log, beat("a", 0, &[]))
@@ -791,9 +791,7 @@ mod tests {
     async fn a_groups_own_session_length_starts_its_sessions_at_a_heartbeat_and_a_load() {
         const OWN_MS: i64 = 50_000;
         const BROKER_MS: i64 = 45_000;
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        log.become_leader(0).unwrap();
+        let (_dir, log) = led_log();
         let with_source = || {
             let coordinator = coordinator();
             let own = BTreeMap::from([(
@@ -837,9 +835,7 @@ mod tests {
     /// was joining is not there, and the one that was there is as it was.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_consumer_group_append_reverts_to_the_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        log.become_leader(0).unwrap();
+        let (_dir, log) = led_log();
         let coordinator = coordinator();
         coordinator.load_now(&log).unwrap();
         let a = consumer_beat(&coordinator, &log, beat("a", 0, &[]))
@@ -860,9 +856,7 @@ mod tests {
     /// expiry (and stays deleted across a reload); one with members or offsets stays.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_expiry_deletes_empty_groups_without_offsets() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        log.become_leader(0).unwrap();
+        let (_dir, log) = led_log();
         let serving = coordinator();
         serving.load_now(&log).unwrap();
         stable_group(&serving, &log).await;
